@@ -1,0 +1,196 @@
+"""Processes the harness starts: each in its own session (process group), always stopped.
+
+Every process is started with ``start_new_session=True`` so that a Ctrl-C in
+the terminal reaches only the harness, which then stops its children in order,
+and so that ``killpg`` reaches a worker's whole tree (pool children included).
+Stopping is TERM to the group, a grace period, then KILL to the group.
+``stop_all`` runs from ``finally`` blocks and from ``atexit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+_LIVE: list[ManagedProcess] = []
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        cwd: str,
+        log_path: Path,
+        stdin: int | None = subprocess.DEVNULL,
+        stdout: int | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=self._log if stdout is None else stdout,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+        _LIVE.append(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        """The leader and all its descendants (empty once the leader is gone)."""
+        try:
+            leader = psutil.Process(self.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """TERM the group, wait up to ``grace`` s for the leader, then KILL the group."""
+        if self in _LIVE:
+            _LIVE.remove(self)
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=grace)
+        # Whatever is left in the group (a pool child that outlived its parent).
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_many(processes: Sequence[ManagedProcess], grace: float = 10.0) -> None:
+    """Stop several process groups concurrently (TERM all, wait, KILL the rest)."""
+    for proc in processes:
+        if proc in _LIVE:
+            _LIVE.remove(proc)
+        if proc.alive():
+            proc.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        remaining = max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=remaining)
+    for proc in processes:
+        proc.stop(grace=0.0)
+
+
+def stop_all() -> None:
+    stop_many(list(reversed(_LIVE)), grace=5.0)
+
+
+atexit.register(stop_all)
+
+
+def install_signal_handlers() -> None:
+    """Turn TERM/HUP into KeyboardInterrupt so ``finally`` blocks run and clean up."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def tree_processes(groups: Sequence[ManagedProcess]) -> list[psutil.Process]:
+    out: list[psutil.Process] = []
+    for group in groups:
+        out.extend(group.tree())
+    return out
+
+
+def tree_cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def settle(
+    groups: Sequence[ManagedProcess],
+    expected: int,
+    *,
+    timeout: float = 30.0,
+    window: float = 0.25,
+    quiet_cores_per_proc: float = 0.35,
+) -> tuple[bool, float]:
+    """Wait until the worker trees are started and idle.
+
+    Idle means: at least ``expected`` processes, the same set of pids over two
+    consecutive ``window``s, and CPU use over each window below
+    ``quiet_cores_per_proc`` cores per process (start-up imports run at one core
+    per process; an idle poller such as arq at 1 ms uses far less). Returns
+    (settled, seconds waited).
+    """
+    start = time.monotonic()
+    quiet_windows = 0
+    prev_pids: set[int] = set()
+    prev_cpu = -1.0
+    while time.monotonic() - start < timeout:
+        if not any(g.alive() for g in groups):
+            raise RuntimeError("worker processes exited while starting")
+        procs = tree_processes(groups)
+        pids = {p.pid for p in procs}
+        cpu = tree_cpu_seconds(procs)
+        if len(pids) >= expected and pids == prev_pids and prev_cpu >= 0:
+            used = (cpu - prev_cpu) / window
+            if used < quiet_cores_per_proc * max(1, len(pids)):
+                quiet_windows += 1
+            else:
+                quiet_windows = 0
+        else:
+            quiet_windows = 0
+        if quiet_windows >= 2:
+            return True, time.monotonic() - start
+        prev_pids, prev_cpu = pids, cpu
+        time.sleep(window)
+    return False, time.monotonic() - start
+
+
+def rss_snapshot(groups: Sequence[ManagedProcess]) -> dict[str, object]:
+    """RSS of the parent (when the system has one) and of every child, in MiB."""
+    leaders: list[float] = []
+    children: list[float] = []
+    for group in groups:
+        tree = group.tree()
+        for i, proc in enumerate(tree):
+            try:
+                rss = proc.memory_info().rss / (1024 * 1024)
+            except psutil.Error:
+                continue
+            (leaders if i == 0 else children).append(rss)
+    return {"leaders": leaders, "children": children}

@@ -1,0 +1,120 @@
+"""redflow-mp: ``redflow-supervisor --procs N``, written against the public API (SPEC §2).
+
+``redflow_mp`` is imported only inside the client subprocess (and by the
+supervisor's children through ``--module``), never by the harness itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from benchmarks.systems.base import Client, System
+from benchmarks.tasks import common
+
+TASKS = "benchmarks.tasks.redflow_tasks"
+
+
+class RedflowSystem(System):
+    name = "redflow"
+    modules = ("redflow_mp", "redflow_supervisor")
+    distributions = ("redflow-mp",)
+    tasks_module = TASKS
+    config = (
+        "redflow-supervisor --app bench --procs N --queues bench, workflows with "
+        "max_concurrency=1000; every run stores its state and output"
+    )
+    fanout_idiom = "parent workflow: ctx.step.emit_workflow x200 / ctx.step.run_workflow x200"
+    steps_idiom = "20 ctx.step.run calls (durable steps)"
+
+    def available(self) -> str | None:
+        # Checked in a subprocess: the library is imported lazily, never by the
+        # harness, and a half-written package must not break the harness.
+        probe = (
+            "import redflow_mp, redflow_supervisor\n"
+            "for name in ('define_workflow', 'create_client', 'Context'):\n"
+            "    getattr(redflow_mp, name)\n"
+        )
+        try:
+            done = subprocess.run(
+                [self.python(), "-c", probe],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"cannot probe redflow_mp: {exc}"
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            return f"redflow_mp / redflow_supervisor not importable ({last}); pip install -e ."
+        return None
+
+    def _supervisor(self) -> list[str]:
+        script = os.path.join(os.path.dirname(self.python()), "redflow-supervisor")
+        if os.path.exists(script):
+            return [script]
+        found = shutil.which("redflow-supervisor")
+        if found:
+            return [found]
+        return [self.python(), "-m", "redflow_supervisor"]
+
+    def worker_commands(self, procs: int) -> list[list[str]]:
+        return [
+            [
+                *self._supervisor(),
+                "--app",
+                "bench",
+                "--procs",
+                str(procs),
+                "--module",
+                TASKS,
+                "--url",
+                "{url}",
+                "--prefix",
+                "{prefix}",
+                "--queues",
+                common.QUEUE,
+            ]
+        ]
+
+    def expected_processes(self, procs: int) -> int:
+        return procs + 1
+
+    def client_class(self) -> type[Client]:
+        return RedflowClient
+
+
+class RedflowClient(Client):
+    def connect(self) -> None:
+        from benchmarks.tasks import redflow_tasks
+        from redflow_mp import create_client
+
+        self.tasks: Any = redflow_tasks
+        self.client: Any = create_client(url=self.url, prefix=common.prefix())
+
+    def enqueue(self, kind: str, arg: int) -> None:
+        t = self.tasks
+        if kind == "noop":
+            t.noop.run({})
+        elif kind == "cpu":
+            t.cpu.run({"iterations": arg})
+        elif kind == "steps":
+            t.steps.run({"steps": arg})
+        else:
+            raise ValueError(kind)
+
+    def round_trip(self, value: int) -> int:
+        handle = self.tasks.rt.run({"v": value})
+        got: int = handle.result(timeout=30)
+        return got
+
+    def fanout(self, mode: str, n: int) -> None:
+        self.tasks.fanout.run({"mode": mode, "n": n})
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if callable(close):
+            close()

@@ -1,0 +1,60 @@
+"""Huey tasks on RedisHuey (blocking dequeue, result notification on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huey import RedisHuey
+
+from benchmarks.tasks import common
+
+# notify_result=True: a waiting ``result.get(blocking=True)`` is woken by a
+# BLPOP on a notification key instead of polling with backoff.
+huey = RedisHuey(
+    common.QUEUE,
+    url=common.redis_url(),
+    blocking=True,
+    notify_result=True,
+    results=True,
+    store_none=False,
+    utc=True,
+)
+
+
+@huey.task()
+def noop() -> None:
+    common.count_done()
+
+
+@huey.task()
+def rt(value: int) -> int:
+    return value
+
+
+@huey.task()
+def cpu(iterations: int) -> None:
+    common.cpu_task(iterations)
+
+
+@huey.task()
+def steps(count: int) -> None:
+    common.by_hand_steps(count)
+
+
+@huey.task()
+def child(*_args: Any) -> None:
+    common.count_done()
+
+
+@huey.task()
+def fanout(mode: str, n: int) -> None:
+    """W6 parent: enqueue ``n`` children (emit) or a pipeline of ``n`` (``.then``)."""
+    if mode == "emit":
+        for _ in range(n):
+            child()
+    else:
+        pipe = child.s()
+        for _ in range(n - 1):
+            pipe = pipe.then(child)
+        huey.enqueue(pipe)
+    common.mark_parent_done()

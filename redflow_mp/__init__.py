@@ -1,0 +1,72 @@
+"""redflow-mp: durable multi-step workflows for Python, with state in Redis.
+
+Importing this package starts nothing and opens no sockets. The public API
+(SPEC §2) is listed in ``__all__``.
+"""
+
+from __future__ import annotations
+
+from .client import Client, RunHandle, create_client, get_default_client
+from .codec import ErrorInfo, RunState, RunStatus, StepState, StepStatus, WorkflowMeta
+from .context import AsyncContext, Context, FailureContext, RunInfo
+from .cron import Cron
+from .errors import (
+    ConfigError,
+    DuplicateStepError,
+    DuplicateWorkflowError,
+    InputValidationError,
+    LeaseLostError,
+    NonRetriableError,
+    OutputSerializationError,
+    PayloadTooLargeError,
+    RedflowError,
+    ResultTimeoutError,
+    RunCanceledError,
+    RunFailedError,
+    StepTimeoutError,
+    UnknownWorkflowError,
+)
+from .registry import Registry, Workflow, define_workflow, get_default_registry
+from .retry import Retries
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncContext",
+    "Client",
+    "ConfigError",
+    "Context",
+    "Cron",
+    "DuplicateStepError",
+    "DuplicateWorkflowError",
+    "ErrorInfo",
+    "FailureContext",
+    "InputValidationError",
+    "LeaseLostError",
+    "NonRetriableError",
+    "OutputSerializationError",
+    "PayloadTooLargeError",
+    "RedflowError",
+    "Registry",
+    "ResultTimeoutError",
+    "Retries",
+    "RunCanceledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunInfo",
+    "RunState",
+    "RunStatus",
+    "StepState",
+    "StepStatus",
+    "StepTimeoutError",
+    "UnknownWorkflowError",
+    "Worker",
+    "Workflow",
+    "WorkflowMeta",
+    "__version__",
+    "create_client",
+    "define_workflow",
+    "get_default_client",
+    "get_default_registry",
+]

@@ -1,0 +1,271 @@
+"""Stored records and the public state types, as msgspec Structs; JSON only.
+
+Owns how runs, steps, workflow metadata and errors are encoded in Redis and
+decoded back. Payloads (inputs, outputs) are msgspec JSON: readable with
+``redis-cli``, never pickled. One Encoder and one Decoder per record type, built
+once at import.
+
+Invariant: a value stored under a ``...Json`` field is a complete JSON document;
+a field that is absent or empty means "not set".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "ErrorInfo",
+    "RunState",
+    "RunStatus",
+    "StepState",
+    "StepStatus",
+    "StoredStep",
+    "WorkflowMeta",
+    "decode_json",
+    "encode_json",
+]
+
+
+class RunStatus(enum.StrEnum):
+    """Lifecycle of a run. ``succeeded``, ``failed`` and ``canceled`` are terminal."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED})
+
+
+class StepStatus(enum.StrEnum):
+    """Outcome of one recorded step execution."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A failure as it crosses processes: type name, message, retryable flag, traceback."""
+
+    type: str
+    message: str
+    retryable: bool = True
+    traceback: str | None = None
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    """A run as stored in ``run:<id>`` (times are epoch milliseconds)."""
+
+    id: str
+    workflow: str
+    queue: str
+    status: RunStatus
+    input: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    attempt: int = 1
+    max_attempts: int = 1
+    created_at: int = 0
+    available_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    updated_at: int | None = None
+    cancel_requested_at: int | None = None
+    cancel_reason: str | None = None
+    idempotency_key: str | None = None
+    parent_run_id: str | None = None
+    cron_id: str | None = None
+    timeout: float | None = None
+    crash_count: int = 0
+    last_crash: str | None = None
+
+
+class StepState(msgspec.Struct, kw_only=True):
+    """One step of a run, as returned by ``Client.get_run_steps``."""
+
+    name: str
+    status: StepStatus
+    output: Any = None
+    error: ErrorInfo | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    attempt: int = 1
+
+
+class StoredStep(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """The JSON stored per step in ``run:<id>:steps`` (field names as in SPEC §4)."""
+
+    status: str
+    started_at: int
+    finished_at: int
+    attempt: int
+    seq: int = 0
+    output_json: str | None = None
+    error_json: str | None = None
+
+
+class WorkflowMeta(msgspec.Struct, kw_only=True):
+    """Workflow metadata as synced by ``Client.sync_registry``."""
+
+    name: str
+    queue: str
+    max_concurrency: int
+    app: str
+    updated_at: int
+    cron: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    retries: dict[str, Any] | None = None
+    cron_ids: list[str] = msgspec.field(default_factory=list)
+
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+_error_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(ErrorInfo)
+_step_encoder = msgspec.json.Encoder()
+_step_decoder = msgspec.json.Decoder(StoredStep)
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode a user payload; raises ``TypeError``/``msgspec.EncodeError`` if it cannot."""
+    return _json_encoder.encode(value)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Decode a user payload stored by :func:`encode_json`."""
+    return _json_decoder.decode(data)
+
+
+def encode_error(error: ErrorInfo) -> bytes:
+    return _error_encoder.encode(error)
+
+
+def decode_error(data: bytes | str | None) -> ErrorInfo | None:
+    """Decode a stored ``errorJson``; a malformed one becomes a readable ErrorInfo."""
+    if not data:
+        return None
+    try:
+        return _error_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        return ErrorInfo(type="CorruptRecord", message=f"unreadable errorJson: {text[:200]}")
+
+
+def encode_step(step: StoredStep) -> bytes:
+    return _step_encoder.encode(step)
+
+
+def decode_step(data: bytes | str) -> StoredStep:
+    return _step_decoder.decode(data)
+
+
+def _text(raw: Mapping[Any, Any], field: bytes) -> str | None:
+    value = raw.get(field)
+    if value is None or value == b"":
+        return None
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _int(raw: Mapping[Any, Any], field: bytes) -> int | None:
+    value = raw.get(field)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _payload(raw: Mapping[Any, Any], field: bytes) -> Any:
+    value = raw.get(field)
+    if not value:
+        return None
+    try:
+        return _json_decoder.decode(value)
+    except msgspec.DecodeError:
+        # Inspection must survive a corrupted record: hand back the raw text.
+        return value.decode("utf-8", "replace")
+
+
+def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
+    """Build a :class:`RunState` from ``HGETALL run:<id>`` (bytes keys and values)."""
+    status_text = _text(raw, b"status") or "queued"
+    try:
+        status = RunStatus(status_text)
+    except ValueError:
+        status = RunStatus.FAILED
+    timeout_ms = _int(raw, b"timeoutMs")
+    return RunState(
+        id=_text(raw, b"id") or "",
+        workflow=_text(raw, b"workflow") or "",
+        queue=_text(raw, b"queue") or "",
+        status=status,
+        input=_payload(raw, b"inputJson"),
+        output=_payload(raw, b"outputJson"),
+        error=decode_error(raw.get(b"errorJson")),
+        attempt=_int(raw, b"attempt") or 1,
+        max_attempts=_int(raw, b"maxAttempts") or 1,
+        created_at=_int(raw, b"createdAt") or 0,
+        available_at=_int(raw, b"availableAt"),
+        started_at=_int(raw, b"startedAt"),
+        finished_at=_int(raw, b"finishedAt"),
+        updated_at=_int(raw, b"updatedAt"),
+        cancel_requested_at=_int(raw, b"cancelRequestedAt"),
+        cancel_reason=_text(raw, b"cancelReason"),
+        idempotency_key=_text(raw, b"idempotencyKey"),
+        parent_run_id=_text(raw, b"parentRunId"),
+        cron_id=_text(raw, b"cronId"),
+        timeout=timeout_ms / 1000.0 if timeout_ms else None,
+        crash_count=_int(raw, b"crashCount") or 0,
+        last_crash=_text(raw, b"lastCrash"),
+    )
+
+
+def step_state(name: str, stored: StoredStep) -> StepState:
+    """Turn a stored step record into the public :class:`StepState`."""
+    try:
+        status = StepStatus(stored.status)
+    except ValueError:
+        status = StepStatus.FAILED
+    output = None
+    if stored.output_json is not None:
+        try:
+            output = _json_decoder.decode(stored.output_json)
+        except msgspec.DecodeError:
+            output = stored.output_json
+    return StepState(
+        name=name,
+        status=status,
+        output=output,
+        error=decode_error(stored.error_json),
+        started_at=stored.started_at,
+        finished_at=stored.finished_at,
+        attempt=stored.attempt,
+    )
+
+
+def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
+    """Build a :class:`WorkflowMeta` from ``HGETALL workflow:<name>``."""
+    cron = _payload(raw, b"cronJson")
+    retries = _payload(raw, b"retriesJson")
+    cron_ids = _payload(raw, b"cronIdsJson")
+    return WorkflowMeta(
+        name=_text(raw, b"name") or "",
+        queue=_text(raw, b"queue") or "default",
+        max_concurrency=max(1, _int(raw, b"maxConcurrency") or 1),
+        app=_text(raw, b"app") or "",
+        updated_at=_int(raw, b"updatedAt") or 0,
+        cron=cron if isinstance(cron, list) else [],
+        retries=retries if isinstance(retries, dict) else None,
+        cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
+    )

@@ -1,0 +1,110 @@
+"""The context a handler receives: validated input, steps, run info, cancellation.
+
+A :class:`Context` lives for one execution of one run. ``ctx.cancelled`` is a
+``threading.Event`` the heartbeat sets when cancellation is requested (or the
+lease is lost); ``ctx.raise_if_cancelled()`` turns it into
+:class:`RunCanceledError`. For ``async def`` handlers ``ctx.step`` has the same
+methods, awaitable.
+
+A ContextVar holds the current execution only for logging helpers; nothing
+else reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+
+from .codec import ErrorInfo
+from .errors import LeaseLostError, RunCanceledError
+
+if TYPE_CHECKING:
+    from .steps import AsyncStep, Step
+
+__all__ = ["AsyncContext", "Context", "FailureContext", "RunInfo"]
+
+T = TypeVar("T")
+
+current_run: ContextVar[RunInfo | None] = ContextVar("redflow_current_run", default=None)
+
+
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Facts about the run being executed (times are epoch milliseconds)."""
+
+    id: str
+    workflow: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    created_at: int
+    parent_run_id: str | None = None
+    cron_id: str | None = None
+
+
+class Context(Generic[T]):
+    """What a handler gets: ``input``, ``step``, ``run``, ``cancelled``, ``logger``."""
+
+    __slots__ = ("_lease_lost", "_reason", "cancelled", "input", "logger", "run", "step")
+
+    def __init__(
+        self,
+        input: T,
+        step: Step,
+        run: RunInfo,
+        cancelled: threading.Event,
+        logger: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.input = input
+        self.step = step
+        self.run = run
+        self.cancelled = cancelled
+        self.logger = logger
+        self._lease_lost = False
+        self._reason: str | None = None
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`RunCanceledError` if cancellation was requested."""
+        if self.cancelled.is_set():
+            if self._lease_lost:
+                raise LeaseLostError(f"run {self.run.id}: lease lost; stopping this execution")
+            raise RunCanceledError(self.run.id, reason=self._reason)
+
+    def __repr__(self) -> str:
+        return f"<Context run={self.run.id} workflow={self.run.workflow!r}>"
+
+
+class AsyncContext(Context[T]):
+    """The context of an ``async def`` handler: ``ctx.step`` methods are awaitable."""
+
+    __slots__ = ()
+    step: AsyncStep  # type: ignore[assignment]
+
+
+class FailureContext(Generic[T]):
+    """What ``on_failure`` gets once a run has failed for good."""
+
+    __slots__ = ("error", "input", "logger", "run")
+
+    def __init__(
+        self,
+        input: T,
+        run: RunInfo,
+        error: ErrorInfo,
+        logger: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.input = input
+        self.run = run
+        self.error = error
+        self.logger = logger
+
+    def __repr__(self) -> str:
+        return f"<FailureContext run={self.run.id} error={self.error.type}>"
+
+
+def current() -> Any:
+    """The run being executed in this thread/task, or None (for logging helpers)."""
+    return current_run.get()

@@ -1,0 +1,138 @@
+"""The exception tree of redflow-mp.
+
+Everything a caller can catch derives from :class:`RedflowError`. Errors that
+describe a *run's* outcome (raised by ``RunHandle.result``) carry the stored
+:class:`~redflow_mp.codec.ErrorInfo`, never a pickled exception: failures cross
+processes as msgspec JSON.
+
+Invariant: a handler steers retries by raising :class:`NonRetriableError` (or a
+subclass); every other exception from a handler is retried while attempts
+remain.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .codec import ErrorInfo
+
+__all__ = [
+    "ConfigError",
+    "DuplicateStepError",
+    "DuplicateWorkflowError",
+    "InputValidationError",
+    "LeaseLostError",
+    "NonRetriableError",
+    "OutputSerializationError",
+    "PayloadTooLargeError",
+    "RedflowError",
+    "ResultTimeoutError",
+    "RunCanceledError",
+    "RunFailedError",
+    "StepTimeoutError",
+    "UnknownWorkflowError",
+]
+
+
+class RedflowError(Exception):
+    """Root of every error raised by redflow-mp."""
+
+
+class ConfigError(RedflowError):
+    """A setting is unknown or has a bad value; the message names key and source."""
+
+
+class NonRetriableError(RedflowError):
+    """Raise from a handler or step to fail the run now, without further attempts."""
+
+
+class InputValidationError(NonRetriableError):
+    """The run's input does not match the workflow's schema (never retried)."""
+
+
+class UnknownWorkflowError(NonRetriableError):
+    """No workflow of that name is registered where the run executes (never retried)."""
+
+
+class OutputSerializationError(NonRetriableError):
+    """A handler or step returned a value msgspec cannot encode as JSON (never retried)."""
+
+
+class PayloadTooLargeError(NonRetriableError, ValueError):
+    """An input or output exceeds the client's ``max_payload_bytes`` limit."""
+
+
+class StepTimeoutError(RedflowError, TimeoutError):
+    """A step ran longer than its ``timeout``; raised inside the handler."""
+
+
+class DuplicateStepError(RedflowError):
+    """The same step name was used twice within one execution of a handler."""
+
+
+class DuplicateWorkflowError(RedflowError, ValueError):
+    """A workflow name was defined twice in one registry."""
+
+
+class LeaseLostError(RedflowError):
+    """This process no longer holds the run's lease; its writes were rejected."""
+
+
+class ResultTimeoutError(RedflowError, TimeoutError):
+    """``RunHandle.result(timeout=...)`` ran out; the run itself goes on."""
+
+
+class _RunOutcomeError(RedflowError):
+    """Base of the errors that report how a run ended."""
+
+    def __init__(self, run_id: str, error: ErrorInfo | None, message: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.error = error
+
+
+class RunFailedError(_RunOutcomeError):
+    """The run ended ``failed``; ``error`` holds the stored cause (type, message, traceback)."""
+
+    def __init__(self, run_id: str, error: ErrorInfo | None) -> None:
+        detail = f"{error.type}: {error.message}" if error is not None else "no error recorded"
+        super().__init__(run_id, error, f"run {run_id} failed: {detail}")
+
+
+class RunCanceledError(_RunOutcomeError):
+    """The run was canceled; raised by ``result()`` and at a step boundary inside a
+    handler whose run was asked to cancel."""
+
+    def __init__(
+        self, run_id: str = "", error: ErrorInfo | None = None, reason: str | None = None
+    ) -> None:
+        text = f"run {run_id} was canceled" if run_id else "run was canceled"
+        if reason:
+            text += f": {reason}"
+        super().__init__(run_id, error, text)
+        self.reason = reason
+
+
+# Error types a failed run may carry that are also exported classes: ``result()``
+# raises an exception that is both a RunFailedError and the original class, so
+# callers can catch either. Built once at import; never mutated.
+_COMBINED: dict[str, type[RunFailedError]] = {
+    cls.__name__: type(f"RunFailed{cls.__name__}", (RunFailedError, cls), {})
+    for cls in (
+        NonRetriableError,
+        InputValidationError,
+        UnknownWorkflowError,
+        OutputSerializationError,
+        PayloadTooLargeError,
+        StepTimeoutError,
+        DuplicateStepError,
+        LeaseLostError,
+    )
+}
+
+
+def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
+    """Build the exception ``result()`` raises for a failed run."""
+    cls = _COMBINED.get(error.type, RunFailedError) if error is not None else RunFailedError
+    return cls(run_id, error)

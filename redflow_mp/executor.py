@@ -1,0 +1,331 @@
+"""Execute one claimed run: validate input, call the handler, decide the outcome.
+
+:meth:`Executor.execute` never writes the run's final state itself: it returns
+an :class:`Outcome` (succeeded / failed / canceled / retry, or ``lost`` when the
+lease was taken over and nothing may be written), and the worker applies it
+fenced by the lease token, usually in the same script call that claims the
+next run. Step writes during the handler are fenced the same way.
+
+Outcome rules (SPEC §4): unknown workflow, unreadable or invalid input, output
+that cannot be encoded, :class:`NonRetriableError` and cancellation are final;
+any other exception is retried with backoff while attempts remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import codec
+from .codec import ErrorInfo, StoredStep
+from .context import AsyncContext, Context, FailureContext, RunInfo, current_run
+from .errors import (
+    InputValidationError,
+    LeaseLostError,
+    NonRetriableError,
+    OutputSerializationError,
+    RunCanceledError,
+    UnknownWorkflowError,
+)
+from .lease import LeaseKeeper
+from .logs import RunLoggerAdapter, run_logger
+from .registry import Registry, Workflow
+from .retry import backoff_seconds, is_retryable
+from .scripts import Claimed
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["Execution", "Executor", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+_TRACEBACK_LIMIT = 16_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an execution ended. ``mode`` is succeeded|failed|canceled|retry|lost."""
+
+    mode: str
+    payload: bytes = b""
+    delay_ms: int = 0
+    error: ErrorInfo | None = None
+    workflow: Workflow[Any, Any] | None = None
+    input: Any = None
+    info: RunInfo | None = None
+    logger: RunLoggerAdapter | None = None
+
+
+def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
+    """Describe an exception for storage (type, message, retryable, traceback)."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > _TRACEBACK_LIMIT:
+        tb = tb[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=str(exc)[:4000],
+        retryable=is_retryable(exc) if retryable is None else retryable,
+        traceback=tb,
+    )
+
+
+class Execution:
+    """State of one execution of one run, shared by the context and its steps."""
+
+    __slots__ = (
+        "attempt",
+        "cancel_reason",
+        "cancelled",
+        "client",
+        "ctx",
+        "lease_lost",
+        "lease_ms",
+        "logger",
+        "run_id",
+        "seen",
+        "seq",
+        "steps_cache",
+        "token",
+        "try_inline",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        claimed: Claimed,
+        lease_ms: int,
+        logger: RunLoggerAdapter,
+        try_inline: Callable[[str], bool],
+    ) -> None:
+        self.client = client
+        self.run_id = claimed.id
+        self.token = claimed.token
+        self.attempt = claimed.attempt
+        self.lease_ms = lease_ms
+        self.steps_cache = claimed.steps
+        self.seen: set[str] = set()
+        self.seq = 0
+        self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+        self.lease_lost = False
+        self.logger = logger
+        self.try_inline = try_inline
+        self.ctx: Context[Any] | None = None
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def mark_lost(self) -> None:
+        self.lease_lost = True
+        if self.ctx is not None:
+            self.ctx._lease_lost = True
+        self.cancelled.set()
+
+    def mark_cancel(self) -> None:
+        self.cancelled.set()
+
+    def check_cancelled(self) -> None:
+        if self.lease_lost:
+            raise LeaseLostError(f"run {self.run_id}: lease lost; stopping this execution")
+        if self.cancelled.is_set():
+            raise RunCanceledError(self.run_id, reason=self.cancel_reason)
+
+    def write_step(self, name: str, record: StoredStep) -> None:
+        data = codec.encode_step(record)
+        held, cancel = self.client.scripts.write_step(
+            self.run_id, self.token, name, data, self.lease_ms
+        )
+        if not held:
+            self.mark_lost()
+            raise LeaseLostError(f"run {self.run_id}: lease lost while recording step {name!r}")
+        self.steps_cache[name] = data
+        if cancel:
+            self.mark_cancel()
+
+    def error_info(self, exc: BaseException) -> ErrorInfo:
+        return error_info(exc)
+
+
+class _Runners(threading.local):
+    runner: asyncio.Runner | None = None
+
+
+class Executor:
+    """Runs handlers for one worker; holds the per-thread asyncio runner."""
+
+    def __init__(
+        self,
+        client: Client,
+        registry: Registry,
+        keeper: LeaseKeeper,
+        lease_ms: int,
+        try_inline: Callable[[str], bool],
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.keeper = keeper
+        self.lease_ms = lease_ms
+        self._try_inline = try_inline
+        self._runners = _Runners()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        runner = self._runners.runner
+        if runner is not None:
+            runner.close()
+            self._runners.runner = None
+
+    def _run_async(self, coro: Any) -> Any:
+        runner = self._runners.runner
+        if runner is None:
+            runner = asyncio.Runner()
+            self._runners.runner = runner
+        return runner.run(coro)
+
+    def execute(self, claimed: Claimed) -> Outcome:
+        """Execute ``claimed`` and return its outcome (nothing final is written here)."""
+        logger = run_logger(
+            "redflow_mp.run",
+            workflow=claimed.workflow,
+            run_id=claimed.id,
+            attempt=claimed.attempt,
+            pid=self._pid,
+        )
+        info = RunInfo(
+            id=claimed.id,
+            workflow=claimed.workflow,
+            queue=claimed.queue,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            created_at=claimed.created_at,
+            parent_run_id=claimed.parent_run_id,
+            cron_id=claimed.cron_id,
+        )
+        wf = self.registry.get(claimed.workflow)
+        if wf is None:
+            unknown = UnknownWorkflowError(
+                f"workflow {claimed.workflow!r} is not registered in this worker "
+                f"(queue {claimed.queue!r})"
+            )
+            return Outcome("failed", error=error_info(unknown), info=info, logger=logger)
+        outcome = Outcome("failed", workflow=wf, info=info, logger=logger)
+        try:
+            raw_input = codec.decode_json(claimed.input_json)
+        except msgspec.DecodeError as exc:
+            err = InputValidationError(f"run input is not valid JSON: {exc}")
+            outcome.error = error_info(err)
+            return outcome
+        outcome.input = raw_input
+        if wf.schema is not None:
+            try:
+                value = msgspec.convert(raw_input, wf.schema)
+            except (msgspec.ValidationError, TypeError) as exc:
+                err = InputValidationError(f"input does not match the schema of {wf.name!r}: {exc}")
+                outcome.error = error_info(err)
+                return outcome
+            outcome.input = value
+        return self._call(wf, claimed, info, outcome, logger)
+
+    def _call(
+        self,
+        wf: Workflow[Any, Any],
+        claimed: Claimed,
+        info: RunInfo,
+        outcome: Outcome,
+        logger: RunLoggerAdapter,
+    ) -> Outcome:
+        from .steps import AsyncStep, Step
+
+        ex = Execution(self.client, claimed, self.lease_ms, logger, self._try_inline)
+        ctx: Context[Any]
+        if wf.is_async:
+            ctx = AsyncContext(outcome.input, AsyncStep(ex), info, ex.cancelled, logger)  # type: ignore[arg-type]
+        else:
+            ctx = Context(outcome.input, Step(ex), info, ex.cancelled, logger)
+        ex.ctx = ctx
+        self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel)
+        token = current_run.set(info)
+        try:
+            result = wf.handler(ctx)
+            if asyncio.iscoroutine(result):
+                result = self._run_async(result)
+        except RunCanceledError as exc:
+            outcome.mode = "canceled"
+            outcome.error = error_info(exc, retryable=False)
+        except LeaseLostError:
+            outcome.mode = "lost"
+        except Exception as exc:
+            if ex.lease_lost:
+                outcome.mode = "lost"
+            else:
+                self._failure(wf, claimed, exc, outcome)
+        else:
+            if ex.lease_lost:
+                outcome.mode = "lost"
+            else:
+                self._success(result, outcome)
+        finally:
+            current_run.reset(token)
+            self.keeper.release(claimed.id)
+        if outcome.mode in ("failed", "retry") and outcome.error is not None:
+            logger.warning(
+                "run %s attempt %d %s: %s: %s",
+                claimed.id,
+                claimed.attempt,
+                "will retry" if outcome.mode == "retry" else "failed",
+                outcome.error.type,
+                outcome.error.message,
+            )
+        return outcome
+
+    def _success(self, result: Any, outcome: Outcome) -> None:
+        try:
+            outcome.payload = self.client.encode_payload(result, "workflow output")
+            outcome.mode = "succeeded"
+        except TypeError as exc:
+            outcome.mode = "failed"
+            outcome.error = error_info(OutputSerializationError(str(exc)))
+        except NonRetriableError as exc:
+            outcome.mode = "failed"
+            outcome.error = error_info(exc)
+
+    def _failure(
+        self, wf: Workflow[Any, Any], claimed: Claimed, exc: Exception, outcome: Outcome
+    ) -> None:
+        info = error_info(exc)
+        outcome.error = info
+        if info.retryable and claimed.attempt < claimed.max_attempts:
+            outcome.mode = "retry"
+            outcome.delay_ms = int(backoff_seconds(wf.retries, claimed.attempt) * 1000)
+        else:
+            outcome.mode = "failed"
+
+    def call_on_failure(self, outcome: Outcome) -> None:
+        """Run the workflow's ``on_failure`` once; its errors are logged, never raised."""
+        wf = outcome.workflow
+        if wf is None or wf.on_failure is None or outcome.info is None or outcome.error is None:
+            return
+        logger = outcome.logger or run_logger(
+            "redflow_mp.run",
+            workflow=wf.name,
+            run_id=outcome.info.id,
+            attempt=outcome.info.attempt,
+            pid=self._pid,
+        )
+        fctx = FailureContext(outcome.input, outcome.info, outcome.error, logger)
+        try:
+            result = wf.on_failure(fctx)
+            if asyncio.iscoroutine(result):
+                self._run_async(result)
+        except Exception:
+            logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)

@@ -1,0 +1,102 @@
+"""Lease keeping: the heartbeat thread of a worker process.
+
+A claimed run carries a lease (``run:<id>:lease`` = token, PX ``lease_ms``).
+:class:`LeaseKeeper` renews the leases of every run this process holds every
+``lease_ms / 3`` with one fenced script call, and reports back per run: lease
+lost (another worker took the run over: stop, write nothing) or cancellation
+requested (set ``ctx.cancelled``).
+
+The heartbeat only proves the process lives. A handler stuck in C code holding
+the GIL stops this thread too; the supervisor's parent therefore also extends
+the leases of runs held by its live children (SPEC §4).
+
+Fork safety: the thread is started lazily by the first :meth:`hold` in the
+process that uses it and never survives a fork (a forked child builds its own
+keeper); it talks to Redis on its own thread-local connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .scripts import Scripts
+
+__all__ = ["LeaseKeeper"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Held:
+    token: str
+    on_lost: Callable[[], None]
+    on_cancel: Callable[[], None]
+
+
+class LeaseKeeper:
+    """Renews the leases of the runs this process holds, from a daemon thread."""
+
+    def __init__(self, scripts: Scripts, lease_ms: int) -> None:
+        self._scripts = scripts
+        self._lease_ms = lease_ms
+        self._interval = max(0.01, lease_ms / 3000.0)
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(
+        self,
+        run_id: str,
+        token: str,
+        on_lost: Callable[[], None],
+        on_cancel: Callable[[], None],
+    ) -> None:
+        with self._lock:
+            self._held[run_id] = _Held(token, on_lost, on_cancel)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="redflow-lease-keeper", daemon=True
+            )
+            self._thread.start()
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    def held(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(run_id, h.token) for run_id, h in self._held.items()]
+
+    def renew_now(self) -> None:
+        """Renew every held lease once (also called by the thread)."""
+        with self._lock:
+            snapshot = list(self._held.items())
+        if not snapshot:
+            return
+        pairs = [(run_id, h.token) for run_id, h in snapshot]
+        results = self._scripts.renew(self._lease_ms, pairs)
+        for (run_id, h), (kept, cancel) in zip(snapshot, results, strict=True):
+            if not kept:
+                log.warning("lease of run %s lost: another worker owns it now", run_id)
+                self.release(run_id)
+                h.on_lost()
+            elif cancel:
+                h.on_cancel()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.renew_now()
+            except Exception as exc:  # network trouble: fencing protects the run
+                log.warning("lease renewal failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._thread = None

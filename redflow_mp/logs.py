@@ -1,0 +1,42 @@
+"""Run-aware logging: every line logged for a run carries its workflow, run id,
+attempt and current step, as ``extra`` fields (``record.workflow`` ...), so text
+and JSON formatters can both show them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+__all__ = ["RUN_FIELDS", "RunLoggerAdapter", "run_logger"]
+
+RUN_FIELDS = ("workflow", "run_id", "attempt", "step", "pid")
+
+
+class RunLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
+    """Merges the run's fields into each record; ``extra`` given per call wins."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        merged = dict(self.extra or {})
+        given = kwargs.get("extra")
+        if given:
+            merged.update(given)
+        kwargs["extra"] = merged
+        return msg, kwargs
+
+    def set_step(self, step: str | None) -> None:
+        if isinstance(self.extra, dict):
+            self.extra["step"] = step or ""
+
+
+def run_logger(
+    name: str, *, workflow: str, run_id: str, attempt: int, pid: int
+) -> RunLoggerAdapter:
+    """A logger adapter for one execution of one run."""
+    return RunLoggerAdapter(
+        logging.getLogger(name),
+        {"workflow": workflow, "run_id": run_id, "attempt": attempt, "step": "", "pid": pid},
+    )

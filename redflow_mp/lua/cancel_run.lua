@@ -1,0 +1,30 @@
+-- cancel_run: request cancellation. A queued or scheduled run (also one parked
+-- behind max_concurrency) becomes canceled at once; a running run gets
+-- cancelRequestedAt and its worker stops it at the next step boundary (the
+-- supervisor stops a handler that ignores it).
+--
+-- KEYS[1]  run:<id>
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  reason ('' = none)
+-- Reply: { 0, '' } unknown run | { 1, status after the call }
+local tag = ARGV[1]
+local id = ARGV[2]
+local run = KEYS[1]
+local f = redis.call('HMGET', run, 'status', 'queue', 'workflow', 'cancelRequestedAt')
+local status = f[1]
+if not status then return { 0, '' } end
+if TERMINAL[status] then return { 1, status } end
+local now = now_ms()
+if not f[4] or f[4] == '' then
+  redis.call('HSET', run, 'cancelRequestedAt', now, 'updatedAt', now)
+  if ARGV[3] ~= '' then redis.call('HSET', run, 'cancelReason', ARGV[3]) end
+end
+if status == 'queued' or status == 'scheduled' then
+  local q = f[2]
+  if q then
+    redis.call('LREM', k_ready(tag, q), 0, id)
+    redis.call('ZREM', k_scheduled(tag, q), id)
+  end
+  if f[3] then redis.call('LREM', k_waiting(tag, f[3]), 0, id) end
+  status = finalize(tag, id, 'canceled', 'errorJson', '', now)
+end
+return { 1, status }

@@ -1,0 +1,31 @@
+-- finalize_run: end a run for its lease holder: succeeded, failed or canceled,
+-- put back (requeue), or scheduled for another attempt (retry).
+--
+-- KEYS[1]  run:<id>
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
+-- ARGV[4]  mode: succeeded | failed | canceled | retry | requeue | crash
+-- ARGV[5]  payload: outputJson | errorJson | cause (requeue, crash)
+-- ARGV[6]  retry delay ms (retry) | max crashes (crash)
+-- Reply: { 1, new status } | { -1, '' } when the lease is not ours
+-- Invariants: fenced by the token; indexes, processing list, lease and the
+-- workflow's running set change together; a terminal status is published on
+-- run-done:<id>; `crash` counts against max_run_crashes and fails the run at
+-- the cap (poison pill).
+local tag = ARGV[1]
+local id = ARGV[2]
+if not check_lease(tag, id, ARGV[3]) then return { -1, '' } end
+local mode = ARGV[4]
+local now = now_ms()
+local status
+if mode == 'retry' then
+  status = retry(tag, id, ARGV[5], tonumber(ARGV[6]) or 0, now)
+elseif mode == 'requeue' then
+  status = requeue(tag, id, ARGV[5], false, 0, now)
+elseif mode == 'crash' then
+  status = requeue(tag, id, ARGV[5], true, tonumber(ARGV[6]) or 3, now)
+elseif mode == 'succeeded' then
+  status = finalize(tag, id, mode, 'outputJson', ARGV[5], now)
+else
+  status = finalize(tag, id, mode, 'errorJson', ARGV[5], now)
+end
+return { 1, status }

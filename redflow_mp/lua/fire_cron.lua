@@ -1,0 +1,33 @@
+-- fire_cron: the leader enqueues the run of one due cron fire time and stores
+-- the next fire time, atomically.
+--
+-- KEYS[1]  lock:cron
+-- ARGV[1]  tag   ARGV[2]  leader token   ARGV[3]  cron id
+-- ARGV[4]  fire time ms (the cron:next score the leader read)
+-- ARGV[5]  next fire time ms
+-- ARGV[6]  run id   ARGV[7]  workflow   ARGV[8]  queue   ARGV[9]  inputJson
+-- ARGV[10] maxAttempts   ARGV[11] idempotency key (deterministic per cron id and
+-- fire time)   ARGV[12] idempotency TTL ms   ARGV[13] maxConcurrency   ARGV[14] timeoutMs
+-- Reply: { code, run id }: 1 enqueued, 2 skipped (workflow at max_concurrency),
+--   3 already enqueued for this fire time, -1 not the leader, -2 fire time
+--   already handled (cron:next moved on)
+-- Invariant: a fire time creates at most one run, even across a leader change
+-- (the idempotency key), and only the lock holder advances the schedule.
+local tag = ARGV[1]
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return { -1, '' } end
+local next_key = tag .. ':cron:next'
+local score = redis.call('ZSCORE', next_key, ARGV[3])
+if not score or tonumber(score) ~= tonumber(ARGV[4]) then return { -2, '' } end
+local now = now_ms()
+redis.call('ZADD', next_key, ARGV[5], ARGV[3])
+local wf = ARGV[7]
+if redis.call('SCARD', k_running(tag, wf)) >= wf_limit(tag, wf, ARGV[13]) then
+  return { 2, '' }
+end
+local id, created = enqueue(tag, {
+  id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
+  max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
+  parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
+}, now)
+if created == 1 then return { 1, id } end
+return { 3, id }

@@ -1,0 +1,151 @@
+"""Maintenance duties as plain functions over the scripts: promote, reap, sweep, cron.
+
+The supervisor's parent calls these from its loop (promoter every
+``promoter_interval_ms``, reaper every ``reaper_interval_ms``, retention
+sweep, and the cron tick while it holds the leader lock); a standalone
+:class:`~redflow_mp.worker.Worker` with ``maintenance=True`` calls the first
+two while idle. All of them are idempotent and safe to run from several
+hosts at once, except the cron tick, which is fenced by the leader token.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .client import Client
+from .cron import CronDef, next_fire_ms
+from .ids import new_run_id, new_token
+from .keys import cron_key
+
+__all__ = [
+    "CronTick",
+    "LeaderLock",
+    "cron_tick",
+    "promote_due",
+    "reap_expired",
+    "sweep_retention",
+]
+
+log = logging.getLogger(__name__)
+
+_cron_decoder = msgspec.json.Decoder(CronDef)
+CRON_IDEMPOTENCY_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+def promote_due(client: Client, batch: int = 500) -> tuple[int, int | None]:
+    """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
+    total = 0
+    while True:
+        promoted, earliest = client.scripts.promote(batch)
+        total += promoted
+        if promoted < batch:
+            return total, earliest
+
+
+def reap_expired(client: Client, batch: int = 200) -> tuple[int, list[str]]:
+    """Requeue runs whose lease expired; returns (parked runs released, requeued ids)."""
+    released, requeued = client.scripts.reap(batch)
+    for run_id in requeued:
+        log.warning("run %s: lease expired (worker lost or cut off); requeued", run_id)
+    return released, requeued
+
+
+def sweep_retention(
+    client: Client, retention_ms: int, batch: int = 500, max_batches: int = 20
+) -> int:
+    """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
+    if retention_ms <= 0:
+        return 0
+    total = 0
+    for _ in range(max_batches):
+        removed = client.scripts.sweep(retention_ms, batch)
+        total += removed
+        if removed < batch:
+            break
+    return total
+
+
+class LeaderLock:
+    """The fenced cron leader lock (``lock:cron``): acquire, renew, release."""
+
+    def __init__(self, client: Client, ttl_ms: int) -> None:
+        self.client = client
+        self.ttl_ms = ttl_ms
+        self.token = new_token()
+        self.held = False
+
+    def tick(self) -> bool:
+        """Acquire or renew; returns whether this process is the leader now."""
+        key = self.client.keys.lock_cron
+        if self.held:
+            self.held = self.client.scripts.renew_lock(key, self.token, self.ttl_ms)
+            if not self.held:
+                log.warning("cron leadership lost")
+        else:
+            self.held = bool(self.client.redis.set(key, self.token, nx=True, px=self.ttl_ms))
+            if self.held:
+                log.info("became cron leader")
+        return self.held
+
+    def release(self) -> None:
+        if self.held:
+            self.client.scripts.release_lock(self.client.keys.lock_cron, self.token)
+            self.held = False
+
+
+@dataclass(slots=True)
+class CronTick:
+    """What one cron tick did, and when the next entry is due (epoch ms, Redis clock)."""
+
+    fired: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    now_ms: int = 0
+    next_due_ms: int | None = None
+
+
+def cron_tick(client: Client, leader_token: str, limit: int = 100) -> CronTick:
+    """Enqueue the runs of every due cron entry (leader only; fenced by the token)."""
+    now, earliest, due = client.scripts.due_crons(limit)
+    tick = CronTick(now_ms=now, next_due_ms=earliest)
+    for cron_id, fire_ms, raw in due:
+        if not raw:
+            client.redis.zrem(client.keys.cron_next, cron_id)
+            continue
+        try:
+            cdef = _cron_decoder.decode(raw)
+            following = next_fire_ms(cdef.expression, cdef.timezone, max(now, fire_ms))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            log.error("cron %s has an unreadable definition (%s); removing it", cron_id, exc)
+            client.redis.zrem(client.keys.cron_next, cron_id)
+            continue
+        code, run_id = client.scripts.fire_cron(
+            leader_token,
+            cron_id,
+            fire_ms,
+            following,
+            new_run_id(),
+            cdef.workflow,
+            cdef.queue,
+            cdef.input_json,
+            cdef.max_attempts,
+            cron_key(cron_id, fire_ms),
+            CRON_IDEMPOTENCY_TTL_MS,
+            cdef.max_concurrency,
+            cdef.timeout_ms or None,
+        )
+        if code == 1:
+            tick.fired.append(run_id)
+        elif code == 2:
+            tick.skipped.append(cron_id)
+            log.info("cron %s skipped: workflow %r is at max_concurrency", cron_id, cdef.workflow)
+        elif code == 3:
+            tick.duplicates += 1
+        elif code == -1:
+            break
+        if tick.next_due_ms is None or following < tick.next_due_ms:
+            tick.next_due_ms = following
+    return tick

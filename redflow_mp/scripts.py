@@ -1,0 +1,330 @@
+"""Loads ``lua/*.lua`` once, binds each script to a typed callable, maps replies.
+
+Every entry script is prefixed with ``lua/_lib.lua`` (shared transition
+helpers). On Redis >= 7 the text starts with a ``#!lua`` shebang, so a script
+that writes is refused *before it runs* when the server is out of memory (no
+half-applied transition); on 6.2, where shebangs do not exist, the same text
+loads without it. Scripts are sent as EVALSHA and loaded on NOSCRIPT, per
+connection's server, never by a module-level cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .errors import RedflowError
+from .keys import Keys
+from .transport import Transport, is_noscript, is_oom
+
+__all__ = ["Claimed", "Scripts", "load_sources"]
+
+_SCRIPT_NAMES = (
+    "enqueue_run",
+    "claim_run",
+    "renew_lease",
+    "write_step",
+    "finalize_run",
+    "cancel_run",
+    "promote_runs",
+    "reap_runs",
+    "fire_cron",
+    "due_crons",
+    "sweep_runs",
+    "renew_lock",
+    "release_lock",
+)
+
+
+def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
+    """The full text of every script for a server of ``server_version``."""
+    pkg = resources.files("redflow_mp").joinpath("lua")
+    lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    for name in _SCRIPT_NAMES:
+        body = pkg.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        text = lib + "\n" + body
+        if server_version >= (7, 0):
+            flags = "no-writes" if "-- flags: no-writes" in body else ""
+            text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
+        out[name] = text
+    return out
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run handed to a worker by ``claim_run``."""
+
+    id: str
+    workflow: str
+    queue: str
+    input_json: bytes
+    attempt: int
+    max_attempts: int
+    created_at: int
+    parent_run_id: str | None
+    timeout_ms: int | None
+    cron_id: str | None
+    started_at: int
+    steps: dict[str, bytes]
+    token: str
+
+
+def _s(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _claimed(reply: Any, token: str) -> Claimed | None:
+    if not reply:
+        return None
+    flat = reply[11]
+    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+    timeout = _s(reply[8])
+    return Claimed(
+        id=_s(reply[0]),
+        workflow=_s(reply[1]),
+        queue=_s(reply[2]),
+        input_json=reply[3],
+        attempt=int(reply[4] or 1),
+        max_attempts=int(reply[5] or 1),
+        created_at=int(reply[6] or 0),
+        parent_run_id=_s(reply[7]) or None,
+        timeout_ms=int(timeout) if timeout else None,
+        cron_id=_s(reply[9]) or None,
+        started_at=int(reply[10] or 0),
+        steps=steps,
+        token=token,
+    )
+
+
+class Scripts:
+    """The scripts bound to one transport and one key namespace."""
+
+    def __init__(self, transport: Transport, keys: Keys) -> None:
+        self._t = transport
+        self.keys = keys
+        self._tag = keys.tag
+        self._sources: dict[str, str] | None = None
+        self._shas: dict[str, str] = {}
+
+    def _load(self) -> None:
+        sources = load_sources(self._t.server_version())
+        self._shas = {
+            name: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+            for name, text in sources.items()
+        }
+        self._sources = sources
+
+    def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
+        """EVALSHA ``name``; load it on NOSCRIPT; map OOM to a clear error."""
+        if self._sources is None:
+            self._load()
+        sha = self._shas[name]
+        try:
+            try:
+                return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
+            except ResponseError as exc:
+                if not is_noscript(exc):
+                    raise
+                assert self._sources is not None
+                self._t.call("SCRIPT", "LOAD", self._sources[name])
+                return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
+        except ResponseError as exc:
+            if is_oom(exc):
+                raise RedflowError(
+                    f"Redis at {self._t.describe()} is out of memory (maxmemory reached); "
+                    f"{name.replace('_', ' ')} was refused and nothing was changed"
+                ) from exc
+            raise
+
+    # --- typed entry points -------------------------------------------------
+
+    def enqueue(
+        self,
+        run_id: str,
+        workflow: str,
+        queue: str,
+        input_json: bytes,
+        max_attempts: int,
+        run_at_ms: int,
+        idempotency_key: str,
+        idempotency_ttl_ms: int,
+        parent_run_id: str,
+        cron_id: str,
+        max_concurrency: int | None,
+        timeout_ms: int | None,
+    ) -> tuple[str, bool]:
+        reply = self.run(
+            "enqueue_run",
+            (self.keys.run(run_id),),
+            (
+                self._tag,
+                run_id,
+                workflow,
+                queue,
+                input_json,
+                max_attempts,
+                run_at_ms,
+                idempotency_key,
+                idempotency_ttl_ms,
+                parent_run_id,
+                cron_id,
+                "" if max_concurrency is None else max_concurrency,
+                "" if timeout_ms is None else timeout_ms,
+            ),
+            retry=True,
+        )
+        return _s(reply[0]), reply[1] == 1
+
+    def claim(
+        self,
+        queues: tuple[str, ...],
+        lease_ms: int,
+        token: str,
+        finish: tuple[str, str, str, bytes | str, int] | None = None,
+        only_id: str = "",
+    ) -> tuple[str, Claimed | None]:
+        """Finish ``(mode, run id, token, payload, delay ms)`` if given, then claim.
+
+        ``token`` empty means finish only. Returns the finish result ('' when
+        nothing was finished, 'lease-lost', or the new status) and the claimed run.
+        """
+        if finish is None:
+            fargs: tuple[Any, ...] = ("", "", "", "", 0)
+        else:
+            fargs = finish
+        reply = self.run(
+            "claim_run",
+            (self.keys.q_ready(queues[0]) if queues else self.keys.queues,),
+            (self._tag, lease_ms, token, *fargs, only_id, len(queues), *queues),
+            retry=False,
+        )
+        return _s(reply[0]), _claimed(reply[1], token)
+
+    def finalize(
+        self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0
+    ) -> str | None:
+        """Apply a fenced finish; None when the lease is no longer ours."""
+        reply = self.run(
+            "finalize_run",
+            (self.keys.run(run_id),),
+            (self._tag, run_id, token, mode, payload, extra),
+            retry=True,
+        )
+        if reply[0] != 1:
+            return None
+        return _s(reply[1])
+
+    def renew(self, lease_ms: int, pairs: list[tuple[str, str]]) -> list[tuple[bool, bool]]:
+        """Renew leases; per pair: (still held, cancellation requested)."""
+        if not pairs:
+            return []
+        flat: list[str] = []
+        for run_id, token in pairs:
+            flat.extend((run_id, token))
+        reply = self.run(
+            "renew_lease",
+            (self.keys.run_lease(pairs[0][0]),),
+            (self._tag, lease_ms, *flat),
+            retry=True,
+        )
+        return [(reply[i] == 1, bool(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    def write_step(
+        self, run_id: str, token: str, name: str, record: bytes, lease_ms: int
+    ) -> tuple[bool, bool]:
+        """Fenced step write; returns (lease held, cancellation requested)."""
+        reply = self.run(
+            "write_step",
+            (self.keys.run_steps(run_id),),
+            (self._tag, run_id, token, name, record, lease_ms),
+            retry=True,
+        )
+        if reply[0] != 1:
+            return False, False
+        return True, bool(reply[1])
+
+    def cancel(self, run_id: str, reason: str) -> str | None:
+        reply = self.run(
+            "cancel_run", (self.keys.run(run_id),), (self._tag, run_id, reason), retry=True
+        )
+        if reply[0] != 1:
+            return None
+        return _s(reply[1])
+
+    def promote(self, batch: int) -> tuple[int, int | None]:
+        reply = self.run("promote_runs", (self.keys.queues,), (self._tag, batch), retry=True)
+        earliest = int(reply[1])
+        return int(reply[0]), (earliest if earliest >= 0 else None)
+
+    def reap(self, batch: int) -> tuple[int, list[str]]:
+        reply = self.run("reap_runs", (self.keys.queues,), (self._tag, batch), retry=True)
+        return int(reply[0]), [_s(x) for x in reply[1:]]
+
+    def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int, bytes]]]:
+        reply = self.run(
+            "due_crons", (self.keys.cron_next, self.keys.cron_def), (self._tag, limit), retry=True
+        )
+        now = int(reply[0])
+        earliest = int(float(reply[1])) if reply[1] not in (-1, b"-1") else None
+        due = [
+            (_s(reply[i]), int(float(reply[i + 1])), reply[i + 2]) for i in range(2, len(reply), 3)
+        ]
+        return now, earliest, due
+
+    def fire_cron(
+        self,
+        leader_token: str,
+        cron_id: str,
+        fire_ms: int,
+        next_ms: int,
+        run_id: str,
+        workflow: str,
+        queue: str,
+        input_json: bytes | str,
+        max_attempts: int,
+        idempotency_key: str,
+        idempotency_ttl_ms: int,
+        max_concurrency: int,
+        timeout_ms: int | None,
+    ) -> tuple[int, str]:
+        reply = self.run(
+            "fire_cron",
+            (self.keys.lock_cron,),
+            (
+                self._tag,
+                leader_token,
+                cron_id,
+                fire_ms,
+                next_ms,
+                run_id,
+                workflow,
+                queue,
+                input_json,
+                max_attempts,
+                idempotency_key,
+                idempotency_ttl_ms,
+                max_concurrency,
+                "" if timeout_ms is None else timeout_ms,
+            ),
+            retry=True,
+        )
+        return int(reply[0]), _s(reply[1])
+
+    def sweep(self, retention_ms: int, batch: int) -> int:
+        reply = self.run(
+            "sweep_runs", (self.keys.runs_created,), (self._tag, retention_ms, batch), retry=True
+        )
+        return int(reply)
+
+    def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        return bool(self.run("renew_lock", (key,), (self._tag, token, ttl_ms), retry=True) == 1)
+
+    def release_lock(self, key: str, token: str) -> bool:
+        return bool(self.run("release_lock", (key,), (self._tag, token), retry=True) == 1)

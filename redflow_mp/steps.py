@@ -1,0 +1,417 @@
+"""Steps: ``ctx.step.run / run_workflow / emit_workflow``, cached by step name.
+
+A step that succeeded is recorded in ``run:<id>:steps`` (one fenced script call
+per step) and on a later attempt returns its cached output without running
+again. A failed step is recorded too and runs again on the next attempt. The
+same name twice in one execution raises :class:`DuplicateStepError`. A step's
+return value is handed back as its JSON round trip, so the first execution and
+a replay return equal values.
+
+Cancellation is checked at every step boundary: a run asked to cancel raises
+:class:`RunCanceledError` from the next ``step.*`` call.
+
+Step timeouts: in the main thread of a process that has no other SIGALRM
+user, a ``timeout`` arms ``ITIMER_REAL`` and interrupts even CPU-bound Python
+code; elsewhere the step function runs in a helper thread and the handler
+gets :class:`StepTimeoutError` when the time is up (the function itself
+cannot be interrupted then, and its late result is discarded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from . import codec
+from .codec import StoredStep
+from .errors import (
+    DuplicateStepError,
+    LeaseLostError,
+    OutputSerializationError,
+    ResultTimeoutError,
+    StepTimeoutError,
+)
+from .keys import step_workflow_key
+from .registry import Workflow, check_name
+
+if TYPE_CHECKING:
+    from .executor import Execution
+
+__all__ = ["AsyncStep", "Step"]
+
+_WAIT_SLICE = 0.5
+
+
+class _StepDeadline(BaseException):
+    """Private: raised by the SIGALRM handler; turned into StepTimeoutError."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _alarm_usable() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        return False
+    return signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
+def _raise_deadline(signum: int, frame: object) -> None:
+    raise _StepDeadline()
+
+
+def call_with_timeout(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+) -> Any:
+    """Call ``fn`` and raise :class:`StepTimeoutError` after ``timeout`` seconds."""
+    if timeout is None:
+        return fn(*args, **kwargs)
+    if _alarm_usable():
+        previous = signal.signal(signal.SIGALRM, _raise_deadline)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _StepDeadline:
+            raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s") from None
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"redflow-step-{name[:40]}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _check_step_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError("step timeout must be a positive number of seconds")
+    return float(timeout)
+
+
+def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
+    if isinstance(workflow, Workflow):
+        return workflow.name
+    if isinstance(workflow, str):
+        return check_name(workflow, "workflow name")
+    raise TypeError("workflow must be a Workflow or a workflow name")
+
+
+class _StepCore:
+    """Bookkeeping shared by the sync and async step APIs."""
+
+    __slots__ = ("_ex",)
+
+    def __init__(self, execution: Execution) -> None:
+        self._ex = execution
+
+    def _begin(self, name: object) -> tuple[str, Any, bool]:
+        """Validate, check cancellation and duplicates; return (name, cached, hit)."""
+        step = check_name(name, "step name")
+        ex = self._ex
+        if step in ex.seen:
+            raise DuplicateStepError(
+                f"step {step!r} was already used in this execution of run {ex.run_id}; "
+                "step names must be unique within a run"
+            )
+        ex.seen.add(step)
+        ex.check_cancelled()
+        raw = ex.steps_cache.get(step)
+        if raw is not None:
+            try:
+                stored = codec.decode_step(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                stored = None
+            if stored is not None and stored.status == "succeeded":
+                value = codec.decode_json(stored.output_json) if stored.output_json else None
+                return step, value, True
+        ex.logger.set_step(step)
+        return step, None, False
+
+    def _succeed(self, step: str, value: Any, started: int) -> Any:
+        ex = self._ex
+        try:
+            data = ex.client.encode_payload(value, f"output of step {step!r}")
+        except TypeError as exc:
+            err = OutputSerializationError(str(exc))
+            self._fail(step, err, started)
+            raise err from None
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        ex.write_step(
+            step,
+            StoredStep(
+                status="succeeded",
+                started_at=started,
+                finished_at=_now_ms(),
+                attempt=ex.attempt,
+                seq=ex.next_seq(),
+                output_json=data.decode(),
+            ),
+        )
+        ex.logger.set_step(None)
+        return codec.decode_json(data)
+
+    def _fail(self, step: str, exc: BaseException, started: int) -> None:
+        ex = self._ex
+        ex.logger.set_step(None)
+        if isinstance(exc, LeaseLostError) or ex.lease_lost:
+            return
+        info = ex.error_info(exc)
+        with contextlib.suppress(LeaseLostError):
+            ex.write_step(
+                step,
+                StoredStep(
+                    status="failed",
+                    started_at=started,
+                    finished_at=_now_ms(),
+                    attempt=ex.attempt,
+                    seq=ex.next_seq(),
+                    error_json=codec.encode_error(info).decode(),
+                ),
+            )
+
+    def _enqueue_child(
+        self,
+        step: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any,
+        run_at: datetime | float | None,
+        queue_override: str | None,
+        idempotency_key: str | None,
+        idempotency_ttl: float | None,
+    ) -> str:
+        ex = self._ex
+        child = _workflow_name(workflow)
+        key = idempotency_key or step_workflow_key(ex.run_id, step, child)
+        options: dict[str, Any] = {
+            "run_at": run_at,
+            "queue_override": queue_override,
+            "idempotency_key": key,
+            "idempotency_ttl": idempotency_ttl,
+            "parent_run_id": ex.run_id,
+        }
+        if isinstance(workflow, Workflow):
+            return ex.client.enqueue_workflow(workflow, input, **options).id
+        return ex.client.run_by_name(child, input, **options).id
+
+    def _wait_child(self, step: str, child_id: str, timeout: float | None) -> Any:
+        """Wait for a child run, running it inline when this worker serves its queue."""
+        ex = self._ex
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ex.check_cancelled()
+            ex.try_inline(child_id)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise StepTimeoutError(
+                    f"step {step!r} timed out after {timeout:g} s waiting for run {child_id}"
+                )
+            wait = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
+            try:
+                return ex.client.wait_result(child_id, timeout=wait)
+            except ResultTimeoutError:
+                continue
+
+
+class Step(_StepCore):
+    """The step API of a sync handler (``ctx.step``)."""
+
+    __slots__ = ()
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` once per run; return its (cached) output."""
+        if not callable(fn):
+            raise TypeError("step.run needs a callable as its second argument")
+        limit = _check_step_timeout(timeout)
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            value = call_with_timeout(step, fn, args, kwargs, limit)
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    def run_workflow(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        timeout: float | None = None,
+        *,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Start a child workflow (once per run) and wait for its output."""
+        limit = _check_step_timeout(timeout)
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            child_id = self._enqueue_child(
+                step, workflow, input, None, queue_override, idempotency_key, None
+            )
+            value = self._wait_child(step, child_id, limit)
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    def emit_workflow(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+    ) -> str:
+        """Start a child workflow (once per run) and return its run id."""
+        step, cached, hit = self._begin(name)
+        if hit:
+            return str(cached)
+        started = _now_ms()
+        try:
+            child_id = self._enqueue_child(
+                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+            )
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return str(self._succeed(step, child_id, started))
+
+
+class AsyncStep(_StepCore):
+    """The step API of an ``async def`` handler: the same methods, awaitable."""
+
+    __slots__ = ()
+
+    async def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if not callable(fn):
+            raise TypeError("step.run needs a callable as its second argument")
+        limit = _check_step_timeout(timeout)
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            if asyncio.iscoroutinefunction(fn):
+                coro = fn(*args, **kwargs)
+                value = await (asyncio.wait_for(coro, limit) if limit else coro)
+            elif limit is not None:
+                value = await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), limit)
+            else:
+                value = fn(*args, **kwargs)
+                if asyncio.iscoroutine(value):
+                    value = await value
+        except TimeoutError as exc:
+            err: Exception = exc
+            if not isinstance(exc, StepTimeoutError):
+                err = StepTimeoutError(f"step {step!r} timed out after {limit:g} s")
+            self._fail(step, err, started)
+            raise err from None
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    async def run_workflow(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        timeout: float | None = None,
+        *,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        limit = _check_step_timeout(timeout)
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            child_id = self._enqueue_child(
+                step, workflow, input, None, queue_override, idempotency_key, None
+            )
+            value = await asyncio.to_thread(self._wait_child, step, child_id, limit)
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    async def emit_workflow(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+    ) -> str:
+        step, cached, hit = self._begin(name)
+        if hit:
+            return str(cached)
+        started = _now_ms()
+        try:
+            child_id = self._enqueue_child(
+                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+            )
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return str(self._succeed(step, child_id, started))

@@ -1,0 +1,357 @@
+"""The worker loop: claim a run, execute it, finish it; one run at a time.
+
+Used in-process (tests, scripts, ``python -m redflow_mp.worker``) and inside
+every supervisor child. The loop owns its client's connections, serves a list
+of queues and stops cleanly on :meth:`Worker.stop` (from another thread or a
+signal handler: it only sets a flag and pushes a wake-up).
+
+Steady state costs one script call per run: the finish of the run just
+executed is sent together with the claim of the next (``claim_run.lua``). When
+no run is ready the worker blocks on the queues' bell lists (BLPOP), so an
+idle worker costs no Redis commands beyond one blocking call per
+``block_timeout``.
+
+Network errors never kill the loop: it backs off (up to 5 s) and resends the
+pending finish; a lost claim reply only delays that run until the reaper sees
+its lease expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import redis
+
+from . import maintenance
+from .client import Client, set_default_client
+from .errors import RedflowError
+from .executor import Executor, Outcome
+from .ids import new_token
+from .lease import LeaseKeeper
+from .registry import Registry, check_name
+from .scripts import Claimed
+
+__all__ = ["Worker", "WorkerHooks"]
+
+log = logging.getLogger(__name__)
+
+_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class WorkerHooks(Protocol):
+    """What a host process (the supervisor child) learns from its worker."""
+
+    def claiming(self, token: str) -> None:
+        """A claim with ``token`` is about to be sent."""
+
+    def started(self, run: Claimed, timeout: float | None) -> None:
+        """``run`` is now executing (also for runs executed inline as children)."""
+
+    def finished(self, run: Claimed) -> None:
+        """``run`` is no longer executing here."""
+
+    def should_stop(self) -> bool:
+        """True when the worker should stop claiming (recycling, shutdown)."""
+
+
+class _NoHooks:
+    def claiming(self, token: str) -> None:
+        pass
+
+    def started(self, run: Claimed, timeout: float | None) -> None:
+        pass
+
+    def finished(self, run: Claimed) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+class Worker:
+    """Claims and executes runs of ``queues`` until stopped.
+
+    Args:
+        client: the client whose connections and namespace the worker uses.
+        queues: queues to serve; default: the queues of the registry's workflows.
+        registry: workflows this worker can execute (default: the client's).
+        lease_ms: lease length; renewed every ``lease_ms / 3``.
+        block_timeout: longest blocking wait for work, in seconds.
+        maintenance: also promote due runs and reap expired leases while idle
+            (for a worker used without a supervisor).
+        hooks: callbacks for a hosting process.
+        max_runs: stop after this many runs (0 = no limit).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        queues: Sequence[str] | None = None,
+        registry: Registry | None = None,
+        lease_ms: int = 5000,
+        block_timeout: float = 1.0,
+        maintenance: bool = False,
+        hooks: WorkerHooks | None = None,
+        max_runs: int = 0,
+    ) -> None:
+        self.client = client
+        self.registry = registry if registry is not None else client.registry
+        qs = list(queues) if queues is not None else self.registry.queues()
+        if isinstance(queues, str):
+            raise TypeError("queues must be a list of queue names, not a str")
+        if not qs:
+            raise ValueError("a worker needs at least one queue (none given, none registered)")
+        self.queues = tuple(dict.fromkeys(check_name(q, "queue") for q in qs))
+        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or lease_ms < 100:
+            raise ValueError("lease_ms must be an int >= 100")
+        self.lease_ms = lease_ms
+        self.block_timeout = max(0.01, float(block_timeout))
+        self.maintenance = maintenance
+        self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
+        self.max_runs = max_runs
+        self.runs_done = 0
+        self.keeper = LeaseKeeper(client.scripts, lease_ms)
+        self.executor = Executor(client, self.registry, self.keeper, lease_ms, self.try_inline)
+        self._stopping = threading.Event()
+        self._wake_key = f"{client.keys.tag}:worker-wake:{new_token()}"
+        self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
+        self._rotation = 0
+        self._next_maintenance = 0.0
+        self._current: Claimed | None = None
+
+    # ------------------------------------------------------------- control
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current run (thread- and signal-safe)."""
+        self._stopping.set()
+
+    def wake(self) -> None:
+        """Interrupt an idle blocking wait (not from a signal handler)."""
+        try:
+            self.client.redis.lpush(self._wake_key, "1")
+            self.client.redis.pexpire(self._wake_key, 60_000)
+        except _NETWORK:
+            pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set() or self.hooks.should_stop()
+
+    # ------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or ``max_runs``); finishes the current run first."""
+        set_default_client(self.client)
+        pending: tuple[str, str, str, bytes | str, int] | None = None
+        pending_outcome: Outcome | None = None
+        backoff = 0.05
+        try:
+            while True:
+                stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
+                if stop and pending is None:
+                    break
+                token = "" if stop else new_token()
+                if token:
+                    self.hooks.claiming(token)
+                try:
+                    result, claimed = self.client.scripts.claim(
+                        self._order(), self.lease_ms, token, pending
+                    )
+                except _NETWORK as exc:
+                    log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(5.0, backoff * 2)
+                    continue
+                backoff = 0.05
+                if pending is not None:
+                    self._after_finish(pending, result, pending_outcome)
+                pending, pending_outcome = None, None
+                if claimed is not None:
+                    outcome = self._execute(claimed)
+                    pending, pending_outcome = self._settle(claimed, outcome)
+                    continue
+                if token:
+                    self._idle()
+        finally:
+            self.keeper.stop()
+            self.executor.close()
+
+    def _order(self) -> tuple[str, ...]:
+        qs = self.queues
+        if len(qs) == 1:
+            return qs
+        self._rotation = (self._rotation + 1) % len(qs)
+        i = self._rotation
+        return qs[i:] + qs[:i]
+
+    def _execute(self, claimed: Claimed) -> Outcome:
+        wf = self.registry.get(claimed.workflow)
+        timeout = (
+            claimed.timeout_ms / 1000.0
+            if claimed.timeout_ms
+            else (wf.timeout if wf is not None else None)
+        )
+        self._current = claimed
+        self.hooks.started(claimed, timeout)
+        try:
+            return self.executor.execute(claimed)
+        finally:
+            self.hooks.finished(claimed)
+            self._current = None
+            self.runs_done += 1
+
+    def _settle(
+        self, claimed: Claimed, outcome: Outcome
+    ) -> tuple[tuple[str, str, str, bytes | str, int] | None, Outcome | None]:
+        """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
+        if outcome.mode == "lost":
+            log.warning("run %s: lease lost; its result was discarded", claimed.id)
+            return None, None
+        finish = _finish_args(claimed, outcome)
+        if (
+            outcome.mode == "failed"
+            and outcome.workflow is not None
+            and outcome.workflow.on_failure is not None
+        ):
+            status = self._apply_now(finish)
+            if status == "failed":
+                self.executor.call_on_failure(outcome)
+            return None, None
+        return finish, outcome
+
+    def _apply_now(self, finish: tuple[str, str, str, bytes | str, int]) -> str | None:
+        mode, run_id, token, payload, delay = finish
+        while True:
+            try:
+                status = self.client.scripts.finalize(run_id, token, mode, payload, delay)
+            except _NETWORK as exc:
+                log.warning("Redis unreachable while finishing run %s (%s); retrying", run_id, exc)
+                time.sleep(0.2)
+                continue
+            if status is None:
+                log.warning("run %s: lease lost before its result was written", run_id)
+            return status
+
+    def _after_finish(
+        self,
+        finish: tuple[str, str, str, bytes | str, int],
+        result: str,
+        outcome: Outcome | None,
+    ) -> None:
+        if result == "lease-lost":
+            log.warning("run %s: lease lost before its result was written", finish[1])
+
+    def _idle(self) -> None:
+        if self.maintenance:
+            now = time.monotonic()
+            if now >= self._next_maintenance:
+                self._next_maintenance = now + 0.2
+                try:
+                    maintenance.promote_due(self.client)
+                    maintenance.reap_expired(self.client)
+                except _NETWORK:
+                    pass
+        timeout = self.block_timeout
+        if self.maintenance:
+            timeout = min(timeout, 0.2)
+        try:
+            self.client.redis.blpop(self._bells, timeout=timeout)
+        except _NETWORK as exc:
+            log.warning("Redis unreachable while idle (%s)", exc)
+            self._stopping.wait(0.5)
+
+    # ------------------------------------------------------------ inline
+
+    def try_inline(self, run_id: str) -> bool:
+        """Claim ``run_id`` if it is ready on a queue this worker serves, and run it here.
+
+        This is how ``step.run_workflow`` avoids a deadlock with ``--procs 1``: the
+        parent's process executes the child itself. Returns True if it ran.
+        """
+        token = new_token()
+        try:
+            _, claimed = self.client.scripts.claim(
+                self.queues, self.lease_ms, token, None, only_id=run_id
+            )
+        except _NETWORK:
+            return False
+        if claimed is None:
+            return False
+        outcome = self._execute(claimed)
+        finish, _ = self._settle(claimed, outcome)
+        if finish is not None:
+            self._apply_now(finish)
+        return True
+
+    def run_until_idle(self, timeout: float = 30.0) -> int:
+        """Test helper: process runs until none is ready; returns how many ran."""
+        done = 0
+        deadline = time.monotonic() + timeout
+        pending = None
+        while time.monotonic() < deadline:
+            _result, claimed = self.client.scripts.claim(
+                self.queues, self.lease_ms, new_token(), pending
+            )
+            pending = None
+            if claimed is None:
+                break
+            outcome = self._execute(claimed)
+            pending, _ = self._settle(claimed, outcome)
+            done += 1
+        if pending is not None:
+            self._apply_now(pending)
+        return done
+
+    def close(self) -> None:
+        self.keeper.stop()
+        self.executor.close()
+
+
+def _finish_args(claimed: Claimed, outcome: Outcome) -> tuple[str, str, str, bytes | str, int]:
+    if outcome.mode == "succeeded":
+        return ("succeeded", claimed.id, claimed.token, outcome.payload, 0)
+    payload: Any = b""
+    if outcome.error is not None:
+        from .codec import encode_error
+
+        payload = encode_error(outcome.error)
+    if outcome.mode == "retry":
+        return ("retry", claimed.id, claimed.token, payload, outcome.delay_ms)
+    if outcome.mode not in ("failed", "canceled"):
+        raise RedflowError(f"unexpected outcome {outcome.mode!r}")
+    return (outcome.mode, claimed.id, claimed.token, payload, 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin CLI
+    """``python -m redflow_mp.worker --module jobs [--url ...] [--prefix ...]``."""
+    import argparse
+    import importlib
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m redflow_mp.worker")
+    parser.add_argument("--module", action="append", required=True)
+    parser.add_argument("--url", default=os.environ.get("REDFLOW_URL", "redis://localhost:6379/0"))
+    parser.add_argument("--prefix", default="redflow")
+    parser.add_argument("--app", default="worker")
+    parser.add_argument("--queues", default="")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    for mod in args.module:
+        importlib.import_module(mod)
+    from .client import create_client
+
+    client = create_client(args.url, prefix=args.prefix)
+    client.sync_registry(app=args.app)
+    queues = [q for q in args.queues.split(",") if q] or None
+    worker = Worker(client, queues=queues, maintenance=True)
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        return 0
+    return 0
