@@ -66,8 +66,13 @@ def validate_prefix(prefix: object) -> str:
 
 
 def _part(value: str) -> str:
-    """Length-prefix one component of a composite key so that no two pairs collide."""
-    return f"{len(value)}:{value}"
+    """Length-prefix one component of a composite key so that no two pairs collide.
+
+    The length is in UTF-8 bytes, as Lua's ``string.len`` counts it: ``lua/_lib.lua``
+    builds the same names (``k_idem``), and a code-point count would name a
+    different key for any non-ASCII workflow name or idempotency key.
+    """
+    return f"{len(value.encode('utf-8'))}:{value}"
 
 
 class Keys:

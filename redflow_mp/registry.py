@@ -313,3 +313,14 @@ def define_workflow(
 
 def _placeholder(ctx: Any) -> None:
     """Stand-in handler used to validate options before the real one is known."""
+
+
+def reset_default_registry(registry: Registry | None = None) -> Registry:
+    """Replace the default registry (a fresh one unless given) and return it.
+
+    For code reloaders only (the supervisor's SIGHUP): workflow modules imported
+    again register into the new registry instead of colliding with the old one.
+    """
+    global _default_registry
+    _default_registry = registry if registry is not None else Registry()
+    return _default_registry

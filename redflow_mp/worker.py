@@ -46,9 +46,6 @@ _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
 class WorkerHooks(Protocol):
     """What a host process (the supervisor child) learns from its worker."""
 
-    def claiming(self, token: str) -> None:
-        """A claim with ``token`` is about to be sent."""
-
     def started(self, run: Claimed, timeout: float | None) -> None:
         """``run`` is now executing (also for runs executed inline as children)."""
 
@@ -60,9 +57,6 @@ class WorkerHooks(Protocol):
 
 
 class _NoHooks:
-    def claiming(self, token: str) -> None:
-        pass
-
     def started(self, run: Claimed, timeout: float | None) -> None:
         pass
 
@@ -157,8 +151,6 @@ class Worker:
                 if stop and pending is None:
                     break
                 token = "" if stop else new_token()
-                if token:
-                    self.hooks.claiming(token)
                 try:
                     result, claimed = self.client.scripts.claim(
                         self._order(), self.lease_ms, token, pending

@@ -1,0 +1,213 @@
+"""The status board: shared memory through which a supervisor and its children
+know about each other without a system call per run.
+
+The parent creates one anonymous shared mapping before forking; each child
+owns one entry. A child writes its pid, state, runs done and the stack of runs
+it holds (the run it executes plus, below it, parents waiting on a child they
+run inline) with a sequence lock (odd while writing), so the parent never
+reads a torn entry. The parent writes only its own request bytes in the same
+entry: "recycle after this run" and "abort run X" (timeout or cancellation).
+
+What this buys: when a child dies, the parent reads which runs it held and
+their lease tokens, and puts them back at once (SPEC §5 instant recovery); it
+extends the leases of busy children (lease backstop) and enforces timeouts,
+all from memory.
+
+Fork safety: the mapping is created before any child exists and never
+resized; children inherit it. No locks are shared across processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["AbortReason", "Board", "BoardEntry", "Held", "SlotState"]
+
+ENTRY_SIZE = 1024
+MAX_DEPTH = 4
+_HEADER = struct.Struct("<IiBBHId")  # seq pid state depth pad runs_done booted_at
+_STACK_AT = 128
+_ITEM = struct.Struct("<B47sB31sddB103s")  # run id, token, started, timeout, workflow
+_REQ_RECYCLE = 64
+_REQ_ABORT = 65
+_REQ_ABORT_RUN = 66  # 1 length byte + 47 bytes
+_MAX_ID = 47
+_MAX_TOKEN = 31
+_MAX_WF = 103
+
+
+class SlotState(IntEnum):
+    FREE = 0
+    BOOTING = 1
+    IDLE = 2
+    BUSY = 3
+    EXITING = 4
+
+
+class AbortReason(IntEnum):
+    NONE = 0
+    TIMEOUT = 1
+    CANCEL = 2
+
+
+@dataclass(slots=True, frozen=True)
+class Held:
+    """One run an entry holds: id, lease token, start (monotonic), timeout (s or 0)."""
+
+    run_id: str
+    token: str
+    started: float
+    timeout: float
+    workflow: str
+
+
+@dataclass(slots=True, frozen=True)
+class BoardEntry:
+    """A consistent snapshot of one entry."""
+
+    pid: int
+    state: SlotState
+    runs_done: int
+    booted_at: float
+    held: tuple[Held, ...]
+
+    @property
+    def current(self) -> Held | None:
+        return self.held[-1] if self.held else None
+
+
+def _clip(text: str, limit: int) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > limit:
+        data = data[:limit]
+    return data
+
+
+class Board:
+    """Shared-memory entries; create in the parent, use by index in both processes."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("board capacity must be >= 1")
+        self.capacity = capacity
+        self._mm = mmap.mmap(-1, capacity * ENTRY_SIZE)
+
+    def close(self) -> None:
+        self._mm.close()
+
+    # -------------------------------------------------------------- child side
+
+    def _begin(self, index: int) -> int:
+        base = index * ENTRY_SIZE
+        (seq,) = struct.unpack_from("<I", self._mm, base)
+        struct.pack_into("<I", self._mm, base, (seq + 1) & 0xFFFFFFFF)
+        return base
+
+    def _end(self, base: int) -> None:
+        (seq,) = struct.unpack_from("<I", self._mm, base)
+        struct.pack_into("<I", self._mm, base, (seq + 1) & 0xFFFFFFFF)
+
+    def claim_entry(self, index: int, pid: int) -> None:
+        """Reset entry ``index`` for a new child (called by the parent before fork)."""
+        base = index * ENTRY_SIZE
+        self._mm[base : base + ENTRY_SIZE] = bytes(ENTRY_SIZE)
+        _HEADER.pack_into(self._mm, base, 0, pid, SlotState.BOOTING, 0, 0, 0, time.monotonic())
+
+    def set_state(self, index: int, state: SlotState, pid: int | None = None) -> None:
+        base = self._begin(index)
+        if pid is not None:
+            struct.pack_into("<i", self._mm, base + 4, pid)
+        self._mm[base + 8] = int(state)
+        self._end(base)
+
+    def push(
+        self, index: int, run_id: str, token: str, workflow: str, timeout: float | None
+    ) -> None:
+        base = self._begin(index)
+        depth = self._mm[base + 9]
+        if depth < MAX_DEPTH:
+            rid = _clip(run_id, _MAX_ID)
+            tok = _clip(token, _MAX_TOKEN)
+            wf = _clip(workflow, _MAX_WF)
+            _ITEM.pack_into(
+                self._mm,
+                base + _STACK_AT + depth * _ITEM.size,
+                len(rid),
+                rid,
+                len(tok),
+                tok,
+                time.monotonic(),
+                timeout or 0.0,
+                len(wf),
+                wf,
+            )
+        self._mm[base + 9] = depth + 1
+        self._mm[base + 8] = SlotState.BUSY
+        self._end(base)
+
+    def pop(self, index: int) -> None:
+        base = self._begin(index)
+        depth = self._mm[base + 9]
+        if depth > 0:
+            depth -= 1
+            self._mm[base + 9] = depth
+        if depth == 0:
+            self._mm[base + 8] = SlotState.IDLE
+            (done,) = struct.unpack_from("<I", self._mm, base + 12)
+            struct.pack_into("<I", self._mm, base + 12, done + 1)
+        self._end(base)
+
+    def recycle_requested(self, index: int) -> bool:
+        return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != 0
+
+    def abort_request(self, index: int) -> tuple[AbortReason, str]:
+        base = index * ENTRY_SIZE
+        reason = AbortReason(self._mm[base + _REQ_ABORT])
+        n = self._mm[base + _REQ_ABORT_RUN]
+        run = bytes(self._mm[base + _REQ_ABORT_RUN + 1 : base + _REQ_ABORT_RUN + 1 + n])
+        return reason, run.decode("utf-8", "replace")
+
+    # ------------------------------------------------------------- parent side
+
+    def read(self, index: int) -> BoardEntry:
+        base = index * ENTRY_SIZE
+        for _ in range(1000):
+            seq1, pid, state, depth, _pad, done, booted = _HEADER.unpack_from(self._mm, base)
+            if seq1 & 1:
+                continue
+            items = []
+            for i in range(min(depth, MAX_DEPTH)):
+                n_id, rid, n_tok, tok, started, timeout, n_wf, wf = _ITEM.unpack_from(
+                    self._mm, base + _STACK_AT + i * _ITEM.size
+                )
+                items.append(
+                    Held(
+                        rid[:n_id].decode("utf-8", "replace"),
+                        tok[:n_tok].decode("utf-8", "replace"),
+                        started,
+                        timeout,
+                        wf[:n_wf].decode("utf-8", "replace"),
+                    )
+                )
+            (seq2,) = struct.unpack_from("<I", self._mm, base)
+            if seq1 == seq2:
+                return BoardEntry(pid, SlotState(state), done, booted, tuple(items))
+        raise RuntimeError(f"board entry {index} is being rewritten continuously")
+
+    def request_recycle(self, index: int) -> None:
+        self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] = 1
+
+    def request_abort(self, index: int, reason: AbortReason, run_id: str) -> None:
+        base = index * ENTRY_SIZE
+        rid = _clip(run_id, _MAX_ID)
+        self._mm[base + _REQ_ABORT_RUN] = len(rid)
+        self._mm[base + _REQ_ABORT_RUN + 1 : base + _REQ_ABORT_RUN + 1 + len(rid)] = rid
+        self._mm[base + _REQ_ABORT] = int(reason)
+
+    def free(self, index: int) -> None:
+        base = index * ENTRY_SIZE
+        self._mm[base : base + ENTRY_SIZE] = bytes(ENTRY_SIZE)

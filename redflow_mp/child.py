@@ -1,0 +1,219 @@
+"""The runtime of a supervisor child, after fork: signals, own Redis client,
+worker loop, exit status.
+
+:func:`run` is the only entry after fork and leaves only through
+``os._exit(code)`` (in a ``finally``, after flushing logs), so no code of the
+parent (atexit handlers, pytest, the arbiter loop) ever runs twice.
+
+Signals in a child:
+- TERM: finish the current run, then exit 0 (graceful drain, HUP rolling
+  restart, TTOU). If the parent flagged the current run for abort on the
+  board (timeout or cancellation ignored by the handler), TERM instead
+  interrupts the handler at once and the child exits ``ABORTED``; the parent
+  writes the run's outcome with the lease token it read from the board.
+- QUIT: exit now; the parent puts the run back.
+- INT, HUP, TTIN, TTOU: ignored (the parent decides).
+
+Fork safety: the child never uses, closes or shuts down the parent's Redis
+client; it builds its own, after fork, then starts its lease keeper thread,
+and never forks. Signals arrive blocked from the parent (it forks with them
+masked); handlers are installed before they are unblocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NoReturn
+
+from .board import AbortReason, Board, SlotState
+from .client import create_client
+from .registry import Registry
+from .scripts import Claimed
+from .worker import Worker
+
+__all__ = ["ChildSpec", "ExitCode", "run"]
+
+log = logging.getLogger(__name__)
+
+_HANDLED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
+
+class ExitCode(IntEnum):
+    """How a child ended; the parent reads it from ``waitpid``."""
+
+    OK = 0
+    CRASH = 1
+    BOOT_ERROR = 3
+    ABORTED = 4
+    FAST_STOP = 5
+    RECYCLE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """Everything a child needs, fixed at fork time."""
+
+    index: int
+    slot: int
+    app: str
+    url: str
+    prefix: str
+    queues: tuple[str, ...]
+    lease_ms: int
+    max_runs: int = 0
+    max_payload_bytes: int = 8 * 1024 * 1024
+    close_fds: Sequence[int] = field(default_factory=tuple)
+    boot_timeout: float = 10.0
+
+
+class _Abort(BaseException):
+    """Private: unwinds the handler when the parent aborts the current run."""
+
+
+def _title(text: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(text)
+    except Exception:  # pragma: no cover - titles are cosmetic
+        pass
+
+
+class _Hooks:
+    """Worker hooks that publish this child's state on the board."""
+
+    def __init__(self, board: Board, spec: ChildSpec) -> None:
+        self.board = board
+        self.index = spec.index
+        self.base_title = f"redflow-supervisor[{spec.app}] worker {spec.slot}"
+        self.stop_requested = False
+        self.depth = 0
+
+    def started(self, run: Claimed, timeout: float | None) -> None:
+        self.board.push(self.index, run.id, run.token, run.workflow, timeout)
+        self.depth += 1
+        _title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
+
+    def finished(self, run: Claimed) -> None:
+        self.board.pop(self.index)
+        self.depth -= 1
+        if self.depth == 0:
+            _title(self.base_title)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def stopping(self) -> bool:
+        """True once TERM asked this child to stop (set from the signal handler)."""
+        return self.stop_requested
+
+
+def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
+    """Run a child to its end; never returns."""
+    code: int = ExitCode.CRASH
+    try:
+        code = _main(spec, board, registry)
+    except _Abort:
+        code = ExitCode.ABORTED
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitCode.CRASH
+    except BaseException:
+        log.exception("worker %d crashed", spec.slot)
+        code = ExitCode.CRASH
+    finally:
+        try:
+            board.set_state(spec.index, SlotState.EXITING)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(int(code))
+
+
+def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
+    signal.set_wakeup_fd(-1)
+    for fd in spec.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    random.seed()
+    hooks = _Hooks(board, spec)
+    holder: dict[str, Worker] = {}
+
+    def on_term(signum: int, frame: object) -> None:
+        reason, target = board.abort_request(spec.index)
+        current = board.read(spec.index).current
+        if reason is not AbortReason.NONE and current is not None and current.run_id == target:
+            raise _Abort(reason.name.lower())
+        hooks.stop_requested = True
+        worker = holder.get("worker")
+        if worker is not None:
+            worker.stop()
+
+    def on_quit(signum: int, frame: object) -> None:
+        os._exit(ExitCode.FAST_STOP)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGQUIT, on_quit)
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+    _title(hooks.base_title)
+
+    registry.freeze()
+    client = create_client(
+        spec.url, prefix=spec.prefix, registry=registry, max_payload_bytes=spec.max_payload_bytes
+    )
+    if not _boot_check(client, spec.boot_timeout):
+        return ExitCode.BOOT_ERROR
+    worker = Worker(
+        client,
+        queues=spec.queues,
+        registry=registry,
+        lease_ms=spec.lease_ms,
+        hooks=hooks,
+        max_runs=spec.max_runs,
+    )
+    holder["worker"] = worker
+    board.set_state(spec.index, SlotState.IDLE, os.getpid())
+    if not hooks.stopping():
+        worker.run()
+    return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
+
+
+def _boot_check(client: object, timeout: float) -> bool:
+    """Reach Redis before reporting ready (a child that cannot is a start failure)."""
+    from .client import Client
+
+    assert isinstance(client, Client)
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            client.transport.server_version()
+            client.redis.ping()
+            return True
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                log.error("worker cannot reach Redis at %s: %s", client.transport.describe(), exc)
+                return False
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)

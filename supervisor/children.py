@@ -1,0 +1,85 @@
+"""Child process records, forking into ``redflow_mp.child.run``, and exit decoding.
+
+Fork safety: :func:`fork_child` forks with the handled signals blocked; the
+child branch never returns (``redflow_mp.child.run`` ends in ``os._exit``), so
+nothing of the arbiter runs in a child. The parent has no threads at any time,
+which keeps fork safe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+from redflow_mp.board import AbortReason, Board, Held
+from redflow_mp.child import ChildSpec, ExitCode
+from redflow_mp.child import run as child_run
+from redflow_mp.registry import Registry
+
+from .signals import blocked
+
+__all__ = ["Child", "ExitInfo", "decode_status", "fork_child"]
+
+
+@dataclass(slots=True)
+class Child:
+    """What the arbiter knows about one live child."""
+
+    pid: int
+    slot: int
+    index: int
+    generation: int
+    started_at: float
+    ready: bool = False
+    retiring: bool = False
+    replaces: int | None = None
+    stop_sent: str | None = None  # "term", "quit", "kill"
+    kill_at: float | None = None
+    abort: tuple[AbortReason, Held, tuple[Held, ...]] | None = None
+    cancel_seen: dict[str, float] = field(default_factory=dict)
+    recycle_requested: bool = False
+
+    def signal(self, sig: int) -> bool:
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    code: int | None
+    signal: int | None
+
+    @property
+    def clean(self) -> bool:
+        return self.code in (ExitCode.OK, ExitCode.RECYCLE)
+
+    def describe(self, *, we_killed: bool) -> str:
+        if self.signal is not None:
+            name = signal.Signals(self.signal).name
+            if self.signal == signal.SIGKILL and not we_killed:
+                return f"killed by {name} (not sent by the supervisor: possibly the OOM killer)"
+            return f"killed by {name}"
+        if self.code == ExitCode.BOOT_ERROR:
+            return "exited with a boot error"
+        return f"exited with code {self.code}"
+
+
+def decode_status(status: int) -> ExitInfo:
+    if os.WIFSIGNALED(status):
+        return ExitInfo(None, os.WTERMSIG(status))
+    if os.WIFEXITED(status):
+        return ExitInfo(os.WEXITSTATUS(status), None)
+    return ExitInfo(None, None)  # pragma: no cover - stopped/continued are not reaped
+
+
+def fork_child(spec: ChildSpec, board: Board, registry: Registry) -> int:
+    """Fork a child that runs ``spec``; returns its pid (in the parent only)."""
+    with blocked():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
+            child_run(spec, board, registry)
+    return pid

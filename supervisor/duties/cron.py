@@ -1,0 +1,41 @@
+"""Enqueue due cron runs while this supervisor leads. Fire times come from the
+Redis clock; each fire time maps to one run through its deterministic
+idempotency key, so a leader change cannot fire a time twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redflow_mp.client import Client
+from redflow_mp.maintenance import cron_tick
+
+from .leader import LeaderDuty
+
+__all__ = ["CronDuty"]
+
+log = logging.getLogger(__name__)
+
+
+class CronDuty:
+    name = "cron"
+
+    def __init__(self, client: Client, leader: LeaderDuty, max_wait: float = 1.0) -> None:
+        self.client = client
+        self.leader = leader
+        self.max_wait = max_wait
+        self.fired = 0
+        self.skipped = 0
+
+    def tick(self, now: float) -> float:
+        if not self.leader.is_leader or not self.leader.enabled:
+            return now + self.max_wait
+        result = cron_tick(self.client, self.leader.token)
+        self.fired += len(result.fired)
+        self.skipped += len(result.skipped)
+        for run_id in result.fired:
+            log.info("cron fired run %s", run_id)
+        if result.next_due_ms is None:
+            return now + self.max_wait
+        wait = (result.next_due_ms - result.now_ms) / 1000.0
+        return now + min(self.max_wait, max(0.005, wait))

@@ -1,0 +1,24 @@
+"""Requeue runs whose lease expired (their worker, or a whole supervisor, is
+gone or cut off) and release parked runs when their workflow has free slots.
+"""
+
+from __future__ import annotations
+
+from redflow_mp.client import Client
+from redflow_mp.maintenance import reap_expired
+
+__all__ = ["ReaperDuty"]
+
+
+class ReaperDuty:
+    name = "reaper"
+
+    def __init__(self, client: Client, interval_ms: int) -> None:
+        self.client = client
+        self.interval = interval_ms / 1000.0
+        self.requeued = 0
+
+    def tick(self, now: float) -> float:
+        _, requeued = reap_expired(self.client)
+        self.requeued += len(requeued)
+        return now + self.interval

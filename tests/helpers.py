@@ -1,0 +1,168 @@
+"""Test helpers: wait by polling with a deadline, run workers in threads, watch
+Redis traffic with MONITOR. Nothing here sleeps to synchronise."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+
+from redflow_mp import Client, Worker
+
+T = TypeVar("T")
+
+__all__ = [
+    "Monitor",
+    "WorkerPool",
+    "monitor",
+    "run_keys",
+    "status_of",
+    "wait_until",
+]
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.005,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value; return that value.
+
+    Raises AssertionError naming ``message`` when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class WorkerPool:
+    """Starts ``redflow_mp.Worker`` loops in threads and stops all of them."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._running: list[tuple[Worker, threading.Thread]] = []
+        self.errors: list[BaseException] = []
+
+    def start(self, client: Client | None = None, **kwargs: Any) -> Worker:
+        kwargs.setdefault("maintenance", True)
+        kwargs.setdefault("block_timeout", 0.1)
+        worker = Worker(client if client is not None else self.client, **kwargs)
+
+        def target() -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # surfaced by stop_all
+                self.errors.append(exc)
+                raise
+
+        thread = threading.Thread(target=target, name="test-worker", daemon=True)
+        thread.start()
+        self._running.append((worker, thread))
+        return worker
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        running, self._running = self._running, []
+        for worker, _ in running:
+            worker.stop()
+        for worker, _ in running:
+            worker.wake()
+        for _, thread in running:
+            thread.join(timeout)
+        alive = [t.name for _, t in running if t.is_alive()]
+        assert not alive, f"worker threads did not stop: {alive}"
+
+    def alive(self) -> list[bool]:
+        return [t.is_alive() for _, t in self._running]
+
+
+class Monitor:
+    """Collects the lines a ``MONITOR`` connection receives (commands from Lua too)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.lines: list[str] = []
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="test-monitor", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> Monitor:
+        self._sock = socket.create_connection((self.host, self.port), timeout=5)
+        self._sock.sendall(b"MONITOR\r\n")
+        self._thread.start()
+        if not self._ready.wait(5):
+            raise AssertionError("MONITOR did not start")
+        return self
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        self._sock.settimeout(0.05)
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            *complete, buf = buf.split(b"\r\n")
+            with self._lock:
+                for raw in complete:
+                    text = raw.decode("utf-8", "replace")
+                    if text == "+OK":
+                        self._ready.set()
+                        continue
+                    self.lines.append(text)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.lines.clear()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(5)
+        if self._sock is not None:
+            self._sock.close()
+        return self.snapshot()
+
+
+@contextmanager
+def monitor(url: str) -> Iterator[Monitor]:
+    mon = Monitor(url).start()
+    try:
+        yield mon
+    finally:
+        mon.stop()
+
+
+def run_keys(raw: redis.Redis, pattern: str) -> list[str]:
+    """Every key matching ``pattern`` (SCAN), decoded and sorted."""
+    return sorted(k.decode() for k in raw.scan_iter(match=pattern, count=1000))
+
+
+def status_of(raw: redis.Redis, client: Client, run_id: str) -> str | None:
+    """The ``status`` field of ``run:<id>`` straight from Redis (None when absent)."""
+    value = raw.hget(client.keys.run(run_id), "status")
+    return value.decode() if isinstance(value, bytes) else None

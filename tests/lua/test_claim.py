@@ -1,0 +1,245 @@
+"""claim_run.lua: ready -> processing, lease, queued -> running; the
+max_concurrency gate (atomic, parks the run, released when a slot frees);
+skipped entries; finish + claim in one call, fenced."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.ids import new_token
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _claim(client: Client, *queues: str, lease_ms: int = 5_000, token: str | None = None) -> tuple[
+    str, object
+]:
+    return client.scripts.claim(tuple(queues or ("q",)), lease_ms, token or new_token())
+
+
+def test_claim_takes_oldest_first_and_marks_running(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    first = enq(input_json=b'{"n":1}', max_attempts=4, parent="P", cron_id="C", timeout_ms=900)
+    second = enq(input_json=b'{"n":2}')
+    token = new_token()
+    finished, claimed = client.scripts.claim(("q",), 3_000, token)
+    assert finished == ""
+    assert claimed is not None
+    assert claimed.id == first
+    assert (claimed.workflow, claimed.queue, claimed.input_json) == ("wf", "q", b'{"n":1}')
+    assert (claimed.attempt, claimed.max_attempts) == (1, 4)
+    assert (claimed.parent_run_id, claimed.cron_id, claimed.timeout_ms) == ("P", "C", 900)
+    assert claimed.token == token
+    assert claimed.steps == {}
+    assert claimed.started_at > 0
+    assert status_of(raw, client, first) == "running"
+    assert raw.hget(k.run(first), "startedAt") == str(claimed.started_at).encode()
+    assert raw.get(k.run_lease(first)) == token.encode()
+    assert 0 < raw.pttl(k.run_lease(first)) <= 3_000
+    assert raw.zscore(k.runs_status("running"), first) is not None
+    assert raw.zscore(k.runs_status("queued"), first) is None
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [second.encode()]
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [first.encode()]
+
+
+def test_claim_on_empty_queues_returns_nothing(client: Client) -> None:
+    assert client.scripts.claim(("q", "r"), 1_000, new_token()) == ("", None)
+
+
+def test_claim_scans_queues_in_the_given_order(client: Client, enq: Callable[..., str]) -> None:
+    a = enq(queue="a")
+    b = enq(queue="b")
+    _, got = client.scripts.claim(("b", "a"), 1_000, new_token())
+    assert got is not None and got.id == b
+    _, got = client.scripts.claim(("b", "a"), 1_000, new_token())
+    assert got is not None and got.id == a
+
+
+def test_claim_returns_recorded_steps(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid = enq()
+    raw.hset(client.keys.run_steps(rid), "s1", b'{"status":"succeeded"}')
+    _, got = client.scripts.claim(("q",), 1_000, new_token())
+    assert got is not None and got.steps == {"s1": b'{"status":"succeeded"}'}
+
+
+def test_concurrency_gate_parks_over_the_limit_and_releases_on_finish(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ids = [enq(max_concurrency=2) for _ in range(3)]
+    tokens = [new_token() for _ in range(3)]
+    got = [client.scripts.claim(("q",), 5_000, t)[1] for t in tokens]
+    assert [g.id if g else None for g in got] == [ids[0], ids[1], None]
+    # the third is parked (never dropped): queued, in wf-waiting, in no queue list
+    assert status_of(raw, client, ids[2]) == "queued"
+    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+    assert raw.smembers(k.parked) == {b"wf"}
+    assert raw.scard(k.wf_running("wf")) == 2
+    assert not raw.exists(k.q_ready("q"))
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [ids[1].encode(), ids[0].encode()]
+    # more claims do not touch the parked run
+    assert client.scripts.claim(("q",), 5_000, new_token()) == ("", None)
+    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+
+    # finishing one running run releases the parked one to the front of ready
+    assert client.scripts.finalize(ids[0], tokens[0], "succeeded", b'"ok"') == "succeeded"
+    assert not raw.exists(k.wf_waiting("wf"))
+    assert raw.smembers(k.parked) == set()
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [ids[2].encode()]
+    assert raw.smembers(k.wf_running("wf")) == {ids[1].encode()}
+    _, third = client.scripts.claim(("q",), 5_000, new_token())
+    assert third is not None and third.id == ids[2]
+    assert raw.scard(k.wf_running("wf")) == 2
+
+
+def test_concurrency_limit_from_synced_metadata_wins(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    raw.hset(client.keys.workflow("wf"), "maxConcurrency", 1)
+    enq(max_concurrency=5)
+    enq(max_concurrency=5)
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is not None
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is None
+    assert raw.llen(client.keys.wf_waiting("wf")) == 1
+
+
+def test_concurrency_is_per_workflow(client: Client, enq: Callable[..., str]) -> None:
+    enq("a", max_concurrency=1)
+    enq("a", max_concurrency=1)
+    b = enq("b", max_concurrency=1)
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is not None
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    assert got is not None and got.id == b  # a's second run parked, b claimed in the same call
+
+
+def test_retry_and_failure_release_parked_runs_too(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    a = enq(max_concurrency=1, max_attempts=2)
+    b = enq(max_concurrency=1)
+    tok = new_token()
+    assert client.scripts.claim(("q",), 5_000, tok)[1] is not None
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is None
+    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [b.encode()]
+    err = msgspec.json.encode({"type": "ValueError", "message": "x"})
+    assert client.scripts.finalize(a, tok, "retry", err, 0) == "queued"
+    # b released first (front), a retried at the back
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [a.encode(), b.encode()]
+    tok_b = new_token()
+    _, got = client.scripts.claim(("q",), 5_000, tok_b)
+    assert got is not None and got.id == b
+    assert client.scripts.finalize(b, tok_b, "failed", err) == "failed"
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    assert got is not None and got.id == a and got.attempt == 2
+
+
+def test_stale_and_canceled_entries_are_dropped_not_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ghost = "NO-SUCH-RUN"
+    raw.lpush(k.q_ready("q"), ghost)
+    canceled = enq()
+    raw.hset(k.run(canceled), "cancelRequestedAt", 1)
+    live = enq()
+    # ready is popped from the right: ghost, canceled, then live
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    assert got is not None and got.id == live
+    assert status_of(raw, client, canceled) == "canceled"
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+    assert not raw.exists(k.run(ghost))
+
+
+def test_corrupted_run_hash_fails_clearly_and_claim_goes_on(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    no_workflow = enq()
+    raw.hdel(k.run(no_workflow), "workflow")
+    no_input = enq()
+    raw.hdel(k.run(no_input), "inputJson")
+    bad_attempt = enq()
+    raw.hset(k.run(bad_attempt), "attempt", "three")
+    bad_created = enq()
+    raw.hset(k.run(bad_created), "createdAt", "yesterday")
+    bad_status = enq()
+    raw.hset(k.run(bad_status), "status", "garbage")
+    live = enq()
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    assert got is not None and got.id == live
+    for rid in (no_workflow, no_input, bad_attempt, bad_created, bad_status):
+        assert status_of(raw, client, rid) == "failed", rid
+        err = msgspec.json.decode(raw.hget(k.run(rid), "errorJson") or b"{}")
+        assert err["type"] == "CorruptRecord", rid
+        assert err["retryable"] is False
+        assert raw.hget(k.run(rid), "finishedAt") is not None
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+
+
+def test_wrong_type_run_key_does_not_break_claim(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.set(k.run("NOT-A-HASH"), "garbage")
+    raw.lpush(k.q_ready("q"), "NOT-A-HASH")
+    live = enq()
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    assert got is not None and got.id == live
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+
+
+def test_claim_only_id_takes_that_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    a = enq()
+    b = enq()
+    _, got = client.scripts.claim(("other", "q"), 5_000, new_token(), None, only_id=b)
+    assert got is not None and got.id == b
+    assert raw.lrange(client.keys.q_ready("q"), 0, -1) == [a.encode()]
+    assert client.scripts.claim(("q",), 5_000, new_token(), None, only_id="missing") == ("", None)
+
+
+def test_finish_and_claim_in_one_call(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    a = enq()
+    b = enq()
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 5_000, tok)
+    assert got is not None and got.id == a
+    finished, nxt = client.scripts.claim(
+        ("q",), 5_000, new_token(), ("succeeded", a, tok, b'{"ok":1}', 0)
+    )
+    assert finished == "succeeded"
+    assert nxt is not None and nxt.id == b
+    assert status_of(raw, client, a) == "succeeded"
+    assert raw.hget(client.keys.run(a), "outputJson") == b'{"ok":1}'
+
+
+def test_finish_in_claim_is_fenced_by_the_lease_token(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    a = enq()
+    tok = new_token()
+    client.scripts.claim(("q",), 5_000, tok)
+    raw.set(k.run_lease(a), "someone-else")
+    finished, nxt = client.scripts.claim(("q",), 5_000, "", ("succeeded", a, tok, b"1", 0))
+    assert (finished, nxt) == ("lease-lost", None)
+    assert status_of(raw, client, a) == "running"
+    assert raw.hget(k.run(a), "outputJson") is None
+    assert raw.get(k.run_lease(a)) == b"someone-else"
+    # finish-only call (empty token) claims nothing
+    enq()
+    assert client.scripts.claim(("q",), 5_000, "", None)[1] is None

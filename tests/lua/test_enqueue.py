@@ -1,0 +1,123 @@
+"""enqueue_run.lua: run hash, indexes, ready or scheduled, idempotency mapping."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.ids import new_run_id
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_enqueue_creates_hash_indexes_and_ready_entry(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    run_id = enq(
+        "wf",
+        "q",
+        b'{"a":1}',
+        max_attempts=3,
+        parent="P1",
+        cron_id="wf:c",
+        max_concurrency=2,
+        timeout_ms=1500,
+        key="k1",
+    )
+    h = {a.decode(): b.decode() for a, b in raw.hgetall(k.run(run_id)).items()}
+    now = client.server_time_ms()
+    assert h["id"] == run_id
+    assert (h["workflow"], h["queue"], h["status"]) == ("wf", "q", "queued")
+    assert h["inputJson"] == '{"a":1}'
+    assert (h["attempt"], h["maxAttempts"]) == ("1", "3")
+    assert (h["parentRunId"], h["cronId"], h["idempotencyKey"]) == ("P1", "wf:c", "k1")
+    assert (h["maxConcurrency"], h["timeoutMs"]) == ("2", "1500")
+    created = int(h["createdAt"])
+    assert now - 5_000 < created <= now
+    assert int(h["availableAt"]) == created == int(h["updatedAt"])
+    assert raw.zscore(k.runs_created, run_id) == created
+    assert raw.zscore(k.workflow_runs("wf"), run_id) == created
+    assert raw.zscore(k.runs_status("queued"), run_id) == created
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [run_id.encode()]
+    assert raw.llen(k.q_bell("q")) == 1
+    assert raw.smembers(k.queues) == {b"q"}
+    assert raw.get(k.idempotency("wf", "k1")) == run_id.encode()
+    assert 0 < raw.pttl(k.idempotency("wf", "k1")) <= 60_000
+
+
+def test_future_run_at_schedules_instead_of_ready(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    due = client.server_time_ms() + 60_000
+    run_id = enq(run_at_ms=due)
+    assert status_of(raw, client, run_id) == "scheduled"
+    assert raw.zscore(k.q_scheduled("q"), run_id) == due
+    assert raw.hget(k.run(run_id), "availableAt") == str(due).encode()
+    assert raw.zscore(k.runs_status("scheduled"), run_id) is not None
+    assert not raw.exists(k.q_ready("q"))
+
+
+def test_past_run_at_is_queued_now(raw: redis.Redis, client: Client, enq: Callable[..., str]) -> None:
+    run_id = enq(run_at_ms=client.server_time_ms() - 60_000)
+    assert status_of(raw, client, run_id) == "queued"
+    assert raw.lrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
+
+
+def test_same_idempotency_key_returns_the_same_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    first = enq(key="same")
+    second = enq(key="same", input_json=b'{"other":true}')
+    assert first == second
+    assert raw.zcard(client.keys.runs_created) == 1
+    assert raw.llen(client.keys.q_ready("q")) == 1
+    # the key is per workflow
+    assert enq("other-wf", key="same") != first
+
+
+def test_same_run_id_twice_is_a_no_op(raw: redis.Redis, client: Client) -> None:
+    rid = new_run_id()
+    args = (rid, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None)
+    assert client.scripts.enqueue(*args) == (rid, True)
+    assert client.scripts.enqueue(*args) == (rid, False)
+    assert raw.llen(client.keys.q_ready("q")) == 1
+
+
+def test_idempotency_key_of_a_removed_run_no_longer_dedupes(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    first = enq(key="gone")
+    raw.delete(client.keys.run(first))  # as retention would
+    second = enq(key="gone")
+    assert second != first
+    assert raw.get(client.keys.idempotency("wf", "gone")) == second.encode()
+
+
+def test_concurrent_enqueues_with_one_key_create_one_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def go() -> None:
+        barrier.wait()
+        for _ in range(20):
+            rid = enq(key="race")
+            with lock:
+                ids.append(rid)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1
+    assert raw.zcard(client.keys.runs_created) == 1

@@ -1,0 +1,72 @@
+"""Retry policy (pure): validation, exponential backoff with jitter, which
+errors retry."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from redflow_mp import (
+    InputValidationError,
+    NonRetriableError,
+    OutputSerializationError,
+    Retries,
+    RunCanceledError,
+    UnknownWorkflowError,
+)
+from redflow_mp.retry import backoff_seconds, is_retryable
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_default_is_one_attempt() -> None:
+    assert Retries().max_attempts == 1
+
+
+def test_backoff_grows_exponentially_and_is_capped() -> None:
+    policy = Retries(max_attempts=10, initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=0)
+    assert [backoff_seconds(policy, n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_backoff_jitter_stays_within_its_fraction() -> None:
+    policy = Retries(max_attempts=5, initial_delay=2.0, multiplier=1.0, jitter=0.25)
+    rng = random.Random(7)
+    delays = [backoff_seconds(policy, 1, rng) for _ in range(500)]
+    assert all(1.5 <= d <= 2.5 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 100  # really spread, not lockstep
+
+
+def test_backoff_of_zero_delay_is_zero() -> None:
+    assert backoff_seconds(Retries(initial_delay=0), 3) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"max_attempts": 0}, ValueError),
+        ({"max_attempts": 1.5}, TypeError),
+        ({"max_attempts": True}, TypeError),
+        ({"initial_delay": -1}, ValueError),
+        ({"initial_delay": "1"}, TypeError),
+        ({"multiplier": 0.5}, ValueError),
+        ({"jitter": 1.5}, ValueError),
+        ({"max_delay": -0.1}, ValueError),
+    ],
+)
+def test_bad_policies_are_rejected(kwargs: dict[str, object], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        Retries(**kwargs)  # type: ignore[arg-type]
+
+
+def test_which_errors_are_retried() -> None:
+    assert is_retryable(ValueError("x"))
+    assert is_retryable(TimeoutError())
+    for final in (
+        NonRetriableError("x"),
+        InputValidationError("x"),
+        UnknownWorkflowError("x"),
+        OutputSerializationError("x"),
+        RunCanceledError("R"),
+    ):
+        assert not is_retryable(final), type(final).__name__
