@@ -34,6 +34,7 @@ Keys redflow-mp adds::
     wf-waiting:<name>             LIST  queued runIds parked behind max_concurrency
     parked                        SET   workflow names whose wf-waiting list is non-empty
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
+    worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time
 """
@@ -162,6 +163,9 @@ class Keys:
     # idempotency and supervisors
     def idempotency(self, workflow: str, key: str) -> str:
         return f"{self.tag}:idempo:{_part(workflow)}:{_part(key)}"
+
+    def worker_wake(self, token: str) -> str:
+        return f"{self.tag}:worker-wake:{token}"
 
     def supervisor(self, supervisor_id: str) -> str:
         return f"{self.tag}:supervisor:{supervisor_id}"

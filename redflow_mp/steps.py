@@ -325,6 +325,38 @@ class Step(_StepCore):
         return str(self._succeed(step, child_id, started))
 
 
+async def _call_async(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+) -> Any:
+    """Await ``fn`` (a coroutine function, or a sync function run in a thread when a
+    timeout applies) and raise :class:`StepTimeoutError` after ``timeout`` seconds.
+
+    The deadline is detected by ``asyncio.wait``, not by catching ``TimeoutError``:
+    a step function that raises its own ``TimeoutError`` (a network timeout, say)
+    must reach the handler as that error, not be relabelled as a step timeout.
+    """
+    if timeout is None:
+        value = fn(*args, **kwargs)
+        if asyncio.iscoroutine(value):
+            value = await value
+        return value
+    if asyncio.iscoroutinefunction(fn):
+        task = asyncio.ensure_future(fn(*args, **kwargs))
+    else:
+        task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task not in done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # outcome is moot now
+            await task
+        raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s")
+    return task.result()
+
+
 class AsyncStep(_StepCore):
     """The step API of an ``async def`` handler: the same methods, awaitable."""
 
@@ -347,21 +379,7 @@ class AsyncStep(_StepCore):
             return cached
         started = _now_ms()
         try:
-            if asyncio.iscoroutinefunction(fn):
-                coro = fn(*args, **kwargs)
-                value = await (asyncio.wait_for(coro, limit) if limit else coro)
-            elif limit is not None:
-                value = await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), limit)
-            else:
-                value = fn(*args, **kwargs)
-                if asyncio.iscoroutine(value):
-                    value = await value
-        except TimeoutError as exc:
-            err: Exception = exc
-            if not isinstance(exc, StepTimeoutError):
-                err = StepTimeoutError(f"step {step!r} timed out after {limit:g} s")
-            self._fail(step, err, started)
-            raise err from None
+            value = await _call_async(step, fn, args, kwargs, limit)
         except Exception as exc:
             self._fail(step, exc, started)
             raise

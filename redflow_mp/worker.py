@@ -113,7 +113,7 @@ class Worker:
         self.keeper = LeaseKeeper(client.scripts, lease_ms)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, self.try_inline)
         self._stopping = threading.Event()
-        self._wake_key = f"{client.keys.tag}:worker-wake:{new_token()}"
+        self._wake_key = client.keys.worker_wake(new_token())
         self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
         self._rotation = 0
         self._next_maintenance = 0.0

@@ -244,28 +244,66 @@ local function enqueue(tag, a, now)
   return a.id, 1, status
 end
 
+-- A ready-list entry whose run record is unusable fails with a clear error
+-- instead of reaching a worker (whose reply parsing it would break) or being
+-- dropped silently. A record with an unknown or missing status is reset to
+-- `queued` first so that finalize applies (its index entry is dropped).
+local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
+  failed = true, canceled = true }
+
+local function fail_corrupt(tag, id, processing, why, now)
+  redis.call('LREM', processing, 1, id)
+  local run = k_run(tag, id)
+  local old = redis.call('HGET', run, 'status')
+  if not old or not KNOWN_STATUS[old] then
+    if old then redis.call('ZREM', k_status(tag, old), id) end
+    redis.call('HSET', run, 'status', 'queued')
+  end
+  finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
+    message = 'run record is corrupted: ' .. why, retryable = false }), now)
+  return nil
+end
+
+-- True when a stored integer field is present but not an integer.
+local function bad_int(v)
+  return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
+end
+
 -- Take the run `id` that the caller just moved into `processing` of `q`:
 -- check it, gate it on max_concurrency, lease it and mark it running.
 -- Returns a reply table for a claimed run, or nil when the id was skipped
 -- (stale, canceled, corrupted or parked).
 local function take(tag, id, q, token, lease_ms, now)
   local run = k_run(tag, id)
+  local processing = k_processing(tag, q)
+  if redis.call('TYPE', run).ok ~= 'hash' then
+    -- Hash gone (a stale entry) or a foreign key of another type under the run's
+    -- name: drop the entry, never execute it, never fail the whole claim.
+    redis.call('LREM', processing, 1, id)
+    return nil
+  end
   local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
     'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
     'startedAt', 'queue')
-  local processing = k_processing(tag, q)
+  if not f[1] or not KNOWN_STATUS[f[1]] then
+    return fail_corrupt(tag, id, processing, 'unknown status ' .. tostring(f[1] or '(none)'), now)
+  end
   if f[1] ~= 'queued' then
-    -- Hash gone, or a run that is no longer queued (canceled, or a stale
-    -- duplicate entry): drop the entry, never execute it.
+    -- A run that is no longer queued (canceled, or a stale duplicate entry):
+    -- drop the entry, never execute it.
     redis.call('LREM', processing, 1, id)
     return nil
   end
   local wf = f[2]
   if not wf or wf == '' or not f[5] then
-    redis.call('LREM', processing, 1, id)
-    finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
-      message = 'run record is missing its workflow or inputJson field', retryable = false }), now)
-    return nil
+    return fail_corrupt(tag, id, processing, 'missing its workflow or inputJson field', now)
+  end
+  local numeric = { attempt = f[6], maxAttempts = f[7], createdAt = f[8], timeoutMs = f[10],
+    startedAt = f[12] }
+  for name, value in pairs(numeric) do
+    if bad_int(value) then
+      return fail_corrupt(tag, id, processing, 'field ' .. name .. ' is not an integer', now)
+    end
   end
   if f[3] and f[3] ~= '' then
     redis.call('LREM', processing, 1, id)

@@ -1,0 +1,1 @@
+"""Examples for redflow-mp (run ``python examples/demo.py``)."""

@@ -1,0 +1,169 @@
+"""Fixtures for tests that run the real supervisor as a separate process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDFLOW_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class Supervisor:
+    """``python -m redflow_supervisor`` under its own session (process group)."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        log_path: Path,
+        *,
+        procs: int = 2,
+        modules: Sequence[str] = ("tests.process.flows",),
+        app: str = "test",
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "redflow_supervisor",
+            "--app",
+            app,
+            "--procs",
+            str(procs),
+            "--url",
+            url,
+            "--prefix",
+            prefix,
+        ]
+        for module in modules:
+            self.cmd += ["--module", module]
+        self.cmd += list(args)
+        self.env = clean_env(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Supervisor:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def workers(self) -> list[psutil.Process]:
+        try:
+            kids = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        out = []
+        for p in kids:
+            try:
+                if " worker " in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def wait_workers(self, n: int, timeout: float = 20.0) -> list[psutil.Process]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.workers()
+            if len(found) == n:
+                return found
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"supervisor exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"expected {n} workers, found {len(self.workers())}\n{self.log()}")
+
+    def send(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.kill_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill_group(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.kill_group(signal.SIGKILL)  # stragglers in the group
+        self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture()
+def supervisor(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
+    started: list[Supervisor] = []
+
+    def start(**kwargs: object) -> Supervisor:
+        sup = Supervisor(
+            redis_url,
+            str(kwargs.pop("prefix", prefix)),
+            tmp_path / f"supervisor-{len(started)}.log",
+            **kwargs,
+        )  # type: ignore[arg-type]
+        started.append(sup.start())
+        return sup
+
+    yield start
+    for sup in started:
+        sup.stop()
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)

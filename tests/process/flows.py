@@ -1,0 +1,108 @@
+"""Workflows the process tests run under a real ``redflow-supervisor``.
+
+Handlers talk back to the test through Redis keys under the test's prefix
+(``ledger:*`` counters, pids, spans), using the child's default client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from typing import Any
+
+from redflow_mp import Context, Retries, define_workflow, get_default_client
+
+
+def _r() -> tuple[Any, str]:
+    client = get_default_client()
+    assert client is not None
+    return client.redis, client.keys.tag
+
+
+@define_workflow("multi-step", queue="p", max_concurrency=10)
+def multi_step(ctx: Context[Any]) -> str:
+    """Three steps; the first execution of step two parks until it is killed."""
+    r, tag = _r()
+    ctx.step.run("one", lambda: r.incr(f"{tag}:ledger:one"))
+
+    def two() -> int:
+        n = int(r.incr(f"{tag}:ledger:two"))
+        if n == 1:
+            r.set(f"{tag}:victim", os.getpid())
+            time.sleep(120)
+        return n
+
+    ctx.step.run("two", two)
+    ctx.step.run("three", lambda: r.incr(f"{tag}:ledger:three"))
+    return "done"
+
+
+@define_workflow("suicide", queue="p", max_concurrency=10)
+def suicide(ctx: Context[Any]) -> None:
+    r, tag = _r()
+    r.incr(f"{tag}:ledger:suicide")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@define_workflow("pid", queue="p", max_concurrency=100)
+def pid(ctx: Context[Any]) -> int:
+    return os.getpid()
+
+
+@define_workflow("sleepy", queue="p", max_concurrency=100)
+def sleepy(ctx: Context[Any]) -> dict[str, Any]:
+    r, tag = _r()
+    r.set(f"{tag}:sleepy-started", os.getpid())
+    time.sleep(float(ctx.input))
+    return {"slept": ctx.input, "pid": os.getpid()}
+
+
+@define_workflow("gil", queue="p", max_concurrency=10)
+def gil(ctx: Context[Any]) -> bool:
+    """Holds the GIL in the regex engine for several lease periods."""
+    r, tag = _r()
+    r.incr(f"{tag}:ledger:gil")
+    return re.match(r"(a+)+$", "a" * int(ctx.input) + "b") is None
+
+
+@define_workflow("limited", queue="lim", max_concurrency=2)
+def limited(ctx: Context[Any]) -> None:
+    r, tag = _r()
+    start = time.time()
+    time.sleep(0.05)
+    r.rpush(f"{tag}:spans", json.dumps([start, time.time()]))
+
+
+@define_workflow("spin", queue="p", max_concurrency=10)
+def spin(ctx: Context[Any]) -> None:
+    """CPU-bound and deaf to cancellation."""
+    r, tag = _r()
+    r.set(f"{tag}:spin-started", os.getpid())
+    x = 0
+    while True:
+        x += 1
+
+
+@define_workflow(
+    "overtime",
+    queue="p",
+    max_concurrency=10,
+    timeout=1.0,
+    retries=Retries(max_attempts=2, initial_delay=0.1, jitter=0),
+)
+def overtime(ctx: Context[Any]) -> None:
+    r, tag = _r()
+    r.incr(f"{tag}:ledger:overtime")
+    time.sleep(60)
+
+
+_hog: list[bytes] = []
+
+
+@define_workflow("hog", queue="p", max_concurrency=10)
+def hog(ctx: Context[Any]) -> int:
+    _hog.append(b"x" * (int(ctx.input) * 1024 * 1024))
+    return os.getpid()

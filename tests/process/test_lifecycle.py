@@ -1,0 +1,207 @@
+"""Supervisor lifecycle with real signals: drain, rolling restart, scaling,
+recycling, boot failures, FATAL, and process titles."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from tests.process import flows
+from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
+
+pytestmark = pytest.mark.process
+
+
+def test_term_drains_a_running_run_to_success_and_exits_zero(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    handle = flows.sleepy.run(1.0, client=client)
+    wait_until(lambda: raw.get(f"{client.keys.tag}:sleepy-started"), 20, message="run start")
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    assert handle.result(timeout=5)["slept"] == 1.0
+    assert "draining" in sup.log()
+
+
+def test_graceful_timeout_puts_the_run_back_and_exits_zero(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=1, args=["--graceful-timeout", "0.5"])
+    sup.wait_workers(1)
+    handle = flows.sleepy.run(30, client=client)
+    wait_until(lambda: raw.get(f"{client.keys.tag}:sleepy-started"), 20, message="run start")
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    state = client.get_run(handle.id)
+    assert state is not None and state.status == "queued"
+    assert raw.lrange(client.keys.q_ready("p"), 0, -1) == [handle.id.encode()]
+    assert state.crash_count == 0
+
+
+def test_second_term_is_a_fast_stop_with_runs_put_back(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=1)
+    sup.wait_workers(1)
+    handle = flows.sleepy.run(30, client=client)
+    wait_until(lambda: raw.get(f"{client.keys.tag}:sleepy-started"), 20, message="run start")
+    sup.send(signal.SIGTERM)
+    time.sleep(0.2)  # let the first TERM start the drain before the second arrives
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+    state = client.get_run(handle.id)
+    assert state is not None and state.status == "queued" and state.crash_count == 0
+
+
+def test_hup_replaces_every_child_and_picks_up_new_code(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    module = tmp_path / "hupflows.py"
+    template = (
+        "from redflow_mp import define_workflow\n"
+        "@define_workflow('version', queue='hup', max_concurrency=10)\n"
+        "def version(ctx):\n    return {v}\n"
+    )
+    module.write_text(template.format(v=1))
+    sup = supervisor(procs=2, modules=[str(module)])
+    before = {p.pid for p in sup.wait_workers(2)}
+    wait_until(lambda: client.get_workflow_meta("version"), 10, message="registry sync")
+    assert client.run_by_name("version").result(timeout=20) == 1
+    module.write_text(template.format(v=2))
+    sup.send(signal.SIGHUP)
+    wait_until(
+        lambda: len(sup.workers()) == 2 and not ({p.pid for p in sup.workers()} & before),
+        30,
+        message="every child replaced",
+    )
+    assert client.run_by_name("version").result(timeout=20) == 2
+
+
+def test_ttin_and_ttou_change_the_number_of_children(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    sup.send(signal.SIGTTIN)
+    sup.wait_workers(3)
+    sup.send(signal.SIGTTOU)
+    sup.wait_workers(2)
+    sup.send(signal.SIGTTOU)
+    sup.wait_workers(1)
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
+
+
+def test_children_are_recycled_after_max_runs(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, args=["--max-runs-per-child", "2"])
+    sup.wait_workers(1)
+    pids = [flows.pid.run(None, client=client).result(timeout=20) for _ in range(6)]
+    counts = {p: pids.count(p) for p in pids}
+    assert max(counts.values()) <= 2
+    assert len(counts) >= 3
+    assert "recycled" in sup.log()
+
+
+def test_children_are_recycled_above_max_memory(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, args=["--max-memory-per-child", "120"])
+    sup.wait_workers(1)
+    fat = flows.hog.run(200, client=client).result(timeout=20)
+    wait_until(
+        lambda: [p.pid for p in sup.workers()] not in ([], [fat]),
+        20,
+        message="the fat child to be replaced",
+    )
+    assert flows.pid.run(None, client=client).result(timeout=20) != fat
+    assert "max_memory_per_child" in sup.log()
+
+
+def test_bad_module_is_a_boot_failure_with_the_error_on_stderr(redis_url: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redflow_supervisor",
+            "--app",
+            "x",
+            "--module",
+            "tests.process.no_such_module",
+            "--url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "No module named 'tests.process.no_such_module'" in proc.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_missing_app_is_refused(redis_url: str) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redflow_supervisor",
+            "--app",
+            " ",
+            "--module",
+            "tests.process.flows",
+            "--url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--app is required" in proc.stderr
+
+
+def test_crash_looping_children_go_fatal_and_the_supervisor_exits_non_zero(
+    supervisor: Callable[..., Supervisor],
+) -> None:
+    sup = supervisor(
+        procs=1,
+        modules=["tests.process.flows_bootfail"],
+        args=["--restart-backoff", "0.05", "--max-start-failures", "3"],
+    )
+    assert sup.wait(timeout=30) == 1
+    assert "FATAL" in sup.log()
+
+
+def test_processes_are_labelled(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, app="labels")
+    workers = sup.wait_workers(2)
+    titles = sorted(" ".join(p.cmdline()).strip() for p in workers)
+    assert titles == ["redflow-supervisor[labels] worker 1", "redflow-supervisor[labels] worker 2"]
+    import psutil
+
+    assert (
+        " ".join(psutil.Process(sup.pid).cmdline()).strip() == "redflow-supervisor[labels] master"
+    )
+    handle = flows.sleepy.run(1.0, client=client)
+    wait_until(lambda: raw.get(f"{client.keys.tag}:sleepy-started"), 20, message="run start")
+    busy = [" ".join(p.cmdline()).strip() for p in sup.workers()]
+    assert any(t.endswith(f"running sleepy {handle.id}") for t in busy), busy
+    handle.result(timeout=20)

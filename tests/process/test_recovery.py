@@ -1,0 +1,101 @@
+"""Crash recovery with real processes: SIGKILL mid-step, poison pills, a handler
+holding the GIL, and run timeouts enforced by the parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client, RunFailedError, RunStatus
+from tests.process import flows
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+
+def test_sigkill_mid_step_requeues_at_once_and_never_reruns_a_completed_step(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, args=["--lease-ms", "30000"])
+    sup.wait_workers(2)
+    tag = client.keys.tag
+    handle = flows.multi_step.run(None, client=client)
+    victim = int(wait_until(lambda: raw.get(f"{tag}:victim"), 20, message="step two"))  # type: ignore[arg-type]
+
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: raw.hget(client.keys.run(handle.id), "crashCount") == b"1",
+        5,
+        interval=0.002,
+        message="the run to be put back",
+    )
+    recovery = time.monotonic() - killed_at
+    assert recovery < 1.0, f"run went back to ready after {recovery:.3f} s (lease is 30 s)"
+
+    assert handle.result(timeout=30) == "done"
+    assert raw.get(f"{tag}:ledger:one") == b"1"  # completed before the kill: never again
+    assert raw.get(f"{tag}:ledger:two") == b"2"  # in flight at the kill: may re-run
+    assert raw.get(f"{tag}:ledger:three") == b"1"
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.SUCCEEDED
+    assert state.last_crash is not None and "SIGKILL" in state.last_crash
+    steps = client.get_run_steps(handle.id)
+    assert steps is not None and [s.name for s in steps] == ["one", "two", "three"]
+    sup.wait_workers(2)  # the slot was refilled
+
+
+def test_poison_pill_fails_after_max_run_crashes_and_supervisor_keeps_serving(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    poison = flows.suicide.run(None, client=client)
+    others = [flows.pid.run(None, client=client) for _ in range(6)]
+    with pytest.raises(RunFailedError) as failed:
+        poison.result(timeout=60)
+    assert failed.value.error is not None
+    assert failed.value.error.type == "RunCrashedError"
+    assert "killed its worker process 3 times" in failed.value.error.message
+    assert raw.get(f"{client.keys.tag}:ledger:suicide") == b"3"
+    assert all(isinstance(h.result(timeout=30), int) for h in others)
+    assert sup.proc is not None and sup.proc.poll() is None
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=30), int)
+    sup.wait_workers(2)
+
+
+def test_handler_holding_the_gil_for_several_leases_runs_exactly_once(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, args=["--lease-ms", "600", "--reaper-interval-ms", "100"])
+    sup.wait_workers(2)
+    started = time.monotonic()
+    handle = flows.gil.run(26, client=client)
+    assert handle.result(timeout=120) is True
+    elapsed = time.monotonic() - started
+    assert elapsed > 3 * 0.6, f"the regex finished in {elapsed:.2f} s: not a GIL hold"
+    assert raw.get(f"{client.keys.tag}:ledger:gil") == b"1"
+    state = client.get_run(handle.id)
+    assert state is not None and state.attempt == 1 and state.crash_count == 0
+
+
+def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, args=["--kill-grace", "1"])
+    sup.wait_workers(2)
+    started = time.monotonic()
+    handle = flows.overtime.run(None, client=client)
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=60)
+    assert failed.value.error is not None and failed.value.error.type == "RunTimeoutError"
+    assert raw.get(f"{client.keys.tag}:ledger:overtime") == b"2"
+    assert time.monotonic() - started < 20
+    state = client.get_run(handle.id)
+    assert state is not None and state.attempt == 2
+    sup.wait_workers(2)

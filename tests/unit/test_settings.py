@@ -1,0 +1,125 @@
+"""Settings: precedence (defaults < TOML < env < flags), unknown keys, bad values,
+and conf/redflow.toml documenting every setting with its default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from redflow_mp.errors import ConfigError
+from redflow_mp.settings import Settings, load, parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_spec() -> None:
+    s = load({}, environ={})
+    assert (s.lease_ms, s.reaper_interval_ms, s.promoter_interval_ms, s.cron_lock_ttl_ms) == (
+        5000,
+        500,
+        200,
+        10000,
+    )
+    assert (s.graceful_timeout, s.cancel_grace, s.max_run_crashes) == (30.0, 5.0, 3)
+    assert (s.max_runs_per_child, s.max_memory_per_child) == (0, 0)
+    assert s.run_retention == 7 * 86400
+    assert (s.restart_backoff, s.restart_backoff_max, s.max_start_failures) == (1.0, 30.0, 5)
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
+    conf = tmp_path / "r.toml"
+    conf.write_text('lease_ms = 7000\ncancel_grace = "2s"\nprocs = 3\nqueues = ["a", "b"]\n')
+    env = {"REDFLOW_LEASE_MS": "8000", "REDFLOW_PROCS": "4"}
+    s = load({"procs": "5"}, config_path=str(conf), environ=env)
+    assert s.lease_ms == 8000  # env beats TOML
+    assert s.procs == 5  # flag beats env
+    assert s.cancel_grace == 2.0  # TOML beats default
+    assert s.queues == ("a", "b")
+    assert s.reaper_interval_ms == 500  # default
+    s2 = load({}, environ={"REDFLOW_CONFIG": str(conf)})
+    assert s2.lease_ms == 7000
+
+
+def test_unknown_keys_name_key_and_source(tmp_path: Path) -> None:
+    conf = tmp_path / "r.toml"
+    conf.write_text("lease_msec = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'lease_msec' in config file .*r\.toml"):
+        load({}, config_path=str(conf), environ={})
+    with pytest.raises(ConfigError, match="unknown setting REDFLOW_LEASEMS in the environment"):
+        load({}, environ={"REDFLOW_LEASEMS": "1"})
+
+
+def test_bad_values_name_key_and_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lease_ms.*environment variable REDFLOW_LEASE_MS"):
+        load({}, environ={"REDFLOW_LEASE_MS": "fast"})
+    with pytest.raises(ConfigError, match="cancel_grace.*command line"):
+        load({"cancel_grace": "soon"}, environ={})
+    with pytest.raises(ConfigError, match="lease_ms"):
+        load({"lease_ms": "-5"}, environ={})
+    conf = tmp_path / "bad.toml"
+    conf.write_text("lease_ms = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load({}, config_path=str(conf), environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load({}, config_path=str(tmp_path / "missing.toml"), environ={})
+
+
+def test_settings_are_frozen() -> None:
+    s = load({}, environ={})
+    with pytest.raises(AttributeError):
+        s.lease_ms = 1  # type: ignore[misc]
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("7d") == 7 * 86400
+    assert parse_duration(3) == 3.0
+    with pytest.raises(ValueError):
+        parse_duration("a while")
+    with pytest.raises(ValueError):
+        parse_duration(True)
+
+
+def test_reference_config_documents_every_setting_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "conf" / "redflow.toml").read_text())
+    fields = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    assert set(data) == set(fields)
+    for key, value in data.items():
+        default = fields[key]
+        if isinstance(default, tuple):
+            assert tuple(value) == default, key
+        else:
+            assert value == default, key
+    assert load({}, config_path=str(ROOT / "conf" / "redflow.toml"), environ={}) == load(
+        {}, environ={}
+    )
+
+
+def test_cli_reports_config_errors_and_exits_2(tmp_path: Path) -> None:
+    conf = tmp_path / "r.toml"
+    conf.write_text("no_such_thing = 1\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redflow_supervisor",
+            "--app",
+            "x",
+            "--module",
+            "json",
+            "--config",
+            str(conf),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2
+    assert "unknown setting 'no_such_thing'" in proc.stderr
