@@ -55,9 +55,9 @@ def test_unknown_keys_name_key_and_source(tmp_path: Path) -> None:
 
 
 def test_bad_values_name_key_and_source(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="lease_ms.*environment variable REDFLOW_LEASE_MS"):
+    with pytest.raises(ConfigError, match=r"lease_ms.*environment variable REDFLOW_LEASE_MS"):
         load({}, environ={"REDFLOW_LEASE_MS": "fast"})
-    with pytest.raises(ConfigError, match="cancel_grace.*command line"):
+    with pytest.raises(ConfigError, match=r"cancel_grace.*command line"):
         load({"cancel_grace": "soon"}, environ={})
     with pytest.raises(ConfigError, match="lease_ms"):
         load({"lease_ms": "-5"}, environ={})
