@@ -3,7 +3,9 @@ runs, print their results and the supervisor's processes, then drain it with TER
 
     python examples/demo.py [--url redis://localhost:6379/0] [--procs 2]
 
-Uses the Redis at ``--url`` (default: the local one). Keys live under the
+Uses the Redis at ``--url``; by default the local one on :6379, or, where none
+answers, the private server of the ``embedded`` extra (started in
+``~/.local/state/redflow-mp`` and stopped at the end). Keys live under the
 prefix ``redflow-demo``; nothing else in that Redis is touched.
 """
 
@@ -26,12 +28,21 @@ from redflow_mp.transport import mask_url  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="redis://localhost:6379/0")
+    parser.add_argument("--url", default=None)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args()
 
     import examples.demo_flows as flows
+    from redflow_supervisor.embedded import EmbeddedRedis, alive
+
+    embedded: EmbeddedRedis | None = None
+    if args.url is None:
+        args.url = "redis://localhost:6379/0"
+        if not alive(args.url):
+            embedded = EmbeddedRedis()
+            args.url = embedded.ensure()
+            print(f"no Redis on localhost:6379; using the embedded server at {args.url}")
 
     supervisor = subprocess.Popen(
         [
@@ -74,6 +85,8 @@ def main() -> int:
         os.killpg(supervisor.pid, signal.SIGTERM)
         code = supervisor.wait(timeout=60)
         print(f"supervisor drained and exited with status {code}")
+        if embedded is not None:
+            embedded.stop()
     return 0
 
 

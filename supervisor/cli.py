@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import subprocess
 import sys
 import sysconfig
 import traceback
@@ -33,6 +34,7 @@ from redflow_mp.settings import Settings, load
 from redflow_mp.transport import mask_url
 
 from .arbiter import Arbiter, Reloaded
+from .embedded import EmbeddedRedis
 from .logs import configure_logging
 
 __all__ = ["main"]
@@ -190,6 +192,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(registry) == 0 and not settings.queues:
         print("redflow-supervisor: the modules define no workflows", file=sys.stderr)
         return EXIT_USAGE
+    embedded: EmbeddedRedis | None = None
+    if settings.embedded_redis:
+        embedded = EmbeddedRedis(settings.state_dir or None)
+        try:
+            url = embedded.ensure()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"redflow-supervisor: cannot start the embedded Redis: {exc}", file=sys.stderr)
+            return 1
+        how = "started" if embedded.owned else "reused"
+        print(
+            f"redflow-supervisor: embedded Redis at {url} ({how}, state in {embedded.state_dir})",
+            flush=True,
+        )
+        settings = msgspec.structs.replace(settings, url=url)
+        loader.overrides = {**loader.overrides, "url": url}
     logging.getLogger("redflow_supervisor").debug(
         "settings: url=%s prefix=%s", mask_url(settings.url), settings.prefix
     )
@@ -200,3 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exc.code, file=sys.stderr)
             return 1
         return int(exc.code or 0)
+    finally:
+        if embedded is not None:
+            embedded.stop()

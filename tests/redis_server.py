@@ -24,6 +24,9 @@ __all__ = ["RedisServer", "find_redis_server"]
 
 
 def find_redis_server() -> str:
+    override = os.environ.get("TEST_REDIS_SERVER")
+    if override:
+        return override
     path = shutil.which("redis-server")
     if path:
         return path
