@@ -30,11 +30,12 @@ from typing import Any
 import psutil
 import redis
 
-from redflow_mp import codec
+from redflow_mp import __version__, codec
 from redflow_mp.board import AbortReason, Board, Held, SlotState
 from redflow_mp.child import ChildSpec, ExitCode
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
+from redflow_mp.ops import SupervisorStatus
 from redflow_mp.registry import Registry
 from redflow_mp.retry import backoff_seconds
 from redflow_mp.settings import Settings
@@ -47,6 +48,7 @@ from .duties.leader import LeaderDuty
 from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.retention import RetentionDuty
+from .duties.status import ChildStatus, ProcessSampler, StatusDuty, supervisor_id
 from .restart import RestartPolicy, SlotTracker
 from .restart import SlotState as Restart
 from .signals import SignalPipe
@@ -117,6 +119,11 @@ class Arbiter:
         self._duty_errors: dict[str, float] = {}
         self.queues: tuple[str, ...] = ()
         self.title = f"redflow-supervisor[{settings.app}]"
+        self.id = supervisor_id()
+        self.started_ms = int(time.time() * 1000)
+        self.sampler = ProcessSampler()
+        self.status: StatusDuty | None = None
+        self.restarts: dict[int, int] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -163,6 +170,53 @@ class Arbiter:
             (ReaperDuty(client, s.reaper_interval_ms), 0.0),
             (RetentionDuty(client, s.run_retention), 0.0),
         ]
+        self.status = StatusDuty(client, self._snapshot)
+        self.duties.append((self.status, 0.0))
+
+    def _snapshot(self) -> SupervisorStatus:
+        """This supervisor and its children, for the status record."""
+        now_ms = int(time.time() * 1000)
+        children = []
+        for child in sorted(self.children.values(), key=lambda c: (c.slot, c.pid)):
+            entry = self.board.read(child.index)
+            rss, cpu = self.sampler.sample(child.pid)
+            current = entry.current
+            state = entry.state.name.lower() if child.stop_sent is None else "stopping"
+            children.append(
+                ChildStatus(
+                    slot=child.slot,
+                    pid=child.pid,
+                    state=state,
+                    run_id=current.run_id if current else None,
+                    workflow=current.workflow if current else None,
+                    run_started_at=(
+                        now_ms - int((time.monotonic() - current.started) * 1000)
+                        if current
+                        else None
+                    ),
+                    rss=rss,
+                    cpu_percent=cpu,
+                    runs_done=entry.runs_done,
+                    restarts=self.restarts.get(child.slot, 0),
+                )
+            )
+        self.sampler.forget(set(self.children))
+        own_rss, _ = self.sampler.sample(os.getpid())
+        return SupervisorStatus(
+            id=self.id,
+            app=self.settings.app,
+            host=self.id.rsplit(":", 1)[0],
+            pid=os.getpid(),
+            started_at=self.started_ms,
+            updated_at=now_ms,
+            mode=self.mode.value,
+            leader=bool(self.leader and self.leader.is_leader),
+            queues=list(self.queues),
+            procs=self.target,
+            rss=own_rss,
+            version=__version__,
+            children=children,
+        )
 
     def _resolve_queues(self) -> tuple[str, ...]:
         queues = self.settings.queues or tuple(self.registry.queues())
@@ -229,6 +283,11 @@ class Arbiter:
         return max(wake, now + 0.001)
 
     def _shutdown(self) -> None:
+        if self.status is not None:
+            try:
+                self.status.remove()
+            except Exception as exc:  # pragma: no cover - best effort on exit
+                log.debug("could not remove the status record: %s", exc)
         if self.leader is not None:
             try:
                 self.leader.resign()
@@ -399,6 +458,7 @@ class Arbiter:
             pid=pid, slot=slot_no, index=index, generation=self.generation, started_at=now
         )
         self.children[pid] = child
+        self.restarts[slot_no] = self.restarts.get(slot_no, -1) + 1
         log.debug("started worker %d (pid %d)", slot_no, pid)
         return child
 
