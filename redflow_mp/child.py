@@ -36,6 +36,7 @@ from typing import NoReturn
 
 from .board import AbortReason, Board, SlotState
 from .client import create_client
+from .metrics import Metrics, encode_delta, send_pieces
 from .registry import Registry
 from .scripts import Claimed
 from .worker import Worker
@@ -81,6 +82,7 @@ class ChildSpec:
     max_payload_bytes: int = 8 * 1024 * 1024
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
+    metrics_fd: int = -1
 
 
 class _Abort(BaseException):
@@ -105,6 +107,22 @@ class _Hooks:
         self.base_title = f"redflow-supervisor[{spec.app}] worker {spec.slot}"
         self.stop_requested = False
         self.depth = 0
+        self.metrics = Metrics()
+        self.metrics_fd = spec.metrics_fd
+        self._next_flush = 0.0
+        self._unsent: list[bytes] = []
+
+    def flush_metrics(self, force: bool = False) -> None:
+        """Send metric deltas to the parent at most once a second (or now)."""
+        if self.metrics_fd < 0:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_flush:
+            return
+        self._next_flush = now + 1.0
+        if not self.metrics.empty():
+            self._unsent.extend(encode_delta(self.metrics.drain()))
+        self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
 
     def started(self, run: Claimed, timeout: float | None) -> None:
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
@@ -118,6 +136,7 @@ class _Hooks:
             _title(self.base_title)
 
     def should_stop(self) -> bool:
+        self.flush_metrics()
         return self.stop_requested or self.board.recycle_requested(self.index)
 
     def stopping(self) -> bool:
@@ -191,11 +210,15 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         lease_ms=spec.lease_ms,
         hooks=hooks,
         max_runs=spec.max_runs,
+        metrics=hooks.metrics,
     )
     holder["worker"] = worker
     board.set_state(spec.index, SlotState.IDLE, os.getpid())
-    if not hooks.stopping():
-        worker.run()
+    try:
+        if not hooks.stopping():
+            worker.run()
+    finally:
+        hooks.flush_metrics(force=True)
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
 

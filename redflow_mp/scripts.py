@@ -72,6 +72,7 @@ class Claimed:
     started_at: int
     steps: dict[str, bytes]
     token: str
+    available_at: int | None = None
 
 
 def _s(value: Any) -> str:
@@ -100,6 +101,7 @@ def _claimed(reply: Any, token: str) -> Claimed | None:
         started_at=int(reply[10] or 0),
         steps=steps,
         token=token,
+        available_at=int(reply[12]) if len(reply) > 12 and reply[12] else None,
     )
 
 

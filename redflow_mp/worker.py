@@ -33,6 +33,7 @@ from .errors import RedflowError
 from .executor import Executor, Outcome
 from .ids import new_token
 from .lease import LeaseKeeper
+from .metrics import Metrics
 from .registry import Registry, check_name
 from .scripts import Claimed
 
@@ -93,6 +94,7 @@ class Worker:
         maintenance: bool = False,
         hooks: WorkerHooks | None = None,
         max_runs: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.registry = registry if registry is not None else client.registry
@@ -109,6 +111,7 @@ class Worker:
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
         self.max_runs = max_runs
+        self.metrics = metrics
         self.runs_done = 0
         self.keeper = LeaseKeeper(client.scripts, lease_ms)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, self.try_inline)
@@ -190,10 +193,23 @@ class Worker:
             else (wf.timeout if wf is not None else None)
         )
         self._current = claimed
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.inc("redflow_runs_started_total", workflow=claimed.workflow)
+            if claimed.available_at:
+                wait = max(0.0, time.time() - claimed.available_at / 1000.0)
+                metrics.observe("redflow_queue_wait_seconds", wait, workflow=claimed.workflow)
         self.hooks.started(claimed, timeout)
+        began = time.perf_counter()
         try:
             return self.executor.execute(claimed)
         finally:
+            if metrics is not None:
+                metrics.observe(
+                    "redflow_run_duration_seconds",
+                    time.perf_counter() - began,
+                    workflow=claimed.workflow,
+                )
             self.hooks.finished(claimed)
             self._current = None
             self.runs_done += 1
@@ -212,6 +228,7 @@ class Worker:
             and outcome.workflow.on_failure is not None
         ):
             status = self._apply_now(finish)
+            self._record(claimed.workflow, finish[0], status)
             if status == "failed":
                 self.executor.call_on_failure(outcome)
             return None, None
@@ -238,6 +255,19 @@ class Worker:
     ) -> None:
         if result == "lease-lost":
             log.warning("run %s: lease lost before its result was written", finish[1])
+            return
+        if outcome is not None and outcome.info is not None:
+            self._record(outcome.info.workflow, finish[0], result)
+
+    def _record(self, workflow: str, mode: str, status: str | None) -> None:
+        """Count a finish whose script reply said ``status`` (None: lease lost)."""
+        metrics = self.metrics
+        if metrics is None or not status:
+            return
+        if status in ("succeeded", "failed", "canceled"):
+            metrics.inc("redflow_runs_finished_total", workflow=workflow, status=status)
+        elif mode == "retry":
+            metrics.inc("redflow_run_retries_total", workflow=workflow)
 
     def _idle(self) -> None:
         if self.maintenance:
@@ -278,7 +308,7 @@ class Worker:
         outcome = self._execute(claimed)
         finish, _ = self._settle(claimed, outcome)
         if finish is not None:
-            self._apply_now(finish)
+            self._record(claimed.workflow, finish[0], self._apply_now(finish))
         return True
 
     def run_until_idle(self, timeout: float = 30.0) -> int:

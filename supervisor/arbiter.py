@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import signal
 import time
 from collections.abc import Callable
@@ -35,7 +36,8 @@ from redflow_mp.board import AbortReason, Board, Held, SlotState
 from redflow_mp.child import ChildSpec, ExitCode
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
-from redflow_mp.ops import SupervisorStatus
+from redflow_mp.metrics import Labels
+from redflow_mp.ops import SupervisorStatus, queue_stats
 from redflow_mp.registry import Registry
 from redflow_mp.retry import backoff_seconds
 from redflow_mp.settings import Settings
@@ -49,6 +51,7 @@ from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.retention import RetentionDuty
 from .duties.status import ChildStatus, ProcessSampler, StatusDuty, supervisor_id
+from .metrics import MetricsHub
 from .restart import RestartPolicy, SlotTracker
 from .restart import SlotState as Restart
 from .signals import SignalPipe
@@ -124,6 +127,8 @@ class Arbiter:
         self.sampler = ProcessSampler()
         self.status: StatusDuty | None = None
         self.restarts: dict[int, int] = {}
+        self.hub: MetricsHub | None = None
+        self.selector: selectors.BaseSelector | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -163,11 +168,12 @@ class Arbiter:
     def _build_duties(self, client: Client) -> None:
         s = self.settings
         self.leader = LeaderDuty(client, s.cron_lock_ttl_ms)
+        store = self.hub.store if self.hub is not None else None
         self.duties = [
             (self.leader, 0.0),
-            (CronDuty(client, self.leader), 0.0),
+            (CronDuty(client, self.leader, metrics=store), 0.0),
             (PromoterDuty(client, s.promoter_interval_ms), 0.0),
-            (ReaperDuty(client, s.reaper_interval_ms), 0.0),
+            (ReaperDuty(client, s.reaper_interval_ms, metrics=store), 0.0),
             (RetentionDuty(client, s.run_retention), 0.0),
         ]
         self.status = StatusDuty(client, self._snapshot)
@@ -234,8 +240,9 @@ class Arbiter:
         self.queues = self._resolve_queues()
         self.registry.freeze()
         self.client = self._connect()
-        self._build_duties(self.client)
         self.pipe = SignalPipe()
+        self._open_selector()
+        self._build_duties(self.client)
         _title(f"{self.title} master")
         log.info(
             "supervisor starting: app=%s procs=%d queues=%s redis=%s prefix=%s",
@@ -254,7 +261,7 @@ class Arbiter:
                 if self.mode is not Mode.RUNNING and not self.children:
                     break
                 timeout = self._next_wakeup(now) - time.monotonic()
-                for signum in self.pipe.wait(timeout):
+                for signum in self._wait(timeout):
                     self._dispatch(signum)
                 self._reap()
                 now = time.monotonic()
@@ -282,7 +289,79 @@ class Arbiter:
             wake = min(wake, self.deadline)
         return max(wake, now + 0.001)
 
+    def _open_selector(self) -> None:
+        assert self.pipe is not None
+        self.hub = MetricsHub(self._gauges)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "signals")
+        self.selector.register(self.hub.read_fd, selectors.EVENT_READ, "metrics-pipe")
+        port = self.settings.metrics_port
+        if port:
+            try:
+                host, bound = self.hub.listen(self.settings.metrics_host, port)
+            except OSError as exc:
+                raise SystemExit(
+                    f"redflow-supervisor: cannot serve metrics on "
+                    f"{self.settings.metrics_host}:{port}: {exc}"
+                ) from None
+            assert self.hub.listener is not None
+            self.selector.register(self.hub.listener, selectors.EVENT_READ, "metrics-listen")
+            log.info("metrics on http://%s:%d/metrics", host, bound)
+
+    def _wait(self, timeout: float) -> list[int]:
+        """Wait for signals, metric deltas and scrapes; return the signals received."""
+        assert self.selector is not None and self.pipe is not None and self.hub is not None
+        signals: list[int] = []
+        for key, _ in self.selector.select(max(0.0, timeout)):
+            if key.data == "signals":
+                signals.extend(self.pipe.drain())
+            elif key.data == "metrics-pipe":
+                self.hub.read_pipe()
+            elif key.data == "metrics-listen":
+                for sock in self.hub.accept():
+                    self.selector.register(sock, selectors.EVENT_READ, "metrics-conn")
+            elif key.data == "metrics-conn" and self.hub.on_readable(key.fd):
+                self.selector.unregister(key.fd)
+        return signals
+
+    def _gauges(self) -> list[tuple[str, Labels, float]]:
+        out: list[tuple[str, Labels, float]] = [
+            ("redflow_children_alive", (), float(len(self.children)))
+        ]
+        client = self.client
+        if client is None:
+            return out
+        try:
+            for q in queue_stats(client):
+                for state, value in (
+                    ("ready", q.ready),
+                    ("processing", q.processing),
+                    ("scheduled", q.scheduled),
+                ):
+                    out.append(
+                        ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
+                    )
+            names = [wf.name for wf in self.registry]
+            with client.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.scard(client.keys.wf_running(name))
+                counts = pipe.execute()
+            for name, count in zip(names, counts, strict=True):
+                out.append(("redflow_workflow_running", (("workflow", name),), float(count)))
+        except _NETWORK as exc:
+            log.debug("metrics gauges unavailable: %s", exc)
+        return out
+
+    def _count(self, name: str, **labels: str) -> None:
+        if self.hub is not None:
+            self.hub.store.inc(name, 1.0, **labels)
+
     def _shutdown(self) -> None:
+        if self.hub is not None:
+            self.hub.read_pipe()
+            self.hub.shutdown()
+        if self.selector is not None:
+            self.selector.close()
         if self.status is not None:
             try:
                 self.status.remove()
@@ -439,7 +518,7 @@ class Arbiter:
             return None
         index = self.free_entries.pop()
         s = self.settings
-        assert self.pipe is not None
+        assert self.pipe is not None and self.hub is not None
         spec = ChildSpec(
             index=index,
             slot=slot_no,
@@ -450,7 +529,8 @@ class Arbiter:
             lease_ms=s.lease_ms,
             max_runs=s.max_runs_per_child,
             max_payload_bytes=s.max_payload_bytes,
-            close_fds=self.pipe.fds,
+            close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
+            metrics_fd=self.hub.write_fd,
         )
         self.board.claim_entry(index, 0)
         pid = fork_child(spec, self.board, self.registry)
@@ -522,6 +602,7 @@ class Arbiter:
         entry = self.board.read(child.index)
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
+        self._count("redflow_child_exits_total", cause=self._exit_kind(info, we_killed))
         self._recover(child, entry.held, info, cause)
         self.board.free(child.index)
         self.free_entries.append(child.index)
@@ -556,6 +637,18 @@ class Arbiter:
             self._drain()
         elif slot.tracker.restart_at > now:
             log.warning("worker %d restarts in %.1f s", child.slot, slot.tracker.restart_at - now)
+
+    @staticmethod
+    def _exit_kind(info: ExitInfo, we_killed: bool) -> str:
+        if info.clean:
+            return "clean"
+        if info.signal is not None:
+            return "oom" if info.signal == signal.SIGKILL and not we_killed else "signal"
+        if info.code == ExitCode.ABORTED:
+            return "aborted"
+        if info.code == ExitCode.BOOT_ERROR:
+            return "boot"
+        return "crash"
 
     def _log_exit(self, child: Child, info: ExitInfo, cause: str) -> None:
         expected = (
@@ -603,11 +696,15 @@ class Arbiter:
                             cause,
                         )
                     elif status is not None:
+                        self._count("redflow_runs_requeued_total", reason="crash")
                         log.warning("run %s put back after its worker %s", h.run_id, cause)
                 else:
                     why = "supervisor stopping" if planned else f"worker {cause}"
                     status = client.scripts.finalize(h.run_id, h.token, "requeue", why, 0)
                     if status is not None:
+                        self._count(
+                            "redflow_runs_requeued_total", reason="shutdown" if planned else "crash"
+                        )
                         log.info("run %s put back (%s)", h.run_id, why)
             except _NETWORK as exc:
                 log.error(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 from collections.abc import Iterator
 
@@ -47,14 +46,8 @@ class SignalPipe:
     def fds(self) -> tuple[int, int]:
         return self.read_fd, self.write_fd
 
-    def wait(self, timeout: float) -> list[int]:
-        """Wait up to ``timeout`` seconds; return the signals received, in order."""
-        try:
-            ready, _, _ = select.select([self.read_fd], [], [], max(0.0, timeout))
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select
-            ready = [self.read_fd]
-        if not ready:
-            return []
+    def drain(self) -> list[int]:
+        """The signals received since the last call, in order (non-blocking)."""
         out: list[int] = []
         while True:
             try:

@@ -284,7 +284,7 @@ local function take(tag, id, q, token, lease_ms, now)
   end
   local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
     'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-    'startedAt', 'queue')
+    'startedAt', 'queue', 'availableAt')
   if not f[1] or not KNOWN_STATUS[f[1]] then
     return fail_corrupt(tag, id, processing, 'unknown status ' .. tostring(f[1] or '(none)'), now)
   end
@@ -328,5 +328,6 @@ local function take(tag, id, q, token, lease_ms, now)
   end
   move_status(tag, id, 'queued', 'running', now)
   return { id, wf, f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
-    f[10] or '', f[11] or '', tostring(started), redis.call('HGETALL', k_steps(tag, id)) }
+    f[10] or '', f[11] or '', tostring(started), redis.call('HGETALL', k_steps(tag, id)),
+    f[14] or '' }
 end

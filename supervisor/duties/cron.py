@@ -9,6 +9,7 @@ import logging
 
 from redflow_mp.client import Client
 from redflow_mp.maintenance import cron_tick
+from redflow_mp.metrics import MetricsStore
 
 from .leader import LeaderDuty
 
@@ -20,10 +21,17 @@ log = logging.getLogger(__name__)
 class CronDuty:
     name = "cron"
 
-    def __init__(self, client: Client, leader: LeaderDuty, max_wait: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        leader: LeaderDuty,
+        max_wait: float = 1.0,
+        metrics: MetricsStore | None = None,
+    ) -> None:
         self.client = client
         self.leader = leader
         self.max_wait = max_wait
+        self.metrics = metrics
         self.fired = 0
         self.skipped = 0
 
@@ -33,6 +41,11 @@ class CronDuty:
         result = cron_tick(self.client, self.leader.token)
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
+        if self.metrics is not None:
+            if result.fired:
+                self.metrics.inc("redflow_cron_fires_total", float(len(result.fired)))
+            if result.skipped:
+                self.metrics.inc("redflow_cron_skips_total", float(len(result.skipped)))
         for run_id in result.fired:
             log.info("cron fired run %s", run_id)
         if result.next_due_ms is None:

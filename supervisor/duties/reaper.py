@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from redflow_mp.client import Client
 from redflow_mp.maintenance import reap_expired
+from redflow_mp.metrics import MetricsStore
 
 __all__ = ["ReaperDuty"]
 
@@ -13,12 +14,17 @@ __all__ = ["ReaperDuty"]
 class ReaperDuty:
     name = "reaper"
 
-    def __init__(self, client: Client, interval_ms: int) -> None:
+    def __init__(
+        self, client: Client, interval_ms: int, metrics: MetricsStore | None = None
+    ) -> None:
         self.client = client
         self.interval = interval_ms / 1000.0
+        self.metrics = metrics
         self.requeued = 0
 
     def tick(self, now: float) -> float:
         _, requeued = reap_expired(self.client)
         self.requeued += len(requeued)
+        if requeued and self.metrics is not None:
+            self.metrics.inc("redflow_leases_expired_total", float(len(requeued)))
         return now + self.interval
