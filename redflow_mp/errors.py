@@ -27,6 +27,7 @@ __all__ = [
     "OutputSerializationError",
     "PayloadTooLargeError",
     "RedflowError",
+    "RedisOutOfMemoryError",
     "ResultTimeoutError",
     "RunCanceledError",
     "RunFailedError",
@@ -77,6 +78,15 @@ class DuplicateWorkflowError(RedflowError, ValueError):
 
 class LeaseLostError(RedflowError):
     """This process no longer holds the run's lease; its writes were rejected."""
+
+
+class RedisOutOfMemoryError(RedflowError):
+    """Redis refused a write because it reached ``maxmemory``; nothing was changed.
+
+    Scripts that write carry a ``#!lua`` shebang on Redis >= 7, so the server
+    refuses them before they start: a transition is never half-applied. Workers
+    treat this as transient and retry with backoff.
+    """
 
 
 class ResultTimeoutError(RedflowError, TimeoutError):

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .errors import RedflowError
+from .errors import RedisOutOfMemoryError
 from .keys import Keys
 from .transport import Transport, is_noscript, is_oom
 
@@ -139,7 +139,7 @@ class Scripts:
                 return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
         except ResponseError as exc:
             if is_oom(exc):
-                raise RedflowError(
+                raise RedisOutOfMemoryError(
                     f"Redis at {self._t.describe()} is out of memory (maxmemory reached); "
                     f"{name.replace('_', ' ')} was refused and nothing was changed"
                 ) from exc

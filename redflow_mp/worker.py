@@ -29,7 +29,7 @@ import redis
 
 from . import maintenance
 from .client import Client, set_default_client
-from .errors import RedflowError
+from .errors import RedflowError, RedisOutOfMemoryError
 from .executor import Executor, Outcome
 from .ids import new_token
 from .lease import LeaseKeeper
@@ -41,7 +41,9 @@ __all__ = ["Worker", "WorkerHooks"]
 
 log = logging.getLogger(__name__)
 
-_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Transient trouble the loop rides out with backoff: Redis unreachable, or out of
+# memory (writes refused before they start, so nothing was half-applied).
+_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
 
 
 class WorkerHooks(Protocol):

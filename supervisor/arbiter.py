@@ -36,6 +36,7 @@ from redflow_mp.board import AbortReason, Board, Held, SlotState
 from redflow_mp.child import ChildSpec, ExitCode
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
+from redflow_mp.errors import RedisOutOfMemoryError
 from redflow_mp.metrics import Labels
 from redflow_mp.ops import SupervisorStatus, queue_stats
 from redflow_mp.registry import Registry
@@ -60,7 +61,7 @@ __all__ = ["Arbiter", "Reloaded"]
 
 log = logging.getLogger("redflow_supervisor")
 
-_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
+_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
 
 
 class Mode(Enum):
