@@ -448,17 +448,23 @@ class Client:
         if smallest_size <= _SCAN_LIMIT:
             members = self.redis.zrange(smallest, 0, -1)
             return self._filter_sorted(members, others, limit, offset)
-        # Large index: walk it newest first in chunks (ordered by its own score).
+        # Large indexes: walk an index scored by createdAt newest first, in chunks,
+        # keeping members present in the others. Never walk runs:status:<s>: it
+        # is scored by the time a run entered that status, so walking it would
+        # list runs in finishing order instead of newest-created first (and page
+        # differently from the small path above).
+        walk = self.keys.workflow_runs(workflow) if workflow is not None else created
+        required = [k for k in indexes if k != walk]
         out: list[str] = []
         skipped = 0
         start = 0
         chunk = 1000
         while len(out) < limit:
-            members = self.redis.zrevrange(smallest, start, start + chunk - 1)
+            members = self.redis.zrevrange(walk, start, start + chunk - 1)
             if not members:
                 break
             start += chunk
-            for run_id in self._members_of_all(members, [*others, created]):
+            for run_id in self._members_of_all(members, required):
                 if skipped < offset:
                     skipped += 1
                     continue
@@ -649,7 +655,7 @@ class Client:
             raise TypeError("app must be a str")
         if not app.strip():
             raise ValueError("sync_registry requires a non-empty app")
-        app = app.strip()
+        app = check_name(app.strip(), "app")
         reg = registry if registry is not None else self.registry
         if not isinstance(reg, Registry):
             raise TypeError("registry must be a Registry")
@@ -668,7 +674,14 @@ class Client:
             owner, updated, cron_ids = self.redis.hmget(key, "app", "updatedAt", "cronIdsJson")
             if not owner or _dec(owner) != app:
                 continue
-            if updated and now - int(updated) < STALE_WORKFLOW_GRACE_MS:
+            try:
+                updated_ms = int(updated) if updated else 0
+            except ValueError:
+                # Age unknown: keep it (another host may still serve it) rather than
+                # failing the whole sync, which would stop a supervisor from starting.
+                log.warning("workflow %r has an unreadable updatedAt %r; kept", name, updated)
+                continue
+            if now - updated_ms < STALE_WORKFLOW_GRACE_MS:
                 continue
             ids = _json_list(cron_ids)
             with self.redis.pipeline(transaction=True) as pipe:

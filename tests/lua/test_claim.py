@@ -17,9 +17,9 @@ from tests.helpers import status_of
 pytestmark = pytest.mark.timeout(30)
 
 
-def _claim(client: Client, *queues: str, lease_ms: int = 5_000, token: str | None = None) -> tuple[
-    str, object
-]:
+def _claim(
+    client: Client, *queues: str, lease_ms: int = 5_000, token: str | None = None
+) -> tuple[str, object]:
     return client.scripts.claim(tuple(queues or ("q",)), lease_ms, token or new_token())
 
 
@@ -55,8 +55,8 @@ def test_claim_on_empty_queues_returns_nothing(client: Client) -> None:
 
 
 def test_claim_scans_queues_in_the_given_order(client: Client, enq: Callable[..., str]) -> None:
-    a = enq(queue="a")
-    b = enq(queue="b")
+    a = enq("wa", queue="a")
+    b = enq("wb", queue="b")
     _, got = client.scripts.claim(("b", "a"), 1_000, new_token())
     assert got is not None and got.id == b
     _, got = client.scripts.claim(("b", "a"), 1_000, new_token())

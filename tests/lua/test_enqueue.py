@@ -10,7 +10,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id
-from tests.helpers import status_of
+from tests.helpers import status_of, text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -30,7 +30,7 @@ def test_enqueue_creates_hash_indexes_and_ready_entry(
         timeout_ms=1500,
         key="k1",
     )
-    h = {a.decode(): b.decode() for a, b in raw.hgetall(k.run(run_id)).items()}
+    h = {text(a): text(b) for a, b in raw.hgetall(k.run(run_id)).items()}
     now = client.server_time_ms()
     assert h["id"] == run_id
     assert (h["workflow"], h["queue"], h["status"]) == ("wf", "q", "queued")
@@ -64,7 +64,9 @@ def test_future_run_at_schedules_instead_of_ready(
     assert not raw.exists(k.q_ready("q"))
 
 
-def test_past_run_at_is_queued_now(raw: redis.Redis, client: Client, enq: Callable[..., str]) -> None:
+def test_past_run_at_is_queued_now(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
     run_id = enq(run_at_ms=client.server_time_ms() - 60_000)
     assert status_of(raw, client, run_id) == "queued"
     assert raw.lrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]

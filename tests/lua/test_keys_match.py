@@ -33,7 +33,7 @@ return { k_run(t, n), k_steps(t, n), k_lease(t, n), k_status(t, 'queued'),
   t .. ':runs:created', t .. ':queues', t .. ':parked', t .. ':run-done:' .. n,
   t .. ':cron:next', t .. ':lock:cron' }
 """
-    got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]  # type: ignore[union-attr]
+    got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]
     assert got == [
         k.run(name),
         k.run_steps(name),

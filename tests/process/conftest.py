@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -137,13 +138,25 @@ class Supervisor:
 def supervisor(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
     started: list[Supervisor] = []
 
-    def start(**kwargs: object) -> Supervisor:
+    def start(
+        *,
+        procs: int = 2,
+        modules: Sequence[str] = ("tests.process.flows",),
+        app: str = "test",
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        prefix_override: str | None = None,
+    ) -> Supervisor:
         sup = Supervisor(
             redis_url,
-            str(kwargs.pop("prefix", prefix)),
+            prefix_override or prefix,
             tmp_path / f"supervisor-{len(started)}.log",
-            **kwargs,
-        )  # type: ignore[arg-type]
+            procs=procs,
+            modules=modules,
+            app=app,
+            args=args,
+            env=env,
+        )
         started.append(sup.start())
         return sup
 
@@ -153,11 +166,11 @@ def supervisor(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable
 
 
 def wait_until(
-    predicate: Callable[[], object],
+    predicate: Callable[[], Any],
     timeout: float = 10.0,
     interval: float = 0.01,
     message: str = "condition",
-) -> object:
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -39,9 +39,12 @@ def test_max_concurrency_is_global_across_two_supervisors(
     handles = [flows.limited.run(None, client=client) for _ in range(40)]
     for h in handles:
         h.result(timeout=60)
-    spans = [tuple(json.loads(x)) for x in raw.lrange(f"{client.keys.tag}:spans", 0, -1)]
+    spans = [
+        (float(a), float(b))
+        for a, b in (json.loads(x) for x in raw.lrange(f"{client.keys.tag}:spans", 0, -1))
+    ]
     assert len(spans) == 40
-    assert _max_overlap(spans) == 2  # type: ignore[arg-type]
+    assert _max_overlap(spans) == 2
     assert raw.scard(client.keys.wf_running("limited")) == 0
     assert raw.llen(client.keys.wf_waiting("limited")) == 0
 

@@ -25,7 +25,7 @@ def test_sigkill_mid_step_requeues_at_once_and_never_reruns_a_completed_step(
     sup.wait_workers(2)
     tag = client.keys.tag
     handle = flows.multi_step.run(None, client=client)
-    victim = int(wait_until(lambda: raw.get(f"{tag}:victim"), 20, message="step two"))  # type: ignore[arg-type]
+    victim = int(wait_until(lambda: raw.get(f"{tag}:victim"), 20, message="step two"))
 
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)

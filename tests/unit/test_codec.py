@@ -6,8 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from redflow_mp import ErrorInfo, RunState, RunStatus, StepStatus
-from redflow_mp import codec
+from redflow_mp import ErrorInfo, RunState, RunStatus, StepStatus, codec
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -36,6 +36,7 @@ def test_every_key_is_hash_tagged_with_the_prefix() -> None:
         k.q_bell("q"),
         k.idempotency("wf", "key"),
         k.supervisor("s1"),
+        k.worker_wake("tok"),
     ]
     for name in names:
         assert name.startswith("{app:prod}:"), name

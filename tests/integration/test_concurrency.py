@@ -1,0 +1,179 @@
+"""max_concurrency: enforced atomically and globally (several workers on several
+clients), runs over the limit are parked in wf-waiting:<wf> at no Redis cost and
+released when a running run of the workflow finishes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, define_workflow
+from tests.helpers import WorkerPool, monitor, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Meter:
+    """Counts handlers running at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.done = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+            self.done += 1
+
+
+@pytest.fixture()
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_limit_holds_across_workers_and_clients(
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    make_client: Callable[..., Client],
+) -> None:
+    meter = Meter()
+    other = Meter()
+    both = threading.Barrier(2, timeout=10)
+
+    @define_workflow("limited", max_concurrency=2, registry=registry)
+    def limited(ctx: Context[Any]) -> int:
+        meter.enter()
+        try:
+            wait_until(lambda: meter.now >= 2 or meter.done >= 10, 5, interval=0.002)
+            return int(ctx.input["i"])
+        finally:
+            meter.leave()
+
+    @define_workflow("free", max_concurrency=4, registry=registry)
+    def free(ctx: Context[Any]) -> int:
+        other.enter()
+        try:
+            if ctx.input["i"] < 2:
+                both.wait()  # two of these run at the same time as the limited ones
+            return int(ctx.input["i"])
+        finally:
+            other.leave()
+
+    # six workers spread over three clients: "three supervisors"
+    hosts = [client, make_client(), make_client()]
+    for i in range(6):
+        workers.start(client=hosts[i % 3])
+    handles = [limited.run({"i": i}) for i in range(12)]
+    frees = [free.run({"i": i}) for i in range(4)]
+    assert [h.result(timeout=30) for h in handles] == list(range(12))
+    assert [h.result(timeout=30) for h in frees] == list(range(4))
+    assert meter.peak == 2
+    assert other.peak >= 2
+
+
+def test_parked_run_costs_nothing_while_waiting_and_is_released_on_finish(
+    raw: redis.Redis,
+    client: Client,
+    redis_url: str,
+    registry: Registry,
+    workers: WorkerPool,
+    release: threading.Event,
+) -> None:
+    k = client.keys
+    started: list[str] = []
+
+    @define_workflow("one-at-a-time", max_concurrency=1, registry=registry)
+    def one(ctx: Context[Any]) -> str:
+        started.append(ctx.run.id)
+        if ctx.input == "first":
+            release.wait(20)
+        return str(ctx.input)
+
+    workers.start()
+    workers.start()
+    first = one.run("first")
+    wait_until(lambda: started == [first.id], 10)
+    second = one.run("second")
+    wait_until(lambda: raw.lrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()], 10)
+    assert raw.smembers(k.parked) == {b"one-at-a-time"}
+    assert raw.hget(k.run(second.id), "status") == b"queued"
+
+    run_key = k.run(second.id)
+    with monitor(redis_url) as mon:
+        # idle workers keep polling (block_timeout 0.1 s) and maintenance runs,
+        # yet nothing touches the parked run for this whole window
+        wait_until(
+            lambda: sum("claim" in line or "LMOVE" in line for line in mon.snapshot()) >= 6,
+            10,
+            message="idle workers polling",
+        )
+        window = mon.snapshot()
+    assert not [line for line in window if run_key in line or second.id in line]
+    assert raw.lrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()]
+    assert not raw.lrange(k.q_ready("default"), 0, -1)
+    assert started == [first.id]
+
+    release.set()
+    assert first.result(timeout=10) == "first"
+    assert second.result(timeout=10) == "second"
+    assert started == [first.id, second.id]
+    assert not raw.exists(k.wf_waiting("one-at-a-time"))
+    assert not raw.exists(k.parked)
+    assert not raw.exists(k.wf_running("one-at-a-time"))
+
+
+def test_parked_runs_keep_their_order(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    order: list[int] = []
+
+    @define_workflow("serial", max_concurrency=1, registry=registry)
+    def serial(ctx: Context[Any]) -> None:
+        order.append(ctx.input)
+
+    handles = [serial.run(i) for i in range(8)]
+    for _ in range(3):
+        workers.start()
+    for h in handles:
+        h.result(timeout=20)
+    assert order == list(range(8))
+
+
+def test_parked_runs_do_not_block_other_workflows(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    release: threading.Event,
+) -> None:
+    @define_workflow("crowd", max_concurrency=1, registry=registry)
+    def crowd(ctx: Context[Any]) -> int:
+        release.wait(20)
+        return int(ctx.input)
+
+    @define_workflow("vip", registry=registry)
+    def vip(ctx: Context[Any]) -> str:
+        return "served"
+
+    crowd_handles = [crowd.run(i) for i in range(150)]  # more than one claim scans
+    vip_handle = vip.run()
+    workers.start()
+    workers.start()
+    assert vip_handle.result(timeout=10) == "served"
+    assert raw.llen(client.keys.wf_waiting("crowd")) == 149
+    release.set()
+    assert [h.result(timeout=30) for h in crowd_handles] == list(range(150))

@@ -1,0 +1,165 @@
+"""Cron: only the lock holder schedules; a fire time creates at most one run even
+with two schedulers racing or a leader change; the next fire time is computed
+from now (no catch-up burst); runs carry cronId; skipped at max_concurrency."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.cron import cron_id_for, next_fire_ms
+from redflow_mp.keys import cron_key
+from redflow_mp.maintenance import CronTick, LeaderLock, cron_tick
+from tests.helpers import WorkerPool
+
+pytestmark = pytest.mark.timeout(60)
+
+# Fire times are made due by rewriting cron:next; the real schedule is yearly so
+# that no fire time becomes due by itself while a test runs (however slow).
+YEARLY = Cron("0 0 1 1 *", input={"tick": True})
+
+
+def _setup(client: Client, registry: Registry, **kw: Any) -> str:
+    @define_workflow("ticker", cron=[YEARLY], registry=registry, **kw)
+    def ticker(ctx: Context[Any]) -> Any:
+        return {"cron": ctx.run.cron_id, "input": ctx.input}
+
+    client.sync_registry(registry, app="cron-test")
+    return cron_id_for("ticker", YEARLY)
+
+
+def _make_due(raw: redis.Redis, client: Client, cid: str, fire_ms: int) -> None:
+    raw.zadd(client.keys.cron_next, {cid: fire_ms})
+
+
+def test_leader_lock_is_exclusive(client: Client, make_client: Any) -> None:
+    a = LeaderLock(client, 5_000)
+    b = LeaderLock(make_client(), 5_000)
+    assert a.tick() is True
+    assert b.tick() is False
+    assert a.tick() is True  # renew
+    a.release()
+    assert b.tick() is True
+    assert a.tick() is False
+
+
+def test_due_cron_fires_one_run_with_cron_id(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    now = client.server_time_ms()
+    fire = now - 3 * 366 * 24 * 3600 * 1000  # a fire time missed three years ago
+    _make_due(raw, client, cid, fire)
+    tick = cron_tick(client, lock.token)
+    assert isinstance(tick, CronTick)
+    assert len(tick.fired) == 1 and tick.skipped == [] and tick.duplicates == 0
+    run = client.get_run(tick.fired[0])
+    assert run is not None
+    assert run.cron_id == cid
+    assert run.idempotency_key == cron_key(cid, fire)
+    assert run.input == {"tick": True}
+    # next fire time from now, not from the missed fire time: no catch-up burst
+    nxt = raw.zscore(client.keys.cron_next, cid)
+    assert nxt is not None and nxt > now
+    assert nxt == next_fire_ms("0 0 1 1 *", "UTC", tick.now_ms)
+    assert tick.next_due_ms == nxt
+    assert cron_tick(client, lock.token).fired == []
+    workers.start()
+    assert client.handle(run.id).result(timeout=10) == {"cron": cid, "input": {"tick": True}}
+
+
+def test_only_the_lock_holder_fires(raw: redis.Redis, client: Client, registry: Registry) -> None:
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    _make_due(raw, client, cid, client.server_time_ms() - 1_000)
+    tick = cron_tick(client, "not-the-leader")
+    assert tick.fired == []
+    assert not raw.exists(client.keys.runs_created)
+    assert len(cron_tick(client, lock.token).fired) == 1
+
+
+def test_racing_schedulers_create_one_run_per_fire_time(
+    raw: redis.Redis, client: Client, registry: Registry, make_client: Any
+) -> None:
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 30_000)
+    assert lock.tick()
+    schedulers = [client, make_client(), make_client(), make_client()]
+    base = client.server_time_ms() - 60_000
+    fired: Counter[int] = Counter()
+    lock_counts = threading.Lock()
+    for round_no in range(15):
+        fire = base + round_no
+        _make_due(raw, client, cid, fire)
+        barrier = threading.Barrier(len(schedulers))
+
+        def race(c: Client, fire: int = fire, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            t = cron_tick(c, lock.token)
+            with lock_counts:
+                fired[fire] += len(t.fired)
+
+        threads = [threading.Thread(target=race, args=(c,)) for c in schedulers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert fired == {base + r: 1 for r in range(15)}
+    assert raw.zcard(client.keys.runs_created) == 15
+    runs = client.list_runs(limit=100)
+    assert len({r.idempotency_key for r in runs}) == 15
+
+
+def test_leader_change_does_not_double_fire(
+    raw: redis.Redis, client: Client, registry: Registry, make_client: Any
+) -> None:
+    cid = _setup(client, registry)
+    old = LeaderLock(client, 10_000)
+    assert old.tick()
+    fire = client.server_time_ms() - 2_000
+    _make_due(raw, client, cid, fire)
+    first = cron_tick(client, old.token)
+    assert len(first.fired) == 1
+    # the old leader's lock expires; a new leader starts from a stale schedule
+    # that still shows the same fire time
+    raw.delete(client.keys.lock_cron)
+    new = LeaderLock(make_client(), 10_000)
+    assert new.tick()
+    _make_due(raw, client, cid, fire)
+    assert cron_tick(client, old.token).fired == []  # the old leader is fenced out
+    second = cron_tick(new.client, new.token)
+    assert second.fired == [] and second.duplicates == 1
+    assert raw.zcard(client.keys.runs_created) == 1
+
+
+def test_cron_skipped_when_workflow_at_max_concurrency(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    cid = _setup(client, registry, max_concurrency=1)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    raw.sadd(client.keys.wf_running("ticker"), "BUSY-RUN")
+    _make_due(raw, client, cid, client.server_time_ms() - 1_000)
+    tick = cron_tick(client, lock.token)
+    assert tick.fired == [] and tick.skipped == [cid]
+    assert not raw.exists(client.keys.runs_created)
+    assert raw.zscore(client.keys.cron_next, cid) > client.server_time_ms() - 1_000  # type: ignore[operator]
+
+
+def test_unreadable_cron_definition_is_dropped(raw: redis.Redis, client: Client) -> None:
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    now = client.server_time_ms()
+    raw.hset(client.keys.cron_def, "broken", b"{not json")
+    raw.zadd(client.keys.cron_next, {"broken": now - 1, "no-def": now - 1})
+    tick = cron_tick(client, lock.token)
+    assert tick.fired == []
+    assert raw.zcard(client.keys.cron_next) == 0

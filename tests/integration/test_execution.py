@@ -1,0 +1,294 @@
+"""Running workflows end to end with in-process workers: success, context,
+bad input, unknown workflow, unencodable output, corrupted records, async
+handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from redflow_mp import (
+    AsyncContext,
+    Client,
+    Context,
+    InputValidationError,
+    OutputSerializationError,
+    Registry,
+    Retries,
+    RunFailedError,
+    RunStatus,
+    UnknownWorkflowError,
+    define_workflow,
+)
+from tests.helpers import WorkerPool, status_of, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Resize(msgspec.Struct):
+    url: str
+    width: int = 100
+
+
+def test_run_succeeds_and_handler_sees_its_context(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    seen: dict[str, Any] = {}
+
+    @define_workflow("resize", queue="media", schema=Resize, registry=registry)
+    def resize(ctx: Context[Resize]) -> dict[str, Any]:
+        seen["input"] = ctx.input
+        seen["run"] = ctx.run
+        seen["cancelled"] = ctx.cancelled
+        ctx.raise_if_cancelled()
+        ctx.logger.info("resizing %s", ctx.input.url)
+        return {"url": ctx.input.url, "w": ctx.input.width}
+
+    workers.start()
+    handle = resize.run({"url": "http://x/a.png"})
+    assert handle.result(timeout=10) == {"url": "http://x/a.png", "w": 100}
+    assert seen["input"] == Resize(url="http://x/a.png")
+    info = seen["run"]
+    assert (info.id, info.workflow, info.queue) == (handle.id, "resize", "media")
+    assert (info.attempt, info.max_attempts, info.parent_run_id) == (1, 1, None)
+    assert info.created_at > 0
+    assert isinstance(seen["cancelled"], threading.Event)
+    assert not seen["cancelled"].is_set()
+    state = handle.state()
+    assert state is not None
+    assert state.status is RunStatus.SUCCEEDED
+    assert state.output == {"url": "http://x/a.png", "w": 100}
+    assert state.input == {"url": "http://x/a.png"}
+    assert state.started_at is not None and state.finished_at is not None
+    assert state.created_at <= state.started_at <= state.finished_at
+
+
+def test_run_by_name_and_none_output(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("noop", registry=registry)
+    def noop(ctx: Context[Any]) -> None:
+        return None
+
+    workers.start()
+    assert client.run_by_name("noop", [1, 2]).result(timeout=10) is None
+
+
+def test_input_failing_its_schema_fails_without_retry(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    calls = []
+
+    @define_workflow(
+        "strict", schema=Resize, retries=Retries(max_attempts=3, initial_delay=0), registry=registry
+    )
+    def strict(ctx: Context[Resize]) -> None:
+        calls.append(1)
+
+    workers.start()
+    handle = strict.run({"url": 5})
+    with pytest.raises(RunFailedError) as info:
+        handle.result(timeout=10)
+    assert isinstance(info.value, InputValidationError)
+    assert info.value.error is not None
+    assert info.value.error.type == "InputValidationError"
+    assert info.value.error.retryable is False
+    assert "url" in info.value.error.message
+    state = handle.state()
+    assert state is not None and state.attempt == 1 and state.status is RunStatus.FAILED
+    assert calls == []
+
+
+def test_unknown_workflow_fails_without_retry(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("known", registry=registry)
+    def known(ctx: Context[Any]) -> None:
+        return None
+
+    workers.start()
+    handle = client.run_by_name("never-defined", {"a": 1})
+    with pytest.raises(UnknownWorkflowError) as info:
+        handle.result(timeout=10)
+    assert isinstance(info.value, RunFailedError)
+    assert "never-defined" in str(info.value)
+    state = handle.state()
+    assert state is not None and state.attempt == 1 and state.queue == "default"
+
+
+def test_unencodable_output_fails_without_retry(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    calls = []
+
+    @define_workflow(
+        "bad-output", retries=Retries(max_attempts=3, initial_delay=0), registry=registry
+    )
+    def bad_output(ctx: Context[Any]) -> object:
+        calls.append(1)
+        return {"obj": object()}
+
+    workers.start()
+    handle = bad_output.run()
+    with pytest.raises(OutputSerializationError):
+        handle.result(timeout=10)
+    assert calls == [1]
+    state = handle.state()
+    assert state is not None and state.attempt == 1
+
+
+def test_corrupted_run_in_ready_list_fails_clearly_and_worker_goes_on(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("ok", registry=registry, max_concurrency=10)
+    def ok(ctx: Context[Any]) -> str:
+        return "fine"
+
+    k = client.keys
+    bad_json = ok.run()
+    raw.hset(k.run(bad_json.id), "inputJson", "{not json")
+    bad_attempt = ok.run()
+    raw.hset(k.run(bad_attempt.id), "attempt", "many")
+    no_workflow = ok.run()
+    raw.hdel(k.run(no_workflow.id), "workflow")
+    raw.lpush(k.q_ready("default"), "GHOST-RUN")
+    raw.set(k.run("WRONG-TYPE"), "x")
+    raw.lpush(k.q_ready("default"), "WRONG-TYPE")
+    good = ok.run()
+    workers.start()
+    assert good.result(timeout=10) == "fine"
+    with pytest.raises(InputValidationError, match="not valid JSON"):
+        bad_json.result(timeout=10)
+    for handle in (bad_attempt, no_workflow):
+        with pytest.raises(RunFailedError) as info:
+            handle.result(timeout=10)
+        assert info.value.error is not None and info.value.error.type == "CorruptRecord"
+    assert workers.alive() == [True]
+    assert ok.run().result(timeout=10) == "fine"
+
+
+def test_async_handler_with_awaitable_steps(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    def plain(x: int) -> int:
+        return x + 1
+
+    @define_workflow("async-flow", registry=registry)
+    async def flow(ctx: AsyncContext[Any]) -> dict[str, int]:
+        a = await ctx.step.run("fetch", fetch, ctx.input["x"])
+        b = await ctx.step.run("plain", plain, a)
+        c = await ctx.step.run("with-timeout", plain, b, timeout=5)
+        return {"a": a, "b": b, "c": c}
+
+    workers.start()
+    handle = flow.run({"x": 20})
+    assert handle.result(timeout=10) == {"a": 40, "b": 41, "c": 42}
+    steps = client.get_run_steps(handle.id)
+    assert steps is not None
+    assert [s.name for s in steps] == ["fetch", "plain", "with-timeout"]
+    assert [s.output for s in steps] == [40, 41, 42]
+
+
+def test_async_step_raising_timeout_error_without_a_step_timeout(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    async def flaky() -> None:
+        raise TimeoutError("upstream timed out")
+
+    @define_workflow("async-timeout", registry=registry)
+    async def flow(ctx: AsyncContext[Any]) -> str:
+        try:
+            await ctx.step.run("call", flaky)
+        except TimeoutError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    workers.start()
+    assert flow.run().result(timeout=10) == "TimeoutError: upstream timed out"
+
+
+def test_status_from_raw_redis_matches_get_run(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("echo", registry=registry)
+    def echo(ctx: Context[Any]) -> Any:
+        return ctx.input
+
+    workers.start()
+    handle = echo.run({"k": [1, "ü"]})
+    assert handle.result(timeout=10) == {"k": [1, "ü"]}
+    wait_until(lambda: status_of(raw, client, handle.id) == "succeeded", 5)
+    assert raw.hget(client.keys.run(handle.id), "outputJson") == msgspec.json.encode(
+        {"k": [1, "ü"]}
+    )
+
+
+def test_worker_argument_errors(client: Client, registry: Registry) -> None:
+    from redflow_mp import Worker
+
+    with pytest.raises(ValueError, match="at least one queue"):
+        Worker(client)  # empty registry, no queues
+    with pytest.raises(TypeError, match="not a str"):
+        Worker(client, queues="default")
+    with pytest.raises(ValueError):
+        Worker(client, queues=[""])
+    with pytest.raises(ValueError, match="lease_ms"):
+        Worker(client, queues=["q"], lease_ms=10)
+
+
+def test_worker_serves_several_queues(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("on-a", queue="a", registry=registry)
+    def on_a(ctx: Context[Any]) -> str:
+        return "a"
+
+    @define_workflow("on-b", queue="b", registry=registry)
+    def on_b(ctx: Context[Any]) -> str:
+        return "b"
+
+    workers.start()  # serves the registry's queues: a and b
+    assert [on_b.run().result(timeout=10), on_a.run().result(timeout=10)] == ["b", "a"]
+
+
+def test_worker_survives_handler_errors_and_many_runs(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("mixed", max_concurrency=4, registry=registry)
+    def mixed(ctx: Context[Any]) -> int:
+        if ctx.input % 3 == 0:
+            raise ValueError(str(ctx.input))
+        return int(ctx.input)
+
+    workers.start()
+    workers.start()
+    handles = [mixed.run(i) for i in range(30)]
+    ok, failed = 0, 0
+    for i, h in enumerate(handles):
+        if i % 3 == 0:
+            with pytest.raises(RunFailedError):
+                h.result(timeout=10)
+            failed += 1
+        else:
+            assert h.result(timeout=10) == i
+            ok += 1
+    assert (ok, failed) == (20, 10)
+    assert workers.alive() == [True, True]
+
+
+def test_client_close_is_idempotent(redis_url: str, prefix: str) -> None:
+    from redflow_mp import create_client
+
+    c = create_client(redis_url, prefix=prefix, default=False)
+    assert c.get_run("X") is None
+    c.close()
+    c.close()

@@ -1,0 +1,166 @@
+"""Inspecting runs: get_run / get_run_steps / list_runs (filters, newest first,
+paging, bad arguments), None for unknown ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, RunState, RunStatus, define_workflow
+from redflow_mp.ids import new_token
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _define(registry: Registry, *names: str) -> None:
+    for name in names:
+
+        def handler(ctx: Context[Any]) -> Any:
+            return ctx.input
+
+        define_workflow(name, registry=registry, max_concurrency=100)(handler)
+
+
+def _finish(client: Client, queue: str, mode: str) -> str:
+    tok = new_token()
+    _, claimed = client.scripts.claim((queue,), 5_000, tok)
+    assert claimed is not None
+    payload = b'"ok"' if mode == "succeeded" else b'{"type":"E","message":"m"}'
+    assert client.scripts.finalize(claimed.id, tok, mode, payload) == mode
+    return claimed.id
+
+
+def test_unknown_ids_and_names_return_none(client: Client) -> None:
+    assert client.get_run("NO-SUCH-RUN") is None
+    assert client.get_run_steps("NO-SUCH-RUN") is None
+    assert client.get_workflow_meta("no-such-workflow") is None
+    assert client.handle("NO-SUCH-RUN").state() is None
+    assert client.list_runs() == []
+    assert client.list_runs(workflow="nothing") == []
+    assert client.list_workflows() == []
+
+
+def test_get_run_returns_a_run_state(client: Client, registry: Registry) -> None:
+    _define(registry, "a")
+    h = client.run_by_name("a", {"x": 1}, idempotency_key="k")
+    state = client.get_run(h.id)
+    assert isinstance(state, RunState)
+    assert (state.id, state.workflow, state.queue, state.status) == (h.id, "a", "default", "queued")
+    assert state.input == {"x": 1}
+    assert state.idempotency_key == "k"
+    assert client.get_run_steps(h.id) == []
+
+
+def test_list_runs_is_newest_first_with_paging(client: Client, registry: Registry) -> None:
+    _define(registry, "a")
+    ids = [client.run_by_name("a", i).id for i in range(25)]
+    newest_first = list(reversed(ids))
+    assert [r.id for r in client.list_runs()] == newest_first
+    assert [r.id for r in client.list_runs(limit=10)] == newest_first[:10]
+    assert [r.id for r in client.list_runs(limit=10, offset=10)] == newest_first[10:20]
+    assert [r.id for r in client.list_runs(limit=10, offset=20)] == newest_first[20:]
+    assert client.list_runs(offset=30) == []
+    assert client.list_runs(limit=0) == []
+    assert [r.input for r in client.list_runs(limit=3)] == [24, 23, 22]
+
+
+def test_list_runs_filters_by_workflow_and_status(client: Client, registry: Registry) -> None:
+    _define(registry, "a", "b")
+    a_ids = [client.run_by_name("a", i).id for i in range(6)]
+    b_ids = [client.run_by_name("b", i).id for i in range(4)]
+    # the two oldest runs of a succeed, the next one fails; b stays queued
+    done = [_finish(client, "default", "succeeded") for _ in range(2)]
+    failed_a = _finish(client, "default", "failed")
+    assert done == a_ids[:2] and failed_a == a_ids[2]
+    all_ids = a_ids + b_ids
+    assert [r.id for r in client.list_runs(workflow="a")] == list(reversed(a_ids))
+    assert [r.id for r in client.list_runs(workflow="b")] == list(reversed(b_ids))
+    assert [r.id for r in client.list_runs(status="succeeded")] == list(reversed(done))
+    assert [r.id for r in client.list_runs(status=RunStatus.FAILED)] == [failed_a]
+    assert [r.id for r in client.list_runs(workflow="a", status="succeeded")] == list(
+        reversed(done)
+    )
+    assert client.list_runs(workflow="b", status="succeeded") == []
+    queued = client.list_runs(status="queued")
+    assert {r.id for r in queued} == set(all_ids) - set(done) - {failed_a}
+    assert [r.id for r in client.list_runs(workflow="a", status="queued", limit=2, offset=1)] == [
+        a_ids[4],
+        a_ids[3],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"status": "bogus"}, ValueError),
+        ({"status": "SUCCEEDED"}, ValueError),
+        ({"status": 3}, TypeError),
+        ({"limit": -1}, ValueError),
+        ({"limit": "10"}, TypeError),
+        ({"limit": True}, TypeError),
+        ({"offset": -1}, ValueError),
+        ({"offset": 1.5}, TypeError),
+        ({"workflow": ""}, ValueError),
+        ({"workflow": 5}, TypeError),
+    ],
+)
+def test_list_runs_bad_arguments(client: Client, kwargs: dict[str, Any], exc: type) -> None:
+    with pytest.raises(exc):
+        client.list_runs(**kwargs)
+
+
+def test_list_runs_skips_removed_runs(raw: redis.Redis, client: Client, registry: Registry) -> None:
+    _define(registry, "a")
+    keep = client.run_by_name("a", 1)
+    gone = client.run_by_name("a", 2)
+    raw.delete(client.keys.run(gone.id))
+    assert [r.id for r in client.list_runs()] == [keep.id]
+
+
+def test_list_workflows_after_sync(client: Client, registry: Registry) -> None:
+    _define(registry, "b", "a")
+    client.sync_registry(app="inspect")
+    metas = client.list_workflows()
+    assert [m.name for m in metas] == ["a", "b"]
+    assert all(m.app == "inspect" and m.max_concurrency == 100 for m in metas)
+
+
+def test_list_runs_orders_by_creation_also_for_large_indexes(
+    client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redflow_mp.client as client_module
+
+    _define(registry, "a")
+    ids = [client.run_by_name("a", i).id for i in range(8)]
+    # finish four of them in an order unlike their creation order
+    tokens: dict[str, str] = {}
+    for _ in range(8):
+        tok = new_token()
+        _, c = client.scripts.claim(("default",), 5_000, tok)
+        assert c is not None
+        tokens[c.id] = tok
+    for i in (5, 1, 7, 3):
+        assert client.scripts.finalize(ids[i], tokens[ids[i]], "succeeded", b"1") == "succeeded"
+    expected = [ids[7], ids[5], ids[3], ids[1]]
+    small = [r.id for r in client.list_runs(workflow="a", status="succeeded")]
+    assert small == expected
+    # same answer when the indexes are too large to load at once
+    monkeypatch.setattr(client_module, "_SCAN_LIMIT", 2)
+    assert [r.id for r in client.list_runs(workflow="a", status="succeeded")] == expected
+    assert [r.id for r in client.list_runs(status="succeeded")] == expected
+    assert [r.id for r in client.list_runs(status="succeeded", limit=2, offset=1)] == expected[1:3]
+    assert [r.id for r in client.list_runs(workflow="a", limit=3)] == ids[::-1][:3]
+
+
+def test_corrupted_step_record_is_reported_not_raised(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    _define(registry, "a")
+    h = client.run_by_name("a")
+    raw.hset(client.keys.run_steps(h.id), "broken", b"{nope")
+    steps = client.get_run_steps(h.id)
+    assert steps is not None and len(steps) == 1
+    assert steps[0].name == "broken"
+    assert steps[0].error is not None and steps[0].error.type == "CorruptRecord"

@@ -1,0 +1,193 @@
+"""Reaper (a run whose lease expired goes back to ready and runs again),
+promoter, retention (finished runs removed run_retention after they finish;
+0 keeps them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, RunStatus, define_workflow
+from redflow_mp.ids import new_token
+from redflow_mp.maintenance import promote_due, reap_expired, sweep_retention
+from tests.helpers import WorkerPool, status_of, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_reaper_requeues_a_run_whose_lease_expired(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    executions: list[int] = []
+
+    @define_workflow("orphaned", registry=registry)
+    def orphaned(ctx: Context[Any]) -> str:
+        executions.append(ctx.run.attempt)
+        return "recovered"
+
+    handle = orphaned.run()
+    # a "worker" claims it with a short lease and then vanishes
+    _, claimed = client.scripts.claim(("default",), 150, new_token())
+    assert claimed is not None and claimed.id == handle.id
+    assert status_of(raw, client, handle.id) == "running"
+    assert reap_expired(client) == (0, [])  # lease still live
+    wait_until(lambda: not raw.exists(client.keys.run_lease(handle.id)), 5)
+    assert reap_expired(client) == (0, [handle.id])
+    assert status_of(raw, client, handle.id) == "queued"
+    workers.start()
+    assert handle.result(timeout=10) == "recovered"
+    assert executions == [1]
+
+
+def test_worker_maintenance_reaps_on_its_own(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("lost", registry=registry)
+    def lost(ctx: Context[Any]) -> str:
+        return "ran"
+
+    handle = lost.run()
+    client.scripts.claim(("default",), 150, new_token())
+    workers.start()
+    assert handle.result(timeout=10) == "ran"
+    state = handle.state()
+    assert (
+        state is not None and state.last_crash is not None and "lease expired" in state.last_crash
+    )
+
+
+def test_promote_due_returns_count_and_next_due(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    @define_workflow("later", registry=registry)
+    def later(ctx: Context[Any]) -> None:
+        return None
+
+    now_s = client.server_time_ms() / 1000
+    a = later.run(run_at=now_s + 100)
+    b = later.run(run_at=now_s + 200)
+    promoted, earliest = promote_due(client)
+    assert promoted == 0 and earliest is not None
+    raw.zadd(client.keys.q_scheduled("default"), {a.id: 0})
+    assert promote_due(client)[0] == 1
+    assert status_of(raw, client, a.id) == "queued"
+    assert status_of(raw, client, b.id) == "scheduled"
+
+
+def _finished_run(client: Client, registry: Registry, workers: WorkerPool) -> str:
+    wf = registry.get("kept")
+    assert wf is not None
+    handle = wf.run({"x": 1})
+    handle.result(timeout=10)
+    return handle.id
+
+
+def test_retention_removes_finished_runs_after_the_period(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("kept", registry=registry)
+    def kept(ctx: Context[Any]) -> str:
+        ctx.step.run("s", lambda: 1)
+        return "x"
+
+    workers.start()
+    old = _finished_run(client, registry, workers)
+    fresh = _finished_run(client, registry, workers)
+    pending = kept.run(run_at=client.server_time_ms() / 1000 + 3600)
+    k = client.keys
+    assert raw.exists(k.run_steps(old))
+    retention_ms = 7 * 24 * 3600 * 1000
+    assert sweep_retention(client, retention_ms) == 0
+    # "old" finished eight days ago
+    finished = client.get_run(old)
+    assert finished is not None and finished.finished_at is not None
+    raw.zadd(k.runs_status("succeeded"), {old: finished.finished_at - 8 * 24 * 3600 * 1000})
+    assert sweep_retention(client, 0) == 0  # 0 keeps everything
+    assert client.get_run(old) is not None
+    assert sweep_retention(client, retention_ms) == 1
+    assert client.get_run(old) is None
+    assert client.get_run_steps(old) is None
+    assert not raw.exists(k.run(old), k.run_steps(old))
+    assert raw.zscore(k.runs_created, old) is None
+    assert raw.zscore(k.workflow_runs("kept"), old) is None
+    assert raw.zscore(k.runs_status("succeeded"), old) is None
+    assert [r.id for r in client.list_runs(workflow="kept")] == [pending.id, fresh]
+    state = client.get_run(fresh)
+    assert state is not None and state.status is RunStatus.SUCCEEDED
+    assert status_of(raw, client, pending.id) == "scheduled"
+
+
+def test_retention_with_a_short_period(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("kept", registry=registry)
+    def kept(ctx: Context[Any]) -> str:
+        return "x"
+
+    workers.start()
+    rid = _finished_run(client, registry, workers)
+    finished_at = client.get_run(rid).finished_at  # type: ignore[union-attr]
+    assert finished_at is not None
+    wait_until(lambda: client.server_time_ms() > finished_at + 50, 5)
+    assert sweep_retention(client, 50) == 1
+    assert client.get_run(rid) is None
+
+
+def test_heartbeat_keeps_a_long_run_from_being_reaped(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    executions: list[str] = []
+    ttls: list[int] = []
+
+    @define_workflow("long-haul", registry=registry)
+    def long_haul(ctx: Context[Any]) -> str:
+        executions.append(ctx.run.id)
+        # 2.5 lease lengths pass while two other workers reap every 0.2 s
+        deadline = client.server_time_ms() + 1_500
+        while client.server_time_ms() < deadline:
+            ttls.append(int(raw.pttl(client.keys.run_lease(ctx.run.id))))
+            ctx.cancelled.wait(0.05)
+        return "done once"
+
+    for _ in range(3):
+        workers.start(lease_ms=600)
+    handle = long_haul.run()
+    assert handle.result(timeout=20) == "done once"
+    assert executions == [handle.id]
+    assert ttls and min(ttls) > 0  # the lease never lapsed
+    state = handle.state()
+    assert state is not None and state.last_crash is None
+
+
+def test_run_resumes_at_its_step_after_the_worker_vanished(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    from redflow_mp import codec
+
+    calls: list[str] = []
+
+    def step(name: str) -> str:
+        calls.append(name)
+        return name.upper()
+
+    @define_workflow("resumable", registry=registry)
+    def resumable(ctx: Context[Any]) -> list[Any]:
+        return [ctx.step.run("a", step, "a"), ctx.step.run("b", step, "b")]
+
+    handle = resumable.run()
+    # a worker claims the run, completes step "a", then disappears
+    tok = new_token()
+    _, claimed = client.scripts.claim(("default",), 150, tok)
+    assert claimed is not None
+    record = codec.StoredStep(
+        status="succeeded", started_at=1, finished_at=2, attempt=1, seq=1, output_json='"A"'
+    )
+    assert client.scripts.write_step(handle.id, tok, "a", codec.encode_step(record), 150) == (
+        True,
+        False,
+    )
+    workers.start()  # its maintenance reaps the expired lease, then runs the run
+    assert handle.result(timeout=10) == ["A", "B"]
+    assert calls == ["b"]  # the completed step was not executed again

@@ -1,0 +1,183 @@
+"""sync_registry: metadata and cron entries; stale metadata is removed only when
+it belongs to the same app and is older than 30 s (age simulated by rewriting
+updatedAt); runs are never removed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from redflow_mp import (
+    Client,
+    Context,
+    Cron,
+    Registry,
+    Retries,
+    WorkflowMeta,
+    define_workflow,
+)
+from redflow_mp.cron import cron_id_for
+from tests.helpers import texts
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _handler(ctx: Context[Any]) -> None:
+    return None
+
+
+def _age(raw: redis.Redis, client: Client, name: str, ms: int) -> None:
+    key = client.keys.workflow(name)
+    updated = int(raw.hget(key, "updatedAt") or 0)
+    raw.hset(key, "updatedAt", updated - ms)
+
+
+def test_sync_writes_metadata_and_cron_entries(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    cron = Cron("*/15 * * * *", timezone="Europe/Berlin", input={"full": True})
+    define_workflow(
+        "resize",
+        queue="media",
+        max_concurrency=8,
+        retries=Retries(max_attempts=3),
+        cron=[cron],
+        registry=registry,
+    )(_handler)
+    define_workflow("plain", registry=registry)(_handler)
+    before = client.server_time_ms()
+    client.sync_registry(registry, app="etl")
+    meta = client.get_workflow_meta("resize")
+    assert isinstance(meta, WorkflowMeta)
+    assert (meta.name, meta.queue, meta.max_concurrency, meta.app) == ("resize", "media", 8, "etl")
+    assert meta.updated_at >= before
+    assert meta.retries is not None and meta.retries["maxAttempts"] == 3
+    assert meta.cron == [
+        {"expression": "*/15 * * * *", "timezone": "Europe/Berlin", "input": {"full": True}}
+    ]
+    cid = cron_id_for("resize", cron)
+    assert meta.cron_ids == [cid]
+    assert raw.smembers(client.keys.workflows) == {b"resize", b"plain"}
+    assert {b"media", b"default"} <= raw.smembers(client.keys.queues)
+    record = msgspec.json.decode(raw.hget(client.keys.cron_def, cid) or b"{}")
+    assert record["workflow"] == "resize" and record["queue"] == "media"
+    assert record["expression"] == "*/15 * * * *" and record["maxConcurrency"] == 8
+    assert msgspec.json.decode(record["inputJson"]) == {"full": True}
+    next_fire = raw.zscore(client.keys.cron_next, cid)
+    assert next_fire is not None and before < next_fire <= before + 15 * 60_000 + 1_000
+    # a second sync keeps the existing next fire time
+    client.sync_registry(registry, app="etl")
+    assert raw.zscore(client.keys.cron_next, cid) == next_fire
+    assert [m.name for m in client.list_workflows()] == ["plain", "resize"]
+
+
+def test_sync_uses_the_clients_registry_by_default(client: Client, registry: Registry) -> None:
+    define_workflow("mine", registry=registry)(_handler)
+    client.sync_registry(app="x")
+    assert client.get_workflow_meta("mine") is not None
+
+
+def test_changed_cron_replaces_old_entries(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    old = Cron("0 * * * *")
+    define_workflow("job", cron=[old], registry=registry)(_handler)
+    client.sync_registry(registry, app="a")
+    new_reg = Registry()
+    new = Cron("30 * * * *")
+    define_workflow("job", cron=[new], registry=new_reg)(_handler)
+    client.sync_registry(new_reg, app="a")
+    ids = set(texts(raw.hkeys(client.keys.cron_def)))
+    assert ids == {cron_id_for("job", new)}
+    assert raw.zscore(client.keys.cron_next, cron_id_for("job", old)) is None
+
+
+def test_stale_cleanup_only_for_same_app_and_older_than_30s(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    define_workflow("kept", registry=registry)(_handler)
+    define_workflow("gone", cron=[Cron("* * * * *")], registry=registry)(_handler)
+    client.sync_registry(registry, app="etl")
+    other_app = Registry()
+    define_workflow("foreign", registry=other_app)(_handler)
+    client.sync_registry(other_app, app="web")
+    gone_run = client.run_by_name("gone", {"x": 1})
+
+    smaller = Registry()
+    define_workflow("kept", registry=smaller)(_handler)
+    # "gone" was synced moments ago: kept although it left the registry
+    client.sync_registry(smaller, app="etl")
+    assert client.get_workflow_meta("gone") is not None
+    # 29 s old: still kept
+    _age(raw, client, "gone", 29_000)
+    client.sync_registry(smaller, app="etl")
+    assert client.get_workflow_meta("gone") is not None
+    # a sync resets the age of what it writes only, so age again past 30 s
+    _age(raw, client, "gone", 2_000)
+    _age(raw, client, "foreign", 3_600_000)
+    client.sync_registry(smaller, app="etl")
+    assert client.get_workflow_meta("gone") is None
+    assert b"gone" not in raw.smembers(client.keys.workflows)
+    assert not [k for k in texts(raw.hkeys(client.keys.cron_def)) if k.startswith("gone:")]
+    assert not [m for m in texts(raw.zrange(client.keys.cron_next, 0, -1)) if m.startswith("gone:")]
+    # other app's workflow is never removed by this app, however old
+    assert client.get_workflow_meta("foreign") is not None
+    assert client.get_workflow_meta("kept") is not None
+    # runs are never removed
+    state = client.get_run(gone_run.id)
+    assert state is not None and state.workflow == "gone"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"app": ""}, ValueError),
+        ({"app": "   "}, ValueError),
+        ({"app": None}, TypeError),
+        ({"app": 5}, TypeError),
+        ({"app": "x", "registry": "reg"}, TypeError),
+    ],
+)
+def test_sync_registry_bad_arguments(client: Client, kwargs: dict[str, Any], exc: type) -> None:
+    with pytest.raises(exc):
+        client.sync_registry(**kwargs)
+
+
+def test_sync_registry_requires_app_keyword(client: Client, registry: Registry) -> None:
+    with pytest.raises(TypeError):
+        client.sync_registry(registry)  # type: ignore[call-arg]
+
+
+def test_get_workflow_meta_bad_name(client: Client) -> None:
+    with pytest.raises(ValueError):
+        client.get_workflow_meta("")
+    with pytest.raises(TypeError):
+        client.get_workflow_meta(None)  # type: ignore[arg-type]
+
+
+def test_run_by_name_uses_synced_metadata(
+    raw: redis.Redis, client: Client, registry: Registry, make_client: Any
+) -> None:
+    define_workflow("remote", queue="gpu", retries=Retries(max_attempts=4), registry=registry)(
+        _handler
+    )
+    client.sync_registry(registry, app="ml")
+    # a client in another process that does not import the workflow
+    caller = make_client(registry=Registry())
+    h = caller.run_by_name("remote", {"img": 1})
+    state = h.state()
+    assert state is not None and state.queue == "gpu" and state.max_attempts == 4
+
+
+def test_corrupted_metadata_of_another_workflow_does_not_break_sync(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    define_workflow("alive", registry=registry)(_handler)
+    raw.sadd(client.keys.workflows, "ghost")
+    raw.hset(client.keys.workflow("ghost"), mapping={"app": "etl", "updatedAt": "yesterday"})
+    client.sync_registry(registry, app="etl")
+    assert client.get_workflow_meta("alive") is not None
+    assert client.get_workflow_meta("ghost") is not None  # age unknown: kept

@@ -1,0 +1,180 @@
+"""fire_cron.lua (fenced by the leader token, stale fire time, max_concurrency
+skip, at most one run per fire time), due_crons.lua, renew/release_lock.lua,
+sweep_runs.lua."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.ids import new_run_id, new_token
+from redflow_mp.keys import cron_key
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+CID = "wf:c1"
+
+
+def _fire(
+    client: Client, token: str, fire_ms: int, next_ms: int, *, max_concurrency: int = 1
+) -> tuple[int, str]:
+    return client.scripts.fire_cron(
+        token,
+        CID,
+        fire_ms,
+        next_ms,
+        new_run_id(),
+        "wf",
+        "q",
+        b'{"from":"cron"}',
+        2,
+        cron_key(CID, fire_ms),
+        60_000,
+        max_concurrency,
+        None,
+    )
+
+
+def _leader(raw: redis.Redis, client: Client) -> str:
+    token = new_token()
+    raw.set(client.keys.lock_cron, token, px=30_000)
+    return token
+
+
+def test_fire_enqueues_once_and_advances(raw: redis.Redis, client: Client) -> None:
+    k = client.keys
+    token = _leader(raw, client)
+    raw.zadd(k.cron_next, {CID: 1_000})
+    code, rid = _fire(client, token, 1_000, 2_000)
+    assert code == 1 and rid
+    h = raw.hgetall(k.run(rid))
+    assert h[b"cronId"] == CID.encode()
+    assert h[b"idempotencyKey"] == cron_key(CID, 1_000).encode()
+    assert h[b"inputJson"] == b'{"from":"cron"}'
+    assert h[b"maxAttempts"] == b"2"
+    assert status_of(raw, client, rid) == "queued"
+    assert raw.zscore(k.cron_next, CID) == 2_000
+    # the same fire time again: cron:next moved on
+    assert _fire(client, token, 1_000, 2_000) == (-2, "")
+    assert raw.zcard(k.runs_created) == 1
+
+
+def test_fire_is_fenced_by_the_leader_token(raw: redis.Redis, client: Client) -> None:
+    k = client.keys
+    _leader(raw, client)
+    raw.zadd(k.cron_next, {CID: 1_000})
+    assert _fire(client, "not-the-leader", 1_000, 2_000) == (-1, "")
+    raw.delete(k.lock_cron)
+    assert _fire(client, "", 1_000, 2_000) == (-1, "")
+    assert raw.zscore(k.cron_next, CID) == 1_000
+    assert not raw.exists(k.runs_created)
+
+
+def test_fire_time_creates_at_most_one_run_across_a_leader_change(
+    raw: redis.Redis, client: Client
+) -> None:
+    k = client.keys
+    old = _leader(raw, client)
+    raw.zadd(k.cron_next, {CID: 1_000})
+    code, first = _fire(client, old, 1_000, 2_000)
+    assert code == 1
+    # a new leader that saw the old schedule (cron:next reset to the same fire time)
+    new = _leader(raw, client)
+    raw.zadd(k.cron_next, {CID: 1_000})
+    assert _fire(client, old, 1_000, 2_000) == (-1, "")
+    code, again = _fire(client, new, 1_000, 2_000)
+    assert (code, again) == (3, first)
+    assert raw.zcard(k.runs_created) == 1
+
+
+def test_fire_skips_when_the_workflow_is_at_max_concurrency(
+    raw: redis.Redis, client: Client
+) -> None:
+    k = client.keys
+    token = _leader(raw, client)
+    raw.zadd(k.cron_next, {CID: 1_000})
+    raw.sadd(k.wf_running("wf"), "SOME-RUN")
+    assert _fire(client, token, 1_000, 2_000) == (2, "")
+    assert raw.zscore(k.cron_next, CID) == 2_000  # schedule moves on, no run
+    assert not raw.exists(k.runs_created)
+    raw.zadd(k.cron_next, {CID: 2_000})
+    code, _ = _fire(client, token, 2_000, 3_000, max_concurrency=2)
+    assert code == 1
+
+
+def test_due_crons_reads_due_entries_by_server_clock(raw: redis.Redis, client: Client) -> None:
+    k = client.keys
+    now = client.server_time_ms()
+    raw.hset(k.cron_def, mapping={"a": b'{"x":1}', "b": b'{"x":2}'})
+    raw.zadd(k.cron_next, {"a": now - 10, "b": now + 60_000, "orphan": now - 5})
+    server_now, earliest, due = client.scripts.due_crons(10)
+    assert server_now >= now
+    assert earliest == now + 60_000
+    assert due == [("a", now - 10, b'{"x":1}'), ("orphan", now - 5, b"")]
+    assert client.scripts.due_crons(1)[2] == [("a", now - 10, b'{"x":1}')]
+
+
+def test_lock_renew_and_release_are_fenced(raw: redis.Redis, client: Client) -> None:
+    k = client.keys
+    raw.set(k.lock_cron, "A", px=1_000)
+    assert client.scripts.renew_lock(k.lock_cron, "B", 60_000) is False
+    assert raw.pttl(k.lock_cron) <= 1_000
+    assert client.scripts.renew_lock(k.lock_cron, "A", 60_000) is True
+    assert raw.pttl(k.lock_cron) > 50_000
+    assert client.scripts.release_lock(k.lock_cron, "B") is False
+    assert raw.get(k.lock_cron) == b"A"
+    assert client.scripts.release_lock(k.lock_cron, "A") is True
+    assert not raw.exists(k.lock_cron)
+
+
+# ------------------------------------------------------------------- sweep
+
+
+def _finish(client: Client, enq: Callable[..., str], mode: str, **kw: object) -> str:
+    rid = enq(**kw)
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 5_000, tok)
+    assert got is not None and got.id == rid
+    payload = b'"x"' if mode == "succeeded" else b'{"type":"E","message":"m"}'
+    client.scripts.write_step(rid, tok, "s", b'{"status":"succeeded"}', 5_000)
+    assert client.scripts.finalize(rid, tok, mode, payload) == mode
+    return rid
+
+
+def test_sweep_removes_only_runs_finished_before_the_retention(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    old_ok = _finish(client, enq, "succeeded", workflow="a")
+    old_failed = _finish(client, enq, "failed", workflow="b")
+    fresh = _finish(client, enq, "succeeded", workflow="c")
+    queued = enq(workflow="d")
+    assert client.scripts.sweep(60_000, 100) == 0
+    ago = client.server_time_ms() - 120_000
+    raw.zadd(k.runs_status("succeeded"), {old_ok: ago})
+    raw.zadd(k.runs_status("failed"), {old_failed: ago})
+    assert client.scripts.sweep(60_000, 100) == 2
+    for rid, wf, status in ((old_ok, "a", "succeeded"), (old_failed, "b", "failed")):
+        assert not raw.exists(k.run(rid), k.run_steps(rid), k.run_lease(rid))
+        assert raw.zscore(k.runs_created, rid) is None
+        assert raw.zscore(k.workflow_runs(wf), rid) is None
+        assert raw.zscore(k.runs_status(status), rid) is None
+    assert raw.exists(k.run(fresh), k.run_steps(fresh)) == 2
+    assert raw.zscore(k.runs_created, fresh) is not None
+    assert status_of(raw, client, queued) == "queued"
+
+
+def test_sweep_is_bounded_by_batch(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ids = [_finish(client, enq, "succeeded", workflow=f"w{i}") for i in range(5)]
+    raw.zadd(k.runs_status("succeeded"), dict.fromkeys(ids, 1))
+    assert client.scripts.sweep(1_000, 2) == 2
+    assert client.scripts.sweep(1_000, 2) == 2
+    assert client.scripts.sweep(1_000, 2) == 1
+    assert not raw.exists(k.runs_created)

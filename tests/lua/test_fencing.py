@@ -1,0 +1,247 @@
+"""renew_lease.lua, write_step.lua, finalize_run.lua: every write on behalf of a
+run checks the lease token inside Lua; a stale token changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.ids import new_token
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+_ERR = msgspec.json.encode({"type": "ValueError", "message": "boom", "retryable": True})
+
+
+def _claimed(client: Client, enq: Callable[..., str], **kw: object) -> tuple[str, str]:
+    rid = enq(**kw)
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 2_000, tok)
+    assert got is not None and got.id == rid
+    return rid, tok
+
+
+def _snapshot(raw: redis.Redis, client: Client, rid: str) -> dict[str, object]:
+    k = client.keys
+    return {
+        "run": raw.hgetall(k.run(rid)),
+        "steps": raw.hgetall(k.run_steps(rid)),
+        "lease": raw.get(k.run_lease(rid)),
+        "processing": raw.lrange(k.q_processing("q"), 0, -1),
+        "ready": raw.lrange(k.q_ready("q"), 0, -1),
+        "scheduled": raw.zrange(k.q_scheduled("q"), 0, -1),
+        "running": raw.smembers(k.wf_running("wf")),
+        "status_running": raw.zrange(k.runs_status("running"), 0, -1),
+    }
+
+
+def test_renew_extends_only_a_held_lease(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq)
+    assert client.scripts.renew(60_000, [(rid, tok)]) == [(True, False)]
+    assert raw.pttl(k.run_lease(rid)) > 50_000
+    raw.set(k.run_lease(rid), "thief", px=2_000)
+    assert client.scripts.renew(60_000, [(rid, tok)]) == [(False, False)]
+    assert raw.get(k.run_lease(rid)) == b"thief"
+    assert raw.pttl(k.run_lease(rid)) <= 2_000  # not extended for the thief either
+    raw.delete(k.run_lease(rid))
+    assert client.scripts.renew(60_000, [(rid, tok)]) == [(False, False)]
+    assert not raw.exists(k.run_lease(rid))  # a bare PEXPIRE would not revive it either
+
+
+def test_renew_reports_cancellation_per_pair(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    a, ta = _claimed(client, enq, workflow="wa")
+    b, tb = _claimed(client, enq, workflow="wb")
+    assert client.cancel_run(b, "stop") is True
+    assert client.scripts.renew(5_000, [(a, ta), (b, tb), ("ghost", "t")]) == [
+        (True, False),
+        (True, True),
+        (False, False),
+    ]
+    assert client.scripts.renew(5_000, []) == []
+
+
+def test_write_step_is_fenced(raw: redis.Redis, client: Client, enq: Callable[..., str]) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq)
+    assert client.scripts.write_step(rid, tok, "s1", b'{"status":"succeeded"}', 30_000) == (
+        True,
+        False,
+    )
+    assert raw.hget(k.run_steps(rid), "s1") == b'{"status":"succeeded"}'
+    assert raw.pttl(k.run_lease(rid)) > 20_000  # a step write also extends the lease
+    raw.set(k.run_lease(rid), "thief")
+    assert client.scripts.write_step(rid, tok, "s2", b"{}", 30_000) == (False, False)
+    assert client.scripts.write_step(rid, tok, "s1", b'{"status":"failed"}', 30_000) == (
+        False,
+        False,
+    )
+    assert raw.hgetall(k.run_steps(rid)) == {b"s1": b'{"status":"succeeded"}'}
+    assert raw.get(k.run_lease(rid)) == b"thief"
+
+
+def test_write_step_reports_cancellation(client: Client, enq: Callable[..., str]) -> None:
+    rid, tok = _claimed(client, enq)
+    client.cancel_run(rid)
+    assert client.scripts.write_step(rid, tok, "s", b"{}", 5_000) == (True, True)
+
+
+def test_write_step_with_empty_token_never_matches_a_missing_lease(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid, _tok = _claimed(client, enq)
+    raw.delete(client.keys.run_lease(rid))
+    assert client.scripts.write_step(rid, "", "s", b"{}", 5_000) == (False, False)
+    assert not raw.exists(client.keys.run_steps(rid))
+
+
+@pytest.mark.parametrize(
+    ("mode", "payload", "extra"),
+    [
+        ("succeeded", b'{"v":1}', 0),
+        ("failed", _ERR, 0),
+        ("canceled", b"", 0),
+        ("retry", _ERR, 0),
+        ("retry", _ERR, 50),
+        ("requeue", b"stopping", 0),
+        ("crash", b"SIGKILL", 3),
+    ],
+)
+def test_finalize_with_a_stale_token_changes_nothing(
+    raw: redis.Redis,
+    client: Client,
+    enq: Callable[..., str],
+    mode: str,
+    payload: bytes,
+    extra: int,
+) -> None:
+    rid, tok = _claimed(client, enq, max_attempts=3)
+    raw.set(client.keys.run_lease(rid), "thief")
+    before = _snapshot(raw, client, rid)
+    assert client.scripts.finalize(rid, tok, mode, payload, extra) is None
+    assert _snapshot(raw, client, rid) == before
+    assert status_of(raw, client, rid) == "running"
+
+
+def test_finalize_succeeded_cleans_up_and_publishes(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq)
+    pubsub = raw.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        pubsub.subscribe(k.run_done(rid))
+        first = pubsub.get_message(timeout=2)
+        assert first is not None and first["type"] == "subscribe"
+        assert client.scripts.finalize(rid, tok, "succeeded", b'{"v":1}') == "succeeded"
+        msg = pubsub.get_message(timeout=2)
+        assert msg is not None and msg["data"] == b"succeeded"
+    finally:
+        pubsub.close()
+    h = raw.hgetall(k.run(rid))
+    assert h[b"status"] == b"succeeded"
+    assert h[b"outputJson"] == b'{"v":1}'
+    assert int(h[b"finishedAt"]) >= int(h[b"startedAt"])
+    assert not raw.exists(k.run_lease(rid))
+    assert not raw.exists(k.q_processing("q"))
+    assert not raw.exists(k.wf_running("wf"))
+    assert raw.zscore(k.runs_status("succeeded"), rid) == int(h[b"finishedAt"])
+    assert raw.zscore(k.runs_status("running"), rid) is None
+    # a second finish is a no-op on a terminal run
+    assert client.scripts.finalize(rid, tok, "failed", _ERR) is None
+
+
+def test_finalize_failed_stores_the_error(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid, tok = _claimed(client, enq)
+    assert client.scripts.finalize(rid, tok, "failed", _ERR) == "failed"
+    assert raw.hget(client.keys.run(rid), "errorJson") == _ERR
+    assert raw.zscore(client.keys.runs_status("failed"), rid) is not None
+
+
+def test_retry_without_delay_requeues_with_next_attempt(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq, max_attempts=3)
+    assert client.scripts.finalize(rid, tok, "retry", _ERR, 0) == "queued"
+    h = raw.hgetall(k.run(rid))
+    assert (h[b"status"], h[b"attempt"], h[b"errorJson"]) == (b"queued", b"2", _ERR)
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [rid.encode()]
+    assert not raw.exists(k.run_lease(rid))
+    assert not raw.exists(k.wf_running("wf"))
+    _, again = client.scripts.claim(("q",), 2_000, new_token())
+    assert again is not None and again.attempt == 2
+
+
+def test_retry_with_delay_schedules(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq, max_attempts=3)
+    before = client.server_time_ms()
+    assert client.scripts.finalize(rid, tok, "retry", _ERR, 30_000) == "scheduled"
+    due = raw.zscore(k.q_scheduled("q"), rid)
+    assert due is not None and before + 30_000 <= due <= client.server_time_ms() + 30_000
+    assert raw.hget(k.run(rid), "availableAt") == str(int(due)).encode()
+    assert status_of(raw, client, rid) == "scheduled"
+    assert not raw.exists(k.q_ready("q"))
+
+
+def test_retry_of_a_cancel_requested_run_ends_canceled(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid, tok = _claimed(client, enq, max_attempts=3)
+    client.cancel_run(rid, "enough")
+    assert client.scripts.finalize(rid, tok, "retry", _ERR, 0) == "canceled"
+    err = msgspec.json.decode(raw.hget(client.keys.run(rid), "errorJson") or b"{}")
+    assert err["type"] == "RunCanceledError" and "enough" in err["message"]
+
+
+def test_success_of_a_cancel_requested_run_ends_canceled_output_kept(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid, tok = _claimed(client, enq)
+    client.cancel_run(rid)
+    assert client.scripts.finalize(rid, tok, "succeeded", b'"late"') == "canceled"
+    assert raw.hget(client.keys.run(rid), "outputJson") == b'"late"'
+
+
+def test_requeue_puts_the_run_at_the_front(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid, tok = _claimed(client, enq)
+    other = enq(workflow="other")
+    assert client.scripts.finalize(rid, tok, "requeue", b"draining") == "queued"
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [other.encode(), rid.encode()]
+    assert raw.hget(k.run(rid), "attempt") == b"1"
+    assert raw.hget(k.run(rid), "lastCrash") == b"draining"
+
+
+def test_crash_counts_and_fails_at_the_cap(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid = enq()
+    for n in (1, 2):
+        tok = new_token()
+        _, got = client.scripts.claim(("q",), 2_000, tok)
+        assert got is not None
+        assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "queued"
+        assert raw.hget(k.run(rid), "crashCount") == str(n).encode()
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "failed"
+    err = msgspec.json.decode(raw.hget(k.run(rid), "errorJson") or b"{}")
+    assert err["type"] == "RunCrashedError" and err["retryable"] is False
