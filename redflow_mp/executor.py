@@ -18,12 +18,14 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import redis
 
 from . import codec
 from .codec import ErrorInfo, StoredStep
@@ -33,11 +35,13 @@ from .errors import (
     LeaseLostError,
     NonRetriableError,
     OutputSerializationError,
+    RedisOutOfMemoryError,
     RunCanceledError,
     UnknownWorkflowError,
 )
 from .lease import LeaseKeeper
-from .logs import RunLoggerAdapter, run_logger
+from .logs import RunLoggerAdapter, current_step, run_logger
+from .metrics import Metrics
 from .registry import Registry, Workflow
 from .retry import backoff_seconds, is_retryable
 from .scripts import Claimed
@@ -50,6 +54,11 @@ __all__ = ["Execution", "Executor", "Outcome"]
 log = logging.getLogger(__name__)
 
 _TRACEBACK_LIMIT = 16_000
+
+T = TypeVar("T")
+
+# Redis trouble that is not the run's fault: retried in place, never an attempt.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, RedisOutOfMemoryError)
 
 
 @dataclass(slots=True)
@@ -91,12 +100,14 @@ class Execution:
         "lease_lost",
         "lease_ms",
         "logger",
+        "metrics",
         "run_id",
         "seen",
         "seq",
         "steps_cache",
         "token",
         "try_inline",
+        "workflow",
     )
 
     def __init__(
@@ -106,8 +117,11 @@ class Execution:
         lease_ms: int,
         logger: RunLoggerAdapter,
         try_inline: Callable[[str], bool],
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
+        self.workflow = claimed.workflow
+        self.metrics = metrics
         self.run_id = claimed.id
         self.token = claimed.token
         self.attempt = claimed.attempt
@@ -141,10 +155,47 @@ class Execution:
         if self.cancelled.is_set():
             raise RunCanceledError(self.run_id, reason=self.cancel_reason)
 
+    def set_step(self, name: str | None) -> None:
+        """Name the step being executed (for log records), or clear it."""
+        self.logger.set_step(name)
+        current_step.set(name or "")
+
+    def record_step(self, status: str, started_ms: int) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("redflow_steps_total", workflow=self.workflow, status=status)
+            self.metrics.observe(
+                "redflow_step_duration_seconds",
+                max(0.0, time.time() - started_ms / 1000.0),
+                workflow=self.workflow,
+            )
+
+    def durable(self, fn: Callable[[], T], what: str) -> T:
+        """Call ``fn``, riding out transient Redis trouble (unreachable, out of memory).
+
+        Retries with backoff for up to ``max(10 s, 3 leases)``, or until the lease
+        is lost; a brief outage then costs a pause, not an attempt of the run.
+        """
+        deadline = time.monotonic() + max(10.0, 3 * self.lease_ms / 1000.0)
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except TRANSIENT as exc:
+                if self.lease_lost or time.monotonic() >= deadline:
+                    raise
+                self.logger.warning(
+                    "Redis trouble while %s (%s); retrying in %.2f s", what, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     def write_step(self, name: str, record: StoredStep) -> None:
         data = codec.encode_step(record)
-        held, cancel = self.client.scripts.write_step(
-            self.run_id, self.token, name, data, self.lease_ms
+        held, cancel = self.durable(
+            lambda: self.client.scripts.write_step(
+                self.run_id, self.token, name, data, self.lease_ms
+            ),
+            f"recording step {name!r}",
         )
         if not held:
             self.mark_lost()
@@ -186,9 +237,11 @@ class Executor:
         keeper: LeaseKeeper,
         lease_ms: int,
         try_inline: Callable[[str], bool],
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.registry = registry
+        self.metrics = metrics
         self.keeper = keeper
         self.lease_ms = lease_ms
         self._try_inline = try_inline
@@ -271,7 +324,7 @@ class Executor:
     ) -> Outcome:
         from .steps import AsyncStep, Step
 
-        ex = Execution(self.client, claimed, self.lease_ms, logger, self._try_inline)
+        ex = Execution(self.client, claimed, self.lease_ms, logger, self._try_inline, self.metrics)
         ctx: Context[Any]
         if wf.is_async:
             ctx = AsyncContext(outcome.input, AsyncStep(ex), info, ex.cancelled, logger)  # type: ignore[arg-type]

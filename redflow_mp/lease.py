@@ -58,6 +58,7 @@ class LeaseKeeper:
         with self._lock:
             self._held[run_id] = _Held(token, on_lost, on_cancel)
         if self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(
                 target=self._loop, name="redflow-lease-keeper", daemon=True
             )

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["RUN_FIELDS", "RunLoggerAdapter", "run_logger"]
+__all__ = ["RUN_FIELDS", "RunContextFilter", "RunLoggerAdapter", "current_step", "run_logger"]
 
 RUN_FIELDS = ("workflow", "run_id", "attempt", "step", "pid")
+
+# The step being executed in this thread/task ("" between steps).
+current_step: ContextVar[str] = ContextVar("redflow_current_step", default="")
 
 
 class RunLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -40,3 +44,21 @@ def run_logger(
         logging.getLogger(name),
         {"workflow": workflow, "run_id": run_id, "attempt": attempt, "step": "", "pid": pid},
     )
+
+
+class RunContextFilter(logging.Filter):
+    """Adds workflow, run id, attempt and step to every record logged while a run
+    executes (also records from plain ``logging.getLogger`` calls in handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .context import current_run
+
+        run = current_run.get()
+        if run is not None:
+            if not getattr(record, "run_id", ""):
+                record.workflow = run.workflow
+                record.run_id = run.id
+                record.attempt = run.attempt
+            if not getattr(record, "step", ""):
+                record.step = current_step.get()
+        return True

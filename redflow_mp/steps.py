@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -154,7 +155,7 @@ class _StepCore:
             if stored is not None and stored.status == "succeeded":
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, value, True
-        ex.logger.set_step(step)
+        ex.set_step(step)
         return step, None, False
 
     def _succeed(self, step: str, value: Any, started: int) -> Any:
@@ -168,6 +169,7 @@ class _StepCore:
         except Exception as exc:
             self._fail(step, exc, started)
             raise
+        ex.record_step("succeeded", started)
         ex.write_step(
             step,
             StoredStep(
@@ -179,15 +181,16 @@ class _StepCore:
                 output_json=data.decode(),
             ),
         )
-        ex.logger.set_step(None)
+        ex.set_step(None)
         return codec.decode_json(data)
 
     def _fail(self, step: str, exc: BaseException, started: int) -> None:
         ex = self._ex
-        ex.logger.set_step(None)
+        ex.set_step(None)
         if isinstance(exc, LeaseLostError) or ex.lease_lost:
             return
         info = ex.error_info(exc)
+        ex.record_step("failed", started)
         with contextlib.suppress(LeaseLostError):
             ex.write_step(
                 step,
@@ -222,8 +225,14 @@ class _StepCore:
             "parent_run_id": ex.run_id,
         }
         if isinstance(workflow, Workflow):
-            return ex.client.enqueue_workflow(workflow, input, **options).id
-        return ex.client.run_by_name(child, input, **options).id
+            wf = workflow
+            return ex.durable(
+                lambda: ex.client.enqueue_workflow(wf, input, **options).id,
+                f"starting child {child!r}",
+            )
+        return ex.durable(
+            lambda: ex.client.run_by_name(child, input, **options).id, f"starting child {child!r}"
+        )
 
     def _wait_child(self, step: str, child_id: str, timeout: float | None) -> Any:
         """Wait for a child run, running it inline when this worker serves its queue."""
@@ -239,7 +248,10 @@ class _StepCore:
                 )
             wait = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
             try:
-                return ex.client.wait_result(child_id, timeout=wait)
+                return ex.durable(
+                    functools.partial(ex.client.wait_result, child_id, timeout=wait),
+                    f"waiting for child {child_id}",
+                )
             except ResultTimeoutError:
                 continue
 

@@ -116,7 +116,9 @@ class Worker:
         self.metrics = metrics
         self.runs_done = 0
         self.keeper = LeaseKeeper(client.scripts, lease_ms)
-        self.executor = Executor(client, self.registry, self.keeper, lease_ms, self.try_inline)
+        self.executor = Executor(
+            client, self.registry, self.keeper, lease_ms, self.try_inline, metrics
+        )
         self._stopping = threading.Event()
         self._wake_key = client.keys.worker_wake(new_token())
         self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
@@ -187,14 +189,15 @@ class Worker:
         i = self._rotation
         return qs[i:] + qs[:i]
 
-    def _execute(self, claimed: Claimed) -> Outcome:
+    def _execute(self, claimed: Claimed, *, inline: bool = False) -> Outcome:
         wf = self.registry.get(claimed.workflow)
         timeout = (
             claimed.timeout_ms / 1000.0
             if claimed.timeout_ms
             else (wf.timeout if wf is not None else None)
         )
-        self._current = claimed
+        if not inline:
+            self._current = claimed
         metrics = self.metrics
         if metrics is not None:
             metrics.inc("redflow_runs_started_total", workflow=claimed.workflow)
@@ -213,8 +216,9 @@ class Worker:
                     workflow=claimed.workflow,
                 )
             self.hooks.finished(claimed)
-            self._current = None
-            self.runs_done += 1
+            if not inline:
+                self._current = None
+                self.runs_done += 1
 
     def _settle(
         self, claimed: Claimed, outcome: Outcome
@@ -307,7 +311,7 @@ class Worker:
             return False
         if claimed is None:
             return False
-        outcome = self._execute(claimed)
+        outcome = self._execute(claimed, inline=True)
         finish, _ = self._settle(claimed, outcome)
         if finish is not None:
             self._record(claimed.workflow, finish[0], self._apply_now(finish))

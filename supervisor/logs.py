@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-from redflow_mp.logs import RUN_FIELDS
+from redflow_mp.logs import RUN_FIELDS, RunContextFilter
 
 __all__ = ["configure_logging", "mask_secrets"]
 
@@ -63,6 +63,7 @@ def configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(
             _TextFormatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
         )
+    handler.addFilter(RunContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
