@@ -524,16 +524,19 @@ class Client:
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self.keys.run_done(run_id).encode()
-        state = self._terminal_state(run_id)
-        if state is not None:
-            return self._outcome(run_id, state)
         while True:
             pubsub = self._pubsub()
             try:
+                # Subscribe first, then read: a finish between the two is seen by
+                # the read, a later one by the message. No polling.
                 self._subscribe(pubsub, channel, deadline)
                 state = self._terminal_state(run_id)
-                if state is None and self._wait_message(pubsub, channel, deadline):
-                    state = self._terminal_state(run_id)
+                if state is None:
+                    message = self._wait_message(pubsub, channel, deadline)
+                    if message is not None and message.startswith(b"succeeded\n"):
+                        return codec.decode_json(message[10:])
+                    if message is not None:
+                        state = self._terminal_state(run_id)
                 if state is not None:
                     return self._outcome(run_id, state)
                 if deadline is not None and time.monotonic() >= deadline:
@@ -609,15 +612,16 @@ class Client:
                 pubsub.close()
 
     @staticmethod
-    def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bool:
-        """Block until a message on ``channel`` arrives; False at the deadline."""
+    def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes | None:
+        """Block until a message on ``channel`` arrives (its data); None at the deadline."""
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return False
+                return None
             msg = pubsub.get_message(timeout=remaining if remaining is not None else 3600.0)
             if msg is not None and msg["type"] == "message" and msg["channel"] == channel:
-                return True
+                data = msg["data"]
+                return data if isinstance(data, bytes) else str(data).encode()
 
     # ------------------------------------------------------------ workflows
 

@@ -34,6 +34,7 @@ Keys redflow-mp adds::
     wf-waiting:<name>             LIST  queued runIds parked behind max_concurrency
     parked                        SET   workflow names whose wf-waiting list is non-empty
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
+                                  ("succeeded\n<outputJson>" when the output is < 64 KiB)
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time

@@ -104,8 +104,14 @@ local function leave_running(tag, id, q, wf)
   end
 end
 
-local function publish_done(tag, id, status)
-  redis.call('PUBLISH', tag .. ':run-done:' .. id, status)
+-- The message is the terminal status; for `succeeded` with an output under
+-- 64 KiB it is "succeeded\n<outputJson>", so a waiting client needs no read.
+local function publish_done(tag, id, status, output)
+  local message = status
+  if status == 'succeeded' and output and output ~= '' and string.len(output) < 65536 then
+    message = status .. '\n' .. output
+  end
+  redis.call('PUBLISH', tag .. ':run-done:' .. id, message)
 end
 
 -- running|queued|scheduled -> terminal. `field` is 'outputJson' or 'errorJson'.
@@ -142,7 +148,11 @@ local function finalize(tag, id, status, field, payload, now)
   else
     redis.call('DEL', k_lease(tag, id))
   end
-  publish_done(tag, id, status)
+  if field == 'outputJson' then
+    publish_done(tag, id, status, payload)
+  else
+    publish_done(tag, id, status, nil)
+  end
   return status
 end
 

@@ -144,7 +144,7 @@ def test_finalize_succeeded_cleans_up_and_publishes(
         assert first is not None and first["type"] == "subscribe"
         assert client.scripts.finalize(rid, tok, "succeeded", b'{"v":1}') == "succeeded"
         msg = pubsub.get_message(timeout=2)
-        assert msg is not None and msg["data"] == b"succeeded"
+        assert msg is not None and msg["data"] == b'succeeded\n{"v":1}'
     finally:
         pubsub.close()
     h = raw.hgetall(k.run(rid))
