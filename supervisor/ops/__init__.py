@@ -1,0 +1,10 @@
+"""Operator tools over a redflow namespace: the ``redflow`` command and its dashboard.
+
+``cli`` parses the command line and talks to Redis through a
+:class:`redflow_mp.Client` and the views in :mod:`redflow_mp.ops`; ``render``
+turns what they return into tables (for people) or JSON (for scripts);
+``dashboard`` serves the same views as server-rendered HTML with the standard
+library's ``http.server``. Nothing here adds a run-time dependency.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,439 @@
+"""Render runs, steps, workflows, queues and supervisors as tables or JSON.
+
+Tables are for people: times in local time, durations rounded, and every
+cell made safe for a terminal (control and bidi characters are shown as
+escapes, so a hostile run id or workflow name cannot move the cursor or
+recolour the screen). JSON is for scripts: plain records with epoch
+milliseconds, the same fields as the library's structs plus a few derived
+ones (``duration_ms``, ``retry_of``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from redflow_mp.codec import RunState, StepState
+from redflow_mp.ops import CronEntry, QueueStats, SupervisorStatus, WorkflowStats
+
+__all__ = [
+    "clean",
+    "display_width",
+    "fmt_bytes",
+    "fmt_duration",
+    "fmt_json",
+    "fmt_relative",
+    "fmt_time",
+    "queues_table",
+    "run_detail_record",
+    "run_detail_text",
+    "run_duration_ms",
+    "run_record",
+    "runs_table",
+    "step_duration_ms",
+    "step_record",
+    "supervisors_text",
+    "table",
+    "to_json",
+    "workflow_records",
+    "workflows_table",
+]
+
+MAX_CELL = 64
+DASH = "-"
+
+
+# --------------------------------------------------------------- formatting
+
+
+def fmt_time(ms: int | None) -> str:
+    """Epoch milliseconds as local ``YYYY-MM-DD HH:MM:SS`` (``-`` when unset)."""
+    if not ms:
+        return DASH
+    try:
+        return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+
+
+def fmt_duration(ms: int | float | None) -> str:
+    """A duration in milliseconds, rounded for reading: ``850ms``, ``12.3s``, ``4m05s``."""
+    if ms is None:
+        return DASH
+    ms = max(0, int(ms))
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    seconds = ms // 1000
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
+def fmt_relative(ms: int | None, now_ms: int) -> str:
+    """``in 3m05s`` or ``3m05s ago`` relative to ``now_ms``."""
+    if not ms:
+        return DASH
+    delta = ms - now_ms
+    return f"in {fmt_duration(delta)}" if delta >= 0 else f"{fmt_duration(-delta)} ago"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if not n:
+        return DASH
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - loop always returns
+
+
+def fmt_json(value: Any, limit: int | None = None) -> str:
+    """A payload as compact JSON, cut at ``limit`` characters with a note."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    if limit is not None and len(text) > limit:
+        return f"{text[:limit]}… ({len(text)} characters; use --json for all)"
+    return text
+
+
+def to_json(value: Any) -> str:
+    """Pretty JSON for ``--json`` output (structs, enums and dicts alike)."""
+    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def clean(text: Any) -> str:
+    """``text`` with control, format (bidi) and unassigned characters escaped."""
+    out = []
+    for ch in str(text):
+        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes (wide East Asian characters count twice)."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def _cut(text: str, limit: int) -> str:
+    if display_width(text) <= limit:
+        return text
+    out, width = [], 0
+    for ch in text:
+        w = display_width(ch)
+        if width + w > limit - 1:
+            break
+        out.append(ch)
+        width += w
+    return "".join(out) + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "") -> str:
+    """Columns aligned by display width; cells cleaned and cut at ``MAX_CELL``."""
+    cells = [[_cut(clean(c), MAX_CELL) for c in row] for row in rows]
+    widths = [display_width(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], display_width(c))
+    lines = []
+    for row in [list(headers), *cells]:
+        parts = []
+        for i, c in enumerate(row):
+            pad = "" if i == len(row) - 1 else " " * (widths[i] - display_width(c))
+            parts.append(c + pad)
+        lines.append(indent + "  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- records
+
+
+def run_duration_ms(state: RunState, now_ms: int) -> int | None:
+    """Run time so far (running) or in total (finished); None before it started."""
+    if state.started_at is None:
+        return None
+    end = state.finished_at if state.finished_at is not None else now_ms
+    return max(0, end - state.started_at)
+
+
+def step_duration_ms(step: StepState) -> int | None:
+    if step.started_at is None or step.finished_at is None:
+        return None
+    return max(0, step.finished_at - step.started_at)
+
+
+def run_record(state: RunState, retry_of: str | None = None) -> dict[str, Any]:
+    """A run as a plain dict (``RunState`` fields, plus ``retry_of`` when set)."""
+    out: dict[str, Any] = msgspec.to_builtins(state)
+    if retry_of:
+        out["retry_of"] = retry_of
+    return out
+
+
+def step_record(step: StepState) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(step)
+    out["duration_ms"] = step_duration_ms(step)
+    return out
+
+
+def run_detail_record(
+    state: RunState, steps: Sequence[StepState], retry_of: str | None = None
+) -> dict[str, Any]:
+    return {"run": run_record(state, retry_of), "steps": [step_record(s) for s in steps]}
+
+
+def workflow_records(stats: Sequence[WorkflowStats]) -> list[dict[str, Any]]:
+    out = []
+    for s in stats:
+        rec: dict[str, Any] = msgspec.to_builtins(s.meta)
+        rec.update(
+            running=s.running,
+            queued=s.queued,
+            parked=s.parked,
+            cron_entries=msgspec.to_builtins(s.cron),
+        )
+        out.append(rec)
+    return out
+
+
+# -------------------------------------------------------------------- tables
+
+
+def _attempts(state: RunState) -> str:
+    return f"{state.attempt}/{state.max_attempts}"
+
+
+def runs_table(runs: Sequence[RunState], now_ms: int) -> str:
+    if not runs:
+        return "no runs"
+    rows = [
+        (
+            r.id,
+            r.workflow,
+            r.status.value,
+            _attempts(r),
+            fmt_time(r.created_at),
+            fmt_duration(run_duration_ms(r, now_ms)),
+            r.queue,
+        )
+        for r in runs
+    ]
+    return table(("ID", "WORKFLOW", "STATUS", "ATTEMPT", "CREATED", "DURATION", "QUEUE"), rows)
+
+
+def run_detail_text(
+    state: RunState, steps: Sequence[StepState], retry_of: str | None, now_ms: int
+) -> str:
+    """``redflow runs show``: the run's fields, its steps, its error with traceback."""
+    fields: list[tuple[str, str]] = [
+        ("id", state.id),
+        ("workflow", state.workflow),
+        ("queue", state.queue),
+        ("status", state.status.value),
+        ("attempt", _attempts(state)),
+        ("created", fmt_time(state.created_at)),
+    ]
+    if state.available_at and state.status.value in ("scheduled", "queued"):
+        fields.append(
+            (
+                "available",
+                f"{fmt_time(state.available_at)} ({fmt_relative(state.available_at, now_ms)})",
+            )
+        )
+    fields += [
+        ("started", fmt_time(state.started_at)),
+        ("finished", fmt_time(state.finished_at)),
+        ("duration", fmt_duration(run_duration_ms(state, now_ms))),
+    ]
+    optional = (
+        ("timeout", f"{state.timeout:g}s" if state.timeout else None),
+        (
+            "cancel requested",
+            fmt_time(state.cancel_requested_at) if state.cancel_requested_at else None,
+        ),
+        ("cancel reason", state.cancel_reason),
+        ("idempotency key", state.idempotency_key),
+        ("parent run", state.parent_run_id),
+        ("retry of", retry_of),
+        ("cron", state.cron_id),
+        (
+            "crashes",
+            f"{state.crash_count} (last: {state.last_crash or '?'})" if state.crash_count else None,
+        ),
+    )
+    fields += [(k, v) for k, v in optional if v]
+    fields.append(("input", fmt_json(state.input, 500)))
+    if state.status.value == "succeeded" or state.output is not None:
+        fields.append(("output", fmt_json(state.output, 500)))
+    width = max(len(k) for k, _ in fields)
+    lines = [f"{k.ljust(width)}  {clean(v)}" for k, v in fields]
+    lines.append("")
+    if steps:
+        lines.append("steps:")
+        rows = [
+            (
+                i + 1,
+                s.name,
+                s.status.value,
+                s.attempt,
+                fmt_time(s.started_at),
+                fmt_duration(step_duration_ms(s)),
+                f"{s.error.type}: {s.error.message}" if s.error else "",
+            )
+            for i, s in enumerate(steps)
+        ]
+        lines.append(
+            table(("#", "STEP", "STATUS", "ATTEMPT", "STARTED", "DURATION", "ERROR"), rows, "  ")
+        )
+    else:
+        lines.append("steps: none recorded")
+    if state.error is not None:
+        lines += ["", f"error: {clean(state.error.type)}: {clean(state.error.message)}"]
+        if not state.error.retryable:
+            lines.append("(not retryable)")
+        if state.error.traceback:
+            lines.append("traceback:")
+            lines += [
+                "  " + clean(line) for line in state.error.traceback.rstrip("\n").splitlines()
+            ]
+    return "\n".join(lines).rstrip("\n")
+
+
+def _cron_text(entries: Sequence[CronEntry], now_ms: int) -> str:
+    parts = []
+    for c in entries:
+        nxt = (
+            f"next {fmt_time(c.next_fire_at)} ({fmt_relative(c.next_fire_at, now_ms)})"
+            if c.next_fire_at
+            else "not scheduled"
+        )
+        parts.append(f"{c.expression} [{c.timezone}] {nxt}")
+    return "; ".join(parts) if parts else DASH
+
+
+def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
+    if not stats:
+        return "no workflows synced (a supervisor syncs its registry when it starts)"
+    rows = []
+    for s in stats:
+        attempts = (s.meta.retries or {}).get("maxAttempts", 1)
+        rows.append(
+            (
+                s.meta.name,
+                s.meta.queue,
+                s.meta.max_concurrency,
+                attempts,
+                s.running,
+                s.queued,
+                s.parked,
+                s.meta.app,
+                _cron_text(s.cron, now_ms),
+            )
+        )
+    headers = (
+        "WORKFLOW",
+        "QUEUE",
+        "MAX CONC",
+        "ATTEMPTS",
+        "RUNNING",
+        "QUEUED",
+        "PARKED",
+        "APP",
+        "CRON",
+    )
+    # The cron column may be long (several schedules): never cut it.
+    body = table(headers[:-1], [r[:-1] for r in rows]).splitlines()
+    width = max(display_width(line) for line in body)
+    lines = []
+    for line, extra in zip(body, [headers[-1], *[r[-1] for r in rows]], strict=True):
+        lines.append(line + " " * (width - display_width(line)) + "  " + clean(extra))
+    return "\n".join(lines)
+
+
+def queues_table(stats: Sequence[QueueStats]) -> str:
+    if not stats:
+        return "no queues"
+    rows = [
+        (
+            q.name,
+            q.ready,
+            q.processing,
+            q.scheduled,
+            fmt_duration(q.oldest_ready_age_ms) if q.oldest_ready_age_ms is not None else DASH,
+        )
+        for q in stats
+    ]
+    return table(("QUEUE", "READY", "PROCESSING", "SCHEDULED", "OLDEST WAITING"), rows)
+
+
+def supervisors_text(sups: Sequence[SupervisorStatus], now_ms: int) -> str:
+    if not sups:
+        return "no live supervisors"
+    blocks = []
+    for s in sups:
+        head = (
+            f"supervisor {clean(s.id)}  app {clean(s.app)}  {clean(s.mode)}"
+            f"{'  cron leader' if s.leader else ''}  procs {s.procs}"
+            f"  queues {clean(','.join(s.queues))}  rss {fmt_bytes(s.rss)}"
+            f"  up {fmt_duration(now_ms - s.started_at)}"
+            f"  seen {fmt_relative(s.updated_at, now_ms)}"
+            f"{'  v' + clean(s.version) if s.version else ''}"
+        )
+        if s.children:
+            rows = [
+                (
+                    c.slot,
+                    c.pid,
+                    c.state,
+                    c.run_id or DASH,
+                    c.workflow or DASH,
+                    fmt_duration(s.updated_at - c.run_started_at) if c.run_started_at else DASH,
+                    fmt_bytes(c.rss),
+                    f"{c.cpu_percent:.1f}%",
+                    c.runs_done,
+                    c.restarts,
+                )
+                for c in s.children
+            ]
+            body = table(
+                (
+                    "SLOT",
+                    "PID",
+                    "STATE",
+                    "RUN",
+                    "WORKFLOW",
+                    "RUN FOR",
+                    "RSS",
+                    "CPU",
+                    "RUNS",
+                    "RESTARTS",
+                ),
+                rows,
+                "  ",
+            )
+        else:
+            body = "  no children"
+        blocks.append(head + "\n" + body)
+    return "\n\n".join(blocks)

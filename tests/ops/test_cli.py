@@ -1,0 +1,437 @@
+"""The ``redflow`` command, run as a subprocess against a real redis-server with real runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from redflow_mp import Client
+from tests.helpers import WorkerPool, status_of, text, wait_until
+from tests.ops.conftest import ROOT, Result, Runs, cli_env, run_cli, run_cli_many
+
+Redflow = Callable[..., Result]
+
+
+def rows(out: str) -> list[list[str]]:
+    """A table's body rows split on runs of two or more spaces."""
+    return [re.split(r"\s{2,}", line.strip()) for line in out.strip().splitlines()[1:]]
+
+
+# ------------------------------------------------------------------ runs list
+
+
+def test_runs_list_table_and_json(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("runs", "list")
+    assert res.code == 0, res
+    header, *body = res.out.strip().splitlines()
+    assert header.split() == ["ID", "WORKFLOW", "STATUS", "ATTEMPT", "CREATED", "DURATION", "QUEUE"]
+    table = {r[0]: r for r in rows(res.out)}
+    assert [line.split()[0] for line in body] == [runs.queued, runs.failed, runs.succeeded]
+    assert table[runs.succeeded][1:4] == ["ops-steps", "succeeded", "1/1"]
+    assert table[runs.failed][1:3] == ["ops-fail", "failed"]
+    assert table[runs.queued][1:3] == ["ops-parked", "queued"]
+    assert table[runs.queued][5:] == ["-", "ops-idle"]  # not started: no duration
+    assert re.fullmatch(r"\d+ms|\d+\.\ds", table[runs.succeeded][5])
+
+    data = json.loads(redflow("runs", "list", "--json").out)
+    assert [r["id"] for r in data] == [runs.queued, runs.failed, runs.succeeded]
+    by_id = {r["id"]: r for r in data}
+    assert by_id[runs.succeeded]["output"] == {"answer": 42}
+    assert by_id[runs.failed]["error"]["type"] == "ValueError"
+    assert by_id[runs.queued]["status"] == "queued"
+    assert isinstance(by_id[runs.succeeded]["created_at"], int)
+
+
+def test_runs_list_filters_and_paging(runs: Runs, redis_url: str, prefix: str) -> None:
+    target = ["--url", redis_url, "--prefix", prefix]
+    by_workflow, by_status, paged, none, before = run_cli_many(
+        [
+            ["runs", "list", "--workflow", "ops-fail", "--json", *target],
+            ["runs", "list", "--status", "queued", "--json", *target],
+            ["runs", "list", "--limit", "1", "--offset", "1", "--json", *target],
+            ["runs", "list", "--workflow", "ops-fail", "--status", "succeeded", *target],
+            # the common options may also stand before the command
+            [*target, "--json", "runs", "list", "--limit", "1"],
+        ]
+    )
+    assert [r["id"] for r in json.loads(by_workflow.out)] == [runs.failed]
+    assert [r["id"] for r in json.loads(by_status.out)] == [runs.queued]
+    assert [r["id"] for r in json.loads(paged.out)] == [runs.failed]
+    assert (none.code, none.out.strip()) == (0, "no runs")
+    assert [r["id"] for r in json.loads(before.out)] == [runs.queued], before
+
+
+def test_bad_arguments(redis_url: str, prefix: str) -> None:
+    target = ["--url", redis_url, "--prefix", prefix]
+    status, limit, workflow, nothing, runs_alone = run_cli_many(
+        [
+            ["runs", "list", "--status", "bogus", *target],
+            ["runs", "list", "--limit", "-1", *target],
+            ["runs", "list", "--workflow", " ", *target],
+            [],
+            ["runs"],
+        ]
+    )
+    assert status.code == 2 and "invalid choice" in status.err
+    assert limit.code == 2 and "must be >= 0" in limit.err
+    assert workflow.code == 2 and "non-empty" in workflow.err
+    assert nothing.code == 2 and "COMMAND" in nothing.err
+    assert runs_alone.code == 2 and "ACTION" in runs_alone.err
+
+
+# ------------------------------------------------------------------ runs show
+
+
+def test_runs_show_failed_run_with_steps_and_traceback(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("runs", "show", runs.failed)
+    assert res.code == 0, res
+    out = res.out
+    assert re.search(rf"^id\s+{runs.failed}$", out, re.M)
+    assert re.search(r"^status\s+failed$", out, re.M)
+    assert re.search(r"^input\s+\{\"why\":\"x\"\}$", out, re.M)
+    steps = out.split("steps:")[1].split("error:")[0]
+    step_rows = rows(steps)
+    assert [r[1:3] for r in step_rows] == [["ok", "succeeded"], ["parse", "failed"]]
+    assert all(re.fullmatch(r"\d+ms|\d+\.\ds", r[5]) for r in step_rows)
+    assert step_rows[1][6] == "ValueError: cannot parse 'x'"
+    assert "error: ValueError: cannot parse 'x'" in out
+    assert "traceback:" in out and "in _explode" in out
+
+    data = json.loads(redflow("runs", "show", runs.failed, "--json").out)
+    assert data["run"]["id"] == runs.failed
+    assert data["run"]["error"]["type"] == "ValueError"
+    assert "Traceback (most recent call last)" in data["run"]["error"]["traceback"]
+    assert [s["name"] for s in data["steps"]] == ["ok", "parse"]
+    assert all(isinstance(s["duration_ms"], int) for s in data["steps"])
+
+
+def test_runs_show_succeeded_and_unknown(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("runs", "show", runs.succeeded)
+    assert re.search(r'^output\s+\{"answer":42\}$', res.out, re.M), res
+    assert [r[1] for r in rows(res.out.split("steps:")[1])] == ["fetch", "double", "store"]
+    res = redflow("runs", "show", "01NOSUCHRUN")
+    assert res.code == 1 and "run 01NOSUCHRUN not found" in res.err
+
+
+# ---------------------------------------------------------------- runs cancel
+
+
+def test_runs_cancel_queued_run(
+    redflow: Redflow, runs: Runs, raw: redis.Redis, client: Client
+) -> None:
+    res = redflow("runs", "cancel", runs.queued, "--reason", "not needed")
+    assert res.code == 0, res
+    assert res.out.strip() == f"canceled run {runs.queued}"
+    assert status_of(raw, client, runs.queued) == "canceled"
+    assert text(raw.hget(client.keys.run(runs.queued), "cancelReason")) == "not needed"
+    again = redflow("runs", "cancel", runs.queued, "--json")
+    assert again.code == 1
+    assert json.loads(again.out) == {
+        "id": runs.queued,
+        "accepted": False,
+        "status": "canceled",
+        "cancel_requested_at": json.loads(again.out)["cancel_requested_at"],
+        "cancel_reason": "not needed",
+    }
+    res = redflow("runs", "cancel", runs.succeeded)
+    assert res.code == 1 and "already finished (succeeded)" in res.err
+    assert redflow("runs", "cancel", "nope").code == 1
+
+
+def test_runs_cancel_running_run_and_watch_it_end(
+    redflow: Redflow, synced: Client, ops_workers: WorkerPool
+) -> None:
+    handle = synced.run_by_name("ops-slow", {"steps": 200, "pause": 0.05})
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
+    res = redflow("runs", "cancel", handle.id, "--json")
+    assert res.code == 0, res
+    data = json.loads(res.out)
+    assert data["accepted"] is True and data["status"] == "running"
+    assert data["cancel_requested_at"] is not None
+    res = redflow("runs", "watch", handle.id, "--timeout", "15")
+    assert res.code == 1, res  # canceled
+    last = res.out.strip().splitlines()[-1]
+    assert re.match(r"\d\d:\d\d:\d\d  canceled after ", last), res
+
+
+# ----------------------------------------------------------------- runs retry
+
+
+def test_runs_retry_failed_run(
+    redflow: Redflow, runs: Runs, raw: redis.Redis, client: Client
+) -> None:
+    res = redflow("runs", "retry", runs.failed)
+    assert res.code == 0, res
+    m = re.match(
+        rf"retried run {runs.failed} as run (\S+) \(workflow ops-fail, queue ops, ", res.out
+    )
+    assert m, res
+    new_id = m.group(1)
+    assert new_id != runs.failed
+    assert text(raw.hget(client.keys.run(new_id), "retryOf")) == runs.failed
+    shown = redflow("runs", "show", new_id)
+    assert re.search(rf"^retry of\s+{runs.failed}$", shown.out, re.M), shown
+    assert (
+        json.loads(redflow("runs", "show", new_id, "--json").out)["run"]["retry_of"] == runs.failed
+    )
+    data = json.loads(redflow("runs", "retry", runs.failed, "--json").out)
+    assert data["retry_of"] == runs.failed and data["workflow"] == "ops-fail"
+    res = redflow("runs", "retry", runs.succeeded)
+    assert res.code == 1 and "only failed or canceled runs can be retried" in res.err
+
+
+# ----------------------------------------------------------------- runs watch
+
+
+def test_runs_watch_prints_steps_until_the_end(
+    redflow: Redflow, redis_url: str, prefix: str, synced: Client, ops_workers: WorkerPool
+) -> None:
+    handle = synced.run_by_name("ops-slow", {"steps": 3, "pause": 0.15})
+    res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "20")
+    assert res.code == 0, res
+    lines = res.out.strip().splitlines()
+    assert re.match(rf"\d\d:\d\d:\d\d  run {handle.id} of ops-slow on queue ops: ", lines[0])
+    steps = [line.split()[2] for line in lines if "  step " in line]
+    assert steps == ["tick-0", "tick-1", "tick-2"]
+    assert re.match(r"\d\d:\d\d:\d\d  succeeded in \S+; output: \"slept\"$", lines[-1]), res
+
+    failing = synced.run_by_name("ops-fail", {"why": "late"})
+    res = redflow("runs", "watch", failing.id, "--json")
+    assert res.code == 1, res
+    events = [json.loads(line) for line in res.out.strip().splitlines()]
+    assert events[0]["event"] == "run" and events[0]["workflow"] == "ops-fail"
+    assert [e["name"] for e in events if e["event"] == "step"] == ["ok", "parse"]
+    end = events[-1]
+    assert end["event"] == "end" and end["status"] == "failed"
+    assert end["error"]["message"] == "cannot parse 'late'"
+
+
+def test_runs_watch_timeout_and_unknown(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("runs", "watch", runs.queued, "--timeout", "0.3")
+    assert res.code == 3, res
+    assert "is still queued after 0.3 s" in res.err
+    assert redflow("runs", "watch", "nope").code == 1
+
+
+# ------------------------------------------------------------------------- run
+
+
+def test_run_and_wait(
+    redflow: Redflow, ops_workers: WorkerPool, raw: redis.Redis, client: Client
+) -> None:
+    res = redflow("run", "ops-steps", "--input", '{"pause": 0}', "--wait", "--timeout", "15")
+    assert res.code == 0, res
+    first, second = res.out.strip().splitlines()
+    run_id = re.match(r"enqueued run (\S+) of ops-steps on queue ops$", first).group(1)  # type: ignore[union-attr]
+    assert second == 'succeeded; output: {"answer":42}'
+    assert status_of(raw, client, run_id) == "succeeded"
+
+    res = redflow("run", "ops-fail", "--input", '{"why": "cli"}', "--wait", "--json")
+    assert res.code == 1, res
+    data = json.loads(res.out)
+    assert data["status"] == "failed" and data["error"]["message"] == "cannot parse 'cli'"
+
+
+def test_run_idempotency_input_sources_and_errors(
+    redflow: Redflow, synced: Client, tmp_path: Path
+) -> None:
+    a = json.loads(redflow("run", "ops-parked", "--idempotency-key", "k1", "--json").out)
+    assert a["created"] is True and a["status"] == "queued" and a["queue"] == "ops-idle"
+    b = redflow("run", "ops-parked", "--idempotency-key", "k1")
+    assert b.out.strip() == (
+        f"enqueued run {a['id']} of ops-parked on queue ops-idle "
+        "(existing run for this idempotency key)"
+    ), b
+    state = synced.get_run(a["id"])
+    assert state is not None and state.idempotency_key == "k1" and state.input is None
+
+    f = tmp_path / "in.json"
+    f.write_text('{"from": "file", "n": [1, 2]}')
+    rid = json.loads(redflow("run", "ops-parked", "--input", f"@{f}", "--json").out)["id"]
+    assert synced.get_run(rid).input == {"from": "file", "n": [1, 2]}  # type: ignore[union-attr]
+    rid = json.loads(redflow("run", "ops-parked", "--input", "-", "--json", stdin='"stdin"').out)[
+        "id"
+    ]
+    assert synced.get_run(rid).input == "stdin"  # type: ignore[union-attr]
+
+    res = redflow("run", "ops-parked", "--input", "{not json")
+    assert res.code == 2 and "--input is not valid JSON" in res.err
+    res = redflow("run", "no-such-flow")
+    assert res.code == 1 and "is not synced" in res.err and "--queue" in res.err
+    res = redflow("run", "no-such-flow", "--queue", "elsewhere", "--json")
+    assert res.code == 0, res
+    assert json.loads(res.out)["queue"] == "elsewhere"
+
+
+# ------------------------------------------------------- workflows and queues
+
+
+def test_workflows(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("workflows")
+    assert res.code == 0, res
+    lines = res.out.strip().splitlines()
+    assert lines[0].split()[:4] == ["WORKFLOW", "QUEUE", "MAX", "CONC"]
+    table = {line.split()[0]: line for line in lines[1:]}
+    assert sorted(table) == [
+        "ops-cron",
+        "ops-fail",
+        "ops-nonretriable",
+        "ops-parked",
+        "ops-slow",
+        "ops-steps",
+    ]
+    assert re.search(
+        r"0 3 \* \* \* \[Europe/Berlin\] next \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in \S+\)$",
+        table["ops-cron"],
+    ), res
+    assert table["ops-nonretriable"].split()[1:4] == ["ops", "1", "3"]
+    # ops-parked: one queued run
+    assert table["ops-parked"].split()[1:7] == ["ops-idle", "2", "1", "0", "1", "0"]
+
+    data = {w["name"]: w for w in json.loads(redflow("workflows", "--json").out)}
+    assert data["ops-parked"]["queued"] == 1 and data["ops-parked"]["app"] == "ops-test"
+    (cron,) = data["ops-cron"]["cron_entries"]
+    assert cron["expression"] == "0 3 * * *" and cron["next_fire_at"] > 0
+    assert data["ops-steps"]["max_concurrency"] == 4
+
+
+def test_queues(redflow: Redflow, runs: Runs) -> None:
+    res = redflow("queues")
+    assert res.code == 0, res
+    assert res.out.splitlines()[0].split() == [
+        "QUEUE",
+        "READY",
+        "PROCESSING",
+        "SCHEDULED",
+        "OLDEST",
+        "WAITING",
+    ]
+    table = {r[0]: r for r in rows(res.out)}
+    assert table["ops-idle"][1:4] == ["1", "0", "0"]
+    assert re.fullmatch(r"\d+ms|\d+\.\ds", table["ops-idle"][4])
+    data = {q["name"]: q for q in json.loads(redflow("queues", "--json").out)}
+    assert data["ops-idle"]["ready"] == 1 and data["ops-idle"]["oldest_ready_age_ms"] >= 0
+    assert data["ops"]["ready"] == 0 and data["ops"]["oldest_ready_age_ms"] is None
+
+
+def test_empty_namespace(redis_url: str, prefix: str) -> None:
+    cmds = (["workflows"], ["queues"], ["supervisors"], ["runs", "list"])
+    target = ["--url", redis_url, "--prefix", prefix]
+    results = run_cli_many([[*c, *target] for c in cmds] + [[*c, "--json", *target] for c in cmds])
+    texts = [r.out.strip() for r in results[:4]]
+    assert texts[0].startswith("no workflows synced")
+    assert texts[1:] == ["no queues", "no live supervisors", "no runs"]
+    assert [json.loads(r.out) for r in results[4:]] == [[], [], [], []]
+
+
+# ----------------------------------------------------------------- supervisors
+
+
+def test_supervisors_from_a_real_supervisor(
+    redflow: Redflow, supervisor: Callable[..., object], client: Client
+) -> None:
+    sup = supervisor(modules=("tests.ops.flows",), procs=2, app="ops-sup", args=("--queues", "ops"))
+    handle = client.run_by_name("ops-slow", {"steps": 40, "pause": 0.05})
+
+    def busy() -> bool:
+        data = json.loads(redflow("supervisors", "--json").out)
+        return bool(data) and any(c["run_id"] == handle.id for c in data[0]["children"])
+
+    wait_until(busy, 20, 0.1, "a supervisor child running the run")
+    data = json.loads(redflow("supervisors", "--json").out)
+    (record,) = data
+    assert record["app"] == "ops-sup" and record["pid"] == sup.pid  # type: ignore[attr-defined]
+    assert record["procs"] == 2 and record["queues"] == ["ops"]
+    assert sorted(c["slot"] for c in record["children"]) == [1, 2]
+    child = next(c for c in record["children"] if c["run_id"] == handle.id)
+    assert child["workflow"] == "ops-slow" and child["pid"] > 0 and child["rss"] > 0
+
+    res = redflow("supervisors")
+    assert res.code == 0, res
+    head, table = res.out.split("\n", 1)
+    assert head.startswith(f"supervisor {record['id']}  app ops-sup  running")
+    assert "procs 2  queues ops" in head
+    lines = table.strip().splitlines()
+    assert lines[0].split() == [
+        "SLOT",
+        "PID",
+        "STATE",
+        "RUN",
+        "WORKFLOW",
+        "RUN",
+        "FOR",
+        "RSS",
+        "CPU",
+        "RUNS",
+        "RESTARTS",
+    ]
+    mine = next(line for line in lines if handle.id in line).split()
+    assert mine[1] == str(child["pid"]) and mine[4] == "ops-slow"
+    assert mine[7] == "MiB" and mine[8].endswith("%")
+    handle.cancel()
+
+
+# ------------------------------------------------------- connection settings
+
+
+def test_url_and_prefix_from_environment(runs: Runs, redis_url: str, prefix: str) -> None:
+    env = {"REDFLOW_URL": redis_url, "REDFLOW_PREFIX": prefix}
+    calls = [
+        (["runs", "list", "--json"], env),
+        (["runs", "list", "--json"], {"REDIS_URL": redis_url, "REDFLOW_PREFIX": prefix}),
+        # flags win over the environment
+        (["runs", "list", "--json", "--prefix", prefix + "-other"], env),
+        # REDFLOW_URL wins over REDIS_URL
+        (["runs", "list", "--json"], {**env, "REDIS_URL": "redis://127.0.0.1:1/0"}),
+    ]
+    results = run_cli_many([c[0] for c in calls], envs=[c[1] for c in calls])
+    assert [len(json.loads(r.out)) for r in results] == [3, 3, 0, 3], results
+
+
+def test_unreachable_redis(prefix: str) -> None:
+    res = run_cli(["queues", "--url", "redis://127.0.0.1:1/0", "--prefix", prefix])
+    assert res.code == 1
+    assert res.err.startswith("redflow: cannot reach Redis at redis://127.0.0.1:1/0"), res
+    res = run_cli(["queues", "--url", "http://127.0.0.1:1/"])
+    assert res.code == 2 and "unsupported Redis URL scheme" in res.err
+
+
+def test_hostile_names_cannot_drive_the_terminal(
+    synced: Client, redis_url: str, prefix: str
+) -> None:
+    name = "\x1b[31mred\x1b[0m\u202egnp.exe {x} \"q\" 'q' <script>"
+    handle = synced.run_by_name(name, {"x": "\x1b[2J"}, queue_override="nobody")
+    target = ["--url", redis_url, "--prefix", prefix]
+    listing, shown, queues, as_json = run_cli_many(
+        [
+            ["runs", "list", *target],
+            ["runs", "show", handle.id, *target],
+            ["queues", *target],
+            ["runs", "list", "--json", *target],
+        ]
+    )
+    for res in (listing, shown, queues):
+        assert res.code == 0, res
+        assert "\x1b" not in res.out and "\u202e" not in res.out
+    assert "\\x1b[31mred\\x1b[0m\\u202egnp.exe {x} \"q\" 'q' <script>" in shown.out
+    assert json.loads(as_json.out)[0]["workflow"] == name  # JSON keeps the exact name
+
+
+def test_console_script_is_installed(redis_url: str, prefix: str) -> None:
+    script = Path(sys.executable).with_name("redflow")
+    assert script.exists(), "pip install -e . should install the redflow console script"
+    proc = subprocess.run(
+        [str(script), "queues", "--json", "--url", redis_url, "--prefix", prefix],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (proc.returncode, json.loads(proc.stdout)) == (0, []), proc.stderr
