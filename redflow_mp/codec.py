@@ -89,6 +89,7 @@ class RunState(msgspec.Struct, kw_only=True):
     timeout: float | None = None
     crash_count: int = 0
     last_crash: str | None = None
+    retry_of: str | None = None
 
 
 class StepState(msgspec.Struct, kw_only=True):
@@ -228,6 +229,7 @@ def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
         timeout=timeout_ms / 1000.0 if timeout_ms else None,
         crash_count=_int(raw, b"crashCount") or 0,
         last_crash=_text(raw, b"lastCrash"),
+        retry_of=_text(raw, b"retryOf"),
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,19 +39,28 @@ _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs, titles and output)."""
+    """``url`` with any password (user info or ``?password=``) replaced by ``***``."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{user}:***@{host}" if user else f":***@{host}"
+    query = parts.query
+    if query:
+        pairs = []
+        for piece in query.split("&"):
+            key, sep, _value = piece.partition("=")
+            pairs.append(f"{key}=***" if sep and key.lower() == "password" else piece)
+        query = "&".join(pairs)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
@@ -75,6 +85,7 @@ def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
         retry=retry,
         health_check_interval=0,
         socket_keepalive=True,
+        socket_connect_timeout=5.0,
     )
 
 
@@ -90,7 +101,7 @@ class Transport:
         self.url = url if client is None else None
         self.redis: redis.Redis = _own_client(url, client)
         self._local = _Local()
-        self._held: list[Any] = []
+        self._held: weakref.WeakSet[Any] = weakref.WeakSet()
         self._held_lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
         self._held_pid = os.getpid()
@@ -106,14 +117,17 @@ class Transport:
         local = self._local
         pid = os.getpid()
         if local.conn is None or local.pid != pid:
-            conn = self.redis.connection_pool.get_connection()
+            # Not taken from the pool's in-use set: when the thread ends, its
+            # local goes away and the connection is closed by garbage collection,
+            # so a thread-per-request caller does not leak one connection each.
+            conn = self.redis.connection_pool.make_connection()
             local.conn = conn
             local.pid = pid
             with self._held_lock:
                 if pid != self._held_pid:
-                    self._held = []
-                self._held_pid = pid
-                self._held.append(conn)
+                    self._held = weakref.WeakSet()
+                    self._held_pid = pid
+                self._held.add(conn)
         return local.conn
 
     def _drop(self, conn: Any) -> None:
@@ -157,7 +171,7 @@ class Transport:
         """Close this process's connections (safe to call more than once)."""
         pid = os.getpid()
         with self._held_lock:
-            held, self._held = self._held, []
+            held, self._held = list(self._held), weakref.WeakSet()
             owned = self._held_pid == pid
         if owned:
             for conn in held:

@@ -16,11 +16,12 @@ from redflow_mp.logs import RUN_FIELDS, RunContextFilter
 __all__ = ["configure_logging", "mask_secrets"]
 
 _URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)([^@\s]+)(@)")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&\s]+)", re.IGNORECASE)
 
 
 def mask_secrets(text: str) -> str:
     """Mask passwords in any Redis URL inside ``text``."""
-    return _URL_PASSWORD.sub(r"\1***\3", text)
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", text))
 
 
 class _TextFormatter(logging.Formatter):
