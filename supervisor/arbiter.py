@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 import redis
+from redis.exceptions import AuthorizationError
 
 from redflow_mp import __version__, codec
 from redflow_mp.board import AbortReason, Board, Held, SlotState
@@ -156,6 +157,11 @@ class Arbiter:
             try:
                 client.sync_registry(self.registry, app=s.app)
                 return client
+            except (redis.AuthenticationError, AuthorizationError) as exc:
+                client.close()
+                raise SystemExit(
+                    f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
+                ) from None
             except _NETWORK as exc:
                 if time.monotonic() >= deadline:
                     client.close()

@@ -7,6 +7,7 @@ Handlers talk back to the test through Redis keys under the test's prefix
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -106,3 +107,22 @@ _hog: list[bytes] = []
 def hog(ctx: Context[Any]) -> int:
     _hog.append(b"x" * (int(ctx.input) * 1024 * 1024))
     return os.getpid()
+
+
+_user_log = logging.getLogger("user.code")
+
+
+@define_workflow("chatty", queue="p", max_concurrency=10)
+def chatty(ctx: Context[Any]) -> str:
+    def talk() -> str:
+        _user_log.info("hello from inside a step")
+        return "said"
+
+    ctx.logger.info("starting to talk")
+    return str(ctx.step.run("talk", talk))
+
+
+@define_workflow("broken", queue="p", max_concurrency=10)
+def broken(ctx: Context[Any]) -> None:
+    ctx.step.run("fine", lambda: 1)
+    raise ValueError("broken on purpose")

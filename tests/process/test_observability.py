@@ -1,0 +1,169 @@
+"""Metrics, JSON logs and secret masking of a real supervisor."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from redflow_mp import Client, RunFailedError, create_client
+from tests.process import flows
+from tests.process.conftest import Supervisor, wait_until
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.process
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def _get(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_endpoint_counters_and_histograms_move(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    port = _free_port()
+    sup = supervisor(procs=2, args=["--metrics-port", str(port)])
+    workers = sup.wait_workers(2)
+    wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
+    before = _scrape(port)
+    assert _get(before, "redflow_children_alive") == 2
+
+    for _ in range(5):
+        flows.chatty.run(None, client=client).result(timeout=20)
+    with pytest.raises(RunFailedError):
+        flows.broken.run(None, client=client).result(timeout=20)
+
+    def moved() -> bool:
+        s = _scrape(port)
+        return (
+            _get(s, "redflow_runs_finished_total", workflow="chatty", status="succeeded") == 5
+            and _get(s, "redflow_runs_finished_total", workflow="broken", status="failed") == 1
+        )
+
+    wait_until(moved, 10, interval=0.1, message="finished counters")
+    after = _scrape(port)
+    assert _get(after, "redflow_runs_started_total", workflow="chatty") == 5
+    assert _get(after, "redflow_steps_total", workflow="chatty", status="succeeded") == 5
+    assert _get(after, "redflow_run_duration_seconds_count", workflow="chatty") == 5
+    assert _get(after, "redflow_run_duration_seconds_bucket", workflow="chatty", le="+Inf") == 5
+    assert _get(after, "redflow_step_duration_seconds_count", workflow="broken") == 1
+    assert _get(after, "redflow_queue_wait_seconds_count", workflow="chatty") == 5
+    assert _get(after, "redflow_queue_depth", queue="p", state="ready") == 0
+
+    victim = workers[0]
+    victim.send_signal(signal.SIGKILL)
+    wait_until(
+        lambda: _get(_scrape(port), "redflow_child_exits_total", cause="oom") == 1,
+        10,
+        interval=0.1,
+        message="the child exit to be counted",
+    )
+    sup.wait_workers(2)
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=5)
+    assert missing.value.code == 404
+    missing.value.close()
+
+
+def test_json_logs_carry_run_fields(supervisor: Callable[..., Supervisor], client: Client) -> None:
+    sup = supervisor(procs=1, args=["--log-format", "json"])
+    sup.wait_workers(1)
+    handle = flows.chatty.run(None, client=client)
+    assert handle.result(timeout=20) == "said"
+    wait_until(lambda: "hello from inside a step" in sup.log(), 10, message="the user log line")
+    records = [json.loads(line) for line in sup.log().splitlines() if line.startswith("{")]
+    assert records, sup.log()
+    step_line = next(r for r in records if r["msg"] == "hello from inside a step")
+    assert step_line["workflow"] == "chatty"
+    assert step_line["run_id"] == handle.id
+    assert step_line["attempt"] == 1
+    assert step_line["step"] == "talk"
+    ctx_line = next(r for r in records if r["msg"] == "starting to talk")
+    assert ctx_line["run_id"] == handle.id and ctx_line["workflow"] == "chatty"
+
+
+def test_passwords_never_reach_logs_or_titles(
+    supervisor: Callable[..., Supervisor], prefix: str, tmp_path: Path
+) -> None:
+    secret = "s3cret-Pa55word"
+    with RedisServer(password=secret) as server:
+        url = server.url
+        assert secret in url
+        sup = Supervisor(
+            url, prefix, tmp_path / "sup.log", procs=2, args=["--log-level", "debug"]
+        ).start()
+        try:
+            workers = sup.wait_workers(2)
+            c = create_client(url, prefix=prefix, default=False)
+            try:
+                assert isinstance(flows.pid.run(None, client=c).result(timeout=20), int)
+            finally:
+                c.close()
+            titles = [" ".join(p.cmdline()) for p in workers]
+            titles.append(" ".join(psutil.Process(sup.pid).cmdline()))
+            assert all(secret not in t for t in titles), titles
+        finally:
+            sup.stop()
+        log = sup.log()
+        assert "redis://:***@127.0.0.1" in log
+        assert secret not in log
+    bad = Supervisor(url.replace(secret, "wrong-" + secret), prefix, tmp_path / "bad.log", procs=1)
+    bad.start()
+    try:
+        assert bad.wait(timeout=60) != 0
+    finally:
+        bad.stop()
+    assert secret not in bad.log()
+
+
+def test_embedded_redis_starts_serves_and_stops(
+    supervisor: Callable[..., Supervisor], tmp_path: Path, prefix: str
+) -> None:
+    state = tmp_path / "state"
+    sup = supervisor(procs=1, args=["--embedded-redis", "--state-dir", str(state)])
+    sup.wait_workers(1)
+    url = (state / "redis.url").read_text().strip()
+    assert "embedded Redis at " + url in sup.log()
+    c = create_client(url, prefix=prefix, default=False)
+    try:
+        assert isinstance(flows.pid.run(None, client=c).result(timeout=20), int)
+    finally:
+        c.close()
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
