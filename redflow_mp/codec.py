@@ -63,6 +63,18 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     retryable: bool = True
     traceback: str | None = None
 
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (``error["message"]``), for code that treats errors as JSON."""
+        if key in ("type", "message", "retryable", "traceback"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 class RunState(msgspec.Struct, kw_only=True):
     """A run as stored in ``run:<id>`` (times are epoch milliseconds)."""
