@@ -20,6 +20,7 @@ resized; children inherit it. No locks are shared across processes.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -173,12 +174,19 @@ class Board:
 
     # ------------------------------------------------------------- parent side
 
-    def read(self, index: int) -> BoardEntry:
+    def read(self, index: int, *, patience: float = 0.05) -> BoardEntry:
+        """A consistent snapshot of entry ``index``; never fails.
+
+        A writer that is preempted, stopped or killed between the two sequence
+        increments leaves the entry odd. After ``patience`` seconds the entry is
+        read without the lock: ``push`` writes an item before it raises the depth
+        and ``pop`` lowers the depth first, so the runs read that way are whole
+        (the stack as it was just before or just after the interrupted write).
+        """
         base = index * ENTRY_SIZE
-        for _ in range(1000):
+        deadline: float | None = None
+        while True:
             seq1, pid, state, depth, _pad, done, booted = _HEADER.unpack_from(self._mm, base)
-            if seq1 & 1:
-                continue
             items = []
             for i in range(min(depth, MAX_DEPTH)):
                 n_id, rid, n_tok, tok, started, timeout, n_wf, wf = _ITEM.unpack_from(
@@ -194,9 +202,15 @@ class Board:
                     )
                 )
             (seq2,) = struct.unpack_from("<I", self._mm, base)
-            if seq1 == seq2:
-                return BoardEntry(pid, SlotState(state), done, booted, tuple(items))
-        raise RuntimeError(f"board entry {index} is being rewritten continuously")
+            entry = BoardEntry(pid, SlotState(state), done, booted, tuple(items))
+            if seq1 == seq2 and not seq1 & 1:
+                return entry
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + patience
+            elif now >= deadline:
+                return entry
+            os.sched_yield()
 
     def request_recycle(self, index: int) -> None:
         self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] = 1

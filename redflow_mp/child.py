@@ -107,6 +107,7 @@ class _Hooks:
         self.base_title = f"redflow-supervisor[{spec.app}] worker {spec.slot}"
         self.stop_requested = False
         self.depth = 0
+        self.parent_pid = os.getppid()
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
         self._next_flush = 0.0
@@ -137,6 +138,12 @@ class _Hooks:
 
     def should_stop(self) -> bool:
         self.flush_metrics()
+        if os.getppid() != self.parent_pid:
+            # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
+            # timeouts for us any more. Finish the current run and leave.
+            if not self.stop_requested:
+                log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
+            self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
 
     def stopping(self) -> bool:

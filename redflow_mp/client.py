@@ -395,7 +395,7 @@ class Client:
                 )
                 continue
             out.append((stored.started_at, stored.seq, codec.step_state(name, stored)))
-        out.sort(key=lambda item: (item[0], item[1]))
+        out.sort(key=lambda item: (item[1], item[0]))  # seq: Redis's per-run step counter
         return [item[2] for item in out]
 
     def list_runs(
@@ -534,7 +534,7 @@ class Client:
                 if state is None:
                     message = self._wait_message(pubsub, channel, deadline)
                     if message is not None and message.startswith(b"succeeded\n"):
-                        return codec.decode_json(message[10:])
+                        return self._decode_output(run_id, message[10:])
                     if message is not None:
                         state = self._terminal_state(run_id)
                 if state is not None:
@@ -564,10 +564,19 @@ class Client:
             return list(fields)
         return None
 
+    @staticmethod
+    def _decode_output(run_id: str, data: bytes) -> Any:
+        try:
+            return codec.decode_json(data)
+        except msgspec.DecodeError as exc:
+            raise RedflowError(
+                f"run {run_id} succeeded but its stored output is not valid JSON: {exc}"
+            ) from None
+
     def _outcome(self, run_id: str, fields: list[bytes | None]) -> Any:
         status = fields[0]
         if status == b"succeeded":
-            return codec.decode_json(fields[1]) if fields[1] else None
+            return self._decode_output(run_id, fields[1]) if fields[1] else None
         error = codec.decode_error(fields[2])
         if status == b"canceled":
             reason = fields[3].decode("utf-8", "replace") if fields[3] else None

@@ -117,13 +117,18 @@ class StepState(msgspec.Struct, kw_only=True):
 
 
 class StoredStep(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    """The JSON stored per step in ``run:<id>:steps`` (field names as in SPEC §4)."""
+    """The JSON stored per step in ``run:<id>:steps`` (field names as in SPEC §4).
 
+    ``seq`` comes first and is written as 0 by the client: ``write_step.lua``
+    replaces it with the run's step counter (execution order by Redis, not by
+    host clocks). It has no default, so it is always encoded.
+    """
+
+    seq: int
     status: str
     started_at: int
     finished_at: int
     attempt: int
-    seq: int = 0
     output_json: str | None = None
     error_json: str | None = None
 

@@ -99,11 +99,11 @@ class Execution:
         "ctx",
         "lease_lost",
         "lease_ms",
+        "lease_until",
         "logger",
         "metrics",
         "run_id",
         "seen",
-        "seq",
         "steps_cache",
         "token",
         "try_inline",
@@ -128,17 +128,13 @@ class Execution:
         self.lease_ms = lease_ms
         self.steps_cache = claimed.steps
         self.seen: set[str] = set()
-        self.seq = 0
         self.cancelled = threading.Event()
         self.cancel_reason: str | None = None
         self.lease_lost = False
+        self.lease_until = claimed.lease_until
         self.logger = logger
         self.try_inline = try_inline
         self.ctx: Context[Any] | None = None
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
 
     def mark_lost(self) -> None:
         self.lease_lost = True
@@ -189,14 +185,48 @@ class Execution:
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
 
+    def renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` (monotonic) succeeded: the lease holds until
+        at least ``sent + lease``. Called from the heartbeat thread too."""
+        self.lease_until = max(self.lease_until, sent + self.lease_ms / 1000.0)
+
+    def confirm_lease(self) -> None:
+        """Before a step executes: prove the lease is still ours.
+
+        Free while the lease was confirmed lately. Otherwise this process was
+        paused, starved or cut off since (SIGSTOP, a claim reply that came late,
+        a heartbeat that could not run): one fenced renewal proves the lease, or
+        the execution stops here, before the step's side effects.
+        """
+        if time.monotonic() < self.lease_until - self.lease_ms / 3000.0:
+            return
+        sent = time.monotonic()
+        [(held, cancel)] = self.durable(
+            lambda: self.client.scripts.renew(self.lease_ms, [(self.run_id, self.token)]),
+            "confirming the lease",
+        )
+        if not held:
+            self.mark_lost()
+            raise LeaseLostError(
+                f"run {self.run_id}: lease lost while this worker was paused or cut off"
+            )
+        self.renewed(sent)
+        if cancel:
+            self.mark_cancel()
+
     def write_step(self, name: str, record: StoredStep) -> None:
         data = codec.encode_step(record)
-        held, cancel = self.durable(
-            lambda: self.client.scripts.write_step(
+        sent = [0.0]
+
+        def call() -> tuple[bool, bool]:
+            sent[0] = time.monotonic()
+            return self.client.scripts.write_step(
                 self.run_id, self.token, name, data, self.lease_ms
-            ),
-            f"recording step {name!r}",
-        )
+            )
+
+        held, cancel = self.durable(call, f"recording step {name!r}")
+        if held:
+            self.renewed(sent[0])
         if not held:
             self.mark_lost()
             raise LeaseLostError(f"run {self.run_id}: lease lost while recording step {name!r}")
@@ -331,7 +361,7 @@ class Executor:
         else:
             ctx = Context(outcome.input, Step(ex), info, ex.cancelled, logger)
         ex.ctx = ctx
-        self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel)
+        self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
         token = current_run.set(info)
         # The handler matches ctx by construction (is_async picks the context
         # class); the declared union of handler types cannot express that.

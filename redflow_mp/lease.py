@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class _Held:
     token: str
     on_lost: Callable[[], None]
     on_cancel: Callable[[], None]
+    on_renewed: Callable[[float], None] | None = None
 
 
 class LeaseKeeper:
@@ -54,9 +56,10 @@ class LeaseKeeper:
         token: str,
         on_lost: Callable[[], None],
         on_cancel: Callable[[], None],
+        on_renewed: Callable[[float], None] | None = None,
     ) -> None:
         with self._lock:
-            self._held[run_id] = _Held(token, on_lost, on_cancel)
+            self._held[run_id] = _Held(token, on_lost, on_cancel, on_renewed)
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(
@@ -79,14 +82,18 @@ class LeaseKeeper:
         if not snapshot:
             return
         pairs = [(run_id, h.token) for run_id, h in snapshot]
+        sent = time.monotonic()
         results = self._scripts.renew(self._lease_ms, pairs)
         for (run_id, h), (kept, cancel) in zip(snapshot, results, strict=True):
             if not kept:
                 log.warning("lease of run %s lost: another worker owns it now", run_id)
                 self.release(run_id)
                 h.on_lost()
-            elif cancel:
-                h.on_cancel()
+            else:
+                if h.on_renewed is not None:
+                    h.on_renewed(sent)
+                if cancel:
+                    h.on_cancel()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

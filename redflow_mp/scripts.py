@@ -11,6 +11,8 @@ connection's server, never by a module-level cache.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -22,6 +24,8 @@ from .keys import Keys
 from .transport import Transport, is_noscript, is_oom
 
 __all__ = ["Claimed", "Scripts", "load_sources"]
+
+log = logging.getLogger(__name__)
 
 _SCRIPT_NAMES = (
     "enqueue_run",
@@ -72,6 +76,7 @@ class Claimed:
     started_at: int
     steps: dict[str, bytes]
     token: str
+    lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
 
 
@@ -201,13 +206,26 @@ class Scripts:
             fargs: tuple[Any, ...] = ("", "", "", "", 0)
         else:
             fargs = finish
+        sent = time.monotonic()
         reply = self.run(
             "claim_run",
             (self.keys.q_ready(queues[0]) if queues else self.keys.queues,),
             (self._tag, lease_ms, token, *fargs, only_id, len(queues), *queues),
             retry=False,
         )
-        return _s(reply[0]), _claimed(reply[1], token)
+        claimed = _claimed(reply[1], token)
+        for dropped in reply[2] if len(reply) > 2 else ():
+            queue, _, run_id = _s(dropped).rpartition(" ")
+            log.warning(
+                "run id %s in the ready list of queue %r has no run record (removed by "
+                "hand or lost); dropped it",
+                run_id,
+                queue,
+            )
+        if claimed is not None:
+            # The lease was granted after `sent`: it holds at least until sent + lease.
+            claimed.lease_until = sent + lease_ms / 1000.0
+        return _s(reply[0]), claimed
 
     def finalize(
         self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0

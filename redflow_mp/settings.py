@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import ConfigError
+from .keys import validate_prefix
 
 __all__ = ["ENV_PREFIX", "Settings", "load", "parse_duration"]
 
@@ -89,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        validate_prefix(self.prefix)  # ValueError: braces, empty, too long
         if self.lease_ms < 300:
             raise ValueError("lease_ms must be >= 300")
         if self.metrics_port > 65535:

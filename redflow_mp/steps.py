@@ -155,6 +155,7 @@ class _StepCore:
             if stored is not None and stored.status == "succeeded":
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, value, True
+        ex.confirm_lease()
         ex.set_step(step)
         return step, None, False
 
@@ -177,7 +178,7 @@ class _StepCore:
                 started_at=started,
                 finished_at=_now_ms(),
                 attempt=ex.attempt,
-                seq=ex.next_seq(),
+                seq=0,
                 output_json=data.decode(),
             ),
         )
@@ -199,7 +200,7 @@ class _StepCore:
                     started_at=started,
                     finished_at=_now_ms(),
                     attempt=ex.attempt,
-                    seq=ex.next_seq(),
+                    seq=0,
                     error_json=codec.encode_error(info).decode(),
                 ),
             )

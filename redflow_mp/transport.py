@@ -86,6 +86,10 @@ def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
         health_check_interval=0,
         socket_keepalive=True,
         socket_connect_timeout=5.0,
+        # Bounded reads: a connection silently dropped by the network fails after
+        # this long instead of hanging a worker or the arbiter. Longer than any
+        # blocking wait we issue (BLPOP uses at most a few seconds).
+        socket_timeout=5.0,
     )
 
 

@@ -109,7 +109,7 @@ class Worker:
         if isinstance(lease_ms, bool) or not isinstance(lease_ms, int) or lease_ms < 100:
             raise ValueError("lease_ms must be an int >= 100")
         self.lease_ms = lease_ms
-        self.block_timeout = max(0.01, float(block_timeout))
+        self.block_timeout = min(4.0, max(0.01, float(block_timeout)))
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
         self.max_runs = max_runs

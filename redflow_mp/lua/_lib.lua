@@ -283,6 +283,9 @@ end
 -- check it, gate it on max_concurrency, lease it and mark it running.
 -- Returns a reply table for a claimed run, or nil when the id was skipped
 -- (stale, canceled, corrupted or parked).
+-- Ids dropped by `take` because their run record is gone, reported to the caller
+-- so that it can say so in its log.
+local DROPPED = {}
 local function take(tag, id, q, token, lease_ms, now)
   local run = k_run(tag, id)
   local processing = k_processing(tag, q)
@@ -290,6 +293,7 @@ local function take(tag, id, q, token, lease_ms, now)
     -- Hash gone (a stale entry) or a foreign key of another type under the run's
     -- name: drop the entry, never execute it, never fail the whole claim.
     redis.call('LREM', processing, 1, id)
+    DROPPED[#DROPPED + 1] = q .. ' ' .. id
     return nil
   end
   local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',

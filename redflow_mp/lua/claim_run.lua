@@ -42,7 +42,7 @@ if mode ~= '' then
   end
 end
 
-if token == '' then return { finished, {} } end
+if token == '' then return { finished, {}, DROPPED } end
 
 local nq = tonumber(ARGV[10])
 local only = ARGV[9]
@@ -52,11 +52,11 @@ if only ~= '' then
     if redis.call('LREM', k_ready(tag, q), 1, only) == 1 then
       redis.call('LPUSH', k_processing(tag, q), only)
       local got = take(tag, only, q, token, lease_ms, now)
-      if got then return { finished, got } end
-      return { finished, {} }
+      if got then return { finished, got, DROPPED } end
+      return { finished, {}, DROPPED }
     end
   end
-  return { finished, {} }
+  return { finished, {}, DROPPED }
 end
 
 -- Bounded scan: skipped entries (stale, canceled, parked) cost one iteration each.
@@ -70,10 +70,10 @@ while scanned < 32 do
       progressed = true
       scanned = scanned + 1
       local got = take(tag, id, q, token, lease_ms, now)
-      if got then return { finished, got } end
+      if got then return { finished, got, DROPPED } end
       break
     end
   end
   if not progressed then break end
 end
-return { finished, {} }
+return { finished, {}, DROPPED }

@@ -3,12 +3,21 @@
 --
 -- KEYS[1]  run:<id>:steps
 -- ARGV[1]  tag `{prefix}`   ARGV[2]  run id   ARGV[3]  lease token
--- ARGV[4]  step name        ARGV[5]  encoded step state (JSON)   ARGV[6]  lease ms
+-- ARGV[4]  step name        ARGV[5]  encoded step state (JSON, starting {"seq":0,)
+-- ARGV[6]  lease ms
 -- Reply: { 1, cancelRequestedAt or '' } | { -1 } when the lease is not ours
 local tag = ARGV[1]
 local id = ARGV[2]
 local lease = k_lease(tag, id)
 if redis.call('GET', lease) ~= ARGV[3] then return { -1 } end
-redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+-- The record's seq is the run's step counter, kept here: execution order across
+-- attempts and hosts, whatever their clocks say. The client encodes seq first as
+-- 0; splicing the number in avoids parsing a record that may hold megabytes.
+local record = ARGV[5]
+local seq = redis.call('HINCRBY', k_run(tag, id), 'stepSeq', 1)
+if string.sub(record, 1, 9) == '{"seq":0,' then
+  record = '{"seq":' .. seq .. ',' .. string.sub(record, 10)
+end
+redis.call('HSET', KEYS[1], ARGV[4], record)
 redis.call('PEXPIRE', lease, ARGV[6])
 return { 1, redis.call('HGET', k_run(tag, id), 'cancelRequestedAt') or '' }

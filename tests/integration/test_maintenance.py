@@ -182,7 +182,7 @@ def test_run_resumes_at_its_step_after_the_worker_vanished(
     _, claimed = client.scripts.claim(("default",), 150, tok)
     assert claimed is not None
     record = codec.StoredStep(
-        status="succeeded", started_at=1, finished_at=2, attempt=1, seq=1, output_json='"A"'
+        seq=0, status="succeeded", started_at=1, finished_at=2, attempt=1, output_json='"A"'
     )
     assert client.scripts.write_step(handle.id, tok, "a", codec.encode_step(record), 150) == (
         True,

@@ -337,7 +337,7 @@ def test_supervisors_from_a_real_supervisor(
     redflow: Redflow, supervisor: Callable[..., object], client: Client
 ) -> None:
     sup = supervisor(modules=("tests.ops.flows",), procs=2, app="ops-sup", args=("--queues", "ops"))
-    handle = client.run_by_name("ops-slow", {"steps": 40, "pause": 0.05})
+    handle = client.run_by_name("ops-slow", {"steps": 600, "pause": 0.05})
 
     def busy() -> bool:
         data = json.loads(redflow("supervisors", "--json").out)

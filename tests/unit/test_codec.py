@@ -103,10 +103,12 @@ def test_corrupted_run_hash_is_still_readable() -> None:
 
 def test_step_record_uses_spec_field_names() -> None:
     stored = codec.StoredStep(
-        status="succeeded", started_at=1, finished_at=2, attempt=1, output_json='{"v":1}'
+        seq=0, status="succeeded", started_at=1, finished_at=2, attempt=1, output_json='{"v":1}'
     )
+    assert codec.encode_step(stored).startswith(b'{"seq":0,')  # write_step.lua splices it
     doc = msgspec.json.decode(codec.encode_step(stored))
     assert doc == {
+        "seq": 0,
         "status": "succeeded",
         "startedAt": 1,
         "finishedAt": 2,
@@ -123,7 +125,7 @@ def test_step_record_uses_spec_field_names() -> None:
 def test_failed_step_record_decodes_its_error() -> None:
     err = codec.encode_error(ErrorInfo(type="KeyError", message="'k'")).decode()
     stored = codec.StoredStep(
-        status="failed", started_at=1, finished_at=2, attempt=3, error_json=err
+        seq=0, status="failed", started_at=1, finished_at=2, attempt=3, error_json=err
     )
     state = codec.step_state("s", stored)
     assert state.status is StepStatus.FAILED

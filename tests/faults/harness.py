@@ -1,0 +1,480 @@
+"""Building blocks of the fault cases: private Redis servers, supervisors with
+the ledger wired in, a producer thread that enqueues the workload while faults
+happen, a progress sampler for recovery times, and the final settle + check.
+
+Nothing here sleeps to synchronise: every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from redflow_mp import Client, RedflowError, create_client
+from tests.faults import invariants, ledger
+from tests.faults.workload import LIMITS, WORKFLOWS
+from tests.process.conftest import Supervisor
+from tests.redis_server import RedisServer
+
+__all__ = [
+    "RESULTS",
+    "CaseResult",
+    "Faults",
+    "Producer",
+    "Progress",
+    "wait_for",
+]
+
+TERMINAL = (b"succeeded", b"failed", b"canceled")
+_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.02
+) -> Any:
+    """Poll ``predicate`` until truthy (returned) or raise AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except _NETWORK:
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class CaseResult:
+    """One row of the closing table."""
+
+    case: str
+    runs: int
+    lost: int
+    reexecuted: int
+    recovery_s: float | None
+    note: str = ""
+
+
+RESULTS: list[CaseResult] = []
+
+
+class Progress:
+    """Samples the number of finished runs every 20 ms (own connection, survives outages)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.keys = [f"{{{prefix}}}:runs:status:{s}" for s in ("succeeded", "failed", "canceled")]
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="faults-progress", daemon=True)
+
+    def start(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        r = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while not self._stop.wait(0.02):
+                try:
+                    with r.pipeline(transaction=False) as pipe:
+                        for k in self.keys:
+                            pipe.zcard(k)
+                        done = sum(pipe.execute())
+                except (*_NETWORK, redis.ResponseError):
+                    continue
+                self.samples.append((time.monotonic(), done))
+        finally:
+            r.close()
+
+    def done(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    def first_progress_after(self, t: float) -> float | None:
+        """Seconds from ``t`` until the finished count first rose above its value at ``t``."""
+        base: int | None = None
+        for at, done in self.samples:
+            if at <= t:
+                base = done
+                continue
+            if base is None:
+                base = done
+                continue
+            if done > base:
+                return at - t
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@dataclass
+class Plan:
+    """The workload: ``n`` runs over the workflows, some with idempotency keys."""
+
+    n: int
+    seed: int = 7
+    mix: Sequence[tuple[str, float]] = (
+        ("fx-chain", 0.5),
+        ("fx-limited", 0.15),
+        ("fx-parent", 0.15),
+        ("fx-flaky", 0.15),
+        ("fx-slow", 0.05),
+    )
+    keyed: float = 0.3
+    duplicate: float = 0.05
+
+    def items(self) -> list[tuple[str, Any, str | None]]:
+        rng = random.Random(self.seed)
+        names = [name for name, _ in self.mix]
+        weights = [w for _, w in self.mix]
+        out: list[tuple[str, Any, str | None]] = []
+        keys: list[tuple[str, str]] = []
+        for i in range(self.n):
+            if keys and rng.random() < self.duplicate:
+                wf, key = rng.choice(keys)
+                out.append((wf, i, key))
+                continue
+            wf = rng.choices(names, weights)[0]
+            key = f"k-{self.seed}-{i}" if rng.random() < self.keyed else None
+            if key:
+                keys.append((wf, key))
+            out.append((wf, i, key))
+        return out
+
+
+class Producer:
+    """Enqueues a :class:`Plan` from a thread at ``rate`` runs/s, retrying through
+    outages; each acknowledged run id goes to the ledger (``enqueued``)."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        plan: Plan,
+        ledger_dir: Path,
+        rate: float,
+        timeout: float | None = None,
+    ) -> None:
+        self.client: Client = create_client(url, prefix=prefix, default=False)
+        self.timeout = timeout
+        self.plan = plan
+        self.ledger = ledger.Ledger(ledger_dir)
+        self.rate = rate
+        self.ids: list[str] = []
+        self.errors: list[str] = []
+        self.retries = 0
+        self._thread = threading.Thread(target=self._loop, name="faults-producer", daemon=True)
+        self._stop = threading.Event()
+
+    def start(self) -> Producer:
+        self._thread.start()
+        return self
+
+    def _enqueue(self, wf: str, value: Any, key: str | None) -> str:
+        delay = 0.05
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return self.client.enqueue_workflow(
+                    WORKFLOWS[wf], value, idempotency_key=key, timeout=self.timeout
+                ).id
+            except (*_NETWORK, RedflowError) as exc:
+                self.retries += 1
+                if len(self.errors) < 50:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        for i, (wf, value, key) in enumerate(self.plan.items()):
+            if self._stop.is_set():
+                return
+            due = started + i / self.rate if self.rate > 0 else started
+            pause = due - time.monotonic()
+            if pause > 0 and self._stop.wait(pause):
+                return
+            run_id = self._enqueue(wf, value, key)
+            self.ledger.append("enqueued", run=run_id, wf=wf, key=key)
+            self.ids.append(run_id)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the producer did not finish enqueueing in time"
+        assert len(self.ids) == self.plan.n, f"enqueued {len(self.ids)} of {self.plan.n}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.client.close()
+        self.ledger.close()
+
+
+@dataclass
+class Faults:
+    """Per-test harness: servers, supervisors, producer, ledger, final check."""
+
+    tmp: Path
+    prefix: str
+    servers: list[RedisServer] = field(default_factory=list)
+    sups: list[Supervisor] = field(default_factory=list)
+    producers: list[Producer] = field(default_factory=list)
+    progress: list[Progress] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger_dir = self.tmp / "ledger"
+        self.ledger_dir.mkdir(exist_ok=True)
+        self.ledger = ledger.Ledger(self.ledger_dir)
+        self.env = {ledger.ENV: str(self.ledger_dir), **self.env}
+
+    # ---------------------------------------------------------------- servers
+
+    def redis(self, *extra: str, data_dir: str | None = None) -> RedisServer:
+        args = ["--enable-debug-command", "local", *extra]
+        server = RedisServer(args, data_dir=data_dir).start()
+        self.servers.append(server)
+        return server
+
+    # ------------------------------------------------------------ supervisors
+
+    def supervisor(
+        self,
+        url: str,
+        *,
+        procs: int = 2,
+        modules: Sequence[str] = ("tests.faults.workload",),
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        prefix: str | None = None,
+        app: str = "faults",
+    ) -> Supervisor:
+        defaults = [
+            "--lease-ms",
+            "1000",
+            "--reaper-interval-ms",
+            "100",
+            "--kill-grace",
+            "0.5",
+            "--restart-backoff",
+            "0.1",
+            "--restart-backoff-max",
+            "0.5",
+        ]
+        sup = Supervisor(
+            url,
+            prefix or self.prefix,
+            self.tmp / f"supervisor-{len(self.sups)}.log",
+            procs=procs,
+            modules=modules,
+            app=app,
+            args=[*defaults, *args],
+            env={**self.env, **(env or {})},
+        )
+        self.sups.append(sup.start())
+        return sup
+
+    def group_pids(self, sup: Supervisor) -> list[int]:
+        """The supervisor's parent and its live children."""
+        pids = [sup.pid]
+        with contextlib.suppress(psutil.Error):
+            pids += [p.pid for p in psutil.Process(sup.pid).children(recursive=True)]
+        return pids
+
+    def fault(self, kind: str, pids: Sequence[int] = (), **fields: Any) -> float:
+        """Record a fault in the ledger (the checker uses kill/stop/cont times)."""
+        self.ledger.append("fault", kind=kind, pids=list(pids), **fields)
+        return time.monotonic()
+
+    def kill_group(self, sup: Supervisor) -> float:
+        pids = self.group_pids(sup)
+        t = self.fault("kill", pids)
+        sup.kill_group(signal.SIGKILL)
+        assert sup.proc is not None
+        sup.proc.wait(timeout=10)
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).wait(timeout=10)
+        return t
+
+    # ---------------------------------------------------------------- workload
+
+    def producer(
+        self, url: str, n: int, *, rate: float = 0.0, seed: int = 7, timeout: float | None = None
+    ) -> Producer:
+        prod = Producer(url, self.prefix, Plan(n, seed=seed), self.ledger_dir, rate, timeout)
+        self.producers.append(prod)
+        return prod
+
+    def sample(self, url: str) -> Progress:
+        prog = Progress(url, self.prefix).start()
+        self.progress.append(prog)
+        return prog
+
+    def unfinished(self, raw: redis.Redis) -> int:
+        """Runs in Redis (or acknowledged) that are not terminal yet."""
+        tag = "{" + self.prefix + "}"
+        ids = {m for m in raw.zrange(f"{tag}:runs:created", 0, -1)}
+        for prod in self.producers:
+            ids.update(i.encode() for i in prod.ids)
+        with raw.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hget(f"{tag}:run:{run_id.decode()}", "status")
+            statuses = pipe.execute()
+        return sum(1 for s in statuses if s not in TERMINAL)
+
+    def settle(self, raw: redis.Redis, timeout: float) -> bool:
+        """Wait until every run is terminal; False at the deadline (the check will say why)."""
+        try:
+            wait_for(lambda: self.unfinished(raw) == 0, timeout, "every run to finish", 0.1)
+            return True
+        except AssertionError:
+            return False
+
+    def assert_no_crash(self) -> None:
+        """No supervisor exited and no process of theirs crashed (tracebacks, worker deaths)."""
+        for sup in self.sups:
+            log = sup.log()
+            assert sup.proc is not None and sup.proc.poll() is None, f"supervisor died:\n{log}"
+            bad = [
+                line
+                for line in log.splitlines()
+                if "Traceback" in line or " crashed" in line or ") died: " in line
+            ]
+            assert not bad, f"{sup.log_path.name}: processes crashed: {bad[:5]}\n{log[-3000:]}"
+
+    def stop_all(self) -> None:
+        for sup in self.sups:
+            if sup.proc is not None and sup.proc.poll() is None:
+                sup.stop()
+
+    def check(self, raw: redis.Redis) -> invariants.Report:
+        return invariants.check(raw, self.prefix, self.ledger_dir, limits=LIMITS)
+
+    def finish(
+        self,
+        raw: redis.Redis,
+        case: str,
+        *,
+        recovery_s: float | None,
+        settle_timeout: float = 60.0,
+        note: str = "",
+    ) -> invariants.Report:
+        """Settle, stop the supervisors (drain), check every invariant, record the row."""
+        settled = self.settle(raw, settle_timeout)
+        self.stop_all()
+        report = self.check(raw)
+        RESULTS.append(
+            CaseResult(
+                case, report.runs, len(report.lost), len(report.reexecuted), recovery_s, note
+            )
+        )
+        print(f"\n[{case}] settled={settled} recovery={recovery_s}\n{report.summary()}")
+        if not settled:
+            for sup in self.sups:
+                print(f"--- {sup.log_path.name} (tail)\n{sup.log()[-4000:]}")
+        return report
+
+    def close(self) -> None:
+        for prod in self.producers:
+            prod.close()
+        for prog in self.progress:
+            prog.stop()
+        for sup in self.sups:
+            with contextlib.suppress(Exception):
+                sup.stop()
+        for server in self.servers:
+            server.cleanup()
+        self.ledger.close()
+
+
+@contextlib.contextmanager
+def faults_harness(tmp: Path, prefix: str) -> Iterator[Faults]:
+    fx = Faults(tmp, prefix)
+    try:
+        yield fx
+    finally:
+        fx.close()
+
+
+def busy_children(sup: Supervisor) -> list[tuple[psutil.Process, str]]:
+    """(process, run id) of children whose title says they are running a run."""
+    out = []
+    try:
+        kids = psutil.Process(sup.pid).children()
+    except psutil.Error:
+        return []
+    for p in kids:
+        try:
+            title = " ".join(p.cmdline())
+            if " running " in title and p.status() != psutil.STATUS_ZOMBIE:
+                out.append((p, title.split()[-1]))
+        except psutil.Error:
+            continue
+    return out
+
+
+def running_leases(
+    raw: redis.Redis, prefix: str, ids: Sequence[str] | None = None
+) -> dict[str, bytes]:
+    """{run id: lease token} of running runs (all of them, or of ``ids``)."""
+    tag = "{" + prefix + "}"
+    if ids is None:
+        ids = [m.decode() for m in raw.zrange(f"{tag}:runs:status:running", 0, -1)]
+    with raw.pipeline(transaction=False) as pipe:
+        for run_id in ids:
+            pipe.get(f"{tag}:run:{run_id}:lease")
+        tokens = pipe.execute()
+    return {run_id: tok for run_id, tok in zip(ids, tokens, strict=True) if tok}
+
+
+def taken_over(raw: redis.Redis, prefix: str, snapshot: dict[str, bytes]) -> bool:
+    """True once every run of ``snapshot`` is finished or leased under another token."""
+    tag = "{" + prefix + "}"
+    ids = list(snapshot)
+    with raw.pipeline(transaction=False) as pipe:
+        for run_id in ids:
+            pipe.hget(f"{tag}:run:{run_id}", "status")
+            pipe.get(f"{tag}:run:{run_id}:lease")
+        replies = pipe.execute()
+    for i, run_id in enumerate(ids):
+        status, token = replies[2 * i], replies[2 * i + 1]
+        if status in TERMINAL:
+            continue
+        if token is None or token == snapshot[run_id]:
+            return False
+    return True
+
+
+def restart_redis(server: RedisServer, down_for: float) -> tuple[float, float]:
+    """SIGKILL ``server``, keep it down ``down_for`` s, start it on the same port and
+    data dir; returns (monotonic time of the kill, of the restart)."""
+    server.kill()
+    t_down = time.monotonic()
+    if server.proc is not None and server.proc.stderr is not None:
+        server.proc.stderr.close()  # RedisServer.kill leaves the pipe open
+    server.proc = None
+    wait_for(lambda: time.monotonic() - t_down >= down_for, down_for + 5, "the outage")
+    server.start()
+    return t_down, time.monotonic()

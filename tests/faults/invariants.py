@@ -1,0 +1,531 @@
+"""The invariant checker every fault case runs after its fault (one checker, reused).
+
+It reads Redis with a plain redis-py client (never through redflow_mp, so a
+library bug cannot hide itself) and the ledger files (``ledger.py``), which
+record what really executed, outside Redis.
+
+    I1  every acknowledged run reaches a terminal status; none is missing from
+        Redis, none is left queued, scheduled or running.
+    I2  each run is in exactly one ``runs:status:*`` index, the one its hash
+        names; ready/processing/scheduled/waiting lists and running sets hold no
+        terminal run; no terminal run keeps a lease.
+    I3  no step whose success was recorded executed again: no ``step-start`` of
+        a (run, step) after its first acknowledged record (ledger) or after the
+        end of the execution whose output Redis holds; and no acknowledged step
+        record is missing from Redis.
+    I4  max_concurrency was never exceeded by lease holders: an execution held
+        its lease from its handler's start to its last acknowledged step write
+        (a write is accepted only under the lease and a lease never comes
+        back), so those intervals must never overlap more than the limit.
+        Physical overlap including fenced zombies is reported too.
+    I5  a child started by a step exists once per (parent, step).
+    I6  every idempotency key maps to one run.
+    I7  no cron fire time produced two runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.faults import ledger
+
+__all__ = ["Report", "check"]
+
+STATUSES = ("scheduled", "queued", "running", "succeeded", "failed", "canceled")
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+_BATCH = 500
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+@dataclass
+class Report:
+    """What the checker found. ``violations`` empty means every invariant holds."""
+
+    runs: int = 0
+    acknowledged: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    lost: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    reexecuted: list[str] = field(default_factory=list)
+    inflight_reexecutions: int = 0
+    step_executions: int = 0
+    fenced_executions: int = 0
+    max_concurrency: dict[str, int] = field(default_factory=dict)
+    max_physical_concurrency: dict[str, int] = field(default_factory=dict)
+    child_runs: int = 0
+    idempotency_keys: int = 0
+    cron_runs: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def violate(self, code: str, text: str) -> None:
+        self.violations.append(f"{code}: {text}")
+
+    def summary(self) -> str:
+        conc = ", ".join(
+            f"{wf} {n} (physical {self.max_physical_concurrency.get(wf, n)})"
+            for wf, n in sorted(self.max_concurrency.items())
+        )
+        lines = [
+            f"runs {self.runs} (acknowledged {self.acknowledged}), "
+            f"statuses {dict(sorted(self.statuses.items()))}",
+            f"lost {len(self.lost)}, stuck {len(self.stuck)}, completed steps re-executed "
+            f"{len(self.reexecuted)}; of {self.step_executions} step executions "
+            f"{self.inflight_reexecutions} were cut off in flight (killed or fenced: may run "
+            f"again, allowed); fenced handler executions {self.fenced_executions}",
+            f"max concurrency seen: {conc or '-'}; child runs {self.child_runs}, "
+            f"idempotency keys {self.idempotency_keys}, cron runs {self.cron_runs}",
+        ]
+        if self.failures:
+            lines.append(f"failed runs by error type: {dict(self.failures)}")
+        if self.violations:
+            shown = self.violations[:25]
+            more = len(self.violations) - len(shown)
+            lines.append("VIOLATIONS:\n  " + "\n  ".join(shown))
+            if more:
+                lines.append(f"  ... and {more} more")
+        return "\n".join(lines)
+
+    def assert_ok(self, *, all_succeeded: bool = False) -> None:
+        problems = list(self.violations)
+        if all_succeeded:
+            bad = {s: n for s, n in self.statuses.items() if s != "succeeded" and n}
+            if bad:
+                problems.append(
+                    f"expected every run to succeed, found {bad}: {dict(self.failures)}"
+                )
+        assert not problems, (
+            "invariants violated:\n"
+            + self.summary()
+            + ("\n" + problems[-1] if all_succeeded and problems and not self.violations else "")
+        )
+
+
+class _Redis:
+    """Batched reads of one namespace."""
+
+    def __init__(self, raw: redis.Redis, prefix: str) -> None:
+        self.r = raw
+        self.tag = "{" + prefix + "}"
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.tag, *parts))
+
+    def run_ids(self) -> set[str]:
+        ids = {_s(m) for m in self.r.zrange(self.key("runs", "created"), 0, -1)}
+        pattern = _glob_escape(self.tag) + ":run:*"
+        for k in self.r.scan_iter(match=pattern, count=2000, _type="hash"):
+            name = _s(k)[len(self.tag) + len(":run:") :]
+            if not name.endswith(":steps"):
+                ids.add(name)
+        return ids
+
+    def hashes(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            with self.r.pipeline(transaction=False) as pipe:
+                for run_id in chunk:
+                    pipe.hgetall(self.key("run", run_id))
+                for run_id, raw in zip(chunk, pipe.execute(), strict=True):
+                    if raw:
+                        out[run_id] = {_s(k): _s(v) for k, v in raw.items()}
+        return out
+
+    def steps(self, ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for i in range(0, len(ids), _BATCH):
+            chunk = ids[i : i + _BATCH]
+            with self.r.pipeline(transaction=False) as pipe:
+                for run_id in chunk:
+                    pipe.hgetall(self.key("run", run_id, "steps"))
+                for run_id, raw in zip(chunk, pipe.execute(), strict=True):
+                    recs: dict[str, dict[str, Any]] = {}
+                    for k, v in raw.items():
+                        try:
+                            recs[_s(k)] = json.loads(v)
+                        except ValueError:
+                            recs[_s(k)] = {"status": "corrupt"}
+                    out[run_id] = recs
+        return out
+
+    def index_scores(self, ids: list[str]) -> dict[str, list[str]]:
+        where: dict[str, list[str]] = defaultdict(list)
+        for status in STATUSES:
+            key = self.key("runs", "status", status)
+            for i in range(0, len(ids), _BATCH):
+                chunk = ids[i : i + _BATCH]
+                scores = self.r.zmscore(key, chunk)
+                for run_id, score in zip(chunk, scores, strict=True):
+                    if score is not None:
+                        where[run_id].append(status)
+        # index members that have no run at all
+        known = set(ids)
+        for status in STATUSES:
+            for m in self.r.zrange(self.key("runs", "status", status), 0, -1):
+                if _s(m) not in where and _s(m) not in known:
+                    where[_s(m)].append(status)
+        return where
+
+
+def _check_runs(
+    report: Report,
+    db: _Redis,
+    runs: Mapping[str, Mapping[str, str]],
+    acknowledged: Iterable[str],
+) -> None:
+    """I1 and I2."""
+    ids = sorted(runs)
+    for run_id in sorted(set(acknowledged)):
+        if run_id not in runs:
+            report.lost.append(run_id)
+            report.violate("I1", f"acknowledged run {run_id} is missing from Redis")
+    for run_id, h in runs.items():
+        status = h.get("status", "")
+        report.statuses[status or "(none)"] += 1
+        if status not in TERMINAL:
+            report.stuck.append(run_id)
+            report.violate(
+                "I1", f"run {run_id} ({h.get('workflow')}) is {status or 'without status'}"
+            )
+        if status == "failed":
+            try:
+                err = json.loads(h.get("errorJson") or "{}")
+            except ValueError:
+                err = {"type": "unreadable"}
+            report.failures[str(err.get("type"))] += 1
+    where = db.index_scores(ids)
+    for run_id in ids:
+        status = runs[run_id].get("status", "")
+        found = where.get(run_id, [])
+        if found != [status]:
+            report.violate("I2", f"run {run_id} has status {status!r} but is indexed in {found}")
+    for run_id, found in where.items():
+        if run_id not in runs:
+            report.violate("I2", f"index {found} holds {run_id}, which has no run hash")
+    _check_queues(report, db, runs)
+
+
+def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]]) -> None:
+    r = db.r
+    queues = {_s(q) for q in r.smembers(db.key("queues"))}
+    workflows = {h.get("workflow", "") for h in runs.values()} | {
+        _s(w) for w in r.smembers(db.key("workflows"))
+    }
+    holders: list[tuple[str, list[str], set[str]]] = []
+    for q in sorted(queues):
+        holders.append(
+            (f"q:{q}:ready", [_s(x) for x in r.lrange(db.key("q", q, "ready"), 0, -1)], {"queued"})
+        )
+        holders.append(
+            (
+                f"q:{q}:processing",
+                [_s(x) for x in r.lrange(db.key("q", q, "processing"), 0, -1)],
+                {"running"},
+            )
+        )
+        holders.append(
+            (
+                f"q:{q}:scheduled",
+                [_s(x) for x in r.zrange(db.key("q", q, "scheduled"), 0, -1)],
+                {"scheduled"},
+            )
+        )
+    for wf in sorted(w for w in workflows if w):
+        holders.append(
+            (
+                f"wf-waiting:{wf}",
+                [_s(x) for x in r.lrange(db.key("wf-waiting", wf), 0, -1)],
+                {"queued"},
+            )
+        )
+        holders.append(
+            (f"wf-running:{wf}", [_s(x) for x in r.smembers(db.key("wf-running", wf))], {"running"})
+        )
+    for name, members, allowed in holders:
+        for run_id in members:
+            status = runs.get(run_id, {}).get("status")
+            if status in TERMINAL or (status is not None and status not in allowed):
+                report.violate("I2", f"{name} holds {run_id}, which is {status}")
+    terminal = [i for i, h in runs.items() if h.get("status") in TERMINAL]
+    for i in range(0, len(terminal), _BATCH):
+        chunk = terminal[i : i + _BATCH]
+        with r.pipeline(transaction=False) as pipe:
+            for run_id in chunk:
+                pipe.exists(db.key("run", run_id, "lease"))
+            for run_id, n in zip(chunk, pipe.execute(), strict=True):
+                if n:
+                    report.violate("I2", f"terminal run {run_id} still has a lease")
+
+
+@dataclass
+class _Exec:
+    pid: int
+    run: str
+    wf: str
+    token: str
+    start: int
+    end: int | None = None
+    outcome: str | None = None
+    last_recorded: int | None = None
+
+
+def _executions(events: list[dict[str, Any]]) -> list[_Exec]:
+    """Pair handler-start/-end per process (inline child runs nest)."""
+    stacks: dict[int, list[_Exec]] = defaultdict(list)
+    out: list[_Exec] = []
+    for ev in events:
+        kind = ev["ev"]
+        if kind == "handler-start":
+            ex = _Exec(ev["pid"], ev["run"], ev["wf"], ev.get("token", ""), ev["mono"])
+            stacks[ev["pid"]].append(ex)
+            out.append(ex)
+        elif kind == "handler-end":
+            stack = stacks[ev["pid"]]
+            for ex in reversed(stack):
+                if ex.run == ev["run"] and ex.end is None:
+                    ex.end = ev["mono"]
+                    ex.outcome = ev.get("outcome")
+                    stack.remove(ex)
+                    break
+        elif kind == "step-recorded":
+            for ex in reversed(stacks[ev["pid"]]):
+                if ex.run == ev["run"] and ex.end is None:
+                    ex.last_recorded = ev["mono"]
+                    break
+    return out
+
+
+def _peak(intervals: list[tuple[int, int]]) -> int:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def _check_concurrency(
+    report: Report, events: list[dict[str, Any]], limits: Mapping[str, int]
+) -> None:
+    """I4."""
+    deaths: dict[int, int] = {}
+    for ev in events:
+        if ev["ev"] == "fault" and ev.get("kind") in ("kill", "stop"):
+            for pid in ev.get("pids", []):
+                deaths.setdefault(int(pid), ev["mono"])
+        if ev["ev"] == "fault" and ev.get("kind") == "cont":
+            for pid in ev.get("pids", []):
+                deaths.pop(int(pid), None)
+    by_wf: dict[str, list[_Exec]] = defaultdict(list)
+    for ex in _executions(events):
+        by_wf[ex.wf].append(ex)
+        if ex.outcome == "lost":
+            report.fenced_executions += 1
+    for wf, execs in by_wf.items():
+        limit = limits.get(wf)
+        held = [(e.start, e.last_recorded) for e in execs if e.last_recorded is not None]
+        report.max_concurrency[wf] = _peak(held)  # type: ignore[arg-type]
+        physical: list[tuple[int, int]] = []
+        for e in execs:
+            end = e.end if e.end is not None else deaths.get(e.pid)
+            if end is None:
+                report.violate("I4", f"execution of {e.run} in pid {e.pid} has no end and no death")
+                continue
+            physical.append((e.start, end))
+        report.max_physical_concurrency[wf] = _peak(physical)
+        if limit is not None and report.max_concurrency[wf] > limit:
+            report.violate(
+                "I4",
+                f"{wf}: {report.max_concurrency[wf]} lease holders ran at once (limit {limit})",
+            )
+
+
+@dataclass
+class _StepLog:
+    """What the ledger says about step executions."""
+
+    starts: dict[tuple[str, str], list[tuple[int, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    ends: dict[str, int] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    recorded: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, events: list[dict[str, Any]]) -> _StepLog:
+        log = cls()
+        for ev in events:
+            kind = ev["ev"]
+            if kind == "step-start":
+                log.starts[(ev["run"], ev["step"])].append((ev["mono"], ev["exec"]))
+            elif kind == "step-end":
+                log.ends[ev["exec"]] = ev["mono"]
+                if ev.get("ok") is False:
+                    log.failed.add(ev["exec"])
+            elif kind == "step-recorded":
+                key = (ev["run"], ev["step"])
+                log.recorded[key] = min(log.recorded.get(key, ev["mono"]), ev["mono"])
+        return log
+
+
+def _holder(stored: Mapping[str, Any] | None) -> str | None:
+    """The execution id inside a succeeded step record (our step functions return it)."""
+    if not stored or stored.get("status") != "succeeded" or not stored.get("outputJson"):
+        return None
+    try:
+        out = json.loads(stored["outputJson"])
+    except ValueError:
+        return None
+    return out.get("exec") if isinstance(out, dict) else None
+
+
+def _check_steps(
+    report: Report,
+    events: list[dict[str, Any]],
+    runs: Mapping[str, Mapping[str, str]],
+    steps: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> None:
+    """I3."""
+    log = _StepLog.of(events)
+    for key, execs in log.starts.items():
+        run_id, name = key
+        report.step_executions += len(execs)
+        # The success is recorded at the latest when Redis acknowledged it to the
+        # ledger, and no earlier than the end of the execution whose output it holds.
+        bound = log.recorded.get(key)
+        holder = _holder(steps.get(run_id, {}).get(name))
+        if holder in log.ends:
+            end = log.ends[holder]  # type: ignore[index]
+            bound = end if bound is None else min(bound, end)
+        redone = [e for _, e in execs if e != holder and e not in log.failed]
+        late = [(t, e) for t, e in execs if bound is not None and t > bound and e != holder]
+        for t, e in late:
+            report.reexecuted.append(f"{run_id}/{name}")
+            report.violate(
+                "I3",
+                f"step {name!r} of run {run_id} executed again ({e}) "
+                f"{(t - (bound or 0)) / 1e6:.1f} ms after its success was recorded",
+            )
+        report.inflight_reexecutions += max(0, len(redone) - len(late))
+    for run_id, name in log.recorded:
+        stored = steps.get(run_id, {}).get(name)
+        if run_id in runs and (not stored or stored.get("status") != "succeeded"):
+            report.violate(
+                "I3", f"acknowledged record of step {name!r} of run {run_id} is gone from Redis"
+            )
+
+
+def _group(
+    report: Report, runs: Mapping[str, Mapping[str, str]]
+) -> tuple[
+    dict[tuple[str, str], list[str]], dict[tuple[str, str], list[str]], dict[str, list[str]]
+]:
+    """Runs by (workflow, idempotency key), children by (parent, key), cron runs by key."""
+    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+    children: dict[tuple[str, str], list[str]] = defaultdict(list)
+    cron: dict[str, list[str]] = defaultdict(list)
+    for run_id, h in runs.items():
+        key = h.get("idempotencyKey")
+        if key:
+            by_key[(h.get("workflow", ""), key)].append(run_id)
+        if h.get("parentRunId"):
+            report.child_runs += 1
+            children[(h["parentRunId"], key or f"(no key: {run_id})")].append(run_id)
+        if h.get("cronId"):
+            report.cron_runs += 1
+            cron[key or f"(no key: {run_id})"].append(run_id)
+    return by_key, children, cron
+
+
+def _idem_key(tag: str, workflow: str, key: str) -> str:
+    def part(text: str) -> str:
+        return f"{len(text.encode())}:{text}"
+
+    return f"{tag}:idempo:{part(workflow)}:{part(key)}"
+
+
+def _check_keys(
+    report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]], events: list[dict[str, Any]]
+) -> None:
+    """I5, I6, I7."""
+    by_key, children, cron = _group(report, runs)
+    report.idempotency_keys = len(by_key)
+    for (parent, key), ids in children.items():
+        if len(ids) != 1:
+            report.violate("I5", f"parent {parent} has {len(ids)} children for {key}: {ids}")
+    for (wf, key), ids in by_key.items():
+        if len(ids) != 1:
+            report.violate("I6", f"idempotency key {key!r} of {wf} maps to {len(ids)} runs {ids}")
+            continue
+        mapped = db.r.get(_idem_key(db.tag, wf, key))
+        if mapped is not None and _s(mapped) != ids[0]:
+            report.violate("I6", f"idempotency key {key!r} of {wf} points at {_s(mapped)}")
+    acked: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for ev in events:
+        if ev["ev"] == "enqueued" and ev.get("key"):
+            acked[(ev["wf"], ev["key"])].add(ev["run"])
+    for (wf, key), acked_ids in acked.items():
+        if len(acked_ids) != 1:
+            report.violate("I6", f"enqueue of {wf} with key {key!r} returned {sorted(acked_ids)}")
+    for key, ids in cron.items():
+        if len(ids) != 1:
+            report.violate("I7", f"cron fire {key} produced {len(ids)} runs {ids}")
+    _check_parents(report, runs)
+
+
+def _check_parents(report: Report, runs: Mapping[str, Mapping[str, str]]) -> None:
+    """I5: a parent that finished points at the one child its emit step started."""
+    for run_id, h in runs.items():
+        if h.get("workflow") != "fx-parent" or h.get("status") != "succeeded":
+            continue
+        try:
+            out = json.loads(h.get("outputJson") or "null")
+        except ValueError:
+            out = None
+        emitted = out.get("emitted") if isinstance(out, dict) else None
+        if not emitted or runs.get(emitted, {}).get("parentRunId") != run_id:
+            report.violate("I5", f"parent {run_id}: emitted child {emitted} not found")
+
+
+def check(
+    raw: redis.Redis,
+    prefix: str,
+    ledger_dir: str | Path,
+    *,
+    limits: Mapping[str, int] | None = None,
+    extra_acknowledged: Iterable[str] = (),
+) -> Report:
+    """Check I1-I7 for ``prefix``; call it once the system is quiet."""
+    report = Report()
+    db = _Redis(raw, prefix)
+    events = sorted(ledger.read_all(ledger_dir), key=lambda ev: ev["mono"])
+    acknowledged = {ev["run"] for ev in events if ev["ev"] == "enqueued"} | set(extra_acknowledged)
+    report.acknowledged = len(acknowledged)
+    ids = sorted(db.run_ids() | acknowledged)
+    runs = db.hashes(ids)
+    report.runs = len(runs)
+    steps = db.steps(sorted(runs))
+    _check_runs(report, db, runs, acknowledged)
+    _check_steps(report, events, runs, steps)
+    _check_concurrency(report, events, limits or {})
+    _check_keys(report, db, runs, events)
+    return report

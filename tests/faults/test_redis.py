@@ -1,0 +1,161 @@
+"""Faults 4, 5 and 7: Redis itself fails.
+
+4. redis-server is SIGKILLed mid-workload and restarted (AOF, appendfsync always,
+   same data dir and port): supervisors and clients reconnect with backoff, never
+   crash, and nothing acknowledged is lost.
+5. Redis stalls past the lease: CLIENT PAUSE WRITE, then DEBUG SLEEP.
+7. Redis runs out of memory (noeviction): enqueue fails with a clear error,
+   running runs are not corrupted, and once memory is raised everything completes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from tests.faults.harness import Faults, busy_children, restart_redis, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def _alive(fx: Faults) -> None:
+    """Supervisors and their children ride Redis faults out: nothing exits or crashes."""
+    fx.assert_no_crash()
+
+
+def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
+    server = fx.redis(*AOF)
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prog = fx.sample(server.url)
+    prod = fx.producer(server.url, 1000, rate=100).start()
+    recoveries = []
+    # Two outages longer than the lease (1 s), one much shorter than it.
+    for down_for in (2.0, 0.5, 2.0):
+        wait_for(lambda: busy_children(sups[0]) or busy_children(sups[1]), 20, "busy children")
+        raw.close()
+        _, t_up = restart_redis(server, down_for)
+        raw = server.client()
+        wait_for(
+            lambda t=t_up: prog.first_progress_after(t) is not None, 60, "progress after restart"
+        )
+        recoveries.append(prog.first_progress_after(t_up) or 0.0)
+        _alive(fx)
+    prod.wait(180)
+    _alive(fx)
+    report = fx.finish(
+        raw,
+        "4. redis-server SIGKILL + restart (AOF) x3",
+        recovery_s=max(recoveries),
+        note="restart -> first run finished",
+        settle_timeout=90,
+    )
+    report.assert_ok(all_succeeded=True)
+    raw.close()
+
+
+def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
+    """An outage (1.5 s) well inside the lease (5 s): no lease expires, so whatever
+    the workers decide during the outage is applied when Redis is back. A step
+    write that could not reach Redis must not turn into a failed run."""
+    server = fx.redis(*AOF)
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2, args=["--lease-ms", "5000"]) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prog = fx.sample(server.url)
+    prod = fx.producer(server.url, 500, rate=100).start()
+    recoveries = []
+    for _ in range(2):
+        wait_for(
+            lambda: len(busy_children(sups[0]) + busy_children(sups[1])) >= 3,
+            20,
+            "three busy children",
+        )
+        raw.close()
+        _, t_up = restart_redis(server, 1.5)
+        raw = server.client()
+        wait_for(lambda t=t_up: prog.first_progress_after(t) is not None, 60, "progress")
+        recoveries.append(prog.first_progress_after(t_up) or 0.0)
+    prod.wait(120)
+    _alive(fx)
+    report = fx.finish(
+        raw,
+        "4b. redis-server down 1.5 s, inside the 5 s lease x2",
+        recovery_s=max(recoveries),
+        note="restart -> first run finished",
+    )
+    report.assert_ok(all_succeeded=True)
+    raw.close()
+
+
+def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
+    server = fx.redis()
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prog = fx.sample(server.url)
+    prod = fx.producer(server.url, 800, rate=100).start()
+    recoveries = []
+    wait_for(lambda: busy_children(sups[0]), 20, "busy children")
+    raw.execute_command("CLIENT", "PAUSE", 2500, "WRITE")
+    t_end = time.monotonic() + 2.5
+    wait_for(lambda: time.monotonic() >= t_end, 5, "the end of the pause")
+    wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the pause")
+    recoveries.append(prog.first_progress_after(t_end) or 0.0)
+    wait_for(lambda: busy_children(sups[1]), 20, "busy children")
+    sleeper = redis.Redis.from_url(server.url)
+    sleeper.execute_command("DEBUG", "SLEEP", 2.5)  # the whole server stops for 2.5 s
+    sleeper.close()
+    t_end = time.monotonic()
+    wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the sleep")
+    recoveries.append(prog.first_progress_after(t_end) or 0.0)
+    prod.wait(120)
+    _alive(fx)
+    report = fx.finish(
+        raw,
+        "5. CLIENT PAUSE WRITE 2.5 s + DEBUG SLEEP 2.5 s",
+        recovery_s=max(recoveries),
+        note="stall end -> first run finished",
+    )
+    report.assert_ok(all_succeeded=True)
+    raw.close()
+
+
+def test_redis_out_of_memory(fx: Faults) -> None:
+    server = fx.redis("--maxmemory-policy", "noeviction")
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prog = fx.sample(server.url)
+    prod = fx.producer(server.url, 600, rate=100).start()
+    wait_for(lambda: len(prod.ids) >= 100, 30, "100 runs enqueued")
+    used = int(raw.info("memory")["used_memory"])
+    raw.config_set("maxmemory", used)  # every write that needs memory is refused now
+    t_oom = time.monotonic()
+    wait_for(lambda: any("out of memory" in e for e in prod.errors), 20, "an OOM error at enqueue")
+    wait_for(lambda t=t_oom: time.monotonic() - t >= 3.0, 10, "3 s of OOM")
+    raw.config_set("maxmemory", 0)
+    t_ok = time.monotonic()
+    wait_for(lambda: prog.first_progress_after(t_ok) is not None, 60, "progress after OOM")
+    recovery = prog.first_progress_after(t_ok)
+    prod.wait(120)
+    _alive(fx)
+    oom = [e for e in prod.errors if "out of memory" in e]
+    assert oom and "refused and nothing was changed" in oom[0], prod.errors[:3]
+    report = fx.finish(
+        raw,
+        "7. Redis OOM 3 s (noeviction)",
+        recovery_s=recovery,
+        note="memory raised -> first run finished",
+    )
+    report.assert_ok(all_succeeded=True)
+    raw.close()

@@ -1,0 +1,93 @@
+"""The opt-in soak: the CI cases' faults in rotation over a long workload.
+
+    .venv/bin/python -m pytest tests/faults -m soak -p no:cacheprovider -s
+
+``FAULTS_SOAK_RUNS`` (default 20000) sets the number of runs; at 100 runs/s the
+default takes about 4 minutes and injects about 100 faults. Not selected by
+``-m faults`` nor by a plain ``pytest`` run (``conftest.py`` deselects it
+unless ``-m soak`` is given).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from tests.faults.harness import (
+    Faults,
+    busy_children,
+    restart_redis,
+    running_leases,
+    taken_over,
+    wait_for,
+)
+from tests.faults.proxy import Proxy
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
+
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def test_soak_all_faults_in_rotation(fx: Faults) -> None:
+    runs = int(os.environ.get("FAULTS_SOAK_RUNS", "20000"))
+    server = fx.redis(*AOF)
+    raw = server.client()
+    proxy = Proxy(server.port).start()
+    try:
+        a = fx.supervisor(proxy.url(server.url), procs=2, args=["--max-run-crashes", "1000"])
+        b = fx.supervisor(server.url, procs=2, args=["--max-run-crashes", "1000"])
+        a.wait_workers(2)
+        b.wait_workers(2)
+        prod = fx.producer(server.url, runs, rate=100).start()
+        rng = random.Random(11)
+        faults: dict[str, int] = {}
+        while len(prod.ids) < runs:
+            kind = rng.choice(["child", "child", "stop", "cut", "blackhole", "redis", "restart"])
+            faults[kind] = faults.get(kind, 0) + 1
+            if kind == "child":
+                sup = rng.choice([a, b])
+                busy = busy_children(sup)
+                if busy:
+                    proc, run_id = rng.choice(busy)
+                    fx.fault("kill", [proc.pid], run=run_id)
+                    proc.send_signal(signal.SIGKILL)
+            elif kind == "stop":
+                pids = fx.group_pids(b)
+                fx.fault("stop", pids)
+                os.killpg(b.pid, signal.SIGSTOP)
+                stranded = running_leases(raw, fx.prefix)
+                wait_for(lambda s=stranded, r=raw: taken_over(r, fx.prefix, s), 30, "takeover")
+                fx.fault("cont", pids)
+                os.killpg(b.pid, signal.SIGCONT)
+            elif kind in ("cut", "blackhole"):
+                t0 = time.monotonic()
+                proxy.cut() if kind == "cut" else proxy.blackhole()
+                fx.fault(kind)
+                wait_for(lambda t=t0: time.monotonic() - t > rng.uniform(0.3, 3), 5, "outage")
+                proxy.restore(heal=True)
+            elif kind == "redis":
+                raw.close()
+                restart_redis(server, rng.uniform(0.2, 2.5))
+                raw = server.client()
+            else:
+                fx.kill_group(b)
+                b = fx.supervisor(server.url, procs=2, args=["--max-run-crashes", "1000"])
+                b.wait_workers(2)
+            pause = time.monotonic() + rng.uniform(1.0, 3.0)
+            wait_for(lambda p=pause: time.monotonic() >= p, 5, "the next fault")
+        prod.wait(600)
+        report = fx.finish(
+            raw,
+            f"soak: {sum(faults.values())} faults in rotation",
+            recovery_s=None,
+            settle_timeout=300,
+            note=str(faults),
+        )
+    finally:
+        proxy.stop()
+    report.assert_ok(all_succeeded=True)
+    raw.close()
