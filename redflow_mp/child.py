@@ -41,11 +41,13 @@ from .registry import Registry
 from .scripts import Claimed
 from .worker import Worker
 
-__all__ = ["ChildSpec", "ExitCode", "run"]
+__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "run", "set_title"]
 
 log = logging.getLogger(__name__)
 
-_HANDLED = (
+# The signals a supervisor handles; it forks with them blocked, and a child
+# installs its own handlers before unblocking them.
+HANDLED_SIGNALS = (
     signal.SIGINT,
     signal.SIGTERM,
     signal.SIGQUIT,
@@ -89,7 +91,8 @@ class _Abort(BaseException):
     """Private: unwinds the handler when the parent aborts the current run."""
 
 
-def _title(text: str) -> None:
+def set_title(text: str) -> None:
+    """Set this process's title (what ps shows); cosmetic, never fails."""
     try:
         import setproctitle
 
@@ -128,13 +131,13 @@ class _Hooks:
     def started(self, run: Claimed, timeout: float | None) -> None:
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
         self.depth += 1
-        _title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
+        set_title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
 
     def finished(self, run: Claimed) -> None:
         self.board.pop(self.index)
         self.depth -= 1
         if self.depth == 0:
-            _title(self.base_title)
+            set_title(self.base_title)
 
     def should_stop(self) -> bool:
         self.flush_metrics()
@@ -201,8 +204,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-    _title(hooks.base_title)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    set_title(hooks.base_title)
 
     registry.freeze()
     client = create_client(

@@ -34,7 +34,7 @@ from redis.exceptions import AuthorizationError
 
 from redflow_mp import __version__, codec
 from redflow_mp.board import AbortReason, Board, Held, SlotState
-from redflow_mp.child import ChildSpec, ExitCode
+from redflow_mp.child import ChildSpec, ExitCode, set_title
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
 from redflow_mp.errors import RedisOutOfMemoryError
@@ -82,15 +82,6 @@ class Slot:
 class Reloaded:
     settings: Settings
     registry: Registry
-
-
-def _title(text: str) -> None:
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(text)
-    except Exception:  # pragma: no cover - titles are cosmetic
-        pass
 
 
 class Arbiter:
@@ -250,7 +241,7 @@ class Arbiter:
         self.pipe = SignalPipe()
         self._open_selector()
         self._build_duties(self.client)
-        _title(f"{self.title} master")
+        set_title(f"{self.title} master")
         log.info(
             "supervisor starting: app=%s procs=%d queues=%s redis=%s prefix=%s",
             self.settings.app,

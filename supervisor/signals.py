@@ -16,17 +16,11 @@ import os
 import signal
 from collections.abc import Iterator
 
+from redflow_mp.child import HANDLED_SIGNALS
+
 __all__ = ["HANDLED", "SignalPipe", "blocked"]
 
-HANDLED = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGQUIT,
-    signal.SIGHUP,
-    signal.SIGCHLD,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-)
+HANDLED = HANDLED_SIGNALS
 
 
 def _noop(signum: int, frame: object) -> None:
