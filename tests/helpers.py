@@ -20,6 +20,7 @@ T = TypeVar("T")
 __all__ = [
     "Monitor",
     "WorkerPool",
+    "command",
     "monitor",
     "run_keys",
     "status_of",
@@ -162,6 +163,13 @@ def monitor(url: str) -> Iterator[Monitor]:
 def run_keys(raw: redis.Redis, pattern: str) -> list[str]:
     """Every key matching ``pattern`` (SCAN), decoded and sorted."""
     return sorted(k.decode() for k in raw.scan_iter(match=pattern, count=1000))
+
+
+def command(raw: redis.Redis, *args: str | bytes | int | float) -> Any:
+    """``raw.execute_command(*args)``, callable from typed code: redis-py leaves
+    ``execute_command`` unannotated, so mypy --strict refuses a direct call."""
+    execute: Callable[..., Any] = raw.execute_command
+    return execute(*args)
 
 
 def text(value: Any) -> str:

@@ -24,7 +24,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Soak cases run only when selected with ``-m soak``."""
     if "soak" in (config.option.markexpr or ""):
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         (drop if item.get_closest_marker("soak") else keep).append(item)
     if drop:

@@ -19,10 +19,12 @@ from typing import Any
 
 import psutil
 import redis
+from redis import Redis
 
 from redflow_mp import Client, RedflowError, create_client
 from tests.faults import invariants, ledger
 from tests.faults.workload import LIMITS, WORKFLOWS
+from tests.helpers import texts
 from tests.process.conftest import Supervisor
 from tests.redis_server import RedisServer
 
@@ -144,6 +146,7 @@ class Plan:
         weights = [w for _, w in self.mix]
         out: list[tuple[str, Any, str | None]] = []
         keys: list[tuple[str, str]] = []
+        key: str | None
         for i in range(self.n):
             if keys and rng.random() < self.duplicate:
                 wf, key = rng.choice(keys)
@@ -332,19 +335,19 @@ class Faults:
         self.progress.append(prog)
         return prog
 
-    def unfinished(self, raw: redis.Redis) -> int:
+    def unfinished(self, raw: Redis) -> int:
         """Runs in Redis (or acknowledged) that are not terminal yet."""
         tag = "{" + self.prefix + "}"
-        ids = {m for m in raw.zrange(f"{tag}:runs:created", 0, -1)}
+        ids = set(texts(raw.zrange(f"{tag}:runs:created", 0, -1)))
         for prod in self.producers:
-            ids.update(i.encode() for i in prod.ids)
+            ids.update(prod.ids)
         with raw.pipeline(transaction=False) as pipe:
             for run_id in ids:
-                pipe.hget(f"{tag}:run:{run_id.decode()}", "status")
+                pipe.hget(f"{tag}:run:{run_id}", "status")
             statuses = pipe.execute()
         return sum(1 for s in statuses if s not in TERMINAL)
 
-    def settle(self, raw: redis.Redis, timeout: float) -> bool:
+    def settle(self, raw: Redis, timeout: float) -> bool:
         """Wait until every run is terminal; False at the deadline (the check will say why)."""
         try:
             wait_for(lambda: self.unfinished(raw) == 0, timeout, "every run to finish", 0.1)
@@ -369,12 +372,12 @@ class Faults:
             if sup.proc is not None and sup.proc.poll() is None:
                 sup.stop()
 
-    def check(self, raw: redis.Redis) -> invariants.Report:
+    def check(self, raw: Redis) -> invariants.Report:
         return invariants.check(raw, self.prefix, self.ledger_dir, limits=LIMITS)
 
     def finish(
         self,
-        raw: redis.Redis,
+        raw: Redis,
         case: str,
         *,
         recovery_s: float | None,
@@ -441,7 +444,7 @@ def running_leases(
     """{run id: lease token} of running runs (all of them, or of ``ids``)."""
     tag = "{" + prefix + "}"
     if ids is None:
-        ids = [m.decode() for m in raw.zrange(f"{tag}:runs:status:running", 0, -1)]
+        ids = texts(raw.zrange(f"{tag}:runs:status:running", 0, -1))
     with raw.pipeline(transaction=False) as pipe:
         for run_id in ids:
             pipe.get(f"{tag}:run:{run_id}:lease")

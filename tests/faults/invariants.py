@@ -343,7 +343,7 @@ def _check_concurrency(
     for wf, execs in by_wf.items():
         limit = limits.get(wf)
         held = [(e.start, e.last_recorded) for e in execs if e.last_recorded is not None]
-        report.max_concurrency[wf] = _peak(held)  # type: ignore[arg-type]
+        report.max_concurrency[wf] = _peak(held)
         physical: list[tuple[int, int]] = []
         for e in execs:
             end = e.end if e.end is not None else deaths.get(e.pid)
@@ -414,7 +414,7 @@ def _check_steps(
         bound = log.recorded.get(key)
         holder = _holder(steps.get(run_id, {}).get(name))
         if holder in log.ends:
-            end = log.ends[holder]  # type: ignore[index]
+            end = log.ends[holder]
             bound = end if bound is None else min(bound, end)
         redone = [e for _, e in execs if e != holder and e not in log.failed]
         late = [(t, e) for t, e in execs if bound is not None and t > bound and e != holder]

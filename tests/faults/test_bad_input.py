@@ -131,7 +131,10 @@ def test_unknown_workflow_and_schema_violation(
         unknown.result(timeout=30)
     with pytest.raises(InputValidationError) as failed:
         invalid.result(timeout=30)
-    assert "Expected `int`" in str(failed.value.error), failed.value.error
+    # result() raises a class that is both RunFailedError and the stored error's class
+    err = failed.value
+    assert isinstance(err, RunFailedError), err
+    assert "Expected `int`" in str(err.error), err.error
     assert valid.result(timeout=30) == 3
     state = client.get_run(invalid.id)
     assert state is not None and state.attempt == 1, "a schema violation was retried"
@@ -160,7 +163,9 @@ def test_payload_and_output_limits(fx: Faults, env: tuple[str, redis.Redis, Clie
     for handle in (big_step, big_out):
         with pytest.raises(PayloadTooLargeError) as failed:
             handle.result(timeout=30)
-        assert "limit is 65536" in str(failed.value.error)
+        err = failed.value
+        assert isinstance(err, RunFailedError), err
+        assert "limit is 65536" in str(err.error)
         state = client.get_run(handle.id)
         assert state is not None and state.attempt == 1, "an oversized output was retried"
     assert fits.result(timeout=30) == "x" * 1000

@@ -7,12 +7,14 @@ from __future__ import annotations
 import signal
 import time
 
+import psutil
 import pytest
 import redis
 
 from redflow_mp import create_client
 from tests.faults import ledger
 from tests.faults.harness import Faults, busy_children, wait_for
+from tests.helpers import text
 from tests.process.conftest import Supervisor
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -29,7 +31,7 @@ def _fires(raw: redis.Redis, prefix: str) -> list[int]:
     ids = raw.zrange(f"{tag}:workflow-runs:fx-tick", 0, -1)
     with raw.pipeline(transaction=False) as pipe:
         for run_id in ids:
-            pipe.hget(f"{tag}:run:{run_id.decode()}", "idempotencyKey")
+            pipe.hget(f"{tag}:run:{text(run_id)}", "idempotencyKey")
         keys = pipe.execute()
     return sorted(int(k.decode().rsplit(":", 1)[1]) for k in keys if k)
 
@@ -81,15 +83,18 @@ def test_cron_leader_killed_at_a_fire_time(fx: Faults) -> None:
                 "the next fire time",
             )
             fire_ms = int(due[0][1])
+
             # Kill the whole leader group within a few ms of the fire time.
-            wait_for(lambda f=fire_ms: clock.server_time_ms() >= f - 2, 5, "the fire time", 0.0005)
+            def fire_time(f: int = fire_ms) -> bool:
+                return clock.server_time_ms() >= f - 2
+
+            def fired_after(f: int = fire_ms) -> bool:
+                return any(t > f for t in _fires(raw, fx.prefix))
+
+            wait_for(fire_time, 5, "the fire time", 0.0005)
             t_kill = fx.kill_group(leader)
             sups.remove(leader)
-            wait_for(
-                lambda f=fire_ms: any(t > f for t in _fires(raw, fx.prefix)),
-                15,
-                "a fire by the new leader",
-            )
+            wait_for(fired_after, 15, "a fire by the new leader")
             recoveries.append(time.monotonic() - t_kill)
             sups.append(fx.supervisor(server.url, procs=2, modules=MODULES, args=CRON_ARGS))
             sups[-1].wait_workers(2)
@@ -128,7 +133,11 @@ def test_clock_skew_between_two_supervisors(fx: Faults) -> None:
         proc, run_id = wait_for(lambda: busy_children(ahead), 20, "a busy child")[0]
         fx.fault("kill", [proc.pid], run=run_id)
         proc.send_signal(signal.SIGKILL)
-        wait_for(lambda p=proc: not p.is_running() or p.status() == "zombie", 10, "the kill")
+
+        def killed(p: psutil.Process = proc) -> bool:
+            return not p.is_running() or p.status() == "zombie"
+
+        wait_for(killed, 10, "the kill")
     wait_for(lambda: len(_fires(raw, fx.prefix)) >= 3, 20, "fires led by the skewed leader")
     # Hand leadership to the supervisor that runs behind (drain resigns the lock).
     ahead.send(signal.SIGTERM)

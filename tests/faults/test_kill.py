@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 import signal
 import time
+from functools import partial
 
 import pytest
 
 from tests.faults.harness import Faults, busy_children, running_leases, taken_over, wait_for
+from tests.helpers import text
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -28,18 +30,20 @@ def test_sigkill_random_children_repeatedly(fx: Faults) -> None:
     kills = 0
     while kills < 24 and prod.running:
         sup = rng.choice(sups)
-        busy = wait_for(lambda s=sup: busy_children(s), 20, "a busy child")  # type: ignore[misc]
+        busy = wait_for(partial(busy_children, sup), 20, "a busy child")
         proc, run_id = rng.choice(busy)
         held = running_leases(raw, fx.prefix, [run_id])
         t = fx.fault("kill", [proc.pid], run=run_id)
         proc.send_signal(signal.SIGKILL)
         kills += 1
+
         # Put back = the dead worker's lease is gone (the parent requeues at once;
         # without it the lease would only expire after lease_ms).
+        def put_back(h: dict[str, bytes] = held) -> bool:
+            return not running_leases(raw, fx.prefix, list(h)) or taken_over(raw, fx.prefix, h)
+
         wait_for(
-            lambda h=held: (
-                not running_leases(raw, fx.prefix, list(h)) or taken_over(raw, fx.prefix, h)
-            ),
+            put_back,
             10,
             f"run {run_id} to be put back after its worker was killed",
             0.002,
@@ -69,12 +73,12 @@ def test_sigkill_whole_supervisor_and_restart(fx: Faults) -> None:
     prod = fx.producer(server.url, 900, rate=120).start()
     recoveries: list[float] = []
     for _ in range(3):
-        wait_for(lambda s=sup: busy_children(s), 20, "a busy child")  # type: ignore[misc]
+        wait_for(partial(busy_children, sup), 20, "a busy child")
         stranded = running_leases(raw, fx.prefix)
         t = fx.kill_group(sup)
         sup = fx.supervisor(server.url, procs=2)
         sup.wait_workers(2)
-        wait_for(lambda s=stranded: taken_over(raw, fx.prefix, s), 20, "the stranded runs")
+        wait_for(partial(taken_over, raw, fx.prefix, stranded), 20, "the stranded runs")
         recoveries.append(time.monotonic() - t)
     prod.wait(120)
     report = fx.finish(
@@ -107,7 +111,7 @@ def test_child_killed_in_the_middle_of_a_board_update(fx: Faults) -> None:
             handle.result(timeout=60)
         state = wait_for(
             lambda: (
-                (raw.hget(f"{{{fx.prefix}}}:run:{torn.id}", "status") or b"").decode()
+                text(raw.hget(f"{{{fx.prefix}}}:run:{torn.id}", "status") or b"")
                 in ("queued", "failed")
             ),
             30,

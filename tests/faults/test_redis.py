@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.faults.harness import Faults, busy_children, restart_redis, wait_for
+from tests.helpers import command
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -42,9 +43,11 @@ def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
         raw.close()
         _, t_up = restart_redis(server, down_for)
         raw = server.client()
-        wait_for(
-            lambda t=t_up: prog.first_progress_after(t) is not None, 60, "progress after restart"
-        )
+
+        def progressed(t: float = t_up) -> bool:
+            return prog.first_progress_after(t) is not None
+
+        wait_for(progressed, 60, "progress after restart")
         recoveries.append(prog.first_progress_after(t_up) or 0.0)
         _alive(fx)
     prod.wait(180)
@@ -81,7 +84,11 @@ def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
         raw.close()
         _, t_up = restart_redis(server, 1.5)
         raw = server.client()
-        wait_for(lambda t=t_up: prog.first_progress_after(t) is not None, 60, "progress")
+
+        def progressed(t: float = t_up) -> bool:
+            return prog.first_progress_after(t) is not None
+
+        wait_for(progressed, 60, "progress")
         recoveries.append(prog.first_progress_after(t_up) or 0.0)
     prod.wait(120)
     _alive(fx)
@@ -105,14 +112,14 @@ def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
     prod = fx.producer(server.url, 800, rate=100).start()
     recoveries = []
     wait_for(lambda: busy_children(sups[0]), 20, "busy children")
-    raw.execute_command("CLIENT", "PAUSE", 2500, "WRITE")
+    command(raw, "CLIENT", "PAUSE", 2500, "WRITE")
     t_end = time.monotonic() + 2.5
     wait_for(lambda: time.monotonic() >= t_end, 5, "the end of the pause")
     wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the pause")
     recoveries.append(prog.first_progress_after(t_end) or 0.0)
     wait_for(lambda: busy_children(sups[1]), 20, "busy children")
     sleeper = redis.Redis.from_url(server.url)
-    sleeper.execute_command("DEBUG", "SLEEP", 2.5)  # the whole server stops for 2.5 s
+    command(sleeper, "DEBUG", "SLEEP", 2.5)  # the whole server stops for 2.5 s
     sleeper.close()
     t_end = time.monotonic()
     wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the sleep")
@@ -142,7 +149,7 @@ def test_redis_out_of_memory(fx: Faults) -> None:
     raw.config_set("maxmemory", used)  # every write that needs memory is refused now
     t_oom = time.monotonic()
     wait_for(lambda: any("out of memory" in e for e in prod.errors), 20, "an OOM error at enqueue")
-    wait_for(lambda t=t_oom: time.monotonic() - t >= 3.0, 10, "3 s of OOM")
+    wait_for(lambda: time.monotonic() - t_oom >= 3.0, 10, "3 s of OOM")
     raw.config_set("maxmemory", 0)
     t_ok = time.monotonic()
     wait_for(lambda: prog.first_progress_after(t_ok) is not None, 60, "progress after OOM")

@@ -20,6 +20,7 @@ import redis
 from redflow_mp import InputValidationError, create_client
 from tests.faults.harness import Faults, wait_for
 from tests.faults.workload import WORKFLOWS
+from tests.helpers import command
 from tests.process.conftest import ROOT, Supervisor, clean_env
 from tests.redis_server import find_redis_server
 
@@ -137,7 +138,7 @@ def test_acl_user_limited_to_the_prefix(fx: Faults) -> None:
     with pytest.raises(redis.exceptions.NoPermissionError):
         confined.get("outside:sentinel")
     confined.close()
-    admin.execute_command("ACL", "LOG", "RESET")
+    command(admin, "ACL", "LOG", "RESET")
     sups = [fx.supervisor(url, procs=2, args=["--log-level", "debug"]) for _ in range(2)]
     for sup in sups:
         sup.wait_workers(2)
@@ -150,7 +151,7 @@ def test_acl_user_limited_to_the_prefix(fx: Faults) -> None:
     assert admin.hgetall("other-app:hash") == {b"f": b"v"}
     outside = [k for k in admin.scan_iter(count=1000) if not k.startswith(tag.encode() + b":")]
     assert sorted(outside) == [b"other-app:hash", b"outside:sentinel"], outside
-    denied = admin.execute_command("ACL", "LOG")
+    denied = command(admin, "ACL", "LOG")
     assert not denied, f"the library tried something the ACL refused: {denied[:3]}"
     for sup in sups:
         assert PASSWORD not in sup.log()

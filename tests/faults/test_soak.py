@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import time
+from functools import partial
 
 import pytest
 
@@ -60,14 +61,18 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
                 fx.fault("stop", pids)
                 os.killpg(b.pid, signal.SIGSTOP)
                 stranded = running_leases(raw, fx.prefix)
-                wait_for(lambda s=stranded, r=raw: taken_over(r, fx.prefix, s), 30, "takeover")
+                wait_for(partial(taken_over, raw, fx.prefix, stranded), 30, "takeover")
                 fx.fault("cont", pids)
                 os.killpg(b.pid, signal.SIGCONT)
             elif kind in ("cut", "blackhole"):
                 t0 = time.monotonic()
                 proxy.cut() if kind == "cut" else proxy.blackhole()
                 fx.fault(kind)
-                wait_for(lambda t=t0: time.monotonic() - t > rng.uniform(0.3, 3), 5, "outage")
+
+                def outage_over(t: float = t0) -> bool:
+                    return time.monotonic() - t > rng.uniform(0.3, 3)
+
+                wait_for(outage_over, 5, "outage")
                 proxy.restore(heal=True)
             elif kind == "redis":
                 raw.close()
@@ -78,7 +83,11 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
                 b = fx.supervisor(server.url, procs=2, args=["--max-run-crashes", "1000"])
                 b.wait_workers(2)
             pause = time.monotonic() + rng.uniform(1.0, 3.0)
-            wait_for(lambda p=pause: time.monotonic() >= p, 5, "the next fault")
+
+            def paused(p: float = pause) -> bool:
+                return time.monotonic() >= p
+
+            wait_for(paused, 5, "the next fault")
         prod.wait(600)
         report = fx.finish(
             raw,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from functools import partial
 
 import pytest
 
@@ -37,10 +38,14 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
         t_stop = fx.fault("stop", pids)
         os.killpg(a.pid, signal.SIGSTOP)
         stranded = running_leases(raw, fx.prefix, [run_id for _, run_id in busy])
-        wait_for(lambda s=stranded: taken_over(raw, fx.prefix, s), 20, "B to take A's runs over")
+        wait_for(partial(taken_over, raw, fx.prefix, stranded), 20, "B to take A's runs over")
         recoveries.append(time.monotonic() - t_stop)
+
         # Stay stopped for three leases in all: every lease A held is long expired.
-        wait_for(lambda t=t_stop: time.monotonic() - t >= 3.0, 10, "three lease periods")
+        def three_leases(t: float = t_stop) -> bool:
+            return time.monotonic() - t >= 3.0
+
+        wait_for(three_leases, 10, "three lease periods")
         cont = ledger.mono_ns()
         fx.fault("cont", pids)
         os.killpg(a.pid, signal.SIGCONT)
@@ -88,8 +93,8 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
     key = f"{{{fx.prefix}}}:run:{run_id}"
     token = raw.get(f"{key}:lease")
     assert token is not None
-    t_stop = fx.fault("stop", [proc.pid], run=run_id)  # type: ignore[attr-defined]
-    os.kill(proc.pid, signal.SIGSTOP)  # type: ignore[attr-defined]
+    t_stop = fx.fault("stop", [proc.pid], run=run_id)
+    os.kill(proc.pid, signal.SIGSTOP)
     # For two lease periods the parent keeps the stopped child's lease alive.
     while time.monotonic() - t_stop < 2.0:
         assert raw.get(f"{key}:lease") == token, "the stopped child's lease was not kept"
@@ -100,7 +105,7 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
     recovery = time.monotonic() - t_stop
     wait_for(
         lambda: not any(p.pid == proc.pid for p in sup.workers()), 10, "the stopped child to go"
-    )  # type: ignore[attr-defined]
+    )
     sup.wait_workers(2)
     prod.wait(120)
     report = fx.finish(

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from redflow_mp import Context, Cron, NonRetriableError, Registry, Retries, define_workflow
+
+T = TypeVar("T")
+
+
+def _after(pause: float, value: T) -> T:
+    """``value``, once ``pause`` seconds have passed (a step that takes a moment)."""
+    time.sleep(pause)
+    return value
 
 
 @define_workflow("ops-steps", queue="ops", max_concurrency=4)
 def ops_steps(ctx: Context[Any]) -> dict[str, Any]:
     """Three steps, each taking a moment."""
     pause = float((ctx.input or {}).get("pause", 0.01))
-    a = ctx.step.run("fetch", lambda: (time.sleep(pause), 21)[1])
-    b = ctx.step.run("double", lambda: (time.sleep(pause), a * 2)[1])
-    ctx.step.run("store", lambda: (time.sleep(pause), {"stored": b})[1])
+    a = ctx.step.run("fetch", lambda: _after(pause, 21))
+    b = ctx.step.run("double", lambda: _after(pause, a * 2))
+    ctx.step.run("store", lambda: _after(pause, {"stored": b}))
     return {"answer": b}
 
 

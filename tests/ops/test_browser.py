@@ -113,10 +113,10 @@ def dashboard_process(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[s
         )  # fmt: skip
     try:
 
-        def serving() -> str | None:
+        def serving() -> str:
             assert proc.poll() is None, log.read_text()
             m = re.search(r"serving (http://\S+)", log.read_text())
-            return m.group(1) if m else None
+            return m.group(1) if m else ""  # "" (falsy): not listening yet
 
         yield wait_until(serving, 20, 0.05, "the dashboard to listen")
     finally:
@@ -148,7 +148,12 @@ def test_dashboard_in_chromium(
     page = chromium.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(15_000)
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(d: Any) -> None:
+        dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     try:
