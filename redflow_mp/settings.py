@@ -1,7 +1,10 @@
 """Supervisor settings: one frozen object built from four sources.
 
 Precedence: defaults < TOML file (``--config`` or ``REDFLOW_CONFIG``) <
-``REDFLOW_<KEY>`` environment variables < command-line flags. The sources are
+``REDFLOW_<KEY>`` environment variables < command-line flags. Setting names
+are flat and unique; a TOML file may still group them in tables
+(``[supervisor] lease_ms = 5000``) and the environment may name a group
+(``REDFLOW_SUPERVISOR__LEASE_MS``): the group is for the reader only. The sources are
 merged as plain dicts and converted once with msgspec; an unknown key or a bad
 value raises :class:`ConfigError` naming the key and the source it came from.
 Nothing reads ``os.environ`` after :func:`load`; a reload (SIGHUP) builds a new
@@ -160,10 +163,26 @@ def _from_toml(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value, where in _flatten(data):
         if key not in _FIELDS:
-            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+            raise ConfigError(f"unknown setting {where!r} in config file {path}")
+        if key in out:
+            raise ConfigError(f"setting {key!r} is given twice in config file {path}")
         out[key] = _normalize(key, value, f"config file {path}", from_text=False)
+    return out
+
+
+def _flatten(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """Top-level keys, plus the keys of one level of tables (``[supervisor]``
+    grouping is accepted: setting names are unique, so the table name is only
+    for the reader)."""
+    out: list[tuple[str, Any, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in _FIELDS:
+            for inner, inner_value in value.items():
+                out.append((inner, inner_value, f"{key}.{inner}"))
+        else:
+            out.append((key, value, key))
     return out
 
 
@@ -172,7 +191,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
-        key = name[len(ENV_PREFIX) :].lower()
+        # REDFLOW_LEASE_MS, or with a grouping section: REDFLOW_SUPERVISOR__LEASE_MS.
+        key = name[len(ENV_PREFIX) :].lower().rsplit("__", 1)[-1]
         if key not in _FIELDS:
             raise ConfigError(f"unknown setting {name} in the environment")
         out[key] = (name, _normalize(key, value, f"environment variable {name}", from_text=True))

@@ -123,3 +123,18 @@ def test_cli_reports_config_errors_and_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown setting 'no_such_thing'" in proc.stderr
+
+
+def test_grouped_toml_tables_and_env_sections_are_accepted(tmp_path: Path) -> None:
+    conf = tmp_path / "r.toml"
+    conf.write_text('[supervisor]\nlease_ms = 7000\n[redis]\nprefix = "p"\n')
+    s = load({}, config_path=str(conf), environ={})
+    assert (s.lease_ms, s.prefix) == (7000, "p")
+    s2 = load({}, environ={"REDFLOW_SUPERVISOR__LEASE_MS": "9000"})
+    assert s2.lease_ms == 9000
+    conf.write_text("[supervisor]\nlease_msec = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'supervisor.lease_msec'"):
+        load({}, config_path=str(conf), environ={})
+    conf.write_text("lease_ms = 1000\n[supervisor]\nlease_ms = 2000\n")
+    with pytest.raises(ConfigError, match="given twice"):
+        load({}, config_path=str(conf), environ={})
