@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import shutil
 import sys
 from pathlib import Path
 
@@ -66,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stall-timeout", type=float, default=60.0, help="fail a case after S s without progress"
     )
+    run.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.25,
+        help="CPU (cores) other programs may use during a session before it is redone (0.25)",
+    )
+    run.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="seconds to wait for a quiet machine before each session (120; 0 with --quick)",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="times a disturbed session is redone (2; 0 with --quick)",
+    )
     run.add_argument("--logs", type=Path, default=None, help="directory for worker/client logs")
     run.add_argument("--redis-server", default="redis-server", help="redis-server binary")
     sub.add_parser("list", help="list the systems and whether they can run here")
@@ -121,18 +141,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         stall_timeout=args.stall_timeout,
         logs_dir=args.logs,
+        quiet_threshold=args.quiet_threshold,
+        quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 120),
+        retries=args.retries if args.retries is not None else (0 if args.quick else 2),
     )
     progress = Progress(enabled=options.progress)
     install_signal_handlers()
     server = RedisServer(args.redis_server)
     runner: Runner | None = None
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         server.start()
         progress.note(f"redis-server {server.version} on {server.url} (persistence off)")
         runner = Runner(options, server, progress)
         progress.note(f"logs: {runner.logs}")
         runner.run()
-        meta = describe(server.version)
+        meta = {"started": started, **describe(server.version)}
     except KeyboardInterrupt:
         progress.note("interrupted; stopping everything the benchmark started")
         return 130
@@ -140,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop_all()
         server.stop()
     print(
-        f"redflow-mp benchmarks, {meta['date']}: {meta['cpu']} ({meta['cpus']} CPUs), "
+        f"redflow-mp benchmarks, {meta['started']} to {meta['date']}: {meta['cpu']} "
+        f"({meta['cpus']} CPUs), "
         f"{meta['os']}, Python {meta['python']}, redis-server {meta['redis_server']}, "
         f"redis-py {meta['redis_py']}; procs={options.procs}, reps={options.reps}; "
         "cells are median (min-max)"
@@ -155,9 +180,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_json(args.json, to_json(runner, options, meta))
         print(f"\nJSON written to {args.json}")
     results = list(runner.results.values())
+    failed = any(r.errors or r.status == "error" for r in results)
+    if failed or args.logs is not None:
+        print(f"worker and client logs: {runner.logs}")
+    else:
+        shutil.rmtree(runner.logs, ignore_errors=True)
     if not any(r.samples for r in results):
         return 2
-    return 1 if any(r.errors or r.status == "error" for r in results) else 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

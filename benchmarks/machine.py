@@ -41,4 +41,5 @@ def describe(redis_version: str) -> dict[str, Any]:
         "redis_server": redis_version,
         "redis_py": dist_version("redis"),
         "hiredis": dist_version("hiredis"),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }

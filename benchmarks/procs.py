@@ -113,12 +113,16 @@ atexit.register(stop_all)
 
 
 def install_signal_handlers() -> None:
-    """Turn TERM/HUP into KeyboardInterrupt so ``finally`` blocks run and clean up."""
+    """Turn INT/TERM/HUP into KeyboardInterrupt so ``finally`` blocks run and clean up.
+
+    SIGINT is set explicitly too: a shell starts background jobs with SIGINT
+    ignored, and Python then never raises KeyboardInterrupt.
+    """
 
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
 
 
@@ -129,7 +133,8 @@ def tree_processes(groups: Sequence[ManagedProcess]) -> list[psutil.Process]:
     return out
 
 
-def tree_cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+def tree_cpu_seconds(procs: Sequence[psutil.Process], *, reaped: bool = True) -> float:
+    """CPU seconds of ``procs`` (with the children they have reaped, if ``reaped``)."""
     total = 0.0
     for proc in procs:
         try:
@@ -137,6 +142,8 @@ def tree_cpu_seconds(procs: Sequence[psutil.Process]) -> float:
         except psutil.Error:
             continue
         total += times.user + times.system
+        if reaped:
+            total += times.children_user + times.children_system
     return total
 
 
@@ -165,7 +172,7 @@ def settle(
             raise RuntimeError("worker processes exited while starting")
         procs = tree_processes(groups)
         pids = {p.pid for p in procs}
-        cpu = tree_cpu_seconds(procs)
+        cpu = tree_cpu_seconds(procs, reaped=False)
         if len(pids) >= expected and pids == prev_pids and prev_cpu >= 0:
             used = (cpu - prev_cpu) / window
             if used < quiet_cores_per_proc * max(1, len(pids)):
@@ -194,3 +201,74 @@ def rss_snapshot(groups: Sequence[ManagedProcess]) -> dict[str, object]:
                 continue
             (leaders if i == 0 else children).append(rss)
     return {"leaders": leaders, "children": children}
+
+
+def _cpu_by_pid() -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds of the harness's own tree (with the children they reaped) and of
+    the kernel threads, by pid."""
+    me = psutil.Process()
+    ours: dict[int, float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        ours[proc.pid] = t.user + t.system + t.children_user + t.children_system
+    kernel: dict[int, float] = {}
+    for proc in psutil.process_iter(["pid", "ppid"]):
+        if proc.info["pid"] != 2 and proc.info["ppid"] != 2:
+            continue
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        kernel[proc.info["pid"]] = t.user + t.system
+    return ours, kernel
+
+
+def _delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
+class CpuMeter:
+    """How much CPU other programs used while a benchmark phase ran.
+
+    ``foreign_cores`` = (machine user+nice+system time) - (CPU of the harness
+    and everything it started, reaped children included) - (kernel threads),
+    divided by wall time. Interrupt time is left out, so the kernel's work for
+    the benchmark's own loopback traffic is not mistaken for disturbance.
+    ``steal_cores`` is the hypervisor's steal time.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.busy0 = 0.0
+        self.steal0 = 0.0
+        self.ours0: dict[int, float] = {}
+        self.kernel0: dict[int, float] = {}
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system, getattr(t, "steal", 0.0)
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = self._machine()
+        self.ours0, self.kernel0 = _cpu_by_pid()
+
+    def stop(self) -> dict[str, float]:
+        wall = max(1e-6, time.monotonic() - self.t0)
+        busy, steal = self._machine()
+        ours, kernel = _cpu_by_pid()
+        own = _delta(self.ours0, ours)
+        kthreads = _delta(self.kernel0, kernel)
+        busy -= self.busy0
+        return {
+            "wall_s": wall,
+            "busy_cores": busy / wall,
+            "own_cores": own / wall,
+            "kernel_thread_cores": kthreads / wall,
+            "foreign_cores": max(0.0, busy - own - kthreads) / wall,
+            "steal_cores": (steal - self.steal0) / wall,
+        }

@@ -54,7 +54,7 @@ class Progress:
     def done(self, summary: str) -> None:
         self.clear()
         if self.enabled:
-            self.stream.write(f"  {self.label}  {summary}\n")
+            self.stream.write(f"  {summary}\n")
             self.stream.flush()
 
     def note(self, text: str) -> None:

@@ -43,16 +43,22 @@ BLOCKS: tuple[Block, ...] = (
     ),
     Block(
         "W2",
-        "W2 enqueue: {drain:,} runs enqueued one by one by one client process, normal API",
+        "W2 enqueue: {drain:,} runs enqueued one at a time by a single client process, normal API",
         (_m("w2.rate", "runs/s", "higher", ",.0f"),),
     ),
     Block(
         "W3",
-        "W3 CPU: {cpu_runs} runs of {single_ms:.1f} ms pure Python on {procs} processes; "
-        "efficiency = ({cpu_runs} x single / {procs}) / wall",
+        "W3 CPU: {cpu_runs} runs of burn({iterations:,}) (calibrated to {cpu_ms:.0f} ms) on "
+        "{procs} processes; efficiency = ({cpu_runs} x single / {procs}) / wall, single = "
+        "one burn in the harness, measured right before and after each W3; busy = time in "
+        "handlers / "
+        "({procs} x wall)",
         (
             _m("w3.efficiency", "efficiency", "higher", ".2f"),
             _m("w3.wall_s", "wall s", "lower", ".2f"),
+            _m("w3.single_ms", "single ms", "", ".1f"),
+            _m("w3.handler_ms", "in handler ms", "", ".1f"),
+            _m("w3.busy_fraction", "busy", "higher", ".2f"),
         ),
     ),
     Block(
@@ -84,22 +90,25 @@ BLOCKS: tuple[Block, ...] = (
         "W7 memory: RSS in MiB; parent = the supervising process (none for RQ/arq), "
         "child = mean over the worker processes",
         (
-            _m("w7.parent_idle_mib", "parent idle", "lower", ".1f"),
             _m("w7.child_idle_mib", "child idle", "lower", ".1f"),
-            _m("w7.parent_after_mib", "parent after W1", "lower", ".1f"),
             _m("w7.child_after_mib", "child after W1", "lower", ".1f"),
+            _m("w7.parent_idle_mib", "parent idle", "lower", ".1f"),
+            _m("w7.parent_after_mib", "parent after W1", "lower", ".1f"),
         ),
     ),
     Block(
         "W1",
         "Redis cost per run (W1, enqueue + execute; the handler's INCR and the harness's "
         "polling excluded). all = INFO commandstats incl. commands run inside Lua scripts; "
-        "client / in-script = split measured by a separate MONITOR pass of {monitor} runs",
+        "client / in-script = split measured by a separate MONITOR pass of {monitor} runs; "
+        "worker CPU = CPU of all worker processes from the first completion to the last, "
+        "per run (less sensitive to other load on the machine than wall time)",
         (
             _m("cost.cmds_per_run", "all cmds", "lower", ".1f"),
             _m("cost.client_per_run", "client cmds", "lower", ".1f"),
             _m("cost.lua_per_run", "in-script", "", ".1f"),
             _m("cost.cpu_us_per_run", "Redis CPU us", "lower", ".1f"),
+            _m("cost.worker_cpu_us_per_run", "worker CPU us", "lower", ",.0f"),
         ),
     ),
 )
@@ -166,6 +175,19 @@ def render_notes(results: dict[str, SystemResult], options: Options) -> list[str
             out.append(f"      W5 steps = {r.steps_idiom}")
         if "W6" in options.workloads:
             out.append(f"      W6 = {r.fanout_idiom or 'n/a'}")
+        foreign = summarize(r.samples.get("load.drain_foreign", []))
+        if foreign is not None:
+            out.append(
+                f"      CPU used by other programs during W1: median {foreign.median:.2f}, "
+                f"max {foreign.high:.2f} cores"
+            )
+        disturbed = r.extra.get("disturbed_sessions") or []
+        if disturbed:
+            worst = max(d["foreign"] for d in disturbed)
+            out.append(
+                f"      {len(disturbed)} session(s) kept although other programs used up to "
+                f"{worst:.2f} cores (no quiet attempt)"
+            )
         for err in r.errors:
             out.append(f"      ! {err.splitlines()[0]}")
     return out
@@ -177,7 +199,12 @@ def render(runner: Runner, options: Options) -> str:
     base = results.get(BASELINE)
     if base is None or base.status == "skipped" or not base.samples:
         base = None
-    params = {**asdict(options.sizes), "procs": options.procs, "single_ms": runner.cpu_single_ms}
+    params = {
+        **asdict(options.sizes),
+        "procs": options.procs,
+        "single_ms": runner.cpu_single_ms,
+        "iterations": runner.cpu_iterations,
+    }
     out: list[str] = []
     for block in BLOCKS:
         keys = [m.key for m in block.metrics]
@@ -193,13 +220,16 @@ def render(runner: Runner, options: Options) -> str:
 
 def render_scale(ran: list[SystemResult], sizes: tuple[int, ...]) -> str:
     lines = [
-        "Scale (W1 at several sizes): us per run from the first completion; Redis "
-        "used_memory per finished run (after the drain, bytes)"
+        "Scale (W1 at several sizes): us per run from the first completion; Redis used_memory "
+        "after the drain per finished run (bytes, fixed overhead such as loaded scripts "
+        "included); marginal = (memory at the largest size - at the next) / (difference in runs)"
     ]
     header = ["system"]
     for n in sizes:
         header += [f"{n:,} us/run", f"{n:,} B/run"]
     header.append(f"us/run {sizes[-1]:,} / {sizes[0]:,}")
+    if len(sizes) > 1:
+        header.append("marginal B/run")
     rows = []
     for r in ran:
         row = [r.name]
@@ -211,6 +241,14 @@ def render_scale(ran: list[SystemResult], sizes: tuple[int, ...]) -> str:
         a = summarize(r.samples.get(f"scale.{sizes[-1]}.us_per_run", []))
         b = summarize(r.samples.get(f"scale.{sizes[0]}.us_per_run", []))
         row.append(ratio(a, b))
+        if len(sizes) > 1:
+            hi = summarize(r.samples.get(f"scale.{sizes[-1]}.memory_after_drain", []))
+            lo = summarize(r.samples.get(f"scale.{sizes[-2]}.memory_after_drain", []))
+            marginal = "-"
+            if hi is not None and lo is not None:
+                per_run = (hi.median - lo.median) / (sizes[-1] - sizes[-2])
+                marginal = f"{per_run if abs(per_run) >= 0.5 else 0.0:,.0f}"
+            row.append(marginal)
         rows.append(row)
     lines.append(render_table(header, rows))
     return "\n".join(lines)

@@ -24,6 +24,8 @@ __all__ = ["new_run_id", "new_token"]
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _RANDOM_LIMIT = 1 << _RANDOM_BITS
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 10 bits -> 2 digits
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 class _Monotonic:
@@ -71,11 +73,9 @@ def new_run_id(now_ms: int | None = None) -> str:
     else:
         ms, rand = now_ms, _random()
     value = (ms << _RANDOM_BITS) | rand
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    # 26 base32 digits = 13 pairs of 10 bits, most significant first.
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_token() -> str:

@@ -86,6 +86,10 @@ class LeaseKeeper:
         results = self._scripts.renew(self._lease_ms, pairs)
         for (run_id, h), (kept, cancel) in zip(snapshot, results, strict=True):
             if not kept:
+                with self._lock:
+                    current = self._held.get(run_id)
+                if current is not h:
+                    continue  # finished (and released) while the renewal was in flight
                 log.warning("lease of run %s lost: another worker owns it now", run_id)
                 self.release(run_id)
                 h.on_lost()

@@ -69,6 +69,9 @@ HELP: dict[str, tuple[str, str]] = {
 
 
 def _labels(items: Mapping[str, str]) -> Labels:
+    if len(items) == 1:  # the hot case (workflow=...): no sort needed
+        ((k, v),) = items.items()
+        return ((str(k), str(v)),)
     return tuple(sorted((str(k), str(v)) for k, v in items.items()))
 
 

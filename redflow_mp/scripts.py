@@ -1,11 +1,18 @@
 """Loads ``lua/*.lua`` once, binds each script to a typed callable, maps replies.
 
-Every entry script is prefixed with ``lua/_lib.lua`` (shared transition
-helpers). On Redis >= 7 the text starts with a ``#!lua`` shebang, so a script
-that writes is refused *before it runs* when the server is out of memory (no
-half-applied transition); on 6.2, where shebangs do not exist, the same text
-loads without it. Scripts are sent as EVALSHA and loaded on NOSCRIPT, per
-connection's server, never by a module-level cache.
+Every entry script shares the helpers of ``lua/_lib.lua``. On Redis >= 7 they
+are loaded as one Redis *function library* (``FUNCTION LOAD``, called with
+``FCALL``): the helpers are built once per server instead of on every call,
+which makes each transition about a quarter cheaper for Redis. The library's
+name carries a hash of its source, so supervisors running different versions
+can share a server. Where functions are unavailable (Redis 6.2, or an ACL user
+without ``FUNCTION``), every script is sent as EVALSHA (the helpers prefixed,
+loaded on NOSCRIPT).
+
+A writing function (and, on >= 7, a writing script with its ``#!lua``
+shebang) is refused *before it runs* when the server is out of memory: no
+transition is ever half-applied. On 6.2 the server refuses the first write of
+a script under OOM, which our scripts make before any other.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ from redis.exceptions import ResponseError
 
 from .errors import RedisOutOfMemoryError
 from .keys import Keys
-from .transport import Transport, is_noscript, is_oom
+from .transport import NETWORK_ERRORS, Transport, is_noscript, is_oom
 
-__all__ = ["Claimed", "Scripts", "load_sources"]
+__all__ = ["Claimed", "Scripts", "build_library", "load_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +51,40 @@ _SCRIPT_NAMES = (
 )
 
 
-def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
-    """The full text of every script for a server of ``server_version``."""
+def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A function library with every script; returns (source, script -> function name)."""
+    digest = hashlib.sha1(
+        (lib + "".join(bodies[n] for n in _SCRIPT_NAMES)).encode("utf-8"),
+        usedforsecurity=False,
+    ).hexdigest()[:12]
+    prefix = f"redflow_{digest}"
+    parts = [f"#!lua name={prefix}", lib]
+    names: dict[str, str] = {}
+    for name in _SCRIPT_NAMES:
+        body = bodies[name]
+        parts.append(f"local function __{name}(KEYS, ARGV)\n{body}\nend")
+        flags = ", flags={'no-writes'}" if "-- flags: no-writes" in body else ""
+        fname = f"{prefix}_{name}"
+        parts.append(
+            f"redis.register_function{{function_name='{fname}', callback=__{name}{flags}}}"
+        )
+        names[name] = fname
+    return "\n".join(parts) + "\n", names
+
+
+def _read_lua() -> tuple[str, dict[str, str]]:
     pkg = resources.files("redflow_mp").joinpath("lua")
     lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
+    bodies = {n: pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8") for n in _SCRIPT_NAMES}
+    return lib, bodies
+
+
+def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
+    """The full EVAL text of every script for a server of ``server_version``."""
+    lib, bodies = _read_lua()
     out: dict[str, str] = {}
     for name in _SCRIPT_NAMES:
-        body = pkg.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        body = bodies[name]
         text = lib + "\n" + body
         if server_version >= (7, 0):
             flags = "no-writes" if "-- flags: no-writes" in body else ""
@@ -119,21 +153,55 @@ class Scripts:
         self._tag = keys.tag
         self._sources: dict[str, str] | None = None
         self._shas: dict[str, str] = {}
+        self._functions: dict[str, str] | None = None
+        self._library = ""
+        # Tests flip this to exercise the EVALSHA path on a Redis 7 server.
+        self.use_functions = True
 
     def _load(self) -> None:
-        sources = load_sources(self._t.server_version())
+        version = self._t.server_version()
+        sources = load_sources(version)
         self._shas = {
             name: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
             for name, text in sources.items()
         }
         self._sources = sources
+        self._functions = None
+        if version >= (7, 0) and self.use_functions:
+            lib, bodies = _read_lua()
+            self._library, names = build_library(lib, bodies)
+            if self._load_library():
+                self._functions = names
+
+    def _load_library(self) -> bool:
+        """FUNCTION LOAD the library (a no-op if this version is loaded already)."""
+        try:
+            self._t.call("FUNCTION", "LOAD", self._library)
+        except ResponseError as exc:
+            if "already exists" in str(exc):
+                return True
+            log.info(
+                "Redis functions unavailable at %s (%s); using EVALSHA", self._t.describe(), exc
+            )
+            return False
+        return True
 
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
-        """EVALSHA ``name``; load it on NOSCRIPT; map OOM to a clear error."""
+        """Call script ``name`` (FCALL, or EVALSHA); reload it when the server lost it;
+        map an out-of-memory refusal to :class:`RedisOutOfMemoryError`."""
         if self._sources is None:
             self._load()
-        sha = self._shas[name]
         try:
+            functions = self._functions
+            if functions is not None:
+                fname = functions[name]
+                try:
+                    return self._t.call("FCALL", fname, len(keys), *keys, *args, retry=retry)
+                except ResponseError as exc:
+                    if "Function not found" not in str(exc) or not self._load_library():
+                        raise
+                    return self._t.call("FCALL", fname, len(keys), *keys, *args, retry=retry)
+            sha = self._shas[name]
             try:
                 return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
             except ResponseError as exc:
@@ -166,27 +234,34 @@ class Scripts:
         cron_id: str,
         max_concurrency: int | None,
         timeout_ms: int | None,
+        add_queue: bool = True,
+        resend: bool = False,
     ) -> tuple[str, bool]:
-        reply = self.run(
-            "enqueue_run",
-            (self.keys.run(run_id),),
-            (
-                self._tag,
-                run_id,
-                workflow,
-                queue,
-                input_json,
-                max_attempts,
-                run_at_ms,
-                idempotency_key,
-                idempotency_ttl_ms,
-                parent_run_id,
-                cron_id,
-                "" if max_concurrency is None else max_concurrency,
-                "" if timeout_ms is None else timeout_ms,
-            ),
-            retry=True,
+        """Enqueue; a resend (``resend=True``, also done here after a lost reply)
+        of the same ``run_id`` returns the same run instead of a second one."""
+        args = (
+            self._tag,
+            run_id,
+            workflow,
+            queue,
+            input_json,
+            max_attempts,
+            run_at_ms,
+            idempotency_key,
+            idempotency_ttl_ms,
+            parent_run_id,
+            cron_id,
+            "" if max_concurrency is None else max_concurrency,
+            "" if timeout_ms is None else timeout_ms,
         )
+        keys = (self.keys.run(run_id),)
+        flag = "1" if add_queue else "0"
+        try:
+            reply = self.run(
+                "enqueue_run", keys, (*args, "1" if resend else "0", flag), retry=False
+            )
+        except NETWORK_ERRORS:
+            reply = self.run("enqueue_run", keys, (*args, "1", "1"), retry=True)
         return _s(reply[0]), reply[1] == 1
 
     def claim(
@@ -196,6 +271,7 @@ class Scripts:
         token: str,
         finish: tuple[str, str, str, bytes | str, int] | None = None,
         only_id: str = "",
+        woken: bool = False,
     ) -> tuple[str, Claimed | None]:
         """Finish ``(mode, run id, token, payload, delay ms)`` if given, then claim.
 
@@ -210,7 +286,16 @@ class Scripts:
         reply = self.run(
             "claim_run",
             (self.keys.q_ready(queues[0]) if queues else self.keys.queues,),
-            (self._tag, lease_ms, token, *fargs, only_id, len(queues), *queues),
+            (
+                self._tag,
+                lease_ms,
+                token,
+                *fargs,
+                only_id,
+                "1" if woken else "",
+                len(queues),
+                *queues,
+            ),
             retry=False,
         )
         claimed = _claimed(reply[1], token)

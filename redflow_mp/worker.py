@@ -123,6 +123,7 @@ class Worker:
         self._wake_key = client.keys.worker_wake(new_token())
         self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
         self._rotation = 0
+        self._woken = False
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
 
@@ -160,8 +161,9 @@ class Worker:
                 token = "" if stop else new_token()
                 try:
                     result, claimed = self.client.scripts.claim(
-                        self._order(), self.lease_ms, token, pending
+                        self._order(), self.lease_ms, token, pending, woken=self._woken
                     )
+                    self._woken = False
                 except _NETWORK as exc:
                     log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
                     self._stopping.wait(backoff)
@@ -289,7 +291,7 @@ class Worker:
         if self.maintenance:
             timeout = min(timeout, 0.2)
         try:
-            self.client.redis.blpop(self._bells, timeout=timeout)
+            self._woken = self.client.redis.blpop(self._bells, timeout=timeout) is not None
         except _NETWORK as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)

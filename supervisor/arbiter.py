@@ -171,7 +171,10 @@ class Arbiter:
             (self.leader, 0.0),
             (CronDuty(client, self.leader, metrics=store), 0.0),
             (PromoterDuty(client, s.promoter_interval_ms), 0.0),
-            (ReaperDuty(client, s.reaper_interval_ms, metrics=store), 0.0),
+            (
+                ReaperDuty(client, s.reaper_interval_ms, metrics=store, queues=lambda: self.queues),
+                0.0,
+            ),
             (RetentionDuty(client, s.run_retention), 0.0),
         ]
         self.status = StatusDuty(client, self._snapshot)

@@ -6,7 +6,7 @@ from benchmarks.systems.arq import ArqSystem
 from benchmarks.systems.base import Client, System
 from benchmarks.systems.celery import CelerySystem
 from benchmarks.systems.dramatiq import DramatiqSystem
-from benchmarks.systems.huey import HueySystem
+from benchmarks.systems.huey import HueyFireSystem, HueySystem
 from benchmarks.systems.redflow import RedflowSystem
 from benchmarks.systems.rq import RQSimpleSystem, RQSystem
 
@@ -20,6 +20,7 @@ SYSTEMS: dict[str, type[System]] = {
         DramatiqSystem,
         ArqSystem,
         HueySystem,
+        HueyFireSystem,
     )
 }
 

@@ -20,7 +20,7 @@ class ArqSystem(System):
         "N x `arq WorkerSettings`, poll_delay=1 ms, max_jobs=1 per process, "
         "keep_result=0 except W4, Job.result(poll_delay=1 ms)"
     )
-    fanout_idiom = "parent job: enqueue_job x200 / enqueue_job + await job.result() x200"
+    fanout_idiom = "parent job: enqueue_job x n / enqueue_job + await job.result(), n times"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -51,7 +51,7 @@ class ArqClient(Client):
 
         from benchmarks.tasks import arq_tasks
 
-        self.poll_delay = arq_tasks.POLL_DELAY
+        self.wait_result = arq_tasks.wait_result
         self.loop = asyncio.new_event_loop()
         self.pool: Any = self.loop.run_until_complete(create_pool(RedisSettings.from_dsn(self.url)))
 
@@ -90,7 +90,7 @@ class ArqClient(Client):
         job = await self.pool.enqueue_job("rt", value)
         if job is None:
             raise RuntimeError("arq did not enqueue the job")
-        got: int = await job.result(timeout=30, poll_delay=self.poll_delay)
+        got: int = await self.wait_result(job)
         return got
 
     def round_trip(self, value: int) -> int:
@@ -123,5 +123,6 @@ class ArqClient(Client):
         self.loop.run_until_complete(run())
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.pool.aclose())
-        self.loop.close()
+        if hasattr(self, "pool"):
+            self.loop.run_until_complete(self.pool.aclose())
+            self.loop.close()

@@ -18,7 +18,7 @@ class CelerySystem(System):
         "celery worker -P prefork -c N, redis broker + redis result backend, prefetch "
         "multiplier 4, -O fair, --without-mingle/gossip/heartbeat, results only for W4"
     )
-    fanout_idiom = "parent task: group(...).apply_async() / chain(...) of 200"
+    fanout_idiom = "parent task: group(n children).apply_async() / chain(n children).apply_async()"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [

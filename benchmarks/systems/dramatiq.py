@@ -18,7 +18,7 @@ class DramatiqSystem(System):
         "dramatiq --processes N --threads 1, RedisBroker (default prefetch), "
         "Results(RedisBackend) for W4"
     )
-    fanout_idiom = "parent actor: group(...).run() / pipeline(...) of 200"
+    fanout_idiom = "parent actor: group(n messages).run() / pipeline(n messages).run()"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [

@@ -18,7 +18,7 @@ class HueySystem(System):
         "huey_consumer -w N -k process -n -q, RedisHuey(blocking=True, "
         "notify_result=True), result.get(blocking=True)"
     )
-    fanout_idiom = "parent task: call child() 200 times / a .then() pipeline of 200"
+    fanout_idiom = "parent task: call child() n times / a .then() pipeline of n"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -36,11 +36,28 @@ class HueySystem(System):
             ]
         ]
 
+    def worker_env(self) -> dict[str, str]:
+        # Every run stores (and notifies) its result, as every redflow run does: the
+        # configuration that reproduces the issue's Huey figure (2,385 runs/s W1).
+        return {"BENCH_HUEY_NOOP_RESULT": "1"}
+
     def expected_processes(self, procs: int) -> int:
         return procs + 2  # consumer, scheduler, workers
 
     def client_class(self) -> type[Client]:
         return HueyClient
+
+
+class HueyFireSystem(HueySystem):
+    """Huey fire-and-forget: the no-op returns None, so nothing is stored."""
+
+    name = "huey-fire"
+    config = (
+        "as huey, but the no-op returns None (store_none=False: nothing stored, nothing notified)"
+    )
+
+    def worker_env(self) -> dict[str, str]:
+        return {"BENCH_HUEY_NOOP_RESULT": "0"}
 
 
 class HueyClient(Client):

@@ -23,10 +23,11 @@ class RedflowSystem(System):
     distributions = ("redflow-mp",)
     tasks_module = TASKS
     config = (
-        "redflow-supervisor --app bench --procs N --queues bench, workflows with "
+        "redflow-supervisor --app bench --procs N --queues bench --log-level warning, "
+        "workflows with "
         "max_concurrency=1000; every run stores its state and output"
     )
-    fanout_idiom = "parent workflow: ctx.step.emit_workflow x200 / ctx.step.run_workflow x200"
+    fanout_idiom = "parent workflow: ctx.step.emit_workflow n times / ctx.step.run_workflow n times"
     steps_idiom = "20 ctx.step.run calls (durable steps)"
 
     def available(self) -> str | None:
@@ -77,6 +78,8 @@ class RedflowSystem(System):
                 "{prefix}",
                 "--queues",
                 common.QUEUE,
+                "--log-level",
+                "warning",
             ]
         ]
 

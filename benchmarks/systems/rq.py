@@ -20,7 +20,7 @@ class RQSystem(System):
         "N x `rq worker` (default Worker: forks a work horse per job), "
         "--quiet, result_ttl=0 except W4"
     )
-    fanout_idiom = "parent job: enqueue 200 / a depends_on chain of 200"
+    fanout_idiom = "parent job: enqueue n children / a depends_on chain of n"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -80,7 +80,7 @@ class RQClient(Client):
         result = job.latest_result(timeout=30)
         if result is None:
             raise TimeoutError("no RQ result within 30 s")
-        got: int = result.return_value
+        got: int = result.return_value  # type: ignore[assignment]
         return got
 
     def fanout(self, mode: str, n: int) -> None:

@@ -7,6 +7,8 @@ return value nobody reads.
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery, chain, group
 
 from benchmarks.tasks import common
@@ -20,7 +22,7 @@ app.conf.update(
     task_ignore_result=True,
     result_expires=3600,
     # Default prefetch (4 per process); early ack (the default).
-    worker_prefetch_multiplier=4,
+    worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "4")),
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     enable_utc=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from huey import RedisHuey
@@ -21,9 +22,15 @@ huey = RedisHuey(
 )
 
 
+# Experiment knob (off by default): make the no-op return a value, so that
+# Huey stores (and notifies) a result for every run.
+NOOP_RESULT = os.environ.get("BENCH_HUEY_NOOP_RESULT") == "1"
+
+
 @huey.task()
-def noop() -> None:
+def noop() -> int | None:
     common.count_done()
+    return 1 if NOOP_RESULT else None
 
 
 @huey.task()

@@ -78,7 +78,8 @@ local function release_parked(tag, wf, n)
     guard = guard + 1
     local id = redis.call('LPOP', waiting)
     if not id then
-      redis.call('SREM', tag .. ':parked', wf)
+      -- Nothing parked (the common case on every finish): leave `parked` alone;
+      -- a stale member there only costs the reaper one empty LPOP.
       break
     end
     local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue')
@@ -212,7 +213,7 @@ end
 
 -- Create a run (or return the existing one for its idempotency key / id).
 -- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
---       parent, cron_id, max_concurrency, timeout_ms }
+--       parent, cron_id, max_concurrency, timeout_ms, resend, add_queue }
 -- Returns id, created (1 new | 0 existing), status.
 local function enqueue(tag, a, now)
   local idem = nil
@@ -225,30 +226,40 @@ local function enqueue(tag, a, now)
     end
   end
   local run = k_run(tag, a.id)
-  if redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
+  -- A fresh id cannot exist; only a resend after a lost reply checks.
+  if a.resend and redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
   local status = 'queued'
   local due = now
   if a.run_at > now then
     status = 'scheduled'
     due = a.run_at
   end
-  redis.call('HSET', run, 'id', a.id, 'workflow', a.workflow, 'queue', a.queue,
+  local fields = { 'id', a.id, 'workflow', a.workflow, 'queue', a.queue,
     'status', status, 'inputJson', a.input_json, 'attempt', 1,
-    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now)
-  if a.idem_key ~= '' then redis.call('HSET', run, 'idempotencyKey', a.idem_key) end
-  if a.parent ~= '' then redis.call('HSET', run, 'parentRunId', a.parent) end
-  if a.cron_id ~= '' then redis.call('HSET', run, 'cronId', a.cron_id) end
-  if a.max_concurrency ~= '' then redis.call('HSET', run, 'maxConcurrency', a.max_concurrency) end
-  if a.timeout_ms ~= '' then redis.call('HSET', run, 'timeoutMs', a.timeout_ms) end
+    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
+  local optional = { idempotencyKey = a.idem_key, parentRunId = a.parent, cronId = a.cron_id,
+    maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms }
+  for name, value in pairs(optional) do
+    if value ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+  end
+  redis.call('HSET', run, unpack(fields))
   redis.call('ZADD', tag .. ':runs:created', now, a.id)
   redis.call('ZADD', k_wf_runs(tag, a.workflow), now, a.id)
   redis.call('ZADD', k_status(tag, status), now, a.id)
-  redis.call('SADD', tag .. ':queues', a.queue)
+  -- The set is append-only: a client adds each queue once, then skips this.
+  if a.add_queue then redis.call('SADD', tag .. ':queues', a.queue) end
   if status == 'scheduled' then
     redis.call('ZADD', k_scheduled(tag, a.queue), due, a.id)
   else
-    redis.call('LPUSH', k_ready(tag, a.queue), a.id)
-    ring(tag, a.queue)
+    -- Ring only when the list was empty: the worker a bell wakes rings again
+    -- while work remains (claim_run.lua), so a burst wakes every idle worker
+    -- without a bell per run.
+    if redis.call('LPUSH', k_ready(tag, a.queue), a.id) == 1 then
+      ring(tag, a.queue)
+    end
   end
   if idem then redis.call('SET', idem, a.id, 'PX', a.idem_ttl) end
   return a.id, 1, status
@@ -289,16 +300,17 @@ local DROPPED = {}
 local function take(tag, id, q, token, lease_ms, now)
   local run = k_run(tag, id)
   local processing = k_processing(tag, q)
-  if redis.call('TYPE', run).ok ~= 'hash' then
-    -- Hash gone (a stale entry) or a foreign key of another type under the run's
-    -- name: drop the entry, never execute it, never fail the whole claim.
+  -- pcall: a foreign key of another type under the run's name must not fail the
+  -- whole claim (WRONGTYPE); it is dropped like a missing hash.
+  local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
+    'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
+    'startedAt', 'queue', 'availableAt')
+  if f.err or not (f[1] or f[2] or f[5]) then
+    -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
     redis.call('LREM', processing, 1, id)
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
     return nil
   end
-  local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
-    'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-    'startedAt', 'queue', 'availableAt')
   if not f[1] or not KNOWN_STATUS[f[1]] then
     return fail_corrupt(tag, id, processing, 'unknown status ' .. tostring(f[1] or '(none)'), now)
   end
@@ -341,7 +353,9 @@ local function take(tag, id, q, token, lease_ms, now)
     redis.call('HSET', run, 'status', 'running', 'updatedAt', now)
   end
   move_status(tag, id, 'queued', 'running', now)
+  -- A run that never started has no steps: skip the read.
+  local steps = {}
+  if f[12] and f[12] ~= '' then steps = redis.call('HGETALL', k_steps(tag, id)) end
   return { id, wf, f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
-    f[10] or '', f[11] or '', tostring(started), redis.call('HGETALL', k_steps(tag, id)),
-    f[14] or '' }
+    f[10] or '', f[11] or '', tostring(started), steps, f[14] or '' }
 end

@@ -12,7 +12,10 @@
 -- ARGV[8]  retry delay ms (retry)
 -- ARGV[9]  claim this run id only ('' = take the next from the queues): the inline
 --          path of step.run_workflow
--- ARGV[10] number of queues n; ARGV[11 .. 10+n] queue names in the order to scan
+-- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
+--          claim, ring again to wake the next idle worker (enqueue rings only when a
+--          ready list goes from empty to non-empty)
+-- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names in the order to scan
 -- Reply: { finish result, claimed }
 --   finish result: '' (nothing to finish) | 'lease-lost' | the run's new status
 --   claimed: {} or { id, workflow, queue, inputJson, attempt, maxAttempts, createdAt,
@@ -21,6 +24,7 @@
 -- a claimed run is running, leased and counted in wf-running:<wf>; a run over its
 -- workflow's max_concurrency is parked in wf-waiting:<wf>, never dropped.
 local tag = ARGV[1]
+DROPPED = {}  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
 local token = ARGV[3]
 local mode = ARGV[4]
@@ -44,11 +48,12 @@ end
 
 if token == '' then return { finished, {}, DROPPED } end
 
-local nq = tonumber(ARGV[10])
+local nq = tonumber(ARGV[11])
 local only = ARGV[9]
+local woken = ARGV[10] == '1'
 if only ~= '' then
   for i = 1, nq do
-    local q = ARGV[10 + i]
+    local q = ARGV[11 + i]
     if redis.call('LREM', k_ready(tag, q), 1, only) == 1 then
       redis.call('LPUSH', k_processing(tag, q), only)
       local got = take(tag, only, q, token, lease_ms, now)
@@ -64,13 +69,16 @@ local scanned = 0
 while scanned < 32 do
   local progressed = false
   for i = 1, nq do
-    local q = ARGV[10 + i]
+    local q = ARGV[11 + i]
     local id = redis.call('LMOVE', k_ready(tag, q), k_processing(tag, q), 'RIGHT', 'LEFT')
     if id then
       progressed = true
       scanned = scanned + 1
       local got = take(tag, id, q, token, lease_ms, now)
-      if got then return { finished, got, DROPPED } end
+      if got then
+        if woken and redis.call('LLEN', k_ready(tag, q)) > 0 then ring(tag, q) end
+        return { finished, got, DROPPED }
+      end
       break
     end
   end

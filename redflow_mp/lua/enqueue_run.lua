@@ -11,6 +11,8 @@
 -- ARGV[8]  idempotency key ('' = none)   ARGV[9]  idempotency TTL ms
 -- ARGV[10] parentRunId ('' = none)       ARGV[11] cronId ('' = none)
 -- ARGV[12] maxConcurrency ('' = unknown) ARGV[13] timeoutMs ('' = none)
+-- ARGV[14] '1' when this call resends one whose reply was lost (check the id exists)
+-- ARGV[15] '1' to add the queue to the `queues` set (a client does it once per queue)
 -- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }
 -- Invariant: same idempotency key -> same run id, even under concurrent callers
 -- (the script is atomic).
@@ -19,6 +21,6 @@ local id, created, status = enqueue(tag, {
   id = ARGV[2], workflow = ARGV[3], queue = ARGV[4], input_json = ARGV[5],
   max_attempts = ARGV[6], run_at = tonumber(ARGV[7]) or 0, idem_key = ARGV[8],
   idem_ttl = ARGV[9], parent = ARGV[10], cron_id = ARGV[11], max_concurrency = ARGV[12],
-  timeout_ms = ARGV[13],
+  timeout_ms = ARGV[13], resend = ARGV[14] == '1', add_queue = ARGV[15] ~= '0',
 }, now_ms())
 return { id, created, status }

@@ -28,6 +28,7 @@ local id, created = enqueue(tag, {
   id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
   max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
   parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
+  resend = true, add_queue = true,
 }, now)
 if created == 1 then return { 1, id } end
 return { 3, id }

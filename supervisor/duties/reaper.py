@@ -4,6 +4,8 @@ gone or cut off) and release parked runs when their workflow has free slots.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from redflow_mp.client import Client
 from redflow_mp.maintenance import reap_expired
 from redflow_mp.metrics import MetricsStore
@@ -15,14 +17,24 @@ class ReaperDuty:
     name = "reaper"
 
     def __init__(
-        self, client: Client, interval_ms: int, metrics: MetricsStore | None = None
+        self,
+        client: Client,
+        interval_ms: int,
+        metrics: MetricsStore | None = None,
+        queues: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.client = client
+        self.queues = queues
         self.interval = interval_ms / 1000.0
         self.metrics = metrics
         self.requeued = 0
 
     def tick(self, now: float) -> float:
+        served = self.queues()
+        if served:
+            # The served queues are always in the append-only `queues` set, even if
+            # no client of this Redis has enqueued on them since it was emptied.
+            self.client.redis.sadd(self.client.keys.queues, *served)
         _, requeued = reap_expired(self.client)
         self.requeued += len(requeued)
         if requeued and self.metrics is not None:

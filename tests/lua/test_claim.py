@@ -67,6 +67,9 @@ def test_claim_returns_recorded_steps(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     rid = enq()
+    # Steps exist only for a run that started before (a retry, or a run put back
+    # after its worker died): startedAt is set then.
+    raw.hset(client.keys.run(rid), "startedAt", 1)
     raw.hset(client.keys.run_steps(rid), "s1", b'{"status":"succeeded"}')
     _, got = client.scripts.claim(("q",), 1_000, new_token())
     assert got is not None and got.steps == {"s1": b'{"status":"succeeded"}'}

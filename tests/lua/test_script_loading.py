@@ -5,12 +5,14 @@ an out-of-memory refusal is a clear error that changed nothing."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 
 from redflow_mp import Client, RedflowError
 from redflow_mp.scripts import _SCRIPT_NAMES, load_sources
+from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -30,7 +32,10 @@ def test_sources_for_redis_7_have_shebang_and_flags() -> None:
 
 @pytest.mark.parametrize("version", [(6, 2, 0), (7, 0, 0)])
 def test_every_script_compiles(raw: redis.Redis, version: tuple[int, int, int]) -> None:
-    for name, text in load_sources(version).items():
+    info: Any = raw.info("server")
+    server = tuple(int(x) for x in str(info["redis_version"]).split(".")[:3])
+    # A 6.2 server cannot load the 7.x form (shebang); it compiles its own form.
+    for name, text in load_sources(min(version, server)).items():
         try:
             raw.script_load(text)
         except redis.ResponseError as exc:  # pragma: no cover - shows which script
@@ -60,3 +65,78 @@ def test_out_of_memory_is_a_clear_error_and_changes_nothing(
     finally:
         raw.config_set("maxmemory", 0)
     assert raw.dbsize() == before
+
+
+def _library_names(raw: redis.Redis) -> list[str]:
+    listed: Any = command(raw, "FUNCTION", "LIST")
+    names = []
+    for entry in listed:
+        fields: dict[Any, Any] = (
+            dict(entry)
+            if isinstance(entry, dict)
+            else dict(zip(entry[::2], entry[1::2], strict=True))
+        )
+        name = fields.get(b"library_name") or fields.get("library_name")
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+    return names
+
+
+def test_redis_7_uses_one_function_library_and_reloads_it(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    enq()
+    if client.transport.server_version() < (7, 0):
+        # Redis 6.2 has no functions: every script goes through EVALSHA.
+        assert client.scripts._functions is None
+        return
+    libraries = [n for n in _library_names(raw) if n.startswith("redflow_")]
+    assert len(libraries) == 1
+    command(raw, "FUNCTION", "FLUSH")  # as a server restarted without persistence
+    enq()
+    assert [n for n in _library_names(raw) if n.startswith("redflow_")] == libraries
+
+
+def test_the_eval_path_works_where_functions_are_unavailable(
+    raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    from redflow_mp import create_client
+    from redflow_mp.ids import new_token
+
+    client = create_client(redis_url, prefix=prefix + "-eval", default=False)
+    try:
+        client.scripts.use_functions = False
+        run_id, created = client.scripts.enqueue(
+            "01EVALPATH0000000000000000", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+        )
+        assert created
+        _, claimed = client.scripts.claim(("q",), 1_000, new_token())
+        assert claimed is not None and claimed.id == run_id
+    finally:
+        client.close()
+
+
+def test_a_user_without_function_rights_falls_back_to_eval(
+    raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    from redflow_mp import create_client
+    from redflow_mp.ids import new_token
+
+    user, password = f"nofn-{prefix}"[:60], "pw-nofn-1234"
+    info: Any = raw.info("server")
+    seven = int(str(info["redis_version"]).split(".")[0]) >= 7
+    rules = ["-function"] if seven else []  # 6.2 has no functions to deny
+    command(raw, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", *rules)
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:{password}@")
+        client = create_client(url, prefix=prefix + "-acl", default=False)
+        try:
+            client.scripts.enqueue(
+                "01NOFUNCTION00000000000000", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+            )
+            assert client.scripts._functions is None
+            _, claimed = client.scripts.claim(("q",), 1_000, new_token())
+            assert claimed is not None and claimed.id == "01NOFUNCTION00000000000000"
+        finally:
+            client.close()
+    finally:
+        command(raw, "ACL", "DELUSER", user)
