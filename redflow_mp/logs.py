@@ -14,6 +14,10 @@ __all__ = ["RUN_FIELDS", "RunContextFilter", "RunLoggerAdapter", "current_step",
 
 RUN_FIELDS = ("workflow", "run_id", "attempt", "step", "pid")
 
+# Loggers by name: logging.getLogger takes a global lock on every call, and a
+# worker makes one adapter per run. Loggers live forever, so caching is safe.
+_loggers: dict[str, logging.Logger] = {}
+
 # The step being executed in this thread/task ("" between steps).
 current_step: ContextVar[str] = ContextVar("redflow_current_step", default="")
 
@@ -40,8 +44,11 @@ def run_logger(
     name: str, *, workflow: str, run_id: str, attempt: int, pid: int
 ) -> RunLoggerAdapter:
     """A logger adapter for one execution of one run."""
+    base = _loggers.get(name)
+    if base is None:
+        base = _loggers[name] = logging.getLogger(name)
     return RunLoggerAdapter(
-        logging.getLogger(name),
+        base,
         {"workflow": workflow, "run_id": run_id, "attempt": attempt, "step": "", "pid": pid},
     )
 

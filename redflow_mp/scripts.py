@@ -123,24 +123,38 @@ def _s(value: Any) -> str:
 def _claimed(reply: Any, token: str) -> Claimed | None:
     if not reply:
         return None
-    flat = reply[11]
+    (
+        rid,
+        wf,
+        queue,
+        input_json,
+        attempt,
+        max_attempts,
+        created,
+        parent,
+        timeout,
+        cron,
+        started,
+        flat,
+        *rest,
+    ) = reply
     steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
-    timeout = _s(reply[8])
+    available = rest[0] if rest else b""
     return Claimed(
-        id=_s(reply[0]),
-        workflow=_s(reply[1]),
-        queue=_s(reply[2]),
-        input_json=reply[3],
-        attempt=int(reply[4] or 1),
-        max_attempts=int(reply[5] or 1),
-        created_at=int(reply[6] or 0),
-        parent_run_id=_s(reply[7]) or None,
+        id=rid.decode("utf-8", "replace"),
+        workflow=wf.decode("utf-8", "replace"),
+        queue=queue.decode("utf-8", "replace"),
+        input_json=input_json,
+        attempt=int(attempt or 1),
+        max_attempts=int(max_attempts or 1),
+        created_at=int(created or 0),
+        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
         timeout_ms=int(timeout) if timeout else None,
-        cron_id=_s(reply[9]) or None,
-        started_at=int(reply[10] or 0),
+        cron_id=cron.decode("utf-8", "replace") if cron else None,
+        started_at=int(started or 0),
         steps=steps,
         token=token,
-        available_at=int(reply[12]) if len(reply) > 12 and reply[12] else None,
+        available_at=int(available) if available else None,
     )
 
 
