@@ -33,6 +33,7 @@ MAX_DEPTH = 4
 _HEADER = struct.Struct("<IiBBHId")  # seq pid state depth pad runs_done booted_at
 _STACK_AT = 128
 _ITEM = struct.Struct("<B47sB31sddB103s")  # run id, token, started, timeout, workflow
+_CLAIM_TOKEN = 24  # 1 length byte + 31 bytes: the token of the claim in flight
 _REQ_RECYCLE = 64
 _REQ_ABORT = 65
 _REQ_ABORT_RUN = 66  # 1 length byte + 47 bytes
@@ -75,6 +76,7 @@ class BoardEntry:
     runs_done: int
     booted_at: float
     held: tuple[Held, ...]
+    claim_token: str = ""
 
     @property
     def current(self) -> Held | None:
@@ -162,6 +164,15 @@ class Board:
             struct.pack_into("<I", self._mm, base + 12, done + 1)
         self._end(base)
 
+    def set_claim_token(self, index: int, token: str) -> None:
+        """Publish the token of the claim about to be sent: if the child dies before
+        the claimed run is on the board, the parent finds the run by its lease."""
+        base = index * ENTRY_SIZE + _CLAIM_TOKEN
+        data = _clip(token, _MAX_TOKEN)
+        self._mm[base] = 0
+        self._mm[base + 1 : base + 1 + len(data)] = data
+        self._mm[base] = len(data)
+
     def recycle_requested(self, index: int) -> bool:
         return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != 0
 
@@ -202,7 +213,11 @@ class Board:
                     )
                 )
             (seq2,) = struct.unpack_from("<I", self._mm, base)
-            entry = BoardEntry(pid, SlotState(state), done, booted, tuple(items))
+            n_claim = self._mm[base + _CLAIM_TOKEN]
+            claim = bytes(self._mm[base + _CLAIM_TOKEN + 1 : base + _CLAIM_TOKEN + 1 + n_claim])
+            entry = BoardEntry(
+                pid, SlotState(state), done, booted, tuple(items), claim.decode("utf-8", "replace")
+            )
             if seq1 == seq2 and not seq1 & 1:
                 return entry
             now = time.monotonic()

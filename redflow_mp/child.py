@@ -128,6 +128,9 @@ class _Hooks:
             self._unsent.extend(encode_delta(self.metrics.drain()))
         self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
 
+    def claiming(self, token: str) -> None:
+        self.board.set_claim_token(self.index, token)
+
     def started(self, run: Claimed, timeout: float | None) -> None:
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
         self.depth += 1

@@ -48,6 +48,7 @@ _SCRIPT_NAMES = (
     "sweep_runs",
     "renew_lock",
     "release_lock",
+    "requeue_claimed",
 )
 
 
@@ -441,6 +442,13 @@ class Scripts:
             "sweep_runs", (self.keys.runs_created,), (self._tag, retention_ms, batch), retry=True
         )
         return int(reply)
+
+    def requeue_claimed(self, token: str, cause: str) -> list[str]:
+        """Put back runs claimed with ``token`` by a worker that died before saying so."""
+        reply = self.run(
+            "requeue_claimed", (self.keys.queues,), (self._tag, token, cause), retry=True
+        )
+        return [_s(x) for x in reply]
 
     def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(self.run("renew_lock", (key,), (self._tag, token, ttl_ms), retry=True) == 1)

@@ -49,17 +49,23 @@ _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemory
 class WorkerHooks(Protocol):
     """What a host process (the supervisor child) learns from its worker."""
 
+    def claiming(self, token: str) -> None:
+        """A claim with lease ``token`` is about to be sent."""
+
     def started(self, run: Claimed, timeout: float | None) -> None:
         """``run`` is now executing (also for runs executed inline as children)."""
 
     def finished(self, run: Claimed) -> None:
-        """``run`` is no longer executing here."""
+        """``run`` is no longer held here: its outcome was written (or it was lost)."""
 
     def should_stop(self) -> bool:
         """True when the worker should stop claiming (recycling, shutdown)."""
 
 
 class _NoHooks:
+    def claiming(self, token: str) -> None:
+        pass
+
     def started(self, run: Claimed, timeout: float | None) -> None:
         pass
 
@@ -152,6 +158,9 @@ class Worker:
         set_default_client(self.client)
         pending: tuple[str, str, str, bytes | str, int] | None = None
         pending_outcome: Outcome | None = None
+        # The run whose finish rides on the next claim call: the host keeps it on
+        # its books until that call returns, so a death in between loses nothing.
+        holding: Claimed | None = None
         backoff = 0.05
         try:
             while True:
@@ -159,6 +168,8 @@ class Worker:
                 if stop and pending is None:
                     break
                 token = "" if stop else new_token()
+                if token:
+                    self.hooks.claiming(token)
                 try:
                     result, claimed = self.client.scripts.claim(
                         self._order(), self.lease_ms, token, pending, woken=self._woken
@@ -172,10 +183,16 @@ class Worker:
                 backoff = 0.05
                 if pending is not None:
                     self._after_finish(pending, result, pending_outcome)
-                pending, pending_outcome = None, None
+                if holding is not None:
+                    self.hooks.finished(holding)
+                pending, pending_outcome, holding = None, None, None
                 if claimed is not None:
                     outcome = self._execute(claimed)
                     pending, pending_outcome = self._settle(claimed, outcome)
+                    if pending is None:
+                        self.hooks.finished(claimed)
+                    else:
+                        holding = claimed
                     continue
                 if token:
                     self._idle()
@@ -217,7 +234,6 @@ class Worker:
                     time.perf_counter() - began,
                     workflow=claimed.workflow,
                 )
-            self.hooks.finished(claimed)
             if not inline:
                 self._current = None
                 self.runs_done += 1
@@ -305,6 +321,7 @@ class Worker:
         parent's process executes the child itself. Returns True if it ran.
         """
         token = new_token()
+        self.hooks.claiming(token)
         try:
             _, claimed = self.client.scripts.claim(
                 self.queues, self.lease_ms, token, None, only_id=run_id
@@ -317,6 +334,7 @@ class Worker:
         finish, _ = self._settle(claimed, outcome)
         if finish is not None:
             self._record(claimed.workflow, finish[0], self._apply_now(finish))
+        self.hooks.finished(claimed)
         return True
 
     def run_until_idle(self, timeout: float = 30.0) -> int:
@@ -333,9 +351,13 @@ class Worker:
                 break
             outcome = self._execute(claimed)
             pending, _ = self._settle(claimed, outcome)
+            if pending is None:
+                self.hooks.finished(claimed)
+            else:
+                self._apply_now(pending)
+                pending = None
+                self.hooks.finished(claimed)
             done += 1
-        if pending is not None:
-            self._apply_now(pending)
         return done
 
     def close(self) -> None:

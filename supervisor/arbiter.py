@@ -605,6 +605,7 @@ class Arbiter:
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=self._exit_kind(info, we_killed))
         self._recover(child, entry.held, info, cause)
+        self._recover_claim(entry.claim_token, cause)
         self.board.free(child.index)
         self.free_entries.append(child.index)
         self._log_exit(child, info, cause)
@@ -713,6 +714,29 @@ class Arbiter:
                     h.run_id,
                     exc,
                 )
+
+    def _recover_claim(self, token: str, cause: str) -> None:
+        """Put back a run the dead child claimed but had not yet published.
+
+        The child writes its lease token to the board before each claim call, so a
+        death between the claim's reply and the board push (or inside the call)
+        leaves a run we can find by its lease instead of waiting for the reaper.
+        """
+        client = self.client
+        if client is None or not token:
+            return
+        try:
+            ids = client.scripts.requeue_claimed(token, f"worker {cause}")
+        except _NETWORK as exc:
+            log.error(
+                "could not look for a run claimed by the dead worker (%s); "
+                "the reaper will put it back once its lease expires",
+                exc,
+            )
+            return
+        for run_id in ids:
+            self._count("redflow_runs_requeued_total", reason="crash")
+            log.warning("run %s put back: its worker %s right after claiming it", run_id, cause)
 
     def _finish_aborted(self, reason: AbortReason, target: Held) -> None:
         client = self.client

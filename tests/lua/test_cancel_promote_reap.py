@@ -193,3 +193,28 @@ def test_reap_of_a_cancel_requested_run_ends_it_canceled(
     assert status_of(raw, client, rid) == "canceled"
     assert not raw.exists(k.q_ready("q"))
     assert not raw.exists(k.wf_running("wf"))
+
+
+# ------------------------------------------------------------------ requeue_claimed
+
+
+def test_requeue_claimed_puts_back_only_the_run_with_that_token(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.sadd(k.queues, "q")
+    mine, other = enq(workflow="a"), enq(workflow="b")
+    lost = new_token()
+    _, c1 = client.scripts.claim(("q",), 30_000, lost)
+    _, c2 = client.scripts.claim(("q",), 30_000, new_token())
+    assert c1 is not None and c1.id == mine and c2 is not None and c2.id == other
+    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [mine]
+    assert status_of(raw, client, mine) == "queued"
+    assert raw.hget(k.run(mine), "lastCrash") == b"worker killed by SIGKILL"
+    assert raw.hget(k.run(mine), "crashCount") in (None, b"0")  # it never started
+    assert raw.lrange(k.q_ready("q"), 0, -1) == [mine.encode()]
+    assert not raw.exists(k.run_lease(mine))
+    assert status_of(raw, client, other) == "running"  # another worker's run is untouched
+    assert raw.lrange(k.q_processing("q"), 0, -1) == [other.encode()]
+    # a token nobody holds any more finds nothing, and a second call is a no-op
+    assert client.scripts.requeue_claimed(lost, "again") == []

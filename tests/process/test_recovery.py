@@ -3,10 +3,13 @@ holding the GIL, and run timeouts enforced by the parent."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -74,8 +77,18 @@ def test_handler_holding_the_gil_for_several_leases_runs_exactly_once(
 ) -> None:
     sup = supervisor(procs=2, args=["--lease-ms", "600", "--reaper-interval-ms", "100"])
     sup.wait_workers(2)
+
+    # The backtracking doubles per extra "a": size it on this machine so the match
+    # holds the GIL for about six lease periods (3.6 s), whatever the CPU speed.
+    def probe() -> float:
+        began = time.perf_counter()
+        re.match(r"(a+)+$", "a" * 20 + "b")
+        return time.perf_counter() - began
+
+    per_20 = max(min(probe() for _ in range(3)), 1e-4)  # the least disturbed try
+    size = 20 + math.ceil(math.log2(3.6 / per_20))
     started = time.monotonic()
-    handle = flows.gil.run(26, client=client)
+    handle = flows.gil.run(size, client=client)
     assert handle.result(timeout=120) is True
     elapsed = time.monotonic() - started
     assert elapsed > 3 * 0.6, f"the regex finished in {elapsed:.2f} s: not a GIL hold"
@@ -99,3 +112,30 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
     state = client.get_run(handle.id)
     assert state is not None and state.attempt == 2
     sup.wait_workers(2)
+
+
+def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+) -> None:
+    sup = supervisor(
+        procs=1,
+        modules=("tests.process.flows_claimdeath",),
+        args=["--lease-ms", "30000", "--queues", "cd"],
+        env={"CLAIM_DEATH_DIR": str(tmp_path)},
+    )
+    sup.wait_workers(1)
+    from tests.process import flows_claimdeath
+
+    handle = flows_claimdeath.claim_death.run(None, client=client)
+    marker = tmp_path / handle.id
+    wait_until(marker.exists, 20, message="the worker to claim the run and die")
+    killed_at = time.monotonic()
+    # Nothing on the board named this run: only the published claim token finds it.
+    assert handle.result(timeout=10) == 1  # well inside the 30 s lease
+    assert time.monotonic() - killed_at < 5
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.SUCCEEDED
+    assert state.last_crash is not None and "SIGKILL" in state.last_crash
+    assert state.crash_count == 0  # its handler never started: not a poison-pill strike
+    assert raw.get(f"{client.keys.tag}:ledger:{handle.id}") == b"1"
+    assert "right after claiming it" in sup.log()
