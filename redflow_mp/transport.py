@@ -99,6 +99,14 @@ class _Wire:
         with contextlib.suppress(Exception):  # best effort on a broken socket
             self.conn.disconnect()
 
+    def __del__(self) -> None:
+        # The wire goes when its thread's locals go. redis-py connections sit in
+        # reference cycles, so without this their sockets would wait for a GC pass
+        # (and could be finalized first: "unclosed socket"). In a forked child,
+        # disconnect() only closes the inherited descriptor (no shutdown).
+        if self.sock is not None:
+            self.close()
+
 
 def mask_url(url: str) -> str:
     """``url`` with any password (user info or ``?password=``) replaced by ``***``."""
