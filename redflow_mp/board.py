@@ -33,6 +33,7 @@ MAX_DEPTH = 4
 _HEADER = struct.Struct("<IiBBHId")  # seq pid state depth pad runs_done booted_at
 _STACK_AT = 128
 _ITEM = struct.Struct("<B47sB31sddB103s")  # run id, token, started, timeout, workflow
+_TIMEOUT_AT = 1 + 47 + 1 + 31 + 8  # offset of the timeout inside an item
 _CLAIM_TOKEN = 24  # 1 length byte + 31 bytes: the token of the claim in flight
 _REQ_RECYCLE = 64
 _REQ_ABORT = 65
@@ -58,13 +59,22 @@ class AbortReason(IntEnum):
 
 @dataclass(slots=True, frozen=True)
 class Held:
-    """One run an entry holds: id, lease token, start (monotonic), timeout (s or 0)."""
+    """One run an entry holds: id, lease token, start (monotonic), timeout (s or 0).
+
+    A negative timeout marks a run whose handler has returned and whose finish is
+    on its way to Redis: it is still recovered if the child dies, and its lease is
+    still extended, but it can no longer be timed out or aborted.
+    """
 
     run_id: str
     token: str
     started: float
     timeout: float
     workflow: str
+
+    @property
+    def finishing(self) -> bool:
+        return self.timeout < 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -162,6 +172,15 @@ class Board:
             self._mm[base + 8] = SlotState.IDLE
             (done,) = struct.unpack_from("<I", self._mm, base + 12)
             struct.pack_into("<I", self._mm, base + 12, done + 1)
+        self._end(base)
+
+    def mark_finishing(self, index: int) -> None:
+        """The innermost run's handler returned; its finish is in flight."""
+        base = self._begin(index)
+        depth = self._mm[base + 9]
+        if 0 < depth <= MAX_DEPTH:
+            at = base + _STACK_AT + (depth - 1) * _ITEM.size + _TIMEOUT_AT
+            struct.pack_into("<d", self._mm, at, -1.0)
         self._end(base)
 
     def set_claim_token(self, index: int, token: str) -> None:

@@ -133,8 +133,12 @@ class _Hooks:
 
     def started(self, run: Claimed, timeout: float | None) -> None:
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
+        self.board.set_claim_token(self.index, "")  # on the books now: found by its entry
         self.depth += 1
         set_title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
+
+    def finishing(self, run: Claimed) -> None:
+        self.board.mark_finishing(self.index)
 
     def finished(self, run: Claimed) -> None:
         self.board.pop(self.index)
@@ -192,7 +196,12 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     def on_term(signum: int, frame: object) -> None:
         reason, target = board.abort_request(spec.index)
         current = board.read(spec.index).current
-        if reason is not AbortReason.NONE and current is not None and current.run_id == target:
+        if (
+            reason is not AbortReason.NONE
+            and current is not None
+            and current.run_id == target
+            and not current.finishing  # returned already: its finish is on its way
+        ):
             raise _Abort(reason.name.lower())
         hooks.stop_requested = True
         worker = holder.get("worker")

@@ -443,12 +443,16 @@ class Scripts:
         )
         return int(reply)
 
-    def requeue_claimed(self, token: str, cause: str) -> list[str]:
-        """Put back runs claimed with ``token`` by a worker that died before saying so."""
+    def requeue_claimed(self, token: str, cause: str) -> list[tuple[str, str]]:
+        """Put back runs claimed with ``token`` by a worker that died before saying so.
+
+        Returns (run id, status) pairs: ``queued`` when put back, ``canceled`` when a
+        cancel request was pending (the run ends instead of going back).
+        """
         reply = self.run(
             "requeue_claimed", (self.keys.queues,), (self._tag, token, cause), retry=True
         )
-        return [_s(x) for x in reply]
+        return [(_s(reply[i]), _s(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(self.run("renew_lock", (key,), (self._tag, token, ttl_ms), retry=True) == 1)

@@ -22,11 +22,13 @@ import os
 import socket
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import hiredis  # packs commands and parses replies in C (redis[hiredis])
 import redis
+from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
@@ -37,17 +39,17 @@ from .errors import RedflowError
 
 __all__ = ["Transport", "mask_url"]
 
+_parse_error = cast(Callable[[str], Exception], BaseParser.parse_error)
+
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 NETWORK_ERRORS = _NETWORK_ERRORS
 
 
-def _reply_error(message: str) -> ResponseError:
-    """Map an error reply to redis-py's classes (the callers test for these)."""
-    if message.startswith("NOSCRIPT"):
-        return NoScriptError(message)
-    if message.startswith("OOM"):
-        return OutOfMemoryError(message)
-    return ResponseError(message)
+def _reply_error(message: str) -> Exception:
+    """Map an error reply to the class redis-py would raise (LOADING is a
+    ConnectionError, NOSCRIPT a NoScriptError, OOM an OutOfMemoryError, ...):
+    callers and the retry logic test for those."""
+    return _parse_error(message)
 
 
 class _Wire:
@@ -89,7 +91,13 @@ class _Wire:
             if isinstance(exc, RedisConnectionError):
                 raise
             raise RedisConnectionError(f"lost the connection to Redis: {exc}") from None
-        if isinstance(reply, ResponseError):
+        except BaseException:
+            # Interrupted between sending and reading the whole reply (a signal
+            # handler raising, a protocol error): the next reply on this socket
+            # would answer this command. Start over on a new connection.
+            self.close()
+            raise
+        if isinstance(reply, Exception):  # an error reply, mapped by _reply_error
             raise reply
         return reply
 

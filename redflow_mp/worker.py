@@ -50,10 +50,14 @@ class WorkerHooks(Protocol):
     """What a host process (the supervisor child) learns from its worker."""
 
     def claiming(self, token: str) -> None:
-        """A claim with lease ``token`` is about to be sent."""
+        """A claim with lease ``token`` is about to be sent ("": none in flight)."""
 
     def started(self, run: Claimed, timeout: float | None) -> None:
-        """``run`` is now executing (also for runs executed inline as children)."""
+        """``run`` is now executing (also for runs executed inline as children).
+        It is now on the host's books, so the claim token is no longer needed."""
+
+    def finishing(self, run: Claimed) -> None:
+        """``run``'s handler returned; its finish rides on the next script call."""
 
     def finished(self, run: Claimed) -> None:
         """``run`` is no longer held here: its outcome was written (or it was lost)."""
@@ -67,6 +71,9 @@ class _NoHooks:
         pass
 
     def started(self, run: Claimed, timeout: float | None) -> None:
+        pass
+
+    def finishing(self, run: Claimed) -> None:
         pass
 
     def finished(self, run: Claimed) -> None:
@@ -126,6 +133,7 @@ class Worker:
             client, self.registry, self.keeper, lease_ms, self.try_inline, metrics
         )
         self._stopping = threading.Event()
+        self._inline_lock = threading.RLock()
         self._wake_key = client.keys.worker_wake(new_token())
         self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
         self._rotation = 0
@@ -193,8 +201,10 @@ class Worker:
                         self.hooks.finished(claimed)
                     else:
                         holding = claimed
+                        self.hooks.finishing(claimed)
                     continue
                 if token:
+                    self.hooks.claiming("")
                     self._idle()
         finally:
             self.keeper.stop()
@@ -320,22 +330,33 @@ class Worker:
         This is how ``step.run_workflow`` avoids a deadlock with ``--procs 1``: the
         parent's process executes the child itself. Returns True if it ran.
         """
-        token = new_token()
-        self.hooks.claiming(token)
+        # Several threads of an async parent may wait on children at once; one
+        # at a time runs a child inline (the host's books are per process), the
+        # others wait a slice and try again. Re-entrant: an inline child may
+        # itself run a grandchild inline.
+        if not self._inline_lock.acquire(blocking=False):
+            return False
         try:
-            _, claimed = self.client.scripts.claim(
-                self.queues, self.lease_ms, token, None, only_id=run_id
-            )
-        except _NETWORK:
-            return False
-        if claimed is None:
-            return False
-        outcome = self._execute(claimed, inline=True)
-        finish, _ = self._settle(claimed, outcome)
-        if finish is not None:
-            self._record(claimed.workflow, finish[0], self._apply_now(finish))
-        self.hooks.finished(claimed)
-        return True
+            token = new_token()
+            self.hooks.claiming(token)
+            try:
+                _, claimed = self.client.scripts.claim(
+                    self.queues, self.lease_ms, token, None, only_id=run_id
+                )
+            except _NETWORK:
+                return False
+            if claimed is None:
+                self.hooks.claiming("")
+                return False
+            outcome = self._execute(claimed, inline=True)
+            finish, _ = self._settle(claimed, outcome)
+            if finish is not None:
+                self.hooks.finishing(claimed)
+                self._record(claimed.workflow, finish[0], self._apply_now(finish))
+            self.hooks.finished(claimed)
+            return True
+        finally:
+            self._inline_lock.release()
 
     def run_until_idle(self, timeout: float = 30.0) -> int:
         """Test helper: process runs until none is ready; returns how many ran."""

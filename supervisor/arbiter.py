@@ -63,6 +63,9 @@ __all__ = ["Arbiter", "Reloaded"]
 log = logging.getLogger("redflow_supervisor")
 
 _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
+# Putting back a dead child's runs must never stop the arbiter: any Redis error
+# there is logged and left to the reaper (the leases expire).
+_RECOVERY = (*_NETWORK, redis.RedisError)
 
 
 class Mode(Enum):
@@ -708,7 +711,7 @@ class Arbiter:
                             "redflow_runs_requeued_total", reason="shutdown" if planned else "crash"
                         )
                         log.info("run %s put back (%s)", h.run_id, why)
-            except _NETWORK as exc:
+            except _RECOVERY as exc:
                 log.error(
                     "could not put back run %s (%s); the reaper will once its lease expires",
                     h.run_id,
@@ -727,16 +730,21 @@ class Arbiter:
             return
         try:
             ids = client.scripts.requeue_claimed(token, f"worker {cause}")
-        except _NETWORK as exc:
+        except _RECOVERY as exc:
             log.error(
                 "could not look for a run claimed by the dead worker (%s); "
                 "the reaper will put it back once its lease expires",
                 exc,
             )
             return
-        for run_id in ids:
-            self._count("redflow_runs_requeued_total", reason="crash")
-            log.warning("run %s put back: its worker %s right after claiming it", run_id, cause)
+        for run_id, status in ids:
+            if status == "queued":
+                self._count("redflow_runs_requeued_total", reason="crash")
+                log.warning("run %s put back: its worker %s right after claiming it", run_id, cause)
+            else:
+                log.info(
+                    "run %s ended %s: its worker %s right after claiming it", run_id, status, cause
+                )
 
     def _finish_aborted(self, reason: AbortReason, target: Held) -> None:
         client = self.client
@@ -769,7 +777,7 @@ class Arbiter:
                 target.timeout,
                 status or "lease already lost",
             )
-        except _NETWORK as exc:
+        except _RECOVERY as exc:
             log.error("could not record the end of run %s (%s)", target.run_id, exc)
 
     def _attempts(self, run_id: str) -> tuple[int, int]:
@@ -880,7 +888,7 @@ class Arbiter:
             return
         results = self.client.scripts.renew(self.settings.lease_ms, pairs)
         for (child, h, held), (kept, cancel) in zip(owners, results, strict=True):
-            if not kept or not cancel or child.abort is not None:
+            if not kept or not cancel or child.abort is not None or h.finishing:
                 continue
             seen = child.cancel_seen.setdefault(h.run_id, now)
             if now - seen >= self.settings.cancel_grace:

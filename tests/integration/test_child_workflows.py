@@ -281,3 +281,34 @@ def test_canceled_child_fails_the_parent_instead_of_canceling_it(
     assert state is not None
     assert state.status == "failed" and state.attempt == 1
     assert state.cancel_requested_at is None
+
+
+def test_async_parent_gathering_children_with_one_worker(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    import asyncio
+
+    running: list[int] = []
+    overlap: list[int] = []
+
+    @define_workflow("gathered-child", registry=registry, max_concurrency=10)
+    def child(ctx: Context[Any]) -> int:
+        running.append(ctx.input)
+        overlap.append(len(running))
+        time.sleep(0.05)
+        running.remove(ctx.input)
+        return int(ctx.input) * 10
+
+    @define_workflow("gathering-parent", registry=registry)
+    async def parent(ctx: AsyncContext[Any]) -> list[Any]:
+        calls = (ctx.step.run_workflow(f"c{i}", child, i, timeout=30) for i in range(4))
+        return list(await asyncio.gather(*calls))
+
+    workers.start()  # one worker: every child runs inline in the parent's process
+    assert parent.run().result(timeout=30) == [0, 10, 20, 30]
+    # one child at a time runs inline: the worker's books (and its status-board
+    # entry under a supervisor) are per process
+    assert max(overlap) == 1
+    assert len(client.list_runs(workflow="gathered-child")) == 4
+    workers.stop_all()
+    gc.collect()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import gc
+import signal
 import threading
 
 import pytest
+import redis
+from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError
 
 from redflow_mp import Client
+from redflow_mp.transport import _reply_error
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,3 +38,39 @@ def test_a_thread_connection_is_closed_when_the_thread_ends(client: Client) -> N
         assert _connections(client) <= before
     finally:
         gc.enable()
+
+
+def test_error_replies_map_to_the_classes_redis_py_raises(client: Client) -> None:
+    with pytest.raises(redis.ResponseError) as plain:
+        client.transport.call("NO-SUCH-COMMAND")
+    assert "unknown command" in str(plain.value)
+    with pytest.raises(NoScriptError):
+        client.transport.call("EVALSHA", "0" * 40, 0)
+    # A server still loading its data set is a connection-level condition
+    # (callers back off and retry), as in redis-py; so is a full server.
+    loading = _reply_error("LOADING Redis is loading the dataset in memory")
+    assert isinstance(loading, BusyLoadingError) and isinstance(loading, redis.ConnectionError)
+    assert isinstance(_reply_error("OOM command not allowed"), OutOfMemoryError)
+    assert client.transport.call("PING") == b"PONG"  # the connection is still in step
+
+
+def test_a_call_interrupted_before_its_reply_does_not_shift_later_replies(
+    client: Client,
+) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            client.transport.call("BLPOP", "nothing-here", "1", retry=False)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # The BLPOP's late reply must not be taken as the answer to what follows.
+    assert client.transport.call("ECHO", "hello") == b"hello"
+    assert client.transport.call("ECHO", "bye") == b"bye"

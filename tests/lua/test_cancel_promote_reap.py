@@ -208,7 +208,7 @@ def test_requeue_claimed_puts_back_only_the_run_with_that_token(
     _, c1 = client.scripts.claim(("q",), 30_000, lost)
     _, c2 = client.scripts.claim(("q",), 30_000, new_token())
     assert c1 is not None and c1.id == mine and c2 is not None and c2.id == other
-    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [mine]
+    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [(mine, "queued")]
     assert status_of(raw, client, mine) == "queued"
     assert raw.hget(k.run(mine), "lastCrash") == b"worker killed by SIGKILL"
     assert raw.hget(k.run(mine), "crashCount") in (None, b"0")  # it never started
@@ -218,3 +218,16 @@ def test_requeue_claimed_puts_back_only_the_run_with_that_token(
     assert raw.lrange(k.q_processing("q"), 0, -1) == [other.encode()]
     # a token nobody holds any more finds nothing, and a second call is a no-op
     assert client.scripts.requeue_claimed(lost, "again") == []
+
+
+def test_requeue_claimed_ends_a_cancel_requested_run_instead(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    raw.sadd(client.keys.queues, "q")
+    rid = enq()
+    lost = new_token()
+    client.scripts.claim(("q",), 30_000, lost)
+    assert client.scripts.cancel(rid, "stop it") == "running"  # only requested
+    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [(rid, "canceled")]
+    assert status_of(raw, client, rid) == "canceled"
+    assert not raw.exists(client.keys.q_ready("q"))

@@ -139,3 +139,29 @@ def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
     assert state.crash_count == 0  # its handler never started: not a poison-pill strike
     assert raw.get(f"{client.keys.tag}:ledger:{handle.id}") == b"1"
     assert "right after claiming it" in sup.log()
+
+
+def test_worker_killed_before_its_finish_reaches_redis_puts_the_run_back_at_once(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+) -> None:
+    sup = supervisor(
+        procs=1,
+        modules=("tests.process.flows_claimdeath",),
+        args=["--lease-ms", "30000", "--queues", "cd"],
+        env={"CLAIM_DEATH_DIR": str(tmp_path)},
+    )
+    sup.wait_workers(1)
+    from tests.process import flows_claimdeath
+
+    handle = flows_claimdeath.finish_death.run(None, client=client)
+    marker = tmp_path / handle.id
+    wait_until(marker.exists, 20, message="the handler to return and the worker to die")
+    killed_at = time.monotonic()
+    # The handler returned but its outcome never reached Redis: the run is still
+    # on the board (held until the finish is applied), so it goes back at once.
+    assert handle.result(timeout=10) == 2  # at-least-once: the handler ran again
+    assert time.monotonic() - killed_at < 5
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.SUCCEEDED
+    assert state.crash_count == 1 and state.last_crash is not None
+    assert "SIGKILL" in state.last_crash

@@ -1,0 +1,53 @@
+"""The shared status board: what a child publishes and the parent reads."""
+
+from __future__ import annotations
+
+import os
+
+from redflow_mp.board import Board, SlotState
+
+
+def test_push_pop_and_the_finishing_mark() -> None:
+    board = Board(2)
+    try:
+        board.claim_entry(1, os.getpid())
+        board.push(1, "outer", "tok-outer", "parent-wf", 60.0)
+        board.push(1, "inner", "tok-inner", "child-wf", None)
+        entry = board.read(1)
+        assert entry.state is SlotState.BUSY
+        assert [h.run_id for h in entry.held] == ["outer", "inner"]
+        assert [h.timeout for h in entry.held] == [60.0, 0.0]
+        assert not any(h.finishing for h in entry.held)
+
+        board.mark_finishing(1)  # the inner handler returned; its finish is in flight
+        entry = board.read(1)
+        current = entry.current
+        assert current is not None and current.run_id == "inner" and current.finishing
+        assert current.token == "tok-inner"  # still recoverable by its lease token
+        assert not entry.held[0].finishing  # the outer run can still time out
+
+        board.pop(1)
+        board.pop(1)
+        entry = board.read(1)
+        assert entry.held == () and entry.state is SlotState.IDLE and entry.runs_done == 1
+        assert board.read(0).held == ()  # other entries untouched
+    finally:
+        board.close()
+
+
+def test_claim_token_is_published_and_cleared() -> None:
+    board = Board(1)
+    try:
+        board.claim_entry(0, os.getpid())
+        assert board.read(0).claim_token == ""
+        board.set_claim_token(0, "a" * 24)
+        assert board.read(0).claim_token == "a" * 24
+        board.set_claim_token(0, "short")  # a shorter token never shows old bytes
+        assert board.read(0).claim_token == "short"
+        board.push(0, "run", "short", "wf", None)
+        assert board.read(0).current is not None  # the token does not disturb the stack
+        board.set_claim_token(0, "")
+        assert board.read(0).claim_token == ""
+        assert board.read(0).held[0].token == "short"
+    finally:
+        board.close()
