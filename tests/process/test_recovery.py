@@ -10,11 +10,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from redflow_mp import Client, RunFailedError, RunStatus
+from redflow_mp import Client, RunFailedError, RunHandle, RunStatus
 from tests.process import flows
 from tests.process.conftest import Supervisor, wait_until
 
@@ -114,9 +115,11 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
     sup.wait_workers(2)
 
 
-def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
-    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
-) -> None:
+def _dying_worker(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path, wf: Any, waiting: str
+) -> tuple[Supervisor, RunHandle, float]:
+    """One worker on `tests.process.flows_claimdeath` (lease 30 s); run `wf` and
+    wait until its worker has killed itself in that workflow's window."""
     sup = supervisor(
         procs=1,
         modules=("tests.process.flows_claimdeath",),
@@ -124,12 +127,19 @@ def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
         env={"CLAIM_DEATH_DIR": str(tmp_path)},
     )
     sup.wait_workers(1)
+    handle = wf.run(None, client=client)
+    wait_until((tmp_path / handle.id).exists, 20, message=waiting)
+    return sup, handle, time.monotonic()
+
+
+def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+) -> None:
     from tests.process import flows_claimdeath
 
-    handle = flows_claimdeath.claim_death.run(None, client=client)
-    marker = tmp_path / handle.id
-    wait_until(marker.exists, 20, message="the worker to claim the run and die")
-    killed_at = time.monotonic()
+    sup, handle, killed_at = _dying_worker(
+        supervisor, client, tmp_path, flows_claimdeath.claim_death, "the worker to claim and die"
+    )
     # Nothing on the board named this run: only the published claim token finds it.
     assert handle.result(timeout=10) == 1  # well inside the 30 s lease
     assert time.monotonic() - killed_at < 5
@@ -142,21 +152,13 @@ def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
 
 
 def test_worker_killed_before_its_finish_reaches_redis_puts_the_run_back_at_once(
-    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
 ) -> None:
-    sup = supervisor(
-        procs=1,
-        modules=("tests.process.flows_claimdeath",),
-        args=["--lease-ms", "30000", "--queues", "cd"],
-        env={"CLAIM_DEATH_DIR": str(tmp_path)},
-    )
-    sup.wait_workers(1)
     from tests.process import flows_claimdeath
 
-    handle = flows_claimdeath.finish_death.run(None, client=client)
-    marker = tmp_path / handle.id
-    wait_until(marker.exists, 20, message="the handler to return and the worker to die")
-    killed_at = time.monotonic()
+    _, handle, killed_at = _dying_worker(
+        supervisor, client, tmp_path, flows_claimdeath.finish_death, "the handler to return"
+    )
     # The handler returned but its outcome never reached Redis: the run is still
     # on the board (held until the finish is applied), so it goes back at once.
     assert handle.result(timeout=10) == 2  # at-least-once: the handler ran again
