@@ -4,8 +4,8 @@ runs, print their results and the supervisor's processes, then drain it with TER
     python examples/demo.py [--url redis://localhost:6379/0] [--procs 2]
 
 Uses the Redis at ``--url``; by default the local one on :6379, or, where none
-answers, the private server of the ``embedded`` extra (started in
-``~/.local/state/redflow-mp`` and stopped at the end). Keys live under the
+answers, a private server of the ``embedded`` extra (started in a temporary
+directory and stopped at the end). Keys live under the
 prefix ``redflow-demo``; nothing else in that Redis is touched.
 """
 

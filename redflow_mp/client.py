@@ -299,10 +299,8 @@ class Client:
                 queue_override or "default",
             )
         max_attempts = 1
-        if meta is not None and meta.retries:
-            raw = meta.retries.get("maxAttempts")
-            if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
-                max_attempts = raw
+        if meta is not None and meta.retries is not None:
+            max_attempts = meta.retries.max_attempts
         queue = (
             queue_override
             if queue_override is not None

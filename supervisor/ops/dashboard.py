@@ -828,7 +828,7 @@ class Handler(BaseHTTPRequestHandler):
         rows = []
         for s in stats:
             m = s.meta
-            attempts = (m.retries or {}).get("maxAttempts", 1)
+            attempts = m.retries.max_attempts if m.retries else 1
             cron = (
                 "<br>".join(
                     f"<code>{e(c.expression)}</code> {e(c.timezone)} · next "

@@ -338,7 +338,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
         return "no workflows synced (a supervisor syncs its registry when it starts)"
     rows = []
     for s in stats:
-        attempts = (s.meta.retries or {}).get("maxAttempts", 1)
+        attempts = s.meta.retries.max_attempts if s.meta.retries else 1
         rows.append(
             (
                 s.meta.name,

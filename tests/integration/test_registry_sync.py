@@ -54,10 +54,10 @@ def test_sync_writes_metadata_and_cron_entries(
     assert isinstance(meta, WorkflowMeta)
     assert (meta.name, meta.queue, meta.max_concurrency, meta.app) == ("resize", "media", 8, "etl")
     assert meta.updated_at >= before
-    assert meta.retries is not None and meta.retries["maxAttempts"] == 3
-    assert meta.cron == [
-        {"expression": "*/15 * * * *", "timezone": "Europe/Berlin", "input": {"full": True}}
-    ]
+    assert meta.retries == Retries(max_attempts=3)  # a Struct, snake_case attributes
+    assert meta.retries.max_attempts == 3
+    assert meta.cron == [cron]
+    assert meta.cron[0].timezone == "Europe/Berlin" and meta.cron[0].input == {"full": True}
     cid = cron_id_for("resize", cron)
     assert meta.cron_ids == [cid]
     assert raw.smembers(client.keys.workflows) == {b"resize", b"plain"}

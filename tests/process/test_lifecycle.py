@@ -205,3 +205,21 @@ def test_processes_are_labelled(
     busy = [" ".join(p.cmdline()).strip() for p in sup.workers()]
     assert any(t.endswith(f"running sleepy {handle.id}") for t in busy), busy
     handle.result(timeout=20)
+
+
+def test_a_short_run_retention_removes_finished_runs_soon_after(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=1, args=["--run-retention", "1"])
+    sup.wait_workers(1)
+    handle = flows.pid.run(None, client=client)
+    assert isinstance(handle.result(timeout=20), int)
+    finished = time.monotonic()
+    assert raw.exists(client.keys.run(handle.id))
+    # The sweep follows the retention (a tenth of it, at least every 0.2 s),
+    # so a 1 s retention does not wait for a 30 s sweep period.
+    wait_until(lambda: not raw.exists(client.keys.run(handle.id)), 10, message="retention")
+    assert time.monotonic() - finished < 3.0
+    assert client.get_run(handle.id) is None
+    assert raw.zscore(client.keys.runs_status("succeeded"), handle.id) is None
+    assert raw.zscore(client.keys.runs_created, handle.id) is None

@@ -6,6 +6,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +19,7 @@ import redis
 
 from redflow_mp import Client, RunFailedError, create_client
 from tests.process import flows
-from tests.process.conftest import Supervisor, wait_until
+from tests.process.conftest import Supervisor, clean_env, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
@@ -167,3 +169,49 @@ def test_embedded_redis_starts_serves_and_stops(
     assert sup.wait(timeout=30) == 0
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+
+
+def test_embedded_redis_by_default_lives_in_a_temporary_directory(
+    supervisor: Callable[..., Supervisor], tmp_path: Path, prefix: str
+) -> None:
+    xdg = tmp_path / "xdg"  # where the URL pointer goes (never the user's home here)
+    sup = supervisor(procs=1, args=["--embedded-redis"], env={"XDG_STATE_HOME": str(xdg)})
+    sup.wait_workers(1)
+    m = re.search(
+        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) \(started, state in (\S+)\)", sup.log()
+    )
+    assert m, sup.log()
+    url, data_dir = m.group(1), Path(m.group(2))
+    assert data_dir.is_dir() and not data_dir.is_relative_to(xdg)
+    assert (xdg / "redflow-mp" / "redis.url").read_text().strip() == url
+    # The redflow CLI finds the supervisor's server instead of starting another.
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redflow_supervisor.ops",
+            "queues",
+            "--json",
+            "--embedded-redis",
+            "--prefix",
+            prefix,
+        ],
+        env={**clean_env(), "XDG_STATE_HOME": str(xdg)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"embedded Redis at {url} (reused" in cli.stderr
+    c = create_client(url, prefix=prefix, default=False)
+    try:
+        assert isinstance(flows.pid.run(None, client=c).result(timeout=20), int)
+    finally:
+        c.close()
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    assert not data_dir.exists()  # stopped and removed on exit
+    assert not (xdg / "redflow-mp" / "redis.url").exists()

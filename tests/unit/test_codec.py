@@ -147,8 +147,9 @@ def test_workflow_meta_from_hash_and_defaults() -> None:
     meta = codec.workflow_meta_from_hash(raw)
     assert (meta.name, meta.queue, meta.max_concurrency, meta.app) == ("wf", "media", 4, "etl")
     assert meta.updated_at == 123
-    assert meta.cron[0]["expression"] == "* * * * *"
-    assert meta.retries == {"maxAttempts": 3}
+    assert meta.cron[0].expression == "* * * * *" and meta.cron[0].timezone == "UTC"
+    assert meta.retries is not None and meta.retries.max_attempts == 3
+    assert meta.retries.initial_delay == 1.0  # defaults fill what was not stored
     assert meta.cron_ids == ["wf:abc"]
     bare = codec.workflow_meta_from_hash({b"name": b"x"})
     assert (bare.queue, bare.max_concurrency, bare.cron, bare.retries) == ("default", 1, [], None)

@@ -148,3 +148,12 @@ def test_run_without_any_client_is_a_clear_error(registry: Registry) -> None:
         wf.run({"x": 1})
     with pytest.raises(TypeError, match="Client"):
         wf.run({"x": 1}, client="redis://localhost")  # type: ignore[arg-type]
+
+
+def test_name_may_be_passed_by_keyword(registry: Registry) -> None:
+    @define_workflow(name="by-keyword", queue="kw", registry=registry)
+    def handler(ctx: Context[Any]) -> None:
+        return None
+
+    assert handler.name == "by-keyword" and handler.queue == "kw"
+    assert registry.get("by-keyword") is handler
