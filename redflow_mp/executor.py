@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -447,3 +448,44 @@ class Executor:
                 self._run_async(result)
         except Exception:
             logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+
+
+def on_failure_of_stored_run(client: Client, registry: Registry, run_id: str) -> bool:
+    """Call ``on_failure`` for a run that failed outside a worker's handler.
+
+    The supervisor fails some runs itself (a run that keeps killing its worker,
+    a timeout on the last attempt) and calls this in a short-lived process of
+    its own, so that ``on_failure`` still runs once when a run fails for good.
+    Returns True when a hook ran; its errors are logged, never raised.
+    """
+    state = client.get_run(run_id)
+    if state is None or state.status is not codec.RunStatus.FAILED or state.error is None:
+        return False
+    wf = registry.get(state.workflow)
+    if wf is None or wf.on_failure is None:
+        return False
+    logger = run_logger(
+        "redflow_mp.run", workflow=wf.name, run_id=run_id, attempt=state.attempt, pid=os.getpid()
+    )
+    value: Any = state.input
+    if wf.schema is not None:
+        # On input that does not validate, the hook gets the raw input, as in a worker.
+        with contextlib.suppress(msgspec.ValidationError, TypeError):
+            value = msgspec.convert(state.input, wf.schema)
+    info = RunInfo(
+        id=run_id,
+        workflow=state.workflow,
+        queue=state.queue,
+        attempt=state.attempt,
+        max_attempts=state.max_attempts,
+        created_at=state.created_at,
+        parent_run_id=state.parent_run_id,
+        cron_id=state.cron_id,
+    )
+    try:
+        result = wf.on_failure(FailureContext(value, info, state.error, logger))
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    except Exception:
+        logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+    return True

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -45,7 +46,7 @@ from redflow_mp.retry import backoff_seconds
 from redflow_mp.settings import Settings
 from redflow_mp.transport import mask_url
 
-from .children import Child, ExitInfo, decode_status, fork_child
+from .children import Child, ExitInfo, decode_status, fork_child, fork_on_failure
 from .duties import Duty
 from .duties.cron import CronDuty
 from .duties.leader import LeaderDuty
@@ -63,6 +64,8 @@ __all__ = ["Arbiter", "Reloaded"]
 log = logging.getLogger("redflow_supervisor")
 
 _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
+# How long an on_failure hook run by the supervisor may take before it is killed.
+_ON_FAILURE_LIMIT = 60.0
 # Putting back a dead child's runs must never stop the arbiter: any Redis error
 # there is logged and left to the reaper (the leases expire).
 _RECOVERY = (*_NETWORK, redis.RedisError)
@@ -105,6 +108,7 @@ class Arbiter:
         self.target = settings.effective_procs
         self.slots: dict[int, Slot] = {}
         self.children: dict[int, Child] = {}
+        self.helpers: dict[int, float] = {}  # on_failure processes: pid -> kill deadline
         capacity = max(256, self.target * 2 + 16)
         self.board = Board(capacity)
         self.free_entries = list(range(capacity - 1, -1, -1))
@@ -516,14 +520,10 @@ class Arbiter:
 
     # ------------------------------------------------------------- children
 
-    def _spawn(self, slot_no: int, now: float) -> Child | None:
-        if not self.free_entries:
-            log.error("status board full; cannot start worker %d", slot_no)
-            return None
-        index = self.free_entries.pop()
+    def _child_spec(self, index: int, slot_no: int) -> ChildSpec:
         s = self.settings
         assert self.pipe is not None and self.hub is not None
-        spec = ChildSpec(
+        return ChildSpec(
             index=index,
             slot=slot_no,
             app=s.app,
@@ -536,6 +536,26 @@ class Arbiter:
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )
+
+    def _call_on_failure(self, run_id: str, workflow: str) -> None:
+        """The supervisor failed ``run_id`` itself: its workflow's ``on_failure``
+        runs once, in a short-lived process of its own (never in the arbiter)."""
+        wf = self.registry.get(workflow)
+        if wf is None or wf.on_failure is None:
+            return
+        try:
+            pid = fork_on_failure(self._child_spec(-1, 0), self.registry, run_id)
+        except OSError as exc:
+            log.error("could not start on_failure for run %s: %s", run_id, exc)
+            return
+        self.helpers[pid] = time.monotonic() + _ON_FAILURE_LIMIT
+
+    def _spawn(self, slot_no: int, now: float) -> Child | None:
+        if not self.free_entries:
+            log.error("status board full; cannot start worker %d", slot_no)
+            return None
+        index = self.free_entries.pop()
+        spec = self._child_spec(index, slot_no)
         self.board.claim_entry(index, 0)
         pid = fork_child(spec, self.board, self.registry)
         child = Child(
@@ -600,6 +620,8 @@ class Arbiter:
             child = self.children.pop(pid, None)
             if child is not None:
                 self._on_exit(child, decode_status(status))
+            else:
+                self.helpers.pop(pid, None)
 
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()
@@ -700,6 +722,7 @@ class Arbiter:
                             self.settings.max_run_crashes,
                             cause,
                         )
+                        self._call_on_failure(h.run_id, h.workflow)
                     elif status is not None:
                         self._count("redflow_runs_requeued_total", reason="crash")
                         log.warning("run %s put back after its worker %s", h.run_id, cause)
@@ -771,6 +794,8 @@ class Arbiter:
                 status = client.scripts.finalize(
                     target.run_id, target.token, "failed", codec.encode_error(error), 0
                 )
+                if status == "failed":
+                    self._call_on_failure(target.run_id, target.workflow)
             log.warning(
                 "run %s timed out after %g s: %s",
                 target.run_id,
@@ -788,6 +813,12 @@ class Arbiter:
     # --------------------------------------------------------------- watching
 
     def _watch(self, now: float) -> None:
+        for pid, deadline in list(self.helpers.items()):
+            if now >= deadline:
+                log.error("on_failure process %d ran past %g s; killing it", pid, _ON_FAILURE_LIMIT)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                self.helpers[pid] = float("inf")  # reaped by waitpid like any child
         for child in list(self.children.values()):
             entry = self.board.read(child.index)
             if not child.ready and entry.state in (SlotState.IDLE, SlotState.BUSY):

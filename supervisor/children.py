@@ -8,18 +8,25 @@ which keeps fork safe.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 
 from redflow_mp.board import AbortReason, Board, Held
-from redflow_mp.child import ChildSpec, ExitCode
+from redflow_mp.child import HANDLED_SIGNALS, ChildSpec, ExitCode, set_title
 from redflow_mp.child import run as child_run
+from redflow_mp.client import create_client
+from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
 from .signals import blocked
 
-__all__ = ["Child", "ExitInfo", "decode_status", "fork_child"]
+__all__ = ["Child", "ExitInfo", "decode_status", "fork_child", "fork_on_failure"]
+
+log = logging.getLogger("redflow_supervisor")
 
 
 @dataclass(slots=True)
@@ -82,4 +89,37 @@ def fork_child(spec: ChildSpec, board: Board, registry: Registry) -> int:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
             child_run(spec, board, registry)
+    return pid
+
+
+def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
+    """Fork a short-lived process that calls the ``on_failure`` hook of ``run_id``,
+    a run the supervisor itself failed; returns its pid (in the parent only).
+
+    User code never runs in the arbiter, and the arbiter never waits for it.
+    """
+    with blocked():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the helper, which ends in os._exit
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for fd in spec.close_fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                for sig in HANDLED_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+                set_title(f"redflow-supervisor[{spec.app}] on_failure {run_id}")
+                client = create_client(spec.url, prefix=spec.prefix, registry=registry)
+                on_failure_of_stored_run(client, registry, run_id)
+                code = 0
+            except BaseException:
+                log.exception("on_failure of run %s could not be called", run_id)
+            finally:
+                with contextlib.suppress(Exception):
+                    for handler in logging.getLogger().handlers:
+                        handler.flush()
+                    sys.stderr.flush()
+                os._exit(code)
     return pid

@@ -41,7 +41,14 @@ def multi_step(ctx: Context[Any]) -> str:
     return "done"
 
 
-@define_workflow("suicide", queue="p", max_concurrency=10)
+def _record_failure(ctx: Any) -> None:
+    """on_failure of the workflows the supervisor fails itself: runs in a process
+    the supervisor forks for it, with a default client like a worker's."""
+    r, tag = _r()
+    r.rpush(f"{tag}:on-failure:{ctx.run.id}", f"{ctx.error.type} {os.getpid()} {ctx.input}")
+
+
+@define_workflow("suicide", queue="p", max_concurrency=10, on_failure=_record_failure)
 def suicide(ctx: Context[Any]) -> None:
     r, tag = _r()
     r.incr(f"{tag}:ledger:suicide")
@@ -93,6 +100,7 @@ def spin(ctx: Context[Any]) -> None:
     max_concurrency=10,
     timeout=1.0,
     retries=Retries(max_attempts=2, initial_delay=0.1, jitter=0),
+    on_failure=_record_failure,
 )
 def overtime(ctx: Context[Any]) -> None:
     r, tag = _r()

@@ -67,6 +67,7 @@ def test_poison_pill_fails_after_max_run_crashes_and_supervisor_keeps_serving(
     assert failed.value.error.type == "RunCrashedError"
     assert "killed its worker process 3 times" in failed.value.error.message
     assert raw.get(f"{client.keys.tag}:ledger:suicide") == b"3"
+    _assert_on_failure_ran_once(sup, raw, client, poison.id, "RunCrashedError")
     assert all(isinstance(h.result(timeout=30), int) for h in others)
     assert sup.proc is not None and sup.proc.poll() is None
     assert isinstance(flows.pid.run(None, client=client).result(timeout=30), int)
@@ -112,7 +113,24 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
     assert time.monotonic() - started < 20
     state = client.get_run(handle.id)
     assert state is not None and state.attempt == 2
+    _assert_on_failure_ran_once(sup, raw, client, handle.id, "RunTimeoutError")
     sup.wait_workers(2)
+
+
+def _assert_on_failure_ran_once(
+    sup: Supervisor, raw: redis.Redis, client: Client, run_id: str, error_type: str
+) -> None:
+    """The supervisor failed the run itself: on_failure ran once, in a process
+    of its own (neither the arbiter nor a worker)."""
+    key = f"{client.keys.tag}:on-failure:{run_id}"
+    wait_until(lambda: raw.llen(key) >= 1, 20, message="on_failure to run")
+    calls = raw.lrange(key, 0, -1)
+    assert len(calls) == 1, calls
+    first = calls[0]
+    kind, pid, value = (first.decode() if isinstance(first, bytes) else first).split(" ", 2)
+    assert kind == error_type and value == "None"
+    workers = {p.pid for p in sup.workers()}
+    assert int(pid) not in workers and int(pid) != sup.pid
 
 
 def _dying_worker(
