@@ -303,23 +303,8 @@ class Executor:
 
     def execute(self, claimed: Claimed) -> Outcome:
         """Execute ``claimed`` and return its outcome (nothing final is written here)."""
-        logger = run_logger(
-            "redflow_mp.run",
-            workflow=claimed.workflow,
-            run_id=claimed.id,
-            attempt=claimed.attempt,
-            pid=self._pid,
-        )
-        info = RunInfo(
-            id=claimed.id,
-            workflow=claimed.workflow,
-            queue=claimed.queue,
-            attempt=claimed.attempt,
-            max_attempts=claimed.max_attempts,
-            created_at=claimed.created_at,
-            parent_run_id=claimed.parent_run_id,
-            cron_id=claimed.cron_id,
-        )
+        info = _run_info(claimed)
+        logger = _logger(info, self._pid)
         wf = self.registry.get(claimed.workflow)
         if wf is None:
             unknown = UnknownWorkflowError(
@@ -434,20 +419,9 @@ class Executor:
         wf = outcome.workflow
         if wf is None or wf.on_failure is None or outcome.info is None or outcome.error is None:
             return
-        logger = outcome.logger or run_logger(
-            "redflow_mp.run",
-            workflow=wf.name,
-            run_id=outcome.info.id,
-            attempt=outcome.info.attempt,
-            pid=self._pid,
-        )
+        logger = outcome.logger or _logger(outcome.info, self._pid)
         fctx = FailureContext(outcome.input, outcome.info, outcome.error, logger)
-        try:
-            result = wf.on_failure(fctx)
-            if asyncio.iscoroutine(result):
-                self._run_async(result)
-        except Exception:
-            logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+        _invoke_on_failure(wf, fctx, self._run_async)
 
 
 def on_failure_of_stored_run(client: Client, registry: Registry, run_id: str) -> bool:
@@ -464,28 +438,45 @@ def on_failure_of_stored_run(client: Client, registry: Registry, run_id: str) ->
     wf = registry.get(state.workflow)
     if wf is None or wf.on_failure is None:
         return False
-    logger = run_logger(
-        "redflow_mp.run", workflow=wf.name, run_id=run_id, attempt=state.attempt, pid=os.getpid()
-    )
+    info = _run_info(state)
+    logger = _logger(info, os.getpid())
     value: Any = state.input
     if wf.schema is not None:
         # On input that does not validate, the hook gets the raw input, as in a worker.
         with contextlib.suppress(msgspec.ValidationError, TypeError):
             value = msgspec.convert(state.input, wf.schema)
-    info = RunInfo(
-        id=run_id,
-        workflow=state.workflow,
-        queue=state.queue,
-        attempt=state.attempt,
-        max_attempts=state.max_attempts,
-        created_at=state.created_at,
-        parent_run_id=state.parent_run_id,
-        cron_id=state.cron_id,
-    )
-    try:
-        result = wf.on_failure(FailureContext(value, info, state.error, logger))
-        if asyncio.iscoroutine(result):
-            asyncio.run(result)
-    except Exception:
-        logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+    _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _run_info(run: Claimed | codec.RunState) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        workflow=run.workflow,
+        queue=run.queue,
+        attempt=run.attempt,
+        max_attempts=run.max_attempts,
+        created_at=run.created_at,
+        parent_run_id=run.parent_run_id,
+        cron_id=run.cron_id,
+    )
+
+
+def _logger(info: RunInfo, pid: int) -> RunLoggerAdapter:
+    return run_logger(
+        "redflow_mp.run", workflow=info.workflow, run_id=info.id, attempt=info.attempt, pid=pid
+    )
+
+
+def _invoke_on_failure(
+    wf: Workflow[Any, Any], fctx: FailureContext[Any], run_async: Callable[[Any], Any]
+) -> None:
+    """Call the hook (awaiting it with ``run_async`` if it is a coroutine); its
+    errors are logged and never change the run's outcome."""
+    assert wf.on_failure is not None
+    try:
+        result = wf.on_failure(fctx)
+        if asyncio.iscoroutine(result):
+            run_async(result)
+    except Exception:
+        fctx.logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)

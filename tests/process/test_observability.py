@@ -152,14 +152,8 @@ def test_passwords_never_reach_logs_or_titles(
     assert secret not in bad.log()
 
 
-def test_embedded_redis_starts_serves_and_stops(
-    supervisor: Callable[..., Supervisor], tmp_path: Path, prefix: str
-) -> None:
-    state = tmp_path / "state"
-    sup = supervisor(procs=1, args=["--embedded-redis", "--state-dir", str(state)])
-    sup.wait_workers(1)
-    url = (state / "redis.url").read_text().strip()
-    assert "embedded Redis at " + url in sup.log()
+def _serve_one_run_then_drain(sup: Supervisor, url: str, prefix: str) -> None:
+    """A run succeeds on the embedded server; after a TERM drain it is gone."""
     c = create_client(url, prefix=prefix, default=False)
     try:
         assert isinstance(flows.pid.run(None, client=c).result(timeout=20), int)
@@ -169,6 +163,17 @@ def test_embedded_redis_starts_serves_and_stops(
     assert sup.wait(timeout=30) == 0
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+
+
+def test_embedded_redis_starts_serves_and_stops(
+    supervisor: Callable[..., Supervisor], tmp_path: Path, prefix: str
+) -> None:
+    state = tmp_path / "state"
+    sup = supervisor(procs=1, args=["--embedded-redis", "--state-dir", str(state)])
+    sup.wait_workers(1)
+    url = (state / "redis.url").read_text().strip()
+    assert "embedded Redis at " + url in sup.log()
+    _serve_one_run_then_drain(sup, url, prefix)
 
 
 def test_embedded_redis_by_default_lives_in_a_temporary_directory(
@@ -204,14 +209,6 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     )
     assert cli.returncode == 0, cli.stderr
     assert f"embedded Redis at {url} (reused" in cli.stderr
-    c = create_client(url, prefix=prefix, default=False)
-    try:
-        assert isinstance(flows.pid.run(None, client=c).result(timeout=20), int)
-    finally:
-        c.close()
-    sup.send(signal.SIGTERM)
-    assert sup.wait(timeout=30) == 0
-    with pytest.raises(redis.ConnectionError):
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
