@@ -29,6 +29,7 @@ from tests.process.conftest import Supervisor
 from tests.redis_server import RedisServer
 
 __all__ = [
+    "ONE_WORKLOAD_CHILD",
     "RESULTS",
     "CaseResult",
     "Faults",
@@ -36,6 +37,9 @@ __all__ = [
     "Progress",
     "wait_for",
 ]
+
+# Arguments of a one-child supervisor on the fault workload (start-up refusal tests).
+ONE_WORKLOAD_CHILD = ("--app", "x", "--procs", "1", "--module", "tests.faults.workload")
 
 TERMINAL = (b"succeeded", b"failed", b"canceled")
 _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)

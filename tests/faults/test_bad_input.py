@@ -8,8 +8,6 @@ duplicate step names, a fan-out of 5,000 children, hostile names, a brace in
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -28,9 +26,9 @@ from redflow_mp import (
     define_workflow,
 )
 from tests.faults import workload_bad as bad
-from tests.faults.harness import Faults, wait_for
+from tests.faults.harness import ONE_WORKLOAD_CHILD, Faults, wait_for
 from tests.faults.workload import WORKFLOWS
-from tests.process.conftest import ROOT, clean_env
+from tests.process.conftest import run_supervisor_once
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
@@ -242,27 +240,12 @@ def test_prefix_with_braces_is_refused_clearly(
     url, raw, _client = env
     with pytest.raises(ValueError, match="must not contain"):
         create_client(url, prefix="a{b}", default=False)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "redflow_supervisor",
-            "--app",
-            "x",
-            "--procs",
-            "1",
-            "--module",
-            "tests.faults.workload",
-            "--url",
-            url,
-            "--prefix",
-            "a{b}",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_supervisor_once(
+        *ONE_WORKLOAD_CHILD,
+        "--url",
+        url,
+        "--prefix",
+        "a{b}",
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

@@ -8,7 +8,6 @@ import pickle
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 import redis
 
 from redflow_mp import InputValidationError, create_client
-from tests.faults.harness import Faults, wait_for
+from tests.faults.harness import ONE_WORKLOAD_CHILD, Faults, wait_for
 from tests.faults.workload import WORKFLOWS
 from tests.helpers import command
-from tests.process.conftest import ROOT, Supervisor, clean_env
+from tests.process.conftest import ROOT, Supervisor, run_supervisor_once
 from tests.redis_server import find_redis_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
@@ -167,27 +166,12 @@ def test_password_never_logged_on_errors(fx: Faults, tmp_path: Path) -> None:
         f"redis://fx:{PASSWORD}@127.0.0.1:{server.port}/0",  # no such user: auth fails
         f"redis://fx:{PASSWORD}@127.0.0.1:{closed}/0",  # nothing listens
     ):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "redflow_supervisor",
-                "--app",
-                "x",
-                "--procs",
-                "1",
-                "--module",
-                "tests.faults.workload",
-                "--url",
-                url,
-                "--log-level",
-                "debug",
-            ],
-            cwd=ROOT,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
+        proc = run_supervisor_once(
+            *ONE_WORKLOAD_CHILD,
+            "--url",
+            url,
+            "--log-level",
+            "debug",
         )
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, out

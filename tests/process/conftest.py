@@ -25,6 +25,20 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_supervisor_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m redflow_supervisor ARGS`` to its end (for start-up refusals),
+    with output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "redflow_supervisor", *args],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class Supervisor:
     """``python -m redflow_supervisor`` under its own session (process group)."""
 

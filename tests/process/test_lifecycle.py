@@ -4,8 +4,6 @@ recycling, boot failures, FATAL, and process titles."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +13,7 @@ import redis
 
 from redflow_mp import Client
 from tests.process import flows
-from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
+from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -130,23 +128,8 @@ def test_children_are_recycled_above_max_memory(
 
 def test_bad_module_is_a_boot_failure_with_the_error_on_stderr(redis_url: str) -> None:
     started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "redflow_supervisor",
-            "--app",
-            "x",
-            "--module",
-            "tests.process.no_such_module",
-            "--url",
-            redis_url,
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_supervisor_once(
+        "--app", "x", "--module", "tests.process.no_such_module", "--url", redis_url
     )
     assert proc.returncode != 0
     assert "No module named 'tests.process.no_such_module'" in proc.stderr
@@ -154,24 +137,7 @@ def test_bad_module_is_a_boot_failure_with_the_error_on_stderr(redis_url: str) -
 
 
 def test_missing_app_is_refused(redis_url: str) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "redflow_supervisor",
-            "--app",
-            " ",
-            "--module",
-            "tests.process.flows",
-            "--url",
-            redis_url,
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_supervisor_once("--app", " ", "--module", "tests.process.flows", "--url", redis_url)
     assert proc.returncode == 2
     assert "--app is required" in proc.stderr
 
