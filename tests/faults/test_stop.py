@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -60,11 +61,31 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
     )
     # Fencing: after SIGCONT, no write of A for a run it had lost was accepted. A
     # step's write is sent after its step-end; a write whose step-end came after
-    # SIGCONT was sent after B took the run over, so it must have been refused. (An
-    # acknowledgement read after SIGCONT for a write sent and applied before the
-    # stop is not late: Redis applied it while A still held the lease.)
+    # SIGCONT, made by the handler execution that was in flight during the stop
+    # (started before SIGCONT), was sent after B took the run over, so it must have
+    # been refused. (An acknowledgement read after SIGCONT for a write sent and
+    # applied before the stop is not late: Redis applied it while A still held the
+    # lease. Nor is a later attempt of the same run that A claims afresh after
+    # SIGCONT, e.g. once B's attempt failed and was retried.)
     events = list(ledger.read_all(fx.ledger_dir))
     ends = {ev["exec"]: ev["mono"] for ev in events if ev["ev"] == "step-end" and ev.get("ok")}
+    starts = {ev["exec"]: ev["mono"] for ev in events if ev["ev"] == "step-start"}
+
+    def handler_started(ev: dict[str, Any]) -> int:
+        """When the handler execution that ran ``ev``'s step started."""
+        step_at = starts.get(ev["exec"], ev["mono"])
+        return max(
+            (
+                h["mono"]
+                for h in events
+                if h["ev"] == "handler-start"
+                and h["pid"] == ev["pid"]
+                and h["run"] == ev["run"]
+                and h["mono"] <= step_at
+            ),
+            default=0,
+        )
+
     for pids, cont, runs in windows:
         late = [
             ev
@@ -73,6 +94,7 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
             and ev["pid"] in pids
             and ev["run"] in runs
             and ends.get(ev["exec"], 0) > cont
+            and handler_started(ev) < cont
         ]
         assert not late, f"late writes of the stopped supervisor were accepted: {late}"
     assert "lease" in a.log(), "the resumed supervisor never noticed it lost its leases"
