@@ -305,9 +305,7 @@ class EmbeddedRedis:
                 self.started = _describe_running(url)
                 return url
         server = self.server or find_server()
-        if self.persistent:
-            _private_dir(self.state_dir)
-        else:
+        if not self.persistent:  # (a persistent state dir is the pointer dir, made private)
             self.state_dir = Path(tempfile.mkdtemp(prefix="redflow-redis-"))  # 0700
         last = ""
         for _ in range(3):  # another process may take the free port before the server binds

