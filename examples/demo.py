@@ -1,12 +1,14 @@
 """Run the demo: start ``redflow-supervisor`` on the demo workflows, enqueue a few
 runs, print their results and the supervisor's processes, then drain it with TERM.
 
-    python examples/demo.py [--url redis://localhost:6379/0] [--procs 2]
+    python examples/demo.py [--url redis://localhost:6379/0 | --embedded] [--procs 2]
 
 Uses the Redis at ``--url``; by default the local one on :6379, or, where none
-answers, a private server of the ``embedded`` extra (started in a temporary
-directory and stopped at the end). Keys live under the
-prefix ``redflow-demo``; nothing else in that Redis is touched.
+answers (or with ``--embedded``), a private password-protected server of the
+``embedded`` extra (started in a temporary directory and stopped at the end).
+Keys live under the prefix ``redflow-demo``; nothing else in that Redis is
+touched. The URL reaches the supervisor through ``REDFLOW_URL``, not its
+command line, so a password never shows in ``ps``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from redflow_mp.transport import mask_url  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=None)
+    parser.add_argument(
+        "--embedded", action="store_true", help="use a private server even if :6379 answers"
+    )
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args()
@@ -39,10 +44,11 @@ def main() -> int:
     embedded: EmbeddedRedis | None = None
     if args.url is None:
         args.url = "redis://localhost:6379/0"
-        if not alive(args.url):
+        if args.embedded or not alive(args.url):
             embedded = EmbeddedRedis()
             args.url = embedded.ensure()
-            print(f"no Redis on localhost:6379; using the embedded server at {args.url}")
+            why = "as asked" if args.embedded else "no Redis on localhost:6379"
+            print(f"{why}; using the {embedded.describe()}")
 
     supervisor = subprocess.Popen(
         [
@@ -55,12 +61,11 @@ def main() -> int:
             str(args.procs),
             "--module",
             "examples.demo_flows",
-            "--url",
-            args.url,
             "--prefix",
             "redflow-demo",
         ],
         cwd=ROOT,
+        env={**os.environ, "REDFLOW_URL": args.url},
         start_new_session=True,
     )
     try:

