@@ -295,6 +295,10 @@ class Arbiter:
                 wake = min(wake, now + 0.02)
         if self.deadline is not None:
             wake = min(wake, self.deadline)
+        if self.hub is not None:
+            hub_wake = self.hub.next_due()
+            if hub_wake is not None:
+                wake = min(wake, hub_wake)
         return max(wake, now + 0.001)
 
     def _open_selector(self) -> None:
@@ -306,30 +310,26 @@ class Arbiter:
         port = self.settings.metrics_port
         if port:
             try:
-                host, bound = self.hub.listen(self.settings.metrics_host, port)
+                host, bound = self.hub.listen(self.settings.metrics_host, port, self.selector)
             except OSError as exc:
                 raise SystemExit(
                     f"redflow-supervisor: cannot serve metrics on "
                     f"{self.settings.metrics_host}:{port}: {exc}"
                 ) from None
-            assert self.hub.listener is not None
-            self.selector.register(self.hub.listener, selectors.EVENT_READ, "metrics-listen")
             log.info("metrics on http://%s:%d/metrics", host, bound)
 
     def _wait(self, timeout: float) -> list[int]:
         """Wait for signals, metric deltas and scrapes; return the signals received."""
         assert self.selector is not None and self.pipe is not None and self.hub is not None
         signals: list[int] = []
-        for key, _ in self.selector.select(max(0.0, timeout)):
+        for key, mask in self.selector.select(max(0.0, timeout)):
             if key.data == "signals":
                 signals.extend(self.pipe.drain())
             elif key.data == "metrics-pipe":
                 self.hub.read_pipe()
-            elif key.data == "metrics-listen":
-                for sock in self.hub.accept():
-                    self.selector.register(sock, selectors.EVENT_READ, "metrics-conn")
-            elif key.data == "metrics-conn" and self.hub.on_readable(key.fd):
-                self.selector.unregister(key.fd)
+            else:
+                self.hub.on_event(key, mask)  # the endpoint's own errors never get here
+        self.hub.tick(time.monotonic())
         return signals
 
     def _gauges(self) -> list[tuple[str, Labels, float]]:

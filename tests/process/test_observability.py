@@ -212,3 +212,68 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the metrics port that never send a byte (non-blocking
+    connects: once the server's backlog is full the kernel retries them itself)."""
+    out = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def test_metrics_port_survives_a_flood_of_idle_connections_at_the_fd_limit(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Hundreds of idle connections under a low RLIMIT_NOFILE: the arbiter neither
+    exits (EMFILE from accept) nor stops running duties; runs go on, and a scrape is
+    answered once the idle connections have timed out (5 s)."""
+    port = _free_port()
+    sup = supervisor(procs=1, args=["--metrics-port", str(port)])
+    sup.wait_workers(1)
+    wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
+    master = psutil.Process(sup.pid)
+    # Leave the arbiter 12 descriptors of headroom: fewer than the 32 connections it
+    # may hold, so accept() does hit EMFILE.
+    limit = master.num_fds() + 12
+    master.rlimit(psutil.RLIMIT_NOFILE, (limit, limit))
+    idle = _idle_connections(port, 300)
+    try:
+        assert sup.proc is not None
+
+        def saturated() -> bool:
+            assert sup.proc is not None and sup.proc.poll() is None, sup.log()
+            return master.num_fds() >= limit
+
+        wait_until(saturated, 10, message="the arbiter to run out of descriptors")
+        # The arbiter keeps working while the connections are held open...
+        for _ in range(3):
+            assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert sup.proc.poll() is None, sup.log()
+        assert master.num_fds() <= limit
+        # ...and answers a scrape once the idle ones have timed out (they stay open
+        # on this side; connections the kernel retried come in later and time out too).
+        samples = wait_until(lambda: _try_scrape(sup, port), 60, interval=0.2, message="a scrape")
+        assert _get(samples, "redflow_children_alive") == 1
+        assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert sup.proc.poll() is None, sup.log()
+    finally:
+        for s in idle:
+            s.close()
+    assert "Traceback" not in sup.log(), sup.log()
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0, sup.log()
+
+
+def _try_scrape(
+    sup: Supervisor, port: int
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+    assert sup.proc is not None and sup.proc.poll() is None, sup.log()
+    try:
+        return _scrape(port)
+    except (OSError, urllib.error.URLError):
+        return None
