@@ -33,6 +33,7 @@ from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta
 from .cron import CronDef, cron_id_for, next_fire_ms
 from .errors import (
+    InputValidationError,
     PayloadTooLargeError,
     RedflowError,
     ResultTimeoutError,
@@ -223,6 +224,8 @@ class Client:
         """Encode a payload as JSON within ``max_payload_bytes`` (clear errors)."""
         try:
             data = codec.encode_json(value)
+        except codec.NestingError as exc:
+            raise codec.NestingError(f"{what} {exc}") from None
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
         if len(data) > self.max_payload_bytes:
@@ -336,7 +339,10 @@ class Client:
         at_ms = _run_at_ms(run_at)
         key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
         timeout_s = check_timeout(timeout, "timeout")
-        data = self.encode_payload(input, "input")
+        try:
+            data = self.encode_payload(input, "input")
+        except codec.NestingError as exc:
+            raise InputValidationError(str(exc)) from None
         new_queue = queue not in self._known_queues
         run_id, _created = self.scripts.enqueue(
             new_run_id(),

@@ -52,7 +52,7 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
             raise ValueError("Cron id must be a non-empty string when given")
         try:
             msgspec.json.encode(self.input)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, msgspec.EncodeError, RecursionError) as exc:
             raise ValueError(f"Cron input is not JSON-encodable: {exc}") from None
 
 

@@ -38,10 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import ops
+from redflow_mp import codec, ops
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
+    InputValidationError,
     RedflowError,
     ResultTimeoutError,
     RunCanceledError,
@@ -370,7 +371,9 @@ def _parse_input(ns: argparse.Namespace) -> Any:
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     try:
-        return msgspec.json.decode(raw)
+        return codec.decode_json(raw)
+    except codec.NestingDecodeError as exc:
+        raise UsageError(f"{source}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
@@ -390,7 +393,7 @@ def cmd_run(session: Session, ns: argparse.Namespace) -> int:
         handle = client.run_by_name(
             ns.workflow, payload, queue_override=ns.queue, idempotency_key=ns.idempotency_key
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InputValidationError) as exc:
         raise UsageError(str(exc)) from None
     state = _get_run(session, handle.id)
     existing = state.created_at < before

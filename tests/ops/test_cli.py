@@ -269,6 +269,24 @@ def test_run_idempotency_input_sources_and_errors(
     assert json.loads(res.out)["queue"] == "elsewhere"
 
 
+def test_input_nested_too_deeply(redflow: Redflow, synced: Client, raw: redis.Redis) -> None:
+    """Issue 10 #12: a run whose stored input is nested 1,000 deep is shown (its input
+    as unreadable), and ``run --input`` refuses such input with a clear message."""
+    deep = "[" * 1000 + "0" + "]" * 1000
+    handle = synced.run_by_name("ops-parked", {"n": 1})
+    raw.hset(synced.keys.run(handle.id), "inputJson", deep)
+    shown = redflow("runs", "show", handle.id)
+    assert shown.code == 0, shown
+    assert "unreadable" in shown.out and "nested too deeply" in shown.out, shown
+    listed = redflow("runs", "list", "--json")
+    assert listed.code == 0 and json.loads(listed.out)[0]["id"] == handle.id, listed
+    for depth in (1000, 300):
+        res = redflow("run", "ops-parked", "--input", "[" * depth + "]" * depth)
+        assert res.code == 2, res
+        assert "nested too deeply" in res.err and "Traceback" not in res.err, res
+    assert [r.id for r in synced.list_runs()] == [handle.id]
+
+
 # ------------------------------------------------------- workflows and queues
 
 
