@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import codec, ops
+from redflow_mp import __version__, codec, ops
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
@@ -534,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="redflow",
         description="Inspect and operate redflow-mp runs, workflows, queues and supervisors.",
         parents=[common],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"redflow {__version__} (redflow-mp)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
