@@ -71,6 +71,11 @@ _ON_FAILURE_LIMIT = 60.0
 _RECOVERY = (*_NETWORK, redis.RedisError)
 
 
+def _count_children(n: int) -> str:
+    """``1 child``, ``2 children`` (log lines read correctly)."""
+    return f"{n} child" if n == 1 else f"{n} children"
+
+
 class Mode(Enum):
     RUNNING = "running"
     DRAINING = "draining"
@@ -415,9 +420,9 @@ class Arbiter:
         self.mode = Mode.DRAINING
         self.deadline = time.monotonic() + self.settings.graceful_timeout
         log.info(
-            "draining: %d children finish their runs (up to %.1f s)",
-            len(self.children),
+            "draining: waiting up to %.1f s for the runs of %s",
             self.settings.graceful_timeout,
+            _count_children(len(self.children)),
         )
         self._resign()
         for child in self.children.values():
@@ -442,7 +447,8 @@ class Arbiter:
         self.mode = Mode.STOPPING
         self.deadline = None
         log.info(
-            "fast stop: %d children stop now; their runs go back to the queue", len(self.children)
+            "fast stop: stopping %s now; their runs go back to the queue",
+            _count_children(len(self.children)),
         )
         self._resign()
         now = time.monotonic()
@@ -484,7 +490,9 @@ class Arbiter:
                     log.warning("registry sync after reload failed: %s", exc)
         self.generation += 1
         log.info(
-            "rolling restart: generation %d replaces %d children", self.generation, len(self.slots)
+            "rolling restart: generation %d replaces %s",
+            self.generation,
+            _count_children(len(self.slots)),
         )
 
     def _scale(self, delta: int) -> None:
@@ -497,7 +505,7 @@ class Arbiter:
             self.target += 1
             slot_no = max(self.slots, default=0) + 1
             self.slots[slot_no] = Slot(SlotTracker(self._policy()))
-            log.info("TTIN: %d children", self.target)
+            log.info("TTIN: %s", _count_children(self.target))
             return
         if self.target <= 1:
             log.info("TTOU ignored: one child is the minimum")
@@ -509,7 +517,7 @@ class Arbiter:
             child = self.children.get(pid) if pid is not None else None
             if child is not None:
                 self._retire(child)
-        log.info("TTOU: %d children", self.target)
+        log.info("TTOU: %s", _count_children(self.target))
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
@@ -562,7 +570,7 @@ class Arbiter:
             pid=pid, slot=slot_no, index=index, generation=self.generation, started_at=now
         )
         self.children[pid] = child
-        self.restarts[slot_no] = self.restarts.get(slot_no, -1) + 1
+        self.restarts.setdefault(slot_no, 0)
         log.debug("started worker %d (pid %d)", slot_no, pid)
         return child
 
@@ -601,8 +609,8 @@ class Arbiter:
     def _check_deadline(self, now: float) -> None:
         if self.mode is Mode.DRAINING and self.deadline is not None and now >= self.deadline:
             log.warning(
-                "graceful timeout reached: stopping %d children; their runs go back to the queue",
-                len(self.children),
+                "graceful timeout reached: stopping %s; their runs go back to the queue",
+                _count_children(len(self.children)),
             )
             self.deadline = None
             for child in self.children.values():
@@ -649,6 +657,10 @@ class Arbiter:
             return
         if self.mode is not Mode.RUNNING or child.retiring:
             return
+        if not info.clean:
+            # A restart is a slot's process that died; replacements (HUP), recycling
+            # and scaling are not (they exit cleanly or are retired).
+            self.restarts[child.slot] = self.restarts.get(child.slot, 0) + 1
         self._after_exit(slot, child, info, now)
 
     def _after_exit(self, slot: Slot, child: Child, info: ExitInfo, now: float) -> None:

@@ -293,11 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             print(f"redflow-supervisor: cannot start the embedded Redis: {exc}", file=sys.stderr)
             return 1
-        how = "started" if embedded.owned else "reused"
-        print(
-            f"redflow-supervisor: embedded Redis at {url} ({how}, state in {embedded.state_dir})",
-            flush=True,
-        )
+        print(f"redflow-supervisor: embedded Redis at {url} ({embedded.describe()})", flush=True)
         settings = msgspec.structs.replace(settings, url=url)
         loader.overrides = {**loader.overrides, "url": url}
     logging.getLogger("redflow_supervisor").debug(

@@ -99,6 +99,7 @@ class EmbeddedRedis:
             url = self.url_file.read_text().strip()
             if url and alive(url):
                 self.url = url
+                self._inspect(url)
                 return url
         if self.persistent:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +145,33 @@ class EmbeddedRedis:
             self.url_file.parent.mkdir(parents=True, exist_ok=True)
             self.url_file.write_text(url + "\n")
         return url
+
+    def _inspect(self, url: str) -> None:
+        """Where a reused server really keeps its data (a supervisor's temporary
+        directory, not the pointer's), asked from the server itself."""
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=2, decode_responses=True)
+            try:
+                config = client.config_get("dir")
+                config.update(client.config_get("appendonly"))
+            finally:
+                client.close()
+        except (redis.RedisError, OSError):
+            self.state_dir = Path("<unknown: CONFIG GET refused>")
+            return
+        self.state_dir = Path(str(config.get("dir", "")))
+        self.persistent = config.get("appendonly") == "yes"
+
+    def describe(self) -> str:
+        """``started; data in DIR (temporary: ...)`` for the start-up line."""
+        how = "started" if self.owned else "reused"
+        if self.persistent:
+            kind = "persistent, append-only file"
+        elif self.owned:
+            kind = "temporary: removed on exit"
+        else:
+            kind = "temporary: removed when the supervisor that started it exits"
+        return f"{how}; data in {self.state_dir}, {kind}"
 
     def stop(self) -> None:
         """Shut the server down if this process started it (and remove its

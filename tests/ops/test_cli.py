@@ -11,9 +11,10 @@ from pathlib import Path
 
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, Registry, create_client
 from tests.helpers import WorkerPool, status_of, text, wait_until
 from tests.ops.conftest import ROOT, Result, Runs, cli_env, run_cli, run_cli_many
+from tests.redis_server import RedisServer
 
 Redflow = Callable[..., Result]
 
@@ -338,7 +339,13 @@ def test_queues(redflow: Redflow, runs: Runs) -> None:
     assert data["ops"]["ready"] == 0 and data["ops"]["oldest_ready_age_ms"] is None
 
 
-def test_empty_namespace(redis_url: str, prefix: str) -> None:
+def test_empty_namespace(redis_url: str, prefix: str, raw: redis.Redis) -> None:
+    """Finding nothing, every command says where it looked and which other prefixes
+    of this database hold redflow keys (issue 16 #2)."""
+    for other in (prefix + "-demo", prefix + "-etl"):
+        with create_client(redis_url, prefix=other, registry=Registry(), default=False) as c:
+            c.run_by_name("somewhere-else", {"n": 1}, queue_override="q")
+    raw.set("{" + prefix + "-not-ours}:session", "x")  # a hash tag, but no redflow key
     cmds = (["workflows"], ["queues"], ["supervisors"], ["runs", "list"])
     target = ["--url", redis_url, "--prefix", prefix]
     results = run_cli_many([[*c, *target] for c in cmds] + [[*c, "--json", *target] for c in cmds])
@@ -346,6 +353,42 @@ def test_empty_namespace(redis_url: str, prefix: str) -> None:
     assert texts[0].startswith("no workflows synced")
     assert texts[1:] == ["no queues", "no live supervisors", "no runs"]
     assert [json.loads(r.out) for r in results[4:]] == [[], [], [], []]
+    for res in results:
+        assert res.code == 0, res
+        looked, others = res.err.splitlines()  # the server is shared with other tests
+        assert looked == f"redflow: looked in {redis_url}, prefix {prefix!r}"
+        m = re.fullmatch(
+            r"redflow: other prefixes with redflow keys in this database: (.*) "
+            r"\(choose one with --prefix or REDFLOW_PREFIX\)",
+            others,
+        )
+        assert m, res
+        listed = set(re.findall(r"'([^']*)'", m.group(1)))
+        assert {prefix + "-demo", prefix + "-etl"} <= listed
+        assert prefix not in listed and prefix + "-not-ours" not in listed
+    unknown = run_cli(["runs", "show", "01NOSUCHRUN", *target])
+    assert unknown.code == 1
+    assert (
+        f"not found (unknown id, or removed by retention); looked in {redis_url}, " in unknown.err
+    )
+    assert f"'{prefix}-demo'" in unknown.err
+
+
+def test_where_it_looked_masks_the_password_and_bounds_the_scan(prefix: str) -> None:
+    secret = "where-Pa55"
+    with RedisServer(password=secret) as server:
+        r = server.client()
+        try:
+            with r.pipeline(transaction=False) as pipe:
+                for i in range(12_000):
+                    pipe.set(f"junk:{i}", "x")
+                pipe.execute()
+        finally:
+            r.close()
+        res = run_cli(["runs", "list", "--url", server.url, "--prefix", prefix])
+    assert res.code == 0 and res.out.strip() == "no runs", res
+    assert secret not in res.err and "redis://:***@127.0.0.1:" in res.err
+    assert "only the first 10,000 keys were examined" in res.err, res
 
 
 # ----------------------------------------------------------------- supervisors

@@ -130,7 +130,9 @@ def test_embedded_redis_started_and_stopped(tmp_path: Path, prefix: str) -> None
     assert res.code == 0, res
     assert json.loads(res.out) == []
     m = re.search(
-        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) \(started, state in (.+)\)", res.err
+        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) "
+        r"\(started; data in (.+), persistent, append-only file\)",
+        res.err,
     )
     assert m, res
     assert m.group(2) == str(state)
@@ -155,7 +157,10 @@ def test_embedded_redis_reused(tmp_path: Path, prefix: str) -> None:
             ]
         )
         assert res.code == 0, res
-        assert f"embedded Redis at {url} (reused" in res.err
+        assert (
+            f"embedded Redis at {url} (reused; data in {embedded.state_dir}, persistent, "
+            "append-only file)" in res.err
+        ), res
         assert res.out.strip() == "no runs"
         assert alive(url), "a reused server is left running"
     finally:

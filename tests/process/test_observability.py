@@ -183,7 +183,9 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     sup = supervisor(procs=1, args=["--embedded-redis"], env={"XDG_STATE_HOME": str(xdg)})
     sup.wait_workers(1)
     m = re.search(
-        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) \(started, state in (\S+)\)", sup.log()
+        r"embedded Redis at (redis://127\.0\.0\.1:\d+/0) "
+        r"\(started; data in (\S+), temporary: removed on exit\)",
+        sup.log(),
     )
     assert m, sup.log()
     url, data_dir = m.group(1), Path(m.group(2))
@@ -208,7 +210,12 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
         check=False,
     )
     assert cli.returncode == 0, cli.stderr
-    assert f"embedded Redis at {url} (reused" in cli.stderr
+    # It names where the data really is: the supervisor's temporary directory, not
+    # the directory of the URL pointer (issue 16 #2).
+    assert (
+        f"embedded Redis at {url} (reused; data in {data_dir}, temporary: removed when the "
+        "supervisor that started it exits)" in cli.stderr
+    ), cli.stderr
     _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
