@@ -54,7 +54,7 @@ from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.retention import RetentionDuty
 from .duties.status import ChildStatus, ProcessSampler, StatusDuty, supervisor_id
-from .metrics import MetricsHub
+from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, SlotTracker
 from .restart import SlotState as Restart
 from .signals import SignalPipe
@@ -339,8 +339,13 @@ class Arbiter:
 
     def _gauges(self) -> list[tuple[str, Labels, float]]:
         out: list[tuple[str, Labels, float]] = [
-            ("redflow_children_alive", (), float(len(self.children)))
+            ("redflow_children_alive", (), float(len(self.children))),
+            build_info(),
         ]
+        # One series per slot (its current process), so a rolling restart's overlap
+        # never repeats a label set.
+        current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
+        out.extend(process_samples([("master", os.getpid()), *current]))
         client = self.client
         if client is None:
             return out

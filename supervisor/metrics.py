@@ -8,7 +8,9 @@ requeues, lease expiries, cron fires and skips), and answers
 selector as the signal pipe: no thread, no framework (``--metrics-port``).
 
 Gauges (queue depths, running runs per workflow, children alive) are read at
-scrape time.
+scrape time, and so are the ``process_*`` samples of the parent and each child
+(:func:`process_samples`, psutil reading ``/proc``: no thread, no sampling loop)
+and ``redflow_build_info``.
 
 Invariants of the HTTP side (it runs inside the arbiter, so a client must never
 be able to stop or stall it):
@@ -34,14 +36,18 @@ import errno
 import json
 import logging
 import os
+import platform
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable
 
+import psutil
+
+from redflow_mp import __version__
 from redflow_mp.metrics import Labels, MetricsStore, render
 
-__all__ = ["CONN_TIMEOUT", "MAX_CONNS", "MetricsHub"]
+__all__ = ["CONN_TIMEOUT", "MAX_CONNS", "MetricsHub", "build_info", "process_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,33 @@ _CONN_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ECONNRESET)
 
 LISTEN = "metrics-listen"
 CONN = "metrics-conn"
+
+
+def process_samples(processes: Iterable[tuple[str, int]]) -> list[tuple[str, Labels, float]]:
+    """``process_*`` samples of each ``(label, pid)``, read now; a process that is gone
+    (or unreadable, e.g. out of descriptors) is left out rather than failing a scrape."""
+    out: list[tuple[str, Labels, float]] = []
+    for label, pid in processes:
+        labels: Labels = (("process", label),)
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                cpu = proc.cpu_times()
+                values = (
+                    ("process_resident_memory_bytes", float(proc.memory_info().rss)),
+                    ("process_cpu_seconds_total", float(cpu.user + cpu.system)),
+                    ("process_open_fds", float(proc.num_fds())),
+                    ("process_start_time_seconds", float(proc.create_time())),
+                )
+        except (psutil.Error, OSError):
+            continue
+        out.extend((name, labels, value) for name, value in values)
+    return out
+
+
+def build_info() -> tuple[str, Labels, float]:
+    labels: Labels = (("python", platform.python_version()), ("version", __version__))
+    return ("redflow_build_info", labels, 1.0)
 
 
 class _Conn:

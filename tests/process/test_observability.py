@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 import signal
 import socket
@@ -16,8 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
-from redflow_mp import Client, RunFailedError, create_client
+from redflow_mp import Client, RunFailedError, __version__, create_client
 from tests.process import flows
 from tests.process.conftest import Supervisor, clean_env, wait_until
 from tests.redis_server import RedisServer
@@ -284,3 +287,58 @@ def _try_scrape(
         return _scrape(port)
     except (OSError, urllib.error.URLError):
         return None
+
+
+def test_exposition_parses_and_has_process_and_build_metrics(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Issue 16 #5: the whole page parses with prometheus-client's parser; process_*
+    for the master and each child slot; redflow_build_info."""
+    port = _free_port()
+    sup = supervisor(procs=2, args=["--metrics-port", str(port)])
+    workers = sup.wait_workers(2)
+    for _ in range(3):
+        flows.chatty.run(None, client=client).result(timeout=20)
+    with pytest.raises(RunFailedError):
+        flows.broken.run(None, client=client).result(timeout=20)
+
+    def page() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def families() -> dict[str, Metric] | None:
+        found = {f.name: f for f in text_string_to_metric_families(page())}
+        counted = found.get("redflow_runs_finished")
+        return found if counted is not None and len(counted.samples) >= 2 else None
+
+    fams = wait_until(families, 10, interval=0.1, message="finished runs in the metrics")
+    assert fams["redflow_runs_finished"].type == "counter"
+    assert fams["redflow_run_duration_seconds"].type == "histogram"
+    assert fams["redflow_queue_depth"].type == "gauge"
+    assert fams["process_cpu_seconds"].type == "counter"  # the parser drops _total
+    for name in ("process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"):
+        assert fams[name].type == "gauge", name
+
+    def by_process(family: str) -> dict[str, float]:
+        return {s.labels["process"]: s.value for s in fams[family].samples}
+
+    expected_pids = {"master": sup.pid}
+    for p in workers:
+        m = re.search(r" worker (\d+)", " ".join(p.cmdline()))
+        assert m, p.cmdline()
+        expected_pids[f"worker-{m.group(1)}"] = p.pid
+    assert sorted(expected_pids) == ["master", "worker-1", "worker-2"]
+    rss = by_process("process_resident_memory_bytes")
+    assert set(rss) == set(expected_pids)
+    assert all(v > 5 * 1024 * 1024 for v in rss.values()), rss
+    fds = by_process("process_open_fds")
+    assert all(v >= 3 for v in fds.values()), fds
+    started = by_process("process_start_time_seconds")
+    for label, pid in expected_pids.items():
+        assert abs(started[label] - psutil.Process(pid).create_time()) < 1.0, label
+    cpu = {s.labels["process"]: s.value for s in fams["process_cpu_seconds"].samples}
+    assert set(cpu) == set(expected_pids) and all(v >= 0 for v in cpu.values())
+    assert cpu["master"] > 0
+    (info,) = fams["redflow_build_info"].samples
+    assert info.value == 1 and info.labels["version"] == __version__
+    assert info.labels["python"] == platform.python_version()
