@@ -393,8 +393,15 @@ class Spec:
         if self.max is not None and out > self.max:
             raise ValueError("too large")
         if self.name == "prefix":
-            validate_prefix(out)
+            try:
+                validate_prefix(out)
+            except ValueError as exc:
+                raise _Reason(str(exc)) from None
         return out
+
+
+class _Reason(ValueError):
+    """A refusal whose own message says why (shown instead of "expected ...")."""
 
 
 def _num(value: float) -> str:
@@ -495,18 +502,13 @@ def fmt_default(spec: Spec) -> str:
 # ------------------------------------------------------------------ loading
 
 
-def _bad(spec: Spec, value: Any, source: str) -> ConfigError:
-    return ConfigError(
-        f"bad value {value!r} for setting {spec.name} (from {source}): expected {spec.accepted()}"
-    )
-
-
 def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
     spec = _BY_NAME[key]
     try:
         return spec.parse(value, text=text)
-    except ValueError:
-        raise _bad(spec, value, source) from None
+    except ValueError as exc:
+        why = str(exc) if isinstance(exc, _Reason) else f"expected {spec.accepted()}"
+        raise ConfigError(f"bad value {value!r} for setting {key} (from {source}): {why}") from None
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
