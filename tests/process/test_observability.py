@@ -222,6 +222,7 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
+    assert not (xdg / "redflow-mp" / "redis.dir").exists()
 
 
 def _idle_connections(port: int, count: int) -> list[socket.socket]:
