@@ -1,14 +1,24 @@
 """Run the demo: start ``redflow-supervisor`` on the demo workflows, enqueue a few
 runs, print their results and the supervisor's processes, then drain it with TERM.
 
-    python examples/demo.py [--url redis://localhost:6379/0 | --embedded] [--procs 2]
+    python examples/demo.py [--url redis://localhost:6379/0 | --embedded] [--procs 2] [--keep]
 
 Uses the Redis at ``--url``; by default the local one on :6379, or, where none
 answers (or with ``--embedded``), a private password-protected server of the
 ``embedded`` extra (started in a temporary directory and stopped at the end).
-Keys live under the prefix ``redflow-demo``; nothing else in that Redis is
-touched. The URL reaches the supervisor through ``REDFLOW_URL``, not its
-command line, so a password never shows in ``ps``.
+The URL reaches the supervisor through ``REDFLOW_URL``, not its command line,
+so a password never shows in ``ps``. The supervisor runs as ``--app demo`` and
+every key lives under the prefix ``redflow-demo`` (the README's ``redflow``
+session uses the same app, URL and prefix). At the end the demo removes the
+keys of that prefix, and nothing else, unless ``--keep`` is given; then it
+says how to look at them with ``redflow`` (and leaves an embedded server
+running).
+
+The Redis function library the runs loaded (``FUNCTION LOAD``, Redis >= 7) is
+left in place on a server the demo leaves running: it is shared server state,
+used by every redflow prefix of the server (in any database), so removing it
+could break another user's supervisor; the demo says so and how to remove it
+by hand.
 """
 
 from __future__ import annotations
@@ -24,8 +34,77 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+
 from redflow_mp import create_client  # noqa: E402
 from redflow_mp.transport import mask_url  # noqa: E402
+
+APP = "demo"
+PREFIX = "redflow-demo"
+
+
+def _cleanup(url: str) -> int:
+    """Remove every key of the demo's prefix (SCAN + UNLINK); returns how many."""
+    r = redis.Redis.from_url(url)
+    removed = 0
+    try:
+        batch: list[bytes] = []
+        for key in r.scan_iter(match="{" + PREFIX + "}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += int(r.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(r.unlink(*batch))
+    finally:
+        r.close()
+    return removed
+
+
+def _count_keys(url: str) -> int:
+    r = redis.Redis.from_url(url)
+    try:
+        return sum(1 for _ in r.scan_iter(match="{" + PREFIX + "}:*", count=1000))
+    finally:
+        r.close()
+
+
+def _function_libraries(url: str) -> list[str]:
+    """redflow function libraries loaded on the server (none on Redis < 7)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        libs = r.function_list(library="redflow_*")
+    except redis.RedisError:
+        return []
+    finally:
+        r.close()
+    names = []
+    for lib in libs:  # RESP2: a flat [key, value, ...] list per library; RESP3: a dict
+        fields = lib if isinstance(lib, dict) else dict(zip(lib[::2], lib[1::2], strict=False))
+        names.append(str(fields.get("library_name", "")))
+    return sorted(n for n in names if n)
+
+
+def _finish(url: str, keep: bool, embedded: bool) -> None:
+    shown = mask_url(url)
+    if keep:
+        print(f"kept {_count_keys(url)} keys under the prefix {PREFIX}; look at them with:")
+        if embedded:
+            print(f"  redflow --embedded-redis --prefix {PREFIX} runs list")
+        else:
+            print(f"  REDFLOW_URL={shown} REDFLOW_PREFIX={PREFIX} redflow runs list")
+        print("  (python examples/demo.py without --keep removes them)")
+    else:
+        print(f"removed {_cleanup(url)} keys under the prefix {PREFIX} (nothing else)")
+    if embedded and not keep:
+        return  # the private server is stopped and its directory removed, library and all
+    for lib in _function_libraries(url):
+        print(
+            f"the Redis function library {lib} stays loaded: it is shared by every redflow "
+            f"prefix on this server; `redis-cli FUNCTION DELETE {lib}` removes it once no "
+            "supervisor uses it"
+            + (" (with REDISCLI_AUTH set to the password in the URL file)" if embedded else "")
+        )
 
 
 def main() -> int:
@@ -36,6 +115,9 @@ def main() -> int:
     )
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument(
+        "--keep", action="store_true", help=f"keep the keys under {PREFIX} (and an embedded server)"
+    )
     args = parser.parse_args()
 
     import examples.demo_flows as flows
@@ -56,20 +138,20 @@ def main() -> int:
             "-m",
             "redflow_supervisor",
             "--app",
-            "demo",
+            APP,
             "--procs",
             str(args.procs),
             "--module",
             "examples.demo_flows",
             "--prefix",
-            "redflow-demo",
+            PREFIX,
         ],
         cwd=ROOT,
         env={**os.environ, "REDFLOW_URL": args.url},
         start_new_session=True,
     )
     try:
-        client = create_client(args.url, prefix="redflow-demo")
+        client = create_client(args.url, prefix=PREFIX)
         print(f"redflow-supervisor started (pid {supervisor.pid}) on {mask_url(args.url)}")
         handles = [
             flows.etl.run({"name": f"batch-{i}", "rows": 2000 + i}) for i in range(args.runs)
@@ -90,8 +172,16 @@ def main() -> int:
         os.killpg(supervisor.pid, signal.SIGTERM)
         code = supervisor.wait(timeout=60)
         print(f"supervisor drained and exited with status {code}")
-        if embedded is not None:
-            embedded.stop()
+        try:
+            _finish(args.url, args.keep, embedded is not None)
+        finally:
+            if embedded is not None and not args.keep:
+                embedded.stop()
+            elif embedded is not None:
+                print(
+                    f"the embedded server at {mask_url(args.url)} keeps running (data in "
+                    f"{embedded.state_dir}; URL with password in {embedded.url_file})"
+                )
     return 0
 
 

@@ -33,6 +33,7 @@ from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta
 from .cron import CronDef, cron_id_for, next_fire_ms
 from .errors import (
+    InputValidationError,
     PayloadTooLargeError,
     RedflowError,
     ResultTimeoutError,
@@ -223,6 +224,8 @@ class Client:
         """Encode a payload as JSON within ``max_payload_bytes`` (clear errors)."""
         try:
             data = codec.encode_json(value)
+        except codec.NestingError as exc:
+            raise codec.NestingError(f"{what} {exc}") from None
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
         if len(data) > self.max_payload_bytes:
@@ -336,7 +339,10 @@ class Client:
         at_ms = _run_at_ms(run_at)
         key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
         timeout_s = check_timeout(timeout, "timeout")
-        data = self.encode_payload(input, "input")
+        try:
+            data = self.encode_payload(input, "input")
+        except codec.NestingError as exc:
+            raise InputValidationError(str(exc)) from None
         new_queue = queue not in self._known_queues
         run_id, _created = self.scripts.enqueue(
             new_run_id(),
@@ -665,8 +671,23 @@ class Client:
     def sync_registry(self, registry: Registry | None = None, *, app: str) -> None:
         """Write workflow metadata and cron entries of ``registry`` for ``app``.
 
-        Metadata (never runs) of workflows that are gone from the registry, were
-        last synced by the same ``app`` and are older than 30 s is removed.
+        Ownership: several apps (supervisors started with different ``--app``)
+        may register the same workflow. Each sync records, per workflow it
+        registers, ``app -> now`` in ``wf-apps:<name>``; the metadata hash holds
+        the definition of the latest sync (its ``app`` field names that app), so
+        apps sharing a workflow should define it alike. When ``app`` syncs a
+        registry that no longer lists a workflow it registered:
+
+        - if ``app`` synced it less than 30 s ago, nothing changes (other hosts
+          of the same app may still run the previous code: a rolling deploy);
+        - otherwise ``app`` withdraws its own registration, and the metadata and
+          cron entries (never runs) are removed only when no other app still
+          registers the workflow. An app never withdraws another app's
+          registration, however old: a supervisor syncs at start and on HUP only,
+          so an old sync time does not mean the app is gone.
+
+        Metadata written before this rule (an ``app`` field, no ``wf-apps``
+        record) counts as that app's registration at its ``updatedAt``.
         """
         if not isinstance(app, str):
             raise TypeError("app must be a str")
@@ -682,37 +703,92 @@ class Client:
         for wf in defs:
             self._sync_workflow(wf, app, now)
 
-    def _remove_stale_workflows(self, registered: set[str], app: str, now: int) -> None:
-        existing = [_dec(n) for n in self.redis.smembers(self.keys.workflows)]
-        for name in existing:
-            if name in registered:
-                continue
-            key = self.keys.workflow(name)
-            owner, updated, cron_ids = self.redis.hmget(key, "app", "updatedAt", "cronIdsJson")
-            if not owner or _dec(owner) != app:
-                continue
+    def _registrations(self, name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:
+        """``app -> last sync ms`` of ``name`` (legacy owner when no record exists);
+        an unreadable time counts as "now" (kept, never removed on a guess)."""
+        entries = {_dec(a): t for a, t in raw.items()}
+        if not entries and legacy[0]:
+            entries = {_dec(legacy[0]): legacy[1]}
+        out: dict[str, int] = {}
+        for owner, value in entries.items():
             try:
-                updated_ms = int(updated) if updated else 0
-            except ValueError:
-                # Age unknown: keep it (another host may still serve it) rather than
-                # failing the whole sync, which would stop a supervisor from starting.
-                log.warning("workflow %r has an unreadable updatedAt %r; kept", name, updated)
-                continue
-            if now - updated_ms < STALE_WORKFLOW_GRACE_MS:
-                continue
-            ids = _json_list(cron_ids)
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.srem(self.keys.workflows, name)
-                if ids:
-                    pipe.hdel(self.keys.cron_def, *ids)
-                    pipe.zrem(self.keys.cron_next, *ids)
+                out[owner] = int(value)
+            except (TypeError, ValueError):
+                log.warning(
+                    "workflow %r has an unreadable sync time %r for app %r; kept",
+                    name,
+                    value,
+                    owner,
+                )
+                out[owner] = 2**62
+        return out
+
+    def _remove_stale_workflows(self, registered: set[str], app: str, now: int) -> None:
+        candidates = [
+            n
+            for n in (_dec(m) for m in self.redis.smembers(self.keys.workflows))
+            if n not in registered
+        ]
+        if not candidates:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in candidates:
+                pipe.hgetall(self.keys.wf_apps(name))
+                pipe.hmget(self.keys.workflow(name), "app", "updatedAt")
+            replies = pipe.execute()
+        for i, name in enumerate(candidates):
+            regs = self._registrations(name, replies[2 * i], replies[2 * i + 1])
+            mine = regs.get(app)
+            if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
+                continue  # not ours, or ours and recent enough that old hosts may serve it
+            try:
+                self._withdraw(name, app, now)
+            except redis.WatchError:
+                # Someone synced this workflow meanwhile: leave it to the next sync.
+                log.debug("workflow %r changed during sync; not withdrawn", name)
+
+    def _withdraw(self, name: str, app: str, now: int) -> None:
+        """Remove ``app``'s registration of ``name``; the metadata goes with the last one."""
+        key, apps_key = self.keys.workflow(name), self.keys.wf_apps(name)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.watch(key, apps_key)  # type: ignore[no-untyped-call]
+            regs = self._registrations(
+                name, pipe.hgetall(apps_key), pipe.hmget(key, "app", "updatedAt")
+            )
+            mine = regs.pop(app, None)
+            if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
+                pipe.unwatch()
+                return
+            if regs:
+                latest = max(regs, key=lambda a: regs[a])
+                pipe.multi()
+                pipe.hdel(apps_key, app)
+                pipe.hset(key, "app", latest)
                 pipe.execute()
-            log.info("removed stale workflow metadata %r (app %r)", name, app)
+                log.info(
+                    "workflow %r: app %r no longer registers it; kept for %s",
+                    name,
+                    app,
+                    ", ".join(repr(a) for a in sorted(regs)),
+                )
+                return
+            ids = _json_list(pipe.hget(key, "cronIdsJson"))
+            pipe.multi()
+            pipe.delete(key, apps_key)
+            pipe.srem(self.keys.workflows, name)
+            if ids:
+                pipe.hdel(self.keys.cron_def, *ids)
+                pipe.zrem(self.keys.cron_next, *ids)
+            pipe.execute()
+        log.info("removed stale workflow metadata %r (app %r, the last to register it)", name, app)
 
     def _sync_workflow(self, wf: Workflow[Any, Any], app: str, now: int) -> None:
-        key = self.keys.workflow(wf.name)
-        old_ids = set(_json_list(self.redis.hget(key, "cronIdsJson")))
+        key, apps_key = self.keys.workflow(wf.name), self.keys.wf_apps(wf.name)
+        with self.redis.pipeline(transaction=False) as read:
+            read.hmget(key, "cronIdsJson", "app", "updatedAt")
+            read.exists(apps_key)
+            (old_ids_json, old_app, old_updated), has_apps = read.execute()
+        old_ids = set(_json_list(old_ids_json))
         cron_ids: list[str] = []
         cron_defs: list[tuple[str, bytes, int]] = []
         for trigger in wf.cron:
@@ -764,6 +840,10 @@ class Client:
                     "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
                 },
             )
+            if not has_apps and old_app and _dec(old_app) != app:
+                # Metadata from before wf-apps: keep its owner's registration.
+                pipe.hsetnx(apps_key, _dec(old_app), old_updated or now)
+            pipe.hset(apps_key, app, now)
             pipe.sadd(self.keys.workflows, wf.name)
             pipe.sadd(self.keys.queues, wf.queue)
             gone = sorted(old_ids - set(cron_ids))

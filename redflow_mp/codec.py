@@ -7,6 +7,16 @@ once at import.
 
 Invariant: a value stored under a ``...Json`` field is a complete JSON document;
 a field that is absent or empty means "not set".
+
+Nesting: msgspec encodes and decodes containers recursively, so a value nested
+about a thousand levels deep raises ``RecursionError`` (how deep depends on the
+caller's stack). :func:`encode_json` refuses anything nested deeper than
+:data:`MAX_NESTING` (256) levels of arrays and objects with a
+:class:`NestingError` (a ``TypeError``: "not encodable"), so every payload
+redflow-mp writes decodes anywhere; :func:`decode_json` turns a stack overflow
+on a document written by something else into a :class:`NestingDecodeError` (a
+``msgspec.DecodeError``), which every reader already handles as an unreadable
+payload. No ``RecursionError`` leaves this module.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from .cron import Cron
 from .retry import Retries
 
 __all__ = [
+    "MAX_NESTING",
     "ErrorInfo",
+    "NestingDecodeError",
+    "NestingError",
     "RunState",
     "RunStatus",
     "StepState",
@@ -157,14 +170,66 @@ _step_encoder = msgspec.json.Encoder()
 _step_decoder = msgspec.json.Decoder(StoredStep)
 
 
+MAX_NESTING = 256
+_TOO_DEEP = f"is nested too deeply (more than {MAX_NESTING} levels of lists/dicts)"
+_TO_OPEN = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+class NestingError(TypeError):
+    """A payload nests lists/dicts deeper than :data:`MAX_NESTING` levels."""
+
+
+class NestingDecodeError(msgspec.DecodeError):
+    """A stored document is nested too deeply to decode here."""
+
+
+def _deeper_than(data: bytes, limit: int) -> bool:
+    """True when the JSON document ``data`` nests arrays/objects more than ``limit`` deep.
+
+    Runs in C-level passes: drop escaped backslashes and quotes, cut the string
+    literals out (msgspec escapes every quote inside them), keep the brackets,
+    then peel the innermost ``[]`` pairs once per level (at most ``limit`` passes,
+    each shorter than the last).
+    """
+    outside = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    if b'"' in outside:
+        outside = b"".join(outside.split(b'"')[::2])
+    brackets = outside.translate(_TO_OPEN, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
 def encode_json(value: Any) -> bytes:
-    """Encode a user payload; raises ``TypeError``/``msgspec.EncodeError`` if it cannot."""
-    return _json_encoder.encode(value)
+    """Encode a user payload; raises ``TypeError``/``msgspec.EncodeError`` if it cannot
+    (:class:`NestingError` when it is nested deeper than :data:`MAX_NESTING`)."""
+    try:
+        data = _json_encoder.encode(value)
+    except RecursionError:
+        raise NestingError(_TOO_DEEP) from None
+    # Fewer opening brackets than the limit cannot nest past it: the common case
+    # costs two byte counts.
+    if data.count(b"[") + data.count(b"{") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
+        raise NestingError(_TOO_DEEP)
+    return data
 
 
 def decode_json(data: bytes | str) -> Any:
-    """Decode a user payload stored by :func:`encode_json`."""
-    return _json_decoder.decode(data)
+    """Decode a user payload stored by :func:`encode_json`.
+
+    Raises ``msgspec.DecodeError`` for malformed JSON, and its subclass
+    :class:`NestingDecodeError` for a document nested too deeply to decode.
+    """
+    try:
+        return _json_decoder.decode(data)
+    except RecursionError:
+        raise NestingDecodeError(
+            "payload is nested too deeply to decode (redflow-mp writes at most "
+            f"{MAX_NESTING} levels of lists/dicts)"
+        ) from None
 
 
 def encode_error(error: ErrorInfo) -> bytes:
@@ -212,7 +277,10 @@ def _payload(raw: Mapping[Any, Any], field: bytes) -> Any:
     if not value:
         return None
     try:
-        return _json_decoder.decode(value)
+        return decode_json(value)
+    except NestingDecodeError:
+        # The raw text would be thousands of brackets: say what it is instead.
+        return f"<unreadable: {len(value)} bytes of JSON nested too deeply to decode>"
     except msgspec.DecodeError:
         # Inspection must survive a corrupted record: hand back the raw text.
         return value.decode("utf-8", "replace")

@@ -6,6 +6,23 @@ and input, so the same definition always maps to the same id on every host.
 Expressions are 5-field, or 6-field with a trailing seconds field as croniter
 reads it. Next fire times are computed from "now" (Redis time, passed in), so a
 leader that was away does not fire a burst of missed times.
+
+Daylight-saving changes (the expression is read in its ``timezone``), following
+Vixie cron, whose rule tells "fixed-time" from "wildcard" entries:
+
+- An expression whose **hour field is fixed** (``30 2 * * *``, ``0,30 1-3 * * *``,
+  ``*/15 2 * * *``) fires **once per wall-clock time**. When clocks go back, a
+  repeated time fires at its first occurrence only (``30 2 * * *`` in
+  Europe/Berlin on 2026-10-25: 02:30 CEST, not again at 02:30 CET). When clocks
+  go forward past it, a time that does not exist that day fires once at the
+  first instant after the gap (03:00 local for 02:30 in Berlin or New York), so
+  a daily job never misses a day; several skipped times fire once together.
+- An expression whose **hour field is ``*`` or ``*/n``** (``*/15 * * * *``,
+  ``0 */2 * * *``) runs **by real time**: its times are found on the wall
+  clock, but a repeated hour's times fire again in their second occurrence
+  (``*/15`` keeps firing every 15 real minutes through the night clocks go
+  back, so 02:00-02:45 fire twice), and times inside a gap do not exist and
+  are not made up (``*/15`` goes from 01:45 to 03:00, 15 real minutes).
 """
 
 from __future__ import annotations
@@ -52,7 +69,7 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
             raise ValueError("Cron id must be a non-empty string when given")
         try:
             msgspec.json.encode(self.input)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, msgspec.EncodeError, RecursionError) as exc:
             raise ValueError(f"Cron input is not JSON-encodable: {exc}") from None
 
 
@@ -90,10 +107,52 @@ def cron_id_for(workflow: str, cron: Cron) -> str:
     return f"{workflow}:{digest}"
 
 
+def _hour_is_fixed(expression: str) -> bool:
+    """True unless the hour field is ``*`` or ``*/n`` (the module docstring's rule)."""
+    return not expression.split()[1].startswith("*")
+
+
+def _repeated(second: int, zone: ZoneInfo) -> int:
+    """How long the wall-clock interval that ``second`` (epoch s) repeats is, in s:
+    > 0 when ``second`` lies in the second occurrence of a time clocks went back over."""
+    local = datetime.fromtimestamp(second, tz=zone)
+    if not local.fold:
+        return 0
+    first, now = local.replace(fold=0).utcoffset(), local.utcoffset()
+    if first is None or now is None or first <= now:
+        return 0
+    return int((first - now).total_seconds())
+
+
+def _end_of_repeat(second: int, zone: ZoneInfo) -> int:
+    """The first epoch second after the repeated interval that ``second`` lies in."""
+    lo, hi = second, second + _repeated(second, zone)  # lo inside, hi past it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _repeated(mid, zone):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def next_fire_ms(expression: str, timezone: str, after_ms: int) -> int:
-    """The first fire time strictly after ``after_ms`` (epoch ms), in epoch ms."""
+    """The first fire time strictly after ``after_ms`` (epoch ms), in epoch ms.
+
+    Across daylight-saving changes, see the module docstring: fixed hours fire
+    once per wall-clock time, ``*`` / ``*/n`` hours by real time.
+    """
     zone = _zone(timezone)
-    start = datetime.fromtimestamp(after_ms / 1000.0, tz=UTC).astimezone(zone)
-    it = croniter(expression, start, second_at_beginning=False)
-    nxt: datetime = it.get_next(datetime)
-    return int(nxt.timestamp() * 1000)
+    once = _hour_is_fixed(expression)
+    after = after_ms
+    fire = after_ms
+    for _ in range(8):  # each pass leaves one repeated interval behind
+        start = datetime.fromtimestamp(after / 1000.0, tz=UTC).astimezone(zone)
+        nxt: datetime = croniter(expression, start, second_at_beginning=False).get_next(datetime)
+        fire = int(nxt.timestamp() * 1000)
+        if not (once and _repeated(fire // 1000, zone)):
+            return fire
+        # A second occurrence: this wall-clock time already fired (or would have)
+        # in the first one. Look again from the end of the repeated interval.
+        after = _end_of_repeat(fire // 1000, zone) * 1000 - 1
+    return fire

@@ -315,6 +315,9 @@ class Executor:
         outcome = Outcome("failed", workflow=wf, info=info, logger=logger)
         try:
             raw_input = codec.decode_json(claimed.input_json)
+        except codec.NestingDecodeError as exc:
+            outcome.error = error_info(InputValidationError(f"run input cannot be read: {exc}"))
+            return outcome
         except msgspec.DecodeError as exc:
             err = InputValidationError(f"run input is not valid JSON: {exc}")
             outcome.error = error_info(err)

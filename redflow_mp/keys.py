@@ -30,6 +30,7 @@ Keys redflow-mp adds::
 
     queues                        SET   every queue a run was ever enqueued on (reaper, promoter)
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
+    wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
     wf-waiting:<name>             LIST  queued runIds parked behind max_concurrency
     parked                        SET   workflow names whose wf-waiting list is non-empty
@@ -128,6 +129,9 @@ class Keys:
 
     def workflow_runs(self, name: str) -> str:
         return f"{self.tag}:workflow-runs:{name}"
+
+    def wf_apps(self, name: str) -> str:
+        return f"{self.tag}:wf-apps:{name}"
 
     def wf_running(self, name: str) -> str:
         return f"{self.tag}:wf-running:{name}"

@@ -65,6 +65,19 @@ HELP: dict[str, tuple[str, str]] = {
     "redflow_queue_depth": ("gauge", "Runs in a queue's list, by queue and state."),
     "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
     "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),
+    "redflow_build_info": (
+        "gauge",
+        "Always 1; the labels carry the redflow-mp and Python versions.",
+    ),
+    # The usual process metrics, one series per process of the host's supervisor
+    # (process="master", or "worker-<slot>" for a slot's current child).
+    "process_resident_memory_bytes": ("gauge", "Resident memory size in bytes."),
+    "process_cpu_seconds_total": ("counter", "Total user and system CPU time spent in seconds."),
+    "process_open_fds": ("gauge", "Number of open file descriptors."),
+    "process_start_time_seconds": (
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+    ),
 }
 
 

@@ -4,118 +4,441 @@ Precedence: defaults < TOML file (``--config`` or ``REDFLOW_CONFIG``) <
 ``REDFLOW_<KEY>`` environment variables < command-line flags. Setting names
 are flat and unique; a TOML file may still group them in tables
 (``[supervisor] lease_ms = 5000``) and the environment may name a group
-(``REDFLOW_SUPERVISOR__LEASE_MS``): the group is for the reader only. The sources are
-merged as plain dicts and converted once with msgspec; an unknown key or a bad
-value raises :class:`ConfigError` naming the key and the source it came from.
-Nothing reads ``os.environ`` after :func:`load`; a reload (SIGHUP) builds a new
+(``REDFLOW_SUPERVISOR__LEASE_MS``): the group is for the reader only. Nothing
+reads ``os.environ`` after :func:`load`; a reload (SIGHUP) builds a new
 ``Settings``.
 
-Every key and its default is documented in ``conf/redflow.toml``.
+Single source of truth: each field of :class:`Settings` carries its own
+documentation (``Annotated[..., Meta(description=..., extra={...})]``: the
+section, the unit, bounds, a metavar). From it come the ``redflow-supervisor``
+flags and their help (``supervisor/cli.py``), the check of every value, and
+``conf/redflow.toml`` (:func:`reference_toml`; a test keeps the committed file
+equal to it). Choices come from ``Literal`` types.
+
+Every value is checked here, one key at a time, before msgspec builds the
+struct, so a bad value is a :class:`ConfigError` naming the key, where it came
+from (the flag, the environment variable, the config file), the value and what
+is accepted; an unknown ``REDFLOW_*`` name or TOML key gets a "did you mean".
 Durations in seconds also accept strings with a unit: ``"500ms"``, ``"30s"``,
 ``"5m"``, ``"2h"``, ``"7d"``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
 from .errors import ConfigError
 from .keys import validate_prefix
 
-__all__ = ["ENV_PREFIX", "Settings", "load", "parse_duration"]
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "SECTIONS",
+    "Settings",
+    "Spec",
+    "fmt_default",
+    "load",
+    "parse_duration",
+    "reference_toml",
+    "specs",
+]
 
 ENV_PREFIX = "REDFLOW_"
 CONFIG_ENV = "REDFLOW_CONFIG"
 
+# Section id -> title, in the order conf/redflow.toml and --help show them.
+SECTIONS: dict[str, str] = {
+    "run": "what to run",
+    "redis": "Redis",
+    "runs": "runs",
+    "maintenance": "maintenance (run by every supervisor; cron only by the elected leader)",
+    "children": "children",
+    "operations": "operations",
+}
+
+
+def _doc(section: str, text: str, **extra: Any) -> msgspec.Meta:
+    """A field's documentation: ``unit`` ("ms", "s" for durations, "MiB", "bytes"),
+    ``min``/``max`` bounds, ``metavar`` for --help, ``flag`` when not --<name>."""
+    return msgspec.Meta(description=text, extra={"section": section, **extra})
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Every supervisor setting (see conf/redflow.toml for the commented reference)."""
+    """Every supervisor setting; each field documents itself (see the module docstring)."""
 
-    app: str = ""
-    url: str = "redis://localhost:6379/0"
-    prefix: str = "redflow"
-    procs: int = 0
-    modules: tuple[str, ...] = ()
-    queues: tuple[str, ...] = ()
-    lease_ms: int = 5000
-    reaper_interval_ms: int = 500
-    promoter_interval_ms: int = 200
-    cron_lock_ttl_ms: int = 10000
-    graceful_timeout: float = 30.0
-    cancel_grace: float = 5.0
-    kill_grace: float = 5.0
-    max_run_crashes: int = 3
-    max_runs_per_child: int = 0
-    max_memory_per_child: int = 0
-    run_retention: float = 7 * 24 * 3600.0
-    restart_backoff: float = 1.0
-    restart_backoff_max: float = 30.0
-    max_start_failures: int = 5
-    max_payload_bytes: int = 8 * 1024 * 1024
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
-    metrics_port: int = 0
-    metrics_host: str = "127.0.0.1"
-    embedded_redis: bool = False
-    state_dir: str = ""
+    # --- what to run
+    app: Annotated[
+        str,
+        _doc(
+            "run",
+            "Application id (required, usually given as --app). It scopes registry sync: "
+            "an app withdraws only its own registration of a workflow it no longer lists.",
+            metavar="APP",
+        ),
+    ] = ""
+    modules: Annotated[
+        tuple[str, ...],
+        _doc(
+            "run",
+            "Modules (or paths to .py files) that define the workflows, imported in the "
+            "parent before any child is forked. The flag is --module, once per module; "
+            "elsewhere a list (comma-separated in the environment).",
+            metavar="MODULE",
+            flag="--module",
+        ),
+    ] = ()
+    queues: Annotated[
+        tuple[str, ...],
+        _doc(
+            "run",
+            "Queues to serve, comma-separated; empty = every queue of the registered workflows.",
+            metavar="Q1,Q2",
+        ),
+    ] = ()
+    procs: Annotated[
+        int,
+        _doc("run", "Child processes; 0 = the number of CPUs.", min=0, metavar="N"),
+    ] = 0
+
+    # --- Redis
+    url: Annotated[
+        str,
+        _doc(
+            "redis",
+            "Redis URL: redis://host:port/db, rediss:// for TLS, redis://user:password@host "
+            "for ACL users. Give a URL with a password as REDFLOW_URL (ps does not show the "
+            "environment); passwords are masked in logs, process titles and CLI output.",
+            metavar="URL",
+        ),
+    ] = "redis://localhost:6379/0"
+    prefix: Annotated[
+        str,
+        _doc(
+            "redis",
+            'Key namespace: every key is "{<prefix>}:..." (one Redis Cluster slot).',
+            metavar="PREFIX",
+        ),
+    ] = "redflow"
+    max_payload_bytes: Annotated[
+        int,
+        _doc("redis", "Largest encoded input or output of a run or step.", unit="bytes", min=1),
+    ] = 8 * 1024 * 1024
+
+    # --- runs
+    lease_ms: Annotated[
+        int,
+        _doc(
+            "runs",
+            "Lease of a claimed run; renewed every lease_ms/3 by the child's heartbeat and "
+            "by the parent's lease backstop.",
+            unit="ms",
+            min=300,
+        ),
+    ] = 5000
+    max_run_crashes: Annotated[
+        int,
+        _doc(
+            "runs", "A run that has killed its worker this many times fails (poison pill).", min=1
+        ),
+    ] = 3
+    cancel_grace: Annotated[
+        float,
+        _doc(
+            "runs",
+            "How long a running run may ignore a cancellation before its child is stopped.",
+            unit="s",
+            min=0,
+        ),
+    ] = 5.0
+    kill_grace: Annotated[
+        float,
+        _doc(
+            "runs",
+            "Time between TERM and KILL when the parent stops a child for a run timeout or "
+            "an ignored cancellation.",
+            unit="s",
+            min=0,
+        ),
+    ] = 5.0
+    run_retention: Annotated[
+        float,
+        _doc(
+            "runs",
+            "How long finished runs are kept (hash, steps, indexes); 0 keeps them forever.",
+            unit="s",
+            min=0,
+        ),
+    ] = 7 * 24 * 3600.0
+
+    # --- maintenance
+    reaper_interval_ms: Annotated[
+        int,
+        _doc("maintenance", "How often runs whose lease expired are put back.", unit="ms", min=1),
+    ] = 500
+    promoter_interval_ms: Annotated[
+        int,
+        _doc(
+            "maintenance",
+            "How often due delayed runs and retries are promoted to ready.",
+            unit="ms",
+            min=1,
+        ),
+    ] = 200
+    cron_lock_ttl_ms: Annotated[
+        int,
+        _doc(
+            "maintenance",
+            "Cron leader lock TTL; leadership moves within this time when a leader dies.",
+            unit="ms",
+            min=1,
+        ),
+    ] = 10000
+
+    # --- children
+    graceful_timeout: Annotated[
+        float,
+        _doc(
+            "children",
+            "How long a TERM-initiated drain waits for running handlers before stopping them "
+            "(their runs are put back).",
+            unit="s",
+            min=0,
+        ),
+    ] = 30.0
+    max_runs_per_child: Annotated[
+        int,
+        _doc("children", "Replace a child after this many runs; 0 = never.", min=0),
+    ] = 0
+    max_memory_per_child: Annotated[
+        int,
+        _doc(
+            "children",
+            "Replace a child (between runs) whose resident memory exceeds this; 0 = never.",
+            unit="MiB",
+            min=0,
+        ),
+    ] = 0
+    restart_backoff: Annotated[
+        float,
+        _doc(
+            "children",
+            "First restart delay of a child that failed to start; it doubles with each "
+            "failure in a row, up to restart_backoff_max.",
+            unit="s",
+            min=0,
+        ),
+    ] = 1.0
+    restart_backoff_max: Annotated[
+        float,
+        _doc("children", "Longest restart delay (see restart_backoff).", unit="s", min=0),
+    ] = 30.0
+    max_start_failures: Annotated[
+        int,
+        _doc(
+            "children",
+            "Consecutive start failures of one slot before it goes FATAL: the supervisor "
+            "then stops with exit status 1.",
+            min=1,
+        ),
+    ] = 5
+
+    # --- operations
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        _doc("operations", "Log level (debug also prints import tracebacks in full)."),
+    ] = "info"
+    log_format: Annotated[
+        Literal["text", "json"],
+        _doc(
+            "operations",
+            "Log format: text, or json (one object per line, with workflow, run_id, attempt "
+            "and step fields).",
+        ),
+    ] = "text"
+    metrics_port: Annotated[
+        int,
+        _doc(
+            "operations",
+            "Serve Prometheus metrics on this port, bound to metrics_host; 0 = off.",
+            min=0,
+            max=65535,
+            metavar="PORT",
+        ),
+    ] = 0
+    metrics_host: Annotated[
+        str,
+        _doc("operations", "Address the metrics port binds to.", metavar="HOST"),
+    ] = "127.0.0.1"
+    embedded_redis: Annotated[
+        bool,
+        _doc(
+            "operations",
+            "Start a private, password-protected Redis server from the `embedded` extra "
+            "instead of using url (the URL with its password goes to a 0600 state file): in "
+            "a temporary directory, stopped and removed when the supervisor exits.",
+        ),
+    ] = False
+    state_dir: Annotated[
+        str,
+        _doc(
+            "operations",
+            "A persistent directory for the embedded server instead (append-only file; a "
+            "live server there is reused and left running); empty = a temporary directory.",
+            metavar="DIR",
+        ),
+    ] = ""
 
     def __post_init__(self) -> None:
-        positive = (
-            "lease_ms",
-            "reaper_interval_ms",
-            "promoter_interval_ms",
-            "cron_lock_ttl_ms",
-            "max_run_crashes",
-            "max_start_failures",
-            "max_payload_bytes",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
-        non_negative = (
-            "procs",
-            "graceful_timeout",
-            "cancel_grace",
-            "kill_grace",
-            "max_runs_per_child",
-            "max_memory_per_child",
-            "run_retention",
-            "restart_backoff",
-            "restart_backoff_max",
-            "metrics_port",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        # The same bounds load() checks with better messages; here for direct construction.
+        for spec in specs():
+            value = getattr(self, spec.name)
+            if spec.min is not None and value < spec.min:
+                raise ValueError(f"{spec.name} must be >= {spec.min}")
+            if spec.max is not None and value > spec.max:
+                raise ValueError(f"{spec.name} must be <= {spec.max}")
         validate_prefix(self.prefix)  # ValueError: braces, empty, too long
-        if self.lease_ms < 300:
-            raise ValueError("lease_ms must be >= 300")
-        if self.metrics_port > 65535:
-            raise ValueError("metrics_port must be <= 65535")
 
     @property
     def effective_procs(self) -> int:
         return self.procs or (os.cpu_count() or 1)
 
 
-_FIELDS: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(Settings)}
-_DURATIONS = {
-    "graceful_timeout",
-    "cancel_grace",
-    "kill_grace",
-    "run_retention",
-    "restart_backoff",
-    "restart_backoff_max",
-}
-_LISTS = {"modules", "queues"}
+# ------------------------------------------------------------------ specs
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 _DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_WORDS = {"ms": "milliseconds", "s": "seconds", "MiB": "MiB", "bytes": "bytes"}
+_DURATION_FORMS = "a number of seconds or 500ms, 30s, 5m, 2h, 7d"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting as its field documents it."""
+
+    name: str
+    kind: type  # int, float, str, bool or tuple (of str)
+    default: Any
+    description: str
+    section: str
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+    flag: str = ""
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def duration(self) -> bool:
+        return self.unit == "s"
+
+    def accepted(self) -> str:
+        """What a value may be, in words (for errors and --help)."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false (also 1/0, yes/no, on/off)"
+        if self.kind is tuple:
+            return "a list of names (comma-separated in text)"
+        if self.kind is str:
+            return "a string"
+        if self.duration:
+            text = f"a duration: {_DURATION_FORMS}"
+        else:
+            unit = _UNIT_WORDS.get(self.unit, "")
+            text = "a whole number" + (f" of {unit}" if unit else "")
+        bounds = []
+        if self.min is not None:
+            bounds.append(f"at least {_num(self.min)}")
+        if self.max is not None:
+            bounds.append(f"at most {_num(self.max)}")
+        return text + (", " + " and ".join(bounds) if bounds else "")
+
+    def parse(self, value: Any, *, text: bool) -> Any:
+        """``value`` converted for this setting; ValueError when it is not accepted.
+        ``text``: the value came as a string from the environment or a flag."""
+        if self.duration:
+            out: Any = parse_duration(value)
+        elif self.kind is int:
+            out = _parse_int(value)
+        elif self.kind is bool:
+            out = _parse_bool(value, text=text)
+        elif self.kind is tuple:
+            out = _parse_list(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError("not a string")
+            out = value
+            if self.choices:
+                out = value.strip().lower()
+                if out not in self.choices:
+                    raise ValueError("not a choice")
+        if self.min is not None and out < self.min:
+            raise ValueError("too small")
+        if self.max is not None and out > self.max:
+            raise ValueError("too large")
+        if self.name == "prefix":
+            try:
+                validate_prefix(out)
+            except ValueError as exc:
+                raise _Reason(str(exc)) from None
+        return out
+
+
+class _Reason(ValueError):
+    """A refusal whose own message says why (shown instead of "expected ...")."""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError("not an integer")
+
+
+def _parse_bool(value: Any, *, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+    raise ValueError("not a boolean")
+
+
+def _parse_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError("not a list of strings")
 
 
 def parse_duration(value: object) -> float:
@@ -131,27 +454,67 @@ def parse_duration(value: object) -> float:
     raise ValueError(f"expected a duration such as 30, '30s', '500ms' or '7d', got {value!r}")
 
 
-def _normalize(key: str, value: Any, source: str, *, from_text: bool) -> Any:
-    """Pre-convert one raw value (text from env/flags, TOML values) for msgspec."""
+def _spec_of(field: msgspec.structs.FieldInfo) -> Spec:
+    base, meta = get_args(field.type)
+    extra: dict[str, Any] = dict(meta.extra or {})
+    choices: tuple[str, ...] = ()
+    kind: type = base
+    if get_origin(base) is Literal:
+        choices, kind = tuple(get_args(base)), str
+    elif get_origin(base) is tuple:
+        kind = tuple
+    return Spec(
+        name=field.name,
+        kind=kind,
+        default=field.default,
+        description=meta.description or "",
+        section=extra.pop("section"),
+        choices=choices,
+        **extra,
+    )
+
+
+_SPECS: tuple[Spec, ...] = tuple(_spec_of(f) for f in msgspec.structs.fields(Settings))
+_BY_NAME: dict[str, Spec] = {s.name: s for s in _SPECS}
+
+
+def specs() -> tuple[Spec, ...]:
+    """Every setting, in the order of :class:`Settings` (grouped by section)."""
+    return _SPECS
+
+
+def fmt_default(spec: Spec) -> str:
+    """The default as a person reads it: ``7d``, ``30s``, ``5000``, ``"redflow"``."""
+    value = spec.default
+    if spec.duration:
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if value and value % size == 0:
+                return f"{_num(value / size)}{unit}"
+        return f"{_num(value)}s"
+    if spec.kind is tuple:
+        return ",".join(value) or "(none)"
+    if spec.kind is bool:
+        return "true" if value else "false"
+    if spec.kind is str:
+        return repr(value) if value else "(empty)"
+    return str(value)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
+    spec = _BY_NAME[key]
     try:
-        if key in _DURATIONS:
-            return parse_duration(value)
-        if key in _LISTS:
-            if isinstance(value, str):
-                return tuple(part.strip() for part in value.split(",") if part.strip())
-            if isinstance(value, list | tuple):
-                return tuple(value)
-            raise ValueError(f"expected a list or comma-separated string, got {value!r}")
-        if from_text and isinstance(value, str) and _FIELDS[key] is bool:
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(f"expected a boolean, got {value!r}")
+        return spec.parse(value, text=text)
     except ValueError as exc:
-        raise ConfigError(f"setting {key!r} from {source}: {exc}") from None
-    return value
+        why = str(exc) if isinstance(exc, _Reason) else f"expected {spec.accepted()}"
+        raise ConfigError(f"bad value {value!r} for setting {key} (from {source}): {why}") from None
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _from_toml(path: str) -> dict[str, Any]:
@@ -164,11 +527,12 @@ def _from_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {}
     for key, value, where in _flatten(data):
-        if key not in _FIELDS:
-            raise ConfigError(f"unknown setting {where!r} in config file {path}")
+        if key not in _BY_NAME:
+            hint = _did_you_mean(key, list(_BY_NAME))
+            raise ConfigError(f"unknown setting {where!r} in config file {path}{hint}")
         if key in out:
             raise ConfigError(f"setting {key!r} is given twice in config file {path}")
-        out[key] = _normalize(key, value, f"config file {path}", from_text=False)
+        out[key] = _convert(key, value, f"config file {path}, key {where}", text=False)
     return out
 
 
@@ -178,7 +542,7 @@ def _flatten(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     for the reader)."""
     out: list[tuple[str, Any, str]] = []
     for key, value in data.items():
-        if isinstance(value, dict) and key not in _FIELDS:
+        if isinstance(value, dict) and key not in _BY_NAME:
             for inner, inner_value in value.items():
                 out.append((inner, inner_value, f"{key}.{inner}"))
         else:
@@ -186,16 +550,18 @@ def _flatten(data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     return out
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    names = [s.env for s in _SPECS]
+    out: dict[str, tuple[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         # REDFLOW_LEASE_MS, or with a grouping section: REDFLOW_SUPERVISOR__LEASE_MS.
         key = name[len(ENV_PREFIX) :].lower().rsplit("__", 1)[-1]
-        if key not in _FIELDS:
-            raise ConfigError(f"unknown setting {name} in the environment")
-        out[key] = (name, _normalize(key, value, f"environment variable {name}", from_text=True))
+        if key not in _BY_NAME:
+            hint = _did_you_mean(name, names)
+            raise ConfigError(f"unknown setting {name} in the environment{hint}")
+        out[key] = (name, _convert(key, value, f"environment variable {name}", text=True))
     return out
 
 
@@ -212,33 +578,70 @@ def load(
     env = dict(os.environ if environ is None else environ)
     path = config_path or env.get(CONFIG_ENV) or None
     merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
     if path:
-        for key, value in _from_toml(path).items():
-            merged[key] = value
-            sources[key] = f"config file {path}"
-    for key, (name, value) in _from_env(env).items():
+        merged.update(_from_toml(path))
+    for key, (_name, value) in _from_env(env).items():
         merged[key] = value
-        sources[key] = f"environment variable {name}"
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key not in _FIELDS:
+        if key not in _BY_NAME:
             raise ConfigError(f"unknown setting {key!r} from the command line")
-        merged[key] = _normalize(key, value, "the command line", from_text=isinstance(value, str))
-        sources[key] = "the command line"
+        source = f"the command line, {_BY_NAME[key].option}"
+        merged[key] = _convert(key, value, source, text=isinstance(value, str))
     try:
-        return msgspec.convert(merged, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(exc, sources)) from None
+        return msgspec.convert(merged, Settings)
+    except (msgspec.ValidationError, ValueError) as exc:  # pragma: no cover - checked above
+        raise ConfigError(f"invalid settings: {exc}") from None
 
 
-def _explain(exc: msgspec.ValidationError, sources: Mapping[str, str]) -> str:
-    text = str(exc)
-    m = re.search(r"\$\.([a-z_]+)", text)
-    if m and m.group(1) in sources:
-        return f"setting {m.group(1)!r} from {sources[m.group(1)]}: {text}"
-    for key, source in sources.items():
-        if key in text:
-            return f"setting {key!r} from {source}: {text}"
-    return f"invalid settings: {text}"
+# ------------------------------------------------------- the reference file
+
+_HEADER = """\
+# redflow-supervisor settings: every key, with its default.
+# Generated from the Settings fields in redflow_mp/settings.py (their descriptions are
+# also the --help text); a test keeps this file equal to reference_toml().
+#
+# Precedence: defaults < this file (--config PATH or $REDFLOW_CONFIG)
+#             < environment (REDFLOW_<KEY>, e.g. REDFLOW_LEASE_MS=8000)
+#             < command-line flags (--lease-ms 8000).
+# Unknown keys are errors that name the key and where it came from. Names are flat
+# and unique; grouping them under tables ([supervisor] ...) is allowed and ignored,
+# as is a group in the environment (REDFLOW_SUPERVISOR__LEASE_MS).
+# Durations (keys documented "seconds") also accept "500ms", "30s", "5m", "2h", "7d".
+"""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()  # a JSON string is a TOML basic string
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _comment(spec: Spec) -> list[str]:
+    text = spec.description
+    if spec.choices:
+        text += " One of: " + ", ".join(spec.choices) + "."
+    elif spec.duration:
+        text += " Unit: seconds."
+    elif spec.unit:
+        text += f" Unit: {_UNIT_WORDS.get(spec.unit, spec.unit)}."
+    return textwrap.wrap(text, width=86, initial_indent="# ", subsequent_indent="# ")
+
+
+def reference_toml() -> str:
+    """``conf/redflow.toml``: every setting with its documentation and default."""
+    lines = [_HEADER.rstrip("\n")]
+    section = None
+    for spec in _SPECS:
+        if spec.section != section:
+            section = spec.section
+            title = f"# --- {SECTIONS[section]} "
+            lines += ["", title + "-" * max(3, 86 - len(title))]
+        lines += _comment(spec)
+        lines.append(f"{spec.name} = {_toml_value(spec.default)}")
+    return "\n".join(lines) + "\n"

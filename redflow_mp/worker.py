@@ -1,9 +1,10 @@
 """The worker loop: claim a run, execute it, finish it; one run at a time.
 
-Used in-process (tests, scripts, ``python -m redflow_mp.worker``) and inside
-every supervisor child. The loop owns its client's connections, serves a list
-of queues and stops cleanly on :meth:`Worker.stop` (from another thread or a
-signal handler: it only sets a flag and pushes a wake-up).
+Used in-process (tests, scripts) and inside every supervisor child (it is not
+a command: ``python -m redflow_mp.worker`` says which ones to use). The loop
+owns its client's connections, serves a list of queues and stops cleanly on
+:meth:`Worker.stop` (from another thread or a signal handler: it only sets a
+flag and pushes a wake-up).
 
 Steady state costs one script call per run: the finish of the run just
 executed is sent together with the claim of the next (``claim_run.lua``). When
@@ -19,7 +20,6 @@ its lease expire.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -401,30 +401,17 @@ def _finish_args(claimed: Claimed, outcome: Outcome) -> tuple[str, str, str, byt
     return (outcome.mode, claimed.id, claimed.token, payload, 0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin CLI
-    """``python -m redflow_mp.worker --module jobs [--url ...] [--prefix ...]``."""
-    import argparse
-    import importlib
+NOT_A_COMMAND = """\
+{name} is part of the redflow-mp library, not a command.
+  Run workflows:      redflow-supervisor --app APP --module MODULE
+                      (or python -m redflow_supervisor; --help documents every setting)
+  Inspect and operate: redflow runs list | redflow --help
+                      (or python -m redflow_supervisor.ops)
+  In-process worker:  from redflow_mp import Worker; Worker(client).run()"""
+
+
+if __name__ == "__main__":  # python -m redflow_mp.worker: say where the commands are
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m redflow_mp.worker")
-    parser.add_argument("--module", action="append", required=True)
-    parser.add_argument("--url", default=os.environ.get("REDFLOW_URL", "redis://localhost:6379/0"))
-    parser.add_argument("--prefix", default="redflow")
-    parser.add_argument("--app", default="worker")
-    parser.add_argument("--queues", default="")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, os.getcwd())
-    for mod in args.module:
-        importlib.import_module(mod)
-    from .client import create_client
-
-    client = create_client(args.url, prefix=args.prefix)
-    client.sync_registry(app=args.app)
-    queues = [q for q in args.queues.split(",") if q] or None
-    worker = Worker(client, queues=queues, maintenance=True)
-    try:
-        worker.run()
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    print(NOT_A_COMMAND.format(name="redflow_mp.worker"), file=sys.stderr)
+    raise SystemExit(2)

@@ -1,5 +1,5 @@
 """``python -m redflow_supervisor``: the same as the ``redflow-supervisor`` command."""
 
-from .cli import main
+from .entry import supervisor
 
-raise SystemExit(main())
+raise SystemExit(supervisor())

@@ -54,7 +54,7 @@ from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.retention import RetentionDuty
 from .duties.status import ChildStatus, ProcessSampler, StatusDuty, supervisor_id
-from .metrics import MetricsHub
+from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, SlotTracker
 from .restart import SlotState as Restart
 from .signals import SignalPipe
@@ -69,6 +69,11 @@ _ON_FAILURE_LIMIT = 60.0
 # Putting back a dead child's runs must never stop the arbiter: any Redis error
 # there is logged and left to the reaper (the leases expire).
 _RECOVERY = (*_NETWORK, redis.RedisError)
+
+
+def _count_children(n: int) -> str:
+    """``1 child``, ``2 children`` (log lines read correctly)."""
+    return f"{n} child" if n == 1 else f"{n} children"
 
 
 class Mode(Enum):
@@ -295,6 +300,10 @@ class Arbiter:
                 wake = min(wake, now + 0.02)
         if self.deadline is not None:
             wake = min(wake, self.deadline)
+        if self.hub is not None:
+            hub_wake = self.hub.next_due()
+            if hub_wake is not None:
+                wake = min(wake, hub_wake)
         return max(wake, now + 0.001)
 
     def _open_selector(self) -> None:
@@ -306,36 +315,37 @@ class Arbiter:
         port = self.settings.metrics_port
         if port:
             try:
-                host, bound = self.hub.listen(self.settings.metrics_host, port)
+                host, bound = self.hub.listen(self.settings.metrics_host, port, self.selector)
             except OSError as exc:
                 raise SystemExit(
                     f"redflow-supervisor: cannot serve metrics on "
                     f"{self.settings.metrics_host}:{port}: {exc}"
                 ) from None
-            assert self.hub.listener is not None
-            self.selector.register(self.hub.listener, selectors.EVENT_READ, "metrics-listen")
             log.info("metrics on http://%s:%d/metrics", host, bound)
 
     def _wait(self, timeout: float) -> list[int]:
         """Wait for signals, metric deltas and scrapes; return the signals received."""
         assert self.selector is not None and self.pipe is not None and self.hub is not None
         signals: list[int] = []
-        for key, _ in self.selector.select(max(0.0, timeout)):
+        for key, mask in self.selector.select(max(0.0, timeout)):
             if key.data == "signals":
                 signals.extend(self.pipe.drain())
             elif key.data == "metrics-pipe":
                 self.hub.read_pipe()
-            elif key.data == "metrics-listen":
-                for sock in self.hub.accept():
-                    self.selector.register(sock, selectors.EVENT_READ, "metrics-conn")
-            elif key.data == "metrics-conn" and self.hub.on_readable(key.fd):
-                self.selector.unregister(key.fd)
+            else:
+                self.hub.on_event(key, mask)  # the endpoint's own errors never get here
+        self.hub.tick(time.monotonic())
         return signals
 
     def _gauges(self) -> list[tuple[str, Labels, float]]:
         out: list[tuple[str, Labels, float]] = [
-            ("redflow_children_alive", (), float(len(self.children)))
+            ("redflow_children_alive", (), float(len(self.children))),
+            build_info(),
         ]
+        # One series per slot (its current process), so a rolling restart's overlap
+        # never repeats a label set.
+        current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
+        out.extend(process_samples([("master", os.getpid()), *current]))
         client = self.client
         if client is None:
             return out
@@ -415,9 +425,9 @@ class Arbiter:
         self.mode = Mode.DRAINING
         self.deadline = time.monotonic() + self.settings.graceful_timeout
         log.info(
-            "draining: %d children finish their runs (up to %.1f s)",
-            len(self.children),
+            "draining: waiting up to %.1f s for the runs of %s",
             self.settings.graceful_timeout,
+            _count_children(len(self.children)),
         )
         self._resign()
         for child in self.children.values():
@@ -442,7 +452,8 @@ class Arbiter:
         self.mode = Mode.STOPPING
         self.deadline = None
         log.info(
-            "fast stop: %d children stop now; their runs go back to the queue", len(self.children)
+            "fast stop: stopping %s now; their runs go back to the queue",
+            _count_children(len(self.children)),
         )
         self._resign()
         now = time.monotonic()
@@ -484,7 +495,9 @@ class Arbiter:
                     log.warning("registry sync after reload failed: %s", exc)
         self.generation += 1
         log.info(
-            "rolling restart: generation %d replaces %d children", self.generation, len(self.slots)
+            "rolling restart: generation %d replaces %s",
+            self.generation,
+            _count_children(len(self.slots)),
         )
 
     def _scale(self, delta: int) -> None:
@@ -497,7 +510,7 @@ class Arbiter:
             self.target += 1
             slot_no = max(self.slots, default=0) + 1
             self.slots[slot_no] = Slot(SlotTracker(self._policy()))
-            log.info("TTIN: %d children", self.target)
+            log.info("TTIN: %s", _count_children(self.target))
             return
         if self.target <= 1:
             log.info("TTOU ignored: one child is the minimum")
@@ -509,7 +522,7 @@ class Arbiter:
             child = self.children.get(pid) if pid is not None else None
             if child is not None:
                 self._retire(child)
-        log.info("TTOU: %d children", self.target)
+        log.info("TTOU: %s", _count_children(self.target))
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
@@ -562,7 +575,7 @@ class Arbiter:
             pid=pid, slot=slot_no, index=index, generation=self.generation, started_at=now
         )
         self.children[pid] = child
-        self.restarts[slot_no] = self.restarts.get(slot_no, -1) + 1
+        self.restarts.setdefault(slot_no, 0)
         log.debug("started worker %d (pid %d)", slot_no, pid)
         return child
 
@@ -601,8 +614,8 @@ class Arbiter:
     def _check_deadline(self, now: float) -> None:
         if self.mode is Mode.DRAINING and self.deadline is not None and now >= self.deadline:
             log.warning(
-                "graceful timeout reached: stopping %d children; their runs go back to the queue",
-                len(self.children),
+                "graceful timeout reached: stopping %s; their runs go back to the queue",
+                _count_children(len(self.children)),
             )
             self.deadline = None
             for child in self.children.values():
@@ -649,6 +662,10 @@ class Arbiter:
             return
         if self.mode is not Mode.RUNNING or child.retiring:
             return
+        if not info.clean:
+            # A restart is a slot's process that died; replacements (HUP), recycling
+            # and scaling are not (they exit cleanly or are retired).
+            self.restarts[child.slot] = self.restarts.get(child.slot, 0) + 1
         self._after_exit(slot, child, info, now)
 
     def _after_exit(self, slot: Slot, child: Child, info: ExitInfo, now: float) -> None:

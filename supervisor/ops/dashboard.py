@@ -139,8 +139,8 @@ def href(path: str, **params: Any) -> str:
 def _pretty(value: Any) -> str:
     try:
         text = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
-    except (TypeError, msgspec.EncodeError):
-        text = repr(value)
+    except (TypeError, msgspec.EncodeError, RecursionError):
+        text = "<not encodable as JSON>"
     if len(text) > MAX_PAYLOAD_SHOWN:
         text = text[:MAX_PAYLOAD_SHOWN] + f"\n… ({len(text)} characters in all)"
     return text

@@ -100,8 +100,8 @@ def fmt_json(value: Any, limit: int | None = None) -> str:
     """A payload as compact JSON, cut at ``limit`` characters with a note."""
     try:
         text = msgspec.json.encode(value).decode()
-    except (TypeError, msgspec.EncodeError):
-        text = repr(value)
+    except (TypeError, msgspec.EncodeError, RecursionError):
+        text = "<not encodable as JSON>"
     if limit is not None and len(text) > limit:
         return f"{text[:limit]}… ({len(text)} characters; use --json for all)"
     return text

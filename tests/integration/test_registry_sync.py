@@ -1,6 +1,7 @@
-"""sync_registry: metadata and cron entries; stale metadata is removed only when
-it belongs to the same app and is older than 30 s (age simulated by rewriting
-updatedAt); runs are never removed."""
+"""sync_registry: metadata and cron entries; an app withdraws only its own
+registration of a workflow it no longer lists, once that registration is older
+than 30 s, and the metadata goes with the last registration (age simulated by
+rewriting the sync times); runs are never removed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from redflow_mp import (
     define_workflow,
 )
 from redflow_mp.cron import cron_id_for
-from tests.helpers import texts
+from tests.helpers import text, texts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,9 +31,14 @@ def _handler(ctx: Context[Any]) -> None:
 
 
 def _age(raw: redis.Redis, client: Client, name: str, ms: int) -> None:
+    """Make every sync of ``name`` look ``ms`` older (its metadata and each app's
+    registration in ``wf-apps``)."""
     key = client.keys.workflow(name)
     updated = int(raw.hget(key, "updatedAt") or 0)
     raw.hset(key, "updatedAt", updated - ms)
+    apps_key = client.keys.wf_apps(name)
+    for app, at in raw.hgetall(apps_key).items():
+        raw.hset(apps_key, app, int(at) - ms)
 
 
 def test_sync_writes_metadata_and_cron_entries(
@@ -129,6 +135,76 @@ def test_stale_cleanup_only_for_same_app_and_older_than_30s(
     # runs are never removed
     state = client.get_run(gone_run.id)
     assert state is not None and state.workflow == "gone"
+
+
+def _cron_ids(raw: redis.Redis, client: Client, name: str) -> set[str]:
+    return {i for i in texts(raw.hkeys(client.keys.cron_def)) if i.startswith(name + ":")}
+
+
+def test_a_workflow_two_apps_register_stays_until_neither_does(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Issue 10 #15: app B registered a workflow app A serves, then dropped it. B's
+    later sync must not remove the metadata and cron entries A still uses."""
+    nightly = Cron("30 2 * * *", timezone="Europe/Berlin")
+    reg_a, reg_b = Registry(), Registry()
+    define_workflow("shared", queue="q", cron=[nightly], registry=reg_a)(_handler)
+    define_workflow("only-a", registry=reg_a)(_handler)
+    define_workflow("shared", queue="q", cron=[nightly], registry=reg_b)(_handler)
+    define_workflow("only-b", registry=reg_b)(_handler)
+    client.sync_registry(reg_a, app="app-a")
+    client.sync_registry(reg_b, app="app-b")
+    meta = client.get_workflow_meta("shared")
+    assert meta is not None and meta.app == "app-b"  # the latest sync's definition
+    cron_ids = _cron_ids(raw, client, "shared")
+    assert len(cron_ids) == 1
+
+    # B drops "shared" in a new release; its registration is older than 30 s.
+    reg_b2 = Registry()
+    define_workflow("only-b", registry=reg_b2)(_handler)
+    _age(raw, client, "shared", 3_600_000)
+    client.sync_registry(reg_b2, app="app-b")
+    meta = client.get_workflow_meta("shared")
+    assert meta is not None, "removed although app-a still registers it"
+    assert meta.app == "app-a"
+    assert b"shared" in raw.smembers(client.keys.workflows)
+    assert _cron_ids(raw, client, "shared") == cron_ids
+    assert {text(m) for m in raw.zrange(client.keys.cron_next, 0, -1)} >= cron_ids
+    assert set(texts(raw.hkeys(client.keys.wf_apps("shared")))) == {"app-a"}
+    # A restarts (same registry): it keeps serving it, B's sync changed nothing of A's.
+    client.sync_registry(reg_a, app="app-a")
+    client.sync_registry(reg_b2, app="app-b")
+    assert client.get_workflow_meta("shared") is not None
+
+    # A drops it too: within 30 s of A's last sync it stays (A's old hosts may run it)...
+    reg_a2 = Registry()
+    define_workflow("only-a", registry=reg_a2)(_handler)
+    client.sync_registry(reg_a2, app="app-a")
+    assert client.get_workflow_meta("shared") is not None
+    # ...and once that is older, the last registration goes and the metadata with it.
+    _age(raw, client, "shared", 31_000)
+    client.sync_registry(reg_a2, app="app-a")
+    assert client.get_workflow_meta("shared") is None
+    assert b"shared" not in raw.smembers(client.keys.workflows)
+    assert not _cron_ids(raw, client, "shared")
+    assert not raw.exists(client.keys.wf_apps("shared"))
+    assert {m.name for m in client.list_workflows()} == {"only-a", "only-b"}
+
+
+def test_metadata_synced_before_wf_apps_keeps_its_owner(raw: redis.Redis, client: Client) -> None:
+    """A hash written by an older version (owner in ``app``, no ``wf-apps``) is that
+    app's registration: another app taking the workflow over and dropping it again
+    does not remove it."""
+    reg = Registry()
+    define_workflow("legacy", registry=reg)(_handler)
+    client.sync_registry(reg, app="old-app")
+    raw.delete(client.keys.wf_apps("legacy"))  # as an older version left it
+    client.sync_registry(reg, app="new-app")
+    _age(raw, client, "legacy", 3_600_000)
+    client.sync_registry(Registry(), app="new-app")
+    meta = client.get_workflow_meta("legacy")
+    assert meta is not None and meta.app == "old-app"
+    assert set(texts(raw.hkeys(client.keys.wf_apps("legacy")))) == {"old-app"}
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, Registry, create_client
 from tests.helpers import WorkerPool, status_of, text, wait_until
 from tests.ops.conftest import ROOT, Result, Runs, cli_env, run_cli, run_cli_many
+from tests.redis_server import RedisServer
 
 Redflow = Callable[..., Result]
 
@@ -269,6 +270,24 @@ def test_run_idempotency_input_sources_and_errors(
     assert json.loads(res.out)["queue"] == "elsewhere"
 
 
+def test_input_nested_too_deeply(redflow: Redflow, synced: Client, raw: redis.Redis) -> None:
+    """Issue 10 #12: a run whose stored input is nested 1,000 deep is shown (its input
+    as unreadable), and ``run --input`` refuses such input with a clear message."""
+    deep = "[" * 1000 + "0" + "]" * 1000
+    handle = synced.run_by_name("ops-parked", {"n": 1})
+    raw.hset(synced.keys.run(handle.id), "inputJson", deep)
+    shown = redflow("runs", "show", handle.id)
+    assert shown.code == 0, shown
+    assert "unreadable" in shown.out and "nested too deeply" in shown.out, shown
+    listed = redflow("runs", "list", "--json")
+    assert listed.code == 0 and json.loads(listed.out)[0]["id"] == handle.id, listed
+    for depth in (1000, 300):
+        res = redflow("run", "ops-parked", "--input", "[" * depth + "]" * depth)
+        assert res.code == 2, res
+        assert "nested too deeply" in res.err and "Traceback" not in res.err, res
+    assert [r.id for r in synced.list_runs()] == [handle.id]
+
+
 # ------------------------------------------------------- workflows and queues
 
 
@@ -320,14 +339,57 @@ def test_queues(redflow: Redflow, runs: Runs) -> None:
     assert data["ops"]["ready"] == 0 and data["ops"]["oldest_ready_age_ms"] is None
 
 
-def test_empty_namespace(redis_url: str, prefix: str) -> None:
-    cmds = (["workflows"], ["queues"], ["supervisors"], ["runs", "list"])
-    target = ["--url", redis_url, "--prefix", prefix]
-    results = run_cli_many([[*c, *target] for c in cmds] + [[*c, "--json", *target] for c in cmds])
+def test_empty_namespace(prefix: str) -> None:
+    """Finding nothing, every command says where it looked and which other prefixes
+    of this database hold redflow keys (issue 16 #2). A private server: the shared one
+    holds the prefixes of every other test."""
+    with RedisServer() as server:
+        redis_url = server.url
+        for other in (prefix + "-demo", prefix + "-etl"):
+            with create_client(redis_url, prefix=other, registry=Registry(), default=False) as c:
+                c.run_by_name("somewhere-else", {"n": 1}, queue_override="q")
+        r = server.client()
+        r.set("{" + prefix + "-not-ours}:session", "x")  # a hash tag, but no redflow key
+        r.close()
+        cmds = (["workflows"], ["queues"], ["supervisors"], ["runs", "list"])
+        target = ["--url", redis_url, "--prefix", prefix]
+        results = run_cli_many(
+            [[*c, *target] for c in cmds] + [[*c, "--json", *target] for c in cmds]
+        )
+        unknown = run_cli(["runs", "show", "01NOSUCHRUN", *target])
     texts = [r.out.strip() for r in results[:4]]
     assert texts[0].startswith("no workflows synced")
     assert texts[1:] == ["no queues", "no live supervisors", "no runs"]
     assert [json.loads(r.out) for r in results[4:]] == [[], [], [], []]
+    for res in results:
+        assert res.code == 0, res
+        assert res.err.splitlines() == [
+            f"redflow: looked in {redis_url}, prefix {prefix!r}",
+            f"redflow: other prefixes with redflow keys in this database: '{prefix}-demo', "
+            f"'{prefix}-etl' (choose one with --prefix or REDFLOW_PREFIX)",
+        ], res
+    assert unknown.code == 1
+    assert (
+        f"not found (unknown id, or removed by retention); looked in {redis_url}, " in unknown.err
+    )
+    assert f"'{prefix}-demo'" in unknown.err
+
+
+def test_where_it_looked_masks_the_password_and_bounds_the_scan(prefix: str) -> None:
+    secret = "where-Pa55"
+    with RedisServer(password=secret) as server:
+        r = server.client()
+        try:
+            with r.pipeline(transaction=False) as pipe:
+                for i in range(12_000):
+                    pipe.set(f"junk:{i}", "x")
+                pipe.execute()
+        finally:
+            r.close()
+        res = run_cli(["runs", "list", "--url", server.url, "--prefix", prefix])
+    assert res.code == 0 and res.out.strip() == "no runs", res
+    assert secret not in res.err and "redis://:***@127.0.0.1:" in res.err
+    assert "only the first 10,000 keys were examined" in res.err, res
 
 
 # ----------------------------------------------------------------- supervisors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -133,14 +134,18 @@ def test_embedded_redis_started_and_stopped(tmp_path: Path, prefix: str) -> None
     assert json.loads(res.out) == []
     m = re.search(
         r"embedded Redis at redis://:\*\*\*@127\.0\.0\.1:(\d+)/0 \(started (Valkey|Redis) "
-        r"[\d.]+ from \S+, state in (.+); URL with password in (.+)\)",
+        r"[\d.]+ from \S+; data in (.+), persistent, append-only file; "
+        r"URL with password in (.+)\)",
         res.err,
     )
     assert m, res
     assert m.group(3) == str(state) and m.group(4) == str(state / "redis.url")
-    # this invocation started it, so it stopped it on exit
-    assert not alive(f"redis://127.0.0.1:{m.group(1)}/0")
+    # this invocation started it, so it stopped it on exit (nothing listens on its
+    # port any more: a PING without the password would fail either way)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
     assert not (state / "redis.url").exists()
+    assert not (state / "redis.dir").exists()
 
 
 def test_embedded_redis_reused(tmp_path: Path, prefix: str) -> None:
@@ -159,7 +164,12 @@ def test_embedded_redis_reused(tmp_path: Path, prefix: str) -> None:
             ]
         )
         assert res.code == 0, res
-        assert f"embedded Redis at {mask_url(url)} (reused" in res.err
+        shown = re.escape(f"embedded Redis at {mask_url(url)} (reused ") + r"(Valkey|Redis) [\d.]+"
+        where = re.escape(
+            f"; data in {embedded.state_dir}, persistent, append-only file; "
+            f"URL with password in {embedded.url_file})"
+        )
+        assert re.search(shown + where, res.err), res
         password = urlsplit(url).password
         assert password and password not in res.out + res.err
         assert res.out.strip() == "no runs"

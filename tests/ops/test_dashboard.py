@@ -271,3 +271,16 @@ def test_cli_refuses_an_open_bind_without_token(redflow: Callable[..., Result]) 
     assert res.code == 2 and "needs a token" in res.err and "RF_DASHBOARD_TOKEN" in res.err
     res = redflow("dashboard", "--port", "0", "--token", "short")
     assert res.code == 2 and "at least 8 characters" in res.err
+
+
+def test_run_page_of_an_input_nested_too_deeply(
+    dashboard: Start, synced: Client, raw: redis.Redis
+) -> None:
+    """Issue 10 #12: the run page answers 200 and shows the input as unreadable."""
+    handle = synced.run_by_name("ops-parked", {"n": 1})
+    raw.hset(synced.keys.run(handle.id), "inputJson", "[" * 1000 + "]" * 1000)
+    base = dashboard()
+    r = request(base, f"/run?id={handle.id}")
+    assert r.status == 200, r
+    assert "unreadable" in r.body and "nested too deeply" in r.body
+    assert handle.id in ids_in(request(base, "/runs").body)

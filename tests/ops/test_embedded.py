@@ -119,6 +119,9 @@ def test_commands_that_reach_outside_redis_are_refused(
 def test_state_file_is_0600_in_a_0700_directory(embedded: EmbeddedRedis) -> None:
     assert embedded.url_file.read_text().strip() == embedded.url
     assert _mode(embedded.url_file) == 0o600
+    # redis.dir beside it (where a reused server's data is) is written the same way
+    assert embedded.dir_file.read_text().splitlines() == ["persistent", str(embedded.state_dir)]
+    assert _mode(embedded.dir_file) == 0o600
     assert _mode(embedded.url_file.parent) == 0o700
     assert _mode(embedded.state_dir) == 0o700
 
@@ -136,11 +139,22 @@ def test_a_temporary_server_keeps_its_pointer_private(tmp_path: Path) -> None:
         assert _mode(pointer_dir / "redis.url") == 0o600
         assert _mode(pointer_dir) == 0o700
         assert _mode(data_dir / "redis.conf") == 0o600  # it holds the password too
+        assert (pointer_dir / "redis.dir").read_text().splitlines() == ["temporary", str(data_dir)]
+        assert _mode(pointer_dir / "redis.dir") == 0o600
+        # A command reusing it learns the real data directory from redis.dir (CONFIG,
+        # which could tell, is disabled) and leaves the server running.
+        reused = EmbeddedRedis(reuse=True, pointer_dir=pointer_dir)
+        assert reused.ensure() == url and not reused.owned
+        assert reused.state_dir == data_dir and not reused.persistent
+        assert f"; data in {data_dir}, temporary: removed when the supervisor" in reused.describe()
+        reused.stop()
+        assert alive(url)
     finally:
         server.stop()
     assert not alive(url)
     assert not data_dir.exists()
     assert not (pointer_dir / "redis.url").exists()
+    assert not (pointer_dir / "redis.dir").exists()
 
 
 def test_the_first_server_of_the_order_is_chosen() -> None:

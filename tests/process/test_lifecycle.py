@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
+from redflow_mp.ops import list_supervisors
 from tests.process import flows
 from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 
@@ -83,6 +84,41 @@ def test_hup_replaces_every_child_and_picks_up_new_code(
         message="every child replaced",
     )
     assert client.run_by_name("version").result(timeout=20) == 2
+
+
+def test_hup_is_not_a_restart_but_a_dead_child_is(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Issue 16 #2: the RESTARTS of `redflow supervisors` counts children that died,
+    not the ones a HUP replaced; and the log counts "1 child", not "1 children"."""
+    sup = supervisor(procs=1)
+    (first,) = sup.wait_workers(1)
+
+    def restarts(pid: int | None = None) -> int | None:
+        records = list_supervisors(client)
+        if len(records) != 1 or len(records[0].children) != 1:
+            return None
+        child = records[0].children[0]
+        return child.restarts if pid is None or child.pid == pid else None
+
+    wait_until(lambda: restarts(first.pid) is not None, 20, message="the status record")
+    sup.send(signal.SIGHUP)
+    (second,) = wait_until(
+        lambda: [p for p in sup.workers() if p.pid != first.pid] if len(sup.workers()) == 1 else [],
+        30,
+        message="the child replaced",
+    )
+    wait_until(lambda: restarts(second.pid) is not None, 20, message="the new child's status")
+    assert restarts(second.pid) == 0
+    assert "rolling restart: generation 1 replaces 1 child" in sup.log()
+    second.send_signal(signal.SIGKILL)
+    (third,) = wait_until(
+        lambda: [p for p in sup.workers() if p.pid not in (first.pid, second.pid)],
+        30,
+        message="the killed child restarted",
+    )
+    assert wait_until(lambda: restarts(third.pid), 20, message="the restart counted") == 1
+    assert "1 children" not in sup.log()
 
 
 def test_ttin_and_ttou_change_the_number_of_children(

