@@ -186,7 +186,13 @@ def test_dockerfile_lint_and_structure(tmp_path: Path) -> None:
 
     # Every file the build stage copies is in the build context.
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    assert dockerignored(ignore, ".git/config") and dockerignored(ignore, ".venv/bin/python")
+    for outside in (
+        ".git/config",
+        ".venv/bin/python",
+        "deploy/.env",
+        "supervisor/__pycache__/x.pyc",
+    ):
+        assert dockerignored(ignore, outside), f"{outside} would be sent to the build"
     for ins in instructions:
         if ins.keyword == "COPY" and "--from" not in ins.args:
             for src in ins.args.split()[:-1]:

@@ -54,7 +54,21 @@ def _build(source: Path, outdir: Path, *args: str) -> None:
     )
 
 
+_NOT_SOURCES = {".git", ".venv", "__pycache__", "build", "dist", "artifacts", ".state"}
+
+
 def _repo_files() -> tuple[str, ...]:
+    """The repository's files: as git lists them (tracked and new), or in a tree
+    without git (an unpacked sdist) every file outside caches and build output."""
+    if not (ROOT / ".git").exists():
+        found = []
+        for path in ROOT.rglob("*"):
+            rel = path.relative_to(ROOT)
+            if path.is_file() and not any(
+                p in _NOT_SOURCES or p.endswith((".egg-info", "_cache")) for p in rel.parts
+            ):
+                found.append(rel.as_posix())
+        return tuple(sorted(found))
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
