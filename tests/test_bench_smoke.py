@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(300)
 
+# Not REDFLOW_*: the supervisor reads those as settings (and refuses unknown ones).
+MARKER = "BENCH_SMOKE_RUN_ID"
+
+
+def _ours(marker: str) -> list[psutil.Process]:
+    """Live processes started by this run (they inherit its marker variable).
+
+    Matched by environment, not by name: another engineer's benchmark on the
+    same machine runs processes with the same names.
+    """
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER) == marker:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
 
 def _run_bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
     """Run the harness (redflow only, tiny sizes); return its report and JSON file."""
     out = tmp_path / "bench.json"
-    before = {p.pid for p in psutil.process_iter()}
+    marker = uuid.uuid4().hex
     proc = subprocess.run(
         [
             sys.executable,
@@ -34,23 +55,23 @@ def _run_bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
             "--systems",
             "redflow",
             "--quick",
+            # Long enough that the drain outlasts the harness's 3 ms polls on a
+            # busy machine (the per-run figures need completions after the first).
+            "--n-drain",
+            "400",
             "--no-progress",
             "--json",
             str(out),
             *args,
         ],
         cwd=ROOT,
+        env={**os.environ, MARKER: marker},
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    leftovers = [
-        p
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if p.info["pid"] not in before
-        and "redflow-supervisor[bench]" in " ".join(p.info["cmdline"] or [])
-    ]
+    leftovers = _ours(marker)
     assert not leftovers, leftovers
     data: dict[str, Any] = json.loads(out.read_text())
     return proc.stdout, data
