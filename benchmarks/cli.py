@@ -10,11 +10,20 @@ import sys
 from pathlib import Path
 
 from benchmarks.machine import describe
+from benchmarks.model import (
+    HANDLER_REDIS,
+    NOOP,
+    QUICK,
+    VARIANTS,
+    WORKLOADS,
+    Options,
+    Sizes,
+)
 from benchmarks.procs import install_signal_handlers, stop_all
 from benchmarks.progress import Progress
 from benchmarks.redis_server import RedisServer
 from benchmarks.report import render, to_json, write_json
-from benchmarks.runner import QUICK, WORKLOADS, Options, Runner, Sizes
+from benchmarks.runner import Runner
 from benchmarks.systems import SYSTEMS, get_system
 
 
@@ -22,8 +31,28 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+_SUFFIX = {"k": 1_000, "m": 1_000_000}
+
+
+def _size(value: str) -> int:
+    """``1000``, ``1_000``, ``1k`` or ``1m``."""
+    text = value.strip().lower().replace("_", "").replace(",", "")
+    mult = _SUFFIX.get(text[-1:], 1)
+    digits = text[:-1] if mult > 1 else text
+    try:
+        size = int(float(digits) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size (e.g. 1000, 10k, 1m)") from None
+    if size < 2:
+        raise argparse.ArgumentTypeError(f"size {value!r} must be at least 2")
+    return size
+
+
 def _sizes(value: str) -> tuple[int, ...]:
-    return tuple(int(v.replace("_", "")) for v in _csv(value))
+    sizes = tuple(_size(v) for v in value.split(","))
+    if list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError(f"{value!r}: sizes must be increasing")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +81,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="tiny sizes everywhere (a smoke test; the numbers mean nothing)",
     )
-    run.add_argument("--scale", action="store_true", help="also repeat W1 at 1k, 10k and 100k runs")
-    run.add_argument("--scale-sizes", type=_sizes, default=None, help="e.g. 1000,10000,100000")
+    run.add_argument(
+        "--scale",
+        action="store_true",
+        help="also repeat W1 at several sizes (--scale-sizes; 1k, 10k and 100k runs)",
+    )
+    run.add_argument(
+        "--scale-sizes",
+        type=_sizes,
+        default=None,
+        help="increasing, e.g. 1k,10k,100k,1m (default 1k,10k,100k)",
+    )
+    run.add_argument(
+        "--handler-redis",
+        action="store_true",
+        help="also measure W1, W3 and W4 with handlers that make one Redis call of their own",
+    )
+    run.add_argument(
+        "--variants",
+        type=_csv,
+        default=None,
+        help=f"handler variants, comma-separated: {','.join(VARIANTS)} (default {NOOP})",
+    )
+    run.add_argument("--n-bulk", type=int, default=None, help="W2B runs (20000)")
+    run.add_argument("--bulk-batch", type=int, default=None, help="W2B runs per bulk call (1000)")
+    run.add_argument(
+        "--w2b-drain",
+        action="store_true",
+        help="W2B: also run the enqueued runs and wait for them (a check, not timed)",
+    )
+    run.add_argument("--n-profile", type=int, default=None, help="SLOWLOG pass runs (500)")
+    run.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the SLOWLOG pass (Redis time by command/function; without it the Redis "
+        "time of systems that use scripts is not shown)",
+    )
     run.add_argument("--n-drain", type=int, default=None, help="W1/W2 runs (5000)")
     run.add_argument("--n-cpu", type=int, default=None, help="W3 runs (64)")
     run.add_argument("--cpu-ms", type=float, default=None, help="W3 ms per run (50)")
@@ -103,6 +166,9 @@ def make_sizes(args: argparse.Namespace) -> Sizes:
         "fanout": args.n_fanout,
         "monitor": args.n_monitor,
         "scale": args.scale_sizes,
+        "bulk": args.n_bulk,
+        "bulk_batch": args.bulk_batch,
+        "profile": args.n_profile,
     }
     return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -130,14 +196,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.procs < 1:
         print("--procs must be >= 1", file=sys.stderr)
         return 2
+    variants = tuple(args.variants or ([NOOP, HANDLER_REDIS] if args.handler_redis else [NOOP]))
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        print(f"unknown variants: {', '.join(bad)} (known: {', '.join(VARIANTS)})", file=sys.stderr)
+        return 2
+    sizes = make_sizes(args)
+    if "W2B" in workloads and not 1 <= sizes.bulk_batch < sizes.bulk:
+        print(
+            f"W2B needs 1 <= --bulk-batch ({sizes.bulk_batch}) < --n-bulk ({sizes.bulk}): "
+            "the first batch is not timed",
+            file=sys.stderr,
+        )
+        return 2
     options = Options(
         systems=systems,
         workloads=workloads,
         procs=args.procs,
         reps=args.reps if args.reps is not None else (1 if args.quick else 3),
-        sizes=make_sizes(args),
+        sizes=sizes,
         scale=args.scale,
         monitor=not args.no_monitor,
+        profile=not args.no_profile,
+        variants=variants,
+        bulk_drain=args.w2b_drain,
         progress=not args.no_progress,
         stall_timeout=args.stall_timeout,
         logs_dir=args.logs,

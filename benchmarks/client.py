@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, TextIO
 
-from benchmarks.systems import Client, get_system
+from benchmarks.systems import Client, NotAvailable, get_system
 from benchmarks.tasks import common
 
 
@@ -49,10 +49,30 @@ def handle(client: Client, request: dict[str, Any], channel: Channel) -> dict[st
     if op == "enqueue":
         n = int(request["n"])
         t_start = time.time()
-        elapsed = client.enqueue_many(
+        timed = client.enqueue_many(
             str(request["kind"]), int(request.get("arg", 0)), n, channel.progress
         )
-        return {"n": n, "elapsed": elapsed, "t_start": t_start, "t_end": time.time()}
+        return {
+            "n": n,
+            "elapsed": timed.elapsed,
+            "cpu": timed.cpu,
+            "timed_runs": timed.runs,
+            "t_start": t_start,
+            "t_end": time.time(),
+        }
+    if op == "enqueue_bulk":
+        n = int(request["n"])
+        try:
+            timed = client.enqueue_bulk(n, int(request["batch"]), channel.progress)
+        except NotAvailable as exc:
+            return {"available": False, "reason": str(exc)}
+        return {
+            "available": True,
+            "n": n,
+            "elapsed": timed.elapsed,
+            "cpu": timed.cpu,
+            "timed_runs": timed.runs,
+        }
     if op == "round_trips":
         latencies = client.round_trips(
             int(request["n"]), int(request.get("warmup", 0)), channel.progress

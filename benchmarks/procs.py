@@ -147,6 +147,34 @@ def tree_cpu_seconds(procs: Sequence[psutil.Process], *, reaped: bool = True) ->
     return total
 
 
+def split_cpu_seconds(groups: Sequence[ManagedProcess], has_parent: bool) -> tuple[float, float]:
+    """CPU seconds of (the supervising parent, the worker processes).
+
+    With ``has_parent`` (one process group whose leader supervises worker
+    processes: Celery main, Dramatiq main, Huey consumer, redflow arbiter) the
+    leader's own CPU is the parent's, and everything else (its descendants, and
+    the children it has reaped) is the workers'. Without a parent (RQ, arq:
+    one group per worker) every process is a worker and the parent's share is 0.
+    """
+    parent = 0.0
+    workers = 0.0
+    for group in groups:
+        tree = group.tree()
+        for i, proc in enumerate(tree):
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            own = t.user + t.system
+            reaped = t.children_user + t.children_system
+            if has_parent and i == 0:
+                parent += own
+                workers += reaped
+            else:
+                workers += own + reaped
+    return parent, workers
+
+
 def settle(
     groups: Sequence[ManagedProcess],
     expected: int,

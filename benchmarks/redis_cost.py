@@ -1,6 +1,7 @@
-"""Redis-side cost: INFO deltas (commandstats, cpu, memory) and a MONITOR sampler.
+"""Redis-side cost: INFO deltas (commandstats, cpu, memory), a MONITOR sampler
+and a SLOWLOG sampler.
 
-Two sources, used for different numbers:
+Three sources, used for different numbers:
 
 * ``INFO commandstats`` deltas over the timed W1 run give *all* commands per
   run. Commands that Lua scripts (EVAL/EVALSHA/FCALL) issue internally are
@@ -11,6 +12,17 @@ Two sources, used for different numbers:
   top-level client calls and calls made from inside scripts: MONITOR prints
   script-internal commands with the pseudo-client ``lua``. Commands from the
   harness's own connection and on benchmark keys (``bm:*``) are dropped.
+* A separate, untimed SLOWLOG pass (``slowlog-log-slower-than 0``) records the
+  execution time of every command with its arguments: the Redis time of each
+  script or function by name (``FCALL <name>``: commandstats has one ``fcall``
+  line for all of them, and ``FUNCTION STATS`` only shows a running script),
+  and which share of each command's time was spent inside scripts. Redis 7
+  counts a script's inner commands in commandstats (calls *and* usec) on top
+  of the script call itself, whose usec already include them; the shares
+  measured in this pass turn the timed run's commandstats usec into the time
+  of top-level commands only (:func:`top_level_usec`). Slowlog durations are
+  taken around the command's execution, so logging them does not inflate
+  them (MONITOR would: it is fed from inside the script's run).
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from typing import Any
 import redis
 
 IGNORED = frozenset({"info", "monitor"})
+#: Commands that run a script; their usec include the script's inner commands.
+SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
 
 
 class CountingRedis:
@@ -52,15 +66,18 @@ class Snapshot:
     cpu: float
     used_memory: int
     issued: Counter[str] = field(default_factory=Counter)
+    usec: dict[str, int] = field(default_factory=dict)
 
 
-def _calls(stats: dict[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _stats(stats: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    calls: dict[str, int] = {}
+    usec: dict[str, int] = {}
     for key, value in stats.items():
         name = key.removeprefix("cmdstat_")
         if isinstance(value, dict):
-            out[name] = int(value.get("calls", 0))
-    return out
+            calls[name] = int(value.get("calls", 0))
+            usec[name] = int(value.get("usec", 0))
+    return calls, usec
 
 
 def snapshot(conn: CountingRedis) -> Snapshot:
@@ -68,13 +85,30 @@ def snapshot(conn: CountingRedis) -> Snapshot:
     cmd = r.info("commandstats")
     cpu = r.info("cpu")
     mem = r.info("memory")
+    calls, usec = _stats(cmd)
     return Snapshot(
         t=time.time(),
-        calls=_calls(cmd),
+        calls=calls,
         cpu=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         used_memory=int(mem["used_memory"]),
         issued=Counter(conn.issued),
+        usec=usec,
     )
+
+
+def top_level_usec(usec: dict[str, float], nested_share: dict[str, float] | None) -> float | None:
+    """The Redis time of top-level commands in a commandstats ``usec`` delta.
+
+    ``nested_share[c]`` is the share of command ``c``'s time spent inside
+    scripts (from a SLOWLOG pass); that part is already inside the script
+    calls' usec. Without the shares the answer is exact only when no script
+    ran (then nothing is nested); otherwise it is unknown (``None``).
+    """
+    if nested_share is None:
+        if any(c in SCRIPT_COMMANDS for c in usec):
+            return None
+        return float(sum(usec.values()))
+    return float(sum(u * (1.0 - nested_share.get(c, 0.0)) for c, u in usec.items()))
 
 
 @dataclass
@@ -83,6 +117,9 @@ class CostDelta:
     cpu_s: float
     memory: int
     seconds: float
+    #: commandstats usec per command (inner commands of scripts included, see
+    #: top_level_usec), the harness's and the payload's share removed.
+    usec: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_calls(self) -> int:
@@ -93,7 +130,14 @@ class CostDelta:
         return {
             "cmds_per_run": self.total_calls / runs,
             "cpu_us_per_run": self.cpu_s * 1e6 / runs,
+            "script_us_per_run": sum(u for c, u in self.usec.items() if c in SCRIPT_COMMANDS)
+            / runs,
         }
+
+    def redis_us_per_run(self, runs: int, nested_share: dict[str, float] | None) -> float | None:
+        """Redis time of top-level commands per run (see :func:`top_level_usec`)."""
+        total = top_level_usec(self.usec, nested_share)
+        return None if total is None else total / max(1, runs)
 
     def to_json(self, runs: int) -> dict[str, Any]:
         return {
@@ -104,25 +148,35 @@ class CostDelta:
             "memory_delta": self.memory,
             "seconds": self.seconds,
             "calls": dict(sorted(self.calls.items(), key=lambda kv: -kv[1])),
+            "usec": dict(sorted(self.usec.items(), key=lambda kv: -kv[1])),
         }
 
 
 def delta(before: Snapshot, after: Snapshot, payload: dict[str, int] | None = None) -> CostDelta:
-    """``after - before`` without INFO/MONITOR, the harness's commands and ``payload``."""
+    """``after - before`` without INFO/MONITOR, the harness's commands and ``payload``.
+
+    The usec of the removed calls are not known one by one; each command's usec
+    shrink in proportion to the calls removed (the harness's MGET polls and the
+    handlers' INCRBYs are cheap, uniform commands).
+    """
     harness = after.issued - before.issued
     calls: dict[str, int] = {}
+    usec: dict[str, float] = {}
     for name, count in after.calls.items():
         if name in IGNORED:
             continue
-        n = count - before.calls.get(name, 0) - harness.get(name, 0)
-        n -= (payload or {}).get(name, 0)
+        total = count - before.calls.get(name, 0)
+        n = total - harness.get(name, 0) - (payload or {}).get(name, 0)
         if n > 0:
             calls[name] = n
+            spent = after.usec.get(name, 0) - before.usec.get(name, 0)
+            usec[name] = spent * n / total
     return CostDelta(
         calls=calls,
         cpu_s=after.cpu - before.cpu,
         memory=after.used_memory - before.used_memory,
         seconds=after.t - before.t,
+        usec=usec,
     )
 
 
@@ -203,3 +257,138 @@ class MonitorSampler:
             if start <= ts < end:
                 (lua if from_lua else client)[command] += 1
         return {"client": client, "lua": lua}
+
+
+#: The address SLOWLOG gives commands run inside a script (the Lua client).
+SCRIPT_CLIENT_ADDR = "?:0"
+_LIB_PREFIX = re.compile(r"^[A-Za-z]+_[0-9a-f]{8,}_")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def slowlog_label(args: list[str]) -> str:
+    """A command's name for the breakdown: scripts and functions by name.
+
+    ``FCALL redflow_<hash>_claim_run ...`` -> ``fcall claim_run`` (a library
+    name carrying a hash of its source is shortened); ``EVALSHA <sha> ...`` ->
+    ``evalsha <first 8 hex digits>``; anything else -> its lower-case name.
+    """
+    name = args[0].lower() if args else "?"
+    if name in ("fcall", "fcall_ro") and len(args) > 1:
+        return f"{name} {_LIB_PREFIX.sub('', args[1])}"
+    if name in ("evalsha", "evalsha_ro") and len(args) > 1:
+        return f"{name} {args[1][:8]}"
+    return name
+
+
+@dataclass
+class SlowlogPhase:
+    """Top-level and in-script commands of one phase: label -> [calls, usec]."""
+
+    top: dict[str, list[int]] = field(default_factory=dict)
+    nested: dict[str, list[int]] = field(default_factory=dict)
+    lost: bool = False  # the slowlog overflowed: some entries are missing
+
+    def add(self, label: str, usec: int, nested: bool) -> None:
+        cell = (self.nested if nested else self.top).setdefault(label, [0, 0])
+        cell[0] += 1
+        cell[1] += usec
+
+    def merged(self, other: SlowlogPhase) -> SlowlogPhase:
+        out = SlowlogPhase(lost=self.lost or other.lost)
+        for src in (self, other):
+            for into, cells in ((out.top, src.top), (out.nested, src.nested)):
+                for label, (calls, usec) in cells.items():
+                    cell = into.setdefault(label, [0, 0])
+                    cell[0] += calls
+                    cell[1] += usec
+        return out
+
+    def nested_share(self) -> dict[str, float]:
+        """Per command name: the share of its time spent inside scripts."""
+        top: Counter[str] = Counter()
+        for label, (_calls, usec) in self.top.items():
+            top[label.split(" ", 1)[0]] += usec
+        out: dict[str, float] = {}
+        for name, (_calls, usec) in self.nested.items():
+            total = usec + top.get(name, 0)
+            out[name] = usec / total if total else 1.0
+        return out
+
+    def top_usec(self) -> int:
+        return sum(usec for _calls, usec in self.top.values())
+
+    def to_json(self, runs: int) -> dict[str, Any]:
+        runs = max(1, runs)
+
+        def rows(cells: dict[str, list[int]]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "command": label,
+                    "calls_per_run": calls / runs,
+                    "us_per_call": usec / calls if calls else 0.0,
+                    "us_per_run": usec / runs,
+                }
+                for label, (calls, usec) in sorted(cells.items(), key=lambda kv: -kv[1][1])
+            ]
+
+        return {
+            "runs": runs,
+            "top_level_us_per_run": self.top_usec() / runs,
+            "top": rows(self.top),
+            "in_script": rows(self.nested),
+            "overflowed": self.lost,
+        }
+
+
+class SlowlogSampler:
+    """Logs every command's execution time (``slowlog-log-slower-than 0``).
+
+    Only for untimed passes: logging every command costs Redis time (the
+    durations themselves are measured around the execution and stay true).
+    The server's settings are restored by :meth:`stop`.
+    """
+
+    def __init__(self, conn: CountingRedis, exclude_addrs: set[str], max_len: int) -> None:
+        self.conn = conn
+        self.exclude_addrs = exclude_addrs
+        self.max_len = max_len
+        self._saved: dict[str, str] = {}
+
+    def start(self) -> None:
+        for key in ("slowlog-log-slower-than", "slowlog-max-len"):
+            reply = self.conn.call("CONFIG", "GET", key)
+            values = reply if isinstance(reply, list) else [k for kv in reply.items() for k in kv]
+            self._saved[key] = _text(values[1])
+        self.conn.call("CONFIG", "SET", "slowlog-max-len", str(self.max_len))
+        self.conn.call("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        self.conn.call("SLOWLOG", "RESET")
+
+    def collect(self) -> SlowlogPhase:
+        """Everything logged since the last collect (or start), then reset the log."""
+        entries = self.conn.client.slowlog_get(self.max_len)
+        self.conn.call("SLOWLOG", "RESET")
+        phase = SlowlogPhase(lost=len(entries) >= self.max_len)
+        for entry in entries:
+            addr = _text(entry.get("client_address", ""))
+            if addr in self.exclude_addrs:
+                continue
+            args = _text(entry.get("command", "")).split(" ")
+            label = slowlog_label(args)
+            if label in IGNORED or label == "slowlog" or label.startswith("config"):
+                continue
+            if len(args) > 1 and args[1].startswith("bm:"):
+                continue  # the benchmark's own keys (counter, handler calls)
+            phase.add(label, int(entry.get("duration", 0)), addr == SCRIPT_CLIENT_ADDR)
+        return phase
+
+    def stop(self) -> None:
+        if not self._saved:
+            return
+        with contextlib.suppress(redis.RedisError):
+            for key, value in self._saved.items():
+                self.conn.call("CONFIG", "SET", key, value)
+            self.conn.call("SLOWLOG", "RESET")
+        self._saved = {}

@@ -1,7 +1,7 @@
 """Runs the workloads for every selected system against one private redis-server.
 
-Per repetition and system there are two sessions, each starting from FLUSHALL
-with no worker running:
+Per repetition and system there are up to three sessions, each starting from
+FLUSHALL with no worker running:
 
 * drain session (W1, W2, W7 "after", Redis cost): a client process enqueues N
   no-op runs one by one with the workers stopped (that loop is W2), then the
@@ -9,296 +9,47 @@ with no worker running:
 * live session (W7 "idle", W3, W4, W5, W6): the workers start on an empty
   queue, the harness waits until their process trees are idle (RSS at idle),
   then a few warm-up runs, then each workload in turn.
+* bulk session (W2B): a client process enqueues through the system's bulk path.
 
-Repetitions are interleaved (rep 1 of every system, then rep 2, ...) so slow
-drift of the machine affects every system alike.
+The handler-redis variant repeats the drain and live sessions (W1, W3, W4) with
+handlers that make one Redis call of their own. Repetitions are interleaved
+(rep 1 of every system, then rep 2, ...) so slow drift of the machine affects
+every system alike. Untimed passes come before (SLOWLOG: Redis time by
+command and function) and after (MONITOR: client vs in-script commands; scale).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from benchmarks import redis_cost
 from benchmarks.clientproc import ClientProc
+from benchmarks.harness import Harness
+from benchmarks.model import (
+    HANDLER_REDIS,
+    NOOP,
+    VARIANT_WORKLOADS,
+    SystemResult,
+    calibrate,
+    single_run_ms,
+    tag,
+    vkey,
+)
 from benchmarks.procs import (
     CpuMeter,
-    ManagedProcess,
     rss_snapshot,
     settle,
-    stop_many,
-    tree_cpu_seconds,
-    tree_processes,
+    split_cpu_seconds,
 )
-from benchmarks.progress import Progress
-from benchmarks.redis_server import RedisServer
 from benchmarks.stats import percentile
 from benchmarks.systems import System
 from benchmarks.tasks import common
 
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
-POLL_S = 0.003
 
-
-@dataclass(frozen=True)
-class Sizes:
-    drain: int = 5000  # W1 / W2 runs
-    cpu_runs: int = 64  # W3
-    cpu_ms: float = 50.0  # W3 target per run
-    rt: int = 200  # W4 timed round trips
-    rt_warmup: int = 10
-    step_runs: int = 300  # W5 runs
-    steps: int = 20  # W5 steps per run
-    fanout: int = 200  # W6 children per phase
-    monitor: int = 500  # runs in the MONITOR pass
-    scale: tuple[int, ...] = (1_000, 10_000, 100_000)
-
-
-QUICK = Sizes(
-    drain=50,
-    cpu_runs=4,
-    cpu_ms=5.0,
-    rt=10,
-    rt_warmup=2,
-    step_runs=5,
-    steps=20,
-    fanout=5,
-    monitor=20,
-    scale=(50, 100, 200),
-)
-
-
-@dataclass
-class Options:
-    systems: list[System]
-    workloads: set[str]
-    procs: int = 2
-    reps: int = 3
-    sizes: Sizes = field(default_factory=Sizes)
-    scale: bool = False
-    monitor: bool = True
-    progress: bool = True
-    stall_timeout: float = 60.0
-    logs_dir: Path | None = None
-    # Shared machines: wait for other programs to go quiet before a session,
-    # and redo a session during which they used more CPU than this (in cores).
-    quiet_threshold: float = 0.25
-    quiet_wait: float = 120.0
-    retries: int = 2
-
-
-@dataclass
-class SystemResult:
-    name: str
-    config: str
-    fanout_idiom: str
-    steps_idiom: str
-    status: str = "ok"  # ok | skipped | error
-    reason: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, key: str, value: float | None) -> None:
-        if value is not None:
-            self.samples.setdefault(key, []).append(float(value))
-
-    def add_extra(self, key: str, value: Any) -> None:
-        self.extra.setdefault(key, []).append(value)
-
-    def merge(self, other: SystemResult) -> None:
-        for key, values in other.samples.items():
-            self.samples.setdefault(key, []).extend(values)
-        for key, value in other.extra.items():
-            if isinstance(value, list) and isinstance(self.extra.get(key), list):
-                self.extra[key].extend(value)
-            else:
-                self.extra[key] = value
-        self.errors.extend(other.errors)
-
-    def max_foreign(self) -> float:
-        values = [
-            v
-            for k, vs in self.samples.items()
-            if k.startswith("load.") and k.endswith("_foreign")
-            for v in vs
-        ]
-        return max(values, default=0.0)
-
-
-class CaseError(RuntimeError):
-    pass
-
-
-@dataclass
-class WaitResult:
-    t_first: float
-    c_first: int
-    t_done: float
-    polls: int
-    cpu_first: float = 0.0  # CPU seconds of the worker trees at the first completion
-
-
-def calibrate(target_ms: float) -> tuple[int, float]:
-    """Iterations of :func:`common.burn` that take ``target_ms``, and the measured ms.
-
-    Estimate, then time the estimate 7 times; if the median is more than 5 %
-    off the target (a busy machine), re-estimate from the median and try again.
-    """
-    n = 20_000
-    while True:
-        start = time.perf_counter()
-        common.burn(n)
-        took = time.perf_counter() - start
-        if took >= 0.05:
-            break
-        n *= 2
-    iterations = max(1, int(n * (target_ms / 1000.0) / took))
-    measured = 0.0
-    for _ in range(5):
-        timings = []
-        for _ in range(7):
-            start = time.perf_counter()
-            common.burn(iterations)
-            timings.append((time.perf_counter() - start) * 1000.0)
-        measured = statistics.median(timings)
-        if abs(measured - target_ms) <= 0.05 * target_ms:
-            break
-        iterations = max(1, int(iterations * target_ms / measured))
-    return iterations, measured
-
-
-def single_run_ms(iterations: int, samples: int = 5) -> float:
-    """Median time of one ``burn(iterations)`` in this process, in ms."""
-    timings = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        common.burn(iterations)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
-
-
-class Runner:
-    def __init__(self, options: Options, server: RedisServer, progress: Progress) -> None:
-        self.o = options
-        self.server = server
-        self.progress = progress
-        self.conn = redis_cost.CountingRedis(server.client())
-        self.logs = options.logs_dir or Path(tempfile.mkdtemp(prefix="redflow-bench-logs-"))
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.results: dict[str, SystemResult] = {}
-        self.cpu_iterations = 0
-        self.cpu_single_ms = 0.0
-        self._log_seq = 0
-
-    # ------------------------------------------------------------------ plumbing
-
-    def env(self, system: System) -> dict[str, str]:
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + path if path else "")
-        env[common.ENV_URL] = self.server.url
-        env[common.ENV_PREFIX] = "bench"
-        env.update(system.worker_env())
-        return env
-
-    def log_path(self, system: System, what: str) -> Path:
-        self._log_seq += 1
-        return self.logs / f"{self._log_seq:04d}-{system.name}-{what}.log"
-
-    def flush(self) -> None:
-        self.conn.call("FLUSHALL")
-
-    def reset_bench_keys(self) -> None:
-        self.conn.call("DEL", *common.BENCH_KEYS)
-
-    def start_workers(self, system: System) -> list[ManagedProcess]:
-        env = self.env(system)
-        groups: list[ManagedProcess] = []
-        try:
-            for i, argv in enumerate(system.worker_commands(self.o.procs)):
-                argv = [a.format(url=self.server.url, prefix="bench") for a in argv]
-                groups.append(
-                    ManagedProcess(
-                        argv, env=env, cwd=REPO_ROOT, log_path=self.log_path(system, f"worker{i}")
-                    )
-                )
-        except BaseException:
-            stop_many(groups)
-            raise
-        return groups
-
-    @contextmanager
-    def workers(self, system: System) -> Iterator[list[ManagedProcess]]:
-        groups = self.start_workers(system)
-        try:
-            yield groups
-        finally:
-            stop_many(groups)
-
-    @contextmanager
-    def client(self, system: System) -> Iterator[ClientProc]:
-        proc = ClientProc(
-            system.name,
-            env=self.env(system),
-            cwd=REPO_ROOT,
-            log_path=self.log_path(system, "client"),
-        )
-        try:
-            proc.request({"op": "connect"}, timeout=120)
-            yield proc
-        finally:
-            proc.close()
-
-    def wait_counter(
-        self,
-        target: int,
-        groups: list[ManagedProcess],
-        *,
-        need_parent: bool = False,
-    ) -> WaitResult:
-        """Poll the counter every few ms until it reaches ``target``."""
-        t_first = 0.0
-        c_first = 0
-        cpu_first = 0.0
-        last = -1
-        last_change = time.monotonic()
-        last_alive_check = 0.0
-        polls = 0
-        while True:
-            counter, parent = self.conn.call("MGET", common.COUNTER_KEY, common.PARENT_KEY)
-            polls += 1
-            now = time.time()
-            count = int(counter or 0)
-            if count and not t_first:
-                t_first, c_first = now, count
-                cpu_first = tree_cpu_seconds(tree_processes(groups))
-            mono = time.monotonic()
-            if count != last:
-                last, last_change = count, mono
-            self.progress.update(count)
-            if count >= target and (parent or not need_parent):
-                return WaitResult(t_first or now, c_first, now, polls, cpu_first)
-            if mono - last_change > self.o.stall_timeout:
-                raise CaseError(f"no progress for {self.o.stall_timeout:.0f} s at {count}/{target}")
-            if mono - last_alive_check > 0.5:
-                last_alive_check = mono
-                dead = [g for g in groups if not g.alive()]
-                if dead:
-                    raise CaseError(
-                        f"worker exited (rc={dead[0].popen.returncode}):\n{dead[0].log_tail()}"
-                    )
-            time.sleep(POLL_S)
+class Runner(Harness):
+    """The sessions, workloads and passes, and the order they run in."""
 
     # ------------------------------------------------------------------ sessions
 
@@ -311,19 +62,29 @@ class Runner:
         label: str,
         drain: bool = True,
         monitor: bool = False,
+        slowlog: bool = False,
+        variant: str = NOOP,
     ) -> dict[str, Any]:
         """Enqueue ``n`` no-op runs with workers stopped, then (optionally) drain them."""
         self.flush()
-        out: dict[str, Any] = {"n": n}
+        out: dict[str, Any] = {"n": n, "variant": variant}
         sampler: redis_cost.MonitorSampler | None = None
+        slow: redis_cost.SlowlogSampler | None = None
         if monitor:
             sampler = redis_cost.MonitorSampler(
                 "127.0.0.1", self.server.port, exclude_addrs={self.conn.addr()}
             )
             sampler.start()
+        has_parent = system.has_parent(self.o.procs)
         try:
             meter = CpuMeter()
-            with self.client(system) as client:
+            with self.client(system, variant) as client:
+                if slowlog:
+                    # Up to ~100 commands (and as many inside scripts) per run.
+                    slow = redis_cost.SlowlogSampler(
+                        self.conn, {self.conn.addr()}, max_len=max(10_000, 200 * n)
+                    )
+                    slow.start()
                 s0 = redis_cost.snapshot(self.conn)
                 self.progress.begin(f"{system.name:<9} {label} enqueue", n)
                 meter.start()
@@ -335,38 +96,55 @@ class Runner:
                 out["load_enqueue"] = meter.stop()
                 self.progress.clear()
             s1 = redis_cost.snapshot(self.conn)
+            if slow is not None:
+                out["slowlog_enqueue"] = slow.collect()
+            timed_runs = max(1, int(reply["timed_runs"]))
             out["enqueue_s"] = reply["elapsed"]
-            out["enqueue_rate"] = (n - 1) / reply["elapsed"] if reply["elapsed"] > 0 else None
+            out["enqueue_rate"] = timed_runs / reply["elapsed"] if reply["elapsed"] > 0 else None
+            out["client_cpu_us_per_enqueue"] = reply["cpu"] * 1e6 / timed_runs
+            out["memory_after_enqueue"] = s1.used_memory - s0.used_memory
             enq = redis_cost.delta(s0, s1)
             out["cost_enqueue"] = enq.to_json(n)
+            out["redis_us_per_enqueue"] = enq.redis_us_per_run(n, self._nested(system, "enqueue"))
             if not drain:
                 return out
             self.progress.begin(f"{system.name:<9} {label} drain", n)
             meter.start()
             t_spawn = time.time()
-            with self.workers(system) as groups:
-                waited = self.wait_counter(n, groups)
-                cpu_done = tree_cpu_seconds(tree_processes(groups))
+            with self.workers(system, variant) as groups:
+                waited = self.wait_counter(n, groups, has_parent=has_parent)
+                cpu_done = split_cpu_seconds(groups, has_parent)
                 s2 = redis_cost.snapshot(self.conn)
                 out["load_drain"] = meter.stop()
                 rss = rss_snapshot(groups)
             self.progress.clear()
+            if slow is not None:
+                out["slowlog_execute"] = slow.collect()
             remaining = n - waited.c_first
             span = waited.t_done - waited.t_first
             out["drain_s"] = span
             out["drain_rate"] = remaining / span if span > 0 and remaining > 0 else None
-            out["worker_cpu_us_per_run"] = (
-                (cpu_done - waited.cpu_first) * 1e6 / remaining if remaining > 0 else None
-            )
+            if remaining > 0:
+                parent_s = cpu_done[0] - waited.cpu_first[0]
+                workers_s = cpu_done[1] - waited.cpu_first[1]
+                out["worker_cpu_us_per_run"] = workers_s * 1e6 / remaining
+                out["parent_cpu_us_per_run"] = parent_s * 1e6 / remaining if has_parent else None
             out["from_spawn_s"] = waited.t_done - t_spawn
             out["from_spawn_rate"] = n / (waited.t_done - t_spawn)
             out["rss_after"] = rss
-            exe = redis_cost.delta(s1, s2, payload={"incrby": n})
+            payload = {"incrby": n * (2 if variant == HANDLER_REDIS else 1)}
+            exe = redis_cost.delta(s1, s2, payload=payload)
             out["cost_execute"] = exe.to_json(n)
-            total = redis_cost.delta(s0, s2, payload={"incrby": n})
+            out["redis_us_per_run_execute"] = exe.redis_us_per_run(
+                n, self._nested(system, "execute")
+            )
+            total = redis_cost.delta(s0, s2, payload=payload)
             out["cost_total"] = total.to_json(n)
+            out["redis_us_per_run"] = total.redis_us_per_run(n, self._nested(system, "total"))
             out["memory_after_drain"] = s2.used_memory - s0.used_memory
             out["harness_polls"] = waited.polls
+            if variant == HANDLER_REDIS:
+                self.check_handler_calls(n)
             if sampler is not None:
                 sampler.stop()
                 out["monitor"] = {
@@ -378,35 +156,54 @@ class Runner:
         finally:
             if sampler is not None:
                 sampler.stop()
+            if slow is not None:
+                slow.stop()
             self.progress.clear()
 
-    def run_drain(self, system: System, res: SystemResult, rep: int) -> None:
+    def run_drain(self, system: System, res: SystemResult, rep: int, variant: str = NOOP) -> None:
         wl = self.o.workloads
         n = self.o.sizes.drain
         drain = bool(wl & {"W1", "W7"})
-        out = self.drain_session(system, res, n, label=f"W1/W2 rep {rep}", drain=drain)
-        if "W2" in wl:
-            res.add("w2.rate", out["enqueue_rate"])
-        res.add("cost.enq_cmds_per_run", out["cost_enqueue"]["cmds_per_run"])
+        label = tag(variant)
+        out = self.drain_session(
+            system, res, n, label=f"W1/W2{label} rep {rep}", drain=drain, variant=variant
+        )
+
+        def add(key: str, value: float | None) -> None:
+            res.add(vkey(key, variant), value)
+
+        if "W2" in wl and variant == NOOP:
+            add("w2.rate", out["enqueue_rate"])
+            add("w2.client_cpu_us", out["client_cpu_us_per_enqueue"])
+            add("w2.redis_us", out["redis_us_per_enqueue"])
+            add("w2.redis_cpu_us", out["cost_enqueue"]["cpu_us_per_run"])
+            add("w2.script_us", out["cost_enqueue"]["script_us_per_run"])
+        add("cost.enq_cmds_per_run", out["cost_enqueue"]["cmds_per_run"])
         if drain:
             if "W1" in wl:
-                res.add("w1.rate", out["drain_rate"])
-                res.add("w1.rate_spawn", out["from_spawn_rate"])
-                res.add("cost.cmds_per_run", out["cost_total"]["cmds_per_run"])
-                res.add("cost.exec_cmds_per_run", out["cost_execute"]["cmds_per_run"])
-                res.add("cost.cpu_us_per_run", out["cost_total"]["cpu_us_per_run"])
-                res.add("cost.worker_cpu_us_per_run", out["worker_cpu_us_per_run"])
-            if "W7" in wl:
+                add("w1.rate", out["drain_rate"])
+                add("w1.rate_spawn", out["from_spawn_rate"])
+                add("cost.cmds_per_run", out["cost_total"]["cmds_per_run"])
+                add("cost.exec_cmds_per_run", out["cost_execute"]["cmds_per_run"])
+                add("cost.cpu_us_per_run", out["cost_total"]["cpu_us_per_run"])
+                add("cost.redis_us_per_run", out["redis_us_per_run"])
+                add("cost.script_us_per_run", out["cost_total"]["script_us_per_run"])
+                add("cost.exec_redis_us_per_run", out["redis_us_per_run_execute"])
+                add("cost.exec_redis_cpu_us_per_run", out["cost_execute"]["cpu_us_per_run"])
+                add("cost.worker_cpu_us_per_run", out.get("worker_cpu_us_per_run"))
+                add("cost.parent_cpu_us_per_run", out.get("parent_cpu_us_per_run"))
+                add("cost.client_cpu_us_per_enqueue", out["client_cpu_us_per_enqueue"])
+            if "W7" in wl and variant == NOOP:
                 self._add_rss(system, res, out["rss_after"], "after")
         res.add_extra("drain_sessions", out)
         for phase in ("enqueue", "drain"):
             load = out.get(f"load_{phase}")
             if load:
-                res.add(f"load.{phase}_foreign", load["foreign_cores"])
-                res.add(f"load.{phase}_steal", load["steal_cores"])
+                add(f"load.{phase}_foreign", load["foreign_cores"])
+                add(f"load.{phase}_steal", load["steal_cores"])
         summary = f"W2 {out['enqueue_rate'] or 0:,.0f}/s"
         if drain:
-            summary += f"  W1 {out['drain_rate'] or 0:,.0f}/s"
+            summary += f"  W1{label} {out['drain_rate'] or 0:,.0f}/s"
             foreign = out["load_drain"]["foreign_cores"]
             summary += f"  (foreign CPU during W1: {foreign:.2f} cores)"
         self.progress.done(f"{system.name} rep {rep}: {summary}")
@@ -423,10 +220,12 @@ class Runner:
             res.add(f"w7.child_{when}_mib", statistics.fmean(workers))
         res.add_extra(f"rss_{when}", rss)
 
-    def run_live(self, system: System, res: SystemResult, rep: int) -> None:
+    def run_live(self, system: System, res: SystemResult, rep: int, variant: str = NOOP) -> None:
         wl = self.o.workloads
+        if variant != NOOP:
+            wl = wl & VARIANT_WORKLOADS
         self.flush()
-        with self.workers(system) as groups:
+        with self.workers(system, variant) as groups:
             settled, waited = settle(groups, system.expected_processes(self.o.procs))
             if not settled:
                 res.errors.append(f"rep {rep}: workers did not settle in {waited:.0f} s")
@@ -434,7 +233,7 @@ class Runner:
                 self._add_rss(system, res, rss_snapshot(groups), "idle")
             if not wl & {"W3", "W4", "W5", "W6"}:
                 return
-            with self.client(system) as client:
+            with self.client(system, variant) as client:
                 # Warm-up: every worker process gets a chance to connect.
                 warm = 4 * self.o.procs
                 self.progress.begin(f"{system.name:<9} warm-up", warm)
@@ -452,16 +251,25 @@ class Runner:
                         before = redis_cost.snapshot(self.conn)
                         meter = CpuMeter()
                         meter.start()
-                        runs = fn(system, res, rep, client, groups)
+                        runs = fn(system, res, rep, client, groups, variant)
                         load = meter.stop()
-                        res.add(f"load.{name}_foreign", load["foreign_cores"])
+                        res.add(vkey(f"load.{name}_foreign", variant), load["foreign_cores"])
                         after = redis_cost.snapshot(self.conn)
+                        if variant == HANDLER_REDIS:
+                            self.check_handler_calls(runs)
                         res.add_extra(
-                            f"cost_{name}", redis_cost.delta(before, after).to_json(max(1, runs))
+                            vkey(f"cost_{name}", variant),
+                            redis_cost.delta(before, after).to_json(max(1, runs)),
                         )
 
     def _w3(
-        self, system: System, res: SystemResult, rep: int, client: ClientProc, groups: Any
+        self,
+        system: System,
+        res: SystemResult,
+        rep: int,
+        client: ClientProc,
+        groups: Any,
+        variant: str,
     ) -> int:
         n = self.o.sizes.cpu_runs
         # The machine's speed drifts over a long run (shared hosts), so the
@@ -477,19 +285,29 @@ class Runner:
         single_ms = (before_ms + single_run_ms(self.cpu_iterations)) / 2
         ideal = n * single_ms / 1000.0 / self.o.procs
         busy = [p[1] - p[0] for p in pairs]
-        res.add("w3.wall_s", wall)
-        res.add("w3.efficiency", ideal / wall if wall > 0 else None)
-        res.add("w3.single_ms", single_ms)
-        res.add("w3.handler_ms", statistics.median(busy) * 1000.0)
-        res.add("w3.busy_fraction", sum(busy) / (self.o.procs * wall) if wall > 0 else None)
+        res.add(vkey("w3.wall_s", variant), wall)
+        res.add(vkey("w3.efficiency", variant), ideal / wall if wall > 0 else None)
+        res.add(vkey("w3.single_ms", variant), single_ms)
+        res.add(vkey("w3.handler_ms", variant), statistics.median(busy) * 1000.0)
+        res.add(
+            vkey("w3.busy_fraction", variant),
+            sum(busy) / (self.o.procs * wall) if wall > 0 else None,
+        )
         self.progress.done(
-            f"{system.name} rep {rep}: W3 wall {wall:.2f}s efficiency {ideal / wall:.2f} "
+            f"{system.name} rep {rep}: W3{tag(variant)} wall {wall:.2f}s "
+            f"efficiency {ideal / wall:.2f} "
             f"(single {single_ms:.1f} ms, in handlers {statistics.median(busy) * 1000:.1f} ms)"
         )
         return n
 
     def _w4(
-        self, system: System, res: SystemResult, rep: int, client: ClientProc, groups: Any
+        self,
+        system: System,
+        res: SystemResult,
+        rep: int,
+        client: ClientProc,
+        groups: Any,
+        variant: str,
     ) -> int:
         s = self.o.sizes
         self.progress.begin(f"{system.name:<9} W4 round trip rep {rep}", s.rt)
@@ -499,16 +317,22 @@ class Runner:
         )
         lat: list[float] = reply["latencies_ms"]
         for q in (50, 90, 99):
-            res.add(f"w4.p{q}", percentile(lat, q))
-        res.add_extra("w4_latencies_ms", lat)
+            res.add(vkey(f"w4.p{q}", variant), percentile(lat, q))
+        res.add_extra(vkey("w4_latencies_ms", variant), lat)
         self.progress.done(
-            f"{system.name} rep {rep}: W4 p50 {percentile(lat, 50):.2f} ms "
+            f"{system.name} rep {rep}: W4{tag(variant)} p50 {percentile(lat, 50):.2f} ms "
             f"p99 {percentile(lat, 99):.2f} ms"
         )
         return s.rt + s.rt_warmup
 
     def _w5(
-        self, system: System, res: SystemResult, rep: int, client: ClientProc, groups: Any
+        self,
+        system: System,
+        res: SystemResult,
+        rep: int,
+        client: ClientProc,
+        groups: Any,
+        variant: str,
     ) -> int:
         s = self.o.sizes
         self.progress.begin(f"{system.name:<9} W5 steps rep {rep}", s.step_runs)
@@ -524,7 +348,13 @@ class Runner:
         return s.step_runs
 
     def _w6(
-        self, system: System, res: SystemResult, rep: int, client: ClientProc, groups: Any
+        self,
+        system: System,
+        res: SystemResult,
+        rep: int,
+        client: ClientProc,
+        groups: Any,
+        variant: str,
     ) -> int:
         if not system.fanout_idiom:
             return 0
@@ -555,63 +385,100 @@ class Runner:
             f"{lua / n:.1f} in-script commands per run"
         )
 
+    def run_profile(self, system: System, res: SystemResult) -> None:
+        """The SLOWLOG pass: Redis time by command and by script/function name.
+
+        Also gives, per command, the share of its time spent inside scripts,
+        which the timed sessions need to count each microsecond once.
+        """
+        n = self.o.sizes.profile
+        out = self.drain_session(system, res, n, label="SLOWLOG pass", slowlog=True)
+        enq: redis_cost.SlowlogPhase = out.pop("slowlog_enqueue")
+        exe: redis_cost.SlowlogPhase = out.pop("slowlog_execute")
+        self.nested_shares[system.name] = {
+            "enqueue": enq.nested_share(),
+            "execute": exe.nested_share(),
+            "total": enq.merged(exe).nested_share(),
+        }
+        res.add("profile.enqueue_us", enq.top_usec() / n)
+        res.add("profile.execute_us", exe.top_usec() / n)
+        res.extra["slowlog_pass"] = {
+            "runs": n,
+            "enqueue": enq.to_json(n),
+            "execute": exe.to_json(n),
+            "nested_share": self.nested_shares[system.name],
+        }
+        if enq.lost or exe.lost:
+            res.errors.append("SLOWLOG pass: the slowlog overflowed; the breakdown is partial")
+        self.progress.done(
+            f"{system.name} SLOWLOG pass: {enq.top_usec() / n:.1f} us Redis time per enqueue, "
+            f"{exe.top_usec() / n:.1f} us per run executed"
+        )
+
+    def run_bulk(self, system: System, res: SystemResult, rep: int) -> None:
+        """W2B: one client process enqueues through the system's bulk path, workers stopped."""
+        s = self.o.sizes
+        n, batch = s.bulk, s.bulk_batch
+        self.flush()
+        meter = CpuMeter()
+        with self.client(system) as client:
+            s0 = redis_cost.snapshot(self.conn)
+            self.progress.begin(f"{system.name:<9} W2B bulk rep {rep}", n)
+            meter.start()
+            reply = client.request(
+                {"op": "enqueue_bulk", "n": n, "batch": batch},
+                on_progress=self.progress.update,
+                timeout=max(600.0, n / 20),
+            )
+            load = meter.stop()
+            self.progress.clear()
+        s1 = redis_cost.snapshot(self.conn)
+        if not reply["available"]:
+            res.extra["w2b_unavailable"] = reply["reason"]
+            self.progress.done(f"{system.name} rep {rep}: W2B not available ({reply['reason']})")
+            return
+        timed = max(1, int(reply["timed_runs"]))
+        rate = timed / reply["elapsed"] if reply["elapsed"] > 0 else None
+        cost = redis_cost.delta(s0, s1)
+        res.add("w2b.rate", rate)
+        res.add("w2b.client_cpu_us", reply["cpu"] * 1e6 / timed)
+        res.add("w2b.redis_us", cost.redis_us_per_run(n, self._nested(system, "enqueue")))
+        res.add("w2b.redis_cpu_us", cost.cpu_s * 1e6 / n)
+        res.add("w2b.cmds_per_run", cost.total_calls / n)
+        res.add("load.W2B_foreign", load["foreign_cores"])
+        res.add_extra("w2b", {**reply, "cost": cost.to_json(n), "load": load})
+        if self.o.bulk_drain:
+            # Every bulk-enqueued run must also run (a check, not a measurement).
+            with self.workers(system) as groups:
+                self.wait_counter(n, groups)
+        self.progress.done(f"{system.name} rep {rep}: W2B {rate or 0:,.0f} runs/s")
+
     def run_scale(self, system: System, res: SystemResult) -> None:
         for n in self.o.sizes.scale:
             out = self.drain_session(system, res, n, label=f"scale {n:,}")
             rate = out.get("drain_rate")
+            enq_rate = out.get("enqueue_rate")
             res.add(f"scale.{n}.us_per_run", 1e6 / rate if rate else None)
+            res.add(f"scale.{n}.enqueue_us_per_run", 1e6 / enq_rate if enq_rate else None)
+            res.add(f"scale.{n}.bytes_per_queued", out["memory_after_enqueue"] / n)
             res.add(f"scale.{n}.bytes_per_run", out["memory_after_drain"] / n)
+            res.add(f"scale.{n}.memory_after_enqueue", out["memory_after_enqueue"])
             res.add(f"scale.{n}.memory_after_drain", out["memory_after_drain"])
-            res.add(f"scale.{n}.enqueue_rate", out.get("enqueue_rate"))
+            res.add(f"scale.{n}.enqueue_rate", enq_rate)
             res.extra.setdefault("scale", {})[str(n)] = {
                 k: v for k, v in out.items() if k != "rss_after"
             }
             self.progress.done(
                 f"{system.name} scale {n:,}: {1e6 / rate if rate else float('nan'):.0f} us/run, "
-                f"{out['memory_after_drain'] / n:,.0f} B/run in Redis"
+                f"{out['memory_after_enqueue'] / n:,.0f} B/queued run, "
+                f"{out['memory_after_drain'] / n:,.0f} B/finished run in Redis"
             )
 
     # ------------------------------------------------------------------ driver
 
-    def _guard(self, system: System, res: SystemResult, what: str, fn: Any, *args: Any) -> None:
-        if res.status == "error":
-            return
-        try:
-            fn(system, res, *args)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            self.progress.clear()
-            msg = f"{what}: {type(exc).__name__}: {exc}"
-            res.errors.append(msg)
-            self.progress.note(f"  ! {system.name} {msg}")
-            if os.environ.get("BENCH_TRACEBACK"):
-                traceback.print_exc()
-
-    def wait_quiet(self) -> float:
-        """Wait until programs the benchmark did not start use little CPU.
-
-        Returns the foreign load (cores) of the last 1 s window.
-        """
-        deadline = time.monotonic() + self.o.quiet_wait
-        foreign = 0.0
-        announced = False
-        while True:
-            meter = CpuMeter()
-            meter.start()
-            time.sleep(0.5 if self.o.quiet_wait > 0 else 0.0)
-            foreign = meter.stop()["foreign_cores"]
-            if foreign <= self.o.quiet_threshold or time.monotonic() >= deadline:
-                break
-            if not announced:
-                self.progress.note(
-                    f"  other programs use {foreign:.2f} cores; waiting up to "
-                    f"{self.o.quiet_wait:.0f} s for a quiet machine"
-                )
-                announced = True
-        return foreign
-
-    def _attempts(self, system: System, res: SystemResult, kind: str, fn: Any, rep: int) -> None:
+    def _attempts(
+        self, system: System, res: SystemResult, kind: str, fn: Any, rep: int, *args: Any
+    ) -> None:
         """Run one session; redo it (up to ``retries`` times) if the machine was busy.
 
         When every attempt was disturbed, the least disturbed one is kept.
@@ -620,8 +487,10 @@ class Runner:
         for attempt in range(self.o.retries + 1):
             if self.o.quiet_wait > 0:
                 self.wait_quiet()
-            sink = SystemResult(res.name, res.config, res.fanout_idiom, res.steps_idiom)
-            self._guard(system, sink, f"rep {rep} {kind} session", fn, rep)
+            sink = SystemResult(
+                res.name, res.config, res.fanout_idiom, res.steps_idiom, res.bulk_idiom
+            )
+            self._guard(system, sink, f"rep {rep} {kind} session", fn, rep, *args)
             foreign = sink.max_foreign()
             tries.append((foreign, sink))
             if sink.errors or foreign <= self.o.quiet_threshold:
@@ -645,6 +514,20 @@ class Runner:
             res.status = "error"
             res.reason = best.errors[0].splitlines()[0]
 
+    def _run_rep(self, system: System, res: SystemResult, rep: int) -> None:
+        """One repetition of every selected session of one system."""
+        wl = self.o.workloads
+        for variant in self.o.variants:
+            vwl = wl if variant == NOOP else wl & VARIANT_WORKLOADS
+            if vwl & {"W1", "W2", "W7"}:
+                kind = "drain" + tag(variant)
+                self._attempts(system, res, kind, self.run_drain, rep, variant)
+            if vwl & {"W3", "W4", "W5", "W6", "W7"}:
+                kind = "live" + tag(variant)
+                self._attempts(system, res, kind, self.run_live, rep, variant)
+        if "W2B" in wl:
+            self._attempts(system, res, "bulk", self.run_bulk, rep)
+
     def run(self) -> dict[str, SystemResult]:
         wl = self.o.workloads
         if "W3" in wl:
@@ -657,7 +540,13 @@ class Runner:
             )
         active: list[System] = []
         for system in self.o.systems:
-            res = SystemResult(system.name, system.config, system.fanout_idiom, system.steps_idiom)
+            res = SystemResult(
+                system.name,
+                system.config,
+                system.fanout_idiom,
+                system.steps_idiom,
+                system.bulk_idiom,
+            )
             self.results[system.name] = res
             reason = system.available()
             if reason:
@@ -666,13 +555,13 @@ class Runner:
                 continue
             res.versions = system.versions()
             active.append(system)
+        if self.o.profile and wl & {"W1", "W2", "W2B"}:
+            # First: the timed sessions use its in-script shares.
+            for system in active:
+                self._guard(system, self.results[system.name], "SLOWLOG pass", self.run_profile)
         for rep in range(1, self.o.reps + 1):
             for system in active:
-                res = self.results[system.name]
-                if wl & {"W1", "W2", "W7"}:
-                    self._attempts(system, res, "drain", self.run_drain, rep)
-                if wl & {"W3", "W4", "W5", "W6", "W7"}:
-                    self._attempts(system, res, "live", self.run_live, rep)
+                self._run_rep(system, self.results[system.name], rep)
         for system in active:
             res = self.results[system.name]
             if self.o.monitor and "W1" in wl:

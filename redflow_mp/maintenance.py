@@ -10,10 +10,12 @@ hosts at once, except the cron tick, which is fenced by the leader token.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
 import msgspec
+from redis.exceptions import LockError
 
 from .client import Client
 from .cron import CronDef, next_fire_ms
@@ -69,30 +71,49 @@ def sweep_retention(
 
 
 class LeaderLock:
-    """The fenced cron leader lock (``lock:cron``): acquire, renew, release."""
+    """The fenced cron leader lock (``lock:cron``): acquire, renew, release.
+
+    A redis-py :class:`redis.lock.Lock` on our hash-tagged key (one key, so it
+    stays Cluster-legal) holding our token: acquired with ``SET NX PX``,
+    renewed with ``reacquire()`` (back to the full TTL, only while the key
+    still holds our token), released with ``release()`` (deletes the key only
+    if it holds our token). ``fire_cron`` compares the same token, so a leader
+    whose lock expired and was taken over is fenced out of cron. Its scripts
+    are redis-py's (EVALSHA, loaded on NOSCRIPT), not our function library:
+    they touch only this key and need nothing of the run keyspace.
+    """
 
     def __init__(self, client: Client, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
         self.token = new_token()
         self.held = False
+        # thread_local=False: the token is this object's, whichever thread ticks.
+        self._lock = client.redis.lock(
+            client.keys.lock_cron,
+            timeout=ttl_ms / 1000.0,
+            blocking=False,
+            thread_local=False,
+        )
 
     def tick(self) -> bool:
         """Acquire or renew; returns whether this process is the leader now."""
-        key = self.client.keys.lock_cron
         if self.held:
-            self.held = self.client.scripts.renew_lock(key, self.token, self.ttl_ms)
-            if not self.held:
+            try:
+                self._lock.reacquire()
+            except LockError:  # the key expired or holds another leader's token
+                self.held = False
                 log.warning("cron leadership lost")
         else:
-            self.held = bool(self.client.redis.set(key, self.token, nx=True, px=self.ttl_ms))
+            self.held = self._lock.acquire(token=self.token)
             if self.held:
                 log.info("became cron leader")
         return self.held
 
     def release(self) -> None:
         if self.held:
-            self.client.scripts.release_lock(self.client.keys.lock_cron, self.token)
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to hand back
+                self._lock.release()
             self.held = False
 
 

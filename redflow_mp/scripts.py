@@ -46,8 +46,6 @@ _SCRIPT_NAMES = (
     "fire_cron",
     "due_crons",
     "sweep_runs",
-    "renew_lock",
-    "release_lock",
     "requeue_claimed",
 )
 
@@ -453,9 +451,3 @@ class Scripts:
             "requeue_claimed", (self.keys.queues,), (self._tag, token, cause), retry=True
         )
         return [(_s(reply[i]), _s(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-    def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
-        return bool(self.run("renew_lock", (key,), (self._tag, token, ttl_ms), retry=True) == 1)
-
-    def release_lock(self, key: str, token: str) -> bool:
-        return bool(self.run("release_lock", (key,), (self._tag, token), retry=True) == 1)

@@ -3,9 +3,13 @@
 Owns every socket the library opens. General commands go through a
 ``redis.Redis`` client (connection pool, TLS, ACL auth, RESP parsing by
 hiredis). The hot paths (enqueue, claim/finish, step writes) go through
-:meth:`Transport.call`, which keeps one pooled connection per thread and talks
-to it directly: redis-py's per-command machinery costs about as much as the
-round trip itself on loopback, and a worker makes one call per run.
+:meth:`Transport.call`, which keeps one dedicated ``redis.Connection`` per
+thread and uses only its public request/reply methods: redis-py's
+per-command machinery around them (command-name parsing, response
+callbacks, pool checkout, retry wrappers) costs about as much client CPU as
+the round trip itself on loopback, and a worker makes one call per run.
+Nothing here touches redis-py's private attributes (the cost, measured
+against a socket driven directly: README, "Keyspace and internals").
 
 Replies are bytes (never decoded by redis-py); callers decode what they need.
 
@@ -19,16 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import hiredis  # packs commands and parses replies in C (redis[hiredis])
+import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
-from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
@@ -39,71 +40,37 @@ from .errors import RedflowError
 
 __all__ = ["Transport", "mask_url"]
 
-_parse_error = cast(Callable[[str], Exception], BaseParser.parse_error)
-
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 NETWORK_ERRORS = _NETWORK_ERRORS
-
-
-def _reply_error(message: str) -> Exception:
-    """Map an error reply to the class redis-py would raise (LOADING is a
-    ConnectionError, NOSCRIPT a NoScriptError, OOM an OutOfMemoryError, ...):
-    callers and the retry logic test for those."""
-    return _parse_error(message)
 
 
 class _Wire:
     """One connection used for request/reply only, on this thread's hot path.
 
-    redis-py opens it (TLS, AUTH/ACL, HELLO, SELECT all stay redis-py's); after
-    that the socket is driven directly: hiredis packs the command and parses the
-    reply, without redis-py's per-command layers (about a third of a loopback
-    round trip's client CPU).
+    redis-py opens it (TLS, AUTH/ACL, HELLO, SELECT all stay redis-py's) and
+    reads each reply (``read_response``: error replies raise the classes
+    redis-py maps them to, e.g. LOADING a ``BusyLoadingError``, OOM an
+    ``OutOfMemoryError``); hiredis packs the command, which redis-py's own
+    packer does at several times the cost. redis-py closes the connection on
+    any failure between sending and reading the whole reply (network error,
+    timeout, a signal handler raising), so a late reply is never taken as the
+    answer to the next command: the next call reconnects.
     """
 
-    __slots__ = ("buf", "conn", "reader", "sock")
+    __slots__ = ("conn",)
 
     def __init__(self, conn: Any) -> None:
+        # Any: the pool's connection class (TCP, TLS or unix socket); its
+        # declared type differs between redis-py 5 and 8.
         self.conn = conn
-        self.sock: Any = None
-        self.reader: Any = None
-        self.buf = bytearray(65536)
 
     def request(self, args: tuple[Any, ...]) -> Any:
-        if self.sock is None:
-            self.conn.connect()
-            self.sock = self.conn._sock
-            self.reader = hiredis.Reader(replyError=_reply_error)
-        sock, reader, buf = self.sock, self.reader, self.buf
-        try:
-            sock.sendall(hiredis.pack_command(args))
-            reply = reader.gets()
-            while reply is False:
-                n = sock.recv_into(buf)
-                if not n:
-                    raise RedisConnectionError("Redis closed the connection")
-                reader.feed(buf, 0, n)
-                reply = reader.gets()
-        except (OSError, RedisConnectionError) as exc:
-            self.close()
-            if isinstance(exc, TimeoutError | socket.timeout):
-                raise RedisTimeoutError(f"reading from Redis timed out: {exc}") from None
-            if isinstance(exc, RedisConnectionError):
-                raise
-            raise RedisConnectionError(f"lost the connection to Redis: {exc}") from None
-        except BaseException:
-            # Interrupted between sending and reading the whole reply (a signal
-            # handler raising, a protocol error): the next reply on this socket
-            # would answer this command. Start over on a new connection.
-            self.close()
-            raise
-        if isinstance(reply, Exception):  # an error reply, mapped by _reply_error
-            raise reply
-        return reply
+        conn = self.conn
+        # A list: send_packed_command sends each item of an already packed command.
+        conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
+        return conn.read_response()
 
     def close(self) -> None:
-        self.sock = None
-        self.reader = None
         with contextlib.suppress(Exception):  # best effort on a broken socket
             self.conn.disconnect()
 
@@ -112,8 +79,7 @@ class _Wire:
         # reference cycles, so without this their sockets would wait for a GC pass
         # (and could be finalized first: "unclosed socket"). In a forked child,
         # disconnect() only closes the inherited descriptor (no shutdown).
-        if self.sock is not None:
-            self.close()
+        self.close()
 
 
 def mask_url(url: str) -> str:

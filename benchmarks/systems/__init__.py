@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.systems.arq import ArqSystem
-from benchmarks.systems.base import Client, System
+from benchmarks.systems.base import Client, NotAvailable, System, Timed
 from benchmarks.systems.celery import CelerySystem
 from benchmarks.systems.dramatiq import DramatiqSystem
 from benchmarks.systems.huey import HueyFireSystem, HueySystem
@@ -36,4 +36,13 @@ def get_system(name: str) -> System:
         raise ValueError(f"unknown system {name!r} (known: {known})") from None
 
 
-__all__ = ["BASELINE", "PEERS", "SYSTEMS", "Client", "System", "get_system"]
+__all__ = [
+    "BASELINE",
+    "PEERS",
+    "SYSTEMS",
+    "Client",
+    "NotAvailable",
+    "System",
+    "Timed",
+    "get_system",
+]

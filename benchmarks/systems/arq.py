@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from benchmarks.systems.base import Client, ProgressFn, System
+from benchmarks.systems.base import Client, ProgressFn, System, Timed
 
 TASKS = "benchmarks.tasks.arq_tasks"
 
@@ -21,6 +21,7 @@ class ArqSystem(System):
         "keep_result=0 except W4, Job.result(poll_delay=1 ms)"
     )
     fanout_idiom = "parent job: enqueue_job x n / enqueue_job + await job.result(), n times"
+    bulk_idiom = "no bulk API (nor pipelined enqueue): a loop of await enqueue_job"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -68,23 +69,30 @@ class ArqClient(Client):
     def enqueue(self, kind: str, arg: int) -> None:
         self.loop.run_until_complete(self._enqueue(kind, arg))
 
-    def enqueue_many(self, kind: str, arg: int, n: int, progress: ProgressFn) -> float:
-        async def run() -> float:
+    def enqueue_many(self, kind: str, arg: int, n: int, progress: ProgressFn) -> Timed:
+        async def run() -> Timed:
             if n <= 0:
-                return 0.0
+                return Timed(0.0, 0.0, 0)
             await self._enqueue(kind, arg)
             progress(1)
             step = max(1, n // 200)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in range(2, n + 1):
                 await self._enqueue(kind, arg)
                 if i % step == 0:
                     progress(i)
-            elapsed = time.perf_counter() - start
+            timed = Timed(time.perf_counter() - start, time.process_time() - cpu, n - 1)
             progress(n)
-            return elapsed
+            return timed
 
         return self.loop.run_until_complete(run())
+
+    def enqueue_batch(self, count: int) -> None:
+        async def run() -> None:
+            for _ in range(count):
+                await self._enqueue("noop", 0)
+
+        self.loop.run_until_complete(run())
 
     async def _round_trip(self, value: int) -> int:
         job = await self.pool.enqueue_job("rt", value)

@@ -15,12 +15,27 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 #: Called by a client with the number of items done so far.
 ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A timed client loop: wall seconds, this process's CPU seconds, runs timed."""
+
+    elapsed: float
+    cpu: float
+    runs: int
+
+
+class NotAvailable(Exception):
+    """The system (in the installed version) lacks the API a workload needs."""
 
 
 class System(ABC):
@@ -40,6 +55,12 @@ class System(ABC):
     fanout_idiom: ClassVar[str] = ""
     #: What a "step" is for W5.
     steps_idiom: ClassVar[str] = "20 by-hand SETs (one key per step)"
+    #: The bulk-enqueue path used for W2B.
+    bulk_idiom: ClassVar[str] = "no bulk API: a loop of enqueue"
+
+    def has_parent(self, procs: int) -> bool:
+        """Whether the workers run under one supervising parent process."""
+        return len(self.worker_commands(procs)) == 1
 
     def available(self) -> str | None:
         """``None`` when the system can run, else the reason it is skipped."""
@@ -95,27 +116,51 @@ class Client(ABC):
     def enqueue(self, kind: str, arg: int) -> None:
         """Enqueue one run of ``kind`` (noop, cpu, steps) with its integer argument."""
 
-    def enqueue_many(self, kind: str, arg: int, n: int, progress: ProgressFn) -> float:
-        """Enqueue ``n`` runs one by one; return the seconds spent on runs 2..n.
+    def enqueue_many(self, kind: str, arg: int, n: int, progress: ProgressFn) -> Timed:
+        """Enqueue ``n`` runs one by one; time (wall and CPU) runs 2..n.
 
         The first enqueue (which opens connections and loads scripts) is not
         timed; the rate is (n - 1) / elapsed.
         """
-        import time
-
         if n <= 0:
-            return 0.0
+            return Timed(0.0, 0.0, 0)
         self.enqueue(kind, arg)
         progress(1)
         step = max(1, n // 200)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(2, n + 1):
             self.enqueue(kind, arg)
             if i % step == 0:
                 progress(i)
-        elapsed = time.perf_counter() - start
+        timed = Timed(time.perf_counter() - start, time.process_time() - cpu, n - 1)
         progress(n)
-        return elapsed
+        return timed
+
+    def enqueue_batch(self, count: int) -> None:
+        """Enqueue ``count`` no-op runs through the system's bulk path (W2B).
+
+        The default is the loop a system without a bulk API leaves its users.
+        """
+        for _ in range(count):
+            self.enqueue("noop", 0)
+
+    def enqueue_bulk(self, n: int, batch: int, progress: ProgressFn) -> Timed:
+        """Enqueue ``n`` no-op runs in batches of ``batch``; time all but the first batch.
+
+        The first batch opens connections and loads scripts and is not timed.
+        Raises :class:`NotAvailable` when the system has no such path.
+        """
+        first = min(batch, n)
+        self.enqueue_batch(first)
+        done = first
+        progress(done)
+        start, cpu = time.perf_counter(), time.process_time()
+        while done < n:
+            count = min(batch, n - done)
+            self.enqueue_batch(count)
+            done += count
+            progress(done)
+        return Timed(time.perf_counter() - start, time.process_time() - cpu, n - first)
 
     @abstractmethod
     def round_trip(self, value: int) -> int:
@@ -123,8 +168,6 @@ class Client(ABC):
 
     def round_trips(self, n: int, warmup: int, progress: ProgressFn) -> list[float]:
         """``warmup`` untimed then ``n`` timed sequential round trips, in ms."""
-        import time
-
         for i in range(warmup):
             self._checked_round_trip(i)
         out: list[float] = []

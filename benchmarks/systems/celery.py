@@ -19,6 +19,7 @@ class CelerySystem(System):
         "multiplier 4, -O fair, --without-mingle/gossip/heartbeat, results only for W4"
     )
     fanout_idiom = "parent task: group(n children).apply_async() / chain(n children).apply_async()"
+    bulk_idiom = "group(noop.s() x batch).apply_async() (one producer; kombu sends each message)"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -68,6 +69,9 @@ class CeleryClient(Client):
             t.steps.delay(arg)
         else:
             raise ValueError(kind)
+
+    def enqueue_batch(self, count: int) -> None:
+        self.tasks.group(self.tasks.noop.s() for _ in range(count)).apply_async()
 
     def round_trip(self, value: int) -> int:
         result: int = self.tasks.rt.delay(value).get(timeout=30)

@@ -19,6 +19,7 @@ class DramatiqSystem(System):
         "Results(RedisBackend) for W4"
     )
     fanout_idiom = "parent actor: group(n messages).run() / pipeline(n messages).run()"
+    bulk_idiom = "group(noop.message() x batch).run() (the Redis broker enqueues each message)"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -57,6 +58,9 @@ class DramatiqClient(Client):
             t.steps.send(arg)
         else:
             raise ValueError(kind)
+
+    def enqueue_batch(self, count: int) -> None:
+        self.tasks.dramatiq.group(self.tasks.noop.message() for _ in range(count)).run()
 
     def round_trip(self, value: int) -> int:
         message = self.tasks.rt.send(value)

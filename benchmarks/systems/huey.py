@@ -19,6 +19,7 @@ class HueySystem(System):
         "notify_result=True), result.get(blocking=True)"
     )
     fanout_idiom = "parent task: call child() n times / a .then() pipeline of n"
+    bulk_idiom = "no bulk API: a loop of noop() calls"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [

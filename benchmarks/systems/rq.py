@@ -21,6 +21,7 @@ class RQSystem(System):
         "--quiet, result_ttl=0 except W4"
     )
     fanout_idiom = "parent job: enqueue n children / a depends_on chain of n"
+    bulk_idiom = "Queue.enqueue_many([Queue.prepare_data(noop, result_ttl=0) x batch]) (a pipeline)"
 
     def worker_commands(self, procs: int) -> list[list[str]]:
         return [
@@ -74,6 +75,14 @@ class RQClient(Client):
             self.queue.enqueue(t.steps, arg, result_ttl=0)
         else:
             raise ValueError(kind)
+
+    def enqueue_batch(self, count: int) -> None:
+        from rq import Queue
+
+        data = [Queue.prepare_data(self.tasks.noop, result_ttl=0) for _ in range(count)]
+        jobs = self.queue.enqueue_many(data)
+        if len(jobs) != count:
+            raise RuntimeError(f"enqueue_many returned {len(jobs)} jobs for {count}")
 
     def round_trip(self, value: int) -> int:
         job = self.queue.enqueue(self.tasks.rt, value)

@@ -54,15 +54,24 @@ async def wait_result(job: Job) -> Any:
         return await job.result(timeout=60, poll_delay=POLL_DELAY)
 
 
+async def handler_call(ctx: dict[str, Any]) -> None:
+    """The handler's own Redis call in the handler-redis variant (see common.handler_call)."""
+    if common.HANDLER_REDIS:
+        await _redis(ctx).incr(common.HANDLER_KEY)
+
+
 async def noop(ctx: dict[str, Any]) -> None:
+    await handler_call(ctx)
     await _redis(ctx).incr(common.COUNTER_KEY)
 
 
 async def rt(ctx: dict[str, Any], value: int) -> int:
+    await handler_call(ctx)
     return value
 
 
 async def cpu(ctx: dict[str, Any], iterations: int) -> None:
+    await handler_call(ctx)
     start = time.time()
     common.burn(iterations)  # blocks the event loop, as CPU work in arq does
     end = time.time()

@@ -31,11 +31,13 @@ app.conf.update(
 
 @app.task(name="bench.noop")
 def noop() -> None:
+    common.handler_call()
     common.count_done()
 
 
 @app.task(name="bench.rt", ignore_result=False)
 def rt(value: int) -> int:
+    common.handler_call()
     return value
 
 

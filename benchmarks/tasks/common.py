@@ -24,7 +24,12 @@ PARENT_KEY = "bm:parent"  # set by a fan-out parent when it has finished
 CPU_TIMES_KEY = "bm:cpu"  # "start end" wall-clock pairs of W3 handlers
 STEPS_US_KEY = "bm:steps_us"  # per-run microseconds spent in the 20 steps (W5)
 STEP_KEY_PREFIX = "bm:step:"  # keys the peers write by hand as their "steps"
-BENCH_KEYS = (COUNTER_KEY, PARENT_KEY, CPU_TIMES_KEY, STEPS_US_KEY)
+HANDLER_KEY = "bm:handler"  # INCR by every handler in the handler-redis variant
+BENCH_KEYS = (COUNTER_KEY, PARENT_KEY, CPU_TIMES_KEY, STEPS_US_KEY, HANDLER_KEY)
+
+#: Set to "1" by the harness for the handler-redis variant: every handler also
+#: makes one Redis call of its own (an INCR of HANDLER_KEY), as real handlers do.
+ENV_HANDLER_REDIS = "BENCH_HANDLER_REDIS"
 
 QUEUE = "bench"
 
@@ -54,6 +59,26 @@ def conn() -> redis.Redis:
     return _conn
 
 
+def handler_redis() -> bool:
+    """Whether handlers make their own Redis call (the handler-redis variant)."""
+    return os.environ.get(ENV_HANDLER_REDIS) == "1"
+
+
+HANDLER_REDIS = handler_redis()
+
+
+def handler_call() -> None:
+    """The handler's own Redis call in the handler-redis variant (else nothing).
+
+    One INCR on the benchmark's Redis through the redis-py client the handlers
+    of the synchronous systems use (arq's handlers use the worker's own async
+    client instead). The harness checks afterwards that the counter equals the
+    number of runs, so a variant that did not take effect cannot go unnoticed.
+    """
+    if HANDLER_REDIS:
+        conn().incr(HANDLER_KEY)
+
+
 def count_done() -> None:
     """The one Redis write every benchmark handler makes: INCR of the counter."""
     conn().incr(COUNTER_KEY)
@@ -80,6 +105,7 @@ def record_cpu(start: float, end: float) -> None:
 
 
 def cpu_task(iterations: int) -> int:
+    handler_call()
     start = time.time()
     value = burn(iterations)
     record_cpu(start, time.time())

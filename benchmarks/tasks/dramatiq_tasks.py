@@ -20,11 +20,13 @@ dramatiq.set_broker(broker)
 
 @dramatiq.actor(queue_name=common.QUEUE, max_retries=0)
 def noop() -> None:
+    common.handler_call()
     common.count_done()
 
 
 @dramatiq.actor(queue_name=common.QUEUE, max_retries=0, store_results=True)
 def rt(value: int) -> int:
+    common.handler_call()
     return value
 
 

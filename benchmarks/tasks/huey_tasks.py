@@ -29,12 +29,14 @@ NOOP_RESULT = os.environ.get("BENCH_HUEY_NOOP_RESULT") == "1"
 
 @huey.task()
 def noop() -> int | None:
+    common.handler_call()
     common.count_done()
     return 1 if NOOP_RESULT else None
 
 
 @huey.task()
 def rt(value: int) -> int:
+    common.handler_call()
     return value
 
 

@@ -22,11 +22,13 @@ def _nothing() -> int:
 
 @define_workflow("bench-noop", queue=common.QUEUE, max_concurrency=LIMIT)
 def noop(ctx: Context[Any]) -> None:
+    common.handler_call()
     common.count_done()
 
 
 @define_workflow("bench-rt", queue=common.QUEUE, max_concurrency=LIMIT)
 def rt(ctx: Context[Any]) -> Any:
+    common.handler_call()
     return ctx.input["v"]
 
 

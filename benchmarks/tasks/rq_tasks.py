@@ -9,10 +9,12 @@ from benchmarks.tasks import common
 
 
 def noop() -> None:
+    common.handler_call()
     common.count_done()
 
 
 def rt(value: int) -> int:
+    common.handler_call()
     return value
 
 

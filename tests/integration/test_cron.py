@@ -48,6 +48,37 @@ def test_leader_lock_is_exclusive(client: Client, make_client: Any) -> None:
     assert a.tick() is False
 
 
+def test_leader_lock_renewal_and_release_are_fenced_by_the_token(
+    raw: redis.Redis, client: Client
+) -> None:
+    key = client.keys.lock_cron
+    lock = LeaderLock(client, 60_000)
+    raw.set(key, "other", px=1_000)  # another supervisor leads
+    assert lock.tick() is False
+    assert raw.get(key) == b"other" and raw.pttl(key) <= 1_000
+    raw.delete(key)
+    assert lock.tick() is True
+    assert raw.get(key) == lock.token.encode()  # the token fire_cron compares
+    raw.pexpire(key, 1_000)
+    assert lock.tick() is True  # renewal: back to the full TTL
+    assert raw.pttl(key) > 50_000
+    # Our lock expired and another supervisor took over: renewing fails and
+    # leaves its lock as it is.
+    raw.set(key, "other", px=1_000)
+    assert lock.tick() is False
+    assert raw.get(key) == b"other" and raw.pttl(key) <= 1_000
+    # Releasing hands back our own lock only.
+    raw.delete(key)
+    assert lock.tick() is True
+    raw.set(key, "other", px=1_000)
+    lock.release()
+    assert lock.held is False and raw.get(key) == b"other"
+    raw.delete(key)
+    assert lock.tick() is True
+    lock.release()
+    assert lock.held is False and not raw.exists(key)
+
+
 def test_due_cron_fires_one_run_with_cron_id(
     raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
 ) -> None:

@@ -1,6 +1,6 @@
 """fire_cron.lua (fenced by the leader token, stale fire time, max_concurrency
-skip, at most one run per fire time), due_crons.lua, renew/release_lock.lua,
-sweep_runs.lua."""
+skip, at most one run per fire time), due_crons.lua, sweep_runs.lua. (The
+leader lock is redis-py's Lock: tests/integration/test_cron.py.)"""
 
 from __future__ import annotations
 
@@ -116,19 +116,6 @@ def test_due_crons_reads_due_entries_by_server_clock(raw: redis.Redis, client: C
     assert earliest == now + 60_000
     assert due == [("a", now - 10, b'{"x":1}'), ("orphan", now - 5, b"")]
     assert client.scripts.due_crons(1)[2] == [("a", now - 10, b'{"x":1}')]
-
-
-def test_lock_renew_and_release_are_fenced(raw: redis.Redis, client: Client) -> None:
-    k = client.keys
-    raw.set(k.lock_cron, "A", px=1_000)
-    assert client.scripts.renew_lock(k.lock_cron, "B", 60_000) is False
-    assert raw.pttl(k.lock_cron) <= 1_000
-    assert client.scripts.renew_lock(k.lock_cron, "A", 60_000) is True
-    assert raw.pttl(k.lock_cron) > 50_000
-    assert client.scripts.release_lock(k.lock_cron, "B") is False
-    assert raw.get(k.lock_cron) == b"A"
-    assert client.scripts.release_lock(k.lock_cron, "A") is True
-    assert not raw.exists(k.lock_cron)
 
 
 # ------------------------------------------------------------------- sweep
