@@ -590,7 +590,7 @@ class Client:
     def _pubsub(self) -> Any:
         waiter = self._waiter
         if waiter.conn is None or waiter.pid != os.getpid():
-            waiter.conn = self.redis.pubsub()  # type: ignore[no-untyped-call]
+            waiter.conn = self.redis.pubsub()
             waiter.pid = os.getpid()
         return waiter.conn
 

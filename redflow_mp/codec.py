@@ -311,3 +311,11 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
     )
+
+
+def text(value: Any) -> str:
+    """A redis-py reply item as ``str``: bytes decoded (UTF-8, bad bytes replaced),
+    ``None`` as ``""``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)

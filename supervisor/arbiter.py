@@ -34,18 +34,17 @@ import redis
 from redis.exceptions import AuthorizationError
 
 from redflow_mp import __version__, codec
-from redflow_mp.board import AbortReason, Board, Held, SlotState
-from redflow_mp.child import ChildSpec, ExitCode, set_title
+from redflow_mp.admin import queue_stats
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
 from redflow_mp.errors import RedisOutOfMemoryError
 from redflow_mp.metrics import Labels
-from redflow_mp.ops import SupervisorStatus, queue_stats
 from redflow_mp.registry import Registry
 from redflow_mp.retry import backoff_seconds
-from redflow_mp.settings import Settings
 from redflow_mp.transport import mask_url
 
+from .board import AbortReason, Board, Held, SlotState
+from .child import ChildSpec, ExitCode, set_title
 from .children import Child, ExitInfo, decode_status, fork_child, fork_on_failure
 from .duties import Duty
 from .duties.cron import CronDuty
@@ -57,7 +56,9 @@ from .duties.status import ChildStatus, ProcessSampler, StatusDuty, supervisor_i
 from .metrics import MetricsHub
 from .restart import RestartPolicy, SlotTracker
 from .restart import SlotState as Restart
+from .settings import Settings
 from .signals import SignalPipe
+from .status import SupervisorStatus
 
 __all__ = ["Arbiter", "Reloaded"]
 

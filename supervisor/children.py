@@ -1,7 +1,7 @@
-"""Child process records, forking into ``redflow_mp.child.run``, and exit decoding.
+"""Child process records, forking into :func:`redflow_supervisor.child.run`, and exit decoding.
 
 Fork safety: :func:`fork_child` forks with the handled signals blocked; the
-child branch never returns (``redflow_mp.child.run`` ends in ``os._exit``), so
+child branch never returns (``child.run`` ends in ``os._exit``), so
 nothing of the arbiter runs in a child. The parent has no threads at any time,
 which keeps fork safe.
 """
@@ -15,13 +15,13 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
-from redflow_mp.board import AbortReason, Board, Held
-from redflow_mp.child import HANDLED_SIGNALS, ChildSpec, ExitCode, set_title
-from redflow_mp.child import run as child_run
 from redflow_mp.client import create_client
 from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
+from .board import AbortReason, Board, Held
+from .child import HANDLED_SIGNALS, ChildSpec, ExitCode, set_title
+from .child import run as child_run
 from .signals import blocked
 
 __all__ = ["Child", "ExitInfo", "decode_status", "fork_child", "fork_on_failure"]

@@ -30,12 +30,12 @@ import msgspec
 from redflow_mp import registry as registry_mod
 from redflow_mp.errors import ConfigError
 from redflow_mp.registry import Registry
-from redflow_mp.settings import Settings, load
 from redflow_mp.transport import mask_url
 
 from .arbiter import Arbiter, Reloaded
 from .embedded import EmbeddedRedis
 from .logs import configure_logging
+from .settings import Settings, load
 
 __all__ = ["main"]
 

@@ -20,7 +20,9 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 
-from redflow_mp.metrics import Labels, MetricsStore, render
+from redflow_mp.metrics import Labels
+
+from .exposition import MetricsStore, render
 
 __all__ = ["MetricsHub"]
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from redflow_mp.client import Client
 from redflow_mp.maintenance import reap_expired
-from redflow_mp.metrics import MetricsStore
+
+from ..exposition import MetricsStore
 
 __all__ = ["ReaperDuty"]
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 import psutil
 
 from redflow_mp.client import Client
-from redflow_mp.ops import (
+
+from ..status import (
     ChildStatus,
     SupervisorStatus,
     remove_supervisor_status,

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import ops
+from redflow_mp import admin
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
@@ -51,6 +51,7 @@ from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
 from ..embedded import EmbeddedRedis
+from ..status import list_supervisors
 from . import render
 
 __all__ = ["DEFAULT_URL", "TOKEN_ENV", "Session", "main", "resolve_target"]
@@ -213,7 +214,7 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
 def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:
     _get_run(session, ns.id)
     try:
-        handle = ops.retry_run(session.client, ns.id)
+        handle = admin.retry_run(session.client, ns.id)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     new = _get_run(session, handle.id)
@@ -439,19 +440,19 @@ def _status_now(session: Session, run_id: str) -> str | None:
 
 
 def cmd_workflows(session: Session, ns: argparse.Namespace) -> int:
-    stats = ops.workflow_stats(session.client)
+    stats = admin.workflow_stats(session.client)
     session.emit(render.workflows_table(stats, session.now_ms()), render.workflow_records(stats))
     return EXIT_OK
 
 
 def cmd_queues(session: Session, ns: argparse.Namespace) -> int:
-    stats = ops.queue_stats(session.client)
+    stats = admin.queue_stats(session.client)
     session.emit(render.queues_table(stats), msgspec.to_builtins(stats))
     return EXIT_OK
 
 
 def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
-    sups = ops.list_supervisors(session.client)
+    sups = list_supervisors(session.client)
     session.emit(render.supervisors_text(sups, session.now_ms()), msgspec.to_builtins(sups))
     return EXIT_OK
 

@@ -54,10 +54,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import ops
+from redflow_mp import admin
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState
 
+from ..status import list_supervisors
 from . import render
 
 __all__ = ["DashboardConfig", "DashboardServer", "is_loopback", "make_server", "serve"]
@@ -567,7 +568,7 @@ class Handler(BaseHTTPRequestHandler):
             self._redirect(f"/run?{urlencode({'id': run_id, 'notice': notice})}")
             return
         try:
-            handle = self.server.run_action(lambda: ops.retry_run(client, run_id))
+            handle = self.server.run_action(lambda: admin.retry_run(client, run_id))
         except ValueError as exc:
             self._error_page(HTTPStatus.CONFLICT, str(exc))
             return
@@ -815,7 +816,7 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def page_workflows(self, q: dict[str, str]) -> None:
-        stats = ops.workflow_stats(self.client)
+        stats = admin.workflow_stats(self.client)
         now = self.client.server_time_ms()
         page = Page("Workflows", "workflows").add("<h1>Workflows</h1>")
         if not stats:
@@ -855,7 +856,7 @@ class Handler(BaseHTTPRequestHandler):
         self._render(page, q)
 
     def page_queues(self, q: dict[str, str]) -> None:
-        stats = ops.queue_stats(self.client)
+        stats = admin.queue_stats(self.client)
         page = Page("Queues", "queues").add("<h1>Queues</h1>")
         if not stats:
             page.add("<p class='muted'>No queues yet.</p>")
@@ -874,7 +875,7 @@ class Handler(BaseHTTPRequestHandler):
         self._render(page, q)
 
     def page_supervisors(self, q: dict[str, str]) -> None:
-        sups = ops.list_supervisors(self.client)
+        sups = list_supervisors(self.client)
         now = self.client.server_time_ms()
         page = Page("Supervisors", "supervisors").add("<h1>Supervisors</h1>")
         if not sups:

@@ -137,7 +137,7 @@ def test_finalize_succeeded_cleans_up_and_publishes(
 ) -> None:
     k = client.keys
     rid, tok = _claimed(client, enq)
-    pubsub = raw.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = raw.pubsub()
     try:
         pubsub.subscribe(k.run_done(rid))
         first = pubsub.get_message(timeout=2)

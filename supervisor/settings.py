@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import ConfigError
-from .keys import validate_prefix
+from redflow_mp.errors import ConfigError
+from redflow_mp.keys import validate_prefix
 
 __all__ = ["ENV_PREFIX", "Settings", "load", "parse_duration"]
 

@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NoReturn
 
+from redflow_mp.client import Client, create_client
+from redflow_mp.metrics import Metrics
+from redflow_mp.registry import Registry
+from redflow_mp.scripts import Claimed
+from redflow_mp.worker import Worker
+
 from .board import AbortReason, Board, SlotState
-from .client import create_client
-from .metrics import Metrics, encode_delta, send_pieces
-from .registry import Registry
-from .scripts import Claimed
-from .worker import Worker
+from .exposition import encode_delta, send_pieces
 
 __all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "run", "set_title"]
 
@@ -244,11 +246,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
 
-def _boot_check(client: object, timeout: float) -> bool:
+def _boot_check(client: Client, timeout: float) -> bool:
     """Reach Redis before reporting ready (a child that cannot is a start failure)."""
-    from .client import Client
-
-    assert isinstance(client, Client)
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
