@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from .client import Client
 from .cron import CronDef, next_fire_ms
 from .ids import new_run_id, new_token
 from .keys import cron_key
+from .runs import Runs
 
 __all__ = [
     "CronTick",
@@ -35,7 +35,7 @@ _cron_decoder = msgspec.json.Decoder(CronDef)
 CRON_IDEMPOTENCY_TTL_MS = 7 * 24 * 3600 * 1000
 
 
-def promote_due(client: Client, batch: int = 500) -> tuple[int, int | None]:
+def promote_due(client: Runs, batch: int = 500) -> tuple[int, int | None]:
     """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
     total = 0
     while True:
@@ -45,7 +45,7 @@ def promote_due(client: Client, batch: int = 500) -> tuple[int, int | None]:
             return total, earliest
 
 
-def reap_expired(client: Client, batch: int = 200) -> tuple[int, list[str]]:
+def reap_expired(client: Runs, batch: int = 200) -> tuple[int, list[str]]:
     """Requeue runs whose lease expired; returns (parked runs released, requeued ids)."""
     released, requeued = client.scripts.reap(batch)
     for run_id in requeued:
@@ -54,7 +54,7 @@ def reap_expired(client: Client, batch: int = 200) -> tuple[int, list[str]]:
 
 
 def sweep_retention(
-    client: Client, retention_ms: int, batch: int = 500, max_batches: int = 20
+    client: Runs, retention_ms: int, batch: int = 500, max_batches: int = 20
 ) -> int:
     """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
     if retention_ms <= 0:
@@ -71,7 +71,7 @@ def sweep_retention(
 class LeaderLock:
     """The fenced cron leader lock (``lock:cron``): acquire, renew, release."""
 
-    def __init__(self, client: Client, ttl_ms: int) -> None:
+    def __init__(self, client: Runs, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
         self.token = new_token()
@@ -107,7 +107,7 @@ class CronTick:
     next_due_ms: int | None = None
 
 
-def cron_tick(client: Client, leader_token: str, limit: int = 100) -> CronTick:
+def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
     """Enqueue the runs of every due cron entry (leader only; fenced by the token)."""
     now, earliest, due = client.scripts.due_crons(limit)
     tick = CronTick(now_ms=now, next_due_ms=earliest)

@@ -26,9 +26,9 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .errors import RedisOutOfMemoryError
+from .errors import NETWORK_ERRORS, RedisOutOfMemoryError
 from .keys import Keys
-from .transport import NETWORK_ERRORS, Transport, is_noscript, is_oom
+from .transport import Transport, is_noscript, is_oom
 
 __all__ = ["Claimed", "Scripts", "build_library", "load_sources"]
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -40,11 +40,10 @@ from .errors import (
     ResultTimeoutError,
     StepTimeoutError,
 )
+from .execution import Execution
 from .keys import step_workflow_key
-from .registry import Workflow, check_name
-
-if TYPE_CHECKING:
-    from .executor import Execution
+from .options import RunOptions, check_name
+from .registry import Workflow
 
 __all__ = ["AsyncStep", "Step"]
 
@@ -162,7 +161,7 @@ class _StepCore:
     def _succeed(self, step: str, value: Any, started: int) -> Any:
         ex = self._ex
         try:
-            data = ex.client.encode_payload(value, f"output of step {step!r}")
+            data = ex.runs.encode_payload(value, f"output of step {step!r}")
         except TypeError as exc:
             err = OutputSerializationError(str(exc))
             self._fail(step, err, started)
@@ -217,22 +216,15 @@ class _StepCore:
     ) -> str:
         ex = self._ex
         child = _workflow_name(workflow)
-        key = idempotency_key or step_workflow_key(ex.run_id, step, child)
-        options: dict[str, Any] = {
-            "run_at": run_at,
-            "queue_override": queue_override,
-            "idempotency_key": key,
-            "idempotency_ttl": idempotency_ttl,
-            "parent_run_id": ex.run_id,
-        }
-        if isinstance(workflow, Workflow):
-            wf = workflow
-            return ex.durable(
-                lambda: ex.client.enqueue_workflow(wf, input, **options).id,
-                f"starting child {child!r}",
-            )
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key or step_workflow_key(ex.run_id, step, child),
+            idempotency_ttl=idempotency_ttl,
+            parent_run_id=ex.run_id,
+        )
         return ex.durable(
-            lambda: ex.client.run_by_name(child, input, **options).id, f"starting child {child!r}"
+            lambda: ex.runs.enqueue(workflow, input, options), f"starting child {child!r}"
         )
 
     def _wait_child(self, step: str, child_id: str, timeout: float | None) -> Any:
@@ -250,7 +242,7 @@ class _StepCore:
             wait = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
             try:
                 return ex.durable(
-                    functools.partial(ex.client.wait_result, child_id, timeout=wait),
+                    functools.partial(ex.runs.wait_result, child_id, timeout=wait),
                     f"waiting for child {child_id}",
                 )
             except ResultTimeoutError:

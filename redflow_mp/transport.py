@@ -35,14 +35,12 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
 __all__ = ["Transport", "mask_url"]
 
 _parse_error = cast(Callable[[str], Exception], BaseParser.parse_error)
-
-_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-NETWORK_ERRORS = _NETWORK_ERRORS
 
 
 def _reply_error(message: str) -> Exception:

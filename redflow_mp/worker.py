@@ -18,8 +18,11 @@ its lease expire.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -28,13 +31,15 @@ from typing import Any, Protocol
 import redis
 
 from . import maintenance
-from .client import Client, set_default_client
+from .client import Client, create_client, set_default_client
+from .codec import encode_error
 from .errors import RedflowError, RedisOutOfMemoryError
 from .executor import Executor, Outcome
 from .ids import new_token
 from .lease import LeaseKeeper
 from .metrics import Metrics
-from .registry import Registry, check_name
+from .options import check_name
+from .registry import Registry
 from .scripts import Claimed
 
 __all__ = ["Worker", "WorkerHooks"]
@@ -391,8 +396,6 @@ def _finish_args(claimed: Claimed, outcome: Outcome) -> tuple[str, str, str, byt
         return ("succeeded", claimed.id, claimed.token, outcome.payload, 0)
     payload: Any = b""
     if outcome.error is not None:
-        from .codec import encode_error
-
         payload = encode_error(outcome.error)
     if outcome.mode == "retry":
         return ("retry", claimed.id, claimed.token, payload, outcome.delay_ms)
@@ -403,10 +406,6 @@ def _finish_args(claimed: Claimed, outcome: Outcome) -> tuple[str, str, str, byt
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin CLI
     """``python -m redflow_mp.worker --module jobs [--url ...] [--prefix ...]``."""
-    import argparse
-    import importlib
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m redflow_mp.worker")
     parser.add_argument("--module", action="append", required=True)
     parser.add_argument("--url", default=os.environ.get("REDFLOW_URL", "redis://localhost:6379/0"))
@@ -417,8 +416,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin C
     sys.path.insert(0, os.getcwd())
     for mod in args.module:
         importlib.import_module(mod)
-    from .client import create_client
-
     client = create_client(args.url, prefix=args.prefix)
     client.sync_registry(app=args.app)
     queues = [q for q in args.queues.split(",") if q] or None
