@@ -9,12 +9,15 @@ through the normal enqueue script and links it to the old one (``retryOf``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from . import codec
 from .client import Client, RunHandle
 from .codec import RunStatus, text
 from .cron import CronDef
+from .runs import Runs
 
 __all__ = [
     "CronEntry",
@@ -23,6 +26,7 @@ __all__ = [
     "cron_entries",
     "queue_stats",
     "retry_run",
+    "running_counts",
     "workflow_stats",
 ]
 
@@ -150,6 +154,14 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
             )
         )
     return out
+
+
+def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
+    """How many runs of each workflow are running now (all hosts)."""
+    with client.redis.pipeline(transaction=False) as pipe:
+        for name in workflows:
+            pipe.scard(client.keys.wf_running(name))
+        return [int(n) for n in pipe.execute()]
 
 
 def retry_run(client: Client, run_id: str) -> RunHandle:

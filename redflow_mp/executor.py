@@ -41,7 +41,7 @@ from .lease import LeaseKeeper
 from .logs import RunLoggerAdapter, current_run, run_logger
 from .metrics import Metrics
 from .registry import Registry, Workflow
-from .retry import backoff_seconds
+from .retry import retry_delay_ms
 from .runs import Runs
 from .scripts import Claimed
 from .steps import AsyncStep, Step
@@ -230,11 +230,12 @@ class Executor:
     ) -> None:
         info = error_info(exc)
         outcome.error = info
-        if info.retryable and claimed.attempt < claimed.max_attempts:
-            outcome.mode = "retry"
-            outcome.delay_ms = int(backoff_seconds(wf.retries, claimed.attempt) * 1000)
-        else:
+        delay = retry_delay_ms(wf.retries, claimed.attempt, claimed.max_attempts, info.retryable)
+        if delay is None:
             outcome.mode = "failed"
+        else:
+            outcome.mode = "retry"
+            outcome.delay_ms = delay
 
     def call_on_failure(self, outcome: Outcome) -> None:
         """Run the workflow's ``on_failure`` once; its errors are logged, never raised."""

@@ -6,11 +6,14 @@ sweep, and the cron tick while it holds the leader lock); a standalone
 :class:`~redflow_mp.worker.Worker` with ``maintenance=True`` calls the first
 two while idle. All of them are idempotent and safe to run from several
 hosts at once, except the cron tick, which is fenced by the leader token.
+A host also announces the queues it serves and rings their bells (wakes
+blocked workers) through here.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -23,9 +26,11 @@ from .runs import Runs
 __all__ = [
     "CronTick",
     "LeaderLock",
+    "announce_queues",
     "cron_tick",
     "promote_due",
     "reap_expired",
+    "ring_bells",
     "sweep_retention",
 ]
 
@@ -149,3 +154,22 @@ def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
         if tick.next_due_ms is None or following < tick.next_due_ms:
             tick.next_due_ms = following
     return tick
+
+
+def announce_queues(client: Runs, queues: Sequence[str]) -> None:
+    """Add ``queues`` to the ``queues`` set the promoter and reaper walk: a queue
+    that is served is always there, even if no client enqueued on it since the
+    set was emptied."""
+    if queues:
+        client.redis.sadd(client.keys.queues, *queues)
+
+
+def ring_bells(client: Runs, queues: Sequence[str], count: int) -> None:
+    """Wake up to ``count`` workers blocked on each of ``queues`` (a drain must not
+    wait for their blocking reads to time out)."""
+    if not queues or count <= 0:
+        return
+    with client.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lpush(client.keys.q_bell(queue), *(["1"] * count))
+        pipe.execute()

@@ -33,14 +33,14 @@ import psutil
 import redis
 from redis.exceptions import AuthorizationError
 
-from redflow_mp import __version__, codec
-from redflow_mp.admin import queue_stats
+from redflow_mp import __version__, recovery
+from redflow_mp.admin import queue_stats, running_counts
 from redflow_mp.client import Client, create_client
-from redflow_mp.codec import ErrorInfo
-from redflow_mp.errors import RedisOutOfMemoryError
+from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.maintenance import ring_bells
 from redflow_mp.metrics import Labels
+from redflow_mp.recovery import Abort, HeldRun
 from redflow_mp.registry import Registry
-from redflow_mp.retry import backoff_seconds
 from redflow_mp.transport import mask_url
 
 from .board import AbortReason, Board, Held, SlotState
@@ -64,12 +64,8 @@ __all__ = ["Arbiter", "Reloaded"]
 
 log = logging.getLogger("redflow_supervisor")
 
-_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
 # How long an on_failure hook run by the supervisor may take before it is killed.
 _ON_FAILURE_LIMIT = 60.0
-# Putting back a dead child's runs must never stop the arbiter: any Redis error
-# there is logged and left to the reaper (the leases expire).
-_RECOVERY = (*_NETWORK, redis.RedisError)
 
 
 class Mode(Enum):
@@ -161,7 +157,7 @@ class Arbiter:
                 raise SystemExit(
                     f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
                 ) from None
-            except _NETWORK as exc:
+            except TRANSIENT_ERRORS as exc:
                 if time.monotonic() >= deadline:
                     client.close()
                     raise SystemExit(
@@ -351,13 +347,9 @@ class Arbiter:
                         ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
                     )
             names = [wf.name for wf in self.registry]
-            with client.redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.scard(client.keys.wf_running(name))
-                counts = pipe.execute()
-            for name, count in zip(names, counts, strict=True):
+            for name, count in zip(names, running_counts(client, names), strict=True):
                 out.append(("redflow_workflow_running", (("workflow", name),), float(count)))
-        except _NETWORK as exc:
+        except TRANSIENT_ERRORS as exc:
             log.debug("metrics gauges unavailable: %s", exc)
         return out
 
@@ -432,11 +424,8 @@ class Arbiter:
         if self.client is None or not self.children:
             return
         try:
-            with self.client.redis.pipeline(transaction=False) as pipe:
-                for queue in self.queues:
-                    pipe.lpush(self.client.keys.q_bell(queue), *(["1"] * len(self.children)))
-                pipe.execute()
-        except _NETWORK as exc:
+            ring_bells(self.client, self.queues, len(self.children))
+        except TRANSIENT_ERRORS as exc:
             log.debug("could not wake idle children: %s", exc)
 
     def _fast_stop(self) -> None:
@@ -457,7 +446,7 @@ class Arbiter:
         if self.leader is not None:
             try:
                 self.leader.resign()
-            except _NETWORK as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("could not release the cron leader lock: %s", exc)
 
     def _hup(self) -> None:
@@ -481,7 +470,7 @@ class Arbiter:
                 self.client.registry = self.registry
                 try:
                     self.client.sync_registry(self.registry, app=self.settings.app)
-                except _NETWORK as exc:
+                except TRANSIENT_ERRORS as exc:
                     log.warning("registry sync after reload failed: %s", exc)
         self.generation += 1
         log.info(
@@ -538,16 +527,16 @@ class Arbiter:
             metrics_fd=self.hub.write_fd,
         )
 
-    def _call_on_failure(self, run_id: str, workflow: str) -> None:
-        """The supervisor failed ``run_id`` itself: its workflow's ``on_failure``
-        runs once, in a short-lived process of its own (never in the arbiter)."""
-        wf = self.registry.get(workflow)
+    def _call_on_failure(self, done: recovery.Recovered) -> None:
+        """The supervisor failed a run itself: its workflow's ``on_failure`` runs
+        once, in a short-lived process of its own (never in the arbiter)."""
+        wf = self.registry.get(done.workflow) if done.failed else None
         if wf is None or wf.on_failure is None:
             return
         try:
-            pid = fork_on_failure(self._child_spec(-1, 0), self.registry, run_id)
+            pid = fork_on_failure(self._child_spec(-1, 0), self.registry, done.run_id)
         except OSError as exc:
-            log.error("could not start on_failure for run %s: %s", run_id, exc)
+            log.error("could not start on_failure for run %s: %s", done.run_id, exc)
             return
         self.helpers[pid] = time.monotonic() + _ON_FAILURE_LIMIT
 
@@ -696,50 +685,39 @@ class Arbiter:
     # ---------------------------------------------------------- run recovery
 
     def _recover(self, child: Child, held: tuple[Held, ...], info: ExitInfo, cause: str) -> None:
-        """Put back (or finish) the runs a dead child held."""
+        """Put back (or finish) the runs a dead child held; the library decides how."""
         client = self.client
         if client is None:
             return
         runs = list(held)
-        target: Held | None = None
-        if child.abort is not None:
-            reason, target, snapshot = child.abort
+        aborted = child.abort
+        if aborted is not None:
+            reason, target, snapshot = aborted
             known = {h.run_id for h in runs}
             runs = [h for h in snapshot if h.run_id not in known] + runs
             runs = [h for h in runs if h.run_id != target.run_id]
-            self._finish_aborted(reason, target)
-        planned = child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING
-        for position, h in enumerate(reversed(runs)):
-            innermost = position == 0 and target is None
-            try:
-                if innermost and not planned:
-                    status = client.scripts.finalize(
-                        h.run_id, h.token, "crash", f"worker {cause}", self.settings.max_run_crashes
-                    )
-                    if status == "failed":
-                        log.error(
-                            "run %s failed: it killed its worker %d times (last: %s)",
-                            h.run_id,
-                            self.settings.max_run_crashes,
-                            cause,
-                        )
-                        self._call_on_failure(h.run_id, h.workflow)
-                    elif status is not None:
-                        self._count("redflow_runs_requeued_total", reason="crash")
-                        log.warning("run %s put back after its worker %s", h.run_id, cause)
-                else:
-                    why = "supervisor stopping" if planned else f"worker {cause}"
-                    status = client.scripts.finalize(h.run_id, h.token, "requeue", why, 0)
-                    if status is not None:
-                        self._count(
-                            "redflow_runs_requeued_total", reason="shutdown" if planned else "crash"
-                        )
-                        log.info("run %s put back (%s)", h.run_id, why)
-            except _RECOVERY as exc:
-                log.error(
-                    "could not put back run %s (%s); the reaper will once its lease expires",
-                    h.run_id,
-                    exc,
+            done = recovery.abort_run(
+                client,
+                self.registry,
+                HeldRun(target.run_id, target.token),
+                Abort[reason.name],
+                target.timeout,
+            )
+            self._call_on_failure(done)
+        stopping = child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING
+        for done in recovery.recover_runs(
+            client,
+            [HeldRun(h.run_id, h.token) for h in runs],
+            cause=cause,
+            stopping=stopping,
+            charge_crash=not stopping and aborted is None,
+            max_crashes=self.settings.max_run_crashes,
+        ):
+            if done.failed:
+                self._call_on_failure(done)
+            elif done.status is not None:
+                self._count(
+                    "redflow_runs_requeued_total", reason="shutdown" if stopping else "crash"
                 )
 
     def _recover_claim(self, token: str, cause: str) -> None:
@@ -749,67 +727,11 @@ class Arbiter:
         death between the claim's reply and the board push (or inside the call)
         leaves a run we can find by its lease instead of waiting for the reaper.
         """
-        client = self.client
-        if client is None or not token:
+        if self.client is None or not token:
             return
-        try:
-            ids = client.scripts.requeue_claimed(token, f"worker {cause}")
-        except _RECOVERY as exc:
-            log.error(
-                "could not look for a run claimed by the dead worker (%s); "
-                "the reaper will put it back once its lease expires",
-                exc,
-            )
-            return
-        for run_id, status in ids:
-            if status == "queued":
+        for done in recovery.requeue_claim(self.client, token, cause):
+            if done.status == "queued":
                 self._count("redflow_runs_requeued_total", reason="crash")
-                log.warning("run %s put back: its worker %s right after claiming it", run_id, cause)
-            else:
-                log.info(
-                    "run %s ended %s: its worker %s right after claiming it", run_id, status, cause
-                )
-
-    def _finish_aborted(self, reason: AbortReason, target: Held) -> None:
-        client = self.client
-        assert client is not None
-        try:
-            if reason is AbortReason.CANCEL:
-                status = client.scripts.finalize(target.run_id, target.token, "canceled", "", 0)
-                log.info("run %s canceled (handler stopped after cancel_grace)", target.run_id)
-                return
-            error = ErrorInfo(
-                type="RunTimeoutError",
-                message=f"run exceeded its timeout of {target.timeout:g} s and "
-                "was stopped by the supervisor",
-                retryable=True,
-            )
-            attempt, max_attempts = self._attempts(target.run_id)
-            wf = self.registry.get(target.workflow)
-            if wf is not None and attempt < max_attempts:
-                delay_ms = int(backoff_seconds(wf.retries, attempt) * 1000)
-                status = client.scripts.finalize(
-                    target.run_id, target.token, "retry", codec.encode_error(error), delay_ms
-                )
-            else:
-                status = client.scripts.finalize(
-                    target.run_id, target.token, "failed", codec.encode_error(error), 0
-                )
-                if status == "failed":
-                    self._call_on_failure(target.run_id, target.workflow)
-            log.warning(
-                "run %s timed out after %g s: %s",
-                target.run_id,
-                target.timeout,
-                status or "lease already lost",
-            )
-        except _RECOVERY as exc:
-            log.error("could not record the end of run %s (%s)", target.run_id, exc)
-
-    def _attempts(self, run_id: str) -> tuple[int, int]:
-        assert self.client is not None
-        raw = self.client.redis.hmget(self.client.keys.run(run_id), "attempt", "maxAttempts")
-        return int(raw[0] or 1), int(raw[1] or 1)
 
     # --------------------------------------------------------------- watching
 
@@ -905,26 +827,30 @@ class Arbiter:
             self._duty_errors[name] = now
 
     def _backstop(self, now: float) -> None:
-        """Extend the leases of runs held by live children; act on cancellations."""
+        """Extend the leases of the runs held by every live child; act on cancellations.
+
+        A child being aborted (timeout, ignored cancel) keeps its leases until it
+        is gone: it may be stuck in C code far past kill_grace's TERM, and a lease
+        that lapsed then would let another child start the same attempt while
+        this one still runs.
+        """
         assert self.client is not None
-        pairs: list[tuple[str, str]] = []
+        held: list[HeldRun] = []
         owners: list[tuple[Child, Held, tuple[Held, ...]]] = []
         for child in self.children.values():
-            if child.abort is not None:
-                continue
             entry = self.board.read(child.index)
             for h in entry.held:
-                pairs.append((h.run_id, h.token))
+                held.append(HeldRun(h.run_id, h.token))
                 owners.append((child, h, entry.held))
-        if not pairs:
+        if not held:
             return
-        results = self.client.scripts.renew(self.settings.lease_ms, pairs)
-        for (child, h, held), (kept, cancel) in zip(owners, results, strict=True):
-            if not kept or not cancel or child.abort is not None or h.finishing:
+        states = recovery.renew_leases(self.client, self.settings.lease_ms, held)
+        for (child, h, stack), state in zip(owners, states, strict=True):
+            if not state.kept or not state.cancel or child.abort is not None or h.finishing:
                 continue
             seen = child.cancel_seen.setdefault(h.run_id, now)
             if now - seen >= self.settings.cancel_grace:
-                self._abort(child, AbortReason.CANCEL, h, held, now)
+                self._abort(child, AbortReason.CANCEL, h, stack, now)
 
     def _check_memory(self) -> None:
         limit = self.settings.max_memory_per_child * 1024 * 1024

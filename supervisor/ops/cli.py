@@ -152,11 +152,6 @@ def _get_run(session: Session, run_id: str) -> RunState:
     return state
 
 
-def _retry_of(session: Session, run_id: str) -> str | None:
-    raw = session.client.redis.hget(session.client.keys.run(run_id), "retryOf")
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) and raw else None
-
-
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     try:
         runs = session.client.list_runs(
@@ -171,7 +166,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
 def cmd_runs_show(session: Session, ns: argparse.Namespace) -> int:
     state = _get_run(session, ns.id)
     steps = session.client.get_run_steps(ns.id) or []
-    retry_of = _retry_of(session, ns.id)
+    retry_of = state.retry_of
     session.emit(
         render.run_detail_text(state, steps, retry_of, session.now_ms()),
         render.run_detail_record(state, steps, retry_of),
