@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import os
 import threading
@@ -46,16 +47,27 @@ from .runs import Runs
 from .scripts import Claimed
 from .steps import AsyncStep, Step
 
-__all__ = ["Executor", "Outcome", "on_failure_of_stored_run"]
+__all__ = ["Executor", "Outcome", "OutcomeMode", "on_failure_of_stored_run"]
 
 log = logging.getLogger(__name__)
 
 
+class OutcomeMode(enum.StrEnum):
+    """How an execution ended. ``LOST``: the lease was taken over; nothing may be
+    written. The others name the finish the worker writes (``Finish.mode``)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    RETRY = "retry"
+    LOST = "lost"
+
+
 @dataclass(slots=True)
 class Outcome:
-    """How an execution ended. ``mode`` is succeeded|failed|canceled|retry|lost."""
+    """How an execution ended, with what its finish and ``on_failure`` need."""
 
-    mode: str
+    mode: OutcomeMode
     payload: bytes = b""
     delay_ms: int = 0
     error: ErrorInfo | None = None
@@ -137,8 +149,8 @@ class Executor:
                 f"workflow {claimed.workflow!r} is not registered in this worker "
                 f"(queue {claimed.queue!r})"
             )
-            return Outcome("failed", error=error_info(unknown), info=info, logger=logger)
-        outcome = Outcome("failed", workflow=wf, info=info, logger=logger)
+            return Outcome(OutcomeMode.FAILED, error=error_info(unknown), info=info, logger=logger)
+        outcome = Outcome(OutcomeMode.FAILED, workflow=wf, info=info, logger=logger)
         try:
             raw_input = codec.decode_json(claimed.input_json)
         except msgspec.DecodeError as exc:
@@ -180,35 +192,35 @@ class Executor:
                 result = self._run_async(result)
         except RunCanceledError as exc:
             if exc.run_id in ("", claimed.id):
-                outcome.mode = "canceled"
+                outcome.mode = OutcomeMode.CANCELED
                 outcome.error = error_info(exc, retryable=False)
             else:
                 # Another run was canceled (a child awaited by step.run_workflow):
                 # this run was not asked to stop, so it fails (never retried: the
                 # child stays canceled) instead of ending "canceled" unasked.
-                outcome.mode = "failed"
+                outcome.mode = OutcomeMode.FAILED
                 outcome.error = error_info(exc, retryable=False)
         except LeaseLostError:
-            outcome.mode = "lost"
+            outcome.mode = OutcomeMode.LOST
         except Exception as exc:
             if ex.lease_lost:
-                outcome.mode = "lost"
+                outcome.mode = OutcomeMode.LOST
             else:
                 self._failure(wf, claimed, exc, outcome)
         else:
             if ex.lease_lost:
-                outcome.mode = "lost"
+                outcome.mode = OutcomeMode.LOST
             else:
                 self._success(result, outcome)
         finally:
             current_run.reset(token)
             self.keeper.release(claimed.id)
-        if outcome.mode in ("failed", "retry") and outcome.error is not None:
+        if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
             logger.warning(
                 "run %s attempt %d %s: %s: %s",
                 claimed.id,
                 claimed.attempt,
-                "will retry" if outcome.mode == "retry" else "failed",
+                "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
                 outcome.error.type,
                 outcome.error.message,
             )
@@ -217,12 +229,12 @@ class Executor:
     def _success(self, result: Any, outcome: Outcome) -> None:
         try:
             outcome.payload = self.runs.encode_payload(result, "workflow output")
-            outcome.mode = "succeeded"
+            outcome.mode = OutcomeMode.SUCCEEDED
         except TypeError as exc:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.FAILED
             outcome.error = error_info(OutputSerializationError(str(exc)))
         except NonRetriableError as exc:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.FAILED
             outcome.error = error_info(exc)
 
     def _failure(
@@ -232,9 +244,9 @@ class Executor:
         outcome.error = info
         delay = retry_delay_ms(wf.retries, claimed.attempt, claimed.max_attempts, info.retryable)
         if delay is None:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.FAILED
         else:
-            outcome.mode = "retry"
+            outcome.mode = OutcomeMode.RETRY
             outcome.delay_ms = delay
 
     def call_on_failure(self, outcome: Outcome) -> None:

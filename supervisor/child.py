@@ -43,7 +43,7 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 
-__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "run", "set_title"]
+__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "after_fork", "exit_now", "run", "set_title"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,28 @@ class _Hooks:
         return self.stop_requested
 
 
+def after_fork(close_fds: Sequence[int]) -> None:
+    """First thing in a process the arbiter forked: leave the parent's wake-up fd
+    and descriptors alone (close this copy), and reseed ``random``."""
+    signal.set_wakeup_fd(-1)
+    for fd in close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    random.seed()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the logs and stdio, then leave by ``os._exit`` (no code of the parent,
+    atexit handlers included, runs a second time)."""
+    try:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
     """Run a child to its end; never returns."""
     code: int = ExitCode.CRASH
@@ -178,20 +200,12 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
     finally:
         try:
             board.set_state(spec.index, SlotState.EXITING)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            sys.stdout.flush()
-            sys.stderr.flush()
         finally:
-            os._exit(int(code))
+            exit_now(int(code))
 
 
 def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
-    signal.set_wakeup_fd(-1)
-    for fd in spec.close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    random.seed()
+    after_fork(spec.close_fds)
     hooks = _Hooks(board, spec)
     holder: dict[str, Worker] = {}
 
