@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redflow_mp import Context, define_workflow, get_default_client
 from redflow_mp.scripts import Claimed
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.child import _Hooks
-else:
-    from redflow_supervisor.child import _Hooks
+from redflow_supervisor.child import _Hooks
 
 _publish = _Hooks.started
 _finishing = _Hooks.finishing

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.board import Board, SlotState
-else:
-    from redflow_supervisor.board import Board, SlotState
+from redflow_supervisor.board import Board, SlotState
 
 
 def test_push_pop_and_the_finishing_mark() -> None:

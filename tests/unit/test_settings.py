@@ -7,20 +7,12 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
 from redflow_mp.errors import ConfigError
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.settings import Settings, load, parse_duration
-else:
-    from redflow_supervisor.settings import Settings, load, parse_duration
+from redflow_supervisor.settings import Settings, load, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 
