@@ -8,9 +8,9 @@ run timeouts, kill deadlines), refill slots, run the duties that are due
 retention, status record).
 
 The arbiter decides *when*; the library decides *what*: putting back a dead
-child's runs, recording a timeout or an ignored cancellation, renewing leases
-are :mod:`redflow_mp.recovery` calls, fenced by the lease tokens read from the
-shared board.
+child's runs, recording a timeout or an ignored cancellation (``aftermath.py``),
+renewing leases (``duties/backstop.py``) are :mod:`redflow_mp.recovery` calls,
+fenced by the lease tokens read from the shared board.
 
 Invariants:
 - The parent never runs threads (fork safety); every wait is the select on
@@ -33,15 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from redflow_mp import recovery
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import ring_bells
 from redflow_mp.metrics import Labels
-from redflow_mp.recovery import Abort, HeldRun
 from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
+from .aftermath import Aftermath
 from .board import AbortReason, Board, Held, SlotState
 from .child import ChildSpec, set_title
 from .children import Child, ExitInfo, Helpers, decode_status, fork_child, log_exit
@@ -131,6 +130,7 @@ class Arbiter:
         self.restarts: dict[int, int] = {}
         self.hub: MetricsHub | None = None
         self.wakeup: Wakeup | None = None
+        self.aftermath: Aftermath | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -192,6 +192,9 @@ class Arbiter:
         self.pipe = SignalPipe()
         self.hub = MetricsHub(self._gauges)
         self.wakeup = Wakeup(self.pipe, self.hub)
+        self.aftermath = Aftermath(
+            self.client, self.helpers, lambda: self._child_spec(-1, 0), self.hub.store
+        )
         if self.settings.metrics_port:
             self.wakeup.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
         self._build_duties(self.client)
@@ -421,13 +424,6 @@ class Arbiter:
             metrics_fd=self.hub.write_fd,
         )
 
-    def _call_on_failure(self, done: recovery.Recovered) -> None:
-        """The supervisor failed a run itself: its workflow's ``on_failure`` runs
-        once, in a short-lived process of its own (never in the arbiter)."""
-        wf = self.registry.get(done.workflow) if done.failed else None
-        if wf is not None and wf.on_failure is not None:
-            self.helpers.start(self._child_spec(-1, 0), self.registry, done.run_id)
-
     def _spawn(self, slot_no: int, now: float) -> Child | None:
         if not self.free_entries:
             log.error("status board full; cannot start worker %d", slot_no)
@@ -507,8 +503,15 @@ class Arbiter:
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))
-        self._recover(child, entry.held, info, cause)
-        self._recover_claim(entry.claim_token, cause)
+        if self.aftermath is not None:
+            self.aftermath.child_died(
+                child,
+                entry,
+                cause,
+                registry=self.registry,
+                stopping=child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING,
+                max_crashes=self.settings.max_run_crashes,
+            )
         self.board.free(child.index)
         self.free_entries.append(child.index)
         log_exit(child, info, cause)
@@ -542,53 +545,6 @@ class Arbiter:
             self._drain()
         elif slot.tracker.restart_at > now:
             log.warning("worker %d restarts in %.1f s", child.slot, slot.tracker.restart_at - now)
-
-    # ---------------------------------------------------------- run recovery
-
-    def _recover(self, child: Child, held: tuple[Held, ...], info: ExitInfo, cause: str) -> None:
-        """Put back (or finish) the runs a dead child held; the library decides how."""
-        client = self.client
-        if client is None:
-            return
-        aborted = child.abort
-        if aborted is not None:
-            reason, target, _ = aborted
-            done = recovery.abort_run(
-                client,
-                self.registry,
-                HeldRun(target.run_id, target.token),
-                Abort[reason.name],
-                target.timeout,
-            )
-            self._call_on_failure(done)
-        stopping = child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING
-        for done in recovery.recover_runs(
-            client,
-            [HeldRun(h.run_id, h.token) for h in child.left_behind(held)],
-            cause=cause,
-            stopping=stopping,
-            charge_crash=not stopping and aborted is None,
-            max_crashes=self.settings.max_run_crashes,
-        ):
-            if done.failed:
-                self._call_on_failure(done)
-            elif done.status is not None:
-                self._count(
-                    "redflow_runs_requeued_total", reason="shutdown" if stopping else "crash"
-                )
-
-    def _recover_claim(self, token: str, cause: str) -> None:
-        """Put back a run the dead child claimed but had not yet published.
-
-        The child writes its lease token to the board before each claim call, so a
-        death between the claim's reply and the board push (or inside the call)
-        leaves a run we can find by its lease instead of waiting for the reaper.
-        """
-        if self.client is None or not token:
-            return
-        for done in recovery.requeue_claim(self.client, token, cause):
-            if done.status == "queued":
-                self._count("redflow_runs_requeued_total", reason="crash")
 
     # --------------------------------------------------------------- watching
 
