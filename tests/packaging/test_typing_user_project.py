@@ -16,10 +16,12 @@ redflow-mp, so the package mypy sees is the one installed in the venv.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,20 @@ def _mypy(python: Path, project: Path, name: str) -> subprocess.CompletedProcess
     )
 
 
+def _sources(tmp: Path) -> Path:
+    """What a wheel is built from: pyproject, README, the two packages (the
+    ``redflow_supervisor`` symlink kept as a symlink)."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("redflow_mp", "supervisor"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    (src / "redflow_supervisor").symlink_to("supervisor")
+    return src
+
+
 def _check(python: Path, tmp: Path, label: str) -> None:
     project = tmp / f"project-{label}"
     project.mkdir()
@@ -151,13 +167,29 @@ def test_types_reach_a_user_project_installed_editable_and_from_a_wheel(tmp_path
     editable = _venv(tmp_path / "venv-editable")
     _pip(editable, "-e", ROOT, "--config-settings", "editable_mode=compat", cwd=tmp_path)
     _check(editable, tmp_path, "editable")
-    # (b) a wheel built from the tree, installed like any package.
+    # (b) a wheel built from a copy of the sources (an in-tree build would leave a
+    # build/ directory whose stale files a later wheel could pick up), installed
+    # like any package.
     dist = tmp_path / "dist"
     built = _run(
-        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ROOT, cwd=tmp_path
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        dist,
+        _sources(tmp_path),
+        cwd=tmp_path,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     [wheel] = dist.glob("redflow_mp-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        tops = {name.split("/", 1)[0] for name in whl.namelist()}
+        assert "redflow_supervisor/py.typed" in whl.namelist()
+    # SPEC §1: never a top-level `supervisor` package (supervisord's name).
+    assert tops == {"redflow_mp", "redflow_supervisor", wheel.name.split("-py3")[0] + ".dist-info"}
     installed = _venv(tmp_path / "venv-wheel")
     _pip(installed, wheel, cwd=tmp_path)
     where = _run(installed, "-c", "import redflow_mp; print(redflow_mp.__file__)", cwd=tmp_path)
