@@ -23,6 +23,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 COPY pyproject.toml README.md LICENSE /src/
 COPY redflow_mp /src/redflow_mp
 COPY supervisor /src/supervisor
+# The import name of supervisor/ (a symlink to it in the repository, see pyproject.toml):
+# the build installs the package from this path.
+COPY redflow_supervisor /src/redflow_supervisor
 # A regular (not editable) install into a venv that the final stage copies whole:
 # no compiler, pip cache or sources end up there (the dependencies ship wheels).
 RUN python -m venv /opt/redflow \

@@ -6,10 +6,11 @@ Importing this package starts nothing and opens no sockets. The public API
 
 from __future__ import annotations
 
-from .client import Client, RunHandle, create_client, get_default_client
-from .codec import ErrorInfo, RunState, RunStatus, StepState, StepStatus, WorkflowMeta
-from .context import AsyncContext, Context, FailureContext, RunInfo
+from .client import Client, create_client, get_default_client
+from .codec import ErrorInfo, RunInfo, RunState, RunStatus, StepState, StepStatus, WorkflowMeta
+from .context import AsyncContext, Context, FailureContext
 from .cron import Cron
+from .define import define_workflow
 from .errors import (
     ConfigError,
     DuplicateStepError,
@@ -27,7 +28,8 @@ from .errors import (
     StepTimeoutError,
     UnknownWorkflowError,
 )
-from .registry import Registry, Workflow, define_workflow, get_default_registry
+from .handle import RunHandle
+from .registry import Registry, Workflow, get_default_registry
 from .retry import Retries
 from .worker import Worker
 

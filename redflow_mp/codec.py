@@ -1,9 +1,10 @@
 """Stored records and the public state types, as msgspec Structs; JSON only.
 
 Owns how runs, steps, workflow metadata and errors are encoded in Redis and
-decoded back. Payloads (inputs, outputs) are msgspec JSON: readable with
-``redis-cli``, never pickled. One Encoder and one Decoder per record type, built
-once at import.
+decoded back, and the public state types (``RunState``, ``StepState``,
+``WorkflowMeta``, ``RunInfo``; ``ErrorInfo`` comes from ``errors``). Payloads
+(inputs, outputs) are msgspec JSON: readable with ``redis-cli``, never pickled.
+One Encoder and one Decoder per record type, built once at import.
 
 Invariant: a value stored under a ``...Json`` field is a complete JSON document;
 a field that is absent or empty means "not set".
@@ -28,6 +29,7 @@ from typing import Any
 import msgspec
 
 from .cron import Cron
+from .errors import ErrorInfo
 from .retry import Retries
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ErrorInfo",
     "NestingDecodeError",
     "NestingError",
+    "RunInfo",
     "RunState",
     "RunStatus",
     "StepState",
@@ -43,6 +46,7 @@ __all__ = [
     "WorkflowMeta",
     "decode_json",
     "encode_json",
+    "text",
 ]
 
 
@@ -71,25 +75,17 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A failure as it crosses processes: type name, message, retryable flag, traceback."""
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Facts about the run being executed (times are epoch milliseconds)."""
 
-    type: str
-    message: str
-    retryable: bool = True
-    traceback: str | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        """Mapping-style access (``error["message"]``), for code that treats errors as JSON."""
-        if key in ("type", "message", "retryable", "traceback"):
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+    id: str
+    workflow: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    created_at: int
+    parent_run_id: str | None = None
+    cron_id: str | None = None
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -379,3 +375,11 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
     )
+
+
+def text(value: Any) -> str:
+    """A redis-py reply item as ``str``: bytes decoded (UTF-8, bad bytes replaced),
+    ``None`` as ``""``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)

@@ -6,49 +6,29 @@ lease is lost); ``ctx.raise_if_cancelled()`` turns it into
 :class:`RunCanceledError`. For ``async def`` handlers ``ctx.step`` has the same
 methods, awaitable.
 
-A ContextVar holds the current execution only for logging helpers; nothing
-else reads it.
+The run being executed is also in a ContextVar (``logs.current_run``), for
+logging only.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-import msgspec
-
-from .codec import ErrorInfo
+from .codec import ErrorInfo, RunInfo
 from .errors import LeaseLostError, RunCanceledError
-
-if TYPE_CHECKING:
-    from .steps import AsyncStep, Step
+from .steps import AsyncStep, Step
 
 __all__ = ["AsyncContext", "Context", "FailureContext", "RunInfo"]
 
 T = TypeVar("T")
 
-current_run: ContextVar[RunInfo | None] = ContextVar("redflow_current_run", default=None)
-
-
-class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """Facts about the run being executed (times are epoch milliseconds)."""
-
-    id: str
-    workflow: str
-    queue: str
-    attempt: int
-    max_attempts: int
-    created_at: int
-    parent_run_id: str | None = None
-    cron_id: str | None = None
-
 
 class Context(Generic[T]):
     """What a handler gets: ``input``, ``step``, ``run``, ``cancelled``, ``logger``."""
 
-    __slots__ = ("_lease_lost", "_reason", "cancelled", "input", "logger", "run", "step")
+    __slots__ = ("_lost", "_reason", "cancelled", "input", "logger", "run", "step")
 
     def __init__(
         self,
@@ -57,14 +37,20 @@ class Context(Generic[T]):
         run: RunInfo,
         cancelled: threading.Event,
         logger: logging.LoggerAdapter[logging.Logger],
+        lost: threading.Event | None = None,
     ) -> None:
         self.input = input
         self.step = step
         self.run = run
         self.cancelled = cancelled
         self.logger = logger
-        self._lease_lost = False
+        self._lost = lost if lost is not None else threading.Event()
         self._reason: str | None = None
+
+    @property
+    def _lease_lost(self) -> bool:
+        """Set with ``cancelled`` when the lease is gone (another worker owns the run)."""
+        return self._lost.is_set()
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`RunCanceledError` if cancellation was requested."""
@@ -103,8 +89,3 @@ class FailureContext(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<FailureContext run={self.run.id} error={self.error.type}>"
-
-
-def current() -> Any:
-    """The run being executed in this thread/task, or None (for logging helpers)."""
-    return current_run.get()

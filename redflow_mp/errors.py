@@ -2,8 +2,9 @@
 
 Everything a caller can catch derives from :class:`RedflowError`. Errors that
 describe a *run's* outcome (raised by ``RunHandle.result``) carry the stored
-:class:`~redflow_mp.codec.ErrorInfo`, never a pickled exception: failures cross
-processes as msgspec JSON.
+:class:`ErrorInfo`, never a pickled exception: failures cross processes as
+msgspec JSON. ``ErrorInfo`` is defined here, at the bottom of the library,
+because both the exceptions and the stored records use it.
 
 Invariant: a handler steers retries by raising :class:`NonRetriableError` (or a
 subclass); every other exception from a handler is retried while attempts
@@ -12,15 +13,18 @@ remain.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .codec import ErrorInfo
+import msgspec
+import redis
 
 __all__ = [
+    "NETWORK_ERRORS",
+    "TRANSIENT_ERRORS",
     "ConfigError",
     "DuplicateStepError",
     "DuplicateWorkflowError",
+    "ErrorInfo",
     "InputValidationError",
     "LeaseLostError",
     "NonRetriableError",
@@ -34,6 +38,27 @@ __all__ = [
     "StepTimeoutError",
     "UnknownWorkflowError",
 ]
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A failure as it crosses processes: type name, message, retryable flag, traceback."""
+
+    type: str
+    message: str
+    retryable: bool = True
+    traceback: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (``error["message"]``), for code that treats errors as JSON."""
+        if key in ("type", "message", "retryable", "traceback"):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 class RedflowError(Exception):
@@ -146,3 +171,17 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
     """Build the exception ``result()`` raises for a failed run."""
     cls = _COMBINED.get(error.type, RunFailedError) if error is not None else RunFailedError
     return cls(run_id, error)
+
+
+# Redis trouble, as redis-py and our transport raise it (both wrap socket errors
+# in these classes). The one definition of both tuples; the worker, transport,
+# executor and supervisor all use them:
+# - NETWORK_ERRORS: the connection failed or timed out, so a reply may be lost
+#   (a resend must be idempotent);
+# - TRANSIENT_ERRORS: trouble that is not the run's fault and passes by itself:
+#   the network, or Redis refusing writes at maxmemory (nothing was applied).
+#   Ridden out with backoff, never charged as an attempt of a run.
+# Neither holds OSError: the built-in TimeoutError is one, and so are
+# StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, RedisOutOfMemoryError)

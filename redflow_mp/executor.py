@@ -16,57 +16,58 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import os
 import threading
-import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import msgspec
-import redis
 
 from . import codec
-from .codec import ErrorInfo, StoredStep
-from .context import AsyncContext, Context, FailureContext, RunInfo, current_run
+from .codec import ErrorInfo, RunInfo
+from .context import AsyncContext, Context, FailureContext
 from .errors import (
     InputValidationError,
     LeaseLostError,
     NonRetriableError,
     OutputSerializationError,
-    RedisOutOfMemoryError,
     RunCanceledError,
     UnknownWorkflowError,
 )
+from .execution import Execution, error_info
 from .lease import LeaseKeeper
-from .logs import RunLoggerAdapter, current_step, run_logger
+from .logs import RunLoggerAdapter, current_run, run_logger
 from .metrics import Metrics
 from .registry import Registry, Workflow
-from .retry import backoff_seconds, is_retryable
+from .retry import retry_delay_ms
+from .runs import Runs
 from .scripts import Claimed
+from .steps import AsyncStep, Step
 
-if TYPE_CHECKING:
-    from .client import Client
-
-__all__ = ["Execution", "Executor", "Outcome"]
+__all__ = ["Executor", "Outcome", "OutcomeMode", "on_failure_of_stored_run"]
 
 log = logging.getLogger(__name__)
 
-_TRACEBACK_LIMIT = 16_000
 
-T = TypeVar("T")
+class OutcomeMode(enum.StrEnum):
+    """How an execution ended. ``LOST``: the lease was taken over; nothing may be
+    written. The others name the finish the worker writes (``Finish.mode``)."""
 
-# Redis trouble that is not the run's fault: retried in place, never an attempt.
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, RedisOutOfMemoryError)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    RETRY = "retry"
+    LOST = "lost"
 
 
 @dataclass(slots=True)
 class Outcome:
-    """How an execution ended. ``mode`` is succeeded|failed|canceled|retry|lost."""
+    """How an execution ended, with what its finish and ``on_failure`` need."""
 
-    mode: str
+    mode: OutcomeMode
     payload: bytes = b""
     delay_ms: int = 0
     error: ErrorInfo | None = None
@@ -74,169 +75,6 @@ class Outcome:
     input: Any = None
     info: RunInfo | None = None
     logger: RunLoggerAdapter | None = None
-
-
-def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
-    """Describe an exception for storage (type, message, retryable, traceback)."""
-    tb = "".join(traceback.format_exception(exc))
-    if len(tb) > _TRACEBACK_LIMIT:
-        tb = tb[-_TRACEBACK_LIMIT:]
-    return ErrorInfo(
-        type=type(exc).__name__,
-        message=str(exc)[:4000],
-        retryable=is_retryable(exc) if retryable is None else retryable,
-        traceback=tb,
-    )
-
-
-class Execution:
-    """State of one execution of one run, shared by the context and its steps."""
-
-    __slots__ = (
-        "attempt",
-        "cancel_reason",
-        "cancelled",
-        "client",
-        "ctx",
-        "lease_lost",
-        "lease_ms",
-        "lease_until",
-        "logger",
-        "metrics",
-        "run_id",
-        "seen",
-        "steps_cache",
-        "token",
-        "try_inline",
-        "workflow",
-    )
-
-    def __init__(
-        self,
-        client: Client,
-        claimed: Claimed,
-        lease_ms: int,
-        logger: RunLoggerAdapter,
-        try_inline: Callable[[str], bool],
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.client = client
-        self.workflow = claimed.workflow
-        self.metrics = metrics
-        self.run_id = claimed.id
-        self.token = claimed.token
-        self.attempt = claimed.attempt
-        self.lease_ms = lease_ms
-        self.steps_cache = claimed.steps
-        self.seen: set[str] = set()
-        self.cancelled = threading.Event()
-        self.cancel_reason: str | None = None
-        self.lease_lost = False
-        self.lease_until = claimed.lease_until
-        self.logger = logger
-        self.try_inline = try_inline
-        self.ctx: Context[Any] | None = None
-
-    def mark_lost(self) -> None:
-        self.lease_lost = True
-        if self.ctx is not None:
-            self.ctx._lease_lost = True
-        self.cancelled.set()
-
-    def mark_cancel(self) -> None:
-        self.cancelled.set()
-
-    def check_cancelled(self) -> None:
-        if self.lease_lost:
-            raise LeaseLostError(f"run {self.run_id}: lease lost; stopping this execution")
-        if self.cancelled.is_set():
-            raise RunCanceledError(self.run_id, reason=self.cancel_reason)
-
-    def set_step(self, name: str | None) -> None:
-        """Name the step being executed (for log records), or clear it."""
-        self.logger.set_step(name)
-        current_step.set(name or "")
-
-    def record_step(self, status: str, started_ms: int) -> None:
-        if self.metrics is not None:
-            self.metrics.inc("redflow_steps_total", workflow=self.workflow, status=status)
-            self.metrics.observe(
-                "redflow_step_duration_seconds",
-                max(0.0, time.time() - started_ms / 1000.0),
-                workflow=self.workflow,
-            )
-
-    def durable(self, fn: Callable[[], T], what: str) -> T:
-        """Call ``fn``, riding out transient Redis trouble (unreachable, out of memory).
-
-        Retries with backoff for up to ``max(10 s, 3 leases)``, or until the lease
-        is lost; a brief outage then costs a pause, not an attempt of the run.
-        """
-        deadline = time.monotonic() + max(10.0, 3 * self.lease_ms / 1000.0)
-        delay = 0.05
-        while True:
-            try:
-                return fn()
-            except TRANSIENT as exc:
-                if self.lease_lost or time.monotonic() >= deadline:
-                    raise
-                self.logger.warning(
-                    "Redis trouble while %s (%s); retrying in %.2f s", what, exc, delay
-                )
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
-
-    def renewed(self, sent: float) -> None:
-        """A renewal sent at ``sent`` (monotonic) succeeded: the lease holds until
-        at least ``sent + lease``. Called from the heartbeat thread too."""
-        self.lease_until = max(self.lease_until, sent + self.lease_ms / 1000.0)
-
-    def confirm_lease(self) -> None:
-        """Before a step executes: prove the lease is still ours.
-
-        Free while the lease was confirmed lately. Otherwise this process was
-        paused, starved or cut off since (SIGSTOP, a claim reply that came late,
-        a heartbeat that could not run): one fenced renewal proves the lease, or
-        the execution stops here, before the step's side effects.
-        """
-        if time.monotonic() < self.lease_until - self.lease_ms / 3000.0:
-            return
-        sent = time.monotonic()
-        [(held, cancel)] = self.durable(
-            lambda: self.client.scripts.renew(self.lease_ms, [(self.run_id, self.token)]),
-            "confirming the lease",
-        )
-        if not held:
-            self.mark_lost()
-            raise LeaseLostError(
-                f"run {self.run_id}: lease lost while this worker was paused or cut off"
-            )
-        self.renewed(sent)
-        if cancel:
-            self.mark_cancel()
-
-    def write_step(self, name: str, record: StoredStep) -> None:
-        data = codec.encode_step(record)
-        sent = [0.0]
-
-        def call() -> tuple[bool, bool]:
-            sent[0] = time.monotonic()
-            return self.client.scripts.write_step(
-                self.run_id, self.token, name, data, self.lease_ms
-            )
-
-        held, cancel = self.durable(call, f"recording step {name!r}")
-        if held:
-            self.renewed(sent[0])
-        if not held:
-            self.mark_lost()
-            raise LeaseLostError(f"run {self.run_id}: lease lost while recording step {name!r}")
-        self.steps_cache[name] = data
-        if cancel:
-            self.mark_cancel()
-
-    def error_info(self, exc: BaseException) -> ErrorInfo:
-        return error_info(exc)
 
 
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -263,14 +101,14 @@ class Executor:
 
     def __init__(
         self,
-        client: Client,
+        runs: Runs,
         registry: Registry,
         keeper: LeaseKeeper,
         lease_ms: int,
         try_inline: Callable[[str], bool],
         metrics: Metrics | None = None,
     ) -> None:
-        self.client = client
+        self.runs = runs
         self.registry = registry
         self.metrics = metrics
         self.keeper = keeper
@@ -311,8 +149,8 @@ class Executor:
                 f"workflow {claimed.workflow!r} is not registered in this worker "
                 f"(queue {claimed.queue!r})"
             )
-            return Outcome("failed", error=error_info(unknown), info=info, logger=logger)
-        outcome = Outcome("failed", workflow=wf, info=info, logger=logger)
+            return Outcome(OutcomeMode.FAILED, error=error_info(unknown), info=info, logger=logger)
+        outcome = Outcome(OutcomeMode.FAILED, workflow=wf, info=info, logger=logger)
         try:
             raw_input = codec.decode_json(claimed.input_json)
         except codec.NestingDecodeError as exc:
@@ -341,55 +179,51 @@ class Executor:
         outcome: Outcome,
         logger: RunLoggerAdapter,
     ) -> Outcome:
-        from .steps import AsyncStep, Step
-
-        ex = Execution(self.client, claimed, self.lease_ms, logger, self._try_inline, self.metrics)
+        ex = Execution(self.runs, claimed, self.lease_ms, logger, self._try_inline, self.metrics)
         ctx: Context[Any]
         if wf.is_async:
-            ctx = AsyncContext(outcome.input, AsyncStep(ex), info, ex.cancelled, logger)  # type: ignore[arg-type]
+            # AsyncContext narrows ``step`` to AsyncStep; its constructor is Context's.
+            ctx = AsyncContext(outcome.input, AsyncStep(ex), info, ex.cancelled, logger, ex.lost)  # type: ignore[arg-type]
         else:
-            ctx = Context(outcome.input, Step(ex), info, ex.cancelled, logger)
-        ex.ctx = ctx
+            ctx = Context(outcome.input, Step(ex), info, ex.cancelled, logger, ex.lost)
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
         token = current_run.set(info)
-        # The handler matches ctx by construction (is_async picks the context
-        # class); the declared union of handler types cannot express that.
-        handler: Callable[[Context[Any]], Any] = wf.handler  # type: ignore[assignment]
         try:
-            result = handler(ctx)
+            # The handler matches ctx by construction (is_async picks the context class).
+            result = wf.handler(ctx)
             if asyncio.iscoroutine(result):
                 result = self._run_async(result)
         except RunCanceledError as exc:
             if exc.run_id in ("", claimed.id):
-                outcome.mode = "canceled"
+                outcome.mode = OutcomeMode.CANCELED
                 outcome.error = error_info(exc, retryable=False)
             else:
                 # Another run was canceled (a child awaited by step.run_workflow):
                 # this run was not asked to stop, so it fails (never retried: the
                 # child stays canceled) instead of ending "canceled" unasked.
-                outcome.mode = "failed"
+                outcome.mode = OutcomeMode.FAILED
                 outcome.error = error_info(exc, retryable=False)
         except LeaseLostError:
-            outcome.mode = "lost"
+            outcome.mode = OutcomeMode.LOST
         except Exception as exc:
             if ex.lease_lost:
-                outcome.mode = "lost"
+                outcome.mode = OutcomeMode.LOST
             else:
                 self._failure(wf, claimed, exc, outcome)
         else:
             if ex.lease_lost:
-                outcome.mode = "lost"
+                outcome.mode = OutcomeMode.LOST
             else:
                 self._success(result, outcome)
         finally:
             current_run.reset(token)
             self.keeper.release(claimed.id)
-        if outcome.mode in ("failed", "retry") and outcome.error is not None:
+        if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
             logger.warning(
                 "run %s attempt %d %s: %s: %s",
                 claimed.id,
                 claimed.attempt,
-                "will retry" if outcome.mode == "retry" else "failed",
+                "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
                 outcome.error.type,
                 outcome.error.message,
             )
@@ -397,13 +231,13 @@ class Executor:
 
     def _success(self, result: Any, outcome: Outcome) -> None:
         try:
-            outcome.payload = self.client.encode_payload(result, "workflow output")
-            outcome.mode = "succeeded"
+            outcome.payload = self.runs.encode_payload(result, "workflow output")
+            outcome.mode = OutcomeMode.SUCCEEDED
         except TypeError as exc:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.FAILED
             outcome.error = error_info(OutputSerializationError(str(exc)))
         except NonRetriableError as exc:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.FAILED
             outcome.error = error_info(exc)
 
     def _failure(
@@ -411,11 +245,12 @@ class Executor:
     ) -> None:
         info = error_info(exc)
         outcome.error = info
-        if info.retryable and claimed.attempt < claimed.max_attempts:
-            outcome.mode = "retry"
-            outcome.delay_ms = int(backoff_seconds(wf.retries, claimed.attempt) * 1000)
+        delay = retry_delay_ms(wf.retries, claimed.attempt, claimed.max_attempts, info.retryable)
+        if delay is None:
+            outcome.mode = OutcomeMode.FAILED
         else:
-            outcome.mode = "failed"
+            outcome.mode = OutcomeMode.RETRY
+            outcome.delay_ms = delay
 
     def call_on_failure(self, outcome: Outcome) -> None:
         """Run the workflow's ``on_failure`` once; its errors are logged, never raised."""
@@ -427,7 +262,7 @@ class Executor:
         _invoke_on_failure(wf, fctx, self._run_async)
 
 
-def on_failure_of_stored_run(client: Client, registry: Registry, run_id: str) -> bool:
+def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> bool:
     """Call ``on_failure`` for a run that failed outside a worker's handler.
 
     The supervisor fails some runs itself (a run that keeps killing its worker,
@@ -435,7 +270,7 @@ def on_failure_of_stored_run(client: Client, registry: Registry, run_id: str) ->
     its own, so that ``on_failure`` still runs once when a run fails for good.
     Returns True when a hook ran; its errors are logged, never raised.
     """
-    state = client.get_run(run_id)
+    state = runs.get_run(run_id)
     if state is None or state.status is not codec.RunStatus.FAILED or state.error is None:
         return False
     wf = registry.get(state.workflow)

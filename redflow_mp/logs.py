@@ -1,6 +1,10 @@
 """Run-aware logging: every line logged for a run carries its workflow, run id,
 attempt and current step, as ``extra`` fields (``record.workflow`` ...), so text
 and JSON formatters can both show them.
+
+Owns the two context variables that say what this thread or task is executing
+(:data:`current_run`, :data:`current_step`); the executor sets them, and only
+logging reads them.
 """
 
 from __future__ import annotations
@@ -10,13 +14,25 @@ from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["RUN_FIELDS", "RunContextFilter", "RunLoggerAdapter", "current_step", "run_logger"]
+from .codec import RunInfo
+
+__all__ = [
+    "RUN_FIELDS",
+    "RunContextFilter",
+    "RunLoggerAdapter",
+    "current_run",
+    "current_step",
+    "run_logger",
+]
 
 RUN_FIELDS = ("workflow", "run_id", "attempt", "step", "pid")
 
 # Loggers by name: logging.getLogger takes a global lock on every call, and a
 # worker makes one adapter per run. Loggers live forever, so caching is safe.
 _loggers: dict[str, logging.Logger] = {}
+
+# The run being executed in this thread/task (None outside a handler).
+current_run: ContextVar[RunInfo | None] = ContextVar("redflow_current_run", default=None)
 
 # The step being executed in this thread/task ("" between steps).
 current_step: ContextVar[str] = ContextVar("redflow_current_step", default="")
@@ -58,8 +74,6 @@ class RunContextFilter(logging.Filter):
     executes (also records from plain ``logging.getLogger`` calls in handlers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .context import current_run
-
         run = current_run.get()
         if run is not None:
             if not getattr(record, "run_id", ""):

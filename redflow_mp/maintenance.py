@@ -6,28 +6,33 @@ sweep, and the cron tick while it holds the leader lock); a standalone
 :class:`~redflow_mp.worker.Worker` with ``maintenance=True`` calls the first
 two while idle. All of them are idempotent and safe to run from several
 hosts at once, except the cron tick, which is fenced by the leader token.
+A host also announces the queues it serves and rings their bells (wakes
+blocked workers) through here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 from redis.exceptions import LockError
 
-from .client import Client
 from .cron import CronDef, next_fire_ms
 from .ids import new_run_id, new_token
 from .keys import cron_key
+from .runs import Runs
 
 __all__ = [
     "CronTick",
     "LeaderLock",
+    "announce_queues",
     "cron_tick",
     "promote_due",
     "reap_expired",
+    "ring_bells",
     "sweep_retention",
 ]
 
@@ -37,7 +42,7 @@ _cron_decoder = msgspec.json.Decoder(CronDef)
 CRON_IDEMPOTENCY_TTL_MS = 7 * 24 * 3600 * 1000
 
 
-def promote_due(client: Client, batch: int = 500) -> tuple[int, int | None]:
+def promote_due(client: Runs, batch: int = 500) -> tuple[int, int | None]:
     """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
     total = 0
     while True:
@@ -47,7 +52,7 @@ def promote_due(client: Client, batch: int = 500) -> tuple[int, int | None]:
             return total, earliest
 
 
-def reap_expired(client: Client, batch: int = 200) -> tuple[int, list[str]]:
+def reap_expired(client: Runs, batch: int = 200) -> tuple[int, list[str]]:
     """Requeue runs whose lease expired; returns (parked runs released, requeued ids)."""
     released, requeued = client.scripts.reap(batch)
     for run_id in requeued:
@@ -56,7 +61,7 @@ def reap_expired(client: Client, batch: int = 200) -> tuple[int, list[str]]:
 
 
 def sweep_retention(
-    client: Client, retention_ms: int, batch: int = 500, max_batches: int = 20
+    client: Runs, retention_ms: int, batch: int = 500, max_batches: int = 20
 ) -> int:
     """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
     if retention_ms <= 0:
@@ -83,7 +88,7 @@ class LeaderLock:
     they touch only this key and need nothing of the run keyspace.
     """
 
-    def __init__(self, client: Client, ttl_ms: int) -> None:
+    def __init__(self, client: Runs, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
         self.token = new_token()
@@ -128,7 +133,7 @@ class CronTick:
     next_due_ms: int | None = None
 
 
-def cron_tick(client: Client, leader_token: str, limit: int = 100) -> CronTick:
+def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
     """Enqueue the runs of every due cron entry (leader only; fenced by the token)."""
     now, earliest, due = client.scripts.due_crons(limit)
     tick = CronTick(now_ms=now, next_due_ms=earliest)
@@ -170,3 +175,22 @@ def cron_tick(client: Client, leader_token: str, limit: int = 100) -> CronTick:
         if tick.next_due_ms is None or following < tick.next_due_ms:
             tick.next_due_ms = following
     return tick
+
+
+def announce_queues(client: Runs, queues: Sequence[str]) -> None:
+    """Add ``queues`` to the ``queues`` set the promoter and reaper walk: a queue
+    that is served is always there, even if no client enqueued on it since the
+    set was emptied."""
+    if queues:
+        client.redis.sadd(client.keys.queues, *queues)
+
+
+def ring_bells(client: Runs, queues: Sequence[str], count: int) -> None:
+    """Wake up to ``count`` workers blocked on each of ``queues`` (a drain must not
+    wait for their blocking reads to time out)."""
+    if not queues or count <= 0:
+        return
+    with client.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lpush(client.keys.q_bell(queue), *(["1"] * count))
+        pipe.execute()

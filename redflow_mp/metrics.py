@@ -1,31 +1,24 @@
-"""Metric recording in worker processes, and the Prometheus text format.
+"""Metric recording in worker processes: what a worker counts and times.
 
 A :class:`Metrics` object counts and times what a worker does (runs started and
 finished by workflow and status, retries, steps, queue wait, run and step
 durations). It is cheap to update (a dict and a lock) and is drained as a
-delta: a supervisor child sends its deltas to the parent, which sums them and
-serves one ``/metrics`` page for the whole host.
+delta: a supervisor child sends its deltas to its parent, which sums them and
+serves one ``/metrics`` page for the whole host (``redflow_supervisor.exposition``
+owns that side: the delta pipe, the totals and the Prometheus text format).
 
-The exposition format is written here (a few dozen lines) rather than pulled
-in with ``prometheus-client``: the parent must stay thread-free and
-dependency-light, and the format is small and stable.
+Invariant: every histogram uses :data:`BUCKETS`, so deltas from many processes
+add up bucket by bucket.
 """
 
 from __future__ import annotations
 
 import bisect
-import errno
-import json
-import math
-import os
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BUCKETS", "Metrics", "MetricsStore", "encode_delta", "render", "send_pieces"]
-
-_MAX_LINE = 3800
+__all__ = ["BUCKETS", "Labels", "Metrics", "labels_of"]
 
 # Seconds; shared by every histogram so deltas from many children add up.
 BUCKETS: tuple[float, ...] = (
@@ -49,39 +42,9 @@ BUCKETS: tuple[float, ...] = (
 
 Labels = tuple[tuple[str, str], ...]
 
-HELP: dict[str, tuple[str, str]] = {
-    "redflow_runs_started_total": ("counter", "Runs started by a worker, by workflow."),
-    "redflow_runs_finished_total": ("counter", "Runs finished, by workflow and final status."),
-    "redflow_run_retries_total": ("counter", "Failed attempts scheduled for a retry."),
-    "redflow_steps_total": ("counter", "Steps executed (not replayed), by workflow and status."),
-    "redflow_child_exits_total": ("counter", "Worker processes that exited, by cause."),
-    "redflow_leases_expired_total": ("counter", "Runs put back because their lease expired."),
-    "redflow_runs_requeued_total": ("counter", "Runs put back after their worker died or stopped."),
-    "redflow_cron_fires_total": ("counter", "Cron fire times that enqueued a run."),
-    "redflow_cron_skips_total": ("counter", "Cron fire times skipped at max_concurrency."),
-    "redflow_queue_wait_seconds": ("histogram", "Time from a run being due to its start."),
-    "redflow_run_duration_seconds": ("histogram", "Handler time per run attempt."),
-    "redflow_step_duration_seconds": ("histogram", "Time per executed step."),
-    "redflow_queue_depth": ("gauge", "Runs in a queue's list, by queue and state."),
-    "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
-    "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),
-    "redflow_build_info": (
-        "gauge",
-        "Always 1; the labels carry the redflow-mp and Python versions.",
-    ),
-    # The usual process metrics, one series per process of the host's supervisor
-    # (process="master", or "worker-<slot>" for a slot's current child).
-    "process_resident_memory_bytes": ("gauge", "Resident memory size in bytes."),
-    "process_cpu_seconds_total": ("counter", "Total user and system CPU time spent in seconds."),
-    "process_open_fds": ("gauge", "Number of open file descriptors."),
-    "process_start_time_seconds": (
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-    ),
-}
 
-
-def _labels(items: Mapping[str, str]) -> Labels:
+def labels_of(items: Mapping[str, str]) -> Labels:
+    """The canonical (sorted) label tuple of a metric series."""
     if len(items) == 1:  # the hot case (workflow=...): no sort needed
         ((k, v),) = items.items()
         return ((str(k), str(v)),)
@@ -97,12 +60,12 @@ class Metrics:
         self._hists: dict[tuple[str, Labels], list[float]] = {}
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = (name, _labels(labels))
+        key = (name, labels_of(labels))
         with self._lock:
             self._counters[key] = self._counters.get(key, 0.0) + value
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
-        key = (name, _labels(labels))
+        key = (name, labels_of(labels))
         slot = bisect.bisect_left(BUCKETS, seconds)
         with self._lock:
             hist = self._hists.get(key)
@@ -126,105 +89,3 @@ class Metrics:
     def empty(self) -> bool:
         with self._lock:
             return not self._counters and not self._hists
-
-
-@dataclass
-class MetricsStore:
-    """The parent's running totals (children's deltas plus its own counts)."""
-
-    counters: dict[tuple[str, Labels], float] = field(default_factory=dict)
-    hists: dict[tuple[str, Labels], list[float]] = field(default_factory=dict)
-
-    def merge(self, delta: Mapping[str, Any]) -> None:
-        for name, labels, value in delta.get("c", ()):
-            key = (str(name), tuple((str(a), str(b)) for a, b in labels))
-            self.counters[key] = self.counters.get(key, 0.0) + float(value)
-        for name, labels, hist in delta.get("h", ()):
-            key = (str(name), tuple((str(a), str(b)) for a, b in labels))
-            mine = self.hists.get(key)
-            if mine is None or len(mine) != len(hist):
-                self.hists[key] = [float(x) for x in hist]
-            else:
-                for i, x in enumerate(hist):
-                    mine[i] += float(x)
-
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = (name, _labels(labels))
-        self.counters[key] = self.counters.get(key, 0.0) + value
-
-
-def _fmt_labels(labels: Iterable[tuple[str, str]], extra: str = "") -> str:
-    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value):
-        return str(int(value))
-    return repr(value)
-
-
-def render(store: MetricsStore, gauges: Iterable[tuple[str, Labels, float]]) -> str:
-    """The Prometheus text exposition (version 0.0.4) of ``store`` and ``gauges``."""
-    by_name: dict[str, list[str]] = {}
-    for (name, labels), value in sorted(store.counters.items()):
-        by_name.setdefault(name, []).append(f"{name}{_fmt_labels(labels)} {_num(value)}")
-    for (name, labels), hist in sorted(store.hists.items()):
-        lines = by_name.setdefault(name, [])
-        running = 0.0
-        for bound, count in zip((*BUCKETS, math.inf), hist, strict=False):
-            running += count
-            le = f'le="{_num(bound)}"'
-            lines.append(f"{name}_bucket{_fmt_labels(labels, le)} {_num(running)}")
-        lines.append(f"{name}_sum{_fmt_labels(labels)} {_num(hist[-2])}")
-        lines.append(f"{name}_count{_fmt_labels(labels)} {_num(hist[-1])}")
-    for name, labels, value in gauges:
-        by_name.setdefault(name, []).append(f"{name}{_fmt_labels(labels)} {_num(value)}")
-    out: list[str] = []
-    for name in sorted(set(by_name) | {n for n in HELP if HELP[n][0] == "counter"}):
-        kind, text = HELP.get(name, ("untyped", name))
-        out.append(f"# HELP {name} {text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(by_name.get(name, []))
-    return "\n".join(out) + "\n"
-
-
-def encode_delta(delta: dict[str, Any]) -> list[bytes]:
-    """Split ``delta`` into JSON lines short enough to be written atomically to a pipe."""
-    items = [("c", x) for x in delta.get("c", ())] + [("h", x) for x in delta.get("h", ())]
-    batch: dict[str, list[Any]] = {"c": [], "h": []}
-    size = 0
-    pieces: list[bytes] = []
-    for kind, item in items:
-        encoded = json.dumps(item, separators=(",", ":"))
-        if size + len(encoded) > _MAX_LINE and (batch["c"] or batch["h"]):
-            pieces.append(json.dumps(batch, separators=(",", ":")).encode() + b"\n")
-            batch, size = {"c": [], "h": []}, 0
-        batch[kind].append(item)
-        size += len(encoded) + 1
-    if batch["c"] or batch["h"]:
-        pieces.append(json.dumps(batch, separators=(",", ":")).encode() + b"\n")
-    # A single series too large for one atomic write is dropped rather than interleaved.
-    return [p for p in pieces if len(p) <= 4096]
-
-
-def send_pieces(fd: int, pieces: list[bytes]) -> list[bytes]:
-    """Write encoded pieces to the parent's pipe; return those not written (pipe full)."""
-    for i, piece in enumerate(pieces):
-        try:
-            os.write(fd, piece)
-        except BlockingIOError:
-            return pieces[i:]
-        except OSError as exc:
-            if exc.errno in (errno.EPIPE, errno.EBADF):
-                return []
-            raise
-    return []

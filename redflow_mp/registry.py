@@ -1,73 +1,73 @@
-"""Workflow definitions and the registries that hold them.
+"""Workflow definitions, the registries that hold them, and the process defaults.
 
-``define_workflow`` turns a handler into a :class:`Workflow` and registers it in
-the default registry (or the one given). A registry maps names to workflows;
-a name defined twice in one registry is an error at definition time. The
-supervisor freezes the registry before forking children, so every child sees
-the same table.
+A :class:`Workflow` is a handler plus its options (queue, concurrency, schema,
+cron, retries, ``on_failure``, timeout); :func:`~redflow_mp.define.define_workflow`
+builds and registers one. A :class:`Registry` maps names to workflows; a name
+defined twice in one registry is an error at definition time. The supervisor
+freezes the registry before forking children, so every child sees the same
+table.
 
-The default registry is the only module-level mutable state of the library
-(besides the process's default client, SPEC §2).
+Process defaults (SPEC §2): the default registry that ``define_workflow``
+fills, and the slot of the process's default client that ``Workflow.run()``
+uses without ``client=`` (``create_client()`` fills it). They are the only
+module-level mutable state of the library. The client is known here only as a
+:class:`RunStarter` (what ``Workflow.run`` needs), so definitions sit below the
+client that enqueues them.
 """
 
 from __future__ import annotations
 
 import builtins
 import inspect
-import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar
 
 from .cron import Cron
-from .errors import DuplicateWorkflowError
+from .errors import DuplicateWorkflowError, RedflowError
+from .handle import RunHandle
+from .options import check_name, check_timeout
 from .retry import Retries
 
-if TYPE_CHECKING:
-    from .client import Client, RunHandle
-    from .context import AsyncContext, Context, FailureContext
-
-__all__ = ["Registry", "Workflow", "define_workflow", "get_default_registry"]
+__all__ = [
+    "Registry",
+    "RunStarter",
+    "Workflow",
+    "default_starter",
+    "get_default_registry",
+    "reset_default_registry",
+    "set_default_starter",
+]
 
 I = TypeVar("I")  # noqa: E741 - input type of a workflow
 O = TypeVar("O")  # noqa: E741 - output type of a workflow
-
-MAX_NAME_LENGTH = 512
-
-# An ``async def`` handler is typically annotated with ``AsyncContext`` (whose
-# ``step`` methods are awaitable); parameters are contravariant, so it must be
-# listed on its own or mypy rejects every such handler at ``define_workflow``.
-Handler = (
-    Callable[["Context[I]"], O]
-    | Callable[["Context[I]"], Awaitable[O]]
-    | Callable[["AsyncContext[I]"], Awaitable[O]]
-)
+I2 = TypeVar("I2")
+O2 = TypeVar("O2")
 
 
-def check_name(value: object, what: str) -> str:
-    """Validate a workflow, queue or step name: a non-blank str of bounded length."""
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{what} must be a non-empty string")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
-    return value
+class RunStarter(Protocol):
+    """What ``Workflow.run`` needs of a client (a :class:`~redflow_mp.Client` is one)."""
 
-
-def check_timeout(value: object, what: str) -> float | None:
-    """Validate an optional positive number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a number of seconds or None")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds")
-    return float(value)
+    def enqueue_workflow(
+        self,
+        workflow: Workflow[I2, O2],
+        input: I2 | Mapping[str, Any] | None = ...,
+        *,
+        run_at: datetime | float | None = ...,
+        queue_override: str | None = ...,
+        idempotency_key: str | None = ...,
+        idempotency_ttl: float | None = ...,
+        timeout: float | None = ...,
+    ) -> RunHandle[O2]: ...
 
 
 class Workflow(Generic[I, O]):
-    """A registered workflow: its handler and options. Start runs with :meth:`run`."""
+    """A registered workflow: its handler and options. Start runs with :meth:`run`.
+
+    ``I`` is the input type its handler receives (``ctx.input``), ``O`` what the
+    handler returns. Build one with ``define_workflow``, which infers both from
+    the handler's annotations.
+    """
 
     __slots__ = (
         "cron",
@@ -85,19 +85,21 @@ class Workflow(Generic[I, O]):
     def __init__(
         self,
         name: str,
-        handler: Handler[I, O],
+        handler: Callable[..., Any],
         *,
         queue: str = "default",
         max_concurrency: int = 1,
         schema: Any = None,
         cron: Iterable[Cron] = (),
         retries: Retries | None = None,
-        on_failure: Callable[[FailureContext[I]], Any] | None = None,
+        on_failure: Callable[..., Any] | None = None,
         timeout: float | None = None,
     ) -> None:
         self.name = check_name(name, "workflow name")
         if not callable(handler):
             raise TypeError("a workflow handler must be callable")
+        # The handler takes a Context[I] (or an AsyncContext[I]) and returns O or
+        # an awaitable of O; define_workflow checks that for a type checker.
         self.handler = handler
         self.queue = check_name(queue, "queue")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -129,20 +131,21 @@ class Workflow(Generic[I, O]):
 
     def run(
         self,
-        input: Any = None,
+        input: I | Mapping[str, Any] | None = None,
         *,
         run_at: datetime | float | None = None,
         queue_override: str | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
-        client: Client | None = None,
-    ) -> RunHandle:
+        client: RunStarter | None = None,
+    ) -> RunHandle[O]:
         """Enqueue a run of this workflow and return its handle.
 
         Args:
-            input: the run's input (JSON-encodable; validated against ``schema``
-                when the run executes).
+            input: the run's input, an ``I`` (or the mapping a ``schema`` converts to
+                one); JSON-encodable, validated against ``schema`` when the run
+                executes. May be left out when the input is None.
             run_at: an aware datetime or epoch seconds; a future time delays the run.
             queue_override: enqueue on this queue instead of the workflow's.
             idempotency_key: the same key returns the same run while the key lives.
@@ -150,9 +153,7 @@ class Workflow(Generic[I, O]):
             timeout: hard limit in seconds for this run (overrides the workflow's).
             client: the client to use; default: the process's default client.
         """
-        from .client import client_or_default
-
-        return client_or_default(client).enqueue_workflow(
+        return _starter(client).enqueue_workflow(
             self,
             input,
             run_at=run_at,
@@ -219,105 +220,12 @@ class Registry:
 
 
 _default_registry = Registry()
+_default_starter: RunStarter | None = None
 
 
 def get_default_registry() -> Registry:
     """The registry ``define_workflow`` fills when no ``registry=`` is given."""
     return _default_registry
-
-
-@overload
-def define_workflow(name: Callable[..., Any], /) -> Workflow[Any, Any]: ...
-
-
-@overload
-def define_workflow(
-    name: str,
-    *,
-    queue: str = ...,
-    max_concurrency: int = ...,
-    schema: Any = ...,
-    cron: Iterable[Cron] = ...,
-    retries: Retries | None = ...,
-    on_failure: Callable[..., Any] | None = ...,
-    registry: Registry | None = ...,
-    timeout: float | None = ...,
-) -> Callable[[Handler[Any, Any]], Workflow[Any, Any]]: ...
-
-
-def define_workflow(
-    name: str | Callable[..., Any],
-    *,
-    queue: str = "default",
-    max_concurrency: int = 1,
-    schema: Any = None,
-    cron: Iterable[Cron] = (),
-    retries: Retries | None = None,
-    on_failure: Callable[..., Any] | None = None,
-    registry: Registry | None = None,
-    timeout: float | None = None,
-) -> Workflow[Any, Any] | Callable[[Handler[Any, Any]], Workflow[Any, Any]]:
-    """Define a workflow; use as ``@define_workflow("name", queue=..., ...)``.
-
-    Args:
-        name: unique name within the registry (also usable bare: ``@define_workflow``
-            takes the function's name).
-        queue: the queue its runs are enqueued on.
-        max_concurrency: most runs of this workflow running at once, across all
-            supervisors (default 1).
-        schema: type the input is converted to (a ``msgspec.Struct`` or any type
-            msgspec can convert to); a mismatch fails the run without retry.
-        cron: ``Cron(...)`` triggers.
-        retries: ``Retries(max_attempts=...)``; default one attempt.
-        on_failure: called once with a failure context when a run fails for good.
-        registry: registry to add to (default: :func:`get_default_registry`).
-        timeout: hard limit in seconds per run, enforced by the supervisor.
-    """
-    target = registry if registry is not None else _default_registry
-    if registry is not None and not isinstance(registry, Registry):
-        raise TypeError("registry must be a Registry")
-
-    def wrap(handler: Handler[Any, Any], wf_name: str) -> Workflow[Any, Any]:
-        wf: Workflow[Any, Any] = Workflow(
-            wf_name,
-            handler,
-            queue=queue,
-            max_concurrency=max_concurrency,
-            schema=schema,
-            cron=cron,
-            retries=retries,
-            on_failure=on_failure,
-            timeout=timeout,
-        )
-        target.add(wf)
-        return wf
-
-    if callable(name) and not isinstance(name, str):
-        fn = name
-        return wrap(fn, getattr(fn, "__name__", ""))
-    check_name(name, "workflow name")
-    # Validate options now, so a bad definition fails at the decorator line.
-    Workflow(
-        name,
-        _placeholder,
-        queue=queue,
-        max_concurrency=max_concurrency,
-        schema=schema,
-        cron=cron,
-        retries=retries,
-        on_failure=on_failure,
-        timeout=timeout,
-    )
-    wf_name = name
-
-    def decorator(handler: Handler[Any, Any]) -> Workflow[Any, Any]:
-        return wrap(handler, wf_name)
-
-    return decorator
-
-
-def _placeholder(ctx: Any) -> None:
-    """Stand-in handler used to validate options before the real one is known."""
 
 
 def reset_default_registry(registry: Registry | None = None) -> Registry:
@@ -329,3 +237,27 @@ def reset_default_registry(registry: Registry | None = None) -> Registry:
     global _default_registry
     _default_registry = registry if registry is not None else Registry()
     return _default_registry
+
+
+def set_default_starter(starter: RunStarter | None) -> None:
+    """Fill (or clear) the default-client slot; ``create_client`` calls it."""
+    global _default_starter
+    _default_starter = starter
+
+
+def default_starter() -> RunStarter | None:
+    """What fills the default-client slot, if anything."""
+    return _default_starter
+
+
+def _starter(client: RunStarter | None) -> RunStarter:
+    if client is not None:
+        if not callable(getattr(client, "enqueue_workflow", None)):
+            raise TypeError("client must be a redflow_mp Client")
+        return client
+    if _default_starter is None:
+        raise RedflowError(
+            "no client: call create_client(...) first (it becomes the default client) "
+            "or pass client=... to run()"
+        )
+    return _default_starter

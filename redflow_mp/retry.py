@@ -7,6 +7,10 @@ does not retry in lockstep.
 
 Never retried: input validation, unknown workflow, output serialization,
 cancellation, and anything raised as :class:`NonRetriableError`.
+
+:func:`retry_delay_ms` is the one retry-or-fail rule: the executor applies it to
+a handler's error, the supervisor (through ``redflow_mp.recovery``) to a run it
+stopped at its timeout.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import msgspec
 
 from .errors import NonRetriableError, RunCanceledError
 
-__all__ = ["Retries", "backoff_seconds", "is_retryable"]
+__all__ = ["Retries", "backoff_seconds", "is_retryable", "retry_delay_ms"]
 
 
 class Retries(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -67,3 +71,18 @@ def backoff_seconds(policy: Retries, attempt: int, rng: random.Random | None = N
 def is_retryable(exc: BaseException) -> bool:
     """Whether a handler exception may lead to another attempt."""
     return not isinstance(exc, NonRetriableError | RunCanceledError)
+
+
+def retry_delay_ms(
+    policy: Retries | None,
+    attempt: int,
+    max_attempts: int,
+    retryable: bool = True,
+    rng: random.Random | None = None,
+) -> int | None:
+    """Retry or fail: the delay in ms before the next attempt, or None when the
+    run fails for good (the error is not retryable, ``attempt`` was the last of
+    ``max_attempts``, or no policy is known: the workflow is not registered)."""
+    if policy is None or not retryable or attempt >= max_attempts:
+        return None
+    return int(backoff_seconds(policy, attempt, rng) * 1000)

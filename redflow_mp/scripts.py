@@ -22,15 +22,16 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import ResponseError
 
-from .errors import RedisOutOfMemoryError
+from .codec import text
+from .errors import NETWORK_ERRORS, RedisOutOfMemoryError
 from .keys import Keys
-from .transport import NETWORK_ERRORS, Transport, is_noscript, is_oom
+from .transport import Transport, is_noscript, is_oom
 
-__all__ = ["Claimed", "Scripts", "build_library", "load_sources"]
+__all__ = ["Claimed", "Finish", "Scripts", "build_library", "load_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,21 @@ def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
     return out
 
 
+class Finish(NamedTuple):
+    """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
+
+    ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
+    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
+    is the output or the encoded error; ``delay_ms`` the retry's delay.
+    """
+
+    mode: str
+    run_id: str
+    token: str
+    payload: bytes | str = b""
+    delay_ms: int = 0
+
+
 @dataclass(slots=True)
 class Claimed:
     """A run handed to a worker by ``claim_run``."""
@@ -111,12 +127,6 @@ class Claimed:
     token: str
     lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
-
-
-def _s(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
 
 
 def _claimed(reply: Any, token: str) -> Claimed | None:
@@ -275,18 +285,18 @@ class Scripts:
             )
         except NETWORK_ERRORS:
             reply = self.run("enqueue_run", keys, (*args, "1", "1"), retry=True)
-        return _s(reply[0]), reply[1] == 1
+        return text(reply[0]), reply[1] == 1
 
     def claim(
         self,
         queues: tuple[str, ...],
         lease_ms: int,
         token: str,
-        finish: tuple[str, str, str, bytes | str, int] | None = None,
+        finish: Finish | tuple[str, str, str, bytes | str, int] | None = None,
         only_id: str = "",
         woken: bool = False,
     ) -> tuple[str, Claimed | None]:
-        """Finish ``(mode, run id, token, payload, delay ms)`` if given, then claim.
+        """Apply ``finish`` (a :class:`Finish`, or the same five values) if given, then claim.
 
         ``token`` empty means finish only. Returns the finish result ('' when
         nothing was finished, 'lease-lost', or the new status) and the claimed run.
@@ -313,7 +323,7 @@ class Scripts:
         )
         claimed = _claimed(reply[1], token)
         for dropped in reply[2] if len(reply) > 2 else ():
-            queue, _, run_id = _s(dropped).rpartition(" ")
+            queue, _, run_id = text(dropped).rpartition(" ")
             log.warning(
                 "run id %s in the ready list of queue %r has no run record (removed by "
                 "hand or lost); dropped it",
@@ -323,7 +333,7 @@ class Scripts:
         if claimed is not None:
             # The lease was granted after `sent`: it holds at least until sent + lease.
             claimed.lease_until = sent + lease_ms / 1000.0
-        return _s(reply[0]), claimed
+        return text(reply[0]), claimed
 
     def finalize(
         self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0
@@ -337,7 +347,7 @@ class Scripts:
         )
         if reply[0] != 1:
             return None
-        return _s(reply[1])
+        return text(reply[1])
 
     def renew(self, lease_ms: int, pairs: list[tuple[str, str]]) -> list[tuple[bool, bool]]:
         """Renew leases; per pair: (still held, cancellation requested)."""
@@ -374,7 +384,7 @@ class Scripts:
         )
         if reply[0] != 1:
             return None
-        return _s(reply[1])
+        return text(reply[1])
 
     def promote(self, batch: int) -> tuple[int, int | None]:
         reply = self.run("promote_runs", (self.keys.queues,), (self._tag, batch), retry=True)
@@ -383,7 +393,7 @@ class Scripts:
 
     def reap(self, batch: int) -> tuple[int, list[str]]:
         reply = self.run("reap_runs", (self.keys.queues,), (self._tag, batch), retry=True)
-        return int(reply[0]), [_s(x) for x in reply[1:]]
+        return int(reply[0]), [text(x) for x in reply[1:]]
 
     def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int, bytes]]]:
         reply = self.run(
@@ -392,7 +402,8 @@ class Scripts:
         now = int(reply[0])
         earliest = int(float(reply[1])) if reply[1] not in (-1, b"-1") else None
         due = [
-            (_s(reply[i]), int(float(reply[i + 1])), reply[i + 2]) for i in range(2, len(reply), 3)
+            (text(reply[i]), int(float(reply[i + 1])), reply[i + 2])
+            for i in range(2, len(reply), 3)
         ]
         return now, earliest, due
 
@@ -433,7 +444,7 @@ class Scripts:
             ),
             retry=True,
         )
-        return int(reply[0]), _s(reply[1])
+        return int(reply[0]), text(reply[1])
 
     def sweep(self, retention_ms: int, batch: int) -> int:
         reply = self.run(
@@ -450,4 +461,4 @@ class Scripts:
         reply = self.run(
             "requeue_claimed", (self.keys.queues,), (self._tag, token, cause), retry=True
         )
-        return [(_s(reply[i]), _s(reply[i + 1])) for i in range(0, len(reply), 2)]
+        return [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)]

@@ -25,9 +25,9 @@ import functools
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar, cast, overload
 
 import msgspec
 
@@ -40,13 +40,15 @@ from .errors import (
     ResultTimeoutError,
     StepTimeoutError,
 )
+from .execution import Execution
 from .keys import step_workflow_key
-from .registry import Workflow, check_name
-
-if TYPE_CHECKING:
-    from .executor import Execution
+from .options import RunOptions, check_name
+from .registry import Workflow
 
 __all__ = ["AsyncStep", "Step"]
+
+R = TypeVar("R")
+O = TypeVar("O")  # noqa: E741 - output type of a child workflow
 
 _WAIT_SLICE = 0.5
 
@@ -162,7 +164,7 @@ class _StepCore:
     def _succeed(self, step: str, value: Any, started: int) -> Any:
         ex = self._ex
         try:
-            data = ex.client.encode_payload(value, f"output of step {step!r}")
+            data = ex.runs.encode_payload(value, f"output of step {step!r}")
         except TypeError as exc:
             err = OutputSerializationError(str(exc))
             self._fail(step, err, started)
@@ -217,22 +219,15 @@ class _StepCore:
     ) -> str:
         ex = self._ex
         child = _workflow_name(workflow)
-        key = idempotency_key or step_workflow_key(ex.run_id, step, child)
-        options: dict[str, Any] = {
-            "run_at": run_at,
-            "queue_override": queue_override,
-            "idempotency_key": key,
-            "idempotency_ttl": idempotency_ttl,
-            "parent_run_id": ex.run_id,
-        }
-        if isinstance(workflow, Workflow):
-            wf = workflow
-            return ex.durable(
-                lambda: ex.client.enqueue_workflow(wf, input, **options).id,
-                f"starting child {child!r}",
-            )
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key or step_workflow_key(ex.run_id, step, child),
+            idempotency_ttl=idempotency_ttl,
+            parent_run_id=ex.run_id,
+        )
         return ex.durable(
-            lambda: ex.client.run_by_name(child, input, **options).id, f"starting child {child!r}"
+            lambda: ex.runs.enqueue(workflow, input, options), f"starting child {child!r}"
         )
 
     def _wait_child(self, step: str, child_id: str, timeout: float | None) -> Any:
@@ -250,11 +245,56 @@ class _StepCore:
             wait = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
             try:
                 return ex.durable(
-                    functools.partial(ex.client.wait_result, child_id, timeout=wait),
+                    functools.partial(ex.runs.wait_result, child_id, timeout=wait),
                     f"waiting for child {child_id}",
                 )
             except ResultTimeoutError:
                 continue
+
+    def _run(self, name: str, body: Callable[[str], Any]) -> Any:
+        """One step: cached output on replay, else ``body(step)`` recorded."""
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            value = body(step)
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    async def _run_async(self, name: str, body: Callable[[str], Awaitable[Any]]) -> Any:
+        """:meth:`_run` for a body that must be awaited."""
+        step, cached, hit = self._begin(name)
+        if hit:
+            return cached
+        started = _now_ms()
+        try:
+            value = await body(step)
+        except Exception as exc:
+            self._fail(step, exc, started)
+            raise
+        return self._succeed(step, value, started)
+
+    def _emit(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any,
+        run_at: datetime | float | None,
+        queue_override: str | None,
+        idempotency_key: str | None,
+        idempotency_ttl: float | None,
+    ) -> str:
+        """``emit_workflow``: the same, and as cheap, for sync and async handlers."""
+
+        def start(step: str) -> str:
+            return self._enqueue_child(
+                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+            )
+
+        return str(self._run(name, start))
 
 
 class Step(_StepCore):
@@ -262,55 +302,51 @@ class Step(_StepCore):
 
     __slots__ = ()
 
+    # Typed by fn's return type. fn's arguments are not checked against *args:
+    # PEP 612 allows no keyword (``timeout``) between *args: P.args and
+    # **kwargs: P.kwargs, and mypy cannot infer a lambda with default arguments
+    # (``lambda n=name: ...``) against a ParamSpec.
     def run(
         self,
         name: str,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         /,
         *args: Any,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` once per run; return its (cached) output."""
+    ) -> R:
+        """Run ``fn(*args, **kwargs)`` once per run; return its (cached) output.
+
+        ``timeout=`` (seconds) is the step's own: ``StepTimeoutError`` when it runs out.
+        The value returned is the output's JSON round trip, typed as ``fn`` returns.
+        """
         if not callable(fn):
             raise TypeError("step.run needs a callable as its second argument")
         limit = _check_step_timeout(timeout)
-        step, cached, hit = self._begin(name)
-        if hit:
-            return cached
-        started = _now_ms()
-        try:
-            value = call_with_timeout(step, fn, args, kwargs, limit)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+        return cast(
+            R, self._run(name, lambda step: call_with_timeout(step, fn, args, kwargs, limit))
+        )
 
     def run_workflow(
         self,
         name: str,
-        workflow: Workflow[Any, Any] | str,
+        workflow: Workflow[Any, O] | str,
         input: Any = None,
         timeout: float | None = None,
         *,
         queue_override: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Any:
+    ) -> O:
         """Start a child workflow (once per run) and wait for its output."""
         limit = _check_step_timeout(timeout)
-        step, cached, hit = self._begin(name)
-        if hit:
-            return cached
-        started = _now_ms()
-        try:
+
+        def start_and_wait(step: str) -> Any:
             child_id = self._enqueue_child(
                 step, workflow, input, None, queue_override, idempotency_key, None
             )
-            value = self._wait_child(step, child_id, limit)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+            return self._wait_child(step, child_id, limit)
+
+        return cast(O, self._run(name, start_and_wait))
 
     def emit_workflow(
         self,
@@ -324,18 +360,9 @@ class Step(_StepCore):
         idempotency_ttl: float | None = None,
     ) -> str:
         """Start a child workflow (once per run) and return its run id."""
-        step, cached, hit = self._begin(name)
-        if hit:
-            return str(cached)
-        started = _now_ms()
-        try:
-            child_id = self._enqueue_child(
-                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
-            )
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return str(self._succeed(step, child_id, started))
+        return self._emit(
+            name, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+        )
 
 
 async def _call_async(
@@ -375,6 +402,28 @@ class AsyncStep(_StepCore):
 
     __slots__ = ()
 
+    @overload
+    async def run(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[R]],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+
+    @overload
+    async def run(
+        self,
+        name: str,
+        fn: Callable[..., R],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+
     async def run(
         self,
         name: str,
@@ -384,44 +433,31 @@ class AsyncStep(_StepCore):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
+        """Run ``fn`` (a coroutine function, or a sync one) once per run; see :meth:`Step.run`."""
         if not callable(fn):
             raise TypeError("step.run needs a callable as its second argument")
         limit = _check_step_timeout(timeout)
-        step, cached, hit = self._begin(name)
-        if hit:
-            return cached
-        started = _now_ms()
-        try:
-            value = await _call_async(step, fn, args, kwargs, limit)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+        return await self._run_async(name, lambda step: _call_async(step, fn, args, kwargs, limit))
 
     async def run_workflow(
         self,
         name: str,
-        workflow: Workflow[Any, Any] | str,
+        workflow: Workflow[Any, O] | str,
         input: Any = None,
         timeout: float | None = None,
         *,
         queue_override: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Any:
+    ) -> O:
         limit = _check_step_timeout(timeout)
-        step, cached, hit = self._begin(name)
-        if hit:
-            return cached
-        started = _now_ms()
-        try:
+
+        async def start_and_wait(step: str) -> Any:
             child_id = self._enqueue_child(
                 step, workflow, input, None, queue_override, idempotency_key, None
             )
-            value = await asyncio.to_thread(self._wait_child, step, child_id, limit)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+            return await asyncio.to_thread(self._wait_child, step, child_id, limit)
+
+        return cast(O, await self._run_async(name, start_and_wait))
 
     async def emit_workflow(
         self,
@@ -434,15 +470,6 @@ class AsyncStep(_StepCore):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
     ) -> str:
-        step, cached, hit = self._begin(name)
-        if hit:
-            return str(cached)
-        started = _now_ms()
-        try:
-            child_id = self._enqueue_child(
-                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
-            )
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return str(self._succeed(step, child_id, started))
+        return self._emit(
+            name, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+        )

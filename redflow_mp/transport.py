@@ -31,17 +31,13 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
 __all__ = ["Transport", "mask_url"]
-
-_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-NETWORK_ERRORS = _NETWORK_ERRORS
 
 
 class _Wire:

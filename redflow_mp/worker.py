@@ -23,27 +23,23 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import redis
+from typing import Protocol
 
 from . import maintenance
 from .client import Client, set_default_client
-from .errors import RedflowError, RedisOutOfMemoryError
-from .executor import Executor, Outcome
+from .codec import encode_error
+from .errors import TRANSIENT_ERRORS, RedflowError
+from .executor import Executor, Outcome, OutcomeMode
 from .ids import new_token
 from .lease import LeaseKeeper
 from .metrics import Metrics
-from .registry import Registry, check_name
-from .scripts import Claimed
+from .options import check_name
+from .registry import Registry
+from .scripts import Claimed, Finish
 
 __all__ = ["Worker", "WorkerHooks"]
 
 log = logging.getLogger(__name__)
-
-# Transient trouble the loop rides out with backoff: Redis unreachable, or out of
-# memory (writes refused before they start, so nothing was half-applied).
-_NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedisOutOfMemoryError)
 
 
 class WorkerHooks(Protocol):
@@ -152,7 +148,7 @@ class Worker:
         try:
             self.client.redis.lpush(self._wake_key, "1")
             self.client.redis.pexpire(self._wake_key, 60_000)
-        except _NETWORK:
+        except TRANSIENT_ERRORS:
             pass
 
     @property
@@ -164,7 +160,7 @@ class Worker:
     def run(self) -> None:
         """Serve until :meth:`stop` (or ``max_runs``); finishes the current run first."""
         set_default_client(self.client)
-        pending: tuple[str, str, str, bytes | str, int] | None = None
+        pending: Finish | None = None
         pending_outcome: Outcome | None = None
         # The run whose finish rides on the next claim call: the host keeps it on
         # its books until that call returns, so a death in between loses nothing.
@@ -183,7 +179,7 @@ class Worker:
                         self._order(), self.lease_ms, token, pending, woken=self._woken
                     )
                     self._woken = False
-                except _NETWORK as exc:
+                except TRANSIENT_ERRORS as exc:
                     log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
                     self._stopping.wait(backoff)
                     backoff = min(5.0, backoff * 2)
@@ -248,32 +244,32 @@ class Worker:
                 self._current = None
                 self.runs_done += 1
 
-    def _settle(
-        self, claimed: Claimed, outcome: Outcome
-    ) -> tuple[tuple[str, str, str, bytes | str, int] | None, Outcome | None]:
+    def _settle(self, claimed: Claimed, outcome: Outcome) -> tuple[Finish | None, Outcome | None]:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
-        if outcome.mode == "lost":
+        if outcome.mode is OutcomeMode.LOST:
             log.warning("run %s: lease lost; its result was discarded", claimed.id)
             return None, None
         finish = _finish_args(claimed, outcome)
         if (
-            outcome.mode == "failed"
+            outcome.mode is OutcomeMode.FAILED
             and outcome.workflow is not None
             and outcome.workflow.on_failure is not None
         ):
             status = self._apply_now(finish)
-            self._record(claimed.workflow, finish[0], status)
+            self._record(claimed.workflow, finish.mode, status)
             if status == "failed":
                 self.executor.call_on_failure(outcome)
             return None, None
         return finish, outcome
 
-    def _apply_now(self, finish: tuple[str, str, str, bytes | str, int]) -> str | None:
-        mode, run_id, token, payload, delay = finish
+    def _apply_now(self, finish: Finish) -> str | None:
+        run_id = finish.run_id
         while True:
             try:
-                status = self.client.scripts.finalize(run_id, token, mode, payload, delay)
-            except _NETWORK as exc:
+                status = self.client.scripts.finalize(
+                    run_id, finish.token, finish.mode, finish.payload, finish.delay_ms
+                )
+            except TRANSIENT_ERRORS as exc:
                 log.warning("Redis unreachable while finishing run %s (%s); retrying", run_id, exc)
                 time.sleep(0.2)
                 continue
@@ -283,15 +279,15 @@ class Worker:
 
     def _after_finish(
         self,
-        finish: tuple[str, str, str, bytes | str, int],
+        finish: Finish,
         result: str,
         outcome: Outcome | None,
     ) -> None:
         if result == "lease-lost":
-            log.warning("run %s: lease lost before its result was written", finish[1])
+            log.warning("run %s: lease lost before its result was written", finish.run_id)
             return
         if outcome is not None and outcome.info is not None:
-            self._record(outcome.info.workflow, finish[0], result)
+            self._record(outcome.info.workflow, finish.mode, result)
 
     def _record(self, workflow: str, mode: str, status: str | None) -> None:
         """Count a finish whose script reply said ``status`` (None: lease lost)."""
@@ -311,14 +307,14 @@ class Worker:
                 try:
                     maintenance.promote_due(self.client)
                     maintenance.reap_expired(self.client)
-                except _NETWORK:
+                except TRANSIENT_ERRORS:
                     pass
         timeout = self.block_timeout
         if self.maintenance:
             timeout = min(timeout, 0.2)
         try:
             self._woken = self.client.redis.blpop(self._bells, timeout=timeout) is not None
-        except _NETWORK as exc:
+        except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)
 
@@ -343,7 +339,7 @@ class Worker:
                 _, claimed = self.client.scripts.claim(
                     self.queues, self.lease_ms, token, None, only_id=run_id
                 )
-            except _NETWORK:
+            except TRANSIENT_ERRORS:
                 return False
             if claimed is None:
                 self.hooks.claiming("")
@@ -352,7 +348,7 @@ class Worker:
             finish, _ = self._settle(claimed, outcome)
             if finish is not None:
                 self.hooks.finishing(claimed)
-                self._record(claimed.workflow, finish[0], self._apply_now(finish))
+                self._record(claimed.workflow, finish.mode, self._apply_now(finish))
             self.hooks.finished(claimed)
             return True
         finally:
@@ -386,19 +382,15 @@ class Worker:
         self.executor.close()
 
 
-def _finish_args(claimed: Claimed, outcome: Outcome) -> tuple[str, str, str, bytes | str, int]:
-    if outcome.mode == "succeeded":
-        return ("succeeded", claimed.id, claimed.token, outcome.payload, 0)
-    payload: Any = b""
-    if outcome.error is not None:
-        from .codec import encode_error
-
-        payload = encode_error(outcome.error)
-    if outcome.mode == "retry":
-        return ("retry", claimed.id, claimed.token, payload, outcome.delay_ms)
-    if outcome.mode not in ("failed", "canceled"):
+def _finish_args(claimed: Claimed, outcome: Outcome) -> Finish:
+    if outcome.mode is OutcomeMode.SUCCEEDED:
+        return Finish(outcome.mode, claimed.id, claimed.token, outcome.payload)
+    payload = encode_error(outcome.error) if outcome.error is not None else b""
+    if outcome.mode is OutcomeMode.RETRY:
+        return Finish(outcome.mode, claimed.id, claimed.token, payload, outcome.delay_ms)
+    if outcome.mode not in (OutcomeMode.FAILED, OutcomeMode.CANCELED):
         raise RedflowError(f"unexpected outcome {outcome.mode!r}")
-    return (outcome.mode, claimed.id, claimed.token, payload, 0)
+    return Finish(outcome.mode, claimed.id, claimed.token, payload)
 
 
 NOT_A_COMMAND = """\

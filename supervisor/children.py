@@ -1,7 +1,7 @@
-"""Child process records, forking into ``redflow_mp.child.run``, and exit decoding.
+"""Child process records, forking into :func:`redflow_supervisor.child.run`, and exit decoding.
 
 Fork safety: :func:`fork_child` forks with the handled signals blocked; the
-child branch never returns (``redflow_mp.child.run`` ends in ``os._exit``), so
+child branch never returns (``child.run`` ends in ``os._exit``), so
 nothing of the arbiter runs in a child. The parent has no threads at any time,
 which keeps fork safe.
 """
@@ -12,19 +12,28 @@ import contextlib
 import logging
 import os
 import signal
-import sys
+import time
 from dataclasses import dataclass, field
 
-from redflow_mp.board import AbortReason, Board, Held
-from redflow_mp.child import HANDLED_SIGNALS, ChildSpec, ExitCode, set_title
-from redflow_mp.child import run as child_run
 from redflow_mp.client import create_client
 from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
+from .board import AbortReason, Board, Held
+from .child import HANDLED_SIGNALS, ChildSpec, ExitCode, after_fork, exit_now, set_title
+from .child import run as child_run
 from .signals import blocked
 
-__all__ = ["Child", "ExitInfo", "decode_status", "fork_child", "fork_on_failure"]
+__all__ = [
+    "Child",
+    "ExitInfo",
+    "Helpers",
+    "count_children",
+    "decode_status",
+    "fork_child",
+    "fork_on_failure",
+    "log_exit",
+]
 
 log = logging.getLogger("redflow_supervisor")
 
@@ -54,6 +63,46 @@ class Child:
         except ProcessLookupError:
             return False
 
+    def left_behind(self, held: tuple[Held, ...]) -> list[Held]:
+        """The runs to put back once this child is gone: what its board entry held,
+        plus what it held when its abort began (its entry may have changed since),
+        without the aborted run itself, which is recorded as aborted instead."""
+        if self.abort is None:
+            return list(held)
+        _, target, snapshot = self.abort
+        known = {h.run_id for h in held}
+        runs = [h for h in snapshot if h.run_id not in known] + list(held)
+        return [h for h in runs if h.run_id != target.run_id]
+
+
+class Helpers:
+    """The short-lived processes that run ``on_failure`` for runs the supervisor
+    failed itself; each is killed if it runs past ``limit`` seconds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._deadlines: dict[int, float] = {}
+
+    def start(self, spec: ChildSpec, registry: Registry, run_id: str) -> None:
+        try:
+            pid = fork_on_failure(spec, registry, run_id)
+        except OSError as exc:
+            log.error("could not start on_failure for run %s: %s", run_id, exc)
+            return
+        self._deadlines[pid] = time.monotonic() + self.limit
+
+    def reaped(self, pid: int) -> None:
+        self._deadlines.pop(pid, None)
+
+    def check(self, now: float) -> None:
+        """Kill the helpers past their deadline (they are reaped like any child)."""
+        for pid, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                log.error("on_failure process %d ran past %g s; killing it", pid, self.limit)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                self._deadlines[pid] = float("inf")
+
 
 @dataclass(frozen=True, slots=True)
 class ExitInfo:
@@ -73,6 +122,40 @@ class ExitInfo:
         if self.code == ExitCode.BOOT_ERROR:
             return "exited with a boot error"
         return f"exited with code {self.code}"
+
+    def kind(self, *, we_killed: bool) -> str:
+        """The ``cause`` label of ``redflow_child_exits_total``."""
+        if self.clean:
+            return "clean"
+        if self.signal is not None:
+            return "oom" if self.signal == signal.SIGKILL and not we_killed else "signal"
+        if self.code == ExitCode.ABORTED:
+            return "aborted"
+        if self.code == ExitCode.BOOT_ERROR:
+            return "boot"
+        return "crash"
+
+
+def count_children(n: int) -> str:
+    """``1 child``, ``2 children`` (log lines read correctly)."""
+    return f"{n} child" if n == 1 else f"{n} children"
+
+
+def log_exit(child: Child, info: ExitInfo, cause: str) -> None:
+    """Log a child's exit: info when expected, error with the cause otherwise."""
+    expected = (
+        child.stop_sent is not None or child.retiring or info.clean or child.abort is not None
+    )
+    if info.code == ExitCode.RECYCLE:
+        log.info("worker %d (pid %d) recycled", child.slot, child.pid)
+    elif expected:
+        log.info("worker %d (pid %d) %s", child.slot, child.pid, cause)
+    elif info.signal == signal.SIGKILL:
+        log.error("worker %d (pid %d) %s", child.slot, child.pid, cause)
+    elif not child.ready:
+        log.error("worker %d (pid %d) failed to start: %s", child.slot, child.pid, cause)
+    else:
+        log.error("worker %d (pid %d) died: %s", child.slot, child.pid, cause)
 
 
 def decode_status(status: int) -> ExitInfo:
@@ -103,10 +186,7 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
         if pid == 0:  # pragma: no cover - runs in the helper, which ends in os._exit
             code = 1
             try:
-                signal.set_wakeup_fd(-1)
-                for fd in spec.close_fds:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+                after_fork(spec.close_fds)
                 for sig in HANDLED_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
@@ -117,9 +197,5 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
             except BaseException:
                 log.exception("on_failure of run %s could not be called", run_id)
             finally:
-                with contextlib.suppress(Exception):
-                    for handler in logging.getLogger().handlers:
-                        handler.flush()
-                    sys.stderr.flush()
-                os._exit(code)
+                exit_now(code)
     return pid

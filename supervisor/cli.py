@@ -4,7 +4,7 @@
         [--url redis://...] [--prefix redflow:prod] [--config conf/redflow.toml]
 
 Every setting is also a flag (``lease_ms`` -> ``--lease-ms``) whose help is the
-setting's own documentation (``redflow_mp.settings``, which also checks every
+setting's own documentation (``redflow_supervisor.settings``, which also checks every
 value: this module only parses argv). Modules are imported in the parent before
 any child is forked; an import error stops start-up with exit status 2 and the
 module's own exception in two lines (the traceback with ``--log-level debug``),
@@ -33,12 +33,12 @@ from redflow_mp import __version__
 from redflow_mp import registry as registry_mod
 from redflow_mp.errors import ConfigError
 from redflow_mp.registry import Registry
-from redflow_mp.settings import SECTIONS, Settings, Spec, fmt_default, load, specs
 from redflow_mp.transport import mask_url
 
 from .arbiter import Arbiter, Reloaded
 from .embedded import EmbeddedRedis
 from .logs import configure_logging
+from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
 
 __all__ = ["main"]
 

@@ -45,7 +45,9 @@ from collections.abc import Callable, Iterable
 import psutil
 
 from redflow_mp import __version__
-from redflow_mp.metrics import Labels, MetricsStore, render
+from redflow_mp.metrics import Labels
+
+from .exposition import MetricsStore, render
 
 __all__ = ["CONN_TIMEOUT", "MAX_CONNS", "MetricsHub", "build_info", "process_samples"]
 

@@ -22,10 +22,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["RestartPolicy", "SlotState", "SlotTracker"]
+__all__ = ["RestartPolicy", "RestartState", "SlotTracker"]
 
 
-class SlotState(Enum):
+class RestartState(Enum):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
@@ -53,36 +53,36 @@ class SlotTracker:
     """The restart bookkeeping of one slot."""
 
     policy: RestartPolicy
-    state: SlotState = SlotState.BACKOFF
+    state: RestartState = RestartState.BACKOFF
     start_failures: int = 0
     restart_at: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
 
     def spawned(self) -> None:
-        self.state = SlotState.STARTING
+        self.state = RestartState.STARTING
 
     def ready(self) -> None:
-        self.state = SlotState.RUNNING
+        self.state = RestartState.RUNNING
         self.start_failures = 0
 
-    def exited(self, now: float, *, was_ready: bool, planned: bool) -> SlotState:
+    def exited(self, now: float, *, was_ready: bool, planned: bool) -> RestartState:
         """Record an exit; returns the new state (BACKOFF with ``restart_at``, or FATAL)."""
         if planned:
-            self.state = SlotState.BACKOFF
+            self.state = RestartState.BACKOFF
             self.restart_at = now
             return self.state
         if not was_ready:
             self.start_failures += 1
             if self.start_failures >= self.policy.max_start_failures:
-                self.state = SlotState.FATAL
+                self.state = RestartState.FATAL
                 return self.state
-            self.state = SlotState.BACKOFF
+            self.state = RestartState.BACKOFF
             self.restart_at = now + self.policy.delay(self.start_failures)
             return self.state
         self.crashes.append(now)
         while self.crashes and now - self.crashes[0] > self.policy.window:
             self.crashes.popleft()
-        self.state = SlotState.BACKOFF
+        self.state = RestartState.BACKOFF
         if len(self.crashes) >= self.policy.burst:
             self.restart_at = now + self.policy.delay(len(self.crashes) - self.policy.burst + 1)
         else:
@@ -90,4 +90,4 @@ class SlotTracker:
         return self.state
 
     def due(self, now: float) -> bool:
-        return self.state is SlotState.BACKOFF and now >= self.restart_at
+        return self.state is RestartState.BACKOFF and now >= self.restart_at

@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Iterator
 
-from redflow_mp.child import HANDLED_SIGNALS
+from .child import HANDLED_SIGNALS
 
 __all__ = ["HANDLED", "SignalPipe", "blocked"]
 

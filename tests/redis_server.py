@@ -22,15 +22,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import redis
 
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name (see tests/ops/test_connection.py).
-    from supervisor.embedded import ServerBinary, find_server, probe_server
-else:
-    from redflow_supervisor.embedded import ServerBinary, find_server, probe_server
+from redflow_supervisor.embedded import ServerBinary, find_server, probe_server
 
 __all__ = ["FLAVORS", "RedisServer", "describe_binary", "find_redis_server", "flavor_binary"]
 

@@ -1,14 +1,23 @@
 """The arbiter's periodic duties. Each exposes ``tick(now) -> next_due`` (monotonic
-seconds) and calls :mod:`redflow_mp.maintenance`, so all Redis semantics stay in
-the library. The arbiter catches their errors (a Redis outage must never stop
-the arbiter) and retries them a second later.
+seconds) and calls the library (:mod:`redflow_mp.maintenance`,
+:mod:`redflow_mp.recovery`), so all Redis semantics stay there.
+
+:class:`Schedule` runs the duties that are due from the arbiter's loop and
+catches their errors (a Redis outage must never stop the arbiter): a failed
+duty is retried a second later, and its failure logged at most every 10 s.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Protocol
 
-__all__ = ["Duty"]
+__all__ = ["Duty", "Schedule"]
+
+log = logging.getLogger("redflow_supervisor")
+
+_LOG_EVERY = 10.0
 
 
 class Duty(Protocol):
@@ -16,3 +25,35 @@ class Duty(Protocol):
 
     def tick(self, now: float) -> float:
         """Do the work that is due; return when to be called next (monotonic)."""
+
+
+class Schedule:
+    """Duties with their next due times; :meth:`run` ticks the ones that are due."""
+
+    def __init__(self, duties: list[Duty] | None = None) -> None:
+        self._due: list[tuple[Duty, float]] = [(d, 0.0) for d in duties or ()]
+        self._last_error: dict[str, float] = {}
+
+    def add(self, duty: Duty) -> None:
+        self._due.append((duty, 0.0))
+
+    def next_due(self) -> float:
+        return min((due for _, due in self._due), default=float("inf"))
+
+    def run(self, now: float) -> None:
+        for i, (duty, due) in enumerate(self._due):
+            if now < due:
+                continue
+            next_due = now + 1.0
+            try:
+                next_due = duty.tick(now)
+                self._last_error.pop(duty.name, None)
+            except Exception as exc:
+                self._failed(duty.name, exc)
+            self._due[i] = (duty, next_due)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error.get(name, 0.0) > _LOG_EVERY:
+            log.warning("%s duty failed: %s", name, exc)
+            self._last_error[name] = now

@@ -9,8 +9,8 @@ import logging
 
 from redflow_mp.client import Client
 from redflow_mp.maintenance import cron_tick
-from redflow_mp.metrics import MetricsStore
 
+from ..exposition import MetricsStore
 from .leader import LeaderDuty
 
 __all__ = ["CronDuty"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import reap_expired
-from redflow_mp.metrics import MetricsStore
+from redflow_mp.maintenance import announce_queues, reap_expired
+
+from ..exposition import MetricsStore
 
 __all__ = ["ReaperDuty"]
 
@@ -30,11 +31,7 @@ class ReaperDuty:
         self.requeued = 0
 
     def tick(self, now: float) -> float:
-        served = self.queues()
-        if served:
-            # The served queues are always in the append-only `queues` set, even if
-            # no client of this Redis has enqueued on them since it was emptied.
-            self.client.redis.sadd(self.client.keys.queues, *served)
+        announce_queues(self.client, self.queues())
         _, requeued = reap_expired(self.client)
         self.requeued += len(requeued)
         if requeued and self.metrics is not None:

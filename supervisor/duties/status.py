@@ -1,25 +1,48 @@
-"""Refresh this supervisor's status record in Redis (``supervisor:<id>``, with a
-TTL), read by ``redflow supervisors`` and the dashboard: pid, mode, leadership
-and every child's pid, slot, state, current run, RSS, CPU, runs done and
-restarts (RSS and CPU measured with psutil)."""
+"""What a supervisor reports about itself.
+
+- Its status record in Redis (``supervisor:<id>``, with a TTL), refreshed by
+  :class:`StatusDuty` and read by ``redflow supervisors`` and the dashboard:
+  pid, mode, leadership and every child's pid, slot, state, current run, RSS,
+  CPU, runs done and restarts (RSS and CPU measured with psutil).
+- The gauges of its ``/metrics`` page (:func:`gauges`), read at scrape time.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import psutil
 
+from redflow_mp import __version__
+from redflow_mp.admin import queue_stats, running_counts
 from redflow_mp.client import Client
-from redflow_mp.ops import (
+from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.metrics import Labels
+from redflow_mp.registry import Registry
+
+from ..board import Board
+from ..children import Child
+from ..status import (
     ChildStatus,
     SupervisorStatus,
     remove_supervisor_status,
     write_supervisor_status,
 )
 
-__all__ = ["ChildStatus", "ProcessSampler", "StatusDuty", "supervisor_id"]
+__all__ = [
+    "ChildStatus",
+    "ProcessSampler",
+    "StatusDuty",
+    "gauges",
+    "supervisor_id",
+    "supervisor_status",
+]
+
+log = logging.getLogger("redflow_supervisor")
 
 
 class StatusDuty:
@@ -70,3 +93,84 @@ class ProcessSampler:
 
 def supervisor_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def supervisor_status(
+    *,
+    sid: str,
+    app: str,
+    started_ms: int,
+    mode: str,
+    leader: bool,
+    queues: Sequence[str],
+    procs: int,
+    children: Sequence[Child],
+    board: Board,
+    restarts: Mapping[int, int],
+    sampler: ProcessSampler,
+) -> SupervisorStatus:
+    """This supervisor and its children (read from their board entries), now."""
+    now_ms = int(time.time() * 1000)
+    rows = []
+    for child in sorted(children, key=lambda c: (c.slot, c.pid)):
+        entry = board.read(child.index)
+        rss, cpu = sampler.sample(child.pid)
+        current = entry.current
+        rows.append(
+            ChildStatus(
+                slot=child.slot,
+                pid=child.pid,
+                state="stopping" if child.stop_sent is not None else entry.state.name.lower(),
+                run_id=current.run_id if current else None,
+                workflow=current.workflow if current else None,
+                run_started_at=(
+                    now_ms - int((time.monotonic() - current.started) * 1000) if current else None
+                ),
+                rss=rss,
+                cpu_percent=cpu,
+                runs_done=entry.runs_done,
+                restarts=restarts.get(child.slot, 0),
+            )
+        )
+    sampler.forget({c.pid for c in children})
+    own_rss, _ = sampler.sample(os.getpid())
+    return SupervisorStatus(
+        id=sid,
+        app=app,
+        host=sid.rsplit(":", 1)[0],
+        pid=os.getpid(),
+        started_at=started_ms,
+        updated_at=now_ms,
+        mode=mode,
+        leader=leader,
+        queues=list(queues),
+        procs=procs,
+        rss=own_rss,
+        version=__version__,
+        children=rows,
+    )
+
+
+def gauges(
+    client: Client | None, registry: Registry, children_alive: int
+) -> list[tuple[str, Labels, float]]:
+    """Gauges read at scrape time: children alive, queue depths, running runs."""
+    out: list[tuple[str, Labels, float]] = [("redflow_children_alive", (), float(children_alive))]
+    if client is None:
+        return out
+    try:
+        for q in queue_stats(client):
+            for state, value in (
+                ("ready", q.ready),
+                ("processing", q.processing),
+                ("scheduled", q.scheduled),
+            ):
+                out.append(
+                    ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
+                )
+        names = [wf.name for wf in registry]
+        for name, count in zip(names, running_counts(client, names), strict=True):
+            out.append(("redflow_workflow_running", (("workflow", name),), float(count)))
+    except TRANSIENT_ERRORS as exc:
+        log.debug("metrics gauges unavailable: %s", exc)
+    return out

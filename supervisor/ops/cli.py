@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import redis
 
-from redflow_mp import __version__, codec, ops
+from redflow_mp import __version__, admin, codec
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
@@ -52,6 +52,7 @@ from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
 from ..embedded import EmbeddedRedis
+from ..status import list_supervisors
 from . import render
 
 __all__ = ["DEFAULT_URL", "TOKEN_ENV", "Session", "main", "resolve_target"]
@@ -209,11 +210,6 @@ def _get_run(session: Session, run_id: str) -> RunState:
     return state
 
 
-def _retry_of(session: Session, run_id: str) -> str | None:
-    raw = session.client.redis.hget(session.client.keys.run(run_id), "retryOf")
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) and raw else None
-
-
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     try:
         runs = session.client.list_runs(
@@ -230,7 +226,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
 def cmd_runs_show(session: Session, ns: argparse.Namespace) -> int:
     state = _get_run(session, ns.id)
     steps = session.client.get_run_steps(ns.id) or []
-    retry_of = _retry_of(session, ns.id)
+    retry_of = state.retry_of
     session.emit(
         render.run_detail_text(state, steps, retry_of, session.now_ms()),
         render.run_detail_record(state, steps, retry_of),
@@ -273,7 +269,7 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
 def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:
     _get_run(session, ns.id)
     try:
-        handle = ops.retry_run(session.client, ns.id)
+        handle = admin.retry_run(session.client, ns.id)
     except ValueError as exc:
         raise Failure(str(exc)) from None
     new = _get_run(session, handle.id)
@@ -503,7 +499,7 @@ def _status_now(session: Session, run_id: str) -> str | None:
 
 
 def cmd_workflows(session: Session, ns: argparse.Namespace) -> int:
-    stats = ops.workflow_stats(session.client)
+    stats = admin.workflow_stats(session.client)
     session.emit(render.workflows_table(stats, session.now_ms()), render.workflow_records(stats))
     if not stats:
         _nothing_found(session)
@@ -511,7 +507,7 @@ def cmd_workflows(session: Session, ns: argparse.Namespace) -> int:
 
 
 def cmd_queues(session: Session, ns: argparse.Namespace) -> int:
-    stats = ops.queue_stats(session.client)
+    stats = admin.queue_stats(session.client)
     session.emit(render.queues_table(stats), msgspec.to_builtins(stats))
     if not stats:
         _nothing_found(session)
@@ -519,7 +515,7 @@ def cmd_queues(session: Session, ns: argparse.Namespace) -> int:
 
 
 def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
-    sups = ops.list_supervisors(session.client)
+    sups = list_supervisors(session.client)
     session.emit(render.supervisors_text(sups, session.now_ms()), msgspec.to_builtins(sups))
     if not sups:
         _nothing_found(session)

@@ -17,8 +17,10 @@ from typing import Any
 
 import msgspec
 
+from redflow_mp.admin import CronEntry, QueueStats, WorkflowStats
 from redflow_mp.codec import RunState, StepState
-from redflow_mp.ops import CronEntry, QueueStats, SupervisorStatus, WorkflowStats
+
+from ..status import SupervisorStatus
 
 __all__ = [
     "clean",

@@ -77,6 +77,48 @@ class CaseResult:
 RESULTS: list[CaseResult] = []
 
 
+class ExitWatcher:
+    """Notes in the ledger (``exit``) when a child of a watched supervisor is gone.
+
+    A child its supervisor SIGKILLs (a timeout past kill_grace) writes no
+    ``handler-end``; this gives its execution an end for the checker. Polled
+    every 10 ms, so the time is an upper bound of the death, a few ms late.
+    """
+
+    def __init__(self, ledger_dir: Path) -> None:
+        self.ledger = ledger.Ledger(ledger_dir)
+        self.sups: list[Supervisor] = []
+        self._known: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="faults-exits", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.01):
+            for sup in list(self.sups):
+                with contextlib.suppress(psutil.Error):
+                    for child in psutil.Process(sup.pid).children():
+                        self._known.setdefault(child.pid, child)
+            self._sweep()
+
+    def _sweep(self) -> None:
+        for pid, proc in list(self._known.items()):
+            try:
+                gone = not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                gone = True
+            if gone:
+                self.ledger.append("exit", pids=[pid])
+                del self._known[pid]
+
+    def close(self) -> None:
+        """Stop watching; children seen and gone by now are in the ledger."""
+        self._stop.set()
+        self._thread.join(5)
+        self._sweep()
+        self.ledger.close()
+
+
 class Progress:
     """Samples the number of finished runs every 20 ms (own connection, survives outages)."""
 
@@ -249,6 +291,7 @@ class Faults:
     producers: list[Producer] = field(default_factory=list)
     progress: list[Progress] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    exits: ExitWatcher | None = None
 
     def __post_init__(self) -> None:
         self.ledger_dir = self.tmp / "ledger"
@@ -276,6 +319,7 @@ class Faults:
         env: dict[str, str] | None = None,
         prefix: str | None = None,
         app: str = "faults",
+        watch_exits: bool = False,
     ) -> Supervisor:
         defaults = [
             "--lease-ms",
@@ -300,6 +344,10 @@ class Faults:
             env={**self.env, **(env or {})},
         )
         self.sups.append(sup.start())
+        if watch_exits:
+            if self.exits is None:
+                self.exits = ExitWatcher(self.ledger_dir)
+            self.exits.sups.append(sup)
         return sup
 
     def group_pids(self, sup: Supervisor) -> list[int]:
@@ -310,7 +358,11 @@ class Faults:
         return pids
 
     def fault(self, kind: str, pids: Sequence[int] = (), **fields: Any) -> float:
-        """Record a fault in the ledger (the checker uses kill/stop/cont times)."""
+        """Record a fault in the ledger; returns the monotonic time it was recorded.
+
+        The checker uses kill/stop/cont times and each fault's span: ``seconds=``
+        when its length is known, else until a ``<kind>-end`` fault is recorded.
+        """
         self.ledger.append("fault", kind=kind, pids=list(pids), **fields)
         return time.monotonic()
 
@@ -391,6 +443,9 @@ class Faults:
         """Settle, stop the supervisors (drain), check every invariant, record the row."""
         settled = self.settle(raw, settle_timeout)
         self.stop_all()
+        if self.exits is not None:
+            self.exits.close()  # every exit is in the ledger before the check reads it
+            self.exits = None
         report = self.check(raw)
         RESULTS.append(
             CaseResult(
@@ -408,6 +463,8 @@ class Faults:
             prod.close()
         for prog in self.progress:
             prog.stop()
+        if self.exits is not None:
+            self.exits.close()
         for sup in self.sups:
             with contextlib.suppress(Exception):
                 sup.stop()

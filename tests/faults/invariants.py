@@ -21,6 +21,12 @@ record what really executed, outside Redis.
     I5  a child started by a step exists once per (parent, step).
     I6  every idempotency key maps to one run.
     I7  no cron fire time produced two runs.
+    I8  no run executes in two processes at once: two executions of one run
+        (handler start to end, or to the death of its process) never overlap,
+        unless a fault on the earlier one's whole supervisor, its network or
+        Redis lasted into that time (what leases and fencing are for; a fault
+        lasts its ``seconds`` or until its ``<kind>-end`` event). A process that
+        is merely busy, stopped alone or being killed keeps its run.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class Report:
     idempotency_keys: int = 0
     cron_runs: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    double_executions: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -92,7 +99,8 @@ class Report:
             f"{self.inflight_reexecutions} were cut off in flight (killed or fenced: may run "
             f"again, allowed); fenced handler executions {self.fenced_executions}",
             f"max concurrency seen: {conc or '-'}; child runs {self.child_runs}, "
-            f"idempotency keys {self.idempotency_keys}, cron runs {self.cron_runs}",
+            f"idempotency keys {self.idempotency_keys}, cron runs {self.cron_runs}; "
+            f"runs executed twice at once {len(self.double_executions)}",
         ]
         if self.failures:
             lines.append(f"failed runs by error type: {dict(self.failures)}")
@@ -283,6 +291,7 @@ class _Exec:
     wf: str
     token: str
     start: int
+    ppid: int | None = None
     end: int | None = None
     outcome: str | None = None
     last_recorded: int | None = None
@@ -295,7 +304,9 @@ def _executions(events: list[dict[str, Any]]) -> list[_Exec]:
     for ev in events:
         kind = ev["ev"]
         if kind == "handler-start":
-            ex = _Exec(ev["pid"], ev["run"], ev["wf"], ev.get("token", ""), ev["mono"])
+            ex = _Exec(
+                ev["pid"], ev["run"], ev["wf"], ev.get("token", ""), ev["mono"], ev.get("ppid")
+            )
             stacks[ev["pid"]].append(ex)
             out.append(ex)
         elif kind == "handler-end":
@@ -323,11 +334,11 @@ def _peak(intervals: list[tuple[int, int]]) -> int:
     return peak
 
 
-def _check_concurrency(
-    report: Report, events: list[dict[str, Any]], limits: Mapping[str, int]
-) -> None:
-    """I4."""
+def _deaths(events: list[dict[str, Any]]) -> dict[int, int]:
+    """When each process stopped executing: killed or stopped by a fault (until
+    continued), else seen gone by the harness's exit watcher (``exit``)."""
     deaths: dict[int, int] = {}
+    exits: dict[int, int] = {}
     for ev in events:
         if ev["ev"] == "fault" and ev.get("kind") in ("kill", "stop"):
             for pid in ev.get("pids", []):
@@ -335,6 +346,21 @@ def _check_concurrency(
         if ev["ev"] == "fault" and ev.get("kind") == "cont":
             for pid in ev.get("pids", []):
                 deaths.pop(int(pid), None)
+        if ev["ev"] == "exit":
+            for pid in ev.get("pids", []):
+                exits.setdefault(int(pid), ev["mono"])
+    return {**exits, **deaths}
+
+
+def _physical_end(e: _Exec, deaths: Mapping[int, int]) -> int | None:
+    return e.end if e.end is not None else deaths.get(e.pid)
+
+
+def _check_concurrency(
+    report: Report, events: list[dict[str, Any]], limits: Mapping[str, int]
+) -> None:
+    """I4."""
+    deaths = _deaths(events)
     by_wf: dict[str, list[_Exec]] = defaultdict(list)
     for ex in _executions(events):
         by_wf[ex.wf].append(ex)
@@ -346,7 +372,7 @@ def _check_concurrency(
         report.max_concurrency[wf] = _peak(held)
         physical: list[tuple[int, int]] = []
         for e in execs:
-            end = e.end if e.end is not None else deaths.get(e.pid)
+            end = _physical_end(e, deaths)
             if end is None:
                 report.violate("I4", f"execution of {e.run} in pid {e.pid} has no end and no death")
                 continue
@@ -357,6 +383,66 @@ def _check_concurrency(
                 "I4",
                 f"{wf}: {report.max_concurrency[wf]} lease holders ran at once (limit {limit})",
             )
+
+
+def _fault_spans(events: list[dict[str, Any]]) -> list[tuple[int, int, list[int]]]:
+    """Each fault as (start, end, pids): a fault lasts ``seconds`` when it says so,
+    or until its ``<kind>-end`` event; ``cont`` ends nothing here (a stop's effect
+    is on the processes it lists)."""
+    spans: list[tuple[int, int, list[int]]] = []
+    open_at: dict[str, int] = {}
+    for ev in events:
+        if ev["ev"] != "fault" or ev.get("kind") == "cont":
+            continue
+        kind = str(ev.get("kind"))
+        if kind.endswith("-end"):
+            i = open_at.pop(kind[: -len("-end")], None)
+            if i is not None:
+                start, _, pids = spans[i]
+                spans[i] = (start, ev["mono"], pids)
+            continue
+        end = ev["mono"] + int(float(ev.get("seconds") or 0) * 1e9)
+        open_at[kind] = len(spans)
+        spans.append((ev["mono"], end, [int(p) for p in ev.get("pids") or []]))
+    return spans
+
+
+def _cut_off(earlier: _Exec, later_start: int, spans: list[tuple[int, int, list[int]]]) -> bool:
+    """Whether a fault while both executions could exist took ``earlier``'s lease
+    away: one on Redis or the network (no pids), or one that hit its supervisor."""
+    for start, end, pids in spans:
+        if start > later_start or end < earlier.start:
+            continue
+        if not pids or (earlier.ppid is not None and earlier.ppid in pids):
+            return True
+    return False
+
+
+def _check_exclusive(report: Report, events: list[dict[str, Any]]) -> None:
+    """I8."""
+    deaths = _deaths(events)
+    spans = _fault_spans(events)
+    by_run: dict[str, list[_Exec]] = defaultdict(list)
+    for ex in _executions(events):
+        by_run[ex.run].append(ex)
+    for run_id, execs in by_run.items():
+        execs.sort(key=lambda e: e.start)
+        for i, a in enumerate(execs):
+            end = _physical_end(a, deaths)
+            if end is None:
+                continue  # I4 reports an execution without an end
+            for b in execs[i + 1 :]:
+                if b.start >= end:
+                    break
+                if _cut_off(a, b.start, spans):
+                    continue
+                report.double_executions.append(run_id)
+                report.violate(
+                    "I8",
+                    f"run {run_id} ({a.wf}) was executed twice at once: pid {a.pid} from "
+                    f"{a.start} to {end} and pid {b.pid} from {b.start} (ns, monotonic), "
+                    "with no fault in between that cut the first one off",
+                )
 
 
 @dataclass
@@ -514,7 +600,7 @@ def check(
     limits: Mapping[str, int] | None = None,
     extra_acknowledged: Iterable[str] = (),
 ) -> Report:
-    """Check I1-I7 for ``prefix``; call it once the system is quiet."""
+    """Check I1-I8 for ``prefix``; call it once the system is quiet."""
     report = Report()
     db = _Redis(raw, prefix)
     events = sorted(ledger.read_all(ledger_dir), key=lambda ev: ev["mono"])
@@ -527,5 +613,6 @@ def check(
     _check_runs(report, db, runs, acknowledged)
     _check_steps(report, events, runs, steps)
     _check_concurrency(report, events, limits or {})
+    _check_exclusive(report, events)
     _check_keys(report, db, runs, events)
     return report

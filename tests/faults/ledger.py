@@ -15,12 +15,14 @@ clock-skew helper of ``workload.py``, which shifts only ``time.time``.
 
 Events (``ev``):
     enqueued        the test's producer got a run id back (acknowledged enqueue)
-    handler-start   a handler began an execution of a run (attempt, token)
+    handler-start   a handler began an execution of a run (attempt, token, ppid)
     handler-end     it ended (``outcome``: ok | error | lost | canceled)
     step-start      a step function began (``exec`` = unique execution id)
     step-end        a step function returned (before its result is written)
     step-recorded   ``ctx.step.run`` returned a fresh result: Redis accepted it
-    fault           the test injected a fault (``kind``, ``pids``)
+    fault           the test injected a fault (``kind``, ``pids``; ``seconds`` when
+                    its length is known, else a ``<kind>-end`` fault closes it)
+    exit            the harness saw a supervisor's child gone (``pids``)
 """
 
 from __future__ import annotations

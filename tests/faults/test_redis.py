@@ -41,6 +41,7 @@ def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
     for down_for in (2.0, 0.5, 2.0):
         wait_for(lambda: busy_children(sups[0]) or busy_children(sups[1]), 20, "busy children")
         raw.close()
+        fx.fault("redis-kill", seconds=down_for)
         _, t_up = restart_redis(server, down_for)
         raw = server.client()
 
@@ -82,6 +83,7 @@ def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
             "three busy children",
         )
         raw.close()
+        fx.fault("redis-kill", seconds=1.5)
         _, t_up = restart_redis(server, 1.5)
         raw = server.client()
 
@@ -112,6 +114,7 @@ def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
     prod = fx.producer(server.url, 800, rate=100).start()
     recoveries = []
     wait_for(lambda: busy_children(sups[0]), 20, "busy children")
+    fx.fault("pause", seconds=2.5)
     command(raw, "CLIENT", "PAUSE", 2500, "WRITE")
     t_end = time.monotonic() + 2.5
     wait_for(lambda: time.monotonic() >= t_end, 5, "the end of the pause")
@@ -119,6 +122,7 @@ def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
     recoveries.append(prog.first_progress_after(t_end) or 0.0)
     wait_for(lambda: busy_children(sups[1]), 20, "busy children")
     sleeper = redis.Redis.from_url(server.url)
+    fx.fault("debug-sleep", seconds=2.5)
     command(sleeper, "DEBUG", "SLEEP", 2.5)  # the whole server stops for 2.5 s
     sleeper.close()
     t_end = time.monotonic()
@@ -146,12 +150,13 @@ def test_redis_out_of_memory(fx: Faults) -> None:
     prod = fx.producer(server.url, 600, rate=100).start()
     wait_for(lambda: len(prod.ids) >= 100, 30, "100 runs enqueued")
     used = int(raw.info("memory")["used_memory"])
+    fx.fault("oom")
     raw.config_set("maxmemory", used)  # every write that needs memory is refused now
     t_oom = time.monotonic()
     wait_for(lambda: any("out of memory" in e for e in prod.errors), 20, "an OOM error at enqueue")
     wait_for(lambda: time.monotonic() - t_oom >= 3.0, 10, "3 s of OOM")
     raw.config_set("maxmemory", 0)
-    t_ok = time.monotonic()
+    t_ok = fx.fault("oom-end")
     wait_for(lambda: prog.first_progress_after(t_ok) is not None, 60, "progress after OOM")
     recovery = prog.first_progress_after(t_ok)
     prod.wait(120)

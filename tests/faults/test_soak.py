@@ -74,9 +74,12 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
 
                 wait_for(outage_over, 5, "outage")
                 proxy.restore(heal=True)
+                fx.fault(f"{kind}-end")
             elif kind == "redis":
                 raw.close()
-                restart_redis(server, rng.uniform(0.2, 2.5))
+                down_for = rng.uniform(0.2, 2.5)
+                fx.fault("redis-kill", seconds=down_for)
+                restart_redis(server, down_for)
                 raw = server.client()
             else:
                 fx.kill_group(b)

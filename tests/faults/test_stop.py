@@ -1,10 +1,14 @@
-"""Fault 3: SIGSTOP.
+"""Fault 3: SIGSTOP, and a child stuck where no signal reaches it.
 
 - A whole supervisor (parent and children) is stopped for longer than the lease
   while a second one runs: the second takes its runs over, and once the first is
   continued every late write it makes is rejected by fencing.
 - A single child is stopped: its parent keeps extending the lease (SPEC §4), so
   the run waits for it until the workflow's timeout stops it; then it is retried.
+  Run with the suite's short lease and kill_grace, and with the defaults.
+- A child holds the GIL in one C call past its run's timeout (default lease and
+  kill_grace): the parent keeps the lease until its SIGKILL lands, so the attempt
+  runs once, and its timeout is recorded once.
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ import time
 from functools import partial
 from typing import Any
 
+import psutil
 import pytest
 
+from redflow_mp import create_client
 from tests.faults import ledger
 from tests.faults.harness import Faults, busy_children, running_leases, taken_over, wait_for
+from tests.faults.workload import gil
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+# The settings users run (SPEC §5): the suite's defaults are a 1 s lease and 0.5 s
+# kill_grace, where a lease cannot lapse within kill_grace; these can.
+DEFAULTS = ("--lease-ms", "5000", "--kill-grace", "5", "--reaper-interval-ms", "500")
 
 
 def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
@@ -102,15 +113,27 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
     raw.close()
 
 
-def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -> None:
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("settings", "args"), [("lease 1 s, kill_grace 0.5 s", ()), ("defaults", DEFAULTS)]
+)
+def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
+    fx: Faults, settings: str, args: tuple[str, ...]
+) -> None:
     server = fx.redis()
     raw = server.client()
     env = {"FAULTS_RUN_TIMEOUT_S": "3"}
-    sup = fx.supervisor(server.url, procs=2, env=env)
+    sup = fx.supervisor(server.url, procs=2, env=env, args=args)
     sup.wait_workers(2)
     prod = fx.producer(server.url, 300, rate=60, timeout=3.0).start()
 
-    def slow_child() -> tuple[object, str] | None:
+    def slow_child() -> tuple[psutil.Process, str] | None:
         for proc, run_id in busy_children(sup):
             if raw.hget(f"{{{fx.prefix}}}:run:{run_id}", "workflow") == b"fx-slow":
                 return proc, run_id
@@ -122,12 +145,16 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
     assert token is not None
     t_stop = fx.fault("stop", [proc.pid], run=run_id)
     os.kill(proc.pid, signal.SIGSTOP)
-    # For two lease periods the parent keeps the stopped child's lease alive.
-    while time.monotonic() - t_stop < 2.0:
-        assert raw.get(f"{key}:lease") == token, "the stopped child's lease was not kept"
-        assert raw.hget(key, "status") == b"running"
+    # As long as the stopped child lives (through the run's timeout, 3 s, and the
+    # TERM-to-KILL grace after it), its parent keeps the lease alive.
+    while _alive(proc):
+        held = raw.get(f"{key}:lease") == token and raw.hget(key, "status") == b"running"
+        if not held:
+            assert not _alive(proc), "the lease of a stopped, still living child was lost"
+            break
         time.sleep(0.05)  # sampling interval of a property that must hold throughout
-    # Then the run's timeout (3 s) stops it (TERM, KILL after kill_grace) and it is retried.
+    assert time.monotonic() - t_stop >= 3.0, "the stopped child was gone before its timeout"
+    # Then the run's timeout stopped it (TERM, KILL after kill_grace) and it is retried.
     wait_for(lambda: int(raw.hget(key, "attempt") or 1) >= 2, 20, "the timed-out run's retry")
     recovery = time.monotonic() - t_stop
     wait_for(
@@ -137,7 +164,7 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
     prod.wait(120)
     report = fx.finish(
         raw,
-        "3b. SIGSTOP one child (timeout 3 s)",
+        f"3b. SIGSTOP one child (timeout 3 s; {settings})",
         recovery_s=recovery,
         note="stop -> retried by the run timeout",
     )
@@ -148,4 +175,49 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
     report.assert_ok()
     assert set(report.statuses) <= {"succeeded", "failed"}
     assert set(report.failures) <= {"RunTimeoutError"}, report.failures
+    raw.close()
+
+
+def test_child_holding_the_gil_past_its_timeout_with_default_settings(fx: Faults) -> None:
+    server = fx.redis()
+    raw = server.client()
+    sup = fx.supervisor(server.url, procs=2, args=DEFAULTS, watch_exits=True)
+    sup.wait_workers(2)
+    prod = fx.producer(server.url, 300, rate=60).start()
+    client = create_client(server.url, prefix=fx.prefix, default=False)
+    try:
+        t_start = time.monotonic()
+        run_id = client.enqueue_workflow(gil, None).id
+    finally:
+        client.close()
+    fx.ledger.append("enqueued", run=run_id, wf=gil.name, key=None)
+    key = f"{{{fx.prefix}}}:run:{run_id}"
+
+    def starts() -> list[dict[str, Any]]:
+        return [
+            ev
+            for ev in ledger.read_all(fx.ledger_dir)
+            if ev["ev"] == "handler-start" and ev["run"] == run_id
+        ]
+
+    def ended_or_repeated() -> bool:
+        return raw.hget(key, "status") == b"failed" or len(starts()) > 1
+
+    wait_for(ended_or_repeated, 60, "the GIL-bound run to fail (or to start again)", 0.05)
+    recovery = time.monotonic() - t_start
+    prod.wait(120)
+    report = fx.finish(
+        raw,
+        "3c. child holds the GIL past its 1 s timeout (defaults)",
+        recovery_s=recovery,
+        note="enqueue -> timeout recorded",
+        settle_timeout=30,
+    )
+    report.assert_ok()  # I8: never two live executions of one run
+    assert len(starts()) == 1, f"the GIL-bound run was executed {len(starts())} times"
+    state = raw.hgetall(key)
+    assert state[b"attempt"] == b"1" and b"RunTimeoutError" in state[b"errorJson"], state
+    assert "lease already lost" not in sup.log()
+    assert report.statuses["failed"] == 1, report.statuses
+    assert set(report.failures) == {"RunTimeoutError"}, report.failures
     raw.close()

@@ -9,7 +9,7 @@ what really ran, independently of Redis.
 Knobs (environment, read at import, never ``REDFLOW_*``):
     FAULTS_STEP_MS         work per step in ms (default 5)
     FAULTS_GAP_MS          handler work between steps in ms (default 2)
-    FAULTS_RUN_TIMEOUT_S   timeout of every workflow in s (default 60)
+    FAULTS_RUN_TIMEOUT_S   timeout of every workflow but fx-gil in s (default 60)
     FAULTS_CLOCK_OFFSET_S  shift this process's wall clock (the clock-skew helper)
 """
 
@@ -107,6 +107,7 @@ def instrumented(body: Callable[[Context[Any]], Any]) -> Callable[[Context[Any]]
             wf=info.workflow,
             attempt=info.attempt,
             token=_token(ctx),
+            ppid=os.getppid(),
         )
         outcome = "error"
         try:
@@ -200,6 +201,15 @@ def slow(ctx: Context[Any]) -> str:
     gap()
     step(ctx, "w2", work_ms=STEP_MS * 20)
     return "ok"
+
+
+@define_workflow("fx-gil", queue=QUEUE, max_concurrency=1, timeout=1.0)
+@instrumented
+def gil(ctx: Context[Any]) -> int:
+    """Holds the GIL in one C call far past its 1 s timeout plus kill_grace: the
+    child's heartbeat thread cannot run, SIGTERM's handler never does, only the
+    supervisor's SIGKILL ends it. Not in the producer's mix; cases enqueue it."""
+    return sum(range(10**11))
 
 
 WORKFLOWS = {wf.name: wf for wf in (chain, limited, child, parent, flaky, slow)}

@@ -70,7 +70,7 @@ def test_ten_kilobyte_names_are_rejected_clearly(
         with pytest.raises(ValueError, match="limit is 512"):
             define_workflow("x", queue=huge, registry=registry)
     elif what == "step":
-        from redflow_mp.registry import check_name
+        from redflow_mp.options import check_name
 
         with pytest.raises(ValueError, match="step name is 10240 characters"):
             check_name(huge, "step name")

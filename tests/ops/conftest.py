@@ -10,23 +10,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from redflow_mp import Client, Registry
 from redflow_mp.transport import mask_url
+from redflow_supervisor.ops.dashboard import DashboardConfig, DashboardServer, make_server
 from tests.helpers import WorkerPool, wait_until
 from tests.ops.flows import make_registry
 from tests.process.conftest import supervisor  # noqa: F401 - fixture re-export
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.ops.dashboard import DashboardConfig, DashboardServer, make_server
-else:
-    from redflow_supervisor.ops.dashboard import DashboardConfig, DashboardServer, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "ops-test"

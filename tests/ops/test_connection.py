@@ -10,24 +10,16 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
 from redflow_mp import create_client
 from redflow_mp.transport import mask_url
+from redflow_supervisor.embedded import EmbeddedRedis, alive
 from tests.ops.conftest import ROOT, cli_env, run_cli, run_cli_many
 from tests.ops.flows import make_registry
 from tests.redis_server import RedisServer
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.embedded import EmbeddedRedis, alive
-else:
-    from redflow_supervisor.embedded import EmbeddedRedis, alive
 
 PASSWORD = "hunter2-Secret-pw"
 

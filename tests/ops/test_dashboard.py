@@ -5,23 +5,15 @@ from __future__ import annotations
 import http.client
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 import redis
 
 from redflow_mp import Client
+from redflow_supervisor.ops.dashboard import DashboardConfig, is_loopback
 from tests.helpers import status_of, text
 from tests.ops.conftest import TOKEN, Result, Runs
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name; ``redflow_supervisor`` exists only
-    # through setuptools' package-dir mapping (an editable-install import hook mypy
-    # cannot follow). Same source files, so the same types.
-    from supervisor.ops.dashboard import DashboardConfig, is_loopback
-else:
-    from redflow_supervisor.ops.dashboard import DashboardConfig, is_loopback
 
 Start = Callable[..., str]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,27 +14,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from redflow_supervisor.embedded import (
+    ORIGINS,
+    EmbeddedRedis,
+    ServerBinary,
+    alive,
+    find_server,
+    probe_server,
+)
 from tests.helpers import command as command_of
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name (see tests/ops/test_connection.py).
-    from supervisor.embedded import (
-        ORIGINS,
-        EmbeddedRedis,
-        ServerBinary,
-        alive,
-        find_server,
-        probe_server,
-    )
-else:
-    from redflow_supervisor.embedded import (
-        ORIGINS,
-        EmbeddedRedis,
-        ServerBinary,
-        alive,
-        find_server,
-        probe_server,
-    )
 
 
 def _servers() -> list[ServerBinary]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from redflow_mp import __version__
-from redflow_mp.settings import specs
+from redflow_supervisor.settings import specs
 from tests.process.conftest import ROOT, clean_env
 
 pytestmark = pytest.mark.timeout(60)

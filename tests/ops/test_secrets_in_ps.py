@@ -10,19 +10,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from redflow_mp.transport import mask_url
+from redflow_supervisor.entry import mask_args
 from tests.helpers import wait_until
 from tests.ops.conftest import ROOT, TOKEN, cli_env
 from tests.redis_server import RedisServer
-
-if TYPE_CHECKING:
-    from supervisor.entry import mask_args
-else:
-    from redflow_supervisor.entry import mask_args
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -36,14 +36,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 import pytest
 import yaml
 
 from redflow_mp import __version__, create_client
-from redflow_mp.settings import Settings, load
+from redflow_supervisor.cli import EXIT_USAGE
+from redflow_supervisor.settings import Settings, load
 from tests.packaging.deployfiles import (
     ROOT,
     Instruction,
@@ -58,12 +59,6 @@ from tests.packaging.deployfiles import (
 )
 from tests.process.conftest import clean_env, wait_until
 from tests.redis_server import _free_port
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name (see tests/ops/conftest.py).
-    from supervisor.cli import EXIT_USAGE
-else:
-    from redflow_supervisor.cli import EXIT_USAGE
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def _repo_files() -> tuple[str, ...]:
         found = []
         for path in ROOT.rglob("*"):
             rel = path.relative_to(ROOT)
-            if path.is_file() and not any(
+            if (path.is_file() or path.is_symlink()) and not any(
                 p in _NOT_SOURCES or p.endswith((".egg-info", "_cache")) for p in rel.parts
             ):
                 found.append(rel.as_posix())
@@ -76,7 +77,12 @@ def _repo_files() -> tuple[str, ...]:
         check=True,
         timeout=30,
     ).stdout.decode()
-    return tuple(sorted(f for f in listed.split("\0") if f and (ROOT / f).is_file()))
+    # The `redflow_supervisor` symlink (to supervisor/) is one of them, kept as a link.
+    return tuple(
+        sorted(
+            f for f in listed.split("\0") if f and ((ROOT / f).is_file() or (ROOT / f).is_symlink())
+        )
+    )
 
 
 def _image_sources() -> list[tuple[str, str]]:
@@ -100,7 +106,10 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
     repo = tmp / "repo"
     for name in files:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
+        if (ROOT / name).is_symlink():
+            (repo / name).symlink_to(os.readlink(ROOT / name))
+        else:
+            shutil.copy2(ROOT / name, repo / name)
     _build(repo, tmp / "dist")  # the sdist, then a wheel built from it
 
     image = tmp / "image"
@@ -162,6 +171,8 @@ def test_wheel_holds_both_packages_lua_types_and_license(dists: Dists) -> None:
     assert f"{info}/entry_points.txt" in names
     extra = {n for n in names - expected if not n.startswith(f"{info}/")}
     assert not extra, f"files in the wheel that are not package files: {sorted(extra)}"
+    # SPEC §1: the two packages only, never a top-level `supervisor` (supervisord's name).
+    assert {n.split("/", 1)[0] for n in names} == {"redflow_mp", "redflow_supervisor", info}
     with zipfile.ZipFile(dists.wheel) as zf:
         license_text = zf.read(f"{info}/licenses/LICENSE").decode()
     assert license_text == (ROOT / "LICENSE").read_text(encoding="utf-8")

@@ -134,3 +134,30 @@ def chatty(ctx: Context[Any]) -> str:
 def broken(ctx: Context[Any]) -> None:
     ctx.step.run("fine", lambda: 1)
     raise ValueError("broken on purpose")
+
+
+# A name past the status board's 103 bytes: the supervisor must act on the full name.
+LONG_NAME = "overtime-long-" + "x" * 286
+
+
+@define_workflow(
+    LONG_NAME,
+    queue="p",
+    max_concurrency=10,
+    timeout=1.0,
+    retries=Retries(max_attempts=2, initial_delay=0.1, jitter=0),
+    on_failure=_record_failure,
+)
+def overtime_long(ctx: Context[Any]) -> None:
+    r, tag = _r()
+    r.incr(f"{tag}:ledger:overtime-long")
+    time.sleep(60)
+
+
+@define_workflow("gil-overtime", queue="p", max_concurrency=1, timeout=1.0)
+def gil_overtime(ctx: Context[str]) -> int:
+    """Notes each entry (pid) in the file named by its input, then holds the GIL in
+    one C call far longer than its timeout plus kill_grace: only SIGKILL stops it."""
+    with open(ctx.input, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return sum(range(10**11))

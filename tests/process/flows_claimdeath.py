@@ -18,8 +18,8 @@ import signal
 from typing import Any
 
 from redflow_mp import Context, define_workflow, get_default_client
-from redflow_mp.child import _Hooks
 from redflow_mp.scripts import Claimed
+from redflow_supervisor.child import _Hooks
 
 _publish = _Hooks.started
 _finishing = _Hooks.finishing

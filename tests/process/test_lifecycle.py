@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.ops import list_supervisors
+from redflow_supervisor.status import list_supervisors
 from tests.process import flows
 from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 

@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import psutil
@@ -26,15 +25,10 @@ from redis.retry import Retry
 
 from redflow_mp import Client, RunFailedError, __version__, create_client
 from redflow_mp.transport import mask_url
+from redflow_supervisor.embedded import find_server
 from tests.process import flows
 from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
 from tests.redis_server import RedisServer
-
-if TYPE_CHECKING:
-    # mypy knows this package by its directory name (see tests/ops/test_connection.py).
-    from supervisor.embedded import find_server
-else:
-    from redflow_supervisor.embedded import find_server
 
 pytestmark = pytest.mark.process
 

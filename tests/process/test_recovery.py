@@ -185,3 +185,50 @@ def test_worker_killed_before_its_finish_reaches_redis_puts_the_run_back_at_once
     assert state is not None and state.status is RunStatus.SUCCEEDED
     assert state.crash_count == 1 and state.last_crash is not None
     assert "SIGKILL" in state.last_crash
+
+
+def test_timeout_of_a_run_with_a_name_longer_than_the_board_keeps_its_retries(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """The status board clips workflow names (103 bytes); the timeout path must
+    decide by the run's full name: retried while attempts remain, on_failure once."""
+    assert len(flows.LONG_NAME) == 300
+    sup = supervisor(procs=2, args=["--kill-grace", "1"])
+    sup.wait_workers(2)
+    handle = flows.overtime_long.run(None, client=client)
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=60)
+    assert failed.value.error is not None and failed.value.error.type == "RunTimeoutError"
+    assert raw.get(f"{client.keys.tag}:ledger:overtime-long") == b"2"
+    state = client.get_run(handle.id)
+    assert state is not None and state.attempt == 2 and state.workflow == flows.LONG_NAME
+    _assert_on_failure_ran_once(sup, raw, client, handle.id, "RunTimeoutError")
+
+
+def test_run_holding_the_gil_past_its_timeout_runs_once_with_default_settings(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """Default lease (5 s) and kill_grace (5 s): while the parent waits to SIGKILL
+    the stuck child it keeps the run's lease, so no other child starts the same
+    attempt; the timeout is then recorded once and the attempt counts."""
+    sup = supervisor(procs=2)  # defaults: no lease or kill_grace flags
+    sup.wait_workers(2)
+    entries = tmp_path / "entries"
+    handle = flows.gil_overtime.run(str(entries), client=client)
+
+    def pids() -> list[str]:
+        return entries.read_text().split() if entries.exists() else []
+
+    def settled() -> bool:
+        state = client.get_run(handle.id)
+        return len(pids()) >= 2 or (state is not None and state.status.terminal)
+
+    wait_until(settled, 60, interval=0.05, message="the run to end (or to start twice)")
+    assert len(pids()) == 1, f"the handler was entered {len(pids())} times: {pids()}"
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=5)
+    assert failed.value.error is not None and failed.value.error.type == "RunTimeoutError"
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.FAILED and state.attempt == 1
+    assert "lease already lost" not in sup.log()
+    sup.wait_workers(2)  # the killed child was replaced

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from redflow_mp.board import Board, SlotState
+from redflow_supervisor.board import Board, SlotState
 
 
 def test_push_pop_and_the_finishing_mark() -> None:

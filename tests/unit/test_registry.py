@@ -131,7 +131,7 @@ def test_ten_kilobyte_name_is_rejected_clearly(registry: Registry) -> None:
 
 def test_handler_must_be_callable(registry: Registry) -> None:
     with pytest.raises(TypeError, match="callable"):
-        define_workflow("x", registry=registry)("not callable")  # type: ignore[arg-type]
+        define_workflow("x", registry=registry)("not callable")  # type: ignore[call-overload]
 
 
 def test_frozen_registry_refuses_new_workflows(registry: Registry) -> None:

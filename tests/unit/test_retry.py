@@ -15,7 +15,7 @@ from redflow_mp import (
     RunCanceledError,
     UnknownWorkflowError,
 )
-from redflow_mp.retry import backoff_seconds, is_retryable
+from redflow_mp.retry import backoff_seconds, is_retryable, retry_delay_ms
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -70,3 +70,14 @@ def test_which_errors_are_retried() -> None:
         RunCanceledError("R"),
     ):
         assert not is_retryable(final), type(final).__name__
+
+
+def test_one_retry_or_fail_rule() -> None:
+    policy = Retries(max_attempts=3, initial_delay=2.0, multiplier=3.0, jitter=0)
+    assert retry_delay_ms(policy, 1, 3) == 2000
+    assert retry_delay_ms(policy, 2, 3) == 6000
+    assert retry_delay_ms(policy, 3, 3) is None  # the last attempt failed: for good
+    assert retry_delay_ms(policy, 1, 3, retryable=False) is None
+    assert retry_delay_ms(None, 1, 3) is None  # no policy: the workflow is unknown here
+    # The run's own max_attempts decides, not the policy's (it was fixed at enqueue).
+    assert retry_delay_ms(policy, 3, 5) == 18_000

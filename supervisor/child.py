@@ -34,14 +34,16 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NoReturn
 
-from .board import AbortReason, Board, SlotState
-from .client import create_client
-from .metrics import Metrics, encode_delta, send_pieces
-from .registry import Registry
-from .scripts import Claimed
-from .worker import Worker
+from redflow_mp.client import Client, create_client
+from redflow_mp.metrics import Metrics
+from redflow_mp.registry import Registry
+from redflow_mp.scripts import Claimed
+from redflow_mp.worker import Worker
 
-__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "run", "set_title"]
+from .board import AbortReason, Board, SlotState
+from .exposition import encode_delta, send_pieces
+
+__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "after_fork", "exit_now", "run", "set_title"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,28 @@ class _Hooks:
         return self.stop_requested
 
 
+def after_fork(close_fds: Sequence[int]) -> None:
+    """First thing in a process the arbiter forked: leave the parent's wake-up fd
+    and descriptors alone (close this copy), and reseed ``random``."""
+    signal.set_wakeup_fd(-1)
+    for fd in close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    random.seed()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the logs and stdio, then leave by ``os._exit`` (no code of the parent,
+    atexit handlers included, runs a second time)."""
+    try:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
     """Run a child to its end; never returns."""
     code: int = ExitCode.CRASH
@@ -176,20 +200,12 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
     finally:
         try:
             board.set_state(spec.index, SlotState.EXITING)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            sys.stdout.flush()
-            sys.stderr.flush()
         finally:
-            os._exit(int(code))
+            exit_now(int(code))
 
 
 def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
-    signal.set_wakeup_fd(-1)
-    for fd in spec.close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    random.seed()
+    after_fork(spec.close_fds)
     hooks = _Hooks(board, spec)
     holder: dict[str, Worker] = {}
 
@@ -244,11 +260,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
 
-def _boot_check(client: object, timeout: float) -> bool:
+def _boot_check(client: Client, timeout: float) -> bool:
     """Reach Redis before reporting ready (a child that cannot is a start failure)."""
-    from .client import Client
-
-    assert isinstance(client, Client)
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:

@@ -36,8 +36,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
-from .errors import ConfigError
-from .keys import validate_prefix
+from redflow_mp.errors import ConfigError
+from redflow_mp.keys import validate_prefix
 
 __all__ = [
     "CONFIG_ENV",
@@ -599,7 +599,7 @@ def load(
 
 _HEADER = """\
 # redflow-supervisor settings: every key, with its default.
-# Generated from the Settings fields in redflow_mp/settings.py (their descriptions are
+# Generated from the Settings fields in supervisor/settings.py (their descriptions are
 # also the --help text); a test keeps this file equal to reference_toml().
 #
 # Precedence: defaults < this file (--config PATH or $REDFLOW_CONFIG)

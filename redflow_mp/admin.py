@@ -1,74 +1,34 @@
-"""Operations views over a client: queues, workflows, cron, supervisors, retry.
+"""Operator views and actions over one namespace: queue depths, workflows with
+their live counts, cron schedules, and retrying a finished run.
 
 What the ``redflow`` command, the dashboard and the metrics endpoint show is
 read here, from the same keys the runtime writes (no second source of truth).
 Everything is read-only except :func:`retry_run`, which enqueues a new run
-through the normal enqueue script.
-
-Supervisor status records: every supervisor writes ``supervisor:<id>`` (JSON,
-with a TTL of a few refresh periods) and scores its id in ``supervisors`` by
-the refresh time; a record whose key expired is a supervisor that is gone.
+through the normal enqueue script and links it to the old one (``retryOf``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
 from . import codec
 from .client import Client, RunHandle
-from .codec import RunStatus
+from .codec import RunStatus, text
 from .cron import CronDef
+from .runs import Runs
 
 __all__ = [
-    "ChildStatus",
     "CronEntry",
     "QueueStats",
-    "SupervisorStatus",
     "WorkflowStats",
     "cron_entries",
-    "list_supervisors",
     "queue_stats",
     "retry_run",
+    "running_counts",
     "workflow_stats",
-    "write_supervisor_status",
 ]
-
-SUPERVISOR_TTL_MS = 15_000
-
-
-class ChildStatus(msgspec.Struct, kw_only=True):
-    """One child of a supervisor, as its parent last saw it."""
-
-    slot: int
-    pid: int
-    state: str
-    run_id: str | None = None
-    workflow: str | None = None
-    run_started_at: int | None = None
-    rss: int = 0
-    cpu_percent: float = 0.0
-    runs_done: int = 0
-    restarts: int = 0
-
-
-class SupervisorStatus(msgspec.Struct, kw_only=True):
-    """The status record a supervisor refreshes in Redis."""
-
-    id: str
-    app: str
-    host: str
-    pid: int
-    started_at: int
-    updated_at: int
-    mode: str
-    leader: bool
-    queues: list[str]
-    procs: int
-    rss: int = 0
-    version: str = ""
-    children: list[ChildStatus] = msgspec.field(default_factory=list)
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
@@ -99,56 +59,12 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
     cron: list[CronEntry] = msgspec.field(default_factory=list)
 
 
-_status_decoder = msgspec.json.Decoder(SupervisorStatus)
-_status_encoder = msgspec.json.Encoder()
 _cron_decoder = msgspec.json.Decoder(CronDef)
-
-
-def _s(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def write_supervisor_status(
-    client: Client, status: SupervisorStatus, ttl_ms: int = SUPERVISOR_TTL_MS
-) -> None:
-    """Refresh ``status`` (called by the supervisor's parent every few seconds)."""
-    with client.redis.pipeline(transaction=False) as pipe:
-        pipe.set(client.keys.supervisor(status.id), _status_encoder.encode(status), px=ttl_ms)
-        pipe.zadd(client.keys.supervisors, {status.id: status.updated_at})
-        pipe.execute()
-
-
-def remove_supervisor_status(client: Client, supervisor_id: str) -> None:
-    with client.redis.pipeline(transaction=False) as pipe:
-        pipe.delete(client.keys.supervisor(supervisor_id))
-        pipe.zrem(client.keys.supervisors, supervisor_id)
-        pipe.execute()
-
-
-def list_supervisors(client: Client) -> list[SupervisorStatus]:
-    """Live supervisors (their records have not expired), oldest first."""
-    ids = [_s(x) for x in client.redis.zrange(client.keys.supervisors, 0, -1)]
-    if not ids:
-        return []
-    raws = client.redis.mget([client.keys.supervisor(i) for i in ids])
-    out: list[SupervisorStatus] = []
-    gone: list[str] = []
-    for sid, raw in zip(ids, raws, strict=True):
-        if raw is None:
-            gone.append(sid)
-            continue
-        try:
-            out.append(_status_decoder.decode(raw))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-    if gone:
-        client.redis.zrem(client.keys.supervisors, *gone)
-    return out
 
 
 def queue_stats(client: Client) -> list[QueueStats]:
     """Every known queue's ready/processing/scheduled depths and oldest wait."""
-    names = sorted(_s(q) for q in client.redis.smembers(client.keys.queues))
+    names = sorted(text(q) for q in client.redis.smembers(client.keys.queues))
     if not names:
         return []
     with client.redis.pipeline(transaction=False) as pipe:
@@ -169,7 +85,7 @@ def queue_stats(client: Client) -> list[QueueStats]:
             )
         )
         if oldest is not None:
-            oldest_ids.append((i, _s(oldest)))
+            oldest_ids.append((i, text(oldest)))
     if oldest_ids:
         with client.redis.pipeline(transaction=False) as pipe:
             for _, run_id in oldest_ids:
@@ -186,7 +102,7 @@ def cron_entries(client: Client) -> list[CronEntry]:
     defs = client.redis.hgetall(client.keys.cron_def)
     if not defs:
         return []
-    ids = sorted(_s(k) for k in defs)
+    ids = sorted(text(k) for k in defs)
     scores = client.redis.zmscore(client.keys.cron_next, ids)
     out = []
     for cid, score in zip(ids, scores, strict=True):
@@ -216,10 +132,10 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
     if queued_ids:
         with client.redis.pipeline(transaction=False) as pipe:
             for run_id in queued_ids:
-                pipe.hget(client.keys.run(_s(run_id)), "workflow")
+                pipe.hget(client.keys.run(text(run_id)), "workflow")
             for wf in pipe.execute():
                 if wf is not None:
-                    queued_by_wf[_s(wf)] = queued_by_wf.get(_s(wf), 0) + 1
+                    queued_by_wf[text(wf)] = queued_by_wf.get(text(wf), 0) + 1
     with client.redis.pipeline(transaction=False) as pipe:
         for m in metas:
             pipe.scard(client.keys.wf_running(m.name))
@@ -238,6 +154,14 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
             )
         )
     return out
+
+
+def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
+    """How many runs of each workflow are running now (all hosts)."""
+    with client.redis.pipeline(transaction=False) as pipe:
+        for name in workflows:
+            pipe.scard(client.keys.wf_running(name))
+        return [int(n) for n in pipe.execute()]
 
 
 def retry_run(client: Client, run_id: str) -> RunHandle:

@@ -1,0 +1,193 @@
+"""The state of one execution of one run, shared by its context and its steps.
+
+An :class:`Execution` knows the run (id, attempt, lease token, recorded steps),
+tells whether the lease was lost or cancellation requested, and performs the
+run's fenced writes: step records and lease confirmations, each riding out
+transient Redis trouble (a brief outage costs a pause, not an attempt).
+
+Invariant: every write carries the lease token; a write refused for a lost
+lease marks the execution lost, and nothing else is written for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
+from . import codec
+from .codec import ErrorInfo, StoredStep
+from .errors import TRANSIENT_ERRORS, LeaseLostError, RunCanceledError
+from .logs import RunLoggerAdapter, current_step
+from .metrics import Metrics
+from .retry import is_retryable
+from .runs import Runs
+from .scripts import Claimed
+
+__all__ = ["Execution", "error_info"]
+
+_TRACEBACK_LIMIT = 16_000
+
+T = TypeVar("T")
+
+
+def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
+    """Describe an exception for storage (type, message, retryable, traceback)."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > _TRACEBACK_LIMIT:
+        tb = tb[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(
+        type=type(exc).__name__,
+        message=str(exc)[:4000],
+        retryable=is_retryable(exc) if retryable is None else retryable,
+        traceback=tb,
+    )
+
+
+class Execution:
+    """State of one execution of one run, shared by the context and its steps."""
+
+    __slots__ = (
+        "attempt",
+        "cancel_reason",
+        "cancelled",
+        "lease_lost",
+        "lease_ms",
+        "lease_until",
+        "logger",
+        "lost",
+        "metrics",
+        "run_id",
+        "runs",
+        "seen",
+        "steps_cache",
+        "token",
+        "try_inline",
+        "workflow",
+    )
+
+    def __init__(
+        self,
+        runs: Runs,
+        claimed: Claimed,
+        lease_ms: int,
+        logger: RunLoggerAdapter,
+        try_inline: Callable[[str], bool],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.runs = runs
+        self.workflow = claimed.workflow
+        self.metrics = metrics
+        self.run_id = claimed.id
+        self.token = claimed.token
+        self.attempt = claimed.attempt
+        self.lease_ms = lease_ms
+        self.steps_cache = claimed.steps
+        self.seen: set[str] = set()
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()  # the lease is gone (the context reads it too)
+        self.cancel_reason: str | None = None
+        self.lease_lost = False
+        self.lease_until = claimed.lease_until
+        self.logger = logger
+        self.try_inline = try_inline
+
+    def mark_lost(self) -> None:
+        self.lease_lost = True
+        self.lost.set()
+        self.cancelled.set()
+
+    def mark_cancel(self) -> None:
+        self.cancelled.set()
+
+    def check_cancelled(self) -> None:
+        if self.lease_lost:
+            raise LeaseLostError(f"run {self.run_id}: lease lost; stopping this execution")
+        if self.cancelled.is_set():
+            raise RunCanceledError(self.run_id, reason=self.cancel_reason)
+
+    def set_step(self, name: str | None) -> None:
+        """Name the step being executed (for log records), or clear it."""
+        self.logger.set_step(name)
+        current_step.set(name or "")
+
+    def record_step(self, status: str, started_ms: int) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("redflow_steps_total", workflow=self.workflow, status=status)
+            self.metrics.observe(
+                "redflow_step_duration_seconds",
+                max(0.0, time.time() - started_ms / 1000.0),
+                workflow=self.workflow,
+            )
+
+    def durable(self, fn: Callable[[], T], what: str) -> T:
+        """Call ``fn``, riding out transient Redis trouble (unreachable, out of memory).
+
+        Retries with backoff for up to ``max(10 s, 3 leases)``, or until the lease
+        is lost; a brief outage then costs a pause, not an attempt of the run.
+        """
+        deadline = time.monotonic() + max(10.0, 3 * self.lease_ms / 1000.0)
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except TRANSIENT_ERRORS as exc:
+                if self.lease_lost or time.monotonic() >= deadline:
+                    raise
+                self.logger.warning(
+                    "Redis trouble while %s (%s); retrying in %.2f s", what, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` (monotonic) succeeded: the lease holds until
+        at least ``sent + lease``. Called from the heartbeat thread too."""
+        self.lease_until = max(self.lease_until, sent + self.lease_ms / 1000.0)
+
+    def confirm_lease(self) -> None:
+        """Before a step executes: prove the lease is still ours.
+
+        Free while the lease was confirmed lately. Otherwise this process was
+        paused, starved or cut off since (SIGSTOP, a claim reply that came late,
+        a heartbeat that could not run): one fenced renewal proves the lease, or
+        the execution stops here, before the step's side effects.
+        """
+        if time.monotonic() < self.lease_until - self.lease_ms / 3000.0:
+            return
+        sent = time.monotonic()
+        [(held, cancel)] = self.durable(
+            lambda: self.runs.scripts.renew(self.lease_ms, [(self.run_id, self.token)]),
+            "confirming the lease",
+        )
+        if not held:
+            self.mark_lost()
+            raise LeaseLostError(
+                f"run {self.run_id}: lease lost while this worker was paused or cut off"
+            )
+        self.renewed(sent)
+        if cancel:
+            self.mark_cancel()
+
+    def write_step(self, name: str, record: StoredStep) -> None:
+        data = codec.encode_step(record)
+        sent = [0.0]
+
+        def call() -> tuple[bool, bool]:
+            sent[0] = time.monotonic()
+            return self.runs.scripts.write_step(self.run_id, self.token, name, data, self.lease_ms)
+
+        held, cancel = self.durable(call, f"recording step {name!r}")
+        if held:
+            self.renewed(sent[0])
+        if not held:
+            self.mark_lost()
+            raise LeaseLostError(f"run {self.run_id}: lease lost while recording step {name!r}")
+        self.steps_cache[name] = data
+        if cancel:
+            self.mark_cancel()
+
+    def error_info(self, exc: BaseException) -> ErrorInfo:
+        return error_info(exc)

@@ -1,0 +1,77 @@
+"""``RunHandle``: a reference to one run, typed by the output of its workflow.
+
+A handle holds a run id and the client that made it, and asks that client to
+wait for the run, read it or cancel it. It is generic in the workflow's output
+type ``O``, so ``Workflow[I, O].run(...)`` gives a ``RunHandle[O]`` whose
+:meth:`RunHandle.result` is typed ``O`` for a type checker.
+
+The owner is described by a protocol (what a handle needs of a client), so this
+module sits below the client and the workflow definitions that both use it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Generic, Protocol, cast
+
+from .codec import RunState
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:
+    from typing_extensions import TypeVar
+
+__all__ = ["HandleOwner", "RunHandle"]
+
+# The output type; it defaults to Any, so a bare ``RunHandle`` annotation stays valid.
+O = TypeVar("O", default=Any)  # noqa: E741
+
+
+class HandleOwner(Protocol):
+    """What a handle needs of its client (a :class:`~redflow_mp.client.Client` is one)."""
+
+    def wait_result(self, run_id: str, timeout: float | None = None) -> Any: ...
+
+    def get_run(self, run_id: str) -> RunState | None: ...
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
+
+
+class RunHandle(Generic[O]):
+    """A reference to one run: wait for it, read it, cancel it."""
+
+    __slots__ = ("_client", "id")
+
+    def __init__(self, client: HandleOwner, run_id: str) -> None:
+        self._client = client
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def result(self, timeout: float | None = None) -> O:
+        """Wait for the run to end and return its output.
+
+        The value is the output's JSON round trip (a Struct comes back as a dict);
+        its static type is the handler's return type.
+
+        Raises:
+            RunFailedError: the run failed (``.error`` holds type, message, traceback).
+            RunCanceledError: the run was canceled.
+            ResultTimeoutError: ``timeout`` seconds passed first (the run goes on).
+        """
+        return cast(O, self._client.wait_result(self.id, timeout))
+
+    def state(self) -> RunState | None:
+        """The run's current state, or None if it no longer exists."""
+        return self._client.get_run(self.id)
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Request cancellation; see :meth:`Client.cancel_run`."""
+        return self._client.cancel_run(self.id, reason)

@@ -1,0 +1,132 @@
+"""Argument checks shared by every public entry point, and a run's start options.
+
+Names (workflows, queues, steps, apps), timeouts and run ids are checked here
+once, with the same messages everywhere. :class:`RunOptions` is the checked,
+normalised form of the options a run is started with (``run_at``,
+``queue_override``, ``idempotency_key``, ``idempotency_ttl``, ``timeout``,
+``parent_run_id``): public methods take them as keywords, build one
+``RunOptions`` and hand it down, so the option list is spelled out once.
+
+Pure: no I/O, no state.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_IDEMPOTENCY_TTL",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_NAME_LENGTH",
+    "RunOptions",
+    "check_name",
+    "check_run_id",
+    "check_timeout",
+]
+
+MAX_NAME_LENGTH = 512
+MAX_IDEMPOTENCY_KEY_LENGTH = 4096
+DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
+
+
+def check_name(value: object, what: str) -> str:
+    """Validate a workflow, queue or step name: a non-blank str of bounded length."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what} must be a non-empty string")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+    return value
+
+
+def check_timeout(value: object, what: str) -> float | None:
+    """Validate an optional positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds or None")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds")
+    return float(value)
+
+
+def check_run_id(run_id: object) -> str:
+    if not isinstance(run_id, str):
+        raise TypeError(f"run id must be a str, not {type(run_id).__name__}")
+    if not run_id:
+        raise ValueError("run id must be a non-empty string")
+    return run_id
+
+
+def _run_at_ms(run_at: datetime | float | None) -> int:
+    if run_at is None:
+        return 0
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None or run_at.tzinfo.utcoffset(run_at) is None:
+            raise ValueError(
+                "run_at is a naive datetime; pass an aware one (e.g. datetime.now(timezone.utc))"
+            )
+        return int(run_at.timestamp() * 1000)
+    if isinstance(run_at, bool) or not isinstance(run_at, int | float):
+        raise TypeError("run_at must be an aware datetime or epoch seconds")
+    if not math.isfinite(run_at) or run_at < 0:
+        raise ValueError("run_at must be a finite, non-negative epoch time in seconds")
+    return int(run_at * 1000)
+
+
+def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
+    if key is not None:
+        if not isinstance(key, str):
+            raise TypeError("idempotency_key must be a str or None")
+        if not key:
+            raise ValueError("idempotency_key must be non-empty when given")
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise ValueError(
+                f"idempotency_key is {len(key)} characters; the limit is "
+                f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
+            )
+    ttl_s = check_timeout(ttl, "idempotency_ttl")
+    return key or "", int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a run is started, checked and normalised (build with :meth:`of`).
+
+    ``run_at_ms`` 0 means now; ``idempotency_key`` "" means none; ``timeout``
+    None means the workflow's own.
+    """
+
+    run_at_ms: int = 0
+    queue_override: str | None = None
+    idempotency_key: str = ""
+    idempotency_ttl_ms: int = int(DEFAULT_IDEMPOTENCY_TTL * 1000)
+    timeout: float | None = None
+    parent_run_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        parent_run_id: str | None = None,
+    ) -> RunOptions:
+        """Check every option (clear ``TypeError``/``ValueError``) and normalise it."""
+        queue = None if queue_override is None else check_name(queue_override, "queue")
+        at_ms = _run_at_ms(run_at)
+        key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
+        return cls(
+            run_at_ms=at_ms,
+            queue_override=queue,
+            idempotency_key=key,
+            idempotency_ttl_ms=ttl_ms,
+            timeout=check_timeout(timeout, "timeout"),
+            parent_run_id=parent_run_id or None,
+        )

@@ -1,0 +1,191 @@
+"""Queries over one namespace: runs (newest first, by workflow and status), a
+run's steps, the synced workflows.
+
+Read-only; every list is bounded by its ``limit`` and reads the index that
+answers it (``runs:created``, ``workflow-runs:<name>``, ``runs:status:<s>``),
+intersecting the smaller ones in memory and walking a large one in chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from . import codec
+from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
+from .options import check_name, check_run_id
+from .runs import Runs
+
+__all__ = ["get_run_steps", "list_runs", "list_workflows"]
+
+_SCAN_LIMIT = 10_000
+_STATUS_VALUES = frozenset(s.value for s in RunStatus)
+
+
+def _check_list_args(workflow: object, status: object, limit: object, offset: object) -> str | None:
+    if workflow is not None:
+        check_name(workflow, "workflow")
+    for label, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int")
+        if value < 0:
+            raise ValueError(f"{label} must be >= 0")
+    if status is None:
+        return None
+    if not isinstance(status, str):
+        raise TypeError("status must be a RunStatus or str")
+    if status not in _STATUS_VALUES:
+        raise ValueError(f"unknown status {status!r}; expected one of {sorted(_STATUS_VALUES)}")
+    return str(RunStatus(status))
+
+
+def get_run_steps(runs: Runs, run_id: str) -> list[StepState] | None:
+    """The run's recorded steps in execution order, or None for an unknown id."""
+    check_run_id(run_id)
+    with runs.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(runs.keys.run(run_id))
+        pipe.hgetall(runs.keys.run_steps(run_id))
+        exists, raw = pipe.execute()
+    if not exists:
+        return None
+    out: list[tuple[int, int, StepState]] = []
+    for name_b, data in raw.items():
+        name = name_b.decode("utf-8", "replace")
+        try:
+            stored = codec.decode_step(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            out.append(
+                (
+                    0,
+                    0,
+                    StepState(
+                        name=name,
+                        status=codec.StepStatus.FAILED,
+                        error=ErrorInfo(type="CorruptRecord", message="unreadable step record"),
+                    ),
+                )
+            )
+            continue
+        out.append((stored.started_at, stored.seq, codec.step_state(name, stored)))
+    out.sort(key=lambda item: (item[1], item[0]))  # seq: Redis's per-run step counter
+    return [item[2] for item in out]
+
+
+def list_runs(
+    runs: Runs,
+    workflow: str | None = None,
+    status: RunStatus | str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[RunState]:
+    """Runs, newest first, optionally of one workflow and/or one status."""
+    status = _check_list_args(workflow, status, limit, offset)
+    if limit == 0:
+        return []
+    ids = _select_run_ids(runs, workflow, status, limit, offset)
+    if not ids:
+        return []
+    with runs.redis.pipeline(transaction=False) as pipe:
+        for run_id in ids:
+            pipe.hgetall(runs.keys.run(run_id))
+        raws = pipe.execute()
+    out = []
+    for run_id, raw in zip(ids, raws, strict=True):
+        if raw:
+            state = codec.run_state_from_hash(raw)
+            if not state.id:
+                state.id = run_id
+            out.append(state)
+    return out
+
+
+def _select_run_ids(
+    runs: Runs, workflow: str | None, status: str | None, limit: int, offset: int
+) -> list[str]:
+    created = runs.keys.runs_created
+    indexes = [created]
+    if workflow is not None:
+        indexes.append(runs.keys.workflow_runs(workflow))
+    if status is not None:
+        indexes.append(runs.keys.runs_status(status))
+    if len(indexes) == 1:
+        raw = runs.redis.zrevrange(created, offset, offset + limit - 1)
+        return [text(x) for x in raw]
+    with runs.redis.pipeline(transaction=False) as pipe:
+        for key in indexes:
+            pipe.zcard(key)
+        sizes = pipe.execute()
+    smallest_size, smallest = min(zip(sizes, indexes, strict=True))
+    if smallest_size == 0:
+        return []
+    others = [k for k in indexes if k != smallest and k != created]
+    if smallest_size <= _SCAN_LIMIT:
+        members = runs.redis.zrange(smallest, 0, -1)
+        return _filter_sorted(runs, members, others, limit, offset)
+    # Large indexes: walk an index scored by createdAt newest first, in chunks,
+    # keeping members present in the others. Never walk runs:status:<s>: it
+    # is scored by the time a run entered that status, so walking it would
+    # list runs in finishing order instead of newest-created first (and page
+    # differently from the small path above).
+    walk = runs.keys.workflow_runs(workflow) if workflow is not None else created
+    required = [k for k in indexes if k != walk]
+    out: list[str] = []
+    skipped = 0
+    start = 0
+    chunk = 1000
+    while len(out) < limit:
+        members = runs.redis.zrevrange(walk, start, start + chunk - 1)
+        if not members:
+            break
+        start += chunk
+        for run_id in _members_of_all(runs, members, required):
+            if skipped < offset:
+                skipped += 1
+                continue
+            out.append(run_id)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _members_of_all(runs: Runs, members: list[Any], others: list[str]) -> list[str]:
+    if not others:
+        return [text(m) for m in members]
+    with runs.redis.pipeline(transaction=False) as pipe:
+        for key in others:
+            pipe.zmscore(key, members)
+        scores = pipe.execute()
+    return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
+
+
+def _filter_sorted(
+    runs: Runs, members: list[Any], others: list[str], limit: int, offset: int
+) -> list[str]:
+    with runs.redis.pipeline(transaction=False) as pipe:
+        pipe.zmscore(runs.keys.runs_created, members)
+        for key in others:
+            pipe.zmscore(key, members)
+        results = pipe.execute()
+    created_scores = results[0]
+    keep: list[tuple[float, str]] = []
+    for i, member in enumerate(members):
+        created_at = created_scores[i]
+        if created_at is None:
+            continue
+        if all(col[i] is not None for col in results[1:]):
+            keep.append((created_at, text(member)))
+    keep.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [run_id for _, run_id in keep[offset : offset + limit]]
+
+
+def list_workflows(runs: Runs) -> list[WorkflowMeta]:
+    """Metadata of every synced workflow, by name."""
+    names = sorted(text(n) for n in runs.redis.smembers(runs.keys.workflows))
+    if not names:
+        return []
+    with runs.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(runs.keys.workflow(name))
+        raws = pipe.execute()
+    return [codec.workflow_meta_from_hash(raw) for raw in raws if raw]

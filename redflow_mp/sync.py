@@ -1,0 +1,229 @@
+"""Registry sync: write a registry's workflow metadata and cron entries to Redis.
+
+``sync_registry(app=...)`` writes ``workflow:<name>`` and the cron definitions
+and first fire times of every registered workflow, records the app's
+registration in ``wf-apps:<name>``, and withdraws the app's registration of
+workflows that are gone from its registry (older than 30 s); the metadata and
+cron entries (never runs) go with the last app's registration.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import redis
+
+from . import codec
+from .codec import text
+from .cron import CronDef, cron_id_for, next_fire_ms
+from .options import check_name
+from .registry import Registry, Workflow
+from .runs import Runs
+
+__all__ = ["STALE_WORKFLOW_GRACE_MS", "sync_registry"]
+
+log = logging.getLogger(__name__)
+
+STALE_WORKFLOW_GRACE_MS = 30_000
+
+
+def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> None:
+    """Write workflow metadata and cron entries of ``registry`` for ``app``.
+
+    Ownership: several apps (supervisors started with different ``--app``)
+    may register the same workflow. Each sync records, per workflow it
+    registers, ``app -> now`` in ``wf-apps:<name>``; the metadata hash holds
+    the definition of the latest sync (its ``app`` field names that app), so
+    apps sharing a workflow should define it alike. When ``app`` syncs a
+    registry that no longer lists a workflow it registered:
+
+    - if ``app`` synced it less than 30 s ago, nothing changes (other hosts
+      of the same app may still run the previous code: a rolling deploy);
+    - otherwise ``app`` withdraws its own registration, and the metadata and
+      cron entries (never runs) are removed only when no other app still
+      registers the workflow. An app never withdraws another app's
+      registration, however old: a supervisor syncs at start and on HUP only,
+      so an old sync time does not mean the app is gone.
+
+    Metadata written before this rule (an ``app`` field, no ``wf-apps``
+    record) counts as that app's registration at its ``updatedAt``.
+    """
+    if not isinstance(app, str):
+        raise TypeError("app must be a str")
+    if not app.strip():
+        raise ValueError("sync_registry requires a non-empty app")
+    app = check_name(app.strip(), "app")
+    reg = registry if registry is not None else runs.registry
+    if not isinstance(reg, Registry):
+        raise TypeError("registry must be a Registry")
+    now = runs.server_time_ms()
+    defs = reg.list()
+    _remove_stale_workflows(runs, {wf.name for wf in defs}, app, now)
+    for wf in defs:
+        _sync_workflow(runs, wf, app, now)
+
+
+def _registrations(name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:
+    """``app -> last sync ms`` of ``name`` (legacy owner when no record exists);
+    an unreadable time counts as "now" (kept, never removed on a guess)."""
+    entries = {text(a): t for a, t in raw.items()}
+    if not entries and legacy[0]:
+        entries = {text(legacy[0]): legacy[1]}
+    out: dict[str, int] = {}
+    for owner, value in entries.items():
+        try:
+            out[owner] = int(value)
+        except (TypeError, ValueError):
+            log.warning(
+                "workflow %r has an unreadable sync time %r for app %r; kept",
+                name,
+                value,
+                owner,
+            )
+            out[owner] = 2**62
+    return out
+
+
+def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int) -> None:
+    candidates = [
+        n
+        for n in (text(m) for m in runs.redis.smembers(runs.keys.workflows))
+        if n not in registered
+    ]
+    if not candidates:
+        return
+    with runs.redis.pipeline(transaction=False) as pipe:
+        for name in candidates:
+            pipe.hgetall(runs.keys.wf_apps(name))
+            pipe.hmget(runs.keys.workflow(name), "app", "updatedAt")
+        replies = pipe.execute()
+    for i, name in enumerate(candidates):
+        regs = _registrations(name, replies[2 * i], replies[2 * i + 1])
+        mine = regs.get(app)
+        if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
+            continue  # not ours, or ours and recent enough that old hosts may serve it
+        try:
+            _withdraw(runs, name, app, now)
+        except redis.WatchError:
+            # Someone synced this workflow meanwhile: leave it to the next sync.
+            log.debug("workflow %r changed during sync; not withdrawn", name)
+
+
+def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
+    """Remove ``app``'s registration of ``name``; the metadata goes with the last one."""
+    key, apps_key = runs.keys.workflow(name), runs.keys.wf_apps(name)
+    with runs.redis.pipeline(transaction=True) as pipe:
+        pipe.watch(key, apps_key)  # type: ignore[no-untyped-call]
+        regs = _registrations(name, pipe.hgetall(apps_key), pipe.hmget(key, "app", "updatedAt"))
+        mine = regs.pop(app, None)
+        if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
+            pipe.unwatch()
+            return
+        if regs:
+            latest = max(regs, key=lambda a: regs[a])
+            pipe.multi()
+            pipe.hdel(apps_key, app)
+            pipe.hset(key, "app", latest)
+            pipe.execute()
+            log.info(
+                "workflow %r: app %r no longer registers it; kept for %s",
+                name,
+                app,
+                ", ".join(repr(a) for a in sorted(regs)),
+            )
+            return
+        ids = _json_list(pipe.hget(key, "cronIdsJson"))
+        pipe.multi()
+        pipe.delete(key, apps_key)
+        pipe.srem(runs.keys.workflows, name)
+        if ids:
+            pipe.hdel(runs.keys.cron_def, *ids)
+            pipe.zrem(runs.keys.cron_next, *ids)
+        pipe.execute()
+    log.info("removed stale workflow metadata %r (app %r, the last to register it)", name, app)
+
+
+def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> None:
+    key, apps_key = runs.keys.workflow(wf.name), runs.keys.wf_apps(wf.name)
+    with runs.redis.pipeline(transaction=False) as read:
+        read.hmget(key, "cronIdsJson", "app", "updatedAt")
+        read.exists(apps_key)
+        (old_ids_json, old_app, old_updated), has_apps = read.execute()
+    old_ids = set(_json_list(old_ids_json))
+    cron_ids: list[str] = []
+    cron_defs: list[tuple[str, bytes, int]] = []
+    for trigger in wf.cron:
+        cid = cron_id_for(wf.name, trigger)
+        if cid in cron_ids:
+            continue
+        cron_ids.append(cid)
+        record = CronDef(
+            id=cid,
+            workflow=wf.name,
+            queue=wf.queue,
+            expression=trigger.expression,
+            timezone=trigger.timezone,
+            input_json=codec.encode_json(trigger.input).decode(),
+            max_concurrency=wf.max_concurrency,
+            max_attempts=wf.retries.max_attempts,
+            timeout_ms=int(wf.timeout * 1000) if wf.timeout else 0,
+        )
+        cron_defs.append(
+            (
+                cid,
+                msgspec.json.encode(record),
+                next_fire_ms(trigger.expression, trigger.timezone, now),
+            )
+        )
+    cron_json = msgspec.json.encode(
+        [
+            {
+                "expression": c.expression,
+                "timezone": c.timezone,
+                "input": c.input,
+                **({"id": c.id} if c.id else {}),
+            }
+            for c in wf.cron
+        ]
+    )
+    with runs.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            key,
+            mapping={
+                "name": wf.name,
+                "queue": wf.queue,
+                "maxConcurrency": wf.max_concurrency,
+                "app": app,
+                "updatedAt": now,
+                "cronJson": cron_json,
+                "retriesJson": msgspec.json.encode(wf.retries),
+                "cronIdsJson": msgspec.json.encode(cron_ids),
+                "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
+            },
+        )
+        if not has_apps and old_app and text(old_app) != app:
+            # Metadata from before wf-apps: keep its owner's registration.
+            pipe.hsetnx(apps_key, text(old_app), old_updated or now)
+        pipe.hset(apps_key, app, now)
+        pipe.sadd(runs.keys.workflows, wf.name)
+        pipe.sadd(runs.keys.queues, wf.queue)
+        gone = sorted(old_ids - set(cron_ids))
+        if gone:
+            pipe.hdel(runs.keys.cron_def, *gone)
+            pipe.zrem(runs.keys.cron_next, *gone)
+        for cid, record_json, first_fire in cron_defs:
+            pipe.hset(runs.keys.cron_def, cid, record_json)
+            pipe.zadd(runs.keys.cron_next, {cid: first_fire}, nx=True)
+        pipe.execute()
+
+
+def _json_list(raw: Any) -> list[str]:
+    if not raw:
+        return []
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []

@@ -1,0 +1,85 @@
+"""Start-up of a supervisor: the queues it serves, and its first connection.
+
+:func:`connect` builds the arbiter's client and syncs the registry, riding out
+a Redis that is still starting (up to 15 s), and turns refused credentials or a
+Redis that never answers into a clear exit message (no traceback, no restart
+loop). :func:`resolve_queues` refuses to start with nothing to serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from redis.exceptions import AuthorizationError
+
+from redflow_mp.client import Client, create_client
+from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.registry import Registry
+from redflow_mp.transport import mask_url
+
+from .settings import Settings
+
+__all__ = ["connect", "resolve_queues", "resync"]
+
+log = logging.getLogger("redflow_supervisor")
+
+_CONNECT_PATIENCE = 15.0
+
+
+def resolve_queues(settings: Settings, registry: Registry) -> tuple[str, ...]:
+    """``--queues``, or every queue of the registered workflows."""
+    queues = settings.queues or tuple(registry.queues())
+    if not queues:
+        raise SystemExit(
+            "redflow-supervisor: no queues to serve: the modules define no workflows "
+            "and --queues is empty"
+        )
+    return tuple(queues)
+
+
+def connect(settings: Settings, registry: Registry) -> Client:
+    """The arbiter's client, with ``registry`` synced for ``settings.app``."""
+    s = settings
+    client = create_client(
+        s.url,
+        prefix=s.prefix,
+        registry=registry,
+        default=False,
+        max_payload_bytes=s.max_payload_bytes,
+    )
+    deadline = time.monotonic() + _CONNECT_PATIENCE
+    delay = 0.1
+    while True:
+        try:
+            client.sync_registry(registry, app=s.app)
+            return client
+        except (redis.AuthenticationError, AuthorizationError) as exc:
+            client.close()
+            raise SystemExit(
+                f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
+            ) from None
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() >= deadline:
+                client.close()
+                raise SystemExit(
+                    f"redflow-supervisor: cannot reach Redis at {mask_url(s.url)}: {exc}"
+                ) from None
+            log.warning("Redis at %s unreachable (%s); retrying", mask_url(s.url), exc)
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
+def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str, ...]:
+    """After a reload (SIGHUP): freeze ``registry``, resolve its queues (SystemExit
+    when there are none), make it the client's and sync it (a failed sync is
+    logged; the next reload or restart syncs again)."""
+    registry.freeze()
+    queues = resolve_queues(settings, registry)
+    client.registry = registry
+    try:
+        client.sync_registry(registry, app=settings.app)
+    except TRANSIENT_ERRORS as exc:
+        log.warning("registry sync after reload failed: %s", exc)
+    return queues
