@@ -190,8 +190,6 @@ class Client:
             raise ValueError("max_payload_bytes must be at least 1024")
         self.max_payload_bytes = max_payload_bytes
         self._waiter = _Waiter()
-        # Queues this client already added to the append-only `queues` set.
-        self._known_queues: set[str] = set()
 
     @property
     def redis(self) -> redis.Redis:
@@ -337,7 +335,6 @@ class Client:
         key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
         timeout_s = check_timeout(timeout, "timeout")
         data = self.encode_payload(input, "input")
-        new_queue = queue not in self._known_queues
         run_id, _created = self.scripts.enqueue(
             new_run_id(),
             name,
@@ -351,10 +348,7 @@ class Client:
             "",
             max_concurrency,
             int(timeout_s * 1000) if timeout_s is not None else None,
-            add_queue=new_queue,
         )
-        if new_queue:
-            self._known_queues.add(queue)
         return RunHandle(self, run_id)
 
     def handle(self, run_id: str) -> RunHandle:

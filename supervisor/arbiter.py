@@ -182,7 +182,7 @@ class Arbiter:
                 ReaperDuty(client, s.reaper_interval_ms, metrics=store, queues=lambda: self.queues),
                 0.0,
             ),
-            (RetentionDuty(client, s.run_retention), 0.0),
+            (RetentionDuty(client, s.run_retention, queues=lambda: self.queues), 0.0),
         ]
         self.status = StatusDuty(client, self._snapshot)
         self.duties.append((self.status, 0.0))
@@ -752,7 +752,7 @@ class Arbiter:
         if client is None or not token:
             return
         try:
-            ids = client.scripts.requeue_claimed(token, f"worker {cause}")
+            ids = client.scripts.requeue_claimed(token, f"worker {cause}", self.settings.lease_ms)
         except _RECOVERY as exc:
             log.error(
                 "could not look for a run claimed by the dead worker (%s); "

@@ -1,5 +1,8 @@
 """Requeue runs whose lease expired (their worker, or a whole supervisor, is
 gone or cut off) and release parked runs when their workflow has free slots.
+One tick reads the expired leases batch after batch until a short batch (with
+an upper bound), so however many runs are in flight every expired lease is
+found within a tick.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ class ReaperDuty:
     def tick(self, now: float) -> float:
         served = self.queues()
         if served:
-            # The served queues are always in the append-only `queues` set, even if
-            # no client of this Redis has enqueued on them since it was emptied.
+            # Served queues stay listed (`redflow queues`, metrics) even before
+            # anything was enqueued on them.
             self.client.redis.sadd(self.client.keys.queues, *served)
         _, requeued = reap_expired(self.client)
         self.requeued += len(requeued)
