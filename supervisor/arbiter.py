@@ -40,6 +40,7 @@ from redflow_mp.client import Client, create_client
 from redflow_mp.codec import ErrorInfo
 from redflow_mp.errors import RedisOutOfMemoryError
 from redflow_mp.metrics import Labels
+from redflow_mp.migrate import keyspace_problem
 from redflow_mp.ops import SupervisorStatus, queue_stats
 from redflow_mp.registry import Registry
 from redflow_mp.retry import backoff_seconds
@@ -153,6 +154,10 @@ class Arbiter:
         delay = 0.1
         while True:
             try:
+                problem = keyspace_problem(client, self.queues, [wf.name for wf in self.registry])
+                if problem is not None:
+                    client.close()
+                    raise SystemExit(f"redflow-supervisor: {problem}")
                 client.sync_registry(self.registry, app=s.app)
                 return client
             except (redis.AuthenticationError, AuthorizationError) as exc:
