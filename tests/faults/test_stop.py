@@ -118,13 +118,15 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(fx: Faults) -
 
     proc, run_id = wait_for(slow_child, 30, "a child running fx-slow", 0.005)
     key = f"{{{fx.prefix}}}:run:{run_id}"
-    token = raw.get(f"{key}:lease")
+    token = running_leases(raw, fx.prefix, [run_id]).get(run_id)
     assert token is not None
     t_stop = fx.fault("stop", [proc.pid], run=run_id)
     os.kill(proc.pid, signal.SIGSTOP)
     # For two lease periods the parent keeps the stopped child's lease alive.
     while time.monotonic() - t_stop < 2.0:
-        assert raw.get(f"{key}:lease") == token, "the stopped child's lease was not kept"
+        assert running_leases(raw, fx.prefix, [run_id]).get(run_id) == token, (
+            "the stopped child's lease was not kept"
+        )
         assert raw.hget(key, "status") == b"running"
         time.sleep(0.05)  # sampling interval of a property that must hold throughout
     # Then the run's timeout (3 s) stops it (TERM, KILL after kill_grace) and it is retried.
