@@ -42,7 +42,8 @@ def test_graceful_timeout_puts_the_run_back_and_exits_zero(
     assert sup.wait(timeout=30) == 0
     state = client.get_run(handle.id)
     assert state is not None and state.status == "queued"
-    assert raw.lrange(client.keys.q_ready("p"), 0, -1) == [handle.id.encode()]
+    assert raw.zrange(client.keys.q_ready("p"), 0, -1) == [handle.id.encode()]
+    assert not raw.exists(client.keys.leases)
     assert state.crash_count == 0
 
 
