@@ -302,3 +302,34 @@ def test_a_resent_finish_in_claim_reports_the_status_it_applied(
     assert client.scripts.claim(("q",), 2_000, "", finish) == ("failed", None)
     other = ("failed", rid, new_token(), _ERR, 0)
     assert client.scripts.claim(("q",), 2_000, "", other) == ("lease-lost", None)
+
+
+def test_a_resent_crash_at_the_cap_reports_failed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The arbiter's crash finish can fail the run (poison pill) and then calls
+    on_failure: its resend after a lost reply must learn `failed` too."""
+    rid = enq()
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 1) == "failed"
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 1) == "failed"
+    assert raw.hget(client.keys.run(rid), "crashCount") == b"1"
+
+
+def test_the_reaper_never_answers_for_the_lost_holder(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A holder cut off past its lease: the reaper put the run back (storing no
+    token), so the holder's late finish is refused, not reported as applied."""
+    rid = enq()
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    raw.zadd(client.keys.leases, {rid: 1})  # expired
+    assert client.scripts.reap(10)[1] == [rid]
+    assert client.scripts.finalize(rid, tok, "succeeded", b"1") is None
+    assert client.scripts.claim(("q",), 2_000, "", ("succeeded", rid, tok, b"1", 0)) == (
+        "lease-lost",
+        None,
+    )
+    assert status_of(raw, client, rid) == "queued"
