@@ -117,7 +117,7 @@ def test_parked_run_costs_nothing_while_waiting_and_is_released_on_finish(
         # idle workers keep polling (block_timeout 0.1 s) and maintenance runs,
         # yet nothing touches the parked run for this whole window
         wait_until(
-            lambda: sum("claim" in line or "LMOVE" in line for line in mon.snapshot()) >= 6,
+            lambda: sum("claim" in line or "ZPOPMIN" in line for line in mon.snapshot()) >= 6,
             10,
             message="idle workers polling",
         )
