@@ -220,9 +220,15 @@ def _migrate_queue(client: Client, q: str, clock: Iterator[int], report: Migrati
                 back = [i for i, f in zip(order, info, strict=True) if _s(f[0]) == "running"]
                 workflow = {i: _s(f[1]) for i, f in zip(order, info, strict=True) if f[1]}
                 queued = list(reversed(converted or []))
-                entries = back + [i for i in queued if i not in set(back)]
+                first = set(back)
+                entries = back + [i for i in queued if i not in first]
                 leases = [k.v1_lease(i) for i in order]
-                live = sum(1 for key in leases if int(r.pttl(key)) > 0)
+                with r.pipeline(transaction=False) as ttls:
+                    for key in leases:
+                        ttls.pttl(key)
+                    remaining = [int(t) for t in ttls.execute()]
+                present = sum(1 for t in remaining if t != -2)
+                live = sum(1 for t in remaining if t > 0)
                 scores = _scores(client, entries, clock)
                 now = client.server_time_ms()
                 pipe.multi()
@@ -244,7 +250,8 @@ def _migrate_queue(client: Client, q: str, clock: Iterator[int], report: Migrati
                 pipe.delete(processing, *leases)
                 if scores:
                     # Into a ready set that is a v2 ZSET already, the runs put back
-                    # still go first: their scores end before the migration.
+                    # go ahead of every run that became ready after the migration
+                    # began (their scores end before it).
                     pipe.zadd(ready, scores)
                 pipe.sadd(k.queues, q)
                 pipe.execute()
@@ -256,7 +263,7 @@ def _migrate_queue(client: Client, q: str, clock: Iterator[int], report: Migrati
         report.requeued.extend(back)
         report.stale_entries += len(order) - len(back)
         report.live_leases += live
-        report.lease_keys += len(leases)
+        report.lease_keys += present
         break
     else:
         raise RedflowError(f"queue {q!r} kept changing during the migration: stop its clients")

@@ -80,6 +80,9 @@ def test_migrate_a_hand_built_v1_keyspace(raw: redis.Redis, client: Client) -> N
 
     report = migrate_keyspace(client)
     assert report.ready_runs == 3 and report.requeued == ["P1"] and report.waiting_runs == 2
+    assert (report.stale_entries, report.lease_keys, report.live_leases) == (1, 1, 1)
+    assert report.queues == ["mq"] and report.due_queues == 1 and report.idempotency_keys == 1
+    assert "live lease" in report.summary()  # P1's v1 lease had not expired: a warning
     assert "P1" in report.summary()
     check_keyspace(client, ("mq",), ("wf",))
     assert raw.hget(k.meta, "keyspace") == b"2"
