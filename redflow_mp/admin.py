@@ -32,7 +32,7 @@ __all__ = [
 
 
 class QueueStats(msgspec.Struct, kw_only=True):
-    """Depths of one queue and the age of its oldest waiting run (ms)."""
+    """Depths of one queue and how long its next run has waited (ms)."""
 
     name: str
     ready: int
@@ -63,35 +63,49 @@ _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
 def queue_stats(client: Client) -> list[QueueStats]:
-    """Every known queue's ready/processing/scheduled depths and oldest wait."""
+    """Every known queue's ready/processing/scheduled depths and the wait of the
+    run it will hand out next (its head: highest priority, then oldest).
+
+    ``processing`` counts the runs of the queue in ``runs:status:running``: one
+    read bounded by the runs in flight, not by the queues.
+    """
     names = sorted(text(q) for q in client.redis.smembers(client.keys.queues))
     if not names:
         return []
+    running = client.redis.zrange(client.keys.runs_status(RunStatus.RUNNING), 0, -1)
     with client.redis.pipeline(transaction=False) as pipe:
         for q in names:
-            pipe.llen(client.keys.q_ready(q))
-            pipe.llen(client.keys.q_processing(q))
+            pipe.zcard(client.keys.q_ready(q))
             pipe.zcard(client.keys.q_scheduled(q))
-            pipe.lindex(client.keys.q_ready(q), -1)
+            pipe.zrange(client.keys.q_ready(q), 0, 0)
+        for run_id in running:
+            pipe.hget(client.keys.run(text(run_id)), "queue")
         raw = pipe.execute()
+    in_flight: dict[str, int] = {}
+    for queue in raw[3 * len(names) :]:
+        if queue is not None:
+            in_flight[text(queue)] = in_flight.get(text(queue), 0) + 1
     now = client.server_time_ms()
     out = []
-    oldest_ids: list[tuple[int, str]] = []
+    heads: list[tuple[int, str]] = []
     for i, q in enumerate(names):
-        ready, processing, scheduled, oldest = raw[4 * i : 4 * i + 4]
+        ready, scheduled, head = raw[3 * i : 3 * i + 3]
         out.append(
             QueueStats(
-                name=q, ready=int(ready), processing=int(processing), scheduled=int(scheduled)
+                name=q,
+                ready=int(ready),
+                processing=in_flight.get(q, 0),
+                scheduled=int(scheduled),
             )
         )
-        if oldest is not None:
-            oldest_ids.append((i, text(oldest)))
-    if oldest_ids:
+        if head:
+            heads.append((i, text(head[0])))
+    if heads:
         with client.redis.pipeline(transaction=False) as pipe:
-            for _, run_id in oldest_ids:
+            for _, run_id in heads:
                 pipe.hget(client.keys.run(run_id), "availableAt")
             avail = pipe.execute()
-        for (i, _), at in zip(oldest_ids, avail, strict=True):
+        for (i, _), at in zip(heads, avail, strict=True):
             if at:
                 out[i].oldest_ready_age_ms = max(0, now - int(at))
     return out
@@ -139,7 +153,7 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
     with client.redis.pipeline(transaction=False) as pipe:
         for m in metas:
             pipe.scard(client.keys.wf_running(m.name))
-            pipe.llen(client.keys.wf_waiting(m.name))
+            pipe.zcard(client.keys.wf_waiting(m.name))
         counts = pipe.execute()
     crons = cron_entries(client)
     out = []

@@ -7,7 +7,8 @@ loop, the reaper) receive the tag ``{<prefix>}`` in ``ARGV[1]`` and build the
 same names as the methods below; ``lua/_lib.lua`` mirrors them and
 ``tests/lua`` checks that both agree.
 
-Keys from the seed (SPEC §3)::
+Keyspace v2 (``meta`` field ``keyspace`` = 2 once migrated). Keys from the
+seed (SPEC §3), with what v2 changed::
 
     workflows                     SET   all known workflow names
     workflow:<name>               HASH  name queue maxConcurrency app updatedAt cronJson
@@ -15,25 +16,45 @@ Keys from the seed (SPEC §3)::
     workflow-runs:<name>          ZSET  runId -> createdAt
     runs:created                  ZSET  runId -> createdAt
     runs:status:<status>          ZSET  runId -> time of entering that status
-    run:<runId>                   HASH  the run
+    run:<runId>                   HASH  the run; v2 adds ``lease`` (token of the current or
+                                        last holder), ``doneToken`` (token whose finish was
+                                        applied last), ``priority`` (1..9, absent = 0),
+                                        ``idempotencyTtlMs`` (with an idempotency key)
     run:<runId>:steps             HASH  stepName -> encoded step state
-    run:<runId>:lease             STR   lease token, PX expiry
-    q:<queue>:ready               LIST  runIds ready to claim (LPUSH in, pop from the right)
-    q:<queue>:processing          LIST  runIds claimed by some worker
+    q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
+                                        the run became ready; the lowest is claimed first
+                                        (v1: a LIST)
     q:<queue>:scheduled           ZSET  runId -> due time (delayed runs and retries)
     cron:def                      HASH  cronId -> encoded cron definition
     cron:next                     ZSET  cronId -> next fire time
     lock:cron                     STR   leader token, PX expiry
-    idempo:<len:wf>:<len:key>     STR   runId, with TTL
+    idempo:<len:wf>:<len:key>     STR   runId; no expiry until the run finishes, then
+                                        expires at max(createdAt + ttl, finish + 1 s);
+                                        removed with the run by retention
+
+v1 keys removed by v2 (``redflow migrate`` converts a v1 keyspace)::
+
+    run:<runId>:lease             STR   lease token, PX expiry (now the ``lease`` field
+                                        and the ``leases`` ZSET)
+    q:<queue>:processing          LIST  runIds claimed (now ``leases`` and
+                                        ``runs:status:running``)
 
 Keys redflow-mp adds::
 
-    queues                        SET   every queue a run was ever enqueued on (reaper, promoter)
+    leases                        ZSET  runId -> lease expiry (server ms); a lease is live iff
+                                        the run's ``lease`` field is the token and this score
+                                        is not past (the reaper reads the expired ones)
+    due-queues                    ZSET  queue -> earliest due time of its scheduled set (may
+                                        be early, never late; the promoter reads due ones)
+    queues                        SET   queue names, for listing (ops views, metrics); idle
+                                        unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
-    wf-waiting:<name>             LIST  queued runIds parked behind max_concurrency
-    parked                        SET   workflow names whose wf-waiting list is non-empty
+    wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
+                                        like ready (v1: a LIST)
+    parked                        SET   workflow names whose wf-waiting set is non-empty
+    meta                          HASH  ``keyspace``: the keyspace version (written by migration)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
                                   ("succeeded\n<outputJson>" when the output is < 64 KiB)
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
@@ -120,6 +141,18 @@ class Keys:
     def supervisors(self) -> str:
         return self.tag + ":supervisors"
 
+    @property
+    def leases(self) -> str:
+        return self.tag + ":leases"
+
+    @property
+    def due_queues(self) -> str:
+        return self.tag + ":due-queues"
+
+    @property
+    def meta(self) -> str:
+        return self.tag + ":meta"
+
     def runs_status(self, status: str) -> str:
         return f"{self.tag}:runs:status:{status}"
 
@@ -146,9 +179,6 @@ class Keys:
     def run_steps(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:steps"
 
-    def run_lease(self, run_id: str) -> str:
-        return f"{self.tag}:run:{run_id}:lease"
-
     def run_done(self, run_id: str) -> str:
         return f"{self.tag}:run-done:{run_id}"
 
@@ -156,14 +186,18 @@ class Keys:
     def q_ready(self, queue: str) -> str:
         return f"{self.tag}:q:{queue}:ready"
 
-    def q_processing(self, queue: str) -> str:
-        return f"{self.tag}:q:{queue}:processing"
-
     def q_scheduled(self, queue: str) -> str:
         return f"{self.tag}:q:{queue}:scheduled"
 
     def q_bell(self, queue: str) -> str:
         return f"{self.tag}:q:{queue}:bell"
+
+    # keyspace v1 (read only by the migration)
+    def v1_processing(self, queue: str) -> str:
+        return f"{self.tag}:q:{queue}:processing"
+
+    def v1_lease(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:lease"
 
     # idempotency and supervisors
     def idempotency(self, workflow: str, key: str) -> str:

@@ -1,6 +1,7 @@
 """Lease keeping: the heartbeat thread of a worker process.
 
-A claimed run carries a lease (``run:<id>:lease`` = token, PX ``lease_ms``).
+A claimed run carries a lease: its token in the run hash's ``lease`` field and
+its expiry (server ms) in the ``leases`` ZSET, ``lease_ms`` ahead.
 :class:`LeaseKeeper` renews the leases of every run this process holds every
 ``lease_ms / 3`` with one fenced script call, and reports back per run: lease
 lost (another worker took the run over: stop, write nothing) or cancellation

@@ -1,13 +1,16 @@
-"""Maintenance duties as plain functions over the scripts: promote, reap, sweep, cron.
+"""Maintenance duties as plain functions over the scripts: promote, reap, sweep,
+forget idle queues, cron.
 
 The supervisor's parent calls these from its loop (promoter every
 ``promoter_interval_ms``, reaper every ``reaper_interval_ms``, retention
-sweep, and the cron tick while it holds the leader lock); a standalone
-:class:`~redflow_mp.worker.Worker` with ``maintenance=True`` calls the first
-two while idle. All of them are idempotent and safe to run from several
-hosts at once, except the cron tick, which is fenced by the leader token.
-A host also announces the queues it serves and rings their bells (wakes
-blocked workers) through here.
+sweep and queue forgetting, and the cron tick while it holds the leader lock);
+a standalone :class:`~redflow_mp.worker.Worker` with ``maintenance=True`` calls
+the first two while idle. All of them are idempotent and safe to run from
+several hosts at once, except the cron tick, which is fenced by the leader
+token. Each costs time proportional to the work that is due (bounded per
+call), never to the number of runs in flight or queues known. A host also
+announces the queues it serves and rings their bells (wakes blocked workers)
+through here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 import msgspec
 from redis.exceptions import LockError
 
+from .codec import text
 from .cron import CronDef, next_fire_ms
 from .ids import new_run_id, new_token
 from .keys import cron_key
@@ -30,6 +34,7 @@ __all__ = [
     "LeaderLock",
     "announce_queues",
     "cron_tick",
+    "forget_idle_queues",
     "promote_due",
     "reap_expired",
     "ring_bells",
@@ -39,25 +44,49 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _cron_decoder = msgspec.json.Decoder(CronDef)
-CRON_IDEMPOTENCY_TTL_MS = 7 * 24 * 3600 * 1000
+# A cron fire key only has to outlive the race of two leaders over one fire time
+# (cron:next fences the rest); with the finish rule of the idempotency keys, a
+# per-second cron keeps about 600 of them.
+CRON_IDEMPOTENCY_TTL_MS = 10 * 60 * 1000
 
 
-def promote_due(client: Runs, batch: int = 500) -> tuple[int, int | None]:
+def promote_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[int, int | None]:
     """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
     total = 0
-    while True:
-        promoted, earliest = client.scripts.promote(batch)
+    earliest: int | None = None
+    for _ in range(max_calls):
+        promoted, earliest, more = client.scripts.promote(batch)
         total += promoted
-        if promoted < batch:
-            return total, earliest
+        if not more:
+            break
+    return total, earliest
 
 
-def reap_expired(client: Runs, batch: int = 200) -> tuple[int, list[str]]:
-    """Requeue runs whose lease expired; returns (parked runs released, requeued ids)."""
-    released, requeued = client.scripts.reap(batch)
+def reap_expired(client: Runs, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:
+    """Requeue runs whose lease expired, batch after batch until a short one (at
+    most ``max_calls``; the rest on the next call); returns (parked runs
+    released, requeued ids)."""
+    released = 0
+    requeued: list[str] = []
+    for _ in range(max_calls):
+        freed, ids, more = client.scripts.reap(batch)
+        released += freed
+        requeued.extend(ids)
+        if not more:
+            break
     for run_id in requeued:
         log.warning("run %s: lease expired (worker lost or cut off); requeued", run_id)
     return released, requeued
+
+
+def forget_idle_queues(
+    client: Runs, served: list[str], cursor: int = 0, page: int = 200
+) -> tuple[int, list[str]]:
+    """Forget one page of the ``queues`` set: names not in ``served`` (the queues
+    of live supervisors) with nothing ready or scheduled. Returns (the SSCAN
+    cursor to pass next, 0 when the set was walked through; names forgotten)."""
+    cursor, raw = client.redis.sscan(client.keys.queues, cursor, count=page)
+    return int(cursor), client.scripts.forget_queues([text(q) for q in raw], served)
 
 
 def sweep_retention(
@@ -178,9 +207,9 @@ def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
 
 
 def announce_queues(client: Runs, queues: Sequence[str]) -> None:
-    """Add ``queues`` to the ``queues`` set the promoter and reaper walk: a queue
-    that is served is always there, even if no client enqueued on it since the
-    set was emptied."""
+    """Add ``queues`` to the ``queues`` set (the listing of ``redflow queues`` and
+    the metrics): a served queue is listed even before anything was enqueued on
+    it, and is never forgotten as idle while a live supervisor serves it."""
     if queues:
         client.redis.sadd(client.keys.queues, *queues)
 

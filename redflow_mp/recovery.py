@@ -198,11 +198,13 @@ def abort_run(
     )
 
 
-def requeue_claim(runs: Runs, token: str, cause: str) -> list[Recovered]:
+def requeue_claim(runs: Runs, token: str, cause: str, lease_ms: int) -> list[Recovered]:
     """Put back a run claimed with ``token`` by a process that died before it
-    published which run it got (a run with a pending cancel ends ``canceled``)."""
+    published which run it got (a run with a pending cancel ends ``canceled``).
+    Only runs claimed in the last two ``lease_ms`` are looked at (one read bounded
+    by the runs in flight); an older one is the reaper's once its lease expires."""
     try:
-        found = runs.scripts.requeue_claimed(token, f"worker {cause}")
+        found = runs.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
     except _REDIS_TROUBLE as exc:
         log.error(
             "could not look for a run claimed by the dead worker (%s); "

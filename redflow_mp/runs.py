@@ -67,8 +67,6 @@ class Runs:
             raise ValueError("max_payload_bytes must be at least 1024")
         self.max_payload_bytes = max_payload_bytes
         self.waiter = ResultWaiter(transport, self.keys)
-        # Queues this process already added to the append-only `queues` set.
-        self._known_queues: set[str] = set()
 
     @property
     def redis(self) -> redis.Redis:
@@ -159,7 +157,6 @@ class Runs:
             data = self.encode_payload(input, "input")
         except codec.NestingError as exc:
             raise InputValidationError(str(exc)) from None
-        new_queue = queue not in self._known_queues
         run_id, _created = self.scripts.enqueue(
             new_run_id(),
             name,
@@ -173,10 +170,7 @@ class Runs:
             "",
             max_concurrency,
             int(timeout * 1000) if timeout is not None else None,
-            add_queue=new_queue,
         )
-        if new_queue:
-            self._known_queues.add(queue)
         return run_id
 
     # ---------------------------------------------------------------- reads

@@ -27,11 +27,19 @@ from typing import Any, NamedTuple
 from redis.exceptions import ResponseError
 
 from .codec import text
-from .errors import NETWORK_ERRORS, RedisOutOfMemoryError
+from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
 from .keys import Keys
 from .transport import Transport, is_noscript, is_oom
 
-__all__ = ["Claimed", "Finish", "Scripts", "build_library", "load_sources"]
+__all__ = [
+    "MAX_PRIORITY",
+    "Claimed",
+    "Finish",
+    "Scripts",
+    "build_library",
+    "check_priority",
+    "load_sources",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,10 @@ _SCRIPT_NAMES = (
     "due_crons",
     "sweep_runs",
     "requeue_claimed",
+    "forget_queues",
 )
+
+MAX_PRIORITY = 9
 
 
 def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -127,6 +138,17 @@ class Claimed:
     token: str
     lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
+
+
+def check_priority(priority: object) -> int:
+    """``priority`` if it is an int from 0 to 9, else a clear ValueError/TypeError."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"priority must be from 0 (default) to {MAX_PRIORITY} (claimed first), not {priority}"
+        )
+    return priority
 
 
 def _claimed(reply: Any, token: str) -> Claimed | None:
@@ -239,6 +261,13 @@ class Scripts:
                     f"Redis at {self._t.describe()} is out of memory (maxmemory reached); "
                     f"{name.replace('_', ' ')} was refused and nothing was changed"
                 ) from exc
+            if "WRONGTYPE" in str(exc):
+                raise RedflowError(
+                    f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
+                    f"{self.keys.prefix!r} at {self._t.describe()}: this is probably a "
+                    "keyspace written by an older redflow-mp (ready lists); stop its "
+                    f"supervisors and run `redflow migrate` ({exc})"
+                ) from exc
             raise
 
     # --- typed entry points -------------------------------------------------
@@ -257,11 +286,12 @@ class Scripts:
         cron_id: str,
         max_concurrency: int | None,
         timeout_ms: int | None,
-        add_queue: bool = True,
-        resend: bool = False,
+        priority: int = 0,
     ) -> tuple[str, bool]:
-        """Enqueue; a resend (``resend=True``, also done here after a lost reply)
-        of the same ``run_id`` returns the same run instead of a second one."""
+        """Enqueue; returns (run id, created). A run that exists already (same
+        ``run_id``, or the same idempotency key) is returned as it is, never
+        overwritten, so a call resent after a lost reply is safe: this method
+        resends once itself. ``priority`` 0..9: higher is claimed first."""
         args = (
             self._tag,
             run_id,
@@ -276,15 +306,13 @@ class Scripts:
             cron_id,
             "" if max_concurrency is None else max_concurrency,
             "" if timeout_ms is None else timeout_ms,
+            check_priority(priority),
         )
         keys = (self.keys.run(run_id),)
-        flag = "1" if add_queue else "0"
         try:
-            reply = self.run(
-                "enqueue_run", keys, (*args, "1" if resend else "0", flag), retry=False
-            )
+            reply = self.run("enqueue_run", keys, args, retry=False)
         except NETWORK_ERRORS:
-            reply = self.run("enqueue_run", keys, (*args, "1", "1"), retry=True)
+            reply = self.run("enqueue_run", keys, args, retry=True)
         return text(reply[0]), reply[1] == 1
 
     def claim(
@@ -338,7 +366,10 @@ class Scripts:
     def finalize(
         self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0
     ) -> str | None:
-        """Apply a fenced finish; None when the lease is no longer ours."""
+        """Apply a fenced finish; None when the lease is no longer ours.
+
+        Resend-safe: when this token's finish was already applied (a resend after
+        a lost reply, also the transport's own), returns the run's status now."""
         reply = self.run(
             "finalize_run",
             (self.keys.run(run_id),),
@@ -358,7 +389,7 @@ class Scripts:
             flat.extend((run_id, token))
         reply = self.run(
             "renew_lease",
-            (self.keys.run_lease(pairs[0][0]),),
+            (self.keys.leases,),
             (self._tag, lease_ms, *flat),
             retry=True,
         )
@@ -386,14 +417,20 @@ class Scripts:
             return None
         return text(reply[1])
 
-    def promote(self, batch: int) -> tuple[int, int | None]:
-        reply = self.run("promote_runs", (self.keys.queues,), (self._tag, batch), retry=True)
+    def promote(self, batch: int, queue_batch: int = 100) -> tuple[int, int | None, bool]:
+        """Promote due scheduled runs of up to ``queue_batch`` queues, ``batch`` per
+        queue; returns (promoted, earliest remaining due ms, more to do now)."""
+        reply = self.run(
+            "promote_runs", (self.keys.due_queues,), (self._tag, batch, queue_batch), retry=True
+        )
         earliest = int(reply[1])
-        return int(reply[0]), (earliest if earliest >= 0 else None)
+        return int(reply[0]), (earliest if earliest >= 0 else None), reply[2] == 1
 
-    def reap(self, batch: int) -> tuple[int, list[str]]:
-        reply = self.run("reap_runs", (self.keys.queues,), (self._tag, batch), retry=True)
-        return int(reply[0]), [text(x) for x in reply[1:]]
+    def reap(self, batch: int) -> tuple[int, list[str], bool]:
+        """Requeue up to ``batch`` runs whose lease expired and release parked runs;
+        returns (released, requeued ids, more expired leases may remain)."""
+        reply = self.run("reap_runs", (self.keys.leases,), (self._tag, batch), retry=True)
+        return int(reply[0]), [text(x) for x in reply[2:]], int(reply[1]) >= batch
 
     def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int, bytes]]]:
         reply = self.run(
@@ -452,13 +489,30 @@ class Scripts:
         )
         return int(reply)
 
-    def requeue_claimed(self, token: str, cause: str) -> list[tuple[str, str]]:
+    def requeue_claimed(self, token: str, cause: str, lease_ms: int) -> list[tuple[str, str]]:
         """Put back runs claimed with ``token`` by a worker that died before saying so.
 
-        Returns (run id, status) pairs: ``queued`` when put back, ``canceled`` when a
-        cancel request was pending (the run ends instead of going back).
+        Looks at the runs claimed in the last two ``lease_ms`` (older ones are the
+        reaper's). Returns (run id, status) pairs: ``queued`` when put back,
+        ``canceled`` when a cancel request was pending (the run ends instead).
         """
         reply = self.run(
-            "requeue_claimed", (self.keys.queues,), (self._tag, token, cause), retry=True
+            "requeue_claimed",
+            (self.keys.runs_status("running"),),
+            (self._tag, token, cause, lease_ms),
+            retry=True,
         )
         return [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    def forget_queues(self, candidates: list[str], served: list[str]) -> list[str]:
+        """Drop the idle ``candidates`` (not in ``served``, nothing ready or
+        scheduled) from the ``queues`` set; returns the names dropped."""
+        if not candidates:
+            return []
+        reply = self.run(
+            "forget_queues",
+            (self.keys.queues,),
+            (self._tag, len(served), *served, *candidates),
+            retry=True,
+        )
+        return [text(x) for x in reply]

@@ -49,6 +49,7 @@ class Aftermath:
         registry: Registry,
         stopping: bool,
         max_crashes: int,
+        lease_ms: int,
     ) -> None:
         """Record the run it was aborting, put back the others (charging the one it
         was executing a crash unless the supervisor stopped it), then the claim it
@@ -78,7 +79,7 @@ class Aftermath:
         # The child publishes each claim's lease token before sending it: a death
         # between the claim's reply and the board push leaves a run found by it.
         if entry.claim_token:
-            for done in recovery.requeue_claim(self.client, entry.claim_token, cause):
+            for done in recovery.requeue_claim(self.client, entry.claim_token, cause, lease_ms):
                 if done.status == "queued":
                     self._requeued("crash")
 

@@ -170,7 +170,7 @@ class Arbiter:
                 CronDuty(client, self.leader, metrics=store),
                 PromoterDuty(client, s.promoter_interval_ms),
                 ReaperDuty(client, s.reaper_interval_ms, metrics=store, queues=lambda: self.queues),
-                RetentionDuty(client, s.run_retention),
+                RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
                 self.status,
             ]
         )
@@ -196,7 +196,7 @@ class Arbiter:
         """Run until drained or stopped; returns the process exit status."""
         self.queues = resolve_queues(self.settings, self.registry)
         self.registry.freeze()
-        self.client = connect(self.settings, self.registry)
+        self.client = connect(self.settings, self.registry, self.queues)
         self.pipe = SignalPipe()
         self.hub = MetricsHub(self._gauges)
         self.wakeup = Wakeup(self.pipe, self.hub)
@@ -533,6 +533,7 @@ class Arbiter:
                 registry=self.registry,
                 stopping=child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING,
                 max_crashes=self.settings.max_run_crashes,
+                lease_ms=self.settings.lease_ms,
             )
         self.board.free(child.index)
         self.free_entries.append(child.index)

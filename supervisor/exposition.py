@@ -42,7 +42,7 @@ HELP: dict[str, tuple[str, str]] = {
     "redflow_queue_wait_seconds": ("histogram", "Time from a run being due to its start."),
     "redflow_run_duration_seconds": ("histogram", "Handler time per run attempt."),
     "redflow_step_duration_seconds": ("histogram", "Time per executed step."),
-    "redflow_queue_depth": ("gauge", "Runs in a queue's list, by queue and state."),
+    "redflow_queue_depth": ("gauge", "Runs of a queue, by queue and state."),
     "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
     "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),
     "redflow_build_info": (

@@ -173,7 +173,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float,
         _doc(
             "runs",
-            "How long finished runs are kept (hash, steps, indexes); 0 keeps them forever.",
+            "How long finished runs are kept (hash, steps, indexes, their idempotency key); "
+            "0 keeps them forever. The same duty forgets idle queue names (every 30 s at "
+            "most).",
             unit="s",
             min=0,
         ),

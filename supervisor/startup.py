@@ -3,19 +3,23 @@
 :func:`connect` builds the arbiter's client and syncs the registry, riding out
 a Redis that is still starting (up to 15 s), and turns refused credentials or a
 Redis that never answers into a clear exit message (no traceback, no restart
-loop). :func:`resolve_queues` refuses to start with nothing to serve.
+loop); it refuses a keyspace written by an older redflow-mp (keyspace v1:
+``redflow migrate`` converts it). :func:`resolve_queues` refuses to start with
+nothing to serve.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import redis
 from redis.exceptions import AuthorizationError
 
 from redflow_mp.client import Client, create_client
 from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.migrate import keyspace_problem
 from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
@@ -39,8 +43,10 @@ def resolve_queues(settings: Settings, registry: Registry) -> tuple[str, ...]:
     return tuple(queues)
 
 
-def connect(settings: Settings, registry: Registry) -> Client:
-    """The arbiter's client, with ``registry`` synced for ``settings.app``."""
+def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Client:
+    """The arbiter's client, with ``registry`` synced for ``settings.app``; a
+    keyspace written by an older redflow-mp (v1) on ``queues`` or the registry's
+    workflows stops the start with a message naming ``redflow migrate``."""
     s = settings
     client = create_client(
         s.url,
@@ -53,6 +59,10 @@ def connect(settings: Settings, registry: Registry) -> Client:
     delay = 0.1
     while True:
         try:
+            problem = keyspace_problem(client, queues, [wf.name for wf in registry])
+            if problem is not None:
+                client.close()
+                raise SystemExit(f"redflow-supervisor: {problem}")
             client.sync_registry(registry, app=s.app)
             return client
         except (redis.AuthenticationError, AuthorizationError) as exc:

@@ -21,6 +21,7 @@ __all__ = [
     "Monitor",
     "WorkerPool",
     "command",
+    "command_counts",
     "monitor",
     "run_keys",
     "status_of",
@@ -170,6 +171,30 @@ def command(raw: redis.Redis, *args: str | bytes | int | float) -> Any:
     ``execute_command`` unannotated, so mypy --strict refuses a direct call."""
     execute: Callable[..., Any] = raw.execute_command
     return execute(*args)
+
+
+_NOT_COUNTED = frozenset(
+    {"info", "config", "fcall", "evalsha", "eval", "script", "function", "hello", "client",
+     "auth", "select", "ping"}
+)  # fmt: skip
+
+
+def command_counts(raw: redis.Redis, action: Callable[[], object]) -> dict[str, int]:
+    """Calls per Redis command (those issued from Lua included) made while ``action``
+    runs, from ``INFO commandstats`` reset just before (the script calls themselves,
+    FCALL/EVALSHA, connection set-up, script loading and the stats commands are left
+    out). Assert on counts, not time:
+    a command that scans a collection shows up here whatever the machine's speed."""
+    raw.config_resetstat()
+    action()
+    stats: Any = raw.info("commandstats")
+    out: dict[str, int] = {}
+    for name, fields in stats.items():
+        cmd = str(name).removeprefix("cmdstat_")
+        if cmd.split("|")[0] in _NOT_COUNTED:
+            continue
+        out[cmd] = int(fields["calls"])
+    return out
 
 
 def text(value: Any) -> str:

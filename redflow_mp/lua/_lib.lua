@@ -7,17 +7,35 @@
 --
 -- Run state transitions kept here so that the entry scripts (claim, finalize,
 -- retry, requeue, cancel, reap, promote, cron) share one implementation:
---   enqueue            -> queued | scheduled
+--   enqueue            -> queued | scheduled (never over an existing run)
 --   claim              queued -> running (lease taken, concurrency gate passed)
 --   park               queued stays queued, moves to wf-waiting:<wf>
 --   finalize           running -> succeeded | failed | canceled
 --   retry              running -> queued | scheduled (attempt + 1)
 --   requeue            running -> queued (worker gone; optional crash count)
 -- Every function that acts for a lease holder is only called after the caller
--- checked the token (check_lease).
+-- checked the token (lease_held).
+--
+-- Keyspace v2 invariants kept by these helpers:
+-- * A lease is live iff the run hash's `lease` field holds the token AND the
+--   run's score in `leases` (its expiry, server ms) is not past. Claim sets
+--   both; renewals and step writes move the expiry (ZADD XX); every exit from
+--   `running` removes the `leases` entry. So the reaper finds expired leases
+--   with one range read, whatever the number of runs in flight.
+-- * A queued run is in exactly one of q:<queue>:ready (ZSET) and
+--   wf-waiting:<wf> (ZSET), a scheduled run in q:<queue>:scheduled (ZSET), and
+--   `due-queues` scores every queue with scheduled runs no later than its
+--   earliest due time. Ready and waiting scores are ready_score(priority, t):
+--   lower is claimed first (higher priority, then older).
+-- * An idempotency key has no expiry while its run is unfinished; when the run
+--   finishes, the key (if it still names the run) expires at
+--   max(createdAt + ttl, now + 1 s).
 
 local BELL_CAP = 64
 local TERMINAL = { succeeded = true, failed = true, canceled = true }
+-- One priority band of ready scores: 2^44 ms (557 years). With priorities 0..9,
+-- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
+local BAND = 17592186044416
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -26,12 +44,12 @@ end
 
 local function k_run(tag, id) return tag .. ':run:' .. id end
 local function k_steps(tag, id) return tag .. ':run:' .. id .. ':steps' end
-local function k_lease(tag, id) return tag .. ':run:' .. id .. ':lease' end
+local function k_leases(tag) return tag .. ':leases' end
 local function k_status(tag, status) return tag .. ':runs:status:' .. status end
 local function k_ready(tag, q) return tag .. ':q:' .. q .. ':ready' end
-local function k_processing(tag, q) return tag .. ':q:' .. q .. ':processing' end
 local function k_scheduled(tag, q) return tag .. ':q:' .. q .. ':scheduled' end
 local function k_bell(tag, q) return tag .. ':q:' .. q .. ':bell' end
+local function k_due_queues(tag) return tag .. ':due-queues' end
 local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
@@ -40,13 +58,31 @@ local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end
 
+-- An integral number as exact decimal digits. Lua's tostring (and `..`) keeps
+-- 14 significant digits: a ready score (15 digits) would come out rounded.
+local function int_str(n) return string.format('%.0f', n) end
+
+-- The ready (and wf-waiting) score of a run of `priority` (0..9, else clamped;
+-- missing = 0) that became ready at `t` ms.
+local function ready_score(priority, t)
+  local p = math.floor(tonumber(priority) or 0)
+  if p < 0 then p = 0 elseif p > 9 then p = 9 end
+  return int_str((9 - p) * BAND + (tonumber(t) or 0))
+end
+
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
--- workers, busy ones claim straight from the ready list.
+-- workers, busy ones claim straight from the ready set.
 local function ring(tag, q)
   local bell = k_bell(tag, q)
   if redis.call('LLEN', bell) < BELL_CAP then
     redis.call('LPUSH', bell, '1')
   end
+end
+
+-- Due time `due` of a run added to the scheduled set of `q`: the promoter
+-- looks at `q` by then (LT: only ever moves a queue earlier, adds a new one).
+local function mark_due(tag, q, due)
+  redis.call('ZADD', k_due_queues(tag), 'LT', int_str(due), q)
 end
 
 local function move_status(tag, id, old, new, now)
@@ -56,8 +92,20 @@ local function move_status(tag, id, old, new, now)
   redis.call('ZADD', k_status(tag, new), now, id)
 end
 
-local function check_lease(tag, id, token)
-  return token ~= '' and redis.call('GET', k_lease(tag, id)) == token
+-- True when `token` holds the live lease of run `id`.
+local function lease_held(tag, id, token, now)
+  if token == '' or redis.call('HGET', k_run(tag, id), 'lease') ~= token then return false end
+  local expiry = redis.call('ZSCORE', k_leases(tag), id)
+  return expiry ~= false and tonumber(expiry) >= now
+end
+
+-- The lease check failed: if `token`'s finish was the last one applied to the
+-- run (its reply was lost and this is the resend), the run's status now; else nil.
+local function already_done(tag, id, token)
+  if token == '' then return nil end
+  local f = redis.call('HMGET', k_run(tag, id), 'doneToken', 'status')
+  if f[1] == token then return f[2] end
+  return nil
 end
 
 -- The effective max_concurrency of a workflow: synced metadata wins, then the
@@ -69,37 +117,37 @@ local function wf_limit(tag, wf, run_limit)
   return m
 end
 
--- Move up to `n` parked runs of `wf` back to the front of their ready lists.
+-- Move up to `n` parked runs of `wf` (highest priority, oldest first) back to
+-- their ready sets, near the front of their priority band (their createdAt).
 local function release_parked(tag, wf, n)
   local waiting = k_waiting(tag, wf)
   local released = 0
   local guard = 0
   while released < n and guard < n + 16 do
     guard = guard + 1
-    local id = redis.call('LPOP', waiting)
+    local id = redis.call('ZPOPMIN', waiting)[1]
     if not id then
       -- Nothing parked (the common case on every finish): leave `parked` alone;
-      -- a stale member there only costs the reaper one empty LPOP.
+      -- the reaper drops a stale member there.
       break
     end
-    local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue')
+    local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
     if f[1] == 'queued' and f[2] then
-      redis.call('RPUSH', k_ready(tag, f[2]), id)
+      redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
       ring(tag, f[2])
       released = released + 1
     end
   end
-  if released > 0 and redis.call('LLEN', waiting) == 0 then
+  if released > 0 and redis.call('ZCARD', waiting) == 0 then
     redis.call('SREM', tag .. ':parked', wf)
   end
   return released
 end
 
--- Common exit from `running`: drop the claim, the lease and the concurrency
--- slot; a freed slot releases one parked run of the same workflow.
-local function leave_running(tag, id, q, wf)
-  if q then redis.call('LREM', k_processing(tag, q), 1, id) end
-  redis.call('DEL', k_lease(tag, id))
+-- Common exit from `running`: drop the lease entry and the concurrency slot; a
+-- freed slot releases one parked run of the same workflow.
+local function leave_running(tag, id, wf)
+  redis.call('ZREM', k_leases(tag), id)
   if wf and redis.call('SREM', k_running(tag, wf), id) == 1 then
     release_parked(tag, wf, 1)
   end
@@ -115,13 +163,28 @@ local function publish_done(tag, id, status, output)
   redis.call('PUBLISH', tag .. ':run-done:' .. id, message)
 end
 
+-- The run finished: its idempotency key (if it still names the run) now expires
+-- at createdAt + ttl, but not before a second from now (a caller racing the
+-- finish still finds the run). A key of a run enqueued before keyspace v2 (no
+-- stored TTL) keeps the expiry it was created with.
+local function expire_idempotency(tag, id, wf, key, ttl, created, now)
+  if not wf or not key or key == '' or not tonumber(ttl) then return end
+  local idem = k_idem(tag, wf, key)
+  if redis.call('GET', idem) == id then
+    local at = (tonumber(created) or now) + tonumber(ttl)
+    if at < now + 1000 then at = now + 1000 end
+    redis.call('PEXPIREAT', idem, int_str(at))
+  end
+end
+
 -- running|queued|scheduled -> terminal. `field` is 'outputJson' or 'errorJson'.
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
--- output is still stored for inspection).
-local function finalize(tag, id, status, field, payload, now)
+-- output is still stored for inspection). `done_token` ('' = none) is the
+-- lease token of the caller that applied this finish (see already_done).
+local function finalize(tag, id, status, field, payload, now, done_token)
   local run = k_run(tag, id)
   local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'cancelReason')
+    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt')
   local old = f[1]
   if not old or TERMINAL[old] then return old or '' end
   if f[2] and f[2] ~= '' and status ~= 'canceled' then
@@ -138,17 +201,19 @@ local function finalize(tag, id, status, field, payload, now)
     payload = cjson.encode({ type = 'RunCanceledError', message = 'run was canceled' .. reason,
       retryable = false })
   end
+  local fields = { 'status', status, 'finishedAt', now, 'updatedAt', now }
   if payload ~= '' then
-    redis.call('HSET', run, 'status', status, field, payload, 'finishedAt', now, 'updatedAt', now)
-  else
-    redis.call('HSET', run, 'status', status, 'finishedAt', now, 'updatedAt', now)
+    fields[#fields + 1] = field
+    fields[#fields + 1] = payload
   end
+  if done_token and done_token ~= '' then
+    fields[#fields + 1] = 'doneToken'
+    fields[#fields + 1] = done_token
+  end
+  redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
-  if old == 'running' then
-    leave_running(tag, id, f[3], f[4])
-  else
-    redis.call('DEL', k_lease(tag, id))
-  end
+  if old == 'running' then leave_running(tag, id, f[4]) end
+  expire_idempotency(tag, id, f[4], f[6], f[7], f[8], now)
   if field == 'outputJson' then
     publish_done(tag, id, status, payload)
   else
@@ -157,39 +222,43 @@ local function finalize(tag, id, status, field, payload, now)
   return status
 end
 
--- running -> queued (delay 0) or scheduled, attempt + 1.
-local function retry(tag, id, error_json, delay_ms, now)
+-- running -> queued (delay 0, at the back of its priority band) or scheduled,
+-- attempt + 1.
+local function retry(tag, id, error_json, delay_ms, now, done_token)
   local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt')
+  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt',
+    'priority')
   if f[2] and f[2] ~= '' then
-    return finalize(tag, id, 'canceled', 'errorJson', '', now)
+    return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
   end
   local q = f[3]
   local due = now + delay_ms
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
   redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
-    'availableAt', due, 'errorJson', error_json, 'updatedAt', now)
+    'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   move_status(tag, id, f[1], status, now)
-  leave_running(tag, id, q, f[4])
+  leave_running(tag, id, f[4])
   if status == 'scheduled' then
     redis.call('ZADD', k_scheduled(tag, q), due, id)
+    mark_due(tag, q, due)
   else
-    redis.call('LPUSH', k_ready(tag, q), id)
+    redis.call('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
     ring(tag, q)
   end
   return status
 end
 
--- running -> queued at the front of the ready list (worker gone or stopping).
--- With count_crash, the run's crash counter grows; at max_crashes it fails.
-local function requeue(tag, id, cause, count_crash, max_crashes, now)
+-- running -> queued near the front of its priority band (its createdAt): its
+-- worker is gone or stopping. With count_crash, the run's crash counter grows;
+-- at max_crashes it fails.
+local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token)
   local run = k_run(tag, id)
   local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'crashCount')
+    'crashCount', 'priority', 'createdAt')
   if f[1] ~= 'running' then return f[1] or '' end
   if f[2] and f[2] ~= '' then
-    return finalize(tag, id, 'canceled', 'errorJson', '', now)
+    return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
   end
   if count_crash then
     local crashes = (tonumber(f[5]) or 0) + 1
@@ -198,22 +267,27 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now)
       local msg = 'run killed its worker process ' .. crashes .. ' times (last: ' .. cause ..
         '); failing it instead of retrying (max_run_crashes=' .. max_crashes .. ')'
       return finalize(tag, id, 'failed', 'errorJson',
-        cjson.encode({ type = 'RunCrashedError', message = msg, retryable = false }), now)
+        cjson.encode({ type = 'RunCrashedError', message = msg, retryable = false }), now,
+        done_token)
     end
   elseif cause ~= '' then
     redis.call('HSET', run, 'lastCrash', cause)
   end
-  redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
+  if done_token and done_token ~= '' then
+    redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'doneToken', done_token)
+  else
+    redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
+  end
   move_status(tag, id, 'running', 'queued', now)
-  leave_running(tag, id, f[3], f[4])
-  redis.call('RPUSH', k_ready(tag, f[3]), id)
+  leave_running(tag, id, f[4])
+  redis.call('ZADD', k_ready(tag, f[3]), ready_score(f[6], f[7]), id)
   ring(tag, f[3])
   return 'queued'
 end
 
 -- Create a run (or return the existing one for its idempotency key / id).
 -- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
---       parent, cron_id, max_concurrency, timeout_ms, resend, add_queue }
+--       parent, cron_id, max_concurrency, timeout_ms, priority }
 -- Returns id, created (1 new | 0 existing), status.
 local function enqueue(tag, a, now)
   local idem = nil
@@ -226,8 +300,10 @@ local function enqueue(tag, a, now)
     end
   end
   local run = k_run(tag, a.id)
-  -- A fresh id cannot exist; only a resend after a lost reply checks.
-  if a.resend and redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
+  -- Never over an existing run, whatever the call: the original of a resent
+  -- call can reach Redis after its resend (a retransmission after a healed
+  -- network), when the run may be running or finished already.
+  if redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
   local status = 'queued'
   local due = now
   if a.run_at > now then
@@ -239,6 +315,8 @@ local function enqueue(tag, a, now)
     'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
   local optional = { idempotencyKey = a.idem_key, parentRunId = a.parent, cronId = a.cron_id,
     maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms }
+  if idem then optional.idempotencyTtlMs = a.idem_ttl end
+  if a.priority ~= 0 then optional.priority = a.priority end
   for name, value in pairs(optional) do
     if value ~= '' then
       fields[#fields + 1] = name
@@ -249,31 +327,33 @@ local function enqueue(tag, a, now)
   redis.call('ZADD', tag .. ':runs:created', now, a.id)
   redis.call('ZADD', k_wf_runs(tag, a.workflow), now, a.id)
   redis.call('ZADD', k_status(tag, status), now, a.id)
-  -- The set is append-only: a client adds each queue once, then skips this.
-  if a.add_queue then redis.call('SADD', tag .. ':queues', a.queue) end
+  -- For listing only (ops views, metrics); forget_queues removes idle ones.
+  redis.call('SADD', tag .. ':queues', a.queue)
   if status == 'scheduled' then
     redis.call('ZADD', k_scheduled(tag, a.queue), due, a.id)
+    mark_due(tag, a.queue, due)
   else
-    -- Ring only when the list was empty: the worker a bell wakes rings again
+    -- Ring only when the set was empty: the worker a bell wakes rings again
     -- while work remains (claim_run.lua), so a burst wakes every idle worker
     -- without a bell per run.
-    if redis.call('LPUSH', k_ready(tag, a.queue), a.id) == 1 then
-      ring(tag, a.queue)
-    end
+    local ready = k_ready(tag, a.queue)
+    redis.call('ZADD', ready, ready_score(a.priority, now), a.id)
+    if redis.call('ZCARD', ready) == 1 then ring(tag, a.queue) end
   end
-  if idem then redis.call('SET', idem, a.id, 'PX', a.idem_ttl) end
+  -- No expiry while the run is unfinished (finalize sets it): a run scheduled
+  -- further ahead than the TTL must still dedupe.
+  if idem then redis.call('SET', idem, a.id) end
   return a.id, 1, status
 end
 
--- A ready-list entry whose run record is unusable fails with a clear error
--- instead of reaching a worker (whose reply parsing it would break) or being
--- dropped silently. A record with an unknown or missing status is reset to
--- `queued` first so that finalize applies (its index entry is dropped).
+-- A ready entry whose run record is unusable fails with a clear error instead
+-- of reaching a worker (whose reply parsing it would break) or being dropped
+-- silently. A record with an unknown or missing status is reset to `queued`
+-- first so that finalize applies (its index entry is dropped).
 local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
   failed = true, canceled = true }
 
-local function fail_corrupt(tag, id, processing, why, now)
-  redis.call('LREM', processing, 1, id)
+local function fail_corrupt(tag, id, why, now)
   local run = k_run(tag, id)
   local old = redis.call('HGET', run, 'status')
   if not old or not KNOWN_STATUS[old] then
@@ -281,7 +361,7 @@ local function fail_corrupt(tag, id, processing, why, now)
     redis.call('HSET', run, 'status', 'queued')
   end
   finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
-    message = 'run record is corrupted: ' .. why, retryable = false }), now)
+    message = 'run record is corrupted: ' .. why, retryable = false }), now, '')
   return nil
 end
 
@@ -290,16 +370,16 @@ local function bad_int(v)
   return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
 end
 
--- Take the run `id` that the caller just moved into `processing` of `q`:
--- check it, gate it on max_concurrency, lease it and mark it running.
--- Returns a reply table for a claimed run, or nil when the id was skipped
--- (stale, canceled, corrupted or parked).
 -- Ids dropped by `take` because their run record is gone, reported to the caller
 -- so that it can say so in its log.
 local DROPPED = {}
-local function take(tag, id, q, token, lease_ms, now)
+
+-- Take the run `id` that the caller just removed from the ready set of `q`
+-- (where it had `score`): check it, gate it on max_concurrency, lease it and
+-- mark it running. Returns a reply table for a claimed run, or nil when the
+-- id was skipped (stale, canceled, corrupted or parked).
+local function take(tag, id, q, score, token, lease_ms, now)
   local run = k_run(tag, id)
-  local processing = k_processing(tag, q)
   -- pcall: a foreign key of another type under the run's name must not fail the
   -- whole claim (WRONGTYPE); it is dropped like a missing hash.
   local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
@@ -307,50 +387,45 @@ local function take(tag, id, q, token, lease_ms, now)
     'startedAt', 'queue', 'availableAt')
   if f.err or not (f[1] or f[2] or f[5]) then
     -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
-    redis.call('LREM', processing, 1, id)
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
     return nil
   end
   if not f[1] or not KNOWN_STATUS[f[1]] then
-    return fail_corrupt(tag, id, processing, 'unknown status ' .. tostring(f[1] or '(none)'), now)
+    return fail_corrupt(tag, id, 'unknown status ' .. tostring(f[1] or '(none)'), now)
   end
-  if f[1] ~= 'queued' then
-    -- A run that is no longer queued (canceled, or a stale duplicate entry):
-    -- drop the entry, never execute it.
-    redis.call('LREM', processing, 1, id)
-    return nil
-  end
+  -- A run that is no longer queued (canceled, or a stale duplicate entry):
+  -- drop the entry, never execute it.
+  if f[1] ~= 'queued' then return nil end
   local wf = f[2]
   if not wf or wf == '' or not f[5] then
-    return fail_corrupt(tag, id, processing, 'missing its workflow or inputJson field', now)
+    return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
   local numeric = { attempt = f[6], maxAttempts = f[7], createdAt = f[8], timeoutMs = f[10],
     startedAt = f[12] }
   for name, value in pairs(numeric) do
     if bad_int(value) then
-      return fail_corrupt(tag, id, processing, 'field ' .. name .. ' is not an integer', now)
+      return fail_corrupt(tag, id, 'field ' .. name .. ' is not an integer', now)
     end
   end
   if f[3] and f[3] ~= '' then
-    redis.call('LREM', processing, 1, id)
-    finalize(tag, id, 'canceled', 'errorJson', '', now)
+    finalize(tag, id, 'canceled', 'errorJson', '', now, '')
     return nil
   end
   local running = k_running(tag, wf)
   if redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
-    redis.call('LREM', processing, 1, id)
-    redis.call('RPUSH', k_waiting(tag, wf), id)
+    redis.call('ZADD', k_waiting(tag, wf), score, id)
     redis.call('SADD', tag .. ':parked', wf)
     return nil
   end
-  redis.call('SET', k_lease(tag, id), token, 'PX', lease_ms)
+  redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   redis.call('SADD', running, id)
   local started = f[12]
   if not started or started == '' then
     started = now
-    redis.call('HSET', run, 'status', 'running', 'startedAt', now, 'updatedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', now,
+      'updatedAt', now)
   else
-    redis.call('HSET', run, 'status', 'running', 'updatedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now)
   end
   move_status(tag, id, 'queued', 'running', now)
   -- A run that never started has no steps: skip the read.

@@ -6,6 +6,8 @@
 -- KEYS[1]  run:<id>
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  reason ('' = none)
 -- Reply: { 0, '' } unknown run | { 1, status after the call }
+-- Invariant: O(log N) in the size of the queue (ZREM from the ready, scheduled
+-- and wf-waiting sets; a stale due-queues score is fixed by the promoter).
 local tag = ARGV[1]
 local id = ARGV[2]
 local run = KEYS[1]
@@ -21,10 +23,10 @@ end
 if status == 'queued' or status == 'scheduled' then
   local q = f[2]
   if q then
-    redis.call('LREM', k_ready(tag, q), 0, id)
+    redis.call('ZREM', k_ready(tag, q), id)
     redis.call('ZREM', k_scheduled(tag, q), id)
   end
-  if f[3] then redis.call('LREM', k_waiting(tag, f[3]), 0, id) end
-  status = finalize(tag, id, 'canceled', 'errorJson', '', now)
+  if f[3] then redis.call('ZREM', k_waiting(tag, f[3]), id) end
+  status = finalize(tag, id, 'canceled', 'errorJson', '', now, '')
 end
 return { 1, status }

@@ -14,15 +14,21 @@
 --          path of step.run_workflow
 -- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
 --          claim, ring again to wake the next idle worker (enqueue rings only when a
---          ready list goes from empty to non-empty)
--- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names in the order to scan
--- Reply: { finish result, claimed }
+--          ready set goes from empty to non-empty)
+-- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first)
+-- Reply: { finish result, claimed, dropped }
 --   finish result: '' (nothing to finish) | 'lease-lost' | the run's new status
+--     (also when this token's finish was already applied: a resend after a lost
+--     reply learns the outcome)
 --   claimed: {} or { id, workflow, queue, inputJson, attempt, maxAttempts, createdAt,
---            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... } }
+--            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... }, availableAt }
+--   dropped: { '<queue> <id>', ... } ready entries whose run record was gone
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
--- a claimed run is running, leased and counted in wf-running:<wf>; a run over its
--- workflow's max_concurrency is parked in wf-waiting:<wf>, never dropped.
+-- the claim takes the lowest ready score over all the queues (highest priority,
+-- then oldest), in O(n + log N); a claimed run is running, leased (hash field +
+-- `leases` entry) and counted in wf-running:<wf>; a run over its workflow's
+-- max_concurrency is parked in wf-waiting:<wf>, never dropped. At most 32
+-- skipped entries (stale, canceled, parked) per call.
 local tag = ARGV[1]
 DROPPED = {}  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
@@ -33,16 +39,17 @@ local finished = ''
 
 if mode ~= '' then
   local id = ARGV[5]
-  if not check_lease(tag, id, ARGV[6]) then
-    finished = 'lease-lost'
+  local held = ARGV[6]
+  if not lease_held(tag, id, held, now) then
+    finished = already_done(tag, id, held) or 'lease-lost'
   elseif mode == 'retry' then
-    finished = retry(tag, id, ARGV[7], tonumber(ARGV[8]) or 0, now)
+    finished = retry(tag, id, ARGV[7], tonumber(ARGV[8]) or 0, now, held)
   elseif mode == 'requeue' then
-    finished = requeue(tag, id, ARGV[7], false, 0, now)
+    finished = requeue(tag, id, ARGV[7], false, 0, now, held)
   elseif mode == 'succeeded' then
-    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now)
+    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held)
   else
-    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now)
+    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now, held)
   end
 end
 
@@ -53,10 +60,11 @@ local only = ARGV[9]
 local woken = ARGV[10] == '1'
 if only ~= '' then
   for i = 1, nq do
-    local q = ARGV[11 + i]
-    if redis.call('LREM', k_ready(tag, q), 1, only) == 1 then
-      redis.call('LPUSH', k_processing(tag, q), only)
-      local got = take(tag, only, q, token, lease_ms, now)
+    local ready = k_ready(tag, ARGV[11 + i])
+    local score = redis.call('ZSCORE', ready, only)
+    if score then
+      redis.call('ZREM', ready, only)
+      local got = take(tag, only, ARGV[11 + i], score, token, lease_ms, now)
       if got then return { finished, got, DROPPED } end
       return { finished, {}, DROPPED }
     end
@@ -64,24 +72,44 @@ if only ~= '' then
   return { finished, {}, DROPPED }
 end
 
--- Bounded scan: skipped entries (stale, canceled, parked) cost one iteration each.
-local scanned = 0
-while scanned < 32 do
-  local progressed = false
-  for i = 1, nq do
-    local q = ARGV[11 + i]
-    local id = redis.call('LMOVE', k_ready(tag, q), k_processing(tag, q), 'RIGHT', 'LEFT')
-    if id then
-      progressed = true
-      scanned = scanned + 1
-      local got = take(tag, id, q, token, lease_ms, now)
-      if got then
-        if woken and redis.call('LLEN', k_ready(tag, q)) > 0 then ring(tag, q) end
-        return { finished, got, DROPPED }
-      end
-      break
-    end
+local function claimed(q, got)
+  if woken and redis.call('ZCARD', k_ready(tag, q)) > 0 then ring(tag, q) end
+  return { finished, got, DROPPED }
+end
+
+if nq == 1 then
+  local q = ARGV[12]
+  local ready = k_ready(tag, q)
+  for _ = 1, 32 do
+    local head = redis.call('ZPOPMIN', ready)
+    if not head[1] then break end
+    local got = take(tag, head[1], q, head[2], token, lease_ms, now)
+    if got then return claimed(q, got) end
   end
-  if not progressed then break end
+  return { finished, {}, DROPPED }
+end
+
+-- Several queues: read each head once, pop the lowest; after a skipped entry
+-- only that queue's head is read again.
+local heads = {}
+for i = 1, nq do
+  local head = redis.call('ZRANGE', k_ready(tag, ARGV[11 + i]), 0, 0, 'WITHSCORES')
+  if head[1] then heads[i] = tonumber(head[2]) end
+end
+for _ = 1, 32 do
+  local best = nil
+  for i = 1, nq do
+    if heads[i] and (best == nil or heads[i] < heads[best]) then best = i end
+  end
+  if best == nil then break end
+  local q = ARGV[11 + best]
+  local ready = k_ready(tag, q)
+  local head = redis.call('ZPOPMIN', ready)
+  if head[1] then
+    local got = take(tag, head[1], q, head[2], token, lease_ms, now)
+    if got then return claimed(q, got) end
+  end
+  local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  heads[best] = nxt[1] and tonumber(nxt[2]) or nil
 end
 return { finished, {}, DROPPED }

@@ -7,25 +7,33 @@
 -- ARGV[5]  payload: outputJson | errorJson | cause (requeue, crash)
 -- ARGV[6]  retry delay ms (retry) | max crashes (crash)
 -- Reply: { 1, new status } | { -1, '' } when the lease is not ours
--- Invariants: fenced by the token; indexes, processing list, lease and the
--- workflow's running set change together; a terminal status is published on
+-- Invariants: fenced by the token; indexes, the lease entry and the workflow's
+-- running set change together; a terminal status is published on
 -- run-done:<id>; `crash` counts against max_run_crashes and fails the run at
--- the cap (poison pill).
+-- the cap (poison pill). Resend-safe: the run stores the token of the last
+-- finish applied (doneToken), so the same call sent again after a lost reply
+-- gets { 1, the run's status now } and changes nothing (the caller then runs
+-- on_failure for a `failed` run exactly once).
 local tag = ARGV[1]
 local id = ARGV[2]
-if not check_lease(tag, id, ARGV[3]) then return { -1, '' } end
-local mode = ARGV[4]
+local token = ARGV[3]
 local now = now_ms()
+if not lease_held(tag, id, token, now) then
+  local done = already_done(tag, id, token)
+  if done then return { 1, done } end
+  return { -1, '' }
+end
+local mode = ARGV[4]
 local status
 if mode == 'retry' then
-  status = retry(tag, id, ARGV[5], tonumber(ARGV[6]) or 0, now)
+  status = retry(tag, id, ARGV[5], tonumber(ARGV[6]) or 0, now, token)
 elseif mode == 'requeue' then
-  status = requeue(tag, id, ARGV[5], false, 0, now)
+  status = requeue(tag, id, ARGV[5], false, 0, now, token)
 elseif mode == 'crash' then
-  status = requeue(tag, id, ARGV[5], true, tonumber(ARGV[6]) or 3, now)
+  status = requeue(tag, id, ARGV[5], true, tonumber(ARGV[6]) or 3, now, token)
 elseif mode == 'succeeded' then
-  status = finalize(tag, id, mode, 'outputJson', ARGV[5], now)
+  status = finalize(tag, id, mode, 'outputJson', ARGV[5], now, token)
 else
-  status = finalize(tag, id, mode, 'errorJson', ARGV[5], now)
+  status = finalize(tag, id, mode, 'errorJson', ARGV[5], now, token)
 end
 return { 1, status }

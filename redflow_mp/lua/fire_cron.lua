@@ -7,7 +7,9 @@
 -- ARGV[5]  next fire time ms
 -- ARGV[6]  run id   ARGV[7]  workflow   ARGV[8]  queue   ARGV[9]  inputJson
 -- ARGV[10] maxAttempts   ARGV[11] idempotency key (deterministic per cron id and
--- fire time)   ARGV[12] idempotency TTL ms   ARGV[13] maxConcurrency   ARGV[14] timeoutMs
+-- fire time)   ARGV[12] idempotency TTL ms (from the run's creation, applied once it
+-- finished: a short one keeps a frequent cron's keys few)   ARGV[13] maxConcurrency
+-- ARGV[14] timeoutMs
 -- Reply: { code, run id }: 1 enqueued, 2 skipped (workflow at max_concurrency),
 --   3 already enqueued for this fire time, -1 not the leader, -2 fire time
 --   already handled (cron:next moved on)
@@ -28,7 +30,7 @@ local id, created = enqueue(tag, {
   id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
   max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
   parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
-  resend = true, add_queue = true,
+  priority = 0,
 }, now)
 if created == 1 then return { 1, id } end
 return { 3, id }

@@ -1,32 +1,50 @@
--- promote_runs: move due members of each queue's scheduled set to its ready
--- list (scheduled -> queued), in bounded batches.
+-- promote_runs: move due members of the scheduled sets to their ready sets
+-- (scheduled -> queued), in bounded batches, in time proportional to the due
+-- work (never to the number of queues).
 --
--- KEYS[1]  queues (SET of known queues)
--- ARGV[1]  tag   ARGV[2]  batch size per queue
--- Reply: { promoted count, earliest remaining due time ms or -1 }
+-- KEYS[1]  due-queues (ZSET queue -> earliest due time of its scheduled set; may
+--          be early, never late)
+-- ARGV[1]  tag   ARGV[2]  batch size per queue   ARGV[3]  queues per call
+-- Reply: { promoted count, earliest remaining due time ms or -1, more (1 when a
+--          batch was full: call again) }
+-- Invariant: after a queue is handled its due-queues score is the head of its
+-- scheduled set, or it is removed when that set is empty. A promoted run goes
+-- into its priority band at its due time.
 local tag = ARGV[1]
 local batch = tonumber(ARGV[2])
+local qbatch = tonumber(ARGV[3])
 local now = now_ms()
 local promoted = 0
-local earliest = -1
-for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local more = 0
+local queues = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
+if #queues >= qbatch then more = 1 end
+for _, q in ipairs(queues) do
   local sched = k_scheduled(tag, q)
-  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(due) do
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
+  if #due >= 2 * batch then more = 1 end
+  local moved = 0
+  for i = 1, #due, 2 do
+    local id = due[i]
     redis.call('ZREM', sched, id)
     local run = k_run(tag, id)
-    if redis.call('HGET', run, 'status') == 'scheduled' then
+    local f = redis.call('HMGET', run, 'status', 'priority')
+    if f[1] == 'scheduled' then
       redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
       move_status(tag, id, 'scheduled', 'queued', now)
-      redis.call('LPUSH', k_ready(tag, q), id)
-      ring(tag, q)
-      promoted = promoted + 1
+      redis.call('ZADD', k_ready(tag, q), ready_score(f[2], due[i + 1]), id)
+      moved = moved + 1
     end
   end
+  if moved > 0 then ring(tag, q) end
+  promoted = promoted + moved
   local head = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
-  if head[2] then
-    local at = tonumber(head[2])
-    if earliest < 0 or at < earliest then earliest = at end
+  if head[1] then
+    redis.call('ZADD', KEYS[1], head[2], q)
+  else
+    redis.call('ZREM', KEYS[1], q)
   end
 end
-return { promoted, earliest }
+local earliest = -1
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if head[1] then earliest = tonumber(head[2]) end
+return { promoted, earliest, more }

@@ -1,36 +1,38 @@
--- reap_runs: put back runs whose worker vanished (claimed, but no live lease),
--- and release parked runs when their workflow has free slots (a raised
--- max_concurrency, or any missed wake-up).
+-- reap_runs: put back runs whose lease expired (their worker, or its whole
+-- supervisor, is gone or cut off), and release parked runs when their
+-- workflow has free slots (a raised max_concurrency, or any missed wake-up).
 --
--- KEYS[1]  queues (SET of known queues)
--- ARGV[1]  tag   ARGV[2]  batch size per queue
--- Reply: { released parked count, requeued id, ... }
--- Invariant: a run with a live lease is never touched; the lease is the only
+-- KEYS[1]  leases (ZSET runId -> lease expiry ms)
+-- ARGV[1]  tag   ARGV[2]  batch size
+-- Reply: { released parked count, expired entries read, requeued id, ... }
+--   (entries read == batch means more may have expired: call again)
+-- Invariants: a run with a live lease is never touched; the lease is the only
 -- proof of life (the supervisor extends it for children stuck in C code).
+-- Cost: one range read of the expired leases plus the work they need, however
+-- many runs are in flight or queues exist.
 local tag = ARGV[1]
 local batch = tonumber(ARGV[2])
 local now = now_ms()
-local out = { 0 }
-for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local processing = k_processing(tag, q)
-  local ids = redis.call('LRANGE', processing, -batch, -1)
-  for _, id in ipairs(ids) do
-    if redis.call('EXISTS', k_lease(tag, id)) == 0 then
-      local status = redis.call('HGET', k_run(tag, id), 'status')
-      if status == 'running' then
-        requeue(tag, id, 'lease expired (worker lost or cut off)', false, 0, now)
-        out[#out + 1] = id
-      else
-        redis.call('LREM', processing, 1, id)
-      end
-    end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int_str(now), 'LIMIT', 0,
+  batch)
+local out = { 0, #expired }
+for _, id in ipairs(expired) do
+  if redis.call('HGET', k_run(tag, id), 'status') == 'running' then
+    requeue(tag, id, 'lease expired (worker lost or cut off)', false, 0, now, '')
+    out[#out + 1] = id
+  else
+    redis.call('ZREM', KEYS[1], id)  -- a stale entry (run finished or removed)
   end
 end
 local released = 0
 for _, wf in ipairs(redis.call('SMEMBERS', tag .. ':parked')) do
   local free = wf_limit(tag, wf, nil) - redis.call('SCARD', k_running(tag, wf))
   if free > 0 then
-    released = released + release_parked(tag, wf, math.min(free, batch))
+    local n = release_parked(tag, wf, math.min(free, batch))
+    released = released + n
+    if n == 0 and redis.call('ZCARD', k_waiting(tag, wf)) == 0 then
+      redis.call('SREM', tag .. ':parked', wf)
+    end
   end
 end
 out[1] = released

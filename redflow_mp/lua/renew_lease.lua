@@ -2,22 +2,29 @@
 -- cancellation requests. Used by a worker's heartbeat (one pair) and by the
 -- supervisor's lease backstop (one pair per busy child).
 --
--- KEYS[1]  run:<first id>:lease (declared for routing; derived keys share its slot)
+-- KEYS[1]  leases (ZSET runId -> lease expiry ms)
 -- ARGV[1]  tag `{prefix}`      ARGV[2]  lease ms
 -- ARGV[3..] pairs: run id, lease token
 -- Reply: flat list, per pair: held (1|0), cancelRequestedAt ('' when none)
--- Invariant: never extends a lease whose token differs (a bare PEXPIRE could
--- revive a run that another worker took over).
+-- Invariant: never extends a lease whose token differs or that already expired
+-- (extending it could revive a run that the reaper put back or another worker
+-- took over).
 local tag = ARGV[1]
-local lease_ms = ARGV[2]
+local now = now_ms()
+local expiry = int_str(now + tonumber(ARGV[2]))
 local out = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local lease = k_lease(tag, id)
-  if redis.call('GET', lease) == ARGV[i + 1] then
-    redis.call('PEXPIRE', lease, lease_ms)
+  local f = redis.call('HMGET', k_run(tag, id), 'lease', 'cancelRequestedAt')
+  local live = false
+  if ARGV[i + 1] ~= '' and f[1] == ARGV[i + 1] then
+    local current = redis.call('ZSCORE', KEYS[1], id)
+    live = current ~= false and tonumber(current) >= now
+  end
+  if live then
+    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
     out[#out + 1] = 1
-    out[#out + 1] = redis.call('HGET', k_run(tag, id), 'cancelRequestedAt') or ''
+    out[#out + 1] = f[2] or ''
   else
     out[#out + 1] = 0
     out[#out + 1] = ''

@@ -1,22 +1,25 @@
 -- requeue_claimed: put back the runs a dead worker claimed with `token` before
 -- it could publish them (it died between the claim's reply and its status
--- board). Found by their lease: only the claimer knows the token.
+-- board). Found by their lease token: only the claimer knows it.
 --
--- KEYS[1]  queues (SET of known queues)
+-- KEYS[1]  runs:status:running
 -- ARGV[1]  tag   ARGV[2]  lease token of the claim in flight   ARGV[3]  cause
+-- ARGV[4]  lease ms (a claim older than two leases is the reaper's)
 -- Reply: { id, status, ... } for each run found: `queued` when put back,
 --        `canceled` when a cancel had been requested meanwhile
--- Invariant: bounded by the runs in `processing` lists (runs in flight), and
--- a run whose lease has another token is never touched.
+-- Invariant: reads only the runs that entered `running` in the last two
+-- leases, newest first, at most 1,000 (bounded by the runs in flight; called
+-- only when a worker dies); a run whose lease has another token is never
+-- touched.
 local tag = ARGV[1]
 local now = now_ms()
+local since = now - 2 * tonumber(ARGV[4])
 local out = {}
-for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  for _, id in ipairs(redis.call('LRANGE', k_processing(tag, q), 0, -1)) do
-    if redis.call('GET', k_lease(tag, id)) == ARGV[2] then
-      out[#out + 1] = id
-      out[#out + 1] = requeue(tag, id, ARGV[3], false, 0, now)
-    end
+local recent = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', since, 'LIMIT', 0, 1000)
+for _, id in ipairs(recent) do
+  if redis.call('HGET', k_run(tag, id), 'lease') == ARGV[2] then
+    out[#out + 1] = id
+    out[#out + 1] = requeue(tag, id, ARGV[3], false, 0, now, '')
   end
 end
 return out

@@ -8,16 +8,20 @@
 -- Reply: { 1, cancelRequestedAt or '' } | { -1 } when the lease is not ours
 local tag = ARGV[1]
 local id = ARGV[2]
-local lease = k_lease(tag, id)
-if redis.call('GET', lease) ~= ARGV[3] then return { -1 } end
+local run = k_run(tag, id)
+local now = now_ms()
+local f = redis.call('HMGET', run, 'lease', 'cancelRequestedAt')
+if ARGV[3] == '' or f[1] ~= ARGV[3] then return { -1 } end
+local expiry = redis.call('ZSCORE', k_leases(tag), id)
+if not expiry or tonumber(expiry) < now then return { -1 } end
 -- The record's seq is the run's step counter, kept here: execution order across
 -- attempts and hosts, whatever their clocks say. The client encodes seq first as
 -- 0; splicing the number in avoids parsing a record that may hold megabytes.
 local record = ARGV[5]
-local seq = redis.call('HINCRBY', k_run(tag, id), 'stepSeq', 1)
+local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
 if string.sub(record, 1, 9) == '{"seq":0,' then
   record = '{"seq":' .. seq .. ',' .. string.sub(record, 10)
 end
 redis.call('HSET', KEYS[1], ARGV[4], record)
-redis.call('PEXPIRE', lease, ARGV[6])
-return { 1, redis.call('HGET', k_run(tag, id), 'cancelRequestedAt') or '' }
+redis.call('ZADD', k_leases(tag), 'XX', int_str(now + tonumber(ARGV[6])), id)
+return { 1, f[2] or '' }

@@ -1,5 +1,8 @@
 """Requeue runs whose lease expired (their worker, or a whole supervisor, is
 gone or cut off) and release parked runs when their workflow has free slots.
+One tick reads the expired leases batch after batch until a short batch (with
+an upper bound), so however many runs are in flight every expired lease is
+found within a tick.
 """
 
 from __future__ import annotations

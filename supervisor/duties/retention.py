@@ -1,29 +1,65 @@
 """Remove finished runs older than ``run_retention`` (0 keeps them), in bounded
-batches; runs again soon while there is a backlog."""
+batches; runs again soon while there is a backlog. Also forgets idle queue
+names: each tick hands one page of the ``queues`` set to
+:func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
+supervisors (this one included) serve, which are never forgotten."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from redflow_mp.client import Client
-from redflow_mp.maintenance import sweep_retention
+from redflow_mp.maintenance import forget_idle_queues, sweep_retention
+
+from ..status import list_supervisors
 
 __all__ = ["RetentionDuty"]
+
+log = logging.getLogger(__name__)
+
+FORGET_PAGE = 200
 
 
 class RetentionDuty:
     name = "retention"
 
-    def __init__(self, client: Client, retention_s: float, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        retention_s: float,
+        interval: float | None = None,
+        queues: Callable[[], tuple[str, ...]] = tuple,
+    ) -> None:
         self.client = client
         self.retention_ms = int(retention_s * 1000)
+        self.queues = queues
         # A run goes at most a tenth of its retention late (at most 30 s): days of
         # retention sweep every 30 s, a short test retention every 0.2-1 s. A
-        # sweep with nothing due is one cheap range read.
-        self.interval = interval if interval is not None else min(30.0, max(0.2, retention_s / 10))
+        # sweep with nothing due is one cheap range read. Without retention the
+        # tick only forgets idle queues, every 30 s.
+        if interval is None:
+            interval = min(30.0, max(0.2, retention_s / 10)) if retention_s > 0 else 30.0
+        self.interval = interval
         self.removed = 0
+        self.forgotten = 0
+        self._cursor = 0
 
     def tick(self, now: float) -> float:
-        if self.retention_ms <= 0:
-            return now + 3600.0
-        removed = sweep_retention(self.client, self.retention_ms, batch=500, max_batches=4)
-        self.removed += removed
+        removed = 0
+        if self.retention_ms > 0:
+            removed = sweep_retention(self.client, self.retention_ms, batch=500, max_batches=4)
+            self.removed += removed
+        self._forget()
         return now + (0.5 if removed >= 2000 else self.interval)
+
+    def _forget(self) -> None:
+        served = set(self.queues())
+        for status in list_supervisors(self.client):
+            served.update(status.queues)
+        self._cursor, gone = forget_idle_queues(
+            self.client, sorted(served), self._cursor, FORGET_PAGE
+        )
+        self.forgotten += len(gone)
+        if gone:
+            log.debug("forgot %d idle queue names: %s", len(gone), ", ".join(gone[:10]))

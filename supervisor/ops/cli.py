@@ -5,6 +5,7 @@
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T]
+    redflow migrate        (keyspace v1 -> v2; stop the prefix's supervisors first)
 
 Every command takes ``--url``, ``--prefix``, ``--json`` (machine-readable
 output), ``--embedded-redis`` and ``--state-dir``; these may come before or
@@ -48,6 +49,7 @@ from redflow_mp.errors import (
     RunCanceledError,
     RunFailedError,
 )
+from redflow_mp.migrate import migrate_keyspace
 from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
@@ -522,6 +524,18 @@ def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(session: Session, ns: argparse.Namespace) -> int:
+    live = list_supervisors(session.client)
+    if live:
+        names = ", ".join(render.clean(s.id) for s in live)
+        raise Failure(
+            f"supervisors still run on prefix {session.prefix!r} ({names}): stop them first"
+        )
+    report = migrate_keyspace(session.client)
+    session.emit(report.summary(), msgspec.to_builtins(report))
+    return EXIT_OK
+
+
 def cmd_dashboard(session: Session, ns: argparse.Namespace) -> int:
     from . import dashboard
 
@@ -656,6 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_queues)
     p = sub.add_parser("supervisors", help="live supervisors and their children", parents=[common])
     p.set_defaults(func=cmd_supervisors)
+
+    p = sub.add_parser(
+        "migrate", help="convert a keyspace of redflow-mp < keyspace v2", parents=[common]
+    )
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("dashboard", help="serve the web dashboard", parents=[common])
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

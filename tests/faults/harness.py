@@ -502,15 +502,24 @@ def busy_children(sup: Supervisor) -> list[tuple[psutil.Process, str]]:
 def running_leases(
     raw: redis.Redis, prefix: str, ids: Sequence[str] | None = None
 ) -> dict[str, bytes]:
-    """{run id: lease token} of running runs (all of them, or of ``ids``)."""
+    """{run id: lease token} of running runs with a live lease (all of them, or of
+    ``ids``): the run hash's ``lease`` field, while its ``leases`` score is not past."""
     tag = "{" + prefix + "}"
     if ids is None:
         ids = texts(raw.zrange(f"{tag}:runs:status:running", 0, -1))
+    secs, micros = raw.time()
+    now = secs * 1000 + micros // 1000
     with raw.pipeline(transaction=False) as pipe:
         for run_id in ids:
-            pipe.get(f"{tag}:run:{run_id}:lease")
-        tokens = pipe.execute()
-    return {run_id: tok for run_id, tok in zip(ids, tokens, strict=True) if tok}
+            pipe.hget(f"{tag}:run:{run_id}", "lease")
+            pipe.zscore(f"{tag}:leases", run_id)
+        replies = pipe.execute()
+    out = {}
+    for i, run_id in enumerate(ids):
+        token, expiry = replies[2 * i], replies[2 * i + 1]
+        if token and expiry is not None and expiry >= now:
+            out[run_id] = token
+    return out
 
 
 def taken_over(raw: redis.Redis, prefix: str, snapshot: dict[str, bytes]) -> bool:
@@ -520,7 +529,7 @@ def taken_over(raw: redis.Redis, prefix: str, snapshot: dict[str, bytes]) -> boo
     with raw.pipeline(transaction=False) as pipe:
         for run_id in ids:
             pipe.hget(f"{tag}:run:{run_id}", "status")
-            pipe.get(f"{tag}:run:{run_id}:lease")
+            pipe.hget(f"{tag}:run:{run_id}", "lease")
         replies = pipe.execute()
     for i, run_id in enumerate(ids):
         status, token = replies[2 * i], replies[2 * i + 1]

@@ -7,8 +7,11 @@ record what really executed, outside Redis.
     I1  every acknowledged run reaches a terminal status; none is missing from
         Redis, none is left queued, scheduled or running.
     I2  each run is in exactly one ``runs:status:*`` index, the one its hash
-        names; ready/processing/scheduled/waiting lists and running sets hold no
-        terminal run; no terminal run keeps a lease.
+        names; ready/scheduled/waiting sets and running sets hold no terminal
+        run, and a queued or scheduled run is in exactly one of them; a queue
+        with scheduled runs is in ``due-queues`` no later than its head; every
+        running run holds a live lease (its hash's token and a ``leases``
+        entry not past), and ``leases`` holds no other run.
     I3  no step whose success was recorded executed again: no ``step-start`` of
         a (run, step) after its first acknowledged record (ledger) or after the
         end of the execution whose output Redis holds; and no acknowledged step
@@ -19,7 +22,7 @@ record what really executed, outside Redis.
         back), so those intervals must never overlap more than the limit.
         Physical overlap including fenced zombies is reported too.
     I5  a child started by a step exists once per (parent, step).
-    I6  every idempotency key maps to one run.
+    I6  every idempotency key maps to one run; the key of a finished run expires.
     I7  no cron fire time produced two runs.
     I8  no run executes in two processes at once: two executions of one run
         (handler start to end, or to the death of its process) never overlap,
@@ -146,6 +149,11 @@ class _Redis:
                 ids.add(name)
         return ids
 
+    def scored(self, key: str) -> list[tuple[str, float]]:
+        """A whole ZSET, (member, score) in score order."""
+        pairs: Any = self.r.zrange(key, 0, -1, withscores=True)
+        return [(_s(m), float(score)) for m, score in pairs]
+
     def hashes(self, ids: list[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for i in range(0, len(ids), _BATCH):
@@ -233,55 +241,74 @@ def _check_runs(
 
 
 def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]]) -> None:
+    """I2 over the queue structures (keyspace v2): ready, scheduled and waiting
+    sets hold only runs of their status, a queued run sits in exactly one of
+    them, every queue with scheduled runs is in due-queues no later than its
+    head, and the leases ZSET matches the running runs."""
     r = db.r
-    queues = {_s(q) for q in r.smembers(db.key("queues"))}
+    queues = {_s(q) for q in r.smembers(db.key("queues"))} | {
+        h.get("queue", "") for h in runs.values()
+    }
     workflows = {h.get("workflow", "") for h in runs.values()} | {
         _s(w) for w in r.smembers(db.key("workflows"))
     }
     holders: list[tuple[str, list[str], set[str]]] = []
-    for q in sorted(queues):
+    due = dict(db.scored(db.key("due-queues")))
+    for q in sorted(x for x in queues if x):
         holders.append(
-            (f"q:{q}:ready", [_s(x) for x in r.lrange(db.key("q", q, "ready"), 0, -1)], {"queued"})
+            (f"q:{q}:ready", [_s(x) for x in r.zrange(db.key("q", q, "ready"), 0, -1)], {"queued"})
         )
-        holders.append(
-            (
-                f"q:{q}:processing",
-                [_s(x) for x in r.lrange(db.key("q", q, "processing"), 0, -1)],
-                {"running"},
-            )
-        )
-        holders.append(
-            (
-                f"q:{q}:scheduled",
-                [_s(x) for x in r.zrange(db.key("q", q, "scheduled"), 0, -1)],
-                {"scheduled"},
-            )
-        )
+        scheduled = db.scored(db.key("q", q, "scheduled"))
+        holders.append((f"q:{q}:scheduled", [x for x, _ in scheduled], {"scheduled"}))
+        if scheduled and not (q in due and due[q] <= scheduled[0][1]):
+            report.violate(
+                "I2", f"queue {q} has scheduled runs from {scheduled[0][1]} but due-queues "
+                f"says {due.get(q)}"
+            )  # fmt: skip
     for wf in sorted(w for w in workflows if w):
         holders.append(
             (
                 f"wf-waiting:{wf}",
-                [_s(x) for x in r.lrange(db.key("wf-waiting", wf), 0, -1)],
+                [_s(x) for x in r.zrange(db.key("wf-waiting", wf), 0, -1)],
                 {"queued"},
             )
         )
         holders.append(
             (f"wf-running:{wf}", [_s(x) for x in r.smembers(db.key("wf-running", wf))], {"running"})
         )
+    homes: Counter[str] = Counter()
     for name, members, allowed in holders:
         for run_id in members:
+            if not name.startswith("wf-running:"):
+                homes[run_id] += 1
             status = runs.get(run_id, {}).get("status")
             if status in TERMINAL or (status is not None and status not in allowed):
                 report.violate("I2", f"{name} holds {run_id}, which is {status}")
-    terminal = [i for i, h in runs.items() if h.get("status") in TERMINAL]
-    for i in range(0, len(terminal), _BATCH):
-        chunk = terminal[i : i + _BATCH]
-        with r.pipeline(transaction=False) as pipe:
-            for run_id in chunk:
-                pipe.exists(db.key("run", run_id, "lease"))
-            for run_id, n in zip(chunk, pipe.execute(), strict=True):
-                if n:
-                    report.violate("I2", f"terminal run {run_id} still has a lease")
+    for run_id, h in runs.items():
+        if h.get("status") in ("queued", "scheduled") and homes[run_id] != 1:
+            report.violate(
+                "I2", f"{h.get('status')} run {run_id} is in {homes[run_id]} ready/scheduled/"
+                "waiting sets (expected exactly one)"
+            )  # fmt: skip
+    _check_leases(report, db, runs)
+
+
+def _check_leases(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]]) -> None:
+    """I2: every running run holds a live lease (hash token + leases entry); no
+    other run has a leases entry."""
+    secs, micros = db.r.time()
+    now = int(secs) * 1000 + int(micros) // 1000
+    leases = dict(db.scored(db.key("leases")))
+    for run_id, h in runs.items():
+        if h.get("status") == "running":
+            if not h.get("lease") or run_id not in leases:
+                report.violate("I2", f"running run {run_id} has no lease")
+            elif leases[run_id] < now:
+                report.violate("I2", f"running run {run_id} has an expired lease (not reaped)")
+    for run_id in leases:
+        status = runs.get(run_id, {}).get("status")
+        if status != "running":
+            report.violate("I2", f"leases holds {run_id}, which is {status}")
 
 
 @dataclass
@@ -562,9 +589,7 @@ def _check_keys(
         if len(ids) != 1:
             report.violate("I6", f"idempotency key {key!r} of {wf} maps to {len(ids)} runs {ids}")
             continue
-        mapped = db.r.get(_idem_key(db.tag, wf, key))
-        if mapped is not None and _s(mapped) != ids[0]:
-            report.violate("I6", f"idempotency key {key!r} of {wf} points at {_s(mapped)}")
+        _check_idempotency_key(report, db, wf, key, ids[0], runs[ids[0]])
     acked: dict[tuple[str, str], set[str]] = defaultdict(set)
     for ev in events:
         if ev["ev"] == "enqueued" and ev.get("key"):
@@ -576,6 +601,20 @@ def _check_keys(
         if len(ids) != 1:
             report.violate("I7", f"cron fire {key} produced {len(ids)} runs {ids}")
     _check_parents(report, runs)
+
+
+def _check_idempotency_key(
+    report: Report, db: _Redis, wf: str, key: str, run_id: str, run: Mapping[str, str]
+) -> None:
+    """I6 for one key: it names its run, and it expires once the run finished."""
+    idem = _idem_key(db.tag, wf, key)
+    mapped = db.r.get(idem)
+    if mapped is None:
+        return
+    if _s(mapped) != run_id:
+        report.violate("I6", f"idempotency key {key!r} of {wf} points at {_s(mapped)}")
+    elif run.get("status") in TERMINAL and db.r.pttl(idem) < 0:
+        report.violate("I6", f"idempotency key {key!r} of finished run {run_id} never expires")
 
 
 def _check_parents(report: Report, runs: Mapping[str, Mapping[str, str]]) -> None:

@@ -76,7 +76,7 @@ def test_corrupted_run_records_and_ghost_ids(
     raw.hdel(client.keys.run(victims["status"]), "status")
     raw.hset(client.keys.run(victims["attempt"]), "attempt", "three")
     ghost = "01GHOST0000000000000000000"
-    raw.lpush(client.keys.q_ready("fx"), ghost)
+    raw.zadd(client.keys.q_ready("fx"), {ghost: 1})
     sup = fx.supervisor(url, modules=MODULES)
     sup.wait_workers(2)
     _all_done(client, good)
@@ -99,9 +99,8 @@ def test_corrupted_run_records_and_ghost_ids(
         assert state is not None and state.status == "failed"
     wait_for(
         lambda: (
-            ghost.encode()
-            not in raw.lrange(client.keys.q_ready("fx"), 0, -1)
-            + raw.lrange(client.keys.q_processing("fx"), 0, -1)
+            ghost.encode() not in raw.zrange(client.keys.q_ready("fx"), 0, -1)
+            and raw.zscore(client.keys.leases, ghost) is None
         ),
         10,
         "the ghost id to go",

@@ -141,14 +141,17 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
 
     proc, run_id = wait_for(slow_child, 30, "a child running fx-slow", 0.005)
     key = f"{{{fx.prefix}}}:run:{run_id}"
-    token = raw.get(f"{key}:lease")
+    token = running_leases(raw, fx.prefix, [run_id]).get(run_id)
     assert token is not None
     t_stop = fx.fault("stop", [proc.pid], run=run_id)
     os.kill(proc.pid, signal.SIGSTOP)
     # As long as the stopped child lives (through the run's timeout, 3 s, and the
     # TERM-to-KILL grace after it), its parent keeps the lease alive.
     while _alive(proc):
-        held = raw.get(f"{key}:lease") == token and raw.hget(key, "status") == b"running"
+        held = (
+            running_leases(raw, fx.prefix, [run_id]).get(run_id) == token
+            and raw.hget(key, "status") == b"running"
+        )
         if not held:
             assert not _alive(proc), "the lease of a stopped, still living child was lost"
             break

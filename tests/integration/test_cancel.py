@@ -200,7 +200,7 @@ def test_parked_run_can_be_canceled(
     assert started.wait(10)
     parked = single.run()
     wait_until(
-        lambda: raw.lrange(client.keys.wf_waiting("single"), 0, -1) == [parked.id.encode()], 10
+        lambda: raw.zrange(client.keys.wf_waiting("single"), 0, -1) == [parked.id.encode()], 10
     )
     assert parked.cancel() is True
     with pytest.raises(RunCanceledError):

@@ -108,7 +108,7 @@ def test_parked_run_costs_nothing_while_waiting_and_is_released_on_finish(
     first = one.run("first")
     wait_until(lambda: started == [first.id], 10)
     second = one.run("second")
-    wait_until(lambda: raw.lrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()], 10)
+    wait_until(lambda: raw.zrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()], 10)
     assert raw.smembers(k.parked) == {b"one-at-a-time"}
     assert raw.hget(k.run(second.id), "status") == b"queued"
 
@@ -117,14 +117,14 @@ def test_parked_run_costs_nothing_while_waiting_and_is_released_on_finish(
         # idle workers keep polling (block_timeout 0.1 s) and maintenance runs,
         # yet nothing touches the parked run for this whole window
         wait_until(
-            lambda: sum("claim" in line or "LMOVE" in line for line in mon.snapshot()) >= 6,
+            lambda: sum("claim" in line or "ZPOPMIN" in line for line in mon.snapshot()) >= 6,
             10,
             message="idle workers polling",
         )
         window = mon.snapshot()
     assert not [line for line in window if run_key in line or second.id in line]
-    assert raw.lrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()]
-    assert not raw.lrange(k.q_ready("default"), 0, -1)
+    assert raw.zrange(k.wf_waiting("one-at-a-time"), 0, -1) == [second.id.encode()]
+    assert not raw.exists(k.q_ready("default"))
     assert started == [first.id]
 
     release.set()
@@ -174,6 +174,6 @@ def test_parked_runs_do_not_block_other_workflows(
     workers.start()
     workers.start()
     assert vip_handle.result(timeout=10) == "served"
-    assert raw.llen(client.keys.wf_waiting("crowd")) == 149
+    assert raw.zcard(client.keys.wf_waiting("crowd")) == 149
     release.set()
     assert [h.result(timeout=30) for h in crowd_handles] == list(range(150))

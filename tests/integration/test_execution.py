@@ -156,9 +156,9 @@ def test_corrupted_run_in_ready_list_fails_clearly_and_worker_goes_on(
     raw.hset(k.run(bad_attempt.id), "attempt", "many")
     no_workflow = ok.run()
     raw.hdel(k.run(no_workflow.id), "workflow")
-    raw.lpush(k.q_ready("default"), "GHOST-RUN")
+    raw.zadd(k.q_ready("default"), {"GHOST-RUN": 1})
     raw.set(k.run("WRONG-TYPE"), "x")
-    raw.lpush(k.q_ready("default"), "WRONG-TYPE")
+    raw.zadd(k.q_ready("default"), {"WRONG-TYPE": 2})
     good = ok.run()
     workers.start()
     assert good.result(timeout=10) == "fine"

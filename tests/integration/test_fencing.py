@@ -49,7 +49,7 @@ def _snapshot(raw: redis.Redis, client: Client, run_id: str) -> dict[str, Any]:
 
 
 def _steal(raw: redis.Redis, client: Client, run_id: str) -> None:
-    raw.set(client.keys.run_lease(run_id), THIEF, px=60_000)
+    raw.hset(client.keys.run(run_id), "lease", THIEF)
 
 
 def test_stolen_lease_blocks_step_writes(
@@ -88,7 +88,7 @@ def test_stolen_lease_blocks_step_writes(
     assert marker.run().result(timeout=10) == "next"
     assert _snapshot(raw, client, handle.id) == before
     assert status_of(raw, client, handle.id) == "running"
-    assert raw.get(client.keys.run_lease(handle.id)) == THIEF.encode()
+    assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
     steps = client.get_run_steps(handle.id)
     assert steps is not None and [s.name for s in steps] == ["before"]
 
@@ -121,7 +121,7 @@ def test_stolen_lease_blocks_the_finish(
     assert _snapshot(raw, client, handle.id) == before
     assert raw.hget(client.keys.run(handle.id), "outputJson") is None
     assert status_of(raw, client, handle.id) == "running"
-    assert raw.get(client.keys.run_lease(handle.id)) == THIEF.encode()
+    assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
     assert raw.sismember(client.keys.wf_running("no-finish"), handle.id)
 
 
@@ -177,5 +177,5 @@ def test_heartbeat_notices_the_stolen_lease(
     wait_until(lambda: gate.result, 5, message="heartbeat to notice the lost lease")
     assert isinstance(gate.result[0], LeaseLostError)
     # the thief's lease was not extended or removed by the old holder
-    assert raw.get(client.keys.run_lease(handle.id)) == THIEF.encode()
+    assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
     assert status_of(raw, client, handle.id) == "running"

@@ -4,7 +4,8 @@ promoter, retention (finished runs removed run_retention after they finish;
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -12,7 +13,16 @@ import redis
 from redflow_mp import Client, Context, Registry, RunStatus, define_workflow
 from redflow_mp.ids import new_token
 from redflow_mp.maintenance import promote_due, reap_expired, sweep_retention
-from tests.helpers import WorkerPool, status_of, wait_until
+from redflow_supervisor.status import SupervisorStatus, write_supervisor_status
+from tests.helpers import WorkerPool, status_of, text, wait_until
+
+if TYPE_CHECKING:
+    # mypy knows the supervisor package by its directory name (tests/ops/conftest.py)
+    from supervisor.duties.reaper import ReaperDuty
+    from supervisor.duties.retention import RetentionDuty
+else:
+    from redflow_supervisor.duties.reaper import ReaperDuty
+    from redflow_supervisor.duties.retention import RetentionDuty
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +43,7 @@ def test_reaper_requeues_a_run_whose_lease_expired(
     assert claimed is not None and claimed.id == handle.id
     assert status_of(raw, client, handle.id) == "running"
     assert reap_expired(client) == (0, [])  # lease still live
-    wait_until(lambda: not raw.exists(client.keys.run_lease(handle.id)), 5)
+    wait_until(lambda: client.server_time_ms() > claimed.started_at + 200, 5)
     assert reap_expired(client) == (0, [handle.id])
     assert status_of(raw, client, handle.id) == "queued"
     workers.start()
@@ -71,6 +81,7 @@ def test_promote_due_returns_count_and_next_due(
     promoted, earliest = promote_due(client)
     assert promoted == 0 and earliest is not None
     raw.zadd(client.keys.q_scheduled("default"), {a.id: 0})
+    raw.zadd(client.keys.due_queues, {"default": 0})
     assert promote_due(client)[0] == 1
     assert status_of(raw, client, a.id) == "queued"
     assert status_of(raw, client, b.id) == "scheduled"
@@ -147,7 +158,8 @@ def test_heartbeat_keeps_a_long_run_from_being_reaped(
         # 2.5 lease lengths pass while two other workers reap every 0.2 s
         deadline = client.server_time_ms() + 1_500
         while client.server_time_ms() < deadline:
-            ttls.append(int(raw.pttl(client.keys.run_lease(ctx.run.id))))
+            expiry = raw.zscore(client.keys.leases, ctx.run.id)
+            ttls.append(int(expiry or 0) - client.server_time_ms())
             ctx.cancelled.wait(0.05)
         return "done once"
 
@@ -191,3 +203,63 @@ def test_run_resumes_at_its_step_after_the_worker_vanished(
     workers.start()  # its maintenance reaps the expired lease, then runs the run
     assert handle.result(timeout=10) == ["A", "B"]
     assert calls == ["b"]  # the completed step was not executed again
+
+
+def test_one_reaper_tick_finds_an_expired_lease_behind_250_runs_in_flight(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """Issue 10 #3: more runs in flight on a queue than a reaper batch (their
+    leases live), and a newer run whose supervisor died: one tick requeues it."""
+
+    @define_workflow("long", queue="busy", max_concurrency=1_000, registry=registry)
+    def long(ctx: Context[Any]) -> None:
+        return None
+
+    for _ in range(250):
+        long.run()
+        assert client.scripts.claim(("busy",), 600_000, new_token())[1] is not None
+    lost = long.run()
+    _, claimed = client.scripts.claim(("busy",), 100, new_token())
+    assert claimed is not None and claimed.id == lost.id
+    wait_until(lambda: client.server_time_ms() > claimed.started_at + 150, 5)
+    duty = ReaperDuty(client, 500)
+    duty.tick(0.0)
+    assert duty.requeued == 1
+    assert status_of(raw, client, lost.id) == "queued"
+
+
+def test_retention_duty_forgets_empty_unserved_queues(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """Issue 10 #10: the `queues` set no longer only grows. A queue is forgotten
+    once it is empty and no live supervisor serves it."""
+    k = client.keys
+    idle = [f"idle-{i}" for i in range(1_000)]
+    raw.sadd(k.queues, *idle)
+    raw.lpush(k.q_bell("idle-7"), "1")
+    client.run_by_name("job", queue_override="has-ready")
+    client.run_by_name("job", queue_override="has-scheduled", run_at=time.time() + 3600)
+    raw.sadd(k.queues, "served-here", "served-elsewhere")
+    write_supervisor_status(
+        client,
+        SupervisorStatus(
+            id="other:1", app="a", host="other", pid=1, started_at=0,
+            updated_at=client.server_time_ms(), mode="running", leader=False,
+            queues=["served-elsewhere"], procs=1,
+        ),
+    )  # fmt: skip
+    duty = RetentionDuty(client, 0, queues=lambda: ("served-here",))
+    for _ in range(20):
+        duty.tick(0.0)
+        if raw.scard(k.queues) == 4:
+            break
+    assert {text(q) for q in raw.smembers(k.queues)} == {
+        "has-ready",
+        "has-scheduled",
+        "served-here",
+        "served-elsewhere",
+    }
+    assert not raw.exists(k.q_bell("idle-7"))
+    # a forgotten queue comes back with its next run
+    client.run_by_name("job", queue_override="idle-3")
+    assert raw.sismember(k.queues, "idle-3")

@@ -41,6 +41,7 @@ def test_a_timeout_is_retried_by_the_policy_of_the_full_workflow_name(
     assert state.error is not None and state.error.type == "RunTimeoutError"
     assert "1.5 s" in state.error.message
     raw.zadd(client.keys.q_scheduled("rq"), {handle.id: 0})  # due now
+    raw.zadd(client.keys.due_queues, {"rq": 0})  # and the promoter told so
     client.scripts.promote(10)
     second = _claim(client, "rq")
     assert second.attempt == 2
@@ -72,7 +73,7 @@ def test_an_ignored_cancel_ends_canceled(client: Client, registry: Registry) -> 
 
 
 def test_a_dead_workers_runs_go_back_and_the_innermost_is_charged_a_crash(
-    client: Client, registry: Registry
+    client: Client, registry: Registry, raw: redis.Redis
 ) -> None:
     outer_handle = client.run_by_name("outer", None, queue_override="rq4")
     outer = _claim(client, "rq4")
@@ -90,7 +91,12 @@ def test_a_dead_workers_runs_go_back_and_the_innermost_is_charged_a_crash(
     assert inner_state is not None and inner_state.error is not None
     assert inner_state.error.type == "RunCrashedError"
     assert outer_state is not None and outer_state.crash_count == 0
+    before = [raw.hgetall(client.keys.run(r.run_id)) for r in held]
     again = recover_runs(
         client, held, cause="killed by SIGKILL", stopping=True, charge_crash=False, max_crashes=1
     )
-    assert [d.status for d in again] == [None, None]  # the tokens are spent: nothing changes
+    # The tokens are spent: nothing changes. Finishes are resend-safe (keyspace v2,
+    # doneToken): the same holder's token gets the outcome already applied back
+    # (so a lost reply costs no second on_failure), not a second write.
+    assert [d.status for d in again] == ["failed", "queued"]
+    assert [raw.hgetall(client.keys.run(r.run_id)) for r in held] == before

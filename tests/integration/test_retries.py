@@ -21,6 +21,7 @@ from redflow_mp import (
     RunState,
     RunStatus,
     define_workflow,
+    transport,
 )
 from tests.helpers import WorkerPool, wait_until
 
@@ -240,3 +241,43 @@ def test_async_on_failure(client: Client, registry: Registry, workers: WorkerPoo
     with pytest.raises(RunFailedError):
         flow.run().result(timeout=10)
     assert done.wait(5)
+
+
+def test_on_failure_runs_once_when_the_reply_of_the_failing_finish_is_lost(
+    client: Client, registry: Registry, workers: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 #4: the failing finalize is applied, its reply never arrives (the
+    connection drops), the transport sends it again: on_failure still runs, once."""
+    seen: list[str] = []
+
+    @define_workflow("lossy", on_failure=lambda f: seen.append(f.run.id), registry=registry)
+    def lossy(ctx: Context[Any]) -> None:
+        raise NonRetriableError("boom")
+
+    real = transport._Wire.request
+    lost: list[Any] = []
+
+    def request(self: transport._Wire, args: tuple[Any, ...]) -> Any:
+        reply = real(self, args)
+        name = args[1] if len(args) > 1 else b""
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        is_finalize = name.endswith("_finalize_run") or name == client.scripts._shas.get(
+            "finalize_run"
+        )
+        if is_finalize and not lost:
+            lost.append(reply)
+            self.close()
+            raise redis.ConnectionError("the reply was lost on the way back (test)")
+        return reply
+
+    monkeypatch.setattr(transport._Wire, "request", request)
+    workers.start()
+    handle = lossy.run()
+    with pytest.raises(RunFailedError):
+        handle.result(timeout=10)
+    wait_until(lambda: seen, 10, message="on_failure")
+    assert lost, "the finalize reply was never dropped"
+    # let a wrongly repeated call happen: another run through the same worker
+    client.run_by_name("lossy")
+    wait_until(lambda: len(seen) == 2, 10, message="second on_failure")
+    assert seen.count(handle.id) == 1

@@ -68,8 +68,7 @@ def test_a_burst_wakes_every_idle_worker(
                 "",
                 10,
                 "",
-                "0",
-                "0",
+                0,  # priority
             )
             if functions is not None:
                 send("FCALL", functions["enqueue_run"], *args)
@@ -94,5 +93,5 @@ def test_enqueue_on_a_non_empty_ready_list_does_not_ring(
 
     for _ in range(20):
         quiet.run(None)
-    assert raw.llen(client.keys.q_ready("default")) == 20
+    assert raw.zcard(client.keys.q_ready("default")) == 20
     assert raw.llen(client.keys.q_bell("default")) == 1

@@ -9,10 +9,18 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.ids import new_token
-from tests.helpers import status_of, wait_until
+from redflow_mp.ids import new_run_id, new_token
+from redflow_mp.maintenance import promote_due, reap_expired
+from tests.helpers import command_counts, status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
+
+
+def _wait_expired(client: Client, rid: str) -> None:
+    """Until the server clock is past the run's lease expiry."""
+    expiry = client.redis.zscore(client.keys.leases, rid)
+    assert expiry is not None
+    wait_until(lambda: client.server_time_ms() > expiry, 5, message="lease expiry")
 
 
 # ------------------------------------------------------------------ cancel
@@ -52,7 +60,7 @@ def test_cancel_parked_run_is_immediate(
     parked = enq()
     client.scripts.claim(("q",), 5_000, new_token())
     client.scripts.claim(("q",), 5_000, new_token())
-    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
     assert client.scripts.cancel(parked, "") == "canceled"
     assert not raw.exists(k.wf_waiting("wf"))
 
@@ -67,7 +75,8 @@ def test_cancel_running_run_only_requests(
     assert client.scripts.cancel(rid, "why") == "running"
     h = raw.hgetall(k.run(rid))
     assert h[b"status"] == b"running" and h[b"cancelRequestedAt"]
-    assert raw.get(k.run_lease(rid)) == tok.encode()
+    assert raw.hget(k.run(rid), "lease") == tok.encode()
+    assert raw.zscore(k.leases, rid) is not None
     first = h[b"cancelRequestedAt"]
     assert client.scripts.cancel(rid, "again") == "running"
     assert raw.hget(k.run(rid), "cancelRequestedAt") == first  # the first request stands
@@ -92,17 +101,22 @@ def test_promote_moves_only_due_runs(
     now = client.server_time_ms()
     due = enq(run_at_ms=now + 60_000)
     later = enq(run_at_ms=now + 120_000, queue="q2")
-    assert client.scripts.promote(100) == (0, now + 60_000)
-    raw.zadd(k.q_scheduled("q"), {due: now - 1})  # make it due without waiting
-    promoted, earliest = client.scripts.promote(100)
-    assert (promoted, earliest) == (1, now + 120_000)
+    assert client.scripts.promote(100) == (0, now + 60_000, False)
+    assert raw.zscore(k.due_queues, "q") == now + 60_000
+    # make it due without waiting
+    raw.zadd(k.q_scheduled("q"), {due: now - 1})
+    raw.zadd(k.due_queues, {"q": now - 1})
+    assert client.scripts.promote(100) == (1, now + 120_000, False)
     assert status_of(raw, client, due) == "queued"
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [due.encode()]
+    assert raw.zrange(k.q_ready("q"), 0, -1, withscores=True) == [
+        (due.encode(), 9 * 2**44 + now - 1)
+    ]
+    assert raw.zscore(k.due_queues, "q") is None  # nothing scheduled there any more
     assert raw.llen(k.q_bell("q")) >= 1
     assert raw.zscore(k.runs_status("queued"), due) is not None
     assert raw.zscore(k.runs_status("scheduled"), due) is None
     assert status_of(raw, client, later) == "scheduled"
-    assert client.scripts.promote(100) == (0, now + 120_000)
+    assert client.scripts.promote(100) == (0, now + 120_000, False)
 
 
 def test_promote_is_bounded_by_batch_and_skips_non_scheduled(
@@ -112,18 +126,43 @@ def test_promote_is_bounded_by_batch_and_skips_non_scheduled(
     now = client.server_time_ms()
     ids = [enq(run_at_ms=now + 60_000) for _ in range(5)]
     raw.zadd(k.q_scheduled("q"), dict.fromkeys(ids, now - 1))
+    raw.zadd(k.due_queues, {"q": now - 1})
     client.scripts.cancel(ids[0], "")
     raw.zadd(k.q_scheduled("q"), {ids[0]: now - 1})  # stale entry of a canceled run
-    assert client.scripts.promote(2)[0] <= 2
-    total = 0
+    first = client.scripts.promote(2)
+    assert first[0] <= 2 and first[2] is True  # a full batch: more to do
     while True:
-        n, _ = client.scripts.promote(2)
-        if n == 0 and raw.zcard(k.q_scheduled("q")) == 0:
+        _, _, more = client.scripts.promote(2)
+        if not more:
             break
-        total += n
-    assert raw.llen(k.q_ready("q")) == 4
+    assert raw.zcard(k.q_scheduled("q")) == 0
+    assert raw.zcard(k.q_ready("q")) == 4
     assert status_of(raw, client, ids[0]) == "canceled"
-    assert client.scripts.promote(2) == (0, None)
+    assert client.scripts.promote(2) == (0, None, False)
+
+
+def test_promote_reads_only_queues_with_due_runs(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    now = client.server_time_ms()
+    enq(queue="later", run_at_ms=now + 60_000)
+    soon = enq(queue="soon", run_at_ms=now + 60_000)
+    enq(queue="soon", run_at_ms=now + 90_000)
+    assert raw.zrange(k.due_queues, 0, -1, withscores=True) == [
+        (b"later", now + 60_000),
+        (b"soon", now + 60_000),
+    ]
+    raw.zadd(k.q_scheduled("soon"), {soon: now - 1})
+    raw.zadd(k.due_queues, {"soon": now - 1})
+    # a full batch of queues means "call again"; "later" is not read (not due)
+    assert client.scripts.promote(10, queue_batch=1) == (1, now + 60_000, True)
+    assert client.scripts.promote(10, queue_batch=1) == (0, now + 60_000, False)
+    # the queue is scored by its new head
+    assert raw.zscore(k.due_queues, "soon") == now + 90_000
+    # the same due time again (LT keeps the earliest)
+    enq(queue="soon", run_at_ms=now + 120_000)
+    assert raw.zscore(k.due_queues, "soon") == now + 90_000
 
 
 # -------------------------------------------------------------------- reap
@@ -135,21 +174,21 @@ def test_reap_requeues_a_run_whose_lease_expired(
     k = client.keys
     rid = enq()
     client.scripts.claim(("q",), 100, new_token())
-    assert client.scripts.reap(100) == (0, [])  # lease still live: untouched
+    assert client.scripts.reap(100) == (0, [], False)  # lease still live: untouched
     assert status_of(raw, client, rid) == "running"
-    wait_until(lambda: not raw.exists(k.run_lease(rid)), 5, message="lease expiry")
-    released, requeued = client.scripts.reap(100)
-    assert (released, requeued) == (0, [rid])
+    _wait_expired(client, rid)
+    released, requeued, more = client.scripts.reap(100)
+    assert (released, requeued, more) == (0, [rid], False)
     assert status_of(raw, client, rid) == "queued"
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [rid.encode()]
-    assert not raw.exists(k.q_processing("q"))
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [rid.encode()]
+    assert not raw.exists(k.leases)
     assert not raw.exists(k.wf_running("wf"))
     assert raw.hget(k.run(rid), "attempt") == b"1"
     _, again = client.scripts.claim(("q",), 5_000, new_token())
     assert again is not None and again.id == rid
 
 
-def test_reap_drops_processing_entries_of_finished_runs(
+def test_reap_drops_lease_entries_of_finished_runs(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     k = client.keys
@@ -157,9 +196,10 @@ def test_reap_drops_processing_entries_of_finished_runs(
     tok = new_token()
     client.scripts.claim(("q",), 5_000, tok)
     client.scripts.finalize(rid, tok, "succeeded", b"1")
-    raw.lpush(k.q_processing("q"), rid)  # a leftover entry
-    assert client.scripts.reap(100) == (0, [])
-    assert not raw.exists(k.q_processing("q"))
+    assert not raw.exists(k.leases)  # every exit from running drops the entry
+    raw.zadd(k.leases, {rid: 1, "GONE-RUN": 1})  # leftover entries
+    assert client.scripts.reap(100) == (0, [], False)
+    assert not raw.exists(k.leases)
     assert status_of(raw, client, rid) == "succeeded"
 
 
@@ -171,12 +211,12 @@ def test_reap_releases_parked_runs_when_slots_are_free(
     parked = enq(max_concurrency=1)
     client.scripts.claim(("q",), 5_000, new_token())
     client.scripts.claim(("q",), 5_000, new_token())
-    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
-    assert client.scripts.reap(100) == (0, [])  # no free slot: stays parked
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    assert client.scripts.reap(100) == (0, [], False)  # no free slot: stays parked
     # a raised limit (synced metadata) frees a slot
     raw.hset(k.workflow("wf"), "maxConcurrency", 2)
-    assert client.scripts.reap(100) == (1, [])
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [parked.encode()]
+    assert client.scripts.reap(100) == (1, [], False)
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
     assert not raw.exists(k.parked)
     assert status_of(raw, client, first) == "running"
 
@@ -188,8 +228,8 @@ def test_reap_of_a_cancel_requested_run_ends_it_canceled(
     rid = enq()
     client.scripts.claim(("q",), 100, new_token())
     assert client.scripts.cancel(rid, "bye") == "running"
-    wait_until(lambda: not raw.exists(k.run_lease(rid)), 5, message="lease expiry")
-    assert client.scripts.reap(100) == (0, [rid])
+    _wait_expired(client, rid)
+    assert client.scripts.reap(100) == (0, [rid], False)
     assert status_of(raw, client, rid) == "canceled"
     assert not raw.exists(k.q_ready("q"))
     assert not raw.exists(k.wf_running("wf"))
@@ -202,32 +242,130 @@ def test_requeue_claimed_puts_back_only_the_run_with_that_token(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     k = client.keys
-    raw.sadd(k.queues, "q")
     mine, other = enq(workflow="a"), enq(workflow="b")
     lost = new_token()
     _, c1 = client.scripts.claim(("q",), 30_000, lost)
     _, c2 = client.scripts.claim(("q",), 30_000, new_token())
     assert c1 is not None and c1.id == mine and c2 is not None and c2.id == other
-    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [(mine, "queued")]
+    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL", 30_000) == [
+        (mine, "queued")
+    ]
     assert status_of(raw, client, mine) == "queued"
     assert raw.hget(k.run(mine), "lastCrash") == b"worker killed by SIGKILL"
     assert raw.hget(k.run(mine), "crashCount") in (None, b"0")  # it never started
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [mine.encode()]
-    assert not raw.exists(k.run_lease(mine))
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [mine.encode()]
+    assert raw.zscore(k.leases, mine) is None
     assert status_of(raw, client, other) == "running"  # another worker's run is untouched
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [other.encode()]
+    assert raw.zrange(k.leases, 0, -1) == [other.encode()]
     # a token nobody holds any more finds nothing, and a second call is a no-op
-    assert client.scripts.requeue_claimed(lost, "again") == []
+    assert client.scripts.requeue_claimed(lost, "again", 30_000) == []
 
 
 def test_requeue_claimed_ends_a_cancel_requested_run_instead(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
-    raw.sadd(client.keys.queues, "q")
     rid = enq()
     lost = new_token()
     client.scripts.claim(("q",), 30_000, lost)
     assert client.scripts.cancel(rid, "stop it") == "running"  # only requested
-    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL") == [(rid, "canceled")]
+    assert client.scripts.requeue_claimed(lost, "worker killed by SIGKILL", 30_000) == [
+        (rid, "canceled")
+    ]
     assert status_of(raw, client, rid) == "canceled"
     assert not raw.exists(client.keys.q_ready("q"))
+
+
+# ------------------------------------------------------------ cost at scale
+
+
+def _fill_ready(client: Client, n: int, queue: str = "q", workflow: str = "wf") -> list[str]:
+    return [
+        client.scripts.enqueue(
+            new_run_id(), workflow, queue, b"{}", 1, 0, "", 1000, "", "", 1_000_000, None
+        )[0]
+        for _ in range(n)
+    ]
+
+
+def test_reaper_finds_an_expired_lease_behind_1000_live_ones(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Issue 10 #3: more than a batch of healthy runs in flight on one queue, and a
+    newer run whose worker vanished: the reaper finds it at once."""
+    _fill_ready(client, 1_000)
+    for _ in range(1_000):
+        assert client.scripts.claim(("q",), 600_000, new_token())[1] is not None
+    lost = _fill_ready(client, 1)[0]
+    _, claimed = client.scripts.claim(("q",), 100, new_token())
+    assert claimed is not None and claimed.id == lost
+    wait_until(
+        lambda: client.server_time_ms() > claimed.started_at + 150, 5, message="lease expiry"
+    )
+    released, requeued = reap_expired(client)
+    assert (released, requeued) == (0, [lost])
+    assert status_of(raw, client, lost) == "queued"
+    assert raw.zcard(client.keys.runs_status("running")) == 1_000
+
+
+def test_reap_expired_takes_every_expired_lease_in_one_call(
+    raw: redis.Redis, client: Client
+) -> None:
+    ids = _fill_ready(client, 450)
+    started = 0
+    for _ in ids:
+        _, claimed = client.scripts.claim(("q",), 100, new_token())
+        assert claimed is not None
+        started = claimed.started_at
+    wait_until(lambda: client.server_time_ms() > started + 150, 5, message="lease expiry")
+    _, requeued = reap_expired(client)
+    assert sorted(requeued) == sorted(ids)
+    assert raw.zcard(client.keys.runs_status("queued")) == 450
+    assert not raw.exists(client.keys.runs_status("running"))
+
+
+# Commands whose cost does not grow with the size of the collection they touch
+# beyond O(log N) (what a per-run path may issue).
+_FLAT = frozenset(
+    {
+        "hmget", "hget", "hset", "hsetnx", "hincrby", "hdel", "exists", "get", "set", "del",
+        "zadd", "zrem", "zscore", "zcard", "zpopmin", "sadd", "srem", "scard", "sismember",
+        "llen", "lpush", "publish", "pexpireat", "time",
+    }
+)  # fmt: skip
+
+
+def test_cancel_of_a_queued_run_is_flat_with_20000_ready(raw: redis.Redis, client: Client) -> None:
+    """Issue 10 #9: no scan of a whole ready list to cancel one run."""
+    ids = _fill_ready(client, 20_000)
+    counts = command_counts(raw, lambda: client.scripts.cancel(ids[10_000], ""))
+    assert set(counts) <= _FLAT, counts
+    assert sum(counts.values()) <= 20, counts
+    assert status_of(raw, client, ids[10_000]) == "canceled"
+    assert raw.type(client.keys.q_ready("q")) == b"zset"
+    assert raw.zcard(client.keys.q_ready("q")) == 19_999
+
+
+def test_claim_of_one_run_by_id_is_flat_with_20000_ready(raw: redis.Redis, client: Client) -> None:
+    """Issue 10 #9: the inline assist of step.run_workflow claims its child by id."""
+    ids = _fill_ready(client, 20_000)
+    got: list[object] = []
+    counts = command_counts(
+        raw,
+        lambda: got.append(
+            client.scripts.claim(("q",), 5_000, new_token(), None, only_id=ids[10_000])[1]
+        ),
+    )
+    assert set(counts) <= _FLAT, counts
+    assert sum(counts.values()) <= 20, counts
+    assert status_of(raw, client, ids[10_000]) == "running"
+
+
+def test_promote_and_reap_are_flat_with_20000_known_queues(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Issue 10 #10: with nothing due, the promoter and the reaper cost a few
+    commands however many queue names were ever used."""
+    raw.sadd(client.keys.queues, *(f"q{i}" for i in range(20_000)))
+    counts = command_counts(raw, lambda: (promote_due(client), reap_expired(client)))
+    assert set(counts) <= _FLAT | {"zrangebyscore", "zrange", "smembers"}, counts
+    assert sum(counts.values()) <= 8, counts

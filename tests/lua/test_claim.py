@@ -1,6 +1,7 @@
-"""claim_run.lua: ready -> processing, lease, queued -> running; the
-max_concurrency gate (atomic, parks the run, released when a slot frees);
-skipped entries; finish + claim in one call, fenced."""
+"""claim_run.lua: the lowest ready score (highest priority, then oldest) over
+the queues -> leased and running; the max_concurrency gate (atomic, parks the
+run, released when a slot frees); skipped entries; finish + claim in one call,
+fenced."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.ids import new_token
+from redflow_mp.ids import new_run_id, new_token
 from tests.helpers import status_of
 
 pytestmark = pytest.mark.timeout(30)
@@ -42,25 +43,34 @@ def test_claim_takes_oldest_first_and_marks_running(
     assert claimed.started_at > 0
     assert status_of(raw, client, first) == "running"
     assert raw.hget(k.run(first), "startedAt") == str(claimed.started_at).encode()
-    assert raw.get(k.run_lease(first)) == token.encode()
-    assert 0 < raw.pttl(k.run_lease(first)) <= 3_000
+    assert raw.hget(k.run(first), "lease") == token.encode()
+    expiry = raw.zscore(k.leases, first)
+    assert expiry is not None and 0 < expiry - client.server_time_ms() <= 3_000
     assert raw.zscore(k.runs_status("running"), first) is not None
     assert raw.zscore(k.runs_status("queued"), first) is None
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [second.encode()]
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [first.encode()]
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [second.encode()]
 
 
 def test_claim_on_empty_queues_returns_nothing(client: Client) -> None:
     assert client.scripts.claim(("q", "r"), 1_000, new_token()) == ("", None)
 
 
-def test_claim_scans_queues_in_the_given_order(client: Client, enq: Callable[..., str]) -> None:
+def test_claim_takes_the_oldest_over_all_queues(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
     a = enq("wa", queue="a")
     b = enq("wb", queue="b")
-    _, got = client.scripts.claim(("b", "a"), 1_000, new_token())
+    raw.zadd(client.keys.q_ready("b"), {b: 1})  # b became ready first
+    _, got = client.scripts.claim(("a", "b"), 1_000, new_token())
     assert got is not None and got.id == b
     _, got = client.scripts.claim(("b", "a"), 1_000, new_token())
     assert got is not None and got.id == a
+    # equal scores: the first queue named wins
+    c, d = enq("wc", queue="c"), enq("wd", queue="d")
+    raw.zadd(client.keys.q_ready("c"), {c: 5})
+    raw.zadd(client.keys.q_ready("d"), {d: 5})
+    _, got = client.scripts.claim(("d", "c"), 1_000, new_token())
+    assert got is not None and got.id == d
 
 
 def test_claim_returns_recorded_steps(
@@ -83,22 +93,22 @@ def test_concurrency_gate_parks_over_the_limit_and_releases_on_finish(
     tokens = [new_token() for _ in range(3)]
     got = [client.scripts.claim(("q",), 5_000, t)[1] for t in tokens]
     assert [g.id if g else None for g in got] == [ids[0], ids[1], None]
-    # the third is parked (never dropped): queued, in wf-waiting, in no queue list
+    # the third is parked (never dropped): queued, in wf-waiting, in no ready set
     assert status_of(raw, client, ids[2]) == "queued"
-    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
     assert raw.smembers(k.parked) == {b"wf"}
     assert raw.scard(k.wf_running("wf")) == 2
     assert not raw.exists(k.q_ready("q"))
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [ids[1].encode(), ids[0].encode()]
+    assert sorted(raw.zrange(k.leases, 0, -1)) == sorted([ids[1].encode(), ids[0].encode()])
     # more claims do not touch the parked run
     assert client.scripts.claim(("q",), 5_000, new_token()) == ("", None)
-    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
 
     # finishing one running run releases the parked one to the front of ready
     assert client.scripts.finalize(ids[0], tokens[0], "succeeded", b'"ok"') == "succeeded"
     assert not raw.exists(k.wf_waiting("wf"))
     assert raw.smembers(k.parked) == set()
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [ids[2].encode()]
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [ids[2].encode()]
     assert raw.smembers(k.wf_running("wf")) == {ids[1].encode()}
     _, third = client.scripts.claim(("q",), 5_000, new_token())
     assert third is not None and third.id == ids[2]
@@ -113,7 +123,7 @@ def test_concurrency_limit_from_synced_metadata_wins(
     enq(max_concurrency=5)
     assert client.scripts.claim(("q",), 5_000, new_token())[1] is not None
     assert client.scripts.claim(("q",), 5_000, new_token())[1] is None
-    assert raw.llen(client.keys.wf_waiting("wf")) == 1
+    assert raw.zcard(client.keys.wf_waiting("wf")) == 1
 
 
 def test_concurrency_is_per_workflow(client: Client, enq: Callable[..., str]) -> None:
@@ -134,11 +144,11 @@ def test_retry_and_failure_release_parked_runs_too(
     tok = new_token()
     assert client.scripts.claim(("q",), 5_000, tok)[1] is not None
     assert client.scripts.claim(("q",), 5_000, new_token())[1] is None
-    assert raw.lrange(k.wf_waiting("wf"), 0, -1) == [b.encode()]
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [b.encode()]
     err = msgspec.json.encode({"type": "ValueError", "message": "x"})
     assert client.scripts.finalize(a, tok, "retry", err, 0) == "queued"
-    # b released first (front), a retried at the back
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [a.encode(), b.encode()]
+    # b released first (at its createdAt), a retried at the back (now)
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [b.encode(), a.encode()]
     tok_b = new_token()
     _, got = client.scripts.claim(("q",), 5_000, tok_b)
     assert got is not None and got.id == b
@@ -152,15 +162,16 @@ def test_stale_and_canceled_entries_are_dropped_not_run(
 ) -> None:
     k = client.keys
     ghost = "NO-SUCH-RUN"
-    raw.lpush(k.q_ready("q"), ghost)
+    raw.zadd(k.q_ready("q"), {ghost: 1})
     canceled = enq()
     raw.hset(k.run(canceled), "cancelRequestedAt", 1)
     live = enq()
-    # ready is popped from the right: ghost, canceled, then live
+    # lowest score first: ghost, canceled, then live
     _, got = client.scripts.claim(("q",), 5_000, new_token())
     assert got is not None and got.id == live
     assert status_of(raw, client, canceled) == "canceled"
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+    assert not raw.exists(k.q_ready("q"))
+    assert raw.zrange(k.leases, 0, -1) == [live.encode()]
     assert not raw.exists(k.run(ghost))
 
 
@@ -187,7 +198,8 @@ def test_corrupted_run_hash_fails_clearly_and_claim_goes_on(
         assert err["type"] == "CorruptRecord", rid
         assert err["retryable"] is False
         assert raw.hget(k.run(rid), "finishedAt") is not None
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+    assert not raw.exists(k.q_ready("q"))
+    assert raw.zrange(k.leases, 0, -1) == [live.encode()]
 
 
 def test_wrong_type_run_key_does_not_break_claim(
@@ -195,11 +207,12 @@ def test_wrong_type_run_key_does_not_break_claim(
 ) -> None:
     k = client.keys
     raw.set(k.run("NOT-A-HASH"), "garbage")
-    raw.lpush(k.q_ready("q"), "NOT-A-HASH")
+    raw.zadd(k.q_ready("q"), {"NOT-A-HASH": 1})
     live = enq()
     _, got = client.scripts.claim(("q",), 5_000, new_token())
     assert got is not None and got.id == live
-    assert raw.lrange(k.q_processing("q"), 0, -1) == [live.encode()]
+    assert raw.zrange(k.leases, 0, -1) == [live.encode()]
+    assert not raw.exists(k.q_ready("q"))
 
 
 def test_claim_only_id_takes_that_run(
@@ -209,7 +222,7 @@ def test_claim_only_id_takes_that_run(
     b = enq()
     _, got = client.scripts.claim(("other", "q"), 5_000, new_token(), None, only_id=b)
     assert got is not None and got.id == b
-    assert raw.lrange(client.keys.q_ready("q"), 0, -1) == [a.encode()]
+    assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [a.encode()]
     assert client.scripts.claim(("q",), 5_000, new_token(), None, only_id="missing") == ("", None)
 
 
@@ -237,12 +250,75 @@ def test_finish_in_claim_is_fenced_by_the_lease_token(
     a = enq()
     tok = new_token()
     client.scripts.claim(("q",), 5_000, tok)
-    raw.set(k.run_lease(a), "someone-else")
+    raw.hset(k.run(a), "lease", "someone-else")
     finished, nxt = client.scripts.claim(("q",), 5_000, "", ("succeeded", a, tok, b"1", 0))
     assert (finished, nxt) == ("lease-lost", None)
     assert status_of(raw, client, a) == "running"
     assert raw.hget(k.run(a), "outputJson") is None
-    assert raw.get(k.run_lease(a)) == b"someone-else"
+    assert raw.hget(k.run(a), "lease") == b"someone-else"
     # finish-only call (empty token) claims nothing
     enq()
     assert client.scripts.claim(("q",), 5_000, "", None)[1] is None
+
+
+# ---------------------------------------------------------------- priority
+
+
+def _enqueue_many(client: Client, n: int, *, queue: str = "q", priority: int = 0) -> list[str]:
+    return [
+        client.scripts.enqueue(
+            new_run_id(), "wf", queue, b"{}", 1, 0, "", 0, "", "", 100_000, None,
+            priority=priority,
+        )[0]
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def _claim_ids(client: Client, queues: tuple[str, ...], n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        _, got = client.scripts.claim(queues, 30_000, new_token())
+        assert got is not None
+        out.append(got.id)
+    return out
+
+
+def test_claim_takes_the_highest_priority_first_then_the_oldest(client: Client) -> None:
+    low = _enqueue_many(client, 1_000, priority=0)
+    high = _enqueue_many(client, 10, priority=9)
+    assert _claim_ids(client, ("q",), 10) == high
+    assert _claim_ids(client, ("q",), 3) == low[:3]
+
+
+def test_priority_orders_the_claim_across_queues(client: Client) -> None:
+    a_low = _enqueue_many(client, 500, queue="a", priority=0)
+    b_low = _enqueue_many(client, 500, queue="b", priority=0)
+    a_high = _enqueue_many(client, 5, queue="a", priority=9)
+    b_high = _enqueue_many(client, 5, queue="b", priority=9)
+    mid = _enqueue_many(client, 2, queue="b", priority=5)
+    got = _claim_ids(client, ("a", "b"), 12)
+    # every priority-9 run first, oldest first whatever its queue, then the 5s
+    assert got[:10] == a_high + b_high
+    assert got[10:] == mid
+    assert _claim_ids(client, ("b", "a"), 2) == [a_low[0], a_low[1]]
+    assert b_low[0] not in got
+
+
+def test_ready_score_is_priority_band_then_time(raw: redis.Redis, client: Client) -> None:
+    """Scores are exact integers: (9 - priority) * 2**44 + the ms the run became ready."""
+    (rid,) = _enqueue_many(client, 1, priority=3)
+    created = int(raw.hget(client.keys.run(rid), "createdAt") or 0)
+    assert raw.hget(client.keys.run(rid), "priority") == b"3"
+    assert raw.zscore(client.keys.q_ready("q"), rid) == 6 * 2**44 + created
+    (plain,) = _enqueue_many(client, 1)
+    assert raw.hget(client.keys.run(plain), "priority") is None  # 0 is not written
+
+
+@pytest.mark.parametrize("bad", [-1, 10, 2.5, "1", True, None])
+def test_priority_out_of_range_is_refused(client: Client, bad: object) -> None:
+    with pytest.raises((ValueError, TypeError), match="priority"):
+        client.scripts.enqueue(
+            new_run_id(), "wf", "q", b"{}", 1, 0, "", 0, "", "", None, None,
+            priority=bad,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert client.scripts.claim(("q",), 1_000, new_token()) == ("", None)

@@ -146,7 +146,8 @@ def test_sweep_removes_only_runs_finished_before_the_retention(
     raw.zadd(k.runs_status("failed"), {old_failed: ago})
     assert client.scripts.sweep(60_000, 100) == 2
     for rid, wf, status in ((old_ok, "a", "succeeded"), (old_failed, "b", "failed")):
-        assert not raw.exists(k.run(rid), k.run_steps(rid), k.run_lease(rid))
+        assert not raw.exists(k.run(rid), k.run_steps(rid))
+        assert raw.zscore(k.leases, rid) is None
         assert raw.zscore(k.runs_created, rid) is None
         assert raw.zscore(k.workflow_runs(wf), rid) is None
         assert raw.zscore(k.runs_status(status), rid) is None
@@ -165,3 +166,16 @@ def test_sweep_is_bounded_by_batch(
     assert client.scripts.sweep(1_000, 2) == 2
     assert client.scripts.sweep(1_000, 2) == 1
     assert not raw.exists(k.runs_created)
+
+
+def test_sweep_removes_the_idempotency_key_only_while_it_names_the_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    mine = _finish(client, enq, "succeeded", workflow="a", key="k")
+    moved = _finish(client, enq, "succeeded", workflow="b", key="k")
+    raw.set(k.idempotency("b", "k"), "NEWER-RUN")  # the key moved on to another run
+    raw.zadd(k.runs_status("succeeded"), {mine: 1, moved: 1})
+    assert client.scripts.sweep(1_000, 10) == 2
+    assert not raw.exists(k.idempotency("a", "k"))
+    assert raw.get(k.idempotency("b", "k")) == b"NEWER-RUN"

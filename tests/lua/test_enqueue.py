@@ -1,4 +1,5 @@
-"""enqueue_run.lua: run hash, indexes, ready or scheduled, idempotency mapping."""
+"""enqueue_run.lua: run hash, indexes, ready or scheduled, idempotency mapping;
+an existing run is never overwritten."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.ids import new_run_id
+from redflow_mp.ids import new_run_id, new_token
 from tests.helpers import status_of, text
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,11 +45,15 @@ def test_enqueue_creates_hash_indexes_and_ready_entry(
     assert raw.zscore(k.runs_created, run_id) == created
     assert raw.zscore(k.workflow_runs("wf"), run_id) == created
     assert raw.zscore(k.runs_status("queued"), run_id) == created
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [run_id.encode()]
+    assert raw.zrange(k.q_ready("q"), 0, -1, withscores=True) == [
+        (run_id.encode(), 9 * 2**44 + created)
+    ]
     assert raw.llen(k.q_bell("q")) == 1
     assert raw.smembers(k.queues) == {b"q"}
     assert raw.get(k.idempotency("wf", "k1")) == run_id.encode()
-    assert 0 < raw.pttl(k.idempotency("wf", "k1")) <= 60_000
+    assert raw.pttl(k.idempotency("wf", "k1")) == -1  # until the run finishes
+    assert h["idempotencyTtlMs"] == "60000"
+    assert "priority" not in h and "lease" not in h
 
 
 def test_future_run_at_schedules_instead_of_ready(
@@ -62,6 +67,7 @@ def test_future_run_at_schedules_instead_of_ready(
     assert raw.hget(k.run(run_id), "availableAt") == str(due).encode()
     assert raw.zscore(k.runs_status("scheduled"), run_id) is not None
     assert not raw.exists(k.q_ready("q"))
+    assert raw.zscore(k.due_queues, "q") == due
 
 
 def test_past_run_at_is_queued_now(
@@ -69,7 +75,7 @@ def test_past_run_at_is_queued_now(
 ) -> None:
     run_id = enq(run_at_ms=client.server_time_ms() - 60_000)
     assert status_of(raw, client, run_id) == "queued"
-    assert raw.lrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
+    assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
 
 
 def test_same_idempotency_key_returns_the_same_run(
@@ -79,7 +85,7 @@ def test_same_idempotency_key_returns_the_same_run(
     second = enq(key="same", input_json=b'{"other":true}')
     assert first == second
     assert raw.zcard(client.keys.runs_created) == 1
-    assert raw.llen(client.keys.q_ready("q")) == 1
+    assert raw.zcard(client.keys.q_ready("q")) == 1
     # the key is per workflow
     assert enq("other-wf", key="same") != first
 
@@ -89,8 +95,8 @@ def test_same_run_id_twice_is_a_no_op(raw: redis.Redis, client: Client) -> None:
     args = (rid, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None)
     assert client.scripts.enqueue(*args) == (rid, True)
     # A resend (what the client does after a lost reply) finds the run.
-    assert client.scripts.enqueue(*args, resend=True) == (rid, False)
-    assert raw.llen(client.keys.q_ready("q")) == 1
+    assert client.scripts.enqueue(*args) == (rid, False)
+    assert raw.zcard(client.keys.q_ready("q")) == 1
 
 
 def test_idempotency_key_of_a_removed_run_no_longer_dedupes(
@@ -124,3 +130,50 @@ def test_concurrent_enqueues_with_one_key_create_one_run(
         t.join()
     assert len(set(ids)) == 1
     assert raw.zcard(client.keys.runs_created) == 1
+
+
+def _late(client: Client, rid: str) -> tuple[str, bool]:
+    return client.scripts.enqueue(rid, "wf", "q", b'{"late":true}', 1, 0, "", 1000, "", "", 1, None)
+
+
+def test_late_original_enqueue_never_overwrites_a_running_run(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Issue 10 #2: the original call of a resent enqueue reaches Redis last (a
+    socket timeout, then the kernel's retransmission after a healed blackhole)."""
+    k = client.keys
+    rid = new_run_id()
+    assert _late(client, rid) == (rid, True)  # the resend, applied first
+    token = new_token()
+    _, claimed = client.scripts.claim(("q",), 30_000, token)
+    assert claimed is not None and claimed.id == rid
+    before = raw.hgetall(k.run(rid))
+    assert _late(client, rid) == (rid, False)  # the original, late
+    assert raw.hgetall(k.run(rid)) == before
+    assert status_of(raw, client, rid) == "running"
+    assert not raw.exists(k.q_ready("q"))
+    assert raw.zscore(k.runs_status("queued"), rid) is None
+    assert client.scripts.finalize(rid, token, "succeeded", b"1") == "succeeded"
+    assert not raw.exists(k.wf_running("wf"))
+
+
+def test_late_original_enqueue_never_overwrites_a_finished_run(
+    raw: redis.Redis, client: Client
+) -> None:
+    k = client.keys
+    rid = new_run_id()
+    _late(client, rid)
+    token = new_token()
+    client.scripts.claim(("q",), 30_000, token)
+    assert client.scripts.finalize(rid, token, "succeeded", b'"done"') == "succeeded"
+    before = raw.hgetall(k.run(rid))
+    assert _late(client, rid) == (rid, False)
+    assert raw.hgetall(k.run(rid)) == before
+    assert not raw.exists(k.q_ready("q"))
+    assert [text(s) for s in raw.zrange(k.runs_status("succeeded"), 0, -1)] == [rid]
+    assert raw.zscore(k.runs_status("queued"), rid) is None
+    # nothing left in the workflow's running set: the next run is not parked
+    assert not raw.exists(k.wf_running("wf"))
+    nxt = _late(client, new_run_id())[0]
+    _, got = client.scripts.claim(("q",), 30_000, new_token())
+    assert got is not None and got.id == nxt

@@ -31,13 +31,19 @@ def _snapshot(raw: redis.Redis, client: Client, rid: str) -> dict[str, object]:
     return {
         "run": raw.hgetall(k.run(rid)),
         "steps": raw.hgetall(k.run_steps(rid)),
-        "lease": raw.get(k.run_lease(rid)),
-        "processing": raw.lrange(k.q_processing("q"), 0, -1),
-        "ready": raw.lrange(k.q_ready("q"), 0, -1),
+        "lease": raw.zscore(k.leases, rid),
+        "ready": raw.zrange(k.q_ready("q"), 0, -1),
         "scheduled": raw.zrange(k.q_scheduled("q"), 0, -1),
         "running": raw.smembers(k.wf_running("wf")),
         "status_running": raw.zrange(k.runs_status("running"), 0, -1),
     }
+
+
+def _lease_left(client: Client, rid: str) -> float:
+    """Milliseconds until the run's lease expires (negative once past)."""
+    expiry = client.redis.zscore(client.keys.leases, rid)
+    assert expiry is not None
+    return expiry - client.server_time_ms()
 
 
 def test_renew_extends_only_a_held_lease(
@@ -46,14 +52,19 @@ def test_renew_extends_only_a_held_lease(
     k = client.keys
     rid, tok = _claimed(client, enq)
     assert client.scripts.renew(60_000, [(rid, tok)]) == [(True, False)]
-    assert raw.pttl(k.run_lease(rid)) > 50_000
-    raw.set(k.run_lease(rid), "thief", px=2_000)
+    assert _lease_left(client, rid) > 50_000
+    raw.hset(k.run(rid), "lease", "thief")
+    raw.zadd(k.leases, {rid: client.server_time_ms() + 2_000})
     assert client.scripts.renew(60_000, [(rid, tok)]) == [(False, False)]
-    assert raw.get(k.run_lease(rid)) == b"thief"
-    assert raw.pttl(k.run_lease(rid)) <= 2_000  # not extended for the thief either
-    raw.delete(k.run_lease(rid))
+    assert raw.hget(k.run(rid), "lease") == b"thief"
+    assert _lease_left(client, rid) <= 2_000  # not extended for the thief either
+    raw.hset(k.run(rid), "lease", tok)
+    raw.zadd(k.leases, {rid: client.server_time_ms() - 1})  # expired, not yet reaped
     assert client.scripts.renew(60_000, [(rid, tok)]) == [(False, False)]
-    assert not raw.exists(k.run_lease(rid))  # a bare PEXPIRE would not revive it either
+    assert _lease_left(client, rid) < 0  # an expired lease is never revived
+    raw.zrem(k.leases, rid)
+    assert client.scripts.renew(60_000, [(rid, tok)]) == [(False, False)]
+    assert raw.zscore(k.leases, rid) is None  # nor re-added
 
 
 def test_renew_reports_cancellation_per_pair(
@@ -78,15 +89,20 @@ def test_write_step_is_fenced(raw: redis.Redis, client: Client, enq: Callable[..
         False,
     )
     assert raw.hget(k.run_steps(rid), "s1") == b'{"status":"succeeded"}'
-    assert raw.pttl(k.run_lease(rid)) > 20_000  # a step write also extends the lease
-    raw.set(k.run_lease(rid), "thief")
+    assert _lease_left(client, rid) > 20_000  # a step write also extends the lease
+    raw.hset(k.run(rid), "lease", "thief")
     assert client.scripts.write_step(rid, tok, "s2", b"{}", 30_000) == (False, False)
     assert client.scripts.write_step(rid, tok, "s1", b'{"status":"failed"}', 30_000) == (
         False,
         False,
     )
     assert raw.hgetall(k.run_steps(rid)) == {b"s1": b'{"status":"succeeded"}'}
-    assert raw.get(k.run_lease(rid)) == b"thief"
+    assert raw.hget(k.run(rid), "lease") == b"thief"
+    # an expired lease refuses the write too, with the right token
+    raw.hset(k.run(rid), "lease", tok)
+    raw.zadd(k.leases, {rid: client.server_time_ms() - 1})
+    assert client.scripts.write_step(rid, tok, "s2", b"{}", 30_000) == (False, False)
+    assert _lease_left(client, rid) < 0
 
 
 def test_write_step_reports_cancellation(client: Client, enq: Callable[..., str]) -> None:
@@ -99,7 +115,8 @@ def test_write_step_with_empty_token_never_matches_a_missing_lease(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     rid, _tok = _claimed(client, enq)
-    raw.delete(client.keys.run_lease(rid))
+    raw.hdel(client.keys.run(rid), "lease")
+    raw.zrem(client.keys.leases, rid)
     assert client.scripts.write_step(rid, "", "s", b"{}", 5_000) == (False, False)
     assert not raw.exists(client.keys.run_steps(rid))
 
@@ -125,7 +142,7 @@ def test_finalize_with_a_stale_token_changes_nothing(
     extra: int,
 ) -> None:
     rid, tok = _claimed(client, enq, max_attempts=3)
-    raw.set(client.keys.run_lease(rid), "thief")
+    raw.hset(client.keys.run(rid), "lease", "thief")
     before = _snapshot(raw, client, rid)
     assert client.scripts.finalize(rid, tok, mode, payload, extra) is None
     assert _snapshot(raw, client, rid) == before
@@ -151,13 +168,15 @@ def test_finalize_succeeded_cleans_up_and_publishes(
     assert h[b"status"] == b"succeeded"
     assert h[b"outputJson"] == b'{"v":1}'
     assert int(h[b"finishedAt"]) >= int(h[b"startedAt"])
-    assert not raw.exists(k.run_lease(rid))
-    assert not raw.exists(k.q_processing("q"))
+    assert h[b"doneToken"] == tok.encode()
+    assert not raw.exists(k.leases)
     assert not raw.exists(k.wf_running("wf"))
     assert raw.zscore(k.runs_status("succeeded"), rid) == int(h[b"finishedAt"])
     assert raw.zscore(k.runs_status("running"), rid) is None
-    # a second finish is a no-op on a terminal run
-    assert client.scripts.finalize(rid, tok, "failed", _ERR) is None
+    # a second finish changes nothing: the holder learns what was applied
+    assert client.scripts.finalize(rid, tok, "failed", _ERR) == "succeeded"
+    assert raw.hgetall(k.run(rid)) == h
+    assert client.scripts.finalize(rid, new_token(), "failed", _ERR) is None
 
 
 def test_finalize_failed_stores_the_error(
@@ -177,8 +196,8 @@ def test_retry_without_delay_requeues_with_next_attempt(
     assert client.scripts.finalize(rid, tok, "retry", _ERR, 0) == "queued"
     h = raw.hgetall(k.run(rid))
     assert (h[b"status"], h[b"attempt"], h[b"errorJson"]) == (b"queued", b"2", _ERR)
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [rid.encode()]
-    assert not raw.exists(k.run_lease(rid))
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [rid.encode()]
+    assert not raw.exists(k.leases)
     assert not raw.exists(k.wf_running("wf"))
     _, again = client.scripts.claim(("q",), 2_000, new_token())
     assert again is not None and again.attempt == 2
@@ -196,6 +215,7 @@ def test_retry_with_delay_schedules(
     assert raw.hget(k.run(rid), "availableAt") == str(int(due)).encode()
     assert status_of(raw, client, rid) == "scheduled"
     assert not raw.exists(k.q_ready("q"))
+    assert raw.zscore(k.due_queues, "q") == due
 
 
 def test_retry_of_a_cancel_requested_run_ends_canceled(
@@ -224,7 +244,8 @@ def test_requeue_puts_the_run_at_the_front(
     rid, tok = _claimed(client, enq)
     other = enq(workflow="other")
     assert client.scripts.finalize(rid, tok, "requeue", b"draining") == "queued"
-    assert raw.lrange(k.q_ready("q"), 0, -1) == [other.encode(), rid.encode()]
+    # back at its createdAt: ahead of a run enqueued after it
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [rid.encode(), other.encode()]
     assert raw.hget(k.run(rid), "attempt") == b"1"
     assert raw.hget(k.run(rid), "lastCrash") == b"draining"
 
@@ -245,3 +266,70 @@ def test_crash_counts_and_fails_at_the_cap(
     assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "failed"
     err = msgspec.json.decode(raw.hget(k.run(rid), "errorJson") or b"{}")
     assert err["type"] == "RunCrashedError" and err["retryable"] is False
+
+
+# ------------------------------------------------- resent finish (issue 10 #4)
+
+
+@pytest.mark.parametrize(
+    ("mode", "payload", "status"),
+    [("failed", _ERR, "failed"), ("succeeded", b'"ok"', "succeeded"), ("retry", _ERR, "queued")],
+)
+def test_a_resent_finalize_reports_the_status_it_applied(
+    raw: redis.Redis,
+    client: Client,
+    enq: Callable[..., str],
+    mode: str,
+    payload: bytes,
+    status: str,
+) -> None:
+    """The reply of a finalize was lost and the caller sends it again with the
+    same token: it learns the outcome instead of 'lease lost'."""
+    rid, tok = _claimed(client, enq, max_attempts=2)
+    assert client.scripts.finalize(rid, tok, mode, payload) == status
+    after = _snapshot(raw, client, rid)
+    assert client.scripts.finalize(rid, tok, mode, payload) == status
+    assert _snapshot(raw, client, rid) == after  # and applies nothing twice
+    assert client.scripts.finalize(rid, new_token(), mode, payload) is None
+
+
+def test_a_resent_finish_in_claim_reports_the_status_it_applied(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid, tok = _claimed(client, enq)
+    finish = ("failed", rid, tok, _ERR, 0)
+    assert client.scripts.claim(("q",), 2_000, "", finish) == ("failed", None)
+    assert client.scripts.claim(("q",), 2_000, "", finish) == ("failed", None)
+    other = ("failed", rid, new_token(), _ERR, 0)
+    assert client.scripts.claim(("q",), 2_000, "", other) == ("lease-lost", None)
+
+
+def test_a_resent_crash_at_the_cap_reports_failed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The arbiter's crash finish can fail the run (poison pill) and then calls
+    on_failure: its resend after a lost reply must learn `failed` too."""
+    rid = enq()
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 1) == "failed"
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 1) == "failed"
+    assert raw.hget(client.keys.run(rid), "crashCount") == b"1"
+
+
+def test_the_reaper_never_answers_for_the_lost_holder(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A holder cut off past its lease: the reaper put the run back (storing no
+    token), so the holder's late finish is refused, not reported as applied."""
+    rid = enq()
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    raw.zadd(client.keys.leases, {rid: 1})  # expired
+    assert client.scripts.reap(10)[1] == [rid]
+    assert client.scripts.finalize(rid, tok, "succeeded", b"1") is None
+    assert client.scripts.claim(("q",), 2_000, "", ("succeeded", rid, tok, b"1", 0)) == (
+        "lease-lost",
+        None,
+    )
+    assert status_of(raw, client, rid) == "queued"

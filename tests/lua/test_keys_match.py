@@ -27,8 +27,8 @@ def test_lua_key_helpers_match_keys_py(raw: redis.Redis, client: Client, name: s
     k = client.keys
     body = """
 local t, n = ARGV[1], ARGV[2]
-return { k_run(t, n), k_steps(t, n), k_lease(t, n), k_status(t, 'queued'),
-  k_ready(t, n), k_processing(t, n), k_scheduled(t, n), k_bell(t, n), k_wf(t, n),
+return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
+  k_ready(t, n), k_due_queues(t), k_scheduled(t, n), k_bell(t, n), k_wf(t, n),
   k_wf_runs(t, n), k_running(t, n), k_waiting(t, n), k_idem(t, n, n .. '-key'),
   t .. ':runs:created', t .. ':queues', t .. ':parked', t .. ':run-done:' .. n,
   t .. ':cron:next', t .. ':lock:cron' }
@@ -37,10 +37,10 @@ return { k_run(t, n), k_steps(t, n), k_lease(t, n), k_status(t, 'queued'),
     assert got == [
         k.run(name),
         k.run_steps(name),
-        k.run_lease(name),
+        k.leases,
         k.runs_status("queued"),
         k.q_ready(name),
-        k.q_processing(name),
+        k.due_queues,
         k.q_scheduled(name),
         k.q_bell(name),
         k.workflow(name),
@@ -83,14 +83,13 @@ def test_enqueue_and_claim_create_exactly_the_documented_keys(
     assert claimed is not None and claimed.id == run_id
     keys_now = set(run_keys(raw, "{" + prefix + "}*"))
     assert {
-        k.run_lease(run_id),
+        k.leases,
         k.wf_running(name),
-        k.q_processing(name),
         k.runs_status("running"),
     } <= keys_now
-    assert raw.get(k.run_lease(run_id)) == token.encode()
+    assert raw.hget(k.run(run_id), "lease") == token.encode()
+    assert raw.zrange(k.leases, 0, -1) == [run_id.encode()]
     assert raw.smembers(k.wf_running(name)) == {run_id.encode()}
-    assert raw.lrange(k.q_processing(name), 0, -1) == [run_id.encode()]
     assert not raw.exists(k.q_ready(name))
     assert not raw.exists(k.runs_status("queued"))
 

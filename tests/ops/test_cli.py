@@ -497,3 +497,18 @@ def test_console_script_is_installed(redis_url: str, prefix: str) -> None:
         timeout=30,
     )
     assert (proc.returncode, json.loads(proc.stdout)) == (0, []), proc.stderr
+
+
+# -------------------------------------------------------------------- migrate
+
+
+def test_migrate_converts_a_v1_keyspace(raw: redis.Redis, client: Client, redflow: Redflow) -> None:
+    k = client.keys
+    raw.hset(k.run("R1"), mapping={"id": "R1", "workflow": "wf", "queue": "mq", "status": "queued"})
+    raw.lpush(f"{k.tag}:q:mq:ready", "R1")
+    res = redflow("migrate")
+    assert res.code == 0, res
+    assert "ready lists converted: 1 (1 runs)" in res.out
+    assert raw.type(k.q_ready("mq")) == b"zset"
+    again = redflow("migrate", "--json")
+    assert json.loads(again.out)["ready_runs"] == 0

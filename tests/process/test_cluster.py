@@ -46,7 +46,7 @@ def test_max_concurrency_is_global_across_two_supervisors(
     assert len(spans) == 40
     assert _max_overlap(spans) == 2
     assert raw.scard(client.keys.wf_running("limited")) == 0
-    assert raw.llen(client.keys.wf_waiting("limited")) == 0
+    assert raw.zcard(client.keys.wf_waiting("limited")) == 0
 
 
 def _cron_fire_times(client: Client) -> list[int]:

@@ -43,7 +43,8 @@ def test_graceful_timeout_puts_the_run_back_and_exits_zero(
     assert sup.wait(timeout=30) == 0
     state = client.get_run(handle.id)
     assert state is not None and state.status == "queued"
-    assert raw.lrange(client.keys.q_ready("p"), 0, -1) == [handle.id.encode()]
+    assert raw.zrange(client.keys.q_ready("p"), 0, -1) == [handle.id.encode()]
+    assert not raw.exists(client.keys.leases)
     assert state.crash_count == 0
 
 
@@ -225,3 +226,19 @@ def test_a_short_run_retention_removes_finished_runs_soon_after(
     assert client.get_run(handle.id) is None
     assert raw.zscore(client.keys.runs_status("succeeded"), handle.id) is None
     assert raw.zscore(client.keys.runs_created, handle.id) is None
+
+
+def test_a_v1_keyspace_is_refused_until_migrated(redis_url: str, prefix: str) -> None:
+    """A served queue whose ready key is a v1 LIST: the supervisor names the fix."""
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.lpush("{" + prefix + "}:q:p:ready", "SOME-RUN")
+        proc = run_supervisor_once(
+            "--app", "x", "--module", "tests.process.flows", "--url", redis_url,
+            "--prefix", prefix,
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert "redflow migrate" in proc.stderr
+        assert raw.type("{" + prefix + "}:q:p:ready") == b"list"  # untouched
+    finally:
+        raw.close()

@@ -21,6 +21,9 @@ def test_every_key_is_hash_tagged_with_the_prefix() -> None:
         k.queues,
         k.parked,
         k.supervisors,
+        k.leases,
+        k.due_queues,
+        k.meta,
         k.runs_status("queued"),
         k.workflow("wf"),
         k.workflow_runs("wf"),
@@ -28,10 +31,8 @@ def test_every_key_is_hash_tagged_with_the_prefix() -> None:
         k.wf_waiting("wf"),
         k.run("r1"),
         k.run_steps("r1"),
-        k.run_lease("r1"),
         k.run_done("r1"),
         k.q_ready("q"),
-        k.q_processing("q"),
         k.q_scheduled("q"),
         k.q_bell("q"),
         k.idempotency("wf", "key"),
@@ -52,14 +53,22 @@ def test_seed_key_names_match_spec() -> None:
     assert k.runs_status("running") == "{redflow}:runs:status:running"
     assert k.run("R") == "{redflow}:run:R"
     assert k.run_steps("R") == "{redflow}:run:R:steps"
-    assert k.run_lease("R") == "{redflow}:run:R:lease"
     assert k.q_ready("media") == "{redflow}:q:media:ready"
-    assert k.q_processing("media") == "{redflow}:q:media:processing"
     assert k.q_scheduled("media") == "{redflow}:q:media:scheduled"
     assert k.cron_def == "{redflow}:cron:def"
     assert k.cron_next == "{redflow}:cron:next"
     assert k.lock_cron == "{redflow}:lock:cron"
     assert k.idempotency("resize", "upload-1") == "{redflow}:idempo:6:resize:8:upload-1"
+
+
+def test_v2_and_v1_key_names() -> None:
+    k = Keys("redflow")
+    assert k.leases == "{redflow}:leases"
+    assert k.due_queues == "{redflow}:due-queues"
+    assert k.meta == "{redflow}:meta"
+    # keyspace v1 names, read only by the migration
+    assert k.v1_lease("R") == "{redflow}:run:R:lease"
+    assert k.v1_processing("media") == "{redflow}:q:media:processing"
 
 
 def test_idempotency_key_parts_are_length_prefixed_so_pairs_never_collide() -> None:

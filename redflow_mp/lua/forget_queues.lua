@@ -1,0 +1,27 @@
+-- forget_queues: drop queue names from the `queues` set (kept for listing only)
+-- once they are idle: not served by a live supervisor, nothing ready, nothing
+-- scheduled. Their bell lists go too. A later enqueue adds a name back.
+--
+-- KEYS[1]  queues
+-- ARGV[1]  tag   ARGV[2]  n, the number of served queues
+-- ARGV[3 .. 2+n]  queues served by live supervisors (never forgotten)
+-- ARGV[3+n ..]    candidate queue names (a page of an SSCAN of `queues`)
+-- Reply: { forgotten queue, ... }
+-- Invariant: a queue with a ready or scheduled run is never forgotten. Cost:
+-- two ZCARDs per candidate.
+local tag = ARGV[1]
+local n = tonumber(ARGV[2])
+local served = {}
+for i = 3, 2 + n do served[ARGV[i]] = true end
+local out = {}
+for i = 3 + n, #ARGV do
+  local q = ARGV[i]
+  if not served[q] and redis.call('ZCARD', k_ready(tag, q)) == 0
+      and redis.call('ZCARD', k_scheduled(tag, q)) == 0 then
+    if redis.call('SREM', KEYS[1], q) == 1 then
+      redis.call('DEL', k_bell(tag, q))
+      out[#out + 1] = q
+    end
+  end
+end
+return out
