@@ -268,18 +268,19 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def slowlog_label(args: list[str]) -> str:
+def slowlog_label(args: list[str], scripts: dict[str, str] | None = None) -> str:
     """A command's name for the breakdown: scripts and functions by name.
 
     ``FCALL redflow_<hash>_claim_run ...`` -> ``fcall claim_run`` (a library
     name carrying a hash of its source is shortened); ``EVALSHA <sha> ...`` ->
+    ``evalsha <name>`` when ``scripts`` (sha -> name) knows it, else
     ``evalsha <first 8 hex digits>``; anything else -> its lower-case name.
     """
     name = args[0].lower() if args else "?"
     if name in ("fcall", "fcall_ro") and len(args) > 1:
         return f"{name} {_LIB_PREFIX.sub('', args[1])}"
     if name in ("evalsha", "evalsha_ro") and len(args) > 1:
-        return f"{name} {args[1][:8]}"
+        return f"{name} {(scripts or {}).get(args[1].lower(), args[1][:8])}"
     return name
 
 
@@ -351,10 +352,17 @@ class SlowlogSampler:
     The server's settings are restored by :meth:`stop`.
     """
 
-    def __init__(self, conn: CountingRedis, exclude_addrs: set[str], max_len: int) -> None:
+    def __init__(
+        self,
+        conn: CountingRedis,
+        exclude_addrs: set[str],
+        max_len: int,
+        scripts: dict[str, str] | None = None,
+    ) -> None:
         self.conn = conn
         self.exclude_addrs = exclude_addrs
         self.max_len = max_len
+        self.scripts = scripts or {}
         self._saved: dict[str, str] = {}
 
     def start(self) -> None:
@@ -376,7 +384,7 @@ class SlowlogSampler:
             if addr in self.exclude_addrs:
                 continue
             args = _text(entry.get("command", "")).split(" ")
-            label = slowlog_label(args)
+            label = slowlog_label(args, self.scripts)
             if label in IGNORED or label == "slowlog" or label.startswith("config"):
                 continue
             if len(args) > 1 and args[1].startswith("bm:"):

@@ -81,8 +81,12 @@ class Runner(Harness):
             with self.client(system, variant) as client:
                 if slowlog:
                     # Up to ~100 commands (and as many inside scripts) per run.
+                    info = self.conn.client.info("server")
                     slow = redis_cost.SlowlogSampler(
-                        self.conn, {self.conn.addr()}, max_len=max(10_000, 200 * n)
+                        self.conn,
+                        {self.conn.addr()},
+                        max_len=max(10_000, 200 * n),
+                        scripts=system.script_names(str(info.get("redis_version", "0"))),
                     )
                     slow.start()
                 s0 = redis_cost.snapshot(self.conn)

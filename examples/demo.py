@@ -14,11 +14,9 @@ keys of that prefix, and nothing else, unless ``--keep`` is given; then it
 says how to look at them with ``redflow`` (and leaves an embedded server
 running).
 
-The Redis function library the runs loaded (``FUNCTION LOAD``, Redis >= 7) is
-left in place on a server the demo leaves running: it is shared server state,
-used by every redflow prefix of the server (in any database), so removing it
-could break another user's supervisor; the demo says so and how to remove it
-by hand.
+Besides its keys, the demo leaves only the Lua scripts in the server's script
+cache (content-addressed, no keys; ``SCRIPT FLUSH`` clears them): redflow-mp
+loads no function library unless told to (``redis_functions``).
 """
 
 from __future__ import annotations
@@ -69,22 +67,6 @@ def _count_keys(url: str) -> int:
         r.close()
 
 
-def _function_libraries(url: str) -> list[str]:
-    """redflow function libraries loaded on the server (none on Redis < 7)."""
-    r = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        libs = r.function_list(library="redflow_*")
-    except redis.RedisError:
-        return []
-    finally:
-        r.close()
-    names = []
-    for lib in libs:  # RESP2: a flat [key, value, ...] list per library; RESP3: a dict
-        fields = lib if isinstance(lib, dict) else dict(zip(lib[::2], lib[1::2], strict=False))
-        names.append(str(fields.get("library_name", "")))
-    return sorted(n for n in names if n)
-
-
 def _finish(url: str, keep: bool, embedded: bool) -> None:
     shown = mask_url(url)
     if keep:
@@ -96,15 +78,6 @@ def _finish(url: str, keep: bool, embedded: bool) -> None:
         print("  (python examples/demo.py without --keep removes them)")
     else:
         print(f"removed {_cleanup(url)} keys under the prefix {PREFIX} (nothing else)")
-    if embedded and not keep:
-        return  # the private server is stopped and its directory removed, library and all
-    for lib in _function_libraries(url):
-        print(
-            f"the Redis function library {lib} stays loaded: it is shared by every redflow "
-            f"prefix on this server; `redis-cli FUNCTION DELETE {lib}` removes it once no "
-            "supervisor uses it"
-            + (" (with REDISCLI_AUTH set to the password in the URL file)" if embedded else "")
-        )
 
 
 def main() -> int:

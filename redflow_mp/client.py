@@ -181,6 +181,7 @@ def create_client(
     default: bool = True,
     registry: Registry | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    redis_functions: bool = False,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -188,12 +189,24 @@ def create_client(
     (ACL users included). Passing ``redis=`` reuses that client's connection
     settings (the client opens its own connections, with bytes replies). Unless
     ``default=False`` the new client becomes the process's default client.
+
+    ``redis_functions=True`` runs the scripts as a Redis >= 7 function library
+    (somewhat cheaper for Redis) instead of EVALSHA. Only for a server where no
+    other user may run ``FUNCTION``: a library is found by name, and a user who
+    can ``FUNCTION LOAD REPLACE`` could swap its code (a library of our name with
+    other code is refused, but one replaced after we checked is not noticed).
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
+    if not isinstance(redis_functions, bool):
+        raise TypeError("redis_functions must be a bool")
     transport = Transport(url, redis)
     client = Client(
-        transport, prefix=prefix, registry=registry, max_payload_bytes=max_payload_bytes
+        transport,
+        prefix=prefix,
+        registry=registry,
+        max_payload_bytes=max_payload_bytes,
+        redis_functions=redis_functions,
     )
     if default:
         set_default_client(client)

@@ -55,11 +55,12 @@ class Runs:
         prefix: str = DEFAULT_PREFIX,
         registry: Registry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        redis_functions: bool = False,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
         self.prefix = prefix
-        self.scripts = Scripts(transport, self.keys)
+        self.scripts = Scripts(transport, self.keys, functions=bool(redis_functions))
         self.registry = registry if registry is not None else get_default_registry()
         if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int):
             raise TypeError("max_payload_bytes must be an int")

@@ -1,13 +1,21 @@
 """Loads ``lua/*.lua`` once, binds each script to a typed callable, maps replies.
 
-Every entry script shares the helpers of ``lua/_lib.lua``. On Redis >= 7 they
-are loaded as one Redis *function library* (``FUNCTION LOAD``, called with
-``FCALL``): the helpers are built once per server instead of on every call,
-which makes each transition about a quarter cheaper for Redis. The library's
-name carries a hash of its source, so supervisors running different versions
-can share a server. Where functions are unavailable (Redis 6.2, or an ACL user
-without ``FUNCTION``), every script is sent as EVALSHA (the helpers prefixed,
-loaded on NOSCRIPT).
+Every entry script shares the helpers of ``lua/_lib.lua`` (prefixed to each
+script). Scripts are sent as EVALSHA, loaded on NOSCRIPT: the script cache is
+content-addressed (the SHA-1 of the code), so no other user of the server can
+make us run code other than ours.
+
+Redis >= 7 *function libraries* (``FUNCTION LOAD``, ``FCALL``) build the helpers
+once per server instead of on every call, which is somewhat cheaper for Redis,
+but a library is found by its *name*, and any user allowed ``FUNCTION LOAD``
+(ACL category ``@scripting``) can ``REPLACE`` a library of any name: one tenant
+of a shared server could make every other prefix run its code with that
+prefix's permissions. So functions are opt-in (``functions=True``, the
+``redis_functions`` setting), for servers where no other user may run
+``FUNCTION``; even then a library already loaded under our name is verified
+against our code (``FUNCTION LIST WITHCODE``) before it is called, and refused
+if it differs. The library's name carries a hash of its source, so supervisors
+running different versions can share a server.
 
 A writing function (and, on >= 7, a writing script with its ``#!lua``
 shebang) is refused *before it runs* when the server is out of memory: no
@@ -39,6 +47,7 @@ __all__ = [
     "build_library",
     "check_priority",
     "load_sources",
+    "script_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,13 +71,18 @@ _SCRIPT_NAMES = (
 MAX_PRIORITY = 9
 
 
-def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """A function library with every script; returns (source, script -> function name)."""
+def library_name(lib: str, bodies: dict[str, str]) -> str:
+    """The library's name: ``redflow_`` and a hash of its source (versions coexist)."""
     digest = hashlib.sha1(
         (lib + "".join(bodies[n] for n in _SCRIPT_NAMES)).encode("utf-8"),
         usedforsecurity=False,
     ).hexdigest()[:12]
-    prefix = f"redflow_{digest}"
+    return f"redflow_{digest}"
+
+
+def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A function library with every script; returns (source, script -> function name)."""
+    prefix = library_name(lib, bodies)
     parts = [f"#!lua name={prefix}", lib]
     names: dict[str, str] = {}
     for name in _SCRIPT_NAMES:
@@ -117,6 +131,15 @@ class Finish(NamedTuple):
     token: str
     payload: bytes | str = b""
     delay_ms: int = 0
+
+
+def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
+    """SHA-1 -> script name of every script as sent to a server of ``server_version``
+    (what ``EVALSHA`` names in SLOWLOG / MONITOR; for tools that label them)."""
+    return {
+        hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
+        for name, text in load_sources(server_version).items()
+    }
 
 
 @dataclass(slots=True)
@@ -192,7 +215,7 @@ def _claimed(reply: Any, token: str) -> Claimed | None:
 class Scripts:
     """The scripts bound to one transport and one key namespace."""
 
-    def __init__(self, transport: Transport, keys: Keys) -> None:
+    def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
         self._t = transport
         self.keys = keys
         self._tag = keys.tag
@@ -200,8 +223,10 @@ class Scripts:
         self._shas: dict[str, str] = {}
         self._functions: dict[str, str] | None = None
         self._library = ""
-        # Tests flip this to exercise the EVALSHA path on a Redis 7 server.
-        self.use_functions = True
+        self._library_name = ""
+        # Off by default: a function library is found by its *name*, which any
+        # user allowed FUNCTION LOAD can replace (see the module docstring).
+        self.use_functions = functions
 
     def _load(self) -> None:
         version = self._t.server_version()
@@ -215,21 +240,73 @@ class Scripts:
         if version >= (7, 0) and self.use_functions:
             lib, bodies = _read_lua()
             self._library, names = build_library(lib, bodies)
+            self._library_name = library_name(lib, bodies)
             if self._load_library():
                 self._functions = names
+        if self._functions is None:
+            self._preload_scripts()
+
+    def _preload_scripts(self) -> None:
+        """SCRIPT LOAD the scripts the server's cache lacks, so the first call of each
+        is not a NOSCRIPT round trip (a flushed cache is still handled by run())."""
+        names = list(self._shas)
+        try:
+            present = self._t.call("SCRIPT", "EXISTS", *(self._shas[n] for n in names))
+            for name, there in zip(names, present, strict=True):
+                if not there:
+                    assert self._sources is not None
+                    self._t.call("SCRIPT", "LOAD", self._sources[name])
+        except ResponseError as exc:  # e.g. an ACL user without SCRIPT: run() loads lazily
+            log.debug("could not preload the scripts at %s: %s", self._t.describe(), exc)
 
     def _load_library(self) -> bool:
-        """FUNCTION LOAD the library (a no-op if this version is loaded already)."""
+        """FUNCTION LOAD the library, or verify the one loaded under its name.
+
+        Never REPLACE, and never trust a library by its name alone: a library of
+        that name whose code differs from ours (replaced by another user of the
+        server) is refused and the scripts run through EVALSHA instead.
+        """
         try:
             self._t.call("FUNCTION", "LOAD", self._library)
         except ResponseError as exc:
             if "already exists" in str(exc):
-                return True
+                return self._library_is_ours()
             log.info(
                 "Redis functions unavailable at %s (%s); using EVALSHA", self._t.describe(), exc
             )
             return False
         return True
+
+    def _library_is_ours(self) -> bool:
+        """True when the library loaded under our name holds exactly our code."""
+        try:
+            reply = self._t.call("FUNCTION", "LIST", "LIBRARYNAME", self._library_name, "WITHCODE")
+        except ResponseError as exc:
+            log.info(
+                "cannot read the function library at %s (%s); using EVALSHA",
+                self._t.describe(),
+                exc,
+            )
+            return False
+        for entry in reply or ():
+            fields = (
+                entry
+                if isinstance(entry, dict)
+                else dict(zip(entry[::2], entry[1::2], strict=False))
+            )
+            name = text(fields.get(b"library_name", b""))
+            if name != self._library_name:
+                continue
+            if text(fields.get(b"library_code", b"")) == self._library:
+                return True
+        log.error(
+            "the Redis function library %s at %s does not hold redflow-mp's code (replaced "
+            "by another user of the server?); not calling it: scripts run through EVALSHA, "
+            "which is content-addressed. Deny FUNCTION to the other users of this server.",
+            self._library_name,
+            self._t.describe(),
+        )
+        return False
 
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
         """Call script ``name`` (FCALL, or EVALSHA); reload it when the server lost it;

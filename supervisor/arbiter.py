@@ -442,6 +442,7 @@ class Arbiter:
             lease_ms=s.lease_ms,
             max_runs=s.max_runs_per_child,
             max_payload_bytes=s.max_payload_bytes,
+            redis_functions=s.redis_functions,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

@@ -84,6 +84,7 @@ class ChildSpec:
     lease_ms: int
     max_runs: int = 0
     max_payload_bytes: int = 8 * 1024 * 1024
+    redis_functions: bool = False
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -237,7 +238,11 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
 
     registry.freeze()
     client = create_client(
-        spec.url, prefix=spec.prefix, registry=registry, max_payload_bytes=spec.max_payload_bytes
+        spec.url,
+        prefix=spec.prefix,
+        registry=registry,
+        max_payload_bytes=spec.max_payload_bytes,
+        redis_functions=spec.redis_functions,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

@@ -191,7 +191,13 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
                 set_title(f"redflow-supervisor[{spec.app}] on_failure {run_id}")
-                client = create_client(spec.url, prefix=spec.prefix, registry=registry)
+                client = create_client(
+                    spec.url,
+                    prefix=spec.prefix,
+                    registry=registry,
+                    max_payload_bytes=spec.max_payload_bytes,
+                    redis_functions=spec.redis_functions,
+                )
                 on_failure_of_stored_run(client, registry, run_id)
                 code = 0
             except BaseException:

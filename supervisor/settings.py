@@ -132,6 +132,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         _doc("redis", "Largest encoded input or output of a run or step.", unit="bytes", min=1),
     ] = 8 * 1024 * 1024
+    redis_functions: Annotated[
+        bool,
+        _doc(
+            "redis",
+            "Run the Lua transitions as a Redis >= 7 function library (FCALL) instead of "
+            "EVALSHA: somewhat cheaper for Redis, but a library is found by its name, so "
+            "only turn this on where no other user of the server may run FUNCTION (any "
+            "user allowed FUNCTION LOAD could replace the code every prefix runs).",
+        ),
+    ] = False
 
     # --- runs
     lease_ms: Annotated[

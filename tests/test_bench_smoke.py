@@ -109,9 +109,10 @@ def test_quick_benchmark_run_measures_every_workload(tmp_path: Path) -> None:
         assert summary.get(key) is not None, key
     # The SLOWLOG pass names each function: one enqueue_run per enqueue.
     enqueue = {e["command"]: e for e in redflow["extra"]["slowlog_pass"]["enqueue"]["top"]}
-    assert enqueue["fcall enqueue_run"]["calls_per_run"] == pytest.approx(1.0)
+    # (EVALSHA by default; the harness names each script by its SHA-1.)
+    assert enqueue["evalsha enqueue_run"]["calls_per_run"] == pytest.approx(1.0)
     execute = {e["command"] for e in redflow["extra"]["slowlog_pass"]["execute"]["top"]}
-    assert "fcall claim_run" in execute
+    assert "evalsha claim_run" in execute
     # W2B: measured once Workflow.run_many exists, reported as not available until then.
     if "w2b_unavailable" in redflow["extra"]:
         assert "Workflow.run_many" in redflow["extra"]["w2b_unavailable"]

@@ -102,6 +102,10 @@ class System(ABC):
     def python() -> str:
         return sys.executable
 
+    def script_names(self, server_version: str) -> dict[str, str]:
+        """SHA-1 -> name of the system's Lua scripts (to label EVALSHA in SLOWLOG)."""
+        return {}
+
 
 class Client(ABC):
     """Client-side operations, each through the system's normal API."""

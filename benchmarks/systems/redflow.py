@@ -6,6 +6,7 @@ supervisor's children through ``--module``), never by the harness itself.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,23 @@ class RedflowSystem(System):
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
             return f"redflow_mp / redflow_supervisor not importable ({last}); pip install -e ."
         return None
+
+    def script_names(self, server_version: str) -> dict[str, str]:
+        # In a subprocess, like every import of redflow_mp by the harness.
+        version = tuple(int(p) for p in server_version.split(".")[:3] if p.isdigit())
+        code = (
+            "import json, sys\n"
+            "from redflow_mp.scripts import script_names\n"
+            f"json.dump(script_names({version!r}), sys.stdout)\n"
+        )
+        try:
+            done = subprocess.run(
+                [self.python(), "-c", code], capture_output=True, text=True, timeout=60
+            )
+            names = json.loads(done.stdout) if done.returncode == 0 else {}
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in names.items()}
 
     def _supervisor(self) -> list[str]:
         script = os.path.join(os.path.dirname(self.python()), "redflow-supervisor")

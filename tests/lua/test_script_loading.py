@@ -81,19 +81,42 @@ def _library_names(raw: redis.Redis) -> list[str]:
     return names
 
 
-def test_redis_7_uses_one_function_library_and_reloads_it(
+def test_scripts_run_through_evalsha_by_default(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     enq()
-    if client.transport.server_version() < (7, 0):
-        # Redis 6.2 has no functions: every script goes through EVALSHA.
-        assert client.scripts._functions is None
-        return
-    libraries = [n for n in _library_names(raw) if n.startswith("redflow_")]
-    assert len(libraries) == 1
-    command(raw, "FUNCTION", "FLUSH")  # as a server restarted without persistence
-    enq()
-    assert [n for n in _library_names(raw) if n.startswith("redflow_")] == libraries
+    assert client.scripts._functions is None
+    if client.transport.server_version() >= (7, 0):
+        # No function library is loaded: a library is found by name, which another
+        # user of the server could replace (tests/lua/test_library_tampering.py).
+        assert not [n for n in _library_names(raw) if n.startswith("redflow_")]
+
+
+def test_redis_7_uses_one_function_library_and_reloads_it(
+    raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    from redflow_mp import create_client
+
+    client = create_client(redis_url, prefix=prefix, default=False, redis_functions=True)
+    try:
+        client.scripts.enqueue(
+            "01FN00000000000000000000AA", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+        )
+        if client.transport.server_version() < (7, 0):
+            # Redis 6.2 has no functions: every script goes through EVALSHA.
+            assert client.scripts._functions is None
+            return
+        libraries = [n for n in _library_names(raw) if n.startswith("redflow_")]
+        assert len(libraries) == 1
+        command(raw, "FUNCTION", "FLUSH")  # as a server restarted without persistence
+        client.scripts.enqueue(
+            "01FN00000000000000000000AB", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+        )
+        assert [n for n in _library_names(raw) if n.startswith("redflow_")] == libraries
+    finally:
+        client.close()
+        if client.transport.server_version() >= (7, 0):
+            command(raw, "FUNCTION", "FLUSH")
 
 
 def test_the_eval_path_works_where_functions_are_unavailable(
@@ -128,7 +151,7 @@ def test_a_user_without_function_rights_falls_back_to_eval(
     command(raw, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", *rules)
     try:
         url = redis_url.replace("redis://", f"redis://{user}:{password}@")
-        client = create_client(url, prefix=prefix + "-acl", default=False)
+        client = create_client(url, prefix=prefix + "-acl", default=False, redis_functions=True)
         try:
             client.scripts.enqueue(
                 "01NOFUNCTION00000000000000", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
