@@ -4,7 +4,7 @@
     redflow runs show ID | cancel ID [--reason R] | retry ID | watch ID [--timeout S]
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--wait]
     redflow workflows | queues | supervisors
-    redflow dashboard [--port P] [--host 127.0.0.1] [--token T]
+    redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
     redflow migrate        (keyspace v1 -> v2; stop the prefix's supervisors first)
 
 Every command takes ``--url``, ``--prefix``, ``--json`` (machine-readable
@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between page refreshes (default 5; 0 = off)",
     )
     p.add_argument("--page-size", type=_count, default=25, help="runs per page (default 25)")
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="no actions even with a token (the token then only guards reading)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     p.set_defaults(func=cmd_dashboard)
     return parser

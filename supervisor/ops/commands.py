@@ -183,6 +183,7 @@ def cmd_dashboard(session: Session, ns: argparse.Namespace) -> int:
             prefix=session.prefix,
             refresh=ns.refresh,
             page_size=ns.page_size,
+            read_only=ns.read_only,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
