@@ -1,11 +1,14 @@
 """The dashboard's pages: server-rendered HTML built from the client's views.
 
-Each page function takes the client, the dashboard's settings and the request's
-query and returns a :class:`Page`; :func:`frame` wraps a page in the document
-(head, navigation, footer with the auto-refresh control). The server
-(``dashboard.py``) routes requests, checks them and sends what these build.
+Each page function takes the client, the request's :class:`View` (the
+dashboard's settings and the path it is mounted at) and the request's query, and
+returns a :class:`Page`; :func:`frame` wraps a page in the document (head,
+navigation, footer with the auto-refresh control). The WSGI application
+(``webapp.py``) routes requests, checks them and sends what these build.
 
-Everything that comes from Redis or the request is escaped with :func:`e`
+Invariants: every link and form action is built from ``View.base`` (the mount
+path, WSGI ``SCRIPT_NAME``), so the pages stay under the prefix they are mounted
+at; everything that comes from Redis or the request is escaped with :func:`e`
 (``html.escape``): run ids and names may hold quotes, braces, ``<script>``.
 """
 
@@ -14,8 +17,9 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
@@ -32,7 +36,7 @@ __all__ = [
     "NOTICES",
     "STATUSES",
     "Page",
-    "PageSettings",
+    "View",
     "e",
     "error_page",
     "frame",
@@ -56,23 +60,19 @@ NOTICES = {
 }
 
 
-class PageSettings(Protocol):
-    """What the pages read of the dashboard's configuration."""
+@dataclass(frozen=True)
+class View:
+    """What the pages read of one request: the app's settings and its mount path."""
 
-    @property
-    def token(self) -> str | None: ...
-
-    @property
-    def shown_url(self) -> str: ...
-
-    @property
-    def prefix(self) -> str: ...
-
-    @property
-    def refresh(self) -> int: ...
-
-    @property
-    def page_size(self) -> int: ...
+    base: str  # the mount path, URL-quoted, no trailing slash ("" at the root)
+    shown_url: str  # the Redis URL, password masked
+    prefix: str  # the key prefix
+    refresh: int  # seconds between auto-refreshes (0: off)
+    page_size: int  # runs per page
+    actions: bool  # cancel and retry forms are shown (a token is set, not read-only)
+    has_token: bool  # a token is configured (the sign-in form is meaningful)
+    actions_off_note: str  # shown on a run page instead of the forms when ``actions`` is off
+    footer_note: str  # what the footer says about actions
 
 
 def e(value: Any) -> str:
@@ -80,10 +80,11 @@ def e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def href(path: str, **params: Any) -> str:
-    """An escaped link with a query built from the non-empty ``params``."""
+def href(base: str, path: str, **params: Any) -> str:
+    """An escaped link to ``path`` under the mount path ``base``, with a query built
+    from the non-empty ``params``."""
     query = urlencode({k: str(v) for k, v in params.items() if v not in (None, "")})
-    return e(f"{path}?{query}" if query else path)
+    return e(f"{base}{path}?{query}" if query else f"{base}{path}")
 
 
 def _pretty(value: Any) -> str:
@@ -123,8 +124,9 @@ def error_page(status: int, message: str, nav: str = "") -> Page:
     return page
 
 
-def frame(page: Page, cfg: PageSettings, path: str, nonce: str) -> str:
-    """The whole HTML document of ``page`` (``nonce`` marks the one allowed script)."""
+def frame(page: Page, cfg: View, path: str, nonce: str) -> str:
+    """The whole HTML document of ``page`` (``nonce`` marks the one allowed script);
+    ``path`` is the page's path below the mount path (URL-quoted)."""
     query = page.query
     refresh = cfg.refresh
     if query is not None and query.get("refresh") == "0":
@@ -145,7 +147,8 @@ def frame(page: Page, cfg: PageSettings, path: str, nonce: str) -> str:
         ("supervisors", "/supervisors", "Supervisors"),
     ]
     nav = "".join(
-        f'<a href="{u}"{" class=on" if page.nav == k else ""}>{t}</a>' for k, u, t in links
+        f'<a href="{href(cfg.base, u)}"{" class=on" if page.nav == k else ""}>{t}</a>'
+        for k, u, t in links
     )
     header = (
         "<header><span class='brand'>red<span>flow</span></span>"
@@ -155,28 +158,30 @@ def frame(page: Page, cfg: PageSettings, path: str, nonce: str) -> str:
     if refresh:
         params = dict(query or {})
         params["refresh"] = "0"
-        toggle = f"auto-refresh every {refresh} s (<a href='{href(path, **params)}'>pause</a>)"
+        toggle = (
+            f"auto-refresh every {refresh} s (<a href='{href(cfg.base, path, **params)}'>pause</a>)"
+        )
     elif cfg.refresh:
         params = {k: v for k, v in (query or {}).items() if k != "refresh"}
-        toggle = f"auto-refresh paused (<a href='{href(path, **params)}'>resume</a>)"
+        toggle = f"auto-refresh paused (<a href='{href(cfg.base, path, **params)}'>resume</a>)"
     else:
         toggle = "auto-refresh off"
     footer = (
         f"</main><footer>rendered {e(time.strftime('%Y-%m-%d %H:%M:%S'))} · {toggle}"
-        f"{' · actions need the token' if cfg.token else ' · actions disabled (no token)'}"
+        f" · {e(cfg.footer_note)}"
         "</footer></body></html>"
     )
     return "".join([*head, header, *page.parts, footer])
 
 
-def login_page(cfg: PageSettings, status: int = HTTPStatus.OK, message: str = "") -> Page:
+def login_page(cfg: View, status: int = HTTPStatus.OK, message: str = "") -> Page:
     """The sign-in form (or, without a token, a note that none is needed)."""
     page = Page("Sign in", "")
     page.status = HTTPStatus(status)
-    if not cfg.token:
+    if not cfg.has_token:
         page.add(
             "<h1>No sign-in needed</h1><p>This dashboard has no token; "
-            "<a href='/runs'>open the runs</a>.</p>"
+            f"<a href='{href(cfg.base, '/runs')}'>open the runs</a>.</p>"
         )
     else:
         page.add(
@@ -184,14 +189,14 @@ def login_page(cfg: PageSettings, status: int = HTTPStatus.OK, message: str = ""
             f"<div class='error'>{e(message)}</div>" if message else "",
             "<p>This dashboard needs its token (<code>--token</code> or "
             "<code>RF_DASHBOARD_TOKEN</code>).</p>"
-            "<form method='post' action='/login' class='filters'>"
+            f"<form method='post' action='{href(cfg.base, '/login')}' class='filters'>"
             "<label>token <input type='password' name='token' autocomplete='current-password'"
             " required></label><button type='submit'>Sign in</button></form>",
         )
     return page
 
 
-def runs_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
+def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     workflow = q.get("workflow", "").strip() or None
     status = q.get("status", "") or None
     try:
@@ -200,7 +205,7 @@ def runs_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
         page_no = 1
     page = Page("Runs", "runs")
     names = [m.name for m in client.list_workflows()]
-    page.add(_filter_form(workflow, status, names))
+    page.add(_filter_form(cfg.base, workflow, status, names))
     if status is not None and status not in STATUSES:
         page.status = HTTPStatus.BAD_REQUEST
         page.add(f"<div class='error'>unknown status {e(status)}</div>")
@@ -217,44 +222,48 @@ def runs_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
     page.add(f"<h1>{e(title)}</h1>")
     if runs:
         now = client.server_time_ms()
-        page.add(_runs_table(runs, now))
+        page.add(_runs_table(cfg.base, runs, now))
     else:
         page.add("<p class='muted'>No runs match.</p>")
-    base = {"workflow": workflow, "status": status}
+    filters = {"workflow": workflow, "status": status}
     pager = [f"<span>page {page_no}</span>"]
     if page_no > 1:
-        pager.insert(0, f"<a href='{href('/runs', **base, page=page_no - 1)}'>← newer</a>")
+        pager.insert(
+            0, f"<a href='{href(cfg.base, '/runs', **filters, page=page_no - 1)}'>← newer</a>"
+        )
     if more:
-        pager.append(f"<a href='{href('/runs', **base, page=page_no + 1)}'>older →</a>")
+        pager.append(
+            f"<a href='{href(cfg.base, '/runs', **filters, page=page_no + 1)}'>older →</a>"
+        )
     page.add(f"<div class='pager'>{''.join(pager)}</div>")
     page.query = q
     return page
 
 
-def _filter_form(workflow: str | None, status: str | None, names: Sequence[str]) -> str:
+def _filter_form(base: str, workflow: str | None, status: str | None, names: Sequence[str]) -> str:
     options = "".join(
         f"<option value='{e(s)}'{' selected' if s == status else ''}>{e(s)}</option>"
         for s in STATUSES
     )
     datalist = "".join(f"<option value='{e(n)}'>" for n in names)
     return (
-        "<form class='filters' method='get' action='/runs'>"
+        f"<form class='filters' method='get' action='{href(base, '/runs')}'>"
         "<label>workflow <input name='workflow' list='wf-names' "
         f"value='{e(workflow or '')}' placeholder='any'></label>"
         f"<datalist id='wf-names'>{datalist}</datalist>"
         "<label>status <select name='status'><option value=''>any</option>"
         f"{options}</select></label>"
-        "<button type='submit'>Filter</button> <a href='/runs'>clear</a></form>"
+        f"<button type='submit'>Filter</button> <a href='{href(base, '/runs')}'>clear</a></form>"
     )
 
 
-def _runs_table(runs: Sequence[RunState], now: int) -> str:
+def _runs_table(base: str, runs: Sequence[RunState], now: int) -> str:
     rows = []
     for r in runs:
         rows.append(
             "<tr>"
-            f"<td class='mono'><a href='{href('/run', id=r.id)}'>{e(r.id)}</a></td>"
-            f"<td><a href='{href('/runs', workflow=r.workflow)}'>{e(r.workflow)}</a></td>"
+            f"<td class='mono'><a href='{href(base, '/run', id=r.id)}'>{e(r.id)}</a></td>"
+            f"<td><a href='{href(base, '/runs', workflow=r.workflow)}'>{e(r.workflow)}</a></td>"
             f"<td>{_badge(r.status.value)}</td>"
             f"<td class='num'>{r.attempt}/{r.max_attempts}</td>"
             f"<td>{e(render.fmt_time(r.created_at))}</td>"
@@ -269,7 +278,7 @@ def _runs_table(runs: Sequence[RunState], now: int) -> str:
     )
 
 
-def run_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
+def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
@@ -288,7 +297,7 @@ def run_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
         page.add(f"<div class='notice'>{e(notice)}</div>")
     page.add(f"<h1>Run <span class='mono'>{e(state.id)}</span> {_badge(state.status.value)}</h1>")
     page.add(_actions(cfg, state))
-    page.add(_facts(state, state.retry_of, now))
+    page.add(_facts(cfg.base, state, state.retry_of, now))
     if state.error is not None:
         err = state.error
         page.add(
@@ -306,12 +315,12 @@ def run_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
     return page
 
 
-def _facts(s: RunState, retry_of: str | None, now: int) -> str:
+def _facts(base: str, s: RunState, retry_of: str | None, now: int) -> str:
     def run_link(rid: str) -> str:
-        return f"<a class='mono' href='{href('/run', id=rid)}'>{e(rid)}</a>"
+        return f"<a class='mono' href='{href(base, '/run', id=rid)}'>{e(rid)}</a>"
 
     rows: list[tuple[str, str]] = [
-        ("workflow", f"<a href='{href('/runs', workflow=s.workflow)}'>{e(s.workflow)}</a>"),
+        ("workflow", f"<a href='{href(base, '/runs', workflow=s.workflow)}'>{e(s.workflow)}</a>"),
         ("queue", e(s.queue)),
         ("attempt", f"{s.attempt} of {s.max_attempts}"),
         ("created", e(render.fmt_time(s.created_at))),
@@ -351,16 +360,13 @@ def _facts(s: RunState, retry_of: str | None, now: int) -> str:
     return f"<table class='facts'>{body}</table>"
 
 
-def _actions(cfg: PageSettings, s: RunState) -> str:
+def _actions(cfg: View, s: RunState) -> str:
     cancelable = not s.status.terminal
     retryable = s.status in (RunStatus.FAILED, RunStatus.CANCELED)
     if not (cancelable or retryable):
         return ""
-    if not cfg.token:
-        return (
-            "<p class='muted'>Actions are disabled: start the dashboard with "
-            "<code>--token</code> or <code>RF_DASHBOARD_TOKEN</code>.</p>"
-        )
+    if not cfg.actions:
+        return f"<p class='muted'>{e(cfg.actions_off_note)}</p>" if cfg.actions_off_note else ""
     token_field = (
         "<label>token <input type='password' name='token' autocomplete='current-password' "
         "required></label>"
@@ -368,14 +374,14 @@ def _actions(cfg: PageSettings, s: RunState) -> str:
     forms = []
     if cancelable:
         forms.append(
-            "<form method='post' action='/actions/cancel' class='cancel'>"
+            f"<form method='post' action='{href(cfg.base, '/actions/cancel')}' class='cancel'>"
             f"<input type='hidden' name='id' value='{e(s.id)}'>"
             "<label>reason <input name='reason' placeholder='optional'></label>"
             f"{token_field}<button type='submit' class='danger'>Cancel run</button></form>"
         )
     if retryable:
         forms.append(
-            "<form method='post' action='/actions/retry' class='retry'>"
+            f"<form method='post' action='{href(cfg.base, '/actions/retry')}' class='retry'>"
             f"<input type='hidden' name='id' value='{e(s.id)}'>"
             f"{token_field}<button type='submit'>Retry as a new run</button></form>"
         )
@@ -429,7 +435,7 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
     )
 
 
-def workflows_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
+def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     stats = admin.workflow_stats(client)
     now = client.server_time_ms()
     page = Page("Workflows", "workflows").add("<h1>Workflows</h1>")
@@ -454,7 +460,7 @@ def workflows_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page
             or "<span class='muted'>-</span>"
         )
         rows.append(
-            f"<tr><td><a href='{href('/runs', workflow=m.name)}'>{e(m.name)}</a></td>"
+            f"<tr><td><a href='{href(cfg.base, '/runs', workflow=m.name)}'>{e(m.name)}</a></td>"
             f"<td>{e(m.queue)}</td><td class='num'>{m.max_concurrency}</td>"
             f"<td class='num'>{e(attempts)}</td><td class='num'>{s.running}</td>"
             f"<td class='num'>{s.queued}</td><td class='num'>{s.parked}</td>"
@@ -471,7 +477,7 @@ def workflows_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page
     return page
 
 
-def queues_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
+def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     stats = admin.queue_stats(client)
     page = Page("Queues", "queues").add("<h1>Queues</h1>")
     if not stats:
@@ -492,7 +498,7 @@ def queues_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
     return page
 
 
-def supervisors_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Page:
+def supervisors_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     sups = list_supervisors(client)
     now = client.server_time_ms()
     page = Page("Supervisors", "supervisors").add("<h1>Supervisors</h1>")
@@ -515,7 +521,11 @@ def supervisors_page(client: Client, cfg: PageSettings, q: dict[str, str]) -> Pa
         kids = "".join(
             f"<tr><td class='num'>{c.slot}</td><td class='num'>{c.pid}</td>"
             f"<td>{e(c.state)}</td><td class='mono'>"
-            + (f"<a href='{href('/run', id=c.run_id)}'>{e(c.run_id)}</a>" if c.run_id else "-")
+            + (
+                f"<a href='{href(cfg.base, '/run', id=c.run_id)}'>{e(c.run_id)}</a>"
+                if c.run_id
+                else "-"
+            )
             + f"</td><td>{e(c.workflow or '-')}</td>"
             f"<td class='num'>{e(render.fmt_duration(s.updated_at - c.run_started_at) if c.run_started_at else '-')}</td>"  # noqa: E501
             f"<td class='num'>{e(render.fmt_bytes(c.rss))}</td>"

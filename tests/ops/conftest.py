@@ -18,6 +18,7 @@ from redflow_mp import Client, Registry
 from redflow_mp.transport import mask_url
 from redflow_supervisor.ops.dashboard import DashboardConfig, DashboardServer, make_server
 from tests.helpers import WorkerPool, wait_until
+from tests.ops.browser import chromium  # noqa: F401 - fixture shared by the browser tests
 from tests.ops.flows import make_registry
 from tests.process.conftest import supervisor  # noqa: F401 - fixture re-export
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
@@ -276,3 +277,38 @@ def test_run_page_of_an_input_nested_too_deeply(
     assert r.status == 200, r
     assert "unreadable" in r.body and "nested too deeply" in r.body
     assert handle.id in ids_in(request(base, "/runs").body)
+
+
+def test_standalone_server_keeps_http11_connections_alive(dashboard: Start, runs: Runs) -> None:
+    base = urlsplit(dashboard(token=TOKEN))
+    conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port, timeout=10)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    try:
+        conn.request("GET", "/runs")
+        r = conn.getresponse()
+        assert (r.version, r.status, r.getheader("Connection")) == (11, 200, None)
+        assert runs.failed in r.read().decode()
+        sock = conn.sock
+        # a refused action leaves its body read: the next request on the connection is whole
+        conn.request("POST", "/actions/cancel", body=urlencode({"id": runs.queued}), headers=form)
+        r = conn.getresponse()
+        assert r.status == 403 and b"wrong or missing token" in r.read()
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"ok\n") and conn.sock is sock
+        # a body over the limit: refused unread, and the connection closes after the answer
+        conn.request("POST", "/login", body=b"token=" + b"x" * 70_000, headers=form)
+        r = conn.getresponse()
+        assert (r.status, r.getheader("Connection")) == (413, "close")
+        assert b"request body too large" in r.read()
+    finally:
+        conn.close()
+    # HTTP/1.0 clients get one request per connection
+    raw = socket.create_connection((base.hostname or "127.0.0.1", base.port or 0), timeout=10)
+    with raw:
+        raw.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nok\n")
+    assert b"Connection: close" in data

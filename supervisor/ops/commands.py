@@ -1,0 +1,191 @@
+"""``redflow run | workflows | queues | supervisors | migrate | dashboard``.
+
+Each ``cmd_*`` takes the :class:`~.session.Session` and the parsed arguments and
+returns the exit status. ``run`` reads its input as JSON (inline, ``@FILE`` or
+``-``) and, under ``--wait``, waits for the result; the listing commands say where
+they looked when they find nothing; ``migrate`` refuses while supervisors of the
+prefix are alive; ``dashboard`` serves :mod:`.dashboard` until interrupted (it is
+imported only here, so the other commands do not pay for the web modules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import msgspec
+
+from redflow_mp import admin, codec
+from redflow_mp.errors import (
+    InputValidationError,
+    ResultTimeoutError,
+    RunCanceledError,
+    RunFailedError,
+)
+from redflow_mp.migrate import migrate_keyspace
+
+from ..status import list_supervisors
+from . import render
+from .session import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    TOKEN_ENV,
+    Failure,
+    Session,
+    UsageError,
+    nothing_found,
+    require_run,
+)
+
+__all__ = [
+    "cmd_dashboard",
+    "cmd_migrate",
+    "cmd_queues",
+    "cmd_run",
+    "cmd_supervisors",
+    "cmd_workflows",
+]
+
+
+def _parse_input(ns: argparse.Namespace) -> Any:
+    arg: str = ns.input
+    raw: str | bytes = arg
+    source = "--input"
+    if arg == "-":
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    elif arg.startswith("@"):
+        source = f"--input file {arg[1:]}"
+        try:
+            with open(arg[1:], "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return codec.decode_json(raw)
+    except codec.NestingDecodeError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+
+
+def cmd_run(session: Session, ns: argparse.Namespace) -> int:
+    client = session.client
+    payload = _parse_input(ns)
+    meta = client.get_workflow_meta(ns.workflow)
+    if meta is None and ns.queue is None:
+        raise Failure(
+            f"workflow {render.clean(ns.workflow)} is not synced to this Redis and prefix "
+            f"({session.shown_url}, {render.clean(session.prefix)}): no supervisor registered "
+            "it. Check the name with `redflow workflows`, or pass --queue to enqueue anyway"
+        )
+    before = session.now_ms()
+    try:
+        handle = client.run_by_name(
+            ns.workflow, payload, queue_override=ns.queue, idempotency_key=ns.idempotency_key
+        )
+    except (ValueError, TypeError, InputValidationError) as exc:
+        raise UsageError(str(exc)) from None
+    state = require_run(session, handle.id)
+    existing = state.created_at < before
+    data: dict[str, Any] = {
+        "id": handle.id,
+        "workflow": state.workflow,
+        "queue": state.queue,
+        "status": state.status.value,
+        "created": not existing,
+    }
+    note = " (existing run for this idempotency key)" if existing else ""
+    text = (
+        f"enqueued run {handle.id} of {render.clean(state.workflow)} on queue "
+        f"{render.clean(state.queue)}{note}"
+    )
+    if not ns.wait:
+        session.emit(text, data)
+        return EXIT_OK
+    if not session.json:
+        session.out(text)
+    try:
+        output = handle.result(timeout=ns.timeout)
+    except ResultTimeoutError:
+        print(
+            f"redflow: run {handle.id} did not finish within {ns.timeout:g} s (it goes on)",
+            file=sys.stderr,
+        )
+        if session.json:
+            session.out(render.to_json({**data, "status": _status_now(session, handle.id)}))
+        return EXIT_TIMEOUT
+    except (RunFailedError, RunCanceledError):
+        final = require_run(session, handle.id)
+        err = final.error
+        data.update(status=final.status.value, error=msgspec.to_builtins(err) if err else None)
+        what = f"{render.clean(err.type)}: {render.clean(err.message)}" if err else "no error"
+        session.emit(f"run {handle.id} {final.status.value}: {what}", data)
+        return EXIT_FAIL
+    data.update(status="succeeded", output=output)
+    session.emit(f"succeeded; output: {render.fmt_json(output)}", data)
+    return EXIT_OK
+
+
+def _status_now(session: Session, run_id: str) -> str | None:
+    state = session.client.get_run(run_id)
+    return state.status.value if state else None
+
+
+def cmd_workflows(session: Session, ns: argparse.Namespace) -> int:
+    stats = admin.workflow_stats(session.client)
+    session.emit(render.workflows_table(stats, session.now_ms()), render.workflow_records(stats))
+    if not stats:
+        nothing_found(session)
+    return EXIT_OK
+
+
+def cmd_queues(session: Session, ns: argparse.Namespace) -> int:
+    stats = admin.queue_stats(session.client)
+    session.emit(render.queues_table(stats), msgspec.to_builtins(stats))
+    if not stats:
+        nothing_found(session)
+    return EXIT_OK
+
+
+def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
+    sups = list_supervisors(session.client)
+    session.emit(render.supervisors_text(sups, session.now_ms()), msgspec.to_builtins(sups))
+    if not sups:
+        nothing_found(session)
+    return EXIT_OK
+
+
+def cmd_migrate(session: Session, ns: argparse.Namespace) -> int:
+    live = list_supervisors(session.client)
+    if live:
+        names = ", ".join(render.clean(s.id) for s in live)
+        raise Failure(
+            f"supervisors still run on prefix {session.prefix!r} ({names}): stop them first"
+        )
+    report = migrate_keyspace(session.client)
+    session.emit(report.summary(), msgspec.to_builtins(report))
+    return EXIT_OK
+
+
+def cmd_dashboard(session: Session, ns: argparse.Namespace) -> int:
+    from . import dashboard
+
+    token = ns.token if ns.token is not None else os.environ.get(TOKEN_ENV) or None
+    try:
+        config = dashboard.DashboardConfig(
+            host=ns.host,
+            port=ns.port,
+            token=token,
+            shown_url=session.shown_url,
+            prefix=session.prefix,
+            refresh=ns.refresh,
+            page_size=ns.page_size,
+            read_only=ns.read_only,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    session.client.server_time_ms()  # fail now, not on the first page, if Redis is unreachable
+    return dashboard.serve(session.client, config, quiet=ns.quiet)

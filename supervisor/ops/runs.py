@@ -1,0 +1,248 @@
+"""``redflow runs list | show | cancel | retry | watch``: the commands over single runs.
+
+Each ``cmd_*`` takes the :class:`~.session.Session` and the parsed arguments and
+returns the exit status; a run that is not there is a :class:`~.session.Failure`
+saying where it was looked for. ``watch`` prints only what changed since its last
+look (text lines, or JSON lines under ``--json``) and blocks on the run's end
+between looks, so a run that finishes is reported at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from redflow_mp import admin
+from redflow_mp.client import Client
+from redflow_mp.codec import RunState, RunStatus, StepState
+from redflow_mp.errors import (
+    RedflowError,
+    ResultTimeoutError,
+    RunCanceledError,
+    RunFailedError,
+)
+
+from . import render
+from .session import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    Failure,
+    Session,
+    UsageError,
+    nothing_found,
+    print_err,
+    require_run,
+    where_looked,
+)
+
+__all__ = ["cmd_runs_cancel", "cmd_runs_list", "cmd_runs_retry", "cmd_runs_show", "cmd_runs_watch"]
+
+
+def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
+    try:
+        runs = session.client.list_runs(
+            workflow=ns.workflow, status=ns.status, limit=ns.limit, offset=ns.offset
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    session.emit(render.runs_table(runs, session.now_ms()), [render.run_record(r) for r in runs])
+    if not runs:
+        nothing_found(session)
+    return EXIT_OK
+
+
+def cmd_runs_show(session: Session, ns: argparse.Namespace) -> int:
+    state = require_run(session, ns.id)
+    steps = session.client.get_run_steps(ns.id) or []
+    retry_of = state.retry_of
+    session.emit(
+        render.run_detail_text(state, steps, retry_of, session.now_ms()),
+        render.run_detail_record(state, steps, retry_of),
+    )
+    return EXIT_OK
+
+
+def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
+    before = require_run(session, ns.id)
+    accepted = False
+    if not before.status.terminal:
+        accepted = session.client.cancel_run(ns.id, ns.reason)
+    after = session.client.get_run(ns.id) or before
+    rid = render.clean(ns.id)
+    if not accepted:
+        text = f"run {rid} already finished ({after.status.value}); nothing to cancel"
+    elif after.status is RunStatus.CANCELED:
+        text = f"canceled run {rid}"
+    else:
+        text = (
+            f"cancel requested for run {rid} ({after.status.value}): its handler sees "
+            "ctx.cancelled, stops at its next step, or is stopped after cancel_grace"
+        )
+    data = {
+        "id": ns.id,
+        "accepted": accepted,
+        "status": after.status.value,
+        "cancel_requested_at": after.cancel_requested_at,
+        "cancel_reason": after.cancel_reason,
+    }
+    if session.json:
+        session.out(render.to_json(data))
+    elif accepted:
+        session.out(text)
+    else:
+        print_err(text)
+    return EXIT_OK if accepted else EXIT_FAIL
+
+
+def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:
+    require_run(session, ns.id)
+    try:
+        handle = admin.retry_run(session.client, ns.id)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    new = require_run(session, handle.id)
+    session.emit(
+        f"retried run {render.clean(ns.id)} as run {new.id} "
+        f"(workflow {render.clean(new.workflow)}, queue {render.clean(new.queue)}, "
+        f"{new.status.value})",
+        {
+            "id": new.id,
+            "retry_of": ns.id,
+            "workflow": new.workflow,
+            "queue": new.queue,
+            "status": new.status.value,
+        },
+    )
+    return EXIT_OK
+
+
+def _block(client: Client, run_id: str, seconds: float) -> None:
+    """Wait up to ``seconds`` for the run to end (woken at once when it does)."""
+    if seconds <= 0:
+        return
+    try:
+        client.wait_result(run_id, timeout=seconds)
+    except (ResultTimeoutError, RunFailedError, RunCanceledError):
+        pass
+    except RedflowError:
+        time.sleep(min(seconds, 0.2))  # gone (retention): the next read reports it
+
+
+class _Watcher:
+    """Prints what changed in a run since the last look (text lines or JSON lines)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.status: str | None = None
+        self.attempt = 0
+        self.cancel_seen = False
+        self.steps: dict[str, tuple[str, int, int | None]] = {}
+
+    def _line(self, event: str, at_ms: int | None, text: str, **data: Any) -> None:
+        if self.session.json:
+            self.session.out(msgspec.json.encode({"event": event, "at": at_ms, **data}).decode())
+        else:
+            stamp = render.fmt_time(at_ms)[11:] if at_ms else "--:--:--"
+            self.session.out(f"{stamp}  {text}")
+
+    def update(self, state: RunState, steps: Sequence[StepState], now_ms: int) -> None:
+        """Print the new things, oldest first: steps, a cancel request, a status change."""
+        clean = render.clean
+        if self.status is None:
+            self._line(
+                "run",
+                state.created_at,
+                f"run {clean(state.id)} of {clean(state.workflow)} on queue "
+                f"{clean(state.queue)}: {state.status.value}, attempt {state.attempt}/"
+                f"{state.max_attempts}",
+                id=state.id,
+                workflow=state.workflow,
+                queue=state.queue,
+                status=state.status.value,
+                attempt=state.attempt,
+            )
+            self.status, self.attempt = state.status.value, state.attempt
+        for step in steps:
+            key = (step.status.value, step.attempt, step.finished_at)
+            if self.steps.get(step.name) == key:
+                continue
+            self.steps[step.name] = key
+            err = f": {clean(step.error.type)}: {clean(step.error.message)}" if step.error else ""
+            self._line(
+                "step",
+                step.finished_at,
+                f"step {clean(step.name)} {step.status.value} "
+                f"({render.fmt_duration(render.step_duration_ms(step))}, attempt "
+                f"{step.attempt}){err}",
+                **render.step_record(step),
+            )
+        if state.cancel_requested_at and not self.cancel_seen:
+            self.cancel_seen = True
+            if not state.status.terminal:
+                reason = f": {clean(state.cancel_reason)}" if state.cancel_reason else ""
+                self._line(
+                    "cancel_requested",
+                    state.cancel_requested_at,
+                    f"cancel requested{reason}",
+                    reason=state.cancel_reason,
+                )
+        changed = state.status.value != self.status or state.attempt != self.attempt
+        if changed and not state.status.terminal:  # the end line reports a terminal status
+            self._line(
+                "status",
+                state.updated_at or now_ms,
+                f"{state.status.value} (attempt {state.attempt}/{state.max_attempts})",
+                status=state.status.value,
+                attempt=state.attempt,
+            )
+        self.status, self.attempt = state.status.value, state.attempt
+
+    def finish(self, state: RunState, now_ms: int) -> None:
+        took = render.fmt_duration(render.run_duration_ms(state, now_ms))
+        data: dict[str, Any] = {"status": state.status.value, "id": state.id}
+        if state.status is RunStatus.SUCCEEDED:
+            text = f"succeeded in {took}; output: {render.fmt_json(state.output, 2000)}"
+            data["output"] = state.output
+        else:
+            err = state.error
+            what = f"{render.clean(err.type)}: {render.clean(err.message)}" if err else "no error"
+            text = f"{state.status.value} after {took}: {what}"
+            data["error"] = msgspec.to_builtins(err) if err else None
+        self._line("end", state.finished_at or now_ms, text, **data)
+
+
+def cmd_runs_watch(session: Session, ns: argparse.Namespace) -> int:
+    deadline = None if ns.timeout is None else time.monotonic() + ns.timeout
+    watcher = _Watcher(session)
+    while True:
+        state = session.client.get_run(ns.id)
+        if state is None:
+            if watcher.status is None:
+                raise Failure(
+                    f"run {render.clean(ns.id)} not found; " + "; ".join(where_looked(session))
+                )
+            raise Failure(f"run {render.clean(ns.id)} no longer exists (removed by retention?)")
+        steps = session.client.get_run_steps(ns.id) or []
+        now = session.now_ms()
+        watcher.update(state, steps, now)
+        if state.status.terminal:
+            watcher.finish(state, now)
+            return EXIT_OK if state.status is RunStatus.SUCCEEDED else EXIT_FAIL
+        wait = ns.interval
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print(
+                    f"redflow: run {render.clean(ns.id)} is still {state.status.value} after "
+                    f"{ns.timeout:g} s (it goes on)",
+                    file=sys.stderr,
+                )
+                return EXIT_TIMEOUT
+            wait = min(wait, left)
+        _block(session.client, ns.id, wait)

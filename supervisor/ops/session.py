@@ -1,0 +1,247 @@
+"""What every ``redflow`` command shares: where it connects, how it reports.
+
+Owns the target resolution (flags, then ``REDFLOW_URL``/``REDFLOW_PREFIX``, then
+``REDIS_URL``, then the defaults), the connection (a :class:`redflow_mp.Client`
+on its own registry), the :class:`Session` a command gets, the exit statuses and
+the two exceptions commands raise, the "where did it look" lines a command that
+finds nothing prints, and the error report of :func:`report_error`.
+
+Invariant: nothing printed holds a password: URLs are shown masked
+(:func:`redflow_mp.transport.mask_url`) and error text goes through :func:`scrub`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+
+from redflow_mp.client import Client, create_client
+from redflow_mp.codec import RunState
+from redflow_mp.registry import Registry
+from redflow_mp.transport import mask_url
+
+from ..embedded import EmbeddedRedis
+from . import render
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_URL",
+    "EXIT_FAIL",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "TOKEN_ENV",
+    "Failure",
+    "Session",
+    "UsageError",
+    "connect",
+    "nothing_found",
+    "open_target",
+    "other_prefixes",
+    "print_err",
+    "report_error",
+    "require_run",
+    "resolve_target",
+    "scrub",
+    "where_looked",
+]
+
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_PREFIX = "redflow"
+TOKEN_ENV = "RF_DASHBOARD_TOKEN"
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+
+
+class UsageError(Exception):
+    """A bad combination of arguments (exit status 2)."""
+
+
+class Failure(Exception):
+    """An operation that could not be done (exit status 1); the message says why."""
+
+
+def print_err(message: str) -> None:
+    """Print ``redflow: message`` on standard error."""
+    print(f"redflow: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------- session
+
+
+@dataclass
+class Session:
+    """What every command gets: the client, the masked URL, the output mode."""
+
+    client: Client
+    url: str
+    prefix: str
+    json: bool
+    out: Callable[[str], None] = field(default=print)
+
+    @property
+    def shown_url(self) -> str:
+        return mask_url(self.url)
+
+    def now_ms(self) -> int:
+        return self.client.server_time_ms()
+
+    def emit(self, text: str, data: Any) -> None:
+        """Print ``data`` as JSON under ``--json``, else ``text``."""
+        self.out(render.to_json(data) if self.json else text)
+
+
+def resolve_target(ns: argparse.Namespace, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The URL and prefix: flags, then REDFLOW_URL/REDFLOW_PREFIX, then REDIS_URL, defaults."""
+    environ = os.environ if env is None else env
+    url = getattr(ns, "url", None) or environ.get("REDFLOW_URL") or environ.get("REDIS_URL")
+    prefix = getattr(ns, "prefix", None) or environ.get("REDFLOW_PREFIX") or DEFAULT_PREFIX
+    return url or DEFAULT_URL, prefix
+
+
+def _secrets_of(url: str) -> list[str]:
+    """Passwords in ``url`` (netloc or ``?password=``), for scrubbing error text."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+        found += parse_qs(parts.query).get("password", [])
+    except ValueError:
+        return []
+    return [s for s in found if len(s) >= 3]
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every password of ``url`` replaced by ``***``."""
+    text = text.replace(url, mask_url(url))
+    for secret in _secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def connect(url: str, prefix: str) -> Client:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise UsageError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    try:
+        conn = redis.Redis.from_url(url, socket_connect_timeout=5.0)
+    except ValueError as exc:
+        raise UsageError(f"bad Redis URL {mask_url(url)}: {scrub(str(exc), url)}") from None
+    try:
+        return create_client(redis=conn, prefix=prefix, default=False, registry=Registry())
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------- "where did it look"
+
+# Keys every namespace with anything in it has one of: how another prefix is recognised.
+_NAMESPACE_KEYS = frozenset({"workflows", "runs:created", "queues", "supervisors", "cron:def"})
+SCAN_COUNT = 1000
+SCAN_LIMIT = 10_000
+
+
+def other_prefixes(session: Session) -> tuple[list[str], bool]:
+    """Prefixes other than the session's with redflow keys in this database, and
+    whether the look was cut short. Read-only and bounded: SCAN (COUNT 1000) over at
+    most 10,000 keys; a refused SCAN (an ACL user confined to a prefix) finds none."""
+    found: set[str] = set()
+    seen = 0
+    cursor = 0
+    try:
+        while True:
+            cursor, keys = session.client.redis.scan(cursor, match="{*}:*", count=SCAN_COUNT)
+            seen += SCAN_COUNT  # keys examined (MATCH filters after the examination)
+            for raw in keys:
+                key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                prefix, sep, name = key[1:].partition("}:")
+                if sep and name in _NAMESPACE_KEYS and prefix != session.prefix:
+                    found.add(prefix)
+            if cursor == 0:
+                return sorted(found), False
+            if seen >= SCAN_LIMIT:
+                return sorted(found), True
+    except redis.RedisError:
+        return sorted(found), False
+
+
+def where_looked(session: Session) -> list[str]:
+    """Lines saying where a command looked, and which other prefixes have data."""
+    lines = [f"looked in {session.shown_url}, prefix {render.clean(session.prefix)!r}"]
+    others, cut = other_prefixes(session)
+    note = f" (only the first {SCAN_LIMIT:,} keys were examined)" if cut else ""
+    if others:
+        shown = ", ".join(repr(render.clean(p)) for p in others[:20])
+        more = f" and {len(others) - 20} more" if len(others) > 20 else ""
+        lines.append(
+            f"other prefixes with redflow keys in this database: {shown}{more}{note} "
+            f"(choose one with --prefix or REDFLOW_PREFIX)"
+        )
+    elif note:
+        lines.append(f"no other prefix has redflow keys here{note}")
+    return lines
+
+
+def nothing_found(session: Session) -> None:
+    """Print (on standard error) where a command that found nothing looked."""
+    for line in where_looked(session):
+        print_err(line)
+
+
+def require_run(session: Session, run_id: str) -> RunState:
+    """The run, or a :class:`Failure` saying where it was looked for."""
+    state = session.client.get_run(run_id)
+    if state is None:
+        raise Failure(
+            f"run {render.clean(run_id)} not found (unknown id, or removed by retention); "
+            + "; ".join(where_looked(session))
+        )
+    return state
+
+
+# ------------------------------------------------------------------ target
+
+
+def open_target(ns: argparse.Namespace) -> tuple[str, str, EmbeddedRedis | None]:
+    """The URL and prefix to use, and the embedded Redis started or reused for them."""
+    url, prefix = resolve_target(ns)
+    if not getattr(ns, "embedded_redis", False):
+        if getattr(ns, "state_dir", None):
+            raise UsageError("--state-dir goes with --embedded-redis")
+        return url, prefix, None
+    if getattr(ns, "url", None):
+        raise UsageError("--url and --embedded-redis exclude each other")
+    embedded = EmbeddedRedis(getattr(ns, "state_dir", None) or None, reuse=True)
+    try:
+        url = embedded.ensure()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        raise Failure(f"cannot start the embedded Redis: {exc}") from None
+    print_err(embedded.describe())
+    return url, prefix, embedded
+
+
+def report_error(exc: BaseException, url: str) -> int:
+    """Print ``exc`` (passwords masked) and return its exit status."""
+    text, shown = scrub(str(exc), url), mask_url(url)
+    if isinstance(exc, UsageError):
+        print_err(text)
+        return EXIT_USAGE
+    if isinstance(exc, redis.AuthenticationError):
+        print_err(f"Redis at {shown} refused the credentials: {text}")
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        print_err(f"cannot reach Redis at {shown}: {text}")
+    elif isinstance(exc, redis.RedisError):
+        print_err(f"Redis error at {shown}: {text}")
+    else:
+        print_err(text)
+    return EXIT_FAIL

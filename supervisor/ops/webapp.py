@@ -1,0 +1,496 @@
+"""The dashboard as a WSGI application: routing, the security checks, the actions.
+
+:class:`DashboardApp` is a plain WSGI callable (PEP 3333) over a
+:class:`redflow_mp.Client`; ``dashboard.make_app`` builds one for mounting in a
+host application, and ``redflow dashboard`` serves one on a threaded standard
+library server. The pages themselves come from ``pages.py``.
+
+Mounting: the app reads its mount path from ``SCRIPT_NAME`` and its page from
+``PATH_INFO`` on every request, so every link, form action, redirect and the
+sign-in cookie's ``Path`` stay under the prefix it is mounted at (``/admin/redflow``
+gives ``/admin/redflow/runs``, a cookie with ``Path=/admin/redflow``).
+
+Security rules, in the order a request is checked:
+
+- Host: with a ``host_check`` (the stand-alone server on a loopback bind uses
+  :func:`is_loopback`), a request whose ``Host`` names another host is refused
+  (421): a DNS-rebinding page cannot read the dashboard. Mounted, the default is
+  no check: the host application owns its Host policy (Django's
+  ``ALLOWED_HOSTS``, a proxy's server names).
+- Reading: with ``sign_in``, every page but ``/login`` and ``/healthz`` needs the
+  token: a sign-in form sets an HttpOnly, SameSite=Strict cookie derived from the
+  token (Path = the mount path), scripts may send ``Authorization: Bearer <token>``.
+  Mounted, the default is no sign-in: the host's own auth sits in front.
+- Actions (cancel, retry) change state only by POST, never by GET, and each one
+  needs the token itself in the form (field ``token``) or in an
+  ``X-Redflow-Token`` header, compared with :func:`hmac.compare_digest`. No cookie
+  (ours or the host's) ever authorises one, so a cross-site form cannot forge one
+  (CSRF); a POST whose ``Origin`` is not the request's own ``Host``, or that the
+  browser marks ``Sec-Fetch-Site: cross-site``, is refused as well. Without a
+  token, or when read-only, there are no actions at all.
+- Output: everything that comes from Redis or the request is escaped
+  (``pages.e``); a Content-Security-Policy allows no script but the page's own
+  refresh timer (by a per-response nonce), no framing, forms only to the same
+  origin. Redis URLs are shown masked.
+
+Invariants: no state between requests but the settings (the sign-in cookie is an
+HMAC of the token, so nothing is stored server-side); no thread of its own (an
+action runs on the request's thread; the client keeps a connection per thread and
+closes it when the thread ends), so creating the app before a server forks is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import redis
+
+from redflow_mp import admin
+from redflow_mp.client import Client
+from redflow_mp.codec import RunStatus
+
+from .pages import (
+    Page,
+    View,
+    e,
+    error_page,
+    frame,
+    login_page,
+    queues_page,
+    run_page,
+    runs_page,
+    supervisors_page,
+    workflows_page,
+)
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+__all__ = ["COOKIE", "MAX_BODY", "AppSettings", "DashboardApp", "is_loopback"]
+
+log = logging.getLogger(__name__)
+
+PageFunction = Callable[[Client, View, dict[str, str]], Page]
+
+COOKIE = "rf_dashboard"
+MAX_BODY = 64 * 1024
+ACTIONS = ("/actions/cancel", "/actions/retry")
+ROUTES: dict[str, tuple[str, PageFunction]] = {
+    "/runs": ("runs", runs_page),
+    "/run": ("runs", run_page),
+    "/workflows": ("workflows", workflows_page),
+    "/queues": ("queues", queues_page),
+    "/supervisors": ("supervisors", supervisors_page),
+}
+# Characters left as they are in a mount path put into links, Location and the
+# cookie's Path: RFC 3986 path characters minus ";" and "," (cookie attribute syntax).
+_PATH_SAFE = "/-._~!$&'()*+=:@"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(host_header: str) -> str:
+    """The host of a ``Host`` header, without its port (``[::1]:8080`` -> ``[::1]``)."""
+    if host_header.startswith("["):
+        return host_header.split("]")[0] + "]"
+    return host_header.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the application allows and shows (validated when built)."""
+
+    token: str | None = None
+    read_only: bool = False
+    sign_in: bool = False
+    host_check: Callable[[str], bool] | None = None
+    shown_url: str = ""
+    prefix: str = "redflow"
+    refresh: int = 5
+    page_size: int = 25
+    # Why there are no actions (when there are none), shown on the run page.
+    actions_off_reason: str = "this dashboard is mounted read-only"
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not isinstance(self.token, str):
+            raise TypeError(f"token must be a str or None, not {type(self.token).__name__}")
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("the dashboard token must be at least 8 characters long")
+        if self.sign_in and not self.token:
+            raise ValueError("sign_in=True needs a token: pass token='...' (8+ characters)")
+        if not self.read_only and not self.token:
+            raise ValueError(
+                "actions (cancel, retry) need a token: pass token='...' (8+ characters), "
+                "or read_only=True for a dashboard without actions"
+            )
+        if isinstance(self.page_size, bool) or not 1 <= self.page_size <= 500:
+            raise ValueError(f"page size must be between 1 and 500, not {self.page_size!r}")
+        if isinstance(self.refresh, bool) or self.refresh < 0:
+            raise ValueError(f"refresh must be >= 0 seconds, not {self.refresh!r}")
+        if self.host_check is not None and not callable(self.host_check):
+            raise TypeError(
+                "host_check must be None or a function of the host name returning a bool, "
+                f"not {self.host_check!r}"
+            )
+
+    @property
+    def actions(self) -> bool:
+        """Whether cancel and retry exist at all."""
+        return bool(self.token) and not self.read_only
+
+    def session_value(self) -> str:
+        """The sign-in cookie's value: derived from the token, so no server-side state."""
+        assert self.token is not None
+        return hmac.new(
+            self.token.encode(), b"redflow-dashboard-session", hashlib.sha256
+        ).hexdigest()
+
+
+class _Request:
+    """The parts of a WSGI environ the app reads."""
+
+    __slots__ = ("base", "environ", "method", "path")
+
+    def __init__(self, environ: WSGIEnvironment) -> None:
+        self.environ = environ
+        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        self.base = _quote_path(str(environ.get("SCRIPT_NAME", ""))).rstrip("/")
+        self.path = str(environ.get("PATH_INFO", "")) or "/"
+
+    def header(self, name: str) -> str:
+        return str(self.environ.get("HTTP_" + name.upper().replace("-", "_"), ""))
+
+    def query(self) -> dict[str, str]:
+        """The query's first value per name (ValueError past 50 fields)."""
+        raw = _latin1_to_text(str(self.environ.get("QUERY_STRING", "")))
+        parsed = parse_qs(raw, keep_blank_values=True, max_num_fields=50)
+        return {k: v[0] for k, v in parsed.items() if v}
+
+    @property
+    def cookie_path(self) -> str:
+        return self.base or "/"
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+
+def _latin1_to_text(value: str) -> str:
+    """A WSGI string (bytes as latin-1, PEP 3333) as the UTF-8 text it carries."""
+    try:
+        return value.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that already decoded it
+        return value
+
+
+def _quote_path(path: str) -> str:
+    """A decoded WSGI path (``SCRIPT_NAME``, ``PATH_INFO``) as it goes into a URL."""
+    return quote(_latin1_to_text(path), safe=_PATH_SAFE)
+
+
+def _security_headers(nonce: str) -> list[tuple[str, str]]:
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    return [
+        (
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src {script}; "
+            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-store"),
+    ]
+
+
+class DashboardApp:
+    """The dashboard as a WSGI callable; see the module docstring for its rules."""
+
+    def __init__(self, client: Client, settings: AppSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self._view = View(
+            base="",
+            shown_url=settings.shown_url,
+            prefix=settings.prefix,
+            refresh=settings.refresh,
+            page_size=settings.page_size,
+            actions=settings.actions,
+            has_token=bool(settings.token),
+            actions_off_note=f"Actions are disabled: {settings.actions_off_reason}.",
+            footer_note="actions need the token" if settings.actions else "actions disabled",
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        req = _Request(environ)
+        resp = self._respond(req)
+        headers = [*resp.headers, ("Content-Length", str(len(resp.body)))]
+        start_response(f"{resp.status} {HTTPStatus(resp.status).phrase}", headers)
+        return [] if req.method == "HEAD" else [resp.body]
+
+    # -------------------------------------------------------------- plumbing
+
+    def _send(
+        self,
+        status: int,
+        body: str,
+        *,
+        content_type: str = "text/html; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+        nonce: str = "",
+    ) -> _Response:
+        return _Response(
+            int(status),
+            body.encode("utf-8"),
+            [*_security_headers(nonce), ("Content-Type", content_type), *headers],
+        )
+
+    def _redirect(
+        self, req: _Request, path: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> _Response:
+        location = req.base + path
+        return self._send(
+            HTTPStatus.SEE_OTHER,
+            f'<a href="{e(location)}">continue</a>',
+            headers=[("Location", location), *headers],
+        )
+
+    def _page(
+        self, req: _Request, page: Page, headers: Iterable[tuple[str, str]] = ()
+    ) -> _Response:
+        nonce = secrets.token_urlsafe(12)
+        view = replace(self._view, base=req.base)
+        document = frame(page, view, _quote_path(req.path), nonce)
+        return self._send(page.status, document, nonce=nonce, headers=headers)
+
+    def _error(
+        self,
+        req: _Request,
+        status: int,
+        message: str,
+        nav: str = "",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> _Response:
+        return self._page(req, error_page(status, message, nav), headers)
+
+    def _guard(self, req: _Request, nav: str, fn: Callable[[], _Response]) -> _Response:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            msg = f"Redis at {self.settings.shown_url} is unreachable: {exc}"
+            return self._error(req, HTTPStatus.SERVICE_UNAVAILABLE, msg, nav)
+        except redis.RedisError as exc:
+            return self._error(req, HTTPStatus.SERVICE_UNAVAILABLE, f"Redis error: {exc}", nav)
+        except Exception:
+            log.exception("redflow dashboard: %s %s failed", req.method, req.base + req.path)
+            return self._error(req, 500, "internal error (see the dashboard's log)", nav)
+
+    def _token_ok(self, candidate: str | bytes | None) -> bool:
+        token = self.settings.token
+        if not token or not candidate:
+            return False
+        given = candidate if isinstance(candidate, bytes) else candidate.encode("utf-8")
+        return hmac.compare_digest(given, token.encode("utf-8"))
+
+    def _header_token(self, req: _Request, name: str) -> bytes:
+        # Header values are bytes carried as latin-1 (PEP 3333): compare those bytes.
+        return req.header(name).strip().encode("latin-1", "replace")
+
+    def _cookie(self, req: _Request) -> str | None:
+        # By hand, not http.cookies: one odd cookie of the host application must
+        # not hide ours.
+        for piece in req.header("Cookie").split(";"):
+            name, sep, value = piece.strip().partition("=")
+            if sep and name == COOKIE:
+                return value.strip().strip('"')
+        return None
+
+    def _read_allowed(self, req: _Request) -> bool:
+        cfg = self.settings
+        if not cfg.sign_in:
+            return True
+        auth = req.header("Authorization")
+        if auth.startswith("Bearer ") and self._token_ok(
+            auth[7:].strip().encode("latin-1", "replace")
+        ):
+            return True
+        if self._token_ok(self._header_token(req, "X-Redflow-Token")):
+            return True
+        cookie = self._cookie(req)
+        return cookie is not None and hmac.compare_digest(
+            cookie.encode("latin-1", "replace"), cfg.session_value().encode()
+        )
+
+    # ---------------------------------------------------------------- routes
+
+    def _respond(self, req: _Request) -> _Response:
+        check = self.settings.host_check
+        if check is not None and not check(host_name(req.header("Host"))):
+            return self._error(req, HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header")
+        if req.method in ("GET", "HEAD"):
+            return self._get(req)
+        if req.method == "POST":
+            return self._post(req)
+        return self._error(
+            req,
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            f"method {req.method} not allowed",
+            headers=[("Allow", "GET, HEAD, POST")],
+        )
+
+    def _get(self, req: _Request) -> _Response:
+        path = req.path
+        if path == "/favicon.ico":
+            return self._send(HTTPStatus.NO_CONTENT, "", content_type="image/x-icon")
+        if path == "/healthz":
+            return self._send(HTTPStatus.OK, "ok\n", content_type="text/plain; charset=utf-8")
+        if path == "/login":
+            return self._login_page(req)
+        if not self._read_allowed(req):
+            return self._login_page(req, HTTPStatus.UNAUTHORIZED)
+        if path == "/":
+            return self._redirect(req, "/runs")
+        if path in (*ACTIONS, "/logout"):
+            return self._error(
+                req,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "actions are POST only",
+                headers=[("Allow", "POST")],
+            )
+        route = ROUTES.get(path)
+        if route is None:
+            return self._error(req, HTTPStatus.NOT_FOUND, "no such page")
+        nav, fn = route
+        try:
+            query = req.query()
+        except ValueError:
+            return self._error(req, HTTPStatus.BAD_REQUEST, "too many query parameters", nav)
+        view = replace(self._view, base=req.base)
+        return self._guard(req, nav, lambda: self._page(req, fn(self.client, view, query)))
+
+    def _cross_site(self, req: _Request) -> bool:
+        origin = req.header("Origin")
+        host = req.header("Host").lower()
+        if origin and origin != "null" and urlsplit(origin).netloc.lower() != host:
+            return True
+        return req.header("Sec-Fetch-Site") == "cross-site"
+
+    def _post(self, req: _Request) -> _Response:
+        if self._cross_site(req):
+            return self._error(req, HTTPStatus.FORBIDDEN, "cross-site request refused")
+        form = self._form(req)
+        if isinstance(form, _Response):
+            return form
+        path = req.path
+        if path == "/login":
+            return self._login(req, form)
+        if path == "/logout":
+            clear = f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path={req.cookie_path}"
+            return self._redirect(req, "/login", [("Set-Cookie", clear)])
+        if path in ACTIONS:
+            action = path.rsplit("/", 1)[1]
+            return self._guard(req, "runs", lambda: self._action(req, action, form))
+        return self._error(req, HTTPStatus.NOT_FOUND, "no such action")
+
+    def _form(self, req: _Request) -> dict[str, str] | _Response:
+        environ = req.environ
+        if req.header("Transfer-Encoding"):
+            return self._error(
+                req, HTTPStatus.LENGTH_REQUIRED, "send the form with a Content-Length"
+            )
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            return self._error(req, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        body: bytes = environ["wsgi.input"].read(length) if length else b""
+        ctype = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+        if body and ctype != "application/x-www-form-urlencoded":
+            return self._error(req, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send a form (urlencoded)")
+        try:
+            raw = parse_qs(
+                body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20
+            )
+        except ValueError:
+            return self._error(req, HTTPStatus.BAD_REQUEST, "too many form fields")
+        return {k: v[0] for k, v in raw.items() if v}
+
+    # -------------------------------------------------------------- sign-in
+
+    def _login_page(
+        self, req: _Request, status: int = HTTPStatus.OK, message: str = ""
+    ) -> _Response:
+        view = replace(self._view, base=req.base)
+        return self._page(req, login_page(view, status, message))
+
+    def _login(self, req: _Request, form: dict[str, str]) -> _Response:
+        if not self._token_ok(form.get("token")):
+            return self._login_page(req, HTTPStatus.FORBIDDEN, "wrong token")
+        cookie = (
+            f"{COOKIE}={self.settings.session_value()}; HttpOnly; SameSite=Strict; "
+            f"Path={req.cookie_path}"
+        )
+        if req.environ.get("wsgi.url_scheme") == "https":
+            cookie += "; Secure"
+        return self._redirect(req, "/runs", [("Set-Cookie", cookie)])
+
+    # -------------------------------------------------------------- actions
+
+    def _action(self, req: _Request, action: str, form: dict[str, str]) -> _Response:
+        cfg = self.settings
+        if not cfg.actions:
+            return self._error(
+                req,
+                HTTPStatus.FORBIDDEN,
+                f"actions are disabled: {cfg.actions_off_reason}; nothing was done",
+                "runs",
+            )
+        supplied = form.get("token")
+        if not self._token_ok(supplied or self._header_token(req, "X-Redflow-Token")):
+            return self._error(
+                req, HTTPStatus.FORBIDDEN, "wrong or missing token; nothing was done", "runs"
+            )
+        run_id = form.get("id", "")
+        if not run_id:
+            return self._error(req, HTTPStatus.BAD_REQUEST, "no run id", "runs")
+        client = self.client
+        if client.get_run(run_id) is None:
+            return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
+        if action == "cancel":
+            reason = form.get("reason") or "canceled from the dashboard"
+            accepted = client.cancel_run(run_id, reason)
+            after = client.get_run(run_id)
+            if not accepted:
+                notice = "not-cancelable"
+            elif after is not None and after.status is RunStatus.CANCELED:
+                notice = "canceled"
+            else:
+                notice = "cancel-requested"
+            return self._redirect(req, f"/run?{urlencode({'id': run_id, 'notice': notice})}")
+        try:
+            handle = admin.retry_run(client, run_id)
+        except ValueError as exc:
+            return self._error(req, HTTPStatus.CONFLICT, str(exc), "runs")
+        return self._redirect(req, f"/run?{urlencode({'id': handle.id, 'notice': 'retried'})}")
