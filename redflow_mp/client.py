@@ -26,9 +26,9 @@ import redis
 from . import queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .handle import RunHandle
-from .options import RunOptions, check_name, check_run_id
+from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
-from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs
+from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs, cancel_accepted
 from .transport import Transport
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
@@ -116,7 +116,7 @@ class Client(Runs):
 
     def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
-        return queries.get_run_steps(self, run_id)
+        return queries.drive(self.redis, queries.get_run_steps(self.keys, run_id))
 
     def list_runs(
         self,
@@ -126,7 +126,9 @@ class Client(Runs):
         offset: int = 0,
     ) -> list[RunState]:
         """Runs, newest first, optionally of one workflow and/or one status."""
-        return queries.list_runs(self, workflow, status, limit, offset)
+        return queries.drive(
+            self.redis, queries.list_runs(self.keys, workflow, status, limit, offset)
+        )
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
@@ -137,17 +139,13 @@ class Client(Runs):
         ignores the request. Returns True if the run is canceled or will be,
         False if it does not exist or had already finished.
         """
-        check_run_id(run_id)
-        if reason is not None and not isinstance(reason, str):
-            raise TypeError("reason must be a str or None")
-        status = self.scripts.cancel(run_id, reason or "")
-        return status in ("canceled", "running") if status is not None else False
+        return cancel_accepted(self.scripts.cancel(check_run_id(run_id), check_reason(reason)))
 
     # ------------------------------------------------------------ workflows
 
     def list_workflows(self) -> list[WorkflowMeta]:
         """Metadata of every synced workflow, by name."""
-        return queries.list_workflows(self)
+        return queries.drive(self.redis, queries.list_workflows(self.keys))
 
     def sync_registry(self, registry: Registry | None = None, *, app: str) -> None:
         """Write workflow metadata and cron entries of ``registry`` for ``app``.

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "RunOptions",
     "check_name",
+    "check_reason",
     "check_run_id",
     "check_timeout",
 ]
@@ -60,6 +61,13 @@ def check_run_id(run_id: object) -> str:
     if not run_id:
         raise ValueError("run id must be a non-empty string")
     return run_id
+
+
+def check_reason(reason: object) -> str:
+    """A cancel reason: a str or None (stored as "")."""
+    if reason is not None and not isinstance(reason, str):
+        raise TypeError("reason must be a str or None")
+    return reason or ""
 
 
 def _run_at_ms(run_at: datetime | float | None) -> int:
