@@ -67,6 +67,7 @@ class Client(Runs):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         parent_run_id: str | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.run`` calls)."""
@@ -76,6 +77,7 @@ class Client(Runs):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
             parent_run_id=parent_run_id,
         )
         return RunHandle(self, self.enqueue(workflow, input, options))
@@ -90,14 +92,15 @@ class Client(Runs):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         parent_run_id: str | None = None,
     ) -> RunHandle[Any]:
         """Enqueue a run of the workflow called ``name``.
 
-        The workflow's queue and attempts come from this client's registry, else
-        from metadata synced to Redis. A name known to neither is enqueued on
-        ``queue_override`` or ``"default"``; the worker that picks it up fails it
-        with ``UnknownWorkflowError`` (not retried).
+        The workflow's queue, attempts and priority come from this client's
+        registry, else from metadata synced to Redis. A name known to neither is
+        enqueued on ``queue_override`` or ``"default"``; the worker that picks it
+        up fails it with ``UnknownWorkflowError`` (not retried).
         """
         check_name(name, "workflow name")
         options = RunOptions.of(
@@ -106,6 +109,7 @@ class Client(Runs):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
             parent_run_id=parent_run_id,
         )
         return RunHandle(self, self.enqueue(name, input, options))

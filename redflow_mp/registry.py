@@ -1,7 +1,7 @@
 """Workflow definitions, the registries that hold them, and the process defaults.
 
 A :class:`Workflow` is a handler plus its options (queue, concurrency, schema,
-cron, retries, ``on_failure``, timeout); :func:`~redflow_mp.define.define_workflow`
+cron, retries, ``on_failure``, timeout, priority); :func:`~redflow_mp.define.define_workflow`
 builds and registers one. A :class:`Registry` maps names to workflows; a name
 defined twice in one registry is an error at definition time. The supervisor
 freezes the registry before forking children, so every child sees the same
@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .cron import Cron
 from .errors import DuplicateWorkflowError, RedflowError
 from .handle import RunHandle
-from .options import check_name, check_timeout
+from .options import check_name, check_priority, check_timeout
 from .retry import Retries
 
 __all__ = [
@@ -58,6 +58,7 @@ class RunStarter(Protocol):
         idempotency_key: str | None = ...,
         idempotency_ttl: float | None = ...,
         timeout: float | None = ...,
+        priority: int | None = ...,
     ) -> RunHandle[O2]: ...
 
 
@@ -76,6 +77,7 @@ class Workflow(Generic[I, O]):
         "max_concurrency",
         "name",
         "on_failure",
+        "priority",
         "queue",
         "retries",
         "schema",
@@ -94,6 +96,7 @@ class Workflow(Generic[I, O]):
         retries: Retries | None = None,
         on_failure: Callable[..., Any] | None = None,
         timeout: float | None = None,
+        priority: int = 0,
     ) -> None:
         self.name = check_name(name, "workflow name")
         if not callable(handler):
@@ -124,6 +127,7 @@ class Workflow(Generic[I, O]):
             raise TypeError("on_failure must be callable")
         self.on_failure = on_failure
         self.timeout = check_timeout(timeout, "timeout")
+        self.priority = check_priority(priority)
         self.is_async = inspect.iscoroutinefunction(handler)
 
     def __repr__(self) -> str:
@@ -138,6 +142,7 @@ class Workflow(Generic[I, O]):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         client: RunStarter | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of this workflow and return its handle.
@@ -151,6 +156,7 @@ class Workflow(Generic[I, O]):
             idempotency_key: the same key returns the same run while the key lives.
             idempotency_ttl: seconds the key lives (default 7 days).
             timeout: hard limit in seconds for this run (overrides the workflow's).
+            priority: 0 to 9, higher claimed first (default: the workflow's).
             client: the client to use; default: the process's default client.
         """
         return _starter(client).enqueue_workflow(
@@ -161,6 +167,7 @@ class Workflow(Generic[I, O]):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
         )
 
 

@@ -73,10 +73,12 @@ class EnqueueTarget(NamedTuple):
     max_attempts: int
     max_concurrency: int | None
     timeout_ms: int | None
+    priority: int
 
 
 def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> EnqueueTarget:
-    """A run of a definition this process has: its queue, attempts, concurrency, timeout."""
+    """A run of a definition this process has: its queue, attempts, concurrency,
+    timeout and priority (the run's options win)."""
     timeout = options.timeout if options.timeout is not None else wf.timeout
     return EnqueueTarget(
         wf.name,
@@ -84,12 +86,14 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
         wf.retries.max_attempts,
         wf.max_concurrency,
         int(timeout * 1000) if timeout is not None else None,
+        wf.priority if options.priority is None else options.priority,
     )
 
 
 def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) -> EnqueueTarget:
     """A run of a workflow known only by name: from its synced metadata, else defaults
-    (queue ``queue_override`` or ``default``, one attempt; a warning is logged)."""
+    (queue ``queue_override`` or ``default``, one attempt, priority 0; a warning is
+    logged). The run's options win."""
     if meta is None:
         log.warning(
             "workflow %r is neither registered in this process nor synced to Redis; "
@@ -111,6 +115,9 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
         max_attempts,
         meta.max_concurrency if meta is not None else None,
         int(options.timeout * 1000) if options.timeout is not None else None,
+        options.priority
+        if options.priority is not None
+        else (meta.priority if meta is not None else 0),
     )
 
 
@@ -162,6 +169,7 @@ def enqueue_call(
         "",
         target.max_concurrency,
         target.timeout_ms,
+        target.priority,
     )
 
 

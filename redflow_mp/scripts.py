@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
 from .keys import Keys
+from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
 
 __all__ = [
@@ -65,8 +66,6 @@ _SCRIPT_NAMES = (
     "requeue_claimed",
     "forget_queues",
 )
-
-MAX_PRIORITY = 9
 
 
 def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -145,17 +144,6 @@ class Claimed:
     token: str
     lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
-
-
-def check_priority(priority: object) -> int:
-    """``priority`` if it is an int from 0 to 9, else a clear ValueError/TypeError."""
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
-    if not 0 <= priority <= MAX_PRIORITY:
-        raise ValueError(
-            f"priority must be from 0 (default) to {MAX_PRIORITY} (claimed first), not {priority}"
-        )
-    return priority
 
 
 def _claimed(reply: Any, token: str) -> Claimed | None:
@@ -580,6 +568,7 @@ class Scripts(ScriptSet):
         idempotency_ttl_ms: int,
         max_concurrency: int,
         timeout_ms: int | None,
+        priority: int = 0,
     ) -> tuple[int, str]:
         reply = self.run(
             "fire_cron",
@@ -599,6 +588,7 @@ class Scripts(ScriptSet):
                 idempotency_ttl_ms,
                 max_concurrency,
                 "" if timeout_ms is None else timeout_ms,
+                priority,
             ),
             retry=True,
         )
