@@ -94,7 +94,9 @@ def define_workflow(
         max_concurrency: most runs of this workflow running at once, across all
             supervisors (default 1).
         schema: type the input is converted to (a ``msgspec.Struct`` or any type
-            msgspec can convert to); a mismatch fails the run without retry.
+            msgspec can convert to). A process that has this definition refuses
+            input that does not convert at enqueue (``InputValidationError``);
+            a run enqueued by name elsewhere fails in the worker, without retry.
         cron: ``Cron(...)`` triggers.
         retries: ``Retries(max_attempts=...)``; default one attempt.
         on_failure: called once with a failure context when a run fails for good.

@@ -149,8 +149,9 @@ class Workflow(Generic[I, O]):
 
         Args:
             input: the run's input, an ``I`` (or the mapping a ``schema`` converts to
-                one); JSON-encodable, validated against ``schema`` when the run
-                executes. May be left out when the input is None.
+                one); JSON-encodable. With a ``schema`` it is validated here, before
+                anything is written (``InputValidationError``); it is stored as
+                given. May be left out when the input is None.
             run_at: an aware datetime or epoch seconds; a future time delays the run.
             queue_override: enqueue on this queue instead of the workflow's.
             idempotency_key: the same key returns the same run while the key lives.

@@ -8,11 +8,14 @@ steps, the executor, maintenance and recovery need only this layer, so they
 never import the client.
 
 Enqueue rules (SPEC §2): a run of a known :class:`Workflow` takes its queue,
-attempts, concurrency and timeout from the definition; a run started by name
-takes them from this process's registry, else from metadata synced to Redis,
-else defaults (queue ``default`` or ``queue_override``, one attempt; a worker
-then fails it with ``UnknownWorkflowError``). Every payload is msgspec JSON
-within ``max_payload_bytes``.
+attempts, concurrency, timeout and priority from the definition; a run started
+by name takes them from this process's registry, else from metadata synced to
+Redis, else defaults (queue ``default`` or ``queue_override``, one attempt; a
+worker then fails it with ``UnknownWorkflowError``). Every payload is msgspec
+JSON within ``max_payload_bytes``. When the definition is at hand and has a
+``schema``, the input is validated before anything is written (the stored
+input stays as given); a run started by a name this process does not define
+is validated by the worker.
 
 Fork safety: connections are per process (see ``transport.py``); a forked
 child that keeps using an inherited store opens fresh sockets.
@@ -74,6 +77,7 @@ class EnqueueTarget(NamedTuple):
     max_concurrency: int | None
     timeout_ms: int | None
     priority: int
+    definition: Workflow[Any, Any] | None  # validates the input, when this process has it
 
 
 def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> EnqueueTarget:
@@ -87,6 +91,7 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
         wf.max_concurrency,
         int(timeout * 1000) if timeout is not None else None,
         wf.priority if options.priority is None else options.priority,
+        wf,
     )
 
 
@@ -118,6 +123,7 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
         options.priority
         if options.priority is not None
         else (meta.priority if meta is not None else 0),
+        None,
     )
 
 
@@ -144,12 +150,27 @@ def encode_payload(value: Any, what: str, limit: int) -> bytes:
     return data
 
 
-def encode_input(input: Any, limit: int) -> bytes:
-    """A run's input as stored (too deep a nesting is an :class:`InputValidationError`)."""
+def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
+    """A run's input as stored: its JSON as given, checked before anything is written.
+
+    Too deep a nesting, or (when the definition is at hand) input that does not
+    convert to its ``schema``, is an :class:`InputValidationError`. The check is
+    the worker's own: ``msgspec.convert`` of the JSON round trip, so what passes
+    here passes there.
+    """
     try:
-        return encode_payload(input, "input", limit)
+        data = encode_payload(input, "input", limit)
     except codec.NestingError as exc:
         raise InputValidationError(str(exc)) from None
+    wf = target.definition
+    if wf is not None and wf.schema is not None:
+        try:
+            msgspec.convert(codec.decode_json(data), wf.schema)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise InputValidationError(
+                f"input does not match the schema of {wf.name!r}: {exc}"
+            ) from None
+    return data
 
 
 def enqueue_call(
@@ -244,7 +265,7 @@ class Runs:
                 target = target_of_definition(wf, options)
             else:
                 target = target_of_name(name, self.get_workflow_meta(name), options)
-        data = encode_input(input, self.max_payload_bytes)
+        data = encode_input(target, input, self.max_payload_bytes)
         run_id, _created = self.scripts.send_enqueue(
             *enqueue_call(self.scripts, target, data, options)
         )
