@@ -8,11 +8,12 @@ freezes the registry before forking children, so every child sees the same
 table.
 
 Process defaults (SPEC §2): the default registry that ``define_workflow``
-fills, and the slot of the process's default client that ``Workflow.run()``
-uses without ``client=`` (``create_client()`` fills it). They are the only
-module-level mutable state of the library. The client is known here only as a
-:class:`RunStarter` (what ``Workflow.run`` needs), so definitions sit below the
-client that enqueues them.
+fills, and the slots of the process's default clients that ``Workflow.run()``
+and ``Workflow.arun()`` use without ``client=`` (``create_client()`` and
+``create_async_client()`` fill them). They are the only module-level mutable
+state of the library. The clients are known here only as a :class:`RunStarter`
+and an :class:`AsyncRunStarter` (what ``run`` and ``arun`` need), so
+definitions sit below the clients that enqueue them.
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .cron import Cron
 from .errors import DuplicateWorkflowError, RedflowError
-from .handle import RunHandle
+from .handle import AsyncRunHandle, RunHandle
 from .options import check_name, check_priority, check_timeout
 from .retry import Retries
 
 __all__ = [
+    "AsyncRunStarter",
     "Registry",
     "RunStarter",
     "Workflow",
+    "default_async_starter",
     "default_starter",
     "get_default_registry",
     "reset_default_registry",
+    "set_default_async_starter",
     "set_default_starter",
 ]
 
@@ -60,6 +64,23 @@ class RunStarter(Protocol):
         timeout: float | None = ...,
         priority: int | None = ...,
     ) -> RunHandle[O2]: ...
+
+
+class AsyncRunStarter(Protocol):
+    """What ``Workflow.arun`` needs of a client (an ``AsyncClient`` is one)."""
+
+    async def enqueue_workflow(
+        self,
+        workflow: Workflow[I2, O2],
+        input: I2 | Mapping[str, Any] | None = ...,
+        *,
+        run_at: datetime | float | None = ...,
+        queue_override: str | None = ...,
+        idempotency_key: str | None = ...,
+        idempotency_ttl: float | None = ...,
+        timeout: float | None = ...,
+        priority: int | None = ...,
+    ) -> AsyncRunHandle[O2]: ...
 
 
 class Workflow(Generic[I, O]):
@@ -171,6 +192,33 @@ class Workflow(Generic[I, O]):
             priority=priority,
         )
 
+    async def arun(
+        self,
+        input: I | Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        client: AsyncRunStarter | None = None,
+    ) -> AsyncRunHandle[O]:
+        """Enqueue a run from asyncio code: ``h = await wf.arun(...)``; then
+        ``await h.result()``. The same options as :meth:`run`; ``client`` is an
+        ``AsyncClient`` (default: the process's default async client, made by
+        ``redflow_mp.aio.create_async_client``)."""
+        return await _async_starter(client).enqueue_workflow(
+            self,
+            input,
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+
 
 def _is_type_form(value: object) -> bool:
     """True for typing constructs msgspec can convert to (``list[int]``, unions, ...)."""
@@ -229,6 +277,7 @@ class Registry:
 
 _default_registry = Registry()
 _default_starter: RunStarter | None = None
+_default_async_starter: AsyncRunStarter | None = None
 
 
 def get_default_registry() -> Registry:
@@ -256,6 +305,30 @@ def set_default_starter(starter: RunStarter | None) -> None:
 def default_starter() -> RunStarter | None:
     """What fills the default-client slot, if anything."""
     return _default_starter
+
+
+def set_default_async_starter(starter: AsyncRunStarter | None) -> None:
+    """Fill (or clear) the default-async-client slot; ``create_async_client`` calls it."""
+    global _default_async_starter
+    _default_async_starter = starter
+
+
+def default_async_starter() -> AsyncRunStarter | None:
+    """What fills the default-async-client slot, if anything."""
+    return _default_async_starter
+
+
+def _async_starter(client: AsyncRunStarter | None) -> AsyncRunStarter:
+    if client is not None:
+        if not inspect.iscoroutinefunction(getattr(client, "enqueue_workflow", None)):
+            raise TypeError("client must be a redflow_mp.aio.AsyncClient (arun is async)")
+        return client
+    if _default_async_starter is None:
+        raise RedflowError(
+            "no async client: call redflow_mp.aio.create_async_client(...) first (it "
+            "becomes the default async client) or pass client=... to arun()"
+        )
+    return _default_async_starter
 
 
 def _starter(client: RunStarter | None) -> RunStarter:

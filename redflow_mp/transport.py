@@ -38,6 +38,7 @@ from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
 __all__ = [
+    "RETRIES",
     "SOCKET_TIMEOUT",
     "Transport",
     "check_server_version",
@@ -46,6 +47,7 @@ __all__ = [
     "closed_error",
     "mask_url",
     "parse_server_version",
+    "retry_backoff",
 ]
 
 
@@ -131,11 +133,19 @@ def check_url(url: object) -> str:
 SOCKET_TIMEOUT = 5.0
 
 
+#: How redis-py retries a command after a connection error (3 times, backing off).
+RETRIES = 3
+
+
+def retry_backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=2.0, base=0.05)
+
+
 def client_options() -> dict[str, Any]:
-    """The connection settings of the library's own redis-py clients, sync and asyncio."""
+    """The connection settings of the library's own redis-py clients, sync and asyncio
+    (each adds its own ``retry`` with :func:`retry_backoff`)."""
     return {
         "decode_responses": False,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         "health_check_interval": 0,
         "socket_keepalive": True,
         "socket_connect_timeout": 5.0,
@@ -151,7 +161,9 @@ def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
         kwargs["decode_responses"] = False
         new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
         return redis.Redis(connection_pool=new_pool)
-    return redis.Redis.from_url(check_url(url), **client_options())
+    return redis.Redis.from_url(
+        check_url(url), retry=Retry(retry_backoff(), retries=RETRIES), **client_options()
+    )
 
 
 def parse_server_version(info: Any) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id, new_token
-from tests.helpers import status_of
+from tests.helpers import status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -146,6 +146,10 @@ def test_retry_and_failure_release_parked_runs_too(
     assert client.scripts.claim(("q",), 5_000, new_token())[1] is None
     assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [b.encode()]
     err = msgspec.json.encode({"type": "ValueError", "message": "x"})
+    # The retry must come after b's creation millisecond: in the same one the two
+    # scores tie and the older id (a) would come first.
+    created_b = int(raw.hget(k.run(b), "createdAt") or 0)
+    wait_until(lambda: client.server_time_ms() > created_b, 5, message="the next millisecond")
     assert client.scripts.finalize(a, tok, "retry", err, 0) == "queued"
     # b released first (at its createdAt), a retried at the back (now)
     assert raw.zrange(k.q_ready("q"), 0, -1) == [b.encode(), a.encode()]
