@@ -44,7 +44,7 @@ class Client(Runs):
         return f"<Client {self.transport.describe()} prefix={self.prefix!r}>"
 
     def close(self) -> None:
-        """Close this process's connections; the client can no longer be used."""
+        """Close this process's connections; any later call raises ``RedflowError``."""
         super().close()
         if default_starter() is self:
             set_default_starter(None)
