@@ -303,7 +303,8 @@ class ScriptSet:
         timeout_ms: int | None,
         priority: int = 0,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`)."""
+        """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`);
+        ``priority`` is checked by the caller (:func:`check_priority`)."""
         args = (
             self._tag,
             run_id,
@@ -318,7 +319,7 @@ class ScriptSet:
             cron_id,
             "" if max_concurrency is None else max_concurrency,
             "" if timeout_ms is None else timeout_ms,
-            check_priority(priority),
+            priority,
         )
         return (self.keys.run(run_id),), args
 
@@ -415,7 +416,7 @@ class Scripts(ScriptSet):
             cron_id,
             max_concurrency,
             timeout_ms,
-            priority,
+            check_priority(priority),
         )
         return self.send_enqueue(keys, args)
 
