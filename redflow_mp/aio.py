@@ -140,7 +140,7 @@ class AsyncScripts(ScriptSet):
         self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool
     ) -> Any:
         """Call script ``name``; see ``Scripts.run``."""
-        if self._sources is None or (self._loading is not None and not self._loading.done()):
+        if self._sources is None or self._loading is not None:  # not loaded, or loading
             await self._load()
         try:
             return await self._t.call(*self.command(name, keys, args), retry=retry)

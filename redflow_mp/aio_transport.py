@@ -28,6 +28,10 @@ classes redis-py maps them to, with the same messages.
 A transport is bound to the event loop that first uses it; used from another
 loop, or after :meth:`AsyncTransport.aclose`, it raises :class:`RedflowError`.
 Nothing here is thread-safe: one loop, one thread.
+
+Fork safety: an event loop does not survive a fork, and neither does a client
+bound to one; a forked process creates its own (the supervisor never uses
+this module).
 """
 
 from __future__ import annotations
