@@ -188,7 +188,11 @@ def retry_run(client: Client, run_id: str) -> RunHandle:
             f"run {run_id} is {state.status.value}; only failed or canceled runs can be retried"
         )
     handle = client.run_by_name(
-        state.workflow, state.input, queue_override=state.queue, parent_run_id=state.parent_run_id
+        state.workflow,
+        state.input,
+        queue_override=state.queue,
+        priority=state.priority,
+        parent_run_id=state.parent_run_id,
     )
     client.redis.hset(client.keys.run(handle.id), "retryOf", run_id)
     return handle

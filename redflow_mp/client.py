@@ -26,9 +26,9 @@ import redis
 from . import queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .handle import RunHandle
-from .options import RunOptions, check_name, check_run_id
+from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
-from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs
+from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs, cancel_accepted
 from .transport import Transport
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
@@ -44,7 +44,7 @@ class Client(Runs):
         return f"<Client {self.transport.describe()} prefix={self.prefix!r}>"
 
     def close(self) -> None:
-        """Close this process's connections; the client can no longer be used."""
+        """Close this process's connections; any later call raises ``RedflowError``."""
         super().close()
         if default_starter() is self:
             set_default_starter(None)
@@ -67,6 +67,7 @@ class Client(Runs):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         parent_run_id: str | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.run`` calls)."""
@@ -76,6 +77,7 @@ class Client(Runs):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
             parent_run_id=parent_run_id,
         )
         return RunHandle(self, self.enqueue(workflow, input, options))
@@ -90,14 +92,15 @@ class Client(Runs):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         parent_run_id: str | None = None,
     ) -> RunHandle[Any]:
         """Enqueue a run of the workflow called ``name``.
 
-        The workflow's queue and attempts come from this client's registry, else
-        from metadata synced to Redis. A name known to neither is enqueued on
-        ``queue_override`` or ``"default"``; the worker that picks it up fails it
-        with ``UnknownWorkflowError`` (not retried).
+        The workflow's queue, attempts and priority come from this client's
+        registry, else from metadata synced to Redis. A name known to neither is
+        enqueued on ``queue_override`` or ``"default"``; the worker that picks it
+        up fails it with ``UnknownWorkflowError`` (not retried).
         """
         check_name(name, "workflow name")
         options = RunOptions.of(
@@ -106,6 +109,7 @@ class Client(Runs):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
             parent_run_id=parent_run_id,
         )
         return RunHandle(self, self.enqueue(name, input, options))
@@ -116,7 +120,7 @@ class Client(Runs):
 
     def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
-        return queries.get_run_steps(self, run_id)
+        return queries.drive(self.redis, queries.get_run_steps(self.keys, run_id))
 
     def list_runs(
         self,
@@ -126,7 +130,9 @@ class Client(Runs):
         offset: int = 0,
     ) -> list[RunState]:
         """Runs, newest first, optionally of one workflow and/or one status."""
-        return queries.list_runs(self, workflow, status, limit, offset)
+        return queries.drive(
+            self.redis, queries.list_runs(self.keys, workflow, status, limit, offset)
+        )
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
@@ -137,17 +143,13 @@ class Client(Runs):
         ignores the request. Returns True if the run is canceled or will be,
         False if it does not exist or had already finished.
         """
-        check_run_id(run_id)
-        if reason is not None and not isinstance(reason, str):
-            raise TypeError("reason must be a str or None")
-        status = self.scripts.cancel(run_id, reason or "")
-        return status in ("canceled", "running") if status is not None else False
+        return cancel_accepted(self.scripts.cancel(check_run_id(run_id), check_reason(reason)))
 
     # ------------------------------------------------------------ workflows
 
     def list_workflows(self) -> list[WorkflowMeta]:
         """Metadata of every synced workflow, by name."""
-        return queries.list_workflows(self)
+        return queries.drive(self.redis, queries.list_workflows(self.keys))
 
     def sync_registry(self, registry: Registry | None = None, *, app: str) -> None:
         """Write workflow metadata and cron entries of ``registry`` for ``app``.

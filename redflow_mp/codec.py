@@ -114,6 +114,7 @@ class RunState(msgspec.Struct, kw_only=True):
     crash_count: int = 0
     last_crash: str | None = None
     retry_of: str | None = None
+    priority: int = 0
 
 
 class StepState(msgspec.Struct, kw_only=True):
@@ -156,6 +157,7 @@ class WorkflowMeta(msgspec.Struct, kw_only=True):
     cron: list[Cron] = msgspec.field(default_factory=list)
     retries: Retries | None = None
     cron_ids: list[str] = msgspec.field(default_factory=list)
+    priority: int = 0
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -282,6 +284,13 @@ def _payload(raw: Mapping[Any, Any], field: bytes) -> Any:
         return value.decode("utf-8", "replace")
 
 
+def _priority(raw: Mapping[Any, Any]) -> int:
+    """The ``priority`` field (absent = 0; a value out of 0..9 is read as the scripts
+    read it: 0)."""
+    value = _int(raw, b"priority") or 0
+    return value if 0 <= value <= 9 else 0
+
+
 def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
     """Build a :class:`RunState` from ``HGETALL run:<id>`` (bytes keys and values)."""
     status_text = _text(raw, b"status") or "queued"
@@ -314,6 +323,7 @@ def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
         crash_count=_int(raw, b"crashCount") or 0,
         last_crash=_text(raw, b"lastCrash"),
         retry_of=_text(raw, b"retryOf"),
+        priority=_priority(raw),
     )
 
 
@@ -374,6 +384,7 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         cron=_crons(cron),
         retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
+        priority=_priority(raw),
     )
 
 

@@ -85,6 +85,7 @@ class CronDef(msgspec.Struct, kw_only=True, rename="camel"):
     max_concurrency: int = 1
     max_attempts: int = 1
     timeout_ms: int = 0
+    priority: int = 0
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -68,6 +68,7 @@ def define_workflow(
     on_failure: FailureHook | None = ...,
     registry: Registry | None = ...,
     timeout: float | None = ...,
+    priority: int = ...,
 ) -> WorkflowDecorator: ...
 
 
@@ -82,6 +83,7 @@ def define_workflow(
     on_failure: FailureHook | None = None,
     registry: Registry | None = None,
     timeout: float | None = None,
+    priority: int = 0,
 ) -> Workflow[Any, Any] | Callable[[Handler[Any, Any]], Workflow[Any, Any]]:
     """Define a workflow; use as ``@define_workflow("name", queue=..., ...)``.
 
@@ -92,12 +94,18 @@ def define_workflow(
         max_concurrency: most runs of this workflow running at once, across all
             supervisors (default 1).
         schema: type the input is converted to (a ``msgspec.Struct`` or any type
-            msgspec can convert to); a mismatch fails the run without retry.
+            msgspec can convert to). A process that has this definition refuses
+            input that does not convert at enqueue (``InputValidationError``);
+            a run enqueued by name elsewhere fails in the worker, without retry.
         cron: ``Cron(...)`` triggers.
         retries: ``Retries(max_attempts=...)``; default one attempt.
         on_failure: called once with a failure context when a run fails for good.
         registry: registry to add to (default: :func:`get_default_registry`).
         timeout: hard limit in seconds per run, enforced by the supervisor.
+        priority: 0 (default) to 9; a worker claims the highest-priority ready run
+            of the queues it serves first, oldest first within a priority. A run
+            may override it. No starvation rule: low-priority runs wait as long as
+            higher ones keep coming.
     """
     target = registry if registry is not None else get_default_registry()
     if registry is not None and not isinstance(registry, Registry):
@@ -114,6 +122,7 @@ def define_workflow(
             retries=retries,
             on_failure=on_failure,
             timeout=timeout,
+            priority=priority,
         )
         target.add(wf)
         return wf
@@ -133,6 +142,7 @@ def define_workflow(
         retries=retries,
         on_failure=on_failure,
         timeout=timeout,
+        priority=priority,
     )
     wf_name = name
 

@@ -1,9 +1,12 @@
-"""``RunHandle``: a reference to one run, typed by the output of its workflow.
+"""``RunHandle`` and ``AsyncRunHandle``: a reference to one run, typed by the
+output of its workflow.
 
 A handle holds a run id and the client that made it, and asks that client to
 wait for the run, read it or cancel it. It is generic in the workflow's output
 type ``O``, so ``Workflow[I, O].run(...)`` gives a ``RunHandle[O]`` whose
-:meth:`RunHandle.result` is typed ``O`` for a type checker.
+:meth:`RunHandle.result` is typed ``O`` for a type checker; ``await
+Workflow[I, O].arun(...)`` gives an ``AsyncRunHandle[O]`` whose methods are
+coroutines.
 
 The owner is described by a protocol (what a handle needs of a client), so this
 module sits below the client and the workflow definitions that both use it.
@@ -21,7 +24,7 @@ if sys.version_info >= (3, 13):
 else:
     from typing_extensions import TypeVar
 
-__all__ = ["HandleOwner", "RunHandle"]
+__all__ = ["AsyncHandleOwner", "AsyncRunHandle", "HandleOwner", "RunHandle"]
 
 # The output type; it defaults to Any, so a bare ``RunHandle`` annotation stays valid.
 O = TypeVar("O", default=Any)  # noqa: E741
@@ -75,3 +78,50 @@ class RunHandle(Generic[O]):
     def cancel(self, reason: str | None = None) -> bool:
         """Request cancellation; see :meth:`Client.cancel_run`."""
         return self._client.cancel_run(self.id, reason)
+
+
+class AsyncHandleOwner(Protocol):
+    """What an async handle needs of its client (an ``AsyncClient`` is one)."""
+
+    async def wait_result(self, run_id: str, timeout: float | None = None) -> Any: ...
+
+    async def get_run(self, run_id: str) -> RunState | None: ...
+
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
+
+
+class AsyncRunHandle(Generic[O]):
+    """A reference to one run, for asyncio code: ``await`` its methods."""
+
+    __slots__ = ("_client", "id")
+
+    def __init__(self, client: AsyncHandleOwner, run_id: str) -> None:
+        self._client = client
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<AsyncRunHandle {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncRunHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def result(self, timeout: float | None = None) -> O:
+        """Wait for the run to end and return its output; see :meth:`RunHandle.result`.
+
+        Raises:
+            RunFailedError: the run failed (``.error`` holds type, message, traceback).
+            RunCanceledError: the run was canceled.
+            ResultTimeoutError: ``timeout`` seconds passed first (the run goes on).
+        """
+        return cast(O, await self._client.wait_result(self.id, timeout))
+
+    async def state(self) -> RunState | None:
+        """The run's current state, or None if it no longer exists."""
+        return await self._client.get_run(self.id)
+
+    async def cancel(self, reason: str | None = None) -> bool:
+        """Request cancellation; see ``AsyncClient.cancel_run``."""
+        return await self._client.cancel_run(self.id, reason)

@@ -12,7 +12,7 @@ seed (SPEC §3), with what v2 changed::
 
     workflows                     SET   all known workflow names
     workflow:<name>               HASH  name queue maxConcurrency app updatedAt cronJson
-                                        retriesJson cronIdsJson
+                                        retriesJson cronIdsJson (+ timeoutMs, priority)
     workflow-runs:<name>          ZSET  runId -> createdAt
     runs:created                  ZSET  runId -> createdAt
     runs:status:<status>          ZSET  runId -> time of entering that status

@@ -191,6 +191,7 @@ def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
             CRON_IDEMPOTENCY_TTL_MS,
             cdef.max_concurrency,
             cdef.timeout_ms or None,
+            cdef.priority,
         )
         if code == 1:
             tick.fired.append(run_id)

@@ -4,7 +4,7 @@ Names (workflows, queues, steps, apps), timeouts and run ids are checked here
 once, with the same messages everywhere. :class:`RunOptions` is the checked,
 normalised form of the options a run is started with (``run_at``,
 ``queue_override``, ``idempotency_key``, ``idempotency_ttl``, ``timeout``,
-``parent_run_id``): public methods take them as keywords, build one
+``priority``, ``parent_run_id``): public methods take them as keywords, build one
 ``RunOptions`` and hand it down, so the option list is spelled out once.
 
 Pure: no I/O, no state.
@@ -21,8 +21,11 @@ __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_PRIORITY",
     "RunOptions",
     "check_name",
+    "check_priority",
+    "check_reason",
     "check_run_id",
     "check_timeout",
 ]
@@ -30,6 +33,7 @@ __all__ = [
 MAX_NAME_LENGTH = 512
 MAX_IDEMPOTENCY_KEY_LENGTH = 4096
 DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
+MAX_PRIORITY = 9
 
 
 def check_name(value: object, what: str) -> str:
@@ -60,6 +64,24 @@ def check_run_id(run_id: object) -> str:
     if not run_id:
         raise ValueError("run id must be a non-empty string")
     return run_id
+
+
+def check_priority(priority: object) -> int:
+    """``priority`` if it is an int from 0 to 9, else a clear TypeError/ValueError."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"priority must be from 0 (default) to {MAX_PRIORITY} (claimed first), not {priority}"
+        )
+    return priority
+
+
+def check_reason(reason: object) -> str:
+    """A cancel reason: a str or None (stored as "")."""
+    if reason is not None and not isinstance(reason, str):
+        raise TypeError("reason must be a str or None")
+    return reason or ""
 
 
 def _run_at_ms(run_at: datetime | float | None) -> int:
@@ -97,7 +119,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How a run is started, checked and normalised (build with :meth:`of`).
 
     ``run_at_ms`` 0 means now; ``idempotency_key`` "" means none; ``timeout``
-    None means the workflow's own.
+    and ``priority`` None mean the workflow's own.
     """
 
     run_at_ms: int = 0
@@ -105,6 +127,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str = ""
     idempotency_ttl_ms: int = int(DEFAULT_IDEMPOTENCY_TTL * 1000)
     timeout: float | None = None
+    priority: int | None = None
     parent_run_id: str | None = None
 
     @classmethod
@@ -116,6 +139,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         parent_run_id: str | None = None,
     ) -> RunOptions:
         """Check every option (clear ``TypeError``/``ValueError``) and normalise it."""
@@ -128,5 +152,6 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
             idempotency_key=key,
             idempotency_ttl_ms=ttl_ms,
             timeout=check_timeout(timeout, "timeout"),
+            priority=None if priority is None else check_priority(priority),
             parent_run_id=parent_run_id or None,
         )

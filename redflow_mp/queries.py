@@ -4,23 +4,62 @@ run's steps, the synced workflows.
 Read-only; every list is bounded by its ``limit`` and reads the index that
 answers it (``runs:created``, ``workflow-runs:<name>``, ``runs:status:<s>``),
 intersecting the smaller ones in memory and walking a large one in chunks.
+
+Each query is written once, as a sans-I/O plan (a generator) that yields a
+batch of redis-py calls, ``(method name, args)``, receives their replies and
+returns the answer. :func:`drive` runs a plan on the sync client (one call, or
+one pipeline for a batch of several); the asyncio client drives the same plans
+on ``redis.asyncio`` (same method names, same reply parsing).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import Any, TypeVar, cast
 
 import msgspec
+import redis
 
 from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
+from .keys import Keys
 from .options import check_name, check_run_id
-from .runs import Runs
 
-__all__ = ["get_run_steps", "list_runs", "list_workflows"]
+__all__ = [
+    "Batch",
+    "QueryPlan",
+    "drive",
+    "get_run_steps",
+    "list_runs",
+    "list_workflows",
+]
+
+T = TypeVar("T")
+
+#: redis-py calls sent together: (method name, positional arguments).
+Batch = list[tuple[str, tuple[Any, ...]]]
+QueryPlan = Generator[Batch, list[Any], T]
 
 _SCAN_LIMIT = 10_000
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
+
+
+def drive(client: redis.Redis, plan: QueryPlan[T]) -> T:
+    """Run ``plan`` on a sync redis-py client; return its answer."""
+    try:
+        batch = next(plan)
+        while True:
+            if len(batch) == 1:
+                name, args = batch[0]
+                replies = [getattr(client, name)(*args)]
+            else:
+                with client.pipeline(transaction=False) as pipe:
+                    for name, args in batch:
+                        getattr(pipe, name)(*args)
+                    replies = pipe.execute()
+            batch = plan.send(replies)
+    except StopIteration as stop:
+        return cast(T, stop.value)
 
 
 def _check_list_args(workflow: object, status: object, limit: object, offset: object) -> str | None:
@@ -40,13 +79,10 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
     return str(RunStatus(status))
 
 
-def get_run_steps(runs: Runs, run_id: str) -> list[StepState] | None:
+def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     """The run's recorded steps in execution order, or None for an unknown id."""
     check_run_id(run_id)
-    with runs.redis.pipeline(transaction=False) as pipe:
-        pipe.exists(runs.keys.run(run_id))
-        pipe.hgetall(runs.keys.run_steps(run_id))
-        exists, raw = pipe.execute()
+    exists, raw = yield [("exists", (keys.run(run_id),)), ("hgetall", (keys.run_steps(run_id),))]
     if not exists:
         return None
     out: list[tuple[int, int, StepState]] = []
@@ -73,23 +109,20 @@ def get_run_steps(runs: Runs, run_id: str) -> list[StepState] | None:
 
 
 def list_runs(
-    runs: Runs,
+    keys: Keys,
     workflow: str | None = None,
     status: RunStatus | str | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> list[RunState]:
+) -> QueryPlan[list[RunState]]:
     """Runs, newest first, optionally of one workflow and/or one status."""
     status = _check_list_args(workflow, status, limit, offset)
     if limit == 0:
         return []
-    ids = _select_run_ids(runs, workflow, status, limit, offset)
+    ids = yield from _select_run_ids(keys, workflow, status, limit, offset)
     if not ids:
         return []
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for run_id in ids:
-            pipe.hgetall(runs.keys.run(run_id))
-        raws = pipe.execute()
+    raws = yield [("hgetall", (keys.run(run_id),)) for run_id in ids]
     out = []
     for run_id, raw in zip(ids, raws, strict=True):
         if raw:
@@ -101,45 +134,42 @@ def list_runs(
 
 
 def _select_run_ids(
-    runs: Runs, workflow: str | None, status: str | None, limit: int, offset: int
-) -> list[str]:
-    created = runs.keys.runs_created
+    keys: Keys, workflow: str | None, status: str | None, limit: int, offset: int
+) -> QueryPlan[list[str]]:
+    created = keys.runs_created
     indexes = [created]
     if workflow is not None:
-        indexes.append(runs.keys.workflow_runs(workflow))
+        indexes.append(keys.workflow_runs(workflow))
     if status is not None:
-        indexes.append(runs.keys.runs_status(status))
+        indexes.append(keys.runs_status(status))
     if len(indexes) == 1:
-        raw = runs.redis.zrevrange(created, offset, offset + limit - 1)
+        (raw,) = yield [("zrevrange", (created, offset, offset + limit - 1))]
         return [text(x) for x in raw]
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for key in indexes:
-            pipe.zcard(key)
-        sizes = pipe.execute()
+    sizes = yield [("zcard", (key,)) for key in indexes]
     smallest_size, smallest = min(zip(sizes, indexes, strict=True))
     if smallest_size == 0:
         return []
     others = [k for k in indexes if k != smallest and k != created]
     if smallest_size <= _SCAN_LIMIT:
-        members = runs.redis.zrange(smallest, 0, -1)
-        return _filter_sorted(runs, members, others, limit, offset)
+        (members,) = yield [("zrange", (smallest, 0, -1))]
+        return (yield from _filter_sorted(keys, members, others, limit, offset))
     # Large indexes: walk an index scored by createdAt newest first, in chunks,
     # keeping members present in the others. Never walk runs:status:<s>: it
     # is scored by the time a run entered that status, so walking it would
     # list runs in finishing order instead of newest-created first (and page
     # differently from the small path above).
-    walk = runs.keys.workflow_runs(workflow) if workflow is not None else created
+    walk = keys.workflow_runs(workflow) if workflow is not None else created
     required = [k for k in indexes if k != walk]
     out: list[str] = []
     skipped = 0
     start = 0
     chunk = 1000
     while len(out) < limit:
-        members = runs.redis.zrevrange(walk, start, start + chunk - 1)
+        (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
         if not members:
             break
         start += chunk
-        for run_id in _members_of_all(runs, members, required):
+        for run_id in (yield from _members_of_all(members, required)):
             if skipped < offset:
                 skipped += 1
                 continue
@@ -149,24 +179,20 @@ def _select_run_ids(
     return out
 
 
-def _members_of_all(runs: Runs, members: list[Any], others: list[str]) -> list[str]:
+def _members_of_all(members: list[Any], others: list[str]) -> QueryPlan[list[str]]:
     if not others:
         return [text(m) for m in members]
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for key in others:
-            pipe.zmscore(key, members)
-        scores = pipe.execute()
+    scores = yield [("zmscore", (key, members)) for key in others]
     return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
 
 
 def _filter_sorted(
-    runs: Runs, members: list[Any], others: list[str], limit: int, offset: int
-) -> list[str]:
-    with runs.redis.pipeline(transaction=False) as pipe:
-        pipe.zmscore(runs.keys.runs_created, members)
-        for key in others:
-            pipe.zmscore(key, members)
-        results = pipe.execute()
+    keys: Keys, members: list[Any], others: list[str], limit: int, offset: int
+) -> QueryPlan[list[str]]:
+    results = yield [
+        ("zmscore", (keys.runs_created, members)),
+        *[("zmscore", (key, members)) for key in others],
+    ]
     created_scores = results[0]
     keep: list[tuple[float, str]] = []
     for i, member in enumerate(members):
@@ -179,13 +205,11 @@ def _filter_sorted(
     return [run_id for _, run_id in keep[offset : offset + limit]]
 
 
-def list_workflows(runs: Runs) -> list[WorkflowMeta]:
+def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
     """Metadata of every synced workflow, by name."""
-    names = sorted(text(n) for n in runs.redis.smembers(runs.keys.workflows))
+    (members,) = yield [("smembers", (keys.workflows,))]
+    names = sorted(text(n) for n in members)
     if not names:
         return []
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hgetall(runs.keys.workflow(name))
-        raws = pipe.execute()
+    raws = yield [("hgetall", (keys.workflow(name),)) for name in names]
     return [codec.workflow_meta_from_hash(raw) for raw in raws if raw]

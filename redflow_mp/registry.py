@@ -1,18 +1,19 @@
 """Workflow definitions, the registries that hold them, and the process defaults.
 
 A :class:`Workflow` is a handler plus its options (queue, concurrency, schema,
-cron, retries, ``on_failure``, timeout); :func:`~redflow_mp.define.define_workflow`
+cron, retries, ``on_failure``, timeout, priority); :func:`~redflow_mp.define.define_workflow`
 builds and registers one. A :class:`Registry` maps names to workflows; a name
 defined twice in one registry is an error at definition time. The supervisor
 freezes the registry before forking children, so every child sees the same
 table.
 
 Process defaults (SPEC §2): the default registry that ``define_workflow``
-fills, and the slot of the process's default client that ``Workflow.run()``
-uses without ``client=`` (``create_client()`` fills it). They are the only
-module-level mutable state of the library. The client is known here only as a
-:class:`RunStarter` (what ``Workflow.run`` needs), so definitions sit below the
-client that enqueues them.
+fills, and the slots of the process's default clients that ``Workflow.run()``
+and ``Workflow.arun()`` use without ``client=`` (``create_client()`` and
+``create_async_client()`` fill them). They are the only module-level mutable
+state of the library. The clients are known here only as a :class:`RunStarter`
+and an :class:`AsyncRunStarter` (what ``run`` and ``arun`` need), so
+definitions sit below the clients that enqueue them.
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .cron import Cron
 from .errors import DuplicateWorkflowError, RedflowError
-from .handle import RunHandle
-from .options import check_name, check_timeout
+from .handle import AsyncRunHandle, RunHandle
+from .options import check_name, check_priority, check_timeout
 from .retry import Retries
 
 __all__ = [
+    "AsyncRunStarter",
     "Registry",
     "RunStarter",
     "Workflow",
+    "default_async_starter",
     "default_starter",
     "get_default_registry",
     "reset_default_registry",
+    "set_default_async_starter",
     "set_default_starter",
 ]
 
@@ -58,7 +62,25 @@ class RunStarter(Protocol):
         idempotency_key: str | None = ...,
         idempotency_ttl: float | None = ...,
         timeout: float | None = ...,
+        priority: int | None = ...,
     ) -> RunHandle[O2]: ...
+
+
+class AsyncRunStarter(Protocol):
+    """What ``Workflow.arun`` needs of a client (an ``AsyncClient`` is one)."""
+
+    async def enqueue_workflow(
+        self,
+        workflow: Workflow[I2, O2],
+        input: I2 | Mapping[str, Any] | None = ...,
+        *,
+        run_at: datetime | float | None = ...,
+        queue_override: str | None = ...,
+        idempotency_key: str | None = ...,
+        idempotency_ttl: float | None = ...,
+        timeout: float | None = ...,
+        priority: int | None = ...,
+    ) -> AsyncRunHandle[O2]: ...
 
 
 class Workflow(Generic[I, O]):
@@ -76,6 +98,7 @@ class Workflow(Generic[I, O]):
         "max_concurrency",
         "name",
         "on_failure",
+        "priority",
         "queue",
         "retries",
         "schema",
@@ -94,6 +117,7 @@ class Workflow(Generic[I, O]):
         retries: Retries | None = None,
         on_failure: Callable[..., Any] | None = None,
         timeout: float | None = None,
+        priority: int = 0,
     ) -> None:
         self.name = check_name(name, "workflow name")
         if not callable(handler):
@@ -124,6 +148,7 @@ class Workflow(Generic[I, O]):
             raise TypeError("on_failure must be callable")
         self.on_failure = on_failure
         self.timeout = check_timeout(timeout, "timeout")
+        self.priority = check_priority(priority)
         self.is_async = inspect.iscoroutinefunction(handler)
 
     def __repr__(self) -> str:
@@ -138,19 +163,22 @@ class Workflow(Generic[I, O]):
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
         timeout: float | None = None,
+        priority: int | None = None,
         client: RunStarter | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of this workflow and return its handle.
 
         Args:
             input: the run's input, an ``I`` (or the mapping a ``schema`` converts to
-                one); JSON-encodable, validated against ``schema`` when the run
-                executes. May be left out when the input is None.
+                one); JSON-encodable. With a ``schema`` it is validated here, before
+                anything is written (``InputValidationError``); it is stored as
+                given. May be left out when the input is None.
             run_at: an aware datetime or epoch seconds; a future time delays the run.
             queue_override: enqueue on this queue instead of the workflow's.
             idempotency_key: the same key returns the same run while the key lives.
             idempotency_ttl: seconds the key lives (default 7 days).
             timeout: hard limit in seconds for this run (overrides the workflow's).
+            priority: 0 to 9, higher claimed first (default: the workflow's).
             client: the client to use; default: the process's default client.
         """
         return _starter(client).enqueue_workflow(
@@ -161,6 +189,34 @@ class Workflow(Generic[I, O]):
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
+            priority=priority,
+        )
+
+    async def arun(
+        self,
+        input: I | Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        client: AsyncRunStarter | None = None,
+    ) -> AsyncRunHandle[O]:
+        """Enqueue a run from asyncio code: ``h = await wf.arun(...)``; then
+        ``await h.result()``. The same options as :meth:`run`; ``client`` is an
+        ``AsyncClient`` (default: the process's default async client, made by
+        ``redflow_mp.aio.create_async_client``)."""
+        return await _async_starter(client).enqueue_workflow(
+            self,
+            input,
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
         )
 
 
@@ -221,6 +277,7 @@ class Registry:
 
 _default_registry = Registry()
 _default_starter: RunStarter | None = None
+_default_async_starter: AsyncRunStarter | None = None
 
 
 def get_default_registry() -> Registry:
@@ -248,6 +305,30 @@ def set_default_starter(starter: RunStarter | None) -> None:
 def default_starter() -> RunStarter | None:
     """What fills the default-client slot, if anything."""
     return _default_starter
+
+
+def set_default_async_starter(starter: AsyncRunStarter | None) -> None:
+    """Fill (or clear) the default-async-client slot; ``create_async_client`` calls it."""
+    global _default_async_starter
+    _default_async_starter = starter
+
+
+def default_async_starter() -> AsyncRunStarter | None:
+    """What fills the default-async-client slot, if anything."""
+    return _default_async_starter
+
+
+def _async_starter(client: AsyncRunStarter | None) -> AsyncRunStarter:
+    if client is not None:
+        if not inspect.iscoroutinefunction(getattr(client, "enqueue_workflow", None)):
+            raise TypeError("client must be a redflow_mp.aio.AsyncClient (arun is async)")
+        return client
+    if _default_async_starter is None:
+        raise RedflowError(
+            "no async client: call redflow_mp.aio.create_async_client(...) first (it "
+            "becomes the default async client) or pass client=... to arun()"
+        )
+    return _default_async_starter
 
 
 def _starter(client: RunStarter | None) -> RunStarter:

@@ -30,9 +30,20 @@ from .keys import Keys
 from .options import check_run_id, check_timeout
 from .transport import Transport
 
-__all__ = ["ResultWaiter"]
+__all__ = [
+    "STATE_FIELDS",
+    "ResultWaiter",
+    "message_output",
+    "outcome",
+    "result_timeout",
+    "terminal_state",
+]
 
 _TERMINAL = (b"succeeded", b"failed", b"canceled")
+
+#: The run fields a waiter reads (``HMGET run:<id> ...``) to learn how a run ended.
+STATE_FIELDS = ("status", "outputJson", "errorJson", "cancelReason")
+_SUCCEEDED = b"succeeded\n"
 
 
 class _PerThread(threading.local):
@@ -65,36 +76,27 @@ class ResultWaiter:
                 state = self._terminal_state(run_id)
                 if state is None:
                     message = _wait_message(pubsub, channel, deadline)
-                    if message is not None and message.startswith(b"succeeded\n"):
-                        return _decode_output(run_id, message[10:])
                     if message is not None:
+                        done, output = message_output(run_id, message)
+                        if done:
+                            return output
                         state = self._terminal_state(run_id)
                 if state is not None:
-                    return _outcome(run_id, state)
+                    return outcome(run_id, state)
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ResultTimeoutError(
-                        f"run {run_id} did not finish within {timeout} s (it keeps running)"
-                    )
+                    raise result_timeout(run_id, timeout)
             except NETWORK_ERRORS:
                 self.drop()
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ResultTimeoutError(
-                        f"run {run_id} did not finish within {timeout} s (it keeps running)"
-                    ) from None
+                    raise result_timeout(run_id, timeout) from None
                 time.sleep(0.05)
             finally:
                 self._unsubscribe(channel)
 
     def _terminal_state(self, run_id: str) -> list[bytes | None] | None:
-        fields = self._transport.call(
-            "HMGET", self._keys.run(run_id), "status", "outputJson", "errorJson", "cancelReason"
+        return terminal_state(
+            run_id, self._transport.call("HMGET", self._keys.run(run_id), *STATE_FIELDS)
         )
-        status = fields[0]
-        if status is None:
-            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
-        if status in _TERMINAL:
-            return list(fields)
-        return None
 
     def _pubsub(self) -> Any:
         local = self._local
@@ -153,6 +155,32 @@ def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes 
             return data if isinstance(data, bytes) else str(data).encode()
 
 
+# Pure: how a waiter reads what it got (shared with the asyncio client).
+
+
+def terminal_state(run_id: str, fields: list[bytes | None]) -> list[bytes | None] | None:
+    """``fields`` (the reply to ``HMGET run:<id> *STATE_FIELDS``) when the run has
+    ended, None while it runs; an unknown run is a :class:`RedflowError`."""
+    status = fields[0]
+    if status is None:
+        raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
+    if status in _TERMINAL:
+        return list(fields)
+    return None
+
+
+def message_output(run_id: str, data: bytes) -> tuple[bool, Any]:
+    """A ``run-done`` message: (True, the output) when it carries a succeeded run's
+    output, else (False, None): the run ended; read it to learn how."""
+    if data.startswith(_SUCCEEDED):
+        return True, _decode_output(run_id, data[len(_SUCCEEDED) :])
+    return False, None
+
+
+def result_timeout(run_id: str, timeout: float | None) -> ResultTimeoutError:
+    return ResultTimeoutError(f"run {run_id} did not finish within {timeout} s (it keeps running)")
+
+
 def _decode_output(run_id: str, data: bytes) -> Any:
     try:
         return codec.decode_json(data)
@@ -162,7 +190,8 @@ def _decode_output(run_id: str, data: bytes) -> Any:
         ) from None
 
 
-def _outcome(run_id: str, fields: list[bytes | None]) -> Any:
+def outcome(run_id: str, fields: list[bytes | None]) -> Any:
+    """The output of an ended run (from :func:`terminal_state`), or its error raised."""
     status = fields[0]
     if status == b"succeeded":
         return _decode_output(run_id, fields[1]) if fields[1] else None

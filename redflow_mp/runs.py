@@ -8,11 +8,14 @@ steps, the executor, maintenance and recovery need only this layer, so they
 never import the client.
 
 Enqueue rules (SPEC §2): a run of a known :class:`Workflow` takes its queue,
-attempts, concurrency and timeout from the definition; a run started by name
-takes them from this process's registry, else from metadata synced to Redis,
-else defaults (queue ``default`` or ``queue_override``, one attempt; a worker
-then fails it with ``UnknownWorkflowError``). Every payload is msgspec JSON
-within ``max_payload_bytes``.
+attempts, concurrency, timeout and priority from the definition; a run started
+by name takes them from this process's registry, else from metadata synced to
+Redis, else defaults (queue ``default`` or ``queue_override``, one attempt; a
+worker then fails it with ``UnknownWorkflowError``). Every payload is msgspec
+JSON within ``max_payload_bytes``. When the definition is at hand and has a
+``schema``, the input is validated before anything is written (the stored
+input stays as given); a run started by a name this process does not define
+is validated by the worker.
 
 Fork safety: connections are per process (see ``transport.py``); a forked
 child that keeps using an inherited store opens fresh sockets.
@@ -21,7 +24,7 @@ child that keeps using an inherited store opens fresh sockets.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis
@@ -34,15 +37,184 @@ from .keys import Keys
 from .options import RunOptions, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
-from .scripts import Scripts
+from .scripts import Scripts, ScriptSet
 from .transport import Transport
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "DEFAULT_PREFIX", "Runs"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_PREFIX",
+    "EnqueueTarget",
+    "Runs",
+    "cancel_accepted",
+    "check_max_payload_bytes",
+    "encode_input",
+    "encode_payload",
+    "enqueue_call",
+    "run_state",
+    "target_of_definition",
+    "target_of_name",
+    "workflow_meta",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------
+# Pure: what an enqueue writes and how a read decodes. The sync store below and
+# the asyncio client (``aio.py``) both use these, so they cannot drift apart.
+
+
+class EnqueueTarget(NamedTuple):
+    """Where and how the runs of one workflow are enqueued (from its definition,
+    its synced metadata, or defaults)."""
+
+    workflow: str
+    queue: str
+    max_attempts: int
+    max_concurrency: int | None
+    timeout_ms: int | None
+    priority: int
+    definition: Workflow[Any, Any] | None  # validates the input, when this process has it
+
+
+def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> EnqueueTarget:
+    """A run of a definition this process has: its queue, attempts, concurrency,
+    timeout and priority (the run's options win)."""
+    timeout = options.timeout if options.timeout is not None else wf.timeout
+    return EnqueueTarget(
+        wf.name,
+        wf.queue if options.queue_override is None else options.queue_override,
+        wf.retries.max_attempts,
+        wf.max_concurrency,
+        int(timeout * 1000) if timeout is not None else None,
+        wf.priority if options.priority is None else options.priority,
+        wf,
+    )
+
+
+def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) -> EnqueueTarget:
+    """A run of a workflow known only by name: from its synced metadata, else defaults
+    (queue ``queue_override`` or ``default``, one attempt, priority 0; a warning is
+    logged). The run's options win."""
+    if meta is None:
+        log.warning(
+            "workflow %r is neither registered in this process nor synced to Redis; "
+            "enqueuing on queue %r anyway",
+            name,
+            options.queue_override or "default",
+        )
+    max_attempts = 1
+    if meta is not None and meta.retries is not None:
+        max_attempts = meta.retries.max_attempts
+    queue = (
+        options.queue_override
+        if options.queue_override is not None
+        else (meta.queue if meta is not None else "default")
+    )
+    return EnqueueTarget(
+        name,
+        check_name(queue, "queue"),
+        max_attempts,
+        meta.max_concurrency if meta is not None else None,
+        int(options.timeout * 1000) if options.timeout is not None else None,
+        options.priority
+        if options.priority is not None
+        else (meta.priority if meta is not None else 0),
+        None,
+    )
+
+
+def check_max_payload_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_payload_bytes must be an int")
+    if value < 1024:
+        raise ValueError("max_payload_bytes must be at least 1024")
+    return value
+
+
+def encode_payload(value: Any, what: str, limit: int) -> bytes:
+    """Encode a payload as JSON within ``limit`` bytes (clear errors)."""
+    try:
+        data = codec.encode_json(value)
+    except codec.NestingError as exc:
+        raise codec.NestingError(f"{what} {exc}") from None
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{what} is {len(data)} bytes encoded; the limit is {limit} bytes (max_payload_bytes)"
+        )
+    return data
+
+
+def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
+    """A run's input as stored: its JSON as given, checked before anything is written.
+
+    Too deep a nesting, or (when the definition is at hand) input that does not
+    convert to its ``schema``, is an :class:`InputValidationError`. The check is
+    the worker's own: ``msgspec.convert`` of the JSON round trip, so what passes
+    here passes there.
+    """
+    try:
+        data = encode_payload(input, "input", limit)
+    except codec.NestingError as exc:
+        raise InputValidationError(str(exc)) from None
+    wf = target.definition
+    if wf is not None and wf.schema is not None:
+        try:
+            msgspec.convert(codec.decode_json(data), wf.schema)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise InputValidationError(
+                f"input does not match the schema of {wf.name!r}: {exc}"
+            ) from None
+    return data
+
+
+def enqueue_call(
+    scripts: ScriptSet, target: EnqueueTarget, input_json: bytes, options: RunOptions
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Keys and arguments of the ``enqueue_run`` call for a new run (a fresh id)."""
+    return scripts.enqueue_call(
+        new_run_id(),
+        target.workflow,
+        target.queue,
+        input_json,
+        target.max_attempts,
+        options.run_at_ms,
+        options.idempotency_key,
+        options.idempotency_ttl_ms,
+        options.parent_run_id or "",
+        "",
+        target.max_concurrency,
+        target.timeout_ms,
+        target.priority,
+    )
+
+
+def cancel_accepted(status: str | None) -> bool:
+    """``cancel_run``'s answer: True when the run is canceled or will be."""
+    return status in ("canceled", "running") if status is not None else False
+
+
+def run_state(run_id: str, raw: Any) -> RunState | None:
+    """The run from ``HGETALL run:<id>``, or None for an unknown id."""
+    if not raw:
+        return None
+    state = codec.run_state_from_hash(raw)
+    if not state.id:
+        state.id = run_id
+    return state
+
+
+def workflow_meta(raw: Any) -> WorkflowMeta | None:
+    """The metadata from ``HGETALL workflow:<name>``, or None."""
+    return codec.workflow_meta_from_hash(raw) if raw else None
+
+
+# ---------------------------------------------------------------------------
 
 
 class Runs:
@@ -62,11 +234,7 @@ class Runs:
         self.prefix = prefix
         self.scripts = Scripts(transport, self.keys, functions=bool(redis_functions))
         self.registry = registry if registry is not None else get_default_registry()
-        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int):
-            raise TypeError("max_payload_bytes must be an int")
-        if max_payload_bytes < 1024:
-            raise ValueError("max_payload_bytes must be at least 1024")
-        self.max_payload_bytes = max_payload_bytes
+        self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.waiter = ResultWaiter(transport, self.keys)
 
     @property
@@ -75,7 +243,7 @@ class Runs:
         return self.transport.redis
 
     def close(self) -> None:
-        """Close this process's connections; the store can no longer be used."""
+        """Close this process's connections; any later use raises ``RedflowError``."""
         self.waiter.close()
         self.transport.close()
 
@@ -83,94 +251,24 @@ class Runs:
 
     def encode_payload(self, value: Any, what: str) -> bytes:
         """Encode a payload as JSON within ``max_payload_bytes`` (clear errors)."""
-        try:
-            data = codec.encode_json(value)
-        except codec.NestingError as exc:
-            raise codec.NestingError(f"{what} {exc}") from None
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
-            raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"{what} is {len(data)} bytes encoded; the limit is {self.max_payload_bytes} "
-                "bytes (max_payload_bytes)"
-            )
-        return data
+        return encode_payload(value, what, self.max_payload_bytes)
 
     # -------------------------------------------------------------- enqueue
 
     def enqueue(self, workflow: Workflow[Any, Any] | str, input: Any, options: RunOptions) -> str:
         """Enqueue a run of ``workflow`` (a definition, or a name); return its id."""
         if isinstance(workflow, Workflow):
-            return self._enqueue_definition(workflow, input, options)
-        name = check_name(workflow, "workflow name")
-        wf = self.registry.get(name)
-        if wf is not None:
-            return self._enqueue_definition(wf, input, options)
-        meta = self.get_workflow_meta(name)
-        if meta is None:
-            log.warning(
-                "workflow %r is neither registered in this process nor synced to Redis; "
-                "enqueuing on queue %r anyway",
-                name,
-                options.queue_override or "default",
-            )
-        max_attempts = 1
-        if meta is not None and meta.retries is not None:
-            max_attempts = meta.retries.max_attempts
-        queue = (
-            options.queue_override
-            if options.queue_override is not None
-            else (meta.queue if meta is not None else "default")
-        )
-        return self._send(
-            name,
-            check_name(queue, "queue"),
-            input,
-            options,
-            max_attempts=max_attempts,
-            max_concurrency=meta.max_concurrency if meta is not None else None,
-            timeout=options.timeout,
-        )
-
-    def _enqueue_definition(self, wf: Workflow[Any, Any], input: Any, options: RunOptions) -> str:
-        return self._send(
-            wf.name,
-            wf.queue if options.queue_override is None else options.queue_override,
-            input,
-            options,
-            max_attempts=wf.retries.max_attempts,
-            max_concurrency=wf.max_concurrency,
-            timeout=options.timeout if options.timeout is not None else wf.timeout,
-        )
-
-    def _send(
-        self,
-        name: str,
-        queue: str,
-        input: Any,
-        options: RunOptions,
-        *,
-        max_attempts: int,
-        max_concurrency: int | None,
-        timeout: float | None,
-    ) -> str:
-        try:
-            data = self.encode_payload(input, "input")
-        except codec.NestingError as exc:
-            raise InputValidationError(str(exc)) from None
-        run_id, _created = self.scripts.enqueue(
-            new_run_id(),
-            name,
-            queue,
-            data,
-            max_attempts,
-            options.run_at_ms,
-            options.idempotency_key,
-            options.idempotency_ttl_ms,
-            options.parent_run_id or "",
-            "",
-            max_concurrency,
-            int(timeout * 1000) if timeout is not None else None,
+            target = target_of_definition(workflow, options)
+        else:
+            name = check_name(workflow, "workflow name")
+            wf = self.registry.get(name)
+            if wf is not None:
+                target = target_of_definition(wf, options)
+            else:
+                target = target_of_name(name, self.get_workflow_meta(name), options)
+        data = encode_input(target, input, self.max_payload_bytes)
+        run_id, _created = self.scripts.send_enqueue(
+            *enqueue_call(self.scripts, target, data, options)
         )
         return run_id
 
@@ -178,21 +276,13 @@ class Runs:
 
     def get_run(self, run_id: str) -> RunState | None:
         """The run's state, or None for an unknown id."""
-        raw = self.redis.hgetall(self.keys.run(check_run_id(run_id)))
-        if not raw:
-            return None
-        state = codec.run_state_from_hash(raw)
-        if not state.id:
-            state.id = run_id
-        return state
+        return run_state(run_id, self.redis.hgetall(self.keys.run(check_run_id(run_id))))
 
     def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""
-        check_name(name, "workflow name")
-        raw = self.redis.hgetall(self.keys.workflow(name))
-        if not raw:
-            return None
-        return codec.workflow_meta_from_hash(raw)
+        return workflow_meta(
+            self.redis.hgetall(self.keys.workflow(check_name(name, "workflow name")))
+        )
 
     def server_time_ms(self) -> int:
         """Redis server time in epoch ms (the clock every time that matters uses)."""

@@ -28,27 +28,35 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
 from .keys import Keys
+from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
 
 __all__ = [
     "MAX_PRIORITY",
     "Claimed",
     "Finish",
+    "Plan",
+    "ScriptSet",
     "Scripts",
     "build_library",
+    "cancel_reply",
     "check_priority",
+    "enqueue_reply",
     "load_sources",
     "script_names",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,6 @@ _SCRIPT_NAMES = (
     "requeue_claimed",
     "forget_queues",
 )
-
-MAX_PRIORITY = 9
 
 
 def library_name(lib: str, bodies: dict[str, str]) -> str:
@@ -163,17 +169,6 @@ class Claimed:
     available_at: int | None = None
 
 
-def check_priority(priority: object) -> int:
-    """``priority`` if it is an int from 0 to 9, else a clear ValueError/TypeError."""
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
-    if not 0 <= priority <= MAX_PRIORITY:
-        raise ValueError(
-            f"priority must be from 0 (default) to {MAX_PRIORITY} (claimed first), not {priority}"
-        )
-    return priority
-
-
 def _claimed(reply: Any, token: str) -> Claimed | None:
     if not reply:
         return None
@@ -212,13 +207,28 @@ def _claimed(reply: Any, token: str) -> Claimed | None:
     )
 
 
-class Scripts:
-    """The scripts bound to one transport and one key namespace."""
+Plan = Generator[tuple[Any, ...], Any, T]
+"""A sans-I/O plan: yields one command (a tuple of arguments) at a time, receives
+its raw reply (or has the command's exception thrown in), returns its result.
+Both transports drive the same plans: :meth:`Scripts.drive` here, the asyncio
+client's driver in ``aio_transport.py``."""
 
-    def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
-        self._t = transport
+
+class ScriptSet:
+    """How the scripts are loaded and called on one server, without I/O.
+
+    The state (sources, SHA1s, function names) and the rules (FCALL, else
+    EVALSHA; reload a library or a script the server lost; map out-of-memory
+    and wrong-type refusals) are shared by the sync :class:`Scripts` and the
+    asyncio client's scripts: each transport only sends the commands. The fast
+    path (:meth:`command`) is one tuple; what happens after an error reply is
+    the plan :meth:`recover`.
+    """
+
+    def __init__(self, keys: Keys, where: str, *, functions: bool = False) -> None:
         self.keys = keys
         self._tag = keys.tag
+        self._where = where
         self._sources: dict[str, str] | None = None
         self._shas: dict[str, str] = {}
         self._functions: dict[str, str] | None = None
@@ -228,8 +238,9 @@ class Scripts:
         # user allowed FUNCTION LOAD can replace (see the module docstring).
         self.use_functions = functions
 
-    def _load(self) -> None:
-        version = self._t.server_version()
+    def configure(self, version: tuple[int, ...]) -> Plan[None]:
+        """Choose how to call the scripts on a server of ``version`` (loads the
+        function library on Redis >= 7 where functions are usable)."""
         sources = load_sources(version)
         self._shas = {
             name: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
@@ -241,25 +252,25 @@ class Scripts:
             lib, bodies = _read_lua()
             self._library, names = build_library(lib, bodies)
             self._library_name = library_name(lib, bodies)
-            if self._load_library():
+            if (yield from self._load_library()):
                 self._functions = names
         if self._functions is None:
-            self._preload_scripts()
+            yield from self._preload_scripts()
 
-    def _preload_scripts(self) -> None:
+    def _preload_scripts(self) -> Plan[None]:
         """SCRIPT LOAD the scripts the server's cache lacks, so the first call of each
-        is not a NOSCRIPT round trip (a flushed cache is still handled by run())."""
+        is not a NOSCRIPT round trip (a flushed cache is still handled by recover())."""
         names = list(self._shas)
+        assert self._sources is not None
         try:
-            present = self._t.call("SCRIPT", "EXISTS", *(self._shas[n] for n in names))
+            present = yield ("SCRIPT", "EXISTS", *(self._shas[n] for n in names))
             for name, there in zip(names, present, strict=True):
                 if not there:
-                    assert self._sources is not None
-                    self._t.call("SCRIPT", "LOAD", self._sources[name])
-        except ResponseError as exc:  # e.g. an ACL user without SCRIPT: run() loads lazily
-            log.debug("could not preload the scripts at %s: %s", self._t.describe(), exc)
+                    yield ("SCRIPT", "LOAD", self._sources[name])
+        except ResponseError as exc:  # e.g. an ACL user without SCRIPT: loaded lazily
+            log.debug("could not preload the scripts at %s: %s", self._where, exc)
 
-    def _load_library(self) -> bool:
+    def _load_library(self) -> Plan[bool]:
         """FUNCTION LOAD the library, or verify the one loaded under its name.
 
         Never REPLACE, and never trust a library by its name alone: a library of
@@ -267,35 +278,26 @@ class Scripts:
         server) is refused and the scripts run through EVALSHA instead.
         """
         try:
-            self._t.call("FUNCTION", "LOAD", self._library)
+            yield ("FUNCTION", "LOAD", self._library)
         except ResponseError as exc:
             if "already exists" in str(exc):
-                return self._library_is_ours()
-            log.info(
-                "Redis functions unavailable at %s (%s); using EVALSHA", self._t.describe(), exc
-            )
+                return (yield from self._library_is_ours())
+            log.info("Redis functions unavailable at %s (%s); using EVALSHA", self._where, exc)
             return False
         return True
 
-    def _library_is_ours(self) -> bool:
+    def _library_is_ours(self) -> Plan[bool]:
         """True when the library loaded under our name holds exactly our code."""
         try:
-            reply = self._t.call("FUNCTION", "LIST", "LIBRARYNAME", self._library_name, "WITHCODE")
+            reply = yield ("FUNCTION", "LIST", "LIBRARYNAME", self._library_name, "WITHCODE")
         except ResponseError as exc:
-            log.info(
-                "cannot read the function library at %s (%s); using EVALSHA",
-                self._t.describe(),
-                exc,
-            )
+            log.info("cannot read the function library at %s (%s); using EVALSHA", self._where, exc)
             return False
         for entry in reply or ():
-            fields = (
-                entry
-                if isinstance(entry, dict)
-                else dict(zip(entry[::2], entry[1::2], strict=False))
-            )
-            name = text(fields.get(b"library_name", b""))
-            if name != self._library_name:
+            if not isinstance(entry, dict):
+                entry = dict(zip(entry[::2], entry[1::2], strict=False))
+            fields = entry
+            if text(fields.get(b"library_name", b"")) != self._library_name:
                 continue
             if text(fields.get(b"library_code", b"")) == self._library:
                 return True
@@ -304,48 +306,150 @@ class Scripts:
             "by another user of the server?); not calling it: scripts run through EVALSHA, "
             "which is content-addressed. Deny FUNCTION to the other users of this server.",
             self._library_name,
-            self._t.describe(),
+            self._where,
         )
         return False
+
+    def command(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The command that calls script ``name`` (configured first)."""
+        functions = self._functions
+        if functions is not None:
+            return ("FCALL", functions[name], len(keys), *keys, *args)
+        return ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+    def recover(
+        self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], exc: ResponseError
+    ) -> Plan[Any]:
+        """After ``exc`` answered :meth:`command`: reload what the server lost and
+        call again, or raise the error (out of memory and wrong type mapped)."""
+        # Decided by the error, not by the state now: another thread (or task) may
+        # have finished configuring since the failed command was built.
+        try:
+            if "Function not found" in str(exc) and self._functions is not None:
+                if not (yield from self._load_library()):
+                    raise exc
+                return (yield self.command(name, keys, args))
+            if not is_noscript(exc):
+                raise exc
+            assert self._sources is not None
+            yield ("SCRIPT", "LOAD", self._sources[name])
+            return (yield ("EVALSHA", self._shas[name], len(keys), *keys, *args))
+        except ResponseError as err:
+            mapped = self._mapped(name, err)
+            if mapped is None:
+                raise
+            raise mapped from err
+
+    def _mapped(self, name: str, exc: ResponseError) -> RedflowError | None:
+        if is_oom(exc):
+            return RedisOutOfMemoryError(
+                f"Redis at {self._where} is out of memory (maxmemory reached); "
+                f"{name.replace('_', ' ')} was refused and nothing was changed"
+            )
+        if "WRONGTYPE" in str(exc):
+            return RedflowError(
+                f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
+                f"{self.keys.prefix!r} at {self._where}: this is probably a "
+                "keyspace written by an older redflow-mp (ready lists); stop its "
+                f"supervisors and run `redflow migrate` ({exc})"
+            )
+        return None
+
+    # --- calls shared by both clients: arguments and replies ------------------
+
+    def enqueue_call(
+        self,
+        run_id: str,
+        workflow: str,
+        queue: str,
+        input_json: bytes,
+        max_attempts: int,
+        run_at_ms: int,
+        idempotency_key: str,
+        idempotency_ttl_ms: int,
+        parent_run_id: str,
+        cron_id: str,
+        max_concurrency: int | None,
+        timeout_ms: int | None,
+        priority: int = 0,
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`);
+        ``priority`` is checked by the caller (:func:`check_priority`)."""
+        args = (
+            self._tag,
+            run_id,
+            workflow,
+            queue,
+            input_json,
+            max_attempts,
+            run_at_ms,
+            idempotency_key,
+            idempotency_ttl_ms,
+            parent_run_id,
+            cron_id,
+            "" if max_concurrency is None else max_concurrency,
+            "" if timeout_ms is None else timeout_ms,
+            priority,
+        )
+        return (self.keys.run(run_id),), args
+
+    def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Keys and arguments of ``cancel_run`` (read the reply with :func:`cancel_reply`)."""
+        return (self.keys.run(run_id),), (self._tag, run_id, reason)
+
+
+def enqueue_reply(reply: Any) -> tuple[str, bool]:
+    """(run id, created) from ``enqueue_run``'s reply."""
+    return text(reply[0]), reply[1] == 1
+
+
+def cancel_reply(reply: Any) -> str | None:
+    """The status after ``cancel_run`` (``canceled``, or ``running`` when asked to
+    stop), or None when the run does not exist or had finished already."""
+    if reply[0] != 1:
+        return None
+    return text(reply[1])
+
+
+class Scripts(ScriptSet):
+    """The scripts bound to one (sync) transport and one key namespace."""
+
+    def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
+        super().__init__(keys, transport.describe(), functions=functions)
+        self._t = transport
+
+    def _load(self) -> None:
+        self.drive(self.configure(self._t.server_version()), retry=True)
+
+    def drive(self, plan: Plan[T], *, retry: bool) -> T:
+        """Run ``plan`` on this thread's connection: each command's reply (or its
+        exception) goes back to the plan; returns what the plan returns."""
+        try:
+            cmd = next(plan)
+            while True:
+                try:
+                    reply = self._t.call(*cmd, retry=retry)
+                except Exception as exc:
+                    error = exc
+                else:
+                    cmd = plan.send(reply)
+                    continue
+                cmd = plan.throw(error)
+        except StopIteration as stop:
+            return cast(T, stop.value)
 
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
         """Call script ``name`` (FCALL, or EVALSHA); reload it when the server lost it;
         map an out-of-memory refusal to :class:`RedisOutOfMemoryError`."""
         if self._sources is None:
             self._load()
+        functions = self._functions
         try:
-            functions = self._functions
             if functions is not None:
-                fname = functions[name]
-                try:
-                    return self._t.call("FCALL", fname, len(keys), *keys, *args, retry=retry)
-                except ResponseError as exc:
-                    if "Function not found" not in str(exc) or not self._load_library():
-                        raise
-                    return self._t.call("FCALL", fname, len(keys), *keys, *args, retry=retry)
-            sha = self._shas[name]
-            try:
-                return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
-            except ResponseError as exc:
-                if not is_noscript(exc):
-                    raise
-                assert self._sources is not None
-                self._t.call("SCRIPT", "LOAD", self._sources[name])
-                return self._t.call("EVALSHA", sha, len(keys), *keys, *args, retry=retry)
+                return self._t.call("FCALL", functions[name], len(keys), *keys, *args, retry=retry)
+            return self._t.call("EVALSHA", self._shas[name], len(keys), *keys, *args, retry=retry)
         except ResponseError as exc:
-            if is_oom(exc):
-                raise RedisOutOfMemoryError(
-                    f"Redis at {self._t.describe()} is out of memory (maxmemory reached); "
-                    f"{name.replace('_', ' ')} was refused and nothing was changed"
-                ) from exc
-            if "WRONGTYPE" in str(exc):
-                raise RedflowError(
-                    f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
-                    f"{self.keys.prefix!r} at {self._t.describe()}: this is probably a "
-                    "keyspace written by an older redflow-mp (ready lists); stop its "
-                    f"supervisors and run `redflow migrate` ({exc})"
-                ) from exc
-            raise
+            return self.drive(self.recover(name, keys, args, exc), retry=retry)
 
     # --- typed entry points -------------------------------------------------
 
@@ -369,8 +473,7 @@ class Scripts:
         ``run_id``, or the same idempotency key) is returned as it is, never
         overwritten, so a call resent after a lost reply is safe: this method
         resends once itself. ``priority`` 0..9: higher is claimed first."""
-        args = (
-            self._tag,
+        keys, args = self.enqueue_call(
             run_id,
             workflow,
             queue,
@@ -381,16 +484,20 @@ class Scripts:
             idempotency_ttl_ms,
             parent_run_id,
             cron_id,
-            "" if max_concurrency is None else max_concurrency,
-            "" if timeout_ms is None else timeout_ms,
+            max_concurrency,
+            timeout_ms,
             check_priority(priority),
         )
-        keys = (self.keys.run(run_id),)
+        return self.send_enqueue(keys, args)
+
+    def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
+        """Call ``enqueue_run`` with :meth:`enqueue_call`'s keys and arguments: once,
+        and once more after a network error (the run id makes a resend harmless)."""
         try:
             reply = self.run("enqueue_run", keys, args, retry=False)
         except NETWORK_ERRORS:
             reply = self.run("enqueue_run", keys, args, retry=True)
-        return text(reply[0]), reply[1] == 1
+        return enqueue_reply(reply)
 
     def claim(
         self,
@@ -487,12 +594,8 @@ class Scripts:
         return True, bool(reply[1])
 
     def cancel(self, run_id: str, reason: str) -> str | None:
-        reply = self.run(
-            "cancel_run", (self.keys.run(run_id),), (self._tag, run_id, reason), retry=True
-        )
-        if reply[0] != 1:
-            return None
-        return text(reply[1])
+        keys, args = self.cancel_call(run_id, reason)
+        return cancel_reply(self.run("cancel_run", keys, args, retry=True))
 
     def promote(self, batch: int, queue_batch: int = 100) -> tuple[int, int | None, bool]:
         """Promote due scheduled runs of up to ``queue_batch`` queues, ``batch`` per
@@ -536,6 +639,7 @@ class Scripts:
         idempotency_ttl_ms: int,
         max_concurrency: int,
         timeout_ms: int | None,
+        priority: int = 0,
     ) -> tuple[int, str]:
         reply = self.run(
             "fire_cron",
@@ -555,6 +659,7 @@ class Scripts:
                 idempotency_ttl_ms,
                 max_concurrency,
                 "" if timeout_ms is None else timeout_ms,
+                priority,
             ),
             retry=True,
         )

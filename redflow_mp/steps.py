@@ -216,6 +216,7 @@ class _StepCore:
         queue_override: str | None,
         idempotency_key: str | None,
         idempotency_ttl: float | None,
+        priority: int | None = None,
     ) -> str:
         ex = self._ex
         child = _workflow_name(workflow)
@@ -224,6 +225,7 @@ class _StepCore:
             queue_override=queue_override,
             idempotency_key=idempotency_key or step_workflow_key(ex.run_id, step, child),
             idempotency_ttl=idempotency_ttl,
+            priority=priority,
             parent_run_id=ex.run_id,
         )
         return ex.durable(
@@ -286,12 +288,20 @@ class _StepCore:
         queue_override: str | None,
         idempotency_key: str | None,
         idempotency_ttl: float | None,
+        priority: int | None = None,
     ) -> str:
         """``emit_workflow``: the same, and as cheap, for sync and async handlers."""
 
         def start(step: str) -> str:
             return self._enqueue_child(
-                step, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+                step,
+                workflow,
+                input,
+                run_at,
+                queue_override,
+                idempotency_key,
+                idempotency_ttl,
+                priority,
             )
 
         return str(self._run(name, start))
@@ -336,13 +346,14 @@ class Step(_StepCore):
         *,
         queue_override: str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> O:
         """Start a child workflow (once per run) and wait for its output."""
         limit = _check_step_timeout(timeout)
 
         def start_and_wait(step: str) -> Any:
             child_id = self._enqueue_child(
-                step, workflow, input, None, queue_override, idempotency_key, None
+                step, workflow, input, None, queue_override, idempotency_key, None, priority
             )
             return self._wait_child(step, child_id, limit)
 
@@ -358,10 +369,18 @@ class Step(_StepCore):
         queue_override: str | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
+        priority: int | None = None,
     ) -> str:
         """Start a child workflow (once per run) and return its run id."""
         return self._emit(
-            name, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+            name,
+            workflow,
+            input,
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            priority,
         )
 
 
@@ -448,12 +467,13 @@ class AsyncStep(_StepCore):
         *,
         queue_override: str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> O:
         limit = _check_step_timeout(timeout)
 
         async def start_and_wait(step: str) -> Any:
             child_id = self._enqueue_child(
-                step, workflow, input, None, queue_override, idempotency_key, None
+                step, workflow, input, None, queue_override, idempotency_key, None, priority
             )
             return await asyncio.to_thread(self._wait_child, step, child_id, limit)
 
@@ -469,7 +489,15 @@ class AsyncStep(_StepCore):
         queue_override: str | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
+        priority: int | None = None,
     ) -> str:
         return self._emit(
-            name, workflow, input, run_at, queue_override, idempotency_key, idempotency_ttl
+            name,
+            workflow,
+            input,
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            priority,
         )

@@ -169,6 +169,7 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
             max_concurrency=wf.max_concurrency,
             max_attempts=wf.retries.max_attempts,
             timeout_ms=int(wf.timeout * 1000) if wf.timeout else 0,
+            priority=wf.priority,
         )
         cron_defs.append(
             (
@@ -201,6 +202,7 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
                 "retriesJson": msgspec.json.encode(wf.retries),
                 "cronIdsJson": msgspec.json.encode(cron_ids),
                 "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
+                "priority": wf.priority,
             },
         )
         if not has_apps and old_app and text(old_app) != app:

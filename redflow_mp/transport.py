@@ -37,7 +37,18 @@ from redis.retry import Retry
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
-__all__ = ["Transport", "mask_url"]
+__all__ = [
+    "RETRIES",
+    "SOCKET_TIMEOUT",
+    "Transport",
+    "check_server_version",
+    "check_url",
+    "client_options",
+    "closed_error",
+    "mask_url",
+    "parse_server_version",
+    "retry_backoff",
+]
 
 
 class _Wire:
@@ -103,15 +114,8 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
-    """A bytes-returning client: from ``url``, or cloned from a caller's client settings."""
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
-    if client is not None:
-        pool = client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["decode_responses"] = False
-        new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return redis.Redis(connection_pool=new_pool)
+def check_url(url: object) -> str:
+    """``url`` (default ``redis://localhost:6379/0``) if its scheme is one we connect to."""
     if url is None:
         url = "redis://localhost:6379/0"
     if not isinstance(url, str) or not url.strip():
@@ -119,17 +123,78 @@ def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    return url
+
+
+#: Seconds a reply may take before its connection is given up (both transports).
+#: Bounded reads: a connection silently dropped by the network fails after this
+#: long instead of hanging a worker, the arbiter or an awaiting task. Longer than
+#: any blocking wait we issue (BLPOP uses at most a few seconds).
+SOCKET_TIMEOUT = 5.0
+
+
+#: How redis-py retries a command after a connection error (3 times, backing off).
+RETRIES = 3
+
+
+def retry_backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=2.0, base=0.05)
+
+
+def client_options() -> dict[str, Any]:
+    """The connection settings of the library's own redis-py clients, sync and asyncio
+    (each adds its own ``retry`` with :func:`retry_backoff`)."""
+    return {
+        "decode_responses": False,
+        "health_check_interval": 0,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5.0,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+
+
+def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
+    """A bytes-returning client: from ``url``, or cloned from a caller's client settings."""
+    if client is not None:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["decode_responses"] = False
+        new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        return redis.Redis(connection_pool=new_pool)
     return redis.Redis.from_url(
-        url,
-        decode_responses=False,
-        retry=retry,
-        health_check_interval=0,
-        socket_keepalive=True,
-        socket_connect_timeout=5.0,
-        # Bounded reads: a connection silently dropped by the network fails after
-        # this long instead of hanging a worker or the arbiter. Longer than any
-        # blocking wait we issue (BLPOP uses at most a few seconds).
-        socket_timeout=5.0,
+        check_url(url), retry=Retry(retry_backoff(), retries=RETRIES), **client_options()
+    )
+
+
+def parse_server_version(info: Any) -> tuple[int, ...]:
+    """The server version from ``INFO server`` (redis-py's dict, or the raw text)."""
+    if isinstance(info, dict):
+        raw = str(info.get("redis_version", "0.0.0"))
+    else:
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        raw = "0.0.0"
+        for line in text.splitlines():
+            if line.startswith("redis_version:"):
+                raw = line.partition(":")[2].strip()
+                break
+    parts = []
+    for piece in raw.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_server_version(version: tuple[int, ...], where: str) -> tuple[int, ...]:
+    if version < (6, 2):
+        shown = ".".join(str(p) for p in version)
+        raise RedflowError(f"Redis {shown} at {where} is too old: redflow-mp needs >= 6.2")
+    return version
+
+
+def closed_error(what: str, where: str) -> RedflowError:
+    """The error for a client used after it was closed."""
+    return RedflowError(
+        f"this {what} ({where}) is closed; create a new one instead of using it after close"
     )
 
 
@@ -143,18 +208,30 @@ class Transport:
 
     def __init__(self, url: str | None = None, client: redis.Redis | None = None) -> None:
         self.url = url if client is None else None
-        self.redis: redis.Redis = _own_client(url, client)
+        self._redis: redis.Redis = _own_client(url, client)
+        self._closed = False
         self._local = _Local()
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()
         self._held_lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
         self._held_pid = os.getpid()
 
+    @property
+    def redis(self) -> redis.Redis:
+        """The redis-py client (bytes replies); a closed transport refuses it."""
+        if self._closed:
+            raise closed_error("client", self.describe())
+        return self._redis
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
         if self.url:
             return mask_url(self.url)
-        kw = self.redis.connection_pool.connection_kwargs
+        kw = self._redis.connection_pool.connection_kwargs
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     def _wire(self) -> _Wire:
@@ -162,10 +239,14 @@ class Transport:
         pid = os.getpid()
         wire = local.wire
         if wire is None or local.pid != pid:
+            # Every thread's first call after close() comes here (close() drops
+            # the thread-local wires), so the hot path itself checks nothing.
+            if self._closed:
+                raise closed_error("client", self.describe())
             # Not taken from the pool's in-use set: when the thread ends, its
             # local goes away and the connection is closed by garbage collection,
             # so a thread-per-request caller does not leak one connection each.
-            wire = _Wire(self.redis.connection_pool.make_connection())
+            wire = _Wire(self._redis.connection_pool.make_connection())
             local.wire = wire
             local.pid = pid
             with self._held_lock:
@@ -191,21 +272,14 @@ class Transport:
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:
-            info = self.redis.info("server")
-            raw = str(info.get("redis_version", "0.0.0"))
-            parts = []
-            for piece in raw.split(".")[:3]:
-                digits = "".join(ch for ch in piece if ch.isdigit())
-                parts.append(int(digits or 0))
-            self._version = tuple(parts)
-            if self._version < (6, 2):
-                raise RedflowError(
-                    f"Redis {raw} at {self.describe()} is too old: redflow-mp needs >= 6.2"
-                )
+            version = parse_server_version(self.redis.info("server"))
+            self._version = check_server_version(version, self.describe())
         return self._version
 
     def close(self) -> None:
-        """Close this process's connections (safe to call more than once)."""
+        """Close this process's connections (safe to call more than once); any later
+        use raises :class:`RedflowError`."""
+        self._closed = True
         pid = os.getpid()
         with self._held_lock:
             held, self._held = list(self._held), weakref.WeakSet()
@@ -215,8 +289,8 @@ class Transport:
                 with contextlib.suppress(Exception):  # best effort on a broken socket
                     conn.disconnect()
         self._local = _Local()
-        self.redis.close()
-        self.redis.connection_pool.disconnect()
+        self._redis.close()
+        self._redis.connection_pool.disconnect()
 
 
 def is_noscript(exc: ResponseError) -> bool:

@@ -9,7 +9,7 @@
 -- ARGV[10] maxAttempts   ARGV[11] idempotency key (deterministic per cron id and
 -- fire time)   ARGV[12] idempotency TTL ms (from the run's creation, applied once it
 -- finished: a short one keeps a frequent cron's keys few)   ARGV[13] maxConcurrency
--- ARGV[14] timeoutMs
+-- ARGV[14] timeoutMs   ARGV[15] priority 0..9 (the workflow's; '' = 0)
 -- Reply: { code, run id }: 1 enqueued, 2 skipped (workflow at max_concurrency),
 --   3 already enqueued for this fire time, -1 not the leader, -2 fire time
 --   already handled (cron:next moved on)
@@ -23,6 +23,8 @@ if not score or tonumber(score) ~= tonumber(ARGV[4]) then return { -2, '' } end
 local now = now_ms()
 redis.call('ZADD', next_key, ARGV[5], ARGV[3])
 local wf = ARGV[7]
+local priority = math.floor(tonumber(ARGV[15]) or 0)
+if priority < 0 or priority > 9 then priority = 0 end
 if redis.call('SCARD', k_running(tag, wf)) >= wf_limit(tag, wf, ARGV[13]) then
   return { 2, '' }
 end
@@ -30,7 +32,7 @@ local id, created = enqueue(tag, {
   id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
   max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
   parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
-  priority = 0,
+  priority = priority,
 }, now)
 if created == 1 then return { 1, id } end
 return { 3, id }

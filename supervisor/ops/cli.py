@@ -2,7 +2,7 @@
 
     redflow runs list [--workflow W] [--status S] [--limit N] [--offset N]
     redflow runs show ID | cancel ID [--reason R] | retry ID | watch ID [--timeout S]
-    redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--wait]
+    redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
     redflow migrate        (keyspace v1 -> v2; stop the prefix's supervisors first)
@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--idempotency-key", help="same key, same run")
     p.add_argument("--queue", help="enqueue on this queue (also for workflows not synced)")
+    p.add_argument(
+        "--priority", type=int, help="0 to 9, higher claimed first (default: the workflow's)"
+    )
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--timeout", type=_positive, help="with --wait: give up after S seconds")
     p.set_defaults(func=cmd_run)

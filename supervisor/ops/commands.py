@@ -84,7 +84,11 @@ def cmd_run(session: Session, ns: argparse.Namespace) -> int:
     before = session.now_ms()
     try:
         handle = client.run_by_name(
-            ns.workflow, payload, queue_override=ns.queue, idempotency_key=ns.idempotency_key
+            ns.workflow,
+            payload,
+            queue_override=ns.queue,
+            idempotency_key=ns.idempotency_key,
+            priority=ns.priority,
         )
     except (ValueError, TypeError, InputValidationError) as exc:
         raise UsageError(str(exc)) from None

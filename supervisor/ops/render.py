@@ -270,6 +270,7 @@ def run_detail_text(
         ("duration", fmt_duration(run_duration_ms(state, now_ms))),
     ]
     optional = (
+        ("priority", str(state.priority) if state.priority else None),
         ("timeout", f"{state.timeout:g}s" if state.timeout else None),
         (
             "cancel requested",

@@ -122,12 +122,18 @@ def test_unknown_workflow_and_schema_violation(
     sup.wait_workers(2)
     good = _good_runs(client)
     unknown = client.run_by_name("fx-nope", {"a": 1}, queue_override="fx")
-    invalid = client.run_by_name("fx-schema", {"x": "not an int"})
+    # This process has the definition: invalid input is refused at the call site.
+    with pytest.raises(InputValidationError, match="Expected `int`"):
+        client.run_by_name("fx-schema", {"x": "not an int"})
+    # A process without it (the schema) enqueues; the worker fails the run.
+    bare = create_client(url, prefix=fx.prefix, default=False, registry=Registry())
+    invalid = bare.run_by_name("fx-schema", {"x": "not an int"})
     valid = client.run_by_name("fx-schema", {"x": 1, "y": 2})
     with pytest.raises(UnknownWorkflowError):
         unknown.result(timeout=30)
     with pytest.raises(InputValidationError) as failed:
         invalid.result(timeout=30)
+    bare.close()
     # result() raises a class that is both RunFailedError and the stored error's class
     err = failed.value
     assert isinstance(err, RunFailedError), err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import re
@@ -11,12 +12,21 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import redis
 
-from redflow_mp import InputValidationError, create_client
+from redflow_mp import (
+    Context,
+    InputValidationError,
+    Registry,
+    RunCanceledError,
+    create_client,
+    define_workflow,
+)
+from redflow_mp.aio import create_async_client
 from tests.faults.harness import ONE_WORKLOAD_CHILD, Faults, wait_for
 from tests.faults.workload import WORKFLOWS
 from tests.helpers import command
@@ -306,3 +316,39 @@ def test_tls_rediss(fx: Faults, tls_server: tuple[int, Path]) -> None:
     report = fx.finish(admin, "security: TLS (rediss://)", recovery_s=None)
     report.assert_ok(all_succeeded=True)
     admin.close()
+
+
+def test_tls_rediss_async_client(tls_server: tuple[int, Path], prefix: str) -> None:
+    """The async client's own connections (command and pub/sub) speak TLS with the
+    context redis-py builds from the URL; a server certificate it cannot verify is
+    refused."""
+    port, ca = tls_server
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    registry = Registry()
+
+    @define_workflow("tls-parked", queue="nobody", registry=registry)
+    def parked(ctx: Context[Any]) -> None:
+        return None
+
+    async def main() -> None:
+        ac = create_async_client(url, prefix=prefix, registry=registry, default=False)
+        try:
+            h = await parked.arun({"x": 1}, client=ac)
+            state = await ac.get_run(h.id)  # redis.asyncio's connection
+            assert state is not None and state.input == {"x": 1}
+            waiting = asyncio.ensure_future(h.result(timeout=20))  # the pub/sub connection
+            assert await ac.cancel_run(h.id, "over TLS")
+            with pytest.raises(RunCanceledError, match="over TLS"):
+                await waiting
+        finally:
+            await ac.aclose()
+        unverified = create_async_client(
+            f"rediss://127.0.0.1:{port}/0", prefix=prefix, registry=registry, default=False
+        )
+        try:
+            with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await parked.arun(None, client=unverified)
+        finally:
+            await unverified.aclose()
+
+    asyncio.run(main())

@@ -269,3 +269,46 @@ def test_client_from_a_callers_redis_client(
         assert callers.ping()  # the caller's client is not closed by ours
     finally:
         callers.close()
+
+
+def test_a_closed_client_refuses_every_call(
+    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
+) -> None:
+    """After close() nothing reconnects behind the caller's back: each call says the
+    client is closed (and nothing is written)."""
+    job = _wf(registry)
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    h = job.run({"x": 1}, client=c)  # connects the hot path and the pool
+    assert c.get_run(h.id) is not None
+    c.close()
+    c.close()  # twice is fine
+    calls: list[Any] = [
+        lambda: job.run({"x": 2}, client=c),
+        lambda: c.run_by_name("job", {"x": 3}),
+        lambda: c.get_run(h.id),
+        lambda: c.list_runs(),
+        lambda: c.get_run_steps(h.id),
+        lambda: c.cancel_run(h.id),
+        lambda: c.list_workflows(),
+        lambda: c.get_workflow_meta("job"),
+        lambda: h.result(timeout=1),
+        lambda: h.state(),
+    ]
+    for call in calls:
+        with pytest.raises(RedflowError, match="is closed"):
+            call()
+    assert raw.zcard(c.keys.runs_created) == 1
+    # Another thread has no connection of its own yet: it is refused too.
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            job.run({"x": 4}, client=c)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], RedflowError)
+    assert raw.zcard(c.keys.runs_created) == 1

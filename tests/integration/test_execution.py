@@ -80,8 +80,10 @@ def test_run_by_name_and_none_output(
 
 
 def test_input_failing_its_schema_fails_without_retry(
-    client: Client, registry: Registry, workers: WorkerPool
+    client: Client, registry: Registry, workers: WorkerPool, make_client: Any
 ) -> None:
+    """In the worker: enqueued by a process without the definition (one with it
+    refuses the input at the call site: ``test_validation.py``)."""
     calls = []
 
     @define_workflow(
@@ -90,8 +92,9 @@ def test_input_failing_its_schema_fails_without_retry(
     def strict(ctx: Context[Resize]) -> None:
         calls.append(1)
 
+    client.sync_registry(registry, app="exec-test")
     workers.start()
-    handle = strict.run({"url": 5})
+    handle = make_client(registry=Registry()).run_by_name("strict", {"url": 5})
     with pytest.raises(RunFailedError) as info:
         handle.result(timeout=10)
     assert isinstance(info.value, InputValidationError)

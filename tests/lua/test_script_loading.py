@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import NoScriptError
 
 from redflow_mp import Client, RedflowError
-from redflow_mp.scripts import _SCRIPT_NAMES, load_sources
+from redflow_mp.ids import new_run_id
+from redflow_mp.scripts import _SCRIPT_NAMES, enqueue_reply, load_sources
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(30)
@@ -117,6 +119,25 @@ def test_redis_7_uses_one_function_library_and_reloads_it(
         client.close()
         if client.transport.server_version() >= (7, 0):
             command(raw, "FUNCTION", "FLUSH")
+
+
+def test_a_noscript_reply_is_recovered_after_functions_were_configured(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A thread (or task) that built an EVALSHA while another was still configuring
+    the scripts (functions not loaded yet) gets NOSCRIPT after the other finished:
+    the recovery follows the error, not the state now (it used to re-raise it)."""
+    enq()  # configured: functions on Redis >= 7
+    rid = new_run_id()
+    keys, args = client.scripts.enqueue_call(
+        rid, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+    )
+    command(raw, "SCRIPT", "FLUSH")
+    lost = NoScriptError("No matching script. Please use EVAL.")
+    reply = client.scripts.drive(
+        client.scripts.recover("enqueue_run", keys, args, lost), retry=True
+    )
+    assert enqueue_reply(reply) == (rid, True)
 
 
 def test_the_eval_path_works_where_functions_are_unavailable(

@@ -270,6 +270,19 @@ def test_run_idempotency_input_sources_and_errors(
     assert json.loads(res.out)["queue"] == "elsewhere"
 
 
+def test_run_with_a_priority(redflow: Redflow, synced: Client) -> None:
+    rid = json.loads(redflow("run", "ops-parked", "--priority", "7", "--json").out)["id"]
+    state = synced.get_run(rid)
+    assert state is not None and state.priority == 7
+    assert json.loads(redflow("runs", "show", rid, "--json").out)["run"]["priority"] == 7
+    assert re.search(r"^priority +7$", redflow("runs", "show", rid).out, re.M)
+    res = redflow("run", "ops-parked", "--priority", "12")
+    assert res.code == 2 and "priority must be from 0 (default) to 9" in res.err and "12" in res.err
+    res = redflow("run", "ops-parked", "--priority", "high")
+    assert res.code == 2 and "--priority" in res.err
+    assert len(synced.list_runs()) == 1
+
+
 def test_input_nested_too_deeply(redflow: Redflow, synced: Client, raw: redis.Redis) -> None:
     """Issue 10 #12: a run whose stored input is nested 1,000 deep is shown (its input
     as unreadable), and ``run --input`` refuses such input with a clear message."""

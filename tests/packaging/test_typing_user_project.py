@@ -5,7 +5,8 @@ redflow-mp, installed (a) editable in compat mode (the README's typed set-up) an
 The project's correct file must type-check cleanly (its handlers are typed, not
 ``Any``), and its wrong file must fail exactly where marked ``# E: <code>``: a
 wrong input type given to ``Workflow.run``, a result used as the wrong type,
-``ctx.input`` and ``ctx.step.run`` used as the wrong type. Without types flowing
+``ctx.input`` and ``ctx.step.run`` used as the wrong type, and the same for
+``Workflow.arun`` and its ``AsyncRunHandle``. Without types flowing
 from ``define_workflow`` to ``run()``/``result()``, those lines pass silently.
 
 The venvs are made without pip; a ``.pth`` file lends them this interpreter's
@@ -34,6 +35,7 @@ GOOD = """
 import msgspec
 
 from redflow_mp import AsyncContext, Client, Context, RunHandle, define_workflow
+from redflow_mp.aio import AsyncClient, AsyncRunHandle
 
 
 class Order(msgspec.Struct):
@@ -65,6 +67,13 @@ def use(client: Client) -> float:
     out = handle.result(timeout=10)
     word: str = shout.run("hi", client=client).result()
     return out["total"] + len(word)
+
+
+async def use_async(client: AsyncClient) -> float:
+    handle: AsyncRunHandle[dict[str, float]] = await quote.arun(Order(id="a", qty=2), client=client)
+    out = await handle.result(timeout=10)
+    word: str = await (await shout.arun("hi", priority=3)).result()
+    return out["total"] + len(word)
 """
 
 BAD = """
@@ -81,6 +90,11 @@ def count(ctx: Context[int]) -> int:
     s: str = ctx.input  # E: assignment
     t: str = ctx.step.run("x", lambda: 3)  # E: assignment
     return len(s + t)
+
+
+async def later() -> None:
+    await shout.arun(42)  # E: arg-type
+    m: int = await (await shout.arun("x")).result()  # E: assignment
 """
 
 
@@ -158,7 +172,7 @@ def _check(python: Path, tmp: Path, label: str) -> None:
         for i, line in enumerate((project / "bad.py").read_text().splitlines(), 1)
         if (m := re.search(r"# E: ([a-z-]+)", line))
     }
-    assert len(expected) == 4
+    assert len(expected) == 6
     assert found == expected, f"{label}: {bad.stdout}{bad.stderr}"
 
 

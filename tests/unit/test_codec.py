@@ -153,6 +153,17 @@ def test_workflow_meta_from_hash_and_defaults() -> None:
     assert meta.cron_ids == ["wf:abc"]
     bare = codec.workflow_meta_from_hash({b"name": b"x"})
     assert (bare.queue, bare.max_concurrency, bare.cron, bare.retries) == ("default", 1, [], None)
+    assert bare.priority == 0
+
+
+def test_priority_fields_read_as_the_scripts_read_them() -> None:
+    """Absent is 0; a value outside 0..9 (written by hand) is 0, as the scripts take it."""
+    for stored, read in ((None, 0), (b"7", 7), (b"0", 0), (b"42", 0), (b"-3", 0), (b"x", 0)):
+        raw = {b"name": b"wf", b"id": b"r", b"status": b"queued"}
+        if stored is not None:
+            raw[b"priority"] = stored
+        assert codec.workflow_meta_from_hash(raw).priority == read
+        assert codec.run_state_from_hash(raw).priority == read
 
 
 def test_decode_error_of_nothing_is_none() -> None:

@@ -1,0 +1,416 @@
+"""The asyncio client: start runs, inspect them, cancel them and await their results
+from async code (a web application, an asyncio service).
+
+::
+
+    from redflow_mp.aio import create_async_client
+
+    client = create_async_client("redis://localhost:6379/0", prefix="redflow:prod")
+    handle = await resize.arun({"url": "..."})       # or await client.run_by_name(...)
+    output = await handle.result(timeout=90)
+    await client.aclose()
+
+One implementation of the semantics, two transports: the Lua scripts, the
+keyspace, the enqueue rules (targets, payload encoding, validation at enqueue),
+the queries and the reading of a run's end are the sync client's own functions
+(``runs.py``, ``scripts.py``, ``queries.py``, ``results.py``); only the
+transport differs (``aio_transport.py``: redis-py's asyncio client plus a
+hiredis protocol for the hot calls). Result waiting subscribes to the run's
+``run-done`` channel, then reads the run, like the sync client, on one pub/sub
+connection per client shared by every task.
+
+An :class:`AsyncClient` is safe to share between the tasks of one event loop.
+It belongs to the loop that first uses it: another loop gets a clear
+:class:`~redflow_mp.errors.RedflowError`, and so does any use after
+:meth:`AsyncClient.aclose`. ``create_async_client()`` is a plain function (it
+opens nothing); unless ``default=False`` the client becomes the process's
+default async client, used by ``Workflow.arun()`` without ``client=``.
+
+Adding a run method of the sync client here takes its call builder and reply
+reader from ``scripts.py`` (``ScriptSet.<name>_call`` / ``<name>_reply``) and
+one ``await self.scripts.run(...)``: see :meth:`AsyncClient.cancel_run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from . import queries
+from .aio_transport import AsyncTransport, wait_for_future
+from .aio_transport import consume_exception as _consume
+from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .errors import NETWORK_ERRORS, RedflowError
+from .handle import AsyncRunHandle
+from .keys import Keys
+from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
+from .queries import QueryPlan
+from .registry import (
+    Registry,
+    Workflow,
+    default_async_starter,
+    get_default_registry,
+    set_default_async_starter,
+)
+from .results import (
+    STATE_FIELDS,
+    message_output,
+    outcome,
+    result_timeout,
+    terminal_state,
+)
+from .runs import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_PREFIX,
+    cancel_accepted,
+    check_max_payload_bytes,
+    encode_input,
+    enqueue_call,
+    run_state,
+    target_of_definition,
+    target_of_name,
+    workflow_meta,
+)
+from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply
+
+__all__ = [
+    "AsyncClient",
+    "AsyncRunHandle",
+    "create_async_client",
+    "get_default_async_client",
+    "set_default_async_client",
+]
+
+I = TypeVar("I")  # noqa: E741 - input type of a workflow
+O = TypeVar("O")  # noqa: E741 - output type of a workflow
+T = TypeVar("T")
+
+
+class AsyncScripts(ScriptSet):
+    """The scripts on an :class:`AsyncTransport` (loaded and called like the sync ones)."""
+
+    def __init__(self, transport: AsyncTransport, keys: Keys, *, functions: bool = False) -> None:
+        super().__init__(keys, transport.describe(), functions=functions)
+        self._t = transport
+        self._loading: asyncio.Future[None] | None = None
+
+    async def _load(self) -> None:
+        """Configure once: concurrent first calls wait for the one that loads."""
+        loading = self._loading
+        if loading is not None:
+            await wait_for_future(loading, None)
+            loading.result()
+            return
+        if self._sources is not None:
+            return
+        loading = self._loading = self._t.loop.create_future()
+        loading.add_done_callback(_consume)
+        try:
+            await self.drive(self.configure(await self._t.server_version()), retry=True)
+        except BaseException as exc:
+            loading.set_exception(exc if isinstance(exc, Exception) else RedflowError(repr(exc)))
+            raise
+        else:
+            loading.set_result(None)
+        finally:
+            self._loading = None  # loaded, or the next call tries again
+
+    async def drive(self, plan: Plan[T], *, retry: bool) -> T:
+        """Run ``plan`` on the command connection (see ``Scripts.drive``)."""
+        try:
+            cmd = next(plan)
+            while True:
+                try:
+                    reply = await self._t.call(*cmd, retry=retry)
+                except Exception as exc:
+                    error = exc
+                else:
+                    cmd = plan.send(reply)
+                    continue
+                cmd = plan.throw(error)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+    async def run(
+        self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool
+    ) -> Any:
+        """Call script ``name``; see ``Scripts.run``."""
+        if self._sources is None or self._loading is not None:  # not loaded, or loading
+            await self._load()
+        try:
+            return await self._t.call(*self.command(name, keys, args), retry=retry)
+        except ResponseError as exc:
+            return await self.drive(self.recover(name, keys, args, exc), retry=retry)
+
+    async def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
+        """``Scripts.send_enqueue``: once, and once more after a network error."""
+        try:
+            reply = await self.run("enqueue_run", keys, args, retry=False)
+        except NETWORK_ERRORS:
+            reply = await self.run("enqueue_run", keys, args, retry=True)
+        return enqueue_reply(reply)
+
+
+async def _drive_query(client: redis.asyncio.Redis, plan: QueryPlan[T]) -> T:
+    """Run a query plan on redis.asyncio (see ``queries.drive``)."""
+    try:
+        batch = next(plan)
+        while True:
+            if len(batch) == 1:
+                name, args = batch[0]
+                replies = [await getattr(client, name)(*args)]
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for name, args in batch:
+                        getattr(pipe, name)(*args)
+                    replies = await pipe.execute()
+            batch = plan.send(replies)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+
+
+class AsyncClient:
+    """Access to one redflow namespace (``prefix``) on one Redis, from asyncio code."""
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        registry: Registry | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        redis_functions: bool = False,
+    ) -> None:
+        self.transport = transport
+        self.keys = Keys(prefix)
+        self.prefix = prefix
+        self.scripts = AsyncScripts(transport, self.keys, functions=bool(redis_functions))
+        if registry is not None and not isinstance(registry, Registry):
+            raise TypeError("registry must be a Registry")
+        self.registry = registry if registry is not None else get_default_registry()
+        self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.transport.describe()} prefix={self.prefix!r}>"
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        """The underlying redis.asyncio client (bytes replies)."""
+        return self.transport.redis
+
+    async def aclose(self) -> None:
+        """Close the connections; the client can no longer be used (safe to repeat)."""
+        await self.transport.aclose()
+        if default_async_starter() is self:
+            set_default_async_starter(None)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ runs
+
+    async def enqueue_workflow(
+        self,
+        workflow: Workflow[I, O],
+        input: I | Mapping[str, Any] | None = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        parent_run_id: str | None = None,
+    ) -> AsyncRunHandle[O]:
+        """Enqueue a run of a known :class:`Workflow` (what ``Workflow.arun`` calls)."""
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+            parent_run_id=parent_run_id,
+        )
+        return AsyncRunHandle(self, await self._enqueue(workflow, input, options))
+
+    async def run_by_name(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        parent_run_id: str | None = None,
+    ) -> AsyncRunHandle[Any]:
+        """Enqueue a run of the workflow called ``name``; see ``Client.run_by_name``
+        (the same rules: this client's registry, else the synced metadata)."""
+        check_name(name, "workflow name")
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+            parent_run_id=parent_run_id,
+        )
+        return AsyncRunHandle(self, await self._enqueue(name, input, options))
+
+    async def _enqueue(
+        self, workflow: Workflow[Any, Any] | str, input: Any, options: RunOptions
+    ) -> str:
+        """``Runs.enqueue`` on this transport (the same functions, in the same order)."""
+        self.transport.enter()
+        if isinstance(workflow, Workflow):
+            target = target_of_definition(workflow, options)
+        else:
+            name = check_name(workflow, "workflow name")
+            wf = self.registry.get(name)
+            if wf is not None:
+                target = target_of_definition(wf, options)
+            else:
+                target = target_of_name(name, await self.get_workflow_meta(name), options)
+        data = encode_input(target, input, self.max_payload_bytes)
+        run_id, _created = await self.scripts.send_enqueue(
+            *enqueue_call(self.scripts, target, data, options)
+        )
+        return run_id
+
+    def handle(self, run_id: str) -> AsyncRunHandle[Any]:
+        """A handle for an existing run id (no round trip)."""
+        return AsyncRunHandle(self, check_run_id(run_id))
+
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a run; see ``Client.cancel_run``."""
+        keys, args = self.scripts.cancel_call(check_run_id(run_id), check_reason(reason))
+        return cancel_accepted(
+            cancel_reply(await self.scripts.run("cancel_run", keys, args, retry=True))
+        )
+
+    async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait until the run ends; return its output or raise its error (see
+        ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
+        a finish before the subscription is seen by the read, a later one by the
+        message. No polling."""
+        check_run_id(run_id)
+        timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
+        t = self.transport
+        t.enter()
+        loop = t.loop
+        deadline = None if timeout is None else loop.time() + timeout
+        name = self.keys.run_done(run_id).encode()
+        read = ("HMGET", self.keys.run(run_id), *STATE_FIELDS)
+        while True:
+            channel = None
+            try:
+                channel = await t.subscribe(name)
+                if await wait_for_future(channel.ready, deadline):
+                    channel.ready.result()  # raises if the subscription failed
+                state = terminal_state(run_id, await t.call(*read))
+                if state is None and await wait_for_future(channel.message, deadline):
+                    done, output = message_output(run_id, channel.message.result())
+                    if done:
+                        return output
+                    state = terminal_state(run_id, await t.call(*read))
+                if state is not None:
+                    return outcome(run_id, state)
+                if deadline is not None and loop.time() >= deadline:
+                    raise result_timeout(run_id, timeout)
+            except NETWORK_ERRORS:
+                if deadline is not None and loop.time() >= deadline:
+                    raise result_timeout(run_id, timeout) from None
+                await asyncio.sleep(0.05)
+            finally:
+                if channel is not None:
+                    t.unsubscribe(channel)
+
+    # ---------------------------------------------------------------- reads
+
+    async def get_run(self, run_id: str) -> RunState | None:
+        """The run's state, or None for an unknown id."""
+        return run_state(run_id, await self.redis.hgetall(self.keys.run(check_run_id(run_id))))
+
+    async def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
+        """Synced metadata of one workflow, or None."""
+        key = self.keys.workflow(check_name(name, "workflow name"))
+        return workflow_meta(await self.redis.hgetall(key))
+
+    async def get_run_steps(self, run_id: str) -> list[StepState] | None:
+        """The run's recorded steps in execution order, or None for an unknown id."""
+        return await _drive_query(self.redis, queries.get_run_steps(self.keys, run_id))
+
+    async def list_runs(
+        self,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunState]:
+        """Runs, newest first, optionally of one workflow and/or one status."""
+        plan = queries.list_runs(self.keys, workflow, status, limit, offset)
+        return await _drive_query(self.redis, plan)
+
+    async def list_workflows(self) -> list[WorkflowMeta]:
+        """Metadata of every synced workflow, by name."""
+        return await _drive_query(self.redis, queries.list_workflows(self.keys))
+
+
+def create_async_client(
+    url: str | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    redis: redis.asyncio.Redis | None = None,
+    default: bool = True,
+    registry: Registry | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    redis_functions: bool = False,
+) -> AsyncClient:
+    """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
+    ``prefix``; a plain function: nothing connects until the first call.
+
+    The URL forms are the sync client's (``rediss://`` for TLS, ``user:password@``,
+    ``unix://``). Passing ``redis=`` (a ``redis.asyncio.Redis``) reuses its
+    connection settings; the client opens its own connections, with bytes
+    replies. Unless ``default=False`` the client becomes the process's default
+    async client (``Workflow.arun()`` without ``client=``). Close it with
+    ``await client.aclose()`` (or ``async with``). ``redis_functions`` as for
+    :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default).
+    """
+    if url is not None and redis is not None:
+        raise ValueError("pass either url or redis, not both")
+    if not isinstance(redis_functions, bool):
+        raise TypeError("redis_functions must be a bool")
+    client = AsyncClient(
+        AsyncTransport(url, redis),
+        prefix=prefix,
+        registry=registry,
+        max_payload_bytes=max_payload_bytes,
+        redis_functions=redis_functions,
+    )
+    if default:
+        set_default_async_client(client)
+    return client
+
+
+def set_default_async_client(client: AsyncClient | None) -> None:
+    """Make ``client`` the process's default async client (``Workflow.arun()``)."""
+    set_default_async_starter(client)
+
+
+def get_default_async_client() -> AsyncClient | None:
+    """The process's default async client, if one was created."""
+    starter = default_async_starter()
+    return starter if isinstance(starter, AsyncClient) else None
