@@ -67,9 +67,9 @@ _worker_setup: Callable[[], object] | None = None
 
 
 class _Otel:
-    """The imported API and the W3C propagator (built once, on first use after the
-    application imported ``opentelemetry.trace``), and this library's tracer of
-    the current global provider."""
+    """The W3C propagator and this library's tracer of the current global provider,
+    built on first use while a provider is set or a span is current (imports no
+    module before that)."""
 
     def __init__(self) -> None:
         from opentelemetry import context, trace
@@ -77,39 +77,39 @@ class _Otel:
 
         from . import __version__
 
-        self.trace = trace
         self.context = context
         self.version = __version__
         self.w3c = TraceContextTextMapPropagator()
         self.error = trace.StatusCode.ERROR
         self.consumer = trace.SpanKind.CONSUMER
-        self._provider: object = None
-        self._tracer: Any = None
-
-    def tracer(self) -> Any:
-        """This library's tracer from the global provider, or None while none is set
-        (the API's default proxy records nothing: no span, no read)."""
-        provider = self.trace.get_tracer_provider()
-        if provider is not self._provider:
-            self._provider = provider
-            inert = isinstance(
-                provider, self.trace.ProxyTracerProvider | self.trace.NoOpTracerProvider
-            )
-            self._tracer = None if inert else provider.get_tracer(_NAME, self.version)
-        return self._tracer
+        self.provider: object = None
+        self.tracer: Any = None
 
 
 _otel_state: _Otel | None = None
 
 
-def _otel() -> _Otel | None:
-    """The API, once the application imported it; else None (nothing to trace)."""
+def _otel() -> _Otel:
     global _otel_state
     if _otel_state is None:
-        if _TRACE not in sys.modules:
-            return None
         _otel_state = _Otel()
     return _otel_state
+
+
+def _tracing() -> tuple[_Otel, Any] | None:
+    """This library's tracer (with the helpers), or None while no tracer provider is
+    set: ``opentelemetry.trace`` not imported (by the application or a library), or
+    the API's default proxy, which records nothing (then no span, no read)."""
+    api = sys.modules.get(_TRACE)
+    if api is None:
+        return None
+    provider = api.get_tracer_provider()
+    if isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider):
+        return None
+    ot = _otel()
+    if provider is not ot.provider:
+        ot.provider, ot.tracer = provider, provider.get_tracer(_NAME, ot.version)
+    return ot, ot.tracer
 
 
 # ---------------------------------------------------------------- enqueue
@@ -119,13 +119,11 @@ def trace_args() -> tuple[str, ...]:
     """The ``traceparent`` and ``tracestate`` arguments of ``enqueue_run``
     (ARGV[15], ARGV[16]): the current span context in W3C form, or nothing when
     there is no valid one (or no OpenTelemetry)."""
-    if _TRACE not in sys.modules:
-        return ()
-    ot = _otel()
-    if ot is None:
+    api = sys.modules.get(_TRACE)
+    if api is None or not api.get_current_span().get_span_context().is_valid:
         return ()
     carrier: dict[str, str] = {}
-    ot.w3c.inject(carrier)
+    _otel().w3c.inject(carrier)
     parent = carrier.get("traceparent")
     if not parent:
         return ()
@@ -142,11 +140,10 @@ def traced_execution(fn: F) -> F:
 
     @functools.wraps(fn)
     def execute(executor: Any, claimed: Any) -> Any:
-        ot = _otel()
-        tracer = ot.tracer() if ot is not None else None
-        if tracer is None:
+        active = _tracing()
+        if active is None:
             return fn(executor, claimed)
-        return _run_span(ot, tracer, fn, executor, claimed)
+        return _run_span(*active, fn, executor, claimed)
 
     return execute  # type: ignore[return-value]
 
@@ -227,10 +224,10 @@ def traced_step(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(core: Any, name: Any, body: Callable[[str], Any]) -> Any:
-        ot = _otel()
-        tracer = ot.tracer() if ot is not None else None
-        if tracer is None:
+        active = _tracing()
+        if active is None:
             return fn(core, name, body)
+        tracer = active[1]
         called = False
 
         def traced(step: str) -> Any:
@@ -259,10 +256,10 @@ def traced_step_async(fn: F) -> F:
 
     @functools.wraps(fn)
     async def run(core: Any, name: Any, body: Callable[[str], Awaitable[Any]]) -> Any:
-        ot = _otel()
-        tracer = ot.tracer() if ot is not None else None
-        if tracer is None:
+        active = _tracing()
+        if active is None:
             return await fn(core, name, body)
+        tracer = active[1]
         called = False
 
         async def traced(step: str) -> Any:

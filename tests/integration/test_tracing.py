@@ -9,6 +9,9 @@ real supervisor is ``tests/process/test_tracing.py``.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from redflow_mp import AsyncContext, Client, Context, Registry, Retries, define_workflow
 from redflow_mp.aio import create_async_client
 from tests.helpers import WorkerPool, monitor, text
+from tests.process.conftest import ROOT
 from tests.tracing_support import by_name, global_provider, hex_span, hex_trace
 
 pytestmark = pytest.mark.timeout(60)
@@ -282,3 +286,70 @@ def test_without_a_provider_nothing_is_stored_or_read(
         "redflow.run untraced",
         "redflow.step s",
     }
+
+
+# A process that enqueues a run and executes it (an in-process worker), then
+# reports which opentelemetry modules redflow added to those redis-py imports
+# itself (redis-py 8 imports the API when it is installed, for its own
+# instrumentation). ``absent`` makes the extra look uninstalled: a None entry in
+# sys.modules is how Python marks a module as missing (``find_spec`` answers
+# None, ``import`` raises ModuleNotFoundError).
+_CHILD = """
+import json, sys
+if sys.argv[3] == "absent":
+    sys.modules["opentelemetry"] = None
+import redis
+
+def otel():
+    return {m for m, v in sys.modules.items() if m.startswith("opentelemetry") and v}
+
+base = otel()
+from redflow_mp import Context, Registry, Worker, create_client, define_workflow, tracing
+from redflow_mp.executor import Executor
+from redflow_mp.steps import Step
+import redflow_supervisor.child
+
+registry = Registry()
+
+@define_workflow("plain", registry=registry)
+def plain(ctx: Context[int]) -> int:
+    return ctx.step.run("double", lambda: ctx.input * 2)
+
+client = create_client(sys.argv[1], prefix=sys.argv[2], registry=registry)
+handle = plain.run(21)
+Worker(client, registry=registry, max_runs=1, block_timeout=0.1).run()
+print(json.dumps({
+    "result": handle.result(timeout=10),
+    "installed": tracing.INSTALLED,
+    "undecorated": not hasattr(Executor.execute, "__wrapped__")
+    and not hasattr(Step._run, "__wrapped__"),
+    "trace_args": list(tracing.trace_args()),
+    "base": len(base),
+    "added": sorted(otel() - base),
+}))
+client.close()
+"""
+
+
+@pytest.mark.parametrize("extra", ["absent", "installed"])
+def test_no_opentelemetry_import_unless_the_application_made_one(
+    redis_url: str, prefix: str, extra: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, redis_url, prefix, extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["result"] == 42
+    assert report["added"] == []  # nothing imported, with the extra or without
+    if extra == "absent":
+        assert report["base"] == 0
+    assert report["trace_args"] == []
+    assert report["installed"] is (extra == "installed")
+    # Without the extra the hooks are the plain functions: no wrapper, no cost.
+    assert report["undecorated"] is (extra == "absent")
