@@ -18,10 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-__all__ = ["by_name", "global_provider", "hex_span", "hex_trace"]
+__all__ = ["by_name", "global_provider", "hex_span", "hex_trace", "reset_globals"]
 
 
-def _reset() -> None:
+def reset_globals() -> None:
+    """The API's "no provider set" state."""
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
 
@@ -32,13 +33,13 @@ def global_provider() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _reset()
+    reset_globals()
     trace.set_tracer_provider(provider)
     try:
         yield exporter
     finally:
         provider.shutdown()
-        _reset()
+        reset_globals()
 
 
 def by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> dict[str, ReadableSpan]:
