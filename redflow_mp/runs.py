@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import msgspec
 import redis
 
-from . import codec
+from . import codec, tracing
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
@@ -176,8 +176,9 @@ def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
 def enqueue_call(
     scripts: ScriptSet, target: EnqueueTarget, input_json: bytes, options: RunOptions
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Keys and arguments of the ``enqueue_run`` call for a new run (a fresh id)."""
-    return scripts.enqueue_call(
+    """Keys and arguments of the ``enqueue_run`` call for a new run (a fresh id), with
+    the caller's trace context when it has one (``tracing.trace_args``)."""
+    keys, args = scripts.enqueue_call(
         new_run_id(),
         target.workflow,
         target.queue,
@@ -192,6 +193,7 @@ def enqueue_call(
         target.timeout_ms,
         target.priority,
     )
+    return keys, args + tracing.trace_args()
 
 
 def cancel_accepted(status: str | None) -> bool:

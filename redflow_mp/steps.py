@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast, overload
 
 import msgspec
 
-from . import codec
+from . import codec, tracing
 from .codec import StoredStep
 from .errors import (
     DuplicateStepError,
@@ -253,6 +253,7 @@ class _StepCore:
             except ResultTimeoutError:
                 continue
 
+    @tracing.traced_step  # a span per step, with the OpenTelemetry extra
     def _run(self, name: str, body: Callable[[str], Any]) -> Any:
         """One step: cached output on replay, else ``body(step)`` recorded."""
         step, cached, hit = self._begin(name)
@@ -266,6 +267,7 @@ class _StepCore:
             raise
         return self._succeed(step, value, started)
 
+    @tracing.traced_step_async
     async def _run_async(self, name: str, body: Callable[[str], Awaitable[Any]]) -> Any:
         """:meth:`_run` for a body that must be awaited."""
         step, cached, hit = self._begin(name)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NoReturn
 
+from redflow_mp import tracing
 from redflow_mp.client import Client, create_client
 from redflow_mp.metrics import Metrics
 from redflow_mp.registry import Registry
@@ -175,9 +176,11 @@ def after_fork(close_fds: Sequence[int]) -> None:
 
 
 def exit_now(code: int) -> NoReturn:
-    """Flush the logs and stdio, then leave by ``os._exit`` (no code of the parent,
-    atexit handlers included, runs a second time)."""
+    """Flush pending spans (``tracing.shutdown``), the logs and stdio, then leave
+    by ``os._exit`` (no code of the parent, atexit handlers included, runs a
+    second time)."""
     try:
+        tracing.shutdown()
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stdout.flush()
@@ -235,6 +238,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     set_title(hooks.base_title)
+    tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
     registry.freeze()
     client = create_client(

@@ -287,7 +287,7 @@ end
 
 -- Create a run (or return the existing one for its idempotency key / id).
 -- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
---       parent, cron_id, max_concurrency, timeout_ms, priority }
+--       parent, cron_id, max_concurrency, timeout_ms, priority, traceparent?, tracestate? }
 -- Returns id, created (1 new | 0 existing), status.
 local function enqueue(tag, a, now)
   local idem = nil
@@ -314,7 +314,8 @@ local function enqueue(tag, a, now)
     'status', status, 'inputJson', a.input_json, 'attempt', 1,
     'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
   local optional = { idempotencyKey = a.idem_key, parentRunId = a.parent, cronId = a.cron_id,
-    maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms }
+    maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms,
+    traceparent = a.traceparent, tracestate = a.tracestate }
   if idem then optional.idempotencyTtlMs = a.idem_ttl end
   if a.priority ~= 0 then optional.priority = a.priority end
   for name, value in pairs(optional) do

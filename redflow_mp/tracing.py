@@ -1,0 +1,327 @@
+"""OpenTelemetry traces (the optional ``otel`` extra); no-ops without it.
+
+This module owns everything OpenTelemetry in the library, and never imports
+``opentelemetry`` before it has something to do: the hooks look for the
+``opentelemetry.trace`` module in ``sys.modules`` (the application, or redis-py
+8, imported it) and act only while a tracer provider is set (the execution and
+step spans) or a span is current (the context stored at enqueue). Without the
+extra, the decorators below return the functions they decorate unchanged and
+:func:`trace_args` is one dictionary lookup, so an untraced process pays
+nothing per run (``python -m benchmarks.tracing_overhead``).
+
+What is traced, when a tracer provider is set (not the API's default proxy):
+
+- **enqueue** (``Runs.enqueue``, the async client, child runs from steps): the
+  current span context, in W3C Trace Context form, is stored on the run as its
+  ``traceparent`` (and ``tracestate``) fields (:func:`trace_args`);
+- **an execution** (``Executor.execute``): a span ``redflow.run <workflow>`` of
+  kind CONSUMER whose parent is the stored context, with the attributes
+  ``redflow.workflow``, ``redflow.run_id``, ``redflow.attempt``,
+  ``redflow.queue``, ``redflow.parent_run_id`` (a child run) and
+  ``redflow.outcome``; its status is ERROR when the attempt failed, will be
+  retried or lost its lease. The stored context costs one ``HMGET`` per
+  execution, made only while tracing;
+- **a step** (``ctx.step.*``): a span ``redflow.step <name>``, child of the
+  run's, with ``redflow.step``, ``redflow.step.cached`` (True for an output
+  replayed from an earlier attempt) and ``redflow.outcome`` (``succeeded``,
+  ``cached`` or ``failed``). A child workflow started by a step is enqueued
+  inside that span, so its run span is a child of the step span: parent and
+  child runs share one trace.
+
+Supervisor children: configure the SDK in a function given to
+:func:`setup_in_workers`; each child calls it right after the fork (the
+parent never runs it, so it starts no exporter thread there: the parent forks
+and must have no threads), and :func:`shutdown` flushes the provider's
+pending spans before the child leaves by ``os._exit`` (no ``atexit`` hook,
+hence no SDK shutdown, runs in a child).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = [
+    "INSTALLED",
+    "setup_in_workers",
+    "shutdown",
+    "start_worker",
+    "trace_args",
+    "traced_execution",
+    "traced_step",
+    "traced_step_async",
+]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSTALLED: bool = importlib.util.find_spec("opentelemetry") is not None
+"""Whether the OpenTelemetry API is importable here (found without importing it)."""
+
+_TRACE = "opentelemetry.trace"
+_NAME = "redflow_mp"
+_worker_setup: Callable[[], object] | None = None
+
+
+class _Otel:
+    """The W3C propagator and this library's tracer of the current global provider,
+    built on first use while a provider is set or a span is current (imports no
+    module before that)."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        from . import __version__
+
+        self.context = context
+        self.version = __version__
+        self.w3c = TraceContextTextMapPropagator()
+        self.error = trace.StatusCode.ERROR
+        self.consumer = trace.SpanKind.CONSUMER
+        self.provider: object = None
+        self.tracer: Any = None
+
+
+_otel_state: _Otel | None = None
+
+
+def _otel() -> _Otel:
+    global _otel_state
+    if _otel_state is None:
+        _otel_state = _Otel()
+    return _otel_state
+
+
+def _tracing() -> tuple[_Otel, Any] | None:
+    """This library's tracer (with the helpers), or None while no tracer provider is
+    set: ``opentelemetry.trace`` not imported (by the application or a library), or
+    the API's default proxy, which records nothing (then no span, no read)."""
+    api = sys.modules.get(_TRACE)
+    if api is None:
+        return None
+    provider = api.get_tracer_provider()
+    if isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider):
+        return None
+    ot = _otel()
+    if provider is not ot.provider:
+        ot.provider, ot.tracer = provider, provider.get_tracer(_NAME, ot.version)
+    return ot, ot.tracer
+
+
+# ---------------------------------------------------------------- enqueue
+
+
+def trace_args() -> tuple[str, ...]:
+    """The ``traceparent`` and ``tracestate`` arguments of ``enqueue_run``
+    (ARGV[15], ARGV[16]): the current span context in W3C form, or nothing when
+    there is no valid one (or no OpenTelemetry)."""
+    api = sys.modules.get(_TRACE)
+    if api is None or not api.get_current_span().get_span_context().is_valid:
+        return ()
+    carrier: dict[str, str] = {}
+    _otel().w3c.inject(carrier)
+    parent = carrier.get("traceparent")
+    if not parent:
+        return ()
+    return parent, carrier.get("tracestate", "")
+
+
+# -------------------------------------------------------------- execution
+
+
+def traced_execution(fn: F) -> F:
+    """Decorate ``Executor.execute(claimed) -> Outcome``: a span per execution."""
+    if not INSTALLED:
+        return fn
+
+    @functools.wraps(fn)
+    def execute(executor: Any, claimed: Any) -> Any:
+        active = _tracing()
+        if active is None:
+            return fn(executor, claimed)
+        return _run_span(*active, fn, executor, claimed)
+
+    return execute  # type: ignore[return-value]
+
+
+def _stored_context(ot: _Otel, executor: Any, claimed: Any) -> Any:
+    """The context stored on the run at enqueue (an empty one: a new trace)."""
+    try:
+        parent, state = executor.runs.transport.call(
+            "HMGET", executor.runs.keys.run(claimed.id), "traceparent", "tracestate"
+        )
+    except Exception as exc:  # tracing must never fail a run
+        log.debug("cannot read the trace context of run %s: %s", claimed.id, exc)
+        return ot.context.Context()
+    if not parent:
+        return ot.context.Context()
+    carrier = {"traceparent": parent.decode("ascii", "replace")}
+    if state:
+        carrier["tracestate"] = state.decode("ascii", "replace")
+    return ot.w3c.extract(carrier, context=ot.context.Context())
+
+
+def _run_span(ot: Any, tracer: Any, fn: Callable[..., Any], executor: Any, claimed: Any) -> Any:
+    attributes: dict[str, Any] = {
+        "redflow.workflow": claimed.workflow,
+        "redflow.run_id": claimed.id,
+        "redflow.attempt": claimed.attempt,
+        "redflow.queue": claimed.queue,
+        "messaging.system": "redflow",
+        "messaging.destination.name": claimed.queue,
+        "messaging.operation.type": "process",
+    }
+    if claimed.parent_run_id:
+        attributes["redflow.parent_run_id"] = claimed.parent_run_id
+    with tracer.start_as_current_span(
+        f"redflow.run {claimed.workflow}",
+        context=_stored_context(ot, executor, claimed),
+        kind=ot.consumer,
+        attributes=attributes,
+    ) as span:
+        outcome = fn(executor, claimed)
+        mode = str(outcome.mode)
+        span.set_attribute("redflow.outcome", mode)
+        error = outcome.error
+        if mode in ("failed", "retry") and error is not None:
+            span.set_status(ot.error, f"{error.type}: {error.message}")
+            span.add_event(
+                "exception",
+                {"exception.type": error.type, "exception.message": error.message},
+            )
+        elif mode == "lost":
+            span.set_status(ot.error, "the run's lease was lost")
+        return outcome
+
+
+# ------------------------------------------------------------------ steps
+
+
+def _step_attributes(core: Any, name: object) -> dict[str, Any]:
+    ex = core._ex
+    return {
+        "redflow.workflow": ex.workflow,
+        "redflow.run_id": ex.run_id,
+        "redflow.attempt": ex.attempt,
+        "redflow.step": str(name),
+    }
+
+
+def _end_step(span: Any, called: bool) -> None:
+    span.set_attribute("redflow.step.cached", not called)
+    span.set_attribute("redflow.outcome", "succeeded" if called else "cached")
+
+
+def traced_step(fn: F) -> F:
+    """Decorate the step runner ``_run(self, name, body)``: a span per step. The
+    body not called but a value returned means a cached output."""
+    if not INSTALLED:
+        return fn
+
+    @functools.wraps(fn)
+    def run(core: Any, name: Any, body: Callable[[str], Any]) -> Any:
+        active = _tracing()
+        if active is None:
+            return fn(core, name, body)
+        tracer = active[1]
+        called = False
+
+        def traced(step: str) -> Any:
+            nonlocal called
+            called = True
+            return body(step)
+
+        with tracer.start_as_current_span(
+            f"redflow.step {name}", attributes=_step_attributes(core, name)
+        ) as span:
+            try:
+                value = fn(core, name, traced)
+            except BaseException:
+                span.set_attribute("redflow.outcome", "failed")
+                raise
+            _end_step(span, called)
+            return value
+
+    return run  # type: ignore[return-value]
+
+
+def traced_step_async(fn: F) -> F:
+    """:func:`traced_step` for the async step runner ``_run_async``."""
+    if not INSTALLED:
+        return fn
+
+    @functools.wraps(fn)
+    async def run(core: Any, name: Any, body: Callable[[str], Awaitable[Any]]) -> Any:
+        active = _tracing()
+        if active is None:
+            return await fn(core, name, body)
+        tracer = active[1]
+        called = False
+
+        async def traced(step: str) -> Any:
+            nonlocal called
+            called = True
+            return await body(step)
+
+        with tracer.start_as_current_span(
+            f"redflow.step {name}", attributes=_step_attributes(core, name)
+        ) as span:
+            try:
+                value = await fn(core, name, traced)
+            except BaseException:
+                span.set_attribute("redflow.outcome", "failed")
+                raise
+            _end_step(span, called)
+            return value
+
+    return run  # type: ignore[return-value]
+
+
+# ------------------------------------------------------ supervisor children
+
+
+def setup_in_workers(setup: Callable[[], object]) -> Callable[[], object]:
+    """Have each supervisor child call ``setup()`` right after it is forked,
+    before its first run: configure the OpenTelemetry SDK there (a tracer
+    provider, its span processors and exporters). Call it at import of a
+    workflow module; usable as a decorator. The parent never calls it, so no
+    exporter thread exists when it forks. The last function given wins (a
+    reload imports the module again)."""
+    global _worker_setup
+    _worker_setup = setup
+    return setup
+
+
+def start_worker() -> None:
+    """In a supervisor child, after the fork: the :func:`setup_in_workers`
+    function, if any. Its errors are logged; the child runs untraced then."""
+    if _worker_setup is None:
+        return
+    try:
+        _worker_setup()
+    except Exception:
+        log.exception("the tracing setup given to setup_in_workers raised; tracing is off")
+
+
+def shutdown(timeout_ms: int = 5000) -> None:
+    """Flush and shut down the global tracer provider, when the application set
+    an SDK one: what its ``atexit`` hook would do, for a process that leaves by
+    ``os._exit`` (a supervisor child). Errors are logged, never raised."""
+    if _TRACE not in sys.modules:
+        return
+    provider = sys.modules[_TRACE].get_tracer_provider()
+    flush = getattr(provider, "force_flush", None)
+    close = getattr(provider, "shutdown", None)
+    try:
+        if callable(flush):
+            flush(timeout_ms)
+        if callable(close):
+            close()
+    except Exception:
+        log.exception("flushing the tracer provider failed")

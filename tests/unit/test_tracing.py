@@ -1,0 +1,61 @@
+"""tracing.py's supervisor-child helpers: the set-up given to ``setup_in_workers``
+runs on ``start_worker`` (errors logged, never raised), and ``shutdown`` flushes a
+batch processor's spans (what a child does before ``os._exit``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from redflow_mp import tracing
+from tests.tracing_support import reset_globals
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    saved = tracing._worker_setup
+    yield
+    tracing._worker_setup = saved
+    reset_globals()
+
+
+def test_start_worker_runs_the_last_setup_and_survives_its_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+    tracing.setup_in_workers(lambda: calls.append("first"))
+
+    @tracing.setup_in_workers
+    def second() -> None:
+        calls.append("second")
+        raise RuntimeError("no collector")
+
+    assert second is not None  # usable as a decorator: the function stays
+    with caplog.at_level("ERROR", logger="redflow_mp.tracing"):
+        tracing.start_worker()
+    assert calls == ["second"]
+    assert "setup_in_workers raised" in caplog.text and "no collector" in caplog.text
+
+
+def test_shutdown_flushes_a_batch_processor() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    reset_globals()
+    trace.set_tracer_provider(provider)
+    with trace.get_tracer("test").start_as_current_span("buffered"):
+        pass
+    assert exporter.get_finished_spans() == ()  # still in the processor's queue
+    tracing.shutdown()
+    assert [s.name for s in exporter.get_finished_spans()] == ["buffered"]
+
+
+def test_shutdown_without_a_provider_does_nothing() -> None:
+    reset_globals()
+    tracing.shutdown()  # the API's proxy has neither force_flush nor shutdown
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
