@@ -30,6 +30,7 @@ import msgspec
 import redis
 
 from . import codec
+from .cascade import cancel_children
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
@@ -41,15 +42,18 @@ from .scripts import Scripts, ScriptSet
 from .transport import Transport
 
 __all__ = [
+    "DEFAULT_MAX_EVENTS_PER_RUN",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PREFIX",
     "EnqueueTarget",
     "Runs",
     "cancel_accepted",
+    "check_max_events_per_run",
     "check_max_payload_bytes",
     "encode_input",
     "encode_payload",
     "enqueue_call",
+    "event_payload",
     "run_state",
     "target_of_definition",
     "target_of_name",
@@ -60,6 +64,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_EVENTS_PER_RUN = 10_000
+
+
+def check_max_events_per_run(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_events_per_run must be an int")
+    if value < 1:
+        raise ValueError("max_events_per_run must be at least 1")
+    return value
+
+
+def event_payload(event: object, payload: Any, limit: int) -> tuple[str, bytes]:
+    """A checked event name and its encoded payload (``max_payload_bytes``)."""
+    name = check_name(event, "event name")
+    return name, encode_payload(payload, f"payload of event {name!r}", limit)
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +210,7 @@ def enqueue_call(
         target.max_concurrency,
         target.timeout_ms,
         target.priority,
+        options.linked,
     )
 
 
@@ -228,6 +248,7 @@ class Runs:
         registry: Registry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         redis_functions: bool = False,
+        max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -235,6 +256,7 @@ class Runs:
         self.scripts = Scripts(transport, self.keys, functions=bool(redis_functions))
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+        self.max_events_per_run = check_max_events_per_run(max_events_per_run)
         self.waiter = ResultWaiter(transport, self.keys)
 
     @property
@@ -288,6 +310,24 @@ class Runs:
         """Redis server time in epoch ms (the clock every time that matters uses)."""
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
+        """Record ``event`` for the run and wake it if it waits for that event.
+
+        Returns False (nothing stored) for an unknown or finished run. The payload
+        is msgspec JSON within ``max_payload_bytes``; at most
+        ``max_events_per_run`` events may wait unconsumed per run (beyond:
+        :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored)."""
+        name, data = event_payload(event, payload, self.max_payload_bytes)
+        return self.scripts.send_event(check_run_id(run_id), name, data, self.max_events_per_run)
+
+    def cancel_children(self, run_id: str, reason: str | None = None) -> int:
+        """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
+
+        def scan(key: str) -> list[bytes]:
+            return list(self.redis.sscan_iter(key, count=500))
+
+        return cancel_children(scan, self.scripts.cancel, self.keys, run_id, reason)
 
     def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""

@@ -13,6 +13,8 @@
 -- ARGV[10] parentRunId ('' = none)       ARGV[11] cronId ('' = none)
 -- ARGV[12] maxConcurrency ('' = unknown) ARGV[13] timeoutMs ('' = none)
 -- ARGV[14] priority 0..9 (higher is claimed first; '' = 0)
+-- ARGV[15] '1' when the parent awaits the child (step.run_workflow/run_workflows):
+--          recorded in run:<parent>:children for the cancel cascade
 -- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }
 -- Invariants: same idempotency key -> same run id, even under concurrent callers
 -- (the script is atomic); an existing run is never overwritten; the key has no
@@ -24,6 +26,6 @@ local id, created, status = enqueue(tag, {
   id = ARGV[2], workflow = ARGV[3], queue = ARGV[4], input_json = ARGV[5],
   max_attempts = ARGV[6], run_at = tonumber(ARGV[7]) or 0, idem_key = ARGV[8],
   idem_ttl = ARGV[9], parent = ARGV[10], cron_id = ARGV[11], max_concurrency = ARGV[12],
-  timeout_ms = ARGV[13], priority = priority,
+  timeout_ms = ARGV[13], priority = priority, link = ARGV[15] == '1',
 }, now_ms())
 return { id, created, status }

@@ -1,9 +1,10 @@
-"""Move due delayed runs and retries from ``scheduled`` to ``ready``."""
+"""Move due delayed runs and retries from ``scheduled`` to ``ready``, and wake the
+suspended runs whose wake-up time came (durable sleeps, wait deadlines)."""
 
 from __future__ import annotations
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import promote_due
+from redflow_mp.maintenance import promote_due, wake_due
 
 __all__ = ["PromoterDuty"]
 
@@ -17,4 +18,5 @@ class PromoterDuty:
 
     def tick(self, now: float) -> float:
         promote_due(self.client)
+        wake_due(self.client)
         return now + self.interval
