@@ -140,7 +140,7 @@ def test_sleep_bad_input_is_a_clear_error(
             except (ValueError, TypeError) as exc:
                 seen.append(type(exc).__name__)
         try:
-            ctx.step.sleep_until("naive", datetime.now() + timedelta(seconds=1))  # noqa: DTZ005
+            ctx.step.sleep_until("naive", datetime.now() + timedelta(seconds=1))
         except ValueError as exc:
             seen.append("naive:" + str(exc)[:30])
         return seen
@@ -171,9 +171,11 @@ def test_events_sent_before_the_wait_are_kept_in_order(
     state = client.get_run(handle.id)
     assert state is not None
     wait_until(
-        lambda: (s := client.get_run(handle.id)) is not None
-        and s.wait is not None
-        and s.wait.events == ["go"],
+        lambda: (
+            (s := client.get_run(handle.id)) is not None
+            and s.wait is not None
+            and s.wait.events == ["go"]
+        ),
         timeout=10,
     )
     assert handle.send_event("go", "three") is True
