@@ -107,3 +107,31 @@ def test_child_sigkilled_while_suspending_or_resuming_loses_nothing(
     assert raw.zcard(client.keys.leases) == 0
     time.sleep(0.1)
     sup.wait_workers(2)
+
+
+def test_metrics_show_suspended_runs_and_wakeup_lateness(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    from tests.process.test_observability import _free_port, _get, _scrape
+
+    port = _free_port()
+    sup = supervisor(procs=2, modules=MODULES, args=["--metrics-port", str(port)])
+    sup.wait_workers(2)
+    listeners = [flows_waits.pw_listener.run(None, client=client) for _ in range(3)]
+    sleepers = [flows_waits.pw_sleeper.run(0.5, client=client) for _ in range(5)]
+    wait_until(lambda: _get(_scrape(port), "redflow_runs_suspended") == 3, 30, 0.1)
+    assert all(h.result(timeout=30) == "slept" for h in sleepers)
+    samples = _scrape(port)
+    assert _get(samples, "redflow_wakeup_lateness_seconds_count") == 5
+    # woken within a promoter interval (200 ms) and some slack, even on a busy machine
+    assert _get(samples, "redflow_wakeup_lateness_seconds_sum") / 5 < 1.0
+    wait_until(
+        lambda: _get(_scrape(port), "redflow_runs_suspended_total", workflow="pw-listener") == 3,
+        15,
+        0.1,
+        message="the children's suspend counts",
+    )
+    for h in listeners:
+        h.send_event("go", 1)
+    assert all(h.result(timeout=30) == 1 for h in listeners)
+    wait_until(lambda: _get(_scrape(port), "redflow_runs_suspended") == 0, 30, 0.1)
