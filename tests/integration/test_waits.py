@@ -345,3 +345,37 @@ def test_run_workflow_timeout_is_durable(
     out = parent.run().result(timeout=15)
     assert "timed out" in out
     gate.set()
+
+
+def test_a_resume_after_100_steps_reads_the_steps_once(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    from redflow_mp import Worker
+    from redflow_mp.maintenance import wake_due
+    from tests.helpers import command_counts
+
+    ran: list[int] = []
+
+    @define_workflow("hundred", registry=registry)
+    def hundred(ctx: Context[Any]) -> int:
+        total = sum(ctx.step.run(f"s{i}", lambda i=i: ran.append(i) or i) for i in range(100))
+        ctx.step.sleep("nap", 0.2)
+        return total
+
+    worker = Worker(client, block_timeout=0.1)
+    try:
+        handle = hundred.run()
+        assert worker.run_until_idle() == 1
+        assert _status(client, handle.id) == "suspended"
+        time.sleep(0.3)
+        assert len(wake_due(client)[0]) == 1
+        counts = command_counts(raw, worker.run_until_idle)
+        assert handle.result(timeout=5) == sum(range(100))
+    finally:
+        worker.close()
+    assert ran == list(range(100))  # no step ran again
+    # the claim's one HGETALL of the 100 step records; nothing read per step
+    print("resume commands:", counts)
+    assert counts.get("hgetall", 0) == 1, counts
+    assert counts.get("hget", 0) <= 5, counts
+    assert sum(counts.values()) < 60, counts
