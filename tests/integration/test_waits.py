@@ -50,7 +50,11 @@ def test_parent_suspends_frees_its_worker_and_resumes_by_replay(
 
     @define_workflow("w-parent", registry=registry)
     def parent(ctx: Context[Any]) -> dict[str, Any]:
-        first = ctx.step.run("first", lambda: before.append(1) or len(before))
+        def once() -> int:
+            before.append(1)
+            return len(before)
+
+        first = ctx.step.run("first", once)
         got = ctx.step.run_workflow("child", child, 21)
         return {"first": first, "got": got, "attempt": ctx.run.attempt}
 
@@ -358,7 +362,11 @@ def test_a_resume_after_100_steps_reads_the_steps_once(
 
     @define_workflow("hundred", registry=registry)
     def hundred(ctx: Context[Any]) -> int:
-        total = sum(ctx.step.run(f"s{i}", lambda i=i: ran.append(i) or i) for i in range(100))
+        def record(i: int) -> int:
+            ran.append(i)
+            return i
+
+        total = sum(ctx.step.run(f"s{i}", record, i) for i in range(100))
         ctx.step.sleep("nap", 0.2)
         return total
 
@@ -379,3 +387,20 @@ def test_a_resume_after_100_steps_reads_the_steps_once(
     assert counts.get("hgetall", 0) == 1, counts
     assert counts.get("hget", 0) <= 5, counts
     assert sum(counts.values()) < 60, counts
+
+
+def test_async_task_group_of_waits_suspends_and_resumes(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("tg-child", registry=registry, max_concurrency=4)
+    def child(ctx: Context[Any]) -> int:
+        return int(ctx.input) * 3
+
+    @define_workflow("tg-parent", registry=registry)
+    async def parent(ctx: AsyncContext[Any]) -> list[int]:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ctx.step.run_workflow(f"c{i}", child, i)) for i in range(3)]
+        return [t.result() for t in tasks]
+
+    workers.start()
+    assert parent.run().result(timeout=30) == [0, 3, 6]

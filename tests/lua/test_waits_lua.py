@@ -12,6 +12,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait, StoredStep, decode_step, encode_step
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
+from tests.helpers import text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,8 +28,7 @@ def _finish(client: Client, run: Claimed, output: bytes = b'"ok"') -> str | None
 
 
 def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
-    value = raw.hget(client.keys.run(run_id), "status")
-    return value.decode() if value else ""
+    return text(raw.hget(client.keys.run(run_id), "status") or b"")
 
 
 def _record_parts(attempt: int = 1) -> tuple[bytes, bytes]:
