@@ -7,6 +7,7 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -404,3 +405,36 @@ def test_async_task_group_of_waits_suspends_and_resumes(
 
     workers.start()
     assert parent.run().result(timeout=30) == [0, 3, 6]
+
+
+def test_wait_steps_bad_arguments(client: Client, registry: Registry, workers: WorkerPool) -> None:
+    @define_workflow("args-child", registry=registry)
+    def child(ctx: Context[Any]) -> None:
+        return None
+
+    @define_workflow("bad-args", registry=registry)
+    def bad(ctx: Context[Any]) -> list[str]:
+        out = []
+        calls: list[Callable[[], Any]] = [
+            lambda: ctx.step.run_workflows("a", child, "abc"),  # type: ignore[arg-type]
+            lambda: ctx.step.run_workflows("b", child, {"x": 1}),  # type: ignore[arg-type]
+            lambda: ctx.step.run_workflow("c", child, None, timeout=-1),
+            lambda: ctx.step.run_workflow("d", child, None, timeout=math.nan),
+            lambda: ctx.step.wait_for_event("e", "", timeout=1),
+            lambda: ctx.step.wait_for_event("f", "x" * 600),
+            lambda: ctx.step.wait_for_event("g", "ok", timeout=0),
+            lambda: ctx.step.run_workflow("h", 5, None),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            try:
+                call()
+                out.append("no error")
+            except (TypeError, ValueError) as exc:
+                out.append(type(exc).__name__)
+        return out
+
+    workers.start()
+    out = bad.run().result(timeout=15)
+    assert out == ["TypeError", "TypeError", "ValueError", "ValueError", "ValueError",
+                   "ValueError", "ValueError", "TypeError"]  # fmt: skip
+    assert client.list_runs(workflow="args-child") == []
