@@ -416,7 +416,7 @@ def test_wait_steps_bad_arguments(client: Client, registry: Registry, workers: W
     def bad(ctx: Context[Any]) -> list[str]:
         out = []
         calls: list[Callable[[], Any]] = [
-            lambda: ctx.step.run_workflows("a", child, "abc"),  # type: ignore[arg-type]
+            lambda: ctx.step.run_workflows("a", child, "abc"),
             lambda: ctx.step.run_workflows("b", child, {"x": 1}),  # type: ignore[arg-type]
             lambda: ctx.step.run_workflow("c", child, None, timeout=-1),
             lambda: ctx.step.run_workflow("d", child, None, timeout=math.nan),
