@@ -93,3 +93,23 @@ def pw_killed(ctx: Context[Any]) -> str:
         ctx.step.sleep("nap", 0.3)
         ctx.step.run("done", lambda: r.incr(f"{tag}:done:{ctx.run.id}"))
         return "ok"
+
+
+def _spin(seconds: float) -> int:
+    end = time.process_time() + seconds
+    n = 0
+    while time.process_time() < end:
+        n += 1
+    return n
+
+
+@define_workflow("pw-cpu", queue="w", max_concurrency=1000)
+def pw_cpu(ctx: Context[Any]) -> int:
+    with _executing(ctx):
+        return int(ctx.step.run("spin", _spin, float(ctx.input))) * 0
+
+
+@define_workflow("pw-fan", queue="w", max_concurrency=1000)
+def pw_fan(ctx: Context[Any]) -> list[int]:
+    with _executing(ctx):
+        return ctx.step.run_workflows("fan", pw_cpu, [ctx.input] * 4)

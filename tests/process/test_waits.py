@@ -5,6 +5,7 @@ nothing and runs nothing twice."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -135,3 +136,23 @@ def test_metrics_show_suspended_runs_and_wakeup_lateness(
         h.send_event("go", 1)
     assert all(h.result(timeout=30) == 1 for h in listeners)
     wait_until(lambda: _get(_scrape(port), "redflow_runs_suspended") == 0, 30, 0.1)
+
+
+def test_cpu_fan_out_runs_children_in_parallel_on_procs_2(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """The parent of run_workflows holds no process: its 4 CPU-bound children run two
+    at a time (with the inline assist they ran one at a time in the parent's)."""
+    tag = client.keys.tag
+    sup = supervisor(procs=2, modules=MODULES)
+    sup.wait_workers(2)
+    began = time.perf_counter()
+    assert flows_waits.pw_fan.run(0.5, client=client).result(timeout=120) == [0, 0, 0, 0]
+    wall = time.perf_counter() - began
+    assert _count(raw, f"{tag}:exec:max") == 2  # two children at once, never more
+    children = client.list_runs(workflow="pw-cpu")
+    assert len(children) == 4 and all(c.status is RunStatus.SUCCEEDED for c in children)
+    spans = sorted((c.started_at or 0, c.finished_at or 0) for c in children)
+    overlapping = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
+    assert overlapping >= 1, spans  # some children ran at the same time
+    print(f"fan-out 4 x 0.5 s CPU on --procs 2: {wall:.2f} s")
