@@ -438,3 +438,35 @@ def test_wait_steps_bad_arguments(client: Client, registry: Registry, workers: W
     assert out == ["TypeError", "TypeError", "ValueError", "ValueError", "ValueError",
                    "ValueError", "ValueError", "TypeError"]  # fmt: skip
     assert client.list_runs(workflow="args-child") == []
+
+
+def test_run_workflows_enqueues_in_one_pipeline_and_checks_every_input_first(
+    client: Client, registry: Registry, workers: WorkerPool, raw: redis.Redis
+) -> None:
+    import msgspec
+
+    from redflow_mp.errors import InputValidationError
+
+    class Item(msgspec.Struct):
+        n: int
+
+    @define_workflow("typed-child", registry=registry, schema=Item, max_concurrency=50)
+    def child(ctx: Context[Item]) -> int:
+        return ctx.input.n
+
+    @define_workflow("typed-fan", registry=registry)
+    def fan(ctx: Context[Any]) -> Any:
+        if len(ctx.input) > 100:
+            raw.script_flush()  # the pipeline meets NOSCRIPT: each call is resent alone
+        try:
+            return ctx.step.run_workflows("all", child, ctx.input)
+        except InputValidationError as exc:
+            return "invalid: " + str(exc)[:40]
+
+    workers.start()
+    out = fan.run([{"n": 1}, {"n": "two"}]).result(timeout=20)
+    assert out.startswith("invalid: ")
+    assert client.list_runs(workflow="typed-child") == []  # nothing stored half-way
+    items = [{"n": i} for i in range(150)]
+    assert fan.run(items).result(timeout=60) == list(range(150))
+    assert len(client.list_runs(workflow="typed-child", limit=500)) == 150
