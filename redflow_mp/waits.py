@@ -357,6 +357,9 @@ class WaitMixin:
                 self._record_waiting(step, waiting, started)
             ids = waiting.children
             states, now = self._read_children(ids)
+            for cid, st in zip(ids, states, strict=True):
+                if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
+                    _child_output(cid, st)
             pending = [cid for cid, st in zip(ids, states, strict=True) if not _finished(st)]
             if not pending:
                 outputs = [_child_output(cid, st) for cid, st in zip(ids, states, strict=True)]

@@ -470,3 +470,34 @@ def test_run_workflows_enqueues_in_one_pipeline_and_checks_every_input_first(
     items = [{"n": i} for i in range(150)]
     assert fan.run(items).result(timeout=60) == list(range(150))
     assert len(client.list_runs(workflow="typed-child", limit=500)) == 150
+
+
+def test_run_workflows_fails_as_soon_as_one_child_fails(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    gate = threading.Event()
+
+    @define_workflow("early-child", registry=registry, max_concurrency=4)
+    def child(ctx: Context[Any]) -> int:
+        if ctx.input == "bad":
+            raise ValueError("early failure")
+        gate.wait(20)
+        return 1
+
+    @define_workflow("early-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.run_workflows("all", child, ["slow", "bad"])
+        except RunFailedError as exc:
+            return str(exc)
+        return "no failure"
+
+    workers.start()
+    workers.start()
+    workers.start()
+    out = parent.run().result(timeout=15)  # while the slow child still runs
+    assert "early failure" in out
+    slow = [r for r in client.list_runs(workflow="early-child") if r.status.value == "running"]
+    assert len(slow) == 1  # the other child runs on to its end
+    gate.set()
+    wait_until(lambda: client.get_run(slow[0].id).status.value == "succeeded", 10)  # type: ignore[union-attr]

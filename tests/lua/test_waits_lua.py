@@ -201,3 +201,25 @@ def test_retention_removes_the_wait_keys_with_the_run(
         client.keys.run_awaits(parent_id),
     ):
         assert not raw.exists(key), key
+
+
+def test_a_failed_child_wakes_the_parent_with_others_pending(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    a = enq(workflow="c1", queue="cq", parent=parent_id)
+    b = enq(workflow="c2", queue="cq", parent=parent_id)
+    wait = RunWait(steps=["s"], kinds=["children"], children=[a, b])
+    assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
+    first = _claim(client, "cq")
+    assert client.scripts.finalize(first.id, first.token, "failed", b'{"type":"X","message":"m"}')
+    assert _status(raw, client, parent_id) == "queued"
+    assert raw.zcard(client.keys.q_ready("pq")) == 1
+    # the other child's later finish finds the parent awake: nothing more happens
+    second = _claim(client, "cq")
+    assert _finish(client, second) == "succeeded"
+    assert raw.zcard(client.keys.q_ready("pq")) == 1
+    # and a suspend that finds a failed child resumes at once
+    again = _claim(client, "pq")
+    assert client.scripts.suspend(parent_id, again.token, wait) == "resume"
