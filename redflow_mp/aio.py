@@ -44,7 +44,7 @@ from redis.exceptions import ResponseError
 from . import queries
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
-from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .errors import NETWORK_ERRORS, RedflowError
 from .handle import AsyncRunHandle
 from .keys import Keys
@@ -65,18 +65,22 @@ from .results import (
     terminal_state,
 )
 from .runs import (
+    DEFAULT_MAX_EVENTS_PER_RUN,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PREFIX,
     cancel_accepted,
+    check_max_events_per_run,
     check_max_payload_bytes,
     encode_input,
     enqueue_call,
+    event_payload,
     run_state,
     target_of_definition,
     target_of_name,
     workflow_meta,
 )
 from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply
+from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
     "AsyncClient",
@@ -185,6 +189,7 @@ class AsyncClient:
         registry: Registry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         redis_functions: bool = False,
+        max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -194,6 +199,7 @@ class AsyncClient:
             raise TypeError("registry must be a Registry")
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+        self.max_events_per_run = check_max_events_per_run(max_events_per_run)
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.transport.describe()} prefix={self.prefix!r}>"
@@ -295,10 +301,39 @@ class AsyncClient:
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run; see ``Client.cancel_run``."""
-        keys, args = self.scripts.cancel_call(check_run_id(run_id), check_reason(reason))
-        return cancel_accepted(
-            cancel_reply(await self.scripts.run("cancel_run", keys, args, retry=True))
+        run_id = check_run_id(run_id)
+        why = check_reason(reason)
+        accepted = cancel_accepted(await self._cancel_one(run_id, why))
+        if accepted:
+            await self._cancel_children(run_id, why or None)
+        return accepted
+
+    async def _cancel_one(self, run_id: str, reason: str) -> str | None:
+        keys, args = self.scripts.cancel_call(run_id, reason)
+        return cancel_reply(await self.scripts.run("cancel_run", keys, args, retry=True))
+
+    async def _cancel_children(self, run_id: str, reason: str | None) -> None:
+        """The cancel cascade (see ``cascade.py``) on this client's connections."""
+        why = f"parent run {run_id} was canceled" + (f": {reason}" if reason else "")
+        stack, seen = [run_id], {run_id}
+        while stack:
+            parent = stack.pop()
+            async for raw in self.redis.sscan_iter(self.keys.run_children(parent), count=500):
+                child = text(raw)
+                if child not in seen:
+                    seen.add(child)
+                    if await self._cancel_one(child, why) is not None:
+                        stack.append(child)
+
+    async def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
+        """Record ``event`` for the run and wake it if it waits for it; see
+        ``Client.send_event``."""
+        name, data = event_payload(event, payload, self.max_payload_bytes)
+        keys, args = send_event_call(
+            self.keys, check_run_id(run_id), name, data, self.max_events_per_run
         )
+        reply = await self.scripts.run("send_event", keys, args, retry=True)
+        return send_event_reply(reply, run_id, self.max_events_per_run)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait until the run ends; return its output or raise its error (see
@@ -377,6 +412,7 @@ def create_async_client(
     registry: Registry | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
+    max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -399,6 +435,7 @@ def create_async_client(
         registry=registry,
         max_payload_bytes=max_payload_bytes,
         redis_functions=redis_functions,
+        max_events_per_run=max_events_per_run,
     )
     if default:
         set_default_async_client(client)

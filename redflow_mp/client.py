@@ -28,7 +28,13 @@ from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .handle import RunHandle
 from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
-from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs, cancel_accepted
+from .runs import (
+    DEFAULT_MAX_EVENTS_PER_RUN,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_PREFIX,
+    Runs,
+    cancel_accepted,
+)
 from .transport import Transport
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
@@ -137,13 +143,20 @@ class Client(Runs):
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
 
-        A queued or scheduled run ends ``canceled`` at once; a running run is
+        A queued, scheduled or suspended run ends ``canceled`` at once; a running run is
         asked to stop (``ctx.cancelled``), raises ``RunCanceledError`` at its next
         step, and is stopped by the supervisor after ``cancel_grace`` if it
         ignores the request. Returns True if the run is canceled or will be,
-        False if it does not exist or had already finished.
+        False if it does not exist or had already finished. Its unfinished
+        children started by ``run_workflow``/``run_workflows`` are canceled too
+        (recursively), not those started by ``emit_workflow``.
         """
-        return cancel_accepted(self.scripts.cancel(check_run_id(run_id), check_reason(reason)))
+        run_id = check_run_id(run_id)
+        why = check_reason(reason)
+        accepted = cancel_accepted(self.scripts.cancel(run_id, why))
+        if accepted:
+            self.cancel_children(run_id, why or None)
+        return accepted
 
     # ------------------------------------------------------------ workflows
 
@@ -184,6 +197,7 @@ def create_client(
     registry: Registry | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
+    max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -209,6 +223,7 @@ def create_client(
         registry=registry,
         max_payload_bytes=max_payload_bytes,
         redis_functions=redis_functions,
+        max_events_per_run=max_events_per_run,
     )
     if default:
         set_default_client(client)

@@ -40,12 +40,15 @@ __all__ = [
     "RunInfo",
     "RunState",
     "RunStatus",
+    "RunWait",
     "StepState",
     "StepStatus",
     "StoredStep",
     "WorkflowMeta",
     "decode_json",
+    "decode_wait",
     "encode_json",
+    "encode_wait",
     "text",
 ]
 
@@ -56,6 +59,7 @@ class RunStatus(enum.StrEnum):
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
+    SUSPENDED = "suspended"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -73,6 +77,7 @@ class StepStatus(enum.StrEnum):
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    WAITING = "waiting"  # a durable wait step reached, not finished yet
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +91,37 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int
     parent_run_id: str | None = None
     cron_id: str | None = None
+
+
+class RunWait(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """What a suspended run waits for (its ``wait`` field): the wait steps that
+    suspended it and their kinds (``children``, ``sleep``, ``event``), the awaited
+    child run ids (all must finish), the awaited event names (any one wakes it) and
+    the wake-up time (a sleep's end or the earliest wait deadline, epoch ms)."""
+
+    steps: list[str] = []
+    kinds: list[str] = []
+    children: list[str] = []
+    events: list[str] = []
+    wake_at: int | None = None
+
+
+_wait_decoder = msgspec.json.Decoder(RunWait)
+_wait_encoder = msgspec.json.Encoder()
+
+
+def encode_wait(wait: RunWait) -> bytes:
+    return _wait_encoder.encode(wait)
+
+
+def decode_wait(data: bytes | str | None) -> RunWait | None:
+    """The ``wait`` field, or None when absent or unreadable."""
+    if not data:
+        return None
+    try:
+        return _wait_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -115,6 +151,7 @@ class RunState(msgspec.Struct, kw_only=True):
     last_crash: str | None = None
     retry_of: str | None = None
     priority: int = 0
+    wait: RunWait | None = None
 
 
 class StepState(msgspec.Struct, kw_only=True):
@@ -324,6 +361,7 @@ def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
         last_crash=_text(raw, b"lastCrash"),
         retry_of=_text(raw, b"retryOf"),
         priority=_priority(raw),
+        wait=decode_wait(raw.get(b"wait")),
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "RunFailedError",
     "StepTimeoutError",
     "UnknownWorkflowError",
+    "WaitDeadlockError",
 ]
 
 
@@ -91,6 +92,12 @@ class PayloadTooLargeError(NonRetriableError, ValueError):
 
 class StepTimeoutError(RedflowError, TimeoutError):
     """A step ran longer than its ``timeout``; raised inside the handler."""
+
+
+class WaitDeadlockError(NonRetriableError):
+    """A durable wait could never end: the awaited child can never start because
+    every ``max_concurrency`` slot of its workflow is held by runs that wait
+    (the waiting parent included). Raised by the wait step instead of hanging."""
 
 
 class DuplicateStepError(RedflowError):
@@ -163,6 +170,7 @@ _COMBINED: dict[str, type[RunFailedError]] = {
         StepTimeoutError,
         DuplicateStepError,
         LeaseLostError,
+        WaitDeadlockError,
     )
 }
 

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import codec
 from .codec import ErrorInfo, StoredStep
@@ -63,8 +63,9 @@ class Execution:
         "runs",
         "seen",
         "steps_cache",
+        "suspending",
         "token",
-        "try_inline",
+        "waits",
         "workflow",
     )
 
@@ -74,7 +75,6 @@ class Execution:
         claimed: Claimed,
         lease_ms: int,
         logger: RunLoggerAdapter,
-        try_inline: Callable[[str], bool],
         metrics: Metrics | None = None,
     ) -> None:
         self.runs = runs
@@ -92,7 +92,10 @@ class Execution:
         self.lease_lost = False
         self.lease_until = claimed.lease_until
         self.logger = logger
-        self.try_inline = try_inline
+        # Durable waits whose condition did not hold (waits.PendingWait), and
+        # whether the run suspends: then no further step may start.
+        self.waits: list[Any] = []
+        self.suspending = False
 
     def mark_lost(self) -> None:
         self.lease_lost = True

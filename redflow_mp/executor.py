@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from . import codec, tracing
-from .codec import ErrorInfo, RunInfo
+from .codec import ErrorInfo, RunInfo, RunWait
 from .context import AsyncContext, Context, FailureContext
 from .errors import (
     InputValidationError,
@@ -46,6 +46,7 @@ from .retry import retry_delay_ms
 from .runs import Runs
 from .scripts import Claimed
 from .steps import AsyncStep, Step
+from .waits import merge_waits
 
 __all__ = ["Executor", "Outcome", "OutcomeMode", "on_failure_of_stored_run"]
 
@@ -61,6 +62,7 @@ class OutcomeMode(enum.StrEnum):
     CANCELED = "canceled"
     RETRY = "retry"
     LOST = "lost"
+    SUSPEND = "suspend"  # a durable wait: the worker sends suspend_run
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class Outcome:
     input: Any = None
     info: RunInfo | None = None
     logger: RunLoggerAdapter | None = None
+    wait: RunWait | None = None  # SUSPEND: what the run waits for
 
 
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -88,6 +91,20 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=False, cancel_futures=True)
+
+
+async def _alone(coro: Any) -> Any:
+    """Await a handler; then cancel the tasks it left behind (the siblings of a
+    gather that suspended or failed), so none runs on in the reused loop."""
+    try:
+        return await coro
+    finally:
+        me = asyncio.current_task()
+        left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
 
 
 def _runner() -> asyncio.Runner:
@@ -105,7 +122,6 @@ class Executor:
         registry: Registry,
         keeper: LeaseKeeper,
         lease_ms: int,
-        try_inline: Callable[[str], bool],
         metrics: Metrics | None = None,
     ) -> None:
         self.runs = runs
@@ -113,12 +129,10 @@ class Executor:
         self.metrics = metrics
         self.keeper = keeper
         self.lease_ms = lease_ms
-        self._try_inline = try_inline
         # One reusable event loop for async handlers, owned by the thread that
-        # executes first (the worker loop). Other threads (an async parent's
-        # step.run_workflow waits in asyncio.to_thread and may run the child
-        # inline there) get a loop per run, closed at once: a loop left in a
-        # dead pool thread would never be closed (ResourceWarning, leaked fds).
+        # executes first (the worker loop). Other threads get a loop per run,
+        # closed at once: a loop left in a dead pool thread would never be
+        # closed (ResourceWarning, leaked fds).
         self._runner: asyncio.Runner | None = None
         self._home: int | None = None
         self._pid = os.getpid()
@@ -137,7 +151,7 @@ class Executor:
                 return temporary.run(coro)
         if self._runner is None:
             self._runner = _runner()
-        return self._runner.run(coro)
+        return self._runner.run(_alone(coro))
 
     @tracing.traced_execution  # a span per execution, with the OpenTelemetry extra
     def execute(self, claimed: Claimed) -> Outcome:
@@ -180,7 +194,7 @@ class Executor:
         outcome: Outcome,
         logger: RunLoggerAdapter,
     ) -> Outcome:
-        ex = Execution(self.runs, claimed, self.lease_ms, logger, self._try_inline, self.metrics)
+        ex = Execution(self.runs, claimed, self.lease_ms, logger, self.metrics)
         ctx: Context[Any]
         if wf.is_async:
             # AsyncContext narrows ``step`` to AsyncStep; its constructor is Context's.
@@ -211,6 +225,11 @@ class Executor:
                 outcome.mode = OutcomeMode.LOST
             else:
                 self._failure(wf, claimed, exc, outcome)
+        except BaseException:
+            # A wait's Suspend, also wrapped (a TaskGroup's BaseExceptionGroup).
+            if not ex.suspending:
+                raise
+            outcome.mode = OutcomeMode.SUSPEND
         else:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
@@ -219,15 +238,8 @@ class Executor:
         finally:
             current_run.reset(token)
             self.keeper.release(claimed.id)
-        if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
-            logger.warning(
-                "run %s attempt %d %s: %s: %s",
-                claimed.id,
-                claimed.attempt,
-                "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
-                outcome.error.type,
-                outcome.error.message,
-            )
+        _suspension(ex, outcome)
+        _log_failure(logger, claimed, outcome)
         return outcome
 
     def _success(self, result: Any, outcome: Outcome) -> None:
@@ -286,6 +298,32 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:
+    if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
+        logger.warning(
+            "run %s attempt %d %s: %s: %s",
+            claimed.id,
+            claimed.attempt,
+            "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
+            outcome.error.type,
+            outcome.error.message,
+        )
+
+
+def _suspension(ex: Execution, outcome: Outcome) -> None:
+    """The run suspends when a wait step decided so, even if user code swallowed
+    the Suspend and went on: whatever it did after the wait was reached is moot."""
+    if ex.suspending and ex.waits and not ex.lease_lost:
+        outcome.mode = OutcomeMode.SUSPEND
+        outcome.wait = merge_waits(ex.waits)
+        outcome.error = None
+        outcome.payload = b""
+    elif outcome.mode is OutcomeMode.SUSPEND:
+        outcome.mode = OutcomeMode.LOST if ex.lease_lost else OutcomeMode.FAILED
+        if outcome.mode is OutcomeMode.FAILED:
+            outcome.error = error_info(RuntimeError("handler suspended without a wait"))
 
 
 def _run_info(run: Claimed | codec.RunState) -> RunInfo:

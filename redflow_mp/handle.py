@@ -39,6 +39,8 @@ class HandleOwner(Protocol):
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
 
+    def send_event(self, run_id: str, event: str, payload: Any = None) -> bool: ...
+
 
 class RunHandle(Generic[O]):
     """A reference to one run: wait for it, read it, cancel it."""
@@ -79,6 +81,11 @@ class RunHandle(Generic[O]):
         """Request cancellation; see :meth:`Client.cancel_run`."""
         return self._client.cancel_run(self.id, reason)
 
+    def send_event(self, event: str, payload: Any = None) -> bool:
+        """Send ``event`` to this run (wakes it if it waits for it); see
+        :meth:`Client.send_event`. False when the run is unknown or finished."""
+        return self._client.send_event(self.id, event, payload)
+
 
 class AsyncHandleOwner(Protocol):
     """What an async handle needs of its client (an ``AsyncClient`` is one)."""
@@ -88,6 +95,8 @@ class AsyncHandleOwner(Protocol):
     async def get_run(self, run_id: str) -> RunState | None: ...
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
+
+    async def send_event(self, run_id: str, event: str, payload: Any = None) -> bool: ...
 
 
 class AsyncRunHandle(Generic[O]):
@@ -125,3 +134,7 @@ class AsyncRunHandle(Generic[O]):
     async def cancel(self, reason: str | None = None) -> bool:
         """Request cancellation; see ``AsyncClient.cancel_run``."""
         return await self._client.cancel_run(self.id, reason)
+
+    async def send_event(self, event: str, payload: Any = None) -> bool:
+        """Send ``event`` to this run; see ``AsyncClient.send_event``."""
+        return await self._client.send_event(self.id, event, payload)

@@ -62,13 +62,34 @@ Keys redflow-mp adds::
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time
+
+Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
+
+    run:<runId>                   HASH  + ``wait`` (JSON, while suspended: children, events,
+                                        wakeAt, steps), ``suspendedAt``, ``wokenAt``,
+                                        ``eventsPending`` (events sent, not consumed yet)
+    runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
+                                        ``leases`` entry but keeps its wf-running slot)
+    timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's
+                                        deadline); the promoter duty wakes the due ones
+    run:<runId>:awaits            SET   awaited child runIds not finished yet (suspended run)
+    run:<runId>:waiters           SET   parent runIds suspended on this run; a finish removes
+                                        it from their ``awaits`` and wakes a parent whose set
+                                        is then empty
+    run:<runId>:children          SET   children started by run_workflow / run_workflows
+                                        (not emit_workflow): a cancel of the run cancels the
+                                        unfinished ones, recursively
+    run:<runId>:ev:<len:name>     LIST  unconsumed events of one name, oldest first (payload
+                                        JSON); length-prefixed like the idempotency keys
+    run:<runId>:events            SET   the event names sent to the run (retention deletes
+                                        their lists with the run)
 """
 
 from __future__ import annotations
 
 __all__ = ["Keys", "validate_prefix"]
 
-STATUSES = ("scheduled", "queued", "running", "succeeded", "failed", "canceled")
+STATUSES = ("scheduled", "queued", "running", "suspended", "succeeded", "failed", "canceled")
 
 
 def validate_prefix(prefix: object) -> str:
@@ -152,6 +173,10 @@ class Keys:
         return self.tag + ":due-queues"
 
     @property
+    def timers(self) -> str:
+        return self.tag + ":timers"
+
+    @property
     def meta(self) -> str:
         return self.tag + ":meta"
 
@@ -180,6 +205,21 @@ class Keys:
 
     def run_steps(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:steps"
+
+    def run_awaits(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:awaits"
+
+    def run_waiters(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:waiters"
+
+    def run_children(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:children"
+
+    def run_event_names(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:events"
+
+    def run_events(self, run_id: str, event: str) -> str:
+        return f"{self.tag}:run:{run_id}:ev:{_part(event)}"
 
     def run_done(self, run_id: str) -> str:
         return f"{self.tag}:run-done:{run_id}"

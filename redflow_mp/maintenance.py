@@ -39,6 +39,7 @@ __all__ = [
     "reap_expired",
     "ring_bells",
     "sweep_retention",
+    "wake_due",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,19 @@ def promote_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[in
         if not more:
             break
     return total, earliest
+
+
+def wake_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[list[int], int | None]:
+    """Wake the suspended runs whose wake-up time came (sleeps, wait deadlines);
+    returns (lateness ms of each run woken, earliest remaining wake-up ms)."""
+    late: list[int] = []
+    earliest: int | None = None
+    for _ in range(max_calls):
+        read, earliest, woken = client.scripts.wake_timers(batch)
+        late.extend(woken)
+        if read < batch:
+            break
+    return late, earliest
 
 
 def reap_expired(client: Runs, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:

@@ -129,6 +129,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float | None = None
     priority: int | None = None
     parent_run_id: str | None = None
+    linked: bool = False  # the parent awaits the child (run_workflow): cancel cascades
 
     @classmethod
     def of(
@@ -141,6 +142,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
         timeout: float | None = None,
         priority: int | None = None,
         parent_run_id: str | None = None,
+        linked: bool = False,
     ) -> RunOptions:
         """Check every option (clear ``TypeError``/``ValueError``) and normalise it."""
         queue = None if queue_override is None else check_name(queue_override, "queue")
@@ -154,4 +156,5 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
             timeout=check_timeout(timeout, "timeout"),
             priority=None if priority is None else check_priority(priority),
             parent_run_id=parent_run_id or None,
+            linked=bool(linked and parent_run_id),
         )

@@ -30,6 +30,7 @@ import msgspec
 import redis
 
 from . import codec, tracing
+from .cascade import cancel_children
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
@@ -37,19 +38,22 @@ from .keys import Keys
 from .options import RunOptions, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
-from .scripts import Scripts, ScriptSet
+from .scripts import Scripts, ScriptSet, enqueue_reply
 from .transport import Transport
 
 __all__ = [
+    "DEFAULT_MAX_EVENTS_PER_RUN",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PREFIX",
     "EnqueueTarget",
     "Runs",
     "cancel_accepted",
+    "check_max_events_per_run",
     "check_max_payload_bytes",
     "encode_input",
     "encode_payload",
     "enqueue_call",
+    "event_payload",
     "run_state",
     "target_of_definition",
     "target_of_name",
@@ -60,6 +64,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_EVENTS_PER_RUN = 10_000
+
+
+def check_max_events_per_run(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_events_per_run must be an int")
+    if value < 1:
+        raise ValueError("max_events_per_run must be at least 1")
+    return value
+
+
+def event_payload(event: object, payload: Any, limit: int) -> tuple[str, bytes]:
+    """A checked event name and its encoded payload (``max_payload_bytes``)."""
+    name = check_name(event, "event name")
+    return name, encode_payload(payload, f"payload of event {name!r}", limit)
 
 
 # ---------------------------------------------------------------------------
@@ -192,6 +211,7 @@ def enqueue_call(
         target.max_concurrency,
         target.timeout_ms,
         target.priority,
+        options.linked,
     )
     return keys, args + tracing.trace_args()
 
@@ -230,6 +250,7 @@ class Runs:
         registry: Registry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         redis_functions: bool = False,
+        max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -237,6 +258,7 @@ class Runs:
         self.scripts = Scripts(transport, self.keys, functions=bool(redis_functions))
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
+        self.max_events_per_run = check_max_events_per_run(max_events_per_run)
         self.waiter = ResultWaiter(transport, self.keys)
 
     @property
@@ -274,6 +296,42 @@ class Runs:
         )
         return run_id
 
+    def enqueue_many(
+        self, workflow: Workflow[Any, Any] | str, inputs: list[Any], options: list[RunOptions]
+    ) -> list[str]:
+        """Enqueue one run per input (with its options), in one pipelined round trip;
+        return their ids in order. Every input is encoded and validated before
+        anything is written. A resend is safe when each option carries an
+        idempotency key (``step.run_workflows`` does)."""
+        if isinstance(workflow, Workflow):
+            targets = [target_of_definition(workflow, o) for o in options]
+        else:
+            name = check_name(workflow, "workflow name")
+            wf = self.registry.get(name)
+            meta = None if wf is not None else self.get_workflow_meta(name)
+            targets = [
+                target_of_definition(wf, o) if wf is not None else target_of_name(name, meta, o)
+                for o in options
+            ]
+        calls = [
+            enqueue_call(self.scripts, t, encode_input(t, value, self.max_payload_bytes), o)
+            for t, value, o in zip(targets, inputs, options, strict=True)
+        ]
+        if not calls:
+            return []
+        self.scripts.ensure_loaded()
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command(*self.scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
+        replies = pipe.execute(raise_on_error=False)
+        ids: list[str] = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
+                ids.append(self.scripts.send_enqueue(keys, args)[0])
+            else:
+                ids.append(enqueue_reply(reply)[0])
+        return ids
+
     # ---------------------------------------------------------------- reads
 
     def get_run(self, run_id: str) -> RunState | None:
@@ -290,6 +348,24 @@ class Runs:
         """Redis server time in epoch ms (the clock every time that matters uses)."""
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
+        """Record ``event`` for the run and wake it if it waits for that event.
+
+        Returns False (nothing stored) for an unknown or finished run. The payload
+        is msgspec JSON within ``max_payload_bytes``; at most
+        ``max_events_per_run`` events may wait unconsumed per run (beyond:
+        :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored)."""
+        name, data = event_payload(event, payload, self.max_payload_bytes)
+        return self.scripts.send_event(check_run_id(run_id), name, data, self.max_events_per_run)
+
+    def cancel_children(self, run_id: str, reason: str | None = None) -> int:
+        """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
+
+        def scan(key: str) -> list[bytes]:
+            return list(self.redis.sscan_iter(key, count=500))
+
+        return cancel_children(scan, self.scripts.cancel, self.keys, run_id, reason)
 
     def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""

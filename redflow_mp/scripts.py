@@ -29,17 +29,18 @@ import hashlib
 import logging
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
+from .claimed import Claimed, claimed_reply
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
 from .keys import Keys
 from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
+from .wait_scripts import WaitCalls
 
 __all__ = [
     "MAX_PRIORITY",
@@ -74,6 +75,10 @@ _SCRIPT_NAMES = (
     "sweep_runs",
     "requeue_claimed",
     "forget_queues",
+    "suspend_run",
+    "wake_timers",
+    "send_event",
+    "consume_event",
 )
 
 
@@ -146,65 +151,6 @@ def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
         hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
         for name, text in load_sources(server_version).items()
     }
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A run handed to a worker by ``claim_run``."""
-
-    id: str
-    workflow: str
-    queue: str
-    input_json: bytes
-    attempt: int
-    max_attempts: int
-    created_at: int
-    parent_run_id: str | None
-    timeout_ms: int | None
-    cron_id: str | None
-    started_at: int
-    steps: dict[str, bytes]
-    token: str
-    lease_until: float = 0.0  # monotonic time before which the lease surely holds
-    available_at: int | None = None
-
-
-def _claimed(reply: Any, token: str) -> Claimed | None:
-    if not reply:
-        return None
-    (
-        rid,
-        wf,
-        queue,
-        input_json,
-        attempt,
-        max_attempts,
-        created,
-        parent,
-        timeout,
-        cron,
-        started,
-        flat,
-        *rest,
-    ) = reply
-    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
-    available = rest[0] if rest else b""
-    return Claimed(
-        id=rid.decode("utf-8", "replace"),
-        workflow=wf.decode("utf-8", "replace"),
-        queue=queue.decode("utf-8", "replace"),
-        input_json=input_json,
-        attempt=int(attempt or 1),
-        max_attempts=int(max_attempts or 1),
-        created_at=int(created or 0),
-        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
-        timeout_ms=int(timeout) if timeout else None,
-        cron_id=cron.decode("utf-8", "replace") if cron else None,
-        started_at=int(started or 0),
-        steps=steps,
-        token=token,
-        available_at=int(available) if available else None,
-    )
 
 
 Plan = Generator[tuple[Any, ...], Any, T]
@@ -372,9 +318,11 @@ class ScriptSet:
         max_concurrency: int | None,
         timeout_ms: int | None,
         priority: int = 0,
+        linked: bool = False,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`);
-        ``priority`` is checked by the caller (:func:`check_priority`)."""
+        ``priority`` is checked by the caller (:func:`check_priority`); ``linked``: the
+        parent awaits the child (its cancel cascades)."""
         args = (
             self._tag,
             run_id,
@@ -390,6 +338,7 @@ class ScriptSet:
             "" if max_concurrency is None else max_concurrency,
             "" if timeout_ms is None else timeout_ms,
             priority,
+            "1" if linked else "",
         )
         return (self.keys.run(run_id),), args
 
@@ -411,12 +360,18 @@ def cancel_reply(reply: Any) -> str | None:
     return text(reply[1])
 
 
-class Scripts(ScriptSet):
+class Scripts(ScriptSet, WaitCalls):
     """The scripts bound to one (sync) transport and one key namespace."""
 
     def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
         super().__init__(keys, transport.describe(), functions=functions)
         self._t = transport
+
+    def ensure_loaded(self) -> None:
+        """Configure the scripts for this server now (before a pipeline uses
+        :meth:`command`)."""
+        if self._sources is None:
+            self._load()
 
     def _load(self) -> None:
         self.drive(self.configure(self._t.server_version()), retry=True)
@@ -533,7 +488,7 @@ class Scripts(ScriptSet):
             ),
             retry=False,
         )
-        claimed = _claimed(reply[1], token)
+        claimed = claimed_reply(reply[1], token)
         for dropped in reply[2] if len(reply) > 2 else ():
             queue, _, run_id = text(dropped).rpartition(" ")
             log.warning(

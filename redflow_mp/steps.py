@@ -1,4 +1,5 @@
-"""Steps: ``ctx.step.run / run_workflow / emit_workflow``, cached by step name.
+"""Steps: ``ctx.step.run / run_workflow / run_workflows / emit_workflow / sleep /
+sleep_until / wait_for_event``, cached by step name.
 
 A step that succeeded is recorded in ``run:<id>:steps`` (one fenced script call
 per step) and on a later attempt returns its cached output without running
@@ -6,6 +7,10 @@ again. A failed step is recorded too and runs again on the next attempt. The
 same name twice in one execution raises :class:`DuplicateStepError`. A step's
 return value is handed back as its JSON round trip, so the first execution and
 a replay return equal values.
+
+The wait steps (``run_workflow``, ``run_workflows``, ``sleep``, ``sleep_until``,
+``wait_for_event``) suspend the run when their condition does not hold, freeing
+its process; see ``waits.py``.
 
 Cancellation is checked at every step boundary: a run asked to cancel raises
 :class:`RunCanceledError` from the next ``step.*`` call.
@@ -21,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast, overload
 
@@ -37,20 +41,18 @@ from .errors import (
     DuplicateStepError,
     LeaseLostError,
     OutputSerializationError,
-    ResultTimeoutError,
     StepTimeoutError,
 )
 from .execution import Execution
 from .keys import step_workflow_key
 from .options import RunOptions, check_name
 from .registry import Workflow
+from .waits import Suspend, WaitMixin, check_sleep_seconds, check_wake_time
 
 __all__ = ["AsyncStep", "Step"]
 
 R = TypeVar("R")
 O = TypeVar("O")  # noqa: E741 - output type of a child workflow
-
-_WAIT_SLICE = 0.5
 
 
 class _StepDeadline(BaseException):
@@ -121,6 +123,12 @@ def _check_step_timeout(timeout: object) -> float | None:
     return float(timeout)
 
 
+def _inputs(inputs: object) -> list[Any]:
+    if isinstance(inputs, str | bytes | dict) or not isinstance(inputs, list | tuple):
+        raise TypeError("run_workflows needs a list (or tuple) of inputs, one per child")
+    return list(inputs)
+
+
 def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
     if isinstance(workflow, Workflow):
         return workflow.name
@@ -129,7 +137,7 @@ def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
     raise TypeError("workflow must be a Workflow or a workflow name")
 
 
-class _StepCore:
+class _StepCore(WaitMixin):
     """Bookkeeping shared by the sync and async step APIs."""
 
     __slots__ = ("_ex",)
@@ -141,6 +149,8 @@ class _StepCore:
         """Validate, check cancellation and duplicates; return (name, cached, hit)."""
         step = check_name(name, "step name")
         ex = self._ex
+        if ex.suspending:  # a sibling wait decided to suspend: no more side effects
+            raise Suspend()
         if step in ex.seen:
             raise DuplicateStepError(
                 f"step {step!r} was already used in this execution of run {ex.run_id}; "
@@ -231,27 +241,6 @@ class _StepCore:
         return ex.durable(
             lambda: ex.runs.enqueue(workflow, input, options), f"starting child {child!r}"
         )
-
-    def _wait_child(self, step: str, child_id: str, timeout: float | None) -> Any:
-        """Wait for a child run, running it inline when this worker serves its queue."""
-        ex = self._ex
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            ex.check_cancelled()
-            ex.try_inline(child_id)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise StepTimeoutError(
-                    f"step {step!r} timed out after {timeout:g} s waiting for run {child_id}"
-                )
-            wait = _WAIT_SLICE if remaining is None else min(_WAIT_SLICE, remaining)
-            try:
-                return ex.durable(
-                    functools.partial(ex.runs.wait_result, child_id, timeout=wait),
-                    f"waiting for child {child_id}",
-                )
-            except ResultTimeoutError:
-                continue
 
     @tracing.traced_step  # a span per step, with the OpenTelemetry extra
     def _run(self, name: str, body: Callable[[str], Any]) -> Any:
@@ -350,16 +339,65 @@ class Step(_StepCore):
         idempotency_key: str | None = None,
         priority: int | None = None,
     ) -> O:
-        """Start a child workflow (once per run) and wait for its output."""
-        limit = _check_step_timeout(timeout)
+        """Start a child workflow (once per run) and return its output; the run
+        suspends (its process is freed) until the child finishes. ``timeout``
+        (seconds) is durable: ``StepTimeoutError`` when the child is not done by then."""
+        done, value = self._children_check(
+            name,
+            workflow,
+            [input],
+            timeout,
+            single=True,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            priority=priority,
+        )
+        return cast(O, value if done else self._suspend_now(value))
 
-        def start_and_wait(step: str) -> Any:
-            child_id = self._enqueue_child(
-                step, workflow, input, None, queue_override, idempotency_key, None, priority
-            )
-            return self._wait_child(step, child_id, limit)
+    def run_workflows(
+        self,
+        name: str,
+        workflow: Workflow[Any, O] | str,
+        inputs: Sequence[Any],
+        timeout: float | None = None,
+        *,
+        queue_override: str | None = None,
+        priority: int | None = None,
+    ) -> list[O]:
+        """Fan out: start one child per input (once per run), suspend until all are
+        finished, return their outputs in input order. A failed child fails the step
+        as soon as it fails, with ``RunFailedError`` naming it (the others run to
+        their end)."""
+        done, value = self._children_check(
+            name,
+            workflow,
+            _inputs(inputs),
+            timeout,
+            single=False,
+            queue_override=queue_override,
+            priority=priority,
+        )
+        return cast(list[O], value if done else self._suspend_now(value))
 
-        return cast(O, self._run(name, start_and_wait))
+    def sleep(self, name: str, seconds: float) -> None:
+        """Durable timer: the run suspends for ``seconds`` (the wake-up time is
+        recorded when the step is first reached; replays keep it)."""
+        done, value = self._sleep_check(name, check_sleep_seconds(seconds), None)
+        if not done:
+            self._suspend_now(value)
+
+    def sleep_until(self, name: str, when: datetime | float) -> None:
+        """Durable timer until ``when`` (an aware datetime or epoch seconds)."""
+        done, value = self._sleep_check(name, None, check_wake_time(when))
+        if not done:
+            self._suspend_now(value)
+
+    def wait_for_event(self, name: str, event: str, timeout: float | None = None) -> Any:
+        """Return the payload of the first event ``event`` sent to this run that no
+        earlier step consumed, suspending until one arrives; ``StepTimeoutError``
+        after ``timeout`` seconds (durable)."""
+        done, value = self._event_check(name, event, timeout)
+        return value if done else self._suspend_now(value)
 
     def emit_workflow(
         self,
@@ -471,15 +509,57 @@ class AsyncStep(_StepCore):
         idempotency_key: str | None = None,
         priority: int | None = None,
     ) -> O:
-        limit = _check_step_timeout(timeout)
+        """See :meth:`Step.run_workflow`; gathered waits suspend the run once."""
+        done, value = self._children_check(
+            name,
+            workflow,
+            [input],
+            timeout,
+            single=True,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            priority=priority,
+        )
+        return cast(O, value if done else await self._suspend_gathered(value))
 
-        async def start_and_wait(step: str) -> Any:
-            child_id = self._enqueue_child(
-                step, workflow, input, None, queue_override, idempotency_key, None, priority
-            )
-            return await asyncio.to_thread(self._wait_child, step, child_id, limit)
+    async def run_workflows(
+        self,
+        name: str,
+        workflow: Workflow[Any, O] | str,
+        inputs: Sequence[Any],
+        timeout: float | None = None,
+        *,
+        queue_override: str | None = None,
+        priority: int | None = None,
+    ) -> list[O]:
+        """See :meth:`Step.run_workflows`."""
+        done, value = self._children_check(
+            name,
+            workflow,
+            _inputs(inputs),
+            timeout,
+            single=False,
+            queue_override=queue_override,
+            priority=priority,
+        )
+        return cast(list[O], value if done else await self._suspend_gathered(value))
 
-        return cast(O, await self._run_async(name, start_and_wait))
+    async def sleep(self, name: str, seconds: float) -> None:
+        """See :meth:`Step.sleep`."""
+        done, value = self._sleep_check(name, check_sleep_seconds(seconds), None)
+        if not done:
+            await self._suspend_gathered(value)
+
+    async def sleep_until(self, name: str, when: datetime | float) -> None:
+        """See :meth:`Step.sleep_until`."""
+        done, value = self._sleep_check(name, None, check_wake_time(when))
+        if not done:
+            await self._suspend_gathered(value)
+
+    async def wait_for_event(self, name: str, event: str, timeout: float | None = None) -> Any:
+        """See :meth:`Step.wait_for_event`."""
+        done, value = self._event_check(name, event, timeout)
+        return value if done else await self._suspend_gathered(value)
 
     async def emit_workflow(
         self,

@@ -119,8 +119,8 @@ def _tracing() -> tuple[_Otel, Any] | None:
 
 def trace_args() -> tuple[str, ...]:
     """The ``traceparent`` and ``tracestate`` arguments of ``enqueue_run``
-    (ARGV[15], ARGV[16]): the current span context in W3C form, or nothing when
-    there is no valid one (or no OpenTelemetry)."""
+    (ARGV[16], ARGV[17], after the ``linked`` flag): the current span context in
+    W3C form, or nothing when there is no valid one (or no OpenTelemetry)."""
     api = sys.modules.get(_TRACE)
     if api is None or not api.get_current_span().get_span_context().is_valid:
         return ()

@@ -49,8 +49,9 @@ class WorkerHooks(Protocol):
         """A claim with lease ``token`` is about to be sent ("": none in flight)."""
 
     def started(self, run: Claimed, timeout: float | None) -> None:
-        """``run`` is now executing (also for runs executed inline as children).
-        It is now on the host's books, so the claim token is no longer needed."""
+        """``run`` is now executing (again after a wait that held at once: each
+        execution gets its own ``timeout``). It is now on the host's books, so
+        the claim token is no longer needed."""
 
     def finishing(self, run: Claimed) -> None:
         """``run``'s handler returned; its finish rides on the next script call."""
@@ -125,11 +126,8 @@ class Worker:
         self.metrics = metrics
         self.runs_done = 0
         self.keeper = LeaseKeeper(client.scripts, lease_ms)
-        self.executor = Executor(
-            client, self.registry, self.keeper, lease_ms, self.try_inline, metrics
-        )
+        self.executor = Executor(client, self.registry, self.keeper, lease_ms, metrics)
         self._stopping = threading.Event()
-        self._inline_lock = threading.RLock()
         self._wake_key = client.keys.worker_wake(new_token())
         self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
         self._rotation = 0
@@ -191,7 +189,7 @@ class Worker:
                     self.hooks.finished(holding)
                 pending, pending_outcome, holding = None, None, None
                 if claimed is not None:
-                    outcome = self._execute(claimed)
+                    outcome = self._suspend_or_resume(claimed, self._execute(claimed))
                     pending, pending_outcome = self._settle(claimed, outcome)
                     if pending is None:
                         self.hooks.finished(claimed)
@@ -214,15 +212,14 @@ class Worker:
         i = self._rotation
         return qs[i:] + qs[:i]
 
-    def _execute(self, claimed: Claimed, *, inline: bool = False) -> Outcome:
+    def _execute(self, claimed: Claimed) -> Outcome:
         wf = self.registry.get(claimed.workflow)
         timeout = (
             claimed.timeout_ms / 1000.0
             if claimed.timeout_ms
             else (wf.timeout if wf is not None else None)
         )
-        if not inline:
-            self._current = claimed
+        self._current = claimed
         metrics = self.metrics
         if metrics is not None:
             metrics.inc("redflow_runs_started_total", workflow=claimed.workflow)
@@ -240,14 +237,55 @@ class Worker:
                     time.perf_counter() - began,
                     workflow=claimed.workflow,
                 )
-            if not inline:
-                self._current = None
-                self.runs_done += 1
+            self._current = None
+            self.runs_done += 1
+
+    def _suspend_or_resume(self, claimed: Claimed, outcome: Outcome) -> Outcome:
+        """A run that reached a durable wait: suspend it (``suspend_run``), or, when
+        the wait's condition holds by now, execute it again at once (same lease,
+        same attempt). Returns the outcome to settle (LOST: nothing left to write)."""
+        while outcome.mode is OutcomeMode.SUSPEND and outcome.wait is not None:
+            status = self._apply_suspend(claimed, outcome)
+            if status != "resume":
+                if status == "canceled":
+                    self._record(claimed.workflow, "canceled", status)
+                    self._cascade(claimed.id)
+                elif status == "suspended" and self.metrics is not None:
+                    self.metrics.inc("redflow_runs_suspended_total", workflow=claimed.workflow)
+                elif status == "lease-lost":
+                    log.warning("run %s: lease lost before it could suspend", claimed.id)
+                return Outcome(OutcomeMode.LOST)
+            self.hooks.finished(claimed)
+            outcome = self._execute(claimed)
+        return outcome
+
+    def _apply_suspend(self, claimed: Claimed, outcome: Outcome) -> str:
+        assert outcome.wait is not None
+        while True:
+            try:
+                return self.client.scripts.suspend(claimed.id, claimed.token, outcome.wait)
+            except TRANSIENT_ERRORS as exc:
+                # Resend-safe: a suspend already applied answers with the run's status.
+                log.warning("Redis unreachable while suspending run %s (%s)", claimed.id, exc)
+                time.sleep(0.2)
+
+    def _cascade(self, run_id: str) -> None:
+        """The run ended canceled: cancel its unfinished run_workflow children."""
+        try:
+            self.client.cancel_children(run_id)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("run %s: could not cancel its children (%s)", run_id, exc)
 
     def _settle(self, claimed: Claimed, outcome: Outcome) -> tuple[Finish | None, Outcome | None]:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
         if outcome.mode is OutcomeMode.LOST:
-            log.warning("run %s: lease lost; its result was discarded", claimed.id)
+            if outcome.info is not None:
+                log.warning("run %s: lease lost; its result was discarded", claimed.id)
+            return None, None
+        if outcome.mode is OutcomeMode.CANCELED:
+            status = self._apply_now(_finish_args(claimed, outcome))
+            self._record(claimed.workflow, "canceled", status)
+            self._cascade(claimed.id)
             return None, None
         finish = _finish_args(claimed, outcome)
         if (
@@ -306,6 +344,7 @@ class Worker:
                 self._next_maintenance = now + 0.2
                 try:
                     maintenance.promote_due(self.client)
+                    maintenance.wake_due(self.client)
                     maintenance.reap_expired(self.client)
                 except TRANSIENT_ERRORS:
                     pass
@@ -317,42 +356,6 @@ class Worker:
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)
-
-    # ------------------------------------------------------------ inline
-
-    def try_inline(self, run_id: str) -> bool:
-        """Claim ``run_id`` if it is ready on a queue this worker serves, and run it here.
-
-        This is how ``step.run_workflow`` avoids a deadlock with ``--procs 1``: the
-        parent's process executes the child itself. Returns True if it ran.
-        """
-        # Several threads of an async parent may wait on children at once; one
-        # at a time runs a child inline (the host's books are per process), the
-        # others wait a slice and try again. Re-entrant: an inline child may
-        # itself run a grandchild inline.
-        if not self._inline_lock.acquire(blocking=False):
-            return False
-        try:
-            token = new_token()
-            self.hooks.claiming(token)
-            try:
-                _, claimed = self.client.scripts.claim(
-                    self.queues, self.lease_ms, token, None, only_id=run_id
-                )
-            except TRANSIENT_ERRORS:
-                return False
-            if claimed is None:
-                self.hooks.claiming("")
-                return False
-            outcome = self._execute(claimed, inline=True)
-            finish, _ = self._settle(claimed, outcome)
-            if finish is not None:
-                self.hooks.finishing(claimed)
-                self._record(claimed.workflow, finish.mode, self._apply_now(finish))
-            self.hooks.finished(claimed)
-            return True
-        finally:
-            self._inline_lock.release()
 
     def run_until_idle(self, timeout: float = 30.0) -> int:
         """Test helper: process runs until none is ready; returns how many ran."""
@@ -366,7 +369,7 @@ class Worker:
             pending = None
             if claimed is None:
                 break
-            outcome = self._execute(claimed)
+            outcome = self._suspend_or_resume(claimed, self._execute(claimed))
             pending, _ = self._settle(claimed, outcome)
             if pending is None:
                 self.hooks.finished(claimed)

@@ -10,7 +10,10 @@
 --   enqueue            -> queued | scheduled (never over an existing run)
 --   claim              queued -> running (lease taken, concurrency gate passed)
 --   park               queued stays queued, moves to wf-waiting:<wf>
---   finalize           running -> succeeded | failed | canceled
+--   finalize           running | queued | scheduled | suspended -> succeeded | failed | canceled
+--                      (a finished child wakes the parents suspended on it)
+--   suspend            running -> suspended (suspend_run.lua: lease dropped, slot kept)
+--   wake               suspended -> queued (child finished, event, timer, cancel)
 --   retry              running -> queued | scheduled (attempt + 1)
 --   requeue            running -> queued (worker gone; optional crash count)
 -- Every function that acts for a lease holder is only called after the caller
@@ -27,6 +30,12 @@
 --   `due-queues` scores every queue with scheduled runs no later than its
 --   earliest due time. Ready and waiting scores are ready_score(priority, t):
 --   lower is claimed first (higher priority, then older).
+-- * A suspended run has no `leases` entry (no process holds it) but stays in
+--   wf-running:<wf> (its concurrency slot) until it finishes; woken, it goes
+--   back to its ready set still counted there, and `take` lets it through the
+--   gate without counting it twice. Its `wait` field says what it waits for;
+--   run:<id>:awaits holds the awaited children not finished yet (each child's
+--   run:<child>:waiters names the parents), `timers` its wake-up time.
 -- * An idempotency key has no expiry while its run is unfinished; when the run
 --   finishes, the key (if it still names the run) expires at
 --   max(createdAt + ttl, now + 1 s).
@@ -54,6 +63,14 @@ local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
 local function k_waiting(tag, wf) return tag .. ':wf-waiting:' .. wf end
+local function k_timers(tag) return tag .. ':timers' end
+local function k_awaits(tag, id) return tag .. ':run:' .. id .. ':awaits' end
+local function k_waiters(tag, id) return tag .. ':run:' .. id .. ':waiters' end
+local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' end
+local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
+local function k_ev(tag, id, name)
+  return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
+end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end
@@ -153,6 +170,41 @@ local function leave_running(tag, id, wf)
   end
 end
 
+-- suspended -> queued: back to its ready set near the front of its priority
+-- band (its createdAt), still counted in wf-running:<wf>; its timer and awaited
+-- set go. Returns true when the run was suspended (and is now queued).
+local function wake(tag, id, now)
+  local run = k_run(tag, id)
+  local f = redis.call('HMGET', run, 'status', 'queue', 'priority', 'createdAt')
+  if f[1] ~= 'suspended' or not f[2] then return false end
+  redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
+  redis.call('HDEL', run, 'wait')
+  move_status(tag, id, 'suspended', 'queued', now)
+  redis.call('ZREM', k_timers(tag), id)
+  redis.call('DEL', k_awaits(tag, id))
+  redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
+  ring(tag, f[2])
+  return true
+end
+
+-- Run `id` finished with `status`: the parents suspended on it lose it from
+-- their awaited set; a parent whose set is now empty wakes, and so does every
+-- parent when the run did not succeed (its wait step fails at once). Bounded by
+-- the parents awaiting this one run (usually one).
+local function notify_waiters(tag, id, now, status)
+  local waiters = k_waiters(tag, id)
+  if redis.call('SCARD', waiters) == 0 then return end
+  local parent = redis.call('SPOP', waiters)
+  while parent do
+    local awaits = k_awaits(tag, parent)
+    if redis.call('SREM', awaits, id) == 1
+      and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0) then
+      wake(tag, parent, now)
+    end
+    parent = redis.call('SPOP', waiters)
+  end
+end
+
 -- The message is the terminal status; for `succeeded` with an output under
 -- 64 KiB it is "succeeded\n<outputJson>", so a waiting client needs no read.
 local function publish_done(tag, id, status, output)
@@ -177,7 +229,7 @@ local function expire_idempotency(tag, id, wf, key, ttl, created, now)
   end
 end
 
--- running|queued|scheduled -> terminal. `field` is 'outputJson' or 'errorJson'.
+-- running|queued|scheduled|suspended -> terminal. `field` is 'outputJson' or 'errorJson'.
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
 -- output is still stored for inspection). `done_token` ('' = none) is the
 -- lease token of the caller that applied this finish (see already_done).
@@ -212,7 +264,15 @@ local function finalize(tag, id, status, field, payload, now, done_token)
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
-  if old == 'running' then leave_running(tag, id, f[4]) end
+  -- Every unfinished status may hold a slot: running, suspended, and queued
+  -- after a wake (no-ops otherwise).
+  leave_running(tag, id, f[4])
+  if old == 'suspended' then
+    redis.call('HDEL', run, 'wait')
+    redis.call('ZREM', k_timers(tag), id)
+    redis.call('DEL', k_awaits(tag, id))
+  end
+  notify_waiters(tag, id, now, status)
   expire_idempotency(tag, id, f[4], f[6], f[7], f[8], now)
   if field == 'outputJson' then
     publish_done(tag, id, status, payload)
@@ -287,7 +347,9 @@ end
 
 -- Create a run (or return the existing one for its idempotency key / id).
 -- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
---       parent, cron_id, max_concurrency, timeout_ms, priority, traceparent?, tracestate? }
+--       parent, cron_id, max_concurrency, timeout_ms, priority, link, traceparent?, tracestate? }
+-- a.link: the parent awaits this child (run_workflow): it is recorded in
+-- run:<parent>:children, whose unfinished members a cancel of the parent cancels.
 -- Returns id, created (1 new | 0 existing), status.
 local function enqueue(tag, a, now)
   local idem = nil
@@ -296,6 +358,7 @@ local function enqueue(tag, a, now)
     local existing = redis.call('GET', idem)
     -- A key whose run was already removed by retention no longer dedupes.
     if existing and redis.call('EXISTS', k_run(tag, existing)) == 1 then
+      if a.link and a.parent ~= '' then redis.call('SADD', k_children(tag, a.parent), existing) end
       return existing, 0, ''
     end
   end
@@ -304,6 +367,7 @@ local function enqueue(tag, a, now)
   -- call can reach Redis after its resend (a retransmission after a healed
   -- network), when the run may be running or finished already.
   if redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
+  if a.link and a.parent ~= '' then redis.call('SADD', k_children(tag, a.parent), a.id) end
   local status = 'queued'
   local due = now
   if a.run_at > now then
@@ -352,7 +416,7 @@ end
 -- silently. A record with an unknown or missing status is reset to `queued`
 -- first so that finalize applies (its index entry is dropped).
 local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
-  failed = true, canceled = true }
+  failed = true, canceled = true, suspended = true }
 
 local function fail_corrupt(tag, id, why, now)
   local run = k_run(tag, id)
@@ -413,7 +477,9 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  if redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
+  -- A woken suspended run still holds its slot: it passes, counted once.
+  if redis.call('SISMEMBER', running, id) == 0
+    and redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
     redis.call('ZADD', k_waiting(tag, wf), score, id)
     redis.call('SADD', tag .. ':parked', wf)
     return nil

@@ -1,5 +1,6 @@
--- cancel_run: request cancellation. A queued or scheduled run (also one parked
--- behind max_concurrency) becomes canceled at once; a running run gets
+-- cancel_run: request cancellation. A queued, scheduled or suspended run (also
+-- one parked behind max_concurrency) becomes canceled at once (a suspended one
+-- loses its timer and awaited set, and its concurrency slot is freed); a running run gets
 -- cancelRequestedAt and its worker stops it at the next step boundary (the
 -- supervisor stops a handler that ignores it).
 --
@@ -8,6 +9,8 @@
 -- Reply: { 0, '' } unknown run | { 1, status after the call }
 -- Invariant: O(log N) in the size of the queue (ZREM from the ready, scheduled
 -- and wf-waiting sets; a stale due-queues score is fixed by the promoter).
+-- The run's children started by run_workflow (run:<id>:children) are canceled by
+-- the caller (the library walks them), not here: the walk is unbounded.
 local tag = ARGV[1]
 local id = ARGV[2]
 local run = KEYS[1]
@@ -20,7 +23,7 @@ if not f[4] or f[4] == '' then
   redis.call('HSET', run, 'cancelRequestedAt', now, 'updatedAt', now)
   if ARGV[3] ~= '' then redis.call('HSET', run, 'cancelReason', ARGV[3]) end
 end
-if status == 'queued' or status == 'scheduled' then
+if status == 'queued' or status == 'scheduled' or status == 'suspended' then
   local q = f[2]
   if q then
     redis.call('ZREM', k_ready(tag, q), id)

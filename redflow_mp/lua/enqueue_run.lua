@@ -13,7 +13,9 @@
 -- ARGV[10] parentRunId ('' = none)       ARGV[11] cronId ('' = none)
 -- ARGV[12] maxConcurrency ('' = unknown) ARGV[13] timeoutMs ('' = none)
 -- ARGV[14] priority 0..9 (higher is claimed first; '' = 0)
--- ARGV[15] traceparent, ARGV[16] tracestate: the enqueuer's W3C trace context
+-- ARGV[15] '1' when the parent awaits the child (step.run_workflow/run_workflows):
+--          recorded in run:<parent>:children for the cancel cascade
+-- ARGV[16] traceparent, ARGV[17] tracestate: the enqueuer's W3C trace context
 --          (optional; absent without OpenTelemetry, see redflow_mp/tracing.py)
 -- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }
 -- Invariants: same idempotency key -> same run id, even under concurrent callers
@@ -26,6 +28,7 @@ local id, created, status = enqueue(tag, {
   id = ARGV[2], workflow = ARGV[3], queue = ARGV[4], input_json = ARGV[5],
   max_attempts = ARGV[6], run_at = tonumber(ARGV[7]) or 0, idem_key = ARGV[8],
   idem_ttl = ARGV[9], parent = ARGV[10], cron_id = ARGV[11], max_concurrency = ARGV[12],
-  timeout_ms = ARGV[13], priority = priority, traceparent = ARGV[15], tracestate = ARGV[16],
+  timeout_ms = ARGV[13], priority = priority, link = ARGV[15] == '1',
+  traceparent = ARGV[16], tracestate = ARGV[17],
 }, now_ms())
 return { id, created, status }

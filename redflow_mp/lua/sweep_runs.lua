@@ -1,5 +1,6 @@
 -- sweep_runs: retention. Remove finished runs (hash, steps, every index entry,
--- their idempotency key while it names them) that finished more than the
+-- their idempotency key while it names them, their wait keys: awaited and
+-- waiting sets, children set, unconsumed events) that finished more than the
 -- retention period ago, in bounded batches.
 --
 -- KEYS[1]  runs:created
@@ -25,7 +26,13 @@ for status, _ in pairs(TERMINAL) do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', index, id)
     redis.call('ZREM', k_leases(tag), id)
-    redis.call('DEL', k_run(tag, id), k_steps(tag, id))
+    redis.call('ZREM', k_timers(tag), id)
+    local evnames = k_evnames(tag, id)
+    for _, name in ipairs(redis.call('SMEMBERS', evnames)) do
+      redis.call('DEL', k_ev(tag, id, name))
+    end
+    redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
+      k_waiters(tag, id), k_children(tag, id))
     removed = removed + 1
   end
   if removed >= batch then break end

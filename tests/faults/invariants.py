@@ -47,7 +47,7 @@ from tests.faults import ledger
 
 __all__ = ["Report", "check"]
 
-STATUSES = ("scheduled", "queued", "running", "succeeded", "failed", "canceled")
+STATUSES = ("scheduled", "queued", "running", "suspended", "succeeded", "failed", "canceled")
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 _BATCH = 500
 

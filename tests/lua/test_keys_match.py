@@ -105,3 +105,23 @@ def _hash_tag(key: str) -> str:
         if end > start + 1:
             return key[start + 1 : end]
     return key
+
+
+@pytest.mark.parametrize("name", _NAMES)
+def test_lua_wait_key_helpers_match_keys_py(raw: redis.Redis, client: Client, name: str) -> None:
+    k = client.keys
+    body = """
+local t, n = ARGV[1], ARGV[2]
+return { k_timers(t), k_awaits(t, n), k_waiters(t, n), k_children(t, n), k_evnames(t, n),
+  k_ev(t, n, n .. ':ev'), k_status(t, 'suspended') }
+"""
+    got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]
+    assert got == [
+        k.timers,
+        k.run_awaits(name),
+        k.run_waiters(name),
+        k.run_children(name),
+        k.run_event_names(name),
+        k.run_events(name, name + ":ev"),
+        k.runs_status("suspended"),
+    ]

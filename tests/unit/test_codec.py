@@ -29,6 +29,7 @@ def test_run_status_values_and_terminal_flags() -> None:
         "scheduled",
         "queued",
         "running",
+        "suspended",
         "succeeded",
         "failed",
         "canceled",

@@ -1,0 +1,67 @@
+"""What ``claim_run`` hands a worker: the :class:`Claimed` run and its reply parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Claimed", "claimed_reply"]
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run handed to a worker by ``claim_run``."""
+
+    id: str
+    workflow: str
+    queue: str
+    input_json: bytes
+    attempt: int
+    max_attempts: int
+    created_at: int
+    parent_run_id: str | None
+    timeout_ms: int | None
+    cron_id: str | None
+    started_at: int
+    steps: dict[str, bytes]
+    token: str
+    lease_until: float = 0.0  # monotonic time before which the lease surely holds
+    available_at: int | None = None
+
+
+def claimed_reply(reply: Any, token: str) -> Claimed | None:
+    if not reply:
+        return None
+    (
+        rid,
+        wf,
+        queue,
+        input_json,
+        attempt,
+        max_attempts,
+        created,
+        parent,
+        timeout,
+        cron,
+        started,
+        flat,
+        *rest,
+    ) = reply
+    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+    available = rest[0] if rest else b""
+    return Claimed(
+        id=rid.decode("utf-8", "replace"),
+        workflow=wf.decode("utf-8", "replace"),
+        queue=queue.decode("utf-8", "replace"),
+        input_json=input_json,
+        attempt=int(attempt or 1),
+        max_attempts=int(max_attempts or 1),
+        created_at=int(created or 0),
+        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
+        timeout_ms=int(timeout) if timeout else None,
+        cron_id=cron.decode("utf-8", "replace") if cron else None,
+        started_at=int(started or 0),
+        steps=steps,
+        token=token,
+        available_at=int(available) if available else None,
+    )

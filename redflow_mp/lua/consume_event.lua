@@ -1,0 +1,35 @@
+-- consume_event: step.wait_for_event for the lease holder: take the first
+-- pending event of a name and record it as the step's output, in one script,
+-- so an event is consumed exactly once and a replay returns the recorded payload.
+--
+-- KEYS[1]  run:<id>:steps
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token   ARGV[4]  step name
+-- ARGV[5]  event name
+-- ARGV[6]  the step record up to its output: '{"seq":0,...,"outputJson":'
+--          (the payload is spliced in as a JSON string, then ARGV[7], '}')
+-- ARGV[7]  the record's end   ARGV[8]  lease ms
+-- Reply: { 1, payload, record } consumed and recorded | { 0 } none pending
+--        | { -1 } the lease is not ours
+-- Resend-safe: when the step already has a succeeded record (this call's reply
+-- was lost), that record is returned as { 2, '', record } and nothing is consumed.
+local tag = ARGV[1]
+local id = ARGV[2]
+local now = now_ms()
+if not lease_held(tag, id, ARGV[3], now) then return { -1 } end
+local existing = redis.call('HGET', KEYS[1], ARGV[4])
+if existing and string.find(existing, '"status":"succeeded"', 1, true) then
+  return { 2, '', existing }
+end
+local payload = redis.call('LPOP', k_ev(tag, id, ARGV[5]))
+if not payload then return { 0 } end
+local run = k_run(tag, id)
+redis.call('HINCRBY', run, 'eventsPending', -1)
+local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
+local head = ARGV[6]
+if string.sub(head, 1, 9) == '{"seq":0,' then
+  head = '{"seq":' .. seq .. ',' .. string.sub(head, 10)
+end
+local record = head .. cjson.encode(payload) .. ARGV[7]
+redis.call('HSET', KEYS[1], ARGV[4], record)
+redis.call('ZADD', k_leases(tag), 'XX', int_str(now + tonumber(ARGV[8])), id)
+return { 1, payload, record }

@@ -1,0 +1,36 @@
+-- send_event: record an event for a run and wake the run if it waits for it.
+--
+-- KEYS[1]  run:<id>
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  event name   ARGV[4]  payload (JSON)
+-- ARGV[5]  max_events_per_run (events waiting unconsumed per run)
+-- Reply: { 0 } unknown or finished run: nothing stored
+--        { -1, pending } the run already has max_events_per_run unconsumed events:
+--                        nothing stored
+--        { 1, woken (1|0) } stored at the end of run:<id>:ev:<len:name>; the run
+--                        was suspended waiting for that name and is now queued
+-- Invariant: events of one name are consumed in the order sent (RPUSH here,
+-- LPOP in consume_event); eventsPending counts the unconsumed ones.
+local tag = ARGV[1]
+local id = ARGV[2]
+local name = ARGV[3]
+local run = KEYS[1]
+local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait')
+if not f[1] or TERMINAL[f[1]] then return { 0 } end
+local pending = tonumber(f[2]) or 0
+if pending >= tonumber(ARGV[5]) then return { -1, pending } end
+redis.call('RPUSH', k_ev(tag, id, name), ARGV[4])
+redis.call('HINCRBY', run, 'eventsPending', 1)
+redis.call('SADD', k_evnames(tag, id), name)
+local woken = 0
+if f[1] == 'suspended' and f[3] then
+  local ok, wait = pcall(cjson.decode, f[3])
+  if ok and type(wait) == 'table' and type(wait.events) == 'table' then
+    for _, e in ipairs(wait.events) do
+      if e == name then
+        if wake(tag, id, now_ms()) then woken = 1 end
+        break
+      end
+    end
+  end
+end
+return { 1, woken }

@@ -1,0 +1,60 @@
+-- suspend_run: the lease holder's handler reached a durable wait whose condition
+-- did not hold. Decide, atomically, whether it holds now; if not, suspend the run.
+--
+-- KEYS[1]  run:<id>
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
+-- ARGV[4]  the wait, JSON ({"children":[..],"events":[..],"wakeAt":ms,"steps":[..]}),
+--          stored in the run's `wait` field for readers (send_event reads `events`)
+-- ARGV[5]  wake-up time ms ('' = none): a sleep's end or a wait's deadline
+-- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
+-- ARGV[7+n ..] awaited event names
+-- Reply: { 'resume' }     the condition holds now (time reached, an awaited event
+--                         is pending, every awaited child finished, or one of
+--                         them failed or was canceled): the caller
+--                         keeps its lease and executes the run again at once
+--        { 'suspended' }  running -> suspended: lease entry gone (the process is
+--                         free), slot kept in wf-running, wake-ups registered
+--                         (run:<id>:awaits + each child's waiters, `timers`)
+--        { 'canceled' }   a cancel was requested: the run ended canceled instead
+--        { 'lease-lost' } the lease is not ours | { status } this token's suspend
+--                         was already applied (a resend after a lost reply)
+-- Invariant: no lost wake-up. A child's finish (finalize) and send_event are
+-- scripts too, so each happens wholly before this check (seen here: resume) or
+-- wholly after the suspension (they find the run suspended and wake it).
+local tag = ARGV[1]
+local id = ARGV[2]
+local token = ARGV[3]
+local now = now_ms()
+if not lease_held(tag, id, token, now) then
+  return { already_done(tag, id, token) or 'lease-lost' }
+end
+local run = KEYS[1]
+if (redis.call('HGET', run, 'cancelRequestedAt') or '') ~= '' then
+  return { finalize(tag, id, 'canceled', 'errorJson', '', now, token) }
+end
+local wake_at = tonumber(ARGV[5])
+if wake_at and wake_at <= now then return { 'resume' } end
+local n = tonumber(ARGV[6]) or 0
+for i = 7 + n, #ARGV do
+  if redis.call('LLEN', k_ev(tag, id, ARGV[i])) > 0 then return { 'resume' } end
+end
+local pending = {}
+for i = 7, 6 + n do
+  local status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+  if status == 'failed' or status == 'canceled' then return { 'resume' } end
+  if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
+end
+if n > 0 and #pending == 0 then return { 'resume' } end
+if n == 0 and not wake_at and #ARGV < 7 then return { 'resume' } end  -- waits for nothing
+redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'suspendedAt', now,
+  'updatedAt', now, 'doneToken', token)
+move_status(tag, id, 'running', 'suspended', now)
+redis.call('ZREM', k_leases(tag), id)
+local awaits = k_awaits(tag, id)
+redis.call('DEL', awaits)
+for _, child in ipairs(pending) do
+  redis.call('SADD', awaits, child)
+  redis.call('SADD', k_waiters(tag, child), id)
+end
+if wake_at then redis.call('ZADD', k_timers(tag), int_str(wake_at), id) end
+return { 'suspended' }

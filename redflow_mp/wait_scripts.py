@@ -1,0 +1,107 @@
+"""The durable-wait scripts' arguments and replies (``suspend_run``, ``wake_timers``,
+``send_event``, ``consume_event``), mixed into :class:`~redflow_mp.scripts.Scripts`.
+
+``send_event`` is also sent by the asyncio client: its call and reply are pure
+functions here (:func:`send_event_call`, :func:`send_event_reply`), shared by
+both transports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .codec import RunWait, decode_step, encode_wait, text
+from .errors import RedflowError
+from .keys import Keys
+
+__all__ = [
+    "EventLimitError",
+    "WaitCalls",
+    "send_event_call",
+    "send_event_reply",
+]
+
+
+class EventLimitError(RedflowError, ValueError):
+    """A run already has ``max_events_per_run`` events waiting unconsumed; the
+    event was not stored."""
+
+
+def send_event_call(
+    keys: Keys, run_id: str, event: str, payload: bytes, max_events: int
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Keys and arguments of ``send_event``."""
+    return (keys.run(run_id),), (keys.tag, run_id, event, payload, max_events)
+
+
+def send_event_reply(reply: Any, run_id: str, max_events: int) -> bool:
+    """True when the event was stored; False for an unknown or finished run.
+    Raises :class:`EventLimitError` when the run's unconsumed events are at the limit."""
+    code = int(reply[0])
+    if code == -1:
+        raise EventLimitError(
+            f"run {run_id} already has {int(reply[1])} events waiting unconsumed "
+            f"(max_events_per_run={max_events}); the event was not stored"
+        )
+    return code == 1
+
+
+class WaitCalls:
+    """Typed calls of the wait scripts; needs the host's ``run`` (see Scripts)."""
+
+    keys: Keys
+
+    def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
+        raise NotImplementedError
+
+    def suspend(self, run_id: str, token: str, wait: RunWait) -> str:
+        """Suspend the lease holder's run on ``wait`` unless it holds now; returns
+        ``resume``, ``suspended``, ``canceled``, ``lease-lost``, or the run's status
+        when this token's suspend was already applied. Resend-safe."""
+        args: list[Any] = [self.keys.tag, run_id, token, encode_wait(wait)]
+        args.append("" if wait.wake_at is None else wait.wake_at)
+        args.append(len(wait.children))
+        args.extend(wait.children)
+        args.extend(wait.events)
+        reply = self.run("suspend_run", (self.keys.run(run_id),), tuple(args), retry=True)
+        return text(reply[0])
+
+    def wake_timers(self, batch: int) -> tuple[int, int | None, list[int]]:
+        """Wake up to ``batch`` runs whose wake-up time came; returns (entries read,
+        earliest remaining wake-up ms, lateness ms of each run woken)."""
+        reply = self.run("wake_timers", (self.keys.timers,), (self.keys.tag, batch), retry=True)
+        earliest = int(reply[1])
+        return int(reply[0]), (earliest if earliest >= 0 else None), [int(x) for x in reply[2:]]
+
+    def send_event(self, run_id: str, event: str, payload: bytes, max_events: int) -> bool:
+        keys, args = send_event_call(self.keys, run_id, event, payload, max_events)
+        return send_event_reply(self.run("send_event", keys, args, retry=True), run_id, max_events)
+
+    def consume_event(
+        self,
+        run_id: str,
+        token: str,
+        step: str,
+        event: str,
+        record: tuple[bytes, bytes],
+        lease_ms: int,
+    ) -> tuple[int, bytes | None, bytes | None]:
+        """Take the first pending ``event`` and record it as ``step``'s output
+        (``record``: the step record's JSON before and after the output string).
+        Returns (1, payload, record) | (0, None, None) none pending | (-1, None,
+        None) lease lost. Resend-safe: a resend after a lost reply finds the step
+        recorded and returns that record's output (nothing more is consumed)."""
+        reply = self.run(
+            "consume_event",
+            (self.keys.run_steps(run_id),),
+            (self.keys.tag, run_id, token, step, event, record[0], record[1], lease_ms),
+            retry=True,
+        )
+        code = int(reply[0])
+        if code == 2:
+            stored = decode_step(reply[2])
+            payload = (stored.output_json or "null").encode("utf-8")
+            return 1, payload, reply[2]
+        if code != 1:
+            return code, None, None
+        return 1, reply[1], reply[2]
