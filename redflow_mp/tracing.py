@@ -251,6 +251,35 @@ def traced_step(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def traced_wait(fn: F) -> F:
+    """Decorate a durable wait's check ``(core, name, ...) -> (done, value)``
+    (run_workflow(s), sleep, sleep_until, wait_for_event): a span per execution
+    that reaches the wait. The children it starts are enqueued inside it, so they
+    join the trace under it; its outcome is ``succeeded`` when the wait is over,
+    ``suspended`` when the run suspends on it, ``failed`` when it raised."""
+    if not INSTALLED:
+        return fn
+
+    @functools.wraps(fn)
+    def check(core: Any, name: Any, *args: Any, **kwargs: Any) -> Any:
+        active = _tracing()
+        if active is None:
+            return fn(core, name, *args, **kwargs)
+        with active[1].start_as_current_span(
+            f"redflow.step {name}", attributes=_step_attributes(core, name)
+        ) as span:
+            try:
+                done, value = fn(core, name, *args, **kwargs)
+            except BaseException:
+                span.set_attribute("redflow.outcome", "failed")
+                raise
+            span.set_attribute("redflow.step.wait", True)
+            span.set_attribute("redflow.outcome", "succeeded" if done else "suspended")
+            return done, value
+
+    return check  # type: ignore[return-value]
+
+
 def traced_step_async(fn: F) -> F:
     """:func:`traced_step` for the async step runner ``_run_async``."""
     if not INSTALLED:

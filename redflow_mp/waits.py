@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from . import codec
+from . import codec, tracing
 from .codec import RunWait, StoredStep
 from .errors import (
     DuplicateStepError,
@@ -257,6 +257,7 @@ class WaitMixin:
 
     # ------------------------------------------------------------------ sleep
 
+    @tracing.traced_wait  # a span per wait step, with the OpenTelemetry extra
     def _sleep_check(self, name: object, seconds: float | None, until_ms: int | None) -> Any:
         step, done, value, waiting, started = self._wait_begin(name)
         if done:
@@ -275,6 +276,7 @@ class WaitMixin:
 
     # ------------------------------------------------------------------ event
 
+    @tracing.traced_wait  # a span per wait step, with the OpenTelemetry extra
     def _event_check(self, name: object, event: object, timeout: object) -> Any:
         limit = _check_wait_timeout(timeout)
         ev = check_name(event, "event name")
@@ -325,6 +327,7 @@ class WaitMixin:
 
     # --------------------------------------------------------------- children
 
+    @tracing.traced_wait  # a span per wait step, with the OpenTelemetry extra
     def _children_check(
         self,
         name: object,

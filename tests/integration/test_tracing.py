@@ -180,15 +180,34 @@ def test_a_child_run_joins_its_parent_steps_trace(
 
     workers.start(queues=["main"])
     workers.start(queues=["kids"])
-    handle = parent.run()  # no span around it: the parent's run starts the trace
+    # Enqueued inside a span: every execution of the parent (it suspends at `call`
+    # and resumes by replay) continues that trace, as do the children.
+    with trace.get_tracer("test").start_as_current_span("request") as request:
+        handle = parent.run()
     out, emitted = handle.result(timeout=20)
     assert out == 16
     client.handle(emitted).result(timeout=20)
     finished = spans.get_finished_spans()
-    got = {(s.name, (s.attributes or {})["redflow.run_id"]): s for s in finished}
+    # The parent executes twice: it suspends at `call` and resumes by replay once
+    # the child has finished; the spans of its first execution started the children.
+    got: dict[tuple[str, str], Any] = {}
+    for s in sorted(finished, key=lambda s: s.start_time or 0):
+        if s.name != "request":
+            got.setdefault((s.name, (s.attributes or {})["redflow.run_id"]), s)
+    parent_runs = [s for s in finished if s.name == "redflow.run t-parent"]
+    assert len(parent_runs) == 2
+    assert {s.parent.span_id if s.parent else 0 for s in parent_runs} == {
+        request.get_span_context().span_id
+    }
     parent_run = got[("redflow.run t-parent", handle.id)]
-    assert parent_run.parent is None  # a root span: nothing to continue
     call_step = got[("redflow.step call", handle.id)]
+    assert (call_step.attributes or {})["redflow.outcome"] == "suspended"
+    assert (call_step.attributes or {})["redflow.step.wait"] is True
+    assert call_step.parent is not None and call_step.parent.span_id == parent_run.context.span_id
+    calls = [s for s in finished if s.name == "redflow.step call"]
+    assert sorted((s.attributes or {})["redflow.outcome"] for s in calls) == [
+        "succeeded", "suspended",
+    ]  # fmt: skip
     fire_step = got[("redflow.step fire", handle.id)]
     kids = [s for s in finished if s.name == "redflow.run t-child"]
     assert len(kids) == 2
@@ -196,7 +215,7 @@ def test_a_child_run_joins_its_parent_steps_trace(
     assert set(by_parent_step) == {call_step.context.span_id, fire_step.context.span_id}
     called = by_parent_step[call_step.context.span_id]
     assert (called.attributes or {})["redflow.parent_run_id"] == handle.id
-    assert {s.context.trace_id for s in finished} == {parent_run.context.trace_id}
+    assert {s.context.trace_id for s in finished} == {request.get_span_context().trace_id}
     # The child's own step hangs under the child's run span.
     square = [
         s
