@@ -38,6 +38,8 @@ __all__ = [
     "Faults",
     "Producer",
     "Progress",
+    "Sender",
+    "WaitWatcher",
     "wait_for",
 ]
 
@@ -294,9 +296,10 @@ class Sender:
     ``send_event`` to the ledger (``event-sent``, the payload's event id ``eid``).
     A send whose reply was lost is retried with the same payload (``eid``)."""
 
-    def __init__(self, url: str, prefix: str, ledger_dir: Path) -> None:
+    def __init__(self, url: str, prefix: str, ledger_dir: Path, rate: float = 0.0) -> None:
         self.client: Client = create_client(url, prefix=prefix, default=False)
         self.ledger = ledger.Ledger(ledger_dir)
+        self.pause = 1.0 / rate if rate > 0 else 0.0
         self.queue: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
         self.sent = 0
         self.refused: list[str] = []
@@ -327,6 +330,8 @@ class Sender:
                 if item is None:
                     return
                 run_id, event, eid = item
+                if self.pause:
+                    time.sleep(self.pause)  # pacing (a backlog across a fault)
                 acked = self._send(run_id, event, eid)
                 self.ledger.append("event-sent", run=run_id, event=event, eid=eid, acked=acked)
                 if acked:
@@ -518,8 +523,9 @@ class Faults:
         self.producers.append(prod)
         return prod
 
-    def sender(self, url: str) -> Sender:
-        snd = Sender(url, self.prefix, self.ledger_dir)
+    def sender(self, url: str, rate: float = 0.0) -> Sender:
+        """An event sender; ``rate`` paces it (events/s, 0 = as fast as it can)."""
+        snd = Sender(url, self.prefix, self.ledger_dir, rate)
         self.senders.append(snd)
         return snd
 

@@ -147,13 +147,14 @@ def listener(ctx: Context[Any]) -> list[Any]:
 @define_workflow("fx-racer", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
 @instrumented
 def racer(ctx: Context[Any]) -> str:
-    """Waits for ``go`` with a deadline (``timeout`` s) that the test makes fall
-    when the event is sent; a timed-out wait leaves the event to a second wait."""
+    """Waits for ``go`` with a deadline at the epoch time ``at`` (set by the first
+    execution, kept by replays) that the test makes fall when the event is sent;
+    a timed-out wait leaves the event to a second wait."""
     data = _input(ctx)
+    timeout = max(0.001, float(data["at"]) - time.time())
     try:
         wait_step(
-            ctx, "ev", "event",
-            lambda: ctx.step.wait_for_event("ev", "go", timeout=float(data["timeout"])),
+            ctx, "ev", "event", lambda: ctx.step.wait_for_event("ev", "go", timeout=timeout)
         )  # fmt: skip
         outcome = "event"
     except StepTimeoutError:
