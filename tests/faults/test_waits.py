@@ -23,6 +23,7 @@ from tests.faults.harness import (
     restart_redis,
     wait_for,
 )
+from tests.helpers import text, texts
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -84,9 +85,9 @@ def test_supervisor_sigkill_with_1000_suspended_runs(fx: Faults) -> None:
     t_up = time.monotonic()
     tag = f"{{{fx.prefix}}}"
     listeners = [
-        rid.decode()
-        for rid in raw.zrange(f"{tag}:runs:status:suspended", 0, -1)
-        if raw.hget(f"{tag}:run:{rid.decode()}", "workflow") == b"fx-listener"
+        rid
+        for rid in texts(raw.zrange(f"{tag}:runs:status:suspended", 0, -1))
+        if raw.hget(f"{tag}:run:{rid}", "workflow") == b"fx-listener"
     ]
     assert len(listeners) == 500
     snd = fx.sender(server.url)
@@ -311,13 +312,14 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     settled = fx.settle(raw, 60)
     recovery = time.monotonic() - t_race
     execs = _executions(fx)
-    outcomes = Counter(raw.hget(f"{{{fx.prefix}}}:run:{rid}", "outputJson") for rid in rprod.ids)
+    outcomes = Counter(
+        text(raw.hget(f"{{{fx.prefix}}}:run:{rid}", "outputJson") or b"") for rid in rprod.ids
+    )
     report = fx.finish(
         raw,
         "W4. two supervisors race to wake the same runs",
         recovery_s=recovery,
-        note=f"racers {dict((k.decode() if k else k, v) for k, v in outcomes.items())}; "
-        "the instant -> all finished",
+        note=f"racers {dict(outcomes)}; the instant -> all finished",
     )
     report.assert_ok(all_succeeded=True)
     assert settled
@@ -325,6 +327,6 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     assert report.events_sent == 200 and report.events_consumed == 200
     assert all(execs[rid] == 2 for rid in prod.ids), "a sleeper was not resumed exactly once"
     assert all(execs[rid] in (2, 3) for rid in rprod.ids), "a racer resumed more than needed"
-    assert outcomes[b'"event"'] >= 20 and outcomes[b'"timeout"'] >= 20, outcomes
+    assert outcomes['"event"'] >= 20 and outcomes['"timeout"'] >= 20, outcomes
     assert not _early(fx), _early(fx)[:5]
     raw.close()

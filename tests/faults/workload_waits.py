@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from redflow_mp import (
@@ -137,9 +138,8 @@ def listener(ctx: Context[Any]) -> list[Any]:
     _arm(ctx)
     got = []
     for j in range(int(data.get("k", 1))):
-        got.append(
-            wait_step(ctx, f"ev{j}", "event", lambda j=j: ctx.step.wait_for_event(f"ev{j}", "go"))
-        )
+        name = f"ev{j}"
+        got.append(wait_step(ctx, name, "event", partial(ctx.step.wait_for_event, name, "go")))
     step(ctx, "after")
     return [g.get("eid") if isinstance(g, dict) else g for g in got]
 
