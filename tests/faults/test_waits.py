@@ -330,3 +330,58 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     assert outcomes['"event"'] >= 20 and outcomes['"timeout"'] >= 20, outcomes
     assert not _early(fx), _early(fx)[:5]
     raw.close()
+
+
+def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
+    """Redis stalls (DEBUG SLEEP) past the client's 5 s socket timeout while a
+    send_event is in flight: the reply is lost, the command still runs when the
+    server wakes. The event must be stored once, not once more by a resend (a
+    listener of two events would consume it twice)."""
+    from redflow_mp import create_client
+
+    server = fx.redis()
+    raw = server.client()
+    # no supervisor yet: the listener stays queued, its events stay in its list
+    prod = fx.producer(server.url, 0, items=[("fx-listener", {"k": 2}, None)]).start()
+    prod.wait(30)
+    (rid,) = prod.ids
+    client = create_client(server.url, prefix=fx.prefix, default=False)
+    book = ledger.Ledger(fx.ledger_dir)
+    # the script connection is up before the stall (an event nobody waits for)
+    assert client.send_event(rid, "warm", {"eid": "warm"}) is True
+    book.append("event-sent", run=rid, event="warm", eid="warm", acked=True)
+    stall = 6.5  # past the 5 s socket timeout: the first attempt's reply is lost
+    sleeper = redis.Redis.from_url(server.url, socket_timeout=30)
+    staller = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", stall))
+    fx.fault("debug-sleep", seconds=stall)
+    staller.start()
+    time.sleep(0.2)  # let DEBUG SLEEP reach the server first (pacing, not synchronisation)
+    t0 = time.monotonic()
+    try:
+        acked: bool | None = client.send_event(rid, "go", {"eid": "once"})
+        outcome = f"answered {acked}"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        acked = None  # unknown to the caller; it is stored when the server wakes
+        outcome = f"raised {type(exc).__name__}"
+    took = time.monotonic() - t0
+    staller.join(10)
+    sleeper.close()
+    book.append("event-sent", run=rid, event="go", eid="once", acked=bool(acked))
+    stored = texts(raw.lrange(f"{{{fx.prefix}}}:run:{rid}:ev:2:go", 0, -1))
+    assert client.send_event(rid, "go", {"eid": "two"}) is True
+    book.append("event-sent", run=rid, event="go", eid="two", acked=True)
+    book.close()
+    client.close()
+    sup = fx.supervisor(server.url, procs=1, modules=WAIT_MODULES)
+    sup.wait_workers(1)
+    settled = fx.settle(raw, 30)
+    report = fx.finish(
+        raw,
+        "W5. send_event reply lost (DEBUG SLEEP 6.5 s)",
+        recovery_s=took,
+        note=f"send_event {outcome} after {took:.1f} s; stored {stored}",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert settled
+    assert stored == ['{"eid":"once"}'], f"the event was stored {len(stored)} times: {stored}"
+    raw.close()
