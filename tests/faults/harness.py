@@ -311,17 +311,33 @@ class Sender:
         self.queue.put((run_id, event, eid))
 
     def _send(self, run_id: str, event: str, eid: str) -> bool:
+        """send_event, retried through outages. send_event is not idempotent and
+        raises after a lost reply: before sending again, look whether the event
+        was stored (pending, or consumed by a step) and do not send it twice."""
         delay = 0.05
         deadline = time.monotonic() + 120
+        unsure = False
         while True:
             try:
+                if unsure and self._stored(run_id, event, eid):
+                    return True
                 return self.client.send_event(run_id, event, {"eid": eid})
             except (*_NETWORK, RedflowError):
                 self.retries += 1
+                unsure = True
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
+
+    def _stored(self, run_id: str, event: str, eid: str) -> bool:
+        r = self.client.redis
+        keys = self.client.keys
+        needle = f'"eid":"{eid}"'
+        if any(needle in item for item in texts(r.lrange(keys.run_events(run_id, event), 0, -1))):
+            return True
+        escaped = needle.replace('"', '\\"')  # the payload as a string inside a step record
+        return any(escaped in rec for rec in texts(r.hvals(keys.run_steps(run_id))))
 
     def _loop(self) -> None:
         while True:

@@ -23,7 +23,7 @@ from tests.faults.harness import (
     restart_redis,
     wait_for,
 )
-from tests.helpers import text, texts
+from tests.helpers import command, text, texts
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -352,7 +352,7 @@ def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
     book.append("event-sent", run=rid, event="warm", eid="warm", acked=True)
     stall = 6.5  # past the 5 s socket timeout: the first attempt's reply is lost
     sleeper = redis.Redis.from_url(server.url, socket_timeout=30)
-    staller = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", stall))
+    staller = threading.Thread(target=lambda: command(sleeper, "DEBUG", "SLEEP", stall))
     fx.fault("debug-sleep", seconds=stall)
     staller.start()
     time.sleep(0.2)  # let DEBUG SLEEP reach the server first (pacing, not synchronisation)
