@@ -319,18 +319,35 @@ def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, st
             status = runs.get(run_id, {}).get("status")
             if status in TERMINAL or (status is not None and status not in allowed):
                 report.violate("I2", f"{name} holds {run_id}, which is {status}")
-    slot_holders = {
-        m for name, members, _ in holders if name.startswith("wf-running:") for m in members
-    }
+    _check_slots(report, holders, runs)
     for run_id, h in runs.items():
-        if h.get("status") == "suspended" and run_id not in slot_holders:
-            report.violate("I2", f"suspended run {run_id} lost its slot in wf-running")
         if h.get("status") in ("queued", "scheduled") and homes[run_id] != 1:
             report.violate(
                 "I2", f"{h.get('status')} run {run_id} is in {homes[run_id]} ready/scheduled/"
                 "waiting sets (expected exactly one)"
             )  # fmt: skip
     _check_leases(report, db, runs)
+
+
+def _check_slots(
+    report: Report,
+    holders: list[tuple[str, list[str], set[str]]],
+    runs: Mapping[str, Mapping[str, str]],
+) -> None:
+    """I2 over wf-running: a suspended run keeps its slot; a queued run holds one
+    only after a wake-up (it keeps the slot it had while suspended)."""
+    slot_holders: set[str] = set()
+    for name, members, _ in holders:
+        if not name.startswith("wf-running:"):
+            continue
+        slot_holders.update(members)
+        for run_id in members:
+            h = runs.get(run_id, {})
+            if h.get("status") == "queued" and not h.get("wokenAt"):
+                report.violate("I2", f"{name} holds {run_id}, which is queued (never woken)")
+    for run_id, h in runs.items():
+        if h.get("status") == "suspended" and run_id not in slot_holders:
+            report.violate("I2", f"suspended run {run_id} lost its slot in wf-running")
 
 
 def _check_leases(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]]) -> None:

@@ -117,7 +117,10 @@ def test_a_correct_suspension_passes_and_each_wait_violation_is_reported(
     assert f"suspended run {sleeping} wakes at {now + 60_000} but its timers entry" in live
     assert f"suspended run {listening} waits for event 'go', which has 1 pending" in live
     assert f"suspended run {late} wakes at {now + 60_000} but its timers entry is None" in live
+    leaked = enq(workflow="w-g", queue="g")
+    raw.sadd(k.wf_running("w-g"), leaked)  # a slot held by a run that was never woken
     text = "\n".join(check(raw, prefix, tmp_path).violations)
+    assert f"I2: wf-running:w-g holds {leaked}, which is queued (never woken)" in text
     assert f"I9: suspended run {waiting}: all 1 awaited children" in text
     assert f"I2: suspended run {late} lost its slot in wf-running" in text
     assert f"I2: leases holds {late}, which is suspended" in text
