@@ -29,6 +29,10 @@ LIMITED_MAX = 2
 STEP_MS = float(os.environ.get("FAULTS_STEP_MS", "5"))
 GAP_MS = float(os.environ.get("FAULTS_GAP_MS", "2"))
 RUN_TIMEOUT_S = float(os.environ.get("FAULTS_RUN_TIMEOUT_S", "60"))
+# How long fx-parent waits for its child. Not RUN_TIMEOUT_S: the run's timeout
+# limits each execution, while the wait is durable (the parent is suspended, and
+# its child may queue behind a backlog for longer than one execution may last).
+CHILD_WAIT_S = 120.0
 
 # --------------------------------------------------------------- clock skew
 # Our own clock helper: this process's wall clock (time.time / time.time_ns, the
@@ -165,7 +169,7 @@ def parent(ctx: Context[Any]) -> dict[str, Any]:
     """A step, a child it waits for, a child it only starts, a step."""
     step(ctx, "p1")
     gap()
-    got = ctx.step.run_workflow("child", child, {"from": ctx.run.id}, timeout=RUN_TIMEOUT_S)
+    got = ctx.step.run_workflow("child", child, {"from": ctx.run.id}, timeout=CHILD_WAIT_S)
     emitted = ctx.step.emit_workflow("emit", "fx-child", {"from": ctx.run.id})
     step(ctx, "p2")
     return {"child": got, "emitted": emitted}
