@@ -5,6 +5,7 @@ its condition holds, exactly once (I9-I11 besides I1-I8)."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -59,27 +60,46 @@ def test_supervisor_sigkill_with_1000_suspended_runs(fx: Faults) -> None:
     """1,000 runs suspended at once (300 sleeping, 300 awaiting an event, 200
     awaiting a child that itself awaits an event): SIGKILL the whole supervisor,
     restart it; each run resumes when its condition holds, once."""
+    _supervisor_sigkill_with_suspended_runs(fx, 1000)
+
+
+@pytest.mark.soak
+def test_soak_supervisor_sigkill_with_many_suspended_runs(fx: Faults) -> None:
+    """The same with ``FAULTS_SOAK_SUSPENDED`` (default 10,000) suspended runs."""
+    _supervisor_sigkill_with_suspended_runs(
+        fx, int(os.environ.get("FAULTS_SOAK_SUSPENDED", "10000"))
+    )
+
+
+def _supervisor_sigkill_with_suspended_runs(fx: Faults, n: int) -> None:
+    parents, listeners_n = n // 5, n * 3 // 10
+    sleepers_n = n - 2 * parents - listeners_n
     server = fx.redis()
     raw = server.client()
     sup = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
     sup.wait_workers(2)
     watcher = fx.watch_waits(server.url)
     items: list[tuple[str, Any, str | None]] = []
-    items += [("fx-wparent", {"n": 1, "child": "listener"}, None) for _ in range(200)]
-    items += [("fx-listener", {"k": 1}, None) for _ in range(300)]
+    items += [("fx-wparent", {"n": 1, "child": "listener"}, None) for _ in range(parents)]
+    items += [("fx-listener", {"k": 1}, None) for _ in range(listeners_n)]
     prod = fx.producer(server.url, 0, items=items).start()
-    prod.wait(60)
-    # sleepers last, waking 4-8 s after they were enqueued: after the restart
+    prod.wait(60 + n / 50)
+    others = n - sleepers_n
+    wait_for(lambda: _suspended(raw, fx) == others, 60 + n / 50, f"{others} suspended runs", 0.1)
+    # sleepers last, waking 5-9 s (more for more runs) after they were enqueued:
+    # after the restart
     t0 = time.time()
-    sleepers = [("fx-sleeper", {"until": t0 + 4 + (i % 5)}, None) for i in range(300)]
+    first = 5 + max(0, n - 1000) / 250
+    sleepers = [("fx-sleeper", {"until": t0 + first + (i % 5)}, None) for i in range(sleepers_n)]
     sprod = fx.producer(server.url, 0, items=sleepers).start()
-    sprod.wait(60)
-    wait_for(lambda: _suspended(raw, fx) == 1000, 60, "1,000 suspended runs", 0.1)
+    sprod.wait(60 + n / 50)
+    wait_for(lambda: _suspended(raw, fx) == n, 60 + n / 50, f"{n} suspended runs", 0.1)
     t_suspended = time.time() - t0
+    assert t_suspended < first, "the sleepers woke before the kill: raise their delay"
     assert raw.zcard(f"{{{fx.prefix}}}:leases") == 0  # no process holds any of them
     with watcher.paused():
         fx.kill_group(sup)
-        assert _suspended(raw, fx) == 1000
+        assert _suspended(raw, fx) == n
         sup = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
         sup.wait_workers(2)
     t_up = time.monotonic()
@@ -89,27 +109,29 @@ def test_supervisor_sigkill_with_1000_suspended_runs(fx: Faults) -> None:
         for rid in texts(raw.zrange(f"{tag}:runs:status:suspended", 0, -1))
         if raw.hget(f"{tag}:run:{rid}", "workflow") == b"fx-listener"
     ]
-    assert len(listeners) == 500
+    assert len(listeners) == parents + listeners_n
     snd = fx.sender(server.url)
     for rid in listeners:
         snd.put(rid, "go", f"{rid}:0")
-    snd.drain(60)
-    assert snd.sent == 500 and not snd.refused
-    settled = fx.settle(raw, 90)
+    snd.drain(60 + n / 50)
+    assert snd.sent == len(listeners) and not snd.refused
+    settled = fx.settle(raw, 90 + n / 20)
     recovery = time.monotonic() - t_up
     execs = _executions(fx)
     report = fx.finish(
         raw,
-        "W2. SIGKILL supervisor, 1,000 suspended runs",
+        f"W2. SIGKILL supervisor, {n:,} suspended runs",
         recovery_s=recovery,
-        note=f"restart -> all 1,000 finished (sleepers due 4-8 s after enqueue; all "
-        f"suspended {t_suspended:.1f} s after it)",
+        note=f"restart -> all {n:,} finished (sleepers due {first:.0f}-{first + 4:.0f} s "
+        f"after enqueue; all suspended {t_suspended:.1f} s after it)",
     )
     report.assert_ok(all_succeeded=True)
     assert settled
-    twice = {rid: n for rid, n in execs.items() if n != 2}
+    assert watcher.snapshots > 5
+    twice = {rid: k for rid, k in execs.items() if k != 2}
     assert not twice, f"runs not executed exactly twice (suspend + one resume): {twice}"
-    assert report.events_sent == 500 and report.events_consumed == 500
+    assert len(execs) == n
+    assert report.events_sent == len(listeners) == report.events_consumed
     assert not _early(fx), _early(fx)[:5]
     raw.close()
 
@@ -273,6 +295,7 @@ def test_redis_killed_with_sleeping_and_event_waiting_runs(fx: Faults) -> None:
     report.assert_ok(all_succeeded=True)
     assert settled
     assert report.events_sent == 240 and report.events_consumed == 240
+    assert watcher.snapshots > 5
     raw.close()
 
 
