@@ -268,7 +268,7 @@ def test_redis_killed_with_sleeping_and_event_waiting_runs(fx: Faults) -> None:
     recoveries = []
     suspended_at_kill = []
     for down_for in (2.0, 0.5):
-        wait_for(lambda r=raw: _suspended(r, fx) >= 40, 30, "runs suspended")  # type: ignore[misc]
+        wait_for(lambda r=raw: _suspended(r, fx) >= 25, 30, "runs suspended")  # type: ignore[misc]
         suspended_at_kill.append(_suspended(raw, fx))
         with watcher.paused():
             raw.close()
