@@ -46,7 +46,7 @@ from .retry import retry_delay_ms
 from .runs import Runs
 from .scripts import Claimed
 from .steps import AsyncStep, Step
-from .waits import Suspend, merge_waits
+from .waits import merge_waits
 
 __all__ = ["Executor", "Outcome", "OutcomeMode", "on_failure_of_stored_run"]
 
@@ -207,8 +207,6 @@ class Executor:
             result = wf.handler(ctx)
             if asyncio.iscoroutine(result):
                 result = self._run_async(result)
-        except Suspend:
-            outcome.mode = OutcomeMode.SUSPEND
         except RunCanceledError as exc:
             if exc.run_id in ("", claimed.id):
                 outcome.mode = OutcomeMode.CANCELED
@@ -226,6 +224,11 @@ class Executor:
                 outcome.mode = OutcomeMode.LOST
             else:
                 self._failure(wf, claimed, exc, outcome)
+        except BaseException:
+            # A wait's Suspend, also wrapped (a TaskGroup's BaseExceptionGroup).
+            if not ex.suspending:
+                raise
+            outcome.mode = OutcomeMode.SUSPEND
         else:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
@@ -235,15 +238,7 @@ class Executor:
             current_run.reset(token)
             self.keeper.release(claimed.id)
         _suspension(ex, outcome)
-        if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
-            logger.warning(
-                "run %s attempt %d %s: %s: %s",
-                claimed.id,
-                claimed.attempt,
-                "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
-                outcome.error.type,
-                outcome.error.message,
-            )
+        _log_failure(logger, claimed, outcome)
         return outcome
 
     def _success(self, result: Any, outcome: Outcome) -> None:
@@ -302,6 +297,18 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:
+    if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
+        logger.warning(
+            "run %s attempt %d %s: %s: %s",
+            claimed.id,
+            claimed.attempt,
+            "will retry" if outcome.mode is OutcomeMode.RETRY else "failed",
+            outcome.error.type,
+            outcome.error.message,
+        )
 
 
 def _suspension(ex: Execution, outcome: Outcome) -> None:

@@ -109,9 +109,10 @@ def recover_runs(
 ) -> list[Recovered]:
     """Put back the runs a dead process held, innermost first.
 
-    ``held`` lists them outermost first (a parent waiting on a child it runs
-    inline comes before the child); ``cause`` says how the process ended
-    ("killed by SIGKILL"), ``stopping`` that the host stopped it on purpose.
+    ``held`` lists them outermost first (today a worker holds one run at a
+    time: durable waits suspend a parent instead of nesting its child);
+    ``cause`` says how the process ended ("killed by SIGKILL"), ``stopping``
+    that the host stopped it on purpose.
     With ``charge_crash`` the innermost run is charged a crash (``cause`` is
     recorded as its last crash) and fails once it reached ``max_crashes``;
     every other run is requeued without a charge.

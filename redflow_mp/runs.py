@@ -38,7 +38,7 @@ from .keys import Keys
 from .options import RunOptions, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
-from .scripts import Scripts, ScriptSet
+from .scripts import Scripts, ScriptSet, enqueue_reply
 from .transport import Transport
 
 __all__ = [
@@ -293,6 +293,42 @@ class Runs:
             *enqueue_call(self.scripts, target, data, options)
         )
         return run_id
+
+    def enqueue_many(
+        self, workflow: Workflow[Any, Any] | str, inputs: list[Any], options: list[RunOptions]
+    ) -> list[str]:
+        """Enqueue one run per input (with its options), in one pipelined round trip;
+        return their ids in order. Every input is encoded and validated before
+        anything is written. A resend is safe when each option carries an
+        idempotency key (``step.run_workflows`` does)."""
+        if isinstance(workflow, Workflow):
+            targets = [target_of_definition(workflow, o) for o in options]
+        else:
+            name = check_name(workflow, "workflow name")
+            wf = self.registry.get(name)
+            meta = None if wf is not None else self.get_workflow_meta(name)
+            targets = [
+                target_of_definition(wf, o) if wf is not None else target_of_name(name, meta, o)
+                for o in options
+            ]
+        calls = [
+            enqueue_call(self.scripts, t, encode_input(t, value, self.max_payload_bytes), o)
+            for t, value, o in zip(targets, inputs, options, strict=True)
+        ]
+        if not calls:
+            return []
+        self.scripts.ensure_loaded()
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command(*self.scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
+        replies = pipe.execute(raise_on_error=False)
+        ids: list[str] = []
+        for (keys, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
+                ids.append(self.scripts.send_enqueue(keys, args)[0])
+            else:
+                ids.append(enqueue_reply(reply)[0])
+        return ids
 
     # ---------------------------------------------------------------- reads
 

@@ -367,6 +367,12 @@ class Scripts(ScriptSet, WaitCalls):
         super().__init__(keys, transport.describe(), functions=functions)
         self._t = transport
 
+    def ensure_loaded(self) -> None:
+        """Configure the scripts for this server now (before a pipeline uses
+        :meth:`command`)."""
+        if self._sources is None:
+            self._load()
+
     def _load(self) -> None:
         self.drive(self.configure(self._t.server_version()), retry=True)
 

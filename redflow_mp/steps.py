@@ -364,7 +364,8 @@ class Step(_StepCore):
     ) -> list[O]:
         """Fan out: start one child per input (once per run), suspend until all are
         finished, return their outputs in input order. A failed child fails the step
-        with ``RunFailedError`` naming it (the others run to their end)."""
+        as soon as it fails, with ``RunFailedError`` naming it (the others run to
+        their end)."""
         done, value = self._children_check(
             name,
             workflow,

@@ -357,6 +357,9 @@ class WaitMixin:
                 self._record_waiting(step, waiting, started)
             ids = waiting.children
             states, now = self._read_children(ids)
+            for cid, st in zip(ids, states, strict=True):
+                if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
+                    _child_output(cid, st)
             pending = [cid for cid, st in zip(ids, states, strict=True) if not _finished(st)]
             if not pending:
                 outputs = [_child_output(cid, st) for cid, st in zip(ids, states, strict=True)]
@@ -400,23 +403,30 @@ class WaitMixin:
         priority: int | None,
     ) -> list[str]:
         ex = self._ex
-        ids: list[str] = []
         base = idempotency_key or step_workflow_key(ex.run_id, step, child)
-        for i, value in enumerate(inputs):
-            options = RunOptions.of(
+        options = [
+            RunOptions.of(
                 queue_override=queue_override,
                 idempotency_key=base if single else f"{base}:{i}",
                 priority=priority,
                 parent_run_id=ex.run_id,
                 linked=True,
             )
-            ids.append(
+            for i in range(len(inputs))
+        ]
+        if single:
+            return [
                 ex.durable(
-                    lambda v=value, o=options: ex.runs.enqueue(workflow, v, o),  # type: ignore[misc]
+                    lambda: ex.runs.enqueue(workflow, inputs[0], options[0]),
                     f"starting child {child!r}",
                 )
-            )
-        return ids
+            ]
+        # One pipelined round trip for the whole fan-out; every input is checked
+        # before anything is written, and a resend is deduplicated by the keys.
+        return ex.durable(
+            lambda: ex.runs.enqueue_many(workflow, list(inputs), options),
+            f"starting {len(inputs)} children of {child!r}",
+        )
 
     def _read_children(self, ids: Sequence[str]) -> tuple[list[tuple[Any, ...]], int]:
         """Each child's (status, outputJson, errorJson, same workflow as this run)

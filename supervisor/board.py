@@ -3,8 +3,8 @@ know about each other without a system call per run.
 
 The parent creates one anonymous shared mapping before forking; each child
 owns one entry. A child writes its pid, state, runs done and the stack of runs
-it holds (the run it executes plus, below it, parents waiting on a child they
-run inline) with a sequence lock (odd while writing), so the parent never
+it holds (the run it executes; a stack because nesting was once possible: a
+waiting parent now suspends instead) with a sequence lock (odd while writing), so the parent never
 reads a torn entry. The parent writes only its own request bytes in the same
 entry: "recycle after this run" and "abort run X" (timeout or cancellation).
 

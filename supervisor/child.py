@@ -84,6 +84,7 @@ class ChildSpec:
     lease_ms: int
     max_runs: int = 0
     max_payload_bytes: int = 8 * 1024 * 1024
+    max_events_per_run: int = 10_000
     redis_functions: bool = False
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
@@ -242,6 +243,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         prefix=spec.prefix,
         registry=registry,
         max_payload_bytes=spec.max_payload_bytes,
+        max_events_per_run=spec.max_events_per_run,
         redis_functions=spec.redis_functions,
     )
     if not _boot_check(client, spec.boot_timeout):

@@ -42,6 +42,12 @@ HELP: dict[str, tuple[str, str]] = {
     "redflow_queue_wait_seconds": ("histogram", "Time from a run being due to its start."),
     "redflow_run_duration_seconds": ("histogram", "Handler time per run attempt."),
     "redflow_step_duration_seconds": ("histogram", "Time per executed step."),
+    "redflow_wakeup_lateness_seconds": (
+        "histogram",
+        "How late a suspended run was woken after its wake-up time (sleeps, wait deadlines).",
+    ),
+    "redflow_runs_suspended_total": ("counter", "Executions that suspended on a durable wait."),
+    "redflow_runs_suspended": ("gauge", "Runs suspended on a durable wait now (all supervisors)."),
     "redflow_queue_depth": ("gauge", "Runs of a queue, by queue and state."),
     "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
     "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),

@@ -132,6 +132,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         _doc("redis", "Largest encoded input or output of a run or step.", unit="bytes", min=1),
     ] = 8 * 1024 * 1024
+    max_events_per_run: Annotated[
+        int,
+        _doc(
+            "redis",
+            "Most events that may wait unconsumed per run (send_event beyond it is refused "
+            "with a clear error; nothing is dropped).",
+            min=1,
+        ),
+    ] = 10_000
     redis_functions: Annotated[
         bool,
         _doc(

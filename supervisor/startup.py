@@ -54,6 +54,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
         registry=registry,
         default=False,
         max_payload_bytes=s.max_payload_bytes,
+        max_events_per_run=s.max_events_per_run,
         redis_functions=s.redis_functions,
     )
     deadline = time.monotonic() + _CONNECT_PATIENCE

@@ -187,16 +187,18 @@ local function wake(tag, id, now)
   return true
 end
 
--- Run `id` finished: the parents suspended on it lose it from their awaited
--- set, and a parent whose set is now empty wakes. Bounded by the parents
--- awaiting this one run (usually one).
-local function notify_waiters(tag, id, now)
+-- Run `id` finished with `status`: the parents suspended on it lose it from
+-- their awaited set; a parent whose set is now empty wakes, and so does every
+-- parent when the run did not succeed (its wait step fails at once). Bounded by
+-- the parents awaiting this one run (usually one).
+local function notify_waiters(tag, id, now, status)
   local waiters = k_waiters(tag, id)
   if redis.call('SCARD', waiters) == 0 then return end
   local parent = redis.call('SPOP', waiters)
   while parent do
     local awaits = k_awaits(tag, parent)
-    if redis.call('SREM', awaits, id) == 1 and redis.call('SCARD', awaits) == 0 then
+    if redis.call('SREM', awaits, id) == 1
+      and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0) then
       wake(tag, parent, now)
     end
     parent = redis.call('SPOP', waiters)
@@ -270,7 +272,7 @@ local function finalize(tag, id, status, field, payload, now, done_token)
     redis.call('ZREM', k_timers(tag), id)
     redis.call('DEL', k_awaits(tag, id))
   end
-  notify_waiters(tag, id, now)
+  notify_waiters(tag, id, now, status)
   expire_idempotency(tag, id, f[4], f[6], f[7], f[8], now)
   if field == 'outputJson' then
     publish_done(tag, id, status, payload)

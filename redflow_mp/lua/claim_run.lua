@@ -10,8 +10,8 @@
 -- ARGV[7]  finish payload: outputJson (succeeded) | errorJson (failed, canceled, retry)
 --          | cause text (requeue)
 -- ARGV[8]  retry delay ms (retry)
--- ARGV[9]  claim this run id only ('' = take the next from the queues): the inline
---          path of step.run_workflow
+-- ARGV[9]  claim this run id only ('' = take the next from the queues; formerly the
+--          inline path of step.run_workflow, kept for tools and tests)
 -- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
 --          claim, ring again to wake the next idle worker (enqueue rings only when a
 --          ready set goes from empty to non-empty)

@@ -9,7 +9,8 @@
 -- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
 -- ARGV[7+n ..] awaited event names
 -- Reply: { 'resume' }     the condition holds now (time reached, an awaited event
---                         is pending, every awaited child finished): the caller
+--                         is pending, every awaited child finished, or one of
+--                         them failed or was canceled): the caller
 --                         keeps its lease and executes the run again at once
 --        { 'suspended' }  running -> suspended: lease entry gone (the process is
 --                         free), slot kept in wf-running, wake-ups registered
@@ -40,6 +41,7 @@ end
 local pending = {}
 for i = 7, 6 + n do
   local status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+  if status == 'failed' or status == 'canceled' then return { 'resume' } end
   if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
 if n > 0 and #pending == 0 then return { 'resume' } end

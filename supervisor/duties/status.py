@@ -168,6 +168,8 @@ def gauges(
                 out.append(
                     ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
                 )
+        suspended = client.redis.zcard(client.keys.runs_status("suspended"))
+        out.append(("redflow_runs_suspended", (), float(suspended)))
         names = [wf.name for wf in registry]
         for name, count in zip(names, running_counts(client, names), strict=True):
             out.append(("redflow_workflow_running", (("workflow", name),), float(count)))

@@ -52,7 +52,14 @@ from .commands import (
     cmd_supervisors,
     cmd_workflows,
 )
-from .runs import cmd_runs_cancel, cmd_runs_list, cmd_runs_retry, cmd_runs_show, cmd_runs_watch
+from .runs import (
+    cmd_runs_cancel,
+    cmd_runs_list,
+    cmd_runs_retry,
+    cmd_runs_show,
+    cmd_runs_watch,
+    cmd_send_event,
+)
 from .session import (
     DEFAULT_URL,
     EXIT_FAIL,
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(func=cmd_runs_show)
     p = runs_sub.add_parser(
-        "cancel", help="cancel a queued, scheduled or running run", parents=[common]
+        "cancel", help="cancel a queued, scheduled, suspended or running run", parents=[common]
     )
     p.add_argument("id")
     p.add_argument("--reason", help="recorded on the run")
@@ -168,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between looks at the steps (default 0.5)",
     )
     p.set_defaults(func=cmd_runs_watch)
+
+    p = sub.add_parser(
+        "send-event", help="send an event to a run (wakes it if it waits for it)", parents=[common]
+    )
+    p.add_argument("id", metavar="RUN_ID")
+    p.add_argument("event", metavar="EVENT")
+    p.add_argument("--payload", default="null", help="the event's payload as JSON (default null)")
+    p.set_defaults(func=cmd_send_event)
 
     p = sub.add_parser("run", help="start a run of a workflow", parents=[common])
     p.add_argument("workflow")

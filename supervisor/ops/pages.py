@@ -346,6 +346,9 @@ def _facts(base: str, s: RunState, retry_of: str | None, now: int) -> str:
         rows.append(("cancel requested", e(render.fmt_time(s.cancel_requested_at))))
     if s.cancel_reason:
         rows.append(("cancel reason", e(s.cancel_reason)))
+    waiting = render.fmt_wait(s, now)
+    if waiting:
+        rows.append(("waits for", e(waiting)))
     if s.idempotency_key:
         rows.append(("idempotency key", f"<code>{e(s.idempotency_key)}</code>"))
     if s.parent_run_id:

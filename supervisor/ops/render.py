@@ -186,6 +186,24 @@ def step_duration_ms(step: StepState) -> int | None:
     return max(0, step.finished_at - step.started_at)
 
 
+def fmt_wait(state: RunState, now_ms: int) -> str | None:
+    """What a suspended run waits for, in one line (None when it waits for nothing)."""
+    w = state.wait
+    if w is None:
+        return None
+    parts = []
+    if w.children:
+        shown = ", ".join(w.children[:5]) + (", ..." if len(w.children) > 5 else "")
+        parts.append(f"{len(w.children)} child run(s) to finish: {shown}")
+    if w.events:
+        parts.append("event " + " or ".join(repr(e) for e in w.events))
+    if w.wake_at:
+        what = "until" if w.kinds == ["sleep"] else "at most until"
+        parts.append(f"{what} {fmt_time(w.wake_at)} ({fmt_relative(w.wake_at, now_ms)})")
+    steps = ", ".join(repr(s) for s in w.steps)
+    return "; ".join(parts) + (f" (step {steps})" if steps else "")
+
+
 def run_record(state: RunState, retry_of: str | None = None) -> dict[str, Any]:
     """A run as a plain dict (``RunState`` fields, plus ``retry_of`` when set)."""
     out: dict[str, Any] = msgspec.to_builtins(state)
@@ -277,6 +295,7 @@ def run_detail_text(
             fmt_time(state.cancel_requested_at) if state.cancel_requested_at else None,
         ),
         ("cancel reason", state.cancel_reason),
+        ("waits for", fmt_wait(state, now_ms)),
         ("idempotency key", state.idempotency_key),
         ("parent run", state.parent_run_id),
         ("retry of", retry_of),

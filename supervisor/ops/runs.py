@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from redflow_mp import admin
+from redflow_mp import admin, codec
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
@@ -98,6 +98,31 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
     else:
         print_err(text)
     return EXIT_OK if accepted else EXIT_FAIL
+
+
+def cmd_send_event(session: Session, ns: argparse.Namespace) -> int:
+    """``redflow send-event RUN_ID EVENT [--payload JSON]``."""
+    try:
+        payload = codec.decode_json(ns.payload)
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc}") from None
+    try:
+        stored = session.client.send_event(ns.id, ns.event, payload)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    rid, name = render.clean(ns.id), render.clean(ns.event)
+    state = session.client.get_run(ns.id) if stored else None
+    data = {"id": ns.id, "event": ns.event, "stored": stored}
+    if state is not None:
+        data["status"] = state.status.value
+    if session.json:
+        session.out(render.to_json(data))
+    elif stored:
+        status = state.status.value if state is not None else "?"
+        session.out(f"sent event {name} to run {rid} (now {status})")
+    else:
+        print_err(f"run {rid} is unknown or finished; event {name} was not stored")
+    return EXIT_OK if stored else EXIT_FAIL
 
 
 def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from redflow_mp import (
     get_default_client,
 )
 from tests.faults import ledger
-from tests.faults.workload import CHILD_WAIT_S, QUEUE, RUN_TIMEOUT_S, instrumented, step
+from tests.faults.workload import QUEUE, RUN_TIMEOUT_S, WAIT_TIMEOUT_S, instrumented, step
 
 
 def _marker(name: str) -> bool:
@@ -190,12 +190,12 @@ def wparent(ctx: Context[Any]) -> Any:
     if n == 1:
         got = wait_step(
             ctx, "kids", "children",
-            lambda: ctx.step.run_workflow("kids", child, inputs[0], timeout=CHILD_WAIT_S),
+            lambda: ctx.step.run_workflow("kids", child, inputs[0], timeout=WAIT_TIMEOUT_S),
         )  # fmt: skip
     else:
         got = wait_step(
             ctx, "kids", "children",
-            lambda: ctx.step.run_workflows("kids", child, inputs, timeout=CHILD_WAIT_S),
+            lambda: ctx.step.run_workflows("kids", child, inputs, timeout=WAIT_TIMEOUT_S),
         )  # fmt: skip
     step(ctx, "after")
     return got

@@ -518,3 +518,44 @@ def test_a_reply_that_never_comes_fails_the_call(
         assert await ac.transport.call("PING") == b"PONG"  # on a new connection
 
     in_loop(body)
+
+
+def test_send_event_and_the_cancel_cascade_on_the_async_client(
+    client: Client, registry: Registry, workers: WorkerPool, in_loop: Callable[..., Any]
+) -> None:
+    from redflow_mp.wait_scripts import EventLimitError
+
+    @define_workflow("a-listener", queue="aq", max_concurrency=100, registry=registry)
+    def listener(ctx: Context[Any]) -> Any:
+        return ctx.step.wait_for_event("ev", "go")
+
+    @define_workflow("a-parent", queue="aq", max_concurrency=100, registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        return ctx.step.run_workflow("child", listener, None)
+
+    workers.start(queues=["aq"])
+
+    async def body(ac: AsyncClient) -> None:
+        handle = await listener.arun(None, client=ac)
+        await until(lambda: (s := client.get_run(handle.id)) is not None and s.wait, 10, "wait")
+        assert await handle.send_event("go", {"x": 1}) is True
+        assert await handle.result(timeout=10) == {"x": 1}
+        assert await handle.send_event("go", 2) is False  # finished: nothing stored
+        assert await ac.send_event("no-such-run", "go") is False
+        with pytest.raises(ValueError, match="event name"):
+            await ac.send_event(handle.id, "")
+        top = await parent.arun(None, client=ac)
+        await until(lambda: len(client.list_runs(workflow="a-listener", status="suspended")) == 1)
+        assert await top.cancel("enough") is True
+        child = client.list_runs(workflow="a-listener", status="canceled")
+        assert len(child) == 1 and child[0].parent_run_id == top.id
+
+    in_loop(body)
+
+    async def limit(ac: AsyncClient) -> None:
+        idle = await listener.arun(None, client=ac, queue_override="nobody")
+        assert await ac.send_event(idle.id, "e", 1) is True
+        with pytest.raises(EventLimitError):
+            await ac.send_event(idle.id, "e", 2)
+
+    in_loop(limit, max_events_per_run=1)

@@ -7,6 +7,7 @@ import asyncio
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,7 +51,11 @@ def test_parent_suspends_frees_its_worker_and_resumes_by_replay(
 
     @define_workflow("w-parent", registry=registry)
     def parent(ctx: Context[Any]) -> dict[str, Any]:
-        first = ctx.step.run("first", lambda: before.append(1) or len(before))
+        def once() -> int:
+            before.append(1)
+            return len(before)
+
+        first = ctx.step.run("first", once)
         got = ctx.step.run_workflow("child", child, 21)
         return {"first": first, "got": got, "attempt": ctx.run.attempt}
 
@@ -345,3 +350,154 @@ def test_run_workflow_timeout_is_durable(
     out = parent.run().result(timeout=15)
     assert "timed out" in out
     gate.set()
+
+
+def test_a_resume_after_100_steps_reads_the_steps_once(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    from redflow_mp import Worker
+    from redflow_mp.maintenance import wake_due
+    from tests.helpers import command_counts
+
+    ran: list[int] = []
+
+    @define_workflow("hundred", registry=registry)
+    def hundred(ctx: Context[Any]) -> int:
+        def record(i: int) -> int:
+            ran.append(i)
+            return i
+
+        total = sum(ctx.step.run(f"s{i}", record, i) for i in range(100))
+        ctx.step.sleep("nap", 0.2)
+        return total
+
+    worker = Worker(client, block_timeout=0.1)
+    try:
+        handle = hundred.run()
+        assert worker.run_until_idle() == 1
+        assert _status(client, handle.id) == "suspended"
+        time.sleep(0.3)
+        assert len(wake_due(client)[0]) == 1
+        counts = command_counts(raw, worker.run_until_idle)
+        assert handle.result(timeout=5) == sum(range(100))
+    finally:
+        worker.close()
+    assert ran == list(range(100))  # no step ran again
+    # the claim's one HGETALL of the 100 step records; nothing read per step
+    print("resume commands:", counts)
+    assert counts.get("hgetall", 0) == 1, counts
+    assert counts.get("hget", 0) <= 5, counts
+    assert sum(counts.values()) < 60, counts
+
+
+def test_async_task_group_of_waits_suspends_and_resumes(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("tg-child", registry=registry, max_concurrency=4)
+    def child(ctx: Context[Any]) -> int:
+        return int(ctx.input) * 3
+
+    @define_workflow("tg-parent", registry=registry)
+    async def parent(ctx: AsyncContext[Any]) -> list[int]:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ctx.step.run_workflow(f"c{i}", child, i)) for i in range(3)]
+        return [t.result() for t in tasks]
+
+    workers.start()
+    assert parent.run().result(timeout=30) == [0, 3, 6]
+
+
+def test_wait_steps_bad_arguments(client: Client, registry: Registry, workers: WorkerPool) -> None:
+    @define_workflow("args-child", registry=registry)
+    def child(ctx: Context[Any]) -> None:
+        return None
+
+    @define_workflow("bad-args", registry=registry)
+    def bad(ctx: Context[Any]) -> list[str]:
+        out = []
+        calls: list[Callable[[], Any]] = [
+            lambda: ctx.step.run_workflows("a", child, "abc"),
+            lambda: ctx.step.run_workflows("b", child, {"x": 1}),  # type: ignore[arg-type]
+            lambda: ctx.step.run_workflow("c", child, None, timeout=-1),
+            lambda: ctx.step.run_workflow("d", child, None, timeout=math.nan),
+            lambda: ctx.step.wait_for_event("e", "", timeout=1),
+            lambda: ctx.step.wait_for_event("f", "x" * 600),
+            lambda: ctx.step.wait_for_event("g", "ok", timeout=0),
+            lambda: ctx.step.run_workflow("h", 5, None),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            try:
+                call()
+                out.append("no error")
+            except (TypeError, ValueError) as exc:
+                out.append(type(exc).__name__)
+        return out
+
+    workers.start()
+    out = bad.run().result(timeout=15)
+    assert out == ["TypeError", "TypeError", "ValueError", "ValueError", "ValueError",
+                   "ValueError", "ValueError", "TypeError"]  # fmt: skip
+    assert client.list_runs(workflow="args-child") == []
+
+
+def test_run_workflows_enqueues_in_one_pipeline_and_checks_every_input_first(
+    client: Client, registry: Registry, workers: WorkerPool, raw: redis.Redis
+) -> None:
+    import msgspec
+
+    from redflow_mp.errors import InputValidationError
+
+    class Item(msgspec.Struct):
+        n: int
+
+    @define_workflow("typed-child", registry=registry, schema=Item, max_concurrency=50)
+    def child(ctx: Context[Item]) -> int:
+        return ctx.input.n
+
+    @define_workflow("typed-fan", registry=registry)
+    def fan(ctx: Context[Any]) -> Any:
+        if len(ctx.input) > 100:
+            raw.script_flush()  # the pipeline meets NOSCRIPT: each call is resent alone
+        try:
+            return ctx.step.run_workflows("all", child, ctx.input)
+        except InputValidationError as exc:
+            return "invalid: " + str(exc)[:40]
+
+    workers.start()
+    out = fan.run([{"n": 1}, {"n": "two"}]).result(timeout=20)
+    assert out.startswith("invalid: ")
+    assert client.list_runs(workflow="typed-child") == []  # nothing stored half-way
+    items = [{"n": i} for i in range(150)]
+    assert fan.run(items).result(timeout=60) == list(range(150))
+    assert len(client.list_runs(workflow="typed-child", limit=500)) == 150
+
+
+def test_run_workflows_fails_as_soon_as_one_child_fails(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    gate = threading.Event()
+
+    @define_workflow("early-child", registry=registry, max_concurrency=4)
+    def child(ctx: Context[Any]) -> int:
+        if ctx.input == "bad":
+            raise ValueError("early failure")
+        gate.wait(20)
+        return 1
+
+    @define_workflow("early-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.run_workflows("all", child, ["slow", "bad"])
+        except RunFailedError as exc:
+            return str(exc)
+        return "no failure"
+
+    workers.start()
+    workers.start()
+    workers.start()
+    out = parent.run().result(timeout=15)  # while the slow child still runs
+    assert "early failure" in out
+    slow = [r for r in client.list_runs(workflow="early-child") if r.status.value == "running"]
+    assert len(slow) == 1  # the other child runs on to its end
+    gate.set()
+    wait_until(lambda: client.get_run(slow[0].id).status.value == "succeeded", 10)  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait, StoredStep, decode_step, encode_step
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
+from tests.helpers import text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,8 +28,7 @@ def _finish(client: Client, run: Claimed, output: bytes = b'"ok"') -> str | None
 
 
 def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
-    value = raw.hget(client.keys.run(run_id), "status")
-    return value.decode() if value else ""
+    return text(raw.hget(client.keys.run(run_id), "status") or b"")
 
 
 def _record_parts(attempt: int = 1) -> tuple[bytes, bytes]:
@@ -201,3 +201,46 @@ def test_retention_removes_the_wait_keys_with_the_run(
         client.keys.run_awaits(parent_id),
     ):
         assert not raw.exists(key), key
+
+
+def test_a_failed_child_wakes_the_parent_with_others_pending(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    a = enq(workflow="c1", queue="cq", parent=parent_id)
+    b = enq(workflow="c2", queue="cq", parent=parent_id)
+    wait = RunWait(steps=["s"], kinds=["children"], children=[a, b])
+    assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
+    first = _claim(client, "cq")
+    assert client.scripts.finalize(first.id, first.token, "failed", b'{"type":"X","message":"m"}')
+    assert _status(raw, client, parent_id) == "queued"
+    assert raw.zcard(client.keys.q_ready("pq")) == 1
+    # the other child's later finish finds the parent awake: nothing more happens
+    second = _claim(client, "cq")
+    assert _finish(client, second) == "succeeded"
+    assert raw.zcard(client.keys.q_ready("pq")) == 1
+    # and a suspend that finds a failed child resumes at once
+    again = _claim(client, "pq")
+    assert client.scripts.suspend(parent_id, again.token, wait) == "resume"
+
+
+def test_event_and_deadline_racing_wake_the_run_once(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Two wakers (send_event and two promoters' wake_timers) on one run: it is
+    queued once, in its ready set once."""
+    run_id = enq(workflow="e", queue="q")
+    run = _claim(client)
+    soon = client.server_time_ms() + 30
+    wait = RunWait(steps=["a"], kinds=["event"], events=["go"], wake_at=soon)
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+    while client.server_time_ms() <= soon:
+        pass
+    assert client.scripts.send_event(run_id, "go", b"1", 10) is True
+    assert client.scripts.wake_timers(10)[2] == []  # its timer went with the wake
+    assert client.scripts.wake_timers(10)[2] == []
+    assert _status(raw, client, run_id) == "queued"
+    assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
+    assert raw.zcard(client.keys.runs_status("queued")) == 1
+    assert raw.zcard(client.keys.runs_status("suspended")) == 0
