@@ -332,7 +332,8 @@ class AsyncClient:
         keys, args = send_event_call(
             self.keys, check_run_id(run_id), name, data, self.max_events_per_run
         )
-        reply = await self.scripts.run("send_event", keys, args, retry=True)
+        # never resent: a resend after a lost reply would store the event twice
+        reply = await self.scripts.run("send_event", keys, args, retry=False)
         return send_event_reply(reply, run_id, self.max_events_per_run)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:

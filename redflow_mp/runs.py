@@ -355,7 +355,11 @@ class Runs:
         Returns False (nothing stored) for an unknown or finished run. The payload
         is msgspec JSON within ``max_payload_bytes``; at most
         ``max_events_per_run`` events may wait unconsumed per run (beyond:
-        :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored)."""
+        :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored).
+
+        Not idempotent, so never resent: a network error (a connection cut, or no
+        reply within the socket timeout) is raised, and the event may or may not
+        have been stored; sending it again may deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
         return self.scripts.send_event(check_run_id(run_id), name, data, self.max_events_per_run)
 

@@ -74,8 +74,10 @@ class WaitCalls:
         return int(reply[0]), (earliest if earliest >= 0 else None), [int(x) for x in reply[2:]]
 
     def send_event(self, run_id: str, event: str, payload: bytes, max_events: int) -> bool:
+        """Not resent after a network error: the script is not idempotent (a resend
+        after a lost reply would store the event twice), so the error is raised."""
         keys, args = send_event_call(self.keys, run_id, event, payload, max_events)
-        return send_event_reply(self.run("send_event", keys, args, retry=True), run_id, max_events)
+        return send_event_reply(self.run("send_event", keys, args, retry=False), run_id, max_events)
 
     def consume_event(
         self,

@@ -8,6 +8,7 @@ Nothing here sleeps to synchronise: every wait polls a condition with a deadline
 from __future__ import annotations
 
 import contextlib
+import queue
 import random
 import signal
 import threading
@@ -24,6 +25,7 @@ from redis import Redis
 from redflow_mp import Client, RedflowError, create_client
 from tests.faults import invariants, ledger
 from tests.faults.workload import LIMITS, WORKFLOWS
+from tests.faults.workload_waits import WAIT_WORKFLOWS
 from tests.helpers import texts
 from tests.process.conftest import Supervisor
 from tests.redis_server import RedisServer
@@ -31,15 +33,22 @@ from tests.redis_server import RedisServer
 __all__ = [
     "ONE_WORKLOAD_CHILD",
     "RESULTS",
+    "WAIT_MODULES",
     "CaseResult",
     "Faults",
     "Producer",
     "Progress",
+    "Sender",
+    "WaitWatcher",
     "wait_for",
 ]
 
 # Arguments of a one-child supervisor on the fault workload (start-up refusal tests).
 ONE_WORKLOAD_CHILD = ("--app", "x", "--procs", "1", "--module", "tests.faults.workload")
+
+# Modules of a supervisor that serves the durable-wait workflows too.
+WAIT_MODULES = ("tests.faults.workload", "tests.faults.workload_waits")
+ALL_WORKFLOWS = {**WORKFLOWS, **WAIT_WORKFLOWS}
 
 TERMINAL = (b"succeeded", b"failed", b"canceled")
 _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -218,10 +227,12 @@ class Producer:
         ledger_dir: Path,
         rate: float,
         timeout: float | None = None,
+        items: Sequence[tuple[str, Any, str | None]] | None = None,
     ) -> None:
         self.client: Client = create_client(url, prefix=prefix, default=False)
         self.timeout = timeout
         self.plan = plan
+        self.items = list(items) if items is not None else plan.items()
         self.ledger = ledger.Ledger(ledger_dir)
         self.rate = rate
         self.ids: list[str] = []
@@ -240,7 +251,7 @@ class Producer:
         while True:
             try:
                 return self.client.enqueue_workflow(
-                    WORKFLOWS[wf], value, idempotency_key=key, timeout=self.timeout
+                    ALL_WORKFLOWS[wf], value, idempotency_key=key, timeout=self.timeout
                 ).id
             except (*_NETWORK, RedflowError) as exc:
                 self.retries += 1
@@ -253,7 +264,7 @@ class Producer:
 
     def _loop(self) -> None:
         started = time.monotonic()
-        for i, (wf, value, key) in enumerate(self.plan.items()):
+        for i, (wf, value, key) in enumerate(self.items):
             if self._stop.is_set():
                 return
             due = started + i / self.rate if self.rate > 0 else started
@@ -271,13 +282,144 @@ class Producer:
     def wait(self, timeout: float) -> None:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the producer did not finish enqueueing in time"
-        assert len(self.ids) == self.plan.n, f"enqueued {len(self.ids)} of {self.plan.n}"
+        assert len(self.ids) == len(self.items), f"enqueued {len(self.ids)} of {len(self.items)}"
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
         self.client.close()
         self.ledger.close()
+
+
+class Sender:
+    """Sends events from a thread, retrying through outages; logs each acknowledged
+    ``send_event`` to the ledger (``event-sent``, the payload's event id ``eid``).
+    A send whose reply was lost is retried with the same payload (``eid``)."""
+
+    def __init__(self, url: str, prefix: str, ledger_dir: Path, rate: float = 0.0) -> None:
+        self.client: Client = create_client(url, prefix=prefix, default=False)
+        self.ledger = ledger.Ledger(ledger_dir)
+        self.pause = 1.0 / rate if rate > 0 else 0.0
+        self.queue: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self.sent = 0
+        self.refused: list[str] = []
+        self.retries = 0
+        self._thread = threading.Thread(target=self._loop, name="faults-sender", daemon=True)
+        self._thread.start()
+
+    def put(self, run_id: str, event: str, eid: str) -> None:
+        self.queue.put((run_id, event, eid))
+
+    def _send(self, run_id: str, event: str, eid: str) -> bool:
+        """send_event, retried through outages. send_event is not idempotent and
+        raises after a lost reply: before sending again, look whether the event
+        was stored (pending, or consumed by a step) and do not send it twice."""
+        delay = 0.05
+        deadline = time.monotonic() + 120
+        unsure = False
+        while True:
+            try:
+                if unsure and self._stored(run_id, event, eid):
+                    return True
+                return self.client.send_event(run_id, event, {"eid": eid})
+            except (*_NETWORK, RedflowError):
+                self.retries += 1
+                unsure = True
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    def _stored(self, run_id: str, event: str, eid: str) -> bool:
+        r = self.client.redis
+        keys = self.client.keys
+        needle = f'"eid":"{eid}"'
+        if any(needle in item for item in texts(r.lrange(keys.run_events(run_id, event), 0, -1))):
+            return True
+        escaped = needle.replace('"', '\\"')  # the payload as a string inside a step record
+        return any(escaped in rec for rec in texts(r.hvals(keys.run_steps(run_id))))
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                run_id, event, eid = item
+                if self.pause:
+                    time.sleep(self.pause)  # pacing (a backlog across a fault)
+                acked = self._send(run_id, event, eid)
+                self.ledger.append("event-sent", run=run_id, event=event, eid=eid, acked=acked)
+                if acked:
+                    self.sent += 1
+                else:
+                    self.refused.append(eid)
+            finally:
+                self.queue.task_done()
+
+    def drain(self, timeout: float) -> None:
+        """Wait until every event put so far was sent (or refused)."""
+        wait_for(lambda: self.queue.unfinished_tasks == 0, timeout, "the events to be sent")
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self._thread.join(10)
+        self.client.close()
+        self.ledger.close()
+
+
+class WaitWatcher:
+    """Runs the checker's live I9 (:func:`invariants.check_waits`) every 0.2 s:
+    no suspended run whose condition holds stays suspended past the bound.
+    ``paused()`` covers a fault (nothing can wake during it) and the bound after it."""
+
+    def __init__(self, url: str, prefix: str, bound_ms: int = invariants.WAKE_BOUND_MS) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.bound_ms = bound_ms
+        self.violations: dict[str, str] = {}
+        self.snapshots = 0
+        self.most_suspended = 0
+        self._quiet_until = 0.0
+        self._pauses = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="faults-waits", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._pauses += 1
+        try:
+            yield
+        finally:
+            self._pauses -= 1
+            self._quiet_until = time.monotonic() + self.bound_ms / 1000.0
+
+    def _loop(self) -> None:
+        r = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=1)
+        key = f"{{{self.prefix}}}:runs:status:suspended"
+        try:
+            while not self._stop.wait(0.2):
+                if self._pauses or time.monotonic() < self._quiet_until:
+                    continue
+                try:
+                    self.most_suspended = max(self.most_suspended, int(r.zcard(key)))
+                    found = invariants.check_waits(r, self.prefix, self.bound_ms)
+                except (*_NETWORK, redis.ResponseError):
+                    continue
+                if self._pauses or time.monotonic() < self._quiet_until:
+                    continue  # a fault began during the snapshot
+                self.snapshots += 1
+                for text in found:
+                    run_id = text.split(" run ", 1)[-1].split()[0].rstrip(":")
+                    self.violations.setdefault(run_id, text)
+        finally:
+            r.close()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return list(self.violations.values())
 
 
 @dataclass
@@ -292,6 +434,8 @@ class Faults:
     progress: list[Progress] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     exits: ExitWatcher | None = None
+    senders: list[Sender] = field(default_factory=list)
+    watcher: WaitWatcher | None = None
 
     def __post_init__(self) -> None:
         self.ledger_dir = self.tmp / "ledger"
@@ -380,11 +524,31 @@ class Faults:
     # ---------------------------------------------------------------- workload
 
     def producer(
-        self, url: str, n: int, *, rate: float = 0.0, seed: int = 7, timeout: float | None = None
+        self,
+        url: str,
+        n: int,
+        *,
+        rate: float = 0.0,
+        seed: int = 7,
+        timeout: float | None = None,
+        items: Sequence[tuple[str, Any, str | None]] | None = None,
     ) -> Producer:
-        prod = Producer(url, self.prefix, Plan(n, seed=seed), self.ledger_dir, rate, timeout)
+        """A producer of ``n`` runs of the standard mix, or of ``items``
+        ((workflow, input, idempotency key), ``n`` ignored)."""
+        prod = Producer(url, self.prefix, Plan(n, seed=seed), self.ledger_dir, rate, timeout, items)
         self.producers.append(prod)
         return prod
+
+    def sender(self, url: str, rate: float = 0.0) -> Sender:
+        """An event sender; ``rate`` paces it (events/s, 0 = as fast as it can)."""
+        snd = Sender(url, self.prefix, self.ledger_dir, rate)
+        self.senders.append(snd)
+        return snd
+
+    def watch_waits(self, url: str, bound_ms: int = invariants.WAKE_BOUND_MS) -> WaitWatcher:
+        """Start the live I9 check (its findings go into :meth:`finish`'s report)."""
+        self.watcher = WaitWatcher(url, self.prefix, bound_ms)
+        return self.watcher
 
     def sample(self, url: str) -> Progress:
         prog = Progress(url, self.prefix).start()
@@ -429,7 +593,13 @@ class Faults:
                 sup.stop()
 
     def check(self, raw: Redis) -> invariants.Report:
-        return invariants.check(raw, self.prefix, self.ledger_dir, limits=LIMITS)
+        live: list[str] = []
+        if self.watcher is not None:
+            live = self.watcher.stop()
+            self.watcher = None
+        return invariants.check(
+            raw, self.prefix, self.ledger_dir, limits=LIMITS, live_violations=live
+        )
 
     def finish(
         self,
@@ -461,6 +631,10 @@ class Faults:
     def close(self) -> None:
         for prod in self.producers:
             prod.close()
+        for snd in self.senders:
+            snd.close()
+        if self.watcher is not None:
+            self.watcher.stop()
         for prog in self.progress:
             prog.stop()
         if self.exits is not None:

@@ -30,6 +30,28 @@ record what really executed, outside Redis.
         Redis lasted into that time (what leases and fencing are for; a fault
         lasts its ``seconds`` or until its ``<kind>-end`` event). A process that
         is merely busy, stopped alone or being killed keeps its run.
+
+Durable waits (issue 12); a ``suspended`` run holds no lease, is in no ready,
+scheduled or waiting set, and keeps its slot in its workflow's ``wf-running``
+set (so does a woken run until it finishes):
+
+    I9  no lost wake-up: every suspended run has its wake-ups registered (each
+        awaited unfinished child names it in ``run:<child>:waiters`` and sits in
+        its ``run:<id>:awaits``; its wake-up time is its ``timers`` score), and
+        none is still suspended once its condition holds: every awaited child
+        finished more than ``wake_bound_ms`` ago, its wake-up time is past by
+        more than ``wake_bound_ms``, or an event it waits for is pending (the
+        finish, the timer and ``send_event`` wake it in the same script, so a
+        pending awaited event on a suspended run is lost at once). Checked on
+        the final state and, through :func:`check_waits`, on live snapshots.
+    I10 no event is lost or consumed twice: every event whose ``send_event``
+        was acknowledged (``event-sent`` in the ledger) is consumed by one wait
+        step (its record in Redis) or still pending; no event id is consumed by
+        two steps; every consumed event was sent.
+    I11 no wait step completes twice: every handler execution that returned
+        from a wait step (``wait-done``: the step record's ``seq`` and
+        ``finishedAt``, and the event id it got) saw the same completion, the
+        one Redis holds.
 """
 
 from __future__ import annotations
@@ -45,7 +67,7 @@ import redis
 
 from tests.faults import ledger
 
-__all__ = ["Report", "check"]
+__all__ = ["Report", "check", "check_waits"]
 
 STATUSES = ("scheduled", "queued", "running", "suspended", "succeeded", "failed", "canceled")
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -80,6 +102,11 @@ class Report:
     cron_runs: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     double_executions: list[str] = field(default_factory=list)
+    events_sent: int = 0
+    events_consumed: int = 0
+    events_pending: int = 0
+    lost_events: list[str] = field(default_factory=list)
+    wait_steps: int = 0
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +131,9 @@ class Report:
             f"max concurrency seen: {conc or '-'}; child runs {self.child_runs}, "
             f"idempotency keys {self.idempotency_keys}, cron runs {self.cron_runs}; "
             f"runs executed twice at once {len(self.double_executions)}",
+            f"events sent (acknowledged) {self.events_sent}, consumed {self.events_consumed}, "
+            f"pending {self.events_pending}, lost {len(self.lost_events)}; "
+            f"wait steps completed {self.wait_steps}",
         ]
         if self.failures:
             lines.append(f"failed runs by error type: {dict(self.failures)}")
@@ -274,7 +304,12 @@ def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, st
             )
         )
         holders.append(
-            (f"wf-running:{wf}", [_s(x) for x in r.smembers(db.key("wf-running", wf))], {"running"})
+            (
+                f"wf-running:{wf}",
+                [_s(x) for x in r.smembers(db.key("wf-running", wf))],
+                # a suspended run keeps its slot, and so does a woken one until it ends
+                {"running", "suspended", "queued"},
+            )
         )
     homes: Counter[str] = Counter()
     for name, members, allowed in holders:
@@ -284,6 +319,7 @@ def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, st
             status = runs.get(run_id, {}).get("status")
             if status in TERMINAL or (status is not None and status not in allowed):
                 report.violate("I2", f"{name} holds {run_id}, which is {status}")
+    _check_slots(report, holders, runs)
     for run_id, h in runs.items():
         if h.get("status") in ("queued", "scheduled") and homes[run_id] != 1:
             report.violate(
@@ -291,6 +327,27 @@ def _check_queues(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, st
                 "waiting sets (expected exactly one)"
             )  # fmt: skip
     _check_leases(report, db, runs)
+
+
+def _check_slots(
+    report: Report,
+    holders: list[tuple[str, list[str], set[str]]],
+    runs: Mapping[str, Mapping[str, str]],
+) -> None:
+    """I2 over wf-running: a suspended run keeps its slot; a queued run holds one
+    only after a wake-up (it keeps the slot it had while suspended)."""
+    slot_holders: set[str] = set()
+    for name, members, _ in holders:
+        if not name.startswith("wf-running:"):
+            continue
+        slot_holders.update(members)
+        for run_id in members:
+            h = runs.get(run_id, {})
+            if h.get("status") == "queued" and not h.get("wokenAt"):
+                report.violate("I2", f"{name} holds {run_id}, which is queued (never woken)")
+    for run_id, h in runs.items():
+        if h.get("status") == "suspended" and run_id not in slot_holders:
+            report.violate("I2", f"suspended run {run_id} lost its slot in wf-running")
 
 
 def _check_leases(report: Report, db: _Redis, runs: Mapping[str, Mapping[str, str]]) -> None:
@@ -631,6 +688,226 @@ def _check_parents(report: Report, runs: Mapping[str, Mapping[str, str]]) -> Non
             report.violate("I5", f"parent {run_id}: emitted child {emitted} not found")
 
 
+# --------------------------------------------------------------- durable waits
+
+WAKE_BOUND_MS = 2000
+
+
+def _wait_of(raw: Any) -> dict[str, Any] | None:
+    try:
+        wait = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return wait if isinstance(wait, dict) else None
+
+
+def _ev_key(db: _Redis, run_id: str, event: str) -> str:
+    return db.key("run", run_id, f"ev:{len(event.encode())}:{event}")
+
+
+def check_waits(raw: redis.Redis, prefix: str, wake_bound_ms: int = WAKE_BOUND_MS) -> list[str]:
+    """I9 on one consistent snapshot (MULTI) of the suspended runs; safe on a live
+    system. Returns the violations found (empty: none)."""
+    db = _Redis(raw, prefix)
+    out: list[str] = []
+    ids = [_s(m) for m in raw.zrange(db.key("runs", "status", "suspended"), 0, -1)]
+    for i in range(0, len(ids), _BATCH):
+        chunk = ids[i : i + _BATCH]
+        with raw.pipeline(transaction=False) as pipe:
+            for run_id in chunk:
+                pipe.hget(db.key("run", run_id), "wait")
+            waits = {rid: _wait_of(w) for rid, w in zip(chunk, pipe.execute(), strict=True)}
+        with raw.pipeline(transaction=True) as pipe:
+            pipe.time()
+            for run_id in chunk:
+                wait = waits[run_id] or {}
+                pipe.hmget(db.key("run", run_id), "status", "wait")
+                pipe.zscore(db.key("timers"), run_id)
+                pipe.smembers(db.key("run", run_id, "awaits"))
+                for child in wait.get("children") or []:
+                    pipe.hmget(db.key("run", child), "status", "finishedAt")
+                    pipe.sismember(db.key("run", child, "waiters"), run_id)
+                for event in wait.get("events") or []:
+                    pipe.llen(_ev_key(db, run_id, event))
+            replies = iter(pipe.execute())
+        secs, micros = next(replies)
+        now = int(secs) * 1000 + int(micros) // 1000
+        for run_id in chunk:
+            wait = waits[run_id] or {}
+            (status, raw_wait), timer, awaits = next(replies), next(replies), next(replies)
+            children = [(c, next(replies), next(replies)) for c in wait.get("children") or []]
+            pending_events = [
+                (e, int(next(replies))) for e in wait.get("events") or []
+            ]  # fmt: skip
+            if _s(status or b"") != "suspended":
+                continue  # woken (or finished) between the two reads
+            if _wait_of(raw_wait) != waits[run_id]:
+                continue  # suspended again on another wait in between
+            out.extend(_judge_wait(run_id, wait, now, timer, awaits, children, pending_events,
+                                   wake_bound_ms))  # fmt: skip
+    return out
+
+
+def _judge_wait(
+    run_id: str,
+    wait: Mapping[str, Any],
+    now: int,
+    timer: Any,
+    awaits: Any,
+    children: list[tuple[str, Any, Any]],
+    pending_events: list[tuple[str, int]],
+    bound: int,
+) -> list[str]:
+    out: list[str] = []
+    if not wait:
+        return [f"I9: suspended run {run_id} has no readable wait (nothing can wake it)"]
+    awaited = {_s(m) for m in awaits or ()}
+    finished_at: list[int] = []
+    unfinished = 0
+    for child, (status, finished), named in children:
+        if status is None or _s(status) in TERMINAL:
+            finished_at.append(int(float(_s(finished))) if finished else 0)
+            continue
+        unfinished += 1
+        if child not in awaited or not named:
+            out.append(
+                f"I9: suspended run {run_id} waits for child {child}, but the child's finish "
+                "would not wake it (not in its awaits set or the child's waiters)"
+            )
+    if children and not unfinished and now - max(finished_at) > bound:
+        out.append(
+            f"I9: suspended run {run_id}: all {len(children)} awaited children finished "
+            f"{now - max(finished_at)} ms ago (bound {bound} ms), not resumed"
+        )
+    wake_at = wait.get("wakeAt")
+    if wake_at is not None:
+        if timer is None or int(float(timer)) != int(wake_at):
+            out.append(
+                f"I9: suspended run {run_id} wakes at {wake_at} but its timers entry is {timer}"
+            )
+        if now - int(wake_at) > bound:
+            out.append(
+                f"I9: suspended run {run_id}: its wake-up time passed {now - int(wake_at)} ms "
+                f"ago (bound {bound} ms), not resumed"
+            )
+    for event, n in pending_events:
+        if n:
+            out.append(
+                f"I9: suspended run {run_id} waits for event {event!r}, which has {n} pending "
+                "(a lost wake-up)"
+            )
+    if not children and wake_at is None and not pending_events:
+        out.append(f"I9: suspended run {run_id} waits for nothing (nothing can wake it)")
+    return out
+
+
+def _fingerprint(stored: Mapping[str, Any] | None) -> str | None:
+    if not stored:
+        return None
+    return f"{stored.get('status')}:{stored.get('seq')}:{stored.get('finishedAt')}"
+
+
+def _eid(stored: Mapping[str, Any] | None) -> str | None:
+    """The event id in a succeeded wait_for_event step record (our payloads carry one)."""
+    if not stored or stored.get("status") != "succeeded" or not stored.get("outputJson"):
+        return None
+    try:
+        out = json.loads(stored["outputJson"])
+    except ValueError:
+        return None
+    return str(out["eid"]) if isinstance(out, dict) and "eid" in out else None
+
+
+def _pending_events(db: _Redis, sent: list[dict[str, Any]]) -> Counter[str]:
+    """Event ids still pending in the lists of the runs and names events were sent to."""
+    names: dict[str, set[str]] = defaultdict(set)
+    for ev in sent:
+        names[ev["run"]].add(ev["event"])
+    pending: Counter[str] = Counter()
+    targets = sorted((run_id, event) for run_id, evs in names.items() for event in evs)
+    for i in range(0, len(targets), _BATCH):
+        chunk = targets[i : i + _BATCH]
+        with db.r.pipeline(transaction=False) as pipe:
+            for run_id, event in chunk:
+                pipe.lrange(_ev_key(db, run_id, event), 0, -1)
+            for items in pipe.execute():
+                for item in items:
+                    try:
+                        payload = json.loads(item)
+                    except ValueError:
+                        continue
+                    if isinstance(payload, dict) and "eid" in payload:
+                        pending[str(payload["eid"])] += 1
+    return pending
+
+
+def _check_events(
+    report: Report,
+    db: _Redis,
+    events: list[dict[str, Any]],
+    steps: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> None:
+    """I10."""
+    consumed: dict[str, list[str]] = defaultdict(list)
+    for run_id, recs in steps.items():
+        for name, stored in recs.items():
+            eid = _eid(stored)
+            if eid is not None:
+                consumed[eid].append(f"{run_id}/{name}")
+    sent = [ev for ev in events if ev["ev"] == "event-sent"]
+    attempted = {str(ev["eid"]) for ev in sent}
+    pending = _pending_events(db, sent)
+    report.events_sent = sum(1 for ev in sent if ev.get("acked"))
+    report.events_consumed = sum(len(v) for v in consumed.values())
+    report.events_pending = sum(pending.values())
+    for eid, where in sorted(consumed.items()):
+        if len(where) > 1:
+            report.violate("I10", f"event {eid} was consumed {len(where)} times: {where}")
+        elif pending[eid]:
+            report.violate("I10", f"event {eid} was consumed ({where[0]}) and is still pending")
+        if eid not in attempted and events:
+            report.violate("I10", f"event {eid} consumed by {where[0]} was never sent")
+    for ev in sent:
+        eid = str(ev["eid"])
+        if ev.get("acked") and eid not in consumed and not pending[eid]:
+            report.lost_events.append(eid)
+            report.violate(
+                "I10", f"event {eid} ({ev['event']!r} to run {ev['run']}) was acknowledged, "
+                "and is neither consumed nor pending: lost"
+            )  # fmt: skip
+
+
+def _check_wait_steps(
+    report: Report,
+    events: list[dict[str, Any]],
+    steps: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> None:
+    """I11."""
+    seen: dict[tuple[str, str, int], set[tuple[str, str | None]]] = defaultdict(set)
+    for ev in events:
+        if ev["ev"] != "wait-done":
+            continue
+        attempt = 0 if ev.get("ok") else int(ev.get("attempt") or 0)
+        seen[(ev["run"], ev["step"], attempt)].add((str(ev.get("fp")), ev.get("eid")))
+    report.wait_steps = len(seen)
+    for (run_id, name, attempt), got in sorted(seen.items()):
+        if len(got) > 1:
+            report.violate(
+                "I11", f"wait step {name!r} of run {run_id} completed more than once: "
+                f"{sorted(got, key=str)}"
+            )  # fmt: skip
+            continue
+        stored = steps.get(run_id, {}).get(name)
+        fp, eid = next(iter(got))
+        if stored is None or (attempt and stored.get("attempt") != attempt):
+            continue
+        if fp != _fingerprint(stored) or (eid is not None and eid != _eid(stored)):
+            report.violate(
+                "I11", f"wait step {name!r} of run {run_id} returned completion {fp} ({eid}), "
+                f"but Redis holds {_fingerprint(stored)} ({_eid(stored)})"
+            )  # fmt: skip
+
+
 def check(
     raw: redis.Redis,
     prefix: str,
@@ -638,8 +915,11 @@ def check(
     *,
     limits: Mapping[str, int] | None = None,
     extra_acknowledged: Iterable[str] = (),
+    wake_bound_ms: int = WAKE_BOUND_MS,
+    live_violations: Iterable[str] = (),
 ) -> Report:
-    """Check I1-I8 for ``prefix``; call it once the system is quiet."""
+    """Check I1-I11 for ``prefix``; call it once the system is quiet.
+    ``live_violations``: I9 findings of :func:`check_waits` on earlier snapshots."""
     report = Report()
     db = _Redis(raw, prefix)
     events = sorted(ledger.read_all(ledger_dir), key=lambda ev: ev["mono"])
@@ -654,4 +934,9 @@ def check(
     _check_concurrency(report, events, limits or {})
     _check_exclusive(report, events)
     _check_keys(report, db, runs, events)
+    for text in [*live_violations, *check_waits(raw, prefix, wake_bound_ms)]:
+        code, _, rest = text.partition(": ")
+        report.violate(code, rest)
+    _check_events(report, db, events, steps)
+    _check_wait_steps(report, events, steps)
     return report

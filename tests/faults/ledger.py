@@ -23,6 +23,12 @@ Events (``ev``):
     fault           the test injected a fault (``kind``, ``pids``; ``seconds`` when
                     its length is known, else a ``<kind>-end`` fault closes it)
     exit            the harness saw a supervisor's child gone (``pids``)
+    event-sent      the test's sender got send_event's answer (``run``, ``event``,
+                    the payload's ``eid``, ``acked``: True = stored)
+    wait-done       a wait step returned or raised its recorded failure
+                    (``workload_waits.py``: ``step``, ``kind``, ``ok``, ``fp`` =
+                    the record's status:seq:finishedAt, ``eid`` for an event)
+    wait-early      a sleep returned before its wake-up time (wall clock)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ the plain test run (no fault is injected, no supervisor started)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 import redis
 
 from redflow_mp import Client
+from redflow_mp.codec import RunWait, encode_wait
 from redflow_mp.ids import new_token
-from tests.faults.invariants import check
+from tests.faults.invariants import check, check_waits
+from tests.faults.ledger import Ledger
 from tests.lua.conftest import Enq
 
 pytestmark = pytest.mark.timeout(30)
@@ -61,3 +64,102 @@ def test_each_keyspace_violation_is_reported(
     assert f"running run {running} has an expired lease" in text
     assert f"queued run {twice} is in 2 ready/scheduled/waiting sets" in text
     assert "queue q has scheduled runs" in text and later
+
+
+def _suspend(client: Client, enq: Callable[..., str], queue: str, wait: RunWait) -> str:
+    rid = enq(workflow=f"w-{queue}", queue=queue)
+    tok = new_token()
+    _, got = client.scripts.claim((queue,), 30_000, tok)
+    assert got is not None and got.id == rid
+    assert client.scripts.suspend(rid, tok, wait) == "suspended"
+    return rid
+
+
+def test_a_correct_suspension_passes_and_each_wait_violation_is_reported(
+    raw: redis.Redis, client: Client, prefix: str, tmp_path: Path, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    now = client.server_time_ms()
+    child = enq(workflow="c", queue="cq")
+    kinds = ["children"]
+    waiting = _suspend(client, enq, "a", RunWait(steps=["s"], kinds=kinds, children=[child]))
+    sleeping = _suspend(
+        client, enq, "b", RunWait(steps=["s"], kinds=["sleep"], wake_at=now + 60_000)
+    )
+    listening = _suspend(client, enq, "c", RunWait(steps=["s"], kinds=["event"], events=["go"]))
+    assert check_waits(raw, prefix) == []  # every wake-up registered, none due
+    clean = check(raw, prefix, tmp_path)
+    assert not [v for v in clean.violations if not v.startswith("I1")], clean.summary()
+
+    # a lost wake-up of each kind, and a suspended run that lost its slot and kept a lease
+    raw.hset(k.run(child), mapping={"status": "succeeded", "finishedAt": now - 10_000})
+    raw.zadd(k.timers, {sleeping: now - 10_000})
+    raw.rpush(k.run_events(listening, "go"), b'{"eid":"e1"}')
+    late = _suspend(client, enq, "d", RunWait(steps=["s"], kinds=["sleep"], wake_at=now + 60_000))
+    raw.zrem(k.timers, late)
+    raw.srem(k.wf_running("w-d"), late)
+    raw.zadd(k.leases, {late: now + 60_000})
+    overslept = _suspend(
+        client, enq, "e", RunWait(steps=["s"], kinds=["sleep"], wake_at=now + 60_000)
+    )
+    past = RunWait(steps=["s"], kinds=["sleep"], wake_at=now - 10_000)
+    raw.hset(k.run(overslept), "wait", encode_wait(past))
+    raw.zadd(k.timers, {overslept: now - 10_000})  # due, but no promoter woke it
+    other = enq(workflow="c", queue="cq")
+    unlinked = _suspend(
+        client, enq, "f", RunWait(steps=["s"], kinds=["children"], children=[other])
+    )
+    raw.srem(k.run_waiters(other), unlinked)  # the child's finish would not wake it
+    live = "\n".join(check_waits(raw, prefix, 2000))
+    assert f"suspended run {overslept}: its wake-up time passed" in live
+    assert f"suspended run {unlinked} waits for child {other}, but the child's finish" in live
+    assert f"suspended run {waiting}: all 1 awaited children finished" in live
+    assert f"suspended run {sleeping} wakes at {now + 60_000} but its timers entry" in live
+    assert f"suspended run {listening} waits for event 'go', which has 1 pending" in live
+    assert f"suspended run {late} wakes at {now + 60_000} but its timers entry is None" in live
+    leaked = enq(workflow="w-g", queue="g")
+    raw.sadd(k.wf_running("w-g"), leaked)  # a slot held by a run that was never woken
+    text = "\n".join(check(raw, prefix, tmp_path).violations)
+    assert f"I2: wf-running:w-g holds {leaked}, which is queued (never woken)" in text
+    assert f"I9: suspended run {waiting}: all 1 awaited children" in text
+    assert f"I2: suspended run {late} lost its slot in wf-running" in text
+    assert f"I2: leases holds {late}, which is suspended" in text
+
+
+def test_event_and_wait_step_violations_are_reported(
+    raw: redis.Redis, client: Client, prefix: str, tmp_path: Path, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    a = _finish(client, enq)
+    b = _finish(client, enq)
+    book = Ledger(tmp_path)
+
+    def record(run: str, step: str, eid: str, seq: int) -> None:
+        out = json.dumps({"eid": eid})
+        rec = {"status": "succeeded", "seq": seq, "finishedAt": 5, "outputJson": out}
+        raw.hset(k.run_steps(run), step, json.dumps(rec))
+
+    for eid in ("sent-ok", "twice", "lost", "pending"):
+        book.append("event-sent", run=a, event="go", eid=eid, acked=True)
+    record(a, "ev0", "sent-ok", 1)
+    record(a, "ev1", "twice", 2)
+    record(b, "ev0", "twice", 1)  # one event, two consumers
+    record(b, "ev1", "never-sent", 2)
+    raw.rpush(k.run_events(a, "go"), b'{"eid":"pending"}')
+    # a wait step seen completing twice, and one whose completion Redis no longer holds
+    book.append("wait-done", run=a, step="ev0", kind="event", ok=True, fp="succeeded:1:5",
+                eid="sent-ok")  # fmt: skip
+    book.append("wait-done", run=a, step="ev1", kind="event", ok=True, fp="succeeded:2:5")
+    book.append("wait-done", run=a, step="ev1", kind="event", ok=True, fp="succeeded:9:7")
+    book.append("wait-done", run=b, step="ev1", kind="event", ok=True, fp="succeeded:1:1")
+    book.close()
+    report = check(raw, prefix, tmp_path)
+    text = "\n".join(report.violations)
+    assert "I10: event twice was consumed 2 times" in text
+    assert "I10: event lost ('go' to run " in text and ": lost" in text
+    assert "I10: event never-sent consumed by " in text
+    assert "event sent-ok" not in text and "event pending" not in text
+    assert f"I11: wait step 'ev1' of run {a} completed more than once" in text
+    assert f"I11: wait step 'ev1' of run {b} returned completion succeeded:1:1" in text
+    assert f"wait step 'ev0' of run {a}" not in text
+    assert report.lost_events == ["lost"] and report.events_pending == 1

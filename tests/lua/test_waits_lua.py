@@ -223,3 +223,24 @@ def test_a_failed_child_wakes_the_parent_with_others_pending(
     # and a suspend that finds a failed child resumes at once
     again = _claim(client, "pq")
     assert client.scripts.suspend(parent_id, again.token, wait) == "resume"
+
+
+def test_event_and_deadline_racing_wake_the_run_once(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Two wakers (send_event and two promoters' wake_timers) on one run: it is
+    queued once, in its ready set once."""
+    run_id = enq(workflow="e", queue="q")
+    run = _claim(client)
+    soon = client.server_time_ms() + 30
+    wait = RunWait(steps=["a"], kinds=["event"], events=["go"], wake_at=soon)
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+    while client.server_time_ms() <= soon:
+        pass
+    assert client.scripts.send_event(run_id, "go", b"1", 10) is True
+    assert client.scripts.wake_timers(10)[2] == []  # its timer went with the wake
+    assert client.scripts.wake_timers(10)[2] == []
+    assert _status(raw, client, run_id) == "queued"
+    assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
+    assert raw.zcard(client.keys.runs_status("queued")) == 1
+    assert raw.zcard(client.keys.runs_status("suspended")) == 0
