@@ -25,6 +25,7 @@ from .errors import (
     ResultTimeoutError,
     RunCanceledError,
     RunFailedError,
+    RunNotResumableError,
     StepTimeoutError,
     UnknownWorkflowError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "RunFailedError",
     "RunHandle",
     "RunInfo",
+    "RunNotResumableError",
     "RunState",
     "RunStatus",
     "StepState",

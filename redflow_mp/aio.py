@@ -47,6 +47,7 @@ from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .errors import NETWORK_ERRORS, RedflowError
 from .handle import AsyncRunHandle
+from .ids import new_token
 from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
 from .queries import QueryPlan
@@ -76,7 +77,7 @@ from .runs import (
     target_of_name,
     workflow_meta,
 )
-from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply
+from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply, resume_reply
 
 __all__ = [
     "AsyncClient",
@@ -141,6 +142,7 @@ class AsyncScripts(ScriptSet):
     ) -> Any:
         """Call script ``name``; see ``Scripts.run``."""
         if self._sources is None or self._loading is not None:  # not loaded, or loading
+            self._t.enter()  # closed, or another loop: a clear error before loading
             await self._load()
         try:
             return await self._t.call(*self.command(name, keys, args), retry=retry)
@@ -299,6 +301,14 @@ class AsyncClient:
         return cancel_accepted(
             cancel_reply(await self.scripts.run("cancel_run", keys, args, retry=True))
         )
+
+    async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:
+        """Put a failed or canceled run back in its queue as the same run, keeping
+        its succeeded steps; see ``Client.resume_run``."""
+        run_id = check_run_id(run_id)
+        keys, args = self.scripts.resume_call(run_id, new_token())
+        resume_reply(run_id, await self.scripts.run("resume_run", keys, args, retry=True))
+        return AsyncRunHandle(self, run_id)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait until the run ends; return its output or raise its error (see

@@ -19,7 +19,9 @@ seed (SPEC §3), with what v2 changed::
     run:<runId>                   HASH  the run; v2 adds ``lease`` (token of the current or
                                         last holder), ``doneToken`` (token whose finish was
                                         applied last), ``priority`` (1..9, absent = 0),
-                                        ``idempotencyTtlMs`` (with an idempotency key)
+                                        ``idempotencyTtlMs`` (with an idempotency key);
+                                        a resumed run: ``attemptBudget``, ``resumedAt``,
+                                        ``resumeToken`` (resume_run.lua)
     run:<runId>:steps             HASH  stepName -> encoded step state
     q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
                                         the run became ready; the lowest is claimed first

@@ -29,14 +29,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
+from .claimed import Claimed, Finish
+from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
+from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError, RunNotResumableError
 from .keys import Keys
 from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
@@ -53,6 +54,7 @@ __all__ = [
     "check_priority",
     "enqueue_reply",
     "load_sources",
+    "resume_reply",
     "script_names",
 ]
 
@@ -74,6 +76,7 @@ _SCRIPT_NAMES = (
     "sweep_runs",
     "requeue_claimed",
     "forget_queues",
+    "resume_run",
 )
 
 
@@ -124,21 +127,6 @@ def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
     return out
 
 
-class Finish(NamedTuple):
-    """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
-
-    ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
-    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
-    is the output or the encoded error; ``delay_ms`` the retry's delay.
-    """
-
-    mode: str
-    run_id: str
-    token: str
-    payload: bytes | str = b""
-    delay_ms: int = 0
-
-
 def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
     """SHA-1 -> script name of every script as sent to a server of ``server_version``
     (what ``EVALSHA`` names in SLOWLOG / MONITOR; for tools that label them)."""
@@ -146,65 +134,6 @@ def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
         hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
         for name, text in load_sources(server_version).items()
     }
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A run handed to a worker by ``claim_run``."""
-
-    id: str
-    workflow: str
-    queue: str
-    input_json: bytes
-    attempt: int
-    max_attempts: int
-    created_at: int
-    parent_run_id: str | None
-    timeout_ms: int | None
-    cron_id: str | None
-    started_at: int
-    steps: dict[str, bytes]
-    token: str
-    lease_until: float = 0.0  # monotonic time before which the lease surely holds
-    available_at: int | None = None
-
-
-def _claimed(reply: Any, token: str) -> Claimed | None:
-    if not reply:
-        return None
-    (
-        rid,
-        wf,
-        queue,
-        input_json,
-        attempt,
-        max_attempts,
-        created,
-        parent,
-        timeout,
-        cron,
-        started,
-        flat,
-        *rest,
-    ) = reply
-    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
-    available = rest[0] if rest else b""
-    return Claimed(
-        id=rid.decode("utf-8", "replace"),
-        workflow=wf.decode("utf-8", "replace"),
-        queue=queue.decode("utf-8", "replace"),
-        input_json=input_json,
-        attempt=int(attempt or 1),
-        max_attempts=int(max_attempts or 1),
-        created_at=int(created or 0),
-        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
-        timeout_ms=int(timeout) if timeout else None,
-        cron_id=cron.decode("utf-8", "replace") if cron else None,
-        started_at=int(started or 0),
-        steps=steps,
-        token=token,
-        available_at=int(available) if available else None,
-    )
 
 
 Plan = Generator[tuple[Any, ...], Any, T]
@@ -396,6 +325,19 @@ class ScriptSet:
     def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``cancel_run`` (read the reply with :func:`cancel_reply`)."""
         return (self.keys.run(run_id),), (self._tag, run_id, reason)
+
+    def resume_call(self, run_id: str, token: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Keys and arguments of ``resume_run`` (read the reply with :func:`resume_reply`);
+        ``token`` (fresh per call) makes a resend after a lost reply harmless."""
+        return (self.keys.run(run_id),), (self._tag, run_id, token)
+
+
+def resume_reply(run_id: str, reply: Any) -> int:
+    """The resumed run's new attempt number, from ``resume_run``'s reply; raises
+    :class:`RunNotResumableError` when the run is unknown or not failed/canceled."""
+    if reply[0] == 1:
+        return int(reply[2])
+    raise RunNotResumableError(run_id, text(reply[1]) if reply[0] == -1 else None)
 
 
 def enqueue_reply(reply: Any) -> tuple[str, bool]:

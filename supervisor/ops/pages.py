@@ -57,6 +57,8 @@ NOTICES = {
     "after cancel_grace.",
     "not-cancelable": "The run had already finished; nothing was canceled.",
     "retried": "Enqueued as a new run (this one), linked to the old one by retry_of.",
+    "resumed": "Resumed: queued again as the same run with the next attempt; its succeeded "
+    "steps are kept.",
 }
 
 
@@ -384,6 +386,11 @@ def _actions(cfg: View, s: RunState) -> str:
             f"<form method='post' action='{href(cfg.base, '/actions/retry')}' class='retry'>"
             f"<input type='hidden' name='id' value='{e(s.id)}'>"
             f"{token_field}<button type='submit'>Retry as a new run</button></form>"
+        )
+        forms.append(
+            f"<form method='post' action='{href(cfg.base, '/actions/resume')}' class='resume'>"
+            f"<input type='hidden' name='id' value='{e(s.id)}'>"
+            f"{token_field}<button type='submit'>Resume (keep succeeded steps)</button></form>"
         )
     return f"<div class='actions'>{''.join(forms)}</div>"
 

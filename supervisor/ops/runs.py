@@ -1,4 +1,4 @@
-"""``redflow runs list | show | cancel | retry | watch``: the commands over single runs.
+"""``redflow runs list | show | cancel | retry | resume | watch``: the commands over single runs.
 
 Each ``cmd_*`` takes the :class:`~.session.Session` and the parsed arguments and
 returns the exit status; a run that is not there is a :class:`~.session.Failure`
@@ -25,6 +25,7 @@ from redflow_mp.errors import (
     ResultTimeoutError,
     RunCanceledError,
     RunFailedError,
+    RunNotResumableError,
 )
 
 from . import render
@@ -41,7 +42,14 @@ from .session import (
     where_looked,
 )
 
-__all__ = ["cmd_runs_cancel", "cmd_runs_list", "cmd_runs_retry", "cmd_runs_show", "cmd_runs_watch"]
+__all__ = [
+    "cmd_runs_cancel",
+    "cmd_runs_list",
+    "cmd_runs_resume",
+    "cmd_runs_retry",
+    "cmd_runs_show",
+    "cmd_runs_watch",
+]
 
 
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
@@ -117,6 +125,34 @@ def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:
             "workflow": new.workflow,
             "queue": new.queue,
             "status": new.status.value,
+        },
+    )
+    return EXIT_OK
+
+
+def cmd_runs_resume(session: Session, ns: argparse.Namespace) -> int:
+    require_run(session, ns.id)
+    try:
+        session.client.resume_run(ns.id)
+    except RunNotResumableError as exc:
+        if exc.status is None:  # removed between the two reads
+            require_run(session, ns.id)
+        raise Failure(str(exc)) from None
+    state = require_run(session, ns.id)
+    steps = session.client.get_run_steps(ns.id) or []
+    kept = sum(1 for s in steps if s.status.value == "succeeded")
+    session.emit(
+        f"resumed run {render.clean(ns.id)} (workflow {render.clean(state.workflow)}, queue "
+        f"{render.clean(state.queue)}): {state.status.value}, attempt {state.attempt}/"
+        f"{state.max_attempts}, {kept} succeeded step(s) kept",
+        {
+            "id": ns.id,
+            "workflow": state.workflow,
+            "queue": state.queue,
+            "status": state.status.value,
+            "attempt": state.attempt,
+            "max_attempts": state.max_attempts,
+            "steps_kept": kept,
         },
     )
     return EXIT_OK

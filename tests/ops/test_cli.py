@@ -187,6 +187,46 @@ def test_runs_retry_failed_run(
     assert res.code == 1 and "only failed or canceled runs can be retried" in res.err
 
 
+# ----------------------------------------------------------------- runs resume
+
+
+def test_runs_resume_puts_a_failed_run_back_as_the_same_run(
+    redflow: Redflow, runs: Runs, raw: redis.Redis, client: Client
+) -> None:
+    step_ok = client.get_run_steps(runs.failed)
+    assert step_ok is not None and [s.name for s in step_ok] == ["ok", "parse"]
+    res = redflow("runs", "resume", runs.failed)
+    assert res.code == 0, res
+    assert re.match(
+        rf"resumed run {runs.failed} \(workflow ops-fail, queue ops\): \w+, attempt 2/2, "
+        r"1 succeeded step\(s\) kept",
+        res.out,
+    ), res
+    # ops-fail fails at the same step again; its succeeded step was not run again
+    wait_until(
+        lambda: (s := client.get_run(runs.failed)) is not None and s.status == "failed", 15, 0.02
+    )
+    steps = {s.name: s for s in client.get_run_steps(runs.failed) or []}
+    assert steps["ok"].attempt == 1 and steps["parse"].attempt == 2
+    data = json.loads(redflow("runs", "resume", runs.failed, "--json").out)
+    assert data["id"] == runs.failed and data["attempt"] == 3 and data["steps_kept"] == 1
+    res = redflow("runs", "resume", runs.succeeded)
+    assert res.code == 1 and "is succeeded; only a failed or canceled run" in res.err, res
+    res = redflow("runs", "resume", "nope")
+    assert res.code == 1 and "run nope not found" in res.err, res
+    assert redflow("runs", "resume").code == 2
+
+
+def test_runs_resume_of_a_running_run_is_refused(
+    redflow: Redflow, synced: Client, ops_workers: WorkerPool
+) -> None:
+    handle = synced.run_by_name("ops-slow", {"steps": 100, "pause": 0.05})
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
+    res = redflow("runs", "resume", handle.id)
+    assert res.code == 1 and "is running; only a failed or canceled run" in res.err, res
+    handle.cancel()
+
+
 # ----------------------------------------------------------------- runs watch
 
 

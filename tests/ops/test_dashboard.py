@@ -208,6 +208,19 @@ def test_actions_need_the_token_and_post(
     r = request(base, "/actions/cancel", "POST", {"id": "nope", "token": TOKEN})
     assert r.status == 404
 
+    # Resume: beside Retry, the same token rule; the same run goes back to its queue
+    page = request(base, f"/run?id={runs.failed}").body
+    assert "action='/actions/resume'" in page
+    r = request(base, "/actions/resume", "POST", {"id": runs.failed})
+    assert r.status == 403 and status_of(raw, client, runs.failed) == "failed"
+    r = request(base, "/actions/resume", "POST", {"id": runs.failed, "token": TOKEN})
+    assert r.status == 303, r
+    assert r.headers["location"] == f"/run?id={runs.failed}&notice=resumed"
+    assert text(raw.hget(client.keys.run(runs.failed), "attempt")) == "2"
+    assert "Resumed: queued again as the same run" in request(base, r.headers["location"]).body
+    r = request(base, "/actions/resume", "POST", {"id": runs.succeeded, "token": TOKEN})
+    assert r.status == 409 and "only a failed or canceled run can be resumed" in r.body
+
 
 def test_without_a_token_there_are_no_actions(
     dashboard: Start, runs: Runs, raw: redis.Redis, client: Client

@@ -1,0 +1,87 @@
+"""What a claim hands over and what a finish carries: :class:`Claimed` (a run
+given to a worker by ``claim_run``, read from its reply) and :class:`Finish` (a
+run's fenced finish, as ``claim_run``/``finalize_run`` take it).
+
+Pure data and reply parsing; ``scripts.py`` re-exports both names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["Claimed", "Finish", "claimed_from_reply"]
+
+
+class Finish(NamedTuple):
+    """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
+
+    ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
+    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
+    is the output or the encoded error; ``delay_ms`` the retry's delay.
+    """
+
+    mode: str
+    run_id: str
+    token: str
+    payload: bytes | str = b""
+    delay_ms: int = 0
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run handed to a worker by ``claim_run``."""
+
+    id: str
+    workflow: str
+    queue: str
+    input_json: bytes
+    attempt: int
+    max_attempts: int
+    created_at: int
+    parent_run_id: str | None
+    timeout_ms: int | None
+    cron_id: str | None
+    started_at: int
+    steps: dict[str, bytes]
+    token: str
+    lease_until: float = 0.0  # monotonic time before which the lease surely holds
+    available_at: int | None = None
+
+
+def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
+    if not reply:
+        return None
+    (
+        rid,
+        wf,
+        queue,
+        input_json,
+        attempt,
+        max_attempts,
+        created,
+        parent,
+        timeout,
+        cron,
+        started,
+        flat,
+        *rest,
+    ) = reply
+    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+    available = rest[0] if rest else b""
+    return Claimed(
+        id=rid.decode("utf-8", "replace"),
+        workflow=wf.decode("utf-8", "replace"),
+        queue=queue.decode("utf-8", "replace"),
+        input_json=input_json,
+        attempt=int(attempt or 1),
+        max_attempts=int(max_attempts or 1),
+        created_at=int(created or 0),
+        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
+        timeout_ms=int(timeout) if timeout else None,
+        cron_id=cron.decode("utf-8", "replace") if cron else None,
+        started_at=int(started or 0),
+        steps=steps,
+        token=token,
+        available_at=int(available) if available else None,
+    )
