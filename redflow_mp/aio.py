@@ -72,7 +72,6 @@ from .runs import (
     check_max_payload_bytes,
     encode_input,
     enqueue_call,
-    run_state,
     target_of_definition,
     target_of_name,
     workflow_meta,
@@ -350,8 +349,8 @@ class AsyncClient:
     # ---------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunState | None:
-        """The run's state, or None for an unknown id."""
-        return run_state(run_id, await self.redis.hgetall(self.keys.run(check_run_id(run_id))))
+        """The run's state with its attempts' history, or None for an unknown id."""
+        return await _drive_query(self.redis, queries.get_run(self.keys, run_id))
 
     async def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""

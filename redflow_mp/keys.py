@@ -22,7 +22,8 @@ seed (SPEC §3), with what v2 changed::
                                         ``idempotencyTtlMs`` (with an idempotency key);
                                         a resumed run: ``attemptBudget``, ``resumedAt``,
                                         ``resumeToken`` (resume_run.lua)
-    run:<runId>:steps             HASH  stepName -> encoded step state
+    run:<runId>:steps             HASH  stepName -> encoded step state (a step in flight:
+                                        status ``running``, written when it starts)
     q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
                                         the run became ready; the lowest is claimed first
                                         (v1: a LIST)
@@ -51,6 +52,10 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
+    run:<runId>:attempts          LIST  one JSON entry per execution that ended (attempt,
+                                        startedAt, finishedAt, outcome, errorJson, cause),
+                                        oldest first, capped at the newest 100; removed
+                                        with the run by retention
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
@@ -180,6 +185,9 @@ class Keys:
 
     def run_steps(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:steps"
+
+    def run_attempts(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:attempts"
 
     def run_done(self, run_id: str) -> str:
         return f"{self.tag}:run-done:{run_id}"

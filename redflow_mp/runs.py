@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 import msgspec
 import redis
 
-from . import codec
+from . import codec, queries
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, check_name, check_run_id
+from .options import RunOptions, check_name
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet
@@ -275,8 +275,8 @@ class Runs:
     # ---------------------------------------------------------------- reads
 
     def get_run(self, run_id: str) -> RunState | None:
-        """The run's state, or None for an unknown id."""
-        return run_state(run_id, self.redis.hgetall(self.keys.run(check_run_id(run_id))))
+        """The run's state with its attempts' history, or None for an unknown id."""
+        return queries.drive(self.redis, queries.get_run(self.keys, run_id))
 
     def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""

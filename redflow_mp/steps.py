@@ -1,8 +1,9 @@
 """Steps: ``ctx.step.run / run_workflow / emit_workflow``, cached by step name.
 
-A step that succeeded is recorded in ``run:<id>:steps`` (one fenced script call
-per step) and on a later attempt returns its cached output without running
-again. A failed step is recorded too and runs again on the next attempt. The
+A step is recorded in ``run:<id>:steps`` as ``running`` when it starts and
+with its outcome when it ends (two fenced script calls per executed step). One
+that succeeded returns its cached output on a later attempt without running
+again; a failed one, or one left ``running`` by a crash, runs again. The
 same name twice in one execution raises :class:`DuplicateStepError`. A step's
 return value is handed back as its JSON round trip, so the first execution and
 a replay return equal values.
@@ -157,7 +158,15 @@ class _StepCore:
             if stored is not None and stored.status == "succeeded":
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, value, True
-        ex.confirm_lease()
+        # Recorded as `running` (with its start time) before it executes: one fenced
+        # write that also proves the lease is still ours (a paused or cut-off worker
+        # stops here, before the step's side effects) and reports a cancel request.
+        ex.write_step(
+            step,
+            StoredStep(
+                status="running", started_at=_now_ms(), finished_at=0, attempt=ex.attempt, seq=0
+            ),
+        )
         ex.set_step(step)
         return step, None, False
 

@@ -54,6 +54,7 @@ local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
 local function k_waiting(tag, wf) return tag .. ':wf-waiting:' .. wf end
+local function k_attempts(tag, id) return tag .. ':run:' .. id .. ':attempts' end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end
@@ -153,6 +154,31 @@ local function leave_running(tag, id, wf)
   end
 end
 
+-- Each execution of a run that ends (finish, retry, put back) appends one entry
+-- to run:<id>:attempts, capped at the newest ATTEMPTS_CAP: {"attempt", "startedAt"
+-- (this execution's claim), "finishedAt", "outcome" (succeeded | failed |
+-- canceled | retried | requeued), "errorJson" (the error as stored, a string),
+-- "cause" (why a worker lost it)}. Called only for a run leaving `running`,
+-- before its attempt field changes. Numbers are written as exact digits.
+local ATTEMPTS_CAP = 100
+
+local function record_attempt(tag, id, outcome, error_json, cause, now)
+  local f = redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
+  local started = tonumber(f[2]) or tonumber(f[3]) or now
+  local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
+    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":' ..
+    cjson.encode(outcome)
+  if error_json and error_json ~= '' then
+    entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
+  end
+  if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
+  local list = k_attempts(tag, id)
+  redis.call('RPUSH', list, entry .. '}')
+  if redis.call('LLEN', list) > ATTEMPTS_CAP then
+    redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
+  end
+end
+
 -- The message is the terminal status; for `succeeded` with an output under
 -- 64 KiB it is "succeeded\n<outputJson>", so a waiting client needs no read.
 local function publish_done(tag, id, status, output)
@@ -210,6 +236,11 @@ local function finalize(tag, id, status, field, payload, now, done_token)
     fields[#fields + 1] = 'doneToken'
     fields[#fields + 1] = done_token
   end
+  if old == 'running' then
+    local err = ''
+    if field == 'errorJson' then err = payload end
+    record_attempt(tag, id, status, err, '', now)
+  end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
   if old == 'running' then leave_running(tag, id, f[4]) end
@@ -235,6 +266,7 @@ local function retry(tag, id, error_json, delay_ms, now, done_token)
   local due = now + delay_ms
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
+  if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
   redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
     'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   move_status(tag, id, f[1], status, now)
@@ -273,6 +305,7 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   elseif cause ~= '' then
     redis.call('HSET', run, 'lastCrash', cause)
   end
+  record_attempt(tag, id, 'requeued', '', cause, now)
   if done_token and done_token ~= '' then
     redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'doneToken', done_token)
   else
@@ -423,9 +456,10 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not started or started == '' then
     started = now
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', now,
-      'updatedAt', now)
+      'updatedAt', now, 'attemptStartedAt', now)
   else
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now,
+      'attemptStartedAt', now)
   end
   move_status(tag, id, 'queued', 'running', now)
   -- A run that never started has no steps: skip the read.

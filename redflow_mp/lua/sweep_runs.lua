@@ -1,4 +1,4 @@
--- sweep_runs: retention. Remove finished runs (hash, steps, every index entry,
+-- sweep_runs: retention. Remove finished runs (hash, steps, attempts, every index entry,
 -- their idempotency key while it names them) that finished more than the
 -- retention period ago, in bounded batches.
 --
@@ -25,7 +25,7 @@ for status, _ in pairs(TERMINAL) do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', index, id)
     redis.call('ZREM', k_leases(tag), id)
-    redis.call('DEL', k_run(tag, id), k_steps(tag, id))
+    redis.call('DEL', k_run(tag, id), k_steps(tag, id), k_attempts(tag, id))
     removed = removed + 1
   end
   if removed >= batch then break end

@@ -179,6 +179,7 @@ class _Watcher:
         self.attempt = 0
         self.cancel_seen = False
         self.steps: dict[str, tuple[str, int, int | None]] = {}
+        self.attempts_until = -1  # finish time of the last attempt entry printed
 
     def _line(self, event: str, at_ms: int | None, text: str, **data: Any) -> None:
         if self.session.json:
@@ -204,12 +205,32 @@ class _Watcher:
                 attempt=state.attempt,
             )
             self.status, self.attempt = state.status.value, state.attempt
+        # Every ended attempt, from the first (also when watching starts later).
+        for entry in state.attempts:
+            if (entry.finished_at or 0) <= self.attempts_until:
+                continue
+            self.attempts_until = entry.finished_at or 0
+            self._line(
+                "attempt",
+                entry.finished_at,
+                clean(render.attempt_text(entry)),
+                **msgspec.to_builtins(entry),
+            )
         for step in steps:
             key = (step.status.value, step.attempt, step.finished_at)
             if self.steps.get(step.name) == key:
                 continue
             self.steps[step.name] = key
             err = f": {clean(step.error.type)}: {clean(step.error.message)}" if step.error else ""
+            if step.status.value == "running":
+                shown = render.step_status(step, state)
+                self._line(
+                    "step",
+                    step.started_at,
+                    f"step {clean(step.name)} {shown} (started, attempt {step.attempt})",
+                    **render.step_record(step),
+                )
+                continue
             self._line(
                 "step",
                 step.finished_at,

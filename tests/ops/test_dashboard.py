@@ -82,6 +82,11 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
         "parse",
     ]
     assert r.body.count("<div class='bar'>") == 2
+    # every attempt with its outcome and error (here one)
+    attempts = r.body.split("<h2>Attempts</h2>")[1].split("</table>")[0]
+    assert attempts.count("<tr class='attempt'>") == 1
+    assert '<span class="badge s-failed">failed</span>' in attempts
+    assert "<strong>ValueError</strong>: cannot parse &#x27;x&#x27;" in attempts
     assert "action='/actions/retry'" in r.body and "action='/actions/cancel'" not in r.body
     r = request(base, f"/run?id={runs.queued}")
     assert "action='/actions/cancel'" in r.body and "action='/actions/retry'" not in r.body
