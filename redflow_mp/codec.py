@@ -190,6 +190,7 @@ class WorkflowMeta(msgspec.Struct, kw_only=True):
     retries: Retries | None = None
     cron_ids: list[str] = msgspec.field(default_factory=list)
     priority: int = 0
+    rate_limit: str | None = None
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -448,6 +449,7 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
         priority=_priority(raw),
+        rate_limit=_text(raw, b"rateLimit"),
     )
 
 

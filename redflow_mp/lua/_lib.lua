@@ -55,6 +55,7 @@ local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
 local function k_waiting(tag, wf) return tag .. ':wf-waiting:' .. wf end
 local function k_attempts(tag, id) return tag .. ':run:' .. id .. ':attempts' end
+local function k_rate(tag, wf) return tag .. ':rate:' .. wf end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end
@@ -403,6 +404,61 @@ local function bad_int(v)
   return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
 end
 
+-- Rate limit of a workflow (its synced `rateLimit`, "<count>/<s|m|h>"; see
+-- redflow_mp/ratelimit.py): a sliding window over the starts of its runs, kept
+-- as a log under rate:<wf> (ZSET, member per start, score = its start time in
+-- server ms, past or reserved). No window of one period holds more than
+-- `count` starts: a start at `s` needs the count-th latest logged one at or
+-- before s - period. Every call logs one start, now or at the earliest time the
+-- window allows (a reservation: a run over the limit gets the next free start
+-- instead of polling for one). Entries a period old are trimmed; the key
+-- expires a period after its last start. Returns nil when the start is now,
+-- else the ms it is reserved for.
+local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
+
+local function rate_slot(tag, wf, id, now)
+  local spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit')
+  if not spec or spec == '' then return nil end
+  local count, unit = string.match(spec, '^(%d+)/([smh])$')
+  count = tonumber(count)
+  if not count or count < 1 then return nil end
+  local period = RATE_PERIODS[unit]
+  local key = k_rate(tag, wf)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
+  local logged = redis.call('ZCARD', key)
+  local slot = now
+  if logged >= count then
+    local nth = redis.call('ZRANGE', key, logged - count, logged - count, 'WITHSCORES')
+    local at = tonumber(nth[2]) + period
+    if at > slot then slot = at end
+  end
+  redis.call('ZADD', key, int_str(slot), id .. ':' .. int_str(now) .. ':' .. int_str(slot))
+  local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) or slot
+  redis.call('PEXPIRE', key, int_str(last - now + period + 1))
+  if slot <= now then return nil end
+  return slot
+end
+
+-- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the
+-- run was moved to `scheduled` until its reserved start (the promoter brings it
+-- back then; it waits without a process and without Redis traffic). A run that
+-- comes back with its reservation (`reserved`, its rateSlot field) starts
+-- without taking another one.
+local function rate_deferred(tag, id, wf, q, reserved, now)
+  if reserved and reserved ~= '' then
+    redis.call('HDEL', k_run(tag, id), 'rateSlot')
+    return false
+  end
+  local slot = rate_slot(tag, wf, id, now)
+  if not slot then return false end
+  redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
+    'rateSlot', slot, 'updatedAt', now)
+  move_status(tag, id, 'queued', 'scheduled', now)
+  redis.call('ZADD', k_scheduled(tag, q), slot, id)
+  mark_due(tag, q, slot)
+  return true
+end
+
 -- Ids dropped by `take` because their run record is gone, reported to the caller
 -- so that it can say so in its log.
 local DROPPED = {}
@@ -417,7 +473,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- whole claim (WRONGTYPE); it is dropped like a missing hash.
   local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
     'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-    'startedAt', 'queue', 'availableAt')
+    'startedAt', 'queue', 'availableAt', 'rateSlot')
   if f.err or not (f[1] or f[2] or f[5]) then
     -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
@@ -450,6 +506,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
     redis.call('SADD', tag .. ':parked', wf)
     return nil
   end
+  if rate_deferred(tag, id, wf, f[13] or q, f[15], now) then return nil end
   redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   redis.call('SADD', running, id)
   local started = f[12]
