@@ -121,6 +121,9 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
     assert time.monotonic() - started < 20
     state = client.get_run(handle.id)
     assert state is not None and state.attempt == 2
+    # both timed-out attempts are in the history, with their error
+    assert [(a.attempt, a.outcome) for a in state.attempts] == [(1, "retried"), (2, "failed")]
+    assert all(a.error is not None and a.error.type == "RunTimeoutError" for a in state.attempts)
     _assert_on_failure_ran_once(sup, raw, client, handle.id, "RunTimeoutError")
     sup.wait_workers(2)
 
