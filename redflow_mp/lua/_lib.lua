@@ -174,8 +174,7 @@ local function record_attempt(tag, id, outcome, error_json, cause, now)
   end
   if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
   local list = k_attempts(tag, id)
-  redis.call('RPUSH', list, entry .. '}')
-  if redis.call('LLEN', list) > ATTEMPTS_CAP then
+  if redis.call('RPUSH', list, entry .. '}') > ATTEMPTS_CAP then
     redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
   end
 end
