@@ -158,15 +158,19 @@ class _StepCore:
             if stored is not None and stored.status == "succeeded":
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, value, True
-        # Recorded as `running` (with its start time) before it executes: one fenced
-        # write that also proves the lease is still ours (a paused or cut-off worker
-        # stops here, before the step's side effects) and reports a cancel request.
+        # Recorded as `running` (with its start time) before it executes: a fenced
+        # write (a worker that lost its lease stops here, before the step's side
+        # effects), which also reports a cancel request.
         ex.write_step(
             step,
             StoredStep(
                 status="running", started_at=_now_ms(), finished_at=0, attempt=ex.attempt, seq=0
             ),
         )
+        # The write proves the lease as of when it was *sent*: a process paused
+        # (SIGSTOP) between the send and now may have lost it since. Free unless
+        # that pause was long; then one fenced renewal decides.
+        ex.confirm_lease()
         ex.set_step(step)
         return step, None, False
 
