@@ -522,13 +522,14 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             f"<td>{e(m.queue)}</td><td class='num'>{m.max_concurrency}</td>"
             f"<td class='num'>{e(attempts)}</td><td class='num'>{s.running}</td>"
             f"<td class='num'>{s.queued}</td><td class='num'>{s.parked}</td>"
+            f"<td>{e(m.rate_limit or '-')}</td>"
             f"<td>{e(m.app)}</td><td>{e(render.fmt_time(m.updated_at))}</td>"
             f"<td class='wrap'>{cron}</td></tr>"
         )
     page.add(
         "<table class='workflows'><thead><tr><th>workflow</th><th>queue</th>"
         "<th>max conc.</th><th>attempts</th><th>running</th><th>queued</th><th>parked</th>"
-        "<th>app</th><th>synced</th><th>cron</th></tr></thead>"
+        "<th>rate</th><th>app</th><th>synced</th><th>cron</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     page.query = q

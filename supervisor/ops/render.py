@@ -415,6 +415,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
                 s.running,
                 s.queued,
                 s.parked,
+                s.meta.rate_limit or "-",
                 s.meta.app,
                 _cron_text(s.cron, now_ms),
             )
@@ -427,6 +428,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
         "RUNNING",
         "QUEUED",
         "PARKED",
+        "RATE",
         "APP",
         "CRON",
     )

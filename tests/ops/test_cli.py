@@ -421,12 +421,15 @@ def test_workflows(redflow: Redflow, runs: Runs) -> None:
     assert table["ops-nonretriable"].split()[1:4] == ["ops", "1", "3"]
     # ops-parked: one queued run
     assert table["ops-parked"].split()[1:7] == ["ops-idle", "2", "1", "0", "1", "0"]
+    assert table["ops-parked"].split()[7] == "5/m" and table["ops-steps"].split()[7] == "-"
+    assert lines[0].split()[8] == "RATE"
 
     data = {w["name"]: w for w in json.loads(redflow("workflows", "--json").out)}
     assert data["ops-parked"]["queued"] == 1 and data["ops-parked"]["app"] == "ops-test"
     (cron,) = data["ops-cron"]["cron_entries"]
     assert cron["expression"] == "0 3 * * *" and cron["next_fire_at"] > 0
     assert data["ops-steps"]["max_concurrency"] == 4
+    assert data["ops-parked"]["rate_limit"] == "5/m" and data["ops-steps"]["rate_limit"] is None
 
 
 def test_queues(redflow: Redflow, runs: Runs) -> None:

@@ -97,6 +97,9 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     r = request(base, "/workflows")
     assert r.status == 200 and "<code>0 3 * * *</code> Europe/Berlin · next" in r.body
     assert "<a href='/runs?workflow=ops-parked'>ops-parked</a>" in r.body
+    assert "<th>rate</th>" in r.body
+    parked_row = r.body.split("ops-parked</a>")[1].split("</tr>")[0]
+    assert "<td>5/m</td>" in parked_row
     r = request(base, "/queues")
     assert re.search(r"<td>ops-idle</td><td class='num'>1</td><td class='num'>0</td>", r.body)
     r = request(base, "/supervisors")
