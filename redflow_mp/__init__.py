@@ -7,7 +7,16 @@ Importing this package starts nothing and opens no sockets. The public API
 from __future__ import annotations
 
 from .client import Client, create_client, get_default_client
-from .codec import ErrorInfo, RunInfo, RunState, RunStatus, StepState, StepStatus, WorkflowMeta
+from .codec import (
+    AttemptState,
+    ErrorInfo,
+    RunInfo,
+    RunState,
+    RunStatus,
+    StepState,
+    StepStatus,
+    WorkflowMeta,
+)
 from .context import AsyncContext, Context, FailureContext
 from .cron import Cron
 from .define import define_workflow
@@ -25,6 +34,7 @@ from .errors import (
     ResultTimeoutError,
     RunCanceledError,
     RunFailedError,
+    RunNotResumableError,
     StepTimeoutError,
     UnknownWorkflowError,
 )
@@ -37,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncContext",
+    "AttemptState",
     "Client",
     "ConfigError",
     "Context",
@@ -59,6 +70,7 @@ __all__ = [
     "RunFailedError",
     "RunHandle",
     "RunInfo",
+    "RunNotResumableError",
     "RunState",
     "RunStatus",
     "StepState",

@@ -47,6 +47,7 @@ from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .errors import NETWORK_ERRORS, RedflowError
 from .handle import AsyncRunHandle
+from .ids import new_token
 from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
 from .queries import QueryPlan
@@ -74,12 +75,11 @@ from .runs import (
     encode_input,
     enqueue_call,
     event_payload,
-    run_state,
     target_of_definition,
     target_of_name,
     workflow_meta,
 )
-from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply
+from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply, resume_reply
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
@@ -145,6 +145,7 @@ class AsyncScripts(ScriptSet):
     ) -> Any:
         """Call script ``name``; see ``Scripts.run``."""
         if self._sources is None or self._loading is not None:  # not loaded, or loading
+            self._t.enter()  # closed, or another loop: a clear error before loading
             await self._load()
         try:
             return await self._t.call(*self.command(name, keys, args), retry=retry)
@@ -336,6 +337,14 @@ class AsyncClient:
         reply = await self.scripts.run("send_event", keys, args, retry=False)
         return send_event_reply(reply, run_id, self.max_events_per_run)
 
+    async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:
+        """Put a failed or canceled run back in its queue as the same run, keeping
+        its succeeded steps; see ``Client.resume_run``."""
+        run_id = check_run_id(run_id)
+        keys, args = self.scripts.resume_call(run_id, new_token())
+        resume_reply(run_id, await self.scripts.run("resume_run", keys, args, retry=True))
+        return AsyncRunHandle(self, run_id)
+
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait until the run ends; return its output or raise its error (see
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
@@ -376,8 +385,8 @@ class AsyncClient:
     # ---------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunState | None:
-        """The run's state, or None for an unknown id."""
-        return run_state(run_id, await self.redis.hgetall(self.keys.run(check_run_id(run_id))))
+        """The run's state with its attempts' history, or None for an unknown id."""
+        return await _drive_query(self.redis, queries.get_run(self.keys, run_id))
 
     async def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""

@@ -1,11 +1,31 @@
-"""What ``claim_run`` hands a worker: the :class:`Claimed` run and its reply parser."""
+"""What a claim hands over and what a finish carries: :class:`Claimed` (a run
+given to a worker by ``claim_run``, read from its reply) and :class:`Finish` (a
+run's fenced finish, as ``claim_run``/``finalize_run`` take it).
+
+Pure data and reply parsing; ``scripts.py`` re-exports both names.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Claimed", "claimed_reply"]
+__all__ = ["Claimed", "Finish", "claimed_from_reply"]
+
+
+class Finish(NamedTuple):
+    """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
+
+    ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
+    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
+    is the output or the encoded error; ``delay_ms`` the retry's delay.
+    """
+
+    mode: str
+    run_id: str
+    token: str
+    payload: bytes | str = b""
+    delay_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -29,7 +49,7 @@ class Claimed:
     available_at: int | None = None
 
 
-def claimed_reply(reply: Any, token: str) -> Claimed | None:
+def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     if not reply:
         return None
     (

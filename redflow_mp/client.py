@@ -26,6 +26,7 @@ import redis
 from . import queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .handle import RunHandle
+from .ids import new_token
 from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
@@ -35,6 +36,7 @@ from .runs import (
     Runs,
     cancel_accepted,
 )
+from .scripts import resume_reply
 from .transport import Transport
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
@@ -157,6 +159,22 @@ class Client(Runs):
         if accepted:
             self.cancel_children(run_id, why or None)
         return accepted
+
+    def resume_run(self, run_id: str) -> RunHandle[Any]:
+        """Put a ``failed`` or ``canceled`` run back in its queue as the same run.
+
+        The run gets the next attempt number (and its retries again) and keeps
+        its succeeded steps: they return their recorded outputs instead of
+        running again; the steps that failed or were interrupted run again.
+        ``runs retry`` / :func:`~redflow_mp.admin.retry_run` is the other choice
+        (a new run that executes everything). One script: a run that is unknown,
+        or queued, running or succeeded, raises :class:`RunNotResumableError`
+        and nothing changes.
+        """
+        run_id = check_run_id(run_id)
+        keys, args = self.scripts.resume_call(run_id, new_token())
+        resume_reply(run_id, self.scripts.run("resume_run", keys, args, retry=True))
+        return RunHandle(self, run_id)
 
     # ------------------------------------------------------------ workflows
 

@@ -34,6 +34,7 @@ from .retry import Retries
 
 __all__ = [
     "MAX_NESTING",
+    "AttemptState",
     "ErrorInfo",
     "NestingDecodeError",
     "NestingError",
@@ -73,11 +74,13 @@ _TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED
 
 
 class StepStatus(enum.StrEnum):
-    """Outcome of one recorded step execution."""
+    """Outcome of one recorded step execution (``running``: started, not finished;
+    a replay treats it as not done and runs the step again)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     WAITING = "waiting"  # a durable wait step reached, not finished yet
+    RUNNING = "running"
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +127,33 @@ def decode_wait(data: bytes | str | None) -> RunWait | None:
         return None
 
 
+class AttemptState(msgspec.Struct, kw_only=True):
+    """One execution of a run that ended, from ``run:<id>:attempts`` (times in epoch ms).
+
+    ``outcome`` is ``succeeded``, ``failed``, ``canceled``, ``retried`` (failed,
+    another attempt follows) or ``requeued`` (its worker was lost or stopped: the
+    same attempt runs again; ``cause`` says why). ``error`` is the attempt's error.
+    """
+
+    attempt: int
+    outcome: str
+    started_at: int | None = None
+    finished_at: int | None = None
+    error: ErrorInfo | None = None
+    cause: str | None = None
+
+
+class StoredAttempt(msgspec.Struct, kw_only=True, rename="camel"):
+    """An entry of ``run:<id>:attempts`` as the scripts write it (``_lib.lua``)."""
+
+    attempt: int = 1
+    outcome: str = ""
+    started_at: int | None = None
+    finished_at: int | None = None
+    error_json: str | None = None
+    cause: str | None = None
+
+
 class RunState(msgspec.Struct, kw_only=True):
     """A run as stored in ``run:<id>`` (times are epoch milliseconds)."""
 
@@ -152,6 +182,8 @@ class RunState(msgspec.Struct, kw_only=True):
     retry_of: str | None = None
     priority: int = 0
     wait: RunWait | None = None
+    attempt_started_at: int | None = None
+    attempts: list[AttemptState] = msgspec.field(default_factory=list)
 
 
 class StepState(msgspec.Struct, kw_only=True):
@@ -195,6 +227,7 @@ class WorkflowMeta(msgspec.Struct, kw_only=True):
     retries: Retries | None = None
     cron_ids: list[str] = msgspec.field(default_factory=list)
     priority: int = 0
+    rate_limit: str | None = None
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -203,6 +236,7 @@ _error_encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(ErrorInfo)
 _step_encoder = msgspec.json.Encoder()
 _step_decoder = msgspec.json.Decoder(StoredStep)
+_attempt_decoder = msgspec.json.Decoder(StoredAttempt)
 
 
 MAX_NESTING = 256
@@ -362,7 +396,37 @@ def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
         retry_of=_text(raw, b"retryOf"),
         priority=_priority(raw),
         wait=decode_wait(raw.get(b"wait")),
+        attempt_started_at=_int(raw, b"attemptStartedAt"),
     )
+
+
+def attempt_states(entries: list[Any]) -> list[AttemptState]:
+    """The entries of ``LRANGE run:<id>:attempts``, oldest first; an unreadable one
+    is shown as such instead of failing the read."""
+    out: list[AttemptState] = []
+    for data in entries:
+        try:
+            a = _attempt_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            out.append(
+                AttemptState(
+                    attempt=0,
+                    outcome="unknown",
+                    error=ErrorInfo(type="CorruptRecord", message="unreadable attempt entry"),
+                )
+            )
+            continue
+        out.append(
+            AttemptState(
+                attempt=a.attempt,
+                outcome=a.outcome,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
+                error=decode_error(a.error_json),
+                cause=a.cause,
+            )
+        )
+    return out
 
 
 def step_state(name: str, stored: StoredStep) -> StepState:
@@ -383,7 +447,7 @@ def step_state(name: str, stored: StoredStep) -> StepState:
         output=output,
         error=decode_error(stored.error_json),
         started_at=stored.started_at,
-        finished_at=stored.finished_at,
+        finished_at=stored.finished_at if status is not StepStatus.RUNNING else None,
         attempt=stored.attempt,
     )
 
@@ -423,6 +487,7 @@ def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
         retries=_retries(retries),
         cron_ids=[str(c) for c in cron_ids] if isinstance(cron_ids, list) else [],
         priority=_priority(raw),
+        rate_limit=_text(raw, b"rateLimit"),
     )
 
 

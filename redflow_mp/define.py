@@ -69,6 +69,7 @@ def define_workflow(
     registry: Registry | None = ...,
     timeout: float | None = ...,
     priority: int = ...,
+    rate_limit: str | None = ...,
 ) -> WorkflowDecorator: ...
 
 
@@ -84,6 +85,7 @@ def define_workflow(
     registry: Registry | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    rate_limit: str | None = None,
 ) -> Workflow[Any, Any] | Callable[[Handler[Any, Any]], Workflow[Any, Any]]:
     """Define a workflow; use as ``@define_workflow("name", queue=..., ...)``.
 
@@ -106,6 +108,12 @@ def define_workflow(
             of the queues it serves first, oldest first within a priority. A run
             may override it. No starvation rule: low-priority runs wait as long as
             higher ones keep coming.
+        rate_limit: ``"100/m"`` (also ``/s``, ``/h``): at most that many runs of
+            this workflow start in any one period (a sliding window), across all
+            supervisors. A run over the limit waits in its
+            queue's scheduled set until its turn, holding no process. Enforced
+            from the synced metadata (a supervisor syncs at start). A malformed
+            rate raises ``ValueError`` (``TypeError`` for a non-str) here.
     """
     target = registry if registry is not None else get_default_registry()
     if registry is not None and not isinstance(registry, Registry):
@@ -123,6 +131,7 @@ def define_workflow(
             on_failure=on_failure,
             timeout=timeout,
             priority=priority,
+            rate_limit=rate_limit,
         )
         target.add(wf)
         return wf
@@ -143,6 +152,7 @@ def define_workflow(
         on_failure=on_failure,
         timeout=timeout,
         priority=priority,
+        rate_limit=rate_limit,
     )
     wf_name = name
 

@@ -35,6 +35,7 @@ __all__ = [
     "ResultTimeoutError",
     "RunCanceledError",
     "RunFailedError",
+    "RunNotResumableError",
     "StepTimeoutError",
     "UnknownWorkflowError",
     "WaitDeadlockError",
@@ -154,6 +155,23 @@ class RunCanceledError(_RunOutcomeError):
             text += f": {reason}"
         super().__init__(run_id, error, text)
         self.reason = reason
+
+
+class RunNotResumableError(RedflowError, ValueError):
+    """``resume_run`` of a run that does not exist (``status`` None) or is not
+    ``failed`` or ``canceled`` (``status`` says what it is); nothing was changed."""
+
+    def __init__(self, run_id: str, status: str | None) -> None:
+        if status is None:
+            text = f"run {run_id} does not exist; nothing to resume"
+        else:
+            text = (
+                f"run {run_id} is {status}; only a failed or canceled run can be resumed "
+                "(nothing was changed)"
+            )
+        super().__init__(text)
+        self.run_id = run_id
+        self.status = status
 
 
 # Error types a failed run may carry that are also exported classes: ``result()``

@@ -12,7 +12,8 @@ seed (SPEC §3), with what v2 changed::
 
     workflows                     SET   all known workflow names
     workflow:<name>               HASH  name queue maxConcurrency app updatedAt cronJson
-                                        retriesJson cronIdsJson (+ timeoutMs, priority)
+                                        retriesJson cronIdsJson (+ timeoutMs, priority,
+                                        rateLimit)
     workflow-runs:<name>          ZSET  runId -> createdAt
     runs:created                  ZSET  runId -> createdAt
     runs:status:<status>          ZSET  runId -> time of entering that status
@@ -21,8 +22,12 @@ seed (SPEC §3), with what v2 changed::
                                         applied last), ``priority`` (1..9, absent = 0),
                                         ``idempotencyTtlMs`` (with an idempotency key),
                                         ``traceparent`` / ``tracestate`` (the enqueuer's W3C
-                                        trace context, when it had one: tracing.py)
-    run:<runId>:steps             HASH  stepName -> encoded step state
+                                        trace context, when it had one: tracing.py);
+                                        a resumed run: ``attemptBudget``, ``resumedAt``,
+                                        ``resumeToken`` (resume_run.lua); ``rateSlot``
+                                        (a start reserved under a rate limit)
+    run:<runId>:steps             HASH  stepName -> encoded step state (a step in flight:
+                                        status ``running``, written when it starts)
     q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
                                         the run became ready; the lowest is claimed first
                                         (v1: a LIST)
@@ -51,11 +56,19 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
+    run:<runId>:attempts          LIST  one JSON entry per execution that ended (attempt,
+                                        startedAt, finishedAt, outcome, errorJson, cause),
+                                        oldest first, capped at the newest 100; removed
+                                        with the run by retention
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
                                         like ready (v1: a LIST)
     parked                        SET   workflow names whose wf-waiting set is non-empty
+    rate:<name>                   ZSET  the workflow's rate limit window: one member per
+                                        start (past or reserved) -> its start time (server
+                                        ms), trimmed to one period; expires a period after
+                                        the last one (see ratelimit.py)
     meta                          HASH  ``keyspace``: the keyspace version (written by migration)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
                                   ("succeeded\n<outputJson>" when the output is < 64 KiB)
@@ -199,6 +212,9 @@ class Keys:
     def wf_waiting(self, name: str) -> str:
         return f"{self.tag}:wf-waiting:{name}"
 
+    def rate(self, name: str) -> str:
+        return f"{self.tag}:rate:{name}"
+
     # per run
     def run(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}"
@@ -220,6 +236,9 @@ class Keys:
 
     def run_events(self, run_id: str, event: str) -> str:
         return f"{self.tag}:run:{run_id}:ev:{_part(event)}"
+
+    def run_attempts(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:attempts"
 
     def run_done(self, run_id: str) -> str:
         return f"{self.tag}:run-done:{run_id}"

@@ -29,6 +29,7 @@ __all__ = [
     "Batch",
     "QueryPlan",
     "drive",
+    "get_run",
     "get_run_steps",
     "list_runs",
     "list_workflows",
@@ -77,6 +78,22 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
     if status not in _STATUS_VALUES:
         raise ValueError(f"unknown status {status!r}; expected one of {sorted(_STATUS_VALUES)}")
     return str(RunStatus(status))
+
+
+def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
+    """The run with its attempts' history (one round trip), or None for an unknown id."""
+    check_run_id(run_id)
+    raw, entries = yield [
+        ("hgetall", (keys.run(run_id),)),
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    if not raw:
+        return None
+    state = codec.run_state_from_hash(raw)
+    if not state.id:
+        state.id = run_id
+    state.attempts = codec.attempt_states(entries)
+    return state
 
 
 def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:

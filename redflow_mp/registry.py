@@ -28,6 +28,7 @@ from .cron import Cron
 from .errors import DuplicateWorkflowError, RedflowError
 from .handle import AsyncRunHandle, RunHandle
 from .options import check_name, check_priority, check_timeout
+from .ratelimit import parse_rate_limit
 from .retry import Retries
 
 __all__ = [
@@ -100,6 +101,7 @@ class Workflow(Generic[I, O]):
         "on_failure",
         "priority",
         "queue",
+        "rate_limit",
         "retries",
         "schema",
         "timeout",
@@ -118,6 +120,7 @@ class Workflow(Generic[I, O]):
         on_failure: Callable[..., Any] | None = None,
         timeout: float | None = None,
         priority: int = 0,
+        rate_limit: str | None = None,
     ) -> None:
         self.name = check_name(name, "workflow name")
         if not callable(handler):
@@ -149,6 +152,7 @@ class Workflow(Generic[I, O]):
         self.on_failure = on_failure
         self.timeout = check_timeout(timeout, "timeout")
         self.priority = check_priority(priority)
+        self.rate_limit = parse_rate_limit(rate_limit)
         self.is_async = inspect.iscoroutinefunction(handler)
 
     def __repr__(self) -> str:

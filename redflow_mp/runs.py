@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import msgspec
 import redis
 
-from . import codec, tracing
+from . import codec, queries, tracing
 from .cascade import cancel_children
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
@@ -335,8 +335,8 @@ class Runs:
     # ---------------------------------------------------------------- reads
 
     def get_run(self, run_id: str) -> RunState | None:
-        """The run's state, or None for an unknown id."""
-        return run_state(run_id, self.redis.hgetall(self.keys.run(check_run_id(run_id))))
+        """The run's state with its attempts' history, or None for an unknown id."""
+        return queries.drive(self.redis, queries.get_run(self.keys, run_id))
 
     def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""

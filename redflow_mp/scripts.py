@@ -30,13 +30,14 @@ import logging
 import time
 from collections.abc import Generator
 from importlib import resources
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
-from .claimed import Claimed, claimed_reply
+from .claimed import Claimed, Finish
+from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
+from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError, RunNotResumableError
 from .keys import Keys
 from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
@@ -54,6 +55,7 @@ __all__ = [
     "check_priority",
     "enqueue_reply",
     "load_sources",
+    "resume_reply",
     "script_names",
 ]
 
@@ -79,6 +81,7 @@ _SCRIPT_NAMES = (
     "wake_timers",
     "send_event",
     "consume_event",
+    "resume_run",
 )
 
 
@@ -127,21 +130,6 @@ def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
         out[name] = text
     return out
-
-
-class Finish(NamedTuple):
-    """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
-
-    ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
-    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
-    is the output or the encoded error; ``delay_ms`` the retry's delay.
-    """
-
-    mode: str
-    run_id: str
-    token: str
-    payload: bytes | str = b""
-    delay_ms: int = 0
 
 
 def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
@@ -346,6 +334,19 @@ class ScriptSet:
         """Keys and arguments of ``cancel_run`` (read the reply with :func:`cancel_reply`)."""
         return (self.keys.run(run_id),), (self._tag, run_id, reason)
 
+    def resume_call(self, run_id: str, token: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Keys and arguments of ``resume_run`` (read the reply with :func:`resume_reply`);
+        ``token`` (fresh per call) makes a resend after a lost reply harmless."""
+        return (self.keys.run(run_id),), (self._tag, run_id, token)
+
+
+def resume_reply(run_id: str, reply: Any) -> int:
+    """The resumed run's new attempt number, from ``resume_run``'s reply; raises
+    :class:`RunNotResumableError` when the run is unknown or not failed/canceled."""
+    if reply[0] == 1:
+        return int(reply[2])
+    raise RunNotResumableError(run_id, text(reply[1]) if reply[0] == -1 else None)
+
 
 def enqueue_reply(reply: Any) -> tuple[str, bool]:
     """(run id, created) from ``enqueue_run``'s reply."""
@@ -488,7 +489,7 @@ class Scripts(ScriptSet, WaitCalls):
             ),
             retry=False,
         )
-        claimed = claimed_reply(reply[1], token)
+        claimed = _claimed(reply[1], token)
         for dropped in reply[2] if len(reply) > 2 else ():
             queue, _, run_id = text(dropped).rpartition(" ")
             log.warning(

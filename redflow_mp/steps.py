@@ -1,9 +1,10 @@
 """Steps: ``ctx.step.run / run_workflow / run_workflows / emit_workflow / sleep /
 sleep_until / wait_for_event``, cached by step name.
 
-A step that succeeded is recorded in ``run:<id>:steps`` (one fenced script call
-per step) and on a later attempt returns its cached output without running
-again. A failed step is recorded too and runs again on the next attempt. The
+A step is recorded in ``run:<id>:steps`` as ``running`` when it starts and
+with its outcome when it ends (two fenced script calls per executed step). One
+that succeeded returns its cached output on a later attempt without running
+again; a failed one, or one left ``running`` by a crash, runs again. The
 same name twice in one execution raises :class:`DuplicateStepError`. A step's
 return value is handed back as its JSON round trip, so the first execution and
 a replay return equal values.
@@ -167,6 +168,18 @@ class _StepCore(WaitMixin):
             if stored is not None and stored.status == "succeeded":
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, value, True
+        # Recorded as `running` (with its start time) before it executes: a fenced
+        # write (a worker that lost its lease stops here, before the step's side
+        # effects), which also reports a cancel request.
+        ex.write_step(
+            step,
+            StoredStep(
+                status="running", started_at=_now_ms(), finished_at=0, attempt=ex.attempt, seq=0
+            ),
+        )
+        # The write proves the lease as of when it was *sent*: a process paused
+        # (SIGSTOP) between the send and now may have lost it since. Free unless
+        # that pause was long; then one fenced renewal decides.
         ex.confirm_lease()
         ex.set_step(step)
         return step, None, False

@@ -203,6 +203,7 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
                 "cronIdsJson": msgspec.json.encode(cron_ids),
                 "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
                 "priority": wf.priority,
+                "rateLimit": wf.rate_limit.text if wf.rate_limit else "",
             },
         )
         if not has_apps and old_app and text(old_app) != app:

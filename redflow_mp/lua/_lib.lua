@@ -71,6 +71,8 @@ local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
 local function k_ev(tag, id, name)
   return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
 end
+local function k_attempts(tag, id) return tag .. ':run:' .. id .. ':attempts' end
+local function k_rate(tag, wf) return tag .. ':rate:' .. wf end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end
@@ -205,6 +207,30 @@ local function notify_waiters(tag, id, now, status)
   end
 end
 
+-- Each execution of a run that ends (finish, retry, put back) appends one entry
+-- to run:<id>:attempts, capped at the newest ATTEMPTS_CAP: {"attempt", "startedAt"
+-- (this execution's claim), "finishedAt", "outcome" (succeeded | failed |
+-- canceled | retried | requeued), "errorJson" (the error as stored, a string),
+-- "cause" (why a worker lost it)}. Called only for a run leaving `running`,
+-- before its attempt field changes. Numbers are written as exact digits.
+local ATTEMPTS_CAP = 100
+
+local function record_attempt(tag, id, outcome, error_json, cause, now)
+  local f = redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
+  local started = tonumber(f[2]) or tonumber(f[3]) or now
+  local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
+    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":' ..
+    cjson.encode(outcome)
+  if error_json and error_json ~= '' then
+    entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
+  end
+  if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
+  local list = k_attempts(tag, id)
+  if redis.call('RPUSH', list, entry .. '}') > ATTEMPTS_CAP then
+    redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
+  end
+end
+
 -- The message is the terminal status; for `succeeded` with an output under
 -- 64 KiB it is "succeeded\n<outputJson>", so a waiting client needs no read.
 local function publish_done(tag, id, status, output)
@@ -262,6 +288,11 @@ local function finalize(tag, id, status, field, payload, now, done_token)
     fields[#fields + 1] = 'doneToken'
     fields[#fields + 1] = done_token
   end
+  if old == 'running' then
+    local err = ''
+    if field == 'errorJson' then err = payload end
+    record_attempt(tag, id, status, err, '', now)
+  end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
   -- Every unfinished status may hold a slot: running, suspended, and queued
@@ -295,6 +326,7 @@ local function retry(tag, id, error_json, delay_ms, now, done_token)
   local due = now + delay_ms
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
+  if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
   redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
     'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   move_status(tag, id, f[1], status, now)
@@ -333,6 +365,7 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   elseif cause ~= '' then
     redis.call('HSET', run, 'lastCrash', cause)
   end
+  record_attempt(tag, id, 'requeued', '', cause, now)
   if done_token and done_token ~= '' then
     redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'doneToken', done_token)
   else
@@ -435,6 +468,61 @@ local function bad_int(v)
   return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
 end
 
+-- Rate limit of a workflow (its synced `rateLimit`, "<count>/<s|m|h>"; see
+-- redflow_mp/ratelimit.py): a sliding window over the starts of its runs, kept
+-- as a log under rate:<wf> (ZSET, member per start, score = its start time in
+-- server ms, past or reserved). No window of one period holds more than
+-- `count` starts: a start at `s` needs the count-th latest logged one at or
+-- before s - period. Every call logs one start, now or at the earliest time the
+-- window allows (a reservation: a run over the limit gets the next free start
+-- instead of polling for one). Entries a period old are trimmed; the key
+-- expires a period after its last start. Returns nil when the start is now,
+-- else the ms it is reserved for.
+local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
+
+local function rate_slot(tag, wf, id, now)
+  local spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit')
+  if not spec or spec == '' then return nil end
+  local count, unit = string.match(spec, '^(%d+)/([smh])$')
+  count = tonumber(count)
+  if not count or count < 1 then return nil end
+  local period = RATE_PERIODS[unit]
+  local key = k_rate(tag, wf)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
+  local logged = redis.call('ZCARD', key)
+  local slot = now
+  if logged >= count then
+    local nth = redis.call('ZRANGE', key, logged - count, logged - count, 'WITHSCORES')
+    local at = tonumber(nth[2]) + period
+    if at > slot then slot = at end
+  end
+  redis.call('ZADD', key, int_str(slot), id .. ':' .. int_str(now) .. ':' .. int_str(slot))
+  local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) or slot
+  redis.call('PEXPIRE', key, int_str(last - now + period + 1))
+  if slot <= now then return nil end
+  return slot
+end
+
+-- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the
+-- run was moved to `scheduled` until its reserved start (the promoter brings it
+-- back then; it waits without a process and without Redis traffic). A run that
+-- comes back with its reservation (`reserved`, its rateSlot field) starts
+-- without taking another one.
+local function rate_deferred(tag, id, wf, q, reserved, now)
+  if reserved and reserved ~= '' then
+    redis.call('HDEL', k_run(tag, id), 'rateSlot')
+    return false
+  end
+  local slot = rate_slot(tag, wf, id, now)
+  if not slot then return false end
+  redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
+    'rateSlot', slot, 'updatedAt', now)
+  move_status(tag, id, 'queued', 'scheduled', now)
+  redis.call('ZADD', k_scheduled(tag, q), slot, id)
+  mark_due(tag, q, slot)
+  return true
+end
+
 -- Ids dropped by `take` because their run record is gone, reported to the caller
 -- so that it can say so in its log.
 local DROPPED = {}
@@ -449,7 +537,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- whole claim (WRONGTYPE); it is dropped like a missing hash.
   local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
     'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-    'startedAt', 'queue', 'availableAt')
+    'startedAt', 'queue', 'availableAt', 'rateSlot')
   if f.err or not (f[1] or f[2] or f[5]) then
     -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
@@ -477,22 +565,27 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  -- A woken suspended run still holds its slot: it passes, counted once.
-  if redis.call('SISMEMBER', running, id) == 0
-    and redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
+  -- A woken suspended run still holds its slot: it passes, counted once. Its
+  -- resume is not a new start either: the rate limit counted its first one.
+  local woken = redis.call('SISMEMBER', running, id) == 1
+  if not woken and redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
     redis.call('ZADD', k_waiting(tag, wf), score, id)
     redis.call('SADD', tag .. ':parked', wf)
     return nil
   end
+  if not woken and rate_deferred(tag, id, wf, f[13] or q, f[15], now) then return nil end
   redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   redis.call('SADD', running, id)
   local started = f[12]
   if not started or started == '' then
     started = now
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', now,
-      'updatedAt', now)
-  else
+      'updatedAt', now, 'attemptStartedAt', now)
+  elseif woken then  -- a resume: the attempt started at its first execution
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now)
+  else
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now,
+      'attemptStartedAt', now)
   end
   move_status(tag, id, 'queued', 'running', now)
   -- A run that never started has no steps: skip the read.

@@ -27,8 +27,10 @@
 -- the claim takes the lowest ready score over all the queues (highest priority,
 -- then oldest), in O(n + log N); a claimed run is running, leased (hash field +
 -- `leases` entry) and counted in wf-running:<wf>; a run over its workflow's
--- max_concurrency is parked in wf-waiting:<wf>, never dropped. At most 32
--- skipped entries (stale, canceled, parked) per call.
+-- max_concurrency is parked in wf-waiting:<wf>, never dropped; a run over its
+-- workflow's rate limit is scheduled at its reserved start (rate_deferred). At
+-- most 32 skipped entries (stale, canceled, parked, rate-limited) per call; when
+-- more remain, the queue's bell rings so that a worker goes on at once.
 local tag = ARGV[1]
 DROPPED = {}  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
@@ -86,6 +88,9 @@ if nq == 1 then
     local got = take(tag, head[1], q, head[2], token, lease_ms, now)
     if got then return claimed(q, got) end
   end
+  -- 32 entries skipped (parked, rate-limited, stale) and more remain: ring, so
+  -- that a worker (this one, blocking next) goes on at once.
+  if redis.call('ZCARD', ready) > 0 then ring(tag, q) end
   return { finished, {}, DROPPED }
 end
 
@@ -111,5 +116,8 @@ for _ = 1, 32 do
   end
   local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
   heads[best] = nxt[1] and tonumber(nxt[2]) or nil
+end
+for i = 1, nq do
+  if heads[i] then ring(tag, ARGV[11 + i]) end  -- skipped 32 and more remain (above)
 end
 return { finished, {}, DROPPED }

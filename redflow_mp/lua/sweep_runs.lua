@@ -1,5 +1,5 @@
--- sweep_runs: retention. Remove finished runs (hash, steps, every index entry,
--- their idempotency key while it names them, their wait keys: awaited and
+-- sweep_runs: retention. Remove finished runs (hash, steps, attempts, every index
+-- entry, their idempotency key while it names them, their wait keys: awaited and
 -- waiting sets, children set, unconsumed events) that finished more than the
 -- retention period ago, in bounded batches.
 --
@@ -32,7 +32,7 @@ for status, _ in pairs(TERMINAL) do
       redis.call('DEL', k_ev(tag, id, name))
     end
     redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
-      k_waiters(tag, id), k_children(tag, id))
+      k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id))
     removed = removed + 1
   end
   if removed >= batch then break end

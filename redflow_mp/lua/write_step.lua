@@ -18,7 +18,11 @@ if not expiry or tonumber(expiry) < now then return { -1 } end
 -- attempts and hosts, whatever their clocks say. The client encodes seq first as
 -- 0; splicing the number in avoids parsing a record that may hold megabytes.
 local record = ARGV[5]
-local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
+-- A step's outcome keeps the seq of its `running` record (written when it
+-- started), so steps stay in the order they started.
+local prev = redis.call('HGET', KEYS[1], ARGV[4])
+local seq = prev and string.match(prev, '^{"seq":(%d+),"status":"running"')
+if not seq then seq = redis.call('HINCRBY', run, 'stepSeq', 1) end
 if string.sub(record, 1, 9) == '{"seq":0,' then
   record = '{"seq":' .. seq .. ',' .. string.sub(record, 10)
 end

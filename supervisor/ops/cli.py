@@ -1,7 +1,7 @@
 """``redflow``: inspect and operate a redflow namespace from the command line.
 
     redflow runs list [--workflow W] [--status S] [--limit N] [--offset N]
-    redflow runs show ID | cancel ID [--reason R] | retry ID | watch ID [--timeout S]
+    redflow runs show ID | cancel ID [--reason R] | retry ID | resume ID | watch ID [--timeout S]
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
@@ -55,6 +55,7 @@ from .commands import (
 from .runs import (
     cmd_runs_cancel,
     cmd_runs_list,
+    cmd_runs_resume,
     cmd_runs_retry,
     cmd_runs_show,
     cmd_runs_watch,
@@ -140,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    runs = sub.add_parser("runs", help="list, show, cancel, retry or watch runs", parents=[common])
+    runs = sub.add_parser(
+        "runs", help="list, show, cancel, retry, resume or watch runs", parents=[common]
+    )
     runs.set_defaults(usage_parser=runs)
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     p = runs_sub.add_parser("list", help="runs, newest first", parents=[common])
@@ -163,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id")
     p.set_defaults(func=cmd_runs_retry)
+    p = runs_sub.add_parser(
+        "resume",
+        help="put a failed or canceled run back in its queue as the same run, "
+        "keeping its succeeded steps",
+        parents=[common],
+    )
+    p.add_argument("id")
+    p.set_defaults(func=cmd_runs_resume)
     p = runs_sub.add_parser(
         "watch", help="follow a run's status and steps until it ends", parents=[common]
     )

@@ -3,8 +3,8 @@ stand-alone ``redflow dashboard`` server around the same application.
 
 Pages (server-rendered HTML, refreshed every few seconds): runs with
 workflow/status filters and paging, a run with its step timeline, error and
-traceback, workflows with cron next fire times, queues, supervisors. Cancel and
-retry are buttons on the run page. The WSGI application, its routing and its
+traceback, workflows with cron next fire times, queues, supervisors. Cancel,
+retry and resume are buttons on the run page. The WSGI application, its routing and its
 security rules are in ``webapp.py``; the pages in ``pages.py``; the look in
 ``styles.py``.
 
@@ -72,7 +72,7 @@ def make_app(
 
     Args:
         client: the client whose namespace it shows (and acts on).
-        token: the token that cancel and retry need in their POST (at least 8
+        token: the token that cancel, retry and resume need in their POST (at least 8
             characters). Pass ``None`` together with ``read_only=True``.
         read_only: no actions at all (no forms; action POSTs get 403).
         sign_in: every page asks for the token first (sign-in form and cookie,

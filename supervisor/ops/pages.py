@@ -57,6 +57,8 @@ NOTICES = {
     "after cancel_grace.",
     "not-cancelable": "The run had already finished; nothing was canceled.",
     "retried": "Enqueued as a new run (this one), linked to the old one by retry_of.",
+    "resumed": "Resumed: queued again as the same run with the next attempt; its succeeded "
+    "steps are kept.",
 }
 
 
@@ -308,6 +310,8 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         if err.traceback:
             page.add(f"<pre class='tb'>{e(err.traceback)}</pre>")
     page.add("<h2>Steps</h2>", _timeline(state, steps, now))
+    if state.attempts or state.status is RunStatus.RUNNING:
+        page.add("<h2>Attempts</h2>", _attempts_table(state, now))
     page.add(f"<h2>Input</h2><pre>{e(_pretty(state.input))}</pre>")
     if state.status is RunStatus.SUCCEEDED or state.output is not None:
         page.add(f"<h2>Output</h2><pre>{e(_pretty(state.output))}</pre>")
@@ -388,6 +392,11 @@ def _actions(cfg: View, s: RunState) -> str:
             f"<input type='hidden' name='id' value='{e(s.id)}'>"
             f"{token_field}<button type='submit'>Retry as a new run</button></form>"
         )
+        forms.append(
+            f"<form method='post' action='{href(cfg.base, '/actions/resume')}' class='resume'>"
+            f"<input type='hidden' name='id' value='{e(s.id)}'>"
+            f"{token_field}<button type='submit'>Resume (keep succeeded steps)</button></form>"
+        )
     return f"<div class='actions'>{''.join(forms)}</div>"
 
 
@@ -402,9 +411,11 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
     rows = []
     for i, st in enumerate(steps, 1):
         bar = ""
-        if st.started_at and st.finished_at and t0:
+        shown = render.step_status(st, s)
+        end = st.finished_at or (now if shown == "running" else None)
+        if st.started_at and end and t0:
             left = 100.0 * (st.started_at - t0) / span
-            width = 100.0 * (st.finished_at - st.started_at) / span
+            width = 100.0 * (end - st.started_at) / span
             cls = " class='failed'" if st.status.value == "failed" else ""
             bar = (
                 f"<div class='bar'><span{cls} style='left:{left:.2f}%;"
@@ -426,15 +437,62 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
             )
         rows.append(
             f"<tr class='step'><td class='num'>{i}</td><td>{e(st.name)}</td>"
-            f"<td>{_badge(st.status.value)}</td><td class='num'>{st.attempt}</td>"
+            f"<td>{_badge(shown)}</td><td class='num'>{st.attempt}</td>"
             f"<td>{e(render.fmt_time(st.started_at))}</td>"
-            f"<td class='num'>{e(render.fmt_duration(render.step_duration_ms(st)))}</td>"
+            f"<td class='num'>{e(render.fmt_duration(_so_far(st, end)))}</td>"
             f"<td>{bar}</td><td class='wrap'>{detail}</td></tr>"
         )
     return (
         "<table class='steps'><thead><tr><th>#</th><th>step</th><th>status</th>"
         "<th>attempt</th><th>started</th><th>duration</th><th>timeline</th><th>result</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _so_far(st: StepState, end: int | None) -> int | None:
+    """A step's duration, or for a step in flight its time so far."""
+    if st.started_at is None or end is None:
+        return None
+    return max(0, end - st.started_at)
+
+
+def _attempts_table(s: RunState, now: int) -> str:
+    """Every ended attempt (oldest first) and the one in flight, with their errors."""
+    rows = []
+    for a in s.attempts:
+        detail = ""
+        if a.error is not None:
+            detail = f"<strong>{e(a.error.type)}</strong>: {e(a.error.message)}"
+            if a.error.traceback:
+                detail += (
+                    f"<details><summary>traceback</summary><pre class='tb'>"
+                    f"{e(a.error.traceback)}</pre></details>"
+                )
+        elif a.cause:
+            detail = e(a.cause)
+        took = (
+            a.finished_at - a.started_at
+            if a.started_at is not None and a.finished_at is not None
+            else None
+        )
+        rows.append(
+            f"<tr class='attempt'><td class='num'>{a.attempt}</td><td>{_badge(a.outcome)}</td>"
+            f"<td>{e(render.fmt_time(a.started_at))}</td>"
+            f"<td>{e(render.fmt_time(a.finished_at))}</td>"
+            f"<td class='num'>{e(render.fmt_duration(took))}</td>"
+            f"<td class='wrap'>{detail}</td></tr>"
+        )
+    if s.status is RunStatus.RUNNING and s.attempt_started_at:
+        rows.append(
+            f"<tr class='attempt'><td class='num'>{s.attempt}</td><td>{_badge('running')}</td>"
+            f"<td>{e(render.fmt_time(s.attempt_started_at))}</td><td></td>"
+            f"<td class='num'>{e(render.fmt_duration(now - s.attempt_started_at))}</td>"
+            "<td></td></tr>"
+        )
+    return (
+        "<table class='attempts'><thead><tr><th>attempt</th><th>outcome</th><th>started</th>"
+        "<th>finished</th><th>duration</th><th>error / cause</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -467,13 +525,14 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             f"<td>{e(m.queue)}</td><td class='num'>{m.max_concurrency}</td>"
             f"<td class='num'>{e(attempts)}</td><td class='num'>{s.running}</td>"
             f"<td class='num'>{s.queued}</td><td class='num'>{s.parked}</td>"
+            f"<td>{e(m.rate_limit or '-')}</td>"
             f"<td>{e(m.app)}</td><td>{e(render.fmt_time(m.updated_at))}</td>"
             f"<td class='wrap'>{cron}</td></tr>"
         )
     page.add(
         "<table class='workflows'><thead><tr><th>workflow</th><th>queue</th>"
         "<th>max conc.</th><th>attempts</th><th>running</th><th>queued</th><th>parked</th>"
-        "<th>app</th><th>synced</th><th>cron</th></tr></thead>"
+        "<th>rate</th><th>app</th><th>synced</th><th>cron</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     page.query = q

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from redflow_mp.admin import CronEntry, QueueStats, WorkflowStats
-from redflow_mp.codec import RunState, StepState
+from redflow_mp.codec import AttemptState, RunState, StepState
 
 from ..status import SupervisorStatus
 
@@ -180,6 +180,67 @@ def run_duration_ms(state: RunState, now_ms: int) -> int | None:
     return max(0, end - state.started_at)
 
 
+def step_status(step: StepState, run: RunState) -> str:
+    """A step's status as shown: a ``running`` record of a run that no longer runs
+    this attempt (it ended, or its worker was lost) is ``interrupted``."""
+    if step.status.value == "running" and (
+        run.status.value != "running" or step.attempt != run.attempt
+    ):
+        return "interrupted"
+    return step.status.value
+
+
+def attempt_text(a: AttemptState) -> str:
+    """One line for an ended attempt: outcome, duration, error or cause."""
+    took = (
+        fmt_duration(max(0, a.finished_at - a.started_at))
+        if a.started_at is not None and a.finished_at is not None
+        else "-"
+    )
+    what = ""
+    if a.error is not None:
+        what = f": {a.error.type}: {a.error.message}"
+    elif a.cause:
+        what = f": {a.cause}"
+    return f"attempt {a.attempt} {a.outcome} after {took}{what}"
+
+
+def attempts_lines(state: RunState, now_ms: int) -> list[str]:
+    """``runs show``'s history: every ended attempt, oldest first, and the one in flight."""
+    rows: list[tuple[Any, ...]] = [
+        (
+            a.attempt,
+            a.outcome,
+            fmt_time(a.started_at),
+            fmt_time(a.finished_at),
+            fmt_duration(
+                max(0, a.finished_at - a.started_at)
+                if a.started_at is not None and a.finished_at is not None
+                else None
+            ),
+            f"{a.error.type}: {a.error.message}" if a.error else (a.cause or ""),
+        )
+        for a in state.attempts
+    ]
+    if state.status.value == "running" and state.attempt_started_at:
+        rows.append(
+            (
+                state.attempt,
+                "running",
+                fmt_time(state.attempt_started_at),
+                "",
+                fmt_duration(max(0, now_ms - state.attempt_started_at)),
+                "",
+            )
+        )
+    if not rows:
+        return []
+    return [
+        "attempts:",
+        table(("#", "OUTCOME", "STARTED", "FINISHED", "DURATION", "ERROR / CAUSE"), rows, "  "),
+    ]
+
+
 def step_duration_ms(step: StepState) -> int | None:
     if step.started_at is None or step.finished_at is None:
         return None
@@ -318,7 +379,7 @@ def run_detail_text(
             (
                 i + 1,
                 s.name,
-                s.status.value,
+                step_status(s, state),
                 s.attempt,
                 fmt_time(s.started_at),
                 fmt_duration(step_duration_ms(s)),
@@ -340,6 +401,9 @@ def run_detail_text(
             lines += [
                 "  " + clean(line) for line in state.error.traceback.rstrip("\n").splitlines()
             ]
+    history = attempts_lines(state, now_ms)
+    if history:
+        lines += ["", *history]
     return "\n".join(lines).rstrip("\n")
 
 
@@ -370,6 +434,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
                 s.running,
                 s.queued,
                 s.parked,
+                s.meta.rate_limit or "-",
                 s.meta.app,
                 _cron_text(s.cron, now_ms),
             )
@@ -382,6 +447,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
         "RUNNING",
         "QUEUED",
         "PARKED",
+        "RATE",
         "APP",
         "CRON",
     )

@@ -1,4 +1,4 @@
-"""``redflow runs list | show | cancel | retry | watch``: the commands over single runs.
+"""``redflow runs list | show | cancel | retry | resume | watch``: the commands over single runs.
 
 Each ``cmd_*`` takes the :class:`~.session.Session` and the parsed arguments and
 returns the exit status; a run that is not there is a :class:`~.session.Failure`
@@ -25,6 +25,7 @@ from redflow_mp.errors import (
     ResultTimeoutError,
     RunCanceledError,
     RunFailedError,
+    RunNotResumableError,
 )
 
 from . import render
@@ -41,7 +42,14 @@ from .session import (
     where_looked,
 )
 
-__all__ = ["cmd_runs_cancel", "cmd_runs_list", "cmd_runs_retry", "cmd_runs_show", "cmd_runs_watch"]
+__all__ = [
+    "cmd_runs_cancel",
+    "cmd_runs_list",
+    "cmd_runs_resume",
+    "cmd_runs_retry",
+    "cmd_runs_show",
+    "cmd_runs_watch",
+]
 
 
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
@@ -147,6 +155,34 @@ def cmd_runs_retry(session: Session, ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs_resume(session: Session, ns: argparse.Namespace) -> int:
+    require_run(session, ns.id)
+    try:
+        session.client.resume_run(ns.id)
+    except RunNotResumableError as exc:
+        if exc.status is None:  # removed between the two reads
+            require_run(session, ns.id)
+        raise Failure(str(exc)) from None
+    state = require_run(session, ns.id)
+    steps = session.client.get_run_steps(ns.id) or []
+    kept = sum(1 for s in steps if s.status.value == "succeeded")
+    session.emit(
+        f"resumed run {render.clean(ns.id)} (workflow {render.clean(state.workflow)}, queue "
+        f"{render.clean(state.queue)}): {state.status.value}, attempt {state.attempt}/"
+        f"{state.max_attempts}, {kept} succeeded step(s) kept",
+        {
+            "id": ns.id,
+            "workflow": state.workflow,
+            "queue": state.queue,
+            "status": state.status.value,
+            "attempt": state.attempt,
+            "max_attempts": state.max_attempts,
+            "steps_kept": kept,
+        },
+    )
+    return EXIT_OK
+
+
 def _block(client: Client, run_id: str, seconds: float) -> None:
     """Wait up to ``seconds`` for the run to end (woken at once when it does)."""
     if seconds <= 0:
@@ -168,6 +204,7 @@ class _Watcher:
         self.attempt = 0
         self.cancel_seen = False
         self.steps: dict[str, tuple[str, int, int | None]] = {}
+        self.attempts_until = -1  # finish time of the last attempt entry printed
 
     def _line(self, event: str, at_ms: int | None, text: str, **data: Any) -> None:
         if self.session.json:
@@ -193,12 +230,32 @@ class _Watcher:
                 attempt=state.attempt,
             )
             self.status, self.attempt = state.status.value, state.attempt
+        # Every ended attempt, from the first (also when watching starts later).
+        for entry in state.attempts:
+            if (entry.finished_at or 0) <= self.attempts_until:
+                continue
+            self.attempts_until = entry.finished_at or 0
+            self._line(
+                "attempt",
+                entry.finished_at,
+                clean(render.attempt_text(entry)),
+                **msgspec.to_builtins(entry),
+            )
         for step in steps:
             key = (step.status.value, step.attempt, step.finished_at)
             if self.steps.get(step.name) == key:
                 continue
             self.steps[step.name] = key
             err = f": {clean(step.error.type)}: {clean(step.error.message)}" if step.error else ""
+            if step.status.value == "running":
+                shown = render.step_status(step, state)
+                self._line(
+                    "step",
+                    step.started_at,
+                    f"step {clean(step.name)} {shown} (started, attempt {step.attempt})",
+                    **render.step_record(step),
+                )
+                continue
             self._line(
                 "step",
                 step.finished_at,

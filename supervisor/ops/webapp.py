@@ -21,7 +21,7 @@ Security rules, in the order a request is checked:
   token: a sign-in form sets an HttpOnly, SameSite=Strict cookie derived from the
   token (Path = the mount path), scripts may send ``Authorization: Bearer <token>``.
   Mounted, the default is no sign-in: the host's own auth sits in front.
-- Actions (cancel, retry) change state only by POST, never by GET, and each one
+- Actions (cancel, retry, resume) change state only by POST, never by GET, and each one
   needs the token itself in the form (field ``token``) or in an
   ``X-Redflow-Token`` header, compared with :func:`hmac.compare_digest`. No cookie
   (ours or the host's) ever authorises one, so a cross-site form cannot forge one
@@ -57,6 +57,7 @@ import redis
 from redflow_mp import admin
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
+from redflow_mp.errors import RunNotResumableError
 
 from .pages import (
     Page,
@@ -83,7 +84,7 @@ PageFunction = Callable[[Client, View, dict[str, str]], Page]
 
 COOKIE = "rf_dashboard"
 MAX_BODY = 64 * 1024
-ACTIONS = ("/actions/cancel", "/actions/retry")
+ACTIONS = ("/actions/cancel", "/actions/retry", "/actions/resume")
 ROUTES: dict[str, tuple[str, PageFunction]] = {
     "/runs": ("runs", runs_page),
     "/run": ("runs", run_page),
@@ -138,7 +139,7 @@ class AppSettings:
             raise ValueError("sign_in=True needs a token: pass token='...' (8+ characters)")
         if not self.read_only and not self.token:
             raise ValueError(
-                "actions (cancel, retry) need a token: pass token='...' (8+ characters), "
+                "actions (cancel, retry, resume) need a token: pass token='...' (8+ characters), "
                 "or read_only=True for a dashboard without actions"
             )
         if isinstance(self.page_size, bool) or not 1 <= self.page_size <= 500:
@@ -153,7 +154,7 @@ class AppSettings:
 
     @property
     def actions(self) -> bool:
-        """Whether cancel and retry exist at all."""
+        """Whether cancel, retry and resume exist at all."""
         return bool(self.token) and not self.read_only
 
     def session_value(self) -> str:
@@ -489,6 +490,12 @@ class DashboardApp:
             else:
                 notice = "cancel-requested"
             return self._redirect(req, f"/run?{urlencode({'id': run_id, 'notice': notice})}")
+        if action == "resume":
+            try:
+                client.resume_run(run_id)
+            except RunNotResumableError as exc:
+                return self._error(req, HTTPStatus.CONFLICT, str(exc), "runs")
+            return self._redirect(req, f"/run?{urlencode({'id': run_id, 'notice': 'resumed'})}")
         try:
             handle = admin.retry_run(client, run_id)
         except ValueError as exc:

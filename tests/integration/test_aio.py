@@ -342,6 +342,7 @@ def test_a_closed_client_refuses_every_call(
             lambda: ac.list_runs(),
             lambda: ac.get_run_steps(idle.id),
             lambda: ac.cancel_run(idle.id),
+            lambda: ac.resume_run(idle.id),
             lambda: ac.list_workflows(),
             lambda: ac.get_workflow_meta("idle"),
             lambda: idle.result(timeout=1),
@@ -380,6 +381,8 @@ def test_a_second_event_loop_is_refused(
                 await ac.handle(run_id).result(timeout=1)
             with pytest.raises(RedflowError, match="another one"):
                 await ac.list_runs()
+            with pytest.raises(RedflowError, match="another one"):
+                await ac.resume_run(run_id)
             with pytest.raises(RedflowError, match="another one"):
                 await ac.aclose()
 
@@ -559,3 +562,29 @@ def test_send_event_and_the_cancel_cascade_on_the_async_client(
             await ac.send_event(idle.id, "e", 2)
 
     in_loop(limit, max_events_per_run=1)
+
+
+def test_a_first_call_from_a_second_loop_that_is_a_script_is_refused_too(
+    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
+) -> None:
+    """cancel_run / resume_run as a client's very first calls load the scripts: from a
+    second loop they are refused like everything else (not an internal assertion)."""
+    ac = create_async_client(redis_url, prefix=prefix, registry=registry, default=False)
+    own = asyncio.new_event_loop()
+    try:
+
+        async def first() -> bool:
+            return await ac.cancel_run("no-such-run")  # the client's first call
+
+        assert own.run_until_complete(first()) is False
+
+        async def second() -> None:
+            for call in (lambda: ac.cancel_run("x"), lambda: ac.resume_run("x")):
+                with pytest.raises(RedflowError, match="another one"):
+                    await call()
+
+        asyncio.run(second())
+        own.run_until_complete(ac.aclose())
+    finally:
+        own.close()
+    assert raw.zcard(ac.keys.runs_created) == 0

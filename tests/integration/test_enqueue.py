@@ -289,6 +289,7 @@ def test_a_closed_client_refuses_every_call(
         lambda: c.list_runs(),
         lambda: c.get_run_steps(h.id),
         lambda: c.cancel_run(h.id),
+        lambda: c.resume_run(h.id),
         lambda: c.list_workflows(),
         lambda: c.get_workflow_meta("job"),
         lambda: h.result(timeout=1),

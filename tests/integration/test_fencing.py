@@ -5,6 +5,7 @@ finish, no retry; the heartbeat notices and sets ctx.cancelled."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,7 +84,8 @@ def test_stolen_lease_blocks_step_writes(
     gate.go.set()
     wait_until(lambda: gate.result, 10, message="LeaseLostError in the handler")
     assert isinstance(gate.result[0], LeaseLostError)
-    assert ran == ["after"]  # the function ran, but its record was refused
+    # the step's `running` record was refused before it ran: no side effects
+    assert ran == []
     # the worker has moved on (one worker: the marker runs after the victim)
     assert marker.run().result(timeout=10) == "next"
     assert _snapshot(raw, client, handle.id) == before
@@ -91,6 +93,44 @@ def test_stolen_lease_blocks_step_writes(
     assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
     steps = client.get_run_steps(handle.id)
     assert steps is not None and [s.name for s in steps] == ["before"]
+
+
+def test_a_pause_after_the_running_record_was_sent_is_caught_before_the_step_runs(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `running` record proves the lease as of its *send*: a worker paused
+    (SIGSTOP) right after sending it, whose lease another worker took over meanwhile,
+    must not run the step when it resumes (a renewal decides)."""
+    ran: list[str] = []
+    errors: list[BaseException] = []
+    real = client.scripts.write_step
+
+    def paused_after_send(run_id: str, token: str, name: str, record: bytes, lease_ms: int) -> Any:
+        reply = real(run_id, token, name, record, lease_ms)
+        if name == "side-effect" and b'"running"' in record:
+            raw.hset(client.keys.run(run_id), "lease", THIEF)  # taken over meanwhile
+            time.sleep(lease_ms / 1000 * 0.8)  # this worker was stopped that long
+        return reply
+
+    monkeypatch.setattr(client.scripts, "write_step", paused_after_send)
+
+    @define_workflow("paused", registry=registry)
+    def paused(ctx: Context[Any]) -> None:
+        try:
+            ctx.step.run("side-effect", lambda: ran.append("side-effect"))
+        except LeaseLostError as exc:
+            errors.append(exc)
+            raise
+
+    workers.start(lease_ms=1_500)
+    handle = paused.run()
+    wait_until(lambda: errors, 10, message="LeaseLostError before the step")
+    assert ran == []
+    assert status_of(raw, client, handle.id) == "running"  # left to the thief
 
 
 def test_stolen_lease_blocks_the_finish(

@@ -190,7 +190,7 @@ def test_a_child_run_joins_its_parent_steps_trace(
     finished = spans.get_finished_spans()
     # The parent executes twice: it suspends at `call` and resumes by replay once
     # the child has finished; the spans of its first execution started the children.
-    got: dict[tuple[str, str], Any] = {}
+    got: dict[tuple[str, Any], Any] = {}
     for s in sorted(finished, key=lambda s: s.start_time or 0):
         if s.name != "request":
             got.setdefault((s.name, (s.attributes or {})["redflow.run_id"]), s)
@@ -205,7 +205,7 @@ def test_a_child_run_joins_its_parent_steps_trace(
     assert (call_step.attributes or {})["redflow.step.wait"] is True
     assert call_step.parent is not None and call_step.parent.span_id == parent_run.context.span_id
     calls = [s for s in finished if s.name == "redflow.step call"]
-    assert sorted((s.attributes or {})["redflow.outcome"] for s in calls) == [
+    assert sorted(str((s.attributes or {})["redflow.outcome"]) for s in calls) == [
         "succeeded", "suspended",
     ]  # fmt: skip
     fire_step = got[("redflow.step fire", handle.id)]

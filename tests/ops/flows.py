@@ -57,7 +57,7 @@ def ops_cron(ctx: Context[Any]) -> None:
     return None
 
 
-@define_workflow("ops-parked", queue="ops-idle", max_concurrency=2)
+@define_workflow("ops-parked", queue="ops-idle", max_concurrency=2, rate_limit="5/m")
 def ops_parked(ctx: Context[Any]) -> None:
     """Queued on a queue nobody serves in the tests: stays queued until canceled."""
     return None

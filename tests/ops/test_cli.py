@@ -115,7 +115,10 @@ def test_runs_show_failed_run_with_steps_and_traceback(redflow: Redflow, runs: R
 def test_runs_show_succeeded_and_unknown(redflow: Redflow, runs: Runs) -> None:
     res = redflow("runs", "show", runs.succeeded)
     assert re.search(r'^output\s+\{"answer":42\}$', res.out, re.M), res
-    assert [r[1] for r in rows(res.out.split("steps:")[1])] == ["fetch", "double", "store"]
+    steps = res.out.split("steps:")[1].split("attempts:")[0]
+    assert [r[1] for r in rows(steps)] == ["fetch", "double", "store"]
+    history = rows(res.out.split("attempts:")[1])
+    assert [r[:2] for r in history] == [["1", "succeeded"]]
     res = redflow("runs", "show", "01NOSUCHRUN")
     assert res.code == 1 and "run 01NOSUCHRUN not found" in res.err
 
@@ -187,6 +190,89 @@ def test_runs_retry_failed_run(
     assert res.code == 1 and "only failed or canceled runs can be retried" in res.err
 
 
+# ----------------------------------------------------------------- runs resume
+
+
+def test_runs_resume_puts_a_failed_run_back_as_the_same_run(
+    redflow: Redflow, runs: Runs, raw: redis.Redis, client: Client
+) -> None:
+    step_ok = client.get_run_steps(runs.failed)
+    assert step_ok is not None and [s.name for s in step_ok] == ["ok", "parse"]
+    res = redflow("runs", "resume", runs.failed)
+    assert res.code == 0, res
+    assert re.match(
+        rf"resumed run {runs.failed} \(workflow ops-fail, queue ops\): \w+, attempt 2/2, "
+        r"1 succeeded step\(s\) kept",
+        res.out,
+    ), res
+    # ops-fail fails at the same step again; its succeeded step was not run again
+    wait_until(
+        lambda: (s := client.get_run(runs.failed)) is not None and s.status == "failed", 15, 0.02
+    )
+    steps = {s.name: s for s in client.get_run_steps(runs.failed) or []}
+    assert steps["ok"].attempt == 1 and steps["parse"].attempt == 2
+    # runs show: every attempt with its outcome and error
+    shown = redflow("runs", "show", runs.failed)
+    assert shown.code == 0, shown
+    history = shown.out.split("attempts:")[1]
+    rows = [line.split() for line in history.strip().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["1", "failed"], ["2", "failed"]], shown
+    assert history.count("ValueError: cannot parse 'x'") == 2
+    record = json.loads(redflow("runs", "show", runs.failed, "--json").out)["run"]
+    assert [(a["attempt"], a["outcome"]) for a in record["attempts"]] == [
+        (1, "failed"),
+        (2, "failed"),
+    ]
+    assert "Traceback" in record["attempts"][0]["error"]["traceback"]
+    data = json.loads(redflow("runs", "resume", runs.failed, "--json").out)
+    assert data["id"] == runs.failed and data["attempt"] == 3 and data["steps_kept"] == 1
+    res = redflow("runs", "resume", runs.succeeded)
+    assert res.code == 1 and "is succeeded; only a failed or canceled run" in res.err, res
+    res = redflow("runs", "resume", "nope")
+    assert res.code == 1 and "run nope not found" in res.err, res
+    assert redflow("runs", "resume").code == 2
+
+
+def test_runs_watch_started_late_prints_every_attempt_from_the_first(
+    redflow: Redflow, synced: Client, ops_workers: WorkerPool
+) -> None:
+    handle = synced.run_by_name("ops-slow", {"steps": 12, "pause": 0.1})
+    wait_until(
+        lambda: len(synced.get_run_steps(handle.id) or []) >= 2, 10, 0.01, "two steps recorded"
+    )
+    assert handle.cancel("first try")
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "canceled", 10, 0.01)
+    synced.resume_run(handle.id)
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10, 0.01)
+    res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "30")
+    assert res.code == 0, res
+    lines = res.out.strip().splitlines()
+    assert re.match(rf"\d\d:\d\d:\d\d  run {handle.id} of ops-slow .*attempt 2/2", lines[0])
+    assert re.match(
+        rf"\d\d:\d\d:\d\d  attempt 1 canceled after \S+: RunCanceledError: run {handle.id} was "
+        "canceled",
+        lines[1],
+    ), res
+    assert re.search(r"step tick-11 succeeded \(\S+, attempt 2\)", res.out), res
+    assert "succeeded in" in lines[-1]
+    events = [
+        json.loads(line)
+        for line in redflow("runs", "watch", handle.id, "--json").out.strip().splitlines()
+    ]
+    attempts = [ev for ev in events if ev["event"] == "attempt"]
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "canceled"), (2, "succeeded")]
+
+
+def test_runs_resume_of_a_running_run_is_refused(
+    redflow: Redflow, synced: Client, ops_workers: WorkerPool
+) -> None:
+    handle = synced.run_by_name("ops-slow", {"steps": 100, "pause": 0.05})
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
+    res = redflow("runs", "resume", handle.id)
+    assert res.code == 1 and "is running; only a failed or canceled run" in res.err, res
+    handle.cancel()
+
+
 # ----------------------------------------------------------------- runs watch
 
 
@@ -198,8 +284,17 @@ def test_runs_watch_prints_steps_until_the_end(
     assert res.code == 0, res
     lines = res.out.strip().splitlines()
     assert re.match(rf"\d\d:\d\d:\d\d  run {handle.id} of ops-slow on queue ops: ", lines[0])
-    steps = [line.split()[2] for line in lines if "  step " in line]
-    assert steps == ["tick-0", "tick-1", "tick-2"]
+    steps = [line.split()[2:4] for line in lines if "  step " in line]
+    assert [name for name, status in steps if status == "succeeded"] == [
+        "tick-0",
+        "tick-1",
+        "tick-2",
+    ]
+    # a step seen in flight is printed as running (with its start), before its end
+    for i, (name, status) in enumerate(steps):
+        if status == "running":
+            assert [name, "succeeded"] in steps[i + 1 :], res
+    assert {status for _, status in steps} <= {"running", "succeeded"}
     assert re.match(r"\d\d:\d\d:\d\d  succeeded in \S+; output: \"slept\"$", lines[-1]), res
 
     failing = synced.run_by_name("ops-fail", {"why": "late"})
@@ -207,7 +302,8 @@ def test_runs_watch_prints_steps_until_the_end(
     assert res.code == 1, res
     events = [json.loads(line) for line in res.out.strip().splitlines()]
     assert events[0]["event"] == "run" and events[0]["workflow"] == "ops-fail"
-    assert [e["name"] for e in events if e["event"] == "step"] == ["ok", "parse"]
+    done = [e for e in events if e["event"] == "step" and e["status"] != "running"]
+    assert [e["name"] for e in done] == ["ok", "parse"]
     end = events[-1]
     assert end["event"] == "end" and end["status"] == "failed"
     assert end["error"]["message"] == "cannot parse 'late'"
@@ -325,12 +421,15 @@ def test_workflows(redflow: Redflow, runs: Runs) -> None:
     assert table["ops-nonretriable"].split()[1:4] == ["ops", "1", "3"]
     # ops-parked: one queued run
     assert table["ops-parked"].split()[1:7] == ["ops-idle", "2", "1", "0", "1", "0"]
+    assert table["ops-parked"].split()[7] == "5/m" and table["ops-steps"].split()[7] == "-"
+    assert lines[0].split()[8] == "RATE"
 
     data = {w["name"]: w for w in json.loads(redflow("workflows", "--json").out)}
     assert data["ops-parked"]["queued"] == 1 and data["ops-parked"]["app"] == "ops-test"
     (cron,) = data["ops-cron"]["cron_entries"]
     assert cron["expression"] == "0 3 * * *" and cron["next_fire_at"] > 0
     assert data["ops-steps"]["max_concurrency"] == 4
+    assert data["ops-parked"]["rate_limit"] == "5/m" and data["ops-steps"]["rate_limit"] is None
 
 
 def test_queues(redflow: Redflow, runs: Runs) -> None:

@@ -82,6 +82,11 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
         "parse",
     ]
     assert r.body.count("<div class='bar'>") == 2
+    # every attempt with its outcome and error (here one)
+    attempts = r.body.split("<h2>Attempts</h2>")[1].split("</table>")[0]
+    assert attempts.count("<tr class='attempt'>") == 1
+    assert '<span class="badge s-failed">failed</span>' in attempts
+    assert "<strong>ValueError</strong>: cannot parse &#x27;x&#x27;" in attempts
     assert "action='/actions/retry'" in r.body and "action='/actions/cancel'" not in r.body
     r = request(base, f"/run?id={runs.queued}")
     assert "action='/actions/cancel'" in r.body and "action='/actions/retry'" not in r.body
@@ -92,6 +97,9 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     r = request(base, "/workflows")
     assert r.status == 200 and "<code>0 3 * * *</code> Europe/Berlin · next" in r.body
     assert "<a href='/runs?workflow=ops-parked'>ops-parked</a>" in r.body
+    assert "<th>rate</th>" in r.body
+    parked_row = r.body.split("ops-parked</a>")[1].split("</tr>")[0]
+    assert "<td>5/m</td>" in parked_row
     r = request(base, "/queues")
     assert re.search(r"<td>ops-idle</td><td class='num'>1</td><td class='num'>0</td>", r.body)
     r = request(base, "/supervisors")
@@ -207,6 +215,19 @@ def test_actions_need_the_token_and_post(
     assert r.status == 409 and "only failed or canceled" in r.body
     r = request(base, "/actions/cancel", "POST", {"id": "nope", "token": TOKEN})
     assert r.status == 404
+
+    # Resume: beside Retry, the same token rule; the same run goes back to its queue
+    page = request(base, f"/run?id={runs.failed}").body
+    assert "action='/actions/resume'" in page
+    r = request(base, "/actions/resume", "POST", {"id": runs.failed})
+    assert r.status == 403 and status_of(raw, client, runs.failed) == "failed"
+    r = request(base, "/actions/resume", "POST", {"id": runs.failed, "token": TOKEN})
+    assert r.status == 303, r
+    assert r.headers["location"] == f"/run?id={runs.failed}&notice=resumed"
+    assert text(raw.hget(client.keys.run(runs.failed), "attempt")) == "2"
+    assert "Resumed: queued again as the same run" in request(base, r.headers["location"]).body
+    r = request(base, "/actions/resume", "POST", {"id": runs.succeeded, "token": TOKEN})
+    assert r.status == 409 and "only a failed or canceled run can be resumed" in r.body
 
 
 def test_without_a_token_there_are_no_actions(

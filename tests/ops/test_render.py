@@ -54,3 +54,65 @@ def test_fmt_json_cuts_long_payloads() -> None:
     assert render.fmt_json({"a": 1}) == '{"a":1}'
     cut = render.fmt_json("x" * 50, 10)
     assert cut.startswith('"xxxxxxxxx…') and "52 characters" in cut
+
+
+def test_run_detail_shows_the_attempts_and_steps_in_flight() -> None:
+    from redflow_mp.codec import AttemptState, ErrorInfo, RunState, RunStatus, StepState
+    from redflow_mp.codec import StepStatus as S
+
+    t = 1_700_000_000_000
+    attempts = [
+        AttemptState(
+            attempt=1,
+            outcome="retried",
+            started_at=t,
+            finished_at=t + 1_500,
+            error=ErrorInfo(type="KeyError", message="'k'\x1b[31m"),
+        ),
+        AttemptState(
+            attempt=2,
+            outcome="requeued",
+            started_at=t + 2_000,
+            finished_at=t + 2_100,
+            cause="worker killed by SIGKILL",
+        ),
+    ]
+    state = RunState(
+        id="r1",
+        workflow="wf",
+        queue="q",
+        status=RunStatus.RUNNING,
+        attempt=2,
+        max_attempts=3,
+        created_at=t,
+        started_at=t,
+        attempt_started_at=t + 3_000,
+        attempts=attempts,
+    )
+    steps = [
+        StepState(name="a", status=S.SUCCEEDED, started_at=t, finished_at=t + 10),
+        StepState(name="b", status=S.RUNNING, started_at=t + 3_100, attempt=2),
+        StepState(name="c", status=S.RUNNING, started_at=t + 1_000, attempt=1),
+    ]
+    out = render.run_detail_text(state, steps, None, t + 4_000)
+    step_rows = out.split("steps:")[1].split("attempts:")[0]
+    rows = [line.split()[1:3] for line in step_rows.strip().splitlines()[1:]]
+    # b is in flight; c was left running by attempt 1 (its worker was lost)
+    assert rows == [["a", "succeeded"], ["b", "running"], ["c", "interrupted"]]
+    history = out.split("attempts:")[1].strip().splitlines()
+    assert history[0].split() == [
+        "#",
+        "OUTCOME",
+        "STARTED",
+        "FINISHED",
+        "DURATION",
+        "ERROR",
+        "/",
+        "CAUSE",
+    ]
+    assert history[1].split()[:2] == ["1", "retried"] and "KeyError: 'k'\\x1b[31m" in history[1]
+    assert history[2].split()[:2] == ["2", "requeued"] and "worker killed by SIGKILL" in history[2]
+    assert history[3].split()[:2] == ["2", "running"] and history[3].split()[-1] == "1.0s"
+    assert render.attempt_text(attempts[1]) == (
+        "attempt 2 requeued after 100ms: worker killed by SIGKILL"
+    )

@@ -30,6 +30,10 @@ def test_sigkill_mid_step_requeues_at_once_and_never_reruns_a_completed_step(
     tag = client.keys.tag
     handle = flows.multi_step.run(None, client=client)
     victim = int(wait_until(lambda: raw.get(f"{tag}:victim"), 20, message="step two"))
+    # step two is in flight: recorded as running, with its start time
+    in_flight = {s.name: s for s in client.get_run_steps(handle.id) or []}
+    assert in_flight["two"].status.value == "running"
+    assert in_flight["two"].started_at and in_flight["two"].finished_at is None
 
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
@@ -49,8 +53,12 @@ def test_sigkill_mid_step_requeues_at_once_and_never_reruns_a_completed_step(
     state = client.get_run(handle.id)
     assert state is not None and state.status is RunStatus.SUCCEEDED
     assert state.last_crash is not None and "SIGKILL" in state.last_crash
+    # the history: the execution the kill ended, then the one that succeeded
+    assert [(a.attempt, a.outcome) for a in state.attempts] == [(1, "requeued"), (1, "succeeded")]
+    assert state.attempts[0].cause is not None and "SIGKILL" in state.attempts[0].cause
     steps = client.get_run_steps(handle.id)
     assert steps is not None and [s.name for s in steps] == ["one", "two", "three"]
+    assert all(s.status.value == "succeeded" for s in steps)
     sup.wait_workers(2)  # the slot was refilled
 
 
@@ -113,6 +121,9 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
     assert time.monotonic() - started < 20
     state = client.get_run(handle.id)
     assert state is not None and state.attempt == 2
+    # both timed-out attempts are in the history, with their error
+    assert [(a.attempt, a.outcome) for a in state.attempts] == [(1, "retried"), (2, "failed")]
+    assert all(a.error is not None and a.error.type == "RunTimeoutError" for a in state.attempts)
     _assert_on_failure_ran_once(sup, raw, client, handle.id, "RunTimeoutError")
     sup.wait_workers(2)
 

@@ -1,0 +1,63 @@
+-- resume_run: a failed or canceled run goes back to `queued` as the same run,
+-- with the next attempt number, keeping its succeeded steps (they replay from
+-- their records); its other step records (failed, or left `running` by a
+-- crash) are dropped, so those steps run again.
+--
+-- KEYS[1]  run:<id>
+-- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  resume token (makes a resend safe)
+-- Reply: { 1, 'queued', attempt } resumed (also a resend of this token's resume)
+--      | { 0, '' } unknown run | { -1, status } not failed or canceled: nothing changed
+-- Invariants: one transition, like a retry: the status indexes move together,
+-- the run enters its queue's ready set (priority band, now) and the queue's bell
+-- rings; the concurrency gate and the rate limit apply at its claim as for any
+-- queued run. The error, output, finish time, cancel request and crash count of
+-- the previous attempts are cleared (each attempt's outcome stays in the run's
+-- attempts list). maxAttempts grows by the run's attempt budget (its maxAttempts
+-- when first resumed), so a resumed run gets its retries again. The idempotency
+-- key (if it still names the run, or is gone) is held again with no expiry while
+-- the run is unfinished. Cost: the run's step records are read once.
+local tag = ARGV[1]
+local id = ARGV[2]
+local run = KEYS[1]
+local f = redis.call('HMGET', run, 'status', 'queue', 'workflow', 'attempt', 'maxAttempts',
+  'priority', 'idempotencyKey', 'attemptBudget', 'resumeToken')
+local status = f[1]
+if not status then return { 0, '' } end
+if ARGV[3] ~= '' and f[9] == ARGV[3] and not TERMINAL[status] then
+  return { 1, status, tonumber(f[4]) or 1 }
+end
+if status ~= 'failed' and status ~= 'canceled' then return { -1, status } end
+local q = f[2]
+if not q or q == '' or not f[3] or f[3] == '' then return { -1, status } end
+local now = now_ms()
+local attempt = (tonumber(f[4]) or 1) + 1
+local budget = tonumber(f[8]) or tonumber(f[5]) or 1
+if budget < 1 then budget = 1 end
+local max_attempts = attempt - 1 + budget
+redis.call('HDEL', run, 'errorJson', 'outputJson', 'finishedAt', 'cancelRequestedAt',
+  'cancelReason', 'doneToken', 'crashCount', 'rateSlot')
+redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', max_attempts,
+  'attemptBudget', budget, 'availableAt', now, 'updatedAt', now, 'resumedAt', now,
+  'resumeToken', ARGV[3])
+-- Only succeeded steps are kept (their records start {"seq":N,"status":"succeeded").
+local steps = k_steps(tag, id)
+local records = redis.call('HGETALL', steps)
+for i = 1, #records, 2 do
+  if not string.match(records[i + 1], '^{"seq":%d+,"status":"succeeded"') then
+    redis.call('HDEL', steps, records[i])
+  end
+end
+move_status(tag, id, status, 'queued', now)
+local key = f[7]
+if key and key ~= '' then
+  local idem = k_idem(tag, f[3], key)
+  local holder = redis.call('GET', idem)
+  if holder == id then
+    redis.call('PERSIST', idem)
+  elseif not holder then
+    redis.call('SET', idem, id)
+  end
+end
+redis.call('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
+ring(tag, q)
+return { 1, 'queued', attempt }

@@ -1,0 +1,67 @@
+"""Rate limits: ``rate_limit="100/m"`` on ``define_workflow`` (also ``/s``, ``/h``).
+
+Pure: parsing and the text form synced to Redis (the workflow hash's
+``rateLimit`` field). Enforcement is in the claim (``lua/_lib.lua``:
+``rate_deferred``), atomically and for every supervisor: a sliding window over
+the starts of the workflow's runs, logged under ``rate:<workflow>`` (a ZSET of
+start times, trimmed to one period). No window of one period holds more than
+``count`` starts. A run claimed over the limit is not spun on: it reserves the
+earliest start the window allows (logged like a start) and waits in its
+queue's ``scheduled`` set until then, holding no process and making no Redis
+call, and the claim goes on to the next candidate. So a backlog starts in
+waves: ``count`` runs at once, the next ``count`` one period after each of
+those, and so on, whichever supervisor claims them.
+
+The window holds for the reserved start times. A reserved run starts when the
+promoter brings it back (within ``promoter_interval_ms``, 200 ms by default) and
+a worker is free: a late start does not move the reservations made after it, so
+actual starts may bunch by that lag. A reservation is kept if the run is
+canceled meanwhile (the window counts it; never more starts than the limit).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__ = ["PERIODS", "RateLimit", "parse_rate_limit"]
+
+#: Unit -> period in milliseconds.
+PERIODS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
+_MAX_COUNT = 100_000
+_FORM = re.compile(r"([0-9]+)/([smh])")
+
+
+class RateLimit(NamedTuple):
+    """At most ``limit`` run starts per ``period_ms``; ``text`` is the synced form."""
+
+    limit: int
+    period_ms: int
+    text: str
+
+
+def parse_rate_limit(value: object) -> RateLimit | None:
+    """``"100/m"`` -> ``RateLimit(100, 60000, "100/m")``; None -> None.
+
+    Raises ``TypeError`` for anything but a str (or None), ``ValueError`` for a
+    str that is not ``<count>/<s|m|h>`` with a count from 1 to 100,000 (the
+    window's log holds up to that many starts).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"rate_limit must be a str like '100/m' (runs per s, m or h) or None, "
+            f"not {type(value).__name__}"
+        )
+    match = _FORM.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"rate_limit {value!r} is not '<count>/<unit>' with a positive whole count and "
+            "a unit of s, m or h (for example '100/m')"
+        )
+    count = int(match.group(1))
+    if not 1 <= count <= _MAX_COUNT:
+        raise ValueError(f"rate_limit {value!r}: the count must be from 1 to {_MAX_COUNT:,}")
+    unit = match.group(2)
+    return RateLimit(count, PERIODS[unit], f"{count}/{unit}")

@@ -1,0 +1,113 @@
+"""Rate limits (issue 15 #3): ``rate_limit="N/s|m|h"`` on ``define_workflow``,
+parsed strictly at the decorator line, synced in the metadata
+(``WorkflowMeta.rate_limit``), enforced by the claim for every worker: no second
+holds more than N starts, and a run over the limit waits in ``scheduled`` without
+holding a worker. (The gate itself: ``tests/lua/test_rate_limit.py``; 300 runs and
+two real supervisors: ``tests/process/test_rate_limit.py``.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, RunStatus, define_workflow
+from redflow_mp.ratelimit import RateLimit, parse_rate_limit
+from tests.helpers import WorkerPool, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("bad", "exc", "match"),
+    [
+        ("100/fortnight", ValueError, r"'100/fortnight' is not '<count>/<unit>'.*s, m or h"),
+        ("0/s", ValueError, r"'0/s': the count must be from 1"),
+        ("-1/m", ValueError, r"'-1/m' is not '<count>/<unit>'"),
+        ("1.5/s", ValueError, "is not '<count>/<unit>'"),
+        ("100", ValueError, "is not '<count>/<unit>'"),
+        ("", ValueError, "is not '<count>/<unit>'"),
+        ("100001/s", ValueError, "from 1 to 100,000"),
+        (100, TypeError, "rate_limit must be a str like '100/m'.*not int"),
+        (b"10/s", TypeError, "not bytes"),
+        (True, TypeError, "not bool"),
+    ],
+)
+def test_a_malformed_rate_is_refused_at_the_decorator_line(
+    registry: Registry, bad: Any, exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc, match=match):
+        define_workflow("limited", rate_limit=bad, registry=registry)
+    assert "limited" not in registry
+
+
+def test_rates_parse_to_count_and_period() -> None:
+    assert parse_rate_limit("100/m") == RateLimit(100, 60_000, "100/m")
+    assert parse_rate_limit(" 7/s ") == RateLimit(7, 1_000, "7/s")
+    assert parse_rate_limit("1/h") == RateLimit(1, 3_600_000, "1/h")
+    assert parse_rate_limit(None) is None
+
+
+def test_the_rate_is_synced_and_cleared_with_the_definition(
+    client: Client, registry: Registry
+) -> None:
+    @define_workflow("limited", rate_limit="30/m", registry=registry)
+    def limited(ctx: Context[Any]) -> None:
+        return None
+
+    assert limited.rate_limit == RateLimit(30, 60_000, "30/m")
+    client.sync_registry(registry, app="a")
+    meta = client.get_workflow_meta("limited")
+    assert meta is not None and meta.rate_limit == "30/m"
+    other = Registry()
+
+    @define_workflow("limited", registry=other)
+    def unlimited(ctx: Context[Any]) -> None:
+        return None
+
+    client.sync_registry(other, app="a")
+    meta = client.get_workflow_meta("limited")
+    assert meta is not None and meta.rate_limit is None
+
+
+def test_no_second_holds_more_starts_than_the_limit_and_waiting_runs_hold_no_worker(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    @define_workflow("paced", max_concurrency=100, rate_limit="10/s", registry=registry)
+    def paced(ctx: Context[Any]) -> None:
+        with lock:
+            starts.append(time.monotonic())
+
+    @define_workflow("free", registry=registry)
+    def free(ctx: Context[Any]) -> str:
+        return "free"
+
+    client.sync_registry(registry, app="test")
+    for _ in range(3):
+        workers.start()
+    handles = [paced.run({"n": i}) for i in range(25)]
+    wait_until(lambda: len(starts) >= 10, 10, message="the first ten")
+    # runs over the limit wait in `scheduled`, holding no worker: another
+    # workflow's run goes through at once
+    t = time.monotonic()
+    assert free.run().result(timeout=5) == "free"
+    assert time.monotonic() - t < 0.9
+    waiting = [h.state() for h in handles]
+    assert sum(1 for s in waiting if s is not None and s.status is RunStatus.SCHEDULED) >= 10
+    for h in handles:
+        h.result(timeout=20)
+    starts.sort()
+    first = starts[0]
+    # the first ten at once, the next ten one second later, the last five after two
+    assert starts[9] - first < 0.9
+    assert starts[10] - first >= 0.95 and starts[20] - first >= 1.95
+    assert starts[24] - first < 2.9
+    # sliding window: the reserved starts are a second apart; the actual ones may
+    # bunch by the promoter's lag (at most its 0.2 s tick, plus a claim)
+    assert all(starts[i + 10] - starts[i] >= 0.7 for i in range(len(starts) - 10)), starts

@@ -1,0 +1,105 @@
+"""The rate gate in the claim (take() in _lib.lua): a sliding window over a
+workflow's starts, from its synced ``rateLimit``; a run over the limit is
+scheduled at its reserved start (no spinning), comes back through the promoter
+and starts on its reservation; the claim goes on to the next candidate and
+rings when it had to stop early."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.ids import new_token
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _claim(client: Client, *queues: str) -> str | None:
+    _, got = client.scripts.claim(tuple(queues or ("q",)), 60_000, new_token())
+    return got.id if got is not None else None
+
+
+def test_over_the_limit_a_run_is_scheduled_at_its_reserved_start(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "3/h"})
+    ids = [enq() for _ in range(6)]
+    other = enq("free")  # another workflow on the same queue: no limit
+    t0 = client.server_time_ms()
+    assert [_claim(client) for _ in range(3)] == ids[:3]
+    # the 4th, 5th and 6th are over the limit: reserved, scheduled; the claim goes
+    # on to the next candidate (the run of the other workflow)
+    assert _claim(client) == other
+    assert _claim(client) is None
+    t1 = client.server_time_ms()
+    logged: Any = raw.zrange(k.rate("wf"), 0, -1, withscores=True)
+    starts = [float(score) for _, score in logged]
+    assert len(starts) == 6
+    for i, rid in enumerate(ids[3:]):
+        assert status_of(raw, client, rid) == "scheduled"
+        slot = int(raw.hget(k.run(rid), "rateSlot") or 0)
+        # one hour after the start it replaces in the window
+        assert slot == int(starts[i]) + 3_600_000
+        assert t0 + 3_600_000 <= slot <= t1 + 3_600_000
+        assert raw.zscore(k.q_scheduled("q"), rid) == slot
+        assert int(raw.hget(k.run(rid), "availableAt") or 0) == slot
+        assert raw.zscore(k.runs_status("scheduled"), rid) is not None
+        assert raw.zscore(k.runs_status("queued"), rid) is None
+    assert raw.zscore(k.due_queues, "q") == int(raw.hget(k.run(ids[3]), "rateSlot") or 0)
+    assert raw.zcard(k.q_ready("q")) == 0
+    assert 0 < raw.pttl(k.rate("wf")) <= 3 * 3_600_000 + 1_000
+
+
+def test_a_reserved_run_starts_on_its_reservation_when_it_comes_back(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    first, second, third = enq(), enq(), enq()
+    assert _claim(client) == first
+    assert _claim(client) is None  # second and third reserved (in an hour, in two)
+    logged = raw.zcard(k.rate("wf"))
+    # as if its hour had passed: the promoter brings the second back
+    raw.zadd(k.q_scheduled("q"), {second: 1})
+    raw.zadd(k.due_queues, {"q": 1})
+    promoted, _, _ = client.scripts.promote(100)
+    assert promoted == 1 and status_of(raw, client, second) == "queued"
+    assert _claim(client) == second  # on its reservation: no new start logged
+    assert raw.zcard(k.rate("wf")) == logged
+    assert raw.hget(k.run(second), "rateSlot") is None
+    assert status_of(raw, client, third) == "scheduled"
+
+
+def test_no_limit_without_a_synced_rate_or_with_an_unreadable_one(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ids = [enq(max_concurrency=10) for _ in range(5)]
+    assert [_claim(client) for _ in range(5)] == ids
+    raw.hset(k.workflow("wf"), mapping={"maxConcurrency": 10, "rateLimit": "lots"})
+    more = [enq() for _ in range(3)]
+    assert [_claim(client) for _ in range(3)] == more
+    assert not raw.exists(k.rate("wf"))
+
+
+def test_a_claim_that_skipped_its_fill_rings_so_a_worker_goes_on(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    for _ in range(40):
+        enq()
+    assert _claim(client) is not None
+    raw.delete(k.q_bell("q"))
+    assert _claim(client) is None  # 32 reserved in one call, 7 left
+    assert raw.zcard(k.q_ready("q")) == 7 and raw.zcard(k.q_scheduled("q")) == 32
+    assert raw.llen(k.q_bell("q")) == 1  # rung: the next claim goes on at once
+    raw.delete(k.q_bell("q"))
+    assert _claim(client, "q", "other") is None
+    assert raw.zcard(k.q_ready("q")) == 0 and raw.llen(k.q_bell("q")) == 0
