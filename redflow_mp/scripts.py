@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _SCRIPT_NAMES = (
     "enqueue_run",
+    "enqueue_runs",
     "claim_run",
     "renew_lease",
     "write_step",
@@ -394,8 +395,7 @@ class ScriptSet:
         return (self.keys.run(run_id),), args
 
     def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """Keys and arguments of ``cancel_run`` (read the reply with :func:`cancel_reply`)."""
-        return (self.keys.run(run_id),), (self._tag, run_id, reason)
+        return (self.keys.run(run_id),), (self._tag, run_id, reason)  # see cancel_reply
 
 
 def enqueue_reply(reply: Any) -> tuple[str, bool]:
