@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError
 from .keys import Keys
+from .luasrc import needed_lib
 from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
 
@@ -112,12 +113,12 @@ def _read_lua() -> tuple[str, dict[str, str]]:
 
 
 def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
-    """The full EVAL text of every script for a server of ``server_version``."""
+    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body."""
     lib, bodies = _read_lua()
     out: dict[str, str] = {}
     for name in _SCRIPT_NAMES:
         body = bodies[name]
-        text = lib + "\n" + body
+        text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
             flags = "no-writes" if "-- flags: no-writes" in body else ""
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
@@ -141,8 +142,7 @@ class Finish(NamedTuple):
 
 
 def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
-    """SHA-1 -> script name of every script as sent to a server of ``server_version``
-    (what ``EVALSHA`` names in SLOWLOG / MONITOR; for tools that label them)."""
+    """SHA-1 -> name of every script sent to a server of ``server_version`` (SLOWLOG)."""
     return {
         hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
         for name, text in load_sources(server_version).items()
