@@ -305,15 +305,14 @@ local function enqueue_plan(tag, a, now)
   local fields = { 'id', '', 'workflow', a.workflow, 'queue', a.queue,
     'status', status, 'inputJson', '', 'attempt', 1,
     'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
-  local optional = { parentRunId = a.parent, cronId = a.cron_id,
-    maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms }
-  if a.priority ~= 0 then optional.priority = a.priority end
-  for name, value in pairs(optional) do
-    if value ~= '' then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
-    end
+  local n = #fields
+  if a.parent ~= '' then fields[n + 1], fields[n + 2], n = 'parentRunId', a.parent, n + 2 end
+  if a.cron_id ~= '' then fields[n + 1], fields[n + 2], n = 'cronId', a.cron_id, n + 2 end
+  if a.max_concurrency ~= '' then
+    fields[n + 1], fields[n + 2], n = 'maxConcurrency', a.max_concurrency, n + 2
   end
+  if a.timeout_ms ~= '' then fields[n + 1], fields[n + 2], n = 'timeoutMs', a.timeout_ms, n + 2 end
+  if a.priority ~= 0 then fields[n + 1], fields[n + 2] = 'priority', a.priority end
   local p = { tag = tag, a = a, now = now, status = status, due = due,
     fields = fields, n = #fields, made = {} }
   if status == 'scheduled' then
@@ -357,6 +356,10 @@ end
 
 -- ZADD of every id in `ids` with one score, in slices (unpack's stack limit).
 local function zadd_all(key, score, ids)
+  if #ids == 1 then
+    redis.call('ZADD', key, score, ids[1])
+    return
+  end
   for first = 1, #ids, 400 do
     local args = {}
     for i = first, math.min(first + 399, #ids) do
