@@ -359,12 +359,12 @@ class AsyncClient:
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         ids: list[str] = []
         scripts = self.scripts
-        for call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
             try:
                 reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
             except NETWORK_ERRORS:  # the ids make a resend harmless
                 reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
-            ids += batch.many_reply(reply)
+            ids += batch.many_reply(sent, reply)
         return ids
 
     def handle(self, run_id: str) -> AsyncRunHandle[Any]:

@@ -96,10 +96,10 @@ def chunk_calls(
     idempotency_keys: list[str] | None,
     options: RunOptions,
     chunk: int = BATCH_CHUNK,
-) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
-    """Keys and arguments of each ``enqueue_runs`` call of the batch, in order
-    (fresh run ids, time-ordered, so runs of equal priority are claimed in the
-    order given). Lazy: a chunk's ids are made when it is about to be sent."""
+) -> Iterator[tuple[list[str], tuple[str, ...], list[Any]]]:
+    """The run ids, keys and arguments of each ``enqueue_runs`` call of the batch,
+    in order (fresh run ids, time-ordered, so runs of equal priority are claimed
+    in the order given). Lazy: a chunk's ids are made when it is about to be sent."""
     head = [
         keys.tag,
         target.workflow,
@@ -124,9 +124,13 @@ def chunk_calls(
                 ids, part, idempotency_keys[start : start + chunk], strict=True
             ):
                 args += (run_id, data, key)
-        yield (keys.run(ids[0]),), args
+        yield ids, (keys.run(ids[0]),), args
 
 
-def many_reply(reply: Any) -> list[str]:
-    """The run ids from ``enqueue_runs``'s reply."""
-    return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+def many_reply(ids: list[str], reply: Any) -> list[str]:
+    """The chunk's run ids after ``enqueue_runs``'s reply: ``ids`` (the ids sent), with
+    the items whose idempotency key named another run replaced by that run's id."""
+    for i in range(0, len(reply), 2):
+        other = reply[i + 1]
+        ids[int(reply[i])] = other.decode() if isinstance(other, bytes) else str(other)
+    return ids

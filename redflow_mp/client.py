@@ -198,12 +198,12 @@ class Client(Runs):
                 target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         ids: list[str] = []
-        for call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
             try:
                 reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
             except NETWORK_ERRORS:  # the ids make a resend harmless
                 reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
-            ids += batch.many_reply(reply)
+            ids += batch.many_reply(sent, reply)
         return ids
 
     def handle(self, run_id: str) -> RunHandle[Any]:
