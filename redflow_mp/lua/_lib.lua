@@ -298,7 +298,8 @@ end
 --                  run; an existing key returns its run)
 --   enqueue_flush  the indexes of every run made, one ZADD per index
 -- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
--- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9).
+-- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
+-- traceparent, tracestate (optional).
 local function enqueue_plan(tag, a, now)
   local status, due = 'queued', now
   if a.run_at > now then status, due = 'scheduled', a.run_at end
@@ -312,7 +313,14 @@ local function enqueue_plan(tag, a, now)
     fields[n + 1], fields[n + 2], n = 'maxConcurrency', a.max_concurrency, n + 2
   end
   if a.timeout_ms ~= '' then fields[n + 1], fields[n + 2], n = 'timeoutMs', a.timeout_ms, n + 2 end
-  if a.priority ~= 0 then fields[n + 1], fields[n + 2] = 'priority', a.priority end
+  if a.priority ~= 0 then fields[n + 1], fields[n + 2], n = 'priority', a.priority, n + 2 end
+  -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
+  if a.traceparent and a.traceparent ~= '' then
+    fields[n + 1], fields[n + 2], n = 'traceparent', a.traceparent, n + 2
+  end
+  if a.tracestate and a.tracestate ~= '' then
+    fields[n + 1], fields[n + 2] = 'tracestate', a.tracestate
+  end
   local p = { tag = tag, a = a, now = now, status = status, due = due,
     fields = fields, n = #fields, made = {} }
   if status == 'scheduled' then
