@@ -34,14 +34,14 @@ one ``await self.scripts.run(...)``: see :meth:`AsyncClient.cancel_run`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from . import queries
+from . import batch, queries
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
@@ -295,6 +295,84 @@ class AsyncClient:
             *enqueue_call(self.scripts, target, data, options)
         )
         return run_id
+
+    async def enqueue_workflow_many(
+        self,
+        workflow: Workflow[I, O],
+        inputs: Iterable[I | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> list[AsyncRunHandle[O]]:
+        """Enqueue a run per input (what ``Workflow.arun_many`` calls); see
+        ``Client.run_many_by_name``."""
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+        ids = await self._enqueue_many(workflow, inputs, options, idempotency_keys)
+        return [AsyncRunHandle(self, run_id) for run_id in ids]
+
+    async def run_many_by_name(
+        self,
+        name: str,
+        inputs: Iterable[Any],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> list[AsyncRunHandle[Any]]:
+        """Enqueue one run of the workflow called ``name`` per input; see
+        ``Client.run_many_by_name`` (the same checks, chunks and idempotency)."""
+        check_name(name, "workflow name")
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+        ids = await self._enqueue_many(name, inputs, options, idempotency_keys)
+        return [AsyncRunHandle(self, run_id) for run_id in ids]
+
+    async def _enqueue_many(
+        self,
+        workflow: Workflow[Any, Any] | str,
+        inputs: Iterable[Any],
+        options: RunOptions,
+        idempotency_keys: Iterable[str | None] | None,
+    ) -> list[str]:
+        """``Client.enqueue_many`` on this transport (the same functions, in order)."""
+        self.transport.enter()
+        if isinstance(workflow, Workflow):
+            target = target_of_definition(workflow, options)
+        else:
+            wf = self.registry.get(check_name(workflow, "workflow name"))
+            if wf is not None:
+                target = target_of_definition(wf, options)
+            else:
+                meta = await self.get_workflow_meta(workflow)
+                target = target_of_name(workflow, meta, options)
+        datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
+        ids: list[str] = []
+        scripts = self.scripts
+        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+            try:
+                reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+            except NETWORK_ERRORS:  # the ids make a resend harmless
+                reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
+            ids += batch.many_reply(sent, reply)
+        return ids
 
     def handle(self, run_id: str) -> AsyncRunHandle[Any]:
         """A handle for an existing run id (no round trip)."""

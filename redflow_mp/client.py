@@ -17,14 +17,15 @@ child that keeps using an inherited client opens fresh sockets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
 
-from . import queries, sync
+from . import batch, queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .errors import NETWORK_ERRORS
 from .handle import RunHandle
 from .ids import new_token
 from .options import RunOptions, check_name, check_reason, check_run_id
@@ -35,6 +36,8 @@ from .runs import (
     DEFAULT_PREFIX,
     Runs,
     cancel_accepted,
+    target_of_definition,
+    target_of_name,
 )
 from .scripts import resume_reply
 from .transport import Transport
@@ -121,6 +124,90 @@ class Client(Runs):
             parent_run_id=parent_run_id,
         )
         return RunHandle(self, self.enqueue(name, input, options))
+
+    def enqueue_workflow_many(
+        self,
+        workflow: Workflow[I, O],
+        inputs: Iterable[I | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> list[RunHandle[O]]:
+        """Enqueue a run of a known :class:`Workflow` per input (what
+        ``Workflow.run_many`` calls); see :meth:`run_many_by_name`."""
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+        ids = self.enqueue_many(workflow, inputs, options, idempotency_keys)
+        return [RunHandle(self, run_id) for run_id in ids]
+
+    def run_many_by_name(
+        self,
+        name: str,
+        inputs: Iterable[Any],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> list[RunHandle[Any]]:
+        """Enqueue one run of the workflow called ``name`` per input; the handles in
+        the order of ``inputs``.
+
+        The workflow's options come as for :meth:`run_by_name`, once for the whole
+        batch. Every input (and idempotency key) is checked before anything is
+        written: the first bad one raises, naming its index, and no run of the
+        batch is written. The runs are written in chunks of
+        :data:`~redflow_mp.batch.BATCH_CHUNK`, one round trip each, every chunk
+        atomic. ``idempotency_keys``, one per input (None for none): an item
+        whose key names an existing run gets that run's handle.
+        """
+        check_name(name, "workflow name")
+        options = RunOptions.of(
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+        ids = self.enqueue_many(name, inputs, options, idempotency_keys)
+        return [RunHandle(self, run_id) for run_id in ids]
+
+    def enqueue_many(
+        self,
+        workflow: Workflow[Any, Any] | str,
+        inputs: Iterable[Any],
+        options: RunOptions,
+        idempotency_keys: Iterable[str | None] | None = None,
+    ) -> list[str]:
+        """Enqueue a run per input (checked first, then chunk by chunk); the run ids."""
+        if isinstance(workflow, Workflow):
+            target = target_of_definition(workflow, options)
+        else:
+            wf = self.registry.get(check_name(workflow, "workflow name"))
+            if wf is not None:
+                target = target_of_definition(wf, options)
+            else:
+                target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
+        datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
+        ids: list[str] = []
+        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+            try:
+                reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+            except NETWORK_ERRORS:  # the ids make a resend harmless
+                reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
+            ids += batch.many_reply(sent, reply)
+        return ids
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle for an existing run id (no round trip)."""

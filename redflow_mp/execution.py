@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from . import codec
 from .codec import ErrorInfo, StoredStep
 from .errors import TRANSIENT_ERRORS, LeaseLostError, RunCanceledError
+from .flags import LazyEvent
 from .logs import RunLoggerAdapter, current_step
 from .metrics import Metrics
 from .retry import is_retryable
@@ -86,8 +87,9 @@ class Execution:
         self.lease_ms = lease_ms
         self.steps_cache = claimed.steps
         self.seen: set[str] = set()
-        self.cancelled = threading.Event()
-        self.lost = threading.Event()  # the lease is gone (the context reads it too)
+        # Lazy: made per run, almost never set or waited on (see flags.py).
+        self.cancelled: threading.Event = LazyEvent()
+        self.lost: threading.Event = LazyEvent()  # the lease is gone (the context reads it)
         self.cancel_reason: str | None = None
         self.lease_lost = False
         self.lease_until = claimed.lease_until

@@ -66,6 +66,19 @@ class RunStarter(Protocol):
         priority: int | None = ...,
     ) -> RunHandle[O2]: ...
 
+    def enqueue_workflow_many(
+        self,
+        workflow: Workflow[I2, O2],
+        inputs: Iterable[I2 | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = ...,
+        queue_override: str | None = ...,
+        idempotency_keys: Iterable[str | None] | None = ...,
+        idempotency_ttl: float | None = ...,
+        timeout: float | None = ...,
+        priority: int | None = ...,
+    ) -> list[RunHandle[O2]]: ...
+
 
 class AsyncRunStarter(Protocol):
     """What ``Workflow.arun`` needs of a client (an ``AsyncClient`` is one)."""
@@ -82,6 +95,19 @@ class AsyncRunStarter(Protocol):
         timeout: float | None = ...,
         priority: int | None = ...,
     ) -> AsyncRunHandle[O2]: ...
+
+    async def enqueue_workflow_many(
+        self,
+        workflow: Workflow[I2, O2],
+        inputs: Iterable[I2 | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = ...,
+        queue_override: str | None = ...,
+        idempotency_keys: Iterable[str | None] | None = ...,
+        idempotency_ttl: float | None = ...,
+        timeout: float | None = ...,
+        priority: int | None = ...,
+    ) -> list[AsyncRunHandle[O2]]: ...
 
 
 class Workflow(Generic[I, O]):
@@ -191,6 +217,62 @@ class Workflow(Generic[I, O]):
             run_at=run_at,
             queue_override=queue_override,
             idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+
+    def run_many(
+        self,
+        inputs: Iterable[I | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        client: RunStarter | None = None,
+    ) -> list[RunHandle[O]]:
+        """Enqueue one run per input; return their handles in the order of ``inputs``.
+
+        Every input is validated as in :meth:`run` before anything is written: the
+        first bad one raises (its index in the message) and no run of the batch is
+        written. The runs are written in chunks of 500, one round trip each, each
+        chunk atomic. ``idempotency_keys``: one per input (None for none); an
+        item whose key names an existing run (or one earlier in the batch) gets
+        that run's handle. The other options apply to every run, as in :meth:`run`.
+        """
+        return _starter(client).enqueue_workflow_many(
+            self,
+            inputs,
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_keys=idempotency_keys,
+            idempotency_ttl=idempotency_ttl,
+            timeout=timeout,
+            priority=priority,
+        )
+
+    async def arun_many(
+        self,
+        inputs: Iterable[I | Mapping[str, Any] | None],
+        *,
+        run_at: datetime | float | None = None,
+        queue_override: str | None = None,
+        idempotency_keys: Iterable[str | None] | None = None,
+        idempotency_ttl: float | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+        client: AsyncRunStarter | None = None,
+    ) -> list[AsyncRunHandle[O]]:
+        """:meth:`run_many` from asyncio code (``client``: an ``AsyncClient``)."""
+        return await _async_starter(client).enqueue_workflow_many(
+            self,
+            inputs,
+            run_at=run_at,
+            queue_override=queue_override,
+            idempotency_keys=idempotency_keys,
             idempotency_ttl=idempotency_ttl,
             timeout=timeout,
             priority=priority,

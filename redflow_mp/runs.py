@@ -296,7 +296,7 @@ class Runs:
         )
         return run_id
 
-    def enqueue_many(
+    def enqueue_each(
         self, workflow: Workflow[Any, Any] | str, inputs: list[Any], options: list[RunOptions]
     ) -> list[str]:
         """Enqueue one run per input (with its options), in one pipelined round trip;

@@ -39,6 +39,7 @@ from .claimed import claimed_from_reply as _claimed
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError, RunNotResumableError
 from .keys import Keys
+from .luasrc import needed_lib
 from .options import MAX_PRIORITY, check_priority
 from .transport import Transport, is_noscript, is_oom
 from .wait_scripts import WaitCalls
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 _SCRIPT_NAMES = (
     "enqueue_run",
+    "enqueue_runs",
     "claim_run",
     "renew_lease",
     "write_step",
@@ -119,12 +121,12 @@ def _read_lua() -> tuple[str, dict[str, str]]:
 
 
 def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
-    """The full EVAL text of every script for a server of ``server_version``."""
+    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body."""
     lib, bodies = _read_lua()
     out: dict[str, str] = {}
     for name in _SCRIPT_NAMES:
         body = bodies[name]
-        text = lib + "\n" + body
+        text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
             flags = "no-writes" if "-- flags: no-writes" in body else ""
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
@@ -133,8 +135,7 @@ def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
 
 
 def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
-    """SHA-1 -> script name of every script as sent to a server of ``server_version``
-    (what ``EVALSHA`` names in SLOWLOG / MONITOR; for tools that label them)."""
+    """SHA-1 -> name of every script sent to a server of ``server_version`` (SLOWLOG)."""
     return {
         hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
         for name, text in load_sources(server_version).items()
@@ -331,8 +332,7 @@ class ScriptSet:
         return (self.keys.run(run_id),), args
 
     def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        """Keys and arguments of ``cancel_run`` (read the reply with :func:`cancel_reply`)."""
-        return (self.keys.run(run_id),), (self._tag, run_id, reason)
+        return (self.keys.run(run_id),), (self._tag, run_id, reason)  # see cancel_reply
 
     def resume_call(self, run_id: str, token: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``resume_run`` (read the reply with :func:`resume_reply`);

@@ -427,7 +427,7 @@ class WaitMixin:
         # One pipelined round trip for the whole fan-out; every input is checked
         # before anything is written, and a resend is deduplicated by the keys.
         return ex.durable(
-            lambda: ex.runs.enqueue_many(workflow, list(inputs), options),
+            lambda: ex.runs.enqueue_each(workflow, list(inputs), options),
             f"starting {len(inputs)} children of {child!r}",
         )
 

@@ -41,6 +41,9 @@ _REQ_ABORT_RUN = 66  # 1 length byte + 47 bytes
 _MAX_ID = 47
 _MAX_TOKEN = 31
 _MAX_WF = 103
+# Precompiled: the child writes its entry several times per run.
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
 
 
 class SlotState(IntEnum):
@@ -49,6 +52,10 @@ class SlotState(IntEnum):
     IDLE = 2
     BUSY = 3
     EXITING = 4
+
+
+_BUSY = int(SlotState.BUSY)
+_IDLE = int(SlotState.IDLE)
 
 
 class AbortReason(IntEnum):
@@ -116,13 +123,13 @@ class Board:
 
     def _begin(self, index: int) -> int:
         base = index * ENTRY_SIZE
-        (seq,) = struct.unpack_from("<I", self._mm, base)
-        struct.pack_into("<I", self._mm, base, (seq + 1) & 0xFFFFFFFF)
+        mm = self._mm
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         return base
 
     def _end(self, base: int) -> None:
-        (seq,) = struct.unpack_from("<I", self._mm, base)
-        struct.pack_into("<I", self._mm, base, (seq + 1) & 0xFFFFFFFF)
+        mm = self._mm
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
 
     def claim_entry(self, index: int, pid: int) -> None:
         """Reset entry ``index`` for a new child (called by the parent before fork)."""
@@ -140,14 +147,15 @@ class Board:
     def push(
         self, index: int, run_id: str, token: str, workflow: str, timeout: float | None
     ) -> None:
+        mm = self._mm
         base = self._begin(index)
-        depth = self._mm[base + 9]
+        depth = mm[base + 9]
         if depth < MAX_DEPTH:
-            rid = _clip(run_id, _MAX_ID)
-            tok = _clip(token, _MAX_TOKEN)
-            wf = _clip(workflow, _MAX_WF)
+            rid = run_id.encode()[:_MAX_ID]
+            tok = token.encode()[:_MAX_TOKEN]
+            wf = workflow.encode()[:_MAX_WF]
             _ITEM.pack_into(
-                self._mm,
+                mm,
                 base + _STACK_AT + depth * _ITEM.size,
                 len(rid),
                 rid,
@@ -158,20 +166,20 @@ class Board:
                 len(wf),
                 wf,
             )
-        self._mm[base + 9] = depth + 1
-        self._mm[base + 8] = SlotState.BUSY
+        mm[base + 9] = depth + 1
+        mm[base + 8] = _BUSY
         self._end(base)
 
     def pop(self, index: int) -> None:
+        mm = self._mm
         base = self._begin(index)
-        depth = self._mm[base + 9]
+        depth = mm[base + 9]
         if depth > 0:
             depth -= 1
-            self._mm[base + 9] = depth
+            mm[base + 9] = depth
         if depth == 0:
-            self._mm[base + 8] = SlotState.IDLE
-            (done,) = struct.unpack_from("<I", self._mm, base + 12)
-            struct.pack_into("<I", self._mm, base + 12, done + 1)
+            mm[base + 8] = _IDLE
+            _U32.pack_into(mm, base + 12, _U32.unpack_from(mm, base + 12)[0] + 1)
         self._end(base)
 
     def mark_finishing(self, index: int) -> None:
@@ -180,17 +188,21 @@ class Board:
         depth = self._mm[base + 9]
         if 0 < depth <= MAX_DEPTH:
             at = base + _STACK_AT + (depth - 1) * _ITEM.size + _TIMEOUT_AT
-            struct.pack_into("<d", self._mm, at, -1.0)
+            _F64.pack_into(self._mm, at, -1.0)
         self._end(base)
 
     def set_claim_token(self, index: int, token: str) -> None:
         """Publish the token of the claim about to be sent: if the child dies before
         the claimed run is on the board, the parent finds the run by its lease."""
+        mm = self._mm
         base = index * ENTRY_SIZE + _CLAIM_TOKEN
-        data = _clip(token, _MAX_TOKEN)
-        self._mm[base] = 0
-        self._mm[base + 1 : base + 1 + len(data)] = data
-        self._mm[base] = len(data)
+        if not token:
+            mm[base] = 0
+            return
+        data = token.encode()[:_MAX_TOKEN]
+        mm[base] = 0
+        mm[base + 1 : base + 1 + len(data)] = data
+        mm[base] = len(data)
 
     def recycle_requested(self, index: int) -> bool:
         return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != 0

@@ -129,9 +129,9 @@ class RedflowClient(Client):
             raise ValueError(kind)
 
     def enqueue_batch(self, count: int) -> None:
-        # Written against the announced signature: Workflow.run_many(inputs, *,
-        # run_at=None, queue_override=None, idempotency_keys=None, client=None)
-        # -> list[RunHandle]. Until it exists W2B reports redflow as not available.
+        # Workflow.run_many(inputs, *, run_at=None, queue_override=None,
+        # idempotency_keys=None, client=None) -> list[RunHandle]; a redflow_mp
+        # without it is reported as not available.
         run_many = getattr(self.tasks.noop, "run_many", None)
         if run_many is None:
             raise NotAvailable("Workflow.run_many is not in this redflow_mp")

@@ -384,64 +384,129 @@ end
 -- a.link: the parent awaits this child (run_workflow): it is recorded in
 -- run:<parent>:children, whose unfinished members a cancel of the parent cancels.
 -- Returns id, created (1 new | 0 existing), status.
-local function enqueue(tag, a, now)
+-- Enqueue, in three parts so that one call can create many runs of one
+-- workflow (enqueue_runs.lua) as cheaply as possible, and one run
+-- (enqueue_run.lua, fire_cron.lua) exactly the same way:
+--   enqueue_plan   what every run of the call shares: status, keys, scores,
+--                  the fields of the run hash but its id and input
+--   enqueue_one    one run's hash and idempotency key (never over an existing
+--                  run; an existing key returns its run)
+--   enqueue_flush  the indexes of every run made, one ZADD per index
+-- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
+-- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
+-- link (the parent awaits the runs), traceparent, tracestate (optional).
+local function enqueue_plan(tag, a, now)
+  local status, due = 'queued', now
+  if a.run_at > now then status, due = 'scheduled', a.run_at end
+  local fields = { 'id', '', 'workflow', a.workflow, 'queue', a.queue,
+    'status', status, 'inputJson', '', 'attempt', 1,
+    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
+  local n = #fields
+  if a.parent ~= '' then fields[n + 1], fields[n + 2], n = 'parentRunId', a.parent, n + 2 end
+  if a.cron_id ~= '' then fields[n + 1], fields[n + 2], n = 'cronId', a.cron_id, n + 2 end
+  if a.max_concurrency ~= '' then
+    fields[n + 1], fields[n + 2], n = 'maxConcurrency', a.max_concurrency, n + 2
+  end
+  if a.timeout_ms ~= '' then fields[n + 1], fields[n + 2], n = 'timeoutMs', a.timeout_ms, n + 2 end
+  if a.priority ~= 0 then fields[n + 1], fields[n + 2], n = 'priority', a.priority, n + 2 end
+  -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
+  if a.traceparent and a.traceparent ~= '' then
+    fields[n + 1], fields[n + 2], n = 'traceparent', a.traceparent, n + 2
+  end
+  if a.tracestate and a.tracestate ~= '' then
+    fields[n + 1], fields[n + 2] = 'tracestate', a.tracestate
+  end
+  local p = { tag = tag, a = a, now = now, status = status, due = due,
+    fields = fields, n = #fields, made = {} }
+  -- a.link: the parent awaits these children (run_workflow/run_workflows): each
+  -- one, new or found by its key, goes in run:<parent>:children (cancel cascade).
+  if a.link and a.parent ~= '' then p.children = k_children(tag, a.parent) end
+  if status == 'scheduled' then
+    p.queue_key, p.queue_score = k_scheduled(tag, a.queue), int_str(due)
+  else
+    p.queue_key, p.queue_score = k_ready(tag, a.queue), ready_score(a.priority, now)
+  end
+  return p
+end
+
+local function enqueue_one(p, id, input_json, idem_key)
+  local tag = p.tag
   local idem = nil
-  if a.idem_key ~= '' then
-    idem = k_idem(tag, a.workflow, a.idem_key)
+  if idem_key ~= '' then
+    idem = k_idem(tag, p.a.workflow, idem_key)
     local existing = redis.call('GET', idem)
     -- A key whose run was already removed by retention no longer dedupes.
     if existing and redis.call('EXISTS', k_run(tag, existing)) == 1 then
-      if a.link and a.parent ~= '' then redis.call('SADD', k_children(tag, a.parent), existing) end
-      return existing, 0, ''
+      if p.children then redis.call('SADD', p.children, existing) end
+      return existing, 0
     end
   end
-  local run = k_run(tag, a.id)
+  local run = k_run(tag, id)
   -- Never over an existing run, whatever the call: the original of a resent
   -- call can reach Redis after its resend (a retransmission after a healed
   -- network), when the run may be running or finished already.
-  if redis.call('EXISTS', run) == 1 then return a.id, 0, '' end
-  if a.link and a.parent ~= '' then redis.call('SADD', k_children(tag, a.parent), a.id) end
-  local status = 'queued'
-  local due = now
-  if a.run_at > now then
-    status = 'scheduled'
-    due = a.run_at
+  if redis.call('EXISTS', run) == 1 then return id, 0 end
+  if p.children then redis.call('SADD', p.children, id) end
+  local f, n = p.fields, p.n
+  f[2], f[10] = id, input_json
+  if idem then
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] =
+      'idempotencyKey', idem_key, 'idempotencyTtlMs', p.a.idem_ttl
+    n = n + 4
   end
-  local fields = { 'id', a.id, 'workflow', a.workflow, 'queue', a.queue,
-    'status', status, 'inputJson', a.input_json, 'attempt', 1,
-    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
-  local optional = { idempotencyKey = a.idem_key, parentRunId = a.parent, cronId = a.cron_id,
-    maxConcurrency = a.max_concurrency, timeoutMs = a.timeout_ms,
-    traceparent = a.traceparent, tracestate = a.tracestate }
-  if idem then optional.idempotencyTtlMs = a.idem_ttl end
-  if a.priority ~= 0 then optional.priority = a.priority end
-  for name, value in pairs(optional) do
-    if value ~= '' then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = value
+  redis.call('HSET', run, unpack(f, 1, n))
+  -- No expiry while the run is unfinished (finalize sets it): a run scheduled
+  -- further ahead than the TTL must still dedupe.
+  if idem then redis.call('SET', idem, id) end
+  p.made[#p.made + 1] = id
+  return id, 1
+end
+
+-- ZADD of every id in `ids` with one score, in slices (unpack's stack limit).
+local function zadd_all(key, score, ids)
+  if #ids == 1 then
+    redis.call('ZADD', key, score, ids[1])
+    return
+  end
+  for first = 1, #ids, 400 do
+    local args = {}
+    for i = first, math.min(first + 399, #ids) do
+      args[#args + 1] = score
+      args[#args + 1] = ids[i]
     end
+    redis.call('ZADD', key, unpack(args))
   end
-  redis.call('HSET', run, unpack(fields))
-  redis.call('ZADD', tag .. ':runs:created', now, a.id)
-  redis.call('ZADD', k_wf_runs(tag, a.workflow), now, a.id)
-  redis.call('ZADD', k_status(tag, status), now, a.id)
+end
+
+local function enqueue_flush(p)
+  local made = p.made
+  if #made == 0 then return end
+  local tag, q, now = p.tag, p.a.queue, p.now
+  zadd_all(tag .. ':runs:created', now, made)
+  zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
+  zadd_all(k_status(tag, p.status), now, made)
+  zadd_all(p.queue_key, p.queue_score, made)
   -- For listing only (ops views, metrics); forget_queues removes idle ones.
-  redis.call('SADD', tag .. ':queues', a.queue)
-  if status == 'scheduled' then
-    redis.call('ZADD', k_scheduled(tag, a.queue), due, a.id)
-    mark_due(tag, a.queue, due)
-  else
+  redis.call('SADD', tag .. ':queues', q)
+  if p.status == 'scheduled' then
+    mark_due(tag, q, p.due)
+  elseif redis.call('ZCARD', p.queue_key) == #made then
     -- Ring only when the set was empty: the worker a bell wakes rings again
     -- while work remains (claim_run.lua), so a burst wakes every idle worker
     -- without a bell per run.
-    local ready = k_ready(tag, a.queue)
-    redis.call('ZADD', ready, ready_score(a.priority, now), a.id)
-    if redis.call('ZCARD', ready) == 1 then ring(tag, a.queue) end
+    ring(tag, q)
   end
-  -- No expiry while the run is unfinished (finalize sets it): a run scheduled
-  -- further ahead than the TTL must still dedupe.
-  if idem then redis.call('SET', idem, a.id) end
-  return a.id, 1, status
+  p.made = {}
+end
+
+-- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
+-- the run existed already).
+local function enqueue(tag, a, now)
+  local p = enqueue_plan(tag, a, now)
+  local id, created = enqueue_one(p, a.id, a.input_json, a.idem_key)
+  if created == 0 then return id, 0, '' end
+  enqueue_flush(p)
+  return id, 1, p.status
 end
 
 -- A ready entry whose run record is unusable fails with a clear error instead

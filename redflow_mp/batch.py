@@ -1,0 +1,136 @@
+"""Batch enqueue (``Workflow.run_many``, ``Client.run_many_by_name``): what a batch
+writes and how its replies read, without I/O.
+
+A batch is cut into chunks of :data:`BATCH_CHUNK` runs; each chunk is one call
+of ``enqueue_runs`` (one round trip), which writes every run of the chunk
+exactly as ``enqueue_run`` writes one, atomically. Every item of the whole
+batch is encoded and validated (JSON, ``max_payload_bytes``, the schema when
+the definition is at hand, its idempotency key) *before the first chunk is
+sent*, so a bad item raises at the call site, naming its index, and nothing of
+the batch is written. An item whose idempotency key names an existing run
+(also one made earlier in the same batch) gets that run's id in its place.
+
+A chunk whose reply is lost to a network error is sent once more: the run ids
+are generated here, so a resend finds the runs the first send made and returns
+them. A failure after some chunks were written leaves those chunks' runs in
+place (each chunk is atomic, the batch as a whole is not).
+
+The sync store (``runs.py``) and the asyncio client (``aio.py``) share these
+functions, as they share ``enqueue_call``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import InputValidationError
+from .ids import new_run_id
+from .keys import Keys
+from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions
+from .runs import EnqueueTarget, encode_input
+
+__all__ = ["BATCH_CHUNK", "chunk_calls", "encode_batch", "many_reply"]
+
+BATCH_CHUNK = 500
+"""Runs per ``enqueue_runs`` call: large enough that the round trip and the call's
+fixed cost vanish per run, small enough that one call blocks Redis for a few ms."""
+
+
+def _item_error(index: int, exc: Exception) -> Exception:
+    """``exc`` with the index of the bad item in front of its message (same type)."""
+    try:
+        return type(exc)(f"inputs[{index}]: {exc}")
+    except Exception:  # an exception type whose constructor takes other arguments
+        return InputValidationError(f"inputs[{index}]: {exc}")
+
+
+def _check_key(key: object, index: int) -> str:
+    if key is None:
+        return ""
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_keys[{index}] must be a str or None")
+    if not key:
+        raise ValueError(f"idempotency_keys[{index}] must be non-empty when given")
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(
+            f"idempotency_keys[{index}] is {len(key)} characters; the limit is "
+            f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
+        )
+    return key
+
+
+def encode_batch(
+    target: EnqueueTarget,
+    inputs: Iterable[Any],
+    idempotency_keys: Iterable[str | None] | None,
+    limit: int,
+) -> tuple[list[bytes], list[str] | None]:
+    """Every item's stored input and idempotency key, checked before anything is
+    written; the first bad item raises (its index in the message)."""
+    if isinstance(inputs, str | bytes | dict):
+        raise TypeError("inputs must be a list (or other iterable) of inputs, one per run")
+    datas: list[bytes] = []
+    for index, value in enumerate(inputs):
+        try:
+            datas.append(encode_input(target, value, limit))
+        except (TypeError, ValueError, InputValidationError) as exc:
+            raise _item_error(index, exc) from None
+    if idempotency_keys is None:
+        return datas, None
+    if isinstance(idempotency_keys, str | bytes):
+        raise TypeError("idempotency_keys must be a list of keys (or None), one per input")
+    keys = [_check_key(key, i) for i, key in enumerate(idempotency_keys)]
+    if len(keys) != len(datas):
+        raise ValueError(
+            f"idempotency_keys has {len(keys)} items for {len(datas)} inputs; give one "
+            "per input (None for an item without a key)"
+        )
+    return datas, keys
+
+
+def chunk_calls(
+    keys: Keys,
+    target: EnqueueTarget,
+    datas: list[bytes],
+    idempotency_keys: list[str] | None,
+    options: RunOptions,
+    chunk: int = BATCH_CHUNK,
+) -> Iterator[tuple[list[str], tuple[str, ...], list[Any]]]:
+    """The run ids, keys and arguments of each ``enqueue_runs`` call of the batch,
+    in order (fresh run ids, time-ordered, so runs of equal priority are claimed
+    in the order given). Lazy: a chunk's ids are made when it is about to be sent."""
+    head = [
+        keys.tag,
+        target.workflow,
+        target.queue,
+        target.max_attempts,
+        options.run_at_ms,
+        options.idempotency_ttl_ms,
+        options.parent_run_id or "",
+        "" if target.max_concurrency is None else target.max_concurrency,
+        "" if target.timeout_ms is None else target.timeout_ms,
+        target.priority,
+    ]
+    for start in range(0, len(datas), chunk):
+        part = datas[start : start + chunk]
+        ids = [new_run_id() for _ in part]
+        args = head.copy()
+        if idempotency_keys is None:
+            for run_id, data in zip(ids, part, strict=True):
+                args += (run_id, data, "")
+        else:
+            for run_id, data, key in zip(
+                ids, part, idempotency_keys[start : start + chunk], strict=True
+            ):
+                args += (run_id, data, key)
+        yield ids, (keys.run(ids[0]),), args
+
+
+def many_reply(ids: list[str], reply: Any) -> list[str]:
+    """The chunk's run ids after ``enqueue_runs``'s reply: ``ids`` (the ids sent), with
+    the items whose idempotency key named another run replaced by that run's id."""
+    for i in range(0, len(reply), 2):
+        other = reply[i + 1]
+        ids[int(reply[i])] = other.decode() if isinstance(other, bytes) else str(other)
+    return ids
