@@ -26,6 +26,7 @@ import redis
 from . import queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .handle import RunHandle
+from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_PREFIX, Runs, cancel_accepted
@@ -184,6 +185,8 @@ def create_client(
     registry: Registry | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -197,12 +200,26 @@ def create_client(
     other user may run ``FUNCTION``: a library is found by name, and a user who
     can ``FUNCTION LOAD REPLACE`` could swap its code (a library of our name with
     other code is refused, but one replaced after we checked is not noticed).
+
+    A Redis Cluster is found from any node's URL (``INFO`` says
+    ``cluster_enabled:1``; ``cluster=True`` says so without asking): the client
+    connects to the master serving the prefix's slot and follows it through
+    failovers and resharding. ``redis+sentinel://[user:pass@]host:port[,host:port
+    ...]/service_name[/db]`` connects to a Sentinel group's master
+    (``sentinel_master`` names the service where the URL does not). README,
+    "Redis Cluster and Sentinel".
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
         raise TypeError("redis_functions must be a bool")
-    transport = Transport(url, redis)
+    transport = Transport(
+        url,
+        redis,
+        cluster=cluster,
+        sentinel_master=sentinel_master,
+        route_key=Keys(prefix).tag,
+    )
     client = Client(
         transport,
         prefix=prefix,

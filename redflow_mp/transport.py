@@ -25,15 +25,26 @@ import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.retry import Retry
 
+from .connection import (
+    RoutedRedis,
+    Router,
+    Target,
+    mask_url,
+    parse_target,
+    routed_connection_class,
+    sentinel_client,
+    with_redirects,
+)
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
@@ -89,31 +100,6 @@ class _Wire:
         self.close()
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password (user info or ``?password=``) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    query = parts.query
-    if query:
-        pairs = []
-        for piece in query.split("&"):
-            key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}=***" if sep and key.lower() == "password" else piece)
-        query = "&".join(pairs)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def check_url(url: object) -> str:
     """``url`` (default ``redis://localhost:6379/0``) if its scheme is one we connect to."""
     if url is None:
@@ -121,7 +107,7 @@ def check_url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
     scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
     return url
 
@@ -153,17 +139,36 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
-    """A bytes-returning client: from ``url``, or cloned from a caller's client settings."""
+def _own_client(
+    url: str | None, client: redis.Redis | None, target: Target | None, route_key: str | None
+) -> tuple[redis.Redis, Router | None]:
+    """A bytes-returning client: from ``url`` (pinned to a cluster's node serving
+    ``route_key``, or through Sentinel), or cloned from a caller's client settings."""
     if client is not None:
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
         new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return redis.Redis(connection_pool=new_pool)
-    return redis.Redis.from_url(
-        check_url(url), retry=Retry(retry_backoff(), retries=RETRIES), **client_options()
+        return redis.Redis(connection_pool=new_pool), None
+    retry = Retry(retry_backoff(), retries=RETRIES)
+    if target is None:
+        target = parse_target(check_url(url))
+    if target.kind == "sentinel":
+        return sentinel_client(target, client_options(), retry), None
+    parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
+    url_kwargs = dict(parse(target.url))
+    base = url_kwargs.pop("connection_class", redis.Connection)
+    if base is redis.UnixDomainSocketConnection:
+        return redis.Redis.from_url(target.url, retry=retry, **client_options()), None
+    router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
+    pool = redis.ConnectionPool(
+        connection_class=routed_connection_class(base, router),
+        retry=retry,
+        **{**url_kwargs, **client_options()},
     )
+    routed = RoutedRedis(connection_pool=pool)
+    routed.router = router
+    return routed, router
 
 
 def parse_server_version(info: Any) -> tuple[int, ...]:
@@ -206,9 +211,22 @@ class _Local(threading.local):
 class Transport:
     """Owns the Redis client and the per-thread hot-path connections."""
 
-    def __init__(self, url: str | None = None, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.Redis | None = None,
+        *,
+        cluster: bool = False,
+        sentinel_master: str | None = None,
+        route_key: str | None = None,
+    ) -> None:
         self.url = url if client is None else None
-        self._redis: redis.Redis = _own_client(url, client)
+        self.target = (
+            None
+            if client is not None
+            else parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master)
+        )
+        self._redis, self.router = _own_client(url, client, self.target, route_key)
         self._closed = False
         self._local = _Local()
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -229,6 +247,8 @@ class Transport:
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
+        if self.router is not None:
+            return self.router.describe()
         if self.url:
             return mask_url(self.url)
         kw = self._redis.connection_pool.connection_kwargs
@@ -262,6 +282,11 @@ class Transport:
         Network errors reconnect and, when ``retry`` is true (the caller's command
         is idempotent), resend once before raising.
         """
+        if self.router is not None and self.router.cluster:
+            return with_redirects(self.router, lambda: self._send(args, retry), lambda: None)
+        return self._send(args, retry)
+
+    def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         wire = self._wire()
         try:
             return wire.request(args)

@@ -443,6 +443,8 @@ class Arbiter:
             max_runs=s.max_runs_per_child,
             max_payload_bytes=s.max_payload_bytes,
             redis_functions=s.redis_functions,
+            cluster=s.cluster,
+            sentinel_master=s.sentinel_master or None,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

@@ -85,6 +85,8 @@ class ChildSpec:
     max_runs: int = 0
     max_payload_bytes: int = 8 * 1024 * 1024
     redis_functions: bool = False
+    cluster: bool = False
+    sentinel_master: str | None = None
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -243,6 +245,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         registry=registry,
         max_payload_bytes=spec.max_payload_bytes,
         redis_functions=spec.redis_functions,
+        cluster=spec.cluster,
+        sentinel_master=spec.sentinel_master,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

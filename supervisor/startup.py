@@ -55,6 +55,8 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
         default=False,
         max_payload_bytes=s.max_payload_bytes,
         redis_functions=s.redis_functions,
+        cluster=s.cluster,
+        sentinel_master=s.sentinel_master or None,
     )
     deadline = time.monotonic() + _CONNECT_PATIENCE
     delay = 0.1
