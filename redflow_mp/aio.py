@@ -377,6 +377,8 @@ def create_async_client(
     registry: Registry | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -387,14 +389,22 @@ def create_async_client(
     replies. Unless ``default=False`` the client becomes the process's default
     async client (``Workflow.arun()`` without ``client=``). Close it with
     ``await client.aclose()`` (or ``async with``). ``redis_functions`` as for
-    :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default).
+    :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default), and so are
+    ``cluster`` and ``sentinel_master`` (a Redis Cluster node's URL, detected, or a
+    ``redis+sentinel://`` URL).
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
         raise TypeError("redis_functions must be a bool")
     client = AsyncClient(
-        AsyncTransport(url, redis),
+        AsyncTransport(
+            url,
+            redis,
+            cluster=cluster,
+            sentinel_master=sentinel_master,
+            route_key=Keys(prefix).tag,
+        ),
         prefix=prefix,
         registry=registry,
         max_payload_bytes=max_payload_bytes,

@@ -49,6 +49,15 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
+from .connection import (
+    RoutedAsyncRedis,
+    Router,
+    adiscover,
+    async_sentinel,
+    awith_redirects,
+    parse_target,
+    routed_async_connection_class,
+)
 from .errors import RedflowError
 from .transport import (
     RETRIES,
@@ -81,6 +90,11 @@ _ERRORS: dict[str, type[rexc.ResponseError] | type[rexc.ConnectionError]] = {
     "LOADING": rexc.BusyLoadingError,
     "NOSCRIPT": rexc.NoScriptError,
     "READONLY": rexc.ReadOnlyError,
+    # a cluster's "not here" replies (connection.awith_redirects retries them)
+    "MOVED": rexc.MovedError,
+    "ASK": rexc.AskError,
+    "CLUSTERDOWN": rexc.ClusterDownError,
+    "TRYAGAIN": rexc.TryAgainError,
 }
 
 
@@ -149,6 +163,7 @@ class _Resp(asyncio.Protocol):
         self.lost: Exception | None = None
         self.on_message: Callable[[bytes, bytes], None] | None = None
         self.on_lost: Callable[[Exception], None] | None = None
+        self.generation = -1  # the cluster router's generation when it connected
 
     # --- asyncio.Protocol --------------------------------------------------
 
@@ -313,11 +328,26 @@ class _Subscriber:
                 channel.message.set_exception(exc)
 
 
+def _nothing() -> None:
+    pass
+
+
 class AsyncTransport:
     """Owns an async client's connections; bound to one event loop."""
 
-    def __init__(self, url: str | None = None, client: redis.asyncio.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.asyncio.Redis | None = None,
+        *,
+        cluster: bool = False,
+        sentinel_master: str | None = None,
+        route_key: str | None = None,
+    ) -> None:
         self.url = url if client is None else None
+        self.router: Router | None = None
+        self._sentinel: Any = None
+        self._service: str | None = None
         # A blocking pool: a burst of concurrent queries waits for a free
         # connection instead of failing with "Too many connections".
         if client is not None:
@@ -332,15 +362,14 @@ class AsyncTransport:
                 timeout=POOL_TIMEOUT,
                 **kwargs,
             )
+            self._redis = redis.asyncio.Redis(connection_pool=new_pool)
         else:
-            new_pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self._redis = self._own_client(
                 check_url(url),
-                max_connections=MAX_CONNECTIONS,
-                timeout=POOL_TIMEOUT,
-                retry=AsyncRetry(retry_backoff(), retries=RETRIES),
-                **client_options(),
+                cluster=cluster,
+                sentinel_master=sentinel_master,
+                route_key=route_key,
             )
-        self._redis = redis.asyncio.Redis(connection_pool=new_pool)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
@@ -348,8 +377,53 @@ class AsyncTransport:
         self._sub: _Subscriber | None = None
         self._opening: dict[str, asyncio.Future[_Resp]] = {}
 
+    def _own_client(
+        self, url: str, *, cluster: bool, sentinel_master: str | None, route_key: str | None
+    ) -> redis.asyncio.Redis:
+        """The general client for ``url``: one server, pinned to a cluster's master
+        of the prefix's slot, or a Sentinel group's master (``connection.py``)."""
+        target = parse_target(url, cluster=cluster, sentinel_master=sentinel_master)
+        retry = AsyncRetry(retry_backoff(), retries=RETRIES)
+        if target.kind == "sentinel":
+            self._sentinel = async_sentinel(target, client_options())
+            self._service = target.service
+            kwargs: dict[str, Any] = dict(client_options())
+            kwargs.update(db=target.db, username=target.username, password=target.password)
+            if target.tls:
+                kwargs["ssl"] = True
+            client: redis.asyncio.Redis = self._sentinel.master_for(
+                target.service, retry=retry, **kwargs
+            )
+            return client
+        parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
+        url_kwargs = dict(parse(url))
+        base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
+        if base is redis.asyncio.UnixDomainSocketConnection:
+            return redis.asyncio.Redis(
+                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=POOL_TIMEOUT,
+                    retry=retry,
+                    **client_options(),
+                )
+            )
+        self.router = Router(url, route_key or "{}", forced=cluster, options=client_options())
+        pool = redis.asyncio.BlockingConnectionPool(
+            connection_class=routed_async_connection_class(base, self.router),
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT,
+            retry=retry,
+            **{**url_kwargs, **client_options()},
+        )
+        routed = RoutedAsyncRedis(connection_pool=pool)
+        routed.router = self.router
+        return routed
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
+        if self.router is not None:
+            return self.router.describe()
         if self.url:
             return mask_url(self.url)
         kw = self._redis.connection_pool.connection_kwargs
@@ -414,8 +488,40 @@ class AsyncTransport:
             del self._opening[kind]
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Resp:
+        """A connection to where commands go now: the server, the master a Sentinel
+        group names, or the cluster master serving the prefix's slot (detected with
+        ``INFO cluster`` on the first connection unless ``cluster=True``)."""
         pool: Any = self._redis.connection_pool
         conn: Any = pool.make_connection()  # redis-py's parsed settings; never connected
+        if self._sentinel is not None:
+            host, port = await self._sentinel.discover_master(self._service)
+            return await self._dial(loop, conn, host, port)
+        router = self.router
+        if router is None or router.cluster is False:
+            return await self._dial(loop, conn, conn.host, conn.port)
+        if router.cluster is None:
+            resp = await self._dial(loop, conn, conn.host, conn.port)
+            info = await resp.request(("INFO", "cluster"))
+            router.cluster = b"cluster_enabled:1" in info
+            if not router.cluster:
+                return resp
+            resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
+        if router.address is None:
+            await adiscover(router)
+        generation = router.generation
+        assert router.address is not None
+        try:
+            resp = await self._dial(loop, conn, *router.address)
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            await adiscover(router)  # the pinned master is gone: where is the slot now?
+            generation = router.generation
+            resp = await self._dial(loop, conn, *router.address)
+        resp.generation = generation
+        return resp
+
+    async def _dial(
+        self, loop: asyncio.AbstractEventLoop, conn: Any, host: str, port: int
+    ) -> _Resp:
         where = self.describe()
         timeout = conn.socket_connect_timeout or SOCKET_TIMEOUT
         path = getattr(conn, "path", None)
@@ -427,8 +533,8 @@ class AsyncTransport:
                     ssl_context = getattr(conn, "ssl_context", None)
                     _, resp = await loop.create_connection(
                         lambda: _Resp(loop, where),
-                        conn.host,
-                        conn.port,
+                        host,
+                        port,
                         ssl=ssl_context.get() if ssl_context is not None else None,
                     )
                 await self._handshake(resp, conn)
@@ -475,19 +581,37 @@ class AsyncTransport:
         idempotent), resend once before raising.
         """
         self.enter()
+        router = self.router
+        if router is not None and router.cluster:
+            return await awith_redirects(router, lambda: self._send(args, retry), _nothing)
+        return await self._send(args, retry)
+
+    async def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         resp = self._cmd
-        if resp is None or resp.lost is not None:
+        if resp is None or resp.lost is not None or self._stale(resp):
+            if resp is not None and resp.lost is None:
+                resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
             resp = await self._command()
         try:
             fut = resp.request(args)
             if resp.paused:
                 await resp.drained()
             return await fut
+        except rexc.ReadOnlyError:
+            if self._sentinel is None:
+                raise
+            # a master demoted by a failover: nothing was run; reconnect to the new one
+            resp.close(rexc.ConnectionError("the master was demoted"))
         except (rexc.ConnectionError, rexc.TimeoutError):
             if not retry:
                 raise
         resp = await self._command()
         return await resp.request(args)
+
+    def _stale(self, resp: _Resp) -> bool:
+        """A cluster connection opened before the router last re-pinned."""
+        router = self.router
+        return router is not None and bool(router.cluster) and resp.generation != router.generation
 
     async def server_version(self) -> tuple[int, ...]:
         if self._version is None:
@@ -503,6 +627,8 @@ class AsyncTransport:
         on it."""
         self.enter()
         sub = self._sub
+        if sub is not None and sub.resp.lost is None and self._stale(sub.resp):
+            sub.resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
         if sub is None or sub.resp.lost is not None:
             resp = await self._open("sub")
             sub = self._sub

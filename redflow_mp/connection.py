@@ -34,14 +34,16 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
 from redis import exceptions as rexc
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
@@ -252,7 +254,7 @@ class Router:
         """Ask the cluster (the URL's node, then every node known) which master
         serves the slot; re-pin there."""
         make: Callable[..., ClusterNode] = ClusterNode  # untyped in redis-py
-        seeds = [make(h, p) for h, p in self._nodes]
+        seeds = [make(h, p) for h, p in self.known_nodes()]
         opts = {k: v for k, v in self.options.items() if k != "health_check_interval"}
         try:
             rc = RedisCluster.from_url(self.url, startup_nodes=seeds or None, **opts)
@@ -268,6 +270,14 @@ class Router:
             nodes = [(str(n.host), int(n.port)) for n in all_nodes()]
         finally:
             rc.close()
+        return self.pinned(found, nodes)
+
+    def known_nodes(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._nodes)
+
+    def pinned(self, found: tuple[str, int], nodes: list[tuple[str, int]]) -> tuple[str, int]:
+        """Record a discovery: the slot's master and every node seen."""
         with self._lock:
             self._nodes = nodes
             if found != self.address:
@@ -368,3 +378,135 @@ class RoutedRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         send: Callable[..., Any] = super().execute_command  # untyped in redis-py
         return with_redirects(self.router, lambda: send(*args, **options), lambda: None)
+
+
+# ---------------------------------------------------------------- asyncio
+
+
+async def adiscover(router: Router) -> tuple[str, int]:
+    """:meth:`Router.discover` for an event loop (redis.asyncio's RedisCluster)."""
+    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    make: Callable[..., AsyncClusterNode] = AsyncClusterNode  # untyped in redis-py
+    seeds = [make(h, p) for h, p in router.known_nodes()]
+    opts = {
+        k: v
+        for k, v in router.options.items()
+        if k not in ("health_check_interval", "socket_keepalive")
+    }
+    try:
+        rc = AsyncRedisCluster.from_url(router.url, startup_nodes=seeds or None, **opts)
+        await rc.initialize()
+    except rexc.RedisClusterException as exc:
+        raise RedflowError(
+            f"Redis at {mask_url(router.url)} is not usable as a cluster: {exc}"
+        ) from None
+    try:
+        node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
+        node = node_of(router.route_key)
+        found = (str(node.host), int(node.port))
+        nodes = [(str(n.host), int(n.port)) for n in rc.get_nodes()]
+    finally:
+        await rc.aclose()
+    return router.pinned(found, nodes)
+
+
+def routed_async_connection_class(base: type[Any], router: Router) -> type[Any]:
+    """:func:`routed_connection_class` for redis.asyncio's connection classes."""
+
+    class Routed(base):  # type: ignore[misc]
+        _route_generation = -1
+
+        async def connect_check_health(
+            self, check_health: bool = True, retry_socket_connect: bool = True
+        ) -> None:
+            if self.is_connected:
+                return
+            if router.cluster is None:
+                await super().connect_check_health(check_health, retry_socket_connect)
+                await self.send_command("INFO", "cluster")
+                info = await self.read_response()
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                router.cluster = "cluster_enabled:1" in text
+                if not router.cluster:
+                    return
+                await self.disconnect()
+            if not router.cluster:
+                await super().connect_check_health(check_health, retry_socket_connect)
+                return
+            if router.address is None:
+                await adiscover(router)
+            self._route_generation = router.generation
+            assert router.address is not None
+            self.host, self.port = router.address
+            try:
+                await super().connect_check_health(check_health, retry_socket_connect)
+            except (rexc.ConnectionError, rexc.TimeoutError):
+                await adiscover(router)
+                self._route_generation = router.generation
+                self.host, self.port = router.address
+                await super().connect_check_health(check_health, retry_socket_connect)
+
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            if router.cluster and self._route_generation != router.generation:
+                await self.disconnect()
+            await super().send_packed_command(command, check_health)
+
+    Routed.__name__ = f"Routed{base.__name__}"
+    Routed.__qualname__ = Routed.__name__
+    return Routed
+
+
+async def awith_redirects(
+    router: Router | None, send: Callable[[], Awaitable[_T]], on_moved: Callable[[], None]
+) -> _T:
+    """:func:`with_redirects` for coroutines."""
+    if router is None or not router.cluster:
+        return await send()
+    deadline = time.monotonic() + CLUSTER_PATIENCE
+    delay = 0.02
+    while True:
+        try:
+            return await send()
+        except rexc.MovedError as exc:
+            router.moved(str(exc.host), int(exc.port))
+            on_moved()
+            if time.monotonic() >= deadline:
+                raise
+        except REDIRECT_ERRORS:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+class RoutedAsyncRedis(redis.asyncio.Redis):
+    """:class:`RoutedRedis` for redis.asyncio."""
+
+    router: Router | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        send: Callable[..., Awaitable[Any]] = super().execute_command  # untyped in redis-py
+        return await awith_redirects(self.router, lambda: send(*args, **options), lambda: None)
+
+
+def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
+    """redis.asyncio's Sentinel for ``target`` (checked like the sync one first:
+    a service nobody monitors is an error at once)."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    check_sentinel_service(
+        Sentinel(
+            list(target.sentinels),
+            sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
+        ),
+        target,
+    )
+    return AsyncSentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": options.get("socket_timeout"),
+            "socket_connect_timeout": options.get("socket_connect_timeout"),
+        },
+    )
