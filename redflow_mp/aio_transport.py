@@ -53,7 +53,7 @@ from .connection import (
     RoutedAsyncRedis,
     Router,
     adiscover,
-    async_sentinel,
+    async_sentinel_client,
     awith_redirects,
     parse_target,
     routed_async_connection_class,
@@ -385,16 +385,9 @@ class AsyncTransport:
         target = parse_target(url, cluster=cluster, sentinel_master=sentinel_master)
         retry = AsyncRetry(retry_backoff(), retries=RETRIES)
         if target.kind == "sentinel":
-            self._sentinel = async_sentinel(target, client_options())
+            client, self._sentinel = async_sentinel_client(target, client_options(), retry)
             self._service = target.service
-            kwargs: dict[str, Any] = dict(client_options())
-            kwargs.update(db=target.db, username=target.username, password=target.password)
-            if target.tls:
-                kwargs["ssl"] = True
-            client: redis.asyncio.Redis = self._sentinel.master_for(
-                target.service, retry=retry, **kwargs
-            )
-            return client
+            return client  # type: ignore[no-any-return]
         parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
         url_kwargs = dict(parse(url))
         base = url_kwargs.pop("connection_class", redis.asyncio.Connection)

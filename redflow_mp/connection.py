@@ -47,7 +47,7 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .errors import RedflowError
 
@@ -197,10 +197,61 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redi
     check_sentinel_service(sentinel, target)
     kwargs: dict[str, Any] = dict(options)
     kwargs.update(db=target.db, username=target.username, password=target.password)
-    if target.tls:
-        kwargs["ssl"] = True
-    client: redis.Redis = sentinel.master_for(target.service, retry=retry, **kwargs)
+    base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
+    client: redis.Redis = sentinel.master_for(
+        target.service, retry=retry, connection_class=_master_connection(base), **kwargs
+    )
     return client
+
+
+def _master_connection(base: type[Any]) -> type[Any]:
+    """redis-py's Sentinel connection class, made to find the master before every
+    (re)connection. Its own class asks the sentinels only in ``connect()``; a
+    connection that reconnects by itself (``send_packed_command`` on a closed
+    socket: a retry after a network error, or a connection made with
+    ``make_connection()`` as the hot path does) would otherwise dial its default
+    address, ``localhost:6379``."""
+
+    def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if not _connected(self):
+            self.connect()  # asks the sentinels for the master
+        super(Master, self).send_packed_command(command, check_health)
+
+    name = f"Master{base.__name__}"
+    Master: type[Any] = type(
+        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
+    )
+    return Master
+
+
+def _async_master_connection(base: type[Any]) -> type[Any]:
+    """:func:`_master_connection` for redis.asyncio."""
+
+    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super(Master, self).send_packed_command(command, check_health)
+
+    name = f"Master{base.__name__}"
+    Master: type[Any] = type(
+        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
+    )
+    return Master
+
+
+def async_sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> Any:
+    """redis.asyncio's client of the service's master, and its Sentinel."""
+    from redis.asyncio.sentinel import SentinelManagedConnection as AsyncManaged
+    from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncManagedSSL
+
+    sentinel = async_sentinel(target, options)
+    kwargs: dict[str, Any] = dict(options)
+    kwargs.update(db=target.db, username=target.username, password=target.password)
+    base = AsyncManagedSSL if target.tls else AsyncManaged
+    client = sentinel.master_for(
+        target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
+    )
+    return client, sentinel
 
 
 def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
@@ -293,53 +344,68 @@ class Router:
                 self.generation += 1
 
 
+def _connected(conn: Any) -> bool:
+    # redis-py >= 5.1 has ``is_connected``; 5.0's sync connection only its socket
+    flag = getattr(conn, "is_connected", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(conn, "_sock", None) is not None
+
+
 def routed_connection_class(base: type[Any], router: Router) -> type[Any]:
     """``base`` (redis-py's TCP or TLS connection class) made to connect to the
     router's node, detect a cluster on its first connection, and reconnect when
-    the router re-pinned."""
+    the router re-pinned. redis-py 6+ connects through ``connect_check_health``,
+    5.x through ``connect``: whichever the class has is the one wrapped."""
+    method = "connect_check_health" if hasattr(base, "connect_check_health") else "connect"
 
-    class Routed(base):  # type: ignore[misc]
-        _route_generation = -1
-
-        def connect_check_health(
-            self, check_health: bool = True, retry_socket_connect: bool = True
-        ) -> None:
-            if self.is_connected:
-                return
-            if router.cluster is None:  # first connection of this transport: detect
-                super().connect_check_health(check_health, retry_socket_connect)
-                self.send_command("INFO", "cluster")
-                info = self.read_response()
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                router.cluster = "cluster_enabled:1" in text
-                if not router.cluster:
-                    return
-                self.disconnect()
+    def routed_connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        if _connected(self):
+            return
+        connect = getattr(super(Routed, self), method)
+        if router.cluster is None:  # first connection of this transport: detect
+            connect(*args, **kwargs)
+            self.send_command("INFO", "cluster")
+            info = self.read_response()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            router.cluster = "cluster_enabled:1" in text
             if not router.cluster:
-                super().connect_check_health(check_health, retry_socket_connect)
                 return
-            if router.address is None:
-                router.discover()
-            # recorded first: the handshake's own commands go through send_packed_command
+            self.disconnect()
+        if not router.cluster:
+            connect(*args, **kwargs)
+            return
+        if router.address is None:
+            router.discover()
+        # recorded first: the handshake's own commands go through send_packed_command
+        self._route_generation = router.generation
+        assert router.address is not None
+        self.host, self.port = router.address
+        try:
+            connect(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            # the pinned master is gone: ask the cluster for the slot's master now
+            router.discover()
             self._route_generation = router.generation
-            assert router.address is not None
             self.host, self.port = router.address
-            try:
-                super().connect_check_health(check_health, retry_socket_connect)
-            except (rexc.ConnectionError, rexc.TimeoutError):
-                # the pinned master is gone: ask the cluster for the slot's master now
-                router.discover()
-                self._route_generation = router.generation
-                self.host, self.port = router.address
-                super().connect_check_health(check_health, retry_socket_connect)
+            connect(*args, **kwargs)
 
-        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            if router.cluster and self._route_generation != router.generation:
-                self.disconnect()
-            super().send_packed_command(command, check_health)
+    def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if router.cluster and self._route_generation != router.generation:
+            self.disconnect()
+        super(Routed, self).send_packed_command(command, check_health)
 
-    Routed.__name__ = f"Routed{base.__name__}"
-    Routed.__qualname__ = Routed.__name__
+    name = f"Routed{base.__name__}"
+    Routed: type[Any] = type(
+        name,
+        (base,),
+        {
+            "_route_generation": -1,
+            method: routed_connect,
+            "send_packed_command": send_packed_command,
+            "__qualname__": name,
+        },
+    )
     return Routed
 
 
@@ -414,47 +480,53 @@ async def adiscover(router: Router) -> tuple[str, int]:
 
 def routed_async_connection_class(base: type[Any], router: Router) -> type[Any]:
     """:func:`routed_connection_class` for redis.asyncio's connection classes."""
+    method = "connect_check_health" if hasattr(base, "connect_check_health") else "connect"
 
-    class Routed(base):  # type: ignore[misc]
-        _route_generation = -1
-
-        async def connect_check_health(
-            self, check_health: bool = True, retry_socket_connect: bool = True
-        ) -> None:
-            if self.is_connected:
-                return
-            if router.cluster is None:
-                await super().connect_check_health(check_health, retry_socket_connect)
-                await self.send_command("INFO", "cluster")
-                info = await self.read_response()
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                router.cluster = "cluster_enabled:1" in text
-                if not router.cluster:
-                    return
-                await self.disconnect()
+    async def routed_connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self.is_connected:
+            return
+        connect = getattr(super(Routed, self), method)
+        if router.cluster is None:
+            await connect(*args, **kwargs)
+            await self.send_command("INFO", "cluster")
+            info = await self.read_response()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            router.cluster = "cluster_enabled:1" in text
             if not router.cluster:
-                await super().connect_check_health(check_health, retry_socket_connect)
                 return
-            if router.address is None:
-                await adiscover(router)
+            await self.disconnect()
+        if not router.cluster:
+            await connect(*args, **kwargs)
+            return
+        if router.address is None:
+            await adiscover(router)
+        self._route_generation = router.generation
+        assert router.address is not None
+        self.host, self.port = router.address
+        try:
+            await connect(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            await adiscover(router)
             self._route_generation = router.generation
-            assert router.address is not None
             self.host, self.port = router.address
-            try:
-                await super().connect_check_health(check_health, retry_socket_connect)
-            except (rexc.ConnectionError, rexc.TimeoutError):
-                await adiscover(router)
-                self._route_generation = router.generation
-                self.host, self.port = router.address
-                await super().connect_check_health(check_health, retry_socket_connect)
+            await connect(*args, **kwargs)
 
-        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            if router.cluster and self._route_generation != router.generation:
-                await self.disconnect()
-            await super().send_packed_command(command, check_health)
+    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if router.cluster and self._route_generation != router.generation:
+            await self.disconnect()
+        await super(Routed, self).send_packed_command(command, check_health)
 
-    Routed.__name__ = f"Routed{base.__name__}"
-    Routed.__qualname__ = Routed.__name__
+    name = f"Routed{base.__name__}"
+    Routed: type[Any] = type(
+        name,
+        (base,),
+        {
+            "_route_generation": -1,
+            method: routed_connect,
+            "send_packed_command": send_packed_command,
+            "__qualname__": name,
+        },
+    )
     return Routed
 
 
