@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .client import Client, create_client, get_default_client
 from .codec import ErrorInfo, RunInfo, RunState, RunStatus, StepState, StepStatus, WorkflowMeta
+from .connection import NotReplicatedError
 from .context import AsyncContext, Context, FailureContext
 from .cron import Cron
 from .define import define_workflow
@@ -48,6 +49,7 @@ __all__ = [
     "InputValidationError",
     "LeaseLostError",
     "NonRetriableError",
+    "NotReplicatedError",
     "OutputSerializationError",
     "PayloadTooLargeError",
     "RedflowError",

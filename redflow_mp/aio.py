@@ -45,6 +45,7 @@ from . import queries
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError
 from .handle import AsyncRunHandle
 from .keys import Keys
@@ -379,6 +380,8 @@ def create_async_client(
     redis_functions: bool = False,
     cluster: bool = False,
     sentinel_master: str | None = None,
+    durability: str = "none",
+    durability_wait_ms: int = DEFAULT_WAIT_MS,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -391,7 +394,7 @@ def create_async_client(
     ``await client.aclose()`` (or ``async with``). ``redis_functions`` as for
     :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default), and so are
     ``cluster`` and ``sentinel_master`` (a Redis Cluster node's URL, detected, or a
-    ``redis+sentinel://`` URL).
+    ``redis+sentinel://`` URL), ``durability`` and ``durability_wait_ms``.
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
@@ -404,6 +407,8 @@ def create_async_client(
             cluster=cluster,
             sentinel_master=sentinel_master,
             route_key=Keys(prefix).tag,
+            durability=durability,
+            durability_wait_ms=durability_wait_ms,
         ),
         prefix=prefix,
         registry=registry,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -50,13 +51,17 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
 from .connection import (
-    RoutedAsyncRedis,
+    DEFAULT_WAIT_MS,
+    DURABLE_COMMANDS,
+    SENTINEL_RECHECK,
     Router,
     adiscover,
-    async_sentinel_client,
+    async_client_for,
     awith_redirects,
+    check_durability,
+    check_replicated,
     parse_target,
-    routed_async_connection_class,
+    wait_command,
 )
 from .errors import RedflowError
 from .transport import (
@@ -343,7 +348,13 @@ class AsyncTransport:
         cluster: bool = False,
         sentinel_master: str | None = None,
         route_key: str | None = None,
+        durability: str = "none",
+        durability_wait_ms: int = DEFAULT_WAIT_MS,
     ) -> None:
+        self.durability, self.wait_ms = check_durability(durability, durability_wait_ms)
+        self._wait = wait_command(self.durability, self.wait_ms)
+        self._master: Any = None
+        self._recheck_at = 0.0
         self.url = url if client is None else None
         self.router: Router | None = None
         self._sentinel: Any = None
@@ -364,54 +375,20 @@ class AsyncTransport:
             )
             self._redis = redis.asyncio.Redis(connection_pool=new_pool)
         else:
-            self._redis = self._own_client(
-                check_url(url),
-                cluster=cluster,
-                sentinel_master=sentinel_master,
-                route_key=route_key,
+            own = async_client_for(
+                parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master),
+                route_key,
+                options=client_options(),
+                retry=AsyncRetry(retry_backoff(), retries=RETRIES),
+                pool={"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT},
             )
+            self._redis, self.router, self._sentinel, self._service = own
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
         self._cmd: _Resp | None = None
         self._sub: _Subscriber | None = None
         self._opening: dict[str, asyncio.Future[_Resp]] = {}
-
-    def _own_client(
-        self, url: str, *, cluster: bool, sentinel_master: str | None, route_key: str | None
-    ) -> redis.asyncio.Redis:
-        """The general client for ``url``: one server, pinned to a cluster's master
-        of the prefix's slot, or a Sentinel group's master (``connection.py``)."""
-        target = parse_target(url, cluster=cluster, sentinel_master=sentinel_master)
-        retry = AsyncRetry(retry_backoff(), retries=RETRIES)
-        if target.kind == "sentinel":
-            client, self._sentinel = async_sentinel_client(target, client_options(), retry)
-            self._service = target.service
-            return client  # type: ignore[no-any-return]
-        parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
-        url_kwargs = dict(parse(url))
-        base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
-        if base is redis.asyncio.UnixDomainSocketConnection:
-            return redis.asyncio.Redis(
-                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-                    url,
-                    max_connections=MAX_CONNECTIONS,
-                    timeout=POOL_TIMEOUT,
-                    retry=retry,
-                    **client_options(),
-                )
-            )
-        self.router = Router(url, route_key or "{}", forced=cluster, options=client_options())
-        pool = redis.asyncio.BlockingConnectionPool(
-            connection_class=routed_async_connection_class(base, self.router),
-            max_connections=MAX_CONNECTIONS,
-            timeout=POOL_TIMEOUT,
-            retry=retry,
-            **{**url_kwargs, **client_options()},
-        )
-        routed = RoutedAsyncRedis(connection_pool=pool)
-        routed.router = self.router
-        return routed
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
@@ -577,7 +554,38 @@ class AsyncTransport:
         router = self.router
         if router is not None and router.cluster:
             return await awith_redirects(router, lambda: self._send(args, retry), _nothing)
+        if self._sentinel is not None:
+            await self._recheck_master()
         return await self._send(args, retry)
+
+    async def _recheck_master(self) -> None:
+        """Sentinel: at most once a second, ask which server is the master; when it
+        changed, close the command and pub/sub connections (they reopen there)."""
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return
+        self._recheck_at = now + SENTINEL_RECHECK
+        try:
+            master = await self._sentinel.discover_master(self._service)
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.ResponseError):
+            return
+        if self._master is not None and master != self._master:
+            moved = rexc.ConnectionError("the Sentinel master changed")
+            for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
+                if resp is not None and resp.lost is None:
+                    resp.close(moved)
+        self._master = master
+
+    async def _request(self, resp: _Resp, args: tuple[Any, ...]) -> Any:
+        """One command; a durable write has WAIT / WAITAOF pipelined behind it."""
+        if self._wait is None or args[0] not in DURABLE_COMMANDS:
+            return await resp.request(args)
+        fut = resp.request(args)
+        acked = resp.request(self._wait)
+        acked.add_done_callback(consume_exception)
+        reply = await fut
+        check_replicated(await acked, self.durability, self.wait_ms, self.describe())
+        return reply
 
     async def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         resp = self._cmd
@@ -586,6 +594,8 @@ class AsyncTransport:
                 resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
             resp = await self._command()
         try:
+            if self._wait is not None and args[0] in DURABLE_COMMANDS:
+                return await self._request(resp, args)
             fut = resp.request(args)
             if resp.paused:
                 await resp.drained()
@@ -599,7 +609,7 @@ class AsyncTransport:
             if not retry:
                 raise
         resp = await self._command()
-        return await resp.request(args)
+        return await self._request(resp, args)
 
     def _stale(self, resp: _Resp) -> bool:
         """A cluster connection opened before the router last re-pinned."""

@@ -25,6 +25,7 @@ import redis
 
 from . import queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .connection import DEFAULT_WAIT_MS
 from .handle import RunHandle
 from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id
@@ -187,6 +188,8 @@ def create_client(
     redis_functions: bool = False,
     cluster: bool = False,
     sentinel_master: str | None = None,
+    durability: str = "none",
+    durability_wait_ms: int = DEFAULT_WAIT_MS,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -208,6 +211,15 @@ def create_client(
     ...]/service_name[/db]`` connects to a Sentinel group's master
     (``sentinel_master`` names the service where the URL does not). README,
     "Redis Cluster and Sentinel".
+
+    ``durability="wait"`` acknowledges every run-state write (enqueue, claim,
+    step, finish, cancel: each is one script call) only once a replica has it
+    (``WAIT 1 durability_wait_ms`` pipelined after the call); ``"waitaof"`` once
+    the master and a replica fsynced it (``WAITAOF 1 1``, Redis >= 7.2 with
+    appendonly on both). A write not confirmed in time raises
+    :class:`~redflow_mp.NotReplicatedError` (a network error: its fate is
+    unknown). The default ``"none"`` acknowledges when the master has it.
+    README, "Durability".
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
@@ -219,6 +231,8 @@ def create_client(
         cluster=cluster,
         sentinel_master=sentinel_master,
         route_key=Keys(prefix).tag,
+        durability=durability,
+        durability_wait_ms=durability_wait_ms,
     )
     client = Client(
         transport,

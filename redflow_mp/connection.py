@@ -73,6 +73,63 @@ REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
+#: ``durability`` values: "none" acknowledges a write when the master has it;
+#: "wait" when one replica has it too (WAIT 1); "waitaof" when the master and
+#: one replica have it fsynced to their append-only files (WAITAOF 1 1, Redis >= 7.2).
+DURABILITIES = ("none", "wait", "waitaof")
+#: Commands whose writes a durable transport waits for: every run-state transition
+#: is one script call.
+DURABLE_COMMANDS = frozenset({"EVALSHA", "EVAL", "FCALL", b"EVALSHA", b"EVAL", b"FCALL"})
+#: Default milliseconds WAIT / WAITAOF wait for the replica.
+DEFAULT_WAIT_MS = 1000
+#: With Sentinel, each process asks a sentinel which server is the master at most
+#: this often (seconds), on its next hot-path command: after a promotion it moves
+#: to the new master within about this long, even while the old one still accepts
+#: writes (sentinels demote it only when they next reconfigure it, ~10 s).
+SENTINEL_RECHECK = 1.0
+
+
+class NotReplicatedError(RedflowError, rexc.TimeoutError):
+    """A write was done on the master but no replica confirmed it in time
+    (``durability = "wait"``): whether it survives a failover is unknown, as after
+    a network timeout (it is one of the network errors: retried where those are)."""
+
+
+def check_durability(durability: object, wait_ms: object) -> tuple[str, int]:
+    if durability not in DURABILITIES:
+        raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms < 1:
+        raise ValueError(f"durability_wait_ms must be a positive int (ms), not {wait_ms!r}")
+    return str(durability), wait_ms
+
+
+def wait_command(durability: str, wait_ms: int) -> tuple[Any, ...] | None:
+    """The command sent after each durable write (None for "none")."""
+    if durability == "wait":
+        return ("WAIT", 1, wait_ms)
+    if durability == "waitaof":
+        return ("WAITAOF", 1, 1, wait_ms)
+    return None
+
+
+def check_replicated(reply: Any, durability: str, wait_ms: int, where: str) -> None:
+    """Raise :class:`NotReplicatedError` unless the WAIT/WAITAOF reply confirms."""
+    if durability == "wait":
+        if int(reply) >= 1:
+            return
+        raise NotReplicatedError(
+            f"no replica of {where} confirmed the write within {wait_ms} ms (durability = "
+            '"wait"): it may be lost if the master fails now'
+        )
+    local, replicas = (int(x) for x in reply)
+    if local >= 1 and replicas >= 1:
+        return
+    raise NotReplicatedError(
+        f"the write was fsynced by {local} master and {replicas} replicas of {where} within "
+        f'{wait_ms} ms (durability = "waitaof" needs 1 and 1: appendonly yes on both)'
+    )
+
+
 _T = TypeVar("_T")
 
 
@@ -582,3 +639,38 @@ def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
             "socket_connect_timeout": options.get("socket_connect_timeout"),
         },
     )
+
+
+def async_client_for(
+    target: Target,
+    route_key: str | None,
+    *,
+    options: dict[str, Any],
+    retry: Any,
+    pool: dict[str, Any],
+) -> tuple[redis.asyncio.Redis, Router | None, Any, str | None]:
+    """The async transport's general client for ``target`` (one server, pinned to a
+    cluster's master of the prefix's slot, or a Sentinel group's master; ``pool``:
+    the blocking pool's size and timeout), its router (cluster), and its Sentinel
+    and service name (Sentinel)."""
+    if target.kind == "sentinel":
+        client, sentinel = async_sentinel_client(target, options, retry)
+        return client, None, sentinel, target.service
+    parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
+    url_kwargs = dict(parse(target.url))
+    base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
+    if base is redis.asyncio.UnixDomainSocketConnection:
+        plain = redis.asyncio.BlockingConnectionPool.from_url(
+            target.url, retry=retry, **pool, **options
+        )
+        return redis.asyncio.Redis(connection_pool=plain), None, None, None
+    router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
+    routed_pool = redis.asyncio.BlockingConnectionPool(
+        connection_class=routed_async_connection_class(base, router),
+        retry=retry,
+        **pool,
+        **{**url_kwargs, **options},
+    )
+    routed = RoutedAsyncRedis(connection_pool=routed_pool)
+    routed.router = router
+    return routed, router, None, None

@@ -24,25 +24,33 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
+from redis import exceptions as rexc
 from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.retry import Retry
 
 from .connection import (
+    DEFAULT_WAIT_MS,
+    DURABLE_COMMANDS,
+    SENTINEL_RECHECK,
     RoutedRedis,
     Router,
     Target,
+    check_durability,
+    check_replicated,
     mask_url,
     parse_target,
     routed_connection_class,
     sentinel_client,
+    wait_command,
     with_redirects,
 )
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
@@ -87,6 +95,21 @@ class _Wire:
         # A list: send_packed_command sends each item of an already packed command.
         conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
         return conn.read_response()
+
+    def request_waited(self, args: tuple[Any, ...], wait: tuple[Any, ...]) -> tuple[Any, Any]:
+        """``args`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip; both
+        replies are read even when the first is an error (the connection stays in
+        step)."""
+        conn = self.conn
+        conn.send_packed_command(
+            [hiredis.pack_command(args), hiredis.pack_command(wait)], check_health=False
+        )
+        try:
+            reply = conn.read_response()
+        except ResponseError:
+            conn.read_response()
+            raise
+        return reply, conn.read_response()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on a broken socket
@@ -206,6 +229,7 @@ def closed_error(what: str, where: str) -> RedflowError:
 class _Local(threading.local):
     pid: int = -1
     wire: _Wire | None = None
+    generation: int = 0
 
 
 class Transport:
@@ -219,7 +243,11 @@ class Transport:
         cluster: bool = False,
         sentinel_master: str | None = None,
         route_key: str | None = None,
+        durability: str = "none",
+        durability_wait_ms: int = DEFAULT_WAIT_MS,
     ) -> None:
+        self.durability, self.wait_ms = check_durability(durability, durability_wait_ms)
+        self._wait = wait_command(self.durability, self.wait_ms)
         self.url = url if client is None else None
         self.target = (
             None
@@ -233,6 +261,12 @@ class Transport:
         self._held_lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
         self._held_pid = os.getpid()
+        # Sentinel: the master as last asked, when to ask again, and a generation
+        # that grows when it changed (this thread's wire then reconnects).
+        self._sentinel = self.target is not None and self.target.kind == "sentinel"
+        self._master: Any = None
+        self._recheck_at = 0.0
+        self._generation = 0
 
     @property
     def redis(self) -> redis.Redis:
@@ -258,7 +292,9 @@ class Transport:
         local = self._local
         pid = os.getpid()
         wire = local.wire
-        if wire is None or local.pid != pid:
+        if wire is None or local.pid != pid or local.generation != self._generation:
+            if wire is not None and local.pid == pid:
+                wire.close()  # opened before the master changed
             # Every thread's first call after close() comes here (close() drops
             # the thread-local wires), so the hot path itself checks nothing.
             if self._closed:
@@ -269,6 +305,7 @@ class Transport:
             wire = _Wire(self._redis.connection_pool.make_connection())
             local.wire = wire
             local.pid = pid
+            local.generation = self._generation
             with self._held_lock:
                 if pid != self._held_pid:
                     self._held = weakref.WeakSet()
@@ -284,16 +321,48 @@ class Transport:
         """
         if self.router is not None and self.router.cluster:
             return with_redirects(self.router, lambda: self._send(args, retry), lambda: None)
+        if self._sentinel:
+            self._recheck_master()
         return self._send(args, retry)
 
     def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         wire = self._wire()
+        if self._wait is not None and args[0] in DURABLE_COMMANDS:
+            try:
+                return self._waited(wire, args)
+            except _NETWORK_ERRORS:
+                if not retry:
+                    raise
+            return self._waited(wire, args)
         try:
             return wire.request(args)
         except _NETWORK_ERRORS:
             if not retry:
                 raise
         return wire.request(args)
+
+    def _waited(self, wire: _Wire, args: tuple[Any, ...]) -> Any:
+        assert self._wait is not None
+        reply, acked = wire.request_waited(args, self._wait)
+        check_replicated(acked, self.durability, self.wait_ms, self.describe())
+        return reply
+
+    def _recheck_master(self) -> None:
+        """Sentinel: at most once a second, ask which server is the master; when it
+        changed, every connection of this process moves there (redis-py's pool drops
+        its idle ones; the wires reconnect at their next command)."""
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return
+        self._recheck_at = now + SENTINEL_RECHECK
+        pool: Any = self._redis.connection_pool
+        try:
+            master = pool.get_master_address()
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.ResponseError):
+            return  # no sentinel answers now: the command itself will tell
+        if self._master is not None and master != self._master:
+            self._generation += 1
+        self._master = master
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:

@@ -445,6 +445,8 @@ class Arbiter:
             redis_functions=s.redis_functions,
             cluster=s.cluster,
             sentinel_master=s.sentinel_master or None,
+            durability=s.durability,
+            durability_wait_ms=s.durability_wait_ms,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

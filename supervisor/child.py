@@ -87,6 +87,8 @@ class ChildSpec:
     redis_functions: bool = False
     cluster: bool = False
     sentinel_master: str | None = None
+    durability: str = "none"
+    durability_wait_ms: int = 1000
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -247,6 +249,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         redis_functions=spec.redis_functions,
         cluster=spec.cluster,
         sentinel_master=spec.sentinel_master,
+        durability=spec.durability,
+        durability_wait_ms=spec.durability_wait_ms,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

@@ -140,6 +140,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             metavar="NAME",
         ),
     ] = ""
+    durability: Annotated[
+        Literal["none", "wait", "waitaof"],
+        _doc(
+            "redis",
+            "When a run-state write (enqueue, claim, step, finish, cancel) counts as done: "
+            "none = the master has it (a failover can lose the last writes); wait = a "
+            "replica has it too (WAIT 1); waitaof = the master and a replica fsynced it "
+            "(WAITAOF 1 1, Redis >= 7.2, appendonly on both). README, Durability.",
+        ),
+    ] = "none"
+    durability_wait_ms: Annotated[
+        int,
+        _doc(
+            "redis",
+            "How long wait / waitaof wait for the replica before the write counts as "
+            "failed (a network error: retried).",
+            unit="ms",
+            min=1,
+        ),
+    ] = 1000
     prefix: Annotated[
         str,
         _doc(

@@ -57,6 +57,8 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
         redis_functions=s.redis_functions,
         cluster=s.cluster,
         sentinel_master=s.sentinel_master or None,
+        durability=s.durability,
+        durability_wait_ms=s.durability_wait_ms,
     )
     deadline = time.monotonic() + _CONNECT_PATIENCE
     delay = 0.1
