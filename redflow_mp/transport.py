@@ -107,7 +107,10 @@ class _Wire:
         try:
             reply = conn.read_response()
         except ResponseError:
-            conn.read_response()
+            # the first error is the one that counts (MOVED, NOSCRIPT...); WAIT on a
+            # node that is not the master fails too
+            with contextlib.suppress(ResponseError):
+                conn.read_response()
             raise
         return reply, conn.read_response()
 
