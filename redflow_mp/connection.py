@@ -70,6 +70,17 @@ CLUSTER_PATIENCE = 10.0
 
 #: Replies that mean "not run here, try again" on a cluster.
 REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
+#: The error a script gets when it touches a key it did not declare whose slot is
+#: being migrated and that is not (or no longer) on this node: the script stopped
+#: there (writes it made before stay: README, "Redis Cluster").
+_NON_LOCAL = "Script attempted to access a non local key"
+
+
+def _migrating(exc: rexc.ResponseError) -> bool:
+    """A reply that says "this slot is moving or the cluster is failing over: try
+    again" (CLUSTERDOWN, TRYAGAIN, ASK, a script stopped at a key being moved)."""
+    return isinstance(exc, REDIRECT_ERRORS) or _NON_LOCAL in str(exc)
+
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
@@ -484,8 +495,8 @@ def with_redirects(
             on_moved()
             if time.monotonic() >= deadline:
                 raise
-        except REDIRECT_ERRORS:
-            if time.monotonic() >= deadline:
+        except rexc.ResponseError as exc:
+            if not _migrating(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -603,8 +614,8 @@ async def awith_redirects(
             on_moved()
             if time.monotonic() >= deadline:
                 raise
-        except REDIRECT_ERRORS:
-            if time.monotonic() >= deadline:
+        except rexc.ResponseError as exc:
+            if not _migrating(exc) or time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
