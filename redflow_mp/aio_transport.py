@@ -50,14 +50,16 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
+from .aio_connection import (
+    adiscover,
+    async_client_for,
+    awith_redirects,
+)
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
     SENTINEL_RECHECK,
     Router,
-    adiscover,
-    async_client_for,
-    awith_redirects,
     check_durability,
     check_replicated,
     parse_target,

@@ -34,10 +34,9 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -76,10 +75,22 @@ REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 _NON_LOCAL = "Script attempted to access a non local key"
 
 
-def _migrating(exc: rexc.ResponseError) -> bool:
-    """A reply that says "this slot is moving or the cluster is failing over: try
-    again" (CLUSTERDOWN, TRYAGAIN, ASK, a script stopped at a key being moved)."""
-    return isinstance(exc, REDIRECT_ERRORS) or _NON_LOCAL in str(exc)
+def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
+    """What a cluster's error reply asks for: ``(host, port)`` for MOVED (the slot's
+    master now), ``"retry"`` for "moving or failing over: try again" (CLUSTERDOWN,
+    TRYAGAIN, ASK, a script stopped at a key being moved), None for any other
+    error. redis-py >= 5.1 maps the codes to classes; 5.0 leaves them in the text."""
+    if isinstance(exc, rexc.MovedError):
+        return str(exc.host), int(exc.port)
+    if isinstance(exc, REDIRECT_ERRORS):
+        return "retry"
+    text = str(exc)
+    if text.startswith("MOVED "):
+        host, _, port = text.split()[-1].rpartition(":")
+        return (host, int(port)) if port.isdigit() else None
+    if text.startswith(("ASK ", "TRYAGAIN", "CLUSTERDOWN")) or _NON_LOCAL in text:
+        return "retry"
+    return None
 
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -292,36 +303,6 @@ def _master_connection(base: type[Any]) -> type[Any]:
     return Master
 
 
-def _async_master_connection(base: type[Any]) -> type[Any]:
-    """:func:`_master_connection` for redis.asyncio."""
-
-    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
-        if not self.is_connected:
-            await self.connect()
-        await super(Master, self).send_packed_command(command, check_health)
-
-    name = f"Master{base.__name__}"
-    Master: type[Any] = type(
-        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
-    )
-    return Master
-
-
-def async_sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> Any:
-    """redis.asyncio's client of the service's master, and its Sentinel."""
-    from redis.asyncio.sentinel import SentinelManagedConnection as AsyncManaged
-    from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncManagedSSL
-
-    sentinel = async_sentinel(target, options)
-    kwargs: dict[str, Any] = dict(options)
-    kwargs.update(db=target.db, username=target.username, password=target.password)
-    base = AsyncManagedSSL if target.tls else AsyncManaged
-    client = sentinel.master_for(
-        target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
-    )
-    return client, sentinel
-
-
 def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
     """Raise :class:`RedflowError` when every sentinel that answers says it does
     not know the service. Unreachable sentinels are not an error here (the
@@ -373,23 +354,35 @@ class Router:
         """Ask the cluster (the URL's node, then every node known) which master
         serves the slot; re-pin there."""
         make: Callable[..., ClusterNode] = ClusterNode  # untyped in redis-py
-        seeds = [make(h, p) for h, p in self.known_nodes()]
         opts = {k: v for k, v in self.options.items() if k != "health_check_interval"}
-        try:
-            rc = RedisCluster.from_url(self.url, startup_nodes=seeds or None, **opts)
-        except rexc.RedisClusterException as exc:
-            raise RedflowError(
-                f"Redis at {mask_url(self.url)} is not usable as a cluster: {exc}"
-            ) from None
-        try:
-            node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
-            all_nodes: Callable[[], list[Any]] = rc.get_nodes
-            node = node_of(self.route_key)
-            found = (str(node.host), int(node.port))
-            nodes = [(str(n.host), int(n.port)) for n in all_nodes()]
-        finally:
-            rc.close()
-        return self.pinned(found, nodes)
+        last: Exception | None = None
+        # every node seen before, one at a time, then the URL's node alone
+        for seed in [*([make(h, p)] for h, p in self.known_nodes()), None]:
+            try:
+                rc = RedisCluster.from_url(self.url, startup_nodes=seed, **opts)
+                node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
+                all_nodes: Callable[[], list[Any]] = rc.get_nodes
+            except (rexc.RedisClusterException, rexc.ConnectionError, rexc.TimeoutError) as exc:
+                last = exc
+                continue
+            try:
+                node = node_of(self.route_key)
+                found = (str(node.host), int(node.port))
+                nodes = [(str(n.host), int(n.port)) for n in all_nodes()]
+            finally:
+                rc.close()
+            return self.pinned(found, nodes)
+        raise self.failed(last)
+
+    def failed(self, exc: Exception | None) -> Exception:
+        """The error when no node told where the slot is: a server not in cluster
+        mode is a :class:`RedflowError` (a setting to fix), anything else a
+        connection error (passes: retried where network errors are)."""
+        if "not enabled" in str(exc):  # "Cluster mode is not enabled on this node"
+            return RedflowError(f"Redis at {mask_url(self.url)} is not usable as a cluster: {exc}")
+        return rexc.ConnectionError(
+            f"no node of the cluster at {mask_url(self.url)} says where slot {self.slot} is: {exc}"
+        )
 
     def known_nodes(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -490,16 +483,16 @@ def with_redirects(
     while True:
         try:
             return send()
-        except rexc.MovedError as exc:
-            router.moved(str(exc.host), int(exc.port))
-            on_moved()
-            if time.monotonic() >= deadline:
-                raise
         except rexc.ResponseError as exc:
-            if not _migrating(exc) or time.monotonic() >= deadline:
+            kind = redirect(exc)
+            if kind is None or time.monotonic() >= deadline:
                 raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            if kind == "retry":
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            else:
+                router.moved(*kind)
+                on_moved()
 
 
 class RoutedRedis(redis.Redis):
@@ -512,176 +505,3 @@ class RoutedRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         send: Callable[..., Any] = super().execute_command  # untyped in redis-py
         return with_redirects(self.router, lambda: send(*args, **options), lambda: None)
-
-
-# ---------------------------------------------------------------- asyncio
-
-
-async def adiscover(router: Router) -> tuple[str, int]:
-    """:meth:`Router.discover` for an event loop (redis.asyncio's RedisCluster)."""
-    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
-    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-
-    make: Callable[..., AsyncClusterNode] = AsyncClusterNode  # untyped in redis-py
-    seeds = [make(h, p) for h, p in router.known_nodes()]
-    opts = {
-        k: v
-        for k, v in router.options.items()
-        if k not in ("health_check_interval", "socket_keepalive")
-    }
-    try:
-        rc = AsyncRedisCluster.from_url(router.url, startup_nodes=seeds or None, **opts)
-        await rc.initialize()
-    except rexc.RedisClusterException as exc:
-        raise RedflowError(
-            f"Redis at {mask_url(router.url)} is not usable as a cluster: {exc}"
-        ) from None
-    try:
-        node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
-        node = node_of(router.route_key)
-        found = (str(node.host), int(node.port))
-        nodes = [(str(n.host), int(n.port)) for n in rc.get_nodes()]
-    finally:
-        await rc.aclose()
-    return router.pinned(found, nodes)
-
-
-def routed_async_connection_class(base: type[Any], router: Router) -> type[Any]:
-    """:func:`routed_connection_class` for redis.asyncio's connection classes."""
-    method = "connect_check_health" if hasattr(base, "connect_check_health") else "connect"
-
-    async def routed_connect(self: Any, *args: Any, **kwargs: Any) -> None:
-        if self.is_connected:
-            return
-        connect = getattr(super(Routed, self), method)
-        if router.cluster is None:
-            await connect(*args, **kwargs)
-            await self.send_command("INFO", "cluster")
-            info = await self.read_response()
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            router.cluster = "cluster_enabled:1" in text
-            if not router.cluster:
-                return
-            await self.disconnect()
-        if not router.cluster:
-            await connect(*args, **kwargs)
-            return
-        if router.address is None:
-            await adiscover(router)
-        self._route_generation = router.generation
-        assert router.address is not None
-        self.host, self.port = router.address
-        try:
-            await connect(*args, **kwargs)
-        except (rexc.ConnectionError, rexc.TimeoutError):
-            await adiscover(router)
-            self._route_generation = router.generation
-            self.host, self.port = router.address
-            await connect(*args, **kwargs)
-
-    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
-        if router.cluster and self._route_generation != router.generation:
-            await self.disconnect()
-        await super(Routed, self).send_packed_command(command, check_health)
-
-    name = f"Routed{base.__name__}"
-    Routed: type[Any] = type(
-        name,
-        (base,),
-        {
-            "_route_generation": -1,
-            method: routed_connect,
-            "send_packed_command": send_packed_command,
-            "__qualname__": name,
-        },
-    )
-    return Routed
-
-
-async def awith_redirects(
-    router: Router | None, send: Callable[[], Awaitable[_T]], on_moved: Callable[[], None]
-) -> _T:
-    """:func:`with_redirects` for coroutines."""
-    if router is None or not router.cluster:
-        return await send()
-    deadline = time.monotonic() + CLUSTER_PATIENCE
-    delay = 0.02
-    while True:
-        try:
-            return await send()
-        except rexc.MovedError as exc:
-            router.moved(str(exc.host), int(exc.port))
-            on_moved()
-            if time.monotonic() >= deadline:
-                raise
-        except rexc.ResponseError as exc:
-            if not _migrating(exc) or time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-
-
-class RoutedAsyncRedis(redis.asyncio.Redis):
-    """:class:`RoutedRedis` for redis.asyncio."""
-
-    router: Router | None = None
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        send: Callable[..., Awaitable[Any]] = super().execute_command  # untyped in redis-py
-        return await awith_redirects(self.router, lambda: send(*args, **options), lambda: None)
-
-
-def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
-    """redis.asyncio's Sentinel for ``target`` (checked like the sync one first:
-    a service nobody monitors is an error at once)."""
-    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-    check_sentinel_service(
-        Sentinel(
-            list(target.sentinels),
-            sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
-        ),
-        target,
-    )
-    return AsyncSentinel(
-        list(target.sentinels),
-        sentinel_kwargs={
-            "socket_timeout": options.get("socket_timeout"),
-            "socket_connect_timeout": options.get("socket_connect_timeout"),
-        },
-    )
-
-
-def async_client_for(
-    target: Target,
-    route_key: str | None,
-    *,
-    options: dict[str, Any],
-    retry: Any,
-    pool: dict[str, Any],
-) -> tuple[redis.asyncio.Redis, Router | None, Any, str | None]:
-    """The async transport's general client for ``target`` (one server, pinned to a
-    cluster's master of the prefix's slot, or a Sentinel group's master; ``pool``:
-    the blocking pool's size and timeout), its router (cluster), and its Sentinel
-    and service name (Sentinel)."""
-    if target.kind == "sentinel":
-        client, sentinel = async_sentinel_client(target, options, retry)
-        return client, None, sentinel, target.service
-    parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
-    url_kwargs = dict(parse(target.url))
-    base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
-    if base is redis.asyncio.UnixDomainSocketConnection:
-        plain = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url, retry=retry, **pool, **options
-        )
-        return redis.asyncio.Redis(connection_pool=plain), None, None, None
-    router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
-    routed_pool = redis.asyncio.BlockingConnectionPool(
-        connection_class=routed_async_connection_class(base, router),
-        retry=retry,
-        **pool,
-        **{**url_kwargs, **options},
-    )
-    routed = RoutedAsyncRedis(connection_pool=routed_pool)
-    routed.router = router
-    return routed, router, None, None
