@@ -17,6 +17,7 @@ from .codec import (
     StepStatus,
     WorkflowMeta,
 )
+from .connection import NotReplicatedError
 from .context import AsyncContext, Context, FailureContext
 from .cron import Cron
 from .define import define_workflow
@@ -59,6 +60,7 @@ __all__ = [
     "InputValidationError",
     "LeaseLostError",
     "NonRetriableError",
+    "NotReplicatedError",
     "OutputSerializationError",
     "PayloadTooLargeError",
     "RedflowError",

@@ -45,6 +45,7 @@ from . import batch, queries
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
+from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError
 from .handle import AsyncRunHandle
 from .ids import new_token
@@ -501,6 +502,10 @@ def create_async_client(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
+    durability: str = "none",
+    durability_wait_ms: int = DEFAULT_WAIT_MS,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -511,14 +516,24 @@ def create_async_client(
     replies. Unless ``default=False`` the client becomes the process's default
     async client (``Workflow.arun()`` without ``client=``). Close it with
     ``await client.aclose()`` (or ``async with``). ``redis_functions`` as for
-    :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default).
+    :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default), and so are
+    ``cluster`` and ``sentinel_master`` (a Redis Cluster node's URL, detected, or a
+    ``redis+sentinel://`` URL), ``durability`` and ``durability_wait_ms``.
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
         raise TypeError("redis_functions must be a bool")
     client = AsyncClient(
-        AsyncTransport(url, redis),
+        AsyncTransport(
+            url,
+            redis,
+            cluster=cluster,
+            sentinel_master=sentinel_master,
+            route_key=Keys(prefix).tag,
+            durability=durability,
+            durability_wait_ms=durability_wait_ms,
+        ),
         prefix=prefix,
         registry=registry,
         max_payload_bytes=max_payload_bytes,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +50,21 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
+from .aio_connection import (
+    adiscover,
+    async_client_for,
+    awith_redirects,
+)
+from .connection import (
+    DEFAULT_WAIT_MS,
+    DURABLE_COMMANDS,
+    SENTINEL_RECHECK,
+    Router,
+    check_durability,
+    check_replicated,
+    parse_target,
+    wait_command,
+)
 from .errors import RedflowError
 from .transport import (
     RETRIES,
@@ -81,6 +97,11 @@ _ERRORS: dict[str, type[rexc.ResponseError] | type[rexc.ConnectionError]] = {
     "LOADING": rexc.BusyLoadingError,
     "NOSCRIPT": rexc.NoScriptError,
     "READONLY": rexc.ReadOnlyError,
+    # a cluster's "not here" replies (connection.awith_redirects retries them)
+    "MOVED": rexc.MovedError,
+    "ASK": rexc.AskError,
+    "CLUSTERDOWN": rexc.ClusterDownError,
+    "TRYAGAIN": rexc.TryAgainError,
 }
 
 
@@ -149,6 +170,7 @@ class _Resp(asyncio.Protocol):
         self.lost: Exception | None = None
         self.on_message: Callable[[bytes, bytes], None] | None = None
         self.on_lost: Callable[[Exception], None] | None = None
+        self.generation = -1  # the cluster router's generation when it connected
 
     # --- asyncio.Protocol --------------------------------------------------
 
@@ -313,11 +335,32 @@ class _Subscriber:
                 channel.message.set_exception(exc)
 
 
+def _nothing() -> None:
+    pass
+
+
 class AsyncTransport:
     """Owns an async client's connections; bound to one event loop."""
 
-    def __init__(self, url: str | None = None, client: redis.asyncio.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.asyncio.Redis | None = None,
+        *,
+        cluster: bool = False,
+        sentinel_master: str | None = None,
+        route_key: str | None = None,
+        durability: str = "none",
+        durability_wait_ms: int = DEFAULT_WAIT_MS,
+    ) -> None:
+        self.durability, self.wait_ms = check_durability(durability, durability_wait_ms)
+        self._wait = wait_command(self.durability, self.wait_ms)
+        self._master: Any = None
+        self._recheck_at = 0.0
         self.url = url if client is None else None
+        self.router: Router | None = None
+        self._sentinel: Any = None
+        self._service: str | None = None
         # A blocking pool: a burst of concurrent queries waits for a free
         # connection instead of failing with "Too many connections".
         if client is not None:
@@ -332,15 +375,16 @@ class AsyncTransport:
                 timeout=POOL_TIMEOUT,
                 **kwargs,
             )
+            self._redis = redis.asyncio.Redis(connection_pool=new_pool)
         else:
-            new_pool = redis.asyncio.BlockingConnectionPool.from_url(
-                check_url(url),
-                max_connections=MAX_CONNECTIONS,
-                timeout=POOL_TIMEOUT,
+            own = async_client_for(
+                parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master),
+                route_key,
+                options=client_options(),
                 retry=AsyncRetry(retry_backoff(), retries=RETRIES),
-                **client_options(),
+                pool={"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT},
             )
-        self._redis = redis.asyncio.Redis(connection_pool=new_pool)
+            self._redis, self.router, self._sentinel, self._service = own
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
@@ -350,6 +394,8 @@ class AsyncTransport:
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
+        if self.router is not None:
+            return self.router.describe()
         if self.url:
             return mask_url(self.url)
         kw = self._redis.connection_pool.connection_kwargs
@@ -414,8 +460,40 @@ class AsyncTransport:
             del self._opening[kind]
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Resp:
+        """A connection to where commands go now: the server, the master a Sentinel
+        group names, or the cluster master serving the prefix's slot (detected with
+        ``INFO cluster`` on the first connection unless ``cluster=True``)."""
         pool: Any = self._redis.connection_pool
         conn: Any = pool.make_connection()  # redis-py's parsed settings; never connected
+        if self._sentinel is not None:
+            host, port = await self._sentinel.discover_master(self._service)
+            return await self._dial(loop, conn, host, port)
+        router = self.router
+        if router is None or router.cluster is False:
+            return await self._dial(loop, conn, conn.host, conn.port)
+        if router.cluster is None:
+            resp = await self._dial(loop, conn, conn.host, conn.port)
+            info = await resp.request(("INFO", "cluster"))
+            router.cluster = b"cluster_enabled:1" in info
+            if not router.cluster:
+                return resp
+            resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
+        if router.address is None:
+            await adiscover(router)
+        generation = router.generation
+        assert router.address is not None
+        try:
+            resp = await self._dial(loop, conn, *router.address)
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            await adiscover(router)  # the pinned master is gone: where is the slot now?
+            generation = router.generation
+            resp = await self._dial(loop, conn, *router.address)
+        resp.generation = generation
+        return resp
+
+    async def _dial(
+        self, loop: asyncio.AbstractEventLoop, conn: Any, host: str, port: int
+    ) -> _Resp:
         where = self.describe()
         timeout = conn.socket_connect_timeout or SOCKET_TIMEOUT
         path = getattr(conn, "path", None)
@@ -427,8 +505,8 @@ class AsyncTransport:
                     ssl_context = getattr(conn, "ssl_context", None)
                     _, resp = await loop.create_connection(
                         lambda: _Resp(loop, where),
-                        conn.host,
-                        conn.port,
+                        host,
+                        port,
                         ssl=ssl_context.get() if ssl_context is not None else None,
                     )
                 await self._handshake(resp, conn)
@@ -475,19 +553,70 @@ class AsyncTransport:
         idempotent), resend once before raising.
         """
         self.enter()
+        router = self.router
+        if router is not None and router.cluster:
+            return await awith_redirects(router, lambda: self._send(args, retry), _nothing)
+        if self._sentinel is not None:
+            await self._recheck_master()
+        return await self._send(args, retry)
+
+    async def _recheck_master(self) -> None:
+        """Sentinel: at most once a second, ask which server is the master; when it
+        changed, close the command and pub/sub connections (they reopen there)."""
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return
+        self._recheck_at = now + SENTINEL_RECHECK
+        try:
+            master = await self._sentinel.discover_master(self._service)
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.ResponseError):
+            return
+        if self._master is not None and master != self._master:
+            moved = rexc.ConnectionError("the Sentinel master changed")
+            for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
+                if resp is not None and resp.lost is None:
+                    resp.close(moved)
+        self._master = master
+
+    async def _request(self, resp: _Resp, args: tuple[Any, ...]) -> Any:
+        """One command; a durable write has WAIT / WAITAOF pipelined behind it."""
+        if self._wait is None or args[0] not in DURABLE_COMMANDS:
+            return await resp.request(args)
+        fut = resp.request(args)
+        acked = resp.request(self._wait)
+        acked.add_done_callback(consume_exception)
+        reply = await fut
+        check_replicated(await acked, self.durability, self.wait_ms, self.describe())
+        return reply
+
+    async def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         resp = self._cmd
-        if resp is None or resp.lost is not None:
+        if resp is None or resp.lost is not None or self._stale(resp):
+            if resp is not None and resp.lost is None:
+                resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
             resp = await self._command()
         try:
+            if self._wait is not None and args[0] in DURABLE_COMMANDS:
+                return await self._request(resp, args)
             fut = resp.request(args)
             if resp.paused:
                 await resp.drained()
             return await fut
+        except rexc.ReadOnlyError:
+            if self._sentinel is None:
+                raise
+            # a master demoted by a failover: nothing was run; reconnect to the new one
+            resp.close(rexc.ConnectionError("the master was demoted"))
         except (rexc.ConnectionError, rexc.TimeoutError):
             if not retry:
                 raise
         resp = await self._command()
-        return await resp.request(args)
+        return await self._request(resp, args)
+
+    def _stale(self, resp: _Resp) -> bool:
+        """A cluster connection opened before the router last re-pinned."""
+        router = self.router
+        return router is not None and bool(router.cluster) and resp.generation != router.generation
 
     async def server_version(self) -> tuple[int, ...]:
         if self._version is None:
@@ -503,6 +632,8 @@ class AsyncTransport:
         on it."""
         self.enter()
         sub = self._sub
+        if sub is not None and sub.resp.lost is None and self._stale(sub.resp):
+            sub.resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
         if sub is None or sub.resp.lost is not None:
             resp = await self._open("sub")
             sub = self._sub

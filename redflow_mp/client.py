@@ -25,9 +25,11 @@ import redis
 
 from . import batch, queries, sync
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
+from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS
 from .handle import RunHandle
 from .ids import new_token
+from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
@@ -303,6 +305,10 @@ def create_client(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
+    durability: str = "none",
+    durability_wait_ms: int = DEFAULT_WAIT_MS,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -316,12 +322,37 @@ def create_client(
     other user may run ``FUNCTION``: a library is found by name, and a user who
     can ``FUNCTION LOAD REPLACE`` could swap its code (a library of our name with
     other code is refused, but one replaced after we checked is not noticed).
+
+    A Redis Cluster is found from any node's URL (``INFO`` says
+    ``cluster_enabled:1``; ``cluster=True`` says so without asking): the client
+    connects to the master serving the prefix's slot and follows it through
+    failovers and resharding. ``redis+sentinel://[user:pass@]host:port[,host:port
+    ...]/service_name[/db]`` connects to a Sentinel group's master
+    (``sentinel_master`` names the service where the URL does not). README,
+    "Redis Cluster and Sentinel".
+
+    ``durability="wait"`` acknowledges every run-state write (enqueue, claim,
+    step, finish, cancel: each is one script call) only once a replica has it
+    (``WAIT 1 durability_wait_ms`` pipelined after the call); ``"waitaof"`` once
+    the master and a replica fsynced it (``WAITAOF 1 1``, Redis >= 7.2 with
+    appendonly on both). A write not confirmed in time raises
+    :class:`~redflow_mp.NotReplicatedError` (a network error: its fate is
+    unknown). The default ``"none"`` acknowledges when the master has it.
+    README, "Durability".
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
         raise TypeError("redis_functions must be a bool")
-    transport = Transport(url, redis)
+    transport = Transport(
+        url,
+        redis,
+        cluster=cluster,
+        sentinel_master=sentinel_master,
+        route_key=Keys(prefix).tag,
+        durability=durability,
+        durability_wait_ms=durability_wait_ms,
+    )
     client = Client(
         transport,
         prefix=prefix,

@@ -24,16 +24,35 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
+from redis import exceptions as rexc
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.retry import Retry
 
+from .connection import (
+    DEFAULT_WAIT_MS,
+    DURABLE_COMMANDS,
+    SENTINEL_RECHECK,
+    RoutedRedis,
+    Router,
+    Target,
+    check_durability,
+    check_replicated,
+    mask_url,
+    parse_target,
+    routed_connection_class,
+    sentinel_client,
+    wait_command,
+    with_redirects,
+)
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError
 
@@ -77,6 +96,24 @@ class _Wire:
         conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
         return conn.read_response()
 
+    def request_waited(self, args: tuple[Any, ...], wait: tuple[Any, ...]) -> tuple[Any, Any]:
+        """``args`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip; both
+        replies are read even when the first is an error (the connection stays in
+        step)."""
+        conn = self.conn
+        conn.send_packed_command(
+            [hiredis.pack_command(args), hiredis.pack_command(wait)], check_health=False
+        )
+        try:
+            reply = conn.read_response()
+        except ResponseError:
+            # the first error is the one that counts (MOVED, NOSCRIPT...); WAIT on a
+            # node that is not the master fails too
+            with contextlib.suppress(ResponseError):
+                conn.read_response()
+            raise
+        return reply, conn.read_response()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on a broken socket
             self.conn.disconnect()
@@ -89,31 +126,6 @@ class _Wire:
         self.close()
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password (user info or ``?password=``) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    query = parts.query
-    if query:
-        pairs = []
-        for piece in query.split("&"):
-            key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}=***" if sep and key.lower() == "password" else piece)
-        query = "&".join(pairs)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def check_url(url: object) -> str:
     """``url`` (default ``redis://localhost:6379/0``) if its scheme is one we connect to."""
     if url is None:
@@ -121,7 +133,7 @@ def check_url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
     scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
     return url
 
@@ -153,17 +165,36 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def _own_client(url: str | None, client: redis.Redis | None) -> redis.Redis:
-    """A bytes-returning client: from ``url``, or cloned from a caller's client settings."""
+def _own_client(
+    url: str | None, client: redis.Redis | None, target: Target | None, route_key: str | None
+) -> tuple[redis.Redis, Router | None]:
+    """A bytes-returning client: from ``url`` (pinned to a cluster's node serving
+    ``route_key``, or through Sentinel), or cloned from a caller's client settings."""
     if client is not None:
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
         new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-        return redis.Redis(connection_pool=new_pool)
-    return redis.Redis.from_url(
-        check_url(url), retry=Retry(retry_backoff(), retries=RETRIES), **client_options()
+        return redis.Redis(connection_pool=new_pool), None
+    retry = Retry(retry_backoff(), retries=RETRIES)
+    if target is None:
+        target = parse_target(check_url(url))
+    if target.kind == "sentinel":
+        return sentinel_client(target, client_options(), retry), None
+    parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
+    url_kwargs = dict(parse(target.url))
+    base = url_kwargs.pop("connection_class", redis.Connection)
+    if base is redis.UnixDomainSocketConnection:
+        return redis.Redis.from_url(target.url, retry=retry, **client_options()), None
+    router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
+    pool = redis.ConnectionPool(
+        connection_class=routed_connection_class(base, router),
+        retry=retry,
+        **{**url_kwargs, **client_options()},
     )
+    routed = RoutedRedis(connection_pool=pool)
+    routed.router = router
+    return routed, router
 
 
 def parse_server_version(info: Any) -> tuple[int, ...]:
@@ -201,20 +232,44 @@ def closed_error(what: str, where: str) -> RedflowError:
 class _Local(threading.local):
     pid: int = -1
     wire: _Wire | None = None
+    generation: int = 0
 
 
 class Transport:
     """Owns the Redis client and the per-thread hot-path connections."""
 
-    def __init__(self, url: str | None = None, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.Redis | None = None,
+        *,
+        cluster: bool = False,
+        sentinel_master: str | None = None,
+        route_key: str | None = None,
+        durability: str = "none",
+        durability_wait_ms: int = DEFAULT_WAIT_MS,
+    ) -> None:
+        self.durability, self.wait_ms = check_durability(durability, durability_wait_ms)
+        self._wait = wait_command(self.durability, self.wait_ms)
         self.url = url if client is None else None
-        self._redis: redis.Redis = _own_client(url, client)
+        self.target = (
+            None
+            if client is not None
+            else parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master)
+        )
+        self._redis, self.router = _own_client(url, client, self.target, route_key)
         self._closed = False
         self._local = _Local()
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()
         self._held_lock = threading.Lock()
         self._version: tuple[int, ...] | None = None
         self._held_pid = os.getpid()
+        # Sentinel: the master as last asked, when to ask again, and a generation
+        # that grows when it changed (this thread's wire then reconnects).
+        self._sentinel = self.target is not None and self.target.kind == "sentinel"
+        self._master: Any = None
+        self._recheck_at = 0.0
+        self._generation = 0
 
     @property
     def redis(self) -> redis.Redis:
@@ -229,6 +284,8 @@ class Transport:
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
+        if self.router is not None:
+            return self.router.describe()
         if self.url:
             return mask_url(self.url)
         kw = self._redis.connection_pool.connection_kwargs
@@ -238,7 +295,9 @@ class Transport:
         local = self._local
         pid = os.getpid()
         wire = local.wire
-        if wire is None or local.pid != pid:
+        if wire is None or local.pid != pid or local.generation != self._generation:
+            if wire is not None and local.pid == pid:
+                wire.close()  # opened before the master changed
             # Every thread's first call after close() comes here (close() drops
             # the thread-local wires), so the hot path itself checks nothing.
             if self._closed:
@@ -249,6 +308,7 @@ class Transport:
             wire = _Wire(self._redis.connection_pool.make_connection())
             local.wire = wire
             local.pid = pid
+            local.generation = self._generation
             with self._held_lock:
                 if pid != self._held_pid:
                     self._held = weakref.WeakSet()
@@ -262,13 +322,50 @@ class Transport:
         Network errors reconnect and, when ``retry`` is true (the caller's command
         is idempotent), resend once before raising.
         """
+        if self.router is not None and self.router.cluster:
+            return with_redirects(self.router, lambda: self._send(args, retry), lambda: None)
+        if self._sentinel:
+            self._recheck_master()
+        return self._send(args, retry)
+
+    def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         wire = self._wire()
+        if self._wait is not None and args[0] in DURABLE_COMMANDS:
+            try:
+                return self._waited(wire, args)
+            except _NETWORK_ERRORS:
+                if not retry:
+                    raise
+            return self._waited(wire, args)
         try:
             return wire.request(args)
         except _NETWORK_ERRORS:
             if not retry:
                 raise
         return wire.request(args)
+
+    def _waited(self, wire: _Wire, args: tuple[Any, ...]) -> Any:
+        assert self._wait is not None
+        reply, acked = wire.request_waited(args, self._wait)
+        check_replicated(acked, self.durability, self.wait_ms, self.describe())
+        return reply
+
+    def _recheck_master(self) -> None:
+        """Sentinel: at most once a second, ask which server is the master; when it
+        changed, every connection of this process moves there (redis-py's pool drops
+        its idle ones; the wires reconnect at their next command)."""
+        now = time.monotonic()
+        if now < self._recheck_at:
+            return
+        self._recheck_at = now + SENTINEL_RECHECK
+        pool: Any = self._redis.connection_pool
+        try:
+            master = pool.get_master_address()
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.ResponseError):
+            return  # no sentinel answers now: the command itself will tell
+        if self._master is not None and master != self._master:
+            self._generation += 1
+        self._master = master
 
     def server_version(self) -> tuple[int, ...]:
         if self._version is None:

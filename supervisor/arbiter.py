@@ -444,6 +444,10 @@ class Arbiter:
             max_payload_bytes=s.max_payload_bytes,
             max_events_per_run=s.max_events_per_run,
             redis_functions=s.redis_functions,
+            cluster=s.cluster,
+            sentinel_master=s.sentinel_master or None,
+            durability=s.durability,
+            durability_wait_ms=s.durability_wait_ms,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

@@ -87,6 +87,10 @@ class ChildSpec:
     max_payload_bytes: int = 8 * 1024 * 1024
     max_events_per_run: int = 10_000
     redis_functions: bool = False
+    cluster: bool = False
+    sentinel_master: str | None = None
+    durability: str = "none"
+    durability_wait_ms: int = 1000
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -249,6 +253,10 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         max_payload_bytes=spec.max_payload_bytes,
         max_events_per_run=spec.max_events_per_run,
         redis_functions=spec.redis_functions,
+        cluster=spec.cluster,
+        sentinel_master=spec.sentinel_master,
+        durability=spec.durability,
+        durability_wait_ms=spec.durability_wait_ms,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

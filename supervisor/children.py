@@ -197,6 +197,10 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                     registry=registry,
                     max_payload_bytes=spec.max_payload_bytes,
                     redis_functions=spec.redis_functions,
+                    cluster=spec.cluster,
+                    sentinel_master=spec.sentinel_master,
+                    durability=spec.durability,
+                    durability_wait_ms=spec.durability_wait_ms,
                 )
                 on_failure_of_stored_run(client, registry, run_id)
                 code = 0

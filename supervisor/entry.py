@@ -38,16 +38,12 @@ def _mask_url(url: str) -> str:
     the two in agreement)."""
     try:
         parts = urlsplit(url)
-        password = parts.password
     except ValueError:
         return MASK
     netloc = parts.netloc
-    if password is not None:
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:{MASK}@{host}" if user else f":{MASK}@{host}"
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:  # also redis+sentinel://user:pw@h1:p1,h2:p2
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hosts}"
     query = parts.query
     if query:
         pairs = []

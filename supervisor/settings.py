@@ -115,11 +115,51 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "redis",
             "Redis URL: redis://host:port/db, rediss:// for TLS, redis://user:password@host "
-            "for ACL users. Give a URL with a password as REDFLOW_URL (ps does not show the "
+            "for ACL users; any node of a Redis Cluster (detected); "
+            "redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db] for a "
+            "Sentinel group. Give a URL with a password as REDFLOW_URL (ps does not show the "
             "environment); passwords are masked in logs, process titles and CLI output.",
             metavar="URL",
         ),
     ] = "redis://localhost:6379/0"
+    cluster: Annotated[
+        bool,
+        _doc(
+            "redis",
+            "The URL is a Redis Cluster node: connect to the master serving the prefix's "
+            "slot without asking the node first. Off: a cluster is still detected "
+            "(INFO cluster_enabled:1).",
+        ),
+    ] = False
+    sentinel_master: Annotated[
+        str,
+        _doc(
+            "redis",
+            "Sentinel service name, for a redis+sentinel:// URL that does not end in "
+            "/service_name; empty = the URL's.",
+            metavar="NAME",
+        ),
+    ] = ""
+    durability: Annotated[
+        Literal["none", "wait", "waitaof"],
+        _doc(
+            "redis",
+            "When a run-state write (enqueue, claim, step, finish, cancel) counts as done: "
+            "none = the master has it (a failover can lose the last writes); wait = a "
+            "replica has it too (WAIT 1); waitaof = the master and a replica fsynced it "
+            "(WAITAOF 1 1, Redis >= 7.2, appendonly on both). README, Durability.",
+        ),
+    ] = "none"
+    durability_wait_ms: Annotated[
+        int,
+        _doc(
+            "redis",
+            "How long wait / waitaof wait for the replica before the write counts as "
+            "failed (a network error: retried).",
+            unit="ms",
+            min=1,
+        ),
+    ] = 1000
     prefix: Annotated[
         str,
         _doc(

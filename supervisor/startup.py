@@ -4,8 +4,10 @@
 a Redis that is still starting (up to 15 s), and turns refused credentials or a
 Redis that never answers into a clear exit message (no traceback, no restart
 loop); it refuses a keyspace written by an older redflow-mp (keyspace v1:
-``redflow migrate`` converts it). :func:`resolve_queues` refuses to start with
-nothing to serve.
+``redflow migrate`` converts it), and one whose hash tag another application
+uses for keys of the same names (:func:`foreign_keys_problem`); a bad URL or a
+Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
+refuses to start with nothing to serve.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import redis
 from redis.exceptions import AuthorizationError
 
 from redflow_mp.client import Client, create_client
-from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
@@ -48,20 +50,17 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
     keyspace written by an older redflow-mp (v1) on ``queues`` or the registry's
     workflows stops the start with a message naming ``redflow migrate``."""
     s = settings
-    client = create_client(
-        s.url,
-        prefix=s.prefix,
-        registry=registry,
-        default=False,
-        max_payload_bytes=s.max_payload_bytes,
-        max_events_per_run=s.max_events_per_run,
-        redis_functions=s.redis_functions,
-    )
+    try:
+        client = _client(s, registry)
+    except (RedflowError, ValueError) as exc:  # a bad URL, an unknown Sentinel service
+        raise SystemExit(f"redflow-supervisor: {exc}") from None
     deadline = time.monotonic() + _CONNECT_PATIENCE
     delay = 0.1
     while True:
         try:
             problem = keyspace_problem(client, queues, [wf.name for wf in registry])
+            if problem is None:
+                problem = foreign_keys_problem(client)
             if problem is not None:
                 client.close()
                 raise SystemExit(f"redflow-supervisor: {problem}")
@@ -81,6 +80,49 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             log.warning("Redis at %s unreachable (%s); retrying", mask_url(s.url), exc)
             time.sleep(delay)
             delay = min(2.0, delay * 2)
+        except RedflowError as exc:  # e.g. a cluster URL whose node is not in cluster mode
+            client.close()
+            raise SystemExit(f"redflow-supervisor: {exc}") from None
+
+
+#: The namespace keys whose type a redflow keyspace fixes (``keys.py``).
+_KEY_TYPES = {"workflows": b"set", "runs:created": b"zset", "queues": b"set", "meta": b"hash"}
+
+
+def foreign_keys_problem(client: Client) -> str | None:
+    """A message when keys of the prefix's hash tag that redflow owns hold another
+    type: another application uses the same ``{<prefix>}`` hash tag (and key
+    names). Sharing a tag (a slot) is harmless, sharing key names is not."""
+    names = list(_KEY_TYPES)
+    with client.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.type(f"{client.keys.tag}:{name}")
+        types = pipe.execute()
+    for name, kind in zip(names, types, strict=True):
+        kind = kind if isinstance(kind, bytes) else str(kind).encode()
+        if kind not in (b"none", _KEY_TYPES[name]):
+            return (
+                f"the key {client.keys.tag}:{name} is a {kind.decode()}, not a "
+                f"{_KEY_TYPES[name].decode()}: another application uses the hash tag "
+                f"{client.keys.tag}; choose another --prefix"
+            )
+    return None
+
+
+def _client(s: Settings, registry: Registry) -> Client:
+    return create_client(
+        s.url,
+        prefix=s.prefix,
+        registry=registry,
+        default=False,
+        max_payload_bytes=s.max_payload_bytes,
+        max_events_per_run=s.max_events_per_run,
+        redis_functions=s.redis_functions,
+        cluster=s.cluster,
+        sentinel_master=s.sentinel_master or None,
+        durability=s.durability,
+        durability_wait_ms=s.durability_wait_ms,
+    )
 
 
 def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str, ...]:

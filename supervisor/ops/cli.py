@@ -70,6 +70,7 @@ from .session import (
     Session,
     UsageError,
     connect,
+    connection_options,
     open_target,
     report_error,
     resolve_target,
@@ -94,6 +95,18 @@ def _common() -> argparse.ArgumentParser:
         help="Redis URL (default: $REDFLOW_URL, $REDIS_URL, else redis://localhost:6379/0)",
     )
     g.add_argument("--prefix", default=s, help="key prefix (default: $REDFLOW_PREFIX or redflow)")
+    g.add_argument(
+        "--cluster",
+        action="store_true",
+        default=s,
+        help="the URL is a Redis Cluster node (default: detected; $REDFLOW_CLUSTER=true)",
+    )
+    g.add_argument(
+        "--sentinel-master",
+        default=s,
+        help="Sentinel service name for a redis+sentinel:// URL without one "
+        "(default: $REDFLOW_SENTINEL_MASTER)",
+    )
     g.add_argument("--json", action="store_true", default=s, help="print JSON for scripts")
     g.add_argument(
         "--embedded-redis",
@@ -263,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client: Client | None = None
     try:
         url, prefix, embedded = open_target(ns)
-        client = connect(url, prefix)
+        client = connect(url, prefix, **connection_options(ns))
         session = Session(client=client, url=url, prefix=prefix, json=getattr(ns, "json", False))
         code: int = ns.func(session, ns)
         sys.stdout.flush()

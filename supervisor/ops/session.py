@@ -129,18 +129,36 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
-def connect(url: str, prefix: str) -> Client:
+def connection_options(ns: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``cluster`` and ``sentinel_master`` for :func:`connect`: flags, then
+    REDFLOW_CLUSTER / REDFLOW_SENTINEL_MASTER."""
+    environ = os.environ if env is None else env
+    cluster = bool(getattr(ns, "cluster", False)) or environ.get(
+        "REDFLOW_CLUSTER", ""
+    ).strip().lower() in ("1", "true", "yes", "on")
+    master = getattr(ns, "sentinel_master", None) or environ.get("REDFLOW_SENTINEL_MASTER")
+    return {"cluster": cluster, "sentinel_master": master or None}
+
+
+def connect(
+    url: str, prefix: str, *, cluster: bool = False, sentinel_master: str | None = None
+) -> Client:
+    """A client for the ops commands: a single server, any node of a cluster, or a
+    ``redis+sentinel://`` group."""
     scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise UsageError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
     try:
-        conn = redis.Redis.from_url(url, socket_connect_timeout=5.0)
+        return create_client(
+            url,
+            prefix=prefix,
+            default=False,
+            registry=Registry(),
+            cluster=cluster,
+            sentinel_master=sentinel_master,
+        )
     except ValueError as exc:
         raise UsageError(f"bad Redis URL {mask_url(url)}: {scrub(str(exc), url)}") from None
-    try:
-        return create_client(redis=conn, prefix=prefix, default=False, registry=Registry())
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------- "where did it look"

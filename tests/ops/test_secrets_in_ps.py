@@ -130,6 +130,9 @@ def test_dashboard_hides_the_password_and_the_token(
         "unix:///tmp/r.sock?password=pw",
         "redis://h:6379/0",
         "redis://[::1]:6379/0",
+        "redis+sentinel://:pw@h1:26379,h2:26380/mymaster/2",
+        "rediss+sentinel://user:p%40w@h1:26379/svc",
+        "redis+sentinel://h1,h2/svc",
     ],
 )
 def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:

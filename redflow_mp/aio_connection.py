@@ -1,0 +1,228 @@
+"""The asyncio half of ``connection.py``: the same routing for redis.asyncio's
+pool (cluster pinning, MOVED/ASK/TRYAGAIN/CLUSTERDOWN, Sentinel masters), used
+by ``aio_transport.py``; see ``connection.py`` for what and why."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis import exceptions as rexc
+from redis.sentinel import Sentinel
+
+from .connection import CLUSTER_PATIENCE, Router, Target, check_sentinel_service, redirect
+
+__all__ = [
+    "adiscover",
+    "async_client_for",
+    "async_sentinel_client",
+    "awith_redirects",
+    "routed_async_connection_class",
+]
+
+_T = TypeVar("_T")
+
+
+def _async_master_connection(base: type[Any]) -> type[Any]:
+    """:func:`_master_connection` for redis.asyncio."""
+
+    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super(Master, self).send_packed_command(command, check_health)
+
+    name = f"Master{base.__name__}"
+    Master: type[Any] = type(
+        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
+    )
+    return Master
+
+
+def async_sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> Any:
+    """redis.asyncio's client of the service's master, and its Sentinel."""
+    from redis.asyncio.sentinel import SentinelManagedConnection as AsyncManaged
+    from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncManagedSSL
+
+    sentinel = async_sentinel(target, options)
+    kwargs: dict[str, Any] = dict(options)
+    kwargs.update(db=target.db, username=target.username, password=target.password)
+    base = AsyncManagedSSL if target.tls else AsyncManaged
+    client = sentinel.master_for(
+        target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
+    )
+    return client, sentinel
+
+
+async def adiscover(router: Router) -> tuple[str, int]:
+    """:meth:`Router.discover` for an event loop (redis.asyncio's RedisCluster)."""
+    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    make: Callable[..., AsyncClusterNode] = AsyncClusterNode  # untyped in redis-py
+    opts = {
+        k: v
+        for k, v in router.options.items()
+        if k not in ("health_check_interval", "socket_keepalive")
+    }
+    last: Exception | None = None
+    for seed in [*([make(h, p)] for h, p in router.known_nodes()), None]:
+        try:
+            rc = AsyncRedisCluster.from_url(router.url, startup_nodes=seed, **opts)
+            await rc.initialize()
+        except (rexc.RedisClusterException, rexc.ConnectionError, rexc.TimeoutError) as exc:
+            last = exc
+            continue
+        try:
+            node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
+            node = node_of(router.route_key)
+            found = (str(node.host), int(node.port))
+            nodes = [(str(n.host), int(n.port)) for n in rc.get_nodes()]
+        finally:
+            await rc.aclose()
+        return router.pinned(found, nodes)
+    raise router.failed(last)
+
+
+def routed_async_connection_class(base: type[Any], router: Router) -> type[Any]:
+    """:func:`routed_connection_class` for redis.asyncio's connection classes."""
+    method = "connect_check_health" if hasattr(base, "connect_check_health") else "connect"
+
+    async def routed_connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self.is_connected:
+            return
+        connect = getattr(super(Routed, self), method)
+        if router.cluster is None:
+            await connect(*args, **kwargs)
+            await self.send_command("INFO", "cluster")
+            info = await self.read_response()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            router.cluster = "cluster_enabled:1" in text
+            if not router.cluster:
+                return
+            await self.disconnect()
+        if not router.cluster:
+            await connect(*args, **kwargs)
+            return
+        if router.address is None:
+            await adiscover(router)
+        self._route_generation = router.generation
+        assert router.address is not None
+        self.host, self.port = router.address
+        try:
+            await connect(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            await adiscover(router)
+            self._route_generation = router.generation
+            self.host, self.port = router.address
+            await connect(*args, **kwargs)
+
+    async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if router.cluster and self._route_generation != router.generation:
+            await self.disconnect()
+        await super(Routed, self).send_packed_command(command, check_health)
+
+    name = f"Routed{base.__name__}"
+    Routed: type[Any] = type(
+        name,
+        (base,),
+        {
+            "_route_generation": -1,
+            method: routed_connect,
+            "send_packed_command": send_packed_command,
+            "__qualname__": name,
+        },
+    )
+    return Routed
+
+
+async def awith_redirects(
+    router: Router | None, send: Callable[[], Awaitable[_T]], on_moved: Callable[[], None]
+) -> _T:
+    """:func:`with_redirects` for coroutines."""
+    if router is None or not router.cluster:
+        return await send()
+    deadline = time.monotonic() + CLUSTER_PATIENCE
+    delay = 0.02
+    while True:
+        try:
+            return await send()
+        except rexc.ResponseError as exc:
+            kind = redirect(exc)
+            if kind is None or time.monotonic() >= deadline:
+                raise
+            if kind == "retry":
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            else:
+                router.moved(*kind)
+                on_moved()
+
+
+class RoutedAsyncRedis(redis.asyncio.Redis):
+    """:class:`RoutedRedis` for redis.asyncio."""
+
+    router: Router | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        send: Callable[..., Awaitable[Any]] = super().execute_command  # untyped in redis-py
+        return await awith_redirects(self.router, lambda: send(*args, **options), lambda: None)
+
+
+def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
+    """redis.asyncio's Sentinel for ``target`` (checked like the sync one first:
+    a service nobody monitors is an error at once)."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    check_sentinel_service(
+        Sentinel(
+            list(target.sentinels),
+            sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
+        ),
+        target,
+    )
+    return AsyncSentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": options.get("socket_timeout"),
+            "socket_connect_timeout": options.get("socket_connect_timeout"),
+        },
+    )
+
+
+def async_client_for(
+    target: Target,
+    route_key: str | None,
+    *,
+    options: dict[str, Any],
+    retry: Any,
+    pool: dict[str, Any],
+) -> tuple[redis.asyncio.Redis, Router | None, Any, str | None]:
+    """The async transport's general client for ``target`` (one server, pinned to a
+    cluster's master of the prefix's slot, or a Sentinel group's master; ``pool``:
+    the blocking pool's size and timeout), its router (cluster), and its Sentinel
+    and service name (Sentinel)."""
+    if target.kind == "sentinel":
+        client, sentinel = async_sentinel_client(target, options, retry)
+        return client, None, sentinel, target.service
+    parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
+    url_kwargs = dict(parse(target.url))
+    base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
+    if base is redis.asyncio.UnixDomainSocketConnection:
+        plain = redis.asyncio.BlockingConnectionPool.from_url(
+            target.url, retry=retry, **pool, **options
+        )
+        return redis.asyncio.Redis(connection_pool=plain), None, None, None
+    router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
+    routed_pool = redis.asyncio.BlockingConnectionPool(
+        connection_class=routed_async_connection_class(base, router),
+        retry=retry,
+        **pool,
+        **{**url_kwargs, **options},
+    )
+    routed = RoutedAsyncRedis(connection_pool=routed_pool)
+    routed.router = router
+    return routed, router, None, None
