@@ -14,6 +14,7 @@ on ``redis.asyncio`` (same method names, same reply parsing).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import Any, TypeVar, cast
 
@@ -22,6 +23,7 @@ import redis
 
 from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
+from .connection import with_redirects
 from .keys import Keys
 from .options import check_name, check_run_id
 
@@ -54,13 +56,23 @@ def drive(client: redis.Redis, plan: QueryPlan[T]) -> T:
                 name, args = batch[0]
                 replies = [getattr(client, name)(*args)]
             else:
-                with client.pipeline(transaction=False) as pipe:
-                    for name, args in batch:
-                        getattr(pipe, name)(*args)
-                    replies = pipe.execute()
+                # Reads only: resending the whole batch after a cluster redirect
+                # (ASK/TRYAGAIN/CLUSTERDOWN during a reshard, MOVED) is safe.
+                replies = with_redirects(
+                    getattr(client, "router", None),
+                    functools.partial(_pipelined, client, batch),
+                    lambda: None,
+                )
             batch = plan.send(replies)
     except StopIteration as stop:
         return cast(T, stop.value)
+
+
+def _pipelined(client: redis.Redis, batch: Batch) -> list[Any]:
+    with client.pipeline(transaction=False) as pipe:
+        for name, args in batch:
+            getattr(pipe, name)(*args)
+        return pipe.execute()
 
 
 def _check_list_args(workflow: object, status: object, limit: object, offset: object) -> str | None:
