@@ -34,6 +34,7 @@ one ``await self.scripts.run(...)``: see :meth:`AsyncClient.cancel_run`.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -42,6 +43,7 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 from . import batch, queries
+from .aio_connection import awith_redirects
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
@@ -51,7 +53,7 @@ from .handle import AsyncRunHandle
 from .ids import new_token
 from .keys import Keys
 from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
-from .queries import QueryPlan
+from .queries import Batch, QueryPlan
 from .registry import (
     Registry,
     Workflow,
@@ -162,6 +164,14 @@ class AsyncScripts(ScriptSet):
         return enqueue_reply(reply)
 
 
+async def _pipelined(client: redis.asyncio.Redis, batch: Batch) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for name, args in batch:
+            getattr(pipe, name)(*args)
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+
 async def _drive_query(client: redis.asyncio.Redis, plan: QueryPlan[T]) -> T:
     """Run a query plan on redis.asyncio (see ``queries.drive``)."""
     try:
@@ -170,11 +180,12 @@ async def _drive_query(client: redis.asyncio.Redis, plan: QueryPlan[T]) -> T:
             if len(batch) == 1:
                 name, args = batch[0]
                 replies = [await getattr(client, name)(*args)]
-            else:
-                async with client.pipeline(transaction=False) as pipe:
-                    for name, args in batch:
-                        getattr(pipe, name)(*args)
-                    replies = await pipe.execute()
+            else:  # reads only: resent whole after a cluster redirect
+                replies = await awith_redirects(
+                    getattr(client, "router", None),
+                    functools.partial(_pipelined, client, batch),
+                    lambda: None,
+                )
             batch = plan.send(replies)
     except StopIteration as stop:
         return cast(T, stop.value)
