@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ __all__ = [
     "fmt_default",
     "load",
     "parse_duration",
-    "reference_toml",
     "specs",
 ]
 
@@ -654,55 +652,3 @@ def load(
         return msgspec.convert(merged, Settings)
     except (msgspec.ValidationError, ValueError) as exc:  # pragma: no cover - checked above
         raise ConfigError(f"invalid settings: {exc}") from None
-
-
-# ------------------------------------------------------- the reference file
-
-_HEADER = """\
-# redflow-supervisor settings: every key, with its default.
-# Generated from the Settings fields in supervisor/settings.py (their descriptions are
-# also the --help text); a test keeps this file equal to reference_toml().
-#
-# Precedence: defaults < this file (--config PATH or $REDFLOW_CONFIG)
-#             < environment (REDFLOW_<KEY>, e.g. REDFLOW_LEASE_MS=8000)
-#             < command-line flags (--lease-ms 8000).
-# Unknown keys are errors that name the key and where it came from. Names are flat
-# and unique; grouping them under tables ([supervisor] ...) is allowed and ignored,
-# as is a group in the environment (REDFLOW_SUPERVISOR__LEASE_MS).
-# Durations (keys documented "seconds") also accept "500ms", "30s", "5m", "2h", "7d".
-"""
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return msgspec.json.encode(value).decode()  # a JSON string is a TOML basic string
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def _comment(spec: Spec) -> list[str]:
-    text = spec.description
-    if spec.choices:
-        text += " One of: " + ", ".join(spec.choices) + "."
-    elif spec.duration:
-        text += " Unit: seconds."
-    elif spec.unit:
-        text += f" Unit: {_UNIT_WORDS.get(spec.unit, spec.unit)}."
-    return textwrap.wrap(text, width=86, initial_indent="# ", subsequent_indent="# ")
-
-
-def reference_toml() -> str:
-    """``conf/redflow.toml``: every setting with its documentation and default."""
-    lines = [_HEADER.rstrip("\n")]
-    section = None
-    for spec in _SPECS:
-        if spec.section != section:
-            section = spec.section
-            title = f"# --- {SECTIONS[section]} "
-            lines += ["", title + "-" * max(3, 86 - len(title))]
-        lines += _comment(spec)
-        lines.append(f"{spec.name} = {_toml_value(spec.default)}")
-    return "\n".join(lines) + "\n"

@@ -12,12 +12,12 @@ import msgspec
 import pytest
 
 from redflow_mp.errors import ConfigError
+from redflow_supervisor.reference import reference_toml
 from redflow_supervisor.settings import (
     SECTIONS,
     Settings,
     load,
     parse_duration,
-    reference_toml,
     specs,
 )
 
@@ -149,7 +149,7 @@ def test_grouped_toml_tables_and_env_sections_are_accepted(tmp_path: Path) -> No
 
 def test_committed_reference_config_is_generated_from_the_code() -> None:
     """conf/redflow.toml is reference_toml(): regenerate it with
-    ``python -c "import sys; from redflow_supervisor.settings import reference_toml;
+    ``python -c "import sys; from redflow_supervisor.reference import reference_toml;
     sys.stdout.write(reference_toml())" > conf/redflow.toml``."""
     assert (ROOT / "conf" / "redflow.toml").read_text() == reference_toml()
 
