@@ -225,9 +225,10 @@ class Executor:
                 outcome.mode = OutcomeMode.LOST
             else:
                 self._failure(wf, claimed, exc, outcome)
-        except BaseException:
-            # A wait's Suspend, also wrapped (a TaskGroup's BaseExceptionGroup).
-            if not ex.suspending:
+        except BaseException as exc:
+            # A wait's Suspend, also wrapped (a TaskGroup's BaseExceptionGroup);
+            # never a process exit or an interrupt.
+            if not ex.suspending or isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             outcome.mode = OutcomeMode.SUSPEND
         else:

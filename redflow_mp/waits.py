@@ -372,7 +372,7 @@ class WaitMixin:
                     f"step {step!r} timed out after {limit or 0:g} s waiting for "
                     f"{len(pending)} child run(s) of {child!r} ({', '.join(pending[:5])})"
                 )
-            same = [cid for cid, st in zip(ids, states, strict=True) if cid in pending and st[3]]
+            same = [cid for cid, st in zip(ids, states, strict=True) if st[3] and not _finished(st)]
             if same and child == ex.workflow:
                 self._check_deadlock(step, child, same)
             return False, PendingWait(
