@@ -471,14 +471,22 @@ def _check_concurrency(
 
 def _fault_spans(events: list[dict[str, Any]]) -> list[tuple[int, int, list[int]]]:
     """Each fault as (start, end, pids): a fault lasts ``seconds`` when it says so,
-    or until its ``<kind>-end`` event; ``cont`` ends nothing here (a stop's effect
-    is on the processes it lists)."""
+    or until its ``<kind>-end`` event; a ``stop`` lasts until its ``cont``. The
+    harness records a stop just *before* it sends SIGSTOP, so a stopped process may
+    still log an event (an execution's start) after the stop's time: while its
+    supervisor is stopped, that execution is cut off like any other."""
     spans: list[tuple[int, int, list[int]]] = []
     open_at: dict[str, int] = {}
     for ev in events:
-        if ev["ev"] != "fault" or ev.get("kind") == "cont":
+        if ev["ev"] != "fault":
             continue
         kind = str(ev.get("kind"))
+        if kind == "cont":
+            i = open_at.pop("stop", None)
+            if i is not None:
+                start, end, pids = spans[i]
+                spans[i] = (start, max(end, ev["mono"]), pids)
+            continue
         if kind.endswith("-end"):
             i = open_at.pop(kind[: -len("-end")], None)
             if i is not None:

@@ -14,7 +14,7 @@ import redis
 from redflow_mp import Client
 from redflow_mp.codec import RunWait, encode_wait
 from redflow_mp.ids import new_token
-from tests.faults.invariants import check, check_waits
+from tests.faults.invariants import Report, _check_exclusive, check, check_waits
 from tests.faults.ledger import Ledger
 from tests.lua.conftest import Enq
 
@@ -163,3 +163,31 @@ def test_event_and_wait_step_violations_are_reported(
     assert f"I11: wait step 'ev1' of run {b} returned completion succeeded:1:1" in text
     assert f"wait step 'ev0' of run {a}" not in text
     assert report.lost_events == ["lost"] and report.events_pending == 1
+
+
+def test_an_execution_logged_just_after_its_supervisor_was_stopped_is_cut_off() -> None:
+    """I8 and the stop's span: the harness records a stop just before SIGSTOP lands,
+    so a stopped child may log a handler start after the stop's time; another
+    supervisor running the run before the cont is a takeover, not a double run.
+    Without a stop in between, the same overlap is a violation."""
+
+    def events(with_stop: bool) -> list[dict[str, object]]:
+        evs: list[dict[str, object]] = [
+            {"ev": "handler-start", "pid": 11, "ppid": 10, "run": "r", "wf": "w", "mono": 102},
+            {"ev": "handler-start", "pid": 21, "ppid": 20, "run": "r", "wf": "w", "mono": 200},
+            {"ev": "handler-end", "pid": 21, "run": "r", "mono": 210, "outcome": "ok"},
+            {"ev": "handler-end", "pid": 11, "run": "r", "mono": 305, "outcome": "lost"},
+        ]
+        if with_stop:
+            evs += [
+                {"ev": "fault", "kind": "stop", "pids": [10, 11], "mono": 100},
+                {"ev": "fault", "kind": "cont", "pids": [10, 11], "mono": 300},
+            ]
+        return sorted(evs, key=lambda ev: int(str(ev["mono"])))
+
+    stopped = Report()
+    _check_exclusive(stopped, events(with_stop=True))
+    assert stopped.violations == []
+    plain = Report()
+    _check_exclusive(plain, events(with_stop=False))
+    assert [v.split(":")[0] for v in plain.violations] == ["I8"]
