@@ -39,7 +39,8 @@ set (so does a woken run until it finishes):
         awaited unfinished child names it in ``run:<child>:waiters`` and sits in
         its ``run:<id>:awaits``; its wake-up time is its ``timers`` score), and
         none is still suspended once its condition holds: every awaited child
-        finished more than ``wake_bound_ms`` ago, its wake-up time is past by
+        finished (or one failed or was canceled) more than ``wake_bound_ms`` ago,
+        its wake-up time is past by
         more than ``wake_bound_ms``, or an event it waits for is pending (the
         finish, the timer and ``send_event`` wake it in the same script, so a
         pending awaited event on a suspended run is lost at once). Checked on
@@ -756,25 +757,23 @@ def check_waits(raw: redis.Redis, prefix: str, wake_bound_ms: int = WAKE_BOUND_M
     return out
 
 
-def _judge_wait(
-    run_id: str,
-    wait: Mapping[str, Any],
-    now: int,
-    timer: Any,
-    awaits: Any,
-    children: list[tuple[str, Any, Any]],
-    pending_events: list[tuple[str, int]],
-    bound: int,
+def _judge_children(
+    run_id: str, now: int, awaits: Any, children: list[tuple[str, Any, Any]], bound: int
 ) -> list[str]:
+    """I9 for the awaited children of one suspended run."""
     out: list[str] = []
-    if not wait:
-        return [f"I9: suspended run {run_id} has no readable wait (nothing can wake it)"]
     awaited = {_s(m) for m in awaits or ()}
     finished_at: list[int] = []
     unfinished = 0
     for child, (status, finished), named in children:
         if status is None or _s(status) in TERMINAL:
-            finished_at.append(int(float(_s(finished))) if finished else 0)
+            at = int(float(_s(finished))) if finished else 0
+            finished_at.append(at)
+            if status is not None and _s(status) != "succeeded" and now - at > bound:
+                out.append(
+                    f"I9: suspended run {run_id}: awaited child {child} ended {_s(status)} "
+                    f"{now - at} ms ago (bound {bound} ms), not resumed (its wait fails at once)"
+                )
             continue
         unfinished += 1
         if child not in awaited or not named:
@@ -787,6 +786,22 @@ def _judge_wait(
             f"I9: suspended run {run_id}: all {len(children)} awaited children finished "
             f"{now - max(finished_at)} ms ago (bound {bound} ms), not resumed"
         )
+    return out
+
+
+def _judge_wait(
+    run_id: str,
+    wait: Mapping[str, Any],
+    now: int,
+    timer: Any,
+    awaits: Any,
+    children: list[tuple[str, Any, Any]],
+    pending_events: list[tuple[str, int]],
+    bound: int,
+) -> list[str]:
+    if not wait:
+        return [f"I9: suspended run {run_id} has no readable wait (nothing can wake it)"]
+    out = _judge_children(run_id, now, awaits, children, bound)
     wake_at = wait.get("wakeAt")
     if wake_at is not None:
         if timer is None or int(float(timer)) != int(wake_at):

@@ -110,8 +110,12 @@ def test_a_correct_suspension_passes_and_each_wait_violation_is_reported(
         client, enq, "f", RunWait(steps=["s"], kinds=["children"], children=[other])
     )
     raw.srem(k.run_waiters(other), unlinked)  # the child's finish would not wake it
+    kids = [enq(workflow="c", queue="cq") for _ in range(2)]
+    fanout = _suspend(client, enq, "h", RunWait(steps=["s"], kinds=["children"], children=kids))
+    raw.hset(k.run(kids[0]), mapping={"status": "failed", "finishedAt": now - 10_000})
     live = "\n".join(check_waits(raw, prefix, 2000))
     assert f"suspended run {overslept}: its wake-up time passed" in live
+    assert f"suspended run {fanout}: awaited child {kids[0]} ended failed" in live
     assert f"suspended run {unlinked} waits for child {other}, but the child's finish" in live
     assert f"suspended run {waiting}: all 1 awaited children finished" in live
     assert f"suspended run {sleeping} wakes at {now + 60_000} but its timers entry" in live

@@ -408,3 +408,57 @@ def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
     assert settled
     assert stored == ['{"eid":"once"}'], f"the event was stored {len(stored)} times: {stored}"
     raw.close()
+
+
+def test_redis_stall_past_the_socket_timeout_while_runs_suspend_and_wake(fx: Faults) -> None:
+    """DEBUG SLEEP 6 s (past the 5 s socket timeout and the 1 s lease) while 250
+    runs are suspending, consuming their first event and waking: a wait script
+    in flight loses its reply and is resent (suspend_run, consume_event and
+    wake_timers are resend-safe), the leases of the runs in flight expire and
+    their executions are fenced; nothing is lost or done twice."""
+    server = fx.redis()
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    watcher = fx.watch_waits(server.url)
+    rng = random.Random(6)
+    items: list[tuple[str, Any, str | None]] = []
+    for _ in range(150):
+        items.append(("fx-sleeper", {"s": rng.choice((0.3, 0.6, 1.0))}, None))
+    for _ in range(100):
+        items.append(("fx-listener", {"k": 2}, None))
+    rng.shuffle(items)
+    prod = fx.producer(server.url, 0, items=items).start()
+    prod.wait(60)
+    listeners = [
+        rid for (wf, _, _), rid in zip(items, prod.ids, strict=True) if wf == "fx-listener"
+    ]
+    snd = fx.sender(server.url)
+    for rid in listeners:
+        snd.put(rid, "go", f"{rid}:0")
+    snd.drain(60)  # no send is in flight during the stall (see Sender._stored)
+    wait_for(lambda: _suspended(raw, fx) >= 20, 30, "runs suspended")
+    stall = 6.0
+    sleeper = redis.Redis.from_url(server.url, socket_timeout=30)
+    with watcher.paused():
+        fx.fault("debug-sleep", seconds=stall)
+        command(sleeper, "DEBUG", "SLEEP", stall)
+        t_end = time.monotonic()
+    sleeper.close()
+    for rid in listeners:
+        snd.put(rid, "go", f"{rid}:1")
+    snd.drain(60)
+    settled = fx.settle(raw, 90)
+    recovery = time.monotonic() - t_end
+    fx.assert_no_crash()
+    report = fx.finish(
+        raw,
+        "W6. Redis stalled 6 s while runs suspend/wake",
+        recovery_s=recovery,
+        note="stall end -> all 250 finished",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert settled
+    assert report.events_sent == 200 and report.events_consumed == 200
+    raw.close()
