@@ -109,13 +109,13 @@ def _kill_owner_under_load(cluster: Cluster, tmp_path: Path, durability: str) ->
     with faults_harness(tmp_path, prefix) as fx:
         sup = fx.supervisor(cluster.url, procs=2, args=args)
         sup.wait_workers(2)
-        prod = fx.producer(cluster.url, 800, rate=200)
+        prod = fx.producer(cluster.url, 500, rate=200)
         prod.client.close()  # the harness's producer client, replaced by one with durability
         prod.client = create_client(
             cluster.url, prefix=prefix, default=False, durability=durability
         )
         prod.start()
-        time.sleep(1.5)  # load running: ~300 runs acknowledged
+        time.sleep(1.0)  # load running: ~200 runs acknowledged
         owner = cluster.node_for_slot(slot)
         fx.fault("redis-kill-master", seconds=30)
         owner.kill()
@@ -157,7 +157,7 @@ def test_killing_a_cluster_master_loses_no_acknowledged_run_with_wait(
     redis_cluster_with_replicas: Cluster, tmp_path: Path
 ) -> None:
     acknowledged, lost = _kill_owner_under_load(redis_cluster_with_replicas, tmp_path, "wait")
-    assert acknowledged >= 700 and lost == 0
+    assert acknowledged >= 450 and lost == 0
 
 
 @pytest.mark.process
@@ -166,5 +166,5 @@ def test_killing_a_cluster_master_with_the_default_durability_reports_its_losses
     redis_cluster_with_replicas: Cluster, tmp_path: Path
 ) -> None:
     acknowledged, lost = _kill_owner_under_load(redis_cluster_with_replicas, tmp_path, "none")
-    assert acknowledged >= 700
+    assert acknowledged >= 450
     assert 0 <= lost <= acknowledged  # the figure is printed; README "Durability" quotes it
