@@ -257,3 +257,4 @@ def test_a_hash_tag_used_by_another_application_is_refused(
     finally:
         raw.delete(f"{{{prefix}}}:workflows")
         raw.close()
+
