@@ -257,4 +257,3 @@ def test_a_hash_tag_used_by_another_application_is_refused(
     finally:
         raw.delete(f"{{{prefix}}}:workflows")
         raw.close()
-
