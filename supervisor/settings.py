@@ -114,8 +114,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "redis",
             "Redis URL: redis://host:port/db, rediss:// for TLS, redis://user:password@host "
             "for ACL users; any node of a Redis Cluster (detected); "
-            "redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db] for a "
-            "Sentinel group. Give a URL with a password as REDFLOW_URL (ps does not show the "
+            "redis+sentinel://HOST:PORT,.../SERVICE[/db] for a Sentinel group (user:pass@ "
+            "before the hosts). Give a URL with a password as REDFLOW_URL (ps does not show the "
             "environment); passwords are masked in logs, process titles and CLI output.",
             metavar="URL",
         ),

@@ -62,7 +62,7 @@ def test_supervisor_through_sentinel_resumes_runs_after_a_failover(
     with faults_harness(tmp_path, prefix) as fx:
         sup = fx.supervisor(url, procs=2, args=["--durability", durability])
         sup.wait_workers(2)
-        prod = fx.producer(url, 600, rate=60)
+        prod = fx.producer(url, 360, rate=60)
         prod.client.close()  # the harness's producer client, replaced by one with durability
         prod.client = create_client(url, prefix=prefix, default=False, durability=durability)
         prod.start()
