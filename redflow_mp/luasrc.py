@@ -8,8 +8,9 @@ the top-level definitions of the library it references, directly or through
 another definition, in their original order (a Lua local must be defined
 before the code that uses it, which the library's order already satisfies).
 
-A top-level definition is a line starting with ``local function NAME`` or
-``local NAME`` at column 0; it extends to the next one. References are found
+A top-level definition is a line starting at column 0 with ``local function
+NAME``, ``local NAME``, ``function NAME`` or ``NAME =`` (a global); it extends to
+the next one. References are found
 by name (whole words, comments left out), so a name that also appears in a
 string only ever adds a definition, never loses one. The function library (``FUNCTION
 LOAD``) keeps the whole library: it is built once per server.
@@ -22,7 +23,11 @@ from functools import lru_cache
 
 __all__ = ["needed_lib"]
 
-_DEF = re.compile(r"^local\s+(?:function\s+)?([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+_DEF = re.compile(
+    r"^(?:local\s+(?:function\s+)?|function\s+|(?=[A-Za-z_][A-Za-z0-9_]*\s*=[^=]))"
+    r"([A-Za-z_][A-Za-z0-9_]*)",
+    re.MULTILINE,
+)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

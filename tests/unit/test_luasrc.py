@@ -29,6 +29,12 @@ def test_references_are_followed_transitively_in_order() -> None:
     assert needed_lib(LIB, "return 1").startswith("-- header\n")
 
 
+def test_global_definitions_are_definitions_too() -> None:
+    lib = "local A = 1\nfunction g() return A end\nG = { 1 }\nlocal function h() return G end\n"
+    assert needed_lib(lib, "return g()") == "local A = 1\nfunction g() return A end\n"
+    assert needed_lib(lib, "return h()") == "G = { 1 }\nlocal function h() return G end\n"
+
+
 def test_comments_are_cut_outside_strings_only() -> None:
     assert _code("x = 'a--b' -- note") == "x = 'a--b' "
     assert _code('y = "q\\"--" .. z -- c') == 'y = "q\\"--" .. z '
