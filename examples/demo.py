@@ -8,8 +8,8 @@ answers (or with ``--embedded``), a private password-protected server of the
 ``embedded`` extra (started in a temporary directory and stopped at the end).
 The URL reaches the supervisor through ``REDFLOW_URL``, not its command line,
 so a password never shows in ``ps``. The supervisor runs as ``--app demo`` and
-every key lives under the prefix ``redflow-demo`` (the README's ``redflow``
-session uses the same app, URL and prefix). At the end the demo removes the
+every key lives under the prefix ``redflow-demo`` (the ``redflow`` session of
+docs/operations.md uses the same app, URL and prefix). At the end the demo removes the
 keys of that prefix, and nothing else, unless ``--keep`` is given; then it
 says how to look at them with ``redflow`` (and leaves an embedded server
 running).

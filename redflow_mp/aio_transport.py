@@ -11,7 +11,7 @@ Owns every socket an async client opens, in three parts:
   per-command path (pool checkout, Python packing, a stream reader, timeout
   scopes) costs about 130 µs of CPU per command on loopback against about
   35 µs here, which is the difference between the async round trip meeting
-  its latency target and missing it (README, "Keyspace and internals");
+  its latency target and missing it (docs/internals.md, "Keyspace and internals");
 - one **pub/sub connection** for result waiting, read by the same protocol:
   channels are reference-counted (the first waiter of a run subscribes, the
   last one unsubscribes), each ``SUBSCRIBE`` is answered in order, and

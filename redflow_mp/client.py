@@ -328,8 +328,8 @@ def create_client(
     connects to the master serving the prefix's slot and follows it through
     failovers and resharding. ``redis+sentinel://[user:pass@]host:port[,host:port
     ...]/service_name[/db]`` connects to a Sentinel group's master
-    (``sentinel_master`` names the service where the URL does not). README,
-    "Redis Cluster and Sentinel".
+    (``sentinel_master`` names the service where the URL does not).
+    docs/operations.md, "Redis Cluster, Sentinel and durability".
 
     ``durability="wait"`` acknowledges every run-state write (enqueue, claim,
     step, finish, cancel: each is one script call) only once a replica has it
@@ -338,7 +338,7 @@ def create_client(
     appendonly on both). A write not confirmed in time raises
     :class:`~redflow_mp.NotReplicatedError` (a network error: its fate is
     unknown). The default ``"none"`` acknowledges when the master has it.
-    README, "Durability".
+    docs/operations.md, "Durability".
     """
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")

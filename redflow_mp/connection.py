@@ -71,7 +71,7 @@ CLUSTER_PATIENCE = 10.0
 REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 #: The error a script gets when it touches a key it did not declare whose slot is
 #: being migrated and that is not (or no longer) on this node: the script stopped
-#: there (writes it made before stay: README, "Redis Cluster").
+#: there (writes it made before stay: docs/operations.md, "Redis Cluster").
 _NON_LOCAL = "Script attempted to access a non local key"
 
 

@@ -9,7 +9,7 @@ per-command machinery around them (command-name parsing, response
 callbacks, pool checkout, retry wrappers) costs about as much client CPU as
 the round trip itself on loopback, and a worker makes one call per run.
 Nothing here touches redis-py's private attributes (the cost, measured
-against a socket driven directly: README, "Keyspace and internals").
+against a socket driven directly: docs/internals.md, "Keyspace and internals").
 
 Replies are bytes (never decoded by redis-py); callers decode what they need.
 

