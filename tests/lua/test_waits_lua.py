@@ -244,3 +244,25 @@ def test_event_and_deadline_racing_wake_the_run_once(
     assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
     assert raw.zcard(client.keys.runs_status("queued")) == 1
     assert raw.zcard(client.keys.runs_status("suspended")) == 0
+
+
+def test_a_woken_run_is_not_a_new_start_under_a_rate_limit(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A resume is not a start: a run woken from its wait passes the rate gate
+    (its first claim used the window's only slot) and keeps its attempt's start."""
+    k = client.keys
+    raw.hset(k.workflow("p"), mapping={"name": "p", "maxConcurrency": 10, "rateLimit": "1/h"})
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    started = raw.hget(k.run(parent_id), "attemptStartedAt")
+    assert raw.zcard(k.rate("p")) == 1  # the window is full now
+    child_id = enq(workflow="c", queue="cq", parent=parent_id)
+    wait = RunWait(steps=["s"], kinds=["children"], children=[child_id])
+    assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
+    _finish(client, _claim(client, "cq"))
+    assert _status(raw, client, parent_id) == "queued"  # woken
+    again = _claim(client, "pq")  # not deferred to the next hour
+    assert again.id == parent_id and _status(raw, client, parent_id) == "running"
+    assert raw.zcard(k.rate("p")) == 1 and raw.hget(k.run(parent_id), "rateSlot") is None
+    assert raw.hget(k.run(parent_id), "attemptStartedAt") == started
