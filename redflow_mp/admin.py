@@ -10,6 +10,7 @@ through the normal enqueue script and links it to the old one (``retryOf``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -17,6 +18,7 @@ from . import codec
 from .client import Client, RunHandle
 from .codec import RunStatus, text
 from .cron import CronDef
+from .queries import get_run_any, run_view, shard_views
 from .runs import Runs
 
 __all__ = [
@@ -67,19 +69,38 @@ def queue_stats(client: Client) -> list[QueueStats]:
     run it will hand out next (its head: highest priority, then oldest).
 
     ``processing`` counts the runs of the queue in ``runs:status:running``: one
-    read bounded by the runs in flight, not by the queues.
+    read bounded by the runs in flight, not by the queues. With several shards
+    each shard's queues are read and the depths added up; the oldest head wins.
     """
-    names = sorted(text(q) for q in client.redis.smembers(client.keys.queues))
+    views = shard_views(client)
+    merged: dict[str, QueueStats] = {}
+    for view in views:
+        for q in _queue_stats(client, view):
+            have = merged.get(q.name)
+            if have is None:
+                merged[q.name] = q
+                continue
+            have.ready += q.ready
+            have.processing += q.processing
+            have.scheduled += q.scheduled
+            if q.oldest_ready_age_ms is not None:
+                have.oldest_ready_age_ms = max(have.oldest_ready_age_ms or 0, q.oldest_ready_age_ms)
+    return [merged[name] for name in sorted(merged)]
+
+
+def _queue_stats(client: Client, view: Any) -> list[QueueStats]:
+    r, k = view.redis, view.keys
+    names = sorted(text(q) for q in r.smembers(k.queues))
     if not names:
         return []
-    running = client.redis.zrange(client.keys.runs_status(RunStatus.RUNNING), 0, -1)
-    with client.redis.pipeline(transaction=False) as pipe:
+    running = r.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
+    with r.pipeline(transaction=False) as pipe:
         for q in names:
-            pipe.zcard(client.keys.q_ready(q))
-            pipe.zcard(client.keys.q_scheduled(q))
-            pipe.zrange(client.keys.q_ready(q), 0, 0)
+            pipe.zcard(k.q_ready(q))
+            pipe.zcard(k.q_scheduled(q))
+            pipe.zrange(k.q_ready(q), 0, 0)
         for run_id in running:
-            pipe.hget(client.keys.run(text(run_id)), "queue")
+            pipe.hget(k.run(text(run_id)), "queue")
         raw = pipe.execute()
     in_flight: dict[str, int] = {}
     for queue in raw[3 * len(names) :]:
@@ -101,9 +122,9 @@ def queue_stats(client: Client) -> list[QueueStats]:
         if head:
             heads.append((i, text(head[0])))
     if heads:
-        with client.redis.pipeline(transaction=False) as pipe:
+        with r.pipeline(transaction=False) as pipe:
             for _, run_id in heads:
-                pipe.hget(client.keys.run(run_id), "availableAt")
+                pipe.hget(k.run(run_id), "availableAt")
             avail = pipe.execute()
         for (i, _), at in zip(heads, avail, strict=True):
             if at:
@@ -112,12 +133,21 @@ def queue_stats(client: Client) -> list[QueueStats]:
 
 
 def cron_entries(client: Client) -> list[CronEntry]:
-    """Every cron trigger with its next fire time (epoch ms)."""
-    defs = client.redis.hgetall(client.keys.cron_def)
+    """Every cron trigger with its next fire time (epoch ms), from every shard
+    (a trigger lives in its workflow's shard)."""
+    out: list[CronEntry] = []
+    for view in shard_views(client):
+        out.extend(_cron_entries(view))
+    out.sort(key=lambda c: c.id)
+    return out
+
+
+def _cron_entries(view: Any) -> list[CronEntry]:
+    defs = view.redis.hgetall(view.keys.cron_def)
     if not defs:
         return []
     ids = sorted(text(k) for k in defs)
-    scores = client.redis.zmscore(client.keys.cron_next, ids)
+    scores = view.redis.zmscore(view.keys.cron_next, ids)
     out = []
     for cid, score in zip(ids, scores, strict=True):
         try:
@@ -137,32 +167,40 @@ def cron_entries(client: Client) -> list[CronEntry]:
 
 
 def workflow_stats(client: Client) -> list[WorkflowStats]:
-    """Synced workflows with running, queued and parked counts and cron schedules."""
+    """Synced workflows with running, queued and parked counts and cron schedules
+    (counts added up over the shards)."""
     metas = client.list_workflows()
     if not metas:
         return []
-    queued_ids = client.redis.zrange(client.keys.runs_status(RunStatus.QUEUED), 0, -1)
     queued_by_wf: dict[str, int] = {}
-    if queued_ids:
-        with client.redis.pipeline(transaction=False) as pipe:
-            for run_id in queued_ids:
-                pipe.hget(client.keys.run(text(run_id)), "workflow")
-            for wf in pipe.execute():
-                if wf is not None:
-                    queued_by_wf[text(wf)] = queued_by_wf.get(text(wf), 0) + 1
-    with client.redis.pipeline(transaction=False) as pipe:
-        for m in metas:
-            pipe.scard(client.keys.wf_running(m.name))
-            pipe.zcard(client.keys.wf_waiting(m.name))
-        counts = pipe.execute()
+    running = [0] * len(metas)
+    parked = [0] * len(metas)
+    for view in shard_views(client):
+        r, k = view.redis, view.keys
+        queued_ids = r.zrange(k.runs_status(RunStatus.QUEUED), 0, -1)
+        if queued_ids:
+            with r.pipeline(transaction=False) as pipe:
+                for run_id in queued_ids:
+                    pipe.hget(k.run(text(run_id)), "workflow")
+                for wf in pipe.execute():
+                    if wf is not None:
+                        queued_by_wf[text(wf)] = queued_by_wf.get(text(wf), 0) + 1
+        with r.pipeline(transaction=False) as pipe:
+            for m in metas:
+                pipe.scard(k.wf_running(m.name))
+                pipe.zcard(k.wf_waiting(m.name))
+            counts = pipe.execute()
+        for i in range(len(metas)):
+            running[i] += int(counts[2 * i])
+            parked[i] += int(counts[2 * i + 1])
     crons = cron_entries(client)
     out = []
     for i, m in enumerate(metas):
         out.append(
             WorkflowStats(
                 meta=m,
-                running=int(counts[2 * i]),
-                parked=int(counts[2 * i + 1]),
+                running=running[i],
+                parked=parked[i],
                 queued=queued_by_wf.get(m.name, 0),
                 cron=[c for c in crons if c.workflow == m.name],
             )
@@ -171,16 +209,20 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
 
 
 def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
-    """How many runs of each workflow are running now (all hosts)."""
-    with client.redis.pipeline(transaction=False) as pipe:
-        for name in workflows:
-            pipe.scard(client.keys.wf_running(name))
-        return [int(n) for n in pipe.execute()]
+    """How many runs of each workflow are running now (all hosts, all shards)."""
+    totals = [0] * len(workflows)
+    for view in shard_views(client):
+        with view.redis.pipeline(transaction=False) as pipe:
+            for name in workflows:
+                pipe.scard(view.keys.wf_running(name))
+            for i, n in enumerate(pipe.execute()):
+                totals[i] += int(n)
+    return totals
 
 
 def retry_run(client: Client, run_id: str) -> RunHandle:
     """Enqueue a failed or canceled run again, as a new run linked by ``retryOf``."""
-    state = client.get_run(run_id)
+    state = get_run_any(client, run_id)
     if state is None:
         raise ValueError(f"run {run_id} does not exist")
     if state.status not in (RunStatus.FAILED, RunStatus.CANCELED):
@@ -194,5 +236,6 @@ def retry_run(client: Client, run_id: str) -> RunHandle:
         priority=state.priority,
         parent_run_id=state.parent_run_id,
     )
-    client.redis.hset(client.keys.run(handle.id), "retryOf", run_id)
+    view = run_view(client, handle.id)
+    view.redis.hset(view.keys.run(handle.id), "retryOf", run_id)
     return handle

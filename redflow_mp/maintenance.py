@@ -17,32 +17,57 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
+import redis
 from redis.exceptions import LockError
 
 from .codec import text
 from .cron import CronDef, next_fire_ms
 from .ids import new_run_id, new_token
-from .keys import cron_key
-from .runs import Runs
+from .keys import Keys, cron_key
+from .queries import shard_views
+from .scripts import Scripts
 
 __all__ = [
     "CronTick",
     "LeaderLock",
+    "Store",
     "announce_queues",
     "cron_tick",
     "forget_idle_queues",
     "promote_due",
     "reap_expired",
     "ring_bells",
+    "stores",
     "sweep_retention",
     "wake_due",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """One shard's keys, connection and scripts: a client with one shard, or one
+    of ``client.shards`` (each duty runs once per shard, bounded per shard)."""
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def redis(self) -> redis.Redis: ...
+
+    @property
+    def scripts(self) -> Scripts: ...
+
+
+def stores(client: Any) -> list[Store]:
+    """The shards of ``client`` as stores (``[client]`` with one shard)."""
+    return shard_views(client)
+
 
 _cron_decoder = msgspec.json.Decoder(CronDef)
 # A cron fire key only has to outlive the race of two leaders over one fire time
@@ -51,7 +76,7 @@ _cron_decoder = msgspec.json.Decoder(CronDef)
 CRON_IDEMPOTENCY_TTL_MS = 10 * 60 * 1000
 
 
-def promote_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[int, int | None]:
+def promote_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[int, int | None]:
     """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
     total = 0
     earliest: int | None = None
@@ -63,7 +88,7 @@ def promote_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[in
     return total, earliest
 
 
-def wake_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[list[int], int | None]:
+def wake_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[list[int], int | None]:
     """Wake the suspended runs whose wake-up time came (sleeps, wait deadlines);
     returns (lateness ms of each run woken, earliest remaining wake-up ms)."""
     late: list[int] = []
@@ -76,7 +101,7 @@ def wake_due(client: Runs, batch: int = 500, max_calls: int = 20) -> tuple[list[
     return late, earliest
 
 
-def reap_expired(client: Runs, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:
+def reap_expired(client: Store, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:
     """Requeue runs whose lease expired, batch after batch until a short one (at
     most ``max_calls``; the rest on the next call); returns (parked runs
     released, requeued ids)."""
@@ -94,7 +119,7 @@ def reap_expired(client: Runs, batch: int = 200, max_calls: int = 50) -> tuple[i
 
 
 def forget_idle_queues(
-    client: Runs, served: list[str], cursor: int = 0, page: int = 200
+    client: Store, served: list[str], cursor: int = 0, page: int = 200
 ) -> tuple[int, list[str]]:
     """Forget one page of the ``queues`` set: names not in ``served`` (the queues
     of live supervisors) with nothing ready or scheduled. Returns (the SSCAN
@@ -104,7 +129,7 @@ def forget_idle_queues(
 
 
 def sweep_retention(
-    client: Runs, retention_ms: int, batch: int = 500, max_batches: int = 20
+    client: Store, retention_ms: int, batch: int = 500, max_batches: int = 20
 ) -> int:
     """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
     if retention_ms <= 0:
@@ -129,20 +154,36 @@ class LeaderLock:
     whose lock expired and was taken over is fenced out of cron. Its scripts
     are redis-py's (EVALSHA, loaded on NOSCRIPT), not our function library:
     they touch only this key and need nothing of the run keyspace.
+
+    With several shards, leadership is shard 0's ``lock:cron``; the leader
+    then also takes, with the same token, the ``lock:cron`` of every other
+    shard (the key that shard's ``fire_cron`` compares, in that shard's slot),
+    and fires a shard's crons only while it holds that shard's copy
+    (:meth:`holds`). A new leader gets a shard's copy once the old leader's
+    copy expired (at most ``ttl_ms`` later), so fencing stays exact per shard.
     """
 
-    def __init__(self, client: Runs, ttl_ms: int) -> None:
+    def __init__(self, client: Any, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
         self.token = new_token()
         self.held = False
         # thread_local=False: the token is this object's, whichever thread ticks.
-        self._lock = client.redis.lock(
-            client.keys.lock_cron,
-            timeout=ttl_ms / 1000.0,
-            blocking=False,
-            thread_local=False,
-        )
+        self._locks = [
+            view.redis.lock(
+                view.keys.lock_cron,
+                timeout=ttl_ms / 1000.0,
+                blocking=False,
+                thread_local=False,
+            )
+            for view in stores(client)
+        ]
+        self._lock = self._locks[0]
+        self._held = [False] * len(self._locks)
+
+    def holds(self, shard: int) -> bool:
+        """Whether this leader may fire the crons of shard ``shard`` now."""
+        return self.held and self._held[shard]
 
     def tick(self) -> bool:
         """Acquire or renew; returns whether this process is the leader now."""
@@ -156,13 +197,29 @@ class LeaderLock:
             self.held = self._lock.acquire(token=self.token)
             if self.held:
                 log.info("became cron leader")
+        self._held[0] = self.held
+        for i in range(1, len(self._locks)):
+            self._held[i] = self._tick_copy(i) if self.held else False
         return self.held
+
+    def _tick_copy(self, i: int) -> bool:
+        lock = self._locks[i]
+        if self._held[i]:
+            try:
+                lock.reacquire()
+                return True
+            except LockError:
+                pass
+        return bool(lock.acquire(token=self.token))
 
     def release(self) -> None:
         if self.held:
-            with contextlib.suppress(LockError):  # expired meanwhile: nothing to hand back
-                self._lock.release()
+            for lock, held in zip(self._locks, self._held, strict=True):
+                if held:
+                    with contextlib.suppress(LockError):  # expired: nothing to hand back
+                        lock.release()
             self.held = False
+            self._held = [False] * len(self._locks)
 
 
 @dataclass(slots=True)
@@ -176,8 +233,14 @@ class CronTick:
     next_due_ms: int | None = None
 
 
-def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
-    """Enqueue the runs of every due cron entry (leader only; fenced by the token)."""
+def cron_tick(
+    client: Store,
+    leader_token: str,
+    limit: int = 100,
+    make_id: Callable[[], str] = new_run_id,
+) -> CronTick:
+    """Enqueue the runs of every due cron entry of one shard (leader only; fenced
+    by the token); ``make_id`` makes the id of a new run (one naming the shard)."""
     now, earliest, due = client.scripts.due_crons(limit)
     tick = CronTick(now_ms=now, next_due_ms=earliest)
     for cron_id, fire_ms, raw in due:
@@ -196,7 +259,7 @@ def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
             cron_id,
             fire_ms,
             following,
-            new_run_id(),
+            make_id(),
             cdef.workflow,
             cdef.queue,
             cdef.input_json,
@@ -221,7 +284,7 @@ def cron_tick(client: Runs, leader_token: str, limit: int = 100) -> CronTick:
     return tick
 
 
-def announce_queues(client: Runs, queues: Sequence[str]) -> None:
+def announce_queues(client: Store, queues: Sequence[str]) -> None:
     """Add ``queues`` to the ``queues`` set (the listing of ``redflow queues`` and
     the metrics): a served queue is listed even before anything was enqueued on
     it, and is never forgotten as idle while a live supervisor serves it."""
@@ -229,7 +292,7 @@ def announce_queues(client: Runs, queues: Sequence[str]) -> None:
         client.redis.sadd(client.keys.queues, *queues)
 
 
-def ring_bells(client: Runs, queues: Sequence[str], count: int) -> None:
+def ring_bells(client: Store, queues: Sequence[str], count: int) -> None:
     """Wake up to ``count`` workers blocked on each of ``queues`` (a drain must not
     wait for their blocking reads to time out)."""
     if not queues or count <= 0:
@@ -238,3 +301,13 @@ def ring_bells(client: Runs, queues: Sequence[str], count: int) -> None:
         for queue in queues:
             pipe.lpush(client.keys.q_bell(queue), *(["1"] * count))
         pipe.execute()
+
+
+def run_id_maker(client: Any, shard: int) -> Callable[[], str]:
+    """What makes the id of a run enqueued in shard ``shard`` (cron fires): the
+    client's own maker when it has one (ids name their shard), else
+    :func:`~redflow_mp.ids.new_run_id`."""
+    maker = getattr(client, "new_run_id", None)
+    if maker is None or len(stores(client)) == 1:
+        return new_run_id
+    return lambda: str(maker(shard))

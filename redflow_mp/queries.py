@@ -30,11 +30,19 @@ from .options import check_name, check_run_id
 __all__ = [
     "Batch",
     "QueryPlan",
+    "as_shard",
+    "count_status",
     "drive",
     "get_run",
+    "get_run_any",
     "get_run_steps",
+    "get_run_steps_any",
     "list_runs",
+    "list_runs_all",
     "list_workflows",
+    "merge_runs",
+    "run_view",
+    "shard_views",
 ]
 
 T = TypeVar("T")
@@ -242,3 +250,86 @@ def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
         return []
     raws = yield [("hgetall", (keys.workflow(name),)) for name in names]
     return [codec.workflow_meta_from_hash(raw) for raw in raws if raw]
+
+
+# ---------------------------------------------------------------- shards
+#
+# With ``shards`` = N > 1 (docs/operations.md, "Shards") a client has one
+# :class:`Shard`-like view per hash tag, each with its ``keys``, its ``redis``
+# (pinned to the master of that tag's slot) and its ``scripts``. The readers
+# below run the same plan on every shard and merge; with one shard they are the
+# single-shard call exactly (no extra round trip).
+
+
+def shard_views(client: Any) -> list[Any]:
+    """Every shard of ``client`` (objects with ``keys``, ``redis``, ``scripts``);
+    ``[client]`` itself when it has one shard."""
+    shards = getattr(client, "shards", None)
+    if not shards or len(shards) == 1:
+        return [client]
+    return list(shards)
+
+
+def run_view(client: Any, run_id: str) -> Any:
+    """The shard view that holds ``run_id`` (the client itself with one shard)."""
+    shards = getattr(client, "shards", None)
+    if not shards or len(shards) == 1:
+        return client
+    return as_shard(client, client.shard_of_run(run_id))
+
+
+def as_shard(client: Any, shard: Any) -> Any:
+    """A shard view from what ``shard_of_run`` / ``shard_of_workflow`` return (a
+    shard, or its index)."""
+    return client.shards[shard] if isinstance(shard, int) else shard
+
+
+def merge_runs(per_shard: list[list[RunState]], limit: int, offset: int) -> list[RunState]:
+    """The page ``[offset, offset + limit)`` of the newest-first union of per-shard
+    pages, each of which is that shard's first ``offset + limit`` runs.
+
+    Exact: the union's first ``offset + limit`` runs are among the shards' first
+    ``offset + limit`` each. Ties on ``createdAt`` break on the id, as within a
+    shard (``ZREVRANGE`` order), so pages never overlap or skip.
+    """
+    merged = [run for page in per_shard for run in page]
+    merged.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    return merged[offset : offset + limit]
+
+
+def list_runs_all(
+    client: Any,
+    workflow: str | None = None,
+    status: RunStatus | str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[RunState]:
+    """:func:`list_runs` over every shard of ``client``, merged newest first.
+
+    Every shard is asked, also for one workflow: a migration (``redflow migrate
+    --shards``) leaves finished runs in the shard their id names, which may not
+    be the workflow's shard.
+    """
+    views = shard_views(client)
+    if len(views) == 1:
+        return drive(views[0].redis, list_runs(views[0].keys, workflow, status, limit, offset))
+    _check_list_args(workflow, status, limit, offset)
+    pages = [drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0)) for v in views]
+    return merge_runs(pages, limit, offset)
+
+
+def get_run_any(client: Any, run_id: str) -> RunState | None:
+    """:func:`get_run` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run(view.keys, run_id))
+
+
+def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:
+    """:func:`get_run_steps` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_steps(view.keys, run_id))
+
+
+def count_status(client: Any, status: str) -> int:
+    """How many runs are in ``status``, over every shard (one ZCARD each)."""
+    return sum(int(v.redis.zcard(v.keys.runs_status(status))) for v in shard_views(client))

@@ -1,6 +1,9 @@
 """Enqueue due cron runs while this supervisor leads. Fire times come from the
 Redis clock; each fire time maps to one run through its deterministic
-idempotency key, so a leader change cannot fire a time twice.
+idempotency key, so a leader change cannot fire a time twice. With several
+shards the leader fires the due crons of every shard (a cron definition lives in
+its workflow's shard) with that shard's scripts, fenced by that shard's copy of
+the lock (:class:`~redflow_mp.maintenance.LeaderLock`).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import cron_tick
+from redflow_mp.maintenance import CronTick, cron_tick, run_id_maker, stores
 
 from ..exposition import MetricsStore
 from .leader import LeaderDuty
@@ -38,7 +41,18 @@ class CronDuty:
     def tick(self, now: float) -> float:
         if not self.leader.is_leader or not self.leader.enabled:
             return now + self.max_wait
-        result = cron_tick(self.client, self.leader.token)
+        result = CronTick(next_due_ms=None)
+        for i, store in enumerate(stores(self.client)):
+            if not self.leader.holds(i):
+                continue  # a new leader waits for the old one's copy to expire
+            part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            result.fired += part.fired
+            result.skipped += part.skipped
+            result.now_ms = part.now_ms
+            if part.next_due_ms is not None and (
+                result.next_due_ms is None or part.next_due_ms < result.next_due_ms
+            ):
+                result.next_due_ms = part.next_due_ms
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
         if self.metrics is not None:

@@ -24,6 +24,10 @@ class LeaderDuty:
     def is_leader(self) -> bool:
         return self.lock.held
 
+    def holds(self, shard: int) -> bool:
+        """Whether this supervisor may fire the crons of shard ``shard`` now."""
+        return self.enabled and self.lock.holds(shard)
+
     @property
     def token(self) -> str:
         return self.lock.token

@@ -1,5 +1,6 @@
 """Move due delayed runs and retries from ``scheduled`` to ``ready``, and wake the
-suspended runs whose wake-up time came (durable sleeps, wait deadlines): a
+suspended runs whose wake-up time came (durable sleeps, wait deadlines), in
+every shard: a
 sleeping run wakes at most one ``promoter_interval_ms`` late (plus the batch
 work). The lateness of each wake-up is observed in
 ``redflow_wakeup_lateness_seconds``."""
@@ -7,7 +8,7 @@ work). The lateness of each wake-up is observed in
 from __future__ import annotations
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import promote_due, wake_due
+from redflow_mp.maintenance import promote_due, stores, wake_due
 from redflow_mp.metrics import Metrics
 
 from ..exposition import MetricsStore
@@ -26,8 +27,10 @@ class PromoterDuty:
         self.metrics = metrics
 
     def tick(self, now: float) -> float:
-        promote_due(self.client)
-        late, _ = wake_due(self.client)
+        late: list[int] = []
+        for store in stores(self.client):  # bounded per shard (maintenance.py)
+            promote_due(store)
+            late.extend(wake_due(store)[0])
         if late and self.metrics is not None:
             observed = Metrics()
             for ms in late:

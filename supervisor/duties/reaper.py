@@ -2,7 +2,7 @@
 gone or cut off) and release parked runs when their workflow has free slots.
 One tick reads the expired leases batch after batch until a short batch (with
 an upper bound), so however many runs are in flight every expired lease is
-found within a tick.
+found within a tick; with several shards, each shard's ``leases`` in turn.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import announce_queues, reap_expired
+from redflow_mp.maintenance import announce_queues, reap_expired, stores
 
 from ..exposition import MetricsStore
 
@@ -34,8 +34,12 @@ class ReaperDuty:
         self.requeued = 0
 
     def tick(self, now: float) -> float:
-        announce_queues(self.client, self.queues())
-        _, requeued = reap_expired(self.client)
+        queues = self.queues()
+        requeued: list[str] = []
+        for store in stores(self.client):
+            # Every shard lists the queues served: a queue's runs may be in any shard.
+            announce_queues(store, queues)
+            requeued.extend(reap_expired(store)[1])
         self.requeued += len(requeued)
         if requeued and self.metrics is not None:
             self.metrics.inc("redflow_leases_expired_total", float(len(requeued)))

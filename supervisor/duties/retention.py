@@ -2,7 +2,8 @@
 batches; runs again soon while there is a backlog. Also forgets idle queue
 names: each tick hands one page of the ``queues`` set to
 :func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
-supervisors (this one included) serve, which are never forgotten."""
+supervisors (this one included) serve, which are never forgotten. With several
+shards both are done in every shard (each bounded as with one)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import forget_idle_queues, sweep_retention
+from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
 
 from ..status import list_supervisors
 
@@ -43,13 +44,15 @@ class RetentionDuty:
         self.interval = interval
         self.removed = 0
         self.forgotten = 0
-        self._cursor = 0
+        self._cursors = [0] * len(stores(client))
 
     def tick(self, now: float) -> float:
         removed = 0
         if self.retention_ms > 0:
-            removed = sweep_retention(self.client, self.retention_ms, batch=500, max_batches=4)
-            self.removed += removed
+            for store in stores(self.client):  # each shard's own runs:created
+                swept = sweep_retention(store, self.retention_ms, batch=500, max_batches=4)
+                removed = max(removed, swept)
+                self.removed += swept
         self._forget()
         return now + (0.5 if removed >= 2000 else self.interval)
 
@@ -57,9 +60,12 @@ class RetentionDuty:
         served = set(self.queues())
         for status in list_supervisors(self.client):
             served.update(status.queues)
-        self._cursor, gone = forget_idle_queues(
-            self.client, sorted(served), self._cursor, FORGET_PAGE
-        )
+        gone: list[str] = []
+        for i, store in enumerate(stores(self.client)):
+            self._cursors[i], dropped = forget_idle_queues(
+                store, sorted(served), self._cursors[i], FORGET_PAGE
+            )
+            gone.extend(dropped)
         self.forgotten += len(gone)
         if gone:
             log.debug("forgot %d idle queue names: %s", len(gone), ", ".join(gone[:10]))

@@ -22,6 +22,7 @@ from redflow_mp.admin import queue_stats, running_counts
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Labels
+from redflow_mp.queries import count_status
 from redflow_mp.registry import Registry
 
 from ..board import Board
@@ -168,7 +169,7 @@ def gauges(
                 out.append(
                     ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
                 )
-        suspended = client.redis.zcard(client.keys.runs_status("suspended"))
+        suspended = count_status(client, "suspended")
         out.append(("redflow_runs_suspended", (), float(suspended)))
         names = [wf.name for wf in registry]
         for name, count in zip(names, running_counts(client, names), strict=True):

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from redflow_mp import admin, codec
+from redflow_mp import admin, codec, queries
 from redflow_mp.errors import (
     InputValidationError,
     ResultTimeoutError,
@@ -134,7 +134,7 @@ def cmd_run(session: Session, ns: argparse.Namespace) -> int:
 
 
 def _status_now(session: Session, run_id: str) -> str | None:
-    state = session.client.get_run(run_id)
+    state = queries.get_run_any(session.client, run_id)
     return state.status.value if state else None
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from redflow_mp import admin
+from redflow_mp import admin, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState
 
@@ -214,8 +214,8 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         page.query = q
         return page
     size = cfg.page_size
-    runs = client.list_runs(
-        workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
+    runs = queries.list_runs_all(
+        client, workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
     )
     more = len(runs) > size
     runs = runs[:size]
@@ -284,14 +284,14 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
-    state = client.get_run(run_id)
+    state = queries.get_run_any(client, run_id)
     if state is None:
         return error_page(
             HTTPStatus.NOT_FOUND,
             f"run {run_id} not found (unknown id, or removed by retention)",
             "runs",
         )
-    steps = client.get_run_steps(run_id) or []
+    steps = queries.get_run_steps_any(client, run_id) or []
     now = client.server_time_ms()
     page = Page(f"Run {state.id}", "runs")
     notice = NOTICES.get(q.get("notice", ""))

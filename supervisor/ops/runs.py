@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from redflow_mp import admin, codec
+from redflow_mp import admin, codec, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState
 from redflow_mp.errors import (
@@ -54,8 +54,8 @@ __all__ = [
 
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     try:
-        runs = session.client.list_runs(
-            workflow=ns.workflow, status=ns.status, limit=ns.limit, offset=ns.offset
+        runs = queries.list_runs_all(
+            session.client, workflow=ns.workflow, status=ns.status, limit=ns.limit, offset=ns.offset
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -67,7 +67,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
 
 def cmd_runs_show(session: Session, ns: argparse.Namespace) -> int:
     state = require_run(session, ns.id)
-    steps = session.client.get_run_steps(ns.id) or []
+    steps = queries.get_run_steps_any(session.client, ns.id) or []
     retry_of = state.retry_of
     session.emit(
         render.run_detail_text(state, steps, retry_of, session.now_ms()),
@@ -81,7 +81,7 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
     accepted = False
     if not before.status.terminal:
         accepted = session.client.cancel_run(ns.id, ns.reason)
-    after = session.client.get_run(ns.id) or before
+    after = queries.get_run_any(session.client, ns.id) or before
     rid = render.clean(ns.id)
     if not accepted:
         text = f"run {rid} already finished ({after.status.value}); nothing to cancel"
@@ -119,7 +119,7 @@ def cmd_send_event(session: Session, ns: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     rid, name = render.clean(ns.id), render.clean(ns.event)
-    state = session.client.get_run(ns.id) if stored else None
+    state = queries.get_run_any(session.client, ns.id) if stored else None
     data = {"id": ns.id, "event": ns.event, "stored": stored}
     if state is not None:
         data["status"] = state.status.value
@@ -164,7 +164,7 @@ def cmd_runs_resume(session: Session, ns: argparse.Namespace) -> int:
             require_run(session, ns.id)
         raise Failure(str(exc)) from None
     state = require_run(session, ns.id)
-    steps = session.client.get_run_steps(ns.id) or []
+    steps = queries.get_run_steps_any(session.client, ns.id) or []
     kept = sum(1 for s in steps if s.status.value == "succeeded")
     session.emit(
         f"resumed run {render.clean(ns.id)} (workflow {render.clean(state.workflow)}, queue "
@@ -303,14 +303,14 @@ def cmd_runs_watch(session: Session, ns: argparse.Namespace) -> int:
     deadline = None if ns.timeout is None else time.monotonic() + ns.timeout
     watcher = _Watcher(session)
     while True:
-        state = session.client.get_run(ns.id)
+        state = queries.get_run_any(session.client, ns.id)
         if state is None:
             if watcher.status is None:
                 raise Failure(
                     f"run {render.clean(ns.id)} not found; " + "; ".join(where_looked(session))
                 )
             raise Failure(f"run {render.clean(ns.id)} no longer exists (removed by retention?)")
-        steps = session.client.get_run_steps(ns.id) or []
+        steps = queries.get_run_steps_any(session.client, ns.id) or []
         now = session.now_ms()
         watcher.update(state, steps, now)
         if state.status.terminal:

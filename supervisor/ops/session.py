@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
+from redflow_mp import queries
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState
 from redflow_mp.registry import Registry
@@ -218,7 +219,7 @@ def nothing_found(session: Session) -> None:
 
 def require_run(session: Session, run_id: str) -> RunState:
     """The run, or a :class:`Failure` saying where it was looked for."""
-    state = session.client.get_run(run_id)
+    state = queries.get_run_any(session.client, run_id)
     if state is None:
         raise Failure(
             f"run {render.clean(run_id)} not found (unknown id, or removed by retention); "

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import redis
 
-from redflow_mp import admin
+from redflow_mp import admin, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
 from redflow_mp.errors import RunNotResumableError
@@ -477,12 +477,12 @@ class DashboardApp:
         if not run_id:
             return self._error(req, HTTPStatus.BAD_REQUEST, "no run id", "runs")
         client = self.client
-        if client.get_run(run_id) is None:
+        if queries.get_run_any(client, run_id) is None:
             return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
         if action == "cancel":
             reason = form.get("reason") or "canceled from the dashboard"
             accepted = client.cancel_run(run_id, reason)
-            after = client.get_run(run_id)
+            after = queries.get_run_any(client, run_id)
             if not accepted:
                 notice = "not-cancelable"
             elif after is not None and after.status is RunStatus.CANCELED:
