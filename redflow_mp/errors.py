@@ -36,6 +36,7 @@ __all__ = [
     "RunCanceledError",
     "RunFailedError",
     "RunNotResumableError",
+    "ShardsMismatchError",
     "StepTimeoutError",
     "UnknownWorkflowError",
     "WaitDeadlockError",
@@ -211,3 +212,9 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
 # StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, RedisOutOfMemoryError)
+
+
+class ShardsMismatchError(RedflowError):
+    """The ``shards`` setting differs from the shard count the keyspace records (or
+    a shard's hash tag holds another application's keyspace). Re-shard with
+    ``redflow migrate --shards N`` (supervisors stopped) or use the recorded count."""

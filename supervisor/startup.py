@@ -5,7 +5,9 @@ a Redis that is still starting (up to 15 s), and turns refused credentials or a
 Redis that never answers into a clear exit message (no traceback, no restart
 loop); it refuses a keyspace written by an older redflow-mp (keyspace v1:
 ``redflow migrate`` converts it), and one whose hash tag another application
-uses for keys of the same names (:func:`foreign_keys_problem`); a bad URL or a
+uses for keys of the same names (:func:`foreign_keys_problem`, every shard's
+tag), and a ``shards`` setting other than the count the keyspace records
+(:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
 refuses to start with nothing to serve.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from redis.exceptions import AuthorizationError
@@ -22,7 +25,9 @@ from redis.exceptions import AuthorizationError
 from redflow_mp.client import Client, create_client
 from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError
 from redflow_mp.migrate import keyspace_problem
+from redflow_mp.queries import shard_views
 from redflow_mp.registry import Registry
+from redflow_mp.shardmeta import shards_problem
 from redflow_mp.transport import mask_url
 
 from .settings import Settings
@@ -61,6 +66,8 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             problem = keyspace_problem(client, queues, [wf.name for wf in registry])
             if problem is None:
                 problem = foreign_keys_problem(client)
+            if problem is None:
+                problem = shards_problem(client)
             if problem is not None:
                 client.close()
                 raise SystemExit(f"redflow-supervisor: {problem}")
@@ -94,22 +101,26 @@ def foreign_keys_problem(client: Client) -> str | None:
     type: another application uses the same ``{<prefix>}`` hash tag (and key
     names). Sharing a tag (a slot) is harmless, sharing key names is not."""
     names = list(_KEY_TYPES)
-    with client.redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.type(f"{client.keys.tag}:{name}")
-        types = pipe.execute()
-    for name, kind in zip(names, types, strict=True):
-        kind = kind if isinstance(kind, bytes) else str(kind).encode()
-        if kind not in (b"none", _KEY_TYPES[name]):
-            return (
-                f"the key {client.keys.tag}:{name} is a {kind.decode()}, not a "
-                f"{_KEY_TYPES[name].decode()}: another application uses the hash tag "
-                f"{client.keys.tag}; choose another --prefix"
-            )
+    for view in shard_views(client):  # every shard's hash tag
+        with view.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.type(f"{view.keys.tag}:{name}")
+            types = pipe.execute()
+        for name, kind in zip(names, types, strict=True):
+            kind = kind if isinstance(kind, bytes) else str(kind).encode()
+            if kind not in (b"none", _KEY_TYPES[name]):
+                return (
+                    f"the key {view.keys.tag}:{name} is a {kind.decode()}, not a "
+                    f"{_KEY_TYPES[name].decode()}: another application uses the hash tag "
+                    f"{view.keys.tag}; choose another --prefix"
+                )
     return None
 
 
 def _client(s: Settings, registry: Registry) -> Client:
+    shards = int(getattr(s, "shards", 1))
+    # ``shards`` is passed only when it is not 1: the one-shard call is unchanged.
+    extra: dict[str, Any] = {"shards": shards} if shards != 1 else {}
     return create_client(
         s.url,
         prefix=s.prefix,
@@ -122,6 +133,7 @@ def _client(s: Settings, registry: Registry) -> Client:
         sentinel_master=s.sentinel_master or None,
         durability=s.durability,
         durability_wait_ms=s.durability_wait_ms,
+        **extra,
     )
 
 

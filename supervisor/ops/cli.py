@@ -107,6 +107,13 @@ def _common() -> argparse.ArgumentParser:
         help="Sentinel service name for a redis+sentinel:// URL without one "
         "(default: $REDFLOW_SENTINEL_MASTER)",
     )
+    g.add_argument(
+        "--shards",
+        default=s,
+        help="the prefix's shard count (default: $REDFLOW_SHARDS, else the count the keyspace "
+        "records); a count that differs from the recorded one is refused. For migrate: "
+        "the count to re-shard to",
+    )
     g.add_argument("--json", action="store_true", default=s, help="print JSON for scripts")
     g.add_argument(
         "--embedded-redis",
@@ -276,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     client: Client | None = None
     try:
         url, prefix, embedded = open_target(ns)
-        client = connect(url, prefix, **connection_options(ns))
+        options = connection_options(ns)
+        if ns.func is cmd_migrate:  # --shards is the target count: connect with the recorded one
+            options.update(shards=None, check=False)
+        client = connect(url, prefix, **options)
         session = Session(client=client, url=url, prefix=prefix, json=getattr(ns, "json", False))
         code: int = ns.func(session, ns)
         sys.stdout.flush()

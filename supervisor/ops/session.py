@@ -16,7 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +27,7 @@ from redflow_mp import queries
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState
 from redflow_mp.registry import Registry
+from redflow_mp.shardmeta import recorded_shards, shards_problem
 from redflow_mp.transport import mask_url
 
 from ..embedded import EmbeddedRedis
@@ -138,17 +139,62 @@ def connection_options(ns: argparse.Namespace, env: dict[str, str] | None = None
         "REDFLOW_CLUSTER", ""
     ).strip().lower() in ("1", "true", "yes", "on")
     master = getattr(ns, "sentinel_master", None) or environ.get("REDFLOW_SENTINEL_MASTER")
-    return {"cluster": cluster, "sentinel_master": master or None}
+    return {"cluster": cluster, "sentinel_master": master or None, "shards": _shards(ns, environ)}
+
+
+def _shards(ns: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
+    raw = getattr(ns, "shards", None)
+    if raw is None:
+        raw = environ.get("REDFLOW_SHARDS") or None
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"--shards must be a whole number >= 1, not {raw!r}") from None
+    if value < 1:
+        raise UsageError(f"--shards must be a whole number >= 1, not {raw!r}")
+    return value
 
 
 def connect(
-    url: str, prefix: str, *, cluster: bool = False, sentinel_master: str | None = None
+    url: str,
+    prefix: str,
+    *,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
+    shards: int | None = None,
+    check: bool = True,
 ) -> Client:
     """A client for the ops commands: a single server, any node of a cluster, or a
-    ``redis+sentinel://`` group."""
+    ``redis+sentinel://`` group. ``shards`` None takes the count the keyspace
+    records; a count that differs from it is refused (naming ``redflow migrate
+    --shards``) unless ``check`` is False (the migration itself)."""
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise UsageError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    client = _client(url, prefix, cluster, sentinel_master, shards or 1)
+    try:
+        if shards is None:
+            recorded = recorded_shards(client) or 1
+            if recorded != 1:
+                client.close()
+                client = _client(url, prefix, cluster, sentinel_master, recorded)
+        if check:
+            problem = shards_problem(client)
+            if problem is not None:
+                raise Failure(problem)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _client(
+    url: str, prefix: str, cluster: bool, sentinel_master: str | None, shards: int
+) -> Client:
+    # ``shards`` is passed only when it is not 1: the one-shard call is unchanged.
+    extra: dict[str, Any] = {"shards": shards} if shards != 1 else {}
     try:
         return create_client(
             url,
@@ -157,6 +203,7 @@ def connect(
             registry=Registry(),
             cluster=cluster,
             sentinel_master=sentinel_master,
+            **extra,
         )
     except ValueError as exc:
         raise UsageError(f"bad Redis URL {mask_url(url)}: {scrub(str(exc), url)}") from None

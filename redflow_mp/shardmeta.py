@@ -1,0 +1,114 @@
+"""The shard count a keyspace records, and the check that refuses another one.
+
+``meta`` of shard 0 records ``shards`` = N, the count every client, supervisor
+and ``redflow`` command of the prefix must use (``shards`` setting); each
+shard's ``meta`` also records its ``shard`` index and the ``prefix``, so a hash
+tag that another application's keyspace uses is found (its ``meta`` names
+another prefix or index). A keyspace with no ``shards`` field is:
+
+* fresh (no workflows, runs, queues or cron entries in shard 0): the first
+  user records its N (``HSETNX``: of two first users with different counts,
+  the second is refused);
+* written before shards existed: it has one shard, and ``1`` is recorded.
+
+Changing N is :func:`redflow_mp.reshard.reshard` (``redflow migrate --shards N``).
+One round trip per shard, at start only; nothing on a per-run path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .codec import text
+from .errors import ShardsMismatchError
+from .queries import shard_views
+
+__all__ = ["check_shards", "record_shards", "recorded_shards", "shard_count", "shards_problem"]
+
+FIELD_SHARDS = "shards"
+FIELD_SHARD = "shard"
+FIELD_PREFIX = "prefix"
+
+
+def shard_count(client: Any) -> int:
+    """The ``shards`` setting of ``client`` (1 for a client without shards)."""
+    return int(getattr(client, "shard_count", 1) or 1)
+
+
+def _has_data(client: Any) -> bool:
+    k = client.keys
+    with client.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(k.workflows, k.runs_created, k.queues, k.cron_def)
+        (n,) = pipe.execute()
+    return int(n) > 0
+
+
+def recorded_shards(client: Any) -> int | None:
+    """The shard count shard 0's ``meta`` records (1 for a keyspace written before
+    shards existed), or None for a fresh keyspace."""
+    raw = client.redis.hget(client.keys.meta, FIELD_SHARDS)
+    if raw is not None:
+        return int(text(raw))
+    return 1 if _has_data(client) else None
+
+
+def mismatch_message(prefix: str, recorded: int, wanted: int) -> str:
+    return (
+        f"the keyspace of prefix {prefix!r} has {recorded} shard(s), this process was "
+        f"started with shards = {wanted}: use shards = {recorded}, or re-shard it "
+        f"(stop every supervisor of the prefix, then `redflow migrate --prefix {prefix} "
+        f"--shards {wanted}` with the same --url)"
+    )
+
+
+def shards_problem(client: Any) -> str | None:
+    """Why ``client``'s ``shards`` cannot serve this keyspace, or None. Records the
+    count (and each shard's index and prefix) when they are not recorded yet."""
+    wanted = shard_count(client)
+    recorded = recorded_shards(client)
+    if recorded is None:
+        client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, wanted)
+        recorded = int(text(client.redis.hget(client.keys.meta, FIELD_SHARDS)))
+    elif client.redis.hget(client.keys.meta, FIELD_SHARDS) is None:
+        client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, recorded)
+    if recorded != wanted:
+        return mismatch_message(client.prefix, recorded, wanted)
+    for index, view in enumerate(shard_views(client)):
+        problem = _tag_problem(client.prefix, index, view)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _tag_problem(prefix: str, index: int, view: Any) -> str | None:
+    meta = view.keys.meta
+    kind = text(view.redis.type(meta))
+    if kind not in ("none", "hash"):
+        return (
+            f"the key {meta} is a {kind}, not a hash: another application uses the "
+            f"hash tag {view.keys.tag}; choose another prefix"
+        )
+    have_prefix, have_index = view.redis.hmget(meta, [FIELD_PREFIX, FIELD_SHARD])
+    if have_prefix is None and have_index is None:
+        view.redis.hset(meta, mapping={FIELD_PREFIX: prefix, FIELD_SHARD: index})
+        return None
+    if text(have_prefix or b"") != prefix or text(have_index or b"") != str(index):
+        return (
+            f"the hash tag {view.keys.tag} (shard {index} of prefix {prefix!r}) holds the "
+            f"keyspace of prefix {text(have_prefix or b'?')!r} shard "
+            f"{text(have_index or b'?')}: another application uses it; choose another prefix"
+        )
+    return None
+
+
+def check_shards(client: Any) -> None:
+    """Raise :class:`~redflow_mp.errors.ShardsMismatchError` when
+    :func:`shards_problem` finds one."""
+    problem = shards_problem(client)
+    if problem is not None:
+        raise ShardsMismatchError(problem)
+
+
+def record_shards(client: Any, count: int) -> None:
+    """Record ``count`` as the keyspace's shard count (the migration's last step)."""
+    client.redis.hset(client.keys.meta, FIELD_SHARDS, count)
