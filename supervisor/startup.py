@@ -122,6 +122,7 @@ def _client(s: Settings, registry: Registry) -> Client:
         sentinel_master=s.sentinel_master or None,
         durability=s.durability,
         durability_wait_ms=s.durability_wait_ms,
+        shards=s.shards,
     )
 
 
