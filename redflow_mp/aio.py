@@ -44,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from . import batch, queries
 from .aio_connection import awith_redirects
+from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
@@ -83,6 +84,7 @@ from .runs import (
     workflow_meta,
 )
 from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply, resume_reply
+from .shards import check_shards
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
@@ -203,11 +205,20 @@ class AsyncClient:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         redis_functions: bool = False,
         max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+        shards: int = 1,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
         self.prefix = prefix
-        self.scripts = AsyncScripts(transport, self.keys, functions=bool(redis_functions))
+        functions = bool(redis_functions)
+        self.scripts = AsyncScripts(transport, self.keys, functions=functions)
+        self.shard_set = AsyncShardSet(
+            transport,
+            prefix,
+            shards,
+            scripts=self.scripts,
+            make_scripts=lambda t, k: AsyncScripts(t, k, functions=functions),
+        )
         if registry is not None and not isinstance(registry, Registry):
             raise TypeError("registry must be a Registry")
         self.registry = registry if registry is not None else get_default_registry()
@@ -222,8 +233,26 @@ class AsyncClient:
         """The underlying redis.asyncio client (bytes replies)."""
         return self.transport.redis
 
+    @property
+    def shards(self) -> tuple[AsyncShard, ...]:
+        """The namespace's shards (``shards`` setting); shard 0 is :attr:`keys`."""
+        return self.shard_set.shards
+
+    @property
+    def shard_count(self) -> int:
+        return self.shard_set.count
+
+    def shard_of_workflow(self, name: str) -> AsyncShard:
+        """The shard holding workflow ``name``'s keys and runs."""
+        return self.shard_set.of_workflow(name)
+
+    def shard_of_run(self, run_id: str) -> AsyncShard:
+        """The shard a run id names (``ValueError`` for a malformed id)."""
+        return self.shard_set.of_run(check_run_id(run_id))
+
     async def aclose(self) -> None:
         """Close the connections; the client can no longer be used (safe to repeat)."""
+        await self.shard_set.aclose()
         await self.transport.aclose()
         if default_async_starter() is self:
             set_default_async_starter(None)
@@ -517,6 +546,7 @@ def create_async_client(
     sentinel_master: str | None = None,
     durability: str = "none",
     durability_wait_ms: int = DEFAULT_WAIT_MS,
+    shards: int = 1,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -529,8 +559,9 @@ def create_async_client(
     ``await client.aclose()`` (or ``async with``). ``redis_functions`` as for
     :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default), and so are
     ``cluster`` and ``sentinel_master`` (a Redis Cluster node's URL, detected, or a
-    ``redis+sentinel://`` URL), ``durability`` and ``durability_wait_ms``.
+    ``redis+sentinel://`` URL), ``durability``, ``durability_wait_ms`` and ``shards``.
     """
+    check_shards(shards)
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
@@ -550,6 +581,7 @@ def create_async_client(
         max_payload_bytes=max_payload_bytes,
         redis_functions=redis_functions,
         max_events_per_run=max_events_per_run,
+        shards=shards,
     )
     if default:
         set_default_async_client(client)

@@ -392,6 +392,19 @@ class AsyncTransport:
         self._sub: _Subscriber | None = None
         self._opening: dict[str, asyncio.Future[_Resp]] = {}
 
+    def sibling(self, route_key: str) -> AsyncTransport:
+        """A transport to the same server or cluster routed by ``route_key`` (another
+        shard's tag: ``aio_shards.py``), with the same durability; a cluster is
+        named as such when this transport already knows it is one."""
+        assert self.url is not None and self.router is not None
+        return AsyncTransport(
+            self.url,
+            cluster=bool(self.router.cluster),
+            route_key=route_key,
+            durability=self.durability,
+            durability_wait_ms=self.wait_ms,
+        )
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
         if self.router is not None:

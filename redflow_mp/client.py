@@ -42,6 +42,7 @@ from .runs import (
     target_of_name,
 )
 from .scripts import resume_reply
+from .shards import check_shards
 from .transport import Transport
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
@@ -309,6 +310,7 @@ def create_client(
     sentinel_master: str | None = None,
     durability: str = "none",
     durability_wait_ms: int = DEFAULT_WAIT_MS,
+    shards: int = 1,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -339,7 +341,12 @@ def create_client(
     :class:`~redflow_mp.NotReplicatedError` (a network error: its fate is
     unknown). The default ``"none"`` acknowledges when the master has it.
     docs/operations.md, "Durability".
+
+    ``shards`` (1 to 1024, default 1) splits the namespace over that many Redis
+    hash tags (on a cluster: masters); it must be the value the keyspace was
+    created or migrated with. docs/operations.md, "Shards".
     """
+    check_shards(shards)
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
@@ -360,6 +367,7 @@ def create_client(
         max_payload_bytes=max_payload_bytes,
         redis_functions=redis_functions,
         max_events_per_run=max_events_per_run,
+        shards=shards,
     )
     if default:
         set_default_client(client)

@@ -110,6 +110,8 @@ def validate_prefix(prefix: object) -> str:
 
     Braces are refused because redflow-mp adds the Cluster hash tag itself; a brace
     inside the prefix would move the tag and split one namespace over several slots.
+    ``~`` is refused because it separates the prefix from a shard's salt in the tags
+    of ``shards > 1`` (``shards.py``).
     """
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
@@ -119,6 +121,12 @@ def validate_prefix(prefix: object) -> str:
         raise ValueError(
             f"prefix {prefix!r} must not contain '{{' or '}}': redflow-mp wraps the prefix "
             "in braces itself to form the Redis Cluster hash tag"
+        )
+    if "~" in prefix:
+        raise ValueError(
+            f"prefix {prefix!r} must not contain '~': it separates a prefix from a shard's "
+            "salt in the hash tags of shards > 1 ({<prefix>~<n>}), so another app's prefix "
+            "containing it could name one of this app's shards"
         )
     if len(prefix) > 200:
         raise ValueError("prefix must be at most 200 characters")
@@ -140,9 +148,10 @@ class Keys:
 
     __slots__ = ("prefix", "tag")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, tag: str | None = None) -> None:
         self.prefix = validate_prefix(prefix)
-        self.tag = "{" + prefix + "}"
+        # shard 0 (and shards = 1): "{<prefix>}"; another shard: its own tag (shards.py)
+        self.tag = "{" + prefix + "}" if tag is None else tag
 
     # namespace-wide
     @property

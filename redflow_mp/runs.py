@@ -39,6 +39,7 @@ from .options import RunOptions, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, enqueue_reply
+from .shardset import Shard, ShardSet
 from .transport import Transport
 
 __all__ = [
@@ -251,6 +252,7 @@ class Runs:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         redis_functions: bool = False,
         max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+        shards: int = 1,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -260,6 +262,34 @@ class Runs:
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
         self.waiter = ResultWaiter(transport, self.keys)
+        self.shard_set = ShardSet(
+            transport,
+            prefix,
+            shards,
+            scripts=self.scripts,
+            waiter=self.waiter,
+            functions=bool(redis_functions),
+        )
+
+    # --------------------------------------------------------------- shards
+
+    @property
+    def shards(self) -> tuple[Shard, ...]:
+        """The namespace's shards (``shards`` setting; ``shards.py``); shard 0 is
+        :attr:`keys` / :attr:`redis`."""
+        return self.shard_set.shards
+
+    @property
+    def shard_count(self) -> int:
+        return self.shard_set.count
+
+    def shard_of_workflow(self, name: str) -> Shard:
+        """The shard holding workflow ``name``'s keys and runs."""
+        return self.shard_set.of_workflow(name)
+
+    def shard_of_run(self, run_id: str) -> Shard:
+        """The shard a run id names (``ValueError`` for a malformed id)."""
+        return self.shard_set.of_run(check_run_id(run_id))
 
     @property
     def redis(self) -> redis.Redis:
@@ -268,6 +298,7 @@ class Runs:
 
     def close(self) -> None:
         """Close this process's connections; any later use raises ``RedflowError``."""
+        self.shard_set.close()
         self.waiter.close()
         self.transport.close()
 

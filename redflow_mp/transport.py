@@ -271,6 +271,18 @@ class Transport:
         self._recheck_at = 0.0
         self._generation = 0
 
+    def sibling(self, route_key: str) -> Transport:
+        """A transport to the same cluster pinned to the master serving ``route_key``'s
+        slot (another shard's tag: ``shardset.py``), with the same durability."""
+        assert self.url is not None
+        return Transport(
+            self.url,
+            cluster=True,
+            route_key=route_key,
+            durability=self.durability,
+            durability_wait_ms=self.wait_ms,
+        )
+
     @property
     def redis(self) -> redis.Redis:
         """The redis-py client (bytes replies); a closed transport refuses it."""

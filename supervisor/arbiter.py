@@ -448,6 +448,7 @@ class Arbiter:
             sentinel_master=s.sentinel_master or None,
             durability=s.durability,
             durability_wait_ms=s.durability_wait_ms,
+            shards=s.shards,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

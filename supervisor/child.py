@@ -91,6 +91,7 @@ class ChildSpec:
     sentinel_master: str | None = None
     durability: str = "none"
     durability_wait_ms: int = 1000
+    shards: int = 1
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -257,6 +258,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         sentinel_master=spec.sentinel_master,
         durability=spec.durability,
         durability_wait_ms=spec.durability_wait_ms,
+        shards=spec.shards,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

@@ -201,6 +201,7 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                     sentinel_master=spec.sentinel_master,
                     durability=spec.durability,
                     durability_wait_ms=spec.durability_wait_ms,
+                    shards=spec.shards,
                 )
                 on_failure_of_stored_run(client, registry, run_id)
                 code = 0

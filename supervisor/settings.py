@@ -158,6 +158,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             min=1,
         ),
     ] = 1000
+    shards: Annotated[
+        int,
+        _doc(
+            "redis",
+            "Hash tags the prefix's keyspace is split into (on a Redis Cluster: spread "
+            "over that many masters); 1 = one slot, today's keyspace. Must match the "
+            "keyspace's (change it only with redflow migrate --shards N). "
+            "docs/operations.md, Shards.",
+            min=1,
+            max=1024,
+            metavar="N",
+        ),
+    ] = 1
     prefix: Annotated[
         str,
         _doc(

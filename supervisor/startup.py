@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 from redis.exceptions import AuthorizationError
@@ -118,9 +117,6 @@ def foreign_keys_problem(client: Client) -> str | None:
 
 
 def _client(s: Settings, registry: Registry) -> Client:
-    shards = int(getattr(s, "shards", 1))
-    # ``shards`` is passed only when it is not 1: the one-shard call is unchanged.
-    extra: dict[str, Any] = {"shards": shards} if shards != 1 else {}
     return create_client(
         s.url,
         prefix=s.prefix,
@@ -133,7 +129,7 @@ def _client(s: Settings, registry: Registry) -> Client:
         sentinel_master=s.sentinel_master or None,
         durability=s.durability,
         durability_wait_ms=s.durability_wait_ms,
-        **extra,
+        shards=s.shards,
     )
 
 

@@ -1,0 +1,109 @@
+"""An asyncio client's shards (the sync side is ``shardset.py``; the math ``shards.py``).
+
+Shard 0 is the client's own transport and scripts. Shard ``k > 0`` shares them
+on a Sentinel group, a unix socket, a caller's client, or a server already
+known not to be a cluster; otherwise it gets its own
+:class:`~redflow_mp.aio_transport.AsyncTransport` routed by its tag (on a
+cluster: pinned to the master serving its slot; on one server not yet
+contacted it detects that by itself, and is simply a second pool to the same
+server). Nothing connects before the first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio
+
+from .aio_transport import AsyncTransport
+from .keys import Keys
+from .shards import (
+    check_shards,
+    run_id_for_shard,
+    shard_index_of_run,
+    shard_index_of_workflow,
+    shard_tags,
+)
+
+__all__ = ["AsyncShard", "AsyncShardSet"]
+
+
+class AsyncShard:
+    """One shard of an async client: ``index``, ``keys``, and (resolved at first use)
+    ``transport`` / ``redis`` / ``scripts``."""
+
+    __slots__ = ("_owner", "_scripts", "_transport", "index", "keys")
+
+    def __init__(self, owner: AsyncShardSet, index: int, keys: Keys) -> None:
+        self._owner = owner
+        self.index = index
+        self.keys = keys
+        self._transport: AsyncTransport | None = None
+        self._scripts: Any = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncShard {self.index} {self.keys.tag}>"
+
+    @property
+    def transport(self) -> AsyncTransport:
+        if self._transport is None:
+            self._transport = self._owner.resolve(self)
+        return self._transport
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        """redis.asyncio client (bytes replies) routed to this shard's master."""
+        return self.transport.redis
+
+    @property
+    def scripts(self) -> Any:
+        """This shard's :class:`~redflow_mp.aio.AsyncScripts`."""
+        if self._scripts is None:
+            self._scripts = self._owner.make_scripts(self.transport, self.keys)
+        return self._scripts
+
+    def run_id(self, ulid: str) -> str:
+        return run_id_for_shard(ulid, self.index, self._owner.count)
+
+
+class AsyncShardSet:
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        prefix: str,
+        shards: int,
+        *,
+        scripts: Any,
+        make_scripts: Callable[[AsyncTransport, Keys], Any],
+    ) -> None:
+        self.count = check_shards(shards)
+        self.base = transport
+        self.make_scripts = make_scripts
+        tags = shard_tags(prefix, self.count)
+        self.shards = tuple(AsyncShard(self, k, Keys(prefix, tag)) for k, tag in enumerate(tags))
+        self.shards[0]._transport = transport
+        self.shards[0]._scripts = scripts
+        self._own: list[AsyncTransport] = []
+
+    def resolve(self, shard: AsyncShard) -> AsyncTransport:
+        base = self.base
+        router = base.router
+        if router is None or router.cluster is False:
+            return base
+        own = base.sibling(shard.keys.tag)
+        self._own.append(own)
+        return own
+
+    def of_workflow(self, name: str) -> AsyncShard:
+        return self.shards[shard_index_of_workflow(name, self.count)]
+
+    def of_run(self, run_id: str) -> AsyncShard:
+        if self.count == 1 and "~" not in run_id:
+            return self.shards[0]
+        return self.shards[shard_index_of_run(run_id, self.count)]
+
+    async def aclose(self) -> None:
+        own, self._own = self._own, []
+        for t in own:
+            await t.aclose()
