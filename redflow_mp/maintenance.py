@@ -304,10 +304,10 @@ def ring_bells(client: Store, queues: Sequence[str], count: int) -> None:
 
 
 def run_id_maker(client: Any, shard: int) -> Callable[[], str]:
-    """What makes the id of a run enqueued in shard ``shard`` (cron fires): the
-    client's own maker when it has one (ids name their shard), else
-    :func:`~redflow_mp.ids.new_run_id`."""
-    maker = getattr(client, "new_run_id", None)
-    if maker is None or len(stores(client)) == 1:
+    """What makes the id of a run enqueued in shard ``shard`` (cron fires): a fresh
+    ULID, with the shard's ``~<k>`` suffix when there are several shards."""
+    views = stores(client)
+    if len(views) == 1:
         return new_run_id
-    return lambda: str(maker(shard))
+    view: Any = views[shard]
+    return lambda: str(view.run_id(new_run_id()))

@@ -1,0 +1,236 @@
+"""``shards > 1`` on one redis-server: the control plane. Listing and stats read
+every shard and merge; the duties (promoter, reaper, retention, cron) cover every
+shard; the keyspace records its shard count and refuses another one.
+
+Runs are written into a chosen shard with that shard's own scripts (as the data
+plane does), so these tests do not depend on how enqueue picks the shard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import msgspec
+import pytest
+
+from redflow_mp import Client, Registry, create_client
+from redflow_mp.admin import cron_entries, queue_stats, running_counts, workflow_stats
+from redflow_mp.cron import CronDef
+from redflow_mp.errors import ShardsMismatchError
+from redflow_mp.ids import new_run_id
+from redflow_mp.maintenance import LeaderLock, stores
+from redflow_mp.queries import count_status, get_run_any, list_runs_all, merge_runs
+from redflow_mp.shardmeta import check_shards, recorded_shards
+from redflow_mp.shardset import Shard
+from supervisor.duties.cron import CronDuty
+from supervisor.duties.leader import LeaderDuty
+from supervisor.duties.promoter import PromoterDuty
+from supervisor.duties.retention import RetentionDuty
+from supervisor.ops.cli import main as redflow_main
+
+N = 3
+
+
+@pytest.fixture()
+def sharded(redis_url: str, prefix: str, registry: Registry) -> Iterator[Client]:
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False, shards=N)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def workflow_in(client: Client, index: int, base: str = "wf") -> str:
+    return next(
+        f"{base}{i}" for i in range(1000) if client.shard_of_workflow(f"{base}{i}").index == index
+    )
+
+
+def put(shard: Shard, workflow: str, queue: str = "q", run_at_ms: int = 0) -> str:
+    """Enqueue one run in ``shard`` with its own scripts; its id names the shard."""
+    run_id, created = shard.scripts.enqueue(
+        shard.run_id(new_run_id()), workflow, queue, b"1", 1, run_at_ms, "", 0, "", "", None, None
+    )
+    assert created
+    return run_id
+
+
+def test_listing_merges_every_shard_newest_first_and_pages_exactly(sharded: Client) -> None:
+    ids: list[str] = []
+    for i in range(12):  # round-robin over the shards, increasing createdAt
+        shard = sharded.shards[i % N]
+        ids.append(put(shard, workflow_in(sharded, shard.index)))
+        time.sleep(0.002)
+    newest_first = list(reversed(ids))
+    assert [r.id for r in list_runs_all(sharded, limit=100)] == newest_first
+    pages = [[r.id for r in list_runs_all(sharded, limit=5, offset=o)] for o in (0, 5, 10)]
+    assert pages[0] + pages[1] + pages[2] == newest_first  # no overlap, no gap
+    assert [len(p) for p in pages] == [5, 5, 2]
+    # a filter on one workflow sees only that workflow's runs (all shards asked)
+    wf2 = workflow_in(sharded, 2)
+    only = [r.id for r in list_runs_all(sharded, workflow=wf2, limit=100)]
+    assert only == [i for i in newest_first if i.endswith("~2")]
+    queued = list_runs_all(sharded, status="queued", limit=4, offset=2)
+    assert [r.id for r in queued] == newest_first[2:6]
+    # one run from any shard, through the id's suffix
+    assert (got := get_run_any(sharded, ids[4])) is not None and got.id == ids[4]
+    assert count_status(sharded, "queued") == 12
+
+
+def test_merge_breaks_created_ties_on_the_id() -> None:
+    from redflow_mp.codec import RunState, RunStatus
+
+    def run(i: str, at: int) -> RunState:
+        return RunState(id=i, workflow="w", queue="q", status=RunStatus.QUEUED, created_at=at)
+
+    a = [run("b~0", 5), run("a~0", 5)]
+    b = [run("c~1", 5), run("x~1", 4)]
+    assert [r.id for r in merge_runs([a, b], 2, 1)] == ["b~0", "a~0"]
+
+
+def test_one_shard_listing_is_the_plain_query(client: Client) -> None:
+    calls: list[str] = []
+    real = client.redis.pipeline
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append("pipeline")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    run_id = put(client.shards[0], "w")
+    client.redis.pipeline = counting  # type: ignore[method-assign]
+    try:
+        assert [r.id for r in list_runs_all(client)] == [run_id]
+    finally:
+        del client.redis.pipeline
+    assert stores(client) == [client]
+    assert calls == []  # one zrevrange + one hgetall: no pipeline, no other shard
+
+
+def test_stats_add_up_over_shards(sharded: Client) -> None:
+    for k in range(N):
+        for _ in range(k + 1):
+            put(sharded.shards[k], workflow_in(sharded, k), queue="shared")
+    stats = {q.name: q for q in queue_stats(sharded)}
+    assert stats["shared"].ready == 1 + 2 + 3
+    assert stats["shared"].oldest_ready_age_ms is not None
+    names = [workflow_in(sharded, k) for k in range(N)]
+    for k, name in enumerate(names):
+        sharded.shards[k].redis.sadd(sharded.shards[k].keys.wf_running(name), f"fake{k}")
+    assert running_counts(sharded, names) == [1, 1, 1]
+
+
+def test_promoter_and_retention_cover_every_shard(sharded: Client) -> None:
+    now = sharded.server_time_ms()
+    late = [put(s, workflow_in(sharded, s.index), run_at_ms=now + 300) for s in sharded.shards]
+    assert count_status(sharded, "scheduled") == N
+    time.sleep(0.4)
+    PromoterDuty(sharded, 100).tick(time.monotonic())
+    assert count_status(sharded, "queued") == N
+    for run_id in late:
+        assert sharded.shard_of_run(run_id).scripts.cancel(run_id, "test") == "canceled"
+    assert count_status(sharded, "canceled") == N
+    time.sleep(0.05)
+    duty = RetentionDuty(sharded, retention_s=0.01)
+    duty.tick(time.monotonic())
+    assert duty.removed == N
+    assert list_runs_all(sharded) == []
+
+
+def test_cron_leader_fires_the_crons_of_every_shard(sharded: Client) -> None:
+    now = sharded.server_time_ms()
+    fired_in: dict[int, str] = {}
+    for shard in sharded.shards:
+        wf = workflow_in(sharded, shard.index, "cronwf")
+        cid = f"{wf}:c"
+        record = CronDef(
+            id=cid, workflow=wf, queue="cq", expression="* * * * *", timezone="UTC", input_json="1"
+        )
+        shard.redis.hset(shard.keys.cron_def, cid, msgspec.json.encode(record))
+        shard.redis.zadd(shard.keys.cron_next, {cid: now - 10})
+        fired_in[shard.index] = wf
+    assert {c.workflow for c in cron_entries(sharded)} == set(fired_in.values())
+    leader = LeaderDuty(sharded, 3000)
+    leader.tick(time.monotonic())
+    assert leader.is_leader and all(leader.holds(k) for k in range(N))
+    duty = CronDuty(sharded, leader)
+    duty.tick(time.monotonic())
+    assert duty.fired == N
+    for shard in sharded.shards:
+        runs = list_runs_all(sharded, workflow=fired_in[shard.index])
+        assert len(runs) == 1 and runs[0].id.endswith(f"~{shard.index}")
+        assert runs[0].cron_id is not None
+    # a second supervisor is not the leader of any shard until the first resigns
+    other = LeaderLock(sharded, 3000)
+    assert not other.tick() and not any(other.holds(k) for k in range(N))
+    leader.resign()
+    assert other.tick() and all(other.holds(k) for k in range(N))
+    other.release()
+
+
+def test_workflow_stats_sum_the_shards(sharded: Client, registry: Registry) -> None:
+    from redflow_mp import define_workflow
+
+    names = [workflow_in(sharded, k, "stat") for k in range(N)]
+    for name in names:
+        define_workflow(name, queue="sq", registry=registry)(lambda ctx: None)
+    sharded.sync_registry(registry, app="t")
+    for k, name in enumerate(names):
+        put(sharded.shards[k], name, queue="sq")
+    by_name = {s.meta.name: s for s in workflow_stats(sharded)}
+    assert [by_name[n].queued for n in names] == [1, 1, 1]
+
+
+# ------------------------------------------------------------------ meta
+
+
+def test_fresh_keyspace_records_its_count_and_refuses_another(
+    redis_url: str, prefix: str, make_client: Callable[..., Client]
+) -> None:
+    three = make_client(shards=3)
+    assert recorded_shards(three) is None
+    check_shards(three)
+    assert recorded_shards(three) == 3
+    for k, shard in enumerate(three.shards):
+        assert shard.redis.hgetall(shard.keys.meta)[b"shard"] == str(k).encode()
+    two = make_client(shards=2)
+    with pytest.raises(ShardsMismatchError, match=r"redflow migrate --prefix .* --shards 2"):
+        check_shards(two)
+    one = make_client()
+    with pytest.raises(ShardsMismatchError, match="has 3 shard"):
+        check_shards(one)
+
+
+def test_keyspace_written_before_shards_has_one(
+    client: Client, make_client: Callable[..., Client]
+) -> None:
+    put(client.shards[0], "w")
+    client.redis.hdel(client.keys.meta, "shards")
+    three = make_client(shards=3)
+    with pytest.raises(ShardsMismatchError, match="has 1 shard.*--shards 3"):
+        check_shards(three)
+    check_shards(client)
+    assert client.redis.hget(client.keys.meta, "shards") == b"1"
+
+
+def test_a_shard_tag_holding_another_keyspace_is_refused(sharded: Client) -> None:
+    shard = sharded.shards[2]
+    shard.redis.hset(shard.keys.meta, mapping={"prefix": "someone-else", "shard": "1"})
+    with pytest.raises(ShardsMismatchError, match="another application uses it"):
+        check_shards(sharded)
+
+
+def test_redflow_cli_takes_the_recorded_count_and_refuses_another(
+    redis_url: str, prefix: str, sharded: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    check_shards(sharded)
+    ids = [put(s, workflow_in(sharded, s.index)) for s in sharded.shards]
+    base = ["--url", redis_url, "--prefix", prefix]
+    assert redflow_main(["runs", "list", "--json", *base]) == 0
+    listed = {r["id"] for r in msgspec.json.decode(capsys.readouterr().out)}
+    assert listed == set(ids)
+    assert redflow_main(["runs", "show", ids[2], *base]) == 0
+    assert ids[2] in capsys.readouterr().out
+    assert redflow_main(["queues", "--shards", "2", *base]) != 0
+    err = capsys.readouterr().err
+    assert "has 3 shard(s)" in err and "--shards 2" in err and "redflow migrate" in err
