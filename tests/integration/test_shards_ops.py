@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -89,20 +90,19 @@ def test_merge_breaks_created_ties_on_the_id() -> None:
     assert [r.id for r in merge_runs([a, b], 2, 1)] == ["b~0", "a~0"]
 
 
-def test_one_shard_listing_is_the_plain_query(client: Client) -> None:
+def test_one_shard_listing_is_the_plain_query(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     real = client.redis.pipeline
 
-    def counting(*args: object, **kwargs: object) -> object:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append("pipeline")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)
 
     run_id = put(client.shards[0], "w")
-    client.redis.pipeline = counting  # type: ignore[method-assign]
-    try:
-        assert [r.id for r in list_runs_all(client)] == [run_id]
-    finally:
-        del client.redis.pipeline
+    monkeypatch.setattr(client.redis, "pipeline", counting)
+    assert [r.id for r in list_runs_all(client)] == [run_id]
     assert stores(client) == [client]
     assert calls == []  # one zrevrange + one hgetall: no pipeline, no other shard
 
@@ -207,7 +207,7 @@ def test_keyspace_written_before_shards_has_one(
     put(client.shards[0], "w")
     client.redis.hdel(client.keys.meta, "shards")
     three = make_client(shards=3)
-    with pytest.raises(ShardsMismatchError, match="has 1 shard.*--shards 3"):
+    with pytest.raises(ShardsMismatchError, match=r"has 1 shard.*--shards 3"):
         check_shards(three)
     check_shards(client)
     assert client.redis.hget(client.keys.meta, "shards") == b"1"
