@@ -271,11 +271,21 @@ def shard_views(client: Any) -> list[Any]:
 
 
 def run_view(client: Any, run_id: str) -> Any:
-    """The shard view that holds ``run_id`` (the client itself with one shard)."""
+    """The shard view that holds ``run_id`` (the client itself with one shard).
+
+    A run re-sharded to fewer shards keeps its id (``redflow migrate --shards``):
+    an id naming shard ``k`` >= the shard count lives in shard ``k % count``.
+    """
     shards = getattr(client, "shards", None)
-    if not shards or len(shards) == 1:
-        return client
-    return as_shard(client, client.shard_of_run(run_id))
+    if not shards or (len(shards) == 1 and "~" not in run_id):
+        return client if not shards else shards[0]
+    try:
+        return as_shard(client, client.shard_of_run(run_id))
+    except ValueError:
+        tail = run_id.rsplit("~", 1)[-1]
+        if not (tail.isascii() and tail.isdigit()):
+            raise
+        return shards[int(tail) % len(shards)]
 
 
 def as_shard(client: Any, shard: Any) -> Any:

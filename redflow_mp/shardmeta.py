@@ -65,6 +65,13 @@ def shards_problem(client: Any) -> str | None:
     """Why ``client``'s ``shards`` cannot serve this keyspace, or None. Records the
     count (and each shard's index and prefix) when they are not recorded yet."""
     wanted = shard_count(client)
+    pending = client.redis.hget(client.keys.meta, "reshardTo")
+    if pending is not None:
+        return (
+            f"a migration of prefix {client.prefix!r} to {text(pending)} shards is under way "
+            f"or was interrupted: finish it (`redflow migrate --prefix {client.prefix} "
+            f"--shards {text(pending)}` with the same --url), then start again"
+        )
     recorded = recorded_shards(client)
     if recorded is None:
         client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, wanted)

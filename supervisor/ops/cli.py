@@ -5,7 +5,7 @@
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
-    redflow migrate        (keyspace v1 -> v2; stop the prefix's supervisors first)
+    redflow migrate        (keyspace v1 -> v2; --shards N re-shards; stop the supervisors first)
 
 Every command takes ``--url``, ``--prefix``, ``--json`` (machine-readable
 output), ``--embedded-redis`` and ``--state-dir``; these may come before or
@@ -237,7 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_supervisors)
 
     p = sub.add_parser(
-        "migrate", help="convert a keyspace of redflow-mp < keyspace v2", parents=[common]
+        "migrate",
+        help="convert a keyspace of redflow-mp < keyspace v2; with --shards N, re-shard it",
+        parents=[common],
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="re-shard even though supervisor records of the prefix are fresh",
     )
     p.set_defaults(func=cmd_migrate)
 

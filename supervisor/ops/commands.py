@@ -18,13 +18,17 @@ from typing import Any
 import msgspec
 
 from redflow_mp import admin, codec, queries
+from redflow_mp.client import create_client
 from redflow_mp.errors import (
     InputValidationError,
+    RedflowError,
     ResultTimeoutError,
     RunCanceledError,
     RunFailedError,
 )
 from redflow_mp.migrate import migrate_keyspace
+from redflow_mp.registry import Registry
+from redflow_mp.reshard import reshard
 
 from ..status import list_supervisors
 from . import render
@@ -163,6 +167,8 @@ def cmd_supervisors(session: Session, ns: argparse.Namespace) -> int:
 
 
 def cmd_migrate(session: Session, ns: argparse.Namespace) -> int:
+    if getattr(ns, "shards", None) is not None:
+        return _reshard(session, ns)
     live = list_supervisors(session.client)
     if live:
         names = ", ".join(render.clean(s.id) for s in live)
@@ -170,6 +176,30 @@ def cmd_migrate(session: Session, ns: argparse.Namespace) -> int:
             f"supervisors still run on prefix {session.prefix!r} ({names}): stop them first"
         )
     report = migrate_keyspace(session.client)
+    session.emit(report.summary(), msgspec.to_builtins(report))
+    return EXIT_OK
+
+
+def _reshard(session: Session, ns: argparse.Namespace) -> int:
+    try:
+        target = int(ns.shards)
+        new = create_client(
+            session.url,
+            prefix=session.prefix,
+            default=False,
+            registry=Registry(),
+            cluster=session.client.transport.router is not None
+            and bool(session.client.transport.router.cluster),
+            shards=target,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--shards: {exc}") from None
+    try:
+        report = reshard(session.client, new, force=bool(getattr(ns, "force", False)))
+    except RedflowError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        new.close()
     session.emit(report.summary(), msgspec.to_builtins(report))
     return EXIT_OK
 

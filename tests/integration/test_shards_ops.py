@@ -21,7 +21,7 @@ from redflow_mp.cron import CronDef
 from redflow_mp.errors import ShardsMismatchError
 from redflow_mp.ids import new_run_id
 from redflow_mp.maintenance import LeaderLock, stores
-from redflow_mp.queries import count_status, get_run_any, list_runs_all, merge_runs
+from redflow_mp.queries import count_status, get_run_any, list_runs_all, merge_runs, run_view
 from redflow_mp.shardmeta import check_shards, recorded_shards
 from redflow_mp.shardset import Shard
 from supervisor.duties.cron import CronDuty
@@ -234,3 +234,141 @@ def test_redflow_cli_takes_the_recorded_count_and_refuses_another(
     assert redflow_main(["queues", "--shards", "2", *base]) != 0
     err = capsys.readouterr().err
     assert "has 3 shard(s)" in err and "--shards 2" in err and "redflow migrate" in err
+
+
+# ------------------------------------------------------------- re-sharding
+
+
+def _finished(shard: Shard, workflow: str, key: str = "") -> str:
+    run_id, _ = shard.scripts.enqueue(
+        shard.run_id(new_run_id()), workflow, "q", b"1", 1, 0, key, 60_000, "", "", None, None
+    )
+    assert shard.scripts.cancel(run_id, "done") == "canceled"
+    shard.redis.rpush(shard.keys.run_attempts(run_id), b'{"attempt":1}')
+    return run_id
+
+
+def _snapshot(client: Client) -> dict[str, tuple[str, str | None, int]]:
+    """Every run (any shard): id -> (status, workflow, attempts list length)."""
+    out = {}
+    for state in list_runs_all(client, limit=10_000):
+        view = run_view(client, state.id)
+        n = int(view.redis.llen(view.keys.run_attempts(state.id)))
+        out[state.id] = (state.status.value, state.workflow, n)
+    return out
+
+
+def _reshard(old: Client, new: Client) -> Any:
+    from redflow_mp.reshard import reshard
+
+    return reshard(old, new)
+
+
+def test_reshard_1_to_3_and_back_keeps_every_run_and_key(
+    make_client: Callable[..., Client], registry: Registry
+) -> None:
+    from redflow_mp import Cron, define_workflow
+
+    one = make_client()
+    three = make_client(shards=3)
+    names = [workflow_in(three, k, "mv") for k in range(3)]
+    for name in names:
+        define_workflow(name, queue="q", registry=registry, cron=[Cron("0 0 1 1 *")])(
+            lambda ctx: None
+        )
+    one.sync_registry(registry, app="t")
+    check_shards(one)
+    finished = [_finished(one.shards[0], name, key=f"k-{name}") for name in names for _ in range(3)]
+    stay = put(one.shards[0], names[0])  # an unfinished run whose workflow stays in shard 0
+    before = _snapshot(one)
+    report = _reshard(one, three)
+    assert sorted(report.workflows_moved) == sorted(names[1:])
+    assert report.runs_moved == 0  # 1 -> 3: ids without a suffix name shard 0
+    assert report.cron_entries == 2 and report.idempotency_keys == 2 * 1
+    check_shards(three)
+    with pytest.raises(ShardsMismatchError, match="--shards 1"):
+        check_shards(one)
+    assert _snapshot(three) == before
+    for k, name in enumerate(names):
+        shard = three.shards[k]
+        assert shard.redis.exists(shard.keys.workflow(name)) == 1
+        assert {c.workflow for c in cron_entries(three)} == set(names)
+        # the idempotency key dedupes at the workflow's new shard
+        again, created = shard.scripts.enqueue(
+            shard.run_id(new_run_id()),
+            name,
+            "q",
+            b"1",
+            1,
+            0,
+            f"k-{name}",
+            60_000,
+            "",
+            "",
+            None,
+            None,
+        )
+        assert not created and again in finished
+    assert (got := get_run_any(three, stay)) is not None and got.status.value == "queued"
+    # and back to one shard: every run lands in {prefix} with its id
+    moved_back = [_finished(three.shards[2], names[2]) for _ in range(2)]
+    before = _snapshot(three)
+    one_again = make_client()
+    report = _reshard(three, one_again)
+    assert report.runs_moved == 2
+    check_shards(one_again)
+    assert _snapshot(one_again) == before
+    for run_id in moved_back:
+        assert one_again.redis.exists(one_again.keys.run(run_id)) == 1
+    assert {c.workflow for c in cron_entries(one_again)} == set(names)
+
+
+def test_reshard_refuses_unfinished_runs_that_would_move(
+    make_client: Callable[..., Client],
+) -> None:
+    from redflow_mp.errors import RedflowError
+
+    one = make_client()
+    three = make_client(shards=3)
+    check_shards(one)
+    run_id = put(one.shards[0], workflow_in(three, 2))
+    with pytest.raises(RedflowError, match=r"1 unfinished run.*Nothing was changed"):
+        _reshard(one, three)
+    assert recorded_shards(one) == 1 and one.redis.hget(one.keys.meta, "reshardTo") is None
+    assert one.redis.exists(one.keys.run(run_id)) == 1
+
+
+def test_reshard_killed_halfway_then_rerun_loses_and_duplicates_nothing(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redflow_mp.reshard as rs
+
+    three = make_client(shards=3)
+    check_shards(three)
+    ids = [_finished(s, workflow_in(three, s.index)) for s in three.shards for _ in range(4)]
+    before = _snapshot(three)
+    one = make_client()
+    real = rs._move_run
+    calls = {"n": 0}
+
+    def dying(src: Any, dst: Any, run_id: str, status: str, score: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # copied, not yet deleted at the source: then killed
+            for key in rs._run_keys(src, run_id):
+                rs._copy_key(src, dst, key, dst.keys.tag + key[len(src.keys.tag) :])
+            raise KeyboardInterrupt
+        real(src, dst, run_id, status, score)
+
+    monkeypatch.setattr(rs, "_move_run", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _reshard(three, one)
+    with pytest.raises(ShardsMismatchError, match="interrupted"):
+        check_shards(one)
+    monkeypatch.setattr(rs, "_move_run", real)
+    report = _reshard(three, one)
+    assert report.runs_moved == len(ids) - 4 - (5 - 1)
+    check_shards(one)
+    assert _snapshot(one) == before
+    assert int(one.redis.zcard(one.keys.runs_created)) == len(ids)
+    for shard in three.shards[1:]:
+        assert list(shard.redis.scan_iter(match=shard.keys.tag + ":*")) == []

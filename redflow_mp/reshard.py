@@ -1,0 +1,331 @@
+"""Re-sharding: ``redflow migrate --shards M`` moves a prefix's keyspace from the
+shard count it records (N) to M. For a prefix whose supervisors are stopped.
+
+What moves, and the rule that decides where (docs/operations.md, "Shards"):
+
+* **A run stays the run its id names.** A run id names its shard (``<ulid>~<k>``,
+  none = 0). A finished run whose id names shard ``k`` goes to the tag of shard
+  ``k % M`` under M shards (the same tag when it did not change: shard 0 always
+  keeps ``{<prefix>}``), with all its keys (``run:<id>``, steps, attempts,
+  awaits, waiters, children, events and their lists: DUMP/RESTORE, content and
+  TTL exact) and index entries (``runs:created``, ``runs:status:<s>``,
+  ``workflow-runs:<wf>``, same scores). Going 1 -> M no run moves at all;
+  M -> 1 every run moves to ``{<prefix>}``.
+* **Unfinished runs are not moved** (a queued, scheduled, running or suspended
+  run holds queue, lease, timer, concurrency and wait entries tied to its shard):
+  the migration refuses, before changing anything, while one exists that is not
+  in shard 0 or whose workflow leaves shard 0. Let them finish (stop enqueuing;
+  a supervisor drains them) or cancel them, then run it again.
+* **A workflow's keys** go to its new shard (``crc32(name) % M``):
+  ``workflow:<name>``, ``wf-apps``, ``wf-running``, ``wf-waiting``, ``rate``,
+  its cron definitions and next fire times, and its idempotency keys. An
+  idempotency key whose run stays in another shard gets, next to it, a stub
+  ``run:<id>`` hash (``movedTo``) expiring with the key, so the enqueue script
+  (which dedupes only on a key whose run exists in its own shard) still
+  returns that run's id until the key expires.
+* Queue names (``queues``) are copied to every new shard; shard 0's ``meta``
+  records ``shards`` = M last.
+
+Resumable: shard 0's ``meta`` records ``reshardTo`` = M first (every client,
+supervisor and ``redflow`` command is refused while it is there); each key is
+copied (``RESTORE ... REPLACE``) before its source is deleted, and each index
+entry is added at the target before it is removed at the source, so a run
+killed at any point and run again (with the same M) completes the move,
+nothing lost or duplicated. Reads with SCAN once per moved workflow (its
+idempotency keys): an offline step, never on a per-run path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import msgspec
+
+from .codec import text
+from .cron import CronDef
+from .errors import RedflowError, ShardsMismatchError
+from .queries import shard_views
+from .shards import SHARD_SEPARATOR, shard_index_of_workflow
+
+__all__ = ["ReshardReport", "live_supervisors", "reshard"]
+
+log = logging.getLogger(__name__)
+
+FIELD_TARGET = "reshardTo"
+_UNFINISHED = ("queued", "scheduled", "running", "suspended")
+_FINISHED = ("succeeded", "failed", "canceled")
+_RUN_SUFFIXES = (":steps", ":awaits", ":waiters", ":children", ":events", ":attempts")
+_cron_decoder = msgspec.json.Decoder(CronDef)
+
+
+class ReshardReport(msgspec.Struct, kw_only=True):
+    """What :func:`reshard` changed."""
+
+    prefix: str
+    old_shards: int
+    new_shards: int
+    workflows_moved: list[str] = msgspec.field(default_factory=list)
+    runs_moved: int = 0
+    keys_moved: int = 0
+    idempotency_keys: int = 0
+    cron_entries: int = 0
+
+    def summary(self) -> str:
+        return "\n".join(
+            [
+                f"prefix {self.prefix!r}: {self.old_shards} shard(s) -> {self.new_shards}",
+                f"  workflows moved to another shard: {len(self.workflows_moved)}"
+                + (f" ({', '.join(self.workflows_moved[:20])})" if self.workflows_moved else ""),
+                f"  finished runs moved (ids kept): {self.runs_moved}",
+                f"  keys moved: {self.keys_moved}",
+                f"  idempotency keys moved: {self.idempotency_keys}",
+                f"  cron entries moved: {self.cron_entries}",
+            ]
+        )
+
+
+def live_supervisors(client: Any) -> list[str]:
+    """Ids of the supervisors of the prefix whose status record has not expired."""
+    ids = [text(x) for x in client.redis.zrange(client.keys.supervisors, 0, -1)]
+    if not ids:
+        return []
+    raws = client.redis.mget([client.keys.supervisor(i) for i in ids])
+    return [sid for sid, raw in zip(ids, raws, strict=True) if raw is not None]
+
+
+def _suffix(run_id: str) -> int:
+    sep = run_id.rfind(SHARD_SEPARATOR)
+    if sep < 0:
+        return 0
+    tail = run_id[sep + 1 :]
+    return int(tail) if tail.isdigit() else 0
+
+
+def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
+    """Move the keyspace of ``old`` (a client with the recorded shard count) to the
+    layout of ``new`` (the same URL and prefix, the target count). Raises
+    :class:`RedflowError` (nothing changed) while supervisors are alive (unless
+    ``force``) or unfinished runs would have to move."""
+    n, m = old.shard_count, new.shard_count
+    report = ReshardReport(prefix=old.prefix, old_shards=n, new_shards=m)
+    meta = old.keys.meta
+    pending = _preflight(old, n, m, force)
+    olds, news = shard_views(old), shard_views(new)
+    _refuse_unfinished(old, olds, m)
+    if pending is None and n == m:
+        return report
+    old.redis.hset(meta, FIELD_TARGET, m)
+    _copy_queue_names(olds, news)
+    for name in sorted(_workflow_names(old, olds)):
+        src = olds[shard_index_of_workflow(name, n)]
+        dst = news[shard_index_of_workflow(name, m)]
+        if src.keys.tag != dst.keys.tag:
+            _move_workflow(name, src, dst, news, m, report)
+    for view in olds:
+        for status in _FINISHED:
+            _move_finished(view, status, news, m, report)
+    for k, view in enumerate(news):
+        view.redis.hset(view.keys.meta, mapping={"prefix": new.prefix, "shard": k})
+    for view in olds:
+        if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
+            bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
+            view.redis.delete(view.keys.meta, view.keys.queues, view.keys.lock_cron, *bells)
+    with old.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(meta, "shards", m)
+        pipe.hdel(meta, FIELD_TARGET)
+        pipe.execute()
+    log.info("%s", report.summary())
+    return report
+
+
+def _preflight(old: Any, n: int, m: int, force: bool) -> bytes | None:
+    """The target of an interrupted migration (None: none); raises when this one
+    may not run."""
+    meta = old.keys.meta
+    recorded = old.redis.hget(meta, "shards")
+    pending = old.redis.hget(meta, FIELD_TARGET)
+    if pending is not None and int(text(pending)) != m:
+        raise ShardsMismatchError(
+            f"a migration of prefix {old.prefix!r} to {text(pending)} shards was interrupted: "
+            f"finish it first (`redflow migrate --prefix {old.prefix} --shards {text(pending)}`)"
+        )
+    if pending is None and recorded is not None and int(text(recorded)) != n:
+        raise ShardsMismatchError(f"prefix {old.prefix!r} records {text(recorded)} shards, not {n}")
+    if not force:
+        alive = live_supervisors(old)
+        if alive:
+            raise RedflowError(
+                f"supervisors still run on prefix {old.prefix!r} ({', '.join(alive[:10])}): "
+                "stop them first (or pass --force if they are gone for good)"
+            )
+    return cast(bytes | None, pending)
+
+
+def _copy_queue_names(olds: list[Any], news: list[Any]) -> None:
+    queues: set[str] = set()
+    for view in olds:
+        queues |= {text(q) for q in view.redis.smembers(view.keys.queues)}
+    if queues:
+        for view in news:
+            view.redis.sadd(view.keys.queues, *sorted(queues))
+
+
+def _refuse_unfinished(old: Any, olds: list[Any], m: int) -> None:
+    blocked: list[str] = []
+    for k, view in enumerate(olds):
+        for status in _UNFINISHED:
+            ids = [text(x) for x in view.redis.zrange(view.keys.runs_status(status), 0, -1)]
+            if not ids:
+                continue
+            if k != 0:
+                blocked.extend(f"{i} ({status})" for i in ids)
+                continue
+            with view.redis.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.hget(view.keys.run(run_id), "workflow")
+                workflows = pipe.execute()
+            for run_id, wf in zip(ids, workflows, strict=True):
+                if wf is not None and shard_index_of_workflow(text(wf), m) != 0:
+                    blocked.append(f"{run_id} ({status}, workflow {text(wf)!r})")
+    if blocked:
+        raise RedflowError(
+            f"{len(blocked)} unfinished run(s) of prefix {old.prefix!r} would have to change "
+            f"shard ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''}): the "
+            "migration moves finished runs only. Let them finish (stop enqueuing; a "
+            "supervisor with the current --shards drains them) or cancel them, then run "
+            "the migration again. Nothing was changed."
+        )
+
+
+def _workflow_names(old: Any, olds: list[Any]) -> set[str]:
+    names = {text(w) for w in old.redis.smembers(old.keys.workflows)}
+    for view in olds:
+        names |= {text(w) for w in view.redis.smembers(view.keys.parked)}
+        for raw in view.redis.hvals(view.keys.cron_def):
+            try:
+                names.add(_cron_decoder.decode(raw).workflow)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+        names |= _scanned(view, "workflow:")
+    return names
+
+
+def _scanned(view: Any, head: str) -> set[str]:
+    pattern = _glob_escape(f"{view.keys.tag}:{head}") + "*"
+    start = len(view.keys.tag) + 1 + len(head)
+    return {text(k)[start:] for k in view.redis.scan_iter(match=pattern, count=1000)}
+
+
+def _glob_escape(name: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in name)
+
+
+def _move_key(src: Any, dst: Any, key_src: str, key_dst: str) -> bool:
+    """Copy one key (content and TTL exact), then delete the source; False when
+    the source is gone (moved by an earlier, interrupted run)."""
+    dumped = src.redis.dump(key_src)
+    if dumped is None:
+        return False
+    ttl = int(src.redis.pttl(key_src))
+    dst.redis.restore(key_dst, max(0, ttl), dumped, replace=True)
+    src.redis.delete(key_src)
+    return True
+
+
+def _move_workflow(
+    name: str, src: Any, dst: Any, news: list[Any], m: int, report: ReshardReport
+) -> None:
+    s, d = src.keys, dst.keys
+    for fn in ("workflow", "wf_apps", "wf_running", "wf_waiting", "rate"):
+        if _move_key(src, dst, getattr(s, fn)(name), getattr(d, fn)(name)):
+            report.keys_moved += 1
+    if src.redis.srem(s.parked, name):
+        dst.redis.sadd(d.parked, name)
+    for cid, raw in src.redis.hgetall(s.cron_def).items():
+        try:
+            if _cron_decoder.decode(raw).workflow != name:
+                continue
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        score = src.redis.zscore(s.cron_next, cid)
+        dst.redis.hset(d.cron_def, cid, raw)
+        if score is not None:
+            dst.redis.zadd(d.cron_next, {cid: score})
+        src.redis.zrem(s.cron_next, cid)
+        src.redis.hdel(s.cron_def, cid)
+        report.cron_entries += 1
+    idem_head = s.idempotency(name, "")[: -len("0:")]  # "{tag}:idempo:<len:wf>:"
+    for key_b in list(src.redis.scan_iter(match=_glob_escape(idem_head) + "*", count=1000)):
+        key = text(key_b)
+        target = d.tag + key[len(s.tag) :]
+        run_id = src.redis.get(key)
+        if not _move_key(src, dst, key, target):
+            continue
+        report.idempotency_keys += 1
+        if run_id is not None:
+            _stub(dst, news, m, text(run_id), target)
+    report.workflows_moved.append(name)
+
+
+def _stub(dst: Any, news: list[Any], m: int, run_id: str, idem_key: str) -> None:
+    """A ``run:<id>`` stub next to a moved idempotency key whose run lives in
+    another shard: the enqueue script dedupes on it; it expires with the key."""
+    home = news[_suffix(run_id) % m]
+    if home.keys.tag == dst.keys.tag:
+        return
+    ttl = int(dst.redis.pttl(idem_key))
+    with dst.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(dst.keys.run(run_id), mapping={"id": run_id, "movedTo": home.keys.tag})
+        if ttl > 0:
+            pipe.pexpire(dst.keys.run(run_id), ttl)
+        pipe.execute()
+
+
+def _run_keys(view: Any, run_id: str) -> list[str]:
+    k = view.keys
+    base = k.run(run_id)
+    keys = [base, *(base + suffix for suffix in _RUN_SUFFIXES)]
+    keys += [k.run_events(run_id, text(e)) for e in view.redis.smembers(k.run_event_names(run_id))]
+    return keys
+
+
+def _move_finished(src: Any, status: str, news: list[Any], m: int, report: ReshardReport) -> None:
+    entries = src.redis.zrange(src.keys.runs_status(status), 0, -1, withscores=True)
+    for raw_id, status_score in entries:
+        run_id = text(raw_id)
+        dst = news[_suffix(run_id) % m]
+        if dst.keys.tag == src.keys.tag:
+            continue
+        _move_run(src, dst, run_id, status, status_score)
+        report.runs_moved += 1
+
+
+def _move_run(src: Any, dst: Any, run_id: str, status: str, status_score: float) -> None:
+    s, d = src.keys, dst.keys
+    wf_raw = src.redis.hget(s.run(run_id), "workflow")
+    created = src.redis.zscore(s.runs_created, run_id)
+    if wf_raw is not None:  # not moved yet (or half): copy every key, then the indexes
+        for key in _run_keys(src, run_id):
+            _copy_key(src, dst, key, d.tag + key[len(s.tag) :])
+        with dst.redis.pipeline(transaction=False) as pipe:
+            if created is not None:
+                pipe.zadd(d.runs_created, {run_id: created})
+                pipe.zadd(d.workflow_runs(text(wf_raw)), {run_id: created})
+            pipe.zadd(d.runs_status(status), {run_id: status_score})
+            pipe.execute()
+        src.redis.delete(*_run_keys(src, run_id))
+    else:  # keys moved by an interrupted run: its workflow is read at the target
+        wf_raw = dst.redis.hget(d.run(run_id), "workflow")
+    if wf_raw is not None:
+        src.redis.zrem(s.workflow_runs(text(wf_raw)), run_id)
+    src.redis.zrem(s.runs_created, run_id)
+    src.redis.zrem(s.runs_status(status), run_id)
+
+
+def _copy_key(src: Any, dst: Any, key_src: str, key_dst: str) -> None:
+    dumped = src.redis.dump(key_src)
+    if dumped is None:
+        return
+    ttl = int(src.redis.pttl(key_src))
+    dst.redis.restore(key_dst, max(0, ttl), dumped, replace=True)
