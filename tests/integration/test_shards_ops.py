@@ -250,7 +250,7 @@ def _finished(shard: Shard, workflow: str, key: str = "") -> str:
 
 def _snapshot(client: Client) -> dict[str, tuple[str, str | None, int]]:
     """Every run (any shard): id -> (status, workflow, attempts list length)."""
-    out = {}
+    out: dict[str, tuple[str, str | None, int]] = {}
     for state in list_runs_all(client, limit=10_000):
         view = run_view(client, state.id)
         n = int(view.redis.llen(view.keys.run_attempts(state.id)))
