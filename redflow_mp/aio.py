@@ -332,9 +332,8 @@ class AsyncClient:
             else:
                 target = target_of_name(name, await self.get_workflow_meta(name), options)
         data = encode_input(target, input, self.max_payload_bytes)
-        run_id, _created = await self.scripts.send_enqueue(
-            *enqueue_call(self.scripts, target, data, options)
-        )
+        scripts: AsyncScripts = self.shard_set.of_workflow(target.workflow).scripts
+        run_id, _created = await scripts.send_enqueue(*enqueue_call(scripts, target, data, options))
         return run_id
 
     async def enqueue_workflow_many(
@@ -406,8 +405,11 @@ class AsyncClient:
                 target = target_of_name(workflow, meta, options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         ids: list[str] = []
-        scripts = self.scripts
-        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+        shard = self.shard_set.of_workflow(target.workflow)  # one workflow: one shard
+        scripts = shard.scripts
+        for sent, call_keys, args in batch.chunk_calls(
+            shard.keys, target, datas, keys, options, suffix=scripts.id_suffix
+        ):
             try:
                 reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
             except NETWORK_ERRORS:  # the ids make a resend harmless
@@ -423,14 +425,34 @@ class AsyncClient:
         """Cancel a run; see ``Client.cancel_run``."""
         run_id = check_run_id(run_id)
         why = check_reason(reason)
-        accepted = cancel_accepted(await self._cancel_one(run_id, why))
+        status = await self._cancel_one(run_id, why)
+        accepted = cancel_accepted(status)
         if accepted:
             await self._cancel_children(run_id, why or None)
+            if status == "canceled" and self.shard_count > 1:
+                await self._kick_parent(run_id, status)
         return accepted
 
     async def _cancel_one(self, run_id: str, reason: str) -> str | None:
-        keys, args = self.scripts.cancel_call(run_id, reason)
-        return cancel_reply(await self.scripts.run("cancel_run", keys, args, retry=True))
+        scripts = self.shard_of_run(run_id).scripts
+        keys, args = scripts.cancel_call(run_id, reason)
+        return cancel_reply(await scripts.run("cancel_run", keys, args, retry=True))
+
+    async def _kick_parent(self, run_id: str, status: str) -> None:
+        """shards > 1: the canceled run wakes its parent in another shard (see
+        ``xshard.py``)."""
+        shard = self.shard_of_run(run_id)
+        raw = await shard.redis.hget(shard.keys.run(run_id), "parentRunId")
+        parent = text(raw) if raw else ""
+        if not parent or self.shard_of_run(parent).index == shard.index:
+            return
+        home = self.shard_of_run(parent)
+        await home.scripts.run(
+            "kick_parent",
+            (home.keys.run(parent),),
+            (home.keys.tag, parent, run_id, status),
+            retry=True,
+        )
 
     async def _cancel_children(self, run_id: str, reason: str | None) -> None:
         """The cancel cascade (see ``cascade.py``) on this client's connections."""
@@ -438,7 +460,8 @@ class AsyncClient:
         stack, seen = [run_id], {run_id}
         while stack:
             parent = stack.pop()
-            async for raw in self.redis.sscan_iter(self.keys.run_children(parent), count=500):
+            shard = self.shard_of_run(parent)
+            async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
                 child = text(raw)
                 if child not in seen:
                     seen.add(child)
@@ -449,19 +472,18 @@ class AsyncClient:
         """Record ``event`` for the run and wake it if it waits for it; see
         ``Client.send_event``."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        keys, args = send_event_call(
-            self.keys, check_run_id(run_id), name, data, self.max_events_per_run
-        )
+        shard = self.shard_of_run(run_id)
+        keys, args = send_event_call(shard.keys, run_id, name, data, self.max_events_per_run)
         # never resent: a resend after a lost reply would store the event twice
-        reply = await self.scripts.run("send_event", keys, args, retry=False)
+        reply = await shard.scripts.run("send_event", keys, args, retry=False)
         return send_event_reply(reply, run_id, self.max_events_per_run)
 
     async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:
         """Put a failed or canceled run back in its queue as the same run, keeping
         its succeeded steps; see ``Client.resume_run``."""
-        run_id = check_run_id(run_id)
-        keys, args = self.scripts.resume_call(run_id, new_token())
-        resume_reply(run_id, await self.scripts.run("resume_run", keys, args, retry=True))
+        scripts = self.shard_of_run(run_id).scripts
+        keys, args = scripts.resume_call(run_id, new_token())
+        resume_reply(run_id, await scripts.run("resume_run", keys, args, retry=True))
         return AsyncRunHandle(self, run_id)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
@@ -469,14 +491,14 @@ class AsyncClient:
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
         a finish before the subscription is seen by the read, a later one by the
         message. No polling."""
-        check_run_id(run_id)
+        shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
-        t = self.transport
+        t = shard.transport
         t.enter()
         loop = t.loop
         deadline = None if timeout is None else loop.time() + timeout
-        name = self.keys.run_done(run_id).encode()
-        read = ("HMGET", self.keys.run(run_id), *STATE_FIELDS)
+        name = shard.keys.run_done(run_id).encode()
+        read = ("HMGET", shard.keys.run(run_id), *STATE_FIELDS)
         while True:
             channel = None
             try:
@@ -505,16 +527,18 @@ class AsyncClient:
 
     async def get_run(self, run_id: str) -> RunState | None:
         """The run's state with its attempts' history, or None for an unknown id."""
-        return await _drive_query(self.redis, queries.get_run(self.keys, run_id))
+        shard = self.shard_of_run(run_id)
+        return await _drive_query(shard.redis, queries.get_run(shard.keys, run_id))
 
     async def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""
-        key = self.keys.workflow(check_name(name, "workflow name"))
-        return workflow_meta(await self.redis.hgetall(key))
+        shard = self.shard_of_workflow(check_name(name, "workflow name"))
+        return workflow_meta(await shard.redis.hgetall(shard.keys.workflow(name)))
 
     async def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
-        return await _drive_query(self.redis, queries.get_run_steps(self.keys, run_id))
+        shard = self.shard_of_run(run_id)
+        return await _drive_query(shard.redis, queries.get_run_steps(shard.keys, run_id))
 
     async def list_runs(
         self,

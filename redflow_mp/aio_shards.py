@@ -60,7 +60,9 @@ class AsyncShard:
     def scripts(self) -> Any:
         """This shard's :class:`~redflow_mp.aio.AsyncScripts`."""
         if self._scripts is None:
-            self._scripts = self._owner.make_scripts(self.transport, self.keys)
+            scripts = self._owner.make_scripts(self.transport, self.keys)
+            scripts.id_suffix = run_id_for_shard("", self.index, self._owner.count)
+            self._scripts = scripts
         return self._scripts
 
     def run_id(self, ulid: str) -> str:
@@ -84,6 +86,7 @@ class AsyncShardSet:
         self.shards = tuple(AsyncShard(self, k, Keys(prefix, tag)) for k, tag in enumerate(tags))
         self.shards[0]._transport = transport
         self.shards[0]._scripts = scripts
+        scripts.id_suffix = run_id_for_shard("", 0, self.count)
         self._own: list[AsyncTransport] = []
 
     def resolve(self, shard: AsyncShard) -> AsyncTransport:

@@ -96,10 +96,12 @@ def chunk_calls(
     idempotency_keys: list[str] | None,
     options: RunOptions,
     chunk: int = BATCH_CHUNK,
+    suffix: str = "",
 ) -> Iterator[tuple[list[str], tuple[str, ...], list[Any]]]:
     """The run ids, keys and arguments of each ``enqueue_runs`` call of the batch,
     in order (fresh run ids, time-ordered, so runs of equal priority are claimed
-    in the order given). Lazy: a chunk's ids are made when it is about to be sent."""
+    in the order given; ``suffix``: the shard's, ``shards.py``). Lazy: a chunk's ids
+    are made when it is about to be sent."""
     head = [
         keys.tag,
         target.workflow,
@@ -114,7 +116,7 @@ def chunk_calls(
     ]
     for start in range(0, len(datas), chunk):
         part = datas[start : start + chunk]
-        ids = [new_run_id() for _ in part]
+        ids = [new_run_id() + suffix for _ in part]
         args = head.copy()
         if idempotency_keys is None:
             for run_id, data in zip(ids, part, strict=True):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .codec import text
-from .keys import Keys
 
 __all__ = ["cancel_children"]
 
@@ -24,20 +23,20 @@ MAX_CASCADE = 100_000
 def cancel_children(
     scan: Callable[[str], list[bytes]],
     cancel: Callable[[str, str], str | None],
-    keys: Keys,
     run_id: str,
     reason: str | None,
 ) -> int:
     """Cancel the unfinished children of ``run_id`` (and theirs); returns how many
-    cancels were sent. ``scan(key)`` lists a set, ``cancel(id, reason)`` is the
-    ``cancel_run`` script."""
+    cancels were sent. ``scan(parent)`` lists ``run:<parent>:children`` (in the
+    parent's shard), ``cancel(id, reason)`` is the ``cancel_run`` script (on the
+    child's shard: with ``shards > 1`` a child may live in another one)."""
     why = f"parent run {run_id} was canceled" + (f": {reason}" if reason else "")
     stack = [run_id]
     seen = {run_id}
     sent = 0
     while stack and sent < MAX_CASCADE:
         parent = stack.pop()
-        for raw in scan(keys.run_children(parent)):
+        for raw in scan(parent):
             child = text(raw)
             if child in seen:
                 continue

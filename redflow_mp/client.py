@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import batch, queries, sync
+from . import batch, queries, sync, xshard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS
@@ -203,12 +203,16 @@ class Client(Runs):
             else:
                 target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
+        shard = self.shard_of_workflow(target.workflow)  # one workflow: one shard
+        scripts = shard.scripts
         ids: list[str] = []
-        for sent, call_keys, args in batch.chunk_calls(self.keys, target, datas, keys, options):
+        for sent, call_keys, args in batch.chunk_calls(
+            shard.keys, target, datas, keys, options, suffix=scripts.id_suffix
+        ):
             try:
-                reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
             except NETWORK_ERRORS:  # the ids make a resend harmless
-                reply = self.scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
+                reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
             ids += batch.many_reply(sent, reply)
         return ids
 
@@ -218,7 +222,8 @@ class Client(Runs):
 
     def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
-        return queries.drive(self.redis, queries.get_run_steps(self.keys, run_id))
+        shard = self.shard_of_run(run_id)
+        return queries.drive(shard.redis, queries.get_run_steps(shard.keys, run_id))
 
     def list_runs(
         self,
@@ -245,9 +250,12 @@ class Client(Runs):
         """
         run_id = check_run_id(run_id)
         why = check_reason(reason)
-        accepted = cancel_accepted(self.scripts.cancel(run_id, why))
+        status = self.scripts_for(run_id).cancel(run_id, why)
+        accepted = cancel_accepted(status)
         if accepted:
             self.cancel_children(run_id, why or None)
+            if status == "canceled" and self.shard_count > 1:
+                xshard.kick_parent_of(self, run_id, status)  # a parent in another shard
         return accepted
 
     def resume_run(self, run_id: str) -> RunHandle[Any]:
@@ -262,8 +270,9 @@ class Client(Runs):
         and nothing changes.
         """
         run_id = check_run_id(run_id)
-        keys, args = self.scripts.resume_call(run_id, new_token())
-        resume_reply(run_id, self.scripts.run("resume_run", keys, args, retry=True))
+        scripts = self.scripts_for(run_id)
+        keys, args = scripts.resume_call(run_id, new_token())
+        resume_reply(run_id, scripts.run("resume_run", keys, args, retry=True))
         return RunHandle(self, run_id)
 
     # ------------------------------------------------------------ workflows

@@ -164,7 +164,7 @@ class Execution:
             return
         sent = time.monotonic()
         [(held, cancel)] = self.durable(
-            lambda: self.runs.scripts.renew(self.lease_ms, [(self.run_id, self.token)]),
+            lambda: self.runs.renew(self.lease_ms, [(self.run_id, self.token)]),
             "confirming the lease",
         )
         if not held:
@@ -182,7 +182,9 @@ class Execution:
 
         def call() -> tuple[bool, bool]:
             sent[0] = time.monotonic()
-            return self.runs.scripts.write_step(self.run_id, self.token, name, data, self.lease_ms)
+            return self.runs.scripts_for(self.run_id).write_step(
+                self.run_id, self.token, name, data, self.lease_ms
+            )
 
         held, cancel = self.durable(call, f"recording step {name!r}")
         if held:

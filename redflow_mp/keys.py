@@ -96,6 +96,17 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         JSON); length-prefixed like the idempotency keys
     run:<runId>:events            SET   the event names sent to the run (retention deletes
                                         their lists with the run)
+
+Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
+lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
+``lock:cron``, ``supervisors``, ``supervisor:<id>`` and ``workflows`` in shard 0 only.
+Run ids end in ``~<shard>``. Keys added for children in another shard::
+
+    run:<runId>:kicked            HASH  child runId -> terminal status: children in other
+                                        shards that finished (kick_parent.lua); read by
+                                        suspend_run.lua, removed with the run
+    run:<runId>:children          (also written for a child in another shard, by a
+                                        separate SADD in the parent's shard)
 """
 
 from __future__ import annotations
@@ -245,6 +256,9 @@ class Keys:
 
     def run_events(self, run_id: str, event: str) -> str:
         return f"{self.tag}:run:{run_id}:ev:{_part(event)}"
+
+    def run_kicked(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:kicked"
 
     def run_attempts(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:attempts"

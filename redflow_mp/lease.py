@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .scripts import Scripts
-
 __all__ = ["LeaseKeeper"]
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,10 @@ class _Held:
 class LeaseKeeper:
     """Renews the leases of the runs this process holds, from a daemon thread."""
 
-    def __init__(self, scripts: Scripts, lease_ms: int) -> None:
-        self._scripts = scripts
+    def __init__(
+        self, renew: Callable[[int, list[tuple[str, str]]], list[tuple[bool, bool]]], lease_ms: int
+    ) -> None:
+        self._renew = renew  # Runs.renew: one renew_lease call per shard
         self._lease_ms = lease_ms
         self._interval = max(0.01, lease_ms / 3000.0)
         self._held: dict[str, _Held] = {}
@@ -84,7 +84,7 @@ class LeaseKeeper:
             return
         pairs = [(run_id, h.token) for run_id, h in snapshot]
         sent = time.monotonic()
-        results = self._scripts.renew(self._lease_ms, pairs)
+        results = self._renew(self._lease_ms, pairs)
         for (run_id, h), (kept, cancel) in zip(snapshot, results, strict=True):
             if not kept:
                 with self._lock:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import msgspec
 import redis
 
-from . import codec
+from . import codec, xshard
 from .codec import ErrorInfo, text
 from .errors import TRANSIENT_ERRORS
 from .registry import Registry
@@ -124,13 +124,16 @@ def recover_runs(
         workflow = ""
         try:
             if crash:
-                status = runs.scripts.finalize(
+                status = runs.scripts_for(run.run_id).finalize(
                     run.run_id, run.token, "crash", f"worker {cause}", max_crashes
                 )
             else:
-                status = runs.scripts.finalize(run.run_id, run.token, "requeue", why, 0)
+                status = runs.scripts_for(run.run_id).finalize(
+                    run.run_id, run.token, "requeue", why, 0
+                )
             if status == "failed":
                 workflow = _workflow_of(runs, run.run_id)
+                _kick(runs, run.run_id, status)
         except _REDIS_TROUBLE as exc:
             log.error(
                 "could not put back run %s (%s); the reaper will once its lease expires",
@@ -165,11 +168,13 @@ def abort_run(
     """
     try:
         if reason is Abort.CANCEL:
-            status = runs.scripts.finalize(run.run_id, run.token, "canceled", "", 0)
+            status = runs.scripts_for(run.run_id).finalize(run.run_id, run.token, "canceled", "", 0)
             log.info("run %s canceled (handler stopped after cancel_grace)", run.run_id)
+            _kick(runs, run.run_id, status)
             return Recovered(run_id=run.run_id, status=status)
-        name, attempt, max_attempts = runs.redis.hmget(
-            runs.keys.run(run.run_id), "workflow", "attempt", "maxAttempts"
+        shard = runs.shard_of_run(run.run_id)
+        name, attempt, max_attempts = shard.redis.hmget(
+            shard.keys.run(run.run_id), "workflow", "attempt", "maxAttempts"
         )
         workflow = text(name)
         error = codec.encode_error(
@@ -185,9 +190,14 @@ def abort_run(
             wf.retries if wf is not None else None, int(attempt or 1), int(max_attempts or 1)
         )
         if delay is not None:
-            status = runs.scripts.finalize(run.run_id, run.token, "retry", error, delay)
+            status = runs.scripts_for(run.run_id).finalize(
+                run.run_id, run.token, "retry", error, delay
+            )
         else:
-            status = runs.scripts.finalize(run.run_id, run.token, "failed", error, 0)
+            status = runs.scripts_for(run.run_id).finalize(
+                run.run_id, run.token, "failed", error, 0
+            )
+            _kick(runs, run.run_id, status)
     except _REDIS_TROUBLE as exc:
         log.error("could not record the end of run %s (%s)", run.run_id, exc)
         return Recovered(run_id=run.run_id, error=str(exc))
@@ -205,7 +215,11 @@ def requeue_claim(runs: Runs, token: str, cause: str, lease_ms: int) -> list[Rec
     Only runs claimed in the last two ``lease_ms`` are looked at (one read bounded
     by the runs in flight); an older one is the reaper's once its lease expires."""
     try:
-        found = runs.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
+        found = [
+            pair
+            for shard in runs.shards
+            for pair in shard.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
+        ]
     except _REDIS_TROUBLE as exc:
         log.error(
             "could not look for a run claimed by the dead worker (%s); "
@@ -226,8 +240,19 @@ def requeue_claim(runs: Runs, token: str, cause: str, lease_ms: int) -> list[Rec
 def renew_leases(runs: Runs, lease_ms: int, held: Sequence[HeldRun]) -> list[LeaseState]:
     """Extend the leases of ``held`` by ``lease_ms``; per run: still ours, cancel asked."""
     pairs = [(run.run_id, run.token) for run in held]
-    return [LeaseState(kept, cancel) for kept, cancel in runs.scripts.renew(lease_ms, pairs)]
+    return [LeaseState(kept, cancel) for kept, cancel in runs.renew(lease_ms, pairs)]
+
+
+def _kick(runs: Runs, run_id: str, status: str | None) -> None:
+    """shards > 1: a run that finished here wakes a parent in another shard
+    (``xshard.py``; a lost kick is caught by the parent's recheck timer)."""
+    if runs.shard_count > 1:
+        try:
+            xshard.kick_parent_of(runs, run_id, status)
+        except _REDIS_TROUBLE as exc:
+            log.warning("run %s: could not notify its parent (%s)", run_id, exc)
 
 
 def _workflow_of(runs: Runs, run_id: str) -> str:
-    return text(runs.redis.hget(runs.keys.run(run_id), "workflow"))
+    shard = runs.shard_of_run(run_id)
+    return text(shard.redis.hget(shard.keys.run(run_id), "workflow"))

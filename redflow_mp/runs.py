@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import msgspec
 import redis
 
-from . import codec, queries, tracing
+from . import codec, queries, tracing, xshard
 from .cascade import cancel_children
 from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
@@ -199,7 +199,7 @@ def enqueue_call(
     """Keys and arguments of the ``enqueue_run`` call for a new run (a fresh id), with
     the caller's trace context when it has one (``tracing.trace_args``)."""
     keys, args = scripts.enqueue_call(
-        new_run_id(),
+        new_run_id() + scripts.id_suffix,
         target.workflow,
         target.queue,
         input_json,
@@ -322,9 +322,17 @@ class Runs:
             else:
                 target = target_of_name(name, self.get_workflow_meta(name), options)
         data = encode_input(target, input, self.max_payload_bytes)
-        run_id, _created = self.scripts.send_enqueue(
-            *enqueue_call(self.scripts, target, data, options)
+        if self.shard_set.count == 1:
+            return self.scripts.send_enqueue(*enqueue_call(self.scripts, target, data, options))[0]
+        shard = self.shard_set.of_workflow(target.workflow)
+        cross = xshard.crosses(self, options, shard)
+        if cross:  # the children record lives in the parent's shard: written below
+            options = msgspec.structs.replace(options, linked=False)
+        run_id, _created = shard.scripts.send_enqueue(
+            *enqueue_call(shard.scripts, target, data, options)
         )
+        if cross:
+            xshard.record_children(self, options.parent_run_id or "", [run_id])
         return run_id
 
     def enqueue_each(
@@ -344,36 +352,48 @@ class Runs:
                 target_of_definition(wf, o) if wf is not None else target_of_name(name, meta, o)
                 for o in options
             ]
+        if not targets:
+            return []
+        # one workflow, so one shard; children of a parent in another shard are
+        # linked by a separate write to the parent's shard (xshard.py)
+        shard = self.shard_set.of_workflow(targets[0].workflow)
+        scripts = shard.scripts
+        cross = [xshard.crosses(self, o, shard) for o in options]
+        options = [
+            msgspec.structs.replace(o, linked=False) if c else o
+            for o, c in zip(options, cross, strict=True)
+        ]
         calls = [
-            enqueue_call(self.scripts, t, encode_input(t, value, self.max_payload_bytes), o)
+            enqueue_call(scripts, t, encode_input(t, value, self.max_payload_bytes), o)
             for t, value, o in zip(targets, inputs, options, strict=True)
         ]
-        if not calls:
-            return []
-        self.scripts.ensure_loaded()
-        pipe = self.redis.pipeline(transaction=False)
+        scripts.ensure_loaded()
+        pipe = shard.redis.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.execute_command(*self.scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
+            pipe.execute_command(*scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
         ids: list[str] = []
         for (keys, args), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
-                ids.append(self.scripts.send_enqueue(keys, args)[0])
+                ids.append(scripts.send_enqueue(keys, args)[0])
             else:
                 ids.append(enqueue_reply(reply)[0])
+        linked = [i for i, c, o in zip(ids, cross, options, strict=True) if c and o.parent_run_id]
+        if linked:
+            xshard.record_children(self, options[0].parent_run_id or "", linked)
         return ids
 
     # ---------------------------------------------------------------- reads
 
     def get_run(self, run_id: str) -> RunState | None:
         """The run's state with its attempts' history, or None for an unknown id."""
-        return queries.drive(self.redis, queries.get_run(self.keys, run_id))
+        shard = self.shard_of_run(run_id)
+        return queries.drive(shard.redis, queries.get_run(shard.keys, run_id))
 
     def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""
-        return workflow_meta(
-            self.redis.hgetall(self.keys.workflow(check_name(name, "workflow name")))
-        )
+        shard = self.shard_set.of_workflow(check_name(name, "workflow name"))
+        return workflow_meta(shard.redis.hgetall(shard.keys.workflow(name)))
 
     def server_time_ms(self) -> int:
         """Redis server time in epoch ms (the clock every time that matters uses)."""
@@ -392,16 +412,51 @@ class Runs:
         reply within the socket timeout) is raised, and the event may or may not
         have been stored; sending it again may deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        return self.scripts.send_event(check_run_id(run_id), name, data, self.max_events_per_run)
+        scripts = self.scripts_for(check_run_id(run_id))
+        return scripts.send_event(run_id, name, data, self.max_events_per_run)
 
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:
         """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
 
-        def scan(key: str) -> list[bytes]:
-            return list(self.redis.sscan_iter(key, count=500))
+        def scan(parent: str) -> list[bytes]:
+            shard = self.shard_of_run(parent)
+            return list(shard.redis.sscan_iter(shard.keys.run_children(parent), count=500))
 
-        return cancel_children(scan, self.scripts.cancel, self.keys, run_id, reason)
+        def cancel(child: str, why: str) -> str | None:
+            return self.scripts_for(child).cancel(child, why)
+
+        return cancel_children(scan, cancel, run_id, reason)
 
     def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""
-        return self.waiter.wait(run_id, timeout)
+        if self.shard_set.count == 1:
+            return self.waiter.wait(run_id, timeout)
+        return self.shard_of_run(run_id).waiter.wait(run_id, timeout)
+
+    # -------------------------------------------------------- by run shard
+
+    def scripts_for(self, run_id: str) -> Scripts:
+        """The scripts of the shard ``run_id`` lives in."""
+        if self.shard_set.count == 1:
+            return self.scripts
+        return self.shard_set.of_run(run_id).scripts
+
+    def keys_for(self, run_id: str) -> Keys:
+        if self.shard_set.count == 1:
+            return self.keys
+        return self.shard_set.of_run(run_id).keys
+
+    def renew(self, lease_ms: int, pairs: list[tuple[str, str]]) -> list[tuple[bool, bool]]:
+        """Renew leases (``renew_lease``), one call per shard holding some; per pair:
+        (still held, cancellation requested)."""
+        if self.shard_set.count == 1:
+            return self.scripts.renew(lease_ms, pairs)
+        groups: dict[int, list[int]] = {}
+        for i, (run_id, _token) in enumerate(pairs):
+            groups.setdefault(self.shard_set.of_run(run_id).index, []).append(i)
+        out: list[tuple[bool, bool]] = [(False, False)] * len(pairs)
+        for index, positions in groups.items():
+            replies = self.shards[index].scripts.renew(lease_ms, [pairs[i] for i in positions])
+            for i, reply in zip(positions, replies, strict=True):
+                out[i] = reply
+        return out

@@ -84,6 +84,7 @@ _SCRIPT_NAMES = (
     "send_event",
     "consume_event",
     "resume_run",
+    "kick_parent",
 )
 
 
@@ -163,6 +164,9 @@ class ScriptSet:
     def __init__(self, keys: Keys, where: str, *, functions: bool = False) -> None:
         self.keys = keys
         self._tag = keys.tag
+        # appended to the fresh run ids of this shard's enqueues: "~<k>" with
+        # shards > 1, "" with one shard (shards.py)
+        self.id_suffix = ""
         self._where = where
         self._sources: dict[str, str] | None = None
         self._shas: dict[str, str] = {}

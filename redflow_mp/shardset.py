@@ -73,9 +73,9 @@ class Shard:
         if s is None:
             with self._owner.lock:
                 if self._scripts is None:
-                    self._scripts = Scripts(
-                        self.transport, self.keys, functions=self._owner.functions
-                    )
+                    scripts = Scripts(self.transport, self.keys, functions=self._owner.functions)
+                    scripts.id_suffix = run_id_for_shard("", self.index, self._owner.count)
+                    self._scripts = scripts
                 s = self._scripts
         return s
 
@@ -115,6 +115,7 @@ class ShardSet:
         self.shards = tuple(Shard(self, k, Keys(prefix, tag)) for k, tag in enumerate(tags))
         first = self.shards[0]
         first._transport, first._scripts, first._waiter = transport, scripts, waiter
+        scripts.id_suffix = run_id_for_shard("", 0, self.count)
         self._own: list[Transport] = []
 
     def resolve(self, shard: Shard) -> Transport:

@@ -94,11 +94,13 @@ def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int
     ]
     if not candidates:
         return
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for name in candidates:
-            pipe.hgetall(runs.keys.wf_apps(name))
-            pipe.hmget(runs.keys.workflow(name), "app", "updatedAt")
-        replies = pipe.execute()
+    replies: list[Any] = []
+    for name in candidates:  # one pipeline per workflow: with shards > 1 each has its own
+        shard = runs.shard_of_workflow(name)
+        with shard.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(shard.keys.wf_apps(name))
+            pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
+            replies += pipe.execute()
     for i, name in enumerate(candidates):
         regs = _registrations(name, replies[2 * i], replies[2 * i + 1])
         mine = regs.get(app)
@@ -113,8 +115,10 @@ def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int
 
 def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
     """Remove ``app``'s registration of ``name``; the metadata goes with the last one."""
-    key, apps_key = runs.keys.workflow(name), runs.keys.wf_apps(name)
-    with runs.redis.pipeline(transaction=True) as pipe:
+    shard = runs.shard_of_workflow(name)
+    keys = shard.keys
+    key, apps_key = keys.workflow(name), keys.wf_apps(name)
+    with shard.redis.pipeline(transaction=True) as pipe:
         pipe.watch(key, apps_key)  # type: ignore[no-untyped-call]
         regs = _registrations(name, pipe.hgetall(apps_key), pipe.hmget(key, "app", "updatedAt"))
         mine = regs.pop(app, None)
@@ -137,17 +141,24 @@ def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
         ids = _json_list(pipe.hget(key, "cronIdsJson"))
         pipe.multi()
         pipe.delete(key, apps_key)
-        pipe.srem(runs.keys.workflows, name)
+        if shard.index == 0:
+            pipe.srem(runs.keys.workflows, name)
         if ids:
-            pipe.hdel(runs.keys.cron_def, *ids)
-            pipe.zrem(runs.keys.cron_next, *ids)
+            pipe.hdel(keys.cron_def, *ids)
+            pipe.zrem(keys.cron_next, *ids)
         pipe.execute()
+    if shard.index != 0:  # the `workflows` set is shard 0's
+        runs.redis.srem(runs.keys.workflows, name)
     log.info("removed stale workflow metadata %r (app %r, the last to register it)", name, app)
 
 
 def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> None:
-    key, apps_key = runs.keys.workflow(wf.name), runs.keys.wf_apps(wf.name)
-    with runs.redis.pipeline(transaction=False) as read:
+    # with shards > 1 the workflow's keys (metadata, its cron entries, its queue in
+    # `queues`) are in its shard; the `workflows` set (listing) is shard 0's
+    shard = runs.shard_of_workflow(wf.name)
+    keys = shard.keys
+    key, apps_key = keys.workflow(wf.name), keys.wf_apps(wf.name)
+    with shard.redis.pipeline(transaction=False) as read:
         read.hmget(key, "cronIdsJson", "app", "updatedAt")
         read.exists(apps_key)
         (old_ids_json, old_app, old_updated), has_apps = read.execute()
@@ -189,7 +200,9 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
             for c in wf.cron
         ]
     )
-    with runs.redis.pipeline(transaction=True) as pipe:
+    if shard.index != 0:
+        runs.redis.sadd(runs.keys.workflows, wf.name)
+    with shard.redis.pipeline(transaction=True) as pipe:
         pipe.hset(
             key,
             mapping={
@@ -210,15 +223,16 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
             # Metadata from before wf-apps: keep its owner's registration.
             pipe.hsetnx(apps_key, text(old_app), old_updated or now)
         pipe.hset(apps_key, app, now)
-        pipe.sadd(runs.keys.workflows, wf.name)
-        pipe.sadd(runs.keys.queues, wf.queue)
+        if shard.index == 0:
+            pipe.sadd(keys.workflows, wf.name)
+        pipe.sadd(keys.queues, wf.queue)
         gone = sorted(old_ids - set(cron_ids))
         if gone:
-            pipe.hdel(runs.keys.cron_def, *gone)
-            pipe.zrem(runs.keys.cron_next, *gone)
+            pipe.hdel(keys.cron_def, *gone)
+            pipe.zrem(keys.cron_next, *gone)
         for cid, record_json, first_fire in cron_defs:
-            pipe.hset(runs.keys.cron_def, cid, record_json)
-            pipe.zadd(runs.keys.cron_next, {cid: first_fire}, nx=True)
+            pipe.hset(keys.cron_def, cid, record_json)
+            pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
         pipe.execute()
 
 

@@ -153,8 +153,9 @@ def traced_execution(fn: F) -> F:
 def _stored_context(ot: _Otel, executor: Any, claimed: Any) -> Any:
     """The context stored on the run at enqueue (an empty one: a new trace)."""
     try:
-        parent, state = executor.runs.transport.call(
-            "HMGET", executor.runs.keys.run(claimed.id), "traceparent", "tracestate"
+        shard = executor.runs.shard_of_run(claimed.id)
+        parent, state = shard.transport.call(
+            "HMGET", shard.keys.run(claimed.id), "traceparent", "tracestate"
         )
     except Exception as exc:  # tracing must never fail a run
         log.debug("cannot read the trace context of run %s: %s", claimed.id, exc)

@@ -297,7 +297,7 @@ class WaitMixin:
             data = codec.encode_step(record)
             head = data[:-1] + b',"outputJson":'
             code, payload, stored = ex.durable(
-                lambda: ex.runs.scripts.consume_event(
+                lambda: ex.runs.scripts_for(ex.run_id).consume_event(
                     ex.run_id, ex.token, step, ev, (head, b"}"), ex.lease_ms
                 ),
                 f"consuming event {ev!r}",
@@ -435,14 +435,33 @@ class WaitMixin:
         """Each child's (status, outputJson, errorJson, same workflow as this run)
         and the server time, in one round trip."""
         ex = self._ex
-        keys = ex.runs.keys
+        runs = ex.runs
+        if runs.shard_count == 1:
 
-        def read() -> list[Any]:
-            pipe = ex.runs.redis.pipeline(transaction=False)
-            for cid in ids:
-                pipe.hmget(keys.run(cid), "status", "outputJson", "errorJson", "workflow")
-            pipe.time()
-            return list(pipe.execute())
+            def read() -> list[Any]:
+                pipe = runs.redis.pipeline(transaction=False)
+                for cid in ids:
+                    pipe.hmget(runs.keys.run(cid), "status", "outputJson", "errorJson", "workflow")
+                pipe.time()
+                return list(pipe.execute())
+
+        else:  # shards > 1: children may live in other shards, one pipeline per shard
+
+            def read() -> list[Any]:
+                groups: dict[int, list[int]] = {}
+                for i, cid in enumerate(ids):
+                    groups.setdefault(runs.shard_of_run(cid).index, []).append(i)
+                out: list[Any] = [None] * len(ids)
+                for index, positions in groups.items():
+                    shard = runs.shards[index]
+                    pipe = shard.redis.pipeline(transaction=False)
+                    for i in positions:
+                        pipe.hmget(
+                            shard.keys.run(ids[i]), "status", "outputJson", "errorJson", "workflow"
+                        )
+                    for i, reply in zip(positions, pipe.execute(), strict=True):
+                        out[i] = reply
+                return [*out, runs.redis.time()]
 
         replies = ex.durable(read, "reading child runs")
         seconds, micros = replies[-1]
@@ -463,11 +482,13 @@ class WaitMixin:
         """Fail the step when the awaited children of this run's own workflow can
         never start: every slot is held by runs that wait (this one included)."""
         ex = self._ex
-        keys = ex.runs.keys
+        # the children are of this run's own workflow: the same shard as this run
+        shard = ex.runs.shard_of_workflow(child)
+        keys = shard.keys
         running_key = keys.wf_running(child)
 
         def read() -> list[Any]:
-            pipe = ex.runs.redis.pipeline(transaction=False)
+            pipe = shard.redis.pipeline(transaction=False)
             pipe.scard(running_key)
             pipe.hget(keys.workflow(child), "maxConcurrency")
             pipe.hget(keys.run(ex.run_id), "maxConcurrency")
@@ -481,8 +502,8 @@ class WaitMixin:
             return
 
         def holders() -> list[Any]:
-            ids = [codec.text(m) for m in ex.runs.redis.smembers(running_key)]
-            pipe = ex.runs.redis.pipeline(transaction=False)
+            ids = [codec.text(m) for m in shard.redis.smembers(running_key)]
+            pipe = shard.redis.pipeline(transaction=False)
             for rid in ids:
                 pipe.hget(keys.run(rid), "status")
             return list(zip(ids, pipe.execute(), strict=True))

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from . import maintenance
+from . import maintenance, xshard
 from .client import Client, set_default_client
 from .codec import encode_error
 from .errors import TRANSIENT_ERRORS, RedflowError
@@ -63,6 +63,12 @@ class WorkerHooks(Protocol):
         """True when the worker should stop claiming (recycling, shutdown)."""
 
 
+#: Longest blocking wait of a worker when some shards have no worker blocked on
+#: their bells (``shards > 1``, fewer workers than shards): their runs wait at
+#: most about this long.
+UNWATCHED_BLOCK_TIMEOUT = 0.1
+
+
 class _NoHooks:
     def claiming(self, token: str) -> None:
         pass
@@ -93,6 +99,13 @@ class Worker:
             (for a worker used without a supervisor).
         hooks: callbacks for a hosting process.
         max_runs: stop after this many runs (0 = no limit).
+        home_shard: with ``shards > 1``, the shard whose bells the worker blocks on
+            (default 0); every claim pass tries it first, then the other shards,
+            one claim each, stopping at the first run found.
+        shards_watched: with ``shards > 1``, every shard has a worker blocked on
+            its bells (a supervisor with ``procs >= shards``). When False (the
+            default), the other shards are only looked at after each blocking
+            wait, so that wait is cut to :data:`UNWATCHED_BLOCK_TIMEOUT`.
     """
 
     def __init__(
@@ -107,6 +120,8 @@ class Worker:
         hooks: WorkerHooks | None = None,
         max_runs: int = 0,
         metrics: Metrics | None = None,
+        home_shard: int = 0,
+        shards_watched: bool = False,
     ) -> None:
         self.client = client
         self.registry = registry if registry is not None else client.registry
@@ -120,16 +135,25 @@ class Worker:
             raise ValueError("lease_ms must be an int >= 100")
         self.lease_ms = lease_ms
         self.block_timeout = min(4.0, max(0.01, float(block_timeout)))
+        shards = client.shards
+        self.home = shards[home_shard % len(shards)]
+        # home first, then the others in index order after it
+        self._others = tuple(
+            shards[(self.home.index + i) % len(shards)] for i in range(1, len(shards))
+        )
+        if self._others and not shards_watched:
+            self.block_timeout = min(self.block_timeout, UNWATCHED_BLOCK_TIMEOUT)
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
         self.max_runs = max_runs
         self.metrics = metrics
         self.runs_done = 0
-        self.keeper = LeaseKeeper(client.scripts, lease_ms)
+        self.keeper = LeaseKeeper(client.renew, lease_ms)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, metrics)
         self._stopping = threading.Event()
-        self._wake_key = client.keys.worker_wake(new_token())
-        self._bells = [client.keys.q_bell(q) for q in self.queues] + [self._wake_key]
+        home_keys = self.home.keys  # one BLPOP: the bells and the wake key in one slot
+        self._wake_key = home_keys.worker_wake(new_token())
+        self._bells = [home_keys.q_bell(q) for q in self.queues] + [self._wake_key]
         self._rotation = 0
         self._woken = False
         self._next_maintenance = 0.0
@@ -144,8 +168,8 @@ class Worker:
     def wake(self) -> None:
         """Interrupt an idle blocking wait (not from a signal handler)."""
         try:
-            self.client.redis.lpush(self._wake_key, "1")
-            self.client.redis.pexpire(self._wake_key, 60_000)
+            self.home.redis.lpush(self._wake_key, "1")
+            self.home.redis.pexpire(self._wake_key, 60_000)
         except TRANSIENT_ERRORS:
             pass
 
@@ -173,9 +197,7 @@ class Worker:
                 if token:
                     self.hooks.claiming(token)
                 try:
-                    result, claimed = self.client.scripts.claim(
-                        self._order(), self.lease_ms, token, pending, woken=self._woken
-                    )
+                    result, claimed = self._claim(token, pending)
                     self._woken = False
                 except TRANSIENT_ERRORS as exc:
                     log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
@@ -186,6 +208,8 @@ class Worker:
                 if pending is not None:
                     self._after_finish(pending, result, pending_outcome)
                 if holding is not None:
+                    if self._others:
+                        self._kick(holding, result)
                     self.hooks.finished(holding)
                 pending, pending_outcome, holding = None, None, None
                 if claimed is not None:
@@ -203,6 +227,38 @@ class Worker:
         finally:
             self.keeper.stop()
             self.executor.close()
+
+    def _claim(self, token: str, pending: Finish | None) -> tuple[str, Claimed | None]:
+        """Apply ``pending`` and claim (``token`` empty: finish only). With shards > 1
+        the finish rides on the claim sent to its run's shard; the pass then tries
+        the home shard and the others, one claim each, until a run is found."""
+        if not self._others:
+            return self.home.scripts.claim(
+                self._order(), self.lease_ms, token, pending, woken=self._woken
+            )
+        queues = self._order()
+        first = self.home if pending is None else self.client.shard_of_run(pending.run_id)
+        result, claimed = first.scripts.claim(
+            queues, self.lease_ms, token, pending, woken=self._woken and first is self.home
+        )
+        if claimed is not None or not token:
+            return result, claimed
+        for shard in (self.home, *self._others):
+            if shard is not first:
+                _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
+                if claimed is not None:
+                    return result, claimed
+        return result, None
+
+    def _kick(self, claimed: Claimed, status: str | None) -> None:
+        """shards > 1: a run that ended here wakes its parent in another shard
+        (``xshard.py``; a lost kick is caught by the parent's recheck timer)."""
+        if not claimed.parent_run_id or status not in ("succeeded", "failed", "canceled"):
+            return
+        try:
+            xshard.kick_parent(self.client, claimed.parent_run_id, claimed.id, status)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("run %s: could not notify its parent (%s)", claimed.id, exc)
 
     def _order(self) -> tuple[str, ...]:
         qs = self.queues
@@ -250,6 +306,8 @@ class Worker:
                 if status == "canceled":
                     self._record(claimed.workflow, "canceled", status)
                     self._cascade(claimed.id)
+                    if self._others:
+                        self._kick(claimed, status)
                 elif status == "suspended" and self.metrics is not None:
                     self.metrics.inc("redflow_runs_suspended_total", workflow=claimed.workflow)
                 elif status == "lease-lost":
@@ -263,7 +321,9 @@ class Worker:
         assert outcome.wait is not None
         while True:
             try:
-                return self.client.scripts.suspend(claimed.id, claimed.token, outcome.wait)
+                return self.client.scripts_for(claimed.id).suspend(
+                    claimed.id, claimed.token, outcome.wait
+                )
             except TRANSIENT_ERRORS as exc:
                 # Resend-safe: a suspend already applied answers with the run's status.
                 log.warning("Redis unreachable while suspending run %s (%s)", claimed.id, exc)
@@ -286,6 +346,8 @@ class Worker:
             status = self._apply_now(_finish_args(claimed, outcome))
             self._record(claimed.workflow, "canceled", status)
             self._cascade(claimed.id)
+            if self._others:
+                self._kick(claimed, status)
             return None, None
         finish = _finish_args(claimed, outcome)
         if (
@@ -295,6 +357,8 @@ class Worker:
         ):
             status = self._apply_now(finish)
             self._record(claimed.workflow, finish.mode, status)
+            if self._others:
+                self._kick(claimed, status)
             if status == "failed":
                 self.executor.call_on_failure(outcome)
             return None, None
@@ -304,7 +368,7 @@ class Worker:
         run_id = finish.run_id
         while True:
             try:
-                status = self.client.scripts.finalize(
+                status = self.client.scripts_for(run_id).finalize(
                     run_id, finish.token, finish.mode, finish.payload, finish.delay_ms
                 )
             except TRANSIENT_ERRORS as exc:
@@ -352,7 +416,7 @@ class Worker:
         if self.maintenance:
             timeout = min(timeout, 0.2)
         try:
-            self._woken = self.client.redis.blpop(self._bells, timeout=timeout) is not None
+            self._woken = self.home.redis.blpop(self._bells, timeout=timeout) is not None
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)
@@ -363,9 +427,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         pending = None
         while time.monotonic() < deadline:
-            _result, claimed = self.client.scripts.claim(
-                self.queues, self.lease_ms, new_token(), pending
-            )
+            _result, claimed = self._claim(new_token(), pending)
             pending = None
             if claimed is None:
                 break
@@ -374,8 +436,10 @@ class Worker:
             if pending is None:
                 self.hooks.finished(claimed)
             else:
-                self._apply_now(pending)
+                status = self._apply_now(pending)
                 pending = None
+                if self._others:
+                    self._kick(claimed, status)
                 self.hooks.finished(claimed)
             done += 1
         return done

@@ -449,6 +449,7 @@ class Arbiter:
             durability=s.durability,
             durability_wait_ms=s.durability_wait_ms,
             shards=s.shards,
+            shards_watched=self.target >= s.shards,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

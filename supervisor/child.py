@@ -92,6 +92,8 @@ class ChildSpec:
     durability: str = "none"
     durability_wait_ms: int = 1000
     shards: int = 1
+    # every shard has a child blocked on its bells (procs >= shards): see Worker
+    shards_watched: bool = False
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -270,6 +272,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         hooks=hooks,
         max_runs=spec.max_runs,
         metrics=hooks.metrics,
+        home_shard=max(0, spec.index),  # child i blocks on shard i mod shards
+        shards_watched=spec.shards_watched,
     )
     holder["worker"] = worker
     board.set_state(spec.index, SlotState.IDLE, os.getpid())

@@ -72,6 +72,13 @@ local function k_ev(tag, id, name)
   return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
 end
 local function k_attempts(tag, id) return tag .. ':run:' .. id .. ':attempts' end
+-- shards > 1: children of a run in other shards that finished (kick_parent.lua)
+local function k_kicked(tag, id) return tag .. ':run:' .. id .. ':kicked' end
+-- The shard a run id names: its "~<k>" suffix (shards.py), nil without one.
+local function id_shard(id) return string.match(id, '~(%d+)$') end
+-- How often (ms) a run suspended on children of other shards is woken to look at
+-- them again, in case a finisher died between the child's finish and its kick.
+local XSHARD_RECHECK_MS = 30000
 local function k_rate(tag, wf) return tag .. ':rate:' .. wf end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key

@@ -18,6 +18,10 @@
 --        { 'canceled' }   a cancel was requested: the run ended canceled instead
 --        { 'lease-lost' } the lease is not ours | { status } this token's suspend
 --                         was already applied (a resend after a lost reply)
+-- A child whose id names another shard (shards > 1) is taken as unfinished
+-- unless run:<id>:kicked records its finish; the run then also gets a timer
+-- XSHARD_RECHECK_MS ahead (or its own wake-up time when earlier): woken, it
+-- reads such children again and suspends again if they still run.
 -- Invariant: no lost wake-up. A child's finish (finalize) and send_event are
 -- scripts too, so each happens wholly before this check (seen here: resume) or
 -- wholly after the suspension (they find the run suspended and wake it).
@@ -39,8 +43,18 @@ for i = 7 + n, #ARGV do
   if redis.call('LLEN', k_ev(tag, id, ARGV[i])) > 0 then return { 'resume' } end
 end
 local pending = {}
+-- shards > 1: a child in another shard (its id names another shard) cannot be
+-- read here; the caller read it unfinished, and its finish since then, if any,
+-- was kicked into run:<id>:kicked (kick_parent.lua) or will wake the run later.
+local here, remote = id_shard(id), {}
 for i = 7, 6 + n do
-  local status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+  local status
+  if id_shard(ARGV[i]) ~= here then
+    status = redis.call('HGET', k_kicked(tag, id), ARGV[i]) or 'remote'
+    if status == 'remote' then remote[ARGV[i]] = true end
+  else
+    status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+  end
   if status == 'failed' or status == 'canceled' then return { 'resume' } end
   if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
@@ -52,9 +66,15 @@ move_status(tag, id, 'running', 'suspended', now)
 redis.call('ZREM', k_leases(tag), id)
 local awaits = k_awaits(tag, id)
 redis.call('DEL', awaits)
+local recheck = nil
 for _, child in ipairs(pending) do
   redis.call('SADD', awaits, child)
-  redis.call('SADD', k_waiters(tag, child), id)
+  if remote[child] then
+    recheck = now + XSHARD_RECHECK_MS
+  else
+    redis.call('SADD', k_waiters(tag, child), id)
+  end
 end
+if recheck and (not wake_at or recheck < wake_at) then wake_at = recheck end
 if wake_at then redis.call('ZADD', k_timers(tag), int_str(wake_at), id) end
 return { 'suspended' }

@@ -32,7 +32,7 @@ for status, _ in pairs(TERMINAL) do
       redis.call('DEL', k_ev(tag, id, name))
     end
     redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
-      k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id))
+      k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
     removed = removed + 1
   end
   if removed >= batch then break end

@@ -1,0 +1,28 @@
+-- kick_parent: shards > 1, a run finished whose parent lives in another shard.
+-- Sent by the finisher to the parent's shard right after the finish (a script
+-- cannot touch both shards): records the finish and wakes the parent exactly as
+-- an in-shard finish does (notify_waiters in _lib.lua).
+--
+-- KEYS[1]  run:<parent>
+-- ARGV[1]  tag (the parent's shard)   ARGV[2]  parent run id   ARGV[3]  child run id
+-- ARGV[4]  the child's terminal status (succeeded | failed | canceled)
+-- Reply: 1 the parent was woken | 0 not (unknown, not suspended, or still waiting
+--        for other children)
+-- The finish is recorded in run:<parent>:kicked (child -> status) whatever the
+-- parent's state, so a suspend that comes after the kick sees it
+-- (suspend_run.lua); the key goes with the run (sweep_runs.lua). Resend-safe.
+local tag = ARGV[1]
+local parent = ARGV[2]
+local child = ARGV[3]
+local status = ARGV[4]
+if not TERMINAL[status] then return redis.error_reply('ERR kick_parent: bad status') end
+local run = KEYS[1]
+if redis.call('EXISTS', run) == 0 then return 0 end
+redis.call('HSET', k_kicked(tag, parent), child, status)
+if redis.call('HGET', run, 'status') ~= 'suspended' then return 0 end
+local awaits = k_awaits(tag, parent)
+if redis.call('SREM', awaits, child) == 1
+  and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0) then
+  if wake(tag, parent, now_ms()) then return 1 end
+end
+return 0
