@@ -18,7 +18,7 @@ from . import codec
 from .client import Client, RunHandle
 from .codec import RunStatus, text
 from .cron import CronDef
-from .queries import get_run_any, run_view, shard_views
+from .queries import get_run_any, list_workflows_all, run_view, shard_views
 from .runs import Runs
 
 __all__ = [
@@ -169,7 +169,7 @@ def _cron_entries(view: Any) -> list[CronEntry]:
 def workflow_stats(client: Client) -> list[WorkflowStats]:
     """Synced workflows with running, queued and parked counts and cron schedules
     (counts added up over the shards)."""
-    metas = client.list_workflows()
+    metas = list_workflows_all(client)
     if not metas:
         return []
     queued_by_wf: dict[str, int] = {}

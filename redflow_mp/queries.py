@@ -40,6 +40,7 @@ __all__ = [
     "list_runs",
     "list_runs_all",
     "list_workflows",
+    "list_workflows_all",
     "merge_runs",
     "run_view",
     "shard_views",
@@ -343,3 +344,25 @@ def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:
 def count_status(client: Any, status: str) -> int:
     """How many runs are in ``status``, over every shard (one ZCARD each)."""
     return sum(int(v.redis.zcard(v.keys.runs_status(status))) for v in shard_views(client))
+
+
+def list_workflows_all(client: Any) -> list[WorkflowMeta]:
+    """:func:`list_workflows` with several shards: the names from shard 0's
+    ``workflows`` set, each metadata hash from its workflow's shard."""
+    views = shard_views(client)
+    if len(views) == 1:
+        return drive(views[0].redis, list_workflows(views[0].keys))
+    names = sorted(text(n) for n in views[0].redis.smembers(views[0].keys.workflows))
+    by_shard: dict[int, list[str]] = {}
+    for name in names:
+        by_shard.setdefault(as_shard(client, client.shard_of_workflow(name)).index, []).append(name)
+    found: dict[str, WorkflowMeta] = {}
+    for index, group in by_shard.items():
+        view = views[index]
+        with view.redis.pipeline(transaction=False) as pipe:
+            for name in group:
+                pipe.hgetall(view.keys.workflow(name))
+            for name, raw in zip(group, pipe.execute(), strict=True):
+                if raw:
+                    found[name] = codec.workflow_meta_from_hash(raw)
+    return [found[n] for n in names if n in found]

@@ -55,7 +55,15 @@ log = logging.getLogger(__name__)
 FIELD_TARGET = "reshardTo"
 _UNFINISHED = ("queued", "scheduled", "running", "suspended")
 _FINISHED = ("succeeded", "failed", "canceled")
-_RUN_SUFFIXES = (":steps", ":awaits", ":waiters", ":children", ":events", ":attempts")
+_RUN_SUFFIXES = (
+    ":steps",
+    ":awaits",
+    ":waiters",
+    ":children",
+    ":events",
+    ":attempts",
+    ":kicked",
+)
 _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
