@@ -44,12 +44,37 @@ def _has_data(client: Any) -> bool:
 
 
 def recorded_shards(client: Any) -> int | None:
-    """The shard count shard 0's ``meta`` records (1 for a keyspace written before
-    shards existed), or None for a fresh keyspace."""
+    """The shard count shard 0's ``meta`` records, or None for a fresh keyspace.
+
+    A keyspace with data but no record was written before shards existed (1), or
+    by clients of this version that never ran the check (a client alone does not
+    record): then the layout tells, for ``client``'s count N > 1, whether shards
+    ``k > 0`` hold runs or workflow metadata of workflows placed there (N), or
+    not (1).
+    """
     raw = client.redis.hget(client.keys.meta, FIELD_SHARDS)
     if raw is not None:
         return int(text(raw))
-    return 1 if _has_data(client) else None
+    if not _has_data(client):
+        return None
+    return _layout_count(client)
+
+
+def _layout_count(client: Any) -> int:
+    views = shard_views(client)
+    if len(views) == 1:
+        return 1
+    for view in views[1:]:
+        if view.redis.exists(view.keys.runs_created, view.keys.cron_def):
+            return len(views)
+    names = [text(n) for n in client.redis.srandmember(client.keys.workflows, 20) or []]
+    for name in names:
+        shard = client.shard_of_workflow(name)
+        index = shard if isinstance(shard, int) else shard.index
+        if index != 0:
+            view = views[index]
+            return len(views) if view.redis.exists(view.keys.workflow(name)) else 1
+    return 1
 
 
 def mismatch_message(prefix: str, recorded: int, wanted: int) -> str:

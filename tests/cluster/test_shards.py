@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from redflow_mp import create_client
+from redflow_mp import Registry, Worker, create_client, define_workflow
+from redflow_mp.admin import queue_stats
 from redflow_mp.ids import new_run_id
 from redflow_mp.queries import count_status, list_runs_all
 from redflow_mp.shardmeta import check_shards
@@ -256,7 +258,10 @@ def test_two_supervisors_drain_3000_runs_over_3_shards(
         report.assert_ok(all_succeeded=True)
         assert report.runs >= 3000
         # every shard did its share of the work
-        done = [int(c.zcard(f"{t}:runs:status:succeeded")) for c, t in zip(raw.conns, raw.tags)]
+        done = [
+            int(c.zcard(f"{t}:runs:status:succeeded"))
+            for c, t in zip(raw.conns, raw.tags, strict=True)
+        ]
         assert all(n > 0 for n in done), done
         raw.close()
 
@@ -276,3 +281,80 @@ def test_supervisor_with_another_shard_count_is_refused(redis_cluster: Cluster) 
     assert re.search(r"has 3 shard\(s\).*redflow migrate --prefix \S+ --shards 2", proc.stderr), (
         proc.stderr
     )
+
+
+@pytest.mark.timeout(180)
+def test_a_shard_slot_moved_between_bursts_loses_nothing(
+    redis_cluster: Cluster, registry: Registry
+) -> None:
+    """Shard 1's slot moves to another master (ASK / TRYAGAIN while it moves, MOVED
+    after) with runs scheduled in every shard; listing, stats and the promoter run
+    during the move; the same client and workers then finish everything."""
+    from tests.cluster.test_connection import _migrate_slot
+
+    cluster = redis_cluster
+    prefix = spread_prefix(cluster, f"smove-{os.getpid()}-")
+    client = create_client(cluster.url, prefix=prefix, registry=registry, default=False, shards=N)
+    names = [
+        next(f"m{i}" for i in range(99) if client.shard_of_workflow(f"m{i}").index == k)
+        for k in range(N)
+    ]
+    flows = [define_workflow(n, queue="mv", registry=registry)(_double) for n in names]
+    client.sync_registry(registry, app="t")
+    check_shards(client)
+
+    def burst(n: int, run_at: float | None = None) -> list[str]:
+        return [client.enqueue_workflow(flows[i % N], i, run_at=run_at).id for i in range(n)]
+
+    def drain(ids: list[str]) -> None:
+        workers = [
+            Worker(client, registry=registry, block_timeout=0.05, maintenance=True)
+            for _ in range(2)
+        ]
+        threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+        for t in threads:
+            t.start()
+        try:
+            for run_id in ids:
+                assert client.handle(run_id).result(timeout=60) is not None
+        finally:
+            for w in workers:
+                w.stop()
+            for t in threads:
+                t.join(10)
+
+    first = burst(60)
+    drain(first)
+    later = burst(30, run_at=time.time() + 1.0)  # scheduled in every shard across the move
+    slot = key_slot(client.shards[1].keys.tag[1:-1].encode())
+    before = cluster.node_for_slot(slot)
+    target = next(n for n in cluster.masters if n.port != before.port)
+    seen: list[Any] = []
+
+    def read_during_move() -> None:
+        def read() -> None:
+            seen.append(len(list_runs_all(client, limit=1000)))
+            seen.append(sum(q.scheduled for q in queue_stats(client)))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        seen.append(reader)
+
+    _migrate_slot(cluster, slot, target.port, read_during_move)
+    reader = seen.pop(0)
+    reader.join(20)
+    assert seen == [90, 30]
+    assert cluster.node_for_slot(slot).port == target.port
+    time.sleep(1.0)
+    PromoterDuty(client, 100).tick(time.monotonic())
+    drain(later)
+    last = burst(30)
+    drain(last)
+    states = list_runs_all(client, limit=1000)
+    assert len(states) == 120 and all(s.status == "succeeded" for s in states)
+    assert {s.id for s in states} == set(first + later + last)
+    client.close()
+
+
+def _double(ctx: Any) -> int:
+    return int(ctx.input) * 2 + 1
