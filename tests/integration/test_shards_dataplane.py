@@ -258,6 +258,15 @@ def _family(sc: Client, registry: Registry, a: int, b: int, c: int) -> tuple[Any
     return parent, kid_b, kid_c
 
 
+def _suspended(sc: Client, run_id: str) -> None:
+    wait_until(lambda: status_of(sc, run_id) == "suspended", message=f"{run_id} suspended")
+
+
+def _two_children(sc: Client, raw: Any, parent_id: str) -> list[str]:
+    wait_until(lambda: len(_children(sc, raw, parent_id)) == 2, message="two children")
+    return _children(sc, raw, parent_id)
+
+
 def _children(sc: Client, raw: Any, parent_id: str) -> list[str]:
     shard = sc.shard_of_run(parent_id)
     return sorted(x.decode() for x in raw.smembers(shard.keys.run_children(parent_id)))
@@ -271,11 +280,11 @@ def test_parent_awaits_children_in_two_other_shards(
     sworkers.start(queues=["fq"])
     sworkers.start(queues=["fq"], home_shard=1)
     h = parent.run()
-    kids = wait_until(lambda: len(_children(sc, raw, h.id)) == 2 and _children(sc, raw, h.id))
+    kids = _two_children(sc, raw, h.id)
     by_shard = {sc.shard_of_run(k).index: k for k in kids}
     assert sorted(by_shard) == [1, 2]
     for k in kids:
-        wait_until(lambda k=k: status_of(sc, k) == "suspended", message=f"child {k} waits")
+        _suspended(sc, k)
     wait_until(lambda: status_of(sc, h.id) == "suspended", message="parent suspended")
     pkeys = sc.shard_of_run(h.id).keys
     assert sorted(x.decode() for x in raw.smembers(pkeys.run_awaits(h.id))) == kids
@@ -373,7 +382,12 @@ def test_lost_kick_is_caught_by_the_recheck_timer(
     k = wait_until(lambda: _children(sc, raw, h.id))[0]
     wait_until(lambda: status_of(sc, h.id) == "suspended", message="parent suspended")
     kicks: list[str] = []
-    monkeypatch.setattr(xshard, "kick", lambda *a: kicks.append(a[2]) or False)  # lost
+
+    def lost(*a: Any) -> bool:
+        kicks.append(a[2])
+        return False
+
+    monkeypatch.setattr(xshard, "kick", lost)
     sc.send_event(k, "go", "done")
     assert sc.handle(k).result(timeout=20) == "done"
     wait_until(lambda: kicks, message="the finisher's (lost) kick")
@@ -393,9 +407,9 @@ def test_cancel_cascades_to_children_in_other_shards(
     parent, _b, _c = _family(sc, registry, 2, 0, 1)
     sworkers.start(queues=["fq"])
     h = parent.run()
-    kids = wait_until(lambda: len(_children(sc, raw, h.id)) == 2 and _children(sc, raw, h.id))
+    kids = _two_children(sc, raw, h.id)
     for k in kids:
-        wait_until(lambda k=k: status_of(sc, k) == "suspended", message="child waits")
+        _suspended(sc, k)
     wait_until(lambda: status_of(sc, h.id) == "suspended", message="parent suspended")
     assert sc.cancel_run(h.id, "stop") is True
     assert status_of(sc, h.id) == "canceled"
