@@ -12,6 +12,7 @@ from redis.crc import key_slot
 
 from redflow_mp import Registry, create_client, define_workflow
 from redflow_mp.client import set_default_client
+from redflow_mp.codec import text
 from tests.conftest import prefix_off_node
 from tests.helpers import WorkerPool
 from tests.servers import Cluster
@@ -75,7 +76,7 @@ def test_runs_live_on_their_shard_master_and_children_cross_masters(
         assert h.result(timeout=30) == [40, 21]
         direct = [leaf.run(i) for i in range(5)] + [leaf2.run(i) for i in range(5)]
         assert [d.result(timeout=30) for d in direct] == [0, 2, 4, 6, 8, 1, 2, 3, 4, 5]
-        kids = [x.decode() for x in c.redis.smembers(c.keys.run_children(h.id))]
+        kids = [text(x) for x in c.redis.smembers(c.keys.run_children(h.id))]
         assert sorted(c.shard_of_run(k).index for k in kids) == [1, 2]
         masters = set()
         for run_id in [h.id, *kids, *(d.id for d in direct)]:
