@@ -157,5 +157,5 @@ def test_supervisor_setting_shards(tmp_path: Any) -> None:
     assert load({}, environ={"REDFLOW_SHARDS": "4"}).shards == 4
     assert load({"shards": "5"}, environ={"REDFLOW_SHARDS": "4"}).shards == 5
     for bad in ("0", "1025"):
-        with pytest.raises(ConfigError, match="setting shards .* at most 1024"):
+        with pytest.raises(ConfigError, match=r"setting shards .* at most 1024"):
             load({"shards": bad}, environ={})
