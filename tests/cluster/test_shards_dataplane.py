@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,8 @@ from redflow_mp import Registry, create_client, define_workflow
 from redflow_mp.client import set_default_client
 from redflow_mp.codec import text
 from tests.conftest import prefix_off_node
-from tests.helpers import WorkerPool
+from tests.helpers import WorkerPool, texts
+from tests.process.conftest import Supervisor, wait_until
 from tests.servers import Cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,5 +92,43 @@ def test_runs_live_on_their_shard_master_and_children_cross_masters(
         assert len(masters) == 3
     finally:
         pool.stop_all()
+        c.close()
+        set_default_client(None)
+
+
+@pytest.mark.parametrize("procs", [1, 3])
+def test_a_supervisor_drains_three_shards_on_three_masters(
+    redis_cluster: Cluster, tmp_path: Path, procs: int
+) -> None:
+    """procs < shards: the unwatched shards are served at each (shortened) block
+    timeout; procs = shards: each child blocks on its own shard's master."""
+    prefix = prefix_off_node(redis_cluster, f"sup-{os.getpid()}-{procs}", 0)
+    sup = Supervisor(
+        redis_cluster.url,
+        prefix,
+        tmp_path / "sup.log",
+        procs=procs,
+        modules=["tests.process.flows_shards"],
+        args=["--shards", "3"],
+    ).start()
+    c = create_client(redis_cluster.url, prefix=prefix, registry=Registry(), shards=3)
+    try:
+        sup.wait_workers(procs)
+        wait_until(lambda: c.get_workflow_meta("shard-parent"), 20, message="synced")
+        handles = []
+        for name in ("shard-job-a", "shard-job-b", "shard-job-c"):
+            handles += c.run_many_by_name(name, list(range(40)))
+        parents = [c.run_by_name("shard-parent", i) for i in range(5)]
+        assert [p.result(timeout=60) for p in parents] == [1, 2, 3, 4, 5]
+        assert [h.result(timeout=60) for h in handles] == list(range(40)) * 3
+        ledger = Counter(texts(c.redis.lrange(f"{c.keys.tag}:ledger", 0, -1)))
+        assert all(ledger[h.id] == 1 for h in handles)
+        assert sum(ledger.values()) >= 120 + 5 + 5
+        ports = {
+            redis_cluster.node_for_slot(key_slot(f"{s.keys.tag}:x".encode())).port for s in c.shards
+        }
+        assert len(ports) == 3
+    finally:
+        sup.stop()
         c.close()
         set_default_client(None)

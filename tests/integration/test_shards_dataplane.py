@@ -18,6 +18,7 @@ from redflow_mp import (
     Registry,
     RunCanceledError,
     RunFailedError,
+    Worker,
     create_client,
     define_workflow,
     xshard,
@@ -26,6 +27,7 @@ from redflow_mp.client import set_default_client
 from redflow_mp.codec import RunWait
 from redflow_mp.keys import Keys
 from redflow_mp.shards import shard_tags
+from redflow_mp.worker import UNWATCHED_BLOCK_TIMEOUT
 from tests.helpers import WorkerPool, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -467,3 +469,24 @@ def test_shards_run_with_a_run_many_batch_and_async_client(
             await ac.aclose()
 
     assert asyncio.run(main()) == [15, "succeeded", 3, 6]
+
+
+def test_a_worker_waits_on_the_bells_it_can(sc: Client, registry: Registry) -> None:
+    w = Worker(sc, queues=["q1"], home_shard=4)
+    try:
+        assert w.home is sc.shards[1]  # 4 mod 3
+        router = sc.transport.router
+        if router is not None and router.cluster:
+            # a cluster: one BLPOP is one slot, so only the home shard's bells; the
+            # other shards are looked at every UNWATCHED_BLOCK_TIMEOUT
+            assert w._bells[:-1] == [sc.shards[1].keys.q_bell("q1")]
+            assert w.block_timeout == UNWATCHED_BLOCK_TIMEOUT
+            watched = Worker(sc, queues=["q1"], shards_watched=True)
+            assert watched.block_timeout == 1.0
+            watched.close()
+        else:  # one server: the bells of every shard, home first, and no polling
+            assert w._bells[:-1] == [sc.shards[k].keys.q_bell("q1") for k in (1, 2, 0)]
+            assert w.block_timeout == 1.0
+        assert w._bells[-1].startswith(sc.shards[1].keys.tag + ":worker-wake:")
+    finally:
+        w.close()
