@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .options import check_name
 from .registry import Registry
 from .scripts import Claimed, Finish
+from .shardset import Shard
 
 __all__ = ["Worker", "WorkerHooks"]
 
@@ -102,10 +103,12 @@ class Worker:
         home_shard: with ``shards > 1``, the shard whose bells the worker blocks on
             (default 0); every claim pass tries it first, then the other shards,
             one claim each, stopping at the first run found.
-        shards_watched: with ``shards > 1``, every shard has a worker blocked on
-            its bells (a supervisor with ``procs >= shards``). When False (the
-            default), the other shards are only looked at after each blocking
-            wait, so that wait is cut to :data:`UNWATCHED_BLOCK_TIMEOUT`.
+        shards_watched: with ``shards > 1`` on a Redis Cluster, every shard has a
+            worker blocked on its bells (a supervisor with ``procs >= shards``).
+            When False (the default), the other shards are only looked at after
+            each blocking wait, so that wait is cut to
+            :data:`UNWATCHED_BLOCK_TIMEOUT`. On one server (every shard on one
+            connection) the worker blocks on the bells of every shard at once.
     """
 
     def __init__(
@@ -141,7 +144,10 @@ class Worker:
         self._others = tuple(
             shards[(self.home.index + i) % len(shards)] for i in range(1, len(shards))
         )
-        if self._others and not shards_watched:
+        # One server (not a cluster): every shard shares one connection, so one
+        # BLPOP can wait on the bells of all of them and no shard goes unwatched.
+        self._one_server = all(s.transport is self.home.transport for s in self._others)
+        if self._others and not shards_watched and not self._one_server:
             self.block_timeout = min(self.block_timeout, UNWATCHED_BLOCK_TIMEOUT)
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
@@ -153,7 +159,11 @@ class Worker:
         self._stopping = threading.Event()
         home_keys = self.home.keys  # one BLPOP: the bells and the wake key in one slot
         self._wake_key = home_keys.worker_wake(new_token())
-        self._bells = [home_keys.q_bell(q) for q in self.queues] + [self._wake_key]
+        watched = (self.home, *self._others) if self._one_server else (self.home,)
+        self._bells = [s.keys.q_bell(q) for s in watched for q in self.queues] + [self._wake_key]
+        # which shard a bell belongs to: the next claim pass starts there
+        self._bell_shard = {s.keys.q_bell(q).encode(): s for s in watched[1:] for q in self.queues}
+        self._rung: Shard | None = None
         self._rotation = 0
         self._woken = False
         self._next_maintenance = 0.0
@@ -231,20 +241,25 @@ class Worker:
     def _claim(self, token: str, pending: Finish | None) -> tuple[str, Claimed | None]:
         """Apply ``pending`` and claim (``token`` empty: finish only). With shards > 1
         the finish rides on the claim sent to its run's shard; the pass then tries
-        the home shard and the others, one claim each, until a run is found."""
+        the shard whose bell woke the worker, the home shard and the others, one
+        claim each, until a run is found."""
         if not self._others:
             return self.home.scripts.claim(
                 self._order(), self.lease_ms, token, pending, woken=self._woken
             )
         queues = self._order()
-        first = self.home if pending is None else self.client.shard_of_run(pending.run_id)
+        rung = self._rung or self.home  # the shard whose bell woke us (one server)
+        self._rung = None
+        first = rung if pending is None else self.client.shard_of_run(pending.run_id)
         result, claimed = first.scripts.claim(
-            queues, self.lease_ms, token, pending, woken=self._woken and first is self.home
+            queues, self.lease_ms, token, pending, woken=self._woken and first is rung
         )
         if claimed is not None or not token:
             return result, claimed
-        for shard in (self.home, *self._others):
-            if shard is not first:
+        tried = {first.index}
+        for shard in (rung, self.home, *self._others):
+            if shard.index not in tried:
+                tried.add(shard.index)
                 _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
                 if claimed is not None:
                     return result, claimed
@@ -416,7 +431,11 @@ class Worker:
         if self.maintenance:
             timeout = min(timeout, 0.2)
         try:
-            self._woken = self.home.redis.blpop(self._bells, timeout=timeout) is not None
+            popped = self.home.redis.blpop(self._bells, timeout=timeout)
+            self._woken = popped is not None
+            if popped is not None and self._bell_shard:
+                key = popped[0]
+                self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)

@@ -3,13 +3,24 @@ master serving its tag's slot, and the data plane runs there."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
+import pytest
 from redis.crc import key_slot
 
-from redflow_mp import Registry, create_client
+from redflow_mp import Registry, create_client, define_workflow
+from redflow_mp.client import set_default_client
+from redflow_mp.codec import text
 from tests.conftest import prefix_off_node
+from tests.helpers import WorkerPool, texts
+from tests.process.conftest import Supervisor, wait_until
 from tests.servers import Cluster
+
+pytestmark = pytest.mark.timeout(120)
 
 
 def test_each_shard_is_pinned_to_its_master(redis_cluster: Cluster, registry: Registry) -> None:
@@ -24,9 +35,100 @@ def test_each_shard_is_pinned_to_its_master(redis_cluster: Cluster, registry: Re
             router = shard.transport.router
             assert router is not None and router.cluster
             assert router.address == ("127.0.0.1", node.port)
-            assert node.client().get(f"{shard.keys.tag}:probe") == b"1"
+            with node.client() as r:
+                assert r.get(f"{shard.keys.tag}:probe") == b"1"
             ports.add(node.port)
         assert len(ports) == 3  # three masters, one shard each
         assert len({id(s.transport) for s in c.shards}) == 3
     finally:
         c.close()
+
+
+def test_runs_live_on_their_shard_master_and_children_cross_masters(
+    redis_cluster: Cluster, registry: Registry
+) -> None:
+    prefix = prefix_off_node(redis_cluster, f"dp-{os.getpid()}", redis_cluster.nodes[0].port)
+    c = create_client(redis_cluster.url, prefix=prefix, registry=registry, shards=3)
+    pool = WorkerPool(c)
+    try:
+
+        def name_on(base: str, k: int) -> str:
+            return next(
+                f"{base}-{i}" for i in range(1000) if c.shard_of_workflow(f"{base}-{i}").index == k
+            )
+
+        @define_workflow(name_on("leaf", 1), queue="cq", registry=registry)
+        def leaf(ctx: Any) -> int:
+            return int(ctx.input) * 2
+
+        @define_workflow(name_on("leaf", 2), queue="cq", registry=registry)
+        def leaf2(ctx: Any) -> int:
+            return int(ctx.input) + 1
+
+        @define_workflow(name_on("root", 0), queue="cq", registry=registry)
+        async def root(ctx: Any) -> Any:
+            a = ctx.step.run_workflow("a", leaf, 20)
+            b = ctx.step.run_workflow("b", leaf2, 20)
+            return list(await asyncio.gather(a, b))
+
+        c.sync_registry(registry, app="t")
+        pool.start(queues=["cq"])
+        pool.start(queues=["cq"], home_shard=1)
+        pool.start(queues=["cq"], home_shard=2)
+        h = root.run()
+        assert h.result(timeout=30) == [40, 21]
+        direct = [leaf.run(i) for i in range(5)] + [leaf2.run(i) for i in range(5)]
+        assert [d.result(timeout=30) for d in direct] == [0, 2, 4, 6, 8, 1, 2, 3, 4, 5]
+        kids = [text(x) for x in c.redis.smembers(c.keys.run_children(h.id))]
+        assert sorted(c.shard_of_run(k).index for k in kids) == [1, 2]
+        masters = set()
+        for run_id in [h.id, *kids, *(d.id for d in direct)]:
+            shard = c.shard_of_run(run_id)
+            node = redis_cluster.node_for_slot(key_slot(shard.keys.run(run_id).encode()))
+            with node.client() as r:
+                assert r.exists(shard.keys.run(run_id)) == 1
+                assert r.hget(shard.keys.run(run_id), "status") == b"succeeded"
+            masters.add(node.port)
+        assert len(masters) == 3
+    finally:
+        pool.stop_all()
+        c.close()
+        set_default_client(None)
+
+
+@pytest.mark.parametrize("procs", [1, 3])
+def test_a_supervisor_drains_three_shards_on_three_masters(
+    redis_cluster: Cluster, tmp_path: Path, procs: int
+) -> None:
+    """procs < shards: the unwatched shards are served at each (shortened) block
+    timeout; procs = shards: each child blocks on its own shard's master."""
+    prefix = prefix_off_node(redis_cluster, f"sup-{os.getpid()}-{procs}", 0)
+    sup = Supervisor(
+        redis_cluster.url,
+        prefix,
+        tmp_path / "sup.log",
+        procs=procs,
+        modules=["tests.process.flows_shards"],
+        args=["--shards", "3"],
+    ).start()
+    c = create_client(redis_cluster.url, prefix=prefix, registry=Registry(), shards=3)
+    try:
+        sup.wait_workers(procs)
+        wait_until(lambda: c.get_workflow_meta("shard-parent"), 20, message="synced")
+        handles = []
+        for name in ("shard-job-a", "shard-job-b", "shard-job-c"):
+            handles += c.run_many_by_name(name, list(range(40)))
+        parents = [c.run_by_name("shard-parent", i) for i in range(5)]
+        assert [p.result(timeout=60) for p in parents] == [1, 2, 3, 4, 5]
+        assert [h.result(timeout=60) for h in handles] == list(range(40)) * 3
+        ledger = Counter(texts(c.redis.lrange(f"{c.keys.tag}:ledger", 0, -1)))
+        assert all(ledger[h.id] == 1 for h in handles)
+        assert sum(ledger.values()) >= 120 + 5 + 5
+        ports = {
+            redis_cluster.node_for_slot(key_slot(f"{s.keys.tag}:x".encode())).port for s in c.shards
+        }
+        assert len(ports) == 3
+    finally:
+        sup.stop()
+        c.close()
+        set_default_client(None)

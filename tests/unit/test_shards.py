@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import pytest
 from redis.crc import key_slot
@@ -143,3 +144,18 @@ def test_1024_shards_are_computed() -> None:
     tags = shard_tags("big", 1024)
     assert len(set(tags)) == 1024
     assert len({window_of_slot(slot_of_tag(t), 1024) for t in tags}) == 1024
+
+
+def test_supervisor_setting_shards(tmp_path: Any) -> None:
+    from redflow_mp.errors import ConfigError
+    from redflow_supervisor.settings import load
+
+    assert load({}, environ={}).shards == 1
+    conf = tmp_path / "r.toml"
+    conf.write_text("shards = 3\n")
+    assert load({}, config_path=str(conf), environ={}).shards == 3
+    assert load({}, environ={"REDFLOW_SHARDS": "4"}).shards == 4
+    assert load({"shards": "5"}, environ={"REDFLOW_SHARDS": "4"}).shards == 5
+    for bad in ("0", "1025"):
+        with pytest.raises(ConfigError, match=r"setting shards .* at most 1024"):
+            load({"shards": bad}, environ={})
