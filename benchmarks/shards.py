@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -256,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", default=None, help="git ref to compare the one-shard cost to")
     ap.add_argument("--json", default=None)
     ns = ap.parse_args(argv)
+    # a TERM/HUP unwinds like Ctrl-C, so the finally below stops the servers
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     names = workflow_names()
     tmp = Path(tempfile.mkdtemp(prefix="redflow-shardbench-"))
     flows_dir = tmp / "flows"
@@ -344,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
         single.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(results: dict[str, list[CaseResult]]) -> list[dict[str, Any]]:
