@@ -372,3 +372,50 @@ def test_reshard_killed_halfway_then_rerun_loses_and_duplicates_nothing(
     assert int(one.redis.zcard(one.keys.runs_created)) == len(ids)
     for shard in three.shards[1:]:
         assert list(shard.redis.scan_iter(match=shard.keys.tag + ":*")) == []
+
+
+def test_redflow_migrate_shards_then_workers_drain_everything(
+    redis_url: str,
+    prefix: str,
+    make_client: Callable[..., Client],
+    registry: Registry,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import threading
+
+    from redflow_mp import Worker, define_workflow
+
+    one = make_client()
+    three = make_client(shards=3)
+    names = [workflow_in(three, k, "dr") for k in range(3)]
+    flows: list[Any] = [
+        define_workflow(n, queue="dq", registry=registry)(lambda ctx: 7) for n in names
+    ]
+    one.sync_registry(registry, app="t")
+    check_shards(one)
+    done = [_finished(one.shards[0], n) for n in names]
+    waiting = one.enqueue_workflow(flows[0], None).id  # its workflow stays in shard 0
+    base = ["--url", redis_url, "--prefix", prefix]
+    one.redis.zadd(one.keys.supervisors, {"host:1": 1})
+    one.redis.set(one.keys.supervisor("host:1"), b"{}", px=60_000)
+    assert redflow_main(["migrate", "--shards", "3", *base]) != 0
+    assert "supervisors still run" in capsys.readouterr().err
+    one.redis.delete(one.keys.supervisor("host:1"))
+    assert redflow_main(["migrate", "--shards", "3", *base]) == 0
+    out = capsys.readouterr().out
+    assert "1 shard(s) -> 3" in out and "workflows moved to another shard: 2" in out
+    assert redflow_main(["runs", "list", "--json", *base]) == 0  # takes the recorded 3
+    listed = {r["id"] for r in msgspec.json.decode(capsys.readouterr().out)}
+    assert listed == {*done, waiting}
+    fresh = [three.enqueue_workflow(f, None).id for f in flows]
+    assert [three.shard_of_run(i).index for i in fresh] == [0, 1, 2]
+    worker = Worker(three, registry=registry, block_timeout=0.05, maintenance=True)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        for run_id in [waiting, *fresh]:
+            assert three.handle(run_id).result(timeout=30) == 7
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert count_status(three, "succeeded") == 4 and count_status(three, "canceled") == 3
