@@ -15,7 +15,7 @@ on ``redis.asyncio`` (same method names, same reply parsing).
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -30,6 +30,7 @@ from .options import check_name, check_run_id
 __all__ = [
     "Batch",
     "QueryPlan",
+    "alist_runs_all",
     "as_shard",
     "count_status",
     "drive",
@@ -366,3 +367,26 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
                 if raw:
                     found[name] = codec.workflow_meta_from_hash(raw)
     return [found[n] for n in names if n in found]
+
+
+async def alist_runs_all(
+    client: Any,
+    drive_async: Callable[[Any, QueryPlan[list[RunState]]], Awaitable[list[RunState]]],
+    workflow: str | None = None,
+    status: RunStatus | str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[RunState]:
+    """:func:`list_runs_all` for the asyncio client, which passes its plan driver
+    (``aio._drive_query``)."""
+    views = shard_views(client)
+    if len(views) == 1:
+        return await drive_async(
+            views[0].redis, list_runs(views[0].keys, workflow, status, limit, offset)
+        )
+    _check_list_args(workflow, status, limit, offset)
+    pages = [
+        await drive_async(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0))
+        for v in views
+    ]
+    return merge_runs(pages, limit, offset)

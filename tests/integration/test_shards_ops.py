@@ -419,3 +419,34 @@ def test_redflow_migrate_shards_then_workers_drain_everything(
         worker.stop()
         thread.join(10)
     assert count_status(three, "succeeded") == 4 and count_status(three, "canceled") == 3
+
+
+def test_metrics_gauges_add_up_the_shards(sharded: Client, registry: Registry) -> None:
+    from supervisor.duties.status import gauges
+
+    for k in range(N):
+        put(sharded.shards[k], workflow_in(sharded, k), queue="gq")
+    got = {(name, labels): value for name, labels, value in gauges(sharded, registry, 2)}
+    assert got[("redflow_queue_depth", (("queue", "gq"), ("state", "ready")))] == 3.0
+    assert got[("redflow_runs_suspended", ())] == 0.0
+
+
+def test_async_listing_merges_every_shard(redis_url: str, prefix: str, sharded: Client) -> None:
+    import asyncio
+
+    from redflow_mp.aio import _drive_query, create_async_client
+    from redflow_mp.queries import alist_runs_all
+
+    ids = [put(s, workflow_in(sharded, s.index)) for s in sharded.shards for _ in range(2)]
+
+    async def listing() -> list[list[str]]:
+        c = create_async_client(redis_url, prefix=prefix, default=False, shards=N)
+        try:
+            pages = [await alist_runs_all(c, _drive_query, limit=4, offset=o) for o in (0, 4)]
+            return [[r.id for r in page] for page in pages]
+        finally:
+            await c.aclose()
+
+    first, second = asyncio.run(listing())
+    assert sorted(first + second) == sorted(ids) and len(first) == 4
+    assert [r.id for r in list_runs_all(sharded, limit=4)] == first
