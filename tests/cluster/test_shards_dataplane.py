@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.cluster.test_connection import _migrate_slot
 from tests.conftest import prefix_off_node
 from tests.helpers import WorkerPool, texts
 from tests.process.conftest import Supervisor, wait_until
-from tests.servers import Cluster
+from tests.servers import Cluster, SentinelSet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,3 +187,42 @@ def test_one_shard_follows_a_reshard_of_its_slot(redis_cluster: Cluster) -> None
     finally:
         c.close()
         set_default_client(None)
+
+
+@pytest.mark.timeout(120)
+def test_shards_through_sentinel_and_with_durability_wait_on_a_cluster(
+    sentinel_set: SentinelSet, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Sentinel: every shard on the one master's connections. A cluster with
+    replicas and durability = "wait": every shard's own transport (pinned to its
+    master) carries the setting, so its WAIT is pipelined behind the script call on
+    the same connection; runs on the three shards all succeed."""
+    for url, kwargs in (
+        (sentinel_set.url, {}),
+        (cluster_factory(replicas=1).url, {"durability": "wait", "durability_wait_ms": 5000}),
+    ):
+        registry = Registry()
+        c = create_client(url, prefix=f"sw-{os.getpid()}", registry=registry, shards=3, **kwargs)
+        pool = WorkerPool(c)
+        try:
+            flows = []
+            for k in range(3):
+                name = next(
+                    f"sw-{i}" for i in range(1000) if c.shard_of_workflow(f"sw-{i}").index == k
+                )
+
+                @define_workflow(name, queue="wq", registry=registry)
+                def flow(ctx: Any) -> str:
+                    return str(ctx.run.id)
+
+                flows.append(flow)
+            pool.start(queues=["wq"], registry=registry)
+            hs = [f.run() for f in flows for _ in range(5)]
+            assert [h.result(timeout=30) for h in hs] == [h.id for h in hs]
+            shared = [s.transport is c.transport for s in c.shards]
+            assert shared == ([True] * 3 if not kwargs else [True, False, False])
+            assert all(s.transport.durability == kwargs.get("durability", "none") for s in c.shards)
+        finally:
+            pool.stop_all()
+            c.close()
+            set_default_client(None)
