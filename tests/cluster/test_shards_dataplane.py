@@ -197,12 +197,16 @@ def test_shards_through_sentinel_and_with_durability_wait_on_a_cluster(
     replicas and durability = "wait": every shard's own transport (pinned to its
     master) carries the setting, so its WAIT is pipelined behind the script call on
     the same connection; runs on the three shards all succeed."""
-    for url, kwargs in (
-        (sentinel_set.url, {}),
-        (cluster_factory(replicas=1).url, {"durability": "wait", "durability_wait_ms": 5000}),
-    ):
+    for url, durability in ((sentinel_set.url, "none"), (cluster_factory(replicas=1).url, "wait")):
         registry = Registry()
-        c = create_client(url, prefix=f"sw-{os.getpid()}", registry=registry, shards=3, **kwargs)
+        c = create_client(
+            url,
+            prefix=f"sw-{os.getpid()}",
+            registry=registry,
+            shards=3,
+            durability=durability,
+            durability_wait_ms=5000,
+        )
         pool = WorkerPool(c)
         try:
             flows = []
@@ -220,8 +224,8 @@ def test_shards_through_sentinel_and_with_durability_wait_on_a_cluster(
             hs = [f.run() for f in flows for _ in range(5)]
             assert [h.result(timeout=30) for h in hs] == [h.id for h in hs]
             shared = [s.transport is c.transport for s in c.shards]
-            assert shared == ([True] * 3 if not kwargs else [True, False, False])
-            assert all(s.transport.durability == kwargs.get("durability", "none") for s in c.shards)
+            assert shared == ([True] * 3 if durability == "none" else [True, False, False])
+            assert all(s.transport.durability == durability for s in c.shards)
         finally:
             pool.stop_all()
             c.close()
