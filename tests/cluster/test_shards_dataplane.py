@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from redis.crc import key_slot
 from redflow_mp import Registry, create_client, define_workflow
 from redflow_mp.client import set_default_client
 from redflow_mp.codec import text
+from tests.cluster.test_connection import _migrate_slot
 from tests.conftest import prefix_off_node
 from tests.helpers import WorkerPool, texts
 from tests.process.conftest import Supervisor, wait_until
-from tests.servers import Cluster
+from tests.servers import Cluster, SentinelSet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,3 +134,99 @@ def test_a_supervisor_drains_three_shards_on_three_masters(
         sup.stop()
         c.close()
         set_default_client(None)
+
+
+@pytest.mark.timeout(180)
+def test_one_shard_follows_a_reshard_of_its_slot(redis_cluster: Cluster) -> None:
+    """Shard 2's slot moves to another master between two bursts: that shard's
+    connections follow MOVED (its router re-pins), the other shards' stay; every
+    run of both bursts succeeded."""
+    registry = Registry()
+    prefix = prefix_off_node(redis_cluster, f"rs-{os.getpid()}", redis_cluster.nodes[0].port)
+    c = create_client(redis_cluster.url, prefix=prefix, registry=registry, shards=3)
+    try:
+        names = {
+            k: next(f"rs-{i}" for i in range(1000) if c.shard_of_workflow(f"rs-{i}").index == k)
+            for k in range(3)
+        }
+        flows = []
+        for k in range(3):
+
+            @define_workflow(names[k], queue="rq", registry=registry)
+            def flow(ctx: Any) -> int:
+                return int(ctx.input) + 1
+
+            flows.append(flow)
+
+        def burst(n: int) -> list[str]:
+            pool = WorkerPool(c)
+            for home in range(3):
+                pool.start(queues=["rq"], home_shard=home, registry=registry, maintenance=False)
+            try:
+                hs = [f.run(i) for f in flows for i in range(n)]
+                assert [h.result(timeout=60) for h in hs] == list(range(1, n + 1)) * 3
+                return [h.id for h in hs]
+            finally:
+                pool.stop_all()
+
+        first = burst(30)
+        slot = key_slot(f"{c.shards[2].keys.tag}:x".encode())
+        before = redis_cluster.node_for_slot(slot)
+        target = next(n for n in redis_cluster.masters if n.port != before.port)
+        gens = [s.transport.router.generation for s in c.shards]  # type: ignore[union-attr]
+        _migrate_slot(redis_cluster, slot, target.port)
+        second = burst(30)
+        routers = [s.transport.router for s in c.shards]
+        assert all(r is not None for r in routers)
+        assert routers[2].address == ("127.0.0.1", target.port)  # type: ignore[union-attr]
+        assert routers[2].generation > gens[2]  # type: ignore[union-attr]
+        assert [r.generation for r in routers[:2]] == gens[:2]  # type: ignore[union-attr]
+        for run_id in first + second:
+            state = c.get_run(run_id)
+            assert state is not None and state.status == "succeeded", run_id
+    finally:
+        c.close()
+        set_default_client(None)
+
+
+@pytest.mark.timeout(120)
+def test_shards_through_sentinel_and_with_durability_wait_on_a_cluster(
+    sentinel_set: SentinelSet, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Sentinel: every shard on the one master's connections. A cluster with
+    replicas and durability = "wait": every shard's own transport (pinned to its
+    master) carries the setting, so its WAIT is pipelined behind the script call on
+    the same connection; runs on the three shards all succeed."""
+    for url, durability in ((sentinel_set.url, "none"), (cluster_factory(replicas=1).url, "wait")):
+        registry = Registry()
+        c = create_client(
+            url,
+            prefix=f"sw-{os.getpid()}",
+            registry=registry,
+            shards=3,
+            durability=durability,
+            durability_wait_ms=5000,
+        )
+        pool = WorkerPool(c)
+        try:
+            flows = []
+            for k in range(3):
+                name = next(
+                    f"sw-{i}" for i in range(1000) if c.shard_of_workflow(f"sw-{i}").index == k
+                )
+
+                @define_workflow(name, queue="wq", registry=registry)
+                def flow(ctx: Any) -> str:
+                    return str(ctx.run.id)
+
+                flows.append(flow)
+            pool.start(queues=["wq"], registry=registry)
+            hs = [f.run() for f in flows for _ in range(5)]
+            assert [h.result(timeout=30) for h in hs] == [h.id for h in hs]
+            shared = [s.transport is c.transport for s in c.shards]
+            assert shared == ([True] * 3 if durability == "none" else [True, False, False])
+            assert all(s.transport.durability == durability for s in c.shards)
+        finally:
+            pool.stop_all()
+            c.close()
+            set_default_client(None)

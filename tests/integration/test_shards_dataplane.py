@@ -490,3 +490,35 @@ def test_a_worker_waits_on_the_bells_it_can(sc: Client, registry: Registry) -> N
         assert w._bells[-1].startswith(sc.shards[1].keys.tag + ":worker-wake:")
     finally:
         w.close()
+
+
+def test_async_cancel_of_a_child_wakes_its_parent_in_another_shard(
+    redis_url: str, prefix: str, sc: Client, registry: Registry, sworkers: WorkerPool
+) -> None:
+    @define_workflow(name_on(sc, "ack-kid", 2), queue="aq", registry=registry)
+    def kid(ctx: Context[Any]) -> Any:
+        return ctx.step.wait_for_event("w", "go")
+
+    @define_workflow(name_on(sc, "ack-parent", 1), queue="aq", registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        try:
+            return ctx.step.run_workflow("k", kid, None)
+        except RunCanceledError:
+            return "child canceled"
+
+    sworkers.start(queues=["aq"])
+    h = parent.run()
+    k = wait_until(lambda: _children(sc, sc.redis, h.id))[0]
+    _suspended(sc, h.id)
+
+    async def main() -> Any:
+        from redflow_mp.aio import create_async_client
+
+        ac = create_async_client(redis_url, prefix=prefix, default=False, shards=3)
+        try:
+            assert await ac.cancel_run(k) is True
+            return await ac.handle(h.id).result(timeout=20)
+        finally:
+            await ac.aclose()
+
+    assert asyncio.run(main()) == "child canceled"
