@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,7 +77,12 @@ CRON_IDEMPOTENCY_TTL_MS = 10 * 60 * 1000
 
 
 def promote_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[int, int | None]:
-    """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms)."""
+    """Move due scheduled runs to ready; returns (promoted, earliest remaining due ms).
+    Given a client with several shards, does each shard in turn."""
+    views = stores(client)
+    if len(views) > 1:
+        parts = [promote_due(v, batch, max_calls) for v in views]
+        return sum(p[0] for p in parts), _earliest(p[1] for p in parts)
     total = 0
     earliest: int | None = None
     for _ in range(max_calls):
@@ -90,7 +95,12 @@ def promote_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[i
 
 def wake_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[list[int], int | None]:
     """Wake the suspended runs whose wake-up time came (sleeps, wait deadlines);
-    returns (lateness ms of each run woken, earliest remaining wake-up ms)."""
+    returns (lateness ms of each run woken, earliest remaining wake-up ms); every
+    shard of a client with several."""
+    views = stores(client)
+    if len(views) > 1:
+        each = [wake_due(v, batch, max_calls) for v in views]
+        return [ms for w in each for ms in w[0]], _earliest(w[1] for w in each)
     late: list[int] = []
     earliest: int | None = None
     for _ in range(max_calls):
@@ -104,7 +114,11 @@ def wake_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[list
 def reap_expired(client: Store, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:
     """Requeue runs whose lease expired, batch after batch until a short one (at
     most ``max_calls``; the rest on the next call); returns (parked runs
-    released, requeued ids)."""
+    released, requeued ids); every shard of a client with several."""
+    views = stores(client)
+    if len(views) > 1:
+        reaped = [reap_expired(v, batch, max_calls) for v in views]
+        return sum(r[0] for r in reaped), [i for r in reaped for i in r[1]]
     released = 0
     requeued: list[str] = []
     for _ in range(max_calls):
@@ -126,6 +140,11 @@ def forget_idle_queues(
     cursor to pass next, 0 when the set was walked through; names forgotten)."""
     cursor, raw = client.redis.sscan(client.keys.queues, cursor, count=page)
     return int(cursor), client.scripts.forget_queues([text(q) for q in raw], served)
+
+
+def _earliest(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
 
 
 def sweep_retention(

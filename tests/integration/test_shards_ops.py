@@ -450,3 +450,29 @@ def test_async_listing_merges_every_shard(redis_url: str, prefix: str, sharded: 
     first, second = asyncio.run(listing())
     assert sorted(first + second) == sorted(ids) and len(first) == 4
     assert [r.id for r in list_runs_all(sharded, limit=4)] == first
+
+
+def test_a_standalone_worker_with_maintenance_promotes_every_shard(
+    sharded: Client, registry: Registry
+) -> None:
+    import threading
+
+    from redflow_mp import Worker
+
+    now = sharded.server_time_ms()
+    late = [put(s, workflow_in(sharded, s.index), run_at_ms=now + 200) for s in sharded.shards]
+    worker = Worker(sharded, queues=["q"], registry=registry, block_timeout=0.05, maintenance=True)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while count_status(sharded, "scheduled") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert count_status(sharded, "scheduled") == 0
+    # each run left its shard's scheduled set (unknown workflows: they fail, not stay)
+    for run_id in late:
+        state = get_run_any(sharded, run_id)
+        assert state is not None and state.status.value != "scheduled"
