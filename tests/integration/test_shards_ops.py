@@ -476,3 +476,34 @@ def test_a_standalone_worker_with_maintenance_promotes_every_shard(
     for run_id in late:
         state = get_run_any(sharded, run_id)
         assert state is not None and state.status.value != "scheduled"
+
+
+def test_dashboard_pages_show_every_shard(sharded: Client, registry: Registry) -> None:
+    from redflow_mp import define_workflow
+    from supervisor.ops.pages import View, queues_page, run_page, runs_page, workflows_page
+
+    names = [workflow_in(sharded, k, "dash") for k in range(N)]
+    for name in names:
+        define_workflow(name, queue="dq", registry=registry)(lambda ctx: None)
+    sharded.sync_registry(registry, app="t")
+    ids = [put(sharded.shards[k], names[k], queue="dq") for k in range(N)]
+    view = View(
+        base="",
+        shown_url="redis://x",
+        prefix=sharded.prefix,
+        refresh=0,
+        page_size=2,
+        actions=False,
+        has_token=False,
+        actions_off_note="",
+        footer_note="",
+    )
+    first = "".join(runs_page(sharded, view, {}).parts)
+    second = "".join(runs_page(sharded, view, {"page": "2"}).parts)
+    shown = [i for i in ids if i in first] + [i for i in ids if i in second]
+    assert sorted(shown) == sorted(ids)  # 2 on page 1, 1 on page 2, none twice
+    assert all(name in first for name in names)  # the workflow filter lists every shard's
+    assert ids[2] in "".join(run_page(sharded, view, {"id": ids[2]}).parts)
+    wf_html = "".join(workflows_page(sharded, view, {}).parts)
+    assert all(name in wf_html for name in names)
+    assert "dq" in "".join(queues_page(sharded, view, {}).parts)
