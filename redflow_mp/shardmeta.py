@@ -86,9 +86,10 @@ def mismatch_message(prefix: str, recorded: int, wanted: int) -> str:
     )
 
 
-def shards_problem(client: Any) -> str | None:
+def shards_problem(client: Any, *, record: bool = True) -> str | None:
     """Why ``client``'s ``shards`` cannot serve this keyspace, or None. Records the
-    count (and each shard's index and prefix) when they are not recorded yet."""
+    count (and each shard's index and prefix) when they are not recorded yet, unless
+    ``record`` is False (a read-only look: ``redflow``, the dashboard)."""
     wanted = shard_count(client)
     pending = client.redis.hget(client.keys.meta, "reshardTo")
     if pending is not None:
@@ -99,20 +100,22 @@ def shards_problem(client: Any) -> str | None:
         )
     recorded = recorded_shards(client)
     if recorded is None:
+        if not record:
+            return None  # a fresh keyspace: nothing to compare with, nothing written
         client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, wanted)
         recorded = int(text(client.redis.hget(client.keys.meta, FIELD_SHARDS)))
-    elif client.redis.hget(client.keys.meta, FIELD_SHARDS) is None:
+    elif record and client.redis.hget(client.keys.meta, FIELD_SHARDS) is None:
         client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, recorded)
     if recorded != wanted:
         return mismatch_message(client.prefix, recorded, wanted)
     for index, view in enumerate(shard_views(client)):
-        problem = _tag_problem(client.prefix, index, view)
+        problem = _tag_problem(client.prefix, index, view, record)
         if problem is not None:
             return problem
     return None
 
 
-def _tag_problem(prefix: str, index: int, view: Any) -> str | None:
+def _tag_problem(prefix: str, index: int, view: Any, record: bool) -> str | None:
     meta = view.keys.meta
     kind = text(view.redis.type(meta))
     if kind not in ("none", "hash"):
@@ -122,7 +125,8 @@ def _tag_problem(prefix: str, index: int, view: Any) -> str | None:
         )
     have_prefix, have_index = view.redis.hmget(meta, [FIELD_PREFIX, FIELD_SHARD])
     if have_prefix is None and have_index is None:
-        view.redis.hset(meta, mapping={FIELD_PREFIX: prefix, FIELD_SHARD: index})
+        if record:
+            view.redis.hset(meta, mapping={FIELD_PREFIX: prefix, FIELD_SHARD: index})
         return None
     if text(have_prefix or b"") != prefix or text(have_index or b"") != str(index):
         return (

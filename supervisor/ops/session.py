@@ -181,7 +181,7 @@ def connect(
                 client.close()
                 client = _client(url, prefix, cluster, sentinel_master, recorded)
         if check:
-            problem = shards_problem(client)
+            problem = shards_problem(client, record=False)  # read-only: writes nothing
             if problem is not None:
                 raise Failure(problem)
     except BaseException:
@@ -231,6 +231,7 @@ def other_prefixes(session: Session) -> tuple[list[str], bool]:
             for raw in keys:
                 key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
                 prefix, sep, name = key[1:].partition("}:")
+                prefix = prefix.split("~", 1)[0]  # shard k > 0 of a prefix: {<prefix>~<salt>}
                 if sep and name in _NAMESPACE_KEYS and prefix != session.prefix:
                     found.add(prefix)
             if cursor == 0:

@@ -23,6 +23,7 @@ from redflow_mp.ids import new_run_id
 from redflow_mp.maintenance import LeaderLock, stores
 from redflow_mp.queries import count_status, get_run_any, list_runs_all, merge_runs, run_view
 from redflow_mp.shardmeta import check_shards, recorded_shards
+from redflow_mp.shards import shard_tags
 from redflow_mp.shardset import Shard
 from supervisor.duties.cron import CronDuty
 from supervisor.duties.leader import LeaderDuty
@@ -507,3 +508,19 @@ def test_dashboard_pages_show_every_shard(sharded: Client, registry: Registry) -
     wf_html = "".join(workflows_page(sharded, view, {}).parts)
     assert all(name in wf_html for name in names)
     assert "dq" in "".join(queues_page(sharded, view, {}).parts)
+
+
+def test_redflow_on_a_fresh_prefix_writes_nothing(
+    redis_url: str, prefix: str, raw: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for shards in ("1", "3"):
+        argv = ["queues", "--url", redis_url, "--prefix", prefix, "--shards", shards]
+        assert redflow_main(argv) == 0
+    capsys.readouterr()
+    tags = [t.strip("{}") for t in shard_tags(prefix, 3)]
+    for tag in tags:
+        assert list(raw.scan_iter(match=_glob_escape("{" + tag + "}") + ":*")) == []
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
