@@ -522,3 +522,19 @@ def test_async_cancel_of_a_child_wakes_its_parent_in_another_shard(
             await ac.aclose()
 
     assert asyncio.run(main()) == "child canceled"
+
+
+def test_a_parent_id_given_by_hand_is_not_kicked(
+    sc: Client, registry: Registry, sworkers: WorkerPool
+) -> None:
+    @define_workflow(name_on(sc, "hand", 1), queue="hq", registry=registry)
+    def flow(ctx: Context[Any]) -> str:
+        return str(ctx.run.parent_run_id)
+
+    sworkers.start(queues=["hq"])
+    odd = sc.run_by_name(flow.name, None, parent_run_id="not-a-run~99")  # no shard of ours
+    other = sc.run_by_name(flow.name, None, parent_run_id="01J0000000000000000000000A~0")
+    assert odd.result(timeout=20) == "not-a-run~99"
+    assert other.result(timeout=20) == "01J0000000000000000000000A~0"
+    assert not sc.redis.exists(sc.shards[0].keys.run_kicked("01J0000000000000000000000A~0"))
+    assert flow.run().result(timeout=20) == "None"  # the worker is still serving
