@@ -65,6 +65,9 @@ def test_one_shard_is_the_plain_client(client: Client) -> None:
     (only,) = client.shards
     assert only.keys.tag == client.keys.tag and only.redis is client.redis
     assert client.shard_of_workflow("anything") is only
+    # one shard: any id is shard 0's, as before shards existed (no suffix check)
+    assert client.shard_of_run("01J0000000000000000000000A~7") is only
+    assert client.get_run("no~such") is None
 
 
 def test_shards_setting_is_checked(redis_url: str, prefix: str) -> None:
