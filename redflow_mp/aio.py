@@ -444,9 +444,12 @@ class AsyncClient:
         shard = self.shard_of_run(run_id)
         raw = await shard.redis.hget(shard.keys.run(run_id), "parentRunId")
         parent = text(raw) if raw else ""
-        if not parent or self.shard_of_run(parent).index == shard.index:
+        try:
+            home = self.shard_of_run(parent) if parent else shard
+        except ValueError:  # a parent id given by hand, naming no shard of ours
             return
-        home = self.shard_of_run(parent)
+        if home.index == shard.index:
+            return
         await home.scripts.run(
             "kick_parent",
             (home.keys.run(parent),),

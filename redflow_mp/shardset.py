@@ -139,8 +139,9 @@ class ShardSet:
         return self.shards[shard_index_of_workflow(name, self.count)]
 
     def of_run(self, run_id: str) -> Shard:
-        """The shard of ``run_id`` (``ValueError`` for a malformed suffix)."""
-        if self.count == 1 and "~" not in run_id:
+        """The shard of ``run_id`` (``ValueError`` for a malformed suffix when there
+        are several shards; with one, every id is shard 0's)."""
+        if self.count == 1:  # every id, as before shards existed
             return self.shards[0]
         return self.shards[shard_index_of_run(run_id, self.count)]
 

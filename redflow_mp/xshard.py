@@ -85,7 +85,10 @@ def kick_parent(runs: Runs, parent: str | None, child: str, status: str | None) 
     another shard; nothing otherwise."""
     if not parent or status not in _TERMINAL or runs.shard_count == 1:
         return False
-    if runs.shard_of_run(parent).index == runs.shard_of_run(child).index:
+    try:
+        if runs.shard_of_run(parent).index == runs.shard_of_run(child).index:
+            return False
+    except ValueError:  # a parent id given by hand (run_by_name(parent_run_id=...))
         return False
     assert status is not None
     return kick(runs, parent, child, status)

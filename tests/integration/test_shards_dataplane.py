@@ -65,6 +65,9 @@ def test_one_shard_is_the_plain_client(client: Client) -> None:
     (only,) = client.shards
     assert only.keys.tag == client.keys.tag and only.redis is client.redis
     assert client.shard_of_workflow("anything") is only
+    # one shard: any id is shard 0's, as before shards existed (no suffix check)
+    assert client.shard_of_run("01J0000000000000000000000A~7") is only
+    assert client.get_run("no~such") is None
 
 
 def test_shards_setting_is_checked(redis_url: str, prefix: str) -> None:
@@ -522,3 +525,19 @@ def test_async_cancel_of_a_child_wakes_its_parent_in_another_shard(
             await ac.aclose()
 
     assert asyncio.run(main()) == "child canceled"
+
+
+def test_a_parent_id_given_by_hand_is_not_kicked(
+    sc: Client, registry: Registry, sworkers: WorkerPool
+) -> None:
+    @define_workflow(name_on(sc, "hand", 1), queue="hq", registry=registry)
+    def flow(ctx: Context[Any]) -> str:
+        return str(ctx.run.parent_run_id)
+
+    sworkers.start(queues=["hq"])
+    odd = sc.run_by_name(flow.name, None, parent_run_id="not-a-run~99")  # no shard of ours
+    other = sc.run_by_name(flow.name, None, parent_run_id="01J0000000000000000000000A~0")
+    assert odd.result(timeout=20) == "not-a-run~99"
+    assert other.result(timeout=20) == "01J0000000000000000000000A~0"
+    assert not sc.redis.exists(sc.shards[0].keys.run_kicked("01J0000000000000000000000A~0"))
+    assert flow.run().result(timeout=20) == "None"  # the worker is still serving
