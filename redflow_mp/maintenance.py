@@ -178,7 +178,8 @@ class LeaderLock:
     then also takes, with the same token, the ``lock:cron`` of every other
     shard (the key that shard's ``fire_cron`` compares, in that shard's slot),
     and fires a shard's crons only while it holds that shard's copy
-    (:meth:`holds`). A new leader gets a shard's copy once the old leader's
+    (:meth:`holds`). A leader that lost shard 0's lock releases its copies at its
+    next tick; otherwise a new leader gets a shard's copy once the old leader's
     copy expired (at most ``ttl_ms`` later), so fencing stays exact per shard.
     """
 
@@ -218,7 +219,12 @@ class LeaderLock:
                 log.info("became cron leader")
         self._held[0] = self.held
         for i in range(1, len(self._locks)):
-            self._held[i] = self._tick_copy(i) if self.held else False
+            if self.held:
+                self._held[i] = self._tick_copy(i)
+            elif self._held[i]:  # leadership lost: hand the copy back at once
+                with contextlib.suppress(LockError):
+                    self._locks[i].release()
+                self._held[i] = False
         return self.held
 
     def _tick_copy(self, i: int) -> bool:

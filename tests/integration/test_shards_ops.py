@@ -166,7 +166,15 @@ def test_cron_leader_fires_the_crons_of_every_shard(sharded: Client) -> None:
     assert not other.tick() and not any(other.holds(k) for k in range(N))
     leader.resign()
     assert other.tick() and all(other.holds(k) for k in range(N))
-    other.release()
+    # a leader whose shard-0 lock was taken over hands its copies back at its next tick
+    sharded.redis.set(sharded.keys.lock_cron, b"usurper", px=3000)
+    assert not other.tick() and not any(other.holds(k) for k in range(N))
+    for shard in sharded.shards[1:]:
+        assert shard.redis.exists(shard.keys.lock_cron) == 0
+    sharded.redis.delete(sharded.keys.lock_cron)
+    third = LeaderLock(sharded, 3000)
+    assert third.tick() and all(third.holds(k) for k in range(N))
+    third.release()
 
 
 def test_workflow_stats_sum_the_shards(sharded: Client, registry: Registry) -> None:
