@@ -532,3 +532,20 @@ def test_redflow_on_a_fresh_prefix_writes_nothing(
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def test_other_prefixes_name_a_sharded_prefix_once(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as server:
+        other = create_client(server.url, prefix=prefix + "-x", default=False, shards=3)
+        try:
+            for shard in other.shards:
+                put(shard, workflow_in(other, shard.index))
+        finally:
+            other.close()
+        assert redflow_main(["queues", "--url", server.url, "--prefix", prefix]) == 0
+    err = capsys.readouterr().err
+    assert f"other prefixes with redflow keys in this database: '{prefix}-x' (" in err, err
