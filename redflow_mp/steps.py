@@ -275,13 +275,22 @@ class _StepCore(WaitMixin):
         step, cached, hit = self._begin(name)
         if hit:
             return cached
+        # In flight until its outcome is recorded: a sibling wait of a gather that
+        # suspends meanwhile waits for it, so it is not cut off and run again.
+        ex = self._ex
+        marker = asyncio.get_running_loop().create_future()
+        ex.inflight[marker] = asyncio.current_task()
         started = _now_ms()
         try:
-            value = await body(step)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+            try:
+                value = await body(step)
+            except Exception as exc:
+                self._fail(step, exc, started)
+                raise
+            return self._succeed(step, value, started)
+        finally:
+            del ex.inflight[marker]
+            marker.set_result(None)
 
     def _emit(
         self,

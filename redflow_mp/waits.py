@@ -16,7 +16,9 @@ every finished step, the finished wait included, returns its recorded result.
 A wait step that failed (a timeout, a failed child) replays its failure within
 the same attempt, so a handler that catches it and waits again sees the same
 history on every resume. An async handler that gathers several waits suspends
-once, on all of them (each wait yields to its siblings before suspending).
+once, on all of them (each wait yields to its siblings before suspending), after
+the sibling ``step.run`` calls already in flight have finished and been recorded,
+so that each of them runs once.
 """
 
 from __future__ import annotations
@@ -512,7 +514,12 @@ class WaitMixin:
         ex.set_step(None)
         for _ in range(_SIBLING_YIELDS):
             await asyncio.sleep(0)
-        ex.suspending = True
+        ex.suspending = True  # no step starts from now on
+        # Sibling steps already running finish and record their outcome first:
+        # cut off (the loop cancels what is left), they would run again on resume.
+        me = asyncio.current_task()
+        while others := [m for m, task in ex.inflight.items() if task is not me]:
+            await asyncio.wait(others)
         raise Suspend()
 
 
