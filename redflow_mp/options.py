@@ -22,6 +22,7 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PRIORITY",
+    "MAX_RUN_AT",
     "RunOptions",
     "check_name",
     "check_priority",
@@ -34,6 +35,9 @@ MAX_NAME_LENGTH = 512
 MAX_IDEMPOTENCY_KEY_LENGTH = 4096
 DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
 MAX_PRIORITY = 9
+#: The latest ``run_at`` (epoch seconds, 3000-01-01 UTC): later times would reach
+#: the scripts as numbers they print in exponent notation.
+MAX_RUN_AT = 32_503_680_000
 
 
 def check_name(value: object, what: str) -> str:
@@ -92,11 +96,15 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
             raise ValueError(
                 "run_at is a naive datetime; pass an aware one (e.g. datetime.now(timezone.utc))"
             )
-        return int(run_at.timestamp() * 1000)
-    if isinstance(run_at, bool) or not isinstance(run_at, int | float):
+        run_at = run_at.timestamp()
+    elif isinstance(run_at, bool) or not isinstance(run_at, int | float):
         raise TypeError("run_at must be an aware datetime or epoch seconds")
     if not math.isfinite(run_at) or run_at < 0:
         raise ValueError("run_at must be a finite, non-negative epoch time in seconds")
+    if run_at > MAX_RUN_AT:
+        raise ValueError(
+            f"run_at must be before the year 3000 (epoch {MAX_RUN_AT} s), not {run_at!r}"
+        )
     return int(run_at * 1000)
 
 

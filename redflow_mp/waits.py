@@ -49,7 +49,7 @@ from .errors import (
 )
 from .execution import Execution
 from .keys import step_workflow_key
-from .options import RunOptions, check_name
+from .options import MAX_RUN_AT, RunOptions, check_name
 from .registry import Workflow
 
 __all__ = [
@@ -135,6 +135,8 @@ def check_wake_time(when: object) -> int:
         raise TypeError("sleep_until needs an aware datetime or epoch seconds")
     if not math.isfinite(when) or when < 0:
         raise ValueError(f"sleep_until needs a finite, non-negative epoch time, not {when!r}")
+    if when > MAX_RUN_AT:
+        raise ValueError(f"sleep_until needs a time before the year 3000, not {when!r}")
     return int(when * 1000)
 
 
