@@ -20,6 +20,7 @@ from .cron import CronDef
 from .runs import Runs
 
 __all__ = [
+    "QUEUED_COUNT_LIMIT",
     "CronEntry",
     "QueueStats",
     "WorkflowStats",
@@ -41,6 +42,10 @@ class QueueStats(msgspec.Struct, kw_only=True):
     oldest_ready_age_ms: int | None = None
 
 
+#: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
+QUEUED_COUNT_LIMIT = 10_000
+
+
 class CronEntry(msgspec.Struct, kw_only=True):
     id: str
     workflow: str
@@ -54,7 +59,8 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
 
     meta: codec.WorkflowMeta
     running: int
-    queued: int
+    #: None when more than QUEUED_COUNT_LIMIT runs are queued in all (not counted).
+    queued: int | None
     parked: int
     cron: list[CronEntry] = msgspec.field(default_factory=list)
 
@@ -141,7 +147,11 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
     metas = client.list_workflows()
     if not metas:
         return []
-    queued_ids = client.redis.zrange(client.keys.runs_status(RunStatus.QUEUED), 0, -1)
+    # Per-workflow queued counts cost a read of every queued run: only done while
+    # there are few (a million queued runs would be a million HGETs per view).
+    queued_key = client.keys.runs_status(RunStatus.QUEUED)
+    counted = client.redis.zcard(queued_key) <= QUEUED_COUNT_LIMIT
+    queued_ids = client.redis.zrange(queued_key, 0, -1) if counted else []
     queued_by_wf: dict[str, int] = {}
     if queued_ids:
         with client.redis.pipeline(transaction=False) as pipe:
@@ -163,7 +173,7 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
                 meta=m,
                 running=int(counts[2 * i]),
                 parked=int(counts[2 * i + 1]),
-                queued=queued_by_wf.get(m.name, 0),
+                queued=queued_by_wf.get(m.name, 0) if counted else None,
                 cron=[c for c in crons if c.workflow == m.name],
             )
         )

@@ -524,7 +524,7 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             f"<tr><td><a href='{href(cfg.base, '/runs', workflow=m.name)}'>{e(m.name)}</a></td>"
             f"<td>{e(m.queue)}</td><td class='num'>{m.max_concurrency}</td>"
             f"<td class='num'>{e(attempts)}</td><td class='num'>{s.running}</td>"
-            f"<td class='num'>{s.queued}</td><td class='num'>{s.parked}</td>"
+            f"<td class='num'>{'?' if s.queued is None else s.queued}</td><td class='num'>{s.parked}</td>"
             f"<td>{e(m.rate_limit or '-')}</td>"
             f"<td>{e(m.app)}</td><td>{e(render.fmt_time(m.updated_at))}</td>"
             f"<td class='wrap'>{cron}</td></tr>"

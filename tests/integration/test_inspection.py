@@ -164,3 +164,40 @@ def test_corrupted_step_record_is_reported_not_raised(
     assert steps is not None and len(steps) == 1
     assert steps[0].name == "broken"
     assert steps[0].error is not None and steps[0].error.type == "CorruptRecord"
+
+
+def test_workflow_stats_do_not_read_every_queued_run(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """The workflows view (dashboard, `redflow workflows`) used to ZRANGE all of
+    runs:status:queued and HGET each run's workflow: a million queued runs meant a
+    million-entry reply and a million HGETs per page load. Past the counting limit
+    the per-workflow queued count is unknown (None) and costs nothing."""
+    from redflow_mp import admin
+    from tests.helpers import command_counts
+
+    _define(registry, "many-queued", "few-queued")
+    client.sync_registry(registry, app="stats")
+    registry.get("many-queued").run_many([None] * 12_000)  # type: ignore[union-attr]
+    registry.get("few-queued").run_many([None] * 3)  # type: ignore[union-attr]
+    out: list[Any] = []
+    counts = command_counts(raw, lambda: out.extend(admin.workflow_stats(client)))
+    by_name = {s.meta.name: s for s in out}
+    assert by_name["many-queued"].queued is None
+    assert by_name["few-queued"].queued is None
+    assert counts.get("hget", 0) == 0, counts
+    assert counts.get("zrange", 0) == 0, counts
+    assert sum(counts.values()) < 50, counts
+
+
+def test_workflow_stats_count_queued_runs_below_the_limit(
+    client: Client, registry: Registry
+) -> None:
+    from redflow_mp import admin
+
+    _define(registry, "some-queued", "none-queued")
+    client.sync_registry(registry, app="stats")
+    registry.get("some-queued").run_many([None] * 5)  # type: ignore[union-attr]
+    by_name = {s.meta.name: s for s in admin.workflow_stats(client)}
+    assert by_name["some-queued"].queued == 5
+    assert by_name["none-queued"].queued == 0
