@@ -67,6 +67,8 @@ def check_run_id(run_id: object) -> str:
         raise TypeError(f"run id must be a str, not {type(run_id).__name__}")
     if not run_id:
         raise ValueError("run id must be a non-empty string")
+    if ":" in run_id:  # would name one of a run's other keys (run:<id>:steps, ...)
+        raise ValueError(f"{run_id!r} is not a run id (run ids never contain ':')")
     return run_id
 
 

@@ -477,7 +477,11 @@ class DashboardApp:
         if not run_id:
             return self._error(req, HTTPStatus.BAD_REQUEST, "no run id", "runs")
         client = self.client
-        if client.get_run(run_id) is None:
+        try:
+            known = client.get_run(run_id) is not None
+        except ValueError as exc:  # not a run id
+            return self._error(req, HTTPStatus.BAD_REQUEST, str(exc), "runs")
+        if not known:
             return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
         if action == "cancel":
             reason = form.get("reason") or "canceled from the dashboard"

@@ -201,3 +201,30 @@ def test_workflow_stats_count_queued_runs_below_the_limit(
     by_name = {s.meta.name: s for s in admin.workflow_stats(client)}
     assert by_name["some-queued"].queued == 5
     assert by_name["none-queued"].queued == 0
+
+
+def test_ids_naming_a_runs_other_keys_are_rejected(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """`<id>:steps` named the run's steps hash, read back as a bogus queued run
+    with no workflow (the dashboard showed it, with its buttons); `<id>:attempts`
+    named a list and raised WRONGTYPE (a 500 page). No run id has a ':' in it:
+    such an id is a bad argument (ValueError), before any key is touched."""
+    _define(registry, "shown")
+    handle = registry.get("shown").run(None)  # type: ignore[union-attr]
+    raw.hset(client.keys.run_steps(handle.id), "s", b'{"status":"succeeded"}')
+    raw.rpush(client.keys.run_attempts(handle.id), b"{}")
+    for suffix in (":steps", ":attempts", ":children", ":ev:1:x"):
+        bogus = handle.id + suffix
+        for call in (
+            client.get_run,
+            client.get_run_steps,
+            client.cancel_run,
+            client.resume_run,
+            client.handle,
+            lambda rid: client.send_event(rid, "e"),
+        ):
+            with pytest.raises(ValueError, match="not a run id"):
+                call(bogus)
+    state = client.get_run(handle.id)
+    assert state is not None and state.workflow == "shown"

@@ -107,6 +107,11 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     assert request(base, "/nope").status == 404
     assert request(base, "/run?id=01NOPE").status == 404
     assert request(base, "/run").status == 400
+    # an id naming one of a run's other keys is no run id (it showed a bogus run,
+    # or a 500 page for :attempts)
+    for suffix in (":steps", ":attempts"):
+        r = request(base, f"/run?{urlencode({'id': runs.failed + suffix})}")
+        assert r.status == 400 and "not a run id" in r.body, suffix
     assert request(base, "/healthz").body == "ok\n"
 
 
