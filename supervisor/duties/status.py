@@ -152,14 +152,18 @@ def supervisor_status(
 
 
 def gauges(
-    client: Client | None, registry: Registry, children_alive: int
+    client: Client | None, registry: Registry, children_alive: int, queues: Sequence[str]
 ) -> list[tuple[str, Labels, float]]:
-    """Gauges read at scrape time: children alive, queue depths, running runs."""
+    """Gauges read at scrape time: children alive, the depths of the ``queues``
+    this supervisor serves (not of every known queue: their names are the
+    callers' and may be many, and this runs in the arbiter's loop), how many
+    queues are known, running runs."""
     out: list[tuple[str, Labels, float]] = [("redflow_children_alive", (), float(children_alive))]
     if client is None:
         return out
     try:
-        for q in queue_stats(client):
+        out.append(("redflow_queues_known", (), float(client.redis.scard(client.keys.queues))))
+        for q in queue_stats(client, queues):
             for state, value in (
                 ("ready", q.ready),
                 ("processing", q.processing),
