@@ -22,6 +22,7 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PRIORITY",
+    "MAX_REASON_LENGTH",
     "MAX_RUN_AT",
     "RunOptions",
     "check_name",
@@ -35,6 +36,7 @@ MAX_NAME_LENGTH = 512
 MAX_IDEMPOTENCY_KEY_LENGTH = 4096
 DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
 MAX_PRIORITY = 9
+MAX_REASON_LENGTH = 4000
 #: The latest ``run_at`` (epoch seconds, 3000-01-01 UTC): later times would reach
 #: the scripts as numbers they print in exponent notation.
 MAX_RUN_AT = 32_503_680_000
@@ -84,9 +86,14 @@ def check_priority(priority: object) -> int:
 
 
 def check_reason(reason: object) -> str:
-    """A cancel reason: a str or None (stored as "")."""
+    """A cancel reason: a str or None (stored as ""), at most MAX_REASON_LENGTH
+    characters (it is copied into the run's error and every child a cancel reaches)."""
     if reason is not None and not isinstance(reason, str):
         raise TypeError("reason must be a str or None")
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise ValueError(
+            f"reason is {len(reason)} characters long; the limit is {MAX_REASON_LENGTH}"
+        )
     return reason or ""
 
 
