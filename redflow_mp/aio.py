@@ -62,6 +62,7 @@ from .registry import (
     set_default_async_starter,
 )
 from .results import (
+    RESULT_RECHECK_S,
     STATE_FIELDS,
     message_output,
     outcome,
@@ -439,7 +440,7 @@ class AsyncClient:
         """Wait until the run ends; return its output or raise its error (see
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
         a finish before the subscription is seen by the read, a later one by the
-        message. No polling."""
+        message; without a message the run is read again every RESULT_RECHECK_S."""
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         t = self.transport
@@ -455,7 +456,10 @@ class AsyncClient:
                 if await wait_for_future(channel.ready, deadline):
                     channel.ready.result()  # raises if the subscription failed
                 state = terminal_state(run_id, await t.call(*read))
-                if state is None and await wait_for_future(channel.message, deadline):
+                # at most RESULT_RECHECK_S, then the run is read again (a lost publish)
+                recheck = loop.time() + RESULT_RECHECK_S
+                until = recheck if deadline is None else min(deadline, recheck)
+                if state is None and await wait_for_future(channel.message, until):
                     done, output = message_output(run_id, channel.message.result())
                     if done:
                         return output
