@@ -26,7 +26,7 @@ import msgspec
 
 from redflow_mp import admin
 from redflow_mp.client import Client
-from redflow_mp.codec import RunState, RunStatus, StepState
+from redflow_mp.codec import RunState, RunStatus, StepState, text
 
 from ..status import list_supervisors
 from . import render
@@ -544,8 +544,25 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
 
 
 def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
-    stats = admin.queue_stats(client)
+    # One page of queue names: their number is the callers' (queue_override), and
+    # each costs three reads on every load of a page that reloads itself.
+    names = sorted(text(n) for n in client.redis.smembers(client.keys.queues))
+    try:
+        page_no = max(1, int(q.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    size = cfg.page_size
+    stats = admin.queue_stats(client, names[(page_no - 1) * size : page_no * size])
     page = Page("Queues", "queues").add("<h1>Queues</h1>")
+    if len(names) > size:
+        pager = [f"<span>page {page_no} of {len(names):,} queues</span>"]
+        if page_no > 1:
+            pager.insert(
+                0, f"<a href='{href(cfg.base, '/queues', page=page_no - 1)}'>← previous</a>"
+            )
+        if page_no * size < len(names):
+            pager.append(f"<a href='{href(cfg.base, '/queues', page=page_no + 1)}'>next →</a>")
+        page.add(f"<div class='pager'>{''.join(pager)}</div>")
     if not stats:
         page.add("<p class='muted'>No queues yet.</p>")
     else:

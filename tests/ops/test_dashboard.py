@@ -338,3 +338,27 @@ def test_standalone_server_keeps_http11_connections_alive(dashboard: Start, runs
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nok\n")
     assert b"Connection: close" in data
+
+
+def test_queues_page_reads_one_page_of_queues(
+    dashboard: Start, client: Client, raw: redis.Redis
+) -> None:
+    """The Queues page read the depths of every known queue (3 commands each) on
+    every load, and reloads itself every few seconds: with 100,000 queue names
+    (one queue_override per tenant) an open tab kept Redis busy for good. It shows
+    one page of queues (by name), with a pager."""
+    from tests.helpers import command_counts
+
+    names = [f"tenant-{i:05d}" for i in range(20_000)]
+    for i in range(0, len(names), 5_000):
+        raw.sadd(client.keys.queues, *names[i : i + 5_000])
+    base = dashboard(page_size=25)
+    got: list[Result] = []
+    counts = command_counts(raw, lambda: got.append(request(base, "/queues")))
+    body = got[0].body
+    assert got[0].status == 200
+    assert "tenant-00000" in body and "tenant-00024" in body and "tenant-00025" not in body
+    assert "20,000 queues" in body and "<a href='/queues?page=2'>" in body
+    assert counts.get("zcard", 0) <= 2 * 25, counts
+    second = request(base, "/queues?page=2").body
+    assert "tenant-00025" in second and "tenant-00024" not in second
