@@ -48,11 +48,18 @@ from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
-from .errors import NETWORK_ERRORS, RedflowError
+from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
 from .handle import AsyncRunHandle
 from .ids import new_token
 from .keys import Keys
-from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
+from .options import (
+    RunOptions,
+    cannot_be_run_id,
+    check_name,
+    check_reason,
+    check_run_id,
+    check_timeout,
+)
 from .queries import Batch, QueryPlan
 from .registry import (
     Registry,
@@ -395,6 +402,8 @@ class AsyncClient:
         """Cancel a run; see ``Client.cancel_run``."""
         run_id = check_run_id(run_id)
         why = check_reason(reason)
+        if cannot_be_run_id(run_id):
+            return False
         accepted = cancel_accepted(await self._cancel_one(run_id, why))
         if accepted:
             await self._cancel_children(run_id, why or None)
@@ -421,9 +430,9 @@ class AsyncClient:
         """Record ``event`` for the run and wake it if it waits for it; see
         ``Client.send_event``."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        keys, args = send_event_call(
-            self.keys, check_run_id(run_id), name, data, self.max_events_per_run
-        )
+        if cannot_be_run_id(check_run_id(run_id)):
+            return False
+        keys, args = send_event_call(self.keys, run_id, name, data, self.max_events_per_run)
         # never resent: a resend after a lost reply would store the event twice
         reply = await self.scripts.run("send_event", keys, args, retry=False)
         return send_event_reply(reply, run_id, self.max_events_per_run)
@@ -432,6 +441,8 @@ class AsyncClient:
         """Put a failed or canceled run back in its queue as the same run, keeping
         its succeeded steps; see ``Client.resume_run``."""
         run_id = check_run_id(run_id)
+        if cannot_be_run_id(run_id):
+            raise RunNotResumableError(run_id, None)
         keys, args = self.scripts.resume_call(run_id, new_token())
         resume_reply(run_id, await self.scripts.run("resume_run", keys, args, retry=True))
         return AsyncRunHandle(self, run_id)
@@ -443,6 +454,8 @@ class AsyncClient:
         message; without a message the run is read again every RESULT_RECHECK_S."""
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
+        if cannot_be_run_id(run_id):
+            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
         t = self.transport
         t.enter()
         loop = t.loop

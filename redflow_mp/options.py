@@ -25,6 +25,7 @@ __all__ = [
     "MAX_REASON_LENGTH",
     "MAX_RUN_AT",
     "RunOptions",
+    "cannot_be_run_id",
     "check_name",
     "check_priority",
     "check_reason",
@@ -69,9 +70,14 @@ def check_run_id(run_id: object) -> str:
         raise TypeError(f"run id must be a str, not {type(run_id).__name__}")
     if not run_id:
         raise ValueError("run id must be a non-empty string")
-    if ":" in run_id:  # would name one of a run's other keys (run:<id>:steps, ...)
-        raise ValueError(f"{run_id!r} is not a run id (run ids never contain ':')")
     return run_id
+
+
+def cannot_be_run_id(run_id: str) -> bool:
+    """True for an id no run has: run ids never contain ':', and ``<id>:steps``
+    (or ``:attempts``, ...) would name one of a run's other keys. Such ids are
+    unknown runs (None, False), never read as one."""
+    return ":" in run_id
 
 
 def check_priority(priority: object) -> int:

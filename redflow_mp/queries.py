@@ -25,7 +25,7 @@ from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import with_redirects
 from .keys import Keys
-from .options import check_name, check_run_id
+from .options import cannot_be_run_id, check_name, check_run_id
 
 __all__ = [
     "Batch",
@@ -95,6 +95,8 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
 def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     """The run with its attempts' history (one round trip), or None for an unknown id."""
     check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
     raw, entries = yield [
         ("hgetall", (keys.run(run_id),)),
         ("lrange", (keys.run_attempts(run_id), 0, -1)),
@@ -111,6 +113,8 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
 def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     """The run's recorded steps in execution order, or None for an unknown id."""
     check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
     exists, raw = yield [("exists", (keys.run(run_id),)), ("hgetall", (keys.run_steps(run_id),))]
     if not exists:
         return None

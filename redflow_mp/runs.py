@@ -35,7 +35,7 @@ from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, check_name, check_run_id
+from .options import RunOptions, cannot_be_run_id, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, enqueue_reply
@@ -361,7 +361,9 @@ class Runs:
         reply within the socket timeout) is raised, and the event may or may not
         have been stored; sending it again may deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        return self.scripts.send_event(check_run_id(run_id), name, data, self.max_events_per_run)
+        if cannot_be_run_id(check_run_id(run_id)):
+            return False
+        return self.scripts.send_event(run_id, name, data, self.max_events_per_run)
 
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:
         """Cancel the unfinished run_workflow children of ``run_id``, recursively."""

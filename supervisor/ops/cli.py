@@ -42,7 +42,6 @@ import redis
 from redflow_mp import __version__
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
-from redflow_mp.options import check_run_id
 
 from ..embedded import EmbeddedRedis
 from .commands import (
@@ -123,13 +122,6 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
-def _run_id(value: str) -> str:
-    try:
-        return check_run_id(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _positive(value: str) -> float:
     try:
         out = float(value)
@@ -174,18 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=_count, default=0, help="skip the N newest (paging)")
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])
-    p.add_argument("id", type=_run_id)
+    p.add_argument("id")
     p.set_defaults(func=cmd_runs_show)
     p = runs_sub.add_parser(
         "cancel", help="cancel a queued, scheduled, suspended or running run", parents=[common]
     )
-    p.add_argument("id", type=_run_id)
+    p.add_argument("id")
     p.add_argument("--reason", help="recorded on the run")
     p.set_defaults(func=cmd_runs_cancel)
     p = runs_sub.add_parser(
         "retry", help="enqueue a failed or canceled run again as a new run", parents=[common]
     )
-    p.add_argument("id", type=_run_id)
+    p.add_argument("id")
     p.set_defaults(func=cmd_runs_retry)
     p = runs_sub.add_parser(
         "resume",
@@ -193,12 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "keeping its succeeded steps",
         parents=[common],
     )
-    p.add_argument("id", type=_run_id)
+    p.add_argument("id")
     p.set_defaults(func=cmd_runs_resume)
     p = runs_sub.add_parser(
         "watch", help="follow a run's status and steps until it ends", parents=[common]
     )
-    p.add_argument("id", type=_run_id)
+    p.add_argument("id")
     p.add_argument("--timeout", type=_positive, help="give up after S seconds (exit 3)")
     p.add_argument(
         "--interval",
@@ -211,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send-event", help="send an event to a run (wakes it if it waits for it)", parents=[common]
     )
-    p.add_argument("id", metavar="RUN_ID", type=_run_id)
+    p.add_argument("id", metavar="RUN_ID")
     p.add_argument("event", metavar="EVENT")
     p.add_argument("--payload", default="null", help="the event's payload as JSON (default null)")
     p.set_defaults(func=cmd_send_event)

@@ -284,10 +284,7 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
-    try:
-        state = client.get_run(run_id)
-    except ValueError as exc:  # not a run id (one with ':' names a run's other keys)
-        return error_page(HTTPStatus.BAD_REQUEST, str(exc), "runs")
+    state = client.get_run(run_id)
     if state is None:
         return error_page(
             HTTPStatus.NOT_FOUND,

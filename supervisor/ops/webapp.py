@@ -492,11 +492,7 @@ class DashboardApp:
         if not run_id:
             return self._error(req, HTTPStatus.BAD_REQUEST, "no run id", "runs")
         client = self.client
-        try:
-            known = client.get_run(run_id) is not None
-        except ValueError as exc:  # not a run id
-            return self._error(req, HTTPStatus.BAD_REQUEST, str(exc), "runs")
-        if not known:
+        if client.get_run(run_id) is None:
             return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
         if action == "cancel":
             return self._cancel(req, run_id, form.get("reason") or "canceled from the dashboard")

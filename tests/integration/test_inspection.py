@@ -203,28 +203,29 @@ def test_workflow_stats_count_queued_runs_below_the_limit(
     assert by_name["none-queued"].queued == 0
 
 
-def test_ids_naming_a_runs_other_keys_are_rejected(
+def test_ids_naming_a_runs_other_keys_are_unknown_runs(
     client: Client, registry: Registry, raw: redis.Redis
 ) -> None:
     """`<id>:steps` named the run's steps hash, read back as a bogus queued run
     with no workflow (the dashboard showed it, with its buttons); `<id>:attempts`
     named a list and raised WRONGTYPE (a 500 page). No run id has a ':' in it:
-    such an id is a bad argument (ValueError), before any key is touched."""
+    such an id is an unknown run, and no key is touched."""
     _define(registry, "shown")
     handle = registry.get("shown").run(None)  # type: ignore[union-attr]
     raw.hset(client.keys.run_steps(handle.id), "s", b'{"status":"succeeded"}')
     raw.rpush(client.keys.run_attempts(handle.id), b"{}")
+    from redflow_mp import RedflowError, RunNotResumableError
+
     for suffix in (":steps", ":attempts", ":children", ":ev:1:x"):
         bogus = handle.id + suffix
-        for call in (
-            client.get_run,
-            client.get_run_steps,
-            client.cancel_run,
-            client.resume_run,
-            client.handle,
-            lambda rid: client.send_event(rid, "e"),
-        ):
-            with pytest.raises(ValueError, match="not a run id"):
-                call(bogus)
+        assert client.get_run(bogus) is None, suffix
+        assert client.get_run_steps(bogus) is None, suffix
+        assert client.cancel_run(bogus) is False, suffix
+        assert client.send_event(bogus, "e") is False, suffix
+        assert client.handle(bogus).state() is None, suffix
+        with pytest.raises(RunNotResumableError, match="does not exist"):
+            client.resume_run(bogus)
+        with pytest.raises(RedflowError, match="does not exist"):
+            client.handle(bogus).result(timeout=1)
     state = client.get_run(handle.id)
     assert state is not None and state.workflow == "shown"

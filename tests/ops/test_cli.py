@@ -82,7 +82,7 @@ def test_bad_arguments(redis_url: str, prefix: str) -> None:
         ]
     )
     for bad in (show_key, cancel_key):
-        assert bad.code == 2 and "not a run id" in bad.err and "Traceback" not in bad.err
+        assert bad.code == 1 and "not found" in bad.err and "Traceback" not in bad.err
     assert status.code == 2 and "invalid choice" in status.err
     assert limit.code == 2 and "must be >= 0" in limit.err
     assert workflow.code == 2 and "non-empty" in workflow.err

@@ -111,7 +111,7 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     # or a 500 page for :attempts)
     for suffix in (":steps", ":attempts"):
         r = request(base, f"/run?{urlencode({'id': runs.failed + suffix})}")
-        assert r.status == 400 and "not a run id" in r.body, suffix
+        assert r.status == 404 and "not found" in r.body, suffix
     assert request(base, "/healthz").body == "ok\n"
 
 
