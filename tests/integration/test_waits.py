@@ -532,5 +532,5 @@ def test_async_gather_sibling_step_in_flight_runs_once(
     handle = parent.run()
     assert handle.result(timeout=30) == ["worked", None]
     assert calls == [1]
-    steps = {s.name: s for s in client.get_run_steps(handle.id)}
+    steps = {s.name: s for s in client.get_run_steps(handle.id) or []}
     assert steps["work"].status == "succeeded"

@@ -353,7 +353,7 @@ def test_queues_page_reads_one_page_of_queues(
     for i in range(0, len(names), 5_000):
         raw.sadd(client.keys.queues, *names[i : i + 5_000])
     base = dashboard(page_size=25)
-    got: list[Result] = []
+    got: list[Resp] = []
     counts = command_counts(raw, lambda: got.append(request(base, "/queues")))
     body = got[0].body
     assert got[0].status == 200

@@ -251,7 +251,7 @@ def test_an_evicting_redis_is_warned_about_at_start(
     volatile-lru that managed services default to), Redis at its memory limit
     deletes run hashes, idempotency keys and the cron lock: runs are lost or
     run twice. The supervisor said nothing about it."""
-    before = raw.config_get("maxmemory-policy")["maxmemory-policy"]
+    before = str(raw.config_get("maxmemory-policy")["maxmemory-policy"])
     raw.config_set("maxmemory-policy", "volatile-lru")
     try:
         sup = supervisor(procs=1)
