@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 MAX_PAYLOAD_SHOWN = 100_000
+#: The last page number a listing accepts (a larger one is this one: offsets stay small).
+MAX_PAGE = 1_000_000
 STATUSES = [s.value for s in RunStatus]
 NOTICES = {
     "canceled": "Run canceled.",
@@ -202,7 +204,7 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     workflow = q.get("workflow", "").strip() or None
     status = q.get("status", "") or None
     try:
-        page_no = max(1, int(q.get("page", "1")))
+        page_no = min(max(1, int(q.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page_no = 1
     page = Page("Runs", "runs")
@@ -214,9 +216,15 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         page.query = q
         return page
     size = cfg.page_size
-    runs = client.list_runs(
-        workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
-    )
+    try:
+        runs = client.list_runs(
+            workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
+        )
+    except ValueError as exc:  # a workflow name past the length limit
+        page.status = HTTPStatus.BAD_REQUEST
+        page.add(f"<div class='error'>{e(str(exc))}</div>")
+        page.query = q
+        return page
     more = len(runs) > size
     runs = runs[:size]
     title = "Runs" + (f" of {workflow}" if workflow else "") + (f" ({status})" if status else "")

@@ -106,6 +106,10 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     assert r.status == 200 and "No live supervisors" in r.body
     assert request(base, "/nope").status == 404
     assert request(base, "/run?id=01NOPE").status == 404
+    # a name past the limit was a 500 page with a traceback in the log, a huge page
+    # number a "Redis error" (an offset past int64)
+    assert request(base, "/runs?" + urlencode({"workflow": "w" * 600})).status == 400
+    assert request(base, "/runs?page=99999999999999999999").status == 200
     assert request(base, "/run").status == 400
     # an id naming one of a run's other keys is no run id (it showed a bogus run,
     # or a 500 page for :attempts)
