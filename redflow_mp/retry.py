@@ -64,7 +64,7 @@ def backoff_seconds(policy: Retries, attempt: int, rng: random.Random | None = N
     try:
         base = policy.initial_delay * policy.multiplier ** max(0, attempt - 1)
     except OverflowError:  # a late attempt of a long policy: the cap applies
-        base = math.inf
+        base = math.inf if policy.initial_delay > 0 else 0.0
     delay = min(policy.max_delay, base)
     if policy.jitter and delay > 0:
         spread = delay * policy.jitter

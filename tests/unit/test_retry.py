@@ -92,6 +92,7 @@ def test_backoff_of_a_late_attempt_does_not_overflow() -> None:
     assert backoff_seconds(policy, 1025) == policy.max_delay
     assert backoff_seconds(policy, 10**6 - 1) == policy.max_delay
     assert retry_delay_ms(policy, 5000, 10**6) == int(policy.max_delay * 1000)
+    assert backoff_seconds(Retries(max_attempts=10**6, initial_delay=0), 5000) == 0.0
 
 
 @pytest.mark.parametrize("name", ["initial_delay", "multiplier", "max_delay", "jitter"])
