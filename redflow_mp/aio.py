@@ -465,13 +465,13 @@ class AsyncClient:
         while True:
             channel = None
             try:
-                channel = await t.subscribe(name)
-                if await wait_for_future(channel.ready, deadline):
-                    channel.ready.result()  # raises if the subscription failed
-                state = terminal_state(run_id, await t.call(*read))
                 # at most RESULT_RECHECK_S, then the run is read again (a lost publish)
                 recheck = loop.time() + RESULT_RECHECK_S
                 until = recheck if deadline is None else min(deadline, recheck)
+                channel = await t.subscribe(name)
+                if await wait_for_future(channel.ready, until):
+                    channel.ready.result()  # raises if the subscription failed
+                state = terminal_state(run_id, await t.call(*read))
                 if state is None and await wait_for_future(channel.message, until):
                     done, output = message_output(run_id, channel.message.result())
                     if done:

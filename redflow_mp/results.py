@@ -140,13 +140,15 @@ class ResultWaiter:
 
 
 def _subscribe(pubsub: Any, channel: bytes, deadline: float | None) -> None:
-    """Subscribe and wait for the server's confirmation (so no publish is missed)."""
+    """Subscribe and wait for the server's confirmation (so no publish is missed),
+    at most until ``deadline`` or RESULT_RECHECK_S (then the caller reads the run)."""
     pubsub.subscribe(channel)
+    recheck = time.monotonic() + RESULT_RECHECK_S
+    deadline = recheck if deadline is None else min(deadline, recheck)
     while True:
-        remaining = None if deadline is None else max(0.05, deadline - time.monotonic())
-        msg = pubsub.get_message(timeout=remaining if remaining is not None else 3600.0)
+        msg = pubsub.get_message(timeout=max(0.05, deadline - time.monotonic()))
         if msg is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 return
             continue
         if msg["type"] == "subscribe" and msg["channel"] == channel:
