@@ -229,3 +229,41 @@ def test_ids_naming_a_runs_other_keys_are_unknown_runs(
             client.handle(bogus).result(timeout=1)
     state = client.get_run(handle.id)
     assert state is not None and state.workflow == "shown"
+
+
+def test_list_runs_of_a_workflow_and_a_sparse_status_is_not_a_walk(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """Both indexes past 10,000 runs: list_runs walked the workflow's runs newest
+    first, 1,000 at a time, until it found `limit` in the status (all of them
+    when the match is sparse: a workflow with few failures among many failed
+    runs of others). 30,000 runs were 31 ZREVRANGE + 60 ZMSCORE; a million, a
+    thousand round trips per dashboard refresh. After a few chunks it now reads
+    the smaller index whole (up to 200,000), with the same order and paging."""
+    from tests.helpers import command_counts
+
+    _define(registry, "big", "other")
+    big = registry.get("big")
+    other = registry.get("other")
+    assert big is not None and other is not None
+    big_ids = [h.id for h in big.run_many([None] * 30_000)]
+    other_ids = [h.id for h in other.run_many([None] * 15_000)]
+    now = client.server_time_ms()
+    failed = client.keys.runs_status("failed")
+    for i in range(0, len(other_ids), 5_000):  # the index a failure writes
+        raw.zadd(failed, {rid: now for rid in other_ids[i : i + 5_000]})
+    few = [big_ids[10], big_ids[20_000], big_ids[29_990]]
+    raw.zadd(failed, {rid: now for rid in few})
+    got: list[RunState] = []
+    counts = command_counts(
+        raw, lambda: got.extend(client.list_runs(workflow="big", status="failed"))
+    )
+    assert [s.id for s in got] == list(reversed(few))  # newest created first
+    assert sum(counts.values()) < 40, counts
+    assert [s.id for s in client.list_runs(workflow="big", status="failed", offset=1)] == [
+        few[1],
+        few[0],
+    ]
+    # a dense match is still a short walk: the newest runs of big, queued
+    dense = client.list_runs(workflow="big", status="queued", limit=3)
+    assert [s.id for s in dense] == list(reversed(big_ids[-3:]))
