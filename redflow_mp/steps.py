@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 import threading
 import time
@@ -446,6 +447,40 @@ class Step(_StepCore):
         )
 
 
+def _in_own_thread(
+    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """``fn(*args, **kwargs)`` in a daemon thread of its own, as a future of the loop.
+
+    Not the loop's default executor (``asyncio.to_thread``): a call that hangs past
+    its timeout would keep one of its few threads for good, and once all were
+    stuck every later step (and the loop's DNS lookups) would wait behind them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # timed out and cancelled meanwhile: the outcome is moot
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def target() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = context.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=target, name=f"redflow-step-{name[:40]}", daemon=True).start()
+    return future
+
+
 async def _call_async(
     name: str,
     fn: Callable[..., Any],
@@ -468,7 +503,7 @@ async def _call_async(
     if asyncio.iscoroutinefunction(fn):
         task = asyncio.ensure_future(fn(*args, **kwargs))
     else:
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        task = _in_own_thread(name, fn, args, kwargs)
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if task not in done:
         task.cancel()
