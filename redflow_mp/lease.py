@@ -45,7 +45,8 @@ class LeaseKeeper:
     def __init__(self, scripts: Scripts, lease_ms: int) -> None:
         self._scripts = scripts
         self._lease_ms = lease_ms
-        self._interval = max(0.01, lease_ms / 3000.0)
+        # At most hourly: a huge lease (1e17 ms) would overflow Event.wait.
+        self._interval = min(max(0.01, lease_ms / 3000.0), 3600.0)
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
