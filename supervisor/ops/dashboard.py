@@ -43,6 +43,7 @@ from . import render
 from .webapp import MAX_BODY, AppSettings, DashboardApp, is_loopback
 
 __all__ = [
+    "MAX_CONNECTIONS",
     "AppSettings",
     "DashboardApp",
     "DashboardConfig",
@@ -52,6 +53,10 @@ __all__ = [
     "make_server",
     "serve",
 ]
+
+#: Connections (threads) served at once; more are closed when accepted (an idle
+#: keep-alive connection holds its thread up to 30 s, and needs no token to open).
+MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
 TOKEN_HINT = "start the dashboard with --token or RF_DASHBOARD_TOKEN"
@@ -251,6 +256,7 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
     """The stand-alone server: a thread per connection over one :class:`DashboardApp`."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (socketserver's 5: bursts waited for SYN retries)
     block_on_close = False  # server_close() ends the connections instead (below)
     allow_reuse_address = True
 
@@ -275,7 +281,12 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
-            self._open.add(request)
+            full = len(self._open) >= MAX_CONNECTIONS
+            if not full:
+                self._open.add(request)
+        if full:  # a thread per connection: never more than MAX_CONNECTIONS of them
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:

@@ -366,3 +366,27 @@ def test_queues_page_reads_one_page_of_queues(
     assert counts.get("zcard", 0) <= 2 * 25, counts
     second = request(base, "/queues?page=2").body
     assert "tenant-00025" in second and "tenant-00024" not in second
+
+
+def test_idle_connections_cannot_grow_the_threads_without_bound(dashboard: Start) -> None:
+    """A thread per connection, each idle one kept 30 s (slowloris needs no token:
+    the request is parsed before any check): 500 idle sockets were 500 threads.
+    Connections past MAX_CONNECTIONS are closed at once."""
+    import threading
+    import time
+
+    from redflow_supervisor.ops.dashboard import MAX_CONNECTIONS
+
+    base = dashboard()
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    assert host is not None and port is not None
+    before = threading.active_count()
+    socks = [socket.create_connection((host, port)) for _ in range(MAX_CONNECTIONS + 100)]
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - before <= MAX_CONNECTIONS + 2
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.2)
+    assert request(base, "/healthz").body == "ok\n"  # served again once they are gone
