@@ -22,6 +22,7 @@ from .queries import get_run_any, list_workflows_all, run_view, shard_views
 from .runs import Runs
 
 __all__ = [
+    "QUEUED_COUNT_LIMIT",
     "CronEntry",
     "QueueStats",
     "WorkflowStats",
@@ -43,6 +44,10 @@ class QueueStats(msgspec.Struct, kw_only=True):
     oldest_ready_age_ms: int | None = None
 
 
+#: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
+QUEUED_COUNT_LIMIT = 10_000
+
+
 class CronEntry(msgspec.Struct, kw_only=True):
     id: str
     workflow: str
@@ -56,7 +61,8 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
 
     meta: codec.WorkflowMeta
     running: int
-    queued: int
+    #: None when more than QUEUED_COUNT_LIMIT runs are queued in all (not counted).
+    queued: int | None
     parked: int
     cron: list[CronEntry] = msgspec.field(default_factory=list)
 
@@ -64,18 +70,20 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
 _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
-def queue_stats(client: Client) -> list[QueueStats]:
-    """Every known queue's ready/processing/scheduled depths and the wait of the
-    run it will hand out next (its head: highest priority, then oldest).
+def queue_stats(client: Client, queues: Sequence[str] | None = None) -> list[QueueStats]:
+    """Every known queue's (or only ``queues``') ready/processing/scheduled depths
+    and the wait of the run it will hand out next (its head: highest priority,
+    then oldest).
 
     ``processing`` counts the runs of the queue in ``runs:status:running``: one
     read bounded by the runs in flight, not by the queues. With several shards
     each shard's queues are read and the depths added up; the oldest head wins.
+    The rest costs three commands per queue: pass ``queues`` where the known
+    queues may be many.
     """
-    views = shard_views(client)
     merged: dict[str, QueueStats] = {}
-    for view in views:
-        for q in _queue_stats(client, view):
+    for view in shard_views(client):
+        for q in _queue_stats(client, view, queues):
             have = merged.get(q.name)
             if have is None:
                 merged[q.name] = q
@@ -88,9 +96,10 @@ def queue_stats(client: Client) -> list[QueueStats]:
     return [merged[name] for name in sorted(merged)]
 
 
-def _queue_stats(client: Client, view: Any) -> list[QueueStats]:
+def _queue_stats(client: Client, view: Any, queues: Sequence[str] | None) -> list[QueueStats]:
     r, k = view.redis, view.keys
-    names = sorted(text(q) for q in r.smembers(k.queues))
+    known = r.smembers(k.queues) if queues is None else queues
+    names = sorted({text(q) for q in known})
     if not names:
         return []
     running = r.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
@@ -172,12 +181,19 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
     metas = list_workflows_all(client)
     if not metas:
         return []
+    # Per-workflow queued counts cost a read of every queued run: only done while
+    # there are few (a million queued runs would be a million HGETs per view).
+    views = shard_views(client)
+    counted = (
+        sum(int(v.redis.zcard(v.keys.runs_status(RunStatus.QUEUED))) for v in views)
+        <= QUEUED_COUNT_LIMIT
+    )
     queued_by_wf: dict[str, int] = {}
     running = [0] * len(metas)
     parked = [0] * len(metas)
     for view in shard_views(client):
         r, k = view.redis, view.keys
-        queued_ids = r.zrange(k.runs_status(RunStatus.QUEUED), 0, -1)
+        queued_ids = r.zrange(k.runs_status(RunStatus.QUEUED), 0, -1) if counted else []
         if queued_ids:
             with r.pipeline(transaction=False) as pipe:
                 for run_id in queued_ids:
@@ -201,7 +217,7 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
                 meta=m,
                 running=running[i],
                 parked=parked[i],
-                queued=queued_by_wf.get(m.name, 0),
+                queued=queued_by_wf.get(m.name, 0) if counted else None,
                 cron=[c for c in crons if c.workflow == m.name],
             )
         )

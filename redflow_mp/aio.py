@@ -49,11 +49,18 @@ from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
-from .errors import NETWORK_ERRORS, RedflowError
+from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
 from .handle import AsyncRunHandle
 from .ids import new_token
 from .keys import Keys
-from .options import RunOptions, check_name, check_reason, check_run_id, check_timeout
+from .options import (
+    RunOptions,
+    cannot_be_run_id,
+    check_name,
+    check_reason,
+    check_run_id,
+    check_timeout,
+)
 from .queries import Batch, QueryPlan
 from .registry import (
     Registry,
@@ -63,6 +70,7 @@ from .registry import (
     set_default_async_starter,
 )
 from .results import (
+    RESULT_RECHECK_S,
     STATE_FIELDS,
     message_output,
     outcome,
@@ -425,6 +433,8 @@ class AsyncClient:
         """Cancel a run; see ``Client.cancel_run``."""
         run_id = check_run_id(run_id)
         why = check_reason(reason)
+        if cannot_be_run_id(run_id):
+            return False
         status = await self._cancel_one(run_id, why)
         accepted = cancel_accepted(status)
         if accepted:
@@ -475,6 +485,8 @@ class AsyncClient:
         """Record ``event`` for the run and wake it if it waits for it; see
         ``Client.send_event``."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
+        if cannot_be_run_id(check_run_id(run_id)):
+            return False
         shard = self.shard_of_run(run_id)
         keys, args = send_event_call(shard.keys, run_id, name, data, self.max_events_per_run)
         # never resent: a resend after a lost reply would store the event twice
@@ -484,6 +496,9 @@ class AsyncClient:
     async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:
         """Put a failed or canceled run back in its queue as the same run, keeping
         its succeeded steps; see ``Client.resume_run``."""
+        run_id = check_run_id(run_id)
+        if cannot_be_run_id(run_id):
+            raise RunNotResumableError(run_id, None)
         scripts = self.shard_of_run(run_id).scripts
         keys, args = scripts.resume_call(run_id, new_token())
         resume_reply(run_id, await scripts.run("resume_run", keys, args, retry=True))
@@ -493,9 +508,12 @@ class AsyncClient:
         """Wait until the run ends; return its output or raise its error (see
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
         a finish before the subscription is seen by the read, a later one by the
-        message. No polling."""
-        shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
+        message; without a message the run is read again every RESULT_RECHECK_S."""
+        check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
+        if cannot_be_run_id(run_id):
+            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
+        shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
         t = shard.transport
         t.enter()
         loop = t.loop
@@ -505,11 +523,14 @@ class AsyncClient:
         while True:
             channel = None
             try:
+                # at most RESULT_RECHECK_S, then the run is read again (a lost publish)
+                recheck = loop.time() + RESULT_RECHECK_S
+                until = recheck if deadline is None else min(deadline, recheck)
                 channel = await t.subscribe(name)
-                if await wait_for_future(channel.ready, deadline):
+                if await wait_for_future(channel.ready, until):
                     channel.ready.result()  # raises if the subscription failed
                 state = terminal_state(run_id, await t.call(*read))
-                if state is None and await wait_for_future(channel.message, deadline):
+                if state is None and await wait_for_future(channel.message, until):
                     done, output = message_output(run_id, channel.message.result())
                     if done:
                         return output

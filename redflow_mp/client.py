@@ -26,11 +26,11 @@ import redis
 from . import batch, queries, sync, xshard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
-from .errors import NETWORK_ERRORS
+from .errors import NETWORK_ERRORS, RunNotResumableError
 from .handle import RunHandle
 from .ids import new_token
 from .keys import Keys
-from .options import RunOptions, check_name, check_reason, check_run_id
+from .options import RunOptions, cannot_be_run_id, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
     DEFAULT_MAX_EVENTS_PER_RUN,
@@ -250,6 +250,8 @@ class Client(Runs):
         """
         run_id = check_run_id(run_id)
         why = check_reason(reason)
+        if cannot_be_run_id(run_id):
+            return False
         status = self.scripts_for(run_id).cancel(run_id, why)
         accepted = cancel_accepted(status)
         if accepted:
@@ -270,6 +272,8 @@ class Client(Runs):
         and nothing changes.
         """
         run_id = check_run_id(run_id)
+        if cannot_be_run_id(run_id):
+            raise RunNotResumableError(run_id, None)
         scripts = self.scripts_for(run_id)
         keys, args = scripts.resume_call(run_id, new_token())
         resume_reply(run_id, scripts.run("resume_run", keys, args, retry=True))

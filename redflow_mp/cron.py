@@ -28,6 +28,7 @@ Vixie cron, whose rule tells "fixed-time" from "wildcard" entries:
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,6 +66,12 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
         if not croniter.is_valid(self.expression):
             raise ValueError(f"Cron expression {self.expression!r} is not valid")
         _zone(self.timezone)
+        try:  # February 30th is valid syntax; syncing it would fail later
+            next_fire_ms(self.expression, self.timezone, int(time.time() * 1000))
+        except ValueError:
+            raise ValueError(
+                f"Cron expression {self.expression!r} never fires (no date matches it)"
+            ) from None
         if self.id is not None and (not isinstance(self.id, str) or not self.id.strip()):
             raise ValueError("Cron id must be a non-empty string when given")
         try:

@@ -54,6 +54,7 @@ class Execution:
         "attempt",
         "cancel_reason",
         "cancelled",
+        "inflight",
         "lease_lost",
         "lease_ms",
         "lease_until",
@@ -98,6 +99,9 @@ class Execution:
         # whether the run suspends: then no further step may start.
         self.waits: list[Any] = []
         self.suspending = False
+        # Async steps whose function is running (a future done once the step's
+        # outcome is recorded -> the task running it): a suspension waits for them.
+        self.inflight: dict[Any, Any] = {}
 
     def mark_lost(self) -> None:
         self.lease_lost = True

@@ -83,10 +83,11 @@ class Outcome:
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     """Default executor of handler event loops: closing the loop does not wait.
 
-    ``asyncio.Runner.close`` joins the loop's default executor. A sync step that
-    timed out (``asyncio.to_thread`` behind ``step.run(..., timeout=...)``) may
-    still be blocked in that executor, possibly forever; waiting for it would
-    hang the worker's shutdown. Its result is discarded anyway.
+    ``asyncio.Runner.close`` joins the loop's default executor. A handler's own
+    ``asyncio.to_thread`` call that timed out may still be blocked in that
+    executor, possibly forever; waiting for it would hang the worker's shutdown.
+    (A sync step with a ``timeout`` runs in a thread of its own, not here: see
+    ``steps._in_own_thread``.)
     """
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

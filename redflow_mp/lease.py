@@ -45,7 +45,8 @@ class LeaseKeeper:
     ) -> None:
         self._renew = renew  # Runs.renew: one renew_lease call per shard
         self._lease_ms = lease_ms
-        self._interval = max(0.01, lease_ms / 3000.0)
+        # At most hourly: a huge lease (1e17 ms) would overflow Event.wait.
+        self._interval = min(max(0.01, lease_ms / 3000.0), 3600.0)
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

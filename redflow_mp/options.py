@@ -22,7 +22,10 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PRIORITY",
+    "MAX_REASON_LENGTH",
+    "MAX_RUN_AT",
     "RunOptions",
+    "cannot_be_run_id",
     "check_name",
     "check_priority",
     "check_reason",
@@ -34,6 +37,10 @@ MAX_NAME_LENGTH = 512
 MAX_IDEMPOTENCY_KEY_LENGTH = 4096
 DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
 MAX_PRIORITY = 9
+MAX_REASON_LENGTH = 4000
+#: The latest ``run_at`` (epoch seconds, 3000-01-01 UTC): later times would reach
+#: the scripts as numbers they print in exponent notation.
+MAX_RUN_AT = 32_503_680_000
 
 
 def check_name(value: object, what: str) -> str:
@@ -66,6 +73,13 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+def cannot_be_run_id(run_id: str) -> bool:
+    """True for an id no run has: run ids never contain ':', and ``<id>:steps``
+    (or ``:attempts``, ...) would name one of a run's other keys. Such ids are
+    unknown runs (None, False), never read as one."""
+    return ":" in run_id
+
+
 def check_priority(priority: object) -> int:
     """``priority`` if it is an int from 0 to 9, else a clear TypeError/ValueError."""
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -78,9 +92,14 @@ def check_priority(priority: object) -> int:
 
 
 def check_reason(reason: object) -> str:
-    """A cancel reason: a str or None (stored as "")."""
+    """A cancel reason: a str or None (stored as ""), at most MAX_REASON_LENGTH
+    characters (it is copied into the run's error and every child a cancel reaches)."""
     if reason is not None and not isinstance(reason, str):
         raise TypeError("reason must be a str or None")
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise ValueError(
+            f"reason is {len(reason)} characters long; the limit is {MAX_REASON_LENGTH}"
+        )
     return reason or ""
 
 
@@ -92,11 +111,15 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
             raise ValueError(
                 "run_at is a naive datetime; pass an aware one (e.g. datetime.now(timezone.utc))"
             )
-        return int(run_at.timestamp() * 1000)
-    if isinstance(run_at, bool) or not isinstance(run_at, int | float):
+        run_at = run_at.timestamp()
+    elif isinstance(run_at, bool) or not isinstance(run_at, int | float):
         raise TypeError("run_at must be an aware datetime or epoch seconds")
     if not math.isfinite(run_at) or run_at < 0:
         raise ValueError("run_at must be a finite, non-negative epoch time in seconds")
+    if run_at > MAX_RUN_AT:
+        raise ValueError(
+            f"run_at must be before the year 3000 (epoch {MAX_RUN_AT} s), not {run_at!r}"
+        )
     return int(run_at * 1000)
 
 

@@ -3,7 +3,10 @@ run's steps, the synced workflows.
 
 Read-only; every list is bounded by its ``limit`` and reads the index that
 answers it (``runs:created``, ``workflow-runs:<name>``, ``runs:status:<s>``),
-intersecting the smaller ones in memory and walking a large one in chunks.
+intersecting the smaller ones in memory and walking a large one in chunks. A
+walk that finds too little after a few chunks reads the smallest index whole
+instead (up to 200,000 members): a sparse match costs the smaller index. Both
+filters on two indexes past 200,000 runs with a sparse match still walk.
 
 Each query is written once, as a sans-I/O plan (a generator) that yields a
 batch of redis-py calls, ``(method name, args)``, receives their replies and
@@ -25,7 +28,7 @@ from . import codec
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import with_redirects
 from .keys import Keys
-from .options import check_name, check_run_id
+from .options import cannot_be_run_id, check_name, check_run_id
 
 __all__ = [
     "Batch",
@@ -54,6 +57,12 @@ Batch = list[tuple[str, tuple[Any, ...]]]
 QueryPlan = Generator[Batch, list[Any], T]
 
 _SCAN_LIMIT = 10_000
+#: A large walk that found too little after this many chunks switches to reading
+#: the smallest index whole (when it has at most _READ_LIMIT members): a sparse
+#: match (a workflow's few failed runs among many) costs the smaller index, not
+#: the whole walk.
+_WALK_BUDGET = 8
+_READ_LIMIT = 200_000
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 
 
@@ -105,6 +114,8 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
 def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     """The run with its attempts' history (one round trip), or None for an unknown id."""
     check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
     raw, entries = yield [
         ("hgetall", (keys.run(run_id),)),
         ("lrange", (keys.run_attempts(run_id), 0, -1)),
@@ -121,6 +132,8 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
 def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     """The run's recorded steps in execution order, or None for an unknown id."""
     check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
     exists, raw = yield [("exists", (keys.run(run_id),)), ("hgetall", (keys.run_steps(run_id),))]
     if not exists:
         return None
@@ -192,6 +205,7 @@ def _select_run_ids(
     if smallest_size <= _SCAN_LIMIT:
         (members,) = yield [("zrange", (smallest, 0, -1))]
         return (yield from _filter_sorted(keys, members, others, limit, offset))
+    readable = smallest_size <= _READ_LIMIT
     # Large indexes: walk an index scored by createdAt newest first, in chunks,
     # keeping members present in the others. Never walk runs:status:<s>: it
     # is scored by the time a run entered that status, so walking it would
@@ -204,6 +218,8 @@ def _select_run_ids(
     start = 0
     chunk = 1000
     while len(out) < limit:
+        if readable and smallest != walk and start >= _WALK_BUDGET * chunk:
+            return (yield from _read_whole(keys, smallest, others, limit, offset))
         (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
         if not members:
             break
@@ -225,9 +241,27 @@ def _members_of_all(members: list[Any], others: list[str]) -> QueryPlan[list[str
     return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
 
 
-def _filter_sorted(
-    keys: Keys, members: list[Any], others: list[str], limit: int, offset: int
+def _read_whole(
+    keys: Keys, index: str, others: list[str], limit: int, offset: int
 ) -> QueryPlan[list[str]]:
+    """The page of ``index``'s members present in ``others``, newest created first,
+    reading ``index`` in chunks of _SCAN_LIMIT (each chunk checked as it comes)."""
+    keep: list[tuple[float, str]] = []
+    start = 0
+    while True:
+        (members,) = yield [("zrange", (index, start, start + _SCAN_LIMIT - 1))]
+        if not members:
+            break
+        start += _SCAN_LIMIT
+        keep.extend((yield from _created_of_all(keys, members, others)))
+    keep.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    return [run_id for _, run_id in keep[offset : offset + limit]]
+
+
+def _created_of_all(
+    keys: Keys, members: list[Any], others: list[str]
+) -> QueryPlan[list[tuple[float, str]]]:
+    """(createdAt, id) of the ``members`` present in ``runs:created`` and ``others``."""
     results = yield [
         ("zmscore", (keys.runs_created, members)),
         *[("zmscore", (key, members)) for key in others],
@@ -240,6 +274,13 @@ def _filter_sorted(
             continue
         if all(col[i] is not None for col in results[1:]):
             keep.append((created_at, text(member)))
+    return keep
+
+
+def _filter_sorted(
+    keys: Keys, members: list[Any], others: list[str], limit: int, offset: int
+) -> QueryPlan[list[str]]:
+    keep = yield from _created_of_all(keys, members, others)
     keep.sort(key=lambda item: (item[0], item[1]), reverse=True)
     return [run_id for _, run_id in keep[offset : offset + limit]]
 

@@ -5,7 +5,9 @@ after a fork) and turns a finished run into its output or its error
 (``RunFailedError``, ``RunCanceledError``). No polling loop: the waiter
 subscribes first and reads the run second, so a run that finished before the
 subscription is seen by the read and a later finish by the message; a
-succeeded run's output usually rides on the message itself.
+succeeded run's output usually rides on the message itself. Without a message
+the run is read again every ``RESULT_RECHECK_S`` (a lost publish costs that long,
+not for ever).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from .errors import (
     run_failed,
 )
 from .keys import Keys
-from .options import check_run_id, check_timeout
+from .options import cannot_be_run_id, check_run_id, check_timeout
 from .transport import Transport
 
 __all__ = [
+    "RESULT_RECHECK_S",
     "STATE_FIELDS",
     "ResultWaiter",
     "message_output",
@@ -40,6 +43,11 @@ __all__ = [
 ]
 
 _TERMINAL = (b"succeeded", b"failed", b"canceled")
+
+#: A waiter with no message for this long reads the run again (one HMGET): a
+#: publish it never got (a pub/sub connection the network dropped silently, which
+#: TCP keepalive notices only after hours) must not leave it waiting for ever.
+RESULT_RECHECK_S = 15.0
 
 #: The run fields a waiter reads (``HMGET run:<id> ...``) to learn how a run ended.
 STATE_FIELDS = ("status", "outputJson", "errorJson", "cancelReason")
@@ -65,6 +73,8 @@ class ResultWaiter:
         """Block until the run ends; return its output or raise its error."""
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
+        if cannot_be_run_id(run_id):
+            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self._keys.run_done(run_id).encode()
         while True:
@@ -130,13 +140,15 @@ class ResultWaiter:
 
 
 def _subscribe(pubsub: Any, channel: bytes, deadline: float | None) -> None:
-    """Subscribe and wait for the server's confirmation (so no publish is missed)."""
+    """Subscribe and wait for the server's confirmation (so no publish is missed),
+    at most until ``deadline`` or RESULT_RECHECK_S (then the caller reads the run)."""
     pubsub.subscribe(channel)
+    recheck = time.monotonic() + RESULT_RECHECK_S
+    deadline = recheck if deadline is None else min(deadline, recheck)
     while True:
-        remaining = None if deadline is None else max(0.05, deadline - time.monotonic())
-        msg = pubsub.get_message(timeout=remaining if remaining is not None else 3600.0)
+        msg = pubsub.get_message(timeout=max(0.05, deadline - time.monotonic()))
         if msg is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 return
             continue
         if msg["type"] == "subscribe" and msg["channel"] == channel:
@@ -144,12 +156,15 @@ def _subscribe(pubsub: Any, channel: bytes, deadline: float | None) -> None:
 
 
 def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes | None:
-    """Block until a message on ``channel`` arrives (its data); None at the deadline."""
+    """Block until a message on ``channel`` arrives (its data); None at the deadline
+    or after RESULT_RECHECK_S (the caller reads the run again)."""
+    recheck = time.monotonic() + RESULT_RECHECK_S
+    deadline = recheck if deadline is None else min(deadline, recheck)
     while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return None
-        msg = pubsub.get_message(timeout=remaining if remaining is not None else 3600.0)
+        msg = pubsub.get_message(timeout=remaining)
         if msg is not None and msg["type"] == "message" and msg["channel"] == channel:
             data = msg["data"]
             return data if isinstance(data, bytes) else str(data).encode()

@@ -15,6 +15,7 @@ stopped at its timeout.
 
 from __future__ import annotations
 
+import math
 import random
 
 import msgspec
@@ -50,8 +51,8 @@ class Retries(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"Retries.{name} must be a number")
-            if value < 0:
-                raise ValueError(f"Retries.{name} must be >= 0")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"Retries.{name} must be a finite number >= 0, not {value!r}")
         if self.multiplier < 1:
             raise ValueError("Retries.multiplier must be >= 1")
         if self.jitter > 1:
@@ -60,7 +61,10 @@ class Retries(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 def backoff_seconds(policy: Retries, attempt: int, rng: random.Random | None = None) -> float:
     """Delay before the attempt after ``attempt`` (1-based) failed."""
-    base = policy.initial_delay * policy.multiplier ** max(0, attempt - 1)
+    try:
+        base = policy.initial_delay * policy.multiplier ** max(0, attempt - 1)
+    except OverflowError:  # a late attempt of a long policy: the cap applies
+        base = math.inf if policy.initial_delay > 0 else 0.0
     delay = min(policy.max_delay, base)
     if policy.jitter and delay > 0:
         spread = delay * policy.jitter

@@ -35,7 +35,7 @@ from .codec import RunState, WorkflowMeta
 from .errors import InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, check_name, check_run_id
+from .options import RunOptions, cannot_be_run_id, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, enqueue_reply
@@ -412,7 +412,9 @@ class Runs:
         reply within the socket timeout) is raised, and the event may or may not
         have been stored; sending it again may deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        scripts = self.scripts_for(check_run_id(run_id))
+        if cannot_be_run_id(check_run_id(run_id)):
+            return False
+        scripts = self.scripts_for(run_id)
         return scripts.send_event(run_id, name, data, self.max_events_per_run)
 
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:

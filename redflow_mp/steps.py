@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 import threading
 import time
@@ -275,13 +276,22 @@ class _StepCore(WaitMixin):
         step, cached, hit = self._begin(name)
         if hit:
             return cached
+        # In flight until its outcome is recorded: a sibling wait of a gather that
+        # suspends meanwhile waits for it, so it is not cut off and run again.
+        ex = self._ex
+        marker = asyncio.get_running_loop().create_future()
+        ex.inflight[marker] = asyncio.current_task()
         started = _now_ms()
         try:
-            value = await body(step)
-        except Exception as exc:
-            self._fail(step, exc, started)
-            raise
-        return self._succeed(step, value, started)
+            try:
+                value = await body(step)
+            except Exception as exc:
+                self._fail(step, exc, started)
+                raise
+            return self._succeed(step, value, started)
+        finally:
+            del ex.inflight[marker]
+            marker.set_result(None)
 
     def _emit(
         self,
@@ -437,6 +447,40 @@ class Step(_StepCore):
         )
 
 
+def _in_own_thread(
+    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> asyncio.Future[Any]:
+    """``fn(*args, **kwargs)`` in a daemon thread of its own, as a future of the loop.
+
+    Not the loop's default executor (``asyncio.to_thread``): a call that hangs past
+    its timeout would keep one of its few threads for good, and once all were
+    stuck every later step (and the loop's DNS lookups) would wait behind them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # timed out and cancelled meanwhile: the outcome is moot
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def target() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = context.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=target, name=f"redflow-step-{name[:40]}", daemon=True).start()
+    return future
+
+
 async def _call_async(
     name: str,
     fn: Callable[..., Any],
@@ -459,7 +503,7 @@ async def _call_async(
     if asyncio.iscoroutinefunction(fn):
         task = asyncio.ensure_future(fn(*args, **kwargs))
     else:
-        task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        task = _in_own_thread(name, fn, args, kwargs)
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if task not in done:
         task.cancel()

@@ -16,7 +16,9 @@ every finished step, the finished wait included, returns its recorded result.
 A wait step that failed (a timeout, a failed child) replays its failure within
 the same attempt, so a handler that catches it and waits again sees the same
 history on every resume. An async handler that gathers several waits suspends
-once, on all of them (each wait yields to its siblings before suspending).
+once, on all of them (each wait yields to its siblings before suspending), after
+the sibling ``step.run`` calls already in flight have finished and been recorded,
+so that each of them runs once.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from .errors import (
 )
 from .execution import Execution
 from .keys import step_workflow_key
-from .options import RunOptions, check_name
+from .options import MAX_RUN_AT, RunOptions, check_name
 from .registry import Workflow
 
 __all__ = [
@@ -133,6 +135,8 @@ def check_wake_time(when: object) -> int:
         raise TypeError("sleep_until needs an aware datetime or epoch seconds")
     if not math.isfinite(when) or when < 0:
         raise ValueError(f"sleep_until needs a finite, non-negative epoch time, not {when!r}")
+    if when > MAX_RUN_AT:
+        raise ValueError(f"sleep_until needs a time before the year 3000, not {when!r}")
     return int(when * 1000)
 
 
@@ -533,7 +537,12 @@ class WaitMixin:
         ex.set_step(None)
         for _ in range(_SIBLING_YIELDS):
             await asyncio.sleep(0)
-        ex.suspending = True
+        ex.suspending = True  # no step starts from now on
+        # Sibling steps already running finish and record their outcome first:
+        # cut off (the loop cancels what is left), they would run again on resume.
+        me = asyncio.current_task()
+        while others := [m for m, task in ex.inflight.items() if task is not me]:
+            await asyncio.wait(others)
         raise Suspend()
 
 

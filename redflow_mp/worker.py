@@ -40,6 +40,9 @@ from .shardset import Shard
 
 __all__ = ["Worker", "WorkerHooks"]
 
+#: The ``workflow`` label of metrics about runs of workflows this worker does not know.
+UNREGISTERED_LABEL = "(unregistered)"
+
 log = logging.getLogger(__name__)
 
 
@@ -292,11 +295,12 @@ class Worker:
         )
         self._current = claimed
         metrics = self.metrics
+        label = self._label(claimed.workflow)
         if metrics is not None:
-            metrics.inc("redflow_runs_started_total", workflow=claimed.workflow)
+            metrics.inc("redflow_runs_started_total", workflow=label)
             if claimed.available_at:
                 wait = max(0.0, time.time() - claimed.available_at / 1000.0)
-                metrics.observe("redflow_queue_wait_seconds", wait, workflow=claimed.workflow)
+                metrics.observe("redflow_queue_wait_seconds", wait, workflow=label)
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
@@ -304,9 +308,7 @@ class Worker:
         finally:
             if metrics is not None:
                 metrics.observe(
-                    "redflow_run_duration_seconds",
-                    time.perf_counter() - began,
-                    workflow=claimed.workflow,
+                    "redflow_run_duration_seconds", time.perf_counter() - began, workflow=label
                 )
             self._current = None
             self.runs_done += 1
@@ -411,10 +413,17 @@ class Worker:
         metrics = self.metrics
         if metrics is None or not status:
             return
+        label = self._label(workflow)
         if status in ("succeeded", "failed", "canceled"):
-            metrics.inc("redflow_runs_finished_total", workflow=workflow, status=status)
+            metrics.inc("redflow_runs_finished_total", workflow=label, status=status)
         elif mode == "retry":
-            metrics.inc("redflow_run_retries_total", workflow=workflow)
+            metrics.inc("redflow_run_retries_total", workflow=label)
+
+    def _label(self, workflow: str) -> str:
+        """The metrics label of ``workflow``: its name if registered here, else one
+        shared label (a run's workflow name is whatever its enqueuer wrote, and
+        every distinct label value is a series kept until the process ends)."""
+        return workflow if self.registry.get(workflow) is not None else UNREGISTERED_LABEL
 
     def _idle(self) -> None:
         if self.maintenance:

@@ -259,7 +259,7 @@ class Arbiter:
         # restart's overlap never repeats a label set.
         current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
         return [
-            *gauges(self.client, self.registry, len(self.children)),
+            *gauges(self.client, self.registry, len(self.children), self.queues),
             build_info(),
             *process_samples([("master", os.getpid()), *current]),
         ]

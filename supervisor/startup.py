@@ -9,7 +9,9 @@ uses for keys of the same names (:func:`foreign_keys_problem`, every shard's
 tag), and a ``shards`` setting other than the count the keyspace records
 (:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
-refuses to start with nothing to serve.
+refuses to start with nothing to serve. A Redis that may evict keys
+(``maxmemory-policy`` other than ``noeviction``) is warned about
+(:func:`eviction_warning`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from redis.exceptions import AuthorizationError
@@ -71,6 +74,9 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
                 client.close()
                 raise SystemExit(f"redflow-supervisor: {problem}")
             client.sync_registry(registry, app=s.app)
+            warning = eviction_warning(client, s.url)
+            if warning is not None:
+                log.warning("%s", warning)
             return client
         except (redis.AuthenticationError, AuthorizationError) as exc:
             client.close()
@@ -114,6 +120,30 @@ def foreign_keys_problem(client: Client) -> str | None:
                     f"{view.keys.tag}; choose another --prefix"
                 )
     return None
+
+
+def eviction_warning(client: Client, url: str) -> str | None:
+    """A warning when Redis may evict keys at its memory limit (any
+    ``maxmemory-policy`` but ``noeviction``): run hashes, idempotency keys or the
+    cron lock deleted by Redis mean runs lost or run twice. None when the policy
+    is ``noeviction`` or cannot be read (CONFIG is often disabled on managed
+    services; their documentation names the policy)."""
+    try:
+        reply: dict[Any, Any] = dict(client.redis.config_get("maxmemory-policy"))
+    except redis.RedisError:
+        return None
+    raw = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
+    if raw is None:
+        return None
+    policy = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if policy == "noeviction":
+        return None
+    return (
+        f"Redis at {mask_url(url)} has maxmemory-policy {policy}: at its memory "
+        "limit it deletes keys, and a deleted run, lease or idempotency key means a run "
+        "lost or run twice; set maxmemory-policy noeviction (then a full Redis refuses "
+        "writes, which redflow rides out) or give Redis memory to spare"
+    )
 
 
 def _client(s: Settings, registry: Registry) -> Client:

@@ -45,6 +45,8 @@ local TERMINAL = { succeeded = true, failed = true, canceled = true }
 -- One priority band of ready scores: 2^44 ms (557 years). With priorities 0..9,
 -- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
 local BAND = 17592186044416
+-- The latest expiry time set (2^53 - 1 ms, exact in a double; PEXPIREAT accepts it).
+local MAX_EXPIRE_AT = 9007199254740991
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -258,6 +260,8 @@ local function expire_idempotency(tag, id, wf, key, ttl, created, now)
   if redis.call('GET', idem) == id then
     local at = (tonumber(created) or now) + tonumber(ttl)
     if at < now + 1000 then at = now + 1000 end
+    -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
+    if at > MAX_EXPIRE_AT then at = MAX_EXPIRE_AT end
     redis.call('PEXPIREAT', idem, int_str(at))
   end
 end

@@ -52,6 +52,10 @@ class BackstopDuty:
             for h in entry.held:
                 held.append(HeldRun(h.run_id, h.token))
                 owners.append((child, h, entry.held))
+            if child.cancel_seen:  # forget runs it let go of (a resumed run starts afresh)
+                ids = {h.run_id for h in entry.held}
+                for run_id in [r for r in child.cancel_seen if r not in ids]:
+                    del child.cancel_seen[run_id]
         states = renew_leases(self.client, self.lease_ms, held) if held else []
         for (child, h, stack), state in zip(owners, states, strict=True):
             if not state.kept or not state.cancel or child.abort is not None or h.finishing:

@@ -22,7 +22,7 @@ from redflow_mp.admin import queue_stats, running_counts
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Labels
-from redflow_mp.queries import count_status
+from redflow_mp.queries import count_status, shard_views
 from redflow_mp.registry import Registry
 
 from ..board import Board
@@ -153,14 +153,19 @@ def supervisor_status(
 
 
 def gauges(
-    client: Client | None, registry: Registry, children_alive: int
+    client: Client | None, registry: Registry, children_alive: int, queues: Sequence[str]
 ) -> list[tuple[str, Labels, float]]:
-    """Gauges read at scrape time: children alive, queue depths, running runs."""
+    """Gauges read at scrape time: children alive, the depths of the ``queues``
+    this supervisor serves (not of every known queue: their names are the
+    callers' and may be many, and this runs in the arbiter's loop), how many
+    queues are known, running runs."""
     out: list[tuple[str, Labels, float]] = [("redflow_children_alive", (), float(children_alive))]
     if client is None:
         return out
     try:
-        for q in queue_stats(client):
+        known = sum(int(v.redis.scard(v.keys.queues)) for v in shard_views(client))
+        out.append(("redflow_queues_known", (), float(known)))
+        for q in queue_stats(client, queues):
             for state, value in (
                 ("ready", q.ready),
                 ("processing", q.processing),

@@ -256,6 +256,7 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
     """The stand-alone server: a thread per connection over one :class:`DashboardApp`."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (socketserver's 5: bursts waited for SYN retries)
     block_on_close = False  # server_close() ends the connections instead (below)
     allow_reuse_address = True
 

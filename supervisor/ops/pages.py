@@ -26,7 +26,7 @@ import msgspec
 
 from redflow_mp import admin, queries
 from redflow_mp.client import Client
-from redflow_mp.codec import RunState, RunStatus, StepState
+from redflow_mp.codec import RunState, RunStatus, StepState, text
 
 from ..status import list_supervisors
 from . import render
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 MAX_PAYLOAD_SHOWN = 100_000
+#: The last page number a listing accepts (a larger one is this one: offsets stay small).
+MAX_PAGE = 1_000_000
 STATUSES = [s.value for s in RunStatus]
 NOTICES = {
     "canceled": "Run canceled.",
@@ -202,7 +204,7 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     workflow = q.get("workflow", "").strip() or None
     status = q.get("status", "") or None
     try:
-        page_no = max(1, int(q.get("page", "1")))
+        page_no = min(max(1, int(q.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page_no = 1
     page = Page("Runs", "runs")
@@ -214,9 +216,15 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         page.query = q
         return page
     size = cfg.page_size
-    runs = queries.list_runs_all(
-        client, workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
-    )
+    try:
+        runs = queries.list_runs_all(
+            client, workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
+        )
+    except ValueError as exc:  # a workflow name past the length limit
+        page.status = HTTPStatus.BAD_REQUEST
+        page.add(f"<div class='error'>{e(str(exc))}</div>")
+        page.query = q
+        return page
     more = len(runs) > size
     runs = runs[:size]
     title = "Runs" + (f" of {workflow}" if workflow else "") + (f" ({status})" if status else "")
@@ -524,7 +532,8 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             f"<tr><td><a href='{href(cfg.base, '/runs', workflow=m.name)}'>{e(m.name)}</a></td>"
             f"<td>{e(m.queue)}</td><td class='num'>{m.max_concurrency}</td>"
             f"<td class='num'>{e(attempts)}</td><td class='num'>{s.running}</td>"
-            f"<td class='num'>{s.queued}</td><td class='num'>{s.parked}</td>"
+            f"<td class='num'>{'?' if s.queued is None else s.queued}</td>"
+            f"<td class='num'>{s.parked}</td>"
             f"<td>{e(m.rate_limit or '-')}</td>"
             f"<td>{e(m.app)}</td><td>{e(render.fmt_time(m.updated_at))}</td>"
             f"<td class='wrap'>{cron}</td></tr>"
@@ -540,8 +549,25 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
 
 
 def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
-    stats = admin.queue_stats(client)
+    # One page of queue names: their number is the callers' (queue_override), and
+    # each costs three reads on every load of a page that reloads itself.
+    names = sorted(text(n) for n in client.redis.smembers(client.keys.queues))
+    try:
+        page_no = max(1, int(q.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    size = cfg.page_size
+    stats = admin.queue_stats(client, names[(page_no - 1) * size : page_no * size])
     page = Page("Queues", "queues").add("<h1>Queues</h1>")
+    if len(names) > size:
+        pager = [f"<span>page {page_no} of {len(names):,} queues</span>"]
+        if page_no > 1:
+            pager.insert(
+                0, f"<a href='{href(cfg.base, '/queues', page=page_no - 1)}'>← previous</a>"
+            )
+        if page_no * size < len(names):
+            pager.append(f"<a href='{href(cfg.base, '/queues', page=page_no + 1)}'>next →</a>")
+        page.add(f"<div class='pager'>{''.join(pager)}</div>")
     if not stats:
         page.add("<p class='muted'>No queues yet.</p>")
     else:

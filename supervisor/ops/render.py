@@ -432,7 +432,7 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
                 s.meta.max_concurrency,
                 attempts,
                 s.running,
-                s.queued,
+                "?" if s.queued is None else s.queued,
                 s.parked,
                 s.meta.rate_limit or "-",
                 s.meta.app,

@@ -80,7 +80,10 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
     before = require_run(session, ns.id)
     accepted = False
     if not before.status.terminal:
-        accepted = session.client.cancel_run(ns.id, ns.reason)
+        try:
+            accepted = session.client.cancel_run(ns.id, ns.reason)
+        except ValueError as exc:  # a reason over the limit
+            raise UsageError(str(exc)) from None
     after = queries.get_run_any(session.client, ns.id) or before
     rid = render.clean(ns.id)
     if not accepted:

@@ -459,6 +459,21 @@ class DashboardApp:
 
     # -------------------------------------------------------------- actions
 
+    def _cancel(self, req: _Request, run_id: str, reason: str) -> _Response:
+        client = self.client
+        try:
+            accepted = client.cancel_run(run_id, reason)
+        except ValueError as exc:  # a reason over the limit
+            return self._error(req, HTTPStatus.BAD_REQUEST, str(exc), "runs")
+        after = queries.get_run_any(client, run_id)
+        if not accepted:
+            notice = "not-cancelable"
+        elif after is not None and after.status is RunStatus.CANCELED:
+            notice = "canceled"
+        else:
+            notice = "cancel-requested"
+        return self._redirect(req, f"/run?{urlencode({'id': run_id, 'notice': notice})}")
+
     def _action(self, req: _Request, action: str, form: dict[str, str]) -> _Response:
         cfg = self.settings
         if not cfg.actions:
@@ -480,16 +495,7 @@ class DashboardApp:
         if queries.get_run_any(client, run_id) is None:
             return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
         if action == "cancel":
-            reason = form.get("reason") or "canceled from the dashboard"
-            accepted = client.cancel_run(run_id, reason)
-            after = queries.get_run_any(client, run_id)
-            if not accepted:
-                notice = "not-cancelable"
-            elif after is not None and after.status is RunStatus.CANCELED:
-                notice = "canceled"
-            else:
-                notice = "cancel-requested"
-            return self._redirect(req, f"/run?{urlencode({'id': run_id, 'notice': notice})}")
+            return self._cancel(req, run_id, form.get("reason") or "canceled from the dashboard")
         if action == "resume":
             try:
                 client.resume_run(run_id)

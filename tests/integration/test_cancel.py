@@ -90,6 +90,24 @@ def test_cancel_bad_arguments(client: Client) -> None:
         client.cancel_run("R", reason=5)  # type: ignore[arg-type]
 
 
+def test_a_huge_cancel_reason_is_refused(client: Client, registry: Registry) -> None:
+    """The reason was unbounded (max_payload_bytes does not cover it) and is
+    copied into the run's cancelReason and errorJson and into every child a
+    cancel cascades to: a 10 MB reason on a parent of 10,000 children was
+    200 GB of Redis memory."""
+
+    @define_workflow("reasoned", registry=registry)
+    def reasoned(ctx: Context[Any]) -> None:
+        return None
+
+    handle = reasoned.run()
+    with pytest.raises(ValueError, match="reason"):
+        client.cancel_run(handle.id, reason="x" * 5_000)
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.QUEUED  # nothing done
+    assert client.cancel_run(handle.id, reason="y" * 4_000) is True
+
+
 def test_cancel_running_run_stops_it_at_the_next_step(
     client: Client, registry: Registry, workers: WorkerPool, release: threading.Event
 ) -> None:

@@ -295,3 +295,36 @@ def test_client_close_is_idempotent(redis_url: str, prefix: str) -> None:
     assert c.get_run("X") is None
     c.close()
     c.close()
+
+
+def test_metrics_label_of_an_unregistered_workflow_is_bounded(
+    client: Client, registry: Registry
+) -> None:
+    """Anyone may enqueue a run of any workflow name on a served queue (run_by_name
+    warns and enqueues); the worker fails it, and used to label its metrics with
+    that name: 1,000 made-up names were 1,000 new series of each counter and
+    histogram in every supervisor, kept until it restarts and rendered at every
+    scrape. Names this worker does not know share one label."""
+    from redflow_mp import Worker
+    from redflow_mp.metrics import Metrics
+
+    @define_workflow("known-metrics", registry=registry)
+    def known(ctx: Context[Any]) -> int:
+        return 1
+
+    metrics = Metrics()
+    for i in range(20):
+        client.run_by_name(f"made-up-{i}", None, queue_override="default")
+    known.run()
+    worker = Worker(client, block_timeout=0.1, metrics=metrics)
+    try:
+        assert worker.run_until_idle() == 21
+    finally:
+        worker.close()
+    drained = metrics.drain()
+    names = {
+        dict((k, v) for k, v in labels)["workflow"]
+        for _, labels, _ in drained["c"] + drained["h"]
+        if any(k == "workflow" for k, _ in labels)
+    }
+    assert names == {"known-metrics", "(unregistered)"}

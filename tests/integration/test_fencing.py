@@ -219,3 +219,18 @@ def test_heartbeat_notices_the_stolen_lease(
     # the thief's lease was not extended or removed by the old holder
     assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
     assert status_of(raw, client, handle.id) == "running"
+
+
+def test_the_heartbeat_survives_a_huge_lease(client: Client) -> None:
+    """lease_ms is bounded below only (settings: >= 300): a lease of 1e17 ms made
+    the heartbeat thread's Event.wait(lease / 3) raise OverflowError, and the
+    thread died on its first wait: no renewal, no cancel notice, ever."""
+    from redflow_mp.lease import LeaseKeeper
+
+    keeper = LeaseKeeper(client.renew, 10**17)
+    try:
+        keeper.hold("no-such-run", "token", lambda: None, lambda: None)
+        time.sleep(0.2)
+        assert keeper._thread is not None and keeper._thread.is_alive()
+    finally:
+        keeper.stop()

@@ -107,3 +107,28 @@ def test_cron_fire_key_expires_within_ten_minutes_of_its_run_finishing(
     assert client.handle(tick.fired[0]).result(timeout=10) == "tick"
     ttl = raw.pttl(client.keys.idempotency("ticker", cron_key(cid, fire)))
     assert 0 < ttl <= TEN_MINUTES_MS
+
+
+def test_a_huge_idempotency_ttl_does_not_break_the_finish(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """idempotency_ttl=1e17 s (accepted: finite, positive) made the finish's
+    PEXPIREAT fail ("value is not an integer or out of range") half-way through
+    finalize_run: the worker crashed, the done message was never published and
+    the key never expired. The expiry is capped instead."""
+    from redflow_mp import Worker
+
+    @define_workflow("huge-ttl", registry=registry)
+    def huge(ctx: Context[Any]) -> int:
+        return 7
+
+    handle = huge.run(idempotency_key="big", idempotency_ttl=1e17)
+    worker = Worker(client, block_timeout=0.1)
+    try:
+        assert worker.run_until_idle() == 1
+    finally:
+        worker.close()
+    assert handle.result(timeout=5) == 7
+    key = [k for k in raw.scan_iter(match=client.keys.tag + ":idempo:*")]
+    assert len(key) == 1
+    assert raw.pttl(key[0]) > 0  # expires (far away), not kept for ever

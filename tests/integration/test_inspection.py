@@ -164,3 +164,106 @@ def test_corrupted_step_record_is_reported_not_raised(
     assert steps is not None and len(steps) == 1
     assert steps[0].name == "broken"
     assert steps[0].error is not None and steps[0].error.type == "CorruptRecord"
+
+
+def test_workflow_stats_do_not_read_every_queued_run(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """The workflows view (dashboard, `redflow workflows`) used to ZRANGE all of
+    runs:status:queued and HGET each run's workflow: a million queued runs meant a
+    million-entry reply and a million HGETs per page load. Past the counting limit
+    the per-workflow queued count is unknown (None) and costs nothing."""
+    from redflow_mp import admin
+    from tests.helpers import command_counts
+
+    _define(registry, "many-queued", "few-queued")
+    client.sync_registry(registry, app="stats")
+    registry.get("many-queued").run_many([None] * 12_000)  # type: ignore[union-attr]
+    registry.get("few-queued").run_many([None] * 3)  # type: ignore[union-attr]
+    out: list[Any] = []
+    counts = command_counts(raw, lambda: out.extend(admin.workflow_stats(client)))
+    by_name = {s.meta.name: s for s in out}
+    assert by_name["many-queued"].queued is None
+    assert by_name["few-queued"].queued is None
+    assert counts.get("hget", 0) == 0, counts
+    assert counts.get("zrange", 0) == 0, counts
+    assert sum(counts.values()) < 50, counts
+
+
+def test_workflow_stats_count_queued_runs_below_the_limit(
+    client: Client, registry: Registry
+) -> None:
+    from redflow_mp import admin
+
+    _define(registry, "some-queued", "none-queued")
+    client.sync_registry(registry, app="stats")
+    registry.get("some-queued").run_many([None] * 5)  # type: ignore[union-attr]
+    by_name = {s.meta.name: s for s in admin.workflow_stats(client)}
+    assert by_name["some-queued"].queued == 5
+    assert by_name["none-queued"].queued == 0
+
+
+def test_ids_naming_a_runs_other_keys_are_unknown_runs(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """`<id>:steps` named the run's steps hash, read back as a bogus queued run
+    with no workflow (the dashboard showed it, with its buttons); `<id>:attempts`
+    named a list and raised WRONGTYPE (a 500 page). No run id has a ':' in it:
+    such an id is an unknown run, and no key is touched."""
+    _define(registry, "shown")
+    handle = registry.get("shown").run(None)  # type: ignore[union-attr]
+    raw.hset(client.keys.run_steps(handle.id), "s", b'{"status":"succeeded"}')
+    raw.rpush(client.keys.run_attempts(handle.id), b"{}")
+    from redflow_mp import RedflowError, RunNotResumableError
+
+    for suffix in (":steps", ":attempts", ":children", ":ev:1:x"):
+        bogus = handle.id + suffix
+        assert client.get_run(bogus) is None, suffix
+        assert client.get_run_steps(bogus) is None, suffix
+        assert client.cancel_run(bogus) is False, suffix
+        assert client.send_event(bogus, "e") is False, suffix
+        assert client.handle(bogus).state() is None, suffix
+        with pytest.raises(RunNotResumableError, match="does not exist"):
+            client.resume_run(bogus)
+        with pytest.raises(RedflowError, match="does not exist"):
+            client.handle(bogus).result(timeout=1)
+    state = client.get_run(handle.id)
+    assert state is not None and state.workflow == "shown"
+
+
+def test_list_runs_of_a_workflow_and_a_sparse_status_is_not_a_walk(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """Both indexes past 10,000 runs: list_runs walked the workflow's runs newest
+    first, 1,000 at a time, until it found `limit` in the status (all of them
+    when the match is sparse: a workflow with few failures among many failed
+    runs of others). 30,000 runs were 31 ZREVRANGE + 60 ZMSCORE; a million, a
+    thousand round trips per dashboard refresh. After a few chunks it now reads
+    the smaller index whole (up to 200,000), with the same order and paging."""
+    from tests.helpers import command_counts
+
+    _define(registry, "big", "other")
+    big = registry.get("big")
+    other = registry.get("other")
+    assert big is not None and other is not None
+    big_ids = [h.id for h in big.run_many([None] * 30_000)]
+    other_ids = [h.id for h in other.run_many([None] * 15_000)]
+    now = client.server_time_ms()
+    failed = client.keys.runs_status("failed")
+    for i in range(0, len(other_ids), 5_000):  # the index a failure writes
+        raw.zadd(failed, {rid: now for rid in other_ids[i : i + 5_000]})
+    few = [big_ids[10], big_ids[20_000], big_ids[29_990]]
+    raw.zadd(failed, {rid: now for rid in few})
+    got: list[RunState] = []
+    counts = command_counts(
+        raw, lambda: got.extend(client.list_runs(workflow="big", status="failed"))
+    )
+    assert [s.id for s in got] == list(reversed(few))  # newest created first
+    assert sum(counts.values()) < 40, counts
+    assert [s.id for s in client.list_runs(workflow="big", status="failed", offset=1)] == [
+        few[1],
+        few[0],
+    ]
+    # a dense match is still a short walk: the newest runs of big, queued
+    dense = client.list_runs(workflow="big", status="queued", limit=3)
+    assert [s.id for s in dense] == list(reversed(big_ids[-3:]))

@@ -157,3 +157,47 @@ def test_result_of_already_finished_run(
     assert handle.result(timeout=10) == [1]
     assert handle.result(timeout=10) == [1]
     assert client.handle(handle.id).result() == [1]
+
+
+def test_a_lost_done_message_does_not_hang_result_for_ever(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """result() without a timeout subscribed to run-done:<id>, read the run once,
+    then waited for the message with no end: a publish it never received (a pub/sub
+    connection silently dropped by a NAT or load balancer, whose keepalive takes
+    hours to notice; a finish cut short before its PUBLISH) hung it for ever. The
+    waiter now reads the run again every RESULT_RECHECK_S, sync and async."""
+    import asyncio
+
+    from redflow_mp.aio import create_async_client
+    from redflow_mp.results import RESULT_RECHECK_S
+
+    @define_workflow("silent", registry=registry)
+    def silent(ctx: Context[Any]) -> None:
+        return None
+
+    handle = silent.run()
+    got: dict[str, Any] = {}
+
+    def sync_wait() -> None:
+        got["sync"] = handle.result()
+
+    async def async_wait() -> Any:
+        ac = create_async_client(redis_url, prefix=prefix)
+        try:
+            return await ac.wait_result(handle.id)
+        finally:
+            await ac.aclose()
+
+    thread = threading.Thread(target=sync_wait, daemon=True)
+    thread.start()
+    waiting = threading.Thread(
+        target=lambda: got.update(aio=asyncio.run(async_wait())), daemon=True
+    )
+    waiting.start()
+    time.sleep(0.5)  # both subscribed and have read the run (queued)
+    # the run ends without its PUBLISH reaching anyone
+    raw.hset(client.keys.run(handle.id), mapping={"status": "succeeded", "outputJson": '"late"'})
+    thread.join(RESULT_RECHECK_S + 5)
+    waiting.join(RESULT_RECHECK_S + 5)
+    assert got == {"sync": "late", "aio": "late"}

@@ -435,7 +435,7 @@ def test_metrics_gauges_add_up_the_shards(sharded: Client, registry: Registry) -
 
     for k in range(N):
         put(sharded.shards[k], workflow_in(sharded, k), queue="gq")
-    got = {(name, labels): value for name, labels, value in gauges(sharded, registry, 2)}
+    got = {(name, labels): value for name, labels, value in gauges(sharded, registry, 2, ["gq"])}
     assert got[("redflow_queue_depth", (("queue", "gq"), ("state", "ready")))] == 3.0
     assert got[("redflow_runs_suspended", ())] == 0.0
 

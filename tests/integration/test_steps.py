@@ -219,6 +219,32 @@ def test_async_step_timeout(
     ]
 
 
+def test_hung_sync_steps_do_not_starve_later_steps_of_async_handlers(
+    client: Client, registry: Registry, workers: WorkerPool, release: threading.Event
+) -> None:
+    """A sync function behind an async handler's step.run(timeout=...) ran in the
+    loop's default executor (asyncio.to_thread): every call that hung past its
+    timeout kept one of its few threads (min(32, CPUs + 4)) for good. Once they were
+    all stuck, every later such step of that worker (any run) timed out without
+    running, and so did the loop's DNS lookups. Each call now gets its own thread."""
+    ran: list[int] = []
+
+    def quick(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @define_workflow("hung-steps", registry=registry)
+    async def flow(ctx: AsyncContext[Any]) -> list[int]:
+        for i in range(40):  # more than any default executor has threads
+            with pytest.raises(StepTimeoutError):
+                await ctx.step.run(f"hang-{i}", release.wait, 30, timeout=0.02)
+        return [await ctx.step.run(f"quick-{i}", quick, i, timeout=5) for i in range(3)]
+
+    workers.start()
+    assert flow.run().result(timeout=30) == [0, 1, 2]
+    assert ran == [0, 1, 2]
+
+
 def test_unencodable_step_output_fails_the_run_without_retry(
     client: Client, registry: Registry, workers: WorkerPool
 ) -> None:

@@ -501,3 +501,36 @@ def test_run_workflows_fails_as_soon_as_one_child_fails(
     assert len(slow) == 1  # the other child runs on to its end
     gate.set()
     wait_until(lambda: client.get_run(slow[0].id).status.value == "succeeded", 10)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("group", ["gather", "task_group"])
+def test_async_gather_sibling_step_in_flight_runs_once(
+    client: Client, registry: Registry, workers: WorkerPool, group: str
+) -> None:
+    """A step.run gathered with a wait that suspends is still running when the
+    wait decides to suspend: the suspension waits for it and records it, so the
+    resumed execution replays its output instead of running it again."""
+    calls: list[int] = []
+
+    async def slow_work() -> str:
+        calls.append(1)  # counts starts: a body cancelled mid-way and run again counts twice
+        await asyncio.sleep(0.4)
+        return "worked"
+
+    @define_workflow("gs-parent", registry=registry)
+    async def parent(ctx: AsyncContext[Any]) -> list[Any]:
+        if group == "gather":
+            return list(
+                await asyncio.gather(ctx.step.run("work", slow_work), ctx.step.sleep("nap", 0.2))
+            )
+        async with asyncio.TaskGroup() as tg:
+            work = tg.create_task(ctx.step.run("work", slow_work))
+            nap = tg.create_task(ctx.step.sleep("nap", 0.2))
+        return [work.result(), nap.result()]
+
+    workers.start()
+    handle = parent.run()
+    assert handle.result(timeout=30) == ["worked", None]
+    assert calls == [1]
+    steps = {s.name: s for s in client.get_run_steps(handle.id) or []}
+    assert steps["work"].status == "succeeded"

@@ -70,15 +70,19 @@ def test_runs_list_filters_and_paging(runs: Runs, redis_url: str, prefix: str) -
 
 def test_bad_arguments(redis_url: str, prefix: str) -> None:
     target = ["--url", redis_url, "--prefix", prefix]
-    status, limit, workflow, nothing, runs_alone = run_cli_many(
+    status, limit, workflow, nothing, runs_alone, show_key, cancel_key = run_cli_many(
         [
             ["runs", "list", "--status", "bogus", *target],
             ["runs", "list", "--limit", "-1", *target],
             ["runs", "list", "--workflow", " ", *target],
             [],
             ["runs"],
+            ["runs", "show", "01ABC:attempts", *target],  # was a WRONGTYPE traceback
+            ["runs", "cancel", "01ABC:steps", *target],
         ]
     )
+    for bad in (show_key, cancel_key):
+        assert bad.code == 1 and "not found" in bad.err and "Traceback" not in bad.err
     assert status.code == 2 and "invalid choice" in status.err
     assert limit.code == 2 and "must be >= 0" in limit.err
     assert workflow.code == 2 and "non-empty" in workflow.err

@@ -106,7 +106,16 @@ def test_pages(dashboard: Start, runs: Runs) -> None:
     assert r.status == 200 and "No live supervisors" in r.body
     assert request(base, "/nope").status == 404
     assert request(base, "/run?id=01NOPE").status == 404
+    # a name past the limit was a 500 page with a traceback in the log, a huge page
+    # number a "Redis error" (an offset past int64)
+    assert request(base, "/runs?" + urlencode({"workflow": "w" * 600})).status == 400
+    assert request(base, "/runs?page=99999999999999999999").status == 200
     assert request(base, "/run").status == 400
+    # an id naming one of a run's other keys is no run id (it showed a bogus run,
+    # or a 500 page for :attempts)
+    for suffix in (":steps", ":attempts"):
+        r = request(base, f"/run?{urlencode({'id': runs.failed + suffix})}")
+        assert r.status == 404 and "not found" in r.body, suffix
     assert request(base, "/healthz").body == "ok\n"
 
 
@@ -333,3 +342,51 @@ def test_standalone_server_keeps_http11_connections_alive(dashboard: Start, runs
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nok\n")
     assert b"Connection: close" in data
+
+
+def test_queues_page_reads_one_page_of_queues(
+    dashboard: Start, client: Client, raw: redis.Redis
+) -> None:
+    """The Queues page read the depths of every known queue (3 commands each) on
+    every load, and reloads itself every few seconds: with 100,000 queue names
+    (one queue_override per tenant) an open tab kept Redis busy for good. It shows
+    one page of queues (by name), with a pager."""
+    from tests.helpers import command_counts
+
+    names = [f"tenant-{i:05d}" for i in range(20_000)]
+    for i in range(0, len(names), 5_000):
+        raw.sadd(client.keys.queues, *names[i : i + 5_000])
+    base = dashboard(page_size=25)
+    got: list[Resp] = []
+    counts = command_counts(raw, lambda: got.append(request(base, "/queues")))
+    body = got[0].body
+    assert got[0].status == 200
+    assert "tenant-00000" in body and "tenant-00024" in body and "tenant-00025" not in body
+    assert "20,000 queues" in body and "<a href='/queues?page=2'>" in body
+    assert counts.get("zcard", 0) <= 2 * 25, counts
+    second = request(base, "/queues?page=2").body
+    assert "tenant-00025" in second and "tenant-00024" not in second
+
+
+def test_idle_connections_cannot_grow_the_threads_without_bound(dashboard: Start) -> None:
+    """A thread per connection, each idle one kept 30 s (slowloris needs no token:
+    the request is parsed before any check): 500 idle sockets were 500 threads.
+    Connections past MAX_CONNECTIONS are closed at once."""
+    import threading
+    import time
+
+    from redflow_supervisor.ops.dashboard import MAX_CONNECTIONS
+
+    base = dashboard()
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    assert host is not None and port is not None
+    before = threading.active_count()
+    socks = [socket.create_connection((host, port)) for _ in range(MAX_CONNECTIONS + 100)]
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - before <= MAX_CONNECTIONS + 2
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.2)
+    assert request(base, "/healthz").body == "ok\n"  # served again once they are gone

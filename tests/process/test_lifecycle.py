@@ -242,3 +242,30 @@ def test_a_v1_keyspace_is_refused_until_migrated(redis_url: str, prefix: str) ->
         assert raw.type("{" + prefix + "}:q:p:ready") == b"list"  # untouched
     finally:
         raw.close()
+
+
+def test_an_evicting_redis_is_warned_about_at_start(
+    supervisor: Callable[..., Supervisor], raw: redis.Redis
+) -> None:
+    """With a maxmemory-policy other than noeviction (allkeys-lru, or the
+    volatile-lru that managed services default to), Redis at its memory limit
+    deletes run hashes, idempotency keys and the cron lock: runs are lost or
+    run twice. The supervisor said nothing about it."""
+    before = str(raw.config_get("maxmemory-policy")["maxmemory-policy"])
+    raw.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        sup = supervisor(procs=1)
+        sup.wait_workers(1)
+        wait_until(lambda: "maxmemory-policy" in sup.log(), 10, message="the warning")
+        assert "volatile-lru" in sup.log() and "noeviction" in sup.log()
+    finally:
+        raw.config_set("maxmemory-policy", before)
+
+
+def test_a_noeviction_redis_gets_no_eviction_warning(
+    supervisor: Callable[..., Supervisor], raw: redis.Redis
+) -> None:
+    assert raw.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    sup = supervisor(procs=1)
+    sup.wait_workers(1)
+    assert "maxmemory-policy" not in sup.log()

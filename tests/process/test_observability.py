@@ -386,3 +386,27 @@ def test_exposition_parses_and_has_process_and_build_metrics(
     (info,) = fams["redflow_build_info"].samples
     assert info.value == 1 and info.labels["version"] == __version__
     assert info.labels["python"] == platform.python_version()
+
+
+def test_scrape_gauges_cost_the_served_queues_not_every_known_queue(
+    client: Client, raw: redis.Redis
+) -> None:
+    """Gauges are read in the arbiter's loop at every scrape. They read the depth
+    of every queue in `queues` (3 commands each): 100,000 queue names (one
+    queue_override per customer) took 6 s per scrape, longer than a lease, while
+    the loop that extends the leases of children stuck in C code stood still.
+    Now: the queues this supervisor serves, plus the count of known queues."""
+    from redflow_mp import Registry
+    from redflow_supervisor.duties.status import gauges
+    from tests.helpers import command_counts
+
+    names = [f"tenant-{i}" for i in range(20_000)]
+    for i in range(0, len(names), 5_000):
+        raw.sadd(client.keys.queues, *names[i : i + 5_000])
+    out: list[tuple[str, tuple[tuple[str, str], ...], float]] = []
+    counts = command_counts(raw, lambda: out.extend(gauges(client, Registry(), 1, ("p", "q"))))
+    depth = {(dict(labels)["queue"]) for name, labels, _ in out if name == "redflow_queue_depth"}
+    assert depth == {"p", "q"}
+    known = [v for name, _, v in out if name == "redflow_queues_known"]
+    assert known == [20_000.0]
+    assert sum(counts.values()) < 40, counts

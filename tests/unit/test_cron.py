@@ -238,3 +238,12 @@ def _hour(n: int) -> timedelta:
 
 def _minute(n: int) -> timedelta:
     return timedelta(minutes=n)
+
+
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6 *"])
+def test_an_expression_that_never_fires_is_rejected_at_definition(expression: str) -> None:
+    """February 30th passed Cron() and made sync_registry (so the supervisor's
+    start, and every other workflow's sync) fail with croniter's bare "failed
+    to find next date"."""
+    with pytest.raises(ValueError, match="never fires"):
+        Cron(expression)

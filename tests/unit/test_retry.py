@@ -3,6 +3,7 @@ errors retry."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -81,3 +82,21 @@ def test_one_retry_or_fail_rule() -> None:
     assert retry_delay_ms(None, 1, 3) is None  # no policy: the workflow is unknown here
     # The run's own max_attempts decides, not the policy's (it was fixed at enqueue).
     assert retry_delay_ms(policy, 3, 5) == 18_000
+
+
+def test_backoff_of_a_late_attempt_does_not_overflow() -> None:
+    """max_attempts=10**6 ("retry for ever") with the default multiplier: attempt
+    1,025 used to raise OverflowError (2.0 ** 1024) in the worker, which crashed it
+    instead of scheduling the retry."""
+    policy = Retries(max_attempts=10**6, jitter=0)
+    assert backoff_seconds(policy, 1025) == policy.max_delay
+    assert backoff_seconds(policy, 10**6 - 1) == policy.max_delay
+    assert retry_delay_ms(policy, 5000, 10**6) == int(policy.max_delay * 1000)
+    assert backoff_seconds(Retries(max_attempts=10**6, initial_delay=0), 5000) == 0.0
+
+
+@pytest.mark.parametrize("name", ["initial_delay", "multiplier", "max_delay", "jitter"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_retries_reject_nan_and_infinity(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        Retries(**{name: value})  # type: ignore[arg-type]

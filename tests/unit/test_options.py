@@ -1,0 +1,34 @@
+"""Run options (pure): absurd times are clear errors, not overflows or values
+the Lua scripts would store in exponent notation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from redflow_mp.options import MAX_RUN_AT, RunOptions
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.mark.parametrize("run_at", [1e306, 1e15, MAX_RUN_AT + 1])
+def test_run_at_beyond_the_limit_is_a_value_error(run_at: float) -> None:
+    # 1e306 s used to raise OverflowError (inf ms); 1e15 s was stored as
+    # availableAt "1e+18", which RunState.available_at could not read.
+    with pytest.raises(ValueError, match="run_at"):
+        RunOptions.of(run_at=run_at)
+
+
+def test_run_at_up_to_the_limit_is_kept_exactly() -> None:
+    assert RunOptions.of(run_at=MAX_RUN_AT).run_at_ms == MAX_RUN_AT * 1000
+    when = datetime(2999, 12, 31, tzinfo=UTC)
+    assert RunOptions.of(run_at=when).run_at_ms == int(when.timestamp()) * 1000
+
+
+def test_sleep_until_beyond_the_limit_is_a_value_error() -> None:
+    from redflow_mp.waits import check_wake_time
+
+    with pytest.raises(ValueError, match="3000"):
+        check_wake_time(1e306)  # used to raise OverflowError
+    assert check_wake_time(MAX_RUN_AT) == MAX_RUN_AT * 1000
