@@ -190,17 +190,17 @@ def test_create_client_refuses_a_count_other_than_the_recorded_one(
 def test_create_client_checks_with_one_round_trip(
     redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from redflow_mp import client as client_module
+    from redflow_mp import shardmeta
 
     seen: list[Any] = []
-    real = client_module.shardmeta.check_recorded
+    real = shardmeta.check_recorded
 
     def spy(c: Client) -> None:
         count = Counter(c.redis, monkeypatch)
         real(c)
         seen.append((list(count.commands), count.pipelines))
 
-    monkeypatch.setattr(client_module.shardmeta, "check_recorded", spy)
+    monkeypatch.setattr(shardmeta, "check_recorded", spy)  # client.py calls it by module
     create_client(redis_url, prefix=prefix, default=False, shards=3).close()
     assert [(cmds[-1:], p) for cmds, p in seen] == [(["HMGET"], 0)]
     assert [c for c in seen[0][0] if c.upper() != "PING"] == ["HMGET"]
