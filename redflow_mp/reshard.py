@@ -156,7 +156,8 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
     for view in olds:
         if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
             bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
-            view.redis.delete(view.keys.meta, view.keys.queues, view.keys.lock_cron, *bells)
+            stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
+            view.redis.delete(*stale, *bells)
     with old.redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta, "shards", m)
         pipe.hdel(meta, FIELD_TARGET)

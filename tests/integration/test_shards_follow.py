@@ -5,6 +5,7 @@ shards >= the count resolve modulo it, clients check the recorded count, and
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from redflow_mp import Client, Context, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
+from redflow_mp.codec import text
 from redflow_mp.errors import ShardsMismatchError
 from redflow_mp.ids import new_run_id
 from redflow_mp.shardmeta import check_shards, recorded_shards
@@ -212,3 +214,216 @@ def test_create_client_with_redis_down_is_unchecked_and_lazy(prefix: str) -> Non
     c = create_client("redis://127.0.0.1:1/0", prefix=prefix, default=False, shards=3)
     assert c.shard_count == 3
     c.close()
+
+
+# --------------------------------------------- 4. migrate moves unfinished runs
+
+
+def _placed(base: str, k: int, n: int, m: int) -> str:
+    """A workflow name in shard ``k`` of ``n`` whose shard under ``m`` is the one
+    its runs' ids name there (``k % m``): its unfinished runs may move."""
+    from redflow_mp.shards import shard_index_of_workflow as place
+
+    return next(
+        f"{base}{i}"
+        for i in range(10_000)
+        if place(f"{base}{i}", n) == k and place(f"{base}{i}", m) == (k % m if n > 1 else 0)
+    )
+
+
+class Family:
+    """Workflows with runs in every unfinished status, in every shard of ``n``."""
+
+    def __init__(self, registry: Registry, n: int, m: int) -> None:
+        self.executions: dict[str, int] = {}
+        self.lock = threading.Lock()
+        ex, lock = self.executions, self.lock
+
+        def count(run_id: str) -> None:
+            with lock:
+                ex[run_id] = ex.get(run_id, 0) + 1
+
+        self.jobs = []
+        for k in range(n):
+
+            @define_workflow(_placed("job", k, n, m), queue="mq", registry=registry)
+            def job(ctx: Context[Any]) -> Any:
+                count(ctx.run.id)
+                return ctx.input
+
+            self.jobs.append(job)
+        child_shard = 1 % n  # another shard than the parent's when n > 1
+
+        @define_workflow(_placed("kid", child_shard, n, m), queue="pq", registry=registry)
+        def kid(ctx: Context[Any]) -> Any:
+            count(ctx.run.id)
+            return ["kid", ctx.step.wait_for_event("w", "go")]
+
+        @define_workflow(_placed("parent", 0, n, m), queue="pq", registry=registry)
+        async def parent(ctx: Any) -> Any:
+            count(ctx.run.id)
+            return ["parent", await ctx.step.run_workflow("k", kid, None)]
+
+        @define_workflow(_placed("hang", n - 1, n, m), queue="rq", registry=registry)
+        def hang(ctx: Context[Any]) -> Any:
+            count(ctx.run.id)
+            return "reaped and run again"
+
+        self.kid, self.parent, self.hang = kid, parent, hang
+
+
+def _populate(old: Client, fam: Family, registry: Registry) -> dict[str, Any]:
+    """Queued, scheduled, running (a lease nobody renews) and suspended runs
+    (a parent on a child in another shard when there are several)."""
+    import time
+
+    from redflow_mp.ids import new_token
+    from tests.helpers import WorkerPool, wait_until
+
+    old.sync_registry(registry, app="t")
+    expected: dict[str, Any] = {}
+    for i, job in enumerate(fam.jobs):
+        for j in range(3):
+            expected[job.run(i * 10 + j, client=old).id] = i * 10 + j
+        expected[job.run(-i, client=old, run_at=time.time() + 5).id] = -i
+    pool = WorkerPool(old)
+    pool.start(queues=["pq"])
+    try:
+        parent = fam.parent.run(client=old)
+        wait_until(lambda: _status(old, parent.id) == "suspended", message="parent suspended")
+        kids = _children(old, parent.id)
+        assert len(kids) == 1
+        wait_until(lambda: _status(old, kids[0]) == "suspended", message="child suspended")
+    finally:
+        pool.stop_all()
+    hung = fam.hang.run(client=old)
+    shard = old.shard_of_run(hung.id)
+    _, claimed = shard.scripts.claim(("rq",), 1500, new_token())
+    assert claimed is not None and claimed.id == hung.id  # running; its "process" is gone
+    expected[hung.id] = "reaped and run again"
+    expected[parent.id] = ["parent", ["kid", "go!"]]
+    expected[kids[0]] = ["kid", "go!"]
+    return expected
+
+
+def _status(c: Client, run_id: str) -> str:
+    state = c.get_run(run_id)
+    return state.status.value if state is not None else ""
+
+
+def _children(c: Client, parent_id: str) -> list[str]:
+    shard = c.shard_of_run(parent_id)
+    return sorted(text(x) for x in shard.redis.smembers(shard.keys.run_children(parent_id)))
+
+
+def _drain(new: Client, fam: Family, expected: dict[str, Any]) -> None:
+    from tests.helpers import WorkerPool
+
+    kid_id = next(i for i, v in expected.items() if v == ["kid", "go!"])
+    pool = WorkerPool(new)
+    pool.start(queues=["mq", "pq", "rq"])
+    pool.start(queues=["mq", "pq", "rq"], home_shard=new.shard_count - 1)
+    try:
+        assert new.send_event(kid_id, "go", "go!") is True
+        got = {run_id: new.handle(run_id).result(timeout=30) for run_id in expected}
+    finally:
+        pool.stop_all()
+    assert got == expected
+    # every run executed once (the parent twice: before it suspended, and woken;
+    # it may replay once more for the wake-up a migration gives it)
+    ones = {r: n for r, n in fam.executions.items() if r in expected}
+    parent_id = next(i for i, v in expected.items() if isinstance(v, list) and v[0] == "parent")
+    kid_runs = {r: n for r, n in ones.items() if r not in (parent_id, kid_id)}
+    assert all(n == 1 for n in kid_runs.values()), kid_runs
+    assert set(kid_runs) == set(expected) - {parent_id, kid_id}
+    states = new.list_runs(limit=1000)
+    assert sorted(s.id for s in states) == sorted(expected)
+    assert {s.status.value for s in states} == {"succeeded"}
+    for view in new.shards:
+        for status in ("queued", "scheduled", "running", "suspended"):
+            assert view.redis.zcard(view.keys.runs_status(status)) == 0
+        assert view.redis.zcard(view.keys.leases) == 0
+
+
+def _where(c: Client, expected: dict[str, Any]) -> dict[str, str]:
+    return {run_id: _status(c, run_id) for run_id in expected}
+
+
+@pytest.mark.parametrize(("n", "m"), [(3, 1), (1, 3), (2, 3)])
+def test_migrate_moves_unfinished_runs_and_a_supervisor_drains_them(
+    make_client: Any, registry: Registry, n: int, m: int
+) -> None:
+    from redflow_mp.reshard import reshard
+
+    old = make_client(shards=n)
+    check_shards(old)  # as the supervisor that wrote the keyspace did
+    fam = Family(registry, n, m)
+    expected = _populate(old, fam, registry)
+    before = _where(old, expected)
+    assert set(before.values()) == {"queued", "scheduled", "running", "suspended"}
+    new = make_client(shards=m, verify_shards=False)
+    report = reshard(old, new)
+    assert recorded_shards(new) == m
+    if n == 3:
+        assert report.unfinished_moved >= 6  # shards 1 and 2's runs went to {prefix}
+        for view in old.shards[1:]:
+            assert list(view.redis.scan_iter(match=view.keys.tag + ":*")) == []
+    parent_id = next(i for i, v in expected.items() if isinstance(v, list) and v[0] == "parent")
+    assert report.parents_rewoken == 1
+    pkeys = new.shard_of_run(parent_id).keys
+    score = new.shard_of_run(parent_id).redis.zscore(pkeys.timers, parent_id)
+    assert score is not None and score <= new.server_time_ms() + 1000  # woken at once
+    after = _where(new, expected)
+    assert after == before  # every run found by its id, same status
+    for run_id in expected:  # each lives in its workflow's shard under m
+        state = new.get_run(run_id)
+        assert state is not None and state.workflow is not None
+        assert new.shard_of_run(run_id) is new.shard_of_workflow(state.workflow)
+    _drain(new, fam, expected)
+
+
+def test_migrate_killed_halfway_through_unfinished_runs_then_rerun(
+    redis_url: str, make_client: Any, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redflow_mp.reshard as rs
+
+    old = make_client(shards=3)
+    check_shards(old)
+    fam = Family(registry, 3, 1)
+    expected = _populate(old, fam, registry)
+    before = _where(old, expected)
+    new = make_client(verify_shards=False)
+    real = rs._move_run
+    calls = {"n": 0}
+
+    def dying(src: Any, dst: Any, run_id: str, status: str, score: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:  # keys copied and index entries added, source kept: killed
+            original_delete = src.redis.delete
+
+            def killed(*keys: Any) -> Any:
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(src.redis, "delete", killed)
+            try:
+                real(src, dst, run_id, status, score)
+            finally:
+                monkeypatch.setattr(src.redis, "delete", original_delete)
+        real(src, dst, run_id, status, score)
+
+    monkeypatch.setattr(rs, "_move_run", dying)
+    with pytest.raises(KeyboardInterrupt):
+        rs.reshard(old, new)
+    with pytest.raises(ShardsMismatchError, match="interrupted"):
+        create_client(redis_url, prefix=new.prefix, default=False)
+    monkeypatch.setattr(rs, "_move_run", real)
+    rs.reshard(old, new)
+    assert _where(new, expected) == before
+    for status in ("queued", "scheduled", "running", "suspended", "succeeded"):
+        ids = [x.decode() for x in new.redis.zrange(new.keys.runs_status(status), 0, -1)]
+        assert len(ids) == len(set(ids))
+        assert sorted(ids) == sorted(r for r, s in before.items() if s == status)
+    ready = new.redis.zcard(new.keys.q_ready("mq"))
+    assert ready == sum(1 for r, s in before.items() if s == "queued")
+    assert new.redis.zcard(new.keys.q_scheduled("mq")) == len(fam.jobs)
+    _drain(new, fam, expected)
