@@ -566,6 +566,7 @@ class AsyncClient:
 
     async def list_workflows(self) -> list[WorkflowMeta]:
         """Metadata of every synced workflow, by name (each read in its shard)."""
+        await self._verify_shards()
         return await queries.alist_workflows_all(self, _drive_query)
 
 

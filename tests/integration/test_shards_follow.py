@@ -178,6 +178,8 @@ def test_create_client_refuses_a_count_other_than_the_recorded_one(
                 await ac.run_by_name("w", None)
             with pytest.raises(ShardsMismatchError, match="--shards 2"):
                 await ac.list_runs()
+            with pytest.raises(ShardsMismatchError, match="--shards 2"):
+                await ac.list_workflows()
         finally:
             await ac.aclose()
         good = create_async_client(redis_url, prefix=prefix, default=False, shards=3)
@@ -317,13 +319,25 @@ def _children(c: Client, parent_id: str) -> list[str]:
 
 
 def _drain(new: Client, fam: Family, expected: dict[str, Any]) -> None:
-    from tests.helpers import WorkerPool
+    from tests.helpers import WorkerPool, wait_until
 
     kid_id = next(i for i, v in expected.items() if v == ["kid", "go!"])
     pool = WorkerPool(new)
     pool.start(queues=["mq", "pq", "rq"])
     pool.start(queues=["mq", "pq", "rq"], home_shard=new.shard_count - 1)
     try:
+        parent_id = next(i for i, v in expected.items() if isinstance(v, list) and v[0] == "parent")
+        pshard = new.shard_of_run(parent_id)
+        prun = pshard.keys.run(parent_id)
+
+        def resuspended() -> bool:
+            status, woken = pshard.redis.hmget(prun, ["status", "wokenAt"])
+            return status == b"suspended" and woken is not None
+
+        wait_until(resuspended, message="the parent woken by the migration suspends again")
+        if pshard is new.shard_of_run(kid_id):  # its child is here now: an in-shard waiter
+            assert pshard.redis.sismember(pshard.keys.run_waiters(kid_id), parent_id)
+            assert pshard.redis.zscore(pshard.keys.timers, parent_id) is None  # no recheck
         assert new.send_event(kid_id, "go", "go!") is True
         got = {run_id: new.handle(run_id).result(timeout=30) for run_id in expected}
     finally:
