@@ -441,3 +441,27 @@ def test_migrate_killed_halfway_through_unfinished_runs_then_rerun(
     assert ready == sum(1 for r, s in before.items() if s == "queued")
     assert new.redis.zcard(new.keys.q_scheduled("mq")) == len(fam.jobs)
     _drain(new, fam, expected)
+
+
+def test_migrate_refuses_an_unfinished_run_its_id_would_take_from_its_workflow(
+    make_client: Any,
+) -> None:
+    from redflow_mp.errors import RedflowError
+    from redflow_mp.reshard import reshard
+    from redflow_mp.shards import shard_index_of_workflow as place
+
+    old = make_client(shards=3)
+    check_shards(old)
+    # ~2 names shard 0 under 2 shards, the workflow goes to shard 1
+    name = next(f"w{i}" for i in range(10_000) if place(f"w{i}", 3) == 2 and place(f"w{i}", 2) == 1)
+    run_id = put(old.shards[2], name)
+    new = make_client(shards=2, verify_shards=False)
+    with pytest.raises(RedflowError, match=r"1 unfinished run.*k % 2.*Nothing was changed"):
+        reshard(old, new)
+    assert old.redis.hget(old.keys.meta, "reshardTo") is None and recorded_shards(old) == 3
+    assert _status(old, run_id) == "queued"
+    # once it finished (here: canceled) the same migration goes through
+    assert old.cancel_run(run_id) is True
+    assert reshard(old, new).runs_moved == 1
+    assert _status(new, run_id) == "canceled"
+    assert new.shard_of_run(run_id) is new.shards[0]
