@@ -42,7 +42,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from . import batch, queries
+from . import batch, queries, shardmeta
 from .aio_connection import awith_redirects
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
@@ -232,6 +232,13 @@ class AsyncClient:
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
+        self._shards_verified = True  # create_async_client asks for the check
+
+    async def _verify_shards(self) -> None:
+        """The recorded shard count check (``shardmeta.acheck_recorded``), once."""
+        if not self._shards_verified:
+            await shardmeta.acheck_recorded(self)
+            self._shards_verified = True
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.transport.describe()} prefix={self.prefix!r}>"
@@ -330,6 +337,7 @@ class AsyncClient:
     ) -> str:
         """``Runs.enqueue`` on this transport (the same functions, in the same order)."""
         self.transport.enter()
+        await self._verify_shards()
         if isinstance(workflow, Workflow):
             target = target_of_definition(workflow, options)
         else:
@@ -402,6 +410,7 @@ class AsyncClient:
     ) -> list[str]:
         """``Client.enqueue_many`` on this transport (the same functions, in order)."""
         self.transport.enter()
+        await self._verify_shards()
         if isinstance(workflow, Workflow):
             target = target_of_definition(workflow, options)
         else:
@@ -571,13 +580,15 @@ class AsyncClient:
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunState]:
-        """Runs, newest first, optionally of one workflow and/or one status."""
-        plan = queries.list_runs(self.keys, workflow, status, limit, offset)
-        return await _drive_query(self.redis, plan)
+        """Runs, newest first, optionally of one workflow and/or one status (every
+        shard's, merged: ``queries.alist_runs_all``)."""
+        await self._verify_shards()
+        return await queries.alist_runs_all(self, _drive_query, workflow, status, limit, offset)
 
     async def list_workflows(self) -> list[WorkflowMeta]:
-        """Metadata of every synced workflow, by name."""
-        return await _drive_query(self.redis, queries.list_workflows(self.keys))
+        """Metadata of every synced workflow, by name (each read in its shard)."""
+        await self._verify_shards()
+        return await queries.alist_workflows_all(self, _drive_query)
 
 
 def create_async_client(
@@ -595,6 +606,7 @@ def create_async_client(
     durability: str = "none",
     durability_wait_ms: int = DEFAULT_WAIT_MS,
     shards: int = 1,
+    verify_shards: bool = True,
 ) -> AsyncClient:
     """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
     ``prefix``; a plain function: nothing connects until the first call.
@@ -608,8 +620,12 @@ def create_async_client(
     :func:`~redflow_mp.create_client` (opt-in; EVALSHA by default), and so are
     ``cluster`` and ``sentinel_master`` (a Redis Cluster node's URL, detected, or a
     ``redis+sentinel://`` URL), ``durability``, ``durability_wait_ms`` and ``shards``.
+    ``verify_shards`` as for the sync client, but the check (one ``HMGET``) is made
+    before the client's first enqueue or listing, since nothing connects here.
     """
     check_shards(shards)
+    if not isinstance(verify_shards, bool):
+        raise TypeError("verify_shards must be a bool")
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
@@ -631,6 +647,7 @@ def create_async_client(
         max_events_per_run=max_events_per_run,
         shards=shards,
     )
+    client._shards_verified = not verify_shards
     if default:
         set_default_async_client(client)
     return client

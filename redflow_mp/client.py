@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from . import batch, queries, sync, xshard
+from . import batch, queries, shardmeta, sync, xshard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RunNotResumableError
@@ -232,10 +232,9 @@ class Client(Runs):
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunState]:
-        """Runs, newest first, optionally of one workflow and/or one status."""
-        return queries.drive(
-            self.redis, queries.list_runs(self.keys, workflow, status, limit, offset)
-        )
+        """Runs, newest first, optionally of one workflow and/or one status (every
+        shard's, merged: ``queries.list_runs_all``)."""
+        return queries.list_runs_all(self, workflow, status, limit, offset)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
@@ -282,8 +281,8 @@ class Client(Runs):
     # ------------------------------------------------------------ workflows
 
     def list_workflows(self) -> list[WorkflowMeta]:
-        """Metadata of every synced workflow, by name."""
-        return queries.drive(self.redis, queries.list_workflows(self.keys))
+        """Metadata of every synced workflow, by name (each read in its shard)."""
+        return queries.list_workflows_all(self)
 
     def sync_registry(self, registry: Registry | None = None, *, app: str) -> None:
         """Write workflow metadata and cron entries of ``registry`` for ``app``.
@@ -324,6 +323,7 @@ def create_client(
     durability: str = "none",
     durability_wait_ms: int = DEFAULT_WAIT_MS,
     shards: int = 1,
+    verify_shards: bool = True,
 ) -> Client:
     """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
 
@@ -357,9 +357,17 @@ def create_client(
 
     ``shards`` (1 to 1024, default 1) splits the namespace over that many Redis
     hash tags (on a cluster: masters); it must be the value the keyspace was
-    created or migrated with. docs/operations.md, "Shards".
+    created or migrated with. docs/operations.md, "Shards". Unless
+    ``verify_shards=False``, the client reads the count the keyspace records (one
+    ``HMGET``, writing nothing) and raises :class:`~redflow_mp.ShardsMismatchError`
+    naming ``redflow migrate --shards N`` when it differs or a migration is
+    pending; a fresh keyspace records nothing until a supervisor starts on it, and
+    a Redis that cannot be reached now skips the check (nothing else connects
+    here).
     """
     check_shards(shards)
+    if not isinstance(verify_shards, bool):
+        raise TypeError("verify_shards must be a bool")
     if url is not None and redis is not None:
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
@@ -382,6 +390,14 @@ def create_client(
         max_events_per_run=max_events_per_run,
         shards=shards,
     )
+    if verify_shards:
+        try:
+            shardmeta.check_recorded(client)
+        except NETWORK_ERRORS:
+            pass  # Redis not reachable yet: the client connects at first use, unchecked
+        except BaseException:
+            client.close()
+            raise
     if default:
         set_default_client(client)
     return client

@@ -34,6 +34,7 @@ __all__ = [
     "Batch",
     "QueryPlan",
     "alist_runs_all",
+    "alist_workflows_all",
     "as_shard",
     "count_status",
     "drive",
@@ -317,18 +318,13 @@ def run_view(client: Any, run_id: str) -> Any:
     """The shard view that holds ``run_id`` (the client itself with one shard).
 
     A run re-sharded to fewer shards keeps its id (``redflow migrate --shards``):
-    an id naming shard ``k`` >= the shard count lives in shard ``k % count``.
+    an id naming shard ``k`` >= the shard count lives in shard ``k % count``
+    (``shards.shard_index_of_run``).
     """
     shards = getattr(client, "shards", None)
-    if not shards or (len(shards) == 1 and "~" not in run_id):
-        return client if not shards else shards[0]
-    try:
-        return as_shard(client, client.shard_of_run(run_id))
-    except ValueError:
-        tail = run_id.rsplit("~", 1)[-1]
-        if not (tail.isascii() and tail.isdigit()):
-            raise
-        return shards[int(tail) % len(shards)]
+    if not shards:
+        return client
+    return as_shard(client, client.shard_of_run(run_id))
 
 
 def as_shard(client: Any, shard: Any) -> Any:
@@ -407,6 +403,31 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
             for name, raw in zip(group, pipe.execute(), strict=True):
                 if raw:
                     found[name] = codec.workflow_meta_from_hash(raw)
+    return [found[n] for n in names if n in found]
+
+
+async def alist_workflows_all(
+    client: Any,
+    drive_async: Callable[[Any, QueryPlan[list[WorkflowMeta]]], Awaitable[list[WorkflowMeta]]],
+) -> list[WorkflowMeta]:
+    """:func:`list_workflows_all` for the asyncio client (its plan driver passed in)."""
+    views = shard_views(client)
+    if len(views) == 1:
+        return await drive_async(views[0].redis, list_workflows(views[0].keys))
+    names = sorted(text(n) for n in await views[0].redis.smembers(views[0].keys.workflows))
+    by_shard: dict[int, list[str]] = {}
+    for name in names:
+        by_shard.setdefault(as_shard(client, client.shard_of_workflow(name)).index, []).append(name)
+    found: dict[str, WorkflowMeta] = {}
+    for index, group in by_shard.items():
+        view = views[index]
+        async with view.redis.pipeline(transaction=False) as pipe:
+            for name in group:
+                pipe.hgetall(view.keys.workflow(name))
+            raws = await pipe.execute()
+        for name, raw in zip(group, raws, strict=True):
+            if raw:
+                found[name] = codec.workflow_meta_from_hash(raw)
     return [found[n] for n in names if n in found]
 
 

@@ -4,18 +4,28 @@ shard count it records (N) to M. For a prefix whose supervisors are stopped.
 What moves, and the rule that decides where (docs/operations.md, "Shards"):
 
 * **A run stays the run its id names.** A run id names its shard (``<ulid>~<k>``,
-  none = 0). A finished run whose id names shard ``k`` goes to the tag of shard
+  none = 0). A run whose id names shard ``k`` goes to the tag of shard
   ``k % M`` under M shards (the same tag when it did not change: shard 0 always
-  keeps ``{<prefix>}``), with all its keys (``run:<id>``, steps, attempts,
-  awaits, waiters, children, events and their lists: DUMP/RESTORE, content and
-  TTL exact) and index entries (``runs:created``, ``runs:status:<s>``,
-  ``workflow-runs:<wf>``, same scores). Going 1 -> M no run moves at all;
-  M -> 1 every run moves to ``{<prefix>}``.
-* **Unfinished runs are not moved** (a queued, scheduled, running or suspended
-  run holds queue, lease, timer, concurrency and wait entries tied to its shard):
-  the migration refuses, before changing anything, while one exists that is not
-  in shard 0 or whose workflow leaves shard 0. Let them finish (stop enqueuing;
-  a supervisor drains them) or cancel them, then run it again.
+  keeps ``{<prefix>}``; clients read ``~k`` with ``k >= M`` as shard ``k % M``),
+  with all its keys (``run:<id>``, steps, attempts, awaits, waiters, children,
+  kicked, events and their lists: DUMP/RESTORE, content and TTL exact) and index
+  entries with their scores (``runs:created``, ``runs:status:<s>``,
+  ``workflow-runs:<wf>``, and for an unfinished run its ``q:<queue>:ready`` or
+  ``q:<queue>:scheduled`` entry (+ ``due-queues``), ``leases`` and ``timers``).
+  Going 1 -> M no run moves at all; M -> 1 every run moves to ``{<prefix>}``.
+* **An unfinished run must land in its workflow's new shard** (queued,
+  scheduled, running or suspended: its workflow's concurrency gate, rate limit
+  and wf-waiting set live there): the migration refuses, before changing
+  anything, while one exists whose id names another shard under M than its
+  workflow's (``k % M != crc32(workflow) % M``; always fine for M = 1). Let
+  those finish (stop enqueuing; a supervisor with the current count drains
+  them) or cancel them, then run it again. A ``running`` run (its supervisor is
+  gone: the command refuses live ones) moves with its ``leases`` entry: the
+  reaper of its new shard puts it back when that lease is past, as after any
+  crash. Every run suspended on children (moved or not) gets a timer due now:
+  the promoter wakes it, it replays and suspends again, registering with its
+  children where they now live (a finish kicked into a shard it left is not
+  lost: the replay reads the children).
 * **A workflow's keys** go to its new shard (``crc32(name) % M``):
   ``workflow:<name>``, ``wf-apps``, ``wf-running``, ``wf-waiting``, ``rate``,
   its cron definitions and next fire times, and its idempotency keys. An
@@ -75,6 +85,8 @@ class ReshardReport(msgspec.Struct, kw_only=True):
     new_shards: int
     workflows_moved: list[str] = msgspec.field(default_factory=list)
     runs_moved: int = 0
+    unfinished_moved: int = 0
+    parents_rewoken: int = 0
     keys_moved: int = 0
     idempotency_keys: int = 0
     cron_entries: int = 0
@@ -86,6 +98,8 @@ class ReshardReport(msgspec.Struct, kw_only=True):
                 f"  workflows moved to another shard: {len(self.workflows_moved)}"
                 + (f" ({', '.join(self.workflows_moved[:20])})" if self.workflows_moved else ""),
                 f"  finished runs moved (ids kept): {self.runs_moved}",
+                f"  unfinished runs moved (ids kept): {self.unfinished_moved}",
+                f"  runs suspended on children woken to re-register: {self.parents_rewoken}",
                 f"  keys moved: {self.keys_moved}",
                 f"  idempotency keys moved: {self.idempotency_keys}",
                 f"  cron entries moved: {self.cron_entries}",
@@ -114,13 +128,14 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
     """Move the keyspace of ``old`` (a client with the recorded shard count) to the
     layout of ``new`` (the same URL and prefix, the target count). Raises
     :class:`RedflowError` (nothing changed) while supervisors are alive (unless
-    ``force``) or unfinished runs would have to move."""
+    ``force``) or an unfinished run's id names another shard than its workflow's
+    under the new count."""
     n, m = old.shard_count, new.shard_count
     report = ReshardReport(prefix=old.prefix, old_shards=n, new_shards=m)
     meta = old.keys.meta
     pending = _preflight(old, n, m, force)
     olds, news = shard_views(old), shard_views(new)
-    _refuse_unfinished(old, olds, m)
+    _refuse_unfinished(old, olds, news, m)
     if pending is None and n == m:
         return report
     old.redis.hset(meta, FIELD_TARGET, m)
@@ -133,12 +148,16 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
     for view in olds:
         for status in _FINISHED:
             _move_finished(view, status, news, m, report)
+        for status in _UNFINISHED:
+            _move_finished(view, status, news, m, report)
+    _rewake_parents(news, report)
     for k, view in enumerate(news):
         view.redis.hset(view.keys.meta, mapping={"prefix": new.prefix, "shard": k})
     for view in olds:
         if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
             bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
-            view.redis.delete(view.keys.meta, view.keys.queues, view.keys.lock_cron, *bells)
+            stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
+            view.redis.delete(*stale, *bells)
     with old.redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta, "shards", m)
         pipe.hdel(meta, FIELD_TARGET)
@@ -179,31 +198,51 @@ def _copy_queue_names(olds: list[Any], news: list[Any]) -> None:
             view.redis.sadd(view.keys.queues, *sorted(queues))
 
 
-def _refuse_unfinished(old: Any, olds: list[Any], m: int) -> None:
+def _refuse_unfinished(old: Any, olds: list[Any], news: list[Any], m: int) -> None:
     blocked: list[str] = []
-    for k, view in enumerate(olds):
+    for view in olds:
         for status in _UNFINISHED:
             ids = [text(x) for x in view.redis.zrange(view.keys.runs_status(status), 0, -1)]
             if not ids:
-                continue
-            if k != 0:
-                blocked.extend(f"{i} ({status})" for i in ids)
                 continue
             with view.redis.pipeline(transaction=False) as pipe:
                 for run_id in ids:
                     pipe.hget(view.keys.run(run_id), "workflow")
                 workflows = pipe.execute()
             for run_id, wf in zip(ids, workflows, strict=True):
-                if wf is not None and shard_index_of_workflow(text(wf), m) != 0:
+                if wf is None:  # its keys already moved by an interrupted run
+                    continue
+                named = news[_suffix(run_id) % m].keys.tag
+                if named != news[shard_index_of_workflow(text(wf), m)].keys.tag:
                     blocked.append(f"{run_id} ({status}, workflow {text(wf)!r})")
     if blocked:
         raise RedflowError(
-            f"{len(blocked)} unfinished run(s) of prefix {old.prefix!r} would have to change "
-            f"shard ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''}): the "
-            "migration moves finished runs only. Let them finish (stop enqueuing; a "
+            f"{len(blocked)} unfinished run(s) of prefix {old.prefix!r} would leave their "
+            f"workflow's shard ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''}): "
+            f"a run keeps its id, whose shard number k maps to shard k % {m}, and its "
+            "workflow's new shard is another. Let them finish (stop enqueuing; a "
             "supervisor with the current --shards drains them) or cancel them, then run "
             "the migration again. Nothing was changed."
         )
+
+
+def _rewake_parents(news: list[Any], report: ReshardReport) -> None:
+    """A timer due now for every run suspended on children: woken, it replays and
+    suspends again with its children's waiters where they now live."""
+    for view in news:
+        ids = [text(x) for x in view.redis.zrange(view.keys.runs_status("suspended"), 0, -1)]
+        if not ids:
+            continue
+        with view.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.scard(view.keys.run_awaits(run_id))
+            counts = pipe.execute()
+        parents = [run_id for run_id, n in zip(ids, counts, strict=True) if int(n) > 0]
+        if parents:
+            secs, usecs = view.redis.time()
+            now = int(secs) * 1000 + int(usecs) // 1000
+            view.redis.zadd(view.keys.timers, dict.fromkeys(parents, now), lt=True)
+            report.parents_rewoken += len(parents)
 
 
 def _workflow_names(old: Any, olds: list[Any]) -> set[str]:
@@ -299,6 +338,9 @@ def _run_keys(view: Any, run_id: str) -> list[str]:
 
 
 def _move_finished(src: Any, status: str, news: list[Any], m: int, report: ReshardReport) -> None:
+    """Move the runs of ``status`` in ``src`` whose id names another tag under M
+    (the finished ones, and the unfinished ones with their queue, lease and timer
+    entries)."""
     entries = src.redis.zrange(src.keys.runs_status(status), 0, -1, withscores=True)
     for raw_id, status_score in entries:
         run_id = text(raw_id)
@@ -306,29 +348,56 @@ def _move_finished(src: Any, status: str, news: list[Any], m: int, report: Resha
         if dst.keys.tag == src.keys.tag:
             continue
         _move_run(src, dst, run_id, status, status_score)
-        report.runs_moved += 1
+        if status in _FINISHED:
+            report.runs_moved += 1
+        else:
+            report.unfinished_moved += 1
+
+
+def _run_index_keys(keys: Any, queue: str | None) -> list[str]:
+    """The per-run index entries an unfinished run may hold besides the status
+    indexes (ZSETs scored per run: leases, timers, ready, scheduled)."""
+    out = [keys.leases, keys.timers]
+    if queue is not None:
+        out += [keys.q_ready(queue), keys.q_scheduled(queue)]
+    return out
 
 
 def _move_run(src: Any, dst: Any, run_id: str, status: str, status_score: float) -> None:
     s, d = src.keys, dst.keys
-    wf_raw = src.redis.hget(s.run(run_id), "workflow")
+    wf_raw, queue_raw = src.redis.hmget(s.run(run_id), ["workflow", "queue"])
     created = src.redis.zscore(s.runs_created, run_id)
+    queue = text(queue_raw) if queue_raw is not None else None
     if wf_raw is not None:  # not moved yet (or half): copy every key, then the indexes
         for key in _run_keys(src, run_id):
             _copy_key(src, dst, key, d.tag + key[len(s.tag) :])
+        scored = [
+            (to, src.redis.zscore(frm, run_id))
+            for frm, to in zip(_run_index_keys(s, queue), _run_index_keys(d, queue), strict=True)
+        ]
         with dst.redis.pipeline(transaction=False) as pipe:
             if created is not None:
                 pipe.zadd(d.runs_created, {run_id: created})
                 pipe.zadd(d.workflow_runs(text(wf_raw)), {run_id: created})
+            for key, score in scored:
+                if score is not None:
+                    pipe.zadd(key, {run_id: score})
+                    if queue is not None and key == d.q_scheduled(queue):
+                        pipe.zadd(d.due_queues, {queue: score}, lt=True)
             pipe.zadd(d.runs_status(status), {run_id: status_score})
             pipe.execute()
         src.redis.delete(*_run_keys(src, run_id))
     else:  # keys moved by an interrupted run: its workflow is read at the target
-        wf_raw = dst.redis.hget(d.run(run_id), "workflow")
-    if wf_raw is not None:
-        src.redis.zrem(s.workflow_runs(text(wf_raw)), run_id)
-    src.redis.zrem(s.runs_created, run_id)
-    src.redis.zrem(s.runs_status(status), run_id)
+        wf_raw, queue_raw = dst.redis.hmget(d.run(run_id), ["workflow", "queue"])
+        queue = text(queue_raw) if queue_raw is not None else None
+    with src.redis.pipeline(transaction=False) as pipe:
+        for key in _run_index_keys(s, queue):
+            pipe.zrem(key, run_id)
+        if wf_raw is not None:
+            pipe.zrem(s.workflow_runs(text(wf_raw)), run_id)
+        pipe.zrem(s.runs_created, run_id)
+        pipe.execute()
+    src.redis.zrem(s.runs_status(status), run_id)  # last: a rerun finds the run by it
 
 
 def _copy_key(src: Any, dst: Any, key_src: str, key_dst: str) -> None:

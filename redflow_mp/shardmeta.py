@@ -23,7 +23,16 @@ from .codec import text
 from .errors import ShardsMismatchError
 from .queries import shard_views
 
-__all__ = ["check_shards", "record_shards", "recorded_shards", "shard_count", "shards_problem"]
+__all__ = [
+    "acheck_recorded",
+    "check_recorded",
+    "check_shards",
+    "record_shards",
+    "recorded_problem",
+    "recorded_shards",
+    "shard_count",
+    "shards_problem",
+]
 
 FIELD_SHARDS = "shards"
 FIELD_SHARD = "shard"
@@ -135,6 +144,43 @@ def _tag_problem(prefix: str, index: int, view: Any, record: bool) -> str | None
             f"{text(have_index or b'?')}: another application uses it; choose another prefix"
         )
     return None
+
+
+def recorded_problem(prefix: str, wanted: int, raw_shards: Any, raw_pending: Any) -> str | None:
+    """Why a client with ``wanted`` shards cannot use a keyspace whose shard 0
+    ``meta`` holds ``shards`` = ``raw_shards`` and ``reshardTo`` = ``raw_pending``
+    (HMGET replies), or None. Nothing recorded (a fresh keyspace, or one whose
+    supervisor has not started yet) is no problem: only the record is compared."""
+    if raw_pending is not None:
+        return (
+            f"a migration of prefix {prefix!r} to {text(raw_pending)} shards is under way "
+            f"or was interrupted: finish it (`redflow migrate --prefix {prefix} "
+            f"--shards {text(raw_pending)}` with the same --url), then start again"
+        )
+    if raw_shards is None:
+        return None
+    recorded = int(text(raw_shards))
+    return None if recorded == wanted else mismatch_message(prefix, recorded, wanted)
+
+
+def check_recorded(client: Any) -> None:
+    """The check :func:`~redflow_mp.create_client` makes: one ``HMGET`` of shard
+    0's ``meta``; raises :class:`~redflow_mp.errors.ShardsMismatchError` when the
+    recorded count is not ``client``'s or a migration is pending. Reads only."""
+    raw_shards, raw_pending = client.redis.hmget(client.keys.meta, [FIELD_SHARDS, "reshardTo"])
+    problem = recorded_problem(client.prefix, shard_count(client), raw_shards, raw_pending)
+    if problem is not None:
+        raise ShardsMismatchError(problem)
+
+
+async def acheck_recorded(client: Any) -> None:
+    """:func:`check_recorded` for the asyncio client."""
+    raw_shards, raw_pending = await client.redis.hmget(
+        client.keys.meta, [FIELD_SHARDS, "reshardTo"]
+    )
+    problem = recorded_problem(client.prefix, shard_count(client), raw_shards, raw_pending)
+    if problem is not None:
+        raise ShardsMismatchError(problem)
 
 
 def check_shards(client: Any) -> None:

@@ -136,8 +136,13 @@ def run_id_for_shard(run_id: str, index: int, shards: int) -> str:
 
 
 def shard_index_of_run(run_id: str, shards: int) -> int:
-    """The shard a run id names: its ``~<k>`` suffix, 0 without one. A suffix that is
-    not a decimal shard index below ``shards`` raises ``ValueError``."""
+    """The shard a run id names: its ``~<k>`` suffix, 0 without one.
+
+    An id naming shard ``k`` >= ``shards`` lives in shard ``k % shards``: a run
+    keeps its id when ``redflow migrate --shards`` moves it to fewer shards.
+    A suffix that is not a decimal shard number (no sign, no leading zero,
+    below ``MAX_SHARDS``) raises ``ValueError``.
+    """
     sep = run_id.rfind(SHARD_SEPARATOR)
     if sep < 0:
         return 0
@@ -147,9 +152,8 @@ def shard_index_of_run(run_id: str, shards: int) -> int:
             f"malformed run id {run_id!r}: after '~' a run id carries its shard number (<ulid>~<k>)"
         )
     index = int(suffix)
-    if index >= shards:
+    if index >= MAX_SHARDS:
         raise ValueError(
-            f"run id {run_id!r} names shard {index}, but this client has {shards} shard(s) "
-            "(a run of another prefix, or a client created with the wrong shards setting)"
+            f"run id {run_id!r} names shard {index}: no prefix has more than {MAX_SHARDS} shards"
         )
-    return index
+    return index % shards

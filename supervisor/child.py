@@ -261,6 +261,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         durability=spec.durability,
         durability_wait_ms=spec.durability_wait_ms,
         shards=spec.shards,
+        verify_shards=False,
     )
     if not _boot_check(client, spec.boot_timeout):
         return ExitCode.BOOT_ERROR

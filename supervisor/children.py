@@ -202,6 +202,7 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                     durability=spec.durability,
                     durability_wait_ms=spec.durability_wait_ms,
                     shards=spec.shards,
+                    verify_shards=False,
                 )
                 on_failure_of_stored_run(client, registry, run_id)
                 code = 0

@@ -160,6 +160,7 @@ def _client(s: Settings, registry: Registry) -> Client:
         durability=s.durability,
         durability_wait_ms=s.durability_wait_ms,
         shards=s.shards,
+        verify_shards=False,
     )
 
 

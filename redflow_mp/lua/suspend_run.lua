@@ -18,8 +18,9 @@
 --        { 'canceled' }   a cancel was requested: the run ended canceled instead
 --        { 'lease-lost' } the lease is not ours | { status } this token's suspend
 --                         was already applied (a resend after a lost reply)
--- A child whose id names another shard (shards > 1) is taken as unfinished
--- unless run:<id>:kicked records its finish; the run then also gets a timer
+-- A child whose id names another shard (shards > 1) and whose record is not in
+-- this shard (a re-sharded run keeps its id) is taken as unfinished unless
+-- run:<id>:kicked records its finish; the run then also gets a timer
 -- XSHARD_RECHECK_MS ahead (or its own wake-up time when earlier): woken, it
 -- reads such children again and suspends again if they still run.
 -- Invariant: no lost wake-up. A child's finish (finalize) and send_event are
@@ -50,8 +51,13 @@ local here, remote = id_shard(id), {}
 for i = 7, 6 + n do
   local status
   if id_shard(ARGV[i]) ~= here then
-    status = redis.call('HGET', k_kicked(tag, id), ARGV[i]) or 'remote'
-    if status == 'remote' then remote[ARGV[i]] = true end
+    -- a run re-sharded (redflow migrate --shards) keeps an id naming another
+    -- shard: a child whose record is here is read here (a stub has no status)
+    status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+    if not status then
+      status = redis.call('HGET', k_kicked(tag, id), ARGV[i]) or 'remote'
+      if status == 'remote' then remote[ARGV[i]] = true end
+    end
   else
     status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
   end

@@ -203,6 +203,7 @@ def _client(
             registry=Registry(),
             cluster=cluster,
             sentinel_master=sentinel_master,
+            verify_shards=False,  # the session's own read-only check (shards_problem)
             **extra,
         )
     except ValueError as exc:

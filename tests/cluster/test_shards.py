@@ -243,9 +243,7 @@ def test_two_supervisors_drain_3000_runs_over_3_shards(
         sups = [fx.supervisor(cluster.url, procs=2, args=["--shards", str(N)]) for _ in range(2)]
         for sup in sups:
             sup.wait_workers(2)
-        prod = fx.producer(cluster.url, 3000)
-        prod.client.close()
-        prod.client = create_client(cluster.url, prefix=prefix, default=False, shards=N)
+        prod = fx.producer(cluster.url, 3000, shards=N)
         prod.start()
         prod.wait(240)
         fx.assert_no_crash()

@@ -228,8 +228,9 @@ class Producer:
         rate: float,
         timeout: float | None = None,
         items: Sequence[tuple[str, Any, str | None]] | None = None,
+        shards: int = 1,
     ) -> None:
-        self.client: Client = create_client(url, prefix=prefix, default=False)
+        self.client: Client = create_client(url, prefix=prefix, default=False, shards=shards)
         self.timeout = timeout
         self.plan = plan
         self.items = list(items) if items is not None else plan.items()
@@ -536,10 +537,14 @@ class Faults:
         seed: int = 7,
         timeout: float | None = None,
         items: Sequence[tuple[str, Any, str | None]] | None = None,
+        shards: int = 1,
     ) -> Producer:
         """A producer of ``n`` runs of the standard mix, or of ``items``
-        ((workflow, input, idempotency key), ``n`` ignored)."""
-        prod = Producer(url, self.prefix, Plan(n, seed=seed), self.ledger_dir, rate, timeout, items)
+        ((workflow, input, idempotency key), ``n`` ignored); ``shards``: the
+        prefix's recorded count (its client refuses another)."""
+        prod = Producer(
+            url, self.prefix, Plan(n, seed=seed), self.ledger_dir, rate, timeout, items, shards
+        )
         self.producers.append(prod)
         return prod
 

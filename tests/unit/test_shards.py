@@ -109,7 +109,20 @@ def test_run_ids_carry_their_shard() -> None:
     assert shard_index_of_run(ulid, 3) == 0
     assert shard_index_of_run(ulid + "~2", 3) == 2
     assert shard_index_of_run(ulid + "~0", 1) == 0
-    for bad in (ulid + "~3", ulid + "~x", ulid + "~", ulid + "~01", ulid + "~-1", ulid + "~²"):
+    # a run keeps its id when re-sharded to fewer shards: ~k lives in shard k % N
+    assert shard_index_of_run(ulid + "~3", 3) == 0
+    assert shard_index_of_run(ulid + "~5", 3) == 2
+    assert shard_index_of_run(ulid + "~2", 1) == 0
+    assert shard_index_of_run(ulid + "~1023", 2) == 1
+    for bad in (
+        ulid + "~1024",
+        ulid + "~99999999999",
+        ulid + "~x",
+        ulid + "~",
+        ulid + "~01",
+        ulid + "~-1",
+        ulid + "~²",
+    ):
         with pytest.raises(ValueError, match=r"run id|shard"):
             shard_index_of_run(bad, 3)
 
