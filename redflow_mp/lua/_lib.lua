@@ -140,6 +140,8 @@ end
 -- their ready sets, near the front of their priority band (their createdAt).
 local function release_parked(tag, wf, n)
   local waiting = k_waiting(tag, wf)
+  -- Nothing parked is the common case on every finish: one read, no write.
+  if redis.call('EXISTS', waiting) == 0 then return 0 end
   local released = 0
   local guard = 0
   while released < n and guard < n + 16 do
@@ -215,12 +217,14 @@ end
 -- before its attempt field changes. Numbers are written as exact digits.
 local ATTEMPTS_CAP = 100
 
-local function record_attempt(tag, id, outcome, error_json, cause, now)
-  local f = redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
+-- `pre`: the run's attempt, attemptStartedAt and startedAt fields when the
+-- caller read them already (else nil: read here). `outcome` is one of the
+-- fixed words above (no JSON escaping needed).
+local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
+  local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
   local started = tonumber(f[2]) or tonumber(f[3]) or now
   local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
-    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":' ..
-    cjson.encode(outcome)
+    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":"' .. outcome .. '"'
   if error_json and error_json ~= '' then
     entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
   end
@@ -259,10 +263,34 @@ end
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
 -- output is still stored for inspection). `done_token` ('' = none) is the
 -- lease token of the caller that applied this finish (see already_done).
-local function finalize(tag, id, status, field, payload, now, done_token)
+-- The fields of run hash `run` that a fenced finish needs, read at once (one
+-- HMGET for the lease check, finalize and its attempt entry): 1 status,
+-- 2 cancelRequestedAt, 3 queue, 4 workflow, 5 cancelReason, 6 idempotencyKey,
+-- 7 idempotencyTtlMs, 8 createdAt, 9 attempt, 10 attemptStartedAt, 11 startedAt,
+-- 12 lease, 13 doneToken.
+local function finish_fields(run)
+  return redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
+    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'attempt',
+    'attemptStartedAt', 'startedAt', 'lease', 'doneToken')
+end
+
+-- lease_held and already_done over finish_fields `f`: true when `token` holds the
+-- live lease, else (false, the run's status when `token`'s finish was the last
+-- one applied, or nil).
+local function lease_check(tag, id, f, token, now)
+  if token == '' then return false, nil end
+  if f[12] == token then
+    local expiry = redis.call('ZSCORE', k_leases(tag), id)
+    if expiry ~= false and tonumber(expiry) >= now then return true, nil end
+  end
+  if f[13] == token then return false, f[1] end
+  return false, nil
+end
+
+-- `pre`: finish_fields of the run when the caller read them already (else nil).
+local function finalize(tag, id, status, field, payload, now, done_token, pre)
   local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt')
+  local f = pre or finish_fields(run)
   local old = f[1]
   if not old or TERMINAL[old] then return old or '' end
   if f[2] and f[2] ~= '' and status ~= 'canceled' then
@@ -291,7 +319,7 @@ local function finalize(tag, id, status, field, payload, now, done_token)
   if old == 'running' then
     local err = ''
     if field == 'errorJson' then err = payload end
-    record_attempt(tag, id, status, err, '', now)
+    record_attempt(tag, id, status, err, '', now, { f[9], f[10], f[11] })
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
@@ -545,8 +573,10 @@ end
 -- else the ms it is reserved for.
 local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
 
-local function rate_slot(tag, wf, id, now)
-  local spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit')
+-- `spec`: the workflow's rateLimit field when the caller read it (false = none),
+-- nil to read it here.
+local function rate_slot(tag, wf, id, now, spec)
+  if spec == nil then spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit') end
   if not spec or spec == '' then return nil end
   local count, unit = string.match(spec, '^(%d+)/([smh])$')
   count = tonumber(count)
@@ -573,12 +603,12 @@ end
 -- back then; it waits without a process and without Redis traffic). A run that
 -- comes back with its reservation (`reserved`, its rateSlot field) starts
 -- without taking another one.
-local function rate_deferred(tag, id, wf, q, reserved, now)
+local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   if reserved and reserved ~= '' then
     redis.call('HDEL', k_run(tag, id), 'rateSlot')
     return false
   end
-  local slot = rate_slot(tag, wf, id, now)
+  local slot = rate_slot(tag, wf, id, now, spec)
   if not slot then return false end
   redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
     'rateSlot', slot, 'updatedAt', now)
@@ -618,11 +648,12 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not wf or wf == '' or not f[5] then
     return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
-  local numeric = { attempt = f[6], maxAttempts = f[7], createdAt = f[8], timeoutMs = f[10],
-    startedAt = f[12] }
-  for name, value in pairs(numeric) do
-    if bad_int(value) then
-      return fail_corrupt(tag, id, 'field ' .. name .. ' is not an integer', now)
+  for i = 6, 12 do
+    -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (9, 11: text fields)
+    if i ~= 9 and i ~= 11 and bad_int(f[i]) then
+      local names = { [6] = 'attempt', [7] = 'maxAttempts', [8] = 'createdAt', [10] = 'timeoutMs',
+        [12] = 'startedAt' }
+      return fail_corrupt(tag, id, 'field ' .. names[i] .. ' is not an integer', now)
     end
   end
   if f[3] and f[3] ~= '' then
@@ -630,17 +661,28 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  -- A woken suspended run still holds its slot: it passes, counted once. Its
-  -- resume is not a new start either: the rate limit counted its first one.
-  local woken = redis.call('SISMEMBER', running, id) == 1
-  if not woken and redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
-    redis.call('ZADD', k_waiting(tag, wf), score, id)
-    redis.call('SADD', tag .. ':parked', wf)
-    return nil
+  -- The slot is taken first: SADD answers 0 for a woken suspended run, which
+  -- still holds its slot and passes, counted once (its resume is not a new start
+  -- either: the rate limit counted its first one). Any other run is let through
+  -- when the set, with it, holds at most max_concurrency; else (or when the rate
+  -- limit defers it) the slot is given back.
+  local woken = redis.call('SADD', running, id) == 0
+  if not woken then
+    local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
+    local limit = tonumber(m[1]) or tonumber(f[4]) or 1
+    if limit < 1 then limit = 1 end
+    if redis.call('SCARD', running) > limit then
+      redis.call('SREM', running, id)
+      redis.call('ZADD', k_waiting(tag, wf), score, id)
+      redis.call('SADD', tag .. ':parked', wf)
+      return nil
+    end
+    if rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2]) then
+      redis.call('SREM', running, id)
+      return nil
+    end
   end
-  if not woken and rate_deferred(tag, id, wf, f[13] or q, f[15], now) then return nil end
   redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
-  redis.call('SADD', running, id)
   local started = f[12]
   if not started or started == '' then
     started = now
