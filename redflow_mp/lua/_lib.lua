@@ -46,9 +46,19 @@ local TERMINAL = { succeeded = true, failed = true, canceled = true }
 -- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
 local BAND = 17592186044416
 
+-- now_ms() keeps the time it returns also as exact decimal digits: ms(now) is
+-- that string, so the writes of a transition pass a string instead of a number
+-- that Redis would format (printf of a double) for every argument.
+local NOW, NOW_S = nil, nil
+
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local whole = '0'
+  if #us > 3 then whole = string.sub(us, 1, #us - 3) end
+  NOW_S = t[1] .. string.rep('0', 3 - #whole) .. whole
+  NOW = tonumber(NOW_S)
+  return NOW
 end
 
 local function k_run(tag, id) return tag .. ':run:' .. id end
@@ -81,6 +91,12 @@ end
 -- 14 significant digits: a ready score (15 digits) would come out rounded.
 local function int_str(n) return string.format('%.0f', n) end
 
+-- int_str(n), without formatting when n is the time now_ms() returned last.
+local function ms(n)
+  if n == NOW then return NOW_S end
+  return int_str(n)
+end
+
 -- The ready (and wf-waiting) score of a run of `priority` (0..9, else clamped;
 -- missing = 0) that became ready at `t` ms.
 local function ready_score(priority, t)
@@ -108,7 +124,7 @@ local function move_status(tag, id, old, new, now)
   if old and old ~= '' and old ~= new then
     redis.call('ZREM', k_status(tag, old), id)
   end
-  redis.call('ZADD', k_status(tag, new), now, id)
+  redis.call('ZADD', k_status(tag, new), ms(now), id)
 end
 
 -- True when `token` holds the live lease of run `id`.
@@ -224,7 +240,7 @@ local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
   local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
   local started = tonumber(f[2]) or tonumber(f[3]) or now
   local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
-    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":"' .. outcome .. '"'
+    int_str(started) .. ',"finishedAt":' .. ms(now) .. ',"outcome":"' .. outcome .. '"'
   if error_json and error_json ~= '' then
     entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
   end
@@ -307,7 +323,8 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
     payload = cjson.encode({ type = 'RunCanceledError', message = 'run was canceled' .. reason,
       retryable = false })
   end
-  local fields = { 'status', status, 'finishedAt', now, 'updatedAt', now }
+  local ns = ms(now)
+  local fields = { 'status', status, 'finishedAt', ns, 'updatedAt', ns }
   if payload ~= '' then
     fields[#fields + 1] = field
     fields[#fields + 1] = payload
@@ -426,9 +443,10 @@ end
 local function enqueue_plan(tag, a, now)
   local status, due = 'queued', now
   if a.run_at > now then status, due = 'scheduled', a.run_at end
+  local ns = ms(now)
   local fields = { 'id', '', 'workflow', a.workflow, 'queue', a.queue,
     'status', status, 'inputJson', '', 'attempt', 1,
-    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
+    'maxAttempts', a.max_attempts, 'createdAt', ns, 'availableAt', ms(due), 'updatedAt', ns }
   local n = #fields
   if a.parent ~= '' then fields[n + 1], fields[n + 2], n = 'parentRunId', a.parent, n + 2 end
   if a.cron_id ~= '' then fields[n + 1], fields[n + 2], n = 'cronId', a.cron_id, n + 2 end
@@ -509,7 +527,7 @@ end
 local function enqueue_flush(p)
   local made = p.made
   if #made == 0 then return end
-  local tag, q, now = p.tag, p.a.queue, p.now
+  local tag, q, now = p.tag, p.a.queue, ms(p.now)
   zadd_all(tag .. ':runs:created', now, made)
   zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
   zadd_all(k_status(tag, p.status), now, made)
@@ -684,15 +702,16 @@ local function take(tag, id, q, score, token, lease_ms, now)
   end
   redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   local started = f[12]
+  local ns = ms(now)
   if not started or started == '' then
-    started = now
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', now,
-      'updatedAt', now, 'attemptStartedAt', now)
+    started = ns
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', ns,
+      'updatedAt', ns, 'attemptStartedAt', ns)
   elseif woken then  -- a resume: the attempt started at its first execution
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns)
   else
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now,
-      'attemptStartedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
+      'attemptStartedAt', ns)
   end
   move_status(tag, id, 'queued', 'running', now)
   -- A run that never started has no steps: skip the read.
