@@ -222,20 +222,18 @@ class Worker:
         self._current = claimed
         metrics = self.metrics
         if metrics is not None:
-            metrics.inc("redflow_runs_started_total", workflow=claimed.workflow)
+            metrics.inc_wf("redflow_runs_started_total", claimed.workflow)
             if claimed.available_at:
                 wait = max(0.0, time.time() - claimed.available_at / 1000.0)
-                metrics.observe("redflow_queue_wait_seconds", wait, workflow=claimed.workflow)
+                metrics.observe_wf("redflow_queue_wait_seconds", wait, claimed.workflow)
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
             return self.executor.execute(claimed)
         finally:
             if metrics is not None:
-                metrics.observe(
-                    "redflow_run_duration_seconds",
-                    time.perf_counter() - began,
-                    workflow=claimed.workflow,
+                metrics.observe_wf(
+                    "redflow_run_duration_seconds", time.perf_counter() - began, claimed.workflow
                 )
             self._current = None
             self.runs_done += 1
@@ -333,7 +331,7 @@ class Worker:
         if metrics is None or not status:
             return
         if status in ("succeeded", "failed", "canceled"):
-            metrics.inc("redflow_runs_finished_total", workflow=workflow, status=status)
+            metrics.inc_wf("redflow_runs_finished_total", workflow, status)
         elif mode == "retry":
             metrics.inc("redflow_run_retries_total", workflow=workflow)
 
