@@ -217,7 +217,10 @@ class Client(Runs):
         by one through ``Scripts.run`` (script reload, error mapping, one resend),
         which is harmless for a chunk already applied: its run ids are fixed, so a
         resend finds the runs it made and returns the same reply. So when a chunk
-        fails for good, the chunk sent after it may have been written too.
+        fails for good, the chunk sent after it may have been written too; and
+        when a chunk got an error reply while the next one was applied (a script
+        cache flushed and reloaded by another client in between), its resend
+        comes after that chunk, whose runs are then claimed first.
         """
         scripts = self.scripts
         ids: list[str] = []
