@@ -46,16 +46,14 @@ local TERMINAL = { succeeded = true, failed = true, canceled = true }
 -- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
 local BAND = 17592186044416
 
--- now_ms() keeps the time it returns also as exact decimal digits: ms(now) is
--- that string, so the writes of a transition pass a string instead of a number
--- that Redis would format (printf of a double) for every argument.
+-- now_ms() also keeps its time as digits: writes pass ms(now), not a number that
+-- Redis would format (printf of a double) for every argument.
 local NOW, NOW_S = nil, nil
 
 local function now_ms()
   local t = redis.call('TIME')
   local us = t[2]
-  local whole = '0'
-  if #us > 3 then whole = string.sub(us, 1, #us - 3) end
+  local whole = #us > 3 and string.sub(us, 1, #us - 3) or '0'  -- whole ms of the us
   NOW_S = t[1] .. string.rep('0', 3 - #whole) .. whole
   NOW = tonumber(NOW_S)
   return NOW
@@ -92,10 +90,7 @@ end
 local function int_str(n) return string.format('%.0f', n) end
 
 -- int_str(n), without formatting when n is the time now_ms() returned last.
-local function ms(n)
-  if n == NOW then return NOW_S end
-  return int_str(n)
-end
+local function ms(n) if n == NOW then return NOW_S end return int_str(n) end
 
 -- The ready (and wf-waiting) score of a run of `priority` (0..9, else clamped;
 -- missing = 0) that became ready at `t` ms.
@@ -156,18 +151,14 @@ end
 -- their ready sets, near the front of their priority band (their createdAt).
 local function release_parked(tag, wf, n)
   local waiting = k_waiting(tag, wf)
-  -- Nothing parked is the common case on every finish: one read, no write.
-  if redis.call('EXISTS', waiting) == 0 then return 0 end
+  if redis.call('EXISTS', waiting) == 0 then return 0 end  -- the common case: a read
   local released = 0
   local guard = 0
   while released < n and guard < n + 16 do
     guard = guard + 1
     local id = redis.call('ZPOPMIN', waiting)[1]
-    if not id then
-      -- Nothing parked (the common case on every finish): leave `parked` alone;
-      -- the reaper drops a stale member there.
-      break
-    end
+    -- None left: leave `parked` alone (the reaper drops a stale member there).
+    if not id then break end
     local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
     if f[1] == 'queued' and f[2] then
       redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
@@ -233,9 +224,7 @@ end
 -- before its attempt field changes. Numbers are written as exact digits.
 local ATTEMPTS_CAP = 100
 
--- `pre`: the run's attempt, attemptStartedAt and startedAt fields when the
--- caller read them already (else nil: read here). `outcome` is one of the
--- fixed words above (no JSON escaping needed).
+-- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
 local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
   local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
   local started = tonumber(f[2]) or tonumber(f[3]) or now
@@ -279,28 +268,21 @@ end
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
 -- output is still stored for inspection). `done_token` ('' = none) is the
 -- lease token of the caller that applied this finish (see already_done).
--- The fields of run hash `run` that a fenced finish needs, read at once (one
--- HMGET for the lease check, finalize and its attempt entry): 1 status,
--- 2 cancelRequestedAt, 3 queue, 4 workflow, 5 cancelReason, 6 idempotencyKey,
--- 7 idempotencyTtlMs, 8 createdAt, 9 attempt, 10 attemptStartedAt, 11 startedAt,
--- 12 lease, 13 doneToken.
+-- What a fenced finish reads of run hash `run` (lease check, finalize, attempt
+-- entry), in one HMGET; f[12] lease, f[13] doneToken.
 local function finish_fields(run)
   return redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
     'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'attempt',
     'attemptStartedAt', 'startedAt', 'lease', 'doneToken')
 end
 
--- lease_held and already_done over finish_fields `f`: true when `token` holds the
--- live lease, else (false, the run's status when `token`'s finish was the last
--- one applied, or nil).
+-- lease_held and already_done over finish_fields `f`: true, or false and the
+-- run's status when `token`'s finish was the last one applied (else nil).
 local function lease_check(tag, id, f, token, now)
   if token == '' then return false, nil end
-  if f[12] == token then
-    local expiry = redis.call('ZSCORE', k_leases(tag), id)
-    if expiry ~= false and tonumber(expiry) >= now then return true, nil end
-  end
-  if f[13] == token then return false, f[1] end
-  return false, nil
+  local expiry = f[12] == token and redis.call('ZSCORE', k_leases(tag), id)
+  if expiry and tonumber(expiry) >= now then return true, nil end
+  return false, (f[13] == token and f[1]) or nil
 end
 
 -- `pre`: finish_fields of the run when the caller read them already (else nil).
@@ -591,8 +573,7 @@ end
 -- else the ms it is reserved for.
 local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
 
--- `spec`: the workflow's rateLimit field when the caller read it (false = none),
--- nil to read it here.
+-- `spec`: the workflow's rateLimit if read already (false = none), nil: read here.
 local function rate_slot(tag, wf, id, now, spec)
   if spec == nil then spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit') end
   if not spec or spec == '' then return nil end
@@ -666,12 +647,10 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not wf or wf == '' or not f[5] then
     return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
-  for i = 6, 12 do
-    -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (9, 11: text fields)
+  for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
     if i ~= 9 and i ~= 11 and bad_int(f[i]) then
-      local names = { [6] = 'attempt', [7] = 'maxAttempts', [8] = 'createdAt', [10] = 'timeoutMs',
-        [12] = 'startedAt' }
-      return fail_corrupt(tag, id, 'field ' .. names[i] .. ' is not an integer', now)
+      local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
+      return fail_corrupt(tag, id, 'field ' .. names[i - 5] .. ' is not an integer', now)
     end
   end
   if f[3] and f[3] ~= '' then
@@ -679,11 +658,9 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  -- The slot is taken first: SADD answers 0 for a woken suspended run, which
-  -- still holds its slot and passes, counted once (its resume is not a new start
-  -- either: the rate limit counted its first one). Any other run is let through
-  -- when the set, with it, holds at most max_concurrency; else (or when the rate
-  -- limit defers it) the slot is given back.
+  -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
+  -- passes, and its resume is no new start for the rate limit). Another run
+  -- passes when the set, with it, holds at most max_concurrency, else gives it back.
   local woken = redis.call('SADD', running, id) == 0
   if not woken then
     local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')

@@ -52,7 +52,8 @@ def test_replies_stay_matched_to_their_chunks(
     assert ids[600:] == ids[: N - 600]
     assert len(set(ids)) == 600
     assert _ready(raw, client) == ids[:600]
-    assert handles[N - 1].state().input == {"n": (N - 1) % 600}  # type: ignore[union-attr]
+    last = handles[N - 1].state()
+    assert last is not None and last.input == {"n": (N - 1) % 600}
     _in_step(raw, client, job)
 
 
