@@ -30,7 +30,7 @@ from .keys import Keys
 from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions
 from .runs import EnqueueTarget, encode_input
 
-__all__ = ["BATCH_CHUNK", "chunk_calls", "encode_batch", "many_reply"]
+__all__ = ["BATCH_CHUNK", "ChunkCall", "chunk_calls", "encode_batch", "many_reply"]
 
 BATCH_CHUNK = 500
 """Runs per ``enqueue_runs`` call: large enough that the round trip and the call's
@@ -89,6 +89,10 @@ def encode_batch(
     return datas, keys
 
 
+ChunkCall = tuple[list[str], tuple[str, ...], list[Any]]
+"""One ``enqueue_runs`` call of a batch: the run ids sent, its keys, its arguments."""
+
+
 def chunk_calls(
     keys: Keys,
     target: EnqueueTarget,
@@ -97,7 +101,7 @@ def chunk_calls(
     options: RunOptions,
     chunk: int = BATCH_CHUNK,
     suffix: str = "",
-) -> Iterator[tuple[list[str], tuple[str, ...], list[Any]]]:
+) -> Iterator[ChunkCall]:
     """The run ids, keys and arguments of each ``enqueue_runs`` call of the batch,
     in order (fresh run ids, time-ordered, so runs of equal priority are claimed
     in the order given; ``suffix``: the shard's, ``shards.py``). Lazy: a chunk's ids

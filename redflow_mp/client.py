@@ -17,11 +17,14 @@ child that keeps using an inherited client opens fresh sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta, sync, xshard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
@@ -41,9 +44,10 @@ from .runs import (
     target_of_definition,
     target_of_name,
 )
-from .scripts import resume_reply
+from .scripts import Scripts, resume_reply
 from .shards import check_shards
-from .transport import Transport
+from .shardset import Shard
+from .transport import Transport, Wire
 
 __all__ = ["Client", "RunHandle", "create_client", "get_default_client", "set_default_client"]
 
@@ -204,16 +208,37 @@ class Client(Runs):
                 target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         shard = self.shard_of_workflow(target.workflow)  # one workflow: one shard
+        calls = batch.chunk_calls(
+            shard.keys, target, datas, keys, options, suffix=shard.scripts.id_suffix
+        )
+        return self._send_chunks(shard, calls)
+
+    def _send_chunks(self, shard: Shard, calls: Iterator[batch.ChunkCall]) -> list[str]:
+        """Send each chunk's ``enqueue_runs`` call; the run ids, in order.
+
+        Overlapped (:func:`_send_ahead`): the next chunk is built and sent before
+        the previous reply is read, so the client's work on one chunk runs while
+        Redis applies the other. Each chunk stays one atomic script call. After
+        an error reply or a network error, every chunk not answered yet goes one
+        by one through ``Scripts.run`` (script reload, error mapping, one resend),
+        which is harmless for a chunk already applied: its run ids are fixed, so a
+        resend finds the runs it made and returns the same reply. So when a chunk
+        fails for good, the chunk sent after it may have been written too; and
+        when a chunk got an error reply while the next one was applied (a script
+        cache flushed and reloaded by another client in between), its resend
+        comes after that chunk, whose runs are then claimed first.
+        """
         scripts = shard.scripts
         ids: list[str] = []
-        for sent, call_keys, args in batch.chunk_calls(
-            shard.keys, target, datas, keys, options, suffix=scripts.id_suffix
-        ):
+        scripts.ensure_loaded()
+        wire = shard.transport.ahead()
+        left = _send_ahead(wire, scripts, calls, ids) if wire is not None else deque()
+        for sent, call_keys, args in (*left, *calls):
             try:
                 reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
             except NETWORK_ERRORS:  # the ids make a resend harmless
                 reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
-            ids += batch.many_reply(sent, reply)
+            ids.extend(batch.many_reply(sent, reply))
         return ids
 
     def handle(self, run_id: str) -> RunHandle[Any]:
@@ -412,3 +437,38 @@ def get_default_client() -> Client | None:
     """The process's default client, if one was created."""
     starter = default_starter()
     return starter if isinstance(starter, Client) else None
+
+
+_WIRE_ERRORS: tuple[type[Exception], ...] = (ResponseError, *NETWORK_ERRORS)
+
+
+def _send_ahead(
+    wire: Wire, scripts: Scripts, calls: Iterator[batch.ChunkCall], ids: list[str]
+) -> deque[batch.ChunkCall]:
+    """Send ``calls`` on ``wire`` with at most two in flight, appending each answered
+    chunk's run ids to ``ids``; returns the chunks left unanswered by an error reply
+    or a network error (empty when every one was answered). Leaves the wire in
+    step: the replies still due are read, or the wire is closed."""
+    inflight: deque[batch.ChunkCall] = deque()
+    try:
+        for call in calls:
+            inflight.append(call)
+            wire.send(scripts.command("enqueue_runs", call[1], tuple(call[2])))
+            if len(inflight) == 2:
+                ids.extend(batch.many_reply(inflight[0][0], wire.read()))
+                inflight.popleft()
+        while inflight:
+            ids.extend(batch.many_reply(inflight[0][0], wire.read()))
+            inflight.popleft()
+    except _WIRE_ERRORS as exc:
+        # After a network error redis-py closed the connection (the next command
+        # reconnects); after an error reply, the replies still due are read.
+        if isinstance(exc, ResponseError):
+            for _ in range(len(inflight) - 1):
+                with contextlib.suppress(*_WIRE_ERRORS):
+                    wire.read()
+    except BaseException:
+        if inflight:
+            wire.close()  # replies left unread must never answer a later command
+        raise
+    return inflight

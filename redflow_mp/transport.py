@@ -60,6 +60,7 @@ __all__ = [
     "RETRIES",
     "SOCKET_TIMEOUT",
     "Transport",
+    "Wire",
     "check_server_version",
     "check_url",
     "client_options",
@@ -96,6 +97,14 @@ class _Wire:
         conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
         return conn.read_response()
 
+    def send(self, args: tuple[Any, ...]) -> None:
+        """Send ``args`` without reading its reply (see :meth:`Transport.ahead`)."""
+        self.conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
+
+    def read(self) -> Any:
+        """The reply of the oldest command sent and not read yet."""
+        return self.conn.read_response()
+
     def request_waited(self, args: tuple[Any, ...], wait: tuple[Any, ...]) -> tuple[Any, Any]:
         """``args`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip; both
         replies are read even when the first is an error (the connection stays in
@@ -124,6 +133,10 @@ class _Wire:
         # (and could be finalized first: "unclosed socket"). In a forked child,
         # disconnect() only closes the inherited descriptor (no shutdown).
         self.close()
+
+
+Wire = _Wire
+"""A thread's request/reply connection (see :meth:`Transport.ahead`)."""
 
 
 def check_url(url: object) -> str:
@@ -327,6 +340,17 @@ class Transport:
                     self._held_pid = pid
                 self._held.add(wire.conn)
         return wire
+
+    def ahead(self) -> _Wire | None:
+        """This thread's connection for sending commands ahead of their replies
+        (``send``, then ``read`` each reply in order), or None where every command
+        must go through :meth:`call` (cluster routing, sentinel rechecks, WAIT).
+        The caller reads every reply it sent for, or closes the wire."""
+        if (self.router is not None and self.router.cluster) or self._sentinel:
+            return None
+        if self._wait is not None:
+            return None
+        return self._wire()
 
     def call(self, *args: Any, retry: bool = True) -> Any:
         """Send one command on this thread's connection and return the raw reply.

@@ -297,18 +297,18 @@ class Worker:
         metrics = self.metrics
         label = self._label(claimed.workflow)
         if metrics is not None:
-            metrics.inc("redflow_runs_started_total", workflow=label)
+            metrics.inc_wf("redflow_runs_started_total", label)
             if claimed.available_at:
                 wait = max(0.0, time.time() - claimed.available_at / 1000.0)
-                metrics.observe("redflow_queue_wait_seconds", wait, workflow=label)
+                metrics.observe_wf("redflow_queue_wait_seconds", wait, label)
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
             return self.executor.execute(claimed)
         finally:
             if metrics is not None:
-                metrics.observe(
-                    "redflow_run_duration_seconds", time.perf_counter() - began, workflow=label
+                metrics.observe_wf(
+                    "redflow_run_duration_seconds", time.perf_counter() - began, label
                 )
             self._current = None
             self.runs_done += 1
@@ -415,7 +415,7 @@ class Worker:
             return
         label = self._label(workflow)
         if status in ("succeeded", "failed", "canceled"):
-            metrics.inc("redflow_runs_finished_total", workflow=label, status=status)
+            metrics.inc_wf("redflow_runs_finished_total", label, status)
         elif mode == "retry":
             metrics.inc("redflow_run_retries_total", workflow=label)
 

@@ -48,9 +48,17 @@ local BAND = 17592186044416
 -- The latest expiry time set (2^53 - 1 ms, exact in a double; PEXPIREAT accepts it).
 local MAX_EXPIRE_AT = 9007199254740991
 
+-- now_ms() also keeps its time as digits: writes pass ms(now), not a number that
+-- Redis would format (printf of a double) for every argument.
+local NOW, NOW_S = nil, nil
+
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local whole = #us > 3 and string.sub(us, 1, #us - 3) or '0'  -- whole ms of the us
+  NOW_S = t[1] .. string.rep('0', 3 - #whole) .. whole
+  NOW = tonumber(NOW_S)
+  return NOW
 end
 
 local function k_run(tag, id) return tag .. ':run:' .. id end
@@ -90,6 +98,9 @@ end
 -- 14 significant digits: a ready score (15 digits) would come out rounded.
 local function int_str(n) return string.format('%.0f', n) end
 
+-- int_str(n), without formatting when n is the time now_ms() returned last.
+local function ms(n) if n == NOW then return NOW_S end return int_str(n) end
+
 -- The ready (and wf-waiting) score of a run of `priority` (0..9, else clamped;
 -- missing = 0) that became ready at `t` ms.
 local function ready_score(priority, t)
@@ -117,7 +128,7 @@ local function move_status(tag, id, old, new, now)
   if old and old ~= '' and old ~= new then
     redis.call('ZREM', k_status(tag, old), id)
   end
-  redis.call('ZADD', k_status(tag, new), now, id)
+  redis.call('ZADD', k_status(tag, new), ms(now), id)
 end
 
 -- True when `token` holds the live lease of run `id`.
@@ -149,16 +160,14 @@ end
 -- their ready sets, near the front of their priority band (their createdAt).
 local function release_parked(tag, wf, n)
   local waiting = k_waiting(tag, wf)
+  if redis.call('EXISTS', waiting) == 0 then return 0 end  -- the common case: a read
   local released = 0
   local guard = 0
   while released < n and guard < n + 16 do
     guard = guard + 1
     local id = redis.call('ZPOPMIN', waiting)[1]
-    if not id then
-      -- Nothing parked (the common case on every finish): leave `parked` alone;
-      -- the reaper drops a stale member there.
-      break
-    end
+    -- None left: leave `parked` alone (the reaper drops a stale member there).
+    if not id then break end
     local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
     if f[1] == 'queued' and f[2] then
       redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
@@ -224,12 +233,12 @@ end
 -- before its attempt field changes. Numbers are written as exact digits.
 local ATTEMPTS_CAP = 100
 
-local function record_attempt(tag, id, outcome, error_json, cause, now)
-  local f = redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
+-- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
+local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
+  local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
   local started = tonumber(f[2]) or tonumber(f[3]) or now
   local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
-    int_str(started) .. ',"finishedAt":' .. int_str(now) .. ',"outcome":' ..
-    cjson.encode(outcome)
+    int_str(started) .. ',"finishedAt":' .. ms(now) .. ',"outcome":"' .. outcome .. '"'
   if error_json and error_json ~= '' then
     entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
   end
@@ -270,10 +279,27 @@ end
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
 -- output is still stored for inspection). `done_token` ('' = none) is the
 -- lease token of the caller that applied this finish (see already_done).
-local function finalize(tag, id, status, field, payload, now, done_token)
+-- What a fenced finish reads of run hash `run` (lease check, finalize, attempt
+-- entry), in one HMGET; f[12] lease, f[13] doneToken.
+local function finish_fields(run)
+  return redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
+    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'attempt',
+    'attemptStartedAt', 'startedAt', 'lease', 'doneToken')
+end
+
+-- lease_held and already_done over finish_fields `f`: true, or false and the
+-- run's status when `token`'s finish was the last one applied (else nil).
+local function lease_check(tag, id, f, token, now)
+  if token == '' then return false, nil end
+  local expiry = f[12] == token and redis.call('ZSCORE', k_leases(tag), id)
+  if expiry and tonumber(expiry) >= now then return true, nil end
+  return false, (f[13] == token and f[1]) or nil
+end
+
+-- `pre`: finish_fields of the run when the caller read them already (else nil).
+local function finalize(tag, id, status, field, payload, now, done_token, pre)
   local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt')
+  local f = pre or finish_fields(run)
   local old = f[1]
   if not old or TERMINAL[old] then return old or '' end
   if f[2] and f[2] ~= '' and status ~= 'canceled' then
@@ -290,7 +316,8 @@ local function finalize(tag, id, status, field, payload, now, done_token)
     payload = cjson.encode({ type = 'RunCanceledError', message = 'run was canceled' .. reason,
       retryable = false })
   end
-  local fields = { 'status', status, 'finishedAt', now, 'updatedAt', now }
+  local ns = ms(now)
+  local fields = { 'status', status, 'finishedAt', ns, 'updatedAt', ns }
   if payload ~= '' then
     fields[#fields + 1] = field
     fields[#fields + 1] = payload
@@ -302,7 +329,7 @@ local function finalize(tag, id, status, field, payload, now, done_token)
   if old == 'running' then
     local err = ''
     if field == 'errorJson' then err = payload end
-    record_attempt(tag, id, status, err, '', now)
+    record_attempt(tag, id, status, err, '', now, { f[9], f[10], f[11] })
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
@@ -409,9 +436,10 @@ end
 local function enqueue_plan(tag, a, now)
   local status, due = 'queued', now
   if a.run_at > now then status, due = 'scheduled', a.run_at end
+  local ns = ms(now)
   local fields = { 'id', '', 'workflow', a.workflow, 'queue', a.queue,
     'status', status, 'inputJson', '', 'attempt', 1,
-    'maxAttempts', a.max_attempts, 'createdAt', now, 'availableAt', due, 'updatedAt', now }
+    'maxAttempts', a.max_attempts, 'createdAt', ns, 'availableAt', ms(due), 'updatedAt', ns }
   local n = #fields
   if a.parent ~= '' then fields[n + 1], fields[n + 2], n = 'parentRunId', a.parent, n + 2 end
   if a.cron_id ~= '' then fields[n + 1], fields[n + 2], n = 'cronId', a.cron_id, n + 2 end
@@ -492,7 +520,7 @@ end
 local function enqueue_flush(p)
   local made = p.made
   if #made == 0 then return end
-  local tag, q, now = p.tag, p.a.queue, p.now
+  local tag, q, now = p.tag, p.a.queue, ms(p.now)
   zadd_all(tag .. ':runs:created', now, made)
   zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
   zadd_all(k_status(tag, p.status), now, made)
@@ -556,8 +584,9 @@ end
 -- else the ms it is reserved for.
 local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
 
-local function rate_slot(tag, wf, id, now)
-  local spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit')
+-- `spec`: the workflow's rateLimit if read already (false = none), nil: read here.
+local function rate_slot(tag, wf, id, now, spec)
+  if spec == nil then spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit') end
   if not spec or spec == '' then return nil end
   local count, unit = string.match(spec, '^(%d+)/([smh])$')
   count = tonumber(count)
@@ -584,12 +613,12 @@ end
 -- back then; it waits without a process and without Redis traffic). A run that
 -- comes back with its reservation (`reserved`, its rateSlot field) starts
 -- without taking another one.
-local function rate_deferred(tag, id, wf, q, reserved, now)
+local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   if reserved and reserved ~= '' then
     redis.call('HDEL', k_run(tag, id), 'rateSlot')
     return false
   end
-  local slot = rate_slot(tag, wf, id, now)
+  local slot = rate_slot(tag, wf, id, now, spec)
   if not slot then return false end
   redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
     'rateSlot', slot, 'updatedAt', now)
@@ -629,11 +658,10 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not wf or wf == '' or not f[5] then
     return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
-  local numeric = { attempt = f[6], maxAttempts = f[7], createdAt = f[8], timeoutMs = f[10],
-    startedAt = f[12] }
-  for name, value in pairs(numeric) do
-    if bad_int(value) then
-      return fail_corrupt(tag, id, 'field ' .. name .. ' is not an integer', now)
+  for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
+    if i ~= 9 and i ~= 11 and bad_int(f[i]) then
+      local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
+      return fail_corrupt(tag, id, 'field ' .. names[i - 5] .. ' is not an integer', now)
     end
   end
   if f[3] and f[3] ~= '' then
@@ -641,27 +669,37 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  -- A woken suspended run still holds its slot: it passes, counted once. Its
-  -- resume is not a new start either: the rate limit counted its first one.
-  local woken = redis.call('SISMEMBER', running, id) == 1
-  if not woken and redis.call('SCARD', running) >= wf_limit(tag, wf, f[4]) then
-    redis.call('ZADD', k_waiting(tag, wf), score, id)
-    redis.call('SADD', tag .. ':parked', wf)
-    return nil
+  -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
+  -- passes, and its resume is no new start for the rate limit). Another run
+  -- passes when the set, with it, holds at most max_concurrency, else gives it back.
+  local woken = redis.call('SADD', running, id) == 0
+  if not woken then
+    local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
+    local limit = tonumber(m[1]) or tonumber(f[4]) or 1
+    if limit < 1 then limit = 1 end
+    if redis.call('SCARD', running) > limit then
+      redis.call('SREM', running, id)
+      redis.call('ZADD', k_waiting(tag, wf), score, id)
+      redis.call('SADD', tag .. ':parked', wf)
+      return nil
+    end
+    if rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2]) then
+      redis.call('SREM', running, id)
+      return nil
+    end
   end
-  if not woken and rate_deferred(tag, id, wf, f[13] or q, f[15], now) then return nil end
   redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
-  redis.call('SADD', running, id)
   local started = f[12]
+  local ns = ms(now)
   if not started or started == '' then
-    started = now
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', now,
-      'updatedAt', now, 'attemptStartedAt', now)
+    started = ns
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', ns,
+      'updatedAt', ns, 'attemptStartedAt', ns)
   elseif woken then  -- a resume: the attempt started at its first execution
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns)
   else
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', now,
-      'attemptStartedAt', now)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
+      'attemptStartedAt', ns)
   end
   move_status(tag, id, 'queued', 'running', now)
   -- A run that never started has no steps: skip the read.

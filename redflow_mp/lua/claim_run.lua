@@ -42,16 +42,19 @@ local finished = ''
 if mode ~= '' then
   local id = ARGV[5]
   local held = ARGV[6]
-  if not lease_held(tag, id, held, now) then
-    finished = already_done(tag, id, held) or 'lease-lost'
+  -- One read of the run for the lease check and the finish (finish_fields).
+  local f = finish_fields(k_run(tag, id))
+  local ok, done = lease_check(tag, id, f, held, now)
+  if not ok then
+    finished = done or 'lease-lost'
   elseif mode == 'retry' then
     finished = retry(tag, id, ARGV[7], tonumber(ARGV[8]) or 0, now, held)
   elseif mode == 'requeue' then
     finished = requeue(tag, id, ARGV[7], false, 0, now, held)
   elseif mode == 'succeeded' then
-    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held)
+    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held, f)
   else
-    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now, held)
+    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now, held, f)
   end
 end
 

@@ -18,8 +18,10 @@ local tag = ARGV[1]
 local id = ARGV[2]
 local token = ARGV[3]
 local now = now_ms()
-if not lease_held(tag, id, token, now) then
-  local done = already_done(tag, id, token)
+-- One read of the run for the lease check and the finish (finish_fields).
+local f = finish_fields(k_run(tag, id))
+local held, done = lease_check(tag, id, f, token, now)
+if not held then
   if done then return { 1, done } end
   return { -1, '' }
 end
@@ -32,8 +34,8 @@ elseif mode == 'requeue' then
 elseif mode == 'crash' then
   status = requeue(tag, id, ARGV[5], true, tonumber(ARGV[6]) or 3, now, token)
 elseif mode == 'succeeded' then
-  status = finalize(tag, id, mode, 'outputJson', ARGV[5], now, token)
+  status = finalize(tag, id, mode, 'outputJson', ARGV[5], now, token, f)
 else
-  status = finalize(tag, id, mode, 'errorJson', ARGV[5], now, token)
+  status = finalize(tag, id, mode, 'errorJson', ARGV[5], now, token, f)
 end
 return { 1, status }
