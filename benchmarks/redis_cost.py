@@ -90,7 +90,10 @@ def snapshot(conn: CountingRedis) -> Snapshot:
         t=time.time(),
         calls=calls,
         cpu=float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
-        used_memory=int(mem["used_memory"]),
+        # The dataset's share (used_memory less client buffers, the script cache and
+        # other overhead): a client connecting or leaving between two snapshots moves
+        # used_memory by tens of KB, more than a small run count's whole footprint.
+        used_memory=int(mem.get("used_memory_dataset", mem["used_memory"])),
         issued=Counter(conn.issued),
         usec=usec,
     )

@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 from . import batch, queries, shardmeta, sync, xshard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
-from .errors import NETWORK_ERRORS, RunNotResumableError
+from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
 from .handle import RunHandle
 from .ids import new_token
 from .keys import Keys
@@ -387,8 +387,9 @@ def create_client(
     ``HMGET``, writing nothing) and raises :class:`~redflow_mp.ShardsMismatchError`
     naming ``redflow migrate --shards N`` when it differs or a migration is
     pending; a fresh keyspace records nothing until a supervisor starts on it, and
-    a Redis that cannot be reached now skips the check (nothing else connects
-    here).
+    any other error of that read (Redis not reachable yet, a refused password, a
+    server that is not the cluster asked for) skips the check: the client's first
+    use reports it as before.
     """
     check_shards(shards)
     if not isinstance(verify_shards, bool):
@@ -418,11 +419,11 @@ def create_client(
     if verify_shards:
         try:
             shardmeta.check_recorded(client)
-        except NETWORK_ERRORS:
-            pass  # Redis not reachable yet: the client connects at first use, unchecked
-        except BaseException:
+        except ShardsMismatchError:
             client.close()
             raise
+        except Exception:  # not reachable, auth, not a cluster...: the
+            pass  # client's first use raises it as before; the check is skipped
     if default:
         set_default_client(client)
     return client

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import AuthorizationError
@@ -127,7 +128,11 @@ def eviction_warning(client: Client, url: str) -> str | None:
     ``maxmemory-policy`` but ``noeviction``): run hashes, idempotency keys or the
     cron lock deleted by Redis mean runs lost or run twice. None when the policy
     is ``noeviction`` or cannot be read (CONFIG is often disabled on managed
-    services; their documentation names the policy)."""
+    services; their documentation names the policy). Not asked as a named ACL
+    user (``redis://user:pass@...``): such users are rarely granted CONFIG, and a
+    refused command would land in the operator's ACL LOG at every start."""
+    if urlsplit(url.split(",")[0]).username:
+        return None
     try:
         reply: dict[Any, Any] = dict(client.redis.config_get("maxmemory-policy"))
     except redis.RedisError:

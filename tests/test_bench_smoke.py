@@ -130,7 +130,7 @@ def test_handler_redis_variant_and_scale(tmp_path: Path) -> None:
         "--no-monitor",
         "--scale",
         "--scale-sizes",
-        "20,40",
+        "200,400",
     )
     assert "W1 side by side" in stdout
     assert "handler-redis variant" in stdout
@@ -140,7 +140,7 @@ def test_handler_redis_variant_and_scale(tmp_path: Path) -> None:
     # of the variant made its own Redis call, or the case fails).
     assert samples["w1.rate"] and samples["w1.rate@handler-redis"]
     assert samples["w4.p50"] and samples["w4.p50@handler-redis"]
-    for n in (20, 40):
+    for n in (200, 400):
         assert samples[f"scale.{n}.bytes_per_queued"][0] > 0
         assert samples[f"scale.{n}.bytes_per_run"][0] > 0
         assert samples[f"scale.{n}.us_per_run"][0] > 0
