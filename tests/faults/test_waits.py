@@ -64,6 +64,7 @@ def test_supervisor_sigkill_with_1000_suspended_runs(fx: Faults) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)  # its own waits scale with the runs (n / 20 s each)
 def test_soak_supervisor_sigkill_with_many_suspended_runs(fx: Faults) -> None:
     """The same with ``FAULTS_SOAK_SUSPENDED`` (default 10,000) suspended runs."""
     _supervisor_sigkill_with_suspended_runs(
