@@ -214,7 +214,10 @@ class Worker:
                     self._woken = False
                 except TRANSIENT_ERRORS as exc:
                     log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
-                    self._stopping.wait(backoff)
+                    if self._stopping.is_set():  # a finish still to deliver: the event
+                        time.sleep(backoff)  # would not wait, and the loop would spin
+                    else:
+                        self._stopping.wait(backoff)
                     backoff = min(5.0, backoff * 2)
                     continue
                 backoff = 0.05

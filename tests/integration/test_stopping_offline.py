@@ -1,0 +1,55 @@
+"""A worker told to stop while Redis is down and a finish is still to deliver
+backs off instead of spinning (the stop event made its backoff wait return at once:
+a soak's teardown logged 218,000 'Redis unreachable' lines in a few seconds)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from redflow_mp import Context, Registry, Worker, create_client, define_workflow
+from tests.redis_server import RedisServer
+
+
+def test_a_stopping_worker_with_a_finish_to_deliver_does_not_spin_while_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = RedisServer().start()
+    registry = Registry()
+    started, release = threading.Event(), threading.Event()
+
+    @define_workflow("held", registry=registry)
+    def held(ctx: Context[dict[str, int]]) -> int:
+        started.set()
+        release.wait(30)
+        return 1
+
+    client = create_client(server.url, prefix="offline-stop", registry=registry, default=False)
+    worker = Worker(client, maintenance=False, block_timeout=0.1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    try:
+        thread.start()
+        handle = held.run({}, client=client)
+        assert started.wait(10)
+        port = server.port
+        server.kill()
+        caplog.set_level(logging.WARNING, logger="redflow_mp.worker")
+        release.set()  # the handler returns: its finish cannot be delivered
+        worker.stop()
+        worker.wake()
+        time.sleep(1.5)
+        unreachable = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+        assert 1 <= len(unreachable) <= 8, len(unreachable)  # backoff 0.05, 0.1, 0.2, ...
+        server.port = port
+        server.start()  # Redis back on the same port: the finish lands, the worker ends
+        thread.join(20)  # (the restarted server is empty: the finish finds no lease)
+        assert not thread.is_alive()
+        assert handle.id
+    finally:
+        release.set()
+        worker.stop()
+        client.close()
+        server.cleanup()
