@@ -391,11 +391,8 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
     if len(views) == 1:
         return drive(views[0].redis, list_workflows(views[0].keys))
     names = sorted(text(n) for n in views[0].redis.smembers(views[0].keys.workflows))
-    by_shard: dict[int, list[str]] = {}
-    for name in names:
-        by_shard.setdefault(as_shard(client, client.shard_of_workflow(name)).index, []).append(name)
     found: dict[str, WorkflowMeta] = {}
-    for index, group in by_shard.items():
+    for index, group in _names_by_shard(client, names).items():
         view = views[index]
         with view.redis.pipeline(transaction=False) as pipe:
             for name in group:
@@ -404,6 +401,14 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
                 if raw:
                     found[name] = codec.workflow_meta_from_hash(raw)
     return [found[n] for n in names if n in found]
+
+
+def _names_by_shard(client: Any, names: list[str]) -> dict[int, list[str]]:
+    """Workflow ``names`` grouped by the index of the shard holding each one."""
+    by_shard: dict[int, list[str]] = {}
+    for name in names:
+        by_shard.setdefault(as_shard(client, client.shard_of_workflow(name)).index, []).append(name)
+    return by_shard
 
 
 async def alist_workflows_all(
@@ -415,11 +420,8 @@ async def alist_workflows_all(
     if len(views) == 1:
         return await drive_async(views[0].redis, list_workflows(views[0].keys))
     names = sorted(text(n) for n in await views[0].redis.smembers(views[0].keys.workflows))
-    by_shard: dict[int, list[str]] = {}
-    for name in names:
-        by_shard.setdefault(as_shard(client, client.shard_of_workflow(name)).index, []).append(name)
     found: dict[str, WorkflowMeta] = {}
-    for index, group in by_shard.items():
+    for index, group in _names_by_shard(client, names).items():
         view = views[index]
         async with view.redis.pipeline(transaction=False) as pipe:
             for name in group:
