@@ -34,9 +34,17 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import croniter
 
 __all__ = ["Cron", "CronDef", "cron_id_for", "next_fire_ms"]
+
+
+def _croniter() -> Any:
+    """The ``croniter`` class, imported on first use: the import costs about 50 ms
+    (dateutil, and a ``file`` subprocess croniter starts to learn the word size),
+    which every supervisor and client start would pay without a cron."""
+    from croniter import croniter
+
+    return croniter
 
 
 class Cron(msgspec.Struct, frozen=True, kw_only=False):
@@ -63,7 +71,7 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
                 f"Cron expression {self.expression!r} must have 5 fields "
                 "(or 6 with a seconds field last)"
             )
-        if not croniter.is_valid(self.expression):
+        if not _croniter().is_valid(self.expression):
             raise ValueError(f"Cron expression {self.expression!r} is not valid")
         _zone(self.timezone)
         try:  # February 30th is valid syntax; syncing it would fail later
@@ -156,7 +164,8 @@ def next_fire_ms(expression: str, timezone: str, after_ms: int) -> int:
     fire = after_ms
     for _ in range(8):  # each pass leaves one repeated interval behind
         start = datetime.fromtimestamp(after / 1000.0, tz=UTC).astimezone(zone)
-        nxt: datetime = croniter(expression, start, second_at_beginning=False).get_next(datetime)
+        itr = _croniter()(expression, start, second_at_beginning=False)
+        nxt: datetime = itr.get_next(datetime)
         fire = int(nxt.timestamp() * 1000)
         if not (once and _repeated(fire // 1000, zone)):
             return fire

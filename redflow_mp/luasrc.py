@@ -31,28 +31,14 @@ _DEF = re.compile(
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+# A quoted string (kept whole, escapes respected) or a ``--`` comment to the end
+# of its line (dropped): one pass of the regex engine over the text.
+_STRING_OR_COMMENT = re.compile(r"""('(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")|--[^\n]*""")
+
+
 def _code(text: str) -> str:
     """``text`` without its ``--`` comments (quotes respected; a line's comment ends it)."""
-    out = []
-    for line in text.splitlines():
-        quote = ""
-        cut = len(line)
-        i = 0
-        while i < len(line):
-            c = line[i]
-            if quote:
-                if c == "\\":
-                    i += 1
-                elif c == quote:
-                    quote = ""
-            elif c in "'\"":
-                quote = c
-            elif line.startswith("--", i):
-                cut = i
-                break
-            i += 1
-        out.append(line[:cut])
-    return "\n".join(out)
+    return _STRING_OR_COMMENT.sub(lambda m: m.group(1) or "", text)
 
 
 def _chunks(lib: str) -> tuple[str, list[tuple[str, str]]]:
@@ -68,13 +54,20 @@ def _chunks(lib: str) -> tuple[str, list[tuple[str, str]]]:
     return head, out
 
 
+@lru_cache(maxsize=4)
+def _index(lib: str) -> tuple[str, list[tuple[str, str]], frozenset[str], list[set[str]]]:
+    """``lib`` split once: (head, definitions, names defined, names each one uses)."""
+    head, chunks = _chunks(lib)
+    defined = frozenset(name for name, _ in chunks)
+    refs = [set(_WORD.findall(_code(text))) & defined for _, text in chunks]
+    return head, chunks, defined, refs
+
+
 @lru_cache(maxsize=64)
 def needed_lib(lib: str, body: str) -> str:
     """The part of ``lib`` that ``body`` needs: every definition it references,
     transitively, in the library's order (a name defined twice keeps both)."""
-    head, chunks = _chunks(lib)
-    defined = {name for name, _ in chunks}
-    refs = [set(_WORD.findall(_code(text))) & defined for _, text in chunks]
+    head, chunks, defined, refs = _index(lib)
     wanted = set(_WORD.findall(_code(body))) & defined
     # Later definitions can only use earlier ones: one pass from the end suffices,
     # but names defined twice make a fixed point the simple, safe choice.
