@@ -35,6 +35,7 @@ from .scripts import Scripts
 __all__ = [
     "CronTick",
     "LeaderLock",
+    "StallGuard",
     "Store",
     "announce_queues",
     "cron_tick",
@@ -111,18 +112,64 @@ def wake_due(client: Store, batch: int = 500, max_calls: int = 20) -> tuple[list
     return late, earliest
 
 
-def reap_expired(client: Store, batch: int = 200, max_calls: int = 50) -> tuple[int, list[str]]:
+class StallGuard:
+    """What one reaper remembers of each server between its calls, so that a
+    Redis stall, restart or cut that kept every holder from renewing is not
+    mistaken for dead holders (``reap_runs.lua``): after a call that comes more
+    than ``gap_ms`` (server time) after this reaper's previous one, nothing is
+    reaped for ``hold_ms``, time for the live holders to renew (their expired
+    leases stay theirs until reaped: ``lease_held``). Another supervisor's reaper,
+    which reached the server all along, sees no gap: a supervisor that is gone
+    or cut off is still taken over one lease after its last renewal.
+    """
+
+    def __init__(self, lease_ms: int, interval_ms: int) -> None:
+        # A holder renews every lease/3, so only a gap longer than that can make
+        # a live holder's lease expire; a reaper ticking less often than the
+        # gap would otherwise see a stall at every tick.
+        self.gap_ms = max(lease_ms // 3, 2 * interval_ms)
+        self.hold_ms = lease_ms
+        self._since: dict[int, int] = {}  # per shard: server time of the last call
+        self._hold: dict[int, int] = {}
+
+    def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
+        released, ids, more, now, hold = store.scripts.reap_guarded(
+            batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
+        )
+        if hold and not self._hold.get(index):
+            log.warning(
+                "Redis was out of reach for longer than %d ms: leases are not reaped "
+                "for %d ms, time for the live workers to renew theirs",
+                self.gap_ms,
+                self.hold_ms,
+            )
+        self._since[index] = now
+        self._hold[index] = hold
+        return released, ids, more
+
+
+def reap_expired(
+    client: Store,
+    batch: int = 200,
+    max_calls: int = 50,
+    guard: StallGuard | None = None,
+    index: int = 0,
+) -> tuple[int, list[str]]:
     """Requeue runs whose lease expired, batch after batch until a short one (at
     most ``max_calls``; the rest on the next call); returns (parked runs
-    released, requeued ids); every shard of a client with several."""
+    released, requeued ids); every shard of a client with several. ``guard``
+    (a supervisor's reaper): hold off after a gap, see :class:`StallGuard`."""
     views = stores(client)
     if len(views) > 1:
-        reaped = [reap_expired(v, batch, max_calls) for v in views]
+        reaped = [reap_expired(v, batch, max_calls, guard, i) for i, v in enumerate(views)]
         return sum(r[0] for r in reaped), [i for r in reaped for i in r[1]]
     released = 0
     requeued: list[str] = []
     for _ in range(max_calls):
-        freed, ids, more = client.scripts.reap(batch)
+        if guard is None:
+            freed, ids, more = client.scripts.reap(batch)
+        else:
+            freed, ids, more = guard.reap(client, index, batch)
         released += freed
         requeued.extend(ids)
         if not more:

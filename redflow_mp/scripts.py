@@ -570,7 +570,23 @@ class Scripts(ScriptSet, WaitCalls):
         """Requeue up to ``batch`` runs whose lease expired and release parked runs;
         returns (released, requeued ids, more expired leases may remain)."""
         reply = self.run("reap_runs", (self.keys.leases,), (self._tag, batch), retry=True)
-        return int(reply[0]), [text(x) for x in reply[2:]], int(reply[1]) >= batch
+        return int(reply[0]), [text(x) for x in reply[4:]], int(reply[1]) >= batch
+
+    def reap_guarded(
+        self, batch: int, since: int | None, hold: int, gap_ms: int, hold_ms: int
+    ) -> tuple[int, list[str], bool, int, int]:
+        """:meth:`reap` with the stall guard of ``reap_runs.lua``: ``since`` is the
+        server time the previous call returned (None: none), ``hold`` the hold it
+        returned. Returns (released, requeued ids, more, server time, hold)."""
+        args = (self._tag, batch, "" if since is None else since, hold, gap_ms, hold_ms)
+        reply = self.run("reap_runs", (self.keys.leases,), args, retry=True)
+        return (
+            int(reply[0]),
+            [text(x) for x in reply[4:]],
+            int(reply[1]) >= batch,
+            int(reply[2]),
+            int(reply[3]),
+        )
 
     def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int, bytes]]]:
         reply = self.run(

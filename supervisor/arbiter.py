@@ -169,7 +169,13 @@ class Arbiter:
                 self.leader,
                 CronDuty(client, self.leader, metrics=store),
                 PromoterDuty(client, s.promoter_interval_ms, metrics=store),
-                ReaperDuty(client, s.reaper_interval_ms, metrics=store, queues=lambda: self.queues),
+                ReaperDuty(
+                    client,
+                    s.reaper_interval_ms,
+                    metrics=store,
+                    queues=lambda: self.queues,
+                    lease_ms=s.lease_ms,
+                ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
                 self.status,
             ]

@@ -209,9 +209,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "runs",
             "Lease of a claimed run; renewed every lease_ms/3 by the child's heartbeat and "
-            "by the parent's lease backstop.",
+            "by the parent's lease backstop. A supervisor that is gone is taken over one "
+            "lease after its last renewal, hence at most a day.",
             unit="ms",
             min=300,
+            max=86_400_000,
         ),
     ] = 5000
     max_run_crashes: Annotated[

@@ -20,11 +20,15 @@
 -- checked the token (lease_held).
 --
 -- Keyspace v2 invariants kept by these helpers:
--- * A lease is live iff the run hash's `lease` field holds the token AND the
---   run's score in `leases` (its expiry, server ms) is not past. Claim sets
---   both; renewals and step writes move the expiry (ZADD XX); every exit from
---   `running` removes the `leases` entry. So the reaper finds expired leases
---   with one range read, whatever the number of runs in flight.
+-- * A lease is held iff the run hash's `lease` field holds the token AND the
+--   run is in `leases` (scored by its expiry, server ms). Claim sets both;
+--   renewals and step writes move the expiry (ZADD XX); every exit from
+--   `running` (the reaper's requeue of an expired lease included) removes the
+--   `leases` entry. An expiry is the reaper's licence to take the run back,
+--   not a revocation by itself: until the reaper acts, the holder may renew
+--   and write (after a Redis stall nobody could renew through, the reaper
+--   waits a lease first: reap_runs.lua). The reaper finds expired leases with
+--   one range read, whatever the number of runs in flight.
 -- * A queued run is in exactly one of q:<queue>:ready (ZSET) and
 --   wf-waiting:<wf> (ZSET), a scheduled run in q:<queue>:scheduled (ZSET), and
 --   `due-queues` scores every queue with scheduled runs no later than its
@@ -131,11 +135,16 @@ local function move_status(tag, id, old, new, now)
   redis.call('ZADD', k_status(tag, new), ms(now), id)
 end
 
--- True when `token` holds the live lease of run `id`.
+-- True when `token` holds the lease of run `id`: the run hash names it and the
+-- run is still in `leases`. An expired lease stays held until someone acts on
+-- the expiry: the reaper's requeue (or any other end of the run) removes the
+-- run from `leases`, and a new claim writes another token, atomically. So a
+-- holder that could not renew through a Redis stall or restart goes on once
+-- Redis is back, unless the run was taken over meanwhile (the reaper holds
+-- off after such a gap: reap_runs.lua). `now` is unused (kept for callers).
 local function lease_held(tag, id, token, now)
   if token == '' or redis.call('HGET', k_run(tag, id), 'lease') ~= token then return false end
-  local expiry = redis.call('ZSCORE', k_leases(tag), id)
-  return expiry ~= false and tonumber(expiry) >= now
+  return redis.call('ZSCORE', k_leases(tag), id) ~= false
 end
 
 -- The lease check failed: if `token`'s finish was the last one applied to the
@@ -291,8 +300,8 @@ end
 -- run's status when `token`'s finish was the last one applied (else nil).
 local function lease_check(tag, id, f, token, now)
   if token == '' then return false, nil end
-  local expiry = f[12] == token and redis.call('ZSCORE', k_leases(tag), id)
-  if expiry and tonumber(expiry) >= now then return true, nil end
+  -- held as in lease_held: the token named and the run still in `leases`
+  if f[12] == token and redis.call('ZSCORE', k_leases(tag), id) then return true, nil end
   return false, (f[13] == token and f[1]) or nil
 end
 

@@ -4,18 +4,39 @@
 --
 -- KEYS[1]  leases (ZSET runId -> lease expiry ms)
 -- ARGV[1]  tag   ARGV[2]  batch size
--- Reply: { released parked count, expired entries read, requeued id, ... }
+-- Optional stall guard (a supervisor's reaper passes all four, '' = none):
+-- ARGV[3]  server time of this reaper's previous call that reached this server
+-- ARGV[4]  hold: no lease is reaped before this server time (0 = none)
+-- ARGV[5]  gap ms: a longer time since the previous call means this reaper
+--          could not reach the server (a Redis stall, restart or cut), so no
+--          holder could renew either: every lease may have expired for that
+--          reason alone
+-- ARGV[6]  hold ms: after such a gap, reap nothing for this long (a lease: the
+--          holders that live renew within a third of it, lease_held in _lib.lua)
+-- Reply: { released parked count, expired entries read, server time now,
+--          hold (server ms, 0 = none), requeued id, ... }
 --   (entries read == batch means more may have expired: call again)
--- Invariants: a run with a live lease is never touched; the lease is the only
--- proof of life (the supervisor extends it for children stuck in C code).
+-- Invariants: a run in `leases` whose expiry is not past is never touched; the
+-- lease is the only proof of life (the supervisor extends it for children
+-- stuck in C code). A holder whose lease expired keeps its run until this
+-- script requeues it (removing it from `leases`).
 -- Cost: one range read of the expired leases plus the work they need, however
 -- many runs are in flight or queues exist.
 local tag = ARGV[1]
 local batch = tonumber(ARGV[2])
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int_str(now), 'LIMIT', 0,
-  batch)
-local out = { 0, #expired }
+local since = tonumber(ARGV[3] or '')
+local hold = tonumber(ARGV[4] or '') or 0
+local gap = tonumber(ARGV[5] or '')
+if since and gap and now - since > gap then
+  hold = math.max(hold, now + (tonumber(ARGV[6] or '') or 0))
+end
+local expired = {}
+if now >= hold then
+  hold = 0
+  expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int_str(now), 'LIMIT', 0, batch)
+end
+local out = { 0, #expired, now, hold }
 for _, id in ipairs(expired) do
   if redis.call('HGET', k_run(tag, id), 'status') == 'running' then
     requeue(tag, id, 'lease expired (worker lost or cut off)', false, 0, now, '')

@@ -6,9 +6,11 @@
 -- ARGV[1]  tag `{prefix}`      ARGV[2]  lease ms
 -- ARGV[3..] pairs: run id, lease token
 -- Reply: flat list, per pair: held (1|0), cancelRequestedAt ('' when none)
--- Invariant: never extends a lease whose token differs or that already expired
--- (extending it could revive a run that the reaper put back or another worker
--- took over).
+-- Invariant: never extends a lease whose token differs or whose run left
+-- `leases` (the reaper put it back, or it ended): extending it could revive a
+-- run another worker took over. A lease that expired while nobody acted on it
+-- (a Redis stall or restart kept the holder from renewing; the reaper holds
+-- off after such a gap, see reap_runs.lua) is renewed: the holder goes on.
 local tag = ARGV[1]
 local now = now_ms()
 local expiry = int_str(now + tonumber(ARGV[2]))
@@ -18,8 +20,7 @@ for i = 3, #ARGV, 2 do
   local f = redis.call('HMGET', k_run(tag, id), 'lease', 'cancelRequestedAt')
   local live = false
   if ARGV[i + 1] ~= '' and f[1] == ARGV[i + 1] then
-    local current = redis.call('ZSCORE', KEYS[1], id)
-    live = current ~= false and tonumber(current) >= now
+    live = redis.call('ZSCORE', KEYS[1], id) ~= false
   end
   if live then
     redis.call('ZADD', KEYS[1], 'XX', expiry, id)

@@ -12,8 +12,8 @@ local run = k_run(tag, id)
 local now = now_ms()
 local f = redis.call('HMGET', run, 'lease', 'cancelRequestedAt')
 if ARGV[3] == '' or f[1] ~= ARGV[3] then return { -1 } end
-local expiry = redis.call('ZSCORE', k_leases(tag), id)
-if not expiry or tonumber(expiry) < now then return { -1 } end
+-- held as in lease_held (_lib.lua): an expired lease nobody acted on is still ours
+if not redis.call('ZSCORE', k_leases(tag), id) then return { -1 } end
 -- The record's seq is the run's step counter, kept here: execution order across
 -- attempts and hosts, whatever their clocks say. The client encodes seq first as
 -- 0; splicing the number in avoids parsing a record that may hold megabytes.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import announce_queues, reap_expired, stores
+from redflow_mp.maintenance import StallGuard, announce_queues, reap_expired, stores
 
 from ..exposition import MetricsStore
 
@@ -26,8 +26,12 @@ class ReaperDuty:
         interval_ms: int,
         metrics: MetricsStore | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
+        lease_ms: int = 5000,
     ) -> None:
         self.client = client
+        # After Redis was out of reach (a stall, restart or cut), hold off a
+        # lease so that live workers renew before anything is taken back.
+        self.guard = StallGuard(lease_ms, interval_ms)
         self.queues = queues
         self.interval = interval_ms / 1000.0
         self.metrics = metrics
@@ -36,10 +40,10 @@ class ReaperDuty:
     def tick(self, now: float) -> float:
         queues = self.queues()
         requeued: list[str] = []
-        for store in stores(self.client):
+        for index, store in enumerate(stores(self.client)):
             # Every shard lists the queues served: a queue's runs may be in any shard.
             announce_queues(store, queues)
-            requeued.extend(reap_expired(store)[1])
+            requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
         self.requeued += len(requeued)
         if requeued and self.metrics is not None:
             self.metrics.inc("redflow_leases_expired_total", float(len(requeued)))

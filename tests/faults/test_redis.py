@@ -3,7 +3,9 @@
 4. redis-server is SIGKILLed mid-workload and restarted (AOF, appendfsync always,
    same data dir and port): supervisors and clients reconnect with backoff, never
    crash, and nothing acknowledged is lost.
-5. Redis stalls past the lease: CLIENT PAUSE WRITE, then DEBUG SLEEP.
+5. Redis stalls: CLIENT PAUSE WRITE, then DEBUG SLEEP, each shorter than the
+   lease; then a DEBUG SLEEP longer than the lease, which nobody could renew
+   through: no run is taken back from its live worker, no step runs again.
 7. Redis runs out of memory (noeviction): enqueue fails with a clear error,
    running runs are not corrupted, and once memory is raised everything completes.
 """
@@ -137,6 +139,41 @@ def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
         note="stall end -> first run finished",
     )
     report.assert_ok(all_succeeded=True)
+    raw.close()
+
+
+def test_a_redis_stall_longer_than_the_lease_takes_no_run_from_its_live_worker(
+    fx: Faults,
+) -> None:
+    """The whole server stops for 7 s (the default lease is 5 s): when it answers
+    again every lease has expired on its clock, but only because nobody could
+    renew. The reapers hold off a lease after the gap, the workers renew their
+    expired (not reaped) leases and go on: no handler is fenced, no step runs twice."""
+    server = fx.redis()
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prog = fx.sample(server.url)
+    prod = fx.producer(server.url, 600, rate=100).start()
+    wait_for(lambda: busy_children(sups[0]) and busy_children(sups[1]), 20, "busy children")
+    sleeper = redis.Redis.from_url(server.url, socket_timeout=30)
+    fx.fault("debug-sleep", seconds=7)
+    command(sleeper, "DEBUG", "SLEEP", 7)  # past the 5 s lease
+    sleeper.close()
+    t_end = time.monotonic()
+    wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the sleep")
+    prod.wait(120)
+    _alive(fx)
+    report = fx.finish(
+        raw,
+        "5b. DEBUG SLEEP 7 s (past the lease)",
+        recovery_s=prog.first_progress_after(t_end) or 0.0,
+        note="stall end -> first run finished",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert report.fenced_executions == 0, report.summary()
+    assert report.inflight_reexecutions == 0, report.summary()
     raw.close()
 
 

@@ -188,6 +188,41 @@ def test_reap_requeues_a_run_whose_lease_expired(
     assert again is not None and again.id == rid
 
 
+def test_after_a_gap_the_reaper_holds_off_a_lease_and_the_holder_renews(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A Redis stall: every lease expired because nobody could renew, not because
+    its holder died. The reaper's first call after the gap takes nothing back for
+    a lease; the holder renews meanwhile; a holder that stays silent is reaped
+    once the hold is over."""
+    k = client.keys
+    live, dead = enq(max_concurrency=2), enq(max_concurrency=2)
+    live_tok, dead_tok = new_token(), new_token()
+    client.scripts.claim(("q",), 100, live_tok)
+    client.scripts.claim(("q",), 100, dead_tok)
+    now = client.server_time_ms()
+    released, ids, more, seen, hold = client.scripts.reap_guarded(100, now, 0, 1_000, 600)
+    assert (released, more) == (0, False)
+    assert (ids, hold) == ([], 0)  # no gap, leases live: nothing to do
+    _wait_expired(client, live)
+    _wait_expired(client, dead)
+    # The previous call was 5 s ago (server time): a gap longer than 1 s.
+    _, ids, _, seen2, hold = client.scripts.reap_guarded(100, seen - 5_000, 0, 1_000, 600)
+    assert ids == [] and hold >= seen2 + 600 - 1  # both expired, neither reaped
+    assert status_of(raw, client, live) == status_of(raw, client, dead) == "running"
+    # The live holder renews its expired lease (nobody acted on the expiry).
+    assert client.scripts.renew(60_000, [(live, live_tok)]) == [(True, False)]
+    _, ids, _, seen3, hold2 = client.scripts.reap_guarded(100, seen2, hold, 1_000, 600)
+    assert ids == [] and hold2 == hold  # still holding (no new gap, hold not over)
+    wait_until(lambda: client.server_time_ms() >= hold, 5, message="end of the hold")
+    _, ids, _, _, hold3 = client.scripts.reap_guarded(100, seen3, hold2, 1_000, 600)
+    assert ids == [dead] and hold3 == 0  # the silent holder is reaped, the live one kept
+    assert status_of(raw, client, live) == "running"
+    assert status_of(raw, client, dead) == "queued"
+    assert client.scripts.renew(60_000, [(dead, dead_tok)]) == [(False, False)]
+    assert raw.zscore(k.leases, live) is not None
+
+
 def test_reap_drops_lease_entries_of_finished_runs(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:

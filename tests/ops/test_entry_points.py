@@ -75,7 +75,8 @@ def test_version(cmd: list[str]) -> None:
             ["--lease-ms", "abc"],
             {},
             "redflow-supervisor: bad value 'abc' for setting lease_ms (from the command line, "
-            "--lease-ms): expected a whole number of milliseconds, at least 300",
+            "--lease-ms): expected a whole number of milliseconds, at least 300 "
+            "and at most 86400000",
         ),
         (
             ["--log-level", "verbose"],
@@ -87,7 +88,8 @@ def test_version(cmd: list[str]) -> None:
             [],
             {"REDFLOW_LEASE_MS": "abc"},
             "redflow-supervisor: bad value 'abc' for setting lease_ms (from environment "
-            "variable REDFLOW_LEASE_MS): expected a whole number of milliseconds, at least 300",
+            "variable REDFLOW_LEASE_MS): expected a whole number of milliseconds, at least 300 "
+            "and at most 86400000",
         ),
         (
             [],

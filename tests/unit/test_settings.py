@@ -68,6 +68,11 @@ def test_bad_values_name_key_and_source(tmp_path: Path) -> None:
         load({"cancel_grace": "soon"}, environ={})
     with pytest.raises(ConfigError, match="lease_ms"):
         load({"lease_ms": "-5"}, environ={})
+    # a lease of a year (ms typed as us, say) would leave a gone supervisor's runs
+    # untouched for that long
+    with pytest.raises(ConfigError, match=r"lease_ms.*86400000"):
+        load({"lease_ms": str(365 * 86_400_000)}, environ={})
+    assert load({"lease_ms": "86400000"}, environ={}).lease_ms == 86_400_000
     conf = tmp_path / "bad.toml"
     conf.write_text("lease_ms = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -175,7 +180,8 @@ def test_every_setting_documents_itself() -> None:
             {},
             "",
             "bad value 'abc' for setting lease_ms (from the command line, --lease-ms): "
-            "expected a whole number of milliseconds, at least 300",
+            "expected a whole number of milliseconds, at least 300 "
+            "and at most 86400000",
         ),
         (
             {"log_level": "verbose"},
@@ -189,7 +195,8 @@ def test_every_setting_documents_itself() -> None:
             {"REDFLOW_LEASE_MS": "abc"},
             "",
             "bad value 'abc' for setting lease_ms (from environment variable "
-            "REDFLOW_LEASE_MS): expected a whole number of milliseconds, at least 300",
+            "REDFLOW_LEASE_MS): expected a whole number of milliseconds, at least 300 "
+            "and at most 86400000",
         ),
         (
             {},
@@ -203,7 +210,8 @@ def test_every_setting_documents_itself() -> None:
             {},
             'lease_ms = "abc"',
             "bad value 'abc' for setting lease_ms (from config file {path}, key lease_ms): "
-            "expected a whole number of milliseconds, at least 300",
+            "expected a whole number of milliseconds, at least 300 "
+            "and at most 86400000",
         ),
         (
             {},
