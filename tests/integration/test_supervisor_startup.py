@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redflow_mp import scripts
+from redflow_mp import define_workflow, scripts
 from redflow_mp.registry import Registry
 from redflow_supervisor.settings import load
 from redflow_supervisor.startup import connect
@@ -32,3 +32,26 @@ def test_connect_builds_and_loads_the_scripts(
         assert all(raw.script_exists(*shas))
     finally:
         client.close()
+
+
+def _handler(ctx: Any) -> None:
+    pass
+
+
+def test_sync_writes_every_workflow_in_one_round_trip_of_writes(
+    client: Any, registry: Registry, raw: Any
+) -> None:
+    """Registering many workflows costs a fixed number of round trips (the supervisor
+    syncs before it forks), not two per workflow."""
+    for i in range(8):
+        define_workflow(f"startup-{i}", queue=f"q{i % 3}", registry=registry)(_handler)
+
+    def multis() -> int:
+        return int(raw.info("commandstats").get("cmdstat_multi", {}).get("calls", 0))
+
+    before = multis()
+    client.sync_registry(registry, app="startup")
+    assert multis() - before == 1
+    names = {m.decode() for m in raw.smembers(client.keys.workflows)}
+    assert names >= {f"startup-{i}" for i in range(8)}
+    assert {m.decode() for m in raw.smembers(client.keys.queues)} >= {"q0", "q1", "q2"}

@@ -98,7 +98,7 @@ def test_the_lua_sources_are_read_and_built_once_per_process() -> None:
     assert second["claim_run"] != "changed by a caller"  # each caller gets its own dict
     assert scripts._lua_files.cache_info().misses == 1
     assert scripts._sources.cache_info().hits == 1
-    lib, bodies = scripts._read_lua()
+    _lib, bodies = scripts._read_lua()
     bodies["claim_run"] = "changed"
     assert scripts._read_lua()[1]["claim_run"] != "changed"
     assert scripts._lua_files.cache_info().misses == 1
