@@ -24,6 +24,7 @@ OFF_THE_PATH = (
     "croniter",  # cron expressions: parsed on first use
     "dateutil",
     "tomllib",  # only with a config file
+    "zoneinfo",  # only with a cron schedule
     "difflib",  # only to suggest a misspelt setting
     "redflow_supervisor.embedded",  # only with --embedded-redis
     "redflow_supervisor.ops",  # the `redflow` command and its dashboard
