@@ -112,8 +112,9 @@ def supervisor() -> int:
     hide_secrets()
     # Start-up (the imports, the workflow modules, the settings, the first
     # connection) makes objects that live as long as the process: collecting
-    # garbage among them only costs time (a third of the import time). The
-    # arbiter freezes them and turns the collector back on before it forks.
+    # garbage among them only costs time (about 100 collections, some 10% of the
+    # import time). The arbiter freezes them and turns the collector back on
+    # before it forks.
     gc.disable()
     from .cli import main
 
