@@ -30,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 __all__ = ["Cron", "CronDef", "cron_id_for", "next_fire_ms"]
 
@@ -104,6 +106,8 @@ class CronDef(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 def _zone(name: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only with a cron schedule
+
     if not isinstance(name, str) or not name:
         raise ValueError("Cron timezone must be a non-empty IANA zone name")
     try:

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Generator
+from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeVar, cast
 
@@ -114,25 +115,38 @@ def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]
     return "\n".join(parts) + "\n", names
 
 
-def _read_lua() -> tuple[str, dict[str, str]]:
+@lru_cache(maxsize=1)
+def _lua_files() -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The package's Lua files, read once per process (a supervisor reads them
+    before forking: its children find them in memory)."""
     pkg = resources.files("redflow_mp").joinpath("lua")
     lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
-    bodies = {n: pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8") for n in _SCRIPT_NAMES}
+    bodies = tuple((n, pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8")) for n in _SCRIPT_NAMES)
     return lib, bodies
 
 
-def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
-    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body."""
-    lib, bodies = _read_lua()
-    out: dict[str, str] = {}
-    for name in _SCRIPT_NAMES:
-        body = bodies[name]
+def _read_lua() -> tuple[str, dict[str, str]]:
+    lib, bodies = _lua_files()
+    return lib, dict(bodies)
+
+
+@lru_cache(maxsize=4)
+def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    lib, bodies = _lua_files()
+    out: list[tuple[str, str]] = []
+    for name, body in bodies:
         text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
             flags = "no-writes" if "-- flags: no-writes" in body else ""
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
-        out[name] = text
-    return out
+        out.append((name, text))
+    return tuple(out)
+
+
+def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
+    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body
+    (built once per version and process)."""
+    return dict(_sources(tuple(server_version)))
 
 
 def script_names(server_version: tuple[int, ...]) -> dict[str, str]:

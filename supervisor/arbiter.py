@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -81,6 +82,19 @@ log = logging.getLogger("redflow_supervisor")
 
 # How long an on_failure hook run by the supervisor may take before it is killed.
 _ON_FAILURE_LIMIT = 60.0
+
+
+def _end_of_startup() -> None:
+    """Before the first fork: when start-up ran with the collector paused
+    (``entry.supervisor``), freeze what it made (modules, workflows, settings,
+    connections: all live as long as the process) and resume collecting. A
+    frozen object is never traversed by a collection again, in this process or
+    in the children, which therefore also keep sharing its memory pages (the
+    use ``gc.freeze`` is documented for). Start-up's few unreachable cycles
+    (hundreds of objects, made once) are frozen with it."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 class Mode(Enum):
@@ -223,6 +237,7 @@ class Arbiter:
         )
         for slot in range(1, self.target + 1):
             self.slots[slot] = Slot(SlotTracker(self._policy()))
+        _end_of_startup()
         try:
             while True:
                 now = time.monotonic()

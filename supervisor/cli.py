@@ -19,13 +19,12 @@ import importlib
 import importlib.util
 import logging
 import os
-import subprocess
 import sys
 import sysconfig
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -36,9 +35,11 @@ from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
 from .arbiter import Arbiter, Reloaded
-from .embedded import EmbeddedRedis
 from .logs import configure_logging
 from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
+
+if TYPE_CHECKING:
+    from .embedded import EmbeddedRedis
 
 __all__ = ["main"]
 
@@ -148,13 +149,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in msgspec.structs.fields(Settings):
-        value = getattr(ns, f.name, None)
+    # The field names (msgspec.structs.fields would also evaluate every annotation).
+    for name in Settings.__struct_fields__:
+        value = getattr(ns, name, None)
         if value is None:
             continue
-        if f.name == "modules":
+        if name == "modules":
             value = tuple(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -287,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     embedded: EmbeddedRedis | None = None
     if settings.embedded_redis:
+        import subprocess  # only here: --embedded-redis
+
+        from .embedded import EmbeddedRedis
+
         embedded = EmbeddedRedis(settings.state_dir or None)
         try:
             url = embedded.ensure()

@@ -25,10 +25,8 @@ Durations in seconds also accept strings with a unit: ``"500ms"``, ``"30s"``,
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -587,11 +585,15 @@ def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 
 
 def _from_toml(path: str) -> dict[str, Any]:
+    import tomllib  # only with a config file
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -75,6 +75,11 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
                 client.close()
                 raise SystemExit(f"redflow-supervisor: {problem}")
             client.sync_registry(registry, app=s.app)
+            # Built here once, before any child is forked: the scripts' sources (read
+            # and cut from lua/*.lua) and the server's script cache. Every child
+            # inherits the sources and finds the scripts loaded, instead of building
+            # and loading them itself before its first claim.
+            client.scripts.ensure_loaded()
             warning = eviction_warning(client, s.url)
             if warning is not None:
                 log.warning("%s", warning)

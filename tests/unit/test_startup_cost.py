@@ -1,0 +1,105 @@
+"""What keeps the supervisor's start-up short, checked by structure (never by timing).
+
+- Importing the supervisor's command leaves out the modules only other commands,
+  rare settings or the asyncio client need (each would be imported, and on a
+  fresh install compiled, by every start).
+- ``redflow-supervisor`` pauses the garbage collector for its start-up; the
+  arbiter freezes what start-up made and resumes collecting before it forks.
+- The scripts' sources are read and built once per process (the supervisor
+  builds them before forking: tests/integration/test_supervisor_startup.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+from redflow_mp import scripts
+from redflow_supervisor.arbiter import _end_of_startup
+
+#: Never imported by ``import redflow_supervisor.cli`` (the supervisor's normal path).
+OFF_THE_PATH = (
+    "croniter",  # cron expressions: parsed on first use
+    "dateutil",
+    "tomllib",  # only with a config file
+    "zoneinfo",  # only with a cron schedule
+    "difflib",  # only to suggest a misspelt setting
+    "redflow_supervisor.embedded",  # only with --embedded-redis
+    "redflow_supervisor.ops",  # the `redflow` command and its dashboard
+    "redflow_mp.aio",  # the asyncio client
+    "redflow_mp.aio_transport",
+    "redflow_mp.aio_connection",
+    "redflow_mp.aio_shards",
+    "redflow_mp.reshard",  # `redflow migrate --shards`
+    "importlib.resources.readers",  # reading lua/*.lua: done once, when connecting
+)
+
+
+def _imported_by(statement: str) -> list[str]:
+    code = (
+        f"import json, sys\n{statement}\n"
+        f"print(json.dumps(sorted(m for m in {OFF_THE_PATH!r} if m in sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    found: list[str] = json.loads(done.stdout)
+    return found
+
+
+def test_the_supervisor_command_imports_no_optional_module() -> None:
+    assert _imported_by("import redflow_supervisor.cli") == []
+
+
+def test_the_library_imports_no_optional_module() -> None:
+    assert _imported_by("import redflow_mp") == []
+
+
+def test_the_command_pauses_the_collector_for_its_start_up() -> None:
+    code = (
+        "import gc\n"
+        "import redflow_supervisor.cli as cli\n"
+        "from redflow_supervisor import entry\n"
+        "cli.main = lambda: print(gc.isenabled()) or 0\n"
+        "raise SystemExit(entry.supervisor())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_the_end_of_start_up_freezes_and_resumes_collecting() -> None:
+    frozen = gc.get_freeze_count()
+    gc.disable()
+    try:
+        _end_of_startup()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_with_the_collector_on_nothing_is_frozen() -> None:
+    frozen = gc.get_freeze_count()
+    _end_of_startup()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+
+
+def test_the_lua_sources_are_read_and_built_once_per_process() -> None:
+    scripts._lua_files.cache_clear()
+    scripts._sources.cache_clear()
+    first = scripts.load_sources((7, 0, 15))
+    first["claim_run"] = "changed by a caller"
+    second = scripts.load_sources((7, 0, 15))
+    assert second["claim_run"] != "changed by a caller"  # each caller gets its own dict
+    assert scripts._lua_files.cache_info().misses == 1
+    assert scripts._sources.cache_info().hits == 1
+    _lib, bodies = scripts._read_lua()
+    bodies["claim_run"] = "changed"
+    assert scripts._read_lua()[1]["claim_run"] != "changed"
+    assert scripts._lua_files.cache_info().misses == 1
