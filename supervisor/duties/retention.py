@@ -55,6 +55,7 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
+        self._forget_at = 0.0
 
     def tick(self, now: float) -> float:
         removed = 0
@@ -65,10 +66,13 @@ class RetentionDuty:
                 )
                 removed = max(removed, swept)
                 self.removed += swept
-        self._forget()
-        if removed >= SWEEP_BATCH * SWEEP_BATCHES:
-            return now + BACKLOG_PAUSE
-        return now + self.interval
+        backlog = removed >= SWEEP_BATCH * SWEEP_BATCHES
+        # A page of queue names per tick, at most every 0.5 s while a backlog
+        # makes the ticks come fast (each also reads every supervisor's status).
+        if not backlog or now >= self._forget_at:
+            self._forget()
+            self._forget_at = now + 0.5
+        return now + (BACKLOG_PAUSE if backlog else self.interval)
 
     def _forget(self) -> None:
         served = set(self.queues())

@@ -274,9 +274,23 @@ def test_the_retention_duty_outpaces_a_supervisor_while_a_backlog_lasts(
     W1), so its finished runs piled up for good. Its capacity is now above that."""
     old = 1_000  # finished in 1970: long past any retention
     raw.zadd(client.keys.runs_status("succeeded"), {f"run-{i}": old for i in range(2_500)})
+    raw.zadd(client.keys.runs_status("succeeded"), {f"run-{i}": old for i in range(2_500, 4_500)})
     duty = RetentionDuty(client, retention_s=7 * 24 * 3600)
+    pages = 0
+    forget = duty._forget
+
+    def counted() -> None:
+        nonlocal pages
+        pages += 1
+        forget()
+
+    duty._forget = counted  # type: ignore[method-assign]
     due = duty.tick(100.0)
     assert duty.removed == 2_000
     assert duty.removed / (due - 100.0) >= 10_000  # runs per second of schedule
+    due = duty.tick(due)
+    assert duty.removed == 4_000 and due <= 100.2
+    assert pages == 1  # idle queue names: a page per 0.5 s while the ticks come fast
     assert duty.tick(due) == due + duty.interval  # backlog gone: the usual pace
-    assert duty.removed == 2_500 and raw.zcard(client.keys.runs_status("succeeded")) == 0
+    assert duty.removed == 4_500 and raw.zcard(client.keys.runs_status("succeeded")) == 0
+    assert pages == 2
