@@ -27,6 +27,7 @@ __all__ = ["STALE_WORKFLOW_GRACE_MS", "sync_registry"]
 log = logging.getLogger(__name__)
 
 STALE_WORKFLOW_GRACE_MS = 30_000
+_READ_CHUNK = 1000
 
 
 def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> None:
@@ -94,15 +95,26 @@ def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int
     ]
     if not candidates:
         return
-    replies: list[Any] = []
-    for name in candidates:  # one pipeline per workflow: with shards > 1 each has its own
-        shard = runs.shard_of_workflow(name)
-        with shard.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(shard.keys.wf_apps(name))
-            pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
-            replies += pipe.execute()
-    for i, name in enumerate(candidates):
-        regs = _registrations(name, replies[2 * i], replies[2 * i + 1])
+    # One pipeline per shard and chunk (a workflow's keys are in its shard), not
+    # per workflow: a supervisor of an app that shares the prefix with apps
+    # registering 5,000 workflows made 5,000 round trips at each start.
+    by_shard: dict[int, list[str]] = {}
+    for name in candidates:
+        by_shard.setdefault(runs.shard_of_workflow(name).index, []).append(name)
+    read: dict[str, tuple[Any, Any]] = {}
+    for names in by_shard.values():
+        shard = runs.shard_of_workflow(names[0])
+        for at in range(0, len(names), _READ_CHUNK):
+            chunk = names[at : at + _READ_CHUNK]
+            with shard.redis.pipeline(transaction=False) as pipe:
+                for name in chunk:
+                    pipe.hgetall(shard.keys.wf_apps(name))
+                    pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
+                replies = pipe.execute()
+            for i, name in enumerate(chunk):
+                read[name] = (replies[2 * i], replies[2 * i + 1])
+    for name in candidates:
+        regs = _registrations(name, *read[name])
         mine = regs.get(app)
         if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
             continue  # not ours, or ours and recent enough that old hosts may serve it
