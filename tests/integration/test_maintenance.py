@@ -18,9 +18,11 @@ from tests.helpers import WorkerPool, status_of, text, wait_until
 
 if TYPE_CHECKING:
     # mypy knows the supervisor package by its directory name (tests/ops/conftest.py)
+    from supervisor.duties.promoter import PromoterDuty
     from supervisor.duties.reaper import ReaperDuty
     from supervisor.duties.retention import RetentionDuty
 else:
+    from redflow_supervisor.duties.promoter import PromoterDuty
     from redflow_supervisor.duties.reaper import ReaperDuty
     from redflow_supervisor.duties.retention import RetentionDuty
 
@@ -294,3 +296,30 @@ def test_the_retention_duty_outpaces_a_supervisor_while_a_backlog_lasts(
     assert duty.tick(due) == due + duty.interval  # backlog gone: the usual pace
     assert duty.removed == 4_500 and raw.zcard(client.keys.runs_status("succeeded")) == 0
     assert pages == 2
+
+
+def test_the_promoter_comes_back_at_once_after_a_full_tick(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A tick is bounded (500 x 20 calls: 10,000 runs); with more due it waited an
+    interval before the next, so 100,000 timers due at once woke over 11 ticks,
+    the last ones ten intervals late on top of the work. Now a tick that used
+    all its calls is followed by another at once."""
+    k = client.keys
+    handles = client.run_many_by_name("job", [None] * 10_001, run_at=time.time() + 3600)
+    assert len(handles) == 10_001
+    # all due now (one script: 10,001 ZADDs)
+    raw.eval(
+        "local m = redis.call('ZRANGE', KEYS[1], 0, -1) "
+        "for _, id in ipairs(m) do redis.call('ZADD', KEYS[1], ARGV[1], id) end "
+        "redis.call('ZADD', KEYS[2], ARGV[1], 'default') return #m",
+        2,
+        k.q_scheduled("default"),
+        k.due_queues,
+        client.server_time_ms() - 1,
+    )
+    duty = PromoterDuty(client, 200)
+    assert duty.tick(100.0) == 100.0  # 10,000 promoted, the tick's bound: again at once
+    assert raw.zcard(k.q_ready("default")) == 10_000
+    assert duty.tick(100.0) == 100.2  # the last one: back to the interval
+    assert raw.zcard(k.q_ready("default")) == 10_001
