@@ -62,8 +62,14 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
     now = runs.server_time_ms()
     defs = reg.list()
     _remove_stale_workflows(runs, {wf.name for wf in defs}, app, now)
+    # One read and one transaction per shard and chunk of workflows, not two
+    # round trips per workflow (5,000 workflows: 4.2 s at every start).
+    by_shard: dict[int, list[Workflow[Any, Any]]] = {}
     for wf in defs:
-        _sync_workflow(runs, wf, app, now)
+        by_shard.setdefault(runs.shard_of_workflow(wf.name).index, []).append(wf)
+    for group in by_shard.values():
+        for at in range(0, len(group), _READ_CHUNK):
+            _sync_workflows(runs, group[at : at + _READ_CHUNK], app, now)
 
 
 def _registrations(name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:
@@ -164,16 +170,36 @@ def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
     log.info("removed stale workflow metadata %r (app %r, the last to register it)", name, app)
 
 
-def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> None:
+def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: int) -> None:
+    """Write ``wfs`` (workflows of one shard) in one read and one MULTI/EXEC."""
     # with shards > 1 the workflow's keys (metadata, its cron entries, its queue in
     # `queues`) are in its shard; the `workflows` set (listing) is shard 0's
-    shard = runs.shard_of_workflow(wf.name)
+    shard = runs.shard_of_workflow(wfs[0].name)
+    keys = shard.keys
+    with shard.redis.pipeline(transaction=False) as read:
+        for wf in wfs:
+            read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt")
+            read.exists(keys.wf_apps(wf.name))
+        replies = read.execute()
+    if shard.index != 0:
+        runs.redis.sadd(runs.keys.workflows, *(wf.name for wf in wfs))
+    with shard.redis.pipeline(transaction=True) as pipe:
+        for i, wf in enumerate(wfs):
+            (old_ids_json, old_app, old_updated), has_apps = replies[2 * i], replies[2 * i + 1]
+            _write_workflow(
+                pipe, shard, wf, app, now, (old_ids_json, old_app, old_updated, has_apps)
+            )
+        pipe.execute()
+
+
+def _write_workflow(
+    pipe: Any, shard: Any, wf: Workflow[Any, Any], app: str, now: int, old: tuple[Any, ...]
+) -> None:
+    """Queue on ``pipe`` the writes of one workflow's metadata and cron entries;
+    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists)."""
+    old_ids_json, old_app, old_updated, has_apps = old
     keys = shard.keys
     key, apps_key = keys.workflow(wf.name), keys.wf_apps(wf.name)
-    with shard.redis.pipeline(transaction=False) as read:
-        read.hmget(key, "cronIdsJson", "app", "updatedAt")
-        read.exists(apps_key)
-        (old_ids_json, old_app, old_updated), has_apps = read.execute()
     old_ids = set(_json_list(old_ids_json))
     cron_ids: list[str] = []
     cron_defs: list[tuple[str, bytes, int]] = []
@@ -212,40 +238,36 @@ def _sync_workflow(runs: Runs, wf: Workflow[Any, Any], app: str, now: int) -> No
             for c in wf.cron
         ]
     )
-    if shard.index != 0:
-        runs.redis.sadd(runs.keys.workflows, wf.name)
-    with shard.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(
-            key,
-            mapping={
-                "name": wf.name,
-                "queue": wf.queue,
-                "maxConcurrency": wf.max_concurrency,
-                "app": app,
-                "updatedAt": now,
-                "cronJson": cron_json,
-                "retriesJson": msgspec.json.encode(wf.retries),
-                "cronIdsJson": msgspec.json.encode(cron_ids),
-                "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
-                "priority": wf.priority,
-                "rateLimit": wf.rate_limit.text if wf.rate_limit else "",
-            },
-        )
-        if not has_apps and old_app and text(old_app) != app:
-            # Metadata from before wf-apps: keep its owner's registration.
-            pipe.hsetnx(apps_key, text(old_app), old_updated or now)
-        pipe.hset(apps_key, app, now)
-        if shard.index == 0:
-            pipe.sadd(keys.workflows, wf.name)
-        pipe.sadd(keys.queues, wf.queue)
-        gone = sorted(old_ids - set(cron_ids))
-        if gone:
-            pipe.hdel(keys.cron_def, *gone)
-            pipe.zrem(keys.cron_next, *gone)
-        for cid, record_json, first_fire in cron_defs:
-            pipe.hset(keys.cron_def, cid, record_json)
-            pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
-        pipe.execute()
+    pipe.hset(
+        key,
+        mapping={
+            "name": wf.name,
+            "queue": wf.queue,
+            "maxConcurrency": wf.max_concurrency,
+            "app": app,
+            "updatedAt": now,
+            "cronJson": cron_json,
+            "retriesJson": msgspec.json.encode(wf.retries),
+            "cronIdsJson": msgspec.json.encode(cron_ids),
+            "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
+            "priority": wf.priority,
+            "rateLimit": wf.rate_limit.text if wf.rate_limit else "",
+        },
+    )
+    if not has_apps and old_app and text(old_app) != app:
+        # Metadata from before wf-apps: keep its owner's registration.
+        pipe.hsetnx(apps_key, text(old_app), old_updated or now)
+    pipe.hset(apps_key, app, now)
+    if shard.index == 0:
+        pipe.sadd(keys.workflows, wf.name)
+    pipe.sadd(keys.queues, wf.queue)
+    gone = sorted(old_ids - set(cron_ids))
+    if gone:
+        pipe.hdel(keys.cron_def, *gone)
+        pipe.zrem(keys.cron_next, *gone)
+    for cid, record_json, first_fire in cron_defs:
+        pipe.hset(keys.cron_def, cid, record_json)
+        pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
 
 
 def _json_list(raw: Any) -> list[str]:
