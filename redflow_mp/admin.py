@@ -209,7 +209,9 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
         for i in range(len(metas)):
             running[i] += int(counts[2 * i])
             parked[i] += int(counts[2 * i + 1])
-    crons = cron_entries(client)
+    crons: dict[str, list[CronEntry]] = {}
+    for entry in cron_entries(client):  # grouped once, not walked per workflow
+        crons.setdefault(entry.workflow, []).append(entry)
     out = []
     for i, m in enumerate(metas):
         out.append(
@@ -218,7 +220,7 @@ def workflow_stats(client: Client) -> list[WorkflowStats]:
                 running=running[i],
                 parked=parked[i],
                 queued=queued_by_wf.get(m.name, 0) if counted else None,
-                cron=[c for c in crons if c.workflow == m.name],
+                cron=crons.get(m.name, []),
             )
         )
     return out

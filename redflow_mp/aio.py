@@ -47,6 +47,7 @@ from .aio_connection import awith_redirects
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
+from .cascade import CHUNK as CASCADE_CHUNK
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -477,18 +478,46 @@ class AsyncClient:
         )
 
     async def _cancel_children(self, run_id: str, reason: str | None) -> None:
-        """The cancel cascade (see ``cascade.py``) on this client's connections."""
+        """The cancel cascade (see ``cascade.py``) on this client's connections: a
+        chunk of children per round trip, only children with children scanned."""
         why = f"parent run {run_id} was canceled" + (f": {reason}" if reason else "")
         stack, seen = [run_id], {run_id}
         while stack:
             parent = stack.pop()
-            shard = self.shard_of_run(parent)
+            shard, fresh = self.shard_of_run(parent), []
             async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
-                child = text(raw)
-                if child not in seen:
+                if (child := text(raw)) not in seen:
                     seen.add(child)
-                    if await self._cancel_one(child, why) is not None:
-                        stack.append(child)
+                    fresh.append(child)
+            for at in range(0, len(fresh), CASCADE_CHUNK):
+                chunk = fresh[at : at + CASCADE_CHUNK]
+                done = await self._cancel_many(chunk, why)
+                stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
+
+    async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
+        """``Runs._cancel_many`` on this client's connections."""
+        out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
+        groups: dict[int, list[int]] = {}
+        for i, run_id in enumerate(ids):
+            groups.setdefault(self.shard_of_run(run_id).index, []).append(i)
+        for positions in groups.values():
+            shard = self.shard_of_run(ids[positions[0]])
+            await shard.scripts._load()
+            try:
+                async with shard.redis.pipeline(transaction=False) as pipe:
+                    for i in positions:
+                        keys, args = shard.scripts.cancel_call(ids[i], why)
+                        pipe.execute_command(*shard.scripts.command("cancel_run", keys, args))
+                        pipe.scard(shard.keys.run_children(ids[i]))
+                    replies = await pipe.execute(raise_on_error=False)
+            except NETWORK_ERRORS:
+                replies = [RuntimeError("resend")] * (2 * len(positions))
+            for j, i in enumerate(positions):
+                reply, n = replies[2 * j], replies[2 * j + 1]
+                bad = isinstance(reply, Exception)
+                status = await self._cancel_one(ids[i], why) if bad else cancel_reply(reply)
+                out[i] = (status, isinstance(n, Exception) or int(n) > 0)
+        return out
 
     async def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
         """Record ``event`` for the run and wake it if it waits for it; see

@@ -296,13 +296,15 @@ class LeaderLock:
 
 @dataclass(slots=True)
 class CronTick:
-    """What one cron tick did, and when the next entry is due (epoch ms, Redis clock)."""
+    """What one cron tick did, and when the next entry is due (epoch ms, Redis clock);
+    ``more``: the tick read its limit of due entries, so more may be due now."""
 
     fired: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     duplicates: int = 0
     now_ms: int = 0
     next_due_ms: int | None = None
+    more: bool = False
 
 
 def cron_tick(
@@ -312,9 +314,11 @@ def cron_tick(
     make_id: Callable[[], str] = new_run_id,
 ) -> CronTick:
     """Enqueue the runs of every due cron entry of one shard (leader only; fenced
-    by the token); ``make_id`` makes the id of a new run (one naming the shard)."""
+    by the token); ``make_id`` makes the id of a new run (one naming the shard).
+    At most ``limit`` entries: ``more`` says when the limit was reached, and the
+    caller should tick again at once (``earliest`` is then a later fire time)."""
     now, earliest, due = client.scripts.due_crons(limit)
-    tick = CronTick(now_ms=now, next_due_ms=earliest)
+    tick = CronTick(now_ms=now, next_due_ms=earliest, more=len(due) >= limit)
     for cron_id, fire_ms, raw in due:
         if not raw:
             client.redis.zrem(client.keys.cron_next, cron_id)
@@ -350,6 +354,7 @@ def cron_tick(
         elif code == 3:
             tick.duplicates += 1
         elif code == -1:
+            tick.more = False  # not the leader (any more)
             break
         if tick.next_due_ms is None or following < tick.next_due_ms:
             tick.next_due_ms = following

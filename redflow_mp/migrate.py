@@ -18,8 +18,9 @@ nothing to convert) and keeps every run:
   the run finishes) and the run records the key's TTL;
 * ``meta`` gets ``keyspace`` = 2.
 
-It reads with SCAN and whole-collection reads, once: fine for a one-off
-offline step, never used on a per-run path. Each queue's and workflow's lists
+It reads with SCAN and, to convert a v1 LIST in one transaction, that whole
+list, once: fine for a one-off offline step, never used on a per-run path. The
+runs themselves are read in chunks (:data:`_CHUNK`). Each queue's and workflow's lists
 change in one MULTI/EXEC guarded by WATCH.
 """
 
@@ -52,6 +53,8 @@ KEYSPACE_VERSION = 2
 BAND = 2**44  # one priority band of ready scores (lua/_lib.lua: BAND)
 MIGRATION_CAUSE = "keyspace migration"
 _UNFINISHED = ("queued", "scheduled", "running")
+#: Runs read (and commands pipelined) at a time.
+_CHUNK = 1000
 
 
 def ready_score(priority: int, at_ms: int) -> int:
@@ -180,10 +183,14 @@ def migrate_keyspace(client: Runs) -> MigrationReport:
 
 
 def _run_fields(client: Runs, ids: Sequence[str], *fields: str) -> list[list[Any]]:
-    with client.redis.pipeline(transaction=False) as pipe:
-        for run_id in ids:
-            pipe.hmget(client.keys.run(run_id), list(fields))
-        return list(pipe.execute())
+    """The ``fields`` of each run, in pipelines of _CHUNK commands."""
+    out: list[list[Any]] = []
+    for at in range(0, len(ids), _CHUNK):
+        with client.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids[at : at + _CHUNK]:
+                pipe.hmget(client.keys.run(run_id), list(fields))
+            out.extend(pipe.execute())
+    return out
 
 
 def _list_lengths(client: Runs, keys: Sequence[str]) -> int:
@@ -313,27 +320,46 @@ def _migrate_waiting(client: Runs, wf: str, clock: Iterator[int], report: Migrat
 
 
 def _keep_idempotency_keys(client: Runs, report: MigrationReport) -> None:
-    """v1 gave every key a TTL from enqueue; v2 keeps it until the run finishes."""
+    """v1 gave every key a TTL from enqueue; v2 keeps it until the run finishes.
+
+    Reads the unfinished runs _CHUNK at a time (a million queued runs were one
+    pipeline of a million HMGETs: ~1 GB in this process and the replies
+    buffered in Redis), each chunk's keys checked in one round trip."""
     r = client.redis
     k = client.keys
     now = client.server_time_ms()
     for status in _UNFINISHED:
-        ids = [text(x) for x in r.zrange(k.runs_status(status), 0, -1)]
-        fields = _run_fields(
-            client, ids, "workflow", "idempotencyKey", "idempotencyTtlMs", "createdAt"
-        )
-        for run_id, (wf, key, ttl, created) in zip(ids, fields, strict=True):
-            if not wf or not key or ttl:
+        start = 0
+        while True:
+            ids = [text(x) for x in r.zrange(k.runs_status(status), start, start + _CHUNK - 1)]
+            if not ids:
+                break
+            start += _CHUNK
+            fields = _run_fields(
+                client, ids, "workflow", "idempotencyKey", "idempotencyTtlMs", "createdAt"
+            )
+            keyed = [
+                (run_id, k.idempotency(text(wf), text(key)), created)
+                for run_id, (wf, key, ttl, created) in zip(ids, fields, strict=True)
+                if wf and key and not ttl
+            ]
+            if not keyed:
                 continue
-            idem = k.idempotency(text(wf), text(key))
-            if r.get(idem) != run_id.encode():
-                continue
-            left = int(r.pttl(idem))
-            if left <= 0:
-                continue
-            age = max(0, now - int(text(created) or now))
+            with r.pipeline(transaction=False) as pipe:
+                for _, idem, _ in keyed:
+                    pipe.get(idem)
+                    pipe.pttl(idem)
+                seen = pipe.execute()
             with r.pipeline(transaction=True) as pipe:
-                pipe.persist(idem)
-                pipe.hset(k.run(run_id), "idempotencyTtlMs", left + age)
-                pipe.execute()
-            report.idempotency_keys += 1
+                kept = 0
+                for i, (run_id, idem, created) in enumerate(keyed):
+                    owner, left = seen[2 * i], int(seen[2 * i + 1])
+                    if owner != run_id.encode() or left <= 0:
+                        continue
+                    age = max(0, now - int(text(created) or now))
+                    pipe.persist(idem)
+                    pipe.hset(k.run(run_id), "idempotencyTtlMs", left + age)
+                    kept += 1
+                if kept:
+                    pipe.execute()
+            report.idempotency_keys += kept

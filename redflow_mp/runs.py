@@ -32,13 +32,13 @@ import redis
 from . import codec, queries, tracing, xshard
 from .cascade import cancel_children
 from .codec import RunState, WorkflowMeta
-from .errors import InputValidationError, PayloadTooLargeError
+from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
 from .options import RunOptions, cannot_be_run_id, check_name, check_run_id
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
-from .scripts import Scripts, ScriptSet, enqueue_reply
+from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
 from .shardset import Shard, ShardSet
 from .transport import Transport
 
@@ -424,10 +424,38 @@ class Runs:
             shard = self.shard_of_run(parent)
             return list(shard.redis.sscan_iter(shard.keys.run_children(parent), count=500))
 
-        def cancel(child: str, why: str) -> str | None:
-            return self.scripts_for(child).cancel(child, why)
+        return cancel_children(scan, self._cancel_many, run_id, reason)
 
-        return cancel_children(scan, cancel, run_id, reason)
+    def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
+        """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by
+        the SCARD of the run's children; per id (status after, has children). A
+        script error (NOSCRIPT after a flush) or a lost connection: that shard's
+        ids one by one through ``Scripts.cancel`` (a cancel sent twice is harmless)."""
+        out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
+        groups: dict[int, list[int]] = {}
+        for i, run_id in enumerate(ids):
+            groups.setdefault(self.shard_of_run(run_id).index, []).append(i)
+        for positions in groups.values():
+            shard = self.shard_of_run(ids[positions[0]])
+            scripts = shard.scripts
+            scripts.ensure_loaded()
+            try:
+                with shard.redis.pipeline(transaction=False) as pipe:
+                    for i in positions:
+                        keys, args = scripts.cancel_call(ids[i], why)
+                        pipe.execute_command(*scripts.command("cancel_run", keys, args))  # type: ignore[no-untyped-call]
+                        pipe.scard(shard.keys.run_children(ids[i]))
+                    replies = pipe.execute(raise_on_error=False)
+            except NETWORK_ERRORS:
+                replies = [RuntimeError("resend")] * (2 * len(positions))
+            for j, i in enumerate(positions):
+                reply, children = replies[2 * j], replies[2 * j + 1]
+                if isinstance(reply, Exception):
+                    status = scripts.cancel(ids[i], why)
+                else:
+                    status = cancel_reply(reply)
+                out[i] = (status, isinstance(children, Exception) or int(children) > 0)
+        return out
 
     def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""

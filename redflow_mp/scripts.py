@@ -572,8 +572,10 @@ class Scripts(ScriptSet, WaitCalls):
         return cancel_reply(self.run("cancel_run", keys, args, retry=True))
 
     def promote(self, batch: int, queue_batch: int = 100) -> tuple[int, int | None, bool]:
-        """Promote due scheduled runs of up to ``queue_batch`` queues, ``batch`` per
-        queue; returns (promoted, earliest remaining due ms, more to do now)."""
+        """Promote due scheduled runs of up to ``queue_batch`` queues, reading at
+        most ``batch`` scheduled entries in all (one call's Redis time is bounded
+        by ``batch``, not ``batch`` x queues); returns (promoted, earliest
+        remaining due ms, more to do now)."""
         reply = self.run(
             "promote_runs", (self.keys.due_queues,), (self._tag, batch, queue_batch), retry=True
         )

@@ -4,14 +4,19 @@
 --
 -- KEYS[1]  due-queues (ZSET queue -> earliest due time of its scheduled set; may
 --          be early, never late)
--- ARGV[1]  tag   ARGV[2]  batch size per queue   ARGV[3]  queues per call
+-- ARGV[1]  tag   ARGV[2]  batch: scheduled entries read per call, over all its
+--          queues   ARGV[3]  queues per call
 -- Reply: { promoted count, earliest remaining due time ms or -1, more (1 when a
 --          batch was full: call again) }
+-- Cost: at most `batch` entries and `queues per call` queues, however many are
+-- due (a per-queue batch let one call move queues x batch runs: 50,000 runs,
+-- half a second of Redis, when 100 queues had 500 due each). A queue left with
+-- due runs keeps its due score and comes first in the next call.
 -- Invariant: after a queue is handled its due-queues score is the head of its
 -- scheduled set, or it is removed when that set is empty. A promoted run goes
 -- into its priority band at its due time.
 local tag = ARGV[1]
-local batch = tonumber(ARGV[2])
+local budget = tonumber(ARGV[2])
 local qbatch = tonumber(ARGV[3])
 local now = now_ms()
 local promoted = 0
@@ -19,9 +24,14 @@ local more = 0
 local queues = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
 if #queues >= qbatch then more = 1 end
 for _, q in ipairs(queues) do
+  if budget <= 0 then
+    more = 1
+    break
+  end
   local sched = k_scheduled(tag, q)
-  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
-  if #due >= 2 * batch then more = 1 end
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, budget)
+  if #due >= 2 * budget then more = 1 end
+  budget = budget - #due / 2
   local moved = 0
   for i = 1, #due, 2 do
     local id = due[i]

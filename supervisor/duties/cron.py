@@ -49,6 +49,7 @@ class CronDuty:
             result.fired += part.fired
             result.skipped += part.skipped
             result.now_ms = part.now_ms
+            result.more = result.more or part.more
             if part.next_due_ms is not None and (
                 result.next_due_ms is None or part.next_due_ms < result.next_due_ms
             ):
@@ -62,6 +63,11 @@ class CronDuty:
                 self.metrics.inc("redflow_cron_skips_total", float(len(result.skipped)))
         for run_id in result.fired:
             log.info("cron fired run %s", run_id)
+        if result.more:
+            # A full batch: more entries are due now. Waiting for the earliest
+            # later fire time (or max_wait) would fire 100 entries a second at
+            # most, and many crons due at once would fall behind for good.
+            return now
         if result.next_due_ms is None:
             return now + self.max_wait
         wait = (result.next_due_ms - result.now_ms) / 1000.0

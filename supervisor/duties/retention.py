@@ -1,5 +1,6 @@
 """Remove finished runs older than ``run_retention`` (0 keeps them), in bounded
-batches; runs again soon while there is a backlog. Also forgets idle queue
+batches (each one script call of ~10 ms); runs again soon while there is a
+backlog, faster than a supervisor finishes runs. Also forgets idle queue
 names: each tick hands one page of the ``queues`` set to
 :func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
 supervisors (this one included) serve, which are never forgotten. With several
@@ -20,6 +21,15 @@ __all__ = ["RetentionDuty"]
 log = logging.getLogger(__name__)
 
 FORGET_PAGE = 200
+SWEEP_BATCH = 500
+SWEEP_BATCHES = 4
+#: The pause between ticks while a backlog lasts (a tick removed a full
+#: SWEEP_BATCH x SWEEP_BATCHES): up to ~20,000 runs/s, above what one supervisor
+#: finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s). At 0.5 s it was
+#: 4,000 runs/s: a supervisor finishing more than that fell behind for good.
+#: While it catches up the sweeps take a third to a half of Redis's time (a
+#: million old runs: ~50 s), each call ~10-15 ms.
+BACKLOG_PAUSE = 0.1
 
 
 class RetentionDuty:
@@ -45,16 +55,24 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
+        self._forget_at = 0.0
 
     def tick(self, now: float) -> float:
         removed = 0
         if self.retention_ms > 0:
             for store in stores(self.client):  # each shard's own runs:created
-                swept = sweep_retention(store, self.retention_ms, batch=500, max_batches=4)
+                swept = sweep_retention(
+                    store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
+                )
                 removed = max(removed, swept)
                 self.removed += swept
-        self._forget()
-        return now + (0.5 if removed >= 2000 else self.interval)
+        backlog = removed >= SWEEP_BATCH * SWEEP_BATCHES
+        # A page of queue names per tick, at most every 0.5 s while a backlog
+        # makes the ticks come fast (each also reads every supervisor's status).
+        if not backlog or now >= self._forget_at:
+            self._forget()
+            self._forget_at = now + 0.5
+        return now + (BACKLOG_PAUSE if backlog else self.interval)
 
     def _forget(self) -> None:
         served = set(self.queues())

@@ -588,3 +588,41 @@ def test_a_first_call_from_a_second_loop_that_is_a_script_is_refused_too(
     finally:
         own.close()
     assert raw.zcard(ac.keys.runs_created) == 0
+
+
+def test_the_async_cancel_cascade_sends_its_children_a_chunk_at_a_time(
+    client: Client,
+    registry: Registry,
+    raw: redis.Redis,
+    in_loop: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the sync client's (test_cancel.py): one round trip per child and a scan
+    of every child before; now a pipeline per chunk, and only a child with
+    children of its own is scanned."""
+    from tests.helpers import command_counts, status_of
+
+    flows = _flows(registry)
+    parent = flows["idle"].run(None, client=client).id
+    children = [h.id for h in flows["idle"].run_many([None] * 60, client=client)]
+    grandchild = flows["idle"].run(None, client=client).id
+    raw.sadd(client.keys.run_children(parent), *children)
+    raw.sadd(client.keys.run_children(children[7]), grandchild)
+    singles = 0
+    real = AsyncClient._cancel_one
+
+    async def counted(self: AsyncClient, run_id: str, reason: str) -> str | None:
+        nonlocal singles
+        singles += 1
+        return await real(self, run_id, reason)
+
+    monkeypatch.setattr(AsyncClient, "_cancel_one", counted)
+
+    async def body(ac: AsyncClient) -> bool:
+        return await ac.cancel_run(parent)
+
+    counts = command_counts(raw, lambda: in_loop(body))
+    for run_id in (parent, *children, grandchild):
+        assert status_of(raw, client, run_id) == "canceled"
+    assert singles == 1  # the parent's own cancel; its children's went in a pipeline
+    assert counts.get("sscan", 0) == 2, counts  # the parent and the child with a child

@@ -12,9 +12,12 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.codec import text
 from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.keys import cron_key
 from redflow_mp.maintenance import CronTick, LeaderLock, cron_tick
+from supervisor.duties.cron import CronDuty
+from supervisor.duties.leader import LeaderDuty
 from tests.helpers import WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
@@ -194,3 +197,26 @@ def test_unreadable_cron_definition_is_dropped(raw: redis.Redis, client: Client)
     tick = cron_tick(client, lock.token)
     assert tick.fired == []
     assert raw.zcard(client.keys.cron_next) == 0
+
+
+def test_the_cron_duty_comes_back_at_once_while_more_entries_are_due(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A tick fires at most 100 due entries; with more due it waited for the next
+    fire time (up to a second), so the leader fired 100 crons a second at most:
+    2,000 crons every 10 s fired 3,000 runs in 30 s instead of 6,000, behind for
+    good. Now the duty is due again at once while its batch was full."""
+    for i in range(150):
+        define_workflow(f"tick{i}", cron=[YEARLY], registry=registry)(lambda ctx: None)
+    client.sync_registry(registry, app="cron-test")
+    now_ms = client.server_time_ms()
+    raw.zadd(
+        client.keys.cron_next,
+        {text(cid): now_ms - 1_000 for cid in raw.hkeys(client.keys.cron_def)},
+    )
+    leader = LeaderDuty(client, 10_000)
+    leader.tick(0.0)
+    duty = CronDuty(client, leader)
+    assert duty.tick(100.0) == 100.0 and duty.fired == 100  # more due: again at once
+    assert 100.0 < duty.tick(100.0) <= 101.0 and duty.fired == 150
+    assert raw.zcount(client.keys.cron_next, "-inf", now_ms) == 0

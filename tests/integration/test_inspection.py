@@ -14,6 +14,10 @@ from redflow_mp.ids import new_token
 pytestmark = pytest.mark.timeout(60)
 
 
+def _echo(ctx: Context[Any]) -> Any:
+    return ctx.input
+
+
 def _define(registry: Registry, *names: str) -> None:
     for name in names:
 
@@ -267,3 +271,31 @@ def test_list_runs_of_a_workflow_and_a_sparse_status_is_not_a_walk(
     # a dense match is still a short walk: the newest runs of big, queued
     dense = client.list_runs(workflow="big", status="queued", limit=3)
     assert [s.id for s in dense] == list(reversed(big_ids[-3:]))
+
+
+def test_workflow_stats_walk_the_cron_entries_once(
+    client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each workflow's cron entries were picked by walking every entry, once per
+    workflow: 4,000 workflows with a cron each took 1.2 s of the workflows view
+    (16 million comparisons; 10,000: ~7 s per dashboard refresh). Now they are
+    grouped in one walk."""
+    from redflow_mp import Cron, admin
+
+    for i in range(30):
+        define_workflow(f"cron-{i}", cron=[Cron("0 0 1 1 *")], registry=registry)(_echo)
+    client.sync_registry(registry, app="stats")
+    walks = 0
+    real = admin.cron_entries
+
+    class Counted(list[Any]):
+        def __iter__(self) -> Any:
+            nonlocal walks
+            walks += 1
+            return super().__iter__()
+
+    monkeypatch.setattr(admin, "cron_entries", lambda c: Counted(real(c)))
+    stats = admin.workflow_stats(client)
+    assert [len(s.cron) for s in stats] == [1] * 30
+    assert {s.cron[0].workflow for s in stats} == {f"cron-{i}" for i in range(30)}
+    assert walks <= 2

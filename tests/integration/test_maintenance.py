@@ -18,9 +18,11 @@ from tests.helpers import WorkerPool, status_of, text, wait_until
 
 if TYPE_CHECKING:
     # mypy knows the supervisor package by its directory name (tests/ops/conftest.py)
+    from supervisor.duties.promoter import PromoterDuty
     from supervisor.duties.reaper import ReaperDuty
     from supervisor.duties.retention import RetentionDuty
 else:
+    from redflow_supervisor.duties.promoter import PromoterDuty
     from redflow_supervisor.duties.reaper import ReaperDuty
     from redflow_supervisor.duties.retention import RetentionDuty
 
@@ -263,3 +265,61 @@ def test_retention_duty_forgets_empty_unserved_queues(
     # a forgotten queue comes back with its next run
     client.run_by_name("job", queue_override="idle-3")
     assert raw.sismember(k.queues, "idle-3")
+
+
+def test_the_retention_duty_outpaces_a_supervisor_while_a_backlog_lasts(
+    raw: redis.Redis, client: Client
+) -> None:
+    """With a backlog the duty removed 2,000 runs per tick every 0.5 s: 4,000 runs
+    a second (measured: 78,000 of a million old runs in 20 s), while one
+    supervisor finishes up to ~8,000 no-op runs a second (docs/benchmarks.md,
+    W1), so its finished runs piled up for good. Its capacity is now above that."""
+    old = 1_000  # finished in 1970: long past any retention
+    raw.zadd(client.keys.runs_status("succeeded"), {f"run-{i}": old for i in range(2_500)})
+    raw.zadd(client.keys.runs_status("succeeded"), {f"run-{i}": old for i in range(2_500, 4_500)})
+    duty = RetentionDuty(client, retention_s=7 * 24 * 3600)
+    pages = 0
+    forget = duty._forget
+
+    def counted() -> None:
+        nonlocal pages
+        pages += 1
+        forget()
+
+    duty._forget = counted  # type: ignore[method-assign]
+    due = duty.tick(100.0)
+    assert duty.removed == 2_000
+    assert duty.removed / (due - 100.0) >= 10_000  # runs per second of schedule
+    due = duty.tick(due)
+    assert duty.removed == 4_000 and due <= 100.2
+    assert pages == 1  # idle queue names: a page per 0.5 s while the ticks come fast
+    assert duty.tick(due) == due + duty.interval  # backlog gone: the usual pace
+    assert duty.removed == 4_500 and raw.zcard(client.keys.runs_status("succeeded")) == 0
+    assert pages == 2
+
+
+def test_the_promoter_comes_back_at_once_after_a_full_tick(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A tick is bounded (500 x 20 calls: 10,000 runs); with more due it waited an
+    interval before the next, so 100,000 timers due at once woke over 11 ticks,
+    the last ones ten intervals late on top of the work. Now a tick that used
+    all its calls is followed by another at once."""
+    k = client.keys
+    handles = client.run_many_by_name("job", [None] * 10_001, run_at=time.time() + 3600)
+    assert len(handles) == 10_001
+    # all due now (one script: 10,001 ZADDs)
+    raw.eval(
+        "local m = redis.call('ZRANGE', KEYS[1], 0, -1) "
+        "for _, id in ipairs(m) do redis.call('ZADD', KEYS[1], ARGV[1], id) end "
+        "redis.call('ZADD', KEYS[2], ARGV[1], 'default') return #m",
+        2,
+        k.q_scheduled("default"),
+        k.due_queues,
+        client.server_time_ms() - 1,
+    )
+    duty = PromoterDuty(client, 200)
+    assert duty.tick(100.0) == 100.0  # 10,000 promoted, the tick's bound: again at once
+    assert raw.zcard(k.q_ready("default")) == 10_000
+    assert duty.tick(100.0) == 100.2  # the last one: back to the interval
+    assert raw.zcard(k.q_ready("default")) == 10_001

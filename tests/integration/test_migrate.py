@@ -130,3 +130,39 @@ def test_ready_score_matches_the_lua_one(raw: redis.Redis, client: Client) -> No
     )[0]
     created = int(text(raw.hget(client.keys.run(rid), "createdAt")))
     assert raw.zscore(client.keys.q_ready("q"), rid) == ready_score(7, created)
+
+
+def test_migrate_reads_the_unfinished_runs_in_chunks(
+    raw: redis.Redis, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keeping the idempotency keys read every unfinished run at once: with a
+    million queued runs (even in a keyspace at v2 already), one ZRANGE 0 -1 and
+    one pipeline of a million HMGETs, 1 GB in the CLI and 91 s. Now a chunk at a
+    time: every read of a status index is bounded by the chunk."""
+    monkeypatch.setattr("redflow_mp.migrate._CHUNK", 2, raising=False)
+    k = client.keys
+    for i in range(5):
+        _run(raw, client, f"R{i}", "queued", idempotencyKey=f"key-{i}")
+        raw.set(k.idempotency("wf", f"key-{i}"), f"R{i}", px=3_600_000)
+    _run(raw, client, "T0", "queued", idempotencyKey="key-t", idempotencyTtlMs=5)
+    raw.set(k.idempotency("wf", "key-t"), "T0", px=3_600_000)  # v2 already: left alone
+    old = str(raw.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
+    raw.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
+    raw.slowlog_reset()
+    try:
+        report = migrate_keyspace(client)
+        logged = raw.slowlog_get(10_000)
+    finally:
+        raw.config_set("slowlog-log-slower-than", old)
+    assert report.idempotency_keys == 5
+    assert all(raw.pttl(k.idempotency("wf", f"key-{i}")) == -1 for i in range(5))
+    assert raw.pttl(k.idempotency("wf", "key-t")) > 0
+    status_reads = [
+        e["command"].split()
+        for e in logged
+        if e["command"].upper().startswith(b"ZRANGE ") and b":runs:status:" in e["command"]
+    ]
+    assert status_reads, logged
+    for command in status_reads:
+        start, stop = int(command[2]), int(command[3])
+        assert 0 <= start <= stop < start + 2, command

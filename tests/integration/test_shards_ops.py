@@ -348,6 +348,45 @@ def test_reshard_refuses_unfinished_runs_that_would_move(
     assert one.redis.exists(one.keys.run(run_id)) == 1
 
 
+def test_reshard_reads_the_unfinished_runs_in_chunks(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check for unfinished runs that would move read every unfinished run at
+    once: with a million queued runs (even for a count it already has), one
+    ZRANGE 0 -1 that blocked Redis ~100 ms and a pipeline of a million HGETs,
+    750 MB in the CLI. Now a chunk at a time, and a run to refuse is still found
+    in a later chunk."""
+    from redflow_mp.errors import RedflowError
+
+    monkeypatch.setattr("redflow_mp.reshard._CHUNK", 2, raising=False)
+    one = make_client()
+    three = make_client(shards=3)
+    check_shards(one)
+    for _ in range(5):
+        put(one.shards[0], workflow_in(three, 0))  # stays in shard 0
+    blocked = put(one.shards[0], workflow_in(three, 2))
+    raw = one.redis
+    old = str(raw.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
+    raw.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
+    raw.slowlog_reset()
+    try:
+        with pytest.raises(RedflowError, match=r"1 unfinished run") as refused:
+            _reshard(one, three)
+        logged = raw.slowlog_get(10_000)
+    finally:
+        raw.config_set("slowlog-log-slower-than", old)
+    assert blocked in str(refused.value)
+    status_reads = [
+        e["command"].split()
+        for e in logged
+        if e["command"].upper().startswith(b"ZRANGE ") and b":runs:status:" in e["command"]
+    ]
+    assert status_reads, logged
+    for command in status_reads:
+        start, stop = int(command[2]), int(command[3])
+        assert 0 <= start <= stop < start + 2, command
+
+
 def test_reshard_killed_halfway_then_rerun_loses_and_duplicates_nothing(
     make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:

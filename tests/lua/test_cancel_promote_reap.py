@@ -141,6 +141,36 @@ def test_promote_is_bounded_by_batch_and_skips_non_scheduled(
     assert client.scripts.promote(2) == (0, None, False)
 
 
+def test_promote_batch_bounds_a_call_over_all_its_queues(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The batch bounds one call's work over all its queues: it was per queue, so
+    100 queues with 500 due runs each were promoted in one call (50,000 runs,
+    ~0.5 s of Redis blocked); now a call reads at most ``batch`` scheduled
+    entries and a queue left with due runs comes first in the next call."""
+    k = client.keys
+    now = client.server_time_ms()
+    ids = {q: [enq(queue=q, run_at_ms=now + 60_000) for _ in range(5)] for q in ("a", "b", "c")}
+    for q, runs in ids.items():
+        raw.zadd(k.q_scheduled(q), dict.fromkeys(runs, now - 1))
+        raw.zadd(k.due_queues, {q: now - 1})
+    counts = command_counts(raw, lambda: client.scripts.promote(4))
+    assert counts["hset"] == 4 and counts["zrangebyscore"] <= 2, counts
+    assert raw.zcard(k.q_ready("a")) == 4 and raw.zcard(k.q_ready("b")) == 0
+    assert raw.zscore(k.due_queues, "a") == now - 1  # still due: next call
+    promoted, _, more = client.scripts.promote(4)
+    assert (promoted, more) == (4, True)
+    assert raw.zcard(k.q_ready("a")) == 5 and raw.zcard(k.q_ready("b")) == 3
+    total = 8
+    while more:
+        promoted, _, more = client.scripts.promote(4)
+        assert promoted <= 4
+        total += promoted
+    assert total == 15
+    assert all(raw.zcard(k.q_ready(q)) == 5 for q in ids)
+    assert raw.zcard(k.due_queues) == 0
+
+
 def test_promote_reads_only_queues_with_due_runs(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
