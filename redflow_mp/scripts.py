@@ -263,16 +263,18 @@ class ScriptSet:
         call again, or raise the error (out of memory and wrong type mapped)."""
         # Decided by the error, not by the state now: another thread (or task) may
         # have finished configuring since the failed command was built.
+        # The call that follows a reload is one EVAL of the script's text, never
+        # "load, then call by name/SHA": another user of the server running SCRIPT
+        # FLUSH / FUNCTION FLUSH in a loop could empty the cache between the two
+        # and fail the call. EVAL also leaves the script cached for the next EVALSHA.
         try:
             if "Function not found" in str(exc) and self._functions is not None:
                 if not (yield from self._load_library()):
                     raise exc
-                return (yield self.command(name, keys, args))
-            if not is_noscript(exc):
+            elif not is_noscript(exc):
                 raise exc
             assert self._sources is not None
-            yield ("SCRIPT", "LOAD", self._sources[name])
-            return (yield ("EVALSHA", self._shas[name], len(keys), *keys, *args))
+            return (yield ("EVAL", self._sources[name], len(keys), *keys, *args))
         except ResponseError as err:
             mapped = self._mapped(name, err)
             if mapped is None:
