@@ -214,24 +214,35 @@ class ScriptSet:
 
         Never REPLACE, and never trust a library by its name alone: a library of
         that name whose code differs from ours (replaced by another user of the
-        server) is refused and the scripts run through EVALSHA instead.
+        server) is refused and the scripts run through EVALSHA instead. One gone by
+        the time we read it (another user's FUNCTION FLUSH) is loaded again.
         """
-        try:
-            yield ("FUNCTION", "LOAD", self._library)
-        except ResponseError as exc:
-            if "already exists" in str(exc):
-                return (yield from self._library_is_ours())
-            log.info("Redis functions unavailable at %s (%s); using EVALSHA", self._where, exc)
-            return False
-        return True
+        for _ in range(3):
+            try:
+                yield ("FUNCTION", "LOAD", self._library)
+            except ResponseError as exc:
+                if "already exists" not in str(exc):
+                    log.info(
+                        "Redis functions unavailable at %s (%s); using EVALSHA", self._where, exc
+                    )
+                    return False
+            else:
+                return True
+            ours = yield from self._library_is_ours()
+            if ours is not None:
+                return ours
+        log.info("functions keep vanishing at %s (FUNCTION FLUSH?); using EVALSHA", self._where)
+        return False
 
-    def _library_is_ours(self) -> Plan[bool]:
-        """True when the library loaded under our name holds exactly our code."""
+    def _library_is_ours(self) -> Plan[bool | None]:
+        """True when the library loaded under our name holds exactly our code, None
+        when no library of that name is loaded (any more)."""
         try:
             reply = yield ("FUNCTION", "LIST", "LIBRARYNAME", self._library_name, "WITHCODE")
         except ResponseError as exc:
             log.info("cannot read the function library at %s (%s); using EVALSHA", self._where, exc)
             return False
+        found = False
         for entry in reply or ():
             if not isinstance(entry, dict):
                 entry = dict(zip(entry[::2], entry[1::2], strict=False))
@@ -240,6 +251,9 @@ class ScriptSet:
                 continue
             if text(fields.get(b"library_code", b"")) == self._library:
                 return True
+            found = True
+        if not found:  # nothing of that name: absent, not replaced
+            return None
         log.error(
             "the Redis function library %s at %s does not hold redflow-mp's code (replaced "
             "by another user of the server?); not calling it: scripts run through EVALSHA, "
@@ -263,16 +277,21 @@ class ScriptSet:
         call again, or raise the error (out of memory and wrong type mapped)."""
         # Decided by the error, not by the state now: another thread (or task) may
         # have finished configuring since the failed command was built.
-        # The call that follows a reload is one EVAL of the script's text, never
-        # "load, then call by name/SHA": another user of the server running SCRIPT
-        # FLUSH / FUNCTION FLUSH in a loop could empty the cache between the two
-        # and fail the call. EVAL also leaves the script cached for the next EVALSHA.
+        # The call after a reload is one EVAL of the script's text, never "load,
+        # then call": another user of the server running SCRIPT FLUSH / FUNCTION
+        # FLUSH in a loop empties the cache between the two. EVAL caches it too.
         try:
-            if "Function not found" in str(exc) and self._functions is not None:
-                if not (yield from self._load_library()):
-                    raise exc
-            elif not is_noscript(exc):
+            lost_function = "Function not found" in str(exc)
+            if not lost_function and not is_noscript(exc):
                 raise exc
+            # a library refused (not our code) or unavailable: EVALSHA from now on,
+            # as configure() decides at start; this call is the EVAL below
+            if (
+                lost_function
+                and self._functions is not None
+                and not (yield from self._load_library())
+            ):
+                self._functions = None
             assert self._sources is not None
             return (yield ("EVAL", self._sources[name], len(keys), *keys, *args))
         except ResponseError as err:
