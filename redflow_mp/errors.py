@@ -31,6 +31,7 @@ __all__ = [
     "OutputSerializationError",
     "PayloadTooLargeError",
     "RedflowError",
+    "RedisBusyError",
     "RedisOutOfMemoryError",
     "ResultTimeoutError",
     "RunCanceledError",
@@ -123,6 +124,13 @@ class RedisOutOfMemoryError(RedflowError):
     """
 
 
+class RedisBusyError(RedflowError):
+    """Redis refused a command with ``BUSY``: a script or function (another
+    program's, on a shared server) has run past ``busy-reply-threshold``; nothing
+    was changed. Workers treat this as transient and retry with backoff.
+    """
+
+
 class ResultTimeoutError(RedflowError, TimeoutError):
     """``RunHandle.result(timeout=...)`` ran out; the run itself goes on."""
 
@@ -206,12 +214,17 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
 # - NETWORK_ERRORS: the connection failed or timed out, so a reply may be lost
 #   (a resend must be idempotent);
 # - TRANSIENT_ERRORS: trouble that is not the run's fault and passes by itself:
-#   the network, or Redis refusing writes at maxmemory (nothing was applied).
+#   the network, or Redis refusing writes at maxmemory or answering BUSY while
+#   a long script runs (nothing was applied).
 #   Ridden out with backoff, never charged as an attempt of a run.
 # Neither holds OSError: the built-in TimeoutError is one, and so are
 # StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, RedisOutOfMemoryError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *NETWORK_ERRORS,
+    RedisOutOfMemoryError,
+    RedisBusyError,
+)
 
 
 class ShardsMismatchError(RedflowError):

@@ -37,11 +37,11 @@ from redis.exceptions import ResponseError
 from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError, RunNotResumableError
+from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
 from .keys import Keys
 from .luasrc import needed_lib
 from .options import MAX_PRIORITY, check_priority
-from .transport import Transport, is_noscript, is_oom
+from .transport import Transport, is_noscript, refused
 from .wait_scripts import WaitCalls
 
 __all__ = [
@@ -301,11 +301,9 @@ class ScriptSet:
             raise mapped from err
 
     def _mapped(self, name: str, exc: ResponseError) -> RedflowError | None:
-        if is_oom(exc):
-            return RedisOutOfMemoryError(
-                f"Redis at {self._where} is out of memory (maxmemory reached); "
-                f"{name.replace('_', ' ')} was refused and nothing was changed"
-            )
+        mapped = refused(exc, name.replace("_", " "), self._where)
+        if mapped is not None:
+            return mapped
         if "WRONGTYPE" in str(exc):
             return RedflowError(
                 f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
