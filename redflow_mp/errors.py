@@ -41,6 +41,7 @@ __all__ = [
     "StepTimeoutError",
     "UnknownWorkflowError",
     "WaitDeadlockError",
+    "WrongTypeError",
 ]
 
 
@@ -231,3 +232,9 @@ class ShardsMismatchError(RedflowError):
     """The ``shards`` setting differs from the shard count the keyspace records (or
     a shard's hash tag holds another application's keyspace). Re-shard with
     ``redflow migrate --shards N`` (supervisors stopped) or use the recorded count."""
+
+
+class WrongTypeError(RedflowError):
+    """A key under the prefix holds another type of value than redflow-mp writes
+    there (set by hand or by another program, or a keyspace of an older version);
+    Redis refused the command (``WRONGTYPE``)."""

@@ -37,7 +37,7 @@ from redis.exceptions import ResponseError
 from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
+from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError, WrongTypeError
 from .keys import Keys
 from .luasrc import needed_lib
 from .options import MAX_PRIORITY, check_priority
@@ -305,11 +305,11 @@ class ScriptSet:
         if mapped is not None:
             return mapped
         if "WRONGTYPE" in str(exc):
-            return RedflowError(
+            return WrongTypeError(
                 f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
-                f"{self.keys.prefix!r} at {self._where}: this is probably a "
-                "keyspace written by an older redflow-mp (ready lists); stop its "
-                f"supervisors and run `redflow migrate` ({exc})"
+                f"{self.keys.prefix!r} at {self._where}: written by hand or by another "
+                "program, or a keyspace of an older redflow-mp (ready lists: stop its "
+                f"supervisors and run `redflow migrate`) ({exc})"
             )
         return None
 

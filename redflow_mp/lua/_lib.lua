@@ -114,10 +114,13 @@ local function ready_score(priority, t)
 end
 
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
--- workers, busy ones claim straight from the ready set.
+-- workers, busy ones claim straight from the ready set. A bell key of another
+-- type (written by hand or by another program) is left alone: ringing comes
+-- after the script's writes, and an error there would half-apply them.
 local function ring(tag, q)
   local bell = k_bell(tag, q)
-  if redis.call('LLEN', bell) < BELL_CAP then
+  local n = redis.pcall('LLEN', bell)
+  if type(n) == 'number' and n < BELL_CAP then
     redis.call('LPUSH', bell, '1')
   end
 end

@@ -1,0 +1,58 @@
+"""Keys of the prefix overwritten with the wrong type (an operator's mistake, or
+another program writing into our prefix) under a supervisor with default
+settings: a clear error naming the key, never a crash loop of the children,
+never a stalled queue for the runs of the other queues."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client, RedflowError
+from tests.process import flows
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+
+def _no_crash(sup: Supervisor) -> None:
+    log = sup.log()
+    bad = [line for line in log.splitlines() if " crashed" in line or ") died: " in line]
+    assert not bad, f"children crashed: {bad[:3]}\n{log[-3000:]}"
+
+
+@pytest.mark.parametrize("kind", ["ready", "bell"])
+def test_a_queue_key_of_the_wrong_type_stalls_no_other_queue_and_crashes_no_child(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, kind: str
+) -> None:
+    """The ready set (or the bell list) of queue ``lim`` is a string. Every child
+    used to crash on it in a loop (a claim reads the heads of all its queues in
+    one script; an idle child waits on all the bells in one BLPOP), so queue ``p``
+    stalled too (ready) or children kept dying (bell), and an enqueue onto ``lim``
+    with a broken bell raised after it had written the run."""
+    bad = f"{client.keys.tag}:q:lim:{kind}"
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    handles = [flows.pid.run(None, client=client) for _ in range(10)]
+    for h in handles:
+        h.result(timeout=30)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    if kind == "ready":
+        with pytest.raises(RedflowError, match="wrong type"):
+            flows.limited.run(None, client=client)
+    else:
+        # the run is written once and served (claimed from its ready set)
+        flows.limited.run(None, client=client).result(timeout=30)
+        assert raw.llen(f"{client.keys.tag}:spans") == 1
+    time.sleep(3)  # idle children block on their bells, claim passes go on
+    assert [h.result(timeout=30) for h in [flows.pid.run(None, client=client)]]
+    _no_crash(sup)
+    # The operator removes the key: the queue is served again.
+    raw.delete(bad)
+    flows.limited.run(None, client=client).result(timeout=40)
+    _no_crash(sup)
+    assert sup.log().count(bad) <= 8, sup.log()[-3000:]  # reported, not flooded
