@@ -46,6 +46,7 @@ from .connection import (
     Target,
     check_durability,
     check_replicated,
+    check_url_options,
     mask_url,
     parse_target,
     routed_connection_class,
@@ -197,6 +198,7 @@ def _own_client(
     parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.Connection)
+    check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
         return redis.Redis.from_url(target.url, retry=retry, **client_options()), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
