@@ -13,7 +13,7 @@ import redis
 
 from redflow_mp import Client, RedflowError
 from tests.process import flows
-from tests.process.conftest import Supervisor, wait_until
+from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -56,3 +56,22 @@ def test_a_queue_key_of_the_wrong_type_stalls_no_other_queue_and_crashes_no_chil
     flows.limited.run(None, client=client).result(timeout=40)
     _no_crash(sup)
     assert sup.log().count(bad) <= 8, sup.log()[-3000:]  # reported, not flooded
+
+
+@pytest.mark.parametrize("value", ["banana", "-3", "0"])
+def test_a_shard_count_that_is_no_count_is_refused_clearly(
+    redis_url: str, prefix: str, raw: redis.Redis, value: str
+) -> None:
+    """``meta``'s ``shards`` field overwritten with garbage: the supervisor used to
+    end in a ValueError traceback (``invalid literal for int()``), or advise
+    ``use shards = -3``. It now names the field and its value, and stops."""
+    raw.hset("{" + prefix + "}:meta", "shards", value)
+    proc = run_supervisor_once(
+        "--app", "x", "--procs", "1", "--module", "tests.process.flows",
+        "--url", redis_url, "--prefix", prefix,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    assert f"shards = {value}" not in out, out
+    assert "not a shard count" in out and repr(value) in out, out
