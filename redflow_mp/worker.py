@@ -46,7 +46,11 @@ __all__ = ["Worker", "WorkerHooks"]
 #: The ``workflow`` label of metrics about runs of workflows this worker does not know.
 UNREGISTERED_LABEL = "(unregistered)"
 
+#: Tokens a bell holds at most when only our scripts ring it (``BELL_CAP`` in _lib.lua).
+BELL_CAP = 64
+
 _CLAIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, WrongTypeError)
+_TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,7 @@ class Worker:
         self._rotation = 0
         self._bench = Bench()  # keys of the wrong type, left out for a while
         self._woken = False
+        self._woken_by: bytes | str | None = None  # the bell that woke the last wait
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
 
@@ -240,6 +245,8 @@ class Worker:
                     continue
                 if token:
                     self.hooks.claiming("")
+                    if self._woken_by is not None:  # a bell woke us for nothing
+                        self._trim_bell(self._woken_by)
                     self._idle()
         finally:
             self.keeper.stop()
@@ -462,6 +469,7 @@ class Worker:
         try:
             popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
             self._woken = popped is not None
+            self._woken_by = popped[0] if popped is not None else None
             if popped is not None and self._bell_shard:
                 key = popped[0]
                 self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
@@ -472,6 +480,18 @@ class Worker:
             if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
                 raise
             log.debug("idle wait refused: %s", exc)
+
+    def _trim_bell(self, key: bytes | str) -> None:
+        """Cut a bell back to the cap our rings keep (``BELL_CAP``): tokens pushed
+        past it (by hand, by another program) only wake idle workers for nothing,
+        each one a claim, and would keep them spinning until the list is drained."""
+        self._woken_by = None
+        if key == self._wake_key or key == self._wake_key.encode():
+            return
+        try:
+            self.home.redis.ltrim(key, 0, BELL_CAP - 1)
+        except _TRIM_TROUBLE as exc:
+            log.debug("could not trim bell %r: %s", key, exc)
 
     def _claimable(self) -> tuple[str, ...]:
         """The queues whose ready sets (in every shard) are not left out."""

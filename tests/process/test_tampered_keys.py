@@ -75,3 +75,20 @@ def test_a_shard_count_that_is_no_count_is_refused_clearly(
     assert "Traceback" not in out, out
     assert f"shards = {value}" not in out, out
     assert "not a shard count" in out and repr(value) in out, out
+
+
+def test_a_bell_padded_far_past_its_cap_does_not_keep_children_spinning(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """200,000 tokens pushed onto a queue's bell (capped at 64 by our own rings):
+    each one woke an idle child for a claim that found nothing, so two idle
+    children spun through them for half a minute (140,702 left after 10 s, 5.6 s
+    of their CPU). A child woken for nothing now trims the bell to its cap."""
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    bell = f"{client.keys.tag}:q:p:bell"
+    for _ in range(20):
+        raw.rpush(bell, *(["1"] * 10_000))
+    wait_until(lambda: raw.llen(bell) <= 64, 5, message="the bell trimmed to its cap")
+    assert flows.pid.run(None, client=client).result(timeout=30)
+    _no_crash(sup)
