@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import TRANSIENT_ERRORS
+from .keys import STATUSES, Keys
 
-__all__ = ["RECHECK_S", "Bench"]
+__all__ = ["RECHECK_S", "Bench", "shared_keys"]
 
 log = logging.getLogger("redflow_mp.worker")
 
@@ -50,9 +51,12 @@ class Bench:
         """``keys`` without the benched ones."""
         return [k for k in keys if not self.benched(k)]
 
-    def check(self, redis: Any, keys: Sequence[str], expected: str, what: str) -> list[str]:
+    def check(
+        self, redis: Any, keys: Sequence[str], expected: str, what: str, effect: str = ""
+    ) -> list[str]:
         """``TYPE`` of each of ``keys`` (one pipeline); the ones that hold neither
-        nothing nor ``expected`` are benched and logged; returns them."""
+        nothing nor ``expected`` are benched and returned; each is logged once per
+        recheck period, with ``effect`` (default: that queue is left out)."""
         try:
             with redis.pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -66,14 +70,22 @@ class Bench:
             if kind in ("none", expected):
                 continue
             wrong.append(key)
+            if self.benched(key):
+                continue  # said already
             self._until[key] = time.monotonic() + self.recheck_s
             log.error(
                 "%s key %s holds a %s, not a %s (written by hand or by another program?): "
-                "left out for %.0f s, the other queues go on; delete or rename it",
+                "%s; delete or rename it",
                 what,
                 key,
                 kind,
                 expected,
-                self.recheck_s,
+                effect or f"left out for {self.recheck_s:.0f} s, the other queues go on",
             )
         return wrong
+
+
+def shared_keys(keys: Keys) -> dict[str, list[str]]:
+    """The prefix-wide keys a claim touches, by the type they must have."""
+    zsets = [keys.leases, keys.runs_created, *(keys.runs_status(s) for s in STATUSES)]
+    return {"zset": zsets, "set": [keys.parked, keys.queues]}

@@ -33,7 +33,7 @@ from .codec import encode_error
 from .errors import TRANSIENT_ERRORS, RedflowError, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode
 from .ids import new_token
-from .keycheck import Bench
+from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper
 from .metrics import Metrics
 from .options import check_name
@@ -257,7 +257,7 @@ class Worker:
         return the next one."""
         if not isinstance(exc, WrongTypeError):
             log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
-        elif not self._bench_ready_sets():  # another key than a ready set: say so
+        elif not self._bench_ready_sets() and not self._name_shared_key():
             log.error("claim failed: %s; retrying in %.2f s", exc, backoff)
         if self._stopping.is_set():  # a finish still to deliver: the event
             time.sleep(backoff)  # would not wait, and the loop would spin
@@ -501,6 +501,16 @@ class Worker:
             for q in self.queues
             if not any(self._bench.benched(s.keys.q_ready(q)) for s in shards)
         )
+
+    def _name_shared_key(self) -> bool:
+        """After a claim met WRONGTYPE and no ready set is at fault: name the
+        prefix-wide key that is (logged once per recheck period), if one is."""
+        found = False
+        for shard in (self.home, *self._others):
+            for kind, keys in shared_keys(shard.keys).items():
+                wrong = self._bench.check(shard.redis, keys, kind, "shared", "no run is claimed")
+                found = bool(wrong) or found
+        return found
 
     def _bench_ready_sets(self) -> bool:
         """After a claim met WRONGTYPE: leave out the queues whose ready set is not

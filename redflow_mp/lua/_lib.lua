@@ -700,7 +700,14 @@ local function take(tag, id, q, score, token, lease_ms, now)
       return nil
     end
   end
-  redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  if type(leased) == 'table' and leased.err then
+    -- `leases` of another type (written by hand or by another program): put the
+    -- run back where it was, never stranded outside every set, and fail the call.
+    if not woken then redis.call('SREM', running, id) end
+    redis.call('ZADD', k_ready(tag, q), score, id)
+    error(leased.err)
+  end
   local started = f[12]
   local ns = ms(now)
   if not started or started == '' then

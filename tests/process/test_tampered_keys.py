@@ -92,3 +92,22 @@ def test_a_bell_padded_far_past_its_cap_does_not_keep_children_spinning(
     wait_until(lambda: raw.llen(bell) <= 64, 5, message="the bell trimmed to its cap")
     assert flows.pid.run(None, client=client).result(timeout=30)
     _no_crash(sup)
+
+
+def test_a_shared_key_of_the_wrong_type_is_named_and_crashes_no_child(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``leases`` (every claim writes it) overwritten with a string: no run can
+    start, and the children used to crash in a loop on it (21 crashes, then the
+    supervisor gave up) without naming it. They now name it and wait."""
+    bad = client.keys.leases
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    handle = flows.pid.run(None, client=client)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    time.sleep(2)
+    _no_crash(sup)
+    raw.delete(bad)
+    assert handle.result(timeout=30)
+    _no_crash(sup)
