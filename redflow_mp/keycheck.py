@@ -85,7 +85,9 @@ class Bench:
         return wrong
 
 
-def shared_keys(keys: Keys) -> dict[str, list[str]]:
-    """The prefix-wide keys a claim touches, by the type they must have."""
+def shared_keys(keys: Keys, workflows: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The keys shared by many runs that a claim writes (prefix-wide, and the
+    concurrency gates of ``workflows``), by the type they must have."""
     zsets = [keys.leases, keys.runs_created, *(keys.runs_status(s) for s in STATUSES)]
-    return {"zset": zsets, "set": [keys.parked, keys.queues]}
+    sets = [keys.parked, keys.queues, *(keys.wf_running(w) for w in workflows)]
+    return {"zset": zsets, "set": sets}

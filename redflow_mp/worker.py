@@ -507,7 +507,7 @@ class Worker:
         prefix-wide key that is (logged once per recheck period), if one is."""
         found = False
         for shard in (self.home, *self._others):
-            for kind, keys in shared_keys(shard.keys).items():
+            for kind, keys in shared_keys(shard.keys, [wf.name for wf in self.registry]).items():
                 wrong = self._bench.check(shard.redis, keys, kind, "shared", "no run is claimed")
                 found = bool(wrong) or found
         return found

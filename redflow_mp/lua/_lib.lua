@@ -684,7 +684,15 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
   -- passes, and its resume is no new start for the rate limit). Another run
   -- passes when the set, with it, holds at most max_concurrency, else gives it back.
-  local woken = redis.call('SADD', running, id) == 0
+  local added = redis.pcall('SADD', running, id)
+  if type(added) == 'table' and added.err then
+    -- wf-running:<wf> of another type (written by hand or by another program):
+    -- the run goes back to its ready set a minute later (never stranded, and the
+    -- other runs pass first) and the call fails, naming the trouble.
+    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+    error(added.err)
+  end
+  local woken = added == 0
   if not woken then
     local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
     local limit = tonumber(m[1]) or tonumber(f[4]) or 1

@@ -111,3 +111,27 @@ def test_a_shared_key_of_the_wrong_type_is_named_and_crashes_no_child(
     raw.delete(bad)
     assert handle.result(timeout=30)
     _no_crash(sup)
+
+
+def test_a_concurrency_gate_of_the_wrong_type_strands_no_run_and_stalls_no_queue(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``wf-running:limited`` overwritten with a string: each claim that reached a
+    run of ``limited`` popped it from its ready set and failed on the gate
+    (nothing rolled back), leaving it queued in no set, never to run. It now goes
+    back to its ready set a minute later, the gate is named, the other runs pass."""
+    bad = client.keys.wf_running("limited")
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    stuck = flows.limited.run(None, client=client)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    assert raw.zscore(client.keys.q_ready("lim"), stuck.id) is not None  # not stranded
+    for h in [flows.pid.run(None, client=client) for _ in range(5)]:
+        h.result(timeout=30)
+    _no_crash(sup)
+    raw.delete(bad)
+    # due again within a minute of its last try (the ready set is claimed by score)
+    raw.zadd(client.keys.q_ready("lim"), {stuck.id: 0})
+    stuck.result(timeout=30)
+    _no_crash(sup)
