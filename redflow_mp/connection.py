@@ -160,7 +160,15 @@ _T = TypeVar("_T")
 def check_url_options(base: Any, url_kwargs: dict[str, Any], url: str) -> None:
     """Refuse a query option the connection does not take (a misspelt one, or a TLS
     option on ``redis://``) now, in a clear error, instead of at the first command
-    in redis-py's ``TypeError``. Building a connection object opens no socket."""
+    in redis-py's ``TypeError``. Building a connection object opens no socket.
+    Refuse a database path that is no number too: redis-py ignores it (db 0)."""
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ValueError(
+            f"the path of the Redis URL {mask_url(url)} names the database, a number "
+            f"(redis://host:6379/0), not {db!r}"
+        )
     try:
         base(**url_kwargs)
     except TypeError as exc:

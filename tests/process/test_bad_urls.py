@@ -37,3 +37,19 @@ def test_an_unknown_url_option_is_refused_clearly(query: str, named: str) -> Non
     assert "Traceback" not in out, out
     assert named in out and "option" in out, out
     assert PASSWORD not in out, out
+
+
+@pytest.mark.parametrize("path", ["/notadb", "/1O"])
+def test_a_database_that_is_no_number_is_refused_clearly(path: str) -> None:
+    """redis-py ignores a URL path that is not a number and uses database 0: a
+    mistyped ``/1O`` ran the supervisor on db 0, maybe another environment's."""
+    url = f"redis://app:{PASSWORD}@127.0.0.1:{_closed_port()}{path}"
+    proc = run_supervisor_once(
+        "--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    assert "database" in out and repr(path[1:]) in out, out
+    assert "cannot reach" not in out, out  # refused before any connection attempt
+    assert PASSWORD not in out, out
