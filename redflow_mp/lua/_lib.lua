@@ -510,6 +510,8 @@ local function enqueue_one(p, id, input_json, idem_key)
   -- further ahead than the TTL must still dedupe.
   if idem then redis.call('SET', idem, id) end
   p.made[#p.made + 1] = id
+  p.idems = p.idems or {}
+  p.idems[#p.made] = idem or false
   return id, 1
 end
 
@@ -533,10 +535,23 @@ local function enqueue_flush(p)
   local made = p.made
   if #made == 0 then return end
   local tag, q, now = p.tag, p.a.queue, ms(p.now)
+  -- The queue's set first: one of another type (written by hand or by another
+  -- program) fails the call before any index names the new runs, and their
+  -- records go, so that no run is left that no set holds (a script error rolls
+  -- nothing back; a retry with the idempotency key would have found it).
+  local ok, err = pcall(zadd_all, p.queue_key, p.queue_score, made)
+  if not ok then
+    for i, id in ipairs(made) do
+      redis.call('DEL', k_run(tag, id))
+      if p.idems and p.idems[i] then redis.call('DEL', p.idems[i]) end
+      if p.children then redis.call('SREM', p.children, id) end
+    end
+    p.made, p.idems = {}, {}
+    error(type(err) == 'table' and err.err or err)
+  end
   zadd_all(tag .. ':runs:created', now, made)
   zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
   zadd_all(k_status(tag, p.status), now, made)
-  zadd_all(p.queue_key, p.queue_score, made)
   -- For listing only (ops views, metrics); forget_queues removes idle ones.
   redis.call('SADD', tag .. ':queues', q)
   if p.status == 'scheduled' then
@@ -547,7 +562,7 @@ local function enqueue_flush(p)
     -- without a bell per run.
     ring(tag, q)
   end
-  p.made = {}
+  p.made, p.idems = {}, {}
 end
 
 -- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
