@@ -14,7 +14,14 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.sentinel import Sentinel
 
-from .connection import CLUSTER_PATIENCE, Router, Target, check_sentinel_service, redirect
+from .connection import (
+    CLUSTER_PATIENCE,
+    Router,
+    Target,
+    check_sentinel_service,
+    check_url_options,
+    redirect,
+)
 
 __all__ = [
     "adiscover",
@@ -214,6 +221,7 @@ def async_client_for(
     parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
+    check_url_options(base, url_kwargs, target.url)
     if base is redis.asyncio.UnixDomainSocketConnection:
         plain = redis.asyncio.BlockingConnectionPool.from_url(
             target.url, retry=retry, **pool, **options

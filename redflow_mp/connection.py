@@ -34,6 +34,7 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ __all__ = [
     "REDIRECT_ERRORS",
     "Router",
     "Target",
+    "check_url_options",
     "mask_url",
     "parse_target",
     "routed_connection_class",
@@ -153,6 +155,29 @@ def check_replicated(reply: Any, durability: str, wait_ms: int, where: str) -> N
 
 
 _T = TypeVar("_T")
+
+
+def check_url_options(base: Any, url_kwargs: dict[str, Any], url: str) -> None:
+    """Refuse a query option the connection does not take (a misspelt one, or a TLS
+    option on ``redis://``) now, in a clear error, instead of at the first command
+    in redis-py's ``TypeError``. Building a connection object opens no socket.
+    Refuse a database path that is no number too: redis-py ignores it (db 0)."""
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and db and not db.isdigit():
+        raise ValueError(
+            f"the path of the Redis URL {mask_url(url)} names the database, a number "
+            f"(redis://host:6379/0), not {db!r}"
+        )
+    try:
+        base(**url_kwargs)
+    except TypeError as exc:
+        found = re.search(r"argument '([^']+)'", str(exc))
+        name = found.group(1) if found else str(exc)
+        hint = " (TLS options need rediss://)" if name.startswith("ssl") else ""
+        raise ValueError(
+            f"unknown option {name!r} in the Redis URL {mask_url(url)}{hint}"
+        ) from None
 
 
 def mask_url(url: str) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "OutputSerializationError",
     "PayloadTooLargeError",
     "RedflowError",
+    "RedisBusyError",
     "RedisOutOfMemoryError",
     "ResultTimeoutError",
     "RunCanceledError",
@@ -40,6 +41,7 @@ __all__ = [
     "StepTimeoutError",
     "UnknownWorkflowError",
     "WaitDeadlockError",
+    "WrongTypeError",
 ]
 
 
@@ -120,6 +122,13 @@ class RedisOutOfMemoryError(RedflowError):
     Scripts that write carry a ``#!lua`` shebang on Redis >= 7, so the server
     refuses them before they start: a transition is never half-applied. Workers
     treat this as transient and retry with backoff.
+    """
+
+
+class RedisBusyError(RedflowError):
+    """Redis refused a command with ``BUSY``: a script or function (another
+    program's, on a shared server) has run past ``busy-reply-threshold``; nothing
+    was changed. Workers treat this as transient and retry with backoff.
     """
 
 
@@ -206,15 +215,26 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
 # - NETWORK_ERRORS: the connection failed or timed out, so a reply may be lost
 #   (a resend must be idempotent);
 # - TRANSIENT_ERRORS: trouble that is not the run's fault and passes by itself:
-#   the network, or Redis refusing writes at maxmemory (nothing was applied).
+#   the network, or Redis refusing writes at maxmemory or answering BUSY while
+#   a long script runs (nothing was applied).
 #   Ridden out with backoff, never charged as an attempt of a run.
 # Neither holds OSError: the built-in TimeoutError is one, and so are
 # StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*NETWORK_ERRORS, RedisOutOfMemoryError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *NETWORK_ERRORS,
+    RedisOutOfMemoryError,
+    RedisBusyError,
+)
 
 
 class ShardsMismatchError(RedflowError):
     """The ``shards`` setting differs from the shard count the keyspace records (or
     a shard's hash tag holds another application's keyspace). Re-shard with
     ``redflow migrate --shards N`` (supervisors stopped) or use the recorded count."""
+
+
+class WrongTypeError(RedflowError):
+    """A key under the prefix holds another type of value than redflow-mp writes
+    there (set by hand or by another program, or a keyspace of an older version);
+    Redis refused the command (``WRONGTYPE``)."""

@@ -29,8 +29,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Generator
-from functools import lru_cache
-from importlib import resources
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import ResponseError
@@ -38,11 +36,12 @@ from redis.exceptions import ResponseError
 from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RedisOutOfMemoryError, RunNotResumableError
+from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError, WrongTypeError
 from .keys import Keys
-from .luasrc import needed_lib
+from .luafiles import build_library, library_name, load_sources, script_names
+from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
-from .transport import Transport, is_noscript, is_oom
+from .transport import Transport, is_noscript, refused
 from .wait_scripts import WaitCalls
 
 __all__ = [
@@ -64,98 +63,6 @@ __all__ = [
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-_SCRIPT_NAMES = (
-    "enqueue_run",
-    "enqueue_runs",
-    "claim_run",
-    "renew_lease",
-    "write_step",
-    "finalize_run",
-    "cancel_run",
-    "promote_runs",
-    "reap_runs",
-    "fire_cron",
-    "due_crons",
-    "sweep_runs",
-    "requeue_claimed",
-    "forget_queues",
-    "suspend_run",
-    "wake_timers",
-    "send_event",
-    "consume_event",
-    "resume_run",
-    "kick_parent",
-)
-
-
-def library_name(lib: str, bodies: dict[str, str]) -> str:
-    """The library's name: ``redflow_`` and a hash of its source (versions coexist)."""
-    digest = hashlib.sha1(
-        (lib + "".join(bodies[n] for n in _SCRIPT_NAMES)).encode("utf-8"),
-        usedforsecurity=False,
-    ).hexdigest()[:12]
-    return f"redflow_{digest}"
-
-
-def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """A function library with every script; returns (source, script -> function name)."""
-    prefix = library_name(lib, bodies)
-    parts = [f"#!lua name={prefix}", lib]
-    names: dict[str, str] = {}
-    for name in _SCRIPT_NAMES:
-        body = bodies[name]
-        parts.append(f"local function __{name}(KEYS, ARGV)\n{body}\nend")
-        flags = ", flags={'no-writes'}" if "-- flags: no-writes" in body else ""
-        fname = f"{prefix}_{name}"
-        parts.append(
-            f"redis.register_function{{function_name='{fname}', callback=__{name}{flags}}}"
-        )
-        names[name] = fname
-    return "\n".join(parts) + "\n", names
-
-
-@lru_cache(maxsize=1)
-def _lua_files() -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The package's Lua files, read once per process (a supervisor reads them
-    before forking: its children find them in memory)."""
-    pkg = resources.files("redflow_mp").joinpath("lua")
-    lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
-    bodies = tuple((n, pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8")) for n in _SCRIPT_NAMES)
-    return lib, bodies
-
-
-def _read_lua() -> tuple[str, dict[str, str]]:
-    lib, bodies = _lua_files()
-    return lib, dict(bodies)
-
-
-@lru_cache(maxsize=4)
-def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
-    lib, bodies = _lua_files()
-    out: list[tuple[str, str]] = []
-    for name, body in bodies:
-        text = needed_lib(lib, body) + "\n" + body
-        if server_version >= (7, 0):
-            flags = "no-writes" if "-- flags: no-writes" in body else ""
-            text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
-        out.append((name, text))
-    return tuple(out)
-
-
-def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
-    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body
-    (built once per version and process)."""
-    return dict(_sources(tuple(server_version)))
-
-
-def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
-    """SHA-1 -> name of every script sent to a server of ``server_version`` (SLOWLOG)."""
-    return {
-        hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
-        for name, text in load_sources(server_version).items()
-    }
-
 
 Plan = Generator[tuple[Any, ...], Any, T]
 """A sans-I/O plan: yields one command (a tuple of arguments) at a time, receives
@@ -228,24 +135,35 @@ class ScriptSet:
 
         Never REPLACE, and never trust a library by its name alone: a library of
         that name whose code differs from ours (replaced by another user of the
-        server) is refused and the scripts run through EVALSHA instead.
+        server) is refused and the scripts run through EVALSHA instead. One gone by
+        the time we read it (another user's FUNCTION FLUSH) is loaded again.
         """
-        try:
-            yield ("FUNCTION", "LOAD", self._library)
-        except ResponseError as exc:
-            if "already exists" in str(exc):
-                return (yield from self._library_is_ours())
-            log.info("Redis functions unavailable at %s (%s); using EVALSHA", self._where, exc)
-            return False
-        return True
+        for _ in range(3):
+            try:
+                yield ("FUNCTION", "LOAD", self._library)
+            except ResponseError as exc:
+                if "already exists" not in str(exc):
+                    log.info(
+                        "Redis functions unavailable at %s (%s); using EVALSHA", self._where, exc
+                    )
+                    return False
+            else:
+                return True
+            ours = yield from self._library_is_ours()
+            if ours is not None:
+                return ours
+        log.info("functions keep vanishing at %s (FUNCTION FLUSH?); using EVALSHA", self._where)
+        return False
 
-    def _library_is_ours(self) -> Plan[bool]:
-        """True when the library loaded under our name holds exactly our code."""
+    def _library_is_ours(self) -> Plan[bool | None]:
+        """True when the library loaded under our name holds exactly our code, None
+        when no library of that name is loaded (any more)."""
         try:
             reply = yield ("FUNCTION", "LIST", "LIBRARYNAME", self._library_name, "WITHCODE")
         except ResponseError as exc:
             log.info("cannot read the function library at %s (%s); using EVALSHA", self._where, exc)
             return False
+        found = False
         for entry in reply or ():
             if not isinstance(entry, dict):
                 entry = dict(zip(entry[::2], entry[1::2], strict=False))
@@ -254,6 +172,9 @@ class ScriptSet:
                 continue
             if text(fields.get(b"library_code", b"")) == self._library:
                 return True
+            found = True
+        if not found:  # nothing of that name: absent, not replaced
+            return None
         log.error(
             "the Redis function library %s at %s does not hold redflow-mp's code (replaced "
             "by another user of the server?); not calling it: scripts run through EVALSHA, "
@@ -277,16 +198,23 @@ class ScriptSet:
         call again, or raise the error (out of memory and wrong type mapped)."""
         # Decided by the error, not by the state now: another thread (or task) may
         # have finished configuring since the failed command was built.
+        # The call after a reload is one EVAL of the script's text, never "load,
+        # then call": another user of the server running SCRIPT FLUSH / FUNCTION
+        # FLUSH in a loop empties the cache between the two. EVAL caches it too.
         try:
-            if "Function not found" in str(exc) and self._functions is not None:
-                if not (yield from self._load_library()):
-                    raise exc
-                return (yield self.command(name, keys, args))
-            if not is_noscript(exc):
+            lost_function = "Function not found" in str(exc)
+            if not lost_function and not is_noscript(exc):
                 raise exc
+            # a library refused (not our code) or unavailable: EVALSHA from now on,
+            # as configure() decides at start; this call is the EVAL below
+            if (
+                lost_function
+                and self._functions is not None
+                and not (yield from self._load_library())
+            ):
+                self._functions = None
             assert self._sources is not None
-            yield ("SCRIPT", "LOAD", self._sources[name])
-            return (yield ("EVALSHA", self._shas[name], len(keys), *keys, *args))
+            return (yield ("EVAL", self._sources[name], len(keys), *keys, *args))
         except ResponseError as err:
             mapped = self._mapped(name, err)
             if mapped is None:
@@ -294,17 +222,15 @@ class ScriptSet:
             raise mapped from err
 
     def _mapped(self, name: str, exc: ResponseError) -> RedflowError | None:
-        if is_oom(exc):
-            return RedisOutOfMemoryError(
-                f"Redis at {self._where} is out of memory (maxmemory reached); "
-                f"{name.replace('_', ' ')} was refused and nothing was changed"
-            )
+        mapped = refused(exc, name.replace("_", " "), self._where)
+        if mapped is not None:
+            return mapped
         if "WRONGTYPE" in str(exc):
-            return RedflowError(
+            return WrongTypeError(
                 f"{name.replace('_', ' ')} found a key of the wrong type under prefix "
-                f"{self.keys.prefix!r} at {self._where}: this is probably a "
-                "keyspace written by an older redflow-mp (ready lists); stop its "
-                f"supervisors and run `redflow migrate` ({exc})"
+                f"{self.keys.prefix!r} at {self._where}: written by hand or by another "
+                "program, or a keyspace of an older redflow-mp (ready lists: stop its "
+                f"supervisors and run `redflow migrate`) ({exc})"
             )
         return None
 

@@ -63,7 +63,7 @@ def recorded_shards(client: Any) -> int | None:
     """
     raw = client.redis.hget(client.keys.meta, FIELD_SHARDS)
     if raw is not None:
-        return int(text(raw))
+        return _count(client.keys.meta, raw)
     if not _has_data(client):
         return None
     return _layout_count(client)
@@ -84,6 +84,19 @@ def _layout_count(client: Any) -> int:
             view = views[index]
             return len(views) if view.redis.exists(view.keys.workflow(name)) else 1
     return 1
+
+
+def _count(meta: str, raw: Any) -> int:
+    """The shard count recorded in ``meta`` (``raw``); a value that is no count
+    (written by hand or by another program) is a :class:`ShardsMismatchError`."""
+    value = text(raw) if raw is not None else ""
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ShardsMismatchError(
+        f"the field {FIELD_SHARDS!r} of {meta} holds {value!r}, not a shard count (>= 1): "
+        "written by hand or by another program? Set it back to the number of shards of the "
+        f"keyspace (1 unless it was re-sharded: HSET {meta} {FIELD_SHARDS} 1)"
+    )
 
 
 def mismatch_message(prefix: str, recorded: int, wanted: int) -> str:
@@ -112,7 +125,7 @@ def shards_problem(client: Any, *, record: bool = True) -> str | None:
         if not record:
             return None  # a fresh keyspace: nothing to compare with, nothing written
         client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, wanted)
-        recorded = int(text(client.redis.hget(client.keys.meta, FIELD_SHARDS)))
+        recorded = _count(client.keys.meta, client.redis.hget(client.keys.meta, FIELD_SHARDS))
     elif record and client.redis.hget(client.keys.meta, FIELD_SHARDS) is None:
         client.redis.hsetnx(client.keys.meta, FIELD_SHARDS, recorded)
     if recorded != wanted:
@@ -159,7 +172,10 @@ def recorded_problem(prefix: str, wanted: int, raw_shards: Any, raw_pending: Any
         )
     if raw_shards is None:
         return None
-    recorded = int(text(raw_shards))
+    try:
+        recorded = _count(f"{{{prefix}}}:meta", raw_shards)
+    except ShardsMismatchError as exc:
+        return str(exc)
     return None if recorded == wanted else mismatch_message(prefix, recorded, wanted)
 
 

@@ -46,6 +46,7 @@ from .connection import (
     Target,
     check_durability,
     check_replicated,
+    check_url_options,
     mask_url,
     parse_target,
     routed_connection_class,
@@ -54,7 +55,7 @@ from .connection import (
     with_redirects,
 )
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
-from .errors import RedflowError
+from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError
 
 __all__ = [
     "RETRIES",
@@ -197,6 +198,7 @@ def _own_client(
     parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.Connection)
+    check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
         return redis.Redis.from_url(target.url, retry=retry, **client_options()), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
@@ -430,6 +432,12 @@ def is_noscript(exc: ResponseError) -> bool:
     return isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")
 
 
+def is_busy(exc: ResponseError) -> bool:
+    """``BUSY``: a script or function runs past busy-reply-threshold; the command
+    was refused (``BUSYKEY``, a RESTORE onto an existing key, is another error)."""
+    return str(exc).startswith("BUSY ")
+
+
 def is_oom(exc: ResponseError) -> bool:
     # Redis 6.2 reports a script whose first write was refused as a script error
     # wrapping "-OOM command not allowed ...".
@@ -438,3 +446,19 @@ def is_oom(exc: ResponseError) -> bool:
         or "OOM command not allowed" in str(exc)
         or str(exc).startswith("OOM")
     )
+
+
+def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:
+    """The error for a command Redis refused without applying it and that passes by
+    itself (``BUSY``, ``OOM``: both in ``TRANSIENT_ERRORS``), or None for another error."""
+    if is_busy(exc):
+        return RedisBusyError(
+            f"Redis at {where} is busy running a script past its busy-reply-threshold "
+            f"(another program's?); {what} was refused and nothing was changed ({exc})"
+        )
+    if is_oom(exc):
+        return RedisOutOfMemoryError(
+            f"Redis at {where} is out of memory (maxmemory reached); "
+            f"{what} was refused and nothing was changed"
+        )
+    return None

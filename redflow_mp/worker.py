@@ -25,12 +25,15 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from redis.exceptions import ResponseError
+
 from . import maintenance, xshard
 from .client import Client, set_default_client
 from .codec import encode_error
-from .errors import TRANSIENT_ERRORS, RedflowError
+from .errors import TRANSIENT_ERRORS, RedflowError, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode
 from .ids import new_token
+from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper
 from .metrics import Metrics
 from .options import check_name
@@ -42,6 +45,12 @@ __all__ = ["Worker", "WorkerHooks"]
 
 #: The ``workflow`` label of metrics about runs of workflows this worker does not know.
 UNREGISTERED_LABEL = "(unregistered)"
+
+#: Tokens a bell holds at most when only our scripts ring it (``BELL_CAP`` in _lib.lua).
+BELL_CAP = 64
+
+_CLAIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, WrongTypeError)
+_TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +177,9 @@ class Worker:
         self._bell_shard = {s.keys.q_bell(q).encode(): s for s in watched[1:] for q in self.queues}
         self._rung: Shard | None = None
         self._rotation = 0
+        self._bench = Bench()  # keys of the wrong type, left out for a while
         self._woken = False
+        self._woken_by: bytes | str | None = None  # the bell that woke the last wait
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
 
@@ -212,13 +223,8 @@ class Worker:
                 try:
                     result, claimed = self._claim(token, pending)
                     self._woken = False
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
-                    if self._stopping.is_set():  # a finish still to deliver: the event
-                        time.sleep(backoff)  # would not wait, and the loop would spin
-                    else:
-                        self._stopping.wait(backoff)
-                    backoff = min(5.0, backoff * 2)
+                except _CLAIM_TROUBLE as exc:
+                    backoff = self._claim_failed(exc, backoff)
                     continue
                 backoff = 0.05
                 if pending is not None:
@@ -239,21 +245,39 @@ class Worker:
                     continue
                 if token:
                     self.hooks.claiming("")
+                    if self._woken_by is not None:  # a bell woke us for nothing
+                        self._trim_bell(self._woken_by)
                     self._idle()
         finally:
             self.keeper.stop()
             self.executor.close()
+
+    def _claim_failed(self, exc: Exception, backoff: float) -> float:
+        """A claim (or the finish riding on it) failed: say why, wait ``backoff``,
+        return the next one."""
+        if not isinstance(exc, WrongTypeError):
+            log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
+        elif not self._bench_ready_sets() and not self._name_shared_key():
+            log.error("claim failed: %s; retrying in %.2f s", exc, backoff)
+        if self._stopping.is_set():  # a finish still to deliver: the event
+            time.sleep(backoff)  # would not wait, and the loop would spin
+        else:
+            self._stopping.wait(backoff)
+        return min(5.0, backoff * 2)
 
     def _claim(self, token: str, pending: Finish | None) -> tuple[str, Claimed | None]:
         """Apply ``pending`` and claim (``token`` empty: finish only). With shards > 1
         the finish rides on the claim sent to its run's shard; the pass then tries
         the shard whose bell woke the worker, the home shard and the others, one
         claim each, until a run is found."""
-        if not self._others:
-            return self.home.scripts.claim(
-                self._order(), self.lease_ms, token, pending, woken=self._woken
-            )
         queues = self._order()
+        if not queues:  # every queue left out (a ready set of the wrong type)
+            if pending is None:
+                return "", None
+            shard = self.client.shard_of_run(pending.run_id) if self._others else self.home
+            return shard.scripts.claim(self.queues, self.lease_ms, "", pending)
+        if not self._others:
+            return self.home.scripts.claim(queues, self.lease_ms, token, pending, woken=self._woken)
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
@@ -282,8 +306,8 @@ class Worker:
             log.warning("run %s: could not notify its parent (%s)", claimed.id, exc)
 
     def _order(self) -> tuple[str, ...]:
-        qs = self.queues
-        if len(qs) == 1:
+        qs = self._claimable() if self._bench else self.queues
+        if len(qs) <= 1:
             return qs
         self._rotation = (self._rotation + 1) % len(qs)
         i = self._rotation
@@ -443,14 +467,59 @@ class Worker:
         if self.maintenance:
             timeout = min(timeout, 0.2)
         try:
-            popped = self.home.redis.blpop(self._bells, timeout=timeout)
+            popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
             self._woken = popped is not None
+            self._woken_by = popped[0] if popped is not None else None
             if popped is not None and self._bell_shard:
                 key = popped[0]
                 self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._stopping.wait(0.5)
+        except ResponseError as exc:  # WRONGTYPE: a bell that is not a list
+            if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
+                raise
+            log.debug("idle wait refused: %s", exc)
+
+    def _trim_bell(self, key: bytes | str) -> None:
+        """Cut a bell back to the cap our rings keep (``BELL_CAP``): tokens pushed
+        past it (by hand, by another program) only wake idle workers for nothing,
+        each one a claim, and would keep them spinning until the list is drained."""
+        self._woken_by = None
+        if key == self._wake_key or key == self._wake_key.encode():
+            return
+        try:
+            self.home.redis.ltrim(key, 0, BELL_CAP - 1)
+        except _TRIM_TROUBLE as exc:
+            log.debug("could not trim bell %r: %s", key, exc)
+
+    def _claimable(self) -> tuple[str, ...]:
+        """The queues whose ready sets (in every shard) are not left out."""
+        shards = (self.home, *self._others)
+        return tuple(
+            q
+            for q in self.queues
+            if not any(self._bench.benched(s.keys.q_ready(q)) for s in shards)
+        )
+
+    def _name_shared_key(self) -> bool:
+        """After a claim met WRONGTYPE and no ready set is at fault: name the
+        prefix-wide key that is (logged once per recheck period), if one is."""
+        found = False
+        for shard in (self.home, *self._others):
+            for kind, keys in shared_keys(shard.keys, [wf.name for wf in self.registry]).items():
+                wrong = self._bench.check(shard.redis, keys, kind, "shared", "no run is claimed")
+                found = bool(wrong) or found
+        return found
+
+    def _bench_ready_sets(self) -> bool:
+        """After a claim met WRONGTYPE: leave out the queues whose ready set is not
+        a sorted set (named in the log); False when none is at fault."""
+        found = False
+        for shard in (self.home, *self._others):
+            keys = [shard.keys.q_ready(q) for q in self.queues]
+            found = bool(self._bench.check(shard.redis, keys, "zset", "ready set")) or found
+        return found
 
     def run_until_idle(self, timeout: float = 30.0) -> int:
         """Test helper: process runs until none is ready; returns how many ran."""

@@ -114,10 +114,13 @@ local function ready_score(priority, t)
 end
 
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
--- workers, busy ones claim straight from the ready set.
+-- workers, busy ones claim straight from the ready set. A bell key of another
+-- type (written by hand or by another program) is left alone: ringing comes
+-- after the script's writes, and an error there would half-apply them.
 local function ring(tag, q)
   local bell = k_bell(tag, q)
-  if redis.call('LLEN', bell) < BELL_CAP then
+  local n = redis.pcall('LLEN', bell)
+  if type(n) == 'number' and n < BELL_CAP then
     redis.call('LPUSH', bell, '1')
   end
 end
@@ -507,6 +510,8 @@ local function enqueue_one(p, id, input_json, idem_key)
   -- further ahead than the TTL must still dedupe.
   if idem then redis.call('SET', idem, id) end
   p.made[#p.made + 1] = id
+  p.idems = p.idems or {}
+  p.idems[#p.made] = idem or false
   return id, 1
 end
 
@@ -530,10 +535,23 @@ local function enqueue_flush(p)
   local made = p.made
   if #made == 0 then return end
   local tag, q, now = p.tag, p.a.queue, ms(p.now)
+  -- The queue's set first: one of another type (written by hand or by another
+  -- program) fails the call before any index names the new runs, and their
+  -- records go, so that no run is left that no set holds (a script error rolls
+  -- nothing back; a retry with the idempotency key would have found it).
+  local ok, err = pcall(zadd_all, p.queue_key, p.queue_score, made)
+  if not ok then
+    for i, id in ipairs(made) do
+      redis.call('DEL', k_run(tag, id))
+      if p.idems and p.idems[i] then redis.call('DEL', p.idems[i]) end
+      if p.children then redis.call('SREM', p.children, id) end
+    end
+    p.made, p.idems = {}, {}
+    error(type(err) == 'table' and err.err or err)
+  end
   zadd_all(tag .. ':runs:created', now, made)
   zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
   zadd_all(k_status(tag, p.status), now, made)
-  zadd_all(p.queue_key, p.queue_score, made)
   -- For listing only (ops views, metrics); forget_queues removes idle ones.
   redis.call('SADD', tag .. ':queues', q)
   if p.status == 'scheduled' then
@@ -544,7 +562,7 @@ local function enqueue_flush(p)
     -- without a bell per run.
     ring(tag, q)
   end
-  p.made = {}
+  p.made, p.idems = {}, {}
 end
 
 -- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
@@ -681,7 +699,15 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
   -- passes, and its resume is no new start for the rate limit). Another run
   -- passes when the set, with it, holds at most max_concurrency, else gives it back.
-  local woken = redis.call('SADD', running, id) == 0
+  local added = redis.pcall('SADD', running, id)
+  if type(added) == 'table' and added.err then
+    -- wf-running:<wf> of another type (written by hand or by another program):
+    -- the run goes back to its ready set a minute later (never stranded, and the
+    -- other runs pass first) and the call fails, naming the trouble.
+    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+    error(added.err)
+  end
+  local woken = added == 0
   if not woken then
     local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
     local limit = tonumber(m[1]) or tonumber(f[4]) or 1
@@ -697,7 +723,14 @@ local function take(tag, id, q, score, token, lease_ms, now)
       return nil
     end
   end
-  redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  if type(leased) == 'table' and leased.err then
+    -- `leases` of another type (written by hand or by another program): put the
+    -- run back where it was, never stranded outside every set, and fail the call.
+    if not woken then redis.call('SREM', running, id) end
+    redis.call('ZADD', k_ready(tag, q), score, id)
+    error(leased.err)
+  end
   local started = f[12]
   local ns = ms(now)
   if not started or started == '' then

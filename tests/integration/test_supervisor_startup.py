@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redflow_mp import define_workflow, scripts
+from redflow_mp import define_workflow, luafiles
 from redflow_mp.registry import Registry
 from redflow_supervisor.settings import load
 from redflow_supervisor.startup import connect
@@ -23,12 +23,12 @@ def test_connect_builds_and_loads_the_scripts(
         {"app": "startup", "url": redis_url, "prefix": prefix, "modules": ("unused",)},
         environ={},
     )
-    scripts._sources.cache_clear()
+    luafiles._sources.cache_clear()
     client = connect(settings, registry, ("q",))
     try:
-        assert scripts._sources.cache_info().currsize == 1  # built here, before any fork
+        assert luafiles._sources.cache_info().currsize == 1  # built here, before any fork
         shas = list(client.scripts._shas.values())
-        assert len(shas) == len(scripts._SCRIPT_NAMES)
+        assert len(shas) == len(luafiles.SCRIPT_NAMES)
         assert all(raw.script_exists(*shas))
     finally:
         client.close()

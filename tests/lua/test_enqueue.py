@@ -177,3 +177,28 @@ def test_late_original_enqueue_never_overwrites_a_finished_run(
     nxt = _late(client, new_run_id())[0]
     _, got = client.scripts.claim(("q",), 30_000, new_token())
     assert got is not None and got.id == nxt
+
+
+def test_an_enqueue_refused_by_a_queue_key_of_the_wrong_type_leaves_no_run(
+    raw: redis.Redis, client: Client
+) -> None:
+    """The queue's ready set overwritten with a string (by hand, by another program):
+    the enqueue used to write the run's hash, its idempotency key and its indexes
+    before it failed on the ready set, leaving a run queued in no ready set. A
+    retry with the same idempotency key then returned that run as enqueued: it
+    never ran, even once the key was repaired. Now nothing is left behind."""
+    from redflow_mp.errors import WrongTypeError
+
+    ready = client.keys.q_ready("q")
+    raw.set(ready, "not a redflow key")
+    rid = new_run_id()
+    args = ("wf", "q", b"{}", 1, 0, "key-1", 60_000, "", "", None, None)
+    with pytest.raises(WrongTypeError):
+        client.scripts.enqueue(rid, *args)
+    assert not raw.exists(client.keys.run(rid))
+    assert raw.zscore(client.keys.runs_created, rid) is None
+    assert raw.zscore(client.keys.runs_status("queued"), rid) is None
+    assert not raw.exists(client.keys.idempotency("wf", "key-1"))
+    raw.delete(ready)
+    again, created = client.scripts.enqueue(new_run_id(), *args)
+    assert created and raw.zscore(ready, again) is not None

@@ -19,7 +19,9 @@ import pytest
 import redis
 
 from redflow_mp import Registry, create_client, define_workflow
-from redflow_mp.scripts import _SCRIPT_NAMES, _read_lua, build_library
+from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
+from redflow_mp.luafiles import build_library
+from redflow_mp.luafiles import read_lua as _read_lua
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(30)
@@ -138,3 +140,85 @@ def test_opted_in_functions_use_the_genuine_library(
     finally:
         if seven:
             command(raw, "FUNCTION", "FLUSH")
+
+
+class _Interleaved:
+    """A transport whose commands are preceded by what others do on the server:
+    ``before[command]`` runs just before each of our commands of that name."""
+
+    def __init__(self, inner: Any, before: dict[str, Any]) -> None:
+        self._inner = inner
+        self._before = before
+
+    def call(self, *args: Any, retry: bool) -> Any:
+        name = " ".join(str(a).upper() for a in args[:2] if isinstance(a, str))
+        for key, hook in self._before.items():
+            if name.startswith(key):
+                hook()
+        return self._inner.call(*args, retry=retry)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _opted_in_client(redis_url: str, prefix: str) -> Any:
+    client = create_client(redis_url, prefix=prefix + "-fn", default=False, redis_functions=True)
+    client.scripts.ensure_loaded()
+    return client
+
+
+def _enqueue(client: Any, run_id: str) -> Any:
+    keys, args = client.scripts.enqueue_call(
+        run_id, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+    )
+    return client.scripts.run("enqueue_run", keys, args, retry=True)
+
+
+def test_a_library_flushed_while_a_sibling_reloads_it_is_no_tampering(
+    raw: redis.Redis, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opted-in functions, a neighbour running FUNCTION FLUSH in a loop: our FCALL
+    finds no function, another process of ours has just loaded the library again
+    (our FUNCTION LOAD: "already exists"), and the neighbour flushes it before our
+    FUNCTION LIST. The library was absent, not replaced: it used to be reported as
+    tampering (ERROR) and the call raised "Function not found", which crashed a
+    supervisor's child (its claim) or failed its arbiter's cron duty."""
+    if not _has_functions(raw):
+        pytest.skip("Redis 6.2 has no functions")
+    client = _opted_in_client(redis_url, prefix)
+    try:
+        assert client.scripts._functions is not None
+        library = client.scripts._library
+        flush = lambda: command(raw, "FUNCTION", "FLUSH")  # noqa: E731
+        sibling = lambda: command(raw, "FUNCTION", "LOAD", library)  # noqa: E731
+        client.scripts._t = _Interleaved(
+            client.scripts._t, {"FCALL": flush, "FUNCTION LOAD": sibling, "FUNCTION LIST": flush}
+        )
+        with caplog.at_level(logging.INFO, logger="redflow_mp.scripts"):
+            for i in range(3):
+                assert _enqueue(client, f"01FLUSHED00000000000000000{i}")[1] == 1
+        assert "does not hold redflow-mp's code" not in caplog.text
+    finally:
+        client.close()
+        command(raw, "FUNCTION", "FLUSH")
+
+
+def test_a_library_replaced_after_start_fails_no_call(
+    tenant: redis.Redis, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """A tenant replaces our library by other code after our client verified it:
+    the next FCALL finds no function, the reload refuses the impostor, and the call
+    used to raise "Function not found" (every call, forever: a crash loop of the
+    children). Refused, it runs through EVALSHA from then on, as at start."""
+    if not _has_functions(raw):
+        pytest.skip("Redis 6.2 has no functions")
+    client = _opted_in_client(redis_url, prefix)
+    try:
+        name = client.scripts._library_name
+        impostor = f"#!lua name={name}\nredis.register_function('other', function() return 1 end)\n"
+        command(tenant, "FUNCTION", "LOAD", "REPLACE", impostor)
+        for i in range(3):
+            assert _enqueue(client, f"01REPLACED0000000000000000{i}")[1] == 1
+        assert client.scripts._functions is None
+    finally:
+        client.close()

@@ -13,7 +13,9 @@ from redis.exceptions import NoScriptError
 
 from redflow_mp import Client, RedflowError
 from redflow_mp.ids import new_run_id
-from redflow_mp.scripts import _SCRIPT_NAMES, enqueue_reply, load_sources
+from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
+from redflow_mp.luafiles import load_sources
+from redflow_mp.scripts import enqueue_reply
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(30)
@@ -184,3 +186,56 @@ def test_a_user_without_function_rights_falls_back_to_eval(
             client.close()
     finally:
         command(raw, "ACL", "DELUSER", user)
+
+
+class _FlushingNeighbour:
+    """A transport through which another user of the server empties the script
+    cache (and the function libraries) just before each of our script calls: the
+    worst interleaving of a neighbour running SCRIPT FLUSH / FUNCTION FLUSH in a loop."""
+
+    def __init__(self, inner: Any, raw: redis.Redis, functions: bool) -> None:
+        self._inner = inner
+        self._raw = raw
+        self._functions = functions
+
+    def call(self, *args: Any, retry: bool) -> Any:
+        if str(args[0]).upper() in ("EVALSHA", "FCALL"):
+            self._raw.script_flush()
+            if self._functions:
+                command(self._raw, "FUNCTION", "FLUSH")
+        return self._inner.call(*args, retry=retry)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("functions", [False, True], ids=["evalsha", "functions"])
+def test_a_neighbour_flushing_scripts_between_our_commands_loses_no_call(
+    raw: redis.Redis, redis_url: str, prefix: str, functions: bool
+) -> None:
+    """Another program on the server runs SCRIPT FLUSH (FUNCTION FLUSH) in a loop.
+    The reload after NOSCRIPT used to be SCRIPT LOAD then EVALSHA (FUNCTION LOAD then
+    FCALL): a flush between the two made the call raise NoScriptError (an enqueue
+    failed, a worker's step write or finish failed). The reloaded call is one
+    atomic command now."""
+    from redflow_mp import create_client
+
+    client = create_client(redis_url, prefix=prefix, default=False, redis_functions=functions)
+    try:
+        rid = new_run_id()
+        keys, args = client.scripts.enqueue_call(
+            rid, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+        )
+        client.scripts.ensure_loaded()
+        client.scripts._t = _FlushingNeighbour(  # type: ignore[assignment]
+            client.scripts._t, raw, functions and client.scripts._functions is not None
+        )
+        for _ in range(3):
+            assert (
+                enqueue_reply(client.scripts.run("enqueue_run", keys, args, retry=True))[0] == rid
+            )
+        assert raw.exists(client.keys.run(rid))
+    finally:
+        client.close()
+        if client.transport.server_version() >= (7, 0):
+            command(raw, "FUNCTION", "FLUSH")

@@ -120,3 +120,15 @@ def test_prefix_must_be_a_str_of_bounded_length() -> None:
     with pytest.raises(ValueError, match="200"):
         validate_prefix("x" * 10_000)
     assert validate_prefix("app:prod:eu") == "app:prod:eu"
+
+
+def test_the_workers_bell_cap_is_the_scripts() -> None:
+    """A woken worker trims a padded bell to the cap the scripts' rings keep."""
+    import re
+    from importlib import resources
+
+    from redflow_mp.worker import BELL_CAP
+
+    lib = resources.files("redflow_mp").joinpath("lua/_lib.lua").read_text(encoding="utf-8")
+    found = re.search(r"^local BELL_CAP = (\d+)$", lib, re.M)
+    assert found is not None and int(found.group(1)) == BELL_CAP

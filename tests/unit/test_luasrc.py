@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
+from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
+from redflow_mp.luafiles import read_lua as _read_lua
 from redflow_mp.luasrc import _chunks, _code, needed_lib
-from redflow_mp.scripts import _SCRIPT_NAMES, _read_lua
 
 LIB = """-- header
 local CAP = 3

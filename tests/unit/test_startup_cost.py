@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 
-from redflow_mp import scripts
+from redflow_mp import luafiles, scripts
 from redflow_supervisor.arbiter import _end_of_startup
 
 #: Never imported by ``import redflow_supervisor.cli`` (the supervisor's normal path).
@@ -91,15 +91,15 @@ def test_with_the_collector_on_nothing_is_frozen() -> None:
 
 
 def test_the_lua_sources_are_read_and_built_once_per_process() -> None:
-    scripts._lua_files.cache_clear()
-    scripts._sources.cache_clear()
+    luafiles._lua_files.cache_clear()
+    luafiles._sources.cache_clear()
     first = scripts.load_sources((7, 0, 15))
     first["claim_run"] = "changed by a caller"
     second = scripts.load_sources((7, 0, 15))
     assert second["claim_run"] != "changed by a caller"  # each caller gets its own dict
-    assert scripts._lua_files.cache_info().misses == 1
-    assert scripts._sources.cache_info().hits == 1
-    _lib, bodies = scripts._read_lua()
+    assert luafiles._lua_files.cache_info().misses == 1
+    assert luafiles._sources.cache_info().hits == 1
+    _lib, bodies = luafiles.read_lua()
     bodies["claim_run"] = "changed"
-    assert scripts._read_lua()[1]["claim_run"] != "changed"
-    assert scripts._lua_files.cache_info().misses == 1
+    assert luafiles.read_lua()[1]["claim_run"] != "changed"
+    assert luafiles._lua_files.cache_info().misses == 1

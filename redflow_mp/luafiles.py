@@ -1,0 +1,113 @@
+"""The package's Lua files and the texts sent to Redis: each script with the part
+of ``lua/_lib.lua`` it uses (:mod:`redflow_mp.luasrc`), or all of them as one
+function library. Read and built once per process (a supervisor does it before
+forking: its children find them in memory)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+from .luasrc import needed_lib
+
+__all__ = [
+    "SCRIPT_NAMES",
+    "build_library",
+    "library_name",
+    "load_sources",
+    "read_lua",
+    "script_names",
+]
+
+SCRIPT_NAMES = (
+    "enqueue_run",
+    "enqueue_runs",
+    "claim_run",
+    "renew_lease",
+    "write_step",
+    "finalize_run",
+    "cancel_run",
+    "promote_runs",
+    "reap_runs",
+    "fire_cron",
+    "due_crons",
+    "sweep_runs",
+    "requeue_claimed",
+    "forget_queues",
+    "suspend_run",
+    "wake_timers",
+    "send_event",
+    "consume_event",
+    "resume_run",
+    "kick_parent",
+)
+
+
+def library_name(lib: str, bodies: dict[str, str]) -> str:
+    """The library's name: ``redflow_`` and a hash of its source (versions coexist)."""
+    digest = hashlib.sha1(
+        (lib + "".join(bodies[n] for n in SCRIPT_NAMES)).encode("utf-8"),
+        usedforsecurity=False,
+    ).hexdigest()[:12]
+    return f"redflow_{digest}"
+
+
+def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A function library with every script; returns (source, script -> function name)."""
+    prefix = library_name(lib, bodies)
+    parts = [f"#!lua name={prefix}", lib]
+    names: dict[str, str] = {}
+    for name in SCRIPT_NAMES:
+        body = bodies[name]
+        parts.append(f"local function __{name}(KEYS, ARGV)\n{body}\nend")
+        flags = ", flags={'no-writes'}" if "-- flags: no-writes" in body else ""
+        fname = f"{prefix}_{name}"
+        parts.append(
+            f"redis.register_function{{function_name='{fname}', callback=__{name}{flags}}}"
+        )
+        names[name] = fname
+    return "\n".join(parts) + "\n", names
+
+
+@lru_cache(maxsize=1)
+def _lua_files() -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The package's Lua files, read once per process (a supervisor reads them
+    before forking: its children find them in memory)."""
+    pkg = resources.files("redflow_mp").joinpath("lua")
+    lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
+    bodies = tuple((n, pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8")) for n in SCRIPT_NAMES)
+    return lib, bodies
+
+
+def read_lua() -> tuple[str, dict[str, str]]:
+    """(_lib.lua, {script name: its body}), a fresh dict of the cached files."""
+    lib, bodies = _lua_files()
+    return lib, dict(bodies)
+
+
+@lru_cache(maxsize=4)
+def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    lib, bodies = _lua_files()
+    out: list[tuple[str, str]] = []
+    for name, body in bodies:
+        text = needed_lib(lib, body) + "\n" + body
+        if server_version >= (7, 0):
+            flags = "no-writes" if "-- flags: no-writes" in body else ""
+            text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
+        out.append((name, text))
+    return tuple(out)
+
+
+def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
+    """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body
+    (built once per version and process)."""
+    return dict(_sources(tuple(server_version)))
+
+
+def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
+    """SHA-1 -> name of every script sent to a server of ``server_version`` (SLOWLOG)."""
+    return {
+        hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
+        for name, text in load_sources(server_version).items()
+    }

@@ -1,0 +1,137 @@
+"""Keys of the prefix overwritten with the wrong type (an operator's mistake, or
+another program writing into our prefix) under a supervisor with default
+settings: a clear error naming the key, never a crash loop of the children,
+never a stalled queue for the runs of the other queues."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client, RedflowError
+from tests.process import flows
+from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
+
+pytestmark = pytest.mark.process
+
+
+def _no_crash(sup: Supervisor) -> None:
+    log = sup.log()
+    bad = [line for line in log.splitlines() if " crashed" in line or ") died: " in line]
+    assert not bad, f"children crashed: {bad[:3]}\n{log[-3000:]}"
+
+
+@pytest.mark.parametrize("kind", ["ready", "bell"])
+def test_a_queue_key_of_the_wrong_type_stalls_no_other_queue_and_crashes_no_child(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, kind: str
+) -> None:
+    """The ready set (or the bell list) of queue ``lim`` is a string. Every child
+    used to crash on it in a loop (a claim reads the heads of all its queues in
+    one script; an idle child waits on all the bells in one BLPOP), so queue ``p``
+    stalled too (ready) or children kept dying (bell), and an enqueue onto ``lim``
+    with a broken bell raised after it had written the run."""
+    bad = f"{client.keys.tag}:q:lim:{kind}"
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    handles = [flows.pid.run(None, client=client) for _ in range(10)]
+    for h in handles:
+        h.result(timeout=30)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    if kind == "ready":
+        with pytest.raises(RedflowError, match="wrong type"):
+            flows.limited.run(None, client=client)
+    else:
+        # the run is written once and served (claimed from its ready set)
+        flows.limited.run(None, client=client).result(timeout=30)
+        assert raw.llen(f"{client.keys.tag}:spans") == 1
+    time.sleep(3)  # idle children block on their bells, claim passes go on
+    assert [h.result(timeout=30) for h in [flows.pid.run(None, client=client)]]
+    _no_crash(sup)
+    # The operator removes the key: the queue is served again.
+    raw.delete(bad)
+    flows.limited.run(None, client=client).result(timeout=40)
+    _no_crash(sup)
+    assert sup.log().count(bad) <= 8, sup.log()[-3000:]  # reported, not flooded
+
+
+@pytest.mark.parametrize("value", ["banana", "-3", "0"])
+def test_a_shard_count_that_is_no_count_is_refused_clearly(
+    redis_url: str, prefix: str, raw: redis.Redis, value: str
+) -> None:
+    """``meta``'s ``shards`` field overwritten with garbage: the supervisor used to
+    end in a ValueError traceback (``invalid literal for int()``), or advise
+    ``use shards = -3``. It now names the field and its value, and stops."""
+    raw.hset("{" + prefix + "}:meta", "shards", value)
+    proc = run_supervisor_once(
+        "--app", "x", "--procs", "1", "--module", "tests.process.flows",
+        "--url", redis_url, "--prefix", prefix,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out, out
+    assert f"shards = {value}" not in out, out
+    assert "not a shard count" in out and repr(value) in out, out
+
+
+def test_a_bell_padded_far_past_its_cap_does_not_keep_children_spinning(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """200,000 tokens pushed onto a queue's bell (capped at 64 by our own rings):
+    each one woke an idle child for a claim that found nothing, so two idle
+    children spun through them for half a minute (140,702 left after 10 s, 5.6 s
+    of their CPU). A child woken for nothing now trims the bell to its cap."""
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    bell = f"{client.keys.tag}:q:p:bell"
+    for _ in range(20):
+        raw.rpush(bell, *(["1"] * 10_000))
+    wait_until(lambda: raw.llen(bell) <= 64, 5, message="the bell trimmed to its cap")
+    assert flows.pid.run(None, client=client).result(timeout=30)
+    _no_crash(sup)
+
+
+def test_a_shared_key_of_the_wrong_type_is_named_and_crashes_no_child(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``leases`` (every claim writes it) overwritten with a string: no run can
+    start, and the children used to crash in a loop on it (21 crashes, then the
+    supervisor gave up) without naming it. They now name it and wait."""
+    bad = client.keys.leases
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    handle = flows.pid.run(None, client=client)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    time.sleep(2)
+    _no_crash(sup)
+    raw.delete(bad)
+    assert handle.result(timeout=30)
+    _no_crash(sup)
+
+
+def test_a_concurrency_gate_of_the_wrong_type_strands_no_run_and_stalls_no_queue(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``wf-running:limited`` overwritten with a string: each claim that reached a
+    run of ``limited`` popped it from its ready set and failed on the gate
+    (nothing rolled back), leaving it queued in no set, never to run. It now goes
+    back to its ready set a minute later, the gate is named, the other runs pass."""
+    bad = client.keys.wf_running("limited")
+    raw.set(bad, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    stuck = flows.limited.run(None, client=client)
+    wait_until(lambda: bad in sup.log(), 20, message="an error naming the key")
+    assert raw.zscore(client.keys.q_ready("lim"), stuck.id) is not None  # not stranded
+    for h in [flows.pid.run(None, client=client) for _ in range(5)]:
+        h.result(timeout=30)
+    _no_crash(sup)
+    raw.delete(bad)
+    # due again within a minute of its last try (the ready set is claimed by score)
+    raw.zadd(client.keys.q_ready("lim"), {stuck.id: 0})
+    stuck.result(timeout=30)
+    _no_crash(sup)
