@@ -157,7 +157,8 @@ class Execution:
         self.lease_until = max(self.lease_until, sent + self.lease_ms / 1000.0)
 
     def confirm_lease(self) -> None:
-        """Before a step executes: prove the lease is still ours.
+        """Before the handler starts and before a step executes: prove the lease
+        is still ours.
 
         Free while the lease was confirmed lately. Otherwise this process was
         paused, starved or cut off since (SIGSTOP, a claim reply that came late,

@@ -205,6 +205,9 @@ class Executor:
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
         token = current_run.set(info)
         try:
+            # A worker paused (SIGSTOP, starved) between its claim and here may have
+            # lost the run to another worker: then not one line of the handler runs.
+            ex.confirm_lease()
             # The handler matches ctx by construction (is_async picks the context class).
             result = wf.handler(ctx)
             if asyncio.iscoroutine(result):

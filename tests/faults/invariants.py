@@ -19,7 +19,9 @@ record what really executed, outside Redis.
     I4  max_concurrency was never exceeded by lease holders: an execution held
         its lease from its handler's start to its last acknowledged step write
         (a write is accepted only under the lease and a lease never comes
-        back), so those intervals must never overlap more than the limit.
+        back), so those intervals must never overlap more than the limit. A
+        write sent before a SIGSTOP of its process and acknowledged after the
+        SIGCONT was applied by the stop (``_held_until``).
         Physical overlap including fenced zombies is reported too.
     I5  a child started by a step exists once per (parent, step).
     I6  every idempotency key maps to one run; the key of a finished run expires.
@@ -380,15 +382,19 @@ class _Exec:
     end: int | None = None
     outcome: str | None = None
     last_recorded: int | None = None
+    last_sent: int | None = None  # the step-end of that record (its write went out after)
 
 
 def _executions(events: list[dict[str, Any]]) -> list[_Exec]:
     """Pair handler-start/-end per process (inline child runs nest)."""
     stacks: dict[int, list[_Exec]] = defaultdict(list)
     out: list[_Exec] = []
+    step_ends: dict[str, int] = {}
     for ev in events:
         kind = ev["ev"]
-        if kind == "handler-start":
+        if kind == "step-end":
+            step_ends[ev["exec"]] = ev["mono"]
+        elif kind == "handler-start":
             ex = _Exec(
                 ev["pid"], ev["run"], ev["wf"], ev.get("token", ""), ev["mono"], ev.get("ppid")
             )
@@ -406,8 +412,38 @@ def _executions(events: list[dict[str, Any]]) -> list[_Exec]:
             for ex in reversed(stacks[ev["pid"]]):
                 if ex.run == ev["run"] and ex.end is None:
                     ex.last_recorded = ev["mono"]
+                    ex.last_sent = step_ends.get(ev["exec"])
                     break
     return out
+
+
+def _stops(events: list[dict[str, Any]]) -> list[tuple[int, int, set[int]]]:
+    """Each SIGSTOP of a supervisor as (stop, cont, pids)."""
+    spans: list[tuple[int, int, set[int]]] = []
+    stopped: tuple[int, set[int]] | None = None
+    for ev in events:
+        if ev["ev"] == "fault" and ev.get("kind") == "stop":
+            stopped = (ev["mono"], {int(p) for p in ev.get("pids") or []})
+        elif ev["ev"] == "fault" and ev.get("kind") == "cont" and stopped is not None:
+            spans.append((stopped[0], ev["mono"], stopped[1]))
+            stopped = None
+    return spans
+
+
+def _held_until(e: _Exec, stops: list[tuple[int, int, set[int]]]) -> int:
+    """When ``e``'s last acknowledged write was applied, at the latest: when its
+    acknowledgement was read, unless the process was stopped between sending it
+    and reading the reply. A stopped process sends nothing, so the write went out
+    before the stop (recorded just before SIGSTOP lands) and Redis applied it on
+    receipt, under the lease; the reply is read only after SIGCONT, when that
+    lease may be long gone and its slot taken by another run."""
+    assert e.last_recorded is not None
+    end = e.last_recorded
+    if e.last_sent is not None:
+        for stop, cont, pids in stops:
+            if e.pid in pids and e.last_sent <= stop and cont <= end:
+                end = min(end, stop)
+    return end
 
 
 def _peak(intervals: list[tuple[int, int]]) -> int:
@@ -446,6 +482,7 @@ def _check_concurrency(
 ) -> None:
     """I4."""
     deaths = _deaths(events)
+    stops = _stops(events)
     by_wf: dict[str, list[_Exec]] = defaultdict(list)
     for ex in _executions(events):
         by_wf[ex.wf].append(ex)
@@ -453,7 +490,7 @@ def _check_concurrency(
             report.fenced_executions += 1
     for wf, execs in by_wf.items():
         limit = limits.get(wf)
-        held = [(e.start, e.last_recorded) for e in execs if e.last_recorded is not None]
+        held = [(e.start, _held_until(e, stops)) for e in execs if e.last_recorded is not None]
         report.max_concurrency[wf] = _peak(held)
         physical: list[tuple[int, int]] = []
         for e in execs:

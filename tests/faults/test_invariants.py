@@ -14,7 +14,13 @@ import redis
 from redflow_mp import Client
 from redflow_mp.codec import RunWait, encode_wait
 from redflow_mp.ids import new_token
-from tests.faults.invariants import Report, _check_exclusive, check, check_waits
+from tests.faults.invariants import (
+    Report,
+    _check_concurrency,
+    _check_exclusive,
+    check,
+    check_waits,
+)
 from tests.faults.ledger import Ledger
 from tests.lua.conftest import Enq
 
@@ -195,3 +201,41 @@ def test_an_execution_logged_just_after_its_supervisor_was_stopped_is_cut_off() 
     plain = Report()
     _check_exclusive(plain, events(with_stop=False))
     assert [v.split(":")[0] for v in plain.violations] == ["I8"]
+
+
+def test_a_write_acknowledged_after_a_stop_held_its_lease_until_the_stop() -> None:
+    """I4 and SIGSTOP: a stopped child reads the reply to a write it sent before
+    the stop only after SIGCONT; the write was applied before the stop, so its
+    run's slot was free for another run once the lease lapsed. Without a stop in
+    between, the same late acknowledgements are three lease holders at once."""
+
+    def events(with_stop: bool) -> list[dict[str, object]]:
+        evs: list[dict[str, object]] = []
+        for pid, run in ((11, "x"), (12, "y")):  # supervisor 10, limit 2
+            evs += [
+                {"ev": "handler-start", "pid": pid, "ppid": 10, "run": run, "wf": "w", "mono": 1},
+                {"ev": "step-start", "pid": pid, "run": run, "step": "s", "exec": run, "mono": 2},
+                {"ev": "step-end", "pid": pid, "run": run, "step": "s", "exec": run, "mono": 3},
+                {"ev": "step-recorded", "pid": pid, "run": run, "exec": run, "mono": 400},
+                {"ev": "handler-end", "pid": pid, "run": run, "mono": 401, "outcome": "lost"},
+            ]
+        evs += [  # another supervisor's run, once the stopped one's leases lapsed
+            {"ev": "handler-start", "pid": 21, "ppid": 20, "run": "z", "wf": "w", "mono": 200},
+            {"ev": "step-start", "pid": 21, "run": "z", "step": "s", "exec": "z", "mono": 201},
+            {"ev": "step-end", "pid": 21, "run": "z", "step": "s", "exec": "z", "mono": 202},
+            {"ev": "step-recorded", "pid": 21, "run": "z", "exec": "z", "mono": 203},
+            {"ev": "handler-end", "pid": 21, "run": "z", "mono": 204, "outcome": "ok"},
+        ]
+        if with_stop:
+            evs += [
+                {"ev": "fault", "kind": "stop", "pids": [10, 11, 12], "mono": 5},
+                {"ev": "fault", "kind": "cont", "pids": [10, 11, 12], "mono": 300},
+            ]
+        return sorted(evs, key=lambda ev: int(str(ev["mono"])))
+
+    stopped = Report()
+    _check_concurrency(stopped, events(with_stop=True), {"w": 2})
+    assert stopped.violations == [] and stopped.max_concurrency["w"] == 2
+    plain = Report()
+    _check_concurrency(plain, events(with_stop=False), {"w": 2})
+    assert plain.violations == ["I4: w: 3 lease holders ran at once (limit 2)"]

@@ -3,9 +3,11 @@
     .venv/bin/python -m pytest tests/faults -m soak -p no:cacheprovider -s
 
 ``FAULTS_SOAK_RUNS`` (default 20000) sets the number of runs; at 100 runs/s the
-default takes about 4 minutes and injects about 100 faults. Not selected by
-``-m faults`` nor by a plain ``pytest`` run (``conftest.py`` deselects it
-unless ``-m soak`` is given).
+default takes about 4 minutes and injects about 100 faults;
+``FAULTS_SOAK_EXTRA_STOPS=n`` adds ``n`` more SIGSTOPs to the rotation's seven
+kinds (each waits for the takeover: ``takeover.py``). Not selected by ``-m
+faults`` nor by a plain ``pytest`` run (``conftest.py`` deselects it unless
+``-m soak`` is given).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import random
 import signal
 import time
-from functools import partial
 
 import pytest
 
@@ -22,11 +23,10 @@ from tests.faults.harness import (
     Faults,
     busy_children,
     restart_redis,
-    running_leases,
-    taken_over,
     wait_for,
 )
 from tests.faults.proxy import Proxy
+from tests.faults.takeover import Takeover, live_leases
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 
@@ -46,8 +46,11 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
         prod = fx.producer(server.url, runs, rate=100).start()
         rng = random.Random(11)
         faults: dict[str, int] = {}
+        takeovers: list[float] = []
         while len(prod.ids) < runs:
-            kind = rng.choice(["child", "child", "stop", "cut", "blackhole", "redis", "restart"])
+            kinds = ["child", "child", "stop", "cut", "blackhole", "redis", "restart"]
+            kinds += ["stop"] * int(os.environ.get("FAULTS_SOAK_EXTRA_STOPS", "0"))
+            kind = rng.choice(kinds)
             faults[kind] = faults.get(kind, 0) + 1
             if kind == "child":
                 sup = rng.choice([a, b])
@@ -60,8 +63,12 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
                 pids = fx.group_pids(b)
                 fx.fault("stop", pids)
                 os.killpg(b.pid, signal.SIGSTOP)
-                stranded = running_leases(raw, fx.prefix)
-                wait_for(partial(taken_over, raw, fx.prefix, stranded), 30, "takeover")
+                takeover = Takeover(raw, fx.prefix, live_leases(raw, fx.prefix))
+                try:
+                    wait_for(takeover.done, 30, "takeover")
+                    takeovers.append(time.monotonic() - takeover.t0)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\n{takeover.describe()}") from None
                 fx.fault("cont", pids)
                 os.killpg(b.pid, signal.SIGCONT)
             elif kind in ("cut", "blackhole"):
@@ -97,7 +104,7 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
             f"soak: {sum(faults.values())} faults in rotation",
             recovery_s=None,
             settle_timeout=300,
-            note=str(faults),
+            note=f"{faults}; takeover max {max(takeovers, default=0):.2f} s",
         )
     finally:
         proxy.stop()

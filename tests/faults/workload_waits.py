@@ -114,7 +114,13 @@ def _input(ctx: Context[Any]) -> dict[str, Any]:
     return ctx.input if isinstance(ctx.input, dict) else {}
 
 
-@define_workflow("fx-sleeper", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
+# max_concurrency of every wait workflow: a suspended run keeps its slot, so every
+# run of one workflow the soak suspends at once must fit (W2 at soak size: 5,000
+# fx-listener runs, its listeners and the parents' children, for 10,000 runs).
+SLOTS = max(10_000, int(os.environ.get("FAULTS_SOAK_SUSPENDED") or 0))
+
+
+@define_workflow("fx-sleeper", queue=QUEUE, max_concurrency=SLOTS, timeout=RUN_TIMEOUT_S)
 @instrumented
 def sleeper(ctx: Context[Any]) -> str:
     """Sleeps ``s`` seconds, or until the epoch time ``until``; then one step."""
@@ -130,7 +136,7 @@ def sleeper(ctx: Context[Any]) -> str:
     return "slept"
 
 
-@define_workflow("fx-listener", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
+@define_workflow("fx-listener", queue=QUEUE, max_concurrency=SLOTS, timeout=RUN_TIMEOUT_S)
 @instrumented
 def listener(ctx: Context[Any]) -> list[Any]:
     """Waits for ``k`` events named ``go`` (steps ev0, ev1, ...); then one step."""
@@ -144,7 +150,7 @@ def listener(ctx: Context[Any]) -> list[Any]:
     return [g.get("eid") if isinstance(g, dict) else g for g in got]
 
 
-@define_workflow("fx-racer", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
+@define_workflow("fx-racer", queue=QUEUE, max_concurrency=SLOTS, timeout=RUN_TIMEOUT_S)
 @instrumented
 def racer(ctx: Context[Any]) -> str:
     """Waits for ``go`` with a deadline at the epoch time ``at`` (set by the first
@@ -164,7 +170,7 @@ def racer(ctx: Context[Any]) -> str:
     return outcome
 
 
-@define_workflow("fx-wchild", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
+@define_workflow("fx-wchild", queue=QUEUE, max_concurrency=SLOTS, timeout=RUN_TIMEOUT_S)
 @instrumented
 def wchild(ctx: Context[Any]) -> dict[str, Any]:
     out = step(ctx, "c1")
@@ -172,7 +178,7 @@ def wchild(ctx: Context[Any]) -> dict[str, Any]:
     return {"exec": out["exec"]}
 
 
-@define_workflow("fx-wparent", queue=QUEUE, max_concurrency=1000, timeout=RUN_TIMEOUT_S)
+@define_workflow("fx-wparent", queue=QUEUE, max_concurrency=SLOTS, timeout=RUN_TIMEOUT_S)
 @instrumented
 def wparent(ctx: Context[Any]) -> Any:
     """Waits for ``n`` children: fx-wchild (``kill`` passed on to them), or

@@ -133,6 +133,45 @@ def test_a_pause_after_the_running_record_was_sent_is_caught_before_the_step_run
     assert status_of(raw, client, handle.id) == "running"  # left to the thief
 
 
+def test_a_pause_between_the_claim_and_the_handler_is_caught_before_the_handler_starts(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker stopped (SIGSTOP) right after its claim, whose run another worker
+    took over meanwhile, must not start the handler when it resumes: not one line
+    of it may run beside the new holder's execution (a renewal decides)."""
+    started: list[str] = []
+    real = client.scripts.claim
+
+    def paused_after_claim(*args: Any, **kwargs: Any) -> Any:
+        result, claimed = real(*args, **kwargs)
+        if claimed is not None and claimed.workflow == "late-start":
+            raw.hset(client.keys.run(claimed.id), "lease", THIEF)  # taken over meanwhile
+            time.sleep(args[1] / 1000 * 0.8)  # this worker was stopped that long
+        return result, claimed
+
+    monkeypatch.setattr(client.scripts, "claim", paused_after_claim)
+
+    @define_workflow("late-start", registry=registry)
+    def late_start(ctx: Context[Any]) -> None:
+        started.append(ctx.run.id)
+
+    @define_workflow("marker3", registry=registry)
+    def marker(ctx: Context[Any]) -> str:
+        return "next"
+
+    workers.start()  # the default lease (5 s)
+    handle = late_start.run()
+    # the worker has moved on (one worker: the marker runs after the stopped run)
+    assert marker.run().result(timeout=20) == "next"
+    assert started == []
+    assert status_of(raw, client, handle.id) == "running"  # left to the thief
+    assert raw.hget(client.keys.run(handle.id), "lease") == THIEF.encode()
+
+
 def test_stolen_lease_blocks_the_finish(
     raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool, gate: Gate
 ) -> None:
