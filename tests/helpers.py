@@ -179,21 +179,28 @@ _NOT_COUNTED = frozenset(
 )  # fmt: skip
 
 
-def command_counts(raw: redis.Redis, action: Callable[[], object]) -> dict[str, int]:
+def command_counts(raw: Any, action: Callable[[], object]) -> dict[str, int]:
     """Calls per Redis command (those issued from Lua included) made while ``action``
     runs, from ``INFO commandstats`` reset just before (the script calls themselves,
     FCALL/EVALSHA, connection set-up, script loading and the stats commands are left
     out). Assert on counts, not time:
     a command that scans a collection shows up here whatever the machine's speed."""
-    raw.config_resetstat()
-    action()
-    stats: Any = raw.info("commandstats")
+    if isinstance(raw, redis.RedisCluster):  # --redis-topology=cluster: every node, summed
+        raw.config_resetstat(target_nodes=redis.RedisCluster.ALL_NODES)
+        action()
+        per_node: Any = raw.info("commandstats", target_nodes=redis.RedisCluster.ALL_NODES)
+        tables = list(per_node.values())
+    else:
+        raw.config_resetstat()
+        action()
+        tables = [raw.info("commandstats")]
     out: dict[str, int] = {}
-    for name, fields in stats.items():
-        cmd = str(name).removeprefix("cmdstat_")
-        if cmd.split("|")[0] in _NOT_COUNTED:
-            continue
-        out[cmd] = int(fields["calls"])
+    for stats in tables:
+        for name, fields in stats.items():
+            cmd = str(name).removeprefix("cmdstat_")
+            if cmd.split("|")[0] in _NOT_COUNTED:
+                continue
+            out[cmd] = out.get(cmd, 0) + int(fields["calls"])
     return out
 
 
