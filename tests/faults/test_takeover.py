@@ -13,6 +13,7 @@ from redflow_mp import Client
 from redflow_mp.ids import new_token
 from tests.faults.takeover import Takeover, live_leases
 from tests.faults.workload import QUEUE
+from tests.helpers import wait_until
 from tests.lua.conftest import Enq
 
 pytestmark = pytest.mark.timeout(30)
@@ -34,8 +35,11 @@ def test_a_retry_of_the_running_supervisor_is_no_stranded_run(
         enq(workflow="wf", queue=QUEUE, max_attempts=3, max_concurrency=10)
     stopped, stopped_token = _claim(client)
     running, running_token = _claim(client)
-    for _ in range(5):  # the backlog the retry waits behind
-        enq(workflow="wf", queue=QUEUE, max_concurrency=10)
+    backlog = [enq(workflow="wf", queue=QUEUE, max_concurrency=10) for _ in range(5)]
+    # The retry below must come at a later millisecond than the backlog (equal
+    # ready scores would order by run id, and the retried run's id is older).
+    last = int(raw.hget(client.keys.run(backlog[-1]), "createdAt") or 0)
+    wait_until(lambda: client.server_time_ms() > last, 5, message="the next millisecond")
 
     takeover = Takeover(raw, prefix, live_leases(raw, prefix))
     assert set(takeover.snapshot) == {stopped, running}
