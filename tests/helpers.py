@@ -204,6 +204,25 @@ def command_counts(raw: Any, action: Callable[[], object]) -> dict[str, int]:
     return out
 
 
+def status_index_reads(raw: Any, action: Callable[[], object]) -> list[list[bytes]]:
+    """The ``ZRANGE`` reads of a ``runs:status:*`` index that ``action`` made, each
+    split into its arguments (SLOWLOG at 0 logs every command while it runs).
+    Exceptions of ``action`` pass through, after the log threshold is restored."""
+    old = str(raw.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
+    raw.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
+    raw.slowlog_reset()
+    try:
+        action()
+    finally:
+        logged = raw.slowlog_get(10_000)
+        raw.config_set("slowlog-log-slower-than", old)
+    return [
+        e["command"].split()
+        for e in logged
+        if e["command"].upper().startswith(b"ZRANGE ") and b":runs:status:" in e["command"]
+    ]
+
+
 def text(value: Any) -> str:
     """A redis-py reply item (bytes under our clients) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -13,7 +13,7 @@ from redflow_mp import Client, RedflowError
 from redflow_mp.ids import new_token
 from redflow_mp.migrate import check_keyspace, migrate_keyspace, ready_score
 from redflow_mp.scripts import Claimed
-from tests.helpers import status_of, text, texts
+from tests.helpers import status_index_reads, status_of, text, texts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,23 +146,13 @@ def test_migrate_reads_the_unfinished_runs_in_chunks(
         raw.set(k.idempotency("wf", f"key-{i}"), f"R{i}", px=3_600_000)
     _run(raw, client, "T0", "queued", idempotencyKey="key-t", idempotencyTtlMs=5)
     raw.set(k.idempotency("wf", "key-t"), "T0", px=3_600_000)  # v2 already: left alone
-    old = str(raw.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
-    raw.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
-    raw.slowlog_reset()
-    try:
-        report = migrate_keyspace(client)
-        logged = raw.slowlog_get(10_000)
-    finally:
-        raw.config_set("slowlog-log-slower-than", old)
+    reports = []
+    status_reads = status_index_reads(raw, lambda: reports.append(migrate_keyspace(client)))
+    report = reports[0]
     assert report.idempotency_keys == 5
     assert all(raw.pttl(k.idempotency("wf", f"key-{i}")) == -1 for i in range(5))
     assert raw.pttl(k.idempotency("wf", "key-t")) > 0
-    status_reads = [
-        e["command"].split()
-        for e in logged
-        if e["command"].upper().startswith(b"ZRANGE ") and b":runs:status:" in e["command"]
-    ]
-    assert status_reads, logged
+    assert status_reads
     for command in status_reads:
         start, stop = int(command[2]), int(command[3])
         assert 0 <= start <= stop < start + 2, command
