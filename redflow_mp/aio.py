@@ -48,6 +48,7 @@ from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
 from .cascade import CHUNK as CASCADE_CHUNK
+from .cascade import positions_by_shard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -497,10 +498,7 @@ class AsyncClient:
     async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``Runs._cancel_many`` on this client's connections."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
-        groups: dict[int, list[int]] = {}
-        for i, run_id in enumerate(ids):
-            groups.setdefault(self.shard_of_run(run_id).index, []).append(i)
-        for positions in groups.values():
+        for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             await shard.scripts._load()
             try:

@@ -11,6 +11,7 @@ children started after the cancel request was sent are caught there).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .codec import text
 
@@ -63,3 +64,12 @@ def cancel_children(
                 if status is not None and has_children:
                     stack.append(child)
     return sent
+
+
+def positions_by_shard(ids: list[str], shard_of: Callable[[str], Any]) -> list[list[int]]:
+    """The positions in ``ids`` grouped by the index of the shard ``shard_of`` names
+    (one pipeline of cancels per group), in first-seen order."""
+    groups: dict[int, list[int]] = {}
+    for i, run_id in enumerate(ids):
+        groups.setdefault(shard_of(run_id).index, []).append(i)
+    return list(groups.values())

@@ -30,7 +30,7 @@ import msgspec
 import redis
 
 from . import codec, queries, tracing, xshard
-from .cascade import cancel_children
+from .cascade import cancel_children, positions_by_shard
 from .codec import RunState, WorkflowMeta
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
@@ -432,10 +432,7 @@ class Runs:
         script error (NOSCRIPT after a flush) or a lost connection: that shard's
         ids one by one through ``Scripts.cancel`` (a cancel sent twice is harmless)."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
-        groups: dict[int, list[int]] = {}
-        for i, run_id in enumerate(ids):
-            groups.setdefault(self.shard_of_run(run_id).index, []).append(i)
-        for positions in groups.values():
+        for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             scripts = shard.scripts
             scripts.ensure_loaded()
