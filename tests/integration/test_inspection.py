@@ -299,3 +299,40 @@ def test_workflow_stats_walk_the_cron_entries_once(
     assert [len(s.cron) for s in stats] == [1] * 30
     assert {s.cron[0].workflow for s in stats} == {f"cron-{i}" for i in range(30)}
     assert walks <= 2
+
+
+def test_list_runs_of_one_sparse_status_past_the_read_limit_is_few_round_trips(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """One status filter whose index is past 200,000 runs (too large to read whole)
+    with a sparse match among the newest runs: list_runs walked runs:created 1,000
+    at a time, two round trips per chunk (120,000 newest runs without a match:
+    242 round trips; 280,000: 559 round trips, 1.6 s per dashboard page). The walk
+    now doubles its chunk (up to 32,000): a few dozen round trips, same page."""
+    from tests.helpers import command_counts
+
+    _define(registry, "sparse")
+    wf = registry.get("sparse")
+    assert wf is not None
+    template = raw.hgetall(client.keys.run(wf.run(None).id))
+    raw.delete(client.keys.runs_created, client.keys.runs_status("queued"))
+    old, new = 205_000, 120_000  # failed (oldest), then queued without a hash
+    ids = [f"r{i:07d}" for i in range(old + new)]
+    failed = client.keys.runs_status("failed")
+    for i in range(0, len(ids), 20_000):
+        part = ids[i : i + 20_000]
+        raw.zadd(client.keys.runs_created, {rid: 1_000 + n for n, rid in enumerate(part, i)})
+        if i < old:
+            raw.zadd(failed, {rid: 5 for rid in part if int(rid[1:]) < old})
+    few = [ids[old + 10], ids[old + 60_000], ids[old + new - 5]]  # sparse among the newest
+    raw.zadd(failed, {rid: 5 for rid in few})
+    expected = [*reversed(few), *reversed(ids[old - 47 : old])]
+    for rid in expected:
+        raw.hset(client.keys.run(rid), mapping={**template, b"id": rid, b"status": b"failed"})
+    got: list[RunState] = []
+    counts = command_counts(raw, lambda: got.extend(client.list_runs(status="failed")))
+    assert [s.id for s in got] == expected
+    walked = counts.get("zrevrange", 0) + counts.get("zmscore", 0)
+    assert walked <= 30, counts
+    page2 = client.list_runs(status="failed", limit=2, offset=3)
+    assert [s.id for s in page2] == expected[3:5]
