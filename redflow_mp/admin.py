@@ -25,6 +25,7 @@ __all__ = [
     "QUEUED_COUNT_LIMIT",
     "CronEntry",
     "QueueStats",
+    "RunQueues",
     "WorkflowStats",
     "cron_entries",
     "queue_stats",
@@ -42,6 +43,20 @@ class QueueStats(msgspec.Struct, kw_only=True):
     processing: int
     scheduled: int
     oldest_ready_age_ms: int | None = None
+
+
+class RunQueues:
+    """The queue of each running run, remembered between calls of
+    :func:`queue_stats` by a long-lived caller (the arbiter's ``/metrics``).
+
+    A run's queue is fixed when it is enqueued, so a run seen running once need
+    not be read again while it runs: a call reads the running ids (one ZRANGE)
+    and the queues of the new ones only, not one HGET per running run at every
+    scrape. Runs no longer running are forgotten (bounded by the runs in flight).
+    """
+
+    def __init__(self) -> None:
+        self.of: dict[str, str] = {}
 
 
 #: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
@@ -70,7 +85,9 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
 _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
-def queue_stats(client: Client, queues: Sequence[str] | None = None) -> list[QueueStats]:
+def queue_stats(
+    client: Client, queues: Sequence[str] | None = None, remembered: RunQueues | None = None
+) -> list[QueueStats]:
     """Every known queue's (or only ``queues``') ready/processing/scheduled depths
     and the wait of the run it will hand out next (its head: highest priority,
     then oldest).
@@ -79,11 +96,12 @@ def queue_stats(client: Client, queues: Sequence[str] | None = None) -> list[Que
     read bounded by the runs in flight, not by the queues. With several shards
     each shard's queues are read and the depths added up; the oldest head wins.
     The rest costs three commands per queue: pass ``queues`` where the known
-    queues may be many.
+    queues may be many. A caller that asks again and again passes one
+    :class:`RunQueues`: the queues of runs it saw running before are not read again.
     """
     merged: dict[str, QueueStats] = {}
     for view in shard_views(client):
-        for q in _queue_stats(client, view, queues):
+        for q in _queue_stats(view, queues, remembered or RunQueues()):
             have = merged.get(q.name)
             if have is None:
                 merged[q.name] = q
@@ -96,48 +114,59 @@ def queue_stats(client: Client, queues: Sequence[str] | None = None) -> list[Que
     return [merged[name] for name in sorted(merged)]
 
 
-def _queue_stats(client: Client, view: Any, queues: Sequence[str] | None) -> list[QueueStats]:
+def _queue_stats(
+    view: Any, queues: Sequence[str] | None, remembered: RunQueues
+) -> list[QueueStats]:
     r, k = view.redis, view.keys
     known = r.smembers(k.queues) if queues is None else queues
     names = sorted({text(q) for q in known})
     if not names:
         return []
-    running = r.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
     with r.pipeline(transaction=False) as pipe:
         for q in names:
             pipe.zcard(k.q_ready(q))
             pipe.zcard(k.q_scheduled(q))
             pipe.zrange(k.q_ready(q), 0, 0)
-        for run_id in running:
-            pipe.hget(k.run(text(run_id)), "queue")
+        pipe.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
         raw = pipe.execute()
-    in_flight: dict[str, int] = {}
-    for queue in raw[3 * len(names) :]:
+    running = [text(x) for x in raw[-1]]
+    heads = [(i, text(raw[3 * i + 2][0])) for i in range(len(names)) if raw[3 * i + 2]]
+    unseen = [run_id for run_id in running if run_id not in remembered.of]
+    # Second round trip: the server's time, the heads' availableAt and the
+    # queues of the running runs not seen before.
+    with r.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for _, run_id in heads:
+            pipe.hget(k.run(run_id), "availableAt")
+        for run_id in unseen:
+            pipe.hget(k.run(run_id), "queue")
+        more = pipe.execute()
+    sec, usec = more[0]
+    now = int(sec) * 1000 + int(usec) // 1000
+    avail = more[1 : 1 + len(heads)]
+    for run_id, queue in zip(unseen, more[1 + len(heads) :], strict=True):
         if queue is not None:
-            in_flight[text(queue)] = in_flight.get(text(queue), 0) + 1
-    now = client.server_time_ms()
-    out = []
-    heads: list[tuple[int, str]] = []
-    for i, q in enumerate(names):
-        ready, scheduled, head = raw[3 * i : 3 * i + 3]
-        out.append(
-            QueueStats(
-                name=q,
-                ready=int(ready),
-                processing=in_flight.get(q, 0),
-                scheduled=int(scheduled),
-            )
+            remembered.of[run_id] = text(queue)
+    live = set(running)
+    for run_id in [x for x in remembered.of if x not in live]:
+        del remembered.of[run_id]  # no longer running: the memory stays bounded
+    in_flight: dict[str, int] = {}
+    for run_id in running:
+        queue = remembered.of.get(run_id)
+        if queue is not None:
+            in_flight[queue] = in_flight.get(queue, 0) + 1
+    out = [
+        QueueStats(
+            name=q,
+            ready=int(raw[3 * i]),
+            processing=in_flight.get(q, 0),
+            scheduled=int(raw[3 * i + 1]),
         )
-        if head:
-            heads.append((i, text(head[0])))
-    if heads:
-        with r.pipeline(transaction=False) as pipe:
-            for _, run_id in heads:
-                pipe.hget(k.run(run_id), "availableAt")
-            avail = pipe.execute()
-        for (i, _), at in zip(heads, avail, strict=True):
-            if at:
-                out[i].oldest_ready_age_ms = max(0, now - int(at))
+        for i, q in enumerate(names)
+    ]
+    for (i, _), at in zip(heads, avail, strict=True):
+        if at:
+            out[i].oldest_ready_age_ms = max(0, now - int(at))
     return out
 
 

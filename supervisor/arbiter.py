@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from redflow_mp.admin import RunQueues
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import ring_bells
@@ -151,6 +152,7 @@ class Arbiter:
         self.status: StatusDuty | None = None
         self.restarts: dict[int, int] = {}
         self.hub: MetricsHub | None = None
+        self._run_queues = RunQueues()  # queues of running runs seen by earlier scrapes
         self.wakeup: Wakeup | None = None
         self.aftermath: Aftermath | None = None
 
@@ -280,7 +282,7 @@ class Arbiter:
         # restart's overlap never repeats a label set.
         current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
         return [
-            *gauges(self.client, self.registry, len(self.children), self.queues),
+            *gauges(self.client, self.registry, len(self.children), self.queues, self._run_queues),
             build_info(),
             *process_samples([("master", os.getpid()), *current]),
         ]

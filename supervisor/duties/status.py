@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import psutil
 
 from redflow_mp import __version__
-from redflow_mp.admin import queue_stats, running_counts
+from redflow_mp.admin import RunQueues, queue_stats, running_counts
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Labels
@@ -153,19 +153,25 @@ def supervisor_status(
 
 
 def gauges(
-    client: Client | None, registry: Registry, children_alive: int, queues: Sequence[str]
+    client: Client | None,
+    registry: Registry,
+    children_alive: int,
+    queues: Sequence[str],
+    remembered: RunQueues | None = None,
 ) -> list[tuple[str, Labels, float]]:
     """Gauges read at scrape time: children alive, the depths of the ``queues``
     this supervisor serves (not of every known queue: their names are the
     callers' and may be many, and this runs in the arbiter's loop), how many
-    queues are known, running runs."""
+    queues are known, running runs. ``remembered``: the queues of the running
+    runs seen at earlier scrapes (kept by the arbiter), so that a scrape reads
+    only the new ones' (not one HGET per running run at every scrape)."""
     out: list[tuple[str, Labels, float]] = [("redflow_children_alive", (), float(children_alive))]
     if client is None:
         return out
     try:
         known = sum(int(v.redis.scard(v.keys.queues)) for v in shard_views(client))
         out.append(("redflow_queues_known", (), float(known)))
-        for q in queue_stats(client, queues):
+        for q in queue_stats(client, queues, remembered):
             for state, value in (
                 ("ready", q.ready),
                 ("processing", q.processing),

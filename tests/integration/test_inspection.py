@@ -314,7 +314,7 @@ def test_list_runs_of_one_sparse_status_past_the_read_limit_is_few_round_trips(
     _define(registry, "sparse")
     wf = registry.get("sparse")
     assert wf is not None
-    template = raw.hgetall(client.keys.run(wf.run(None).id))
+    template: dict[Any, Any] = raw.hgetall(client.keys.run(wf.run(None).id))
     raw.delete(client.keys.runs_created, client.keys.runs_status("queued"))
     old, new = 205_000, 120_000  # failed (oldest), then queued without a hash
     ids = [f"r{i:07d}" for i in range(old + new)]

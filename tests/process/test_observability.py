@@ -410,3 +410,36 @@ def test_scrape_gauges_cost_the_served_queues_not_every_known_queue(
     known = [v for name, _, v in out if name == "redflow_queues_known"]
     assert known == [20_000.0]
     assert sum(counts.values()) < 40, counts
+
+
+def test_a_scrape_does_not_read_every_running_run(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``redflow_queue_depth{state="processing"}`` was counted at every scrape by
+    reading the queue of every running run (one HGET each): 3,000 running runs
+    were 3,000 commands per scrape, in the arbiter's loop. A running run's queue
+    never changes, so the arbiter remembers it: a scrape reads the running ids
+    (one ZRANGE) and only the queues of runs it has not seen yet."""
+    from tests.helpers import command_counts
+
+    port = _free_port()
+    sup = supervisor(procs=2, args=["--metrics-port", str(port)])
+    sup.wait_workers(2)
+    running = client.keys.runs_status("running")
+    ids = [f"fake{i:05d}" for i in range(3_000)]
+    with raw.pipeline(transaction=False) as pipe:
+        for i, rid in enumerate(ids):
+            pipe.hset(client.keys.run(rid), mapping={"queue": "p" if i % 3 else "lim"})
+            pipe.zadd(running, {rid: 1})
+        pipe.execute()
+    first = _scrape(port)
+    assert _get(first, "redflow_queue_depth", queue="p", state="processing") == 2_000
+    assert _get(first, "redflow_queue_depth", queue="lim", state="processing") == 1_000
+    got: list[dict[tuple[str, frozenset[tuple[str, str]]], float]] = []
+    counts = command_counts(raw, lambda: got.append(_scrape(port)))
+    assert _get(got[0], "redflow_queue_depth", queue="p", state="processing") == 2_000
+    assert counts.get("hget", 0) < 50, counts
+    raw.zrem(running, *ids[:1500])  # finished: no longer counted, nor remembered
+    after = _scrape(port)
+    assert _get(after, "redflow_queue_depth", queue="p", state="processing") == 1_000
+    assert _get(after, "redflow_queue_depth", queue="lim", state="processing") == 500
