@@ -113,6 +113,23 @@ local function ready_score(priority, t)
   return int_str((9 - p) * BAND + (tonumber(t) or 0))
 end
 
+-- A key shared by many runs may hold another type of value (written by hand or
+-- by another program into our prefix), and Redis rolls back nothing of a script
+-- that fails half-way. A write to an index that only lists runs (runs:created,
+-- runs:status:*, workflow-runs:*, queues, parked, a run's attempts) is a pcall
+-- whose refusal is skipped: the transition goes on, the supervisor's key check
+-- names the key (keycheck.py). A write that places a run (its ready, scheduled
+-- or waiting set, due-queues) comes before the transition's other writes; if it
+-- is refused the run stays where it was and the call fails naming the key.
+local function failed(r) return type(r) == 'table' and r.err ~= nil end
+-- Fail the call for error `e` (a pcall's reply or error) of a write to `key`.
+local function refuse(key, e)
+  local msg = type(e) == 'table' and e.err or tostring(e)
+  if not string.find(msg, 'WRONGTYPE', 1, true) then error({ err = msg }) end
+  error({ err = 'WRONGTYPE key ' .. key .. ' holds another type of value than redflow-mp ' ..
+    'writes there (written by hand or by another program?): delete or rename it' })
+end
+
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
 -- workers, busy ones claim straight from the ready set. A bell key of another
 -- type (written by hand or by another program) is left alone: ringing comes
@@ -127,15 +144,16 @@ end
 
 -- Due time `due` of a run added to the scheduled set of `q`: the promoter
 -- looks at `q` by then (LT: only ever moves a queue earlier, adds a new one).
+-- Returns false when due-queues is of another type (nothing written).
 local function mark_due(tag, q, due)
-  redis.call('ZADD', k_due_queues(tag), 'LT', int_str(due), q)
+  return not failed(redis.pcall('ZADD', k_due_queues(tag), 'LT', int_str(due), q))
 end
 
 local function move_status(tag, id, old, new, now)
   if old and old ~= '' and old ~= new then
-    redis.call('ZREM', k_status(tag, old), id)
+    redis.pcall('ZREM', k_status(tag, old), id)  -- an index: see `failed`
   end
-  redis.call('ZADD', k_status(tag, new), ms(now), id)
+  redis.pcall('ZADD', k_status(tag, new), ms(now), id)
 end
 
 -- True when `token` holds the lease of run `id`: the run hash names it and the
@@ -177,18 +195,23 @@ local function release_parked(tag, wf, n)
   local guard = 0
   while released < n and guard < n + 16 do
     guard = guard + 1
-    local id = redis.call('ZPOPMIN', waiting)[1]
-    -- None left: leave `parked` alone (the reaper drops a stale member there).
-    if not id then break end
-    local f = redis.call('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
-    if f[1] == 'queued' and f[2] then
-      redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
+    local top = redis.pcall('ZPOPMIN', waiting)
+    -- None left (or a waiting set of another type): leave `parked` alone (the
+    -- reaper drops a stale member there).
+    if failed(top) or not top[1] then break end
+    local id = top[1]
+    local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
+    if not failed(f) and f[1] == 'queued' and f[2] then
+      if failed(redis.pcall('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)) then
+        redis.call('ZADD', waiting, top[2], id)  -- its ready set is of another type: it waits
+        break
+      end
       ring(tag, f[2])
       released = released + 1
     end
   end
   if released > 0 and redis.call('ZCARD', waiting) == 0 then
-    redis.call('SREM', tag .. ':parked', wf)
+    redis.pcall('SREM', tag .. ':parked', wf)
   end
   return released
 end
@@ -196,8 +219,8 @@ end
 -- Common exit from `running`: drop the lease entry and the concurrency slot; a
 -- freed slot releases one parked run of the same workflow.
 local function leave_running(tag, id, wf)
-  redis.call('ZREM', k_leases(tag), id)
-  if wf and redis.call('SREM', k_running(tag, wf), id) == 1 then
+  redis.pcall('ZREM', k_leases(tag), id)  -- of another type: it holds no lease
+  if wf and redis.pcall('SREM', k_running(tag, wf), id) == 1 then
     release_parked(tag, wf, 1)
   end
 end
@@ -207,14 +230,19 @@ end
 -- set go. Returns true when the run was suspended (and is now queued).
 local function wake(tag, id, now)
   local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'queue', 'priority', 'createdAt')
-  if f[1] ~= 'suspended' or not f[2] then return false end
+  local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt')
+  if failed(f) or f[1] ~= 'suspended' or not f[2] then return false end
+  -- Placed first: a ready set of another type leaves it suspended, tried again
+  -- by its timer a minute later.
+  if failed(redis.pcall('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)) then
+    redis.pcall('ZADD', k_timers(tag), int_str(now + 60000), id)
+    return false
+  end
   redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
   redis.call('HDEL', run, 'wait')
   move_status(tag, id, 'suspended', 'queued', now)
-  redis.call('ZREM', k_timers(tag), id)
+  redis.pcall('ZREM', k_timers(tag), id)
   redis.call('DEL', k_awaits(tag, id))
-  redis.call('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)
   ring(tag, f[2])
   return true
 end
@@ -225,12 +253,15 @@ end
 -- the parents awaiting this one run (usually one).
 local function notify_waiters(tag, id, now, status)
   local waiters = k_waiters(tag, id)
-  if redis.call('SCARD', waiters) == 0 then return end
+  local n = redis.pcall('SCARD', waiters)
+  if failed(n) or n == 0 then return end
   local parent = redis.call('SPOP', waiters)
   while parent do
     local awaits = k_awaits(tag, parent)
-    if redis.call('SREM', awaits, id) == 1
-      and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0) then
+    local gone = redis.pcall('SREM', awaits, id)
+    -- (an awaited set of another type: the parent wakes and reads its children)
+    if failed(gone) or (gone == 1
+      and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0)) then
       wake(tag, parent, now)
     end
     parent = redis.call('SPOP', waiters)
@@ -256,7 +287,8 @@ local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
   end
   if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
   local list = k_attempts(tag, id)
-  if redis.call('RPUSH', list, entry .. '}') > ATTEMPTS_CAP then
+  local len = redis.pcall('RPUSH', list, entry .. '}')  -- a history: see `failed`
+  if type(len) == 'number' and len > ATTEMPTS_CAP then
     redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
   end
 end
@@ -278,7 +310,7 @@ end
 local function expire_idempotency(tag, id, wf, key, ttl, created, now)
   if not wf or not key or key == '' or not tonumber(ttl) then return end
   local idem = k_idem(tag, wf, key)
-  if redis.call('GET', idem) == id then
+  if redis.pcall('GET', idem) == id then  -- (of another type: no key of this run)
     local at = (tonumber(created) or now) + tonumber(ttl)
     if at < now + 1000 then at = now + 1000 end
     -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
@@ -350,7 +382,7 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   leave_running(tag, id, f[4])
   if old == 'suspended' then
     redis.call('HDEL', run, 'wait')
-    redis.call('ZREM', k_timers(tag), id)
+    redis.pcall('ZREM', k_timers(tag), id)
     redis.call('DEL', k_awaits(tag, id))
   end
   notify_waiters(tag, id, now, status)
@@ -375,19 +407,25 @@ local function retry(tag, id, error_json, delay_ms, now, done_token)
   local q = f[3]
   local due = now + delay_ms
   local status = 'queued'
-  if delay_ms > 0 then status = 'scheduled' end
+  -- Placed first (see `failed`). A scheduled set or due-queues of another type:
+  -- the retry goes to the ready set at its due time's place (its backoff is not
+  -- waited for; never stranded); a ready set of another type fails the call.
+  if delay_ms > 0 then
+    local sched = k_scheduled(tag, q)
+    if not failed(redis.pcall('ZADD', sched, due, id)) then
+      if mark_due(tag, q, due) then status = 'scheduled' else redis.call('ZREM', sched, id) end
+    end
+  end
+  if status == 'queued' then
+    local r = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], due), id)
+    if failed(r) then refuse(k_ready(tag, q), r) end
+    ring(tag, q)
+  end
   if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
   redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
     'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   move_status(tag, id, f[1], status, now)
   leave_running(tag, id, f[4])
-  if status == 'scheduled' then
-    redis.call('ZADD', k_scheduled(tag, q), due, id)
-    mark_due(tag, q, due)
-  else
-    redis.call('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
-    ring(tag, q)
-  end
   return status
 end
 
@@ -402,16 +440,21 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   if f[2] and f[2] ~= '' then
     return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
   end
-  if count_crash then
-    local crashes = (tonumber(f[5]) or 0) + 1
+  local crashes = (tonumber(f[5]) or 0) + 1
+  if count_crash and crashes >= max_crashes then
     redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
-    if crashes >= max_crashes then
-      local msg = 'run killed its worker process ' .. crashes .. ' times (last: ' .. cause ..
-        '); failing it instead of retrying (max_run_crashes=' .. max_crashes .. ')'
-      return finalize(tag, id, 'failed', 'errorJson',
-        cjson.encode({ type = 'RunCrashedError', message = msg, retryable = false }), now,
-        done_token)
-    end
+    local msg = 'run killed its worker process ' .. crashes .. ' times (last: ' .. cause ..
+      '); failing it instead of retrying (max_run_crashes=' .. max_crashes .. ')'
+    return finalize(tag, id, 'failed', 'errorJson',
+      cjson.encode({ type = 'RunCrashedError', message = msg, retryable = false }), now,
+      done_token)
+  end
+  -- Placed first (see `failed`): a ready set of another type fails the call
+  -- with nothing written; the run stays running (the reaper tries again later).
+  local r = redis.pcall('ZADD', k_ready(tag, f[3]), ready_score(f[6], f[7]), id)
+  if failed(r) then refuse(k_ready(tag, f[3]), r) end
+  if count_crash then
+    redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
   elseif cause ~= '' then
     redis.call('HSET', run, 'lastCrash', cause)
   end
@@ -423,7 +466,6 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   end
   move_status(tag, id, 'running', 'queued', now)
   leave_running(tag, id, f[4])
-  redis.call('ZADD', k_ready(tag, f[3]), ready_score(f[6], f[7]), id)
   ring(tag, f[3])
   return 'queued'
 end
@@ -480,15 +522,31 @@ local function enqueue_plan(tag, a, now)
   return p
 end
 
+-- The runs `p` made and has not indexed yet go (their records, idempotency keys
+-- and links): a call that fails leaves no run that no set holds (a script error
+-- rolls nothing back; a retry with the idempotency key would have found it).
+local function unmake(p)
+  for i, id in ipairs(p.made) do
+    redis.call('DEL', k_run(p.tag, id))
+    if p.idems and p.idems[i] then redis.call('DEL', p.idems[i]) end
+    if p.children then redis.pcall('SREM', p.children, id) end
+  end
+  p.made, p.idems = {}, {}
+end
+
 local function enqueue_one(p, id, input_json, idem_key)
   local tag = p.tag
   local idem = nil
   if idem_key ~= '' then
     idem = k_idem(tag, p.a.workflow, idem_key)
-    local existing = redis.call('GET', idem)
+    local existing = redis.pcall('GET', idem)
+    if failed(existing) then
+      unmake(p)
+      refuse(idem, existing)
+    end
     -- A key whose run was already removed by retention no longer dedupes.
     if existing and redis.call('EXISTS', k_run(tag, existing)) == 1 then
-      if p.children then redis.call('SADD', p.children, existing) end
+      if p.children then redis.pcall('SADD', p.children, existing) end
       return existing, 0
     end
   end
@@ -497,7 +555,8 @@ local function enqueue_one(p, id, input_json, idem_key)
   -- call can reach Redis after its resend (a retransmission after a healed
   -- network), when the run may be running or finished already.
   if redis.call('EXISTS', run) == 1 then return id, 0 end
-  if p.children then redis.call('SADD', p.children, id) end
+  -- (a cancel cascade's list: see `failed`)
+  if p.children then redis.pcall('SADD', p.children, id) end
   local f, n = p.fields, p.n
   f[2], f[10] = id, input_json
   if idem then
@@ -535,28 +594,27 @@ local function enqueue_flush(p)
   local made = p.made
   if #made == 0 then return end
   local tag, q, now = p.tag, p.a.queue, ms(p.now)
-  -- The queue's set first: one of another type (written by hand or by another
-  -- program) fails the call before any index names the new runs, and their
-  -- records go, so that no run is left that no set holds (a script error rolls
-  -- nothing back; a retry with the idempotency key would have found it).
+  -- The queue's set and due-queues first (see `failed`): one of another type
+  -- fails the call before any index names the new runs, and they go (unmake).
   local ok, err = pcall(zadd_all, p.queue_key, p.queue_score, made)
   if not ok then
-    for i, id in ipairs(made) do
-      redis.call('DEL', k_run(tag, id))
-      if p.idems and p.idems[i] then redis.call('DEL', p.idems[i]) end
-      if p.children then redis.call('SREM', p.children, id) end
-    end
-    p.made, p.idems = {}, {}
-    error(type(err) == 'table' and err.err or err)
+    unmake(p)
+    refuse(p.queue_key, err)
   end
-  zadd_all(tag .. ':runs:created', now, made)
-  zadd_all(k_wf_runs(tag, p.a.workflow), now, made)
-  zadd_all(k_status(tag, p.status), now, made)
+  if p.status == 'scheduled' and not mark_due(tag, q, p.due) then
+    for first = 1, #made, 400 do
+      redis.call('ZREM', p.queue_key, unpack(made, first, math.min(first + 399, #made)))
+    end
+    unmake(p)
+    refuse(k_due_queues(tag), 'WRONGTYPE')
+  end
+  -- Indexes that only list runs: a refusal is skipped (see `failed`).
+  pcall(zadd_all, tag .. ':runs:created', now, made)
+  pcall(zadd_all, k_wf_runs(tag, p.a.workflow), now, made)
+  pcall(zadd_all, k_status(tag, p.status), now, made)
   -- For listing only (ops views, metrics); forget_queues removes idle ones.
-  redis.call('SADD', tag .. ':queues', q)
-  if p.status == 'scheduled' then
-    mark_due(tag, q, p.due)
-  elseif redis.call('ZCARD', p.queue_key) == #made then
+  redis.pcall('SADD', tag .. ':queues', q)
+  if p.status ~= 'scheduled' and redis.call('ZCARD', p.queue_key) == #made then
     -- Ring only when the set was empty: the worker a bell wakes rings again
     -- while work remains (claim_run.lua), so a burst wakes every idle worker
     -- without a bell per run.
@@ -620,7 +678,8 @@ local function rate_slot(tag, wf, id, now, spec)
   if not count or count < 1 then return nil end
   local period = RATE_PERIODS[unit]
   local key = k_rate(tag, wf)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
+  local r = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
+  if failed(r) then return nil, key, r end  -- of another type: nothing written
   local logged = redis.call('ZCARD', key)
   local slot = now
   if logged >= count then
@@ -639,19 +698,26 @@ end
 -- run was moved to `scheduled` until its reserved start (the promoter brings it
 -- back then; it waits without a process and without Redis traffic). A run that
 -- comes back with its reservation (`reserved`, its rateSlot field) starts
--- without taking another one.
+-- without taking another one. false, key, error: a key it needs (rate:<wf>,
+-- the scheduled set, due-queues) is of another type; the run was not moved.
 local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   if reserved and reserved ~= '' then
     redis.call('HDEL', k_run(tag, id), 'rateSlot')
     return false
   end
-  local slot = rate_slot(tag, wf, id, now, spec)
+  local slot, bad, e = rate_slot(tag, wf, id, now, spec)
+  if bad then return false, bad, e end
   if not slot then return false end
+  local sched = k_scheduled(tag, q)
+  e = redis.pcall('ZADD', sched, slot, id)  -- placed first (see `failed`)
+  if failed(e) then return false, sched, e end
+  if not mark_due(tag, q, slot) then
+    redis.call('ZREM', sched, id)
+    return false, k_due_queues(tag), 'WRONGTYPE'
+  end
   redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
     'rateSlot', slot, 'updatedAt', now)
   move_status(tag, id, 'queued', 'scheduled', now)
-  redis.call('ZADD', k_scheduled(tag, q), slot, id)
-  mark_due(tag, q, slot)
   return true
 end
 
@@ -696,40 +762,51 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
+  -- A key this claim needs of another type (wf-running:<wf>, workflow:<wf>,
+  -- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues, leases): the run
+  -- goes back to its ready set a minute later (never stranded, and the other
+  -- runs pass first) and the call fails naming the key (see `failed`).
+  local woken = false
+  local function back(key, e)
+    if not woken then redis.call('SREM', running, id) end
+    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+    refuse(key, e)
+  end
   -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
   -- passes, and its resume is no new start for the rate limit). Another run
   -- passes when the set, with it, holds at most max_concurrency, else gives it back.
   local added = redis.pcall('SADD', running, id)
-  if type(added) == 'table' and added.err then
-    -- wf-running:<wf> of another type (written by hand or by another program):
-    -- the run goes back to its ready set a minute later (never stranded, and the
-    -- other runs pass first) and the call fails, naming the trouble.
-    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
-    error(added.err)
+  if failed(added) then
+    woken = true  -- nothing added: nothing to take back
+    back(running, added)
   end
-  local woken = added == 0
+  woken = added == 0
   if not woken then
-    local m = redis.call('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
+    local m = redis.pcall('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
+    if failed(m) then back(k_wf(tag, wf), m) end
     local limit = tonumber(m[1]) or tonumber(f[4]) or 1
     if limit < 1 then limit = 1 end
     if redis.call('SCARD', running) > limit then
+      local parked = redis.pcall('ZADD', k_waiting(tag, wf), score, id)
+      if failed(parked) then back(k_waiting(tag, wf), parked) end
       redis.call('SREM', running, id)
-      redis.call('ZADD', k_waiting(tag, wf), score, id)
-      redis.call('SADD', tag .. ':parked', wf)
+      redis.pcall('SADD', tag .. ':parked', wf)
       return nil
     end
-    if rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2]) then
+    local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
+    if bad then back(bad, e) end
+    if deferred then
       redis.call('SREM', running, id)
       return nil
     end
   end
   local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
-  if type(leased) == 'table' and leased.err then
-    -- `leases` of another type (written by hand or by another program): put the
-    -- run back where it was, never stranded outside every set, and fail the call.
+  if failed(leased) then
+    -- `leases` of another type: put the run back where it was (at its own score:
+    -- no claim can pass while it is broken) and fail the call.
     if not woken then redis.call('SREM', running, id) end
     redis.call('ZADD', k_ready(tag, q), score, id)
-    error(leased.err)
+    refuse(k_leases(tag), leased)
   end
   local started = f[12]
   local ns = ms(now)

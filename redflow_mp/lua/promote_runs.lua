@@ -21,7 +21,8 @@ local qbatch = tonumber(ARGV[3])
 local now = now_ms()
 local promoted = 0
 local more = 0
-local queues = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
+local queues = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
+if failed(queues) then refuse(KEYS[1], queues) end
 if #queues >= qbatch then more = 1 end
 for _, q in ipairs(queues) do
   if budget <= 0 then
@@ -29,29 +30,42 @@ for _, q in ipairs(queues) do
     break
   end
   local sched = k_scheduled(tag, q)
-  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, budget)
+  -- A scheduled or ready set of another type (see `failed` in _lib.lua): its
+  -- runs stay scheduled and the queue is looked at again a minute later; the
+  -- other queues go on.
+  local later = false
+  local due = redis.pcall('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, budget)
+  if failed(due) then due, later = {}, true end
   if #due >= 2 * budget then more = 1 end
   budget = budget - #due / 2
   local moved = 0
   for i = 1, #due, 2 do
     local id = due[i]
-    redis.call('ZREM', sched, id)
     local run = k_run(tag, id)
-    local f = redis.call('HMGET', run, 'status', 'priority')
-    if f[1] == 'scheduled' then
+    local f = redis.pcall('HMGET', run, 'status', 'priority')
+    if not failed(f) and f[1] == 'scheduled' then
+      -- placed first: a refused ready set leaves the run where it is
+      if failed(redis.pcall('ZADD', k_ready(tag, q), ready_score(f[2], due[i + 1]), id)) then
+        later = true
+        break
+      end
       redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
       move_status(tag, id, 'scheduled', 'queued', now)
-      redis.call('ZADD', k_ready(tag, q), ready_score(f[2], due[i + 1]), id)
       moved = moved + 1
     end
+    redis.call('ZREM', sched, id)
   end
   if moved > 0 then ring(tag, q) end
   promoted = promoted + moved
-  local head = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
-  if head[1] then
-    redis.call('ZADD', KEYS[1], head[2], q)
+  if later then
+    redis.call('ZADD', KEYS[1], int_str(now + 60000), q)
   else
-    redis.call('ZREM', KEYS[1], q)
+    local head = redis.call('ZRANGE', sched, 0, 0, 'WITHSCORES')
+    if head[1] then
+      redis.call('ZADD', KEYS[1], head[2], q)
+    else
+      redis.call('ZREM', KEYS[1], q)
+    end
   end
 end
 local earliest = -1

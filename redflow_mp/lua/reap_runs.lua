@@ -38,16 +38,29 @@ if now >= hold then
 end
 local out = { 0, #expired, now, hold }
 for _, id in ipairs(expired) do
-  if redis.call('HGET', k_run(tag, id), 'status') == 'running' then
-    requeue(tag, id, 'lease expired (worker lost or cut off)', false, 0, now, '')
-    out[#out + 1] = id
+  local status = redis.pcall('HGET', k_run(tag, id), 'status')
+  if status == 'running' then
+    -- A key the requeue needs of another type (its ready set): the run stays
+    -- running, looked at again a minute later; the other expired leases go on.
+    if pcall(requeue, tag, id, 'lease expired (worker lost or cut off)', false, 0, now, '') then
+      out[#out + 1] = id
+    else
+      redis.call('ZADD', KEYS[1], int_str(now + 60000), id)
+    end
   else
     redis.call('ZREM', KEYS[1], id)  -- a stale entry (run finished or removed)
   end
 end
 local released = 0
-for _, wf in ipairs(redis.call('SMEMBERS', tag .. ':parked')) do
-  local free = wf_limit(tag, wf, nil) - redis.call('SCARD', k_running(tag, wf))
+local parked = redis.pcall('SMEMBERS', tag .. ':parked')
+if failed(parked) then parked = {} end  -- of another type: named by the key check
+for _, wf in ipairs(parked) do
+  local running = redis.pcall('SCARD', k_running(tag, wf))
+  local limit = redis.pcall('HGET', k_wf(tag, wf), 'maxConcurrency')
+  local free = 0
+  if not failed(running) and not failed(limit) then
+    free = math.max(tonumber(limit) or 1, 1) - running  -- as wf_limit
+  end
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch))
     released = released + n

@@ -1,0 +1,270 @@
+"""Shared keys of the prefix overwritten with another type of value (an
+operator's typo, or another program writing into our prefix), one transition at
+a time. Redis rolls back nothing of a script that fails half-way, so a refused
+write in the middle of a transition used to leave a run half-moved: popped from
+its ready set but in no other set, marked running with no index, scheduled in
+no scheduled set. Now an index that only lists runs is skipped when refused (the
+transition goes on), and a set that places a run is written first: refused, the
+run stays where it was and the error names the key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.claimed import Finish
+from redflow_mp.errors import WrongTypeError
+from redflow_mp.ids import new_run_id, new_token
+from tests.helpers import status_of, texts
+
+pytestmark = pytest.mark.timeout(30)
+
+_JUNK = "not a redflow key"
+
+
+def _placed(raw: redis.Redis, client: Client, rid: str, q: str = "q", wf: str = "wf") -> list[str]:
+    """The sets that place run ``rid`` (a run is in exactly the one its status needs)."""
+    k = client.keys
+    out = []
+    for name, key in (
+        ("ready", k.q_ready(q)),
+        ("scheduled", k.q_scheduled(q)),
+        ("waiting", k.wf_waiting(wf)),
+        ("leases", k.leases),
+    ):
+        if raw.type(key) == b"zset" and raw.zscore(key, rid) is not None:
+            out.append(name)
+    return out
+
+
+def _where(raw: redis.Redis, client: Client, rid: str) -> tuple[str | None, list[str]]:
+    return status_of(raw, client, rid), _placed(raw, client, rid)
+
+
+def _claim(client: Client, finish: Finish | None = None, token: str | None = None) -> object:
+    return client.scripts.claim(("q",), 5_000, new_token() if token is None else token, finish)
+
+
+def _index_keys(client: Client) -> list[str]:
+    k = client.keys
+    return [
+        k.runs_created,
+        k.workflow_runs("wf"),
+        k.runs_status("queued"),
+        k.runs_status("running"),
+        k.runs_status("succeeded"),
+        k.queues,
+        k.parked,
+    ]
+
+
+@pytest.mark.parametrize("which", range(7))
+def test_an_index_of_the_wrong_type_stops_no_enqueue_claim_or_finish(
+    raw: redis.Redis, client: Client, enq: Callable[..., str], which: int
+) -> None:
+    """A listing index (runs:created, workflow-runs, a status index, queues,
+    parked) of the wrong type: enqueue raised after it had written the run (a
+    caller's retry made a second one), a claim failed after it had marked the
+    run running (no worker ran it; the reaper put it back, and again), a finish
+    failed half-way. The index is skipped; the run goes its way."""
+    bad = _index_keys(client)[which]
+    raw.set(bad, _JUNK)
+    rid = enq()
+    assert _where(raw, client, rid) == ("queued", ["ready"])
+    token = new_token()
+    _, claimed = client.scripts.claim(("q",), 5_000, token)
+    assert claimed is not None and claimed.id == rid
+    assert _where(raw, client, rid) == ("running", ["leases"])
+    done, _ = client.scripts.claim(("q",), 5_000, "", Finish("succeeded", rid, token, b"1"))
+    assert done == "succeeded"
+    assert _where(raw, client, rid) == ("succeeded", [])
+    assert raw.get(bad) == _JUNK.encode()  # never overwritten
+
+
+def test_a_runs_attempts_list_and_idempotency_key_of_the_wrong_type_stop_no_finish(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """``run:<id>:attempts`` and the run's idempotency key overwritten: the finish
+    failed after its status was written (the worker resent it forever)."""
+    k = client.keys
+    rid = enq(key="order-1")
+    token = new_token()
+    _claim(client, token=token)
+    raw.set(k.run_attempts(rid), _JUNK)
+    raw.delete(k.idempotency("wf", "order-1"))
+    raw.hset(k.idempotency("wf", "order-1"), "x", "y")
+    done, _ = client.scripts.claim(("q",), 5_000, "", Finish("failed", rid, token, b'{"m":1}'))
+    assert done == "failed"
+    assert _where(raw, client, rid) == ("failed", [])
+    assert raw.scard(k.wf_running("wf")) == 0
+
+
+def test_a_workflow_hash_of_the_wrong_type_strands_no_claimed_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """``workflow:<wf>`` (read for the concurrency limit at every claim) a string:
+    the claim popped the run, took its slot, then failed: queued in no set, its
+    slot in wf-running held for ever. It goes back to its ready set (a minute
+    later) and the error names the key."""
+    bad = client.keys.workflow("wf")
+    raw.set(bad, _JUNK)
+    rid = enq()
+    with pytest.raises(WrongTypeError, match=bad):
+        _claim(client)
+    assert _where(raw, client, rid) == ("queued", ["ready"])
+    assert raw.scard(client.keys.wf_running("wf")) == 0
+
+
+def test_a_waiting_set_of_the_wrong_type_strands_no_parked_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run over max_concurrency is parked in ``wf-waiting:<wf>``; that set a
+    string: the run was popped and given back its slot, then the park failed."""
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 1})
+    enq()
+    second = enq()
+    _claim(client)
+    raw.set(k.wf_waiting("wf"), _JUNK)
+    with pytest.raises(WrongTypeError, match=k.wf_waiting("wf")):
+        _claim(client)
+    assert _where(raw, client, second) == ("queued", ["ready"])
+    assert raw.scard(k.wf_running("wf")) == 1
+
+
+@pytest.mark.parametrize("bad_key", ["rate", "scheduled", "due-queues"])
+def test_a_rate_limit_key_of_the_wrong_type_strands_no_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str], bad_key: str
+) -> None:
+    """The rate gate writes ``rate:<wf>`` and, for a run over the limit, the
+    queue's scheduled set and due-queues; any of them a string: the run was
+    popped (and marked scheduled) and the claim failed."""
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    enq()
+    second = enq()
+    if bad_key != "rate":
+        _claim(client)  # the first takes the hour's one start
+    bad = {"rate": k.rate("wf"), "scheduled": k.q_scheduled("q"), "due-queues": k.due_queues}[
+        bad_key
+    ]
+    raw.delete(bad)
+    raw.set(bad, _JUNK)
+    with pytest.raises(WrongTypeError, match=bad):
+        _claim(client)
+    rid = second if bad_key != "rate" else texts(raw.zrange(k.q_ready("q"), 0, 0))[0]
+    assert _where(raw, client, rid) == ("queued", ["ready"])
+    assert not raw.sismember(k.wf_running("wf"), rid)
+
+
+def test_a_retry_with_a_scheduled_set_of_the_wrong_type_runs_again_instead(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A retry with backoff goes to the queue's scheduled set; that set a string:
+    the run was marked scheduled (attempt 2) in no set, never to run again. It
+    now goes to its ready set (its backoff not waited for)."""
+    k = client.keys
+    rid = enq(max_attempts=3)
+    token = new_token()
+    _claim(client, token=token)
+    raw.set(k.q_scheduled("q"), _JUNK)
+    done, _ = client.scripts.claim(
+        ("q",), 5_000, "", Finish("retry", rid, token, b'{"m":1}', 30_000)
+    )
+    assert done == "queued"
+    assert _where(raw, client, rid) == ("queued", ["ready"])
+    assert raw.hget(k.run(rid), "attempt") == b"2"
+
+
+def test_a_retry_into_a_ready_set_of_the_wrong_type_changes_nothing(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A retry without delay (or a requeue) goes to the ready set; that set a
+    string: the run was marked queued in no set. The finish now fails whole,
+    naming the key; the run stays running and leased (the worker resends)."""
+    k = client.keys
+    rid = enq(max_attempts=3)
+    token = new_token()
+    _claim(client, token=token)
+    raw.set(k.q_ready("q"), _JUNK)
+    with pytest.raises(WrongTypeError, match=k.q_ready("q")):
+        client.scripts.claim(("q",), 5_000, "", Finish("retry", rid, token, b'{"m":1}', 0))
+    assert _where(raw, client, rid) == ("running", ["leases"])
+    assert raw.hget(k.run(rid), "attempt") == b"1"
+    assert raw.llen(k.run_attempts(rid)) == 0
+    raw.delete(k.q_ready("q"))
+    done, _ = client.scripts.claim(("q",), 5_000, "", Finish("retry", rid, token, b'{"m":1}', 0))
+    assert done == "queued" and _where(raw, client, rid) == ("queued", ["ready"])
+
+
+def test_a_delayed_enqueue_with_due_queues_of_the_wrong_type_leaves_no_run(
+    raw: redis.Redis, client: Client
+) -> None:
+    """``due-queues`` a string: a delayed enqueue wrote the run and its scheduled
+    entry, then failed: the promoter never looked at the queue (the run never
+    ran), and the caller's retry with the same key got the stranded run back."""
+    k = client.keys
+    raw.set(k.due_queues, _JUNK)
+    rid = new_run_id()
+    run_at = client.server_time_ms() + 60_000
+    with pytest.raises(WrongTypeError, match=k.due_queues):
+        client.scripts.enqueue(rid, "wf", "q", b"{}", 1, run_at, "k1", 60_000, "", "", None, None)
+    assert not raw.exists(k.run(rid))
+    assert not raw.exists(k.idempotency("wf", "k1"))
+    assert raw.zcard(k.q_scheduled("q")) == 0
+
+
+def test_the_promoter_goes_on_past_a_queue_whose_ready_set_is_of_the_wrong_type(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The promoter moved the due runs of each queue in due order; a queue whose
+    ready set is a string failed the whole call after it had removed the run
+    from its scheduled set and marked it queued (stranded), and every later
+    call failed on it again: no delayed run of any queue was promoted any more."""
+    k = client.keys
+    now = client.server_time_ms()
+    stuck = enq(queue="bad", run_at_ms=now + 50)
+    fine = enq(queue="good", run_at_ms=now + 100)
+    raw.set(k.q_ready("bad"), _JUNK)
+    deadline = now + 150
+    while client.server_time_ms() < deadline:
+        pass
+    promoted, _, _ = client.scripts.promote(100)
+    assert promoted == 1
+    assert status_of(raw, client, fine) == "queued"
+    assert raw.zscore(k.q_ready("good"), fine) is not None
+    assert status_of(raw, client, stuck) == "scheduled"
+    assert raw.zscore(k.q_scheduled("bad"), stuck) is not None
+    looked_again = raw.zscore(k.due_queues, "bad")
+    assert looked_again is not None and looked_again > now + 30_000
+    raw.delete(k.q_ready("bad"))
+    raw.zadd(k.due_queues, {"bad": 0})
+    assert client.scripts.promote(100)[0] == 1
+    assert status_of(raw, client, stuck) == "queued"
+
+
+def test_the_reaper_goes_on_past_a_run_whose_ready_set_is_of_the_wrong_type(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Expired leases are put back in one call; one run whose queue's ready set is
+    a string failed the call (after it had marked the run queued and dropped its
+    lease: stranded), and every later call failed on it first: no expired lease
+    was put back any more."""
+    k = client.keys
+    stuck = enq(queue="bad", max_concurrency=10)
+    fine = enq(queue="good", max_concurrency=10)
+    client.scripts.claim(("bad",), 1, new_token())
+    client.scripts.claim(("good",), 1, new_token())
+    raw.set(k.q_ready("bad"), _JUNK)
+    now = client.server_time_ms()
+    while client.server_time_ms() < now + 5:
+        pass
+    _, requeued, _ = client.scripts.reap(100)
+    assert requeued == [fine]
+    assert status_of(raw, client, fine) == "queued"
+    assert status_of(raw, client, stuck) == "running"
+    expiry = raw.zscore(k.leases, stuck)
+    assert expiry is not None and expiry > now + 30_000
