@@ -1,4 +1,4 @@
-"""Queue keys of the wrong type: found, named once, left out, looked at again.
+"""Keys of the wrong type: found, named once, left out, looked at again.
 
 A worker's claim reads the ready sets of all its queues in one script and its
 idle wait blocks on all their bells in one BLPOP, so one queue key that holds
@@ -7,6 +7,12 @@ prefix) made every claim or wait fail: the children crashed in a loop and the
 runs of every other queue stalled. :class:`Bench` finds which keys are at fault
 (``TYPE``), logs each one once per :data:`RECHECK_S` with its name, and leaves
 that queue (ready set) or that bell out until then; the other queues go on.
+
+The scripts skip a listing index of the wrong type and leave a run where it was
+when a set that places it is (``failed`` in ``lua/_lib.lua``), so some such keys
+are never reported by a failing call: :func:`wrong_types` over
+:func:`expected_types` is the supervisor's periodic check (every
+:data:`CHECK_S`) that names each of them, what it costs and what to do.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from .errors import TRANSIENT_ERRORS
 from .keys import STATUSES, Keys
 
-__all__ = ["RECHECK_S", "Bench", "shared_keys"]
+__all__ = ["CHECK_S", "RECHECK_S", "Bench", "expected_types", "shared_keys", "wrong_types"]
 
 log = logging.getLogger("redflow_mp.worker")
 
@@ -91,3 +97,67 @@ def shared_keys(keys: Keys, workflows: Iterable[str] = ()) -> dict[str, list[str
     zsets = [keys.leases, keys.runs_created, *(keys.runs_status(s) for s in STATUSES)]
     sets = [keys.parked, keys.queues, *(keys.wf_running(w) for w in workflows)]
     return {"zset": zsets, "set": sets}
+
+
+CHECK_S = 60.0
+"""How often the supervisor looks for shared keys of the wrong type."""
+
+_LISTING = (
+    "runs go on but are missing from this listing (list_runs, dashboard, metrics, "
+    "retention) until it is removed"
+)
+_PLACING = (
+    "the runs it would hold cannot move there (claims, retries, delays, wake-ups) "
+    "until it is removed; none is lost"
+)
+
+
+def expected_types(
+    keys: Keys, workflows: Iterable[str] = (), queues: Iterable[str] = ()
+) -> list[tuple[str, str, str]]:
+    """``(key, type, what a key of another type costs)`` for every key shared by
+    many runs: prefix-wide, per workflow of ``workflows``, per queue of ``queues``."""
+    out = [
+        (keys.runs_created, "zset", _LISTING),
+        *((keys.runs_status(s), "zset", _LISTING) for s in STATUSES),
+        (keys.queues, "set", _LISTING),
+        (keys.parked, "set", _LISTING),
+        (keys.workflows, "set", _LISTING),
+        (keys.leases, "zset", "no run is claimed until it is removed; none is lost"),
+        (keys.due_queues, "zset", _PLACING),
+        (keys.timers, "zset", _PLACING),
+        (keys.cron_next, "zset", "no cron entry fires until it is removed"),
+        (keys.cron_def, "hash", "no cron entry fires until it is removed"),
+    ]
+    for wf in workflows:
+        out += [
+            (keys.workflow(wf), "hash", f"no run of {wf} is claimed until it is removed"),
+            (keys.workflow_runs(wf), "zset", _LISTING),
+            (keys.wf_running(wf), "set", f"no run of {wf} is claimed until it is removed"),
+            (keys.wf_waiting(wf), "zset", _PLACING),
+            (keys.rate(wf), "zset", f"no run of {wf} is claimed until it is removed"),
+        ]
+    for q in queues:
+        out += [
+            (keys.q_ready(q), "zset", _PLACING),
+            (keys.q_scheduled(q), "zset", _PLACING),
+            (keys.q_bell(q), "list", "idle workers of the queue poll instead of waiting"),
+        ]
+    return out
+
+
+def wrong_types(
+    redis: Any, expected: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str, str]]:
+    """``(key, type found, type expected, cost)`` of each of ``expected`` that holds
+    another type than its own (one pipeline of ``TYPE``)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for key, _, _ in expected:
+            pipe.type(key)
+        kinds = pipe.execute()
+    out = []
+    for (key, want, cost), kind in zip(expected, kinds, strict=True):
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("none", want):
+            out.append((key, kind, want, cost))
+    return out

@@ -365,8 +365,15 @@ def announce_queues(client: Store, queues: Sequence[str]) -> None:
     """Add ``queues`` to the ``queues`` set (the listing of ``redflow queues`` and
     the metrics): a served queue is listed even before anything was enqueued on
     it, and is never forgotten as idle while a live supervisor serves it."""
-    if queues:
+    if not queues:
+        return
+    try:
         client.redis.sadd(client.keys.queues, *queues)
+    except redis.ResponseError as exc:
+        # `queues` of another type: a listing only, so the caller (the reaper)
+        # goes on; the key check duty names the key (keycheck.py).
+        if "WRONGTYPE" not in str(exc):
+            raise
 
 
 def ring_bells(client: Store, queues: Sequence[str], count: int) -> None:

@@ -57,6 +57,7 @@ from .children import (
 from .duties import Schedule
 from .duties.backstop import BackstopDuty
 from .duties.cron import CronDuty
+from .duties.keycheck import KeyCheckDuty
 from .duties.leader import LeaderDuty
 from .duties.memory import MemoryDuty
 from .duties.promoter import PromoterDuty
@@ -193,6 +194,7 @@ class Arbiter:
                     lease_ms=s.lease_ms,
                 ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
+                KeyCheckDuty(client, [w.name for w in self.registry], lambda: self.queues),
                 self.status,
             ]
         )

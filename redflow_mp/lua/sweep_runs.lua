@@ -11,24 +11,30 @@ local tag = ARGV[1]
 local cutoff = now_ms() - tonumber(ARGV[2])
 local batch = tonumber(ARGV[3])
 local removed = 0
+-- An index of the wrong type (see `failed` in _lib.lua) is skipped: retention of
+-- the runs the others name goes on (one broken key used to stop it for all).
 for status, _ in pairs(TERMINAL) do
   local index = k_status(tag, status)
-  local ids = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - removed)
+  local ids = redis.pcall('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - removed)
+  if failed(ids) then ids = {} end
   for _, id in ipairs(ids) do
-    local f = redis.call('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey')
+    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey')
+    if failed(f) then f = {} end
     if f[1] then
-      redis.call('ZREM', k_wf_runs(tag, f[1]), id)
+      redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
       if f[2] and f[2] ~= '' then
         local idem = k_idem(tag, f[1], f[2])
-        if redis.call('GET', idem) == id then redis.call('DEL', idem) end
+        if redis.pcall('GET', idem) == id then redis.call('DEL', idem) end
       end
     end
-    redis.call('ZREM', KEYS[1], id)
+    redis.pcall('ZREM', KEYS[1], id)
     redis.call('ZREM', index, id)
-    redis.call('ZREM', k_leases(tag), id)
-    redis.call('ZREM', k_timers(tag), id)
+    redis.pcall('ZREM', k_leases(tag), id)
+    redis.pcall('ZREM', k_timers(tag), id)
     local evnames = k_evnames(tag, id)
-    for _, name in ipairs(redis.call('SMEMBERS', evnames)) do
+    local names = redis.pcall('SMEMBERS', evnames)
+    if failed(names) then names = {} end
+    for _, name in ipairs(names) do
       redis.call('DEL', k_ev(tag, id, name))
     end
     redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),

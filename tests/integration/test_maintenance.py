@@ -18,10 +18,12 @@ from tests.helpers import WorkerPool, status_of, text, wait_until
 
 if TYPE_CHECKING:
     # mypy knows the supervisor package by its directory name (tests/ops/conftest.py)
+    from supervisor.duties.keycheck import KeyCheckDuty
     from supervisor.duties.promoter import PromoterDuty
     from supervisor.duties.reaper import ReaperDuty
     from supervisor.duties.retention import RetentionDuty
 else:
+    from redflow_supervisor.duties.keycheck import KeyCheckDuty
     from redflow_supervisor.duties.promoter import PromoterDuty
     from redflow_supervisor.duties.reaper import ReaperDuty
     from redflow_supervisor.duties.retention import RetentionDuty
@@ -323,3 +325,49 @@ def test_the_promoter_comes_back_at_once_after_a_full_tick(
     assert raw.zcard(k.q_ready("default")) == 10_000
     assert duty.tick(100.0) == 100.2  # the last one: back to the interval
     assert raw.zcard(k.q_ready("default")) == 10_001
+
+
+def test_a_queues_listing_of_the_wrong_type_stops_no_reaper(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The reaper duty lists the queues it serves in ``queues`` (SADD) before it
+    reaps; that key a string (another program, a typo), every tick failed there:
+    no expired lease of any run was put back by any supervisor any more ("reaper
+    duty failed: WRONGTYPE ..." every 10 s). The listing is skipped now."""
+
+    @define_workflow("orphan", registry=registry)
+    def orphan(ctx: Context[Any]) -> str:
+        return "ok"
+
+    handle = orphan.run()
+    _, claimed = client.scripts.claim(("default",), 100, new_token())
+    assert claimed is not None
+    raw.set(client.keys.queues, "not a redflow key")
+    wait_until(lambda: client.server_time_ms() > claimed.started_at + 150, 5)
+    duty = ReaperDuty(client, 500, queues=lambda: ("default",))
+    duty.tick(time.monotonic())
+    assert status_of(raw, client, handle.id) == "queued"
+    assert duty.requeued == 1
+
+
+def test_the_key_check_names_each_shared_key_of_the_wrong_type(
+    raw: redis.Redis, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listing index of the wrong type no longer fails any script (it is
+    skipped), so the supervisor looks for such keys itself: one pipeline of TYPE
+    (at start, then every minute), an ERROR line per key with what it costs."""
+    from tests.helpers import command_counts
+
+    k = client.keys
+    bad = {k.workflow_runs("wf"): "list", k.due_queues: "hash", k.q_scheduled("q"): "string"}
+    raw.rpush(k.workflow_runs("wf"), "x")
+    raw.hset(k.due_queues, "x", "y")
+    raw.set(k.q_scheduled("q"), "x")
+    raw.zadd(k.q_ready("q"), {"a": 1})  # of the right type: not named
+    duty = KeyCheckDuty(client, ["wf", "other"], lambda: ("q", "r"))
+    with caplog.at_level("ERROR", logger="redflow_supervisor"):
+        counts = command_counts(raw, lambda: duty.tick(time.monotonic()))
+    assert sorted(duty.found) == sorted(bad)
+    for key, kind in bad.items():
+        assert f"key {key} holds a {kind}, not a" in caplog.text
+    assert set(counts) == {"type"}, counts

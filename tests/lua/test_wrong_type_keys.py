@@ -268,3 +268,30 @@ def test_the_reaper_goes_on_past_a_run_whose_ready_set_is_of_the_wrong_type(
     assert status_of(raw, client, stuck) == "running"
     expiry = raw.zscore(k.leases, stuck)
     assert expiry is not None and expiry > now + 30_000
+
+
+@pytest.mark.parametrize("bad_key", ["failed", "created", "workflow-runs"])
+def test_retention_goes_on_past_an_index_of_the_wrong_type(
+    raw: redis.Redis, client: Client, enq: Callable[..., str], bad_key: str
+) -> None:
+    """Retention walks the finished status indexes and removes each run from
+    every index; one of them a string failed every sweep (half-way through a
+    run's removal): no finished run was removed any more, Redis grew for ever."""
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    _claim(client, token=token)
+    client.scripts.claim(("q",), 5_000, "", Finish("succeeded", rid, token, b"1"))
+    bad = {
+        "failed": k.runs_status("failed"),
+        "created": k.runs_created,
+        "workflow-runs": k.workflow_runs("wf"),
+    }[bad_key]
+    raw.delete(bad)
+    raw.set(bad, _JUNK)
+    now = client.server_time_ms()
+    while client.server_time_ms() < now + 3:
+        pass
+    assert client.scripts.sweep(1, 100) == 1
+    assert not raw.exists(k.run(rid))
+    assert raw.zscore(k.runs_status("succeeded"), rid) is None

@@ -135,3 +135,28 @@ def test_a_concurrency_gate_of_the_wrong_type_strands_no_run_and_stalls_no_queue
     raw.zadd(client.keys.q_ready("lim"), {stuck.id: 0})
     stuck.result(timeout=30)
     _no_crash(sup)
+
+
+def test_listing_indexes_of_the_wrong_type_stop_no_run_and_are_named(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``runs:status:succeeded`` and ``queues`` overwritten with strings (another
+    program writing into the prefix): every finish failed half-way on the status
+    index (the run marked succeeded, its slot and lease kept) and the worker
+    resent it for ever, so no run completed, and the reaper duty failed at every
+    tick on ``queues`` before it reaped anything. Runs now complete (the
+    listing is skipped) and the supervisor's key check names such keys (at
+    start, then every minute)."""
+    index = client.keys.runs_status("succeeded")
+    raw.set(index, "not a redflow key")
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    raw.delete(client.keys.queues)  # after the start (one of another type refuses it)
+    raw.set(client.keys.queues, "not a redflow key")
+    handles = [flows.pid.run(None, client=client) for _ in range(5)]
+    for h in handles:
+        assert h.result(timeout=30)
+    wait_until(lambda: f"key {index} holds a string" in sup.log(), 20, message="the index named")
+    time.sleep(2)  # four reaper ticks
+    assert "reaper duty failed" not in sup.log(), sup.log()[-2000:]
+    _no_crash(sup)
