@@ -372,6 +372,11 @@ class Worker:
                 # Resend-safe: a suspend already applied answers with the run's status.
                 log.warning("Redis unreachable while suspending run %s (%s)", claimed.id, exc)
                 time.sleep(0.2)
+            except WrongTypeError as exc:
+                # `timers` of another type: nothing was written; the run stays
+                # running and leased until the key is removed (never lost).
+                log.error("run %s could not suspend: %s; retrying in 5 s", claimed.id, exc)
+                time.sleep(5.0)
 
     def _cascade(self, run_id: str) -> None:
         """The run ended canceled: cancel its unfinished run_workflow children."""

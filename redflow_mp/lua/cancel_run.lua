@@ -25,11 +25,12 @@ if not f[4] or f[4] == '' then
 end
 if status == 'queued' or status == 'scheduled' or status == 'suspended' then
   local q = f[2]
+  -- (a set of another type holds no entry to remove: see `failed` in _lib.lua)
   if q then
-    redis.call('ZREM', k_ready(tag, q), id)
-    redis.call('ZREM', k_scheduled(tag, q), id)
+    redis.pcall('ZREM', k_ready(tag, q), id)
+    redis.pcall('ZREM', k_scheduled(tag, q), id)
   end
-  if f[3] then redis.call('ZREM', k_waiting(tag, f[3]), id) end
+  if f[3] then redis.pcall('ZREM', k_waiting(tag, f[3]), id) end
   status = finalize(tag, id, 'canceled', 'errorJson', '', now, '')
 end
 return { 1, status }

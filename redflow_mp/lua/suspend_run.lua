@@ -66,21 +66,28 @@ for i = 7, 6 + n do
 end
 if n > 0 and #pending == 0 then return { 'resume' } end
 if n == 0 and not wake_at and #ARGV < 7 then return { 'resume' } end  -- waits for nothing
+-- What wakes it is written first (see `failed` in _lib.lua): a child's waiters
+-- set of another type is looked at again by a timer, like a child in another
+-- shard; `timers` of another type fails the call before the run changes (its
+-- worker waits and tries again; the run stays running and leased).
+local recheck = nil
+for _, child in ipairs(pending) do
+  if remote[child] or failed(redis.pcall('SADD', k_waiters(tag, child), id)) then
+    recheck = now + XSHARD_RECHECK_MS
+  end
+end
+if recheck and (not wake_at or recheck < wake_at) then wake_at = recheck end
+if wake_at then
+  local r = redis.pcall('ZADD', k_timers(tag), int_str(wake_at), id)
+  if failed(r) then refuse(k_timers(tag), r) end
+end
 redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'suspendedAt', now,
   'updatedAt', now, 'doneToken', token)
 move_status(tag, id, 'running', 'suspended', now)
 redis.call('ZREM', k_leases(tag), id)
 local awaits = k_awaits(tag, id)
 redis.call('DEL', awaits)
-local recheck = nil
 for _, child in ipairs(pending) do
   redis.call('SADD', awaits, child)
-  if remote[child] then
-    recheck = now + XSHARD_RECHECK_MS
-  else
-    redis.call('SADD', k_waiters(tag, child), id)
-  end
 end
-if recheck and (not wake_at or recheck < wake_at) then wake_at = recheck end
-if wake_at then redis.call('ZADD', k_timers(tag), int_str(wake_at), id) end
 return { 'suspended' }

@@ -295,3 +295,60 @@ def test_retention_goes_on_past_an_index_of_the_wrong_type(
     assert client.scripts.sweep(1, 100) == 1
     assert not raw.exists(k.run(rid))
     assert raw.zscore(k.runs_status("succeeded"), rid) is None
+
+
+def test_a_sleep_with_timers_of_the_wrong_type_strands_no_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A durable sleep suspends the run and adds its wake-up to ``timers``; that
+    key a string: the run was suspended (its lease dropped) and the wake-up
+    refused, so it slept for ever. The suspend now fails whole, naming the key:
+    the run stays running and leased (its worker tries again)."""
+    from redflow_mp.codec import RunWait
+
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    _claim(client, token=token)
+    raw.set(k.timers, _JUNK)
+    wait = RunWait(steps=["nap"], kinds=["sleep"], wake_at=client.server_time_ms() + 60_000)
+    with pytest.raises(WrongTypeError, match=k.timers):
+        client.scripts.suspend(rid, token, wait)
+    assert _where(raw, client, rid) == ("running", ["leases"])
+    raw.delete(k.timers)
+    assert client.scripts.suspend(rid, token, wait) == "suspended"
+    assert raw.zscore(k.timers, rid) is not None
+
+
+def test_a_woken_run_whose_ready_set_is_of_the_wrong_type_stays_suspended(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """An event (or a finished child, or its timer) wakes a suspended run into its
+    ready set; that set a string: the run was marked queued in no set. It now
+    stays suspended and its timer tries again a minute later."""
+    from redflow_mp.codec import RunWait
+
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    _claim(client, token=token)
+    wait = RunWait(steps=["e"], kinds=["event"], events=["go"])
+    assert client.scripts.suspend(rid, token, wait) == "suspended"
+    raw.set(k.q_ready("q"), _JUNK)
+    client.send_event(rid, "go")
+    assert status_of(raw, client, rid) == "suspended"
+    later = raw.zscore(k.timers, rid)
+    assert later is not None and later > client.server_time_ms() + 30_000
+
+
+def test_a_cancel_with_a_scheduled_set_of_the_wrong_type_cancels_the_run(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Canceling a queued run removes it from its ready and scheduled sets; the
+    scheduled set a string: the cancel failed after it had removed the ready
+    entry (the run stayed queued in no set). It is canceled now."""
+    k = client.keys
+    rid = enq()
+    raw.set(k.q_scheduled("q"), _JUNK)
+    assert client.cancel_run(rid) is True
+    assert _where(raw, client, rid) == ("canceled", [])
