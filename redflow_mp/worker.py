@@ -424,6 +424,12 @@ class Worker:
                 log.warning("Redis unreachable while finishing run %s (%s); retrying", run_id, exc)
                 time.sleep(0.2)
                 continue
+            except WrongTypeError as exc:
+                # (`leases` of another type) nothing was written: keep the run
+                # until the key is removed instead of crashing the child.
+                log.error("run %s could not finish: %s; retrying in 5 s", run_id, exc)
+                time.sleep(5.0)
+                continue
             if status is None:
                 log.warning("run %s: lease lost before its result was written", run_id)
             return status

@@ -800,6 +800,16 @@ local function take(tag, id, q, score, token, lease_ms, now)
       return nil
     end
   end
+  -- A run that never started has no steps: skip the read. Read before the run
+  -- changes: a steps key of another type fails the run as corrupted (it cannot
+  -- replay), instead of failing every claim of it after marking it running.
+  local steps = {}
+  if f[12] and f[12] ~= '' then
+    steps = redis.pcall('HGETALL', k_steps(tag, id))
+    if failed(steps) then
+      return fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash', now)
+    end
+  end
   local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   if failed(leased) then
     -- `leases` of another type: put the run back where it was (at its own score:
@@ -821,9 +831,6 @@ local function take(tag, id, q, score, token, lease_ms, now)
       'attemptStartedAt', ns)
   end
   move_status(tag, id, 'queued', 'running', now)
-  -- A run that never started has no steps: skip the read.
-  local steps = {}
-  if f[12] and f[12] ~= '' then steps = redis.call('HGETALL', k_steps(tag, id)) end
   return { id, wf, f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
     f[10] or '', f[11] or '', tostring(started), steps, f[14] or '' }
 end

@@ -352,3 +352,23 @@ def test_a_cancel_with_a_scheduled_set_of_the_wrong_type_cancels_the_run(
     raw.set(k.q_scheduled("q"), _JUNK)
     assert client.cancel_run(rid) is True
     assert _where(raw, client, rid) == ("canceled", [])
+
+
+def test_a_steps_key_of_the_wrong_type_fails_its_run_once(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run that executed before (a retry, a resume) has its steps read at its
+    claim; ``run:<id>:steps`` a string: the claim failed after it had marked the
+    run running and leased, with no worker: the reaper put it back after the
+    lease and the next claim failed the same way, for ever. It now fails once,
+    as a corrupted record naming the key."""
+    k = client.keys
+    rid = enq(max_attempts=3)
+    token = new_token()
+    _claim(client, token=token)
+    client.scripts.claim(("q",), 5_000, "", Finish("retry", rid, token, b'{"m":1}', 0))
+    raw.set(k.run_steps(rid), _JUNK)
+    assert _claim(client) == ("", None)
+    assert _where(raw, client, rid) == ("failed", [])
+    error = raw.hget(k.run(rid), "errorJson")
+    assert error is not None and k.run_steps(rid).encode() in error
