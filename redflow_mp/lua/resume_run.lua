@@ -34,6 +34,10 @@ local attempt = (tonumber(f[4]) or 1) + 1
 local budget = tonumber(f[8]) or tonumber(f[5]) or 1
 if budget < 1 then budget = 1 end
 local max_attempts = attempt - 1 + budget
+-- Placed first (see `failed` in _lib.lua): a ready set of another type fails the
+-- call with the run unchanged.
+local placed = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
+if failed(placed) then refuse(k_ready(tag, q), placed) end
 redis.call('HDEL', run, 'errorJson', 'outputJson', 'finishedAt', 'cancelRequestedAt',
   'cancelReason', 'doneToken', 'crashCount', 'rateSlot')
 redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', max_attempts,
@@ -41,7 +45,8 @@ redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', m
   'resumeToken', ARGV[3])
 -- Only succeeded steps are kept (their records start {"seq":N,"status":"succeeded").
 local steps = k_steps(tag, id)
-local records = redis.call('HGETALL', steps)
+local records = redis.pcall('HGETALL', steps)
+if failed(records) then records = {} end  -- (its claim fails it as corrupted)
 for i = 1, #records, 2 do
   if not string.match(records[i + 1], '^{"seq":%d+,"status":"succeeded"') then
     redis.call('HDEL', steps, records[i])
@@ -51,13 +56,12 @@ move_status(tag, id, status, 'queued', now)
 local key = f[7]
 if key and key ~= '' then
   local idem = k_idem(tag, f[3], key)
-  local holder = redis.call('GET', idem)
+  local holder = redis.pcall('GET', idem)
   if holder == id then
     redis.call('PERSIST', idem)
   elseif not holder then
     redis.call('SET', idem, id)
   end
 end
-redis.call('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
 ring(tag, q)
 return { 1, 'queued', attempt }

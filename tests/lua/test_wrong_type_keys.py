@@ -372,3 +372,23 @@ def test_a_steps_key_of_the_wrong_type_fails_its_run_once(
     assert _where(raw, client, rid) == ("failed", [])
     error = raw.hget(k.run(rid), "errorJson")
     assert error is not None and k.run_steps(rid).encode() in error
+
+
+def test_a_resume_into_a_ready_set_of_the_wrong_type_changes_nothing(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """resume_run sets a failed run queued, then adds it to its ready set; that
+    set a string: the run was left queued in no set (and its failed steps
+    dropped). The resume now fails whole, naming the key; the run stays failed."""
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    _claim(client, token=token)
+    client.scripts.claim(("q",), 5_000, "", Finish("failed", rid, token, b'{"m":1}'))
+    raw.set(k.q_ready("q"), _JUNK)
+    with pytest.raises(WrongTypeError, match=k.q_ready("q")):
+        client.resume_run(rid)
+    assert _where(raw, client, rid) == ("failed", [])
+    raw.delete(k.q_ready("q"))
+    client.resume_run(rid)
+    assert _where(raw, client, rid) == ("queued", ["ready"])
