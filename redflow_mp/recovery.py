@@ -35,7 +35,7 @@ import redis
 
 from . import codec, xshard
 from .codec import ErrorInfo, text
-from .errors import TRANSIENT_ERRORS
+from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .registry import Registry
 from .retry import retry_delay_ms
 from .runs import Runs
@@ -54,7 +54,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Recovery must never stop its host: any Redis error is reported, not raised.
-_REDIS_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis.RedisError)
+# WrongTypeError: a key the put-back needs (its queue's ready set) of another
+# type; nothing was written, the reaper takes the run back once it is removed.
+_REDIS_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis.RedisError, WrongTypeError)
 
 
 class Abort(enum.Enum):

@@ -13,6 +13,7 @@ from redflow_mp import Client, Context, Registry, Retries, RunStatus, define_wor
 from redflow_mp.ids import new_token
 from redflow_mp.recovery import Abort, HeldRun, abort_run, recover_runs, renew_leases
 from redflow_mp.scripts import Claimed
+from tests.helpers import status_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,3 +101,26 @@ def test_a_dead_workers_runs_go_back_and_the_innermost_is_charged_a_crash(
     # (so a lost reply costs no second on_failure), not a second write.
     assert [d.status for d in again] == ["failed", "queued"]
     assert [raw.hgetall(client.keys.run(r.run_id)) for r in held] == before
+
+
+def test_a_dead_workers_run_on_a_broken_queue_is_left_to_the_reaper(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """The parent puts back the run of a child that died; its queue's ready set a
+    string (another program, a typo): the put-back raised WrongTypeError (no
+    RedisError) out of the arbiter's loop. Both runs are now reported: the one
+    on the broken queue stays running for the reaper, the other goes back."""
+    stuck_handle = client.run_by_name("outer", None, queue_override="rq5")
+    stuck = _claim(client, "rq5")
+    fine_handle = client.run_by_name("inner", None, queue_override="rq6")
+    fine = _claim(client, "rq6")
+    raw.set(client.keys.q_ready("rq5"), "not a redflow key")
+    held = [HeldRun(fine.id, fine.token), HeldRun(stuck.id, stuck.token)]
+    done = recover_runs(
+        client, held, cause="killed by SIGKILL", stopping=False, charge_crash=True, max_crashes=3
+    )
+    assert [d.run_id for d in done] == [stuck.id, fine.id]
+    assert done[0].error and client.keys.q_ready("rq5") in done[0].error
+    assert done[1].status == "queued"
+    assert status_of(raw, client, stuck_handle.id) == "running"
+    assert status_of(raw, client, fine_handle.id) == "queued"
