@@ -392,3 +392,32 @@ def test_a_resume_into_a_ready_set_of_the_wrong_type_changes_nothing(
     raw.delete(k.q_ready("q"))
     client.resume_run(rid)
     assert _where(raw, client, rid) == ("queued", ["ready"])
+
+
+@pytest.mark.parametrize("mode", ["succeeded", "retry"])
+def test_out_of_memory_refuses_a_finish_whole_and_is_not_called_a_wrong_type(
+    raw: redis.Redis, client: Client, enq: Callable[..., str], mode: str
+) -> None:
+    """A neighbour's CONFIG SET maxmemory (noeviction): Redis refuses a script's
+    first write and allows the rest once one is made. A finish whose first write
+    is a pcall (the attempts entry, a retry's placement) must still change
+    nothing, and say OOM, not WRONGTYPE."""
+    from redflow_mp.errors import RedisOutOfMemoryError
+
+    k = client.keys
+    rid = enq(max_attempts=3)
+    token = new_token()
+    _claim(client, token=token)
+    before = raw.hgetall(k.run(rid))
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(RedisOutOfMemoryError):
+            client.scripts.claim(("q",), 5_000, "", Finish(mode, rid, token, b"1", 30_000))
+    finally:
+        raw.config_set("maxmemory", 0)
+    assert raw.hgetall(k.run(rid)) == before
+    assert _where(raw, client, rid) == ("running", ["leases"])
+    assert raw.llen(k.run_attempts(rid)) == 0
+    done, _ = client.scripts.claim(("q",), 5_000, "", Finish(mode, rid, token, b"1", 30_000))
+    assert done == ("succeeded" if mode == "succeeded" else "scheduled")
