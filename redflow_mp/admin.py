@@ -128,8 +128,10 @@ def _queue_stats(
             pipe.zcard(k.q_scheduled(q))
             pipe.zrange(k.q_ready(q), 0, 0)
         pipe.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
-        raw = pipe.execute()
-    running = [text(x) for x in raw[-1]]
+        # A key of another type (another program, a typo) answers an error for
+        # its own value only: the other queues are still shown (keycheck.py names it).
+        raw = [None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)]
+    running = [text(x) for x in raw[-1] or ()]
     heads = [(i, text(raw[3 * i + 2][0])) for i in range(len(names)) if raw[3 * i + 2]]
     unseen = [run_id for run_id in running if run_id not in remembered.of]
     # Second round trip: the server's time, the heads' availableAt and the
@@ -140,8 +142,8 @@ def _queue_stats(
             pipe.hget(k.run(run_id), "availableAt")
         for run_id in unseen:
             pipe.hget(k.run(run_id), "queue")
-        more = pipe.execute()
-    sec, usec = more[0]
+        more = [None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)]
+    sec, usec = more[0] or (0, 0)
     now = int(sec) * 1000 + int(usec) // 1000
     avail = more[1 : 1 + len(heads)]
     for run_id, queue in zip(unseen, more[1 + len(heads) :], strict=True):
@@ -160,13 +162,16 @@ def _queue_stats(
             name=q,
             ready=int(raw[3 * i]),
             processing=in_flight.get(q, 0),
-            scheduled=int(raw[3 * i + 1]),
+            scheduled=int(raw[3 * i + 1] or 0),
         )
         for i, q in enumerate(names)
+        if raw[3 * i] is not None  # a ready set of another type: not shown
     ]
+    by_name = {s.name: s for s in out}
     for (i, _), at in zip(heads, avail, strict=True):
-        if at:
-            out[i].oldest_ready_age_ms = max(0, now - int(at))
+        stats = by_name.get(names[i])
+        if stats is not None and at and now and text(at).isdigit() and len(at) < 20:
+            stats.oldest_ready_age_ms = max(0, now - int(at))  # garbage: no age
     return out
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import psutil
+import redis
 
 from redflow_mp import __version__
 from redflow_mp.admin import RunQueues, queue_stats, running_counts
@@ -171,6 +172,12 @@ def gauges(
     try:
         known = sum(int(v.redis.scard(v.keys.queues)) for v in shard_views(client))
         out.append(("redflow_queues_known", (), float(known)))
+    except redis.ResponseError as exc:  # `queues` of another type (keycheck.py names it)
+        log.debug("redflow_queues_known unavailable: %s", exc)
+    except TRANSIENT_ERRORS as exc:
+        log.debug("metrics gauges unavailable: %s", exc)
+        return out
+    try:
         for q in queue_stats(client, queues, remembered):
             for state, value in (
                 ("ready", q.ready),

@@ -443,3 +443,33 @@ def test_a_scrape_does_not_read_every_running_run(
     after = _scrape(port)
     assert _get(after, "redflow_queue_depth", queue="p", state="processing") == 1_000
     assert _get(after, "redflow_queue_depth", queue="lim", state="processing") == 500
+
+
+def test_a_scrape_survives_garbage_in_the_keys_it_reads(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """A scrape read a head run's ``availableAt`` with int() and each served
+    queue's sets with one pipeline that raised on the first error reply: a
+    garbage field in one run hash, or one served queue's ready set of the wrong
+    type, or ``queues`` of the wrong type, made every scrape drop its connection
+    (no metric at all, counters included). Each value is now read on its own:
+    the rest is served."""
+    port = _free_port()
+    sup = supervisor(procs=1, args=["--metrics-port", str(port)])
+    (worker,) = sup.wait_workers(1)
+    worker.send_signal(signal.SIGSTOP)  # so that it claims (drops) none of the junk
+    try:
+        for rid, at in (("junk-a", b"banana"), ("junk-b", b"1" * 400)):
+            raw.hset(client.keys.run(rid), mapping={"availableAt": at, "queue": "p"})
+        raw.zadd(client.keys.q_ready("p"), {"junk-a": 1, "junk-b": 2})
+        raw.set(client.keys.q_ready("lim"), "not a redflow key")
+        raw.delete(client.keys.queues)
+        raw.set(client.keys.queues, "not a redflow key")
+        samples = _scrape(port)
+        assert _get(samples, "redflow_children_alive") == 1
+        assert _get(samples, "redflow_queue_depth", queue="p", state="ready") == 2
+        assert ("redflow_queue_depth", frozenset({("queue", "lim"), ("state", "ready")})) not in (
+            samples
+        )
+    finally:
+        worker.send_signal(signal.SIGCONT)
