@@ -130,7 +130,9 @@ def _queue_stats(
         pipe.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
         # A key of another type (another program, a typo) answers an error for
         # its own value only: the other queues are still shown (keycheck.py names it).
-        raw = [None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)]
+        raw: list[Any] = [
+            None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)
+        ]
     running = [text(x) for x in raw[-1] or ()]
     heads = [(i, text(raw[3 * i + 2][0])) for i in range(len(names)) if raw[3 * i + 2]]
     unseen = [run_id for run_id in running if run_id not in remembered.of]
@@ -142,7 +144,9 @@ def _queue_stats(
             pipe.hget(k.run(run_id), "availableAt")
         for run_id in unseen:
             pipe.hget(k.run(run_id), "queue")
-        more = [None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)]
+        more: list[Any] = [
+            None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)
+        ]
     sec, usec = more[0] or (0, 0)
     now = int(sec) * 1000 + int(usec) // 1000
     avail = more[1 : 1 + len(heads)]
