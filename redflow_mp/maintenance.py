@@ -27,6 +27,7 @@ from redis.exceptions import LockError
 
 from .codec import text
 from .cron import CronDef, next_fire_ms
+from .errors import WrongTypeError
 from .ids import new_run_id, new_token
 from .keys import Keys, cron_key
 from .queries import shard_views
@@ -307,6 +308,34 @@ class CronTick:
     more: bool = False
 
 
+def _fire(
+    client: Store,
+    leader_token: str,
+    cron_id: str,
+    fire_ms: int,
+    following: int,
+    make_id: Callable[[], str],
+    cdef: CronDef,
+) -> tuple[int, str]:
+    """``fire_cron`` of one due entry: (its reply code, the run id)."""
+    return client.scripts.fire_cron(
+        leader_token,
+        cron_id,
+        fire_ms,
+        following,
+        make_id(),
+        cdef.workflow,
+        cdef.queue,
+        cdef.input_json,
+        cdef.max_attempts,
+        cron_key(cron_id, fire_ms),
+        CRON_IDEMPOTENCY_TTL_MS,
+        cdef.max_concurrency,
+        cdef.timeout_ms or None,
+        cdef.priority,
+    )
+
+
 def cron_tick(
     client: Store,
     leader_token: str,
@@ -330,22 +359,15 @@ def cron_tick(
             log.error("cron %s has an unreadable definition (%s); removing it", cron_id, exc)
             client.redis.zrem(client.keys.cron_next, cron_id)
             continue
-        code, run_id = client.scripts.fire_cron(
-            leader_token,
-            cron_id,
-            fire_ms,
-            following,
-            make_id(),
-            cdef.workflow,
-            cdef.queue,
-            cdef.input_json,
-            cdef.max_attempts,
-            cron_key(cron_id, fire_ms),
-            CRON_IDEMPOTENCY_TTL_MS,
-            cdef.max_concurrency,
-            cdef.timeout_ms or None,
-            cdef.priority,
-        )
+        try:
+            code, run_id = _fire(client, leader_token, cron_id, fire_ms, following, make_id, cdef)
+        except WrongTypeError as exc:
+            # A key its run needs (its queue's ready set, its workflow's gate) of
+            # another type: this fire time passes, as at max_concurrency; the
+            # other entries go on.
+            log.error("cron %s skipped: %s", cron_id, exc)
+            tick.skipped.append(cron_id)
+            code, run_id = 0, ""
         if code == 1:
             tick.fired.append(run_id)
         elif code == 2:

@@ -220,3 +220,34 @@ def test_the_cron_duty_comes_back_at_once_while_more_entries_are_due(
     assert duty.tick(100.0) == 100.0 and duty.fired == 100  # more due: again at once
     assert 100.0 < duty.tick(100.0) <= 101.0 and duty.fired == 150
     assert raw.zcount(client.keys.cron_next, "-inf", now_ms) == 0
+
+
+def test_a_cron_entry_whose_queue_is_broken_stops_no_other_entry(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """Two cron entries due in one tick; the first one's queue has a ready set of
+    the wrong type (another program, a typo): its fire raised WrongTypeError out
+    of the tick, so the entries after it did not fire in that tick. It is now
+    named and skipped (its fire time passes, as at max_concurrency); the others
+    fire."""
+
+    @define_workflow("broken-q", cron=[YEARLY], queue="bq", registry=registry)
+    def broken(ctx: Context[Any]) -> Any:
+        return 1
+
+    @define_workflow("fine-q", cron=[YEARLY], queue="fq", registry=registry)
+    def fine(ctx: Context[Any]) -> Any:
+        return 1
+
+    client.sync_registry(registry, app="cron-test")
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    now = client.server_time_ms()
+    _make_due(raw, client, cron_id_for("broken-q", YEARLY), now - 2_000)
+    _make_due(raw, client, cron_id_for("fine-q", YEARLY), now - 1_000)
+    raw.set(client.keys.q_ready("bq"), "not a redflow key")
+    tick = cron_tick(client, lock.token)
+    assert len(tick.fired) == 1
+    assert tick.skipped == [cron_id_for("broken-q", YEARLY)]
+    run = client.get_run(tick.fired[0])
+    assert run is not None and run.workflow == "fine-q"
