@@ -1,7 +1,8 @@
 """The package's Lua files and the texts sent to Redis: each script with the part
-of ``lua/_lib.lua`` it uses (:mod:`redflow_mp.luasrc`), or all of them as one
-function library. Read and built once per process (a supervisor does it before
-forking: its children find them in memory)."""
+of the helpers (``lua/_lib.lua``, then ``lua/_lib_runs.lua``) it uses
+(:mod:`redflow_mp.luasrc`), or all of them as one function library. Read and
+built once per process (a supervisor does it before forking: its children find
+them in memory)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ __all__ = [
     "read_lua",
     "script_names",
 ]
+
+#: The helpers every script may use, in order (luasrc.needed_lib picks from them).
+_LIB_FILES = ("_lib.lua", "_lib_runs.lua")
 
 SCRIPT_NAMES = (
     "enqueue_run",
@@ -75,7 +79,9 @@ def _lua_files() -> tuple[str, tuple[tuple[str, str], ...]]:
     """The package's Lua files, read once per process (a supervisor reads them
     before forking: its children find them in memory)."""
     pkg = resources.files("redflow_mp").joinpath("lua")
-    lib = pkg.joinpath("_lib.lua").read_text(encoding="utf-8")
+    # The shared helpers, in two files (each under the size of one module): the
+    # second uses the names of the first.
+    lib = "".join(pkg.joinpath(f).read_text(encoding="utf-8") for f in _LIB_FILES)
     bodies = tuple((n, pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8")) for n in SCRIPT_NAMES)
     return lib, bodies
 

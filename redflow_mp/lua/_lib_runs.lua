@@ -1,0 +1,368 @@
+-- _lib_runs.lua: the second half of the helpers shared by every script (after
+-- _lib.lua, whose names it uses; scripts.py prepends both, in this order):
+-- enqueue, the checks of a claimed run's record, the rate gate and `take`.
+
+-- Create a run (or return the existing one for its idempotency key / id).
+-- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
+--       parent, cron_id, max_concurrency, timeout_ms, priority, link, traceparent?, tracestate? }
+-- a.link: the parent awaits this child (run_workflow): it is recorded in
+-- run:<parent>:children, whose unfinished members a cancel of the parent cancels.
+-- Returns id, created (1 new | 0 existing), status.
+-- Enqueue, in three parts so that one call can create many runs of one
+-- workflow (enqueue_runs.lua) as cheaply as possible, and one run
+-- (enqueue_run.lua, fire_cron.lua) exactly the same way:
+--   enqueue_plan   what every run of the call shares: status, keys, scores,
+--                  the fields of the run hash but its id and input
+--   enqueue_one    one run's hash and idempotency key (never over an existing
+--                  run; an existing key returns its run)
+--   enqueue_flush  the indexes of every run made, one ZADD per index
+-- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
+-- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
+-- link (the parent awaits the runs), traceparent, tracestate (optional).
+local function enqueue_plan(tag, a, now)
+  local status, due = 'queued', now
+  if a.run_at > now then status, due = 'scheduled', a.run_at end
+  local ns = ms(now)
+  local fields = { 'id', '', 'workflow', a.workflow, 'queue', a.queue,
+    'status', status, 'inputJson', '', 'attempt', 1,
+    'maxAttempts', a.max_attempts, 'createdAt', ns, 'availableAt', ms(due), 'updatedAt', ns }
+  local n = #fields
+  if a.parent ~= '' then fields[n + 1], fields[n + 2], n = 'parentRunId', a.parent, n + 2 end
+  if a.cron_id ~= '' then fields[n + 1], fields[n + 2], n = 'cronId', a.cron_id, n + 2 end
+  if a.max_concurrency ~= '' then
+    fields[n + 1], fields[n + 2], n = 'maxConcurrency', a.max_concurrency, n + 2
+  end
+  if a.timeout_ms ~= '' then fields[n + 1], fields[n + 2], n = 'timeoutMs', a.timeout_ms, n + 2 end
+  if a.priority ~= 0 then fields[n + 1], fields[n + 2], n = 'priority', a.priority, n + 2 end
+  -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
+  if a.traceparent and a.traceparent ~= '' then
+    fields[n + 1], fields[n + 2], n = 'traceparent', a.traceparent, n + 2
+  end
+  if a.tracestate and a.tracestate ~= '' then
+    fields[n + 1], fields[n + 2] = 'tracestate', a.tracestate
+  end
+  local p = { tag = tag, a = a, now = now, status = status, due = due,
+    fields = fields, n = #fields, made = {} }
+  -- a.link: the parent awaits these children (run_workflow/run_workflows): each
+  -- one, new or found by its key, goes in run:<parent>:children (cancel cascade).
+  if a.link and a.parent ~= '' then p.children = k_children(tag, a.parent) end
+  if status == 'scheduled' then
+    p.queue_key, p.queue_score = k_scheduled(tag, a.queue), int_str(due)
+  else
+    p.queue_key, p.queue_score = k_ready(tag, a.queue), ready_score(a.priority, now)
+  end
+  return p
+end
+
+-- The runs `p` made and has not indexed yet go (their records, idempotency keys
+-- and links): a call that fails leaves no run that no set holds (a script error
+-- rolls nothing back; a retry with the idempotency key would have found it).
+local function unmake(p)
+  for i, id in ipairs(p.made) do
+    redis.call('DEL', k_run(p.tag, id))
+    if p.idems and p.idems[i] then redis.call('DEL', p.idems[i]) end
+    if p.children then redis.pcall('SREM', p.children, id) end
+  end
+  p.made, p.idems = {}, {}
+end
+
+local function enqueue_one(p, id, input_json, idem_key)
+  local tag = p.tag
+  local idem = nil
+  if idem_key ~= '' then
+    idem = k_idem(tag, p.a.workflow, idem_key)
+    local existing = redis.pcall('GET', idem)
+    if failed(existing) then
+      unmake(p)
+      refuse(idem, existing)
+    end
+    -- A key whose run was already removed by retention no longer dedupes.
+    if existing and redis.call('EXISTS', k_run(tag, existing)) == 1 then
+      if p.children then redis.pcall('SADD', p.children, existing) end
+      return existing, 0
+    end
+  end
+  local run = k_run(tag, id)
+  -- Never over an existing run, whatever the call: the original of a resent
+  -- call can reach Redis after its resend (a retransmission after a healed
+  -- network), when the run may be running or finished already.
+  if redis.call('EXISTS', run) == 1 then return id, 0 end
+  -- (a cancel cascade's list: see `failed`)
+  if p.children then redis.pcall('SADD', p.children, id) end
+  local f, n = p.fields, p.n
+  f[2], f[10] = id, input_json
+  if idem then
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] =
+      'idempotencyKey', idem_key, 'idempotencyTtlMs', p.a.idem_ttl
+    n = n + 4
+  end
+  redis.call('HSET', run, unpack(f, 1, n))
+  -- No expiry while the run is unfinished (finalize sets it): a run scheduled
+  -- further ahead than the TTL must still dedupe.
+  if idem then redis.call('SET', idem, id) end
+  p.made[#p.made + 1] = id
+  p.idems = p.idems or {}
+  p.idems[#p.made] = idem or false
+  return id, 1
+end
+
+-- ZADD of every id in `ids` with one score, in slices (unpack's stack limit).
+local function zadd_all(key, score, ids)
+  if #ids == 1 then
+    redis.call('ZADD', key, score, ids[1])
+    return
+  end
+  for first = 1, #ids, 400 do
+    local args = {}
+    for i = first, math.min(first + 399, #ids) do
+      args[#args + 1] = score
+      args[#args + 1] = ids[i]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+
+local function enqueue_flush(p)
+  local made = p.made
+  if #made == 0 then return end
+  local tag, q, now = p.tag, p.a.queue, ms(p.now)
+  -- The queue's set and due-queues first (see `failed`): one of another type
+  -- fails the call before any index names the new runs, and they go (unmake).
+  local ok, err = pcall(zadd_all, p.queue_key, p.queue_score, made)
+  if not ok then
+    unmake(p)
+    refuse(p.queue_key, err)
+  end
+  if p.status == 'scheduled' and not mark_due(tag, q, p.due) then
+    for first = 1, #made, 400 do
+      redis.call('ZREM', p.queue_key, unpack(made, first, math.min(first + 399, #made)))
+    end
+    unmake(p)
+    refuse(k_due_queues(tag), 'WRONGTYPE')
+  end
+  -- Indexes that only list runs: a refusal is skipped (see `failed`).
+  pcall(zadd_all, tag .. ':runs:created', now, made)
+  pcall(zadd_all, k_wf_runs(tag, p.a.workflow), now, made)
+  pcall(zadd_all, k_status(tag, p.status), now, made)
+  -- For listing only (ops views, metrics); forget_queues removes idle ones.
+  redis.pcall('SADD', tag .. ':queues', q)
+  if p.status ~= 'scheduled' and redis.call('ZCARD', p.queue_key) == #made then
+    -- Ring only when the set was empty: the worker a bell wakes rings again
+    -- while work remains (claim_run.lua), so a burst wakes every idle worker
+    -- without a bell per run.
+    ring(tag, q)
+  end
+  p.made, p.idems = {}, {}
+end
+
+-- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
+-- the run existed already).
+local function enqueue(tag, a, now)
+  local p = enqueue_plan(tag, a, now)
+  local id, created = enqueue_one(p, a.id, a.input_json, a.idem_key)
+  if created == 0 then return id, 0, '' end
+  enqueue_flush(p)
+  return id, 1, p.status
+end
+
+-- A ready entry whose run record is unusable fails with a clear error instead
+-- of reaching a worker (whose reply parsing it would break) or being dropped
+-- silently. A record with an unknown or missing status is reset to `queued`
+-- first so that finalize applies (its index entry is dropped).
+local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
+  failed = true, canceled = true, suspended = true }
+
+local function fail_corrupt(tag, id, why, now)
+  local run = k_run(tag, id)
+  local old = redis.call('HGET', run, 'status')
+  if not old or not KNOWN_STATUS[old] then
+    if old then redis.call('ZREM', k_status(tag, old), id) end
+    redis.call('HSET', run, 'status', 'queued')
+  end
+  finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
+    message = 'run record is corrupted: ' .. why, retryable = false }), now, '')
+  return nil
+end
+
+-- True when a stored integer field is present but not an integer.
+local function bad_int(v)
+  return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
+end
+
+-- Rate limit of a workflow (its synced `rateLimit`, "<count>/<s|m|h>"; see
+-- redflow_mp/ratelimit.py): a sliding window over the starts of its runs, kept
+-- as a log under rate:<wf> (ZSET, member per start, score = its start time in
+-- server ms, past or reserved). No window of one period holds more than
+-- `count` starts: a start at `s` needs the count-th latest logged one at or
+-- before s - period. Every call logs one start, now or at the earliest time the
+-- window allows (a reservation: a run over the limit gets the next free start
+-- instead of polling for one). Entries a period old are trimmed; the key
+-- expires a period after its last start. Returns nil when the start is now,
+-- else the ms it is reserved for.
+local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
+
+-- `spec`: the workflow's rateLimit if read already (false = none), nil: read here.
+local function rate_slot(tag, wf, id, now, spec)
+  if spec == nil then spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit') end
+  if not spec or spec == '' then return nil end
+  local count, unit = string.match(spec, '^(%d+)/([smh])$')
+  count = tonumber(count)
+  if not count or count < 1 then return nil end
+  local period = RATE_PERIODS[unit]
+  local key = k_rate(tag, wf)
+  local r = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
+  if failed(r) then return nil, key, r end  -- of another type: nothing written
+  local logged = redis.call('ZCARD', key)
+  local slot = now
+  if logged >= count then
+    local nth = redis.call('ZRANGE', key, logged - count, logged - count, 'WITHSCORES')
+    local at = tonumber(nth[2]) + period
+    if at > slot then slot = at end
+  end
+  redis.call('ZADD', key, int_str(slot), id .. ':' .. int_str(now) .. ':' .. int_str(slot))
+  local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) or slot
+  redis.call('PEXPIRE', key, int_str(last - now + period + 1))
+  if slot <= now then return nil end
+  return slot
+end
+
+-- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the
+-- run was moved to `scheduled` until its reserved start (the promoter brings it
+-- back then; it waits without a process and without Redis traffic). A run that
+-- comes back with its reservation (`reserved`, its rateSlot field) starts
+-- without taking another one. false, key, error: a key it needs (rate:<wf>,
+-- the scheduled set, due-queues) is of another type; the run was not moved.
+local function rate_deferred(tag, id, wf, q, reserved, now, spec)
+  if reserved and reserved ~= '' then
+    redis.call('HDEL', k_run(tag, id), 'rateSlot')
+    return false
+  end
+  local slot, bad, e = rate_slot(tag, wf, id, now, spec)
+  if bad then return false, bad, e end
+  if not slot then return false end
+  local sched = k_scheduled(tag, q)
+  e = redis.pcall('ZADD', sched, slot, id)  -- placed first (see `failed`)
+  if failed(e) then return false, sched, e end
+  if not mark_due(tag, q, slot) then
+    redis.call('ZREM', sched, id)
+    return false, k_due_queues(tag), 'WRONGTYPE'
+  end
+  redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
+    'rateSlot', slot, 'updatedAt', now)
+  move_status(tag, id, 'queued', 'scheduled', now)
+  return true
+end
+
+-- Ids dropped by `take` because their run record is gone, reported to the caller
+-- so that it can say so in its log.
+local DROPPED = {}
+
+-- Take the run `id` that the caller just removed from the ready set of `q`
+-- (where it had `score`): check it, gate it on max_concurrency, lease it and
+-- mark it running. Returns a reply table for a claimed run, or nil when the
+-- id was skipped (stale, canceled, corrupted or parked).
+local function take(tag, id, q, score, token, lease_ms, now)
+  local run = k_run(tag, id)
+  -- pcall: a foreign key of another type under the run's name must not fail the
+  -- whole claim (WRONGTYPE); it is dropped like a missing hash.
+  local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
+    'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
+    'startedAt', 'queue', 'availableAt', 'rateSlot')
+  if f.err or not (f[1] or f[2] or f[5]) then
+    -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
+    DROPPED[#DROPPED + 1] = q .. ' ' .. id
+    return nil
+  end
+  if not f[1] or not KNOWN_STATUS[f[1]] then
+    return fail_corrupt(tag, id, 'unknown status ' .. tostring(f[1] or '(none)'), now)
+  end
+  -- A run that is no longer queued (canceled, or a stale duplicate entry):
+  -- drop the entry, never execute it.
+  if f[1] ~= 'queued' then return nil end
+  local wf = f[2]
+  if not wf or wf == '' or not f[5] then
+    return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
+  end
+  for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
+    if i ~= 9 and i ~= 11 and bad_int(f[i]) then
+      local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
+      return fail_corrupt(tag, id, 'field ' .. names[i - 5] .. ' is not an integer', now)
+    end
+  end
+  if f[3] and f[3] ~= '' then
+    finalize(tag, id, 'canceled', 'errorJson', '', now, '')
+    return nil
+  end
+  local running = k_running(tag, wf)
+  -- A key this claim needs of another type (wf-running:<wf>, workflow:<wf>,
+  -- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues, leases): the run
+  -- goes back to its ready set a minute later (never stranded, and the other
+  -- runs pass first) and the call fails naming the key (see `failed`).
+  local woken = false
+  local function back(key, e)
+    if not woken then redis.call('SREM', running, id) end
+    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+    refuse(key, e)
+  end
+  -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
+  -- passes, and its resume is no new start for the rate limit). Another run
+  -- passes when the set, with it, holds at most max_concurrency, else gives it back.
+  local added = redis.pcall('SADD', running, id)
+  if failed(added) then
+    woken = true  -- nothing added: nothing to take back
+    back(running, added)
+  end
+  woken = added == 0
+  if not woken then
+    local m = redis.pcall('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
+    if failed(m) then back(k_wf(tag, wf), m) end
+    local limit = tonumber(m[1]) or tonumber(f[4]) or 1
+    if limit < 1 then limit = 1 end
+    if redis.call('SCARD', running) > limit then
+      local parked = redis.pcall('ZADD', k_waiting(tag, wf), score, id)
+      if failed(parked) then back(k_waiting(tag, wf), parked) end
+      redis.call('SREM', running, id)
+      redis.pcall('SADD', tag .. ':parked', wf)
+      return nil
+    end
+    local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
+    if bad then back(bad, e) end
+    if deferred then
+      redis.call('SREM', running, id)
+      return nil
+    end
+  end
+  -- A run that never started has no steps: skip the read. Read before the run
+  -- changes: a steps key of another type fails the run as corrupted (it cannot
+  -- replay), instead of failing every claim of it after marking it running.
+  local steps = {}
+  if f[12] and f[12] ~= '' then
+    steps = redis.pcall('HGETALL', k_steps(tag, id))
+    if failed(steps) then
+      return fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash', now)
+    end
+  end
+  local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  if failed(leased) then
+    -- `leases` of another type: put the run back where it was (at its own score:
+    -- no claim can pass while it is broken) and fail the call.
+    if not woken then redis.call('SREM', running, id) end
+    redis.call('ZADD', k_ready(tag, q), score, id)
+    refuse(k_leases(tag), leased)
+  end
+  local started = f[12]
+  local ns = ms(now)
+  if not started or started == '' then
+    started = ns
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', ns,
+      'updatedAt', ns, 'attemptStartedAt', ns)
+  elseif woken then  -- a resume: the attempt started at its first execution
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns)
+  else
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
+      'attemptStartedAt', ns)
+  end
+  move_status(tag, id, 'queued', 'running', now)
+  return { id, wf, f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
+    f[10] or '', f[11] or '', tostring(started), steps, f[14] or '' }
+end
