@@ -253,6 +253,18 @@ local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   return true
 end
 
+-- A key a claim of run `id` needs is of another type (wf-running:<wf>,
+-- workflow:<wf>, wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the
+-- run goes back to the ready set of `q` a minute later (never stranded, and the
+-- other runs pass first), out of `slot` (its wf-running set, nil: none taken),
+-- and the call fails naming `key` (see `failed`). A top-level function, not a
+-- closure in `take`: no closure is made per claim.
+local function give_back(tag, id, q, score, slot, key, e)
+  if slot then redis.call('SREM', slot, id) end
+  redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+  refuse(key, e)
+end
+
 -- Ids dropped by `take` because their run record is gone, reported to the caller
 -- so that it can say so in its log.
 local DROPPED = {}
@@ -294,39 +306,28 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   local running = k_running(tag, wf)
-  -- A key this claim needs of another type (wf-running:<wf>, workflow:<wf>,
-  -- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues, leases): the run
-  -- goes back to its ready set a minute later (never stranded, and the other
-  -- runs pass first) and the call fails naming the key (see `failed`).
-  local woken = false
-  local function back(key, e)
-    if not woken then redis.call('SREM', running, id) end
-    redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
-    refuse(key, e)
-  end
   -- Slot first: SADD answers 0 for a woken suspended run (it holds its slot and
   -- passes, and its resume is no new start for the rate limit). Another run
   -- passes when the set, with it, holds at most max_concurrency, else gives it back.
   local added = redis.pcall('SADD', running, id)
-  if failed(added) then
-    woken = true  -- nothing added: nothing to take back
-    back(running, added)
-  end
-  woken = added == 0
+  if failed(added) then give_back(tag, id, q, score, nil, running, added) end
+  local woken = added == 0
+  local slot = running  -- what give_back takes back (nil: a woken run keeps its slot)
+  if woken then slot = nil end
   if not woken then
     local m = redis.pcall('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
-    if failed(m) then back(k_wf(tag, wf), m) end
+    if failed(m) then give_back(tag, id, q, score, slot, k_wf(tag, wf), m) end
     local limit = tonumber(m[1]) or tonumber(f[4]) or 1
     if limit < 1 then limit = 1 end
     if redis.call('SCARD', running) > limit then
       local parked = redis.pcall('ZADD', k_waiting(tag, wf), score, id)
-      if failed(parked) then back(k_waiting(tag, wf), parked) end
+      if failed(parked) then give_back(tag, id, q, score, slot, k_waiting(tag, wf), parked) end
       redis.call('SREM', running, id)
       redis.pcall('SADD', tag .. ':parked', wf)
       return nil
     end
     local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
-    if bad then back(bad, e) end
+    if bad then give_back(tag, id, q, score, slot, bad, e) end
     if deferred then
       redis.call('SREM', running, id)
       return nil
