@@ -421,3 +421,32 @@ def test_out_of_memory_refuses_a_finish_whole_and_is_not_called_a_wrong_type(
     assert raw.llen(k.run_attempts(rid)) == 0
     done, _ = client.scripts.claim(("q",), 5_000, "", Finish(mode, rid, token, b"1", 30_000))
     assert done == ("succeeded" if mode == "succeeded" else "scheduled")
+
+
+def test_a_batch_with_an_idempotency_key_of_the_wrong_type_leaves_no_run(
+    raw: redis.Redis, client: Client, registry: object
+) -> None:
+    """``run_many`` with idempotency keys writes each run of a chunk, then indexes
+    them all; one key a hash (another program's): the call failed after the runs
+    before it were written but indexed nowhere, and a retry with the same keys
+    got those stranded runs back (never to run). Now the chunk's runs go and the
+    error names the key."""
+    from redflow_mp import Registry, define_workflow
+
+    assert isinstance(registry, Registry)
+
+    @define_workflow("batchwf", registry=registry, queue="bq")
+    def batchwf(ctx: object) -> None:
+        return None
+
+    k = client.keys
+    raw.hset(k.idempotency("batchwf", "b3"), "x", "y")
+    keys = ["b1", "b2", "b3", "b4"]
+    with pytest.raises(WrongTypeError, match="b3"):
+        batchwf.run_many([None] * 4, idempotency_keys=keys, client=client)
+    for key in ("b1", "b2"):
+        assert not raw.exists(k.idempotency("batchwf", key))
+    assert not raw.keys(k.run("*"))
+    raw.delete(k.idempotency("batchwf", "b3"))
+    handles = batchwf.run_many([None] * 4, idempotency_keys=keys, client=client)
+    assert raw.zcard(k.q_ready("bq")) == 4 and len({h.id for h in handles}) == 4
