@@ -62,6 +62,7 @@ from .duties.leader import LeaderDuty
 from .duties.memory import MemoryDuty
 from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
+from .duties.registry import RegistryDuty
 from .duties.retention import RetentionDuty
 from .duties.status import (
     ProcessSampler,
@@ -195,6 +196,7 @@ class Arbiter:
                 ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
                 KeyCheckDuty(client, [w.name for w in self.registry], lambda: self.queues),
+                RegistryDuty(client, lambda: self.registry, s.app),
                 self.status,
             ]
         )
