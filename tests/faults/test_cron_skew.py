@@ -52,7 +52,13 @@ def _leader(sups: list[Supervisor]) -> Supervisor:
 
 
 def _stop_schedule(raw: redis.Redis, prefix: str) -> None:
+    """No more fires: the cron entries go, and so do the ids the stored metadata
+    names (else a supervisor's registry check sees entries lost and writes them
+    again, as after a FLUSHALL: supervisor/duties/registry.py)."""
     tag = "{" + prefix + "}"
+    for key in raw.scan_iter(match=f"{tag}:workflow:*", count=1000):
+        if raw.type(key) == b"hash" and raw.hexists(key, "cronIdsJson"):
+            raw.hset(key, "cronIdsJson", "[]")
     for cid in raw.hkeys(f"{tag}:cron:def"):
         raw.zrem(f"{tag}:cron:next", cid)
         raw.hdel(f"{tag}:cron:def", cid)
