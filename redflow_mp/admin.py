@@ -53,10 +53,15 @@ class RunQueues:
     not be read again while it runs: a call reads the running ids (one ZRANGE)
     and the queues of the new ones only, not one HGET per running run at every
     scrape. Runs no longer running are forgotten (bounded by the runs in flight).
+    One map per shard (its tag): each shard's pass forgets only its own runs.
     """
 
     def __init__(self) -> None:
-        self.of: dict[str, str] = {}
+        self.by_shard: dict[str, dict[str, str]] = {}
+
+    def of(self, tag: str) -> dict[str, str]:
+        """Run id -> queue of the running runs seen in the shard of ``tag``."""
+        return self.by_shard.setdefault(tag, {})
 
 
 #: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
@@ -134,8 +139,9 @@ def _queue_stats(
             None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)
         ]
     running = [text(x) for x in raw[-1] or ()]
+    seen = remembered.of(k.tag)
     heads = [(i, text(raw[3 * i + 2][0])) for i in range(len(names)) if raw[3 * i + 2]]
-    unseen = [run_id for run_id in running if run_id not in remembered.of]
+    unseen = [run_id for run_id in running if run_id not in seen]
     # Second round trip: the server's time, the heads' availableAt and the
     # queues of the running runs not seen before.
     with r.pipeline(transaction=False) as pipe:
@@ -152,13 +158,13 @@ def _queue_stats(
     avail = more[1 : 1 + len(heads)]
     for run_id, queue in zip(unseen, more[1 + len(heads) :], strict=True):
         if queue is not None:
-            remembered.of[run_id] = text(queue)
+            seen[run_id] = text(queue)
     live = set(running)
-    for run_id in [x for x in remembered.of if x not in live]:
-        del remembered.of[run_id]  # no longer running: the memory stays bounded
+    for run_id in [x for x in seen if x not in live]:
+        del seen[run_id]  # no longer running: the memory stays bounded
     in_flight: dict[str, int] = {}
     for run_id in running:
-        queue = remembered.of.get(run_id)
+        queue = seen.get(run_id)
         if queue is not None:
             in_flight[queue] = in_flight.get(queue, 0) + 1
     out = [

@@ -106,6 +106,12 @@ _LISTING = (
     "runs go on but are missing from this listing (list_runs, dashboard, metrics, "
     "retention) until it is removed"
 )
+_STATUS = (
+    "runs go on but are missing from this listing (list_runs, dashboard, metrics); "
+    "those that change status while it is broken stay missing after it is removed, "
+    "and one that finishes meanwhile is never removed by retention nor moved by "
+    "`redflow migrate --shards`"
+)
 _PLACING = (
     "the runs it would hold cannot move there (claims, retries, delays, wake-ups) "
     "until it is removed; none is lost"
@@ -119,7 +125,7 @@ def expected_types(
     many runs: prefix-wide, per workflow of ``workflows``, per queue of ``queues``."""
     out = [
         (keys.runs_created, "zset", _LISTING),
-        *((keys.runs_status(s), "zset", _LISTING) for s in STATUSES),
+        *((keys.runs_status(s), "zset", _STATUS) for s in STATUSES),
         (keys.queues, "set", _LISTING),
         (keys.parked, "set", _LISTING),
         (keys.workflows, "set", _LISTING),

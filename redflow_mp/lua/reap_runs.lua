@@ -64,8 +64,10 @@ for _, wf in ipairs(parked) do
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch))
     released = released + n
-    if n == 0 and redis.call('ZCARD', k_waiting(tag, wf)) == 0 then
-      redis.call('SREM', tag .. ':parked', wf)
+    -- (a waiting set of another type: release_parked skipped it, and so does
+    -- this; a failing ZCARD here failed every reap call after its requeues)
+    if n == 0 and redis.pcall('ZCARD', k_waiting(tag, wf)) == 0 then
+      redis.pcall('SREM', tag .. ':parked', wf)
     end
   end
 end

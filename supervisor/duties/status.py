@@ -19,7 +19,7 @@ import psutil
 import redis
 
 from redflow_mp import __version__
-from redflow_mp.admin import RunQueues, queue_stats, running_counts
+from redflow_mp.admin import RunQueues, queue_stats
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Labels
@@ -187,11 +187,32 @@ def gauges(
                 out.append(
                     ("redflow_queue_depth", (("queue", q.name), ("state", state)), float(value))
                 )
-        suspended = count_status(client, "suspended")
-        out.append(("redflow_runs_suspended", (), float(suspended)))
-        names = [wf.name for wf in registry]
-        for name, count in zip(names, running_counts(client, names), strict=True):
-            out.append(("redflow_workflow_running", (("workflow", name),), float(count)))
+        out += _counts(client, registry)
     except TRANSIENT_ERRORS as exc:
         log.debug("metrics gauges unavailable: %s", exc)
+    return out
+
+
+def _counts(client: Client, registry: Registry) -> list[tuple[str, Labels, float]]:
+    """The suspended runs and each workflow's running runs. A key of another type
+    (the suspended index, one workflow's running set) leaves its gauge out instead
+    of failing the whole scrape (keycheck.py names the key)."""
+    out: list[tuple[str, Labels, float]] = []
+    try:
+        out.append(("redflow_runs_suspended", (), float(count_status(client, "suspended"))))
+    except redis.ResponseError as exc:
+        log.debug("redflow_runs_suspended unavailable: %s", exc)
+    names = [wf.name for wf in registry]
+    totals: list[float | None] = [0.0] * len(names)
+    for view in shard_views(client):  # one pipeline per shard, as running_counts
+        with view.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.scard(view.keys.wf_running(name))
+            replies = pipe.execute(raise_on_error=False)
+        for i, n in enumerate(replies):
+            total = totals[i]
+            totals[i] = None if total is None or isinstance(n, Exception) else total + int(n)
+    for name, count in zip(names, totals, strict=True):
+        if count is not None:
+            out.append(("redflow_workflow_running", (("workflow", name),), count))
     return out

@@ -371,3 +371,30 @@ def test_the_key_check_names_each_shared_key_of_the_wrong_type(
     for key, kind in bad.items():
         assert f"key {key} holds a {kind}, not a" in caplog.text
     assert set(counts) == {"type"}, counts
+
+
+@pytest.mark.parametrize("bad", ["suspended", "wf-running"])
+def test_the_metrics_gauges_survive_a_suspended_index_or_running_set_of_the_wrong_type(
+    client: Client, registry: Registry, raw: redis.Redis, bad: str
+) -> None:
+    """A scrape's gauges read the suspended index (ZCARD) and each workflow's
+    running set (SCARD); either of the wrong type raised a ResponseError out of
+    gauges(), and the scrape served nothing at all (its connection dropped),
+    counters and every other gauge included. The key is left out; the rest is
+    served (the key check names it)."""
+    from supervisor.duties.status import gauges
+
+    @define_workflow("gw", registry=registry)
+    def gw(ctx: Context[Any]) -> None:
+        return None
+
+    client.run_by_name("gw", 1, queue_override="gq")
+    k = client.keys
+    key = k.runs_status("suspended") if bad == "suspended" else k.wf_running("gw")
+    raw.set(key, "not a redflow key")
+    got = {(name, labels): value for name, labels, value in gauges(client, registry, 2, ["gq"])}
+    assert got[("redflow_queue_depth", (("queue", "gq"), ("state", "ready")))] == 1.0
+    if bad == "suspended":
+        assert got[("redflow_workflow_running", (("workflow", "gw"),))] == 0.0
+    else:
+        assert got[("redflow_runs_suspended", ())] == 0.0

@@ -586,3 +586,28 @@ def test_other_prefixes_name_a_sharded_prefix_once(
         assert redflow_main(["queues", "--url", server.url, "--prefix", prefix]) == 0
     err = capsys.readouterr().err
     assert f"other prefixes with redflow keys in this database: '{prefix}-x' (" in err, err
+
+
+def test_a_repeated_scrape_reads_no_running_runs_queue_again_over_shards(
+    sharded: Client, raw: Any
+) -> None:
+    """The arbiter's RunQueues remembers the queue of each running run between
+    scrapes; it was one map for every shard, and each shard's pass forgot the runs
+    of the others as "no longer running": with shards > 1 every scrape read the
+    queue of (nearly) every running run again, one HGET each."""
+    from redflow_mp.admin import RunQueues
+    from tests.helpers import command_counts
+
+    ids = []
+    for shard in sharded.shards:
+        for _ in range(20):
+            rid = put(shard, workflow_in(sharded, shard.index))
+            shard.redis.zadd(shard.keys.runs_status("running"), {rid: 1})
+            ids.append(rid)
+    remembered = RunQueues()
+    first = {q.name: q for q in queue_stats(sharded, ["q"], remembered)}
+    assert first["q"].processing == 20 * N
+    again: list[Any] = []
+    counts = command_counts(raw, lambda: again.append(queue_stats(sharded, ["q"], remembered)))
+    assert again[0][0].processing == 20 * N
+    assert counts.get("hget", 0) == N, counts  # each shard's head: its availableAt

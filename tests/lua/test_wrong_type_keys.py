@@ -450,3 +450,24 @@ def test_a_batch_with_an_idempotency_key_of_the_wrong_type_leaves_no_run(
     raw.delete(k.idempotency("batchwf", "b3"))
     handles = batchwf.run_many([None] * 4, idempotency_keys=keys, client=client)
     assert raw.zcard(k.q_ready("bq")) == 4 and len({h.id for h in handles}) == 4
+
+
+def test_the_reaper_goes_on_past_a_parked_workflow_whose_waiting_set_is_of_the_wrong_type(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A workflow listed in `parked` (free slots) whose wf-waiting set is a string:
+    release_parked skips it, but the reaper then read the set's size with a
+    failing ZCARD, so every reap call failed after its requeues (the reply lost:
+    the stall guard never saw a call succeed, held off for good, and no expired
+    lease of any queue was put back any more)."""
+    k = client.keys
+    rid = enq(queue="q", max_concurrency=10)
+    client.scripts.claim(("q",), 1, new_token())
+    raw.sadd(k.parked, "other")
+    raw.set(k.wf_waiting("other"), _JUNK)
+    now = client.server_time_ms()
+    while client.server_time_ms() < now + 5:
+        pass
+    _, requeued, _ = client.scripts.reap(100)
+    assert requeued == [rid]
+    assert status_of(raw, client, rid) == "queued"
