@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import AuthorizationError
+from redis.exceptions import AuthorizationError, NoPermissionError
 
 from redflow_mp.client import Client, create_client
-from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError
+from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError, RedisReadOnlyError
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
 from redflow_mp.registry import Registry
@@ -89,18 +89,34 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             raise SystemExit(
                 f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
             ) from None
+        except NoPermissionError as exc:
+            client.close()
+            raise SystemExit(
+                f"redflow-supervisor: Redis at {mask_url(s.url)} refused a command to this "
+                f'user: {exc} (docs/operations.md, "Redis ACL", lists what a user needs)'
+            ) from None
         except TRANSIENT_ERRORS as exc:
+            refusing = isinstance(exc, RedisReadOnlyError | redis.ReadOnlyError)
             if time.monotonic() >= deadline:
                 client.close()
-                raise SystemExit(
-                    f"redflow-supervisor: cannot reach Redis at {mask_url(s.url)}: {exc}"
-                ) from None
-            log.warning("Redis at %s unreachable (%s); retrying", mask_url(s.url), exc)
+                raise _given_up(s.url, exc, refusing) from None
+            what = "accepts no writes" if refusing else "unreachable"
+            log.warning("Redis at %s %s (%s); retrying", mask_url(s.url), what, exc)
             time.sleep(delay)
             delay = min(2.0, delay * 2)
         except RedflowError as exc:  # e.g. a cluster URL whose node is not in cluster mode
             client.close()
             raise SystemExit(f"redflow-supervisor: {exc}") from None
+
+
+def _given_up(url: str, exc: Exception, refusing: bool) -> SystemExit:
+    """The exit message once Redis stayed out of reach (or read-only) too long."""
+    if refusing:
+        return SystemExit(
+            f"redflow-supervisor: Redis at {mask_url(url)} accepts no writes: {exc} "
+            "(give the master's URL, or a redis+sentinel:// URL)"
+        )
+    return SystemExit(f"redflow-supervisor: cannot reach Redis at {mask_url(url)}: {exc}")
 
 
 #: The namespace keys whose type a redflow keyspace fixes (``keys.py``).
