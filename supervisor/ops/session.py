@@ -207,7 +207,10 @@ def _client(
             **extra,
         )
     except ValueError as exc:
-        raise UsageError(f"bad Redis URL {mask_url(url)}: {scrub(str(exc), url)}") from None
+        text = scrub(str(exc), url)
+        if text.startswith("prefix "):  # keys.check_prefix: the prefix, not the URL
+            raise UsageError(text) from None
+        raise UsageError(f"bad Redis URL {mask_url(url)}: {text}") from None
 
 
 # ------------------------------------------------------- "where did it look"
