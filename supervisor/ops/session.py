@@ -309,6 +309,11 @@ def report_error(exc: BaseException, url: str) -> int:
         return EXIT_USAGE
     if isinstance(exc, redis.AuthenticationError):
         print_err(f"Redis at {shown} refused the credentials: {text}")
+    elif isinstance(exc, redis.exceptions.NoPermissionError):
+        print_err(
+            f"Redis at {shown} refused a command to this user: {text} "
+            '(docs/operations.md, "Redis ACL", lists what a user needs)'
+        )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         print_err(f"cannot reach Redis at {shown}: {text}")
     elif isinstance(exc, redis.RedisError):
