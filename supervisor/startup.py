@@ -26,6 +26,7 @@ import redis
 from redis.exceptions import AuthorizationError, NoPermissionError
 
 from redflow_mp.client import Client, create_client
+from redflow_mp.connection import tls_hint
 from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError, RedisReadOnlyError
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
@@ -116,7 +117,9 @@ def _given_up(url: str, exc: Exception, refusing: bool) -> SystemExit:
             f"redflow-supervisor: Redis at {mask_url(url)} accepts no writes: {exc} "
             "(give the master's URL, or a redis+sentinel:// URL)"
         )
-    return SystemExit(f"redflow-supervisor: cannot reach Redis at {mask_url(url)}: {exc}")
+    return SystemExit(
+        f"redflow-supervisor: cannot reach Redis at {mask_url(url)}: {exc}{tls_hint(url, exc)}"
+    )
 
 
 #: The namespace keys whose type a redflow keyspace fixes (``keys.py``).

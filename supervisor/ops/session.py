@@ -26,6 +26,7 @@ import redis
 from redflow_mp import queries
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState
+from redflow_mp.connection import tls_hint
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import recorded_shards, shards_problem
 from redflow_mp.transport import mask_url
@@ -315,7 +316,7 @@ def report_error(exc: BaseException, url: str) -> int:
             '(docs/operations.md, "Redis ACL", lists what a user needs)'
         )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        print_err(f"cannot reach Redis at {shown}: {text}")
+        print_err(f"cannot reach Redis at {shown}: {text}{tls_hint(url, exc)}")
     elif isinstance(exc, redis.RedisError):
         print_err(f"Redis error at {shown}: {text}")
     else:
