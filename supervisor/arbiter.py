@@ -60,6 +60,7 @@ from .duties.leader import LeaderDuty
 from .duties.memory import MemoryDuty
 from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
+from .duties.registration import RegistrationDuty
 from .duties.retention import RetentionDuty
 from .duties.status import (
     ProcessSampler,
@@ -191,6 +192,7 @@ class Arbiter:
                     lease_ms=s.lease_ms,
                 ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
+                RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 self.status,
             ]
         )
