@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import msgspec
+
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import ring_bells
@@ -71,7 +73,7 @@ from .duties.status import (
 )
 from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, RestartState, SlotTracker
-from .settings import Settings
+from .settings import Settings, held_for_restart
 from .signals import SignalPipe
 from .startup import connect, resolve_queues, resync
 from .status import SupervisorStatus
@@ -404,7 +406,7 @@ class Arbiter:
             except BaseException as exc:
                 log.error("reload failed; keeping the current code and settings: %s", exc)
                 return
-            self.settings = reloaded.settings
+            self.settings = self._keep_running(reloaded.settings)
             self.registry = reloaded.registry
             assert self.client is not None
             try:
@@ -418,6 +420,21 @@ class Arbiter:
             self.generation,
             count_children(len(self.slots)),
         )
+
+    def _keep_running(self, reloaded: Settings) -> Settings:
+        """``reloaded`` with the running value of each setting a reload cannot
+        apply (``settings.RELOADABLE``): parent and children must agree on them."""
+        kept = held_for_restart(self.settings, reloaded)
+        if not kept:
+            return reloaded
+        log.warning(
+            "reload: %s changed in the configuration; a restart applies %s "
+            "(keeping the running %s)",
+            ", ".join(sorted(kept)),
+            "it" if len(kept) == 1 else "them",
+            "value" if len(kept) == 1 else "values",
+        )
+        return msgspec.structs.replace(reloaded, **kept)
 
     def _scale(self, delta: int) -> None:
         if self.mode is not Mode.RUNNING:
