@@ -267,7 +267,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "runs",
             "How long finished runs are kept (hash, steps, indexes, their idempotency key); "
-            "0 keeps them forever. The same duty forgets idle queue names (every 30 s at "
+            "0 keeps them forever. Every supervisor of the prefix sweeps with its own "
+            "value, so the shortest one applies (0 on one host keeps nothing another "
+            "host's sweep removes). The same duty forgets idle queue names (every 30 s at "
             "most).",
             unit="s",
             min=0,
