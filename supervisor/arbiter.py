@@ -85,6 +85,9 @@ log = logging.getLogger("redflow_supervisor")
 
 # How long an on_failure hook run by the supervisor may take before it is killed.
 _ON_FAILURE_LIMIT = 60.0
+# Seconds after a fork during which the loop polls a booting child's board entry
+# every 20 ms (then every 250 ms).
+_BOOT_POLL_FAST_FOR = 2.0
 
 
 def _end_of_startup() -> None:
@@ -270,7 +273,10 @@ class Arbiter:
             if child.kill_at is not None:
                 wake = min(wake, child.kill_at)
             if not child.ready:
-                wake = min(wake, now + 0.02)
+                # Look at the board often while a child boots, then less (a child
+                # waiting out a Redis outage may take minutes to become ready).
+                booting = now - child.started_at < _BOOT_POLL_FAST_FOR
+                wake = min(wake, now + (0.02 if booting else 0.25))
         if self.deadline is not None:
             wake = min(wake, self.deadline)
         if self.hub is not None:
