@@ -60,14 +60,21 @@ def _redflow(url: str, prefix: str, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
-def test_the_documented_acl_users_can_do_their_jobs(server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 2])
+def test_the_documented_acl_users_can_do_their_jobs(
+    server: RedisServer, tmp_path: Path, shards: int
+) -> None:
     prefix = "etlacl"
+    # with shards > 1, the docs add the other shards' tags: ~{etl~*}:* and &{etl~*}:*
+    extra = [f"~{{{prefix}~*}}:*", f"&{{{prefix}~*}}:*"] if shards > 1 else []
     admin = server.client()
-    app_url = _user(admin, "etl", documented("etl", prefix))
-    viewer_url = _user(admin, "etl-viewer", documented("etl-viewer", prefix))
+    app_url = _user(admin, "etl", [*documented("etl", prefix), *extra])
+    viewer_extra = ["%R" + extra[0], extra[1]] if extra else []  # the viewer reads only
+    viewer_url = _user(admin, "etl-viewer", [*documented("etl-viewer", prefix), *viewer_extra])
     admin.execute_command("ACL", "LOG", "RESET")  # type: ignore[no-untyped-call]
-    sup = Supervisor(app_url, prefix, tmp_path / "sup.log", procs=2).start()
-    client = create_client(app_url, prefix=prefix, default=False)
+    args = ["--shards", str(shards)]
+    sup = Supervisor(app_url, prefix, tmp_path / "sup.log", procs=2, args=args).start()
+    client = create_client(app_url, prefix=prefix, default=False, shards=shards)
     try:
         sup.wait_workers(2)
         handles = [flows.pid.run(None, client=client) for _ in range(5)]
