@@ -39,6 +39,7 @@ from .arbiter import Arbiter, Reloaded
 from .early import StartupStop
 from .logs import configure_logging
 from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
+from .startup import BadSettings
 
 if TYPE_CHECKING:
     from .embedded import EmbeddedRedis
@@ -326,7 +327,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
-            return 1
+            return EXIT_USAGE if isinstance(exc, BadSettings) else 1
         return int(exc.code or 0)
     finally:
         if embedded is not None:

@@ -36,11 +36,19 @@ from redflow_mp.transport import mask_url
 
 from .settings import Settings
 
-__all__ = ["connect", "resolve_queues", "resync"]
+__all__ = ["BadSettings", "connect", "resolve_queues", "resync"]
 
 log = logging.getLogger("redflow_supervisor")
 
 _CONNECT_PATIENCE = 15.0
+
+
+class BadSettings(SystemExit):
+    """A setting that cannot work, found while connecting (a malformed Redis URL: an
+    unknown scheme or option, a database that is no number). The command exits
+    with status 2, as for every other bad setting, which systemd's
+    ``RestartPreventExitStatus=2`` does not restart (status 1 was restarted in a
+    loop)."""
 
 
 def resolve_queues(settings: Settings, registry: Registry) -> tuple[str, ...]:
@@ -59,10 +67,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
     keyspace written by an older redflow-mp (v1) on ``queues`` or the registry's
     workflows stops the start with a message naming ``redflow migrate``."""
     s = settings
-    try:
-        client = _client(s, registry)
-    except (RedflowError, ValueError) as exc:  # a bad URL, an unknown Sentinel service
-        raise SystemExit(f"redflow-supervisor: {exc}") from None
+    client = _first_client(s, registry)
     deadline = time.monotonic() + _CONNECT_PATIENCE
     delay = 0.1
     while True:
@@ -173,6 +178,15 @@ def eviction_warning(client: Client, url: str) -> str | None:
         "lost or run twice; set maxmemory-policy noeviction (then a full Redis refuses "
         "writes, which redflow rides out) or give Redis memory to spare"
     )
+
+
+def _first_client(s: Settings, registry: Registry) -> Client:
+    try:
+        return _client(s, registry)
+    except ValueError as exc:  # a malformed URL: a bad setting
+        raise BadSettings(f"redflow-supervisor: {exc}") from None
+    except RedflowError as exc:  # an unknown Sentinel service
+        raise SystemExit(f"redflow-supervisor: {exc}") from None
 
 
 def _client(s: Settings, registry: Registry) -> Client:

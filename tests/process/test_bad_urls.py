@@ -35,7 +35,7 @@ def test_an_unknown_url_option_is_refused_clearly(query: str, named: str) -> Non
         "--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    assert proc.returncode == 2, out  # a bad setting: systemd does not restart it
     assert "Traceback" not in out, out
     assert named in out and "option" in out, out
     assert PASSWORD not in out, out
@@ -50,10 +50,21 @@ def test_a_database_that_is_no_number_is_refused_clearly(path: str) -> None:
         "--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url
     )  # fmt: skip
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    assert proc.returncode == 2, out  # a bad setting: systemd does not restart it
     assert "Traceback" not in out, out
     assert "database" in out and repr(path[1:]) in out, out
     assert "cannot reach" not in out, out  # refused before any connection attempt
+    assert PASSWORD not in out, out
+
+
+def test_an_unknown_url_scheme_is_a_bad_setting() -> None:
+    proc = run_supervisor_once(
+        "--app", "x", "--procs", "1", "--module", "tests.faults.workload",
+        "--url", f"htp://app:{PASSWORD}@127.0.0.1:{_closed_port()}/0",
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # was 1: restarted in a loop by systemd
+    assert "Traceback" not in out and "scheme 'htp'" in out, out
     assert PASSWORD not in out, out
 
 
