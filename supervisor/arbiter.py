@@ -559,6 +559,16 @@ class Arbiter:
                 child.stop_sent = "kill"
                 child.signal(signal.SIGKILL)
 
+    def _stopped_by_us(self, child: Child, info: ExitInfo) -> bool:
+        """Whether ``child`` ended because this supervisor stopped it (its runs go
+        back uncharged): a KILL or QUIT we sent, a fast stop, or a clean exit while
+        draining. A child that dies during a drain by a signal we did not send (the
+        OOM killer, a segfault) crashed: its run is charged like any other (it was
+        put back as "supervisor stopping", losing the cause and the crash count)."""
+        if child.stop_sent in ("kill", "quit") or self.mode is Mode.STOPPING:
+            return True
+        return self.mode is Mode.DRAINING and info.clean
+
     def _reap(self) -> None:
         while True:
             try:
@@ -585,7 +595,7 @@ class Arbiter:
                 entry,
                 cause,
                 registry=self.registry,
-                stopping=child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING,
+                stopping=self._stopped_by_us(child, info),
                 max_crashes=self.settings.max_run_crashes,
                 lease_ms=self.settings.lease_ms,
             )
