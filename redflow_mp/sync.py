@@ -26,6 +26,7 @@ __all__ = [
     "REFRESH_INTERVAL_MS",
     "STALE_WORKFLOW_GRACE_MS",
     "refresh_registrations",
+    "registry_gaps",
     "sync_registry",
 ]
 
@@ -312,6 +313,50 @@ def _write_workflow(
     for cid, record_json, first_fire in cron_defs:
         pipe.hset(keys.cron_def, cid, record_json)
         pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
+
+
+def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
+    """Which of the workflows ``names`` have lost what a sync wrote: their
+    metadata hash, or a cron entry (``cron:def`` or ``cron:next``) that the
+    stored metadata names. What a FLUSHALL, a restart without persistence or a
+    failover to an empty replica leaves: no cron fires again and no
+    ``run_by_name`` finds the workflow until a sync writes them again.
+
+    Judged on what is stored (whichever app synced it last), never on this
+    registry's definitions, so two apps that define a workflow differently
+    never make each other sync again. Two pipelined round trips per shard and
+    chunk of 1,000 workflows."""
+    by_shard: dict[int, list[str]] = {}
+    for name in names:
+        by_shard.setdefault(runs.shard_of_workflow(name).index, []).append(name)
+    gaps: list[str] = []
+    for group in by_shard.values():
+        shard = runs.shard_of_workflow(group[0])
+        keys = shard.keys
+        for at in range(0, len(group), _READ_CHUNK):
+            chunk = group[at : at + _READ_CHUNK]
+            with shard.redis.pipeline(transaction=False) as read:
+                for name in chunk:
+                    read.hmget(keys.workflow(name), "name", "cronIdsJson")
+                stored = read.execute()
+            crons: list[tuple[str, list[str]]] = []
+            for name, (has_name, ids_json) in zip(chunk, stored, strict=True):
+                if has_name is None:
+                    gaps.append(name)
+                elif ids := _json_list(ids_json):
+                    crons.append((name, ids))
+            if not crons:
+                continue
+            with shard.redis.pipeline(transaction=False) as read:
+                for _, ids in crons:
+                    read.hmget(keys.cron_def, *ids)
+                    read.zmscore(keys.cron_next, ids)
+                found = read.execute()
+            for i, (name, _) in enumerate(crons):
+                defs, nexts = found[2 * i], found[2 * i + 1]
+                if any(d is None for d in defs) or any(n is None for n in nexts):
+                    gaps.append(name)
+    return gaps
 
 
 def _json_list(raw: Any) -> list[str]:

@@ -63,6 +63,7 @@ from .duties.memory import MemoryDuty
 from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.registration import RegistrationDuty
+from .duties.registry import RegistryDuty
 from .duties.retention import RetentionDuty
 from .duties.status import (
     ProcessSampler,
@@ -198,6 +199,7 @@ class Arbiter:
                 ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
+                RegistryDuty(client, lambda: self.registry, s.app),
                 self.status,
             ]
         )

@@ -15,7 +15,11 @@ record what really executed, outside Redis.
     I3  no step whose success was recorded executed again: no ``step-start`` of
         a (run, step) after its first acknowledged record (ledger) or after the
         end of the execution whose output Redis holds; and no acknowledged step
-        record is missing from Redis.
+        record is missing from Redis. A ``step-start`` logged after a SIGCONT by
+        an execution whose lease was confirmed (``lease-confirmed``) before that
+        bound and before the SIGSTOP was under way when the stop came: it resumes
+        inside its step, as one stopped inside the step function does (cut off in
+        flight, allowed).
     I4  max_concurrency was never exceeded by lease holders: an execution held
         its lease from its handler's start to its last acknowledged step write
         (a write is accepted only under the lease and a lease never comes
@@ -585,6 +589,9 @@ class _StepLog:
     ends: dict[str, int] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
     recorded: dict[tuple[str, str], int] = field(default_factory=dict)
+    # exec -> (pid, step-start); (pid, run) -> times of lease-confirmed
+    started: dict[str, tuple[int, int]] = field(default_factory=dict)
+    confirmed: dict[tuple[int, str], list[int]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def of(cls, events: list[dict[str, Any]]) -> _StepLog:
@@ -593,6 +600,9 @@ class _StepLog:
             kind = ev["ev"]
             if kind == "step-start":
                 log.starts[(ev["run"], ev["step"])].append((ev["mono"], ev["exec"]))
+                log.started[ev["exec"]] = (int(ev["pid"]), ev["mono"])
+            elif kind == "lease-confirmed":
+                log.confirmed[(int(ev["pid"]), ev["run"])].append(ev["mono"])
             elif kind == "step-end":
                 log.ends[ev["exec"]] = ev["mono"]
                 if ev.get("ok") is False:
@@ -601,6 +611,39 @@ class _StepLog:
                 key = (ev["run"], ev["step"])
                 log.recorded[key] = min(log.recorded.get(key, ev["mono"]), ev["mono"])
         return log
+
+
+def _begun_before_a_stop(
+    log: _StepLog, stops: list[tuple[int, int, set[int]]], run_id: str, e: str, bound: int
+) -> bool:
+    """Whether step execution ``e`` was decided (its lease confirmed) before
+    ``bound`` and its process was stopped and continued between that and its
+    ``step-start``: it was under way when the stop came, and resumed inside the
+    step (cut off in flight), as an execution stopped inside the step function
+    does."""
+    pid, start = log.started.get(e, (0, 0))
+    before = [t for t in log.confirmed.get((pid, run_id), []) if t < start]
+    if not before or max(before) > bound:
+        return False
+    confirmed = max(before)
+    # The harness logs a stop just before SIGSTOP lands, so a confirmation may be
+    # logged a little after the stop's time: what counts is that the process was
+    # continued between its confirmation and its step-start.
+    return any(pid in pids and confirmed < cont <= start for _, cont, pids in stops)
+
+
+def _timeline(events: list[dict[str, Any]], run_id: str) -> str:
+    """The ledger's events of one run and every fault, in time order (ms from
+    the run's first event): what a violation needs to be read."""
+    mine = [ev for ev in events if ev.get("run") == run_id or ev["ev"] == "fault"]
+    first = min((ev["mono"] for ev in mine if ev.get("run") == run_id), default=0)
+    lines = []
+    for ev in sorted(mine, key=lambda e: e["mono"]):
+        extra = {k: v for k, v in ev.items() if k not in ("ev", "pid", "mono", "run")}
+        lines.append(
+            f"  {(ev['mono'] - first) / 1e6:+10.1f} ms pid {ev.get('pid')} {ev['ev']} {extra}"
+        )
+    return "\n".join(lines)
 
 
 def _holder(stored: Mapping[str, Any] | None) -> str | None:
@@ -622,6 +665,7 @@ def _check_steps(
 ) -> None:
     """I3."""
     log = _StepLog.of(events)
+    stops = _stops(events)
     for key, execs in log.starts.items():
         run_id, name = key
         report.step_executions += len(execs)
@@ -633,13 +677,21 @@ def _check_steps(
             end = log.ends[holder]
             bound = end if bound is None else min(bound, end)
         redone = [e for _, e in execs if e != holder and e not in log.failed]
-        late = [(t, e) for t, e in execs if bound is not None and t > bound and e != holder]
+        late = [
+            (t, e)
+            for t, e in execs
+            if bound is not None
+            and t > bound
+            and e != holder
+            and not _begun_before_a_stop(log, stops, run_id, e, bound)
+        ]
         for t, e in late:
             report.reexecuted.append(f"{run_id}/{name}")
             report.violate(
                 "I3",
                 f"step {name!r} of run {run_id} executed again ({e}) "
-                f"{(t - (bound or 0)) / 1e6:.1f} ms after its success was recorded",
+                f"{(t - (bound or 0)) / 1e6:.1f} ms after its success was recorded "
+                f"(holder {holder}); timeline:\n{_timeline(events, run_id)}",
             )
         report.inflight_reexecutions += max(0, len(redone) - len(late))
     for run_id, name in log.recorded:

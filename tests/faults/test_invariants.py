@@ -18,6 +18,7 @@ from tests.faults.invariants import (
     Report,
     _check_concurrency,
     _check_exclusive,
+    _check_steps,
     check,
     check_waits,
 )
@@ -239,3 +240,41 @@ def test_a_write_acknowledged_after_a_stop_held_its_lease_until_the_stop() -> No
     plain = Report()
     _check_concurrency(plain, events(with_stop=False), {"w": 2})
     assert plain.violations == ["I4: w: 3 lease holders ran at once (limit 2)"]
+
+
+def test_a_step_decided_before_a_stop_and_logged_after_it_is_cut_off_in_flight() -> None:
+    """I3 and SIGSTOP: a child stopped after its step's lease confirmation and
+    before the step function logs ``step-start`` resumes inside that step, after
+    another supervisor ran and recorded it: cut off in flight, as a child stopped
+    inside the step function. The same late start whose confirmation came after
+    the other's record (or with no stop in between) is a re-execution."""
+
+    def events(confirmed_at: int, with_stop: bool) -> list[dict[str, object]]:
+        evs: list[dict[str, object]] = [
+            {"ev": "lease-confirmed", "pid": 11, "run": "r", "mono": confirmed_at},
+            {"ev": "step-start", "pid": 21, "run": "r", "step": "s", "exec": "b", "mono": 200},
+            {"ev": "step-end", "pid": 21, "run": "r", "step": "s", "exec": "b", "ok": True,
+             "mono": 210},
+            {"ev": "step-recorded", "pid": 21, "run": "r", "step": "s", "exec": "b", "mono": 220},
+            {"ev": "step-start", "pid": 11, "run": "r", "step": "s", "exec": "a", "mono": 310},
+            {"ev": "step-end", "pid": 11, "run": "r", "step": "s", "exec": "a", "ok": True,
+             "mono": 320},
+        ]  # fmt: skip
+        if with_stop:
+            evs += [
+                {"ev": "fault", "kind": "stop", "pids": [10, 11], "mono": 100},
+                {"ev": "fault", "kind": "cont", "pids": [10, 11], "mono": 300},
+            ]
+        return sorted(evs, key=lambda ev: int(str(ev["mono"])))
+
+    steps = {"r": {"s": {"status": "succeeded", "outputJson": json.dumps({"exec": "b"})}}}
+    runs = {"r": {"status": "succeeded"}}
+    # confirmed before the stop, or just after its record (before SIGSTOP landed)
+    for confirmed_at in (50, 103):
+        cut_off = Report()
+        _check_steps(cut_off, events(confirmed_at, with_stop=True), runs, steps)
+        assert cut_off.violations == [] and cut_off.inflight_reexecutions == 1
+    for confirmed_at, with_stop in ((250, True), (305, True), (50, False)):
+        late = Report()
+        _check_steps(late, events(confirmed_at, with_stop), runs, steps)
+        assert [v.split(":")[0] for v in late.violations] == ["I3"], (confirmed_at, with_stop)

@@ -55,6 +55,28 @@ if _OFFSET_S:
 _mine: set[str] = set()  # execution ids of step functions run by this process
 
 
+def _log_lease_confirmations() -> None:
+    """Log each lease confirmation's return (``lease-confirmed``): the moment a
+    step's execution is decided (its fenced ``running`` record, then this). A
+    process stopped after it and before its step function logs ``step-start``
+    resumes inside that step, as one stopped inside the function does; the
+    checker (I3) reads a late ``step-start`` of such an execution as cut off in
+    flight, not as a re-execution of a recorded step. Patched at import, in the
+    supervisor's parent before it forks."""
+    from redflow_mp.execution import Execution
+
+    confirm = Execution.confirm_lease
+
+    def confirm_lease(self: Execution) -> None:
+        confirm(self)
+        ledger.append("lease-confirmed", run=self.run_id)
+
+    Execution.confirm_lease = confirm_lease  # type: ignore[method-assign]
+
+
+_log_lease_confirmations()
+
+
 def _work(run_id: str, step: str, attempt: int, work_ms: float, fail: bool) -> dict[str, Any]:
     """A step function: announce, work, announce; return this execution's id."""
     exec_id = uuid.uuid4().hex

@@ -21,6 +21,7 @@ from redflow_mp import (
     define_workflow,
 )
 from redflow_mp.cron import cron_id_for
+from redflow_mp.sync import registry_gaps
 from tests.helpers import text, texts
 
 pytestmark = pytest.mark.timeout(60)
@@ -316,3 +317,33 @@ def test_corrupted_metadata_of_another_workflow_does_not_break_sync(
     client.sync_registry(registry, app="etl")
     assert client.get_workflow_meta("alive") is not None
     assert client.get_workflow_meta("ghost") is not None  # age unknown: kept
+
+
+def test_registry_gaps_finds_lost_metadata_and_cron_entries_only(
+    raw: redis.Redis, client: Client
+) -> None:
+    """What a supervisor's registry check (supervisor/duties/registry.py) reads:
+    a workflow whose metadata, cron definition or next fire time is gone; never a
+    workflow another app synced with other crons (no ping-pong of syncs)."""
+    reg_a, reg_b = Registry(), Registry()
+    define_workflow("nightly", cron=[Cron("30 2 * * *")], registry=reg_a)(_handler)
+    define_workflow("plain", registry=reg_a)(_handler)
+    define_workflow("nightly", cron=[Cron("0 5 * * *")], registry=reg_b)(_handler)
+    names = ["nightly", "plain"]
+    client.sync_registry(reg_a, app="app-a")
+    assert registry_gaps(client, names) == []
+    client.sync_registry(reg_b, app="app-b")  # another app's definition, other crons
+    assert registry_gaps(client, names) == []
+
+    k = client.keys
+    (cid,) = _cron_ids(raw, client, "nightly")
+    raw.zrem(k.cron_next, cid)
+    assert registry_gaps(client, names) == ["nightly"]
+    client.sync_registry(reg_b, app="app-b")
+    raw.hdel(k.cron_def, cid)
+    assert registry_gaps(client, names) == ["nightly"]
+    client.sync_registry(reg_b, app="app-b")
+    raw.delete(k.workflow("plain"))
+    assert registry_gaps(client, names) == ["plain"]
+    client.sync_registry(reg_a, app="app-a")
+    assert registry_gaps(client, names) == []
