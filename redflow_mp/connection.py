@@ -60,6 +60,7 @@ __all__ = [
     "mask_url",
     "parse_target",
     "routed_connection_class",
+    "tls_hint",
     "with_redirects",
 ]
 
@@ -201,6 +202,22 @@ def mask_url(url: str) -> str:
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def tls_hint(url: str, exc: BaseException) -> str:
+    """A hint to append to a failure to connect to ``url`` when its cause may be TLS
+    on one side only, else "". A ``rediss://`` URL to a server without TLS times
+    out (the server takes the TLS hello for the start of an inline command and
+    waits for its end), which otherwise reads as a network problem."""
+    if not isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
+        return ""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme.startswith("rediss"):
+        return (
+            " (this rediss:// URL speaks TLS: a server without TLS on that port never "
+            "answers the handshake; use redis:// for it)"
+        )
+    return ""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ __all__ = [
     "RedflowError",
     "RedisBusyError",
     "RedisOutOfMemoryError",
+    "RedisReadOnlyError",
     "ResultTimeoutError",
     "RunCanceledError",
     "RunFailedError",
@@ -132,6 +133,17 @@ class RedisBusyError(RedflowError):
     """
 
 
+class RedisReadOnlyError(RedflowError):
+    """Redis refused a write and changed nothing because it does not accept writes
+    now: it is a read-only replica (``READONLY``: the URL names a replica, or a
+    failover without Sentinel demoted the master), it cannot persist
+    (``MISCONF``: an RDB save failed, e.g. a full disk, under the default
+    ``stop-writes-on-bgsave-error yes``), or it has fewer replicas than
+    ``min-replicas-to-write`` (``NOREPLICAS``). Workers and the supervisor treat
+    it as transient and retry with backoff, as for :class:`RedisOutOfMemoryError`.
+    """
+
+
 class ResultTimeoutError(RedflowError, TimeoutError):
     """``RunHandle.result(timeout=...)`` ran out; the run itself goes on."""
 
@@ -215,8 +227,9 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
 # - NETWORK_ERRORS: the connection failed or timed out, so a reply may be lost
 #   (a resend must be idempotent);
 # - TRANSIENT_ERRORS: trouble that is not the run's fault and passes by itself:
-#   the network, or Redis refusing writes at maxmemory or answering BUSY while
-#   a long script runs (nothing was applied).
+#   the network, or Redis refusing writes at maxmemory, as a read-only replica,
+#   after a failed save (MISCONF) or without its min-replicas, or answering BUSY
+#   while a long script runs (nothing was applied).
 #   Ridden out with backoff, never charged as an attempt of a run.
 # Neither holds OSError: the built-in TimeoutError is one, and so are
 # StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
@@ -224,6 +237,8 @@ NETWORK_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.Time
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     *NETWORK_ERRORS,
     RedisOutOfMemoryError,
+    RedisReadOnlyError,
+    redis.ReadOnlyError,  # a plain write (not a script) sent to a read-only replica
     RedisBusyError,
 )
 

@@ -60,7 +60,8 @@ Keys redflow-mp adds::
                                         startedAt, finishedAt, outcome, errorJson, cause),
                                         oldest first, capped at the newest 100; removed
                                         with the run by retention
-    wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
+    wf-apps:<name>                HASH  app -> last time that app synced (or a running supervisor
+                                        of it renewed) the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
                                         like ready (v1: a LIST)

@@ -22,11 +22,20 @@ from .options import check_name
 from .registry import Registry, Workflow
 from .runs import Runs
 
-__all__ = ["STALE_WORKFLOW_GRACE_MS", "registry_gaps", "sync_registry"]
+__all__ = [
+    "REFRESH_INTERVAL_MS",
+    "STALE_WORKFLOW_GRACE_MS",
+    "refresh_registrations",
+    "registry_gaps",
+    "sync_registry",
+]
 
 log = logging.getLogger(__name__)
 
 STALE_WORKFLOW_GRACE_MS = 30_000
+#: How often a running supervisor renews its app's registrations
+#: (:func:`refresh_registrations`): well inside the grace above.
+REFRESH_INTERVAL_MS = 10_000
 _READ_CHUNK = 1000
 
 
@@ -70,6 +79,42 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
     for group in by_shard.values():
         for at in range(0, len(group), _READ_CHUNK):
             _sync_workflows(runs, group[at : at + _READ_CHUNK], app, now)
+
+
+def refresh_registrations(runs: Runs, registry: Registry, *, app: str) -> None:
+    """Renew ``app``'s registration time of the workflows of ``registry`` that it
+    still registers (a running supervisor calls this every
+    :data:`REFRESH_INTERVAL_MS`).
+
+    Why: the supervisors of one app may load different modules (a GPU host and a
+    CPU host, both ``--app etl``). Each one's sync withdraws the app's
+    registration of workflows its own registry lacks once it is older than
+    :data:`STALE_WORKFLOW_GRACE_MS`; registrations written only at start made
+    the second host's start remove the first host's workflow metadata and cron
+    entries while that host still served them. Renewed, a registration is stale
+    only once no running supervisor of the app has the workflow. Only existing
+    registrations are renewed: one withdrawn meanwhile is not brought back (the
+    supervisor's next sync, at HUP or start, writes it again)."""
+    app = check_name(app.strip(), "app")
+    now = runs.server_time_ms()
+    by_shard: dict[int, list[str]] = {}
+    for wf in registry.list():
+        by_shard.setdefault(runs.shard_of_workflow(wf.name).index, []).append(wf.name)
+    for names in by_shard.values():
+        shard = runs.shard_of_workflow(names[0])
+        for at in range(0, len(names), _READ_CHUNK):
+            chunk = names[at : at + _READ_CHUNK]
+            with shard.redis.pipeline(transaction=False) as pipe:
+                for name in chunk:
+                    pipe.hexists(shard.keys.wf_apps(name), app)
+                present = pipe.execute()
+            held = [name for name, yes in zip(chunk, present, strict=True) if yes]
+            if not held:
+                continue
+            with shard.redis.pipeline(transaction=False) as pipe:
+                for name in held:
+                    pipe.hset(shard.keys.wf_apps(name), app, now)
+                pipe.execute()
 
 
 def _registrations(name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:

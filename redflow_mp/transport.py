@@ -55,7 +55,7 @@ from .connection import (
     with_redirects,
 )
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
-from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError
+from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
 
 __all__ = [
     "RETRIES",
@@ -448,9 +448,24 @@ def is_oom(exc: ResponseError) -> bool:
     )
 
 
+# Replies of a server that accepts no writes now (a script is refused before it
+# starts on Redis >= 7; on 6.2 its first write fails, before anything is applied).
+_WRITES_REFUSED = ("READONLY", "MISCONF", "NOREPLICAS")
+
+
+def is_read_only(exc: ResponseError) -> bool:
+    """``READONLY`` (a replica), ``MISCONF`` (a failed save: writes stopped) or
+    ``NOREPLICAS`` (min-replicas-to-write not met); 6.2 wraps them in a script error."""
+    if isinstance(exc, rexc.ReadOnlyError):
+        return True
+    text = str(exc)
+    return any(text.startswith(code) or f"-{code} " in text for code in _WRITES_REFUSED)
+
+
 def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:
     """The error for a command Redis refused without applying it and that passes by
-    itself (``BUSY``, ``OOM``: both in ``TRANSIENT_ERRORS``), or None for another error."""
+    itself (``BUSY``, ``OOM``, a server that accepts no writes now: all in
+    ``TRANSIENT_ERRORS``), or None for another error."""
     if is_busy(exc):
         return RedisBusyError(
             f"Redis at {where} is busy running a script past its busy-reply-threshold "
@@ -460,5 +475,10 @@ def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:
         return RedisOutOfMemoryError(
             f"Redis at {where} is out of memory (maxmemory reached); "
             f"{what} was refused and nothing was changed"
+        )
+    if is_read_only(exc):
+        return RedisReadOnlyError(
+            f"Redis at {where} accepts no writes now (a read-only replica, a failed save "
+            f"or too few replicas); {what} was refused and nothing was changed ({exc})"
         )
     return None

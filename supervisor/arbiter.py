@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import msgspec
+
 from redflow_mp.admin import RunQueues
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
@@ -62,6 +64,7 @@ from .duties.leader import LeaderDuty
 from .duties.memory import MemoryDuty
 from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
+from .duties.registration import RegistrationDuty
 from .duties.registry import RegistryDuty
 from .duties.retention import RetentionDuty
 from .duties.status import (
@@ -73,7 +76,7 @@ from .duties.status import (
 )
 from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, RestartState, SlotTracker
-from .settings import Settings
+from .settings import Settings, held_for_restart
 from .signals import SignalPipe
 from .startup import connect, resolve_queues, resync
 from .status import SupervisorStatus
@@ -85,6 +88,9 @@ log = logging.getLogger("redflow_supervisor")
 
 # How long an on_failure hook run by the supervisor may take before it is killed.
 _ON_FAILURE_LIMIT = 60.0
+# Seconds after a fork during which the loop polls a booting child's board entry
+# every 20 ms (then every 250 ms).
+_BOOT_POLL_FAST_FOR = 2.0
 
 
 def _end_of_startup() -> None:
@@ -195,7 +201,8 @@ class Arbiter:
                     lease_ms=s.lease_ms,
                 ),
                 RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
-                KeyCheckDuty(client, [w.name for w in self.registry], lambda: self.queues),
+                KeyCheckDuty(client, lambda: [w.name for w in self.registry], lambda: self.queues),
+                RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),
                 self.status,
             ]
@@ -272,7 +279,10 @@ class Arbiter:
             if child.kill_at is not None:
                 wake = min(wake, child.kill_at)
             if not child.ready:
-                wake = min(wake, now + 0.02)
+                # Look at the board often while a child boots, then less (a child
+                # waiting out a Redis outage may take minutes to become ready).
+                booting = now - child.started_at < _BOOT_POLL_FAST_FOR
+                wake = min(wake, now + (0.02 if booting else 0.25))
         if self.deadline is not None:
             wake = min(wake, self.deadline)
         if self.hub is not None:
@@ -408,7 +418,7 @@ class Arbiter:
             except BaseException as exc:
                 log.error("reload failed; keeping the current code and settings: %s", exc)
                 return
-            self.settings = reloaded.settings
+            self.settings = self._keep_running(reloaded.settings)
             self.registry = reloaded.registry
             assert self.client is not None
             try:
@@ -422,6 +432,21 @@ class Arbiter:
             self.generation,
             count_children(len(self.slots)),
         )
+
+    def _keep_running(self, reloaded: Settings) -> Settings:
+        """``reloaded`` with the running value of each setting a reload cannot
+        apply (``settings.RELOADABLE``): parent and children must agree on them."""
+        kept = held_for_restart(self.settings, reloaded)
+        if not kept:
+            return reloaded
+        log.warning(
+            "reload: %s changed in the configuration; a restart applies %s "
+            "(keeping the running %s)",
+            ", ".join(sorted(kept)),
+            "it" if len(kept) == 1 else "them",
+            "value" if len(kept) == 1 else "values",
+        )
+        return msgspec.structs.replace(reloaded, **kept)
 
     def _scale(self, delta: int) -> None:
         if self.mode is not Mode.RUNNING:
@@ -540,6 +565,16 @@ class Arbiter:
                 child.stop_sent = "kill"
                 child.signal(signal.SIGKILL)
 
+    def _stopped_by_us(self, child: Child, info: ExitInfo) -> bool:
+        """Whether ``child`` ended because this supervisor stopped it (its runs go
+        back uncharged): a KILL or QUIT we sent, a fast stop, or a clean exit while
+        draining. A child that dies during a drain by a signal we did not send (the
+        OOM killer, a segfault) crashed: its run is charged like any other (it was
+        put back as "supervisor stopping", losing the cause and the crash count)."""
+        if child.stop_sent in ("kill", "quit") or self.mode is Mode.STOPPING:
+            return True
+        return self.mode is Mode.DRAINING and info.clean
+
     def _reap(self) -> None:
         while True:
             try:
@@ -566,7 +601,7 @@ class Arbiter:
                 entry,
                 cause,
                 registry=self.registry,
-                stopping=child.stop_sent in ("kill", "quit") or self.mode is not Mode.RUNNING,
+                stopping=self._stopped_by_us(child, info),
                 max_crashes=self.settings.max_run_crashes,
                 lease_ms=self.settings.lease_ms,
             )

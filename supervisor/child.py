@@ -29,13 +29,14 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NoReturn
 
 from redflow_mp import tracing
 from redflow_mp.client import Client, create_client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Metrics
 from redflow_mp.registry import Registry
 from redflow_mp.scripts import Claimed
@@ -263,8 +264,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards=spec.shards,
         verify_shards=False,
     )
-    if not _boot_check(client, spec.boot_timeout):
-        return ExitCode.BOOT_ERROR
+    if not _boot_check(client, spec.boot_timeout, hooks.stopping):
+        return ExitCode.OK if hooks.stopping() else ExitCode.BOOT_ERROR
     worker = Worker(
         client,
         queues=spec.queues,
@@ -286,18 +287,42 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
 
-def _boot_check(client: Client, timeout: float) -> bool:
-    """Reach Redis before reporting ready (a child that cannot is a start failure)."""
+# How often a child waiting for Redis at its start says so (after its first line).
+_OUTAGE_REPORT_EVERY = 60.0
+
+
+def _boot_check(client: Client, timeout: float, stopping: Callable[[], bool]) -> bool:
+    """Reach Redis before reporting ready. Redis out of reach (a network or
+    transient error: an outage, a restart loading its data) is waited out for as
+    long as it lasts, with an error line after ``timeout`` and each minute: the
+    parent reached Redis at its start, so this is no start failure, and counting
+    it as one took a supervisor to FATAL (exit 1) in an outage of about a minute
+    while a child was being replaced. Any other error (refused credentials, a
+    server too old) still fails the start after ``timeout``. False when the start
+    failed or TERM asked the child to stop."""
     deadline = time.monotonic() + timeout
+    said = 0.0
     delay = 0.05
-    while True:
+    while not stopping():
         try:
             client.transport.server_version()
             client.redis.ping()
+            if said:
+                log.info("worker reached Redis at %s", client.transport.describe())
             return True
+        except TRANSIENT_ERRORS as exc:
+            now = time.monotonic()
+            if now >= deadline and now - said >= _OUTAGE_REPORT_EVERY:
+                log.error(
+                    "worker cannot reach Redis at %s: %s; waiting for it",
+                    client.transport.describe(),
+                    exc,
+                )
+                said = now
         except Exception as exc:
             if time.monotonic() >= deadline:
                 log.error("worker cannot reach Redis at %s: %s", client.transport.describe(), exc)
                 return False
-            time.sleep(delay)
-            delay = min(1.0, delay * 2)
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    return False

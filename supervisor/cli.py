@@ -34,9 +34,12 @@ from redflow_mp.errors import ConfigError
 from redflow_mp.registry import Registry
 from redflow_mp.transport import mask_url
 
+from . import early
 from .arbiter import Arbiter, Reloaded
+from .early import StartupStop
 from .logs import configure_logging
 from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
+from .startup import BadSettings
 
 if TYPE_CHECKING:
     from .embedded import EmbeddedRedis
@@ -204,7 +207,7 @@ def import_modules(names: Sequence[str]) -> None:
     for name in names:
         try:
             _import_one(name)
-        except (KeyboardInterrupt, ModuleImportError):
+        except (KeyboardInterrupt, StartupStop, ModuleImportError):
             raise
         except BaseException as exc:  # SystemExit too: a module must not end start-up
             raise ModuleImportError(name, exc) from exc
@@ -257,6 +260,20 @@ class _Loader:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except StartupStop as stop:  # TERM/INT/QUIT before the loop ran: supervisor/early.py
+        early.settle()
+        print(
+            f"redflow-supervisor: received {stop.name} during start-up; stopped "
+            "(no child had started, nothing was claimed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     ns = _parser().parse_args(argv)
     overrides = _overrides(ns)
     try:
@@ -310,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
-            return 1
+            return EXIT_USAGE if isinstance(exc, BadSettings) else 1
         return int(exc.code or 0)
     finally:
         if embedded is not None:

@@ -14,7 +14,11 @@ the seconds a supervisor may spend retrying an unreachable Redis.
 arbiter freezes what start-up made and resumes it before forking: see
 ``Arbiter.run``).
 
-Invariants: this module imports only the standard library and setproctitle
+``redflow-supervisor`` also installs the start-up signal handlers of
+:mod:`.early` first.
+
+Invariants: this module imports only the standard library, setproctitle and
+:mod:`.early` (itself standard library only)
 (which is why the commands are imported inside the functions below), and a
 command line without secrets keeps its title untouched. Prefer
 ``REDFLOW_URL`` and ``RF_DASHBOARD_TOKEN``: the environment is not shown by
@@ -27,6 +31,8 @@ import gc
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
+
+from . import early
 
 __all__ = ["hide_secrets", "mask_args", "ops", "supervisor"]
 
@@ -110,6 +116,7 @@ def hide_secrets(argv: Sequence[str] | None = None) -> bool:
 def supervisor() -> int:
     """``redflow-supervisor`` / ``python -m redflow_supervisor``."""
     hide_secrets()
+    early.install()  # TERM/INT/QUIT/HUP during start-up: supervisor/early.py
     # Start-up (the imports, the workflow modules, the settings, the first
     # connection) makes objects that live as long as the process: collecting
     # garbage among them only costs time (about 100 collections, some 10% of the

@@ -39,10 +39,12 @@ from redflow_mp.keys import validate_prefix
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "RELOADABLE",
     "SECTIONS",
     "Settings",
     "Spec",
     "fmt_default",
+    "held_for_restart",
     "load",
     "parse_duration",
     "specs",
@@ -50,6 +52,27 @@ __all__ = [
 
 ENV_PREFIX = "REDFLOW_"
 CONFIG_ENV = "REDFLOW_CONFIG"
+
+#: The settings a SIGHUP applies (the workflow modules and the queues, read by the
+#: new children, and the limits the parent reads at each use). Every other one is
+#: used by the parent from its start (its Redis client and prefix, its duties'
+#: intervals and lease, procs, logging, metrics): a reload keeps its running value
+#: and logs that a restart applies it (``held_for_restart``). A new value reaching
+#: only the new children split the supervisor: with an edited ``prefix`` or
+#: ``url`` the children served a keyspace that the parent's reaper, promoter and
+#: cron did not, and nobody served the old one.
+RELOADABLE = frozenset(
+    {
+        "modules",
+        "queues",
+        "graceful_timeout",
+        "kill_grace",
+        "max_run_crashes",
+        "max_runs_per_child",
+        "max_payload_bytes",
+        "max_events_per_run",
+    }
+)
 
 # Section id -> title, in the order conf/redflow.toml and --help show them.
 SECTIONS: dict[str, str] = {
@@ -244,7 +267,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "runs",
             "How long finished runs are kept (hash, steps, indexes, their idempotency key); "
-            "0 keeps them forever. The same duty forgets idle queue names (every 30 s at "
+            "0 keeps them forever. Every supervisor of the prefix sweeps with its own "
+            "value, so the shortest one applies (0 on one host keeps nothing another "
+            "host's sweep removes). The same duty forgets idle queue names (every 30 s at "
             "most).",
             unit="s",
             min=0,
@@ -584,6 +609,16 @@ def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
         raise ConfigError(f"bad value {value!r} for setting {key} (from {source}): {why}") from None
 
 
+def held_for_restart(running: Settings, reloaded: Settings) -> dict[str, Any]:
+    """The settings outside :data:`RELOADABLE` whose value ``reloaded`` changes,
+    with their running values (a reload keeps these)."""
+    return {
+        name: getattr(running, name)
+        for name in running.__struct_fields__
+        if name not in RELOADABLE and getattr(running, name) != getattr(reloaded, name)
+    }
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     import difflib  # only for a misspelt name
 
@@ -599,6 +634,10 @@ def _from_toml(path: str) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:  # a directory, no read permission
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {}

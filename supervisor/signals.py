@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Iterator
 
+from . import early
 from .child import HANDLED_SIGNALS
 
 __all__ = ["HANDLED", "SignalPipe", "blocked"]
@@ -35,6 +36,8 @@ class SignalPipe:
         self._previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
         for sig in HANDLED:
             signal.signal(sig, _noop)
+        if early.take_pending_hup():  # a HUP during start-up: the loop reloads now
+            os.write(self.write_fd, bytes([signal.SIGHUP]))
 
     @property
     def fds(self) -> tuple[int, int]:

@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import AuthorizationError
+from redis.exceptions import AuthorizationError, NoPermissionError
 
 from redflow_mp.client import Client, create_client
-from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError
+from redflow_mp.connection import tls_hint
+from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError, RedisReadOnlyError
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
 from redflow_mp.registry import Registry
@@ -35,11 +36,19 @@ from redflow_mp.transport import mask_url
 
 from .settings import Settings
 
-__all__ = ["connect", "resolve_queues", "resync"]
+__all__ = ["BadSettings", "connect", "resolve_queues", "resync"]
 
 log = logging.getLogger("redflow_supervisor")
 
 _CONNECT_PATIENCE = 15.0
+
+
+class BadSettings(SystemExit):
+    """A setting that cannot work, found while connecting (a malformed Redis URL: an
+    unknown scheme or option, a database that is no number). The command exits
+    with status 2, as for every other bad setting, which systemd's
+    ``RestartPreventExitStatus=2`` does not restart (status 1 was restarted in a
+    loop)."""
 
 
 def resolve_queues(settings: Settings, registry: Registry) -> tuple[str, ...]:
@@ -58,10 +67,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
     keyspace written by an older redflow-mp (v1) on ``queues`` or the registry's
     workflows stops the start with a message naming ``redflow migrate``."""
     s = settings
-    try:
-        client = _client(s, registry)
-    except (RedflowError, ValueError) as exc:  # a bad URL, an unknown Sentinel service
-        raise SystemExit(f"redflow-supervisor: {exc}") from None
+    client = _first_client(s, registry)
     deadline = time.monotonic() + _CONNECT_PATIENCE
     delay = 0.1
     while True:
@@ -89,18 +95,36 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             raise SystemExit(
                 f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
             ) from None
+        except NoPermissionError as exc:
+            client.close()
+            raise SystemExit(
+                f"redflow-supervisor: Redis at {mask_url(s.url)} refused a command to this "
+                f'user: {exc} (docs/operations.md, "Redis ACL", lists what a user needs)'
+            ) from None
         except TRANSIENT_ERRORS as exc:
+            refusing = isinstance(exc, RedisReadOnlyError | redis.ReadOnlyError)
             if time.monotonic() >= deadline:
                 client.close()
-                raise SystemExit(
-                    f"redflow-supervisor: cannot reach Redis at {mask_url(s.url)}: {exc}"
-                ) from None
-            log.warning("Redis at %s unreachable (%s); retrying", mask_url(s.url), exc)
+                raise _given_up(s.url, exc, refusing) from None
+            what = "accepts no writes" if refusing else "unreachable"
+            log.warning("Redis at %s %s (%s); retrying", mask_url(s.url), what, exc)
             time.sleep(delay)
             delay = min(2.0, delay * 2)
         except RedflowError as exc:  # e.g. a cluster URL whose node is not in cluster mode
             client.close()
             raise SystemExit(f"redflow-supervisor: {exc}") from None
+
+
+def _given_up(url: str, exc: Exception, refusing: bool) -> SystemExit:
+    """The exit message once Redis stayed out of reach (or read-only) too long."""
+    if refusing:
+        return SystemExit(
+            f"redflow-supervisor: Redis at {mask_url(url)} accepts no writes: {exc} "
+            "(give the master's URL, or a redis+sentinel:// URL)"
+        )
+    return SystemExit(
+        f"redflow-supervisor: cannot reach Redis at {mask_url(url)}: {exc}{tls_hint(url, exc)}"
+    )
 
 
 #: The namespace keys whose type a redflow keyspace fixes (``keys.py``).
@@ -154,6 +178,15 @@ def eviction_warning(client: Client, url: str) -> str | None:
         "lost or run twice; set maxmemory-policy noeviction (then a full Redis refuses "
         "writes, which redflow rides out) or give Redis memory to spare"
     )
+
+
+def _first_client(s: Settings, registry: Registry) -> Client:
+    try:
+        return _client(s, registry)
+    except ValueError as exc:  # a malformed URL: a bad setting
+        raise BadSettings(f"redflow-supervisor: {exc}") from None
+    except RedflowError as exc:  # an unknown Sentinel service
+        raise SystemExit(f"redflow-supervisor: {exc}") from None
 
 
 def _client(s: Settings, registry: Registry) -> Client:

@@ -31,15 +31,21 @@ class KeyCheckDuty:
     def __init__(
         self,
         client: Client,
-        workflows: Sequence[str],
+        workflows: Sequence[str] | Callable[[], Sequence[str]],
         queues: Callable[[], tuple[str, ...]] = tuple,
         interval: float = CHECK_S,
     ) -> None:
         self.client = client
-        self.workflows = tuple(workflows)
+        # the names, or how to read them now (a HUP reload changes the registry)
+        self._workflows = workflows
         self.queues = queues
         self.interval = interval
         self.found: list[str] = []  # the keys named by the last check
+
+    @property
+    def workflows(self) -> tuple[str, ...]:
+        names = self._workflows() if callable(self._workflows) else self._workflows
+        return tuple(names)
 
     def tick(self, now: float) -> float:
         found = []

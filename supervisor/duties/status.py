@@ -3,7 +3,9 @@
 - Its status record in Redis (``supervisor:<id>``, with a TTL), refreshed by
   :class:`StatusDuty` and read by ``redflow supervisors`` and the dashboard:
   pid, mode, leadership and every child's pid, slot, state, current run, RSS,
-  CPU, runs done and restarts (RSS and CPU measured with psutil).
+  CPU, runs done and restarts (RSS and CPU measured with psutil); its times
+  are on Redis's clock (one ``TIME`` per refresh), as its readers compare them
+  with that clock.
 - The gauges of its ``/metrics`` page (:func:`gauges`), read at scrape time.
 """
 
@@ -60,6 +62,7 @@ class StatusDuty:
 
     def tick(self, now: float) -> float:
         status = self.snapshot()
+        _on_redis_clock(status, self.client.server_time_ms() - int(time.time() * 1000))
         write_supervisor_status(self.client, status)
         self.written_id = status.id
         return now + self.interval
@@ -67,6 +70,20 @@ class StatusDuty:
     def remove(self) -> None:
         if self.written_id is not None:
             remove_supervisor_status(self.client, self.written_id)
+
+
+def _on_redis_clock(status: SupervisorStatus, offset_ms: int) -> None:
+    """Shift ``status``'s times (taken on this host's clock) onto Redis's: readers
+    (``redflow supervisors``, the dashboard) compare them with Redis's clock, and a
+    host's clock may be off (a host a minute ahead was "seen in 59.0s"). Offsets
+    under a second are left alone (the round trip that measured it is noise)."""
+    if abs(offset_ms) < 1000:
+        return
+    status.started_at += offset_ms
+    status.updated_at += offset_ms
+    for child in status.children:
+        if child.run_started_at is not None:
+            child.run_started_at += offset_ms
 
 
 class ProcessSampler:

@@ -42,6 +42,7 @@ import redis
 from redflow_mp import __version__
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
+from redflow_mp.errors import RedflowError
 
 from ..embedded import EmbeddedRedis
 from .commands import (
@@ -149,6 +150,20 @@ def _count(value: str) -> int:
     return out
 
 
+def _port(value: str) -> int:
+    out = _count(value)
+    if out > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0 to 65535: {value!r}")
+    return out
+
+
+def _non_empty(value: str) -> str:
+    """A run id or workflow name: an empty one was a ValueError traceback."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must be a non-empty string")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -173,18 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=_count, default=0, help="skip the N newest (paging)")
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])
-    p.add_argument("id")
+    p.add_argument("id", type=_non_empty)
     p.set_defaults(func=cmd_runs_show)
     p = runs_sub.add_parser(
         "cancel", help="cancel a queued, scheduled, suspended or running run", parents=[common]
     )
-    p.add_argument("id")
+    p.add_argument("id", type=_non_empty)
     p.add_argument("--reason", help="recorded on the run")
     p.set_defaults(func=cmd_runs_cancel)
     p = runs_sub.add_parser(
         "retry", help="enqueue a failed or canceled run again as a new run", parents=[common]
     )
-    p.add_argument("id")
+    p.add_argument("id", type=_non_empty)
     p.set_defaults(func=cmd_runs_retry)
     p = runs_sub.add_parser(
         "resume",
@@ -192,12 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         "keeping its succeeded steps",
         parents=[common],
     )
-    p.add_argument("id")
+    p.add_argument("id", type=_non_empty)
     p.set_defaults(func=cmd_runs_resume)
     p = runs_sub.add_parser(
         "watch", help="follow a run's status and steps until it ends", parents=[common]
     )
-    p.add_argument("id")
+    p.add_argument("id", type=_non_empty)
     p.add_argument("--timeout", type=_positive, help="give up after S seconds (exit 3)")
     p.add_argument(
         "--interval",
@@ -210,13 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send-event", help="send an event to a run (wakes it if it waits for it)", parents=[common]
     )
-    p.add_argument("id", metavar="RUN_ID")
-    p.add_argument("event", metavar="EVENT")
+    p.add_argument("id", metavar="RUN_ID", type=_non_empty)
+    p.add_argument("event", metavar="EVENT", type=_non_empty)
     p.add_argument("--payload", default="null", help="the event's payload as JSON (default null)")
     p.set_defaults(func=cmd_send_event)
 
     p = sub.add_parser("run", help="start a run of a workflow", parents=[common])
-    p.add_argument("workflow")
+    p.add_argument("workflow", type=_non_empty)
     p.add_argument(
         "--input", default="null", help="input as JSON, @FILE to read a file, - for standard input"
     )
@@ -250,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the web dashboard", parents=[common])
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=_count, default=8080, help="port (default 8080; 0: any free)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any free)")
     p.add_argument(
         "--token",
         help=f"token for actions, and for reading on a non-loopback bind (or ${TOKEN_ENV})",
@@ -298,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = ns.func(session, ns)
         sys.stdout.flush()
         return code
-    except (UsageError, Failure, redis.RedisError) as exc:
+    except (UsageError, Failure, redis.RedisError, RedflowError) as exc:
         return report_error(exc, url)
     except KeyboardInterrupt:
         return 130

@@ -26,6 +26,7 @@ import redis
 from redflow_mp import queries
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState
+from redflow_mp.connection import tls_hint
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import recorded_shards, shards_problem
 from redflow_mp.transport import mask_url
@@ -207,7 +208,10 @@ def _client(
             **extra,
         )
     except ValueError as exc:
-        raise UsageError(f"bad Redis URL {mask_url(url)}: {scrub(str(exc), url)}") from None
+        text = scrub(str(exc), url)
+        if text.startswith("prefix "):  # keys.check_prefix: the prefix, not the URL
+            raise UsageError(text) from None
+        raise UsageError(f"bad Redis URL {mask_url(url)}: {text}") from None
 
 
 # ------------------------------------------------------- "where did it look"
@@ -306,8 +310,13 @@ def report_error(exc: BaseException, url: str) -> int:
         return EXIT_USAGE
     if isinstance(exc, redis.AuthenticationError):
         print_err(f"Redis at {shown} refused the credentials: {text}")
+    elif isinstance(exc, redis.exceptions.NoPermissionError):
+        print_err(
+            f"Redis at {shown} refused a command to this user: {text} "
+            '(docs/operations.md, "Redis ACL", lists what a user needs)'
+        )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        print_err(f"cannot reach Redis at {shown}: {text}")
+        print_err(f"cannot reach Redis at {shown}: {text}{tls_hint(url, exc)}")
     elif isinstance(exc, redis.RedisError):
         print_err(f"Redis error at {shown}: {text}")
     else:

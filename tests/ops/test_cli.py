@@ -628,3 +628,36 @@ def test_migrate_converts_a_v1_keyspace(raw: redis.Redis, client: Client, redflo
     assert raw.type(k.q_ready("mq")) == b"zset"
     again = redflow("migrate", "--json")
     assert json.loads(again.out)["ready_runs"] == 0
+
+
+def test_bad_values_and_refusals_are_one_line_never_a_traceback(
+    redis_url: str, prefix: str
+) -> None:
+    """An empty run id or workflow name, a port out of range, a prefix with ``~``
+    and a Redis that refuses the write (out of memory) were tracebacks (or, for
+    the prefix, called a bad URL)."""
+    target = ["--url", redis_url, "--prefix", prefix]
+    argss = [
+        ["runs", "show", "", *target],
+        ["runs", "cancel", "", *target],
+        ["runs", "retry", "", *target],
+        ["runs", "resume", "", *target],
+        ["runs", "watch", "", *target],
+        ["run", "", *target],
+        ["dashboard", "--port", "99999", *target],
+    ]
+    results = run_cli_many([*argss, ["runs", "list", "--url", redis_url, "--prefix", "a~b"]])
+    for args, res in zip(argss, results, strict=False):
+        assert res.code == 2, (args, res)
+        assert "Traceback" not in res.err and "error: argument" in res.err, (args, res)
+    prefix_res = results[-1]
+    assert prefix_res.code == 2 and "Traceback" not in prefix_res.err, prefix_res
+    assert "bad Redis URL" not in prefix_res.err and "prefix 'a~b'" in prefix_res.err, prefix_res
+    with RedisServer() as server:
+        admin = server.client()
+        admin.config_set("maxmemory", "1")
+        admin.config_set("maxmemory-policy", "noeviction")
+        full = run_cli(["run", "anything", "--queue", "q", "--url", server.url, "--prefix", prefix])
+        admin.close()
+    assert full.code == 1, full
+    assert "Traceback" not in full.err and "out of memory" in full.err, full

@@ -161,3 +161,11 @@ def gil_overtime(ctx: Context[str]) -> int:
     with open(ctx.input, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return sum(range(10**11))
+
+
+@define_workflow("nap", queue="p", max_concurrency=100)
+def nap(ctx: Context[float]) -> int:
+    """Sleeps ``input`` seconds without touching Redis (so a Redis that refuses
+    writes cannot fail the handler itself), then returns its pid."""
+    time.sleep(float(ctx.input))
+    return os.getpid()

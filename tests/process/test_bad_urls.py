@@ -4,10 +4,12 @@ naming the problem (never a traceback), and never prints the password."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from tests.process.conftest import run_supervisor_once
+from tests.process.conftest import ROOT, clean_env, run_supervisor_once
 
 pytestmark = pytest.mark.process
 
@@ -33,7 +35,7 @@ def test_an_unknown_url_option_is_refused_clearly(query: str, named: str) -> Non
         "--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    assert proc.returncode == 2, out  # a bad setting: systemd does not restart it
     assert "Traceback" not in out, out
     assert named in out and "option" in out, out
     assert PASSWORD not in out, out
@@ -48,8 +50,49 @@ def test_a_database_that_is_no_number_is_refused_clearly(path: str) -> None:
         "--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url
     )  # fmt: skip
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
+    assert proc.returncode == 2, out  # a bad setting: systemd does not restart it
     assert "Traceback" not in out, out
     assert "database" in out and repr(path[1:]) in out, out
     assert "cannot reach" not in out, out  # refused before any connection attempt
     assert PASSWORD not in out, out
+
+
+def test_an_unknown_url_scheme_is_a_bad_setting() -> None:
+    proc = run_supervisor_once(
+        "--app", "x", "--procs", "1", "--module", "tests.faults.workload",
+        "--url", f"htp://app:{PASSWORD}@127.0.0.1:{_closed_port()}/0",
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # was 1: restarted in a loop by systemd
+    assert "Traceback" not in out and "scheme 'htp'" in out, out
+    assert PASSWORD not in out, out
+
+
+def test_a_tls_url_to_a_server_without_tls_says_so(redis_url: str) -> None:
+    """``rediss://`` to a plain server: the TLS handshake is never answered (the
+    server waits for the end of an inline command), so the supervisor and
+    ``redflow`` said only ``Timeout connecting to server``, which reads as a
+    network problem."""
+    url = redis_url.replace("redis://", f"rediss://app:{PASSWORD}@", 1)
+    args = ["--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url]
+    env = clean_env()
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for module, argv in (
+            ("redflow_supervisor", args),
+            ("redflow_supervisor.ops", ["queues", "--url", url]),
+        )
+    ]
+    for proc in both:
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 1, out
+        assert "Traceback" not in out, out
+        assert "TLS" in out and "redis://" in out, out
+        assert PASSWORD not in out, out

@@ -81,6 +81,18 @@ def test_bad_values_name_key_and_source(tmp_path: Path) -> None:
         load({}, config_path=str(tmp_path / "missing.toml"), environ={})
 
 
+def test_a_config_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    """A directory or a file that is not UTF-8 was a traceback (IsADirectoryError,
+    UnicodeDecodeError; a file without read permission alike) instead of the
+    one-line refusal with exit status 2."""
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: .*directory"):
+        load({}, config_path=str(tmp_path), environ={})
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes(b'app = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"config file .*latin1.toml is not valid TOML.*UTF-8"):
+        load({}, config_path=str(latin), environ={})
+
+
 def test_settings_are_frozen() -> None:
     s = load({}, environ={})
     with pytest.raises(AttributeError):

@@ -1,0 +1,102 @@
+"""A Redis that refuses writes for a while, under a supervisor with default
+settings: a master demoted to a read-only replica (``READONLY``: a failover
+without Sentinel, a URL that names a replica) or a server that cannot persist
+(``MISCONF``: a failed RDB save, a full disk, with the default
+``stop-writes-on-bgsave-error yes``). Nothing is applied while it refuses, so it
+is transient like ``OOM``: no child crashes, no run is lost or executed twice,
+and the runs finish once writes are accepted again."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from redflow_mp import Client, create_client
+from tests.process import flows
+from tests.process.conftest import Supervisor, wait_until
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture()
+def server() -> Iterator[RedisServer]:
+    srv = RedisServer().start()
+    yield srv
+    srv.cleanup()
+
+
+def _status(client: Client, run_id: str) -> str | None:
+    state = client.get_run(run_id)
+    return None if state is None else str(state.status)
+
+
+def _refuse_writes(admin: redis.Redis, server: RedisServer, how: str) -> None:
+    if how == "readonly":
+        # A replica of a master that does not exist: it keeps its data and
+        # answers every write READONLY.
+        admin.replicaof("127.0.0.1", 1)
+    else:
+        # A save that fails (its directory is gone, as on a full disk) with save
+        # points configured: every write is answered MISCONF.
+        shutil.rmtree(server.data_dir)
+        admin.config_set("save", "3600 1")
+        admin.bgsave()
+        wait_until(
+            lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "err",
+            10,
+            message="the failed save",
+        )
+    with pytest.raises(redis.ResponseError):
+        admin.set("probe", "1")
+
+
+def _accept_writes(admin: redis.Redis, how: str) -> None:
+    if how == "readonly":
+        admin.replicaof("NO", "ONE")
+    else:
+        admin.config_set("save", "")
+    admin.set("probe", "1")
+
+
+@pytest.mark.parametrize("how", ["readonly", "misconf"])
+def test_a_redis_refusing_writes_for_longer_than_a_lease_crashes_no_child_and_runs_each_once(
+    server: RedisServer, tmp_path: Path, how: str
+) -> None:
+    prefix = f"refused-{how}"
+    client = create_client(server.url, prefix=prefix, default=False)
+    admin = server.client()
+    sup = Supervisor(server.url, prefix, tmp_path / "supervisor.log", procs=2).start()
+    try:
+        sup.wait_workers(2)
+        handles = [flows.nap.run(0.3, client=client) for _ in range(20)]
+        wait_until(
+            lambda: _status(client, handles[0].id) in ("running", "succeeded"),
+            10,
+            message="the first run to start",
+        )
+        _refuse_writes(admin, server, how)
+        time.sleep(6.5)  # longer than the default lease (5 s)
+        _accept_writes(admin, how)
+        for h in handles:
+            h.result(timeout=60)
+        log = sup.log()
+        crashed = [line for line in log.splitlines() if " crashed" in line or "Traceback" in line]
+        assert not crashed, f"children crashed while Redis refused writes: {crashed[:3]}\n{log}"
+        requeued = {
+            h.id: [(a.outcome, a.cause) for a in state.attempts]
+            for h in handles
+            if (state := client.get_run(h.id)) is not None
+            and any(a.outcome != "succeeded" for a in state.attempts)
+        }
+        assert not requeued, f"runs executed more than once: {requeued}"
+        assert sup.proc is not None and sup.proc.poll() is None, log[-3000:]
+    finally:
+        sup.stop()
+        client.close()
+        admin.close()
