@@ -124,11 +124,19 @@ end
 -- is refused the run stays where it was and the call fails naming the key.
 local function failed(r) return type(r) == 'table' and r.err ~= nil end
 -- Fail the call for error `e` (a pcall's reply or error) of a write to `key`.
+-- Redis 7 takes an error table (the reply is its `err`, code first); Redis 6.2's
+-- error handler concatenates what it is given, so it needs the text (the reply
+-- then reads "ERR Error running script ...: <text>"; the client looks for the
+-- code inside it).
+local function raise(msg)
+  if redis.REDIS_VERSION then error({ err = msg }) end
+  error(msg)
+end
 local function refuse(key, e)
   local msg = type(e) == 'table' and e.err or tostring(e)
-  if not string.find(msg, 'WRONGTYPE', 1, true) then error({ err = msg }) end
-  error({ err = 'WRONGTYPE key ' .. key .. ' holds another type of value than redflow-mp ' ..
-    'writes there (written by hand or by another program?): delete or rename it' })
+  if not string.find(msg, 'WRONGTYPE', 1, true) then raise(msg) end
+  raise('WRONGTYPE key ' .. key .. ' holds another type of value than redflow-mp ' ..
+    'writes there (written by hand or by another program?): delete or rename it')
 end
 
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
