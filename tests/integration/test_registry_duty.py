@@ -1,0 +1,43 @@
+"""The supervisor's registry check (supervisor/duties/registry.py): a quick look
+at one workflow's metadata per shard at each tick (a FLUSHALL takes them all),
+a full check of every entry the last sync wrote every FULL_EVERY ticks (an
+eviction takes single keys); either writes the registry again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from supervisor.duties.registry import FULL_EVERY, RegistryDuty
+from tests.helpers import texts
+
+
+def _handler(ctx: Context[Any]) -> None:
+    return None
+
+
+def test_the_quick_check_sees_a_flush_and_the_full_one_a_single_lost_entry(
+    raw: redis.Redis, client: Client
+) -> None:
+    reg = Registry()
+    define_workflow("first", registry=reg)(_handler)
+    define_workflow("nightly", cron=[Cron("30 2 * * *")], registry=reg)(_handler)
+    client.sync_registry(reg, app="app")
+    duty = RegistryDuty(client, lambda: reg, "app")
+    k = client.keys
+    (cid,) = texts(raw.hkeys(k.cron_def))
+
+    raw.zrem(k.cron_next, cid)  # one entry lost (an eviction, a hand's ZREM)
+    for _ in range(FULL_EVERY - 1):
+        duty.tick(0.0)
+    assert duty.resynced == 0 and raw.zscore(k.cron_next, cid) is None  # quick checks only
+    duty.tick(0.0)
+    assert duty.resynced == 1 and raw.zscore(k.cron_next, cid) is not None
+
+    raw.delete(k.workflow("first"), k.workflow("nightly"), k.cron_def, k.cron_next)  # a flush
+    duty.tick(0.0)
+    assert duty.resynced == 2
+    assert raw.exists(k.workflow("first"), k.workflow("nightly")) == 2
+    assert raw.hexists(k.cron_def, cid) and raw.zscore(k.cron_next, cid) is not None
