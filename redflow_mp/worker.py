@@ -54,6 +54,17 @@ _TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 log = logging.getLogger(__name__)
 
+#: How long a worker waits before it resends a suspend or finish that Redis
+#: refused (a key of the wrong type), unless it is told to stop.
+REFUSED_RETRY = 5.0
+
+
+class _LeftBehind(Exception):
+    """Private: a stopping worker leaves a run whose suspend or finish Redis
+    refuses (a key of the wrong type). Nothing was written: the run stays
+    running and leased, on the host's books (a supervisor puts it back when the
+    child exits; otherwise the reaper does once its lease expires)."""
+
 
 class WorkerHooks(Protocol):
     """What a host process (the supervisor child) learns from its worker."""
@@ -206,55 +217,66 @@ class Worker:
     def run(self) -> None:
         """Serve until :meth:`stop` (or ``max_runs``); finishes the current run first."""
         set_default_client(self.client)
+        try:
+            self._serve()
+        except _LeftBehind:
+            pass  # its run stays on the host's books (``started``, never ``finished``)
+        finally:
+            self.keeper.stop()
+            self.executor.close()
+
+    def _serve(self) -> None:
+        """The loop of :meth:`run`."""
         pending: Finish | None = None
         pending_outcome: Outcome | None = None
         # The run whose finish rides on the next claim call: the host keeps it on
         # its books until that call returns, so a death in between loses nothing.
         holding: Claimed | None = None
         backoff = 0.05
-        try:
-            while True:
-                stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
-                if stop and pending is None:
-                    break
-                token = "" if stop else new_token()
-                if token:
-                    self.hooks.claiming(token)
-                try:
-                    result, claimed = self._claim(token, pending)
-                    self._woken = False
-                except _CLAIM_TROUBLE as exc:
-                    backoff = self._claim_failed(exc, backoff)
-                    continue
-                backoff = 0.05
-                if pending is not None:
-                    self._after_finish(pending, result, pending_outcome)
-                if holding is not None:
-                    if self._others:
-                        self._kick(holding, result)
-                    self.hooks.finished(holding)
-                pending, pending_outcome, holding = None, None, None
-                if claimed is not None:
-                    outcome = self._suspend_or_resume(claimed, self._execute(claimed))
-                    pending, pending_outcome = self._settle(claimed, outcome)
-                    if pending is None:
-                        self.hooks.finished(claimed)
-                    else:
-                        holding = claimed
-                        self.hooks.finishing(claimed)
-                    continue
-                if token:
-                    self.hooks.claiming("")
-                    if self._woken_by is not None:  # a bell woke us for nothing
-                        self._trim_bell(self._woken_by)
-                    self._idle()
-        finally:
-            self.keeper.stop()
-            self.executor.close()
+        while True:
+            stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
+            if stop and pending is None:
+                break
+            token = "" if stop else new_token()
+            if token:
+                self.hooks.claiming(token)
+            try:
+                result, claimed = self._claim(token, pending)
+                self._woken = False
+            except _CLAIM_TROUBLE as exc:
+                backoff = self._claim_failed(exc, backoff)
+                continue
+            backoff = 0.05
+            if pending is not None:
+                self._after_finish(pending, result, pending_outcome)
+            if holding is not None:
+                if self._others:
+                    self._kick(holding, result)
+                self.hooks.finished(holding)
+            pending, pending_outcome, holding = None, None, None
+            if claimed is not None:
+                outcome = self._suspend_or_resume(claimed, self._execute(claimed))
+                pending, pending_outcome = self._settle(claimed, outcome)
+                if pending is None:
+                    self.hooks.finished(claimed)
+                else:
+                    holding = claimed
+                    self.hooks.finishing(claimed)
+                continue
+            if token:
+                self.hooks.claiming("")
+                if self._woken_by is not None:  # a bell woke us for nothing
+                    self._trim_bell(self._woken_by)
+                self._idle()
 
     def _claim_failed(self, exc: Exception, backoff: float) -> float:
         """A claim (or the finish riding on it) failed: say why, wait ``backoff``,
-        return the next one."""
+        return the next one. Told to stop, a finish refused (a key of the wrong
+        type) is not resent: :class:`_LeftBehind` (transient trouble is ridden
+        out until the host gives up on the worker)."""
+        if isinstance(exc, WrongTypeError) and self._stopping.is_set():
+            log.error("%s; stopping: the run is left to be put back", exc)
+            raise _LeftBehind()
         if not isinstance(exc, WrongTypeError):
             log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
         elif not self._bench_ready_sets() and not self._name_shared_key():
@@ -374,9 +396,31 @@ class Worker:
                 time.sleep(0.2)
             except WrongTypeError as exc:
                 # `timers` of another type: nothing was written; the run stays
-                # running and leased until the key is removed (never lost).
-                log.error("run %s could not suspend: %s; retrying in 5 s", claimed.id, exc)
-                time.sleep(5.0)
+                # running and leased until the key is removed (never lost), or
+                # until this worker is told to stop: then it leaves the run.
+                self._refused(claimed.id, "suspend", exc)
+
+    def _refused(self, run_id: str, what: str, exc: WrongTypeError) -> None:
+        """Redis refused ``what`` (suspend, finish) of ``run_id``: wait
+        :data:`REFUSED_RETRY` before the caller resends it. Told to stop (TERM,
+        :meth:`stop`), before or during the wait: raise :class:`_LeftBehind`
+        (a graceful stop of a supervisor ended only at its ``graceful_timeout``
+        with a SIGKILL of the child, for a run it could not write anyway)."""
+        if not self._stopping.is_set():
+            log.error("run %s could not %s: %s; retrying in %g s", run_id, what, exc, REFUSED_RETRY)
+            # Slices, polling the flag: no lock is taken that a signal handler
+            # calling stop() could find held.
+            end = time.monotonic() + REFUSED_RETRY
+            while not self._stopping.is_set() and time.monotonic() < end:
+                time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        if self._stopping.is_set():
+            log.error(
+                "run %s could not %s: %s; stopping: the run is left to be put back",
+                run_id,
+                what,
+                exc,
+            )
+            raise _LeftBehind(run_id)
 
     def _cascade(self, run_id: str) -> None:
         """The run ended canceled: cancel its unfinished run_workflow children."""
@@ -426,9 +470,9 @@ class Worker:
                 continue
             except WrongTypeError as exc:
                 # (`leases` of another type) nothing was written: keep the run
-                # until the key is removed instead of crashing the child.
-                log.error("run %s could not finish: %s; retrying in 5 s", run_id, exc)
-                time.sleep(5.0)
+                # until the key is removed instead of crashing the child, or
+                # until this worker is told to stop: then it leaves the run.
+                self._refused(run_id, "finish", exc)
                 continue
             if status is None:
                 log.warning("run %s: lease lost before its result was written", run_id)

@@ -169,3 +169,16 @@ def nap(ctx: Context[float]) -> int:
     writes cannot fail the handler itself), then returns its pid."""
     time.sleep(float(ctx.input))
     return os.getpid()
+
+
+@define_workflow("spoiled-wait", queue="p", max_concurrency=10)
+def spoiled_wait(ctx: Context[Any]) -> Any:
+    """Its first execution turns ``timers`` into a string, then waits (with a
+    timeout: a timer) for the event ``go``: Redis refuses the suspend (a key of
+    the wrong type) each time it is sent."""
+    r, tag = _r()
+    client = get_default_client()
+    assert client is not None
+    if r.set(f"{tag}:spoiled:{ctx.run.id}", 1, nx=True):
+        r.set(client.keys.timers, "not a redflow key")
+    return ctx.step.wait_for_event("ev", "go", timeout=600)

@@ -5,13 +5,14 @@ never a stalled queue for the runs of the other queues."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
 
-from redflow_mp import Client, RedflowError
+from redflow_mp import Client, RedflowError, RunStatus
 from tests.process import flows
 from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 
@@ -160,3 +161,36 @@ def test_listing_indexes_of_the_wrong_type_stop_no_run_and_are_named(
     time.sleep(2)  # four reaper ticks
     assert "reaper duty failed" not in sup.log(), sup.log()[-2000:]
     _no_crash(sup)
+
+
+def test_a_stopping_child_leaves_a_run_whose_suspend_is_refused(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``timers`` a string: the child's suspend is refused and it resends it every
+    5 s. A graceful stop (TERM) went on waiting in that loop, so the supervisor
+    waited out ``graceful_timeout`` (30 s) and SIGKILLed the child. The stopping
+    child now leaves the run at once (nothing of it was written); the supervisor
+    puts it back and exits; once the key is removed the run waits and completes."""
+    sup = supervisor(procs=1)
+    sup.wait_workers(1)
+    h = flows.spoiled_wait.run(None, client=client)
+    wait_until(lambda: "could not suspend" in sup.log(), 20, message="the refused suspend")
+    sup.send(signal.SIGTERM)
+    assert sup.proc is not None
+    wait_until(
+        lambda: sup.proc is not None and sup.proc.poll() is not None,
+        10,
+        0.05,
+        message="the supervisor to exit after TERM (graceful_timeout is 30 s)",
+    )
+    assert sup.proc.returncode == 0, sup.log()[-3000:]
+    assert "graceful timeout reached" not in sup.log()
+    state = client.get_run(h.id)
+    assert state is not None and state.status is RunStatus.QUEUED, state
+    assert raw.zscore(client.keys.leases, h.id) is None
+    raw.delete(client.keys.timers)
+    again = supervisor(procs=1)
+    again.wait_workers(1)
+    wait_until(lambda: raw.zscore(client.keys.timers, h.id), 20, message="the run to suspend")
+    h.send_event("go", 7)
+    assert h.result(timeout=30) == 7
