@@ -10,6 +10,7 @@ cron entries (never runs) go with the last app's registration.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from .cron import CronDef, cron_id_for, next_fire_ms
 from .options import check_name
 from .registry import Registry, Workflow
 from .runs import Runs
+from .shardset import Shard
 
 __all__ = [
     "REFRESH_INTERVAL_MS",
@@ -97,24 +99,18 @@ def refresh_registrations(runs: Runs, registry: Registry, *, app: str) -> None:
     supervisor's next sync, at HUP or start, writes it again)."""
     app = check_name(app.strip(), "app")
     now = runs.server_time_ms()
-    by_shard: dict[int, list[str]] = {}
-    for wf in registry.list():
-        by_shard.setdefault(runs.shard_of_workflow(wf.name).index, []).append(wf.name)
-    for names in by_shard.values():
-        shard = runs.shard_of_workflow(names[0])
-        for at in range(0, len(names), _READ_CHUNK):
-            chunk = names[at : at + _READ_CHUNK]
-            with shard.redis.pipeline(transaction=False) as pipe:
-                for name in chunk:
-                    pipe.hexists(shard.keys.wf_apps(name), app)
-                present = pipe.execute()
-            held = [name for name, yes in zip(chunk, present, strict=True) if yes]
-            if not held:
-                continue
-            with shard.redis.pipeline(transaction=False) as pipe:
-                for name in held:
-                    pipe.hset(shard.keys.wf_apps(name), app, now)
-                pipe.execute()
+    for shard, chunk in _shard_chunks(runs, [wf.name for wf in registry.list()]):
+        with shard.redis.pipeline(transaction=False) as pipe:
+            for name in chunk:
+                pipe.hexists(shard.keys.wf_apps(name), app)
+            present = pipe.execute()
+        held = [name for name, yes in zip(chunk, present, strict=True) if yes]
+        if not held:
+            continue
+        with shard.redis.pipeline(transaction=False) as pipe:
+            for name in held:
+                pipe.hset(shard.keys.wf_apps(name), app, now)
+            pipe.execute()
 
 
 def _registrations(name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:
@@ -149,21 +145,15 @@ def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int
     # One pipeline per shard and chunk (a workflow's keys are in its shard), not
     # per workflow: a supervisor of an app that shares the prefix with apps
     # registering 5,000 workflows made 5,000 round trips at each start.
-    by_shard: dict[int, list[str]] = {}
-    for name in candidates:
-        by_shard.setdefault(runs.shard_of_workflow(name).index, []).append(name)
     read: dict[str, tuple[Any, Any]] = {}
-    for names in by_shard.values():
-        shard = runs.shard_of_workflow(names[0])
-        for at in range(0, len(names), _READ_CHUNK):
-            chunk = names[at : at + _READ_CHUNK]
-            with shard.redis.pipeline(transaction=False) as pipe:
-                for name in chunk:
-                    pipe.hgetall(shard.keys.wf_apps(name))
-                    pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
-                replies = pipe.execute()
-            for i, name in enumerate(chunk):
-                read[name] = (replies[2 * i], replies[2 * i + 1])
+    for shard, chunk in _shard_chunks(runs, candidates):
+        with shard.redis.pipeline(transaction=False) as pipe:
+            for name in chunk:
+                pipe.hgetall(shard.keys.wf_apps(name))
+                pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
+            replies = pipe.execute()
+        for i, name in enumerate(chunk):
+            read[name] = (replies[2 * i], replies[2 * i + 1])
     for name in candidates:
         regs = _registrations(name, *read[name])
         mine = regs.get(app)
@@ -326,37 +316,43 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
     registry's definitions, so two apps that define a workflow differently
     never make each other sync again. Two pipelined round trips per shard and
     chunk of 1,000 workflows."""
+    gaps: list[str] = []
+    for shard, chunk in _shard_chunks(runs, names):
+        keys = shard.keys
+        with shard.redis.pipeline(transaction=False) as read:
+            for name in chunk:
+                read.hmget(keys.workflow(name), "name", "cronIdsJson")
+            stored = read.execute()
+        crons: list[tuple[str, list[str]]] = []
+        for name, (has_name, ids_json) in zip(chunk, stored, strict=True):
+            if has_name is None:
+                gaps.append(name)
+            elif ids := _json_list(ids_json):
+                crons.append((name, ids))
+        if not crons:
+            continue
+        with shard.redis.pipeline(transaction=False) as read:
+            for _, ids in crons:
+                read.hmget(keys.cron_def, *ids)
+                read.zmscore(keys.cron_next, ids)
+            found = read.execute()
+        for i, (name, _) in enumerate(crons):
+            defs, nexts = found[2 * i], found[2 * i + 1]
+            if any(d is None for d in defs) or any(n is None for n in nexts):
+                gaps.append(name)
+    return gaps
+
+
+def _shard_chunks(runs: Runs, names: list[str]) -> Iterator[tuple[Shard, list[str]]]:
+    """``names`` (workflows) grouped by the shard holding their keys, in chunks of
+    at most _READ_CHUNK: one pipeline each, never a round trip per workflow."""
     by_shard: dict[int, list[str]] = {}
     for name in names:
         by_shard.setdefault(runs.shard_of_workflow(name).index, []).append(name)
-    gaps: list[str] = []
     for group in by_shard.values():
         shard = runs.shard_of_workflow(group[0])
-        keys = shard.keys
         for at in range(0, len(group), _READ_CHUNK):
-            chunk = group[at : at + _READ_CHUNK]
-            with shard.redis.pipeline(transaction=False) as read:
-                for name in chunk:
-                    read.hmget(keys.workflow(name), "name", "cronIdsJson")
-                stored = read.execute()
-            crons: list[tuple[str, list[str]]] = []
-            for name, (has_name, ids_json) in zip(chunk, stored, strict=True):
-                if has_name is None:
-                    gaps.append(name)
-                elif ids := _json_list(ids_json):
-                    crons.append((name, ids))
-            if not crons:
-                continue
-            with shard.redis.pipeline(transaction=False) as read:
-                for _, ids in crons:
-                    read.hmget(keys.cron_def, *ids)
-                    read.zmscore(keys.cron_next, ids)
-                found = read.execute()
-            for i, (name, _) in enumerate(crons):
-                defs, nexts = found[2 * i], found[2 * i + 1]
-                if any(d is None for d in defs) or any(n is None for n in nexts):
-                    gaps.append(name)
-    return gaps
+            yield shard, group[at : at + _READ_CHUNK]
 
 
 def _json_list(raw: Any) -> list[str]:
