@@ -26,7 +26,6 @@ Durations in seconds also accept strings with a unit: ``"500ms"``, ``"30s"``,
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -35,6 +34,8 @@ import msgspec
 
 from redflow_mp.errors import ConfigError
 from redflow_mp.keys import validate_prefix
+
+from .values import _num, _parse_bool, _parse_int, _parse_list, _Reason, parse_duration
 
 __all__ = [
     "CONFIG_ENV",
@@ -411,8 +412,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 # ------------------------------------------------------------------ specs
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
-_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_WORDS = {"ms": "milliseconds", "s": "seconds", "MiB": "MiB", "bytes": "bytes"}
 _DURATION_FORMS = "a number of seconds or 500ms, 30s, 5m, 2h, 7d"
 
@@ -496,59 +495,6 @@ class Spec:
             except ValueError as exc:
                 raise _Reason(str(exc)) from None
         return out
-
-
-class _Reason(ValueError):
-    """A refusal whose own message says why (shown instead of "expected ...")."""
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else str(value)
-
-
-def _parse_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise ValueError("not an integer")
-
-
-def _parse_bool(value: Any, *, text: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if text and isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off", ""):
-            return False
-    raise ValueError("not a boolean")
-
-
-def _parse_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ValueError("not a list of strings")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"30s"`` / ``"7d"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration, got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2) or ""]
-    raise ValueError(f"expected a duration such as 30, '30s', '500ms' or '7d', got {value!r}")
 
 
 def _spec_of(field: msgspec.structs.FieldInfo) -> Spec:

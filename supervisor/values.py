@@ -1,0 +1,66 @@
+"""Parsers of setting values (pure): integers, booleans, lists and durations as
+they come from TOML, the environment or the command line (``settings.py``
+turns a refusal into a ConfigError naming the setting and its source)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["_Reason", "_num", "_parse_bool", "_parse_int", "_parse_list", "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+
+
+class _Reason(ValueError):
+    """A refusal whose own message says why (shown instead of "expected ...")."""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError("not an integer")
+
+
+def _parse_bool(value: Any, *, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+    raise ValueError("not a boolean")
+
+
+def _parse_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError("not a list of strings")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``"30s"`` / ``"7d"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2) or ""]
+    raise ValueError(f"expected a duration such as 30, '30s', '500ms' or '7d', got {value!r}")
