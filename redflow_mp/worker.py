@@ -20,7 +20,6 @@ its lease expire.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -57,6 +56,9 @@ log = logging.getLogger(__name__)
 #: How long a worker waits before it resends a suspend or finish that Redis
 #: refused (a key of the wrong type), unless it is told to stop.
 REFUSED_RETRY = 5.0
+
+#: How often a waiting worker looks at its stop flag (:meth:`Worker._nap`).
+_NAP_SLICE = 0.05
 
 
 class _LeftBehind(Exception):
@@ -179,7 +181,11 @@ class Worker:
         self.runs_done = 0
         self.keeper = LeaseKeeper(client.renew, lease_ms)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, metrics)
-        self._stopping = threading.Event()
+        # A plain flag, not a threading.Event: stop() runs in signal handlers
+        # (the supervisor child's TERM), and Event.set() takes the lock that an
+        # Event.wait() interrupted in the same thread may hold: the handler then
+        # blocked forever. Waits poll the flag in short sleeps instead (_nap).
+        self._stop_asked = False
         home_keys = self.home.keys  # one BLPOP: the bells and the wake key in one slot
         self._wake_key = home_keys.worker_wake(new_token())
         watched = (self.home, *self._others) if self._one_server else (self.home,)
@@ -197,8 +203,19 @@ class Worker:
     # ------------------------------------------------------------- control
 
     def stop(self) -> None:
-        """Ask the loop to stop after the current run (thread- and signal-safe)."""
-        self._stopping.set()
+        """Ask the loop to stop after the current run (thread- and signal-safe:
+        it sets a flag and takes no lock)."""
+        self._stop_asked = True
+
+    def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until :meth:`stop`, whichever comes first (polls the
+        flag every :data:`_NAP_SLICE` s; takes no lock a signal handler could find held)."""
+        end = time.monotonic() + seconds
+        while not self._stop_asked:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(_NAP_SLICE, left))
 
     def wake(self) -> None:
         """Interrupt an idle blocking wait (not from a signal handler)."""
@@ -210,7 +227,7 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set() or self.hooks.should_stop()
+        return self._stop_asked or self.hooks.should_stop()
 
     # ------------------------------------------------------------- the loop
 
@@ -274,17 +291,17 @@ class Worker:
         return the next one. Told to stop, a finish refused (a key of the wrong
         type) is not resent: :class:`_LeftBehind` (transient trouble is ridden
         out until the host gives up on the worker)."""
-        if isinstance(exc, WrongTypeError) and self._stopping.is_set():
+        if isinstance(exc, WrongTypeError) and self._stop_asked:
             log.error("%s; stopping: the run is left to be put back", exc)
             raise _LeftBehind()
         if not isinstance(exc, WrongTypeError):
             log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
         elif not self._bench_ready_sets() and not self._name_shared_key():
             log.error("claim failed: %s; retrying in %.2f s", exc, backoff)
-        if self._stopping.is_set():  # a finish still to deliver: the event
+        if self._stop_asked:  # a finish still to deliver: the nap
             time.sleep(backoff)  # would not wait, and the loop would spin
         else:
-            self._stopping.wait(backoff)
+            self._nap(backoff)
         return min(5.0, backoff * 2)
 
     def _claim(self, token: str, pending: Finish | None) -> tuple[str, Claimed | None]:
@@ -406,14 +423,10 @@ class Worker:
         :meth:`stop`), before or during the wait: raise :class:`_LeftBehind`
         (a graceful stop of a supervisor ended only at its ``graceful_timeout``
         with a SIGKILL of the child, for a run it could not write anyway)."""
-        if not self._stopping.is_set():
+        if not self._stop_asked:
             log.error("run %s could not %s: %s; retrying in %g s", run_id, what, exc, REFUSED_RETRY)
-            # Slices, polling the flag: no lock is taken that a signal handler
-            # calling stop() could find held.
-            end = time.monotonic() + REFUSED_RETRY
-            while not self._stopping.is_set() and time.monotonic() < end:
-                time.sleep(min(0.1, max(0.0, end - time.monotonic())))
-        if self._stopping.is_set():
+            self._nap(REFUSED_RETRY)
+        if self._stop_asked:
             log.error(
                 "run %s could not %s: %s; stopping: the run is left to be put back",
                 run_id,
@@ -530,7 +543,7 @@ class Worker:
                 self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
-            self._stopping.wait(0.5)
+            self._nap(0.5)
         except ResponseError as exc:  # WRONGTYPE: a bell that is not a list
             if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
                 raise
