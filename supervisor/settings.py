@@ -35,6 +35,7 @@ import msgspec
 from redflow_mp.errors import ConfigError
 from redflow_mp.keys import validate_prefix
 
+from .cpus import usable_cpus
 from .values import _num, _parse_bool, _parse_int, _parse_list, _Reason, parse_duration
 
 __all__ = [
@@ -126,7 +127,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = ()
     procs: Annotated[
         int,
-        _doc("run", "Child processes; 0 = the number of CPUs.", min=0, metavar="N"),
+        _doc(
+            "run",
+            "Child processes; 0 = the CPUs this process may use (its CPU affinity, "
+            "capped by a container's CPU quota).",
+            min=0,
+            metavar="N",
+        ),
     ] = 0
 
     # --- Redis
@@ -407,7 +414,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def effective_procs(self) -> int:
-        return self.procs or (os.cpu_count() or 1)
+        """``procs``, or with 0 the CPUs this process may use (its affinity mask
+        and cgroup CPU quota: :func:`supervisor.cpus.usable_cpus`)."""
+        return self.procs or usable_cpus()
 
 
 # ------------------------------------------------------------------ specs
