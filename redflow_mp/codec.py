@@ -429,6 +429,24 @@ def attempt_states(entries: list[Any]) -> list[AttemptState]:
     return out
 
 
+def final_attempt(raw: Mapping[Any, Any]) -> AttemptState | None:
+    """The execution a finish ended, implied by the finished run's hash ``raw``
+    (its ``finalAttempt`` mark: ``e`` with its ``errorJson``, ``1`` without; see
+    ``ATTEMPTS_CAP`` in ``lua/_lib.lua``), or None when the run holds none."""
+    mark = raw.get(b"finalAttempt")
+    if mark is None:
+        return None
+    finished = _int(raw, b"finishedAt")
+    started = _int(raw, b"attemptStartedAt")
+    return AttemptState(
+        attempt=_int(raw, b"attempt") or 1,
+        outcome=_text(raw, b"status") or "unknown",
+        started_at=started if started is not None else _int(raw, b"startedAt"),
+        finished_at=finished,
+        error=decode_error(raw.get(b"errorJson")) if mark == b"e" else None,
+    )
+
+
 def step_state(name: str, stored: StoredStep) -> StepState:
     """Turn a stored step record into the public :class:`StepState`."""
     try:

@@ -56,10 +56,12 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
-    run:<runId>:attempts          LIST  one JSON entry per execution that ended (attempt,
-                                        startedAt, finishedAt, outcome, errorJson, cause),
-                                        oldest first, capped at the newest 100; removed
-                                        with the run by retention
+    run:<runId>:attempts          LIST  one JSON entry per execution a retry or put-back
+                                        ended (attempt, startedAt, finishedAt, outcome,
+                                        errorJson, cause), oldest first, capped at the newest
+                                        100; removed with the run by retention. The execution
+                                        a finish ends is implied by the run hash (field
+                                        finalAttempt) and written out by a resume
     wf-apps:<name>                HASH  app -> last time that app synced (or a running supervisor
                                         of it renewed) the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)

@@ -71,6 +71,8 @@ _READ_LIMIT = 200_000
 _CHUNK_MIN = 1000
 _CHUNK_MAX = 32_000
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
+# A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
+ATTEMPTS_CAP = 100
 
 
 def drive(client: redis.Redis, plan: QueryPlan[T]) -> T:
@@ -133,6 +135,9 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     if not state.id:
         state.id = run_id
     state.attempts = codec.attempt_states(entries)
+    last = codec.final_attempt(raw)
+    if last is not None:  # the entry a finish leaves implied by the hash
+        state.attempts = [*state.attempts, last][-ATTEMPTS_CAP:]
     return state
 
 

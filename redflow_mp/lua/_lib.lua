@@ -277,12 +277,20 @@ local function notify_waiters(tag, id, now, status)
   end
 end
 
--- Each execution of a run that ends (finish, retry, put back) appends one entry
--- to run:<id>:attempts, capped at the newest ATTEMPTS_CAP: {"attempt", "startedAt"
--- (this execution's claim), "finishedAt", "outcome" (succeeded | failed |
--- canceled | retried | requeued), "errorJson" (the error as stored, a string),
--- "cause" (why a worker lost it)}. Called only for a run leaving `running`,
--- before its attempt field changes. Numbers are written as exact digits.
+-- Each execution of a run that ends (finish, retry, put back) has one entry in its
+-- history: {"attempt", "startedAt" (this execution's claim), "finishedAt",
+-- "outcome" (succeeded | failed | canceled | retried | requeued), "errorJson"
+-- (the error as stored, a string), "cause" (why a worker lost it)}. Executions
+-- that a retry or a put-back ended are appended to run:<id>:attempts (capped at
+-- the newest ATTEMPTS_CAP). The execution a finish ends is the run's last: its
+-- entry is implied by the run hash (attempt, attemptStartedAt or startedAt,
+-- finishedAt, status, and errorJson when `finalAttempt` is 'e'), marked by the
+-- field `finalAttempt` ('1': no error), and readers add it (queries.get_run);
+-- most runs end on their first execution, so they never write the list (a
+-- key, about 100 bytes, and 3 us of Redis time less per finished run). A resume
+-- writes the implied entry out (write_final_attempt) before the hash changes.
+-- record_attempt is called only for a run leaving `running`, before its attempt
+-- field changes. Numbers are written as exact digits.
 local ATTEMPTS_CAP = 100
 
 -- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
@@ -300,6 +308,21 @@ local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
   if type(len) == 'number' and len > ATTEMPTS_CAP then
     redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
   end
+end
+
+-- The finished run `id`'s implied last entry (see ATTEMPTS_CAP) goes to its list,
+-- as record_attempt would have written it, and the mark goes: called before a
+-- resume changes the fields the entry is read from.
+local function write_final_attempt(tag, id)
+  local run = k_run(tag, id)
+  local f = redis.call('HMGET', run, 'finalAttempt', 'attempt', 'attemptStartedAt', 'startedAt',
+    'finishedAt', 'status', 'errorJson')
+  if not f[1] then return end
+  local finished = tonumber(f[5]) or now_ms()
+  local err = ''
+  if f[1] == 'e' then err = f[7] or '' end
+  record_attempt(tag, id, f[6] or 'unknown', err, '', finished, { f[2], f[3], f[4] })
+  redis.call('HDEL', run, 'finalAttempt')
 end
 
 -- The message is the terminal status; for `succeeded` with an output under
@@ -380,9 +403,14 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
     fields[#fields + 1] = done_token
   end
   if old == 'running' then
-    local err = ''
-    if field == 'errorJson' then err = payload end
-    record_attempt(tag, id, status, err, '', now, { f[9], f[10], f[11] })
+    -- This execution's history entry is implied by the hash (see ATTEMPTS_CAP):
+    -- its error is the errorJson written here, or none.
+    fields[#fields + 1] = 'finalAttempt'
+    if field == 'errorJson' and payload ~= '' then
+      fields[#fields + 1] = 'e'
+    else
+      fields[#fields + 1] = '1'
+    end
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)

@@ -12,7 +12,7 @@
 -- rings; the concurrency gate and the rate limit apply at its claim as for any
 -- queued run. The error, output, finish time, cancel request and crash count of
 -- the previous attempts are cleared (each attempt's outcome stays in the run's
--- attempts list). maxAttempts grows by the run's attempt budget (its maxAttempts
+-- attempts history: the last one, implied by those fields, is written out). maxAttempts grows by the run's attempt budget (its maxAttempts
 -- when first resumed), so a resumed run gets its retries again. The idempotency
 -- key (if it still names the run, or is gone) is held again with no expiry while
 -- the run is unfinished. Cost: the run's step records are read once.
@@ -38,6 +38,9 @@ local max_attempts = attempt - 1 + budget
 -- call with the run unchanged.
 local placed = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
 if failed(placed) then refuse(k_ready(tag, q), placed) end
+-- The ended execution's history entry, implied by the fields cleared below, is
+-- written out first (write_final_attempt, _lib.lua).
+write_final_attempt(tag, id)
 redis.call('HDEL', run, 'errorJson', 'outputJson', 'finishedAt', 'cancelRequestedAt',
   'cancelReason', 'doneToken', 'crashCount', 'rateSlot')
 redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', max_attempts,

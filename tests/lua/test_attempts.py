@@ -1,7 +1,9 @@
-"""The attempts history (run:<id>:attempts): every exit from `running` (finish,
-retry, put back, crash, cancel) appends one entry in the same script; a run that
-never ran has none; the list is capped and goes with the run at retention; a
-step's outcome keeps the seq of its `running` record."""
+"""The attempts history: every exit from `running` (finish, retry, put back,
+crash, cancel) makes one entry in the same script (retries and put-backs append
+to run:<id>:attempts; a finish leaves its entry implied by the run hash, marked
+`finalAttempt`, written out if the run is resumed); a run that never ran has
+none; the history is capped and goes with the run at retention; a step's
+outcome keeps the seq of its `running` record."""
 
 from __future__ import annotations
 
@@ -26,7 +28,27 @@ _ERR = msgspec.json.encode(
 
 
 def _entries(raw: redis.Redis, client: Client, rid: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in raw.lrange(client.keys.run_attempts(rid), 0, -1)]
+    """The run's history as stored: the list, then the entry a finish leaves
+    implied by the hash (``finalAttempt``), the newest 100."""
+    out = [json.loads(x) for x in raw.lrange(client.keys.run_attempts(rid), 0, -1)]
+    h = {text(k): text(v) for k, v in raw.hgetall(client.keys.run(rid)).items()}
+    if "finalAttempt" in h:
+        last = {
+            "attempt": int(h["attempt"]),
+            "startedAt": int(h.get("attemptStartedAt") or h["startedAt"]),
+            "finishedAt": int(h["finishedAt"]),
+            "outcome": h["status"],
+        }
+        if h["finalAttempt"] == "e":
+            last["errorJson"] = h["errorJson"]
+        out.append(last)
+    # the public reading gives the same entries
+    state = client.get_run(rid)
+    assert state is not None
+    assert [(a.attempt, a.outcome, a.started_at, a.finished_at) for a in state.attempts] == [
+        (e["attempt"], e["outcome"], e["startedAt"], e["finishedAt"]) for e in out[-100:]
+    ]
+    return out[-100:]
 
 
 def _claim(client: Client, rid: str) -> str:
@@ -168,3 +190,50 @@ def test_a_step_outcome_keeps_the_seq_of_its_running_record(
     assert seqs == {"a": 1, "b": 2, "c": 3}
     steps = client.get_run_steps(rid)
     assert steps is not None and [s.name for s in steps] == ["a", "b", "c"]
+
+
+def test_a_run_that_ends_on_its_first_execution_writes_no_history_list(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The common run (one execution, then a finish) keeps its one entry in its
+    hash: no attempts key, one key less per finished run."""
+    k = client.keys
+    rid = enq()
+    tok = _claim(client, rid)
+    assert client.scripts.finalize(rid, tok, "succeeded", b"1") == "succeeded"
+    assert not raw.exists(k.run_attempts(rid))
+    [entry] = _entries(raw, client, rid)
+    assert entry["outcome"] == "succeeded" and entry["attempt"] == 1
+    # a retry's error left on the hash is not the succeeded attempt's error
+    other = enq(max_attempts=2)
+    tok = _claim(client, other)
+    assert client.scripts.finalize(other, tok, "retry", _ERR, 0) == "queued"
+    tok = _claim(client, other)
+    assert client.scripts.finalize(other, tok, "succeeded", b"1") == "succeeded"
+    state = client.get_run(other)
+    assert state is not None
+    assert [(a.outcome, a.error is None) for a in state.attempts] == [
+        ("retried", False),
+        ("succeeded", True),
+    ]
+
+
+def test_a_resume_writes_the_implied_entry_out_before_the_next_attempt(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid = enq()
+    tok = _claim(client, rid)
+    assert client.scripts.finalize(rid, tok, "failed", _ERR) == "failed"
+    finished = int(raw.hget(k.run(rid), "finishedAt") or 0)
+    assert client.resume_run(rid).id == rid
+    # written out as the finish would have: its times, outcome and error kept
+    [first] = [json.loads(x) for x in raw.lrange(k.run_attempts(rid), 0, -1)]
+    assert first["outcome"] == "failed" and first["finishedAt"] == finished
+    assert json.loads(first["errorJson"]) == json.loads(_ERR)
+    assert raw.hget(k.run(rid), "finalAttempt") is None
+    tok = _claim(client, rid)
+    assert client.scripts.finalize(rid, tok, "succeeded", b"1") == "succeeded"
+    entries = _entries(raw, client, rid)
+    assert [(e["attempt"], e["outcome"]) for e in entries] == [(1, "failed"), (2, "succeeded")]
+    assert "errorJson" not in entries[1]
