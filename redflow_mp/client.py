@@ -321,6 +321,9 @@ class Client(Runs):
 
         - if ``app`` synced it less than 30 s ago, nothing changes (other hosts
           of the same app may still run the previous code: a rolling deploy);
+        - nor while a running supervisor of ``app`` loads it (each one renews
+          its live registration every 10 s: hosts of one app may load
+          different modules);
         - otherwise ``app`` withdraws its own registration, and the metadata and
           cron entries (never runs) are removed only when no other app still
           registers the workflow. An app never withdraws another app's
