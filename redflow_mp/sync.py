@@ -140,14 +140,20 @@ def _live_names(runs: Runs, app: str, names: list[str]) -> set[str]:
     """Which of ``names`` a live registration of ``app`` (a running supervisor's,
     :func:`renew_registration`) lists. Registrations found expired are pruned."""
     live_key = runs.keys.app_live(app)
-    digests = [text(d) for d in runs.redis.smembers(live_key)]
-    if not names or not digests:
-        return set()
-    with runs.redis.pipeline(transaction=False) as pipe:
-        for digest in digests:
-            pipe.exists(runs.keys.app_reg(digest))
-            pipe.smismember(runs.keys.app_reg(digest), names)
-        replies = pipe.execute()
+    try:
+        digests = [text(d) for d in runs.redis.smembers(live_key)]
+        if not names or not digests:
+            return set()
+        with runs.redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.exists(runs.keys.app_reg(digest))
+                pipe.smismember(runs.keys.app_reg(digest), names)
+            replies = pipe.execute()
+    except redis.ResponseError as exc:
+        # A key of another type (written by hand or by another program): what
+        # the app's running supervisors load is unknown, so nothing is withdrawn.
+        log.warning("live registrations of app %r unreadable (%s); nothing withdrawn", app, exc)
+        return set(names)
     served: set[str] = set()
     gone: list[str] = []
     for i, digest in enumerate(digests):

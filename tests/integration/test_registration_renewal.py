@@ -110,3 +110,14 @@ def test_a_reload_renews_the_new_registry(raw: redis.Redis, client: Client) -> N
     duty.tick(10.0)
     key = client.keys.app_reg(registration_digest("etl", ["a", "c"]))
     assert sorted(texts(raw.smembers(key))) == ["a", "c"]
+
+
+def test_a_live_registration_key_of_another_type_withdraws_nothing(
+    raw: redis.Redis, client: Client
+) -> None:
+    cpu, gpu = _registry("cpu-job"), _registry("gpu-job")
+    client.sync_registry(cpu, app="etl")
+    _age(raw, client, "cpu-job", 10 * STALE_WORKFLOW_GRACE_MS)
+    raw.set(client.keys.app_live("etl"), "not a redflow key")
+    client.sync_registry(gpu, app="etl")  # no WRONGTYPE out of the sync
+    assert client.get_workflow_meta("cpu-job") is not None
