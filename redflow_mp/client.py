@@ -261,6 +261,18 @@ class Client(Runs):
         shard's, merged: ``queries.list_runs_all``)."""
         return queries.list_runs_all(self, workflow, status, limit, offset)
 
+    def iter_runs(
+        self,
+        workflow: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Iterator[RunState]:
+        """:meth:`list_runs` as an iterator: the same runs, read 1,000 per round
+        trip, so a large ``limit`` does not hold every run in memory at once
+        (``queries.iter_runs_all``). Bad arguments raise at the call."""
+        return queries.iter_runs_all(self, workflow, status, limit, offset)
+
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
 
@@ -321,6 +333,9 @@ class Client(Runs):
 
         - if ``app`` synced it less than 30 s ago, nothing changes (other hosts
           of the same app may still run the previous code: a rolling deploy);
+        - nor while a running supervisor of ``app`` loads it (each one renews
+          its live registration every 10 s: hosts of one app may load
+          different modules);
         - otherwise ``app`` withdraws its own registration, and the metadata and
           cron entries (never runs) are removed only when no other app still
           registers the workflow. An app never withdraws another app's

@@ -62,8 +62,12 @@ Keys redflow-mp adds::
                                         100; removed with the run by retention. The execution
                                         a finish ends is implied by the run hash (field
                                         finalAttempt) and written out by a resume
-    wf-apps:<name>                HASH  app -> last time that app synced (or a running supervisor
-                                        of it renewed) the workflow (ownership)
+    wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
+    app-live:<app>                SET   digests of the live registrations of an app's running
+                                        supervisors (pruned by the sync that finds one gone)
+    app-reg:<digest>              SET   the workflow names one running supervisor of an app
+                                        loads (the digest: of the app and the names); expires
+                                        30 s after its last renewal (every 10 s, one PEXPIRE)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
                                         like ready (v1: a LIST)
@@ -102,7 +106,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
-``lock:cron``, ``supervisors``, ``supervisor:<id>`` and ``workflows`` in shard 0 only.
+``lock:cron``, ``supervisors``, ``supervisor:<id>``, ``workflows``, ``app-live:<app>`` and
+``app-reg:<digest>`` in shard 0 only.
 Run ids end in ``~<shard>``. Keys added for children in another shard::
 
     run:<runId>:kicked            HASH  child runId -> terminal status: children in other
@@ -295,6 +300,13 @@ class Keys:
 
     def supervisor(self, supervisor_id: str) -> str:
         return f"{self.tag}:supervisor:{supervisor_id}"
+
+    # live registrations of running supervisors (sync.py)
+    def app_live(self, app: str) -> str:
+        return f"{self.tag}:app-live:{app}"
+
+    def app_reg(self, digest: str) -> str:
+        return f"{self.tag}:app-reg:{digest}"
 
 
 def step_workflow_key(parent_run_id: str, step_name: str, child_name: str) -> str:

@@ -89,6 +89,10 @@ class WorkerHooks(Protocol):
         """True when the worker should stop claiming (recycling, shutdown)."""
 
 
+#: Past this many queues served, an idle worker whose wait timed out asks
+#: whether any ready set holds a run before it claims (``_nothing_ready``).
+MANY_QUEUES = 32
+
 #: Longest blocking wait of a worker when some shards have no worker blocked on
 #: their bells (``shards > 1``, fewer workers than shards): their runs wait at
 #: most about this long.
@@ -197,6 +201,10 @@ class Worker:
         self._bench = Bench()  # keys of the wrong type, left out for a while
         self._woken = False
         self._woken_by: bytes | str | None = None  # the bell that woke the last wait
+        self._timed_out = False  # the last wait ended with no bell rung
+        self._ready_keys = [
+            [s.keys.q_ready(q) for q in self.queues] for s in (self.home, *self._others)
+        ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
 
@@ -521,6 +529,13 @@ class Worker:
         return workflow if self.registry.get(workflow) is not None else UNREGISTERED_LABEL
 
     def _idle(self) -> None:
+        """Wait for a bell; past MANY_QUEUES queues, wait again while the waits time
+        out and nothing is ready (``_nothing_ready``) instead of claiming."""
+        self._wait()
+        while self._nothing_ready():
+            self._wait()
+
+    def _wait(self) -> None:
         if self.maintenance:
             now = time.monotonic()
             if now >= self._next_maintenance:
@@ -537,6 +552,7 @@ class Worker:
         try:
             popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
             self._woken = popped is not None
+            self._timed_out = popped is None
             self._woken_by = popped[0] if popped is not None else None
             if popped is not None and self._bell_shard:
                 key = popped[0]
@@ -548,6 +564,23 @@ class Worker:
             if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
                 raise
             log.debug("idle wait refused: %s", exc)
+
+    def _nothing_ready(self) -> bool:
+        """After a wait that no bell ended, whether every ready set served is empty
+        (one EXISTS per shard): then the claim that follows each wait as a safety
+        net is skipped. Past MANY_QUEUES queues only, where that claim costs Redis
+        O(queues) (1,000 queues: 262 us against 9 us for the EXISTS). Never when
+        told to stop (the loop must see it)."""
+        if not self._timed_out or len(self.queues) <= MANY_QUEUES or self.stopping:
+            return False
+        self._timed_out = False
+        shards = (self.home, *self._others)
+        try:
+            return not any(
+                s.redis.exists(*keys) for s, keys in zip(shards, self._ready_keys, strict=True)
+            )
+        except TRANSIENT_ERRORS:
+            return False  # the claim finds out (and backs off)
 
     def _trim_bell(self, key: bytes | str) -> None:
         """Cut a bell back to the cap our rings keep (``BELL_CAP``): tokens pushed

@@ -1,24 +1,32 @@
-"""Keep this supervisor's registration of its workflows fresh while it runs.
+"""Keep this supervisor's live registration of its workflows while it runs.
 
 A supervisor syncs its registry at start (and at HUP); a sync withdraws the
 app's registration of workflows the syncing registry lacks once that is older
 than 30 s. Supervisors of one app that load different modules (one host per
 module set, the same ``--app``) would then remove each other's workflow
-metadata and cron entries at each start. Every 10 s this duty renews the
-registrations of the workflows in this supervisor's registry
-(:func:`redflow_mp.sync.refresh_registrations`), so a registration goes stale
+metadata and cron entries at each start. Every 10 s this duty renews the live
+registration of the workflows in this supervisor's registry
+(:func:`redflow_mp.sync.renew_registration`: one record per app and module set,
+which a sync reads before it withdraws anything), so a registration goes stale
 only once no running supervisor of the app has the workflow.
+
+Cost: one ``PEXPIRE`` and one ``SADD`` per tick, whatever the number of
+workflows; the names are written again only when the record is gone (expired
+during an outage, deleted, a FLUSHALL), so it comes back within one tick.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from redflow_mp.client import Client
 from redflow_mp.registry import Registry
-from redflow_mp.sync import REFRESH_INTERVAL_MS, refresh_registrations
+from redflow_mp.sync import REFRESH_INTERVAL_MS, registration_digest, renew_registration
 
 __all__ = ["RegistrationDuty"]
+
+log = logging.getLogger("redflow_supervisor")
 
 
 class RegistrationDuty:
@@ -30,10 +38,25 @@ class RegistrationDuty:
         self.client = client
         self.registry = registry  # the current one (a HUP replaces it)
         self.app = app
-        self.started = False
+        self.written = 0  # how many times the record was (re)written
+        self._for: tuple[Registry, str] | None = None
+        self._names: list[str] = []
+        self._digest = ""
 
     def tick(self, now: float) -> float:
-        if self.started:  # the start-up sync has just written them
-            refresh_registrations(self.client, self.registry(), app=self.app())
-        self.started = True
+        registry, app = self.registry(), self.app()
+        if self._for is None or self._for[0] is not registry or self._for[1] != app:
+            # names and digest once per registry (a HUP), not per tick
+            self._names = sorted(wf.name for wf in registry.list())
+            self._digest = registration_digest(app, self._names)
+            self._for = (registry, app)
+        if renew_registration(self.client, self._names, app=app, digest=self._digest):
+            if self.written:
+                log.info(
+                    "the live registration of app %r (%d workflows) was gone from Redis; "
+                    "written again",
+                    app,
+                    len(self._names),
+                )
+            self.written += 1
         return now + REFRESH_INTERVAL_MS / 1000

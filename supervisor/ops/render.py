@@ -10,8 +10,9 @@ ones (``duration_ms``, ``retry_of``).
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from redflow_mp.codec import AttemptState, RunState, StepState
 from ..status import SupervisorStatus
 
 __all__ = [
+    "RUNS_HEADERS",
     "clean",
     "display_width",
     "fmt_bytes",
@@ -30,16 +32,19 @@ __all__ = [
     "fmt_json",
     "fmt_relative",
     "fmt_time",
+    "json_array_lines",
     "queues_table",
     "run_detail_record",
     "run_detail_text",
     "run_duration_ms",
     "run_record",
+    "run_row",
     "runs_table",
     "step_duration_ms",
     "step_record",
     "supervisors_text",
     "table",
+    "table_lines",
     "to_json",
     "workflow_records",
     "workflows_table",
@@ -154,19 +159,56 @@ def _cut(text: str, limit: int) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "") -> str:
     """Columns aligned by display width; cells cleaned and cut at ``MAX_CELL``."""
-    cells = [[_cut(clean(c), MAX_CELL) for c in row] for row in rows]
+    return "\n".join(table_lines(headers, rows, indent, first=len(rows)))
+
+
+def table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "", first: int = 1000
+) -> Iterator[str]:
+    """:func:`table`'s lines one by one, for a stream of rows: the widths are those
+    of the header and the first ``first`` rows (the only ones held at once); a
+    later, longer cell widens its column from its row on. Up to ``first`` rows,
+    the same text as :func:`table`."""
+    rows = iter(rows)
+    head = [[_cut(clean(c), MAX_CELL) for c in row] for row in itertools.islice(rows, first)]
     widths = [display_width(h) for h in headers]
-    for row in cells:
-        for i, c in enumerate(row):
+    for cells in head:
+        for i, c in enumerate(cells):
             widths[i] = max(widths[i], display_width(c))
-    lines = []
-    for row in [list(headers), *cells]:
+
+    def line(cells: Sequence[str]) -> str:
         parts = []
-        for i, c in enumerate(row):
-            pad = "" if i == len(row) - 1 else " " * (widths[i] - display_width(c))
+        for i, c in enumerate(cells):
+            width = display_width(c)
+            widths[i] = max(widths[i], width)
+            pad = "" if i == len(cells) - 1 else " " * (widths[i] - width)
             parts.append(c + pad)
-        lines.append(indent + "  ".join(parts).rstrip())
-    return "\n".join(lines)
+        return indent + "  ".join(parts).rstrip()
+
+    yield line(list(headers))
+    for cells in head:
+        yield line(cells)
+    del head
+    for row in rows:
+        yield line([_cut(clean(c), MAX_CELL) for c in row])
+
+
+def json_array_lines(values: Iterable[Any]) -> Iterator[str]:
+    """:func:`to_json` of the list of ``values``, in pieces (one value encoded at
+    a time): joined by newlines, the same text."""
+    previous: str | None = None
+    for value in values:
+        body = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+        if previous is None:
+            yield "["
+        else:
+            yield previous + ","
+        previous = "\n".join("  " + part for part in body.split("\n"))
+    if previous is None:
+        yield "[]"
+        return
+    yield previous
+    yield "]"
 
 
 # ------------------------------------------------------------------- records
@@ -306,22 +348,26 @@ def _attempts(state: RunState) -> str:
     return f"{state.attempt}/{state.max_attempts}"
 
 
+RUNS_HEADERS = ("ID", "WORKFLOW", "STATUS", "ATTEMPT", "CREATED", "DURATION", "QUEUE")
+
+
+def run_row(r: RunState, now_ms: int) -> tuple[str, ...]:
+    """A run's cells in a runs table (:data:`RUNS_HEADERS`)."""
+    return (
+        r.id,
+        r.workflow,
+        r.status.value,
+        _attempts(r),
+        fmt_time(r.created_at),
+        fmt_duration(run_duration_ms(r, now_ms)),
+        r.queue,
+    )
+
+
 def runs_table(runs: Sequence[RunState], now_ms: int) -> str:
     if not runs:
         return "no runs"
-    rows = [
-        (
-            r.id,
-            r.workflow,
-            r.status.value,
-            _attempts(r),
-            fmt_time(r.created_at),
-            fmt_duration(run_duration_ms(r, now_ms)),
-            r.queue,
-        )
-        for r in runs
-    ]
-    return table(("ID", "WORKFLOW", "STATUS", "ATTEMPT", "CREATED", "DURATION", "QUEUE"), rows)
+    return table(RUNS_HEADERS, [run_row(r, now_ms) for r in runs])
 
 
 def run_detail_text(

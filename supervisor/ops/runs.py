@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -53,14 +53,37 @@ __all__ = [
 
 
 def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
+    """Streamed: the runs are read 1,000 at a time and printed as they come, so
+    ``--limit 100000`` holds at most one page of runs (it held every run, its
+    table row and its JSON record at once: 379 MB)."""
     try:
-        runs = queries.list_runs_all(
+        runs = queries.iter_runs_all(
             session.client, workflow=ns.workflow, status=ns.status, limit=ns.limit, offset=ns.offset
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    session.emit(render.runs_table(runs, session.now_ms()), [render.run_record(r) for r in runs])
-    if not runs:
+    seen = 0
+
+    def counted() -> Iterator[RunState]:
+        nonlocal seen
+        for run in runs:
+            seen += 1
+            yield run
+
+    if session.json:
+        lines = render.json_array_lines(render.run_record(r) for r in counted())
+    else:
+        now_ms = session.now_ms()
+        rows = (render.run_row(r, now_ms) for r in counted())
+        lines = render.table_lines(render.RUNS_HEADERS, rows, first=queries.ITER_PAGE)
+        first = next(lines)  # the header, once the first page is read
+        if not seen:
+            lines = iter(["no runs"])
+        else:
+            session.out(first)
+    for line in lines:
+        session.out(line)
+    if not seen:
         nothing_found(session)
     return EXIT_OK
 

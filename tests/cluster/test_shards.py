@@ -87,7 +87,15 @@ class MergedRaw:
         if head == "idempo":
             length, _, more = tail.partition(":")
             return [self._wf(more.encode()[: int(length)].decode())]
-        if head in ("meta", "supervisors", "supervisor", "lock", "workflows"):
+        if head in (
+            "meta",
+            "supervisors",
+            "supervisor",
+            "lock",
+            "workflows",
+            "app-live",
+            "app-reg",
+        ):
             return [0]
         return list(range(self.n))
 

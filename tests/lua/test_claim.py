@@ -13,7 +13,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id, new_token
-from tests.helpers import status_of, wait_until
+from tests.helpers import command_counts, status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -326,3 +326,37 @@ def test_priority_out_of_range_is_refused(client: Client, bad: object) -> None:
             priority=bad,  # type: ignore[arg-type]
         )  # fmt: skip
     assert client.scripts.claim(("q",), 1_000, new_token()) == ("", None)
+
+
+def test_a_claim_over_1000_queues_reads_only_the_heads_of_blocks_holding_runs(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Every claim read the head of every queue served: one ZRANGE per queue (a
+    worker serving 1,000 queues: 1,000 ZRANGEs, ~0.9 ms of Redis, per claim, also
+    when nothing is ready). Now one EXISTS per 32 queues, and the heads of the
+    blocks of 32 that hold runs; the order over all the queues is unchanged."""
+    queues = [f"q{i}" for i in range(1000)]
+    old, new = enq("wa", queue="q5"), enq("wb", queue="q999")
+    high = enq("wc", queue="q500")
+    raw.zadd(client.keys.q_ready("q5"), {old: 10})
+    raw.zadd(client.keys.q_ready("q999"), {new: 20})
+    raw.zadd(client.keys.q_ready("q500"), {high: 30 - 2**44})  # priority 1 beats older runs
+    got: list[object] = []
+
+    def claim(order: list[str]) -> None:
+        got.append(client.scripts.claim(tuple(order), 1_000, new_token())[1])
+
+    counts = command_counts(raw, lambda: claim(queues))
+    assert counts.get("zrange", 0) <= 3 * 32 and counts.get("exists", 0) <= 32, counts
+    claim(queues)
+    claim(queues)
+    assert [getattr(g, "id", None) for g in got] == [high, old, new]
+    # equal scores in two blocks: the first queue named wins, whatever the block
+    a, b = enq("wd", queue="q40"), enq("we", queue="q700")
+    raw.zadd(client.keys.q_ready("q40"), {a: 5})
+    raw.zadd(client.keys.q_ready("q700"), {b: 5})
+    claim(queues[700:] + queues[:700])
+    assert getattr(got[-1], "id", None) == b
+    empty = command_counts(raw, lambda: claim([f"none{i}" for i in range(2000)]))
+    assert got[-1] is None
+    assert empty.get("zrange", 0) == 0 and empty.get("exists", 0) <= 63, empty

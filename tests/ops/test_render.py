@@ -116,3 +116,25 @@ def test_run_detail_shows_the_attempts_and_steps_in_flight() -> None:
     assert render.attempt_text(attempts[1]) == (
         "attempt 2 requeued after 100ms: worker killed by SIGKILL"
     )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [{"a": 1}],
+        [{"a": [], "b": {}, "c": "x\ny", "d": None}, {"e": [1, {"f": 2}]}, 3, "s"],
+    ],
+)
+def test_streamed_json_is_the_same_text(values: list[object]) -> None:
+    """``runs list --json`` prints its array piece by piece: the same text."""
+    assert "\n".join(render.json_array_lines(iter(values))) == render.to_json(values)
+
+
+def test_streamed_table_is_the_same_text_up_to_its_first_rows() -> None:
+    rows = [("日本", "x"), ("a" * 10, "y"), ("b", "z" * 100)]
+    streamed = list(render.table_lines(("A", "B"), iter(rows), first=3))
+    assert "\n".join(streamed) == render.table(("A", "B"), rows)
+    # past the first rows, a longer cell widens its column from its row on
+    later = list(render.table_lines(("A", "B"), iter([("a", "x"), ("abc", "y")]), first=1))
+    assert later == ["A  B", "a  x", "abc  y"]

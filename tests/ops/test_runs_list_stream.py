@@ -1,0 +1,83 @@
+"""``redflow runs list`` with a large ``--limit``: printed as it is read, holding
+one page of runs at a time (``--limit 100000 --json`` took 379 MB holding every
+run, its table row and its JSON record before the first line was printed).
+Measured by commands, not memory or time: at each printed line, how many runs
+were read (``HGETALL`` calls) and not printed yet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, define_workflow, queries
+from redflow_supervisor.ops.runs import cmd_runs_list
+from redflow_supervisor.ops.session import Session
+
+pytestmark = pytest.mark.timeout(120)
+
+RUNS = 2500
+
+
+def _noop(ctx: Context[Any]) -> None:
+    return None
+
+
+def _hgetalls(raw: Any) -> int:
+    """HGETALL calls since the last reset (every node of a cluster, summed)."""
+    if isinstance(raw, redis.RedisCluster):
+        per_node = raw.info("commandstats", target_nodes=redis.RedisCluster.ALL_NODES)
+        tables = list(per_node.values())
+    else:
+        tables = [raw.info("commandstats")]
+    return sum(int(t.get("cmdstat_hgetall", {}).get("calls", 0)) for t in tables)
+
+
+def _reset_stats(raw: Any) -> None:
+    if isinstance(raw, redis.RedisCluster):
+        raw.config_resetstat(target_nodes=redis.RedisCluster.ALL_NODES)
+    else:
+        raw.config_resetstat()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_large_list_holds_one_page_of_runs_at_a_time(
+    raw: redis.Redis, client: Client, registry: Registry, as_json: bool
+) -> None:
+    wf = define_workflow("bulk", registry=registry)(_noop)
+    wf.run_many([{"i": i} for i in range(RUNS)], client=client)
+    printed: list[str] = []
+    unprinted: list[int] = []  # runs read, not printed yet, at each line
+    _reset_stats(raw)
+
+    def out(line: str) -> None:
+        rows = len(printed) - 1  # the first line: "[" or the header
+        if len(printed) % 100 == 0:
+            unprinted.append(_hgetalls(raw) - max(0, rows))
+        printed.append(line)
+
+    session = Session(client=client, url="redis://x", prefix="x", json=as_json, out=out)
+    ns = argparse.Namespace(workflow=None, status=None, limit=100_000, offset=0)
+    assert cmd_runs_list(session, ns) == 0
+    # a page, plus the JSON record held back until the next one says whether a comma follows
+    assert max(unprinted) <= queries.ITER_PAGE + 1, unprinted[:5]
+    if as_json:
+        listed: list[dict[str, Any]] = json.loads("\n".join(printed))
+        assert [r["id"] for r in listed] == [r.id for r in client.list_runs(limit=RUNS)]
+    else:
+        assert len(printed) == RUNS + 1
+        assert printed[1].split()[0] == client.list_runs(limit=1)[0].id
+
+
+def test_iter_runs_matches_list_runs(client: Client, registry: Registry) -> None:
+    wf = define_workflow("few", registry=registry)(_noop)
+    wf.run_many([{"i": i} for i in range(25)], client=client)
+    for kwargs in ({}, {"status": "queued", "limit": 7, "offset": 3}, {"workflow": "few"}):
+        want = [r.id for r in client.list_runs(**kwargs)]
+        got = [r.id for r in queries.iter_runs_all(client, page=4, **kwargs)]
+        assert got == want
+    with pytest.raises(ValueError, match="unknown status"):
+        client.iter_runs(status="bogus")  # at the call, not at the first read
