@@ -7,10 +7,44 @@
 -- ARGV[1]  tag   ARGV[2]  retention ms (> 0)   ARGV[3]  batch size
 -- Reply: number of runs removed (a full batch means: call again)
 -- Invariant: an idempotency key never outlives the run it names.
+-- A child started by run_workflow(s) (in run:<parent>:children) whose parent is
+-- not finished is kept: the parent reads every child's outcome when the last
+-- one finishes (a fan-out waiting a week on one child used to find the others
+-- removed and fail). Its status index entry is scored now, so it is looked at
+-- again a retention period later and the range read goes on past it.
 local tag = ARGV[1]
-local cutoff = now_ms() - tonumber(ARGV[2])
+local now = now_ms()
+local cutoff = now - tonumber(ARGV[2])
 local batch = tonumber(ARGV[3])
 local removed = 0
+-- True when finished run `id` is a run_workflow child of an unfinished parent.
+local function awaited(id, parent)
+  if not parent or parent == '' then return false end
+  local status = redis.pcall('HGET', k_run(tag, parent), 'status')
+  if type(status) ~= 'string' or TERMINAL[status] then return false end
+  return redis.pcall('SISMEMBER', k_children(tag, parent), id) == 1
+end
+local function remove(index, id, f)
+  if f[1] then
+    redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
+    if f[2] and f[2] ~= '' then
+      local idem = k_idem(tag, f[1], f[2])
+      if redis.pcall('GET', idem) == id then redis.call('DEL', idem) end
+    end
+  end
+  redis.pcall('ZREM', KEYS[1], id)
+  redis.call('ZREM', index, id)
+  redis.pcall('ZREM', k_leases(tag), id)
+  redis.pcall('ZREM', k_timers(tag), id)
+  local evnames = k_evnames(tag, id)
+  local names = redis.pcall('SMEMBERS', evnames)
+  if failed(names) then names = {} end
+  for _, name in ipairs(names) do
+    redis.call('DEL', k_ev(tag, id, name))
+  end
+  redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
+    k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
+end
 -- An index of the wrong type (see `failed` in _lib.lua) is skipped: retention of
 -- the runs the others name goes on (one broken key used to stop it for all).
 for status, _ in pairs(TERMINAL) do
@@ -18,28 +52,14 @@ for status, _ in pairs(TERMINAL) do
   local ids = redis.pcall('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - removed)
   if failed(ids) then ids = {} end
   for _, id in ipairs(ids) do
-    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey')
+    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey', 'parentRunId')
     if failed(f) then f = {} end
-    if f[1] then
-      redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
-      if f[2] and f[2] ~= '' then
-        local idem = k_idem(tag, f[1], f[2])
-        if redis.pcall('GET', idem) == id then redis.call('DEL', idem) end
-      end
+    if awaited(id, f[3]) then
+      redis.call('ZADD', index, ms(now), id)  -- kept (see above)
+    else
+      remove(index, id, f)
+      removed = removed + 1
     end
-    redis.pcall('ZREM', KEYS[1], id)
-    redis.call('ZREM', index, id)
-    redis.pcall('ZREM', k_leases(tag), id)
-    redis.pcall('ZREM', k_timers(tag), id)
-    local evnames = k_evnames(tag, id)
-    local names = redis.pcall('SMEMBERS', evnames)
-    if failed(names) then names = {} end
-    for _, name in ipairs(names) do
-      redis.call('DEL', k_ev(tag, id, name))
-    end
-    redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
-      k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
-    removed = removed + 1
   end
   if removed >= batch then break end
 end
