@@ -27,7 +27,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -85,10 +85,24 @@ class PendingWait:
 
 
 class _Waiting(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    """The output of a ``waiting`` step record: what the wait step started."""
+    """The output of a ``waiting`` step record: what the wait step started, and
+    which kind of wait it is (sleep | event | children; '' in records written
+    before the kind was kept)."""
 
+    kind: str = ""
     wake_at: int | None = None
-    children: list[str] = field(default_factory=list)
+    # msgspec's field: dataclasses.field here made a record without children
+    # decode with a ``Field`` object in their place.
+    children: list[str] = msgspec.field(default_factory=list)
+
+    def of_kind(self, kind: str) -> bool:
+        """Whether this record was written by a wait of ``kind``. A deploy may put
+        another kind of wait under the step's name while the run is suspended:
+        its record is then not used (a sleep read as a children wait had no
+        children; a sleep took the old wait's deadline as its own time)."""
+        if self.kind:
+            return self.kind == kind
+        return (kind == "children") == bool(self.children)
 
 
 _waiting_decoder = msgspec.json.Decoder(_Waiting)
@@ -189,9 +203,10 @@ class WaitMixin:
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _wait_begin(self, name: object) -> tuple[str, bool, Any, _Waiting | None, int]:
+    def _wait_begin(self, name: object, kind: str) -> tuple[str, bool, Any, _Waiting | None, int]:
         """Validate, check cancellation and duplicates; returns (step, done, value,
-        the waiting record of this attempt or None, when the wait began)."""
+        the waiting record of this attempt by a wait of ``kind`` or None, when the
+        wait began)."""
         step = check_name(name, "step name")
         ex = self._ex
         if ex.suspending:
@@ -222,7 +237,7 @@ class WaitMixin:
                         waiting = _waiting_decoder.decode(stored.output_json)
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         waiting = None
-                    if waiting is not None:
+                    if waiting is not None and waiting.of_kind(kind):
                         ex.confirm_lease()
                         ex.set_step(step)
                         return step, False, None, waiting, stored.started_at
@@ -263,7 +278,7 @@ class WaitMixin:
 
     @tracing.traced_wait  # a span per wait step, with the OpenTelemetry extra
     def _sleep_check(self, name: object, seconds: float | None, until_ms: int | None) -> Any:
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "sleep")
         if done:
             return True, value
         now = self._server_ms()
@@ -272,7 +287,7 @@ class WaitMixin:
             if wake <= now:
                 return True, self._succeed(step, None, now)
             started = now
-            waiting = _Waiting(wake_at=wake)
+            waiting = _Waiting(kind="sleep", wake_at=wake)
             self._record_waiting(step, waiting, started)
         if now >= waiting.wake_at:  # type: ignore[operator]
             return True, self._succeed(step, None, started)
@@ -284,7 +299,7 @@ class WaitMixin:
     def _event_check(self, name: object, event: object, timeout: object) -> Any:
         limit = _check_wait_timeout(timeout)
         ev = check_name(event, "event name")
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "event")
         if done:
             return True, value
 
@@ -316,10 +331,10 @@ class WaitMixin:
                 return True, codec.decode_json(payload)
             now = self._server_ms()
             if waiting is None:
-                waiting = _Waiting()
+                waiting = _Waiting(kind="event")
                 if limit is not None:
                     started = now
-                    waiting = _Waiting(wake_at=now + int(limit * 1000))
+                    waiting = _Waiting(kind="event", wake_at=now + int(limit * 1000))
                     self._record_waiting(step, waiting, started)
             if waiting.wake_at is not None and now >= waiting.wake_at:
                 raise StepTimeoutError(
@@ -346,7 +361,7 @@ class WaitMixin:
     ) -> Any:
         limit = _check_wait_timeout(timeout)
         child = _workflow_name(workflow)
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "children")
         if done:
             return True, value
 
@@ -360,7 +375,7 @@ class WaitMixin:
                 )
                 started = self._server_ms()
                 wake = None if limit is None else started + int(limit * 1000)
-                waiting = _Waiting(wake_at=wake, children=ids)
+                waiting = _Waiting(kind="children", wake_at=wake, children=ids)
                 self._record_waiting(step, waiting, started)
             ids = waiting.children
             states, now = self._read_children(ids)

@@ -1,0 +1,71 @@
+"""Durable waits when the handler's code changes while a run is suspended (a
+deploy between the suspension and the wake-up): a wait step's record is used
+only by a wait of the same kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redflow_mp import Client, Context, Registry, define_workflow
+from tests.helpers import WorkerPool, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _status(client: Client, run_id: str) -> str | None:
+    state = client.get_run(run_id)
+    return None if state is None else state.status.value
+
+
+def test_a_sleep_replaced_by_run_workflow_under_the_same_step_name_starts_the_child(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    version = [1]
+
+    @define_workflow("rp-child", registry=registry)
+    def child(ctx: Context[Any]) -> int:
+        return int(ctx.input) + 1
+
+    @define_workflow("rp-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        if version[0] == 1:
+            ctx.step.sleep("x", 0.5)
+            return "v1"
+        return ctx.step.run_workflow("x", child, 41)
+
+    workers.start()
+    handle = parent.run()
+    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    version[0] = 2  # the new code is deployed while the run sleeps
+    # Before: IndexError('list index out of range') from the sleep's record read
+    # as a children wait with no children; the run failed.
+    assert handle.result(timeout=20) == 42
+
+
+def test_a_run_workflow_replaced_by_a_sleep_under_the_same_step_name_sleeps_its_own_time(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    version = [1]
+
+    @define_workflow("rp-slow", registry=registry)
+    def slow(ctx: Context[Any]) -> int:
+        ctx.step.wait_for_event("never", "never", timeout=3600)
+        return 0
+
+    @define_workflow("rp-parent2", registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        if version[0] == 1:
+            return ctx.step.run_workflow("x", slow, 1, timeout=3600)
+        ctx.step.sleep("x", 0.2)
+        return "v2"
+
+    workers.start()
+    handle = parent.run()
+    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    version[0] = 2
+    kid = client.list_runs(workflow="rp-slow")[0].id
+    client.cancel_run(kid)  # wakes the parent, now running the new code
+    # Before: the run slept until the old wait's deadline (an hour), not 0.2 s.
+    assert handle.result(timeout=20) == "v2"
