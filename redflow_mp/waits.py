@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -48,6 +49,7 @@ from .errors import (
     run_failed,
 )
 from .execution import Execution
+from .ids import new_token
 from .keys import step_workflow_key
 from .options import MAX_RUN_AT, RunOptions, check_name
 from .registry import Workflow
@@ -368,6 +370,7 @@ class WaitMixin:
         def body() -> tuple[bool, Any]:
             nonlocal waiting, started
             ex = self._ex
+            fresh = waiting is None
             if waiting is None:
                 self._check_known(step, workflow)
                 ids = self._start_children(
@@ -379,6 +382,8 @@ class WaitMixin:
                 self._record_waiting(step, waiting, started)
             ids = waiting.children
             states, now = self._read_children(ids)
+            if fresh and self._resume_cascaded(ids, states):
+                states, now = self._read_children(ids)
             for cid, st in zip(ids, states, strict=True):
                 if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
                     _child_output(cid, st)
@@ -399,6 +404,34 @@ class WaitMixin:
             )
 
         return self._guarded(step, started, body)
+
+    def _resume_cascaded(self, ids: Sequence[str], states: list[tuple[Any, ...]]) -> bool:
+        """The step starts in a new attempt of this run (``resume_run`` of a
+        canceled run): resume its children that this run's own cancel canceled
+        (the cascade), so that they run on instead of failing the step at once
+        with ``RunCanceledError``. Their own children follow the same way when
+        they replay. Returns True when one was resumed."""
+        ex = self._ex
+        canceled = [cid for cid, st in zip(ids, states, strict=True) if st[0] == "canceled"]
+        if not canceled:
+            return False
+        cascade = f"parent run {ex.run_id} was canceled"
+        resumed = False
+        for cid in canceled:
+            shard = ex.runs.shard_of_run(cid)
+            key = shard.keys.run(cid)
+            reason = ex.durable(
+                partial(shard.redis.hget, key, "cancelReason"), "reading a child's cancel reason"
+            )
+            if reason is None or not codec.text(reason).startswith(cascade):
+                continue
+            keys, args = shard.scripts.resume_call(cid, new_token())
+            reply = ex.durable(
+                partial(shard.scripts.run, "resume_run", keys, args, retry=True),
+                "resuming a child canceled by this run's cancel",
+            )
+            resumed = resumed or reply[0] == 1
+        return resumed
 
     def _check_known(self, step: str, workflow: Workflow[Any, Any] | str) -> None:
         if isinstance(workflow, Workflow):

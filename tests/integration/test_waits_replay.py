@@ -1,9 +1,12 @@
-"""Durable waits when the handler's code changes while a run is suspended (a
-deploy between the suspension and the wake-up): a wait step's record is used
-only by a wait of the same kind."""
+"""Durable waits replayed in circumstances that change under them: the
+handler's code changed while the run was suspended (a deploy between the
+suspension and the wake-up: a wait step's record is used only by a wait of the
+same kind), and a canceled parent resumed (the children its cancel canceled
+are resumed with it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +20,10 @@ pytestmark = pytest.mark.timeout(60)
 def _status(client: Client, run_id: str) -> str | None:
     state = client.get_run(run_id)
     return None if state is None else state.status.value
+
+
+def _is(client: Client, run_id: str, status: str) -> Callable[[], bool]:
+    return lambda: _status(client, run_id) == status
 
 
 def test_a_sleep_replaced_by_run_workflow_under_the_same_step_name_starts_the_child(
@@ -69,3 +76,43 @@ def test_a_run_workflow_replaced_by_a_sleep_under_the_same_step_name_sleeps_its_
     client.cancel_run(kid)  # wakes the parent, now running the new code
     # Before: the run slept until the old wait's deadline (an hour), not 0.2 s.
     assert handle.result(timeout=20) == "v2"
+
+
+def test_resuming_a_canceled_parent_resumes_the_children_its_cancel_canceled(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("rp-kid", registry=registry, max_concurrency=4)
+    def kid(ctx: Context[Any]) -> int:
+        ctx.step.wait_for_event("go", "go")
+        return int(ctx.input) * 10
+
+    @define_workflow("rp-other", registry=registry)
+    def other(ctx: Context[Any]) -> int:
+        return 0
+
+    @define_workflow("rp-fan", registry=registry)
+    def fan(ctx: Context[Any]) -> Any:
+        emitted = ctx.step.emit_workflow("side", other, {})
+        return [emitted, ctx.step.run_workflows("kids", kid, [1, 2])]
+
+    workers.start()
+    handle = fan.run()
+    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    kids = sorted(r.id for r in client.list_runs(workflow="rp-kid"))
+    for k in kids:
+        wait_until(_is(client, k, "suspended"), timeout=10)
+    assert client.cancel_run(handle.id, "by mistake") is True
+    wait_until(lambda: {_status(client, k) for k in kids} == {"canceled"}, timeout=10)
+    client.resume_run(handle.id)
+    # Before: the resumed parent's children step found the children its own
+    # cancel had canceled and failed at once with RunCanceledError.
+    wait_until(lambda: {_status(client, k) for k in kids} == {"suspended"}, timeout=10)
+    for k in kids:
+        assert client.send_event(k, "go") is True
+    emitted, outputs = handle.result(timeout=20)
+    assert outputs == [10, 20]
+    side = client.get_run(emitted)  # emit_workflow: not canceled, not resumed
+    assert side is not None and (side.status.value, side.attempt) == ("succeeded", 1)
+    states = [client.get_run(k) for k in kids]
+    assert [s.attempt for s in states if s is not None] == [2, 2]  # the same runs, resumed
+    assert len(client.list_runs(workflow="rp-kid")) == 2
