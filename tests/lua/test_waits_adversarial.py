@@ -16,7 +16,7 @@ from redflow_mp.codec import RunWait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
-from tests.helpers import text
+from tests.helpers import text, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,3 +163,45 @@ def test_a_parent_awaiting_other_children_is_not_woken_by_the_slices(
     assert {_status(raw, client, p) for p in still} == {"suspended"}
     assert {_status(raw, client, p) for p in parents if p not in still} == {"queued"}
     assert raw.zcard(client.keys.timers) == 0
+
+
+def test_retention_of_runs_with_many_event_names_is_done_in_bounded_calls(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Runs that were sent many distinct event names (up to max_events_per_run,
+    10,000, unconsumed; consumed ones leave their name behind too): a retention
+    call deletes a bounded number of their event lists and says to call again,
+    instead of all of them (10 such runs: 520 ms of Redis in one call; the
+    duty's batch of 500 runs: about 25 s)."""
+    runs = [enq(workflow="e", queue="q") for _ in range(3)]
+    for rid in runs:
+        pipe = raw.pipeline(transaction=False)
+        for i in range(5_000):
+            pipe.rpush(client.keys.run_events(rid, f"item-{i}"), "1")
+        pipe.sadd(client.keys.run_event_names(rid), *[f"item-{i}" for i in range(5_000)])
+        pipe.execute()
+        assert client.scripts.cancel(rid, "") == "canceled"
+    plain = enq(workflow="e", queue="q")
+    assert client.scripts.cancel(plain, "") == "canceled"
+    wait_until(
+        lambda: (
+            client.server_time_ms() > int(raw.hget(client.keys.run(plain), "finishedAt") or 0) + 2
+        )
+    )
+
+    def lists() -> int:
+        return sum(1 for _ in raw.scan_iter(match=f"{client.keys.tag}:run:*:ev:*", count=1000))
+
+    assert lists() == 15_000
+    total = client.scripts.sweep(1, 500)
+    # Before: every run and its 15,000 lists went in this one call.
+    assert lists() >= 15_000 - 4_000, (total, lists())
+    more, calls = True, 1
+    while more:
+        removed, more = client.scripts.sweep_step(1, 500)
+        total += removed
+        calls += 1
+        assert calls < 10
+    assert total == 4 and lists() == 0
+    assert all(not raw.exists(client.keys.run(r)) for r in [*runs, plain])
+    assert all(not raw.exists(client.keys.run_event_names(r)) for r in runs)
