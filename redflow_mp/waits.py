@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from . import codec, tracing
+from .cascade import positions_by_shard
 from .codec import RunWait, StoredStep
 from .errors import (
     DuplicateStepError,
@@ -416,22 +417,28 @@ class WaitMixin:
         if not canceled:
             return False
         cascade = f"parent run {ex.run_id} was canceled"
-        resumed = False
-        for cid in canceled:
-            shard = ex.runs.shard_of_run(cid)
-            key = shard.keys.run(cid)
-            reason = ex.durable(
-                partial(shard.redis.hget, key, "cancelReason"), "reading a child's cancel reason"
+        runs = ex.runs
+        mine: list[str] = []
+        for positions in positions_by_shard(canceled, runs.shard_of_run):
+            shard = runs.shard_of_run(canceled[positions[0]])
+            names = [shard.keys.run(canceled[i]) for i in positions]
+            reasons = ex.durable(
+                partial(_read_field, shard.redis, names, "cancelReason"),
+                "reading the cancel reasons of canceled children",
             )
-            if reason is None or not codec.text(reason).startswith(cascade):
-                continue
-            keys, args = shard.scripts.resume_call(cid, new_token())
-            reply = ex.durable(
-                partial(shard.scripts.run, "resume_run", keys, args, retry=True),
+            mine += [
+                canceled[i]
+                for i, why in zip(positions, reasons, strict=True)
+                if why is not None and codec.text(why).startswith(cascade)
+            ]
+        for cid in mine:
+            scripts = runs.shard_of_run(cid).scripts
+            keys, args = scripts.resume_call(cid, new_token())
+            ex.durable(
+                partial(scripts.run, "resume_run", keys, args, retry=True),
                 "resuming a child canceled by this run's cancel",
             )
-            resumed = resumed or reply[0] == 1
-        return resumed
+        return bool(mine)
 
     def _check_known(self, step: str, workflow: Workflow[Any, Any] | str) -> None:
         if isinstance(workflow, Workflow):
@@ -592,6 +599,14 @@ class WaitMixin:
         while others := [m for m, task in ex.inflight.items() if task is not me]:
             await asyncio.wait(others)
         raise Suspend()
+
+
+def _read_field(r: Any, keys: list[str], name: str) -> list[Any]:
+    """HGET of field ``name`` of each hash in ``keys``, in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, name)
+    return list(pipe.execute())
 
 
 def _int(value: Any) -> int | None:
