@@ -304,8 +304,10 @@ class Client(Runs):
         running again; the steps that failed or were interrupted run again.
         ``runs retry`` / :func:`~redflow_mp.admin.retry_run` is the other choice
         (a new run that executes everything). One script: a run that is unknown,
-        or queued, running or succeeded, raises :class:`RunNotResumableError`
-        and nothing changes.
+        or queued, scheduled, suspended, running or succeeded, raises
+        :class:`RunNotResumableError` and nothing changes. The children that a
+        cancel of the run canceled (``run_workflow`` cascade) are resumed by its
+        wait step when it replays.
         """
         run_id = check_run_id(run_id)
         if cannot_be_run_id(run_id):

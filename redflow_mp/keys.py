@@ -91,11 +91,15 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
                                         ``leases`` entry but keeps its wf-running slot)
     timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's
-                                        deadline); the promoter duty wakes the due ones
+                                        deadline); the promoter duty wakes the due ones. Also
+                                        a finished runId -> its finish time while parents
+                                        suspended on it are left to notify (a finish
+                                        notifies 100; the duty the rest, a batch per call)
     run:<runId>:awaits            SET   awaited child runIds not finished yet (suspended run)
     run:<runId>:waiters           SET   parent runIds suspended on this run; a finish removes
                                         it from their ``awaits`` and wakes a parent whose set
-                                        is then empty
+                                        is then empty (of another type: the run's own parent
+                                        is still notified, the others wait for a deadline)
     run:<runId>:children          SET   children started by run_workflow / run_workflows
                                         (not emit_workflow): a cancel of the run cancels the
                                         unfinished ones, recursively

@@ -203,9 +203,9 @@ def sweep_retention(
         return 0
     total = 0
     for _ in range(max_batches):
-        removed = client.scripts.sweep(retention_ms, batch)
+        removed, more = client.scripts.sweep_step(retention_ms, batch)
         total += removed
-        if removed < batch:
+        if not more:
             break
     return total
 

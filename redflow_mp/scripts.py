@@ -584,10 +584,16 @@ class Scripts(ScriptSet, WaitCalls):
         return int(reply[0]), text(reply[1])
 
     def sweep(self, retention_ms: int, batch: int) -> int:
+        """One retention call; returns the runs removed."""
+        return self.sweep_step(retention_ms, batch)[0]
+
+    def sweep_step(self, retention_ms: int, batch: int) -> tuple[int, bool]:
+        """One retention call: (runs removed, more to do now: a full batch, or the
+        call's budget of event lists ran out)."""
         reply = self.run(
             "sweep_runs", (self.keys.runs_created,), (self._tag, retention_ms, batch), retry=True
         )
-        return int(reply)
+        return int(reply[0]), int(reply[1]) == 1
 
     def requeue_claimed(self, token: str, cause: str, lease_ms: int) -> list[tuple[str, str]]:
         """Put back runs claimed with ``token`` by a worker that died before saying so.

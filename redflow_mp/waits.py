@@ -27,13 +27,15 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
 
 from . import codec, tracing
+from .cascade import positions_by_shard
 from .codec import RunWait, StoredStep
 from .errors import (
     DuplicateStepError,
@@ -48,6 +50,7 @@ from .errors import (
     run_failed,
 )
 from .execution import Execution
+from .ids import new_token
 from .keys import step_workflow_key
 from .options import MAX_RUN_AT, RunOptions, check_name
 from .registry import Workflow
@@ -85,10 +88,24 @@ class PendingWait:
 
 
 class _Waiting(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    """The output of a ``waiting`` step record: what the wait step started."""
+    """The output of a ``waiting`` step record: what the wait step started, and
+    which kind of wait it is (sleep | event | children; '' in records written
+    before the kind was kept)."""
 
+    kind: str = ""
     wake_at: int | None = None
-    children: list[str] = field(default_factory=list)
+    # msgspec's field: dataclasses.field here made a record without children
+    # decode with a ``Field`` object in their place.
+    children: list[str] = msgspec.field(default_factory=list)
+
+    def of_kind(self, kind: str) -> bool:
+        """Whether this record was written by a wait of ``kind``. A deploy may put
+        another kind of wait under the step's name while the run is suspended:
+        its record is then not used (a sleep read as a children wait had no
+        children; a sleep took the old wait's deadline as its own time)."""
+        if self.kind:
+            return self.kind == kind
+        return (kind == "children") == bool(self.children)
 
 
 _waiting_decoder = msgspec.json.Decoder(_Waiting)
@@ -189,9 +206,10 @@ class WaitMixin:
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _wait_begin(self, name: object) -> tuple[str, bool, Any, _Waiting | None, int]:
+    def _wait_begin(self, name: object, kind: str) -> tuple[str, bool, Any, _Waiting | None, int]:
         """Validate, check cancellation and duplicates; returns (step, done, value,
-        the waiting record of this attempt or None, when the wait began)."""
+        the waiting record of this attempt by a wait of ``kind`` or None, when the
+        wait began)."""
         step = check_name(name, "step name")
         ex = self._ex
         if ex.suspending:
@@ -222,7 +240,7 @@ class WaitMixin:
                         waiting = _waiting_decoder.decode(stored.output_json)
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         waiting = None
-                    if waiting is not None:
+                    if waiting is not None and waiting.of_kind(kind):
                         ex.confirm_lease()
                         ex.set_step(step)
                         return step, False, None, waiting, stored.started_at
@@ -263,7 +281,7 @@ class WaitMixin:
 
     @tracing.traced_wait  # a span per wait step, with the OpenTelemetry extra
     def _sleep_check(self, name: object, seconds: float | None, until_ms: int | None) -> Any:
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "sleep")
         if done:
             return True, value
         now = self._server_ms()
@@ -272,7 +290,7 @@ class WaitMixin:
             if wake <= now:
                 return True, self._succeed(step, None, now)
             started = now
-            waiting = _Waiting(wake_at=wake)
+            waiting = _Waiting(kind="sleep", wake_at=wake)
             self._record_waiting(step, waiting, started)
         if now >= waiting.wake_at:  # type: ignore[operator]
             return True, self._succeed(step, None, started)
@@ -284,7 +302,7 @@ class WaitMixin:
     def _event_check(self, name: object, event: object, timeout: object) -> Any:
         limit = _check_wait_timeout(timeout)
         ev = check_name(event, "event name")
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "event")
         if done:
             return True, value
 
@@ -316,10 +334,10 @@ class WaitMixin:
                 return True, codec.decode_json(payload)
             now = self._server_ms()
             if waiting is None:
-                waiting = _Waiting()
+                waiting = _Waiting(kind="event")
                 if limit is not None:
                     started = now
-                    waiting = _Waiting(wake_at=now + int(limit * 1000))
+                    waiting = _Waiting(kind="event", wake_at=now + int(limit * 1000))
                     self._record_waiting(step, waiting, started)
             if waiting.wake_at is not None and now >= waiting.wake_at:
                 raise StepTimeoutError(
@@ -346,13 +364,14 @@ class WaitMixin:
     ) -> Any:
         limit = _check_wait_timeout(timeout)
         child = _workflow_name(workflow)
-        step, done, value, waiting, started = self._wait_begin(name)
+        step, done, value, waiting, started = self._wait_begin(name, "children")
         if done:
             return True, value
 
         def body() -> tuple[bool, Any]:
             nonlocal waiting, started
             ex = self._ex
+            fresh = waiting is None
             if waiting is None:
                 self._check_known(step, workflow)
                 ids = self._start_children(
@@ -360,10 +379,12 @@ class WaitMixin:
                 )
                 started = self._server_ms()
                 wake = None if limit is None else started + int(limit * 1000)
-                waiting = _Waiting(wake_at=wake, children=ids)
+                waiting = _Waiting(kind="children", wake_at=wake, children=ids)
                 self._record_waiting(step, waiting, started)
             ids = waiting.children
             states, now = self._read_children(ids)
+            if fresh and self._resume_cascaded(ids, states):
+                states, now = self._read_children(ids)
             for cid, st in zip(ids, states, strict=True):
                 if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
                     _child_output(cid, st)
@@ -384,6 +405,40 @@ class WaitMixin:
             )
 
         return self._guarded(step, started, body)
+
+    def _resume_cascaded(self, ids: Sequence[str], states: list[tuple[Any, ...]]) -> bool:
+        """The step starts in a new attempt of this run (``resume_run`` of a
+        canceled run): resume its children that this run's own cancel canceled
+        (the cascade), so that they run on instead of failing the step at once
+        with ``RunCanceledError``. Their own children follow the same way when
+        they replay. Returns True when one was resumed."""
+        ex = self._ex
+        canceled = [cid for cid, st in zip(ids, states, strict=True) if st[0] == "canceled"]
+        if not canceled:
+            return False
+        cascade = f"parent run {ex.run_id} was canceled"
+        runs = ex.runs
+        mine: list[str] = []
+        for positions in positions_by_shard(canceled, runs.shard_of_run):
+            shard = runs.shard_of_run(canceled[positions[0]])
+            names = [shard.keys.run(canceled[i]) for i in positions]
+            reasons = ex.durable(
+                partial(_read_field, shard.redis, names, "cancelReason"),
+                "reading the cancel reasons of canceled children",
+            )
+            mine += [
+                canceled[i]
+                for i, why in zip(positions, reasons, strict=True)
+                if why is not None and codec.text(why).startswith(cascade)
+            ]
+        for cid in mine:
+            scripts = runs.shard_of_run(cid).scripts
+            keys, args = scripts.resume_call(cid, new_token())
+            ex.durable(
+                partial(scripts.run, "resume_run", keys, args, retry=True),
+                "resuming a child canceled by this run's cancel",
+            )
+        return bool(mine)
 
     def _check_known(self, step: str, workflow: Workflow[Any, Any] | str) -> None:
         if isinstance(workflow, Workflow):
@@ -544,6 +599,14 @@ class WaitMixin:
         while others := [m for m, task in ex.inflight.items() if task is not me]:
             await asyncio.wait(others)
         raise Suspend()
+
+
+def _read_field(r: Any, keys: list[str], name: str) -> list[Any]:
+    """HGET of field ``name`` of each hash in ``keys``, in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, name)
+    return list(pipe.execute())
 
 
 def _int(value: Any) -> int | None:

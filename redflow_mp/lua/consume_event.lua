@@ -20,11 +20,17 @@ local existing = redis.call('HGET', KEYS[1], ARGV[4])
 if existing and string.find(existing, '"status":"succeeded"', 1, true) then
   return { 2, '', existing }
 end
-local payload = redis.call('LPOP', k_ev(tag, id, ARGV[5]))
-if not payload then return { 0 } end
+local list = k_ev(tag, id, ARGV[5])
+if redis.call('LLEN', list) == 0 then return { 0 } end
 local run = k_run(tag, id)
-redis.call('HINCRBY', run, 'eventsPending', -1)
+-- The step's sequence number before the pop: a failure there leaves the event.
 local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
+local payload = redis.call('LPOP', list)
+-- Written, not incremented: HINCRBY on a field that is not a number would fail
+-- the call after the LPOP, and the event would be lost.
+local left = (tonumber(redis.call('HGET', run, 'eventsPending')) or 1) - 1
+if left < 0 then left = 0 end
+redis.call('HSET', run, 'eventsPending', int_str(left))
 local head = ARGV[6]
 if string.sub(head, 1, 9) == '{"seq":0,' then
   head = '{"seq":' .. seq .. ',' .. string.sub(head, 10)

@@ -20,9 +20,6 @@ local run = KEYS[1]
 if redis.call('EXISTS', run) == 0 then return 0 end
 redis.call('HSET', k_kicked(tag, parent), child, status)
 if redis.call('HGET', run, 'status') ~= 'suspended' then return 0 end
-local awaits = k_awaits(tag, parent)
-if redis.call('SREM', awaits, child) == 1
-  and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0) then
-  if wake(tag, parent, now_ms()) then return 1 end
-end
+-- (an awaited set of another type: the parent wakes and reads its children)
+if notify_parent(tag, parent, child, now_ms(), status) then return 1 end
 return 0

@@ -18,9 +18,18 @@ local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = tonumber(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
-redis.call('RPUSH', k_ev(tag, id, name), ARGV[4])
-redis.call('HINCRBY', run, 'eventsPending', 1)
-redis.call('SADD', k_evnames(tag, id), name)
+-- Placed first (see `failed` in _lib.lua): the set that names the run's event
+-- lists (retention reads it), then the list. Either of another type fails the
+-- call with nothing stored or counted: a refused send used to store and count
+-- the event (each resend once more) and leave a run waiting for it suspended.
+local names = k_evnames(tag, id)
+local r = redis.pcall('SADD', names, name)
+if failed(r) then refuse(names, r) end
+local list = k_ev(tag, id, name)
+r = redis.pcall('RPUSH', list, ARGV[4])
+if failed(r) then refuse(list, r) end  -- (a name in `names` with no list is harmless)
+-- Written, not incremented: a field that is not a number is not a refusal.
+redis.call('HSET', run, 'eventsPending', int_str(pending + 1))
 local woken = 0
 if f[1] == 'suspended' and f[3] then
   local ok, wait = pcall(cjson.decode, f[3])

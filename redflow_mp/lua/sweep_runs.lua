@@ -5,12 +5,67 @@
 --
 -- KEYS[1]  runs:created
 -- ARGV[1]  tag   ARGV[2]  retention ms (> 0)   ARGV[3]  batch size
--- Reply: number of runs removed (a full batch means: call again)
+-- Reply: { runs removed, more (1|0) }: more = 1 when a full batch was removed or
+--        the event-list budget ran out first (call again)
+-- Cost: at most `batch` runs and EVENT_LIST_BUDGET of their event lists per call.
+-- A run's unconsumed events are one list per event name, and its events set
+-- keeps every name ever sent (up to max_events_per_run unconsumed, 10,000, and
+-- any number consumed): a run with more names than the budget left loses a
+-- slice of them per call and is removed by a later one (10 runs of 10,000 names
+-- each took 520 ms of Redis in one call).
 -- Invariant: an idempotency key never outlives the run it names.
+-- A child started by run_workflow(s) (in run:<parent>:children) whose parent is
+-- not finished is kept: the parent reads every child's outcome when the last
+-- one finishes (a fan-out waiting a week on one child used to find the others
+-- removed and fail). Its status index entry is scored now, so it is looked at
+-- again a retention period later and the range read goes on past it.
 local tag = ARGV[1]
-local cutoff = now_ms() - tonumber(ARGV[2])
+local now = now_ms()
+local cutoff = now - tonumber(ARGV[2])
 local batch = tonumber(ARGV[3])
 local removed = 0
+local EVENT_LIST_BUDGET = 4000
+local budget = EVENT_LIST_BUDGET
+local more = false
+-- True when finished run `id` is a run_workflow child of an unfinished parent.
+local function awaited(id, parent)
+  if not parent or parent == '' then return false end
+  local status = redis.pcall('HGET', k_run(tag, parent), 'status')
+  if type(status) ~= 'string' or TERMINAL[status] then return false end
+  return redis.pcall('SISMEMBER', k_children(tag, parent), id) == 1
+end
+-- Delete the event lists of run `id` within the budget; false when some are left.
+local function drop_events(id)
+  local evnames = k_evnames(tag, id)
+  local n = redis.pcall('SCARD', evnames)
+  if failed(n) or n == 0 then return true end  -- (of another type: no lists known)
+  local names
+  if n > budget then
+    names = redis.call('SPOP', evnames, budget)
+  else
+    names = redis.call('SMEMBERS', evnames)
+  end
+  budget = budget - #names
+  for _, name in ipairs(names) do
+    redis.call('DEL', k_ev(tag, id, name))
+  end
+  return n <= #names
+end
+local function remove(index, id, f)
+  if f[1] then
+    redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
+    if f[2] and f[2] ~= '' then
+      local idem = k_idem(tag, f[1], f[2])
+      if redis.pcall('GET', idem) == id then redis.call('DEL', idem) end
+    end
+  end
+  redis.pcall('ZREM', KEYS[1], id)
+  redis.call('ZREM', index, id)
+  redis.pcall('ZREM', k_leases(tag), id)
+  redis.pcall('ZREM', k_timers(tag), id)
+  redis.call('DEL', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
+    k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
+end
 -- An index of the wrong type (see `failed` in _lib.lua) is skipped: retention of
 -- the runs the others name goes on (one broken key used to stop it for all).
 for status, _ in pairs(TERMINAL) do
@@ -18,29 +73,19 @@ for status, _ in pairs(TERMINAL) do
   local ids = redis.pcall('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - removed)
   if failed(ids) then ids = {} end
   for _, id in ipairs(ids) do
-    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey')
+    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey', 'parentRunId')
     if failed(f) then f = {} end
-    if f[1] then
-      redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
-      if f[2] and f[2] ~= '' then
-        local idem = k_idem(tag, f[1], f[2])
-        if redis.pcall('GET', idem) == id then redis.call('DEL', idem) end
-      end
+    if awaited(id, f[3]) then
+      redis.call('ZADD', index, ms(now), id)  -- kept (see above)
+    elseif budget <= 0 or not drop_events(id) then
+      more = true  -- its other event lists next call (it stays where it is)
+      break
+    else
+      remove(index, id, f)
+      removed = removed + 1
     end
-    redis.pcall('ZREM', KEYS[1], id)
-    redis.call('ZREM', index, id)
-    redis.pcall('ZREM', k_leases(tag), id)
-    redis.pcall('ZREM', k_timers(tag), id)
-    local evnames = k_evnames(tag, id)
-    local names = redis.pcall('SMEMBERS', evnames)
-    if failed(names) then names = {} end
-    for _, name in ipairs(names) do
-      redis.call('DEL', k_ev(tag, id, name))
-    end
-    redis.call('DEL', k_run(tag, id), k_steps(tag, id), evnames, k_awaits(tag, id),
-      k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
-    removed = removed + 1
   end
-  if removed >= batch then break end
+  if removed >= batch or more then break end
 end
-return removed
+if removed >= batch then more = true end
+return { removed, more and 1 or 0 }

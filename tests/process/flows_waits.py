@@ -151,3 +151,18 @@ def pw_awaiter(ctx: Context[Any]) -> int:
         out = ctx.step.run_workflow("child", pw_dying_child, ctx.input)
         ctx.step.run("done", lambda: r.incr(f"{tag}:done:{ctx.run.id}"))
         return int(out)
+
+
+@define_workflow("pw-gate", queue="w", max_concurrency=1000)
+def pw_gate(ctx: Context[Any]) -> str:
+    with _executing(ctx):
+        return str(ctx.step.wait_for_event("open", "open"))
+
+
+@define_workflow("pw-sharer", queue="w", max_concurrency=1000)
+def pw_sharer(ctx: Context[Any]) -> str:
+    """Awaits one child shared by every parent (one idempotency key)."""
+    with _executing(ctx) as (r, tag):
+        got = ctx.step.run_workflow("gate", pw_gate, None, idempotency_key=str(ctx.input))
+        ctx.step.run("done", lambda: r.incr(f"{tag}:done:{ctx.run.id}"))
+        return str(got)

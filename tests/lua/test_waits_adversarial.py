@@ -1,0 +1,207 @@
+"""Durable waits against a neighbour sharing the Redis (keys of a run's waits
+overwritten with another type of value) and at the sizes users reach (many
+parents awaiting one child): no half-applied event, no lost wake-up, no script
+that holds Redis for long."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.codec import RunWait
+from redflow_mp.errors import WrongTypeError
+from redflow_mp.ids import new_token
+from redflow_mp.scripts import Claimed
+from tests.helpers import text, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+_JUNK = "not a redflow key"
+
+
+def _claim(client: Client, queue: str) -> Claimed:
+    _, claimed = client.scripts.claim((queue,), 60_000, new_token())
+    assert claimed is not None
+    return claimed
+
+
+def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
+    return text(raw.hget(client.keys.run(run_id), "status") or b"")
+
+
+def _suspend_on_children(client: Client, run: Claimed, children: list[str]) -> None:
+    wait = RunWait(steps=["s"], kinds=["children"], children=children)
+    assert client.scripts.suspend(run.id, run.token, wait) == "suspended"
+
+
+def test_an_event_names_set_of_the_wrong_type_stores_nothing_and_names_the_key(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    run_id = enq(workflow="e", queue="q")
+    run = _claim(client, "q")
+    wait = RunWait(steps=["a"], kinds=["event"], events=["go"])
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+    names = client.keys.run_event_names(run_id)
+    raw.set(names, _JUNK)
+    for _ in range(2):  # the sender sees an error and sends again
+        with pytest.raises(WrongTypeError, match=re.escape(names)):
+            client.scripts.send_event(run_id, "go", b'"p"', 10)
+    # Before: each refused send had stored the event and counted it (2 and 2),
+    # and the run waiting for it stayed suspended.
+    assert raw.llen(client.keys.run_events(run_id, "go")) == 0
+    assert raw.hget(client.keys.run(run_id), "eventsPending") in (None, b"0")
+    # the key removed, the next send is stored once and wakes the run
+    raw.delete(names)
+    assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
+    assert _status(raw, client, run_id) == "queued"
+    assert raw.llen(client.keys.run_events(run_id, "go")) == 1
+
+
+def test_an_event_list_of_the_wrong_type_stores_nothing_and_names_the_key(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    run_id = enq(workflow="e", queue="q")
+    events = client.keys.run_events(run_id, "go")
+    raw.set(events, _JUNK)
+    with pytest.raises(WrongTypeError, match="holds another type"):
+        client.scripts.send_event(run_id, "go", b'"p"', 10)
+    assert raw.hget(client.keys.run(run_id), "eventsPending") in (None, b"0")
+    assert raw.get(events) == _JUNK.encode()
+
+
+def test_an_events_pending_field_that_is_not_a_number_loses_no_event(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    run_id = enq(workflow="e", queue="q")
+    raw.hset(client.keys.run(run_id), "eventsPending", "x")
+    # Before: HINCRBY failed after the RPUSH: the event stored, an error raised.
+    assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
+    run = _claim(client, "q")
+    raw.hset(client.keys.run(run_id), "eventsPending", "y")
+    head = b'{"seq":0,"status":"succeeded","startedAt":1,"finishedAt":2,"attempt":1,"outputJson":'
+    # Before: HINCRBY failed after the LPOP: the event was popped and lost.
+    code, payload, _ = client.scripts.consume_event(
+        run_id, run.token, "a", "go", (head, b"}"), 5000
+    )
+    assert (code, payload) == (1, b'"p"')
+    assert raw.hget(client.keys.run(run_id), "eventsPending") == b"0"
+
+
+def test_a_waiters_set_overwritten_after_the_suspend_still_wakes_the_parent(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    child_id = enq(workflow="c", queue="cq", parent=parent_id)
+    _suspend_on_children(client, parent, [child_id])
+    raw.delete(client.keys.run_waiters(child_id))
+    raw.set(client.keys.run_waiters(child_id), _JUNK)
+    child = _claim(client, "cq")
+    assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
+    # Before: 'suspended' with no timer: the parent waited forever.
+    assert _status(raw, client, parent_id) == "queued"
+    assert raw.zscore(client.keys.q_ready("pq"), parent_id) is not None
+
+
+def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """5,000 parents awaiting one shared child (``run_workflow`` with a shared
+    ``idempotency_key``): its finish wakes a slice of them, the timer waker the
+    rest in bounded calls; none is lost or woken twice."""
+    n = 5_000
+    child_id = enq(workflow="c", queue="cq")
+    parents = [enq(workflow="p", queue="pq", max_concurrency=n) for _ in range(n)]
+    pipe_client = client.scripts
+    for _ in range(n):
+        run = _claim(client, "pq")
+        wait = RunWait(steps=["s"], kinds=["children"], children=[child_id])
+        assert pipe_client.suspend(run.id, run.token, wait) == "suspended"
+    child = _claim(client, "cq")
+    assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
+    # Before: the finish woke all 5,000 in one script (~90 ms of Redis; 100,000: ~2 s).
+    assert raw.zcard(client.keys.q_ready("pq")) == 100, "parents woken by the finish"
+    assert raw.zscore(client.keys.timers, child_id) is not None  # the rest: the timer waker
+    per_call = []
+    while True:
+        read, _, late = client.scripts.wake_timers(500)
+        per_call.append(len(late))
+        assert len(per_call) <= 20
+        if read < 500:
+            break
+    assert max(per_call) <= 500 and sum(per_call) == n - 100, per_call
+    assert {_status(raw, client, p) for p in parents} == {"queued"}
+    assert raw.zcard(client.keys.q_ready("pq")) == n
+    assert raw.zcard(client.keys.timers) == 0
+    assert not raw.exists(client.keys.run_waiters(child_id))
+    assert client.scripts.wake_timers(500)[0] == 0
+
+
+def test_a_parent_awaiting_other_children_is_not_woken_by_the_slices(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The parents notified later (the timer waker's slices) follow the same rule
+    as at the finish: a succeeded child wakes only a parent that awaits nothing else."""
+    n = 300
+    shared = enq(workflow="c", queue="cq")
+    parents = [enq(workflow="p", queue="pq", max_concurrency=n) for _ in range(n)]
+    own = [enq(workflow="d", queue="dq", parent=p, max_concurrency=n) for p in parents]
+    mine = dict(zip(parents, own, strict=True))
+    for i in range(n):
+        run = _claim(client, "pq")
+        _suspend_on_children(client, run, [shared, mine[run.id]] if i % 2 else [shared])
+    child = _claim(client, "cq")
+    assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
+    for _ in range(10):
+        client.scripts.wake_timers(50)
+    still = {p for p in parents if raw.sismember(client.keys.run_awaits(p), mine[p])}
+    assert len(still) == n // 2
+    assert {_status(raw, client, p) for p in still} == {"suspended"}
+    assert {_status(raw, client, p) for p in parents if p not in still} == {"queued"}
+    assert raw.zcard(client.keys.timers) == 0
+
+
+def test_retention_of_runs_with_many_event_names_is_done_in_bounded_calls(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Runs that were sent many distinct event names (up to max_events_per_run,
+    10,000, unconsumed; consumed ones leave their name behind too): a retention
+    call deletes a bounded number of their event lists and says to call again,
+    instead of all of them (10 such runs: 520 ms of Redis in one call; the
+    duty's batch of 500 runs: about 25 s)."""
+    runs = [enq(workflow="e", queue="q") for _ in range(3)]
+    for rid in runs:
+        pipe = raw.pipeline(transaction=False)
+        for i in range(5_000):
+            pipe.rpush(client.keys.run_events(rid, f"item-{i}"), "1")
+        pipe.sadd(client.keys.run_event_names(rid), *[f"item-{i}" for i in range(5_000)])
+        pipe.execute()
+        assert client.scripts.cancel(rid, "") == "canceled"
+    plain = enq(workflow="e", queue="q")
+    assert client.scripts.cancel(plain, "") == "canceled"
+    wait_until(
+        lambda: (
+            client.server_time_ms() > int(raw.hget(client.keys.run(plain), "finishedAt") or 0) + 2
+        )
+    )
+
+    def lists() -> int:
+        return sum(1 for _ in raw.scan_iter(match=f"{client.keys.tag}:run:*:ev:*", count=1000))
+
+    assert lists() == 15_000
+    total = client.scripts.sweep(1, 500)
+    # Before: every run and its 15,000 lists went in this one call.
+    assert lists() >= 15_000 - 4_000, (total, lists())
+    more, calls = True, 1
+    while more:
+        removed, more = client.scripts.sweep_step(1, 500)
+        total += removed
+        calls += 1
+        assert calls < 10
+    assert total == 4 and lists() == 0
+    assert all(not raw.exists(client.keys.run(r)) for r in [*runs, plain])
+    assert all(not raw.exists(client.keys.run_event_names(r)) for r in runs)
