@@ -60,6 +60,9 @@ Keys redflow-mp adds::
                                         startedAt, finishedAt, outcome, errorJson, cause),
                                         oldest first, capped at the newest 100; removed
                                         with the run by retention
+    cron:last                     HASH  cronId -> runId of its latest fire: a fire time passes
+                                        while that run is queued or scheduled (fire_cron.lua);
+                                        entries go with their cron entry
     wf-apps:<name>                HASH  app -> last time that app synced (or a running supervisor
                                         of it renewed) the workflow (ownership)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
@@ -181,6 +184,10 @@ class Keys:
     @property
     def cron_next(self) -> str:
         return self.tag + ":cron:next"
+
+    @property
+    def cron_last(self) -> str:
+        return self.tag + ":cron:last"
 
     @property
     def lock_cron(self) -> str:

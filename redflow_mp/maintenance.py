@@ -375,6 +375,9 @@ def cron_tick(
             log.info("cron %s skipped: workflow %r is at max_concurrency", cron_id, cdef.workflow)
         elif code == 3:
             tick.duplicates += 1
+        elif code == 4:
+            tick.skipped.append(cron_id)
+            log.info("cron %s skipped: its previous run %s has not started yet", cron_id, run_id)
         elif code == -1:
             tick.more = False  # not the leader (any more)
             break

@@ -39,6 +39,7 @@ STALE_WORKFLOW_GRACE_MS = 30_000
 #: (:func:`refresh_registrations`): well inside the grace above.
 REFRESH_INTERVAL_MS = 10_000
 _READ_CHUNK = 1000
+_cron_decoder = msgspec.json.Decoder(CronDef)
 
 
 def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> None:
@@ -199,6 +200,7 @@ def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
         if ids:
             pipe.hdel(keys.cron_def, *ids)
             pipe.zrem(keys.cron_next, *ids)
+            pipe.hdel(keys.cron_last, *ids)
         pipe.execute()
     if shard.index != 0:  # the `workflows` set is shard 0's
         runs.redis.srem(runs.keys.workflows, name)
@@ -211,33 +213,56 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
     # `queues`) are in its shard; the `workflows` set (listing) is shard 0's
     shard = runs.shard_of_workflow(wfs[0].name)
     keys = shard.keys
+    all_ids = sorted({cron_id_for(wf.name, c) for wf in wfs for c in wf.cron})
     with shard.redis.pipeline(transaction=False) as read:
         for wf in wfs:
             read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt")
             read.exists(keys.wf_apps(wf.name))
+        if all_ids:
+            read.hmget(keys.cron_def, *all_ids)
         replies = read.execute()
+    stored = dict(zip(all_ids, replies[2 * len(wfs)], strict=True)) if all_ids else {}
     if shard.index != 0:
         runs.redis.sadd(runs.keys.workflows, *(wf.name for wf in wfs))
     with shard.redis.pipeline(transaction=True) as pipe:
         for i, wf in enumerate(wfs):
             (old_ids_json, old_app, old_updated), has_apps = replies[2 * i], replies[2 * i + 1]
             _write_workflow(
-                pipe, shard, wf, app, now, (old_ids_json, old_app, old_updated, has_apps)
+                pipe, shard, wf, app, now, (old_ids_json, old_app, old_updated, has_apps), stored
             )
         pipe.execute()
 
 
+def _same_schedule(raw: Any, record: CronDef) -> bool:
+    """Whether the stored definition ``raw`` fires on ``record``'s schedule (its
+    expression and timezone); an unreadable one does not."""
+    if raw is None:
+        return True  # a new entry: ZADD NX writes its first fire time
+    try:
+        old = _cron_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return (old.expression, old.timezone) == (record.expression, record.timezone)
+
+
 def _write_workflow(
-    pipe: Any, shard: Any, wf: Workflow[Any, Any], app: str, now: int, old: tuple[Any, ...]
+    pipe: Any,
+    shard: Any,
+    wf: Workflow[Any, Any],
+    app: str,
+    now: int,
+    old: tuple[Any, ...],
+    stored: dict[str, Any],
 ) -> None:
     """Queue on ``pipe`` the writes of one workflow's metadata and cron entries;
-    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists)."""
+    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists);
+    ``stored``: the cron definitions stored under its cron ids (None: none)."""
     old_ids_json, old_app, old_updated, has_apps = old
     keys = shard.keys
     key, apps_key = keys.workflow(wf.name), keys.wf_apps(wf.name)
     old_ids = set(_json_list(old_ids_json))
     cron_ids: list[str] = []
-    cron_defs: list[tuple[str, bytes, int]] = []
+    cron_defs: list[tuple[str, bytes, int, bool]] = []
     for trigger in wf.cron:
         cid = cron_id_for(wf.name, trigger)
         if cid in cron_ids:
@@ -260,6 +285,7 @@ def _write_workflow(
                 cid,
                 msgspec.json.encode(record),
                 next_fire_ms(trigger.expression, trigger.timezone, now),
+                _same_schedule(stored.get(cid), record),
             )
         )
     cron_json = msgspec.json.encode(
@@ -300,9 +326,14 @@ def _write_workflow(
     if gone:
         pipe.hdel(keys.cron_def, *gone)
         pipe.zrem(keys.cron_next, *gone)
-    for cid, record_json, first_fire in cron_defs:
+        pipe.hdel(keys.cron_last, *gone)
+    for cid, record_json, first_fire, same in cron_defs:
         pipe.hset(keys.cron_def, cid, record_json)
-        pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
+        # An unchanged schedule keeps its next fire time (a restart or HUP must
+        # not move it); one whose expression or timezone changed under the same
+        # explicit id takes its new one: kept, a yearly schedule changed to every
+        # minute waited up to a year for its first fire.
+        pipe.zadd(keys.cron_next, {cid: first_fire}, nx=same)
 
 
 def registry_gaps(runs: Runs, names: list[str]) -> list[str]:

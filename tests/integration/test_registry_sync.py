@@ -20,7 +20,7 @@ from redflow_mp import (
     WorkflowMeta,
     define_workflow,
 )
-from redflow_mp.cron import cron_id_for
+from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.sync import registry_gaps
 from tests.helpers import text, texts
 
@@ -347,3 +347,41 @@ def test_registry_gaps_finds_lost_metadata_and_cron_entries_only(
     assert registry_gaps(client, names) == ["plain"]
     client.sync_registry(reg_a, app="app-a")
     assert registry_gaps(client, names) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (Cron("0 0 1 1 *", id="main"), Cron("* * * * *", id="main")),
+        (Cron("* * * * *", id="main"), Cron("0 0 1 1 *", id="main")),
+        (Cron("0 3 * * *", id="main"), Cron("0 3 * * *", timezone="Asia/Tokyo", id="main")),
+    ],
+)
+def test_a_changed_schedule_under_an_explicit_id_takes_its_new_next_fire_time(
+    raw: redis.Redis, client: Client, before: Cron, after: Cron
+) -> None:
+    """``Cron(..., id="main")`` keeps its id when its expression or timezone
+    changes; the sync rewrote the definition but kept the next fire time the old
+    expression gave (ZADD NX): a yearly schedule changed to every minute waited
+    up to a year for its first fire, and one changed the other way fired once
+    more at the old schedule's time. Now a changed schedule gets the next fire
+    time of its new expression."""
+    old_reg, new_reg = Registry(), Registry()
+    define_workflow("job", cron=[before], registry=old_reg)(_handler)
+    define_workflow("job", cron=[after], registry=new_reg)(_handler)
+    client.sync_registry(old_reg, app="a")
+    cid = cron_id_for("job", after)
+    assert cid == cron_id_for("job", before)
+    client.sync_registry(new_reg, app="a")
+    now = client.server_time_ms()
+    stored = raw.zscore(client.keys.cron_next, cid)
+    want = next_fire_ms(after.expression, after.timezone, now)
+    # the sync read the clock a little before `now`: the same or the fire before
+    assert stored is not None and int(stored) in (
+        want,
+        next_fire_ms(after.expression, after.timezone, now - 1_000),
+    ), f"next fire {stored} is the old schedule's, not {want}"
+    # an unchanged schedule keeps its next fire time (a restart must not move it)
+    raw.zadd(client.keys.cron_next, {cid: 12345})
+    client.sync_registry(new_reg, app="a")
+    assert raw.zscore(client.keys.cron_next, cid) == 12345
