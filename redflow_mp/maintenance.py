@@ -285,6 +285,28 @@ class LeaderLock:
                 pass
         return bool(lock.acquire(token=self.token))
 
+    def foreign_keys(self) -> list[tuple[str, str]]:
+        """The lock keys this lock lacks that no leader can hold either, with what
+        they hold: a key of another type, or a string without expiry (a leader
+        sets ``PX`` and renews it, so its lock always has one). Written by hand or
+        by another program, such a key keeps every supervisor from leading (no
+        cron fires) until it is removed; nothing else would say so."""
+        views = stores(self.client)
+        out = []
+        for i, lock in enumerate(self._locks):
+            if self.holds(i):
+                continue
+            with views[i].redis.pipeline(transaction=False) as pipe:
+                pipe.type(lock.name)
+                pipe.pttl(lock.name)
+                kind, pttl = pipe.execute()
+            kind = text(kind)
+            if kind not in ("none", "string"):
+                out.append((str(lock.name), f"a {kind}"))
+            elif kind == "string" and int(pttl) == -1:
+                out.append((str(lock.name), "a string without expiry"))
+        return out
+
     def release(self) -> None:
         if self.held:
             for lock, held in zip(self._locks, self._held, strict=True):

@@ -1,0 +1,41 @@
+"""The cron leader lock against an unlucky operator and a hostile neighbour on
+the same Redis, with the default settings (``cron_lock_ttl_ms`` 10 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
+
+
+@pytest.mark.parametrize("kind", ["no-expiry", "hash"])
+def test_a_lock_no_leader_can_hold_is_named_and_cron_resumes_once_it_is_gone(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, kind: str
+) -> None:
+    """A ``lock:cron`` written by someone else (a string without expiry, or a key
+    of another type: no leader ever sets one) kept every supervisor from leading
+    and no cron fired, for good, with nothing in any log. Now a supervisor that
+    cannot lead names the key in an ERROR line; once it is removed, the lock is
+    taken and crons fire."""
+    key = client.keys.lock_cron
+    if kind == "hash":
+        raw.hset(key, "owner", "someone else")
+    else:
+        raw.set(key, "a token no leader has")
+    sup = supervisor(procs=1, modules=["tests.process.flows_cron"])
+    sup.wait_workers(1)
+    wait_until(
+        lambda: key in sup.log() and "ERROR" in sup.log(),
+        15,
+        message=f"an ERROR naming {key} in the log:\n{sup.log()}",
+    )
+    assert client.list_runs(workflow="tick", limit=1) == []
+    raw.delete(key)
+    wait_until(lambda: client.list_runs(workflow="tick", limit=1), 20, message="a cron fire")
+    assert "became cron leader" in sup.log()
