@@ -385,3 +385,32 @@ def test_a_changed_schedule_under_an_explicit_id_takes_its_new_next_fire_time(
     raw.zadd(client.keys.cron_next, {cid: 12345})
     client.sync_registry(new_reg, app="a")
     assert raw.zscore(client.keys.cron_next, cid) == 12345
+
+
+@pytest.mark.parametrize("which", ["cron_def", "cron_next", "cron_last"])
+def test_a_cron_key_of_the_wrong_type_is_named_and_the_rest_is_synced(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+    which: str,
+) -> None:
+    """``cron:def``, ``cron:next`` or ``cron:last`` of another type (a neighbour's
+    key on the same Redis): the sync raised WRONGTYPE, so no supervisor whose
+    registry has a cron started (a traceback at start), and a MULTI's other
+    writes applied half. Now the key is named in an ERROR line, the cron writes
+    that need it are left out, and the metadata is written."""
+    key = getattr(client.keys, which)
+    old = Registry()
+    define_workflow("job", cron=[Cron("0 0 1 1 *")], registry=old)(_handler)
+    client.sync_registry(old, app="a")  # an entry to remove: the `gone` writes too
+    define_workflow("job", cron=[Cron("0 0 2 1 *")], registry=registry)(_handler)
+    define_workflow("plain", registry=registry)(_handler)
+    raw.delete(key)
+    raw.set(key, "a neighbour's value")
+    client.sync_registry(registry, app="a")
+    assert raw.get(key) == b"a neighbour's value"
+    meta = client.get_workflow_meta("job")
+    assert meta is not None and meta.cron[0].expression == "0 0 2 1 *"
+    assert client.get_workflow_meta("plain") is not None
+    assert any(key in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)

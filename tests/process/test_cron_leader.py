@@ -39,3 +39,20 @@ def test_a_lock_no_leader_can_hold_is_named_and_cron_resumes_once_it_is_gone(
     raw.delete(key)
     wait_until(lambda: client.list_runs(workflow="tick", limit=1), 20, message="a cron fire")
     assert "became cron leader" in sup.log()
+
+
+def test_a_supervisor_starts_beside_a_cron_schedule_of_the_wrong_type(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """``cron:next`` of another type (a neighbour's key): the start's registry
+    sync raised WRONGTYPE and the supervisor exited with a traceback (every
+    supervisor of the prefix whose code has a cron). Now it starts, names the
+    key, and its workers run (once the key is removed, the registry duty's check
+    writes the cron entries again within a minute: test_registry_loss.py)."""
+    key = client.keys.cron_next
+    raw.set(key, "a neighbour's value")
+    sup = supervisor(procs=1, modules=["tests.process.flows_cron", "tests.process.flows"])
+    sup.wait_workers(1)
+    assert client.get_workflow_meta("tick") is not None
+    assert f"cron key {key} holds a string" in sup.log()
+    assert isinstance(client.run_by_name("pid", None).result(timeout=20), int)
