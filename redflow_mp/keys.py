@@ -103,7 +103,9 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
-``lock:cron``, ``supervisors``, ``supervisor:<id>`` and ``workflows`` in shard 0 only.
+``supervisors``, ``supervisor:<id>`` and ``workflows`` in shard 0 only. ``lock:cron``:
+shard 0's names the leader, which holds a copy with the same token in every other
+shard (the key that shard's ``fire_cron`` compares; ``maintenance.LeaderLock``).
 Run ids end in ``~<shard>``. Keys added for children in another shard::
 
     run:<runId>:kicked            HASH  child runId -> terminal status: children in other

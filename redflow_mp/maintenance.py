@@ -374,6 +374,10 @@ def cron_tick(
         if not raw:
             client.redis.zrem(client.keys.cron_next, cron_id)
             continue
+        if fire_ms is None:  # -inf, written by hand: no fire time to key a run by
+            log.error("cron %s has no next fire time (-inf); removing it", cron_id)
+            client.redis.zrem(client.keys.cron_next, cron_id)
+            continue
         try:
             cdef = _cron_decoder.decode(raw)
             following = next_fire_ms(cdef.expression, cdef.timezone, max(now, fire_ms))

@@ -285,3 +285,29 @@ def test_a_cron_fires_no_new_run_while_its_previous_run_waits(
     raw.set(client.keys.cron_last, "not a hash")
     _make_due(raw, client, cid, base + 20_000)
     assert len(cron_tick(client, lock.token).fired) == 1
+
+
+@pytest.mark.parametrize("score", ["-inf", "+inf"])
+def test_an_infinite_next_fire_time_stops_no_other_entry(
+    raw: redis.Redis, client: Client, registry: Registry, score: str
+) -> None:
+    """``ZADD cron:next -inf <id>`` (an operator's "fire it now", a neighbour) made
+    every tick raise OverflowError (an infinite score read as an int): no cron
+    of the prefix fired any more. ``+inf`` ("never") did the same once it was
+    the only entry not due. Now an entry due at ``-inf`` is dropped with an
+    ERROR line, like an unreadable one (the registry duty writes it again), and
+    one at ``+inf`` waits; the others fire."""
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    raw.zadd(client.keys.cron_next, {cid: client.server_time_ms() - 1_000})
+    raw.zadd(client.keys.cron_next, {"odd": float(score)})
+    raw.hset(client.keys.cron_def, "odd", raw.hget(client.keys.cron_def, cid) or b"")
+    tick = cron_tick(client, lock.token)
+    assert len(tick.fired) == 1
+    if score == "-inf":
+        assert raw.zscore(client.keys.cron_next, "odd") is None
+    else:
+        assert raw.zscore(client.keys.cron_next, "odd") == float("inf")
+        raw.zrem(client.keys.cron_next, cid)
+        assert cron_tick(client, lock.token).next_due_ms is None
