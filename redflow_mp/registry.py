@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from .cron import Cron
+from .cron import Cron, cron_id_for
 from .errors import DuplicateWorkflowError, RedflowError
 from .handle import AsyncRunHandle, RunHandle
 from .options import check_name, check_priority, check_timeout
@@ -166,9 +166,18 @@ class Workflow(Generic[I, O]):
         if isinstance(cron, Cron | str):
             raise TypeError("cron must be a list of Cron(...) triggers")
         crons = tuple(cron)
+        by_id: dict[str, Cron] = {}
         for c in crons:
             if not isinstance(c, Cron):
                 raise TypeError("cron must be a list of Cron(...) triggers")
+            # Two triggers under one id are one cron entry: the sync would keep
+            # the first and drop the other without a word.
+            first = by_id.setdefault(cron_id_for(self.name, c), c)
+            if first != c:
+                raise ValueError(
+                    f"workflow {self.name!r}: two cron triggers share the id {c.id!r} "
+                    f"({first.expression!r} and {c.expression!r}); give each its own id"
+                )
         self.cron = crons
         if retries is not None and not isinstance(retries, Retries):
             raise TypeError("retries must be a Retries(...) instance")

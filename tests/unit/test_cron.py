@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from redflow_mp import Cron
+from redflow_mp import Cron, Registry, define_workflow
 from redflow_mp.cron import cron_id_for, next_fire_ms
 
 pytestmark = pytest.mark.timeout(10)
@@ -276,3 +276,22 @@ def test_a_schedule_is_checked_with_croniter_once(monkeypatch: pytest.MonkeyPatc
         Cron("0 0 30 2 *")
     with pytest.raises(ValueError, match="never fires"):
         Cron("0 0 30 2 *")  # a failed check is not remembered
+
+
+def test_two_triggers_of_a_workflow_under_one_id_are_an_error() -> None:
+    """``Cron("0 9 * * *", id="daily")`` and ``Cron("0 17 * * *", id="daily")`` on one
+    workflow map to one cron entry: the sync kept the first and dropped the
+    second without a word (17:00 never fired). Now a definition-time error, as
+    for duplicate workflow names; the same trigger twice stays harmless."""
+    with pytest.raises(ValueError, match="daily"):
+        define_workflow(
+            "w",
+            cron=[Cron("0 9 * * *", id="daily"), Cron("0 17 * * *", id="daily")],
+            registry=Registry(),
+        )(lambda ctx: None)
+    registry = Registry()
+    define_workflow("w", cron=[Cron("0 9 * * *"), Cron("0 9 * * *")], registry=registry)(
+        lambda ctx: None
+    )
+    wf = registry.get("w")
+    assert wf is not None and len(wf.cron) == 2
