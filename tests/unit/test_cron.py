@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from redflow_mp import Cron, Registry, define_workflow
@@ -295,3 +296,21 @@ def test_two_triggers_of_a_workflow_under_one_id_are_an_error() -> None:
     )
     wf = registry.get("w")
     assert wf is not None and len(wf.cron) == 2
+
+
+def test_a_cron_input_that_never_matches_the_schema_is_an_error() -> None:
+    """A cron's input that does not convert to the workflow's ``schema`` (a typo:
+    ``{"ulr": ...}``) was accepted: every fire created a run that failed with
+    InputValidationError, for good. ``.run()`` refuses such input at enqueue;
+    a cron trigger now does at definition time."""
+
+    class In(msgspec.Struct):
+        url: str
+
+    with pytest.raises(ValueError, match="schema"):
+        define_workflow(
+            "w", schema=In, cron=[Cron("0 9 * * *", input={"ulr": "x"})], registry=Registry()
+        )(lambda ctx: None)
+    define_workflow(
+        "w", schema=In, cron=[Cron("0 9 * * *", input={"url": "x"})], registry=Registry()
+    )(lambda ctx: None)
