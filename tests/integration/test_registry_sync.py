@@ -414,3 +414,19 @@ def test_a_cron_key_of_the_wrong_type_is_named_and_the_rest_is_synced(
     assert meta is not None and meta.cron[0].expression == "0 0 2 1 *"
     assert client.get_workflow_meta("plain") is not None
     assert any(key in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_a_stale_workflow_is_withdrawn_beside_a_cron_key_of_the_wrong_type(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The withdrawal of a stale workflow removes its cron entries in the same
+    transaction: ``cron:next`` of another type failed it (WRONGTYPE out of the
+    sync). It now leaves that key out and removes the rest."""
+    define_workflow("gone", cron=[Cron("0 0 1 1 *")], registry=registry)(_handler)
+    client.sync_registry(registry, app="a")
+    _age(raw, client, "gone", 60_000)
+    raw.delete(client.keys.cron_next)
+    raw.set(client.keys.cron_next, "a neighbour's value")
+    client.sync_registry(Registry(), app="a")
+    assert client.get_workflow_meta("gone") is None
+    assert raw.hlen(client.keys.cron_def) == 0
