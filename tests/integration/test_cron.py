@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.admin import cron_entries
 from redflow_mp.codec import text
 from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.keys import cron_key
@@ -311,3 +312,15 @@ def test_an_infinite_next_fire_time_stops_no_other_entry(
         assert raw.zscore(client.keys.cron_next, "odd") == float("inf")
         raw.zrem(client.keys.cron_next, cid)
         assert cron_tick(client, lock.token).next_due_ms is None
+
+
+def test_the_cron_view_shows_an_infinite_next_fire_time_as_none(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """``admin.cron_entries`` (``redflow crons``, the dashboard) read the next fire
+    time as an int: a ``+inf`` written by hand ("never") raised OverflowError and
+    the whole view failed. It now shows no next fire time for that entry."""
+    cid = _setup(client, registry)
+    raw.zadd(client.keys.cron_next, {cid: float("inf")})
+    (entry,) = cron_entries(client)
+    assert entry.id == cid and entry.next_fire_at is None
