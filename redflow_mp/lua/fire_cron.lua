@@ -37,7 +37,8 @@ local last_key = tag .. ':cron:last'
 local prev = redis.pcall('HGET', last_key, ARGV[3])
 if type(prev) == 'string' then
   local st = redis.pcall('HGET', k_run(tag, prev), 'status')
-  -- the previous run is this fire time's own (a resent reply): reply 3 below
+  -- the previous run is this fire time's own (its cron:next score written back
+  -- to it, a leader change over a stale schedule): enqueue replies 3 below
   if (st == 'queued' or st == 'scheduled')
     and redis.pcall('HGET', k_run(tag, prev), 'idempotencyKey') ~= ARGV[11] then
     return { 4, prev }
