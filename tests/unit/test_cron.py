@@ -314,3 +314,16 @@ def test_a_cron_input_that_never_matches_the_schema_is_an_error() -> None:
     define_workflow(
         "w", schema=In, cron=[Cron("0 9 * * *", input={"url": "x"})], registry=Registry()
     )(lambda ctx: None)
+
+
+@pytest.mark.parametrize(
+    "expression", ["R 3 * * *", "0 R(1-5) * * *", "r/15 * * * *", "R(0-29)/10 * * * *"]
+)
+def test_a_random_field_is_refused(expression: str) -> None:
+    """croniter reads ``R`` as a random value drawn anew at each evaluation: the
+    next fire time after each fire was drawn again, so ``R 3 * * *`` (once a day
+    in the 3 o'clock hour) fired again the same hour whenever the new draw fell
+    after the last fire (144 of 200 draws after a 03:17 fire), and each sync drew
+    another first time. Refused."""
+    with pytest.raises(ValueError, match="random"):
+        Cron(expression)
