@@ -9,6 +9,7 @@ through the normal enqueue script and links it to the old one (``retryOf``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -213,7 +214,8 @@ def _cron_entries(view: Any) -> list[CronEntry]:
                 workflow=d.workflow,
                 expression=d.expression,
                 timezone=d.timezone,
-                next_fire_at=int(score) if score is not None else None,
+                # +inf / -inf (written by hand): no time to show; int() would raise
+                next_fire_at=int(score) if score is not None and math.isfinite(score) else None,
             )
         )
     return out

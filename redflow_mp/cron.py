@@ -28,6 +28,7 @@ Vixie cron, whose rule tells "fixed-time" from "wildcard" entries:
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -91,10 +92,21 @@ _VALID: set[tuple[str, str]] = set()
 _VALID_MAX = 4096
 
 
+#: A croniter random field (``R``, ``R(a-b)``, ``R/n``): drawn anew at each evaluation.
+_RANDOM_FIELD = re.compile(r"^r(\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
+
+
 def _check_schedule(expression: str, timezone: str) -> None:
     """Raise ValueError unless ``expression`` is valid and fires in ``timezone``."""
     if not _croniter().is_valid(expression):
         raise ValueError(f"Cron expression {expression!r} is not valid")
+    if any(_RANDOM_FIELD.match(part) for f in expression.split() for part in f.split(",")):
+        # The next fire time is computed again after each fire: a new draw could
+        # fall later in the same period (``R 3 * * *`` firing twice at 3 o'clock).
+        raise ValueError(
+            f"Cron expression {expression!r}: random fields (R) are not supported "
+            "(each fire would draw a new time); write the value"
+        )
     _zone(timezone)
     try:  # February 30th is valid syntax; syncing it would fail later
         next_fire_ms(expression, timezone, int(time.time() * 1000))

@@ -134,6 +134,7 @@ def expected_types(
         (keys.timers, "zset", _PLACING),
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
+        (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),
     ]
     for wf in workflows:
         out += [

@@ -62,6 +62,9 @@ Keys redflow-mp adds::
                                         100; removed with the run by retention. The execution
                                         a finish ends is implied by the run hash (field
                                         finalAttempt) and written out by a resume
+    cron:last                     HASH  cronId -> runId of its latest fire: a fire time passes
+                                        while that run is queued or scheduled (fire_cron.lua);
+                                        entries go with their cron entry
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     app-live:<app>                SET   digests of the live registrations of an app's running
                                         supervisors (pruned by the sync that finds one gone)
@@ -110,8 +113,10 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
-``lock:cron``, ``supervisors``, ``supervisor:<id>``, ``workflows``, ``app-live:<app>`` and
-``app-reg:<digest>`` in shard 0 only.
+``supervisors``, ``supervisor:<id>``, ``workflows``, ``app-live:<app>`` and
+``app-reg:<digest>`` in shard 0 only. ``lock:cron``:
+shard 0's names the leader, which holds a copy with the same token in every other
+shard (the key that shard's ``fire_cron`` compares; ``maintenance.LeaderLock``).
 Run ids end in ``~<shard>``. Keys added for children in another shard::
 
     run:<runId>:kicked            HASH  child runId -> terminal status: children in other
@@ -192,6 +197,10 @@ class Keys:
     @property
     def cron_next(self) -> str:
         return self.tag + ":cron:next"
+
+    @property
+    def cron_last(self) -> str:
+        return self.tag + ":cron:last"
 
     @property
     def lock_cron(self) -> str:

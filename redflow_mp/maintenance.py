@@ -285,6 +285,28 @@ class LeaderLock:
                 pass
         return bool(lock.acquire(token=self.token))
 
+    def foreign_keys(self) -> list[tuple[str, str]]:
+        """The lock keys this lock lacks that no leader can hold either, with what
+        they hold: a key of another type, or a string without expiry (a leader
+        sets ``PX`` and renews it, so its lock always has one). Written by hand or
+        by another program, such a key keeps every supervisor from leading (no
+        cron fires) until it is removed; nothing else would say so."""
+        views = stores(self.client)
+        out = []
+        for i, lock in enumerate(self._locks):
+            if self.holds(i):
+                continue
+            with views[i].redis.pipeline(transaction=False) as pipe:
+                pipe.type(lock.name)
+                pipe.pttl(lock.name)
+                kind, pttl = pipe.execute()
+            kind = text(kind)
+            if kind not in ("none", "string"):
+                out.append((str(lock.name), f"a {kind}"))
+            elif kind == "string" and int(pttl) == -1:
+                out.append((str(lock.name), "a string without expiry"))
+        return out
+
     def release(self) -> None:
         if self.held:
             for lock, held in zip(self._locks, self._held, strict=True):
@@ -352,6 +374,10 @@ def cron_tick(
         if not raw:
             client.redis.zrem(client.keys.cron_next, cron_id)
             continue
+        if fire_ms is None:  # -inf, written by hand: no fire time to key a run by
+            log.error("cron %s has no next fire time (-inf); removing it", cron_id)
+            client.redis.zrem(client.keys.cron_next, cron_id)
+            continue
         try:
             cdef = _cron_decoder.decode(raw)
             following = next_fire_ms(cdef.expression, cdef.timezone, max(now, fire_ms))
@@ -375,6 +401,9 @@ def cron_tick(
             log.info("cron %s skipped: workflow %r is at max_concurrency", cron_id, cdef.workflow)
         elif code == 3:
             tick.duplicates += 1
+        elif code == 4:
+            tick.skipped.append(cron_id)
+            log.info("cron %s skipped: its previous run %s has not started yet", cron_id, run_id)
         elif code == -1:
             tick.more = False  # not the leader (any more)
             break

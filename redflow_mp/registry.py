@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from .cron import Cron
+import msgspec
+
+from .cron import Cron, cron_id_for
 from .errors import DuplicateWorkflowError, RedflowError
 from .handle import AsyncRunHandle, RunHandle
 from .options import check_name, check_priority, check_timeout
@@ -166,9 +168,19 @@ class Workflow(Generic[I, O]):
         if isinstance(cron, Cron | str):
             raise TypeError("cron must be a list of Cron(...) triggers")
         crons = tuple(cron)
+        by_id: dict[str, Cron] = {}
         for c in crons:
             if not isinstance(c, Cron):
                 raise TypeError("cron must be a list of Cron(...) triggers")
+            # Two triggers under one id are one cron entry: the sync would keep
+            # the first and drop the other without a word.
+            first = by_id.setdefault(cron_id_for(self.name, c), c)
+            if first != c:
+                raise ValueError(
+                    f"workflow {self.name!r}: two cron triggers share the id {c.id!r} "
+                    f"({first.expression!r} and {c.expression!r}); give each its own id"
+                )
+            _check_cron_input(self.name, c, schema)
         self.cron = crons
         if retries is not None and not isinstance(retries, Retries):
             raise TypeError("retries must be a Retries(...) instance")
@@ -364,6 +376,21 @@ class Registry:
 _default_registry = Registry()
 _default_starter: RunStarter | None = None
 _default_async_starter: AsyncRunStarter | None = None
+
+
+def _check_cron_input(name: str, trigger: Cron, schema: Any) -> None:
+    """Raise ValueError unless ``trigger``'s input converts to ``schema`` as a
+    worker converts it (the JSON round trip): else every fire makes a run that
+    fails with InputValidationError."""
+    if schema is None:
+        return
+    try:
+        msgspec.convert(msgspec.json.decode(msgspec.json.encode(trigger.input)), schema)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise ValueError(
+            f"workflow {name!r}: the input of cron {trigger.expression!r} does not match "
+            f"its schema: {exc}"
+        ) from None
 
 
 def get_default_registry() -> Registry:

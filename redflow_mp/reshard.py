@@ -317,6 +317,7 @@ def _move_workflow(
             dst.redis.zadd(d.cron_next, {cid: score})
         src.redis.zrem(s.cron_next, cid)
         src.redis.hdel(s.cron_def, cid)
+        src.redis.hdel(s.cron_last, cid)  # its run id names the old shard
         report.cron_entries += 1
     idem_head = s.idempotency(name, "")[: -len("0:")]  # "{tag}:idempo:<len:wf>:"
     for key_b in list(src.redis.scan_iter(match=_glob_escape(idem_head) + "*", count=1000)):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Generator
 from typing import Any, TypeVar, cast
@@ -530,14 +531,17 @@ class Scripts(ScriptSet, WaitCalls):
             int(reply[3]),
         )
 
-    def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int, bytes]]]:
+    def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
+        """(server ms, earliest later fire time or None, due (id, fire ms, definition)).
+        A fire time that is no number of ms (``-inf``, written by hand) is None;
+        ``+inf`` as the earliest is None too (nothing will be due)."""
         reply = self.run(
             "due_crons", (self.keys.cron_next, self.keys.cron_def), (self._tag, limit), retry=True
         )
         now = int(reply[0])
-        earliest = int(float(reply[1])) if reply[1] not in (-1, b"-1") else None
+        earliest = _finite_ms(reply[1]) if reply[1] not in (-1, b"-1") else None
         due = [
-            (text(reply[i]), int(float(reply[i + 1])), reply[i + 2])
+            (text(reply[i]), _finite_ms(reply[i + 1]), reply[i + 2])
             for i in range(2, len(reply), 3)
         ]
         return now, earliest, due
@@ -622,3 +626,9 @@ class Scripts(ScriptSet, WaitCalls):
             retry=True,
         )
         return [text(x) for x in reply]
+
+
+def _finite_ms(score: Any) -> int | None:
+    """A ZSET score as whole ms; None for an infinite one (an int of it raises)."""
+    value = float(score)
+    return int(value) if math.isfinite(value) else None

@@ -43,6 +43,7 @@ STALE_WORKFLOW_GRACE_MS = 30_000
 #: (:func:`renew_registration`): well inside the grace above.
 REFRESH_INTERVAL_MS = 10_000
 _READ_CHUNK = 1000
+_cron_decoder = msgspec.json.Decoder(CronDef)
 
 
 def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> None:
@@ -252,13 +253,15 @@ def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
             )
             return
         ids = _json_list(pipe.hget(key, "cronIdsJson"))
+        broken = (
+            _broken_cron_keys(keys, [pipe.type(k) for k, _ in _cron_keys(keys)]) if ids else set()
+        )
         pipe.multi()
         pipe.delete(key, apps_key)
         if shard.index == 0:
             pipe.srem(runs.keys.workflows, name)
         if ids:
-            pipe.hdel(keys.cron_def, *ids)
-            pipe.zrem(keys.cron_next, *ids)
+            _remove_cron_entries(pipe, keys, ids, broken)
         pipe.execute()
     if shard.index != 0:  # the `workflows` set is shard 0's
         runs.redis.srem(runs.keys.workflows, name)
@@ -271,33 +274,112 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
     # `queues`) are in its shard; the `workflows` set (listing) is shard 0's
     shard = runs.shard_of_workflow(wfs[0].name)
     keys = shard.keys
+    all_ids = sorted({cron_id_for(wf.name, c) for wf in wfs for c in wf.cron})
     with shard.redis.pipeline(transaction=False) as read:
+        for k, _ in _cron_keys(keys):
+            read.type(k)
         for wf in wfs:
             read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt")
             read.exists(keys.wf_apps(wf.name))
-        replies = read.execute()
+        if all_ids:
+            read.hmget(keys.cron_def, *all_ids)
+        # a cron key of the wrong type fails only its own read (TYPE says which)
+        replies = read.execute(raise_on_error=False)
+    broken = _broken_cron_keys(keys, replies[:3])
+    replies = replies[3:]
+    for reply in replies[: 2 * len(wfs)]:
+        if isinstance(reply, Exception):
+            raise reply
+    stored: dict[str, Any] = {}
+    if all_ids and keys.cron_def not in broken:
+        if isinstance(replies[2 * len(wfs)], Exception):
+            raise replies[2 * len(wfs)]
+        stored = dict(zip(all_ids, replies[2 * len(wfs)], strict=True))
     if shard.index != 0:
         runs.redis.sadd(runs.keys.workflows, *(wf.name for wf in wfs))
     with shard.redis.pipeline(transaction=True) as pipe:
         for i, wf in enumerate(wfs):
             (old_ids_json, old_app, old_updated), has_apps = replies[2 * i], replies[2 * i + 1]
             _write_workflow(
-                pipe, shard, wf, app, now, (old_ids_json, old_app, old_updated, has_apps)
+                pipe,
+                shard,
+                wf,
+                app,
+                now,
+                (old_ids_json, old_app, old_updated, has_apps),
+                (stored, broken),
             )
         pipe.execute()
 
 
+def _cron_keys(keys: Any) -> list[tuple[str, str]]:
+    """The cron keys a sync writes, with the type each must have."""
+    return [(keys.cron_def, "hash"), (keys.cron_next, "zset"), (keys.cron_last, "hash")]
+
+
+def _broken_cron_keys(keys: Any, kinds: list[Any]) -> set[str]:
+    """The cron keys of another type (``kinds``: their TYPE replies, in
+    :func:`_cron_keys` order), each named in an ERROR line: a neighbour's key on
+    the same Redis must not stop a supervisor's start (the sync raised
+    WRONGTYPE); the cron writes that need it are left out, the rest is synced."""
+    broken = set()
+    for (key, want), kind in zip(_cron_keys(keys), kinds, strict=True):
+        found = text(kind)
+        if found in ("none", want):
+            continue
+        broken.add(key)
+        log.error(
+            "cron key %s holds a %s, not a %s (written by hand or by another program?): "
+            "the cron entries it holds are not written; delete or rename it",
+            key,
+            found,
+            want,
+        )
+    return broken
+
+
+def _remove_cron_entries(pipe: Any, keys: Any, ids: list[str], broken: set[str]) -> None:
+    """Queue the removal of the cron entries ``ids`` from the cron keys not ``broken``."""
+    if keys.cron_def not in broken:
+        pipe.hdel(keys.cron_def, *ids)
+    if keys.cron_next not in broken:
+        pipe.zrem(keys.cron_next, *ids)
+    if keys.cron_last not in broken:
+        pipe.hdel(keys.cron_last, *ids)
+
+
+def _same_schedule(raw: Any, record: CronDef) -> bool:
+    """Whether the stored definition ``raw`` fires on ``record``'s schedule (its
+    expression and timezone); an unreadable one does not."""
+    if raw is None:
+        return True  # a new entry: ZADD NX writes its first fire time
+    try:
+        old = _cron_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return (old.expression, old.timezone) == (record.expression, record.timezone)
+
+
 def _write_workflow(
-    pipe: Any, shard: Any, wf: Workflow[Any, Any], app: str, now: int, old: tuple[Any, ...]
+    pipe: Any,
+    shard: Any,
+    wf: Workflow[Any, Any],
+    app: str,
+    now: int,
+    old: tuple[Any, ...],
+    cron_state: tuple[dict[str, Any], set[str]],
 ) -> None:
     """Queue on ``pipe`` the writes of one workflow's metadata and cron entries;
-    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists)."""
+    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists);
+    ``cron_state``: the cron definitions stored under its cron ids (None: none),
+    and the cron keys of the wrong type (left out)."""
+    stored, broken = cron_state
     old_ids_json, old_app, old_updated, has_apps = old
     keys = shard.keys
     key, apps_key = keys.workflow(wf.name), keys.wf_apps(wf.name)
     old_ids = set(_json_list(old_ids_json))
     cron_ids: list[str] = []
-    cron_defs: list[tuple[str, bytes, int]] = []
+    cron_defs: list[tuple[str, bytes, int, bool]] = []
     for trigger in wf.cron:
         cid = cron_id_for(wf.name, trigger)
         if cid in cron_ids:
@@ -320,6 +402,7 @@ def _write_workflow(
                 cid,
                 msgspec.json.encode(record),
                 next_fire_ms(trigger.expression, trigger.timezone, now),
+                _same_schedule(stored.get(cid), record),
             )
         )
     cron_json = msgspec.json.encode(
@@ -358,11 +441,16 @@ def _write_workflow(
     pipe.sadd(keys.queues, wf.queue)
     gone = sorted(old_ids - set(cron_ids))
     if gone:
-        pipe.hdel(keys.cron_def, *gone)
-        pipe.zrem(keys.cron_next, *gone)
-    for cid, record_json, first_fire in cron_defs:
-        pipe.hset(keys.cron_def, cid, record_json)
-        pipe.zadd(keys.cron_next, {cid: first_fire}, nx=True)
+        _remove_cron_entries(pipe, keys, gone, broken)
+    for cid, record_json, first_fire, same in cron_defs:
+        if keys.cron_def not in broken:
+            pipe.hset(keys.cron_def, cid, record_json)
+        # An unchanged schedule keeps its next fire time (a restart or HUP must
+        # not move it); one whose expression or timezone changed under the same
+        # explicit id takes its new one: kept, a yearly schedule changed to every
+        # minute waited up to a year for its first fire.
+        if keys.cron_next not in broken:
+            pipe.zadd(keys.cron_next, {cid: first_fire}, nx=same)
 
 
 def registry_gaps(runs: Runs, names: list[str]) -> list[str]:

@@ -11,10 +11,13 @@
 -- finished: a short one keeps a frequent cron's keys few)   ARGV[13] maxConcurrency
 -- ARGV[14] timeoutMs   ARGV[15] priority 0..9 (the workflow's; '' = 0)
 -- Reply: { code, run id }: 1 enqueued, 2 skipped (workflow at max_concurrency),
---   3 already enqueued for this fire time, -1 not the leader, -2 fire time
---   already handled (cron:next moved on)
--- Invariant: a fire time creates at most one run, even across a leader change
--- (the idempotency key), and only the lock holder advances the schedule.
+--   3 already enqueued for this fire time, 4 skipped (the run of this entry's
+--   previous fire, the run id replied, has not started yet), -1 not the leader,
+--   -2 fire time already handled (cron:next moved on)
+-- Invariants: a fire time creates at most one run, even across a leader change
+-- (the idempotency key), and only the lock holder advances the schedule. An
+-- entry has at most one run waiting to start (cron:last): with every worker busy
+-- elsewhere, a frequent cron's runs would otherwise pile up without bound.
 local tag = ARGV[1]
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return { -1, '' } end
 local next_key = tag .. ':cron:next'
@@ -28,11 +31,27 @@ if priority < 0 or priority > 9 then priority = 0 end
 if redis.call('SCARD', k_running(tag, wf)) >= wf_limit(tag, wf, ARGV[13]) then
   return { 2, '' }
 end
+-- pcall: a cron:last of another type (a neighbour's key) must not stop the
+-- schedule; it only loses the check (the key check duty names it).
+local last_key = tag .. ':cron:last'
+local prev = redis.pcall('HGET', last_key, ARGV[3])
+if type(prev) == 'string' then
+  local st = redis.pcall('HGET', k_run(tag, prev), 'status')
+  -- the previous run is this fire time's own (its cron:next score written back
+  -- to it, a leader change over a stale schedule): enqueue replies 3 below
+  if (st == 'queued' or st == 'scheduled')
+    and redis.pcall('HGET', k_run(tag, prev), 'idempotencyKey') ~= ARGV[11] then
+    return { 4, prev }
+  end
+end
 local id, created = enqueue(tag, {
   id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
   max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
   parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
   priority = priority,
 }, now)
-if created == 1 then return { 1, id } end
+if created == 1 then
+  redis.pcall('HSET', last_key, ARGV[3], id)
+  return { 1, id }
+end
 return { 3, id }

@@ -6,10 +6,17 @@ are idempotent).
 
 from __future__ import annotations
 
+import logging
+
 from redflow_mp.client import Client
 from redflow_mp.maintenance import LeaderLock
 
 __all__ = ["LeaderDuty"]
+
+log = logging.getLogger("redflow_supervisor")
+
+#: Seconds between two looks (and ERROR lines) at a lock key no leader can hold.
+FOREIGN_CHECK_S = 60.0
 
 
 class LeaderDuty:
@@ -19,6 +26,7 @@ class LeaderDuty:
         self.lock = LeaderLock(client, ttl_ms)
         self.interval = ttl_ms / 3000.0
         self.enabled = True
+        self._next_foreign_check = 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -35,7 +43,24 @@ class LeaderDuty:
     def tick(self, now: float) -> float:
         if self.enabled:
             self.lock.tick()
+            if now >= self._next_foreign_check:
+                self._name_foreign_keys(now)
         return now + self.interval
+
+    def _name_foreign_keys(self, now: float) -> None:
+        """Name, in an ERROR line a minute, each lock key that no leader can hold
+        (another program's, or typed by hand): every supervisor stays out of the
+        lead and no cron fires until it is removed, which would otherwise show
+        nowhere."""
+        found = self.lock.foreign_keys()
+        self._next_foreign_check = now + FOREIGN_CHECK_S
+        for key, held in found:
+            log.error(
+                "cron leader lock %s holds %s, which no supervisor sets (written by hand or "
+                "by another program?): no supervisor can lead, so no cron fires; delete it",
+                key,
+                held,
+            )
 
     def resign(self) -> None:
         """Stop competing and hand the lock back (drain, shutdown)."""

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.admin import cron_entries
 from redflow_mp.codec import text
 from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.keys import cron_key
@@ -133,6 +134,9 @@ def test_racing_schedulers_create_one_run_per_fire_time(
     for round_no in range(15):
         fire = base + round_no
         _make_due(raw, client, cid, fire)
+        # no worker starts the previous round's run: forget it, or this fire
+        # time passes (test_a_cron_fires_no_new_run_while_its_previous_run_waits)
+        raw.delete(client.keys.cron_last)
         barrier = threading.Barrier(len(schedulers))
 
         def race(c: Client, fire: int = fire, barrier: threading.Barrier = barrier) -> None:
@@ -251,3 +255,72 @@ def test_a_cron_entry_whose_queue_is_broken_stops_no_other_entry(
     assert tick.skipped == [cron_id_for("broken-q", YEARLY)]
     run = client.get_run(tick.fired[0])
     assert run is not None and run.workflow == "fine-q"
+
+
+def test_a_cron_fires_no_new_run_while_its_previous_run_waits(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """Every worker busy with other work (or none running): a cron's runs waited
+    in the queue, and the workflow counted no running run, so every fire time
+    enqueued one more. A `* * * * * *` cron piled up a run a second without bound
+    (the backlog then ran one after another). A fire time now passes, as at
+    max_concurrency, while the run of the entry's previous fire has not
+    started; it fires again once that run started."""
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    base = client.server_time_ms() - 60_000
+    fired = []
+    for second in range(5):  # five fire times, no worker free to start the first run
+        _make_due(raw, client, cid, base + second * 1_000)
+        fired += cron_tick(client, lock.token).fired
+    queued = raw.zcard(client.keys.runs_status("queued"))
+    assert len(fired) == 1 and queued == 1, f"{len(fired)} runs fired, {queued} queued"
+    workers.start()
+    assert client.handle(fired[0]).result(timeout=10) is not None
+    _make_due(raw, client, cid, base + 10_000)
+    again = cron_tick(client, lock.token)
+    assert len(again.fired) == 1 and again.skipped == []
+    assert client.handle(again.fired[0]).result(timeout=10) is not None
+    # a neighbour's key of another type at cron:last loses the check only
+    raw.set(client.keys.cron_last, "not a hash")
+    _make_due(raw, client, cid, base + 20_000)
+    assert len(cron_tick(client, lock.token).fired) == 1
+
+
+@pytest.mark.parametrize("score", ["-inf", "+inf"])
+def test_an_infinite_next_fire_time_stops_no_other_entry(
+    raw: redis.Redis, client: Client, registry: Registry, score: str
+) -> None:
+    """``ZADD cron:next -inf <id>`` (an operator's "fire it now", a neighbour) made
+    every tick raise OverflowError (an infinite score read as an int): no cron
+    of the prefix fired any more. ``+inf`` ("never") did the same once it was
+    the only entry not due. Now an entry due at ``-inf`` is dropped with an
+    ERROR line, like an unreadable one (the registry duty writes it again), and
+    one at ``+inf`` waits; the others fire."""
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    raw.zadd(client.keys.cron_next, {cid: client.server_time_ms() - 1_000})
+    raw.zadd(client.keys.cron_next, {"odd": float(score)})
+    raw.hset(client.keys.cron_def, "odd", raw.hget(client.keys.cron_def, cid) or b"")
+    tick = cron_tick(client, lock.token)
+    assert len(tick.fired) == 1
+    if score == "-inf":
+        assert raw.zscore(client.keys.cron_next, "odd") is None
+    else:
+        assert raw.zscore(client.keys.cron_next, "odd") == float("inf")
+        raw.zrem(client.keys.cron_next, cid)
+        assert cron_tick(client, lock.token).next_due_ms is None
+
+
+def test_the_cron_view_shows_an_infinite_next_fire_time_as_none(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """``admin.cron_entries`` (``redflow crons``, the dashboard) read the next fire
+    time as an int: a ``+inf`` written by hand ("never") raised OverflowError and
+    the whole view failed. It now shows no next fire time for that entry."""
+    cid = _setup(client, registry)
+    raw.zadd(client.keys.cron_next, {cid: float("inf")})
+    (entry,) = cron_entries(client)
+    assert entry.id == cid and entry.next_fire_at is None

@@ -20,7 +20,7 @@ from redflow_mp import (
     WorkflowMeta,
     define_workflow,
 )
-from redflow_mp.cron import cron_id_for
+from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.sync import registry_gaps
 from tests.helpers import text, texts
 
@@ -347,3 +347,86 @@ def test_registry_gaps_finds_lost_metadata_and_cron_entries_only(
     assert registry_gaps(client, names) == ["plain"]
     client.sync_registry(reg_a, app="app-a")
     assert registry_gaps(client, names) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (Cron("0 0 1 1 *", id="main"), Cron("* * * * *", id="main")),
+        (Cron("* * * * *", id="main"), Cron("0 0 1 1 *", id="main")),
+        (Cron("0 3 * * *", id="main"), Cron("0 3 * * *", timezone="Asia/Tokyo", id="main")),
+    ],
+)
+def test_a_changed_schedule_under_an_explicit_id_takes_its_new_next_fire_time(
+    raw: redis.Redis, client: Client, before: Cron, after: Cron
+) -> None:
+    """``Cron(..., id="main")`` keeps its id when its expression or timezone
+    changes; the sync rewrote the definition but kept the next fire time the old
+    expression gave (ZADD NX): a yearly schedule changed to every minute waited
+    up to a year for its first fire, and one changed the other way fired once
+    more at the old schedule's time. Now a changed schedule gets the next fire
+    time of its new expression."""
+    old_reg, new_reg = Registry(), Registry()
+    define_workflow("job", cron=[before], registry=old_reg)(_handler)
+    define_workflow("job", cron=[after], registry=new_reg)(_handler)
+    client.sync_registry(old_reg, app="a")
+    cid = cron_id_for("job", after)
+    assert cid == cron_id_for("job", before)
+    client.sync_registry(new_reg, app="a")
+    now = client.server_time_ms()
+    stored = raw.zscore(client.keys.cron_next, cid)
+    want = next_fire_ms(after.expression, after.timezone, now)
+    # the sync read the clock a little before `now`: the same or the fire before
+    assert stored is not None and int(stored) in (
+        want,
+        next_fire_ms(after.expression, after.timezone, now - 1_000),
+    ), f"next fire {stored} is the old schedule's, not {want}"
+    # an unchanged schedule keeps its next fire time (a restart must not move it)
+    raw.zadd(client.keys.cron_next, {cid: 12345})
+    client.sync_registry(new_reg, app="a")
+    assert raw.zscore(client.keys.cron_next, cid) == 12345
+
+
+@pytest.mark.parametrize("which", ["cron_def", "cron_next", "cron_last"])
+def test_a_cron_key_of_the_wrong_type_is_named_and_the_rest_is_synced(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+    which: str,
+) -> None:
+    """``cron:def``, ``cron:next`` or ``cron:last`` of another type (a neighbour's
+    key on the same Redis): the sync raised WRONGTYPE, so no supervisor whose
+    registry has a cron started (a traceback at start), and a MULTI's other
+    writes applied half. Now the key is named in an ERROR line, the cron writes
+    that need it are left out, and the metadata is written."""
+    key = getattr(client.keys, which)
+    old = Registry()
+    define_workflow("job", cron=[Cron("0 0 1 1 *")], registry=old)(_handler)
+    client.sync_registry(old, app="a")  # an entry to remove: the `gone` writes too
+    define_workflow("job", cron=[Cron("0 0 2 1 *")], registry=registry)(_handler)
+    define_workflow("plain", registry=registry)(_handler)
+    raw.delete(key)
+    raw.set(key, "a neighbour's value")
+    client.sync_registry(registry, app="a")
+    assert raw.get(key) == b"a neighbour's value"
+    meta = client.get_workflow_meta("job")
+    assert meta is not None and meta.cron[0].expression == "0 0 2 1 *"
+    assert client.get_workflow_meta("plain") is not None
+    assert any(key in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_a_stale_workflow_is_withdrawn_beside_a_cron_key_of_the_wrong_type(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The withdrawal of a stale workflow removes its cron entries in the same
+    transaction: ``cron:next`` of another type failed it (WRONGTYPE out of the
+    sync). It now leaves that key out and removes the rest."""
+    define_workflow("gone", cron=[Cron("0 0 1 1 *")], registry=registry)(_handler)
+    client.sync_registry(registry, app="a")
+    _age(raw, client, "gone", 60_000)
+    raw.delete(client.keys.cron_next)
+    raw.set(client.keys.cron_next, "a neighbour's value")
+    client.sync_registry(Registry(), app="a")
+    assert client.get_workflow_meta("gone") is None
+    assert raw.hlen(client.keys.cron_def) == 0

@@ -611,3 +611,22 @@ def test_a_repeated_scrape_reads_no_running_runs_queue_again_over_shards(
     counts = command_counts(raw, lambda: again.append(queue_stats(sharded, ["q"], remembered)))
     assert again[0][0].processing == 20 * N
     assert counts.get("hget", 0) == N, counts  # each shard's head: its availableAt
+
+
+def test_a_lock_copy_no_leader_can_hold_is_named_per_shard(sharded: Client, raw: Any) -> None:
+    """A shard's copy of ``lock:cron`` that no leader sets (a string without
+    expiry): the leader leads but cannot fire that shard's crons, so
+    :meth:`LeaderLock.foreign_keys` names it (the leader duty logs it); a live
+    leader's lock (it has a TTL) is never named."""
+    views = stores(sharded)
+    copy = views[2].keys.lock_cron
+    raw.set(copy, "someone else's")
+    lock = LeaderLock(sharded, 10_000)
+    assert lock.tick() is True
+    assert lock.holds(0) and lock.holds(1) and not lock.holds(2)
+    assert lock.foreign_keys() == [(copy, "a string without expiry")]
+    other = LeaderLock(sharded, 10_000)
+    assert other.tick() is False
+    assert other.foreign_keys() == [(copy, "a string without expiry")]
+    raw.delete(copy)
+    assert lock.tick() and lock.holds(2) and lock.foreign_keys() == []

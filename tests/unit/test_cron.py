@@ -8,9 +8,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
-from redflow_mp import Cron
+from redflow_mp import Cron, Registry, define_workflow
 from redflow_mp.cron import cron_id_for, next_fire_ms
 
 pytestmark = pytest.mark.timeout(10)
@@ -276,3 +277,53 @@ def test_a_schedule_is_checked_with_croniter_once(monkeypatch: pytest.MonkeyPatc
         Cron("0 0 30 2 *")
     with pytest.raises(ValueError, match="never fires"):
         Cron("0 0 30 2 *")  # a failed check is not remembered
+
+
+def test_two_triggers_of_a_workflow_under_one_id_are_an_error() -> None:
+    """``Cron("0 9 * * *", id="daily")`` and ``Cron("0 17 * * *", id="daily")`` on one
+    workflow map to one cron entry: the sync kept the first and dropped the
+    second without a word (17:00 never fired). Now a definition-time error, as
+    for duplicate workflow names; the same trigger twice stays harmless."""
+    with pytest.raises(ValueError, match="daily"):
+        define_workflow(
+            "w",
+            cron=[Cron("0 9 * * *", id="daily"), Cron("0 17 * * *", id="daily")],
+            registry=Registry(),
+        )(lambda ctx: None)
+    registry = Registry()
+    define_workflow("w", cron=[Cron("0 9 * * *"), Cron("0 9 * * *")], registry=registry)(
+        lambda ctx: None
+    )
+    wf = registry.get("w")
+    assert wf is not None and len(wf.cron) == 2
+
+
+def test_a_cron_input_that_never_matches_the_schema_is_an_error() -> None:
+    """A cron's input that does not convert to the workflow's ``schema`` (a typo:
+    ``{"ulr": ...}``) was accepted: every fire created a run that failed with
+    InputValidationError, for good. ``.run()`` refuses such input at enqueue;
+    a cron trigger now does at definition time."""
+
+    class In(msgspec.Struct):
+        url: str
+
+    with pytest.raises(ValueError, match="schema"):
+        define_workflow(
+            "w", schema=In, cron=[Cron("0 9 * * *", input={"ulr": "x"})], registry=Registry()
+        )(lambda ctx: None)
+    define_workflow(
+        "w", schema=In, cron=[Cron("0 9 * * *", input={"url": "x"})], registry=Registry()
+    )(lambda ctx: None)
+
+
+@pytest.mark.parametrize(
+    "expression", ["R 3 * * *", "0 R(1-5) * * *", "r/15 * * * *", "R(0-29)/10 * * * *"]
+)
+def test_a_random_field_is_refused(expression: str) -> None:
+    """croniter reads ``R`` as a random value drawn anew at each evaluation: the
+    next fire time after each fire was drawn again, so ``R 3 * * *`` (once a day
+    in the 3 o'clock hour) fired again the same hour whenever the new draw fell
+    after the last fire (144 of 200 draws after a 03:17 fire), and each sync drew
+    another first time. Refused."""
+    with pytest.raises(ValueError, match="random"):
+        Cron(expression)
