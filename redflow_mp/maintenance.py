@@ -149,6 +149,12 @@ class StallGuard:
         return released, ids, more
 
 
+#: Requeued runs named one line each per call of :func:`reap_expired`; the rest
+#: in one line. A supervisor gone with 100,000 runs in flight wrote 100,000
+#: warnings from the reaper's tick (the arbiter's loop stood while it wrote them).
+LOGGED_REQUEUES = 20
+
+
 def reap_expired(
     client: Store,
     batch: int = 200,
@@ -175,8 +181,14 @@ def reap_expired(
         requeued.extend(ids)
         if not more:
             break
-    for run_id in requeued:
+    for run_id in requeued[:LOGGED_REQUEUES]:
         log.warning("run %s: lease expired (worker lost or cut off); requeued", run_id)
+    if len(requeued) > LOGGED_REQUEUES:
+        log.warning(
+            "%d more runs: lease expired (worker lost or cut off); requeued (last: %s)",
+            len(requeued) - LOGGED_REQUEUES,
+            requeued[-1],
+        )
     return released, requeued
 
 

@@ -451,3 +451,26 @@ def test_each_sweep_call_removes_at_most_a_hundred_runs(raw: redis.Redis, client
     duty.tick(0.0)
     assert max(batches) <= 100, f"sweep calls of {max(batches)} runs"
     assert duty.removed == 2_000
+
+
+def test_the_reaper_names_a_few_requeued_runs_and_counts_the_rest(
+    client: Client, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning per requeued run: a supervisor gone with 100,000 runs in flight
+    made the next reaper tick write 100,000 lines (the arbiter's loop waiting on
+    them). Twenty are named, the rest counted in one line."""
+
+    @define_workflow("wide", registry=registry, max_concurrency=1_000)
+    def wide(ctx: Context[Any]) -> None:
+        return None
+
+    client.run_many_by_name("wide", [None] * 100)
+    token = new_token()
+    claimed = [client.scripts.claim(("default",), 1, token)[1] for _ in range(100)]
+    assert all(c is not None for c in claimed)
+    wait_until(lambda: client.server_time_ms() > max(c.started_at for c in claimed if c) + 5, 5)
+    with caplog.at_level("WARNING", logger="redflow_mp.maintenance"):
+        assert len(reap_expired(client)[1]) == 100
+    lines = [r.getMessage() for r in caplog.records if r.name == "redflow_mp.maintenance"]
+    assert len(lines) <= 21, f"{len(lines)} warnings for 100 requeued runs"
+    assert lines[-1].startswith("80 more runs: lease expired")
