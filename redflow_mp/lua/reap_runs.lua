@@ -15,7 +15,8 @@
 --          holders that live renew within a third of it, lease_held in _lib.lua)
 -- Reply: { released parked count, expired entries read, server time now,
 --          hold (server ms, 0 = none), requeued id, ... }
---   (entries read == batch means more may have expired: call again)
+--   (entries read == batch means more may have expired, released == batch
+--   that more parked runs may have free slots: call again)
 -- Invariants: a run in `leases` whose expiry is not past is never touched; the
 -- lease is the only proof of life (the supervisor extends it for children
 -- stuck in C code). A holder whose lease expired keeps its run until this
@@ -54,7 +55,15 @@ end
 local released = 0
 local parked = redis.pcall('SMEMBERS', tag .. ':parked')
 if failed(parked) then parked = {} end  -- of another type: named by the key check
-for _, wf in ipairs(parked) do
+-- At most `batch` released in all (it was `batch` per workflow: 1,000 parked
+-- workflows given free slots at once made one call move 200,000 runs); the
+-- walk starts at a place that changes with the time, so one workflow with a
+-- big backlog does not take every call's budget for good.
+local n_parked = #parked
+local first = n_parked > 0 and (now % n_parked) or 0
+for j = 0, n_parked - 1 do
+  if released >= batch then break end
+  local wf = parked[(first + j) % n_parked + 1]
   local running = redis.pcall('SCARD', k_running(tag, wf))
   local limit = redis.pcall('HGET', k_wf(tag, wf), 'maxConcurrency')
   local free = 0
@@ -62,7 +71,7 @@ for _, wf in ipairs(parked) do
     free = math.max(tonumber(limit) or 1, 1) - running  -- as wf_limit
   end
   if free > 0 then
-    local n = release_parked(tag, wf, math.min(free, batch))
+    local n = release_parked(tag, wf, math.min(free, batch - released))
     released = released + n
     -- (a waiting set of another type: release_parked skipped it, and so does
     -- this; a failing ZCARD here failed every reap call after its requeues)

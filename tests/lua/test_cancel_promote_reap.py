@@ -286,6 +286,29 @@ def test_reap_releases_parked_runs_when_slots_are_free(
     assert status_of(raw, client, first) == "running"
 
 
+def test_one_reap_call_releases_at_most_a_batch_of_parked_runs(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Parked runs were released up to a batch per workflow: 1,000 parked
+    workflows given free slots at once (a raised max_concurrency) made one call
+    move 200,000 runs. Now a batch in all, and the reply asks for another call."""
+    k = client.keys
+    for w in range(3):
+        for _ in range(31):
+            enq(workflow=f"w{w}", max_concurrency=1)
+    while client.scripts.claim(("q",), 5_000, new_token())[1] is not None:
+        pass
+    assert [raw.zcard(k.wf_waiting(f"w{w}")) for w in range(3)] == [30, 30, 30]
+    for w in range(3):
+        raw.hset(k.workflow(f"w{w}"), "maxConcurrency", 1_000)
+    released, _, more = client.scripts.reap(40)
+    assert released == 40, f"one call released {released} parked runs (batch 40)"
+    assert more
+    assert reap_expired(client, batch=40)[0] == 50
+    assert not raw.exists(k.parked)
+    assert raw.zcard(k.q_ready("q")) == 90
+
+
 def test_reap_of_a_cancel_requested_run_ends_it_canceled(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
