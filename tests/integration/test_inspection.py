@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 
@@ -372,3 +373,40 @@ def test_no_zmscore_of_a_listing_asks_for_more_than_2000_runs(
     read = [args[0] for name, args in batch if name == "hgetall"]  # the page's runs
     assert read == [k.run(rid) for rid in reversed(few)]
     assert max(asked) <= 2_000, f"a ZMSCORE of {max(asked)} members"
+
+
+def test_the_steps_of_a_big_run_are_read_page_by_page(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """get_run_steps read a run's steps with one HGETALL: a run with a million
+    steps (one per row of an ETL loop) held Redis for 0.9 s each time the CLI's
+    `runs show` or a dashboard page read it (100,000 steps: 42 ms). They come by
+    HSCAN now, a page of about 1,000 per call; a small run's in one call."""
+    from tests.helpers import command_counts
+
+    _define(registry, "etl")
+    wf = registry.get("etl")
+    assert wf is not None
+    rid = wf.run(None).id
+    steps: dict[Any, Any] = {
+        f"row-{i}": msgspec.json.encode(
+            {
+                "seq": i,
+                "status": "succeeded",
+                "outputJson": "1",
+                "startedAt": 1_000 + i,
+                "finishedAt": 1_001 + i,
+                "attempt": 1,
+            }
+        )
+        for i in range(5_000)
+    }
+    raw.hset(client.keys.run_steps(rid), mapping=steps)
+    got: list[Any] = []
+    counts = command_counts(raw, lambda: got.extend(client.get_run_steps(rid) or []))
+    assert "hgetall" not in counts, counts
+    assert [s.name for s in got] == [f"row-{i}" for i in range(5_000)]
+    small = wf.run(None).id
+    raw.hset(client.keys.run_steps(small), mapping={"a": steps["row-0"]})
+    counts = command_counts(raw, lambda: client.get_run_steps(small))
+    assert counts.get("hscan") == 1, counts
