@@ -3,7 +3,7 @@ whether retention keeps up, with the supervisor's default settings.
 
 ``python -m benchmarks.maintenance_scale [--runs 1000000] [--scheduled 1000000]
 [--leases 100000] [--steady 60] [--rate 5000] [--sweepers N]
-[--only sweep,steady,promote,reap]``
+[--only sweep,steady,promote,reap,lists]``
 
 Against a private redis-server (``benchmarks.redis_server``):
 
@@ -16,6 +16,7 @@ Against a private redis-server (``benchmarks.redis_server``):
   seconds while the duty ticks on the clock: the backlog must stay bounded.
 - ``--sweepers N``: N retention duties sweeping ``--runs`` at once (every
   supervisor sweeping, as before only the leader did): Redis's busy share.
+- ``lists``: only the ``list_runs`` filters of ``sweep`` (also printed there).
 - ``promote``: ``--scheduled`` due scheduled runs promoted by the promoter duty.
 - ``reap``: ``--leases`` expired leases reaped by the reaper duty.
 
@@ -272,6 +273,18 @@ def _bench_lists(client: Client, r: redis.Redis, tag: str) -> None:
     )
 
 
+def bench_lists(server: RedisServer, n: int) -> None:
+    """Only the listings of :func:`bench_sweep`, over ``n`` finished runs."""
+    client, wf = _app(server.url)
+    r = server.client()
+    tag = client.keys.tag
+    _load_finished(r, tag, _template(client, wf), n, 86_400_000, "f")
+    print(f"lists over {n} finished runs:")
+    _bench_lists(client, r, tag)
+    client.close()
+    r.flushall()
+
+
 def bench_sweepers(server: RedisServer, n: int, sweepers: int, retention_s: float) -> None:
     """``sweepers`` retention duties at once, as when every supervisor swept:
     the share of Redis's time the sweeps take until the backlog is gone."""
@@ -424,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
         todo = ns.only.split(",")
         if "sweep" in todo:
             bench_sweep(server, ns.runs, ns.retention)
+        if "lists" in todo:
+            bench_lists(server, ns.runs)
         if ns.sweepers:
             bench_sweepers(server, ns.runs, ns.sweepers, ns.retention)
         if "steady" in todo:
