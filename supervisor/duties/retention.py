@@ -22,6 +22,7 @@ from redflow_mp.client import Client
 from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
 
 from ..status import list_supervisors
+from .leader import LeaderDuty
 
 __all__ = ["RetentionDuty"]
 
@@ -51,12 +52,12 @@ class RetentionDuty:
         self,
         client: Client,
         retention_s: float,
+        leader: LeaderDuty | None = None,
         interval: float | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
-        leader: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
-        # Whether this supervisor leads now (None: always, a lone caller).
+        # Sweep only while this supervisor leads (None: always, a lone caller).
         self.leader = leader
         self.retention_ms = int(retention_s * 1000)
         self.queues = queues
@@ -73,7 +74,7 @@ class RetentionDuty:
         self._forget_at = 0.0
 
     def tick(self, now: float) -> float:
-        if self.leader is not None and not self.leader():
+        if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
         removed = 0
         if self.retention_ms > 0:
