@@ -109,8 +109,8 @@ _LISTING = (
 _STATUS = (
     "runs go on but are missing from this listing (list_runs, dashboard, metrics); "
     "those that change status while it is broken stay missing after it is removed, "
-    "and one that finishes meanwhile is never removed by retention nor moved by "
-    "`redflow migrate --shards`"
+    "and one that finishes meanwhile is not moved by `redflow migrate --shards` "
+    "(retention finds it in runs:unindexed)"
 )
 _PLACING = (
     "the runs it would hold cannot move there (claims, retries, delays, wake-ups) "
@@ -126,6 +126,12 @@ def expected_types(
     out = [
         (keys.runs_created, "zset", _LISTING),
         *((keys.runs_status(s), "zset", _STATUS) for s in STATUSES),
+        (
+            keys.runs_unindexed,
+            "zset",
+            "a run that finishes while its status index is of another type is never "
+            "removed by retention",
+        ),
         (keys.queues, "set", _LISTING),
         (keys.parked, "set", _LISTING),
         (keys.workflows, "set", _LISTING),

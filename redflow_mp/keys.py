@@ -51,6 +51,10 @@ Keys redflow-mp adds::
     leases                        ZSET  runId -> lease expiry (server ms); a lease is live iff
                                         the run's ``lease`` field is the token and this score
                                         is not past (the reaper reads the expired ones)
+    runs:unindexed                ZSET  runId -> finish time, for finished runs whose
+                                        runs:status:<status> was of another type when they
+                                        finished (a neighbour's key): retention sweeps them
+                                        from here (a resume takes the run out)
     due-queues                    ZSET  queue -> earliest due time of its scheduled set (may
                                         be early, never late; the promoter reads due ones)
     queues                        SET   queue names, for listing (ops views, metrics); idle
@@ -221,6 +225,10 @@ class Keys:
     @property
     def leases(self) -> str:
         return self.tag + ":leases"
+
+    @property
+    def runs_unindexed(self) -> str:
+        return self.tag + ":runs:unindexed"
 
     @property
     def due_queues(self) -> str:

@@ -7,7 +7,10 @@ intersecting the smaller ones in memory and walking a large one in chunks. A
 walk that finds too little after a few chunks reads the smallest index whole
 instead (up to 200,000 members): a sparse match costs the smaller index. Past
 200,000 (both filters, or one status with a sparse match) the walk goes on, its
-chunk doubling up to 32,000: a few dozen round trips for a million runs.
+chunk doubling up to 32,000: a few dozen round trips for a million runs. No
+ZMSCORE asks for more than 2,000 members (a chunk's go as several in one round
+trip): one of 32,000 on a million-run index held Redis for 27-45 ms, in front
+of every claim (a ZREVRANGE of 32,000 takes ~2 ms).
 
 Each query is written once, as a sans-I/O plan (a generator) that yields a
 batch of redis-py calls, ``(method name, args)``, receives their replies and
@@ -73,6 +76,13 @@ _READ_LIMIT = 200_000
 #: instead of n / 1,000, and one chunk's Redis time stays a few milliseconds.
 _CHUNK_MIN = 1000
 _CHUNK_MAX = 32_000
+#: Members per ZMSCORE: ~2-3 ms of Redis on a million-member index; more go as
+#: several commands in one batch.
+_PIECE = 2000
+#: Steps read per HSCAN call: a run's steps come in one call up to about this
+#: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
+#: CLI's `runs show`, a dashboard page refreshing it).
+_STEPS_PAGE = 1000
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -151,9 +161,17 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     check_run_id(run_id)
     if cannot_be_run_id(run_id):
         return None
-    exists, raw = yield [("exists", (keys.run(run_id),)), ("hgetall", (keys.run_steps(run_id),))]
+    steps_key = keys.run_steps(run_id)
+    exists, (cursor, raw) = yield [
+        ("exists", (keys.run(run_id),)),
+        ("hscan", (steps_key, 0, None, _STEPS_PAGE)),
+    ]
     if not exists:
         return None
+    raw = dict(raw)
+    while int(cursor):  # a big run: page by page, each a bounded call
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, _STEPS_PAGE))]
+        raw.update(more)
     out: list[tuple[int, int, StepState]] = []
     for name_b, data in raw.items():
         name = name_b.decode("utf-8", "replace")
@@ -274,10 +292,21 @@ def _walk(
     return out
 
 
+def _scores(keys_: list[str], members: list[Any]) -> QueryPlan[list[list[Any]]]:
+    """The score of each of ``members`` in each of ``keys_`` (a column per key), in
+    ZMSCOREs of at most _PIECE members sent together."""
+    pieces = [members[i : i + _PIECE] for i in range(0, len(members), _PIECE)]
+    if not keys_ or not pieces:
+        return [[None] * len(members) for _ in keys_]
+    replies = yield [("zmscore", (key, piece)) for key in keys_ for piece in pieces]
+    n = len(pieces)
+    return [[x for reply in replies[j * n : (j + 1) * n] for x in reply] for j in range(len(keys_))]
+
+
 def _members_of_all(members: list[Any], others: list[str]) -> QueryPlan[list[str]]:
     if not others:
         return [text(m) for m in members]
-    scores = yield [("zmscore", (key, members)) for key in others]
+    scores = yield from _scores(others, members)
     return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
 
 
@@ -302,10 +331,7 @@ def _created_of_all(
     keys: Keys, members: list[Any], others: list[str]
 ) -> QueryPlan[list[tuple[float, str]]]:
     """(createdAt, id) of the ``members`` present in ``runs:created`` and ``others``."""
-    results = yield [
-        ("zmscore", (keys.runs_created, members)),
-        *[("zmscore", (key, members)) for key in others],
-    ]
+    results = yield from _scores([keys.runs_created, *others], members)
     created_scores = results[0]
     keep: list[tuple[float, str]] = []
     for i, member in enumerate(members):

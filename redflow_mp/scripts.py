@@ -510,10 +510,12 @@ class Scripts(ScriptSet, WaitCalls):
         return int(reply[0]), (earliest if earliest >= 0 else None), reply[2] == 1
 
     def reap(self, batch: int) -> tuple[int, list[str], bool]:
-        """Requeue up to ``batch`` runs whose lease expired and release parked runs;
-        returns (released, requeued ids, more expired leases may remain)."""
+        """Requeue up to ``batch`` runs whose lease expired and release up to
+        ``batch`` parked runs; returns (released, requeued ids, more expired
+        leases or releasable parked runs may remain)."""
         reply = self.run("reap_runs", (self.keys.leases,), (self._tag, batch), retry=True)
-        return int(reply[0]), [text(x) for x in reply[4:]], int(reply[1]) >= batch
+        more = int(reply[1]) >= batch or int(reply[0]) >= batch
+        return int(reply[0]), [text(x) for x in reply[4:]], more
 
     def reap_guarded(
         self, batch: int, since: int | None, hold: int, gap_ms: int, hold_ms: int
@@ -526,7 +528,7 @@ class Scripts(ScriptSet, WaitCalls):
         return (
             int(reply[0]),
             [text(x) for x in reply[4:]],
-            int(reply[1]) >= batch,
+            int(reply[1]) >= batch or int(reply[0]) >= batch,
             int(reply[2]),
             int(reply[3]),
         )

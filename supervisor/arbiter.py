@@ -200,7 +200,7 @@ class Arbiter:
                     queues=lambda: self.queues,
                     lease_ms=s.lease_ms,
                 ),
-                RetentionDuty(client, s.run_retention, queues=lambda: self.queues),
+                RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
                 KeyCheckDuty(client, lambda: [w.name for w in self.registry], lambda: self.queues),
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),

@@ -81,7 +81,7 @@ SECTIONS: dict[str, str] = {
     "run": "what to run",
     "redis": "Redis",
     "runs": "runs",
-    "maintenance": "maintenance (run by every supervisor; cron only by the elected leader)",
+    "maintenance": "maintenance (run by every supervisor; cron and retention by the leader)",
     "children": "children",
     "operations": "operations",
 }
@@ -275,10 +275,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "runs",
             "How long finished runs are kept (hash, steps, indexes, their idempotency key); "
-            "0 keeps them forever. Every supervisor of the prefix sweeps with its own "
-            "value, so the shortest one applies (0 on one host keeps nothing another "
-            "host's sweep removes). The same duty forgets idle queue names (every 30 s at "
-            "most).",
+            "0 keeps them forever. Only the cron leader sweeps, with its own value: while "
+            "supervisors of the prefix disagree (a rolling change), the leader's applies. "
+            "The same duty forgets idle queue names (every 30 s at most).",
             unit="s",
             min=0,
         ),

@@ -70,6 +70,9 @@ local function k_run(tag, id) return tag .. ':run:' .. id end
 local function k_steps(tag, id) return tag .. ':run:' .. id .. ':steps' end
 local function k_leases(tag) return tag .. ':leases' end
 local function k_status(tag, status) return tag .. ':runs:status:' .. status end
+-- Finished runs whose terminal status index refused them (of another type):
+-- retention sweeps them from here (sweep_runs.lua), so none outlives it.
+local function k_unindexed(tag) return tag .. ':runs:unindexed' end
 local function k_ready(tag, q) return tag .. ':q:' .. q .. ':ready' end
 local function k_scheduled(tag, q) return tag .. ':q:' .. q .. ':scheduled' end
 local function k_bell(tag, q) return tag .. ':q:' .. q .. ':bell' end
@@ -161,8 +164,14 @@ end
 local function move_status(tag, id, old, new, now)
   if old and old ~= '' and old ~= new then
     redis.pcall('ZREM', k_status(tag, old), id)  -- an index: see `failed`
+    if TERMINAL[old] then redis.pcall('ZREM', k_unindexed(tag), id) end  -- resumed
   end
-  redis.pcall('ZADD', k_status(tag, new), ms(now), id)
+  local added = redis.pcall('ZADD', k_status(tag, new), ms(now), id)
+  -- A terminal index of another type (a neighbour's key): retention would never
+  -- find this run, even once the key is gone; runs:unindexed keeps it for it.
+  if TERMINAL[new] and failed(added) then
+    redis.pcall('ZADD', k_unindexed(tag), ms(now), id)
+  end
 end
 
 -- True when `token` holds the lease of run `id`: the run hash names it and the

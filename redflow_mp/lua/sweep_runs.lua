@@ -7,12 +7,14 @@
 -- ARGV[1]  tag   ARGV[2]  retention ms (> 0)   ARGV[3]  batch size
 -- Reply: { runs removed, more (1|0) }: more = 1 when a full batch was removed or
 --        the event-list budget ran out first (call again)
--- Cost: at most `batch` runs and EVENT_LIST_BUDGET of their event lists per call.
--- A run's unconsumed events are one list per event name, and its events set
--- keeps every name ever sent (up to max_events_per_run unconsumed, 10,000, and
--- any number consumed): a run with more names than the budget left loses a
--- slice of them per call and is removed by a later one (10 runs of 10,000 names
--- each took 520 ms of Redis in one call).
+-- Cost: at most `batch` runs and EVENT_LIST_BUDGET of their event lists per call,
+-- not the size of a run: a run's keys go by UNLINK, so a big one (a steps hash of
+-- a run with a million steps) is freed off the main thread instead of blocking
+-- Redis while DEL frees it. A run's unconsumed events are one list per event
+-- name, and its events set keeps every name ever sent (up to max_events_per_run
+-- unconsumed, 10,000, and any number consumed): a run with more names than the
+-- budget left loses a slice of them per call and is removed by a later one (10
+-- runs of 10,000 names each took 520 ms of Redis in one call).
 -- Invariant: an idempotency key never outlives the run it names.
 -- A child started by run_workflow(s) (in run:<parent>:children) whose parent is
 -- not finished is kept: the parent reads every child's outcome when the last
@@ -27,6 +29,12 @@ local removed = 0
 local EVENT_LIST_BUDGET = 4000
 local budget = EVENT_LIST_BUDGET
 local more = false
+-- An index of the wrong type (see `failed` in _lib.lua) is skipped: retention of
+-- the runs the others name goes on (one broken key used to stop it for all).
+-- The runs that finished while it was broken are in runs:unindexed (move_status),
+-- swept from there at the same age (a resumed one has left it; one that is not
+-- finished is only dropped from it).
+local unindexed = k_unindexed(tag)
 -- True when finished run `id` is a run_workflow child of an unfinished parent.
 local function awaited(id, parent)
   if not parent or parent == '' then return false end
@@ -47,10 +55,11 @@ local function drop_events(id)
   end
   budget = budget - #names
   for _, name in ipairs(names) do
-    redis.call('DEL', k_ev(tag, id, name))
+    redis.call('UNLINK', k_ev(tag, id, name))
   end
   return n <= #names
 end
+-- Remove run `id` (its hash fields workflow, idempotencyKey in `f`) listed in `index`.
 local function remove(index, id, f)
   if f[1] then
     redis.pcall('ZREM', k_wf_runs(tag, f[1]), id)
@@ -63,19 +72,21 @@ local function remove(index, id, f)
   redis.call('ZREM', index, id)
   redis.pcall('ZREM', k_leases(tag), id)
   redis.pcall('ZREM', k_timers(tag), id)
-  redis.call('DEL', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
+  redis.call('UNLINK', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
     k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id))
 end
--- An index of the wrong type (see `failed` in _lib.lua) is skipped: retention of
--- the runs the others name goes on (one broken key used to stop it for all).
-for status, _ in pairs(TERMINAL) do
-  local index = k_status(tag, status)
+local indexes = { k_status(tag, 'succeeded'), k_status(tag, 'failed'),
+  k_status(tag, 'canceled'), unindexed }
+for _, index in ipairs(indexes) do
   local ids = redis.pcall('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - removed)
   if failed(ids) then ids = {} end
   for _, id in ipairs(ids) do
-    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey', 'parentRunId')
+    local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey', 'parentRunId',
+      'status')
     if failed(f) then f = {} end
-    if awaited(id, f[3]) then
+    if index == unindexed and f[4] and not TERMINAL[f[4]] then
+      redis.call('ZREM', index, id)  -- not finished (any more): not retention's
+    elseif awaited(id, f[3]) then
       redis.call('ZADD', index, ms(now), id)  -- kept (see above)
     elseif budget <= 0 or not drop_events(id) then
       more = true  -- its other event lists next call (it stays where it is)

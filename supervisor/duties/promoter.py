@@ -8,7 +8,7 @@ once). The lateness of each wake-up is observed in
 from __future__ import annotations
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import promote_due, stores, wake_due
+from redflow_mp.maintenance import BATCH, MAX_CALLS, promote_due, stores, wake_due
 from redflow_mp.metrics import Metrics
 
 from ..exposition import MetricsStore
@@ -24,8 +24,8 @@ class PromoterDuty:
         client: Client,
         interval_ms: int,
         metrics: MetricsStore | None = None,
-        batch: int = 500,
-        max_calls: int = 20,
+        batch: int = BATCH,
+        max_calls: int = MAX_CALLS,
     ) -> None:
         self.client = client
         self.interval = interval_ms / 1000.0

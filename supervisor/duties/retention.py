@@ -4,7 +4,14 @@ backlog, faster than a supervisor finishes runs. Also forgets idle queue
 names: each tick hands one page of the ``queues`` set to
 :func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
 supervisors (this one included) serve, which are never forgotten. With several
-shards both are done in every shard (each bounded as with one)."""
+shards both are done in every shard (each bounded as with one).
+
+Only the cron leader does either (``leader``): the work is the same whoever does
+it, and every supervisor doing it multiplied the Redis time it takes. While a
+backlog lasts one sweeper takes a third to a half of Redis's time; ten
+supervisors each sweeping at that pace held Redis busy all along (measured with
+a million old runs, benchmarks/maintenance_scale.py). During a rolling change of
+``run_retention`` the leader's value applies."""
 
 from __future__ import annotations
 
@@ -15,20 +22,26 @@ from redflow_mp.client import Client
 from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
 
 from ..status import list_supervisors
+from .leader import LeaderDuty
 
 __all__ = ["RetentionDuty"]
 
 log = logging.getLogger(__name__)
 
 FORGET_PAGE = 200
-SWEEP_BATCH = 500
-SWEEP_BATCHES = 4
+#: Runs removed per script call: ~2.5 ms of Redis time each (~24 us a run, at a
+#: million runs as with none). 500 a call blocked Redis for 12 ms on average and
+#: up to 50 ms (benchmarks/maintenance_scale.py), in front of every claim.
+SWEEP_BATCH = 100
+#: Calls per tick (per shard): 2,000 runs, as with 4 calls of 500.
+SWEEP_BATCHES = 20
 #: The pause between ticks while a backlog lasts (a tick removed a full
-#: SWEEP_BATCH x SWEEP_BATCHES): up to ~20,000 runs/s, above what one supervisor
-#: finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s). At 0.5 s it was
+#: SWEEP_BATCH x SWEEP_BATCHES): up to ~20,000 runs/s per shard, above what one
+#: supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s) and
+#: what one Redis can finish with every supervisor on it. At 0.5 s it was
 #: 4,000 runs/s: a supervisor finishing more than that fell behind for good.
 #: While it catches up the sweeps take a third to a half of Redis's time (a
-#: million old runs: ~50 s), each call ~10-15 ms.
+#: million old runs: ~50 s).
 BACKLOG_PAUSE = 0.1
 
 
@@ -39,10 +52,13 @@ class RetentionDuty:
         self,
         client: Client,
         retention_s: float,
+        leader: LeaderDuty | None = None,
         interval: float | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.client = client
+        # Sweep only while this supervisor leads (None: always, a lone caller).
+        self.leader = leader
         self.retention_ms = int(retention_s * 1000)
         self.queues = queues
         # A run goes at most a tenth of its retention late (at most 30 s): days of
@@ -58,6 +74,8 @@ class RetentionDuty:
         self._forget_at = 0.0
 
     def tick(self, now: float) -> float:
+        if self.leader is not None and not self.leader.is_leader:
+            return now + min(self.interval, 1.0)  # a new leader starts within a second
         removed = 0
         if self.retention_ms > 0:
             for store in stores(self.client):  # each shard's own runs:created

@@ -5,6 +5,7 @@ leader lock is redis-py's Lock: tests/integration/test_cron.py.)"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -12,7 +13,7 @@ import redis
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.keys import cron_key
-from tests.helpers import status_of
+from tests.helpers import status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -179,3 +180,34 @@ def test_sweep_removes_the_idempotency_key_only_while_it_names_the_run(
     assert client.scripts.sweep(1_000, 10) == 2
     assert not raw.exists(k.idempotency("a", "k"))
     assert raw.get(k.idempotency("b", "k")) == b"NEWER-RUN"
+
+
+def _lazyfreed(raw: Any) -> int:
+    """Values freed in the background so far (every node of a cluster, summed)."""
+    if isinstance(raw, redis.RedisCluster):
+        nodes: Any = raw.info("memory", target_nodes=redis.RedisCluster.ALL_NODES)
+        return sum(int(info["lazyfreed_objects"]) for info in nodes.values())
+    return int(raw.info("memory")["lazyfreed_objects"])
+
+
+def test_sweep_frees_a_big_run_off_the_main_thread(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run's keys went by DEL, which frees a value on Redis's main thread: the
+    steps hash of a run with a million steps (one per row of an ETL loop) held
+    Redis for ~0.5 s inside one sweep call. They go by UNLINK now (freed in the
+    background; small values are still freed at once)."""
+    k = client.keys
+    rid = _finish(client, enq, "succeeded", workflow="a")
+    steps: dict[Any, Any] = {f"row-{i}": '{"status":"succeeded"}' for i in range(10_000)}
+    raw.hset(k.run_steps(rid), mapping=steps)
+    raw.zadd(k.runs_status("succeeded"), {rid: 1})
+    before = _lazyfreed(raw)
+    assert client.scripts.sweep(1_000, 10) == 1
+    assert not raw.exists(k.run(rid), k.run_steps(rid))
+    # (counted by the background thread once it freed the value)
+    wait_until(
+        lambda: _lazyfreed(raw) > before,
+        5,
+        message="the steps hash freed in the background (it was freed by DEL)",
+    )

@@ -31,7 +31,7 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
   k_ready(t, n), k_due_queues(t), k_scheduled(t, n), k_bell(t, n), k_wf(t, n),
   k_wf_runs(t, n), k_running(t, n), k_waiting(t, n), k_idem(t, n, n .. '-key'),
   t .. ':runs:created', t .. ':queues', t .. ':parked', t .. ':run-done:' .. n,
-  t .. ':cron:next', t .. ':lock:cron', k_attempts(t, n), k_rate(t, n) }
+  t .. ':cron:next', t .. ':lock:cron', k_attempts(t, n), k_rate(t, n), k_unindexed(t) }
 """
     got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]
     assert got == [
@@ -56,6 +56,7 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
         k.lock_cron,
         k.run_attempts(name),
         k.rate(name),
+        k.runs_unindexed,
     ]
 
 

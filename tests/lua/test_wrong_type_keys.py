@@ -18,7 +18,7 @@ from redflow_mp import Client
 from redflow_mp.claimed import Finish
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_run_id, new_token
-from tests.helpers import status_of, texts
+from tests.helpers import status_of, texts, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -471,3 +471,47 @@ def test_the_reaper_goes_on_past_a_parked_workflow_whose_waiting_set_is_of_the_w
     _, requeued, _ = client.scripts.reap(100)
     assert requeued == [rid]
     assert status_of(raw, client, rid) == "queued"
+
+
+def test_a_run_finished_while_its_status_index_was_broken_is_still_swept(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A finish while runs:status:succeeded held a neighbour's value left the run
+    in no finished-status index: retention never found it, even once the key was
+    gone. Such a finish now lists it in runs:unindexed, which the sweep reads too
+    (a run listed there that is not finished is only dropped from it)."""
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    raw.set(k.runs_status("succeeded"), _JUNK)
+    _claim(client, token=token)
+    client.scripts.claim(("q",), 5_000, "", Finish("succeeded", rid, token, b"1"))
+    assert status_of(raw, client, rid) == "succeeded"
+    raw.delete(k.runs_status("succeeded"))  # the neighbour's key is gone
+    queued = enq()
+    raw.zadd(k.runs_unindexed, {queued: 1})
+    now = client.server_time_ms()
+    wait_until(lambda: client.server_time_ms() > now + 2, 5, message="the retention's 1 ms")
+    assert client.scripts.sweep(1, 100) == 1, "the run finished meanwhile was not swept"
+    assert not raw.exists(k.run(rid), k.run_steps(rid), k.run_attempts(rid))
+    assert raw.zscore(k.runs_created, rid) is None
+    assert not raw.exists(k.runs_unindexed)
+    assert status_of(raw, client, queued) == "queued"
+
+
+def test_a_resumed_run_leaves_the_unindexed_list(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run that failed while runs:status:failed was broken is listed in
+    runs:unindexed; resumed, it is not finished any more and leaves it."""
+    k = client.keys
+    rid = enq()
+    token = new_token()
+    raw.set(k.runs_status("failed"), _JUNK)
+    _claim(client, token=token)
+    err = b'{"type":"E","message":"m","retryable":false}'
+    client.scripts.claim(("q",), 5_000, "", Finish("failed", rid, token, err))
+    assert raw.zscore(k.runs_unindexed, rid) is not None
+    client.resume_run(rid)
+    assert status_of(raw, client, rid) == "queued"
+    assert raw.zscore(k.runs_unindexed, rid) is None
