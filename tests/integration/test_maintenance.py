@@ -440,13 +440,13 @@ def test_each_sweep_call_removes_at_most_a_hundred_runs(raw: redis.Redis, client
     claim and finish; 100 a call take ~2.5 ms, and a tick still removes 2,000."""
     raw.zadd(client.keys.runs_status("succeeded"), {f"run-{i}": 1_000 for i in range(2_500)})
     batches: list[int] = []
-    sweep = client.scripts.sweep
+    sweep_step = client.scripts.sweep_step
 
-    def recorded(retention_ms: int, batch: int) -> int:
+    def recorded(retention_ms: int, batch: int) -> tuple[int, bool]:
         batches.append(batch)
-        return sweep(retention_ms, batch)
+        return sweep_step(retention_ms, batch)
 
-    client.scripts.sweep = recorded  # type: ignore[method-assign]
+    client.scripts.sweep_step = recorded  # type: ignore[method-assign]
     duty = RetentionDuty(client, retention_s=7 * 24 * 3600)
     duty.tick(0.0)
     assert max(batches) <= 100, f"sweep calls of {max(batches)} runs"
