@@ -534,7 +534,8 @@ def test_the_reaper_lists_the_served_queues_when_they_change_and_each_minute(
     duty = ReaperDuty(client, 500, queues=lambda: current[0])
     t0 = time.monotonic()
     counts = command_counts(
-        raw, lambda: [duty.tick(t0 + 0.5 * i) for i in range(20)]  # 10 s of ticks
+        raw,
+        lambda: [duty.tick(t0 + 0.5 * i) for i in range(20)],  # 10 s of ticks
     )
     assert counts.get("sadd", 0) == 1, counts
     assert raw.scard(client.keys.queues) == 1000
