@@ -34,6 +34,7 @@ __all__ = [
     "registry_gaps",
     "renew_registration",
     "sync_registry",
+    "withdraw_stale",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,19 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
     for group in by_shard.values():
         for at in range(0, len(group), _READ_CHUNK):
             _sync_workflows(runs, group[at : at + _READ_CHUNK], app, now)
+
+
+def withdraw_stale(runs: Runs, names: Iterable[str], *, app: str) -> None:
+    """The withdrawal half of :func:`sync_registry` for a running supervisor of
+    ``app`` that loads the workflows ``names``: the app's registrations of other
+    workflows go by the same rules (older than :data:`STALE_WORKFLOW_GRACE_MS`,
+    listed by no live registration of the app). A supervisor calls this every
+    minute: a deploy that drops a workflow restarts each host within the grace of
+    the previous process's last renewal, so its start-up sync keeps the
+    workflow, and nothing looked again (its cron fired until the next deploy).
+    Cost when nothing is stale: one ``SMEMBERS`` of ``workflows``."""
+    app = check_name(app.strip(), "app")
+    _remove_stale_workflows(runs, set(names), app, runs.server_time_ms())
 
 
 def registration_digest(app: str, names: Iterable[str]) -> str:

@@ -13,6 +13,14 @@ only once no running supervisor of the app has the workflow.
 Cost: one ``PEXPIRE`` and one ``SADD`` per tick, whatever the number of
 workflows; the names are written again only when the record is gone (expired
 during an outage, deleted, a FLUSHALL), so it comes back within one tick.
+
+Every :data:`WITHDRAW_EVERY` seconds it also withdraws the app's stale
+registrations of workflows no running supervisor of the app loads any more
+(:func:`redflow_mp.sync.withdraw_stale`, the start-up sync's rules): a deploy
+that drops a workflow restarts every host within 30 s of the previous
+process's last renewal, so no start-up sync finds it stale, and its metadata
+and cron entries stayed (the cron fired runs of a workflow no one had) until
+the next deploy. Cost when nothing is stale: one ``SMEMBERS`` a minute.
 """
 
 from __future__ import annotations
@@ -22,9 +30,17 @@ from collections.abc import Callable
 
 from redflow_mp.client import Client
 from redflow_mp.registry import Registry
-from redflow_mp.sync import REFRESH_INTERVAL_MS, registration_digest, renew_registration
+from redflow_mp.sync import (
+    REFRESH_INTERVAL_MS,
+    registration_digest,
+    renew_registration,
+    withdraw_stale,
+)
 
-__all__ = ["RegistrationDuty"]
+__all__ = ["WITHDRAW_EVERY", "RegistrationDuty"]
+
+#: How often (s) a running supervisor withdraws its app's stale registrations.
+WITHDRAW_EVERY = 60.0
 
 log = logging.getLogger("redflow_supervisor")
 
@@ -42,6 +58,7 @@ class RegistrationDuty:
         self._for: tuple[Registry, str] | None = None
         self._names: list[str] = []
         self._digest = ""
+        self._next_withdraw: float | None = None  # (the start-up sync just did it)
 
     def tick(self, now: float) -> float:
         registry, app = self.registry(), self.app()
@@ -59,4 +76,10 @@ class RegistrationDuty:
                     len(self._names),
                 )
             self.written += 1
+        if self._next_withdraw is None:
+            self._next_withdraw = now + WITHDRAW_EVERY
+        elif now >= self._next_withdraw:
+            self._next_withdraw = now + WITHDRAW_EVERY
+            # (an error is the schedule's to log; the next try is a minute later)
+            withdraw_stale(self.client, self._names, app=app)
         return now + REFRESH_INTERVAL_MS / 1000

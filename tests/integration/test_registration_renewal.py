@@ -121,3 +121,38 @@ def test_a_live_registration_key_of_another_type_withdraws_nothing(
     raw.set(client.keys.app_live("etl"), "not a redflow key")
     client.sync_registry(gpu, app="etl")  # no WRONGTYPE out of the sync
     assert client.get_workflow_meta("cpu-job") is not None
+
+
+def test_a_workflow_a_deploy_dropped_is_withdrawn_within_minutes_with_its_cron(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A deploy that drops a workflow restarts each host within the grace of the
+    previous process's last renewal: the new process's start-up sync keeps the
+    workflow (its registration looks live), and nothing looked again, so its
+    metadata and its cron entry stayed and the cron fired runs of a workflow no
+    one had until the next deploy. The running supervisor now withdraws stale
+    registrations once a minute."""
+    from redflow_mp import Cron
+
+    old = _registry("kept")
+    define_workflow("dropped", registry=old, cron=[Cron("* * * * *", id="every-minute")])(
+        _handler
+    )
+    client.sync_registry(old, app="etl")
+    old_duty = RegistrationDuty(client, lambda: old, lambda: "etl")
+    old_duty.tick(0.0)  # the previous process renewed just before it stopped
+    new = _registry("kept")
+    client.sync_registry(new, app="etl")  # the new process's start: within the grace
+    assert raw.sismember(client.keys.workflows, "dropped")
+    duty = RegistrationDuty(client, lambda: new, lambda: "etl")
+    duty.tick(0.0)
+    # the previous process is gone: its live registration expires, the sync ages
+    raw.delete(client.keys.app_reg(registration_digest("etl", ["dropped", "kept"])))
+    _age(raw, client, "dropped", STALE_WORKFLOW_GRACE_MS + 1)
+    duty.tick(10.0)
+    assert raw.sismember(client.keys.workflows, "dropped")  # not before its minute
+    duty.tick(60.0)
+    assert not raw.sismember(client.keys.workflows, "dropped")
+    assert not raw.exists(client.keys.workflow("dropped"))
+    assert raw.zscore(client.keys.cron_next, "every-minute") is None
+    assert raw.sismember(client.keys.workflows, "kept")
