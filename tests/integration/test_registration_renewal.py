@@ -135,9 +135,7 @@ def test_a_workflow_a_deploy_dropped_is_withdrawn_within_minutes_with_its_cron(
     from redflow_mp import Cron
 
     old = _registry("kept")
-    define_workflow("dropped", registry=old, cron=[Cron("* * * * *", id="every-minute")])(
-        _handler
-    )
+    define_workflow("dropped", registry=old, cron=[Cron("* * * * *", id="every-minute")])(_handler)
     client.sync_registry(old, app="etl")
     old_duty = RegistrationDuty(client, lambda: old, lambda: "etl")
     old_duty.tick(0.0)  # the previous process renewed just before it stopped
