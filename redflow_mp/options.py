@@ -30,7 +30,9 @@ __all__ = [
     "check_priority",
     "check_reason",
     "check_run_id",
+    "check_text",
     "check_timeout",
+    "is_text",
 ]
 
 MAX_NAME_LENGTH = 512
@@ -43,6 +45,32 @@ MAX_REASON_LENGTH = 4000
 MAX_RUN_AT = 32_503_680_000
 
 
+def is_text(value: str) -> bool:
+    """True when ``value`` encodes as UTF-8 (what Redis stores); False for a str holding
+    a lone surrogate, which is what Python makes of bytes that are not UTF-8
+    (``surrogateescape``: file names, command-line arguments, some HTTP headers)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is valid Unicode text, else a ``ValueError`` naming ``what``.
+
+    Without this check redis-py raises ``UnicodeEncodeError`` when it encodes the
+    command, which in a batch comes after the chunks before it were written."""
+    if not is_text(value):
+        raise ValueError(
+            f"{what} is not valid Unicode text: it holds a lone surrogate (bytes that were "
+            "not UTF-8, decoded with surrogateescape); decode the bytes as UTF-8 first"
+        )
+    return value
+
+
 def check_name(value: object, what: str) -> str:
     """Validate a workflow, queue or step name: a non-blank str of bounded length."""
     if not isinstance(value, str):
@@ -51,7 +79,7 @@ def check_name(value: object, what: str) -> str:
         raise ValueError(f"{what} must be a non-empty string")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
-    return value
+    return check_text(value, what)
 
 
 def check_timeout(value: object, what: str) -> float | None:
@@ -75,9 +103,10 @@ def check_run_id(run_id: object) -> str:
 
 def cannot_be_run_id(run_id: str) -> bool:
     """True for an id no run has: run ids never contain ':', and ``<id>:steps``
-    (or ``:attempts``, ...) would name one of a run's other keys. Such ids are
-    unknown runs (None, False), never read as one."""
-    return ":" in run_id
+    (or ``:attempts``, ...) would name one of a run's other keys; nor are they
+    anything but ASCII (an id holding a lone surrogate cannot even be sent). Such
+    ids are unknown runs (None, False), never read as one."""
+    return ":" in run_id or not run_id.isascii()
 
 
 def check_priority(priority: object) -> int:
@@ -100,7 +129,7 @@ def check_reason(reason: object) -> str:
         raise ValueError(
             f"reason is {len(reason)} characters long; the limit is {MAX_REASON_LENGTH}"
         )
-    return reason or ""
+    return check_text(reason, "reason") if reason else ""
 
 
 def _run_at_ms(run_at: datetime | float | None) -> int:
@@ -134,6 +163,7 @@ def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
                 f"idempotency_key is {len(key)} characters; the limit is "
                 f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
             )
+        check_text(key, "idempotency_key")
     ttl_s = check_timeout(ttl, "idempotency_ttl")
     return key or "", int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
 

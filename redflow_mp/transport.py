@@ -48,6 +48,7 @@ from .connection import (
     check_replicated,
     check_url_options,
     mask_url,
+    misplaced_userinfo,
     parse_target,
     routed_connection_class,
     sentinel_client,
@@ -149,6 +150,11 @@ def check_url(url: object) -> str:
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
+        raise ValueError(
+            f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "
+            "percent-encode them (%2F, %3F, %23)"
+        )
     return url
 
 

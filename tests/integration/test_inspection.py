@@ -336,3 +336,12 @@ def test_list_runs_of_one_sparse_status_past_the_read_limit_is_few_round_trips(
     assert walked <= 30, counts
     page2 = client.list_runs(status="failed", limit=2, offset=3)
     assert [s.id for s in page2] == expected[3:5]
+
+
+def test_list_runs_positions_past_64_bits_are_a_clear_value_error(client: Client) -> None:
+    """``offset=2**64`` reached Redis as a range index and came back as redis-py's
+    ResponseError "value is not an integer or out of range"."""
+    for limit, offset in ((1, 2**64), (2**63, 0), (1, 2**53 + 1)):
+        with pytest.raises(ValueError, match=r"(offset|limit) must be at most 9007199254740992"):
+            client.list_runs(limit=limit, offset=offset)
+    assert client.list_runs(limit=2**53, offset=2**53) == []
