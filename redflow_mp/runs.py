@@ -163,6 +163,13 @@ def encode_payload(value: Any, what: str, limit: int) -> bytes:
         raise codec.NestingError(f"{what} {exc}") from None
     except (TypeError, msgspec.EncodeError, OverflowError) as exc:
         raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
+    except UnicodeEncodeError:  # was raised as is: a worker storing an output died of it
+        raise TypeError(
+            f"{what} is not JSON-encodable: it holds text that is not valid Unicode (a lone "
+            "surrogate, e.g. a file name that was not UTF-8, from os.listdir or "
+            "os.fsdecode); decode such bytes with errors='replace' or keep them as bytes "
+            "in base64"
+        ) from None
     if len(data) > limit:
         raise PayloadTooLargeError(
             f"{what} is {len(data)} bytes encoded; the limit is {limit} bytes (max_payload_bytes)"

@@ -1,0 +1,122 @@
+"""What a handler hands back that the store cannot take as it is: an output or a
+step result holding a lone surrogate (a file name from ``os.listdir`` that is
+not UTF-8), an exception whose ``str()`` raises. Each ends the run clearly (or
+fails the step) and the worker goes on with the next run; before, the first two
+killed the worker (in a supervisor: the child, over and over, until the crash
+cap failed the run) and left the run ``running``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redflow_mp import (
+    Client,
+    Context,
+    OutputSerializationError,
+    Registry,
+    Retries,
+    RunFailedError,
+    define_workflow,
+)
+from tests.helpers import WorkerPool
+
+pytestmark = pytest.mark.timeout(60)
+
+NAME = "caf\udce9.csv"  # os.fsdecode(b"caf\xe9.csv") on a UTF-8 system
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken too")
+
+
+def _ok(registry: Registry) -> Any:
+    @define_workflow("ok", registry=registry)
+    def ok(ctx: Context[Any]) -> int:
+        return 7
+
+    return ok
+
+
+def _worker_goes_on(registry: Registry, workers: WorkerPool) -> None:
+    assert _ok(registry).run().result(timeout=10) == 7
+    assert workers.alive() == [True], workers.errors
+
+
+def test_an_output_with_a_lone_surrogate_fails_the_run_not_the_worker(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    calls: list[int] = []
+
+    @define_workflow("listing", retries=Retries(max_attempts=3), registry=registry)
+    def listing(ctx: Context[Any]) -> list[str]:
+        calls.append(1)
+        return [NAME]
+
+    workers.start()
+    handle = listing.run()
+    with pytest.raises(OutputSerializationError, match="not valid Unicode"):
+        handle.result(timeout=10)
+    assert calls == [1]  # not retried, like any output that cannot be stored
+    _worker_goes_on(registry, workers)
+
+
+def test_a_step_result_with_a_lone_surrogate_is_an_output_serialization_error(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("step-listing", registry=registry)
+    def step_listing(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.run("ls", lambda: [NAME])
+        except OutputSerializationError as exc:
+            return f"refused: {exc}"
+        return "stored"
+
+    workers.start()
+    out = step_listing.run().result(timeout=10)
+    assert out.startswith("refused: output of step 'ls'") and "not valid Unicode" in out
+    _worker_goes_on(registry, workers)
+
+
+def test_an_exception_whose_str_raises_fails_the_run_not_the_worker(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("unprintable", registry=registry)
+    def unprintable(ctx: Context[Any]) -> None:
+        raise Unprintable()
+
+    workers.start()
+    handle = unprintable.run()
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=10)
+    assert failed.value.error is not None and failed.value.error.type == "Unprintable"
+    assert "str() failed" in failed.value.error.message
+    _worker_goes_on(registry, workers)
+
+
+def test_an_exception_message_with_a_lone_surrogate_is_stored_escaped(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("parse", registry=registry)
+    def parse(ctx: Context[Any]) -> None:
+        raise ValueError(f"cannot parse {NAME}")
+
+    workers.start()
+    handle = parse.run()
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=10)
+    assert failed.value.error is not None
+    assert failed.value.error.message == "cannot parse caf\\udce9.csv"
+    _worker_goes_on(registry, workers)
+
+
+def test_an_input_with_a_lone_surrogate_is_refused_at_the_call(
+    client: Client, registry: Registry
+) -> None:
+    ok = _ok(registry)
+    with pytest.raises(TypeError, match=r"^input is not JSON-encodable: .*not valid Unicode"):
+        ok.run({"file": NAME})
+    with pytest.raises(TypeError, match=r"^payload of event 'go' is not JSON-encodable"):
+        client.send_event(ok.run().id, "go", NAME)
