@@ -79,7 +79,7 @@ def check_max_events_per_run(value: object) -> int:
 def event_payload(event: object, payload: Any, limit: int) -> tuple[str, bytes]:
     """A checked event name and its encoded payload (``max_payload_bytes``)."""
     name = check_name(event, "event name")
-    return name, encode_payload(payload, f"payload of event {name!r}", limit)
+    return name, encode_payload(payload, f"payload of event {name!r}", limit, finite=True)
 
 
 # ---------------------------------------------------------------------------
@@ -155,8 +155,13 @@ def check_max_payload_bytes(value: object) -> int:
     return value
 
 
-def encode_payload(value: Any, what: str, limit: int) -> bytes:
-    """Encode a payload as JSON within ``limit`` bytes (clear errors)."""
+def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -> bytes:
+    """Encode a payload as JSON within ``limit`` bytes (clear errors).
+
+    ``finite``: refuse NaN and infinite floats (a ``ValueError`` naming where they
+    sit) instead of storing them as ``null``, as msgspec writes them. Inputs and
+    event payloads are checked (a caller's argument is never silently changed);
+    outputs keep JSON's ``null`` (docs/guide.md, "Payloads")."""
     try:
         data = codec.encode_json(value)
     except codec.NestingError as exc:
@@ -170,6 +175,13 @@ def encode_payload(value: Any, what: str, limit: int) -> bytes:
             "os.fsdecode); decode such bytes with errors='replace' or keep them as bytes "
             "in base64"
         ) from None
+    if finite:
+        path = codec.non_finite_path(value, data)
+        if path is not None:
+            raise ValueError(
+                f"{what}{path} is NaN or infinite: JSON has no such number (msgspec would "
+                "store null); pass None or a string instead"
+            )
     if len(data) > limit:
         raise PayloadTooLargeError(
             f"{what} is {len(data)} bytes encoded; the limit is {limit} bytes (max_payload_bytes)"
@@ -186,7 +198,7 @@ def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
     here passes there.
     """
     try:
-        data = encode_payload(input, "input", limit)
+        data = encode_payload(input, "input", limit, finite=True)
     except codec.NestingError as exc:
         raise InputValidationError(str(exc)) from None
     wf = target.definition
