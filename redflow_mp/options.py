@@ -32,6 +32,8 @@ __all__ = [
     "check_run_id",
     "check_text",
     "check_timeout",
+    "check_user_key",
+    "is_reserved_key",
     "is_text",
 ]
 
@@ -152,7 +154,51 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
     return int(run_at * 1000)
 
 
-def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
+def _length_prefixed(data: bytes, parts: int) -> bytes | None:
+    """What follows ``parts`` length-prefixed components (``<n>:<n bytes>``, joined
+    by ``:``) at the start of ``data``, or None when ``data`` does not start so."""
+    for i in range(parts):
+        if i:
+            if not data.startswith(b":"):
+                return None
+            data = data[1:]
+        size, sep, rest = data.partition(b":")
+        if not sep or not size.isdigit() or len(rest) < int(size):
+            return None
+        data = rest[int(size) :]
+    return data
+
+
+def is_reserved_key(key: str) -> bool:
+    """True for an idempotency key of the form redflow-mp makes itself: a step's
+    child (``keys.step_workflow_key``, with ``:<i>`` for ``run_workflows``) or a
+    cron fire (``keys.cron_key``).
+
+    A caller must never pass one: a run enqueued under the key of another run's
+    step would be taken as that step's child (the parent awaits its output, the
+    caller's input instead of its own), and one under a cron key would stand in
+    for that fire. Only keys that parse exactly as those length-prefixed forms
+    (followed by nothing or ``:``) are reserved; ``cron:nightly`` is not.
+    """
+    for head, parts in (("stepwf:", 3), ("cron:", 1)):
+        if key.startswith(head):
+            rest = _length_prefixed(key[len(head) :].encode("utf-8", "surrogatepass"), parts)
+            return rest is not None and (rest == b"" or rest.startswith(b":"))
+    return False
+
+
+def check_user_key(key: str, what: str) -> str:
+    """``key`` unless it is reserved (:func:`is_reserved_key`): a ``ValueError``."""
+    if is_reserved_key(key):
+        raise ValueError(
+            f"{what} has the form of a key redflow-mp makes for a step's child run or a "
+            "cron fire (stepwf:<n>:... / cron:<n>:...); such keys are reserved, so that "
+            "no caller can stand in for another run's child or a scheduled fire"
+        )
+    return key
+
+
+def _idempotency(key: str | None, ttl: float | None, system: bool = False) -> tuple[str, int]:
     if key is not None:
         if not isinstance(key, str):
             raise TypeError("idempotency_key must be a str or None")
@@ -164,6 +210,8 @@ def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
                 f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
             )
         check_text(key, "idempotency_key")
+        if not system:
+            check_user_key(key, "idempotency_key")
     ttl_s = check_timeout(ttl, "idempotency_ttl")
     return key or "", int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
 
@@ -196,11 +244,16 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
         priority: int | None = None,
         parent_run_id: str | None = None,
         linked: bool = False,
+        system_key: bool = False,
     ) -> RunOptions:
-        """Check every option (clear ``TypeError``/``ValueError``) and normalise it."""
+        """Check every option (clear ``TypeError``/``ValueError``) and normalise it.
+
+        ``system_key``: ``idempotency_key`` was made by redflow-mp (a step's child),
+        so it may have a reserved form (:func:`is_reserved_key`); a caller's may not.
+        """
         queue = None if queue_override is None else check_name(queue_override, "queue")
         at_ms = _run_at_ms(run_at)
-        key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
+        key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl, system_key)
         return cls(
             run_at_ms=at_ms,
             queue_override=queue,
