@@ -24,6 +24,7 @@ __all__ = [
     "MAX_PRIORITY",
     "MAX_REASON_LENGTH",
     "MAX_RUN_AT",
+    "MAX_RUN_ID_LENGTH",
     "RunOptions",
     "cannot_be_run_id",
     "check_name",
@@ -35,6 +36,7 @@ __all__ = [
     "check_user_key",
     "is_reserved_key",
     "is_text",
+    "shown_run_id",
 ]
 
 MAX_NAME_LENGTH = 512
@@ -103,12 +105,24 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+#: Run ids are 26 characters (31 with a shard suffix); a longer "id" (a 10 MB
+#: string from a request) is an unknown run without a round trip, and never a
+#: pub/sub channel the result waiter subscribes to.
+MAX_RUN_ID_LENGTH = 128
+
+
 def cannot_be_run_id(run_id: str) -> bool:
     """True for an id no run has: run ids never contain ':', and ``<id>:steps``
     (or ``:attempts``, ...) would name one of a run's other keys; nor are they
-    anything but ASCII (an id holding a lone surrogate cannot even be sent). Such
-    ids are unknown runs (None, False), never read as one."""
-    return ":" in run_id or not run_id.isascii()
+    anything but ASCII (an id holding a lone surrogate cannot even be sent), nor
+    longer than :data:`MAX_RUN_ID_LENGTH`. Such ids are unknown runs (None,
+    False), never read as one."""
+    return len(run_id) > MAX_RUN_ID_LENGTH or ":" in run_id or not run_id.isascii()
+
+
+def shown_run_id(run_id: str) -> str:
+    """``run_id`` for a message: cut when it is far longer than a run id."""
+    return run_id if len(run_id) <= 80 else f"{run_id[:60]}... ({len(run_id)} characters)"
 
 
 def check_priority(priority: object) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, define_workflow
+from redflow_mp import Client, Context, RedflowError, Registry, define_workflow
 from redflow_mp.aio import create_async_client
 from redflow_mp.keys import Keys
 
@@ -94,3 +94,26 @@ def test_bad_run_ids_are_unknown_runs_and_a_bad_reason_is_refused(
 def test_bad_prefix_is_refused_as_a_prefix() -> None:
     with pytest.raises(ValueError, match=r"^prefix .* is not valid Unicode"):
         Keys(BAD)
+
+
+def test_a_ten_megabyte_run_id_is_an_unknown_run_without_a_round_trip(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A run id from a request path or body (10 MB here) was sent to Redis as a
+    key (HGETALL, LRANGE, EXISTS, the cancel script) and subscribed to as a
+    pub/sub channel by ``result()``, whose error then quoted all 10 MB."""
+    huge = "z" * 10_000_000
+    calls = _command_calls(raw)
+    assert client.get_run(huge) is None
+    assert client.get_run_steps(huge) is None
+    assert client.cancel_run(huge) is False
+    assert client.send_event(huge, "go") is False
+    with pytest.raises(RedflowError) as unknown:
+        client.handle(huge).result(timeout=1)
+    assert len(str(unknown.value)) < 200 and "does not exist" in str(unknown.value)
+    assert _command_calls(raw) == calls + 1  # the INFO of the first count
+
+
+def _command_calls(raw: redis.Redis) -> int:
+    stats = raw.info("commandstats")
+    return sum(int(v["calls"]) for v in stats.values())
