@@ -166,8 +166,6 @@ def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -
         data = codec.encode_json(value)
     except codec.NestingError as exc:
         raise codec.NestingError(f"{what} {exc}") from None
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
-        raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
     except UnicodeEncodeError:  # was raised as is: a worker storing an output died of it
         raise TypeError(
             f"{what} is not JSON-encodable: it holds text that is not valid Unicode (a lone "
@@ -175,6 +173,10 @@ def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -
             "os.fsdecode); decode such bytes with errors='replace' or keep them as bytes "
             "in base64"
         ) from None
+    except (TypeError, ValueError, msgspec.EncodeError, OverflowError) as exc:
+        # ValueError: an int of more than 4,300 digits (sys.get_int_max_str_digits),
+        # raised as is before: a worker storing such an output died of it.
+        raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
     if finite:
         path = codec.non_finite_path(value, data)
         if path is not None:

@@ -112,6 +112,33 @@ def test_an_exception_message_with_a_lone_surrogate_is_stored_escaped(
     _worker_goes_on(registry, workers)
 
 
+def test_an_output_with_an_int_of_5000_digits_fails_the_run_not_the_worker(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """Python refuses to print an int of more than 4,300 digits (ValueError), so
+    msgspec cannot encode it; the ValueError escaped and ended the worker."""
+
+    @define_workflow("factorial", registry=registry)
+    def factorial(ctx: Context[Any]) -> int:
+        return 10**5000
+
+    @define_workflow("factorial-step", registry=registry)
+    def factorial_step(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.run("big", lambda: 10**5000)
+        except OutputSerializationError as exc:
+            return str(exc)
+        return "stored"
+
+    workers.start()
+    with pytest.raises(OutputSerializationError, match="4300 digits"):
+        factorial.run().result(timeout=10)
+    assert "4300 digits" in factorial_step.run().result(timeout=10)
+    with pytest.raises(TypeError, match=r"^input is not JSON-encodable: .*4300 digits"):
+        factorial.run(10**5000)
+    _worker_goes_on(registry, workers)
+
+
 def test_an_input_with_a_lone_surrogate_is_refused_at_the_call(
     client: Client, registry: Registry
 ) -> None:
