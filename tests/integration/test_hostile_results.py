@@ -7,11 +7,13 @@ cap failed the run) and left the run ``running``."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from redflow_mp import (
+    AsyncContext,
     Client,
     Context,
     OutputSerializationError,
@@ -136,6 +138,30 @@ def test_an_output_with_an_int_of_5000_digits_fails_the_run_not_the_worker(
     assert "4300 digits" in factorial_step.run().result(timeout=10)
     with pytest.raises(TypeError, match=r"^input is not JSON-encodable: .*4300 digits"):
         factorial.run(10**5000)
+    _worker_goes_on(registry, workers)
+
+
+def test_an_async_handler_letting_a_cancelled_error_out_fails_the_run_not_the_worker(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """``asyncio.CancelledError`` is a BaseException: out of a handler that awaited
+    a task something else cancelled, it ended the worker (a supervisor child died
+    once per attempt until the crash cap failed the run)."""
+
+    @define_workflow("awaits-cancelled", retries=Retries(max_attempts=2), registry=registry)
+    async def awaits_cancelled(ctx: AsyncContext[Any]) -> None:
+        task = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        task.cancel()
+        await task
+
+    workers.start()
+    handle = awaits_cancelled.run()
+    with pytest.raises(RunFailedError) as failed:
+        handle.result(timeout=20)
+    assert failed.value.error is not None and failed.value.error.type == "CancelledError"
+    state = handle.state()
+    assert state is not None and state.attempt == 2  # retried like any other error
     _worker_goes_on(registry, workers)
 
 
