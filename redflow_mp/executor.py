@@ -380,5 +380,5 @@ def _invoke_on_failure(
         result = wf.on_failure(fctx)
         if asyncio.iscoroutine(result):
             run_async(result)
-    except Exception:
+    except (Exception, asyncio.CancelledError):  # CancelledError: it ended the worker
         fctx.logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)

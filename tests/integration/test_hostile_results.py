@@ -165,6 +165,38 @@ def test_an_async_handler_letting_a_cancelled_error_out_fails_the_run_not_the_wo
     _worker_goes_on(registry, workers)
 
 
+def test_on_failure_hooks_that_raise_leave_the_run_failed_and_the_worker_running(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """SPEC §4: an on_failure hook's own errors are logged and never change the
+    run's outcome. An async hook letting a CancelledError out ended the worker."""
+    calls: list[str] = []
+
+    async def cancelled_hook(fctx: Any) -> None:
+        calls.append("cancelled")
+        task = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        task.cancel()
+        await task
+
+    def unprintable_hook(fctx: Any) -> None:
+        calls.append("unprintable")
+        raise Unprintable()
+
+    for name, hook in (("hook-cancelled", cancelled_hook), ("hook-unprintable", unprintable_hook)):
+
+        @define_workflow(name, on_failure=hook, registry=registry)
+        def failing(ctx: Context[Any]) -> None:
+            raise ValueError("boom")
+
+    workers.start()
+    for name in ("hook-cancelled", "hook-unprintable"):
+        with pytest.raises(RunFailedError, match="boom"):
+            client.run_by_name(name).result(timeout=10)
+    _worker_goes_on(registry, workers)
+    assert calls == ["cancelled", "unprintable"]
+
+
 def test_an_input_with_a_lone_surrogate_is_refused_at_the_call(
     client: Client, registry: Registry
 ) -> None:
