@@ -205,13 +205,14 @@ def misplaced_userinfo(url: str) -> int | None:
         return None
     for piece in parts.query.split("&"):
         key, _sep, value = piece.partition("=")
-        if key.lower() == "password" and "@" in value:
+        if key.lower().endswith("password") and "@" in value:
             return None
     return len(scheme) + 3 + at
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password (user info or ``?password=``) replaced by ``***``
+    """``url`` with any password (user info, ``?password=``, or any query option whose
+    name ends in ``password``: ``ssl_password``, a client key's passphrase) replaced by ``***``
     (also for ``redis+sentinel://`` URLs with several hosts, and for a password whose
     ``/``, ``?`` or ``#`` is not percent-encoded: :func:`misplaced_userinfo`)."""
     end = misplaced_userinfo(url)
@@ -230,7 +231,7 @@ def mask_url(url: str) -> str:
         pairs = []
         for piece in query.split("&"):
             key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}=***" if sep and key.lower() == "password" else piece)
+            pairs.append(f"{key}=***" if sep and key.lower().endswith("password") else piece)
         query = "&".join(pairs)
     if netloc == parts.netloc and query == parts.query:
         return url

@@ -58,7 +58,7 @@ def _misplaced_userinfo(url: str) -> int | None:
         return None
     for piece in parts.query.split("&"):
         key, _sep, value = piece.partition("=")
-        if key.lower() == "password" and "@" in value:
+        if key.lower().endswith("password") and "@" in value:
             return None
     return len(scheme) + 3 + at
 
@@ -83,7 +83,7 @@ def _mask_url(url: str) -> str:
         pairs = []
         for piece in query.split("&"):
             key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}={MASK}" if sep and key.lower() == "password" else piece)
+            pairs.append(f"{key}={MASK}" if sep and key.lower().endswith("password") else piece)
         query = "&".join(pairs)
     if netloc == parts.netloc and query == parts.query:
         return url

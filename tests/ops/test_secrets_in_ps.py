@@ -137,6 +137,7 @@ def test_dashboard_hides_the_password_and_the_token(
         "redis://user:a?b#c@h/0?password=pw",
         "redis://h:6379/0?password=p@ss",
         "redis+sentinel://:p/w@h1:26379,h2/svc",
+        "rediss://h:6380/0?ssl_keyfile=/k.pem&ssl_password=pw",
     ],
 )
 def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:
@@ -212,3 +213,20 @@ def test_the_commands_refuse_such_a_url_without_printing_it() -> None:
         assert proc.returncode != 0 and "Traceback" not in out, out
         assert PASSWORD[:4] not in out and PASSWORD[4:] not in out, out
         assert "percent-encode" in out, out
+
+
+def test_a_key_passphrase_in_the_query_is_masked() -> None:
+    """``rediss://...?ssl_password=`` (the passphrase of the client's private key,
+    which redis-py reads from the URL) was shown as is: by repr(client), every CLI
+    message naming the URL and ``ps``."""
+    from redflow_mp import create_client
+
+    url = f"rediss://u:{PASSWORD}@127.0.0.1:{_closed_port()}/0?ssl_password=KeyPass-77"
+    client = create_client(url, default=False, verify_shards=False)
+    try:
+        shown = [repr(client), mask_url(url), *mask_args(["--url", url])]
+    finally:
+        client.close()
+    for text in shown:
+        assert "KeyPass-77" not in text and PASSWORD not in text, text
+        assert "ssl_password=***" in text or text == "--url", text
