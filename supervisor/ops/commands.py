@@ -56,7 +56,9 @@ __all__ = [
 
 def _parse_input(ns: argparse.Namespace) -> Any:
     arg: str = ns.input
-    raw: str | bytes = arg
+    # os.fsencode: the argument's own bytes (a non-UTF-8 one reached Python as lone
+    # surrogates, which msgspec raised UnicodeEncodeError for: a traceback)
+    raw: bytes = os.fsencode(arg)
     source = "--input"
     if arg == "-":
         raw, source = sys.stdin.buffer.read(), "standard input"

@@ -669,7 +669,8 @@ def test_undecodable_and_overlong_arguments_are_one_line_never_a_traceback(
     """Bytes that are not UTF-8 on the command line reach Python as lone surrogates
     (``$'\\xff'`` in a shell): `runs show/cancel/retry/resume/watch` of such an id was a
     UnicodeEncodeError traceback, and so was `run` of a name over the 512-character
-    limit (its metadata was read before the name was checked)."""
+    limit (its metadata was read before the name was checked), and so was `run
+    --input` / `send-event --payload` of such JSON text."""
     target = ["--url", redis_url, "--prefix", prefix]
     bad = "run\udcff"
     argss = [
@@ -684,6 +685,8 @@ def test_undecodable_and_overlong_arguments_are_one_line_never_a_traceback(
         ["runs", "list", "--workflow", bad, *target],
         ["run", "w" * 600, *target],
         ["runs", "list", "--offset", str(2**64), *target],
+        ["run", "w", "--queue", "q", "--input", '"caf\udce9"', *target],
+        ["send-event", "01ABC", "go", "--payload", '"caf\udce9"', *target],
     ]
     results = run_cli_many(argss)
     for args, res in zip(argss, results, strict=True):
@@ -696,3 +699,5 @@ def test_undecodable_and_overlong_arguments_are_one_line_never_a_traceback(
         assert res.code == 2 and "not valid Unicode" in res.err, res
     assert results[9].code == 2 and "the limit is 512" in results[9].err, results[9]
     assert results[10].code == 2 and "offset must be at most" in results[10].err, results[10]
+    for res in results[11:]:
+        assert res.code == 2 and "not valid JSON: Invalid UTF-8" in res.err, res
