@@ -57,6 +57,7 @@ from .connection import (
 )
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
+from .options import is_text
 
 __all__ = [
     "RETRIES",
@@ -150,6 +151,11 @@ def check_url(url: object) -> str:
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    if not is_text(url):  # a password of non-UTF-8 bytes: a traceback at AUTH
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} is not valid Unicode text (bytes that were not "
+            "UTF-8); percent-encode such bytes in a password"
+        )
     if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
         raise ValueError(
             f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "

@@ -230,3 +230,21 @@ def test_a_key_passphrase_in_the_query_is_masked() -> None:
     for text in shown:
         assert "KeyPass-77" not in text and PASSWORD not in text, text
         assert "ssl_password=***" in text or text == "--url", text
+
+
+def test_a_password_of_non_utf8_bytes_is_refused_in_one_line(protected: RedisServer) -> None:
+    """Such an argument reaches Python as lone surrogates: both commands ended in a
+    UnicodeEncodeError traceback when the password was sent (AUTH)."""
+    url = f"redis://:{PASSWORD}\udcff@127.0.0.1:{protected.port}/0"
+    commands = [
+        [*OPS_COMMANDS["redflow"], "--url", url, "runs", "list"],
+        [*SUPERVISOR_COMMANDS["redflow-supervisor"], "--app", "a", "--url", url]
+        + ["--module", "tests.process.flows"],
+    ]
+    for cmd in commands:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Traceback" not in out, out
+        assert "not valid Unicode" in out and PASSWORD not in out, out
