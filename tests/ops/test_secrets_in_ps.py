@@ -238,8 +238,10 @@ def test_a_password_of_non_utf8_bytes_is_refused_in_one_line(protected: RedisSer
     url = f"redis://:{PASSWORD}\udcff@127.0.0.1:{protected.port}/0"
     commands = [
         [*OPS_COMMANDS["redflow"], "--url", url, "runs", "list"],
-        [*SUPERVISOR_COMMANDS["redflow-supervisor"], "--app", "a", "--url", url]
-        + ["--module", "tests.process.flows"],
+        [
+            *SUPERVISOR_COMMANDS["redflow-supervisor"],
+            *("--app", "a", "--url", url, "--module", "tests.process.flows"),
+        ],
     ]
     for cmd in commands:
         proc = subprocess.run(
