@@ -37,6 +37,7 @@ __all__ = [
     "is_reserved_key",
     "is_text",
     "shown_run_id",
+    "timeout_to_ms",
 ]
 
 MAX_NAME_LENGTH = 512
@@ -95,6 +96,12 @@ def check_timeout(value: object, what: str) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive number of seconds")
     return float(value)
+
+
+def timeout_to_ms(seconds: float) -> int:
+    """A timeout in whole milliseconds, at least 1: ``int(0.0004 * 1000)`` is 0, which
+    the run record reads as "no timeout", so a tiny timeout silently became none."""
+    return max(1, round(seconds * 1000))
 
 
 def check_run_id(run_id: object) -> str:

@@ -35,7 +35,7 @@ from .codec import RunState, WorkflowMeta
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, cannot_be_run_id, check_name, check_run_id
+from .options import RunOptions, cannot_be_run_id, check_name, check_run_id, timeout_to_ms
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
@@ -109,7 +109,7 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
         wf.queue if options.queue_override is None else options.queue_override,
         wf.retries.max_attempts,
         wf.max_concurrency,
-        int(timeout * 1000) if timeout is not None else None,
+        timeout_to_ms(timeout) if timeout is not None else None,
         wf.priority if options.priority is None else options.priority,
         wf,
     )
@@ -139,7 +139,7 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
         check_name(queue, "queue"),
         max_attempts,
         meta.max_concurrency if meta is not None else None,
-        int(options.timeout * 1000) if options.timeout is not None else None,
+        timeout_to_ms(options.timeout) if options.timeout is not None else None,
         options.priority
         if options.priority is not None
         else (meta.priority if meta is not None else 0),
