@@ -509,7 +509,7 @@ def _check_names(name: str, value: Any) -> None:
     try:
         if name == "prefix":
             validate_prefix(value)
-        elif name == "app" and value:  # empty: "--app is required" (cli.py)
+        elif name == "app" and value.strip():  # blank: "--app is required" (cli.py)
             check_name(value, "app")
         elif name == "queues":
             for queue in value:
