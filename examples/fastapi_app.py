@@ -109,6 +109,9 @@ async def _outcome(run_id: str, result: Any) -> Any:
         return JSONResponse({"id": run_id, "status": "still running"}, status_code=504)
 
 
+# These two routes answer for any run id: an application with users checks on its
+# own records that the caller may see or cancel ``run_id``. Run ids are not secrets
+# (time-ordered; consecutive within one process and millisecond).
 @app.get("/runs/{run_id}")
 async def get_run(run_id: str, request: Request) -> Any:
     state = await _client(request).get_run(run_id)

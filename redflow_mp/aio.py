@@ -62,6 +62,7 @@ from .options import (
     check_reason,
     check_run_id,
     check_timeout,
+    shown_run_id,
 )
 from .queries import Batch, QueryPlan
 from .registry import (
@@ -548,7 +549,9 @@ class AsyncClient:
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         if cannot_be_run_id(run_id):
-            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
+            raise RedflowError(
+                f"run {shown_run_id(run_id)} does not exist (unknown id, or removed by retention)"
+            )
         shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
         t = shard.transport
         t.enter()

@@ -27,7 +27,7 @@ from typing import Any
 from .errors import InputValidationError
 from .ids import new_run_id
 from .keys import Keys
-from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions
+from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions, check_text, check_user_key
 from .runs import EnqueueTarget, encode_input
 
 __all__ = ["BATCH_CHUNK", "ChunkCall", "chunk_calls", "encode_batch", "many_reply"]
@@ -57,7 +57,9 @@ def _check_key(key: object, index: int) -> str:
             f"idempotency_keys[{index}] is {len(key)} characters; the limit is "
             f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
         )
-    return key
+    return check_user_key(
+        check_text(key, f"idempotency_keys[{index}]"), f"idempotency_keys[{index}]"
+    )
 
 
 def encode_batch(

@@ -23,6 +23,7 @@ payload. No ``RecursionError`` leaves this module.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "decode_wait",
     "encode_json",
     "encode_wait",
+    "non_finite_path",
     "text",
 ]
 
@@ -284,6 +286,26 @@ def encode_json(value: Any) -> bytes:
     if data.count(b"[") + data.count(b"{") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
         raise NestingError(_TOO_DEEP)
     return data
+
+
+def non_finite_path(value: Any, data: bytes) -> str | None:
+    """Where ``value`` (encoded as ``data``) holds a NaN or infinite float, which
+    msgspec writes as ``null``: ``""`` for the value itself, else a subscript path
+    such as ``['a'][1]``; None when there is none (always, when ``data`` has no
+    ``null``: the common case costs one byte search)."""
+    if b"null" not in data:
+        return None
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(msgspec.to_builtins(value), ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return "".join(f"[{p!r}]" for p in path)
+        elif isinstance(item, dict):
+            stack.extend((v, (*path, k)) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, (*path, i)) for i, v in enumerate(item))
+    return None
 
 
 def decode_json(data: bytes | str) -> Any:

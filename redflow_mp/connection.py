@@ -58,6 +58,7 @@ __all__ = [
     "Target",
     "check_url_options",
     "mask_url",
+    "misplaced_userinfo",
     "parse_target",
     "routed_connection_class",
     "tls_hint",
@@ -181,9 +182,42 @@ def check_url_options(base: Any, url_kwargs: dict[str, Any], url: str) -> None:
         ) from None
 
 
+def misplaced_userinfo(url: str) -> int | None:
+    """Where the user info of ``url`` ends (the index of its last ``@``) when a URL
+    parser cannot see it, else None.
+
+    A password holding ``/``, ``?`` or ``#`` that is not percent-encoded
+    (``redis://:se/cret@host``) ends the parser's host part at that character, so
+    the password lands in the port, path, query or fragment: it would be printed by
+    any masking that trusts the parser, and redis-py's own error quotes part of it
+    ("Port could not be cast to integer value as 'se'"). A ``@`` inside a
+    ``?password=`` value, or in a ``unix://`` socket path, is not user info.
+    """
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or scheme.lower() == "unix":
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return len(scheme) + 3 + at
+    if "@" in parts.netloc:
+        return None
+    for piece in parts.query.split("&"):
+        key, _sep, value = piece.partition("=")
+        if key.lower().endswith("password") and "@" in value:
+            return None
+    return len(scheme) + 3 + at
+
+
 def mask_url(url: str) -> str:
-    """``url`` with any password (user info or ``?password=``) replaced by ``***``
-    (also for ``redis+sentinel://`` URLs with several hosts)."""
+    """``url`` with any password (user info, ``?password=``, or any query option whose
+    name ends in ``password``: ``ssl_password``, a client key's passphrase) replaced by ``***``
+    (also for ``redis+sentinel://`` URLs with several hosts, and for a password whose
+    ``/``, ``?`` or ``#`` is not percent-encoded: :func:`misplaced_userinfo`)."""
+    end = misplaced_userinfo(url)
+    if end is not None:
+        url = url.partition("://")[0] + "://***" + url[end:]
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -197,7 +231,7 @@ def mask_url(url: str) -> str:
         pairs = []
         for piece in query.split("&"):
             key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}=***" if sep and key.lower() == "password" else piece)
+            pairs.append(f"{key}=***" if sep and key.lower().endswith("password") else piece)
         query = "&".join(pairs)
     if netloc == parts.netloc and query == parts.query:
         return url

@@ -23,6 +23,7 @@ from .errors import TRANSIENT_ERRORS, LeaseLostError, RunCanceledError
 from .flags import LazyEvent
 from .logs import RunLoggerAdapter, current_step
 from .metrics import Metrics
+from .options import is_text
 from .retry import is_retryable
 from .runs import Runs
 from .scripts import Claimed
@@ -35,16 +36,32 @@ T = TypeVar("T")
 
 
 def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInfo:
-    """Describe an exception for storage (type, message, retryable, traceback)."""
+    """Describe an exception for storage (type, message, retryable, traceback).
+
+    Never raises for what user code raised: an exception whose ``str()`` fails is
+    described as the traceback module does, and text that is not valid Unicode (a
+    lone surrogate, e.g. a non-UTF-8 file name in the message) is stored with
+    backslash escapes; either used to end the worker, leaving the run ``running``."""
     tb = "".join(traceback.format_exception(exc))
     if len(tb) > _TRACEBACK_LIMIT:
         tb = tb[-_TRACEBACK_LIMIT:]
+    try:
+        message = str(exc)[:4000]
+    except Exception:
+        message = "<exception str() failed>"
     return ErrorInfo(
         type=type(exc).__name__,
-        message=str(exc)[:4000],
+        message=_storable(message),
         retryable=is_retryable(exc) if retryable is None else retryable,
-        traceback=tb,
+        traceback=_storable(tb),
     )
+
+
+def _storable(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates become ``\\udcXX`` escapes."""
+    if is_text(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Execution:

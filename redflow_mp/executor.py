@@ -230,11 +230,7 @@ class Executor:
             else:
                 self._failure(wf, claimed, exc, outcome)
         except BaseException as exc:
-            # A wait's Suspend, also wrapped (a TaskGroup's BaseExceptionGroup);
-            # never a process exit or an interrupt.
-            if not ex.suspending or isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            outcome.mode = OutcomeMode.SUSPEND
+            self._base_exception(ex, wf, claimed, exc, outcome)
         else:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
@@ -246,6 +242,30 @@ class Executor:
         _suspension(ex, outcome)
         _log_failure(logger, claimed, outcome)
         return outcome
+
+    def _base_exception(
+        self,
+        ex: Execution,
+        wf: Workflow[Any, Any],
+        claimed: Claimed,
+        exc: BaseException,
+        outcome: Outcome,
+    ) -> None:
+        """A BaseException out of the handler: a wait's Suspend (also wrapped: a
+        TaskGroup's BaseExceptionGroup) suspends the run; a CancelledError (an
+        async handler that awaited a task something cancelled) fails it like any
+        error of its own (it used to end the worker: in a supervisor, one child
+        crash per attempt up to the crash cap); anything else, a process exit or an
+        interrupt included, is raised again."""
+        if ex.suspending and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            outcome.mode = OutcomeMode.SUSPEND
+        elif isinstance(exc, asyncio.CancelledError):
+            if ex.lease_lost:
+                outcome.mode = OutcomeMode.LOST
+            else:
+                self._failure(wf, claimed, exc, outcome)
+        else:
+            raise exc
 
     def _success(self, result: Any, outcome: Outcome) -> None:
         try:
@@ -259,7 +279,7 @@ class Executor:
             outcome.error = error_info(exc)
 
     def _failure(
-        self, wf: Workflow[Any, Any], claimed: Claimed, exc: Exception, outcome: Outcome
+        self, wf: Workflow[Any, Any], claimed: Claimed, exc: BaseException, outcome: Outcome
     ) -> None:
         info = error_info(exc)
         outcome.error = info
@@ -360,5 +380,5 @@ def _invoke_on_failure(
         result = wf.on_failure(fctx)
         if asyncio.iscoroutine(result):
             run_async(result)
-    except Exception:
+    except (Exception, asyncio.CancelledError):  # CancelledError: it ended the worker
         fctx.logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)

@@ -162,6 +162,13 @@ def validate_prefix(prefix: object) -> str:
         )
     if len(prefix) > 200:
         raise ValueError("prefix must be at most 200 characters")
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogateescape)
+        raise ValueError(
+            f"prefix {prefix!r} is not valid Unicode text: it holds a lone surrogate (bytes "
+            "that were not UTF-8)"
+        ) from None
     return prefix
 
 

@@ -24,13 +24,20 @@ __all__ = [
     "MAX_PRIORITY",
     "MAX_REASON_LENGTH",
     "MAX_RUN_AT",
+    "MAX_RUN_ID_LENGTH",
     "RunOptions",
     "cannot_be_run_id",
     "check_name",
     "check_priority",
     "check_reason",
     "check_run_id",
+    "check_text",
     "check_timeout",
+    "check_user_key",
+    "is_reserved_key",
+    "is_text",
+    "shown_run_id",
+    "timeout_to_ms",
 ]
 
 MAX_NAME_LENGTH = 512
@@ -43,6 +50,32 @@ MAX_REASON_LENGTH = 4000
 MAX_RUN_AT = 32_503_680_000
 
 
+def is_text(value: str) -> bool:
+    """True when ``value`` encodes as UTF-8 (what Redis stores); False for a str holding
+    a lone surrogate, which is what Python makes of bytes that are not UTF-8
+    (``surrogateescape``: file names, command-line arguments, some HTTP headers)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it is valid Unicode text, else a ``ValueError`` naming ``what``.
+
+    Without this check redis-py raises ``UnicodeEncodeError`` when it encodes the
+    command, which in a batch comes after the chunks before it were written."""
+    if not is_text(value):
+        raise ValueError(
+            f"{what} is not valid Unicode text: it holds a lone surrogate (bytes that were "
+            "not UTF-8, decoded with surrogateescape); decode the bytes as UTF-8 first"
+        )
+    return value
+
+
 def check_name(value: object, what: str) -> str:
     """Validate a workflow, queue or step name: a non-blank str of bounded length."""
     if not isinstance(value, str):
@@ -51,7 +84,7 @@ def check_name(value: object, what: str) -> str:
         raise ValueError(f"{what} must be a non-empty string")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
-    return value
+    return check_text(value, what)
 
 
 def check_timeout(value: object, what: str) -> float | None:
@@ -65,6 +98,12 @@ def check_timeout(value: object, what: str) -> float | None:
     return float(value)
 
 
+def timeout_to_ms(seconds: float) -> int:
+    """A timeout in whole milliseconds, at least 1: ``int(0.0004 * 1000)`` is 0, which
+    the run record reads as "no timeout", so a tiny timeout silently became none."""
+    return max(1, round(seconds * 1000))
+
+
 def check_run_id(run_id: object) -> str:
     if not isinstance(run_id, str):
         raise TypeError(f"run id must be a str, not {type(run_id).__name__}")
@@ -73,11 +112,24 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+#: Run ids are 26 characters (31 with a shard suffix); a longer "id" (a 10 MB
+#: string from a request) is an unknown run without a round trip, and never a
+#: pub/sub channel the result waiter subscribes to.
+MAX_RUN_ID_LENGTH = 128
+
+
 def cannot_be_run_id(run_id: str) -> bool:
     """True for an id no run has: run ids never contain ':', and ``<id>:steps``
-    (or ``:attempts``, ...) would name one of a run's other keys. Such ids are
-    unknown runs (None, False), never read as one."""
-    return ":" in run_id
+    (or ``:attempts``, ...) would name one of a run's other keys; nor are they
+    anything but ASCII (an id holding a lone surrogate cannot even be sent), nor
+    longer than :data:`MAX_RUN_ID_LENGTH`. Such ids are unknown runs (None,
+    False), never read as one."""
+    return len(run_id) > MAX_RUN_ID_LENGTH or ":" in run_id or not run_id.isascii()
+
+
+def shown_run_id(run_id: str) -> str:
+    """``run_id`` for a message: cut when it is far longer than a run id."""
+    return run_id if len(run_id) <= 80 else f"{run_id[:60]}... ({len(run_id)} characters)"
 
 
 def check_priority(priority: object) -> int:
@@ -100,7 +152,7 @@ def check_reason(reason: object) -> str:
         raise ValueError(
             f"reason is {len(reason)} characters long; the limit is {MAX_REASON_LENGTH}"
         )
-    return reason or ""
+    return check_text(reason, "reason") if reason else ""
 
 
 def _run_at_ms(run_at: datetime | float | None) -> int:
@@ -123,7 +175,51 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
     return int(run_at * 1000)
 
 
-def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
+def _length_prefixed(data: bytes, parts: int) -> bytes | None:
+    """What follows ``parts`` length-prefixed components (``<n>:<n bytes>``, joined
+    by ``:``) at the start of ``data``, or None when ``data`` does not start so."""
+    for i in range(parts):
+        if i:
+            if not data.startswith(b":"):
+                return None
+            data = data[1:]
+        size, sep, rest = data.partition(b":")
+        if not sep or not size.isdigit() or len(rest) < int(size):
+            return None
+        data = rest[int(size) :]
+    return data
+
+
+def is_reserved_key(key: str) -> bool:
+    """True for an idempotency key of the form redflow-mp makes itself: a step's
+    child (``keys.step_workflow_key``, with ``:<i>`` for ``run_workflows``) or a
+    cron fire (``keys.cron_key``).
+
+    A caller must never pass one: a run enqueued under the key of another run's
+    step would be taken as that step's child (the parent awaits its output, the
+    caller's input instead of its own), and one under a cron key would stand in
+    for that fire. Only keys that parse exactly as those length-prefixed forms
+    (followed by nothing or ``:``) are reserved; ``cron:nightly`` is not.
+    """
+    for head, parts in (("stepwf:", 3), ("cron:", 1)):
+        if key.startswith(head):
+            rest = _length_prefixed(key[len(head) :].encode("utf-8", "surrogatepass"), parts)
+            return rest is not None and (rest == b"" or rest.startswith(b":"))
+    return False
+
+
+def check_user_key(key: str, what: str) -> str:
+    """``key`` unless it is reserved (:func:`is_reserved_key`): a ``ValueError``."""
+    if is_reserved_key(key):
+        raise ValueError(
+            f"{what} has the form of a key redflow-mp makes for a step's child run or a "
+            "cron fire (stepwf:<n>:... / cron:<n>:...); such keys are reserved, so that "
+            "no caller can stand in for another run's child or a scheduled fire"
+        )
+    return key
+
+
+def _idempotency(key: str | None, ttl: float | None, system: bool = False) -> tuple[str, int]:
     if key is not None:
         if not isinstance(key, str):
             raise TypeError("idempotency_key must be a str or None")
@@ -134,6 +230,9 @@ def _idempotency(key: str | None, ttl: float | None) -> tuple[str, int]:
                 f"idempotency_key is {len(key)} characters; the limit is "
                 f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
             )
+        check_text(key, "idempotency_key")
+        if not system:
+            check_user_key(key, "idempotency_key")
     ttl_s = check_timeout(ttl, "idempotency_ttl")
     return key or "", int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
 
@@ -166,11 +265,16 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
         priority: int | None = None,
         parent_run_id: str | None = None,
         linked: bool = False,
+        system_key: bool = False,
     ) -> RunOptions:
-        """Check every option (clear ``TypeError``/``ValueError``) and normalise it."""
+        """Check every option (clear ``TypeError``/``ValueError``) and normalise it.
+
+        ``system_key``: ``idempotency_key`` was made by redflow-mp (a step's child),
+        so it may have a reserved form (:func:`is_reserved_key`); a caller's may not.
+        """
         queue = None if queue_override is None else check_name(queue_override, "queue")
         at_ms = _run_at_ms(run_at)
-        key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl)
+        key, ttl_ms = _idempotency(idempotency_key, idempotency_ttl, system_key)
         return cls(
             run_at_ms=at_ms,
             queue_override=queue,

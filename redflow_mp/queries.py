@@ -37,6 +37,7 @@ from .keys import Keys
 from .options import cannot_be_run_id, check_name, check_run_id
 
 __all__ = [
+    "MAX_LIST_POSITION",
     "Batch",
     "QueryPlan",
     "alist_runs_all",
@@ -63,6 +64,10 @@ T = TypeVar("T")
 #: redis-py calls sent together: (method name, positional arguments).
 Batch = list[tuple[str, tuple[Any, ...]]]
 QueryPlan = Generator[Batch, list[Any], T]
+
+#: The largest ``limit`` / ``offset`` of ``list_runs`` (2**53): beyond, the Redis
+#: range ``offset + limit - 1`` would not fit in the 64-bit index Redis takes.
+MAX_LIST_POSITION = 2**53
 
 _SCAN_LIMIT = 10_000
 #: A large walk that found too little after this many chunks switches to reading
@@ -126,6 +131,8 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
             raise TypeError(f"{label} must be an int")
         if value < 0:
             raise ValueError(f"{label} must be >= 0")
+        if value > MAX_LIST_POSITION:  # Redis range indexes are 64-bit: a clear error
+            raise ValueError(f"{label} must be at most {MAX_LIST_POSITION}, not {value}")
     if status is None:
         return None
     if not isinstance(status, str):

@@ -446,8 +446,15 @@ def _async_starter(client: AsyncRunStarter | None) -> AsyncRunStarter:
 
 def _starter(client: RunStarter | None) -> RunStarter:
     if client is not None:
-        if not callable(getattr(client, "enqueue_workflow", None)):
+        enqueue = getattr(client, "enqueue_workflow", None)
+        if not callable(enqueue):
             raise TypeError("client must be a redflow_mp Client")
+        if inspect.iscoroutinefunction(enqueue):
+            # run() would return the coroutine un-awaited: nothing enqueued, no error
+            raise TypeError(
+                "client is an AsyncClient: use `await workflow.arun(...)` (or arun_many) "
+                "with it; run() and run_many() take a sync Client"
+            )
         return client
     if _default_starter is None:
         raise RedflowError(

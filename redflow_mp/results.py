@@ -29,7 +29,7 @@ from .errors import (
     run_failed,
 )
 from .keys import Keys
-from .options import cannot_be_run_id, check_run_id, check_timeout
+from .options import cannot_be_run_id, check_run_id, check_timeout, shown_run_id
 from .transport import Transport
 
 __all__ = [
@@ -74,7 +74,9 @@ class ResultWaiter:
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         if cannot_be_run_id(run_id):
-            raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
+            raise RedflowError(
+                f"run {shown_run_id(run_id)} does not exist (unknown id, or removed by retention)"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = self._keys.run_done(run_id).encode()
         while True:

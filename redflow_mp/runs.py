@@ -35,7 +35,7 @@ from .codec import RunState, WorkflowMeta
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, cannot_be_run_id, check_name, check_run_id
+from .options import RunOptions, cannot_be_run_id, check_name, check_run_id, timeout_to_ms
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
@@ -79,7 +79,7 @@ def check_max_events_per_run(value: object) -> int:
 def event_payload(event: object, payload: Any, limit: int) -> tuple[str, bytes]:
     """A checked event name and its encoded payload (``max_payload_bytes``)."""
     name = check_name(event, "event name")
-    return name, encode_payload(payload, f"payload of event {name!r}", limit)
+    return name, encode_payload(payload, f"payload of event {name!r}", limit, finite=True)
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
         wf.queue if options.queue_override is None else options.queue_override,
         wf.retries.max_attempts,
         wf.max_concurrency,
-        int(timeout * 1000) if timeout is not None else None,
+        timeout_to_ms(timeout) if timeout is not None else None,
         wf.priority if options.priority is None else options.priority,
         wf,
     )
@@ -139,7 +139,7 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
         check_name(queue, "queue"),
         max_attempts,
         meta.max_concurrency if meta is not None else None,
-        int(options.timeout * 1000) if options.timeout is not None else None,
+        timeout_to_ms(options.timeout) if options.timeout is not None else None,
         options.priority
         if options.priority is not None
         else (meta.priority if meta is not None else 0),
@@ -155,14 +155,35 @@ def check_max_payload_bytes(value: object) -> int:
     return value
 
 
-def encode_payload(value: Any, what: str, limit: int) -> bytes:
-    """Encode a payload as JSON within ``limit`` bytes (clear errors)."""
+def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -> bytes:
+    """Encode a payload as JSON within ``limit`` bytes (clear errors).
+
+    ``finite``: refuse NaN and infinite floats (a ``ValueError`` naming where they
+    sit) instead of storing them as ``null``, as msgspec writes them. Inputs and
+    event payloads are checked (a caller's argument is never silently changed);
+    outputs keep JSON's ``null`` (docs/guide.md, "Payloads")."""
     try:
         data = codec.encode_json(value)
     except codec.NestingError as exc:
         raise codec.NestingError(f"{what} {exc}") from None
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+    except UnicodeEncodeError:  # was raised as is: a worker storing an output died of it
+        raise TypeError(
+            f"{what} is not JSON-encodable: it holds text that is not valid Unicode (a lone "
+            "surrogate, e.g. a file name that was not UTF-8, from os.listdir or "
+            "os.fsdecode); decode such bytes with errors='replace' or keep them as bytes "
+            "in base64"
+        ) from None
+    except (TypeError, ValueError, msgspec.EncodeError, OverflowError) as exc:
+        # ValueError: an int of more than 4,300 digits (sys.get_int_max_str_digits),
+        # raised as is before: a worker storing such an output died of it.
         raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
+    if finite:
+        path = codec.non_finite_path(value, data)
+        if path is not None:
+            raise ValueError(
+                f"{what}{path} is NaN or infinite: JSON has no such number (msgspec would "
+                "store null); pass None or a string instead"
+            )
     if len(data) > limit:
         raise PayloadTooLargeError(
             f"{what} is {len(data)} bytes encoded; the limit is {limit} bytes (max_payload_bytes)"
@@ -179,7 +200,7 @@ def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
     here passes there.
     """
     try:
-        data = encode_payload(input, "input", limit)
+        data = encode_payload(input, "input", limit, finite=True)
     except codec.NestingError as exc:
         raise InputValidationError(str(exc)) from None
     wf = target.definition

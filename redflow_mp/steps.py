@@ -251,6 +251,7 @@ class _StepCore(WaitMixin):
             idempotency_ttl=idempotency_ttl,
             priority=priority,
             parent_run_id=ex.run_id,
+            system_key=idempotency_key is None,
         )
         return ex.durable(
             lambda: ex.runs.enqueue(workflow, input, options), f"starting child {child!r}"

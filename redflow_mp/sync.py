@@ -22,7 +22,7 @@ import redis
 from . import codec
 from .codec import text
 from .cron import CronDef, cron_id_for, next_fire_ms
-from .options import check_name
+from .options import check_name, timeout_to_ms
 from .registry import Registry, Workflow
 from .runs import Runs
 from .shardset import Shard
@@ -408,7 +408,7 @@ def _write_workflow(
             input_json=codec.encode_json(trigger.input).decode(),
             max_concurrency=wf.max_concurrency,
             max_attempts=wf.retries.max_attempts,
-            timeout_ms=int(wf.timeout * 1000) if wf.timeout else 0,
+            timeout_ms=timeout_to_ms(wf.timeout) if wf.timeout else 0,
             priority=wf.priority,
         )
         cron_defs.append(
@@ -441,7 +441,7 @@ def _write_workflow(
             "cronJson": cron_json,
             "retriesJson": msgspec.json.encode(wf.retries),
             "cronIdsJson": msgspec.json.encode(cron_ids),
-            "timeoutMs": int(wf.timeout * 1000) if wf.timeout else 0,
+            "timeoutMs": timeout_to_ms(wf.timeout) if wf.timeout else 0,
             "priority": wf.priority,
             "rateLimit": wf.rate_limit.text if wf.rate_limit else "",
         },

@@ -48,6 +48,7 @@ from .connection import (
     check_replicated,
     check_url_options,
     mask_url,
+    misplaced_userinfo,
     parse_target,
     routed_connection_class,
     sentinel_client,
@@ -56,6 +57,7 @@ from .connection import (
 )
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
+from .options import is_text
 
 __all__ = [
     "RETRIES",
@@ -149,6 +151,16 @@ def check_url(url: object) -> str:
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    if not is_text(url):  # a password of non-UTF-8 bytes: a traceback at AUTH
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} is not valid Unicode text (bytes that were not "
+            "UTF-8); percent-encode such bytes in a password"
+        )
+    if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
+        raise ValueError(
+            f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "
+            "percent-encode them (%2F, %3F, %23)"
+        )
     return url
 
 
@@ -179,6 +191,16 @@ def client_options() -> dict[str, Any]:
     }
 
 
+#: The sync transport's pools are not capped: redis-py >= 6 caps a ConnectionPool
+#: at 100 connections by default (it was 2**31), and the transport opens one
+#: connection per thread that calls it (counted by the pool for ever, even after
+#: the thread ended and the connection was closed) and one pub/sub connection per
+#: thread waiting for a result. With the cap, the 100th thread of a process (a
+#: thread-per-request server reaches it in minutes) got MaxConnectionsError on
+#: every call, and a hundred threads awaiting results at once timed out.
+SYNC_MAX_CONNECTIONS = 2**31
+
+
 def _own_client(
     url: str | None, client: redis.Redis | None, target: Target | None, route_key: str | None
 ) -> tuple[redis.Redis, Router | None]:
@@ -188,24 +210,29 @@ def _own_client(
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
-        new_pool = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        new_pool = redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=SYNC_MAX_CONNECTIONS, **kwargs
+        )
         return redis.Redis(connection_pool=new_pool), None
     retry = Retry(retry_backoff(), retries=RETRIES)
     if target is None:
         target = parse_target(check_url(url))
     if target.kind == "sentinel":
-        return sentinel_client(target, client_options(), retry), None
+        options = {**client_options(), "max_connections": SYNC_MAX_CONNECTIONS}
+        return sentinel_client(target, options, retry), None
     parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
-        return redis.Redis.from_url(target.url, retry=retry, **client_options()), None
+        return redis.Redis.from_url(
+            target.url, retry=retry, max_connections=SYNC_MAX_CONNECTIONS, **client_options()
+        ), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
     pool = redis.ConnectionPool(
         connection_class=routed_connection_class(base, router),
         retry=retry,
-        **{**url_kwargs, **client_options()},
+        **{"max_connections": SYNC_MAX_CONNECTIONS, **url_kwargs, **client_options()},
     )
     routed = RoutedRedis(connection_pool=pool)
     routed.router = router

@@ -473,6 +473,7 @@ class WaitMixin:
                 priority=priority,
                 parent_run_id=ex.run_id,
                 linked=True,
+                system_key=idempotency_key is None,
             )
             for i in range(len(inputs))
         ]

@@ -43,10 +43,33 @@ _URL_OPTIONS = ("--url",)
 _SECRET_OPTIONS = ("--token",)
 
 
+def _misplaced_userinfo(url: str) -> int | None:
+    """Where a user info that ``urlsplit`` cannot see ends (a password with an
+    unencoded ``/``, ``?`` or ``#``), as ``redflow_mp.connection.misplaced_userinfo``."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or scheme.lower() == "unix":
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return len(scheme) + 3 + at
+    if "@" in parts.netloc:
+        return None
+    for piece in parts.query.split("&"):
+        key, _sep, value = piece.partition("=")
+        if key.lower().endswith("password") and "@" in value:
+            return None
+    return len(scheme) + 3 + at
+
+
 def _mask_url(url: str) -> str:
     """``url`` with its password masked, as ``redflow_mp.transport.mask_url`` does
     (that one cannot be imported here: the library pulls in redis-py; a test keeps
     the two in agreement)."""
+    end = _misplaced_userinfo(url)
+    if end is not None:
+        url = url.partition("://")[0] + "://" + MASK + url[end:]
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -60,7 +83,7 @@ def _mask_url(url: str) -> str:
         pairs = []
         for piece in query.split("&"):
             key, sep, _value = piece.partition("=")
-            pairs.append(f"{key}={MASK}" if sep and key.lower() == "password" else piece)
+            pairs.append(f"{key}={MASK}" if sep and key.lower().endswith("password") else piece)
         query = "&".join(pairs)
     if netloc == parts.netloc and query == parts.query:
         return url

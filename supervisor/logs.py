@@ -15,8 +15,12 @@ from redflow_mp.logs import RUN_FIELDS, RunContextFilter
 
 __all__ = ["configure_logging", "mask_secrets"]
 
-_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)([^@\s]+)(@)")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&\s]+)", re.IGNORECASE)
+# Every scheme we connect to (redis, rediss, redis+sentinel, rediss+sentinel, unix),
+# and every query option whose name ends in "password" (ssl_password too), as
+# redflow_mp.connection.mask_url masks them.
+# The password runs to the last "@" of the URL (a password may hold "@" or "/").
+_URL_PASSWORD = re.compile(r"((?:rediss?|rediss?\+sentinel|unix)://[^:/@\s]*:)(\S+)(@)")
+_QUERY_PASSWORD = re.compile(r"([?&][a-z_]*password=)([^&\s]+)", re.IGNORECASE)
 
 
 def mask_secrets(text: str) -> str:

@@ -34,6 +34,7 @@ import msgspec
 
 from redflow_mp.errors import ConfigError
 from redflow_mp.keys import validate_prefix
+from redflow_mp.options import check_name
 
 from .cpus import usable_cpus
 from .values import _num, _parse_bool, _parse_int, _parse_list, _Reason, parse_duration
@@ -54,6 +55,9 @@ __all__ = [
 
 ENV_PREFIX = "REDFLOW_"
 CONFIG_ENV = "REDFLOW_CONFIG"
+#: The most child processes one supervisor forks (each has a 1 KiB entry in the
+#: shared board, and --procs 100000000 failed allocating it with a traceback).
+MAX_PROCS = 4096
 
 #: The settings a SIGHUP applies (the workflow modules and the queues, read by the
 #: new children, and the limits the parent reads at each use). Every other one is
@@ -130,8 +134,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "run",
             "Child processes; 0 = the CPUs this process may use (its CPU affinity, "
-            "capped by a container's CPU quota).",
+            "capped by a container's CPU quota); at most 4096.",
             min=0,
+            max=MAX_PROCS,
             metavar="N",
         ),
     ] = 0
@@ -497,12 +502,23 @@ class Spec:
             raise ValueError("too small")
         if self.max is not None and out > self.max:
             raise ValueError("too large")
-        if self.name == "prefix":
-            try:
-                validate_prefix(out)
-            except ValueError as exc:
-                raise _Reason(str(exc)) from None
+        _check_names(self.name, out)
         return out
+
+
+def _check_names(name: str, value: Any) -> None:
+    """The prefix, app and queue names as the library checks them (non-UTF-8 text,
+    length), as a bad setting rather than a traceback at the first use."""
+    try:
+        if name == "prefix":
+            validate_prefix(value)
+        elif name == "app" and value.strip():  # blank: "--app is required" (cli.py)
+            check_name(value, "app")
+        elif name == "queues":
+            for queue in value:
+                check_name(queue, "queue")
+    except (ValueError, TypeError) as exc:
+        raise _Reason(str(exc)) from None
 
 
 def _spec_of(field: msgspec.structs.FieldInfo) -> Spec:

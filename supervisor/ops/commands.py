@@ -56,7 +56,9 @@ __all__ = [
 
 def _parse_input(ns: argparse.Namespace) -> Any:
     arg: str = ns.input
-    raw: str | bytes = arg
+    # os.fsencode: the argument's own bytes (a non-UTF-8 one reached Python as lone
+    # surrogates, which msgspec raised UnicodeEncodeError for: a traceback)
+    raw: bytes = os.fsencode(arg)
     source = "--input"
     if arg == "-":
         raw, source = sys.stdin.buffer.read(), "standard input"
@@ -78,7 +80,10 @@ def _parse_input(ns: argparse.Namespace) -> Any:
 def cmd_run(session: Session, ns: argparse.Namespace) -> int:
     client = session.client
     payload = _parse_input(ns)
-    meta = client.get_workflow_meta(ns.workflow)
+    try:  # a name over the length limit, or not valid Unicode: one line, exit 2
+        meta = client.get_workflow_meta(ns.workflow)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
     if meta is None and ns.queue is None:
         raise Failure(
             f"workflow {render.clean(ns.workflow)} is not synced to this Redis and prefix "

@@ -10,6 +10,7 @@ between looks, so a run that finishes is reported at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -137,7 +138,9 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
 def cmd_send_event(session: Session, ns: argparse.Namespace) -> int:
     """``redflow send-event RUN_ID EVENT [--payload JSON]``."""
     try:
-        payload = codec.decode_json(ns.payload)
+        # os.fsencode: the argument's own bytes (a non-UTF-8 one reached Python as
+        # lone surrogates, which msgspec raised UnicodeEncodeError for: a traceback)
+        payload = codec.decode_json(os.fsencode(ns.payload))
     except msgspec.DecodeError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc}") from None
     try:

@@ -118,7 +118,9 @@ def _secrets_of(url: str) -> list[str]:
     try:
         parts = urlsplit(url)
         found = [parts.password] if parts.password else []
-        found += parse_qs(parts.query).get("password", [])
+        for key, values in parse_qs(parts.query).items():
+            if key.lower().endswith("password"):  # password, ssl_password (a key's passphrase)
+                found += values
     except ValueError:
         return []
     return [s for s in found if len(s) >= 3]

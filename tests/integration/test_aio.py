@@ -626,3 +626,23 @@ def test_the_async_cancel_cascade_sends_its_children_a_chunk_at_a_time(
         assert status_of(raw, client, run_id) == "canceled"
     assert singles == 1  # the parent's own cancel; its children's went in a pipeline
     assert counts.get("sscan", 0) == 2, counts  # the parent and the child with a child
+
+
+def test_run_with_an_async_client_is_a_type_error_not_a_silent_no_op(
+    in_loop: Callable[..., Any], registry: Registry, raw: redis.Redis, prefix: str
+) -> None:
+    """``wf.run(x, client=aclient)`` (``arun`` meant) returned the coroutine of
+    ``AsyncClient.enqueue_workflow`` un-awaited: nothing enqueued, no error, only a
+    RuntimeWarning when the coroutine was collected (mypy accepts the call too)."""
+    echo = _flows(registry)["echo"]
+
+    async def body(ac: AsyncClient) -> None:
+        with pytest.raises(TypeError, match=r"AsyncClient: use `await workflow.arun"):
+            echo.run(1, client=ac)
+        with pytest.raises(TypeError, match=r"AsyncClient: use `await workflow.arun"):
+            echo.run_many([1, 2], client=ac)
+        handle = await echo.arun(3, client=ac)
+        assert (await ac.get_run(handle.id)) is not None
+
+    in_loop(body)
+    assert raw.zcard("{" + prefix + "}:runs:created") == 1

@@ -410,3 +410,12 @@ def test_the_steps_of_a_big_run_are_read_page_by_page(
     raw.hset(client.keys.run_steps(small), mapping={"a": steps["row-0"]})
     counts = command_counts(raw, lambda: client.get_run_steps(small))
     assert counts.get("hscan") == 1, counts
+
+
+def test_list_runs_positions_past_64_bits_are_a_clear_value_error(client: Client) -> None:
+    """``offset=2**64`` reached Redis as a range index and came back as redis-py's
+    ResponseError "value is not an integer or out of range"."""
+    for limit, offset in ((1, 2**64), (2**63, 0), (1, 2**53 + 1)):
+        with pytest.raises(ValueError, match=r"(offset|limit) must be at most 9007199254740992"):
+            client.list_runs(limit=limit, offset=offset)
+    assert client.list_runs(limit=2**53, offset=2**53) == []

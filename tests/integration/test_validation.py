@@ -134,3 +134,20 @@ def test_a_child_with_bad_input_fails_its_parent_step_and_is_never_created(
     steps = client.get_run_steps(h.id)
     assert steps is not None and [(s.name, s.status.value) for s in steps] == [("start", "failed")]
     assert [r.workflow for r in client.list_runs()] == ["parent"]
+
+
+def test_a_timeout_under_a_millisecond_is_kept_not_dropped(
+    client: Client, registry: Registry
+) -> None:
+    """``int(0.0004 * 1000)`` is 0, which a run record reads as "no timeout": a run
+    (or a workflow) given a timeout under a millisecond ran without any."""
+
+    @define_workflow("tiny-timeout", timeout=0.0004, registry=registry)
+    def tiny(ctx: Context[Any]) -> None:
+        return None
+
+    state = client.get_run(tiny.run(timeout=0.0002).id)
+    assert state is not None and state.timeout == 0.001
+    state = client.get_run(tiny.run().id)
+    assert state is not None and state.timeout == 0.001
+    assert client.get_run(tiny.run(timeout=0.1).id).timeout == 0.1  # type: ignore[union-attr]

@@ -661,3 +661,43 @@ def test_bad_values_and_refusals_are_one_line_never_a_traceback(
         admin.close()
     assert full.code == 1, full
     assert "Traceback" not in full.err and "out of memory" in full.err, full
+
+
+def test_undecodable_and_overlong_arguments_are_one_line_never_a_traceback(
+    redis_url: str, prefix: str
+) -> None:
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates
+    (``$'\\xff'`` in a shell): `runs show/cancel/retry/resume/watch` of such an id was a
+    UnicodeEncodeError traceback, and so was `run` of a name over the 512-character
+    limit (its metadata was read before the name was checked), and so was `run
+    --input` / `send-event --payload` of such JSON text."""
+    target = ["--url", redis_url, "--prefix", prefix]
+    bad = "run\udcff"
+    argss = [
+        ["runs", "show", bad, *target],
+        ["runs", "cancel", bad, *target],
+        ["runs", "retry", bad, *target],
+        ["runs", "resume", bad, *target],
+        ["runs", "watch", bad, "--timeout", "1", *target],
+        ["send-event", bad, "go", *target],
+        ["run", bad, "--queue", "q", *target],
+        ["run", "w", "--queue", "q", "--idempotency-key", bad, *target],
+        ["runs", "list", "--workflow", bad, *target],
+        ["run", "w" * 600, *target],
+        ["runs", "list", "--offset", str(2**64), *target],
+        ["run", "w", "--queue", "q", "--input", '"caf\udce9"', *target],
+        ["send-event", "01ABC", "go", "--payload", '"caf\udce9"', *target],
+    ]
+    results = run_cli_many(argss)
+    for args, res in zip(argss, results, strict=True):
+        assert "Traceback" not in res.err, (args[:2], res)
+        assert res.code in (1, 2) and res.err.startswith("redflow: "), (args[:2], res)
+    for res in results[:5]:
+        assert res.code == 1 and "not found" in res.err, res
+    assert results[5].code == 1 and "is unknown or finished" in results[5].err, results[5]
+    for res in results[6:9]:
+        assert res.code == 2 and "not valid Unicode" in res.err, res
+    assert results[9].code == 2 and "the limit is 512" in results[9].err, results[9]
+    assert results[10].code == 2 and "offset must be at most" in results[10].err, results[10]
+    for res in results[11:]:
+        assert res.code == 2 and "not valid JSON: Invalid UTF-8" in res.err, res

@@ -133,6 +133,11 @@ def test_dashboard_hides_the_password_and_the_token(
         "redis+sentinel://:pw@h1:26379,h2:26380/mymaster/2",
         "rediss+sentinel://user:p%40w@h1:26379/svc",
         "redis+sentinel://h1,h2/svc",
+        "redis://:se/cret@h:6379/0",
+        "redis://user:a?b#c@h/0?password=pw",
+        "redis://h:6379/0?password=p@ss",
+        "redis+sentinel://:p/w@h1:26379,h2/svc",
+        "rediss://h:6380/0?ssl_keyfile=/k.pem&ssl_password=pw",
     ],
 )
 def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:
@@ -156,3 +161,92 @@ def test_argv_masking_covers_every_spelling_of_the_options() -> None:
     # Nothing secret: untouched (titles of ordinary command lines stay as they were).
     plain = ["redflow", "runs", "list", "--timeout", "5", "--prefix", "p"]
     assert mask_args(plain) == plain
+
+
+SLASHED = ["redis://:{pw}@h:6379/0", "redis://u:{pw}@h/0", "redis+sentinel://:{pw}@h1,h2/svc"]
+
+
+@pytest.mark.parametrize("template", SLASHED)
+@pytest.mark.parametrize("password", ["se/cret", "se?cret", "se#cret", "a/b@c"])
+def test_a_password_with_an_unencoded_slash_is_masked(template: str, password: str) -> None:
+    """``urlsplit`` ends the host part at the first '/', '?' or '#', so such a password
+    was left in the "path": mask_url returned the URL unchanged, ``ps`` showed it,
+    and ``redflow`` printed it in "bad Redis URL redis://:se/cret@..."."""
+    url = template.format(pw=password)
+    for shown in (mask_url(url), *mask_args(["--url", url]), *mask_args([f"--url={url}"])):
+        assert password not in shown and "cret" not in shown, shown
+    assert mask_url(url).endswith(url.rpartition("@")[2])
+
+
+def test_the_commands_refuse_such_a_url_without_printing_it() -> None:
+    """Both commands ended with redis-py's "Port could not be cast to integer value as
+    'se'" (part of the password); ``redflow`` also printed the whole URL unmasked."""
+    url = f"redis://:{PASSWORD[:4]}/{PASSWORD[4:]}@127.0.0.1:{_closed_port()}/0"
+    procs = [
+        subprocess.run(
+            [*OPS_COMMANDS["redflow"], "--url", url, "runs", "list"],
+            cwd=ROOT,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ),
+        subprocess.run(
+            [
+                *SUPERVISOR_COMMANDS["redflow-supervisor"],
+                "--app",
+                "a",
+                "--module",
+                "tests.process.flows",
+                "--url",
+                url,
+            ],
+            cwd=ROOT,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ),
+    ]
+    for proc in procs:
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Traceback" not in out, out
+        assert PASSWORD[:4] not in out and PASSWORD[4:] not in out, out
+        assert "percent-encode" in out, out
+
+
+def test_a_key_passphrase_in_the_query_is_masked() -> None:
+    """``rediss://...?ssl_password=`` (the passphrase of the client's private key,
+    which redis-py reads from the URL) was shown as is: by repr(client), every CLI
+    message naming the URL and ``ps``."""
+    from redflow_mp import create_client
+
+    url = f"rediss://u:{PASSWORD}@127.0.0.1:{_closed_port()}/0?ssl_password=KeyPass-77"
+    client = create_client(url, default=False, verify_shards=False)
+    try:
+        shown = [repr(client), mask_url(url), *mask_args(["--url", url])]
+    finally:
+        client.close()
+    for text in shown:
+        assert "KeyPass-77" not in text and PASSWORD not in text, text
+        assert "ssl_password=***" in text or text == "--url", text
+
+
+def test_a_password_of_non_utf8_bytes_is_refused_in_one_line(protected: RedisServer) -> None:
+    """Such an argument reaches Python as lone surrogates: both commands ended in a
+    UnicodeEncodeError traceback when the password was sent (AUTH)."""
+    url = f"redis://:{PASSWORD}\udcff@127.0.0.1:{protected.port}/0"
+    commands = [
+        [*OPS_COMMANDS["redflow"], "--url", url, "runs", "list"],
+        [
+            *SUPERVISOR_COMMANDS["redflow-supervisor"],
+            *("--app", "a", "--url", url, "--module", "tests.process.flows"),
+        ],
+    ]
+    for cmd in commands:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Traceback" not in out, out
+        assert "not valid Unicode" in out and PASSWORD not in out, out

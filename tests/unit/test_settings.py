@@ -278,3 +278,19 @@ def test_text_values_are_converted_per_setting() -> None:
     )
     assert (s.log_level, s.queues, s.run_retention, s.procs) == ("debug", ("a", "b"), 7200.0, 3)
     assert s.embedded_redis is True and s.modules == ("x", "y")
+
+
+def test_procs_app_and_queues_are_checked_when_loaded() -> None:
+    """``--procs 100000000`` ended in an OSError traceback (the shared board of a
+    child per slot could not be allocated); ``--queues``/``--app`` holding bytes
+    that are not UTF-8 (a lone surrogate), or a queue name over the 512-character
+    limit, ended in a traceback from the first Redis command or registry sync."""
+    for overrides, pattern in (
+        ({"procs": "100000000"}, r"setting procs .*at most 4096"),
+        ({"queues": "a,b\udcff"}, r"setting queues .*queue is not valid Unicode"),
+        ({"queues": "q" * 600}, r"setting queues .*the limit is 512"),
+        ({"app": "etl\udcff"}, r"setting app .*app is not valid Unicode"),
+    ):
+        with pytest.raises(ConfigError, match=pattern):
+            load(overrides, environ={})
+    assert load({"procs": "4096", "queues": "a,b", "app": "etl"}, environ={}).procs == 4096
