@@ -7,7 +7,8 @@ that succeeded returns its cached output on a later attempt without running
 again; a failed one, or one left ``running`` by a crash, runs again. The
 same name twice in one execution raises :class:`DuplicateStepError`. A step's
 return value is handed back as its JSON round trip, so the first execution and
-a replay return equal values.
+a replay return equal values. A sync handler's step function may be a
+coroutine function: it runs to its end in an event loop of its own.
 
 The wait steps (``run_workflow``, ``run_workflows``, ``sleep``, ``sleep_until``,
 ``wait_for_event``) suspend the run when their condition does not hold, freeing
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import signal
 import threading
 import time
@@ -77,6 +79,14 @@ def _raise_deadline(signum: int, frame: object) -> None:
     raise _StepDeadline()
 
 
+def _settled(value: Any) -> Any:
+    """``value``, or a coroutine's result (run in a new event loop): it used to be
+    stored as is, failing the step with OutputSerializationError (never retried)."""
+    if asyncio.iscoroutine(value):
+        return asyncio.run(value)
+    return value
+
+
 def call_with_timeout(
     name: str,
     fn: Callable[..., Any],
@@ -84,15 +94,18 @@ def call_with_timeout(
     kwargs: dict[str, Any],
     timeout: float | None,
 ) -> Any:
-    """Call ``fn`` and raise :class:`StepTimeoutError` after ``timeout`` seconds."""
+    """Call ``fn`` and raise :class:`StepTimeoutError` after ``timeout`` seconds.
+
+    A coroutine function (or any ``fn`` that returns a coroutine) is run to its end
+    in an event loop of its own: a sync handler's step may be ``async def``."""
     if timeout is None:
-        return fn(*args, **kwargs)
+        return _settled(fn(*args, **kwargs))
     if _alarm_usable():
         previous = signal.signal(signal.SIGALRM, _raise_deadline)
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
-                return fn(*args, **kwargs)
+                return _settled(fn(*args, **kwargs))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _StepDeadline:
@@ -103,7 +116,7 @@ def call_with_timeout(
 
     def target() -> None:
         try:
-            box["value"] = fn(*args, **kwargs)
+            box["value"] = _settled(fn(*args, **kwargs))
         except BaseException as exc:
             box["error"] = exc
 
@@ -118,10 +131,15 @@ def call_with_timeout(
 
 
 def _check_step_timeout(timeout: object) -> float | None:
+    """A step's ``timeout``: None, or a finite number of seconds > 0 (refused before
+    the step is recorded: inf and nan used to fail the step itself in a sync handler,
+    from ``setitimer`` / ``Thread.join``, and be retried like its own error)."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ValueError("step timeout must be a positive number of seconds")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"step timeout must be a finite number of seconds > 0, not {timeout!r}")
     return float(timeout)
 
 

@@ -1,0 +1,75 @@
+"""Steps as sloppy user code writes them: a non-finite step timeout, an
+``async def`` step function in a sync handler."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from redflow_mp import AsyncContext, Client, Context, Registry, define_workflow
+from tests.helpers import WorkerPool
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("limit", [math.inf, math.nan])
+def test_a_non_finite_step_timeout_is_refused_before_the_step_is_recorded(
+    client: Client, registry: Registry, workers: WorkerPool, limit: float, is_async: bool
+) -> None:
+    # inf in a sync handler used to fail the *step* with OverflowError (setitimer /
+    # Thread.join), recorded and retried like the step's own error; nan failed it
+    # with ValueError in a sync handler and meant "no timeout" in an async one.
+    def refused(exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    if is_async:
+
+        @define_workflow("nonfinite", registry=registry)
+        async def aflow(ctx: AsyncContext[Any]) -> str:
+            try:
+                await ctx.step.run("s", lambda: 1, timeout=limit)
+            except Exception as exc:
+                return refused(exc)
+            return "accepted"
+
+        handle = aflow.run()
+    else:
+
+        @define_workflow("nonfinite", registry=registry)
+        def flow(ctx: Context[Any]) -> str:
+            try:
+                ctx.step.run("s", lambda: 1, timeout=limit)
+            except Exception as exc:
+                return refused(exc)
+            return "accepted"
+
+        handle = flow.run()
+    workers.start()
+    out = handle.result(timeout=10)
+    assert out.startswith("ValueError: step timeout must be a finite"), out
+    assert client.get_run_steps(handle.id) == []
+
+
+def test_an_async_step_function_in_a_sync_handler_is_awaited(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    # It used to be called and its coroutine stored: the step failed with
+    # "OutputSerializationError: ... Encoding objects of type coroutine is
+    # unsupported" (never retried) and Python warned "never awaited".
+    calls: list[int] = []
+
+    async def fetch(n: int) -> dict[str, int]:
+        calls.append(n)
+        return {"n": n}
+
+    @define_workflow("async-fn-in-sync", registry=registry)
+    def flow(ctx: Context[Any]) -> Any:
+        return [ctx.step.run("a", fetch, 1), ctx.step.run("b", fetch, 2, timeout=5)]
+
+    workers.start()
+    handle = flow.run()
+    assert handle.result(timeout=10) == [{"n": 1}, {"n": 2}]
+    assert calls == [1, 2]
