@@ -47,6 +47,9 @@ class Claimed:
     token: str
     lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
+    # > 0: the run has that many step records, too many for the claim's reply
+    # (claim_run's STEPS_INLINE); ``steps`` is empty and the worker reads them.
+    steps_unread: int = 0
 
 
 def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
@@ -69,6 +72,7 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     ) = reply
     steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
     available = rest[0] if rest else b""
+    unread = rest[1] if len(rest) > 1 else b""
     return Claimed(
         id=rid.decode("utf-8", "replace"),
         workflow=wf.decode("utf-8", "replace"),
@@ -84,4 +88,5 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
         steps=steps,
         token=token,
         available_at=int(available) if available else None,
+        steps_unread=int(unread) if unread else 0,
     )

@@ -205,6 +205,8 @@ class Executor:
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
         token = current_run.set(info)
         try:
+            if claimed.steps_unread:  # too many for the claim's reply: read by pages
+                ex.load_steps(claimed.steps_unread)
             # A worker paused (SIGSTOP, starved) between its claim and here may have
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
