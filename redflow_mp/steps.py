@@ -45,6 +45,7 @@ from .errors import (
     DuplicateStepError,
     LeaseLostError,
     OutputSerializationError,
+    StepExitError,
     StepTimeoutError,
 )
 from .execution import Execution
@@ -87,6 +88,28 @@ def _settled(value: Any) -> Any:
     return value
 
 
+def _own_outcome(
+    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``fn``'s value (a coroutine's run to its end), or its error: a ``SystemExit``
+    becomes :class:`StepExitError`. It used to end the worker process: the run went
+    back, ran the step again once per crash, and failed as a crash-looping run."""
+    try:
+        return _settled(fn(*args, **kwargs))
+    except SystemExit as exc:
+        raise StepExitError(name, exc.code) from exc
+
+
+async def _own_outcome_async(name: str, value: Any) -> Any:
+    """:func:`_own_outcome` for an async step: ``value`` may be awaitable."""
+    try:
+        if asyncio.iscoroutine(value):
+            value = await value
+        return value
+    except SystemExit as exc:
+        raise StepExitError(name, exc.code) from exc
+
+
 def call_with_timeout(
     name: str,
     fn: Callable[..., Any],
@@ -99,13 +122,13 @@ def call_with_timeout(
     A coroutine function (or any ``fn`` that returns a coroutine) is run to its end
     in an event loop of its own: a sync handler's step may be ``async def``."""
     if timeout is None:
-        return _settled(fn(*args, **kwargs))
+        return _own_outcome(name, fn, args, kwargs)
     if _alarm_usable():
         previous = signal.signal(signal.SIGALRM, _raise_deadline)
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
-                return _settled(fn(*args, **kwargs))
+                return _own_outcome(name, fn, args, kwargs)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _StepDeadline:
@@ -116,7 +139,7 @@ def call_with_timeout(
 
     def target() -> None:
         try:
-            box["value"] = _settled(fn(*args, **kwargs))
+            box["value"] = _own_outcome(name, fn, args, kwargs)
         except BaseException as exc:
             box["error"] = exc
 
@@ -515,14 +538,17 @@ async def _call_async(
     must reach the handler as that error, not be relabelled as a step timeout.
     """
     if timeout is None:
-        value = fn(*args, **kwargs)
-        if asyncio.iscoroutine(value):
-            value = await value
-        return value
+        try:
+            value = fn(*args, **kwargs)
+        except SystemExit as exc:
+            raise StepExitError(name, exc.code) from exc
+        return await _own_outcome_async(name, value)
+    task: asyncio.Future[Any]
     if asyncio.iscoroutinefunction(fn):
-        task = asyncio.ensure_future(fn(*args, **kwargs))
+        # Wrapped in the task: a SystemExit out of a task ends the event loop.
+        task = asyncio.ensure_future(_own_outcome_async(name, fn(*args, **kwargs)))
     else:
-        task = _in_own_thread(name, fn, args, kwargs)
+        task = _in_own_thread(name, _own_outcome, (name, fn, args, kwargs), {})
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if task not in done:
         task.cancel()

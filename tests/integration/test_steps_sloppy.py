@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from redflow_mp import AsyncContext, Client, Context, Registry, define_workflow
+from redflow_mp import AsyncContext, Client, Context, Registry, StepExitError, define_workflow
 from tests.helpers import WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,3 +73,36 @@ def test_an_async_step_function_in_a_sync_handler_is_awaited(
     handle = flow.run()
     assert handle.result(timeout=10) == [{"n": 1}, {"n": 2}]
     assert calls == [1, 2]
+
+
+def test_sys_exit_in_a_step_of_an_async_handler_is_the_steps_error(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    # A coroutine step with a timeout runs as a task: its SystemExit used to end
+    # the event loop (and the worker thread) instead of reaching the handler.
+    def sync_exit() -> None:
+        raise SystemExit(3)
+
+    async def async_exit() -> None:
+        raise SystemExit("bye")
+
+    @define_workflow("async-exits", registry=registry)
+    async def flow(ctx: AsyncContext[Any]) -> list[str]:
+        out = []
+        for i, (fn, limit) in enumerate(
+            [(sync_exit, None), (sync_exit, 5), (async_exit, None), (async_exit, 5)]
+        ):
+            try:
+                await ctx.step.run(f"s{i}", fn, timeout=limit)
+            except StepExitError as exc:
+                out.append(f"{exc} {exc.code!r}")
+        return out
+
+    workers.start()
+    assert flow.run().result(timeout=10) == [
+        "step 's0' called sys.exit(3) 3",
+        "step 's1' called sys.exit(3) 3",
+        "step 's2' called sys.exit('bye') 'bye'",
+        "step 's3' called sys.exit('bye') 'bye'",
+    ]
+    assert not workers.errors
