@@ -87,7 +87,7 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     ``asyncio.to_thread`` call that timed out may still be blocked in that
     executor, possibly forever; waiting for it would hang the worker's shutdown.
     (A sync step with a ``timeout`` runs in a thread of its own, not here: see
-    ``steps._in_own_thread``.)
+    ``step_calls._in_own_thread``.)
     """
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -4,11 +4,21 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import pytest
 
-from redflow_mp import AsyncContext, Client, Context, Registry, StepExitError, define_workflow
+from redflow_mp import (
+    AsyncContext,
+    Client,
+    Context,
+    Registry,
+    StepExitError,
+    StepTimeoutError,
+    Worker,
+    define_workflow,
+)
 from tests.helpers import WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
@@ -106,3 +116,36 @@ def test_sys_exit_in_a_step_of_an_async_handler_is_the_steps_error(
         "step 's3' called sys.exit('bye') 'bye'",
     ]
     assert not workers.errors
+
+
+@pytest.mark.parametrize("then", ["returns", "raises"])
+def test_a_step_that_swallows_its_deadline_still_times_out(
+    client: Client, registry: Registry, then: str
+) -> None:
+    # In the main thread the deadline is a signal raised inside the step: a bare
+    # `except:` caught it and the step was recorded as whatever came next ("late"
+    # as a success, past its 0.2 s timeout); the thread path already said timeout.
+    def sloppy() -> str:
+        try:
+            threading.Event().wait(30)  # interrupted by the deadline
+        except:  # noqa: E722 - the sloppy code under test
+            if then == "raises":
+                raise ValueError("gave up") from None
+        return "late"
+
+    @define_workflow("swallows", registry=registry)
+    def flow(ctx: Context[Any]) -> str:
+        try:
+            return ctx.step.run("s", sloppy, timeout=0.2)
+        except StepTimeoutError as exc:
+            return f"StepTimeoutError: {exc}"
+
+    handle = flow.run()
+    worker = Worker(client, block_timeout=0.1)  # in this (main) thread: SIGALRM
+    try:
+        assert worker.run_until_idle(timeout=20) == 1
+    finally:
+        worker.close()
+    assert handle.result(timeout=5) == "StepTimeoutError: step 's' timed out after 0.2 s"
+    steps = client.get_run_steps(handle.id)
+    assert steps is not None and steps[0].status.value == "failed"
