@@ -32,8 +32,10 @@ __all__ = ["Execution", "error_info"]
 
 _TRACEBACK_LIMIT = 16_000
 
-#: Step records per HSCAN page when a run has too many for its claim's reply.
+#: Step records per HSCAN page when a run has too many for its claim's reply,
+#: fewer when they are big: a page holds about STEPS_PAGE_BYTES.
 STEPS_PAGE = 1000
+STEPS_PAGE_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -201,11 +203,15 @@ class Execution:
         if cancel:
             self.mark_cancel()
 
-    def load_steps(self, expected: int) -> None:
-        """Read the run's step records by HSCAN pages of about ``STEPS_PAGE``: the
-        claim sent only their count (``expected``), there being too many for one
-        bounded call. Each page rides out transient Redis trouble like a write; the
-        lease is held (the heartbeat renews it) while they come."""
+    def load_steps(self, expected: int, size: int = 0) -> None:
+        """Read the run's step records by HSCAN pages of about ``STEPS_PAGE``
+        records or ``STEPS_PAGE_BYTES`` (``size``: their total, 0 when unknown):
+        the claim sent only their count (``expected``), there being too many or
+        too big for one bounded call. Each page rides out transient Redis trouble
+        like a write; the lease is held (the heartbeat renews it) while they come."""
+        count = STEPS_PAGE
+        if size > 0:
+            count = max(1, min(STEPS_PAGE, expected * STEPS_PAGE_BYTES // size))
         shard = self.runs.shard_of_run(self.run_id)
         key = shard.keys.run_steps(self.run_id)
         cache = self.steps_cache
@@ -213,7 +219,7 @@ class Execution:
 
         def page_at(cursor: int) -> tuple[int, dict[bytes, bytes]]:
             found = self.durable(
-                lambda: shard.redis.hscan(key, cursor, count=STEPS_PAGE), "reading the run's steps"
+                lambda: shard.redis.hscan(key, cursor, count=count), "reading the run's steps"
             )
             return int(found[0]), cast(dict[bytes, bytes], found[1])
 

@@ -206,7 +206,7 @@ class Executor:
         token = current_run.set(info)
         try:
             if claimed.steps_unread:  # too many for the claim's reply: read by pages
-                ex.load_steps(claimed.steps_unread)
+                ex.load_steps(claimed.steps_unread, claimed.steps_unread_bytes)
             # A worker paused (SIGSTOP, starved) between its claim and here may have
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
