@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, Retries, Worker, define_workflow
+from redflow_mp import (
+    Client,
+    Context,
+    NonRetriableError,
+    Registry,
+    Retries,
+    Worker,
+    define_workflow,
+)
 from redflow_mp.maintenance import promote_due
 from tests.helpers import monitor, wait_until
 
@@ -102,3 +110,30 @@ def test_a_run_with_big_step_outputs_is_claimed_without_one_hgetall_of_them(
     reads = [ln.split('"')[1].lower() for ln in lines if steps_key in ln]
     assert "hgetall" not in reads, "the claim read 2 MB of step records in one call"
     assert reads.count("hscan") >= 2, reads
+
+
+def test_step_bytes_follow_the_records_a_resume_drops(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """resume_run drops the failed step records; the run's stepBytes (what the
+    claim goes by) drops with them instead of counting them forever."""
+
+    def bad() -> None:
+        raise NonRetriableError("x" * 5_000)
+
+    @define_workflow("resumable", registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        ctx.step.run("ok", lambda: "fine")
+        ctx.step.run("bad", bad)
+
+    handle = flow.run()
+    worker = Worker(client, block_timeout=0.1, maintenance=False)
+    try:
+        assert worker.run_until_idle(timeout=20) == 1
+    finally:
+        worker.close()
+    client.resume_run(handle.id)
+    records = raw.hgetall(client.keys.run_steps(handle.id))
+    assert list(records) == [b"ok"]
+    size = sum(len(k) + len(v) for k, v in records.items())
+    assert raw.hget(client.keys.run(handle.id), "stepBytes") == str(size).encode()
