@@ -38,6 +38,7 @@ from .errors import (
     RunCanceledError,
     RunFailedError,
     RunNotResumableError,
+    StepExitError,
     StepTimeoutError,
     UnknownWorkflowError,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "RunNotResumableError",
     "RunState",
     "RunStatus",
+    "StepExitError",
     "StepState",
     "StepStatus",
     "StepTimeoutError",

@@ -47,6 +47,11 @@ class Claimed:
     token: str
     lease_until: float = 0.0  # monotonic time before which the lease surely holds
     available_at: int | None = None
+    # > 0: the run has that many step records, too many (or too big) for the
+    # claim's reply (STEPS_INLINE, _lib_runs.lua); ``steps`` is empty and the
+    # worker reads them. ``steps_unread_bytes``: their size (0: unknown).
+    steps_unread: int = 0
+    steps_unread_bytes: int = 0
 
 
 def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
@@ -69,6 +74,8 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     ) = reply
     steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
     available = rest[0] if rest else b""
+    unread = rest[1] if len(rest) > 1 else b""
+    unread_bytes = rest[2] if len(rest) > 2 else b""
     return Claimed(
         id=rid.decode("utf-8", "replace"),
         workflow=wf.decode("utf-8", "replace"),
@@ -84,4 +91,6 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
         steps=steps,
         token=token,
         available_at=int(available) if available else None,
+        steps_unread=int(unread) if unread else 0,
+        steps_unread_bytes=int(unread_bytes) if unread_bytes else 0,
     )

@@ -39,6 +39,7 @@ __all__ = [
     "RunFailedError",
     "RunNotResumableError",
     "ShardsMismatchError",
+    "StepExitError",
     "StepTimeoutError",
     "UnknownWorkflowError",
     "WaitDeadlockError",
@@ -97,6 +98,21 @@ class PayloadTooLargeError(NonRetriableError, ValueError):
 
 class StepTimeoutError(RedflowError, TimeoutError):
     """A step ran longer than its ``timeout``; raised inside the handler."""
+
+
+class StepExitError(RedflowError):
+    """A step function raised ``SystemExit`` (``sys.exit()``, or a library that ends
+    with it: a click command's ``main()`` does even on success). It is the step's
+    error, retried like any other, not the end of the worker process; ``code`` is
+    the exit code it was given."""
+
+    def __init__(self, step: str, code: object) -> None:
+        super().__init__(f"step {step!r} called sys.exit({code!r})")
+        self.step = step
+        self.code = code
+
+    def __reduce__(self) -> Any:
+        return (StepExitError, (self.step, self.code))
 
 
 class WaitDeadlockError(NonRetriableError):

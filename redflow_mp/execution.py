@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import codec
 from .codec import ErrorInfo, StoredStep
@@ -31,6 +31,11 @@ from .scripts import Claimed
 __all__ = ["Execution", "error_info"]
 
 _TRACEBACK_LIMIT = 16_000
+
+#: Step records per HSCAN page when a run has too many for its claim's reply,
+#: fewer when they are big: a page holds about STEPS_PAGE_BYTES.
+STEPS_PAGE = 1000
+STEPS_PAGE_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -197,6 +202,35 @@ class Execution:
         self.renewed(sent)
         if cancel:
             self.mark_cancel()
+
+    def load_steps(self, expected: int, size: int = 0) -> None:
+        """Read the run's step records by HSCAN pages of about ``STEPS_PAGE``
+        records or ``STEPS_PAGE_BYTES`` (``size``: their total, 0 when unknown):
+        the claim sent only their count (``expected``), there being too many or
+        too big for one bounded call. Each page rides out transient Redis trouble
+        like a write; the lease is held (the heartbeat renews it) while they come."""
+        count = STEPS_PAGE
+        if size > 0:
+            count = max(1, min(STEPS_PAGE, expected * STEPS_PAGE_BYTES // size))
+        shard = self.runs.shard_of_run(self.run_id)
+        key = shard.keys.run_steps(self.run_id)
+        cache = self.steps_cache
+        cache.clear()
+
+        def page_at(cursor: int) -> tuple[int, dict[bytes, bytes]]:
+            found = self.durable(
+                lambda: shard.redis.hscan(key, cursor, count=count), "reading the run's steps"
+            )
+            return int(found[0]), cast(dict[bytes, bytes], found[1])
+
+        cursor = 0
+        while True:
+            cursor, page = page_at(cursor)
+            for name, data in page.items():
+                cache[name.decode("utf-8", "replace")] = data
+            if not cursor:
+                break
+        self.logger.debug("read %d step records of %d expected by pages", len(cache), expected)
 
     def write_step(self, name: str, record: StoredStep) -> None:
         data = codec.encode_step(record)

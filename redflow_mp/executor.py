@@ -87,7 +87,7 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     ``asyncio.to_thread`` call that timed out may still be blocked in that
     executor, possibly forever; waiting for it would hang the worker's shutdown.
     (A sync step with a ``timeout`` runs in a thread of its own, not here: see
-    ``steps._in_own_thread``.)
+    ``step_calls._in_own_thread``.)
     """
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -205,6 +205,8 @@ class Executor:
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
         token = current_run.set(info)
         try:
+            if claimed.steps_unread:  # too many for the claim's reply: read by pages
+                ex.load_steps(claimed.steps_unread, claimed.steps_unread_bytes)
             # A worker paused (SIGSTOP, starved) between its claim and here may have
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()

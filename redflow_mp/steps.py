@@ -7,7 +7,8 @@ that succeeded returns its cached output on a later attempt without running
 again; a failed one, or one left ``running`` by a crash, runs again. The
 same name twice in one execution raises :class:`DuplicateStepError`. A step's
 return value is handed back as its JSON round trip, so the first execution and
-a replay return equal values.
+a replay return equal values. A sync handler's step function may be a
+coroutine function: it runs to its end in an event loop of its own.
 
 The wait steps (``run_workflow``, ``run_workflows``, ``sleep``, ``sleep_until``,
 ``wait_for_event``) suspend the run when their condition does not hold, freeing
@@ -20,16 +21,15 @@ Step timeouts: in the main thread of a process that has no other SIGALRM
 user, a ``timeout`` arms ``ITIMER_REAL`` and interrupts even CPU-bound Python
 code; elsewhere the step function runs in a helper thread and the handler
 gets :class:`StepTimeoutError` when the time is up (the function itself
-cannot be interrupted then, and its late result is discarded).
+cannot be interrupted then, and its late result is discarded). Either way a
+step whose deadline passed fails with :class:`StepTimeoutError`, even if its
+function swallowed the interrupt and returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -43,12 +43,12 @@ from .errors import (
     DuplicateStepError,
     LeaseLostError,
     OutputSerializationError,
-    StepTimeoutError,
 )
 from .execution import Execution
 from .keys import step_workflow_key
 from .options import RunOptions, check_name
 from .registry import Workflow
+from .step_calls import call_async, call_with_timeout, check_step_timeout
 from .waits import Suspend, WaitMixin, check_sleep_seconds, check_wake_time
 
 __all__ = ["AsyncStep", "Step"]
@@ -57,72 +57,8 @@ R = TypeVar("R")
 O = TypeVar("O")  # noqa: E741 - output type of a child workflow
 
 
-class _StepDeadline(BaseException):
-    """Private: raised by the SIGALRM handler; turned into StepTimeoutError."""
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _alarm_usable() -> bool:
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
-        return False
-    return signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
-
-
-def _raise_deadline(signum: int, frame: object) -> None:
-    raise _StepDeadline()
-
-
-def call_with_timeout(
-    name: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-) -> Any:
-    """Call ``fn`` and raise :class:`StepTimeoutError` after ``timeout`` seconds."""
-    if timeout is None:
-        return fn(*args, **kwargs)
-    if _alarm_usable():
-        previous = signal.signal(signal.SIGALRM, _raise_deadline)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except _StepDeadline:
-            raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s") from None
-        finally:
-            signal.signal(signal.SIGALRM, previous)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"redflow-step-{name[:40]}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def _check_step_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError("step timeout must be a positive number of seconds")
-    return float(timeout)
 
 
 def _inputs(inputs: object) -> list[Any]:
@@ -347,7 +283,7 @@ class Step(_StepCore):
         """
         if not callable(fn):
             raise TypeError("step.run needs a callable as its second argument")
-        limit = _check_step_timeout(timeout)
+        limit = check_step_timeout(timeout)
         return cast(
             R, self._run(name, lambda step: call_with_timeout(step, fn, args, kwargs, limit))
         )
@@ -448,72 +384,6 @@ class Step(_StepCore):
         )
 
 
-def _in_own_thread(
-    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> asyncio.Future[Any]:
-    """``fn(*args, **kwargs)`` in a daemon thread of its own, as a future of the loop.
-
-    Not the loop's default executor (``asyncio.to_thread``): a call that hangs past
-    its timeout would keep one of its few threads for good, and once all were
-    stuck every later step (and the loop's DNS lookups) would wait behind them."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if future.done():  # timed out and cancelled meanwhile: the outcome is moot
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
-
-    def target() -> None:
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = context.run(fn, *args, **kwargs)
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, value, error)
-
-    threading.Thread(target=target, name=f"redflow-step-{name[:40]}", daemon=True).start()
-    return future
-
-
-async def _call_async(
-    name: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-) -> Any:
-    """Await ``fn`` (a coroutine function, or a sync function run in a thread when a
-    timeout applies) and raise :class:`StepTimeoutError` after ``timeout`` seconds.
-
-    The deadline is detected by ``asyncio.wait``, not by catching ``TimeoutError``:
-    a step function that raises its own ``TimeoutError`` (a network timeout, say)
-    must reach the handler as that error, not be relabelled as a step timeout.
-    """
-    if timeout is None:
-        value = fn(*args, **kwargs)
-        if asyncio.iscoroutine(value):
-            value = await value
-        return value
-    if asyncio.iscoroutinefunction(fn):
-        task = asyncio.ensure_future(fn(*args, **kwargs))
-    else:
-        task = _in_own_thread(name, fn, args, kwargs)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if task not in done:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):  # outcome is moot now
-            await task
-        raise StepTimeoutError(f"step {name!r} timed out after {timeout:g} s")
-    return task.result()
-
-
 class AsyncStep(_StepCore):
     """The step API of an ``async def`` handler: the same methods, awaitable."""
 
@@ -553,8 +423,8 @@ class AsyncStep(_StepCore):
         """Run ``fn`` (a coroutine function, or a sync one) once per run; see :meth:`Step.run`."""
         if not callable(fn):
             raise TypeError("step.run needs a callable as its second argument")
-        limit = _check_step_timeout(timeout)
-        return await self._run_async(name, lambda step: _call_async(step, fn, args, kwargs, limit))
+        limit = check_step_timeout(timeout)
+        return await self._run_async(name, lambda step: call_async(step, fn, args, kwargs, limit))
 
     async def run_workflow(
         self,

@@ -106,6 +106,16 @@ end
 -- 14 significant digits: a ready score (15 digits) would come out rounded.
 local function int_str(n) return string.format('%.0f', n) end
 
+-- A step record was written over `prev` (false: a new step): keep the run's
+-- `stepBytes` (names and records of run:<id>:steps) for the claim, which carries
+-- the records in its reply only while they are few and small (take, _lib_runs.lua).
+-- pcall: a field that is not a number must not fail the write (the claim then
+-- goes by the count of records alone).
+local function count_step_bytes(run, name, prev, record)
+  local delta = #record - (prev and #prev or -#name)
+  if delta ~= 0 then redis.pcall('HINCRBY', run, 'stepBytes', delta) end
+end
+
 -- int_str(n), without formatting when n is the time now_ms() returned last.
 local function ms(n) if n == NOW then return NOW_S end return int_str(n) end
 

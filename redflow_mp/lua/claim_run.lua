@@ -21,7 +21,11 @@
 --     (also when this token's finish was already applied: a resend after a lost
 --     reply learns the outcome)
 --   claimed: {} or { id, workflow, queue, inputJson, attempt, maxAttempts, createdAt,
---            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... }, availableAt }
+--            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... }, availableAt,
+--            unread, unreadBytes }: unread is '' when the step records are all in
+--            the reply, else how many there are (more than 1,000, or more than 1 MiB
+--            in all: the worker reads them by HSCAN), unreadBytes their size ('' if
+--            unknown)
 --   dropped: { '<queue> <id>', ... } ready entries whose run record was gone
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
 -- the claim takes the lowest ready score over all the queues (highest priority,

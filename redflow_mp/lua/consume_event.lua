@@ -37,5 +37,6 @@ if string.sub(head, 1, 9) == '{"seq":0,' then
 end
 local record = head .. cjson.encode(payload) .. ARGV[7]
 redis.call('HSET', KEYS[1], ARGV[4], record)
+count_step_bytes(run, ARGV[4], existing, record)
 redis.call('ZADD', k_leases(tag), 'XX', int_str(now + tonumber(ARGV[8])), id)
 return { 1, payload, record }

@@ -50,11 +50,16 @@ redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', m
 local steps = k_steps(tag, id)
 local records = redis.pcall('HGETALL', steps)
 if failed(records) then records = {} end  -- (its claim fails it as corrupted)
+local dropped = 0
 for i = 1, #records, 2 do
   if not string.match(records[i + 1], '^{"seq":%d+,"status":"succeeded"') then
     redis.call('HDEL', steps, records[i])
+    dropped = dropped + #records[i] + #records[i + 1]
   end
 end
+-- stepBytes (count_step_bytes) follows; pcall: a field that is not a number
+-- must not fail the resume.
+if dropped > 0 then redis.pcall('HINCRBY', run, 'stepBytes', -dropped) end
 move_status(tag, id, status, 'queued', now)
 local key = f[7]
 if key and key ~= '' then

@@ -27,5 +27,6 @@ if string.sub(record, 1, 9) == '{"seq":0,' then
   record = '{"seq":' .. seq .. ',' .. string.sub(record, 10)
 end
 redis.call('HSET', KEYS[1], ARGV[4], record)
+count_step_bytes(run, ARGV[4], prev, record)
 redis.call('ZADD', k_leases(tag), 'XX', int_str(now + tonumber(ARGV[6])), id)
 return { 1, f[2] or '' }

@@ -182,3 +182,20 @@ def spoiled_wait(ctx: Context[Any]) -> Any:
     if r.set(f"{tag}:spoiled:{ctx.run.id}", 1, nx=True):
         r.set(client.keys.timers, "not a redflow key")
     return ctx.step.wait_for_event("ev", "go", timeout=600)
+
+
+@define_workflow("exits-in-step", queue="p", max_concurrency=10)
+def exits_in_step(ctx: Context[Any]) -> str:
+    """A step that ends with ``sys.exit`` (a click command's ``main()`` does, even on
+    success): the step's own outcome, not the worker's end."""
+    r, tag = _r()
+
+    def cli() -> None:
+        r.incr(f"{tag}:ledger:exits")
+        raise SystemExit(ctx.input)
+
+    try:
+        ctx.step.run("cli", cli)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "no error"
