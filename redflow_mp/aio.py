@@ -117,26 +117,24 @@ class AsyncScripts(ScriptSet):
     def __init__(self, transport: AsyncTransport, keys: Keys, *, functions: bool = False) -> None:
         super().__init__(keys, transport.describe(), functions=functions)
         self._t = transport
-        self._loading: asyncio.Future[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
 
     async def _load(self) -> None:
-        """Configure once: concurrent first calls wait for the one that loads."""
+        """Configure once: concurrent first calls wait for the one loading, which
+        runs in a task of its own (a caller cancelled meanwhile only stops
+        waiting; it does not fail the others with its ``CancelledError``)."""
         loading = self._loading
-        if loading is not None:
-            await wait_for_future(loading, None)
-            loading.result()
-            return
-        if self._sources is not None:
-            return
-        loading = self._loading = self._t.loop.create_future()
-        loading.add_done_callback(_consume)
+        if loading is None:
+            if self._sources is not None:
+                return
+            loading = self._loading = self._t.loop.create_task(self._configure())
+            loading.add_done_callback(_consume)
+        await wait_for_future(loading, None)
+        loading.result()
+
+    async def _configure(self) -> None:
         try:
             await self.drive(self.configure(await self._t.server_version()), retry=True)
-        except BaseException as exc:
-            loading.set_exception(exc if isinstance(exc, Exception) else RedflowError(repr(exc)))
-            raise
-        else:
-            loading.set_result(None)
         finally:
             self._loading = None  # loaded, or the next call tries again
 

@@ -390,7 +390,7 @@ class AsyncTransport:
         self._version: tuple[int, ...] | None = None
         self._cmd: _Resp | None = None
         self._sub: _Subscriber | None = None
-        self._opening: dict[str, asyncio.Future[_Resp]] = {}
+        self._opening: dict[str, asyncio.Task[_Resp]] = {}
 
     def sibling(self, route_key: str) -> AsyncTransport:
         """A transport to the same server or cluster routed by ``route_key`` (another
@@ -447,27 +447,32 @@ class AsyncTransport:
     # --- connections -------------------------------------------------------
 
     async def _open(self, kind: str) -> _Resp:
-        """Open a connection (one at a time per kind: concurrent callers share it)."""
-        pending = self._opening.get(kind)
-        if pending is not None:
-            await wait_for_future(pending, None)
-            return pending.result()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[_Resp] = loop.create_future()
-        fut.add_done_callback(consume_exception)
-        self._opening[kind] = fut
+        """Open a connection (one at a time per kind: concurrent callers share it).
+
+        The connecting runs in a task of its own, which stores the connection: a
+        caller cancelled meanwhile (a dropped web request, a ``wait_for`` timeout)
+        only stops waiting, instead of failing every caller that shares the
+        connection with its ``CancelledError``.
+        """
+        opening = self._opening.get(kind)
+        if opening is None:
+            loop = asyncio.get_running_loop()
+            opening = self._opening[kind] = loop.create_task(self._opened(kind, loop))
+            opening.add_done_callback(consume_exception)
+        await wait_for_future(opening, None)
+        return opening.result()
+
+    async def _opened(self, kind: str, loop: asyncio.AbstractEventLoop) -> _Resp:
+        """:meth:`_open`'s task: connect, then become the ``kind`` connection."""
         try:
             resp = await self._connect(loop)
-        except BaseException as exc:
-            fut.set_exception(
-                exc if isinstance(exc, Exception) else rexc.ConnectionError(repr(exc))
-            )
-            raise
-        else:
             if self._closed:  # closed while connecting
                 resp.close(closed_error("async client", self.describe()))
                 raise closed_error("async client", self.describe())
-            fut.set_result(resp)
+            if kind == "cmd":
+                self._cmd = resp
+            else:
+                self._sub = _Subscriber(resp)
             return resp
         finally:
             del self._opening[kind]
@@ -651,12 +656,11 @@ class AsyncTransport:
         if sub is not None and sub.resp.lost is None and self._stale(sub.resp):
             sub.resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
         if sub is None or sub.resp.lost is not None:
+            # Concurrent first subscribers share the one connection opened, and
+            # the one wrapper the opening made (a second would take its messages).
             resp = await self._open("sub")
             sub = self._sub
-            # Concurrent first subscribers share the one connection opened: only
-            # one of them wraps it (a second wrapper would take its messages).
-            if sub is None or sub.resp is not resp:
-                sub = self._sub = _Subscriber(resp)
+            assert sub is not None and sub.resp is resp
         channel = sub.channels.get(name)
         if channel is not None:
             channel.refs += 1

@@ -1,0 +1,98 @@
+"""The asyncio client under cancellation (``task.cancel()``, ``asyncio.wait_for``
+timeouts, a web framework dropping the request of a client that went away):
+one task's cancellation is that task's alone. Its connection, its script
+loading and its subscriptions are shared with the loop's other tasks, which go
+on as if it had never called; no reply is handed to the wrong caller.
+
+Cancellation points are reached deterministically: tasks are stepped with
+``asyncio.sleep(0)`` and the state they reached is asserted before cancelling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Registry
+from redflow_mp.aio import AsyncClient, create_async_client, set_default_async_client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture()
+def in_loop(redis_url: str, prefix: str, registry: Registry) -> Iterator[Callable[..., Any]]:
+    def run(body: Callable[[AsyncClient], Any], **kwargs: Any) -> Any:
+        async def main() -> Any:
+            kwargs.setdefault("prefix", prefix)
+            kwargs.setdefault("registry", registry)
+            kwargs.setdefault("default", False)
+            ac = create_async_client(redis_url, **kwargs)
+            try:
+                return await body(ac)
+            finally:
+                await ac.aclose()
+
+        return asyncio.run(main())
+
+    yield run
+    set_default_async_client(None)
+
+
+async def _steps(n: int = 1) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_a_cancelled_first_caller_does_not_fail_the_callers_sharing_its_connection(
+    in_loop: Callable[..., Any],
+) -> None:
+    async def body(ac: AsyncClient) -> None:
+        t = ac.transport
+        first = asyncio.ensure_future(t.call("PING"))
+        second = asyncio.ensure_future(t.call("PING"))
+        await _steps()
+        assert "cmd" in t._opening  # the first is connecting, the second waits for it
+        first.cancel()
+        assert await second == b"PONG"
+        assert first.cancelled()
+        assert await t.call("PING") == b"PONG"
+
+    in_loop(body)
+
+
+def test_a_cancelled_first_subscriber_does_not_fail_the_other_waiters(
+    in_loop: Callable[..., Any], raw: redis.Redis
+) -> None:
+    async def body(ac: AsyncClient) -> None:
+        t = ac.transport
+        await t.call("PING")  # the command connection is up; the pub/sub one is not
+        first = asyncio.ensure_future(t.subscribe(b"c1"))
+        second = asyncio.ensure_future(t.subscribe(b"c2"))
+        await _steps()
+        assert "sub" in t._opening
+        first.cancel()
+        channel = await second
+        await channel.ready
+        assert raw.pubsub_numsub("c2")[0][1] == 1
+        t.unsubscribe(channel)
+
+    in_loop(body)
+
+
+def test_a_cancelled_script_loader_does_not_fail_the_concurrent_first_calls(
+    in_loop: Callable[..., Any],
+) -> None:
+    async def body(ac: AsyncClient) -> None:
+        await ac.transport.call("PING")  # connected; the scripts are not loaded yet
+        first = asyncio.ensure_future(ac.cancel_run("01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+        second = asyncio.ensure_future(ac.cancel_run("01ARZ3NDEKTSV4RRFFQ69G5FAW"))
+        await _steps()
+        assert ac.scripts._loading is not None  # the first loads, the second waits
+        first.cancel()
+        assert await second is False
+        assert first.cancelled()
+
+    in_loop(body)
