@@ -543,7 +543,9 @@ class AsyncClient:
         """Wait until the run ends; return its output or raise its error (see
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
         a finish before the subscription is seen by the read, a later one by the
-        message; without a message the run is read again every RESULT_RECHECK_S."""
+        message; without a message the run is read again every RESULT_RECHECK_S.
+        A ``timeout`` is kept even while Redis does not answer (the calls in flight
+        are abandoned at the deadline, not after the reply watchdog's 5 s)."""
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         if cannot_be_run_id(run_id):
@@ -553,8 +555,24 @@ class AsyncClient:
         shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
         t = shard.transport
         t.enter()
+        if not timeout:  # None: no deadline; 0: one look, however long it takes
+            return await self._wait_result(shard, run_id, timeout, None)
+        deadline = t.loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                return await self._wait_result(shard, run_id, timeout, deadline)
+        except TimeoutError:
+            if scope.expired():
+                raise result_timeout(run_id, timeout) from None
+            raise
+
+    async def _wait_result(
+        self, shard: AsyncShard, run_id: str, timeout: float | None, deadline: float | None
+    ) -> Any:
+        t = shard.transport
         loop = t.loop
-        deadline = None if timeout is None else loop.time() + timeout
+        if deadline is None and timeout is not None:
+            deadline = loop.time() + timeout
         name = shard.keys.run_done(run_id).encode()
         read = ("HMGET", shard.keys.run(run_id), *STATE_FIELDS)
         while True:

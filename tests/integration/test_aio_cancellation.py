@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Registry
+from redflow_mp import Context, Registry, ResultTimeoutError, define_workflow
 from redflow_mp.aio import AsyncClient, create_async_client, set_default_async_client
 
 pytestmark = pytest.mark.timeout(60)
@@ -94,5 +94,32 @@ def test_a_cancelled_script_loader_does_not_fail_the_concurrent_first_calls(
         first.cancel()
         assert await second is False
         assert first.cancelled()
+
+    in_loop(body)
+
+
+def test_result_with_a_timeout_returns_at_its_deadline_while_redis_does_not_answer(
+    in_loop: Callable[..., Any], raw: redis.Redis, registry: Registry, redis_url: str
+) -> None:
+    @define_workflow("idle", queue="nobody", registry=registry)
+    def idle(ctx: Context[Any]) -> None:
+        return None
+
+    async def body(ac: AsyncClient) -> None:
+        handle = await idle.arun(None, client=ac)
+        with pytest.raises(ResultTimeoutError):  # both connections are up
+            await handle.result(timeout=0.05)
+        loop = asyncio.get_running_loop()
+        raw.client_pause(3000, all=True)  # no command is answered for 3 s (not even UNPAUSE)
+        try:
+            start = loop.time()
+            with pytest.raises(ResultTimeoutError):
+                await handle.result(timeout=0.3)
+            took = loop.time() - start
+        finally:  # the pause's end, for the next test
+            with redis.Redis.from_url(redis_url, socket_timeout=10) as patient:
+                patient.ping()
+        # not when the server answers again (or the reply watchdog's 5 s)
+        assert took < 1.5, f"result(timeout=0.3) returned after {took:.2f} s"
 
     in_loop(body)
