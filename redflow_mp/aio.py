@@ -40,13 +40,12 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
-from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta
 from .aio_connection import awith_redirects
+from .aio_scripts import AsyncScripts
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
-from .aio_transport import consume_exception as _consume
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import positions_by_shard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
@@ -94,7 +93,7 @@ from .runs import (
     target_of_name,
     workflow_meta,
 )
-from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply, resume_reply
+from .scripts import cancel_reply, resume_reply
 from .shards import check_shards
 from .wait_scripts import send_event_call, send_event_reply
 
@@ -109,70 +108,6 @@ __all__ = [
 I = TypeVar("I")  # noqa: E741 - input type of a workflow
 O = TypeVar("O")  # noqa: E741 - output type of a workflow
 T = TypeVar("T")
-
-
-class AsyncScripts(ScriptSet):
-    """The scripts on an :class:`AsyncTransport` (loaded and called like the sync ones)."""
-
-    def __init__(self, transport: AsyncTransport, keys: Keys, *, functions: bool = False) -> None:
-        super().__init__(keys, transport.describe(), functions=functions)
-        self._t = transport
-        self._loading: asyncio.Task[None] | None = None
-
-    async def _load(self) -> None:
-        """Configure once: concurrent first calls wait for the one loading, which
-        runs in a task of its own (a caller cancelled meanwhile only stops
-        waiting; it does not fail the others with its ``CancelledError``)."""
-        loading = self._loading
-        if loading is None:
-            if self._sources is not None:
-                return
-            loading = self._loading = self._t.loop.create_task(self._configure())
-            loading.add_done_callback(_consume)
-        await wait_for_future(loading, None)
-        loading.result()
-
-    async def _configure(self) -> None:
-        try:
-            await self.drive(self.configure(await self._t.server_version()), retry=True)
-        finally:
-            self._loading = None  # loaded, or the next call tries again
-
-    async def drive(self, plan: Plan[T], *, retry: bool) -> T:
-        """Run ``plan`` on the command connection (see ``Scripts.drive``)."""
-        try:
-            cmd = next(plan)
-            while True:
-                try:
-                    reply = await self._t.call(*cmd, retry=retry)
-                except Exception as exc:
-                    error = exc
-                else:
-                    cmd = plan.send(reply)
-                    continue
-                cmd = plan.throw(error)
-        except StopIteration as stop:
-            return cast(T, stop.value)
-
-    async def run(
-        self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool
-    ) -> Any:
-        """Call script ``name``; see ``Scripts.run``."""
-        if self._sources is None or self._loading is not None:  # not loaded, or loading
-            self._t.enter()  # closed, or another loop: a clear error before loading
-            await self._load()
-        try:
-            return await self._t.call(*self.command(name, keys, args), retry=retry)
-        except ResponseError as exc:
-            return await self.drive(self.recover(name, keys, args, exc), retry=retry)
-
-    async def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
-        """``Scripts.send_enqueue``: once, and once more after a network error."""
-        try:
-            reply = await self.run("enqueue_run", keys, args, retry=False)
-        except NETWORK_ERRORS:
-            reply = await self.run("enqueue_run", keys, args, retry=True)
-        return enqueue_reply(reply)
 
 
 async def _pipelined(client: redis.asyncio.Redis, batch: Batch) -> list[Any]:
