@@ -223,6 +223,7 @@ def async_client_for(
     base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.asyncio.UnixDomainSocketConnection:
+        options = {k: v for k, v in options.items() if k != "socket_keepalive"}  # TCP only
         plain = redis.asyncio.BlockingConnectionPool.from_url(
             target.url, retry=retry, **pool, **options
         )

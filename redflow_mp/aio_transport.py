@@ -235,8 +235,8 @@ class AsyncTransport:
             host, port = await self._sentinel.discover_master(self._service)
             return await self._dial(loop, conn, host, port)
         router = self.router
-        if router is None or router.cluster is False:
-            return await self._dial(loop, conn, conn.host, conn.port)
+        if router is None or router.cluster is False:  # a unix socket has no host: its path
+            return await self._dial(loop, conn, getattr(conn, "host", ""), getattr(conn, "port", 0))
         if router.cluster is None:
             resp = await self._dial(loop, conn, conn.host, conn.port)
             try:
