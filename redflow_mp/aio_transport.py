@@ -406,7 +406,8 @@ class AsyncTransport:
             # the one wrapper the opening made (a second would take its messages).
             resp = await self._open("sub")
             sub = self._sub
-            assert sub is not None and sub.resp is resp
+            if sub is None or sub.resp is not resp:  # lost and replaced meanwhile
+                raise rexc.ConnectionError("the pub/sub connection was replaced")
         channel = sub.channels.get(name)
         if channel is not None:
             channel.refs += 1
