@@ -24,6 +24,7 @@ from .connection import (
 )
 
 __all__ = [
+    "ClosingPool",
     "adiscover",
     "async_client_for",
     "async_sentinel_client",
@@ -203,6 +204,34 @@ def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
     )
 
 
+class ClosingPool(redis.asyncio.BlockingConnectionPool):
+    """redis.asyncio's blocking pool, closed for good by :meth:`close_for_good`.
+
+    Closing a redis.asyncio client disconnects the connections a command in flight
+    holds, but redis-py's retry then reconnects that connection and resends the
+    command, and the connection, released into the closed pool, stayed open for
+    the life of the process. Once closed, this pool closes a connection as it is
+    released and hands out none.
+    """
+
+    closed = False
+
+    async def close_for_good(self) -> None:
+        self.closed = True
+        await self.disconnect()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.closed:
+            raise rexc.ConnectionError("this connection pool is closed")
+        get: Callable[..., Awaitable[Any]] = super().get_connection  # untyped in redis-py
+        return await get(*args, **kwargs)
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        if self.closed:
+            await connection.disconnect()
+
+
 def async_client_for(
     target: Target,
     route_key: str | None,
@@ -224,12 +253,10 @@ def async_client_for(
     check_url_options(base, url_kwargs, target.url)
     if base is redis.asyncio.UnixDomainSocketConnection:
         options = {k: v for k, v in options.items() if k != "socket_keepalive"}  # TCP only
-        plain = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url, retry=retry, **pool, **options
-        )
+        plain = ClosingPool.from_url(target.url, retry=retry, **pool, **options)
         return redis.asyncio.Redis(connection_pool=plain), None, None, None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
-    routed_pool = redis.asyncio.BlockingConnectionPool(
+    routed_pool = ClosingPool(
         connection_class=routed_async_connection_class(base, router),
         retry=retry,
         **pool,

@@ -46,6 +46,7 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
 from .aio_connection import (
+    ClosingPool,
     adiscover,
     async_client_for,
     awith_redirects,
@@ -117,7 +118,7 @@ class AsyncTransport:
             pool = client.connection_pool
             kwargs = dict(pool.connection_kwargs)
             kwargs["decode_responses"] = False
-            new_pool = redis.asyncio.BlockingConnectionPool(
+            new_pool = ClosingPool(
                 connection_class=pool.connection_class,
                 max_connections=MAX_CONNECTIONS,
                 timeout=POOL_TIMEOUT,
@@ -434,7 +435,9 @@ class AsyncTransport:
 
     async def aclose(self) -> None:
         """Close every connection (safe to call more than once); pending calls and
-        waiters fail, and any later use raises :class:`RedflowError`."""
+        waiters fail (a query in flight on the redis.asyncio pool may still end, on
+        a connection closed as it does), and any later use raises
+        :class:`RedflowError`."""
         if self._closed:
             return
         if self._loop is not None and asyncio.get_running_loop() is not self._loop:
@@ -445,5 +448,9 @@ class AsyncTransport:
             if resp is not None:
                 resp.close(error)
         self._cmd = self._sub = None
-        # The pool is ours (built in __init__), so it goes too.
+        # The pool is ours (built in __init__), so it goes too, for good: a query
+        # in flight does not reopen a connection that outlives the client.
+        pool = self._redis.connection_pool
+        if isinstance(pool, ClosingPool):
+            await pool.close_for_good()
         await self._redis.aclose(close_connection_pool=True)

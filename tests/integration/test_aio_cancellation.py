@@ -41,6 +41,16 @@ def in_loop(redis_url: str, prefix: str, registry: Registry) -> Iterator[Callabl
     set_default_async_client(None)
 
 
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` (a server-side state with no event to wait on) from the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 async def _steps(n: int = 1) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -121,5 +131,24 @@ def test_result_with_a_timeout_returns_at_its_deadline_while_redis_does_not_answ
                 patient.ping()
         # not when the server answers again (or the reply watchdog's 5 s)
         assert took < 1.5, f"result(timeout=0.3) returned after {took:.2f} s"
+
+    in_loop(body)
+
+
+def test_aclose_leaves_no_connection_open_behind_a_query_in_flight(
+    in_loop: Callable[..., Any], raw: redis.Redis
+) -> None:
+    """A query in flight when the client closes (here a BLPOP, blocked in the server)
+    is not resent on a connection that outlives the client: redis-py's retry used
+    to reconnect it, and the connection stayed open once the call had returned."""
+
+    async def body(ac: AsyncClient) -> None:
+        others = len(raw.client_list())  # before the client opens any
+        blocked = asyncio.ensure_future(ac.redis.blpop(["aclose-probe"], 0))
+        await until(lambda: raw.info("clients")["blocked_clients"] == 1, "BLPOP to block")
+        await ac.aclose()
+        raw.lpush("aclose-probe", b"x")
+        await asyncio.gather(blocked, return_exceptions=True)
+        await until(lambda: len(raw.client_list()) == others, "the client's connections to close")
 
     in_loop(body)
