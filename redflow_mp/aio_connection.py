@@ -50,14 +50,24 @@ def _async_master_connection(base: type[Any]) -> type[Any]:
     return Master
 
 
-def async_sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> Any:
-    """redis.asyncio's client of the service's master, and its Sentinel."""
+def async_sentinel_client(
+    target: Target, options: dict[str, Any], retry: Any, pool: dict[str, Any] | None = None
+) -> Any:
+    """redis.asyncio's client of the service's master, and its Sentinel. ``pool``:
+    the size and timeout of a blocking pool (as for a plain URL; redis-py's own
+    Sentinel pool fails the 101st concurrent query with "Too many connections")."""
+    from redis.asyncio.sentinel import SentinelConnectionPool
     from redis.asyncio.sentinel import SentinelManagedConnection as AsyncManaged
     from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncManagedSSL
+
+    class BlockingSentinelPool(SentinelConnectionPool, ClosingPool):
+        """redis-py's Sentinel pool, blocking and closing like :class:`ClosingPool`."""
 
     sentinel = async_sentinel(target, options)
     kwargs: dict[str, Any] = dict(options)
     kwargs.update(db=target.db, username=target.username, password=target.password)
+    if pool is not None:
+        kwargs.update(pool, connection_pool_class=BlockingSentinelPool)
     base = AsyncManagedSSL if target.tls else AsyncManaged
     client = sentinel.master_for(
         target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
@@ -245,7 +255,7 @@ def async_client_for(
     the blocking pool's size and timeout), its router (cluster), and its Sentinel
     and service name (Sentinel)."""
     if target.kind == "sentinel":
-        client, sentinel = async_sentinel_client(target, options, retry)
+        client, sentinel = async_sentinel_client(target, options, retry, pool)
         return client, None, sentinel, target.service
     parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
