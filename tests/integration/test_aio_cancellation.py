@@ -152,3 +152,36 @@ def test_aclose_leaves_no_connection_open_behind_a_query_in_flight(
         await until(lambda: len(raw.client_list()) == others, "the client's connections to close")
 
     in_loop(body)
+
+
+def test_an_arun_cancelled_after_its_request_left_is_retried_safely_with_its_key(
+    in_loop: Callable[..., Any], registry: Registry
+) -> None:
+    """Cancelled once its enqueue is on the wire, the run may exist; a retry with the
+    same idempotency key gives that run (no second one), and the connection's next
+    replies go to their own callers."""
+
+    @define_workflow("keyed", queue="nobody", registry=registry)
+    def keyed(ctx: Context[Any]) -> None:
+        return None
+
+    async def body(ac: AsyncClient) -> None:
+        await keyed.arun(None, client=ac, idempotency_key="warm-up")  # connected, loaded
+        cmd = ac.transport._cmd
+        assert cmd is not None
+        first = asyncio.ensure_future(keyed.arun({"n": 1}, client=ac, idempotency_key="k"))
+        while not cmd._waiting:  # the enqueue is sent, its reply not read
+            await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        again = await keyed.arun({"n": 1}, client=ac, idempotency_key="k")
+        other = await keyed.arun({"n": 2}, client=ac, idempotency_key="other")
+        runs = await ac.list_runs(workflow="keyed", limit=10)
+        assert sorted(r.id for r in runs) == sorted(
+            [again.id, other.id, (await keyed.arun(None, client=ac, idempotency_key="warm-up")).id]
+        )
+        state = await again.state()
+        assert state is not None and state.input == {"n": 1}
+
+    in_loop(body)
