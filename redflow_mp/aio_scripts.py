@@ -40,6 +40,9 @@ class AsyncScripts(ScriptSet):
         if loading is None:
             if self._sources is not None:
                 return
+            # the transport's loop: a shard's transport may be first used right here
+            # (the cancel cascade's first call on a child's shard)
+            self._t.enter()
             loading = self._loading = self._t.loop.create_task(self._configure())
             loading.add_done_callback(_consume)
         await wait_for_future(loading, None)
