@@ -27,10 +27,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from examples import web_flows
@@ -58,6 +58,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="redflow-mp web example", lifespan=lifespan)
 
+# Checked before anything is enqueued: ``handle.result()`` refuses a negative or
+# non-finite timeout, and a run enqueued first would be left with nobody to answer
+# (and a 500). The cap bounds how long a request may hold its connection.
+Timeout = Annotated[float, Query(gt=0, le=3600, description="seconds to await the run")]
+
 
 def _client(request: Request) -> AsyncClient:
     client: AsyncClient = request.app.state.redflow
@@ -82,7 +87,7 @@ async def start_report(request: Request, priority: int | None = None) -> dict[st
 
 
 @app.post("/reports/wait")
-async def run_report(request: Request, timeout: float = 30.0) -> Any:
+async def run_report(request: Request, timeout: Timeout = 30.0) -> Any:
     """Enqueue a report and await its output (the request waits, not a thread)."""
     try:
         handle = await web_flows.report.arun(await _input(request))
@@ -92,7 +97,7 @@ async def run_report(request: Request, timeout: float = 30.0) -> Any:
 
 
 @app.post("/urgent/wait")
-async def run_urgent(request: Request, timeout: float = 30.0) -> Any:
+async def run_urgent(request: Request, timeout: Timeout = 30.0) -> Any:
     """By name, as code without the Workflow object would start it; the client's
     registry (the default one, which ``web_flows`` filled) gives its priority."""
     handle = await _client(request).run_by_name("web-urgent-report", await _input(request))

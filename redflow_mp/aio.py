@@ -40,13 +40,12 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
-from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta
 from .aio_connection import awith_redirects
+from .aio_scripts import AsyncScripts
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
-from .aio_transport import consume_exception as _consume
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import positions_by_shard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
@@ -94,7 +93,7 @@ from .runs import (
     target_of_name,
     workflow_meta,
 )
-from .scripts import Plan, ScriptSet, cancel_reply, enqueue_reply, resume_reply
+from .scripts import cancel_reply, resume_reply
 from .shards import check_shards
 from .wait_scripts import send_event_call, send_event_reply
 
@@ -109,72 +108,6 @@ __all__ = [
 I = TypeVar("I")  # noqa: E741 - input type of a workflow
 O = TypeVar("O")  # noqa: E741 - output type of a workflow
 T = TypeVar("T")
-
-
-class AsyncScripts(ScriptSet):
-    """The scripts on an :class:`AsyncTransport` (loaded and called like the sync ones)."""
-
-    def __init__(self, transport: AsyncTransport, keys: Keys, *, functions: bool = False) -> None:
-        super().__init__(keys, transport.describe(), functions=functions)
-        self._t = transport
-        self._loading: asyncio.Future[None] | None = None
-
-    async def _load(self) -> None:
-        """Configure once: concurrent first calls wait for the one that loads."""
-        loading = self._loading
-        if loading is not None:
-            await wait_for_future(loading, None)
-            loading.result()
-            return
-        if self._sources is not None:
-            return
-        loading = self._loading = self._t.loop.create_future()
-        loading.add_done_callback(_consume)
-        try:
-            await self.drive(self.configure(await self._t.server_version()), retry=True)
-        except BaseException as exc:
-            loading.set_exception(exc if isinstance(exc, Exception) else RedflowError(repr(exc)))
-            raise
-        else:
-            loading.set_result(None)
-        finally:
-            self._loading = None  # loaded, or the next call tries again
-
-    async def drive(self, plan: Plan[T], *, retry: bool) -> T:
-        """Run ``plan`` on the command connection (see ``Scripts.drive``)."""
-        try:
-            cmd = next(plan)
-            while True:
-                try:
-                    reply = await self._t.call(*cmd, retry=retry)
-                except Exception as exc:
-                    error = exc
-                else:
-                    cmd = plan.send(reply)
-                    continue
-                cmd = plan.throw(error)
-        except StopIteration as stop:
-            return cast(T, stop.value)
-
-    async def run(
-        self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool
-    ) -> Any:
-        """Call script ``name``; see ``Scripts.run``."""
-        if self._sources is None or self._loading is not None:  # not loaded, or loading
-            self._t.enter()  # closed, or another loop: a clear error before loading
-            await self._load()
-        try:
-            return await self._t.call(*self.command(name, keys, args), retry=retry)
-        except ResponseError as exc:
-            return await self.drive(self.recover(name, keys, args, exc), retry=retry)
-
-    async def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
-        """``Scripts.send_enqueue``: once, and once more after a network error."""
-        try:
-            reply = await self.run("enqueue_run", keys, args, retry=False)
-        except NETWORK_ERRORS:
-            reply = await self.run("enqueue_run", keys, args, retry=True)
-        return enqueue_reply(reply)
 
 
 async def _pipelined(client: redis.asyncio.Redis, batch: Batch) -> list[Any]:
@@ -545,7 +478,9 @@ class AsyncClient:
         """Wait until the run ends; return its output or raise its error (see
         ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
         a finish before the subscription is seen by the read, a later one by the
-        message; without a message the run is read again every RESULT_RECHECK_S."""
+        message; without a message the run is read again every RESULT_RECHECK_S.
+        A ``timeout`` is kept even while Redis does not answer (the calls in flight
+        are abandoned at the deadline, not after the reply watchdog's 5 s)."""
         check_run_id(run_id)
         timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
         if cannot_be_run_id(run_id):
@@ -555,8 +490,24 @@ class AsyncClient:
         shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
         t = shard.transport
         t.enter()
+        if not timeout:  # None: no deadline; 0: one look, however long it takes
+            return await self._wait_result(shard, run_id, timeout, None)
+        deadline = t.loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                return await self._wait_result(shard, run_id, timeout, deadline)
+        except TimeoutError:
+            if scope.expired():
+                raise result_timeout(run_id, timeout) from None
+            raise
+
+    async def _wait_result(
+        self, shard: AsyncShard, run_id: str, timeout: float | None, deadline: float | None
+    ) -> Any:
+        t = shard.transport
         loop = t.loop
-        deadline = None if timeout is None else loop.time() + timeout
+        if deadline is None and timeout is not None:
+            deadline = loop.time() + timeout
         name = shard.keys.run_done(run_id).encode()
         read = ("HMGET", shard.keys.run(run_id), *STATE_FIELDS)
         while True:

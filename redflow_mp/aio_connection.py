@@ -24,6 +24,7 @@ from .connection import (
 )
 
 __all__ = [
+    "ClosingPool",
     "adiscover",
     "async_client_for",
     "async_sentinel_client",
@@ -49,14 +50,24 @@ def _async_master_connection(base: type[Any]) -> type[Any]:
     return Master
 
 
-def async_sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> Any:
-    """redis.asyncio's client of the service's master, and its Sentinel."""
+def async_sentinel_client(
+    target: Target, options: dict[str, Any], retry: Any, pool: dict[str, Any] | None = None
+) -> Any:
+    """redis.asyncio's client of the service's master, and its Sentinel. ``pool``:
+    the size and timeout of a blocking pool (as for a plain URL; redis-py's own
+    Sentinel pool fails the 101st concurrent query with "Too many connections")."""
+    from redis.asyncio.sentinel import SentinelConnectionPool
     from redis.asyncio.sentinel import SentinelManagedConnection as AsyncManaged
     from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncManagedSSL
+
+    class BlockingSentinelPool(SentinelConnectionPool, ClosingPool):
+        """redis-py's Sentinel pool, blocking and closing like :class:`ClosingPool`."""
 
     sentinel = async_sentinel(target, options)
     kwargs: dict[str, Any] = dict(options)
     kwargs.update(db=target.db, username=target.username, password=target.password)
+    if pool is not None:
+        kwargs.update(pool, connection_pool_class=BlockingSentinelPool)
     base = AsyncManagedSSL if target.tls else AsyncManaged
     client = sentinel.master_for(
         target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
@@ -203,6 +214,34 @@ def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
     )
 
 
+class ClosingPool(redis.asyncio.BlockingConnectionPool):
+    """redis.asyncio's blocking pool, closed for good by :meth:`close_for_good`.
+
+    Closing a redis.asyncio client disconnects the connections a command in flight
+    holds, but redis-py's retry then reconnects that connection and resends the
+    command, and the connection, released into the closed pool, stayed open for
+    the life of the process. Once closed, this pool closes a connection as it is
+    released and hands out none.
+    """
+
+    closed = False
+
+    async def close_for_good(self) -> None:
+        self.closed = True
+        await self.disconnect()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.closed:
+            raise rexc.ConnectionError("this connection pool is closed")
+        get: Callable[..., Awaitable[Any]] = super().get_connection  # untyped in redis-py
+        return await get(*args, **kwargs)
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        if self.closed:
+            await connection.disconnect()
+
+
 def async_client_for(
     target: Target,
     route_key: str | None,
@@ -216,19 +255,18 @@ def async_client_for(
     the blocking pool's size and timeout), its router (cluster), and its Sentinel
     and service name (Sentinel)."""
     if target.kind == "sentinel":
-        client, sentinel = async_sentinel_client(target, options, retry)
+        client, sentinel = async_sentinel_client(target, options, retry, pool)
         return client, None, sentinel, target.service
     parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.asyncio.UnixDomainSocketConnection:
-        plain = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url, retry=retry, **pool, **options
-        )
+        options = {k: v for k, v in options.items() if k != "socket_keepalive"}  # TCP only
+        plain = ClosingPool.from_url(target.url, retry=retry, **pool, **options)
         return redis.asyncio.Redis(connection_pool=plain), None, None, None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
-    routed_pool = redis.asyncio.BlockingConnectionPool(
+    routed_pool = ClosingPool(
         connection_class=routed_async_connection_class(base, router),
         retry=retry,
         **pool,

@@ -58,7 +58,7 @@ class AsyncShard:
 
     @property
     def scripts(self) -> Any:
-        """This shard's :class:`~redflow_mp.aio.AsyncScripts`."""
+        """This shard's :class:`~redflow_mp.aio_scripts.AsyncScripts`."""
         if self._scripts is None:
             scripts = self._owner.make_scripts(self.transport, self.keys)
             scripts.id_suffix = run_id_for_shard("", self.index, self._owner.count)

@@ -5,7 +5,7 @@ Owns every socket an async client opens, in three parts:
 - ``redis.asyncio``'s client for general commands (queries, pipelines, INFO),
   with the same settings as the sync client's (``transport.client_options``);
 - one **command connection** for the hot calls (enqueue, cancel, reading a
-  run's end): a small asyncio protocol that packs with ``hiredis.pack_command``
+  run's end): a small asyncio protocol (``aio_resp.py``) that packs with ``hiredis.pack_command``
   and parses with ``hiredis.Reader``, shared by every task. Requests are
   pipelined on it: each gets a future, replies resolve them in order. redis.asyncio's
   per-command path (pool checkout, Python packing, a stream reader, timeout
@@ -37,24 +37,21 @@ this module).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-import hiredis
 import redis
 import redis.asyncio
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry as AsyncRetry
 
 from .aio_connection import (
+    ClosingPool,
     adiscover,
     async_client_for,
     awith_redirects,
 )
+from .aio_resp import Channel, Resp, Subscriber, consume_exception, wait_for_future
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
@@ -80,259 +77,11 @@ from .transport import (
 
 __all__ = ["MAX_CONNECTIONS", "AsyncTransport", "Channel", "consume_exception", "wait_for_future"]
 
+
 #: Connections of the general (redis.asyncio) pool; more concurrent queries wait.
 MAX_CONNECTIONS = 50
 #: Seconds a query waits for a free connection of that pool before failing.
 POOL_TIMEOUT = 20.0
-
-# Error replies as redis-py maps them (the same classes and messages the sync
-# client raises): the code is dropped from the message of the codes it knows.
-_ERRORS: dict[str, type[rexc.ResponseError] | type[rexc.ConnectionError]] = {
-    "ERR": rexc.ResponseError,
-    "OOM": rexc.OutOfMemoryError,
-    "WRONGPASS": rexc.AuthenticationError,
-    "NOAUTH": rexc.AuthenticationError,
-    "NOPERM": rexc.NoPermissionError,
-    "EXECABORT": rexc.ExecAbortError,
-    "LOADING": rexc.BusyLoadingError,
-    "NOSCRIPT": rexc.NoScriptError,
-    "READONLY": rexc.ReadOnlyError,
-    # a cluster's "not here" replies (connection.awith_redirects retries them)
-    "MOVED": rexc.MovedError,
-    "ASK": rexc.AskError,
-    "CLUSTERDOWN": rexc.ClusterDownError,
-    "TRYAGAIN": rexc.TryAgainError,
-}
-
-
-def _error(reply: hiredis.ReplyError) -> Exception:
-    message = str(reply)
-    code, _, rest = message.partition(" ")
-    cls = _ERRORS.get(code)
-    if cls is None:
-        return rexc.ResponseError(message)
-    if code == "ERR" and rest.startswith("max number of clients reached"):
-        return rexc.ConnectionError(rest)
-    return cls(rest)
-
-
-def consume_exception(fut: asyncio.Future[Any]) -> None:
-    """Mark a shared future's exception as seen (no "never retrieved" log when
-    every task that waited on it has gone)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def wait_for_future(fut: asyncio.Future[Any], deadline: float | None) -> bool:
-    """Wait until ``fut`` is done or the loop time ``deadline`` passes; True when done.
-
-    ``fut`` is never awaited directly, so a task cancelled while waiting does not
-    cancel a future other tasks share. The caller reads ``fut.result()``.
-    """
-    if fut.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    fut.add_done_callback(wake)
-    timer = None if deadline is None else loop.call_at(deadline, wake)
-    try:
-        await waiter
-    finally:
-        fut.remove_done_callback(wake)
-        if timer is not None:
-            timer.cancel()
-    return fut.done()
-
-
-class _Resp(asyncio.Protocol):
-    """One RESP2 connection: requests answered in order, messages handed on.
-
-    ``_waiting`` holds one entry per request sent, oldest first: the future its
-    reply resolves (None for a request nobody waits for) and when it was sent.
-    With ``on_message`` set (the pub/sub connection) a ``message`` reply goes
-    there instead; subscribe and unsubscribe confirmations are replies like any
-    other, in order.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, where: str) -> None:
-        self._loop = loop
-        self._where = where
-        self._reader = hiredis.Reader()
-        self._waiting: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._paused: asyncio.Future[None] | None = None
-        self.lost: Exception | None = None
-        self.on_message: Callable[[bytes, bytes], None] | None = None
-        self.on_lost: Callable[[Exception], None] | None = None
-        self.generation = -1  # the cluster router's generation when it connected
-
-    # --- asyncio.Protocol --------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        waiting = self._waiting
-        on_message = self.on_message
-        while True:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._abort(rexc.ConnectionError(f"protocol error from {self._where}: {exc}"))
-                return
-            if reply is False:
-                return
-            if on_message is not None and type(reply) is list and reply and reply[0] == b"message":
-                on_message(reply[1], reply[2])
-                continue
-            if not waiting:
-                self._abort(rexc.ConnectionError(f"unexpected reply from {self._where}"))
-                return
-            fut, _ = waiting.popleft()
-            if fut is None or fut.done():
-                continue  # fire-and-forget, or the waiter has gone (cancelled)
-            if isinstance(reply, hiredis.ReplyError):
-                fut.set_exception(_error(reply))
-            else:
-                fut.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(
-            self.lost
-            or rexc.ConnectionError(
-                f"connection to {self._where} lost" + (f": {exc}" if exc else "")
-            )
-        )
-
-    def pause_writing(self) -> None:
-        if self._paused is None:
-            self._paused = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None and not paused.done():
-            paused.set_result(None)
-
-    # --- requests ----------------------------------------------------------
-
-    def request(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Send one command; the future its reply resolves."""
-        fut = self._loop.create_future()
-        self.send(args, fut)
-        return fut
-
-    def send(self, args: tuple[Any, ...], fut: asyncio.Future[Any] | None) -> None:
-        """Send one command whose reply resolves ``fut`` (None: nobody waits)."""
-        if self.lost is not None:
-            raise self.lost
-        assert self._transport is not None
-        now = self._loop.time()
-        self._waiting.append((fut, now))
-        self._transport.write(hiredis.pack_command(args))
-        if self._timer is None:
-            self._timer = self._loop.call_at(now + SOCKET_TIMEOUT, self._check_replies)
-
-    @property
-    def paused(self) -> bool:
-        """True while the write buffer is over its high-water mark."""
-        return self._paused is not None
-
-    async def drained(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
-        while self._paused is not None:
-            await wait_for_future(self._paused, None)
-            if self.lost is not None:
-                raise self.lost
-
-    def _check_replies(self) -> None:
-        """The reply watchdog: a request unanswered for SOCKET_TIMEOUT seconds
-        means a dead or stalled connection; close it and fail every request."""
-        self._timer = None
-        if not self._waiting or self.lost is not None:
-            return
-        oldest = self._waiting[0][1]
-        now = self._loop.time()
-        if now - oldest >= SOCKET_TIMEOUT:
-            self._abort(rexc.TimeoutError(f"Timeout reading from {self._where}"))
-            return
-        self._timer = self._loop.call_at(oldest + SOCKET_TIMEOUT, self._check_replies)
-
-    def _abort(self, exc: Exception) -> None:
-        self._fail(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _fail(self, exc: Exception) -> None:
-        if self.lost is None:
-            self.lost = exc
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiting, self._waiting = self._waiting, deque()
-        for fut, _ in waiting:
-            if fut is not None and not fut.done():
-                fut.set_exception(self.lost)
-        self.resume_writing()
-        on_lost, self.on_lost = self.on_lost, None
-        if on_lost is not None:
-            on_lost(self.lost)
-
-    def close(self, exc: Exception) -> None:
-        """Close the connection; pending requests fail with ``exc``."""
-        self._abort(exc)
-
-
-class Channel:
-    """One subscribed channel of the pub/sub connection, shared by its waiters.
-
-    ``ready`` resolves when the server confirms the subscription, ``message``
-    with the first message's data (a run's ``run-done`` channel gets one).
-    """
-
-    __slots__ = ("message", "name", "ready", "refs", "resp")
-
-    def __init__(self, name: bytes, resp: _Resp, loop: asyncio.AbstractEventLoop) -> None:
-        self.name = name
-        self.resp = resp
-        self.refs = 1
-        self.ready: asyncio.Future[Any] = loop.create_future()
-        self.message: asyncio.Future[bytes] = loop.create_future()
-        self.ready.add_done_callback(consume_exception)
-        self.message.add_done_callback(consume_exception)
-
-
-class _Subscriber:
-    """The channels of one pub/sub connection (gone with it)."""
-
-    def __init__(self, resp: _Resp) -> None:
-        self.resp = resp
-        self.channels: dict[bytes, Channel] = {}
-        resp.on_message = self._on_message
-        resp.on_lost = self._on_lost
-
-    def _on_message(self, name: bytes, data: bytes) -> None:
-        channel = self.channels.get(name)
-        if channel is not None and not channel.message.done():
-            channel.message.set_result(data)
-
-    def _on_lost(self, exc: Exception) -> None:
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            if not channel.message.done():
-                channel.message.set_exception(exc)
 
 
 def _nothing() -> None:
@@ -369,7 +118,7 @@ class AsyncTransport:
             pool = client.connection_pool
             kwargs = dict(pool.connection_kwargs)
             kwargs["decode_responses"] = False
-            new_pool = redis.asyncio.BlockingConnectionPool(
+            new_pool = ClosingPool(
                 connection_class=pool.connection_class,
                 max_connections=MAX_CONNECTIONS,
                 timeout=POOL_TIMEOUT,
@@ -388,9 +137,9 @@ class AsyncTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
-        self._cmd: _Resp | None = None
-        self._sub: _Subscriber | None = None
-        self._opening: dict[str, asyncio.Future[_Resp]] = {}
+        self._cmd: Resp | None = None
+        self._sub: Subscriber | None = None
+        self._opening: dict[str, asyncio.Task[Resp]] = {}
 
     def sibling(self, route_key: str) -> AsyncTransport:
         """A transport to the same server or cluster routed by ``route_key`` (another
@@ -446,33 +195,38 @@ class AsyncTransport:
 
     # --- connections -------------------------------------------------------
 
-    async def _open(self, kind: str) -> _Resp:
-        """Open a connection (one at a time per kind: concurrent callers share it)."""
-        pending = self._opening.get(kind)
-        if pending is not None:
-            await wait_for_future(pending, None)
-            return pending.result()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[_Resp] = loop.create_future()
-        fut.add_done_callback(consume_exception)
-        self._opening[kind] = fut
+    async def _open(self, kind: str) -> Resp:
+        """Open a connection (one at a time per kind: concurrent callers share it).
+
+        The connecting runs in a task of its own, which stores the connection: a
+        caller cancelled meanwhile (a dropped web request, a ``wait_for`` timeout)
+        only stops waiting, instead of failing every caller that shares the
+        connection with its ``CancelledError``.
+        """
+        opening = self._opening.get(kind)
+        if opening is None:
+            loop = asyncio.get_running_loop()
+            opening = self._opening[kind] = loop.create_task(self._opened(kind, loop))
+            opening.add_done_callback(consume_exception)
+        await wait_for_future(opening, None)
+        return opening.result()
+
+    async def _opened(self, kind: str, loop: asyncio.AbstractEventLoop) -> Resp:
+        """:meth:`_open`'s task: connect, then become the ``kind`` connection."""
         try:
             resp = await self._connect(loop)
-        except BaseException as exc:
-            fut.set_exception(
-                exc if isinstance(exc, Exception) else rexc.ConnectionError(repr(exc))
-            )
-            raise
-        else:
             if self._closed:  # closed while connecting
                 resp.close(closed_error("async client", self.describe()))
                 raise closed_error("async client", self.describe())
-            fut.set_result(resp)
+            if kind == "cmd":
+                self._cmd = resp
+            else:
+                self._sub = Subscriber(resp)
             return resp
         finally:
             del self._opening[kind]
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Resp:
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> Resp:
         """A connection to where commands go now: the server, the master a Sentinel
         group names, or the cluster master serving the prefix's slot (detected with
         ``INFO cluster`` on the first connection unless ``cluster=True``)."""
@@ -482,8 +236,8 @@ class AsyncTransport:
             host, port = await self._sentinel.discover_master(self._service)
             return await self._dial(loop, conn, host, port)
         router = self.router
-        if router is None or router.cluster is False:
-            return await self._dial(loop, conn, conn.host, conn.port)
+        if router is None or router.cluster is False:  # a unix socket has no host: its path
+            return await self._dial(loop, conn, getattr(conn, "host", ""), getattr(conn, "port", 0))
         if router.cluster is None:
             resp = await self._dial(loop, conn, conn.host, conn.port)
             try:
@@ -507,20 +261,18 @@ class AsyncTransport:
         resp.generation = generation
         return resp
 
-    async def _dial(
-        self, loop: asyncio.AbstractEventLoop, conn: Any, host: str, port: int
-    ) -> _Resp:
+    async def _dial(self, loop: asyncio.AbstractEventLoop, conn: Any, host: str, port: int) -> Resp:
         where = self.describe()
         timeout = conn.socket_connect_timeout or SOCKET_TIMEOUT
         path = getattr(conn, "path", None)
         try:
             async with asyncio.timeout(timeout):
                 if path:
-                    _, resp = await loop.create_unix_connection(lambda: _Resp(loop, where), path)
+                    _, resp = await loop.create_unix_connection(lambda: Resp(loop, where), path)
                 else:
                     ssl_context = getattr(conn, "ssl_context", None)
                     _, resp = await loop.create_connection(
-                        lambda: _Resp(loop, where),
+                        lambda: Resp(loop, where),
                         host,
                         port,
                         ssl=ssl_context.get() if ssl_context is not None else None,
@@ -532,7 +284,7 @@ class AsyncTransport:
             raise rexc.ConnectionError(f"Error connecting to {where}: {exc}") from exc
         return resp
 
-    async def _handshake(self, resp: _Resp, conn: Any) -> None:
+    async def _handshake(self, resp: Resp, conn: Any) -> None:
         """AUTH, SELECT, CLIENT SETNAME as redis-py would send them, pipelined."""
         commands: list[tuple[Any, ...]] = []
         if conn.credential_provider is not None:
@@ -554,7 +306,7 @@ class AsyncTransport:
             resp.close(rexc.ConnectionError(f"handshake with {self.describe()} failed"))
             raise
 
-    async def _command(self) -> _Resp:
+    async def _command(self) -> Resp:
         resp = self._cmd
         if resp is None or resp.lost is not None:
             resp = self._cmd = await self._open("cmd")
@@ -594,7 +346,7 @@ class AsyncTransport:
                     resp.close(moved)
         self._master = master
 
-    async def _request(self, resp: _Resp, args: tuple[Any, ...]) -> Any:
+    async def _request(self, resp: Resp, args: tuple[Any, ...]) -> Any:
         """One command; a durable write has WAIT / WAITAOF pipelined behind it."""
         if self._wait is None or args[0] not in DURABLE_COMMANDS:
             return await resp.request(args)
@@ -629,7 +381,7 @@ class AsyncTransport:
         resp = await self._command()
         return await self._request(resp, args)
 
-    def _stale(self, resp: _Resp) -> bool:
+    def _stale(self, resp: Resp) -> bool:
         """A cluster connection opened before the router last re-pinned."""
         router = self.router
         return router is not None and bool(router.cluster) and resp.generation != router.generation
@@ -651,12 +403,12 @@ class AsyncTransport:
         if sub is not None and sub.resp.lost is None and self._stale(sub.resp):
             sub.resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
         if sub is None or sub.resp.lost is not None:
+            # Concurrent first subscribers share the one connection opened, and
+            # the one wrapper the opening made (a second would take its messages).
             resp = await self._open("sub")
             sub = self._sub
-            # Concurrent first subscribers share the one connection opened: only
-            # one of them wraps it (a second wrapper would take its messages).
-            if sub is None or sub.resp is not resp:
-                sub = self._sub = _Subscriber(resp)
+            if sub is None or sub.resp is not resp:  # lost and replaced meanwhile
+                raise rexc.ConnectionError("the pub/sub connection was replaced")
         channel = sub.channels.get(name)
         if channel is not None:
             channel.refs += 1
@@ -683,7 +435,9 @@ class AsyncTransport:
 
     async def aclose(self) -> None:
         """Close every connection (safe to call more than once); pending calls and
-        waiters fail, and any later use raises :class:`RedflowError`."""
+        waiters fail (a query in flight on the redis.asyncio pool may still end, on
+        a connection closed as it does), and any later use raises
+        :class:`RedflowError`."""
         if self._closed:
             return
         if self._loop is not None and asyncio.get_running_loop() is not self._loop:
@@ -694,5 +448,9 @@ class AsyncTransport:
             if resp is not None:
                 resp.close(error)
         self._cmd = self._sub = None
-        # The pool is ours (built in __init__), so it goes too.
+        # The pool is ours (built in __init__), so it goes too, for good: a query
+        # in flight does not reopen a connection that outlives the client.
+        pool = self._redis.connection_pool
+        if isinstance(pool, ClosingPool):
+            await pool.close_for_good()
         await self._redis.aclose(close_connection_pool=True)

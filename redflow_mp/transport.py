@@ -179,16 +179,21 @@ def retry_backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=2.0, base=0.05)
 
 
-def client_options() -> dict[str, Any]:
+def client_options(*, unix: bool = False) -> dict[str, Any]:
     """The connection settings of the library's own redis-py clients, sync and asyncio
-    (each adds its own ``retry`` with :func:`retry_backoff`)."""
-    return {
+    (each adds its own ``retry`` with :func:`retry_backoff`). ``unix``: for a unix
+    socket, without TCP keepalive (redis-py's unix connection classes take no
+    ``socket_keepalive``: every call failed with ``TypeError``)."""
+    options: dict[str, Any] = {
         "decode_responses": False,
         "health_check_interval": 0,
         "socket_keepalive": True,
         "socket_connect_timeout": 5.0,
         "socket_timeout": SOCKET_TIMEOUT,
     }
+    if unix:
+        del options["socket_keepalive"]
+    return options
 
 
 #: The sync transport's pools are not capped: redis-py >= 6 caps a ConnectionPool
@@ -226,7 +231,10 @@ def _own_client(
     check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
         return redis.Redis.from_url(
-            target.url, retry=retry, max_connections=SYNC_MAX_CONNECTIONS, **client_options()
+            target.url,
+            retry=retry,
+            max_connections=SYNC_MAX_CONNECTIONS,
+            **client_options(unix=True),
         ), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
     pool = redis.ConnectionPool(

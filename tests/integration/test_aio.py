@@ -27,7 +27,7 @@ from redflow_mp import (
     RunStatus,
     define_workflow,
 )
-from redflow_mp import aio_transport as wire
+from redflow_mp import aio_resp as wire
 from redflow_mp.aio import (
     AsyncClient,
     AsyncRunHandle,

@@ -425,6 +425,34 @@ def test_cancel_cascades_to_children_in_other_shards(
     assert [status_of(sc, k) for k in kids] == ["canceled", "canceled"]
 
 
+def test_async_cancel_cascades_to_children_in_shards_it_never_used(
+    redis_url: str, prefix: str, sc: Client, registry: Registry, sworkers: WorkerPool, raw: Any
+) -> None:
+    """A fresh async client cancels a parent: its first calls on the children's
+    shards are the cascade's (it used to fail there with an AssertionError, the
+    parent canceled and its children left running)."""
+    parent, _b, _c = _family(sc, registry, 2, 0, 1)
+    sworkers.start(queues=["fq"])
+    h = parent.run()
+    kids = _two_children(sc, raw, h.id)
+    for k in kids:
+        _suspended(sc, k)
+    wait_until(lambda: status_of(sc, h.id) == "suspended", message="parent suspended")
+
+    async def main() -> bool:
+        from redflow_mp.aio import create_async_client
+
+        ac = create_async_client(redis_url, prefix=prefix, default=False, shards=3)
+        try:
+            return await ac.cancel_run(h.id, "stop")
+        finally:
+            await ac.aclose()
+
+    assert asyncio.run(main()) is True
+    assert status_of(sc, h.id) == "canceled"
+    assert [status_of(sc, k) for k in kids] == ["canceled", "canceled"]
+
+
 def test_cancel_of_a_child_wakes_its_parent_in_another_shard(
     sc: Client, registry: Registry, sworkers: WorkerPool
 ) -> None:

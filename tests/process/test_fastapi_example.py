@@ -40,9 +40,17 @@ def http(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[
     req.add_header("content-type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+            return resp.status, _decoded(resp.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+        return err.code, _decoded(err.read())
+
+
+def _decoded(raw: bytes) -> Any:
+    """JSON, or the text of a reply that is not (a 500's "Internal Server Error")."""
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 class Web:
@@ -129,6 +137,10 @@ def test_the_fastapi_example_enqueues_and_awaits_runs(
     assert status == 422 and "Expected `str`, got `int` - at `$.name`" in out["detail"], out
     status, out = http("POST", f"{base}/reports?priority=12", {"name": "x"})
     assert status == 422 and "priority must be from 0" in out["detail"], out
+    for bad in ("-1", "nan", "inf", "1e9"):  # a timeout no wait can keep: refused first
+        for path in ("/reports/wait", "/urgent/wait"):
+            status, out = http("POST", f"{base}{path}?timeout={bad}", {"name": "t"})
+            assert status == 422, (path, bad, status, out)
     assert raw.zcard(created) == before  # refused before anything was written
 
     status, out = http("POST", f"{base}/reports", {"name": "later", "rows": 10})

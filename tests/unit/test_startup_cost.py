@@ -30,6 +30,8 @@ OFF_THE_PATH = (
     "redflow_supervisor.ops",  # the `redflow` command and its dashboard
     "redflow_mp.aio",  # the asyncio client
     "redflow_mp.aio_transport",
+    "redflow_mp.aio_resp",
+    "redflow_mp.aio_scripts",
     "redflow_mp.aio_connection",
     "redflow_mp.aio_shards",
     "redflow_mp.reshard",  # `redflow migrate --shards`
