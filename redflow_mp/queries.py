@@ -49,6 +49,8 @@ __all__ = [
     "get_run_any",
     "get_run_steps",
     "get_run_steps_any",
+    "get_run_steps_head",
+    "get_run_steps_head_any",
     "iter_runs_all",
     "list_runs",
     "list_runs_all",
@@ -88,6 +90,8 @@ _PIECE = 2000
 #: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
 #: CLI's `runs show`, a dashboard page refreshing it).
 _STEPS_PAGE = 1000
+#: HSCAN calls :func:`get_run_steps_head` makes at most.
+_HEAD_SCANS = 3
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -179,6 +183,41 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     while int(cursor):  # a big run: page by page, each a bounded call
         ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, _STEPS_PAGE))]
         raw.update(more)
+    return _steps_in_order(raw)
+
+
+def get_run_steps_head(
+    keys: Keys, run_id: str, limit: int
+) -> QueryPlan[tuple[list[StepState], int] | None]:
+    """Up to ``limit`` of the run's steps in execution order, and how many it has;
+    None for an unknown id. Bounded whatever the run holds: at most
+    :data:`_HEAD_SCANS` HSCAN calls of ``limit`` entries each (a page that
+    refreshes itself must not read a million steps every few seconds). All
+    the steps when the run has at most ``limit``; past that, the earliest of
+    those read (Redis scans a hash in no particular order)."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    steps_key = keys.run_steps(run_id)
+    exists, total, (cursor, raw) = yield [
+        ("exists", (keys.run(run_id),)),
+        ("hlen", (steps_key,)),
+        ("hscan", (steps_key, 0, None, limit)),
+    ]
+    if not exists:
+        return None
+    raw = dict(raw)
+    scans = 1
+    while int(cursor) and len(raw) < limit and scans < _HEAD_SCANS:
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, limit))]
+        raw.update(more)
+        scans += 1
+    return _steps_in_order(raw)[:limit], int(total)
+
+
+def _steps_in_order(raw: dict[Any, Any]) -> list[StepState]:
+    """Decoded step records (name -> JSON) in execution order; an unreadable one
+    shows as a failed ``CorruptRecord`` step first."""
     out: list[tuple[int, int, StepState]] = []
     for name_b, data in raw.items():
         name = name_b.decode("utf-8", "replace")
@@ -478,6 +517,14 @@ def get_run_any(client: Any, run_id: str) -> RunState | None:
     """:func:`get_run` in the shard the id names."""
     view = run_view(client, check_run_id(run_id))
     return drive(view.redis, get_run(view.keys, run_id))
+
+
+def get_run_steps_head_any(
+    client: Any, run_id: str, limit: int
+) -> tuple[list[StepState], int] | None:
+    """:func:`get_run_steps_head` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_steps_head(view.keys, run_id, limit))
 
 
 def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:

@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 MAX_PAYLOAD_SHOWN = 100_000
+#: Steps a run page shows at most, and the characters of each step's output: a
+#: run may hold a million steps (a loop of ``step.run``), and its page refreshes
+#: itself every few seconds (each step's output in full made 7.6 MB for 3,000).
+MAX_STEPS_SHOWN = 200
+MAX_STEP_OUTPUT_SHOWN = 4_000
 #: The last page number a listing accepts (a larger one is this one: offsets stay small).
 MAX_PAGE = 1_000_000
 STATUSES = [s.value for s in RunStatus]
@@ -91,13 +96,13 @@ def href(base: str, path: str, **params: Any) -> str:
     return e(f"{base}{path}?{query}" if query else f"{base}{path}")
 
 
-def _pretty(value: Any) -> str:
+def _pretty(value: Any, limit: int = MAX_PAYLOAD_SHOWN) -> str:
     try:
         text = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
     except (TypeError, msgspec.EncodeError, RecursionError):
         text = "<not encodable as JSON>"
-    if len(text) > MAX_PAYLOAD_SHOWN:
-        text = text[:MAX_PAYLOAD_SHOWN] + f"\n… ({len(text)} characters in all)"
+    if len(text) > limit:
+        text = text[:limit] + f"\n… ({len(text):,} characters in all)"
     return text
 
 
@@ -299,7 +304,7 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             f"run {run_id} not found (unknown id, or removed by retention)",
             "runs",
         )
-    steps = queries.get_run_steps_any(client, run_id) or []
+    steps, step_count = queries.get_run_steps_head_any(client, run_id, MAX_STEPS_SHOWN) or ([], 0)
     now = client.server_time_ms()
     page = Page(f"Run {state.id}", "runs")
     notice = NOTICES.get(q.get("notice", ""))
@@ -317,7 +322,15 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
         if err.traceback:
             page.add(f"<pre class='tb'>{e(err.traceback)}</pre>")
-    page.add("<h2>Steps</h2>", _timeline(state, steps, now))
+    page.add("<h2>Steps</h2>")
+    if step_count > len(steps):
+        page.add(
+            f"<p class='muted'>This run has {step_count:,} steps; shown are {len(steps):,} of "
+            "them in execution order (Redis hands out a large run's steps in no particular "
+            "order, so not necessarily its first ones). <code>redflow runs show ID</code> "
+            "lists them all.</p>"
+        )
+    page.add(_timeline(state, steps, now))
     if state.attempts or state.status is RunStatus.RUNNING:
         page.add("<h2>Attempts</h2>", _attempts_table(state, now))
     page.add(f"<h2>Input</h2><pre>{e(_pretty(state.input))}</pre>")
@@ -441,7 +454,7 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
             preview = render.fmt_json(st.output, 120)
             detail = (
                 f"<details><summary class='mono'>{e(preview)}</summary>"
-                f"<pre>{e(_pretty(st.output))}</pre></details>"
+                f"<pre>{e(_pretty(st.output, MAX_STEP_OUTPUT_SHOWN))}</pre></details>"
             )
         rows.append(
             f"<tr class='step'><td class='num'>{i}</td><td>{e(st.name)}</td>"
