@@ -47,6 +47,8 @@ __all__ = [
     "drive",
     "get_run",
     "get_run_any",
+    "get_run_preview",
+    "get_run_preview_any",
     "get_run_steps",
     "get_run_steps_any",
     "get_run_steps_head",
@@ -157,6 +159,46 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     ]
     if not raw:
         return None
+    return _run_state(run_id, raw, entries)
+
+
+def get_run_preview(
+    keys: Keys, run_id: str, limit: int
+) -> QueryPlan[tuple[RunState, dict[str, str]] | None]:
+    """:func:`get_run` for a page that shows at most ``limit`` characters of a
+    payload. An input or output over ``limit`` bytes is not decoded (8 MB of
+    JSON made some 65 MB of Python objects to show 100,000 characters): it is
+    ``None`` in the state, and its text, indented and cut at ``limit``
+    characters, is in the dict under ``"input"`` / ``"output"``."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    raw, entries = yield [
+        ("hgetall", (keys.run(run_id),)),
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    if not raw:
+        return None
+    raw = dict(raw)
+    previews: dict[str, str] = {}
+    for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
+        value = raw.get(field)
+        if value and len(value) > limit:
+            previews[name] = _json_preview(bytes(raw.pop(field)), limit)
+    return _run_state(run_id, raw, entries), previews
+
+
+def _json_preview(value: bytes, limit: int) -> str:
+    """JSON text indented (in C: no Python objects), cut at ``limit`` characters."""
+    try:
+        shown = msgspec.json.format(value, indent=2)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        shown = value  # corrupt or nested too deeply: the raw text
+    text = shown[: limit * 4].decode("utf-8", "replace")[:limit]
+    return text + f"\n… ({len(shown):,} bytes in all)"
+
+
+def _run_state(run_id: str, raw: dict[Any, Any], entries: list[Any]) -> RunState:
     state = codec.run_state_from_hash(raw)
     if not state.id:
         state.id = run_id
@@ -517,6 +559,14 @@ def get_run_any(client: Any, run_id: str) -> RunState | None:
     """:func:`get_run` in the shard the id names."""
     view = run_view(client, check_run_id(run_id))
     return drive(view.redis, get_run(view.keys, run_id))
+
+
+def get_run_preview_any(
+    client: Any, run_id: str, limit: int
+) -> tuple[RunState, dict[str, str]] | None:
+    """:func:`get_run_preview` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_preview(view.keys, run_id, limit))
 
 
 def get_run_steps_head_any(

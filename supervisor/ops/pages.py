@@ -297,13 +297,14 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
-    state = queries.get_run_any(client, run_id)
-    if state is None:
+    found = queries.get_run_preview_any(client, run_id, MAX_PAYLOAD_SHOWN)
+    if found is None:
         return error_page(
             HTTPStatus.NOT_FOUND,
             f"run {run_id} not found (unknown id, or removed by retention)",
             "runs",
         )
+    state, previews = found  # a payload over MAX_PAYLOAD_SHOWN bytes is not decoded
     steps, step_count = queries.get_run_steps_head_any(client, run_id, MAX_STEPS_SHOWN) or ([], 0)
     now = client.server_time_ms()
     page = Page(f"Run {state.id}", "runs")
@@ -333,8 +334,11 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     page.add(_timeline(state, steps, now))
     if state.attempts or state.status is RunStatus.RUNNING:
         page.add("<h2>Attempts</h2>", _attempts_table(state, now))
-    page.add(f"<h2>Input</h2><pre>{e(_pretty(state.input))}</pre>")
-    if state.status is RunStatus.SUCCEEDED or state.output is not None:
+    shown_input = previews.get("input") or _pretty(state.input)
+    page.add(f"<h2>Input</h2><pre>{e(shown_input)}</pre>")
+    if "output" in previews:
+        page.add(f"<h2>Output</h2><pre>{e(previews['output'])}</pre>")
+    elif state.status is RunStatus.SUCCEEDED or state.output is not None:
         page.add(f"<h2>Output</h2><pre>{e(_pretty(state.output))}</pre>")
     page.query = q
     return page

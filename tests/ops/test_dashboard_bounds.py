@@ -6,6 +6,7 @@ auto-refreshing it does not read the whole steps hash every few seconds."""
 from __future__ import annotations
 
 import io
+import tracemalloc
 from typing import Any
 
 import msgspec
@@ -99,3 +100,41 @@ def test_a_run_with_few_steps_shows_them_all_in_order(client: Client, registry: 
     assert status.startswith("200")
     assert "This run has" not in body
     assert body.index("<td>s1</td>") < body.index("<td>s2</td>") < body.index("<td>s3</td>")
+
+
+def test_a_run_with_an_8_mb_input_is_shown_without_decoding_it(
+    client: Client, registry: Registry
+) -> None:
+    @define_workflow("big-input", registry=registry)
+    def big(ctx: Any) -> None:  # never executed
+        return None
+
+    client.sync_registry(registry, app="bounds")
+    data = list(range(1_150_000))  # 8 MB of JSON: the default max_payload_bytes
+    run_id = big.run(data, client=client).id
+    size = int(client.redis.hstrlen(client.keys.run(run_id), "inputJson"))
+    assert 7_000_000 < size <= 8 * 1024 * 1024
+    del data
+    app = make_app(client, read_only=True)
+    tracemalloc.start()
+    try:
+        status, body = _get(app, "/run", f"id={run_id}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status.startswith("200"), body[:500]
+    assert "<h2>Input</h2><pre>[\n  0,\n  1,\n  2," in body, body[:3000]
+    assert "bytes in all)" in body
+    assert len(body) < 200_000
+    # The raw JSON (8 MB) and its indented text are held, not a million Python ints.
+    assert peak < 40_000_000, f"peak {peak / 1e6:.0f} MB to show one run"
+
+
+def test_a_large_payload_that_is_not_json_or_nested_too_deeply_shows_its_raw_text() -> None:
+    from redflow_mp.queries import _json_preview
+
+    assert _json_preview(b"{not json" * 10, 20) == "{not json{not json{n\n… (90 bytes in all)"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _json_preview(deep, 5) == "[[[[[\n… (200,000 bytes in all)"
+    # A cut through a multi-byte character does not raise.
+    assert _json_preview('"ééé"'.encode(), 2).startswith('"é')
