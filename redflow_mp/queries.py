@@ -61,6 +61,7 @@ __all__ = [
     "merge_runs",
     "run_view",
     "shard_views",
+    "workflow_names_all",
 ]
 
 T = TypeVar("T")
@@ -586,6 +587,14 @@ def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:
 def count_status(client: Any, status: str) -> int:
     """How many runs are in ``status``, over every shard (one ZCARD each)."""
     return sum(int(v.redis.zcard(v.keys.runs_status(status))) for v in shard_views(client))
+
+
+def workflow_names_all(client: Any) -> list[str]:
+    """The names of the synced workflows, sorted: one SMEMBERS of shard 0's
+    ``workflows`` set (no metadata read: a filter form that refreshes every few
+    seconds must not cost one HGETALL per workflow)."""
+    view = shard_views(client)[0]
+    return sorted(text(n) for n in view.redis.smembers(view.keys.workflows))
 
 
 def list_workflows_all(client: Any) -> list[WorkflowMeta]:

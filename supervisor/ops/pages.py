@@ -213,7 +213,7 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     except ValueError:
         page_no = 1
     page = Page("Runs", "runs")
-    names = [m.name for m in queries.list_workflows_all(client)]
+    names = queries.workflow_names_all(client)
     page.add(_filter_form(cfg.base, workflow, status, names))
     if status is not None and status not in STATUSES:
         page.status = HTTPStatus.BAD_REQUEST

@@ -138,3 +138,24 @@ def test_a_large_payload_that_is_not_json_or_nested_too_deeply_shows_its_raw_tex
     assert _json_preview(deep, 5) == "[[[[[\n… (200,000 bytes in all)"
     # A cut through a multi-byte character does not raise.
     assert _json_preview('"ééé"'.encode(), 2).startswith('"é')
+
+
+def test_the_runs_page_costs_a_few_commands_whatever_the_number_of_workflows(
+    client: Client, registry: Registry
+) -> None:
+    for i in range(300):
+        define_workflow(f"wf-{i:03d}", registry=registry)(lambda ctx: None)
+    client.sync_registry(registry, app="bounds")
+    app = make_app(client, read_only=True)
+
+    def calls() -> int:
+        stats = client.redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+    before = calls()
+    status, body = _get(app, "/runs", "")
+    used = calls() - before
+    assert status.startswith("200")
+    # The workflow filter still offers every workflow's name.
+    assert "<option value='wf-000'>" in body and "<option value='wf-299'>" in body
+    assert used <= 10, f"{used} Redis commands for one runs page (300 workflows)"
