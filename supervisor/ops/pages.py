@@ -222,8 +222,15 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         return page
     size = cfg.page_size
     try:
+        # "after" (the previous page's last run, put in the "older" link) starts a
+        # deep page where that run is, rather than walking every run before it.
         runs = queries.list_runs_all(
-            client, workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
+            client,
+            workflow=workflow,
+            status=status,
+            limit=size + 1,
+            offset=(page_no - 1) * size,
+            after=(q.get("after") or None) if page_no > 1 else None,
         )
     except ValueError as exc:  # a workflow name past the length limit
         page.status = HTTPStatus.BAD_REQUEST
@@ -248,7 +255,8 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
     if more:
         pager.append(
-            f"<a href='{href(cfg.base, '/runs', **filters, page=page_no + 1)}'>older →</a>"
+            f"<a href='{href(cfg.base, '/runs', **filters, page=page_no + 1, after=runs[-1].id)}'>"
+            "older →</a>"
         )
     page.add(f"<div class='pager'>{''.join(pager)}</div>")
     page.query = q
