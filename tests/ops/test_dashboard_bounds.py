@@ -16,6 +16,7 @@ import pytest
 
 from redflow_mp import Client, Registry, define_workflow, queries
 from redflow_mp.codec import StoredStep, encode_step
+from redflow_supervisor.ops import pages
 from redflow_supervisor.ops.dashboard import make_app
 from redflow_supervisor.ops.pages import MAX_STEPS_SHOWN
 
@@ -243,3 +244,43 @@ def test_a_page_after_a_cursor_is_the_page_at_its_offset(
                 client, workflow, status, limit=size, offset=page * size, after=prev
             )
             assert [r.id for r in got] == [r.id for r in want], (workflow, status, page)
+
+
+def test_the_queues_page_does_not_read_every_queue_name_when_there_are_too_many(
+    client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue names are the callers' (``queue_override`` with user data): a million
+    of them made every load of the queues page one SMEMBERS of a million (Redis
+    blocked about a quarter of a second, every 5 s). Past QUEUES_SORTED_LIMIT
+    (50,000) the page scans them, a page at a time. Scaled down: a limit of 50,
+    300 queues."""
+    monkeypatch.setattr(pages, "QUEUES_SORTED_LIMIT", 50)
+
+    @define_workflow("qs", registry=registry)
+    def qs(ctx: Any) -> None:  # never executed
+        return None
+
+    client.sync_registry(registry, app="bounds")
+    for i in range(300):
+        client.run_by_name("qs", {}, queue_override=f"user-{i:03d}")
+    app = make_app(client, read_only=True, page_size=25)
+
+    def smembers_calls() -> int:
+        stats = client.redis.info("commandstats")
+        return int(stats.get("cmdstat_smembers", {"calls": 0})["calls"])
+
+    seen: set[str] = set()
+    query = ""
+    for _ in range(100):
+        before = smembers_calls()
+        status, body = _get(app, "/queues", query)
+        assert status.startswith("200"), body[:500]
+        assert smembers_calls() == before, "the queues page read every queue name"
+        shown = re.findall(r"<tr><td>(user-\d{3})</td>", body)
+        assert len(shown) <= 60, len(shown)
+        seen.update(shown)
+        nxt = re.search(r"<a href='/queues\?([^']*)'>next", body)
+        if nxt is None:
+            break
+        query = html.unescape(nxt.group(1))
+    assert seen == {f"user-{i:03d}" for i in range(300)}
