@@ -534,9 +534,18 @@ def _attempts_table(s: RunState, now: int) -> str:
 
 
 def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
-    stats = admin.workflow_stats(client)
+    # One page of workflows by name: each costs a few reads on every load.
+    names = queries.workflow_names_all(client)
+    size = cfg.page_size
+    try:
+        page_no = max(1, int(q.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    stats = admin.workflow_stats(client, names[(page_no - 1) * size : page_no * size])
     now = client.server_time_ms()
     page = Page("Workflows", "workflows").add("<h1>Workflows</h1>")
+    if len(names) > size:
+        page.add(_pager(cfg.base, "/workflows", page_no, size, len(names), "workflows"))
     if not stats:
         page.add(
             "<p class='muted'>No workflows synced yet (a supervisor syncs its registry "
@@ -606,14 +615,7 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             page_no = 1
         names = all_names[(page_no - 1) * size : page_no * size]
         if len(all_names) > size:
-            pager = [f"<span>page {page_no} of {len(all_names):,} queues</span>"]
-            if page_no > 1:
-                pager.insert(
-                    0, f"<a href='{href(cfg.base, '/queues', page=page_no - 1)}'>← previous</a>"
-                )
-            if page_no * size < len(all_names):
-                pager.append(f"<a href='{href(cfg.base, '/queues', page=page_no + 1)}'>next →</a>")
-            page.add(f"<div class='pager'>{''.join(pager)}</div>")
+            page.add(_pager(cfg.base, "/queues", page_no, size, len(all_names), "queues"))
     stats = admin.queue_stats(client, names)
     if not stats:
         page.add("<p class='muted'>No queues yet.</p>")
@@ -631,6 +633,16 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
     page.query = q
     return page
+
+
+def _pager(base: str, path: str, page_no: int, size: int, total: int, what: str) -> str:
+    """Previous / next links over ``total`` items (``what``) shown ``size`` a page."""
+    pager = [f"<span>page {page_no} of {total:,} {what}</span>"]
+    if page_no > 1:
+        pager.insert(0, f"<a href='{href(base, path, page=page_no - 1)}'>← previous</a>")
+    if page_no * size < total:
+        pager.append(f"<a href='{href(base, path, page=page_no + 1)}'>next →</a>")
+    return f"<div class='pager'>{''.join(pager)}</div>"
 
 
 def supervisors_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
