@@ -47,12 +47,8 @@ __all__ = [
     "drive",
     "get_run",
     "get_run_any",
-    "get_run_preview",
-    "get_run_preview_any",
     "get_run_steps",
     "get_run_steps_any",
-    "get_run_steps_head",
-    "get_run_steps_head_any",
     "iter_runs_all",
     "list_runs",
     "list_runs_all",
@@ -93,8 +89,6 @@ _PIECE = 2000
 #: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
 #: CLI's `runs show`, a dashboard page refreshing it).
 _STEPS_PAGE = 1000
-#: HSCAN calls :func:`get_run_steps_head` makes at most.
-_HEAD_SCANS = 3
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -163,42 +157,6 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     return _run_state(run_id, raw, entries)
 
 
-def get_run_preview(
-    keys: Keys, run_id: str, limit: int
-) -> QueryPlan[tuple[RunState, dict[str, str]] | None]:
-    """:func:`get_run` for a page that shows at most ``limit`` characters of a
-    payload. An input or output over ``limit`` bytes is not decoded (8 MB of
-    JSON made some 65 MB of Python objects to show 100,000 characters): it is
-    ``None`` in the state, and its text, indented and cut at ``limit``
-    characters, is in the dict under ``"input"`` / ``"output"``."""
-    check_run_id(run_id)
-    if cannot_be_run_id(run_id):
-        return None
-    raw, entries = yield [
-        ("hgetall", (keys.run(run_id),)),
-        ("lrange", (keys.run_attempts(run_id), 0, -1)),
-    ]
-    if not raw:
-        return None
-    raw = dict(raw)
-    previews: dict[str, str] = {}
-    for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
-        value = raw.get(field)
-        if value and len(value) > limit:
-            previews[name] = _json_preview(bytes(raw.pop(field)), limit)
-    return _run_state(run_id, raw, entries), previews
-
-
-def _json_preview(value: bytes, limit: int) -> str:
-    """JSON text indented (in C: no Python objects), cut at ``limit`` characters."""
-    try:
-        shown = msgspec.json.format(value, indent=2)
-    except (msgspec.DecodeError, RecursionError, ValueError):
-        shown = value  # corrupt or nested too deeply: the raw text
-    text = shown[: limit * 4].decode("utf-8", "replace")[:limit]
-    return text + f"\n… ({len(shown):,} bytes in all)"
-
-
 def _run_state(run_id: str, raw: dict[Any, Any], entries: list[Any]) -> RunState:
     state = codec.run_state_from_hash(raw)
     if not state.id:
@@ -229,38 +187,12 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     return _steps_in_order(raw)
 
 
-def get_run_steps_head(
-    keys: Keys, run_id: str, limit: int
-) -> QueryPlan[tuple[list[StepState], int] | None]:
-    """Up to ``limit`` of the run's steps in execution order, and how many it has;
-    None for an unknown id. Bounded whatever the run holds: at most
-    :data:`_HEAD_SCANS` HSCAN calls of ``limit`` entries each (a page that
-    refreshes itself must not read a million steps every few seconds). All
-    the steps when the run has at most ``limit``; past that, the earliest of
-    those read (Redis scans a hash in no particular order)."""
-    check_run_id(run_id)
-    if cannot_be_run_id(run_id):
-        return None
-    steps_key = keys.run_steps(run_id)
-    exists, total, (cursor, raw) = yield [
-        ("exists", (keys.run(run_id),)),
-        ("hlen", (steps_key,)),
-        ("hscan", (steps_key, 0, None, limit)),
-    ]
-    if not exists:
-        return None
-    raw = dict(raw)
-    scans = 1
-    while int(cursor) and len(raw) < limit and scans < _HEAD_SCANS:
-        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, limit))]
-        raw.update(more)
-        scans += 1
-    return _steps_in_order(raw)[:limit], int(total)
-
-
-def _steps_in_order(raw: dict[Any, Any]) -> list[StepState]:
+def _steps_in_order(
+    raw: dict[Any, Any], output_limit: int = 0, big: Callable[[str], Any] | None = None
+) -> list[StepState]:
     """Decoded step records (name -> JSON) in execution order; an unreadable one
-    shows as a failed ``CorruptRecord`` step first."""
+    shows as a failed ``CorruptRecord`` step first. With ``big``, an output over
+    ``output_limit`` bytes is not decoded: ``big(its JSON text)`` stands for it."""
     out: list[tuple[int, int, StepState]] = []
     for name_b, data in raw.items():
         name = name_b.decode("utf-8", "replace")
@@ -279,7 +211,13 @@ def _steps_in_order(raw: dict[Any, Any]) -> list[StepState]:
                 )
             )
             continue
-        out.append((stored.started_at, stored.seq, codec.step_state(name, stored)))
+        json_text = stored.output_json
+        if big is not None and json_text is not None and len(json_text) > output_limit:
+            stored.output_json = None  # 1 MB of JSON made ~7 MB of objects to show 4 KB
+        state = codec.step_state(name, stored)
+        if stored.output_json is None and json_text is not None:
+            state.output = big(json_text) if big is not None else None
+        out.append((stored.started_at, stored.seq, state))
     out.sort(key=lambda item: (item[1], item[0]))  # seq: Redis's per-run step counter
     return [item[2] for item in out]
 
@@ -586,22 +524,6 @@ def get_run_any(client: Any, run_id: str) -> RunState | None:
     """:func:`get_run` in the shard the id names."""
     view = run_view(client, check_run_id(run_id))
     return drive(view.redis, get_run(view.keys, run_id))
-
-
-def get_run_preview_any(
-    client: Any, run_id: str, limit: int
-) -> tuple[RunState, dict[str, str]] | None:
-    """:func:`get_run_preview` in the shard the id names."""
-    view = run_view(client, check_run_id(run_id))
-    return drive(view.redis, get_run_preview(view.keys, run_id, limit))
-
-
-def get_run_steps_head_any(
-    client: Any, run_id: str, limit: int
-) -> tuple[list[StepState], int] | None:
-    """:func:`get_run_steps_head` in the shard the id names."""
-    view = run_view(client, check_run_id(run_id))
-    return drive(view.redis, get_run_steps_head(view.keys, run_id, limit))
 
 
 def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from redflow_mp import admin, queries
+from redflow_mp import admin, previews, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState, text
 
@@ -309,15 +309,17 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
-    found = queries.get_run_preview_any(client, run_id, MAX_PAYLOAD_SHOWN)
+    found = previews.get_run_preview_any(client, run_id, MAX_PAYLOAD_SHOWN)
     if found is None:
         return error_page(
             HTTPStatus.NOT_FOUND,
             f"run {run_id} not found (unknown id, or removed by retention)",
             "runs",
         )
-    state, previews = found  # a payload over MAX_PAYLOAD_SHOWN bytes is not decoded
-    steps, step_count = queries.get_run_steps_head_any(client, run_id, MAX_STEPS_SHOWN) or ([], 0)
+    state, cut = found  # a payload over MAX_PAYLOAD_SHOWN bytes is not decoded
+    steps, step_count = previews.get_run_steps_head_any(
+        client, run_id, MAX_STEPS_SHOWN, MAX_STEP_OUTPUT_SHOWN
+    ) or ([], 0)
     now = client.server_time_ms()
     page = Page(f"Run {state.id}", "runs")
     notice = NOTICES.get(q.get("notice", ""))
@@ -346,10 +348,10 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     page.add(_timeline(state, steps, now))
     if state.attempts or state.status is RunStatus.RUNNING:
         page.add("<h2>Attempts</h2>", _attempts_table(state, now))
-    shown_input = previews.get("input") or _pretty(state.input)
+    shown_input = cut.get("input") or _pretty(state.input)
     page.add(f"<h2>Input</h2><pre>{e(shown_input)}</pre>")
-    if "output" in previews:
-        page.add(f"<h2>Output</h2><pre>{e(previews['output'])}</pre>")
+    if "output" in cut:
+        page.add(f"<h2>Output</h2><pre>{e(cut['output'])}</pre>")
     elif state.status is RunStatus.SUCCEEDED or state.output is not None:
         page.add(f"<h2>Output</h2><pre>{e(_pretty(state.output))}</pre>")
     page.query = q
@@ -466,6 +468,11 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
                     f"<details><summary>traceback</summary><pre class='tb'>"
                     f"{e(st.error.traceback)}</pre></details>"
                 )
+        elif isinstance(st.output, previews.OutputPreview):  # too large: not decoded
+            detail = (
+                f"<details><summary class='mono'>{e(st.output[:120])}…</summary>"
+                f"<pre>{e(st.output)}</pre></details>"
+            )
         elif st.output is not None:
             preview = render.fmt_json(st.output, 120)
             detail = (

@@ -135,7 +135,7 @@ def test_a_run_with_an_8_mb_input_is_shown_without_decoding_it(
 
 
 def test_a_large_payload_that_is_not_json_or_nested_too_deeply_shows_its_raw_text() -> None:
-    from redflow_mp.queries import _json_preview
+    from redflow_mp.previews import _json_preview
 
     assert _json_preview(b"{not json" * 10, 20) == "{not json{not json{n\n… (90 bytes in all)"
     deep = b"[" * 100_000 + b"]" * 100_000
@@ -313,3 +313,40 @@ def test_the_workflows_page_shows_one_page_of_workflows(client: Client, registry
         f"flow-{i:03d}" for i in range(275, 300)
     ]
     assert "← previous" in second and ("next →" in second) == (total > 300)
+
+
+def test_large_step_outputs_are_shown_without_decoding_them(
+    client: Client, registry: Registry
+) -> None:
+    """50 steps with 1 MB outputs: the page decoded each into Python objects and
+    pretty-printed it whole to show 4,000 characters (6 s and 322 MB a view)."""
+
+    @define_workflow("big-steps", registry=registry)
+    def big(ctx: Any) -> None:  # never executed
+        return None
+
+    client.sync_registry(registry, app="bounds")
+    run_id = big.run({}, client=client).id
+    output = msgspec.json.encode(list(range(150_000))).decode()  # about 1 MB
+    for i in range(20):
+        record = StoredStep(
+            seq=i + 1,
+            status="succeeded",
+            started_at=1_000 + i,
+            finished_at=1_001 + i,
+            attempt=1,
+            output_json=output,
+        )
+        client.redis.hset(client.keys.run_steps(run_id), f"s{i}", encode_step(record))
+    app = make_app(client, read_only=True)
+    tracemalloc.start()
+    try:
+        status, body = _get(app, "/run", f"id={run_id}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status.startswith("200"), body[:500]
+    assert body.count("<tr class='step'>") == 20
+    assert body.count("<pre>[\n  0,\n  1,\n  2,") == 20, body[:3000]
+    raw = 20 * len(output)
+    assert peak < 4 * raw, f"peak {peak / 1e6:.0f} MB for {raw / 1e6:.0f} MB of step outputs"
