@@ -57,6 +57,7 @@ __all__ = [
     "merge_runs",
     "run_view",
     "shard_views",
+    "workflow_names_all",
 ]
 
 T = TypeVar("T")
@@ -153,6 +154,10 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     ]
     if not raw:
         return None
+    return _run_state(run_id, raw, entries)
+
+
+def _run_state(run_id: str, raw: dict[Any, Any], entries: list[Any]) -> RunState:
     state = codec.run_state_from_hash(raw)
     if not state.id:
         state.id = run_id
@@ -179,6 +184,15 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     while int(cursor):  # a big run: page by page, each a bounded call
         ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, _STEPS_PAGE))]
         raw.update(more)
+    return _steps_in_order(raw)
+
+
+def _steps_in_order(
+    raw: dict[Any, Any], output_limit: int = 0, big: Callable[[str], Any] | None = None
+) -> list[StepState]:
+    """Decoded step records (name -> JSON) in execution order; an unreadable one
+    shows as a failed ``CorruptRecord`` step first. With ``big``, an output over
+    ``output_limit`` bytes is not decoded: ``big(its JSON text)`` stands for it."""
     out: list[tuple[int, int, StepState]] = []
     for name_b, data in raw.items():
         name = name_b.decode("utf-8", "replace")
@@ -197,7 +211,13 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
                 )
             )
             continue
-        out.append((stored.started_at, stored.seq, codec.step_state(name, stored)))
+        json_text = stored.output_json
+        if big is not None and json_text is not None and len(json_text) > output_limit:
+            stored.output_json = None  # 1 MB of JSON made ~7 MB of objects to show 4 KB
+        state = codec.step_state(name, stored)
+        if stored.output_json is None and json_text is not None:
+            state.output = big(json_text) if big is not None else None
+        out.append((stored.started_at, stored.seq, state))
     out.sort(key=lambda item: (item[1], item[0]))  # seq: Redis's per-run step counter
     return [item[2] for item in out]
 
@@ -208,12 +228,19 @@ def list_runs(
     status: RunStatus | str | None = None,
     limit: int = 50,
     offset: int = 0,
+    after: str | None = None,
 ) -> QueryPlan[list[RunState]]:
-    """Runs, newest first, optionally of one workflow and/or one status."""
+    """Runs, newest first, optionally of one workflow and/or one status.
+
+    ``after``: the last run of the previous page (a keyset cursor). Where the
+    listing walks an index, the page starts right after that run (one ZREVRANK)
+    instead of walking ``offset`` runs: a deep page of a million costs what the
+    first does. Where it reads a bounded index whole, or the run is gone,
+    ``offset`` places the page, so pass both."""
     status = _check_list_args(workflow, status, limit, offset)
     if limit == 0:
         return []
-    ids = yield from _select_run_ids(keys, workflow, status, limit, offset)
+    ids = yield from _select_run_ids(keys, workflow, status, limit, offset, after)
     return (yield from _run_states(keys, ids))
 
 
@@ -233,7 +260,12 @@ def _run_states(keys: Keys, ids: list[str]) -> QueryPlan[list[RunState]]:
 
 
 def _select_run_ids(
-    keys: Keys, workflow: str | None, status: str | None, limit: int, offset: int
+    keys: Keys,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
 ) -> QueryPlan[list[str]]:
     created = keys.runs_created
     indexes = [created]
@@ -242,7 +274,11 @@ def _select_run_ids(
     if status is not None:
         indexes.append(keys.runs_status(status))
     if len(indexes) == 1:
-        (raw,) = yield [("zrevrange", (created, offset, offset + limit - 1))]
+        start = offset
+        if after is not None:
+            (rank,) = yield [("zrevrank", (created, after))]
+            start = offset if rank is None else int(rank) + 1
+        (raw,) = yield [("zrevrange", (created, start, start + limit - 1))]
         return [text(x) for x in raw]
     sizes = yield [("zcard", (key,)) for key in indexes]
     smallest_size, smallest = min(zip(sizes, indexes, strict=True))
@@ -262,7 +298,11 @@ def _select_run_ids(
     # A readable smallest index is read whole once the walk found too little.
     whole = smallest if readable and smallest != walk else None
     required = [k for k in indexes if k != walk]
-    return (yield from _walk(keys, walk, required, whole, others, limit, offset))
+    begin = 0
+    if after is not None:
+        (rank,) = yield [("zrevrank", (walk, after))]
+        begin = 0 if rank is None else int(rank) + 1
+    return (yield from _walk(keys, walk, required, whole, others, limit, offset, begin))
 
 
 def _walk(
@@ -273,15 +313,18 @@ def _walk(
     others: list[str],
     limit: int,
     offset: int,
+    begin: int = 0,
 ) -> QueryPlan[list[str]]:
     """The page of ``walk``'s members (newest first) present in ``required``, walked
-    in chunks; after _WALK_BUDGET chunks, ``whole`` (if any) is read whole instead."""
+    in chunks; after _WALK_BUDGET chunks, ``whole`` (if any) is read whole instead.
+    ``begin`` > 0: the position just after the previous page's last run (the
+    page starts there, ``offset`` is not walked; ``whole`` still uses it)."""
     out: list[str] = []
-    skipped = 0
-    start = 0
+    skipped = 0 if begin == 0 else offset
+    start = begin
     chunk = _CHUNK_MIN
     while len(out) < limit:
-        if whole is not None and start >= _WALK_BUDGET * _CHUNK_MIN:
+        if whole is not None and start - begin >= _WALK_BUDGET * _CHUNK_MIN:
             return (yield from _read_whole(keys, whole, others, limit, offset))
         (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
         if not members:
@@ -424,16 +467,19 @@ def list_runs_all(
     status: RunStatus | str | None = None,
     limit: int = 50,
     offset: int = 0,
+    after: str | None = None,
 ) -> list[RunState]:
     """:func:`list_runs` over every shard of ``client``, merged newest first.
 
     Every shard is asked, also for one workflow: a migration (``redflow migrate
     --shards``) leaves finished runs in the shard their id names, which may not
-    be the workflow's shard.
+    be the workflow's shard. ``after`` (see :func:`list_runs`) is used with one
+    shard; with several, ``offset`` places the page.
     """
     views = shard_views(client)
     if len(views) == 1:
-        return drive(views[0].redis, list_runs(views[0].keys, workflow, status, limit, offset))
+        plan = list_runs(views[0].keys, workflow, status, limit, offset, after)
+        return drive(views[0].redis, plan)
     _check_list_args(workflow, status, limit, offset)
     pages = [drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0)) for v in views]
     return merge_runs(pages, limit, offset)
@@ -489,6 +535,14 @@ def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:
 def count_status(client: Any, status: str) -> int:
     """How many runs are in ``status``, over every shard (one ZCARD each)."""
     return sum(int(v.redis.zcard(v.keys.runs_status(status))) for v in shard_views(client))
+
+
+def workflow_names_all(client: Any) -> list[str]:
+    """The names of the synced workflows, sorted: one SMEMBERS of shard 0's
+    ``workflows`` set (no metadata read: a filter form that refreshes every few
+    seconds must not cost one HGETALL per workflow)."""
+    view = shard_views(client)[0]
+    return sorted(text(n) for n in view.redis.smembers(view.keys.workflows))
 
 
 def list_workflows_all(client: Any) -> list[WorkflowMeta]:

@@ -1,6 +1,14 @@
 """Logging set-up for the supervisor and its children: text or JSON lines on
 stderr. Run fields (workflow, run id, attempt, step) added by
 ``redflow_mp.logs`` appear in both formats; Redis URLs are masked.
+
+Invariant: one record is one line, whatever run data it carries. Error messages,
+step and workflow names come from user code (and through it from users), so in
+the text format every control character (newline, carriage return, ANSI escape,
+C1 controls) and bidi override of the message and the run fields is written as
+an escape (``\\n``, ``\\x1b``): no line can be forged, no terminal recoloured.
+A traceback follows on its own lines, each indented by two spaces, so none of
+them can pass for a record either. JSON lines get this from ``json.dumps``.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import time
 
 from redflow_mp.logs import RUN_FIELDS, RunContextFilter
 
-__all__ = ["configure_logging", "mask_secrets"]
+__all__ = ["configure_logging", "escape_controls", "mask_secrets"]
 
 # Every scheme we connect to (redis, rediss, redis+sentinel, rediss+sentinel, unix),
 # and every query option whose name ends in "password" (ssl_password too), as
@@ -23,6 +31,31 @@ _URL_PASSWORD = re.compile(r"((?:rediss?|rediss?\+sentinel|unix)://[^:/@\s]*:)(\
 _QUERY_PASSWORD = re.compile(r"([?&][a-z_]*password=)([^&\s]+)", re.IGNORECASE)
 
 
+# C0 and C1 controls, DEL, line/paragraph separators and the bidi controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control and bidi character written as an escape."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _indented(text: str) -> str:
+    """A multi-line tail (traceback, stack) under its record: controls escaped in
+    each line, each line indented, so none can pass for a record of its own."""
+    return "\n".join("  " + escape_controls(line) for line in text.split("\n"))
+
+
 def mask_secrets(text: str) -> str:
     """Mask passwords in any Redis URL inside ``text``."""
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", text))
@@ -30,7 +63,11 @@ def mask_secrets(text: str) -> str:
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+        # logging.Formatter.format, with the message escaped and the tail indented.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        base = self.formatMessage(record)
         fields = [
             f"{k}={getattr(record, k)}"
             for k in RUN_FIELDS
@@ -38,7 +75,15 @@ class _TextFormatter(logging.Formatter):
         ]
         if fields:
             base += " [" + " ".join(fields) + "]"
-        return mask_secrets(base)
+        tail = []
+        if record.exc_info:
+            tail.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            tail.append(record.exc_text)
+        if record.stack_info:
+            tail.append(self.formatStack(record.stack_info))
+        lines = [escape_controls(base), *(_indented(t.rstrip("\n")) for t in tail)]
+        return mask_secrets("\n".join(lines))
 
 
 class _JsonFormatter(logging.Formatter):

@@ -22,6 +22,11 @@ be able to stop or stall it):
   the response; an idle or slow client is closed when it runs out (checked on
   every loop iteration, the loop's timeout includes the nearest deadline).
 - Reads and writes are non-blocking; no call here waits on a client.
+- On a loopback bind (the default, 127.0.0.1) a request whose ``Host`` names
+  another host gets 421, as the dashboard does: a web page on a DNS name
+  rebound to 127.0.0.1 cannot read the workflow and queue names from an
+  operator's browser. Loopback addresses, ``localhost`` and this machine's own
+  name pass; so does a request without ``Host`` (HTTP/1.0, not a browser).
 - Running out of descriptors (``EMFILE``/``ENFILE``) never escapes: a reserved
   descriptor is given up to accept and close the pending connection (so the
   backlog drains instead of spinning), and where even that fails accepting
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -88,6 +94,27 @@ def process_samples(processes: Iterable[tuple[str, int]]) -> list[tuple[str, Lab
     return out
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(request: bytes) -> str | None:
+    """The host name a request's ``Host`` header names (no port), or None."""
+    for line in request.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"host":
+            host = value.strip().decode("latin-1").lower()
+            if host.startswith("["):
+                return host[1:].split("]", 1)[0]
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if not line:
+            break
+    return None
+
+
 def build_info() -> tuple[str, Labels, float]:
     labels: Labels = (("python", platform.python_version()), ("version", __version__))
     return ("redflow_build_info", labels, 1.0)
@@ -125,6 +152,8 @@ class MetricsHub:
         self._reserve: int | None = None
         self._paused_until: float | None = None
         self._logged: dict[str, float] = {}
+        # Host names a request may name on a loopback bind (None: any; see above).
+        self._hosts: frozenset[str] | None = None
 
     def listen(self, host: str, port: int, selector: selectors.BaseSelector) -> tuple[str, int]:
         """Bind the endpoint and register it on ``selector`` (the arbiter's)."""
@@ -139,6 +168,8 @@ class MetricsHub:
             raise
         self.listener = sock
         self._selector = selector
+        if _is_loopback(host.strip("[]")):
+            self._hosts = frozenset({"localhost", socket.gethostname().lower()})
         self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         selector.register(sock, selectors.EVENT_READ, LISTEN)
         addr = sock.getsockname()
@@ -289,7 +320,10 @@ class MetricsHub:
     def _response(self, request: bytes) -> bytes:
         line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
         parts = line.split()
-        if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+        if self._misdirected(request):
+            body = b"misdirected request: this endpoint answers loopback hosts only\n"
+            head = "HTTP/1.0 421 Misdirected Request\r\nContent-Type: text/plain\r\n"
+        elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
             self.read_pipe()
             body = render(self.store, self._gauges()).encode()
             head = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
@@ -297,6 +331,14 @@ class MetricsHub:
             body = b"not found: try /metrics\n"
             head = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
         return f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+
+    def _misdirected(self, request: bytes) -> bool:
+        """On a loopback bind, whether the request names a host that is not ours."""
+        hosts = self._hosts
+        host = _host_of(request) if hosts is not None else None
+        if hosts is None or host is None:
+            return False
+        return not (host in hosts or host.endswith(".localhost") or _is_loopback(host))
 
     def _flush(self, fd: int) -> None:
         """Send what the socket takes now; wait for writability for the rest."""

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from redflow_mp import admin, queries
+from redflow_mp import admin, previews, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState, text
 
@@ -50,6 +50,15 @@ __all__ = [
 ]
 
 MAX_PAYLOAD_SHOWN = 100_000
+#: Steps a run page shows at most, and the characters of each step's output: a
+#: run may hold a million steps (a loop of ``step.run``), and its page refreshes
+#: itself every few seconds (each step's output in full made 7.6 MB for 3,000).
+MAX_STEPS_SHOWN = 200
+MAX_STEP_OUTPUT_SHOWN = 4_000
+#: Past this many known queues the queues page scans their names a page at a time
+#: (SSCAN) instead of reading and sorting them all at every load (one SMEMBERS of
+#: 100,000 names held Redis 26-46 ms; of a million, a quarter of a second).
+QUEUES_SORTED_LIMIT = 50_000
 #: The last page number a listing accepts (a larger one is this one: offsets stay small).
 MAX_PAGE = 1_000_000
 STATUSES = [s.value for s in RunStatus]
@@ -91,13 +100,13 @@ def href(base: str, path: str, **params: Any) -> str:
     return e(f"{base}{path}?{query}" if query else f"{base}{path}")
 
 
-def _pretty(value: Any) -> str:
+def _pretty(value: Any, limit: int = MAX_PAYLOAD_SHOWN) -> str:
     try:
         text = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
     except (TypeError, msgspec.EncodeError, RecursionError):
         text = "<not encodable as JSON>"
-    if len(text) > MAX_PAYLOAD_SHOWN:
-        text = text[:MAX_PAYLOAD_SHOWN] + f"\n… ({len(text)} characters in all)"
+    if len(text) > limit:
+        text = text[:limit] + f"\n… ({len(text):,} characters in all)"
     return text
 
 
@@ -208,7 +217,7 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     except ValueError:
         page_no = 1
     page = Page("Runs", "runs")
-    names = [m.name for m in queries.list_workflows_all(client)]
+    names = queries.workflow_names_all(client)
     page.add(_filter_form(cfg.base, workflow, status, names))
     if status is not None and status not in STATUSES:
         page.status = HTTPStatus.BAD_REQUEST
@@ -217,8 +226,15 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         return page
     size = cfg.page_size
     try:
+        # "after" (the previous page's last run, put in the "older" link) starts a
+        # deep page where that run is, rather than walking every run before it.
         runs = queries.list_runs_all(
-            client, workflow=workflow, status=status, limit=size + 1, offset=(page_no - 1) * size
+            client,
+            workflow=workflow,
+            status=status,
+            limit=size + 1,
+            offset=(page_no - 1) * size,
+            after=(q.get("after") or None) if page_no > 1 else None,
         )
     except ValueError as exc:  # a workflow name past the length limit
         page.status = HTTPStatus.BAD_REQUEST
@@ -243,7 +259,8 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
     if more:
         pager.append(
-            f"<a href='{href(cfg.base, '/runs', **filters, page=page_no + 1)}'>older →</a>"
+            f"<a href='{href(cfg.base, '/runs', **filters, page=page_no + 1, after=runs[-1].id)}'>"
+            "older →</a>"
         )
     page.add(f"<div class='pager'>{''.join(pager)}</div>")
     page.query = q
@@ -292,14 +309,17 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
-    state = queries.get_run_any(client, run_id)
-    if state is None:
+    found = previews.get_run_preview_any(client, run_id, MAX_PAYLOAD_SHOWN)
+    if found is None:
         return error_page(
             HTTPStatus.NOT_FOUND,
             f"run {run_id} not found (unknown id, or removed by retention)",
             "runs",
         )
-    steps = queries.get_run_steps_any(client, run_id) or []
+    state, cut = found  # a payload over MAX_PAYLOAD_SHOWN bytes is not decoded
+    steps, step_count = previews.get_run_steps_head_any(
+        client, run_id, MAX_STEPS_SHOWN, MAX_STEP_OUTPUT_SHOWN
+    ) or ([], 0)
     now = client.server_time_ms()
     page = Page(f"Run {state.id}", "runs")
     notice = NOTICES.get(q.get("notice", ""))
@@ -317,11 +337,22 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
         if err.traceback:
             page.add(f"<pre class='tb'>{e(err.traceback)}</pre>")
-    page.add("<h2>Steps</h2>", _timeline(state, steps, now))
+    page.add("<h2>Steps</h2>")
+    if step_count > len(steps):
+        page.add(
+            f"<p class='muted'>This run has {step_count:,} steps; shown are {len(steps):,} of "
+            "them in execution order (Redis hands out a large run's steps in no particular "
+            "order, so not necessarily its first ones). <code>redflow runs show ID</code> "
+            "lists them all.</p>"
+        )
+    page.add(_timeline(state, steps, now))
     if state.attempts or state.status is RunStatus.RUNNING:
         page.add("<h2>Attempts</h2>", _attempts_table(state, now))
-    page.add(f"<h2>Input</h2><pre>{e(_pretty(state.input))}</pre>")
-    if state.status is RunStatus.SUCCEEDED or state.output is not None:
+    shown_input = cut.get("input") or _pretty(state.input)
+    page.add(f"<h2>Input</h2><pre>{e(shown_input)}</pre>")
+    if "output" in cut:
+        page.add(f"<h2>Output</h2><pre>{e(cut['output'])}</pre>")
+    elif state.status is RunStatus.SUCCEEDED or state.output is not None:
         page.add(f"<h2>Output</h2><pre>{e(_pretty(state.output))}</pre>")
     page.query = q
     return page
@@ -437,11 +468,16 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
                     f"<details><summary>traceback</summary><pre class='tb'>"
                     f"{e(st.error.traceback)}</pre></details>"
                 )
+        elif isinstance(st.output, previews.OutputPreview):  # too large: not decoded
+            detail = (
+                f"<details><summary class='mono'>{e(st.output[:120])}…</summary>"
+                f"<pre>{e(st.output)}</pre></details>"
+            )
         elif st.output is not None:
             preview = render.fmt_json(st.output, 120)
             detail = (
                 f"<details><summary class='mono'>{e(preview)}</summary>"
-                f"<pre>{e(_pretty(st.output))}</pre></details>"
+                f"<pre>{e(_pretty(st.output, MAX_STEP_OUTPUT_SHOWN))}</pre></details>"
             )
         rows.append(
             f"<tr class='step'><td class='num'>{i}</td><td>{e(st.name)}</td>"
@@ -505,9 +541,18 @@ def _attempts_table(s: RunState, now: int) -> str:
 
 
 def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
-    stats = admin.workflow_stats(client)
+    # One page of workflows by name: each costs a few reads on every load.
+    names = queries.workflow_names_all(client)
+    size = cfg.page_size
+    try:
+        page_no = max(1, int(q.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    stats = admin.workflow_stats(client, names[(page_no - 1) * size : page_no * size])
     now = client.server_time_ms()
     page = Page("Workflows", "workflows").add("<h1>Workflows</h1>")
+    if len(names) > size:
+        page.add(_pager(cfg.base, "/workflows", page_no, size, len(names), "workflows"))
     if not stats:
         page.add(
             "<p class='muted'>No workflows synced yet (a supervisor syncs its registry "
@@ -551,23 +596,34 @@ def workflows_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
 def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     # One page of queue names: their number is the callers' (queue_override), and
     # each costs three reads on every load of a page that reloads itself.
-    names = sorted(text(n) for n in client.redis.smembers(client.keys.queues))
-    try:
-        page_no = max(1, int(q.get("page", "1")))
-    except ValueError:
-        page_no = 1
+    key = client.keys.queues
+    known = int(client.redis.scard(key))
     size = cfg.page_size
-    stats = admin.queue_stats(client, names[(page_no - 1) * size : page_no * size])
     page = Page("Queues", "queues").add("<h1>Queues</h1>")
-    if len(names) > size:
-        pager = [f"<span>page {page_no} of {len(names):,} queues</span>"]
-        if page_no > 1:
-            pager.insert(
-                0, f"<a href='{href(cfg.base, '/queues', page=page_no - 1)}'>← previous</a>"
+    if known > QUEUES_SORTED_LIMIT:
+        # Too many to read and sort at every load: one SSCAN page, in Redis's order.
+        cursor = q.get("cursor", "0")
+        cursor = cursor if cursor.isdigit() and len(cursor) <= 20 else "0"
+        next_cursor, raw = client.redis.sscan(key, int(cursor), count=size)
+        names = sorted(text(n) for n in raw)
+        pager = [f"<span>{known:,} queues, too many to sort: shown as Redis scans them</span>"]
+        if cursor != "0":
+            pager.insert(0, f"<a href='{href(cfg.base, '/queues')}'>first</a>")
+        if int(next_cursor):
+            pager.append(
+                f"<a href='{href(cfg.base, '/queues', cursor=int(next_cursor))}'>next →</a>"
             )
-        if page_no * size < len(names):
-            pager.append(f"<a href='{href(cfg.base, '/queues', page=page_no + 1)}'>next →</a>")
         page.add(f"<div class='pager'>{''.join(pager)}</div>")
+    else:
+        all_names = sorted(text(n) for n in client.redis.smembers(key))
+        try:
+            page_no = max(1, int(q.get("page", "1")))
+        except ValueError:
+            page_no = 1
+        names = all_names[(page_no - 1) * size : page_no * size]
+        if len(all_names) > size:
+            page.add(_pager(cfg.base, "/queues", page_no, size, len(all_names), "queues"))
+    stats = admin.queue_stats(client, names)
     if not stats:
         page.add("<p class='muted'>No queues yet.</p>")
     else:
@@ -584,6 +640,16 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         )
     page.query = q
     return page
+
+
+def _pager(base: str, path: str, page_no: int, size: int, total: int, what: str) -> str:
+    """Previous / next links over ``total`` items (``what``) shown ``size`` a page."""
+    pager = [f"<span>page {page_no} of {total:,} {what}</span>"]
+    if page_no > 1:
+        pager.insert(0, f"<a href='{href(base, path, page=page_no - 1)}'>← previous</a>")
+    if page_no * size < total:
+        pager.append(f"<a href='{href(base, path, page=page_no + 1)}'>next →</a>")
+    return f"<div class='pager'>{''.join(pager)}</div>"
 
 
 def supervisors_page(client: Client, cfg: View, q: dict[str, str]) -> Page:

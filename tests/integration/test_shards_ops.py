@@ -550,7 +550,9 @@ def test_dashboard_pages_show_every_shard(sharded: Client, registry: Registry) -
     assert sorted(shown) == sorted(ids)  # 2 on page 1, 1 on page 2, none twice
     assert all(name in first for name in names)  # the workflow filter lists every shard's
     assert ids[2] in "".join(run_page(sharded, view, {"id": ids[2]}).parts)
-    wf_html = "".join(workflows_page(sharded, view, {}).parts)
+    wf_html = "".join(  # a page of two workflows: both pages
+        "".join(workflows_page(sharded, view, {"page": p}).parts) for p in ("1", "2")
+    )
     assert all(name in wf_html for name in names)
     assert "dq" in "".join(queues_page(sharded, view, {}).parts)
 

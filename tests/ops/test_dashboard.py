@@ -123,9 +123,12 @@ def test_paging(dashboard: Start, runs: Runs) -> None:
     base = dashboard(page_size=2)
     first = request(base, "/runs")
     assert ids_in(first.body) == [runs.queued, runs.failed]
-    assert "<a href='/runs?page=2'>older →</a>" in first.body and "← newer" not in first.body
-    second = request(base, "/runs?page=2")
+    older = f"<a href='/runs?page=2&amp;after={runs.failed}'>older →</a>"
+    assert older in first.body and "← newer" not in first.body
+    second = request(base, f"/runs?page=2&after={runs.failed}")
     assert ids_in(second.body) == [runs.succeeded]
+    # Without the cursor (a bookmarked page), the page number places it.
+    assert ids_in(request(base, "/runs?page=2").body) == [runs.succeeded]
     assert "<a href='/runs?page=1'>← newer</a>" in second.body and "older →" not in second.body
     filtered = request(base, "/runs?workflow=ops-parked&status=queued&page=1")
     assert "value='ops-parked'" in filtered.body and "<option value='queued' selected>" in (

@@ -1,0 +1,125 @@
+"""Bounded reads for pages that refresh themselves (the dashboard's run page).
+
+A run may hold a million steps, an 8 MB input, megabytes per step output; a page
+that reloads every few seconds must cost what it shows, not what the run holds.
+These read a bounded number of steps (HSCAN pages, never the whole hash) and
+leave payloads too large to show undecoded: :func:`msgspec.json.format` indents
+their JSON text in C and it is cut, instead of decoding megabytes into Python
+objects to print a few thousand characters. Same query-plan style as
+:mod:`queries` (one plan, driven by :func:`queries.drive`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .codec import RunState, StepState
+from .keys import Keys
+from .options import cannot_be_run_id, check_run_id
+from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
+
+__all__ = [
+    "OutputPreview",
+    "get_run_preview",
+    "get_run_preview_any",
+    "get_run_steps_head",
+    "get_run_steps_head_any",
+]
+
+#: HSCAN calls :func:`get_run_steps_head` makes at most.
+_HEAD_SCANS = 3
+
+
+def get_run_preview(
+    keys: Keys, run_id: str, limit: int
+) -> QueryPlan[tuple[RunState, dict[str, str]] | None]:
+    """:func:`queries.get_run` for a page that shows at most ``limit`` characters of a
+    payload. An input or output over ``limit`` bytes is not decoded (8 MB of
+    JSON made some 65 MB of Python objects to show 100,000 characters): it is
+    ``None`` in the state, and its text, indented and cut at ``limit``
+    characters, is in the dict under ``"input"`` / ``"output"``."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    raw, entries = yield [
+        ("hgetall", (keys.run(run_id),)),
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    if not raw:
+        return None
+    raw = dict(raw)
+    previews: dict[str, str] = {}
+    for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
+        value = raw.get(field)
+        if value and len(value) > limit:
+            previews[name] = _json_preview(bytes(raw.pop(field)), limit)
+    return _run_state(run_id, raw, entries), previews
+
+
+def _json_preview(value: bytes, limit: int) -> str:
+    """JSON text indented (in C: no Python objects), cut at ``limit`` characters."""
+    try:
+        shown = msgspec.json.format(value, indent=2)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        shown = value  # corrupt or nested too deeply: the raw text
+    text = shown[: limit * 4].decode("utf-8", "replace")[:limit]
+    return text + f"\n… ({len(shown):,} bytes in all)"
+
+
+class OutputPreview(str):
+    """A step output too large to decode for a page: its JSON text, indented and cut."""
+
+
+def get_run_steps_head(
+    keys: Keys, run_id: str, limit: int, output_limit: int | None = None
+) -> QueryPlan[tuple[list[StepState], int] | None]:
+    """Up to ``limit`` of the run's steps in execution order, and how many it has;
+    None for an unknown id. Bounded whatever the run holds: at most
+    :data:`_HEAD_SCANS` HSCAN calls of ``limit`` entries each (a page that
+    refreshes itself must not read a million steps every few seconds). All
+    the steps when the run has at most ``limit``; past that, the earliest of
+    those read (Redis scans a hash in no particular order). ``output_limit``: an
+    output over that many bytes is not decoded; it is an :class:`OutputPreview`."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    steps_key = keys.run_steps(run_id)
+    exists, total, (cursor, raw) = yield [
+        ("exists", (keys.run(run_id),)),
+        ("hlen", (steps_key,)),
+        ("hscan", (steps_key, 0, None, limit)),
+    ]
+    if not exists:
+        return None
+    raw = dict(raw)
+    scans = 1
+    while int(cursor) and len(raw) < limit and scans < _HEAD_SCANS:
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, limit))]
+        raw.update(more)
+        scans += 1
+    if output_limit is None:
+        return _steps_in_order(raw)[:limit], int(total)
+    cut = output_limit
+
+    def big(json_text: str) -> OutputPreview:
+        return OutputPreview(_json_preview(json_text.encode(), cut))
+
+    return _steps_in_order(raw, cut, big)[:limit], int(total)
+
+
+def get_run_preview_any(
+    client: Any, run_id: str, limit: int
+) -> tuple[RunState, dict[str, str]] | None:
+    """:func:`get_run_preview` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_preview(view.keys, run_id, limit))
+
+
+def get_run_steps_head_any(
+    client: Any, run_id: str, limit: int, output_limit: int | None = None
+) -> tuple[list[StepState], int] | None:
+    """:func:`get_run_steps_head` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_steps_head(view.keys, run_id, limit, output_limit))
