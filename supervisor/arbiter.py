@@ -387,9 +387,7 @@ class Arbiter:
         )
         self._resign()
         for child in self.children.values():
-            if child.stop_sent is None:
-                child.stop_sent = "term"
-                child.signal(signal.SIGTERM)
+            child.ask_to_stop(self.board)
         self._ring_bells()
 
     def _ring_bells(self) -> None:
@@ -474,9 +472,7 @@ class Arbiter:
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
-        if child.stop_sent is None:
-            child.stop_sent = "term"
-            child.signal(signal.SIGTERM)
+        if child.ask_to_stop(self.board):
             self._ring_bells()
 
     # ------------------------------------------------------------- children

@@ -7,10 +7,13 @@ parent (atexit handlers, pytest, the arbiter loop) ever runs twice.
 
 Signals in a child:
 - TERM: finish the current run, then exit 0 (graceful drain, HUP rolling
-  restart, TTOU). If the parent flagged the current run for abort on the
-  board (timeout or cancellation ignored by the handler), TERM instead
-  interrupts the handler at once and the child exits ``ABORTED``; the parent
-  writes the run's outcome with the lease token it read from the board.
+  restart, TTOU). The parent also writes this request on the board, read
+  between runs: a handler that ignored SIGTERM or installed its own handler
+  (some libraries do) cannot keep its child serving. If the parent flagged
+  the current run for abort on the board (timeout or cancellation ignored by
+  the handler), TERM instead interrupts the handler at once and the child
+  exits ``ABORTED``; the parent writes the run's outcome with the lease token
+  it read from the board.
 - QUIT: exit now; the parent puts the run back.
 - INT, HUP, TTIN, TTOU: ignored (the parent decides).
 
@@ -166,6 +169,10 @@ class _Hooks:
             # timeouts for us any more. Finish the current run and leave.
             if not self.stop_requested:
                 log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
+            self.stop_requested = True
+        if self.board.stop_requested(self.index):
+            # The parent's TERM, read from the board: a handler may have ignored
+            # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
 

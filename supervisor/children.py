@@ -63,6 +63,17 @@ class Child:
         except ProcessLookupError:
             return False
 
+    def ask_to_stop(self, board: Board) -> bool:
+        """Ask this child to stop after its current run, on the board (read between
+        runs: a handler may have ignored SIGTERM or installed its own handler) and
+        by SIGTERM; False if it was asked already."""
+        if self.stop_sent is not None:
+            return False
+        self.stop_sent = "term"
+        board.request_stop(self.index)
+        self.signal(signal.SIGTERM)
+        return True
+
     def left_behind(self, held: tuple[Held, ...]) -> list[Held]:
         """The runs to put back once this child is gone: what its board entry held,
         plus what it held when its abort began (its entry may have changed since),

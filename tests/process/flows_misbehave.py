@@ -1,0 +1,25 @@
+"""Workflows whose handlers misbehave toward their process (the supervisor's
+child): they change its signal handling, as some libraries do when imported or
+first used inside a handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from redflow_mp import Context, define_workflow
+
+
+@define_workflow("deaf", queue="p", max_concurrency=10)
+def deaf(ctx: Context[Any]) -> int:
+    """Ignores SIGTERM from now on (for the rest of its process's life)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return os.getpid()
+
+
+@define_workflow("own-term-handler", queue="p", max_concurrency=10)
+def own_term_handler(ctx: Context[Any]) -> int:
+    """Installs its own SIGTERM handler, which only takes note."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    return os.getpid()

@@ -1,0 +1,57 @@
+"""Handlers that change their child's signal handling (a library that installs
+its own SIGTERM handler, or ignores TERM) must not make the child deaf to the
+supervisor: a drain, a rolling restart (HUP) and TTOU stop such a child after
+its current run, as they stop any other. The child used to hear those requests
+only through SIGTERM: it then kept claiming runs until the drain's
+``graceful_timeout`` killed it, and a child retired by HUP or TTOU never left
+(it went on serving the old code next to its replacement)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from redflow_mp import Client
+from tests.process import flows, flows_misbehave
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+MODULES = ("tests.process.flows", "tests.process.flows_misbehave")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_term_drains_a_child_whose_handler_ignored_sigterm_at_once(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    assert isinstance(flows_misbehave.deaf.run(None, client=client).result(timeout=20), int)
+    sup.send(signal.SIGTERM)
+    start = time.monotonic()
+    # graceful_timeout is 30 s: a drain of an idle child takes well under 10 s
+    assert sup.wait(timeout=10) == 0, sup.log()
+    assert time.monotonic() - start < 10
+    assert "graceful timeout reached" not in sup.log()
+
+
+def test_hup_replaces_a_child_whose_handler_installed_its_own_term_handler(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    old = flows_misbehave.own_term_handler.run(None, client=client).result(timeout=20)
+    sup.send(signal.SIGHUP)
+    wait_until(lambda: _gone(old), 20, message=f"the replaced child {old} to leave")
+    pids = {flows.pid.run(None, client=client).result(timeout=20) for _ in range(5)}
+    assert old not in pids
