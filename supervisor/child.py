@@ -17,6 +17,10 @@ Signals in a child:
 - QUIT: exit now; the parent puts the run back.
 - INT, HUP, TTIN, TTOU: ignored (the parent decides).
 
+An orphan (the parent was SIGKILLed) finishes its current run and leaves;
+past that run's timeout it exits at once (``_orphan_watch``), as nobody else
+enforces the timeout and its heartbeat would keep the run's lease forever.
+
 Fork safety: the child never uses, closes or shuts down the parent's Redis
 client; it builds its own, after fork, then starts its lease keeper thread,
 and never forks. Signals arrive blocked from the parent (it forks with them
@@ -31,6 +35,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -285,6 +290,12 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards_watched=spec.shards_watched,
     )
     holder["worker"] = worker
+    threading.Thread(
+        target=_orphan_watch,
+        args=(board, spec.index, hooks.parent_pid),
+        name="redflow-orphan-watch",
+        daemon=True,
+    ).start()
     board.set_state(spec.index, SlotState.IDLE, os.getpid())
     try:
         if not hooks.stopping():
@@ -293,6 +304,33 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         hooks.flush_metrics(force=True)
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
+
+def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
+    """Once a second: when the parent is gone (SIGKILL, OOM), nobody enforces the
+    current run's ``timeout`` any more, while this child's heartbeat keeps the
+    run's lease alive: a handler hung past its timeout would keep its run from
+    every other supervisor for as long as it hangs. Past the timeout, leave: the
+    lease lapses and another supervisor's reaper takes the run over. (A handler
+    holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
+    while True:
+        time.sleep(_ORPHAN_CHECK_EVERY)
+        if os.getppid() == parent_pid:
+            continue
+        now = time.monotonic()
+        for held in board.read(index).held:
+            if held.timeout > 0 and now - held.started > held.timeout:
+                log.error(
+                    "supervisor (pid %d) is gone and run %s is past its timeout (%g s): "
+                    "this worker exits; the run is taken over once its lease expires",
+                    parent_pid,
+                    held.run_id,
+                    held.timeout,
+                )
+                os._exit(ExitCode.ABORTED)
+
+
+# How often an orphaned child (its supervisor is gone) looks at its run's timeout.
+_ORPHAN_CHECK_EVERY = 1.0
 
 # How often a child waiting for Redis at its start says so (after its first line).
 _OUTAGE_REPORT_EVERY = 60.0
