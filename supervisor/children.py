@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ __all__ = [
     "fork_child",
     "fork_on_failure",
     "log_exit",
+    "warn_threads",
 ]
 
 log = logging.getLogger("redflow_supervisor")
@@ -177,8 +179,30 @@ def decode_status(status: int) -> ExitInfo:
     return ExitInfo(None, None)  # pragma: no cover - stopped/continued are not reaped
 
 
+_warned_threads: set[int | None] = set()
+
+
+def warn_threads() -> None:
+    """Warn (once per thread) about threads alive in the parent before a fork:
+    workflow modules started them at import (the parent itself has none)."""
+    main = threading.main_thread()
+    found = [t for t in threading.enumerate() if t is not main and t.ident not in _warned_threads]
+    if not found:
+        return
+    _warned_threads.update(t.ident for t in found)
+    log.warning(
+        "the workflow modules started %s in the supervisor's parent (%s); it forks its "
+        "children anyway: such a thread does not run in them, and a lock it holds at a fork "
+        "stays held in that child forever. Start it in the children "
+        "(redflow_mp.tracing.setup_in_workers) or lazily in a handler",
+        "a thread" if len(found) == 1 else f"{len(found)} threads",
+        ", ".join(t.name for t in found),
+    )
+
+
 def fork_child(spec: ChildSpec, board: Board, registry: Registry) -> int:
     """Fork a child that runs ``spec``; returns its pid (in the parent only)."""
+    warn_threads()
     with blocked():
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit
