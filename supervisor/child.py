@@ -53,7 +53,16 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 
-__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "after_fork", "exit_now", "run", "set_title"]
+__all__ = [
+    "HANDLED_SIGNALS",
+    "ChildSpec",
+    "ExitCode",
+    "after_fork",
+    "exit_now",
+    "reopen_std_fds",
+    "run",
+    "set_title",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +177,10 @@ class _Hooks:
             set_title(self.base_title)
 
     def should_stop(self) -> bool:
+        """Before each claim: flush metrics, reopen the standard descriptors a
+        handler closed, and say whether to stop."""
         self.flush_metrics()
+        reopen_std_fds()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -184,6 +196,30 @@ class _Hooks:
     def stopping(self) -> bool:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
+
+
+def reopen_std_fds() -> None:
+    """Open ``/dev/null`` on each of the descriptors 0, 1 and 2 that is closed (a
+    handler ran ``sys.stdout.close()`` or a ``with open(1, "w")`` block): the
+    next descriptor opened (a later run's file, a Redis connection made again)
+    took the number otherwise, and the child's log lines, and whatever code
+    printed, went into it. Three ``fstat`` calls when nothing is closed."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:  # lowest first: each open returns fd itself
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if closed:
+        log.warning(
+            "a handler closed descriptor %s of this worker; /dev/null is open on it again",
+            ", ".join(map(str, closed)),
+        )
 
 
 def after_fork(close_fds: Sequence[int]) -> None:

@@ -11,13 +11,7 @@ from redflow_mp import Context, define_workflow, get_default_client
 @define_workflow("std-fds", queue="fd", max_concurrency=10)
 def std_fds(ctx: Context[Any]) -> list[str]:
     """What descriptors 0, 1 and 2 of this child are."""
-    out = []
-    for fd in (0, 1, 2):
-        try:
-            out.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            out.append("closed")
-    return out
+    return [_describe(fd) for fd in (0, 1, 2)]
 
 
 @define_workflow("scribble", queue="fd", max_concurrency=10)
@@ -31,3 +25,30 @@ def scribble(ctx: Context[Any]) -> str:
     for fd in (1, 2):
         os.write(fd, command)
     return "written"
+
+
+@define_workflow("close-std", queue="fd", max_concurrency=10)
+def close_std(ctx: Context[Any]) -> str:
+    """Closes its process's stdin, stdout and stderr (as ``sys.stdout.close()`` or
+    a ``with open(1, "w")`` block does)."""
+    for fd in (0, 1, 2):
+        os.close(fd)
+    return "closed"
+
+
+@define_workflow("open-file", queue="fd", max_concurrency=10)
+def open_file(ctx: Context[str]) -> str:
+    """Opens the file named by its input and keeps it open (the descriptor's
+    number is the lowest free one); returns what descriptors 0, 1 and 2 are."""
+    _kept.append(open(ctx.input, "w"))  # noqa: SIM115 - kept open on purpose
+    return ",".join(_describe(fd) for fd in (0, 1, 2))
+
+
+def _describe(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed"
+
+
+_kept: list[Any] = []

@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from redflow_mp import Client
-from tests.process.conftest import ROOT, clean_env, wait_until
+from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -68,3 +69,19 @@ def test_closed_standard_descriptors_are_opened_on_dev_null(
     assert not raw.exists(f"{client.keys.tag}:scribbled")
     closed_std_supervisor.send_signal(signal.SIGTERM)
     assert closed_std_supervisor.wait(timeout=20) == 0
+
+
+def test_standard_descriptors_a_handler_closed_are_opened_again_before_the_next_run(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """A handler that closed its stdout or stderr (``sys.stdout.close()``, a
+    ``with open(1, "w")`` block) left the numbers free for the next descriptor
+    its child opened: a later run's file, a Redis connection made again after a
+    blip, which then received the child's log lines and whatever code printed."""
+    sup = supervisor(procs=1, modules=("tests.process.flows", "tests.process.flows_fds"))
+    sup.wait_workers(1)
+    wait_until(lambda: client.get_workflow_meta("open-file"), 30, message="registry sync")
+    assert client.run_by_name("close-std").result(timeout=20) == "closed"
+    target = tmp_path / "user-file"
+    fds = client.run_by_name("open-file", str(target)).result(timeout=20)
+    assert fds == ",".join(["/dev/null"] * 3), fds
