@@ -46,7 +46,7 @@ from redflow_mp.transport import mask_url
 
 from .aftermath import Aftermath
 from .board import AbortReason, Board, Held, SlotState
-from .child import ChildSpec, set_title
+from .child import ChildSpec, ExitCode, set_title
 from .children import (
     Child,
     ExitInfo,
@@ -588,6 +588,9 @@ class Arbiter:
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()
         entry = self.board.read(child.index)
+        if not child.ready and (info.code == ExitCode.RECYCLE or entry.runs_done):
+            child.ready = True  # it served (and left) before a board poll saw it ready
+            self._on_ready(child)
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))
