@@ -141,6 +141,7 @@ class _Hooks:
         self.stop_requested = False
         self.depth = 0
         self.parent_pid = os.getppid()
+        self.home: str | None = _cwd()
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
         self._next_flush = 0.0
@@ -177,10 +178,12 @@ class _Hooks:
             set_title(self.base_title)
 
     def should_stop(self) -> bool:
-        """Before each claim: flush metrics, reopen the standard descriptors a
-        handler closed, and say whether to stop."""
+        """Before each claim: flush metrics, undo what a handler did to the
+        process (closed standard descriptors, another working directory), and
+        say whether to stop."""
         self.flush_metrics()
         reopen_std_fds()
+        self.restore_cwd()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -193,9 +196,36 @@ class _Hooks:
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
 
+    def restore_cwd(self) -> None:
+        """Go back to the supervisor's working directory if a handler left it
+        (``os.chdir``): later runs' relative paths must not depend on which runs
+        this child ran before, nor fail because that directory was removed."""
+        if self.home is None:
+            return
+        try:
+            if os.getcwd() == self.home:
+                return
+        except OSError:  # the directory we are in was removed
+            pass
+        try:
+            os.chdir(self.home)
+        except OSError as exc:  # the supervisor's own directory is gone (a deploy)
+            log.warning("cannot go back to %s (%s); no longer trying", self.home, exc)
+            self.home = None
+            return
+        log.warning("this worker's directory changed (a handler's chdir); back in %s", self.home)
+
     def stopping(self) -> bool:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
+
+
+def _cwd() -> str | None:
+    """The working directory; None when it was removed (a deploy replaced it)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def reopen_std_fds() -> None:

@@ -23,3 +23,15 @@ def own_term_handler(ctx: Context[Any]) -> int:
     """Installs its own SIGTERM handler, which only takes note."""
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     return os.getpid()
+
+
+@define_workflow("chdir", queue="p", max_concurrency=10)
+def chdir(ctx: Context[str]) -> str:
+    """Changes its process's working directory to ``input`` and leaves it there."""
+    os.chdir(ctx.input)
+    return os.getcwd()
+
+
+@define_workflow("cwd", queue="p", max_concurrency=10)
+def cwd(ctx: Context[Any]) -> str:
+    return os.getcwd()

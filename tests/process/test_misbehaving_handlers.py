@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -55,3 +56,23 @@ def test_hup_replaces_a_child_whose_handler_installed_its_own_term_handler(
     wait_until(lambda: _gone(old), 20, message=f"the replaced child {old} to leave")
     pids = {flows.pid.run(None, client=client).result(timeout=20) for _ in range(5)}
     assert old not in pids
+
+
+def test_a_handler_that_changed_directory_does_not_move_the_next_runs(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """A run's relative paths used to depend on which runs its child had run
+    before: a handler's ``os.chdir`` stayed for every later run of that child
+    (and a directory it then removed failed them all)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    home = flows_misbehave.cwd.run(None, client=client).result(timeout=20)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert flows_misbehave.chdir.run(str(elsewhere), client=client).result(timeout=20) == str(
+        elsewhere
+    )
+    assert flows_misbehave.cwd.run(None, client=client).result(timeout=20) == home
+    elsewhere.rmdir()
+    flows_misbehave.chdir.run(str(tmp_path), client=client).result(timeout=20)
+    assert flows_misbehave.cwd.run(None, client=client).result(timeout=20) == home
