@@ -35,3 +35,14 @@ def chdir(ctx: Context[str]) -> str:
 @define_workflow("cwd", queue="p", max_concurrency=10)
 def cwd(ctx: Context[Any]) -> str:
     return os.getcwd()
+
+
+@define_workflow("fork-escape", queue="p", max_concurrency=10)
+def fork_escape(ctx: Context[Any]) -> str:
+    """Forks; the forked branch fails before its ``os._exit`` (the common
+    ``if os.fork() == 0: work(); os._exit(0)`` with a ``work()`` that raises)."""
+    pid = os.fork()
+    if pid == 0:
+        raise RuntimeError("the forked branch failed before its os._exit")
+    _, status = os.waitpid(pid, 0)
+    return f"forked process ended with {os.waitstatus_to_exitcode(status)}"

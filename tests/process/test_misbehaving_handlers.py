@@ -76,3 +76,18 @@ def test_a_handler_that_changed_directory_does_not_move_the_next_runs(
     elsewhere.rmdir()
     flows_misbehave.chdir.run(str(tmp_path), client=client).result(timeout=20)
     assert flows_misbehave.cwd.run(None, client=client).result(timeout=20) == home
+
+
+def test_a_process_a_handler_forked_never_returns_into_the_worker(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A process forked by a handler whose branch raised (or returned) went on
+    as the worker: it wrote the run's outcome with the run's lease (the run
+    failed with the forked branch's error while its handler still ran) and then
+    served the queue unsupervised, while the handler waited for it forever."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    result = flows_misbehave.fork_escape.run(None, client=client).result(timeout=20)
+    assert result.startswith("forked process ended with"), result
+    assert result != "forked process ended with 0", result
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
