@@ -588,9 +588,10 @@ class Arbiter:
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()
         entry = self.board.read(child.index)
-        if not child.ready and (info.code == ExitCode.RECYCLE or entry.runs_done):
+        if not child.ready and (info.code == ExitCode.RECYCLE or entry.served):
             child.ready = True  # it served (and left) before a board poll saw it ready
             self._on_ready(child)
+        info = info.given(entry.held)  # a handler that ended its process crashed it
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))

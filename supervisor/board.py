@@ -100,6 +100,12 @@ class BoardEntry:
     claim_token: str = ""
 
     @property
+    def served(self) -> bool:
+        """Whether the child reached its worker loop (it ran, holds or is claiming
+        a run): it was ready, even if it left before the parent saw it so."""
+        return bool(self.runs_done or self.held or self.claim_token)
+
+    @property
     def current(self) -> Held | None:
         return self.held[-1] if self.held else None
 

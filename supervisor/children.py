@@ -121,10 +121,20 @@ class Helpers:
 class ExitInfo:
     code: int | None
     signal: int | None
+    # The child left by itself (status 0 or RECYCLE: a handler's sys.exit(0) or
+    # os._exit) while a handler was running: a crash, not a clean exit.
+    mid_run: bool = False
 
     @property
     def clean(self) -> bool:
-        return self.code in (ExitCode.OK, ExitCode.RECYCLE)
+        return self.code in (ExitCode.OK, ExitCode.RECYCLE) and not self.mid_run
+
+    def given(self, held: tuple[Held, ...]) -> ExitInfo:
+        """This exit, marked ``mid_run`` when the child left by itself while a
+        handler was running (what its board entry held when it was reaped)."""
+        if self.code in (ExitCode.OK, ExitCode.RECYCLE) and any(not h.finishing for h in held):
+            return ExitInfo(self.code, self.signal, mid_run=True)
+        return self
 
     def describe(self, *, we_killed: bool) -> str:
         if self.signal is not None:
@@ -134,7 +144,8 @@ class ExitInfo:
             return f"killed by {name}"
         if self.code == ExitCode.BOOT_ERROR:
             return "exited with a boot error"
-        return f"exited with code {self.code}"
+        during = " while running a handler" if self.mid_run else ""
+        return f"exited with code {self.code}{during}"
 
     def kind(self, *, we_killed: bool) -> str:
         """The ``cause`` label of ``redflow_child_exits_total``."""

@@ -46,3 +46,9 @@ def fork_escape(ctx: Context[Any]) -> str:
         raise RuntimeError("the forked branch failed before its os._exit")
     _, status = os.waitpid(pid, 0)
     return f"forked process ended with {os.waitstatus_to_exitcode(status)}"
+
+
+@define_workflow("exit-zero", queue="p", max_concurrency=10)
+def exit_zero(ctx: Context[Any]) -> None:
+    """Ends its process with status 0 in the middle of the run."""
+    os._exit(0)

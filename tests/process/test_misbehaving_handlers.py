@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from redflow_mp import Client
+from redflow_mp.errors import RunFailedError
 from tests.process import flows, flows_misbehave
 from tests.process.conftest import Supervisor, wait_until
 
@@ -91,3 +92,25 @@ def test_a_process_a_handler_forked_never_returns_into_the_worker(
     assert result.startswith("forked process ended with"), result
     assert result != "forked process ended with 0", result
     assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
+
+
+def test_a_handler_that_exits_its_process_with_status_zero_crashed_it(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A child that left with status 0 while a handler ran was logged at INFO
+    as a clean exit, counted as one (``redflow_child_exits_total{cause="clean"}``,
+    no restart in ``redflow supervisors``) and restarted as planned: only the
+    run's crash count said anything had gone wrong."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    with pytest.raises(RunFailedError) as failed:
+        flows_misbehave.exit_zero.run(None, client=client).result(timeout=30)
+    assert failed.value.error is not None and failed.value.error.type == "RunCrashedError"
+
+    def exits() -> list[str]:
+        lines = sup.log().splitlines()
+        return [x for x in lines if "worker 1 (pid" in x and "exited with code 0" in x]
+
+    # the run is failed before its third child's exit is logged
+    wait_until(lambda: len(exits()) == 3, 10, message="three exits logged")
+    assert all(" ERROR " in x and "while running a handler" in x for x in exits()), exits()

@@ -1,4 +1,4 @@
-"""Recycling (``max_runs_per_child``) under steady load. A child that served its
+"""Recycling (``max_runs_per_child``) and crashing runs under steady load. A child that served its
 runs and left (exit status RECYCLE) before the parent's board poll had seen it
 ready (under load a fresh child claims at once; its last run can end within
 the parent's 20 ms poll) was counted as a failed start: the slot backed off
@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from redflow_mp import Client
+from redflow_mp.errors import RunFailedError
 from tests.process import flows
 from tests.process.conftest import Supervisor
 
@@ -32,3 +33,22 @@ def test_recycling_every_run_under_load_never_backs_off(
     assert len(set(pids)) == 40  # one run per child, none run twice
     assert sup.proc is not None and sup.proc.poll() is None, log
     assert elapsed < 30, elapsed
+
+
+def test_runs_that_kill_their_child_at_once_never_take_the_supervisor_to_fatal(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """The same race with crashes: a fresh child that claimed a queued run and
+    died in it before the parent's poll had seen it ready was a failed start,
+    so a few queued runs that kill their child (each up to ``max_run_crashes``)
+    made ``max_start_failures`` in a row: FATAL, exit 1. A run that kills its
+    child is the run's problem (the crash cap), never the slot's."""
+    handles = flows.suicide.run_many([None] * 4, client=client)
+    sup = supervisor(procs=1)
+    for h in handles:
+        with pytest.raises(RunFailedError) as failed:
+            h.result(timeout=60)
+        assert failed.value.error is not None and failed.value.error.type == "RunCrashedError"
+    log = sup.log()
+    assert "failed to start" not in log and "FATAL" not in log, log
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
