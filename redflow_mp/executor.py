@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -210,10 +210,7 @@ class Executor:
             # A worker paused (SIGSTOP, starved) between its claim and here may have
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
-            # The handler matches ctx by construction (is_async picks the context class).
-            result = wf.handler(ctx)
-            if asyncio.iscoroutine(result):
-                result = self._run_async(result)
+            result = self._handler(wf, ctx, claimed.id)
         except RunCanceledError as exc:
             if exc.run_id in ("", claimed.id):
                 outcome.mode = OutcomeMode.CANCELED
@@ -244,6 +241,25 @@ class Executor:
         _suspension(ex, outcome)
         _log_failure(logger, claimed, outcome)
         return outcome
+
+    def _handler(self, wf: Workflow[Any, Any], ctx: Any, run_id: str) -> Any:
+        """Call the handler (awaiting a coroutine). A process the handler forked
+        that comes back here (its branch raised or returned before its
+        ``os._exit``) exits at once: it would otherwise write the run's outcome
+        with the run's lease, then go on serving as a second, unsupervised worker."""
+        me = os.getpid()
+        try:
+            # The handler matches ctx by construction (is_async picks the context class).
+            result = wf.handler(ctx)
+            if asyncio.iscoroutine(result):
+                result = self._run_async(result)
+        except BaseException:
+            if os.getpid() != me:
+                _forked_escape(run_id, 1)
+            raise
+        if os.getpid() != me:
+            _forked_escape(run_id, 0)
+        return result
 
     def _base_exception(
         self,
@@ -325,6 +341,21 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _forked_escape(run_id: str, code: int) -> NoReturn:
+    """End a process forked by the handler of ``run_id`` that left the handler."""
+    try:
+        log.error(
+            "a process (pid %d) forked by the handler of run %s left the handler %s; "
+            "it exits with status %d instead of going on as the worker",
+            os.getpid(),
+            run_id,
+            "by an exception" if code else "by returning",
+            code,
+        )
+    finally:
+        os._exit(code)
 
 
 def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:

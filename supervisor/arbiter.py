@@ -46,7 +46,7 @@ from redflow_mp.transport import mask_url
 
 from .aftermath import Aftermath
 from .board import AbortReason, Board, Held, SlotState
-from .child import ChildSpec, set_title
+from .child import ChildSpec, ExitCode, set_title
 from .children import (
     Child,
     ExitInfo,
@@ -387,9 +387,7 @@ class Arbiter:
         )
         self._resign()
         for child in self.children.values():
-            if child.stop_sent is None:
-                child.stop_sent = "term"
-                child.signal(signal.SIGTERM)
+            child.ask_to_stop(self.board)
         self._ring_bells()
 
     def _ring_bells(self) -> None:
@@ -474,9 +472,7 @@ class Arbiter:
 
     def _retire(self, child: Child) -> None:
         child.retiring = True
-        if child.stop_sent is None:
-            child.stop_sent = "term"
-            child.signal(signal.SIGTERM)
+        if child.ask_to_stop(self.board):
             self._ring_bells()
 
     # ------------------------------------------------------------- children
@@ -592,6 +588,10 @@ class Arbiter:
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()
         entry = self.board.read(child.index)
+        if not child.ready and (info.code == ExitCode.RECYCLE or entry.served):
+            child.ready = True  # it served (and left) before a board poll saw it ready
+            self._on_ready(child)
+        info = info.given(entry.held)  # a handler that ended its process crashed it
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))

@@ -6,7 +6,9 @@ owns one entry. A child writes its pid, state, runs done and the stack of runs
 it holds (the run it executes; a stack because nesting was once possible: a
 waiting parent now suspends instead) with a sequence lock (odd while writing), so the parent never
 reads a torn entry. The parent writes only its own request bytes in the same
-entry: "recycle after this run" and "abort run X" (timeout or cancellation).
+entry: "recycle after this run", "stop after this run" (drain, rolling
+restart, TTOU: the request a handler cannot silence by changing the child's
+SIGTERM handling) and "abort run X" (timeout or cancellation).
 
 What this buys: when a child dies, the parent reads which runs it held and
 their lease tokens, and puts them back at once (SPEC §5 instant recovery); it
@@ -35,7 +37,9 @@ _STACK_AT = 128
 _ITEM = struct.Struct("<B47sB31sddB103s")  # run id, token, started, timeout, workflow
 _TIMEOUT_AT = 1 + 47 + 1 + 31 + 8  # offset of the timeout inside an item
 _CLAIM_TOKEN = 24  # 1 length byte + 31 bytes: the token of the claim in flight
-_REQ_RECYCLE = 64
+_REQ_RECYCLE = 64  # 1: recycle after this run; 2: stop after this run
+_RECYCLE = 1
+_STOP = 2
 _REQ_ABORT = 65
 _REQ_ABORT_RUN = 66  # 1 length byte + 47 bytes
 _MAX_ID = 47
@@ -94,6 +98,12 @@ class BoardEntry:
     booted_at: float
     held: tuple[Held, ...]
     claim_token: str = ""
+
+    @property
+    def served(self) -> bool:
+        """Whether the child reached its worker loop (it ran, holds or is claiming
+        a run): it was ready, even if it left before the parent saw it so."""
+        return bool(self.runs_done or self.held or self.claim_token)
 
     @property
     def current(self) -> Held | None:
@@ -205,7 +215,10 @@ class Board:
         mm[base] = len(data)
 
     def recycle_requested(self, index: int) -> bool:
-        return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != 0
+        return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] == _RECYCLE
+
+    def stop_requested(self, index: int) -> bool:
+        return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] == _STOP
 
     def abort_request(self, index: int) -> tuple[AbortReason, str]:
         base = index * ENTRY_SIZE
@@ -259,7 +272,13 @@ class Board:
             os.sched_yield()
 
     def request_recycle(self, index: int) -> None:
-        self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] = 1
+        if self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != _STOP:
+            self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] = _RECYCLE
+
+    def request_stop(self, index: int) -> None:
+        """Ask the child to stop after its current run (it also gets SIGTERM, which
+        a handler may have silenced: the child reads this between runs)."""
+        self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] = _STOP
 
     def request_abort(self, index: int, reason: AbortReason, run_id: str) -> None:
         base = index * ENTRY_SIZE

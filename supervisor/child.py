@@ -7,12 +7,19 @@ parent (atexit handlers, pytest, the arbiter loop) ever runs twice.
 
 Signals in a child:
 - TERM: finish the current run, then exit 0 (graceful drain, HUP rolling
-  restart, TTOU). If the parent flagged the current run for abort on the
-  board (timeout or cancellation ignored by the handler), TERM instead
-  interrupts the handler at once and the child exits ``ABORTED``; the parent
-  writes the run's outcome with the lease token it read from the board.
+  restart, TTOU). The parent also writes this request on the board, read
+  between runs: a handler that ignored SIGTERM or installed its own handler
+  (some libraries do) cannot keep its child serving. If the parent flagged
+  the current run for abort on the board (timeout or cancellation ignored by
+  the handler), TERM instead interrupts the handler at once and the child
+  exits ``ABORTED``; the parent writes the run's outcome with the lease token
+  it read from the board.
 - QUIT: exit now; the parent puts the run back.
 - INT, HUP, TTIN, TTOU: ignored (the parent decides).
+
+An orphan (the parent was SIGKILLed) finishes its current run and leaves;
+past that run's timeout it exits at once (``_orphan_watch``), as nobody else
+enforces the timeout and its heartbeat would keep the run's lease forever.
 
 Fork safety: the child never uses, closes or shuts down the parent's Redis
 client; it builds its own, after fork, then starts its lease keeper thread,
@@ -28,6 +35,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +53,16 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 
-__all__ = ["HANDLED_SIGNALS", "ChildSpec", "ExitCode", "after_fork", "exit_now", "run", "set_title"]
+__all__ = [
+    "HANDLED_SIGNALS",
+    "ChildSpec",
+    "ExitCode",
+    "after_fork",
+    "exit_now",
+    "reopen_std_fds",
+    "run",
+    "set_title",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +141,7 @@ class _Hooks:
         self.stop_requested = False
         self.depth = 0
         self.parent_pid = os.getppid()
+        self.home: str | None = _cwd()
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
         self._next_flush = 0.0
@@ -160,18 +178,78 @@ class _Hooks:
             set_title(self.base_title)
 
     def should_stop(self) -> bool:
+        """Before each claim: flush metrics, undo what a handler did to the
+        process (closed standard descriptors, another working directory), and
+        say whether to stop."""
         self.flush_metrics()
+        reopen_std_fds()
+        self.restore_cwd()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
             if not self.stop_requested:
                 log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
             self.stop_requested = True
+        if self.board.stop_requested(self.index):
+            # The parent's TERM, read from the board: a handler may have ignored
+            # SIGTERM or installed its own handler, and the child must still leave.
+            self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def restore_cwd(self) -> None:
+        """Go back to the supervisor's working directory if a handler left it
+        (``os.chdir``): later runs' relative paths must not depend on which runs
+        this child ran before, nor fail because that directory was removed."""
+        if self.home is None:
+            return
+        try:
+            if os.getcwd() == self.home:
+                return
+        except OSError:  # the directory we are in was removed
+            pass
+        try:
+            os.chdir(self.home)
+        except OSError as exc:  # the supervisor's own directory is gone (a deploy)
+            log.warning("cannot go back to %s (%s); no longer trying", self.home, exc)
+            self.home = None
+            return
+        log.warning("this worker's directory changed (a handler's chdir); back in %s", self.home)
 
     def stopping(self) -> bool:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
+
+
+def _cwd() -> str | None:
+    """The working directory; None when it was removed (a deploy replaced it)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def reopen_std_fds() -> None:
+    """Open ``/dev/null`` on each of the descriptors 0, 1 and 2 that is closed (a
+    handler ran ``sys.stdout.close()`` or a ``with open(1, "w")`` block): the
+    next descriptor opened (a later run's file, a Redis connection made again)
+    took the number otherwise, and the child's log lines, and whatever code
+    printed, went into it. Three ``fstat`` calls when nothing is closed."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:  # lowest first: each open returns fd itself
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    if closed:
+        log.warning(
+            "a handler closed descriptor %s of this worker; /dev/null is open on it again",
+            ", ".join(map(str, closed)),
+        )
 
 
 def after_fork(close_fds: Sequence[int]) -> None:
@@ -278,6 +356,12 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards_watched=spec.shards_watched,
     )
     holder["worker"] = worker
+    threading.Thread(
+        target=_orphan_watch,
+        args=(board, spec.index, hooks.parent_pid),
+        name="redflow-orphan-watch",
+        daemon=True,
+    ).start()
     board.set_state(spec.index, SlotState.IDLE, os.getpid())
     try:
         if not hooks.stopping():
@@ -286,6 +370,33 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         hooks.flush_metrics(force=True)
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
 
+
+def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
+    """Once a second: when the parent is gone (SIGKILL, OOM), nobody enforces the
+    current run's ``timeout`` any more, while this child's heartbeat keeps the
+    run's lease alive: a handler hung past its timeout would keep its run from
+    every other supervisor for as long as it hangs. Past the timeout, leave: the
+    lease lapses and another supervisor's reaper takes the run over. (A handler
+    holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
+    while True:
+        time.sleep(_ORPHAN_CHECK_EVERY)
+        if os.getppid() == parent_pid:
+            continue
+        now = time.monotonic()
+        for held in board.read(index).held:
+            if held.timeout > 0 and now - held.started > held.timeout:
+                log.error(
+                    "supervisor (pid %d) is gone and run %s is past its timeout (%g s): "
+                    "this worker exits; the run is taken over once its lease expires",
+                    parent_pid,
+                    held.run_id,
+                    held.timeout,
+                )
+                os._exit(ExitCode.ABORTED)
+
+
+# How often an orphaned child (its supervisor is gone) looks at its run's timeout.
+_ORPHAN_CHECK_EVERY = 1.0
 
 # How often a child waiting for Redis at its start says so (after its first line).
 _OUTAGE_REPORT_EVERY = 60.0

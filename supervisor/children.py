@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ __all__ = [
     "fork_child",
     "fork_on_failure",
     "log_exit",
+    "warn_threads",
 ]
 
 log = logging.getLogger("redflow_supervisor")
@@ -62,6 +64,17 @@ class Child:
             return True
         except ProcessLookupError:
             return False
+
+    def ask_to_stop(self, board: Board) -> bool:
+        """Ask this child to stop after its current run, on the board (read between
+        runs: a handler may have ignored SIGTERM or installed its own handler) and
+        by SIGTERM; False if it was asked already."""
+        if self.stop_sent is not None:
+            return False
+        self.stop_sent = "term"
+        board.request_stop(self.index)
+        self.signal(signal.SIGTERM)
+        return True
 
     def left_behind(self, held: tuple[Held, ...]) -> list[Held]:
         """The runs to put back once this child is gone: what its board entry held,
@@ -108,10 +121,20 @@ class Helpers:
 class ExitInfo:
     code: int | None
     signal: int | None
+    # The child left by itself (status 0 or RECYCLE: a handler's sys.exit(0) or
+    # os._exit) while a handler was running: a crash, not a clean exit.
+    mid_run: bool = False
 
     @property
     def clean(self) -> bool:
-        return self.code in (ExitCode.OK, ExitCode.RECYCLE)
+        return self.code in (ExitCode.OK, ExitCode.RECYCLE) and not self.mid_run
+
+    def given(self, held: tuple[Held, ...]) -> ExitInfo:
+        """This exit, marked ``mid_run`` when the child left by itself while a
+        handler was running (what its board entry held when it was reaped)."""
+        if self.code in (ExitCode.OK, ExitCode.RECYCLE) and any(not h.finishing for h in held):
+            return ExitInfo(self.code, self.signal, mid_run=True)
+        return self
 
     def describe(self, *, we_killed: bool) -> str:
         if self.signal is not None:
@@ -121,7 +144,8 @@ class ExitInfo:
             return f"killed by {name}"
         if self.code == ExitCode.BOOT_ERROR:
             return "exited with a boot error"
-        return f"exited with code {self.code}"
+        during = " while running a handler" if self.mid_run else ""
+        return f"exited with code {self.code}{during}"
 
     def kind(self, *, we_killed: bool) -> str:
         """The ``cause`` label of ``redflow_child_exits_total``."""
@@ -166,8 +190,30 @@ def decode_status(status: int) -> ExitInfo:
     return ExitInfo(None, None)  # pragma: no cover - stopped/continued are not reaped
 
 
+_warned_threads: set[int | None] = set()
+
+
+def warn_threads() -> None:
+    """Warn (once per thread) about threads alive in the parent before a fork:
+    workflow modules started them at import (the parent itself has none)."""
+    main = threading.main_thread()
+    found = [t for t in threading.enumerate() if t is not main and t.ident not in _warned_threads]
+    if not found:
+        return
+    _warned_threads.update(t.ident for t in found)
+    log.warning(
+        "the workflow modules started %s in the supervisor's parent (%s); it forks its "
+        "children anyway: such a thread does not run in them, and a lock it holds at a fork "
+        "stays held in that child forever. Start it in the children "
+        "(redflow_mp.tracing.setup_in_workers) or lazily in a handler",
+        "a thread" if len(found) == 1 else f"{len(found)} threads",
+        ", ".join(t.name for t in found),
+    )
+
+
 def fork_child(spec: ChildSpec, board: Board, registry: Registry) -> int:
     """Fork a child that runs ``spec``; returns its pid (in the parent only)."""
+    warn_threads()
     with blocked():
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which ends in os._exit

@@ -15,7 +15,8 @@ arbiter freezes what start-up made and resumes it before forking: see
 ``Arbiter.run``).
 
 ``redflow-supervisor`` also installs the start-up signal handlers of
-:mod:`.early` first.
+:mod:`.early` first, after opening ``/dev/null`` on any of the descriptors 0,
+1 and 2 that is closed (:func:`open_std_fds`).
 
 Invariants: this module imports only the standard library, setproctitle and
 :mod:`.early` (itself standard library only)
@@ -28,13 +29,14 @@ command line without secrets keeps its title untouched. Prefer
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from . import early
 
-__all__ = ["hide_secrets", "mask_args", "ops", "supervisor"]
+__all__ = ["hide_secrets", "mask_args", "open_std_fds", "ops", "supervisor"]
 
 MASK = "***"
 # Options whose value is a URL (password masked) or a secret (masked whole). argparse
@@ -136,8 +138,33 @@ def hide_secrets(argv: Sequence[str] | None = None) -> bool:
     return True
 
 
+def open_std_fds() -> None:
+    """Open ``/dev/null`` on each of the descriptors 0, 1 and 2 that is closed
+    (a supervisor started with ``2>&-`` by a careless script or service manager).
+
+    Otherwise the next descriptors opened (Redis connections, the signal pipe)
+    take those numbers and the children inherit them: whatever user code writes
+    to its stdout or stderr (a C library's warning, a subprocess's output) goes
+    into a Redis connection, as commands. ``sys.stdout`` and friends that Python
+    left at None for a closed descriptor get a file on it.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:  # the lowest free number: fd itself when all below are open
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, buffering=1 if mode == "w" else -1, closefd=False))  # noqa: SIM115
+
+
 def supervisor() -> int:
     """``redflow-supervisor`` / ``python -m redflow_supervisor``."""
+    open_std_fds()  # before anything opens a descriptor
     hide_secrets()
     early.install()  # TERM/INT/QUIT/HUP during start-up: supervisor/early.py
     # Start-up (the imports, the workflow modules, the settings, the first

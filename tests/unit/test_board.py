@@ -51,3 +51,19 @@ def test_claim_token_is_published_and_cleared() -> None:
         assert board.read(0).held[0].token == "short"
     finally:
         board.close()
+
+
+def test_stop_request_outranks_recycle_and_clears_with_the_entry() -> None:
+    board = Board(2)
+    board.claim_entry(0, 0)
+    assert not board.stop_requested(0) and not board.recycle_requested(0)
+    board.request_recycle(0)
+    assert board.recycle_requested(0) and not board.stop_requested(0)
+    board.request_stop(0)
+    assert board.stop_requested(0) and not board.recycle_requested(0)
+    board.request_recycle(0)  # a later recycle request does not undo the stop
+    assert board.stop_requested(0)
+    assert not board.stop_requested(1)
+    board.free(0)
+    assert not board.stop_requested(0) and not board.recycle_requested(0)
+    board.close()

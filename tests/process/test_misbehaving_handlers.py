@@ -1,0 +1,116 @@
+"""Handlers that change their child's signal handling (a library that installs
+its own SIGTERM handler, or ignores TERM) must not make the child deaf to the
+supervisor: a drain, a rolling restart (HUP) and TTOU stop such a child after
+its current run, as they stop any other. The child used to hear those requests
+only through SIGTERM: it then kept claiming runs until the drain's
+``graceful_timeout`` killed it, and a child retired by HUP or TTOU never left
+(it went on serving the old code next to its replacement)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from redflow_mp import Client
+from redflow_mp.errors import RunFailedError
+from tests.process import flows, flows_misbehave
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+MODULES = ("tests.process.flows", "tests.process.flows_misbehave")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_term_drains_a_child_whose_handler_ignored_sigterm_at_once(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    assert isinstance(flows_misbehave.deaf.run(None, client=client).result(timeout=20), int)
+    sup.send(signal.SIGTERM)
+    start = time.monotonic()
+    # graceful_timeout is 30 s: a drain of an idle child takes well under 10 s
+    assert sup.wait(timeout=10) == 0, sup.log()
+    assert time.monotonic() - start < 10
+    assert "graceful timeout reached" not in sup.log()
+
+
+def test_hup_replaces_a_child_whose_handler_installed_its_own_term_handler(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    old = flows_misbehave.own_term_handler.run(None, client=client).result(timeout=20)
+    sup.send(signal.SIGHUP)
+    wait_until(lambda: _gone(old), 20, message=f"the replaced child {old} to leave")
+    pids = {flows.pid.run(None, client=client).result(timeout=20) for _ in range(5)}
+    assert old not in pids
+
+
+def test_a_handler_that_changed_directory_does_not_move_the_next_runs(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """A run's relative paths used to depend on which runs its child had run
+    before: a handler's ``os.chdir`` stayed for every later run of that child
+    (and a directory it then removed failed them all)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    home = flows_misbehave.cwd.run(None, client=client).result(timeout=20)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert flows_misbehave.chdir.run(str(elsewhere), client=client).result(timeout=20) == str(
+        elsewhere
+    )
+    assert flows_misbehave.cwd.run(None, client=client).result(timeout=20) == home
+    elsewhere.rmdir()
+    flows_misbehave.chdir.run(str(tmp_path), client=client).result(timeout=20)
+    assert flows_misbehave.cwd.run(None, client=client).result(timeout=20) == home
+
+
+def test_a_process_a_handler_forked_never_returns_into_the_worker(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A process forked by a handler whose branch raised (or returned) went on
+    as the worker: it wrote the run's outcome with the run's lease (the run
+    failed with the forked branch's error while its handler still ran) and then
+    served the queue unsupervised, while the handler waited for it forever."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    result = flows_misbehave.fork_escape.run(None, client=client).result(timeout=20)
+    assert result.startswith("forked process ended with"), result
+    assert result != "forked process ended with 0", result
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
+
+
+def test_a_handler_that_exits_its_process_with_status_zero_crashed_it(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A child that left with status 0 while a handler ran was logged at INFO
+    as a clean exit, counted as one (``redflow_child_exits_total{cause="clean"}``,
+    no restart in ``redflow supervisors``) and restarted as planned: only the
+    run's crash count said anything had gone wrong."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    with pytest.raises(RunFailedError) as failed:
+        flows_misbehave.exit_zero.run(None, client=client).result(timeout=30)
+    assert failed.value.error is not None and failed.value.error.type == "RunCrashedError"
+
+    def exits() -> list[str]:
+        lines = sup.log().splitlines()
+        return [x for x in lines if "worker 1 (pid" in x and "exited with code 0" in x]
+
+    # the run is failed before its third child's exit is logged
+    wait_until(lambda: len(exits()) == 3, 10, message="three exits logged")
+    assert all(" ERROR " in x and "while running a handler" in x for x in exits()), exits()

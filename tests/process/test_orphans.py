@@ -1,0 +1,53 @@
+"""SIGKILL of the supervisor's parent alone (the OOM killer picks the arbiter, an
+operator kills the wrong pid): its children are orphans. An idle orphan leaves
+within a second; a busy one finishes its current run and leaves. But nobody
+enforces that run's ``timeout`` any more, while the orphan's heartbeat keeps its
+lease alive: a handler stuck past its timeout (a hung call, a loop) kept its
+run from every other supervisor for as long as it hung, forever for a loop.
+An orphan now enforces the timeout itself: past it, the orphan exits, the
+lease lapses, and another supervisor's reaper takes the run over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+import redis
+
+from redflow_mp import Client
+from tests.process import flows
+from tests.process.conftest import Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_an_orphan_past_its_runs_timeout_leaves_and_the_run_is_taken_over(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    first = supervisor(procs=1)
+    (orphan,) = first.wait_workers(1)
+    handle = flows.overtime.run(None, client=client)  # timeout 1 s, sleeps 60 s
+    ledger = f"{client.keys.tag}:ledger:overtime"
+    wait_until(lambda: raw.get(ledger) == b"1", 20, message="the first attempt")
+    os.kill(first.pid, signal.SIGKILL)  # the parent only: its child lives on
+    first.wait(timeout=10)
+    killed = time.monotonic()
+    second = supervisor(procs=1)
+    second.wait_workers(1)
+    # timeout (1 s) + the orphan's check (1 s) + a lease (5 s) + a reaper pass
+    wait_until(lambda: _gone(orphan.pid), 15, message=f"the orphan {orphan.pid} to leave")
+    wait_until(lambda: int(raw.get(ledger) or 0) >= 2, 20, message="the run taken over")
+    assert time.monotonic() - killed < 20
+    state = client.get_run(handle.id)
+    assert state is not None and state.attempt >= 1
