@@ -11,11 +11,13 @@ lease marks the execution lost, and nothing else is written for it.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from . import codec
 from .codec import ErrorInfo, StoredStep
@@ -83,6 +85,7 @@ class Execution:
         "logger",
         "lost",
         "metrics",
+        "pid",
         "run_id",
         "runs",
         "seen",
@@ -104,6 +107,7 @@ class Execution:
         self.runs = runs
         self.workflow = claimed.workflow
         self.metrics = metrics
+        self.pid = os.getpid()  # a process the handler forks must not write for the run
         self.run_id = claimed.id
         self.token = claimed.token
         self.attempt = claimed.attempt
@@ -159,6 +163,11 @@ class Execution:
         Retries with backoff for up to ``max(10 s, 3 leases)``, or until the lease
         is lost; a brief outage then costs a pause, not an attempt of the run.
         """
+        if os.getpid() != self.pid:
+            # A process the handler forked (inside a step function, say) that
+            # left its branch by an exception: it would record the step's outcome
+            # with the run's lease while the handler goes on in the worker.
+            forked_escape(self.run_id, 1)
         deadline = time.monotonic() + max(10.0, 3 * self.lease_ms / 1000.0)
         delay = 0.05
         while True:
@@ -254,3 +263,20 @@ class Execution:
 
     def error_info(self, exc: BaseException) -> ErrorInfo:
         return error_info(exc)
+
+
+def forked_escape(run_id: str, code: int) -> NoReturn:
+    """End a process forked by the handler of ``run_id`` that left the handler
+    (or, inside a step function, reached a write for the run): it would otherwise
+    write for the run with its lease and go on serving as a second worker."""
+    try:
+        logging.getLogger("redflow_mp.executor").error(
+            "a process (pid %d) forked by the handler of run %s left the handler %s; "
+            "it exits with status %d instead of going on as the worker",
+            os.getpid(),
+            run_id,
+            "by an exception" if code else "by returning",
+            code,
+        )
+    finally:
+        os._exit(code)

@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import msgspec
 
@@ -37,7 +37,7 @@ from .errors import (
     RunCanceledError,
     UnknownWorkflowError,
 )
-from .execution import Execution, error_info
+from .execution import Execution, error_info, forked_escape
 from .lease import LeaseKeeper
 from .logs import RunLoggerAdapter, current_run, run_logger
 from .metrics import Metrics
@@ -255,10 +255,10 @@ class Executor:
                 result = self._run_async(result)
         except BaseException:
             if os.getpid() != me:
-                _forked_escape(run_id, 1)
+                forked_escape(run_id, 1)
             raise
         if os.getpid() != me:
-            _forked_escape(run_id, 0)
+            forked_escape(run_id, 0)
         return result
 
     def _base_exception(
@@ -341,21 +341,6 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
-
-
-def _forked_escape(run_id: str, code: int) -> NoReturn:
-    """End a process forked by the handler of ``run_id`` that left the handler."""
-    try:
-        log.error(
-            "a process (pid %d) forked by the handler of run %s left the handler %s; "
-            "it exits with status %d instead of going on as the worker",
-            os.getpid(),
-            run_id,
-            "by an exception" if code else "by returning",
-            code,
-        )
-    finally:
-        os._exit(code)
 
 
 def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:

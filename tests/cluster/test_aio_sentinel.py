@@ -6,6 +6,8 @@ a failover to the new master."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from typing import Any
 
 import pytest
@@ -49,3 +51,10 @@ def test_many_concurrent_queries_through_sentinel_wait_for_a_connection(
         asyncio.run(main())
     finally:
         master.close()
+        # redis-py's Sentinel pool drops the connections it had to the old master
+        # at a failover without closing them (known, not ours: aclose cannot reach
+        # them); collected here so that their ResourceWarnings do not fail
+        # whichever later test the garbage collector happens to run in.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()

@@ -109,7 +109,12 @@ def test_a_run_with_big_step_outputs_is_claimed_without_one_hgetall_of_them(
     steps_key = f':run:{handle.id}:steps"'
     reads = [ln.split('"')[1].lower() for ln in lines if steps_key in ln]
     assert "hgetall" not in reads, "the claim read 2 MB of step records in one call"
-    assert reads.count("hscan") >= 2, reads
+    assert "hscan" in reads, reads
+    # COUNT is a hint: Redis answers about 2 of the 5 records a page here, so the
+    # 2 MB come in several pages; Valkey 8.1+ scans its hash tables a bucket of up
+    # to 7 entries at a time, so a hash of 5 comes in one page there.
+    if "valkey" not in str(raw.info("server").get("server_name", "")).lower():
+        assert reads.count("hscan") >= 2, reads
 
 
 def test_step_bytes_follow_the_records_a_resume_drops(

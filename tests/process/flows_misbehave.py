@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any
 
-from redflow_mp import Context, define_workflow
+from redflow_mp import Context, define_workflow, get_default_client
 
 
 @define_workflow("deaf", queue="p", max_concurrency=10)
@@ -46,6 +46,27 @@ def fork_escape(ctx: Context[Any]) -> str:
         raise RuntimeError("the forked branch failed before its os._exit")
     _, status = os.waitpid(pid, 0)
     return f"forked process ended with {os.waitstatus_to_exitcode(status)}"
+
+
+def _fork_in_step(run_id: str) -> str:
+    pid = os.fork()
+    if pid == 0:
+        raise RuntimeError("the forked branch of the step failed before its os._exit")
+    _, status = os.waitpid(pid, 0)
+    # what the run's record of this step says now (the forked copy wrote it as
+    # failed, with the run's lease, while this step was still running)
+    client = get_default_client()
+    assert client is not None  # the worker's, in a supervisor child
+    steps = client.get_run_steps(run_id) or []
+    seen = [str(s.status) for s in steps if s.name == "fork"]
+    return f"forked process ended with {os.waitstatus_to_exitcode(status)}; record {seen}"
+
+
+@define_workflow("fork-in-step", queue="p", max_concurrency=10)
+def fork_in_step(ctx: Context[Any]) -> str:
+    """The same fork, inside a step function: the forked branch's exception
+    reaches the step runner, which records the step's outcome."""
+    return ctx.step.run("fork", _fork_in_step, ctx.run.id)
 
 
 @define_workflow("exit-zero", queue="p", max_concurrency=10)

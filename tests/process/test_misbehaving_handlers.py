@@ -94,6 +94,23 @@ def test_a_process_a_handler_forked_never_returns_into_the_worker(
     assert isinstance(flows.pid.run(None, client=client).result(timeout=20), int)
 
 
+def test_a_process_forked_in_a_step_never_records_the_step(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """The forked branch of a step function that raised reached the step runner
+    and recorded the step as failed with the run's lease while the step still
+    ran in the worker (a worker crash before the step's own outcome was recorded
+    would then have replayed the forked copy's failure)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    handle = flows_misbehave.fork_in_step.run(None, client=client)
+    result = handle.result(timeout=20)
+    assert result.startswith("forked process ended with 1; "), result
+    assert result.endswith("record ['running']"), result  # not ['failed']
+    steps = client.get_run_steps(handle.id) or []
+    assert [(s.name, str(s.status)) for s in steps] == [("fork", "succeeded")], steps
+
+
 def test_a_handler_that_exits_its_process_with_status_zero_crashed_it(
     supervisor: Callable[..., Supervisor], client: Client
 ) -> None:
