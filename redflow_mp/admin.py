@@ -17,10 +17,9 @@ import msgspec
 
 from . import codec
 from .client import Client, RunHandle
-from .codec import RunStatus, WorkflowMeta, text
+from .codec import RunStatus, text
 from .cron import CronDef
-from .queries import _names_by_shard as names_by_shard
-from .queries import get_run_any, list_workflows_all, run_view, shard_views
+from .queries import get_run_any, list_workflows_all, run_view, shard_views, workflow_metas
 from .runs import Runs
 
 __all__ = [
@@ -187,22 +186,6 @@ def _queue_stats(
     return out
 
 
-def _metas_of(client: Client, names: Sequence[str]) -> list[WorkflowMeta]:
-    """The metadata of the synced workflows among ``names``, each from its shard."""
-    views = shard_views(client)
-    groups = {0: list(names)} if len(views) == 1 else names_by_shard(client, list(names))
-    found: dict[str, WorkflowMeta] = {}
-    for index, group in groups.items():
-        view = views[index]
-        with view.redis.pipeline(transaction=False) as pipe:
-            for name in group:
-                pipe.hgetall(view.keys.workflow(name))
-            for name, raw in zip(group, pipe.execute(), strict=True):
-                if raw:
-                    found[name] = codec.workflow_meta_from_hash(raw)
-    return [found[n] for n in names if n in found]
-
-
 def cron_entries(client: Client) -> list[CronEntry]:
     """Every cron trigger with its next fire time (epoch ms), from every shard
     (a trigger lives in its workflow's shard)."""
@@ -242,7 +225,7 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     """Synced workflows with running, queued and parked counts and cron schedules
     (counts added up over the shards); only the workflows ``names`` (in that
     order) when given: a page of them costs what a page holds."""
-    metas = list_workflows_all(client) if names is None else _metas_of(client, names)
+    metas = list_workflows_all(client) if names is None else workflow_metas(client, list(names))
     if not metas:
         return []
     # Per-workflow queued counts cost a read of every queued run: only done while

@@ -57,6 +57,7 @@ __all__ = [
     "merge_runs",
     "run_view",
     "shard_views",
+    "workflow_metas",
     "workflow_names_all",
 ]
 
@@ -552,8 +553,16 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
     if len(views) == 1:
         return drive(views[0].redis, list_workflows(views[0].keys))
     names = sorted(text(n) for n in views[0].redis.smembers(views[0].keys.workflows))
+    return workflow_metas(client, names)
+
+
+def workflow_metas(client: Any, names: list[str]) -> list[WorkflowMeta]:
+    """The metadata of the synced workflows among ``names``, in that order, each
+    hash read from its workflow's shard (one pipeline per shard)."""
+    views = shard_views(client)
+    groups = {0: list(names)} if len(views) == 1 else _names_by_shard(client, list(names))
     found: dict[str, WorkflowMeta] = {}
-    for index, group in _names_by_shard(client, names).items():
+    for index, group in groups.items():
         view = views[index]
         with view.redis.pipeline(transaction=False) as pipe:
             for name in group:
