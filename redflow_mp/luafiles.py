@@ -64,7 +64,9 @@ def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]
     names: dict[str, str] = {}
     for name in SCRIPT_NAMES:
         body = bodies[name]
-        parts.append(f"local function __{name}(KEYS, ARGV)\n{body}\nend")
+        # RING_LATER (_lib.lua) is per call: a library's locals outlive a call,
+        # and one that failed half-way must not leave another call deferring rings.
+        parts.append(f"local function __{name}(KEYS, ARGV)\nRING_LATER = nil\n{body}\nend")
         flags = ", flags={'no-writes'}" if "-- flags: no-writes" in body else ""
         fname = f"{prefix}_{name}"
         parts.append(

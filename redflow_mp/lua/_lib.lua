@@ -214,6 +214,27 @@ local function wf_limit(tag, wf, run_limit)
   return m
 end
 
+-- Rings that a claim in the same call may make needless: while a claim_run call
+-- that also claims is finishing its caller's run, the slot its finish frees
+-- releases a parked run whose bell waits here ({queue, id}, ...): the claim that
+-- follows usually takes that very run (it sits at the front of its band), and a
+-- ring would wake an idle worker only to find the workflow at its limit again
+-- (with max_concurrency = 1 and several workers, one futile claim and one
+-- parked run per run). After its claim the call rings for each run still ready
+-- (ring_later_flush). nil: ring at once (every other script).
+local RING_LATER = nil
+
+local function ring_later_flush(tag)
+  local later = RING_LATER
+  RING_LATER = nil
+  if not later then return end
+  for i = 1, #later, 2 do
+    if redis.pcall('ZSCORE', k_ready(tag, later[i]), later[i + 1]) then
+      ring(tag, later[i])
+    end
+  end
+end
+
 -- Move up to `n` parked runs of `wf` (highest priority, oldest first) back to
 -- their ready sets, near the front of their priority band (their createdAt).
 local function release_parked(tag, wf, n)
@@ -234,7 +255,12 @@ local function release_parked(tag, wf, n)
         redis.call('ZADD', waiting, top[2], id)  -- its ready set is of another type: it waits
         break
       end
-      ring(tag, f[2])
+      if RING_LATER then
+        RING_LATER[#RING_LATER + 1] = f[2]
+        RING_LATER[#RING_LATER + 1] = id
+      else
+        ring(tag, f[2])
+      end
       released = released + 1
     end
   end

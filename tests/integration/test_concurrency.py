@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow
-from tests.helpers import WorkerPool, monitor, wait_until
+from tests.helpers import WorkerPool, command_counts, monitor, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -177,3 +177,32 @@ def test_parked_runs_do_not_block_other_workflows(
     assert raw.zcard(client.keys.wf_waiting("crowd")) == 149
     release.set()
     assert [h.result(timeout=30) for h in crowd_handles] == list(range(150))
+
+
+def test_finish_wakes_no_idle_worker_for_a_slot_it_takes_itself(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """A finish that frees the slot of a max_concurrency = 1 workflow releases its
+    next parked run; the claim riding on that finish takes it. Ringing its bell too
+    woke an idle worker (default block_timeout) for nothing: one BLPOP, one futile
+    claim and one more park per run, so more workers made the workflow slower.
+    Before the fix: blpop == ~1 per run (300 of 300)."""
+    total = 300
+    done: list[int] = []
+
+    @define_workflow("one-by-one", registry=registry)  # max_concurrency defaults to 1
+    def one(ctx: Context[Any]) -> None:
+        done.append(ctx.input)
+
+    handles = one.run_many(list(range(total)))
+    for _ in range(3):
+        workers.start(block_timeout=1.0)  # the Worker's default
+    wait_until(lambda: len(done) >= 5, 20, message="the first runs")
+
+    counts = command_counts(raw, lambda: wait_until(lambda: len(done) == total, 60))
+    for h in handles[-3:]:
+        assert h.result(timeout=10) is None
+    assert done == list(range(total))  # still in order, one at a time
+    # idle workers wake once per block_timeout, not once per run
+    assert counts.get("blpop", 0) < total // 5, counts
+    assert not raw.exists(client.keys.wf_waiting("one-by-one"))

@@ -57,6 +57,11 @@ def test_a_run_with_many_steps_is_claimed_without_one_hgetall_of_them(
         wait_until(lambda: promote_due(client)[0] == 1, message="the retry promoted")
         with monitor(redis_url) as mon:
             assert worker.run_until_idle(timeout=60) == 1  # attempt 2: replays
+            # MONITOR lines arrive on their own connection: wait for the run's
+            # finish (its PUBLISH) before reading them, or a loaded machine
+            # gives a snapshot without the HSCAN pages yet.
+            done = f"run-done:{handle.id}"
+            wait_until(lambda: any(done in ln for ln in mon.snapshot()), 10)
             lines = mon.snapshot()
     finally:
         worker.close()
