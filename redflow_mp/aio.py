@@ -57,6 +57,7 @@ from .keys import Keys
 from .options import (
     RunOptions,
     cannot_be_run_id,
+    check_event_key,
     check_name,
     check_reason,
     check_run_id,
@@ -451,16 +452,20 @@ class AsyncClient:
                 out[i] = (status, isinstance(n, Exception) or int(n) > 0)
         return out
 
-    async def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
+    async def send_event(
+        self, run_id: str, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool:
         """Record ``event`` for the run and wake it if it waits for it; see
-        ``Client.send_event``."""
+        ``Client.send_event`` (``idempotency_key``: at most one event per key)."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
+        key = check_event_key(idempotency_key)
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         shard = self.shard_of_run(run_id)
-        keys, args = send_event_call(shard.keys, run_id, name, data, self.max_events_per_run)
-        # never resent: a resend after a lost reply would store the event twice
-        reply = await shard.scripts.run("send_event", keys, args, retry=False)
+        keys, args = send_event_call(shard.keys, run_id, name, data, self.max_events_per_run, key)
+        # without a key never resent: a resend after a lost reply would store the
+        # event twice; with one the script stores it once
+        reply = await shard.scripts.run("send_event", keys, args, retry=bool(key))
         return send_event_reply(reply, run_id, self.max_events_per_run)
 
     async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:

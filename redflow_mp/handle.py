@@ -39,7 +39,9 @@ class HandleOwner(Protocol):
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
 
-    def send_event(self, run_id: str, event: str, payload: Any = None) -> bool: ...
+    def send_event(
+        self, run_id: str, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool: ...
 
 
 class RunHandle(Generic[O]):
@@ -81,10 +83,13 @@ class RunHandle(Generic[O]):
         """Request cancellation; see :meth:`Client.cancel_run`."""
         return self._client.cancel_run(self.id, reason)
 
-    def send_event(self, event: str, payload: Any = None) -> bool:
+    def send_event(
+        self, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool:
         """Send ``event`` to this run (wakes it if it waits for it); see
-        :meth:`Client.send_event`. False when the run is unknown or finished."""
-        return self._client.send_event(self.id, event, payload)
+        :meth:`Client.send_event`. False when the run is unknown or finished;
+        with an ``idempotency_key``, at most one event per key is stored."""
+        return self._client.send_event(self.id, event, payload, idempotency_key=idempotency_key)
 
 
 class AsyncHandleOwner(Protocol):
@@ -96,7 +101,9 @@ class AsyncHandleOwner(Protocol):
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
 
-    async def send_event(self, run_id: str, event: str, payload: Any = None) -> bool: ...
+    async def send_event(
+        self, run_id: str, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool: ...
 
 
 class AsyncRunHandle(Generic[O]):
@@ -135,6 +142,10 @@ class AsyncRunHandle(Generic[O]):
         """Request cancellation; see ``AsyncClient.cancel_run``."""
         return await self._client.cancel_run(self.id, reason)
 
-    async def send_event(self, event: str, payload: Any = None) -> bool:
+    async def send_event(
+        self, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool:
         """Send ``event`` to this run; see ``AsyncClient.send_event``."""
-        return await self._client.send_event(self.id, event, payload)
+        return await self._client.send_event(
+            self.id, event, payload, idempotency_key=idempotency_key
+        )

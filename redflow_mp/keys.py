@@ -114,6 +114,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         JSON); length-prefixed like the idempotency keys
     run:<runId>:events            SET   the event names sent to the run (retention deletes
                                         their lists with the run)
+    run:<runId>:event-keys        SET   the idempotency keys of the events sent to the run
+                                        with one (``send_event(..., idempotency_key=)``)
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
@@ -289,6 +291,9 @@ class Keys:
 
     def run_event_names(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:events"
+
+    def run_event_keys(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:event-keys"
 
     def run_events(self, run_id: str, event: str) -> str:
         return f"{self.tag}:run:{run_id}:ev:{_part(event)}"

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_RUN_ID_LENGTH",
     "RunOptions",
     "cannot_be_run_id",
+    "check_event_key",
     "check_name",
     "check_priority",
     "check_reason",
@@ -217,6 +218,22 @@ def check_user_key(key: str, what: str) -> str:
             "no caller can stand in for another run's child or a scheduled fire"
         )
     return key
+
+
+def check_event_key(key: object) -> str:
+    """An event's ``idempotency_key`` ('' for None): a non-empty str of at most
+    :data:`MAX_IDEMPOTENCY_KEY_LENGTH` characters."""
+    if key is None:
+        return ""
+    if not isinstance(key, str):
+        raise TypeError("idempotency_key must be a str or None")
+    if not key:
+        raise ValueError("idempotency_key must be non-empty when given")
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(
+            f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_LENGTH}"
+        )
+    return check_text(key, "idempotency_key")
 
 
 def _idempotency(key: str | None, ttl: float | None, system: bool = False) -> tuple[str, int]:

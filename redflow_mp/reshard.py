@@ -74,6 +74,7 @@ _RUN_SUFFIXES = (
     ":waiters",
     ":children",
     ":events",
+    ":event-keys",
     ":attempts",
     ":kicked",
 )

@@ -35,7 +35,14 @@ from .codec import RunState, WorkflowMeta
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
-from .options import RunOptions, cannot_be_run_id, check_name, check_run_id, timeout_to_ms
+from .options import (
+    RunOptions,
+    cannot_be_run_id,
+    check_event_key,
+    check_name,
+    check_run_id,
+    timeout_to_ms,
+)
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
@@ -421,7 +428,9 @@ class Runs:
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def send_event(self, run_id: str, event: str, payload: Any = None) -> bool:
+    def send_event(
+        self, run_id: str, event: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool:
         """Record ``event`` for the run and wake it if it waits for that event.
 
         Returns False (nothing stored) for an unknown or finished run. The payload
@@ -429,14 +438,20 @@ class Runs:
         ``max_events_per_run`` events may wait unconsumed per run (beyond:
         :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored).
 
-        Not idempotent, so never resent: a network error (a connection cut, or no
-        reply within the socket timeout) is raised, and the event may or may not
-        have been stored; sending it again may deliver it twice."""
+        With an ``idempotency_key`` (a str of at most 4,096 characters) the run
+        stores at most one event per key: a later send with a key it has seen
+        returns True and stores nothing, even once the run has finished, so
+        the call is safe to repeat (the client resends it itself after a
+        network error). Without one it is never resent: a network error (a
+        connection cut, or no reply within the socket timeout) is raised, and
+        the event may or may not have been stored; sending it again may
+        deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
+        key = check_event_key(idempotency_key)
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         scripts = self.scripts_for(run_id)
-        return scripts.send_event(run_id, name, data, self.max_events_per_run)
+        return scripts.send_event(run_id, name, data, self.max_events_per_run, key)
 
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:
         """Cancel the unfinished run_workflow children of ``run_id``, recursively."""

@@ -28,14 +28,15 @@ class EventLimitError(RedflowError, ValueError):
 
 
 def send_event_call(
-    keys: Keys, run_id: str, event: str, payload: bytes, max_events: int
+    keys: Keys, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Keys and arguments of ``send_event``."""
-    return (keys.run(run_id),), (keys.tag, run_id, event, payload, max_events)
+    """Keys and arguments of ``send_event`` (``key``: the idempotency key, '' = none)."""
+    return (keys.run(run_id),), (keys.tag, run_id, event, payload, max_events, key)
 
 
 def send_event_reply(reply: Any, run_id: str, max_events: int) -> bool:
-    """True when the event was stored; False for an unknown or finished run.
+    """True when the event was stored (now, or by an earlier call with the same
+    idempotency key); False for an unknown or finished run.
     Raises :class:`EventLimitError` when the run's unconsumed events are at the limit."""
     code = int(reply[0])
     if code == -1:
@@ -43,7 +44,7 @@ def send_event_reply(reply: Any, run_id: str, max_events: int) -> bool:
             f"run {run_id} already has {int(reply[1])} events waiting unconsumed "
             f"(max_events_per_run={max_events}); the event was not stored"
         )
-    return code == 1
+    return code in (1, 2)
 
 
 class WaitCalls:
@@ -73,11 +74,15 @@ class WaitCalls:
         earliest = int(reply[1])
         return int(reply[0]), (earliest if earliest >= 0 else None), [int(x) for x in reply[2:]]
 
-    def send_event(self, run_id: str, event: str, payload: bytes, max_events: int) -> bool:
-        """Not resent after a network error: the script is not idempotent (a resend
-        after a lost reply would store the event twice), so the error is raised."""
-        keys, args = send_event_call(self.keys, run_id, event, payload, max_events)
-        return send_event_reply(self.run("send_event", keys, args, retry=False), run_id, max_events)
+    def send_event(
+        self, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
+    ) -> bool:
+        """Without an idempotency ``key``, not resent after a network error: a resend
+        after a lost reply would store the event twice, so the error is raised. With
+        one, resent (the script stores an event of a key it has seen only once)."""
+        keys, args = send_event_call(self.keys, run_id, event, payload, max_events, key)
+        reply = self.run("send_event", keys, args, retry=bool(key))
+        return send_event_reply(reply, run_id, max_events)
 
     def consume_event(
         self,

@@ -86,6 +86,7 @@ local function k_awaits(tag, id) return tag .. ':run:' .. id .. ':awaits' end
 local function k_waiters(tag, id) return tag .. ':run:' .. id .. ':waiters' end
 local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
+local function k_evkeys(tag, id) return tag .. ':run:' .. id .. ':event-keys' end
 local function k_ev(tag, id, name)
   return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
 end

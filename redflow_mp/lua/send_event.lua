@@ -3,7 +3,10 @@
 -- KEYS[1]  run:<id>
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  event name   ARGV[4]  payload (JSON)
 -- ARGV[5]  max_events_per_run (events waiting unconsumed per run)
+-- ARGV[6]  idempotency key ('' = none): an event sent with a key the run has seen
+--          is not stored again (a resend after a lost reply is safe)
 -- Reply: { 0 } unknown or finished run: nothing stored
+--        { 2 } the key was seen: stored by an earlier call, nothing stored now
 --        { -1, pending } the run already has max_events_per_run unconsumed events:
 --                        nothing stored
 --        { 1, woken (1|0) } stored at the end of run:<id>:ev:<len:name>; the run
@@ -14,6 +17,15 @@ local tag = ARGV[1]
 local id = ARGV[2]
 local name = ARGV[3]
 local run = KEYS[1]
+local key = ARGV[6] or ''
+local sent = k_evkeys(tag, id)
+if key ~= '' then
+  -- Read first, also as the type check: the SADD below, after the event's writes,
+  -- cannot fail then (a set of another type refuses the call before any write).
+  local seen = redis.pcall('SISMEMBER', sent, key)
+  if failed(seen) then refuse(sent, seen) end
+  if seen == 1 then return { 2 } end
+end
 local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = tonumber(f[2]) or 0
@@ -30,6 +42,7 @@ r = redis.pcall('RPUSH', list, ARGV[4])
 if failed(r) then refuse(list, r) end  -- (a name in `names` with no list is harmless)
 -- Written, not incremented: a field that is not a number is not a refusal.
 redis.call('HSET', run, 'eventsPending', int_str(pending + 1))
+if key ~= '' then redis.call('SADD', sent, key) end
 local woken = 0
 if f[1] == 'suspended' and f[3] then
   local ok, wait = pcall(cjson.decode, f[3])

@@ -228,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="RUN_ID", type=_non_empty)
     p.add_argument("event", metavar="EVENT", type=_non_empty)
     p.add_argument("--payload", default="null", help="the event's payload as JSON (default null)")
+    p.add_argument(
+        "--idempotency-key",
+        default=None,
+        help="store at most one event per key for the run (a repeated command is safe)",
+    )
     p.set_defaults(func=cmd_send_event)
 
     p = sub.add_parser("run", help="start a run of a workflow", parents=[common])

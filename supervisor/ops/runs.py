@@ -136,7 +136,7 @@ def cmd_runs_cancel(session: Session, ns: argparse.Namespace) -> int:
 
 
 def cmd_send_event(session: Session, ns: argparse.Namespace) -> int:
-    """``redflow send-event RUN_ID EVENT [--payload JSON]``."""
+    """``redflow send-event RUN_ID EVENT [--payload JSON] [--idempotency-key KEY]``."""
     try:
         # os.fsencode: the argument's own bytes (a non-UTF-8 one reached Python as
         # lone surrogates, which msgspec raised UnicodeEncodeError for: a traceback)
@@ -144,7 +144,9 @@ def cmd_send_event(session: Session, ns: argparse.Namespace) -> int:
     except msgspec.DecodeError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc}") from None
     try:
-        stored = session.client.send_event(ns.id, ns.event, payload)
+        stored = session.client.send_event(
+            ns.id, ns.event, payload, idempotency_key=ns.idempotency_key
+        )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     rid, name = render.clean(ns.id), render.clean(ns.event)

@@ -41,6 +41,11 @@ def test_cli_lists_shows_and_wakes_a_suspended_run(
     data = json.loads(redflow("runs", "show", run_id, "--json").out)
     assert data["run"]["wait"]["events"] == ["approve"]
 
+    # a repeated command with one --idempotency-key stores one event
+    for _ in range(2):
+        keyed = redflow("send-event", run_id, "other", "--idempotency-key", "k1", "--json")
+        assert keyed.code == 0 and json.loads(keyed.out)["stored"] is True, keyed
+    assert client.redis.llen(client.keys.run_events(run_id, "other")) == 1
     bad = redflow("send-event", run_id, "approve", "--payload", "{nope")
     assert bad.code == 2 and "not valid JSON" in bad.err, bad
     sent = redflow("send-event", run_id, "approve", "--payload", '{"ok": true}')
