@@ -533,12 +533,18 @@ class Scripts(ScriptSet, WaitCalls):
             int(reply[3]),
         )
 
-    def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
-        """(server ms, earliest later fire time or None, due (id, fire ms, definition)).
-        A fire time that is no number of ms (``-inf``, written by hand) is None;
-        ``+inf`` as the earliest is None too (nothing will be due)."""
+    def due_crons(
+        self, limit: int, offset: int = 0
+    ) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
+        """(server ms, earliest later fire time or None, due (id, fire ms, definition)),
+        the due entries from the ``offset``-th on. A fire time that is no number of
+        ms (``-inf``, written by hand) is None; ``+inf`` as the earliest is None too
+        (nothing will be due)."""
         reply = self.run(
-            "due_crons", (self.keys.cron_next, self.keys.cron_def), (self._tag, limit), retry=True
+            "due_crons",
+            (self.keys.cron_next, self.keys.cron_def),
+            (self._tag, limit, offset),
+            retry=True,
         )
         now = int(reply[0])
         earliest = _finite_ms(reply[1]) if reply[1] not in (-1, b"-1") else None
