@@ -46,6 +46,7 @@ __all__ = [
     "forget_idle_queues",
     "promote_due",
     "reap_expired",
+    "reindex_unindexed",
     "ring_bells",
     "stores",
     "sweep_retention",
@@ -236,6 +237,23 @@ def sweep_retention(
         removed, more = client.scripts.sweep_step(retention_ms, batch)
         total += removed
         if not more:
+            break
+    return total
+
+
+def reindex_unindexed(client: Store, batch: int = BATCH, max_batches: int = 20) -> int:
+    """Put the runs of ``runs:unindexed`` (finished while their status index held
+    another type of value) back into that index where it is a sorted set again,
+    so that the listing by status shows them; returns how many. Those whose
+    index still is not stay, and are passed over. At most ``max_batches``
+    script calls of ``batch`` entries."""
+    total = 0
+    passed = 0
+    for _ in range(max_batches):
+        moved, left, read = client.scripts.reindex(batch, passed)
+        total += moved
+        passed += left
+        if read < batch:
             break
     return total
 

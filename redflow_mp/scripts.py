@@ -607,6 +607,15 @@ class Scripts(ScriptSet, WaitCalls):
         )
         return int(reply[0]), int(reply[1]) == 1
 
+    def reindex(self, batch: int, offset: int = 0) -> tuple[int, int, int]:
+        """Put up to ``batch`` runs of ``runs:unindexed`` (from the ``offset``-th on)
+        back into their status index where it is a sorted set again: (runs put
+        back, entries left because their index still is not, entries read)."""
+        reply = self.run(
+            "reindex_runs", (self.keys.runs_unindexed,), (self._tag, batch, offset), retry=True
+        )
+        return int(reply[0]), int(reply[1]), int(reply[2])
+
     def requeue_claimed(self, token: str, cause: str, lease_ms: int) -> list[tuple[str, str]]:
         """Put back runs claimed with ``token`` by a worker that died before saying so.
 
