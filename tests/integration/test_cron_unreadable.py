@@ -85,6 +85,10 @@ def test_a_leader_that_cannot_read_a_cron_entry_leaves_it_for_one_that_can(
     assert duty.fired == 0
     named = [r for r in caplog.records if r.levelno >= logging.ERROR and cid in r.getMessage()]
     assert len(named) == 1, [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        duty.tick(160.0)  # a minute after it was named: named again
+    assert [r for r in caplog.records if cid in r.getMessage()]
     leader.resign()
 
     # Host B leads now: it fires the entry at its fire time.
