@@ -94,7 +94,7 @@ from .runs import (
     target_of_name,
     workflow_meta,
 )
-from .scripts import cancel_reply, resume_reply
+from .scripts import cancel_reply, resume_plan
 from .shards import check_shards
 from .wait_scripts import send_event_call, send_event_reply
 
@@ -476,7 +476,14 @@ class AsyncClient:
             raise RunNotResumableError(run_id, None)
         scripts = self.shard_of_run(run_id).scripts
         keys, args = scripts.resume_call(run_id, new_token())
-        resume_reply(run_id, await scripts.run("resume_run", keys, args, retry=True))
+        plan = resume_plan(args, run_id)  # by pages past the records one call reads
+        sent = next(plan)
+        while True:
+            reply = await scripts.run("resume_run", keys, sent, retry=True)
+            try:
+                sent = plan.send(reply)
+            except StopIteration:
+                break
         return AsyncRunHandle(self, run_id)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:

@@ -44,7 +44,7 @@ from .runs import (
     target_of_definition,
     target_of_name,
 )
-from .scripts import Scripts, resume_reply
+from .scripts import Scripts
 from .shards import check_shards
 from .shardset import Shard
 from .transport import Transport, Wire
@@ -303,7 +303,9 @@ class Client(Runs):
         its succeeded steps: they return their recorded outputs instead of
         running again; the steps that failed or were interrupted run again.
         ``runs retry`` / :func:`~redflow_mp.admin.retry_run` is the other choice
-        (a new run that executes everything). One script: a run that is unknown,
+        (a new run that executes everything). One script (a run with more step
+        records than one call reads, 1,000 or 1 MiB, has those to drop dropped
+        by pages first, as its claim reads them): a run that is unknown,
         or queued, scheduled, suspended, running or succeeded, raises
         :class:`RunNotResumableError` and nothing changes. The children that a
         cancel of the run canceled (``run_workflow`` cascade) are resumed by its
@@ -312,9 +314,7 @@ class Client(Runs):
         run_id = check_run_id(run_id)
         if cannot_be_run_id(run_id):
             raise RunNotResumableError(run_id, None)
-        scripts = self.scripts_for(run_id)
-        keys, args = scripts.resume_call(run_id, new_token())
-        resume_reply(run_id, scripts.run("resume_run", keys, args, retry=True))
+        self.scripts_for(run_id).resume(run_id, new_token())
         return RunHandle(self, run_id)
 
     # ------------------------------------------------------------ workflows

@@ -25,7 +25,16 @@ from typing import Any
 from .errors import TRANSIENT_ERRORS
 from .keys import STATUSES, Keys
 
-__all__ = ["CHECK_S", "RECHECK_S", "Bench", "expected_types", "shared_keys", "wrong_types"]
+__all__ = [
+    "CHECK_S",
+    "RECHECK_S",
+    "Bench",
+    "expected_types",
+    "shared_keys",
+    "types_of",
+    "wrong_of",
+    "wrong_types",
+]
 
 log = logging.getLogger("redflow_mp.worker")
 
@@ -109,8 +118,8 @@ _LISTING = (
 _STATUS = (
     "runs go on but are missing from this listing (list_runs, dashboard, metrics); "
     "those that change status while it is broken stay missing after it is removed, "
-    "and one that finishes meanwhile is not moved by `redflow migrate --shards` "
-    "(retention finds it in runs:unindexed)"
+    "but for those that finish meanwhile (kept in runs:unindexed: put back into "
+    "the index within a minute of its removal)"
 )
 _PLACING = (
     "the runs it would hold cannot move there (claims, retries, delays, wake-ups) "
@@ -164,13 +173,24 @@ def wrong_types(
 ) -> list[tuple[str, str, str, str]]:
     """``(key, type found, type expected, cost)`` of each of ``expected`` that holds
     another type than its own (one pipeline of ``TYPE``)."""
+    return wrong_of(expected, types_of(redis, [key for key, _, _ in expected]))
+
+
+def types_of(redis: Any, keys: Sequence[str]) -> list[str]:
+    """The ``TYPE`` of each of ``keys`` (one pipeline), ``none`` for a missing one."""
     with redis.pipeline(transaction=False) as pipe:
-        for key, _, _ in expected:
+        for key in keys:
             pipe.type(key)
         kinds = pipe.execute()
-    out = []
-    for (key, want, cost), kind in zip(expected, kinds, strict=True):
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-        if kind not in ("none", want):
-            out.append((key, kind, want, cost))
-    return out
+    return [kind.decode() if isinstance(kind, bytes) else str(kind) for kind in kinds]
+
+
+def wrong_of(
+    expected: Sequence[tuple[str, str, str]], kinds: Sequence[str]
+) -> list[tuple[str, str, str, str]]:
+    """:func:`wrong_types` of ``expected`` whose types are ``kinds`` (:func:`types_of`)."""
+    return [
+        (key, kind, want, cost)
+        for (key, want, cost), kind in zip(expected, kinds, strict=True)
+        if kind not in ("none", want)
+    ]

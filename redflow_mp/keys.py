@@ -54,7 +54,9 @@ Keys redflow-mp adds::
     runs:unindexed                ZSET  runId -> finish time, for finished runs whose
                                         runs:status:<status> was of another type when they
                                         finished (a neighbour's key): retention sweeps them
-                                        from here (a resume takes the run out)
+                                        from here, the key check puts them back into the
+                                        index once it is a ZSET again (a resume takes the
+                                        run out)
     due-queues                    ZSET  queue -> earliest due time of its scheduled set (may
                                         be early, never late; the promoter reads due ones)
     queues                        SET   queue names, for listing (ops views, metrics); idle

@@ -37,6 +37,7 @@ SCRIPT_NAMES = (
     "fire_cron",
     "due_crons",
     "sweep_runs",
+    "reindex_runs",
     "requeue_claimed",
     "forget_queues",
     "suspend_run",

@@ -40,11 +40,13 @@ __all__ = [
     "LeaderLock",
     "StallGuard",
     "Store",
+    "UnreadableCrons",
     "announce_queues",
     "cron_tick",
     "forget_idle_queues",
     "promote_due",
     "reap_expired",
+    "reindex_unindexed",
     "ring_bells",
     "stores",
     "sweep_retention",
@@ -74,6 +76,9 @@ def stores(client: Any) -> list[Store]:
 
 
 _cron_decoder = msgspec.json.Decoder(CronDef)
+#: Full batches of due entries this host cannot read that one tick looks past.
+_PASS_OVER_ROUNDS = 10
+_UNREADABLE_MAX = 10_000
 # A cron fire key only has to outlive the race of two leaders over one fire time
 # (cron:next fences the rest); with the finish rule of the idempotency keys, a
 # per-second cron keeps about 600 of them.
@@ -236,6 +241,23 @@ def sweep_retention(
     return total
 
 
+def reindex_unindexed(client: Store, batch: int = BATCH, max_batches: int = 20) -> int:
+    """Put the runs of ``runs:unindexed`` (finished while their status index held
+    another type of value) back into that index where it is a sorted set again,
+    so that the listing by status shows them; returns how many. Those whose
+    index still is not stay, and are passed over. At most ``max_batches``
+    script calls of ``batch`` entries."""
+    total = 0
+    passed = 0
+    for _ in range(max_batches):
+        moved, left, read = client.scripts.reindex(batch, passed)
+        total += moved
+        passed += left
+        if read < batch:
+            break
+    return total
+
+
 class LeaderLock:
     """The fenced cron leader lock (``lock:cron``): acquire, renew, release.
 
@@ -350,6 +372,9 @@ class CronTick:
 
     fired: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: (id, why) of each due entry this host cannot read, left in place for a
+    #: leader that can (the caller names them: :class:`UnreadableCrons`)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     duplicates: int = 0
     now_ms: int = 0
     next_due_ms: int | None = None
@@ -394,8 +419,8 @@ def cron_tick(
     by the token); ``make_id`` makes the id of a new run (one naming the shard).
     At most ``limit`` entries: ``more`` says when the limit was reached, and the
     caller should tick again at once (``earliest`` is then a later fire time)."""
-    now, earliest, due = client.scripts.due_crons(limit)
-    tick = CronTick(now_ms=now, next_due_ms=earliest, more=len(due) >= limit)
+    now, earliest, due, more = _due_batch(client, limit)
+    tick = CronTick(now_ms=now, next_due_ms=earliest, more=more)
     for cron_id, fire_ms, raw in due:
         if not raw:
             client.redis.zrem(client.keys.cron_next, cron_id)
@@ -405,11 +430,17 @@ def cron_tick(
             client.redis.zrem(client.keys.cron_next, cron_id)
             continue
         try:
-            cdef = _cron_decoder.decode(raw)
-            following = next_fire_ms(cdef.expression, cdef.timezone, max(now, fire_ms))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            cdef, following = _readable(raw, now, fire_ms)
+        except _Garbled as exc:
             log.error("cron %s has an unreadable definition (%s); removing it", cron_id, exc)
             client.redis.zrem(client.keys.cron_next, cron_id)
+            continue
+        except ValueError as exc:
+            # Valid JSON that this host cannot read (a timezone its tzdata lacks, an
+            # expression of a newer croniter): another host may, so the entry stays
+            # (removing it fired it never: the registry duty wrote it back, the
+            # leader removed it again).
+            tick.unreadable.append((cron_id, str(exc)))
             continue
         try:
             code, run_id = _fire(client, leader_token, cron_id, fire_ms, following, make_id, cdef)
@@ -420,22 +451,99 @@ def cron_tick(
             log.error("cron %s skipped: %s", cron_id, exc)
             tick.skipped.append(cron_id)
             code, run_id = 0, ""
-        if code == 1:
-            tick.fired.append(run_id)
-        elif code == 2:
-            tick.skipped.append(cron_id)
-            log.info("cron %s skipped: workflow %r is at max_concurrency", cron_id, cdef.workflow)
-        elif code == 3:
-            tick.duplicates += 1
-        elif code == 4:
-            tick.skipped.append(cron_id)
-            log.info("cron %s skipped: its previous run %s has not started yet", cron_id, run_id)
-        elif code == -1:
+        if code == -1:
             tick.more = False  # not the leader (any more)
             break
+        _count(tick, code, run_id, cron_id, cdef.workflow)
         if tick.next_due_ms is None or following < tick.next_due_ms:
             tick.next_due_ms = following
     return tick
+
+
+def _due_batch(
+    client: Store, limit: int
+) -> tuple[int, int | None, list[tuple[str, int | None, bytes]], bool]:
+    """``due_crons`` (now, earliest, due) and whether more may be due, past full
+    batches of entries this host cannot read: they stay due, in front of the
+    others, which would never be read otherwise."""
+    now, earliest, due = client.scripts.due_crons(limit)
+    passed = 0
+    for _ in range(_PASS_OVER_ROUNDS):
+        if len(due) < limit or not _all_unreadable(due, now):
+            return now, earliest, due, len(due) >= limit
+        passed += len(due)
+        now, earliest, due = client.scripts.due_crons(limit, passed)
+    # still a full unreadable batch: not "more" (the duty would tick again at once)
+    return now, earliest, due, len(due) >= limit and not _all_unreadable(due, now)
+
+
+def _count(tick: CronTick, code: int, run_id: str, cron_id: str, workflow: str) -> None:
+    """Count one ``fire_cron`` reply (but -1, not the leader) in ``tick``."""
+    if code == 1:
+        tick.fired.append(run_id)
+    elif code == 2:
+        tick.skipped.append(cron_id)
+        log.info("cron %s skipped: workflow %r is at max_concurrency", cron_id, workflow)
+    elif code == 3:
+        tick.duplicates += 1
+    elif code == 4:
+        tick.skipped.append(cron_id)
+        log.info("cron %s skipped: its previous run %s has not started yet", cron_id, run_id)
+
+
+class _Garbled(ValueError):
+    """A cron definition that is no JSON (no host can read it)."""
+
+
+def _readable(raw: bytes, now: int, fire_ms: int) -> tuple[CronDef, int]:
+    """An entry's definition and its fire time after this one; :class:`_Garbled`
+    when it is no JSON, ValueError when this host cannot read it."""
+    try:
+        cdef = _cron_decoder.decode(raw)
+    except msgspec.ValidationError as exc:  # JSON of another shape (another version's)
+        raise ValueError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise _Garbled(str(exc)) from None
+    return cdef, next_fire_ms(cdef.expression, cdef.timezone, max(now, fire_ms))
+
+
+def _all_unreadable(due: list[tuple[str, int | None, bytes]], now: int) -> bool:
+    for _, fire_ms, raw in due:
+        if not raw or fire_ms is None:
+            return False
+        try:
+            _readable(raw, now, fire_ms)
+        except _Garbled:
+            return False
+        except ValueError:
+            continue
+        return False
+    return True
+
+
+class UnreadableCrons:
+    """Names each cron entry a leader cannot read in an ERROR line, at most once per
+    ``every_s`` seconds (of the caller's clock) per entry: the entry stays due on
+    every tick, and nothing else would say why it does not fire here."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._named: dict[str, float] = {}
+
+    def report(self, entries: Sequence[tuple[str, str]], now: float) -> None:
+        if len(self._named) > _UNREADABLE_MAX:
+            self._named.clear()
+        for cron_id, why in entries:
+            last = self._named.get(cron_id)
+            if last is not None and now - last < self.every_s:
+                continue
+            self._named[cron_id] = now
+            log.error(
+                "cron %s cannot be read on this host (%s): not fired here, left in place "
+                "for a leader that can read it (upgrade croniter/tzdata here, or fix it)",
+                cron_id,
+                why,
+            )
 
 
 def announce_queues(client: Store, queues: Sequence[str]) -> None:

@@ -493,18 +493,20 @@ def iter_runs_all(
     limit: int = 50,
     offset: int = 0,
     page: int = ITER_PAGE,
+    after: str | None = None,
 ) -> Iterator[RunState]:
     """:func:`list_runs_all` as an iterator: the same runs in the same order, read
     ``page`` runs per round trip, so a large ``limit`` (``redflow runs list
     --limit 100000``) holds at most ``page`` runs per shard at once instead of
     every one (the ids of the selection are read first, as by ``list_runs``: a
-    consistent page, 30-odd bytes per run). Arguments are checked at the call."""
+    consistent page, 30-odd bytes per run). ``after``: as for
+    :func:`list_runs_all` (pass ``offset`` too). Arguments are checked at the call."""
     status = _check_list_args(workflow, status, limit, offset)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError("page must be an int >= 1")
     views = shard_views(client)
     if len(views) == 1:
-        return _iter_view(views[0], workflow, status, limit, offset, page)
+        return _iter_view(views[0], workflow, status, limit, offset, page, after)
     # each shard's first offset + limit runs, newest first: merged as merge_runs does
     streams = [_iter_view(v, workflow, status, limit + offset, 0, page) for v in views]
     merged = heapq.merge(*streams, key=lambda r: (r.created_at, r.id), reverse=True)
@@ -512,11 +514,17 @@ def iter_runs_all(
 
 
 def _iter_view(
-    view: Any, workflow: str | None, status: str | None, limit: int, offset: int, page: int
+    view: Any,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    page: int,
+    after: str | None = None,
 ) -> Iterator[RunState]:
     if limit == 0:
         return
-    ids = drive(view.redis, _select_run_ids(view.keys, workflow, status, limit, offset))
+    ids = drive(view.redis, _select_run_ids(view.keys, workflow, status, limit, offset, after))
     for at in range(0, len(ids), page):
         yield from drive(view.redis, _run_states(view.keys, ids[at : at + page]))
 

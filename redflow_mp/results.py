@@ -1,13 +1,15 @@
 """Waiting for a run to end: subscribe to its ``run-done:<id>`` channel, then read it.
 
-:class:`ResultWaiter` keeps one pub/sub connection per thread (per process
-after a fork) and turns a finished run into its output or its error
-(``RunFailedError``, ``RunCanceledError``). No polling loop: the waiter
+:class:`ResultWaiter` keeps two connections per thread that waits (per
+process after a fork), a pub/sub one and one that reads runs, and turns a
+finished run into its output or its error (``RunFailedError``,
+``RunCanceledError``). No polling loop: the waiter
 subscribes first and reads the run second, so a run that finished before the
 subscription is seen by the read and a later finish by the message; a
 succeeded run's output usually rides on the message itself. Without a message
 the run is read again every ``RESULT_RECHECK_S`` (a lost publish costs that long,
-not for ever).
+not for ever). A wait with a timeout returns at its deadline even while Redis
+does not answer (see :class:`ResultWaiter`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import hiredis
 import msgspec
+from redis.exceptions import ResponseError
 
 from . import codec
+from .connection import with_redirects
 from .errors import (
     NETWORK_ERRORS,
     RedflowError,
@@ -55,14 +61,28 @@ _SUCCEEDED = b"succeeded\n"
 
 
 class _PerThread(threading.local):
-    """This thread's pub/sub connection (opened by the pid that uses it)."""
+    """This thread's connections (opened by the pid that uses them): the pub/sub
+    one and the one that reads runs."""
 
     conn: Any = None
+    reader: Any = None
     pid: int = -1
 
 
+class _Overdue(Exception):
+    """A wait's deadline passed while a call was still waiting for Redis."""
+
+
 class ResultWaiter:
-    """Waits for runs of one namespace to end; thread-safe."""
+    """Waits for runs of one namespace to end; thread-safe.
+
+    A wait with a timeout keeps it even while Redis does not answer: the run is
+    read on a connection of the waiter's own whose reply is awaited at most until
+    the deadline (then the connection is dropped, as its reply may still come),
+    and a connection's opening (a handshake the server may never answer: 5 s of
+    socket timeout, then a retry) runs in a helper thread that the wait leaves at
+    its deadline; the connection is closed when that thread is done with it.
+    """
 
     def __init__(self, transport: Transport, keys: Keys) -> None:
         self._transport = transport
@@ -78,25 +98,28 @@ class ResultWaiter:
                 f"run {shown_run_id(run_id)} does not exist (unknown id, or removed by retention)"
             )
         deadline = None if timeout is None else time.monotonic() + timeout
+        # timeout=0 is one look, however long it takes: its calls are not cut short
+        limit = deadline if timeout else None
         channel = self._keys.run_done(run_id).encode()
         while True:
-            pubsub = self._pubsub()
             try:
                 # Subscribe first, then read: a finish between the two is seen by
                 # the read, a later one by the message. No polling.
-                _subscribe(pubsub, channel, deadline)
-                state = self._terminal_state(run_id)
+                pubsub = self._subscribed(channel, deadline, limit)
+                state = self._terminal_state(run_id, limit)
                 if state is None:
                     message = _wait_message(pubsub, channel, deadline)
                     if message is not None:
                         done, output = message_output(run_id, message)
                         if done:
                             return output
-                        state = self._terminal_state(run_id)
+                        state = self._terminal_state(run_id, limit)
                 if state is not None:
                     return outcome(run_id, state)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise result_timeout(run_id, timeout)
+            except _Overdue:
+                raise result_timeout(run_id, timeout) from None
             except NETWORK_ERRORS:
                 self.drop()
                 if deadline is not None and time.monotonic() >= deadline:
@@ -105,46 +128,152 @@ class ResultWaiter:
             finally:
                 self._unsubscribe(channel)
 
-    def _terminal_state(self, run_id: str) -> list[bytes | None] | None:
-        return terminal_state(
-            run_id, self._transport.call("HMGET", self._keys.run(run_id), *STATE_FIELDS)
+    def _subscribed(self, channel: bytes, deadline: float | None, limit: float | None) -> Any:
+        """This thread's pub/sub connection, subscribed to ``channel`` (confirmed, or
+        at the deadline / after RESULT_RECHECK_S)."""
+        pubsub = self._pubsub()
+        if pubsub.connection is None:  # this subscribe opens the connection
+            if not _within(limit, lambda: pubsub.subscribe(channel), pubsub.close):
+                self._local.conn = None  # closed by the helper when it is done
+                raise _Overdue
+        else:
+            pubsub.subscribe(channel)
+        _confirm(pubsub, channel, deadline)
+        return pubsub
+
+    def _terminal_state(self, run_id: str, limit: float | None) -> list[bytes | None] | None:
+        args = ("HMGET", self._keys.run(run_id), *STATE_FIELDS)
+        reply = with_redirects(
+            self._transport.router, lambda: self._read(args, limit), self._drop_reader
         )
+        return terminal_state(run_id, reply)
+
+    def _read(self, args: tuple[Any, ...], limit: float | None) -> Any:
+        """One command on this thread's reader, its reply awaited until ``limit``."""
+        conn = self._reader(limit)
+        try:
+            conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
+            if limit is not None and not conn.can_read(timeout=max(0.0, limit - time.monotonic())):
+                raise _Overdue
+            return conn.read_response()
+        except ResponseError:
+            raise  # a whole reply was read: the connection is still in step
+        except BaseException:
+            self._drop_reader()  # its reply may still come
+            raise
+
+    def _reader(self, limit: float | None) -> Any:
+        local = self._fresh()
+        if local.reader is None:
+            # Not from the pool's in-use set (as the transport's per-thread wire).
+            conn = self._transport.redis.connection_pool.make_connection()
+            if not _within(limit, conn.connect, conn.disconnect):
+                raise _Overdue
+            local.reader = conn
+        return local.reader
+
+    def _fresh(self) -> _PerThread:
+        """This thread's locals, forgotten (not closed: the parent's) after a fork."""
+        local = self._local
+        if local.pid != os.getpid():
+            local.conn = None
+            local.reader = None
+            local.pid = os.getpid()
+        return local
 
     def _pubsub(self) -> Any:
-        local = self._local
-        if local.conn is None or local.pid != os.getpid():
+        local = self._fresh()
+        if local.conn is None:
             local.conn = self._transport.redis.pubsub()
-            local.pid = os.getpid()
         return local.conn
 
     def _unsubscribe(self, channel: bytes) -> None:
         pubsub = self._local.conn
-        if pubsub is None:
+        if pubsub is None or self._local.pid != os.getpid():
             return
         try:
             pubsub.unsubscribe(channel)
         except NETWORK_ERRORS:
             self.drop()
 
+    def _drop_reader(self) -> None:
+        conn = self._local.reader
+        self._local.reader = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
     def drop(self) -> None:
-        """Close this thread's pub/sub connection (best effort on a broken socket)."""
+        """Close this thread's connections (best effort on a broken socket)."""
+        if self._local.pid != os.getpid():
+            self._fresh()
+            return
         pubsub = self._local.conn
         self._local.conn = None
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 pubsub.close()
+        self._drop_reader()
 
     def close(self) -> None:
-        """Close this process's connection of this thread; forget every thread's."""
+        """Close this process's connections of this thread; forget every thread's."""
         if self._local.pid == os.getpid():
             self.drop()
         self._local = _PerThread()
 
 
-def _subscribe(pubsub: Any, channel: bytes, deadline: float | None) -> None:
-    """Subscribe and wait for the server's confirmation (so no publish is missed),
-    at most until ``deadline`` or RESULT_RECHECK_S (then the caller reads the run)."""
-    pubsub.subscribe(channel)
+def _within(limit: float | None, call: Callable[[], object], abandon: Callable[[], None]) -> bool:
+    """Run ``call`` (it opens a connection) and tell whether it returned by ``limit``
+    (its error is raised here). With a limit it runs in a helper daemon thread: a
+    server that accepts the TCP connection and answers nothing holds the handshake
+    for the socket timeout, and the caller leaves at its deadline; ``abandon`` then
+    runs in the helper once ``call`` is over."""
+    if limit is None:
+        call()
+        return True
+    helper = _Helper(call, abandon)
+    threading.Thread(target=helper.run, name="redflow-result-connect", daemon=True).start()
+    return helper.joined(limit)
+
+
+class _Helper:
+    """One call in a helper thread that its caller may leave (see :func:`_within`)."""
+
+    def __init__(self, call: Callable[[], object], abandon: Callable[[], None]) -> None:
+        self._call = call
+        self._abandon = abandon
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._left = False
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._call()
+        except BaseException as exc:
+            self._error = exc
+        with self._lock:
+            self._done.set()
+            left = self._left
+        if left:
+            with contextlib.suppress(Exception):
+                self._abandon()
+
+    def joined(self, limit: float) -> bool:
+        self._done.wait(max(0.0, limit - time.monotonic()))
+        with self._lock:
+            if not self._done.is_set():
+                self._left = True
+                return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+def _confirm(pubsub: Any, channel: bytes, deadline: float | None) -> None:
+    """Wait for the server's confirmation of the subscription (so no publish is
+    missed), at most until ``deadline`` or RESULT_RECHECK_S (then the caller reads
+    the run)."""
     recheck = time.monotonic() + RESULT_RECHECK_S
     deadline = recheck if deadline is None else min(deadline, recheck)
     while True:

@@ -57,6 +57,7 @@ __all__ = [
     "check_priority",
     "enqueue_reply",
     "load_sources",
+    "resume_plan",
     "resume_reply",
     "script_names",
 ]
@@ -283,6 +284,27 @@ class ScriptSet:
         """Keys and arguments of ``resume_run`` (read the reply with :func:`resume_reply`);
         ``token`` (fresh per call) makes a resend after a lost reply harmless."""
         return (self.keys.run(run_id),), (self._tag, run_id, token)
+
+
+def resume_plan(args: tuple[Any, ...], run_id: str) -> Generator[tuple[Any, ...], Any, int]:
+    """The ``resume_run`` calls of one resume (each one's ARGV: send its reply back),
+    from the first call's ``args`` (:meth:`Scripts.resume_call`); returns the new
+    attempt (:func:`resume_reply`). Past the records one call reads (as the
+    claim: 1,000, or 1 MiB in all) the first reply asks for pages: the records
+    to drop are dropped an HSCAN page a call, then the run is resumed."""
+    reply = yield args
+    if reply[0] == 2:
+        count = int(reply[2])
+        cursor: Any = 0
+        while True:
+            reply = yield (*args[:3], "page", cursor, count)
+            if reply[0] != 3:
+                return resume_reply(run_id, reply)
+            cursor = reply[1]
+            if text(cursor) == "0":
+                break
+        reply = yield (*args[:3], "paged")
+    return resume_reply(run_id, reply)
 
 
 def resume_reply(run_id: str, reply: Any) -> int:
@@ -533,12 +555,18 @@ class Scripts(ScriptSet, WaitCalls):
             int(reply[3]),
         )
 
-    def due_crons(self, limit: int) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
-        """(server ms, earliest later fire time or None, due (id, fire ms, definition)).
-        A fire time that is no number of ms (``-inf``, written by hand) is None;
-        ``+inf`` as the earliest is None too (nothing will be due)."""
+    def due_crons(
+        self, limit: int, offset: int = 0
+    ) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
+        """(server ms, earliest later fire time or None, due (id, fire ms, definition)),
+        the due entries from the ``offset``-th on. A fire time that is no number of
+        ms (``-inf``, written by hand) is None; ``+inf`` as the earliest is None too
+        (nothing will be due)."""
         reply = self.run(
-            "due_crons", (self.keys.cron_next, self.keys.cron_def), (self._tag, limit), retry=True
+            "due_crons",
+            (self.keys.cron_next, self.keys.cron_def),
+            (self._tag, limit, offset),
+            retry=True,
         )
         now = int(reply[0])
         earliest = _finite_ms(reply[1]) if reply[1] not in (-1, b"-1") else None
@@ -600,6 +628,27 @@ class Scripts(ScriptSet, WaitCalls):
             "sweep_runs", (self.keys.runs_created,), (self._tag, retention_ms, batch), retry=True
         )
         return int(reply[0]), int(reply[1]) == 1
+
+    def resume(self, run_id: str, token: str) -> int:
+        """Resume a failed or canceled run (:func:`resume_plan`); its new attempt.
+        Raises :class:`RunNotResumableError` when it is unknown or not resumable."""
+        keys, args = self.resume_call(run_id, token)
+        plan = resume_plan(args, run_id)
+        sent = next(plan)
+        while True:
+            try:
+                sent = plan.send(self.run("resume_run", keys, sent, retry=True))
+            except StopIteration as stop:
+                return cast(int, stop.value)
+
+    def reindex(self, batch: int, offset: int = 0) -> tuple[int, int, int]:
+        """Put up to ``batch`` runs of ``runs:unindexed`` (from the ``offset``-th on)
+        back into their status index where it is a sorted set again: (runs put
+        back, entries left because their index still is not, entries read)."""
+        reply = self.run(
+            "reindex_runs", (self.keys.runs_unindexed,), (self._tag, batch, offset), retry=True
+        )
+        return int(reply[0]), int(reply[1]), int(reply[2])
 
     def requeue_claimed(self, token: str, cause: str, lease_ms: int) -> list[tuple[str, str]]:
         """Put back runs claimed with ``token`` by a worker that died before saying so.

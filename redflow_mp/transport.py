@@ -199,7 +199,7 @@ def client_options(*, unix: bool = False) -> dict[str, Any]:
 #: The sync transport's pools are not capped: redis-py >= 6 caps a ConnectionPool
 #: at 100 connections by default (it was 2**31), and the transport opens one
 #: connection per thread that calls it (counted by the pool for ever, even after
-#: the thread ended and the connection was closed) and one pub/sub connection per
+#: the thread ended and the connection was closed) and two (pub/sub, reads) per
 #: thread waiting for a result. With the cap, the 100th thread of a process (a
 #: thread-per-request server reaches it in minutes) got MaxConnectionsError on
 #: every call, and a hundred threads awaiting results at once timed out.

@@ -433,9 +433,8 @@ class WaitMixin:
             ]
         for cid in mine:
             scripts = runs.shard_of_run(cid).scripts
-            keys, args = scripts.resume_call(cid, new_token())
             ex.durable(
-                partial(scripts.run, "resume_run", keys, args, retry=True),
+                partial(scripts.resume, cid, new_token()),
                 "resuming a child canceled by this run's cancel",
             )
         return bool(mine)

@@ -3,11 +3,12 @@
 -- flags: no-writes
 --
 -- KEYS[1]  cron:next   KEYS[2]  cron:def
--- ARGV[1]  tag   ARGV[2]  max entries
+-- ARGV[1]  tag   ARGV[2]  max entries   ARGV[3]  entries to pass over first (the
+--          due ones a leader could not read: they stay due, in front of the others)
 -- Reply: { now ms, earliest remaining fire time ms or -1, id, fire ms, def json, ... }
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-  tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT',
+  tonumber(ARGV[3]) or 0, tonumber(ARGV[2]))
 local out = { now, -1 }
 for i = 1, #due, 2 do
   out[#out + 1] = due[i]

@@ -5,8 +5,16 @@
 --
 -- KEYS[1]  run:<id>
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  resume token (makes a resend safe)
+-- ARGV[4]  mode: '' resume, reading the step records in this call if they are
+--          few (up to STEPS_INLINE records of STEPS_INLINE_BYTES in all, as the
+--          claim); 'page' drop the records to drop of one HSCAN page (ARGV[5]
+--          cursor, ARGV[6] COUNT), the run left failed or canceled; 'paged'
+--          resume, the records having been dropped by pages (none is read)
 -- Reply: { 1, 'queued', attempt } resumed (also a resend of this token's resume)
 --      | { 0, '' } unknown run | { -1, status } not failed or canceled: nothing changed
+--      | { 2, status, count } too many records for one call: nothing changed;
+--        drop them by pages of `count` ('page'), then resume ('paged')
+--      | { 3, cursor } a page done ('0': the last one)
 -- Invariants: one transition, like a retry: the status indexes move together,
 -- the run enters its queue's ready set (priority band, now) and the queue's bell
 -- rings; the concurrency gate and the rate limit apply at its claim as for any
@@ -15,12 +23,18 @@
 -- attempts history: the last one, implied by those fields, is written out). maxAttempts grows by the run's attempt budget (its maxAttempts
 -- when first resumed), so a resumed run gets its retries again. The idempotency
 -- key (if it still names the run, or is gone) is held again with no expiry while
--- the run is unfinished. Cost: the run's step records are read once.
+-- the run is unfinished. Cost: the run's step records are read once, in this
+-- call if they are few, else by HSCAN pages of about STEPS_INLINE_BYTES (one
+-- HGETALL of a million records held Redis for seconds). Only the lease holder
+-- writes step records and a failed or canceled run has none: pages read before
+-- the resume see what it would have. (A resume refused after its pages, its
+-- ready set of another type, leaves the run failed without the records dropped.)
 local tag = ARGV[1]
 local id = ARGV[2]
 local run = KEYS[1]
+local mode = ARGV[4] or ''
 local f = redis.call('HMGET', run, 'status', 'queue', 'workflow', 'attempt', 'maxAttempts',
-  'priority', 'idempotencyKey', 'attemptBudget', 'resumeToken')
+  'priority', 'idempotencyKey', 'attemptBudget', 'resumeToken', 'stepBytes')
 local status = f[1]
 if not status then return { 0, '' } end
 if ARGV[3] ~= '' and f[9] == ARGV[3] and not TERMINAL[status] then
@@ -29,6 +43,37 @@ end
 if status ~= 'failed' and status ~= 'canceled' then return { -1, status } end
 local q = f[2]
 if not q or q == '' or not f[3] or f[3] == '' then return { -1, status } end
+-- Only succeeded steps are kept (their records start {"seq":N,"status":"succeeded").
+local steps = k_steps(tag, id)
+local function drop(records)
+  local dropped = 0
+  for i = 1, #records, 2 do
+    if not string.match(records[i + 1], '^{"seq":%d+,"status":"succeeded"') then
+      redis.call('HDEL', steps, records[i])
+      dropped = dropped + #records[i] + #records[i + 1]
+    end
+  end
+  -- stepBytes (count_step_bytes) follows; pcall: a field that is not a number
+  -- must not fail the resume.
+  if dropped > 0 then redis.pcall('HINCRBY', run, 'stepBytes', -dropped) end
+end
+if mode == 'page' then
+  local page = redis.pcall('HSCAN', steps, ARGV[5], 'COUNT', tonumber(ARGV[6]))
+  if failed(page) then return { 3, '0' } end  -- (its claim fails it as corrupted)
+  drop(page[2])
+  return { 3, page[1] }
+end
+if mode == '' then
+  local n = redis.pcall('HLEN', steps)
+  local size = tonumber(f[10]) or 0
+  if not failed(n) and (n > STEPS_INLINE or size > STEPS_INLINE_BYTES) then
+    local count = STEPS_INLINE
+    if size > 0 then
+      count = math.max(1, math.min(count, math.floor(n * STEPS_INLINE_BYTES / size)))
+    end
+    return { 2, status, count }
+  end
+end
 local now = now_ms()
 local attempt = (tonumber(f[4]) or 1) + 1
 local budget = tonumber(f[8]) or tonumber(f[5]) or 1
@@ -46,20 +91,11 @@ redis.call('HDEL', run, 'errorJson', 'outputJson', 'finishedAt', 'cancelRequeste
 redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', max_attempts,
   'attemptBudget', budget, 'availableAt', now, 'updatedAt', now, 'resumedAt', now,
   'resumeToken', ARGV[3])
--- Only succeeded steps are kept (their records start {"seq":N,"status":"succeeded").
-local steps = k_steps(tag, id)
-local records = redis.pcall('HGETALL', steps)
-if failed(records) then records = {} end  -- (its claim fails it as corrupted)
-local dropped = 0
-for i = 1, #records, 2 do
-  if not string.match(records[i + 1], '^{"seq":%d+,"status":"succeeded"') then
-    redis.call('HDEL', steps, records[i])
-    dropped = dropped + #records[i] + #records[i + 1]
-  end
+if mode == '' then
+  local records = redis.pcall('HGETALL', steps)
+  if failed(records) then records = {} end  -- (its claim fails it as corrupted)
+  drop(records)
 end
--- stepBytes (count_step_bytes) follows; pcall: a field that is not a number
--- must not fail the resume.
-if dropped > 0 then redis.pcall('HINCRBY', run, 'stepBytes', -dropped) end
 move_status(tag, id, status, 'queued', now)
 local key = f[7]
 if key and key ~= '' then

@@ -3,7 +3,9 @@ Redis clock; each fire time maps to one run through its deterministic
 idempotency key, so a leader change cannot fire a time twice. With several
 shards the leader fires the due crons of every shard (a cron definition lives in
 its workflow's shard) with that shard's scripts, fenced by that shard's copy of
-the lock (:class:`~redflow_mp.maintenance.LeaderLock`).
+the lock (:class:`~redflow_mp.maintenance.LeaderLock`). An entry this host
+cannot read (a timezone its tzdata lacks, a newer croniter's syntax) stays
+where it is for a leader that can, named in an ERROR line once a minute.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import CronTick, cron_tick, run_id_maker, stores
+from redflow_mp.maintenance import CronTick, UnreadableCrons, cron_tick, run_id_maker, stores
 
 from ..exposition import MetricsStore
 from .leader import LeaderDuty
@@ -37,6 +39,7 @@ class CronDuty:
         self.metrics = metrics
         self.fired = 0
         self.skipped = 0
+        self.unreadable = UnreadableCrons()
 
     def tick(self, now: float) -> float:
         if not self.leader.is_leader or not self.leader.enabled:
@@ -48,6 +51,7 @@ class CronDuty:
             part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
             result.fired += part.fired
             result.skipped += part.skipped
+            result.unreadable += part.unreadable
             result.now_ms = part.now_ms
             result.more = result.more or part.more
             if part.next_due_ms is not None and (
@@ -61,6 +65,7 @@ class CronDuty:
                 self.metrics.inc("redflow_cron_fires_total", float(len(result.fired)))
             if result.skipped:
                 self.metrics.inc("redflow_cron_skips_total", float(len(result.skipped)))
+        self.unreadable.report(result.unreadable, now)
         for run_id in result.fired:
             log.info("cron fired run %s", run_id)
         if result.more:

@@ -12,6 +12,12 @@ pipeline of ``TYPE`` per shard a minute: the prefix-wide keys, and the next
 and queues), every key every minute; past it a full pass spans several minutes
 (1,000 workflows and 1,000 queues: 8,000 keys, 8 minutes) instead of 8,000
 ``TYPE`` a minute per supervisor (134 commands/s each on an idle Redis).
+
+Each tick also puts the runs listed in ``runs:unindexed`` (finished while their
+``runs:status:<status>`` held another type of value) back into that index once it
+is a sorted set again, so the listing by status shows them
+(:func:`~redflow_mp.maintenance.reindex_unindexed`; nothing more while the key
+is missing, as it is unless such a run exists: the ``TYPE`` pipeline tells).
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
-from redflow_mp.keycheck import CHECK_S, expected_types, wrong_types
-from redflow_mp.maintenance import stores
+from redflow_mp.keycheck import CHECK_S, expected_types, types_of, wrong_of
+from redflow_mp.maintenance import reindex_unindexed, stores
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -58,6 +65,22 @@ class KeyCheckDuty:
         names = self._workflows() if callable(self._workflows) else self._workflows
         return tuple(names)
 
+    @staticmethod
+    def _reindex(store: Any) -> None:
+        """Put the runs that finished while their status index was of another type
+        back into it once it is a sorted set again (the listing by status reads the
+        index only)."""
+        try:
+            moved = reindex_unindexed(store)
+        except TRANSIENT_ERRORS:
+            return
+        if moved:
+            log.info(
+                "put %d runs back into their status index (they finished while it held "
+                "another type of value)",
+                moved,
+            )
+
     def tick(self, now: float) -> float:
         found = []
         queues = self.queues()
@@ -70,10 +93,13 @@ class KeyCheckDuty:
             start = self._next.get(index, 0) % max(1, len(named))
             turn = list(itertools.islice(itertools.cycle(named), start, start + self.per_tick))
             turn = turn[: len(named)]
+            checked = shared + turn
+            keys = [key for key, _, _ in checked]
             try:
-                wrong = wrong_types(store.redis, shared + turn)
+                kinds = types_of(store.redis, keys)
             except TRANSIENT_ERRORS:
                 continue
+            wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
             for key, kind, want, cost in wrong:
                 found.append(key)
@@ -85,5 +111,7 @@ class KeyCheckDuty:
                     want,
                     cost,
                 )
+            if kinds[keys.index(store.keys.runs_unindexed)] == "zset":
+                self._reindex(store)  # some runs to put back (none: the key is missing)
         self.found = found
         return now + self.interval

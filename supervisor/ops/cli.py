@@ -1,6 +1,6 @@
 """``redflow``: inspect and operate a redflow namespace from the command line.
 
-    redflow runs list [--workflow W] [--status S] [--limit N] [--offset N]
+    redflow runs list [--workflow W] [--status S] [--limit N] [--offset N [--after ID]]
     redflow runs show ID | cancel ID [--reason R] | retry ID | resume ID | watch ID [--timeout S]
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=_STATUSES, help="only runs in this status")
     p.add_argument("--limit", type=_count, default=20, help="at most N runs (default 20)")
     p.add_argument("--offset", type=_count, default=0, help="skip the N newest (paging)")
+    p.add_argument(
+        "--after",
+        metavar="RUN_ID",
+        help="the last run of the previous page, with --offset: a deep page starts "
+        "there instead of walking the runs before it (a cursor)",
+    )
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])
     p.add_argument("id", type=_non_empty)

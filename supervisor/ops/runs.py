@@ -59,7 +59,12 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     table row and its JSON record at once: 379 MB)."""
     try:
         runs = queries.iter_runs_all(
-            session.client, workflow=ns.workflow, status=ns.status, limit=ns.limit, offset=ns.offset
+            session.client,
+            workflow=ns.workflow,
+            status=ns.status,
+            limit=ns.limit,
+            offset=ns.offset,
+            after=ns.after or None,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None

@@ -384,6 +384,35 @@ def test_reshard_reads_the_unfinished_runs_in_chunks(
         assert 0 <= start <= stop < start + 2, command
 
 
+def test_reshard_moves_the_finished_runs_in_chunks(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`redflow migrate --shards` read each status index whole to move its runs
+    (one ZRANGE 0 -1: a million finished runs blocked Redis ~100 ms and held
+    them all in the CLI). Now a chunk at a time, whether the runs of a chunk
+    move (they leave the index) or stay (the next chunk starts past them)."""
+    monkeypatch.setattr("redflow_mp.reshard._CHUNK", 2, raising=False)
+    three = make_client(shards=3)
+    check_shards(three)
+    for shard in three.shards:
+        for _ in range(5):
+            _finished(shard, workflow_in(three, shard.index))
+    before = _snapshot(three)
+    two = make_client(shards=2, verify_shards=False)
+    # 3 -> 2: shard 0's runs stay; those of shard k move unless shard k % 2 of
+    # two has the same tag (the tags of shards > 0 depend on the prefix)
+    moving = [s.index for s in three.shards if s.keys.tag != two.shards[s.index % 2].keys.tag]
+    assert 0 not in moving and moving
+    reports: list[Any] = []
+    status_reads = status_index_reads(three.redis, lambda: reports.append(_reshard(three, two)))
+    assert reports[0].runs_moved == 5 * len(moving)
+    assert _snapshot(two) == before
+    assert status_reads
+    for command in status_reads:
+        start, stop = int(command[2]), int(command[3])
+        assert 0 <= start <= stop < start + 2, command
+
+
 def test_reshard_killed_halfway_then_rerun_loses_and_duplicates_nothing(
     make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:

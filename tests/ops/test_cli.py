@@ -51,11 +51,13 @@ def test_runs_list_table_and_json(redflow: Redflow, runs: Runs) -> None:
 
 def test_runs_list_filters_and_paging(runs: Runs, redis_url: str, prefix: str) -> None:
     target = ["--url", redis_url, "--prefix", prefix]
-    by_workflow, by_status, paged, none, before = run_cli_many(
+    by_workflow, by_status, paged, cursor, none, before = run_cli_many(
         [
             ["runs", "list", "--workflow", "ops-fail", "--json", *target],
             ["runs", "list", "--status", "queued", "--json", *target],
             ["runs", "list", "--limit", "1", "--offset", "1", "--json", *target],
+            # the page after a cursor (the last run of the previous page)
+            ["runs", "list", "--offset", "1", "--after", runs.queued, "--json", *target],
             ["runs", "list", "--workflow", "ops-fail", "--status", "succeeded", *target],
             # the common options may also stand before the command
             [*target, "--json", "runs", "list", "--limit", "1"],
@@ -64,6 +66,7 @@ def test_runs_list_filters_and_paging(runs: Runs, redis_url: str, prefix: str) -
     assert [r["id"] for r in json.loads(by_workflow.out)] == [runs.failed]
     assert [r["id"] for r in json.loads(by_status.out)] == [runs.queued]
     assert [r["id"] for r in json.loads(paged.out)] == [runs.failed]
+    assert [r["id"] for r in json.loads(cursor.out)] == [runs.failed, runs.succeeded], cursor
     assert (none.code, none.out.strip()) == (0, "no runs")
     assert [r["id"] for r in json.loads(before.out)] == [runs.queued], before
 

@@ -60,7 +60,7 @@ def test_a_large_list_holds_one_page_of_runs_at_a_time(
         printed.append(line)
 
     session = Session(client=client, url="redis://x", prefix="x", json=as_json, out=out)
-    ns = argparse.Namespace(workflow=None, status=None, limit=100_000, offset=0)
+    ns = argparse.Namespace(workflow=None, status=None, limit=100_000, offset=0, after=None)
     assert cmd_runs_list(session, ns) == 0
     # a page, plus the JSON record held back until the next one says whether a comma follows
     assert max(unprinted) <= queries.ITER_PAGE + 1, unprinted[:5]
@@ -81,3 +81,33 @@ def test_iter_runs_matches_list_runs(client: Client, registry: Registry) -> None
         assert got == want
     with pytest.raises(ValueError, match="unknown status"):
         client.iter_runs(status="bogus")  # at the call, not at the first read
+
+
+def test_a_deep_page_after_a_cursor_does_not_walk_the_runs_before_it(
+    client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``redflow runs list --status queued --offset 4975`` walked the creation
+    index up to the page (a million runs: ~1.5 s of round trips). ``--after``
+    (the last run of the previous page, as the dashboard's "older" link) starts
+    the page there. Scaled down as the dashboard's test: 6,000 runs."""
+    monkeypatch.setattr(queries, "_SCAN_LIMIT", 100)
+    monkeypatch.setattr(queries, "_READ_LIMIT", 1000)
+    monkeypatch.setattr(queries, "_CHUNK_MIN", 100)
+    monkeypatch.setattr(queries, "_CHUNK_MAX", 100)
+    define_workflow("deep", registry=registry)(_noop)
+    client.sync_registry(registry, app="cursor")
+    for _ in range(6):
+        client.run_many_by_name("deep", [{}] * 1000)
+    offset = 199 * 25
+    (previous,) = client.list_runs(status="queued", limit=1, offset=offset - 1)
+    want = [r.id for r in client.list_runs(status="queued", limit=25, offset=offset)]
+    printed: list[str] = []
+    session = Session(client=client, url="redis://x", prefix="x", json=True, out=printed.append)
+    ns = argparse.Namespace(
+        workflow=None, status="queued", limit=25, offset=offset, after=previous.id
+    )
+    before = int(client.redis.info("commandstats")["cmdstat_zrevrange"]["calls"])
+    assert cmd_runs_list(session, ns) == 0
+    walked = int(client.redis.info("commandstats")["cmdstat_zrevrange"]["calls"]) - before
+    assert [r["id"] for r in json.loads("\n".join(printed))] == want
+    assert walked <= 2, f"{walked} chunks of 100 walked for the page at offset {offset}"

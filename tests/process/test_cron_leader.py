@@ -4,17 +4,25 @@ the same Redis, with the default settings (``cron_lock_ttl_ms`` 10 s)."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import signal
+import zoneinfo
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
 
 from redflow_mp import Client
+from redflow_mp.cron import Cron, cron_id_for
 from tests.helpers import text
 from tests.process.conftest import Supervisor, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
+
+#: The zone of tests/process/flows_cron_zone.py (not imported here: it is
+#: unknown to this host's tzdata).
+ZONE = "Redflow_Test/Newer_Zone"
 
 
 @pytest.mark.parametrize("kind", ["no-expiry", "hash"])
@@ -102,3 +110,51 @@ def test_a_leader_paused_past_its_lock_fires_nothing_once_resumed(
     assert all(f % 1000 == 0 for f in fires), "a fire off the schedule"
     # (a fire time may also pass while the previous run waits for a child)
     assert max(b - a for a, b in itertools.pairwise(fires)) <= 10_000 + 3_334 + 1_000
+
+
+def test_a_leader_that_cannot_read_a_cron_entry_leaves_it_to_one_that_can(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """Supervisor A leads, and its tzdata lacks the zone of a cron that
+    supervisor B (newer tzdata) registers. A removed the entry at every tick
+    (the registration duty wrote it back each minute), so it never fired while
+    A led. Now A names it in an ERROR line (once a minute) and leaves it; when
+    A stops, B leads and fires it."""
+    zones = tmp_path / "zoneinfo"
+    (zones / ZONE).parent.mkdir(parents=True)
+    utc = next(Path(d) / "UTC" for d in zoneinfo.TZPATH if (Path(d) / "UTC").is_file())
+    shutil.copy(utc, zones / ZONE)
+    a = supervisor(procs=1, modules=["tests.process.flows"])
+    a.wait_workers(1)
+    wait_until(lambda: "became cron leader" in a.log(), 20, message="A leads")
+    tzpath = ":".join([str(zones), *zoneinfo.TZPATH])
+    b = supervisor(procs=1, modules=["tests.process.flows_cron_zone"], env={"PYTHONTZPATH": tzpath})
+    b.wait_workers(1)
+    zoneinfo.reset_tzpath([str(zones), *zoneinfo.TZPATH])  # to name the entry here
+    try:
+        cid = cron_id_for("zoned", Cron("* * * * * *", timezone=ZONE))
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
+    wait_until(lambda: cid in a.log(), 20, message=f"A naming {cid}:\n{a.log()}")
+    # A ticks at least once a second: the entry stays due through several ticks
+    wait_until(
+        lambda: (
+            (score := raw.zscore(client.keys.cron_next, cid)) is None
+            or score < client.server_time_ms() - 3_000
+        ),
+        20,
+        message="the entry due for 3 s",
+    )
+    assert raw.zscore(client.keys.cron_next, cid) is not None, "A removed the entry"
+    assert client.list_runs(workflow="zoned", limit=1) == []
+    named = [line for line in a.log().splitlines() if cid in line]
+    assert len(named) == 1 and "ERROR" in named[0], named
+    a.stop()
+    wait_until(lambda: "became cron leader" in b.log(), 25, message="B leads")
+    fired = wait_until(
+        lambda: client.list_runs(workflow="zoned", status="succeeded", limit=1),
+        20,
+        message="a fire of the entry by B",
+    )
+    assert fired[0].cron_id == cid
