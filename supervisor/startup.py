@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import AuthorizationError, NoPermissionError
@@ -155,18 +154,18 @@ def foreign_keys_problem(client: Client) -> str | None:
 def eviction_warning(client: Client, url: str) -> str | None:
     """A warning when Redis may evict keys at its memory limit (any
     ``maxmemory-policy`` but ``noeviction``): run hashes, idempotency keys or the
-    cron lock deleted by Redis mean runs lost or run twice. None when the policy
-    is ``noeviction`` or cannot be read (CONFIG is often disabled on managed
-    services; their documentation names the policy). Not asked as a named ACL
-    user (``redis://user:pass@...``): such users are rarely granted CONFIG, and a
-    refused command would land in the operator's ACL LOG at every start."""
-    if urlsplit(url.split(",")[0]).username:
-        return None
+    cron lock deleted by Redis mean runs lost or run twice. The policy is read
+    from ``INFO memory`` (``maxmemory_policy``), which every user needs anyway
+    (docs/operations.md, Redis ACL), so the check also works where ``CONFIG`` is
+    renamed or disabled (managed services, which often default to
+    ``volatile-lru``) and for a named ACL user without it (``CONFIG GET`` would be
+    refused there, and land in the ACL LOG at every start). None when the policy
+    is ``noeviction`` or INFO does not name it."""
     try:
-        reply: dict[Any, Any] = dict(client.redis.config_get("maxmemory-policy"))
+        reply: dict[str, Any] = dict(client.redis.info("memory"))
     except redis.RedisError:
         return None
-    raw = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
+    raw = reply.get("maxmemory_policy")
     if raw is None:
         return None
     policy = raw.decode() if isinstance(raw, bytes) else str(raw)
