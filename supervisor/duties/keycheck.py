@@ -12,6 +12,8 @@ pipeline of ``TYPE`` per shard a minute: the prefix-wide keys, and the next
 and queues), every key every minute; past it a full pass spans several minutes
 (1,000 workflows and 1,000 queues: 8,000 keys, 8 minutes) instead of 8,000
 ``TYPE`` a minute per supervisor (134 commands/s each on an idle Redis).
+The same tick looks for keys Redis evicted (:mod:`.eviction`: one ``INFO
+memory`` and one ``INFO stats`` per shard).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.keycheck import CHECK_S, expected_types, wrong_types
 from redflow_mp.maintenance import stores
+
+from .eviction import EvictionWatch
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -52,6 +56,7 @@ class KeyCheckDuty:
         self.per_tick = per_tick
         self.found: list[str] = []  # the keys named by the last check
         self._next: dict[int, int] = {}  # per shard: where the next turn starts
+        self.evictions = EvictionWatch()  # keys Redis evicted since the last check
 
     @property
     def workflows(self) -> tuple[str, ...]:
@@ -75,6 +80,7 @@ class KeyCheckDuty:
             except TRANSIENT_ERRORS:
                 continue
             self._next[index] = start + len(turn)
+            self.evictions.look(index, store.redis)
             for key, kind, want, cost in wrong:
                 found.append(key)
                 log.error(
