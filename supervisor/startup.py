@@ -9,7 +9,8 @@ uses for keys of the same names (:func:`foreign_keys_problem`, every shard's
 tag), and a ``shards`` setting other than the count the keyspace records
 (:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
-refuses to start with nothing to serve. A Redis that may evict keys
+refuses to start with nothing to serve; an ACL user without the prefix's
+channels is refused (:func:`check_channels`). A Redis that may evict keys
 (``maxmemory-policy`` other than ``noeviction``) is warned about
 (:func:`eviction_warning`).
 """
@@ -85,6 +86,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             # inherits the sources and finds the scripts loaded, instead of building
             # and loading them itself before its first claim.
             client.scripts.ensure_loaded()
+            check_channels(client)
             warning = eviction_warning(client, s.url)
             if warning is not None:
                 log.warning("%s", warning)
@@ -149,6 +151,16 @@ def foreign_keys_problem(client: Client) -> str | None:
                     f"{view.keys.tag}; choose another --prefix"
                 )
     return None
+
+
+def check_channels(client: Client) -> None:
+    """Publish to a ``run-done`` channel of each shard (nobody listens on ``-``):
+    an ACL user without the prefix's channels (``&{prefix}:*``) is refused here
+    (``NoPermissionError``, which :func:`connect` names), not at the end of each
+    run, where the finish's PUBLISH failed after its writes and the worker
+    crashed at every run."""
+    for view in shard_views(client):
+        view.redis.publish(view.keys.run_done("-"), "")
 
 
 def eviction_warning(client: Client, url: str) -> str | None:

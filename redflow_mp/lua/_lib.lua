@@ -377,7 +377,10 @@ local function publish_done(tag, id, status, output)
   if status == 'succeeded' and output and output ~= '' and string.len(output) < 65536 then
     message = status .. '\n' .. output
   end
-  redis.call('PUBLISH', tag .. ':run-done:' .. id, message)
+  -- pcall: a user without the prefix's channels (an ACL change while workers
+  -- run) loses the notification, not the finish written before it (a waiter
+  -- reads the run again every RESULT_RECHECK_S).
+  redis.pcall('PUBLISH', tag .. ':run-done:' .. id, message)
 end
 
 -- The run finished: its idempotency key (if it still names the run) now expires
