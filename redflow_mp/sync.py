@@ -30,6 +30,7 @@ from .shardset import Shard
 __all__ = [
     "REFRESH_INTERVAL_MS",
     "STALE_WORKFLOW_GRACE_MS",
+    "loaded_live",
     "registration_digest",
     "registry_gaps",
     "renew_registration",
@@ -149,6 +150,24 @@ def renew_registration(runs: Runs, names: Sequence[str], *, app: str, digest: st
         pipe.pexpire(key, STALE_WORKFLOW_GRACE_MS)
         pipe.execute()
     return True
+
+
+def loaded_live(runs: Runs, name: str) -> bool:
+    """Whether a running supervisor loads the workflow ``name``: a live
+    registration (:func:`renew_registration`) of an app that registered it lists
+    it. A worker that claimed a run of a workflow it does not load puts the run
+    back for such a supervisor (a rolling deploy that adds a workflow on a queue
+    the old code serves too; two apps sharing a queue) instead of failing it.
+    Four reads (more with several apps), only on that rare path."""
+    shard = runs.shard_of_workflow(name)
+    try:
+        with shard.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(shard.keys.wf_apps(name))
+            pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
+            apps, legacy = pipe.execute()
+    except redis.ResponseError:  # a key of another type: nobody is known to load it
+        return False
+    return any(_live_names(runs, app, [name]) for app in _registrations(name, apps, legacy))
 
 
 def _live_names(runs: Runs, app: str, names: list[str]) -> set[str]:

@@ -39,6 +39,7 @@ from .options import check_name
 from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardset import Shard
+from .sync import loaded_live
 
 __all__ = ["Worker", "WorkerHooks"]
 
@@ -88,6 +89,9 @@ class WorkerHooks(Protocol):
     def should_stop(self) -> bool:
         """True when the worker should stop claiming (recycling, shutdown)."""
 
+
+#: How long a run that ``_foreign`` puts back waits before it is claimed again.
+DEFER_MS = 1000
 
 #: Past this many queues served, an idle worker whose wait timed out asks
 #: whether any ready set holds a run before it claims (``_nothing_ready``).
@@ -294,6 +298,18 @@ class Worker:
                     self._trim_bell(self._woken_by)
                 self._idle()
 
+    def _foreign(self, claimed: Claimed) -> bool:
+        """A run of a workflow this worker does not load but a running supervisor
+        does (other code or app on the queue): put back for DEFER_MS, not failed."""
+        try:
+            if not loaded_live(self.client, claimed.workflow):
+                return False  # nobody has it: it fails (UnknownWorkflowError)
+        except TRANSIENT_ERRORS:
+            pass  # unknown: put it back rather than fail it
+        self.hooks.started(claimed, None)
+        self._apply_now(Finish("defer", claimed.id, claimed.token, b"", DEFER_MS))
+        return True
+
     def _claim_failed(self, exc: Exception, backoff: float) -> float:
         """A claim (or the finish riding on it) failed: say why, wait ``backoff``,
         return the next one. Told to stop, a finish refused (a key of the wrong
@@ -362,6 +378,8 @@ class Worker:
 
     def _execute(self, claimed: Claimed) -> Outcome:
         wf = self.registry.get(claimed.workflow)
+        if wf is None and self._foreign(claimed):
+            return Outcome(OutcomeMode.LOST)  # put back: nothing left to write
         timeout = (
             claimed.timeout_ms / 1000.0
             if claimed.timeout_ms

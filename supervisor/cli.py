@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+_URL_DEFAULT: str = next(s.default for s in specs() if s.name == "url")
 
 _EPILOG = """\
 examples:
@@ -273,6 +274,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _usage_problem(settings: Settings) -> str | None:
+    """Why ``settings`` cannot start a supervisor (exit status 2), or None."""
+    if not settings.app.strip():
+        return "--app is required and must be non-empty"
+    if not settings.modules:
+        return "at least one --module is required"
+    if settings.embedded_redis and settings.url != _URL_DEFAULT:
+        # (as in redflow: the supervisor would serve its own server, not the URL's)
+        return (
+            f"embedded_redis and url ({mask_url(settings.url)}) exclude each other: the "
+            "supervisor would serve a private Redis, and runs enqueued at that URL would "
+            "wait forever; unset one (url also comes from REDFLOW_URL or a config file)"
+        )
+    return None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     ns = _parser().parse_args(argv)
     overrides = _overrides(ns)
@@ -281,11 +298,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         print(f"redflow-supervisor: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not settings.app.strip():
-        print("redflow-supervisor: --app is required and must be non-empty", file=sys.stderr)
-        return EXIT_USAGE
-    if not settings.modules:
-        print("redflow-supervisor: at least one --module is required", file=sys.stderr)
+    problem = _usage_problem(settings)
+    if problem is not None:
+        print(f"redflow-supervisor: {problem}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     loader = _Loader(overrides, ns.config)

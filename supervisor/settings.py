@@ -393,7 +393,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "operations",
             "Start a private, password-protected Redis server from the `embedded` extra "
             "instead of using url (the URL with its password goes to a 0600 state file): in "
-            "a temporary directory, stopped and removed when the supervisor exits.",
+            "a temporary directory, stopped and removed when the supervisor exits. A url "
+            "other than the default with it is refused.",
         ),
     ] = False
     state_dir: Annotated[

@@ -9,7 +9,8 @@ uses for keys of the same names (:func:`foreign_keys_problem`, every shard's
 tag), and a ``shards`` setting other than the count the keyspace records
 (:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
-refuses to start with nothing to serve. A Redis that may evict keys
+refuses to start with nothing to serve; an ACL user without the prefix's
+channels is refused (:func:`check_channels`). A Redis that may evict keys
 (``maxmemory-policy`` other than ``noeviction``) is warned about
 (:func:`eviction_warning`).
 """
@@ -20,7 +21,6 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import AuthorizationError, NoPermissionError
@@ -86,6 +86,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             # inherits the sources and finds the scripts loaded, instead of building
             # and loading them itself before its first claim.
             client.scripts.ensure_loaded()
+            check_channels(client)
             warning = eviction_warning(client, s.url)
             if warning is not None:
                 log.warning("%s", warning)
@@ -152,21 +153,31 @@ def foreign_keys_problem(client: Client) -> str | None:
     return None
 
 
+def check_channels(client: Client) -> None:
+    """Publish to a ``run-done`` channel of each shard (nobody listens on ``-``):
+    an ACL user without the prefix's channels (``&{prefix}:*``) is refused here
+    (``NoPermissionError``, which :func:`connect` names), not at the end of each
+    run, where the finish's PUBLISH failed after its writes and the worker
+    crashed at every run."""
+    for view in shard_views(client):
+        view.redis.publish(view.keys.run_done("-"), "")
+
+
 def eviction_warning(client: Client, url: str) -> str | None:
     """A warning when Redis may evict keys at its memory limit (any
     ``maxmemory-policy`` but ``noeviction``): run hashes, idempotency keys or the
-    cron lock deleted by Redis mean runs lost or run twice. None when the policy
-    is ``noeviction`` or cannot be read (CONFIG is often disabled on managed
-    services; their documentation names the policy). Not asked as a named ACL
-    user (``redis://user:pass@...``): such users are rarely granted CONFIG, and a
-    refused command would land in the operator's ACL LOG at every start."""
-    if urlsplit(url.split(",")[0]).username:
-        return None
+    cron lock deleted by Redis mean runs lost or run twice. The policy is read
+    from ``INFO memory`` (``maxmemory_policy``), which every user needs anyway
+    (docs/operations.md, Redis ACL), so the check also works where ``CONFIG`` is
+    renamed or disabled (managed services, which often default to
+    ``volatile-lru``) and for a named ACL user without it (``CONFIG GET`` would be
+    refused there, and land in the ACL LOG at every start). None when the policy
+    is ``noeviction`` or INFO does not name it."""
     try:
-        reply: dict[Any, Any] = dict(client.redis.config_get("maxmemory-policy"))
+        reply: dict[str, Any] = dict(client.redis.info("memory"))
     except redis.RedisError:
         return None
-    raw = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
+    raw = reply.get("maxmemory_policy")
     if raw is None:
         return None
     policy = raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -404,7 +404,10 @@ local function publish_done(tag, id, status, output)
   if status == 'succeeded' and output and output ~= '' and string.len(output) < 65536 then
     message = status .. '\n' .. output
   end
-  redis.call('PUBLISH', tag .. ':run-done:' .. id, message)
+  -- pcall: a user without the prefix's channels (an ACL change while workers
+  -- run) loses the notification, not the finish written before it (a waiter
+  -- reads the run again every RESULT_RECHECK_S).
+  redis.pcall('PUBLISH', tag .. ':run-done:' .. id, message)
 end
 
 -- The run finished: its idempotency key (if it still names the run) now expires
@@ -506,7 +509,10 @@ end
 
 -- running -> queued (delay 0, at the back of its priority band) or scheduled,
 -- attempt + 1.
-local function retry(tag, id, error_json, delay_ms, now, done_token)
+-- With `deferred` (a worker put back a run of a workflow it does not load, for a
+-- running supervisor that does): no attempt is spent and none is recorded, and
+-- the run's error stays.
+local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
   local run = k_run(tag, id)
   local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt',
     'priority')
@@ -530,9 +536,14 @@ local function retry(tag, id, error_json, delay_ms, now, done_token)
     if failed(r) then refuse(k_ready(tag, q), r) end
     ring(tag, q)
   end
-  if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
-  redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
-    'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
+  if deferred then
+    redis.call('HSET', run, 'status', status, 'availableAt', due, 'updatedAt', now,
+      'doneToken', done_token or '')
+  else
+    if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
+    redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
+      'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
+  end
   move_status(tag, id, f[1], status, now)
   leave_running(tag, id, f[4])
   return status

@@ -3,14 +3,15 @@
 --
 -- KEYS[1]  run:<id>
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
--- ARGV[4]  mode: succeeded | failed | canceled | retry | requeue | crash
+-- ARGV[4]  mode: succeeded | failed | canceled | retry | requeue | crash | defer
 -- ARGV[5]  payload: outputJson | errorJson | cause (requeue, crash)
--- ARGV[6]  retry delay ms (retry) | max crashes (crash)
+-- ARGV[6]  retry delay ms (retry, defer) | max crashes (crash)
 -- Reply: { 1, new status } | { -1, '' } when the lease is not ours
 -- Invariants: fenced by the token; indexes, the lease entry and the workflow's
 -- running set change together; a terminal status is published on
 -- run-done:<id>; `crash` counts against max_run_crashes and fails the run at
--- the cap (poison pill). Resend-safe: the run stores the token of the last
+-- the cap (poison pill); `defer` schedules the run again like `retry` without
+-- spending an attempt (a worker that does not load its workflow). Resend-safe: the run stores the token of the last
 -- finish applied (doneToken), so the same call sent again after a lost reply
 -- gets { 1, the run's status now } and changes nothing (the caller then runs
 -- on_failure for a `failed` run exactly once).
@@ -29,6 +30,8 @@ local mode = ARGV[4]
 local status
 if mode == 'retry' then
   status = retry(tag, id, ARGV[5], tonumber(ARGV[6]) or 0, now, token)
+elseif mode == 'defer' then
+  status = retry(tag, id, '', tonumber(ARGV[6]) or 0, now, token, true)
 elseif mode == 'requeue' then
   status = requeue(tag, id, ARGV[5], false, 0, now, token)
 elseif mode == 'crash' then

@@ -18,6 +18,8 @@ Each tick also puts the runs listed in ``runs:unindexed`` (finished while their
 is a sorted set again, so the listing by status shows them
 (:func:`~redflow_mp.maintenance.reindex_unindexed`; nothing more while the key
 is missing, as it is unless such a run exists: the ``TYPE`` pipeline tells).
+The same tick looks for keys Redis evicted (:mod:`.eviction`: one ``INFO
+memory`` and one ``INFO stats`` per shard).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.keycheck import CHECK_S, expected_types, types_of, wrong_of
 from redflow_mp.maintenance import reindex_unindexed, stores
+
+from .eviction import EvictionWatch
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -59,6 +63,7 @@ class KeyCheckDuty:
         self.per_tick = per_tick
         self.found: list[str] = []  # the keys named by the last check
         self._next: dict[int, int] = {}  # per shard: where the next turn starts
+        self.evictions = EvictionWatch()  # keys Redis evicted since the last check
 
     @property
     def workflows(self) -> tuple[str, ...]:
@@ -101,6 +106,7 @@ class KeyCheckDuty:
                 continue
             wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
+            self.evictions.look(index, store.redis)
             for key, kind, want, cost in wrong:
                 found.append(key)
                 log.error(

@@ -62,11 +62,11 @@ class Supervisor:
             app,
             "--procs",
             str(procs),
-            "--url",
-            url,
             "--prefix",
             prefix,
         ]
+        if url:  # "": none (--embedded-redis, which excludes a URL)
+            self.cmd += ["--url", url]
         for module in modules:
             self.cmd += ["--module", module]
         self.cmd += list(args)
@@ -162,7 +162,7 @@ def supervisor(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable
         prefix_override: str | None = None,
     ) -> Supervisor:
         sup = Supervisor(
-            redis_url,
+            "" if "--embedded-redis" in args else redis_url,
             prefix_override or prefix,
             tmp_path / f"supervisor-{len(started)}.log",
             procs=procs,

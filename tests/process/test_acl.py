@@ -140,3 +140,23 @@ def test_a_user_missing_a_permission_gets_one_line(server: RedisServer) -> None:
         done.stderr
     )
     assert PASSWORD not in done.stderr + done.stdout
+
+
+def test_a_user_without_the_channels_is_refused_at_start(server: RedisServer) -> None:
+    """The documented rules but for ``&{prefix}:*`` (channels are reset): the
+    supervisor started, and every finish of a run failed at its PUBLISH of
+    ``run-done`` after its writes; the worker crashed at each run (one run per
+    child process, a traceback naming no fix). It is refused at start now."""
+    prefix = "nochan"
+    admin = server.client()
+    rules = [r for r in documented("etl", prefix) if not r.startswith("&")]
+    url = _user(admin, "nochan", rules)
+    admin.close()
+    args = ["--app", "t", "--procs", "1", "--module", "tests.process.flows"]
+    try:
+        done = run_supervisor_once(*args, "--url", url, "--prefix", prefix, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the supervisor started without the run-done channels") from None
+    assert done.returncode == 1, done
+    assert "refused a command to this user" in done.stderr and "channel" in done.stderr
+    assert "Traceback" not in done.stderr and PASSWORD not in done.stderr + done.stdout
