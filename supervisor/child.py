@@ -146,6 +146,7 @@ class _Hooks:
         self.metrics_fd = spec.metrics_fd
         self._next_flush = 0.0
         self._unsent: list[bytes] = []
+        self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
 
     def flush_metrics(self, force: bool = False) -> None:
         """Send metric deltas to the parent at most once a second (or now)."""
@@ -177,13 +178,18 @@ class _Hooks:
         if self.depth == 0:
             set_title(self.base_title)
 
+    def failure_hook(self, running: bool) -> None:
+        """On the board: the parent kills this child if the hook runs too long."""
+        self.board.set_hook(self.index, time.monotonic() if running else 0.0)
+
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
-        process (closed standard descriptors, another working directory), and
-        say whether to stop."""
+        process (closed standard descriptors, another working directory, signals
+        left blocked), and say whether to stop."""
         self.flush_metrics()
         reopen_std_fds()
         self.restore_cwd()
+        self.restore_sigmask()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -195,6 +201,20 @@ class _Hooks:
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def restore_sigmask(self) -> None:
+        """Unblock the signals a handler left blocked in this thread
+        (``signal.pthread_sigmask``): a blocked SIGALRM kept every later step
+        ``timeout`` of this child from firing (a step stuck for good held its run
+        and child forever, unseen), a blocked TERM or QUIT deafened the child."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        if blocked == self.sigmask:
+            return
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+        log.warning(
+            "a handler left %s blocked in this worker; unblocked",
+            ", ".join(sorted(signal.Signals(s).name for s in blocked - self.sigmask)),
+        )
 
     def restore_cwd(self) -> None:
         """Go back to the supervisor's working directory if a handler left it
@@ -324,6 +344,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     set_title(hooks.base_title)
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 

@@ -1,0 +1,80 @@
+"""Workflows whose code keeps their process (the supervisor's child) from
+serving, or fills what the supervisor writes its log to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from redflow_mp import Context, define_workflow, get_default_client
+
+
+def _note_hook(ctx: Any) -> None:
+    """Tell the test that this hook began, and in which process."""
+    client = get_default_client()
+    assert client is not None
+    client.redis.rpush(f"{client.keys.tag}:hook-began", os.getpid())
+
+
+def _hook_sleeps(ctx: Any) -> None:
+    _note_hook(ctx)
+    time.sleep(10**6)
+
+
+def _hook_spins(ctx: Any) -> None:
+    _note_hook(ctx)
+    while True:
+        pass
+
+
+@define_workflow("hook-sleeps", queue="p", max_concurrency=10, on_failure=_hook_sleeps)
+def hook_sleeps(ctx: Context[Any]) -> None:
+    """Fails; its on_failure hook never returns (sleeps)."""
+    raise RuntimeError("fails for good")
+
+
+@define_workflow("hook-spins", queue="p", max_concurrency=10, on_failure=_hook_spins)
+def hook_spins(ctx: Context[Any]) -> None:
+    """Fails; its on_failure hook never returns (a busy loop)."""
+    raise RuntimeError("fails for good")
+
+
+@define_workflow("fill-stderr", queue="p", max_concurrency=10)
+def fill_stderr(ctx: Context[Any]) -> int:
+    """Fill the pipe on stderr (through a description of its own, without
+    blocking) until it is full; returns the bytes written."""
+    fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK)
+    written = 0
+    try:
+        while True:
+            written += os.write(fd, b"x" * 4095 + b"\n")
+    except BlockingIOError:
+        return written
+    finally:
+        os.close(fd)
+
+
+@define_workflow("close-fds", queue="p", max_concurrency=10)
+def close_fds(ctx: Context[Any]) -> int:
+    """Closes every descriptor above 2 (what daemonizing code and some
+    subprocess helpers do), in the middle of its child's life."""
+    os.closerange(3, 1 << 16)
+    return os.getpid()
+
+
+@define_workflow("block-signals", queue="p", max_concurrency=10)
+def block_signals(ctx: Context[Any]) -> int:
+    """Blocks SIGALRM, SIGTERM and SIGQUIT in its thread (the process's main
+    thread) and leaves them blocked, as code that guards a critical section with
+    ``pthread_sigmask`` and forgets (or fails) to unblock does."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM, signal.SIGQUIT})
+    return os.getpid()
+
+
+@define_workflow("slow-step", queue="p", max_concurrency=10)
+def slow_step(ctx: Context[Any]) -> int:
+    """A step that would sleep for days, with a one-second ``timeout``."""
+    ctx.step.run("slow", time.sleep, 10**6, timeout=1.0)
+    return os.getpid()

@@ -1,0 +1,139 @@
+"""Ways a supervisor used to stop serving without noticing it: its own log
+writes blocked on a stderr nobody read, and a child stuck in an ``on_failure``
+hook that never returned."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from redflow_mp import Client
+from redflow_mp.errors import RunFailedError
+from tests.process import flows, flows_stuck
+from tests.process.conftest import ROOT, Supervisor, wait_until
+
+pytestmark = pytest.mark.process
+
+MODULES = ("tests.process.flows", "tests.process.flows_stuck")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class _PipedSupervisor(Supervisor):
+    """A supervisor whose stdout and stderr go to a pipe the test reads only when
+    it chooses to (:meth:`read_from_now_on`)."""
+
+    def start(self) -> Supervisor:
+        self._read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=write_fd,
+            stderr=write_fd,
+            start_new_session=True,
+        )
+        os.close(write_fd)
+        self._log = open(os.devnull, "ab")  # noqa: SIM115 - closed in stop()
+        self._seen = bytearray()
+        return self
+
+    def read_from_now_on(self) -> None:
+        def pump() -> None:
+            while chunk := os.read(self._read_fd, 65536):
+                self._seen += chunk
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def log(self) -> str:
+        return self._seen.decode(errors="replace")
+
+
+def test_a_stderr_nobody_reads_never_stops_the_supervisor(
+    redis_url: str, prefix: str, tmp_path: object, client: Client
+) -> None:
+    """Once the pipe on its stderr was full (64 KiB nobody read), the parent
+    blocked in its next log line: a child SIGKILLed was never replaced, a TERM
+    never drained. Its lines now wait in a buffer, written once the reader is
+    back (the count of lines dropped past the buffer: tests/unit/test_logsink.py)."""
+    sup = _PipedSupervisor(redis_url, prefix, ROOT / "unused.log", procs=1, modules=MODULES)
+    sup.start()
+    try:
+        (old,) = sup.wait_workers(1)
+        assert flows_stuck.fill_stderr.run(None, client=client).result(timeout=20) > 0
+        os.kill(old.pid, signal.SIGKILL)  # the parent logs this exit (an ERROR line)
+        wait_until(
+            lambda: [w for w in sup.workers() if w.pid != old.pid],
+            10,
+            message="the killed worker to be replaced",
+        )
+        assert flows.pid.run(None, client=client).result(timeout=20) != old.pid
+        sup.read_from_now_on()
+        # the lines that waited for the reader follow (the exit of the one killed)
+        wait_until(lambda: f"(pid {old.pid})" in sup.log(), 10, message="the waiting lines")
+        sup.send(signal.SIGTERM)
+        assert sup.wait(timeout=15) == 0
+    finally:
+        sup.stop()
+        with contextlib.suppress(OSError):
+            os.close(sup._read_fd)
+
+
+def test_an_on_failure_hook_that_never_returns_costs_its_worker_not_the_slot(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A hook that never returned (a sleep, a busy loop) held its child from
+    every later run, unseen: with both children in such hooks nothing else ran.
+    The runs' failures are written before the hooks start; each stuck child is
+    killed 60 s into its hook and replaced."""
+    sup = supervisor(procs=2, modules=MODULES)
+    sup.wait_workers(2)
+    handles = [
+        flows_stuck.hook_sleeps.run(None, client=client),
+        flows_stuck.hook_spins.run(None, client=client),
+    ]
+    for handle in handles:
+        with pytest.raises(RunFailedError):
+            handle.result(timeout=20)
+    began_key = f"{client.keys.tag}:hook-began"
+    wait_until(lambda: client.redis.llen(began_key) == 2, 20, message="both hooks to begin")
+    hooked = {int(p) for p in client.redis.lrange(began_key, 0, -1)}
+    assert len(hooked) == 2  # one stuck hook in each child
+    began = time.monotonic()
+    pid = flows.pid.run(None, client=client).result(timeout=90)
+    assert pid not in hooked
+    assert time.monotonic() - began < 70
+    wait_until(lambda: all(_gone(p) for p in hooked), 10, message="the stuck children to go")
+    stuck = [x for x in sup.log().splitlines() if "on_failure hook ran past 60 s" in x]
+    assert len(stuck) == 2, sup.log()[-3000:]
+    sup.wait_workers(2)
+
+
+def test_signals_a_handler_left_blocked_are_unblocked_before_the_next_run(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A handler that left SIGALRM blocked (``pthread_sigmask``) disarmed every
+    later step ``timeout`` of its child: a step stuck for good then held its run
+    and its child forever (no run timeout by default), and nothing said so."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    child = flows_stuck.block_signals.run(None, client=client).result(timeout=20)
+    with pytest.raises(RunFailedError) as failed:
+        flows_stuck.slow_step.run(None, client=client).result(timeout=20)
+    assert failed.value.error is not None
+    assert failed.value.error.type == "StepTimeoutError", failed.value.error
+    assert flows.pid.run(None, client=client).result(timeout=20) == child
+    assert "a handler left SIGALRM, SIGQUIT, SIGTERM blocked in this worker" in sup.log()
