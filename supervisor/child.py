@@ -144,6 +144,8 @@ class _Hooks:
         self.home: str | None = _cwd()
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
+        self._metrics_parent_fd = spec.metrics_fd  # its number in the parent
+        self._metrics_id = _identity(spec.metrics_fd)
         self._next_flush = 0.0
         self._unsent: list[bytes] = []
         self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
@@ -158,7 +160,27 @@ class _Hooks:
         self._next_flush = now + 1.0
         if not self.metrics.empty():
             self._unsent.extend(encode_delta(self.metrics.drain()))
-        self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
+        if _identity(self.metrics_fd) != self._metrics_id:
+            self._reopen_metrics()
+        if self.metrics_fd >= 0:
+            self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
+
+    def _reopen_metrics(self) -> None:
+        """A handler closed the pipe to the parent's metrics (``os.closerange``,
+        as daemonizing code does), and its number may be another file's or a
+        Redis connection's by now: the deltas went there (bytes Redis reads as
+        commands) and the parent's counters of this child stopped. Never write
+        to that number again: open the parent's end of the pipe anew, or stop."""
+        path = f"/proc/{self.parent_pid}/fd/{self._metrics_parent_fd}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("a handler closed this worker's metrics pipe; no more metrics (%s)", exc)
+            self.metrics_fd = -1
+            return
+        log.warning("a handler closed this worker's metrics pipe; opened again")
+        self.metrics_fd = fd
+        self._metrics_id = _identity(fd)
 
     def claiming(self, token: str) -> None:
         self.board.set_claim_token(self.index, token)
@@ -238,6 +260,15 @@ class _Hooks:
     def stopping(self) -> bool:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """Device and inode of what descriptor ``fd`` is open on (None: closed)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _cwd() -> str | None:

@@ -26,7 +26,7 @@ and no dropped count (``os.register_at_fork``): the parent's pending lines are
 the parent's to write. Before each write the private descriptor is checked
 (``fstat``) to still be the one opened: a handler that closed descriptors
 (``os.closerange``) must not send log lines into whatever took the number
-next (a Redis connection); the handler then writes to descriptor 2.
+next (a Redis connection); the handler then opens descriptor 2 anew.
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ class NonBlockingStderr(logging.Handler):
 
     def close(self) -> None:
         self.flush()
-        if self._sock is not None and self._still_ours(self._sock.fileno()):
+        if self._sock is not None and self._still_ours():
             self._sock.close()
-        elif self._private >= 0 and self._still_ours(self._private):
+        elif self._private >= 0 and self._still_ours():
             os.close(self._private)
         self._sock, self._private = None, -1
         super().close()
@@ -155,13 +155,16 @@ class NonBlockingStderr(logging.Handler):
         return bytes(self._buf[: end + 1 if end >= 0 else _PIPE_BUF])
 
     def _send(self, data: bytes) -> int:
-        if self._sock is not None and self._still_ours(self._sock.fileno()):
+        if (self._sock is not None or self._private >= 0) and not self._still_ours():
+            self._open(self._target)  # closed under us: a description of our own again
+        if self._sock is not None:
             return self._sock.send(data, socket.MSG_DONTWAIT)
-        if self._private >= 0 and self._still_ours(self._private):
+        if self._private >= 0:
             return os.write(self._private, data)
         return os.write(self._target, data)
 
-    def _still_ours(self, fd: int) -> bool:
+    def _still_ours(self) -> bool:
+        fd = self._sock.fileno() if self._sock is not None else self._private
         try:
             st = os.fstat(fd)
         except OSError:

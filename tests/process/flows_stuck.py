@@ -56,14 +56,6 @@ def fill_stderr(ctx: Context[Any]) -> int:
         os.close(fd)
 
 
-@define_workflow("close-fds", queue="p", max_concurrency=10)
-def close_fds(ctx: Context[Any]) -> int:
-    """Closes every descriptor above 2 (what daemonizing code and some
-    subprocess helpers do), in the middle of its child's life."""
-    os.closerange(3, 1 << 16)
-    return os.getpid()
-
-
 @define_workflow("block-signals", queue="p", max_concurrency=10)
 def block_signals(ctx: Context[Any]) -> int:
     """Blocks SIGALRM, SIGTERM and SIGQUIT in its thread (the process's main
@@ -78,3 +70,18 @@ def slow_step(ctx: Context[Any]) -> int:
     """A step that would sleep for days, with a one-second ``timeout``."""
     ctx.step.run("slow", time.sleep, 10**6, timeout=1.0)
     return os.getpid()
+
+
+_KEPT: list[Any] = []  # files the close-fds-keep-files handler keeps open
+
+
+@define_workflow("close-fds-keep-files", queue="p", max_concurrency=10)
+def close_fds_keep_files(ctx: Context[str]) -> int:
+    """Closes every descriptor above 2 (what daemonizing code does), then opens
+    64 files in the directory ``input`` and keeps them open: they take the
+    numbers that were closed. Returns how many descriptors it closed."""
+    before = len(os.listdir("/proc/self/fd"))
+    os.closerange(3, 1 << 16)
+    for n in range(64):
+        _KEPT.append(open(os.path.join(ctx.input, f"file-{n}"), "wb"))  # noqa: SIM115
+    return before

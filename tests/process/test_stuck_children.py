@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -19,6 +20,7 @@ from redflow_mp import Client
 from redflow_mp.errors import RunFailedError
 from tests.process import flows, flows_stuck
 from tests.process.conftest import ROOT, Supervisor, wait_until
+from tests.process.test_observability import _free_port, _get, _scrape
 
 pytestmark = pytest.mark.process
 
@@ -137,3 +139,29 @@ def test_signals_a_handler_left_blocked_are_unblocked_before_the_next_run(
     assert failed.value.error.type == "StepTimeoutError", failed.value.error
     assert flows.pid.run(None, client=client).result(timeout=20) == child
     assert "a handler left SIGALRM, SIGQUIT, SIGTERM blocked in this worker" in sup.log()
+
+
+def test_a_handler_that_closed_the_workers_descriptors_gets_no_metrics_in_its_files(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """A handler that closed every descriptor above 2 (``os.closerange``, as
+    daemonizing code does) closed its child's pipe to the parent's metrics, and
+    the next file (or Redis connection) it opened took that number: the child
+    wrote its metric deltas into it once a second (into a connection: bytes
+    Redis reads as commands), and the parent's counters of that child stopped."""
+    port = _free_port()
+    sup = supervisor(procs=1, modules=MODULES, args=["--metrics-port", str(port)])
+    sup.wait_workers(1)
+    files = tmp_path / "files"
+    files.mkdir()
+    flows_stuck.close_fds_keep_files.run(str(files), client=client).result(timeout=20)
+
+    def counted() -> float:
+        flows.pid.run(None, client=client).result(timeout=20)
+        finished = "redflow_runs_finished_total"
+        return _get(_scrape(port), finished, workflow="pid", status="succeeded")
+
+    wait_until(lambda: counted() >= 3, 15, interval=0.2, message="the runs in the metrics")
+    written = {p.name: p.stat().st_size for p in files.iterdir() if p.stat().st_size}
+    assert written == {}
+    assert "a handler closed this worker's metrics pipe" in sup.log()

@@ -106,5 +106,7 @@ def test_a_descriptor_closed_under_the_handler_is_never_written_again() -> None:
     handler.emit(_record("to the target"))
     assert _drain(other_r) == b""
     assert _drain(r) == b"to the target\n"
+    assert handler._private >= 0 and handler._private != private  # opened anew
+    handler.close()
     for fd in (r, w, other_r, other_w, private):
         os.close(fd)
