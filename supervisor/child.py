@@ -52,6 +52,7 @@ from redflow_mp.worker import Worker
 
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
+from .logs import flush_logs
 
 __all__ = [
     "HANDLED_SIGNALS",
@@ -207,8 +208,11 @@ class _Hooks:
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
         process (closed standard descriptors, another working directory, signals
-        left blocked), and say whether to stop."""
+        left blocked), and say whether to stop. Log lines that waited for
+        stderr's reader (``logsink``) are written here too, not only with the
+        next line logged, which an idle child may not log for hours."""
         self.flush_metrics()
+        flush_logs()
         reopen_std_fds()
         self.restore_cwd()
         self.restore_sigmask()

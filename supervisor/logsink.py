@@ -8,8 +8,9 @@ written without blocking and kept in a bounded buffer (:data:`BUFFER_LIMIT`
 bytes) while the reader lags; what does not fit is dropped and counted, and
 the count is reported in one warning line once the lines can be written again.
 :meth:`NonBlockingStderr.flush` writes the buffer: the arbiter calls it at
-each turn of its loop, so a backlog leaves once the reader is back even if
-nothing else is logged.
+each turn of its loop, a child before each claim (at least once a second while
+idle), so a backlog leaves once the reader is back even if nothing else is
+logged.
 
 A pipe or FIFO gets a private open file description (``/proc/self/fd/2``
 opened again, with ``O_NONBLOCK``): ``O_NONBLOCK`` set on descriptor 2 itself

@@ -3,6 +3,7 @@ serving, or fills what the supervisor writes its log to."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -44,16 +45,18 @@ def hook_spins(ctx: Context[Any]) -> None:
 @define_workflow("fill-stderr", queue="p", max_concurrency=10)
 def fill_stderr(ctx: Context[Any]) -> int:
     """Fill the pipe on stderr (through a description of its own, without
-    blocking) until it is full; returns the bytes written."""
+    blocking) until it is full, then log how much it wrote; returns its pid."""
     fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK)
     written = 0
     try:
         while True:
             written += os.write(fd, b"x" * 4095 + b"\n")
     except BlockingIOError:
-        return written
+        pass
     finally:
         os.close(fd)
+    logging.getLogger(__name__).warning("stderr filled with %d bytes", written)
+    return os.getpid()
 
 
 @define_workflow("block-signals", queue="p", max_concurrency=10)

@@ -71,21 +71,24 @@ def test_a_stderr_nobody_reads_never_stops_the_supervisor(
     blocked in its next log line: a child SIGKILLed was never replaced, a TERM
     never drained. Its lines now wait in a buffer, written once the reader is
     back (the count of lines dropped past the buffer: tests/unit/test_logsink.py)."""
-    sup = _PipedSupervisor(redis_url, prefix, ROOT / "unused.log", procs=1, modules=MODULES)
+    sup = _PipedSupervisor(redis_url, prefix, ROOT / "unused.log", procs=2, modules=MODULES)
     sup.start()
     try:
-        (old,) = sup.wait_workers(1)
-        assert flows_stuck.fill_stderr.run(None, client=client).result(timeout=20) > 0
-        os.kill(old.pid, signal.SIGKILL)  # the parent logs this exit (an ERROR line)
+        sup.wait_workers(2)
+        filler = flows_stuck.fill_stderr.run(None, client=client).result(timeout=20)
+        (victim,) = [w.pid for w in sup.workers() if w.pid != filler]
+        os.kill(victim, signal.SIGKILL)  # the parent logs this exit (an ERROR line)
         wait_until(
-            lambda: [w for w in sup.workers() if w.pid != old.pid],
+            lambda: len([w for w in sup.workers() if w.pid != victim]) == 2,
             10,
             message="the killed worker to be replaced",
         )
-        assert flows.pid.run(None, client=client).result(timeout=20) != old.pid
+        assert flows.pid.run(None, client=client).result(timeout=20) != victim
         sup.read_from_now_on()
-        # the lines that waited for the reader follow (the exit of the one killed)
-        wait_until(lambda: f"(pid {old.pid})" in sup.log(), 10, message="the waiting lines")
+        # the lines that waited for the reader follow: the parent's (the exit of
+        # the one killed) and the filler's, which has logged nothing since
+        wait_until(lambda: f"(pid {victim})" in sup.log(), 10, message="the parent's lines")
+        wait_until(lambda: "stderr filled with" in sup.log(), 10, message="the child's lines")
         sup.send(signal.SIGTERM)
         assert sup.wait(timeout=15) == 0
     finally:
