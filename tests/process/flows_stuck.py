@@ -3,6 +3,8 @@ serving, or fills what the supervisor writes its log to."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -88,3 +90,27 @@ def close_fds_keep_files(ctx: Context[str]) -> int:
     for n in range(64):
         _KEPT.append(open(os.path.join(ctx.input, f"file-{n}"), "wb"))  # noqa: SIM115
     return before
+
+
+async def _stubborn() -> None:
+    """Ignores its cancellation (a retry loop that catches CancelledError)."""
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+
+
+@define_workflow("stubborn-task", queue="p", max_concurrency=10)
+async def stubborn_task(ctx: Context[Any]) -> int:
+    """Returns at once, leaving behind a task that ignores cancellation."""
+    _TASKS.append(asyncio.get_running_loop().create_task(_stubborn()))
+    await asyncio.sleep(0.1)  # the task is in its loop
+    return os.getpid()
+
+
+@define_workflow("async-pid", queue="p", max_concurrency=10)
+async def async_pid(ctx: Context[Any]) -> int:
+    await asyncio.sleep(0)
+    return os.getpid()
+
+
+_TASKS: list[Any] = []  # keeps the stubborn tasks referenced

@@ -168,3 +168,19 @@ def test_a_handler_that_closed_the_workers_descriptors_gets_no_metrics_in_its_fi
     written = {p.name: p.stat().st_size for p in files.iterdir() if p.stat().st_size}
     assert written == {}
     assert "a handler closed this worker's metrics pipe" in sup.log()
+
+
+def test_a_task_an_async_handler_left_that_ignores_cancellation_holds_nothing(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """The tasks an async handler leaves behind are cancelled and awaited once it
+    returns; one that ignored its cancellation (a loop catching CancelledError)
+    was awaited forever: the run's result was never written and its child never
+    claimed again (no run timeout by default), and nothing said so."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    began = time.monotonic()
+    child = flows_stuck.stubborn_task.run(None, client=client).result(timeout=30)
+    assert time.monotonic() - began < 15  # the grace is 5 s
+    assert flows_stuck.async_pid.run(None, client=client).result(timeout=5) == child
+    assert "ignored its cancellation" in sup.log()
