@@ -150,6 +150,7 @@ class _Hooks:
         self._next_flush = 0.0
         self._unsent: list[bytes] = []
         self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
+        self.dispositions: dict[signal.Signals, object] = {}  # ours, set in _main
 
     def flush_metrics(self, force: bool = False) -> None:
         """Send metric deltas to the parent at most once a second (or now)."""
@@ -216,6 +217,7 @@ class _Hooks:
         reopen_std_fds()
         self.restore_cwd()
         self.restore_sigmask()
+        self.restore_dispositions()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -240,6 +242,27 @@ class _Hooks:
         log.warning(
             "a handler left %s blocked in this worker; unblocked",
             ", ".join(sorted(signal.Signals(s).name for s in blocked - self.sigmask)),
+        )
+
+    def restore_dispositions(self) -> None:
+        """Handle again the signals a handler reset to their default action
+        (``signal.signal(SIGTERM, SIG_DFL)``, as some libraries do): the TERM of a
+        drain or a rolling restart then killed the child in the middle of its
+        next run (the run put back and charged a crash, its work done again)
+        instead of letting it finish. A handler's own handler, or SIG_IGN, is
+        left alone: the parent's requests also come by the board."""
+        reset = [
+            sig
+            for sig, ours in self.dispositions.items()
+            if ours is not signal.SIG_DFL and signal.getsignal(sig) == signal.SIG_DFL
+        ]
+        if not reset:
+            return
+        for sig in reset:
+            signal.signal(sig, self.dispositions[sig])  # type: ignore[arg-type]
+        log.warning(
+            "a handler reset %s to the default action in this worker; handled again",
+            ", ".join(sorted(sig.name for sig in reset)),
         )
 
     def restore_cwd(self) -> None:
@@ -320,8 +343,19 @@ def after_fork(close_fds: Sequence[int]) -> None:
 def exit_now(code: int) -> NoReturn:
     """Flush pending spans (``tracing.shutdown``), the logs and stdio, then leave
     by ``os._exit`` (no code of the parent, atexit handlers included, runs a
-    second time)."""
+    second time). Past :data:`EXIT_FLUSH_LIMIT` seconds it leaves anyway: a
+    log handler or span exporter a handler added that hangs in its flush kept
+    the process alive for good (a child retired by HUP or TTOU never left, a
+    drain waited for ``graceful_timeout``)."""
+
+    def give_up(signum: int, frame: object) -> None:
+        os._exit(code)
+
     try:
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
+            signal.signal(signal.SIGALRM, give_up)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            signal.setitimer(signal.ITIMER_REAL, EXIT_FLUSH_LIMIT)
         tracing.shutdown()
         for handler in logging.getLogger().handlers:
             handler.flush()
@@ -380,6 +414,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     set_title(hooks.base_title)
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
@@ -450,6 +485,9 @@ def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
                 )
                 os._exit(ExitCode.ABORTED)
 
+
+# How long a leaving process may take to flush its spans and logs (exit_now).
+EXIT_FLUSH_LIMIT = 10.0
 
 # How often an orphaned child (its supervisor is gone) looks at its run's timeout.
 _ORPHAN_CHECK_EVERY = 1.0

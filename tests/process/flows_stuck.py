@@ -114,3 +114,27 @@ async def async_pid(ctx: Context[Any]) -> int:
 
 
 _TASKS: list[Any] = []  # keeps the stubborn tasks referenced
+
+
+@define_workflow("reset-term", queue="p", max_concurrency=10)
+def reset_term(ctx: Context[Any]) -> int:
+    """Resets SIGTERM to its default action (terminate), as some libraries do."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return os.getpid()
+
+
+class _FlushHangs(logging.Handler):
+    """A log handler whose flush never returns (a network handler to a host gone)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        time.sleep(10**6)
+
+
+@define_workflow("hanging-log-handler", queue="p", max_concurrency=10)
+def hanging_log_handler(ctx: Context[Any]) -> int:
+    """Adds a handler to the root logger whose flush never returns."""
+    logging.getLogger().addHandler(_FlushHangs())
+    return os.getpid()

@@ -184,3 +184,35 @@ def test_a_task_an_async_handler_left_that_ignores_cancellation_holds_nothing(
     assert time.monotonic() - began < 15  # the grace is 5 s
     assert flows_stuck.async_pid.run(None, client=client).result(timeout=5) == child
     assert "ignored its cancellation" in sup.log()
+
+
+def test_a_handler_that_reset_sigterm_to_its_default_does_not_cost_the_next_run(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A handler that reset SIGTERM to its default action left its child to be
+    killed by the next drain's (or HUP's, TTOU's) TERM in the middle of its next
+    run: the run was put back and charged a crash instead of finishing."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    flows_stuck.reset_term.run(None, client=client).result(timeout=20)
+    handle = flows.sleepy.run(1.0, client=client)
+    started = f"{client.keys.tag}:sleepy-started"
+    wait_until(lambda: client.redis.exists(started), 20, message="the run to start")
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=20) == 0, sup.log()
+    assert handle.result(timeout=5)["slept"] == 1.0
+    assert "a handler reset SIGTERM to the default action" in sup.log()
+
+
+def test_a_log_handler_that_hangs_in_its_flush_does_not_keep_a_child_alive(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A child flushes the root logger's handlers as it leaves: one a handler
+    added whose flush never returned kept it alive for good (a child retired by
+    HUP never left; a drain waited for graceful_timeout, 30 s)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    old = flows_stuck.hanging_log_handler.run(None, client=client).result(timeout=20)
+    sup.send(signal.SIGHUP)
+    wait_until(lambda: _gone(old), 20, message=f"the retired child {old} to leave")
+    assert flows.pid.run(None, client=client).result(timeout=20) != old
