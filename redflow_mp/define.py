@@ -101,7 +101,9 @@ def define_workflow(
             a run enqueued by name elsewhere fails in the worker, without retry.
         cron: ``Cron(...)`` triggers.
         retries: ``Retries(max_attempts=...)``; default one attempt.
-        on_failure: called once with a failure context when a run fails for good.
+        on_failure: called once with a failure context when a run fails for good
+            (after the failure is written). Under a supervisor, a worker still
+            in its hook after 60 s is killed and replaced.
         registry: registry to add to (default: :func:`get_default_registry`).
         timeout: hard limit in seconds per run, enforced by the supervisor.
         priority: 0 (default) to 9; a worker claims the highest-priority ready run

@@ -94,9 +94,17 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
         super().shutdown(wait=False, cancel_futures=True)
 
 
-async def _alone(coro: Any) -> Any:
+#: How long the tasks a finished async handler left behind get to end once
+#: cancelled (their ``finally`` blocks); past it their loop is dropped.
+LEFTOVER_GRACE = 5.0
+
+
+async def _alone(coro: Any, stuck: list[asyncio.Task[Any]]) -> Any:
     """Await a handler; then cancel the tasks it left behind (the siblings of a
-    gather that suspended or failed), so none runs on in the reused loop."""
+    gather that suspended or failed), so none runs on in the reused loop. Those
+    still running :data:`LEFTOVER_GRACE` seconds later ignored their
+    cancellation (a loop catching ``CancelledError``): waiting for them held the
+    run's outcome, and the worker, forever. They go into ``stuck``."""
     try:
         return await coro
     finally:
@@ -105,7 +113,11 @@ async def _alone(coro: Any) -> Any:
         for task in left:
             task.cancel()
         if left:
-            await asyncio.gather(*left, return_exceptions=True)
+            done, pending = await asyncio.wait(left, timeout=LEFTOVER_GRACE)
+            for task in done:  # retrieved: no "exception was never retrieved"
+                if not task.cancelled():
+                    task.exception()
+            stuck.extend(pending)
 
 
 def _runner() -> asyncio.Runner:
@@ -152,7 +164,29 @@ class Executor:
                 return temporary.run(coro)
         if self._runner is None:
             self._runner = _runner()
-        return self._runner.run(_alone(coro))
+        stuck: list[asyncio.Task[Any]] = []
+        try:
+            return self._runner.run(_alone(coro, stuck))
+        finally:
+            if stuck:
+                self._drop_loop(stuck)
+
+    def _drop_loop(self, stuck: list[asyncio.Task[Any]]) -> None:
+        """Close the reused loop without running ``stuck`` again (closing the
+        runner would wait for them once more); the next async handler gets a
+        new loop."""
+        log.warning(
+            "%d task(s) an async handler left behind ignored its cancellation for %g s "
+            "(%s); they are dropped with their event loop",
+            len(stuck),
+            LEFTOVER_GRACE,
+            ", ".join(sorted(t.get_name() for t in stuck)),
+        )
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            loop = runner.get_loop()
+            asyncio.set_event_loop(None)
+            loop.close()
 
     @tracing.traced_execution  # a span per execution, with the OpenTelemetry extra
     def execute(self, claimed: Claimed) -> Outcome:

@@ -89,6 +89,10 @@ class WorkerHooks(Protocol):
     def should_stop(self) -> bool:
         """True when the worker should stop claiming (recycling, shutdown)."""
 
+    def failure_hook(self, running: bool) -> None:
+        """``on_failure`` of a run written as failed (off the books) starts/ended:
+        a host may bound the hook's time (a supervisor replaces a stuck child)."""
+
 
 #: How long a run that ``_foreign`` puts back waits before it is claimed again.
 DEFER_MS = 1000
@@ -118,6 +122,9 @@ class _NoHooks:
 
     def should_stop(self) -> bool:
         return False
+
+    def failure_hook(self, running: bool) -> None:
+        pass
 
 
 class Worker:
@@ -184,6 +191,7 @@ class Worker:
             self.block_timeout = min(self.block_timeout, UNWATCHED_BLOCK_TIMEOUT)
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
+        self._failed: Outcome | None = None  # failed for good: on_failure is due
         self.max_runs = max_runs
         self.metrics = metrics
         self.runs_done = 0
@@ -288,6 +296,7 @@ class Worker:
                 pending, pending_outcome = self._settle(claimed, outcome)
                 if pending is None:
                     self.hooks.finished(claimed)
+                    self._on_failure()
                 else:
                     holding = claimed
                     self.hooks.finishing(claimed)
@@ -492,9 +501,21 @@ class Worker:
             if self._others:
                 self._kick(claimed, status)
             if status == "failed":
-                self.executor.call_on_failure(outcome)
+                self._failed = outcome  # its hook runs once the run is off the books
             return None, None
         return finish, outcome
+
+    def _on_failure(self) -> None:
+        """``on_failure`` of the run just failed for good (written, off the host's
+        books: its outcome stands), told to the host, which may bound its time."""
+        outcome, self._failed = self._failed, None
+        if outcome is None:
+            return
+        self.hooks.failure_hook(True)
+        try:
+            self.executor.call_on_failure(outcome)
+        finally:
+            self.hooks.failure_hook(False)
 
     def _apply_now(self, finish: Finish) -> str | None:
         run_id = finish.run_id
@@ -654,6 +675,7 @@ class Worker:
             pending, _ = self._settle(claimed, outcome)
             if pending is None:
                 self.hooks.finished(claimed)
+                self._on_failure()
             else:
                 status = self._apply_now(pending)
                 pending = None

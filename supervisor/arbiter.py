@@ -53,6 +53,7 @@ from .children import (
     Helpers,
     count_children,
     decode_status,
+    end_stuck_hook,
     fork_child,
     log_exit,
 )
@@ -86,10 +87,9 @@ __all__ = ["Arbiter", "Reloaded"]
 
 log = logging.getLogger("redflow_supervisor")
 
-# How long an on_failure hook run by the supervisor may take before it is killed.
+# How long an on_failure hook may run (in a child or a helper) before it is killed.
 _ON_FAILURE_LIMIT = 60.0
-# Seconds after a fork during which the loop polls a booting child's board entry
-# every 20 ms (then every 250 ms).
+# Seconds after a fork while a booting child's entry is polled every 20 ms (then 250 ms).
 _BOOT_POLL_FAST_FOR = 2.0
 
 
@@ -659,6 +659,7 @@ class Arbiter:
                 continue
             if child.abort is None and entry.held:
                 self._check_timeout(child, entry.held, now)
+            end_stuck_hook(child, entry.hook_since, now, _ON_FAILURE_LIMIT)
 
     def _on_ready(self, child: Child) -> None:
         slot = self.slots.get(child.slot)

@@ -37,6 +37,7 @@ _STACK_AT = 128
 _ITEM = struct.Struct("<B47sB31sddB103s")  # run id, token, started, timeout, workflow
 _TIMEOUT_AT = 1 + 47 + 1 + 31 + 8  # offset of the timeout inside an item
 _CLAIM_TOKEN = 24  # 1 length byte + 31 bytes: the token of the claim in flight
+_HOOK_SINCE = 56  # f64: when the running on_failure hook began (monotonic; 0: none)
 _REQ_RECYCLE = 64  # 1: recycle after this run; 2: stop after this run
 _RECYCLE = 1
 _STOP = 2
@@ -98,6 +99,7 @@ class BoardEntry:
     booted_at: float
     held: tuple[Held, ...]
     claim_token: str = ""
+    hook_since: float = 0.0  # an on_failure hook runs since (monotonic), 0: none
 
     @property
     def served(self) -> bool:
@@ -214,6 +216,12 @@ class Board:
         mm[base + 1 : base + 1 + len(data)] = data
         mm[base] = len(data)
 
+    def set_hook(self, index: int, since: float) -> None:
+        """An ``on_failure`` hook runs since ``since`` (monotonic); 0: it returned."""
+        base = self._begin(index)
+        _F64.pack_into(self._mm, base + _HOOK_SINCE, since)
+        self._end(base)
+
     def recycle_requested(self, index: int) -> bool:
         return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] == _RECYCLE
 
@@ -260,7 +268,13 @@ class Board:
             n_claim = self._mm[base + _CLAIM_TOKEN]
             claim = bytes(self._mm[base + _CLAIM_TOKEN + 1 : base + _CLAIM_TOKEN + 1 + n_claim])
             entry = BoardEntry(
-                pid, SlotState(state), done, booted, tuple(items), claim.decode("utf-8", "replace")
+                pid,
+                SlotState(state),
+                done,
+                booted,
+                tuple(items),
+                claim.decode("utf-8", "replace"),
+                _F64.unpack_from(self._mm, base + _HOOK_SINCE)[0],
             )
             if seq1 == seq2 and not seq1 & 1:
                 return entry

@@ -52,6 +52,7 @@ from redflow_mp.worker import Worker
 
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
+from .logs import flush_logs
 
 __all__ = [
     "HANDLED_SIGNALS",
@@ -144,8 +145,12 @@ class _Hooks:
         self.home: str | None = _cwd()
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
+        self._metrics_parent_fd = spec.metrics_fd  # its number in the parent
+        self._metrics_id = _identity(spec.metrics_fd)
         self._next_flush = 0.0
         self._unsent: list[bytes] = []
+        self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
+        self.dispositions: dict[signal.Signals, object] = {}  # ours, set in _main
 
     def flush_metrics(self, force: bool = False) -> None:
         """Send metric deltas to the parent at most once a second (or now)."""
@@ -157,7 +162,27 @@ class _Hooks:
         self._next_flush = now + 1.0
         if not self.metrics.empty():
             self._unsent.extend(encode_delta(self.metrics.drain()))
-        self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
+        if _identity(self.metrics_fd) != self._metrics_id:
+            self._reopen_metrics()
+        if self.metrics_fd >= 0:
+            self._unsent = send_pieces(self.metrics_fd, self._unsent)[-1000:]
+
+    def _reopen_metrics(self) -> None:
+        """A handler closed the pipe to the parent's metrics (``os.closerange``,
+        as daemonizing code does), and its number may be another file's or a
+        Redis connection's by now: the deltas went there (bytes Redis reads as
+        commands) and the parent's counters of this child stopped. Never write
+        to that number again: open the parent's end of the pipe anew, or stop."""
+        path = f"/proc/{self.parent_pid}/fd/{self._metrics_parent_fd}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("a handler closed this worker's metrics pipe; no more metrics (%s)", exc)
+            self.metrics_fd = -1
+            return
+        log.warning("a handler closed this worker's metrics pipe; opened again")
+        self.metrics_fd = fd
+        self._metrics_id = _identity(fd)
 
     def claiming(self, token: str) -> None:
         self.board.set_claim_token(self.index, token)
@@ -177,13 +202,22 @@ class _Hooks:
         if self.depth == 0:
             set_title(self.base_title)
 
+    def failure_hook(self, running: bool) -> None:
+        """On the board: the parent kills this child if the hook runs too long."""
+        self.board.set_hook(self.index, time.monotonic() if running else 0.0)
+
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
-        process (closed standard descriptors, another working directory), and
-        say whether to stop."""
+        process (closed standard descriptors, another working directory, signals
+        left blocked), and say whether to stop. Log lines that waited for
+        stderr's reader (``logsink``) are written here too, not only with the
+        next line logged, which an idle child may not log for hours."""
         self.flush_metrics()
+        flush_logs()
         reopen_std_fds()
         self.restore_cwd()
+        self.restore_sigmask()
+        self.restore_dispositions()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -195,6 +229,41 @@ class _Hooks:
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def restore_sigmask(self) -> None:
+        """Unblock the signals a handler left blocked in this thread
+        (``signal.pthread_sigmask``): a blocked SIGALRM kept every later step
+        ``timeout`` of this child from firing (a step stuck for good held its run
+        and child forever, unseen), a blocked TERM or QUIT deafened the child."""
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        if blocked == self.sigmask:
+            return
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+        log.warning(
+            "a handler left %s blocked in this worker; unblocked",
+            ", ".join(sorted(signal.Signals(s).name for s in blocked - self.sigmask)),
+        )
+
+    def restore_dispositions(self) -> None:
+        """Handle again the signals a handler reset to their default action
+        (``signal.signal(SIGTERM, SIG_DFL)``, as some libraries do): the TERM of a
+        drain or a rolling restart then killed the child in the middle of its
+        next run (the run put back and charged a crash, its work done again)
+        instead of letting it finish. A handler's own handler, or SIG_IGN, is
+        left alone: the parent's requests also come by the board."""
+        reset = [
+            sig
+            for sig, ours in self.dispositions.items()
+            if ours is not signal.SIG_DFL and signal.getsignal(sig) == signal.SIG_DFL
+        ]
+        if not reset:
+            return
+        for sig in reset:
+            signal.signal(sig, self.dispositions[sig])  # type: ignore[arg-type]
+        log.warning(
+            "a handler reset %s to the default action in this worker; handled again",
+            ", ".join(sorted(sig.name for sig in reset)),
+        )
 
     def restore_cwd(self) -> None:
         """Go back to the supervisor's working directory if a handler left it
@@ -218,6 +287,15 @@ class _Hooks:
     def stopping(self) -> bool:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """Device and inode of what descriptor ``fd`` is open on (None: closed)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _cwd() -> str | None:
@@ -265,8 +343,19 @@ def after_fork(close_fds: Sequence[int]) -> None:
 def exit_now(code: int) -> NoReturn:
     """Flush pending spans (``tracing.shutdown``), the logs and stdio, then leave
     by ``os._exit`` (no code of the parent, atexit handlers included, runs a
-    second time)."""
+    second time). Past :data:`EXIT_FLUSH_LIMIT` seconds it leaves anyway: a
+    log handler or span exporter a handler added that hangs in its flush kept
+    the process alive for good (a child retired by HUP or TTOU never left, a
+    drain waited for ``graceful_timeout``)."""
+
+    def give_up(signum: int, frame: object) -> None:
+        os._exit(code)
+
     try:
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
+            signal.signal(signal.SIGALRM, give_up)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            signal.setitimer(signal.ITIMER_REAL, EXIT_FLUSH_LIMIT)
         tracing.shutdown()
         for handler in logging.getLogger().handlers:
             handler.flush()
@@ -324,6 +413,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     set_title(hooks.base_title)
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
@@ -394,6 +485,9 @@ def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
                 )
                 os._exit(ExitCode.ABORTED)
 
+
+# How long a leaving process may take to flush its spans and logs (exit_now).
+EXIT_FLUSH_LIMIT = 10.0
 
 # How often an orphaned child (its supervisor is gone) looks at its run's timeout.
 _ORPHAN_CHECK_EVERY = 1.0

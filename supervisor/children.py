@@ -31,6 +31,7 @@ __all__ = [
     "Helpers",
     "count_children",
     "decode_status",
+    "end_stuck_hook",
     "fork_child",
     "fork_on_failure",
     "log_exit",
@@ -86,6 +87,24 @@ class Child:
         known = {h.run_id for h in held}
         runs = [h for h in snapshot if h.run_id not in known] + list(held)
         return [h for h in runs if h.run_id != target.run_id]
+
+
+def end_stuck_hook(child: Child, since: float, now: float, limit: float) -> None:
+    """Kill ``child`` if the ``on_failure`` hook it runs (since ``since``, 0: none)
+    has run past ``limit`` seconds: the run is written and off its books, but a
+    hook that never returns (a hung call, a loop) held the child from every
+    later run, unseen. Killed, it is replaced like any child that died."""
+    if not since or now - since <= limit or child.stop_sent == "kill":
+        return
+    log.error(
+        "worker %d (pid %d): an on_failure hook ran past %g s; killing the worker",
+        child.slot,
+        child.pid,
+        limit,
+    )
+    child.stop_sent = "kill"
+    child.kill_at = None
+    child.signal(signal.SIGKILL)
 
 
 class Helpers:

@@ -9,6 +9,10 @@ C1 controls) and bidi override of the message and the run fields is written as
 an escape (``\\n``, ``\\x1b``): no line can be forged, no terminal recoloured.
 A traceback follows on its own lines, each indented by two spaces, so none of
 them can pass for a record either. JSON lines get this from ``json.dumps``.
+
+Lines are written without blocking (``logsink.py``): a reader of stderr that
+stops reading never stops the supervision loop; :func:`flush_logs` writes what
+waited.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import time
 
 from redflow_mp.logs import RUN_FIELDS, RunContextFilter
 
-__all__ = ["configure_logging", "escape_controls", "mask_secrets"]
+from .logsink import NonBlockingStderr
+
+__all__ = ["configure_logging", "escape_controls", "flush_logs", "mask_secrets"]
 
 # Every scheme we connect to (redis, rediss, redis+sentinel, rediss+sentinel, unix),
 # and every query option whose name ends in "password" (ssl_password too), as
@@ -106,7 +111,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = NonBlockingStderr(2)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -119,3 +124,14 @@ def configure_logging(level: str, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def flush_logs() -> bool:
+    """Write the log lines that waited for stderr's reader (the arbiter calls this
+    at each turn of its loop); True while some still wait."""
+    waiting = False
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, NonBlockingStderr):
+            handler.flush()
+            waiting = waiting or handler.pending > 0
+    return waiting

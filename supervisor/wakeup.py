@@ -6,6 +6,11 @@ The metrics endpoint registers its listener and connections on this selector
 itself (``MetricsHub.listen``); every event that is not the signal pipe or the
 delta pipe is the hub's (``on_event``), and ``tick`` closes its connections past
 their deadline after each wait (``next_due`` says when that is).
+
+Each wait first writes the log lines that waited for stderr's reader
+(``logs.flush_logs``), and while some still wait it lasts at most 0.1 s: a
+reader that lags never blocks the loop, and its backlog (with the count of
+lines dropped) leaves once it reads again, even if nothing else is logged.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import selectors
 import time
 
+from .logs import flush_logs
 from .metrics import MetricsHub
 from .signals import SignalPipe
 
@@ -45,6 +51,8 @@ class Wakeup:
     def wait(self, timeout: float) -> list[int]:
         """Wait for signals, metric deltas and scrapes; return the signals received."""
         signals: list[int] = []
+        if flush_logs():
+            timeout = min(timeout, 0.1)
         for key, mask in self.selector.select(max(0.0, timeout)):
             if key.data == "signals":
                 signals.extend(self.pipe.drain())
