@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -137,19 +138,37 @@ class Monitor:
                     self.lines.append(text)
 
     def snapshot(self) -> list[str]:
-        with self._lock:
-            return list(self.lines)
+        """The lines of every command the server ran before this call: MONITOR
+        feeds them asynchronously, so a marker (``ECHO``) is sent on another
+        connection and the lines are taken once it came through (a snapshot
+        taken at once could miss the last commands of a busy machine)."""
+        marker = f"monitor-sync-{uuid.uuid4().hex}"
+        with socket.create_connection((self.host, self.port), timeout=5) as conn:
+            conn.sendall(f"*2\r\n$4\r\nECHO\r\n${len(marker)}\r\n{marker}\r\n".encode())
+            conn.recv(1024)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(marker in line for line in self.lines):
+                    self.lines = [line for line in self.lines if marker not in line]
+                    return list(self.lines)
+            time.sleep(0.005)
+        raise AssertionError("the MONITOR feed did not catch up within 5 s")
 
     def clear(self) -> None:
         with self._lock:
             self.lines.clear()
 
     def stop(self) -> list[str]:
+        try:  # synced while the server answers; as collected otherwise
+            lines = self.snapshot() if self._thread.is_alive() else self.lines
+        except (OSError, AssertionError):
+            lines = self.lines
         self._stop.set()
         self._thread.join(5)
         if self._sock is not None:
             self._sock.close()
-        return self.snapshot()
+        return list(lines)
 
 
 @contextmanager
