@@ -6,6 +6,7 @@ rings when it had to stop early."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,3 +104,58 @@ def test_a_claim_that_skipped_its_fill_rings_so_a_worker_goes_on(
     raw.delete(k.q_bell("q"))
     assert _claim(client, "q", "other") is None
     assert raw.zcard(k.q_ready("q")) == 0 and raw.llen(k.q_bell("q")) == 0
+
+
+def _claim_tok(client: Client) -> tuple[str | None, str]:
+    token = new_token()
+    _, got = client.scripts.claim(("q",), 60_000, token)
+    return (got.id if got is not None else None), token
+
+
+def _promote_until_queued(raw: redis.Redis, client: Client, rid: str) -> None:
+    deadline = time.monotonic() + 10
+    while status_of(raw, client, rid) != "queued":
+        assert time.monotonic() < deadline, f"{rid} never came back from its reservation"
+        client.scripts.promote(100)
+
+
+def test_a_reserved_run_parked_behind_max_concurrency_takes_a_new_start_when_released(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The default max_concurrency (1) with a rate limit: runs reserved while the
+    # slot was free come back while the run before them still runs, and park.
+    # Released later, one after another as each finishes, they used to start on
+    # their old reservations, back to back: any number of starts in one period.
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 1, "rateLimit": "1/s"})
+    a, b, c, d = enq(), enq(), enq(), enq()
+    got, tok_a = _claim_tok(client)
+    assert got == a
+    assert _claim_tok(client)[0] is None  # b, c, d parked behind a
+    assert client.scripts.finalize(a, tok_a, "succeeded", b'"ok"') == "succeeded"
+    assert _claim_tok(client)[0] is None  # b, released, is reserved a second after a
+    for rid in (c, d):  # the reaper gives the free slot to c, then d: reserved too
+        client.scripts.reap(100)
+        assert _claim_tok(client)[0] is None
+        assert status_of(raw, client, rid) == "scheduled"
+    _promote_until_queued(raw, client, b)
+    got, tok_b = _claim_tok(client)
+    assert got == b  # b starts on its reservation and keeps running
+    for rid in (c, d):  # their reservations come while b runs: parked
+        _promote_until_queued(raw, client, rid)
+        assert _claim_tok(client)[0] is None
+        assert raw.zscore(k.wf_waiting("wf"), rid) is not None
+    assert client.scripts.finalize(b, tok_b, "succeeded", b'"ok"') == "succeeded"
+    got, tok_c = _claim_tok(client)
+    assert got == c
+    started_c = int(raw.hget(k.run(c), "attemptStartedAt") or 0)
+    assert client.scripts.finalize(c, tok_c, "succeeded", b'"ok"') == "succeeded"
+    # d, released by c's finish, must not start within a second of c's start
+    got, _ = _claim_tok(client)
+    assert got is None, "d started right after c: 2 starts within one period of 1/s"
+    assert status_of(raw, client, d) == "scheduled"
+    assert int(raw.hget(k.run(d), "rateSlot") or 0) >= started_c + 1_000
+    # the log holds each start or reservation once (no stale entries of c or d)
+    logged: Any = raw.zrange(k.rate("wf"), 0, -1)
+    members = [m.decode() for m in logged]
+    assert sorted(m.split(":")[0] for m in members if m.split(":")[0] in (c, d)) == sorted([c, d])
