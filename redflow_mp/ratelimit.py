@@ -19,6 +19,9 @@ actual starts may bunch by that lag. A reservation is kept if the run is
 canceled meanwhile (the window counts it; never more starts than the limit).
 A reserved run that the concurrency gate parks when it comes back gives its
 reservation back (``rate_unreserve``) and takes a new start when released.
+A sync that changes the limit puts the runs waiting on reservations of the old
+one back in their ready sets (``lua/replan_rate.lua``): they reserve again under
+the new one.
 """
 
 from __future__ import annotations

@@ -266,9 +266,8 @@ local function rate_unreserve(tag, wf, id, slot)
   local key = k_rate(tag, wf)
   local near = redis.pcall('ZRANGEBYSCORE', key, int_str(at), int_str(at))
   if failed(near) then return end  -- of another type: it holds no entry of this run
-  local prefix = id .. ':'
-  for _, m in ipairs(near) do
-    if string.sub(m, 1, #prefix) == prefix then redis.call('ZREM', key, m) end
+  for _, m in ipairs(near) do  -- "<id>:<logged at>:<start>" (rate_slot)
+    if string.match(m, '^(.-):%d+:%d+$') == id then redis.call('ZREM', key, m) end
   end
 end
 

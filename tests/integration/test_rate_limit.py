@@ -111,3 +111,33 @@ def test_no_second_holds_more_starts_than_the_limit_and_waiting_runs_hold_no_wor
     # sliding window: the reserved starts are a second apart; the actual ones may
     # bunch by the promoter's lag (at most its 0.2 s tick, plus a claim)
     assert all(starts[i + 10] - starts[i] >= 0.7 for i in range(len(starts) - 10)), starts
+
+
+@pytest.mark.parametrize("new_rate", ["100/s", None])
+def test_a_changed_rate_applies_to_the_runs_already_reserved(
+    client: Client, registry: Registry, workers: WorkerPool, new_rate: str | None
+) -> None:
+    @define_workflow("paced", max_concurrency=100, rate_limit="2/m", registry=registry)
+    def paced(ctx: Context[Any]) -> int:
+        return int(ctx.input["n"])
+
+    client.sync_registry(registry, app="test")
+    workers.start()
+    handles = [paced.run({"n": i}) for i in range(10)]
+
+    def states() -> list[RunStatus | None]:
+        return [s.status if s is not None else None for s in (h.state() for h in handles)]
+
+    wait_until(
+        lambda: sorted(map(str, states())) == ["scheduled"] * 8 + ["succeeded"] * 2,
+        10,
+        message="two started, eight reserved over the next four minutes",
+    )
+    # A deploy raises (or removes) the limit: the eight must not wait for the
+    # starts the old one reserved for them.
+    deploy = Registry()
+    define_workflow("paced", max_concurrency=100, rate_limit=new_rate, registry=deploy)(
+        paced.handler
+    )
+    client.sync_registry(deploy, app="test")
+    assert [h.result(timeout=10) for h in handles] == list(range(10))

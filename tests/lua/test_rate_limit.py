@@ -159,3 +159,30 @@ def test_a_reserved_run_parked_behind_max_concurrency_takes_a_new_start_when_rel
     logged: Any = raw.zrange(k.rate("wf"), 0, -1)
     members = [m.decode() for m in logged]
     assert sorted(m.split(":")[0] for m in members if m.split(":")[0] in (c, d)) == sorted([c, d])
+
+
+def test_replan_moves_only_runs_scheduled_on_their_reservation(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    first, second, third, fourth = enq(), enq(), enq(), enq()
+    assert _claim(client) == first
+    assert _claim(client) is None  # second, third, fourth reserved: 1, 2, 3 hours on
+    assert client.scripts.cancel(fourth, "") == "canceled"  # its reservation stays logged
+    # third was moved by something else meanwhile (as if promoted): left alone
+    raw.hset(k.run(third), "status", "queued")
+    moved, more = client.scripts.replan_rate("wf", batch=2)
+    assert (moved, more) == (1, True)
+    assert client.scripts.replan_rate("wf", batch=2) == (0, False)
+    assert status_of(raw, client, second) == "queued"
+    assert raw.zscore(k.q_scheduled("q"), second) is None
+    assert raw.zscore(k.q_ready("q"), second) is not None
+    assert raw.hget(k.run(second), "rateSlot") is None
+    assert raw.zscore(k.runs_status("queued"), second) is not None
+    assert raw.zscore(k.runs_status("scheduled"), second) is None
+    # the past start stays in the window, the reservations go
+    logged: Any = raw.zrange(k.rate("wf"), 0, -1)
+    assert [m.decode().split(":")[0] for m in logged] == [first]
+    raw.hset(k.workflow("wf"), "rateLimit", "")
+    assert _claim(client) == second
