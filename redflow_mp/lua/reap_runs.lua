@@ -69,7 +69,18 @@ for _, wf in ipairs(parked) do
   local limit = redis.pcall('HGET', k_wf(tag, wf), 'maxConcurrency')
   local free = 0
   if not failed(running) and not failed(limit) then
-    free = math.max(tonumber(limit) or 1, 1) - running  -- as wf_limit
+    limit = tonumber(limit)
+    if not limit then
+      -- No synced metadata: the limit the claim goes by is the one stored on the
+      -- run (wf_limit), here the first parked one's. Taken as 1, a slot freed
+      -- without a release (the released run canceled before its claim) stayed
+      -- empty as long as runs waited (one slot fewer per such cancel).
+      local head = redis.pcall('ZRANGE', k_waiting(tag, wf), 0, 0)
+      if not failed(head) and head[1] then
+        limit = tonumber(redis.pcall('HGET', k_run(tag, head[1]), 'maxConcurrency'))
+      end
+    end
+    free = math.max(limit or 1, 1) - running  -- as wf_limit
   end
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch - released))
