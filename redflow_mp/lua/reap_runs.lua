@@ -70,14 +70,15 @@ for _, wf in ipairs(parked) do
   local free = 0
   if not failed(running) and not failed(limit) then
     limit = tonumber(limit)
-    if not limit then
+    if not limit and running > 0 then
       -- No synced metadata: the limit the claim goes by is the one stored on the
-      -- run (wf_limit), here the first parked one's. Taken as 1, a slot freed
-      -- without a release (the released run canceled before its claim) stayed
-      -- empty as long as runs waited (one slot fewer per such cancel).
-      local head = redis.pcall('ZRANGE', k_waiting(tag, wf), 0, 0)
-      if not failed(head) and head[1] then
-        limit = tonumber(redis.pcall('HGET', k_run(tag, head[1]), 'maxConcurrency'))
+      -- runs (wf_limit), here on one that holds a slot (a parked run is never
+      -- read while it waits). Taken as 1, a slot freed without a release (the
+      -- released run canceled before its claim) stayed empty as long as runs
+      -- waited (one slot fewer per such cancel). No run holds a slot: 1 is free.
+      local one = redis.pcall('SRANDMEMBER', k_running(tag, wf))
+      if type(one) == 'string' then
+        limit = tonumber(redis.pcall('HGET', k_run(tag, one), 'maxConcurrency'))
       end
     end
     free = math.max(limit or 1, 1) - running  -- as wf_limit
