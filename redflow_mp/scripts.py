@@ -629,7 +629,7 @@ class Scripts(ScriptSet, WaitCalls):
         )
         return [text(x) for x in reply]
 
-    def replan_rate(self, workflow: str, batch: int = 1000) -> tuple[int, bool]:
+    def replan_rate(self, workflow: str, batch: int = 100) -> tuple[int, bool]:
         """The rate limit of ``workflow`` changed: put the runs waiting on a start
         reserved under the old one back in their ready sets (at most ``batch`` log
         entries per call). Returns (runs put back, more to do: call again)."""
