@@ -6,7 +6,6 @@ rings when it had to stop early."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_token
-from tests.helpers import status_of
+from tests.helpers import status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,10 +112,11 @@ def _claim_tok(client: Client) -> tuple[str | None, str]:
 
 
 def _promote_until_queued(raw: redis.Redis, client: Client, rid: str) -> None:
-    deadline = time.monotonic() + 10
-    while status_of(raw, client, rid) != "queued":
-        assert time.monotonic() < deadline, f"{rid} never came back from its reservation"
+    def back() -> bool:
         client.scripts.promote(100)
+        return status_of(raw, client, rid) == "queued"
+
+    wait_until(back, 10, message=f"{rid} back from its reservation")
 
 
 def test_a_reserved_run_parked_behind_max_concurrency_takes_a_new_start_when_released(
