@@ -346,6 +346,10 @@ class Client(Runs):
 
         Metadata written before this rule (an ``app`` field, no ``wf-apps``
         record) counts as that app's registration at its ``updatedAt``.
+
+        A sync that changes a workflow's ``rate_limit`` puts the runs waiting on
+        starts the old limit reserved back in their ready sets: their claims
+        reserve again under the new limit.
         """
         sync.sync_registry(self, registry, app=app)
 

@@ -46,6 +46,7 @@ SCRIPT_NAMES = (
     "consume_event",
     "resume_run",
     "kick_parent",
+    "replan_rate",
 )
 
 

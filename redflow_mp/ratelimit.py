@@ -17,6 +17,11 @@ promoter brings it back (within ``promoter_interval_ms``, 200 ms by default) and
 a worker is free: a late start does not move the reservations made after it, so
 actual starts may bunch by that lag. A reservation is kept if the run is
 canceled meanwhile (the window counts it; never more starts than the limit).
+A reserved run that the concurrency gate parks when it comes back gives its
+reservation back (``rate_unreserve``) and takes a new start when released.
+A sync that changes the limit puts the runs waiting on reservations of the old
+one back in their ready sets (``lua/replan_rate.lua``): they reserve again under
+the new one.
 """
 
 from __future__ import annotations

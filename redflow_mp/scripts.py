@@ -678,6 +678,15 @@ class Scripts(ScriptSet, WaitCalls):
         )
         return [text(x) for x in reply]
 
+    def replan_rate(self, workflow: str, batch: int = 100) -> tuple[int, bool]:
+        """The rate limit of ``workflow`` changed: put the runs waiting on a start
+        reserved under the old one back in their ready sets (at most ``batch`` log
+        entries per call). Returns (runs put back, more to do: call again)."""
+        reply = self.run(
+            "replan_rate", (self.keys.rate(workflow),), (self._tag, workflow, batch), retry=True
+        )
+        return int(reply[0]), int(reply[1]) == 1
+
 
 def _finite_ms(score: Any) -> int | None:
     """A ZSET score as whole ms; None for an infinite one (an int of it raises)."""

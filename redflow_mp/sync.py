@@ -312,7 +312,7 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
         for k, _ in _cron_keys(keys):
             read.type(k)
         for wf in wfs:
-            read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt")
+            read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt", "rateLimit")
             read.exists(keys.wf_apps(wf.name))
         if all_ids:
             read.hmget(keys.cron_def, *all_ids)
@@ -330,9 +330,15 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
         stored = dict(zip(all_ids, replies[2 * len(wfs)], strict=True))
     if shard.index != 0:
         runs.redis.sadd(runs.keys.workflows, *(wf.name for wf in wfs))
+    replan: list[str] = []
     with shard.redis.pipeline(transaction=True) as pipe:
         for i, wf in enumerate(wfs):
-            (old_ids_json, old_app, old_updated), has_apps = replies[2 * i], replies[2 * i + 1]
+            (old_ids_json, old_app, old_updated, old_rate), has_apps = (
+                replies[2 * i],
+                replies[2 * i + 1],
+            )
+            if old_rate and text(old_rate) != (wf.rate_limit.text if wf.rate_limit else ""):
+                replan.append(wf.name)
             _write_workflow(
                 pipe,
                 shard,
@@ -343,6 +349,21 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
                 (stored, broken),
             )
         pipe.execute()
+    _replan_rates(shard, replan)
+
+
+def _replan_rates(shard: Shard, names: list[str]) -> None:
+    """The workflows ``names`` changed their rate limit: it applies to the runs
+    already waiting on a start the old one reserved (replan_rate.lua puts them
+    back to be claimed, and reserve, under the new one); kept, a lifted limit
+    left its backlog waiting as long as the old one had planned."""
+    for name in names:
+        moved, more = shard.scripts.replan_rate(name)
+        while more:
+            n, more = shard.scripts.replan_rate(name)
+            moved += n
+        if moved:
+            log.info("rate limit of %r changed: %d reserved runs replanned", name, moved)
 
 
 def _cron_keys(keys: Any) -> list[tuple[str, str]]:

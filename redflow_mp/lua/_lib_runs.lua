@@ -253,6 +253,24 @@ local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   return true
 end
 
+-- A run that came back on its reservation (`slot`, its rateSlot field) but was
+-- parked by the concurrency gate gives the reservation back: its log entry and
+-- field go, and its release takes a new start. Kept, it let the run start at its
+-- release on a start logged in the past, outside the window: parked runs
+-- released one after another (each by the finish of the one before) all started
+-- at once, over the limit.
+local function rate_unreserve(tag, wf, id, slot)
+  redis.call('HDEL', k_run(tag, id), 'rateSlot')
+  local at = tonumber(slot)
+  if not at then return end
+  local key = k_rate(tag, wf)
+  local near = redis.pcall('ZRANGEBYSCORE', key, int_str(at), int_str(at))
+  if failed(near) then return end  -- of another type: it holds no entry of this run
+  for _, m in ipairs(near) do  -- "<id>:<logged at>:<start>" (rate_slot)
+    if string.match(m, '^(.-):%d+:%d+$') == id then redis.call('ZREM', key, m) end
+  end
+end
+
 -- A key a claim of run `id` needs is of another type (wf-running:<wf>,
 -- workflow:<wf>, wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the
 -- run goes back to the ready set of `q` a minute later (never stranded, and the
@@ -329,6 +347,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
       if failed(parked) then give_back(tag, id, q, score, slot, k_waiting(tag, wf), parked) end
       redis.call('SREM', running, id)
       redis.pcall('SADD', tag .. ':parked', wf)
+      if f[15] and f[15] ~= '' then rate_unreserve(tag, wf, id, f[15]) end
       return nil
     end
     local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])

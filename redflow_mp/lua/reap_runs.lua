@@ -69,7 +69,19 @@ for _, wf in ipairs(parked) do
   local limit = redis.pcall('HGET', k_wf(tag, wf), 'maxConcurrency')
   local free = 0
   if not failed(running) and not failed(limit) then
-    free = math.max(tonumber(limit) or 1, 1) - running  -- as wf_limit
+    limit = tonumber(limit)
+    if not limit and running > 0 then
+      -- No synced metadata: the limit the claim goes by is the one stored on the
+      -- runs (wf_limit), here on one that holds a slot (a parked run is never
+      -- read while it waits). Taken as 1, a slot freed without a release (the
+      -- released run canceled before its claim) stayed empty as long as runs
+      -- waited (one slot fewer per such cancel). No run holds a slot: 1 is free.
+      local one = redis.pcall('SRANDMEMBER', k_running(tag, wf))
+      if type(one) == 'string' then
+        limit = tonumber(redis.pcall('HGET', k_run(tag, one), 'maxConcurrency'))
+      end
+    end
+    free = math.max(limit or 1, 1) - running  -- as wf_limit
   end
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch - released))

@@ -88,9 +88,12 @@ if failed(placed) then refuse(k_ready(tag, q), placed) end
 write_final_attempt(tag, id)
 redis.call('HDEL', run, 'errorJson', 'outputJson', 'finishedAt', 'cancelRequestedAt',
   'cancelReason', 'doneToken', 'crashCount', 'rateSlot')
-redis.call('HSET', run, 'status', 'queued', 'attempt', attempt, 'maxAttempts', max_attempts,
-  'attemptBudget', budget, 'availableAt', now, 'updatedAt', now, 'resumedAt', now,
-  'resumeToken', ARGV[3])
+-- As digits (int_str): a budget past 2^53 (Retries(max_attempts=sys.maxsize), "retry
+-- for ever") came out as "9.2233720368547758e+18", and the claim failed the run
+-- as a corrupted record (maxAttempts is not an integer).
+redis.call('HSET', run, 'status', 'queued', 'attempt', int_str(attempt),
+  'maxAttempts', int_str(max_attempts), 'attemptBudget', int_str(budget), 'availableAt', now,
+  'updatedAt', now, 'resumedAt', now, 'resumeToken', ARGV[3])
 if mode == '' then
   local records = redis.pcall('HGETALL', steps)
   if failed(records) then records = {} end  -- (its claim fails it as corrupted)

@@ -286,6 +286,33 @@ def test_reap_releases_parked_runs_when_slots_are_free(
     assert status_of(raw, client, first) == "running"
 
 
+def test_reap_releases_parked_runs_up_to_the_limit_stored_on_them_without_metadata(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # No synced metadata (an in-process Worker, or a workflow whose metadata was
+    # removed): the claim goes by the limit stored on each run (3 here); the
+    # reaper went by 1, so a slot freed without a release (the released run
+    # canceled before its claim) stayed empty while runs were parked.
+    k = client.keys
+    ids = [enq(max_concurrency=3) for _ in range(6)]
+    tokens = [new_token() for _ in range(3)]
+    for tok, rid in zip(tokens, ids[:3], strict=True):
+        assert client.scripts.claim(("q",), 5_000, tok)[1] is not None
+        assert status_of(raw, client, rid) == "running"
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is None  # 3 parked
+    assert raw.zcard(k.wf_waiting("wf")) == 3
+    assert client.scripts.finalize(ids[0], tokens[0], "succeeded", b'"ok"') == "succeeded"
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [ids[3].encode()]  # released
+    assert client.scripts.cancel(ids[3], "") == "canceled"  # before any claim took it
+    # 2 running of 3: the reaper gives the free slot to the next parked run
+    assert client.scripts.reap(100) == (1, [], False)
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [ids[4].encode()]
+    got = client.scripts.claim(("q",), 5_000, new_token())[1]
+    assert got is not None and got.id == ids[4]
+    assert client.scripts.reap(100) == (0, [], False)  # 3 running: the last one waits
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[5].encode()]
+
+
 def test_one_reap_call_releases_at_most_a_batch_of_parked_runs(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:

@@ -14,7 +14,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_token
-from tests.helpers import status_of
+from tests.helpers import status_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,3 +103,86 @@ def test_a_claim_that_skipped_its_fill_rings_so_a_worker_goes_on(
     raw.delete(k.q_bell("q"))
     assert _claim(client, "q", "other") is None
     assert raw.zcard(k.q_ready("q")) == 0 and raw.llen(k.q_bell("q")) == 0
+
+
+def _claim_tok(client: Client) -> tuple[str | None, str]:
+    token = new_token()
+    _, got = client.scripts.claim(("q",), 60_000, token)
+    return (got.id if got is not None else None), token
+
+
+def _promote_until_queued(raw: redis.Redis, client: Client, rid: str) -> None:
+    def back() -> bool:
+        client.scripts.promote(100)
+        return status_of(raw, client, rid) == "queued"
+
+    wait_until(back, 10, message=f"{rid} back from its reservation")
+
+
+def test_a_reserved_run_parked_behind_max_concurrency_takes_a_new_start_when_released(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The default max_concurrency (1) with a rate limit: runs reserved while the
+    # slot was free come back while the run before them still runs, and park.
+    # Released later, one after another as each finishes, they used to start on
+    # their old reservations, back to back: any number of starts in one period.
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 1, "rateLimit": "1/s"})
+    a, b, c, d = enq(), enq(), enq(), enq()
+    got, tok_a = _claim_tok(client)
+    assert got == a
+    assert _claim_tok(client)[0] is None  # b, c, d parked behind a
+    assert client.scripts.finalize(a, tok_a, "succeeded", b'"ok"') == "succeeded"
+    assert _claim_tok(client)[0] is None  # b, released, is reserved a second after a
+    for rid in (c, d):  # the reaper gives the free slot to c, then d: reserved too
+        client.scripts.reap(100)
+        assert _claim_tok(client)[0] is None
+        assert status_of(raw, client, rid) == "scheduled"
+    _promote_until_queued(raw, client, b)
+    got, tok_b = _claim_tok(client)
+    assert got == b  # b starts on its reservation and keeps running
+    for rid in (c, d):  # their reservations come while b runs: parked
+        _promote_until_queued(raw, client, rid)
+        assert _claim_tok(client)[0] is None
+        assert raw.zscore(k.wf_waiting("wf"), rid) is not None
+    assert client.scripts.finalize(b, tok_b, "succeeded", b'"ok"') == "succeeded"
+    got, tok_c = _claim_tok(client)
+    assert got == c
+    started_c = int(raw.hget(k.run(c), "attemptStartedAt") or 0)
+    assert client.scripts.finalize(c, tok_c, "succeeded", b'"ok"') == "succeeded"
+    # d, released by c's finish, must not start within a second of c's start
+    got, _ = _claim_tok(client)
+    assert got is None, "d started right after c: 2 starts within one period of 1/s"
+    assert status_of(raw, client, d) == "scheduled"
+    assert int(raw.hget(k.run(d), "rateSlot") or 0) >= started_c + 1_000
+    # the log holds each start or reservation once (no stale entries of c or d)
+    logged: Any = raw.zrange(k.rate("wf"), 0, -1)
+    members = [m.decode() for m in logged]
+    assert sorted(m.split(":")[0] for m in members if m.split(":")[0] in (c, d)) == sorted([c, d])
+
+
+def test_replan_moves_only_runs_scheduled_on_their_reservation(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    first, second, third, fourth = enq(), enq(), enq(), enq()
+    assert _claim(client) == first
+    assert _claim(client) is None  # second, third, fourth reserved: 1, 2, 3 hours on
+    assert client.scripts.cancel(fourth, "") == "canceled"  # its reservation stays logged
+    # third was moved by something else meanwhile (as if promoted): left alone
+    raw.hset(k.run(third), "status", "queued")
+    moved, more = client.scripts.replan_rate("wf", batch=2)
+    assert (moved, more) == (1, True)
+    assert client.scripts.replan_rate("wf", batch=2) == (0, False)
+    assert status_of(raw, client, second) == "queued"
+    assert raw.zscore(k.q_scheduled("q"), second) is None
+    assert raw.zscore(k.q_ready("q"), second) is not None
+    assert raw.hget(k.run(second), "rateSlot") is None
+    assert raw.zscore(k.runs_status("queued"), second) is not None
+    assert raw.zscore(k.runs_status("scheduled"), second) is None
+    # the past start stays in the window, the reservations go
+    logged: Any = raw.zrange(k.rate("wf"), 0, -1)
+    assert [m.decode().split(":")[0] for m in logged] == [first]
+    raw.hset(k.workflow("wf"), "rateLimit", "")
+    assert _claim(client) == second

@@ -5,6 +5,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import msgspec
@@ -112,3 +113,23 @@ def test_a_canceled_run_resumes_without_its_cancel_request(
     assert client.scripts.finalize(rid, tok, "failed", _ERR) == "failed"
     assert _resume(client, rid) == [1, b"queued", 3]
     assert raw.hmget(k.run(rid), "attempt", "maxAttempts") == [b"3", b"5"]
+
+
+def test_a_resumed_run_with_a_huge_attempt_budget_is_claimed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # Retries(max_attempts=sys.maxsize): "retry for ever". The resume's budget
+    # arithmetic (Lua doubles) wrote maxAttempts as "9.2233720368547758e+18",
+    # and the claim failed the run as a corrupted record.
+    rid = enq(max_attempts=sys.maxsize)
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 5_000, tok)
+    assert got is not None and got.max_attempts == sys.maxsize
+    assert client.scripts.finalize(rid, tok, "failed", _ERR) == "failed"
+    assert _resume(client, rid)[:2] == [1, b"queued"]
+    _, got = client.scripts.claim(("q",), 5_000, new_token())
+    error = raw.hget(client.keys.run(rid), "errorJson")
+    assert got is not None, f"the resumed run was not claimed: {error!r}"
+    assert got.attempt == 2 and got.max_attempts >= sys.maxsize
+    for field in (b"maxAttempts", b"attemptBudget"):
+        assert (raw.hget(client.keys.run(rid), field) or b"").isdigit()
