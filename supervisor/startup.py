@@ -10,7 +10,7 @@ tag), and a ``shards`` setting other than the count the keyspace records
 (:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
 refuses to start with nothing to serve; an ACL user without the prefix's
-channels is refused (:func:`check_channels`). A Redis that may evict keys
+channels or BLPOP is refused (:func:`check_permissions`). A Redis that may evict keys
 (``maxmemory-policy`` other than ``noeviction``) is warned about
 (:func:`eviction_warning`).
 """
@@ -86,7 +86,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             # inherits the sources and finds the scripts loaded, instead of building
             # and loading them itself before its first claim.
             client.scripts.ensure_loaded()
-            check_channels(client)
+            check_permissions(client)
             warning = eviction_warning(client, s.url)
             if warning is not None:
                 log.warning("%s", warning)
@@ -153,14 +153,17 @@ def foreign_keys_problem(client: Client) -> str | None:
     return None
 
 
-def check_channels(client: Client) -> None:
-    """Publish to a ``run-done`` channel of each shard (nobody listens on ``-``):
-    an ACL user without the prefix's channels (``&{prefix}:*``) is refused here
-    (``NoPermissionError``, which :func:`connect` names), not at the end of each
-    run, where the finish's PUBLISH failed after its writes and the worker
-    crashed at every run."""
+def check_permissions(client: Client) -> None:
+    """Send, once per shard, the commands the children need that the start-up
+    does not otherwise send: a PUBLISH to a ``run-done`` channel (nobody listens
+    on ``-``) and a 10 ms BLPOP of a key nobody writes (idle workers wait on
+    their queues' bells). An ACL user without the prefix's channels or without
+    BLPOP (``-@blocking``) is refused here (``NoPermissionError``, which
+    :func:`connect` names), not at the end of each run (the finish's PUBLISH) or
+    at each child's first idle wait (a crash, five restarts, FATAL)."""
     for view in shard_views(client):
         view.redis.publish(view.keys.run_done("-"), "")
+        view.redis.blpop([view.keys.worker_wake("-")], timeout=0.01)
 
 
 def eviction_warning(client: Client, url: str) -> str | None:
