@@ -213,12 +213,30 @@ def reap_expired(
 
 def forget_idle_queues(
     client: Store, served: list[str], cursor: int = 0, page: int = 200
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str], dict[str, int]]:
     """Forget one page of the ``queues`` set: names not in ``served`` (the queues
-    of live supervisors) with nothing ready or scheduled. Returns (the SSCAN
-    cursor to pass next, 0 when the set was walked through; names forgotten)."""
+    of live supervisors) with nothing ready or scheduled. Returns the SSCAN
+    cursor to pass next (0 when the set was walked through), the names
+    forgotten, and the page's queues that no live supervisor serves yet hold
+    runs, with how many are ready or scheduled there (stranded: they wait until
+    something serves the queue)."""
     cursor, raw = client.redis.sscan(client.keys.queues, cursor, count=page)
-    return int(cursor), client.scripts.forget_queues([text(q) for q in raw], served)
+    names = [text(q) for q in raw]
+    gone = client.scripts.forget_queues(names, served)
+    left = [q for q in names if q not in set(served) and q not in set(gone)]
+    if not left:
+        return int(cursor), gone, {}
+    with client.redis.pipeline(transaction=False) as pipe:
+        for q in left:
+            pipe.zcard(client.keys.q_ready(q))
+            pipe.zcard(client.keys.q_scheduled(q))
+        counts = pipe.execute(raise_on_error=False)
+    stranded = {}
+    for i, q in enumerate(left):
+        n = sum(c for c in counts[2 * i : 2 * i + 2] if isinstance(c, int))
+        if n:
+            stranded[q] = n
+    return int(cursor), gone, stranded
 
 
 def _earliest(values: Iterable[int | None]) -> int | None:

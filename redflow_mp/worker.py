@@ -31,6 +31,7 @@ from .client import Client, set_default_client
 from .codec import encode_error
 from .errors import TRANSIENT_ERRORS, RedflowError, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode
+from .foreign import DEFER_MS, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper
@@ -39,7 +40,6 @@ from .options import check_name
 from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardset import Shard
-from .sync import loaded_live
 
 __all__ = ["Worker", "WorkerHooks"]
 
@@ -93,9 +93,6 @@ class WorkerHooks(Protocol):
         """``on_failure`` of a run written as failed (off the books) starts/ended:
         a host may bound the hook's time (a supervisor replaces a stuck child)."""
 
-
-#: How long a run that ``_foreign`` puts back waits before it is claimed again.
-DEFER_MS = 1000
 
 #: Past this many queues served, an idle worker whose wait timed out asks
 #: whether any ready set holds a run before it claims (``_nothing_ready``).
@@ -309,12 +306,9 @@ class Worker:
 
     def _foreign(self, claimed: Claimed) -> bool:
         """A run of a workflow this worker does not load but a running supervisor
-        does (other code or app on the queue): put back for DEFER_MS, not failed."""
-        try:
-            if not loaded_live(self.client, claimed.workflow):
-                return False  # nobody has it: it fails (UnknownWorkflowError)
-        except TRANSIENT_ERRORS:
-            pass  # unknown: put it back rather than fail it
+        does (other code or app on the queue): put back, not failed (foreign.py)."""
+        if not served_elsewhere(self.client, claimed.workflow):
+            return False  # nobody has it: it fails (UnknownWorkflowError)
         self.hooks.started(claimed, None)
         self._apply_now(Finish("defer", claimed.id, claimed.token, b"", DEFER_MS))
         return True

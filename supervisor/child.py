@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NoReturn, cast
 
+from redis.exceptions import NoPermissionError
+
 from redflow_mp import tracing
 from redflow_mp.client import Client, create_client
 from redflow_mp.errors import TRANSIENT_ERRORS
@@ -379,6 +381,14 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
         code = ExitCode.ABORTED
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else ExitCode.CRASH
+    except NoPermissionError as exc:  # one line, not a traceback: the fix is an ACL rule
+        log.error(
+            "worker %d: Redis refused a command to this user: %s (docs/operations.md, "
+            '"Redis ACL", lists what a user needs)',
+            spec.slot,
+            exc,
+        )
+        code = ExitCode.CRASH
     except BaseException:
         log.exception("worker %d crashed", spec.slot)
         code = ExitCode.CRASH

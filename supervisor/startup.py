@@ -10,7 +10,7 @@ tag), and a ``shards`` setting other than the count the keyspace records
 (:mod:`redflow_mp.shardmeta`: the message names ``redflow migrate --shards``); a bad URL or a
 Sentinel service nobody monitors is an exit message too. :func:`resolve_queues`
 refuses to start with nothing to serve; an ACL user without the prefix's
-channels is refused (:func:`check_channels`). A Redis that may evict keys
+channels or BLPOP is refused (:func:`check_permissions`). A Redis that may evict keys
 (``maxmemory-policy`` other than ``noeviction``) is warned about
 (:func:`eviction_warning`).
 """
@@ -86,7 +86,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             # inherits the sources and finds the scripts loaded, instead of building
             # and loading them itself before its first claim.
             client.scripts.ensure_loaded()
-            check_channels(client)
+            check_permissions(client)
             warning = eviction_warning(client, s.url)
             if warning is not None:
                 log.warning("%s", warning)
@@ -153,38 +153,54 @@ def foreign_keys_problem(client: Client) -> str | None:
     return None
 
 
-def check_channels(client: Client) -> None:
-    """Publish to a ``run-done`` channel of each shard (nobody listens on ``-``):
-    an ACL user without the prefix's channels (``&{prefix}:*``) is refused here
-    (``NoPermissionError``, which :func:`connect` names), not at the end of each
-    run, where the finish's PUBLISH failed after its writes and the worker
-    crashed at every run."""
+def check_permissions(client: Client) -> None:
+    """Send, once per shard, the commands the children need that the start-up
+    does not otherwise send: a PUBLISH to a ``run-done`` channel (nobody listens
+    on ``-``) and a 10 ms BLPOP of a key nobody writes (idle workers wait on
+    their queues' bells). An ACL user without the prefix's channels or without
+    BLPOP (``-@blocking``) is refused here (``NoPermissionError``, which
+    :func:`connect` names), not at the end of each run (the finish's PUBLISH) or
+    at each child's first idle wait (a crash, five restarts, FATAL)."""
     for view in shard_views(client):
         view.redis.publish(view.keys.run_done("-"), "")
+        view.redis.blpop([view.keys.worker_wake("-")], timeout=0.01)
 
 
 def eviction_warning(client: Client, url: str) -> str | None:
     """A warning when Redis may evict keys at its memory limit (any
     ``maxmemory-policy`` but ``noeviction``): run hashes, idempotency keys or the
-    cron lock deleted by Redis mean runs lost or run twice. The policy is read
-    from ``INFO memory`` (``maxmemory_policy``), which every user needs anyway
-    (docs/operations.md, Redis ACL), so the check also works where ``CONFIG`` is
-    renamed or disabled (managed services, which often default to
-    ``volatile-lru``) and for a named ACL user without it (``CONFIG GET`` would be
-    refused there, and land in the ACL LOG at every start). None when the policy
-    is ``noeviction`` or INFO does not name it."""
-    try:
-        reply: dict[str, Any] = dict(client.redis.info("memory"))
-    except redis.RedisError:
+    cron lock deleted by Redis mean runs lost or run twice. Every shard's server
+    is asked (with ``shards > 1`` on a cluster, a prefix's runs live on several
+    masters). The policy is read from ``INFO memory`` (``maxmemory_policy``),
+    which every user needs anyway (docs/operations.md, Redis ACL), so the check
+    also works where ``CONFIG`` is renamed or disabled (managed services, which
+    often default to ``volatile-lru``) and for a named ACL user without it
+    (``CONFIG GET`` would be refused there, and land in the ACL LOG at every
+    start). None when every policy is ``noeviction`` or INFO does not name it."""
+    views = shard_views(client)
+    seen: set[str] = set()  # servers (INFO run_id) asked
+    evicting: dict[str, str] = {}  # which shard's server -> its policy
+    for k, view in enumerate(views):
+        try:
+            memory: dict[str, Any] = dict(view.redis.info("memory"))
+            server: dict[str, Any] = dict(view.redis.info("server"))
+        except redis.RedisError:
+            continue
+        if str(server.get("run_id")) in seen:
+            continue
+        seen.add(str(server.get("run_id")))
+        raw = memory.get("maxmemory_policy")
+        policy = raw.decode() if isinstance(raw, bytes) else str(raw or "noeviction")
+        if policy != "noeviction":
+            evicting[f"shard {k}'s server, port {server.get('tcp_port')}"] = policy
+    if not evicting:
         return None
-    raw = reply.get("maxmemory_policy")
-    if raw is None:
-        return None
-    policy = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if policy == "noeviction":
-        return None
+    where = mask_url(url)
+    if len(views) > 1:
+        where += " (" + ", ".join(evicting) + ")"
+    policies = ", ".join(sorted(set(evicting.values())))
     return (
-        f"Redis at {mask_url(url)} has maxmemory-policy {policy}: at its memory "
+        f"Redis at {where} has maxmemory-policy {policies}: at its memory "
         "limit it deletes keys, and a deleted run, lease or idempotency key means a run "
         "lost or run twice; set maxmemory-policy noeviction (then a full Redis refuses "
         "writes, which redflow rides out) or give Redis memory to spare"

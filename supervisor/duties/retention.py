@@ -3,7 +3,9 @@ batches (each one script call of ~10 ms); runs again soon while there is a
 backlog, faster than a supervisor finishes runs. Also forgets idle queue
 names: each tick hands one page of the ``queues`` set to
 :func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
-supervisors (this one included) serve, which are never forgotten. With several
+supervisors (this one included) serve, which are never forgotten, and names in
+a WARNING (every 10 minutes at most) a queue that holds runs no live supervisor
+serves. With several
 shards both are done in every shard (each bounded as with one).
 
 Only the cron leader does either (``leader``): the work is the same whoever does
@@ -43,6 +45,8 @@ SWEEP_BATCHES = 20
 #: While it catches up the sweeps take a third to a half of Redis's time (a
 #: million old runs: ~50 s).
 BACKLOG_PAUSE = 0.1
+#: Seconds between two warnings about one stranded queue.
+STRANDED_EVERY = 600.0
 
 
 class RetentionDuty:
@@ -72,6 +76,7 @@ class RetentionDuty:
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
         self._forget_at = 0.0
+        self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
 
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
@@ -88,20 +93,37 @@ class RetentionDuty:
         # A page of queue names per tick, at most every 0.5 s while a backlog
         # makes the ticks come fast (each also reads every supervisor's status).
         if not backlog or now >= self._forget_at:
-            self._forget()
+            self._forget(now)
             self._forget_at = now + 0.5
         return now + (BACKLOG_PAUSE if backlog else self.interval)
 
-    def _forget(self) -> None:
+    def _stranded(self, stranded: dict[str, int], now: float) -> None:
+        """Name the queues holding runs that no live supervisor serves (a deploy
+        moved a workflow to another queue, a --queues list or an enqueue's queue
+        misspelt): their runs wait until something serves them, silently."""
+        for q, n in stranded.items():
+            if now < self.warned.get(q, -STRANDED_EVERY):
+                continue
+            self.warned[q] = now + STRANDED_EVERY
+            log.warning(
+                "queue %r holds %d runs (ready or scheduled) that no live supervisor "
+                "serves: they wait until one serves it (a workflow moved to another "
+                "queue, a --queues list or a queue name misspelt?)",
+                q,
+                n,
+            )
+
+    def _forget(self, now: float) -> None:
         served = set(self.queues())
         for status in list_supervisors(self.client):
             served.update(status.queues)
         gone: list[str] = []
         for i, store in enumerate(stores(self.client)):
-            self._cursors[i], dropped = forget_idle_queues(
+            self._cursors[i], dropped, stranded = forget_idle_queues(
                 store, sorted(served), self._cursors[i], FORGET_PAGE
             )
             gone.extend(dropped)
+            self._stranded(stranded, now)
         self.forgotten += len(gone)
         if gone:
             log.debug("forgot %d idle queue names: %s", len(gone), ", ".join(gone[:10]))

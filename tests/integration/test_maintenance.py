@@ -287,10 +287,10 @@ def test_the_retention_duty_outpaces_a_supervisor_while_a_backlog_lasts(
     pages = 0
     forget = duty._forget
 
-    def counted() -> None:
+    def counted(now: float) -> None:
         nonlocal pages
         pages += 1
-        forget()
+        forget(now)
 
     duty._forget = counted  # type: ignore[method-assign]
     due = duty.tick(100.0)

@@ -17,7 +17,7 @@ import redis
 
 from redflow_mp import create_client
 from tests.process import flows
-from tests.process.conftest import ROOT, Supervisor, clean_env, run_supervisor_once
+from tests.process.conftest import ROOT, Supervisor, clean_env, run_supervisor_once, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
@@ -160,3 +160,39 @@ def test_a_user_without_the_channels_is_refused_at_start(server: RedisServer) ->
     assert done.returncode == 1, done
     assert "refused a command to this user" in done.stderr and "channel" in done.stderr
     assert "Traceback" not in done.stderr and PASSWORD not in done.stderr + done.stdout
+
+
+def test_a_user_without_blocking_commands_is_refused_at_start(server: RedisServer) -> None:
+    """The documented rules minus ``BLPOP`` (an ACL template without ``@blocking``):
+    the supervisor started, each child crashed with a traceback at its first idle
+    wait, and the supervisor went FATAL after five restarts, with no line naming
+    the command. It is refused at start with one line now."""
+    prefix = "noblock"
+    admin = server.client()
+    url = _user(admin, "noblock", [*documented("etl", prefix), "-blpop"])
+    admin.close()
+    args = ["--app", "t", "--procs", "1", "--module", "tests.process.flows"]
+    done = run_supervisor_once(*args, "--url", url, "--prefix", prefix, timeout=60)
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr + done.stdout, done.stdout[-2000:]
+    assert "refused a command to this user" in done.stderr and "blpop" in done.stderr
+
+
+def test_a_permission_taken_away_at_runtime_is_one_line_per_child(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """BLPOP refused after start (an ACL change): the child leaves with one line
+    naming the command, not a traceback."""
+    prefix = "lateacl"
+    admin = server.client()
+    url = _user(admin, "late", documented("etl", prefix))
+    sup = Supervisor(url, prefix, tmp_path / "sup.log", procs=1).start()
+    try:
+        sup.wait_workers(1)
+        admin.execute_command("ACL", "SETUSER", "late", "-blpop")  # type: ignore[no-untyped-call]
+        wait_until(lambda: "refused a command to this user" in sup.log(), 20, message="the line")
+        admin.execute_command("ACL", "SETUSER", "late", "+blpop")  # type: ignore[no-untyped-call]
+        assert "blpop" in sup.log() and "Traceback" not in sup.log(), sup.log()[-3000:]
+    finally:
+        sup.stop()
+        admin.close()

@@ -1,0 +1,51 @@
+"""Runs of a workflow a worker does not load while a running supervisor does.
+
+Two code versions on one queue (a rolling deploy that adds a workflow on a
+queue the old code serves too, two apps sharing a queue): the worker puts such
+a run back for :data:`DEFER_MS` (``finalize_run`` mode ``defer``: no attempt
+spent) instead of failing it, so a worker that has the code gets it; with no
+running supervisor that loads the workflow the run fails with
+``UnknownWorkflowError`` as before. Each worker says so once a minute per
+workflow (a supervisor that loads the workflow but does not serve the run's
+queue would leave it bouncing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .errors import TRANSIENT_ERRORS
+from .runs import Runs
+from .sync import loaded_live
+
+__all__ = ["DEFER_MS", "served_elsewhere"]
+
+log = logging.getLogger(__name__)
+
+#: How long a run put back this way waits before it is claimed again.
+DEFER_MS = 1000
+#: Seconds between two log lines of one worker process about one workflow.
+SAY_EVERY_S = 60.0
+_said: dict[str, float] = {}
+
+
+def served_elsewhere(runs: Runs, workflow: str) -> bool:
+    """Whether a run of ``workflow`` (not loaded here) should be put back."""
+    try:
+        live = loaded_live(runs, workflow)
+    except TRANSIENT_ERRORS:
+        return True  # unknown: put it back rather than fail it
+    now = time.monotonic()
+    if live and now >= _said.get(workflow, 0.0):
+        if len(_said) > 1000:
+            _said.clear()
+        _said[workflow] = now + SAY_EVERY_S
+        log.info(
+            "runs of workflow %r are put back for %d ms each: this worker does not load "
+            "it, a running supervisor does (a rolling deploy? if none of them serves the "
+            "run's queue, the run keeps coming back)",
+            workflow,
+            DEFER_MS,
+        )
+    return live
