@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 from redis.exceptions import ResponseError
 
@@ -40,6 +39,8 @@ from .options import check_name
 from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardset import Shard
+from .worker_hooks import NoHooks as _NoHooks
+from .worker_hooks import WorkerHooks
 
 __all__ = ["Worker", "WorkerHooks"]
 
@@ -69,31 +70,6 @@ class _LeftBehind(Exception):
     child exits; otherwise the reaper does once its lease expires)."""
 
 
-class WorkerHooks(Protocol):
-    """What a host process (the supervisor child) learns from its worker."""
-
-    def claiming(self, token: str) -> None:
-        """A claim with lease ``token`` is about to be sent ("": none in flight)."""
-
-    def started(self, run: Claimed, timeout: float | None) -> None:
-        """``run`` is now executing (again after a wait that held at once: each
-        execution gets its own ``timeout``). It is now on the host's books, so
-        the claim token is no longer needed."""
-
-    def finishing(self, run: Claimed) -> None:
-        """``run``'s handler returned; its finish rides on the next script call."""
-
-    def finished(self, run: Claimed) -> None:
-        """``run`` is no longer held here: its outcome was written (or it was lost)."""
-
-    def should_stop(self) -> bool:
-        """True when the worker should stop claiming (recycling, shutdown)."""
-
-    def failure_hook(self, running: bool) -> None:
-        """``on_failure`` of a run written as failed (off the books) starts/ended:
-        a host may bound the hook's time (a supervisor replaces a stuck child)."""
-
-
 #: Past this many queues served, an idle worker whose wait timed out asks
 #: whether any ready set holds a run before it claims (``_nothing_ready``).
 MANY_QUEUES = 32
@@ -102,26 +78,6 @@ MANY_QUEUES = 32
 #: their bells (``shards > 1``, fewer workers than shards): their runs wait at
 #: most about this long.
 UNWATCHED_BLOCK_TIMEOUT = 0.1
-
-
-class _NoHooks:
-    def claiming(self, token: str) -> None:
-        pass
-
-    def started(self, run: Claimed, timeout: float | None) -> None:
-        pass
-
-    def finishing(self, run: Claimed) -> None:
-        pass
-
-    def finished(self, run: Claimed) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-    def failure_hook(self, running: bool) -> None:
-        pass
 
 
 class Worker:
