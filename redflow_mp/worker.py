@@ -207,6 +207,7 @@ class Worker:
         ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
+        self._shards_down: set[int] = set()  # shards whose last claim failed (logged once)
 
     # ------------------------------------------------------------- control
 
@@ -328,18 +329,34 @@ class Worker:
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
-        result, claimed = first.scripts.claim(
-            queues, self.lease_ms, token, pending, woken=self._woken and first is rung
-        )
-        if claimed is not None or not token:
-            return result, claimed
-        tried = {first.index}
-        for shard in (rung, self.home, *self._others):
-            if shard.index not in tried:
-                tried.add(shard.index)
-                _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
-                if claimed is not None:
-                    return result, claimed
+        # One shard's master unreachable must not stall the others: its error used
+        # to abort the whole pass, so a worker never claimed past it (retried forever).
+        result, claimed, errors = "", None, []
+        tried = {s.index: s for s in (first, rung, self.home, *self._others)}  # in order
+        for shard in tried.values():
+            try:
+                if shard is first:
+                    woken = self._woken and first is rung
+                    result, claimed = shard.scripts.claim(
+                        queues, self.lease_ms, token, pending, woken=woken
+                    )
+                else:
+                    _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
+            except TRANSIENT_ERRORS as exc:
+                if shard is first and pending is not None:  # the finish must reach its shard
+                    raise
+                if shard.index not in self._shards_down:
+                    log.warning(
+                        "shard %d unreachable (%s); claiming from the others", shard.index, exc
+                    )
+                self._shards_down.add(shard.index)
+                errors.append(exc)
+                continue
+            self._shards_down.discard(shard.index)
+            if claimed is not None or not token:
+                return result, claimed
+        if len(errors) == len(tried):  # none answered: the caller backs off
+            raise errors[0]
         return result, None
 
     def _kick(self, claimed: Claimed, status: str | None) -> None:

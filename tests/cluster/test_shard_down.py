@@ -1,0 +1,65 @@
+"""``shards = 3`` on a cluster where one shard's master is gone for good (no
+replica; ``cluster-require-full-coverage no``, so the other masters keep serving
+their slots): the runs of the other shards must still be claimed and finished,
+by every worker, whichever shard it blocks on."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from redflow_mp import Registry, Worker, create_client, define_workflow
+from redflow_mp.client import set_default_client
+from tests.servers import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("home", [1, 2])
+def test_workers_keep_serving_the_shards_whose_master_is_up(
+    cluster_factory: Callable[..., Cluster], registry: Registry, home: int
+) -> None:
+    """Before the fix, a claim pass that reached the dead shard raised and the
+    whole pass was retried with backoff: a worker whose home is the dead shard
+    never claimed another shard's run, and one whose pass tries the dead shard
+    before shard 0 never reached shard 0 (``ResultTimeoutError: run ...~0 did
+    not finish within 30 s``)."""
+    cluster = cluster_factory(full_coverage=False)
+    prefix = f"down-{os.getpid()}"
+    c = create_client(cluster.url, prefix=prefix, registry=registry, default=False, shards=3)
+    worker: Worker | None = None
+    thread: threading.Thread | None = None
+    try:
+        names = {
+            k: next(f"w{i}" for i in range(1000) if c.shard_of_workflow(f"w{i}").index == k)
+            for k in range(3)
+        }
+        flows: dict[int, Any] = {
+            k: define_workflow(name, queue="dq", registry=registry)(lambda ctx: ctx.input)
+            for k, name in names.items()
+        }
+        c.sync_registry(registry, app="t")
+        dead_shard = 2
+        dead = cluster.node_for_slot(key_slot(f"{c.shards[dead_shard].keys.tag}:x".encode()))
+        dead.kill()
+        # home 2: the dead shard itself; home 1: its pass tries shard 2 before 0
+        worker = Worker(c, registry=registry, queues=["dq"], home_shard=home)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        handles = [flows[k].run(i) for k in (0, 1) for i in range(10)]
+        deadline = time.monotonic() + 30
+        got = [h.result(timeout=max(0.1, deadline - time.monotonic())) for h in handles]
+        assert got == list(range(10)) * 2
+    finally:
+        if worker is not None and thread is not None:
+            worker.stop()
+            thread.join(30)
+            assert not thread.is_alive()
+        c.close()
+        set_default_client(None)
