@@ -93,6 +93,9 @@ class WorkerHooks(Protocol):
 #: whether any ready set holds a run before it claims (``_nothing_ready``).
 MANY_QUEUES = 32
 
+#: A shard whose claim failed (master unreachable) is skipped this long (s).
+SHARD_DOWN_RETRY = 5.0
+
 #: Longest blocking wait of a worker when some shards have no worker blocked on
 #: their bells (``shards > 1``, fewer workers than shards): their runs wait at
 #: most about this long.
@@ -207,7 +210,7 @@ class Worker:
         ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
-        self._shards_down: set[int] = set()  # shards whose last claim failed (logged once)
+        self._shards_down: dict[int, float] = {}  # failed shard -> skipped until (monotonic)
 
     # ------------------------------------------------------------- control
 
@@ -329,11 +332,16 @@ class Worker:
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
-        # One shard's master unreachable must not stall the others: its error used
-        # to abort the whole pass, so a worker never claimed past it (retried forever).
-        result, claimed, errors = "", None, []
-        tried = {s.index: s for s in (first, rung, self.home, *self._others)}  # in order
-        for shard in tried.values():
+        # One shard's master unreachable must not stall the others (its error aborted
+        # the whole pass, forever): a failed shard is tried last, at most every
+        # SHARD_DOWN_RETRY s (a host that does not answer costs a socket timeout).
+        now, result, claimed, errors = time.monotonic(), "", None, []
+        owed = first if pending is not None else None  # carries the finish: never skipped
+        ranked = {s.index: s for s in (first, rung, self.home, *self._others)}.values()
+        order = sorted(ranked, key=lambda s: s.index in self._shards_down and s is not owed)
+        for shard in order:
+            if shard is not owed and self._shards_down.get(shard.index, 0.0) > now:
+                continue
             try:
                 if shard is first:
                     woken = self._woken and first is rung
@@ -343,19 +351,17 @@ class Worker:
                 else:
                     _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
             except TRANSIENT_ERRORS as exc:
-                if shard is first and pending is not None:  # the finish must reach its shard
+                if shard is owed:  # the finish must reach its shard: back off, resend
                     raise
                 if shard.index not in self._shards_down:
-                    log.warning(
-                        "shard %d unreachable (%s); claiming from the others", shard.index, exc
-                    )
-                self._shards_down.add(shard.index)
+                    log.warning("shard %d unreachable (%s); claiming elsewhere", shard.index, exc)
+                self._shards_down[shard.index] = time.monotonic() + SHARD_DOWN_RETRY
                 errors.append(exc)
                 continue
-            self._shards_down.discard(shard.index)
+            self._shards_down.pop(shard.index, None)
             if claimed is not None or not token:
                 return result, claimed
-        if len(errors) == len(tried):  # none answered: the caller backs off
+        if len(errors) == len(order):  # none answered: the caller backs off
             raise errors[0]
         return result, None
 

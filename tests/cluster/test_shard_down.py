@@ -5,6 +5,7 @@ by every worker, whichever shard it blocks on."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from redis.crc import key_slot
 
 from redflow_mp import Registry, Worker, create_client, define_workflow
 from redflow_mp.client import set_default_client
+from redflow_mp.worker import SHARD_DOWN_RETRY
 from tests.servers import Cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,7 +49,16 @@ def test_workers_keep_serving_the_shards_whose_master_is_up(
         c.sync_registry(registry, app="t")
         dead_shard = 2
         dead = cluster.node_for_slot(key_slot(f"{c.shards[dead_shard].keys.tag}:x".encode()))
-        dead.kill()
+        dead.kill()  # refuses connections at once (a hung host: docs/operations.md)
+        scripts = c.shards[dead_shard].scripts
+        real_claim = scripts.claim
+        tries: list[float] = []
+
+        def claim(*args: Any, **kwargs: Any) -> Any:
+            tries.append(time.monotonic())
+            return real_claim(*args, **kwargs)
+
+        scripts.claim = claim  # type: ignore[method-assign]
         # home 2: the dead shard itself; home 1: its pass tries shard 2 before 0
         worker = Worker(c, registry=registry, queues=["dq"], home_shard=home)
         thread = threading.Thread(target=worker.run, daemon=True)
@@ -56,6 +67,10 @@ def test_workers_keep_serving_the_shards_whose_master_is_up(
         deadline = time.monotonic() + 30
         got = [h.result(timeout=max(0.1, deadline - time.monotonic())) for h in handles]
         assert got == list(range(10)) * 2
+        # the dead shard is tried again at most every SHARD_DOWN_RETRY s (a
+        # master that hangs instead of refusing costs a timeout per try)
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert tries and all(gap >= SHARD_DOWN_RETRY for gap in gaps), gaps
     finally:
         if worker is not None and thread is not None:
             worker.stop()
