@@ -332,9 +332,8 @@ class Worker:
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
-        # One shard's master unreachable must not stall the others (its error aborted
-        # the whole pass, forever): a failed shard is tried last, at most every
-        # SHARD_DOWN_RETRY s (a host that does not answer costs a socket timeout).
+        # A shard unreachable must not stall the others (its error aborted the pass,
+        # forever): tried last, at most every SHARD_DOWN_RETRY s (a hung host is slow).
         now, result, claimed, errors = time.monotonic(), "", None, []
         owed = first if pending is not None else None  # carries the finish: never skipped
         ranked = {s.index: s for s in (first, rung, self.home, *self._others)}.values()
