@@ -5,6 +5,7 @@ by every worker, whichever shard it blocks on."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -14,11 +15,13 @@ from typing import Any
 
 import pytest
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from redflow_mp import Registry, Worker, create_client, define_workflow
 from redflow_mp.client import set_default_client
+from redflow_mp.ids import new_run_id
 from redflow_mp.worker import SHARD_DOWN_RETRY
-from tests.servers import Cluster
+from tests.servers import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,3 +81,46 @@ def test_workers_keep_serving_the_shards_whose_master_is_up(
             assert not thread.is_alive()
         c.close()
         set_default_client(None)
+
+
+def test_the_promoter_and_reaper_cover_the_shards_after_one_that_is_down(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """The promoter's and the reaper's ticks went through the shards in order and
+    stopped at the first error: with shard 1's master down, shard 2's due run
+    was never promoted and its expired lease never reaped (``AssertionError:
+    shard 2's due run promoted`` before the fix). Each tick now covers every shard
+    it can reach, then raises the first error (the duty's warning)."""
+    from supervisor.duties.promoter import PromoterDuty
+    from supervisor.duties.reaper import ReaperDuty
+
+    cluster = cluster_factory(full_coverage=False)
+    prefix = f"duty-{os.getpid()}"
+    c = create_client(cluster.url, prefix=prefix, registry=Registry(), default=False, shards=3)
+    try:
+        live = c.shards[2]
+        wf = next(f"w{i}" for i in range(1000) if c.shard_of_workflow(f"w{i}").index == 2)
+        now_ms = c.server_time_ms()
+        due, _ = live.scripts.enqueue(
+            live.run_id(new_run_id()), wf, "dq", b"1", 1, now_ms + 300, "", 0, "", "", None, None
+        )
+        held, _ = live.scripts.enqueue(
+            live.run_id(new_run_id()), wf, "dq", b"1", 1, 0, "", 0, "", "", None, None
+        )
+        _r, claimed = live.scripts.claim(("dq",), 100, "tok")  # a worker that dies
+        assert claimed is not None and claimed.id == held
+        down = cluster.node_for_slot(key_slot(f"{c.shards[1].keys.tag}:x".encode()))
+        down.kill()
+        promoter, reaper = PromoterDuty(c, 200), ReaperDuty(c, 500, queues=lambda: ("dq",))
+
+        def ticked(duty: Any, run_id: str, wanted: str) -> bool:
+            with contextlib.suppress(RedisConnectionError):
+                duty.tick(time.monotonic())
+            return live.redis.hget(live.keys.run(run_id), "status") == wanted.encode()
+
+        wait_for(lambda: ticked(promoter, due, "queued"), 15, "shard 2's due run promoted")
+        wait_for(lambda: ticked(reaper, held, "queued"), 15, "shard 2's expired lease reaped")
+        with pytest.raises(RedisConnectionError):  # the shard down is still reported
+            promoter.tick(time.monotonic())
+    finally:
+        c.close()
