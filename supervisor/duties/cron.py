@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import CronTick, cron_tick, run_id_maker, stores
 
 from ..exposition import MetricsStore
@@ -38,14 +39,19 @@ class CronDuty:
         self.fired = 0
         self.skipped = 0
 
-    def tick(self, now: float) -> float:
-        if not self.leader.is_leader or not self.leader.enabled:
-            return now + self.max_wait
-        result = CronTick(next_due_ms=None)
+    def _tick_shards(self, result: CronTick) -> list[Exception]:
+        """Fire the due crons of every shard whose lock copy this leader holds,
+        adding up into ``result``; the errors of the shards that failed (one
+        shard down: the next ones still fire)."""
+        errors: list[Exception] = []
         for i, store in enumerate(stores(self.client)):
             if not self.leader.holds(i):
                 continue  # a new leader waits for the old one's copy to expire
-            part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            try:
+                part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            except TRANSIENT_ERRORS as exc:
+                errors.append(exc)
+                continue
             result.fired += part.fired
             result.skipped += part.skipped
             result.now_ms = part.now_ms
@@ -54,6 +60,13 @@ class CronDuty:
                 result.next_due_ms is None or part.next_due_ms < result.next_due_ms
             ):
                 result.next_due_ms = part.next_due_ms
+        return errors
+
+    def tick(self, now: float) -> float:
+        if not self.leader.is_leader or not self.leader.enabled:
+            return now + self.max_wait
+        result = CronTick(next_due_ms=None)
+        errors = self._tick_shards(result)
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
         if self.metrics is not None:
@@ -63,6 +76,8 @@ class CronDuty:
                 self.metrics.inc("redflow_cron_skips_total", float(len(result.skipped)))
         for run_id in result.fired:
             log.info("cron fired run %s", run_id)
+        if errors:  # reported (the duty's warning); the shards that answered fired
+            raise errors[0]
         if result.more:
             # A full batch: more entries are due now. Waiting for the earliest
             # later fire time (or max_wait) would fire 100 entries a second at

@@ -124,3 +124,64 @@ def test_the_promoter_and_reaper_cover_the_shards_after_one_that_is_down(
             promoter.tick(time.monotonic())
     finally:
         c.close()
+
+
+def test_the_cron_leader_fires_the_shards_after_one_that_is_down(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """The cron duty stopped at the first shard whose ``cron_tick`` failed, and the
+    leader lock's tick at the first lock copy it could not renew: with shard 1's
+    master down, shard 2's crons no longer fired (before the fix: ``assert 0 ==
+    1``, runs fired in shard 2; and the leader's tick raised ``ConnectionError:
+    Error 111 connecting to ...``, keeping no copy after shard 1)."""
+    import msgspec
+
+    from redflow_mp.cron import CronDef
+    from supervisor.duties.cron import CronDuty
+    from supervisor.duties.leader import LeaderDuty
+
+    cluster = cluster_factory(full_coverage=False)
+    prefix = f"cron-{os.getpid()}"
+    c = create_client(cluster.url, prefix=prefix, registry=Registry(), default=False, shards=3)
+    try:
+        wfs = {
+            k: next(f"cw{i}" for i in range(1000) if c.shard_of_workflow(f"cw{i}").index == k)
+            for k in range(3)
+        }
+
+        def due_now(name: str) -> None:  # a new cron (a fire time fires once)
+            now = c.server_time_ms()
+            for k in (0, 2):
+                shard, cid = c.shards[k], f"{wfs[k]}:{name}"
+                record = CronDef(
+                    id=cid,
+                    workflow=wfs[k],
+                    queue="cq",
+                    expression="* * * * *",
+                    timezone="UTC",
+                    input_json="1",
+                )
+                shard.redis.hset(shard.keys.cron_def, cid, msgspec.json.encode(record))
+                shard.redis.zadd(shard.keys.cron_next, {cid: now - 10})
+
+        def fired_in_2() -> int:
+            shard = c.shards[2]
+            return int(shard.redis.zcard(shard.keys.workflow_runs(wfs[2])))
+
+        due_now("a")
+        leader = LeaderDuty(c, 3000)
+        leader.tick(time.monotonic())
+        assert all(leader.holds(k) for k in range(3))
+        cluster.node_for_slot(key_slot(f"{c.shards[1].keys.tag}:x".encode())).kill()
+        duty = CronDuty(c, leader)
+        with contextlib.suppress(RedisConnectionError):  # shard 1's failure, reported
+            duty.tick(time.monotonic())
+        assert fired_in_2() == 1
+        # the leader's next tick keeps the copies it can renew, drops shard 1's
+        leader.tick(time.monotonic())
+        assert leader.is_leader and leader.holds(2) and not leader.holds(1)
+        due_now("b")
+        duty.tick(time.monotonic())
+        assert fired_in_2() == 2
+    finally:
+        c.close()
