@@ -185,3 +185,34 @@ def test_the_cron_leader_fires_the_shards_after_one_that_is_down(
         assert fired_in_2() == 2
     finally:
         c.close()
+
+
+def test_retention_sweeps_the_shards_after_one_that_is_down(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """The retention duty's sweep stopped at the first shard that failed: with
+    shard 1's master down, shard 2's finished runs past their retention stayed
+    (``assert 0 == 1``: removed, before the fix)."""
+    from supervisor.duties.retention import RetentionDuty
+
+    cluster = cluster_factory(full_coverage=False)
+    prefix = f"ret-{os.getpid()}"
+    c = create_client(cluster.url, prefix=prefix, registry=Registry(), default=False, shards=3)
+    try:
+        live = c.shards[2]
+        wf = next(f"w{i}" for i in range(1000) if c.shard_of_workflow(f"w{i}").index == 2)
+        run_id, _ = live.scripts.enqueue(
+            live.run_id(new_run_id()), wf, "dq", b"1", 1, 0, "", 0, "", "", None, None
+        )
+        assert live.scripts.cancel(run_id, "done") == "canceled"
+        finished_ms = c.shards[2].redis.hget(live.keys.run(run_id), "finishedAt")
+        assert finished_ms is not None
+        wait_for(lambda: c.server_time_ms() > int(finished_ms) + 20, 5, "retention passed")
+        cluster.node_for_slot(key_slot(f"{c.shards[1].keys.tag}:x".encode())).kill()
+        duty = RetentionDuty(c, retention_s=0.01)
+        with pytest.raises(RedisConnectionError):  # shard 1's failure is reported
+            duty.tick(time.monotonic())
+        assert duty.removed == 1
+        assert live.redis.exists(live.keys.run(run_id)) == 0
+    finally:
+        c.close()
