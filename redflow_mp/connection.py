@@ -26,7 +26,8 @@ reloads the script on that node.
   :class:`~redis.sentinel.Sentinel` finds the master at every (re)connection,
   and a connection to a master demoted to replica fails (``READONLY``) and
   reconnects to the new one. The user and password authenticate to the data
-  servers; sentinels are asked without (Redis's default for sentinels).
+  servers; sentinels are asked without (Redis's default for sentinels): a
+  sentinel that requires a password is refused at once, as is a service none knows.
 
 Fork safety is redis-py's (its pools check the pid) plus the transports' own
 per-pid connections; the routing state is plain data and is valid in a child.
@@ -388,6 +389,14 @@ def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
         try:
             execute: Callable[..., Any] = node.execute_command  # untyped in redis-py
             addr = execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.service)
+        except rexc.AuthenticationError as exc:
+            # A ConnectionError subclass: taken as "unreachable", every command
+            # then failed with a retried MasterNotFoundError that buried the cause.
+            raise RedflowError(
+                f"the Sentinel at {mask_url(target.url)} requires a password ({exc}): "
+                "sentinels are asked without one (the URL's user and password go to "
+                "the master and its replicas); let them answer without AUTH"
+            ) from None
         except (rexc.ConnectionError, rexc.TimeoutError):
             continue
         finally:

@@ -27,7 +27,7 @@ from redis.exceptions import LockError
 
 from .codec import text
 from .cron import CronDef, next_fire_ms
-from .errors import WrongTypeError
+from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .ids import new_run_id, new_token
 from .keys import Keys, cron_key
 from .queries import shard_views
@@ -334,7 +334,10 @@ class LeaderLock:
         self._held[0] = self.held
         for i in range(1, len(self._locks)):
             if self.held:
-                self._held[i] = self._tick_copy(i)
+                try:
+                    self._held[i] = self._tick_copy(i)
+                except TRANSIENT_ERRORS:  # that shard down: its crons wait, not the others'
+                    self._held[i] = False
             elif self._held[i]:  # leadership lost: hand the copy back at once
                 with contextlib.suppress(LockError):
                     self._locks[i].release()

@@ -325,11 +325,15 @@ def _move_workflow(
         key = text(key_b)
         target = d.tag + key[len(s.tag) :]
         run_id = src.redis.get(key)
-        if not _move_key(src, dst, key, target):
+        if run_id is None:
             continue
+        # Copy, stub, then delete: a run killed after the delete found no key
+        # at the source again and never wrote the stub (the key then enqueued
+        # a second run).
+        _copy_key(src, dst, key, target)
+        _stub(dst, news, m, text(run_id), target)
+        src.redis.delete(key)
         report.idempotency_keys += 1
-        if run_id is not None:
-            _stub(dst, news, m, text(run_id), target)
     report.workflows_moved.append(name)
 
 

@@ -74,6 +74,9 @@ class _LeftBehind(Exception):
 #: whether any ready set holds a run before it claims (``_nothing_ready``).
 MANY_QUEUES = 32
 
+#: A shard whose claim failed (master unreachable) is skipped this long (s).
+SHARD_DOWN_RETRY = 5.0
+
 #: Longest blocking wait of a worker when some shards have no worker blocked on
 #: their bells (``shards > 1``, fewer workers than shards): their runs wait at
 #: most about this long.
@@ -172,6 +175,7 @@ class Worker:
         ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
+        self._shards_down: dict[int, float] = {}  # failed shard -> skipped until (monotonic)
 
     # ------------------------------------------------------------- control
 
@@ -303,18 +307,36 @@ class Worker:
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
-        result, claimed = first.scripts.claim(
-            queues, self.lease_ms, token, pending, woken=self._woken and first is rung
-        )
-        if claimed is not None or not token:
-            return result, claimed
-        tried = {first.index}
-        for shard in (rung, self.home, *self._others):
-            if shard.index not in tried:
-                tried.add(shard.index)
-                _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
-                if claimed is not None:
-                    return result, claimed
+        # A shard unreachable must not stall the others (its error aborted the pass,
+        # forever): tried last, at most every SHARD_DOWN_RETRY s (a hung host is slow).
+        now, result, claimed, errors = time.monotonic(), "", None, []
+        owed = first if pending is not None else None  # carries the finish: never skipped
+        ranked = {s.index: s for s in (first, rung, self.home, *self._others)}.values()
+        order = sorted(ranked, key=lambda s: s.index in self._shards_down and s is not owed)
+        for shard in order:
+            if shard is not owed and self._shards_down.get(shard.index, 0.0) > now:
+                continue
+            try:
+                if shard is first:
+                    woken = self._woken and first is rung
+                    result, claimed = shard.scripts.claim(
+                        queues, self.lease_ms, token, pending, woken=woken
+                    )
+                else:
+                    _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
+            except TRANSIENT_ERRORS as exc:
+                if shard is owed:  # the finish must reach its shard: back off, resend
+                    raise
+                if shard.index not in self._shards_down:
+                    log.warning("shard %d unreachable (%s); claiming elsewhere", shard.index, exc)
+                self._shards_down[shard.index] = time.monotonic() + SHARD_DOWN_RETRY
+                errors.append(exc)
+                continue
+            self._shards_down.pop(shard.index, None)
+            if claimed is not None or not token:
+                return result, claimed
+        if len(errors) == len(order):  # none answered: the caller backs off
+            raise errors[0]
         return result, None
 
     def _kick(self, claimed: Claimed, status: str | None) -> None:

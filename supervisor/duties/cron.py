@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import CronTick, UnreadableCrons, cron_tick, run_id_maker, stores
 
 from ..exposition import MetricsStore
@@ -41,14 +42,19 @@ class CronDuty:
         self.skipped = 0
         self.unreadable = UnreadableCrons()
 
-    def tick(self, now: float) -> float:
-        if not self.leader.is_leader or not self.leader.enabled:
-            return now + self.max_wait
-        result = CronTick(next_due_ms=None)
+    def _tick_shards(self, result: CronTick) -> list[Exception]:
+        """Fire the due crons of every shard whose lock copy this leader holds,
+        adding up into ``result``; the errors of the shards that failed (one
+        shard down: the next ones still fire)."""
+        errors: list[Exception] = []
         for i, store in enumerate(stores(self.client)):
             if not self.leader.holds(i):
                 continue  # a new leader waits for the old one's copy to expire
-            part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            try:
+                part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            except TRANSIENT_ERRORS as exc:
+                errors.append(exc)
+                continue
             result.fired += part.fired
             result.skipped += part.skipped
             result.unreadable += part.unreadable
@@ -58,6 +64,13 @@ class CronDuty:
                 result.next_due_ms is None or part.next_due_ms < result.next_due_ms
             ):
                 result.next_due_ms = part.next_due_ms
+        return errors
+
+    def tick(self, now: float) -> float:
+        if not self.leader.is_leader or not self.leader.enabled:
+            return now + self.max_wait
+        result = CronTick(next_due_ms=None)
+        errors = self._tick_shards(result)
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
         if self.metrics is not None:
@@ -68,6 +81,8 @@ class CronDuty:
         self.unreadable.report(result.unreadable, now)
         for run_id in result.fired:
             log.info("cron fired run %s", run_id)
+        if errors:  # reported (the duty's warning); the shards that answered fired
+            raise errors[0]
         if result.more:
             # A full batch: more entries are due now. Waiting for the earliest
             # later fire time (or max_wait) would fire 100 entries a second at

@@ -8,6 +8,7 @@ once). The lateness of each wake-up is observed in
 from __future__ import annotations
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import BATCH, MAX_CALLS, promote_due, stores, wake_due
 from redflow_mp.metrics import Metrics
 
@@ -36,9 +37,14 @@ class PromoterDuty:
     def tick(self, now: float) -> float:
         late: list[int] = []
         full = False  # a tick used all its calls: more may be due now
+        errors: list[Exception] = []
         for store in stores(self.client):  # bounded per shard (maintenance.py)
-            promoted, _ = promote_due(store, self.batch, self.max_calls)
-            woken, _ = wake_due(store, self.batch, self.max_calls)
+            try:
+                promoted, _ = promote_due(store, self.batch, self.max_calls)
+                woken, _ = wake_due(store, self.batch, self.max_calls)
+            except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still due
+                errors.append(exc)
+                continue
             late.extend(woken)
             cap = self.batch * self.max_calls
             full = full or promoted >= cap or len(woken) >= cap
@@ -47,6 +53,8 @@ class PromoterDuty:
             for ms in late:
                 observed.observe("redflow_wakeup_lateness_seconds", max(0, ms) / 1000.0)
             self.metrics.merge(observed.drain())
+        if errors:  # reported (the duty's warning); the shards that answered are done
+            raise errors[0]
         # With more due (100,000 timers at once), waiting an interval between full
         # ticks made the last wake-ups ten intervals late on top of the work.
         return now if full else now + self.interval

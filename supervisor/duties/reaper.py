@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import StallGuard, announce_queues, reap_expired, stores
 
 from ..exposition import MetricsStore
@@ -56,14 +57,20 @@ class ReaperDuty:
             or now - self._announced[1] >= ANNOUNCE_EVERY
         )
         requeued: list[str] = []
+        errors: list[Exception] = []
         for index, store in enumerate(stores(self.client)):
-            if announce:
-                # Every shard lists the queues served: a queue's runs may be in any shard.
-                announce_queues(store, queues)
-            requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
-        if announce:
+            try:
+                if announce:
+                    # Every shard lists the queues served: a queue's runs may be in any shard.
+                    announce_queues(store, queues)
+                requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
+            except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still reaped
+                errors.append(exc)
+        if announce and not errors:
             self._announced = (queues, now)
         self.requeued += len(requeued)
         if requeued and self.metrics is not None:
             self.metrics.inc("redflow_leases_expired_total", float(len(requeued)))
+        if errors:  # reported (the duty's warning); the shards that answered are done
+            raise errors[0]
         return now + self.interval

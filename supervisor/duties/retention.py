@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
 
 from ..status import list_supervisors
@@ -82,11 +83,16 @@ class RetentionDuty:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
         removed = 0
+        errors: list[Exception] = []
         if self.retention_ms > 0:
             for store in stores(self.client):  # each shard's own runs:created
-                swept = sweep_retention(
-                    store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
-                )
+                try:
+                    swept = sweep_retention(
+                        store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
+                    )
+                except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
+                    errors.append(exc)
+                    continue
                 removed = max(removed, swept)
                 self.removed += swept
         backlog = removed >= SWEEP_BATCH * SWEEP_BATCHES
@@ -95,6 +101,8 @@ class RetentionDuty:
         if not backlog or now >= self._forget_at:
             self._forget(now)
             self._forget_at = now + 0.5
+        if errors:  # reported (the duty's warning); the shards that answered are swept
+            raise errors[0]
         return now + (BACKLOG_PAUSE if backlog else self.interval)
 
     def _stranded(self, stranded: dict[str, int], now: float) -> None:
@@ -119,9 +127,12 @@ class RetentionDuty:
             served.update(status.queues)
         gone: list[str] = []
         for i, store in enumerate(stores(self.client)):
-            self._cursors[i], dropped, stranded = forget_idle_queues(
-                store, sorted(served), self._cursors[i], FORGET_PAGE
-            )
+            try:
+                self._cursors[i], dropped, stranded = forget_idle_queues(
+                    store, sorted(served), self._cursors[i], FORGET_PAGE
+                )
+            except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
+                continue
             gone.extend(dropped)
             self._stranded(stranded, now)
         self.forgotten += len(gone)

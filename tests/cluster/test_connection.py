@@ -257,3 +257,27 @@ def test_a_hash_tag_used_by_another_application_is_refused(
     finally:
         raw.delete(f"{{{prefix}}}:workflows")
         raw.close()
+
+
+def test_sentinels_that_require_a_password_are_refused_with_a_clear_line(
+    sentinel_set: SentinelSet,
+) -> None:
+    """Sentinels with a password of their own (``requirepass`` / the default
+    user's ACL) answer every command without AUTH with an authentication error,
+    a ``ConnectionError`` subclass in redis-py: the service check took them as
+    unreachable and passed, and every command then failed with a retried
+    ``MasterNotFoundError: No master found for 'redflow-test' : <three client
+    reprs> - auth:AuthenticationError ...`` (``DID NOT RAISE`` RedflowError
+    before the fix). A supervisor retried it until its patience ran out."""
+    for sentinel in sentinel_set.sentinels:
+        assert sentinel.call("ACL", "SETUSER", "default", "on", "resetpass", ">sentinel-pw")
+    hosts = ",".join(f"127.0.0.1:{p}" for _, p in sentinel_set.sentinel_addresses)
+    url = f"redis+sentinel://:s3cret-pw@{hosts}/redflow-test"
+    with pytest.raises(RedflowError, match=r"Sentinel .* requires a password") as info:
+        create_client(url, prefix="p", default=False)
+    assert "s3cret-pw" not in str(info.value)
+    assert "sentinels are asked without" in str(info.value)
+    proc = _supervise_once(url, "p")  # the supervisor exits with that line at once
+    assert proc.returncode != 0
+    assert "requires a password" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "s3cret-pw" not in proc.stderr
