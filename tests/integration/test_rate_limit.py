@@ -96,22 +96,29 @@ def test_no_second_holds_more_starts_than_the_limit_and_waiting_runs_hold_no_wor
     wait_until(lambda: len(starts) >= 10, 10, message="the first ten")
     # runs over the limit wait in `scheduled`, holding no worker: another
     # workflow's run goes through at once
-    t = time.monotonic()
     assert free.run().result(timeout=5) == "free"
-    assert time.monotonic() - t < 0.9
+    # done while paced runs were still waiting for their reserved starts (had they
+    # held the three workers, it would have come after the last of them); not a
+    # bound in seconds, which a loaded machine stretches
+    free_done = time.monotonic()
     waiting = [h.state() for h in handles]
     assert sum(1 for s in waiting if s is not None and s.status is RunStatus.SCHEDULED) >= 10
     for h in handles:
         h.result(timeout=20)
     starts.sort()
     first = starts[0]
-    # the first ten at once, the next ten one second later, the last five after two
-    assert starts[9] - first < 0.9
+    assert free_done < starts[-1]
+    # never early: the next ten a second after the first, the last five after two
+    # (the reserved starts; an actual start may come later, never sooner)
     assert starts[10] - first >= 0.95 and starts[20] - first >= 1.95
-    assert starts[24] - first < 2.9
+    # and not much later: the first ten at once, all within about three seconds
+    # (bounds with room for a loaded machine: the lag is the promoter's 0.2 s
+    # tick plus a claim when idle)
+    assert starts[9] - first < 1.5
+    assert starts[24] - first < 4.5
     # sliding window: the reserved starts are a second apart; the actual ones may
-    # bunch by the promoter's lag (at most its 0.2 s tick, plus a claim)
-    assert all(starts[i + 10] - starts[i] >= 0.7 for i in range(len(starts) - 10)), starts
+    # bunch by the promoter's lag
+    assert all(starts[i + 10] - starts[i] >= 0.5 for i in range(len(starts) - 10)), starts
 
 
 @pytest.mark.parametrize("new_rate", ["100/s", None])
