@@ -5,8 +5,10 @@ own). Behaviours, not timings: ``python -m benchmarks.startup`` times them."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +55,36 @@ def test_children_start_without_opentelemetry_and_find_the_scripts_loaded(
     assert len(_pids_of_runs(client, 2)) == 2  # both children have claimed
     # The parent's SCRIPT EXISTS before it forked, none of the children's.
     assert _script_exists_calls(raw) == 1
+
+
+_ATEXIT_MODULE = """
+import atexit, os
+from redflow_mp import define_workflow
+
+@define_workflow("atexit-noop", queue="ax")
+def noop(ctx):
+    return None
+
+def _bye():
+    with open(os.environ["ATEXIT_MARK"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+atexit.register(_bye)
+"""
+
+
+def test_a_stopped_supervisor_runs_the_atexit_handlers_of_its_modules_once(
+    supervisor: Callable[..., Supervisor], tmp_path: Path
+) -> None:
+    # The parent leaves by os._exit after running the atexit handlers itself
+    # (entry.leave: no interpreter teardown); its children never run them.
+    module = tmp_path / "atexit_flows.py"
+    module.write_text(_ATEXIT_MODULE)
+    mark = tmp_path / "atexit.txt"
+    sup = supervisor(procs=2, modules=[str(module)], env={"ATEXIT_MARK": str(mark)})
+    sup.wait_workers(2)
+    sup.send(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    assert mark.read_text().split() == [str(sup.pid)]
+    log = sup.log_path.read_text()
+    assert "supervisor stopped (exit status 0)" in log  # logging flushed before _exit
