@@ -5,7 +5,7 @@ redis-py 8 imports ``opentelemetry.sdk.metrics`` and ``opentelemetry.metrics``
 ``import redis`` whenever the ``otel`` extra is installed, for its own opt-in
 metrics (``redis.observability``), which nothing here turns on. That import was
 about 25 ms of CPU, some 15 % of a supervisor's start-up before its first
-claim (``docs/benchmarks.md``, "Start-up, 2026-12-05"), and it put
+claim (``docs/benchmarks.md``, "Start-up, round 2"), and it put
 ``opentelemetry.trace`` in ``sys.modules``, which made ``tracing.py``'s hooks
 look for a tracer provider on every execution and enqueue.
 
