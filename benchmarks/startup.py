@@ -1,5 +1,6 @@
 """Supervisor start-up timeline: spawn ``redflow-supervisor`` with runs already
-queued and time its first completed run (and, optionally, the whole drain).
+queued, time its first completed run, the whole drain and, once it is idle, its
+exit after SIGTERM.
 
     python -m benchmarks.startup                  # 7 starts, 2,000 queued noop runs
     python -m benchmarks.startup --starts 11 --runs 5000 --procs 2
@@ -10,8 +11,19 @@ enqueue ``--runs`` ``bench-noop`` runs with ``run_many`` (in this process, befor
 the spawn), spawn ``redflow-supervisor --app bench --procs N --module
 benchmarks.tasks.redflow_tasks --queues bench --url ...``, poll ``GET bm:done``
 every millisecond (the handler INCRs it) and note when it first reaches 1 and
-when it reaches ``--runs``; then TERM the supervisor's process group. Prints
-each start and the medians. Not a test: no assertions on the numbers.
+when it reaches ``--runs``. Then, the supervisor idle for ``--idle`` seconds
+(children blocked on their queues), SIGTERM it and time its exit (KILL after
+10 s). Per start it prints:
+
+- ``first``: spawn to the first completed run;
+- ``full``: spawn to full throughput, the time the drain lost to start-up: where
+  the straight line through the second half of the drain (its steady rate)
+  meets zero runs done. A supervisor whose children all started claiming at
+  once at ``full`` and drained at the steady rate would finish at the same time;
+- ``drain``: spawn to the last completed run;
+- ``term``: SIGTERM to exit, idle.
+
+and the medians with min-max. Not a test: no assertions on the numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from benchmarks.redis_server import RedisServer
 from benchmarks.tasks import common
@@ -37,19 +50,46 @@ def _supervisor_argv(python: str) -> list[str]:
     return [found] if found else [python, "-m", "redflow_supervisor"]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGQUIT)  # fast stop: the supervisor stops its children
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGQUIT) -> float:
+    """Signal the supervisor (QUIT: fast stop; TERM: graceful drain) and wait for
+    it; returns the seconds it took to exit (its process group is KILLed after 10 s)."""
+    if proc.poll() is not None:
+        return 0.0
+    start = time.perf_counter()
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Start:
+    """One start's timeline, in seconds from the spawn (``term``: from the SIGTERM)."""
+
+    first: float
+    full: float
+    drain: float
+    term: float
+
+
+def full_throughput(samples: list[tuple[float, int]], runs: int) -> float:
+    """Where the line through the drain's second half (``runs / 2`` done to all
+    done: the steady rate) meets zero runs done."""
+    half = next((t, d) for t, d in samples if d >= runs // 2)
+    end = samples[-1]
+    if end[1] <= half[1] or end[0] <= half[0]:
+        return half[0]
+    rate = (end[1] - half[1]) / (end[0] - half[0])
+    return end[0] - end[1] / rate
 
 
 def one_start(
-    server: RedisServer, argv: list[str], runs: int, env: dict[str, str]
-) -> tuple[float, float]:
-    """(seconds to the first completion, seconds to the last) of one start."""
+    server: RedisServer, argv: list[str], runs: int, env: dict[str, str], idle: float = 0.2
+) -> Start:
+    """The timeline of one start (see the module docstring)."""
     from benchmarks.tasks import redflow_tasks
     from redflow_mp import create_client
 
@@ -60,7 +100,8 @@ def one_start(
         redflow_tasks.noop.run_many([{}] * runs, client=client)
     finally:
         client.close()
-    first = last = float("nan")
+    first = last = term = float("nan")
+    samples: list[tuple[float, int]] = []
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
@@ -68,6 +109,8 @@ def one_start(
         while time.perf_counter() < deadline:
             done = int(r.get(common.COUNTER_KEY) or 0)
             now = time.perf_counter()
+            if done:
+                samples.append((now - start, done))
             if done >= 1 and first != first:
                 first = now - start
             if done >= runs:
@@ -76,10 +119,12 @@ def one_start(
             if proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited with {proc.returncode}")
             time.sleep(0.001)
+        time.sleep(idle)  # children blocked on their empty queue
+        term = _stop(proc, signal.SIGTERM)
     finally:
         _stop(proc)
         r.close()
-    return first, last
+    return Start(first, full_throughput(samples, runs) if samples else last, last, term)
 
 
 def import_times(python: str, count: int) -> list[float]:
@@ -101,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--imports", type=int, default=0, help="also time the import N times")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument(
+        "--idle", type=float, default=0.2, help="seconds idle after the drain before SIGTERM"
+    )
     ns = p.parse_args(argv)
     if ns.imports:
         times = import_times(ns.python, ns.imports)
@@ -130,17 +178,21 @@ def main(argv: list[str] | None = None) -> int:
             "--log-level",
             "warning",
         ]
-        firsts, lasts = [], []
+        starts: list[Start] = []
         for i in range(ns.starts):
-            first, last = one_start(server, argv_, ns.runs, env)
-            firsts.append(first)
-            lasts.append(last)
-            print(f"start {i + 1}: first completion {first:.3f} s, {ns.runs} runs {last:.3f} s")
-        print(
-            f"median of {ns.starts}: first completion {statistics.median(firsts):.3f} s "
-            f"(min {min(firsts):.3f}, max {max(firsts):.3f}); "
-            f"{ns.runs} runs {statistics.median(lasts):.3f} s"
-        )
+            one = one_start(server, argv_, ns.runs, env, ns.idle)
+            starts.append(one)
+            print(
+                f"start {i + 1}: first {one.first * 1000:.0f} ms, full {one.full * 1000:.0f} ms, "
+                f"{ns.runs} runs {one.drain * 1000:.0f} ms, TERM to exit {one.term * 1000:.0f} ms"
+            )
+        parts = []
+        for name in ("first", "full", "drain", "term"):
+            values = [getattr(one, name) * 1000 for one in starts]
+            parts.append(
+                f"{name} {statistics.median(values):.0f} ms ({min(values):.0f}-{max(values):.0f})"
+            )
+        print(f"median of {ns.starts} (min-max): " + ", ".join(parts))
     finally:
         server.stop()
     return 0

@@ -6,6 +6,8 @@ Importing this package starts nothing and opens no sockets. The public API
 
 from __future__ import annotations
 
+# First: imports redis-py without the OpenTelemetry modules it would pull in.
+from . import redispy as _redispy  # noqa: F401  # isort: skip
 from .client import Client, create_client, get_default_client
 from .codec import (
     AttemptState,

@@ -99,6 +99,11 @@ class ScriptSet:
         # Off by default: a function library is found by its *name*, which any
         # user allowed FUNCTION LOAD can replace (see the module docstring).
         self.use_functions = functions
+        # True: the server's script cache is known to hold the scripts (a
+        # supervisor loaded them before forking this process), so configure()
+        # asks nothing about them; one the server lost since (a restart, SCRIPT
+        # FLUSH) is sent as EVAL on its NOSCRIPT reply (recover), as always.
+        self.preloaded = False
 
     def configure(self, version: tuple[int, ...]) -> Plan[None]:
         """Choose how to call the scripts on a server of ``version`` (loads the
@@ -116,7 +121,7 @@ class ScriptSet:
             self._library_name = library_name(lib, bodies)
             if (yield from self._load_library()):
                 self._functions = names
-        if self._functions is None:
+        if self._functions is None and not self.preloaded:
             yield from self._preload_scripts()
 
     def _preload_scripts(self) -> Plan[None]:

@@ -2,9 +2,10 @@
 
 This module owns everything OpenTelemetry in the library, and never imports
 ``opentelemetry`` before it has something to do: the hooks look for the
-``opentelemetry.trace`` module in ``sys.modules`` (the application, or redis-py
-8, imported it) and act only while a tracer provider is set (the execution and
-step spans) or a span is current (the context stored at enqueue). Without the
+``opentelemetry.trace`` module in ``sys.modules`` (the application imported
+it; redis-py 8 would at ``import redis``, which ``redispy.py`` prevents) and
+act only while a tracer provider is set (the execution and step spans) or a
+span is current (the context stored at enqueue). Without the
 extra, the decorators below return the functions they decorate unchanged and
 :func:`trace_args` is one dictionary lookup, so an untraced process pays
 nothing per run (``python -m benchmarks.tracing_overhead``).

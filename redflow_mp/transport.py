@@ -441,8 +441,11 @@ class Transport:
         self._master = master
 
     def server_version(self) -> tuple[int, ...]:
+        """The server's version, asked once (``INFO server``) on this thread's hot-path
+        connection: the one the scripts use next, so that a process whose first
+        command is a script call (a supervisor child's claim) opens one connection."""
         if self._version is None:
-            version = parse_server_version(self.redis.info("server"))
+            version = parse_server_version(self.call("INFO", "server"))
             self._version = check_server_version(version, self.describe())
         return self._version
 

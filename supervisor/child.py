@@ -449,6 +449,10 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards=spec.shards,
         verify_shards=False,
     )
+    # The parent loaded the scripts before forking (startup.connect): the first
+    # claim asks no SCRIPT EXISTS (a script the server lost since is sent again on
+    # its NOSCRIPT reply).
+    client.scripts.preloaded = True
     if not _boot_check(client, spec.boot_timeout, hooks.stopping):
         return ExitCode.OK if hooks.stopping() else ExitCode.BOOT_ERROR
     worker = Worker(
@@ -526,8 +530,9 @@ def _boot_check(client: Client, timeout: float, stopping: Callable[[], bool]) ->
     delay = 0.05
     while not stopping():
         try:
+            # One round trip (INFO server), on the connection the claims use next:
+            # the version chooses the scripts' text, and the answer shows Redis is there.
             client.transport.server_version()
-            client.redis.ping()
             if said:
                 log.info("worker reached Redis at %s", client.transport.describe())
             return True

@@ -14,6 +14,9 @@ the seconds a supervisor may spend retrying an unreachable Redis.
 arbiter freezes what start-up made and resumes it before forking: see
 ``Arbiter.run``).
 
+``redflow-supervisor`` ends its process by :func:`leave`: the ``atexit``
+handlers, then ``os._exit``, without the interpreter's teardown.
+
 ``redflow-supervisor`` also installs the start-up signal handlers of
 :mod:`.early` first, after opening ``/dev/null`` on any of the descriptors 0,
 1 and 2 that is closed (:func:`open_std_fds`).
@@ -28,15 +31,19 @@ command line without secrets keeps its title untouched. Prefer
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from . import early
 
-__all__ = ["hide_secrets", "mask_args", "open_std_fds", "ops", "supervisor"]
+__all__ = ["hide_secrets", "leave", "mask_args", "open_std_fds", "ops", "supervisor"]
 
 MASK = "***"
 # Options whose value is a URL (password masked) or a secret (masked whole). argparse
@@ -175,7 +182,28 @@ def supervisor() -> int:
     gc.disable()
     from .cli import main
 
-    return main()
+    leave(main())
+
+
+def leave(code: int) -> NoReturn:
+    """End the supervisor's process with status ``code`` once its work is done.
+
+    The ``atexit`` handlers run (logging's flush among them, and any a workflow
+    module registered), stdio is flushed, then ``os._exit``: the interpreter's
+    own teardown (every module and object of the ~450 modules a supervisor
+    imports freed one by one, nothing the OS would not release at once) took
+    10-20 ms, most of the time from SIGTERM to exit of an idle supervisor
+    (docs/benchmarks.md, "Start-up, round 2"). When a thread other than this one
+    lives (a workflow module started one at import), the normal exit waits for
+    it as before."""
+    if threading.active_count() > 1:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing left to say
+            if stream is not None:
+                stream.flush()
+    os._exit(code)
 
 
 def ops() -> int:

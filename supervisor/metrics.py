@@ -48,8 +48,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-import psutil
-
 from redflow_mp import __version__
 from redflow_mp.metrics import Labels
 
@@ -75,6 +73,8 @@ CONN = "metrics-conn"
 def process_samples(processes: Iterable[tuple[str, int]]) -> list[tuple[str, Labels, float]]:
     """``process_*`` samples of each ``(label, pid)``, read now; a process that is gone
     (or unreadable, e.g. out of descriptors) is left out rather than failing a scrape."""
+    import psutil  # here: not before the first fork (docs/internals.md, "Start-up")
+
     out: list[tuple[str, Labels, float]] = []
     for label, pid in processes:
         labels: Labels = (("process", label),)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-import psutil
-
 from ..board import Board
 from ..children import Child
 
@@ -31,6 +29,8 @@ class MemoryDuty:
         limit = self.limit_mib * 1024 * 1024
         if limit <= 0:
             return now + 1.0
+        import psutil  # here: not before the first fork (docs/internals.md, "Start-up")
+
         for child in self.children():
             if child.recycle_requested or not child.ready:
                 continue

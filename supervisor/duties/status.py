@@ -16,8 +16,8 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import psutil
 import redis
 
 from redflow_mp import __version__
@@ -27,6 +27,9 @@ from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.metrics import Labels
 from redflow_mp.queries import count_status, shard_views
 from redflow_mp.registry import Registry
+
+if TYPE_CHECKING:
+    import psutil
 
 from ..board import Board
 from ..children import Child
@@ -93,6 +96,8 @@ class ProcessSampler:
         self._procs: dict[int, psutil.Process] = {}
 
     def sample(self, pid: int) -> tuple[int, float]:
+        import psutil  # here: not before the first fork (docs/internals.md, "Start-up")
+
         proc = self._procs.get(pid)
         try:
             if proc is None:

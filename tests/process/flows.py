@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
 from typing import Any
 
@@ -58,6 +59,13 @@ def suicide(ctx: Context[Any]) -> None:
 @define_workflow("pid", queue="p", max_concurrency=100)
 def pid(ctx: Context[Any]) -> int:
     return os.getpid()
+
+
+@define_workflow("loaded-modules", queue="p", max_concurrency=100)
+def loaded_modules(ctx: Context[Any]) -> list[str]:
+    """The OpenTelemetry and psutil modules this child has: those its supervisor
+    imported before forking it, and any it imported itself since."""
+    return sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "psutil"))
 
 
 @define_workflow("sleepy", queue="p", max_concurrency=100)

@@ -2,7 +2,10 @@
 
 - Importing the supervisor's command leaves out the modules only other commands,
   rare settings or the asyncio client need (each would be imported, and on a
-  fresh install compiled, by every start).
+  fresh install compiled, by every start), OpenTelemetry (redis-py 8 imports
+  its SDK at ``import redis`` when installed: ``redflow_mp/redispy.py``) and
+  psutil (the status duty's first sample is after the fork); redis-py's own
+  OpenTelemetry metrics can still be turned on afterwards.
 - ``redflow-supervisor`` pauses the garbage collector for its start-up; the
   arbiter freezes what start-up made and resumes collecting before it forks.
 - The scripts' sources are read and built once per process (the supervisor
@@ -36,6 +39,8 @@ OFF_THE_PATH = (
     "redflow_mp.aio_shards",
     "redflow_mp.reshard",  # `redflow migrate --shards`
     "importlib.resources.readers",  # reading lua/*.lua: done once, when connecting
+    "opentelemetry",  # tracing is the application's: redispy.py keeps redis-py's import out
+    "psutil",  # process samples (status, metrics, memory duties): after the first fork
 )
 
 
@@ -57,6 +62,39 @@ def test_the_supervisor_command_imports_no_optional_module() -> None:
 
 def test_the_library_imports_no_optional_module() -> None:
     assert _imported_by("import redflow_mp") == []
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_redis_py_metrics_can_still_be_turned_on_after_the_import() -> None:
+    # Its availability flag as redis-py's own import would have set it (the extra
+    # is installed here), and its collector builds on the OpenTelemetry API.
+    code = (
+        "import sys\n"
+        "import redflow_mp\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
+        "from opentelemetry import metrics\n"
+        "from redis.observability import metrics as rm, providers\n"
+        "from redis.observability.config import OTelConfig\n"
+        "rm.RedisMetricsCollector(metrics.get_meter('test'), OTelConfig())\n"
+        "print(rm.OTEL_AVAILABLE, providers.OTEL_AVAILABLE)\n"
+    )
+    assert _run(code) == "True True"
+
+
+def test_an_application_that_imported_opentelemetry_first_gets_redis_py_as_it_is() -> None:
+    code = (
+        "import sys\n"
+        "import opentelemetry.trace\n"
+        "import redflow_mp\n"
+        "print('opentelemetry.sdk.metrics' in sys.modules)\n"  # redis-py's own import
+    )
+    assert _run(code) == "True"
 
 
 def test_the_command_pauses_the_collector_for_its_start_up() -> None:
