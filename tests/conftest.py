@@ -16,7 +16,9 @@ cron, retention).
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +70,38 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
         # The fixtures (and xdist workers, which inherit the environment) read it.
         os.environ["TEST_REDIS_SERVER"] = binary
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: gather the rows of the fault suite's closing table that a
+    worker ran (``tests/faults/conftest.py``, ``pytest_sessionfinish``)."""
+    rows = getattr(node, "workeroutput", {}).get("faults_results")
+    if rows:
+        from tests.faults.harness import RESULTS, CaseResult
+
+        RESULTS.extend(CaseResult(**row) for row in rows)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's closing table (``tests/faults/README.md``), from this process's
+    cases or, under xdist, the workers' (``pytest_testnodedown``); ``FAULTS_RESULTS_JSON``
+    also writes it as JSON."""
+    harness = sys.modules.get("tests.faults.harness")
+    if harness is None or not harness.RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("fault injection results")
+    tr.write_line(f"{'fault':<44} {'runs':>6} {'lost':>5} {'re-exec':>8} {'recovery':>9}  note")
+    for row in harness.RESULTS:
+        rec = "-" if row.recovery_s is None else f"{row.recovery_s:.2f} s"
+        tr.write_line(
+            f"{row.case:<44} {row.runs:>6} {row.lost:>5} {row.reexecuted:>8} {rec:>9}  {row.note}"
+        )
+    out = os.environ.get("FAULTS_RESULTS_JSON")
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump([row.__dict__ for row in harness.RESULTS], f, indent=2)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,12 +1,12 @@
 """Fixtures of the fault suite: one harness per test (its own redis-server(s),
-supervisors, ledger directory), the closing table printed at the end of the
-session, and the opt-in ``soak`` selection."""
+supervisors, ledger directory), the rows of the closing table handed over by
+an xdist worker (``tests/conftest.py`` prints the table at the end of the
+session), and the opt-in ``soak`` selection."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -33,17 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
-        return
-    tr = terminalreporter
-    tr.section("fault injection results")
-    tr.write_line(f"{'fault':<44} {'runs':>6} {'lost':>5} {'re-exec':>8} {'recovery':>9}  note")
-    for row in RESULTS:
-        rec = "-" if row.recovery_s is None else f"{row.recovery_s:.2f} s"
-        tr.write_line(
-            f"{row.case:<44} {row.runs:>6} {row.lost:>5} {row.reexecuted:>8} {rec:>9}  {row.note}"
-        )
-    out = os.environ.get("FAULTS_RESULTS_JSON")
-    if out:
-        Path(out).write_text(json.dumps([row.__dict__ for row in RESULTS], indent=2))
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under xdist (the plain ``pytest`` runs ``-n 2``) this is a worker: hand its rows of
+    the closing table to the controller, which prints the table (``tests/conftest.py``)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["faults_results"] = [asdict(row) for row in RESULTS]

@@ -1,6 +1,6 @@
 """The opt-in soak: the CI cases' faults in rotation over a long workload.
 
-    .venv/bin/python -m pytest tests/faults -m soak -p no:cacheprovider -s
+    .venv/bin/python -m pytest tests/faults -m soak -p no:cacheprovider -n 0 -s
 
 ``FAULTS_SOAK_RUNS`` (default 20000) sets the number of runs; at 100 runs/s the
 default takes about 4 minutes and injects about 100 faults;

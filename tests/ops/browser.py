@@ -2,12 +2,15 @@
 
 What it needs is installed here, once per session: ``apt-get install -y chromium``
 when /usr/bin/chromium is missing, ``pip install playwright`` when it cannot be
-imported (Playwright's own browser download is never used). Only when an install
+imported (Playwright's own browser download is never used). The xdist workers of
+one run take turns (a lock file in the venv): two apt-gets at once fail on dpkg's
+lock, two pips at once write over each other. Only when an install
 fails (no network, no root) is a browser test skipped, with the reason.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import os
 import shutil
@@ -73,7 +76,9 @@ def _install() -> str | None:
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     if not _install_problem:
-        _install_problem.append(_install())
+        with open(Path(sys.prefix) / ".redflow-browser-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released on close
+            _install_problem.append(_install())
     if _install_problem[0]:
         pytest.skip(_install_problem[0])
     from playwright.sync_api import sync_playwright
