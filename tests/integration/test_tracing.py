@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from redflow_mp import AsyncContext, Client, Context, Registry, Retries, define_workflow
 from redflow_mp.aio import create_async_client
-from tests.helpers import WorkerPool, monitor, text
+from tests.helpers import WorkerPool, monitor, text, wait_until
 from tests.process.conftest import ROOT
 from tests.tracing_support import by_name, global_provider, hex_span, hex_trace
 
@@ -187,6 +187,14 @@ def test_a_child_run_joins_its_parent_steps_trace(
     out, emitted = handle.result(timeout=20)
     assert out == 16
     client.handle(emitted).result(timeout=20)
+
+    # result() returns once the finish is written; the worker ends the run's span just
+    # after it, so the last run spans may still be open here (1 == 2 parent runs seen).
+    def runs_ended() -> bool:
+        names = [s.name for s in spans.get_finished_spans()]
+        return names.count("redflow.run t-parent") >= 2 and names.count("redflow.run t-child") >= 2
+
+    wait_until(runs_ended, 10, message="the spans of the parent's and children's runs")
     finished = spans.get_finished_spans()
     # The parent executes twice: it suspends at `call` and resumes by replay once
     # the child has finished; the spans of its first execution started the children.
