@@ -57,7 +57,7 @@ from .keys import Keys
 from .options import (
     RunOptions,
     cannot_be_run_id,
-    check_event_key,
+    check_idempotency_key,
     check_name,
     check_reason,
     check_run_id,
@@ -458,7 +458,7 @@ class AsyncClient:
         """Record ``event`` for the run and wake it if it waits for it; see
         ``Client.send_event`` (``idempotency_key``: at most one event per key)."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        key = check_event_key(idempotency_key)
+        key = check_idempotency_key(idempotency_key)
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         shard = self.shard_of_run(run_id)

@@ -27,7 +27,7 @@ __all__ = [
     "MAX_RUN_ID_LENGTH",
     "RunOptions",
     "cannot_be_run_id",
-    "check_event_key",
+    "check_idempotency_key",
     "check_name",
     "check_priority",
     "check_reason",
@@ -220,9 +220,9 @@ def check_user_key(key: str, what: str) -> str:
     return key
 
 
-def check_event_key(key: object) -> str:
-    """An event's ``idempotency_key`` ('' for None): a non-empty str of at most
-    :data:`MAX_IDEMPOTENCY_KEY_LENGTH` characters."""
+def check_idempotency_key(key: object) -> str:
+    """An ``idempotency_key`` of a run or an event ('' for None): a non-empty str of
+    at most :data:`MAX_IDEMPOTENCY_KEY_LENGTH` characters of valid Unicode."""
     if key is None:
         return ""
     if not isinstance(key, str):
@@ -237,21 +237,11 @@ def check_event_key(key: object) -> str:
 
 
 def _idempotency(key: str | None, ttl: float | None, system: bool = False) -> tuple[str, int]:
-    if key is not None:
-        if not isinstance(key, str):
-            raise TypeError("idempotency_key must be a str or None")
-        if not key:
-            raise ValueError("idempotency_key must be non-empty when given")
-        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise ValueError(
-                f"idempotency_key is {len(key)} characters; the limit is "
-                f"{MAX_IDEMPOTENCY_KEY_LENGTH}"
-            )
-        check_text(key, "idempotency_key")
-        if not system:
-            check_user_key(key, "idempotency_key")
+    checked = check_idempotency_key(key)
+    if checked and not system:
+        check_user_key(checked, "idempotency_key")
     ttl_s = check_timeout(ttl, "idempotency_ttl")
-    return key or "", int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
+    return checked, int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -38,7 +38,7 @@ from .keys import Keys
 from .options import (
     RunOptions,
     cannot_be_run_id,
-    check_event_key,
+    check_idempotency_key,
     check_name,
     check_run_id,
     timeout_to_ms,
@@ -447,7 +447,7 @@ class Runs:
         the event may or may not have been stored; sending it again may
         deliver it twice."""
         name, data = event_payload(event, payload, self.max_payload_bytes)
-        key = check_event_key(idempotency_key)
+        key = check_idempotency_key(idempotency_key)
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         scripts = self.scripts_for(run_id)
