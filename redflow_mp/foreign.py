@@ -27,20 +27,20 @@ log = logging.getLogger(__name__)
 DEFER_MS = 1000
 #: Seconds between two log lines of one worker process about one workflow.
 SAY_EVERY_S = 60.0
-_said: dict[str, float] = {}
 
 
-def served_elsewhere(runs: Runs, workflow: str) -> bool:
-    """Whether a run of ``workflow`` (not loaded here) should be put back."""
+def served_elsewhere(runs: Runs, workflow: str, said: dict[str, float]) -> bool:
+    """Whether a run of ``workflow`` (not loaded here) should be put back; ``said``:
+    the caller's next time to log about each workflow (a worker's own)."""
     try:
         live = loaded_live(runs, workflow)
     except TRANSIENT_ERRORS:
         return True  # unknown: put it back rather than fail it
     now = time.monotonic()
-    if live and now >= _said.get(workflow, 0.0):
-        if len(_said) > 1000:
-            _said.clear()
-        _said[workflow] = now + SAY_EVERY_S
+    if live and now >= said.get(workflow, 0.0):
+        if len(said) > 1000:
+            said.clear()
+        said[workflow] = now + SAY_EVERY_S
         log.info(
             "runs of workflow %r are put back for %d ms each: this worker does not load "
             "it, a running supervisor does (a rolling deploy? if none of them serves the "

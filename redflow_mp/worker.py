@@ -175,6 +175,7 @@ class Worker:
         ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
+        self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
         self._shards_down: dict[int, float] = {}  # failed shard -> skipped until (monotonic)
 
     # ------------------------------------------------------------- control
@@ -267,7 +268,7 @@ class Worker:
     def _foreign(self, claimed: Claimed) -> bool:
         """A run of a workflow this worker does not load but a running supervisor
         does (other code or app on the queue): put back, not failed (foreign.py)."""
-        if not served_elsewhere(self.client, claimed.workflow):
+        if not served_elsewhere(self.client, claimed.workflow, self._said_foreign):
             return False  # nobody has it: it fails (UnknownWorkflowError)
         self.hooks.started(claimed, None)
         self._apply_now(Finish("defer", claimed.id, claimed.token, b"", DEFER_MS))

@@ -32,6 +32,7 @@ from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import shards_problem
+from redflow_mp.sync import registration_digest, renew_registration
 from redflow_mp.transport import mask_url
 
 from .settings import Settings
@@ -81,6 +82,7 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
                 client.close()
                 raise SystemExit(f"redflow-supervisor: {problem}")
             client.sync_registry(registry, app=s.app)
+            register_live(client, registry, s.app)
             # Built here once, before any child is forked: the scripts' sources (read
             # and cut from lua/*.lua) and the server's script cache. Every child
             # inherits the sources and finds the scripts loaded, instead of building
@@ -234,6 +236,16 @@ def _client(s: Settings, registry: Registry) -> Client:
     )
 
 
+def register_live(client: Client, registry: Registry, app: str) -> None:
+    """Write ``app``'s live registration of ``registry`` now, before any child is
+    forked (the registration duty renews it from its first tick on): workers of
+    other code on the same queues put back runs of these workflows only while a
+    live registration lists them, and in a rolling deploy they claim the new
+    workflows' runs as soon as this supervisor's children exist."""
+    names = sorted(wf.name for wf in registry.list())
+    renew_registration(client, names, app=app, digest=registration_digest(app, names))
+
+
 def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str, ...]:
     """After a reload (SIGHUP): freeze ``registry``, resolve its queues (SystemExit
     when there are none), make it the client's and sync it (a failed sync is
@@ -243,6 +255,7 @@ def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str,
     client.registry = registry
     try:
         client.sync_registry(registry, app=settings.app)
+        register_live(client, registry, settings.app)
     except TRANSIENT_ERRORS as exc:
         log.warning("registry sync after reload failed: %s", exc)
     return queues

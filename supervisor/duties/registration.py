@@ -68,7 +68,8 @@ class RegistrationDuty:
             self._digest = registration_digest(app, self._names)
             self._for = (registry, app)
         if renew_registration(self.client, self._names, app=app, digest=self._digest):
-            if self.written:
+            # (the supervisor's start-up writes it first: startup.register_live)
+            if self.written or self._next_withdraw is not None:
                 log.info(
                     "the live registration of app %r (%d workflows) was gone from Redis; "
                     "written again",

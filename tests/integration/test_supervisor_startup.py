@@ -55,3 +55,26 @@ def test_sync_writes_every_workflow_in_one_round_trip_of_writes(
     names = {m.decode() for m in raw.smembers(client.keys.workflows)}
     assert names >= {f"startup-{i}" for i in range(8)}
     assert {m.decode() for m in raw.smembers(client.keys.queues)} >= {"q0", "q1", "q2"}
+
+
+def test_connect_writes_the_live_registration_before_any_child_is_forked(
+    redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """A rolling deploy: the new code's supervisor has synced its workflows and
+    forked its children, whose runs the old code's workers may claim at once. Those
+    put a run back only when a live registration lists its workflow, which the
+    registration duty wrote at its first tick, after the fork: in between they
+    failed such runs (tests/process/test_mixed_code failed so under load). Before:
+    ``assert loaded_live(...)`` was False after connect()."""
+    from redflow_mp.sync import loaded_live
+
+    define_workflow("added-at-deploy", queue="q", registry=registry)(_handler)
+    settings = load(
+        {"app": "deploy", "url": redis_url, "prefix": prefix, "modules": ("unused",)},
+        environ={},
+    )
+    client = connect(settings, registry, ("q",))
+    try:
+        assert loaded_live(client, "added-at-deploy")
+    finally:
+        client.close()
