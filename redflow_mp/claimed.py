@@ -17,8 +17,9 @@ class Finish(NamedTuple):
     """A run's fenced finish, in the order ``claim_run``/``finalize_run`` take it.
 
     ``mode`` is ``succeeded``, ``failed``, ``canceled`` or ``retry`` (a worker's
-    outcome), or ``crash``/``requeue`` (a host putting a run back); ``payload``
-    is the output or the encoded error; ``delay_ms`` the retry's delay.
+    outcome), ``defer`` (put back, no attempt spent: ``finalize_run`` only), or
+    ``crash``/``requeue`` (a host putting a run back); ``payload`` is the output
+    or the encoded error; ``delay_ms`` the retry's (or defer's) delay.
     """
 
     mode: str

@@ -78,6 +78,7 @@ class Execution:
         "attempt",
         "cancel_reason",
         "cancelled",
+        "gave_up",
         "inflight",
         "lease_lost",
         "lease_ms",
@@ -119,6 +120,9 @@ class Execution:
         self.lost: threading.Event = LazyEvent()  # the lease is gone (the context reads it)
         self.cancel_reason: str | None = None
         self.lease_lost = False
+        # The Redis trouble a write of this execution gave up on (durable): then
+        # whatever the handler raises is that trouble's doing, not the run's.
+        self.gave_up: BaseException | None = None
         self.lease_until = claimed.lease_until
         self.logger = logger
         # Durable waits whose condition did not hold (waits.PendingWait), and
@@ -161,7 +165,9 @@ class Execution:
         """Call ``fn``, riding out transient Redis trouble (unreachable, out of memory).
 
         Retries with backoff for up to ``max(10 s, 3 leases)``, or until the lease
-        is lost; a brief outage then costs a pause, not an attempt of the run.
+        is lost; a brief outage then costs a pause, not an attempt of the run. A
+        longer one raises the error into the handler, and the execution is put
+        back (``gave_up``: the executor's ``DEFER``), not charged as an attempt.
         """
         if os.getpid() != self.pid:
             # A process the handler forked (inside a step function, say) that
@@ -174,7 +180,10 @@ class Execution:
             try:
                 return fn()
             except TRANSIENT_ERRORS as exc:
-                if self.lease_lost or time.monotonic() >= deadline:
+                if self.lease_lost:
+                    raise
+                if time.monotonic() >= deadline:
+                    self.gave_up = exc
                     raise
                 self.logger.warning(
                     "Redis trouble while %s (%s); retrying in %.2f s", what, exc, delay

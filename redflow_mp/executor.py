@@ -55,12 +55,15 @@ log = logging.getLogger(__name__)
 
 class OutcomeMode(enum.StrEnum):
     """How an execution ended. ``LOST``: the lease was taken over; nothing may be
-    written. The others name the finish the worker writes (``Finish.mode``)."""
+    written. The others name the finish the worker writes (``Finish.mode``);
+    ``DEFER`` puts the run back without spending an attempt (Redis trouble
+    outlasted a write's ride-out: ``Execution.gave_up``)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
     RETRY = "retry"
+    DEFER = "defer"
     LOST = "lost"
     SUSPEND = "suspend"  # a durable wait: the worker sends suspend_run
 
@@ -93,6 +96,9 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=False, cancel_futures=True)
 
+
+#: How long a run put back for Redis trouble (``OutcomeMode.DEFER``) waits.
+TROUBLE_DEFER_MS = 1000
 
 #: How long the tasks a finished async handler left behind get to end once
 #: cancelled (their ``finally`` blocks); past it their loop is dropped.
@@ -260,6 +266,8 @@ class Executor:
         except Exception as exc:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
+            elif ex.gave_up is not None:
+                _defer(ex, outcome)
             else:
                 self._failure(wf, claimed, exc, outcome)
         except BaseException as exc:
@@ -314,6 +322,8 @@ class Executor:
         elif isinstance(exc, asyncio.CancelledError):
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
+            elif ex.gave_up is not None:
+                _defer(ex, outcome)
             else:
                 self._failure(wf, claimed, exc, outcome)
         else:
@@ -375,6 +385,27 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _defer(ex: Execution, outcome: Outcome) -> None:
+    """The handler raised after a write of its run gave up on Redis trouble (a
+    replica that does not confirm under ``durability = "wait"`` for longer than the
+    ride-out, say, after a failover): the run goes back to its queue for
+    :data:`TROUBLE_DEFER_MS`, its attempt not spent, its recorded steps kept.
+    Charging it (one attempt by default: a failed run) made Redis trouble the
+    run's fault, which the transient-error contract rules out."""
+    outcome.mode = OutcomeMode.DEFER
+    outcome.delay_ms = TROUBLE_DEFER_MS
+    outcome.error = None
+    outcome.payload = b""
+    ex.logger.warning(
+        "run %s: Redis trouble outlasted the ride-out of a write (%s: %s); the run is "
+        "put back for %d ms without spending an attempt",
+        ex.run_id,
+        type(ex.gave_up).__name__,
+        ex.gave_up,
+        TROUBLE_DEFER_MS,
+    )
 
 
 def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:

@@ -464,6 +464,11 @@ class Worker:
                 self._kick(claimed, status)
             return None, None
         finish = _finish_args(claimed, outcome)
+        if outcome.mode is OutcomeMode.DEFER:
+            # Rare (Redis trouble outlasted a write's ride-out): its own call,
+            # not a mode of the hot path's claim_run.
+            self._apply_now(finish)
+            return None, None
         if (
             outcome.mode is OutcomeMode.FAILED
             and outcome.workflow is not None
@@ -667,7 +672,7 @@ def _finish_args(claimed: Claimed, outcome: Outcome) -> Finish:
     if outcome.mode is OutcomeMode.SUCCEEDED:
         return Finish(outcome.mode, claimed.id, claimed.token, outcome.payload)
     payload = encode_error(outcome.error) if outcome.error is not None else b""
-    if outcome.mode is OutcomeMode.RETRY:
+    if outcome.mode in (OutcomeMode.RETRY, OutcomeMode.DEFER):
         return Finish(outcome.mode, claimed.id, claimed.token, payload, outcome.delay_ms)
     if outcome.mode not in (OutcomeMode.FAILED, OutcomeMode.CANCELED):
         raise RedflowError(f"unexpected outcome {outcome.mode!r}")

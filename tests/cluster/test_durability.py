@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.crc import key_slot
 
-from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
+from redflow_mp import Context, NotReplicatedError, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
 from tests.conftest import prefix_off_node
 from tests.faults.harness import faults_harness, wait_for
+from tests.helpers import WorkerPool
 from tests.redis_server import RedisServer, flavor_binary
 from tests.servers import Cluster
 
@@ -209,5 +213,61 @@ def test_waitaof_acknowledges_after_master_and_replica_fsynced(
         client.close()
         r.close()
     finally:
+        replica.cleanup()
+        master.cleanup()
+
+
+def test_a_replica_stalled_past_the_ride_out_puts_the_run_back_not_fails_it(
+    prefix: str, registry: Registry
+) -> None:
+    """durability "wait", default lease (5 s): the replica stops confirming for
+    longer than a step write's ride-out (max(10 s, 3 leases) = 15 s), as after a
+    failover until the old master rejoins. The write gave up into the handler, and
+    the run failed with NotReplicatedError on its one attempt (CI: sentinel
+    failover, durability wait). Now it is put back without spending an attempt
+    and finishes once the replica confirms again; the step recorded on the master
+    is not run again."""
+    master = RedisServer().start()
+    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port)]).start()
+    pool: WorkerPool | None = None
+    try:
+        r = replica.client()
+        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
+        r.close()
+        assert replica.proc is not None
+        pid = replica.proc.pid
+        stall_s = 24.0  # well past the ride-out of 15 s (a resend takes ~2 s here)
+        bodies: list[int] = []
+
+        @define_workflow("stalled", registry=registry)
+        def stalled(ctx: Context[Any]) -> str:
+            def first() -> str:
+                bodies.append(1)
+                os.kill(pid, signal.SIGSTOP)
+                threading.Timer(stall_s, os.kill, (pid, signal.SIGCONT)).start()
+                return "recorded"
+
+            return str(ctx.step.run("first", first))
+
+        client = create_client(
+            master.url, prefix=prefix, registry=registry, default=False, durability="wait"
+        )
+        client.sync_registry(registry, app="t")
+        handle = stalled.run(None, client=client)
+        pool = WorkerPool(client)
+        pool.start(client)  # default lease_ms
+        # before: RunFailedError (NotReplicatedError)
+        assert handle.result(timeout=90) == "recorded"
+        state = client.get_run(handle.id)
+        assert state is not None and state.attempt == 1  # no attempt spent
+        assert bodies == [1]  # the step was recorded on the master: not run again
+        pool.stop_all()
+        pool = None
+        client.close()
+    finally:
+        if pool is not None:
+            pool.stop_all()
+        if replica.proc is not None and replica.proc.poll() is None:
+            os.kill(replica.proc.pid, signal.SIGCONT)
         replica.cleanup()
         master.cleanup()
