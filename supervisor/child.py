@@ -30,10 +30,12 @@ masked); handlers are installed before they are unblocked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
 import random
+import resource
 import select
 import signal
 import sys
@@ -131,6 +133,10 @@ class _Abort(BaseException):
     """Private: unwinds the handler when the parent aborts the current run."""
 
 
+class _OutOfDescriptors(BaseException):
+    """Private: no file descriptor left, even after the child was asked to stop."""
+
+
 def set_title(text: str) -> None:
     """Set this process's title (what ps shows); cosmetic, never fails."""
     try:
@@ -161,6 +167,8 @@ class _Hooks:
         self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
         self.dispositions: dict[signal.Signals, object] = {}  # ours, set in _main
         self.watched: tuple[signal.Signals, ...] = ()  # those not SIG_DFL (_main)
+        self._next_fd_check = 0.0  # 0: before the next claim (a run ran since)
+        self.out_of_fds = False
 
     def flush_metrics(self, force: bool = False) -> None:
         """Send metric deltas to the parent at most once a second (or now)."""
@@ -198,6 +206,7 @@ class _Hooks:
         self.board.set_claim_token(self.index, token)
 
     def started(self, run: Claimed, timeout: float | None) -> None:
+        self._next_fd_check = 0.0  # the handler may leak: look before the next claim
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
         self.board.set_claim_token(self.index, "")  # on the books now: found by its entry
         self.depth += 1
@@ -224,6 +233,7 @@ class _Hooks:
         next line logged, which an idle child may not log for hours."""
         self.flush_metrics()
         flush_logs()
+        self.check_descriptors()
         reopen_std_fds()
         self.restore_cwd()
         self.restore_sigmask()
@@ -239,6 +249,34 @@ class _Hooks:
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def check_descriptors(self) -> None:
+        """After each run (and once a second while idle), whether this process
+        can still open a descriptor. A handler that leaked them until none was
+        left (EMFILE) left its child serving: every later run that opened
+        anything (a file, a socket, a Redis connection beyond the child's own)
+        failed in it, run after run. Out of them, the child finishes what it
+        holds (its connections are open) and leaves, to be replaced; still out
+        of them a second later (the finish needed a connection it cannot open),
+        it leaves at once and the parent puts its run back, charged a crash."""
+        now = time.monotonic()
+        if now < self._next_fd_check:
+            return
+        self._next_fd_check = now + 1.0
+        try:
+            os.close(os.dup(0))
+        except OSError as exc:
+            if exc.errno != errno.EMFILE:
+                return
+            if self.out_of_fds:
+                raise _OutOfDescriptors() from exc
+            self.out_of_fds = True
+            self.stop_requested = True
+            log.error(
+                "no file descriptors left in this worker (the limit is %d: a handler "
+                "leaks them?); it stops after its current run and is replaced",
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
 
     def restore_sigmask(self) -> None:
         """Unblock the signals a handler left blocked in this thread
@@ -379,6 +417,9 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
         code = _main(spec, board, registry)
     except _Abort:
         code = ExitCode.ABORTED
+    except _OutOfDescriptors:
+        log.error("worker %d: still no file descriptors left; it exits now", spec.slot)
+        code = ExitCode.CRASH
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else ExitCode.CRASH
     except NoPermissionError as exc:  # one line, not a traceback: the fix is an ACL rule
