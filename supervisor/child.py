@@ -473,6 +473,12 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
+    threading.Thread(
+        target=_orphan_watch,
+        args=(board, spec.index, hooks.parent_pid),
+        name="redflow-orphan-watch",
+        daemon=True,
+    ).start()
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
     registry.freeze()
@@ -508,12 +514,6 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards_watched=spec.shards_watched,
     )
     holder["worker"] = worker
-    threading.Thread(
-        target=_orphan_watch,
-        args=(board, spec.index, hooks.parent_pid),
-        name="redflow-orphan-watch",
-        daemon=True,
-    ).start()
     board.set_state(spec.index, SlotState.IDLE, os.getpid())
     try:
         if not hooks.stopping():
@@ -524,14 +524,17 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
 
 
 def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
-    """Once a second: when the parent is gone (SIGKILL, OOM), nobody enforces the
-    current run's ``timeout`` any more, while this child's heartbeat keeps the
-    run's lease alive: a handler hung past its timeout would keep its run from
-    every other supervisor for as long as it hangs. Past the timeout, leave: the
-    lease lapses and another supervisor's reaper takes the run over. (A handler
+    """Once a second, beat on the board: the parent replaces a child whose beats
+    stop while it uses no CPU (stopped: ``liveness.py``). And when the parent is
+    gone (SIGKILL, OOM), nobody enforces the current run's ``timeout`` any more,
+    while this child's heartbeat keeps the run's lease alive: a handler hung past
+    its timeout would keep its run from every other supervisor for as long as it
+    hangs. Past the timeout, leave: the lease lapses and another supervisor's
+    reaper takes the run over. (A handler
     holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
     while True:
         time.sleep(_ORPHAN_CHECK_EVERY)
+        board.beat(index)
         if os.getppid() == parent_pid:
             continue
         now = time.monotonic()
