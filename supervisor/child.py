@@ -59,6 +59,7 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
+from .output import dropped, never_block
 
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
@@ -168,6 +169,7 @@ class _Hooks:
         self.dispositions: dict[signal.Signals, object] = {}  # ours, set in _main
         self.watched: tuple[signal.Signals, ...] = ()  # those not SIG_DFL (_main)
         self._next_fd_check = 0.0  # 0: before the next claim (a run ran since)
+        self._dropped_said = 0  # bytes of output dropped, as last reported
         self.out_of_fds = False
 
     def flush_metrics(self, force: bool = False) -> None:
@@ -233,6 +235,7 @@ class _Hooks:
         next line logged, which an idle child may not log for hours."""
         self.flush_metrics()
         flush_logs()
+        self.report_dropped()
         self.check_descriptors()
         reopen_std_fds()
         self.restore_cwd()
@@ -249,6 +252,19 @@ class _Hooks:
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def report_dropped(self) -> None:
+        """Say how much of what handlers printed was dropped since the last time
+        (``output.py``: stdout and stderr never block this child)."""
+        now = dropped()
+        if now == self._dropped_said:
+            return
+        lost, self._dropped_said = now - self._dropped_said, now
+        self.metrics.inc("redflow_child_output_dropped_bytes_total", float(lost))
+        log.warning(
+            "%d bytes of this worker's output dropped: its stdout/stderr was not being read",
+            lost,
+        )
 
     def check_descriptors(self) -> None:
         """After each run (and once a second while idle), whether this process
@@ -442,6 +458,7 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
 
 def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     after_fork(spec.close_fds)
+    never_block()  # a handler's print never waits for the reader of our output
     hooks = _Hooks(board, spec)
     holder: dict[str, Worker] = {}
 

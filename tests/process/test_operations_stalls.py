@@ -17,8 +17,9 @@ import pytest
 
 from redflow_mp import Client
 from tests.process import flows, flows_ops
-from tests.process.conftest import Supervisor, wait_until
+from tests.process.conftest import ROOT, Supervisor, wait_until
 from tests.process.test_observability import _free_port, _get, _scrape
+from tests.process.test_stuck_children import _PipedSupervisor
 
 pytestmark = pytest.mark.process
 
@@ -30,6 +31,37 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_a_handler_printing_into_a_full_pipe_finishes_its_run(
+    redis_url: str, prefix: str, client: Client
+) -> None:
+    """The children write to the supervisor's own stdout and stderr. With a pipe
+    there that its reader stopped draining (a log shipper stalled), a handler's
+    ``print`` blocked in write() forever: its run never finished (the parent
+    kept its lease alive, as for a child in C code), its child never claimed
+    again, and nothing said so. Its output is now dropped past the pipe's
+    capacity, counted, and reported once the reader is back."""
+    sup = _PipedSupervisor(redis_url, prefix, ROOT / "unused.log", procs=2, modules=MODULES)
+    sup.start()
+    try:
+        sup.wait_workers(2)
+        printer = flows_ops.print_a_lot.run(2000, client=client).result(timeout=30)
+        assert flows_ops.print_a_lot.run(10, client=client).result(timeout=30) > 0
+        assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert printer in {w.pid for w in sup.workers()}
+        sup.read_from_now_on()
+        wait_until(
+            lambda: "of this worker's output dropped" in sup.log(),
+            15,
+            message="the count of what was dropped",
+        )
+        sup.send(signal.SIGTERM)
+        assert sup.wait(timeout=15) == 0
+    finally:
+        sup.stop()
+        with contextlib.suppress(OSError):
+            os.close(sup._read_fd)
 
 
 def test_a_stopped_child_is_replaced_and_its_run_put_back(
