@@ -20,6 +20,12 @@ Signals in a child:
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout it exits at once (``_orphan_watch``), as nobody else
 enforces the timeout and its heartbeat would keep the run's lease forever.
+The same thread beats on the board once a second: the parent kills a child
+whose beats and CPU time both stop (stopped, frozen: ``liveness.py``).
+
+Between runs a child also leaves when it has no file descriptor left
+(``_Hooks.check_descriptors``); ``sys.stdout`` and ``sys.stderr`` on a pipe or
+socket never wait long for its reader (``output.py``).
 
 Fork safety: the child never uses, closes or shuts down the parent's Redis
 client; it builds its own, after fork, then starts its lease keeper thread,
