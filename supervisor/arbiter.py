@@ -68,13 +68,8 @@ from .duties.reaper import ReaperDuty
 from .duties.registration import RegistrationDuty
 from .duties.registry import RegistryDuty
 from .duties.retention import RetentionDuty
-from .duties.status import (
-    ProcessSampler,
-    StatusDuty,
-    gauges,
-    supervisor_id,
-    supervisor_status,
-)
+from .duties.status import ProcessSampler, StatusDuty, gauges, supervisor_id, supervisor_status
+from .liveness import StallWatch
 from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, RestartState, SlotTracker
 from .settings import Settings, held_for_restart
@@ -163,6 +158,7 @@ class Arbiter:
         self._run_queues = RunQueues()  # queues of running runs seen by earlier scrapes
         self.wakeup: Wakeup | None = None
         self.aftermath: Aftermath | None = None
+        self.stalls = StallWatch(self.board, settings.lease_ms, self._count)
 
     # ------------------------------------------------------------------ setup
 
@@ -566,8 +562,10 @@ class Arbiter:
         back uncharged): a KILL or QUIT we sent, a fast stop, or a clean exit while
         draining. A child that dies during a drain by a signal we did not send (the
         OOM killer, a segfault) crashed: its run is charged like any other (it was
-        put back as "supervisor stopping", losing the cause and the crash count)."""
-        if child.stop_sent in ("kill", "quit") or self.mode is Mode.STOPPING:
+        put back as "supervisor stopping", losing the cause and the crash count).
+        A child killed for making no progress (``liveness.py``) is charged too."""
+        by_us = child.stop_sent in ("kill", "quit") and not child.stalled
+        if by_us or self.mode is Mode.STOPPING:
             return True
         return self.mode is Mode.DRAINING and info.clean
 
@@ -660,6 +658,7 @@ class Arbiter:
             if child.abort is None and entry.held:
                 self._check_timeout(child, entry.held, now)
             end_stuck_hook(child, entry.hook_since, now, _ON_FAILURE_LIMIT)
+            self.stalls.check(child, now)
 
     def _on_ready(self, child: Child) -> None:
         slot = self.slots.get(child.slot)

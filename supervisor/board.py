@@ -43,6 +43,7 @@ _RECYCLE = 1
 _STOP = 2
 _REQ_ABORT = 65
 _REQ_ABORT_RUN = 66  # 1 length byte + 47 bytes
+_BEAT = 120  # u32: beats of the child, one a second from a thread of its own (no lock)
 _MAX_ID = 47
 _MAX_TOKEN = 31
 _MAX_WF = 103
@@ -142,6 +143,13 @@ class Board:
     def _end(self, base: int) -> None:
         mm = self._mm
         _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
+
+    def beat(self, index: int) -> None:
+        """One more beat of this child (its beat thread, each second). Written
+        without the sequence lock, which the main thread may hold: the parent
+        only looks at whether the count changes, and a torn read is a change."""
+        at = index * ENTRY_SIZE + _BEAT
+        _U32.pack_into(self._mm, at, (_U32.unpack_from(self._mm, at)[0] + 1) & 0xFFFFFFFF)
 
     def claim_entry(self, index: int, pid: int) -> None:
         """Reset entry ``index`` for a new child (called by the parent before fork)."""
@@ -284,6 +292,10 @@ class Board:
             elif now >= deadline:
                 return entry
             os.sched_yield()
+
+    def beats(self, index: int) -> int:
+        """How many times the child of entry ``index`` has beaten."""
+        return int(_U32.unpack_from(self._mm, index * ENTRY_SIZE + _BEAT)[0])
 
     def request_recycle(self, index: int) -> None:
         if self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] != _STOP:

@@ -20,6 +20,12 @@ Signals in a child:
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout it exits at once (``_orphan_watch``), as nobody else
 enforces the timeout and its heartbeat would keep the run's lease forever.
+The same thread beats on the board once a second: the parent kills a child
+whose beats and CPU time both stop (stopped, frozen: ``liveness.py``).
+
+Between runs a child also leaves when it has no file descriptor left
+(``_Hooks.check_descriptors``); ``sys.stdout`` and ``sys.stderr`` on a pipe or
+socket never wait long for its reader (``output.py``).
 
 Fork safety: the child never uses, closes or shuts down the parent's Redis
 client; it builds its own, after fork, then starts its lease keeper thread,
@@ -30,10 +36,12 @@ masked); handlers are installed before they are unblocked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
 import random
+import resource
 import select
 import signal
 import sys
@@ -57,6 +65,7 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
+from .output import dropped, never_block
 
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
@@ -131,6 +140,10 @@ class _Abort(BaseException):
     """Private: unwinds the handler when the parent aborts the current run."""
 
 
+class _OutOfDescriptors(BaseException):
+    """Private: no file descriptor left, even after the child was asked to stop."""
+
+
 def set_title(text: str) -> None:
     """Set this process's title (what ps shows); cosmetic, never fails."""
     try:
@@ -161,6 +174,9 @@ class _Hooks:
         self.sigmask: set[signal.Signals | int] = set()  # the worker loop's, set in _main
         self.dispositions: dict[signal.Signals, object] = {}  # ours, set in _main
         self.watched: tuple[signal.Signals, ...] = ()  # those not SIG_DFL (_main)
+        self._next_fd_check = 0.0  # 0: before the next claim (a run ran since)
+        self._dropped_said = 0  # bytes of output dropped, as last reported
+        self.out_of_fds = False
 
     def flush_metrics(self, force: bool = False) -> None:
         """Send metric deltas to the parent at most once a second (or now)."""
@@ -198,6 +214,7 @@ class _Hooks:
         self.board.set_claim_token(self.index, token)
 
     def started(self, run: Claimed, timeout: float | None) -> None:
+        self._next_fd_check = 0.0  # the handler may leak: look before the next claim
         self.board.push(self.index, run.id, run.token, run.workflow, timeout)
         self.board.set_claim_token(self.index, "")  # on the books now: found by its entry
         self.depth += 1
@@ -224,6 +241,8 @@ class _Hooks:
         next line logged, which an idle child may not log for hours."""
         self.flush_metrics()
         flush_logs()
+        self.report_dropped()
+        self.check_descriptors()
         reopen_std_fds()
         self.restore_cwd()
         self.restore_sigmask()
@@ -239,6 +258,47 @@ class _Hooks:
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
         return self.stop_requested or self.board.recycle_requested(self.index)
+
+    def report_dropped(self) -> None:
+        """Say how much of what handlers printed was dropped since the last time
+        (``output.py``: stdout and stderr never block this child)."""
+        now = dropped()
+        if now == self._dropped_said:
+            return
+        lost, self._dropped_said = now - self._dropped_said, now
+        self.metrics.inc("redflow_child_output_dropped_bytes_total", float(lost))
+        log.warning(
+            "%d bytes of this worker's output dropped: its stdout/stderr was not being read",
+            lost,
+        )
+
+    def check_descriptors(self) -> None:
+        """After each run (and once a second while idle), whether this process
+        can still open a descriptor. A handler that leaked them until none was
+        left (EMFILE) left its child serving: every later run that opened
+        anything (a file, a socket, a Redis connection beyond the child's own)
+        failed in it, run after run. Out of them, the child finishes what it
+        holds (its connections are open) and leaves, to be replaced; still out
+        of them a second later (the finish needed a connection it cannot open),
+        it leaves at once and the parent puts its run back, charged a crash."""
+        now = time.monotonic()
+        if now < self._next_fd_check:
+            return
+        self._next_fd_check = now + 1.0
+        try:
+            os.close(os.dup(0))
+        except OSError as exc:
+            if exc.errno != errno.EMFILE:
+                return
+            if self.out_of_fds:
+                raise _OutOfDescriptors() from exc
+            self.out_of_fds = True
+            self.stop_requested = True
+            log.error(
+                "no file descriptors left in this worker (the limit is %d: a handler "
+                "leaks them?); it stops after its current run and is replaced",
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
 
     def restore_sigmask(self) -> None:
         """Unblock the signals a handler left blocked in this thread
@@ -379,6 +439,9 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
         code = _main(spec, board, registry)
     except _Abort:
         code = ExitCode.ABORTED
+    except _OutOfDescriptors:
+        log.error("worker %d: still no file descriptors left; it exits now", spec.slot)
+        code = ExitCode.CRASH
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else ExitCode.CRASH
     except NoPermissionError as exc:  # one line, not a traceback: the fix is an ACL rule
@@ -401,6 +464,7 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
 
 def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     after_fork(spec.close_fds)
+    never_block()  # a handler's print never waits for the reader of our output
     hooks = _Hooks(board, spec)
     holder: dict[str, Worker] = {}
 
@@ -432,6 +496,12 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
+    threading.Thread(
+        target=_orphan_watch,
+        args=(board, spec.index, hooks.parent_pid),
+        name="redflow-orphan-watch",
+        daemon=True,
+    ).start()
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
     registry.freeze()
@@ -467,12 +537,6 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards_watched=spec.shards_watched,
     )
     holder["worker"] = worker
-    threading.Thread(
-        target=_orphan_watch,
-        args=(board, spec.index, hooks.parent_pid),
-        name="redflow-orphan-watch",
-        daemon=True,
-    ).start()
     board.set_state(spec.index, SlotState.IDLE, os.getpid())
     try:
         if not hooks.stopping():
@@ -483,14 +547,17 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
 
 
 def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
-    """Once a second: when the parent is gone (SIGKILL, OOM), nobody enforces the
-    current run's ``timeout`` any more, while this child's heartbeat keeps the
-    run's lease alive: a handler hung past its timeout would keep its run from
-    every other supervisor for as long as it hangs. Past the timeout, leave: the
-    lease lapses and another supervisor's reaper takes the run over. (A handler
+    """Once a second, beat on the board: the parent replaces a child whose beats
+    stop while it uses no CPU (stopped: ``liveness.py``). And when the parent is
+    gone (SIGKILL, OOM), nobody enforces the current run's ``timeout`` any more,
+    while this child's heartbeat keeps the run's lease alive: a handler hung past
+    its timeout would keep its run from every other supervisor for as long as it
+    hangs. Past the timeout, leave: the lease lapses and another supervisor's
+    reaper takes the run over. (A handler
     holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
     while True:
         time.sleep(_ORPHAN_CHECK_EVERY)
+        board.beat(index)
         if os.getppid() == parent_pid:
             continue
         now = time.monotonic()

@@ -35,6 +35,14 @@ HELP: dict[str, tuple[str, str]] = {
     "redflow_run_retries_total": ("counter", "Failed attempts scheduled for a retry."),
     "redflow_steps_total": ("counter", "Steps executed (not replayed), by workflow and status."),
     "redflow_child_exits_total": ("counter", "Worker processes that exited, by cause."),
+    "redflow_child_output_dropped_bytes_total": (
+        "counter",
+        "Bytes handlers wrote to stdout/stderr that were dropped: nobody was reading.",
+    ),
+    "redflow_child_stalls_total": (
+        "counter",
+        "Worker processes killed for making no progress (stopped: no beat, no CPU time).",
+    ),
     "redflow_leases_expired_total": ("counter", "Runs put back because their lease expired."),
     "redflow_runs_requeued_total": ("counter", "Runs put back after their worker died or stopped."),
     "redflow_cron_fires_total": ("counter", "Cron fire times that enqueued a run."),

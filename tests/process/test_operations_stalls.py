@@ -1,0 +1,139 @@
+"""Ways a child stopped serving while its supervisor believed it healthy: a
+handler's output blocked on a reader that stopped reading, a child stopped
+(SIGSTOP, a debugger, a frozen cgroup), a child out of file descriptors."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from redflow_mp import Client
+from tests.process import flows, flows_ops
+from tests.process.conftest import ROOT, Supervisor, wait_until
+from tests.process.test_observability import _free_port, _get, _scrape
+from tests.process.test_stuck_children import _PipedSupervisor
+
+pytestmark = pytest.mark.process
+
+MODULES = ("tests.process.flows", "tests.process.flows_ops")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_handler_printing_into_a_full_pipe_finishes_its_run(
+    redis_url: str, prefix: str, client: Client
+) -> None:
+    """The children write to the supervisor's own stdout and stderr. With a pipe
+    there that its reader stopped draining (a log shipper stalled), a handler's
+    ``print`` blocked in write() forever: its run never finished (the parent
+    kept its lease alive, as for a child in C code), its child never claimed
+    again, and nothing said so. Its output is now dropped past the pipe's
+    capacity, counted, and reported once the reader is back."""
+    sup = _PipedSupervisor(redis_url, prefix, ROOT / "unused.log", procs=2, modules=MODULES)
+    sup.start()
+    try:
+        sup.wait_workers(2)
+        printer = flows_ops.print_a_lot.run(2000, client=client).result(timeout=30)
+        assert flows_ops.print_a_lot.run(10, client=client).result(timeout=30) > 0
+        assert flows.pid.run(None, client=client).result(timeout=20) > 0
+        assert printer in {w.pid for w in sup.workers()}
+        sup.read_from_now_on()
+        wait_until(
+            lambda: "of this worker's output dropped" in sup.log(),
+            15,
+            message="the count of what was dropped",
+        )
+        sup.send(signal.SIGTERM)
+        assert sup.wait(timeout=15) == 0
+    finally:
+        sup.stop()
+        with contextlib.suppress(OSError):
+            os.close(sup._read_fd)
+
+
+def test_a_stopped_child_is_replaced_and_its_run_put_back(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A child stopped (SIGSTOP, a debugger, a frozen cgroup) kept its run for
+    good: the parent renewed the run's lease (as for a child in C code) and,
+    without a run timeout, waited forever; a stopped idle child was never
+    replaced (capacity silently lost). Both are now killed once they made no
+    progress for three leases (15 s by default) and replaced; the run goes back."""
+    port = _free_port()
+    sup = supervisor(procs=2, modules=MODULES, args=["--metrics-port", str(port)])
+    sup.wait_workers(2)
+    handle = flows.multi_step.run(None, client=client)
+    victim_key = f"{client.keys.tag}:victim"
+    busy = int(wait_until(lambda: client.redis.get(victim_key), 20, message="the run to park"))
+    (idle,) = [w.pid for w in sup.workers() if w.pid != busy]
+    os.kill(busy, signal.SIGSTOP)
+    os.kill(idle, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        assert handle.result(timeout=60) == "done"
+        assert time.monotonic() - stopped_at < 40
+        state = client.get_run(handle.id)
+        assert state is not None and state.crash_count == 1  # a poison pill ends
+        wait_until(lambda: _gone(busy) and _gone(idle), 10, message="the stopped children to go")
+        sup.wait_workers(2)
+        assert flows.pid.run(None, client=client).result(timeout=20) not in (busy, idle)
+        stalled = [x for x in sup.log().splitlines() if "made no progress for" in x]
+        assert len(stalled) == 2, sup.log()[-3000:]
+        assert _get(_scrape(port), "redflow_child_stalls_total") == 2
+    finally:
+        for pid in (busy, idle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_holding_the_gil_in_c_code_past_the_stall_bound_is_not_taken_for_stopped(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Its beat thread cannot run while the handler holds the GIL in C code (a
+    long regex), as in a stopped child; its CPU time moves, and it is left alone."""
+    sup = supervisor(procs=1, modules=MODULES)
+    (child,) = sup.wait_workers(1)
+
+    def probe() -> float:  # size the backtracking to hold the GIL for about 20 s
+        began = time.perf_counter()
+        re.match(r"(a+)+$", "a" * 20 + "b")
+        return time.perf_counter() - began
+
+    per_20 = max(min(probe() for _ in range(3)), 1e-4)
+    size = 20 + math.ceil(math.log2(20.0 / per_20))
+    started = time.monotonic()
+    assert flows.gil.run(size, client=client).result(timeout=180) is True
+    assert time.monotonic() - started > 16, "the regex was too short to test anything"
+    assert "made no progress" not in sup.log()
+    assert flows.pid.run(None, client=client).result(timeout=20) == child.pid
+
+
+def test_a_child_out_of_file_descriptors_is_replaced(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A handler that leaked descriptors until none was left (EMFILE) left its
+    child serving: every later run that opened anything (a file, a socket, a
+    Redis connection beyond those the child had) failed with EMFILE in it, run
+    after run, and the child was never replaced. It now finishes the run it
+    holds, says why, and leaves; its replacement serves the next runs."""
+    sup = supervisor(procs=1, modules=MODULES)
+    (first,) = sup.wait_workers(1)
+    leaker = flows_ops.leak_fds.run(None, client=client).result(timeout=20)
+    assert leaker == first.pid
+    assert flows_ops.open_file.run(None, client=client).result(timeout=30) != leaker
+    wait_until(lambda: _gone(leaker), 10, message="the child out of descriptors to go")
+    assert "no file descriptors left" in sup.log(), sup.log()[-3000:]
+    sup.wait_workers(1)
