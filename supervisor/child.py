@@ -65,7 +65,7 @@ from redflow_mp.worker import Worker
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
-from .output import dropped, never_block
+from .output import DroppingWriter, dropped, never_block
 
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
@@ -176,6 +176,7 @@ class _Hooks:
         self.watched: tuple[signal.Signals, ...] = ()  # those not SIG_DFL (_main)
         self._next_fd_check = 0.0  # 0: before the next claim (a run ran since)
         self._dropped_said = 0  # bytes of output dropped, as last reported
+        self.writers: list[DroppingWriter] = []  # our stdout/stderr (output.never_block)
         self.out_of_fds = False
 
     def flush_metrics(self, force: bool = False) -> None:
@@ -262,7 +263,7 @@ class _Hooks:
     def report_dropped(self) -> None:
         """Say how much of what handlers printed was dropped since the last time
         (``output.py``: stdout and stderr never block this child)."""
-        now = dropped()
+        now = dropped(self.writers)
         if now == self._dropped_said:
             return
         lost, self._dropped_said = now - self._dropped_said, now
@@ -464,8 +465,9 @@ def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
 
 def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     after_fork(spec.close_fds)
-    never_block()  # a handler's print never waits for the reader of our output
+    writers = never_block()  # a handler's print never waits for the reader of our output
     hooks = _Hooks(board, spec)
+    hooks.writers = writers
     holder: dict[str, Worker] = {}
 
     def on_term(signum: int, frame: object) -> None:

@@ -18,8 +18,9 @@ parent, the other children and whoever started the supervisor, keep blocking)
 or, for a socket, with ``MSG_DONTWAIT``. A write the reader does not take
 waits for it up to :data:`PATIENCE` seconds, as a blocking write would for a
 slow reader; past that the stream drops what does not fit, counting the bytes
-(:func:`dropped`; the child reports them in a warning line and the
-``redflow_child_output_dropped_bytes_total`` counter), and waits no more until
+(``DroppingWriter.dropped``, summed by :func:`dropped`; the child reports
+them in a warning line and the ``redflow_child_output_dropped_bytes_total``
+counter), and waits no more until
 the reader takes bytes again. C code and subprocesses writing to descriptor 1
 or 2 directly still block as before (C code holding the GIL while it does is
 taken for stopped by ``liveness.py``). A file, a terminal or ``/dev/null`` is
@@ -38,6 +39,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -48,12 +50,10 @@ __all__ = ["PATIENCE", "DroppingWriter", "dropped", "never_block"]
 #: How long a write waits for a reader that takes nothing before dropping.
 PATIENCE = 1.0
 
-_dropped = 0
 
-
-def dropped() -> int:
-    """Bytes of this process's ``sys.stdout`` and ``sys.stderr`` dropped so far."""
-    return _dropped
+def dropped(writers: Iterable[DroppingWriter]) -> int:
+    """Bytes ``writers`` (those :func:`never_block` installed) dropped so far."""
+    return sum(w.dropped for w in writers)
 
 
 class DroppingWriter(io.RawIOBase):
@@ -67,6 +67,7 @@ class DroppingWriter(io.RawIOBase):
         self._sock: socket.socket | None = None
         self._identity: tuple[int, int] | None = None
         self._dropping = False  # the reader took nothing for PATIENCE: do not wait
+        self.dropped = 0  # bytes dropped so far
         self._open()
 
     def _open(self) -> None:
@@ -119,7 +120,6 @@ class DroppingWriter(io.RawIOBase):
         return os.write(self._fd, view)
 
     def write(self, b: ReadableBuffer) -> int:
-        global _dropped
         view = memoryview(b).cast("B")
         total = len(view)
         if not (self.private and self._still_ours()):
@@ -142,7 +142,7 @@ class DroppingWriter(io.RawIOBase):
                 deadline = now + PATIENCE
             if self._dropping or now >= deadline:
                 self._dropping = True
-                _dropped += len(view)
+                self.dropped += len(view)
                 break
             with contextlib.suppress(InterruptedError):
                 _writable(self._fd, deadline - now)
@@ -167,9 +167,11 @@ def _stream(raw: DroppingWriter, old: TextIO | None) -> TextIO:
     )
 
 
-def never_block() -> None:
+def never_block() -> list[DroppingWriter]:
     """Give this process a ``sys.stdout`` and ``sys.stderr`` that never wait
-    past :data:`PATIENCE` for a pipe or socket's reader."""
+    past :data:`PATIENCE` for a pipe or socket's reader; returns the writers
+    installed (for :func:`dropped`)."""
+    installed: list[DroppingWriter] = []
     for fd, name in ((1, "stdout"), (2, "stderr")):
         old = getattr(sys, name)
         if old is not None:
@@ -178,7 +180,9 @@ def never_block() -> None:
         raw = DroppingWriter(fd)
         if not raw.private:
             continue
+        installed.append(raw)
         new = _stream(raw, old)
         setattr(sys, name, new)
         if getattr(sys, f"__{name}__") is old:
             setattr(sys, f"__{name}__", new)
+    return installed

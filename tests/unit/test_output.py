@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from redflow_supervisor import output
 from redflow_supervisor.output import DroppingWriter
 
 
@@ -50,13 +49,13 @@ def test_a_reader_that_reads_gets_every_byte(pipe: tuple[int, int]) -> None:
         while len(got) < 200_000:
             got.extend(os.read(r, 65536))
 
-    before = output.dropped()
+    before = raw.dropped
     reader = threading.Thread(target=read)
     reader.start()
     assert raw.write(b"z" * 200_000) == 200_000
     reader.join(timeout=30)
     assert bytes(got) == b"z" * 200_000
-    assert output.dropped() == before
+    assert raw.dropped == before
     assert os.get_blocking(w)  # the shared descriptor itself still blocks
 
 
@@ -66,11 +65,11 @@ def test_a_reader_that_stopped_costs_one_wait_then_drops_and_counts(
     r, w = pipe
     size = fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)  # a page
     raw = DroppingWriter(w)
-    before = output.dropped()
+    before = raw.dropped
     assert raw.write(b"a" * 3 * size) == 3 * size  # a page fits; the rest waits, then drops
-    assert output.dropped() - before == 2 * size
+    assert raw.dropped - before == 2 * size
     assert raw.write(b"b" * 100) == 100  # dropped at once: no wait in between
-    assert output.dropped() - before == 2 * size + 100
+    assert raw.dropped - before == 2 * size + 100
     assert _drain(r) == b"a" * size
     assert raw.write(b"c\n") == 2  # the reader is back: written again
     assert _drain(r) == b"c\n"
