@@ -62,6 +62,15 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
+    ready-queues                  SET   queues whose ready set may hold runs: every script that
+                                        places a run in a ready set adds its queue; a claim
+                                        that finds a listed set empty removes it (claims of
+                                        one queue leave it, retention's forget_queues drops
+                                        it). Claims of a registered list read only these
+    qset:<digest>                 ZSET  a worker's queue list (past 32 queues) -> its position
+                                        in the list; digest: sha1 of the names (queueset.py).
+                                        Written by the claim that registers it, expires a day
+                                        later (a claim then registers it again)
     run:<runId>:attempts          LIST  one JSON entry per execution a retry or put-back
                                         ended (attempt, startedAt, finishedAt, outcome,
                                         errorJson, cause), oldest first, capped at the newest
@@ -244,6 +253,14 @@ class Keys:
     @property
     def due_queues(self) -> str:
         return self.tag + ":due-queues"
+
+    @property
+    def ready_queues(self) -> str:
+        return self.tag + ":ready-queues"
+
+    def qset(self, digest: str) -> str:
+        """A registered queue list (queueset.py)."""
+        return f"{self.tag}:qset:{digest}"
 
     @property
     def timers(self) -> str:

@@ -257,6 +257,7 @@ def _migrate_queue(client: Runs, q: str, clock: Iterator[int], report: Migration
                     # go ahead of every run that became ready after the migration
                     # began (their scores end before it).
                     pipe.zadd(ready, scores)
+                    pipe.sadd(k.ready_queues, q)  # (see lua/_lib.lua: mark_ready)
                 pipe.sadd(k.queues, q)
                 pipe.execute()
             except redis.WatchError:

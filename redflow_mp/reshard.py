@@ -161,7 +161,8 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
         if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
             bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
             stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
-            view.redis.delete(*stale, *bells)
+            lists = view.redis.scan_iter(match=_glob_escape(view.keys.tag) + ":qset:*", count=1000)
+            view.redis.delete(*stale, view.keys.ready_queues, *bells, *lists)
     with old.redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta, "shards", m)
         pipe.hdel(meta, FIELD_TARGET)
@@ -414,6 +415,8 @@ def _move_run(src: Any, dst: Any, run_id: str, status: str, status_score: float)
             for key, score in scored:
                 if score is not None:
                     pipe.zadd(key, {run_id: score})
+                    if queue is not None and key == d.q_ready(queue):
+                        pipe.sadd(d.ready_queues, queue)  # (see lua/_lib.lua: mark_ready)
                     if queue is not None and key == d.q_scheduled(queue):
                         pipe.zadd(d.due_queues, {queue: score}, lt=True)
             pipe.zadd(d.runs_status(status), {run_id: status_score})

@@ -77,6 +77,10 @@ local function k_ready(tag, q) return tag .. ':q:' .. q .. ':ready' end
 local function k_scheduled(tag, q) return tag .. ':q:' .. q .. ':scheduled' end
 local function k_bell(tag, q) return tag .. ':q:' .. q .. ':bell' end
 local function k_due_queues(tag) return tag .. ':due-queues' end
+-- Queues whose ready set may hold runs (a superset: see mark_ready) and a worker's
+-- registered queue list (claim_run.lua, queueset.py).
+local function k_ready_queues(tag) return tag .. ':ready-queues' end
+local function k_qset(tag, digest) return tag .. ':qset:' .. digest end
 local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
@@ -153,11 +157,22 @@ local function refuse(key, e)
     'writes there (written by hand or by another program?): delete or rename it')
 end
 
+-- The ready set of `q` holds a run now: `ready-queues` lists it. Every write that
+-- places a run in a ready set calls this (or `ring`, which does) in the same
+-- script, so a non-empty ready set is always listed; a claim that finds a listed
+-- set empty removes it (claim_run.lua), so the set stays about as small as the
+-- number of queues holding runs. An index of another type is left alone (the
+-- claims of many queues then read every queue served; keycheck.py names it).
+local function mark_ready(tag, q)
+  redis.pcall('SADD', k_ready_queues(tag), q)
+end
+
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
 -- workers, busy ones claim straight from the ready set. A bell key of another
 -- type (written by hand or by another program) is left alone: ringing comes
 -- after the script's writes, and an error there would half-apply them.
 local function ring(tag, q)
+  mark_ready(tag, q)  -- a ring says `q` holds a ready run
   local bell = k_bell(tag, q)
   local n = redis.pcall('LLEN', bell)
   if type(n) == 'number' and n < BELL_CAP then
@@ -257,6 +272,7 @@ local function release_parked(tag, wf, n)
         break
       end
       if RING_LATER then
+        mark_ready(tag, f[2])  -- now: the claim in this call must see it
         RING_LATER[#RING_LATER + 1] = f[2]
         RING_LATER[#RING_LATER + 1] = id
       else

@@ -280,6 +280,7 @@ end
 local function give_back(tag, id, q, score, slot, key, e)
   if slot then redis.call('SREM', slot, id) end
   redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+  mark_ready(tag, q)
   refuse(key, e)
 end
 
@@ -384,6 +385,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
     -- no claim can pass while it is broken) and fail the call.
     if not woken then redis.call('SREM', running, id) end
     redis.call('ZADD', k_ready(tag, q), score, id)
+    mark_ready(tag, q)
     refuse(k_leases(tag), leased)
   end
   local started = f[12]

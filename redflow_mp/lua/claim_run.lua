@@ -15,7 +15,14 @@
 -- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
 --          claim, ring again to wake the next idle worker (enqueue rings only when a
 --          ready set goes from empty to non-empty)
--- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first)
+-- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first);
+--          past 32 queues, optionally ARGV[12+n] a digest to register the list under
+--          (qset:<digest>, read by the calls below) and ARGV[13+n] the turn (below)
+--          | '-1': a registered list: ARGV[12] its digest, ARGV[13] its length n,
+--          ARGV[14] the turn (ties go to the queue at that 0-based position, then to
+--          the ones after it: the list rotated by turn), ARGV[15] '1' = read every
+--          queue of the list, not only those ready-queues lists (the safety net: it
+--          lists the non-empty ones there again)
 -- Reply: { finish result, claimed, dropped }
 --   finish result: '' (nothing to finish) | 'lease-lost' | the run's new status
 --     (also when this token's finish was already applied: a resend after a lost
@@ -27,16 +34,21 @@
 --            in all: the worker reads them by HSCAN), unreadBytes their size ('' if
 --            unknown)
 --   dropped: { '<queue> <id>', ... } ready entries whose run record was gone
+--   claimed is 'register' when the registered list is gone (expired, or of another
+--     type): the finish was applied; send the claim again with the list
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
 -- the claim takes the lowest ready score over all the queues (highest priority,
--- then oldest), in O(n + log N) (past 32 queues the empty ones cost one EXISTS
--- per 32, not a ZRANGE each); a claimed run is running, leased (hash field +
+-- then oldest), in O(n + log N) for a list in ARGV (past 32 queues the empty ones
+-- cost one EXISTS per 32, not a ZRANGE each), in O(m + log N) for a registered
+-- list, m the queues of it that ready-queues lists (those holding runs, and any
+-- emptied since by a claim of one queue); a claimed run is running, leased (hash field +
 -- `leases` entry) and counted in wf-running:<wf>; a run over its workflow's
 -- max_concurrency is parked in wf-waiting:<wf>, never dropped; a run over its
 -- workflow's rate limit is scheduled at its reserved start (rate_deferred). At
 -- most 32 skipped entries (stale, canceled, parked, rate-limited) per call; when
 -- more remain, the queue's bell rings so that a worker goes on at once.
 local tag = ARGV[1]
+local QSET_TTL_MS = 86400000  -- a registered list lives a day after its registration
 DROPPED = {}  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
 local token = ARGV[3]
@@ -107,39 +119,92 @@ local function claim_next()
     return nil
   end
 
-  -- Several queues: read each non-empty queue's head once, pop the lowest; after a
-  -- skipped entry only that queue's head is read again. An empty ready set is no
-  -- key at all, so past HEAD_BLOCK queues one EXISTS per block of HEAD_BLOCK
-  -- finds the blocks holding runs and only their heads are read: 1,000 queues of
-  -- which a few hold runs cost ~32 EXISTS and a few blocks' ZRANGEs instead of
-  -- 1,000 ZRANGEs (880 -> ~130 us per claim). Still O(n) key lookups, in C. The
-  -- order is unchanged: every non-empty queue's head is compared.
+  -- Several queues. The candidates: names[i] at position pos[i] of the worker's
+  -- list. A registered list (ARGV[11] = '-1') is intersected with ready-queues, the
+  -- queues whose ready set may hold runs: the cost follows the queues holding runs,
+  -- not the queues served (5,000 queues served, a few holding runs: a few reads).
+  -- Else (a list in ARGV, or the scan of a registered one) every head is read:
+  -- past HEAD_BLOCK queues one EXISTS per block of HEAD_BLOCK finds the blocks
+  -- holding runs (an empty ready set is no key) and only their heads are read.
+  -- Either way every candidate's head is compared: the order is the same.
   local HEAD_BLOCK = 32
+  local names, pos, n, turn = {}, {}, nq, 0
+  local scan, heal = true, false  -- read every queue; list the non-empty ones
+  if ARGV[11] == '-1' then
+    local qs = k_qset(tag, ARGV[12])
+    n, turn, scan = tonumber(ARGV[13]), tonumber(ARGV[14]) or 0, ARGV[15] == '1'
+    local got
+    if not scan then
+      got = redis.pcall('ZINTER', 2, k_ready_queues(tag), qs, 'WEIGHTS', 0, 1, 'WITHSCORES')
+      if failed(got) then scan = true end  -- ready-queues of another type: read them all
+    end
+    heal = scan
+    if scan then
+      got = redis.pcall('ZRANGE', qs, 0, -1)  -- in the list's order: positions 0, 1, ...
+      if failed(got) or #got == 0 then return 'register' end
+      for i = 1, #got do names[i], pos[i] = got[i], i - 1 end
+    else
+      if #got == 0 and redis.call('EXISTS', qs) == 0 then return 'register' end
+      for i = 1, #got, 2 do
+        names[#names + 1] = got[i]
+        pos[#pos + 1] = tonumber(got[i + 1])
+      end
+    end
+  else
+    for i = 1, nq do names[i], pos[i] = ARGV[11 + i], i - 1 end
+    local digest = ARGV[12 + nq]
+    if digest and digest ~= '' then  -- register the list: qset:<digest>, position -> name
+      turn, heal = tonumber(ARGV[13 + nq]) or 0, true
+      local qs = k_qset(tag, digest)
+      redis.call('DEL', qs)
+      for first = 1, nq, 400 do
+        local args = {}
+        for i = first, math.min(first + 399, nq) do
+          args[#args + 1] = i - 1
+          args[#args + 1] = names[i]
+        end
+        redis.call('ZADD', qs, unpack(args))
+      end
+      redis.call('PEXPIRE', qs, QSET_TTL_MS)
+    end
+  end
+  local nn = #names
   local heads = {}
   local function read_heads(from, to)
     for i = from, to do
-      local head = redis.call('ZRANGE', k_ready(tag, ARGV[11 + i]), 0, 0, 'WITHSCORES')
-      if head[1] then heads[i] = tonumber(head[2]) end
+      local head = redis.call('ZRANGE', k_ready(tag, names[i]), 0, 0, 'WITHSCORES')
+      if head[1] then
+        heads[i] = tonumber(head[2])
+        if heal then mark_ready(tag, names[i]) end
+      elseif not scan then
+        redis.pcall('SREM', k_ready_queues(tag), names[i])  -- emptied by a claim
+      end
     end
   end
-  if nq <= HEAD_BLOCK then
-    read_heads(1, nq)
+  if not scan or nn <= HEAD_BLOCK then
+    read_heads(1, nn)
   else
     local block = {}
-    for from = 1, nq, HEAD_BLOCK do
-      local to = math.min(nq, from + HEAD_BLOCK - 1)
-      for i = from, to do block[i - from + 1] = k_ready(tag, ARGV[11 + i]) end
+    for from = 1, nn, HEAD_BLOCK do
+      local to = math.min(nn, from + HEAD_BLOCK - 1)
+      for i = from, to do block[i - from + 1] = k_ready(tag, names[i]) end
       for j = to - from + 2, HEAD_BLOCK do block[j] = nil end
       if redis.call('EXISTS', unpack(block)) > 0 then read_heads(from, to) end
     end
   end
+  -- Lowest score first; ties go to the queue at position `turn`, then the ones
+  -- after it (the list rotated by turn).
+  local function before(i, j)
+    if heads[i] ~= heads[j] then return heads[i] < heads[j] end
+    return (pos[i] - turn) % n < (pos[j] - turn) % n
+  end
   for _ = 1, 32 do
     local best = nil
-    for i = 1, nq do
-      if heads[i] and (best == nil or heads[i] < heads[best]) then best = i end
+    for i = 1, nn do
+      if heads[i] and (best == nil or before(i, best)) then best = i end
     end
     if best == nil then break end
-    local q = ARGV[11 + best]
+    local q = names[best]
     local ready = k_ready(tag, q)
     local head = redis.call('ZPOPMIN', ready)
     if head[1] then
@@ -148,9 +213,10 @@ local function claim_next()
     end
     local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     heads[best] = nxt[1] and tonumber(nxt[2]) or nil
+    if not nxt[1] and not scan then redis.pcall('SREM', k_ready_queues(tag), q) end
   end
-  for i = 1, nq do
-    if heads[i] then ring(tag, ARGV[11 + i]) end  -- skipped 32 and more remain (above)
+  for i = 1, nn do
+    if heads[i] then ring(tag, names[i]) end  -- skipped 32 and more remain (above)
   end
   return nil
 end

@@ -83,6 +83,7 @@ local max_attempts = attempt - 1 + budget
 -- call with the run unchanged.
 local placed = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
 if failed(placed) then refuse(k_ready(tag, q), placed) end
+mark_ready(tag, q)
 -- The ended execution's history entry, implied by the fields cleared below, is
 -- written out first (write_final_attempt, _lib.lua).
 write_final_attempt(tag, id)
