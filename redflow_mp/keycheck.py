@@ -148,7 +148,7 @@ def expected_types(
         (keys.due_queues, "zset", _PLACING),
         (
             keys.ready_queues,
-            "set",
+            "zset",
             "claims of many queues read every queue served (slower); none is lost",
         ),
         (keys.timers, "zset", _PLACING),

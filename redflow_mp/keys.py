@@ -62,11 +62,13 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
-    ready-queues                  SET   queues whose ready set may hold runs: every script that
-                                        places a run in a ready set adds its queue; a claim
-                                        that finds a listed set empty removes it (claims of
-                                        one queue leave it, retention's forget_queues drops
-                                        it). Claims of a registered list read only these
+    ready-queues                  ZSET  queue -> a lower bound of its ready set's head score,
+                                        for every queue whose ready set holds runs (and some
+                                        emptied since): every script that places a run in a
+                                        ready set lowers it (ZADD LT); claims of a registered
+                                        list walk it from the lowest, set the bounds they read
+                                        to the heads and remove empty queues (claims of one
+                                        queue leave them; retention's forget_queues drops them)
     qset:<digest>                 ZSET  a worker's queue list (past 32 queues) -> its position
                                         in the list; digest: sha1 of the names (queueset.py).
                                         Written by the claim that registers it, expires a day

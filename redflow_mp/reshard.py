@@ -416,7 +416,7 @@ def _move_run(src: Any, dst: Any, run_id: str, status: str, status_score: float)
                 if score is not None:
                     pipe.zadd(key, {run_id: score})
                     if queue is not None and key == d.q_ready(queue):
-                        pipe.sadd(d.ready_queues, queue)  # (see lua/_lib.lua: mark_ready)
+                        pipe.zadd(d.ready_queues, {queue: score}, lt=True)  # (mark_ready)
                     if queue is not None and key == d.q_scheduled(queue):
                         pipe.zadd(d.due_queues, {queue: score}, lt=True)
             pipe.zadd(d.runs_status(status), {run_id: status_score})

@@ -39,9 +39,10 @@
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
 -- the claim takes the lowest ready score over all the queues (highest priority,
 -- then oldest), in O(n + log N) for a list in ARGV (past 32 queues the empty ones
--- cost one EXISTS per 32, not a ZRANGE each), in O(m + log N) for a registered
--- list, m the queues of it that ready-queues lists (those holding runs, and any
--- emptied since by a claim of one queue); a claimed run is running, leased (hash field +
+-- cost one EXISTS per 32, not a ZRANGE each), for a registered list in O(log N)
+-- plus the entries of ready-queues walked (one page of 32 and a head or two when
+-- the bounds are exact; at most 8 pages, then O(m), m the queues of the list it
+-- holds); a claimed run is running, leased (hash field +
 -- `leases` entry) and counted in wf-running:<wf>; a run over its workflow's
 -- max_concurrency is parked in wf-waiting:<wf>, never dropped; a run over its
 -- workflow's rate limit is scheduled at its reserved start (rate_deferred). At
@@ -114,15 +115,112 @@ local function claim_next()
       if got then return claimed(q, got) end
     end
     -- 32 entries skipped (parked, rate-limited, stale) and more remain: ring, so
-    -- that a worker (this one, blocking next) goes on at once.
-    if redis.call('ZCARD', ready) > 0 then ring(tag, q) end
+    -- that a worker (this one, blocking next) goes on at once. Else the set is
+    -- empty: out of ready-queues (a claim that found nothing: not the hot path).
+    if redis.call('ZCARD', ready) > 0 then
+      ring(tag, q)
+    else
+      redis.pcall('ZREM', k_ready_queues(tag), q)
+    end
     return nil
   end
 
+  -- A registered list (not a scan): walk ready-queues from the lowest bound, a page
+  -- of PAGE at a time; the queues of the list among them (ZMSCORE) have their head
+  -- read, and the walk stops at a bound above the lowest head found: no queue
+  -- further on can hold a lower one (a bound is never above its queue's head). The
+  -- bounds read are set to their heads (and empty queues removed) after the walk;
+  -- the queue claimed from gets its new head. With the bounds exact (the usual
+  -- case) a claim reads one page and a head or two, however many queues are
+  -- served and hold runs. Past PAGES pages (many queues not in the list ahead of
+  -- those in it) the intersection below takes over.
+  if ARGV[11] == '-1' and ARGV[15] ~= '1' then
+    local index, qs = k_ready_queues(tag), k_qset(tag, ARGV[12])
+    local n, turn = tonumber(ARGV[13]), tonumber(ARGV[14]) or 0
+    local PAGE, PAGES = 32, 8
+    -- The queue of the list holding the lowest head (ties: the lowest position
+    -- after `turn`); nil: none; false: not found within PAGES pages, or an index
+    -- or list of another type.
+    local function lowest()
+      local best, best_h, best_r = nil, nil, nil
+      local fixes, done, from = {}, false, 0
+      for _ = 1, PAGES do
+        local page = redis.pcall('ZRANGE', index, from, from + PAGE - 1, 'WITHSCORES')
+        if failed(page) then return false end
+        local members = {}
+        for i = 1, #page, 2 do members[#members + 1] = page[i] end
+        if #members == 0 then
+          done = true
+          break
+        end
+        local at = redis.pcall('ZMSCORE', qs, unpack(members))
+        if failed(at) then return false end
+        for j = 1, #members do
+          local bound = tonumber(page[2 * j])
+          if best_h and bound > best_h then
+            done = true
+            break
+          end
+          if at[j] then
+            local q = members[j]
+            local head = redis.call('ZRANGE', k_ready(tag, q), 0, 0, 'WITHSCORES')
+            if not head[1] then
+              fixes[#fixes + 1] = { q }
+            else
+              local h, r = tonumber(head[2]), (tonumber(at[j]) - turn) % n
+              if h > bound then fixes[#fixes + 1] = { q, head[2] } end
+              if not best_h or h < best_h or (h == best_h and r < best_r) then
+                best, best_h, best_r = q, h, r
+              end
+            end
+          end
+        end
+        if done or #members < PAGE then
+          done = true
+          break
+        end
+        from = from + PAGE
+      end
+      for _, fix in ipairs(fixes) do
+        if fix[2] then
+          redis.pcall('ZADD', index, 'XX', fix[2], fix[1])
+        else
+          redis.pcall('ZREM', index, fix[1])
+        end
+      end
+      if not done then return false end
+      return best
+    end
+    local q = lowest()
+    for _ = 1, 32 do
+      if not q then break end
+      local ready = k_ready(tag, q)
+      local head = redis.call('ZPOPMIN', ready)
+      local got = nil
+      if head[1] then got = take(tag, head[1], q, head[2], token, lease_ms, now) end
+      local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+      if nxt[1] then
+        redis.pcall('ZADD', index, 'XX', nxt[2], q)
+      else
+        redis.pcall('ZREM', index, q)
+      end
+      if got then return claimed(q, got) end
+      q = lowest()
+    end
+    if q then  -- skipped 32 and more remain (above)
+      ring(tag, q)
+      return nil
+    end
+    if q == nil then
+      if redis.call('EXISTS', qs) == 0 then return 'register' end
+      return nil
+    end
+  end
+
   -- Several queues. The candidates: names[i] at position pos[i] of the worker's
-  -- list. A registered list (ARGV[11] = '-1') is intersected with ready-queues, the
-  -- queues whose ready set may hold runs: the cost follows the queues holding runs,
-  -- not the queues served (5,000 queues served, a few holding runs: a few reads).
+  -- list. A registered list (ARGV[11] = '-1') whose walk above gave up is
+  -- intersected with ready-queues, the queues whose ready set may hold runs: the
+  -- cost follows the queues holding runs, not the queues served.
   -- Else (a list in ARGV, or the scan of a registered one) every head is read:
   -- past HEAD_BLOCK queues one EXISTS per block of HEAD_BLOCK finds the blocks
   -- holding runs (an empty ready set is no key) and only their heads are read.
@@ -175,9 +273,9 @@ local function claim_next()
       local head = redis.call('ZRANGE', k_ready(tag, names[i]), 0, 0, 'WITHSCORES')
       if head[1] then
         heads[i] = tonumber(head[2])
-        if heal then mark_ready(tag, names[i]) end
+        if heal then redis.pcall('ZADD', k_ready_queues(tag), head[2], names[i]) end
       elseif not scan then
-        redis.pcall('SREM', k_ready_queues(tag), names[i])  -- emptied by a claim
+        redis.pcall('ZREM', k_ready_queues(tag), names[i])  -- emptied by a claim
       end
     end
   end
@@ -213,7 +311,13 @@ local function claim_next()
     end
     local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     heads[best] = nxt[1] and tonumber(nxt[2]) or nil
-    if not nxt[1] and not scan then redis.pcall('SREM', k_ready_queues(tag), q) end
+    if ARGV[11] == '-1' then  -- a registered list: its bound is its new head
+      if nxt[1] then
+        redis.pcall('ZADD', k_ready_queues(tag), 'XX', nxt[2], q)
+      else
+        redis.pcall('ZREM', k_ready_queues(tag), q)
+      end
+    end
   end
   for i = 1, nn do
     if heads[i] then ring(tag, names[i]) end  -- skipped 32 and more remain (above)

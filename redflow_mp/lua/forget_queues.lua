@@ -9,7 +9,7 @@
 -- Reply: { forgotten queue, ... }
 -- A candidate whose ready set is empty also leaves `ready-queues`.
 -- Invariant: a queue with a ready or scheduled run is never forgotten. Cost:
--- two ZCARDs and an SREM per candidate.
+-- two ZCARDs and a ZREM per candidate.
 local tag = ARGV[1]
 local n = tonumber(ARGV[2])
 local served = {}
@@ -19,7 +19,7 @@ for i = 3 + n, #ARGV do
   local q = ARGV[i]
   local idle = redis.call('ZCARD', k_ready(tag, q)) == 0
   -- a stale entry of the index of ready queues (claims of one queue leave them)
-  if idle then redis.pcall('SREM', k_ready_queues(tag), q) end
+  if idle then redis.pcall('ZREM', k_ready_queues(tag), q) end
   if not served[q] and idle and redis.call('ZCARD', k_scheduled(tag, q)) == 0 then
     if redis.call('SREM', KEYS[1], q) == 1 then
       redis.call('DEL', k_bell(tag, q))

@@ -13,7 +13,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.codec import text
-from redflow_mp.ids import new_token
+from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.queueset import digest
 from tests.helpers import command_counts
 
@@ -31,7 +31,7 @@ def _id(claimed: object) -> str | None:
 
 
 def _listed(raw: redis.Redis, client: Client) -> set[str]:
-    return {text(m) for m in raw.smembers(client.keys.ready_queues)}
+    return {text(m) for m in raw.zrange(client.keys.ready_queues, 0, -1)}
 
 
 def _holding(raw: redis.Redis, client: Client) -> set[str]:
@@ -44,8 +44,27 @@ def _holding(raw: redis.Redis, client: Client) -> set[str]:
 
 
 def _index_true(raw: redis.Redis, client: Client) -> None:
+    """Every ready set holding a run is listed, at most at its head's score."""
     holding = _holding(raw, client)
     assert holding <= _listed(raw, client), (holding, _listed(raw, client))
+    for q in holding:
+        head = float(raw.zrange(client.keys.q_ready(q), 0, 0, withscores=True)[0][1])
+        bound = raw.zscore(client.keys.ready_queues, q)
+        assert bound is not None and bound <= head, (q, bound, head)
+
+
+def _place(raw: redis.Redis, client: Client, q: str, run_id: str, score: int) -> None:
+    """Put a run in a ready set at ``score`` by hand, as the scripts would (its
+    bound in ready-queues lowered: see mark_ready)."""
+    raw.zadd(client.keys.q_ready(q), {run_id: score})
+    raw.zadd(client.keys.ready_queues, {q: score}, lt=True)
+
+
+def _enqueue(client: Client, wf: str, q: str, priority: int = 0) -> str:
+    rid, _ = client.scripts.enqueue(
+        new_run_id(), wf, q, b"{}", 1, 0, "", 0, "", "", None, None, priority=priority
+    )
+    return rid
 
 
 def test_a_claim_over_2000_queues_reads_only_the_queues_holding_runs(
@@ -58,10 +77,7 @@ def test_a_claim_over_2000_queues_reads_only_the_queues_holding_runs(
     the number of queues served; the order over all the queues is unchanged."""
     _claim(client)  # the first claim of a list registers it
     old, new = enq("wa", queue="q5"), enq("wb", queue="q1999")
-    high = enq("wc", queue="q1000")
-    raw.zadd(client.keys.q_ready("q5"), {old: 10})
-    raw.zadd(client.keys.q_ready("q1999"), {new: 20})
-    raw.zadd(client.keys.q_ready("q1000"), {high: 30 - 2**44})  # priority 1 beats older runs
+    high = _enqueue(client, "wc", "q1000", priority=1)  # beats older runs
     got: list[object] = []
     counts = command_counts(raw, lambda: got.append(_claim(client)))
     assert counts.get("exists", 0) <= 1 and counts.get("zrange", 0) <= 4, counts
@@ -77,10 +93,10 @@ def test_ties_go_to_the_queue_at_the_turn(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     a, b = enq("wd", queue="q40"), enq("we", queue="q700")
-    raw.zadd(client.keys.q_ready("q40"), {a: 5})
-    raw.zadd(client.keys.q_ready("q700"), {b: 5})
+    _place(raw, client, "q40", a, 5)
+    _place(raw, client, "q700", b, 5)
     assert _id(_claim(client, turn=700)) == b  # q700, q701, ..., q1999, q0, ..., q40
-    raw.zadd(client.keys.q_ready("q700"), {b: 5})
+    _place(raw, client, "q700", b, 5)
     raw.hset(client.keys.run(b), "status", "queued")
     raw.srem(client.keys.wf_running("we"), b)
     assert _id(_claim(client, turn=41)) == b  # q40 comes last
@@ -97,7 +113,7 @@ def test_every_path_that_fills_a_ready_set_lists_its_queue(
 
     def unlist(q: str) -> None:
         assert raw.zcard(k.q_ready(q)) == 0
-        raw.srem(k.ready_queues, q)
+        raw.zrem(k.ready_queues, q)
 
     enq("w1", queue="a")  # enqueue into an empty ready set
     assert "a" in _listed(raw, client)
@@ -206,3 +222,87 @@ def test_enqueue_runs_lists_its_queue(raw: redis.Redis, client: Client) -> None:
     client.run_many_by_name("wn", [{}, {}], queue_override="bulk")
     assert "bulk" in _listed(raw, client)
     _index_true(raw, client)
+
+
+def test_a_claim_over_2000_queues_all_holding_runs_reads_a_few(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Every one of 2,000 queues served holds a run: a claim read each one's head
+    (2,000 ZRANGEs, ~3-6 ms of Redis per claim). Now it walks ready-queues from
+    the lowest bound: one page and a head or two."""
+    raw.hset(client.keys.workflow("wp"), "maxConcurrency", "100000")
+    _claim(client)
+    ids = [_enqueue(client, "wp", q) for q in QUEUES]
+    with raw.pipeline(transaction=False) as pipe:  # distinct scores: no ties to compare
+        for i, (q, rid) in enumerate(zip(QUEUES, ids, strict=True)):
+            pipe.zadd(client.keys.q_ready(q), {rid: i + 1})
+            pipe.zadd(client.keys.ready_queues, {q: i + 1}, lt=True)
+        pipe.execute()
+    got: list[object] = []
+    counts = command_counts(raw, lambda: got.append(_claim(client)))
+    assert counts.get("zrange", 0) <= 6 and sum(counts.values()) <= 40, counts
+    assert _id(got[0]) == ids[0]
+    for _ in range(5):
+        got.append(_claim(client))
+    assert [_id(g) for g in got] == ids[:6]
+    _index_true(raw, client)
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+def test_claims_take_the_lowest_head_whatever_the_bounds(
+    raw: redis.Redis, client: Client, seed: int
+) -> None:
+    """Runs of random priorities in random queues; claims of one queue (which leave
+    their queue's bound low), cancels and enqueues in between: each claim of the
+    list takes the lowest head of all (ties: the lowest position after the turn)."""
+    import random
+
+    rnd = random.Random(seed)
+    raw.hset(client.keys.workflow("wq"), "maxConcurrency", "100000")
+    served = QUEUES[:300]
+    _claim(client, served)
+    for _ in range(400):
+        _enqueue(client, "wq", rnd.choice(served[:60]), priority=rnd.choice((0, 0, 3, 9)))
+    for step in range(150):
+        turn = rnd.randrange(len(served))
+        heads = []
+        for i, q in enumerate(served):
+            top = raw.zrange(client.keys.q_ready(q), 0, 0, withscores=True)
+            if top:
+                heads.append((top[0][1], (i - turn) % len(served), text(top[0][0])))
+        want = min(heads)[2] if heads else None
+        assert _id(_claim(client, served, turn=turn)) == want, step
+        r = rnd.random()
+        if r < 0.2:  # a claim of one queue: its bound goes stale-low
+            client.scripts.claim((rnd.choice(served[:60]),), 5_000, new_token())
+        elif r < 0.3:
+            _enqueue(client, "wq", rnd.choice(served), priority=rnd.choice((0, 5)))
+        elif r < 0.35 and heads:
+            client.cancel_run(rnd.choice(heads)[2])
+        _index_true(raw, client)
+
+
+def test_many_queues_not_served_ahead_fall_back_to_the_intersection(
+    raw: redis.Redis, client: Client
+) -> None:
+    """300 queues not in the list hold older runs (lower bounds): the walk gives up
+    after 8 pages of 32 and the claim intersects the list with ready-queues."""
+    raw.hset(client.keys.workflow("wr"), "maxConcurrency", "100000")
+    _claim(client)
+    for i in range(300):
+        _enqueue(client, "wr", f"other{i}")
+    mine = [_enqueue(client, "wr", "q7"), _enqueue(client, "wr", "q1234")]
+    got = [_claim(client), _claim(client), _claim(client)]
+    assert [_id(g) for g in got] == [*mine, None]
+    assert len(_listed(raw, client)) == 300  # the others stay listed
+    _index_true(raw, client)
+
+
+def test_a_claim_of_one_queue_that_finds_it_empty_unlists_it(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    rid = enq("ws", queue="solo")
+    assert _id(client.scripts.claim(("solo",), 5_000, new_token())[1]) == rid
+    assert "solo" in _listed(raw, client)  # the hot path writes nothing more
+    assert client.scripts.claim(("solo",), 5_000, new_token())[1] is None
+    assert "solo" not in _listed(raw, client)
