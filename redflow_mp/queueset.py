@@ -48,14 +48,23 @@ def digest(queues: tuple[str, ...]) -> str:
 class QueueLists:
     """The queue arguments of one claimer's claims to one server (or shard): the
     digest of the last list claimed from (found by identity: a worker passes the
-    same tuple each time) and the time of its last scan."""
+    same tuple each time) and the time of its last scan. Safe to share between
+    threads (one attribute read or written at a time: at worst a digest is
+    computed twice or a scan made twice)."""
 
-    __slots__ = ("_digest", "_queues", "_scanned")
+    __slots__ = ("_last", "_scanned")
 
     def __init__(self) -> None:
-        self._queues: tuple[str, ...] | None = None
-        self._digest = ""
+        self._last: tuple[tuple[str, ...], str] = ((), "")
         self._scanned = float("-inf")
+
+    def _digest(self, queues: tuple[str, ...]) -> str:
+        last = self._last
+        if last[0] is queues:
+            return last[1]
+        named = digest(queues)
+        self._last = (queues, named)
+        return named
 
     def args(self, queues: tuple[str, ...], turn: int, scan: bool) -> tuple[Any, ...]:
         """``claim_run``'s ARGV from 11 on: the names (up to MANY_QUEUES, the list
@@ -66,15 +75,11 @@ class QueueLists:
                 i = turn % n
                 queues = queues[i:] + queues[:i]
             return (n, *queues)
-        if queues is not self._queues:
-            self._queues, self._digest = queues, digest(queues)
         now = time.monotonic()
         if scan or now - self._scanned >= SCAN_EVERY:
             scan, self._scanned = True, now
-        return (-1, self._digest, n, turn % n, "1" if scan else "")
+        return (-1, self._digest(queues), n, turn % n, "1" if scan else "")
 
     def register(self, queues: tuple[str, ...], turn: int) -> tuple[Any, ...]:
         """The same for the call that registers the list (after a ``register`` reply)."""
-        if queues is not self._queues:
-            self._queues, self._digest = queues, digest(queues)
-        return (len(queues), *queues, self._digest, turn % len(queues))
+        return (len(queues), *queues, self._digest(queues), turn % len(queues))
