@@ -452,7 +452,9 @@ class Scripts(ScriptSet, WaitCalls):
         sent = time.monotonic()
         keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
         args = (self._tag, lease_ms, token, *fargs, only_id, "1" if woken else "")
-        if only_id or (not turn and len(queues) <= MANY_QUEUES):
+        if not token:  # a finish only: no queue is read
+            reply = self.run("claim_run", keys, (*args, 0), retry=False)
+        elif only_id or (not turn and len(queues) <= MANY_QUEUES):
             reply = self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
         else:
             qargs = self._lists.args(queues, turn, scan)
