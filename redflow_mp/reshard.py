@@ -10,8 +10,9 @@ What moves, and the rule that decides where (docs/operations.md, "Shards"):
   with all its keys (``run:<id>``, steps, attempts, awaits, waiters, children,
   kicked, events and their lists: DUMP/RESTORE, content and TTL exact) and index
   entries with their scores (``runs:created``, ``runs:status:<s>``,
-  ``workflow-runs:<wf>``, and for an unfinished run its ``q:<queue>:ready`` or
-  ``q:<queue>:scheduled`` entry (+ ``due-queues``), ``leases`` and ``timers``).
+  ``workflow-runs:<wf>``, and for an unfinished run its ``q:<queue>:ready`` (+
+  ``ready-queues``) or ``q:<queue>:scheduled`` entry (+ ``due-queues``), ``leases``
+  and ``timers``).
   Going 1 -> M no run moves at all; M -> 1 every run moves to ``{<prefix>}``.
 * **An unfinished run must land in its workflow's new shard** (queued,
   scheduled, running or suspended: its workflow's concurrency gate, rate limit
