@@ -146,6 +146,11 @@ def expected_types(
         (keys.workflows, "set", _LISTING),
         (keys.leases, "zset", "no run is claimed until it is removed; none is lost"),
         (keys.due_queues, "zset", _PLACING),
+        (
+            keys.ready_queues,
+            "zset",
+            "claims of many queues read every queue served (slower); none is lost",
+        ),
         (keys.timers, "zset", _PLACING),
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),

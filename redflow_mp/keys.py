@@ -62,6 +62,17 @@ Keys redflow-mp adds::
     queues                        SET   queue names, for listing (ops views, metrics); idle
                                         unserved ones are forgotten by the retention duty
     q:<queue>:bell                LIST  wake-up tokens for idle workers (capped; BLPOP target)
+    ready-queues                  ZSET  queue -> a lower bound of its ready set's head score,
+                                        for every queue whose ready set holds runs (and some
+                                        emptied since): every script that places a run in a
+                                        ready set lowers it (ZADD LT); claims of a registered
+                                        list walk it from the lowest, set the bounds they read
+                                        to the heads and remove empty queues (claims of one
+                                        queue leave them; retention's forget_queues drops them)
+    qset:<digest>                 ZSET  a worker's queue list (past 32 queues) -> its position
+                                        in the list; digest: sha1 of the names (queueset.py).
+                                        Written by the claim that registers it, expires a day
+                                        later (a claim then registers it again)
     run:<runId>:attempts          LIST  one JSON entry per execution a retry or put-back
                                         ended (attempt, startedAt, finishedAt, outcome,
                                         errorJson, cause), oldest first, capped at the newest
@@ -244,6 +255,14 @@ class Keys:
     @property
     def due_queues(self) -> str:
         return self.tag + ":due-queues"
+
+    @property
+    def ready_queues(self) -> str:
+        return self.tag + ":ready-queues"
+
+    def qset(self, digest: str) -> str:
+        """A registered queue list (queueset.py)."""
+        return f"{self.tag}:qset:{digest}"
 
     @property
     def timers(self) -> str:

@@ -257,6 +257,8 @@ def _migrate_queue(client: Runs, q: str, clock: Iterator[int], report: Migration
                     # go ahead of every run that became ready after the migration
                     # began (their scores end before it).
                     pipe.zadd(ready, scores)
+                    low = min(scores.values())  # (see lua/_lib.lua: mark_ready)
+                    pipe.zadd(k.ready_queues, {q: low}, lt=True)
                 pipe.sadd(k.queues, q)
                 pipe.execute()
             except redis.WatchError:

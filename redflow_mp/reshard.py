@@ -10,8 +10,9 @@ What moves, and the rule that decides where (docs/operations.md, "Shards"):
   with all its keys (``run:<id>``, steps, attempts, awaits, waiters, children,
   kicked, events and their lists: DUMP/RESTORE, content and TTL exact) and index
   entries with their scores (``runs:created``, ``runs:status:<s>``,
-  ``workflow-runs:<wf>``, and for an unfinished run its ``q:<queue>:ready`` or
-  ``q:<queue>:scheduled`` entry (+ ``due-queues``), ``leases`` and ``timers``).
+  ``workflow-runs:<wf>``, and for an unfinished run its ``q:<queue>:ready`` (+
+  ``ready-queues``) or ``q:<queue>:scheduled`` entry (+ ``due-queues``), ``leases``
+  and ``timers``).
   Going 1 -> M no run moves at all; M -> 1 every run moves to ``{<prefix>}``.
 * **An unfinished run must land in its workflow's new shard** (queued,
   scheduled, running or suspended: its workflow's concurrency gate, rate limit
@@ -161,7 +162,8 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
         if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
             bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
             stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
-            view.redis.delete(*stale, *bells)
+            lists = view.redis.scan_iter(match=_glob_escape(view.keys.tag) + ":qset:*", count=1000)
+            view.redis.delete(*stale, view.keys.ready_queues, *bells, *lists)
     with old.redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta, "shards", m)
         pipe.hdel(meta, FIELD_TARGET)
@@ -414,6 +416,8 @@ def _move_run(src: Any, dst: Any, run_id: str, status: str, status_score: float)
             for key, score in scored:
                 if score is not None:
                     pipe.zadd(key, {run_id: score})
+                    if queue is not None and key == d.q_ready(queue):
+                        pipe.zadd(d.ready_queues, {queue: score}, lt=True)  # (mark_ready)
                     if queue is not None and key == d.q_scheduled(queue):
                         pipe.zadd(d.due_queues, {queue: score}, lt=True)
             pipe.zadd(d.runs_status(status), {run_id: status_score})

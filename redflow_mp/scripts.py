@@ -42,6 +42,7 @@ from .keys import Keys
 from .luafiles import build_library, library_name, load_sources, script_names
 from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
+from .queueset import MANY_QUEUES, QueueLists
 from .transport import Transport, is_noscript, refused
 from .wait_scripts import WaitCalls
 
@@ -339,6 +340,7 @@ class Scripts(ScriptSet, WaitCalls):
     def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
         super().__init__(keys, transport.describe(), functions=functions)
         self._t = transport
+        self._lists = QueueLists()  # claims of many queues name a registered list
 
     def ensure_loaded(self) -> None:
         """Configure the scripts for this server now (before a pipeline uses
@@ -435,41 +437,38 @@ class Scripts(ScriptSet, WaitCalls):
         finish: Finish | tuple[str, str, str, bytes | str, int] | None = None,
         only_id: str = "",
         woken: bool = False,
+        turn: int = 0,
+        scan: bool = False,
     ) -> tuple[str, Claimed | None]:
         """Apply ``finish`` (a :class:`Finish`, or the same five values) if given, then claim.
 
         ``token`` empty means finish only. Returns the finish result ('' when
         nothing was finished, 'lease-lost', or the new status) and the claimed run.
+        Ties go to the queue at position ``turn``, then to the ones after it. Past
+        MANY_QUEUES queues the list is registered in Redis (queueset.py); ``scan``
+        reads every queue's head (the safety net of an idle worker).
         """
-        if finish is None:
-            fargs: tuple[Any, ...] = ("", "", "", "", 0)
-        else:
-            fargs = finish
+        fargs: tuple[Any, ...] = ("", "", "", "", 0) if finish is None else finish
         sent = time.monotonic()
-        reply = self.run(
-            "claim_run",
-            (self.keys.q_ready(queues[0]) if queues else self.keys.queues,),
-            (
-                self._tag,
-                lease_ms,
-                token,
-                *fargs,
-                only_id,
-                "1" if woken else "",
-                len(queues),
-                *queues,
-            ),
-            retry=False,
-        )
+        keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
+        args = (self._tag, lease_ms, token, *fargs, only_id, "1" if woken else "")
+        if not token:  # a finish only: no queue is read
+            reply = self.run("claim_run", keys, (*args, 0), retry=False)
+        elif only_id or (not turn and len(queues) <= MANY_QUEUES):
+            reply = self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
+        else:
+            qargs = self._lists.args(queues, turn, scan)
+            reply = self.run("claim_run", keys, (*args, *qargs), retry=False)
+            if isinstance(reply[1], bytes | str):  # 'register': the list is gone: send it
+                named = self._lists.register(queues, turn)
+                args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
+                more = self.run("claim_run", keys, args, retry=False)
+                reply = [reply[0], more[1], [*reply[2], *more[2]]]
         claimed = _claimed(reply[1], token)
         for dropped in reply[2] if len(reply) > 2 else ():
             queue, _, run_id = text(dropped).rpartition(" ")
-            log.warning(
-                "run id %s in the ready list of queue %r has no run record (removed by "
-                "hand or lost); dropped it",
-                run_id,
-                queue,
-            )
+            why = "has no run record (removed by hand or lost); dropped it"
+            log.warning("run id %s in the ready list of queue %r %s", run_id, queue, why)
         if claimed is not None:
             # The lease was granted after `sent`: it holds at least until sent + lease.
             claimed.lease_until = sent + lease_ms / 1000.0

@@ -36,6 +36,7 @@ from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper
 from .metrics import Metrics
 from .options import check_name
+from .queueset import MANY_QUEUES
 from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardset import Shard
@@ -69,10 +70,6 @@ class _LeftBehind(Exception):
     running and leased, on the host's books (a supervisor puts it back when the
     child exits; otherwise the reaper does once its lease expires)."""
 
-
-#: Past this many queues served, an idle worker whose wait timed out asks
-#: whether any ready set holds a run before it claims (``_nothing_ready``).
-MANY_QUEUES = 32
 
 #: A shard whose claim failed (master unreachable) is skipped this long (s).
 SHARD_DOWN_RETRY = 5.0
@@ -165,11 +162,12 @@ class Worker:
         # which shard a bell belongs to: the next claim pass starts there
         self._bell_shard = {s.keys.q_bell(q).encode(): s for s in watched[1:] for q in self.queues}
         self._rung: Shard | None = None
-        self._rotation = 0
         self._bench = Bench()  # keys of the wrong type, left out for a while
         self._woken = False
         self._woken_by: bytes | str | None = None  # the bell that woke the last wait
         self._timed_out = False  # the last wait ended with no bell rung
+        self._scan = False  # the next claim reads every queue (queueset.py: the safety net)
+        self._turn = 0  # ties go to the queue at this position of the list (_order)
         self._ready_keys = [
             [s.keys.q_ready(q) for q in self.queues] for s in (self.home, *self._others)
         ]
@@ -237,7 +235,7 @@ class Worker:
                 self.hooks.claiming(token)
             try:
                 result, claimed = self._claim(token, pending)
-                self._woken = False
+                self._woken = self._scan = False
             except _CLAIM_TROUBLE as exc:
                 backoff = self._claim_failed(exc, backoff)
                 continue
@@ -304,7 +302,10 @@ class Worker:
             shard = self.client.shard_of_run(pending.run_id) if self._others else self.home
             return shard.scripts.claim(self.queues, self.lease_ms, "", pending)
         if not self._others:
-            return self.home.scripts.claim(queues, self.lease_ms, token, pending, woken=self._woken)
+            return self.home.scripts.claim(
+                queues, self.lease_ms, token, pending, woken=self._woken, turn=self._turn,
+                scan=self._scan,
+            )  # fmt: skip
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
@@ -321,10 +322,13 @@ class Worker:
                 if shard is first:
                     woken = self._woken and first is rung
                     result, claimed = shard.scripts.claim(
-                        queues, self.lease_ms, token, pending, woken=woken
-                    )
+                        queues, self.lease_ms, token, pending, woken=woken, turn=self._turn,
+                        scan=self._scan,
+                    )  # fmt: skip
                 else:
-                    _r, claimed = shard.scripts.claim(queues, self.lease_ms, token)
+                    _r, claimed = shard.scripts.claim(
+                        queues, self.lease_ms, token, turn=self._turn, scan=self._scan
+                    )
             except TRANSIENT_ERRORS as exc:
                 if shard is owed:  # the finish must reach its shard: back off, resend
                     raise
@@ -351,12 +355,10 @@ class Worker:
             log.warning("run %s: could not notify its parent (%s)", claimed.id, exc)
 
     def _order(self) -> tuple[str, ...]:
+        """The queues to claim from; ties go to the one at ``_turn``, next one each claim."""
         qs = self._claimable() if self._bench else self.queues
-        if len(qs) <= 1:
-            return qs
-        self._rotation = (self._rotation + 1) % len(qs)
-        i = self._rotation
-        return qs[i:] + qs[:i]
+        self._turn = (self._turn + 1) % max(1, len(qs))
+        return qs
 
     def _execute(self, claimed: Claimed) -> Outcome:
         wf = self.registry.get(claimed.workflow)
@@ -569,7 +571,7 @@ class Worker:
         try:
             popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
             self._woken = popped is not None
-            self._timed_out = popped is None
+            self._timed_out = self._scan = popped is None
             self._woken_by = popped[0] if popped is not None else None
             if popped is not None and self._bell_shard:
                 key = popped[0]

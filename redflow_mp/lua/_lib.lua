@@ -77,6 +77,11 @@ local function k_ready(tag, q) return tag .. ':q:' .. q .. ':ready' end
 local function k_scheduled(tag, q) return tag .. ':q:' .. q .. ':scheduled' end
 local function k_bell(tag, q) return tag .. ':q:' .. q .. ':bell' end
 local function k_due_queues(tag) return tag .. ':due-queues' end
+-- Queues whose ready set may hold runs -> a lower bound of its head's score (see
+-- mark_ready), and a worker's
+-- registered queue list (claim_run.lua, queueset.py).
+local function k_ready_queues(tag) return tag .. ':ready-queues' end
+local function k_qset(tag, digest) return tag .. ':qset:' .. digest end
 local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
@@ -153,11 +158,28 @@ local function refuse(key, e)
     'writes there (written by hand or by another program?): delete or rename it')
 end
 
+-- A run of ready score `score` was placed in the ready set of `q`: `ready-queues`
+-- lists `q` at a score <= its head's (LT: only ever lowered, or added). Every
+-- write that places a run in a ready set calls this in the same script, so a
+-- non-empty ready set is always listed at a lower bound of its head (a pop only
+-- raises the head). Claims of many queues walk it in that order, tighten the
+-- bounds they read and remove the queues they find empty (claim_run.lua), so
+-- it stays about as small as the number of queues holding runs. An enqueue of
+-- priority 0 into a non-empty set skips it: its score (now) is past every
+-- score there. An index of another type is left alone (the claims of many
+-- queues then read every queue served; keycheck.py names it).
+local function mark_ready(tag, q, score)
+  redis.pcall('ZADD', k_ready_queues(tag), 'LT', score, q)
+end
+
 -- Wake one idle worker of `q`. The list is capped: bells only wake blocked
 -- workers, busy ones claim straight from the ready set. A bell key of another
 -- type (written by hand or by another program) is left alone: ringing comes
 -- after the script's writes, and an error there would half-apply them.
 local function ring(tag, q)
+  -- A ring says `q` holds a ready run: listed if it was not (bound 0: a claim reads
+  -- its head), its bound left alone if it was (mark_ready sets it).
+  redis.pcall('ZADD', k_ready_queues(tag), 'NX', 0, q)
   local bell = k_bell(tag, q)
   local n = redis.pcall('LLEN', bell)
   if type(n) == 'number' and n < BELL_CAP then
@@ -252,10 +274,12 @@ local function release_parked(tag, wf, n)
     local id = top[1]
     local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
     if not failed(f) and f[1] == 'queued' and f[2] then
-      if failed(redis.pcall('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)) then
+      local score = ready_score(f[3], f[4])
+      if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
         redis.call('ZADD', waiting, top[2], id)  -- its ready set is of another type: it waits
         break
       end
+      mark_ready(tag, f[2], score)  -- now (not with the ring): a claim in this call sees it
       if RING_LATER then
         RING_LATER[#RING_LATER + 1] = f[2]
         RING_LATER[#RING_LATER + 1] = id
@@ -289,10 +313,12 @@ local function wake(tag, id, now)
   if failed(f) or f[1] ~= 'suspended' or not f[2] then return false end
   -- Placed first: a ready set of another type leaves it suspended, tried again
   -- by its timer a minute later.
-  if failed(redis.pcall('ZADD', k_ready(tag, f[2]), ready_score(f[3], f[4]), id)) then
+  local score = ready_score(f[3], f[4])
+  if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
     redis.pcall('ZADD', k_timers(tag), int_str(now + 60000), id)
     return false
   end
+  mark_ready(tag, f[2], score)
   redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
   redis.call('HDEL', run, 'wait')
   move_status(tag, id, 'suspended', 'queued', now)
@@ -532,8 +558,10 @@ local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
     end
   end
   if status == 'queued' then
-    local r = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], due), id)
+    local score = ready_score(f[6], due)
+    local r = redis.pcall('ZADD', k_ready(tag, q), score, id)
     if failed(r) then refuse(k_ready(tag, q), r) end
+    mark_ready(tag, q, score)
     ring(tag, q)
   end
   if deferred then
@@ -571,8 +599,10 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   end
   -- Placed first (see `failed`): a ready set of another type fails the call
   -- with nothing written; the run stays running (the reaper tries again later).
-  local r = redis.pcall('ZADD', k_ready(tag, f[3]), ready_score(f[6], f[7]), id)
+  local score = ready_score(f[6], f[7])
+  local r = redis.pcall('ZADD', k_ready(tag, f[3]), score, id)
   if failed(r) then refuse(k_ready(tag, f[3]), r) end
+  mark_ready(tag, f[3], score)
   if count_crash then
     redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
   elseif cause ~= '' then

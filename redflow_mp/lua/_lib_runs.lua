@@ -146,11 +146,14 @@ local function enqueue_flush(p)
   pcall(zadd_all, k_status(tag, p.status), now, made)
   -- For listing only (ops views, metrics); forget_queues removes idle ones.
   redis.pcall('SADD', tag .. ':queues', q)
-  if p.status ~= 'scheduled' and redis.call('ZCARD', p.queue_key) == #made then
+  if p.status ~= 'scheduled' then
     -- Ring only when the set was empty: the worker a bell wakes rings again
     -- while work remains (claim_run.lua), so a burst wakes every idle worker
-    -- without a bell per run.
-    ring(tag, q)
+    -- without a bell per run. ready-queues: see mark_ready (priority 0 into a
+    -- non-empty set: no write).
+    local was_empty = redis.call('ZCARD', p.queue_key) == #made
+    if was_empty or p.a.priority ~= 0 then mark_ready(tag, q, p.queue_score) end
+    if was_empty then ring(tag, q) end
   end
   p.made, p.idems = {}, {}
 end
@@ -279,7 +282,9 @@ end
 -- closure in `take`: no closure is made per claim.
 local function give_back(tag, id, q, score, slot, key, e)
   if slot then redis.call('SREM', slot, id) end
-  redis.call('ZADD', k_ready(tag, q), int_str(tonumber(score) + 60000), id)
+  local later = int_str(tonumber(score) + 60000)
+  redis.call('ZADD', k_ready(tag, q), later, id)
+  mark_ready(tag, q, later)
   refuse(key, e)
 end
 
@@ -384,6 +389,7 @@ local function take(tag, id, q, score, token, lease_ms, now)
     -- no claim can pass while it is broken) and fail the call.
     if not woken then redis.call('SREM', running, id) end
     redis.call('ZADD', k_ready(tag, q), score, id)
+    mark_ready(tag, q, score)
     refuse(k_leases(tag), leased)
   end
   local started = f[12]

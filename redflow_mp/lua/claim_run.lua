@@ -15,7 +15,14 @@
 -- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
 --          claim, ring again to wake the next idle worker (enqueue rings only when a
 --          ready set goes from empty to non-empty)
--- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first)
+-- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first);
+--          past 32 queues, optionally ARGV[12+n] a digest to register the list under
+--          (qset:<digest>, read by the calls below) and ARGV[13+n] the turn (below)
+--          | '-1': a registered list: ARGV[12] its digest, ARGV[13] its length n,
+--          ARGV[14] the turn (ties go to the queue at that 0-based position, then to
+--          the ones after it: the list rotated by turn), ARGV[15] '1' = read every
+--          queue of the list, not only those ready-queues lists (the safety net: it
+--          lists the non-empty ones there again)
 -- Reply: { finish result, claimed, dropped }
 --   finish result: '' (nothing to finish) | 'lease-lost' | the run's new status
 --     (also when this token's finish was already applied: a resend after a lost
@@ -27,16 +34,22 @@
 --            in all: the worker reads them by HSCAN), unreadBytes their size ('' if
 --            unknown)
 --   dropped: { '<queue> <id>', ... } ready entries whose run record was gone
+--   claimed is 'register' when the registered list is gone (expired, or of another
+--     type): the finish was applied; send the claim again with the list
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
 -- the claim takes the lowest ready score over all the queues (highest priority,
--- then oldest), in O(n + log N) (past 32 queues the empty ones cost one EXISTS
--- per 32, not a ZRANGE each); a claimed run is running, leased (hash field +
+-- then oldest), in O(n + log N) for a list in ARGV (past 32 queues the empty ones
+-- cost one EXISTS per 32, not a ZRANGE each), for a registered list in O(log N)
+-- plus the entries of ready-queues walked (one page of 32 and a head or two when
+-- the bounds are exact; at most 8 pages, then O(m), m the queues of the list it
+-- holds); a claimed run is running, leased (hash field +
 -- `leases` entry) and counted in wf-running:<wf>; a run over its workflow's
 -- max_concurrency is parked in wf-waiting:<wf>, never dropped; a run over its
 -- workflow's rate limit is scheduled at its reserved start (rate_deferred). At
 -- most 32 skipped entries (stale, canceled, parked, rate-limited) per call; when
 -- more remain, the queue's bell rings so that a worker goes on at once.
 local tag = ARGV[1]
+local QSET_TTL_MS = 86400000  -- a registered list lives a day after its registration
 DROPPED = {}  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
 local token = ARGV[3]
@@ -102,44 +115,194 @@ local function claim_next()
       if got then return claimed(q, got) end
     end
     -- 32 entries skipped (parked, rate-limited, stale) and more remain: ring, so
-    -- that a worker (this one, blocking next) goes on at once.
-    if redis.call('ZCARD', ready) > 0 then ring(tag, q) end
+    -- that a worker (this one, blocking next) goes on at once. Else the set is
+    -- empty: out of ready-queues (a claim that found nothing: not the hot path).
+    if redis.call('ZCARD', ready) > 0 then
+      ring(tag, q)
+    else
+      redis.pcall('ZREM', k_ready_queues(tag), q)
+    end
     return nil
   end
 
-  -- Several queues: read each non-empty queue's head once, pop the lowest; after a
-  -- skipped entry only that queue's head is read again. An empty ready set is no
-  -- key at all, so past HEAD_BLOCK queues one EXISTS per block of HEAD_BLOCK
-  -- finds the blocks holding runs and only their heads are read: 1,000 queues of
-  -- which a few hold runs cost ~32 EXISTS and a few blocks' ZRANGEs instead of
-  -- 1,000 ZRANGEs (880 -> ~130 us per claim). Still O(n) key lookups, in C. The
-  -- order is unchanged: every non-empty queue's head is compared.
+  -- A registered list (not a scan): walk ready-queues from the lowest bound, a page
+  -- of PAGE at a time; the queues of the list among them (ZMSCORE) have their head
+  -- read, and the walk stops at a bound above the lowest head found: no queue
+  -- further on can hold a lower one (a bound is never above its queue's head). The
+  -- bounds read are set to their heads (and empty queues removed) after the walk;
+  -- the queue claimed from gets its new head. With the bounds exact (the usual
+  -- case) a claim reads one page and a head or two, however many queues are
+  -- served and hold runs. Past PAGES pages (many queues not in the list ahead of
+  -- those in it) the intersection below takes over.
+  if ARGV[11] == '-1' and ARGV[15] ~= '1' then
+    local index, qs = k_ready_queues(tag), k_qset(tag, ARGV[12])
+    local n, turn = tonumber(ARGV[13]), tonumber(ARGV[14]) or 0
+    local PAGE, PAGES = 32, 8
+    -- The queue of the list holding the lowest head (ties: the lowest position
+    -- after `turn`); nil: none; false: not found within PAGES pages, or an index
+    -- or list of another type.
+    local function lowest()
+      local best, best_h, best_r = nil, nil, nil
+      local fixes, done, from = {}, false, 0
+      for _ = 1, PAGES do
+        local page = redis.pcall('ZRANGE', index, from, from + PAGE - 1, 'WITHSCORES')
+        if failed(page) then return false end
+        local members = {}
+        for i = 1, #page, 2 do members[#members + 1] = page[i] end
+        if #members == 0 then
+          done = true
+          break
+        end
+        local at = redis.pcall('ZMSCORE', qs, unpack(members))
+        if failed(at) then return false end
+        for j = 1, #members do
+          local bound = tonumber(page[2 * j])
+          if best_h and bound > best_h then
+            done = true
+            break
+          end
+          if at[j] then
+            local q = members[j]
+            local head = redis.call('ZRANGE', k_ready(tag, q), 0, 0, 'WITHSCORES')
+            if not head[1] then
+              fixes[#fixes + 1] = { q }
+            else
+              local h, r = tonumber(head[2]), (tonumber(at[j]) - turn) % n
+              if h > bound then fixes[#fixes + 1] = { q, head[2] } end
+              if not best_h or h < best_h or (h == best_h and r < best_r) then
+                best, best_h, best_r = q, h, r
+              end
+            end
+          end
+        end
+        if done or #members < PAGE then
+          done = true
+          break
+        end
+        from = from + PAGE
+      end
+      for _, fix in ipairs(fixes) do
+        if fix[2] then
+          redis.pcall('ZADD', index, 'XX', fix[2], fix[1])
+        else
+          redis.pcall('ZREM', index, fix[1])
+        end
+      end
+      if not done then return false end
+      return best
+    end
+    local q = lowest()
+    for _ = 1, 32 do
+      if not q then break end
+      local ready = k_ready(tag, q)
+      local head = redis.call('ZPOPMIN', ready)
+      local got = nil
+      if head[1] then got = take(tag, head[1], q, head[2], token, lease_ms, now) end
+      local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+      if nxt[1] then
+        redis.pcall('ZADD', index, 'XX', nxt[2], q)
+      else
+        redis.pcall('ZREM', index, q)
+      end
+      if got then return claimed(q, got) end
+      q = lowest()
+    end
+    if q then  -- skipped 32 and more remain (above)
+      ring(tag, q)
+      return nil
+    end
+    if q == nil then
+      if redis.call('EXISTS', qs) == 0 then return 'register' end
+      return nil
+    end
+  end
+
+  -- Several queues. The candidates: names[i] at position pos[i] of the worker's
+  -- list. A registered list (ARGV[11] = '-1') whose walk above gave up is
+  -- intersected with ready-queues, the queues whose ready set may hold runs: the
+  -- cost follows the queues holding runs, not the queues served.
+  -- Else (a list in ARGV, or the scan of a registered one) every head is read:
+  -- past HEAD_BLOCK queues one EXISTS per block of HEAD_BLOCK finds the blocks
+  -- holding runs (an empty ready set is no key) and only their heads are read.
+  -- Either way every candidate's head is compared: the order is the same.
   local HEAD_BLOCK = 32
+  local names, pos, n, turn = {}, {}, nq, 0
+  local scan, heal = true, false  -- read every queue; list the non-empty ones
+  if ARGV[11] == '-1' then
+    local qs = k_qset(tag, ARGV[12])
+    n, turn, scan = tonumber(ARGV[13]), tonumber(ARGV[14]) or 0, ARGV[15] == '1'
+    local got
+    if not scan then
+      got = redis.pcall('ZINTER', 2, k_ready_queues(tag), qs, 'WEIGHTS', 0, 1, 'WITHSCORES')
+      if failed(got) then scan = true end  -- ready-queues of another type: read them all
+    end
+    heal = scan
+    if scan then
+      got = redis.pcall('ZRANGE', qs, 0, -1)  -- in the list's order: positions 0, 1, ...
+      if failed(got) or #got == 0 then return 'register' end
+      for i = 1, #got do names[i], pos[i] = got[i], i - 1 end
+    else
+      if #got == 0 and redis.call('EXISTS', qs) == 0 then return 'register' end
+      for i = 1, #got, 2 do
+        names[#names + 1] = got[i]
+        pos[#pos + 1] = tonumber(got[i + 1])
+      end
+    end
+  else
+    for i = 1, nq do names[i], pos[i] = ARGV[11 + i], i - 1 end
+    local digest = ARGV[12 + nq]
+    if digest and digest ~= '' then  -- register the list: qset:<digest>, position -> name
+      turn, heal = tonumber(ARGV[13 + nq]) or 0, true
+      local qs = k_qset(tag, digest)
+      redis.call('DEL', qs)
+      for first = 1, nq, 400 do
+        local args = {}
+        for i = first, math.min(first + 399, nq) do
+          args[#args + 1] = i - 1
+          args[#args + 1] = names[i]
+        end
+        redis.call('ZADD', qs, unpack(args))
+      end
+      redis.call('PEXPIRE', qs, QSET_TTL_MS)
+    end
+  end
+  local nn = #names
   local heads = {}
   local function read_heads(from, to)
     for i = from, to do
-      local head = redis.call('ZRANGE', k_ready(tag, ARGV[11 + i]), 0, 0, 'WITHSCORES')
-      if head[1] then heads[i] = tonumber(head[2]) end
+      local head = redis.call('ZRANGE', k_ready(tag, names[i]), 0, 0, 'WITHSCORES')
+      if head[1] then
+        heads[i] = tonumber(head[2])
+        if heal then redis.pcall('ZADD', k_ready_queues(tag), head[2], names[i]) end
+      elseif not scan then
+        redis.pcall('ZREM', k_ready_queues(tag), names[i])  -- emptied by a claim
+      end
     end
   end
-  if nq <= HEAD_BLOCK then
-    read_heads(1, nq)
+  if not scan or nn <= HEAD_BLOCK then
+    read_heads(1, nn)
   else
     local block = {}
-    for from = 1, nq, HEAD_BLOCK do
-      local to = math.min(nq, from + HEAD_BLOCK - 1)
-      for i = from, to do block[i - from + 1] = k_ready(tag, ARGV[11 + i]) end
+    for from = 1, nn, HEAD_BLOCK do
+      local to = math.min(nn, from + HEAD_BLOCK - 1)
+      for i = from, to do block[i - from + 1] = k_ready(tag, names[i]) end
       for j = to - from + 2, HEAD_BLOCK do block[j] = nil end
       if redis.call('EXISTS', unpack(block)) > 0 then read_heads(from, to) end
     end
   end
+  -- Lowest score first; ties go to the queue at position `turn`, then the ones
+  -- after it (the list rotated by turn).
+  local function before(i, j)
+    if heads[i] ~= heads[j] then return heads[i] < heads[j] end
+    return (pos[i] - turn) % n < (pos[j] - turn) % n
+  end
   for _ = 1, 32 do
     local best = nil
-    for i = 1, nq do
-      if heads[i] and (best == nil or heads[i] < heads[best]) then best = i end
+    for i = 1, nn do
+      if heads[i] and (best == nil or before(i, best)) then best = i end
     end
     if best == nil then break end
-    local q = ARGV[11 + best]
+    local q = names[best]
     local ready = k_ready(tag, q)
     local head = redis.call('ZPOPMIN', ready)
     if head[1] then
@@ -148,9 +311,16 @@ local function claim_next()
     end
     local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     heads[best] = nxt[1] and tonumber(nxt[2]) or nil
+    if ARGV[11] == '-1' then  -- a registered list: its bound is its new head
+      if nxt[1] then
+        redis.pcall('ZADD', k_ready_queues(tag), 'XX', nxt[2], q)
+      else
+        redis.pcall('ZREM', k_ready_queues(tag), q)
+      end
+    end
   end
-  for i = 1, nq do
-    if heads[i] then ring(tag, ARGV[11 + i]) end  -- skipped 32 and more remain (above)
+  for i = 1, nn do
+    if heads[i] then ring(tag, names[i]) end  -- skipped 32 and more remain (above)
   end
   return nil
 end

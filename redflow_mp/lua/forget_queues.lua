@@ -7,8 +7,9 @@
 -- ARGV[3 .. 2+n]  queues served by live supervisors (never forgotten)
 -- ARGV[3+n ..]    candidate queue names (a page of an SSCAN of `queues`)
 -- Reply: { forgotten queue, ... }
+-- A candidate whose ready set is empty also leaves `ready-queues`.
 -- Invariant: a queue with a ready or scheduled run is never forgotten. Cost:
--- two ZCARDs per candidate.
+-- two ZCARDs and a ZREM per candidate.
 local tag = ARGV[1]
 local n = tonumber(ARGV[2])
 local served = {}
@@ -16,8 +17,10 @@ for i = 3, 2 + n do served[ARGV[i]] = true end
 local out = {}
 for i = 3 + n, #ARGV do
   local q = ARGV[i]
-  if not served[q] and redis.call('ZCARD', k_ready(tag, q)) == 0
-      and redis.call('ZCARD', k_scheduled(tag, q)) == 0 then
+  local idle = redis.call('ZCARD', k_ready(tag, q)) == 0
+  -- a stale entry of the index of ready queues (claims of one queue leave them)
+  if idle then redis.pcall('ZREM', k_ready_queues(tag), q) end
+  if not served[q] and idle and redis.call('ZCARD', k_scheduled(tag, q)) == 0 then
     if redis.call('SREM', KEYS[1], q) == 1 then
       redis.call('DEL', k_bell(tag, q))
       out[#out + 1] = q

@@ -45,10 +45,12 @@ for _, q in ipairs(queues) do
     local f = redis.pcall('HMGET', run, 'status', 'priority')
     if not failed(f) and f[1] == 'scheduled' then
       -- placed first: a refused ready set leaves the run where it is
-      if failed(redis.pcall('ZADD', k_ready(tag, q), ready_score(f[2], due[i + 1]), id)) then
+      local score = ready_score(f[2], due[i + 1])
+      if failed(redis.pcall('ZADD', k_ready(tag, q), score, id)) then
         later = true
         break
       end
+      mark_ready(tag, q, score)
       redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
       move_status(tag, id, 'scheduled', 'queued', now)
       moved = moved + 1

@@ -35,7 +35,9 @@ for i = 1, #future, 2 do
       local q = f[2]
       -- placed first (see `failed` in _lib.lua): a ready set of another type
       -- leaves the run on its reservation
-      if not failed(redis.pcall('ZADD', k_ready(tag, q), ready_score(f[4], f[5]), id)) then
+      local score = ready_score(f[4], f[5])
+      if not failed(redis.pcall('ZADD', k_ready(tag, q), score, id)) then
+        mark_ready(tag, q, score)
         redis.call('ZREM', k_scheduled(tag, q), id)
         redis.call('HDEL', run, 'rateSlot')
         redis.call('HSET', run, 'status', 'queued', 'availableAt', ms(now), 'updatedAt', ms(now))

@@ -81,8 +81,10 @@ if budget < 1 then budget = 1 end
 local max_attempts = attempt - 1 + budget
 -- Placed first (see `failed` in _lib.lua): a ready set of another type fails the
 -- call with the run unchanged.
-local placed = redis.pcall('ZADD', k_ready(tag, q), ready_score(f[6], now), id)
+local score = ready_score(f[6], now)
+local placed = redis.pcall('ZADD', k_ready(tag, q), score, id)
 if failed(placed) then refuse(k_ready(tag, q), placed) end
+mark_ready(tag, q, score)
 -- The ended execution's history entry, implied by the fields cleared below, is
 -- written out first (write_final_attempt, _lib.lua).
 write_final_attempt(tag, id)

@@ -31,7 +31,8 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
   k_ready(t, n), k_due_queues(t), k_scheduled(t, n), k_bell(t, n), k_wf(t, n),
   k_wf_runs(t, n), k_running(t, n), k_waiting(t, n), k_idem(t, n, n .. '-key'),
   t .. ':runs:created', t .. ':queues', t .. ':parked', t .. ':run-done:' .. n,
-  t .. ':cron:next', t .. ':lock:cron', k_attempts(t, n), k_rate(t, n), k_unindexed(t) }
+  t .. ':cron:next', t .. ':lock:cron', k_attempts(t, n), k_rate(t, n), k_unindexed(t),
+  k_ready_queues(t), k_qset(t, n) }
 """
     got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]
     assert got == [
@@ -57,6 +58,8 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
         k.run_attempts(name),
         k.rate(name),
         k.runs_unindexed,
+        k.ready_queues,
+        k.qset(name),
     ]
 
 
@@ -76,6 +79,7 @@ def test_enqueue_and_claim_create_exactly_the_documented_keys(
             k.queues,
             k.q_ready(name),
             k.q_bell(name),
+            k.ready_queues,
             k.idempotency(name, "idem-" + name),
         ]
     )
