@@ -75,8 +75,10 @@ from .registry import (
 from .results import (
     RESULT_RECHECK_S,
     STATE_FIELDS,
+    WAIT_TROUBLE,
     message_output,
     outcome,
+    passes,
     result_timeout,
     terminal_state,
 )
@@ -541,7 +543,9 @@ class AsyncClient:
                     return outcome(run_id, state)
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout)
-            except NETWORK_ERRORS:
+            except WAIT_TROUBLE as exc:
+                if not passes(exc):
+                    raise
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout) from None
                 await asyncio.sleep(0.05)
