@@ -369,7 +369,8 @@ class Runs:
         """Enqueue one run per input (with its options), in one pipelined round trip;
         return their ids in order. Every input is encoded and validated before
         anything is written. A resend is safe when each option carries an
-        idempotency key (``step.run_workflows`` does)."""
+        idempotency key (``step.run_workflows`` does). With ``durability`` the
+        pipeline ends with its WAIT: unconfirmed, :class:`NotReplicatedError`."""
         if isinstance(workflow, Workflow):
             targets = [target_of_definition(workflow, o) for o in options]
         else:
@@ -396,10 +397,15 @@ class Runs:
             for t, value, o in zip(targets, inputs, options, strict=True)
         ]
         scripts.ensure_loaded()
+        wait = shard.transport.wait_args
         pipe = shard.redis.pipeline(transaction=False)
         for keys, args in calls:
             pipe.execute_command(*scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
+        if wait is not None:  # durability: acknowledged once a replica has them
+            pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
+        if wait is not None:
+            shard.transport.check_waited(replies.pop())  # NotReplicatedError: resend
         ids: list[str] = []
         for (keys, args), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
