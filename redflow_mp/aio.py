@@ -75,8 +75,10 @@ from .registry import (
 from .results import (
     RESULT_RECHECK_S,
     STATE_FIELDS,
+    WAIT_TROUBLE,
     message_output,
     outcome,
+    passes,
     result_timeout,
     terminal_state,
 )
@@ -436,14 +438,19 @@ class AsyncClient:
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             await shard.scripts._load()
+            wait = shard.transport.wait_args
             try:
                 async with shard.redis.pipeline(transaction=False) as pipe:
                     for i in positions:
                         keys, args = shard.scripts.cancel_call(ids[i], why)
                         pipe.execute_command(*shard.scripts.command("cancel_run", keys, args))
                         pipe.scard(shard.keys.run_children(ids[i]))
+                    if wait is not None:  # durability: acknowledged once a replica has them
+                        pipe.execute_command(*wait)
                     replies = await pipe.execute(raise_on_error=False)
-            except NETWORK_ERRORS:
+                if wait is not None:
+                    shard.transport.check_waited(replies.pop())
+            except NETWORK_ERRORS:  # NotReplicatedError too: one by one, each waited
                 replies = [RuntimeError("resend")] * (2 * len(positions))
             for j, i in enumerate(positions):
                 reply, n = replies[2 * j], replies[2 * j + 1]
@@ -541,7 +548,9 @@ class AsyncClient:
                     return outcome(run_id, state)
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout)
-            except NETWORK_ERRORS:
+            except WAIT_TROUBLE as exc:
+                if not passes(exc):
+                    raise
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout) from None
                 await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ from .connection import (
     Target,
     check_sentinel_service,
     check_url_options,
+    out_of_patience,
     redirect,
 )
 
@@ -173,8 +174,10 @@ async def awith_redirects(
             return await send()
         except rexc.ResponseError as exc:
             kind = redirect(exc)
-            if kind is None or time.monotonic() >= deadline:
+            if kind is None:
                 raise
+            if time.monotonic() >= deadline:
+                raise out_of_patience(router, exc) from exc
             if kind == "retry":
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -154,6 +154,19 @@ class AsyncTransport:
             durability_wait_ms=self.wait_ms,
         )
 
+    @property
+    def wait_args(self) -> tuple[Any, ...] | None:
+        """The WAIT / WAITAOF that must end a pipeline of run-state writes sent on
+        another connection than :meth:`call`'s (None for ``durability = "none"``)."""
+        return self._wait
+
+    def check_waited(self, reply: Any) -> None:
+        """Raise :class:`~redflow_mp.NotReplicatedError` unless ``reply`` (that of
+        :attr:`wait_args` at the end of a pipeline) confirms its writes."""
+        if isinstance(reply, Exception):
+            raise reply
+        check_replicated(reply, self.durability, self.wait_ms, self.describe())
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
         if self.router is not None:

@@ -50,7 +50,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
-from .errors import RedflowError
+from .errors import RedflowError, RedisClusterDownError
 
 __all__ = [
     "CLUSTER_PATIENCE",
@@ -158,6 +158,19 @@ def check_replicated(reply: Any, durability: str, wait_ms: int, where: str) -> N
 
 
 _T = TypeVar("_T")
+
+
+def out_of_patience(router: Router, exc: rexc.ResponseError) -> RedisClusterDownError:
+    """The error once a cluster answered "not run here, try again" (or moved the
+    slot again and again) for all of :data:`CLUSTER_PATIENCE`: transient, like a
+    connection lost. Raised as the redirect itself (a ``ResponseError``), it was
+    taken as the caller's own failure: a step write failed its run on its one
+    attempt, a worker's claim ended the worker."""
+    return RedisClusterDownError(
+        f"the Redis Cluster at {router.describe()} kept answering {str(exc).split(' ', 1)[0]} "
+        f"for {CLUSTER_PATIENCE:g} s (a failover, a master out of reach, a slot being "
+        f"moved); the command was not run ({exc})"
+    )
 
 
 def check_url_options(base: Any, url_kwargs: dict[str, Any], url: str) -> None:
@@ -562,7 +575,8 @@ def with_redirects(
     router: Router | None, send: Callable[[], _T], on_moved: Callable[[], None]
 ) -> _T:
     """``send()``, following MOVED (re-pin, then resend) and retrying CLUSTERDOWN /
-    TRYAGAIN / ASK with backoff for up to :data:`CLUSTER_PATIENCE` seconds. A
+    TRYAGAIN / ASK with backoff for up to :data:`CLUSTER_PATIENCE` seconds, then
+    raising :class:`~redflow_mp.errors.RedisClusterDownError` (transient). A
     redirected command was not run, so resending it is safe for any command."""
     if router is None or not router.cluster:
         return send()
@@ -573,8 +587,10 @@ def with_redirects(
             return send()
         except rexc.ResponseError as exc:
             kind = redirect(exc)
-            if kind is None or time.monotonic() >= deadline:
+            if kind is None:
                 raise
+            if time.monotonic() >= deadline:
+                raise out_of_patience(router, exc) from exc
             if kind == "retry":
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)

@@ -32,6 +32,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RedflowError",
     "RedisBusyError",
+    "RedisClusterDownError",
     "RedisOutOfMemoryError",
     "RedisReadOnlyError",
     "ResultTimeoutError",
@@ -149,6 +150,17 @@ class RedisBusyError(RedflowError):
     """
 
 
+class RedisClusterDownError(RedflowError):
+    """A Redis Cluster kept answering ``CLUSTERDOWN``, ``TRYAGAIN``, ``ASK`` or
+    ``MOVED`` (a failover, a master out of reach under
+    ``cluster-require-full-coverage yes``, a slot being moved) for longer than a
+    command's patience (``CLUSTER_PATIENCE``, 10 s); the command was not run
+    (nothing was changed, except the writes a script stopped at a key being
+    moved made before: a resend is safe, as after a network error). Workers and
+    the supervisor treat it as transient and retry with backoff.
+    """
+
+
 class RedisReadOnlyError(RedflowError):
     """Redis refused a write and changed nothing because it does not accept writes
     now: it is a read-only replica (``READONLY``: the URL names a replica, or a
@@ -244,8 +256,9 @@ def run_failed(run_id: str, error: ErrorInfo | None) -> RunFailedError:
 #   (a resend must be idempotent);
 # - TRANSIENT_ERRORS: trouble that is not the run's fault and passes by itself:
 #   the network, or Redis refusing writes at maxmemory, as a read-only replica,
-#   after a failed save (MISCONF) or without its min-replicas, or answering BUSY
-#   while a long script runs (nothing was applied).
+#   after a failed save (MISCONF) or without its min-replicas, answering BUSY
+#   while a long script runs, or a cluster answering CLUSTERDOWN/TRYAGAIN/ASK/MOVED
+#   past a command's patience (nothing was applied).
 #   Ridden out with backoff, never charged as an attempt of a run.
 # Neither holds OSError: the built-in TimeoutError is one, and so are
 # StepTimeoutError and ResultTimeoutError, which are never Redis trouble.
@@ -256,6 +269,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RedisReadOnlyError,
     redis.ReadOnlyError,  # a plain write (not a script) sent to a read-only replica
     RedisBusyError,
+    RedisClusterDownError,
 )
 
 

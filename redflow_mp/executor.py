@@ -20,6 +20,7 @@ import enum
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from .lease import LeaseKeeper
 from .logs import RunLoggerAdapter, current_run, run_logger
 from .metrics import Metrics
 from .registry import Registry, Workflow
+from .results import WAIT_TROUBLE, passes
 from .retry import retry_delay_ms
 from .runs import Runs
 from .scripts import Claimed
@@ -96,6 +98,9 @@ class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=False, cancel_futures=True)
 
+
+#: How long ``on_failure_of_stored_run`` rides out Redis trouble reading the run.
+STORED_RUN_PATIENCE = 60.0
 
 #: How long a run put back for Redis trouble (``OutcomeMode.DEFER``) waits.
 TROUBLE_DEFER_MS = 1000
@@ -370,7 +375,7 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
     its own, so that ``on_failure`` still runs once when a run fails for good.
     Returns True when a hook ran; its errors are logged, never raised.
     """
-    state = runs.get_run(run_id)
+    state = _stored_run(runs, run_id)
     if state is None or state.status is not codec.RunStatus.FAILED or state.error is None:
         return False
     wf = registry.get(state.workflow)
@@ -385,6 +390,23 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
             value = msgspec.convert(state.input, wf.schema)
     _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
     return True
+
+
+def _stored_run(runs: Runs, run_id: str) -> codec.RunState | None:
+    """The run, read riding out Redis trouble that passes (a lost connection,
+    ``BUSY``...) for up to :data:`STORED_RUN_PATIENCE`: the helper that calls
+    ``on_failure`` reads it once, and an error there lost the hook for good."""
+    deadline = time.monotonic() + STORED_RUN_PATIENCE
+    delay = 0.05
+    while True:
+        try:
+            return runs.get_run(run_id)
+        except WAIT_TROUBLE as exc:
+            if not passes(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("could not read run %s (%s); retrying in %.2f s", run_id, exc, delay)
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 def _defer(ex: Execution, outcome: Outcome) -> None:

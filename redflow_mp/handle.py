@@ -72,6 +72,9 @@ class RunHandle(Generic[O]):
             RunFailedError: the run failed (``.error`` holds type, message, traceback).
             RunCanceledError: the run was canceled.
             ResultTimeoutError: ``timeout`` seconds passed first (the run goes on).
+
+        Redis trouble that passes (a lost connection, a cluster failing over,
+        ``BUSY`` while another program's script runs) is waited out until then.
         """
         return cast(O, self._client.wait_result(self.id, timeout))
 

@@ -29,6 +29,7 @@ from . import codec
 from .connection import with_redirects
 from .errors import (
     NETWORK_ERRORS,
+    TRANSIENT_ERRORS,
     RedflowError,
     ResultTimeoutError,
     RunCanceledError,
@@ -36,14 +37,16 @@ from .errors import (
 )
 from .keys import Keys
 from .options import cannot_be_run_id, check_run_id, check_timeout, shown_run_id
-from .transport import Transport
+from .transport import Transport, is_busy
 
 __all__ = [
     "RESULT_RECHECK_S",
     "STATE_FIELDS",
+    "WAIT_TROUBLE",
     "ResultWaiter",
     "message_output",
     "outcome",
+    "passes",
     "result_timeout",
     "terminal_state",
 ]
@@ -58,6 +61,8 @@ RESULT_RECHECK_S = 15.0
 #: The run fields a waiter reads (``HMGET run:<id> ...``) to learn how a run ended.
 STATE_FIELDS = ("status", "outputJson", "errorJson", "cancelReason")
 _SUCCEEDED = b"succeeded\n"
+#: What a waiter catches to ask :func:`passes` whether it rides it out.
+WAIT_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 
 class _PerThread(threading.local):
@@ -120,7 +125,9 @@ class ResultWaiter:
                     raise result_timeout(run_id, timeout)
             except _Overdue:
                 raise result_timeout(run_id, timeout) from None
-            except NETWORK_ERRORS:
+            except WAIT_TROUBLE as exc:
+                if not passes(exc):
+                    raise
                 self.drop()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise result_timeout(run_id, timeout) from None
@@ -302,6 +309,16 @@ def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes 
 
 
 # Pure: how a waiter reads what it got (shared with the asyncio client).
+
+
+def passes(exc: Exception) -> bool:
+    """Whether a waiter rides ``exc`` out (until its deadline) instead of raising
+    it: Redis trouble that passes by itself and says nothing of the run (a lost
+    connection, a cluster failing over, ``BUSY`` while another program's script
+    runs: a wait's reads and ``SUBSCRIBE`` get it raw, as a ``ResponseError``)."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, ResponseError) and is_busy(exc)
 
 
 def terminal_state(run_id: str, fields: list[bytes | None]) -> list[bytes | None] | None:

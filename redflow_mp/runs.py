@@ -369,7 +369,8 @@ class Runs:
         """Enqueue one run per input (with its options), in one pipelined round trip;
         return their ids in order. Every input is encoded and validated before
         anything is written. A resend is safe when each option carries an
-        idempotency key (``step.run_workflows`` does)."""
+        idempotency key (``step.run_workflows`` does). With ``durability`` the
+        pipeline ends with its WAIT: unconfirmed, :class:`NotReplicatedError`."""
         if isinstance(workflow, Workflow):
             targets = [target_of_definition(workflow, o) for o in options]
         else:
@@ -396,10 +397,15 @@ class Runs:
             for t, value, o in zip(targets, inputs, options, strict=True)
         ]
         scripts.ensure_loaded()
+        wait = shard.transport.wait_args
         pipe = shard.redis.pipeline(transaction=False)
         for keys, args in calls:
             pipe.execute_command(*scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
+        if wait is not None:  # durability: acknowledged once a replica has them
+            pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
         replies = pipe.execute(raise_on_error=False)
+        if wait is not None:
+            shard.transport.check_waited(replies.pop())  # NotReplicatedError: resend
         ids: list[str] = []
         for (keys, args), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
@@ -464,22 +470,28 @@ class Runs:
 
     def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by
-        the SCARD of the run's children; per id (status after, has children). A
-        script error (NOSCRIPT after a flush) or a lost connection: that shard's
-        ids one by one through ``Scripts.cancel`` (a cancel sent twice is harmless)."""
+        the SCARD of the run's children (and by the WAIT of ``durability``); per id
+        (status after, has children). A script error (NOSCRIPT after a flush), a
+        lost connection or a WAIT not confirmed: that shard's ids one by one
+        through ``Scripts.cancel`` (a cancel sent twice is harmless)."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             scripts = shard.scripts
             scripts.ensure_loaded()
+            wait = shard.transport.wait_args
             try:
                 with shard.redis.pipeline(transaction=False) as pipe:
                     for i in positions:
                         keys, args = scripts.cancel_call(ids[i], why)
                         pipe.execute_command(*scripts.command("cancel_run", keys, args))  # type: ignore[no-untyped-call]
                         pipe.scard(shard.keys.run_children(ids[i]))
+                    if wait is not None:  # durability: acknowledged once a replica has them
+                        pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
                     replies = pipe.execute(raise_on_error=False)
-            except NETWORK_ERRORS:
+                if wait is not None:
+                    shard.transport.check_waited(replies.pop())
+            except NETWORK_ERRORS:  # NotReplicatedError too: one by one, each waited
                 replies = [RuntimeError("resend")] * (2 * len(positions))
             for j, i in enumerate(positions):
                 reply, children = replies[2 * j], replies[2 * j + 1]

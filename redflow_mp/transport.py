@@ -344,6 +344,19 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def wait_args(self) -> tuple[Any, ...] | None:
+        """The WAIT / WAITAOF that must end a pipeline of run-state writes sent on
+        another connection than :meth:`call`'s (None for ``durability = "none"``)."""
+        return self._wait
+
+    def check_waited(self, reply: Any) -> None:
+        """Raise :class:`~redflow_mp.NotReplicatedError` unless ``reply`` (that of
+        :attr:`wait_args` at the end of a pipeline) confirms its writes."""
+        if isinstance(reply, Exception):
+            raise reply
+        check_replicated(reply, self.durability, self.wait_ms, self.describe())
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
         if self.router is not None:
@@ -472,8 +485,10 @@ def is_noscript(exc: ResponseError) -> bool:
 
 def is_busy(exc: ResponseError) -> bool:
     """``BUSY``: a script or function runs past busy-reply-threshold; the command
-    was refused (``BUSYKEY``, a RESTORE onto an existing key, is another error)."""
-    return str(exc).startswith("BUSY ")
+    was refused (``BUSYKEY``, a RESTORE onto an existing key, is another error).
+    A pipeline's reply says which of its commands got it ("... caused error: BUSY")."""
+    text = str(exc)
+    return text.startswith("BUSY ") or "caused error: BUSY " in text
 
 
 def is_oom(exc: ResponseError) -> bool:

@@ -254,8 +254,7 @@ class Worker:
                     self.hooks.finished(claimed)
                     self._on_failure()
                 else:
-                    holding = claimed
-                    self.hooks.finishing(claimed)
+                    holding = claimed  # marked finishing by _settle
                 continue
             if token:
                 self.hooks.claiming("")
@@ -394,6 +393,7 @@ class Worker:
         the wait's condition holds by now, execute it again at once (same lease,
         same attempt). Returns the outcome to settle (LOST: nothing left to write)."""
         while outcome.mode is OutcomeMode.SUSPEND and outcome.wait is not None:
+            self.hooks.finishing(claimed)  # this execution ended: not timed out now
             status = self._apply_suspend(claimed, outcome)
             if status != "resume":
                 if status == "canceled":
@@ -458,6 +458,10 @@ class Worker:
             if outcome.info is not None:
                 log.warning("run %s: lease lost; its result was discarded", claimed.id)
             return None, None
+        # The handler has ended: on the host's books its run is finishing from
+        # here on (never timed out or aborted while a write rides out Redis
+        # trouble), whichever call writes its end.
+        self.hooks.finishing(claimed)
         if outcome.mode is OutcomeMode.CANCELED:
             status = self._apply_now(_finish_args(claimed, outcome))
             self._record(claimed.workflow, "canceled", status)

@@ -22,7 +22,8 @@ class WorkerHooks(Protocol):
         the claim token is no longer needed."""
 
     def finishing(self, run: Claimed) -> None:
-        """``run``'s handler returned; its finish rides on the next script call."""
+        """``run``'s handler ended; its end is being written (riding on the next
+        claim, or by a call of its own: a finish, put-back or suspension)."""
 
     def finished(self, run: Claimed) -> None:
         """``run`` is no longer held here: its outcome was written (or it was lost)."""

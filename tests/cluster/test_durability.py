@@ -29,6 +29,7 @@ from redis.crc import key_slot
 
 from redflow_mp import Context, NotReplicatedError, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
+from redflow_mp.options import RunOptions
 from tests.conftest import prefix_off_node
 from tests.faults.harness import faults_harness, wait_for
 from tests.helpers import WorkerPool
@@ -271,3 +272,106 @@ def test_a_replica_stalled_past_the_ride_out_puts_the_run_back_not_fails_it(
             os.kill(replica.proc.pid, signal.SIGCONT)
         replica.cleanup()
         master.cleanup()
+
+
+def test_the_cancel_cascade_is_acknowledged_only_once_a_replica_has_it(
+    redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """durability "wait" on a server without a replica: every run-state write must
+    fail with NotReplicatedError, the cancels of a parent's children too. The
+    cascade (``cancel_run``'s, and the worker's for a run that ended canceled)
+    sends them in a pipeline of ``cancel_run`` scripts with no WAIT: it
+    acknowledged cancels no replica had (a failover then brought the children
+    back to life after their parent was canceled). Before: ``cancel_children``
+    returned 1 (no NotReplicatedError raised); the async client likewise."""
+
+    @define_workflow("cascade-child", queue="unserved", registry=registry)
+    def child(ctx: Context[Any]) -> int:
+        return 1
+
+    @define_workflow("cascade-parent", registry=registry, max_concurrency=2)
+    def parent(ctx: Context[Any]) -> int:
+        return int(ctx.step.run_workflow("child", child, None))
+
+    setup = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    setup.sync_registry(registry, app="t")
+    parents = [parent.run(None, client=setup).id for _ in range(2)]
+    pool = WorkerPool(setup)
+    pool.start(setup, queues=["default"])
+    try:
+        wait_for(
+            lambda: all(setup.get_run(p).status == "suspended" for p in parents),  # type: ignore[union-attr]
+            20,
+            "the parents suspended on their children",
+        )
+    finally:
+        pool.stop_all()
+    durable = create_client(
+        redis_url,
+        prefix=prefix,
+        registry=registry,
+        default=False,
+        durability="wait",
+        durability_wait_ms=50,
+    )
+    try:
+        # before: returned 1 (the child canceled on the master, no replica asked)
+        with pytest.raises(NotReplicatedError):
+            durable.cancel_children(parents[0])
+    finally:
+        durable.close()
+
+    async def main() -> None:
+        ac = create_async_client(
+            redis_url,
+            prefix=prefix,
+            registry=registry,
+            default=False,
+            durability="wait",
+            durability_wait_ms=50,
+        )
+        try:
+            # before: returned (the child canceled on the master, no replica asked)
+            with pytest.raises(NotReplicatedError):
+                await ac._cancel_children(parents[1], None)
+        finally:
+            await ac.aclose()
+
+    asyncio.run(main())
+    setup.close()
+
+
+def test_run_workflows_children_are_acknowledged_only_once_a_replica_has_them(
+    redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """durability "wait" on a server without a replica: the children that
+    ``step.run_workflows`` starts (``Runs.enqueue_each``, one pipeline of
+    ``enqueue_run`` calls) were acknowledged with no WAIT. With shards > 1 on a
+    cluster they live on another master than their parent, whose later waited
+    writes do not cover them: a failover of theirs lost children the parent went
+    on waiting for. Before: ``enqueue_each`` returned the ids (no
+    NotReplicatedError raised); now it raises, and the step's ride-out resends
+    (the children's keys make the resend harmless)."""
+    wf = _flow(registry)
+    setup = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    setup.sync_registry(registry, app="t")
+    durable = create_client(
+        redis_url,
+        prefix=prefix,
+        registry=registry,
+        default=False,
+        durability="wait",
+        durability_wait_ms=50,
+    )
+    try:
+        options = [RunOptions.of(idempotency_key=f"child-{i}") for i in range(2)]
+        # before: returned the two ids, no replica asked
+        with pytest.raises(NotReplicatedError):
+            durable.enqueue_each(wf, [None, None], options)  # type: ignore[arg-type]
+        # the resend (the step's ride-out) finds the same two runs
+        ids = setup.enqueue_each(wf, [None, None], options)  # type: ignore[arg-type]
+        assert len(set(ids)) == 2
+        assert len(setup.list_runs(workflow="durable")) == 2
+    finally:
+        durable.close()
+        setup.close()
