@@ -28,13 +28,14 @@ from typing import Any
 import msgspec
 
 from . import codec, tracing
-from .codec import ErrorInfo, RunInfo, RunWait
+from .codec import ErrorInfo, RunInfo, RunWait, encode_error
 from .context import AsyncContext, Context, FailureContext
 from .errors import (
     InputValidationError,
     LeaseLostError,
     NonRetriableError,
     OutputSerializationError,
+    RedflowError,
     RunCanceledError,
     UnknownWorkflowError,
 )
@@ -46,11 +47,11 @@ from .registry import Registry, Workflow
 from .results import WAIT_TROUBLE, passes
 from .retry import retry_delay_ms
 from .runs import Runs
-from .scripts import Claimed
+from .scripts import Claimed, Finish
 from .steps import AsyncStep, Step
 from .waits import merge_waits
 
-__all__ = ["Executor", "Outcome", "OutcomeMode", "on_failure_of_stored_run"]
+__all__ = ["Executor", "Outcome", "OutcomeMode", "finish_args", "on_failure_of_stored_run"]
 
 log = logging.getLogger(__name__)
 
@@ -487,3 +488,15 @@ def _invoke_on_failure(
             run_async(result)
     except (Exception, asyncio.CancelledError):  # CancelledError: it ended the worker
         fctx.logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+
+
+def finish_args(claimed: Claimed, outcome: Outcome) -> Finish:
+    """The finish (``claim_run``/``finalize_run`` arguments) an outcome writes."""
+    if outcome.mode is OutcomeMode.SUCCEEDED:
+        return Finish(outcome.mode, claimed.id, claimed.token, outcome.payload)
+    payload = encode_error(outcome.error) if outcome.error is not None else b""
+    if outcome.mode in (OutcomeMode.RETRY, OutcomeMode.DEFER):
+        return Finish(outcome.mode, claimed.id, claimed.token, payload, outcome.delay_ms)
+    if outcome.mode not in (OutcomeMode.FAILED, OutcomeMode.CANCELED):
+        raise RedflowError(f"unexpected outcome {outcome.mode!r}")
+    return Finish(outcome.mode, claimed.id, claimed.token, payload)

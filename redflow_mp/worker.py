@@ -27,9 +27,8 @@ from redis.exceptions import ResponseError
 
 from . import maintenance, xshard
 from .client import Client, set_default_client
-from .codec import encode_error
-from .errors import TRANSIENT_ERRORS, RedflowError, WrongTypeError
-from .executor import Executor, Outcome, OutcomeMode
+from .errors import TRANSIENT_ERRORS, WrongTypeError
+from .executor import Executor, Outcome, OutcomeMode, finish_args
 from .foreign import DEFER_MS, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench, shared_keys
@@ -463,13 +462,13 @@ class Worker:
         # trouble), whichever call writes its end.
         self.hooks.finishing(claimed)
         if outcome.mode is OutcomeMode.CANCELED:
-            status = self._apply_now(_finish_args(claimed, outcome))
+            status = self._apply_now(finish_args(claimed, outcome))
             self._record(claimed.workflow, "canceled", status)
             self._cascade(claimed.id)
             if self._others:
                 self._kick(claimed, status)
             return None, None
-        finish = _finish_args(claimed, outcome)
+        finish = finish_args(claimed, outcome)
         if outcome.mode is OutcomeMode.DEFER:
             # Rare (Redis trouble outlasted a write's ride-out): its own call,
             # not a mode of the hot path's claim_run.
@@ -672,17 +671,6 @@ class Worker:
     def close(self) -> None:
         self.keeper.stop()
         self.executor.close()
-
-
-def _finish_args(claimed: Claimed, outcome: Outcome) -> Finish:
-    if outcome.mode is OutcomeMode.SUCCEEDED:
-        return Finish(outcome.mode, claimed.id, claimed.token, outcome.payload)
-    payload = encode_error(outcome.error) if outcome.error is not None else b""
-    if outcome.mode in (OutcomeMode.RETRY, OutcomeMode.DEFER):
-        return Finish(outcome.mode, claimed.id, claimed.token, payload, outcome.delay_ms)
-    if outcome.mode not in (OutcomeMode.FAILED, OutcomeMode.CANCELED):
-        raise RedflowError(f"unexpected outcome {outcome.mode!r}")
-    return Finish(outcome.mode, claimed.id, claimed.token, payload)
 
 
 NOT_A_COMMAND = """\
