@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20000)
     ap.add_argument("--skip", type=float, default=0.1, help="share of runs before the window")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--ref", default=None, help="git ref to measure (default: this tree)")
     ap.add_argument("--baseline", default=None, help="git ref to alternate with")
     ap.add_argument("--baseline-root", default=None, help="a tree to alternate with")
     ap.add_argument("--profile", default=os.environ.get("CHILD_COST_PROFILE"))
@@ -271,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     flows_dir.mkdir()
     (flows_dir / "childcost_flows.py").write_text(FLOWS)
     roots: dict[str, Path] = {"branch": ROOT}
+    if ns.ref:
+        roots["branch"] = export_ref(ns.ref, tmp / "branch")
     if ns.baseline:
         roots["baseline"] = export_ref(ns.baseline, tmp / "baseline")
     elif ns.baseline_root:
@@ -294,32 +298,52 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_case(label, root, flows_dir, server, ns.runs, skip, None)
                 results[label].append(r)
                 print(f"rep {rep + 1} {r.line()}", flush=True)
-        print(f"\nmedians of {ns.reps} (min-max):")
-        summary = {}
-        for label, rs in results.items():
-            row = {}
-            for name in ("child_us", "child_sys_us", "parent_us", "script_us", "calls", "redis_us"):
-                vals = [getattr(r, name) for r in rs]
-                row[name] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
-            rates = [r.runs / r.seconds for r in rs]
-            row["runs_per_s"] = {
-                "median": statistics.median(rates),
-                "min": min(rates),
-                "max": max(rates),
-            }
-            summary[label] = row
-            print(
-                f"  {label:10s} "
-                + "  ".join(
-                    f"{k} {v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f})" for k, v in row.items()
-                )
-            )
+        summary = _report(results, ns.reps)
         if ns.json:
             Path(ns.json).write_text(json.dumps(summary, indent=2))
         return 0
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _report(results: dict[str, list[Result]], reps: int) -> dict[str, Any]:
+    """Print the medians (and the paired differences with a baseline); return them."""
+    print(f"\nmedians of {reps} (min-max):")
+    summary: dict[str, Any] = {}
+    for label, rs in results.items():
+        row: dict[str, Any] = {}
+        for name in ("child_us", "child_sys_us", "parent_us", "script_us", "calls", "redis_us"):
+            vals = [getattr(r, name) for r in rs]
+            row[name] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+        rates = [r.runs / r.seconds for r in rs]
+        row["runs_per_s"] = {
+            "median": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+        }
+        summary[label] = row
+        print(
+            f"  {label:10s} "
+            + "  ".join(
+                f"{k} {v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f})" for k, v in row.items()
+            )
+        )
+    if "baseline" in results:
+        # each repetition's pair ran back to back: their differences cancel
+        # most of the drift of a shared machine
+        print("  branch - baseline, median of the pairs (min-max):")
+        for name in ("child_us", "script_us", "redis_us"):
+            diffs = [
+                getattr(b, name) - getattr(a, name)
+                for a, b in zip(results["baseline"], results["branch"], strict=True)
+            ]
+            summary.setdefault("paired", {})[name] = statistics.median(diffs)
+            print(
+                f"    {name:10s} {statistics.median(diffs):+6.1f} "
+                f"({min(diffs):+.1f} to {max(diffs):+.1f})"
+            )
+    return summary
 
 
 def _interrupt(signum: int, frame: object) -> None:
