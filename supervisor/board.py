@@ -157,8 +157,17 @@ class Board:
         self._end(base)
 
     def push(
-        self, index: int, run_id: str, token: str, workflow: str, timeout: float | None
+        self,
+        index: int,
+        run_id: str,
+        token: str,
+        workflow: str,
+        timeout: float | None,
+        *,
+        claimed: bool = False,
     ) -> None:
+        """Put a run on entry ``index``'s stack; ``claimed``: it is the run of the
+        claim whose token the entry shows, which is cleared in the same write."""
         mm = self._mm
         base = self._begin(index)
         depth = mm[base + 9]
@@ -180,6 +189,8 @@ class Board:
             )
         mm[base + 9] = depth + 1
         mm[base + 8] = _BUSY
+        if claimed:  # after the entry holds the run, as set_claim_token(index, "")
+            mm[base + _CLAIM_TOKEN] = 0
         self._end(base)
 
     def pop(self, index: int) -> None:

@@ -133,12 +133,18 @@ class _Abort(BaseException):
 
 def set_title(text: str) -> None:
     """Set this process's title (what ps shows); cosmetic, never fails."""
-    try:
-        import setproctitle
+    global _set_title
+    with contextlib.suppress(Exception):  # titles are cosmetic
+        if _set_title is None:
+            # imported at the first title (a process that sets none never loads
+            # it), then kept: a worker's title a run costs no import statement
+            import setproctitle
 
-        setproctitle.setproctitle(text)
-    except Exception:  # pragma: no cover - titles are cosmetic
-        pass
+            _set_title = setproctitle.setproctitle
+        _set_title(text)
+
+
+_set_title: Callable[[str], None] | None = None
 
 
 class _Hooks:
@@ -150,6 +156,7 @@ class _Hooks:
         self.base_title = f"redflow-supervisor[{spec.app}] worker {spec.slot}"
         self.stop_requested = False
         self.depth = 0
+        self.titled = False  # the title names a run (set back to base_title when idle)
         self.parent_pid = os.getppid()
         self.home: str | None = _cwd()
         self.metrics = Metrics()
@@ -196,11 +203,19 @@ class _Hooks:
 
     def claiming(self, token: str) -> None:
         self.board.set_claim_token(self.index, token)
+        if not token and self.depth == 0 and self.titled:
+            # The claim found nothing: idle. The title goes back here rather than
+            # in finished(): in the steady state the next run starts right after
+            # the last one finished, and two titles a run for one that nobody
+            # can see cost a setproctitle call (and a prctl) each.
+            self.titled = False
+            set_title(self.base_title)
 
     def started(self, run: Claimed, timeout: float | None) -> None:
-        self.board.push(self.index, run.id, run.token, run.workflow, timeout)
-        self.board.set_claim_token(self.index, "")  # on the books now: found by its entry
+        # also clears the claim token: on the books now, found by its entry
+        self.board.push(self.index, run.id, run.token, run.workflow, timeout, claimed=True)
         self.depth += 1
+        self.titled = True
         set_title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
 
     def finishing(self, run: Claimed) -> None:
@@ -209,8 +224,6 @@ class _Hooks:
     def finished(self, run: Claimed) -> None:
         self.board.pop(self.index)
         self.depth -= 1
-        if self.depth == 0:
-            set_title(self.base_title)
 
     def failure_hook(self, running: bool) -> None:
         """On the board: the parent kills this child if the hook runs too long."""
