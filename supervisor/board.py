@@ -239,6 +239,11 @@ class Board:
     def stop_requested(self, index: int) -> bool:
         return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] == _STOP
 
+    def leave_requested(self, index: int) -> tuple[bool, bool]:
+        """(stop, recycle) requested, in one read (a child's check before each claim)."""
+        req = self._mm[index * ENTRY_SIZE + _REQ_RECYCLE]
+        return req == _STOP, req == _RECYCLE
+
     def abort_request(self, index: int) -> tuple[AbortReason, str]:
         base = index * ENTRY_SIZE
         reason = AbortReason(self._mm[base + _REQ_ABORT])

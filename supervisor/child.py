@@ -61,6 +61,7 @@ from .logs import flush_logs
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
 _getsignal = cast(Any, importlib.import_module("_signal")).getsignal
+_pthread_sigmask = cast(Any, importlib.import_module("_signal")).pthread_sigmask
 _SIG_DFL = int(signal.SIG_DFL)
 
 __all__ = [
@@ -247,18 +248,22 @@ class _Hooks:
             if not self.stop_requested:
                 log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
             self.stop_requested = True
-        if self.board.stop_requested(self.index):
+        stop, recycle = self.board.leave_requested(self.index)
+        if stop:
             # The parent's TERM, read from the board: a handler may have ignored
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
-        return self.stop_requested or self.board.recycle_requested(self.index)
+        return self.stop_requested or recycle
 
     def restore_sigmask(self) -> None:
         """Unblock the signals a handler left blocked in this thread
         (``signal.pthread_sigmask``): a blocked SIGALRM kept every later step
         ``timeout`` of this child from firing (a step stuck for good held its run
         and child forever, unseen), a blocked TERM or QUIT deafened the child."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        # _signal's own: signal.pthread_sigmask turns each signal of its answer
+        # into an enum, 0.5 us a claim for nothing (an int compares and hashes
+        # as its enum does).
+        blocked = _pthread_sigmask(signal.SIG_BLOCK, ())
         if blocked == self.sigmask:
             return
         signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
@@ -334,10 +339,7 @@ def reopen_std_fds() -> None:
     took the number otherwise, and the child's log lines, and whatever code
     printed, went into it. One ``poll`` call when nothing is closed (a closed
     descriptor answers POLLNVAL; three ``fstat`` calls cost 2 us a claim)."""
-    std = select.poll()
-    for fd in (0, 1, 2):
-        std.register(fd, 0)  # no events asked: POLLNVAL (closed), HUP and ERR only
-    closed = [fd for fd, ev in std.poll(0) if ev & select.POLLNVAL]
+    closed = [fd for fd, ev in _std_poll().poll(0) if ev & select.POLLNVAL]
     for fd in closed:  # lowest first: each open returns fd itself
         null = os.open(os.devnull, os.O_RDWR)
         if null != fd:
@@ -348,6 +350,23 @@ def reopen_std_fds() -> None:
             "a handler closed descriptor %s of this worker; /dev/null is open on it again",
             ", ".join(map(str, closed)),
         )
+
+
+def _std_poll() -> select.poll:
+    """A poll object on descriptors 0-2 with no events asked (POLLNVAL: closed, HUP
+    and ERR only), made once per thread: it holds only the numbers, each poll()
+    asks the kernel anew, and building it cost a claim 0.5 us. Per thread, as one
+    poll object refuses concurrent polls."""
+    std: select.poll | None = getattr(_STD, "poll", None)
+    if std is None:
+        std = select.poll()
+        for fd in (0, 1, 2):
+            std.register(fd, 0)
+        _STD.poll = std
+    return std
+
+
+_STD = threading.local()
 
 
 def after_fork(close_fds: Sequence[int]) -> None:
