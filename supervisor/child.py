@@ -235,13 +235,22 @@ class _Hooks:
         process (closed standard descriptors, another working directory, signals
         left blocked), and say whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
-        next line logged, which an idle child may not log for hours."""
-        self.flush_metrics()
+        next line logged, which an idle child may not log for hours.
+
+        Checks that find nothing to do cost no call of the method that would do
+        it (flush_metrics, restore_sigmask, restore_dispositions): this runs once
+        a run."""
+        if time.monotonic() >= self._next_flush:  # flush_metrics's own clock
+            self.flush_metrics()
         flush_logs()
         reopen_std_fds()
         self.restore_cwd()
-        self.restore_sigmask()
-        self.restore_dispositions()
+        if _pthread_sigmask(signal.SIG_BLOCK, ()) != self.sigmask:
+            self.restore_sigmask()
+        for sig in self.watched:
+            if _getsignal(sig) == _SIG_DFL:
+                self.restore_dispositions()
+                break
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
