@@ -77,21 +77,24 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     available = rest[0] if rest else b""
     unread = rest[1] if len(rest) > 1 else b""
     unread_bytes = rest[2] if len(rest) > 2 else b""
+    # Positional, in the field order: keywords cost a slots dataclass's
+    # __init__ about 1.3 us more per claim (17 fields).
     return Claimed(
-        id=rid.decode("utf-8", "replace"),
-        workflow=wf.decode("utf-8", "replace"),
-        queue=queue.decode("utf-8", "replace"),
-        input_json=input_json,
-        attempt=int(attempt or 1),
-        max_attempts=int(max_attempts or 1),
-        created_at=int(created or 0),
-        parent_run_id=parent.decode("utf-8", "replace") if parent else None,
-        timeout_ms=int(timeout) if timeout else None,
-        cron_id=cron.decode("utf-8", "replace") if cron else None,
-        started_at=int(started or 0),
-        steps=steps,
-        token=token,
-        available_at=int(available) if available else None,
-        steps_unread=int(unread) if unread else 0,
-        steps_unread_bytes=int(unread_bytes) if unread_bytes else 0,
+        rid.decode("utf-8", "replace"),  # id
+        wf.decode("utf-8", "replace"),  # workflow
+        queue.decode("utf-8", "replace"),  # queue
+        input_json,
+        int(attempt or 1),
+        int(max_attempts or 1),
+        int(created or 0),  # created_at
+        parent.decode("utf-8", "replace") if parent else None,  # parent_run_id
+        int(timeout) if timeout else None,  # timeout_ms
+        cron.decode("utf-8", "replace") if cron else None,  # cron_id
+        int(started or 0),  # started_at
+        steps,
+        token,
+        0.0,  # lease_until
+        int(available) if available else None,  # available_at
+        int(unread) if unread else 0,  # steps_unread
+        int(unread_bytes) if unread_bytes else 0,  # steps_unread_bytes
     )

@@ -78,13 +78,29 @@ class Metrics:
             self._wf_keys[(name, workflow, status)] = got
         return got
 
+    # inc_wf and observe_wf are a worker's four updates a run: the key lookup and
+    # the update are written out here (not _wf_key/_inc/_observe), two Python
+    # calls fewer each.
+
     def inc_wf(self, name: str, workflow: str, status: str = "") -> None:
         """``inc(name, workflow=workflow[, status=status])``, cheaper per call."""
-        self._inc(self._wf_key(name, workflow, status), 1.0)
+        key = self._wf_keys.get((name, workflow, status)) or self._wf_key(name, workflow, status)
+        with self._lock:
+            counters = self._counters
+            counters[key] = counters.get(key, 0.0) + 1.0
 
     def observe_wf(self, name: str, seconds: float, workflow: str) -> None:
         """``observe(name, seconds, workflow=workflow)``, cheaper per call."""
-        self._observe(self._wf_key(name, workflow, ""), seconds)
+        key = self._wf_keys.get((name, workflow, "")) or self._wf_key(name, workflow, "")
+        slot = bisect.bisect_left(BUCKETS, seconds)
+        with self._lock:
+            hist = self._hists.get(key)
+            if hist is None:
+                hist = [0.0] * (len(BUCKETS) + 3)  # buckets..., +Inf, sum, count
+                self._hists[key] = hist
+            hist[slot] += 1
+            hist[-2] += seconds
+            hist[-1] += 1
 
     def _inc(self, key: tuple[str, Labels], value: float) -> None:
         with self._lock:

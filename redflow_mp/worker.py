@@ -369,7 +369,7 @@ class Worker:
         )
         self._current = claimed
         metrics = self.metrics
-        label = self._label(claimed.workflow)
+        label = claimed.workflow if wf is not None else UNREGISTERED_LABEL  # as _label
         if metrics is not None:
             metrics.inc_wf("redflow_runs_started_total", label)
             if claimed.available_at:

@@ -134,6 +134,9 @@ class Board:
 
     # -------------------------------------------------------------- child side
 
+    # push, pop and mark_finishing (three writes a run) write _begin and _end out:
+    # two Python calls fewer each.
+
     def _begin(self, index: int) -> int:
         base = index * ENTRY_SIZE
         mm = self._mm
@@ -165,10 +168,20 @@ class Board:
         self._end(base)
 
     def push(
-        self, index: int, run_id: str, token: str, workflow: str, timeout: float | None
+        self,
+        index: int,
+        run_id: str,
+        token: str,
+        workflow: str,
+        timeout: float | None,
+        *,
+        claimed: bool = False,
     ) -> None:
+        """Put a run on entry ``index``'s stack; ``claimed``: it is the run of the
+        claim whose token the entry shows, which is cleared in the same write."""
         mm = self._mm
-        base = self._begin(index)
+        base = index * ENTRY_SIZE  # _begin, written out (as in pop, mark_finishing)
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         depth = mm[base + 9]
         if depth < MAX_DEPTH:
             rid = run_id.encode()[:_MAX_ID]
@@ -188,11 +201,14 @@ class Board:
             )
         mm[base + 9] = depth + 1
         mm[base + 8] = _BUSY
-        self._end(base)
+        if claimed:  # after the entry holds the run, as set_claim_token(index, "")
+            mm[base + _CLAIM_TOKEN] = 0
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
 
     def pop(self, index: int) -> None:
         mm = self._mm
-        base = self._begin(index)
+        base = index * ENTRY_SIZE
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _begin
         depth = mm[base + 9]
         if depth > 0:
             depth -= 1
@@ -200,16 +216,18 @@ class Board:
         if depth == 0:
             mm[base + 8] = _IDLE
             _U32.pack_into(mm, base + 12, _U32.unpack_from(mm, base + 12)[0] + 1)
-        self._end(base)
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
 
     def mark_finishing(self, index: int) -> None:
         """The innermost run's handler returned; its finish is in flight."""
-        base = self._begin(index)
-        depth = self._mm[base + 9]
+        mm = self._mm
+        base = index * ENTRY_SIZE
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _begin
+        depth = mm[base + 9]
         if 0 < depth <= MAX_DEPTH:
             at = base + _STACK_AT + (depth - 1) * _ITEM.size + _TIMEOUT_AT
-            _F64.pack_into(self._mm, at, -1.0)
-        self._end(base)
+            _F64.pack_into(mm, at, -1.0)
+        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
 
     def set_claim_token(self, index: int, token: str) -> None:
         """Publish the token of the claim about to be sent: if the child dies before
@@ -235,6 +253,11 @@ class Board:
 
     def stop_requested(self, index: int) -> bool:
         return self._mm[index * ENTRY_SIZE + _REQ_RECYCLE] == _STOP
+
+    def leave_requested(self, index: int) -> tuple[bool, bool]:
+        """(stop, recycle) requested, in one read (a child's check before each claim)."""
+        req = self._mm[index * ENTRY_SIZE + _REQ_RECYCLE]
+        return req == _STOP, req == _RECYCLE
 
     def abort_request(self, index: int) -> tuple[AbortReason, str]:
         base = index * ENTRY_SIZE

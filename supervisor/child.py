@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -70,6 +71,7 @@ from .output import DroppingWriter, dropped, never_block
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
 _getsignal = cast(Any, importlib.import_module("_signal")).getsignal
+_pthread_sigmask = cast(Any, importlib.import_module("_signal")).pthread_sigmask
 _SIG_DFL = int(signal.SIG_DFL)
 
 __all__ = [
@@ -146,12 +148,17 @@ class _OutOfDescriptors(BaseException):
 
 def set_title(text: str) -> None:
     """Set this process's title (what ps shows); cosmetic, never fails."""
-    try:
-        import setproctitle
+    with contextlib.suppress(Exception):  # titles are cosmetic
+        _title_setter()(text)
 
-        setproctitle.setproctitle(text)
-    except Exception:  # pragma: no cover - titles are cosmetic
-        pass
+
+@functools.cache
+def _title_setter() -> Callable[[str], None]:
+    """``setproctitle.setproctitle``, imported at the first title (a process that
+    sets none never loads it); cached, so a worker's title a run costs no import."""
+    import setproctitle
+
+    return setproctitle.setproctitle
 
 
 class _Hooks:
@@ -163,6 +170,7 @@ class _Hooks:
         self.base_title = f"redflow-supervisor[{spec.app}] worker {spec.slot}"
         self.stop_requested = False
         self.depth = 0
+        self.titled = False  # the title names a run (set back to base_title when idle)
         self.parent_pid = os.getppid()
         self.home: str | None = _cwd()
         self.metrics = Metrics()
@@ -213,12 +221,20 @@ class _Hooks:
 
     def claiming(self, token: str) -> None:
         self.board.set_claim_token(self.index, token)
+        if not token and self.depth == 0 and self.titled:
+            # The claim found nothing: idle. The title goes back here rather than
+            # in finished(): in the steady state the next run starts right after
+            # the last one finished, and two titles a run for one that nobody
+            # can see cost a setproctitle call (and a prctl) each.
+            self.titled = False
+            set_title(self.base_title)
 
     def started(self, run: Claimed, timeout: float | None) -> None:
         self._next_fd_check = 0.0  # the handler may leak: look before the next claim
-        self.board.push(self.index, run.id, run.token, run.workflow, timeout)
-        self.board.set_claim_token(self.index, "")  # on the books now: found by its entry
+        # also clears the claim token: on the books now, found by its entry
+        self.board.push(self.index, run.id, run.token, run.workflow, timeout, claimed=True)
         self.depth += 1
+        self.titled = True
         set_title(f"{self.base_title} running {run.workflow[:60]} {run.id}")
 
     def finishing(self, run: Claimed) -> None:
@@ -227,8 +243,6 @@ class _Hooks:
     def finished(self, run: Claimed) -> None:
         self.board.pop(self.index)
         self.depth -= 1
-        if self.depth == 0:
-            set_title(self.base_title)
 
     def failure_hook(self, running: bool) -> None:
         """On the board: the parent kills this child if the hook runs too long."""
@@ -239,26 +253,36 @@ class _Hooks:
         process (closed standard descriptors, another working directory, signals
         left blocked), and say whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
-        next line logged, which an idle child may not log for hours."""
-        self.flush_metrics()
+        next line logged, which an idle child may not log for hours.
+
+        Checks that find nothing to do cost no call of the method that would do
+        it (flush_metrics, restore_sigmask, restore_dispositions): this runs once
+        a run."""
+        if time.monotonic() >= self._next_flush:  # flush_metrics's own clock
+            self.flush_metrics()
         flush_logs()
         self.report_dropped()
         self.check_descriptors()
         reopen_std_fds()
         self.restore_cwd()
-        self.restore_sigmask()
-        self.restore_dispositions()
+        if _pthread_sigmask(signal.SIG_BLOCK, ()) != self.sigmask:
+            self.restore_sigmask()
+        for sig in self.watched:
+            if _getsignal(sig) == _SIG_DFL:
+                self.restore_dispositions()
+                break
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
             if not self.stop_requested:
                 log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
             self.stop_requested = True
-        if self.board.stop_requested(self.index):
+        stop, recycle = self.board.leave_requested(self.index)
+        if stop:
             # The parent's TERM, read from the board: a handler may have ignored
             # SIGTERM or installed its own handler, and the child must still leave.
             self.stop_requested = True
-        return self.stop_requested or self.board.recycle_requested(self.index)
+        return self.stop_requested or recycle
 
     def report_dropped(self) -> None:
         """Say how much of what handlers printed was dropped since the last time
@@ -306,7 +330,10 @@ class _Hooks:
         (``signal.pthread_sigmask``): a blocked SIGALRM kept every later step
         ``timeout`` of this child from firing (a step stuck for good held its run
         and child forever, unseen), a blocked TERM or QUIT deafened the child."""
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        # _signal's own: signal.pthread_sigmask turns each signal of its answer
+        # into an enum, 0.5 us a claim for nothing (an int compares and hashes
+        # as its enum does).
+        blocked = _pthread_sigmask(signal.SIG_BLOCK, ())
         if blocked == self.sigmask:
             return
         signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
@@ -382,10 +409,7 @@ def reopen_std_fds() -> None:
     took the number otherwise, and the child's log lines, and whatever code
     printed, went into it. One ``poll`` call when nothing is closed (a closed
     descriptor answers POLLNVAL; three ``fstat`` calls cost 2 us a claim)."""
-    std = select.poll()
-    for fd in (0, 1, 2):
-        std.register(fd, 0)  # no events asked: POLLNVAL (closed), HUP and ERR only
-    closed = [fd for fd, ev in std.poll(0) if ev & select.POLLNVAL]
+    closed = [fd for fd, ev in _std_poll().poll(0) if ev & select.POLLNVAL]
     for fd in closed:  # lowest first: each open returns fd itself
         null = os.open(os.devnull, os.O_RDWR)
         if null != fd:
@@ -396,6 +420,23 @@ def reopen_std_fds() -> None:
             "a handler closed descriptor %s of this worker; /dev/null is open on it again",
             ", ".join(map(str, closed)),
         )
+
+
+def _std_poll() -> select.poll:
+    """A poll object on descriptors 0-2 with no events asked (POLLNVAL: closed, HUP
+    and ERR only), made once per thread: it holds only the numbers, each poll()
+    asks the kernel anew, and building it cost a claim 0.5 us. Per thread, as one
+    poll object refuses concurrent polls."""
+    std: select.poll | None = getattr(_STD, "poll", None)
+    if std is None:
+        std = select.poll()
+        for fd in (0, 1, 2):
+            std.register(fd, 0)
+        _STD.poll = std
+    return std
+
+
+_STD = threading.local()
 
 
 def after_fork(close_fds: Sequence[int]) -> None:

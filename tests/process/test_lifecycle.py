@@ -208,6 +208,12 @@ def test_processes_are_labelled(
     busy = [" ".join(p.cmdline()).strip() for p in sup.workers()]
     assert any(t.endswith(f"running sleepy {handle.id}") for t in busy), busy
     handle.result(timeout=20)
+    # idle again (the claim after the run found nothing): the title says so
+    wait_until(
+        lambda: sorted(" ".join(p.cmdline()).strip() for p in sup.workers()) == titles,
+        10,
+        message="titles back to idle",
+    )
 
 
 def test_a_short_run_retention_removes_finished_runs_soon_after(

@@ -1,0 +1,141 @@
+"""Instructions per run of a supervisor child's worker loop, counted by callgrind.
+
+``python -m benchmarks.child_instr [--runs 1000,3000] [--ref REF ...]``
+
+Timings of a drain on a shared 2-core machine move by ±10 % between runs, more
+than most changes to the worker's per-run Python; the instructions it executes
+do not. This runs, in one process and under ``valgrind --tool=callgrind``, what
+a supervisor child runs per run: a :class:`~redflow_mp.worker.Worker` with the
+child's hooks (``redflow_supervisor.child._Hooks``: the status board, titles,
+the checks before each claim, metrics sent down a pipe) against a private
+redis-server, over N no-op runs enqueued beforehand, for two sizes N1 < N2
+(work the clock triggers, metrics sent to the parent and lease renewals, is
+kept out: at valgrind's pace it would count many times over). The
+difference of the two totals over N2 - N1 is the user-space instructions per
+run in the steady state (start-up and imports cancel out). System calls are
+counted as one instruction each: what the kernel does for them is not in this
+figure (``benchmarks.child_cost`` measures the child's CPU, kernel included).
+With ``--ref`` (repeatable) the same is counted on the tree of each git ref.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.child_cost import export_ref  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+# Runs in the measured process (PYTHONPATH: the tree measured).
+LOOP = """
+import os, signal, sys
+import redis
+from redflow_mp import create_client, define_workflow
+from redflow_mp.registry import Registry
+from redflow_mp.worker import Worker
+from redflow_supervisor import child as ch
+from redflow_supervisor.board import Board
+
+url, n = sys.argv[1], int(sys.argv[2])
+redis.Redis.from_url(url).flushall()
+registry = Registry()
+
+
+@define_workflow("ci-noop", queue="ci", max_concurrency=100000, registry=registry)
+def _noop(ctx):
+    return None
+
+
+client = create_client(url, prefix="ci", registry=registry, default=False)
+for start in range(0, n, 1000):
+    _noop.run_many(list(range(start, min(n, start + 1000))), client=client)
+registry.freeze()
+read_end, write_end = os.pipe()
+os.set_blocking(write_end, False)
+board = Board(1)
+spec = ch.ChildSpec(
+    index=0, slot=0, app="ci", url=url, prefix="ci", queues=("ci",), lease_ms=5000,
+    metrics_fd=write_end,
+)
+hooks = ch._Hooks(board, spec)
+hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+hooks.dispositions = {sig: signal.getsignal(sig) for sig in ch.HANDLED_SIGNALS}
+hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
+# Work done by the clock, not per run, would be counted per run 50 times over at
+# valgrind's pace: metrics go down the pipe once (natively once a second, every
+# ~10,000 runs), and the lease (60 s) is not renewed during the count.
+hooks.flush_metrics(force=True)
+hooks._next_flush = float("inf")
+worker = Worker(client, queues=["ci"], registry=registry, hooks=hooks, max_runs=n,
+                metrics=hooks.metrics, lease_ms=60000)
+worker.run()
+assert worker.runs_done == n, worker.runs_done
+"""
+
+
+def count(code_root: Path, url: str, runs: int, tmp: Path) -> int:
+    """Total instructions (callgrind's Ir) of one process running ``runs`` runs."""
+    out = tmp / f"cg.{runs}.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDFLOW_")}
+    env["PYTHONPATH"] = str(code_root)
+    env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every count
+    proc = subprocess.run(
+        [
+            *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+            *(sys.executable, "-c", LOOP, url, str(runs)),
+        ],
+        cwd=code_root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise RuntimeError(f"the measured process failed ({proc.returncode})")
+    m = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
+    if m is None:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise RuntimeError("no instruction count in callgrind's output")
+    return int(m.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.child_instr",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--runs", default="1000,3000", help="the two sizes N1,N2")
+    ap.add_argument("--ref", action="append", default=[], help="git ref to count too")
+    ns = ap.parse_args(argv)
+    n1, n2 = (int(x) for x in ns.runs.split(","))
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="redflow-childinstr-"))
+    roots = {"this tree": ROOT}
+    for ref in ns.ref:
+        roots[ref] = export_ref(ref, tmp / re.sub(r"[^A-Za-z0-9]", "_", ref))
+    server = RedisServer(["--save", "", "--appendonly", "no"]).start()
+    try:
+        for label, root in roots.items():
+            a = count(root, server.url, n1, tmp)
+            b = count(root, server.url, n2, tmp)
+            print(f"{label:20s} {(b - a) / (n2 - n1):10,.0f} instructions per run", flush=True)
+        return 0
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
