@@ -29,7 +29,7 @@ from . import maintenance, xshard
 from .client import Client, set_default_client
 from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode, finish_args
-from .foreign import DEFER_MS, served_elsewhere
+from .foreign import defer_ms, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper
@@ -267,7 +267,7 @@ class Worker:
         if not served_elsewhere(self.client, claimed.workflow, self._said_foreign):
             return False  # nobody has it: it fails (UnknownWorkflowError)
         self.hooks.started(claimed, None)
-        self._apply_now(Finish("defer", claimed.id, claimed.token, b"", DEFER_MS))
+        self._apply_now(Finish("defer", claimed.id, claimed.token, b"", defer_ms()))
         return True
 
     def _claim_failed(self, exc: Exception, backoff: float) -> float:
