@@ -115,11 +115,15 @@ def test_a_run_with_big_step_outputs_is_claimed_without_one_hgetall_of_them(
     reads = [ln.split('"')[1].lower() for ln in lines if steps_key in ln]
     assert "hgetall" not in reads, "the claim read 2 MB of step records in one call"
     assert "hscan" in reads, reads
-    # COUNT is a hint: Redis answers about 2 of the 5 records a page here, so the
-    # 2 MB come in several pages; Valkey 8.1+ scans its hash tables a bucket of up
-    # to 7 entries at a time, so a hash of 5 comes in one page there.
-    if "valkey" not in str(raw.info("server").get("server_name", "")).lower():
-        assert reads.count("hscan") >= 2, reads
+    # Pages of about 1 MiB: each HSCAN asks for 2 of the 400 KB records. COUNT is
+    # only a hint, and how many records a page holds is the server's choice: Redis
+    # answers a bucket of its hash table at a time, and with a random hash seed
+    # per server start the 5 records share one bucket (one page) in about 2% of
+    # layouts (7 of 400 measured on Redis 7.0: this asserted two pages or more and
+    # failed so, ['hlen', 'hscan']); Valkey 8.1+ scans a bucket of up to 7 entries
+    # at a time, so a hash of 5 always comes in one page there.
+    scans = [ln.split('"')[1::2] for ln in lines if steps_key in ln and '"hscan"' in ln.lower()]
+    assert scans and all(a[3].upper() == "COUNT" and a[4] == "2" for a in scans), scans
 
 
 def test_step_bytes_follow_the_records_a_resume_drops(

@@ -169,8 +169,17 @@ def _boom() -> None:
 def test_a_child_run_joins_its_parent_steps_trace(
     client: Client, registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
 ) -> None:
+    def parent_suspended() -> bool:
+        state = client.get_run(handle.id)
+        return state is not None and state.status == "suspended"
+
     @define_workflow("t-child", queue="kids", registry=registry)
     def child(ctx: Context[Any]) -> int:
+        # A child finished before its parent read it at `call` lets the parent take
+        # its output without suspending (one execution, not the two checked below):
+        # the kids worker can do that while a loaded machine holds the parent's
+        # thread between the start and the read. Wait for the suspension first.
+        wait_until(parent_suspended, 20, message="the parent to suspend")
         return int(ctx.step.run("square", lambda: ctx.input * ctx.input))
 
     @define_workflow("t-parent", queue="main", registry=registry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from redflow_mp import Context, define_workflow, tracing
+from redflow_mp import Context, define_workflow, get_default_client, tracing
 
 
 class JsonLinesExporter(SpanExporter):
@@ -62,7 +63,24 @@ def configure() -> None:
 
 @define_workflow("traced-child", queue="tc")
 def traced_child(ctx: Context[int]) -> int:
+    _parent_suspended(ctx.run.parent_run_id)
     return int(ctx.step.run("square", lambda: ctx.input * ctx.input))
+
+
+def _parent_suspended(parent_id: str | None, timeout: float = 60.0) -> None:
+    """Wait until the parent run has suspended at its wait for this child. A
+    child finished before its parent read it lets the parent take its output at
+    once, without suspending (one execution, not the two the test checks): the
+    other process of the supervisor can do that while a loaded machine holds the
+    parent's process between the child's start and that read."""
+    client = get_default_client()
+    assert client is not None and parent_id is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get_run(parent_id)
+        if state is not None and state.status == "suspended":
+            return
+        time.sleep(0.01)
 
 
 @define_workflow("traced-parent", queue="tp")
