@@ -7,6 +7,7 @@ list strands no run."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -38,19 +39,32 @@ def _holding(raw: redis.Redis, client: Client) -> set[str]:
     """The queues whose ready set holds a run (every ready key of the prefix)."""
     tag = client.keys.tag
     out = set()
-    for key in raw.scan_iter(match=tag.replace("{", "[{]").replace("}", "[}]") + ":q:*:ready"):
+    pattern = tag.replace("{", "[{]").replace("}", "[}]") + ":q:*:ready"
+    for key in raw.scan_iter(match=pattern, count=5000):  # a few pages, not hundreds
         out.add(key.decode()[len(tag) + 3 : -len(":ready")])
     return out
 
 
 def _index_true(raw: redis.Redis, client: Client) -> None:
     """Every ready set holding a run is listed, at most at its head's score."""
-    holding = _holding(raw, client)
-    assert holding <= _listed(raw, client), (holding, _listed(raw, client))
-    for q in holding:
-        head = float(raw.zrange(client.keys.q_ready(q), 0, 0, withscores=True)[0][1])
-        bound = raw.zscore(client.keys.ready_queues, q)
+    holding = sorted(_holding(raw, client))
+    assert set(holding) <= _listed(raw, client), (holding, _listed(raw, client))
+    with raw.pipeline(transaction=False) as pipe:  # one round trip, not two a queue
+        for q in holding:
+            pipe.zrange(client.keys.q_ready(q), 0, 0, withscores=True)
+            pipe.zscore(client.keys.ready_queues, q)
+        replies = pipe.execute()
+    for i, q in enumerate(holding):
+        head, bound = float(replies[2 * i][0][1]), replies[2 * i + 1]
         assert bound is not None and bound <= head, (q, bound, head)
+
+
+def _heads(raw: redis.Redis, client: Client, queues: tuple[str, ...]) -> list[Any]:
+    """Each queue's head (``[(member, score)]`` or ``[]``), in one round trip."""
+    with raw.pipeline(transaction=False) as pipe:
+        for q in queues:
+            pipe.zrange(client.keys.q_ready(q), 0, 0, withscores=True)
+        return list(pipe.execute())
 
 
 def _place(raw: redis.Redis, client: Client, q: str, run_id: str, score: int) -> None:
@@ -266,8 +280,7 @@ def test_claims_take_the_lowest_head_whatever_the_bounds(
     for step in range(150):
         turn = rnd.randrange(len(served))
         heads = []
-        for i, q in enumerate(served):
-            top = raw.zrange(client.keys.q_ready(q), 0, 0, withscores=True)
+        for i, top in enumerate(_heads(raw, client, served)):
             if top:
                 heads.append((top[0][1], (i - turn) % len(served), text(top[0][0])))
         want = min(heads)[2] if heads else None
