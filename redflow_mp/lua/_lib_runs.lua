@@ -329,6 +329,10 @@ local function take(tag, id, q, score, token, lease_ms, now)
       return fail_corrupt(tag, id, 'field ' .. names[i - 5] .. ' is not an integer', now)
     end
   end
+  -- availableAt is in the claim's reply too (the worker reads it as an integer)
+  if bad_int(f[14]) then
+    return fail_corrupt(tag, id, 'field availableAt is not an integer', now)
+  end
   if f[3] and f[3] ~= '' then
     finalize(tag, id, 'canceled', 'errorJson', '', now, '')
     return nil

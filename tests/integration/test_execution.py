@@ -175,6 +175,30 @@ def test_corrupted_run_in_ready_list_fails_clearly_and_worker_goes_on(
     assert ok.run().result(timeout=10) == "fine"
 
 
+@pytest.mark.parametrize("garbage", ["soon", "1e400"])
+def test_run_with_a_garbage_available_at_fails_clearly_and_worker_goes_on(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool, garbage: str
+) -> None:
+    # A neighbour (or a hand edit) wrote a non-integer availableAt into a queued
+    # run: the claim handed it over and the worker's parse of the reply raised
+    # ValueError out of Worker.run, so the worker died and every later run waited.
+    @define_workflow("ok", registry=registry, max_concurrency=10)
+    def ok(ctx: Context[Any]) -> str:
+        return "fine"
+
+    bad = ok.run()
+    raw.hset(client.keys.run(bad.id), "availableAt", garbage)
+    good = ok.run()
+    workers.start()
+    assert good.result(timeout=10) == "fine"
+    with pytest.raises(RunFailedError) as info:
+        bad.result(timeout=10)
+    assert info.value.error is not None and info.value.error.type == "CorruptRecord"
+    assert "availableAt" in str(info.value)
+    assert workers.alive() == [True]
+    assert not workers.errors
+
+
 def test_async_handler_with_awaitable_steps(
     client: Client, registry: Registry, workers: WorkerPool
 ) -> None:
