@@ -88,7 +88,9 @@ Keys redflow-mp adds::
     app-reg:<digest>              SET   the workflow names one running supervisor of an app
                                         loads (the digest: of the app and the names); expires
                                         30 s after its last renewal (every 10 s, one PEXPIRE)
-    wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate)
+    wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate);
+                                        the reaper frees a slot of a parked workflow whose run
+                                        is gone, finished or of another type (reap_runs.lua)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
                                         like ready (v1: a LIST)
     parked                        SET   workflow names whose wf-waiting set is non-empty

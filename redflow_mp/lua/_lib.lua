@@ -458,10 +458,15 @@ end
 -- lease token of the caller that applied this finish (see already_done).
 -- What a fenced finish reads of run hash `run` (lease check, finalize, attempt
 -- entry), in one HMGET; f[12] lease, f[13] doneToken.
+-- pcall: a run record replaced by a key of another type (another program writing
+-- into the prefix) reads as a missing run (lease lost), instead of failing every
+-- resend of the holder's finish, which then never claimed again.
 local function finish_fields(run)
-  return redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
+  local f = redis.pcall('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
     'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'attempt',
     'attemptStartedAt', 'startedAt', 'lease', 'doneToken')
+  if type(f) ~= 'table' or f.err then return {} end
+  return f
 end
 
 -- lease_held and already_done over finish_fields `f`: true, or false and the

@@ -54,6 +54,34 @@ for _, id in ipairs(expired) do
   end
 end
 local released = 0
+-- A parked workflow at its limit has a few of its slot holders looked at (at
+-- most SLOT_CHECKS a call, drawn at random): a slot whose run is gone, of
+-- another type or finished (another program wrote into the prefix) is freed,
+-- and a running one without its `leases` entry (removed behind our back: no
+-- holder can renew or finish it any more, lease_held) is put back as if its
+-- lease expired. Such a slot was otherwise held for good, and with the default
+-- max_concurrency of 1 every later run of the workflow parked behind it.
+local SLOT_CHECKS, checked = 32, 0
+local function free_stale_slots(wf, checked)
+  local freed = 0
+  local some = redis.pcall('SRANDMEMBER', k_running(tag, wf), 4)
+  if failed(some) then return 0, SLOT_CHECKS end
+  for _, id in ipairs(some) do
+    checked = checked + 1
+    local st = redis.pcall('HGET', k_run(tag, id), 'status')
+    if failed(st) or not st or TERMINAL[st] then
+      redis.call('SREM', k_running(tag, wf), id)
+      freed = freed + 1
+    elseif st == 'running' and not redis.call('ZSCORE', KEYS[1], id) then
+      if pcall(requeue, tag, id, 'lease lost (its leases entry was removed)', false, 0, now, '')
+      then
+        out[#out + 1] = id
+        freed = freed + 1
+      end
+    end
+  end
+  return freed, checked
+end
 -- Up to `batch` parked workflows, drawn at random (every one while there are
 -- no more: the usual case), and at most `batch` runs released in all. Reading
 -- every parked workflow at every call cost two commands each (10,000 parked
@@ -82,6 +110,11 @@ for _, wf in ipairs(parked) do
       end
     end
     free = math.max(limit or 1, 1) - running  -- as wf_limit
+    if free <= 0 and checked < SLOT_CHECKS then
+      local n
+      n, checked = free_stale_slots(wf, checked)
+      free = free + n
+    end
   end
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch - released))
