@@ -92,8 +92,9 @@ Keys redflow-mp adds::
                                         the reaper frees a slot of a parked workflow whose run
                                         is gone, finished or of another type (reap_runs.lua)
     wf-waiting:<name>             ZSET  queued runIds parked behind max_concurrency, scored
-                                        like ready (v1: a LIST); by a claim, or at enqueue
-                                        while the workflow is at its limit with runs parked
+                                        like ready (v1: a LIST); by a claim, or at enqueue or
+                                        promotion while the workflow is at its limit with runs
+                                        parked
     parked                        SET   workflow names whose wf-waiting set is non-empty
     rate:<name>                   ZSET  the workflow's rate limit window: one member per
                                         start (past or reserved) -> its start time (server

@@ -16,6 +16,23 @@
 --   enqueue_one    one run's hash and idempotency key (never over an existing
 --                  run; an existing key returns its run)
 --   enqueue_flush  the indexes of every run made, one ZADD per index
+-- Whether a run of `wf` becoming queued now is parked at once (enqueue, the
+-- promoter) instead of going to its ready set: the workflow has parked runs
+-- already and is at its max_concurrency (as the claim's gate reads it;
+-- `run_limit` the limit stored on the run). A claim would park it anyway.
+-- One EXISTS when nothing is parked; a key of another type answers false.
+local function parks_at_once(tag, wf, run_limit)
+  local waiting = k_waiting(tag, wf)
+  if redis.call('EXISTS', waiting) == 0 then return false end
+  local running = redis.pcall('SCARD', k_running(tag, wf))
+  local m = redis.pcall('HGET', k_wf(tag, wf), 'maxConcurrency')
+  if failed(running) or failed(m) or redis.call('TYPE', waiting).ok ~= 'zset' then
+    return false
+  end
+  local limit = tonumber(m) or tonumber(run_limit) or 1
+  return running >= math.max(limit, 1)
+end
+
 -- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
 -- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
 -- link (the parent awaits the runs), traceparent, tracestate (optional).
@@ -55,14 +72,8 @@ local function enqueue_plan(tag, a, now)
     -- put them: a backlog of one workflow in the ready set held up every other
     -- workflow's runs of the queue while claims parked it 32 a call (1,000,000
     -- runs: 51 s). One EXISTS when nothing is parked (the usual case).
-    local waiting = k_waiting(tag, a.workflow)
-    if redis.call('EXISTS', waiting) == 1 then
-      local running = redis.pcall('SCARD', k_running(tag, a.workflow))
-      local m = redis.pcall('HGET', k_wf(tag, a.workflow), 'maxConcurrency')
-      if not failed(running) and not failed(m) and redis.call('TYPE', waiting).ok == 'zset' then
-        local limit = tonumber(m) or tonumber(a.max_concurrency) or 1
-        if running >= math.max(limit, 1) then p.queue_key, p.parking = waiting, true end
-      end
+    if parks_at_once(tag, a.workflow, a.max_concurrency) then
+      p.queue_key, p.parking = k_waiting(tag, a.workflow), true
     end
   end
   return p

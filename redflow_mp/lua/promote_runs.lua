@@ -21,6 +21,7 @@ local qbatch = tonumber(ARGV[3])
 local now = now_ms()
 local promoted = 0
 local more = 0
+local parks = {}  -- workflow -> parks_at_once, once per call
 local queues = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
 if failed(queues) then refuse(KEYS[1], queues) end
 if #queues >= qbatch then more = 1 end
@@ -38,26 +39,42 @@ for _, q in ipairs(queues) do
   if failed(due) then due, later = {}, true end
   if #due >= 2 * budget then more = 1 end
   budget = budget - #due / 2
-  local moved = 0
+  local moved, readied = 0, 0
   for i = 1, #due, 2 do
     local id = due[i]
     local run = k_run(tag, id)
-    local f = redis.pcall('HMGET', run, 'status', 'priority')
+    local f = redis.pcall('HMGET', run, 'status', 'priority', 'workflow', 'maxConcurrency',
+      'rateSlot')
     if not failed(f) and f[1] == 'scheduled' then
-      -- placed first: a refused ready set leaves the run where it is
       local score = ready_score(f[2], due[i + 1])
-      if failed(redis.pcall('ZADD', k_ready(tag, q), score, id)) then
-        later = true
-        break
+      -- A workflow at its limit with runs parked: parked at once (parks_at_once),
+      -- not put in front of other workflows' runs for claims to park 32 a call.
+      -- A run holding a rate reservation goes to ready (its claim gives it back).
+      local wf = f[3]
+      local park = false
+      if wf and not (f[5] and f[5] ~= '') then
+        if parks[wf] == nil then parks[wf] = parks_at_once(tag, wf, f[4]) end
+        park = parks[wf]
       end
-      mark_ready(tag, q, score)
+      if park then
+        redis.call('ZADD', k_waiting(tag, wf), score, id)
+        redis.pcall('SADD', tag .. ':parked', wf)
+      else
+        -- placed first: a refused ready set leaves the run where it is
+        if failed(redis.pcall('ZADD', k_ready(tag, q), score, id)) then
+          later = true
+          break
+        end
+        mark_ready(tag, q, score)
+        readied = readied + 1
+      end
       redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
       move_status(tag, id, 'scheduled', 'queued', now)
       moved = moved + 1
     end
     redis.call('ZREM', sched, id)
   end
-  if moved > 0 then ring(tag, q) end
+  if readied > 0 then ring(tag, q) end
   promoted = promoted + moved
   if later then
     redis.call('ZADD', KEYS[1], int_str(now + 60000), q)

@@ -258,3 +258,46 @@ def test_a_backlog_of_a_workflow_at_its_limit_does_not_hold_up_another_workflow(
     assert second.result(timeout=10) == 0
     assert handles[-1].result(timeout=60) == 20_000
     assert order == [-1, *range(20_001)]
+
+
+def test_due_runs_of_a_workflow_at_its_limit_do_not_hold_up_another_workflow(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """The same backlog, delayed (`run_at`, or retries): promoted when due into
+    the ready set, it was parked by claims 32 runs a call while another
+    workflow's run waited behind it. The promoter now parks them as enqueue
+    does, when the workflow is at its limit with runs already parked."""
+    hold = threading.Event()
+    started = threading.Event()
+
+    @define_workflow("delayed-backlog", registry=registry)  # max_concurrency 1
+    def backlog(ctx: Context[Any]) -> int:
+        if ctx.input["n"] < 0:
+            started.set()
+            hold.wait(60)
+        return int(ctx.input["n"])
+
+    @define_workflow("urgent", registry=registry)
+    def urgent(ctx: Context[Any]) -> str:
+        return "urgent"
+
+    client.sync_registry(registry, app="delayed-backlog")
+    first = backlog.run({"n": -1})
+    workers.start()
+    assert started.wait(10)
+    workers.start()
+    try:
+        second = backlog.run({"n": 0})  # parked by the second worker's claim
+        wait_until(lambda: raw.zcard(client.keys.wf_waiting("delayed-backlog")) == 1, 10)
+        due = client.server_time_ms() / 1000 + 1.0
+        handles = backlog.run_many([{"n": i} for i in range(1, 10_001)], run_at=due)
+        wait_until(lambda: raw.zcard(client.keys.q_scheduled("default")) == 0, 30)
+        calls = _script_calls(raw)
+        assert urgent.run().result(timeout=30) == "urgent"
+        spent = _script_calls(raw) - calls
+        assert spent < 100, f"{spent} script calls before the other workflow's run finished"
+    finally:
+        hold.set()
+    assert first.result(timeout=10) == -1
+    assert second.result(timeout=10) == 0
+    assert handles[-1].result(timeout=60) == 10_000
