@@ -22,6 +22,8 @@ local now = now_ms()
 local promoted = 0
 local more = 0
 local parks = {}  -- workflow -> parks_at_once, once per call
+-- (no workflow has parked runs, the usual case: nothing parks, no field more read)
+local any_parked = redis.call('EXISTS', tag .. ':parked') == 1
 local queues = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, qbatch)
 if failed(queues) then refuse(KEYS[1], queues) end
 if #queues >= qbatch then more = 1 end
@@ -43,8 +45,13 @@ for _, q in ipairs(queues) do
   for i = 1, #due, 2 do
     local id = due[i]
     local run = k_run(tag, id)
-    local f = redis.pcall('HMGET', run, 'status', 'priority', 'workflow', 'maxConcurrency',
-      'rateSlot')
+    local f
+    if any_parked then
+      f = redis.pcall('HMGET', run, 'status', 'priority', 'workflow', 'maxConcurrency',
+        'rateSlot')
+    else
+      f = redis.pcall('HMGET', run, 'status', 'priority')
+    end
     if not failed(f) and f[1] == 'scheduled' then
       local score = ready_score(f[2], due[i + 1])
       -- A workflow at its limit with runs parked: parked at once (parks_at_once),
@@ -52,7 +59,7 @@ for _, q in ipairs(queues) do
       -- A run holding a rate reservation goes to ready (its claim gives it back).
       local wf = f[3]
       local park = false
-      if wf and not (f[5] and f[5] ~= '') then
+      if any_parked and wf and not (f[5] and f[5] ~= '') then
         if parks[wf] == nil then parks[wf] = parks_at_once(tag, wf, f[4]) end
         park = parks[wf]
       end
