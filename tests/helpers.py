@@ -225,16 +225,23 @@ def command_counts(raw: Any, action: Callable[[], object]) -> dict[str, int]:
 
 def status_index_reads(raw: Any, action: Callable[[], object]) -> list[list[bytes]]:
     """The ``ZRANGE`` reads of a ``runs:status:*`` index that ``action`` made, each
-    split into its arguments (SLOWLOG at 0 logs every command while it runs).
-    Exceptions of ``action`` pass through, after the log threshold is restored."""
+    split into its arguments (SLOWLOG at 0 logs every command while it runs, and
+    its length is raised for the while: at the default 128 entries, the commands
+    of a longer action, or of another test's threads still winding down, pushed
+    the reads out of the log). Exceptions of ``action`` pass through, after the
+    log settings are restored."""
     old = str(raw.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"])
+    old_len = str(raw.config_get("slowlog-max-len")["slowlog-max-len"])
+    raw.config_set("slowlog-max-len", 1_000_000)
     raw.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
     raw.slowlog_reset()
     try:
         action()
     finally:
-        logged = raw.slowlog_get(10_000)
+        logged = raw.slowlog_get(1_000_000)
         raw.config_set("slowlog-log-slower-than", old)
+        raw.config_set("slowlog-max-len", old_len)
+        raw.slowlog_reset()
     return [
         e["command"].split()
         for e in logged
