@@ -17,9 +17,10 @@ from redflow_mp import (
     Registry,
     RunCanceledError,
     StepTimeoutError,
+    create_client,
     define_workflow,
 )
-from redflow_mp.errors import WaitDeadlockError
+from redflow_mp.errors import RedflowError, ResultTimeoutError, WaitDeadlockError
 from redflow_mp.waits import WaitMixin
 from tests.helpers import WorkerPool, wait_until
 
@@ -194,3 +195,52 @@ def test_two_parents_filling_their_limit_at_once_do_not_both_suspend_for_good(
     b = selfish.run("b")
     outs = sorted([a.result(timeout=20), b.result(timeout=20)])
     assert outs[0] == "child ran" and outs[1].startswith("deadlock: ")
+
+
+def test_close_tells_a_result_waiting_in_another_thread_at_once(
+    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
+) -> None:
+    @define_workflow("aw-close-idle", registry=registry)
+    def idle(ctx: Context[Any]) -> None:
+        return None
+
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    h = idle.run(None, client=c)
+    got: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            h.result()  # no timeout: never finishes (no worker)
+        except BaseException as exc:
+            got.append(exc)
+
+    def wait_again() -> None:  # this thread's connections are open before close()
+        with contextlib.suppress(ResultTimeoutError):
+            h.result(timeout=0.05)
+        opened.set()
+        again.wait(10)
+        try:
+            h.result(timeout=1)
+        except BaseException as exc:
+            got.append(exc)
+
+    again, opened = threading.Event(), threading.Event()
+    other = threading.Thread(target=wait_again, daemon=True)
+    other.start()
+    assert opened.wait(10)
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    channel = c.keys.run_done(h.id)
+    wait_until(lambda: raw.pubsub_numsub(channel)[0][1] == 1, timeout=10)
+    closed_at = time.monotonic()
+    c.close()
+    waiter.join(10)
+    assert not waiter.is_alive(), "result() still waited 10 s after close()"
+    assert time.monotonic() - closed_at < 5
+    again.set()
+    other.join(10)
+    assert len(got) == 2, got
+    for exc in got:
+        assert isinstance(exc, RedflowError) and "is closed" in str(exc), got
+    with pytest.raises(RedflowError, match="is closed"):
+        h.send_event("x")
