@@ -244,3 +244,51 @@ def test_close_tells_a_result_waiting_in_another_thread_at_once(
         assert isinstance(exc, RedflowError) and "is closed" in str(exc), got
     with pytest.raises(RedflowError, match="is closed"):
         h.send_event("x")
+
+
+def test_a_cancel_cascade_cut_by_a_redis_blip_still_cancels_the_children(
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    make_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @define_workflow("aw-orphan-child", registry=registry)
+    def child(ctx: Context[Any]) -> Any:
+        return ctx.step.wait_for_event("forever", "never")
+
+    @define_workflow("aw-orphan-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        return ctx.step.run_workflow("kid", child, None)
+
+    # The cancel arrives while the parent's wait starts its child (the worker
+    # then ends the parent canceled at its suspension, and cascades).
+    other = make_client()
+    start = WaitMixin._start_children
+
+    def start_then_cancel(self: Any, *args: Any) -> list[str]:
+        ids: list[str] = start(self, *args)
+        assert other.cancel_run(self._ex.run_id) is True
+        return ids
+
+    monkeypatch.setattr(WaitMixin, "_start_children", start_then_cancel)
+    worker = workers.start(client=make_client())
+    # the cascade's first round trip meets a connection reset (a Redis blip)
+    cascade = worker.client.cancel_children
+    blips: list[str] = []
+
+    def blip_once(run_id: str, reason: str | None = None) -> int:
+        if not blips:
+            blips.append(run_id)
+            raise redis.ConnectionError("Connection reset by peer")
+        return cascade(run_id, reason)
+
+    monkeypatch.setattr(worker.client, "cancel_children", blip_once)
+    h = parent.run()
+    with pytest.raises(RunCanceledError):
+        h.result(timeout=20)
+    assert blips == [h.id]
+    kids = client.list_runs(workflow="aw-orphan-child")
+    assert len(kids) == 1
+    # before: the child stayed suspended for good, holding its workflow's only slot
+    wait_until(lambda: _status(client, kids[0].id) == "canceled", timeout=10)
