@@ -318,3 +318,33 @@ def test_close_leaves_no_connection_open_behind_a_call_in_flight(
     t.join(10)
     assert not t.is_alive()
     wait_until(lambda: len(raw.client_list()) == others, timeout=5)
+
+
+def test_the_clients_take_url_and_prefix_as_issue_15_spells_them(
+    redis_url: str, prefix: str, registry: Registry, client: Client
+) -> None:
+    """Issue 15: ``create_async_client(url, prefix, ...)``; SPEC §2 passes them by
+    keyword. Both work, for both clients."""
+    from redflow_mp.aio import create_async_client
+
+    @define_workflow("aw-positional", registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        return None
+
+    h = flow.run(None, client=client)
+
+    async def body() -> None:
+        ac = create_async_client(redis_url, prefix, registry=registry, default=False)
+        try:
+            state = await ac.get_run(h.id)
+            assert state is not None and state.id == h.id
+        finally:
+            await ac.aclose()
+
+    asyncio.run(body())
+    sync = create_client(redis_url, prefix, registry=registry, default=False)
+    try:
+        state = sync.get_run(h.id)
+        assert state is not None and state.id == h.id
+    finally:
+        sync.close()
