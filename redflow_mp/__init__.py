@@ -41,13 +41,17 @@ from .errors import (
     RunCanceledError,
     RunFailedError,
     RunNotResumableError,
+    ShardsMismatchError,
     StepExitError,
     StepTimeoutError,
     UnknownWorkflowError,
+    WaitDeadlockError,
+    WrongTypeError,
 )
 from .handle import RunHandle
 from .registry import Registry, Workflow, get_default_registry
 from .retry import Retries
+from .wait_scripts import EventLimitError
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -62,6 +66,7 @@ __all__ = [
     "DuplicateStepError",
     "DuplicateWorkflowError",
     "ErrorInfo",
+    "EventLimitError",
     "FailureContext",
     "InputValidationError",
     "LeaseLostError",
@@ -84,14 +89,17 @@ __all__ = [
     "RunNotResumableError",
     "RunState",
     "RunStatus",
+    "ShardsMismatchError",
     "StepExitError",
     "StepState",
     "StepStatus",
     "StepTimeoutError",
     "UnknownWorkflowError",
+    "WaitDeadlockError",
     "Worker",
     "Workflow",
     "WorkflowMeta",
+    "WrongTypeError",
     "__version__",
     "create_client",
     "define_workflow",

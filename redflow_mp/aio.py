@@ -595,8 +595,8 @@ class AsyncClient:
 
 def create_async_client(
     url: str | None = None,
-    *,
     prefix: str = DEFAULT_PREFIX,
+    *,
     redis: redis.asyncio.Redis | None = None,
     default: bool = True,
     registry: Registry | None = None,

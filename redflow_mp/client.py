@@ -356,8 +356,8 @@ class Client(Runs):
 
 def create_client(
     url: str | None = None,
-    *,
     prefix: str = DEFAULT_PREFIX,
+    *,
     redis: redis.Redis | None = None,
     default: bool = True,
     registry: Registry | None = None,

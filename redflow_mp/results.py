@@ -18,11 +18,13 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import hiredis
 import msgspec
+from redis.client import PubSub
 from redis.exceptions import ResponseError
 
 from . import codec
@@ -37,7 +39,7 @@ from .errors import (
 )
 from .keys import Keys
 from .options import cannot_be_run_id, check_run_id, check_timeout, shown_run_id
-from .transport import Transport, is_busy
+from .transport import Transport, closed_error, is_busy
 
 __all__ = [
     "RESULT_RECHECK_S",
@@ -93,6 +95,9 @@ class ResultWaiter:
         self._transport = transport
         self._keys = keys
         self._local = _PerThread()
+        # Every thread's pub/sub objects and readers, for close() (weakly: a
+        # thread that ends takes its own with it).
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def wait(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""
@@ -108,12 +113,13 @@ class ResultWaiter:
         channel = self._keys.run_done(run_id).encode()
         while True:
             try:
+                self._check_open()  # this thread's connections would reconnect
                 # Subscribe first, then read: a finish between the two is seen by
                 # the read, a later one by the message. No polling.
                 pubsub = self._subscribed(channel, deadline, limit)
                 state = self._terminal_state(run_id, limit)
                 if state is None:
-                    message = _wait_message(pubsub, channel, deadline)
+                    message = _wait_message(pubsub, channel, deadline, self._check_open)
                     if message is not None:
                         done, output = message_output(run_id, message)
                         if done:
@@ -134,6 +140,12 @@ class ResultWaiter:
                 time.sleep(0.05)
             finally:
                 self._unsubscribe(channel)
+
+    def _check_open(self) -> None:
+        """Raise the closed client's error, closing this thread's connections."""
+        if self._transport.closed:
+            self.drop()
+            raise closed_error("client", self._transport.describe())
 
     def _subscribed(self, channel: bytes, deadline: float | None, limit: float | None) -> Any:
         """This thread's pub/sub connection, subscribed to ``channel`` (confirmed, or
@@ -177,6 +189,7 @@ class ResultWaiter:
             if not _within(limit, conn.connect, conn.disconnect):
                 raise _Overdue
             local.reader = conn
+            self._opened.add(conn)
         return local.reader
 
     def _fresh(self) -> _PerThread:
@@ -192,6 +205,7 @@ class ResultWaiter:
         local = self._fresh()
         if local.conn is None:
             local.conn = self._transport.redis.pubsub()
+            self._opened.add(local.conn)
         return local.conn
 
     def _unsubscribe(self, channel: bytes) -> None:
@@ -223,10 +237,17 @@ class ResultWaiter:
         self._drop_reader()
 
     def close(self) -> None:
-        """Close this process's connections of this thread; forget every thread's."""
+        """Close this process's connections, those of every thread: a wait in
+        another thread wakes up and raises the closed client's error (its thread
+        then closes what it holds: see _check_open)."""
         if self._local.pid == os.getpid():
             self.drop()
-        self._local = _PerThread()
+        pid = os.getpid()
+        for item in list(self._opened):
+            conn = item.connection if isinstance(item, PubSub) else item
+            if conn is not None and getattr(conn, "pid", pid) == pid:
+                with contextlib.suppress(Exception):  # best effort on a broken socket
+                    conn.disconnect()
 
 
 def _within(limit: float | None, call: Callable[[], object], abandon: Callable[[], None]) -> bool:
@@ -293,9 +314,14 @@ def _confirm(pubsub: Any, channel: bytes, deadline: float | None) -> None:
             return
 
 
-def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes | None:
+def _wait_message(
+    pubsub: Any, channel: bytes, deadline: float | None, check_open: Callable[[], None]
+) -> bytes | None:
     """Block until a message on ``channel`` arrives (its data); None at the deadline
-    or after RESULT_RECHECK_S (the caller reads the run again)."""
+    or after RESULT_RECHECK_S (the caller reads the run again). ``check_open`` raises
+    once the client is closed: its close (from another thread) shuts the pub/sub
+    socket, which redis-py reconnects and subscribes again at once, so the wait
+    comes back here instead of waiting on for the rest of RESULT_RECHECK_S."""
     recheck = time.monotonic() + RESULT_RECHECK_S
     deadline = recheck if deadline is None else min(deadline, recheck)
     while True:
@@ -303,6 +329,7 @@ def _wait_message(pubsub: Any, channel: bytes, deadline: float | None) -> bytes 
         if remaining <= 0:
             return None
         msg = pubsub.get_message(timeout=remaining)
+        check_open()
         if msg is not None and msg["type"] == "message" and msg["channel"] == channel:
             data = msg["data"]
             return data if isinstance(data, bytes) else str(data).encode()

@@ -41,12 +41,14 @@ from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
     SENTINEL_RECHECK,
+    ClosingPool,
     RoutedRedis,
     Router,
     Target,
     check_durability,
     check_replicated,
     check_url_options,
+    close_pool,
     mask_url,
     misplaced_userinfo,
     parse_target,
@@ -215,7 +217,7 @@ def _own_client(
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
-        new_pool = redis.ConnectionPool(
+        new_pool = ClosingPool(
             connection_class=pool.connection_class, max_connections=SYNC_MAX_CONNECTIONS, **kwargs
         )
         return redis.Redis(connection_pool=new_pool), None
@@ -230,14 +232,15 @@ def _own_client(
     base = url_kwargs.pop("connection_class", redis.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
-        return redis.Redis.from_url(
+        unix_pool = ClosingPool.from_url(
             target.url,
             retry=retry,
             max_connections=SYNC_MAX_CONNECTIONS,
             **client_options(unix=True),
-        ), None
+        )
+        return redis.Redis(connection_pool=unix_pool), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
-    pool = redis.ConnectionPool(
+    pool = ClosingPool(
         connection_class=routed_connection_class(base, router),
         retry=retry,
         **{"max_connections": SYNC_MAX_CONNECTIONS, **url_kwargs, **client_options()},
@@ -476,7 +479,7 @@ class Transport:
                     conn.disconnect()
         self._local = _Local()
         self._redis.close()
-        self._redis.connection_pool.disconnect()
+        close_pool(self._redis.connection_pool)
 
 
 def is_noscript(exc: ResponseError) -> bool:

@@ -68,7 +68,8 @@ __all__ = [
 # asyncio.gather reach their own wait first (each registers without awaiting I/O).
 _SIBLING_YIELDS = 4
 # Above this many runs in a workflow's concurrency set, the deadlock check does
-# not read them all (it cannot tell cheaply; the wait just suspends).
+# not read them all (it cannot tell cheaply; the wait just suspends). suspend_run.lua
+# applies the same rule with the same limit when it suspends (DEADLOCK_SCAN_LIMIT).
 _DEADLOCK_SCAN_LIMIT = 256
 
 

@@ -50,6 +50,8 @@ UNREGISTERED_LABEL = "(unregistered)"
 #: Tokens a bell holds at most when only our scripts ring it (``BELL_CAP`` in _lib.lua).
 BELL_CAP = 64
 
+#: How long a canceled run's worker tries to cancel its children through Redis trouble.
+CASCADE_PATIENCE = 60.0
 _CLAIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, WrongTypeError)
 _TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
@@ -445,11 +447,18 @@ class Worker:
             raise _LeftBehind(run_id)
 
     def _cascade(self, run_id: str) -> None:
-        """The run ended canceled: cancel its unfinished run_workflow children."""
-        try:
-            self.client.cancel_children(run_id)
-        except TRANSIENT_ERRORS as exc:
-            log.warning("run %s: could not cancel its children (%s)", run_id, exc)
+        """The run ended canceled: cancel its unfinished run_workflow children through
+        Redis trouble (nothing else does: one left suspended holds its slot for good)."""
+        deadline = time.monotonic() + CASCADE_PATIENCE
+        while True:
+            try:
+                self.client.cancel_children(run_id)
+                return
+            except TRANSIENT_ERRORS as exc:
+                if self._stop_asked or time.monotonic() >= deadline:
+                    log.warning("run %s: could not cancel its children (%s)", run_id, exc)
+                    return
+                self._nap(0.2)  # a cancel sent twice is harmless
 
     def _settle(self, claimed: Claimed, outcome: Outcome) -> tuple[Finish | None, Outcome | None]:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""

@@ -10,7 +10,8 @@
 -- ARGV[7+n ..] awaited event names
 -- Reply: { 'resume' }     the condition holds now (time reached, an awaited event
 --                         is pending, every awaited child finished, or one of
---                         them failed or was canceled): the caller
+--                         them failed or was canceled), or suspending would
+--                         deadlock its own workflow (below): the caller
 --                         keeps its lease and executes the run again at once
 --        { 'suspended' }  running -> suspended: lease entry gone (the process is
 --                         free), slot kept in wf-running, wake-ups registered
@@ -26,6 +27,10 @@
 -- Invariant: no lost wake-up. A child's finish (finalize) and send_event are
 -- scripts too, so each happens wholly before this check (seen here: resume) or
 -- wholly after the suspension (they find the run suspended and wake it).
+-- Past this many runs in the workflow's slot set the deadlock rule reads nothing
+-- (as _DEADLOCK_SCAN_LIMIT in waits.py: the two must agree, or a run would be
+-- resumed and suspended in turn).
+local DEADLOCK_SCAN_LIMIT = 256
 local tag = ARGV[1]
 local id = ARGV[2]
 local token = ARGV[3]
@@ -44,6 +49,8 @@ for i = 7 + n, #ARGV do
   if redis.call('LLEN', k_ev(tag, id, ARGV[i])) > 0 then return { 'resume' } end
 end
 local pending = {}
+local own = {}  -- pending children of this run's own workflow (see the deadlock rule)
+local wf = redis.call('HGET', run, 'workflow')
 -- shards > 1: a child in another shard (its id names another shard) cannot be
 -- read here; the caller read it unfinished, and its finish since then, if any,
 -- was kicked into run:<id>:kicked (kick_parent.lua) or will wake the run later.
@@ -59,12 +66,44 @@ for i = 7, 6 + n do
       if status == 'remote' then remote[ARGV[i]] = true end
     end
   else
-    status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+    local f = redis.call('HMGET', k_run(tag, ARGV[i]), 'status', 'workflow')
+    status = f[1]
+    if f[1] and not TERMINAL[f[1]] and f[2] == wf then own[#own + 1] = ARGV[i] end
   end
   if status == 'failed' or status == 'canceled' then return { 'resume' } end
   if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
 if n > 0 and #pending == 0 then return { 'resume' } end
+-- The deadlock rule (WaitMixin._check_deadlock in waits.py, same reads): awaited
+-- children of the run's own workflow hold no slot of it, and every slot is held by
+-- a suspended run (this one aside). The handler's check and this suspension are
+-- not one step: two runs filling the last slots that check at once each see the
+-- other still running, and both would suspend for good. Decided here with the
+-- suspension, the later of them executes again instead, and its replayed check
+-- then fails the wait step with WaitDeadlockError.
+if #own > 0 then
+  local running = k_running(tag, wf)
+  local card = redis.pcall('SCARD', running)  -- of another type: no rule
+  if type(card) ~= 'number' then card = 0 end
+  local limit = tonumber(redis.call('HGET', k_wf(tag, wf), 'maxConcurrency'))
+  if not limit or limit == 0 then limit = tonumber(redis.call('HGET', run, 'maxConcurrency')) end
+  if not limit or limit < 1 then limit = 1 end
+  if card >= limit and card <= DEADLOCK_SCAN_LIMIT then
+    local stuck = true
+    for _, child in ipairs(own) do
+      if redis.call('SISMEMBER', running, child) == 1 then stuck = false break end
+    end
+    if stuck then
+      for _, holder in ipairs(redis.call('SMEMBERS', running)) do
+        if holder ~= id and redis.pcall('HGET', k_run(tag, holder), 'status') ~= 'suspended' then
+          stuck = false
+          break
+        end
+      end
+    end
+    if stuck then return { 'resume' } end
+  end
+end
 if n == 0 and not wake_at and #ARGV < 7 then return { 'resume' } end  -- waits for nothing
 -- What wakes it is written first (see `failed` in _lib.lua): a child's waiters
 -- set of another type is looked at again by a timer, like a child in another

@@ -266,3 +266,33 @@ def test_a_woken_run_is_not_a_new_start_under_a_rate_limit(
     assert again.id == parent_id and _status(raw, client, parent_id) == "running"
     assert raw.zcard(k.rate("p")) == 1 and raw.hget(k.run(parent_id), "rateSlot") is None
     assert raw.hget(k.run(parent_id), "attemptStartedAt") == started
+
+
+def test_the_last_of_two_parents_holding_every_slot_is_not_suspended_on_its_own_workflow(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The deadlock rule, decided with the suspension: two parents of workflow x
+    (max_concurrency 2) each await a child of x that holds no slot. The first
+    suspends (the other still runs); the second would leave no slot for either
+    child: it is told to resume, and its replayed check fails the step."""
+    p1_id = enq(workflow="x", queue="xq", max_concurrency=2)
+    p2_id = enq(workflow="x", queue="xq", max_concurrency=2)
+    p1, p2 = _claim(client, "xq"), _claim(client, "xq")
+    assert {p1.id, p2.id} == {p1_id, p2_id}
+    c1 = enq(workflow="x", queue="xq", parent=p1.id, max_concurrency=2)
+    c2 = enq(workflow="x", queue="xq", parent=p2.id, max_concurrency=2)
+    first = RunWait(steps=["me"], kinds=["children"], children=[c1])
+    assert client.scripts.suspend(p1.id, p1.token, first) == "suspended"
+    second = RunWait(steps=["me"], kinds=["children"], children=[c2])
+    assert client.scripts.suspend(p2.id, p2.token, second) == "resume"
+    assert _status(raw, client, p2.id) == "running"  # lease kept, nothing registered
+    assert raw.zscore(client.keys.leases, p2.id) is not None
+    assert not raw.exists(client.keys.run_waiters(c2))
+    # a child of another workflow, or a free slot, is no deadlock: it suspends
+    other = enq(workflow="y", queue="yq", parent=p2.id)
+    assert (
+        client.scripts.suspend(
+            p2.id, p2.token, RunWait(steps=["y"], kinds=["children"], children=[other])
+        )
+        == "suspended"
+    )

@@ -43,6 +43,21 @@ def test_every_spec_error_is_exported_and_a_redflow_error() -> None:
         assert issubclass(cls, RedflowError)
 
 
+def test_every_error_the_library_raises_at_users_is_exported_too() -> None:
+    # SPEC §2: errors are importable from redflow_mp; the README lists these with them.
+    for name in (
+        "WaitDeadlockError",  # a durable wait that can never end (issue 12)
+        "EventLimitError",  # send_event past max_events_per_run (issue 12)
+        "RunNotResumableError",
+        "PayloadTooLargeError",
+        "ShardsMismatchError",  # create_client(shards=N) against another count
+        "WrongTypeError",  # a key of another type under the prefix (send_event names it)
+    ):
+        cls = getattr(redflow_mp, name)
+        assert name in redflow_mp.__all__
+        assert issubclass(cls, RedflowError)
+
+
 def test_result_timeout_is_both_redflow_error_and_timeout_error() -> None:
     assert issubclass(ResultTimeoutError, RedflowError)
     assert issubclass(ResultTimeoutError, TimeoutError)
