@@ -21,14 +21,5 @@
 -- Invariants: same idempotency key -> same run id, even under concurrent callers
 -- (the script is atomic); an existing run is never overwritten; the key has no
 -- expiry until its run finishes.
-local tag = ARGV[1]
-local priority = math.floor(tonumber(ARGV[14]) or 0)
-if priority < 0 or priority > 9 then priority = 0 end
-local id, created, status = enqueue(tag, {
-  id = ARGV[2], workflow = ARGV[3], queue = ARGV[4], input_json = ARGV[5],
-  max_attempts = ARGV[6], run_at = tonumber(ARGV[7]) or 0, idem_key = ARGV[8],
-  idem_ttl = ARGV[9], parent = ARGV[10], cron_id = ARGV[11], max_concurrency = ARGV[12],
-  timeout_ms = ARGV[13], priority = priority, link = ARGV[15] == '1',
-  traceparent = ARGV[16], tracestate = ARGV[17],
-}, now_ms())
+local id, created, status = enqueue(ARGV, now_ms())
 return { id, created, status }
