@@ -168,17 +168,19 @@ end
 -- The run's set and due-queues are written first: one of another type fails
 -- the call before anything else is written (nothing to undo).
 -- `a`: the arguments in enqueue_run's ARGV layout (its ARGV itself: no table to
--- build per call), strings: a[1] tag, a[2] id, a[3] workflow, a[4] queue,
--- a[5] inputJson, a[6] maxAttempts, a[7] runAt ms ('0' = now), a[8] idempotency
--- key, a[9] its TTL ms, a[10] parentRunId, a[11] cronId, a[12] maxConcurrency,
--- a[13] timeoutMs, a[14] priority (clamped to 0..9), a[15] '1' = linked,
--- a[16] traceparent, a[17] tracestate (optional; '' = none).
+-- build per call), strings; from a[8] on each may be absent (nil = ''):
+-- a[1] tag, a[2] id, a[3] workflow, a[4] queue, a[5] inputJson, a[6] maxAttempts,
+-- a[7] maxConcurrency ('' = unknown), a[8] priority (clamped to 0..9), a[9] runAt
+-- ms (0 = now), a[10] timeoutMs, a[11] idempotency key, a[12] its TTL ms,
+-- a[13] parentRunId, a[14] '1' = linked, a[15] cronId, a[16] traceparent,
+-- a[17] tracestate.
 local function enqueue(a, now)
-  local tag, id, wf, q, idem_key, parent = a[1], a[2], a[3], a[4], a[8], a[10]
-  local priority = math.floor(tonumber(a[14]) or 0)
+  local tag, id, wf, q = a[1], a[2], a[3], a[4]
+  local idem_key, parent = a[11] or '', a[13] or ''
+  local priority = math.floor(tonumber(a[8]) or 0)
   if priority < 0 or priority > 9 then priority = 0 end
   local children = nil
-  if a[15] == '1' and parent ~= '' then children = tag .. ':run:' .. parent .. ':children' end
+  if a[14] == '1' and parent ~= '' then children = tag .. ':run:' .. parent .. ':children' end
   local idem = nil
   if idem_key ~= '' then
     idem = tag .. ':idempo:' .. #wf .. ':' .. wf .. ':' .. #idem_key .. ':' .. idem_key
@@ -195,7 +197,7 @@ local function enqueue(a, now)
   if redis.call('EXISTS', run) == 1 then return id, 0, '' end
   local ns = now == NOW and NOW_S or int_str(now)
   local status, due, queue_key, score = 'queued', ns, nil, nil
-  local run_at = tonumber(a[7]) or 0
+  local run_at = tonumber(a[9]) or 0
   local scheduled = run_at > now
   if scheduled then
     status, due = 'scheduled', int_str(run_at)
@@ -215,15 +217,15 @@ local function enqueue(a, now)
     'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
   local n = 20
   if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
-  if a[11] ~= '' then f[n + 1], f[n + 2], n = 'cronId', a[11], n + 2 end
-  if a[12] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[12], n + 2 end
-  if a[13] ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', a[13], n + 2 end
+  if a[15] and a[15] ~= '' then f[n + 1], f[n + 2], n = 'cronId', a[15], n + 2 end
+  if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
+  if a[10] and a[10] ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', a[10], n + 2 end
   if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
   -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
   if a[16] and a[16] ~= '' then f[n + 1], f[n + 2], n = 'traceparent', a[16], n + 2 end
   if a[17] and a[17] ~= '' then f[n + 1], f[n + 2], n = 'tracestate', a[17], n + 2 end
   if idem then
-    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[9]
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
   end
   redis.call('HSET', run, unpack(f))
   -- No expiry while the run is unfinished (finalize sets it).

@@ -7,14 +7,19 @@
 --          e.g. a resend after a lost reply, returns that run and writes nothing)
 -- ARGV[3]  workflow name        ARGV[4]  queue
 -- ARGV[5]  inputJson            ARGV[6]  maxAttempts
--- ARGV[7]  runAt epoch ms (0 = now; a time in the future schedules the run)
--- ARGV[8]  idempotency key ('' = none)   ARGV[9]  idempotency TTL ms (counted from
+-- ARGV[7]  maxConcurrency ('' = unknown)
+-- The rest is optional: a call may end before any of them (absent = '', so a
+-- plain run's call sends 7 arguments, not 17: each costs the client's packing and
+-- the server's ARGV table):
+-- ARGV[8]  priority 0..9 (higher is claimed first; '' = 0)
+-- ARGV[9]  runAt epoch ms (0 or '' = now; a time in the future schedules the run)
+-- ARGV[10] timeoutMs ('' = none)
+-- ARGV[11] idempotency key ('' = none)   ARGV[12] idempotency TTL ms (counted from
 --          creation, applied once the run has finished)
--- ARGV[10] parentRunId ('' = none)       ARGV[11] cronId ('' = none)
--- ARGV[12] maxConcurrency ('' = unknown) ARGV[13] timeoutMs ('' = none)
--- ARGV[14] priority 0..9 (higher is claimed first; '' = 0)
--- ARGV[15] '1' when the parent awaits the child (step.run_workflow/run_workflows):
+-- ARGV[13] parentRunId ('' = none)
+-- ARGV[14] '1' when the parent awaits the child (step.run_workflow/run_workflows):
 --          recorded in run:<parent>:children for the cancel cascade
+-- ARGV[15] cronId ('' = none)
 -- ARGV[16] traceparent, ARGV[17] tracestate: the enqueuer's W3C trace context
 --          (optional; absent without OpenTelemetry, see redflow_mp/tracing.py)
 -- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }

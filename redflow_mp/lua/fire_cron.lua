@@ -43,8 +43,8 @@ if type(prev) == 'string' then
   end
 end
 -- enqueue_run's ARGV layout (see `enqueue`): run now, no parent, the cron id
-local id, created = enqueue({ tag, ARGV[6], wf, ARGV[8], ARGV[9], ARGV[10], '0', ARGV[11],
-  ARGV[12], '', ARGV[3], ARGV[13], ARGV[14], ARGV[15], '' }, now)
+local id, created = enqueue({ tag, ARGV[6], wf, ARGV[8], ARGV[9], ARGV[10], ARGV[13], ARGV[15],
+  '0', ARGV[14], ARGV[11], ARGV[12], '', '', ARGV[3] }, now)
 if created == 1 then
   redis.pcall('HSET', last_key, ARGV[3], id)
   return { 1, id }
