@@ -48,7 +48,10 @@ def _min_usec(
 
 
 def _enqueue_args(run_id: str) -> tuple[Any, ...]:
-    return (1, "k", TAG, run_id, WORKFLOW, QUEUE, "{}", 1, 0, "", 0, "", "", "100000", "", 0, "")
+    # enqueue_run's arguments as the client sends them for a plain run: tag, id,
+    # workflow, queue, input, attempts, maxConcurrency (an older tree's script,
+    # with its 15 arguments in another order, is measured by that tree's copy)
+    return (1, "k", TAG, run_id, WORKFLOW, QUEUE, "{}", 1, "100000")
 
 
 def _claim_args(token: str, finish: tuple[str, str, str, str]) -> tuple[Any, ...]:

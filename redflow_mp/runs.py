@@ -226,7 +226,7 @@ def enqueue_call(
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """Keys and arguments of the ``enqueue_run`` call for a new run (a fresh id), with
     the caller's trace context when it has one (``tracing.trace_args``)."""
-    keys, args = scripts.enqueue_call(
+    return scripts.enqueue_call(
         new_run_id() + scripts.id_suffix,
         target.workflow,
         target.queue,
@@ -241,8 +241,8 @@ def enqueue_call(
         target.timeout_ms,
         target.priority,
         options.linked,
+        tracing.trace_args(),
     )
-    return keys, args + tracing.trace_args()
 
 
 def cancel_accepted(status: str | None) -> bool:

@@ -260,27 +260,44 @@ class ScriptSet:
         timeout_ms: int | None,
         priority: int = 0,
         linked: bool = False,
+        trace: tuple[str, ...] = (),
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`);
         ``priority`` is checked by the caller (:func:`check_priority`); ``linked``: the
-        parent awaits the child (its cancel cascades)."""
-        args = (
+        parent awaits the child (its cancel cascades); ``trace``: the caller's
+        ``traceparent`` and ``tracestate`` (:func:`~redflow_mp.tracing.trace_args`).
+        A run with none of the optional arguments set sends the first seven only
+        (enqueue_run.lua: packing each argument is about 1,200 CPU instructions)."""
+        args: tuple[Any, ...] = (
             self._tag,
             run_id,
             workflow,
             queue,
             input_json,
             max_attempts,
-            run_at_ms,
-            idempotency_key,
-            idempotency_ttl_ms,
-            parent_run_id,
-            cron_id,
             "" if max_concurrency is None else max_concurrency,
-            "" if timeout_ms is None else timeout_ms,
-            priority,
-            "1" if linked else "",
         )
+        if (
+            priority
+            or run_at_ms
+            or timeout_ms is not None
+            or idempotency_key
+            or parent_run_id
+            or linked
+            or cron_id
+            or trace
+        ):
+            args += (
+                priority,
+                run_at_ms,
+                "" if timeout_ms is None else timeout_ms,
+                idempotency_key,
+                idempotency_ttl_ms,
+                parent_run_id,
+                "1" if linked else "",
+                cron_id,
+                *trace,
+            )
         return (self.keys.run(run_id),), args
 
     def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:

@@ -2,15 +2,10 @@
 -- _lib.lua, whose names it uses; scripts.py prepends both, in this order):
 -- enqueue, the checks of a claimed run's record, the rate gate and `take`.
 
--- Create a run (or return the existing one for its idempotency key / id).
--- a = { id, workflow, queue, input_json, max_attempts, run_at, idem_key, idem_ttl,
---       parent, cron_id, max_concurrency, timeout_ms, priority, link, traceparent?, tracestate? }
--- a.link: the parent awaits this child (run_workflow): it is recorded in
--- run:<parent>:children, whose unfinished members a cancel of the parent cancels.
--- Returns id, created (1 new | 0 existing), status.
--- Enqueue, in three parts so that one call can create many runs of one
--- workflow (enqueue_runs.lua) as cheaply as possible, and one run
--- (enqueue_run.lua, fire_cron.lua) exactly the same way:
+-- Create runs (or return the existing one for an idempotency key / id), many of
+-- one workflow in one call (enqueue_runs.lua) as cheaply as possible, in three
+-- parts; `enqueue` below writes one run (enqueue_run.lua, fire_cron.lua) the
+-- same way in one function (the hot path of a one-by-one enqueue):
 --   enqueue_plan   what every run of the call shares: status, keys, scores,
 --                  the fields of the run hash but its id and input
 --   enqueue_one    one run's hash and idempotency key (never over an existing
@@ -35,7 +30,9 @@ end
 
 -- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
 -- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
--- link (the parent awaits the runs), traceparent, tracestate (optional).
+-- link (the parent awaits the runs: recorded in run:<parent>:children, whose
+-- unfinished members a cancel of the parent cancels), traceparent, tracestate
+-- (optional).
 local function enqueue_plan(tag, a, now)
   local status, due = 'queued', now
   if a.run_at > now then status, due = 'scheduled', a.run_at end
@@ -186,13 +183,99 @@ local function enqueue_flush(p)
 end
 
 -- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
--- the run existed already).
-local function enqueue(tag, a, now)
-  local p = enqueue_plan(tag, a, now)
-  local id, created = enqueue_one(p, a.id, a.input_json, a.idem_key)
-  if created == 0 then return id, 0, '' end
-  enqueue_flush(p)
-  return id, 1, p.status
+-- the run existed already). The same writes as enqueue_plan / enqueue_one /
+-- enqueue_flush make for a batch of one (tests/lua/test_enqueue.py compares
+-- them), written out in one function: an EVALSHA runs the definition of every
+-- helper a script uses on every call (a closure each, about 0.1 µs; luasrc.py),
+-- and this is the hot path of a one-by-one enqueue. So the keys are spelled
+-- here as k_run, k_ready, k_scheduled, k_status, k_wf_runs, k_children,
+-- k_idem, k_due_queues, k_ready_queues and k_bell spell them
+-- (tests/lua/test_keys_match.py checks the keys an enqueue creates), and
+-- ready_score, mark_due, mark_ready and ring are inlined (the same commands).
+-- The run's set and due-queues are written first: one of another type fails
+-- the call before anything else is written (nothing to undo).
+-- `a`: the arguments in enqueue_run's ARGV layout (its ARGV itself: no table to
+-- build per call), strings; from a[8] on each may be absent (nil = ''):
+-- a[1] tag, a[2] id, a[3] workflow, a[4] queue, a[5] inputJson, a[6] maxAttempts,
+-- a[7] maxConcurrency ('' = unknown), a[8] priority (clamped to 0..9), a[9] runAt
+-- ms (0 = now), a[10] timeoutMs, a[11] idempotency key, a[12] its TTL ms,
+-- a[13] parentRunId, a[14] '1' = linked, a[15] cronId, a[16] traceparent,
+-- a[17] tracestate.
+local function enqueue(a, now)
+  local tag, id, wf, q = a[1], a[2], a[3], a[4]
+  local idem_key, parent = a[11] or '', a[13] or ''
+  local priority = math.floor(tonumber(a[8]) or 0)
+  if priority < 0 or priority > 9 then priority = 0 end
+  local children = nil
+  if a[14] == '1' and parent ~= '' then children = tag .. ':run:' .. parent .. ':children' end
+  local idem = nil
+  if idem_key ~= '' then
+    idem = tag .. ':idempo:' .. #wf .. ':' .. wf .. ':' .. #idem_key .. ':' .. idem_key
+    local existing = redis.pcall('GET', idem)
+    if failed(existing) then refuse(idem, existing) end
+    -- A key whose run was already removed by retention no longer dedupes.
+    if existing and redis.call('EXISTS', tag .. ':run:' .. existing) == 1 then
+      if children then redis.pcall('SADD', children, existing) end
+      return existing, 0, ''
+    end
+  end
+  local run = tag .. ':run:' .. id
+  -- Never over an existing run (see enqueue_one).
+  if redis.call('EXISTS', run) == 1 then return id, 0, '' end
+  local ns = now == NOW and NOW_S or int_str(now)
+  local status, due, queue_key, score = 'queued', ns, nil, nil
+  local run_at = tonumber(a[9]) or 0
+  local scheduled = run_at > now
+  if scheduled then
+    status, due = 'scheduled', int_str(run_at)
+    queue_key, score = tag .. ':q:' .. q .. ':scheduled', due
+  else
+    queue_key, score = tag .. ':q:' .. q .. ':ready', int_str((9 - priority) * BAND + now)
+  end
+  local e = redis.pcall('ZADD', queue_key, score, id)
+  if failed(e) then refuse(queue_key, e) end
+  if scheduled and failed(redis.pcall('ZADD', tag .. ':due-queues', 'LT', due, q)) then
+    redis.call('ZREM', queue_key, id)
+    refuse(tag .. ':due-queues', 'WRONGTYPE')
+  end
+  if children then redis.pcall('SADD', children, id) end
+  local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+    'inputJson', a[5], 'attempt', 1, 'maxAttempts', a[6],
+    'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
+  local n = 20
+  if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
+  if a[15] and a[15] ~= '' then f[n + 1], f[n + 2], n = 'cronId', a[15], n + 2 end
+  if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
+  if a[10] and a[10] ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', a[10], n + 2 end
+  if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
+  -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
+  if a[16] and a[16] ~= '' then f[n + 1], f[n + 2], n = 'traceparent', a[16], n + 2 end
+  if a[17] and a[17] ~= '' then f[n + 1], f[n + 2], n = 'tracestate', a[17], n + 2 end
+  if idem then
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
+  end
+  redis.call('HSET', run, unpack(f))
+  -- No expiry while the run is unfinished (finalize sets it).
+  if idem then redis.call('SET', idem, id) end
+  -- Indexes that only list runs: a refusal is skipped (see `failed`).
+  redis.pcall('ZADD', tag .. ':runs:created', ns, id)
+  redis.pcall('ZADD', tag .. ':workflow-runs:' .. wf, ns, id)
+  redis.pcall('ZADD', tag .. ':runs:status:' .. status, ns, id)
+  redis.pcall('SADD', tag .. ':queues', q)
+  if not scheduled then
+    -- See enqueue_flush: ring only when the set was empty.
+    local was_empty = redis.call('ZCARD', queue_key) == 1
+    if was_empty or priority ~= 0 then
+      redis.pcall('ZADD', tag .. ':ready-queues', 'LT', score, q)  -- mark_ready
+    end
+    if was_empty then  -- ring
+      redis.pcall('ZADD', tag .. ':ready-queues', 'NX', 0, q)
+      local bell = tag .. ':q:' .. q .. ':bell'
+      local len = redis.pcall('LLEN', bell)
+      if type(len) == 'number' and len < BELL_CAP then redis.call('LPUSH', bell, '1') end
+    end
+  end
+  return id, 1, status
 end
 
 -- A ready entry whose run record is unusable fails with a clear error instead

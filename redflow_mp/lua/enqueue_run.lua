@@ -7,28 +7,24 @@
 --          e.g. a resend after a lost reply, returns that run and writes nothing)
 -- ARGV[3]  workflow name        ARGV[4]  queue
 -- ARGV[5]  inputJson            ARGV[6]  maxAttempts
--- ARGV[7]  runAt epoch ms (0 = now; a time in the future schedules the run)
--- ARGV[8]  idempotency key ('' = none)   ARGV[9]  idempotency TTL ms (counted from
+-- ARGV[7]  maxConcurrency ('' = unknown)
+-- The rest is optional: a call may end before any of them (absent = '', so a
+-- plain run's call sends 7 arguments, not 17: each costs the client's packing and
+-- the server's ARGV table):
+-- ARGV[8]  priority 0..9 (higher is claimed first; '' = 0)
+-- ARGV[9]  runAt epoch ms (0 or '' = now; a time in the future schedules the run)
+-- ARGV[10] timeoutMs ('' = none)
+-- ARGV[11] idempotency key ('' = none)   ARGV[12] idempotency TTL ms (counted from
 --          creation, applied once the run has finished)
--- ARGV[10] parentRunId ('' = none)       ARGV[11] cronId ('' = none)
--- ARGV[12] maxConcurrency ('' = unknown) ARGV[13] timeoutMs ('' = none)
--- ARGV[14] priority 0..9 (higher is claimed first; '' = 0)
--- ARGV[15] '1' when the parent awaits the child (step.run_workflow/run_workflows):
+-- ARGV[13] parentRunId ('' = none)
+-- ARGV[14] '1' when the parent awaits the child (step.run_workflow/run_workflows):
 --          recorded in run:<parent>:children for the cancel cascade
+-- ARGV[15] cronId ('' = none)
 -- ARGV[16] traceparent, ARGV[17] tracestate: the enqueuer's W3C trace context
 --          (optional; absent without OpenTelemetry, see redflow_mp/tracing.py)
 -- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }
 -- Invariants: same idempotency key -> same run id, even under concurrent callers
 -- (the script is atomic); an existing run is never overwritten; the key has no
 -- expiry until its run finishes.
-local tag = ARGV[1]
-local priority = math.floor(tonumber(ARGV[14]) or 0)
-if priority < 0 or priority > 9 then priority = 0 end
-local id, created, status = enqueue(tag, {
-  id = ARGV[2], workflow = ARGV[3], queue = ARGV[4], input_json = ARGV[5],
-  max_attempts = ARGV[6], run_at = tonumber(ARGV[7]) or 0, idem_key = ARGV[8],
-  idem_ttl = ARGV[9], parent = ARGV[10], cron_id = ARGV[11], max_concurrency = ARGV[12],
-  timeout_ms = ARGV[13], priority = priority, link = ARGV[15] == '1',
-  traceparent = ARGV[16], tracestate = ARGV[17],
-}, now_ms())
+local id, created, status = enqueue(ARGV, now_ms())
 return { id, created, status }

@@ -26,8 +26,6 @@ if not score or tonumber(score) ~= tonumber(ARGV[4]) then return { -2, '' } end
 local now = now_ms()
 redis.call('ZADD', next_key, ARGV[5], ARGV[3])
 local wf = ARGV[7]
-local priority = math.floor(tonumber(ARGV[15]) or 0)
-if priority < 0 or priority > 9 then priority = 0 end
 if redis.call('SCARD', k_running(tag, wf)) >= wf_limit(tag, wf, ARGV[13]) then
   return { 2, '' }
 end
@@ -44,12 +42,9 @@ if type(prev) == 'string' then
     return { 4, prev }
   end
 end
-local id, created = enqueue(tag, {
-  id = ARGV[6], workflow = wf, queue = ARGV[8], input_json = ARGV[9],
-  max_attempts = ARGV[10], run_at = 0, idem_key = ARGV[11], idem_ttl = ARGV[12],
-  parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13], timeout_ms = ARGV[14],
-  priority = priority,
-}, now)
+-- enqueue_run's ARGV layout (see `enqueue`): run now, no parent, the cron id
+local id, created = enqueue({ tag, ARGV[6], wf, ARGV[8], ARGV[9], ARGV[10], ARGV[13], ARGV[15],
+  '0', ARGV[14], ARGV[11], ARGV[12], '', '', ARGV[3] }, now)
 if created == 1 then
   redis.pcall('HSET', last_key, ARGV[3], id)
   return { 1, id }

@@ -52,24 +52,10 @@ def test_a_burst_wakes_every_idle_worker(
     with raw.pipeline(transaction=True) as pipe:
         send: Callable[..., Any] = pipe.execute_command  # untyped in redis-py
         for rid in ids:
-            args = (
-                1,
-                client.keys.run(rid),
-                client.keys.tag,
-                rid,
-                "nap",
-                "default",
-                b"null",
-                1,
-                0,
-                "",
-                1000,
-                "",
-                "",
-                10,
-                "",
-                0,  # priority
+            keys, call = scripts.enqueue_call(
+                rid, "nap", "default", b"null", 1, 0, "", 1000, "", "", 10, None
             )
+            args = (len(keys), *keys, *call)
             if functions is not None:
                 send("FCALL", functions["enqueue_run"], *args)
             else:

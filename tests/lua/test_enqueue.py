@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -202,3 +203,69 @@ def test_an_enqueue_refused_by_a_queue_key_of_the_wrong_type_leaves_no_run(
     raw.delete(ready)
     again, created = client.scripts.enqueue(new_run_id(), *args)
     assert created and raw.zscore(ready, again) is not None
+
+
+_TIMES = ("createdAt", "availableAt", "updatedAt")
+
+
+def _written(raw: redis.Redis, client: Client, run_id: str, queue: str) -> dict[str, object]:
+    """What an enqueue wrote for ``run_id``: its hash (times relative to createdAt)
+    and the index entries naming it (scores relative to createdAt)."""
+    k = client.keys
+    h = {text(a): text(b) for a, b in raw.hgetall(k.run(run_id)).items()}
+    created = int(h["createdAt"])
+    fields: dict[str, object] = {f: v for f, v in h.items() if f not in (*_TIMES, "id")}
+    fields.update({f: int(h[f]) - created for f in _TIMES})
+    fields["id"] = h["id"] == run_id
+    if h["status"] == "scheduled":  # due at the run_at given: absolute
+        fields["availableAt"] = int(h["availableAt"])
+
+    def rel(key: str, absolute: bool = False) -> float | None:
+        score = raw.zscore(key, run_id)
+        return None if score is None else score - (0 if absolute else created)
+
+    wf = h["workflow"]
+    return {
+        "hash": fields,
+        "created": rel(k.runs_created),
+        "workflow-runs": rel(k.workflow_runs(wf)),
+        "status": {s: rel(k.runs_status(s)) for s in ("queued", "scheduled")},
+        "ready": rel(k.q_ready(queue)),
+        "scheduled": rel(k.q_scheduled(queue), absolute=True),
+        "listed": raw.sismember(k.queues, queue),
+        "due-queues": raw.zscore(k.due_queues, queue) is not None,
+        "ready-queues": raw.zscore(k.ready_queues, queue) is not None,
+        "bell": raw.llen(k.q_bell(queue)),
+    }
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"priority": 7, "timeout": 2.5},
+        {"run_at": 3_000_000_000.0},
+        {"idempotency_key": "same-key", "idempotency_ttl": 90.0, "priority": 3},
+    ],
+    ids=["plain", "priority-timeout", "scheduled", "idempotency-key"],
+)
+def test_one_run_is_written_as_a_batch_of_one_writes_it(
+    raw: redis.Redis, client: Client, options: dict[str, Any]
+) -> None:
+    """enqueue_run writes a run with its own code (the hot path of a one-by-one
+    enqueue, _lib_runs.lua `enqueue`), enqueue_runs with enqueue_plan/one/flush:
+    the hash, the indexes, the queue's entries and the bell must be the same."""
+    raw.hset(client.keys.workflow("wq"), "maxConcurrency", "5")
+    opts = dict(options)
+    key = opts.pop("idempotency_key", None)
+    one = client.run_by_name("wq", {"a": 1}, queue_override="qa", idempotency_key=key, **opts).id
+    many = client.run_many_by_name(
+        "wq", [{"a": 1}], queue_override="qb", idempotency_keys=None if key is None else ["k2"],
+        **opts,
+    )[0].id  # fmt: skip
+    a, b = _written(raw, client, one, "qa"), _written(raw, client, many, "qb")
+    assert isinstance(a["hash"], dict) and isinstance(b["hash"], dict)
+    assert a["hash"].pop("queue") == "qa" and b["hash"].pop("queue") == "qb"
+    if key is not None:
+        assert a["hash"].pop("idempotencyKey") == key and b["hash"].pop("idempotencyKey") == "k2"
+    assert a == b

@@ -19,6 +19,42 @@ def test_run_id_format() -> None:
         assert _ULID.match(new_run_id())
 
 
+def test_run_id_digits_are_those_of_the_130_bit_value() -> None:
+    """The id is written pair by pair over parts of at most 30 bits (ids.py): the
+    same digits as the 130-bit value's 13 pairs of 10 bits."""
+    import random
+
+    from redflow_mp import ids
+
+    rng = random.Random(7)
+    cases = [(0, 0), (2**48 - 1, 2**80 - 1), (1_764_979_200_000, 1)]
+    cases += [(rng.getrandbits(48), rng.getrandbits(80)) for _ in range(2_000)]
+    for ms, rand in cases:
+        value = (ms << 80) | rand
+        want = "".join(ids._PAIRS[(value >> s) & 1023] for s in range(120, -1, -10))
+        assert ids._digits(ms, rand) == want, (ms, rand)
+
+
+def test_the_next_id_of_one_ms_rewrites_its_last_pair_and_carries() -> None:
+    """Ids of one ms: random part + 1, written by rewriting the last pair of digits
+    unless the increment carries out of it (then written whole)."""
+    from redflow_mp import ids
+
+    state = ids._Monotonic()
+    far = 10**15  # a ms later than the clock: every id stays in it
+    for start in (5, 1020, 2**80 - 3):
+        state.last_ms, state.last_rand = far, start
+        state.digits = ids._digits(far, start)
+        for i in range(1, 6):
+            got = state.next_id()
+            rand = start + i
+            if rand >= 2**80:  # borrowed the next ms, a new random part
+                assert state.last_ms == far + 1 and got == ids._digits(far + 1, state.last_rand)
+                break
+            assert (state.last_ms, state.last_rand) == (far, rand)
+            assert got == ids._digits(far, rand)
+
+
 def test_run_ids_sort_by_time() -> None:
     assert new_run_id(1_000) < new_run_id(2_000) < new_run_id(10**12)
 

@@ -32,3 +32,14 @@ def test_sleep_until_beyond_the_limit_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="3000"):
         check_wake_time(1e306)  # used to raise OverflowError
     assert check_wake_time(MAX_RUN_AT) == MAX_RUN_AT * 1000
+
+
+def test_run_options_of_nothing_are_the_defaults() -> None:
+    """RunOptions.of() with no option returns a shared instance without checking
+    anything (the common call): it must equal what the checks would have made."""
+    from redflow_mp.options import RunOptions
+
+    assert RunOptions.of() == RunOptions() == RunOptions.of(linked=True, parent_run_id="")
+    assert RunOptions.of() is RunOptions.of()
+    assert RunOptions.of(timeout=2.0).timeout == 2.0 and RunOptions.of(priority=0).priority == 0
+    assert RunOptions.of(parent_run_id="P", linked=True).linked
