@@ -225,12 +225,14 @@ local function enqueue(a, now)
   local ns = now == NOW and NOW_S or int_str(now)
   local status, due, queue_key, score = 'queued', ns, nil, nil
   local run_at = tonumber(a[9]) or 0
-  local scheduled = run_at > now
+  local scheduled, parking = run_at > now, false
   if scheduled then
     status, due = 'scheduled', int_str(run_at)
     queue_key, score = tag .. ':q:' .. q .. ':scheduled', due
   else
     queue_key, score = tag .. ':q:' .. q .. ':ready', int_str((9 - priority) * BAND + now)
+    -- Parked at once behind the runs already parked, as enqueue_plan does.
+    if parks_at_once(tag, wf, a[7]) then parking, queue_key = true, k_waiting(tag, wf) end
   end
   local e = redis.pcall('ZADD', queue_key, score, id)
   if failed(e) then refuse(queue_key, e) end
@@ -262,7 +264,9 @@ local function enqueue(a, now)
   redis.pcall('ZADD', tag .. ':workflow-runs:' .. wf, ns, id)
   redis.pcall('ZADD', tag .. ':runs:status:' .. status, ns, id)
   redis.pcall('SADD', tag .. ':queues', q)
-  if not scheduled then
+  if parking then
+    redis.pcall('SADD', tag .. ':parked', wf)
+  elseif not scheduled then
     -- See enqueue_flush: ring only when the set was empty.
     local was_empty = redis.call('ZCARD', queue_key) == 1
     if was_empty or priority ~= 0 then
