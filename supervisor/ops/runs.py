@@ -250,7 +250,10 @@ class _Watcher:
             self.session.out(f"{stamp}  {text}")
 
     def update(self, state: RunState, steps: Sequence[StepState], now_ms: int) -> None:
-        """Print the new things, oldest first: steps, a cancel request, a status change."""
+        """Print the new things, oldest first (by their times): ended attempts, steps,
+        a cancel request, a status change. A first look at a run that has ended, or a
+        look that sees a step and its attempt end, printed every attempt before the
+        steps that ran in it."""
         clean = render.clean
         if self.status is None:
             self._line(
@@ -266,12 +269,20 @@ class _Watcher:
                 attempt=state.attempt,
             )
             self.status, self.attempt = state.status.value, state.attempt
+        pending: list[tuple[int, int, int, str, int | None, str, dict[str, Any]]] = []
+        # At the same millisecond: a step, then the attempt it ended, then a status.
+        rank = {"attempt": 1, "status": 2}
+
+        def later(event: str, at_ms: int | None, text: str, **data: Any) -> None:
+            key = (at_ms or now_ms, rank.get(event, 0), len(pending))
+            pending.append((*key, event, at_ms, text, data))
+
         # Every ended attempt, from the first (also when watching starts later).
         for entry in state.attempts:
             if (entry.finished_at or 0) <= self.attempts_until:
                 continue
             self.attempts_until = entry.finished_at or 0
-            self._line(
+            later(
                 "attempt",
                 entry.finished_at,
                 clean(render.attempt_text(entry)),
@@ -285,14 +296,14 @@ class _Watcher:
             err = f": {clean(step.error.type)}: {clean(step.error.message)}" if step.error else ""
             if step.status.value == "running":
                 shown = render.step_status(step, state)
-                self._line(
+                later(
                     "step",
                     step.started_at,
                     f"step {clean(step.name)} {shown} (started, attempt {step.attempt})",
                     **render.step_record(step),
                 )
                 continue
-            self._line(
+            later(
                 "step",
                 step.finished_at,
                 f"step {clean(step.name)} {step.status.value} "
@@ -304,7 +315,7 @@ class _Watcher:
             self.cancel_seen = True
             if not state.status.terminal:
                 reason = f": {clean(state.cancel_reason)}" if state.cancel_reason else ""
-                self._line(
+                later(
                     "cancel_requested",
                     state.cancel_requested_at,
                     f"cancel requested{reason}",
@@ -312,7 +323,7 @@ class _Watcher:
                 )
         changed = state.status.value != self.status or state.attempt != self.attempt
         if changed and not state.status.terminal:  # the end line reports a terminal status
-            self._line(
+            later(
                 "status",
                 state.updated_at or now_ms,
                 f"{state.status.value} (attempt {state.attempt}/{state.max_attempts})",
@@ -320,6 +331,8 @@ class _Watcher:
                 attempt=state.attempt,
             )
         self.status, self.attempt = state.status.value, state.attempt
+        for _, _, _, event, at_ms, text, data in sorted(pending, key=lambda p: p[:3]):
+            self._line(event, at_ms, text, **data)
 
     def finish(self, state: RunState, now_ms: int) -> None:
         took = render.fmt_duration(render.run_duration_ms(state, now_ms))
