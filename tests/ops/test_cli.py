@@ -302,6 +302,29 @@ def test_runs_watch_prints_in_the_order_things_happened(
     ]
 
 
+def test_runs_watch_reads_the_steps_only_when_they_changed(
+    redflow: Redflow, synced: Client, ops_workers: WorkerPool, raw: redis.Redis
+) -> None:
+    """Every look of ``runs watch`` read all of the run's step records (HSCAN) and
+    decoded their outputs, also while nothing changed: a run of 20,000 steps with
+    2 KB outputs cost 20 HSCANs (~52 ms of Redis) and 40 MB read twice a second
+    for each watcher. Now a look reads the steps when the run's step counters
+    (``stepSeq``, ``stepBytes``), status or attempt moved, and at most every 10 s
+    otherwise."""
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 3.0})
+    wait_until(lambda: len(synced.get_run_steps(handle.id) or []) >= 1, 10, 0.01, "a step")
+
+    def hscans() -> int:
+        return int(raw.info("commandstats").get("cmdstat_hscan", {}).get("calls", 0))
+
+    before = hscans()
+    res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "1.5")
+    assert res.code == 3, res  # still running: the step sleeps 3 s
+    assert "step tick-0 running" in res.out, res
+    # ~30 looks; the step records changed at most once in the meantime
+    assert hscans() - before <= 3
+
+
 def test_runs_resume_of_a_running_run_is_refused(
     redflow: Redflow, synced: Client, ops_workers: WorkerPool
 ) -> None:
