@@ -1,0 +1,44 @@
+"""A Redis URL that does not parse: the error says what to change, and never
+shows the password. A password holding ``[`` or ``]`` (or a mistyped IPv6 host)
+was reported as holding "'/', '?' or '#'", which the URL did not hold: the fix
+the message gave (%2F, %3F, %23) could not help."""
+
+from __future__ import annotations
+
+import pytest
+
+from redflow_mp.transport import check_url
+
+SECRET = "Pa55w0rd"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{SECRET}[x@127.0.0.1:6379/0",
+        f"redis://:x]{SECRET}@127.0.0.1:6379/0",
+        f"redis://user:{SECRET}[@127.0.0.1:6379/0",
+    ],
+)
+def test_a_bracket_in_the_password_is_named(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_url(url)
+    message = str(info.value)
+    assert SECRET not in message
+    assert "'[' or ']'" in message and "%5B" in message and "%5D" in message, message
+    assert "'/', '?' or '#'" not in message, message
+
+
+def test_a_mistyped_ipv6_host_is_not_blamed_on_the_password() -> None:
+    with pytest.raises(ValueError) as info:
+        check_url(f"redis://:{SECRET}@[::1:6379/0")
+    message = str(info.value)
+    assert SECRET not in message
+    assert "IPv6" in message, message
+    assert "'/', '?' or '#'" not in message, message
+
+
+def test_a_slash_in_the_password_is_still_named() -> None:
+    with pytest.raises(ValueError, match=r"holds '/', '\?' or '#'") as info:
+        check_url(f"redis://:{SECRET[:3]}/{SECRET[3:]}@127.0.0.1:6379/0")
+    assert SECRET[3:] not in str(info.value)
