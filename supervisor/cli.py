@@ -165,9 +165,11 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _library_path(path: str) -> bool:
-    """True for a file of the standard library or of an installed distribution."""
+    """True for a file of the standard library, of an installed distribution, or
+    of redflow-mp itself (also when it is installed editable, from a clone)."""
     path = os.path.abspath(path)
     roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {os.path.dirname(registry_mod.__file__), os.path.dirname(__file__)}
     return any(path.startswith(os.path.abspath(r) + os.sep) for r in roots if r)
 
 
