@@ -148,6 +148,11 @@ def check_url(url: object) -> str:
         url = "redis://localhost:6379/0"
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
+    if "://" not in url:  # not echoed: it may be the password itself, or hold it
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} has no scheme: write redis://[:PASSWORD@]HOST:PORT/DB "
+            "(or rediss://, unix://, redis+sentinel://, rediss+sentinel://)"
+        )
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")

@@ -76,6 +76,8 @@ def _mask_url(url: str) -> str:
     """``url`` with its password masked, as ``redflow_mp.transport.mask_url`` does
     (that one cannot be imported here: the library pulls in redis-py; a test keeps
     the two in agreement)."""
+    if "://" not in url:  # no URL (the password itself, `redis//:pw@h`): length only
+        return f"<not a URL, {len(url)} characters>"
     end = _misplaced_userinfo(url)
     if end is not None:
         url = url.partition("://")[0] + "://" + MASK + url[end:]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from redflow_mp.transport import check_url
+from redflow_mp.transport import check_url, mask_url
 
 SECRET = "Pa55w0rd"
 
@@ -42,3 +42,25 @@ def test_a_slash_in_the_password_is_still_named() -> None:
     with pytest.raises(ValueError, match=r"holds '/', '\?' or '#'") as info:
         check_url(f"redis://:{SECRET[:3]}/{SECRET[3:]}@127.0.0.1:6379/0")
     assert SECRET[3:] not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        SECRET,  # the password itself where the URL should be (a secret mapped wrongly)
+        f"redis//:{SECRET}@127.0.0.1:6379/0",  # the ':' of '://' forgotten
+        f"redis:/:{SECRET}@127.0.0.1:6379/0",
+        f"{SECRET}:x@127.0.0.1",
+    ],
+)
+def test_a_value_without_scheme_is_never_echoed(url: str) -> None:
+    """``REDFLOW_URL=redis//:secret@host`` (a typo) or the bare password: the error
+    (on stderr, so in journald or a log shipper) was ``unsupported Redis URL scheme
+    'redis//' in redis//:secret@host``, the password in full (for a bare password,
+    twice, once lowercased as the "scheme")."""
+    with pytest.raises(ValueError) as info:
+        check_url(url)
+    message = str(info.value)
+    assert SECRET.lower() not in message.lower(), message
+    assert "redis://" in message, message  # says what a URL looks like
+    assert SECRET.lower() not in mask_url(url).lower()
