@@ -245,6 +245,8 @@ def mask_url(url: str) -> str:
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    elif at:  # no ':': a password whose ':' was forgotten (`redis://secret@host`)
+        netloc = f"***@{hosts}"
     query = parts.query
     if query:
         pairs = []

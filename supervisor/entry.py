@@ -89,6 +89,8 @@ def _mask_url(url: str) -> str:
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:  # also redis+sentinel://user:pw@h1:p1,h2:p2
         netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hosts}"
+    elif at:  # no ':': a password whose ':' was forgotten (`redis://secret@host`)
+        netloc = f"{MASK}@{hosts}"
     query = parts.query
     if query:
         pairs = []

@@ -138,6 +138,7 @@ def test_dashboard_hides_the_password_and_the_token(
         "redis://h:6379/0?password=p@ss",
         "redis+sentinel://:p/w@h1:26379,h2/svc",
         "rediss://h:6380/0?ssl_keyfile=/k.pem&ssl_password=pw",
+        "redis://secret@h:6379/0",
     ],
 )
 def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:

@@ -64,3 +64,14 @@ def test_a_value_without_scheme_is_never_echoed(url: str) -> None:
     assert SECRET.lower() not in message.lower(), message
     assert "redis://" in message, message  # says what a URL looks like
     assert SECRET.lower() not in mask_url(url).lower()
+
+
+def test_a_password_without_its_colon_is_masked() -> None:
+    """``redis://secret@host`` (the ``:`` before the password forgotten: redis-py
+    reads it as a user name) was shown as is by every message naming the URL:
+    ``Redis at redis://secret@host/0 refused the credentials``. User info without
+    a ``:`` is masked whole now (a user name alone, without password, is rare)."""
+    for url in (f"redis://{SECRET}@127.0.0.1:6379/0", f"redis+sentinel://{SECRET}@h1,h2/svc"):
+        assert SECRET not in mask_url(url), mask_url(url)
+        assert "***@" in mask_url(url)
+    assert mask_url("redis://user:pw@h/0") == "redis://user:***@h/0"  # the name stays
