@@ -233,7 +233,12 @@ def mask_url(url: str) -> str:
     """``url`` with any password (user info, ``?password=``, or any query option whose
     name ends in ``password``: ``ssl_password``, a client key's passphrase) replaced by ``***``
     (also for ``redis+sentinel://`` URLs with several hosts, and for a password whose
-    ``/``, ``?`` or ``#`` is not percent-encoded: :func:`misplaced_userinfo`)."""
+    ``/``, ``?`` or ``#`` is not percent-encoded: :func:`misplaced_userinfo`).
+    Text without ``://`` is no URL we can read the parts of (the bare password
+    where a URL should be, ``redis//:pw@host`` with the colon forgotten): only its
+    length is shown."""
+    if "://" not in url:
+        return f"<not a URL, {len(url)} characters>"
     end = misplaced_userinfo(url)
     if end is not None:
         url = url.partition("://")[0] + "://***" + url[end:]
@@ -245,6 +250,8 @@ def mask_url(url: str) -> str:
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    elif at:  # no ':': a password whose ':' was forgotten (`redis://secret@host`)
+        netloc = f"***@{hosts}"
     query = parts.query
     if query:
         pairs = []

@@ -150,6 +150,11 @@ def check_url(url: object) -> str:
         url = "redis://localhost:6379/0"
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
+    if "://" not in url:  # not echoed: it may be the password itself, or hold it
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} has no scheme: write redis://[:PASSWORD@]HOST:PORT/DB "
+            "(or rediss://, unix://, redis+sentinel://, rediss+sentinel://)"
+        )
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
         raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
@@ -159,11 +164,30 @@ def check_url(url: object) -> str:
             "UTF-8); percent-encode such bytes in a password"
         )
     if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
-        raise ValueError(
+        raise ValueError(_userinfo_problem(url))
+    return url
+
+
+def _userinfo_problem(url: str) -> str:
+    """Why ``url``, whose user info a URL parser cannot see, is refused; the URL is
+    shown with everything before its last ``@`` hidden."""
+    scheme, _, rest = url.partition("://")
+    at = rest.rfind("@")
+    userinfo, shown = rest[:at], f"{scheme}://***@{rest[at + 1 :]}"
+    if any(c in userinfo for c in "/?#"):
+        return (
             f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "
             "percent-encode them (%2F, %3F, %23)"
         )
-    return url
+    if "[" in userinfo or "]" in userinfo:
+        return (
+            f"the password in the Redis URL {shown} holds '[' or ']': percent-encode "
+            "them (%5B, %5D)"
+        )
+    return (
+        f"the Redis URL {shown} does not parse: its host is not a valid IPv6 address "
+        "in brackets (redis://[::1]:6379/0) or holds a stray '[' or ']'"
+    )
 
 
 #: Seconds a reply may take before its connection is given up (both transports).

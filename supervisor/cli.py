@@ -164,14 +164,21 @@ def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _library_path(path: str) -> bool:
+    """True for a file of the standard library, of an installed distribution, or
+    of redflow-mp itself (also when it is installed editable, from a clone)."""
+    path = os.path.abspath(path)
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {os.path.dirname(registry_mod.__file__), os.path.dirname(__file__)}
+    return any(path.startswith(os.path.abspath(r) + os.sep) for r in roots if r)
+
+
 def _user_module(module: ModuleType) -> bool:
     """True for modules that a reload should import again (not stdlib/site-packages)."""
     path = getattr(module, "__file__", None)
     if not path:
         return False
-    path = os.path.abspath(path)
-    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return not any(path.startswith(os.path.abspath(r) + os.sep) for r in roots if r)
+    return not _library_path(path)
 
 
 class ModuleImportError(ImportError):
@@ -190,10 +197,21 @@ class ModuleImportError(ImportError):
         if isinstance(cause, SyntaxError) and cause.filename:
             return None  # its message already names the file and line
         frames = traceback.extract_tb(cause.__traceback__) if cause is not None else []
-        for frame in reversed(frames):
-            name = frame.filename
-            if not name.startswith("<") and "importlib" not in name and name != __file__:
-                return f"{os.path.relpath(name)}, line {frame.lineno}"
+        ours = [
+            f
+            for f in frames
+            if not f.filename.startswith("<")
+            and "importlib" not in f.filename
+            and f.filename != __file__
+        ]
+        # The innermost line of the application's own code (the module, or a helper
+        # of it), not the library frame below it (json's decoder for a json.loads
+        # in the module): that line is the one to fix.
+        for frame in reversed(ours):
+            if not _library_path(frame.filename):
+                return f"{os.path.relpath(frame.filename)}, line {frame.lineno}"
+        if ours:
+            return f"{os.path.relpath(ours[-1].filename)}, line {ours[-1].lineno}"
         return None
 
 

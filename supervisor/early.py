@@ -13,8 +13,12 @@ anything heavy is imported) sets handlers for that window: TERM, INT and QUIT
 raise :class:`StartupStop`, which the command turns into one line and exit
 status 0 (no child runs yet, so nothing is held and nothing is lost); HUP is
 noted, and the arbiter's signal pipe replays it once the loop runs (a reload
-then, as at any other time). The arbiter's own handlers replace these when its
-pipe is made (``signals.SignalPipe``).
+then, as at any other time). TTIN and TTOU are noted the same way, in order, and
+replayed (one child more / less once the children run): their default action
+stops the process (job control), which froze a supervisor started from a shell
+for good, and elsewhere (an orphaned process group) the kernel dropped them.
+The arbiter's own handlers replace these when its pipe is made
+(``signals.SignalPipe``).
 
 Invariant: this module imports only the standard library (the entry point
 installs it before importing redis-py or the library). Fork safety: children
@@ -25,10 +29,12 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["StartupStop", "install", "settle", "take_pending_hup"]
+__all__ = ["StartupStop", "install", "settle", "take_pending_hup", "take_pending_resizes"]
 
 _STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_RESIZES = (signal.SIGTTIN, signal.SIGTTOU)
 _hup_pending = False
+_resizes: list[int] = []  # TTIN/TTOU received during start-up, in order
 
 
 class StartupStop(BaseException):
@@ -54,11 +60,18 @@ def _note_hup(signum: int, frame: object) -> None:
     _hup_pending = True
 
 
+def _note_resize(signum: int, frame: object) -> None:
+    if len(_resizes) < 256:  # bounded: a flood of them is not a plan
+        _resizes.append(signum)
+
+
 def install() -> None:
-    """Handle TERM, INT, QUIT and HUP until the arbiter's loop takes over."""
+    """Handle TERM, INT, QUIT, HUP, TTIN and TTOU until the arbiter's loop takes over."""
     for sig in _STOPS:
         signal.signal(sig, _stop)
     signal.signal(signal.SIGHUP, _note_hup)
+    for sig in _RESIZES:
+        signal.signal(sig, _note_resize)
 
 
 def settle() -> None:
@@ -72,4 +85,11 @@ def take_pending_hup() -> bool:
     """Whether a HUP came during start-up (and forget it)."""
     global _hup_pending
     pending, _hup_pending = _hup_pending, False
+    return pending
+
+
+def take_pending_resizes() -> list[int]:
+    """The TTIN/TTOU signals that came during start-up, in order (and forget them)."""
+    pending = list(_resizes)
+    _resizes.clear()
     return pending

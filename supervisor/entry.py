@@ -76,6 +76,8 @@ def _mask_url(url: str) -> str:
     """``url`` with its password masked, as ``redflow_mp.transport.mask_url`` does
     (that one cannot be imported here: the library pulls in redis-py; a test keeps
     the two in agreement)."""
+    if "://" not in url:  # no URL (the password itself, `redis//:pw@h`): length only
+        return f"<not a URL, {len(url)} characters>"
     end = _misplaced_userinfo(url)
     if end is not None:
         url = url.partition("://")[0] + "://" + MASK + url[end:]
@@ -87,6 +89,8 @@ def _mask_url(url: str) -> str:
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:  # also redis+sentinel://user:pw@h1:p1,h2:p2
         netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hosts}"
+    elif at:  # no ':': a password whose ':' was forgotten (`redis://secret@host`)
+        netloc = f"{MASK}@{hosts}"
     query = parts.query
     if query:
         pairs = []

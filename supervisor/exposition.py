@@ -59,6 +59,10 @@ HELP: dict[str, tuple[str, str]] = {
     "redflow_queue_depth": ("gauge", "Runs of a queue, by queue and state."),
     "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
     "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),
+    "redflow_queues_known": (
+        "gauge",
+        "Queue names known in the prefix (all supervisors; each queue_override adds one).",
+    ),
     "redflow_build_info": (
         "gauge",
         "Always 1; the labels carry the redflow-mp and Python versions.",

@@ -33,6 +33,8 @@ __all__ = ["configure_logging", "escape_controls", "flush_logs", "mask_secrets"]
 # redflow_mp.connection.mask_url masks them.
 # The password runs to the last "@" of the URL (a password may hold "@" or "/").
 _URL_PASSWORD = re.compile(r"((?:rediss?|rediss?\+sentinel|unix)://[^:/@\s]*:)(\S+)(@)")
+# User info without ":" (`redis://secret@host`, the colon forgotten), to its last "@".
+_URL_USER_ONLY = re.compile(r"((?:rediss?|rediss?\+sentinel)://)([^:/\s]+)(@)")
 _QUERY_PASSWORD = re.compile(r"([?&][a-z_]*password=)([^&\s]+)", re.IGNORECASE)
 
 
@@ -63,7 +65,8 @@ def _indented(text: str) -> str:
 
 def mask_secrets(text: str) -> str:
     """Mask passwords in any Redis URL inside ``text``."""
-    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", text))
+    text = _URL_USER_ONLY.sub(r"\1***\3", _URL_PASSWORD.sub(r"\1***\3", text))
+    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
 class _TextFormatter(logging.Formatter):

@@ -6,6 +6,8 @@ forking. The parent merges them, adds its own counts (child exits by cause,
 requeues, lease expiries, cron fires and skips), and answers
 ``GET /metrics`` from a non-blocking listening socket registered on the same
 selector as the signal pipe: no thread, no framework (``--metrics-port``).
+``HEAD /metrics`` gets GET's headers (no body, nothing rendered), another method
+on it ``405`` with ``Allow: GET, HEAD``, another path ``404``.
 
 Gauges (queue depths, running runs per workflow, children alive) are read at
 scrape time, and so are the ``process_*`` samples of the parent and each child
@@ -320,16 +322,30 @@ class MetricsHub:
     def _response(self, request: bytes) -> bytes:
         line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
         parts = line.split()
+        method = parts[0] if parts else ""
+        ours = len(parts) >= 2 and parts[1].split("?")[0] == "/metrics"
         if self._misdirected(request):
             body = b"misdirected request: this endpoint answers loopback hosts only\n"
             head = "HTTP/1.0 421 Misdirected Request\r\nContent-Type: text/plain\r\n"
-        elif len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/metrics":
+        elif ours and method == "HEAD":
+            # GET's headers without its body (and without rendering it: no length).
+            head = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            return f"{head}Connection: close\r\n\r\n".encode()
+        elif ours and method == "GET":
             self.read_pipe()
             body = render(self.store, self._gauges()).encode()
             head = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        elif ours:
+            body = b"method not allowed: GET /metrics\n"
+            head = (
+                "HTTP/1.0 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"
+                "Content-Type: text/plain\r\n"
+            )
         else:
             body = b"not found: try /metrics\n"
             head = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+        if method == "HEAD":  # the headers only, whatever the answer
+            return f"{head}Connection: close\r\n\r\n".encode()
         return f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
 
     def _misdirected(self, request: bytes) -> bool:

@@ -458,11 +458,14 @@ class Spec:
     def duration(self) -> bool:
         return self.unit == "s"
 
-    def accepted(self) -> str:
-        """What a value may be, in words (for errors and --help)."""
+    def accepted(self, *, as_text: bool = True) -> str:
+        """What a value may be, in words (for errors and --help). ``as_text``: for
+        a value given as text (environment, flag), not a TOML value."""
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.kind is bool:
+            if not as_text:  # a TOML string is not read as a boolean
+                return "true or false, a TOML boolean (unquoted)"
             return "true or false (also 1/0, yes/no, on/off)"
         if self.kind is tuple:
             return "a list of names (comma-separated in text)"
@@ -576,7 +579,7 @@ def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
     try:
         return spec.parse(value, text=text)
     except ValueError as exc:
-        why = str(exc) if isinstance(exc, _Reason) else f"expected {spec.accepted()}"
+        why = str(exc) if isinstance(exc, _Reason) else f"expected {spec.accepted(as_text=text)}"
         raise ConfigError(f"bad value {value!r} for setting {key} (from {source}): {why}") from None
 
 

@@ -38,6 +38,9 @@ class SignalPipe:
             signal.signal(sig, _noop)
         if early.take_pending_hup():  # a HUP during start-up: the loop reloads now
             os.write(self.write_fd, bytes([signal.SIGHUP]))
+        resizes = early.take_pending_resizes()  # TTIN/TTOU during start-up, in order
+        if resizes:
+            os.write(self.write_fd, bytes(resizes))
 
     @property
     def fds(self) -> tuple[int, int]:

@@ -506,20 +506,30 @@ def workflows_table(stats: Sequence[WorkflowStats], now_ms: int) -> str:
     return "\n".join(lines)
 
 
+_QUEUE_HEADERS = ("QUEUE", "READY", "PROCESSING", "SCHEDULED", "OLDEST WAITING")
+
+
+def _queue_row(q: QueueStats) -> tuple[Any, ...]:
+    age = q.oldest_ready_age_ms
+    return (
+        q.name,
+        q.ready,
+        q.processing,
+        q.scheduled,
+        fmt_duration(age) if age is not None else DASH,
+    )
+
+
 def queues_table(stats: Sequence[QueueStats]) -> str:
     if not stats:
         return "no queues"
-    rows = [
-        (
-            q.name,
-            q.ready,
-            q.processing,
-            q.scheduled,
-            fmt_duration(q.oldest_ready_age_ms) if q.oldest_ready_age_ms is not None else DASH,
-        )
-        for q in stats
-    ]
-    return table(("QUEUE", "READY", "PROCESSING", "SCHEDULED", "OLDEST WAITING"), rows)
+    return table(_QUEUE_HEADERS, [_queue_row(q) for q in stats])
+
+
+def queues_table_lines(stats: Iterable[QueueStats], first: int = 1000) -> Iterator[str]:
+    """:func:`queues_table` line by line for a stream (the header first; widths
+    from the first ``first`` rows, as :func:`table_lines`)."""
+    return table_lines(_QUEUE_HEADERS, (_queue_row(q) for q in stats), first=first)
 
 
 def supervisors_text(sups: Sequence[SupervisorStatus], now_ms: int) -> str:

@@ -29,7 +29,7 @@ from redflow_mp.codec import RunState
 from redflow_mp.connection import tls_hint
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import recorded_shards, shards_problem
-from redflow_mp.transport import mask_url
+from redflow_mp.transport import check_url, mask_url
 
 from ..embedded import EmbeddedRedis
 from . import render
@@ -173,9 +173,10 @@ def connect(
     ``redis+sentinel://`` group. ``shards`` None takes the count the keyspace
     records; a count that differs from it is refused (naming ``redflow migrate
     --shards``) unless ``check`` is False (the migration itself)."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
-        raise UsageError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    try:  # the library's check: a value without a scheme is not echoed (a password?)
+        check_url(url)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     client = _client(url, prefix, cluster, sentinel_master, shards or 1)
     try:
         if shards is None:

@@ -149,6 +149,44 @@ def test_module_that_raises_names_its_exception_and_line(tmp_path: Path) -> None
     assert "SyntaxError" in res.stderr and "line 1" in res.stderr
 
 
+def test_module_failing_inside_a_library_call_names_its_own_line(tmp_path: Path) -> None:
+    """A module whose ``json.loads`` of a bad config raises: the location is the
+    module's line, not the line of json's decoder (in the Python installation)
+    where the exception was made."""
+    mod = tmp_path / "jobs_config.py"
+    mod.write_text('import json\n\nCONFIG = json.loads("{not json")\n')
+    res = _run([*SUPERVISOR, "--app", "x", "--module", str(mod)])
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2, res.stderr
+    assert lines[0].endswith(
+        "JSONDecodeError: Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1)"
+    ), lines[0]
+    assert re.fullmatch(
+        r"  \(raised at \S*jobs_config\.py, line 3; --log-level debug .*\)", lines[1]
+    ), lines[1]
+
+
+def test_module_defining_a_workflow_twice_names_the_line_of_the_second(tmp_path: Path) -> None:
+    """The error is raised inside redflow_mp's registry: the location is the
+    module's ``define_workflow`` line, not the registry's (from a clone, where
+    redflow_mp is not under site-packages, it named ``redflow_mp/registry.py``)."""
+    mod = tmp_path / "jobs_twice.py"
+    mod.write_text(
+        "from redflow_mp import define_workflow\n\n"
+        "@define_workflow('twice')\ndef one(ctx): ...\n\n"
+        "@define_workflow('twice')\ndef two(ctx): ...\n"
+    )
+    res = _run([*SUPERVISOR, "--app", "x", "--module", str(mod)])
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and "DuplicateWorkflowError" in lines[0], res.stderr
+    assert re.fullmatch(
+        r"  \(raised at \S*jobs_twice\.py, line 6; --log-level debug .*\)", lines[1]
+    ), lines[1]
+
+
 @pytest.mark.parametrize("module", ["redflow_mp", "redflow_mp.worker"])
 def test_library_modules_are_not_commands_and_say_which_ones_are(module: str) -> None:
     for args in (["--help"], []):

@@ -138,12 +138,23 @@ def test_dashboard_hides_the_password_and_the_token(
         "redis://h:6379/0?password=p@ss",
         "redis+sentinel://:p/w@h1:26379,h2/svc",
         "rediss://h:6380/0?ssl_keyfile=/k.pem&ssl_password=pw",
+        "redis://secret@h:6379/0",
     ],
 )
 def test_argv_masking_agrees_with_the_librarys_mask_url(url: str) -> None:
     assert mask_args(["--url", url]) == ["--url", mask_url(url)]
     assert mask_args([f"--url={url}"]) == [f"--url={mask_url(url)}"]
     assert mask_args(["run", url]) == ["run", mask_url(url)]
+
+
+@pytest.mark.parametrize("url", ["Hunter2Secret", "redis//:Hunter2Secret@h:6379/0"])
+def test_a_url_value_without_scheme_is_not_shown_in_the_title(url: str) -> None:
+    """``--url redis//:pw@h`` (a typo) or the bare password: the process title
+    showed it until the command refused it; now only its length, as the errors."""
+    masked = mask_args(["--url", url])
+    assert masked == ["--url", mask_url(url)]
+    assert "Hunter2Secret" not in masked[1], masked
+    assert mask_args([f"--url={url}"]) == [f"--url={mask_url(url)}"]
 
 
 def test_argv_masking_covers_every_spelling_of_the_options() -> None:

@@ -43,6 +43,7 @@ import pytest
 import yaml
 
 from redflow_mp import __version__, create_client
+from redflow_mp.errors import ConfigError
 from redflow_supervisor.cli import EXIT_USAGE
 from redflow_supervisor.settings import Settings, load
 from tests.packaging.deployfiles import (
@@ -432,6 +433,35 @@ def test_unit_properties() -> None:
     # psutil reads /proc/stat (boot time) for every child's start time.
     assert svc.get("ProcSubset", ["all"]) == ["all"]
     assert "SystemCallFilter" not in svc or _one(svc, "SystemCallFilter") == "@system-service"
+
+
+def test_every_redflow_variable_the_docs_name_is_one_the_supervisor_accepts() -> None:
+    """The supervisor refuses to start with an unknown ``REDFLOW_*`` variable in its
+    environment. The compose file told operators to set ``REDFLOW_JOBS_DIR`` (for
+    its volume), "from the environment or deploy/.env": exported in a shell, every
+    ``redflow-supervisor`` started there stopped with ``unknown setting
+    REDFLOW_JOBS_DIR in the environment``. Variables that are not settings are
+    ``RF_*`` (as ``RF_DASHBOARD_TOKEN``)."""
+    files = [ROOT / "README.md", ROOT / "Dockerfile", *sorted((ROOT / "docs").glob("*.md"))]
+    files += sorted(p for p in (ROOT / "deploy").iterdir() if p.is_file())
+    files += sorted((ROOT / "conf").iterdir()) + sorted((ROOT / "examples").glob("*.py"))
+    named: dict[str, str] = {}
+    for path in files:
+        for name in re.findall(r"\bREDFLOW_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8")):
+            named.setdefault(name, str(path.relative_to(ROOT)))
+    # the misspelling docs/operations.md shows with its "did you mean" answer
+    named.pop("REDFLOW_LEASE", None)
+    assert {"REDFLOW_URL", "REDFLOW_APP", "REDFLOW_CONFIG"} <= set(named)
+    refused = {}
+    for name, where in sorted(named.items()):
+        if name == "REDFLOW_CONFIG":  # the config file's path, not a setting
+            continue
+        try:
+            load(environ={name: "1"})
+        except ConfigError as exc:
+            if "unknown setting" in str(exc):
+                refused[name] = where
+    assert refused == {}
 
 
 def test_env_example_holds_settings_only() -> None:

@@ -109,6 +109,40 @@ def test_metrics_endpoint_counters_and_histograms_move(
     missing.value.close()
 
 
+def _http(port: int, method: str, path: str) -> bytes:
+    """The whole answer of the metrics endpoint to one request (it closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_metrics_endpoint_answers_head_and_other_methods_as_http_says(
+    supervisor: Callable[..., Supervisor],
+) -> None:
+    """An uptime check that sends ``HEAD /metrics`` (curl -I, many load balancers)
+    got ``404 Not Found`` and reported the endpoint gone; ``POST /metrics`` got 404
+    too. HEAD is answered like GET without a body, other methods get ``405`` with
+    ``Allow``; an unknown path stays 404."""
+    port = _free_port()
+    supervisor(procs=1, args=["--metrics-port", str(port)]).wait_workers(1)
+    wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
+    head = _http(port, "HEAD", "/metrics")
+    status, _, rest = head.partition(b"\r\n")
+    assert status == b"HTTP/1.0 200 OK", head[:200]
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"Content-Type: text/plain; version=0.0.4" in headers
+    assert body == b""
+    post = _http(port, "POST", "/metrics")
+    assert post.startswith(b"HTTP/1.0 405 Method Not Allowed\r\n"), post[:200]
+    assert b"\r\nAllow: GET, HEAD\r\n" in post
+    assert _http(port, "GET", "/nope").startswith(b"HTTP/1.0 404 Not Found\r\n")
+    assert _http(port, "HEAD", "/nope").endswith(b"\r\n\r\n")  # no body either
+    assert _http(port, "GET", "/metrics").startswith(b"HTTP/1.0 200 OK\r\n")
+
+
 def test_json_logs_carry_run_fields(supervisor: Callable[..., Supervisor], client: Client) -> None:
     sup = supervisor(procs=1, args=["--log-format", "json"])
     sup.wait_workers(1)

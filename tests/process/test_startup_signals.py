@@ -61,3 +61,37 @@ def test_hup_during_start_up_is_a_reload_once_it_runs(
     sup.wait_workers(2, timeout=30)
     assert client.run_by_name("slowstart", None).result(timeout=30)
     assert "Traceback" not in sup.log(), sup.log()
+
+
+@pytest.mark.parametrize(("sig", "children"), [(signal.SIGTTIN, 3), (signal.SIGTTOU, 1)])
+def test_ttin_or_ttou_during_start_up_resizes_once_it_runs(
+    supervisor: Callable[..., Supervisor],
+    tmp_path: Path,
+    client: Client,
+    sig: signal.Signals,
+    children: int,
+) -> None:
+    """TTIN and TTOU stop a process by default (job control): sent while the
+    modules were importing (an autoscaler, an operator right after a deploy), they
+    froze the whole supervisor (state T: no child ever started, and TERM did
+    nothing until a CONT). Now they are kept and applied once the loop runs."""
+    sup = _start(supervisor, tmp_path)
+    assert sup.proc is not None
+    sup.send(sig)
+    try:
+        wait_until(
+            lambda: sup.proc is not None and (sup.proc.poll() is not None or sup.workers()),
+            30,
+            message="the supervisor to fork its children",
+        )
+    finally:
+        with open(f"/proc/{sup.proc.pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            sup.send(signal.SIGCONT)  # so that the fixture can stop it
+    assert state != "T", f"{sig.name} during start-up stopped the process (state T)"
+    assert sup.proc.poll() is None, sup.log()
+    sup.wait_workers(children, timeout=30)
+    wait_until(lambda: f"{sig.name[3:]}: " in sup.log() or "minimum" in sup.log(), 10)
+    assert client.run_by_name("slowstart", None).result(timeout=30)
+    assert "Traceback" not in sup.log(), sup.log()

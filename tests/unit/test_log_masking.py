@@ -18,9 +18,16 @@ from redflow_supervisor.logs import mask_secrets
         ("redis://:p@ss-five@h/0", "ss-five"),  # an '@' in the password: its tail was shown
         ("redis://u:se/cret-six@h/0", "cret-six"),
         ("unix:///run/redis.sock?password=pw-seven", "pw-seven"),
+        ("refused by redis://pw-eight@h:6379/0", "pw-eight"),  # the ':' forgotten: shown
+        ("refused by redis://p@ss-nine@h/0", "ss-nine"),
     ],
 )
 def test_passwords_are_masked_in_log_lines(text: str, secret: str) -> None:
     shown = mask_secrets(text)
     assert secret not in shown, shown
     assert "***" in shown
+
+
+def test_urls_without_a_password_stay_readable() -> None:
+    for text in ("redis://h:6379/0", "redis://user:***@h/0", "redis://[::1]:6379/0 down"):
+        assert mask_secrets(text) == text

@@ -218,6 +218,14 @@ def test_every_setting_documents_itself() -> None:
             "REDFLOW_EMBEDDED_REDIS): expected true or false (also 1/0, yes/no, on/off)",
         ),
         (
+            # a TOML string is not taken for a boolean: the error must not offer "yes"
+            {},
+            {},
+            'cluster = "yes"',
+            "bad value 'yes' for setting cluster (from config file {path}, key cluster): "
+            "expected true or false, a TOML boolean (unquoted)",
+        ),
+        (
             {},
             {},
             'lease_ms = "abc"',
