@@ -257,10 +257,7 @@ def test_a_backlog_of_a_workflow_at_its_limit_does_not_hold_up_another_workflow(
         parker.wake()
         wait_until(lambda: workers.alive()[1] is False, 10)
         inputs = [{"n": i} for i in range(1, total + 1)]
-        if one_by_one:
-            handles = [backlog.run(x) for x in inputs]
-        else:
-            handles = backlog.run_many(inputs)
+        handles = [backlog.run(x) for x in inputs] if one_by_one else backlog.run_many(inputs)
         workers.start()
         calls = _script_calls(raw)
         assert urgent.run().result(timeout=30) == "urgent"
