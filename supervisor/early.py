@@ -29,10 +29,16 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["StartupStop", "install", "settle", "take_pending_hup", "take_pending_resizes"]
+__all__ = ["IGNORED", "StartupStop", "install", "settle", "take_pending_hup", "take_pending_resizes"]
 
 _STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _RESIZES = (signal.SIGTTIN, signal.SIGTTOU)
+# Ignored for the supervisor's whole life, and by its children (an ignored
+# disposition is inherited across fork): their default action ended the process,
+# so a logrotate ``postrotate kill -USR1`` (the supervisor holds no log file to
+# reopen: it writes to stderr), or a ``kill -USR1`` meant for another daemon,
+# took the supervisor down and every child the signal reached.
+IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 _hup_pending = False
 _resizes: list[int] = []  # TTIN/TTOU received during start-up, in order
 
@@ -66,7 +72,10 @@ def _note_resize(signum: int, frame: object) -> None:
 
 
 def install() -> None:
-    """Handle TERM, INT, QUIT, HUP, TTIN and TTOU until the arbiter's loop takes over."""
+    """Handle TERM, INT, QUIT, HUP, TTIN and TTOU until the arbiter's loop takes
+    over; ignore USR1 and USR2 for good (:data:`IGNORED`)."""
+    for sig in IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
     for sig in _STOPS:
         signal.signal(sig, _stop)
     signal.signal(signal.SIGHUP, _note_hup)
