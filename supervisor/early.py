@@ -29,7 +29,14 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["IGNORED", "StartupStop", "install", "settle", "take_pending_hup", "take_pending_resizes"]
+__all__ = [
+    "IGNORED",
+    "StartupStop",
+    "install",
+    "settle",
+    "take_pending_hup",
+    "take_pending_resizes",
+]
 
 _STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _RESIZES = (signal.SIGTTIN, signal.SIGTTOU)
