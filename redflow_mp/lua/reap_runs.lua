@@ -14,7 +14,7 @@
 -- ARGV[6]  hold ms: after such a gap, reap nothing for this long (a lease: the
 --          holders that live renew within a third of it, lease_held in _lib.lua)
 -- Reply: { released parked count, expired entries read, server time now,
---          hold (server ms, 0 = none), requeued id, ... }
+--          hold (server ms, 0 = none), { freed slot 'wf id', ... }, requeued id, ... }
 --   (entries read == batch means more may have expired, released == batch
 --   that more parked runs may have free slots: call again)
 -- Invariants: a run in `leases` whose expiry is not past is never touched; the
@@ -38,7 +38,8 @@ if now >= hold then
   hold = 0
   expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int_str(now), 'LIMIT', 0, batch)
 end
-local out = { 0, #expired, now, hold }
+local ghosts = {}
+local out = { 0, #expired, now, hold, ghosts }
 for _, id in ipairs(expired) do
   local status = redis.pcall('HGET', k_run(tag, id), 'status')
   if status == 'running' then
@@ -52,6 +53,31 @@ for _, id in ipairs(expired) do
   else
     redis.call('ZREM', KEYS[1], id)  -- a stale entry (run finished or removed)
   end
+end
+-- A full gate with runs waiting: a few of its members, drawn at random, are
+-- read, and one whose run is gone (its hash evicted under an evicting
+-- maxmemory-policy, or deleted) or finished gives its slot back. Nothing else
+-- would: a slot leaves the set only at its run's finish, so one such member
+-- kept a workflow at max_concurrency 1 (the default) from running again, for
+-- good. Only gates with parked runs are read, at most GHOST_PROBES members each
+-- and MAX_PROBES a call; a gate of n slots is walked in about n / 3 calls.
+local GHOST_PROBES = 3
+local MAX_PROBES = 30
+local probes = 0
+local function free_ghost_slots(wf, n)
+  local key = k_running(tag, wf)
+  local some = redis.pcall('SRANDMEMBER', key, n)
+  if failed(some) then return 0 end
+  local freed = 0
+  for _, id in ipairs(some) do
+    local status = redis.pcall('HGET', k_run(tag, id), 'status')
+    if not failed(status) and (not status or TERMINAL[status]) then
+      redis.call('SREM', key, id)
+      ghosts[#ghosts + 1] = wf .. ' ' .. id
+      freed = freed + 1
+    end
+  end
+  return freed
 end
 local released = 0
 -- Up to `batch` parked workflows, drawn at random (every one while there are
@@ -82,6 +108,10 @@ for _, wf in ipairs(parked) do
       end
     end
     free = math.max(limit or 1, 1) - running  -- as wf_limit
+    if free <= 0 and probes < MAX_PROBES then
+      free = free + free_ghost_slots(wf, math.min(GHOST_PROBES, MAX_PROBES - probes))
+      probes = probes + GHOST_PROBES
+    end
   end
   if free > 0 then
     local n = release_parked(tag, wf, math.min(free, batch - released))

@@ -231,21 +231,21 @@ def test_after_a_gap_the_reaper_holds_off_a_lease_and_the_holder_renews(
     client.scripts.claim(("q",), 100, live_tok)
     client.scripts.claim(("q",), 100, dead_tok)
     now = client.server_time_ms()
-    released, ids, more, seen, hold = client.scripts.reap_guarded(100, now, 0, 1_000, 600)
+    released, ids, more, seen, hold, _ = client.scripts.reap_guarded(100, now, 0, 1_000, 600)
     assert (released, more) == (0, False)
     assert (ids, hold) == ([], 0)  # no gap, leases live: nothing to do
     _wait_expired(client, live)
     _wait_expired(client, dead)
     # The previous call was 5 s ago (server time): a gap longer than 1 s.
-    _, ids, _, seen2, hold = client.scripts.reap_guarded(100, seen - 5_000, 0, 1_000, 600)
+    _, ids, _, seen2, hold, _ = client.scripts.reap_guarded(100, seen - 5_000, 0, 1_000, 600)
     assert ids == [] and hold >= seen2 + 600 - 1  # both expired, neither reaped
     assert status_of(raw, client, live) == status_of(raw, client, dead) == "running"
     # The live holder renews its expired lease (nobody acted on the expiry).
     assert client.scripts.renew(60_000, [(live, live_tok)]) == [(True, False)]
-    _, ids, _, seen3, hold2 = client.scripts.reap_guarded(100, seen2, hold, 1_000, 600)
+    _, ids, _, seen3, hold2, _ = client.scripts.reap_guarded(100, seen2, hold, 1_000, 600)
     assert ids == [] and hold2 == hold  # still holding (no new gap, hold not over)
     wait_until(lambda: client.server_time_ms() >= hold, 5, message="end of the hold")
-    _, ids, _, _, hold3 = client.scripts.reap_guarded(100, seen3, hold2, 1_000, 600)
+    _, ids, _, _, hold3, _ = client.scripts.reap_guarded(100, seen3, hold2, 1_000, 600)
     assert ids == [dead] and hold3 == 0  # the silent holder is reaped, the live one kept
     assert status_of(raw, client, live) == "running"
     assert status_of(raw, client, dead) == "queued"
@@ -284,6 +284,38 @@ def test_reap_releases_parked_runs_when_slots_are_free(
     assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
     assert not raw.exists(k.parked)
     assert status_of(raw, client, first) == "running"
+
+
+def test_reap_frees_a_slot_held_by_a_run_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The slot holder's hash evicted (allkeys-lru) or deleted: a slot leaves the
+    # gate only at its run's finish, so the parked run waited for good.
+    k = client.keys
+    lost = enq(max_concurrency=1)
+    parked = enq(max_concurrency=1)
+    client.scripts.claim(("q",), 5_000, new_token())
+    client.scripts.claim(("q",), 5_000, new_token())
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    raw.delete(k.run(lost))
+    released, ids, _, _, _, ghosts = client.scripts.reap_guarded(100, None, 0, 1_000, 600)
+    assert (released, ghosts) == (1, [f"wf {lost}"])
+    assert ids == []  # its lease entry is dropped as stale, not requeued
+    assert raw.smembers(k.wf_running("wf")) == set()
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
+
+
+def test_reap_keeps_the_slots_of_live_runs_while_the_gate_is_full(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ids = [enq(max_concurrency=2) for _ in range(3)]
+    for _ in range(3):
+        client.scripts.claim(("q",), 5_000, new_token())
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+    assert client.scripts.reap_guarded(100, None, 0, 1_000, 600)[5] == []
+    assert raw.smembers(k.wf_running("wf")) == {ids[0].encode(), ids[1].encode()}
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
 
 
 def test_reap_releases_parked_runs_up_to_the_limit_stored_on_them_without_metadata(

@@ -1,0 +1,18 @@
+"""Workflows of the chaos process tests (``tests/process/test_chaos_*.py``), run
+under a real supervisor with default settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redflow_mp import Context, define_workflow
+
+
+# The default max_concurrency (1): one run at a time holds the workflow's slot.
+@define_workflow("gated", queue="chaos")
+def gated(ctx: Context[Any]) -> str:
+    """Sleeps durably ``input`` seconds (suspended, holding the slot), then ends."""
+    seconds = float(ctx.input or 0)
+    if seconds > 0:
+        ctx.step.sleep("nap", seconds)
+    return ctx.step.run("done", lambda: "done")

@@ -1,0 +1,50 @@
+"""Chaos: Redis loses one run's hash while the run holds its workflow's
+``max_concurrency`` slot (an eviction under ``allkeys-lru``: a suspended run's
+hash is among the coldest keys; or a ``DEL`` by hand). The run is lost (Redis
+lost it), but the workflow must not be blocked for good: at the default
+``max_concurrency`` (1) its slot was the only one, and the runs enqueued after
+the loss waited forever. Supervisor at its defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from tests.process.conftest import Supervisor, wait_until
+from tests.process.flows_chaos import gated
+
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
+
+
+def _status(client: Client, run_id: str) -> str | None:
+    state = client.get_run(run_id)
+    return None if state is None else state.status
+
+
+def test_a_slot_held_by_a_run_redis_lost_is_freed(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, modules=["tests.process.flows_chaos"])
+    sup.wait_workers(2)
+    k = client.keys
+    sleeper = client.enqueue_workflow(gated, 3600)  # suspends for an hour, holding the slot
+    wait_until(lambda: _status(client, sleeper.id) == "suspended", 20, message="suspended")
+    assert raw.smembers(k.wf_running("gated")) == {sleeper.id.encode()}
+
+    # What an eviction does to the coldest keys: the run's hash and steps go,
+    # the workflow's gate (touched at every claim of the workflow) stays.
+    assert raw.delete(k.run(sleeper.id), k.run_steps(sleeper.id)) == 2
+
+    later = client.enqueue_workflow(gated, 0)
+    # Before the fix: ResultTimeoutError, the run stayed queued (parked behind
+    # the lost run's slot) for good.
+    assert later.result(timeout=30) == "done"
+    assert sleeper.id.encode() not in raw.smembers(k.wf_running("gated"))
+    wait_until(
+        lambda: f"run {sleeper.id} held a max_concurrency slot of workflow gated" in sup.log(),
+        10,
+        message="the warning naming the freed slot",
+    )
