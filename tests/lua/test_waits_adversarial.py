@@ -15,6 +15,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
+from redflow_mp.lostchildren import wake_parents_of_lost_children
 from redflow_mp.scripts import Claimed
 from tests.helpers import text, wait_until
 
@@ -105,6 +106,32 @@ def test_a_waiters_set_overwritten_after_the_suspend_still_wakes_the_parent(
     # Before: 'suspended' with no timer: the parent waited forever.
     assert _status(raw, client, parent_id) == "queued"
     assert raw.zscore(client.keys.q_ready("pq"), parent_id) is not None
+
+
+def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The child's hash evicted (allkeys-lru) or deleted: it never finishes, so
+    # nothing woke its parent (suspended for good).
+    kept_parent_id = enq(workflow="p1", queue="pq")
+    kept_parent = _claim(client, "pq")
+    lost_parent_id = enq(workflow="p2", queue="pq")
+    lost_parent = _claim(client, "pq")
+    kept = enq(workflow="c", queue="cq", parent=kept_parent_id)
+    lost = enq(workflow="c", queue="cq", parent=lost_parent_id)
+    live = [enq(workflow="c", queue="cq", parent=lost_parent_id) for _ in range(2)]
+    _suspend_on_children(client, kept_parent, [kept])
+    _suspend_on_children(client, lost_parent, [lost, *live])
+    raw.delete(client.keys.run(lost))
+    # one page of one run: the first suspended (its child is there), then the next
+    assert wake_parents_of_lost_children(client, client, 0, page=1) == (1, [])
+    assert wake_parents_of_lost_children(client, client, 1, page=1) == (
+        2,
+        [(lost_parent_id, lost)],
+    )
+    assert _status(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
+    assert _status(raw, client, kept_parent_id) == "suspended"
+    assert wake_parents_of_lost_children(client, client, 0) == (0, [])  # nothing more
 
 
 def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(

@@ -16,3 +16,9 @@ def gated(ctx: Context[Any]) -> str:
     if seconds > 0:
         ctx.step.sleep("nap", seconds)
     return ctx.step.run("done", lambda: "done")
+
+
+@define_workflow("gated-parent", queue="chaos", max_concurrency=100)
+def gated_parent(ctx: Context[Any]) -> str:
+    """Starts a ``gated`` child sleeping ``input`` seconds and waits for it."""
+    return str(ctx.step.run_workflow("child", gated, ctx.input))

@@ -3,7 +3,8 @@
 hash is among the coldest keys; or a ``DEL`` by hand). The run is lost (Redis
 lost it), but the workflow must not be blocked for good: at the default
 ``max_concurrency`` (1) its slot was the only one, and the runs enqueued after
-the loss waited forever. Supervisor at its defaults."""
+the loss waited forever. Likewise a parent suspended on such a child in
+``step.run_workflow`` slept for good. Supervisor at its defaults."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, RunFailedError
+from tests.helpers import texts
 from tests.process.conftest import Supervisor, wait_until
-from tests.process.flows_chaos import gated
+from tests.process.flows_chaos import gated, gated_parent
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
@@ -48,3 +50,23 @@ def test_a_slot_held_by_a_run_redis_lost_is_freed(
         10,
         message="the warning naming the freed slot",
     )
+
+
+def test_a_parent_waiting_for_a_child_redis_lost_is_woken(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, modules=["tests.process.flows_chaos"])
+    sup.wait_workers(2)
+    k = client.keys
+    parent = client.enqueue_workflow(gated_parent, 3600)  # its child sleeps for an hour
+    wait_until(lambda: raw.zcard(k.runs_status("suspended")) == 2, 20, message="both suspended")
+    (child,) = texts(raw.smembers(k.run_awaits(parent.id)))
+    assert _status(client, child) == "suspended"
+
+    # The child's hash and steps evicted (or deleted): it will never finish.
+    assert raw.delete(k.run(child), k.run_steps(child)) == 2
+
+    # Before the fix: ResultTimeoutError, the parent stayed suspended for good.
+    with pytest.raises(RunFailedError, match=f"child run {child} no longer exists"):
+        parent.result(timeout=60)
+    assert f"run {parent.id} waited for child run {child}, which is gone from Redis" in sup.log()
