@@ -47,6 +47,7 @@ SCRIPT_NAMES = (
     "resume_run",
     "kick_parent",
     "replan_rate",
+    "rearm_timers",
 )
 
 

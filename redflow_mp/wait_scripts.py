@@ -74,6 +74,14 @@ class WaitCalls:
         earliest = int(reply[1])
         return int(reply[0]), (earliest if earliest >= 0 else None), [int(x) for x in reply[2:]]
 
+    def rearm_timers(self, run_ids: list[str]) -> list[str]:
+        """Put back into ``timers`` the wake-up times of those of ``run_ids`` that are
+        suspended with one and have no entry (the key lost); returns their ids."""
+        if not run_ids:
+            return []
+        reply = self.run("rearm_timers", (self.keys.timers,), (self.keys.tag, *run_ids), retry=True)
+        return [text(x) for x in reply]
+
     def send_event(
         self, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
     ) -> bool:

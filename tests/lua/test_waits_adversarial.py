@@ -15,7 +15,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
-from redflow_mp.lostchildren import wake_parents_of_lost_children
+from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.scripts import Claimed
 from tests.helpers import text, wait_until
 
@@ -124,14 +124,33 @@ def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
     _suspend_on_children(client, lost_parent, [lost, *live])
     raw.delete(client.keys.run(lost))
     # one page of one run: the first suspended (its child is there), then the next
-    assert wake_parents_of_lost_children(client, client, 0, page=1) == (1, [])
-    assert wake_parents_of_lost_children(client, client, 1, page=1) == (
-        2,
-        [(lost_parent_id, lost)],
-    )
+    assert repair_suspended(client, client, 0, page=1) == (1, [], [])
+    assert repair_suspended(client, client, 1, page=1) == (2, [(lost_parent_id, lost)], [])
     assert _status(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
     assert _status(raw, client, kept_parent_id) == "suspended"
-    assert wake_parents_of_lost_children(client, client, 0) == (0, [])  # nothing more
+    assert repair_suspended(client, client, 0) == (0, [], [])  # nothing more
+
+
+def test_the_sweep_puts_back_wake_up_times_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # `timers` evicted (allkeys-lru) or deleted: every sleeping run slept for good.
+    sleeper_id = enq(workflow="s", queue="sq")
+    sleeper = _claim(client, "sq")
+    listener_id = enq(workflow="e", queue="eq")
+    listener = _claim(client, "eq")
+    at = client.server_time_ms() - 1  # due already
+    sleep = RunWait(steps=["nap"], kinds=["sleep"], wake_at=at + 60_000)
+    assert client.scripts.suspend(sleeper_id, sleeper.token, sleep) == "suspended"
+    events = RunWait(steps=["a"], kinds=["event"], events=["go"])  # no deadline: no timer
+    assert client.scripts.suspend(listener_id, listener.token, events) == "suspended"
+    raw.delete(client.keys.timers)
+    assert repair_suspended(client, client, 0) == (0, [], [sleeper_id])
+    assert raw.zrange(client.keys.timers, 0, -1, withscores=True) == [
+        (sleeper_id.encode(), float(at + 60_000))
+    ]
+    assert repair_suspended(client, client, 0) == (0, [], [])  # there now: left alone
+    assert client.scripts.rearm_timers([listener_id, "GONE-RUN"]) == []
 
 
 def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(

@@ -4,7 +4,8 @@ hash is among the coldest keys; or a ``DEL`` by hand). The run is lost (Redis
 lost it), but the workflow must not be blocked for good: at the default
 ``max_concurrency`` (1) its slot was the only one, and the runs enqueued after
 the loss waited forever. Likewise a parent suspended on such a child in
-``step.run_workflow`` slept for good. Supervisor at its defaults."""
+``step.run_workflow`` slept for good, and every durable sleep once the
+``timers`` key was lost. Supervisor at its defaults."""
 
 from __future__ import annotations
 
@@ -70,3 +71,21 @@ def test_a_parent_waiting_for_a_child_redis_lost_is_woken(
     with pytest.raises(RunFailedError, match=f"child run {child} no longer exists"):
         parent.result(timeout=60)
     assert f"run {parent.id} waited for child run {child}, which is gone from Redis" in sup.log()
+
+
+def test_a_sleeping_run_whose_timer_redis_lost_wakes(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, modules=["tests.process.flows_chaos"])
+    sup.wait_workers(2)
+    k = client.keys
+    sleeper = client.enqueue_workflow(gated, 3)  # a 3 s durable sleep
+    wait_until(lambda: _status(client, sleeper.id) == "suspended", 20, message="suspended")
+    assert raw.zscore(k.timers, sleeper.id) is not None
+
+    # The one `timers` key evicted (or deleted): every sleeping run's wake-up time.
+    assert raw.delete(k.timers) == 1
+
+    # Before the fix: ResultTimeoutError, the run stayed suspended for good.
+    assert sleeper.result(timeout=60) == "done"
+    assert "suspended runs had no wake-up time" in sup.log()

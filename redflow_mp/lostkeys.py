@@ -1,4 +1,4 @@
-"""Suspended runs that wait for a child run Redis lost.
+"""Suspended runs that Redis's loss of a key would leave asleep for good.
 
 A parent suspended in ``step.run_workflow(s)`` is woken by its children's
 finishes (``notify_waiters`` in ``lua/_lib.lua``). A child whose record Redis
@@ -11,10 +11,14 @@ shard), and wakes the parent of a child that is gone as a failed child's finish
 does (``kick_parent.lua``: fenced on the parent being suspended and still
 awaiting that child). The woken parent reads its children again; the lost one
 has no record, so its wait step raises ``RedflowError: child run ... no longer
-exists``, which fails the run or goes to its handler.
+exists``, which fails the run or goes to its handler. The same page goes
+to ``rearm_timers.lua``, which puts back into ``timers`` the wake-up time of a
+suspended run that has none there (the ``timers`` key evicted or deleted: every
+sleeping run and every wait with a deadline slept for good).
 
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
-``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child. The
+``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
+``rearm_timers`` call (an ``HMGET`` and a ``ZSCORE`` per run). The
 supervisor's cron leader makes one call per shard each retention tick (30 s by
 default), so a pass over 10,000 suspended runs takes 10 minutes.
 """
@@ -26,7 +30,7 @@ from typing import Any
 from .codec import text
 from .xshard import Runs, kick
 
-__all__ = ["PAGE", "SAMPLE", "wake_parents_of_lost_children"]
+__all__ = ["PAGE", "SAMPLE", "repair_suspended", "wake_parents_of_lost_children"]
 
 #: Suspended runs read per call.
 PAGE = 500
@@ -35,19 +39,31 @@ PAGE = 500
 SAMPLE = 20
 
 
-def wake_parents_of_lost_children(
+def repair_suspended(
     runs: Runs, store: Any, offset: int, page: int = PAGE
-) -> tuple[int, list[tuple[str, str]]]:
+) -> tuple[int, list[tuple[str, str]], list[str]]:
     """One page, from rank ``offset``, of ``store``'s (a shard's) suspended index;
     returns (the offset of the next page, 0 after the last one; the (parent, lost
-    child) pairs whose parent this woke)."""
+    child) pairs whose parent this woke; the runs whose timer this re-armed)."""
     keys = store.keys
     ids = [
         text(x)
         for x in store.redis.zrange(keys.runs_status("suspended"), offset, offset + page - 1)
     ]
     if not ids:
-        return 0, []
+        return 0, [], []
+    rearmed = store.scripts.rearm_timers(ids)
+    return (
+        (offset + len(ids) if len(ids) == page else 0),
+        wake_parents_of_lost_children(runs, store, ids),
+        rearmed,
+    )
+
+
+def wake_parents_of_lost_children(runs: Runs, store: Any, ids: list[str]) -> list[tuple[str, str]]:
+    """Wake those of the suspended runs ``ids`` (of ``store``, a shard) that await a
+    child whose record is gone; returns the (parent, lost child) pairs woken."""
+    keys = store.keys
     pipe = store.redis.pipeline(transaction=False)
     for run_id in ids:
         pipe.srandmember(keys.run_awaits(run_id), SAMPLE)
@@ -62,8 +78,7 @@ def wake_parents_of_lost_children(
         for pair, there in zip(pairs, _exist(runs, [c for _, c in pairs]), strict=True)
         if not there
     ]
-    woken = [(parent, child) for parent, child in lost if kick(runs, parent, child, "failed")]
-    return (offset + len(ids) if len(ids) == page else 0), woken
+    return [(parent, child) for parent, child in lost if kick(runs, parent, child, "failed")]
 
 
 def _exist(runs: Runs, children: list[str]) -> list[bool]:
