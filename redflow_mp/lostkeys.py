@@ -15,6 +15,8 @@ exists``, which fails the run or goes to its handler. The same page goes
 to ``rearm_timers.lua``, which puts back into ``timers`` the wake-up time of a
 suspended run that has none there (the ``timers`` key evicted or deleted: every
 sleeping run and every wait with a deadline slept for good).
+:func:`rearm_leases` does the same for running runs and ``leases``
+(``rearm_leases.lua``; the supervisor's reaper, a page a minute).
 
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
 ``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
@@ -30,7 +32,7 @@ from typing import Any
 from .codec import text
 from .xshard import Runs, kick
 
-__all__ = ["PAGE", "SAMPLE", "repair_suspended", "wake_parents_of_lost_children"]
+__all__ = ["PAGE", "SAMPLE", "rearm_leases", "repair_suspended", "wake_parents_of_lost_children"]
 
 #: Suspended runs read per call.
 PAGE = 500
@@ -101,3 +103,19 @@ def _exist(runs: Runs, children: list[str]) -> list[bool]:
         for i, n in zip(positions, pipe.execute(), strict=True):
             out[i] = bool(n)
     return out
+
+
+def rearm_leases(store: Any, offset: int, lease_ms: int, page: int = PAGE) -> tuple[int, list[str]]:
+    """One page, from rank ``offset``, of ``store``'s running index: give each
+    running run with no ``leases`` entry (the key lost) one of ``lease_ms`` from
+    now; returns (the offset of the next page, 0 after the last; their ids)."""
+    keys = store.keys
+    ids = [
+        text(x) for x in store.redis.zrange(keys.runs_status("running"), offset, offset + page - 1)
+    ]
+    if not ids:
+        return 0, []
+    reply = store.scripts.run(
+        "rearm_leases", (keys.leases,), (keys.tag, lease_ms, *ids), retry=True
+    )
+    return (offset + len(ids) if len(ids) == page else 0), [text(x) for x in reply]

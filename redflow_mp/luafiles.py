@@ -48,6 +48,7 @@ SCRIPT_NAMES = (
     "kick_parent",
     "replan_rate",
     "rearm_timers",
+    "rearm_leases",
 )
 
 

@@ -10,6 +10,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id, new_token
+from redflow_mp.lostkeys import rearm_leases
 from redflow_mp.maintenance import promote_due, reap_expired
 from tests.helpers import command_counts, status_of, wait_until
 
@@ -303,6 +304,28 @@ def test_reap_frees_a_slot_held_by_a_run_redis_lost(
     assert ids == []  # its lease entry is dropped as stale, not requeued
     assert raw.smembers(k.wf_running("wf")) == set()
     assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
+
+
+def test_rearm_leases_gives_running_runs_redis_lost_from_leases_an_entry(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # `leases` evicted or deleted: the lease check needs the entry, so the holder
+    # gave the run up, and the reaper (which reads `leases` only) never saw it.
+    k = client.keys
+    lost, kept = enq(max_concurrency=5), enq(max_concurrency=5)
+    lost_tok = new_token()
+    client.scripts.claim(("q",), 5_000, lost_tok)
+    client.scripts.claim(("q",), 5_000, new_token())
+    raw.zrem(k.leases, lost)
+    assert client.scripts.renew(5_000, [(lost, lost_tok)]) == [(False, False)]
+    before = client.server_time_ms()
+    assert rearm_leases(client, 0, 5_000) == (0, [lost])
+    expiry = raw.zscore(k.leases, lost)
+    assert expiry is not None and expiry >= before + 5_000
+    assert rearm_leases(client, 0, 5_000) == (0, [])  # there now: left alone
+    assert raw.zscore(k.leases, kept) is not None  # the other one's entry untouched
+    # a holder still at work renews it (its token is the run's)
+    assert client.scripts.renew(5_000, [(lost, lost_tok)]) == [(True, False)]
 
 
 def test_reap_keeps_the_slots_of_live_runs_while_the_gate_is_full(

@@ -3,6 +3,7 @@ under a real supervisor with default settings."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from redflow_mp import Context, define_workflow
@@ -22,3 +23,14 @@ def gated(ctx: Context[Any]) -> str:
 def gated_parent(ctx: Context[Any]) -> str:
     """Starts a ``gated`` child sleeping ``input`` seconds and waits for it."""
     return str(ctx.step.run_workflow("child", gated, ctx.input))
+
+
+def _work(seconds: float) -> str:
+    time.sleep(seconds)
+    return "worked"
+
+
+@define_workflow("busy", queue="chaos", max_concurrency=10)
+def busy(ctx: Context[Any]) -> str:
+    """One step that works ``input`` seconds (the run holds its lease meanwhile)."""
+    return str(ctx.step.run("work", _work, float(ctx.input)))

@@ -17,9 +17,9 @@ import redis
 from redflow_mp import Client, RunFailedError
 from tests.helpers import texts
 from tests.process.conftest import Supervisor, wait_until
-from tests.process.flows_chaos import gated, gated_parent
+from tests.process.flows_chaos import busy, gated, gated_parent
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
 
 
 def _status(client: Client, run_id: str) -> str | None:
@@ -89,3 +89,24 @@ def test_a_sleeping_run_whose_timer_redis_lost_wakes(
     # Before the fix: ResultTimeoutError, the run stayed suspended for good.
     assert sleeper.result(timeout=60) == "done"
     assert "suspended runs had no wake-up time" in sup.log()
+
+
+def test_a_running_run_whose_lease_entry_redis_lost_is_taken_back(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    sup = supervisor(procs=2, modules=["tests.process.flows_chaos"])
+    sup.wait_workers(2)
+    k = client.keys
+    run = client.enqueue_workflow(busy, 4)  # one step of 4 s
+    wait_until(lambda: raw.zscore(k.leases, run.id) is not None, 20, message="leased")
+
+    # The `leases` key evicted (or deleted) while the run is in its step: the
+    # holder's next renewal finds its lease lost and gives the run up.
+    assert raw.delete(k.leases) == 1
+    wait_until(lambda: f"run {run.id}: lease lost" in sup.log(), 20, message="the holder gave up")
+    assert _status(client, run.id) == "running"
+
+    # Before the fix: ResultTimeoutError, the run stayed running (no lease entry,
+    # so the reaper never saw it) for good.
+    assert run.result(timeout=100) == "worked"
+    assert "running runs had no entry in" in sup.log()
