@@ -12,15 +12,18 @@ does (``kick_parent.lua``: fenced on the parent being suspended and still
 awaiting that child). The woken parent reads its children again; the lost one
 has no record, so its wait step raises ``RedflowError: child run ... no longer
 exists``, which fails the run or goes to its handler. The same page goes
-to ``rearm_timers.lua``, which puts back into ``timers`` the wake-up time of a
-suspended run that has none there (the ``timers`` key evicted or deleted: every
-sleeping run and every wait with a deadline slept for good).
+to ``recheck_waits.lua``, which wakes a run whose awaited children in its
+shard are lost, failed or all finished (its ``run:<id>:awaits`` set lost: the
+children's finishes did not wake it), and puts back into ``timers`` the wake-up
+time of a suspended run that has none there (the ``timers`` key evicted or
+deleted: every sleeping run and every wait with a deadline slept for good).
 :func:`rearm_leases` does the same for running runs and ``leases``
 (``rearm_leases.lua``; the supervisor's reaper, a page a minute).
 
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
 ``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
-``rearm_timers`` call (an ``HMGET`` and a ``ZSCORE`` per run). The
+``recheck_waits`` call (an ``HMGET``, a ``ZSCORE`` and an ``HGET`` per child
+per run). The
 supervisor's cron leader makes one call per shard each retention tick (30 s by
 default), so a pass over 10,000 suspended runs takes 10 minutes.
 """
@@ -46,7 +49,9 @@ def repair_suspended(
 ) -> tuple[int, list[tuple[str, str]], list[str]]:
     """One page, from rank ``offset``, of ``store``'s (a shard's) suspended index;
     returns (the offset of the next page, 0 after the last one; the (parent, lost
-    child) pairs whose parent this woke; the runs whose timer this re-armed)."""
+    child) pairs whose parent this woke, child "" when woken by
+    ``recheck_waits.lua`` for its children in this shard; the runs whose timer
+    this re-armed)."""
     keys = store.keys
     ids = [
         text(x)
@@ -54,12 +59,10 @@ def repair_suspended(
     ]
     if not ids:
         return 0, [], []
-    rearmed = store.scripts.rearm_timers(ids)
-    return (
-        (offset + len(ids) if len(ids) == page else 0),
-        wake_parents_of_lost_children(runs, store, ids),
-        rearmed,
-    )
+    rearmed, woken = store.scripts.recheck_waits(ids)
+    left = [run_id for run_id in ids if run_id not in set(woken)]
+    lost = [(run_id, "") for run_id in woken] + wake_parents_of_lost_children(runs, store, left)
+    return (offset + len(ids) if len(ids) == page else 0), lost, rearmed
 
 
 def wake_parents_of_lost_children(runs: Runs, store: Any, ids: list[str]) -> list[tuple[str, str]]:

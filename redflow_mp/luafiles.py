@@ -47,7 +47,7 @@ SCRIPT_NAMES = (
     "resume_run",
     "kick_parent",
     "replan_rate",
-    "rearm_timers",
+    "recheck_waits",
     "rearm_leases",
 )
 

@@ -139,11 +139,11 @@ class RetentionDuty:
                 continue
             for parent, child in woken:
                 log.warning(
-                    "run %s waited for child run %s, which is gone from Redis (evicted "
-                    "under maxmemory, or deleted); woke it: its wait fails (the child no "
-                    "longer exists)",
+                    "run %s waited for %s, which is gone from Redis (evicted under "
+                    "maxmemory, or deleted), or its wake-up was; woke it (its wait fails "
+                    "if a child no longer exists)",
                     parent,
-                    child,
+                    f"child run {child}" if child else "its children",
                 )
             if rearmed:
                 log.warning(

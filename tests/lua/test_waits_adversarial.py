@@ -125,10 +125,28 @@ def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
     raw.delete(client.keys.run(lost))
     # one page of one run: the first suspended (its child is there), then the next
     assert repair_suspended(client, client, 0, page=1) == (1, [], [])
-    assert repair_suspended(client, client, 1, page=1) == (2, [(lost_parent_id, lost)], [])
+    assert repair_suspended(client, client, 1, page=1) == (2, [(lost_parent_id, "")], [])
     assert _status(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
     assert _status(raw, client, kept_parent_id) == "suspended"
     assert repair_suspended(client, client, 0) == (0, [], [])  # nothing more
+
+
+def test_the_sweep_wakes_a_parent_whose_awaited_set_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # run:<id>:awaits evicted: each child's finish found nothing to remove from
+    # it, so none woke the parent, though all of them finished.
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(2)]
+    _suspend_on_children(client, parent, kids)
+    raw.delete(client.keys.run_awaits(parent_id))
+    for _ in kids:
+        child = _claim(client, "cq")
+        assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
+    assert _status(raw, client, parent_id) == "suspended"  # before: for good
+    assert client.scripts.recheck_waits([parent_id]) == ([], [parent_id])
+    assert _status(raw, client, parent_id) == "queued"
 
 
 def test_the_sweep_puts_back_wake_up_times_redis_lost(
@@ -150,7 +168,7 @@ def test_the_sweep_puts_back_wake_up_times_redis_lost(
         (sleeper_id.encode(), float(at + 60_000))
     ]
     assert repair_suspended(client, client, 0) == (0, [], [])  # there now: left alone
-    assert client.scripts.rearm_timers([listener_id, "GONE-RUN"]) == []
+    assert client.scripts.recheck_waits([listener_id, "GONE-RUN"]) == ([], [])
 
 
 def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(

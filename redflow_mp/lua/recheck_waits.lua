@@ -1,0 +1,58 @@
+-- recheck_waits: suspended runs that a key Redis lost (evicted under an
+-- evicting maxmemory-policy, or deleted) would leave asleep for good. For each
+-- run given, from its `wait` field:
+--   * its awaited children (those in this shard): one without a record (lost),
+--     failed or canceled, or all of them finished, means its condition holds:
+--     a child's finish wakes its parent in the finish's own script, so a run
+--     still suspended then lost its wake-up (its `run:<id>:awaits` set, or the
+--     child, is gone): it is woken (`wake`), as the finish would have;
+--   * else its wake-up time (a sleep's end, a wait's deadline) is put back into
+--     `timers` when that has no entry for it (the key lost): suspend_run writes
+--     both in one call and wake_timers removes the entry as it wakes the run.
+-- Children in other shards are left to kick_parent.lua (lostkeys.py).
+--
+-- KEYS[1]  timers (ZSET runId -> wake-up time ms)
+-- ARGV[1]  tag   ARGV[2 ..] run ids (a page of runs:status:suspended)
+-- Reply: { { run id re-armed, ... }, { run id woken, ... } }
+-- Cost: one HMGET, one HGET per awaited child and one ZSCORE per id given.
+local tag = ARGV[1]
+local now = now_ms()
+local rearmed, woken = {}, {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'wait')
+  local ok, wait = false, nil
+  if not failed(f) and f[1] == 'suspended' and f[2] then ok, wait = pcall(cjson.decode, f[2]) end
+  if ok and type(wait) == 'table' then
+    local holds = false
+    local children = wait.children
+    if type(children) == 'table' and #children > 0 then
+      local here, open = id_shard(id), 0
+      for _, child in ipairs(children) do
+        local status = nil
+        if type(child) == 'string' and id_shard(child) == here then
+          status = redis.pcall('HGET', k_run(tag, child), 'status')
+        end
+        if type(child) ~= 'string' or id_shard(child) ~= here or failed(status) then
+          open = open + 1  -- not judged here
+        elseif not status or status == 'failed' or status == 'canceled' then
+          holds = true
+        elseif not TERMINAL[status] then
+          open = open + 1
+        end
+      end
+      holds = holds or open == 0
+    end
+    if holds then
+      if wake(tag, id, now) then woken[#woken + 1] = id end
+    else
+      local at = tonumber(wait.wakeAt)
+      if at and redis.pcall('ZSCORE', KEYS[1], id) == false then
+        if not failed(redis.pcall('ZADD', KEYS[1], int_str(at), id)) then
+          rearmed[#rearmed + 1] = id
+        end
+      end
+    end
+  end
+end
+return { rearmed, woken }
