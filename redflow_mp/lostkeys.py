@@ -4,28 +4,30 @@ A parent suspended in ``step.run_workflow(s)`` is woken by its children's
 finishes (``notify_waiters`` in ``lua/_lib.lua``). A child whose record Redis
 lost (its hash evicted under an evicting ``maxmemory-policy``, or deleted)
 never finishes, so its parent stayed suspended for good, with nothing in the
-logs. :func:`wake_parents_of_lost_children` reads a page of the suspended index
-of one shard, a sample of each run's awaited children (``run:<id>:awaits``, the
-children not finished yet) and whether their records exist (each on its own
-shard), and wakes the parent of a child that is gone as a failed child's finish
-does (``kick_parent.lua``: fenced on the parent being suspended and still
-awaiting that child). The woken parent reads its children again; the lost one
-has no record, so its wait step raises ``RedflowError: child run ... no longer
-exists``, which fails the run or goes to its handler. The same page goes
-to ``recheck_waits.lua``, which wakes a run whose awaited children in its
-shard are lost, failed or all finished (its ``run:<id>:awaits`` set lost: the
-children's finishes did not wake it), and puts back into ``timers`` the wake-up
-time of a suspended run that has none there (the ``timers`` key evicted or
-deleted: every sleeping run and every wait with a deadline slept for good).
+logs. :func:`repair_suspended` reads a page of the suspended index of one
+shard and sends it to ``recheck_waits.lua``, which wakes a run whose awaited
+children in its shard are lost, failed or all finished (a lost child, or its
+``run:<id>:awaits`` set lost: the children's finishes did not wake it), and puts
+back into ``timers`` the wake-up time of a suspended run that has none there
+(the ``timers`` key evicted or deleted: every sleeping run and every wait with
+a deadline slept for good). For the runs it did not wake,
+:func:`wake_parents_of_lost_children` reads a sample of each run's awaited
+children (``run:<id>:awaits``) and whether their records exist, each on its own
+shard (a child in another shard), and wakes the parent of a child that is gone
+as a failed child's finish does (``kick_parent.lua``: fenced on the parent
+being suspended and still awaiting that child). The woken parent reads its
+children again; the lost one has no record, so its wait step raises
+``RedflowError: child run ... no longer exists``, which fails the run or goes
+to its handler.
 :func:`rearm_leases` does the same for running runs and ``leases``
 (``rearm_leases.lua``; the supervisor's reaper, a page a minute).
 
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
 ``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
-``recheck_waits`` call (an ``HMGET``, a ``ZSCORE`` and an ``HGET`` per child
-per run). The
-supervisor's cron leader makes one call per shard each retention tick (30 s by
-default), so a pass over 10,000 suspended runs takes 10 minutes.
+``recheck_waits`` call (an ``HMGET`` and a ``ZSCORE`` per run, an ``HGET`` per
+child read, at most 5,000). The supervisor's cron leader makes one call per
+shard each retention tick (30 s by default), so a pass over 10,000 suspended
+runs takes 10 minutes.
 """
 
 from __future__ import annotations

@@ -14,9 +14,17 @@
 -- KEYS[1]  timers (ZSET runId -> wake-up time ms)
 -- ARGV[1]  tag   ARGV[2 ..] run ids (a page of runs:status:suspended)
 -- Reply: { { run id re-armed, ... }, { run id woken, ... } }
--- Cost: one HMGET, one HGET per awaited child and one ZSCORE per id given.
+-- Cost: one HMGET and one ZSCORE per id given, and one HGET per awaited child
+-- read: all of a run's children up to CHILDREN_CAP; past that (a fan-out) a
+-- window of CHILDREN_CAP of them that moves with the clock, which can find a
+-- lost or failed child but not conclude that all finished; at most
+-- CHILD_READS in all per call (a page of parents of 5,000 children each must
+-- not hold Redis for seconds).
+local CHILDREN_CAP = 50
+local CHILD_READS = 5000
 local tag = ARGV[1]
 local now = now_ms()
+local reads = 0
 local rearmed, woken = {}, {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -26,9 +34,18 @@ for i = 2, #ARGV do
   if ok and type(wait) == 'table' then
     local holds = false
     local children = wait.children
-    if type(children) == 'table' and #children > 0 then
+    if type(children) == 'table' and #children > 0 and reads < CHILD_READS then
       local here, open = id_shard(id), 0
-      for _, child in ipairs(children) do
+      local n = #children
+      local window = children
+      if n > CHILDREN_CAP then
+        window = {}
+        local start = now % n
+        for j = 0, CHILDREN_CAP - 1 do window[#window + 1] = children[(start + j) % n + 1] end
+        open = n - CHILDREN_CAP  -- the others are not read: never "all finished"
+      end
+      reads = reads + #window
+      for _, child in ipairs(window) do
         local status = nil
         if type(child) == 'string' and id_shard(child) == here then
           status = redis.pcall('HGET', k_run(tag, child), 'status')

@@ -17,7 +17,7 @@ from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
 from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.scripts import Claimed
-from tests.helpers import text, wait_until
+from tests.helpers import command_counts, text, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,6 +147,25 @@ def test_the_sweep_wakes_a_parent_whose_awaited_set_redis_lost(
     assert _status(raw, client, parent_id) == "suspended"  # before: for good
     assert client.scripts.recheck_waits([parent_id]) == ([], [parent_id])
     assert _status(raw, client, parent_id) == "queued"
+
+
+def test_the_sweep_reads_a_bounded_window_of_a_fan_out(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # 60 children, 59 finished and the awaits set lost: past 50 children only a
+    # window is read, so "all finished" is never concluded from part of them,
+    # and a page of such parents costs at most 5,000 reads.
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(60)]
+    _suspend_on_children(client, parent, kids)
+    raw.delete(client.keys.run_awaits(parent_id))
+    for _ in kids[:-1]:
+        child = _claim(client, "cq")
+        assert client.scripts.finalize(child.id, child.token, "succeeded", b"1") == "succeeded"
+    counts = command_counts(raw, lambda: client.scripts.recheck_waits([parent_id]))
+    assert counts.get("hget", 0) == 50  # the window, not the 60
+    assert _status(raw, client, parent_id) == "suspended"
 
 
 def test_the_sweep_puts_back_wake_up_times_redis_lost(
