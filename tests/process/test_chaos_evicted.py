@@ -101,10 +101,11 @@ def test_a_running_run_whose_lease_entry_redis_lost_is_taken_back(
     wait_until(lambda: raw.zscore(k.leases, run.id) is not None, 20, message="leased")
 
     # The `leases` key evicted (or deleted) while the run is in its step: the
-    # holder's next renewal finds its lease lost and gives the run up.
+    # holder's next renewal finds its lease lost and gives the run up, unless the
+    # reaper's page (at start, then once a minute, and when the served queues
+    # change) gave the entry back first: then the holder renews it and goes on.
+    # Either way the run ends; nothing is waited for in between.
     assert raw.delete(k.leases) == 1
-    wait_until(lambda: f"run {run.id}: lease lost" in sup.log(), 20, message="the holder gave up")
-    assert _status(client, run.id) == "running"
 
     # Before the fix: ResultTimeoutError, the run stayed running (no lease entry,
     # so the reaper never saw it) for good.
