@@ -47,6 +47,8 @@ SCRIPT_NAMES = (
     "resume_run",
     "kick_parent",
     "replan_rate",
+    "recheck_waits",
+    "rearm_leases",
 )
 
 

@@ -153,9 +153,17 @@ class StallGuard:
         self._hold: dict[int, int] = {}
 
     def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
-        released, ids, more, now, hold = store.scripts.reap_guarded(
+        released, ids, more, now, hold, ghosts = store.scripts.reap_guarded(
             batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
         )
+        for ghost in ghosts:
+            wf, _, run_id = ghost.partition(" ")
+            log.warning(
+                "run %s held a max_concurrency slot of workflow %s but is gone from Redis "
+                "(evicted under maxmemory, or deleted) or finished; the slot is free again",
+                run_id,
+                wf,
+            )
         if hold and not self._hold.get(index):
             log.warning(
                 "Redis was out of reach for longer than %d ms: leases are not reaped "

@@ -558,23 +558,20 @@ class Scripts(ScriptSet, WaitCalls):
         leases or releasable parked runs may remain)."""
         reply = self.run("reap_runs", (self.keys.leases,), (self._tag, batch), retry=True)
         more = int(reply[1]) >= batch or int(reply[0]) >= batch
-        return int(reply[0]), [text(x) for x in reply[4:]], more
+        return int(reply[0]), [text(x) for x in reply[5:]], more
 
     def reap_guarded(
         self, batch: int, since: int | None, hold: int, gap_ms: int, hold_ms: int
-    ) -> tuple[int, list[str], bool, int, int]:
+    ) -> tuple[int, list[str], bool, int, int, list[str]]:
         """:meth:`reap` with the stall guard of ``reap_runs.lua``: ``since`` is the
         server time the previous call returned (None: none), ``hold`` the hold it
-        returned. Returns (released, requeued ids, more, server time, hold)."""
+        returned. Returns (released, requeued ids, more, server time, hold, slots
+        freed of runs gone or finished, as 'workflow run-id')."""
         args = (self._tag, batch, "" if since is None else since, hold, gap_ms, hold_ms)
         reply = self.run("reap_runs", (self.keys.leases,), args, retry=True)
-        return (
-            int(reply[0]),
-            [text(x) for x in reply[4:]],
-            int(reply[1]) >= batch or int(reply[0]) >= batch,
-            int(reply[2]),
-            int(reply[3]),
-        )
+        more = int(reply[1]) >= batch or int(reply[0]) >= batch
+        ids, ghosts = [text(x) for x in reply[5:]], [text(x) for x in reply[4]]
+        return int(reply[0]), ids, more, int(reply[2]), int(reply[3]), ghosts
 
     def due_crons(
         self, limit: int, offset: int = 0

@@ -74,6 +74,17 @@ class WaitCalls:
         earliest = int(reply[1])
         return int(reply[0]), (earliest if earliest >= 0 else None), [int(x) for x in reply[2:]]
 
+    def recheck_waits(self, run_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Of the suspended ``run_ids``: wake those whose awaited children (in this
+        shard) are lost, failed or all finished, and put back into ``timers`` the
+        wake-up time of the others that have one and no entry (a key Redis lost);
+        returns (ids re-armed, ids woken)."""
+        if not run_ids:
+            return [], []
+        args = (self.keys.tag, *run_ids)
+        reply = self.run("recheck_waits", (self.keys.timers,), args, retry=True)
+        return [text(x) for x in reply[0]], [text(x) for x in reply[1]]
+
     def send_event(
         self, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
     ) -> bool:

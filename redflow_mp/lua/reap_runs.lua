@@ -14,7 +14,7 @@
 -- ARGV[6]  hold ms: after such a gap, reap nothing for this long (a lease: the
 --          holders that live renew within a third of it, lease_held in _lib.lua)
 -- Reply: { released parked count, expired entries read, server time now,
---          hold (server ms, 0 = none), requeued id, ... }
+--          hold (server ms, 0 = none), { freed slot 'wf id', ... }, requeued id, ... }
 --   (entries read == batch means more may have expired, released == batch
 --   that more parked runs may have free slots: call again)
 -- Invariants: a run in `leases` whose expiry is not past is never touched; the
@@ -38,7 +38,8 @@ if now >= hold then
   hold = 0
   expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. int_str(now), 'LIMIT', 0, batch)
 end
-local out = { 0, #expired, now, hold }
+local ghosts = {}
+local out = { 0, #expired, now, hold, ghosts }
 for _, id in ipairs(expired) do
   local status = redis.pcall('HGET', k_run(tag, id), 'status')
   if status == 'running' then
@@ -56,7 +57,8 @@ end
 local released = 0
 -- A parked workflow at its limit has a few of its slot holders looked at (at
 -- most SLOT_CHECKS a call, drawn at random): a slot whose run is gone, of
--- another type or finished (another program wrote into the prefix) is freed,
+-- another type or finished (evicted under an evicting maxmemory-policy, deleted,
+-- or another program wrote into the prefix) is freed (named in the reply),
 -- and a running one without its `leases` entry (removed behind our back: no
 -- holder can renew or finish it any more, lease_held) is put back as if its
 -- lease expired. Such a slot was otherwise held for good, and with the default
@@ -71,6 +73,7 @@ local function free_stale_slots(wf, checked)
     local st = redis.pcall('HGET', k_run(tag, id), 'status')
     if failed(st) or not st or TERMINAL[st] then
       redis.call('SREM', k_running(tag, wf), id)
+      ghosts[#ghosts + 1] = wf .. ' ' .. id  -- logged by the caller (maintenance.py)
       freed = freed + 1
     elseif st == 'running' and not redis.call('ZSCORE', KEYS[1], id) then
       if pcall(requeue, tag, id, 'lease lost (its leases entry was removed)', false, 0, now, '')

@@ -5,8 +5,11 @@ names: each tick hands one page of the ``queues`` set to
 :func:`~redflow_mp.maintenance.forget_idle_queues`, with the queues that live
 supervisors (this one included) serve, which are never forgotten, and names in
 a WARNING (every 10 minutes at most) a queue that holds runs no live supervisor
-serves. With several
-shards both are done in every shard (each bounded as with one).
+serves. And repairs, a page of suspended runs a tick, what a key Redis lost
+(evicted or deleted) would leave asleep for good: it wakes the parents waiting
+for a child run whose record is gone and puts back the wake-up times missing
+from ``timers`` (:mod:`redflow_mp.lostkeys`). With several shards all three
+are done in every shard (each bounded as with one).
 
 Only the cron leader does either (``leader``): the work is the same whoever does
 it, and every supervisor doing it multiplied the Redis time it takes. While a
@@ -22,6 +25,7 @@ from collections.abc import Callable
 
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
 
 from ..status import list_supervisors
@@ -76,6 +80,7 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
+        self._suspended_at = [0] * len(stores(client))  # per shard: the next page's rank
         self._forget_at = 0.0
         self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
 
@@ -101,6 +106,7 @@ class RetentionDuty:
         if not backlog or now >= self._forget_at:
             self._forget(now)
             self._forget_at = now + 0.5
+            self._lost_children()
         if errors:  # reported (the duty's warning); the shards that answered are swept
             raise errors[0]
         return now + (BACKLOG_PAUSE if backlog else self.interval)
@@ -120,6 +126,33 @@ class RetentionDuty:
                 q,
                 n,
             )
+
+    def _lost_children(self) -> None:
+        """Wake the parents, in a page of each shard's suspended runs, that wait for
+        a child whose record Redis lost, and re-arm the timers it lost."""
+        for i, store in enumerate(stores(self.client)):
+            try:
+                self._suspended_at[i], woken, rearmed = repair_suspended(
+                    self.client, store, self._suspended_at[i]
+                )
+            except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
+                continue
+            for parent, child in woken:
+                log.warning(
+                    "run %s waited for %s, which is gone from Redis (evicted under "
+                    "maxmemory, or deleted), or its wake-up was; woke it (its wait fails "
+                    "if a child no longer exists)",
+                    parent,
+                    f"child run {child}" if child else "its children",
+                )
+            if rearmed:
+                log.warning(
+                    "%d suspended runs had no wake-up time in %s (Redis lost it: evicted "
+                    "under maxmemory, or deleted); put it back (%s)",
+                    len(rearmed),
+                    store.keys.timers,
+                    ", ".join(rearmed[:10]) + (" ..." if len(rearmed) > 10 else ""),
+                )
 
     def _forget(self, now: float) -> None:
         served = set(self.queues())

@@ -10,6 +10,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.ids import new_run_id, new_token
+from redflow_mp.lostkeys import rearm_leases
 from redflow_mp.maintenance import promote_due, reap_expired
 from tests.helpers import command_counts, status_of, wait_until
 
@@ -231,21 +232,21 @@ def test_after_a_gap_the_reaper_holds_off_a_lease_and_the_holder_renews(
     client.scripts.claim(("q",), 100, live_tok)
     client.scripts.claim(("q",), 100, dead_tok)
     now = client.server_time_ms()
-    released, ids, more, seen, hold = client.scripts.reap_guarded(100, now, 0, 1_000, 600)
+    released, ids, more, seen, hold, _ = client.scripts.reap_guarded(100, now, 0, 1_000, 600)
     assert (released, more) == (0, False)
     assert (ids, hold) == ([], 0)  # no gap, leases live: nothing to do
     _wait_expired(client, live)
     _wait_expired(client, dead)
     # The previous call was 5 s ago (server time): a gap longer than 1 s.
-    _, ids, _, seen2, hold = client.scripts.reap_guarded(100, seen - 5_000, 0, 1_000, 600)
+    _, ids, _, seen2, hold, _ = client.scripts.reap_guarded(100, seen - 5_000, 0, 1_000, 600)
     assert ids == [] and hold >= seen2 + 600 - 1  # both expired, neither reaped
     assert status_of(raw, client, live) == status_of(raw, client, dead) == "running"
     # The live holder renews its expired lease (nobody acted on the expiry).
     assert client.scripts.renew(60_000, [(live, live_tok)]) == [(True, False)]
-    _, ids, _, seen3, hold2 = client.scripts.reap_guarded(100, seen2, hold, 1_000, 600)
+    _, ids, _, seen3, hold2, _ = client.scripts.reap_guarded(100, seen2, hold, 1_000, 600)
     assert ids == [] and hold2 == hold  # still holding (no new gap, hold not over)
     wait_until(lambda: client.server_time_ms() >= hold, 5, message="end of the hold")
-    _, ids, _, _, hold3 = client.scripts.reap_guarded(100, seen3, hold2, 1_000, 600)
+    _, ids, _, _, hold3, _ = client.scripts.reap_guarded(100, seen3, hold2, 1_000, 600)
     assert ids == [dead] and hold3 == 0  # the silent holder is reaped, the live one kept
     assert status_of(raw, client, live) == "running"
     assert status_of(raw, client, dead) == "queued"
@@ -284,6 +285,60 @@ def test_reap_releases_parked_runs_when_slots_are_free(
     assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
     assert not raw.exists(k.parked)
     assert status_of(raw, client, first) == "running"
+
+
+def test_reap_frees_a_slot_held_by_a_run_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The slot holder's hash evicted (allkeys-lru) or deleted: a slot leaves the
+    # gate only at its run's finish, so the parked run waited for good.
+    k = client.keys
+    lost = enq(max_concurrency=1)
+    parked = enq(max_concurrency=1)
+    client.scripts.claim(("q",), 5_000, new_token())
+    client.scripts.claim(("q",), 5_000, new_token())
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    raw.delete(k.run(lost))
+    released, ids, _, _, _, ghosts = client.scripts.reap_guarded(100, None, 0, 1_000, 600)
+    assert (released, ghosts) == (1, [f"wf {lost}"])
+    assert ids == []  # its lease entry is dropped as stale, not requeued
+    assert raw.smembers(k.wf_running("wf")) == set()
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [parked.encode()]
+
+
+def test_rearm_leases_gives_running_runs_redis_lost_from_leases_an_entry(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # `leases` evicted or deleted: the lease check needs the entry, so the holder
+    # gave the run up, and the reaper (which reads `leases` only) never saw it.
+    k = client.keys
+    lost, kept = enq(max_concurrency=5), enq(max_concurrency=5)
+    lost_tok = new_token()
+    client.scripts.claim(("q",), 5_000, lost_tok)
+    client.scripts.claim(("q",), 5_000, new_token())
+    raw.zrem(k.leases, lost)
+    assert client.scripts.renew(5_000, [(lost, lost_tok)]) == [(False, False)]
+    before = client.server_time_ms()
+    assert rearm_leases(client, 0, 5_000) == (0, [lost])
+    expiry = raw.zscore(k.leases, lost)
+    assert expiry is not None and expiry >= before + 5_000
+    assert rearm_leases(client, 0, 5_000) == (0, [])  # there now: left alone
+    assert raw.zscore(k.leases, kept) is not None  # the other one's entry untouched
+    # a holder still at work renews it (its token is the run's)
+    assert client.scripts.renew(5_000, [(lost, lost_tok)]) == [(True, False)]
+
+
+def test_reap_keeps_the_slots_of_live_runs_while_the_gate_is_full(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    ids = [enq(max_concurrency=2) for _ in range(3)]
+    for _ in range(3):
+        client.scripts.claim(("q",), 5_000, new_token())
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
+    assert client.scripts.reap_guarded(100, None, 0, 1_000, 600)[5] == []
+    assert raw.smembers(k.wf_running("wf")) == {ids[0].encode(), ids[1].encode()}
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [ids[2].encode()]
 
 
 def test_reap_releases_parked_runs_up_to_the_limit_stored_on_them_without_metadata(

@@ -15,8 +15,9 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
+from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.scripts import Claimed
-from tests.helpers import text, wait_until
+from tests.helpers import command_counts, text, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,6 +106,88 @@ def test_a_waiters_set_overwritten_after_the_suspend_still_wakes_the_parent(
     # Before: 'suspended' with no timer: the parent waited forever.
     assert _status(raw, client, parent_id) == "queued"
     assert raw.zscore(client.keys.q_ready("pq"), parent_id) is not None
+
+
+def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # The child's hash evicted (allkeys-lru) or deleted: it never finishes, so
+    # nothing woke its parent (suspended for good).
+    kept_parent_id = enq(workflow="p1", queue="pq")
+    kept_parent = _claim(client, "pq")
+    lost_parent_id = enq(workflow="p2", queue="pq")
+    lost_parent = _claim(client, "pq")
+    kept = enq(workflow="c", queue="cq", parent=kept_parent_id)
+    lost = enq(workflow="c", queue="cq", parent=lost_parent_id)
+    live = [enq(workflow="c", queue="cq", parent=lost_parent_id) for _ in range(2)]
+    _suspend_on_children(client, kept_parent, [kept])
+    _suspend_on_children(client, lost_parent, [lost, *live])
+    raw.delete(client.keys.run(lost))
+    # one page of one run: the first suspended (its child is there), then the next
+    assert repair_suspended(client, client, 0, page=1) == (1, [], [])
+    assert repair_suspended(client, client, 1, page=1) == (2, [(lost_parent_id, "")], [])
+    assert _status(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
+    assert _status(raw, client, kept_parent_id) == "suspended"
+    assert repair_suspended(client, client, 0) == (0, [], [])  # nothing more
+
+
+def test_the_sweep_wakes_a_parent_whose_awaited_set_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # run:<id>:awaits evicted: each child's finish found nothing to remove from
+    # it, so none woke the parent, though all of them finished.
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(2)]
+    _suspend_on_children(client, parent, kids)
+    raw.delete(client.keys.run_awaits(parent_id))
+    for _ in kids:
+        child = _claim(client, "cq")
+        assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
+    assert _status(raw, client, parent_id) == "suspended"  # before: for good
+    assert client.scripts.recheck_waits([parent_id]) == ([], [parent_id])
+    assert _status(raw, client, parent_id) == "queued"
+
+
+def test_the_sweep_reads_a_bounded_window_of_a_fan_out(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # 60 children, 59 finished and the awaits set lost: past 50 children only a
+    # window is read, so "all finished" is never concluded from part of them,
+    # and a page of such parents costs at most 5,000 reads.
+    parent_id = enq(workflow="p", queue="pq")
+    parent = _claim(client, "pq")
+    kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(60)]
+    _suspend_on_children(client, parent, kids)
+    raw.delete(client.keys.run_awaits(parent_id))
+    for _ in kids[:-1]:
+        child = _claim(client, "cq")
+        assert client.scripts.finalize(child.id, child.token, "succeeded", b"1") == "succeeded"
+    counts = command_counts(raw, lambda: client.scripts.recheck_waits([parent_id]))
+    assert counts.get("hget", 0) == 50  # the window, not the 60
+    assert _status(raw, client, parent_id) == "suspended"
+
+
+def test_the_sweep_puts_back_wake_up_times_redis_lost(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # `timers` evicted (allkeys-lru) or deleted: every sleeping run slept for good.
+    sleeper_id = enq(workflow="s", queue="sq")
+    sleeper = _claim(client, "sq")
+    listener_id = enq(workflow="e", queue="eq")
+    listener = _claim(client, "eq")
+    at = client.server_time_ms() - 1  # due already
+    sleep = RunWait(steps=["nap"], kinds=["sleep"], wake_at=at + 60_000)
+    assert client.scripts.suspend(sleeper_id, sleeper.token, sleep) == "suspended"
+    events = RunWait(steps=["a"], kinds=["event"], events=["go"])  # no deadline: no timer
+    assert client.scripts.suspend(listener_id, listener.token, events) == "suspended"
+    raw.delete(client.keys.timers)
+    assert repair_suspended(client, client, 0) == (0, [], [sleeper_id])
+    assert raw.zrange(client.keys.timers, 0, -1, withscores=True) == [
+        (sleeper_id.encode(), float(at + 60_000))
+    ]
+    assert repair_suspended(client, client, 0) == (0, [], [])  # there now: left alone
+    assert client.scripts.recheck_waits([listener_id, "GONE-RUN"]) == ([], [])
 
 
 def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(

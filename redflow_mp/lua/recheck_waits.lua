@@ -1,0 +1,75 @@
+-- recheck_waits: suspended runs that a key Redis lost (evicted under an
+-- evicting maxmemory-policy, or deleted) would leave asleep for good. For each
+-- run given, from its `wait` field:
+--   * its awaited children (those in this shard): one without a record (lost),
+--     failed or canceled, or all of them finished, means its condition holds:
+--     a child's finish wakes its parent in the finish's own script, so a run
+--     still suspended then lost its wake-up (its `run:<id>:awaits` set, or the
+--     child, is gone): it is woken (`wake`), as the finish would have;
+--   * else its wake-up time (a sleep's end, a wait's deadline) is put back into
+--     `timers` when that has no entry for it (the key lost): suspend_run writes
+--     both in one call and wake_timers removes the entry as it wakes the run.
+-- Children in other shards are left to kick_parent.lua (lostkeys.py).
+--
+-- KEYS[1]  timers (ZSET runId -> wake-up time ms)
+-- ARGV[1]  tag   ARGV[2 ..] run ids (a page of runs:status:suspended)
+-- Reply: { { run id re-armed, ... }, { run id woken, ... } }
+-- Cost: one HMGET and one ZSCORE per id given, and one HGET per awaited child
+-- read: all of a run's children up to CHILDREN_CAP; past that (a fan-out) a
+-- window of CHILDREN_CAP of them that moves with the clock, which can find a
+-- lost or failed child but not conclude that all finished; at most
+-- CHILD_READS in all per call (a page of parents of 5,000 children each must
+-- not hold Redis for seconds).
+local CHILDREN_CAP = 50
+local CHILD_READS = 5000
+local tag = ARGV[1]
+local now = now_ms()
+local reads = 0
+local rearmed, woken = {}, {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'wait')
+  local ok, wait = false, nil
+  if not failed(f) and f[1] == 'suspended' and f[2] then ok, wait = pcall(cjson.decode, f[2]) end
+  if ok and type(wait) == 'table' then
+    local holds = false
+    local children = wait.children
+    if type(children) == 'table' and #children > 0 and reads < CHILD_READS then
+      local here, open = id_shard(id), 0
+      local n = #children
+      local window = children
+      if n > CHILDREN_CAP then
+        window = {}
+        local start = now % n
+        for j = 0, CHILDREN_CAP - 1 do window[#window + 1] = children[(start + j) % n + 1] end
+        open = n - CHILDREN_CAP  -- the others are not read: never "all finished"
+      end
+      reads = reads + #window
+      for _, child in ipairs(window) do
+        local status = nil
+        if type(child) == 'string' and id_shard(child) == here then
+          status = redis.pcall('HGET', k_run(tag, child), 'status')
+        end
+        if type(child) ~= 'string' or id_shard(child) ~= here or failed(status) then
+          open = open + 1  -- not judged here
+        elseif not status or status == 'failed' or status == 'canceled' then
+          holds = true
+        elseif not TERMINAL[status] then
+          open = open + 1
+        end
+      end
+      holds = holds or open == 0
+    end
+    if holds then
+      if wake(tag, id, now) then woken[#woken + 1] = id end
+    else
+      local at = tonumber(wait.wakeAt)
+      if at and redis.pcall('ZSCORE', KEYS[1], id) == false then
+        if not failed(redis.pcall('ZADD', KEYS[1], int_str(at), id)) then
+          rearmed[#rearmed + 1] = id
+        end
+      end
+    end
+  end
+end
+return { rearmed, woken }
