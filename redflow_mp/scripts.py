@@ -44,6 +44,7 @@ from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
 from .queueset import MANY_QUEUES, QueueLists
 from .transport import Transport, is_noscript, refused
+from .upkeep_scripts import UpkeepCalls
 from .wait_scripts import WaitCalls
 
 __all__ = [
@@ -351,7 +352,7 @@ def cancel_reply(reply: Any) -> str | None:
     return text(reply[1])
 
 
-class Scripts(ScriptSet, WaitCalls):
+class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
     """The scripts bound to one (sync) transport and one key namespace."""
 
     def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
@@ -635,18 +636,6 @@ class Scripts(ScriptSet, WaitCalls):
         )
         return int(reply[0]), text(reply[1])
 
-    def sweep(self, retention_ms: int, batch: int) -> int:
-        """One retention call; returns the runs removed."""
-        return self.sweep_step(retention_ms, batch)[0]
-
-    def sweep_step(self, retention_ms: int, batch: int) -> tuple[int, bool]:
-        """One retention call: (runs removed, more to do now: a full batch, or the
-        call's budget of event lists ran out)."""
-        reply = self.run(
-            "sweep_runs", (self.keys.runs_created,), (self._tag, retention_ms, batch), retry=True
-        )
-        return int(reply[0]), int(reply[1]) == 1
-
     def resume(self, run_id: str, token: str) -> int:
         """Resume a failed or canceled run (:func:`resume_plan`); its new attempt.
         Raises :class:`RunNotResumableError` when it is unknown or not resumable."""
@@ -658,15 +647,6 @@ class Scripts(ScriptSet, WaitCalls):
                 sent = plan.send(self.run("resume_run", keys, sent, retry=True))
             except StopIteration as stop:
                 return cast(int, stop.value)
-
-    def reindex(self, batch: int, offset: int = 0) -> tuple[int, int, int]:
-        """Put up to ``batch`` runs of ``runs:unindexed`` (from the ``offset``-th on)
-        back into their status index where it is a sorted set again: (runs put
-        back, entries left because their index still is not, entries read)."""
-        reply = self.run(
-            "reindex_runs", (self.keys.runs_unindexed,), (self._tag, batch, offset), retry=True
-        )
-        return int(reply[0]), int(reply[1]), int(reply[2])
 
     def requeue_claimed(self, token: str, cause: str, lease_ms: int) -> list[tuple[str, str]]:
         """Put back runs claimed with ``token`` by a worker that died before saying so.
@@ -682,28 +662,6 @@ class Scripts(ScriptSet, WaitCalls):
             retry=True,
         )
         return [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-    def forget_queues(self, candidates: list[str], served: list[str]) -> list[str]:
-        """Drop the idle ``candidates`` (not in ``served``, nothing ready or
-        scheduled) from the ``queues`` set; returns the names dropped."""
-        if not candidates:
-            return []
-        reply = self.run(
-            "forget_queues",
-            (self.keys.queues,),
-            (self._tag, len(served), *served, *candidates),
-            retry=True,
-        )
-        return [text(x) for x in reply]
-
-    def replan_rate(self, workflow: str, batch: int = 100) -> tuple[int, bool]:
-        """The rate limit of ``workflow`` changed: put the runs waiting on a start
-        reserved under the old one back in their ready sets (at most ``batch`` log
-        entries per call). Returns (runs put back, more to do: call again)."""
-        reply = self.run(
-            "replan_rate", (self.keys.rate(workflow),), (self._tag, workflow, batch), retry=True
-        )
-        return int(reply[0]), int(reply[1]) == 1
 
 
 def _finite_ms(score: Any) -> int | None:
