@@ -569,7 +569,13 @@ class Faults:
         return len(self.unfinished_ids(raw))
 
     def unfinished_ids(self, raw: Redis) -> list[str]:
-        """The ids of :meth:`unfinished`'s runs."""
+        """The ids of :meth:`unfinished`'s runs.
+
+        The list of runs and their statuses are two reads: a parent may start a
+        child (``emit_workflow``) and end between them, its status read terminal
+        and the child never read. The list is read again after the statuses: a
+        run it gained was created before a status read saw its parent end, and
+        counts as unfinished (the next poll reads its status)."""
         tag = "{" + self.prefix + "}"
         created = f"{tag}:runs:created"
         ids = set(texts(raw.zrange(created, 0, -1)))
@@ -580,7 +586,8 @@ class Faults:
             for run_id in order:
                 pipe.hget(f"{tag}:run:{run_id}", "status")
             statuses = pipe.execute()
-        return [i for i, s in zip(order, statuses, strict=True) if s not in TERMINAL]
+        late = sorted(set(texts(raw.zrange(created, 0, -1))) - ids)
+        return [i for i, s in zip(order, statuses, strict=True) if s not in TERMINAL] + late
 
     def settle(self, raw: Redis, timeout: float) -> bool:
         """Wait until every run is terminal; False at the deadline (the check will say why)."""
