@@ -62,7 +62,7 @@ def describe_runs(raw: redis.Redis, prefix: str, run_ids: Iterable[str]) -> str:
         h = _try(raw.hgetall, f"{tag}:run:{run_id}")
         fields = {_t(k): _t(v) for k, v in h.items()} if isinstance(h, dict) else h
         lines.append(f"run {run_id}: {fields}")
-        if not isinstance(fields, dict):
+        if not isinstance(fields, dict) or not fields:
             continue
         q, wf = fields.get("queue", ""), fields.get("workflow", "")
         for name in (f"q:{q}:ready", f"q:{q}:scheduled", f"wf-waiting:{wf}"):
@@ -81,19 +81,28 @@ def describe_runs(raw: redis.Redis, prefix: str, run_ids: Iterable[str]) -> str:
 
 
 def sentinel_view(
-    sentinels: Iterable[Any], service: str, logs: Iterable[Path], tail: int = 40
+    sentinels: Iterable[Any], service: str, logs: Iterable[Path], tail: int = 60
 ) -> str:
-    """The master each sentinel names, and the last ``tail`` lines of each log
-    (``+switch-master``, ``+sdown``, ``+odown``: every failover it saw)."""
+    """The master each sentinel names, and from each log the lines of its
+    failovers (``+sdown``, ``+odown``, ``+switch-master``, ...: a second failover
+    shows there), the last ``tail`` of them."""
     lines = []
     for s in sentinels:
         addr = _try(s.call, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
         lines.append(f"sentinel :{s.port} names master {addr}")
     for path in logs:
         try:
-            text = path.read_text(errors="replace").splitlines()[-tail:]
+            text = path.read_text(errors="replace").splitlines()
         except OSError as exc:
             text = [f"<{exc}>"]
-        lines.append(f"--- {path} (tail)")
-        lines.extend(text)
+        events = [line for line in text if any(e in line for e in _EVENTS)] or text
+        lines.append(f"--- {path} (failover events, last {tail})")
+        lines.extend(events[-tail:])
     return "\n".join(lines)
+
+
+# Sentinel log events that mark a failover or a change of role.
+_EVENTS = (
+    "sdown", "odown", "failover", "switch-master", "convert-to-slave", "elected-leader",
+    "selected-slave", "promoted-slave", "slave-reconf", "+reboot", "+role-change",
+)  # fmt: skip
