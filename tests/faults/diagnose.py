@@ -16,9 +16,10 @@ from typing import Any
 
 import redis
 
+from tests.faults import ledger
 from tests.helpers import texts
 
-__all__ = ["describe_runs", "sentinel_view"]
+__all__ = ["describe_runs", "ledger_timeline", "sentinel_view"]
 
 # Past this many stuck runs, the first ones only (one is usually enough).
 MAX_RUNS = 5
@@ -78,6 +79,25 @@ def describe_runs(raw: redis.Redis, prefix: str, run_ids: Iterable[str]) -> str:
         lines.append(f"  leases[{run_id}]: {_try(raw.zscore, f'{tag}:leases', run_id)}")
         lines.append(f"  steps: {_try(raw.hkeys, f'{tag}:run:{run_id}:steps')}")
     return "\n".join(lines)
+
+
+def ledger_timeline(ledger_dir: Path, run_ids: Iterable[str], marks: dict[str, int]) -> str:
+    """The ledger's events of each run (its executions, steps, ends) and every
+    fault, with the harness's ``marks`` (name -> ledger time, e.g. when settle
+    returned), in time order: was the run ever executed, and when, against the
+    failover and the settle."""
+    events = [*ledger.read_all(ledger_dir)]
+    out = []
+    for run_id in list(run_ids)[:MAX_RUNS]:
+        mine = [ev for ev in events if ev.get("run") == run_id or ev.get("ev") == "fault"]
+        mine += [{"ev": f"(harness) {name}", "mono": at} for name, at in marks.items()]
+        first = min((ev["mono"] for ev in mine if ev.get("run") == run_id), default=0)
+        out.append(f"ledger of run {run_id} (ms from its first event):")
+        for ev in sorted(mine, key=lambda e: int(e["mono"])):
+            extra = {k: v for k, v in ev.items() if k not in ("ev", "pid", "mono", "run")}
+            ms = (int(ev["mono"]) - first) / 1e6
+            out.append(f"  {ms:+10.1f} ms pid {ev.get('pid', '-')} {ev['ev']} {extra}")
+    return "\n".join(out)
 
 
 def sentinel_view(

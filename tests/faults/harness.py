@@ -640,12 +640,14 @@ class Faults:
         supervisors still running, and again at the check, with ``context()``
         (e.g. who the sentinels name as master) and the supervisors' log tails."""
         settled = self.settle(raw, settle_timeout)
+        marks = {"settle returned": ledger.mono_ns()}
         at_deadline = ""
         if not settled:
             stuck = self._safe(lambda: self.unfinished_ids(raw))
             at_deadline = self._safe(lambda: diagnose.describe_runs(raw, self.prefix, stuck))
             at_deadline += "\n" + (self._safe(context) if context is not None else "")
         self.stop_all()
+        marks["supervisors stopped"] = ledger.mono_ns()
         if self.exits is not None:
             self.exits.close()  # every exit is in the ledger before the check reads it
             self.exits = None
@@ -669,6 +671,9 @@ class Faults:
             )
             if context is not None:
                 print(self._safe(context))
+            print(
+                self._safe(lambda: diagnose.ledger_timeline(self.ledger_dir, report.stuck, marks))
+            )
         if not settled or report.stuck:
             for sup in self.sups:
                 print(f"--- {sup.log_path.name} (tail)\n{sup.log()[-4000:]}")
