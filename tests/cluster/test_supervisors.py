@@ -21,6 +21,7 @@ from redis.crc import key_slot
 
 from redflow_mp import create_client
 from tests.conftest import prefix_off_node
+from tests.faults import diagnose
 from tests.faults.harness import busy_children, faults_harness, wait_for
 from tests.servers import Cluster, SentinelSet
 
@@ -87,6 +88,12 @@ def test_supervisor_through_sentinel_resumes_runs_after_a_failover(
             recovery_s=None,
             # runs lost under "none" never settle: do not wait the full time for them
             settle_timeout=120 if durability == "wait" else 20,
+            context=partial(
+                diagnose.sentinel_view,
+                sentinel_set.sentinels,
+                sentinel_set.service,
+                [Path(s.dir) / "sentinel.log" for s in sentinel_set.sentinels],
+            ),
         )
         # The runs in flight at the failover resumed and finished on the new master.
         for run_id in in_flight:

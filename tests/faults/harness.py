@@ -23,7 +23,7 @@ import redis
 from redis import Redis
 
 from redflow_mp import Client, RedflowError, create_client
-from tests.faults import invariants, ledger
+from tests.faults import diagnose, invariants, ledger
 from tests.faults.workload import LIMITS, WORKFLOWS
 from tests.faults.workload_waits import WAIT_WORKFLOWS
 from tests.helpers import texts
@@ -566,15 +566,28 @@ class Faults:
 
     def unfinished(self, raw: Redis) -> int:
         """Runs in Redis (or acknowledged) that are not terminal yet."""
+        return len(self.unfinished_ids(raw))
+
+    def unfinished_ids(self, raw: Redis) -> list[str]:
+        """The ids of :meth:`unfinished`'s runs.
+
+        The list of runs and their statuses are two reads: a parent may start a
+        child (``emit_workflow``) and end between them, its status read terminal
+        and the child never read. The list is read again after the statuses: a
+        run it gained was created before a status read saw its parent end, and
+        counts as unfinished (the next poll reads its status)."""
         tag = "{" + self.prefix + "}"
-        ids = set(texts(raw.zrange(f"{tag}:runs:created", 0, -1)))
+        created = f"{tag}:runs:created"
+        ids = set(texts(raw.zrange(created, 0, -1)))
         for prod in self.producers:
             ids.update(prod.ids)
+        order = sorted(ids)
         with raw.pipeline(transaction=False) as pipe:
-            for run_id in ids:
+            for run_id in order:
                 pipe.hget(f"{tag}:run:{run_id}", "status")
             statuses = pipe.execute()
-        return sum(1 for s in statuses if s not in TERMINAL)
+        late = sorted(set(texts(raw.zrange(created, 0, -1))) - ids)
+        return [i for i, s in zip(order, statuses, strict=True) if s not in TERMINAL] + late
 
     def settle(self, raw: Redis, timeout: float) -> bool:
         """Wait until every run is terminal; False at the deadline (the check will say why)."""
@@ -618,10 +631,23 @@ class Faults:
         recovery_s: float | None,
         settle_timeout: float = 60.0,
         note: str = "",
+        context: Callable[[], str] | None = None,
     ) -> invariants.Report:
-        """Settle, stop the supervisors (drain), check every invariant, record the row."""
+        """Settle, stop the supervisors (drain), check every invariant, record the row.
+
+        A run left unfinished is described (``diagnose.describe_runs``: where
+        Redis keeps it, as the server ``raw`` reads says) at the settle deadline,
+        supervisors still running, and again at the check, with ``context()``
+        (e.g. who the sentinels name as master) and the supervisors' log tails."""
         settled = self.settle(raw, settle_timeout)
+        marks = {"settle returned": ledger.mono_ns()}
+        at_deadline = ""
+        if not settled:
+            stuck = self._safe(lambda: self.unfinished_ids(raw))
+            at_deadline = self._safe(lambda: diagnose.describe_runs(raw, self.prefix, stuck))
+            at_deadline += "\n" + (self._safe(context) if context is not None else "")
         self.stop_all()
+        marks["supervisors stopped"] = ledger.mono_ns()
         if self.exits is not None:
             self.exits.close()  # every exit is in the ledger before the check reads it
             self.exits = None
@@ -632,10 +658,34 @@ class Faults:
             )
         )
         print(f"\n[{case}] settled={settled} recovery={recovery_s}\n{report.summary()}")
-        if not settled:
+        if at_deadline:
+            print(
+                f"--- unfinished runs at the settle deadline (supervisors running)\n{at_deadline}"
+            )
+        if report.stuck:
+            if settled:
+                print("--- settle saw every run it read terminal; not these (unread, or changed)")
+            print(
+                "--- unfinished runs at the check (supervisors stopped)\n"
+                + self._safe(lambda: diagnose.describe_runs(raw, self.prefix, report.stuck))
+            )
+            if context is not None:
+                print(self._safe(context))
+            print(
+                self._safe(lambda: diagnose.ledger_timeline(self.ledger_dir, report.stuck, marks))
+            )
+        if not settled or report.stuck:
             for sup in self.sups:
                 print(f"--- {sup.log_path.name} (tail)\n{sup.log()[-4000:]}")
         return report
+
+    @staticmethod
+    def _safe(fn: Callable[[], Any]) -> Any:
+        """A diagnostic's result, or its error as text (it must not hide the failure)."""
+        try:
+            return fn()
+        except Exception as exc:
+            return f"<diagnostic failed: {type(exc).__name__}: {exc}>"
 
     def close(self) -> None:
         for prod in self.producers:
