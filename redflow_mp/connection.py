@@ -48,12 +48,7 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.sentinel import (
-    Sentinel,
-    SentinelConnectionPool,
-    SentinelManagedConnection,
-    SentinelManagedSSLConnection,
-)
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .errors import RedflowError, RedisClusterDownError
 
@@ -364,48 +359,6 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
     )
 
 
-class _Closing:
-    """A redis-py pool closed for good by :meth:`close_for_good` (the sync twin of
-    ``aio_connection.ClosingPool``). Closing disconnects the connections that
-    commands in flight hold, but redis-py's retry then reconnects such a
-    connection and resends its command, and the connection, released into the
-    closed client's pool, stayed open for as long as the client object lived.
-    Once closed, the pool closes a connection as it is released and hands out none."""
-
-    closed = False
-
-    def close_for_good(self) -> None:
-        self.closed = True
-        self.disconnect()  # type: ignore[attr-defined]  # the pool's own
-
-    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self.closed:
-            raise rexc.ConnectionError("this connection pool is closed")
-        get: Callable[..., Any] = super().get_connection  # type: ignore[misc]  # redis-py's
-        return get(*args, **kwargs)
-
-    def release(self, connection: Any) -> None:
-        super().release(connection)  # type: ignore[misc]  # redis-py's
-        if self.closed:
-            connection.disconnect()
-
-
-class ClosingPool(_Closing, redis.ConnectionPool):
-    """redis-py's connection pool, closed for good by :meth:`close_for_good`."""
-
-
-class _ClosingSentinelPool(_Closing, SentinelConnectionPool):
-    """redis-py's Sentinel pool, closed for good by :meth:`close_for_good`."""
-
-
-def close_pool(pool: Any) -> None:
-    """Close ``pool`` for good when it can be (see :class:`_Closing`), else disconnect it."""
-    if isinstance(pool, _Closing):
-        pool.close_for_good()
-    else:
-        pool.disconnect()
-
-
 def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redis.Redis:
     """A redis-py client whose connections go to the service's current master;
     a service no sentinel knows is refused at once (:func:`check_sentinel_service`)."""
@@ -422,11 +375,7 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redi
     kwargs.update(db=target.db, username=target.username, password=target.password)
     base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
     client: redis.Redis = sentinel.master_for(
-        target.service,
-        retry=retry,
-        connection_class=_master_connection(base),
-        connection_pool_class=_ClosingSentinelPool,
-        **kwargs,
+        target.service, retry=retry, connection_class=_master_connection(base), **kwargs
     )
     return client
 

@@ -41,14 +41,12 @@ from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
     SENTINEL_RECHECK,
-    ClosingPool,
     RoutedRedis,
     Router,
     Target,
     check_durability,
     check_replicated,
     check_url_options,
-    close_pool,
     mask_url,
     misplaced_userinfo,
     parse_target,
@@ -241,7 +239,7 @@ def _own_client(
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
-        new_pool = ClosingPool(
+        new_pool = redis.ConnectionPool(
             connection_class=pool.connection_class, max_connections=SYNC_MAX_CONNECTIONS, **kwargs
         )
         return redis.Redis(connection_pool=new_pool), None
@@ -256,15 +254,14 @@ def _own_client(
     base = url_kwargs.pop("connection_class", redis.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:
-        unix_pool = ClosingPool.from_url(
+        return redis.Redis.from_url(
             target.url,
             retry=retry,
             max_connections=SYNC_MAX_CONNECTIONS,
             **client_options(unix=True),
-        )
-        return redis.Redis(connection_pool=unix_pool), None
+        ), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
-    pool = ClosingPool(
+    pool = redis.ConnectionPool(
         connection_class=routed_connection_class(base, router),
         retry=retry,
         **{"max_connections": SYNC_MAX_CONNECTIONS, **url_kwargs, **client_options()},
@@ -503,7 +500,7 @@ class Transport:
                     conn.disconnect()
         self._local = _Local()
         self._redis.close()
-        close_pool(self._redis.connection_pool)
+        self._redis.connection_pool.disconnect()
 
 
 def is_noscript(exc: ResponseError) -> bool:

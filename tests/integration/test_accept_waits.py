@@ -299,32 +299,6 @@ def test_a_cancel_cascade_cut_by_a_redis_blip_still_cancels_the_children(
     wait_until(lambda: _status(client, kids[0].id) == "canceled", timeout=10)
 
 
-def test_close_leaves_no_connection_open_behind_a_call_in_flight(
-    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
-) -> None:
-    """The sync twin of the async client's case: a command in flight when the client
-    closes (here a BLPOP blocked in the server) must not be resent on a connection
-    that then stays open in the closed client's pool for the life of the process."""
-    others = len(raw.client_list())  # before the client opens any
-    c = create_client(redis_url, prefix=prefix, registry=registry, default=False)
-    errors: list[BaseException] = []
-
-    def blocked() -> None:
-        try:
-            c.redis.blpop(["close-probe"], 0)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=blocked, daemon=True)
-    t.start()
-    wait_until(lambda: raw.info("clients")["blocked_clients"] == 1, timeout=10)
-    c.close()
-    raw.lpush("close-probe", b"x")
-    t.join(10)
-    assert not t.is_alive()
-    wait_until(lambda: len(raw.client_list()) == others, timeout=5)
-
-
 def test_the_clients_take_url_and_prefix_as_issue_15_spells_them(
     redis_url: str, prefix: str, registry: Registry, client: Client
 ) -> None:
