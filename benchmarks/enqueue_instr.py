@@ -20,19 +20,13 @@ with ``PYTHONHASHSEED=0`` so that every count sees the same dict layouts.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.child_cost import export_ref  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from benchmarks.callgrind import compare  # noqa: E402
 
 # Runs in the measured process (PYTHONPATH: the tree measured).
 LOOP = """
@@ -65,32 +59,6 @@ assert redis.Redis.from_url(url).zcard("{ci}:runs:created") == n + 1
 """
 
 
-def count(code_root: Path, url: str, runs: int, tmp: Path, by_name: bool) -> int:
-    """Total instructions (callgrind's Ir) of one process enqueuing ``runs`` runs."""
-    out = tmp / f"cg.{runs}.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDFLOW_")}
-    env["PYTHONPATH"] = str(code_root)
-    env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every count
-    proc = subprocess.run(
-        [
-            *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-            *(sys.executable, "-c", LOOP, url, str(runs), "1" if by_name else "0"),
-        ],
-        cwd=code_root,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"the measured process failed ({proc.returncode})")
-    m = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
-    if m is None:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError("no instruction count in callgrind's output")
-    return int(m.group(1))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.enqueue_instr",
@@ -102,23 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--by-name", action="store_true", help="client.run_by_name, not Workflow.run")
     ns = ap.parse_args(argv)
     n1, n2 = (int(x) for x in ns.runs.split(","))
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="redflow-enqinstr-"))
-    roots = {"this tree": ROOT}
-    for ref in ns.ref:
-        roots[ref] = export_ref(ref, tmp / re.sub(r"[^A-Za-z0-9]", "_", ref))
-    server = RedisServer(["--save", "", "--appendonly", "no"]).start()
-    try:
-        for label, root in roots.items():
-            a = count(root, server.url, n1, tmp, ns.by_name)
-            b = count(root, server.url, n2, tmp, ns.by_name)
-            print(f"{label:20s} {(b - a) / (n2 - n1):10,.0f} instructions per enqueue", flush=True)
-        return 0
-    finally:
-        server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
+    by_name = "1" if ns.by_name else "0"
+    return compare(LOOP, sizes=(n1, n2), refs=ns.ref, extra_args=(by_name,), unit="enqueue")
 
 
 if __name__ == "__main__":
