@@ -58,6 +58,9 @@ O = TypeVar("O")  # noqa: E741 - output type of a workflow
 class Client(Runs):
     """Access to one redflow namespace (``prefix``) on one Redis."""
 
+    #: ``Workflow.run(client=...)`` takes it without looking its methods over.
+    sync_starter = True
+
     def __repr__(self) -> str:
         return f"<Client {self.transport.describe()} prefix={self.prefix!r}>"
 

@@ -446,6 +446,8 @@ def _async_starter(client: AsyncRunStarter | None) -> AsyncRunStarter:
 
 def _starter(client: RunStarter | None) -> RunStarter:
     if client is not None:
+        if getattr(client, "sync_starter", False) is True:
+            return client  # a Client: the checks below cost ~2,000 instructions a run
         enqueue = getattr(client, "enqueue_workflow", None)
         if not callable(enqueue):
             raise TypeError("client must be a redflow_mp Client")

@@ -36,6 +36,7 @@ from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
 from .options import (
+    NO_OPTIONS,
     RunOptions,
     cannot_be_run_id,
     check_idempotency_key,
@@ -43,6 +44,7 @@ from .options import (
     check_run_id,
     timeout_to_ms,
 )
+from .packed import PlainEnqueues
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
@@ -290,6 +292,7 @@ class Runs:
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
         self.waiter = ResultWaiter(transport, self.keys)
+        self._plain = PlainEnqueues()  # packed enqueues of runs with no option
         self.shard_set = ShardSet(
             transport,
             prefix,
@@ -351,6 +354,14 @@ class Runs:
                 target = target_of_name(name, self.get_workflow_meta(name), options)
         data = encode_input(target, input, self.max_payload_bytes)
         if self.shard_set.count == 1:
+            if (
+                options is NO_OPTIONS
+                and target.timeout_ms is None
+                and not target.priority
+                and self.transport.plain
+                and not tracing.trace_args()
+            ):
+                return self.scripts.send_plain_enqueue(self._plain, target, data)
             return self.scripts.send_enqueue(*enqueue_call(self.scripts, target, data, options))[0]
         shard = self.shard_set.of_workflow(target.workflow)
         cross = xshard.crosses(self, options, shard)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Generator
 from typing import Any, TypeVar, cast
@@ -38,10 +37,12 @@ from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError, WrongTypeError
+from .ids import new_run_id
 from .keys import Keys
 from .luafiles import build_library, library_name, load_sources, script_names
 from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
+from .packed import PlainEnqueues
 from .queueset import MANY_QUEUES, QueueLists
 from .transport import Transport, is_noscript, refused
 from .upkeep_scripts import UpkeepCalls
@@ -438,6 +439,39 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         )
         return self.send_enqueue(keys, args)
 
+    def send_plain_enqueue(self, packer: PlainEnqueues, target: Any, data: bytes) -> str:
+        """:meth:`send_enqueue` of a run with no option (``packed.py``): a fresh id,
+        the call packed ahead, on a plain transport (:attr:`Transport.plain`)."""
+        if self._sources is None:
+            self._load()
+        run_id = new_run_id() + self.id_suffix
+        f = self._functions
+        head = ("EVALSHA", self._shas["enqueue_run"]) if f is None else ("FCALL", f["enqueue_run"])
+        key = self.keys.run(run_id)
+        wf, queue, attempts, limit = target[:4]
+        packed = packer.pack(head, self._tag, wf, queue, attempts, limit, key, run_id, data)
+        try:
+            try:
+                return text(self._t.call_packed(packed, retry=False)[0])
+            except NETWORK_ERRORS:
+                return text(self._t.call_packed(packed, retry=True)[0])
+        except ResponseError as exc:
+            call = self.enqueue_call(
+                run_id,
+                wf,
+                queue,
+                data,
+                attempts,
+                0,
+                "",
+                0,
+                "",
+                "",
+                limit,
+                None,
+            )
+            return text(self.drive(self.recover("enqueue_run", *call, exc), retry=True)[0])
+
     def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
         """Call ``enqueue_run`` with :meth:`enqueue_call`'s keys and arguments: once,
         and once more after a network error (the run id makes a resend harmless)."""
@@ -574,68 +608,6 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         ids, ghosts = [text(x) for x in reply[5:]], [text(x) for x in reply[4]]
         return int(reply[0]), ids, more, int(reply[2]), int(reply[3]), ghosts
 
-    def due_crons(
-        self, limit: int, offset: int = 0
-    ) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
-        """(server ms, earliest later fire time or None, due (id, fire ms, definition)),
-        the due entries from the ``offset``-th on. A fire time that is no number of
-        ms (``-inf``, written by hand) is None; ``+inf`` as the earliest is None too
-        (nothing will be due)."""
-        reply = self.run(
-            "due_crons",
-            (self.keys.cron_next, self.keys.cron_def),
-            (self._tag, limit, offset),
-            retry=True,
-        )
-        now = int(reply[0])
-        earliest = _finite_ms(reply[1]) if reply[1] not in (-1, b"-1") else None
-        due = [
-            (text(reply[i]), _finite_ms(reply[i + 1]), reply[i + 2])
-            for i in range(2, len(reply), 3)
-        ]
-        return now, earliest, due
-
-    def fire_cron(
-        self,
-        leader_token: str,
-        cron_id: str,
-        fire_ms: int,
-        next_ms: int,
-        run_id: str,
-        workflow: str,
-        queue: str,
-        input_json: bytes | str,
-        max_attempts: int,
-        idempotency_key: str,
-        idempotency_ttl_ms: int,
-        max_concurrency: int,
-        timeout_ms: int | None,
-        priority: int = 0,
-    ) -> tuple[int, str]:
-        reply = self.run(
-            "fire_cron",
-            (self.keys.lock_cron,),
-            (
-                self._tag,
-                leader_token,
-                cron_id,
-                fire_ms,
-                next_ms,
-                run_id,
-                workflow,
-                queue,
-                input_json,
-                max_attempts,
-                idempotency_key,
-                idempotency_ttl_ms,
-                max_concurrency,
-                "" if timeout_ms is None else timeout_ms,
-                priority,
-            ),
-            retry=True,
-        )
-        return int(reply[0]), text(reply[1])
-
     def resume(self, run_id: str, token: str) -> int:
         """Resume a failed or canceled run (:func:`resume_plan`); its new attempt.
         Raises :class:`RunNotResumableError` when it is unknown or not resumable."""
@@ -662,9 +634,3 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
             retry=True,
         )
         return [(text(reply[i]), text(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-
-def _finite_ms(score: Any) -> int | None:
-    """A ZSET score as whole ms; None for an infinite one (an int of it raises)."""
-    value = float(score)
-    return int(value) if math.isfinite(value) else None

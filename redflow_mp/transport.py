@@ -100,6 +100,12 @@ class _Wire:
         conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
         return conn.read_response()
 
+    def request_packed(self, packed: bytes) -> Any:
+        """:meth:`request` of a command packed already (``packed.py``)."""
+        conn = self.conn
+        conn.send_packed_command([packed], check_health=False)
+        return conn.read_response()
+
     def send(self, args: tuple[Any, ...]) -> None:
         """Send ``args`` without reading its reply (see :meth:`Transport.ahead`)."""
         self.conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
@@ -344,6 +350,13 @@ class Transport:
         self._master: Any = None
         self._recheck_at = 0.0
         self._generation = 0
+        #: One server, no durability wait: a command is one request and one reply
+        #: on this thread's connection (:meth:`call_packed` may be used).
+        self.plain = (
+            not (self.router is not None and self.router.cluster)
+            and not self._sentinel
+            and self._wait is None
+        )
 
     def sibling(self, route_key: str) -> Transport:
         """A transport to the same cluster pinned to the master serving ``route_key``'s
@@ -437,6 +450,15 @@ class Transport:
         if self._sentinel:
             self._recheck_master()
         return self._send(args, retry)
+
+    def call_packed(self, packed: bytes, *, retry: bool = True) -> Any:
+        """:meth:`call` of a command packed already; only on a :attr:`plain` transport."""
+        try:
+            return self._wire().request_packed(packed)
+        except _NETWORK_ERRORS:
+            if not retry:
+                raise
+        return self._wire().request_packed(packed)
 
     def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         wire = self._wire()

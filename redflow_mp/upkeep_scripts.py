@@ -1,10 +1,11 @@
 """The upkeep scripts' calls (retention, reindexing, idle queue names, rate
-re-planning), mixed into :class:`~redflow_mp.scripts.Scripts`: the duties of
+re-planning, the leader's crons), mixed into :class:`~redflow_mp.scripts.Scripts`: the duties of
 ``maintenance.py`` and the registry sync call them, never a worker's hot path.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .codec import text
@@ -17,6 +18,7 @@ class UpkeepCalls:
     """Typed calls of the upkeep scripts; needs the host's ``run`` (see Scripts)."""
 
     keys: Keys
+    _tag: str
 
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
         raise NotImplementedError
@@ -66,3 +68,71 @@ class UpkeepCalls:
             "replan_rate", (self.keys.rate(workflow),), (self.keys.tag, workflow, batch), retry=True
         )
         return int(reply[0]), int(reply[1]) == 1
+
+    def due_crons(
+        self, limit: int, offset: int = 0
+    ) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
+        """(server ms, earliest later fire time or None, due (id, fire ms, definition)),
+        the due entries from the ``offset``-th on. A fire time that is no number of
+        ms (``-inf``, written by hand) is None; ``+inf`` as the earliest is None too
+        (nothing will be due)."""
+        reply = self.run(
+            "due_crons",
+            (self.keys.cron_next, self.keys.cron_def),
+            (self._tag, limit, offset),
+            retry=True,
+        )
+        now = int(reply[0])
+        earliest = _finite_ms(reply[1]) if reply[1] not in (-1, b"-1") else None
+        due = [
+            (text(reply[i]), _finite_ms(reply[i + 1]), reply[i + 2])
+            for i in range(2, len(reply), 3)
+        ]
+        return now, earliest, due
+
+    def fire_cron(
+        self,
+        leader_token: str,
+        cron_id: str,
+        fire_ms: int,
+        next_ms: int,
+        run_id: str,
+        workflow: str,
+        queue: str,
+        input_json: bytes | str,
+        max_attempts: int,
+        idempotency_key: str,
+        idempotency_ttl_ms: int,
+        max_concurrency: int,
+        timeout_ms: int | None,
+        priority: int = 0,
+    ) -> tuple[int, str]:
+        reply = self.run(
+            "fire_cron",
+            (self.keys.lock_cron,),
+            (
+                self._tag,
+                leader_token,
+                cron_id,
+                fire_ms,
+                next_ms,
+                run_id,
+                workflow,
+                queue,
+                input_json,
+                max_attempts,
+                idempotency_key,
+                idempotency_ttl_ms,
+                max_concurrency,
+                "" if timeout_ms is None else timeout_ms,
+                priority,
+            ),
+            retry=True,
+        )
+        return int(reply[0]), text(reply[1])
+
+
+def _finite_ms(score: Any) -> int | None:
+    """A ZSET score as whole ms; None for an infinite one (an int of it raises)."""
+    value = float(score)
+    return int(value) if math.isfinite(value) else None
