@@ -350,13 +350,9 @@ class Transport:
         self._master: Any = None
         self._recheck_at = 0.0
         self._generation = 0
-        #: One server, no durability wait: a command is one request and one reply
-        #: on this thread's connection (:meth:`call_packed` may be used).
-        self.plain = (
-            not (self.router is not None and self.router.cluster)
-            and not self._sentinel
-            and self._wait is None
-        )
+        #: No durability wait: a command is one request and one reply (routed as
+        #: :meth:`call` routes it), so :meth:`call_packed` may be used.
+        self.plain = self._wait is None
 
     def sibling(self, route_key: str) -> Transport:
         """A transport to the same cluster pinned to the master serving ``route_key``'s
@@ -452,7 +448,16 @@ class Transport:
         return self._send(args, retry)
 
     def call_packed(self, packed: bytes, *, retry: bool = True) -> Any:
-        """:meth:`call` of a command packed already; only on a :attr:`plain` transport."""
+        """:meth:`call` of a command packed already (``packed.py``); only where
+        :attr:`plain` (no WAIT to add)."""
+        if self.router is not None and self.router.cluster:
+            send = self._send_packed
+            return with_redirects(self.router, lambda: send(packed, retry), lambda: None)
+        if self._sentinel:
+            self._recheck_master()
+        return self._send_packed(packed, retry)
+
+    def _send_packed(self, packed: bytes, retry: bool) -> Any:
         try:
             return self._wire().request_packed(packed)
         except _NETWORK_ERRORS:
