@@ -31,7 +31,7 @@ from .executor import Executor, Outcome, OutcomeMode, finish_args
 from .foreign import defer_ms, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench, shared_keys
-from .lease import LeaseKeeper
+from .lease import LeaseKeeper, say_lost
 from .lostclaim import LostClaim
 from .metrics import Metrics
 from .options import check_name
@@ -407,7 +407,7 @@ class Worker:
                 elif status == "suspended" and self.metrics is not None:
                     self.metrics.inc("redflow_runs_suspended_total", workflow=claimed.workflow)
                 elif status == "lease-lost":
-                    log.warning("run %s: lease lost before it could suspend", claimed.id)
+                    say_lost(log, self.client, claimed.id, "before it could suspend")
                 return Outcome(OutcomeMode.LOST)
             self.hooks.finished(claimed)
             outcome = self._execute(claimed)
@@ -466,7 +466,7 @@ class Worker:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
         if outcome.mode is OutcomeMode.LOST:
             if outcome.info is not None:
-                log.warning("run %s: lease lost; its result was discarded", claimed.id)
+                say_lost(log, self.client, claimed.id, "and its result was discarded")
             return None, None
         # The handler has ended: on the host's books its run is finishing from
         # here on (never timed out or aborted while a write rides out Redis
@@ -529,7 +529,7 @@ class Worker:
                 self._refused(run_id, "finish", exc)
                 continue
             if status is None:
-                log.warning("run %s: lease lost before its result was written", run_id)
+                say_lost(log, self.client, run_id, "before its result was written")
             return status
 
     def _after_finish(
@@ -539,7 +539,7 @@ class Worker:
         outcome: Outcome | None,
     ) -> None:
         if result == "lease-lost":
-            log.warning("run %s: lease lost before its result was written", finish.run_id)
+            say_lost(log, self.client, finish.run_id, "before its result was written")
             return
         if outcome is not None and outcome.info is not None:
             self._record(outcome.info.workflow, finish.mode, result)
