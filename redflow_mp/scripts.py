@@ -499,6 +499,12 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
             claimed.lease_until = sent + lease_ms / 1000.0
         return text(reply[0]), claimed
 
+    def confirm_result(self) -> None:
+        """A write, then (durability "wait"/"waitaof") its WAIT: confirms every
+        earlier write of this server, such as a finish a result() read; raises
+        ``NotReplicatedError`` when no replica confirmed it in time."""
+        self.run("confirm_result", (self.keys.result_confirm,), (self._tag,), retry=True)
+
     def finalize(
         self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0
     ) -> str | None:
