@@ -520,6 +520,15 @@ class AsyncClient:
                 raise result_timeout(run_id, timeout) from None
             raise
 
+    async def _confirm_result(self, shard: AsyncShard) -> None:
+        """durability "wait"/"waitaof": a write and its WAIT before an outcome is
+        returned (a finish is published before its worker's WAIT confirmed it)."""
+        if shard.transport.durability != "none":
+            keys = shard.keys
+            await shard.scripts.run(
+                "confirm_result", (keys.result_confirm,), (keys.tag,), retry=True
+            )
+
     async def _wait_result(
         self, shard: AsyncShard, run_id: str, timeout: float | None, deadline: float | None
     ) -> Any:
@@ -542,9 +551,11 @@ class AsyncClient:
                 if state is None and await wait_for_future(channel.message, until):
                     done, output = message_output(run_id, channel.message.result())
                     if done:
+                        await self._confirm_result(shard)
                         return output
                     state = terminal_state(run_id, await t.call(*read))
                 if state is not None:
+                    await self._confirm_result(shard)
                     return outcome(run_id, state)
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout)

@@ -253,6 +253,10 @@ class Keys:
         return self.tag + ":leases"
 
     @property
+    def result_confirm(self) -> str:
+        return self.tag + ":result-confirm"
+
+    @property
     def runs_unindexed(self) -> str:
         return self.tag + ":runs:unindexed"
 

@@ -23,6 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from .errors import TRANSIENT_ERRORS
+
+_CHECK_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ValueError)
 
 __all__ = ["LeaseKeeper"]
 
@@ -92,7 +97,11 @@ class LeaseKeeper:
                     current = self._held.get(run_id)
                 if current is not h:
                     continue  # finished (and released) while the renewal was in flight
-                log.warning("lease of run %s lost: another worker owns it now", run_id)
+                log.warning(
+                    "lease of run %s lost: no longer held by this worker (taken back by "
+                    "the reaper, maybe by another worker since, or the run is gone from Redis)",
+                    run_id,
+                )
                 self.release(run_id)
                 h.on_lost()
             else:
@@ -114,3 +123,17 @@ class LeaseKeeper:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         self._thread = None
+
+
+def say_lost(logger: logging.Logger, client: Any, run_id: str, then: str) -> None:
+    """Warn that a worker lost run ``run_id`` (``then``: what it could not do):
+    ``lease lost``, or ``gone from Redis`` when the run's record is gone (deleted,
+    evicted, or an empty restart: one read, on this rare path only)."""
+    why = "lease lost"
+    try:
+        shard = client.shard_of_run(run_id)
+        if not shard.redis.exists(shard.keys.run(run_id)):
+            why = "gone from Redis (deleted, evicted, or Redis restarted without its data)"
+    except _CHECK_TROUBLE:
+        pass
+    logger.warning("run %s: %s %s", run_id, why, then)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -140,7 +141,10 @@ class StallGuard:
     reaped for ``hold_ms``, time for the live holders to renew (their expired
     leases stay theirs until reaped: ``lease_held``). Another supervisor's reaper,
     which reached the server all along, sees no gap: a supervisor that is gone
-    or cut off is still taken over one lease after its last renewal.
+    or cut off is still taken over one lease after its last renewal. The log
+    line names the cause: Redis out of reach, or (no call tried in the gap: the
+    previous one ended that long before) this process not running (SIGSTOP, a
+    debugger, a frozen cgroup).
     """
 
     def __init__(self, lease_ms: int, interval_ms: int) -> None:
@@ -151,11 +155,17 @@ class StallGuard:
         self.hold_ms = lease_ms
         self._since: dict[int, int] = {}  # per shard: server time of the last call
         self._hold: dict[int, int] = {}
+        self._ended: dict[int, float] = {}  # per shard: when the last call ended (monotonic)
 
     def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
-        released, ids, more, now, hold, ghosts = store.scripts.reap_guarded(
-            batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
-        )
+        start = time.monotonic()
+        idle_ms = (start - self._ended.get(index, start)) * 1000.0  # no call in flight
+        try:
+            released, ids, more, now, hold, ghosts = store.scripts.reap_guarded(
+                batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
+            )
+        finally:
+            self._ended[index] = time.monotonic()
         for ghost in ghosts:
             wf, _, run_id = ghost.partition(" ")
             log.warning(
@@ -164,7 +174,15 @@ class StallGuard:
                 run_id,
                 wf,
             )
-        if hold and not self._hold.get(index):
+        if hold and not self._hold.get(index) and idle_ms > self.gap_ms:
+            log.warning(
+                "this process did not run for %d ms (stopped: SIGSTOP, a debugger, a "
+                "frozen cgroup; Redis answered its next call at once): leases are not "
+                "reaped for %d ms, time for the live workers to renew theirs",
+                idle_ms,
+                self.hold_ms,
+            )
+        elif hold and not self._hold.get(index):
             log.warning(
                 "Redis was out of reach for longer than %d ms: leases are not reaped "
                 "for %d ms, time for the live workers to renew theirs",

@@ -76,6 +76,10 @@ class _PerThread(threading.local):
     pid: int = -1
 
 
+def _unconfirmed() -> None:
+    """durability "none": an outcome is returned as the master has it."""
+
+
 class _Overdue(Exception):
     """A wait's deadline passed while a call was still waiting for Redis."""
 
@@ -91,9 +95,15 @@ class ResultWaiter:
     its deadline; the connection is closed when that thread is done with it.
     """
 
-    def __init__(self, transport: Transport, keys: Keys) -> None:
+    def __init__(
+        self, transport: Transport, keys: Keys, confirm: Callable[[], None] | None = None
+    ) -> None:
         self._transport = transport
         self._keys = keys
+        # durability "wait"/"waitaof": a write and its WAIT before an outcome is
+        # returned (a finish is published before its worker's WAIT confirmed it)
+        durable = confirm is not None and transport.durability != "none"
+        self._confirm: Callable[[], None] = confirm if durable and confirm else _unconfirmed
         self._local = _PerThread()
         # Every thread's pub/sub objects and readers, for close() (weakly: a
         # thread that ends takes its own with it).
@@ -123,9 +133,11 @@ class ResultWaiter:
                     if message is not None:
                         done, output = message_output(run_id, message)
                         if done:
+                            self._confirm()
                             return output
                         state = self._terminal_state(run_id, limit)
                 if state is not None:
+                    self._confirm()
                     return outcome(run_id, state)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise result_timeout(run_id, timeout)

@@ -291,7 +291,7 @@ class Runs:
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
-        self.waiter = ResultWaiter(transport, self.keys)
+        self.waiter = ResultWaiter(transport, self.keys, self.scripts.confirm_result)
         self._plain = PlainEnqueues()  # packed enqueues of runs with no option
         self.shard_set = ShardSet(
             transport,

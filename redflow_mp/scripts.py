@@ -67,6 +67,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: claim_run's ARGV[10] by woken + 2 * resend (the script's flags).
+_FLAGS = ("", "1", "2", "3")
+
 log = logging.getLogger(__name__)
 
 Plan = Generator[tuple[Any, ...], Any, T]
@@ -491,6 +494,7 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         woken: bool = False,
         turn: int = 0,
         scan: bool = False,
+        resend: bool = False,
     ) -> tuple[str, Claimed | None]:
         """Apply ``finish`` (a :class:`Finish`, or the same five values) if given, then claim.
 
@@ -498,12 +502,15 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         nothing was finished, 'lease-lost', or the new status) and the claimed run.
         Ties go to the queue at position ``turn``, then to the ones after it. Past
         MANY_QUEUES queues the list is registered in Redis (queueset.py); ``scan``
-        reads every queue's head (the safety net of an idle worker).
+        reads every queue's head (the safety net of an idle worker). ``resend``:
+        the last claim with this ``token`` got no reply (a network error after it
+        was sent): the run it took, if it took one, is answered again (and leased
+        again) instead of another; it would otherwise wait a lease for the reaper.
         """
         fargs: tuple[Any, ...] = ("", "", "", "", 0) if finish is None else finish
         sent = time.monotonic()
         keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
-        args = (self._tag, lease_ms, token, *fargs, only_id, "1" if woken else "")
+        args = (self._tag, lease_ms, token, *fargs, only_id, _FLAGS[woken + 2 * resend])
         if not token:  # a finish only: no queue is read
             reply = self.run("claim_run", keys, (*args, 0), retry=False)
         elif only_id or (not turn and len(queues) <= MANY_QUEUES):
@@ -525,6 +532,12 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
             # The lease was granted after `sent`: it holds at least until sent + lease.
             claimed.lease_until = sent + lease_ms / 1000.0
         return text(reply[0]), claimed
+
+    def confirm_result(self) -> None:
+        """A write, then (durability "wait"/"waitaof") its WAIT: confirms every
+        earlier write of this server, such as a finish a result() read; raises
+        ``NotReplicatedError`` when no replica confirmed it in time."""
+        self.run("confirm_result", (self.keys.result_confirm,), (self._tag,), retry=True)
 
     def finalize(
         self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0

@@ -85,7 +85,9 @@ class Shard:
         if w is None:
             with self._owner.lock:
                 if self._waiter is None:
-                    self._waiter = ResultWaiter(self.transport, self.keys)
+                    self._waiter = ResultWaiter(
+                        self.transport, self.keys, self.scripts.confirm_result
+                    )
                 w = self._waiter
         return w
 

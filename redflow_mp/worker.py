@@ -12,9 +12,8 @@ no run is ready the worker blocks on the queues' bell lists (BLPOP), so an
 idle worker costs no Redis commands beyond one blocking call per
 ``block_timeout``.
 
-Network errors never kill the loop: it backs off (up to 5 s) and resends the
-pending finish; a lost claim reply only delays that run until the reaper sees
-its lease expire.
+Network errors never kill the loop: it backs off (up to 5 s), resends the pending
+finish, and a lost claim with its token (``lostclaim.py``: its run starts at once).
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ from .executor import Executor, Outcome, OutcomeMode, finish_args
 from .foreign import defer_ms, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench, shared_keys
-from .lease import LeaseKeeper
+from .lease import LeaseKeeper, say_lost
+from .lostclaim import LostClaim
 from .metrics import Metrics
 from .options import check_name
 from .queueset import MANY_QUEUES
@@ -57,8 +57,7 @@ _TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 log = logging.getLogger(__name__)
 
-#: How long a worker waits before it resends a suspend or finish that Redis
-#: refused (a key of the wrong type), unless it is told to stop.
+#: Wait before resending a suspend or finish Redis refused (a key of the wrong type).
 REFUSED_RETRY = 5.0
 
 #: How often a waiting worker looks at its stop flag (:meth:`Worker._nap`).
@@ -66,18 +65,15 @@ _NAP_SLICE = 0.05
 
 
 class _LeftBehind(Exception):
-    """Private: a stopping worker leaves a run whose suspend or finish Redis
-    refuses (a key of the wrong type). Nothing was written: the run stays
-    running and leased, on the host's books (a supervisor puts it back when the
-    child exits; otherwise the reaper does once its lease expires)."""
+    """Private: a stopping worker leaves a run whose suspend or finish Redis refuses
+    (a key of the wrong type): it stays running and leased, on the host's books."""
 
 
 #: A shard whose claim failed (master unreachable) is skipped this long (s).
 SHARD_DOWN_RETRY = 5.0
 
-#: Longest blocking wait of a worker when some shards have no worker blocked on
-#: their bells (``shards > 1``, fewer workers than shards): their runs wait at
-#: most about this long.
+#: Longest blocking wait when some shards have no worker blocked on their bells
+#: (``shards > 1``, fewer workers than shards): their runs wait about this long.
 UNWATCHED_BLOCK_TIMEOUT = 0.1
 
 
@@ -99,10 +95,9 @@ class Worker:
             one claim each, stopping at the first run found.
         shards_watched: with ``shards > 1`` on a Redis Cluster, every shard has a
             worker blocked on its bells (a supervisor with ``procs >= shards``).
-            When False (the default), the other shards are only looked at after
-            each blocking wait, so that wait is cut to
-            :data:`UNWATCHED_BLOCK_TIMEOUT`. On one server (every shard on one
-            connection) the worker blocks on the bells of every shard at once.
+            When False (the default), the other shards are looked at after each
+            blocking wait, cut to :data:`UNWATCHED_BLOCK_TIMEOUT`. On one server
+            the worker blocks on the bells of every shard at once.
     """
 
     def __init__(
@@ -151,10 +146,8 @@ class Worker:
         self.runs_done = 0
         self.keeper = LeaseKeeper(client.renew, lease_ms)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, metrics)
-        # A plain flag, not a threading.Event: stop() runs in signal handlers
-        # (the supervisor child's TERM), and Event.set() takes the lock that an
-        # Event.wait() interrupted in the same thread may hold: the handler then
-        # blocked forever. Waits poll the flag in short sleeps instead (_nap).
+        # A plain flag: stop() runs in signal handlers, and Event.set() takes the lock
+        # an interrupted Event.wait() in the same thread may hold (it hung). _nap polls.
         self._stop_asked = False
         home_keys = self.home.keys  # one BLPOP: the bells and the wake key in one slot
         self._wake_key = home_keys.worker_wake(new_token())
@@ -176,6 +169,7 @@ class Worker:
         self._current: Claimed | None = None
         self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
         self._shards_down: dict[int, float] = {}  # failed shard -> skipped until (monotonic)
+        self._unanswered = False  # the last claim pass had a shard not answer
 
     # ------------------------------------------------------------- control
 
@@ -185,8 +179,8 @@ class Worker:
         self._stop_asked = True
 
     def _nap(self, seconds: float) -> None:
-        """Sleep ``seconds`` or until :meth:`stop`, whichever comes first (polls the
-        flag every :data:`_NAP_SLICE` s; takes no lock a signal handler could find held)."""
+        """Sleep ``seconds`` or until :meth:`stop` (polls the flag every
+        :data:`_NAP_SLICE` s; takes no lock a signal handler could find held)."""
         end = time.monotonic() + seconds
         while not self._stop_asked:
             left = end - time.monotonic()
@@ -227,19 +221,23 @@ class Worker:
         # its books until that call returns, so a death in between loses nothing.
         holding: Claimed | None = None
         backoff = 0.05
+        lost = LostClaim()
         while True:
             stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
             if stop and pending is None:
+                lost.give_back((self.home, *self._others), self.lease_ms)
                 break
-            token = "" if stop else new_token()
+            token, resend = ("", False) if stop else lost.next_token()
             if token:
                 self.hooks.claiming(token)
             try:
-                result, claimed = self._claim(token, pending)
+                result, claimed = self._claim(token, pending, resend)
                 self._woken = self._scan = False
             except _CLAIM_TROUBLE as exc:
+                lost.failed(token, exc)
                 backoff = self._claim_failed(exc, backoff)
                 continue
+            lost.token = token if self._unanswered and claimed is None else ""
             backoff = 0.05
             if pending is not None:
                 self._after_finish(pending, result, pending_outcome)
@@ -290,11 +288,13 @@ class Worker:
             self._nap(backoff)
         return min(5.0, backoff * 2)
 
-    def _claim(self, token: str, pending: Finish | None) -> tuple[str, Claimed | None]:
-        """Apply ``pending`` and claim (``token`` empty: finish only). With shards > 1
-        the finish rides on the claim sent to its run's shard; the pass then tries
-        the shard whose bell woke the worker, the home shard and the others, one
-        claim each, until a run is found."""
+    def _claim(self, token: str, pending: Finish | None, again: bool) -> tuple[str, Claimed | None]:
+        """Apply ``pending`` and claim. ``token`` empty: finish only; ``again``: a
+        claim with ``token`` got no reply. With shards > 1 the finish rides on the
+        claim sent to its run's shard; the pass then tries the shard whose bell woke
+        the worker, the home shard and the others, one claim each, until a run is
+        found (``_unanswered``: some shard did not answer)."""
+        self._unanswered = False
         queues = self._order()
         if not queues:  # every queue left out (a ready set of the wrong type)
             if pending is None:
@@ -304,7 +304,7 @@ class Worker:
         if not self._others:
             return self.home.scripts.claim(
                 queues, self.lease_ms, token, pending, woken=self._woken, turn=self._turn,
-                scan=self._scan,
+                scan=self._scan, resend=again,
             )  # fmt: skip
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
@@ -323,12 +323,13 @@ class Worker:
                     woken = self._woken and first is rung
                     result, claimed = shard.scripts.claim(
                         queues, self.lease_ms, token, pending, woken=woken, turn=self._turn,
-                        scan=self._scan,
+                        scan=self._scan, resend=again,
                     )  # fmt: skip
                 else:
                     _r, claimed = shard.scripts.claim(
-                        queues, self.lease_ms, token, turn=self._turn, scan=self._scan
-                    )
+                        queues, self.lease_ms, token, turn=self._turn, scan=self._scan,
+                        resend=again,
+                    )  # fmt: skip
             except TRANSIENT_ERRORS as exc:
                 if shard is owed:  # the finish must reach its shard: back off, resend
                     raise
@@ -342,6 +343,7 @@ class Worker:
                 return result, claimed
         if len(errors) == len(order):  # none answered: the caller backs off
             raise errors[0]
+        self._unanswered = bool(errors)  # a lost reply: this token is resent
         return result, None
 
     def _kick(self, claimed: Claimed, status: str | None) -> None:
@@ -405,7 +407,7 @@ class Worker:
                 elif status == "suspended" and self.metrics is not None:
                     self.metrics.inc("redflow_runs_suspended_total", workflow=claimed.workflow)
                 elif status == "lease-lost":
-                    log.warning("run %s: lease lost before it could suspend", claimed.id)
+                    say_lost(log, self.client, claimed.id, "before it could suspend")
                 return Outcome(OutcomeMode.LOST)
             self.hooks.finished(claimed)
             outcome = self._execute(claimed)
@@ -464,7 +466,7 @@ class Worker:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
         if outcome.mode is OutcomeMode.LOST:
             if outcome.info is not None:
-                log.warning("run %s: lease lost; its result was discarded", claimed.id)
+                say_lost(log, self.client, claimed.id, "and its result was discarded")
             return None, None
         # The handler has ended: on the host's books its run is finishing from
         # here on (never timed out or aborted while a write rides out Redis
@@ -527,7 +529,7 @@ class Worker:
                 self._refused(run_id, "finish", exc)
                 continue
             if status is None:
-                log.warning("run %s: lease lost before its result was written", run_id)
+                say_lost(log, self.client, run_id, "before its result was written")
             return status
 
     def _after_finish(
@@ -537,7 +539,7 @@ class Worker:
         outcome: Outcome | None,
     ) -> None:
         if result == "lease-lost":
-            log.warning("run %s: lease lost before its result was written", finish.run_id)
+            say_lost(log, self.client, finish.run_id, "before its result was written")
             return
         if outcome is not None and outcome.info is not None:
             self._record(outcome.info.workflow, finish.mode, result)
@@ -614,9 +616,8 @@ class Worker:
             return False  # the claim finds out (and backs off)
 
     def _trim_bell(self, key: bytes | str) -> None:
-        """Cut a bell back to the cap our rings keep (``BELL_CAP``): tokens pushed
-        past it (by hand, by another program) only wake idle workers for nothing,
-        each one a claim, and would keep them spinning until the list is drained."""
+        """Cut a bell back to ``BELL_CAP``: tokens pushed past it (by hand, another
+        program) wake idle workers for nothing, each one a claim, until drained."""
         self._woken_by = None
         if key == self._wake_key or key == self._wake_key.encode():
             return
@@ -659,7 +660,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         pending = None
         while time.monotonic() < deadline:
-            _result, claimed = self._claim(new_token(), pending)
+            _result, claimed = self._claim(new_token(), pending, False)
             pending = None
             if claimed is None:
                 break

@@ -415,13 +415,69 @@ local STEPS_INLINE_BYTES = 1048576
 -- mark it running. Returns a reply table for a claimed run, or nil when the
 -- id was skipped (stale, canceled, corrupted or parked).
 
+-- The fields of a run that a claim reads (take, retake).
+local TAKE_FIELDS = { 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
+  'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
+  'startedAt', 'queue', 'availableAt', 'rateSlot', 'stepBytes' }
+
+-- The step records a claim's reply carries (see take): steps, unread; or
+-- false when the steps key is not a hash (the run is failed as corrupted).
+local function claim_steps(tag, id, f, now)
+  local steps = {}
+  local unread = ''
+  local size = tonumber(f[16])
+  if f[12] and f[12] ~= '' then
+    local n = redis.pcall('HLEN', k_steps(tag, id))
+    local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
+    if few then steps = redis.pcall('HGETALL', k_steps(tag, id)) end
+    if failed(n) or failed(steps) then
+      fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash', now)
+      return false
+    end
+    if not few and n > 0 then unread = tostring(n) end
+  end
+  return steps, unread
+end
+
+-- A claim's reply for run `id` (fields `f`, TAKE_FIELDS), claimed from queue `q`.
+local function claim_reply(id, q, f, started, steps, unread)
+  local size = tonumber(f[16])
+  return { id, f[2], f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
+    f[10] or '', f[11] or '', tostring(started), steps, f[14] or '', unread,
+    unread ~= '' and size and int_str(size) or '' }
+end
+
+-- A resent claim (its reply was lost: the caller cannot tell whether it ran):
+-- the run that the claim with `token` took, if it did, is running under that
+-- token still. It is leased again and answered as `take` answered, so that it
+-- starts now, not a lease later once the reaper has put it back (which also
+-- wrote a put-back into its history). Read: the runs that entered `running` in
+-- the last two leases, newest first, at most 1,000 (as requeue_claimed); only a
+-- resend pays it. nil: none (no run taken, or put back since): claim anew.
+local function retake(tag, token, lease_ms, now)
+  local recent = redis.pcall('ZREVRANGEBYSCORE', k_status(tag, 'running'), '+inf',
+    int_str(now - 2 * lease_ms), 'LIMIT', 0, 1000)
+  if failed(recent) then return nil end
+  for _, id in ipairs(recent) do
+    local run = k_run(tag, id)
+    if redis.pcall('HGET', run, 'lease') == token and redis.call('ZSCORE', k_leases(tag), id) then
+      local f = redis.call('HMGET', run, unpack(TAKE_FIELDS))
+      if f[1] == 'running' then
+        local steps, unread = claim_steps(tag, id, f, now)
+        if not steps then return nil end
+        redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+        return claim_reply(id, f[13], f, f[12], steps, unread)
+      end
+    end
+  end
+  return nil
+end
+
 local function take(tag, id, q, score, token, lease_ms, now)
   local run = k_run(tag, id)
   -- pcall: a foreign key of another type under the run's name must not fail the
   -- whole claim (WRONGTYPE); it is dropped like a missing hash.
-  local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
-    'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-    'startedAt', 'queue', 'availableAt', 'rateSlot', 'stepBytes')
+  local f = redis.pcall('HMGET', run, unpack(TAKE_FIELDS))
   if f.err or not (f[1] or f[2] or f[5]) then
     -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
@@ -489,18 +545,8 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- claim, of 1,000,000 for 3.1 s; of 100 steps of 1 MiB each, 0.8 s). Only the
   -- lease holder writes step records, so a read after the claim sees what the
   -- claim would have. stepBytes is missing for runs recorded before it existed.
-  local steps = {}
-  local unread = ''
-  local size = tonumber(f[16])
-  if f[12] and f[12] ~= '' then
-    local n = redis.pcall('HLEN', k_steps(tag, id))
-    local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
-    if few then steps = redis.pcall('HGETALL', k_steps(tag, id)) end
-    if failed(n) or failed(steps) then
-      return fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash', now)
-    end
-    if not few and n > 0 then unread = tostring(n) end
-  end
+  local steps, unread = claim_steps(tag, id, f, now)
+  if not steps then return nil end
   local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
   if failed(leased) then
     -- `leases` of another type: put the run back where it was (at its own score:
@@ -523,7 +569,5 @@ local function take(tag, id, q, score, token, lease_ms, now)
       'attemptStartedAt', ns)
   end
   move_status(tag, id, 'queued', 'running', now)
-  return { id, wf, f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
-    f[10] or '', f[11] or '', tostring(started), steps, f[14] or '', unread,
-    unread ~= '' and size and int_str(size) or '' }
+  return claim_reply(id, q, f, started, steps, unread)
 end

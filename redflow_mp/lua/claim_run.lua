@@ -12,9 +12,11 @@
 -- ARGV[8]  retry delay ms (retry)
 -- ARGV[9]  claim this run id only ('' = take the next from the queues; formerly the
 --          inline path of step.run_workflow, kept for tools and tests)
--- ARGV[10] '1' when the caller was just woken by a bell: if runs remain after its
---          claim, ring again to wake the next idle worker (enqueue rings only when a
---          ready set goes from empty to non-empty)
+-- ARGV[10] flags, a sum: 1 when the caller was just woken by a bell: if runs remain
+--          after its claim, ring again to wake the next idle worker (enqueue rings
+--          only when a ready set goes from empty to non-empty); 2 when this is the
+--          resend of a claim with the same token whose reply was lost: a run that
+--          claim took is answered again (retake in _lib_runs.lua) before any other
 -- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first);
 --          past 32 queues, optionally ARGV[12+n] a digest to register the list under
 --          (qset:<digest>, read by the calls below) and ARGV[13+n] the turn (below)
@@ -81,11 +83,18 @@ if mode ~= '' then
 end
 
 if token == '' then return { finished, {}, DROPPED } end
+if ARGV[10] == '2' or ARGV[10] == '3' then
+  local again = retake(tag, token, lease_ms, now)
+  if again then
+    ring_later_flush(tag)  -- the rings the finish above deferred
+    return { finished, again, DROPPED }
+  end
+end
 
 local function claim_next()
   local nq = tonumber(ARGV[11])
   local only = ARGV[9]
-  local woken = ARGV[10] == '1'
+  local woken = ARGV[10] == '1' or ARGV[10] == '3'
   if only ~= '' then
     for i = 1, nq do
       local ready = k_ready(tag, ARGV[11 + i])

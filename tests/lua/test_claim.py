@@ -365,3 +365,41 @@ def test_a_claim_over_1000_queues_reads_only_the_heads_of_blocks_holding_runs(
     assert got[-1] is None
     # one ZRANGE: the read of the registered list
     assert empty.get("zrange", 0) == 1 and empty.get("exists", 0) <= 63, empty
+
+
+def test_a_resent_claim_gets_the_run_its_lost_reply_named_and_nothing_else(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    first = enq(input_json=b'{"n":1}')
+    second = enq("wf2", input_json=b'{"n":2}')  # another workflow: a slot of its own
+    token = new_token()
+    _, lost = client.scripts.claim(("q",), 5_000, token)  # its reply "lost"
+    assert lost is not None and lost.id == first
+    raw.zadd(k.leases, {first: client.server_time_ms() + 100})  # about to expire
+    _, again = client.scripts.claim(("q",), 5_000, token, resend=True)
+    assert again is not None and again.id == first and again.token == token
+    assert (again.input_json, again.attempt, again.started_at) == (
+        b'{"n":1}',
+        1,
+        lost.started_at,
+    )
+    expiry = raw.zscore(k.leases, first)
+    assert expiry is not None and expiry - client.server_time_ms() > 4_000  # leased again
+    assert raw.zrange(k.q_ready("q"), 0, -1) == [second.encode()]  # nothing else taken
+    # Another token's resend finds nothing of its own: it claims the next run.
+    _, other = client.scripts.claim(("q",), 5_000, new_token(), resend=True)
+    assert other is not None and other.id == second
+
+
+def test_a_resent_claim_whose_run_was_put_back_claims_anew(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    first = enq()
+    token = new_token()
+    _, lost = client.scripts.claim(("q",), 5_000, token)
+    assert lost is not None
+    assert [i for i, _ in client.scripts.requeue_claimed(token, "test", 5_000)] == [first]
+    _, again = client.scripts.claim(("q",), 5_000, token, resend=True)
+    assert again is not None and again.id == first  # claimed again from the queue
+    assert status_of(raw, client, first) == "running"

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from redflow_mp import Client
+from tests.helpers import monitor
 from tests.process import flows, flows_ops
 from tests.process.conftest import ROOT, Supervisor, wait_until
 from tests.process.test_observability import _free_port, _get, _scrape
@@ -137,3 +138,30 @@ def test_a_child_out_of_file_descriptors_is_replaced(
     wait_until(lambda: _gone(leaker), 10, message="the child out of descriptors to go")
     assert "no file descriptors left" in sup.log(), sup.log()[-3000:]
     sup.wait_workers(1)
+
+
+def test_a_stopped_supervisor_says_it_was_stopped_not_that_redis_was_out_of_reach(
+    supervisor: Callable[..., Supervisor], client: Client, redis_url: str
+) -> None:
+    """SIGSTOP/SIGCONT of the supervisor (a debugger, a frozen cgroup, ^Z): its
+    reaper's next call finds a gap longer than a third of a lease and holds off
+    reaping, rightly (its children could not be helped either), but it blamed
+    Redis ("Redis was out of reach ...") though every call it tried was answered."""
+    sup = supervisor(procs=1)
+    sup.wait_workers(1)
+    with monitor(redis_url) as mon:  # its reaper has called once (the gap's start)
+        reaped = f'"ZRANGEBYSCORE" "{client.keys.leases}"'
+        wait_until(lambda: any(reaped in x for x in mon.snapshot()), 20, message="a reap")
+    sup.send(signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # the fault: stopped longer than the gap (a third of a 5 s lease)
+    finally:
+        sup.send(signal.SIGCONT)
+    line = wait_until(
+        lambda: [x for x in sup.log().splitlines() if "leases are not reaped for" in x],
+        20,
+        message="the reaper's hold after the pause",
+    )
+    assert "out of reach" not in line[0], line[0]
+    assert "did not run for" in line[0], line[0]
+    assert flows.pid.run(None, client=client).result(timeout=20)
