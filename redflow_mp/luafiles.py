@@ -49,6 +49,7 @@ SCRIPT_NAMES = (
     "replan_rate",
     "recheck_waits",
     "rearm_leases",
+    "relist_runs",
 )
 
 
