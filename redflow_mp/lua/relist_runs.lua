@@ -41,7 +41,7 @@
 -- ARGV[1]  tag   ARGV[2]  page size
 -- Reply: { pass done (1 when this page ended the last source), entries read,
 --          { run id, key it was put back into, ... } }
--- Cost: per entry read one HMGET, per index key the page's runs are in one
+-- Cost: per entry read one HMGET (two for an unfinished run), per index key the page's runs are in one
 -- ZMSCORE, per unfinished run two to four ZSCORE/SISMEMBER; a write only for a
 -- run put back (measured: docs/operations.md, "Redis evicts keys").
 local tag = ARGV[1]
@@ -167,11 +167,21 @@ local n = #entries / 2
 local placed = {}
 for i = 1, #entries, 2 do
   local id = entries[i]
-  local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'workflow', 'priority',
-    'createdAt', 'availableAt', 'updatedAt', 'finishedAt', 'maxConcurrency', 'rateSlot')
+  -- `f` as index() and place() read it: 1 status, 2 queue, 3 workflow, 4
+  -- priority, 5 createdAt, 6 availableAt, 7 updatedAt, 8 finishedAt, 9
+  -- maxConcurrency, 10 rateSlot. What indexing needs is read first: most runs
+  -- of a large store are finished, and nothing more is read of them.
+  local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'updatedAt', 'workflow', 'finishedAt',
+    'createdAt')
   if not failed(f) and f[1] then  -- gone, or not a hash: not relisted
+    f[7], f[8], f[2], f[4] = f[2], f[4], nil, nil
     index(id, f, src == 1)
-    if not TERMINAL[f[1]] then placed[#placed + 1] = { id, f } end
+    if not TERMINAL[f[1]] then
+      local g = redis.call('HMGET', k_run(tag, id), 'queue', 'priority', 'availableAt',
+        'maxConcurrency', 'rateSlot')
+      f[2], f[4], f[6], f[9], f[10] = g[1], g[2], g[3], g[4], g[5]
+      placed[#placed + 1] = { id, f }
+    end
   end
 end
 reindex()
@@ -181,7 +191,11 @@ if n >= page then
   redis.pcall('HSET', KEYS[1], 'src', src, 'score', entries[#entries], 'id', entries[#entries - 1])
 else
   if src == #SOURCES then src, done = 1, 1 else src = src + 1 end
-  redis.pcall('DEL', KEYS[1])
-  if src > 1 then redis.pcall('HSET', KEYS[1], 'src', src) end
+  redis.pcall('HDEL', KEYS[1], 'score', 'id')  -- (of another type: left alone)
+  if src > 1 then
+    redis.pcall('HSET', KEYS[1], 'src', src)
+  else
+    redis.pcall('HDEL', KEYS[1], 'src')
+  end
 end
 return { done, n, out }

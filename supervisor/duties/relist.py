@@ -15,8 +15,8 @@ last one stopped.
 
 Pace: a page every :data:`BETWEEN_PAGES` while a pass lasts, a pass every
 :data:`BETWEEN_PASSES`: a store of a few thousand runs is covered within
-about 35 s of a loss, a million runs in about 7.5 minutes (4,085 pages of
-~2.9 ms of Redis CPU each, some 2.5 % of a core; docs/operations.md). Nothing
+about 35 s of a loss, a million runs in about 8 minutes (4,085 pages of
+~3 ms of Redis CPU each, some 3 % of a core; docs/operations.md). Nothing
 is done on the hot path: enqueues and claims write exactly what they did.
 
 Only the cron leader does it (``leader``), in every shard: the work is the same

@@ -67,6 +67,10 @@ def test_finished_canceled_running_and_claimed_runs_are_never_placed(
     assert raw.hget(k.run(canceled), "status") == b"canceled"
     assert raw.hget(k.run(running), "status") == b"running"
     assert _pass(client) == []
+    # claims take the run put back once, and nothing else
+    _, got = client.scripts.claim(("q",), 60_000, new_token())
+    assert got is not None and got.id == left
+    assert client.scripts.claim(("q",), 60_000, new_token())[1] is None
 
 
 def test_scheduled_runs_lost_with_their_scheduled_set_and_due_queues_go_back(
@@ -182,3 +186,15 @@ def test_pages_cover_every_run_once_a_pass_whatever_leaves_meanwhile(
     )  # ids[9] is back in runs:created too: its status index named it
     assert raw.zcard(k.q_ready("q")) == 25
     assert not raw.exists(k.relist)  # a finished pass leaves no cursor
+
+
+def test_a_cursor_of_another_type_is_left_alone_and_a_pass_still_reads_its_first_page(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    k = client.keys
+    rid = enq(max_concurrency=10)
+    raw.delete(k.q_ready("q"))
+    raw.set(k.relist, "a neighbour's value")
+    got = relist_runs(client)
+    assert (rid, k.q_ready("q")) in got.put
+    assert raw.get(k.relist) == b"a neighbour's value"  # not ours to delete
