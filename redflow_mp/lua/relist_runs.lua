@@ -33,7 +33,8 @@
 -- of the unfinished statuses (queued, scheduled, running, suspended), so that
 -- a lost runs:created hides no unfinished run listed there.
 -- Paging: the cursor is the (score, member) last read; the next page starts
--- after it (ZRANK, O(log N)) or, when it left the index, at its score (ZCOUNT),
+-- after it (ZRANK, O(log N)) or, when it left the index or moved to another
+-- score, at its score (ZCOUNT),
 -- so a run that stays in an index for a whole pass is read in that pass,
 -- whatever enters or leaves it meanwhile.
 --
@@ -41,9 +42,10 @@
 -- ARGV[1]  tag   ARGV[2]  page size
 -- Reply: { pass done (1 when this page ended the last source), entries read,
 --          { run id, key it was put back into, ... } }
--- Cost: per entry read one HMGET (two for an unfinished run), per index key the page's runs are in one
--- ZMSCORE, per unfinished run two to four ZSCORE/SISMEMBER; a write only for a
--- run put back (measured: docs/operations.md, "Redis evicts keys").
+-- Cost: per entry read one HMGET (two for an unfinished run), per index key
+-- the page's runs are in one ZMSCORE, per unfinished run two to four
+-- ZSCORE/SISMEMBER; a write only for a run put back (measured:
+-- docs/operations.md, "Redis evicts keys").
 local tag = ARGV[1]
 local page = tonumber(ARGV[2])
 local SOURCES = { tag .. ':runs:created', k_status(tag, 'queued'), k_status(tag, 'scheduled'),
@@ -55,7 +57,14 @@ if src < 1 or src > #SOURCES then src = 1 end
 local source = SOURCES[src]
 local start = 0
 if cursor[3] then
-  local rank = redis.pcall('ZRANK', source, cursor[3])
+  -- After the cursor's member if it is still there at the cursor's score (not
+  -- moved on to a later score: that would skip the runs in between), else at
+  -- the cursor's score.
+  local at = redis.pcall('ZSCORE', source, cursor[3])
+  local rank = nil
+  if type(at) == 'string' and tonumber(at) == tonumber(cursor[2]) then
+    rank = redis.pcall('ZRANK', source, cursor[3])
+  end
   if type(rank) == 'number' then
     start = rank + 1
   elseif tonumber(cursor[2]) then

@@ -198,3 +198,26 @@ def test_a_cursor_of_another_type_is_left_alone_and_a_pass_still_reads_its_first
     got = relist_runs(client)
     assert (rid, k.q_ready("q")) in got.put
     assert raw.get(k.relist) == b"a neighbour's value"  # not ours to delete
+
+
+def test_a_cursor_whose_run_moved_to_a_later_score_skips_nothing(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    # A run whose score in the index read moved on (re-entering a status index
+    # later): paging on after its new rank skipped every run in between. Finished
+    # runs: runs:created is the only source that reads them.
+    k = client.keys
+    ids = [enq(max_concurrency=100) for _ in range(25)]
+    for rid in ids:
+        assert client.scripts.cancel(rid, "test") == "canceled"
+    raw.delete(k.runs_status("canceled"))
+    first = relist_runs(client, 10)
+    assert [i for i, _ in first.put] == ids[:10]
+    raw.zadd(k.runs_created, {ids[9]: 9e12})  # the cursor's run, now last
+    put = list(first.put)
+    for _ in range(10):
+        got = relist_runs(client, 10)
+        put.extend(got.put)
+        if got.done:
+            break
+    assert sorted(i for i, key in put if key == k.runs_status("canceled")) == sorted(ids)
