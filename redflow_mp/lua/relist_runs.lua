@@ -20,6 +20,7 @@
 --     a running run has one);
 --   * scheduled: back into its scheduled set at its availableAt, and its queue
 --     into due-queues no later than that (the promoter reads only due-queues);
+--     a queue a run is put back on is named in `queues` again;
 --   * running, suspended: back into wf-running:<wf> (its concurrency slot:
 --     without it, claims started more runs than max_concurrency); a running
 --     run's `leases` entry and a suspended run's timer are rearm_leases.lua's
@@ -120,6 +121,11 @@ local function index(id, f, from_created)
   if wf and wf ~= '' then group(k_wf_runs(tag, wf), id, created) end
 end
 
+-- A queue a run was put back on is in `queues` again, as its enqueue made it
+-- (forget_queues may have dropped its name since: the stranded-queue warning
+-- and `redflow queues` read it).
+local function name_queue(q) redis.pcall('SADD', tag .. ':queues', q) end
+
 -- Back into the key that places it (queued, scheduled, running, suspended).
 local function place(id, f)
   local st, q, wf = f[1], f[2], f[3]
@@ -145,10 +151,12 @@ local function place(id, f)
       redis.call('ZADD', waiting, score, id)
       redis.pcall('SADD', tag .. ':parked', wf)
       put(id, waiting)
+      name_queue(q)
     elseif not failed(redis.pcall('ZADD', ready, score, id)) then
       mark_ready(tag, q, score)
       ring(tag, q)
       put(id, ready)
+      name_queue(q)
     end
   elseif st == 'scheduled' then
     local sched = k_scheduled(tag, q)
@@ -158,6 +166,7 @@ local function place(id, f)
       due = tonumber(f[6]) and f[6] or int_str(now_ms())
       if failed(redis.pcall('ZADD', sched, due, id)) then return end
       put(id, sched)
+      name_queue(q)
     end
     local listed = redis.pcall('ZSCORE', k_due_queues(tag), q)
     if not failed(listed) and (not listed or tonumber(listed) > tonumber(due)) then

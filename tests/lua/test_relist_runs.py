@@ -32,8 +32,9 @@ def test_queued_runs_lost_with_their_ready_set_go_back_in_priority_order(
     ids = [enq(max_concurrency=10) for _ in range(3)]
     raw.hset(k.run(ids[2]), "priority", 5)  # as an enqueue with priority 5 writes it
     before = [raw.zscore(k.q_ready("q"), i) for i in ids[:2]]
-    raw.delete(k.q_ready("q"), k.ready_queues, k.q_bell("q"))
+    raw.delete(k.q_ready("q"), k.ready_queues, k.q_bell("q"), k.queues)
     assert _pass(client) == [(i, k.q_ready("q")) for i in ids]
+    assert raw.smembers(k.queues) == {b"q"}
     # the priority-5 run first, the others in their order at their own scores
     assert raw.zrange(k.q_ready("q"), 0, -1) == [i.encode() for i in (ids[2], ids[0], ids[1])]
     assert [raw.zscore(k.q_ready("q"), i) for i in ids[:2]] == before
