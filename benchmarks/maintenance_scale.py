@@ -19,6 +19,10 @@ Against a private redis-server (``benchmarks.redis_server``):
 - ``lists``: only the ``list_runs`` filters of ``sweep`` (also printed there).
 - ``promote``: ``--scheduled`` due scheduled runs promoted by the promoter duty.
 - ``reap``: ``--leases`` expired leases reaped by the reaper duty.
+- ``relist``: the relist sweep (``relist_runs.lua``) over ``--runs`` finished
+  runs and 10,000 queued ones whose ready set was deleted: one whole pass
+  called back to back, then a pass with nothing to put back; the cost of one
+  page (SLOWLOG, commandstats) and the time a pass takes at the duty's pace.
 
 The finished runs are clones of one run that really ran (enqueued with an
 idempotency key, one step, executed by a worker): a Lua loop copies its hash
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -419,6 +424,66 @@ def bench_reap(server: RedisServer, n: int) -> None:
     r.flushall()
 
 
+def _server_cpu(r: redis.Redis) -> float:
+    """CPU seconds (user + system) redis-server has used: unlike SLOWLOG's wall
+    time, not inflated when a loaded machine deschedules the server."""
+    pid = int(r.info("server")["process_id"])
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _relist_pass(client: Client, r: redis.Redis) -> tuple[int, int, float, float]:
+    """One whole relist pass, pages back to back: (pages, runs put back, wall s,
+    redis-server CPU s)."""
+    from redflow_mp.lostkeys import relist_runs
+
+    pages = put = 0
+    cpu = _server_cpu(r)
+    t0 = time.monotonic()
+    while True:
+        got = relist_runs(client)
+        pages += 1
+        put += len(got.put)
+        if got.done:
+            return pages, put, time.monotonic() - t0, _server_cpu(r) - cpu
+
+
+def bench_relist(server: RedisServer, n: int) -> None:
+    from redflow_mp.lostkeys import RELIST_PAGE
+    from redflow_supervisor.duties.relist import BETWEEN_PAGES
+
+    client, wf = _app(server.url)
+    r = server.client()
+    tag = client.keys.tag
+    src = _template(client, wf)
+    t0 = time.monotonic()
+    _load_finished(r, tag, src, n, 3_600_000, "old-")
+    queued = 10_000
+    client.run_many_by_name("scale-wf", [None] * queued)
+    print(f"relist: {n} finished runs and {queued} queued in {time.monotonic() - t0:.1f} s")
+    r.delete(f"{tag}:q:default:ready")
+    _reset_stats(r)
+    pages, put, took, cpu = _relist_pass(client, r)
+    back = r.zcard(f"{tag}:q:default:ready")
+    print(
+        f"  pass with the ready set lost: {pages} pages of {RELIST_PAGE}, {put} put back "
+        f"({back} in the ready set), {took:.1f} s back to back, redis-server CPU "
+        f"{cpu / pages * 1000:.2f} ms per page; {_calls(r)}"
+    )
+    for _ in range(3):
+        _reset_stats(r)
+        pages, put, took, cpu = _relist_pass(client, r)
+        print(
+            f"  pass with nothing lost: {pages} pages, {put} put back, {took:.1f} s back "
+            f"to back, redis-server CPU {cpu / pages * 1000:.2f} ms per page; {_calls(r)}; "
+            f"at the duty's pace ({BETWEEN_PAGES} s between pages) "
+            f"{pages * BETWEEN_PAGES + took:.0f} s"
+        )
+    client.close()
+    r.flushall()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.maintenance_scale")
     ap.add_argument("--runs", type=int, default=1_000_000)
@@ -447,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
             bench_promote(server, ns.scheduled)
         if "reap" in todo:
             bench_reap(server, ns.leases)
+        if "relist" in todo:
+            bench_relist(server, ns.runs)
     finally:
         server.stop()
 

@@ -155,6 +155,11 @@ def expected_types(
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
         (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),
+        (
+            keys.relist,
+            "hash",
+            "the relist sweep reads only its first page of runs until it is removed",
+        ),
     ]
     for wf in workflows:
         out += [

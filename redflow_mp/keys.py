@@ -106,6 +106,9 @@ Keys redflow-mp adds::
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time
+    relist                        HASH  the relist sweep's cursor (``src``: the index it
+                                        reads, ``score`` / ``id``: the last entry read;
+                                        relist_runs.lua); lost, a pass starts again
 
 Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
@@ -275,6 +278,11 @@ class Keys:
     @property
     def timers(self) -> str:
         return self.tag + ":timers"
+
+    @property
+    def relist(self) -> str:
+        """The relist sweep's cursor (relist_runs.lua, lostkeys.relist_runs)."""
+        return self.tag + ":relist"
 
     @property
     def meta(self) -> str:

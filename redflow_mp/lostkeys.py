@@ -21,6 +21,11 @@ children again; the lost one has no record, so its wait step raises
 to its handler.
 :func:`rearm_leases` does the same for running runs and ``leases``
 (``rearm_leases.lua``; the supervisor's reaper, a page a minute).
+:func:`relist_runs` does it for the keys that list runs (a queue's ready and
+scheduled sets, ``due-queues``, a workflow's waiting set and concurrency slots,
+the status indexes, ``runs:created``, ``workflow-runs:<wf>``): it walks every
+run record, a page a call, and puts back those missing from the key their
+status says holds them (``relist_runs.lua``; the supervisor's relist duty).
 
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
 ``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
@@ -32,15 +37,26 @@ runs takes 10 minutes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .codec import text
 from .xshard import Runs, kick
 
-__all__ = ["PAGE", "SAMPLE", "rearm_leases", "repair_suspended", "wake_parents_of_lost_children"]
+__all__ = [
+    "PAGE",
+    "RELIST_PAGE",
+    "SAMPLE",
+    "Relisted",
+    "rearm_leases",
+    "relist_runs",
+    "repair_suspended",
+    "wake_parents_of_lost_children",
+]
 
 #: Suspended runs read per call.
 PAGE = 500
+#: Runs read per relist call (see :func:`relist_runs`).
+RELIST_PAGE = 250
 #: Awaited children sampled per suspended run per call (a fan-out of 5,000
 #: children is looked at 20 at a time, at random).
 SAMPLE = 20
@@ -124,3 +140,26 @@ def rearm_leases(store: Any, offset: int, lease_ms: int, page: int = PAGE) -> tu
         "rearm_leases", (keys.leases,), (keys.tag, lease_ms, *ids), retry=True
     )
     return (offset + len(ids) if len(ids) == page else 0), [text(x) for x in reply]
+
+
+class Relisted(NamedTuple):
+    """What one :func:`relist_runs` call did."""
+
+    #: True when the call read the last page of a pass.
+    done: bool
+    #: Index entries read.
+    read: int
+    #: (run id, the key it was put back into), in the order done.
+    put: list[tuple[str, str]]
+
+
+def relist_runs(store: Any, page: int = RELIST_PAGE) -> Relisted:
+    """One page of ``store``'s (a shard's) relist sweep, from the cursor kept in
+    Redis (``relist``): the runs read are put back into the index keys their
+    record says hold them and which lost them (``relist_runs.lua``)."""
+    keys = store.keys
+    done, read, flat = store.scripts.run(
+        "relist_runs", (keys.relist,), (keys.tag, page), retry=True
+    )
+    put = [(text(flat[i]), text(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return Relisted(bool(done), int(read), put)

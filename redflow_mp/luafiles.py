@@ -50,6 +50,7 @@ SCRIPT_NAMES = (
     "recheck_waits",
     "rearm_leases",
     "confirm_result",
+    "relist_runs",
 )
 
 

@@ -4,8 +4,7 @@ One iteration: wait for a signal, a metrics event or the next deadline (the
 nearest duty, backoff or kill deadline, at most 1 s; ``wakeup.py``), dispatch
 signals to ``handle_<name>``, reap children, watch the live ones (readiness,
 run timeouts, kill deadlines), refill slots, run the duties that are due
-(``duties/``: lease backstop, memory, leader lock, cron, promoter, reaper,
-retention, status record).
+(``duties/``: backstop, memory, leader, cron, promoter, reaper, retention, relist, ...).
 
 The arbiter decides *when*; the library decides *what*: putting back a dead
 child's runs, recording a timeout or an ignored cancellation (``aftermath.py``),
@@ -67,6 +66,7 @@ from .duties.promoter import PromoterDuty
 from .duties.reaper import ReaperDuty
 from .duties.registration import RegistrationDuty
 from .duties.registry import RegistryDuty
+from .duties.relist import RelistDuty
 from .duties.retention import RetentionDuty
 from .duties.status import ProcessSampler, StatusDuty, gauges, supervisor_id, supervisor_status
 from .liveness import StallWatch
@@ -197,6 +197,7 @@ class Arbiter:
                     lease_ms=s.lease_ms,
                 ),
                 RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
+                RelistDuty(client, self.leader),
                 KeyCheckDuty(client, lambda: [w.name for w in self.registry], lambda: self.queues),
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),

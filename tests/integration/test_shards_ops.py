@@ -1,5 +1,5 @@
 """``shards > 1`` on one redis-server: the control plane. Listing and stats read
-every shard and merge; the duties (promoter, reaper, retention, cron) cover every
+every shard and merge; the duties (promoter, reaper, retention, cron, relist) cover every
 shard; the keyspace records its shard count and refuses another one.
 
 Runs are written into a chosen shard with that shard's own scripts (as the data
@@ -28,6 +28,7 @@ from redflow_mp.shardset import Shard
 from supervisor.duties.cron import CronDuty
 from supervisor.duties.leader import LeaderDuty
 from supervisor.duties.promoter import PromoterDuty
+from supervisor.duties.relist import RelistDuty
 from supervisor.duties.retention import RetentionDuty
 from supervisor.ops.cli import main as redflow_main
 from tests.helpers import status_index_reads
@@ -137,6 +138,23 @@ def test_promoter_and_retention_cover_every_shard(sharded: Client) -> None:
     duty.tick(time.monotonic())
     assert duty.removed == N
     assert list_runs_all(sharded) == []
+
+
+def test_relist_covers_every_shard(sharded: Client) -> None:
+    # Each shard's ready set lost: each shard's own relist pass puts its run back.
+    ids = [put(s, workflow_in(sharded, s.index)) for s in sharded.shards]
+    for s in sharded.shards:
+        s.redis.delete(s.keys.q_ready("q"))
+    duty = RelistDuty(sharded, between_pages=0.0)
+    now = time.monotonic()
+    for _ in range(100):  # a pass per shard: 5 pages each (one per source)
+        if duty.passes >= N:
+            break
+        now = duty.tick(now)
+    assert duty.passes == N
+    assert duty.relisted == N
+    for s, run_id in zip(sharded.shards, ids, strict=True):
+        assert s.redis.zrange(s.keys.q_ready("q"), 0, -1) == [run_id.encode()]
 
 
 def test_cron_leader_fires_the_crons_of_every_shard(sharded: Client) -> None:

@@ -34,3 +34,9 @@ def _work(seconds: float) -> str:
 def busy(ctx: Context[Any]) -> str:
     """One step that works ``input`` seconds (the run holds its lease meanwhile)."""
     return str(ctx.step.run("work", _work, float(ctx.input)))
+
+
+@define_workflow("quick", queue="chaos", max_concurrency=100)
+def quick(ctx: Context[Any]) -> str:
+    """One short step; returns ``input``."""
+    return str(ctx.step.run("one", lambda: str(ctx.input)))
