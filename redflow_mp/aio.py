@@ -422,8 +422,9 @@ class AsyncClient:
         stack, seen = [run_id], {run_id}
         while stack:
             parent = stack.pop()
-            shard, fresh = self.shard_of_run(parent), []
+            shard, fresh, listed = self.shard_of_run(parent), [], False
             async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
+                listed = True
                 if (child := text(raw)) not in seen:
                     seen.add(child)
                     fresh.append(child)
@@ -431,6 +432,8 @@ class AsyncClient:
                 chunk = fresh[at : at + CASCADE_CHUNK]
                 done = await self._cancel_many(chunk, why)
                 stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
+            if listed:  # its cascade is no longer owed (``cascade.finish_pending``)
+                await shard.redis.zrem(shard.keys.cascades, parent)
 
     async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``Runs._cancel_many`` on this client's connections."""

@@ -152,6 +152,11 @@ def expected_types(
             "claims of many queues read every queue served (slower); none is lost",
         ),
         (keys.timers, "zset", _PLACING),
+        (
+            keys.cascades,
+            "zset",
+            "a cancel cascade whose canceller died is not finished by the supervisor",
+        ),
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
         (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),

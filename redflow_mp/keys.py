@@ -127,6 +127,12 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
     run:<runId>:children          SET   children started by run_workflow / run_workflows
                                         (not emit_workflow): a cancel of the run cancels the
                                         unfinished ones, recursively
+    cascades                      ZSET  runId -> time it ended canceled, for a canceled run
+                                        with children whose cascade may be unfinished:
+                                        written by the script that cancels it, removed by
+                                        the walk that canceled its children (or a resume);
+                                        the cron leader finishes those older than 10 s
+                                        (a canceller that died between the two)
     run:<runId>:ev:<len:name>     LIST  unconsumed events of one name, oldest first (payload
                                         JSON); length-prefixed like the idempotency keys
     run:<runId>:events            SET   the event names sent to the run (retention deletes
@@ -271,6 +277,11 @@ class Keys:
     @property
     def timers(self) -> str:
         return self.tag + ":timers"
+
+    @property
+    def cascades(self) -> str:
+        """Canceled runs whose cancel cascade may be unfinished (``cascade.py``)."""
+        return self.tag + ":cascades"
 
     @property
     def meta(self) -> str:

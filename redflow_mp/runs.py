@@ -466,7 +466,12 @@ class Runs:
             shard = self.shard_of_run(parent)
             return list(shard.redis.sscan_iter(shard.keys.run_children(parent), count=500))
 
-        return cancel_children(scan, self._cancel_many, run_id, reason)
+        def done(parents: list[str]) -> None:  # their cascade is no longer owed
+            for positions in positions_by_shard(parents, self.shard_of_run):
+                shard = self.shard_of_run(parents[positions[0]])
+                shard.redis.zrem(shard.keys.cascades, *[parents[i] for i in positions])
+
+        return cancel_children(scan, self._cancel_many, run_id, reason, done)
 
     def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by

@@ -1,11 +1,10 @@
 """The arbiter: the supervisor's single-threaded parent loop.
 
-One iteration: wait for a signal, a metrics event or the next deadline (the
-nearest duty, backoff or kill deadline, at most 1 s; ``wakeup.py``), dispatch
-signals to ``handle_<name>``, reap children, watch the live ones (readiness,
-run timeouts, kill deadlines), refill slots, run the duties that are due
-(``duties/``: lease backstop, memory, leader lock, cron, promoter, reaper,
-retention, status record).
+One iteration: wait for a signal, a metrics event or the next deadline (the nearest
+duty, backoff or kill deadline, at most 1 s; ``wakeup.py``), dispatch signals to
+``handle_<name>``, reap children, watch the live ones (readiness, run timeouts, kill
+deadlines), refill slots, run the duties that are due (``duties/``: lease backstop,
+memory, leader lock, cron, promoter, reaper, retention, cancel cascades, status record).
 
 The arbiter decides *when*; the library decides *what*: putting back a dead
 child's runs, recording a timeout or an ignored cancellation (``aftermath.py``),
@@ -59,6 +58,7 @@ from .children import (
 )
 from .duties import Schedule
 from .duties.backstop import BackstopDuty
+from .duties.cascades import CascadeDuty
 from .duties.cron import CronDuty
 from .duties.keycheck import KeyCheckDuty
 from .duties.leader import LeaderDuty
@@ -197,6 +197,7 @@ class Arbiter:
                     lease_ms=s.lease_ms,
                 ),
                 RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
+                CascadeDuty(client, self.leader),
                 KeyCheckDuty(client, lambda: [w.name for w in self.registry], lambda: self.queues),
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),

@@ -90,6 +90,8 @@ local function k_timers(tag) return tag .. ':timers' end
 local function k_awaits(tag, id) return tag .. ':run:' .. id .. ':awaits' end
 local function k_waiters(tag, id) return tag .. ':run:' .. id .. ':waiters' end
 local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' end
+-- canceled runs whose children (run:<id>:children) may not all be canceled yet
+local function k_cascades(tag) return tag .. ':cascades' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
 local function k_evkeys(tag, id) return tag .. ':run:' .. id .. ':event-keys' end
 local function k_ev(tag, id, name)
@@ -520,6 +522,11 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
+  -- The cancel cascade owed, recorded with the cancel (cascade.py ends it; the
+  -- supervisor finishes one whose canceller died): a pcall, see `failed`.
+  if status == 'canceled' and redis.call('EXISTS', k_children(tag, id)) == 1 then
+    redis.pcall('ZADD', k_cascades(tag), ns, id)
+  end
   -- Every unfinished status may hold a slot: running, suspended, and queued
   -- after a wake (no-ops otherwise).
   leave_running(tag, id, f[4])
