@@ -167,6 +167,11 @@ def expected_types(
             (keys.workflow_runs(wf), "zset", _LISTING),
             (keys.wf_running(wf), "set", f"no run of {wf} is claimed until it is removed"),
             (keys.wf_waiting(wf), "zset", _PLACING),
+            (
+                keys.wf_suspended(wf),
+                "set",
+                f"a wait of {wf} past 256 slots that cannot start is not told apart (it suspends)",
+            ),
             (keys.rate(wf), "zset", f"no run of {wf} is claimed until it is removed"),
         ]
     for q in queues:

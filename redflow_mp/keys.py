@@ -95,6 +95,9 @@ Keys redflow-mp adds::
                                         like ready (v1: a LIST); by a claim, or at enqueue or
                                         promotion while the workflow is at its limit with runs
                                         parked
+    wf-suspended:<name>           SET   suspended runIds holding a slot of wf-running:<name>
+                                        (suspend_run adds, wake/finalize remove): the deadlock
+                                        rule counts it past 256 slots
     parked                        SET   workflow names whose wf-waiting set is non-empty
     rate:<name>                   ZSET  the workflow's rate limit window: one member per
                                         start (past or reserved) -> its start time (server
@@ -305,6 +308,10 @@ class Keys:
 
     def wf_waiting(self, name: str) -> str:
         return f"{self.tag}:wf-waiting:{name}"
+
+    def wf_suspended(self, name: str) -> str:
+        """The suspended runs holding a slot of ``wf_running`` (the deadlock rule)."""
+        return f"{self.tag}:wf-suspended:{name}"
 
     def rate(self, name: str) -> str:
         return f"{self.tag}:rate:{name}"

@@ -24,8 +24,9 @@ from redflow_mp import (
     StepTimeoutError,
     define_workflow,
 )
-from redflow_mp.codec import RunStatus
+from redflow_mp.codec import RunStatus, RunWait
 from redflow_mp.errors import PayloadTooLargeError, UnknownWorkflowError, WaitDeadlockError
+from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.wait_scripts import EventLimitError
 from tests.helpers import WorkerPool, wait_until
 
@@ -534,3 +535,34 @@ def test_async_gather_sibling_step_in_flight_runs_once(
     assert calls == [1]
     steps = {s.name: s for s in client.get_run_steps(handle.id) or []}
     assert steps["work"].status == "succeeded"
+
+
+def test_deadlock_is_a_clear_error_past_256_slots(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """Workflow dl-big has 300 slots; 299 are held by suspended runs (sleeping on
+    a queue no worker serves), the 300th by a parent that awaits a child of its
+    own workflow: the child can never start. Past 256 slots the rule read
+    nothing (script and replayed check alike): the parent suspended for good."""
+    n = 300
+
+    @define_workflow("dl-big", registry=registry, max_concurrency=n)
+    def big(ctx: Context[Any]) -> Any:
+        if ctx.input == "child":
+            return "never runs"
+        try:
+            ctx.step.run_workflow("me", big, "child")
+        except WaitDeadlockError as exc:
+            return "deadlock: " + str(exc)
+        return "no deadlock"
+
+    scripts = client.scripts
+    for _ in range(n - 1):
+        scripts.enqueue(new_run_id(), "dl-big", "held", b'"x"', 1, 0, "", 60_000, "", "", n, None)
+        _, held = scripts.claim(("held",), 60_000, new_token())
+        assert held is not None
+        nap = RunWait(steps=["nap"], kinds=["sleep"], wake_at=client.server_time_ms() + 3_600_000)
+        assert scripts.suspend(held.id, held.token, nap) == "suspended"
+    workers.start()
+    out = big.run("parent").result(timeout=30)
+    assert out.startswith("deadlock: ") and "all 300 max_concurrency" in out
