@@ -114,7 +114,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
     run:<runId>                   HASH  + ``wait`` (JSON, while suspended: children, events,
                                         wakeAt, steps), ``suspendedAt``, ``wokenAt``,
-                                        ``eventsPending`` (events sent, not consumed yet)
+                                        ``eventsPending`` (events sent, not consumed yet),
+                                        ``eventBytes`` (their payloads' bytes)
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
                                         ``leases`` entry but keeps its wf-running slot)
     timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's

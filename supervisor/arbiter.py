@@ -289,8 +289,7 @@ class Arbiter:
         return max(wake, now + 0.001)
 
     def _gauges(self) -> list[tuple[str, Labels, float]]:
-        # One process series per slot (its current process), so a rolling
-        # restart's overlap never repeats a label set.
+        # One series per slot (its current process): a rolling restart never repeats labels.
         current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
         return [
             *gauges(self.client, self.registry, len(self.children), self.queues, self._run_queues),
@@ -488,6 +487,7 @@ class Arbiter:
             max_runs=s.max_runs_per_child,
             max_payload_bytes=s.max_payload_bytes,
             max_events_per_run=s.max_events_per_run,
+            max_event_bytes_per_run=s.max_event_bytes_per_run,
             redis_functions=s.redis_functions,
             cluster=s.cluster,
             sentinel_master=s.sentinel_master or None,

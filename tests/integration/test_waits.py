@@ -239,6 +239,31 @@ def test_event_bad_input(client: Client, registry: Registry, make_client: Any) -
     assert client.redis.llen(client.keys.run_events(handle.id, hostile)) == 1
 
 
+def test_events_of_one_run_have_a_byte_budget_by_default(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """The count limit (10,000) let one run store 10,000 payloads of up to
+    max_payload_bytes (8 MiB): 80 GB of Redis memory through send_event. By
+    default the unconsumed events of a run hold at most 64 MiB; a refused event
+    stores nothing (nothing stored is dropped)."""
+
+    @define_workflow("ev-budget", registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        return None
+
+    handle = flow.run()  # queued (no worker): events may be sent
+    mib = "x" * (1024 * 1024 - 2)  # one MiB of JSON with its quotes
+    sent = 0
+    with pytest.raises(EventLimitError, match="max_event_bytes_per_run=67108864"):
+        while sent < 100:
+            client.send_event(handle.id, "flood", mib)
+            sent += 1
+    assert sent == 64
+    assert raw.llen(client.keys.run_events(handle.id, "flood")) == 64
+    with pytest.raises(EventLimitError):  # the budget is full: even one byte more
+        client.send_event(handle.id, "small", 1)
+
+
 def test_cancel_of_a_suspended_parent_cascades_to_its_children(
     client: Client, registry: Registry, workers: WorkerPool, raw: redis.Redis
 ) -> None:

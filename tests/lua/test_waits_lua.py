@@ -12,6 +12,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait, StoredStep, decode_step, encode_step
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
+from redflow_mp.wait_scripts import EventLimitError
 from tests.helpers import text
 
 pytestmark = pytest.mark.timeout(30)
@@ -341,3 +342,22 @@ def test_wf_suspended_holds_the_suspended_slot_holders_only(
     assert _finish(client, kid) == "succeeded"  # wakes a: queued, still holding its slot
     assert _status(raw, client, a.id) == "queued"
     assert not raw.exists(k.wf_suspended("x"))
+
+
+def test_the_event_byte_budget_counts_unconsumed_payloads_only(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """send_event refuses a payload that would take the run's unconsumed payloads
+    past the budget (nothing stored); consume_event gives its bytes back."""
+    run_id = enq(workflow="e", queue="q")
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    with pytest.raises(EventLimitError, match="hold 24 bytes"):
+        client.scripts.send_event(run_id, "go", b"1", 10, "", 24)
+    assert raw.llen(client.keys.run_events(run_id, "go")) == 2
+    run = _claim(client)
+    got = client.scripts.consume_event(run_id, run.token, "a", "go", _record_parts(), 5_000)
+    assert got[0] == 1
+    assert raw.hget(client.keys.run(run_id), "eventBytes") == b"12"
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    assert raw.hget(client.keys.run(run_id), "eventBytes") == b"24"
