@@ -11,6 +11,7 @@ import redis
 
 from redflow_mp import Client
 from redflow_mp.cascade import finish_pending
+from redflow_mp.ids import new_token
 from redflow_mp.maintenance import stores
 from tests.helpers import status_of
 
@@ -59,3 +60,20 @@ def test_finish_pending_walks_the_old_entries_only(
     assert finish_pending(client, store, age_ms=0) == [parent]
     assert status_of(raw, client, child) == "canceled"
     assert raw.zcard(client.keys.cascades) == 0
+
+
+def test_a_running_parent_that_ends_canceled_records_the_cascade_owed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The worker's path: a cancel asked of a running parent, then its finish
+    (finalize_run) ends it canceled: the same call records the cascade, so a
+    worker killed before its walk leaves it to the supervisor."""
+    parent, child = _family(raw, client, enq)
+    _, run = client.scripts.claim(("q",), 5_000, new_token())
+    assert run is not None and run.id == parent
+    assert client.scripts.cancel(parent, "") == "running"
+    assert raw.zscore(client.keys.cascades, parent) is None  # not canceled yet
+    assert client.scripts.finalize(parent, run.token, "succeeded", b'"ok"') == "canceled"
+    assert raw.zscore(client.keys.cascades, parent) is not None
+    assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
+    assert status_of(raw, client, child) == "canceled"
