@@ -83,6 +83,7 @@ from .results import (
     terminal_state,
 )
 from .runs import (
+    DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     DEFAULT_MAX_EVENTS_PER_RUN,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PREFIX,
@@ -153,6 +154,7 @@ class AsyncClient:
         redis_functions: bool = False,
         max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
         shards: int = 1,
+        max_event_bytes_per_run: int = DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -171,6 +173,9 @@ class AsyncClient:
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
+        self.max_event_bytes_per_run = check_max_events_per_run(
+            max_event_bytes_per_run, "max_event_bytes_per_run"
+        )
         self._shards_verified = True  # create_async_client asks for the check
 
     async def _verify_shards(self) -> None:
@@ -422,8 +427,9 @@ class AsyncClient:
         stack, seen = [run_id], {run_id}
         while stack:
             parent = stack.pop()
-            shard, fresh = self.shard_of_run(parent), []
+            shard, fresh, listed = self.shard_of_run(parent), [], False
             async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
+                listed = True
                 if (child := text(raw)) not in seen:
                     seen.add(child)
                     fresh.append(child)
@@ -431,6 +437,8 @@ class AsyncClient:
                 chunk = fresh[at : at + CASCADE_CHUNK]
                 done = await self._cancel_many(chunk, why)
                 stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
+            if listed:  # its cascade is no longer owed (``cascade.finish_pending``)
+                await shard.redis.zrem(shard.keys.cascades, parent)
 
     async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``Runs._cancel_many`` on this client's connections."""
@@ -469,11 +477,12 @@ class AsyncClient:
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         shard = self.shard_of_run(run_id)
-        keys, args = send_event_call(shard.keys, run_id, name, data, self.max_events_per_run, key)
+        limits = self.max_events_per_run, self.max_event_bytes_per_run
+        keys, args = send_event_call(shard.keys, run_id, name, data, limits[0], key, limits[1])
         # without a key never resent: a resend after a lost reply would store the
         # event twice; with one the script stores it once
         reply = await shard.scripts.run("send_event", keys, args, retry=bool(key))
-        return send_event_reply(reply, run_id, self.max_events_per_run)
+        return send_event_reply(reply, run_id, *limits)
 
     async def resume_run(self, run_id: str) -> AsyncRunHandle[Any]:
         """Put a failed or canceled run back in its queue as the same run, keeping
@@ -614,6 +623,7 @@ def create_async_client(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+    max_event_bytes_per_run: int = DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     cluster: bool = False,
     sentinel_master: str | None = None,
     durability: str = "none",
@@ -659,6 +669,7 @@ def create_async_client(
         redis_functions=redis_functions,
         max_events_per_run=max_events_per_run,
         shards=shards,
+        max_event_bytes_per_run=max_event_bytes_per_run,
     )
     client._shards_verified = not verify_shards
     if default:

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from .codec import text
 
-__all__ = ["CHUNK", "cancel_children"]
+__all__ = ["CHUNK", "PENDING_AGE_MS", "cancel_children", "finish_pending"]
 
 # A bound on one walk: a runaway tree is cut here (the rest stays as it is).
 MAX_CASCADE = 100_000
@@ -32,12 +34,17 @@ def cancel_children(
     cancel_many: CancelMany,
     run_id: str,
     reason: str | None,
+    done: Callable[[list[str]], object] | None = None,
 ) -> int:
     """Cancel the unfinished children of ``run_id`` (and theirs); returns how many
     cancels were sent. ``scan(parent)`` lists ``run:<parent>:children`` (in the
     parent's shard), ``cancel_many(ids, why)`` sends the ``cancel_run`` scripts of
     up to :data:`CHUNK` children at once (each on its child's shard: with
     ``shards > 1`` a child may live in another one) and says which have children.
+    ``done(parents)`` is called at the end with the parents whose children were
+    all sent their cancel (to remove them from ``cascades``: see
+    :func:`finish_pending`); a parent left by the :data:`MAX_CASCADE` cut is not
+    among them.
 
     One cancel per round trip and a scan of every child cost 12.5 s for a parent
     with 100,000 children; a chunk's cancels now share a round trip, and only a
@@ -46,16 +53,20 @@ def cancel_children(
     stack = [run_id]
     seen = {run_id}
     sent = 0
+    finished: list[str] = []
     while stack and sent < MAX_CASCADE:
         parent = stack.pop()
         fresh: list[str] = []
-        for raw in scan(parent):
+        listed = scan(parent)
+        for raw in listed:
             child = text(raw)
             if child not in seen:
                 seen.add(child)
                 fresh.append(child)
+        whole = True
         for at in range(0, len(fresh), CHUNK):
             batch = fresh[at : at + CHUNK][: MAX_CASCADE - sent]
+            whole = len(batch) == len(fresh[at : at + CHUNK])
             if not batch:
                 break
             results = cancel_many(batch, why)
@@ -63,7 +74,61 @@ def cancel_children(
             for child, (status, has_children) in zip(batch, results, strict=True):
                 if status is not None and has_children:
                     stack.append(child)
+            if not whole:
+                break
+        if whole and listed:
+            finished.append(parent)
+    if done is not None and finished:
+        done(finished)
     return sent
+
+
+#: How old (ms) an entry of ``cascades`` is before the supervisor finishes its
+#: cascade: the canceller's own walk normally ends it within a second; an older
+#: one is a canceller that died (SIGKILL) or lost Redis between the two.
+PENDING_AGE_MS = 10_000
+#: Entries of ``cascades`` one :func:`finish_pending` call reads (each walk is
+#: bounded by :data:`MAX_CASCADE` cancels).
+PENDING_PAGE = 20
+
+
+def finish_pending(
+    runs: Any, store: Any, age_ms: int = PENDING_AGE_MS, page: int = PENDING_PAGE
+) -> list[str]:
+    """Finish the cancel cascades that their canceller left unfinished: up to
+    ``page`` of the entries of ``store``'s (a shard's) ``cascades`` older than
+    ``age_ms`` (by Redis's clock). A run still ``canceled`` gets its cascade
+    (``runs.cancel_children``, which removes the entry); one that is not any more
+    (resumed, or gone) is just removed. Returns the runs whose cascade this ran.
+
+    ``cascades`` is written by the script that ends a run with children
+    ``canceled`` (``finalize`` in ``lua/_lib.lua``), in the same atomic call: the
+    canceller (``Client.cancel_run``, a worker) walks the children in later
+    calls, so a canceller that died in between left them running for good."""
+    keys = store.keys
+    secs, micros = store.redis.time()
+    cutoff = int(secs) * 1000 + int(micros) // 1000 - age_ms
+    ids = [text(x) for x in store.redis.zrangebyscore(keys.cascades, "-inf", cutoff, 0, page)]
+    if not ids:
+        return []
+    pipe = store.redis.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.hget(keys.run(run_id), "status")
+    statuses = pipe.execute(raise_on_error=False)
+    walked: list[str] = []
+    left: list[str] = []  # cut at MAX_CASCADE: the next call walks them again
+    for run_id, status in zip(ids, statuses, strict=True):
+        if isinstance(status, bytes) and status == b"canceled":
+            try:
+                sent = runs.cancel_children(run_id)
+            except ResponseError:  # its children key of another type (the key check names it)
+                continue
+            walked.append(run_id)
+            if sent >= MAX_CASCADE:
+                left.append(run_id)
+    # Removed here too: a walk that found no child to cancel removes nothing.
+    store.redis.zrem(keys.cascades, *[x for x in ids if x not in left])
+    return walked
 
 
 def positions_by_shard(ids: list[str], shard_of: Callable[[str], Any]) -> list[list[int]]:

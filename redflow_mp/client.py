@@ -36,6 +36,7 @@ from .keys import Keys
 from .options import RunOptions, cannot_be_run_id, check_name, check_reason, check_run_id
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
+    DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     DEFAULT_MAX_EVENTS_PER_RUN,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PREFIX,
@@ -367,6 +368,7 @@ def create_client(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     redis_functions: bool = False,
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
+    max_event_bytes_per_run: int = DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     cluster: bool = False,
     sentinel_master: str | None = None,
     durability: str = "none",
@@ -439,6 +441,7 @@ def create_client(
         redis_functions=redis_functions,
         max_events_per_run=max_events_per_run,
         shards=shards,
+        max_event_bytes_per_run=max_event_bytes_per_run,
     )
     if verify_shards:
         try:

@@ -152,6 +152,11 @@ def expected_types(
             "claims of many queues read every queue served (slower); none is lost",
         ),
         (keys.timers, "zset", _PLACING),
+        (
+            keys.cascades,
+            "zset",
+            "a cancel cascade whose canceller died is not finished by the supervisor",
+        ),
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
         (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),
@@ -167,6 +172,11 @@ def expected_types(
             (keys.workflow_runs(wf), "zset", _LISTING),
             (keys.wf_running(wf), "set", f"no run of {wf} is claimed until it is removed"),
             (keys.wf_waiting(wf), "zset", _PLACING),
+            (
+                keys.wf_suspended(wf),
+                "set",
+                f"a wait of {wf} past 256 slots that cannot start is not told apart (it suspends)",
+            ),
             (keys.rate(wf), "zset", f"no run of {wf} is claimed until it is removed"),
         ]
     for q in queues:

@@ -95,6 +95,9 @@ Keys redflow-mp adds::
                                         like ready (v1: a LIST); by a claim, or at enqueue or
                                         promotion while the workflow is at its limit with runs
                                         parked
+    wf-suspended:<name>           SET   suspended runIds holding a slot of wf-running:<name>
+                                        (suspend_run adds, wake/finalize remove): the deadlock
+                                        rule counts it past 256 slots
     parked                        SET   workflow names whose wf-waiting set is non-empty
     rate:<name>                   ZSET  the workflow's rate limit window: one member per
                                         start (past or reserved) -> its start time (server
@@ -114,7 +117,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
     run:<runId>                   HASH  + ``wait`` (JSON, while suspended: children, events,
                                         wakeAt, steps), ``suspendedAt``, ``wokenAt``,
-                                        ``eventsPending`` (events sent, not consumed yet)
+                                        ``eventsPending`` (events sent, not consumed yet),
+                                        ``eventBytes`` (their payloads' bytes)
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
                                         ``leases`` entry but keeps its wf-running slot)
     timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's
@@ -130,6 +134,12 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
     run:<runId>:children          SET   children started by run_workflow / run_workflows
                                         (not emit_workflow): a cancel of the run cancels the
                                         unfinished ones, recursively
+    cascades                      ZSET  runId -> time it ended canceled, for a canceled run
+                                        with children whose cascade may be unfinished:
+                                        written by the script that cancels it, removed by
+                                        the walk that canceled its children (or a resume);
+                                        the cron leader finishes those older than 10 s
+                                        (a canceller that died between the two)
     run:<runId>:ev:<len:name>     LIST  unconsumed events of one name, oldest first (payload
                                         JSON); length-prefixed like the idempotency keys
     run:<runId>:events            SET   the event names sent to the run (retention deletes
@@ -285,6 +295,11 @@ class Keys:
         return self.tag + ":relist"
 
     @property
+    def cascades(self) -> str:
+        """Canceled runs whose cancel cascade may be unfinished (``cascade.py``)."""
+        return self.tag + ":cascades"
+
+    @property
     def meta(self) -> str:
         return self.tag + ":meta"
 
@@ -306,6 +321,10 @@ class Keys:
 
     def wf_waiting(self, name: str) -> str:
         return f"{self.tag}:wf-waiting:{name}"
+
+    def wf_suspended(self, name: str) -> str:
+        """The suspended runs holding a slot of ``wf_running`` (the deadlock rule)."""
+        return f"{self.tag}:wf-suspended:{name}"
 
     def rate(self, name: str) -> str:
         return f"{self.tag}:rate:{name}"

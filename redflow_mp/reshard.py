@@ -303,7 +303,7 @@ def _move_workflow(
     name: str, src: Any, dst: Any, news: list[Any], m: int, report: ReshardReport
 ) -> None:
     s, d = src.keys, dst.keys
-    for fn in ("workflow", "wf_apps", "wf_running", "wf_waiting", "rate"):
+    for fn in ("workflow", "wf_apps", "wf_running", "wf_waiting", "wf_suspended", "rate"):
         if _move_key(src, dst, getattr(s, fn)(name), getattr(d, fn)(name)):
             report.keys_moved += 1
     if src.redis.srem(s.parked, name):

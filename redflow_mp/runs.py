@@ -53,6 +53,7 @@ from .transport import Transport
 
 __all__ = [
     "DEFAULT_MAX_EVENTS_PER_RUN",
+    "DEFAULT_MAX_EVENT_BYTES_PER_RUN",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PREFIX",
     "EnqueueTarget",
@@ -75,13 +76,17 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_EVENTS_PER_RUN = 10_000
+#: Bytes the unconsumed event payloads of one run may hold (eight payloads of
+#: the default max_payload_bytes): the count limit alone let one run hold
+#: 10,000 x 8 MiB.
+DEFAULT_MAX_EVENT_BYTES_PER_RUN = 64 * 1024 * 1024
 
 
-def check_max_events_per_run(value: object) -> int:
+def check_max_events_per_run(value: object, name: str = "max_events_per_run") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("max_events_per_run must be an int")
+        raise TypeError(f"{name} must be an int")
     if value < 1:
-        raise ValueError("max_events_per_run must be at least 1")
+        raise ValueError(f"{name} must be at least 1")
     return value
 
 
@@ -283,6 +288,7 @@ class Runs:
         redis_functions: bool = False,
         max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN,
         shards: int = 1,
+        max_event_bytes_per_run: int = DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     ) -> None:
         self.transport = transport
         self.keys = Keys(prefix)
@@ -291,6 +297,9 @@ class Runs:
         self.registry = registry if registry is not None else get_default_registry()
         self.max_payload_bytes = check_max_payload_bytes(max_payload_bytes)
         self.max_events_per_run = check_max_events_per_run(max_events_per_run)
+        self.max_event_bytes_per_run = check_max_events_per_run(
+            max_event_bytes_per_run, "max_event_bytes_per_run"
+        )
         self.waiter = ResultWaiter(transport, self.keys, self.scripts.confirm_result)
         self._plain = PlainEnqueues()  # packed enqueues of runs with no option
         self.shard_set = ShardSet(
@@ -452,8 +461,10 @@ class Runs:
 
         Returns False (nothing stored) for an unknown or finished run. The payload
         is msgspec JSON within ``max_payload_bytes``; at most
-        ``max_events_per_run`` events may wait unconsumed per run (beyond:
-        :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing stored).
+        ``max_events_per_run`` events, of at most ``max_event_bytes_per_run``
+        payload bytes in all (64 MiB by default), may wait unconsumed per run
+        (beyond: :class:`~redflow_mp.wait_scripts.EventLimitError`, nothing
+        stored; a consumed event frees its place and bytes).
 
         With an ``idempotency_key`` (a str of at most 4,096 characters) the run
         stores at most one event per key: a later send with a key it has seen
@@ -468,7 +479,9 @@ class Runs:
         if cannot_be_run_id(check_run_id(run_id)):
             return False
         scripts = self.scripts_for(run_id)
-        return scripts.send_event(run_id, name, data, self.max_events_per_run, key)
+        return scripts.send_event(
+            run_id, name, data, self.max_events_per_run, key, self.max_event_bytes_per_run
+        )
 
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:
         """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
@@ -477,7 +490,12 @@ class Runs:
             shard = self.shard_of_run(parent)
             return list(shard.redis.sscan_iter(shard.keys.run_children(parent), count=500))
 
-        return cancel_children(scan, self._cancel_many, run_id, reason)
+        def done(parents: list[str]) -> None:  # their cascade is no longer owed
+            for positions in positions_by_shard(parents, self.shard_of_run):
+                shard = self.shard_of_run(parents[positions[0]])
+                shard.redis.zrem(shard.keys.cascades, *[parents[i] for i in positions])
+
+        return cancel_children(scan, self._cancel_many, run_id, reason, done)
 
     def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by

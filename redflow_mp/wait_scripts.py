@@ -23,22 +23,39 @@ __all__ = [
 
 
 class EventLimitError(RedflowError, ValueError):
-    """A run already has ``max_events_per_run`` events waiting unconsumed; the
-    event was not stored."""
+    """A run already has ``max_events_per_run`` events waiting unconsumed, or their
+    payloads would pass ``max_event_bytes_per_run`` with this one; the event was
+    not stored."""
 
 
 def send_event_call(
-    keys: Keys, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
+    keys: Keys,
+    run_id: str,
+    event: str,
+    payload: bytes,
+    max_events: int,
+    key: str = "",
+    max_bytes: int | None = None,
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """Keys and arguments of ``send_event`` (``key``: the idempotency key, '' = none)."""
-    return (keys.run(run_id),), (keys.tag, run_id, event, payload, max_events, key)
+    """Keys and arguments of ``send_event`` (``key``: the idempotency key, '' = none;
+    ``max_bytes``: the run's byte budget, None = none)."""
+    budget = "" if max_bytes is None else max_bytes
+    return (keys.run(run_id),), (keys.tag, run_id, event, payload, max_events, key, budget)
 
 
-def send_event_reply(reply: Any, run_id: str, max_events: int) -> bool:
+def send_event_reply(
+    reply: Any, run_id: str, max_events: int, max_bytes: int | None = None
+) -> bool:
     """True when the event was stored (now, or by an earlier call with the same
     idempotency key); False for an unknown or finished run.
     Raises :class:`EventLimitError` when the run's unconsumed events are at the limit."""
     code = int(reply[0])
+    if code == -2:
+        raise EventLimitError(
+            f"run {run_id}'s events waiting unconsumed already hold {int(reply[1])} bytes "
+            f"and this one would take them past max_event_bytes_per_run={max_bytes}; "
+            f"the event was not stored"
+        )
     if code == -1:
         raise EventLimitError(
             f"run {run_id} already has {int(reply[1])} events waiting unconsumed "
@@ -86,14 +103,20 @@ class WaitCalls:
         return [text(x) for x in reply[0]], [text(x) for x in reply[1]]
 
     def send_event(
-        self, run_id: str, event: str, payload: bytes, max_events: int, key: str = ""
+        self,
+        run_id: str,
+        event: str,
+        payload: bytes,
+        max_events: int,
+        key: str = "",
+        max_bytes: int | None = None,
     ) -> bool:
         """Without an idempotency ``key``, not resent after a network error: a resend
         after a lost reply would store the event twice, so the error is raised. With
         one, resent (the script stores an event of a key it has seen only once)."""
-        keys, args = send_event_call(self.keys, run_id, event, payload, max_events, key)
+        keys, args = send_event_call(self.keys, run_id, event, payload, max_events, key, max_bytes)
         reply = self.run("send_event", keys, args, retry=bool(key))
-        return send_event_reply(reply, run_id, max_events)
+        return send_event_reply(reply, run_id, max_events, max_bytes)
 
     def consume_event(
         self,

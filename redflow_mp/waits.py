@@ -68,8 +68,9 @@ __all__ = [
 # asyncio.gather reach their own wait first (each registers without awaiting I/O).
 _SIBLING_YIELDS = 4
 # Above this many runs in a workflow's concurrency set, the deadlock check does
-# not read them all (it cannot tell cheaply; the wait just suspends). suspend_run.lua
-# applies the same rule with the same limit when it suspends (DEADLOCK_SCAN_LIMIT).
+# not read them all: it counts the suspended ones (wf-suspended:<wf>, kept by the
+# scripts). suspend_run.lua applies the same rule with the same limit when it
+# suspends (DEADLOCK_SCAN_LIMIT).
 _DEADLOCK_SCAN_LIMIT = 256
 
 
@@ -552,13 +553,25 @@ class WaitMixin:
             pipe.scard(running_key)
             pipe.hget(keys.workflow(child), "maxConcurrency")
             pipe.hget(keys.run(ex.run_id), "maxConcurrency")
+            pipe.scard(keys.wf_suspended(child))
+            pipe.sismember(running_key, ex.run_id)
             for cid in waiting_on:
                 pipe.sismember(running_key, cid)
-            return list(pipe.execute())
+            replies = list(pipe.execute(raise_on_error=False))
+            if isinstance(replies[3], Exception):  # of another type: no rule (as the script)
+                replies[3] = -1
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
 
-        card, meta_limit, run_limit, *members = ex.durable(read, "checking concurrency")
+        card, meta_limit, run_limit, held, me, *members = ex.durable(read, "checking concurrency")
         limit = max(1, _int(meta_limit) or _int(run_limit) or 1)
-        if int(card) < limit or any(members) or int(card) > _DEADLOCK_SCAN_LIMIT:
+        if int(card) < limit or any(members):
+            return
+        if int(card) > _DEADLOCK_SCAN_LIMIT:  # counted (suspend_run.lua, the same rule)
+            if int(held) >= int(card) - int(me):
+                raise WaitDeadlockError(self._deadlock_message(step, child, waiting_on, limit))
             return
 
         def holders() -> list[Any]:
@@ -568,14 +581,18 @@ class WaitMixin:
                 pipe.hget(keys.run(rid), "status")
             return list(zip(ids, pipe.execute(), strict=True))
 
-        held = ex.durable(holders, "checking concurrency")
-        if all(rid == ex.run_id or codec.text(st or b"") == "suspended" for rid, st in held):
-            raise WaitDeadlockError(
-                f"step {step!r} waits for run(s) {', '.join(waiting_on[:5])} of workflow "
-                f"{child!r}, which can never start: all {limit} max_concurrency slot(s) of "
-                f"{child!r} are held by runs that wait, this one included. Raise "
-                f"max_concurrency, or run the child as another workflow."
-            )
+        holders_of = ex.durable(holders, "checking concurrency")
+        if all(rid == ex.run_id or codec.text(st or b"") == "suspended" for rid, st in holders_of):
+            raise WaitDeadlockError(self._deadlock_message(step, child, waiting_on, limit))
+
+    @staticmethod
+    def _deadlock_message(step: str, child: str, waiting_on: list[str], limit: int) -> str:
+        return (
+            f"step {step!r} waits for run(s) {', '.join(waiting_on[:5])} of workflow "
+            f"{child!r}, which can never start: all {limit} max_concurrency slot(s) of "
+            f"{child!r} are held by runs that wait, this one included. Raise "
+            f"max_concurrency, or run the child as another workflow."
+        )
 
     # ----------------------------------------------------------- suspension
 

@@ -1,15 +1,13 @@
 """The arbiter: the supervisor's single-threaded parent loop.
 
-One iteration: wait for a signal, a metrics event or the next deadline (the
-nearest duty, backoff or kill deadline, at most 1 s; ``wakeup.py``), dispatch
-signals to ``handle_<name>``, reap children, watch the live ones (readiness,
-run timeouts, kill deadlines), refill slots, run the duties that are due
-(``duties/``: backstop, memory, leader, cron, promoter, reaper, retention, relist, ...).
+One iteration: wait for a signal, a metrics event or the next deadline (at most 1 s;
+``wakeup.py``), dispatch signals to ``handle_<name>``, reap children, watch the live ones
+(readiness, run timeouts, kill deadlines), refill slots, run the duties that are due (``duties/``:
+lease backstop, memory, leader, cron, promoter, reaper, retention, relist, cascades...).
 
-The arbiter decides *when*; the library decides *what*: putting back a dead
-child's runs, recording a timeout or an ignored cancellation (``aftermath.py``),
-renewing leases (``duties/backstop.py``) are :mod:`redflow_mp.recovery` calls,
-fenced by the lease tokens read from the shared board.
+The arbiter decides *when*; the library decides *what*: putting back a dead child's runs, recording
+a timeout or an ignored cancellation (``aftermath.py``), renewing leases (``duties/backstop.py``)
+are :mod:`redflow_mp.recovery` calls, fenced by the lease tokens read from the shared board.
 
 Invariants:
 - The parent never runs threads (fork safety); every wait is the select on
@@ -58,6 +56,7 @@ from .children import (
 )
 from .duties import Schedule
 from .duties.backstop import BackstopDuty
+from .duties.cascades import CascadeDuty
 from .duties.cron import CronDuty
 from .duties.keycheck import KeyCheckDuty
 from .duties.leader import LeaderDuty
@@ -198,6 +197,7 @@ class Arbiter:
                 ),
                 RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
                 RelistDuty(client, self.leader),
+                CascadeDuty(client, self.leader),
                 KeyCheckDuty(client, lambda: [w.name for w in self.registry], lambda: self.queues),
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),
@@ -289,8 +289,7 @@ class Arbiter:
         return max(wake, now + 0.001)
 
     def _gauges(self) -> list[tuple[str, Labels, float]]:
-        # One process series per slot (its current process), so a rolling
-        # restart's overlap never repeats a label set.
+        # One series per slot (its current process): a rolling restart never repeats labels.
         current = [(f"worker-{n}", s.pid) for n, s in sorted(self.slots.items()) if s.pid]
         return [
             *gauges(self.client, self.registry, len(self.children), self.queues, self._run_queues),
@@ -488,6 +487,7 @@ class Arbiter:
             max_runs=s.max_runs_per_child,
             max_payload_bytes=s.max_payload_bytes,
             max_events_per_run=s.max_events_per_run,
+            max_event_bytes_per_run=s.max_event_bytes_per_run,
             redis_functions=s.redis_functions,
             cluster=s.cluster,
             sentinel_master=s.sentinel_master or None,

@@ -125,6 +125,7 @@ class ChildSpec:
     max_runs: int = 0
     max_payload_bytes: int = 8 * 1024 * 1024
     max_events_per_run: int = 10_000
+    max_event_bytes_per_run: int = 64 * 1024 * 1024
     redis_functions: bool = False
     cluster: bool = False
     sentinel_master: str | None = None
@@ -554,6 +555,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         registry=registry,
         max_payload_bytes=spec.max_payload_bytes,
         max_events_per_run=spec.max_events_per_run,
+        max_event_bytes_per_run=spec.max_event_bytes_per_run,
         redis_functions=spec.redis_functions,
         cluster=spec.cluster,
         sentinel_master=spec.sentinel_master,

@@ -77,6 +77,7 @@ RELOADABLE = frozenset(
         "max_runs_per_child",
         "max_payload_bytes",
         "max_events_per_run",
+        "max_event_bytes_per_run",
     }
 )
 
@@ -226,6 +227,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             min=1,
         ),
     ] = 10_000
+    max_event_bytes_per_run: Annotated[
+        int,
+        _doc(
+            "redis",
+            "Most payload bytes the events waiting unconsumed of one run may hold (send_event "
+            "beyond it is refused with the same error; a consumed event frees its bytes).",
+            unit="bytes",
+            min=1,
+        ),
+    ] = 64 * 1024 * 1024
     redis_functions: Annotated[
         bool,
         _doc(

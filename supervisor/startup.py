@@ -226,6 +226,7 @@ def _client(s: Settings, registry: Registry) -> Client:
         default=False,
         max_payload_bytes=s.max_payload_bytes,
         max_events_per_run=s.max_events_per_run,
+        max_event_bytes_per_run=s.max_event_bytes_per_run,
         redis_functions=s.redis_functions,
         cluster=s.cluster,
         sentinel_master=s.sentinel_master or None,

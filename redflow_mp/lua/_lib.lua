@@ -40,7 +40,8 @@
 --   back to its ready set still counted there, and `take` lets it through the
 --   gate without counting it twice. Its `wait` field says what it waits for;
 --   run:<id>:awaits holds the awaited children not finished yet (each child's
---   run:<child>:waiters names the parents), `timers` its wake-up time.
+--   run:<child>:waiters names the parents), `timers` its wake-up time, and
+--   wf-suspended:<wf> lists it while it is suspended (the deadlock rule's count).
 -- * An idempotency key has no expiry while its run is unfinished; when the run
 --   finishes, the key (if it still names the run) expires at
 --   max(createdAt + ttl, now + 1 s).
@@ -86,10 +87,14 @@ local function k_wf(tag, wf) return tag .. ':workflow:' .. wf end
 local function k_wf_runs(tag, wf) return tag .. ':workflow-runs:' .. wf end
 local function k_running(tag, wf) return tag .. ':wf-running:' .. wf end
 local function k_waiting(tag, wf) return tag .. ':wf-waiting:' .. wf end
+-- the suspended runs holding a slot of wf-running:<wf> (the deadlock rule's count)
+local function k_wf_suspended(tag, wf) return tag .. ':wf-suspended:' .. wf end
 local function k_timers(tag) return tag .. ':timers' end
 local function k_awaits(tag, id) return tag .. ':run:' .. id .. ':awaits' end
 local function k_waiters(tag, id) return tag .. ':run:' .. id .. ':waiters' end
 local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' end
+-- canceled runs whose children (run:<id>:children) may not all be canceled yet
+local function k_cascades(tag) return tag .. ':cascades' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
 local function k_evkeys(tag, id) return tag .. ':run:' .. id .. ':event-keys' end
 local function k_ev(tag, id, name)
@@ -309,7 +314,7 @@ end
 -- set go. Returns true when the run was suspended (and is now queued).
 local function wake(tag, id, now)
   local run = k_run(tag, id)
-  local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt')
+  local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt', 'workflow')
   if failed(f) or f[1] ~= 'suspended' or not f[2] then return false end
   -- Placed first: a ready set of another type leaves it suspended, tried again
   -- by its timer a minute later.
@@ -322,6 +327,7 @@ local function wake(tag, id, now)
   redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
   redis.call('HDEL', run, 'wait')
   move_status(tag, id, 'suspended', 'queued', now)
+  if f[5] then redis.pcall('SREM', k_wf_suspended(tag, f[5]), id) end
   redis.pcall('ZREM', k_timers(tag), id)
   redis.call('DEL', k_awaits(tag, id))
   ring(tag, f[2])
@@ -520,10 +526,16 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   end
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
+  -- The cancel cascade owed, recorded with the cancel (cascade.py ends it; the
+  -- supervisor finishes one whose canceller died): a pcall, see `failed`.
+  if status == 'canceled' and redis.call('EXISTS', k_children(tag, id)) == 1 then
+    redis.pcall('ZADD', k_cascades(tag), ns, id)
+  end
   -- Every unfinished status may hold a slot: running, suspended, and queued
   -- after a wake (no-ops otherwise).
   leave_running(tag, id, f[4])
   if old == 'suspended' then
+    if f[4] then redis.pcall('SREM', k_wf_suspended(tag, f[4]), id) end
     redis.call('HDEL', run, 'wait')
     redis.pcall('ZREM', k_timers(tag), id)
     redis.call('DEL', k_awaits(tag, id))

@@ -28,9 +28,14 @@ local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
 local payload = redis.call('LPOP', list)
 -- Written, not incremented: HINCRBY on a field that is not a number would fail
 -- the call after the LPOP, and the event would be lost.
-local left = (tonumber(redis.call('HGET', run, 'eventsPending')) or 1) - 1
+local counts = redis.call('HMGET', run, 'eventsPending', 'eventBytes')
+local left = (tonumber(counts[1]) or 1) - 1
 if left < 0 then left = 0 end
-redis.call('HSET', run, 'eventsPending', int_str(left))
+-- its bytes leave the budget (send_event.lua); never below 0 (events sent
+-- before eventBytes existed)
+local bytes = (tonumber(counts[2]) or 0) - #payload
+if bytes < 0 then bytes = 0 end
+redis.call('HSET', run, 'eventsPending', int_str(left), 'eventBytes', int_str(bytes))
 local head = ARGV[6]
 if string.sub(head, 1, 9) == '{"seq":0,' then
   head = '{"seq":' .. seq .. ',' .. string.sub(head, 10)

@@ -73,6 +73,7 @@ local function free_stale_slots(wf, checked)
     local st = redis.pcall('HGET', k_run(tag, id), 'status')
     if failed(st) or not st or TERMINAL[st] then
       redis.call('SREM', k_running(tag, wf), id)
+      redis.pcall('SREM', k_wf_suspended(tag, wf), id)  -- (a lost suspended run)
       ghosts[#ghosts + 1] = wf .. ' ' .. id  -- logged by the caller (maintenance.py)
       freed = freed + 1
     elseif st == 'running' and not redis.call('ZSCORE', KEYS[1], id) then

@@ -102,6 +102,8 @@ if mode == '' then
   drop(records)
 end
 move_status(tag, id, status, 'queued', now)
+-- A cascade still owed is not: its wait step's replay resumes the children.
+redis.pcall('ZREM', k_cascades(tag), id)
 local key = f[7]
 if key and key ~= '' then
   local idem = k_idem(tag, f[3], key)

@@ -5,14 +5,19 @@
 -- ARGV[5]  max_events_per_run (events waiting unconsumed per run)
 -- ARGV[6]  idempotency key ('' = none): an event sent with a key the run has seen
 --          is not stored again (a resend after a lost reply is safe)
+-- ARGV[7]  max_event_bytes_per_run (bytes of the run's unconsumed payloads; ''
+--          or absent: no budget)
 -- Reply: { 0 } unknown or finished run: nothing stored
 --        { 2 } the key was seen: stored by an earlier call, nothing stored now
 --        { -1, pending } the run already has max_events_per_run unconsumed events:
 --                        nothing stored
+--        { -2, bytes }   the run's unconsumed payloads hold `bytes` and this one
+--                        would take them past max_event_bytes_per_run: nothing stored
 --        { 1, woken (1|0) } stored at the end of run:<id>:ev:<len:name>; the run
 --                        was suspended waiting for that name and is now queued
 -- Invariant: events of one name are consumed in the order sent (RPUSH here,
--- LPOP in consume_event); eventsPending counts the unconsumed ones.
+-- LPOP in consume_event); eventsPending counts the unconsumed ones, eventBytes
+-- their payloads' bytes (a run that had events before it existed counts from 0).
 local tag = ARGV[1]
 local id = ARGV[2]
 local name = ARGV[3]
@@ -26,10 +31,13 @@ if key ~= '' then
   if failed(seen) then refuse(sent, seen) end
   if seen == 1 then return { 2 } end
 end
-local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait')
+local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = tonumber(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
+local bytes = tonumber(f[4]) or 0
+local budget = tonumber(ARGV[7] or '')
+if budget and bytes + #ARGV[4] > budget then return { -2, bytes } end
 -- Placed first (see `failed` in _lib.lua): the set that names the run's event
 -- lists (retention reads it), then the list. Either of another type fails the
 -- call with nothing stored or counted: a refused send used to store and count
@@ -41,7 +49,8 @@ local list = k_ev(tag, id, name)
 r = redis.pcall('RPUSH', list, ARGV[4])
 if failed(r) then refuse(list, r) end  -- (a name in `names` with no list is harmless)
 -- Written, not incremented: a field that is not a number is not a refusal.
-redis.call('HSET', run, 'eventsPending', int_str(pending + 1))
+redis.call('HSET', run, 'eventsPending', int_str(pending + 1), 'eventBytes',
+  int_str(bytes + #ARGV[4]))
 if key ~= '' then redis.call('SADD', sent, key) end
 local woken = 0
 if f[1] == 'suspended' and f[3] then

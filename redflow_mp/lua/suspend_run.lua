@@ -27,9 +27,12 @@
 -- Invariant: no lost wake-up. A child's finish (finalize) and send_event are
 -- scripts too, so each happens wholly before this check (seen here: resume) or
 -- wholly after the suspension (they find the run suspended and wake it).
--- Past this many runs in the workflow's slot set the deadlock rule reads nothing
--- (as _DEADLOCK_SCAN_LIMIT in waits.py: the two must agree, or a run would be
--- resumed and suspended in turn).
+-- Up to this many runs in the workflow's slot set the deadlock rule reads each
+-- holder's status; past it, it counts them: wf-suspended:<wf> holds the
+-- suspended runs that hold a slot (written here, removed by `wake` and
+-- `finalize`), and every other holder is suspended when it holds as many as the
+-- slot set less this run (as _DEADLOCK_SCAN_LIMIT in waits.py: the two must
+-- agree, or a run would be resumed and suspended in turn).
 local DEADLOCK_SCAN_LIMIT = 256
 local tag = ARGV[1]
 local id = ARGV[2]
@@ -88,12 +91,18 @@ if #own > 0 then
   local limit = tonumber(redis.call('HGET', k_wf(tag, wf), 'maxConcurrency'))
   if not limit or limit == 0 then limit = tonumber(redis.call('HGET', run, 'maxConcurrency')) end
   if not limit or limit < 1 then limit = 1 end
-  if card >= limit and card <= DEADLOCK_SCAN_LIMIT then
+  if card >= limit then
     local stuck = true
     for _, child in ipairs(own) do
       if redis.call('SISMEMBER', running, child) == 1 then stuck = false break end
     end
-    if stuck then
+    if stuck and card > DEADLOCK_SCAN_LIMIT then
+      -- O(1): the other holders are all suspended when wf-suspended counts them
+      -- all (of another type: no rule)
+      local held = redis.pcall('SCARD', k_wf_suspended(tag, wf))
+      local me = redis.call('SISMEMBER', running, id)
+      if type(held) ~= 'number' or held < card - me then stuck = false end
+    elseif stuck then
       for _, holder in ipairs(redis.call('SMEMBERS', running)) do
         if holder ~= id and redis.pcall('HGET', k_run(tag, holder), 'status') ~= 'suspended' then
           stuck = false
@@ -123,6 +132,9 @@ end
 redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'suspendedAt', now,
   'updatedAt', now, 'doneToken', token)
 move_status(tag, id, 'running', 'suspended', now)
+if wf and redis.pcall('SISMEMBER', k_running(tag, wf), id) == 1 then  -- it keeps its slot
+  redis.pcall('SADD', k_wf_suspended(tag, wf), id)
+end
 redis.call('ZREM', k_leases(tag), id)
 local awaits = k_awaits(tag, id)
 redis.call('DEL', awaits)

@@ -563,6 +563,14 @@ def test_send_event_and_the_cancel_cascade_on_the_async_client(
 
     in_loop(limit, max_events_per_run=1)
 
+    async def budget(ac: AsyncClient) -> None:
+        idle = await listener.arun(None, client=ac, queue_override="nobody")
+        assert await ac.send_event(idle.id, "e", "0123456789") is True  # 12 bytes of JSON
+        with pytest.raises(EventLimitError, match="max_event_bytes_per_run=20"):
+            await ac.send_event(idle.id, "e", "0123456789")
+
+    in_loop(budget, max_event_bytes_per_run=20)
+
 
 def test_a_first_call_from_a_second_loop_that_is_a_script_is_refused_too(
     redis_url: str, prefix: str, registry: Registry, raw: redis.Redis

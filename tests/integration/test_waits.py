@@ -24,8 +24,9 @@ from redflow_mp import (
     StepTimeoutError,
     define_workflow,
 )
-from redflow_mp.codec import RunStatus
+from redflow_mp.codec import RunStatus, RunWait
 from redflow_mp.errors import PayloadTooLargeError, UnknownWorkflowError, WaitDeadlockError
+from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.wait_scripts import EventLimitError
 from tests.helpers import WorkerPool, wait_until
 
@@ -236,6 +237,31 @@ def test_event_bad_input(client: Client, registry: Registry, make_client: Any) -
     hostile = "a:b}{x\n*"
     assert client.send_event(handle.id, hostile, 1) is True
     assert client.redis.llen(client.keys.run_events(handle.id, hostile)) == 1
+
+
+def test_events_of_one_run_have_a_byte_budget_by_default(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """The count limit (10,000) let one run store 10,000 payloads of up to
+    max_payload_bytes (8 MiB): 80 GB of Redis memory through send_event. By
+    default the unconsumed events of a run hold at most 64 MiB; a refused event
+    stores nothing (nothing stored is dropped)."""
+
+    @define_workflow("ev-budget", registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        return None
+
+    handle = flow.run()  # queued (no worker): events may be sent
+    mib = "x" * (1024 * 1024 - 2)  # one MiB of JSON with its quotes
+    sent = 0
+    with pytest.raises(EventLimitError, match="max_event_bytes_per_run=67108864"):
+        while sent < 100:
+            client.send_event(handle.id, "flood", mib)
+            sent += 1
+    assert sent == 64
+    assert raw.llen(client.keys.run_events(handle.id, "flood")) == 64
+    with pytest.raises(EventLimitError):  # the budget is full: even one byte more
+        client.send_event(handle.id, "small", 1)
 
 
 def test_cancel_of_a_suspended_parent_cascades_to_its_children(
@@ -534,3 +560,34 @@ def test_async_gather_sibling_step_in_flight_runs_once(
     assert calls == [1]
     steps = {s.name: s for s in client.get_run_steps(handle.id) or []}
     assert steps["work"].status == "succeeded"
+
+
+def test_deadlock_is_a_clear_error_past_256_slots(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """Workflow dl-big has 300 slots; 299 are held by suspended runs (sleeping on
+    a queue no worker serves), the 300th by a parent that awaits a child of its
+    own workflow: the child can never start. Past 256 slots the rule read
+    nothing (script and replayed check alike): the parent suspended for good."""
+    n = 300
+
+    @define_workflow("dl-big", registry=registry, max_concurrency=n)
+    def big(ctx: Context[Any]) -> Any:
+        if ctx.input == "child":
+            return "never runs"
+        try:
+            ctx.step.run_workflow("me", big, "child")
+        except WaitDeadlockError as exc:
+            return "deadlock: " + str(exc)
+        return "no deadlock"
+
+    scripts = client.scripts
+    for _ in range(n - 1):
+        scripts.enqueue(new_run_id(), "dl-big", "held", b'"x"', 1, 0, "", 60_000, "", "", n, None)
+        _, held = scripts.claim(("held",), 60_000, new_token())
+        assert held is not None
+        nap = RunWait(steps=["nap"], kinds=["sleep"], wake_at=client.server_time_ms() + 3_600_000)
+        assert scripts.suspend(held.id, held.token, nap) == "suspended"
+    workers.start()
+    out = big.run("parent").result(timeout=30)
+    assert out.startswith("deadlock: ") and "all 300 max_concurrency" in out

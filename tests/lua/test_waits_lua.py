@@ -12,6 +12,7 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait, StoredStep, decode_step, encode_step
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
+from redflow_mp.wait_scripts import EventLimitError
 from tests.helpers import text
 
 pytestmark = pytest.mark.timeout(30)
@@ -296,3 +297,67 @@ def test_the_last_of_two_parents_holding_every_slot_is_not_suspended_on_its_own_
         )
         == "suspended"
     )
+
+
+def test_the_deadlock_rule_holds_past_256_slots(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """300 parents of workflow x (max_concurrency 300) hold every slot, each
+    awaiting a child of x that no slot is left for: the last to suspend is told to
+    resume (its replayed check fails the step), as with 2 slots. Past 256 slots
+    the rule read nothing and it suspended: every slot held for good."""
+    n = 300
+    for _ in range(n):
+        enq(workflow="x", queue="xq", max_concurrency=n)
+    parents = [_claim(client, "xq") for _ in range(n)]
+    kids = [enq(workflow="x", queue="xq", parent=p.id, max_concurrency=n) for p in parents]
+    assert raw.scard(client.keys.wf_running("x")) == n  # no slot is free for a child
+    for p, kid in zip(parents[:-1], kids[:-1], strict=True):
+        wait = RunWait(steps=["me"], kinds=["children"], children=[kid])
+        assert client.scripts.suspend(p.id, p.token, wait) == "suspended"
+    last = parents[-1]
+    wait = RunWait(steps=["me"], kinds=["children"], children=[kids[-1]])
+    assert client.scripts.suspend(last.id, last.token, wait) == "resume"
+    assert _status(raw, client, last.id) == "running"
+
+
+def test_wf_suspended_holds_the_suspended_slot_holders_only(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The deadlock rule's count past 256 slots: a suspension adds the run, its
+    wake-up and its cancel remove it."""
+    k = client.keys
+    enq(workflow="x", queue="xq", max_concurrency=5)
+    enq(workflow="x", queue="xq", max_concurrency=5)
+    a, b = _claim(client, "xq"), _claim(client, "xq")
+    child = enq(workflow="y", queue="yq", parent=a.id)
+    wait = RunWait(steps=["me"], kinds=["children"], children=[child])
+    assert client.scripts.suspend(a.id, a.token, wait) == "suspended"
+    nap = RunWait(steps=["nap"], kinds=["sleep"], wake_at=client.server_time_ms() + 60_000)
+    assert client.scripts.suspend(b.id, b.token, nap) == "suspended"
+    assert raw.smembers(k.wf_suspended("x")) == {a.id.encode(), b.id.encode()}
+    assert client.scripts.cancel(b.id, "") == "canceled"
+    assert raw.smembers(k.wf_suspended("x")) == {a.id.encode()}
+    kid = _claim(client, "yq")
+    assert _finish(client, kid) == "succeeded"  # wakes a: queued, still holding its slot
+    assert _status(raw, client, a.id) == "queued"
+    assert not raw.exists(k.wf_suspended("x"))
+
+
+def test_the_event_byte_budget_counts_unconsumed_payloads_only(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """send_event refuses a payload that would take the run's unconsumed payloads
+    past the budget (nothing stored); consume_event gives its bytes back."""
+    run_id = enq(workflow="e", queue="q")
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    with pytest.raises(EventLimitError, match="hold 24 bytes"):
+        client.scripts.send_event(run_id, "go", b"1", 10, "", 24)
+    assert raw.llen(client.keys.run_events(run_id, "go")) == 2
+    run = _claim(client)
+    got = client.scripts.consume_event(run_id, run.token, "a", "go", _record_parts(), 5_000)
+    assert got[0] == 1
+    assert raw.hget(client.keys.run(run_id), "eventBytes") == b"12"
+    assert client.scripts.send_event(run_id, "go", b'"0123456789"', 10, "", 24) is True
+    assert raw.hget(client.keys.run(run_id), "eventBytes") == b"24"

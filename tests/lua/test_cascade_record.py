@@ -1,0 +1,79 @@
+"""The cancel cascade owed (``cascades``): recorded by the script that ends a run
+with children ``canceled``, removed by the walk or a resume, finished by
+``cascade.finish_pending`` when its canceller left it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.cascade import finish_pending
+from redflow_mp.ids import new_token
+from redflow_mp.maintenance import stores
+from tests.helpers import status_of
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _family(raw: redis.Redis, client: Client, enq: Callable[..., str]) -> tuple[str, str]:
+    parent, child = enq(), enq(workflow="kid", parent="")
+    raw.sadd(client.keys.run_children(parent), child)
+    return parent, child
+
+
+def test_the_cancel_script_records_the_cascade_owed_and_the_walk_removes_it(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent, child = _family(raw, client, enq)
+    lone = enq()
+    assert client.scripts.cancel(parent, "") == "canceled"
+    assert client.scripts.cancel(lone, "") == "canceled"
+    assert raw.zscore(client.keys.cascades, parent) is not None
+    assert raw.zscore(client.keys.cascades, lone) is None  # no children: nothing owed
+    assert client.cancel_children(parent) == 1
+    assert status_of(raw, client, child) == "canceled"
+    assert raw.zscore(client.keys.cascades, parent) is None
+
+
+def test_a_resume_removes_the_cascade_owed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent, child = _family(raw, client, enq)
+    assert client.scripts.cancel(parent, "") == "canceled"
+    client.resume_run(parent)
+    assert raw.zscore(client.keys.cascades, parent) is None
+    assert finish_pending(client, stores(client)[0], age_ms=0) == []
+    assert status_of(raw, client, child) == "queued"
+
+
+def test_finish_pending_walks_the_old_entries_only(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent, child = _family(raw, client, enq)
+    assert client.scripts.cancel(parent, "") == "canceled"  # its canceller "died" here
+    store = stores(client)[0]
+    assert finish_pending(client, store) == []  # younger than PENDING_AGE_MS
+    assert status_of(raw, client, child) == "queued"
+    assert finish_pending(client, store, age_ms=0) == [parent]
+    assert status_of(raw, client, child) == "canceled"
+    assert raw.zcard(client.keys.cascades) == 0
+
+
+def test_a_running_parent_that_ends_canceled_records_the_cascade_owed(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The worker's path: a cancel asked of a running parent, then its finish
+    (finalize_run) ends it canceled: the same call records the cascade, so a
+    worker killed before its walk leaves it to the supervisor."""
+    parent, child = _family(raw, client, enq)
+    _, run = client.scripts.claim(("q",), 5_000, new_token())
+    assert run is not None and run.id == parent
+    assert client.scripts.cancel(parent, "") == "running"
+    assert raw.zscore(client.keys.cascades, parent) is None  # not canceled yet
+    assert client.scripts.finalize(parent, run.token, "succeeded", b'"ok"') == "canceled"
+    assert raw.zscore(client.keys.cascades, parent) is not None
+    assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
+    assert status_of(raw, client, child) == "canceled"
