@@ -163,6 +163,7 @@ def expected_types(
             (keys.wf_running(wf), "set", f"no run of {wf} is claimed until it is removed"),
             (keys.wf_waiting(wf), "zset", _PLACING),
             (keys.rate(wf), "zset", f"no run of {wf} is claimed until it is removed"),
+            (keys.rate_started(wf), "zset", f"no run of {wf} is claimed until it is removed"),
         ]
     for q in queues:
         out += [

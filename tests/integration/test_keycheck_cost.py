@@ -32,7 +32,7 @@ def test_a_tick_looks_at_a_bounded_turn_and_a_full_pass_finds_every_bad_key(
         raw.set(key, "not a redflow key")
     raw.set(k.leases, "not a redflow key")  # prefix-wide: named at every tick
     duty = KeyCheckDuty(client, workflows, lambda: queues)
-    named = 5 * len(workflows) + 3 * len(queues)
+    named = 6 * len(workflows) + 3 * len(queues)
     ticks = math.ceil(named / KEYS_PER_TICK)
     found: set[str] = set()
     for i in range(ticks):
