@@ -34,7 +34,9 @@ def test_three_hundred_runs_under_100_per_second_take_two_to_three_seconds(
     tag = client.keys.tag
     meta = wait_until(lambda: client.get_workflow_meta("rate-job"), message="metadata synced")
     assert meta.rate_limit == "100/s"
-    handles = [client.run_by_name("rate-job", {"n": i}) for i in range(300)]
+    # one batch: all 300 ready at once (one by one, a loaded machine took seconds
+    # to enqueue them, and runs that came late started without waiting)
+    handles = client.run_many_by_name("rate-job", [{"n": i} for i in range(300)])
     ledger = f"{tag}:ledger:rate"
     wait_until(lambda: raw.llen(ledger) >= 300, 30, message="300 runs done")
     spans = [tuple(float(x) for x in line.split()) for line in texts(raw.lrange(ledger, 0, -1))]
@@ -43,6 +45,8 @@ def test_three_hundred_runs_under_100_per_second_take_two_to_three_seconds(
     last_finish = max(f for _, f in spans)
     took = last_finish - first_start
     print(f"300 runs under 100/s: {took:.3f} s from the first start to the last finish")
+    for h in handles:  # the ledger line is written before the run's finish
+        h.result(timeout=10)
     states = [h.state() for h in handles]
     for state in states:
         assert state is not None and state.status == "succeeded" and len(state.attempts) == 1
@@ -64,12 +68,12 @@ def test_three_hundred_runs_under_100_per_second_take_two_to_three_seconds(
     assert took <= 5.5, took
     # no spinning: the rate gate (two ZREMRANGEBYSCORE, its trims of the two logs;
     # no other script sends it) ran once per run, and for each run that waited in
-    # `scheduled` (200, fewer when a loaded machine spreads the first claims over
-    # more than a second) once more when it came back, and on average at most
+    # `scheduled` (200, a few fewer when a loaded machine spreads the first claims
+    # over more than a second) once more when it came back, and on average at most
     # once again (a late one that found the window of actual starts full
     # reserved again, near its old place)
     deferred = [s for s in states if s is not None and (s.available_at or 0) > s.created_at]
-    assert 150 <= len(deferred) <= 200
+    assert 180 <= len(deferred) <= 200
     stats = raw.info("commandstats")
     gates = stats["cmdstat_zremrangebyscore"]["calls"] // 2
     print(f"rate gate: {gates} calls for 300 runs, {len(deferred)} waited")
@@ -98,9 +102,11 @@ def test_actual_starts_stay_under_the_limit_in_every_sliding_second(
     client = make_client(registry=Registry())
     tag = client.keys.tag
     wait_until(lambda: client.get_workflow_meta("rate-job"), message="metadata synced")
-    handles = [client.run_by_name("rate-job", {"n": i}) for i in range(600)]
+    handles = client.run_many_by_name("rate-job", [{"n": i} for i in range(600)])
     ledger = f"{tag}:ledger:rate"
     wait_until(lambda: raw.llen(ledger) >= 600, 25, message="600 runs done")
+    for h in handles:  # the ledger line is written before the run's finish
+        h.result(timeout=10)
     states = [h.state() for h in handles]
     starts_ms = [s.started_at for s in states if s is not None and s.started_at is not None]
     assert len(starts_ms) == 600
