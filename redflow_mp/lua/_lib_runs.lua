@@ -417,6 +417,7 @@ local function rate_recheck(tag, wf, id, reserved, now, spec)
     -- competitors: runs due already, not started (plan minus started, up to now),
     -- and runs reserved up to the first start this log allows
     local due = redis.call('ZCOUNT', plan, '-inf', int_str(now)) - n
+    if due < 0 then due = 0 end  -- a start the plan lost (a hand edit): none due
     local first = nth(n - count)
     local ahead = due + redis.call('ZCOUNT', plan, '(' .. int_str(now), int_str(first))
     if n - count + ahead < n then
