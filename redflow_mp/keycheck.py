@@ -178,6 +178,7 @@ def expected_types(
                 f"a wait of {wf} past 256 slots that cannot start is not told apart (it suspends)",
             ),
             (keys.rate(wf), "zset", f"no run of {wf} is claimed until it is removed"),
+            (keys.rate_started(wf), "zset", f"no run of {wf} is claimed until it is removed"),
         ]
     for q in queues:
         out += [

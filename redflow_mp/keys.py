@@ -99,10 +99,14 @@ Keys redflow-mp adds::
                                         (suspend_run adds, wake/finalize remove): the deadlock
                                         rule counts it past 256 slots
     parked                        SET   workflow names whose wf-waiting set is non-empty
-    rate:<name>                   ZSET  the workflow's rate limit window: one member per
-                                        start (past or reserved) -> its start time (server
+    rate:<name>                   ZSET  the workflow's rate limit plan: one member per
+                                        start (actual or reserved) -> its start time (server
                                         ms), trimmed to one period; expires a period after
                                         the last one (see ratelimit.py)
+    rate-started:<name>           ZSET  the workflow's actual starts (member per start ->
+                                        its startedAt), trimmed to one period; expires a
+                                        period after the last one: the window the limit is
+                                        checked on when a reserved run comes back
     meta                          HASH  ``keyspace``: the keyspace version (written by migration)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
                                   ("succeeded\n<outputJson>" when the output is < 64 KiB)
@@ -328,6 +332,9 @@ class Keys:
 
     def rate(self, name: str) -> str:
         return f"{self.tag}:rate:{name}"
+
+    def rate_started(self, name: str) -> str:
+        return f"{self.tag}:rate-started:{name}"
 
     # per run
     def run(self, run_id: str) -> str:

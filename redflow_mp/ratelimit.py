@@ -1,22 +1,24 @@
 """Rate limits: ``rate_limit="100/m"`` on ``define_workflow`` (also ``/s``, ``/h``).
 
 Pure: parsing and the text form synced to Redis (the workflow hash's
-``rateLimit`` field). Enforcement is in the claim (``lua/_lib.lua``:
-``rate_deferred``), atomically and for every supervisor: a sliding window over
-the starts of the workflow's runs, logged under ``rate:<workflow>`` (a ZSET of
-start times, trimmed to one period). No window of one period holds more than
-``count`` starts. A run claimed over the limit is not spun on: it reserves the
-earliest start the window allows (logged like a start) and waits in its
-queue's ``scheduled`` set until then, holding no process and making no Redis
-call, and the claim goes on to the next candidate. So a backlog starts in
-waves: ``count`` runs at once, the next ``count`` one period after each of
+``rateLimit`` field). Enforcement is in the claim (``lua/_lib_runs.lua``:
+``rate_deferred``), atomically and for every supervisor: no window of one
+period holds more than ``count`` actual starts of the workflow's runs (their
+``startedAt``). Two ZSETs trimmed to one period: ``rate-started:<workflow>``,
+the actual starts, and ``rate:<workflow>``, the plan (the starts and the starts
+reserved for waiting runs). A run claimed over the limit is not spun on: it
+reserves the earliest start the plan allows and waits in its queue's
+``scheduled`` set until then, holding no process and making no Redis call, and
+the claim goes on to the next candidate. So a backlog starts in waves:
+``count`` runs at once, the next ``count`` about one period after each of
 those, and so on, whichever supervisor claims them.
 
-The window holds for the reserved start times. A reserved run starts when the
-promoter brings it back (within ``promoter_interval_ms``, 200 ms by default) and
-a worker is free: a late start does not move the reservations made after it, so
-actual starts may bunch by that lag. A reservation is kept if the run is
-canceled meanwhile (the window counts it; never more starts than the limit).
+A reservation is a place in line, not a start: the run comes back when the
+promoter brings it (within ``promoter_interval_ms``, 200 ms by default) and a
+worker is free, late, and its claim checks the actual starts again; with the
+window full it reserves again near its old place (``rate_recheck``; the
+argument is in docs/internals.md, "Rate limits"). A reservation is kept if the
+run is canceled meanwhile (the plan counts it; never more starts than the limit).
 A reserved run that the concurrency gate parks when it comes back gives its
 reservation back (``rate_unreserve``) and takes a new start when released.
 A sync that changes the limit puts the runs waiting on reservations of the old

@@ -29,6 +29,7 @@ What moves, and the rule that decides where (docs/operations.md, "Shards"):
   lost: the replay reads the children).
 * **A workflow's keys** go to its new shard (``crc32(name) % M``):
   ``workflow:<name>``, ``wf-apps``, ``wf-running``, ``wf-waiting``, ``rate``,
+  ``rate-started``,
   its cron definitions and next fire times, and its idempotency keys. An
   idempotency key whose run stays in another shard gets, next to it, a stub
   ``run:<id>`` hash (``movedTo``) expiring with the key, so the enqueue script
@@ -303,7 +304,15 @@ def _move_workflow(
     name: str, src: Any, dst: Any, news: list[Any], m: int, report: ReshardReport
 ) -> None:
     s, d = src.keys, dst.keys
-    for fn in ("workflow", "wf_apps", "wf_running", "wf_waiting", "wf_suspended", "rate"):
+    for fn in (
+        "workflow",
+        "wf_apps",
+        "wf_running",
+        "wf_waiting",
+        "wf_suspended",
+        "rate",
+        "rate_started",
+    ):
         if _move_key(src, dst, getattr(s, fn)(name), getattr(d, fn)(name)):
             report.keys_moved += 1
     if src.redis.srem(s.parked, name):

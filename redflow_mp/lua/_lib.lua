@@ -109,6 +109,7 @@ local function id_shard(id) return string.match(id, '~(%d+)$') end
 -- them again, in case a finisher died between the child's finish and its kick.
 local XSHARD_RECHECK_MS = 30000
 local function k_rate(tag, wf) return tag .. ':rate:' .. wf end
+local function k_rate_started(tag, wf) return tag .. ':rate-started:' .. wf end
 local function k_idem(tag, wf, key)
   return tag .. ':idempo:' .. string.len(wf) .. ':' .. wf .. ':' .. string.len(key) .. ':' .. key
 end

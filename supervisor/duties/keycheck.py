@@ -8,10 +8,10 @@ set that places a run is written first), so without this check an index of
 the wrong type would only show as runs missing from a listing. Cost: one
 pipeline of ``TYPE`` per shard a minute: the prefix-wide keys, and the next
 :data:`KEYS_PER_TICK` of the keys named by the workflows and queues served
-(six per workflow, three per queue), in turn. Up to that many (111 workflows
+(seven per workflow, three per queue), in turn. Up to that many (100 workflows
 and queues), every key every minute; past it a full pass spans several minutes
-(1,000 workflows and 1,000 queues: 9,000 keys, 9 minutes) instead of 9,000
-``TYPE`` a minute per supervisor (134 commands/s each on an idle Redis).
+(1,000 workflows and 1,000 queues: 10,000 keys, 10 minutes) instead of 10,000
+``TYPE`` a minute per supervisor (8,000 took 134 commands/s each on an idle Redis).
 
 Each tick also puts the runs listed in ``runs:unindexed`` (finished while their
 ``runs:status:<status>`` held another type of value) back into that index once it

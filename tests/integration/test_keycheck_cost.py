@@ -33,7 +33,7 @@ def test_a_tick_looks_at_a_bounded_turn_and_a_full_pass_finds_every_bad_key(
         raw.set(key, "not a redflow key")
     raw.set(k.leases, "not a redflow key")  # prefix-wide: named at every tick
     duty = KeyCheckDuty(client, workflows, lambda: queues)
-    named = 6 * len(workflows) + 3 * len(queues)  # wf-suspended: the 6th
+    named = 7 * len(workflows) + 3 * len(queues)  # wf-suspended, rate-started
     ticks = math.ceil(named / KEYS_PER_TICK)
     prefix_wide = len(expected_types(k))  # named at every tick, besides the turn
     found: set[str] = set()

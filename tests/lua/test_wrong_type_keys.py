@@ -135,27 +135,31 @@ def test_a_waiting_set_of_the_wrong_type_strands_no_parked_run(
     assert raw.scard(k.wf_running("wf")) == 1
 
 
-@pytest.mark.parametrize("bad_key", ["rate", "scheduled", "due-queues"])
+@pytest.mark.parametrize("bad_key", ["rate", "rate-started", "scheduled", "due-queues"])
 def test_a_rate_limit_key_of_the_wrong_type_strands_no_run(
     raw: redis.Redis, client: Client, enq: Callable[..., str], bad_key: str
 ) -> None:
-    """The rate gate writes ``rate:<wf>`` and, for a run over the limit, the
-    queue's scheduled set and due-queues; any of them a string: the run was
-    popped (and marked scheduled) and the claim failed."""
+    """The rate gate writes ``rate:<wf>`` and ``rate-started:<wf>`` and, for a
+    run over the limit, the queue's scheduled set and due-queues; any of them a
+    string: the run was popped (and marked scheduled) and the claim failed."""
     k = client.keys
     raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
     enq()
     second = enq()
-    if bad_key != "rate":
+    logs = ("rate", "rate-started")
+    if bad_key not in logs:
         _claim(client)  # the first takes the hour's one start
-    bad = {"rate": k.rate("wf"), "scheduled": k.q_scheduled("q"), "due-queues": k.due_queues}[
-        bad_key
-    ]
+    bad = {
+        "rate": k.rate("wf"),
+        "rate-started": k.rate_started("wf"),
+        "scheduled": k.q_scheduled("q"),
+        "due-queues": k.due_queues,
+    }[bad_key]
     raw.delete(bad)
     raw.set(bad, _JUNK)
     with pytest.raises(WrongTypeError, match=bad):
         _claim(client)
-    rid = second if bad_key != "rate" else texts(raw.zrange(k.q_ready("q"), 0, 0))[0]
+    rid = second if bad_key not in logs else texts(raw.zrange(k.q_ready("q"), 0, 0))[0]
     assert _where(raw, client, rid) == ("queued", ["ready"])
     assert not raw.sismember(k.wf_running("wf"), rid)
 

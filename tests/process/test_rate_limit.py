@@ -1,12 +1,14 @@
 """Rate limits under real supervisors (issue 15 #3): 300 runs of a workflow limited
 to ``"100/s"``, served by two supervisors of two processes each, take 2 s and a
-little more from the first start to the last finish (each start exactly one
-period after the 100th before it, on Redis's clock); no window of one second
-holds more than 100 starts, and no run was spun on (the rate gate ran once per run; 200 runs
-waited in ``scheduled`` once each)."""
+little more from the first start to the last finish; no window of one second
+holds more than 100 actual starts (startedAt, on Redis's clock), and no run was
+spun on (the rate gate ran once per run, and at most twice more for each of the
+200 runs that waited in ``scheduled``). And 600 runs under default settings: the
+busiest sliding second of actual starts holds at most 100."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import pytest
@@ -32,7 +34,9 @@ def test_three_hundred_runs_under_100_per_second_take_two_to_three_seconds(
     tag = client.keys.tag
     meta = wait_until(lambda: client.get_workflow_meta("rate-job"), message="metadata synced")
     assert meta.rate_limit == "100/s"
-    handles = [client.run_by_name("rate-job", {"n": i}) for i in range(300)]
+    # one batch: all 300 ready at once (one by one, a loaded machine took seconds
+    # to enqueue them, and runs that came late started without waiting)
+    handles = client.run_many_by_name("rate-job", [{"n": i} for i in range(300)])
     ledger = f"{tag}:ledger:rate"
     wait_until(lambda: raw.llen(ledger) >= 300, 30, message="300 runs done")
     spans = [tuple(float(x) for x in line.split()) for line in texts(raw.lrange(ledger, 0, -1))]
@@ -41,32 +45,76 @@ def test_three_hundred_runs_under_100_per_second_take_two_to_three_seconds(
     last_finish = max(f for _, f in spans)
     took = last_finish - first_start
     print(f"300 runs under 100/s: {took:.3f} s from the first start to the last finish")
-    # never early: waves of at most 100 per second, one second apart
-    starts = sorted(s - first_start for s, _ in spans)
-    assert starts[100] >= 0.95 and starts[200] >= 1.95, starts[95:105]
-    assert took >= 2.0, took
+    for h in handles:  # the ledger line is written before the run's finish
+        h.result(timeout=10)
     states = [h.state() for h in handles]
     for state in states:
         assert state is not None and state.status == "succeeded" and len(state.attempts) == 1
-    # never held back more than the limit asks: each start (the claim's, on Redis's
-    # clock) or reserved start of a waiting run is exactly one period after the
-    # 100th before it (the first 100 started at once: the 200 others waited, below).
-    # These are the limiter's own times, which a loaded machine does not stretch.
-    slots = sorted(
-        s.available_at if s.available_at and s.available_at > s.created_at else s.started_at or 0
-        for s in states
-        if s is not None
-    )
-    assert [slots[i + 100] - slots[i] for i in range(200)] == [1000] * 200, slots
+    # never early: never more than the limit in any window of one period, on
+    # Redis's clock (startedAt, written by the claim that started the run): each
+    # start is at least one period after the 100th before it. (Not on the
+    # handlers' clock: a claim's reply reaches its process after a varying delay,
+    # so the handlers' own start times may see 101 within 0.92 s.)
+    started = sorted(s.started_at or 0 for s in states if s is not None)
+    assert all(started[i + 100] - started[i] >= 1000 for i in range(200)), started
+    assert max(s.finished_at or 0 for s in states if s is not None) - started[0] >= 2000
     # The actual starts follow the reservations by the promoter's lag (its 0.2 s
-    # tick) plus a free worker's claim, and the last wave then takes its time to
-    # run: 2.4 to 2.7 s here under load, against the 3.1 s this bound was (the
-    # drain of a wave is the machine's speed); the exact check above proves the
-    # pacing, this one that the runs were not left waiting past their starts.
-    assert took <= 4.5, took
-    # no spinning: the rate gate ran once per run (ZREMRANGEBYSCORE is its first
-    # command, and no other script sends it); 200 runs waited in `scheduled` once
-    stats = raw.info("commandstats")
-    assert stats["cmdstat_zremrangebyscore"]["calls"] == 300, stats.get("cmdstat_zremrangebyscore")
+    # tick) plus a free worker's claim (twice for a run that came back to a full
+    # window and reserved again), and the last wave then takes its time to run:
+    # 2.7 to 2.8 s here under load (2.4 to 3.0 s before the recheck; once 4.54 s
+    # with a test suite running beside it, load 16 on 2 cores); the exact check
+    # above proves the pacing, this one that the runs were not left waiting past
+    # their starts.
+    assert took <= 5.5, took
+    # no spinning: the rate gate (two ZREMRANGEBYSCORE, its trims of the two logs;
+    # no other script sends it) ran once per run, and for each run that waited in
+    # `scheduled` (200, a few fewer when a loaded machine spreads the first claims
+    # over more than a second) once more when it came back, and on average at most
+    # once again (a late one that found the window of actual starts full
+    # reserved again, near its old place)
     deferred = [s for s in states if s is not None and (s.available_at or 0) > s.created_at]
-    assert len(deferred) == 200
+    assert 180 <= len(deferred) <= 200
+    stats = raw.info("commandstats")
+    gates = stats["cmdstat_zremrangebyscore"]["calls"] // 2
+    print(f"rate gate: {gates} calls for 300 runs, {len(deferred)} waited")
+    assert 300 + len(deferred) <= gates <= 300 + 2 * len(deferred), gates
+
+
+def _busiest_window(starts_ms: list[int], period_ms: int) -> int:
+    """The most starts in any sliding window [t, t + period) (one opens at each start)."""
+    starts = sorted(starts_ms)
+    return max(bisect.bisect_left(starts, s + period_ms) - i for i, s in enumerate(starts))
+
+
+def test_actual_starts_stay_under_the_limit_in_every_sliding_second(
+    supervisor: Callable[..., Supervisor],
+    make_client: Callable[..., Client],
+    raw: redis.Redis,
+) -> None:
+    # 600 runs under "100/s", two supervisors of two processes, default settings.
+    # The limit is about when runs actually start (startedAt, written by the claim
+    # that starts them), not when they were planned to: reserved runs come back
+    # late (the promoter's tick, busy workers) and used to start on their old
+    # reservations without a new check, 108-137 in the busiest second.
+    sups = [supervisor(procs=2, modules=["tests.process.flows_rate"]) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    client = make_client(registry=Registry())
+    tag = client.keys.tag
+    wait_until(lambda: client.get_workflow_meta("rate-job"), message="metadata synced")
+    handles = client.run_many_by_name("rate-job", [{"n": i} for i in range(600)])
+    ledger = f"{tag}:ledger:rate"
+    wait_until(lambda: raw.llen(ledger) >= 600, 25, message="600 runs done")
+    for h in handles:  # the ledger line is written before the run's finish
+        h.result(timeout=10)
+    states = [h.state() for h in handles]
+    starts_ms = [s.started_at for s in states if s is not None and s.started_at is not None]
+    assert len(starts_ms) == 600
+    busiest = _busiest_window(starts_ms, 1000)
+    took = (max(starts_ms) - min(starts_ms)) / 1000
+    print(f"600 runs under 100/s: busiest sliding second {busiest} starts; {took:.3f} s")
+    assert busiest <= 100
+    # and the backlog drains at close to the limit: 5 periods after the first
+    # 100 starts at best (5.7-6.3 s measured here; the bound leaves room for a
+    # loaded machine)
+    assert took <= 10.0, took
