@@ -134,6 +134,9 @@ class AsyncTransport:
                 pool={"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT},
             )
             self._redis, self.router, self._sentinel, self._service = own
+        pool = self._redis.connection_pool
+        if isinstance(pool, ClosingPool):
+            pool.gate.describe = self.describe
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
@@ -448,8 +451,8 @@ class AsyncTransport:
 
     async def aclose(self) -> None:
         """Close every connection (safe to call more than once); pending calls and
-        waiters fail (a query in flight on the redis.asyncio pool may still end, on
-        a connection closed as it does), and any later use raises
+        waiters fail (a query in flight on the redis.asyncio pool too: its cut
+        connection does not open again), and any later use raises
         :class:`RedflowError`."""
         if self._closed:
             return

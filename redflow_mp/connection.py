@@ -50,6 +50,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from .closing import Gate, closable_connection_class
 from .errors import RedflowError, RedisClusterDownError
 
 __all__ = [
@@ -359,9 +360,10 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
     )
 
 
-def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redis.Redis:
-    """A redis-py client whose connections go to the service's current master;
-    a service no sentinel knows is refused at once (:func:`check_sentinel_service`)."""
+def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
+    """A redis-py client whose connections go to the service's current master and
+    do not open once ``gate`` is closed; a service no sentinel knows is refused at
+    once (:func:`check_sentinel_service`)."""
     assert target.service is not None
     sentinel = Sentinel(
         list(target.sentinels),
@@ -375,7 +377,10 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redi
     kwargs.update(db=target.db, username=target.username, password=target.password)
     base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
     client: redis.Redis = sentinel.master_for(
-        target.service, retry=retry, connection_class=_master_connection(base), **kwargs
+        target.service,
+        retry=retry,
+        connection_class=closable_connection_class(_master_connection(base), gate),
+        **kwargs,
     )
     return client
 
