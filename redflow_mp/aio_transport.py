@@ -37,6 +37,7 @@ this module).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -470,3 +471,7 @@ class AsyncTransport:
         if isinstance(pool, ClosingPool):
             await pool.close_for_good()
         await self._redis.aclose(close_connection_pool=True)
+        if self._sentinel is not None:  # those that asked where the master is
+            for node in self._sentinel.sentinels:
+                with contextlib.suppress(Exception):  # best effort on a broken socket
+                    await node.connection_pool.disconnect()

@@ -35,6 +35,7 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -383,6 +384,16 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: G
         **kwargs,
     )
     return client
+
+
+def close_sentinels(sentinels: Any) -> None:
+    """Close the connections a redis-py :class:`~redis.sentinel.Sentinel` opened to
+    the sentinels (each asked where the master is): a client's close() closed only
+    those to the master, and one per sentinel asked stayed open for as long as the
+    closed client object lived."""
+    for node in getattr(sentinels, "sentinels", ()):
+        with contextlib.suppress(Exception):  # best effort on a broken socket
+            node.connection_pool.disconnect()
 
 
 def _master_connection(base: type[Any]) -> type[Any]:

@@ -48,6 +48,7 @@ from .connection import (
     check_durability,
     check_replicated,
     check_url_options,
+    close_sentinels,
     mask_url,
     misplaced_userinfo,
     parse_target,
@@ -467,6 +468,8 @@ class Transport:
         """Sentinel: at most once a second, ask which server is the master; when it
         changed, every connection of this process moves there (redis-py's pool drops
         its idle ones; the wires reconnect at their next command)."""
+        if self._closed:  # the sentinels' connections are closed: not reopened here
+            raise closed_error("client", self.describe())
         now = time.monotonic()
         if now < self._recheck_at:
             return
@@ -505,7 +508,10 @@ class Transport:
                     conn.disconnect()
         self._local = _Local()
         self._redis.close()
-        self._redis.connection_pool.disconnect()
+        pool: Any = self._redis.connection_pool
+        pool.disconnect()
+        if self._sentinel:
+            close_sentinels(pool.sentinel_manager)
 
 
 def is_noscript(exc: ResponseError) -> bool:
