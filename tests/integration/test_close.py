@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, create_client, define_workflow
+from redflow_mp import Client, Context, Registry, RunHandle, create_client, define_workflow
 from redflow_mp.errors import RedflowError
 from redflow_mp.transport import SOCKET_TIMEOUT
 from tests.helpers import wait_until
@@ -143,4 +143,34 @@ def test_close_wakes_a_result_wait_and_leaves_no_connection_open(
     channel = c.keys.run_done(handle.id)
     wait_until(lambda: raw.pubsub_numsub(channel)[0][1] == 1, timeout=10)
     _closed_in_flight(call, c)
+    wait_until(lambda: len(raw.client_list()) == others, timeout=10)
+
+
+def test_close_wakes_result_waits_on_every_shard_and_leaves_no_connection_open(
+    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
+) -> None:
+    """A sharded client: shard 0's waiter and those of the other shards (closed by
+    the shard set) all wake with the closed error, and none of their pub/sub
+    connections stays open."""
+    others = len(raw.client_list())
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False, shards=3)
+    handles: list[RunHandle[Any]] = []
+    for k in range(3):
+        name = next(
+            f"close-{i}" for i in range(999) if c.shard_of_workflow(f"close-{i}").index == k
+        )
+
+        def idle(ctx: Context[Any]) -> None:
+            return None
+
+        handles.append(define_workflow(name, queue="nobody", registry=registry)(idle).run(client=c))
+    calls = [_InFlight(h.result) for h in handles]
+    channels = [c.shard_of_run(h.id).keys.run_done(h.id) for h in handles]
+    wait_until(lambda: all(n == 1 for _ch, n in raw.pubsub_numsub(*channels)), timeout=10)
+    closed_at = time.monotonic()
+    c.close()
+    for call in calls:
+        outcome = call.join()
+        assert isinstance(outcome, RedflowError) and "is closed" in str(outcome), outcome
+        assert call.ended_at - closed_at < SOCKET_TIMEOUT
     wait_until(lambda: len(raw.client_list()) == others, timeout=10)
