@@ -33,6 +33,7 @@ __all__ = [
     "closable_async_connection_class",
     "closable_connection_class",
     "closed_error",
+    "connected",
     "cut_error",
 ]
 
@@ -69,6 +70,15 @@ class Gate:
             raise cut_error(self.describe())
 
 
+def connected(conn: Any) -> bool:
+    """Whether a redis-py connection is open (``is_connected``: redis.asyncio's,
+    and the sync one's from redis-py 5.1; 5.0's sync connection has only its socket)."""
+    flag = getattr(conn, "is_connected", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(conn, "_sock", None) is not None
+
+
 def closable_connection_class(base: type[Any], gate: Gate) -> type[Any]:
     """``base`` made to refuse to open once ``gate`` is closed (see the module's
     docstring). redis-py 6+ opens through ``connect_check_health`` (which
@@ -77,6 +87,10 @@ def closable_connection_class(base: type[Any], gate: Gate) -> type[Any]:
 
     def wrapped(name: str) -> Callable[..., Any]:
         def open_checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # redis-py's pool calls connect() at every checkout: an open connection
+            # of an open transport returns at once, as redis-py's own would
+            if not gate.closed and connected(self):
+                return None
             gate.check(self)
             try:
                 result = getattr(super(Closable, self), name)(*args, **kwargs)
@@ -105,6 +119,8 @@ def closable_async_connection_class(base: type[Any], gate: Gate) -> type[Any]:
 
     def wrapped(name: str) -> Callable[..., Any]:
         async def open_checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not gate.closed and connected(self):  # each checkout: as redis-py's own
+                return None
             await check(self)
             try:
                 result = await getattr(super(Closable, self), name)(*args, **kwargs)

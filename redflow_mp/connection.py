@@ -52,6 +52,7 @@ from redis.crc import key_slot
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .closing import Gate, closable_connection_class
+from .closing import connected as _connected
 from .errors import RedflowError, RedisClusterDownError
 
 __all__ = [
@@ -524,14 +525,6 @@ class Router:
             if (host, port) != self.address:
                 self.address = (host, port)
                 self.generation += 1
-
-
-def _connected(conn: Any) -> bool:
-    # redis-py >= 5.1 has ``is_connected``; 5.0's sync connection only its socket
-    flag = getattr(conn, "is_connected", None)
-    if flag is not None:
-        return bool(flag)
-    return getattr(conn, "_sock", None) is not None
 
 
 def routed_connection_class(base: type[Any], router: Router) -> type[Any]:
