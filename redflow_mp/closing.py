@@ -17,8 +17,9 @@ at once. Either way the call raises :func:`cut_error`'s
 :class:`~redflow_mp.errors.RedflowError` (not a connection error, so no retry
 catches it). A connection opened before the close is cut by the close itself
 (every one of them is reachable from the transport: its pool's sets, the
-threads' wires, the waiter's). It costs one attribute read per connection
-opened, none per command.
+threads' wires, the waiter's). Cost: redis-py's pool calls ``connect()`` at
+every checkout; on an open connection of an open transport it returns after
+two attribute reads (cheaper than redis-py's own no-op ``connect()``).
 """
 
 from __future__ import annotations
