@@ -14,6 +14,7 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.sentinel import Sentinel
 
+from .closing import Gate, closable_async_connection_class
 from .connection import (
     CLUSTER_PATIENCE,
     Router,
@@ -224,13 +225,21 @@ class ClosingPool(redis.asyncio.BlockingConnectionPool):
     holds, but redis-py's retry then reconnects that connection and resends the
     command, and the connection, released into the closed pool, stayed open for
     the life of the process. Once closed, this pool closes a connection as it is
-    released and hands out none.
+    released and hands out none, and its connections do not open again (a retry
+    after the close raises the closed client's error: ``closing.py``).
     """
 
     closed = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.gate = Gate(lambda: "?")  # its transport names the server (aio_transport)
+        base = kwargs.get("connection_class", redis.asyncio.Connection)
+        kwargs["connection_class"] = closable_async_connection_class(base, self.gate)
+        super().__init__(*args, **kwargs)
+
     async def close_for_good(self) -> None:
         self.closed = True
+        self.gate.closed = True  # before the cut: a retry's reconnect is refused
         await self.disconnect()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:

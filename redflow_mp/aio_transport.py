@@ -37,6 +37,7 @@ this module).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -134,6 +135,9 @@ class AsyncTransport:
                 pool={"max_connections": MAX_CONNECTIONS, "timeout": POOL_TIMEOUT},
             )
             self._redis, self.router, self._sentinel, self._service = own
+        pool = self._redis.connection_pool
+        if isinstance(pool, ClosingPool):
+            pool.gate.describe = self.describe
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._version: tuple[int, ...] | None = None
@@ -448,8 +452,8 @@ class AsyncTransport:
 
     async def aclose(self) -> None:
         """Close every connection (safe to call more than once); pending calls and
-        waiters fail (a query in flight on the redis.asyncio pool may still end, on
-        a connection closed as it does), and any later use raises
+        waiters fail (a query in flight on the redis.asyncio pool too: its cut
+        connection does not open again), and any later use raises
         :class:`RedflowError`."""
         if self._closed:
             return
@@ -467,3 +471,7 @@ class AsyncTransport:
         if isinstance(pool, ClosingPool):
             await pool.close_for_good()
         await self._redis.aclose(close_connection_pool=True)
+        if self._sentinel is not None:  # those that asked where the master is
+            for node in self._sentinel.sentinels:
+                with contextlib.suppress(Exception):  # best effort on a broken socket
+                    await node.connection_pool.disconnect()

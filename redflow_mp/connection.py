@@ -35,6 +35,7 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -50,6 +51,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from .closing import Gate, closable_connection_class
+from .closing import connected as _connected
 from .errors import RedflowError, RedisClusterDownError
 
 __all__ = [
@@ -359,9 +362,10 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
     )
 
 
-def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redis.Redis:
-    """A redis-py client whose connections go to the service's current master;
-    a service no sentinel knows is refused at once (:func:`check_sentinel_service`)."""
+def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
+    """A redis-py client whose connections go to the service's current master and
+    do not open once ``gate`` is closed; a service no sentinel knows is refused at
+    once (:func:`check_sentinel_service`)."""
     assert target.service is not None
     sentinel = Sentinel(
         list(target.sentinels),
@@ -375,9 +379,22 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any) -> redi
     kwargs.update(db=target.db, username=target.username, password=target.password)
     base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
     client: redis.Redis = sentinel.master_for(
-        target.service, retry=retry, connection_class=_master_connection(base), **kwargs
+        target.service,
+        retry=retry,
+        connection_class=closable_connection_class(_master_connection(base), gate),
+        **kwargs,
     )
     return client
+
+
+def close_sentinels(sentinels: Any) -> None:
+    """Close the connections a redis-py :class:`~redis.sentinel.Sentinel` opened to
+    the sentinels (each asked where the master is): a client's close() closed only
+    those to the master, and one per sentinel asked stayed open for as long as the
+    closed client object lived."""
+    for node in getattr(sentinels, "sentinels", ()):
+        with contextlib.suppress(Exception):  # best effort on a broken socket
+            node.connection_pool.disconnect()
 
 
 def _master_connection(base: type[Any]) -> type[Any]:
@@ -508,14 +525,6 @@ class Router:
             if (host, port) != self.address:
                 self.address = (host, port)
                 self.generation += 1
-
-
-def _connected(conn: Any) -> bool:
-    # redis-py >= 5.1 has ``is_connected``; 5.0's sync connection only its socket
-    flag = getattr(conn, "is_connected", None)
-    if flag is not None:
-        return bool(flag)
-    return getattr(conn, "_sock", None) is not None
 
 
 def routed_connection_class(base: type[Any], router: Router) -> type[Any]:

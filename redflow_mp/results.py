@@ -224,6 +224,9 @@ class ResultWaiter:
         pubsub = self._local.conn
         if pubsub is None or self._local.pid != os.getpid():
             return
+        if self._transport.closed:  # its connection does not open again: just drop it
+            self.drop()
+            return
         try:
             pubsub.unsubscribe(channel)
         except NETWORK_ERRORS:
@@ -330,10 +333,10 @@ def _wait_message(
     pubsub: Any, channel: bytes, deadline: float | None, check_open: Callable[[], None]
 ) -> bytes | None:
     """Block until a message on ``channel`` arrives (its data); None at the deadline
-    or after RESULT_RECHECK_S (the caller reads the run again). ``check_open`` raises
-    once the client is closed: its close (from another thread) shuts the pub/sub
-    socket, which redis-py reconnects and subscribes again at once, so the wait
-    comes back here instead of waiting on for the rest of RESULT_RECHECK_S."""
+    or after RESULT_RECHECK_S (the caller reads the run again). A close (from another
+    thread) shuts the pub/sub socket and redis-py's reconnect is refused
+    (``closing.py``): ``get_message`` raises the closed client's error; ``check_open``
+    raises it too once the client is closed."""
     recheck = time.monotonic() + RESULT_RECHECK_S
     deadline = recheck if deadline is None else min(deadline, recheck)
     while True:

@@ -37,6 +37,7 @@ from redis.connection import parse_url
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.retry import Retry
 
+from .closing import Gate, closable_connection_class, closed_error
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
@@ -47,6 +48,7 @@ from .connection import (
     check_durability,
     check_replicated,
     check_url_options,
+    close_sentinels,
     mask_url,
     misplaced_userinfo,
     parse_target,
@@ -237,16 +239,23 @@ SYNC_MAX_CONNECTIONS = 2**31
 
 
 def _own_client(
-    url: str | None, client: redis.Redis | None, target: Target | None, route_key: str | None
+    url: str | None,
+    client: redis.Redis | None,
+    target: Target | None,
+    route_key: str | None,
+    gate: Gate,
 ) -> tuple[redis.Redis, Router | None]:
     """A bytes-returning client: from ``url`` (pinned to a cluster's node serving
-    ``route_key``, or through Sentinel), or cloned from a caller's client settings."""
+    ``route_key``, or through Sentinel), or cloned from a caller's client settings.
+    Its connections do not open once ``gate`` is closed (``closing.py``)."""
     if client is not None:
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["decode_responses"] = False
         new_pool = redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=SYNC_MAX_CONNECTIONS, **kwargs
+            connection_class=closable_connection_class(pool.connection_class, gate),
+            max_connections=SYNC_MAX_CONNECTIONS,
+            **kwargs,
         )
         return redis.Redis(connection_pool=new_pool), None
     retry = Retry(retry_backoff(), retries=RETRIES)
@@ -254,7 +263,7 @@ def _own_client(
         target = parse_target(check_url(url))
     if target.kind == "sentinel":
         options = {**client_options(), "max_connections": SYNC_MAX_CONNECTIONS}
-        return sentinel_client(target, options, retry), None
+        return sentinel_client(target, options, retry, gate), None
     parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
     url_kwargs = dict(parse(target.url))
     base = url_kwargs.pop("connection_class", redis.Connection)
@@ -264,11 +273,12 @@ def _own_client(
             target.url,
             retry=retry,
             max_connections=SYNC_MAX_CONNECTIONS,
+            connection_class=closable_connection_class(base, gate),
             **client_options(unix=True),
         ), None
     router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
     pool = redis.ConnectionPool(
-        connection_class=routed_connection_class(base, router),
+        connection_class=closable_connection_class(routed_connection_class(base, router), gate),
         retry=retry,
         **{"max_connections": SYNC_MAX_CONNECTIONS, **url_kwargs, **client_options()},
     )
@@ -302,13 +312,6 @@ def check_server_version(version: tuple[int, ...], where: str) -> tuple[int, ...
     return version
 
 
-def closed_error(what: str, where: str) -> RedflowError:
-    """The error for a client used after it was closed."""
-    return RedflowError(
-        f"this {what} ({where}) is closed; create a new one instead of using it after close"
-    )
-
-
 class _Local(threading.local):
     pid: int = -1
     wire: _Wire | None = None
@@ -337,7 +340,8 @@ class Transport:
             if client is not None
             else parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master)
         )
-        self._redis, self.router = _own_client(url, client, self.target, route_key)
+        self._gate = Gate(self.describe)
+        self._redis, self.router = _own_client(url, client, self.target, route_key, self._gate)
         self._closed = False
         self._local = _Local()
         self._held: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -491,6 +495,8 @@ class Transport:
         """Sentinel: at most once a second, ask which server is the master; when it
         changed, every connection of this process moves there (redis-py's pool drops
         its idle ones; the wires reconnect at their next command)."""
+        if self._closed:  # the sentinels' connections are closed: not reopened here
+            raise closed_error("client", self.describe())
         now = time.monotonic()
         if now < self._recheck_at:
             return
@@ -515,8 +521,10 @@ class Transport:
 
     def close(self) -> None:
         """Close this process's connections (safe to call more than once); any later
-        use raises :class:`RedflowError`."""
+        use raises :class:`RedflowError`, and so does a call in flight in another
+        thread: its connection, cut here, does not open again (``closing.py``)."""
         self._closed = True
+        self._gate.closed = True  # before any cut: a retry's reconnect is refused
         pid = os.getpid()
         with self._held_lock:
             held, self._held = list(self._held), weakref.WeakSet()
@@ -527,7 +535,10 @@ class Transport:
                     conn.disconnect()
         self._local = _Local()
         self._redis.close()
-        self._redis.connection_pool.disconnect()
+        pool: Any = self._redis.connection_pool
+        pool.disconnect()
+        if self._sentinel:
+            close_sentinels(pool.sentinel_manager)
 
 
 def is_noscript(exc: ResponseError) -> bool:

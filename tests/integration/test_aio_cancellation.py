@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from redflow_mp import Context, Registry, ResultTimeoutError, define_workflow
 from redflow_mp.aio import AsyncClient, create_async_client, set_default_async_client
+from redflow_mp.errors import RedflowError
+from redflow_mp.transport import SOCKET_TIMEOUT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,6 +52,11 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -
         if loop.time() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def _blpops(raw: redis.Redis) -> int:
+    """BLPOPs the server has run (the server is shared by a worker's tests)."""
+    return int(raw.info("commandstats").get("cmdstat_blpop", {}).get("calls", 0))
 
 
 async def _steps(n: int = 1) -> None:
@@ -140,16 +148,29 @@ def test_aclose_leaves_no_connection_open_behind_a_query_in_flight(
 ) -> None:
     """A query in flight when the client closes (here a BLPOP, blocked in the server)
     is not resent on a connection that outlives the client: redis-py's retry used
-    to reconnect it, and the connection stayed open once the call had returned."""
+    to reconnect it, and the connection stayed open once the call had returned.
+    Nothing is pushed: the query must end because of the close, with the closed
+    client's error, at once (before, its BLPOP was sent three times more, each
+    waiting out the socket timeout: a TimeoutError 16 s later)."""
 
     async def body(ac: AsyncClient) -> None:
         others = len(raw.client_list())  # before the client opens any
+        sent = _blpops(raw)
         blocked = asyncio.ensure_future(ac.redis.blpop(["aclose-probe"], 0))
         await until(lambda: raw.info("clients")["blocked_clients"] == 1, "BLPOP to block")
+        loop = asyncio.get_running_loop()
+        closed_at = loop.time()
         await ac.aclose()
-        raw.lpush("aclose-probe", b"x")
-        await asyncio.gather(blocked, return_exceptions=True)
+        (outcome,) = await asyncio.gather(blocked, return_exceptions=True)
+        took = loop.time() - closed_at
+        if hasattr(redis.asyncio.Redis, "_disconnect_raise"):  # redis-py 5: no retry
+            assert isinstance(outcome, redis.ConnectionError), outcome
+        else:
+            assert isinstance(outcome, RedflowError), outcome
+            assert "is closed" in str(outcome)
+        assert took < SOCKET_TIMEOUT, f"the query ended {took:.2f} s after aclose()"
         await until(lambda: len(raw.client_list()) == others, "the client's connections to close")
+        assert _blpops(raw) - sent <= 1  # the BLPOP was not sent again
 
     in_loop(body)
 
