@@ -22,7 +22,8 @@
 --     into due-queues no later than that (the promoter reads only due-queues);
 --     a queue a run is put back on is named in `queues` again;
 --   * running, suspended: back into wf-running:<wf> (its concurrency slot:
---     without it, claims started more runs than max_concurrency); a running
+--     without it, claims started more runs than max_concurrency), a suspended
+--     one also into wf-suspended:<wf> (the deadlock rule's count); a running
 --     run's `leases` entry and a suspended run's timer are rearm_leases.lua's
 --     and recheck_waits.lua's.
 -- Nothing else is changed: a run's status is only read (a finished or canceled
@@ -177,6 +178,12 @@ local function place(id, f)
     if redis.pcall('SISMEMBER', k_running(tag, wf), id) == 0 then
       redis.pcall('SADD', k_running(tag, wf), id)
       put(id, k_running(tag, wf))
+    end
+    -- A suspended slot holder is counted by the deadlock rule past 256 slots
+    -- (suspend_run.lua). Not reported: every run suspended before that set
+    -- existed (an upgrade) is missing from it once, which is no loss.
+    if st == 'suspended' and redis.pcall('SISMEMBER', k_wf_suspended(tag, wf), id) == 0 then
+      redis.pcall('SADD', k_wf_suspended(tag, wf), id)
     end
   end
 end

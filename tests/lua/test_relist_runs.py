@@ -222,3 +222,27 @@ def test_a_cursor_whose_run_moved_to_a_later_score_skips_nothing(
         if got.done:
             break
     assert sorted(i for i, key in put if key == k.runs_status("canceled")) == sorted(ids)
+
+
+def test_a_suspended_slot_holder_missing_from_wf_suspended_is_counted_again(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The deadlock rule past 256 slots counts wf-suspended:<wf>: a run suspended
+    before that set existed (an upgrade), or one the set lost (evicted, deleted),
+    stayed uncounted until it suspended again. A pass counts it, silently (after
+    an upgrade every suspended run would warn), and never counts a running one."""
+    k = client.keys
+    held, running = enq(max_concurrency=10), enq(max_concurrency=10)
+    for rid in (held, running):
+        _, got = client.scripts.claim(("q",), 60_000, new_token())
+        assert got is not None and got.id == rid
+    # `held` suspended as a run suspended before the set existed: its slot, no lease
+    raw.hset(k.run(held), "status", "suspended")
+    raw.zrem(k.runs_status("running"), held)
+    raw.zadd(k.runs_status("suspended"), {held: 1})
+    raw.zrem(k.leases, held)
+    assert raw.smembers(k.wf_running("wf")) == {held.encode(), running.encode()}
+    assert not raw.exists(k.wf_suspended("wf"))
+    assert _pass(client) == []
+    assert raw.smembers(k.wf_suspended("wf")) == {held.encode()}
+    assert _pass(client) == []
