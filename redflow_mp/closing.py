@@ -86,7 +86,7 @@ def closable_connection_class(base: type[Any], gate: Gate) -> type[Any]:
     ``connect`` calls), 5.x through ``connect``: both are wrapped where present;
     Sentinel's ``connect`` asks the sentinels first, so it is checked before that."""
 
-    def wrapped(name: str) -> Callable[..., Any]:
+    def wrapped(opener: Callable[..., Any]) -> Callable[..., Any]:
         def open_checked(self: Any, *args: Any, **kwargs: Any) -> Any:
             # redis-py's pool calls connect() at every checkout: an open connection
             # of an open transport returns at once, as redis-py's own would
@@ -94,7 +94,7 @@ def closable_connection_class(base: type[Any], gate: Gate) -> type[Any]:
                 return None
             gate.check(self)
             try:
-                result = getattr(super(Closable, self), name)(*args, **kwargs)
+                result = opener(self, *args, **kwargs)
             except Exception:
                 gate.check(self)  # the close cut the handshake: say so
                 raise
@@ -103,10 +103,7 @@ def closable_connection_class(base: type[Any], gate: Gate) -> type[Any]:
 
         return open_checked
 
-    methods = {m: wrapped(m) for m in ("connect", "connect_check_health") if hasattr(base, m)}
-    name = f"Closable{base.__name__}"
-    Closable: type[Any] = type(name, (base,), {**methods, "__qualname__": name})
-    return Closable
+    return _closable(base, wrapped)
 
 
 def closable_async_connection_class(base: type[Any], gate: Gate) -> type[Any]:
@@ -118,13 +115,13 @@ def closable_async_connection_class(base: type[Any], gate: Gate) -> type[Any]:
             await conn.disconnect()
             raise cut_error(gate.describe())
 
-    def wrapped(name: str) -> Callable[..., Any]:
+    def wrapped(opener: Callable[..., Any]) -> Callable[..., Any]:
         async def open_checked(self: Any, *args: Any, **kwargs: Any) -> Any:
             if not gate.closed and connected(self):  # each checkout: as redis-py's own
                 return None
             await check(self)
             try:
-                result = await getattr(super(Closable, self), name)(*args, **kwargs)
+                result = await opener(self, *args, **kwargs)
             except Exception:
                 await check(self)
                 raise
@@ -133,7 +130,14 @@ def closable_async_connection_class(base: type[Any], gate: Gate) -> type[Any]:
 
         return open_checked
 
-    methods = {m: wrapped(m) for m in ("connect", "connect_check_health") if hasattr(base, m)}
+    return _closable(base, wrapped)
+
+
+def _closable(base: type[Any], wrapped: Callable[[Callable[..., Any]], Any]) -> type[Any]:
+    """A subclass of ``base`` whose opening methods (``connect``, and
+    ``connect_check_health`` where present) are ``wrapped(base's own method)``."""
+    openers = ("connect", "connect_check_health")
+    methods = {m: wrapped(getattr(base, m)) for m in openers if hasattr(base, m)}
     name = f"Closable{base.__name__}"
-    Closable: type[Any] = type(name, (base,), {**methods, "__qualname__": name})
-    return Closable
+    closable: type[Any] = type(name, (base,), {**methods, "__qualname__": name})
+    return closable
