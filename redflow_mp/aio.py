@@ -47,7 +47,7 @@ from .aio_scripts import AsyncScripts
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .cascade import CHUNK as CASCADE_CHUNK
-from .cascade import positions_by_shard
+from .cascade import forget_args, gen_text, positions_by_shard
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -428,6 +428,9 @@ class AsyncClient:
         while stack:
             parent = stack.pop()
             shard, fresh, listed = self.shard_of_run(parent), [], False
+            # read before the children are listed: a cascade recorded after it
+            # (resumed, canceled again) is not this walk's (forget_cascades.lua)
+            gen = gen_text(await shard.redis.hget(shard.keys.run(parent), "cascadeGen"))
             async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
                 listed = True
                 if (child := text(raw)) not in seen:
@@ -438,7 +441,9 @@ class AsyncClient:
                 done = await self._cancel_many(chunk, why)
                 stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
             if listed:  # its cascade is no longer owed (``cascade.finish_pending``)
-                await shard.redis.zrem(shard.keys.cascades, parent)
+                keys = shard.keys
+                args = forget_args(keys.tag, [(parent, gen)])
+                await shard.scripts.run("forget_cascades", (keys.cascades,), args, retry=True)
 
     async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``Runs._cancel_many`` on this client's connections."""

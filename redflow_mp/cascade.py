@@ -17,7 +17,15 @@ from redis.exceptions import ResponseError
 
 from .codec import text
 
-__all__ = ["CHUNK", "PENDING_AGE_MS", "cancel_children", "finish_pending"]
+__all__ = [
+    "CHUNK",
+    "PENDING_AGE_MS",
+    "cancel_children",
+    "finish_pending",
+    "forget",
+    "forget_args",
+    "gen_text",
+]
 
 # A bound on one walk: a runaway tree is cut here (the rest stays as it is).
 MAX_CASCADE = 100_000
@@ -29,22 +37,46 @@ CHUNK = 500
 CancelMany = Callable[[list[str], str], list[tuple[str | None, bool]]]
 
 
+def gen_text(raw: object) -> str:
+    """A run's ``cascadeGen`` as read (bytes, or None when absent) as the text
+    ``forget_cascades.lua`` compares."""
+    return text(raw) if isinstance(raw, bytes | str) else ""
+
+
+def forget_args(tag: str, walked: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The ``ARGV`` of ``forget_cascades``: the tag, then each run and its generation."""
+    return (tag, *[x for pair in walked for x in pair])
+
+
+def forget(store: Any, walked: list[tuple[str, str]]) -> None:
+    """Remove the ``cascades`` entries of ``walked`` (run, ``cascadeGen`` read before
+    its children were listed) of ``store``'s shard, each only if no cancel recorded
+    another cascade of that run since (``forget_cascades.lua``)."""
+    if walked:
+        keys = store.keys
+        store.scripts.run(
+            "forget_cascades", (keys.cascades,), forget_args(keys.tag, walked), retry=True
+        )
+
+
 def cancel_children(
-    scan: Callable[[str], list[bytes]],
+    scan: Callable[[str], tuple[str, list[bytes]]],
     cancel_many: CancelMany,
     run_id: str,
     reason: str | None,
-    done: Callable[[list[str]], object] | None = None,
+    done: Callable[[list[tuple[str, str]]], object] | None = None,
 ) -> int:
     """Cancel the unfinished children of ``run_id`` (and theirs); returns how many
-    cancels were sent. ``scan(parent)`` lists ``run:<parent>:children`` (in the
-    parent's shard), ``cancel_many(ids, why)`` sends the ``cancel_run`` scripts of
+    cancels were sent. ``scan(parent)`` reads the parent's ``cascadeGen``
+    (:func:`gen_text`), then lists ``run:<parent>:children`` (in the parent's
+    shard), ``cancel_many(ids, why)`` sends the ``cancel_run`` scripts of
     up to :data:`CHUNK` children at once (each on its child's shard: with
     ``shards > 1`` a child may live in another one) and says which have children.
     ``done(parents)`` is called at the end with the parents whose children were
-    all sent their cancel (to remove them from ``cascades``: see
-    :func:`finish_pending`); a parent left by the :data:`MAX_CASCADE` cut is not
-    among them.
+    all sent their cancel, each with the generation read before its children
+    were listed (to remove them from ``cascades``, unless a later cancel
+    recorded another cascade: :func:`forget`, :func:`finish_pending`); a parent
+    left by the :data:`MAX_CASCADE` cut is not among them.
 
     One cancel per round trip and a scan of every child cost 12.5 s for a parent
     with 100,000 children; a chunk's cancels now share a round trip, and only a
@@ -53,11 +85,11 @@ def cancel_children(
     stack = [run_id]
     seen = {run_id}
     sent = 0
-    finished: list[str] = []
+    finished: list[tuple[str, str]] = []
     while stack and sent < MAX_CASCADE:
         parent = stack.pop()
         fresh: list[str] = []
-        listed = scan(parent)
+        gen, listed = scan(parent)
         for raw in listed:
             child = text(raw)
             if child not in seen:
@@ -77,7 +109,7 @@ def cancel_children(
             if not whole:
                 break
         if whole and listed:
-            finished.append(parent)
+            finished.append((parent, gen))
     if done is not None and finished:
         done(finished)
     return sent
@@ -113,11 +145,14 @@ def finish_pending(
         return []
     pipe = store.redis.pipeline(transaction=False)
     for run_id in ids:
-        pipe.hget(keys.run(run_id), "status")
-    statuses = pipe.execute(raise_on_error=False)
+        pipe.hmget(keys.run(run_id), "status", "cascadeGen")
+    fields = pipe.execute(raise_on_error=False)
     walked: list[str] = []
     left: list[str] = []  # cut at MAX_CASCADE: the next call walks them again
-    for run_id, status in zip(ids, statuses, strict=True):
+    gens: list[tuple[str, str]] = []
+    for run_id, got in zip(ids, fields, strict=True):
+        status, gen = got if isinstance(got, list) else (None, None)
+        gens.append((run_id, gen_text(gen)))
         if isinstance(status, bytes) and status == b"canceled":
             try:
                 sent = runs.cancel_children(run_id)
@@ -126,8 +161,10 @@ def finish_pending(
             walked.append(run_id)
             if sent >= MAX_CASCADE:
                 left.append(run_id)
-    # Removed here too: a walk that found no child to cancel removes nothing.
-    store.redis.zrem(keys.cascades, *[x for x in ids if x not in left])
+    # Removed here too: a walk that found no child to cancel removes nothing. Each
+    # only if no cancel recorded another cascade since the read above (a resume
+    # and a new cancel meanwhile: that one's canceller may have died too).
+    forget(store, [pair for pair in gens if pair[0] not in left])
     return walked
 
 

@@ -25,7 +25,8 @@ seed (SPEC §3), with what v2 changed::
                                         trace context, when it had one: tracing.py);
                                         a resumed run: ``attemptBudget``, ``resumedAt``,
                                         ``resumeToken`` (resume_run.lua); ``rateSlot``
-                                        (a start reserved under a rate limit)
+                                        (a start reserved under a rate limit);
+                                        ``cascadeGen`` (cascades recorded for it)
     run:<runId>:steps             HASH  stepName -> encoded step state (a step in flight:
                                         status ``running``, written when it starts)
     q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
@@ -140,8 +141,10 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         unfinished ones, recursively
     cascades                      ZSET  runId -> time it ended canceled, for a canceled run
                                         with children whose cascade may be unfinished:
-                                        written by the script that cancels it, removed by
-                                        the walk that canceled its children (or a resume);
+                                        written by the script that cancels it (it counts
+                                        the run's ``cascadeGen``), removed by the walk that
+                                        canceled its children if ``cascadeGen`` is still
+                                        the one it read first (or by a resume);
                                         the cron leader finishes those older than 10 s
                                         (a canceller that died between the two)
     run:<runId>:ev:<len:name>     LIST  unconsumed events of one name, oldest first (payload

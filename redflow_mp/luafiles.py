@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "rearm_leases",
     "confirm_result",
     "relist_runs",
+    "forget_cascades",
 )
 
 

@@ -30,7 +30,7 @@ import msgspec
 import redis
 
 from . import codec, queries, tracing, xshard
-from .cascade import cancel_children, positions_by_shard
+from .cascade import cancel_children, forget, gen_text, positions_by_shard
 from .codec import RunState, WorkflowMeta
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
@@ -486,14 +486,25 @@ class Runs:
     def cancel_children(self, run_id: str, reason: str | None = None) -> int:
         """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
 
-        def scan(parent: str) -> list[bytes]:
+        def scan(parent: str) -> tuple[str, list[bytes]]:
             shard = self.shard_of_run(parent)
-            return list(shard.redis.sscan_iter(shard.keys.run_children(parent), count=500))
+            children = shard.keys.run_children(parent)
+            # The generation first, in the same round trip: a cascade recorded
+            # after this read (resumed, canceled again) is not this walk's.
+            pipe = shard.redis.pipeline(transaction=False)
+            pipe.hget(shard.keys.run(parent), "cascadeGen")
+            pipe.sscan(children, 0, count=500)
+            gen, (cursor, listed) = pipe.execute()
+            listed = list(listed)
+            while cursor:
+                cursor, more = shard.redis.sscan(children, cursor, count=500)
+                listed += more
+            return gen_text(gen), listed
 
-        def done(parents: list[str]) -> None:  # their cascade is no longer owed
-            for positions in positions_by_shard(parents, self.shard_of_run):
-                shard = self.shard_of_run(parents[positions[0]])
-                shard.redis.zrem(shard.keys.cascades, *[parents[i] for i in positions])
+        def done(parents: list[tuple[str, str]]) -> None:  # their cascade is no longer owed
+            for positions in positions_by_shard([p for p, _ in parents], self.shard_of_run):
+                shard = self.shard_of_run(parents[positions[0]][0])
+                forget(shard, [parents[i] for i in positions])
 
         return cancel_children(scan, self._cancel_many, run_id, reason, done)
 

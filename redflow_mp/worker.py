@@ -38,6 +38,7 @@ from .options import check_name
 from .queueset import MANY_QUEUES
 from .registry import Registry
 from .scripts import Claimed, Finish
+from .shardpass import ShardPass
 from .shardset import Shard
 from .worker_hooks import NoHooks as _NoHooks
 from .worker_hooks import WorkerHooks
@@ -68,9 +69,6 @@ class _LeftBehind(Exception):
     """Private: a stopping worker leaves a run whose suspend or finish Redis refuses
     (a key of the wrong type): it stays running and leased, on the host's books."""
 
-
-#: A shard whose claim failed (master unreachable) is skipped this long (s).
-SHARD_DOWN_RETRY = 5.0
 
 #: Longest blocking wait when some shards have no worker blocked on their bells
 #: (``shards > 1``, fewer workers than shards): their runs wait about this long.
@@ -168,8 +166,7 @@ class Worker:
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
         self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
-        self._shards_down: dict[int, float] = {}  # failed shard -> skipped until (monotonic)
-        self._unanswered = False  # the last claim pass had a shard not answer
+        self._pass = ShardPass()  # shards > 1: the shards down, a shard unanswered
 
     # ------------------------------------------------------------- control
 
@@ -237,7 +234,7 @@ class Worker:
                 lost.failed(token, exc)
                 backoff = self._claim_failed(exc, backoff)
                 continue
-            lost.token = token if self._unanswered and claimed is None else ""
+            lost.token = token if self._pass.unanswered and claimed is None else ""
             backoff = 0.05
             if pending is not None:
                 self._after_finish(pending, result, pending_outcome)
@@ -293,10 +290,10 @@ class Worker:
         claim with ``token`` got no reply. With shards > 1 the finish rides on the
         claim sent to its run's shard; the pass then tries the shard whose bell woke
         the worker, the home shard and the others, one claim each, until a run is
-        found (``_unanswered``: some shard did not answer)."""
-        self._unanswered = False
+        found (``shardpass.py``: a lost reply is resent to its shard at once)."""
         queues = self._order()
-        if not queues:  # every queue left out (a ready set of the wrong type)
+        if not queues or not token:  # every queue left out (a ready set of the wrong
+            # type), or a finish only
             if pending is None:
                 return "", None
             shard = self.client.shard_of_run(pending.run_id) if self._others else self.home
@@ -309,42 +306,21 @@ class Worker:
         rung = self._rung or self.home  # the shard whose bell woke us (one server)
         self._rung = None
         first = rung if pending is None else self.client.shard_of_run(pending.run_id)
-        # A shard unreachable must not stall the others (its error aborted the pass,
-        # forever): tried last, at most every SHARD_DOWN_RETRY s (a hung host is slow).
-        now, result, claimed, errors = time.monotonic(), "", None, []
         owed = first if pending is not None else None  # carries the finish: never skipped
+
+        def send(shard: Shard, resend: bool) -> tuple[str, Claimed | None]:
+            if shard is first:
+                return shard.scripts.claim(
+                    queues, self.lease_ms, token, pending, woken=self._woken and first is rung,
+                    turn=self._turn, scan=self._scan, resend=resend,
+                )  # fmt: skip
+            _r, claimed = shard.scripts.claim(
+                queues, self.lease_ms, token, turn=self._turn, scan=self._scan, resend=resend
+            )
+            return "", claimed
+
         ranked = {s.index: s for s in (first, rung, self.home, *self._others)}.values()
-        order = sorted(ranked, key=lambda s: s.index in self._shards_down and s is not owed)
-        for shard in order:
-            if shard is not owed and self._shards_down.get(shard.index, 0.0) > now:
-                continue
-            try:
-                if shard is first:
-                    woken = self._woken and first is rung
-                    result, claimed = shard.scripts.claim(
-                        queues, self.lease_ms, token, pending, woken=woken, turn=self._turn,
-                        scan=self._scan, resend=again,
-                    )  # fmt: skip
-                else:
-                    _r, claimed = shard.scripts.claim(
-                        queues, self.lease_ms, token, turn=self._turn, scan=self._scan,
-                        resend=again,
-                    )  # fmt: skip
-            except TRANSIENT_ERRORS as exc:
-                if shard is owed:  # the finish must reach its shard: back off, resend
-                    raise
-                if shard.index not in self._shards_down:
-                    log.warning("shard %d unreachable (%s); claiming elsewhere", shard.index, exc)
-                self._shards_down[shard.index] = time.monotonic() + SHARD_DOWN_RETRY
-                errors.append(exc)
-                continue
-            self._shards_down.pop(shard.index, None)
-            if claimed is not None or not token:
-                return result, claimed
-        if len(errors) == len(order):  # none answered: the caller backs off
-            raise errors[0]
-        self._unanswered = bool(errors)  # a lost reply: this token is resent
-        return result, None
+        return self._pass.run(ranked, owed, again, send)
 
     def _kick(self, claimed: Claimed, status: str | None) -> None:
         """shards > 1: a run that ended here wakes its parent in another shard

@@ -528,9 +528,12 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
   -- The cancel cascade owed, recorded with the cancel (cascade.py ends it; the
-  -- supervisor finishes one whose canceller died): a pcall, see `failed`.
+  -- supervisor finishes one whose canceller died): a pcall, see `failed`. Its
+  -- generation (`cascadeGen`, counted) tells a walk's end that a resume and a
+  -- second cancel recorded another one meanwhile (forget_cascades.lua).
   if status == 'canceled' and redis.call('EXISTS', k_children(tag, id)) == 1 then
     redis.pcall('ZADD', k_cascades(tag), ns, id)
+    redis.pcall('HINCRBY', run, 'cascadeGen', 1)
   end
   -- Every unfinished status may hold a slot: running, suspended, and queued
   -- after a wake (no-ops otherwise).

@@ -636,6 +636,46 @@ def test_the_async_cancel_cascade_sends_its_children_a_chunk_at_a_time(
     assert counts.get("sscan", 0) == 2, counts  # the parent and the child with a child
 
 
+def test_the_async_cascade_ending_after_a_resume_and_a_second_cancel_keeps_its_record(
+    client: Client,
+    registry: Registry,
+    raw: redis.Redis,
+    in_loop: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As tests/lua/test_cascade_record.py for the async client's walk: its end
+    removed the record of a cancel made after a resume while it went on."""
+    from redflow_mp.cascade import finish_pending
+    from redflow_mp.maintenance import stores
+    from tests.helpers import status_of
+
+    flows = _flows(registry)
+    parent = flows["idle"].run(None, client=client).id
+    child = flows["idle"].run(None, client=client).id
+    raw.sadd(client.keys.run_children(parent), child)
+    real = AsyncClient._cancel_many
+
+    async def interleaved(
+        self: AsyncClient, ids: list[str], why: str
+    ) -> list[tuple[str | None, bool]]:
+        out = await real(self, ids, why)  # the first walk cancels the child...
+        client.resume_run(parent)  # ...the parent is resumed (its replay resumes
+        client.resume_run(child)  # the child), then canceled again by a second
+        assert client.scripts.cancel(parent, "") == "canceled"  # canceller that dies
+        return out
+
+    monkeypatch.setattr(AsyncClient, "_cancel_many", interleaved)
+
+    async def body(ac: AsyncClient) -> bool:
+        return await ac.cancel_run(parent)
+
+    assert in_loop(body)
+    monkeypatch.undo()
+    assert raw.zscore(client.keys.cascades, parent) is not None, "the second cancel's record"
+    assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
+    assert status_of(raw, client, child) == "canceled"
+
+
 def test_run_with_an_async_client_is_a_type_error_not_a_silent_no_op(
     in_loop: Callable[..., Any], registry: Registry, raw: redis.Redis, prefix: str
 ) -> None:

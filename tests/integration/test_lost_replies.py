@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from redflow_mp import Client, Context, Registry, RunStatus, create_client, define_workflow
+from redflow_mp.shards import shard_index_of_workflow
 from redflow_mp.worker_hooks import NoHooks
 from tests.helpers import WorkerPool
 from tests.lostreply import ReplyDropper
@@ -175,3 +176,62 @@ def test_a_worker_stopping_after_a_lost_claim_reply_puts_its_run_back_at_once(
     finally:
         first.stop_all()
         second.stop_all()
+
+
+def _workflow_in_shard(stem: str, index: int, shards: int) -> str:
+    """A workflow name whose keys and runs live in shard ``index``."""
+    return next(
+        f"{stem}-{i}"
+        for i in range(1000)
+        if shard_index_of_workflow(f"{stem}-{i}", shards) == index
+    )
+
+
+def test_a_sharded_claim_whose_reply_is_lost_while_another_shard_gave_a_run_starts_at_once(
+    redis_server: RedisServer,
+    proxy: ReplyDropper,
+    prefix: str,
+    registry: Registry,
+) -> None:
+    """shards > 1: the claim pass's home shard takes a run whose reply is lost,
+    and the next shard of the same pass gives the worker another run. The lost
+    claim is resent to the home shard with its token: its run starts now, with
+    no crash note and no attempt spent, not a lease later by the reaper."""
+    started: dict[str, list[float]] = {}
+
+    def body(ctx: Context[Any]) -> str:
+        started.setdefault(ctx.input, []).append(time.monotonic())
+        return "done"
+
+    home_name = _workflow_in_shard("lost-home", 0, 2)
+    other_name = _workflow_in_shard("lost-other", 1, 2)
+    home_wf = define_workflow(home_name, queue="lost-shards", registry=registry)(body)
+    other_wf = define_workflow(other_name, queue="lost-shards", registry=registry)(body)
+    url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    via = create_client(url, prefix=prefix, registry=registry, default=False, shards=2)
+    direct = create_client(
+        redis_server.url, prefix=prefix, registry=registry, default=False, shards=2
+    )
+    marker = f"home-{uuid.uuid4().hex}"
+    proxy.drop_reply(reply=marker.encode())  # the home shard's claim reply carries it
+    # both ready before the worker's first pass: home shard first, then shard 1
+    lost = home_wf.run(marker, client=direct)
+    other = other_wf.run("other", client=direct)
+    pool = WorkerPool(via)
+    try:
+        pool.start(block_timeout=1.0, home_shard=0)  # lease 5 s, maintenance on
+        assert proxy.dropped.wait(10), "the home shard's claim reply was never dropped"
+        lost_at = time.monotonic()
+        assert other.result(timeout=3 * LEASE) == "done"
+        assert lost.result(timeout=3 * LEASE) == "done"
+        state = direct.get_run(lost.id)
+        assert state is not None and state.status is RunStatus.SUCCEEDED
+        assert (state.attempt, state.crash_count, state.last_crash) == (1, 0, None)
+        assert [(a.attempt, a.outcome) for a in state.attempts] == [(1, "succeeded")]
+        assert {k: len(v) for k, v in started.items()} == {marker: 1, "other": 1}
+        waited = started[marker][0] - lost_at
+        assert waited < LEASE / 4, f"the run started {waited:.2f} s after its claim reply was lost"
+    finally:
+        pool.stop_all()
+        via.close()
+        direct.close()

@@ -77,3 +77,34 @@ def test_a_running_parent_that_ends_canceled_records_the_cascade_owed(
     assert raw.zscore(client.keys.cascades, parent) is not None
     assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
     assert status_of(raw, client, child) == "canceled"
+
+
+def test_a_first_walk_ending_after_a_resume_and_a_second_cancel_keeps_the_second_record(
+    raw: redis.Redis,
+    client: Client,
+    enq: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancel, resume and cancel again while the first cancel's walk is still
+    under way: the first walk's end must not remove the record the second
+    cancel wrote, else a second canceller that dies before its walk leaves the
+    children running for good (the supervisor's duty finds no record)."""
+    parent, child = _family(raw, client, enq)
+    assert client.scripts.cancel(parent, "") == "canceled"  # the first cancel
+    real = client._cancel_many
+
+    def interleaved(ids: list[str], why: str) -> list[tuple[str | None, bool]]:
+        out = real(ids, why)  # the first walk cancels the child...
+        assert status_of(raw, client, child) == "canceled"
+        client.resume_run(parent)  # ...the parent is resumed (its replay resumes
+        client.resume_run(child)  # the child), then canceled again by a second
+        assert client.scripts.cancel(parent, "") == "canceled"  # canceller that dies
+        return out
+
+    monkeypatch.setattr(client, "_cancel_many", interleaved)
+    assert client.cancel_children(parent) == 1  # the first walk ends here
+    monkeypatch.undo()
+    assert raw.zscore(client.keys.cascades, parent) is not None, "the second cancel's record"
+    assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
+    assert status_of(raw, client, child) == "canceled"
+    assert raw.zcard(client.keys.cascades) == 0
