@@ -19,6 +19,8 @@ from . import codec
 from .client import Client, RunHandle
 from .codec import RunStatus, text
 from .cron import CronDef
+from .keys import retry_key
+from .options import RunOptions
 from .queries import get_run_any, list_workflows_all, run_view, shard_views, workflow_metas
 from .runs import Runs
 
@@ -313,7 +315,8 @@ def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
 
 
 def retry_run(client: Client, run_id: str) -> RunHandle:
-    """Enqueue a failed or canceled run again, as a new run linked by ``retryOf``."""
+    """Enqueue a failed or canceled run again, as a new run linked by ``retryOf``
+    (once: a second retry of ``run_id`` returns the first one's handle)."""
     state = get_run_any(client, run_id)
     if state is None:
         raise ValueError(f"run {run_id} does not exist")
@@ -321,13 +324,18 @@ def retry_run(client: Client, run_id: str) -> RunHandle:
         raise ValueError(
             f"run {run_id} is {state.status.value}; only failed or canceled runs can be retried"
         )
-    handle = client.run_by_name(
-        state.workflow,
-        state.input,
+    # Under a key of its own (keys.retry_key): the command given twice, or the
+    # dashboard's Retry clicked twice, returns the first retry instead of
+    # starting the run's input again. A retry that failed in turn is retried by
+    # its own id.
+    options = RunOptions.of(
         queue_override=state.queue,
         priority=state.priority,
         parent_run_id=state.parent_run_id,
+        idempotency_key=retry_key(run_id),
+        system_key=True,
     )
+    handle = RunHandle(client, client.enqueue(state.workflow, state.input, options))
     view = run_view(client, handle.id)
     view.redis.hset(view.keys.run(handle.id), "retryOf", run_id)
     return handle

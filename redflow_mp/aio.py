@@ -365,18 +365,21 @@ class AsyncClient:
                 meta = await self.get_workflow_meta(workflow)
                 target = target_of_name(workflow, meta, options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
-        ids: list[str] = []
+        progress = batch.Progress(len(datas))
         shard = self.shard_set.of_workflow(target.workflow)  # one workflow: one shard
         scripts = shard.scripts
         for sent, call_keys, args in batch.chunk_calls(
             shard.keys, target, datas, keys, options, suffix=scripts.id_suffix
         ):
             try:
-                reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
-            except NETWORK_ERRORS:  # the ids make a resend harmless
-                reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
-            ids += batch.many_reply(sent, reply)
-        return ids
+                try:
+                    reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                except NETWORK_ERRORS:  # the ids make a resend harmless
+                    reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
+            except Exception as exc:  # the chunks before it stay written: say which
+                raise progress.failed(exc, len(sent))  # noqa: B904 (its cause is set)
+            progress.answered(batch.many_reply(sent, reply))
+        return [run_id for run_id in progress.enqueued if run_id is not None]
 
     def handle(self, run_id: str) -> AsyncRunHandle[Any]:
         """A handle for an existing run id (no round trip)."""

@@ -13,7 +13,10 @@ the batch is written. An item whose idempotency key names an existing run
 A chunk whose reply is lost to a network error is sent once more: the run ids
 are generated here, so a resend finds the runs the first send made and returns
 them. A failure after some chunks were written leaves those chunks' runs in
-place (each chunk is atomic, the batch as a whole is not).
+place (each chunk is atomic, the batch as a whole is not): the error raised
+(:meth:`Progress.failed`, the failing chunk's own type) then says how many runs
+were enqueued, and its ``enqueued`` attribute holds the run id of each input
+written (None for the others), so a caller can enqueue exactly the rest.
 
 The sync store (``runs.py``) and the asyncio client (``aio.py``) share these
 functions, as they share ``enqueue_call``.
@@ -24,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import InputValidationError
+from .errors import NETWORK_ERRORS, InputValidationError
 from .ids import new_run_id
 from .keys import Keys
 from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions, check_text, check_user_key
 from .runs import EnqueueTarget, encode_input
 
-__all__ = ["BATCH_CHUNK", "ChunkCall", "chunk_calls", "encode_batch", "many_reply"]
+__all__ = ["BATCH_CHUNK", "ChunkCall", "Progress", "chunk_calls", "encode_batch", "many_reply"]
 
 BATCH_CHUNK = 500
 """Runs per ``enqueue_runs`` call: large enough that the round trip and the call's
@@ -142,3 +145,76 @@ def many_reply(ids: list[str], reply: Any) -> list[str]:
         other = reply[i + 1]
         ids[int(reply[i])] = other.decode() if isinstance(other, bytes) else str(other)
     return ids
+
+
+class Progress:
+    """Which inputs of a batch are written, in input order, as its chunks are
+    answered: for the error of a batch that fails part-way.
+
+    A chunk's error reply ("refused and nothing was changed") is true of that
+    chunk only; the chunks answered before it stay written. Read alone it sent a
+    caller into enqueueing the whole batch again, and every run written before
+    the failure ran twice.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.enqueued: list[str | None] = [None] * total
+        self.at = 0  # the first input of the next chunk
+        self.unknown: list[tuple[int, int]] = []  # inputs sent without a reply read
+
+    def answered(self, ids: list[str]) -> None:
+        """The next chunk was written: its run ids (``many_reply``)."""
+        self.enqueued[self.at : self.at + len(ids)] = ids
+        self.at += len(ids)
+
+    def skipped(self, size: int, unknown: bool) -> None:
+        """The next chunk (``size`` inputs) was refused, or (``unknown``) sent
+        without a reply read: it may have been written."""
+        if unknown:
+            self.unknown.append((self.at, self.at + size))
+        self.at += size
+
+    def failed(
+        self, exc: Exception, size: int, after: Iterable[tuple[list[str], Any]] = ()
+    ) -> Exception:
+        """The error to raise when the next chunk (``size`` inputs) failed for good
+        with ``exc``. ``after``: the chunks sent after it whose replies were read
+        (``(run ids sent, reply)``, the reply an exception when it was one). A network error
+        leaves a chunk's outcome unknown; an error reply means nothing of it was
+        written. The error is ``exc``'s type, with an ``enqueued`` attribute (the
+        run id per input written, else None); when anything may have been written,
+        a new one whose message says what."""
+        first, network = self.at, isinstance(exc, NETWORK_ERRORS)
+        self.skipped(size, network)
+        for sent, reply in after:
+            if isinstance(reply, BaseException):
+                self.skipped(len(sent), isinstance(reply, NETWORK_ERRORS))
+            else:
+                self.answered(many_reply(sent, reply))
+        written = sum(run_id is not None for run_id in self.enqueued)
+        if not written and not self.unknown:
+            exc.enqueued = self.enqueued  # type: ignore[attr-defined]
+            return exc
+        total = len(self.enqueued)
+        text = (
+            f"a chunk of the batch (inputs[{first}:{first + size}]) failed: {exc}; "
+            f"{written:,} of the batch's {total:,} runs were enqueued (each chunk of "
+            f"{BATCH_CHUNK} is atomic, the batch is not): this error's `enqueued` holds "
+            "the run id of each input written, None for the others; enqueue only those "
+            "again, or the whole batch with idempotency_keys"
+        )
+        if self.unknown:
+            ranges = ", ".join(f"inputs[{a}:{b}]" for a, b in self.unknown)
+            text += (
+                f"; {ranges} may have been enqueued too (sent, no reply came): only "
+                "idempotency_keys make enqueueing them again safe"
+            )
+        try:
+            out = type(exc)(text)
+        except Exception:  # a type whose constructor takes other arguments
+            out = exc
+            out.add_note(text)
+        out.enqueued = self.enqueued  # type: ignore[attr-defined]
+        if out is not exc:
+            out.__cause__ = exc
+        return out

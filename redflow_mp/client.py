@@ -17,7 +17,6 @@ child that keeps using an inherited client opens fresh sockets.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -215,9 +214,9 @@ class Client(Runs):
         calls = batch.chunk_calls(
             shard.keys, target, datas, keys, options, suffix=shard.scripts.id_suffix
         )
-        return self._send_chunks(shard, calls)
+        return self._send_chunks(shard, calls, len(datas))
 
-    def _send_chunks(self, shard: Shard, calls: Iterator[batch.ChunkCall]) -> list[str]:
+    def _send_chunks(self, shard: Shard, calls: Iterator[batch.ChunkCall], total: int) -> list[str]:
         """Send each chunk's ``enqueue_runs`` call; the run ids, in order.
 
         Overlapped (:func:`_send_ahead`): the next chunk is built and sent before
@@ -230,20 +229,29 @@ class Client(Runs):
         fails for good, the chunk sent after it may have been written too; and
         when a chunk got an error reply while the next one was applied (a script
         cache flushed and reloaded by another client in between), its resend
-        comes after that chunk, whose runs are then claimed first.
+        comes after that chunk, whose runs are then claimed first. A chunk that
+        fails for good raises its error with what the batch wrote
+        (:meth:`batch.Progress.failed`): the chunks answered before it, and the
+        chunks sent after it whose replies were read.
         """
         scripts = shard.scripts
-        ids: list[str] = []
+        progress = batch.Progress(total)
         scripts.ensure_loaded()
         wire = shard.transport.ahead()
-        left = _send_ahead(wire, scripts, calls, ids) if wire is not None else deque()
-        for sent, call_keys, args in (*left, *calls):
+        left, late = (
+            _send_ahead(wire, scripts, calls, progress) if wire is not None else (deque(), [])
+        )
+        for n, (sent, call_keys, args) in enumerate((*left, *calls)):
             try:
-                reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
-            except NETWORK_ERRORS:  # the ids make a resend harmless
-                reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
-            ids.extend(batch.many_reply(sent, reply))
-        return ids
+                try:
+                    reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                except NETWORK_ERRORS:  # the ids make a resend harmless
+                    reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
+            except Exception as exc:
+                after = [(left[j][0], late[j - 1]) for j in range(n + 1, len(left))]
+                raise progress.failed(exc, len(sent), after)  # noqa: B904 (its cause is set)
+            progress.answered(batch.many_reply(sent, reply))
+        return [run_id for run_id in progress.enqueued if run_id is not None]
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle for an existing run id (no round trip)."""
@@ -471,32 +479,39 @@ _WIRE_ERRORS: tuple[type[Exception], ...] = (ResponseError, *NETWORK_ERRORS)
 
 
 def _send_ahead(
-    wire: Wire, scripts: Scripts, calls: Iterator[batch.ChunkCall], ids: list[str]
-) -> deque[batch.ChunkCall]:
-    """Send ``calls`` on ``wire`` with at most two in flight, appending each answered
-    chunk's run ids to ``ids``; returns the chunks left unanswered by an error reply
-    or a network error (empty when every one was answered). Leaves the wire in
+    wire: Wire, scripts: Scripts, calls: Iterator[batch.ChunkCall], progress: batch.Progress
+) -> tuple[deque[batch.ChunkCall], list[Any]]:
+    """Send ``calls`` on ``wire`` with at most two in flight, giving each answered
+    chunk's run ids to ``progress``; returns the chunks left unanswered by an error
+    reply or a network error (empty when every one was answered), and the replies
+    (or errors) read for the ones after the first of them. Leaves the wire in
     step: the replies still due are read, or the wire is closed."""
     inflight: deque[batch.ChunkCall] = deque()
+    late: list[Any] = []
     try:
         for call in calls:
             inflight.append(call)
             wire.send(scripts.command("enqueue_runs", call[1], tuple(call[2])))
             if len(inflight) == 2:
-                ids.extend(batch.many_reply(inflight[0][0], wire.read()))
+                progress.answered(batch.many_reply(inflight[0][0], wire.read()))
                 inflight.popleft()
         while inflight:
-            ids.extend(batch.many_reply(inflight[0][0], wire.read()))
+            progress.answered(batch.many_reply(inflight[0][0], wire.read()))
             inflight.popleft()
     except _WIRE_ERRORS as exc:
         # After a network error redis-py closed the connection (the next command
-        # reconnects); after an error reply, the replies still due are read.
-        if isinstance(exc, ResponseError):
-            for _ in range(len(inflight) - 1):
-                with contextlib.suppress(*_WIRE_ERRORS):
-                    wire.read()
+        # reconnects); after an error reply, the replies still due are read (kept:
+        # a chunk after a refused one may have been written).
+        for _ in range(len(inflight) - 1):
+            if not isinstance(exc, ResponseError):
+                late.append(exc)  # sent, no reply: it may have been written
+                continue
+            try:
+                late.append(wire.read())
+            except _WIRE_ERRORS as err:
+                late.append(err)
     except BaseException:
         if inflight:
             wire.close()  # replies left unread must never answer a later command
         raise
-    return inflight
+    return inflight, late

@@ -413,6 +413,12 @@ def step_workflow_key(parent_run_id: str, step_name: str, child_name: str) -> st
     return f"stepwf:{_part(parent_run_id)}:{_part(step_name)}:{_part(child_name)}"
 
 
+def retry_key(run_id: str) -> str:
+    """Idempotency key of the run that ``redflow runs retry`` (or the dashboard's
+    Retry) makes of run ``run_id``: retrying it twice starts one run."""
+    return f"retry:{_part(run_id)}"
+
+
 def cron_key(cron_id: str, fire_at_ms: int) -> str:
     """Deterministic idempotency key of the run a cron fire time creates."""
     return f"cron:{_part(cron_id)}:{fire_at_ms}"

@@ -194,16 +194,17 @@ def _length_prefixed(data: bytes, parts: int) -> bytes | None:
 
 def is_reserved_key(key: str) -> bool:
     """True for an idempotency key of the form redflow-mp makes itself: a step's
-    child (``keys.step_workflow_key``, with ``:<i>`` for ``run_workflows``) or a
-    cron fire (``keys.cron_key``).
+    child (``keys.step_workflow_key``, with ``:<i>`` for ``run_workflows``), a
+    cron fire (``keys.cron_key``) or an operator's retry (``keys.retry_key``).
 
     A caller must never pass one: a run enqueued under the key of another run's
     step would be taken as that step's child (the parent awaits its output, the
-    caller's input instead of its own), and one under a cron key would stand in
-    for that fire. Only keys that parse exactly as those length-prefixed forms
-    (followed by nothing or ``:``) are reserved; ``cron:nightly`` is not.
+    caller's input instead of its own), one under a cron key would stand in
+    for that fire, and one under a retry key for the retry an operator asks
+    for. Only keys that parse exactly as those length-prefixed forms (followed
+    by nothing or ``:``) are reserved; ``cron:nightly`` is not.
     """
-    for head, parts in (("stepwf:", 3), ("cron:", 1)):
+    for head, parts in (("stepwf:", 3), ("cron:", 1), ("retry:", 1)):
         if key.startswith(head):
             rest = _length_prefixed(key[len(head) :].encode("utf-8", "surrogatepass"), parts)
             return rest is not None and (rest == b"" or rest.startswith(b":"))
@@ -214,9 +215,10 @@ def check_user_key(key: str, what: str) -> str:
     """``key`` unless it is reserved (:func:`is_reserved_key`): a ``ValueError``."""
     if is_reserved_key(key):
         raise ValueError(
-            f"{what} has the form of a key redflow-mp makes for a step's child run or a "
-            "cron fire (stepwf:<n>:... / cron:<n>:...); such keys are reserved, so that "
-            "no caller can stand in for another run's child or a scheduled fire"
+            f"{what} has the form of a key redflow-mp makes for a step's child run, a "
+            "cron fire or a retry (stepwf:<n>:... / cron:<n>:... / retry:<n>:...); such "
+            "keys are reserved, so that no caller can stand in for another run's child, "
+            "a scheduled fire or an operator's retry"
         )
     return key
 

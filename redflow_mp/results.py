@@ -60,6 +60,23 @@ _TERMINAL = (b"succeeded", b"failed", b"canceled")
 #: TCP keepalive notices only after hours) must not leave it waiting for ever.
 RESULT_RECHECK_S = 15.0
 
+#: The longest single wait of a call that waits until a deadline: ``poll()`` takes
+#: int milliseconds (24.8 days at most) and ``Event.wait`` a ``time_t``, so a
+#: ``result(timeout=30 days)`` waits in slices instead of overflowing.
+_SLICE_S = 86400.0
+
+
+def _until(limit: float, ready: Callable[[float], bool]) -> bool:
+    """``ready(seconds)`` (a bounded wait) in slices until it is true or ``limit``
+    (monotonic) passes; whether it became true."""
+    while True:
+        left = max(0.0, limit - time.monotonic())
+        if ready(min(left, _SLICE_S)):
+            return True
+        if left <= _SLICE_S:
+            return False
+
+
 #: The run fields a waiter reads (``HMGET run:<id> ...``) to learn how a run ended.
 STATE_FIELDS = ("status", "outputJson", "errorJson", "cancelReason")
 _SUCCEEDED = b"succeeded\n"
@@ -184,7 +201,7 @@ class ResultWaiter:
         conn = self._reader(limit)
         try:
             conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
-            if limit is not None and not conn.can_read(timeout=max(0.0, limit - time.monotonic())):
+            if limit is not None and not _until(limit, lambda t: conn.can_read(timeout=t)):
                 raise _Overdue
             return conn.read_response()
         except ResponseError:
@@ -303,7 +320,7 @@ class _Helper:
                 self._abandon()
 
     def joined(self, limit: float) -> bool:
-        self._done.wait(max(0.0, limit - time.monotonic()))
+        _until(limit, self._done.wait)
         with self._lock:
             if not self._done.is_set():
                 self._left = True

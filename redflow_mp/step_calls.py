@@ -135,16 +135,27 @@ def call_with_timeout(
     return box.get("value")
 
 
+#: The longest step ``timeout``, in seconds (about 31 years): ``Thread.join`` and
+#: ``setitimer`` take no more than a ``time_t``'s worth (``threading.TIMEOUT_MAX``,
+#: 292 years), and past it a sync handler's step failed with ``OverflowError``
+#: while an async one's was accepted.
+MAX_STEP_TIMEOUT = 1e9
+
+
 def check_step_timeout(timeout: object) -> float | None:
-    """A step's ``timeout``: None, or a finite number of seconds > 0 (refused before
-    the step is recorded: inf and nan used to fail the step itself in a sync handler,
-    from ``setitimer`` / ``Thread.join``, and be retried like its own error)."""
+    """A step's ``timeout``: None, or a finite number of seconds > 0 and at most
+    :data:`MAX_STEP_TIMEOUT` (refused before the step is recorded: inf, nan and
+    1e10 used to fail the step itself in a sync handler, from ``setitimer`` /
+    ``Thread.join``, and be retried like its own error)."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ValueError("step timeout must be a positive number of seconds")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"step timeout must be a finite number of seconds > 0, not {timeout!r}")
+    if not math.isfinite(timeout) or not 0 < timeout <= MAX_STEP_TIMEOUT:
+        raise ValueError(
+            f"step timeout must be a finite number of seconds > 0 and at most "
+            f"{MAX_STEP_TIMEOUT:g} (about 31 years), not {timeout!r}"
+        )
     return float(timeout)
 
 

@@ -37,7 +37,7 @@ from redflow_mp.transport import mask_url
 from . import early
 from .arbiter import Arbiter, Reloaded
 from .early import StartupStop
-from .logs import configure_logging
+from .logs import configure_logging, mask_secrets
 from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
 from .startup import BadSettings
 
@@ -104,7 +104,8 @@ def _metavar(spec: Spec) -> str:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not the whole usage block: ``prog: message (see prog --help)``."""
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        text = mask_secrets(message)  # a URL given as another flag's value
+        self.exit(EXIT_USAGE, f"{self.prog}: {text} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -314,11 +315,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         settings = load(overrides, config_path=ns.config)
     except ConfigError as exc:
-        print(f"redflow-supervisor: {exc}", file=sys.stderr)
+        print(f"redflow-supervisor: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     problem = _usage_problem(settings)
     if problem is not None:
-        print(f"redflow-supervisor: {problem}", file=sys.stderr)
+        print(f"redflow-supervisor: {mask_secrets(problem)}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     loader = _Loader(overrides, ns.config)

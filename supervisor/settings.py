@@ -37,6 +37,7 @@ from redflow_mp.keys import validate_prefix
 from redflow_mp.options import check_name
 
 from .cpus import usable_cpus
+from .logs import mask_secrets
 from .values import _num, _parse_bool, _parse_int, _parse_list, _Reason, parse_duration
 
 __all__ = [
@@ -591,7 +592,10 @@ def _convert(key: str, value: Any, source: str, *, text: bool) -> Any:
         return spec.parse(value, text=text)
     except ValueError as exc:
         why = str(exc) if isinstance(exc, _Reason) else f"expected {spec.accepted(as_text=text)}"
-        raise ConfigError(f"bad value {value!r} for setting {key} (from {source}): {why}") from None
+        # Masked: a URL with its password given for another setting (a shifted
+        # environment variable) must not reach stderr, a journal every reader sees.
+        shown = mask_secrets(repr(value))
+        raise ConfigError(f"bad value {shown} for setting {key} (from {source}): {why}") from None
 
 
 def held_for_restart(running: Settings, reloaded: Settings) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import redis
 
@@ -45,6 +46,7 @@ from redflow_mp.codec import RunStatus
 from redflow_mp.errors import RedflowError
 
 from ..embedded import EmbeddedRedis
+from ..logs import mask_secrets
 from .commands import (
     cmd_dashboard,
     cmd_migrate,
@@ -85,9 +87,17 @@ _STATUSES = [s.value for s in RunStatus]
 # -------------------------------------------------------------------- parser
 
 
-def _common() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too), with the password of a Redis URL
+    given as another option's value masked in its error."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_secrets(message))
+
+
+def _common() -> _Parser:
     """Options every command takes; SUPPRESS lets them stand before or after the command."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     g = p.add_argument_group("connection and output")
     s = argparse.SUPPRESS
     g.add_argument(
@@ -166,7 +176,7 @@ def _non_empty(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="redflow",
         description="Inspect and operate redflow-mp runs, workflows, queues and supervisors.",
         parents=[common],

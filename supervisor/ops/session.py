@@ -32,6 +32,7 @@ from redflow_mp.shardmeta import recorded_shards, shards_problem
 from redflow_mp.transport import check_url, mask_url
 
 from ..embedded import EmbeddedRedis
+from ..logs import mask_secrets
 from . import render
 
 __all__ = [
@@ -76,8 +77,9 @@ class Failure(Exception):
 
 
 def print_err(message: str) -> None:
-    """Print ``redflow: message`` on standard error."""
-    print(f"redflow: {message}", file=sys.stderr, flush=True)
+    """Print ``redflow: message`` on standard error, with the password of any Redis
+    URL in it masked (also one given for another option than ``--url``)."""
+    print(f"redflow: {mask_secrets(message)}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------- session

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow
-from redflow_mp.keys import cron_key, step_workflow_key
+from redflow_mp.keys import cron_key, retry_key, step_workflow_key
 from redflow_mp.options import is_reserved_key
 from tests.helpers import WorkerPool
 
@@ -56,6 +56,7 @@ def test_reserved_forms_are_exact() -> None:
         step_workflow_key("01ABC", "fan", "mail") + ":3",
         step_workflow_key("ü:{x}", "step:name", "wf") + ":0",
         cron_key("nightly:0", 1_796_479_739_000),
+        retry_key("01M94YF5V7YM27VR8XV94CBEHK"),
     ):
         assert is_reserved_key(key), key
     for key in (
@@ -63,6 +64,8 @@ def test_reserved_forms_are_exact() -> None:
         "cron:2026-12-05",
         "cron:9:short",
         "stepwf:order-42",
+        "retry:order-42",
+        "retry:99:short",
         "stepwf:5:abcde",
         "stepwf:5:abcde:1:x:99:y",
         "order-42",

@@ -201,3 +201,23 @@ def test_a_lost_done_message_does_not_hang_result_for_ever(
     thread.join(RESULT_RECHECK_S + 5)
     waiting.join(RESULT_RECHECK_S + 5)
     assert got == {"sync": "late", "aio": "late"}
+
+
+@pytest.mark.parametrize("days", [30, 3650, 1e295])
+def test_a_timeout_of_weeks_or_years_waits_for_the_result(
+    client: Client, registry: Registry, workers: WorkerPool, days: float
+) -> None:
+    """``result(timeout=30 days)`` (a run awaiting a person's approval) raised
+    ``OverflowError: timeout is too large`` at once: each read was awaited with
+    ``poll()``, whose timeout is int milliseconds (24.8 days at most), and the
+    connection with ``Event.wait`` (``time_t``). Its waits now go in slices."""
+
+    @define_workflow("patient", registry=registry)
+    def patient(ctx: Context[Any]) -> int:
+        return int(ctx.input)
+
+    workers.start()
+    assert patient.run(7).result(timeout=days * 86400) == 7
+    handle = patient.run(8)
+    assert handle.result(timeout=days * 86400) == 8  # also once the connections are open
+    assert client.handle(handle.id).result(timeout=days * 86400) == 8

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-@pytest.mark.parametrize("limit", [math.inf, math.nan])
+@pytest.mark.parametrize("limit", [math.inf, math.nan, 1e10, 1e300])
 def test_a_non_finite_step_timeout_is_refused_before_the_step_is_recorded(
     client: Client, registry: Registry, workers: WorkerPool, limit: float, is_async: bool
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from redflow_mp import Client, Registry, create_client
-from tests.helpers import WorkerPool, status_of, text, wait_until
+from tests.helpers import WorkerPool, status_of, text, texts, wait_until
 from tests.ops.conftest import ROOT, Result, Runs, cli_env, run_cli, run_cli_many
 from tests.redis_server import RedisServer
 
@@ -195,6 +195,22 @@ def test_runs_retry_failed_run(
     assert data["retry_of"] == runs.failed and data["workflow"] == "ops-fail"
     res = redflow("runs", "retry", runs.succeeded)
     assert res.code == 1 and "only failed or canceled runs can be retried" in res.err
+
+
+def test_runs_retry_given_twice_starts_one_run(
+    redflow: Redflow, runs: Runs, raw: redis.Redis, client: Client
+) -> None:
+    """The command run twice (a shell history, two operators) or the dashboard's
+    Retry clicked twice (two POSTs) started the failed run's input twice."""
+    first = json.loads(redflow("runs", "retry", runs.failed, "--json").out)["id"]
+    again = json.loads(redflow("runs", "retry", runs.failed, "--json").out)["id"]
+    assert again == first
+    copies = [
+        run_id
+        for run_id in texts(raw.zrange(client.keys.workflow_runs("ops-fail"), 0, -1))
+        if text(raw.hget(client.keys.run(run_id), "retryOf")) == runs.failed
+    ]
+    assert copies == [first]
 
 
 # ----------------------------------------------------------------- runs resume
