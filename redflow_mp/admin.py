@@ -314,9 +314,16 @@ def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
     return totals
 
 
+#: How long after a retry finishes a second retry of the same run still returns
+#: it (a double click, a second operator, on a retry that failed at once); then
+#: a retry starts another run.
+RETRY_ONCE_S = 60.0
+
+
 def retry_run(client: Client, run_id: str) -> RunHandle:
     """Enqueue a failed or canceled run again, as a new run linked by ``retryOf``
-    (once: a second retry of ``run_id`` returns the first one's handle)."""
+    (once: a second retry of ``run_id`` returns the first one's handle while that
+    one is unfinished, and for :data:`RETRY_ONCE_S` after)."""
     state = get_run_any(client, run_id)
     if state is None:
         raise ValueError(f"run {run_id} does not exist")
@@ -326,13 +333,15 @@ def retry_run(client: Client, run_id: str) -> RunHandle:
         )
     # Under a key of its own (keys.retry_key): the command given twice, or the
     # dashboard's Retry clicked twice, returns the first retry instead of
-    # starting the run's input again. A retry that failed in turn is retried by
-    # its own id.
+    # starting the run's input again, while that retry is unfinished and for
+    # RETRY_ONCE_S after (the key's expiry, set when its run finishes). A retry
+    # asked for once the first one has failed in turn starts another run.
     options = RunOptions.of(
         queue_override=state.queue,
         priority=state.priority,
         parent_run_id=state.parent_run_id,
         idempotency_key=retry_key(run_id),
+        idempotency_ttl=RETRY_ONCE_S,
         system_key=True,
     )
     handle = RunHandle(client, client.enqueue(state.workflow, state.input, options))

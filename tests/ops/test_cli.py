@@ -6,9 +6,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from redflow_mp import Client, Registry, create_client
@@ -211,6 +213,26 @@ def test_runs_retry_given_twice_starts_one_run(
         if text(raw.hget(client.keys.run(run_id), "retryOf")) == runs.failed
     ]
     assert copies == [first]
+
+
+def test_a_retry_asked_for_after_the_first_retry_finished_starts_another(
+    runs: Runs, client: Client, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once at a time, not once for good: an operator who retries a run whose
+    retry failed in turn, past the double-click window, gets a new run."""
+    from redflow_mp import admin
+
+    monkeypatch.setattr(admin, "RETRY_ONCE_S", 0.5)
+    first = admin.retry_run(client, runs.failed)
+    assert admin.retry_run(client, runs.failed).id == first.id  # unfinished: the same
+    wait_until(lambda: status_of(raw, client, first.id) == "failed", timeout=20)
+    deadline = time.monotonic() + 10
+    again = first.id
+    while again == first.id and time.monotonic() < deadline:
+        again = admin.retry_run(client, runs.failed).id
+        time.sleep(0.1)
+    assert again != first.id
+    assert client.get_run(again) is not None
 
 
 # ----------------------------------------------------------------- runs resume
