@@ -106,6 +106,10 @@ class StartupStop(BaseException):
 
 
 def _stop(signum: int, frame: object) -> None:
+    # The first stop wins, before it raises: a burst (TERM, INT, QUIT, a Ctrl-C
+    # held down) raised StartupStop again while the first unwound, past the
+    # command's handler (exit status 1, "lost sys.stderr").
+    settle()
     raise StartupStop(signum)
 
 
@@ -140,10 +144,17 @@ def ignore_strays() -> None:
 
 
 def settle() -> None:
-    """After a :class:`StartupStop`: later stop signals are ignored while the
-    process exits (a second TERM must not interrupt the clean-up)."""
+    """Once a :class:`StartupStop` is raised: later stop signals are ignored while
+    the process exits (a second TERM must not interrupt the clean-up). By a
+    Python no-op, not ``SIG_IGN``: a signal already tripped but not yet handled
+    then finds no Python handler, and CPython prints a traceback (``OSError:
+    Signal 15 ignored due to race condition``)."""
     for sig in _STOPS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A stop signal after the first one during start-up (:func:`settle`)."""
 
 
 def take_pending_hup() -> bool:
