@@ -80,3 +80,26 @@ def test_a_closed_output_pipe_fails_no_printing_run_and_stops_nothing(
         assert sup.wait(timeout=30) == 0, sup.log()
     finally:
         sup.stop()
+
+
+def test_a_stop_during_start_up_with_a_closed_output_pipe_exits_zero(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """``redflow-supervisor ... 2>&1 | head -1`` and a Ctrl-C while the modules
+    import: ``head`` is gone, and the one line saying so has no reader."""
+    marker = tmp_path / "importing"
+    sup = _PipedSupervisor(
+        redis_url,
+        prefix,
+        tmp_path / "supervisor.log",
+        modules=["tests.process.flows_slowstart"],
+        env={"SLOWSTART_MARKER": str(marker)},
+        both=True,
+    )
+    try:
+        sup.start()
+        wait_until(marker.exists, 20, message="the workflow module's import to begin")
+        sup.send(signal.SIGINT)
+        assert sup.wait(timeout=20) == 0
+    finally:
+        sup.stop()
