@@ -96,3 +96,30 @@ def test_a_stray_signal_during_start_up_stops_nothing(
     assert isinstance(client.run_by_name("slowstart", None).result(timeout=30), int)
     proc = sup.proc
     assert proc is not None and proc.poll() is None, f"{sig.name} ended it:\n{sup.log()}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGABRT], ids=lambda s: s.name)
+def test_a_fault_signal_ends_the_parent_and_every_run_still_runs_once(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, sig: signal.Signals
+) -> None:
+    """The signals left to their default action (a fault: SEGV, BUS, ILL, FPE,
+    ABRT; and KILL) end the parent. Its children, orphans, finish the run they
+    hold and leave without claiming another; a supervisor started again runs
+    the rest: every run once."""
+    first = supervisor(procs=2, modules=FLOWS)
+    orphans = first.wait_workers(2)
+    hold = f"{client.keys.tag}:hold"
+    raw.set(hold, 1)
+    handles = [client.run_by_name("held", None) for _ in range(4)]  # two run, two wait
+    ids = [h.id for h in handles]
+    started = f"{client.keys.tag}:tally-started"
+    wait_until(lambda: raw.scard(started) == 2, 20, message="two starts")
+    first.send(sig)  # the parent alone
+    assert first.wait(timeout=20) == -sig
+    raw.delete(hold)  # the orphans' runs may finish now
+    for orphan in orphans:
+        orphan.wait(timeout=20)  # leaves after its run, claiming nothing more
+    second = supervisor(procs=2, modules=FLOWS)
+    for handle in handles:
+        assert isinstance(handle.result(timeout=60), int), second.log()
+    assert _tallies(raw, client, ids) == dict.fromkeys(ids, 1)
