@@ -51,3 +51,20 @@ def held(ctx: Context[None]) -> int:
     while client.redis.exists(f"{client.keys.tag}:hold"):
         time.sleep(0.05)
     return os.getpid()
+
+
+@define_workflow("timed-step", queue="p", max_concurrency=100)
+def timed_step(ctx: Context[float]) -> int:
+    """A step with a ``timeout`` of 60 s (armed by SIGALRM in a child) that marks
+    its start, sleeps ``input`` seconds and counts its executions."""
+    client = get_default_client()
+    assert client is not None
+    tag = client.keys.tag
+
+    def nap() -> int:
+        client.redis.incr(f"{tag}:step:{ctx.run.id}")
+        client.redis.sadd(f"{tag}:tally-started", ctx.run.id)
+        time.sleep(float(ctx.input))
+        return os.getpid()
+
+    return ctx.step.run("nap", nap, timeout=60)

@@ -123,3 +123,18 @@ def test_a_fault_signal_ends_the_parent_and_every_run_still_runs_once(
     for handle in handles:
         assert isinstance(handle.result(timeout=60), int), second.log()
     assert _tallies(raw, client, ids) == dict.fromkeys(ids, 1)
+
+
+def test_a_stray_alrm_during_a_step_with_a_timeout_does_not_time_it_out(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """A step's ``timeout`` arms SIGALRM in a child; a ``pkill -ALRM -f redflow``
+    meanwhile is not its deadline (60 s away)."""
+    sup = supervisor(procs=2, modules=FLOWS)
+    before = {p.pid for p in sup.wait_workers(2)}
+    handle = client.run_by_name("timed-step", 2.0)
+    started = f"{client.keys.tag}:tally-started"
+    wait_until(lambda: raw.sismember(started, handle.id), 20, message="the step's start")
+    os.killpg(sup.pid, signal.SIGALRM)
+    assert handle.result(timeout=30) in before
+    assert raw.get(f"{client.keys.tag}:step:{handle.id}") == b"1"
