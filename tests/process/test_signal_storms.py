@@ -7,6 +7,8 @@ overlap: each ends in a sane state, with every run executed once.
   at ``procs``, new runs are served.
 - TTIN and TTOU storms: the children follow the target, down to one.
 - TERM, INT and QUIT in a burst during start-up: one clean stop.
+- INT, QUIT or TERM sent to the whole group (Ctrl-C, Ctrl-\\, ``pkill -f``): no
+  run is charged a crash, each runs once.
 - A second TERM, or an INT, during a graceful drain: a fast stop, the runs in
   flight put back without a crash counted, all finished once after a restart.
 """
@@ -163,3 +165,33 @@ def test_a_burst_of_stops_during_start_up_stops_it_cleanly_once(
     assert "Traceback" not in log, log
     assert log.count("during start-up; stopped") == 1, log
     assert not sup.workers()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT, signal.SIGTERM], ids=str)
+def test_a_stop_sent_to_the_whole_group_charges_no_run(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, sig: signal.Signals
+) -> None:
+    """Ctrl-C or Ctrl-\\ in the supervisor's terminal (or ``pkill -f redflow``)
+    signals the parent and every child at once: the runs in flight go back (or,
+    for TERM, finish) without a crash charged, and each runs once."""
+    sup = supervisor(procs=2, modules=FLOWS)
+    sup.wait_workers(2)
+    hold = f"{client.keys.tag}:hold"
+    raw.set(hold, 1)
+    handles = [client.run_by_name("held", None) for _ in range(3)]
+    ids = [h.id for h in handles]
+    wait_until(lambda: sum(_started(raw, client, i) for i in ids) == 2, 20, message="two starts")
+    if sig is signal.SIGTERM:
+        raw.delete(hold)  # a drain lets them finish
+    os.killpg(sup.pid, sig)
+    assert sup.wait(timeout=30) == 0, sup.log()
+    for run_id in ids:
+        state = client.get_run(run_id)
+        assert state is not None and state.crash_count == 0, (state, sup.log())
+    raw.delete(hold)
+    supervisor(procs=2, modules=FLOWS)
+    for handle in handles:
+        assert isinstance(handle.result(timeout=60), int)
+    tallies = _tallies(raw, client, ids)
+    assert all(n in (1, 2) for n in tallies.values()), tallies
+    assert sum(tallies.values()) == (3 if sig is signal.SIGTERM else 5), tallies
