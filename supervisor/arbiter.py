@@ -611,7 +611,7 @@ class Arbiter:
             return
         if slot.pending == child.pid:
             slot.pending = None
-            if not child.ready:
+            if not child.ready and self.mode is Mode.RUNNING:  # a drain stopped it: no failure
                 self._after_exit(slot, child, info, now)
             return
         if slot.pid != child.pid:

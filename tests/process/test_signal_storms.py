@@ -195,3 +195,23 @@ def test_a_stop_sent_to_the_whole_group_charges_no_run(
     tallies = _tallies(raw, client, ids)
     assert all(n in (1, 2) for n in tallies.values()), tallies
     assert sum(tallies.values()) == (3 if sig is signal.SIGTERM else 5), tallies
+
+
+def test_a_replacement_still_booting_when_a_drain_starts_is_no_start_failure(
+    supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
+) -> None:
+    """HUP, then TERM while the new child boots: it leaves without ever being
+    ready, as asked. That was counted a failed start of its slot, with a
+    ``worker 1 restarts in 1.0 s`` warning during the drain (nothing restarts)."""
+    gate = tmp_path / "gate"
+    sup = supervisor(procs=1, modules=["tests.process.flows_gate"], env={"GATE": str(gate)})
+    first = {p.pid for p in sup.wait_workers(1)}
+    assert client.run_by_name("gated", None).result(timeout=30) in first  # ready
+    gate.touch()  # the next child holds its start
+    sup.send(signal.SIGHUP)
+    sup.wait_workers(2)  # the current child and its replacement, booting
+    sup.send(signal.SIGTERM)
+    wait_until(lambda: "draining" in sup.log(), 20, message="the drain")
+    gate.unlink()
+    assert sup.wait(timeout=30) == 0, sup.log()
+    assert "restarts in" not in sup.log(), sup.log()
