@@ -28,9 +28,10 @@ by that default action (its children became orphans, finished their run and
 left: the supervisor was down until restarted) and killed a child mid-run (its
 run counted a crash). They are ignored during start-up (:func:`install`), then
 logged and ignored by the arbiter (``signals.SignalPipe``), and ignored by
-every process it forks (:func:`ignore_strays`: an ignored disposition is not
-reset when a handler's subprocess execs, a Python-level handler would be, so a
-child sets ``SIG_IGN`` and not the parent's handler). A kernel-generated SYS
+every process it forks (:func:`ignore_strays`): ``SIG_IGN`` rather than the
+parent's Python handler, so a step ``timeout`` still finds ALRM free to arm and
+no system call of a handler's C code is interrupted (a subprocess a handler
+execs inherits the ignored dispositions, as it does USR1's). A kernel-generated SYS
 (seccomp) or TRAP (breakpoint) is forced through an ignored disposition and
 still ends the process; only a sent one is ignored. PIPE keeps Python's own
 ``SIG_IGN`` (a write to a closed pipe or socket fails with ``EPIPE`` where it
