@@ -19,7 +19,8 @@ Cancellation is checked at every step boundary: a run asked to cancel raises
 
 Step timeouts: in the main thread of a process that has no other SIGALRM
 user, a ``timeout`` arms ``ITIMER_REAL`` and interrupts even CPU-bound Python
-code; elsewhere the step function runs in a helper thread and the handler
+code (a SIGALRM sent by someone else while the timer runs is ignored);
+elsewhere the step function runs in a helper thread and the handler
 gets :class:`StepTimeoutError` when the time is up (the function itself
 cannot be interrupted then, and its late result is discarded). Either way a
 step whose deadline passed fails with :class:`StepTimeoutError`, even if its

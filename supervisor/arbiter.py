@@ -72,7 +72,7 @@ from .liveness import StallWatch
 from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, RestartState, SlotTracker
 from .settings import Settings, held_for_restart
-from .signals import SignalPipe
+from .signals import STRAY, SignalPipe, signal_name
 from .startup import connect, resolve_queues, resync
 from .status import SupervisorStatus
 from .wakeup import Wakeup
@@ -327,10 +327,9 @@ class Arbiter:
 
     def _on_signal(self, signum: int) -> None:
         """Dispatch a signal to its ``handle_<name>`` method (SIGCHLD only wakes us)."""
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            log.info("received signal %d; ignored", signum)
+        name = signal_name(signum)
+        if signum in STRAY:
+            log.warning("received %s; ignored (not a supervisor signal)", name)
             return
         handler = getattr(self, f"handle_{name[3:].lower()}", None)
         if name != "SIGCHLD":
@@ -612,7 +611,7 @@ class Arbiter:
             return
         if slot.pending == child.pid:
             slot.pending = None
-            if not child.ready:
+            if not child.ready and self.mode is Mode.RUNNING:  # a drain stopped it: no failure
                 self._after_exit(slot, child, info, now)
             return
         if slot.pid != child.pid:

@@ -16,6 +16,10 @@ Signals in a child:
   it read from the board.
 - QUIT: exit now; the parent puts the run back.
 - INT, HUP, TTIN, TTOU: ignored (the parent decides).
+- ALRM, VTALRM, PROF, IO, PWR, STKFLT, XCPU, XFSZ, SYS, TRAP, the real-time
+  signals (``early.STRAY``), USR1, USR2, PIPE: ignored (``SIG_IGN``), so a
+  ``pkill -ALRM -f redflow`` does not kill a child mid-run; a step ``timeout``
+  still installs its own ALRM handler for the step.
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout it exits at once (``_orphan_watch``), as nobody else
@@ -63,6 +67,7 @@ from redflow_mp.registry import Registry
 from redflow_mp.scripts import Claimed
 from redflow_mp.worker import Worker
 
+from . import early
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
@@ -535,7 +540,8 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    early.ignore_strays()  # not the parent's logging handler (early.STRAY)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
     hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)

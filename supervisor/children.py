@@ -20,6 +20,7 @@ from redflow_mp.client import create_client
 from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
+from . import early
 from .board import AbortReason, Board, Held
 from .child import HANDLED_SIGNALS, ChildSpec, ExitCode, after_fork, exit_now, set_title
 from .child import run as child_run
@@ -259,7 +260,8 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                 after_fork(spec.close_fds)
                 for sig in HANDLED_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+                early.ignore_strays()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
                 set_title(f"redflow-supervisor[{spec.app}] on_failure {run_id}")
                 client = create_client(
                     spec.url,

@@ -20,6 +20,23 @@ for good, and elsewhere (an orphaned process group) the kernel dropped them.
 The arbiter's own handlers replace these when its pipe is made
 (``signals.SignalPipe``).
 
+:data:`STRAY` are the signals no part of the supervisor uses whose default
+action ends a process: ALRM, VTALRM, PROF, IO (POLL), PWR, STKFLT, XCPU, XFSZ,
+SYS, TRAP and the real-time signals. A ``kill -ALRM`` meant for another
+process, a ``pkill -PROF -f redflow`` or a power daemon's PWR ended the parent
+by that default action (its children became orphans, finished their run and
+left: the supervisor was down until restarted) and killed a child mid-run (its
+run counted a crash). They are ignored during start-up (:func:`install`), then
+logged and ignored by the arbiter (``signals.SignalPipe``), and ignored by
+every process it forks (:func:`ignore_strays`): ``SIG_IGN`` rather than the
+parent's Python handler, so a step ``timeout`` still finds ALRM free to arm and
+no system call of a handler's C code is interrupted (a subprocess a handler
+execs inherits the ignored dispositions, as it does USR1's). A kernel-generated SYS
+(seccomp) or TRAP (breakpoint) is forced through an ignored disposition and
+still ends the process; only a sent one is ignored. PIPE keeps Python's own
+``SIG_IGN`` (a write to a closed pipe or socket fails with ``EPIPE`` where it
+happens).
+
 Invariant: this module imports only the standard library (the entry point
 installs it before importing redis-py or the library). Fork safety: children
 are forked after the arbiter replaced these handlers.
@@ -31,7 +48,9 @@ import signal
 
 __all__ = [
     "IGNORED",
+    "STRAY",
     "StartupStop",
+    "ignore_strays",
     "install",
     "settle",
     "take_pending_hup",
@@ -46,6 +65,29 @@ _RESIZES = (signal.SIGTTIN, signal.SIGTTOU)
 # reopen: it writes to stderr), or a ``kill -USR1`` meant for another daemon,
 # took the supervisor down and every child the signal reached.
 IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _strays() -> tuple[int, ...]:
+    names = (
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGIO",  # SIGPOLL on Linux
+        "SIGPWR",
+        "SIGSTKFLT",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGSYS",
+        "SIGTRAP",
+    )
+    found = [int(getattr(signal, name)) for name in names if hasattr(signal, name)]
+    if hasattr(signal, "SIGRTMIN"):
+        found += range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+    return tuple(found)
+
+
+# Signals nobody here uses whose default action ends a process (module docstring).
+STRAY: tuple[int, ...] = _strays()
 _hup_pending = False
 _resizes: list[int] = []  # TTIN/TTOU received during start-up, in order
 
@@ -65,6 +107,10 @@ class StartupStop(BaseException):
 
 
 def _stop(signum: int, frame: object) -> None:
+    # The first stop wins, before it raises: a burst (TERM, INT, QUIT, a Ctrl-C
+    # held down) raised StartupStop again while the first unwound, past the
+    # command's handler (exit status 1, "lost sys.stderr").
+    settle()
     raise StartupStop(signum)
 
 
@@ -80,9 +126,11 @@ def _note_resize(signum: int, frame: object) -> None:
 
 def install() -> None:
     """Handle TERM, INT, QUIT, HUP, TTIN and TTOU until the arbiter's loop takes
-    over; ignore USR1 and USR2 for good (:data:`IGNORED`)."""
+    over; ignore USR1 and USR2 for good (:data:`IGNORED`) and the :data:`STRAY`
+    signals until the arbiter logs them."""
     for sig in IGNORED:
         signal.signal(sig, signal.SIG_IGN)
+    ignore_strays()
     for sig in _STOPS:
         signal.signal(sig, _stop)
     signal.signal(signal.SIGHUP, _note_hup)
@@ -90,11 +138,24 @@ def install() -> None:
         signal.signal(sig, _note_resize)
 
 
-def settle() -> None:
-    """After a :class:`StartupStop`: later stop signals are ignored while the
-    process exits (a second TERM must not interrupt the clean-up)."""
-    for sig in _STOPS:
+def ignore_strays() -> None:
+    """Ignore the :data:`STRAY` signals (start-up, and every forked process)."""
+    for sig in STRAY:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def settle() -> None:
+    """Once a :class:`StartupStop` is raised: later stop signals are ignored while
+    the process exits (a second TERM must not interrupt the clean-up). By a
+    Python no-op, not ``SIG_IGN``: a signal already tripped but not yet handled
+    then finds no Python handler, and CPython prints a traceback (``OSError:
+    Signal 15 ignored due to race condition``)."""
+    for sig in _STOPS:
+        signal.signal(sig, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A stop signal after the first one during start-up (:func:`settle`)."""
 
 
 def take_pending_hup() -> bool:

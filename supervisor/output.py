@@ -20,9 +20,12 @@ waits for it up to :data:`PATIENCE` seconds, as a blocking write would for a
 slow reader; past that the stream drops what does not fit, counting the bytes
 (``DroppingWriter.dropped``, summed by :func:`dropped`; the child reports
 them in a warning line and the ``redflow_child_output_dropped_bytes_total``
-counter), and waits no more until
-the reader takes bytes again. C code and subprocesses writing to descriptor 1
-or 2 directly still block as before (C code holding the GIL while it does is
+counter), and waits no more until the reader takes bytes again. A reader that
+is gone (``EPIPE``: the supervisor was started as ``redflow-supervisor ... |
+head -1``, a log shipper exited) has every write dropped and counted the same
+way: a handler's ``print`` raised ``BrokenPipeError`` there, and its run
+failed. C code and subprocesses writing to descriptor 1 or 2 directly still
+block as before (C code holding the GIL while it does is
 taken for stopped by ``liveness.py``). A file, a terminal or ``/dev/null`` is
 left as it is. Before each write the private description is checked
 (``fstat``) to still be the one opened, as in ``logsink.py``: a handler that
@@ -123,8 +126,11 @@ class DroppingWriter(io.RawIOBase):
         view = memoryview(b).cast("B")
         total = len(view)
         if not (self.private and self._still_ours()):
-            while view:  # not a pipe or socket (or no /proc): as before
-                view = view[os.write(self._target, view) :]
+            try:
+                while view:  # not a pipe or socket (or no /proc): as before
+                    view = view[os.write(self._target, view) :]
+            except (BrokenPipeError, ConnectionResetError):
+                self.dropped += len(view)  # the reader is gone
             return total
         deadline: float | None = None
         while view:
@@ -134,6 +140,9 @@ class DroppingWriter(io.RawIOBase):
                 n = 0
             except InterruptedError:
                 continue
+            except (BrokenPipeError, ConnectionResetError):
+                self.dropped += len(view)  # the reader is gone: nobody will take it
+                break
             if n:
                 view, deadline, self._dropping = view[n:], None, False
                 continue

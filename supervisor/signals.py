@@ -5,8 +5,14 @@ number to a non-blocking, close-on-exec pipe (``signal.set_wakeup_fd``); the
 arbiter's loop waits on the pipe's read end with a timeout, turns the bytes
 back into signal numbers and dispatches them in order.
 
+The :data:`early.STRAY` signals (not the supervisor's; their default action
+ends a process) get the same no-op handler: the arbiter logs each one and
+ignores it. :meth:`SignalPipe.close` ignores them again.
+
 Fork safety: :func:`blocked` masks every handled signal around ``os.fork`` so
-a signal cannot run a parent handler inside a half-initialised child.
+a signal cannot run a parent handler inside a half-initialised child (nor
+write a child's signal into the parent's pipe); a child ignores the stray ones
+(``early.ignore_strays``) before it unblocks them.
 """
 
 from __future__ import annotations
@@ -19,9 +25,19 @@ from collections.abc import Iterator
 from . import early
 from .child import HANDLED_SIGNALS
 
-__all__ = ["HANDLED", "SignalPipe", "blocked"]
+__all__ = ["HANDLED", "STRAY", "SignalPipe", "blocked", "signal_name"]
 
-HANDLED = HANDLED_SIGNALS
+STRAY = frozenset(early.STRAY)
+# Every signal with a handler of ours in the arbiter, hence blocked around fork.
+HANDLED = (*HANDLED_SIGNALS, *early.STRAY)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGALRM`` for 14; ``signal 35`` for a number with no name of its own."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _noop(signum: int, frame: object) -> None:
@@ -61,8 +77,9 @@ class SignalPipe:
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous_fd)
-        for sig in HANDLED:
+        for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        early.ignore_strays()  # not their default action while the process exits
         for fd in self.fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
