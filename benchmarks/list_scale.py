@@ -41,18 +41,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "scale"
 
 # Write ARGV[4] finished runs: ids ARGV[2] .. zero-padded j (j from ARGV[3]),
-# created ARGV[5] + j - j // 7 ms (every 7th pair on the same millisecond),
+# created ARGV[5] + (j - j // 7) * ARGV[7] ms (every 7th pair at the same time),
 # workflow wf-(j % ARGV[6]), one in 50 failed. The hash has what a finished
 # run's has (a run's steps and attempts are not read by a listing).
 _LOAD = """
 local tag, base, first, n, t0, nwf = ARGV[1], ARGV[2], tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local spacing = tonumber(ARGV[7])
 for j = first, first + n - 1 do
   local id = base .. string.format('%09d', j)
   local wf = 'wf-' .. (j % nwf)
   local status = 'succeeded'
   if j % 50 == 0 then status = 'failed' end
-  local created = t0 + j - math.floor(j / 7)
+  local created = t0 + (j - math.floor(j / 7)) * spacing
   local fin = created + 5
   redis.call('HSET', tag .. ':run:' .. id, 'id', id, 'workflow', wf, 'queue', 'default',
     'status', status, 'inputJson', '{"n":' .. j .. '}', 'outputJson', '"ok"',
@@ -66,13 +67,16 @@ return n
 """
 
 
-def load(r: redis.Redis, tag: str, n: int, workflows: int, base: str = "r") -> None:
-    """``n`` finished runs under ``tag``, 10,000 per call (see ``_LOAD``)."""
+def load(
+    r: redis.Redis, tag: str, n: int, workflows: int, base: str = "r", spacing_ms: int = 1
+) -> None:
+    """``n`` finished runs under ``tag``, 10,000 per call (see ``_LOAD``), created
+    ``spacing_ms`` apart up to a minute ago."""
     script = r.register_script(_LOAD)
-    t0 = int(time.time() * 1000) - 2 * n
+    t0 = int(time.time() * 1000) - spacing_ms * n - 60_000
     chunk = 10_000
     for first in range(0, n, chunk):
-        script(args=[tag, base, first, min(chunk, n - first), t0, workflows])
+        script(args=[tag, base, first, min(chunk, n - first), t0, workflows, spacing_ms])
 
 
 # The measuring process: runs on the tree under PYTHONPATH against the loaded

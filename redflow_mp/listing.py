@@ -6,8 +6,10 @@ Every page reads the index that answers it (``runs:created``,
 scored by createdAt answers, and the page is a rank range: O(log n + limit) at
 any depth. With a status, the smaller indexes are intersected in memory and a
 large one is walked in chunks. A walk that finds too little after a few chunks
-reads the smallest index whole instead (up to 200,000 members): a sparse match
-costs the smaller index. Past 200,000 (both filters, or one status with a
+reads the smallest index instead (up to 200,000 members), newest first by its
+own score and only until the runs left cannot be on the page
+(``_read_newest``): a sparse match costs the newest part of the smaller
+index. Past 200,000 (both filters, or one status with a
 sparse match) the walk goes on, its chunk doubling up to 32,000: a few dozen
 round trips for a million runs. No ZMSCORE asks for more than 2,000 members (a
 chunk's go as several in one round trip): one of 32,000 on a million-run index
@@ -28,6 +30,7 @@ Plans are sans-I/O generators, as in :mod:`redflow_mp.queries`.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -65,6 +68,10 @@ _READ_LIMIT = 200_000
 #: instead of n / 1,000, and one chunk's Redis time stays a few milliseconds.
 _CHUNK_MIN = 1000
 _CHUNK_MAX = 32_000
+#: How much later than its score in a status index a run's createdAt may be:
+#: both are Redis's clock, which a failover to a server whose clock is behind
+#: may move back (see _read_newest).
+_SKEW_MS = 60_000
 #: Members per ZMSCORE: ~2-3 ms of Redis on a million-member index; more go as
 #: several commands in one batch.
 _PIECE = 2000
@@ -197,7 +204,8 @@ def _walk(
     chunk = _CHUNK_MIN
     while len(out) < limit:
         if whole is not None and start - begin >= _WALK_BUDGET * _CHUNK_MIN:
-            keep = yield from _read_whole(keys, whole, others)
+            need = limit if cursor is not None else offset + limit
+            keep = yield from _read_newest(keys, whole, others, need, cursor)
             return _page(keep, limit, offset, cursor)
         (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
         if not members:
@@ -233,17 +241,38 @@ def _members_of_all(members: list[Any], others: list[str]) -> QueryPlan[list[str
     return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
 
 
-def _read_whole(keys: Keys, index: str, others: list[str]) -> QueryPlan[list[tuple[float, str]]]:
-    """(createdAt, id) of ``index``'s members present in ``others``, reading
-    ``index`` in chunks of _SCAN_LIMIT (each chunk checked as it comes)."""
+def _read_newest(
+    keys: Keys, index: str, others: list[str], need: int, cursor: Cursor | None
+) -> QueryPlan[list[tuple[float, str]]]:
+    """(createdAt, id) of ``index``'s members present in ``others`` (and older
+    than ``cursor``), enough for the ``need`` newest created: ``index`` is read
+    newest first by its own score, in chunks growing to _SCAN_LIMIT, until the
+    rest cannot be among them.
+
+    A run's score in ``index`` (the time it entered a status, or its createdAt
+    in a workflow's index) is never before its createdAt (both from Redis's
+    clock; :data:`_SKEW_MS` allowed for a failed-over server's): once the
+    ``need``-th newest createdAt found is past the last score read by more than
+    that, no run not read yet is newer. Runs fail, finish or get canceled soon
+    after they are created, so the first page of a sparse status costs a chunk
+    or two of its index, not the whole of it (it read 20,000 failed runs, 82 ms
+    of Redis for each dashboard refresh at a million runs). At worst it reads
+    the whole index, as before."""
     keep: list[tuple[float, str]] = []
     start = 0
+    chunk = _CHUNK_MIN
     while True:
-        (members,) = yield [("zrange", (index, start, start + _SCAN_LIMIT - 1))]
-        if not members:
+        (pairs,) = yield [("zrevrange", (index, start, start + chunk - 1, True))]
+        if not pairs:
             break
-        start += _SCAN_LIMIT
-        keep.extend((yield from _created_of_all(keys, members, others)))
+        start += chunk
+        got = yield from _created_of_all(keys, [m for m, _ in pairs], others)
+        keep.extend(p for p in got if cursor is None or p < cursor)
+        if len(pairs) < chunk:
+            break
+        chunk = min(2 * chunk, _SCAN_LIMIT)
+        if len(keep) >= need and float(pairs[-1][1]) + _SKEW_MS < heapq.nlargest(need, keep)[-1][0]:
+            break
     return keep
 
 
