@@ -8,8 +8,8 @@ any depth. With a status, the smaller indexes are intersected in memory and a
 large one is walked in chunks. A walk that finds too little after a few chunks
 reads the smallest index instead (up to 200,000 members), newest first by its
 own score and only until the runs left cannot be on the page
-(``_read_newest``): a sparse match costs the newest part of the smaller
-index. Past 200,000 (both filters, or one status with a
+(``_read_newest``; a page deeper than 10,000 reads it whole): a sparse match
+costs the newest part of the smaller index. Past 200,000 (both filters, or one status with a
 sparse match) the walk goes on, its chunk doubling up to 32,000: a few dozen
 round trips for a million runs. No ZMSCORE asks for more than 2,000 members (a
 chunk's go as several in one round trip): one of 32,000 on a million-run index
@@ -205,7 +205,10 @@ def _walk(
     while len(out) < limit:
         if whole is not None and start - begin >= _WALK_BUDGET * _CHUNK_MIN:
             need = limit if cursor is not None else offset + limit
-            keep = yield from _read_newest(keys, whole, others, need, cursor)
+            if need <= _SCAN_LIMIT:  # a page near the top (or after a cursor)
+                keep = yield from _read_newest(keys, whole, others, need, cursor)
+            else:  # deep: most of the index is read anyway, the plain read is cheaper
+                keep = yield from _read_whole(keys, whole, others)
             return _page(keep, limit, offset, cursor)
         (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
         if not members:
@@ -259,6 +262,7 @@ def _read_newest(
     of Redis for each dashboard refresh at a million runs). At worst it reads
     the whole index, as before."""
     keep: list[tuple[float, str]] = []
+    top: list[float] = []  # the `need` newest createdAt kept so far (a min-heap)
     start = 0
     chunk = _CHUNK_MIN
     while True:
@@ -267,12 +271,33 @@ def _read_newest(
             break
         start += chunk
         got = yield from _created_of_all(keys, [m for m, _ in pairs], others)
-        keep.extend(p for p in got if cursor is None or p < cursor)
+        for pair in got:
+            if cursor is not None and pair >= cursor:
+                continue
+            keep.append(pair)
+            if len(top) < need:
+                heapq.heappush(top, pair[0])
+            elif pair[0] > top[0]:
+                heapq.heapreplace(top, pair[0])
         if len(pairs) < chunk:
             break
         chunk = min(2 * chunk, _SCAN_LIMIT)
-        if len(keep) >= need and float(pairs[-1][1]) + _SKEW_MS < heapq.nlargest(need, keep)[-1][0]:
+        if len(top) >= need and float(pairs[-1][1]) + _SKEW_MS < top[0]:
             break
+    return keep
+
+
+def _read_whole(keys: Keys, index: str, others: list[str]) -> QueryPlan[list[tuple[float, str]]]:
+    """(createdAt, id) of ``index``'s members present in ``others``, reading
+    ``index`` in chunks of _SCAN_LIMIT (each chunk checked as it comes)."""
+    keep: list[tuple[float, str]] = []
+    start = 0
+    while True:
+        (members,) = yield [("zrange", (index, start, start + _SCAN_LIMIT - 1))]
+        if not members:
+            break
+        start += _SCAN_LIMIT
+        keep.extend((yield from _created_of_all(keys, members, others)))
     return keep
 
 
