@@ -609,11 +609,15 @@ class AsyncClient:
         status: RunStatus | str | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[RunState]:
         """Runs, newest first, optionally of one workflow and/or one status (every
-        shard's, merged: ``queries.alist_runs_all``)."""
+        shard's, merged: ``queries.alist_runs_all``); ``after``: the id of the
+        last run of the previous page, as for the sync ``Client.list_runs``."""
         await self._verify_shards()
-        return await queries.alist_runs_all(self, _drive_query, workflow, status, limit, offset)
+        return await queries.alist_runs_all(
+            self, _drive_query, workflow, status, limit, offset, after
+        )
 
     async def list_workflows(self) -> list[WorkflowMeta]:
         """Metadata of every synced workflow, by name (each read in its shard)."""

@@ -268,10 +268,17 @@ class Client(Runs):
         status: RunStatus | str | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[RunState]:
         """Runs, newest first, optionally of one workflow and/or one status (every
-        shard's, merged: ``queries.list_runs_all``)."""
-        return queries.list_runs_all(self, workflow, status, limit, offset)
+        shard's, merged: ``queries.list_runs_all``).
+
+        ``after``: the id of the last run of the previous page. The page is the
+        ``limit`` runs right after that run (``offset`` is then not used): a deep
+        page costs what the first does, and paging on while runs are enqueued
+        neither repeats nor skips one. Pass ``offset`` too: it places the page
+        when that run has been removed meanwhile (retention)."""
+        return queries.list_runs_all(self, workflow, status, limit, offset, after)
 
     def iter_runs(
         self,
@@ -279,11 +286,13 @@ class Client(Runs):
         status: RunStatus | str | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> Iterator[RunState]:
         """:meth:`list_runs` as an iterator: the same runs, read 1,000 per round
         trip, so a large ``limit`` does not hold every run in memory at once
-        (``queries.iter_runs_all``). Bad arguments raise at the call."""
-        return queries.iter_runs_all(self, workflow, status, limit, offset)
+        (``queries.iter_runs_all``); ``after`` as for :meth:`list_runs`. Bad
+        arguments raise at the call."""
+        return queries.iter_runs_all(self, workflow, status, limit, offset, after=after)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.

@@ -1,16 +1,9 @@
 """Queries over one namespace: runs (newest first, by workflow and status), a
 run's steps, the synced workflows.
 
-Read-only; every list is bounded by its ``limit`` and reads the index that
-answers it (``runs:created``, ``workflow-runs:<name>``, ``runs:status:<s>``),
-intersecting the smaller ones in memory and walking a large one in chunks. A
-walk that finds too little after a few chunks reads the smallest index whole
-instead (up to 200,000 members): a sparse match costs the smaller index. Past
-200,000 (both filters, or one status with a sparse match) the walk goes on, its
-chunk doubling up to 32,000: a few dozen round trips for a million runs. No
-ZMSCORE asks for more than 2,000 members (a chunk's go as several in one round
-trip): one of 32,000 on a million-run index held Redis for 27-45 ms, in front
-of every claim (a ZREVRANGE of 32,000 takes ~2 ms).
+Read-only; every list is bounded by its ``limit``. Which runs a page of
+``list_runs`` shows (the index that answers it, a walk, a keyset cursor) is
+:mod:`redflow_mp.listing`'s; this module reads them and merges shards.
 
 Each query is written once, as a sans-I/O plan (a generator) that yields a
 batch of redis-py calls, ``(method name, args)``, receives their replies and
@@ -24,16 +17,17 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import msgspec
 import redis
 
-from . import codec
+from . import codec, listing
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import with_redirects
 from .keys import Keys
+from .listing import Batch, Cursor, QueryPlan
 from .options import cannot_be_run_id, check_name, check_run_id
 
 __all__ = [
@@ -63,29 +57,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: redis-py calls sent together: (method name, positional arguments).
-Batch = list[tuple[str, tuple[Any, ...]]]
-QueryPlan = Generator[Batch, list[Any], T]
-
 #: The largest ``limit`` / ``offset`` of ``list_runs`` (2**53): beyond, the Redis
 #: range ``offset + limit - 1`` would not fit in the 64-bit index Redis takes.
 MAX_LIST_POSITION = 2**53
 
-_SCAN_LIMIT = 10_000
-#: A large walk that found too little after this many chunks switches to reading
-#: the smallest index whole (when it has at most _READ_LIMIT members): a sparse
-#: match (a workflow's few failed runs among many) costs the smaller index, not
-#: the whole walk.
-_WALK_BUDGET = 8
-_READ_LIMIT = 200_000
-#: The walk's first chunk, and the largest it grows to (doubling each time): a
-#: sparse match past _READ_LIMIT costs O(log n + n / _CHUNK_MAX) round trips
-#: instead of n / 1,000, and one chunk's Redis time stays a few milliseconds.
-_CHUNK_MIN = 1000
-_CHUNK_MAX = 32_000
-#: Members per ZMSCORE: ~2-3 ms of Redis on a million-member index; more go as
-#: several commands in one batch.
-_PIECE = 2000
 #: Steps read per HSCAN call: a run's steps come in one call up to about this
 #: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
 #: CLI's `runs show`, a dashboard page refreshing it).
@@ -233,173 +208,22 @@ def list_runs(
 ) -> QueryPlan[list[RunState]]:
     """Runs, newest first, optionally of one workflow and/or one status.
 
-    ``after``: the last run of the previous page (a keyset cursor). Where the
-    listing walks an index, the page starts right after that run (one ZREVRANK)
-    instead of walking ``offset`` runs: a deep page of a million costs what the
-    first does. Where it reads a bounded index whole, or the run is gone,
-    ``offset`` places the page, so pass both."""
+    ``after``: the id of the last run of the previous page (a keyset cursor).
+    The page is the ``limit`` runs that come right after that run in the same
+    listing (by its ``createdAt`` and id), whatever was added or removed since,
+    and ``offset`` is not used: a deep page costs what the first does, and
+    paging on while runs are enqueued neither repeats nor skips a run. A run no
+    longer in ``runs:created`` (removed by retention) cannot place the page:
+    ``offset`` does then, so pass both."""
     status = _check_list_args(workflow, status, limit, offset)
+    after = listing.check_after(after)
     if limit == 0:
         return []
-    ids = yield from _select_run_ids(keys, workflow, status, limit, offset, after)
-    return (yield from _run_states(keys, ids))
-
-
-def _run_states(keys: Keys, ids: list[str]) -> QueryPlan[list[RunState]]:
-    """The runs ``ids`` that still exist, in that order (one pipelined read)."""
-    if not ids:
-        return []
-    raws = yield [("hgetall", (keys.run(run_id),)) for run_id in ids]
-    out = []
-    for run_id, raw in zip(ids, raws, strict=True):
-        if raw:
-            state = codec.run_state_from_hash(raw)
-            if not state.id:
-                state.id = run_id
-            out.append(state)
-    return out
-
-
-def _select_run_ids(
-    keys: Keys,
-    workflow: str | None,
-    status: str | None,
-    limit: int,
-    offset: int,
-    after: str | None = None,
-) -> QueryPlan[list[str]]:
-    created = keys.runs_created
-    indexes = [created]
-    if workflow is not None:
-        indexes.append(keys.workflow_runs(workflow))
-    if status is not None:
-        indexes.append(keys.runs_status(status))
-    if len(indexes) == 1:
-        start = offset
-        if after is not None:
-            (rank,) = yield [("zrevrank", (created, after))]
-            start = offset if rank is None else int(rank) + 1
-        (raw,) = yield [("zrevrange", (created, start, start + limit - 1))]
-        return [text(x) for x in raw]
-    sizes = yield [("zcard", (key,)) for key in indexes]
-    smallest_size, smallest = min(zip(sizes, indexes, strict=True))
-    if smallest_size == 0:
-        return []
-    others = [k for k in indexes if k != smallest and k != created]
-    if smallest_size <= _SCAN_LIMIT:
-        (members,) = yield [("zrange", (smallest, 0, -1))]
-        return (yield from _filter_sorted(keys, members, others, limit, offset))
-    readable = smallest_size <= _READ_LIMIT
-    # Large indexes: walk an index scored by createdAt newest first, in chunks,
-    # keeping members present in the others. Never walk runs:status:<s>: it
-    # is scored by the time a run entered that status, so walking it would
-    # list runs in finishing order instead of newest-created first (and page
-    # differently from the small path above).
-    walk = keys.workflow_runs(workflow) if workflow is not None else created
-    # A readable smallest index is read whole once the walk found too little.
-    whole = smallest if readable and smallest != walk else None
-    required = [k for k in indexes if k != walk]
-    begin = 0
+    cursor = None
     if after is not None:
-        (rank,) = yield [("zrevrank", (walk, after))]
-        begin = 0 if rank is None else int(rank) + 1
-    return (yield from _walk(keys, walk, required, whole, others, limit, offset, begin))
-
-
-def _walk(
-    keys: Keys,
-    walk: str,
-    required: list[str],
-    whole: str | None,
-    others: list[str],
-    limit: int,
-    offset: int,
-    begin: int = 0,
-) -> QueryPlan[list[str]]:
-    """The page of ``walk``'s members (newest first) present in ``required``, walked
-    in chunks; after _WALK_BUDGET chunks, ``whole`` (if any) is read whole instead.
-    ``begin`` > 0: the position just after the previous page's last run (the
-    page starts there, ``offset`` is not walked; ``whole`` still uses it)."""
-    out: list[str] = []
-    skipped = 0 if begin == 0 else offset
-    start = begin
-    chunk = _CHUNK_MIN
-    while len(out) < limit:
-        if whole is not None and start - begin >= _WALK_BUDGET * _CHUNK_MIN:
-            return (yield from _read_whole(keys, whole, others, limit, offset))
-        (members,) = yield [("zrevrange", (walk, start, start + chunk - 1))]
-        if not members:
-            break
-        start += chunk
-        if whole is None:  # past _READ_LIMIT a sparse match walks on: longer strides
-            chunk = min(2 * chunk, _CHUNK_MAX)
-        for run_id in (yield from _members_of_all(members, required)):
-            if skipped < offset:
-                skipped += 1
-                continue
-            out.append(run_id)
-            if len(out) >= limit:
-                break
-    return out
-
-
-def _scores(keys_: list[str], members: list[Any]) -> QueryPlan[list[list[Any]]]:
-    """The score of each of ``members`` in each of ``keys_`` (a column per key), in
-    ZMSCOREs of at most _PIECE members sent together."""
-    pieces = [members[i : i + _PIECE] for i in range(0, len(members), _PIECE)]
-    if not keys_ or not pieces:
-        return [[None] * len(members) for _ in keys_]
-    replies = yield [("zmscore", (key, piece)) for key in keys_ for piece in pieces]
-    n = len(pieces)
-    return [[x for reply in replies[j * n : (j + 1) * n] for x in reply] for j in range(len(keys_))]
-
-
-def _members_of_all(members: list[Any], others: list[str]) -> QueryPlan[list[str]]:
-    if not others:
-        return [text(m) for m in members]
-    scores = yield from _scores(others, members)
-    return [text(m) for i, m in enumerate(members) if all(col[i] is not None for col in scores)]
-
-
-def _read_whole(
-    keys: Keys, index: str, others: list[str], limit: int, offset: int
-) -> QueryPlan[list[str]]:
-    """The page of ``index``'s members present in ``others``, newest created first,
-    reading ``index`` in chunks of _SCAN_LIMIT (each chunk checked as it comes)."""
-    keep: list[tuple[float, str]] = []
-    start = 0
-    while True:
-        (members,) = yield [("zrange", (index, start, start + _SCAN_LIMIT - 1))]
-        if not members:
-            break
-        start += _SCAN_LIMIT
-        keep.extend((yield from _created_of_all(keys, members, others)))
-    keep.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [run_id for _, run_id in keep[offset : offset + limit]]
-
-
-def _created_of_all(
-    keys: Keys, members: list[Any], others: list[str]
-) -> QueryPlan[list[tuple[float, str]]]:
-    """(createdAt, id) of the ``members`` present in ``runs:created`` and ``others``."""
-    results = yield from _scores([keys.runs_created, *others], members)
-    created_scores = results[0]
-    keep: list[tuple[float, str]] = []
-    for i, member in enumerate(members):
-        created_at = created_scores[i]
-        if created_at is None:
-            continue
-        if all(col[i] is not None for col in results[1:]):
-            keep.append((created_at, text(member)))
-    return keep
-
-
-def _filter_sorted(
-    keys: Keys, members: list[Any], others: list[str], limit: int, offset: int
-) -> QueryPlan[list[str]]:
-    keep = yield from _created_of_all(keys, members, others)
-    keep.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [run_id for _, run_id in keep[offset : offset + limit]]
+        cursor = yield from listing.cursor_of(keys, after)
+    ids = yield from listing.select_run_ids(keys, workflow, status, limit, offset, cursor)
+    return (yield from listing.run_states(keys, ids))
 
 
 def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
@@ -474,16 +298,33 @@ def list_runs_all(
 
     Every shard is asked, also for one workflow: a migration (``redflow migrate
     --shards``) leaves finished runs in the shard their id names, which may not
-    be the workflow's shard. ``after`` (see :func:`list_runs`) is used with one
-    shard; with several, ``offset`` places the page.
+    be the workflow's shard. ``after`` (see :func:`list_runs`): each shard's
+    ``limit`` runs after the cursor, merged (the cursor's ``createdAt`` is read
+    in the shard its id names).
     """
     views = shard_views(client)
     if len(views) == 1:
         plan = list_runs(views[0].keys, workflow, status, limit, offset, after)
         return drive(views[0].redis, plan)
-    _check_list_args(workflow, status, limit, offset)
+    status = _check_list_args(workflow, status, limit, offset)
+    cursor = _cursor_all(client, listing.check_after(after))
+    if cursor is not None:
+        pages = [
+            drive(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor))
+            for v in views
+        ]
+        return merge_runs(pages, limit, 0)
     pages = [drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0)) for v in views]
     return merge_runs(pages, limit, offset)
+
+
+def _cursor_all(client: Any, after: str | None) -> Cursor | None:
+    """The cursor of run ``after``, read in the shard its id names (None: none, or
+    the run is not in that shard's ``runs:created``)."""
+    if after is None or cannot_be_run_id(after):
+        return None
+    view = run_view(client, after)
+    return drive(view.redis, listing.cursor_of(view.keys, after))
 
 
 def iter_runs_all(
@@ -502,15 +343,34 @@ def iter_runs_all(
     consistent page, 30-odd bytes per run). ``after``: as for
     :func:`list_runs_all` (pass ``offset`` too). Arguments are checked at the call."""
     status = _check_list_args(workflow, status, limit, offset)
+    after = listing.check_after(after)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError("page must be an int >= 1")
+    return _iter_all(client, workflow, status, limit, offset, page, after)
+
+
+def _iter_all(
+    client: Any,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    page: int,
+    after: str | None,
+) -> Iterator[RunState]:
+    if limit == 0:
+        return
+    cursor = _cursor_all(client, after)
     views = shard_views(client)
     if len(views) == 1:
-        return _iter_view(views[0], workflow, status, limit, offset, page, after)
+        yield from _iter_view(views[0], workflow, status, limit, offset, page, cursor)
+        return
+    if cursor is not None:
+        offset = 0
     # each shard's first offset + limit runs, newest first: merged as merge_runs does
-    streams = [_iter_view(v, workflow, status, limit + offset, 0, page) for v in views]
+    streams = [_iter_view(v, workflow, status, limit + offset, 0, page, cursor) for v in views]
     merged = heapq.merge(*streams, key=lambda r: (r.created_at, r.id), reverse=True)
-    return itertools.islice(merged, offset, offset + limit)
+    yield from itertools.islice(merged, offset, offset + limit)
 
 
 def _iter_view(
@@ -520,13 +380,13 @@ def _iter_view(
     limit: int,
     offset: int,
     page: int,
-    after: str | None = None,
+    cursor: Cursor | None = None,
 ) -> Iterator[RunState]:
-    if limit == 0:
-        return
-    ids = drive(view.redis, _select_run_ids(view.keys, workflow, status, limit, offset, after))
+    ids = drive(
+        view.redis, listing.select_run_ids(view.keys, workflow, status, limit, offset, cursor)
+    )
     for at in range(0, len(ids), page):
-        yield from drive(view.redis, _run_states(view.keys, ids[at : at + page]))
+        yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page]))
 
 
 def get_run_any(client: Any, run_id: str) -> RunState | None:
@@ -613,20 +473,35 @@ async def alist_workflows_all(
 
 async def alist_runs_all(
     client: Any,
-    drive_async: Callable[[Any, QueryPlan[list[RunState]]], Awaitable[list[RunState]]],
+    drive_async: Callable[[Any, QueryPlan[Any]], Awaitable[Any]],
     workflow: str | None = None,
     status: RunStatus | str | None = None,
     limit: int = 50,
     offset: int = 0,
+    after: str | None = None,
 ) -> list[RunState]:
     """:func:`list_runs_all` for the asyncio client, which passes its plan driver
     (``aio._drive_query``)."""
     views = shard_views(client)
     if len(views) == 1:
-        return await drive_async(
-            views[0].redis, list_runs(views[0].keys, workflow, status, limit, offset)
+        return cast(
+            list[RunState],
+            await drive_async(
+                views[0].redis, list_runs(views[0].keys, workflow, status, limit, offset, after)
+            ),
         )
-    _check_list_args(workflow, status, limit, offset)
+    status = _check_list_args(workflow, status, limit, offset)
+    after = listing.check_after(after)
+    cursor = None
+    if after is not None and not cannot_be_run_id(after):
+        view = run_view(client, after)
+        cursor = await drive_async(view.redis, listing.cursor_of(view.keys, after))
+    if cursor is not None:
+        pages = [
+            await drive_async(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor))
+            for v in views
+        ]
+        return merge_runs(pages, limit, 0)
     pages = [
         await drive_async(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0))
         for v in views

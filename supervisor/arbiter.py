@@ -228,7 +228,7 @@ class Arbiter:
         self.registry.freeze()
         self.client = connect(self.settings, self.registry, self.queues)
         self.pipe = SignalPipe()
-        self.hub = MetricsHub(self._gauges)
+        self.hub = MetricsHub(self._gauges, self.settings.metrics_max_workflows, self.registry)
         self.wakeup = Wakeup(self.pipe, self.hub)
         self.aftermath = Aftermath(
             self.client, self.helpers, lambda: self._child_spec(-1, 0), self.hub.store

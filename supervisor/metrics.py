@@ -49,9 +49,11 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from redflow_mp import __version__
 from redflow_mp.metrics import Labels
+from redflow_mp.registry import Workflow
 
 from .exposition import MetricsStore, render
 
@@ -138,12 +140,17 @@ class MetricsHub:
     def __init__(
         self,
         gauges: Callable[[], Iterable[tuple[str, Labels, float]]],
+        max_workflows: int = 0,
+        registry: Iterable[Workflow[Any, Any]] = (),
         *,
         max_conns: int = MAX_CONNS,
         conn_timeout: float = CONN_TIMEOUT,
     ) -> None:
+        """``max_workflows`` (0: no cap): workflows with series of their own, the
+        first of ``registry`` by name, then the first others met (exposition.py)."""
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.store = MetricsStore()
+        self.store = MetricsStore(max_workflows=max_workflows)
+        self.store.workflows.update(sorted(wf.name for wf in registry)[:max_workflows])
         self._gauges = gauges
         self._pending = b""
         self.max_conns = max_conns

@@ -36,6 +36,7 @@ from redflow_mp.errors import ConfigError
 from redflow_mp.keys import validate_prefix
 from redflow_mp.options import check_name
 
+from . import values
 from .cpus import usable_cpus
 from .logs import mask_secrets
 from .values import _num, _parse_bool, _parse_int, _parse_list, _Reason, parse_duration
@@ -399,6 +400,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str,
         _doc("operations", "Address the metrics port binds to.", metavar="HOST"),
     ] = "127.0.0.1"
+    metrics_max_workflows: Annotated[
+        int,
+        _doc(
+            "operations",
+            "Workflows with metric series of their own (the first met); the others' "
+            'series are summed under workflow="_other", totals exact; 0 = no cap.',
+            min=0,
+            metavar="N",
+        ),
+    ] = 100
     embedded_redis: Annotated[
         bool,
         _doc(
@@ -608,13 +619,6 @@ def held_for_restart(running: Settings, reloaded: Settings) -> dict[str, Any]:
     }
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    import difflib  # only for a misspelt name
-
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
-
-
 def _from_toml(path: str) -> dict[str, Any]:
     import tomllib  # only with a config file
 
@@ -632,7 +636,7 @@ def _from_toml(path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value, where in _flatten(data):
         if key not in _BY_NAME:
-            hint = _did_you_mean(key, list(_BY_NAME))
+            hint = values._did_you_mean(key, list(_BY_NAME))
             raise ConfigError(f"unknown setting {where!r} in config file {path}{hint}")
         if key in out:
             raise ConfigError(f"setting {key!r} is given twice in config file {path}")
@@ -663,7 +667,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         # REDFLOW_LEASE_MS, or with a grouping section: REDFLOW_SUPERVISOR__LEASE_MS.
         key = name[len(ENV_PREFIX) :].lower().rsplit("__", 1)[-1]
         if key not in _BY_NAME:
-            hint = _did_you_mean(name, names)
+            hint = values._did_you_mean(name, names)
             raise ConfigError(f"unknown setting {name} in the environment{hint}")
         out[key] = (name, _convert(key, value, f"environment variable {name}", text=True))
     return out

@@ -7,7 +7,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["_Reason", "_num", "_parse_bool", "_parse_int", "_parse_list", "parse_duration"]
+__all__ = [
+    "_Reason",
+    "_did_you_mean",
+    "_num",
+    "_parse_bool",
+    "_parse_int",
+    "_parse_list",
+    "parse_duration",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 _DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
@@ -64,3 +72,10 @@ def parse_duration(value: object) -> float:
         if m:
             return float(m.group(1)) * _UNITS[m.group(2) or ""]
     raise ValueError(f"expected a duration such as 30, '30s', '500ms' or '7d', got {value!r}")
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    import difflib  # only for a misspelt name
+
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""

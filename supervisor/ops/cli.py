@@ -199,8 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--after",
         metavar="RUN_ID",
-        help="the last run of the previous page, with --offset: a deep page starts "
-        "there instead of walking the runs before it (a cursor)",
+        help="the id of the last run of the previous page (a cursor): the page is the runs "
+        "right after it, at any depth for the cost of the first, and runs enqueued "
+        "meanwhile are neither repeated nor skipped; --offset then only places the page "
+        "if that run is gone",
     )
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])

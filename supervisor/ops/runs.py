@@ -69,11 +69,13 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     seen = 0
+    last = ""
 
     def counted() -> Iterator[RunState]:
-        nonlocal seen
+        nonlocal seen, last
         for run in runs:
             seen += 1
+            last = run.id
             yield run
 
     if session.json:
@@ -91,6 +93,10 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
         session.out(line)
     if not seen:
         nothing_found(session)
+    elif seen == ns.limit and not session.json:
+        # The cursor of the next page: --offset deep into a status walks every run
+        # before the page, --after starts right after this one (docs/operations.md).
+        print_err(f"next page: --after {last} (with --offset {ns.offset + seen})")
     return EXIT_OK
 
 

@@ -135,7 +135,7 @@ def test_list_workflows_after_sync(client: Client, registry: Registry) -> None:
 def test_list_runs_orders_by_creation_also_for_large_indexes(
     client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import redflow_mp.queries as client_module
+    import redflow_mp.listing as client_module
 
     _define(registry, "a")
     ids = [client.run_by_name("a", i).id for i in range(8)]

@@ -73,6 +73,22 @@ def test_runs_list_filters_and_paging(runs: Runs, redis_url: str, prefix: str) -
     assert [r["id"] for r in json.loads(before.out)] == [runs.queued], before
 
 
+def test_a_full_page_names_the_cursor_of_the_next_one(redflow: Redflow, runs: Runs) -> None:
+    """A table page of --limit runs ends with the --after of the next page on
+    standard error (paging by --offset deep into a status walks every run before
+    the page); a page that is not full, or --json, says nothing."""
+    first = redflow("runs", "list", "--limit", "2")
+    assert first.code == 0, first
+    assert [r[0] for r in rows(first.out)] == [runs.queued, runs.failed]
+    hint = re.search(r"next page: --after (\S+) \(with --offset (\d+)\)", first.err)
+    assert hint is not None, first.err
+    assert hint.groups() == (runs.failed, "2")
+    rest = redflow("runs", "list", "--limit", "2", "--after", hint[1], "--offset", hint[2])
+    assert [r[0] for r in rows(rest.out)] == [runs.succeeded]
+    assert "next page" not in rest.err
+    assert "next page" not in redflow("runs", "list", "--limit", "2", "--json").err
+
+
 def test_bad_arguments(redis_url: str, prefix: str) -> None:
     target = ["--url", redis_url, "--prefix", prefix]
     status, limit, workflow, nothing, runs_alone, show_key, cancel_key = run_cli_many(

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from redflow_mp import Client, Registry, define_workflow, queries
+from redflow_mp import Client, Registry, define_workflow, listing, queries
 from redflow_mp.codec import StoredStep, encode_step
 from redflow_supervisor.ops import pages
 from redflow_supervisor.ops.dashboard import make_app
@@ -172,10 +172,10 @@ def test_a_deep_page_of_a_filtered_listing_does_not_walk_the_runs_before_it(
     creation index (2 s per view, 0.9 s of Redis, every 5 s with auto-refresh).
     The "older" link carries the last run shown, so the next page starts there.
     The index sizes are scaled down here (the same code paths, 6,000 runs)."""
-    monkeypatch.setattr(queries, "_SCAN_LIMIT", 100)
-    monkeypatch.setattr(queries, "_READ_LIMIT", 1000)
-    monkeypatch.setattr(queries, "_CHUNK_MIN", 100)
-    monkeypatch.setattr(queries, "_CHUNK_MAX", 100)
+    monkeypatch.setattr(listing, "_SCAN_LIMIT", 100)
+    monkeypatch.setattr(listing, "_READ_LIMIT", 1000)
+    monkeypatch.setattr(listing, "_CHUNK_MIN", 100)
+    monkeypatch.setattr(listing, "_CHUNK_MAX", 100)
 
     @define_workflow("deep", registry=registry)
     def deep(ctx: Any) -> None:  # never executed
@@ -217,7 +217,7 @@ def test_a_page_after_a_cursor_is_the_page_at_its_offset(
 ) -> None:
     names = ("_SCAN_LIMIT", "_READ_LIMIT", "_CHUNK_MIN", "_CHUNK_MAX")
     for name, value in zip(names, limits, strict=True):
-        monkeypatch.setattr(queries, name, value)
+        monkeypatch.setattr(listing, name, value)
     for name in ("cur-a", "cur-b"):
         define_workflow(name, registry=registry)(lambda ctx: None)
     client.sync_registry(registry, app="bounds")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, define_workflow, queries
+from redflow_mp import Client, Context, Registry, define_workflow, listing, queries
 from redflow_supervisor.ops.runs import cmd_runs_list
 from redflow_supervisor.ops.session import Session
 
@@ -90,10 +90,10 @@ def test_a_deep_page_after_a_cursor_does_not_walk_the_runs_before_it(
     index up to the page (a million runs: ~1.5 s of round trips). ``--after``
     (the last run of the previous page, as the dashboard's "older" link) starts
     the page there. Scaled down as the dashboard's test: 6,000 runs."""
-    monkeypatch.setattr(queries, "_SCAN_LIMIT", 100)
-    monkeypatch.setattr(queries, "_READ_LIMIT", 1000)
-    monkeypatch.setattr(queries, "_CHUNK_MIN", 100)
-    monkeypatch.setattr(queries, "_CHUNK_MAX", 100)
+    monkeypatch.setattr(listing, "_SCAN_LIMIT", 100)
+    monkeypatch.setattr(listing, "_READ_LIMIT", 1000)
+    monkeypatch.setattr(listing, "_CHUNK_MIN", 100)
+    monkeypatch.setattr(listing, "_CHUNK_MAX", 100)
     define_workflow("deep", registry=registry)(_noop)
     client.sync_registry(registry, app="cursor")
     for _ in range(6):

@@ -422,6 +422,38 @@ def test_exposition_parses_and_has_process_and_build_metrics(
     assert info.labels["python"] == platform.python_version()
 
 
+def test_series_past_max_metric_workflows_are_summed_under_other(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """Every workflow had its own series (three histograms: 57 lines each), so a
+    supervisor of thousands of workflows served a page of hundreds of thousands
+    of lines. Past ``metrics_max_workflows`` (here 1) a workflow's series are
+    summed under workflow="_other": the totals stay exact."""
+    port = _free_port()
+    sup = supervisor(procs=1, args=["--metrics-port", str(port), "--metrics-max-workflows", "1"])
+    sup.wait_workers(1)
+    flows.chatty.run(None, client=client).result(timeout=20)
+    flows.chatty.run(None, client=client).result(timeout=20)
+    with pytest.raises(RunFailedError):
+        flows.broken.run(None, client=client).result(timeout=20)
+
+    def finished() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        s = _scrape(port)
+        done = sum(v for (n, _), v in s.items() if n == "redflow_runs_finished_total")
+        return s if done == 3 else None
+
+    samples = wait_until(finished, 10, interval=0.1, message="three finished runs counted")
+    shown = {v for (_, labels) in samples for k, v in labels if k == "workflow"}
+    # "broken" is the first of tests/process/flows.py's workflows by name
+    assert shown == {"broken", "_other"}, shown
+    assert _get(samples, "redflow_runs_finished_total", workflow="broken", status="failed") == 1
+    assert _get(samples, "redflow_runs_finished_total", workflow="_other", status="succeeded") == 2
+    assert _get(samples, "redflow_run_duration_seconds_count", workflow="_other") == 2
+    assert _get(samples, "redflow_runs_started_total", workflow="_other") == 2
+    running = [v for (n, _), v in samples.items() if n == "redflow_workflow_running"]
+    assert len(running) == 2 and sum(running) == 0
+
+
 def test_scrape_gauges_cost_the_served_queues_not_every_known_queue(
     client: Client, raw: redis.Redis
 ) -> None:
