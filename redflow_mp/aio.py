@@ -34,15 +34,14 @@ one ``await self.scripts.run(...)``: see :meth:`AsyncClient.cancel_run`.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis.asyncio
 
 from . import batch, queries, shardmeta
-from .aio_connection import awith_redirects
+from .aio_connection import drive_query as _drive_query
 from .aio_scripts import AsyncScripts
 from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
@@ -64,7 +63,6 @@ from .options import (
     check_timeout,
     shown_run_id,
 )
-from .queries import Batch, QueryPlan
 from .registry import (
     Registry,
     Workflow,
@@ -111,34 +109,6 @@ __all__ = [
 
 I = TypeVar("I")  # noqa: E741 - input type of a workflow
 O = TypeVar("O")  # noqa: E741 - output type of a workflow
-T = TypeVar("T")
-
-
-async def _pipelined(client: redis.asyncio.Redis, batch: Batch) -> list[Any]:
-    async with client.pipeline(transaction=False) as pipe:
-        for name, args in batch:
-            getattr(pipe, name)(*args)
-        replies: list[Any] = await pipe.execute()
-        return replies
-
-
-async def _drive_query(client: redis.asyncio.Redis, plan: QueryPlan[T]) -> T:
-    """Run a query plan on redis.asyncio (see ``queries.drive``)."""
-    try:
-        batch = next(plan)
-        while True:
-            if len(batch) == 1:
-                name, args = batch[0]
-                replies = [await getattr(client, name)(*args)]
-            else:  # reads only: resent whole after a cluster redirect
-                replies = await awith_redirects(
-                    getattr(client, "router", None),
-                    functools.partial(_pipelined, client, batch),
-                    lambda: None,
-                )
-            batch = plan.send(replies)
-    except StopIteration as stop:
-        return cast(T, stop.value)
 
 
 class AsyncClient:

@@ -5,9 +5,10 @@ by ``aio_transport.py``; see ``connection.py`` for what and why."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -24,6 +25,7 @@ from .connection import (
     out_of_patience,
     redirect,
 )
+from .listing import Batch, QueryPlan
 
 __all__ = [
     "ClosingPool",
@@ -31,6 +33,7 @@ __all__ = [
     "async_client_for",
     "async_sentinel_client",
     "awith_redirects",
+    "drive_query",
     "routed_async_connection_class",
 ]
 
@@ -287,3 +290,31 @@ def async_client_for(
     routed = RoutedAsyncRedis(connection_pool=routed_pool)
     routed.router = router
     return routed, router, None, None
+
+
+async def _pipelined(client: redis.asyncio.Redis, batch: Batch) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for name, args in batch:
+            getattr(pipe, name)(*args)
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+
+async def drive_query(client: redis.asyncio.Redis, plan: QueryPlan[_T]) -> _T:
+    """Run a query plan on redis.asyncio (see ``queries.drive``): one command
+    alone, several pipelined (reads only, resent whole after a cluster redirect)."""
+    try:
+        batch = next(plan)
+        while True:
+            if len(batch) == 1:
+                name, args = batch[0]
+                replies = [await getattr(client, name)(*args)]
+            else:  # reads only: resent whole after a cluster redirect
+                replies = await awith_redirects(
+                    getattr(client, "router", None),
+                    functools.partial(_pipelined, client, batch),
+                    lambda: None,
+                )
+            batch = plan.send(replies)
+    except StopIteration as stop:
+        return cast(_T, stop.value)

@@ -481,7 +481,7 @@ async def alist_runs_all(
     after: str | None = None,
 ) -> list[RunState]:
     """:func:`list_runs_all` for the asyncio client, which passes its plan driver
-    (``aio._drive_query``)."""
+    (``aio_connection.drive_query``)."""
     views = shard_views(client)
     if len(views) == 1:
         return cast(

@@ -620,21 +620,8 @@ def held_for_restart(running: Settings, reloaded: Settings) -> dict[str, Any]:
 
 
 def _from_toml(path: str) -> dict[str, Any]:
-    import tomllib  # only with a config file
-
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:  # a directory, no read permission
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     out: dict[str, Any] = {}
-    for key, value, where in _flatten(data):
+    for key, value, where in _flatten(values.read_toml(path)):
         if key not in _BY_NAME:
             hint = values._did_you_mean(key, list(_BY_NAME))
             raise ConfigError(f"unknown setting {where!r} in config file {path}{hint}")

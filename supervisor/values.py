@@ -1,11 +1,14 @@
 """Parsers of setting values (pure): integers, booleans, lists and durations as
 they come from TOML, the environment or the command line (``settings.py``
-turns a refusal into a ConfigError naming the setting and its source)."""
+turns a refusal into a ConfigError naming the setting and its source), and the
+reading of a config file."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from redflow_mp.errors import ConfigError
 
 __all__ = [
     "_Reason",
@@ -15,6 +18,7 @@ __all__ = [
     "_parse_int",
     "_parse_list",
     "parse_duration",
+    "read_toml",
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
@@ -79,3 +83,20 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The TOML file at ``path``, or a :class:`ConfigError` saying why not."""
+    import tomllib  # only with a config file
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:  # a directory, no read permission
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: not UTF-8 ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None

@@ -527,7 +527,8 @@ def test_metrics_gauges_add_up_the_shards(sharded: Client, registry: Registry) -
 def test_async_listing_merges_every_shard(redis_url: str, prefix: str, sharded: Client) -> None:
     import asyncio
 
-    from redflow_mp.aio import _drive_query, create_async_client
+    from redflow_mp.aio import create_async_client
+    from redflow_mp.aio_connection import drive_query as _drive_query
     from redflow_mp.queries import alist_runs_all
 
     ids = [put(s, workflow_in(sharded, s.index)) for s in sharded.shards for _ in range(2)]
