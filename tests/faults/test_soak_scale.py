@@ -23,7 +23,9 @@ children (canceled), and every invariant of ``invariants.py`` must hold.
 
 ``FAULTS_SCALE_SPLIT=1`` gives each supervisor its own queue list (its share of
 the queues, plus the children's ``fx``); ``FAULTS_SCALE_CRON=1`` adds a cron
-workflow firing every second (``workload_cron.py``) through the faults.
+workflow firing every second (``workload_cron.py``) through the faults;
+``FAULTS_SCALE_STORM_FAULT=1`` runs each cancel storm while Redis restarts or a
+``CLIENT KILL`` cuts its walk (the cascades left to the ``cascades`` duty).
 
 Printed: runs, faults by kind, throughput, and the longest wait of a run after
 its fault (a killed child's run until it is taken again, a killed supervisor's
@@ -37,6 +39,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import Counter, defaultdict
 from functools import partial
@@ -72,6 +75,8 @@ DEFAULTS = (
 ENV = {"FAULTS_STEP_MS": "0", "FAULTS_GAP_MS": "0"}
 # FAULTS_SCALE_CRON=1: a cron workflow fires every second through the faults too.
 CRON = os.environ.get("FAULTS_SCALE_CRON") == "1"
+# FAULTS_SCALE_STORM_FAULT=1: each cancel storm runs while Redis restarts or CLIENT KILL hits.
+STORM_UNDER_FAULT = os.environ.get("FAULTS_SCALE_STORM_FAULT") == "1"
 _NETWORK = (redis.ConnectionError, redis.TimeoutError, OSError, RedflowError)
 
 MIX = (  # workflow, share, input
@@ -201,6 +206,12 @@ class Rotation:
             kill = partial(command, self.raw, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             _retry(kill, "CLIENT KILL")
             self.stalls.append((kind, time.monotonic()))
+        elif STORM_UNDER_FAULT:  # the storm's cancels walk while Redis restarts or cuts them
+            storm = threading.Thread(target=self.cancel, args=(max(1, len(self.storm) // 5),))
+            storm.start()
+            self.inject(rng.choice(["redis", "client-kill"]), rng)
+            storm.join(180)
+            assert not storm.is_alive(), "the cancel storm did not end"
         else:
             self.cancel(max(1, len(self.storm) // 5))
 
@@ -285,14 +296,20 @@ def _recoveries(
     prog: Any,
 ) -> dict[str, tuple[float, str]]:
     """The longest wait per fault kind: a killed run until its next handler start;
-    a stall, outage or connection kill until the first run finishes after it."""
-    starts: dict[str, list[int]] = defaultdict(list)
+    a stall, outage or connection kill until the first run finishes after it. A
+    child's process title lags its run: a run whose execution had ended
+    (``handler-end``) before the kill was not hit and is left out."""
+    marks: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for ev in ledger.read_all(fx.ledger_dir):
-        if ev["ev"] == "handler-start":
-            starts[str(ev["run"])].append(int(ev["mono"]))
+        if ev["ev"] in ("handler-start", "handler-end"):
+            marks[str(ev["run"])].append((int(ev["mono"]), str(ev["ev"])))
     worst: dict[str, tuple[float, str]] = {}
     for kind, run_id, t in killed:
-        later = [m for m in starts.get(run_id, []) if m > t]
+        seen = sorted(marks.get(run_id, []))
+        before = [ev for m, ev in seen if m <= t]
+        if before and before[-1] == "handler-end":
+            continue  # ended before the kill (the title lagged)
+        later = [m for m, ev in seen if m > t and ev == "handler-start"]
         wait = (min(later) - t) / 1e9 if later else float("inf")
         if wait > worst.get(kind, (-1.0, ""))[0]:
             worst[kind] = (wait, f"{kind} {run_id}")
