@@ -25,7 +25,9 @@ children (canceled), and every invariant of ``invariants.py`` must hold.
 the queues, plus the children's ``fx``); ``FAULTS_SCALE_CRON=1`` adds a cron
 workflow firing every second (``workload_cron.py``) through the faults;
 ``FAULTS_SCALE_STORM_FAULT=1`` runs each cancel storm while Redis restarts or a
-``CLIENT KILL`` cuts its walk (the cascades left to the ``cascades`` duty).
+``CLIENT KILL`` cuts its walk (the cascades left to the ``cascades`` duty);
+``FAULTS_SCALE_STOPS=1`` adds a SIGSTOP of a whole supervisor for 5.5-8 s (past
+the lease: the others take its runs, and it is fenced when it resumes).
 
 Printed: runs, faults by kind, throughput, and the longest wait of a run after
 its fault (a killed child's run until it is taken again, a killed supervisor's
@@ -206,6 +208,17 @@ class Rotation:
             kill = partial(command, self.raw, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             _retry(kill, "CLIENT KILL")
             self.stalls.append((kind, time.monotonic()))
+        elif kind == "stop":  # the whole supervisor, past the lease: the others take its runs
+            sup = rng.choice(self.sups)
+            pids = fx.group_pids(sup)
+            held = [run_id for _, run_id in busy_children(sup)]
+            fx.fault("stop", pids)
+            os.killpg(sup.pid, signal.SIGSTOP)
+            t = ledger.mono_ns()
+            self.killed += [("stop", run_id, t) for run_id in held]
+            wait_for(partial(_past, time.monotonic() + rng.uniform(5.5, 8)), 10, "the stop")
+            fx.fault("cont", pids)
+            os.killpg(sup.pid, signal.SIGCONT)
         elif STORM_UNDER_FAULT:  # the storm's cancels walk while Redis restarts or cuts them
             storm = threading.Thread(target=self.cancel, args=(max(1, len(self.storm) // 5),))
             storm.start()
@@ -254,6 +267,7 @@ def test_soak_at_scale_with_default_settings(fx: Faults) -> None:
 
     rng = random.Random(29)
     kinds = ["child", "child", "supervisor", "redis", "stall", "client-kill", "storm"]
+    kinds += ["stop"] if os.environ.get("FAULTS_SCALE_STOPS") == "1" else []
     while not drained():
         assert time.monotonic() - t_start < 5400, f"not drained: {prog.done()} of {total()}"
         rot.inject(rng.choice(kinds), rng)
