@@ -158,9 +158,14 @@ def test_runs_cancel_queued_run(
 def test_runs_cancel_running_run_and_watch_it_end(
     redflow: Redflow, synced: Client, ops_workers: WorkerPool
 ) -> None:
-    handle = synced.run_by_name("ops-slow", {"steps": 200, "pause": 0.05})
+    # held: it still runs when the CLI gets to it, however slow its start-up (a
+    # 10 s run ended first on a loaded machine: "accepted": false, "succeeded")
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
-    res = redflow("runs", "cancel", handle.id, "--json")
+    try:
+        res = redflow("runs", "cancel", handle.id, "--json")
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()  # a no-op once the CLI's cancel is in
     assert res.code == 0, res
     data = json.loads(res.out)
     assert data["accepted"] is True and data["status"] == "running"
@@ -311,28 +316,37 @@ def test_runs_watch_reads_the_steps_only_when_they_changed(
     for each watcher. Now a look reads the steps when the run's step counters
     (``stepSeq``, ``stepBytes``), status or attempt moved, and at most every 10 s
     otherwise."""
-    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 3.0})
+    # Its step lasts until the run is canceled: the watch must find it running
+    # however long the CLI takes to start (a fixed 3 s step used to end first on a
+    # loaded machine, where the CLI's start-up alone took longer).
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: len(synced.get_run_steps(handle.id) or []) >= 1, 10, 0.01, "a step")
 
     def hscans() -> int:
         return int(raw.info("commandstats").get("cmdstat_hscan", {}).get("calls", 0))
 
     before = hscans()
-    res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "1.5")
-    assert res.code == 3, res  # still running: the step sleeps 3 s
+    try:
+        res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "1.5")
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()
+    assert res.code == 3, res  # still running: the step lasts until canceled
     assert "step tick-0 running" in res.out, res
-    # ~30 looks; the step records changed at most once in the meantime
+    # ~30 looks; the step records did not change in the meantime
     assert hscans() - before <= 3
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "canceled", 20)
 
 
 def test_runs_resume_of_a_running_run_is_refused(
     redflow: Redflow, synced: Client, ops_workers: WorkerPool
 ) -> None:
-    handle = synced.run_by_name("ops-slow", {"steps": 100, "pause": 0.05})
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
-    res = redflow("runs", "resume", handle.id)
+    try:
+        res = redflow("runs", "resume", handle.id)
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()
     assert res.code == 1 and "is running; only a failed or canceled run" in res.err, res
-    handle.cancel()
 
 
 # ----------------------------------------------------------------- runs watch
