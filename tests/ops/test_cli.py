@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from redflow_mp import Client, Registry, create_client
@@ -411,6 +412,9 @@ def test_run_and_wait(
     assert data["status"] == "failed" and data["error"]["message"] == "cannot parse 'cli'"
 
 
+# Seven CLI start-ups: 20-30 s each on a loaded machine, past the default 120 s
+# (pytest-timeout ended the xdist worker: "worker 'gw1' crashed").
+@pytest.mark.timeout(300)
 def test_run_idempotency_input_sources_and_errors(
     redflow: Redflow, synced: Client, tmp_path: Path
 ) -> None:
@@ -583,48 +587,55 @@ def test_where_it_looked_masks_the_password_and_bounds_the_scan(prefix: str) -> 
 # ----------------------------------------------------------------- supervisors
 
 
+# A supervisor and four CLI start-ups: 20-30 s each on a loaded machine.
+@pytest.mark.timeout(300)
 def test_supervisors_from_a_real_supervisor(
     redflow: Redflow, supervisor: Callable[..., object], client: Client
 ) -> None:
     sup = supervisor(modules=("tests.ops.flows",), procs=2, app="ops-sup", args=("--queues", "ops"))
-    handle = client.run_by_name("ops-slow", {"steps": 600, "pause": 0.05})
+    # held: still running at the CLI's third look, however slow its start-up (a
+    # 30 s run had ended by then on a loaded machine: StopIteration below)
+    handle = client.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
+    try:
 
-    def busy() -> bool:
+        def busy() -> bool:
+            data = json.loads(redflow("supervisors", "--json").out)
+            return bool(data) and any(c["run_id"] == handle.id for c in data[0]["children"])
+
+        # each look is a CLI start-up: 20-30 s on a loaded machine
+        wait_until(busy, 90, 0.1, "a supervisor child running the run")
         data = json.loads(redflow("supervisors", "--json").out)
-        return bool(data) and any(c["run_id"] == handle.id for c in data[0]["children"])
+        (record,) = data
+        assert record["app"] == "ops-sup" and record["pid"] == sup.pid  # type: ignore[attr-defined]
+        assert record["procs"] == 2 and record["queues"] == ["ops"]
+        assert sorted(c["slot"] for c in record["children"]) == [1, 2]
+        child = next(c for c in record["children"] if c["run_id"] == handle.id)
+        assert child["workflow"] == "ops-slow" and child["pid"] > 0 and child["rss"] > 0
 
-    wait_until(busy, 20, 0.1, "a supervisor child running the run")
-    data = json.loads(redflow("supervisors", "--json").out)
-    (record,) = data
-    assert record["app"] == "ops-sup" and record["pid"] == sup.pid  # type: ignore[attr-defined]
-    assert record["procs"] == 2 and record["queues"] == ["ops"]
-    assert sorted(c["slot"] for c in record["children"]) == [1, 2]
-    child = next(c for c in record["children"] if c["run_id"] == handle.id)
-    assert child["workflow"] == "ops-slow" and child["pid"] > 0 and child["rss"] > 0
-
-    res = redflow("supervisors")
-    assert res.code == 0, res
-    head, table = res.out.split("\n", 1)
-    assert head.startswith(f"supervisor {record['id']}  app ops-sup  running")
-    assert "procs 2  queues ops" in head
-    lines = table.strip().splitlines()
-    assert lines[0].split() == [
-        "SLOT",
-        "PID",
-        "STATE",
-        "RUN",
-        "WORKFLOW",
-        "RUN",
-        "FOR",
-        "RSS",
-        "CPU",
-        "RUNS",
-        "RESTARTS",
-    ]
-    mine = next(line for line in lines if handle.id in line).split()
-    assert mine[1] == str(child["pid"]) and mine[4] == "ops-slow"
-    assert mine[7] == "MiB" and mine[8].endswith("%")
-    handle.cancel()
+        res = redflow("supervisors")
+        assert res.code == 0, res
+        head, table = res.out.split("\n", 1)
+        assert head.startswith(f"supervisor {record['id']}  app ops-sup  running")
+        assert "procs 2  queues ops" in head
+        lines = table.strip().splitlines()
+        assert lines[0].split() == [
+            "SLOT",
+            "PID",
+            "STATE",
+            "RUN",
+            "WORKFLOW",
+            "RUN",
+            "FOR",
+            "RSS",
+            "CPU",
+            "RUNS",
+            "RESTARTS",
+        ]
+        mine = next(line for line in lines if handle.id in line).split()
+        assert mine[1] == str(child["pid"]) and mine[4] == "ops-slow"
+        assert mine[7] == "MiB" and mine[8].endswith("%")
+    finally:
+        handle.cancel()
 
 
 # ------------------------------------------------------- connection settings
