@@ -15,6 +15,7 @@ cron, retention).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -70,6 +71,24 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
         # The fixtures (and xdist workers, which inherit the environment) read it.
         os.environ["TEST_REDIS_SERVER"] = binary
+
+
+@pytest.fixture(autouse=True)
+def _no_running_loop_left_behind() -> Iterator[None]:
+    """Fail the test that leaves an event loop marked running in this thread.
+
+    An xdist worker runs many tests in one main thread: a loop left "running"
+    there (an exception raised by a signal handler inside ``run_forever``'s
+    clean-up, a loop driven by hand and abandoned) made a later, innocent test's
+    ``asyncio.run()`` fail with "cannot be called from a running event loop"
+    (test_tls_rediss_async_client, once, under load). The culprit fails here, by
+    name; the mark is cleared so the worker's next tests run in a sane thread.
+    """
+    yield
+    left = asyncio.events._get_running_loop()
+    if left is not None:
+        asyncio.events._set_running_loop(None)
+        pytest.fail(f"this test left an event loop marked running in the main thread: {left!r}")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -49,12 +49,19 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
+#: A guard against a CLI that hangs, not a performance bound: on a loaded machine
+#: (a load of 15-20 on 2 cores) the CLI's start-up alone took 20-30 s (0.6 s of
+#: CPU), and a 30 s guard failed a `runs watch --timeout 1.5`. The tests' pytest
+#: timeout (120 s) bounds the whole.
+CLI_TIMEOUT = 90.0
+
+
 def run_cli(
     args: Sequence[str],
     *,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = CLI_TIMEOUT,
 ) -> Result:
     proc = subprocess.run(
         [sys.executable, "-m", "redflow_supervisor.ops", *args],
@@ -72,7 +79,7 @@ def run_cli_many(
     argss: Sequence[Sequence[str]],
     *,
     envs: Sequence[dict[str, str] | None] | None = None,
-    timeout: float = 30.0,
+    timeout: float = CLI_TIMEOUT,
 ) -> list[Result]:
     """Run several independent ``redflow`` invocations at once (saves start-up time)."""
     procs = [

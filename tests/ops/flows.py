@@ -43,8 +43,16 @@ def ops_nonretriable(ctx: Context[Any]) -> None:
 
 @define_workflow("ops-slow", queue="ops", max_concurrency=4)
 def ops_slow(ctx: Context[Any]) -> str:
-    for i in range(int((ctx.input or {}).get("steps", 3))):
-        ctx.step.run(f"tick-{i}", time.sleep, float((ctx.input or {}).get("pause", 0.2)))
+    """``steps`` steps of ``pause`` seconds each; with ``"held": true`` each step
+    lasts until the run is canceled instead (at most ``pause`` seconds): a run
+    that is still running whenever the test looks, however slow the machine."""
+    opts = ctx.input or {}
+    pause = float(opts.get("pause", 0.2))
+    for i in range(int(opts.get("steps", 3))):
+        if opts.get("held"):
+            ctx.step.run(f"tick-{i}", ctx.cancelled.wait, pause)
+        else:
+            ctx.step.run(f"tick-{i}", time.sleep, pause)
     return "slept"
 
 

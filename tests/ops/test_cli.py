@@ -176,9 +176,14 @@ def test_runs_cancel_queued_run(
 def test_runs_cancel_running_run_and_watch_it_end(
     redflow: Redflow, synced: Client, ops_workers: WorkerPool
 ) -> None:
-    handle = synced.run_by_name("ops-slow", {"steps": 200, "pause": 0.05})
+    # held: it still runs when the CLI gets to it, however slow its start-up (a
+    # 10 s run ended first on a loaded machine: "accepted": false, "succeeded")
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
-    res = redflow("runs", "cancel", handle.id, "--json")
+    try:
+        res = redflow("runs", "cancel", handle.id, "--json")
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()  # a no-op once the CLI's cancel is in
     assert res.code == 0, res
     data = json.loads(res.out)
     assert data["accepted"] is True and data["status"] == "running"
@@ -365,28 +370,37 @@ def test_runs_watch_reads_the_steps_only_when_they_changed(
     for each watcher. Now a look reads the steps when the run's step counters
     (``stepSeq``, ``stepBytes``), status or attempt moved, and at most every 10 s
     otherwise."""
-    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 3.0})
+    # Its step lasts until the run is canceled: the watch must find it running
+    # however long the CLI takes to start (a fixed 3 s step used to end first on a
+    # loaded machine, where the CLI's start-up alone took longer).
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: len(synced.get_run_steps(handle.id) or []) >= 1, 10, 0.01, "a step")
 
     def hscans() -> int:
         return int(raw.info("commandstats").get("cmdstat_hscan", {}).get("calls", 0))
 
     before = hscans()
-    res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "1.5")
-    assert res.code == 3, res  # still running: the step sleeps 3 s
+    try:
+        res = redflow("runs", "watch", handle.id, "--interval", "0.05", "--timeout", "1.5")
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()
+    assert res.code == 3, res  # still running: the step lasts until canceled
     assert "step tick-0 running" in res.out, res
-    # ~30 looks; the step records changed at most once in the meantime
+    # ~30 looks; the step records did not change in the meantime
     assert hscans() - before <= 3
+    wait_until(lambda: (s := handle.state()) is not None and s.status == "canceled", 20)
 
 
 def test_runs_resume_of_a_running_run_is_refused(
     redflow: Redflow, synced: Client, ops_workers: WorkerPool
 ) -> None:
-    handle = synced.run_by_name("ops-slow", {"steps": 100, "pause": 0.05})
+    handle = synced.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
     wait_until(lambda: (s := handle.state()) is not None and s.status == "running", 10)
-    res = redflow("runs", "resume", handle.id)
+    try:
+        res = redflow("runs", "resume", handle.id)
+    finally:  # else the held step keeps its worker past the pool's stop
+        handle.cancel()
     assert res.code == 1 and "is running; only a failed or canceled run" in res.err, res
-    handle.cancel()
 
 
 # ----------------------------------------------------------------- runs watch
@@ -451,6 +465,9 @@ def test_run_and_wait(
     assert data["status"] == "failed" and data["error"]["message"] == "cannot parse 'cli'"
 
 
+# Seven CLI start-ups: 20-30 s each on a loaded machine, past the default 120 s
+# (pytest-timeout ended the xdist worker: "worker 'gw1' crashed").
+@pytest.mark.timeout(300)
 def test_run_idempotency_input_sources_and_errors(
     redflow: Redflow, synced: Client, tmp_path: Path
 ) -> None:
@@ -623,48 +640,55 @@ def test_where_it_looked_masks_the_password_and_bounds_the_scan(prefix: str) -> 
 # ----------------------------------------------------------------- supervisors
 
 
+# A supervisor and four CLI start-ups: 20-30 s each on a loaded machine.
+@pytest.mark.timeout(300)
 def test_supervisors_from_a_real_supervisor(
     redflow: Redflow, supervisor: Callable[..., object], client: Client
 ) -> None:
     sup = supervisor(modules=("tests.ops.flows",), procs=2, app="ops-sup", args=("--queues", "ops"))
-    handle = client.run_by_name("ops-slow", {"steps": 600, "pause": 0.05})
+    # held: still running at the CLI's third look, however slow its start-up (a
+    # 30 s run had ended by then on a loaded machine: StopIteration below)
+    handle = client.run_by_name("ops-slow", {"steps": 2, "pause": 60.0, "held": True})
+    try:
 
-    def busy() -> bool:
+        def busy() -> bool:
+            data = json.loads(redflow("supervisors", "--json").out)
+            return bool(data) and any(c["run_id"] == handle.id for c in data[0]["children"])
+
+        # each look is a CLI start-up: 20-30 s on a loaded machine
+        wait_until(busy, 90, 0.1, "a supervisor child running the run")
         data = json.loads(redflow("supervisors", "--json").out)
-        return bool(data) and any(c["run_id"] == handle.id for c in data[0]["children"])
+        (record,) = data
+        assert record["app"] == "ops-sup" and record["pid"] == sup.pid  # type: ignore[attr-defined]
+        assert record["procs"] == 2 and record["queues"] == ["ops"]
+        assert sorted(c["slot"] for c in record["children"]) == [1, 2]
+        child = next(c for c in record["children"] if c["run_id"] == handle.id)
+        assert child["workflow"] == "ops-slow" and child["pid"] > 0 and child["rss"] > 0
 
-    wait_until(busy, 20, 0.1, "a supervisor child running the run")
-    data = json.loads(redflow("supervisors", "--json").out)
-    (record,) = data
-    assert record["app"] == "ops-sup" and record["pid"] == sup.pid  # type: ignore[attr-defined]
-    assert record["procs"] == 2 and record["queues"] == ["ops"]
-    assert sorted(c["slot"] for c in record["children"]) == [1, 2]
-    child = next(c for c in record["children"] if c["run_id"] == handle.id)
-    assert child["workflow"] == "ops-slow" and child["pid"] > 0 and child["rss"] > 0
-
-    res = redflow("supervisors")
-    assert res.code == 0, res
-    head, table = res.out.split("\n", 1)
-    assert head.startswith(f"supervisor {record['id']}  app ops-sup  running")
-    assert "procs 2  queues ops" in head
-    lines = table.strip().splitlines()
-    assert lines[0].split() == [
-        "SLOT",
-        "PID",
-        "STATE",
-        "RUN",
-        "WORKFLOW",
-        "RUN",
-        "FOR",
-        "RSS",
-        "CPU",
-        "RUNS",
-        "RESTARTS",
-    ]
-    mine = next(line for line in lines if handle.id in line).split()
-    assert mine[1] == str(child["pid"]) and mine[4] == "ops-slow"
-    assert mine[7] == "MiB" and mine[8].endswith("%")
-    handle.cancel()
+        res = redflow("supervisors")
+        assert res.code == 0, res
+        head, table = res.out.split("\n", 1)
+        assert head.startswith(f"supervisor {record['id']}  app ops-sup  running")
+        assert "procs 2  queues ops" in head
+        lines = table.strip().splitlines()
+        assert lines[0].split() == [
+            "SLOT",
+            "PID",
+            "STATE",
+            "RUN",
+            "WORKFLOW",
+            "RUN",
+            "FOR",
+            "RSS",
+            "CPU",
+            "RUNS",
+            "RESTARTS",
+        ]
+        mine = next(line for line in lines if handle.id in line).split()
+        assert mine[1] == str(child["pid"]) and mine[4] == "ops-slow"
+        assert mine[7] == "MiB" and mine[8].endswith("%")
+    finally:
+        handle.cancel()
 
 
 # ------------------------------------------------------- connection settings
