@@ -73,8 +73,15 @@ def _install() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def chromium() -> Iterator[Any]:
+    """Debian's chromium under Playwright, started for each test and stopped
+    after it: Playwright's sync API marks an asyncio loop running in the main
+    thread for as long as it is started, so an instance kept for the session left
+    every later test of the xdist worker inside a "running" loop, and one of them
+    calling ``asyncio.run()`` failed ("cannot be called from a running event
+    loop": test_tls_rediss_async_client, whenever it ran after a browser test in
+    the same worker). tests/conftest.py fails a test that leaves such a loop."""
     if not _install_problem:
         with open(Path(sys.prefix) / ".redflow-browser-install.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released on close
