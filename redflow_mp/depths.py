@@ -35,6 +35,8 @@ __all__ = ["CHUNK_KEYS", "Depths", "read_depths"]
 
 log = logging.getLogger(__name__)
 
+_json = msgspec.json.Encoder().encode
+
 #: Keys one ``count_depths`` call reads at most (a queue is two, a workflow one).
 CHUNK_KEYS = 1000
 
@@ -52,13 +54,16 @@ class Depths(msgspec.Struct, kw_only=True):
 
 
 def _calls(tag: str, queues: list[str], workflows: list[str]) -> list[tuple[Any, ...]]:
-    """The ``count_depths`` arguments of each chunk: queues first, then workflows."""
+    """The ``count_depths`` arguments of each chunk: queues first, then workflows,
+    each chunk's names as one JSON array (one argument to pack, not one a name)."""
     per_queue = CHUNK_KEYS // 2
     out: list[tuple[Any, ...]] = [
-        (tag, len(chunk), *chunk)
-        for chunk in (queues[i : i + per_queue] for i in range(0, len(queues), per_queue))
+        (tag, _json(queues[i : i + per_queue]), b"[]") for i in range(0, len(queues), per_queue)
     ]
-    out += [(tag, 0, *workflows[i : i + CHUNK_KEYS]) for i in range(0, len(workflows), CHUNK_KEYS)]
+    out += [
+        (tag, b"[]", _json(workflows[i : i + CHUNK_KEYS]))
+        for i in range(0, len(workflows), CHUNK_KEYS)
+    ]
     return out
 
 

@@ -20,9 +20,16 @@ from tests.helpers import text
 pytestmark = pytest.mark.timeout(120)
 
 QUEUES = 5000
+STATES = ("ready", "processing", "scheduled")
 WORKFLOWS = 5000
 
 Gauges = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _name(kind: str, i: int) -> str:
+    """Workflow or queue ``i``'s name; one has quotes, a backslash, a comma and
+    non-ASCII letters (the script reads the names as JSON)."""
+    return f"{kind}-{i:04d}" + (' "ü☃\\,]' if i == 7 else "")
 
 
 class Sent:
@@ -82,12 +89,12 @@ def big(client: Client, registry: Registry, raw: redis.Redis) -> Iterator[dict[s
     running and suspended runs in varied numbers (written directly: the
     gauges only count)."""
     for i in range(WORKFLOWS):
-        define_workflow(f"wf-{i:04d}", queue=f"q-{i:04d}", registry=registry)(_noop)
+        define_workflow(_name("wf", i), queue=_name("q", i), registry=registry)(_noop)
     k = client.keys
     running_ids: list[tuple[str, str]] = []
     with raw.pipeline(transaction=False) as pipe:
         for i in range(QUEUES):
-            q = f"q-{i:04d}"
+            q = _name("q", i)
             pipe.sadd(k.queues, q)
             for j in range(i % 3):
                 rid = f"r{i}-{j}"
@@ -97,7 +104,7 @@ def big(client: Client, registry: Registry, raw: redis.Redis) -> Iterator[dict[s
                 pipe.zadd(k.q_scheduled(q), {f"s{i}-{j}": j})
             for j in range(i % 4):
                 rid = f"x{i}-{j}"
-                pipe.sadd(k.wf_running(f"wf-{i:04d}"), rid)
+                pipe.sadd(k.wf_running(_name("wf", i)), rid)
                 if i % 7 == 0:
                     running_ids.append((rid, q))
         for rid, q in running_ids:
@@ -106,7 +113,7 @@ def big(client: Client, registry: Registry, raw: redis.Redis) -> Iterator[dict[s
         pipe.zadd(k.runs_status("suspended"), {f"z{j}": j for j in range(7)})
         pipe.sadd(k.queues, *[f"tenant-{j}" for j in range(50)])  # known, not served
         pipe.execute()
-    yield {"queues": tuple(f"q-{i:04d}" for i in range(QUEUES)), "running": running_ids}
+    yield {"queues": tuple(_name("q", i) for i in range(QUEUES)), "running": running_ids}
 
 
 def _reference(client: Client, raw: redis.Redis, queues: tuple[str, ...]) -> Gauges:
@@ -129,7 +136,7 @@ def _reference(client: Client, raw: redis.Redis, queues: tuple[str, ...]) -> Gau
         )
     out[("redflow_runs_suspended", ())] = float(raw.zcard(k.runs_status("suspended")))
     for i in range(WORKFLOWS):
-        name = f"wf-{i:04d}"
+        name = _name("wf", i)
         out[("redflow_workflow_running", (("workflow", name),))] = float(
             raw.scard(k.wf_running(name))
         )
@@ -176,7 +183,15 @@ def test_the_gauges_of_5000_queues_and_workflows_are_exact(
 ) -> None:
     queues = big["queues"]
     want = _reference(client, raw, queues)
-    assert _as_dict(gauges(client, registry, 3, queues)) == want
+    got = _as_dict(gauges(client, registry, 3, queues))
+    assert got == want
+    odd = _name("q", 7)
+    assert [got[("redflow_queue_depth", (("queue", odd), ("state", s)))] for s in STATES] == [
+        1,
+        3,
+        2,
+    ]
+    assert got[("redflow_workflow_running", (("workflow", _name("wf", 7)),))] == 3
     # One served queue: every workflow's running runs all the same.
     one = _as_dict(gauges(client, registry, 3, queues[:1]))
     assert {key: v for key, v in want.items() if key in one} == one
