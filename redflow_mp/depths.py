@@ -29,7 +29,6 @@ from redis.exceptions import ResponseError
 from .admin import QueueStats, RunQueues
 from .codec import RunStatus, text
 from .queries import shard_views
-from .transport import is_noscript
 
 __all__ = ["CHUNK_KEYS", "Depths", "read_depths"]
 
@@ -118,10 +117,12 @@ def _read_shard(
         log.debug("redflow_runs_suspended unavailable: %s", suspended)
     counts: list[int] = []
     for args, reply in zip(calls, replies[3:], strict=True):
-        if isinstance(reply, ResponseError) and is_noscript(reply):
-            reply = scripts.run("count_depths", (), args, retry=True)  # lost: sent as EVAL
-        if isinstance(reply, Exception):
-            raise reply  # not a key of another type (those answer -1): the connection's
+        if isinstance(reply, ResponseError):
+            # The script or function library lost (a restart, SCRIPT/FUNCTION FLUSH):
+            # run() loads it again; any other refusal raises from there.
+            reply = scripts.run("count_depths", (), args, retry=True)
+        elif isinstance(reply, Exception):
+            raise reply  # the connection's (keys of another type answer -1)
         counts.extend(int(x) for x in reply)
     in_flight = _in_flight(
         r, k, [] if isinstance(running_ids, Exception) else running_ids, remembered

@@ -15,7 +15,7 @@ from redflow_mp import Client, Context, Registry, define_workflow
 from redflow_mp.admin import RunQueues
 from redflow_supervisor.duties.status import gauges
 from redflow_supervisor.exposition import OTHER, MetricsStore
-from tests.helpers import text
+from tests.helpers import command, text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -255,3 +255,24 @@ def _reference_without(client: Client, raw: redis.Redis, queues: tuple[str, ...]
         del want[("redflow_queue_depth", (("queue", "q-2500"), ("state", state)))]
     del want[("redflow_workflow_running", (("workflow", "wf-3001"),))]
     return want
+
+
+def test_the_gauges_survive_a_flushed_function_library(
+    make_client: Callable[..., Client], registry: Registry, raw: redis.Redis, big: dict[str, Any]
+) -> None:
+    """With ``redis_functions`` the script is a function: a FUNCTION FLUSH answers
+    "Function not found", not NOSCRIPT, and cost every gauge of every scrape
+    (the library was never loaded again)."""
+    client = make_client(redis_functions=True)
+    queues = big["queues"]
+    want = _reference(client, raw, queues)
+    # Redis 6.2 has no functions: the client uses EVALSHA, the script cache is flushed.
+    flush = ("FUNCTION", "FLUSH") if client.transport.server_version() >= (7, 0) else None
+    try:
+        assert _as_dict(gauges(client, registry, 3, queues)) == want
+        command(raw, *(flush or ("SCRIPT", "FLUSH")))
+        assert _as_dict(gauges(client, registry, 3, queues)) == want
+        assert _as_dict(gauges(client, registry, 3, queues)) == want
+    finally:
+        if flush:
+            command(raw, *flush)  # the library outlives FLUSHALL: not left to others
