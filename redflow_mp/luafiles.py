@@ -52,6 +52,7 @@ SCRIPT_NAMES = (
     "confirm_result",
     "relist_runs",
     "forget_cascades",
+    "count_depths",
 )
 
 
