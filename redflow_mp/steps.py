@@ -153,6 +153,11 @@ class _StepCore(WaitMixin):
         ex.set_step(None)
         if isinstance(exc, LeaseLostError) or ex.lease_lost:
             return
+        if ex.gave_up is not None:
+            # Redis trouble outlasted a write's ride-out (a child's start, say):
+            # the run is put back, its attempt not spent (the executor's DEFER),
+            # and the step must run again, not replay the trouble as its failure.
+            return
         info = ex.error_info(exc)
         ex.record_step("failed", started)
         with contextlib.suppress(LeaseLostError):
