@@ -69,6 +69,20 @@ class RunQueues:
         """Run id -> queue of the running runs seen in the shard of ``tag``."""
         return self.by_shard.setdefault(tag, {})
 
+    @staticmethod
+    def per_queue(seen: dict[str, str], running: list[str]) -> dict[str, int]:
+        """Queue -> how many of ``running`` it holds, by ``seen`` (a map of
+        :meth:`of`), which forgets the runs no longer running (it stays bounded)."""
+        live = set(running)
+        for run_id in [x for x in seen if x not in live]:
+            del seen[run_id]
+        counts: dict[str, int] = {}
+        for run_id in running:
+            queue = seen.get(run_id)
+            if queue is not None:
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
 
 #: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
 QUEUED_COUNT_LIMIT = 10_000
@@ -189,14 +203,7 @@ def _queue_stats(
     for run_id, queue in zip(unseen, more[1 + len(heads) :], strict=True):
         if queue is not None:
             seen[run_id] = text(queue)
-    live = set(running)
-    for run_id in [x for x in seen if x not in live]:
-        del seen[run_id]  # no longer running: the memory stays bounded
-    in_flight: dict[str, int] = {}
-    for run_id in running:
-        queue = seen.get(run_id)
-        if queue is not None:
-            in_flight[queue] = in_flight.get(queue, 0) + 1
+    in_flight = RunQueues.per_queue(seen, running)
     out = [
         QueueStats(
             name=q,

@@ -158,12 +158,4 @@ def _in_flight(r: Any, k: Any, running_ids: list[Any], remembered: RunQueues) ->
         for run_id, queue in zip(unseen, got, strict=True):
             if queue is not None and not isinstance(queue, Exception):
                 seen[run_id] = text(queue)
-    live = set(running)
-    for run_id in [x for x in seen if x not in live]:
-        del seen[run_id]  # no longer running: the memory stays bounded
-    per_queue: dict[str, int] = {}
-    for run_id in running:
-        queue = seen.get(run_id)
-        if queue is not None:
-            per_queue[queue] = per_queue.get(queue, 0) + 1
-    return per_queue
+    return RunQueues.per_queue(seen, running)
