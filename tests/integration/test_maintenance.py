@@ -161,14 +161,18 @@ def test_heartbeat_keeps_a_long_run_from_being_reaped(
     ttls: list[int] = []
 
     def lease_left_ms(run_id: str) -> int:
-        """The lease's time left on the server's clock, read in one transaction: two
-        round trips (expiry, then TIME) used to count the test's own stall between
-        them against the lease on a loaded machine."""
-        pipe = raw.pipeline(transaction=True)
-        pipe.zscore(client.keys.leases, run_id)
-        pipe.time()
-        expiry, (secs, micros) = pipe.execute()
-        return int(expiry or 0) - (int(secs) * 1000 + int(micros) // 1000)
+        """The lease's time left on the server's clock, read atomically (one script:
+        a cluster refuses TIME in a pipeline): two round trips (expiry, then TIME)
+        used to count the test's own stall between them against the lease on a
+        loaded machine."""
+        expiry, secs, micros = raw.eval(
+            "local e = redis.call('ZSCORE', KEYS[1], ARGV[1]) "
+            "local t = redis.call('TIME') return {e or '0', t[1], t[2]}",
+            1,
+            client.keys.leases,
+            run_id,
+        )
+        return int(float(expiry)) - (int(secs) * 1000 + int(micros) // 1000)
 
     @define_workflow("long-haul", registry=registry)
     def long_haul(ctx: Context[Any]) -> str:
