@@ -6,7 +6,7 @@ list strands no run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,8 +17,25 @@ from redflow_mp.codec import text
 from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.queueset import digest
 from tests.helpers import command_counts
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A server for this module alone: ``_holding`` scans the keyspace, whose cost
+    is every key on the server. On the xdist worker's shared server (a session's
+    keys: ~300,000 by the time this module ran in CI) the 150 steps of
+    ``test_claims_take_the_lowest_head_whatever_the_bounds`` took 35 s on a quiet
+    machine, past the 60 s timeout under CI load: pytest-timeout's thread method
+    then ends the worker with ``os._exit`` ("node down: Not properly terminated")."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
 
 QUEUES = tuple(f"q{i}" for i in range(2000))
 
