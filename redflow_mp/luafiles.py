@@ -10,7 +10,7 @@ import hashlib
 from functools import lru_cache
 from importlib import resources
 
-from .luasrc import needed_lib
+from .luasrc import inline_helpers, needed_lib
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -104,9 +104,14 @@ def read_lua() -> tuple[str, dict[str, str]]:
 
 @lru_cache(maxsize=4)
 def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
-    lib, bodies = _lua_files()
+    raw, bodies = _lua_files()
+    # The calls of one-expression helpers written out (luasrc.inline_helpers):
+    # an EVALSHA makes no closure for them. The library keeps them as written
+    # (its closures are made once, at FUNCTION LOAD).
+    lib = inline_helpers(raw, raw)
     out: list[tuple[str, str]] = []
-    for name, body in bodies:
+    for name, raw_body in bodies:
+        body = inline_helpers(raw, raw_body)
         text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
             flags = "no-writes" if "-- flags: no-writes" in body else ""

@@ -463,15 +463,14 @@ end
 -- A run whose cancellation was requested always ends `canceled` (a succeeded
 -- output is still stored for inspection). `done_token` ('' = none) is the
 -- lease token of the caller that applied this finish (see already_done).
--- What a fenced finish reads of run hash `run` (lease check, finalize, attempt
--- entry), in one HMGET; f[12] lease, f[13] doneToken.
+-- What a fenced finish reads of run hash `run` (lease check, finalize), in one
+-- HMGET; f[3] lease, f[9] doneToken (finalize reads f[1], f[2] and f[4] to f[8]).
 -- pcall: a run record replaced by a key of another type (another program writing
 -- into the prefix) reads as a missing run (lease lost), instead of failing every
 -- resend of the holder's finish, which then never claimed again.
 local function finish_fields(run)
-  local f = redis.pcall('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'attempt',
-    'attemptStartedAt', 'startedAt', 'lease', 'doneToken')
+  local f = redis.pcall('HMGET', run, 'status', 'cancelRequestedAt', 'lease', 'workflow',
+    'cancelReason', 'idempotencyKey', 'idempotencyTtlMs', 'createdAt', 'doneToken')
   if type(f) ~= 'table' or f.err then return {} end
   return f
 end
@@ -481,8 +480,8 @@ end
 local function lease_check(tag, id, f, token, now)
   if token == '' then return false, nil end
   -- held as in lease_held: the token named and the run still in `leases`
-  if f[12] == token and redis.call('ZSCORE', k_leases(tag), id) then return true, nil end
-  return false, (f[13] == token and f[1]) or nil
+  if f[3] == token and redis.call('ZSCORE', k_leases(tag), id) then return true, nil end
+  return false, (f[9] == token and f[1]) or nil
 end
 
 -- `pre`: finish_fields of the run when the caller read them already (else nil).

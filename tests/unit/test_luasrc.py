@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 
 from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
+from redflow_mp.luafiles import load_sources
 from redflow_mp.luafiles import read_lua as _read_lua
-from redflow_mp.luasrc import _chunks, _code, needed_lib
+from redflow_mp.luasrc import _chunks, _code, inline_helpers, needed_lib
 
 LIB = """-- header
 local CAP = 3
@@ -55,3 +56,79 @@ def test_every_script_gets_every_definition_it_uses() -> None:
     # The lean scripts really are lean (the point of it).
     assert "local function take" not in needed_lib(lib, bodies["enqueue_run"])
     assert "local function enqueue(" in needed_lib(lib, bodies["fire_cron"])
+
+
+HELPERS = """local function k_run(tag, id) return tag .. ':run:' .. id end
+local function k_two(tag, wf)
+  return tag .. ':' .. #wf .. ':' .. wf
+end
+local function failed(r) return type(r) == 'table' and r.err ~= nil end
+local function mark(tag, q) return not failed(redis.pcall('ZADD', k_run(tag, 'x'), 1, q)) end
+local function ms(n) if n == NOW then return NOW_S end return n end
+"""
+
+
+def test_calls_of_one_expression_helpers_are_written_out() -> None:
+    out = inline_helpers(HELPERS, "local k = k_run(t, ARGV[2] .. 'x')\nreturn k_run(t, f[1])")
+    assert out == "local k = (t .. ':run:' .. (ARGV[2] .. 'x'))\nreturn (t .. ':run:' .. f[1])"
+    # nested, and a helper's own calls of helpers
+    assert inline_helpers(HELPERS, "x = k_run(k_run(t, a), b)") == (
+        "x = (((t .. ':run:' .. a)) .. ':run:' .. b)"
+    )
+    assert inline_helpers(HELPERS, "if mark(t, q) then end") == (
+        "if (not failed(redis.pcall('ZADD', (t .. ':run:' .. 'x'), 1, q))) then end"
+    )
+    assert inline_helpers(HELPERS, "y = ms(1)") == "y = ms(1)"  # not one expression
+
+
+def test_an_argument_with_a_call_is_never_repeated_nor_dropped() -> None:
+    assert inline_helpers(HELPERS, "a = k_two(t, w)") == "a = (t .. ':' .. #w .. ':' .. w)"
+    assert inline_helpers(HELPERS, "a = k_two(t, g(w))") == "a = k_two(t, g(w))"
+    assert inline_helpers(HELPERS, "a = failed(r)") == "a = (type(r) == 'table' and r.err ~= nil)"
+    assert inline_helpers(HELPERS, "a = failed(redis.pcall('GET', k))") == (
+        "a = failed(redis.pcall('GET', k))"
+    )
+
+
+def test_statements_strings_comments_fields_and_definitions_stay() -> None:
+    for text in (
+        "mark(t, q)\n",  # a call as a statement: its value is not used
+        "x = 'k_run(t, i)' -- k_run(t, i)\n",
+        "x = obj.k_run(t, i) .. obj:k_run(t, i)\n",
+        "local function k_run(tag, id) return 1 end\n",
+    ):
+        assert inline_helpers(HELPERS, text) == text
+
+
+def test_built_scripts_keep_their_lines_and_lose_the_key_helpers() -> None:
+    lib, bodies = _read_lua()
+    assert inline_helpers(lib, lib).count("\n") == lib.count("\n")
+    for name in _SCRIPT_NAMES:
+        assert inline_helpers(lib, bodies[name]).count("\n") == bodies[name].count("\n")
+    for name in ("claim_run", "finalize_run"):
+        text = load_sources((7, 0))[name]
+        assert not re.findall(r"^local function (k_\w+|int_str)\b", text, re.M), name
+
+
+def test_no_local_hides_a_name_that_a_written_out_expression_uses() -> None:
+    """A helper's expression written out at a call is read in the caller's scope: a
+    local there named as a global or helper it uses would change its meaning."""
+    lib, bodies = _read_lua()
+    used: set[str] = set()
+    for m in re.finditer(
+        r"^local function (\w+)\(([\w, ]*)\)\s*return ([^\n]+?)\s*\bend\n", lib, re.M
+    ):
+        params = {p.strip() for p in m.group(2).split(",")}
+        expr = re.sub(r"'[^']*'", "", _code(m.group(3)))  # (no quote in these strings)
+        used |= set(re.findall(r"(?<![.:\w])[A-Za-z_]\w*", expr)) - params
+    used -= {"and", "or", "not", "nil", "false", "true"}
+    assert {"string", "type", "redis"} <= used
+    for text in (lib, *bodies.values()):
+        code = _code(text)
+        declared = set(re.findall(r"\blocal\s+(?!function\b)([\w, ]+?)\s*(?:=|\n)", code))
+        names = {n.strip() for group in declared for n in group.split(",")}
+        names |= {p.strip() for ps in re.findall(r"function\s*\w*\(([^)]*)\)", code)
+                  for p in ps.split(",")}  # fmt: skip
+        for group in re.findall(r"\bfor\s+([\w, ]+?)\s+(?:=|in)\b", code):
+            names |= {n.strip() for n in group.split(",")}
+        assert not names & used, names & used
