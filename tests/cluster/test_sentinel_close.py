@@ -143,3 +143,62 @@ def _sentinel_nodes(transport: Any) -> list[Any]:
 def _stack(ident: int) -> str:
     frame = sys._current_frames().get(ident)
     return "".join(traceback.format_stack(frame)) if frame is not None else ""
+
+
+def test_an_async_master_lookup_cut_by_aclose_opens_no_sentinel_connection_after_it(
+    sentinel_set: SentinelSet, registry: Registry, prefix: str
+) -> None:
+    """The asyncio client's recheck, as the sync one's above."""
+
+    @define_workflow("sentinel-aclose-race", queue="nobody", registry=registry)
+    def parked(ctx: Context[Any]) -> None:
+        return None
+
+    sentinels = _sentinels(sentinel_set)
+    before = _asked(sentinels)
+
+    async def main() -> list[BaseException]:
+        ac = create_async_client(sentinel_set.url, prefix=prefix, registry=registry, default=False)
+        handle = await parked.arun(None, client=ac)
+        assert await ac.get_run(handle.id) is not None
+        transport: Any = ac.transport
+        nodes = transport._sentinel.sentinels
+        first = nodes[0].connection_pool.connection_kwargs["port"]
+        stalled = next(s for s in sentinel_set.sentinels if s.port == first)
+        assert stalled.proc is not None
+        failures: list[BaseException] = []
+
+        async def lookup() -> None:
+            transport._recheck_at = 0.0  # the next call asks the sentinels
+            try:
+                await transport.call("PING")
+            except BaseException as exc:
+                failures.append(exc)
+
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            task = asyncio.create_task(lookup())
+            deadline = asyncio.get_running_loop().time() + 10
+            while "discover_master" not in _awaiting(task.get_coro()):  # waits on it
+                assert asyncio.get_running_loop().time() < deadline, "the lookup's wait"
+                await asyncio.sleep(0.01)
+            await ac.aclose()
+            await asyncio.wait_for(task, 30)
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        return failures
+
+    failures = asyncio.run(main())
+    assert failures and isinstance(failures[0], RedflowError), failures
+    wait_until(lambda: _asked(sentinels) == before, timeout=10, message="no sentinel connection")
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """The names of the coroutines ``coro`` awaits, outermost first."""
+    names: list[str] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return names
