@@ -77,6 +77,13 @@ def async_sentinel_client(
     client = sentinel.master_for(
         target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
     )
+    gate = getattr(client.connection_pool, "gate", None)
+    if gate is not None:  # as connection.sentinel_client: no lookup reopens one after aclose
+        for node in sentinel.sentinels:
+            node_pool = node.connection_pool
+            node_pool.connection_class = closable_async_connection_class(
+                node_pool.connection_class, gate
+            )
     return client, sentinel
 
 

@@ -374,6 +374,13 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: G
             "socket_connect_timeout": options.get("socket_connect_timeout"),
         },
     )
+    # The sentinels' connections are gated too: a master lookup that close() cut
+    # (or that was between sentinels when it ran) went on to the next sentinel and
+    # opened a connection there after close() had returned, left open for as long
+    # as the closed client lived (close_sentinels had closed those before it).
+    for node in sentinel.sentinels:
+        node_pool = node.connection_pool
+        node_pool.connection_class = closable_connection_class(node_pool.connection_class, gate)
     check_sentinel_service(sentinel, target)
     kwargs: dict[str, Any] = dict(options)
     kwargs.update(db=target.db, username=target.username, password=target.password)

@@ -179,6 +179,12 @@ class Execution:
         while True:
             try:
                 return fn()
+            except LeaseLostError as exc:
+                # A fenced write found the run's record damaged (wait_scripts.corrupted)
+                # and failed the run: nothing more may be written for it.
+                self.mark_lost()
+                self.logger.error("%s", exc)
+                raise
             except TRANSIENT_ERRORS as exc:
                 if self.lease_lost:
                     raise

@@ -36,7 +36,12 @@ from redis.exceptions import ResponseError
 from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
-from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError, WrongTypeError
+from .errors import (
+    NETWORK_ERRORS,
+    RedflowError,
+    RunNotResumableError,
+    WrongTypeError,
+)
 from .ids import new_run_id
 from .keys import Keys
 from .luafiles import build_library, library_name, load_sources, script_names
@@ -46,7 +51,7 @@ from .packed import PlainEnqueues
 from .queueset import MANY_QUEUES, QueueLists
 from .transport import Transport, is_noscript, refused
 from .upkeep_scripts import UpkeepCalls
-from .wait_scripts import WaitCalls
+from .wait_scripts import WaitCalls, corrupted
 
 __all__ = [
     "MAX_PRIORITY",
@@ -574,13 +579,19 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
     def write_step(
         self, run_id: str, token: str, name: str, record: bytes, lease_ms: int
     ) -> tuple[bool, bool]:
-        """Fenced step write; returns (lease held, cancellation requested)."""
+        """Fenced step write; returns (lease held, cancellation requested).
+
+        Raises :class:`LeaseLostError` naming the field when the run's record is
+        damaged (its step counter is not an integer): the script failed the run
+        as ``CorruptRecord`` and this execution must stop."""
         reply = self.run(
             "write_step",
             (self.keys.run_steps(run_id),),
             (self._tag, run_id, token, name, record, lease_ms),
             retry=True,
         )
+        if reply[0] == -2:
+            raise corrupted(run_id, reply[1])
         if reply[0] != 1:
             return False, False
         return True, bool(reply[1])

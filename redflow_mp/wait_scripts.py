@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import RunWait, decode_step, encode_wait, text
-from .errors import RedflowError
+from .errors import LeaseLostError, RedflowError
 from .keys import Keys
 
 __all__ = [
     "EventLimitError",
     "WaitCalls",
+    "corrupted",
     "send_event_call",
     "send_event_reply",
 ]
@@ -26,6 +27,16 @@ class EventLimitError(RedflowError, ValueError):
     """A run already has ``max_events_per_run`` events waiting unconsumed, or their
     payloads would pass ``max_event_bytes_per_run`` with this one; the event was
     not stored."""
+
+
+def corrupted(run_id: str, why: Any) -> LeaseLostError:
+    """A fenced write of ``run_id`` (a step's record, a consumed event) found its
+    record damaged (``why``: which field) and failed the run as ``CorruptRecord``:
+    the execution stops as if its lease were lost (the run is no longer its)."""
+    return LeaseLostError(
+        f"run {run_id}: its record is corrupted ({text(why)}); the run was failed "
+        "as CorruptRecord and this execution stops"
+    )
 
 
 def send_event_call(
@@ -130,8 +141,9 @@ class WaitCalls:
         """Take the first pending ``event`` and record it as ``step``'s output
         (``record``: the step record's JSON before and after the output string).
         Returns (1, payload, record) | (0, None, None) none pending | (-1, None,
-        None) lease lost. Resend-safe: a resend after a lost reply finds the step
-        recorded and returns that record's output (nothing more is consumed)."""
+        None) lease lost; raises :func:`corrupted` for a damaged record. Resend-safe:
+        a resend after a lost reply finds the step recorded and returns that
+        record's output (nothing more is consumed)."""
         reply = self.run(
             "consume_event",
             (self.keys.run_steps(run_id),),
@@ -139,6 +151,8 @@ class WaitCalls:
             retry=True,
         )
         code = int(reply[0])
+        if code == -2:
+            raise corrupted(run_id, reply[1])
         if code == 2:
             stored = decode_step(reply[2])
             payload = (stored.output_json or "null").encode("utf-8")

@@ -19,7 +19,8 @@ Signals in a child:
 - ALRM, VTALRM, PROF, IO, PWR, STKFLT, XCPU, XFSZ, SYS, TRAP, the real-time
   signals (``early.STRAY``), USR1, USR2, PIPE: ignored (``SIG_IGN``), so a
   ``pkill -ALRM -f redflow`` does not kill a child mid-run; a step ``timeout``
-  still installs its own ALRM handler for the step.
+  still installs its own ALRM handler for the step. XCPU sent by the kernel at
+  the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout it exits at once (``_orphan_watch``), as nobody else
@@ -67,7 +68,7 @@ from redflow_mp.registry import Registry
 from redflow_mp.scripts import Claimed
 from redflow_mp.worker import Worker
 
-from . import early
+from . import cpulimit, early
 from .board import AbortReason, Board, SlotState
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
@@ -542,6 +543,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     early.ignore_strays()  # not the parent's logging handler (early.STRAY)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
+    cpulimit.install()  # but the kernel's SIGXCPU at RLIMIT_CPU ends the child
     hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)

@@ -20,7 +20,7 @@ from redflow_mp.client import create_client
 from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
-from . import early
+from . import cpulimit, early
 from .board import AbortReason, Board, Held
 from .child import HANDLED_SIGNALS, ChildSpec, ExitCode, after_fork, exit_now, set_title
 from .child import run as child_run
@@ -166,6 +166,8 @@ class ExitInfo:
             name = signal.Signals(self.signal).name
             if self.signal == signal.SIGKILL and not we_killed:
                 return f"killed by {name} (not sent by the supervisor: possibly the OOM killer)"
+            if self.signal == signal.SIGXCPU:
+                return f"killed by {name} ({cpulimit.CAUSE})"
             return f"killed by {name}"
         if self.code == ExitCode.BOOT_ERROR:
             return "exited with a boot error"

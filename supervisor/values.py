@@ -57,9 +57,16 @@ def _parse_bool(value: Any, *, text: bool) -> bool:
     raise ValueError("not a boolean")
 
 
+#: A comma that separates two items of a list written as text: any comma but "\,"
+#: (a comma inside an item: the queue "media,hd" is ``media\,hd``). Other
+#: backslashes are kept as written, so every list without "\," reads as before.
+_LIST_COMMA = re.compile(r"(?<!\\),")
+
+
 def _parse_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        parts = (part.strip() for part in _LIST_COMMA.split(value))
+        return tuple(part.replace("\\,", ",") for part in parts if part)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ValueError("not a list of strings")

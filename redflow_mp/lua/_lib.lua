@@ -118,6 +118,16 @@ end
 -- 14 significant digits: a ready score (15 digits) would come out rounded.
 local function int_str(n) return string.format('%.0f', n) end
 
+-- tonumber(v) when it is a finite number, else nil. A stored field is read with
+-- `finite(f) or default`: tonumber alone reads 'nan' and 'inf' (strtod) from a
+-- damaged record, and they reached a ZADD score or int_str as 'nan'; the call
+-- then raised a Lua error at every retry or put-back of the run.
+local function finite(v)
+  local n = tonumber(v)
+  if n and n == n and n > -math.huge and n < math.huge then return n end
+  return nil
+end
+
 -- A step record was written over `prev` (false: a new step): keep the run's
 -- `stepBytes` (names and records of run:<id>:steps) for the claim, which carries
 -- the records in its reply only while they are few and small (take, _lib_runs.lua).
@@ -134,9 +144,9 @@ local function ms(n) if n == NOW then return NOW_S end return int_str(n) end
 -- The ready (and wf-waiting) score of a run of `priority` (0..9, else clamped;
 -- missing = 0) that became ready at `t` ms.
 local function ready_score(priority, t)
-  local p = math.floor(tonumber(priority) or 0)
+  local p = math.floor(finite(priority) or 0)
   if p < 0 then p = 0 elseif p > 9 then p = 9 end
-  return int_str((9 - p) * BAND + (tonumber(t) or 0))
+  return int_str((9 - p) * BAND + (finite(t) or 0))
 end
 
 -- A key shared by many runs may hold another type of value (written by hand or
@@ -401,8 +411,8 @@ local ATTEMPTS_CAP = 100
 -- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
 local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
   local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
-  local started = tonumber(f[2]) or tonumber(f[3]) or now
-  local entry = '{"attempt":' .. int_str(tonumber(f[1]) or 1) .. ',"startedAt":' ..
+  local started = finite(f[2]) or finite(f[3]) or now
+  local entry = '{"attempt":' .. int_str(finite(f[1]) or 1) .. ',"startedAt":' ..
     int_str(started) .. ',"finishedAt":' .. ms(now) .. ',"outcome":"' .. outcome .. '"'
   if error_json and error_json ~= '' then
     entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
@@ -423,7 +433,7 @@ local function write_final_attempt(tag, id)
   local f = redis.call('HMGET', run, 'finalAttempt', 'attempt', 'attemptStartedAt', 'startedAt',
     'finishedAt', 'status', 'errorJson')
   if not f[1] then return end
-  local finished = tonumber(f[5]) or now_ms()
+  local finished = finite(f[5]) or now_ms()
   local err = ''
   if f[1] == 'e' then err = f[7] or '' end
   record_attempt(tag, id, f[6] or 'unknown', err, '', finished, { f[2], f[3], f[4] })
@@ -448,10 +458,10 @@ end
 -- finish still finds the run). A key of a run enqueued before keyspace v2 (no
 -- stored TTL) keeps the expiry it was created with.
 local function expire_idempotency(tag, id, wf, key, ttl, created, now)
-  if not wf or not key or key == '' or not tonumber(ttl) then return end
+  if not wf or not key or key == '' or not finite(ttl) then return end
   local idem = k_idem(tag, wf, key)
   if redis.pcall('GET', idem) == id then  -- (of another type: no key of this run)
-    local at = (tonumber(created) or now) + tonumber(ttl)
+    local at = (finite(created) or now) + finite(ttl)
     if at < now + 1000 then at = now + 1000 end
     -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
     if at > MAX_EXPIRE_AT then at = MAX_EXPIRE_AT end
@@ -589,7 +599,7 @@ local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
       'doneToken', done_token or '')
   else
     if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
-    redis.call('HSET', run, 'status', status, 'attempt', (tonumber(f[5]) or 1) + 1,
+    redis.call('HSET', run, 'status', status, 'attempt', (finite(f[5]) or 1) + 1,
       'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   end
   move_status(tag, id, f[1], status, now)
@@ -608,7 +618,7 @@ local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token
   if f[2] and f[2] ~= '' then
     return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
   end
-  local crashes = (tonumber(f[5]) or 0) + 1
+  local crashes = (finite(f[5]) or 0) + 1
   if count_crash and crashes >= max_crashes then
     redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
     local msg = 'run killed its worker process ' .. crashes .. ' times (last: ' .. cause ..

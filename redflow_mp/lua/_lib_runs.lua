@@ -512,7 +512,7 @@ local TAKE_FIELDS = { 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency
 local function claim_steps(tag, id, f, now)
   local steps = {}
   local unread = ''
-  local size = tonumber(f[16])
+  local size = finite(f[16])  -- stepBytes
   if f[12] and f[12] ~= '' then
     local n = redis.pcall('HLEN', k_steps(tag, id))
     local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
@@ -528,7 +528,7 @@ end
 
 -- A claim's reply for run `id` (fields `f`, TAKE_FIELDS), claimed from queue `q`.
 local function claim_reply(id, q, f, started, steps, unread)
-  local size = tonumber(f[16])
+  local size = finite(f[16])  -- stepBytes
   return { id, f[2], f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
     f[10] or '', f[11] or '', tostring(started), steps, f[14] or '', unread,
     unread ~= '' and size and int_str(size) or '' }

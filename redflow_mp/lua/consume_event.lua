@@ -10,6 +10,8 @@
 -- ARGV[7]  the record's end   ARGV[8]  lease ms
 -- Reply: { 1, payload, record } consumed and recorded | { 0 } none pending
 --        | { -1 } the lease is not ours
+--        | { -2, why } the run's stepSeq is not an integer: the run was failed
+--          as a corrupted record (fail_corrupt), the event left where it was
 -- Resend-safe: when the step already has a succeeded record (this call's reply
 -- was lost), that record is returned as { 2, '', record } and nothing is consumed.
 local tag = ARGV[1]
@@ -24,16 +26,21 @@ local list = k_ev(tag, id, ARGV[5])
 if redis.call('LLEN', list) == 0 then return { 0 } end
 local run = k_run(tag, id)
 -- The step's sequence number before the pop: a failure there leaves the event.
-local seq = redis.call('HINCRBY', run, 'stepSeq', 1)
+local seq = redis.pcall('HINCRBY', run, 'stepSeq', 1)
+if failed(seq) then  -- (see write_step.lua)
+  local why = 'field stepSeq is not an integer'
+  fail_corrupt(tag, id, why, now)
+  return { -2, why }
+end
 local payload = redis.call('LPOP', list)
 -- Written, not incremented: HINCRBY on a field that is not a number would fail
 -- the call after the LPOP, and the event would be lost.
 local counts = redis.call('HMGET', run, 'eventsPending', 'eventBytes')
-local left = (tonumber(counts[1]) or 1) - 1
+local left = (finite(counts[1]) or 1) - 1
 if left < 0 then left = 0 end
 -- its bytes leave the budget (send_event.lua); never below 0 (events sent
 -- before eventBytes existed)
-local bytes = (tonumber(counts[2]) or 0) - #payload
+local bytes = (finite(counts[2]) or 0) - #payload
 if bytes < 0 then bytes = 0 end
 redis.call('HSET', run, 'eventsPending', int_str(left), 'eventBytes', int_str(bytes))
 local head = ARGV[6]

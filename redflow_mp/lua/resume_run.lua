@@ -38,7 +38,7 @@ local f = redis.call('HMGET', run, 'status', 'queue', 'workflow', 'attempt', 'ma
 local status = f[1]
 if not status then return { 0, '' } end
 if ARGV[3] ~= '' and f[9] == ARGV[3] and not TERMINAL[status] then
-  return { 1, status, tonumber(f[4]) or 1 }
+  return { 1, status, finite(f[4]) or 1 }
 end
 if status ~= 'failed' and status ~= 'canceled' then return { -1, status } end
 local q = f[2]
@@ -65,7 +65,7 @@ if mode == 'page' then
 end
 if mode == '' then
   local n = redis.pcall('HLEN', steps)
-  local size = tonumber(f[10]) or 0
+  local size = finite(f[10]) or 0
   if not failed(n) and (n > STEPS_INLINE or size > STEPS_INLINE_BYTES) then
     local count = STEPS_INLINE
     if size > 0 then
@@ -75,8 +75,8 @@ if mode == '' then
   end
 end
 local now = now_ms()
-local attempt = (tonumber(f[4]) or 1) + 1
-local budget = tonumber(f[8]) or tonumber(f[5]) or 1
+local attempt = (finite(f[4]) or 1) + 1
+local budget = finite(f[8]) or finite(f[5]) or 1
 if budget < 1 then budget = 1 end
 local max_attempts = attempt - 1 + budget
 -- Placed first (see `failed` in _lib.lua): a ready set of another type fails the

@@ -33,9 +33,9 @@ if key ~= '' then
 end
 local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
-local pending = tonumber(f[2]) or 0
+local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
-local bytes = tonumber(f[4]) or 0
+local bytes = finite(f[4]) or 0
 local budget = tonumber(ARGV[7] or '')
 if budget and bytes + #ARGV[4] > budget then return { -2, bytes } end
 -- Placed first (see `failed` in _lib.lua): the set that names the run's event

@@ -6,6 +6,8 @@
 -- ARGV[4]  step name        ARGV[5]  encoded step state (JSON, starting {"seq":0,)
 -- ARGV[6]  lease ms
 -- Reply: { 1, cancelRequestedAt or '' } | { -1 } when the lease is not ours
+--        | { -2, why } the run's stepSeq is not an integer: the run was failed
+--          as a corrupted record (fail_corrupt), nothing written
 local tag = ARGV[1]
 local id = ARGV[2]
 local run = k_run(tag, id)
@@ -22,7 +24,16 @@ local record = ARGV[5]
 -- started), so steps stay in the order they started.
 local prev = redis.call('HGET', KEYS[1], ARGV[4])
 local seq = prev and string.match(prev, '^{"seq":(%d+),"status":"running"')
-if not seq then seq = redis.call('HINCRBY', run, 'stepSeq', 1) end
+if not seq then
+  -- pcall: a stepSeq that is not an integer (a hand edit, another program) made
+  -- this call raise a raw Lua error at every write, an attempt lost each time.
+  seq = redis.pcall('HINCRBY', run, 'stepSeq', 1)
+  if failed(seq) then
+    local why = 'field stepSeq is not an integer'
+    fail_corrupt(tag, id, why, now)
+    return { -2, why }
+  end
+end
 if string.sub(record, 1, 9) == '{"seq":0,' then
   record = '{"seq":' .. seq .. ',' .. string.sub(record, 10)
 end

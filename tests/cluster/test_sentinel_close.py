@@ -4,6 +4,11 @@ connections it opened to the sentinels too (not only those to the master)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import threading
+import traceback
 from typing import Any
 
 import pytest
@@ -78,3 +83,122 @@ def test_aclose_leaves_no_sentinel_connection_open(
 
     asyncio.run(main())
     wait_until(lambda: _asked(sentinels) == before, timeout=10)
+
+
+def test_a_master_lookup_cut_by_close_opens_no_sentinel_connection_after_it(
+    sentinel_set: SentinelSet, registry: Registry, prefix: str
+) -> None:
+    """A call's master lookup (``_recheck_master``, once a second) asks the
+    sentinels in turn. Before, when close() cut the lookup's connection to the one
+    it was waiting on (a stalled sentinel), the lookup went on to the next sentinel
+    and opened a connection there after close() had returned: left open for as
+    long as the closed client object lived (the sentinels' connections were not
+    gated as the master's are)."""
+
+    @define_workflow("sentinel-close-race", queue="nobody", registry=registry)
+    def parked(ctx: Context[Any]) -> None:
+        return None
+
+    sentinels = _sentinels(sentinel_set)
+    before = _asked(sentinels)
+    c = create_client(sentinel_set.url, prefix=prefix, registry=registry, default=False)
+    handle = parked.run(None, client=c)
+    assert c.get_run(handle.id) is not None
+    transport: Any = c.transport
+    order = [n.connection_pool.connection_kwargs["port"] for n in _sentinel_nodes(transport)]
+    stalled = next(s for s in sentinel_set.sentinels if s.port == order[0])
+    assert stalled.proc is not None
+    failures: list[BaseException] = []
+
+    def lookup() -> None:
+        transport._recheck_at = 0.0  # the next call asks the sentinels
+        try:
+            transport.call("PING")
+        except BaseException as exc:
+            failures.append(exc)
+
+    os.kill(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        thread = threading.Thread(target=lookup, name="lookup")
+        thread.start()
+        ident = thread.ident
+        assert ident is not None
+        wait_until(
+            lambda: "discover_master" in _stack(ident), timeout=10, message="the lookup's wait"
+        )
+        c.close()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+    assert failures and isinstance(failures[0], RedflowError), failures
+    assert "is closed" in str(failures[0])
+    wait_until(lambda: _asked(sentinels) == before, timeout=10, message="no sentinel connection")
+
+
+def _sentinel_nodes(transport: Any) -> list[Any]:
+    return list(transport._redis.connection_pool.sentinel_manager.sentinels)
+
+
+def _stack(ident: int) -> str:
+    frame = sys._current_frames().get(ident)
+    return "".join(traceback.format_stack(frame)) if frame is not None else ""
+
+
+def test_an_async_master_lookup_cut_by_aclose_opens_no_sentinel_connection_after_it(
+    sentinel_set: SentinelSet, registry: Registry, prefix: str
+) -> None:
+    """The asyncio client's recheck, as the sync one's above."""
+
+    @define_workflow("sentinel-aclose-race", queue="nobody", registry=registry)
+    def parked(ctx: Context[Any]) -> None:
+        return None
+
+    sentinels = _sentinels(sentinel_set)
+    before = _asked(sentinels)
+
+    async def main() -> list[BaseException]:
+        ac = create_async_client(sentinel_set.url, prefix=prefix, registry=registry, default=False)
+        handle = await parked.arun(None, client=ac)
+        assert await ac.get_run(handle.id) is not None
+        transport: Any = ac.transport
+        nodes = transport._sentinel.sentinels
+        first = nodes[0].connection_pool.connection_kwargs["port"]
+        stalled = next(s for s in sentinel_set.sentinels if s.port == first)
+        assert stalled.proc is not None
+        failures: list[BaseException] = []
+
+        async def lookup() -> None:
+            transport._recheck_at = 0.0  # the next call asks the sentinels
+            try:
+                await transport.call("PING")
+            except BaseException as exc:
+                failures.append(exc)
+
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            task = asyncio.create_task(lookup())
+            deadline = asyncio.get_running_loop().time() + 10
+            while "discover_master" not in _awaiting(task.get_coro()):  # waits on it
+                assert asyncio.get_running_loop().time() < deadline, "the lookup's wait"
+                await asyncio.sleep(0.01)
+            await ac.aclose()
+            await asyncio.wait_for(task, 30)
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        return failures
+
+    failures = asyncio.run(main())
+    assert failures and isinstance(failures[0], RedflowError), failures
+    wait_until(lambda: _asked(sentinels) == before, timeout=10, message="no sentinel connection")
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """The names of the coroutines ``coro`` awaits, outermost first."""
+    names: list[str] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return names

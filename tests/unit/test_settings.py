@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from redflow_mp.errors import ConfigError
+from redflow_supervisor import cli
 from redflow_supervisor.reference import reference_toml
 from redflow_supervisor.settings import (
     SECTIONS,
@@ -302,3 +303,17 @@ def test_procs_app_and_queues_are_checked_when_loaded() -> None:
         with pytest.raises(ConfigError, match=pattern):
             load(overrides, environ={})
     assert load({"procs": "4096", "queues": "a,b", "app": "etl"}, environ={}).procs == 4096
+
+
+def test_a_queue_name_with_a_comma_can_be_named_in_a_comma_separated_list() -> None:
+    # --queues and REDFLOW_QUEUES split on commas: a queue named "media,hd" (a
+    # valid name, and a TOML list could serve it) could not be named there; it
+    # became the queues "media\" and "hd", and its runs waited forever.
+    # "\," is a comma inside a name; every list written before still means the same.
+    assert load({"queues": r"media\,hd, default"}, environ={}).queues == ("media,hd", "default")
+    env = {"REDFLOW_QUEUES": r"a\,b\,c,d"}
+    assert load({}, environ=env).queues == ("a,b,c", "d")
+    assert load({"queues": r"a\b, c"}, environ={}).queues == (r"a\b", "c")
+    assert load({"queues": ["x,y"]}, environ={}).queues == ("x,y",)
+    ns = cli._parser().parse_args(["--app", "a", "--module", "m", "--queues", r"media\,hd,q"])
+    assert load(cli._overrides(ns), environ={}).queues == ("media,hd", "q")
