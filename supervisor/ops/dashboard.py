@@ -15,7 +15,8 @@ app neither asks for a sign-in nor checks ``Host`` (the host owns both), and
 actions need the token typed into their form whatever the host's session says.
 
 Stand-alone (:func:`serve`): a threaded ``wsgiref`` server (a thread per
-connection, HTTP/1.1 keep-alive with a 30 s idle timeout), bound to 127.0.0.1
+connection, HTTP/1.1 keep-alive; a request, or the wait for the next one, has
+30 s in all, however its bytes trickle in), bound to 127.0.0.1
 unless told otherwise. On a loopback bind pages need no token and ``Host`` must
 name a loopback host (no DNS rebinding); any other bind needs a token, and then
 every page asks for it. It runs as its own process, never inside the supervisor.
@@ -30,6 +31,7 @@ import io
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
@@ -59,6 +61,7 @@ __all__ = [
 MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
+DRAIN_SECONDS = 2.0  # and for at most this long (a trickled body cannot hold the thread)
 TOKEN_HINT = "start the dashboard with --token or RF_DASHBOARD_TOKEN"
 
 
@@ -168,6 +171,27 @@ class _ServerHandler(ServerHandler):
             self.headers["Connection"] = "close"
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's input that ends at its handler's request deadline: each read
+    waits only for the time left, so a client sending a byte now and then (every
+    read well within the socket timeout) cannot hold the thread past it."""
+
+    def __init__(self, handler: _RequestHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        conn = self.handler.connection
+        conn.settimeout(left)
+        return int(conn.recv_into(buffer))
+
+
 class _RequestHandler(WSGIRequestHandler):
     """Requests of one connection, one after another (keep-alive), until it closes.
 
@@ -181,9 +205,18 @@ class _RequestHandler(WSGIRequestHandler):
 
     server: DashboardServer
     protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds an idle keep-alive connection (and its thread) lives
+    #: Seconds from waiting for a request (on a new or a keep-alive connection) to
+    #: its last body byte: an idle or trickling client is closed then. Before, it
+    #: bounded each read only: MAX_CONNECTIONS clients sending a header byte every
+    #: few seconds held every thread for good and locked everyone else out.
+    timeout = 30
+    deadline = 0.0  # monotonic time the request being read must have arrived by
 
     _unread = False  # a body was left unread: drain before closing
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
 
     def handle(self) -> None:
         self.close_connection = True
@@ -192,6 +225,7 @@ class _RequestHandler(WSGIRequestHandler):
             self._handle_one()
 
     def _handle_one(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
         try:
             self.raw_requestline = self.rfile.readline(65537)
         except OSError:  # idle timeout, reset
@@ -205,14 +239,15 @@ class _RequestHandler(WSGIRequestHandler):
             self.send_error(414)
             self.close_connection = True
             return
-        if not self.parse_request():  # it answered with an error
-            self.close_connection = True
-            return
         try:
-            body = self._body()
-        except OSError:
+            parsed = self.parse_request()  # False: it answered with an error
+            body = self._body() if parsed else None
+        except OSError:  # the deadline passed while the headers or body trickled in
+            parsed = False
+        if not parsed or body is None:
             self.close_connection = True
             return
+        self.connection.settimeout(self.timeout)  # writing the answer: per send
         handler = _ServerHandler(
             body,
             cast(IO[bytes], self.wfile),
@@ -242,9 +277,12 @@ class _RequestHandler(WSGIRequestHandler):
             conn = self.connection
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
-                conn.settimeout(1.0)
+                end = time.monotonic() + DRAIN_SECONDS
                 drained = 0
-                while drained < DRAIN_LIMIT and (chunk := conn.recv(65536)):
+                while drained < DRAIN_LIMIT and (left := end - time.monotonic()) > 0:
+                    conn.settimeout(left)
+                    if not (chunk := conn.recv(65536)):
+                        break
                     drained += len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
