@@ -16,7 +16,8 @@ actions need the token typed into their form whatever the host's session says.
 
 Stand-alone (:func:`serve`): a threaded ``wsgiref`` server (a thread per
 connection, HTTP/1.1 keep-alive; a request, or the wait for the next one, has
-30 s in all, however its bytes trickle in), bound to 127.0.0.1
+30 s in all, however its bytes trickle in; with every connection taken, a new
+one closes the one waiting longest), bound to 127.0.0.1
 unless told otherwise. On a loopback bind pages need no token and ``Host`` must
 name a loopback host (no DNS rebinding); any other bind needs a token, and then
 every page asks for it. It runs as its own process, never inside the supervisor.
@@ -56,8 +57,11 @@ __all__ = [
     "serve",
 ]
 
-#: Connections (threads) served at once; more are closed when accepted (an idle
-#: keep-alive connection holds its thread up to 30 s, and needs no token to open).
+#: Connections (threads) served at once (an idle keep-alive connection holds its
+#: thread up to 30 s, and needs no token to open). When all are taken, a new one
+#: closes the connection that has waited longest for its next request (an attacker
+#: holding them all, trickling bytes, cannot lock the operator out) and is served;
+#: when none is waiting (all are running a request), it is closed when accepted.
 MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
@@ -224,8 +228,11 @@ class _RequestHandler(WSGIRequestHandler):
         while not self.close_connection:
             self._handle_one()
 
+    evicted = False  # closed by the server to make room (DashboardServer.process_request)
+
     def _handle_one(self) -> None:
         self.deadline = time.monotonic() + self.timeout
+        self.server.waiting(self, True)
         try:
             self.raw_requestline = self.rfile.readline(65537)
         except OSError:  # idle timeout, reset
@@ -244,7 +251,8 @@ class _RequestHandler(WSGIRequestHandler):
             body = self._body() if parsed else None
         except OSError:  # the deadline passed while the headers or body trickled in
             parsed = False
-        if not parsed or body is None:
+        self.server.waiting(self, False)
+        if not parsed or body is None or self.evicted:  # (an evicted one's input ended)
             self.close_connection = True
             return
         self.connection.settimeout(self.timeout)  # writing the answer: per send
@@ -303,7 +311,9 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         self.config = config
         self.quiet = quiet
         self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
+        # the handlers waiting for a request on their connection, longest waiting first
+        self._waiting: dict[socket.socket, _RequestHandler] = {}
+        self._open_lock = threading.Condition()  # notified when a connection ends
         host = config.host.strip("[]")
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -317,8 +327,24 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
+    def waiting(self, handler: _RequestHandler, on: bool) -> None:
+        """``handler`` starts (``on``) or stops waiting for a request."""
+        with self._open_lock:
+            self._waiting.pop(handler.connection, None)
+            if on and not handler.evicted:
+                self._waiting[handler.connection] = handler  # (now the newest)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
+            if len(self._open) >= MAX_CONNECTIONS and self._waiting:
+                # Room made by closing the longest waiting connection: its thread
+                # reads the end of its input and ends at once (waited for here, so
+                # the threads stay at MAX_CONNECTIONS; at most a second).
+                victim = self._waiting.pop(next(iter(self._waiting)))
+                victim.evicted = True
+                with contextlib.suppress(OSError):
+                    victim.connection.shutdown(socket.SHUT_RDWR)
+                self._open_lock.wait_for(lambda: victim.connection not in self._open, 1.0)
             full = len(self._open) >= MAX_CONNECTIONS
             if not full:
                 self._open.add(request)
@@ -330,6 +356,8 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
             self._open.discard(request)
+            self._waiting.pop(request, None)
+            self._open_lock.notify_all()
         super().shutdown_request(request)
 
     def server_close(self) -> None:

@@ -68,3 +68,30 @@ def test_trickling_clients_cannot_hold_the_dashboard_for_good(dashboard: Start) 
         for s in socks:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def test_the_operator_is_served_while_every_connection_is_taken(dashboard: Start) -> None:
+    """The request deadline alone frees the threads only every 30 s, and an attacker
+    reconnects at once: while MAX_CONNECTIONS connections trickle (or idle), a new
+    connection is served by closing the one that has waited longest for its
+    request. Before, it was closed at accept: the operator's GET /healthz failed
+    as long as the attacker held the connections."""
+    base = dashboard()
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    assert host is not None and port is not None
+    socks = [socket.create_connection((host, port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        _trickle(socks, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        time.sleep(1.0)  # every one of them accepted and waiting in its thread
+        assert _trickle(socks, b"a") == MAX_CONNECTIONS
+        served = [_healthz(host, port) for _ in range(3)]
+        assert served == ["ok\n"] * 3, (
+            f"GET /healthz while {MAX_CONNECTIONS} clients trickled their requests: {served}"
+        )
+        # the room was made by closing the oldest waiting ones, no more than needed
+        time.sleep(0.5)
+        assert _trickle(socks, b"a") >= MAX_CONNECTIONS - 3
+    finally:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
