@@ -17,9 +17,11 @@ and ``redflow_build_info``.
 Invariants of the HTTP side (it runs inside the arbiter, so a client must never
 be able to stop or stall it):
 
-- At most ``max_conns`` (32) connections are open at once; one more is
-  accepted and closed at once, so connections beyond the bound cost no
-  descriptor for longer than that.
+- At most ``max_conns`` (32) connections are open at once; one more closes
+  the oldest of those whose request has not come (idle or slow clients cannot
+  keep a scrape out), or, when every one is being answered, is accepted and
+  closed at once, so connections beyond the bound cost no descriptor for
+  longer than that.
 - Each connection has ``conn_timeout`` (5 s) from accept to the last byte of
   the response; an idle or slow client is closed when it runs out (checked on
   every loop iteration, the loop's timeout includes the nearest deadline).
@@ -252,8 +254,9 @@ class MetricsHub:
                 self._warn("accept", "metrics endpoint cannot accept (%s); pausing 1 s", exc)
                 self._pause()
                 return
-            if len(self.conns) >= self.max_conns:
-                # Over the bound: refuse at once rather than hold a descriptor.
+            if len(self.conns) >= self.max_conns and not self._make_room():
+                # Over the bound, every connection answering: refuse at once rather
+                # than hold a descriptor.
                 with contextlib.suppress(OSError):
                     sock.close()
                 self._warn(
@@ -265,6 +268,17 @@ class MetricsHub:
             self.conns[fd] = _Conn(sock, time.monotonic() + self.conn_timeout)
             assert self._selector is not None
             self._selector.register(sock, selectors.EVENT_READ, CONN)
+
+    def _make_room(self) -> bool:
+        """Close the connection accepted first of those whose request has not come
+        (idle or slow); False when every one is being answered. Refusing the new
+        one instead let clients that reconnect as soon as they are closed hold all
+        ``max_conns`` for good and keep every scrape out."""
+        waiting = [(c.deadline, fd) for fd, c in self.conns.items() if not c.out]
+        if not waiting:
+            return False
+        self.close(min(waiting)[1])
+        return True
 
     def _shed_one(self) -> bool:
         """Out of descriptors: use the reserved one to accept and drop one pending

@@ -15,7 +15,9 @@ app neither asks for a sign-in nor checks ``Host`` (the host owns both), and
 actions need the token typed into their form whatever the host's session says.
 
 Stand-alone (:func:`serve`): a threaded ``wsgiref`` server (a thread per
-connection, HTTP/1.1 keep-alive with a 30 s idle timeout), bound to 127.0.0.1
+connection, HTTP/1.1 keep-alive; a request, or the wait for the next one, has
+30 s in all, however its bytes trickle in; with every connection taken, a new
+one closes the one waiting longest), bound to 127.0.0.1
 unless told otherwise. On a loopback bind pages need no token and ``Host`` must
 name a loopback host (no DNS rebinding); any other bind needs a token, and then
 every page asks for it. It runs as its own process, never inside the supervisor.
@@ -30,6 +32,7 @@ import io
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
@@ -54,11 +57,15 @@ __all__ = [
     "serve",
 ]
 
-#: Connections (threads) served at once; more are closed when accepted (an idle
-#: keep-alive connection holds its thread up to 30 s, and needs no token to open).
+#: Connections (threads) served at once (an idle keep-alive connection holds its
+#: thread up to 30 s, and needs no token to open). When all are taken, a new one
+#: closes the connection that has waited longest for its next request (an attacker
+#: holding them all, trickling bytes, cannot lock the operator out) and is served;
+#: when none is waiting (all are running a request), it is closed when accepted.
 MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
+DRAIN_SECONDS = 2.0  # and for at most this long (a trickled body cannot hold the thread)
 TOKEN_HINT = "start the dashboard with --token or RF_DASHBOARD_TOKEN"
 
 
@@ -168,6 +175,27 @@ class _ServerHandler(ServerHandler):
             self.headers["Connection"] = "close"
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's input that ends at its handler's request deadline: each read
+    waits only for the time left, so a client sending a byte now and then (every
+    read well within the socket timeout) cannot hold the thread past it."""
+
+    def __init__(self, handler: _RequestHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        conn = self.handler.connection
+        conn.settimeout(left)
+        return int(conn.recv_into(buffer))
+
+
 class _RequestHandler(WSGIRequestHandler):
     """Requests of one connection, one after another (keep-alive), until it closes.
 
@@ -181,9 +209,18 @@ class _RequestHandler(WSGIRequestHandler):
 
     server: DashboardServer
     protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds an idle keep-alive connection (and its thread) lives
+    #: Seconds from waiting for a request (on a new or a keep-alive connection) to
+    #: its last body byte: an idle or trickling client is closed then. Before, it
+    #: bounded each read only: MAX_CONNECTIONS clients sending a header byte every
+    #: few seconds held every thread for good and locked everyone else out.
+    timeout = 30
+    deadline = 0.0  # monotonic time the request being read must have arrived by
 
     _unread = False  # a body was left unread: drain before closing
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
 
     def handle(self) -> None:
         self.close_connection = True
@@ -191,7 +228,11 @@ class _RequestHandler(WSGIRequestHandler):
         while not self.close_connection:
             self._handle_one()
 
+    evicted = False  # closed by the server to make room (DashboardServer.process_request)
+
     def _handle_one(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+        self.server.waiting(self, True)
         try:
             self.raw_requestline = self.rfile.readline(65537)
         except OSError:  # idle timeout, reset
@@ -205,14 +246,16 @@ class _RequestHandler(WSGIRequestHandler):
             self.send_error(414)
             self.close_connection = True
             return
-        if not self.parse_request():  # it answered with an error
-            self.close_connection = True
-            return
         try:
-            body = self._body()
-        except OSError:
+            parsed = self.parse_request()  # False: it answered with an error
+            body = self._body() if parsed else None
+        except OSError:  # the deadline passed while the headers or body trickled in
+            parsed = False
+        self.server.waiting(self, False)
+        if not parsed or body is None or self.evicted:  # (an evicted one's input ended)
             self.close_connection = True
             return
+        self.connection.settimeout(self.timeout)  # writing the answer: per send
         handler = _ServerHandler(
             body,
             cast(IO[bytes], self.wfile),
@@ -242,9 +285,12 @@ class _RequestHandler(WSGIRequestHandler):
             conn = self.connection
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
-                conn.settimeout(1.0)
+                end = time.monotonic() + DRAIN_SECONDS
                 drained = 0
-                while drained < DRAIN_LIMIT and (chunk := conn.recv(65536)):
+                while drained < DRAIN_LIMIT and (left := end - time.monotonic()) > 0:
+                    conn.settimeout(left)
+                    if not (chunk := conn.recv(65536)):
+                        break
                     drained += len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -265,7 +311,9 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         self.config = config
         self.quiet = quiet
         self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
+        # the handlers waiting for a request on their connection, longest waiting first
+        self._waiting: dict[socket.socket, _RequestHandler] = {}
+        self._open_lock = threading.Condition()  # notified when a connection ends
         host = config.host.strip("[]")
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -279,8 +327,24 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
+    def waiting(self, handler: _RequestHandler, on: bool) -> None:
+        """``handler`` starts (``on``) or stops waiting for a request."""
+        with self._open_lock:
+            self._waiting.pop(handler.connection, None)
+            if on and not handler.evicted:
+                self._waiting[handler.connection] = handler  # (now the newest)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
+            if len(self._open) >= MAX_CONNECTIONS and self._waiting:
+                # Room made by closing the longest waiting connection: its thread
+                # reads the end of its input and ends at once (waited for here, so
+                # the threads stay at MAX_CONNECTIONS; at most a second).
+                victim = self._waiting.pop(next(iter(self._waiting)))
+                victim.evicted = True
+                with contextlib.suppress(OSError):
+                    victim.connection.shutdown(socket.SHUT_RDWR)
+                self._open_lock.wait_for(lambda: victim.connection not in self._open, 1.0)
             full = len(self._open) >= MAX_CONNECTIONS
             if not full:
                 self._open.add(request)
@@ -292,6 +356,8 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
     def shutdown_request(self, request: Any) -> None:
         with self._open_lock:
             self._open.discard(request)
+            self._waiting.pop(request, None)
+            self._open_lock.notify_all()
         super().shutdown_request(request)
 
     def server_close(self) -> None:

@@ -374,7 +374,8 @@ def test_queues_page_reads_one_page_of_queues(
 def test_idle_connections_cannot_grow_the_threads_without_bound(dashboard: Start) -> None:
     """A thread per connection, each idle one kept 30 s (slowloris needs no token:
     the request is parsed before any check): 500 idle sockets were 500 threads.
-    Connections past MAX_CONNECTIONS are closed at once."""
+    A connection past MAX_CONNECTIONS closes the one waiting longest for its
+    request (test_dashboard_slow_clients.py), and the threads stay bounded."""
     import threading
     import time
 
