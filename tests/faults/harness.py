@@ -33,6 +33,7 @@ from tests.redis_server import RedisServer
 __all__ = [
     "ONE_WORKLOAD_CHILD",
     "RESULTS",
+    "SHORT",
     "WAIT_MODULES",
     "CaseResult",
     "Faults",
@@ -45,6 +46,22 @@ __all__ = [
 
 # Arguments of a one-child supervisor on the fault workload (start-up refusal tests).
 ONE_WORKLOAD_CHILD = ("--app", "x", "--procs", "1", "--module", "tests.faults.workload")
+
+#: Short settings (lease 1 s, reaper 100 ms, kill_grace 0.5 s, restart backoff
+#: 0.1-0.5 s), which every case used to run with; a case about a short lease names
+#: them (``args=SHORT``) next to its variant with the defaults.
+SHORT = (
+    "--lease-ms",
+    "1000",
+    "--reaper-interval-ms",
+    "100",
+    "--kill-grace",
+    "0.5",
+    "--restart-backoff",
+    "0.1",
+    "--restart-backoff-max",
+    "0.5",
+)
 
 # Modules of a supervisor that serves the durable-wait workflows too.
 WAIT_MODULES = ("tests.faults.workload", "tests.faults.workload_waits")
@@ -470,18 +487,10 @@ class Faults:
         app: str = "faults",
         watch_exits: bool = False,
     ) -> Supervisor:
-        defaults = [
-            "--lease-ms",
-            "1000",
-            "--reaper-interval-ms",
-            "100",
-            "--kill-grace",
-            "0.5",
-            "--restart-backoff",
-            "0.1",
-            "--restart-backoff-max",
-            "0.5",
-        ]
+        """A supervisor of the fault workload with the product's DEFAULT settings
+        (SPEC §5: lease 5 s, reaper 500 ms, kill_grace 5 s, restart backoff 1-30 s)
+        plus ``args``: users run the defaults, so a case proves recovery with them
+        unless it is about a setting (``SHORT`` is the suite's old short set)."""
         sup = Supervisor(
             url,
             prefix or self.prefix,
@@ -489,7 +498,7 @@ class Faults:
             procs=procs,
             modules=modules,
             app=app,
-            args=[*defaults, *args],
+            args=list(args),
             env={**self.env, **(env or {})},
         )
         self.sups.append(sup.start())

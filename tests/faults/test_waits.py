@@ -327,10 +327,10 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     timeout."""
     server = fx.redis()
     raw = server.client()
-    # The default lease: with the harness's 1 s one a starved child (a load of
-    # 15-20 on 2 cores stalled processes for 0.4-0.5 s) could lose its run to the
-    # other supervisor, and a resume counted twice is not what this case is about.
-    fast = ("--promoter-interval-ms", "10", "--lease-ms", "5000")
+    # The default lease (a 1 s one let a starved child, at a load of 15-20 on 2
+    # cores, lose its run to the other supervisor; a resume counted twice is not
+    # what this case is about); promoters every 10 ms.
+    fast = ("--promoter-interval-ms", "10")
     sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES, args=fast) for _ in range(2)]
     for sup in sups:
         sup.wait_workers(2)
@@ -451,7 +451,7 @@ def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
 
 
 def test_redis_stall_past_the_socket_timeout_while_runs_suspend_and_wake(fx: Faults) -> None:
-    """DEBUG SLEEP 6 s (past the 5 s socket timeout and the 1 s lease) while 250
+    """DEBUG SLEEP 6 s (past the 5 s socket timeout and the 5 s lease) while 250
     runs are suspending, consuming their first event and waking: a wait script
     in flight loses its reply and is resent (suspend_run, consume_event and
     wake_timers are resend-safe), the leases of the runs in flight expire and
