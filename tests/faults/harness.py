@@ -8,6 +8,7 @@ Nothing here sleeps to synchronise: every wait polls a condition with a deadline
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import random
 import signal
@@ -523,6 +524,20 @@ class Faults:
         """
         self.ledger.append("fault", kind=kind, pids=list(pids), **fields)
         return time.monotonic()
+
+    def stop(self, pids: Sequence[int], group: int | None = None, **fields: Any) -> float:
+        """SIGSTOP ``pids`` (the process group ``group`` when given) and record it:
+        the ``stop`` fault just before the signal, ``stop-landed`` once sending it
+        returned (the checker's bound on writes sent before the stop); returns the
+        monotonic time of the ``stop`` record."""
+        t = self.fault("stop", pids, **fields)
+        if group is not None:
+            os.killpg(group, signal.SIGSTOP)
+        else:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+        self.ledger.append("stop-landed", pids=list(pids))
+        return t
 
     def kill_group(self, sup: Supervisor) -> float:
         pids = self.group_pids(sup)

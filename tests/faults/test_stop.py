@@ -54,8 +54,7 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
     for _ in range(2):
         busy = wait_for(lambda: busy_children(a), 20, "a busy child in supervisor A")
         pids = fx.group_pids(a)
-        t_stop = fx.fault("stop", pids)
-        os.killpg(a.pid, signal.SIGSTOP)
+        t_stop = fx.stop(pids, group=a.pid)
         stranded = running_leases(raw, fx.prefix, [run_id for _, run_id in busy])
         wait_for(partial(taken_over, raw, fx.prefix, stranded), 20, "B to take A's runs over")
         recoveries.append(time.monotonic() - t_stop)
@@ -152,8 +151,7 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
     key = f"{{{fx.prefix}}}:run:{run_id}"
     token = running_leases(raw, fx.prefix, [run_id]).get(run_id)
     assert token is not None
-    t_stop = fx.fault("stop", [proc.pid], run=run_id)
-    os.kill(proc.pid, signal.SIGSTOP)
+    t_stop = fx.stop([proc.pid], run=run_id)
     # As long as the stopped child lives (through the run's timeout, 3 s, and the
     # TERM-to-KILL grace after it), its parent keeps the lease alive.
     while _alive(proc):

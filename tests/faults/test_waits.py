@@ -100,20 +100,31 @@ def _supervisor_sigkill_with_suspended_runs(fx: Faults, n: int) -> None:
     items: list[tuple[str, Any, str | None]] = []
     items += [("fx-wparent", {"n": 1, "child": "listener"}, None) for _ in range(parents)]
     items += [("fx-listener", {"k": 1}, None) for _ in range(listeners_n)]
+    t_setup = time.monotonic()
     prod = fx.producer(server.url, 0, items=items).start()
     prod.wait(60 + n / 20)
     others = n - sleepers_n
     wait_for(lambda: _suspended(raw, fx) == others, 60 + n / 20, f"{others} suspended runs", 0.1)
+    setup = time.monotonic() - t_setup
     # sleepers last, waking 5-9 s (more for more runs) after they were enqueued:
-    # after the restart
+    # after the restart. On a loaded machine (a load of 20 on 2 cores) enqueueing
+    # and suspending them took longer than 5 s: sleepers woke before the last ones
+    # suspended and the count never reached n (a timeout waiting for 1000
+    # suspended runs, in 2 of 3 runs of the selection). So their first wake-up
+    # also leaves twice the time the others took per run.
     t0 = time.time()
-    first = 5 + max(0, n - 1000) / 100
+    first = max(5 + max(0, n - 1000) / 100, 2 * setup * sleepers_n / others + 1)
     sleepers = [("fx-sleeper", {"until": t0 + first + (i % 5)}, None) for i in range(sleepers_n)]
     sprod = fx.producer(server.url, 0, items=sleepers).start()
     sprod.wait(60 + n / 20)
-    wait_for(lambda: _suspended(raw, fx) == n, 60 + n / 20, f"{n} suspended runs", 0.1)
+    wait_for(
+        lambda: _suspended(raw, fx) == n or time.time() - t0 >= first,
+        60 + n / 20,
+        f"{n} suspended runs",
+        0.1,
+    )
     t_suspended = time.time() - t0
-    assert t_suspended < first, "the sleepers woke before the kill: raise their delay"
+    assert t_suspended < first, f"the sleepers woke before the kill (setup {setup:.1f} s)"
     assert raw.zcard(f"{{{fx.prefix}}}:leases") == 0  # no process holds any of them
     with watcher.paused():
         fx.kill_group(sup)
