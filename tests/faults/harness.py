@@ -796,7 +796,12 @@ def running_leases(
 
 
 def taken_over(raw: redis.Redis, prefix: str, snapshot: dict[str, bytes]) -> bool:
-    """True once every run of ``snapshot`` is finished or leased under another token."""
+    """True once every run of ``snapshot`` (running under a lease at the fault) is
+    finished, leased under another token, or moved on by a new execution:
+    ``suspended`` (a parent of ``fx-parent`` waits for its child, which a loaded
+    machine with a 5 s lease left behind hundreds of queued runs: case 2 timed out
+    after 20 s waiting for the stranded runs) or ``scheduled`` (a retry's backoff).
+    The reaper puts a stranded run back ``queued``: that is not taken over yet."""
     tag = "{" + prefix + "}"
     ids = list(snapshot)
     with raw.pipeline(transaction=False) as pipe:
@@ -806,7 +811,7 @@ def taken_over(raw: redis.Redis, prefix: str, snapshot: dict[str, bytes]) -> boo
         replies = pipe.execute()
     for i, run_id in enumerate(ids):
         status, token = replies[2 * i], replies[2 * i + 1]
-        if status in TERMINAL:
+        if status in TERMINAL or status in (b"suspended", b"scheduled"):
             continue
         if token is None or token == snapshot[run_id]:
             return False
