@@ -421,32 +421,47 @@ def _executions(events: list[dict[str, Any]]) -> list[_Exec]:
     return out
 
 
-def _stops(events: list[dict[str, Any]]) -> list[tuple[int, int, set[int]]]:
-    """Each SIGSTOP of a supervisor as (stop, cont, pids)."""
-    spans: list[tuple[int, int, set[int]]] = []
+#: A SIGSTOP of a supervisor: (stop, cont, pids, landed). ``stop`` is when the
+#: harness recorded it, just before it sent the signal; ``landed`` when sending it
+#: had returned (``stop-landed``; ``stop`` in a ledger without one): in between
+#: the process may still run a little, log and send (a loaded machine took 9 ms).
+Stop = tuple[int, int, set[int], int]
+
+
+def _stops(events: list[dict[str, Any]]) -> list[Stop]:
+    """Each SIGSTOP of a supervisor as (stop, cont, pids, landed)."""
+    spans: list[Stop] = []
     stopped: tuple[int, set[int]] | None = None
+    landed: int | None = None
     for ev in events:
         if ev["ev"] == "fault" and ev.get("kind") == "stop":
-            stopped = (ev["mono"], {int(p) for p in ev.get("pids") or []})
+            stopped, landed = (ev["mono"], {int(p) for p in ev.get("pids") or []}), None
+        elif ev["ev"] == "stop-landed" and stopped is not None and landed is None:
+            landed = ev["mono"]
         elif ev["ev"] == "fault" and ev.get("kind") == "cont" and stopped is not None:
-            spans.append((stopped[0], ev["mono"], stopped[1]))
+            at = stopped[0] if landed is None else landed
+            spans.append((stopped[0], ev["mono"], stopped[1], at))
             stopped = None
     return spans
 
 
-def _held_until(e: _Exec, stops: list[tuple[int, int, set[int]]]) -> int:
+def _held_until(e: _Exec, stops: list[Stop]) -> int:
     """When ``e``'s last acknowledged write was applied, at the latest: when its
     acknowledgement was read, unless the process was stopped between sending it
     and reading the reply. A stopped process sends nothing, so the write went out
-    before the stop (recorded just before SIGSTOP lands) and Redis applied it on
-    receipt, under the lease; the reply is read only after SIGCONT, when that
-    lease may be long gone and its slot taken by another run."""
+    before the stop landed and Redis applied it on receipt, under the lease; the
+    reply is read only after SIGCONT, when that lease may be long gone and its
+    slot taken by another run. The harness records a stop just before it sends
+    SIGSTOP: a write whose step ended between the two went out before the stop
+    too (3a with the default lease: a step-end 9 ms after the stop's record, its
+    write applied at once, read after SIGCONT 6 s later, counted as holding the
+    lease all along: three lease holders of a limit of 2)."""
     assert e.last_recorded is not None
     end = e.last_recorded
     if e.last_sent is not None:
-        for stop, cont, pids in stops:
-            if e.pid in pids and e.last_sent <= stop and cont <= end:
-                end = min(end, stop)
+        for _, cont, pids, landed in stops:
+            if e.pid in pids and e.last_sent <= landed and cont <= end:
+                end = min(end, landed)
     return end
 
 
@@ -613,9 +628,7 @@ class _StepLog:
         return log
 
 
-def _begun_before_a_stop(
-    log: _StepLog, stops: list[tuple[int, int, set[int]]], run_id: str, e: str, bound: int
-) -> bool:
+def _begun_before_a_stop(log: _StepLog, stops: list[Stop], run_id: str, e: str, bound: int) -> bool:
     """Whether step execution ``e`` was decided (its lease confirmed) before
     ``bound`` and its process was stopped and continued between that and its
     ``step-start``: it was under way when the stop came, and resumed inside the
@@ -629,7 +642,7 @@ def _begun_before_a_stop(
     # The harness logs a stop just before SIGSTOP lands, so a confirmation may be
     # logged a little after the stop's time: what counts is that the process was
     # continued between its confirmation and its step-start.
-    return any(pid in pids and confirmed < cont <= start for _, cont, pids in stops)
+    return any(pid in pids and confirmed < cont <= start for _, cont, pids, _ in stops)
 
 
 def _timeline(events: list[dict[str, Any]], run_id: str) -> str:

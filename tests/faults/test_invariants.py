@@ -242,6 +242,43 @@ def test_a_write_acknowledged_after_a_stop_held_its_lease_until_the_stop() -> No
     assert plain.violations == ["I4: w: 3 lease holders ran at once (limit 2)"]
 
 
+def test_a_write_sent_between_the_stop_record_and_the_signal_was_applied_by_the_stop() -> None:
+    """I4 and SIGSTOP (3a with the default lease): the harness records a stop just
+    before it sends SIGSTOP, and a loaded child ended a step 9 ms after that record;
+    its write went out before the signal landed and was applied, its reply read
+    after SIGCONT. The stop's ``stop-landed`` bounds such writes; without it the
+    execution held its lease through the stop (3 lease holders of a limit of 2)."""
+
+    def events(landed: bool) -> list[dict[str, object]]:
+        evs: list[dict[str, object]] = [
+            {"ev": "handler-start", "pid": 11, "ppid": 10, "run": "x", "wf": "w", "mono": 1},
+            {"ev": "step-start", "pid": 11, "run": "x", "step": "s", "exec": "x", "mono": 2},
+            {"ev": "fault", "kind": "stop", "pids": [10, 11], "mono": 5},
+            {"ev": "step-end", "pid": 11, "run": "x", "step": "s", "exec": "x", "mono": 7},
+            {"ev": "fault", "kind": "cont", "pids": [10, 11], "mono": 300},
+            {"ev": "step-recorded", "pid": 11, "run": "x", "exec": "x", "mono": 301},
+            {"ev": "handler-end", "pid": 11, "run": "x", "mono": 302, "outcome": "ok"},
+        ]
+        for pid, run in ((21, "y"), (22, "z")):  # the other supervisor, after the lease
+            evs += [
+                {"ev": "handler-start", "pid": pid, "ppid": 20, "run": run, "wf": "w", "mono": 200},
+                {"ev": "step-start", "pid": pid, "run": run, "step": "s", "exec": run, "mono": 201},
+                {"ev": "step-end", "pid": pid, "run": run, "step": "s", "exec": run, "mono": 202},
+                {"ev": "step-recorded", "pid": pid, "run": run, "exec": run, "mono": 203},
+                {"ev": "handler-end", "pid": pid, "run": run, "mono": 204, "outcome": "ok"},
+            ]
+        if landed:
+            evs.append({"ev": "stop-landed", "pids": [10, 11], "mono": 9})
+        return sorted(evs, key=lambda ev: int(str(ev["mono"])))
+
+    report = Report()
+    _check_concurrency(report, events(landed=True), {"w": 2})
+    assert report.violations == [] and report.max_concurrency["w"] == 2
+    before = Report()
+    _check_concurrency(before, events(landed=False), {"w": 2})
+    assert before.violations == ["I4: w: 3 lease holders ran at once (limit 2)"]
+
+
 def test_a_step_decided_before_a_stop_and_logged_after_it_is_cut_off_in_flight() -> None:
     """I3 and SIGSTOP: a child stopped after its step's lease confirmation and
     before the step function logs ``step-start`` resumes inside that step, after

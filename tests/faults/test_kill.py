@@ -85,7 +85,7 @@ def test_sigkill_whole_supervisor_and_restart(fx: Faults) -> None:
         raw,
         "2. SIGKILL whole supervisor + restart (x3)",
         recovery_s=max(recoveries),
-        note="kill -> stranded runs re-leased (lease 1 s)",
+        note="kill -> stranded runs re-leased (lease 5 s, reaper 0.5 s)",
     )
     report.assert_ok(all_succeeded=True)
     raw.close()

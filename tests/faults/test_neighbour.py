@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from tests.faults.harness import Faults, busy_children, wait_for
-from tests.process.conftest import Supervisor
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -24,21 +23,6 @@ local stop = now() + tonumber(ARGV[1])
 while now() < stop do end
 return 1
 """
-
-
-def _default_supervisor(fx: Faults, url: str, procs: int = 2) -> Supervisor:
-    """A supervisor of the fault workload with every setting at its default."""
-    sup = Supervisor(
-        url,
-        fx.prefix,
-        fx.tmp / f"supervisor-{len(fx.sups)}.log",
-        procs=procs,
-        modules=("tests.faults.workload",),
-        app="faults",
-        env=dict(fx.env),
-    )
-    fx.sups.append(sup.start())
-    return sup
 
 
 def test_a_neighbours_long_script_costs_no_run_and_crashes_no_child(fx: Faults) -> None:
@@ -52,7 +36,7 @@ def test_a_neighbours_long_script_costs_no_run_and_crashes_no_child(fx: Faults) 
     server = fx.redis()
     raw = server.client()
     raw.config_set("lua-time-limit", 100)
-    sup = _default_supervisor(fx, server.url)
+    sup = fx.supervisor(server.url, procs=2)
     sup.wait_workers(2)
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 600, rate=100).start()
@@ -85,7 +69,7 @@ def test_a_neighbour_flushing_the_script_cache_in_a_loop_costs_no_run(fx: Faults
     raced by the next flush; enqueues, claims, steps and finishes all go through."""
     server = fx.redis()
     raw = server.client()
-    sup = _default_supervisor(fx, server.url)
+    sup = fx.supervisor(server.url, procs=2)
     sup.wait_workers(2)
     stop = threading.Event()
 

@@ -39,8 +39,9 @@ def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 1000, rate=100).start()
     recoveries = []
-    # Two outages longer than the lease (1 s), one much shorter than it.
-    for down_for in (2.0, 0.5, 2.0):
+    # One outage longer than the (default, 5 s) lease, one much shorter than it,
+    # one in between.
+    for down_for in (6.0, 0.5, 2.0):
         wait_for(lambda: busy_children(sups[0]) or busy_children(sups[1]), 20, "busy children")
         raw.close()
         fx.fault("redis-kill", seconds=down_for)
@@ -57,7 +58,7 @@ def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
     _alive(fx)
     report = fx.finish(
         raw,
-        "4. redis-server SIGKILL + restart (AOF) x3",
+        "4. redis-server SIGKILL + restart (AOF): down 6 s, 0.5 s, 2 s",
         recovery_s=max(recoveries),
         note="restart -> first run finished",
         settle_timeout=90,
@@ -72,7 +73,7 @@ def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
     write that could not reach Redis must not turn into a failed run."""
     server = fx.redis(*AOF)
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2, args=["--lease-ms", "5000"]) for _ in range(2)]
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]  # the default 5 s lease
     for sup in sups:
         sup.wait_workers(2)
     prog = fx.sample(server.url)

@@ -61,8 +61,7 @@ def test_soak_all_faults_in_rotation(fx: Faults) -> None:
                     proc.send_signal(signal.SIGKILL)
             elif kind == "stop":
                 pids = fx.group_pids(b)
-                fx.fault("stop", pids)
-                os.killpg(b.pid, signal.SIGSTOP)
+                fx.stop(pids, group=b.pid)
                 takeover = Takeover(raw, fx.prefix, live_leases(raw, fx.prefix))
                 try:
                     wait_for(takeover.done, 30, "takeover")

@@ -5,7 +5,7 @@
   continued every late write it makes is rejected by fencing.
 - A single child is stopped: its parent keeps extending the lease (SPEC §4), so
   the run waits for it until the workflow's timeout stops it; then it is retried.
-  Run with the suite's short lease and kill_grace, and with the defaults.
+  Run with a short lease and kill_grace, and with the defaults.
 - A child holds the GIL in one C call past its run's timeout (default lease and
   kill_grace): the parent keeps the lease until its SIGKILL lands, so the attempt
   runs once, and its timeout is recorded once.
@@ -24,14 +24,20 @@ import pytest
 
 from redflow_mp import create_client
 from tests.faults import ledger
-from tests.faults.harness import Faults, busy_children, running_leases, taken_over, wait_for
+from tests.faults.harness import (
+    SHORT,
+    Faults,
+    busy_children,
+    running_leases,
+    taken_over,
+    wait_for,
+)
 from tests.faults.workload import gil
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
-# The settings users run (SPEC §5): the suite's defaults are a 1 s lease and 0.5 s
-# kill_grace, where a lease cannot lapse within kill_grace; these can.
-DEFAULTS = ("--lease-ms", "5000", "--kill-grace", "5", "--reaper-interval-ms", "500")
+#: The default lease (SPEC §5; the harness starts supervisors with the defaults).
+LEASE_S = 5.0
 
 
 def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
@@ -42,22 +48,24 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
     a.wait_workers(2)
     b.wait_workers(2)
     prod = fx.producer(server.url, 1000, rate=120).start()
+    stopped_s: list[float] = []
     recoveries: list[float] = []
     windows: list[tuple[list[int], int, set[str]]] = []
     for _ in range(2):
         busy = wait_for(lambda: busy_children(a), 20, "a busy child in supervisor A")
         pids = fx.group_pids(a)
-        t_stop = fx.fault("stop", pids)
-        os.killpg(a.pid, signal.SIGSTOP)
+        t_stop = fx.stop(pids, group=a.pid)
         stranded = running_leases(raw, fx.prefix, [run_id for _, run_id in busy])
         wait_for(partial(taken_over, raw, fx.prefix, stranded), 20, "B to take A's runs over")
         recoveries.append(time.monotonic() - t_stop)
 
-        # Stay stopped for three leases in all: every lease A held is long expired.
-        def three_leases(t: float = t_stop) -> bool:
-            return time.monotonic() - t >= 3.0
+        # Stay stopped a second past the lease (and past B's takeover, which the
+        # lease and the reaper's interval bound): every lease A held has expired.
+        def past_the_lease(t: float = t_stop) -> bool:
+            return time.monotonic() - t >= LEASE_S + 1.0
 
-        wait_for(three_leases, 10, "three lease periods")
+        wait_for(past_the_lease, 10, "the lease to lapse")
+        stopped_s.append(time.monotonic() - t_stop)
         cont = ledger.mono_ns()
         fx.fault("cont", pids)
         os.killpg(a.pid, signal.SIGCONT)
@@ -66,9 +74,9 @@ def test_sigstop_whole_supervisor_longer_than_the_lease(fx: Faults) -> None:
     prod.wait(120)
     report = fx.finish(
         raw,
-        "3a. SIGSTOP whole supervisor 3 s (lease 1 s) x2",
+        f"3a. SIGSTOP whole supervisor {max(stopped_s):.0f} s (lease 5 s) x2",
         recovery_s=max(recoveries),
-        note="stop -> B holds A's runs",
+        note="stop -> B holds A's runs (lease 5 s, reaper 0.5 s)",
     )
     # Fencing: after SIGCONT, no write of A for a run it had lost was accepted. A
     # step's write is sent after its step-end; a write whose step-end came after
@@ -121,7 +129,7 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("settings", "args"), [("lease 1 s, kill_grace 0.5 s", ()), ("defaults", DEFAULTS)]
+    ("settings", "args"), [("lease 1 s, kill_grace 0.5 s", SHORT), ("defaults", ())]
 )
 def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
     fx: Faults, settings: str, args: tuple[str, ...]
@@ -143,8 +151,7 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
     key = f"{{{fx.prefix}}}:run:{run_id}"
     token = running_leases(raw, fx.prefix, [run_id]).get(run_id)
     assert token is not None
-    t_stop = fx.fault("stop", [proc.pid], run=run_id)
-    os.kill(proc.pid, signal.SIGSTOP)
+    t_stop = fx.stop([proc.pid], run=run_id)
     # As long as the stopped child lives (through the run's timeout, 3 s, and the
     # TERM-to-KILL grace after it), its parent keeps the lease alive.
     while _alive(proc):
@@ -184,7 +191,7 @@ def test_sigstop_one_child_keeps_its_lease_until_the_run_times_out(
 def test_child_holding_the_gil_past_its_timeout_with_default_settings(fx: Faults) -> None:
     server = fx.redis()
     raw = server.client()
-    sup = fx.supervisor(server.url, procs=2, args=DEFAULTS, watch_exits=True)
+    sup = fx.supervisor(server.url, procs=2, watch_exits=True)
     sup.wait_workers(2)
     prod = fx.producer(server.url, 300, rate=60).start()
     client = create_client(server.url, prefix=fx.prefix, default=False)

@@ -100,20 +100,31 @@ def _supervisor_sigkill_with_suspended_runs(fx: Faults, n: int) -> None:
     items: list[tuple[str, Any, str | None]] = []
     items += [("fx-wparent", {"n": 1, "child": "listener"}, None) for _ in range(parents)]
     items += [("fx-listener", {"k": 1}, None) for _ in range(listeners_n)]
+    t_setup = time.monotonic()
     prod = fx.producer(server.url, 0, items=items).start()
     prod.wait(60 + n / 20)
     others = n - sleepers_n
     wait_for(lambda: _suspended(raw, fx) == others, 60 + n / 20, f"{others} suspended runs", 0.1)
+    setup = time.monotonic() - t_setup
     # sleepers last, waking 5-9 s (more for more runs) after they were enqueued:
-    # after the restart
+    # after the restart. On a loaded machine (a load of 20 on 2 cores) enqueueing
+    # and suspending them took longer than 5 s: sleepers woke before the last ones
+    # suspended and the count never reached n (a timeout waiting for 1000
+    # suspended runs, in 2 of 3 runs of the selection). So their first wake-up
+    # also leaves twice the time the others took per run.
     t0 = time.time()
-    first = 5 + max(0, n - 1000) / 100
+    first = max(5 + max(0, n - 1000) / 100, 2 * setup * sleepers_n / others + 1)
     sleepers = [("fx-sleeper", {"until": t0 + first + (i % 5)}, None) for i in range(sleepers_n)]
     sprod = fx.producer(server.url, 0, items=sleepers).start()
     sprod.wait(60 + n / 20)
-    wait_for(lambda: _suspended(raw, fx) == n, 60 + n / 20, f"{n} suspended runs", 0.1)
+    wait_for(
+        lambda: _suspended(raw, fx) == n or time.time() - t0 >= first,
+        60 + n / 20,
+        f"{n} suspended runs",
+        0.1,
+    )
     t_suspended = time.time() - t0
-    assert t_suspended < first, "the sleepers woke before the kill: raise their delay"
+    assert t_suspended < first, f"the sleepers woke before the kill (setup {setup:.1f} s)"
     assert raw.zcard(f"{{{fx.prefix}}}:leases") == 0  # no process holds any of them
     with watcher.paused():
         fx.kill_group(sup)
@@ -327,10 +338,10 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     timeout."""
     server = fx.redis()
     raw = server.client()
-    # The default lease: with the harness's 1 s one a starved child (a load of
-    # 15-20 on 2 cores stalled processes for 0.4-0.5 s) could lose its run to the
-    # other supervisor, and a resume counted twice is not what this case is about.
-    fast = ("--promoter-interval-ms", "10", "--lease-ms", "5000")
+    # The default lease (a 1 s one let a starved child, at a load of 15-20 on 2
+    # cores, lose its run to the other supervisor; a resume counted twice is not
+    # what this case is about); promoters every 10 ms.
+    fast = ("--promoter-interval-ms", "10")
     sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES, args=fast) for _ in range(2)]
     for sup in sups:
         sup.wait_workers(2)
@@ -451,7 +462,7 @@ def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
 
 
 def test_redis_stall_past_the_socket_timeout_while_runs_suspend_and_wake(fx: Faults) -> None:
-    """DEBUG SLEEP 6 s (past the 5 s socket timeout and the 1 s lease) while 250
+    """DEBUG SLEEP 6 s (past the 5 s socket timeout and the 5 s lease) while 250
     runs are suspending, consuming their first event and waking: a wait script
     in flight loses its reply and is resent (suspend_run, consume_event and
     wake_timers are resend-safe), the leases of the runs in flight expire and
