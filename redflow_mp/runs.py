@@ -118,14 +118,19 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
     """A run of a definition this process has: its queue, attempts, concurrency,
     timeout and priority (the run's options win)."""
     timeout = options.timeout if options.timeout is not None else wf.timeout
-    return EnqueueTarget(
-        wf.name,
-        wf.queue if options.queue_override is None else options.queue_override,
-        wf.retries.max_attempts,
-        wf.max_concurrency,
-        timeout_to_ms(timeout) if timeout is not None else None,
-        wf.priority if options.priority is None else options.priority,
-        wf,
+    # tuple.__new__: the NamedTuple's own __new__ is a Python function (a frame
+    # more, about 1,000 CPU instructions an enqueue)
+    return tuple.__new__(
+        EnqueueTarget,
+        (
+            wf.name,
+            wf.queue if options.queue_override is None else options.queue_override,
+            wf.retries.max_attempts,
+            wf.max_concurrency,
+            timeout_to_ms(timeout) if timeout is not None else None,
+            wf.priority if options.priority is None else options.priority,
+            wf,
+        ),
     )
 
 
