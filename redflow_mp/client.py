@@ -32,7 +32,14 @@ from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
 from .handle import RunHandle
 from .ids import new_token
 from .keys import Keys
-from .options import RunOptions, cannot_be_run_id, check_name, check_reason, check_run_id
+from .options import (
+    NO_OPTIONS,
+    RunOptions,
+    cannot_be_run_id,
+    check_name,
+    check_reason,
+    check_run_id,
+)
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
     DEFAULT_MAX_EVENT_BYTES_PER_RUN,
@@ -92,6 +99,16 @@ class Client(Runs):
         parent_run_id: str | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.run`` calls)."""
+        if (
+            run_at is None
+            and queue_override is None
+            and idempotency_key is None
+            and idempotency_ttl is None
+            and timeout is None
+            and priority is None
+            and not parent_run_id
+        ):  # what RunOptions.of() answers, without its call: the common run
+            return RunHandle(self, self.enqueue(workflow, input, NO_OPTIONS))
         options = RunOptions.of(
             run_at=run_at,
             queue_override=queue_override,

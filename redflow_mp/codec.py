@@ -50,6 +50,7 @@ __all__ = [
     "decode_json",
     "decode_wait",
     "encode_json",
+    "encode_json_unchecked",
     "encode_wait",
     "non_finite_path",
     "text",
@@ -233,6 +234,10 @@ class WorkflowMeta(msgspec.Struct, kw_only=True):
 
 
 _json_encoder = msgspec.json.Encoder()
+#: msgspec's encoding of a user payload, without :func:`encode_json`'s checks: a
+#: fast path's first step (``runs.encode_input``), which defers to the checked
+#: functions whenever the result needs a closer look.
+encode_json_unchecked = _json_encoder.encode
 _json_decoder = msgspec.json.Decoder()
 _error_encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(ErrorInfo)

@@ -25,6 +25,10 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _RANDOM_LIMIT = 1 << _RANDOM_BITS
 _PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 10 bits -> 2 digits
+# A random byte -> a random digit (its low 5 bits; 256 is a multiple of 32, so
+# each digit is uniform): as written (_ALPHABET), and as int(..., 32) reads it.
+_TO_DIGITS = bytes(_ALPHABET.encode()[b & 31] for b in range(256))
+_TO_INT_DIGITS = bytes(b"0123456789abcdefghijklmnopqrstuv"[b & 31] for b in range(256))
 
 
 class _Monotonic:
@@ -35,17 +39,21 @@ class _Monotonic:
     tenth of a one-by-one enqueue's client work; benchmarks.enqueue_instr); a
     client enqueuing one by one makes several ids per ms."""
 
-    __slots__ = ("digits", "last_ms", "last_rand", "lock")
+    __slots__ = ("digits", "last_ms", "last_rand", "lock", "ms_head", "ms_high")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.last_ms = -1
         self.last_rand = 0
         self.digits = ""
+        self.ms_high = -1  # ms >> 10 of ms_head
+        self.ms_head = ""  # the first 8 digits of an id of that ms >> 10
 
     def next_id(self) -> str:
-        with self.lock:
-            ms = int(time.time() * 1000)
+        # acquire/release rather than ``with``: about 1,100 CPU instructions fewer
+        self.lock.acquire()
+        try:
+            ms = time.time_ns() // 1_000_000
             if ms <= self.last_ms:
                 ms = self.last_ms
                 rand = self.last_rand + 1
@@ -58,10 +66,23 @@ class _Monotonic:
                     ms += 1
                     rand = _random()
             else:
-                rand = _random()
+                # A new ms (each call, for a caller slower than one a ms): the random
+                # part drawn as its 16 digits (os.urandom's bytes mapped to digits in
+                # C), and the time's first 8 digits kept for 1,024 ms: about 3,000 CPU
+                # instructions fewer than _digits (benchmarks.enqueue_instr).
+                raw = os.urandom(_RANDOM_BITS // 5)
+                if ms >> 10 != self.ms_high:
+                    self.ms_high, self.ms_head = ms >> 10, _digits(ms, 0)[:8]
+                self.last_ms, self.last_rand = ms, int(raw.translate(_TO_INT_DIGITS), 32)
+                self.digits = digits = "".join(
+                    (self.ms_head, _PAIRS[ms & 1023], raw.translate(_TO_DIGITS).decode())
+                )
+                return digits
             self.last_ms, self.last_rand = ms, rand
             self.digits = digits = _digits(ms, rand)
             return digits
+        finally:
+            self.lock.release()
 
 
 def _random() -> int:

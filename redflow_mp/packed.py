@@ -40,13 +40,15 @@ class PlainEnqueues:
 
     The argument order is ``enqueue_run``'s (``ScriptSet.enqueue_call`` without
     its optional tail): head (``EVALSHA sha 1`` or ``FCALL name 1``), the run's
-    key, tag, run id, workflow, queue, input, max attempts, max concurrency.
+    key, tag, run id, workflow, queue, input, max attempts, max concurrency. A
+    format is found by the workflow's shape (name, queue, attempts, concurrency,
+    head, tag) and fills in the key's and the id's digits and the input.
     """
 
     __slots__ = ("_formats",)
 
     def __init__(self) -> None:
-        self._formats: dict[tuple[Any, ...], bytes] = {}
+        self._formats: dict[tuple[Any, ...], tuple[bytes, int]] = {}
 
     def pack(
         self,
@@ -56,25 +58,30 @@ class PlainEnqueues:
         queue: str,
         max_attempts: int,
         max_concurrency: int | None,
-        key: str,
         run_id: str,
         input_json: bytes,
     ) -> bytes:
-        shape = (head, tag, workflow, queue, max_attempts, max_concurrency)
-        fmt = self._formats.get(shape)
-        if fmt is None:
-            fmt = self._format(shape)
-        k = key.encode()
+        """The call of run ``run_id`` (its key, ``<tag>:run:<id>``, is written by the
+        format: no key string is made per call)."""
+        shape = (workflow, queue, max_attempts, max_concurrency, head, tag)
+        got = self._formats.get(shape)
+        if got is None:
+            got = self._format(shape)
+        fmt, key_base = got
         i = run_id.encode()
-        return fmt % (len(k), k, len(i), i, len(input_json), input_json)
+        n = len(i)
+        return fmt % (key_base + n, i, n, i, len(input_json), input_json)
 
-    def _format(self, shape: tuple[Any, ...]) -> bytes:
-        head, tag, workflow, queue, max_attempts, max_concurrency = shape
+    def _format(self, shape: tuple[Any, ...]) -> tuple[bytes, int]:
+        workflow, queue, max_attempts, max_concurrency, head, tag = shape
+        key_head = f"{tag}:run:".encode()
         fmt = b"".join(
             (
                 b"*11\r\n",
                 _items((*head, 1)),
-                _BULK,  # key
+                b"$%d\r\n",  # key: <tag>:run:<id>
+                key_head.replace(b"%", b"%%"),
+                b"%b\r\n",
                 _items((tag,)),
                 _BULK,  # run id
                 _items((workflow, queue)),
@@ -84,5 +91,5 @@ class PlainEnqueues:
         )
         if len(self._formats) >= MAX_FORMATS:
             self._formats.clear()
-        self._formats[shape] = fmt
-        return fmt
+        self._formats[shape] = got = (fmt, len(key_head))
+        return got

@@ -455,14 +455,16 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         run_id = new_run_id() + self.id_suffix
         f = self._functions
         head = ("EVALSHA", self._shas["enqueue_run"]) if f is None else ("FCALL", f["enqueue_run"])
-        key = self.keys.run(run_id)
         wf, queue, attempts, limit = target[:4]
-        packed = packer.pack(head, self._tag, wf, queue, attempts, limit, key, run_id, data)
+        packed = packer.pack(head, self._tag, wf, queue, attempts, limit, run_id, data)
+        # The reply's id is this one: a plain run has no idempotency key, and a
+        # resend finds the run by this id (the reply is not decoded).
         try:
             try:
-                return text(self._t.call_packed(packed, retry=False)[0])
+                self._t.call_packed(packed, retry=False)
             except NETWORK_ERRORS:
-                return text(self._t.call_packed(packed, retry=True)[0])
+                self._t.call_packed(packed, retry=True)
+            return run_id
         except ResponseError as exc:
             call = self.enqueue_call(
                 run_id,

@@ -459,7 +459,12 @@ class Transport:
             return with_redirects(self.router, lambda: send(packed, retry), lambda: None)
         if self._sentinel:
             self._recheck_master()
-        return self._send_packed(packed, retry)
+        try:  # _send_packed, one call fewer on the plain enqueue's path
+            return self._wire().request_packed(packed)
+        except _NETWORK_ERRORS:
+            if not retry:
+                raise
+        return self._wire().request_packed(packed)
 
     def _send_packed(self, packed: bytes, retry: bool) -> Any:
         try:

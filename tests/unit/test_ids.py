@@ -55,6 +55,35 @@ def test_the_next_id_of_one_ms_rewrites_its_last_pair_and_carries() -> None:
             assert got == ids._digits(far, rand)
 
 
+def test_the_first_id_of_a_ms_is_the_value_it_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id of a new ms is written from os.urandom's bytes as digits (ids.py), its
+    time's first 8 digits kept per 1,024 ms: its digits are those of the ms and
+    random part kept for the next id of the same ms, across 1,024-ms boundaries."""
+    import types
+
+    from redflow_mp import ids
+
+    clock = [0]
+    monkeypatch.setattr(ids, "time", types.SimpleNamespace(time_ns=lambda: clock[0] * 1_000_000))
+    state = ids._Monotonic()
+    seen = set()
+    for ms in (
+        1_764_979_199_999,
+        1_764_979_200_000,
+        1_764_979_201_023,
+        1_764_979_201_024,
+        2**48 - 1,
+    ):
+        clock[0] = ms
+        got = state.next_id()
+        assert state.last_ms == ms and got == ids._digits(ms, state.last_rand)
+        assert 0 <= state.last_rand < 2**80 and _ULID.match(got)
+        seen.add(state.last_rand)
+        nxt = state.next_id()  # the same ms: random part + 1, from the kept value
+        assert nxt == ids._digits(ms, state.last_rand) and nxt > got
+    assert len(seen) == 5
+
+
 def test_run_ids_sort_by_time() -> None:
     assert new_run_id(1_000) < new_run_id(2_000) < new_run_id(10**12)
 

@@ -44,14 +44,14 @@ def test_the_packed_call_is_what_hiredis_packs(
     packer = PlainEnqueues()
     for run_id in ("01JF8Z3K8Q9X0ABCDEF0123456", "01JF8Z3K8Q9X0ABCDEF0123457~2"):
         key = f"{tag}:run:{run_id}"
-        got = packer.pack(head, tag, wf, q, attempts, limit, key, run_id, data)
+        got = packer.pack(head, tag, wf, q, attempts, limit, run_id, data)
         assert got == whole(head, tag, wf, q, attempts, limit, key, run_id, data)
 
 
 def test_the_format_cache_is_bounded() -> None:
     packer = PlainEnqueues()
     for i in range(MAX_FORMATS + 10):
-        packer.pack(("EVALSHA", SHA), "{ci}", f"wf{i}", "q", 1, None, "{ci}:run:x", "x", b"{}")
+        packer.pack(("EVALSHA", SHA), "{ci}", f"wf{i}", "q", 1, None, "x", b"{}")
     assert len(packer._formats) <= MAX_FORMATS
-    got = packer.pack(("EVALSHA", SHA), "{ci}", "wf0", "q", 1, None, "{ci}:run:y", "y", b"1")
+    got = packer.pack(("EVALSHA", SHA), "{ci}", "wf0", "q", 1, None, "y", b"1")
     assert got == whole(("EVALSHA", SHA), "{ci}", "wf0", "q", 1, None, "{ci}:run:y", "y", b"1")
