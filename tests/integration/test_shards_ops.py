@@ -125,9 +125,11 @@ def test_stats_add_up_over_shards(sharded: Client) -> None:
 
 def test_promoter_and_retention_cover_every_shard(sharded: Client) -> None:
     now = sharded.server_time_ms()
-    late = [put(s, workflow_in(sharded, s.index), run_at_ms=now + 300) for s in sharded.shards]
+    # 2 s ahead: under load three enqueues took longer than a shorter delay
+    late = [put(s, workflow_in(sharded, s.index), run_at_ms=now + 2_000) for s in sharded.shards]
     assert count_status(sharded, "scheduled") == N
-    time.sleep(0.4)
+    while sharded.server_time_ms() < now + 2_050:
+        time.sleep(0.05)
     PromoterDuty(sharded, 100).tick(time.monotonic())
     assert count_status(sharded, "queued") == N
     for run_id in late:

@@ -159,10 +159,14 @@ def test_every_path_that_fills_a_ready_set_lists_its_queue(
         assert status == "queued"
         assert q in _listed(raw, client)
     # promote: a scheduled run comes due
-    enq("w-d", queue="d", run_at_ms=client.server_time_ms() + 20)
+    # (a minute ahead, made due by hand: a run_at 20 ms ahead could be past by the
+    # time the enqueue ran under load, and the run went to the ready set at once)
+    later = client.server_time_ms() + 60_000
+    due = enq("w-d", queue="d", run_at_ms=later)
     unlist("d")
-    while s.promote(100)[0] == 0:
-        pass
+    raw.zadd(k.q_scheduled("d"), {due: later - 120_000})
+    raw.zadd(k.due_queues, {"d": later - 120_000})
+    assert s.promote(100)[0] == 1
     assert "d" in _listed(raw, client)
     # release of a parked run by the finish that frees its slot, in the same call
     # as a claim from many queues: that claim takes the released run

@@ -230,12 +230,16 @@ def test_the_promoter_goes_on_past_a_queue_whose_ready_set_is_of_the_wrong_type(
     call failed on it again: no delayed run of any queue was promoted any more."""
     k = client.keys
     now = client.server_time_ms()
-    stuck = enq(queue="bad", run_at_ms=now + 50)
-    fine = enq(queue="good", run_at_ms=now + 100)
+    # Scheduled a minute ahead, then made due by hand (a run_at 50 ms ahead was
+    # already past when the enqueue ran under load: the run went to the ready
+    # set, and the test failed 5 in 5 at a load of 19).
+    stuck = enq(queue="bad", run_at_ms=now + 60_000)
+    fine = enq(queue="good", run_at_ms=now + 60_000)
+    assert status_of(raw, client, stuck) == status_of(raw, client, fine) == "scheduled"
+    raw.zadd(k.q_scheduled("bad"), {stuck: now - 2})
+    raw.zadd(k.q_scheduled("good"), {fine: now - 1})
+    raw.zadd(k.due_queues, {"bad": now - 2, "good": now - 1})
     raw.set(k.q_ready("bad"), _JUNK)
-    deadline = now + 150
-    while client.server_time_ms() < deadline:
-        pass
     promoted, _, _ = client.scripts.promote(100)
     assert promoted == 1
     assert status_of(raw, client, fine) == "queued"
