@@ -222,8 +222,14 @@ def test_the_cron_duty_comes_back_at_once_while_more_entries_are_due(
     leader = LeaderDuty(client, 10_000)
     leader.tick(0.0)
     duty = CronDuty(client, leader)
-    assert duty.tick(100.0) == 100.0 and duty.fired == 100  # more due: again at once
-    assert 100.0 < duty.tick(100.0) <= 101.0 and duty.fired == 150
+    # A tick stops at 100 entries, or sooner at its time budget (0.1 s: a loaded
+    # machine, Valkey), with more due: the duty is due again at once each time.
+    assert duty.tick(100.0) == 100.0 and 0 < duty.fired <= 100
+    again = [duty.tick(100.0) for _ in range(200) if duty.fired < 150]
+    assert duty.fired == 150
+    assert all(t == 100.0 for t in again[:-1])
+    last = again[-1] if again[-1] > 100.0 else duty.tick(100.0)  # the budget may end the
+    assert 100.0 < last <= 101.0 and duty.fired == 150  # last fire with "more" still set
     assert raw.zcount(client.keys.cron_next, "-inf", now_ms) == 0
 
 
