@@ -507,18 +507,23 @@ local STEPS_INLINE_BYTES = 1048576
 -- mark it running. Returns a reply table for a claimed run, or nil when the
 -- id was skipped (stale, canceled, corrupted or parked).
 
--- The fields of a run that a claim reads (take, retake).
+-- The fields of a run that a claim reads (take, retake). f[16], stepBytes, is
+-- read by claim_steps only for a run that started before (a first claim has no
+-- steps): each field an HMGET asks for walks the run's listpack, a missing one
+-- all of it.
 local TAKE_FIELDS = { 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
   'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-  'startedAt', 'queue', 'availableAt', 'rateSlot', 'stepBytes' }
+  'startedAt', 'queue', 'availableAt', 'rateSlot' }
 
 -- The step records a claim's reply carries (see take): steps, unread; or
 -- false when the steps key is not a hash (the run is failed as corrupted).
+-- Sets f[16], the run's stepBytes, when it started before (claim_reply reads it).
 local function claim_steps(tag, id, f, now)
   local steps = {}
   local unread = ''
-  local size = finite(f[16])  -- stepBytes
   if f[12] and f[12] ~= '' then
+    f[16] = redis.call('HGET', k_run(tag, id), 'stepBytes')
+    local size = finite(f[16])
     local n = redis.pcall('HLEN', k_steps(tag, id))
     local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
     if few then steps = redis.pcall('HGETALL', k_steps(tag, id)) end
@@ -621,11 +626,15 @@ local function take(tag, id, q, score, token, lease_ms, now)
       if f[15] and f[15] ~= '' then rate_unreserve(tag, wf, id, f[15]) end
       return nil
     end
-    local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
-    if bad then give_back(tag, id, q, score, slot, bad, e) end
-    if deferred then
-      redis.call('SREM', running, id)
-      return nil
+    -- The rate gate, for a workflow with a rate limit or a run with a reservation
+    -- (rate_deferred answers false for neither, after three calls of helpers).
+    if (m[2] and m[2] ~= '') or (f[15] and f[15] ~= '') then
+      local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
+      if bad then give_back(tag, id, q, score, slot, bad, e) end
+      if deferred then
+        redis.call('SREM', running, id)
+        return nil
+      end
     end
   end
   -- A run that never started has no steps: skip the read. Read before the run
