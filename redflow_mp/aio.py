@@ -97,6 +97,7 @@ from .runs import (
 )
 from .scripts import cancel_reply, resume_plan
 from .shards import check_shards
+from .transport import refused
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
@@ -151,7 +152,14 @@ class AsyncClient:
     async def _verify_shards(self) -> None:
         """The recorded shard count check (``shardmeta.acheck_recorded``), once."""
         if not self._shards_verified:
-            await shardmeta.acheck_recorded(self)
+            try:
+                await shardmeta.acheck_recorded(self)
+            except redis.exceptions.ResponseError as exc:  # BUSY: the RedisBusyError scripts raise
+                where = self.transport.describe()
+                mapped = refused(exc, "the first call (reading the shard count)", where)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             self._shards_verified = True
 
     def __repr__(self) -> str:
