@@ -74,7 +74,6 @@ from .results import (
     RESULT_RECHECK_S,
     STATE_FIELDS,
     WAIT_TROUBLE,
-    message_output,
     outcome,
     passes,
     result_timeout,
@@ -544,10 +543,7 @@ class AsyncClient:
                     channel.ready.result()  # raises if the subscription failed
                 state = terminal_state(run_id, await t.call(*read))
                 if state is None and await wait_for_future(channel.message, until):
-                    done, output = message_output(run_id, channel.message.result())
-                    if done:
-                        await self._confirm_result(shard)
-                        return output
+                    # a wake-up only: the outcome is the run's record (results.py)
                     state = terminal_state(run_id, await t.call(*read))
                 if state is not None:
                     await self._confirm_result(shard)
