@@ -74,7 +74,6 @@ from .results import (
     RESULT_RECHECK_S,
     STATE_FIELDS,
     WAIT_TROUBLE,
-    message_output,
     outcome,
     passes,
     result_timeout,
@@ -97,6 +96,7 @@ from .runs import (
 )
 from .scripts import cancel_reply, resume_plan
 from .shards import check_shards
+from .transport import refused
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
@@ -151,7 +151,14 @@ class AsyncClient:
     async def _verify_shards(self) -> None:
         """The recorded shard count check (``shardmeta.acheck_recorded``), once."""
         if not self._shards_verified:
-            await shardmeta.acheck_recorded(self)
+            try:
+                await shardmeta.acheck_recorded(self)
+            except redis.exceptions.ResponseError as exc:  # BUSY: the RedisBusyError scripts raise
+                where = self.transport.describe()
+                mapped = refused(exc, "the first call (reading the shard count)", where)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             self._shards_verified = True
 
     def __repr__(self) -> str:
@@ -536,10 +543,7 @@ class AsyncClient:
                     channel.ready.result()  # raises if the subscription failed
                 state = terminal_state(run_id, await t.call(*read))
                 if state is None and await wait_for_future(channel.message, until):
-                    done, output = message_output(run_id, channel.message.result())
-                    if done:
-                        await self._confirm_result(shard)
-                        return output
+                    # a wake-up only: the outcome is the run's record (results.py)
                     state = terminal_state(run_id, await t.call(*read))
                 if state is not None:
                     await self._confirm_result(shard)

@@ -25,7 +25,7 @@ from .connection import (
     out_of_patience,
     redirect,
 )
-from .listing import Batch, QueryPlan
+from .listing import Batch, QueryPlan, named_read_error
 
 __all__ = [
     "ClosingPool",
@@ -315,7 +315,13 @@ async def drive_query(client: redis.asyncio.Redis, plan: QueryPlan[_T]) -> _T:
         while True:
             if len(batch) == 1:
                 name, args = batch[0]
-                replies = [await getattr(client, name)(*args)]
+                try:
+                    replies = [await getattr(client, name)(*args)]
+                except rexc.ResponseError as exc:
+                    named = named_read_error(exc, name, args)
+                    if named is None:
+                        raise
+                    raise named from exc
             else:  # reads only: resent whole after a cluster redirect
                 replies = await awith_redirects(
                     getattr(client, "router", None),

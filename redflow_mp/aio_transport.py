@@ -74,6 +74,7 @@ from .transport import (
     mask_url,
     parse_server_version,
     retry_backoff,
+    version_refused,
 )
 
 __all__ = ["MAX_CONNECTIONS", "AsyncTransport", "Channel", "consume_exception", "wait_for_future"]
@@ -405,7 +406,11 @@ class AsyncTransport:
 
     async def server_version(self) -> tuple[int, ...]:
         if self._version is None:
-            version = parse_server_version(await self.redis.info("server"))
+            try:
+                info = await self.redis.info("server")
+            except rexc.ResponseError as exc:
+                raise version_refused(exc, self.describe()) from exc
+            version = parse_server_version(info)
             self._version = check_server_version(version, self.describe())
         return self._version
 

@@ -110,7 +110,7 @@ Keys redflow-mp adds::
                                         checked on when a reserved run comes back
     meta                          HASH  ``keyspace``: the keyspace version (written by migration)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
-                                  ("succeeded\n<outputJson>" when the output is < 64 KiB)
+                                  (a wake-up: waiters read the run)
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time

@@ -45,6 +45,7 @@ __all__ = [
     "QueryPlan",
     "check_after",
     "cursor_of",
+    "named_read_error",
     "page_of",
     "run_states",
     "select_run_ids",
@@ -55,6 +56,21 @@ T = TypeVar("T")
 #: redis-py calls sent together: (method name, positional arguments).
 Batch = list[tuple[str, tuple[Any, ...]]]
 QueryPlan = Generator[Batch, list[Any], T]
+
+
+def named_read_error(exc: Exception, name: str, args: tuple[Any, ...]) -> Exception | None:
+    """For a read sent alone that Redis refused with ``WRONGTYPE``: the same error
+    (same class) naming the command and its key, which the server's reply does
+    not (a pipeline's error names them already); None for any other error."""
+    text = str(exc)
+    if not text.startswith("WRONGTYPE") or not args or not isinstance(args[0], str | bytes):
+        return None
+    key = args[0].decode("utf-8", "replace") if isinstance(args[0], bytes) else args[0]
+    return type(exc)(
+        f"{text} ({name.upper()} {key}: a key of another type under the prefix, "
+        "written by hand or by another program)"
+    )
+
 
 _SCAN_LIMIT = 10_000
 #: A large walk that found too little after this many chunks switches to reading

@@ -79,7 +79,13 @@ def drive(client: redis.Redis, plan: QueryPlan[T]) -> T:
         while True:
             if len(batch) == 1:
                 name, args = batch[0]
-                replies = [getattr(client, name)(*args)]
+                try:
+                    replies = [getattr(client, name)(*args)]
+                except redis.ResponseError as exc:
+                    named = listing.named_read_error(exc, name, args)
+                    if named is None:
+                        raise
+                    raise named from exc
             else:
                 # Reads only: resending the whole batch after a cluster redirect
                 # (ASK/TRYAGAIN/CLUSTERDOWN during a reshard, MOVED) is safe.

@@ -5,8 +5,10 @@ process after a fork), a pub/sub one and one that reads runs, and turns a
 finished run into its output or its error (``RunFailedError``,
 ``RunCanceledError``). No polling loop: the waiter
 subscribes first and reads the run second, so a run that finished before the
-subscription is seen by the read and a later finish by the message; a
-succeeded run's output usually rides on the message itself. Without a message
+subscription is seen by the read and a later finish by the message, after which
+the run is read again: the outcome is always the run's record, never the
+message's text (a user of the server allowed the channel but not the keys could
+publish a made-up success). Without a message
 the run is read again every ``RESULT_RECHECK_S`` (a lost publish costs that long,
 not for ever). A wait with a timeout returns at its deadline even while Redis
 does not answer (see :class:`ResultWaiter`).
@@ -46,7 +48,6 @@ __all__ = [
     "STATE_FIELDS",
     "WAIT_TROUBLE",
     "ResultWaiter",
-    "message_output",
     "outcome",
     "passes",
     "result_timeout",
@@ -86,7 +87,6 @@ def _until(limit: float, ready: Callable[[float], bool]) -> bool:
 
 #: The run fields a waiter reads (``HMGET run:<id> ...``) to learn how a run ended.
 STATE_FIELDS = ("status", "outputJson", "errorJson", "cancelReason")
-_SUCCEEDED = b"succeeded\n"
 #: What a waiter catches to ask :func:`passes` whether it rides it out.
 WAIT_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
@@ -152,14 +152,13 @@ class ResultWaiter:
                 # the read, a later one by the message. No polling.
                 pubsub = self._subscribed(channel, deadline, limit)
                 state = self._terminal_state(run_id, limit)
-                if state is None:
-                    message = _wait_message(pubsub, channel, deadline, self._check_open)
-                    if message is not None:
-                        done, output = message_output(run_id, message)
-                        if done:
-                            self._confirm()
-                            return output
-                        state = self._terminal_state(run_id, limit)
+                # The message only wakes the wait: anyone allowed to publish on
+                # the channel can send one, so the outcome is the run's own.
+                if (
+                    state is None
+                    and _wait_message(pubsub, channel, deadline, self._check_open) is not None
+                ):
+                    state = self._terminal_state(run_id, limit)
                 if state is not None:
                     self._confirm()
                     return outcome(run_id, state)
@@ -400,14 +399,6 @@ def terminal_state(run_id: str, fields: list[bytes | None]) -> list[bytes | None
     if status in _TERMINAL:
         return list(fields)
     return None
-
-
-def message_output(run_id: str, data: bytes) -> tuple[bool, Any]:
-    """A ``run-done`` message: (True, the output) when it carries a succeeded run's
-    output, else (False, None): the run ended; read it to learn how."""
-    if data.startswith(_SUCCEEDED):
-        return True, _decode_output(run_id, data[len(_SUCCEEDED) :])
-    return False, None
 
 
 def result_timeout(run_id: str, timeout: float | None) -> ResultTimeoutError:

@@ -528,7 +528,11 @@ class Transport:
         connection: the one the scripts use next, so that a process whose first
         command is a script call (a supervisor child's claim) opens one connection."""
         if self._version is None:
-            version = parse_server_version(self.call("INFO", "server"))
+            try:
+                info = self.call("INFO", "server")
+            except ResponseError as exc:
+                raise version_refused(exc, self.describe()) from exc
+            version = parse_server_version(info)
             self._version = check_server_version(version, self.describe())
         return self._version
 
@@ -588,6 +592,14 @@ def is_read_only(exc: ResponseError) -> bool:
         return True
     text = str(exc)
     return any(text.startswith(code) or f"-{code} " in text for code in _WRITES_REFUSED)
+
+
+def version_refused(exc: ResponseError, where: str) -> Exception:
+    """The error for the ``INFO server`` a client sends before its first script
+    call, refused: ``BUSY`` (another program's script) is the
+    :class:`RedisBusyError` the script call would have met, not a raw reply."""
+    mapped = refused(exc, "the first call (reading the server's version)", where)
+    return exc if mapped is None else mapped
 
 
 def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:

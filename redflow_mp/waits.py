@@ -54,6 +54,7 @@ from .ids import new_token
 from .keys import step_workflow_key
 from .options import MAX_RUN_AT, RunOptions, check_name
 from .registry import Workflow
+from .step_calls import MAX_STEP_TIMEOUT
 
 __all__ = [
     "PendingWait",
@@ -136,8 +137,11 @@ def merge_waits(waits: Sequence[PendingWait]) -> RunWait:
 def check_sleep_seconds(seconds: object) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"sleep seconds must be a number, not {type(seconds).__name__}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"sleep seconds must be a finite number >= 0, not {seconds!r}")
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_STEP_TIMEOUT:
+        raise ValueError(
+            f"sleep seconds must be a finite number >= 0 and at most {MAX_STEP_TIMEOUT:g} "
+            f"(about 31 years; sleep_until takes a later time), not {seconds!r}"
+        )
     return float(seconds)
 
 
@@ -164,8 +168,11 @@ def _check_wait_timeout(timeout: object) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError("wait timeout must be a number of seconds or None")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"wait timeout must be a finite number of seconds > 0, not {timeout!r}")
+    if not math.isfinite(timeout) or not 0 < timeout <= MAX_STEP_TIMEOUT:
+        raise ValueError(
+            f"wait timeout must be a finite number of seconds > 0 and at most "
+            f"{MAX_STEP_TIMEOUT:g} (about 31 years; None waits for ever), not {timeout!r}"
+        )
     return float(timeout)
 
 

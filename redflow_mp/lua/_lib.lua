@@ -440,13 +440,11 @@ local function write_final_attempt(tag, id)
   redis.call('HDEL', run, 'finalAttempt')
 end
 
--- The message is the terminal status; for `succeeded` with an output under
--- 64 KiB it is "succeeded\n<outputJson>", so a waiting client needs no read.
-local function publish_done(tag, id, status, output)
+-- The message is the terminal status, a wake-up for the waiting clients: they
+-- read the run (anyone allowed the channel may publish on it; the output it
+-- used to carry was taken as the run's result).
+local function publish_done(tag, id, status)
   local message = status
-  if status == 'succeeded' and output and output ~= '' and string.len(output) < 65536 then
-    message = status .. '\n' .. output
-  end
   -- pcall: a user without the prefix's channels (an ACL change while workers
   -- run) loses the notification, not the finish written before it (a waiter
   -- reads the run again every RESULT_RECHECK_S).
@@ -569,6 +567,8 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   else
     publish_done(tag, id, status, nil)
   end
+  expire_idempotency(tag, id, f[4], f[6], f[7], f[8], now)
+  publish_done(tag, id, status)
   return status
 end
 

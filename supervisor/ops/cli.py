@@ -150,6 +150,20 @@ def _positive(value: str) -> float:
     return out
 
 
+#: The shortest ``runs watch --interval``: each look is a few commands, and a
+#: shorter one (``1e-9``, a typo) looped on the server with no pause.
+MIN_WATCH_INTERVAL = 0.05
+
+
+def _watch_interval(value: str) -> float:
+    out = _positive(value)
+    if out < MIN_WATCH_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_WATCH_INTERVAL:g} seconds: {value!r}"
+        )
+    return out
+
+
 def _count(value: str) -> int:
     try:
         out = int(value)
@@ -234,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive, help="give up after S seconds (exit 3)")
     p.add_argument(
         "--interval",
-        type=_positive,
+        type=_watch_interval,
         default=0.5,
-        help="seconds between looks at the steps (default 0.5)",
+        help="seconds between looks at the steps (default 0.5, at least 0.05)",
     )
     p.set_defaults(func=cmd_runs_watch)
 

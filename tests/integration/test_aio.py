@@ -224,7 +224,7 @@ def test_many_tasks_share_one_client_and_one_run(
 def test_a_large_output_is_read_after_the_message(
     client: Client, registry: Registry, workers: WorkerPool, in_loop: Callable[..., Any]
 ) -> None:
-    """Outputs over 64 KiB do not ride on the message: the waiter reads the run."""
+    """An output over 64 KiB is read from the run after the message, as any output is."""
     f = _flows(registry)
     workers.start(queues=["aq"])
     big = {"blob": "x" * 100_000}

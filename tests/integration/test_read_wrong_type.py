@@ -1,0 +1,62 @@
+"""A read of the client API (``list_runs``, ``get_run``...) meeting a key of
+another type under the prefix (a neighbour's key, a hand edit) raised the
+server's bare ``WRONGTYPE Operation against a key holding the wrong kind of
+value``: for a read sent alone (``list_runs`` walks ``runs:created`` by itself)
+nothing said which key, and ``redflow runs list`` printed the same line. The
+error (still a ``ResponseError``) now names the command and the key."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Registry, define_workflow
+from redflow_mp.aio import create_async_client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _flow(registry: Registry) -> Any:
+    @define_workflow("wt-read", registry=registry)
+    def flow(ctx: Any) -> int:
+        return 1
+
+    return flow
+
+
+def test_a_read_meeting_a_key_of_another_type_names_the_key(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    _flow(registry).run(None)
+    key = client.keys.runs_created
+    raw.delete(key)
+    raw.set(key, "a neighbour's value")
+    with pytest.raises(redis.ResponseError) as caught:
+        client.list_runs()
+    assert "WRONGTYPE" in str(caught.value)
+    assert key in str(caught.value), str(caught.value)
+
+
+def test_an_async_read_meeting_a_key_of_another_type_names_the_key(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    _flow(registry).run(None)
+    key = client.keys.runs_created
+    raw.delete(key)
+    raw.set(key, "a neighbour's value")
+
+    async def main() -> str:
+        ac = create_async_client(redis_url, prefix=prefix, registry=registry)
+        try:
+            with pytest.raises(redis.ResponseError) as caught:
+                await ac.list_runs()
+            return str(caught.value)
+        finally:
+            await ac.aclose()
+
+    message = asyncio.run(main())
+    assert "WRONGTYPE" in message
+    assert key in message, message
