@@ -6,6 +6,7 @@ SPEC §2's "every method has a clear error for bad arguments"."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, InputValidationError, Registry, RunHandle, define_workflow
+from redflow_mp.aio import create_async_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,4 +83,26 @@ def test_idempotency_keys_that_are_not_an_iterable_get_an_error_naming_them(
     with pytest.raises(TypeError) as exc:
         job.run_many([{"n": 1}], idempotency_keys=keys)
     assert "idempotency_keys must be" in str(exc.value), str(exc.value)
+    assert raw.zcard(client.keys.runs_created) == 0
+
+
+@pytest.mark.parametrize("inputs", [None, 5])
+def test_the_async_twins_name_inputs_that_are_not_an_iterable(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str, prefix: str, inputs: Any
+) -> None:
+    job = _job(registry)
+
+    async def main() -> tuple[str, str]:
+        aclient = create_async_client(redis_url, prefix, registry=registry, default=False)
+        try:
+            with pytest.raises(TypeError) as by_workflow:
+                await job.arun_many(inputs, client=aclient)
+            with pytest.raises(TypeError) as by_name:
+                await aclient.run_many_by_name("contract-batch", inputs)
+            return str(by_workflow.value), str(by_name.value)
+        finally:
+            await aclient.aclose()
+
+    for message in asyncio.run(main()):
+        assert "inputs must be" in message, message
     assert raw.zcard(client.keys.runs_created) == 0
