@@ -6,6 +6,8 @@ Importing this package starts nothing and opens no sockets. The public API
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 # First: imports redis-py without the OpenTelemetry modules it would pull in.
 from . import redispy as _redispy  # noqa: F401  # isort: skip
 from .client import Client, create_client, get_default_client
@@ -52,7 +54,21 @@ from .handle import RunHandle
 from .registry import Registry, Workflow, get_default_registry
 from .retry import Retries
 from .wait_scripts import EventLimitError
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+def __getattr__(name: str) -> Any:
+    """``Worker`` is imported on first use, not with the package: ``python -m
+    redflow_mp.worker`` (not a command; it says which ones are) then runs without
+    runpy's RuntimeWarning about a module already imported by its package."""
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

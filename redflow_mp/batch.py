@@ -24,7 +24,7 @@ functions, as they share ``enqueue_call``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import NETWORK_ERRORS, InputValidationError
@@ -73,8 +73,11 @@ def encode_batch(
 ) -> tuple[list[bytes], list[str] | None]:
     """Every item's stored input and idempotency key, checked before anything is
     written; the first bad item raises (its index in the message)."""
-    if isinstance(inputs, str | bytes | dict):
-        raise TypeError("inputs must be a list (or other iterable) of inputs, one per run")
+    if isinstance(inputs, str | bytes | Mapping) or not isinstance(inputs, Iterable):
+        raise TypeError(
+            "inputs must be a list (or other iterable) of inputs, one per run, "
+            f"not {type(inputs).__name__}"
+        )
     datas: list[bytes] = []
     for index, value in enumerate(inputs):
         try:
@@ -83,8 +86,11 @@ def encode_batch(
             raise _item_error(index, exc) from None
     if idempotency_keys is None:
         return datas, None
-    if isinstance(idempotency_keys, str | bytes):
-        raise TypeError("idempotency_keys must be a list of keys (or None), one per input")
+    if isinstance(idempotency_keys, str | bytes) or not isinstance(idempotency_keys, Iterable):
+        raise TypeError(
+            "idempotency_keys must be a list of keys (or None), one per input, "
+            f"not {type(idempotency_keys).__name__}"
+        )
     keys = [_check_key(key, i) for i, key in enumerate(idempotency_keys)]
     if len(keys) != len(datas):
         raise ValueError(
