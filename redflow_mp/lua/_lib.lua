@@ -562,12 +562,6 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
     local t = redis.call('HMGET', run, 'idempotencyTtlMs', 'createdAt')
     expire_idempotency(tag, id, f[4], f[5], t[1], t[2], now)
   end
-  if field == 'outputJson' then
-    publish_done(tag, id, status, payload)
-  else
-    publish_done(tag, id, status, nil)
-  end
-  expire_idempotency(tag, id, f[4], f[6], f[7], f[8], now)
   publish_done(tag, id, status)
   return status
 end
