@@ -110,9 +110,7 @@ _UNKNOWN = object()
 _PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 _ENVIRON: Any = getattr(os.environ, "_data", os.environ)
 _PROVIDER_KEY: Any = (
-    os.environ.encodekey(_PROVIDER_VARIABLE)
-    if _ENVIRON is not os.environ
-    else _PROVIDER_VARIABLE
+    os.environ.encodekey(_PROVIDER_VARIABLE) if _ENVIRON is not os.environ else _PROVIDER_VARIABLE
 )
 
 
