@@ -7,8 +7,9 @@ Pure data and reply parsing; ``scripts.py`` re-exports both names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import msgspec
 
 __all__ = ["Claimed", "Finish", "claimed_from_reply"]
 
@@ -29,9 +30,12 @@ class Finish(NamedTuple):
     delay_ms: int = 0
 
 
-@dataclass(slots=True)
-class Claimed:
-    """A run handed to a worker by ``claim_run``."""
+class Claimed(msgspec.Struct, gc=False):
+    """A run handed to a worker by ``claim_run``.
+
+    A msgspec Struct: its ``__init__`` is C code (a slots dataclass's is Python, 17
+    assignments a claim); ``gc=False``, as it holds no reference back to itself
+    (``steps`` holds names and bytes), so the collector never scans it."""
 
     id: str
     workflow: str
@@ -77,8 +81,7 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     available = rest[0] if rest else b""
     unread = rest[1] if len(rest) > 1 else b""
     unread_bytes = rest[2] if len(rest) > 2 else b""
-    # Positional, in the field order: keywords cost a slots dataclass's
-    # __init__ about 1.3 us more per claim (17 fields).
+    # Positional, in the field order (the Struct's keywords are matched by name).
     return Claimed(
         rid.decode("utf-8", "replace"),  # id
         wf.decode("utf-8", "replace"),  # workflow

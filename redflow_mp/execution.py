@@ -104,11 +104,14 @@ class Execution:
         lease_ms: int,
         logger: RunLoggerAdapter,
         metrics: Metrics | None = None,
+        pid: int | None = None,
     ) -> None:
         self.runs = runs
         self.workflow = claimed.workflow
         self.metrics = metrics
-        self.pid = os.getpid()  # a process the handler forks must not write for the run
+        # A process the handler forks must not write for the run. ``pid``: this
+        # process's, read by the caller already (os.getpid is a system call).
+        self.pid = os.getpid() if pid is None else pid
         self.run_id = claimed.id
         self.token = claimed.token
         self.attempt = claimed.attempt

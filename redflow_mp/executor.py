@@ -241,7 +241,8 @@ class Executor:
         outcome: Outcome,
         logger: RunLoggerAdapter,
     ) -> Outcome:
-        ex = Execution(self.runs, claimed, self.lease_ms, logger, self.metrics)
+        me = os.getpid()  # the worker's process (read once: a system call)
+        ex = Execution(self.runs, claimed, self.lease_ms, logger, self.metrics, me)
         ctx: Context[Any]
         if wf.is_async:
             # AsyncContext narrows ``step`` to AsyncStep; its constructor is Context's.
@@ -256,7 +257,7 @@ class Executor:
             # A worker paused (SIGSTOP, starved) between its claim and here may have
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
-            result = self._handler(wf, ctx, claimed.id)
+            result = self._handler(wf, ctx, claimed.id, me)
         except RunCanceledError as exc:
             if exc.run_id in ("", claimed.id):
                 outcome.mode = OutcomeMode.CANCELED
@@ -290,12 +291,12 @@ class Executor:
         _log_failure(logger, claimed, outcome)
         return outcome
 
-    def _handler(self, wf: Workflow[Any, Any], ctx: Any, run_id: str) -> Any:
-        """Call the handler (awaiting a coroutine). A process the handler forked
-        that comes back here (its branch raised or returned before its
-        ``os._exit``) exits at once: it would otherwise write the run's outcome
-        with the run's lease, then go on serving as a second, unsupervised worker."""
-        me = os.getpid()
+    def _handler(self, wf: Workflow[Any, Any], ctx: Any, run_id: str, me: int) -> Any:
+        """Call the handler (awaiting a coroutine) in process ``me`` (its pid). A
+        process the handler forked that comes back here (its branch raised or
+        returned before its ``os._exit``) exits at once: it would otherwise write
+        the run's outcome with the run's lease, then go on serving as a second,
+        unsupervised worker."""
         try:
             # The handler matches ctx by construction (is_async picks the context class).
             result = wf.handler(ctx)

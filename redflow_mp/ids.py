@@ -6,15 +6,19 @@ log lines sort sensibly and two hosts never collide. Within one process ids are
 monotonic (the ULID "monotonic" variant): an id made in the same millisecond as
 the previous one takes the previous random part plus one. ``runs:created``
 orders ties by member, so without this, runs enqueued in one millisecond would
-be listed in random order instead of newest first. Lease tokens are random;
-they only need to be unguessable and unique per claim.
+be listed in random order instead of newest first. Lease tokens only need to be
+unique per claim (they fence a lease; whoever could use one can read it in
+Redis): 64 random bits drawn once per process, then a counter (32 bits; past
+it, new random bits), with no ``os.urandom`` system call per claim.
 
-Fork safety: the monotonic state is reset in a forked child (``os.register_at_fork``),
-so parent and child never continue the same sequence and collide.
+Fork safety: the monotonic state and the token prefix are reset in a forked child
+(``os.register_at_fork``), so parent and child never continue the same sequence
+and collide.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -92,9 +96,25 @@ def _random() -> int:
 _state = _Monotonic()
 
 
+class _Tokens:
+    """A process's token prefix (64 random bits, hex) and the counter after it."""
+
+    __slots__ = ("count", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.count = itertools.count()  # next() is atomic under the GIL: no lock
+
+
+_TOKEN_LIMIT = 1 << 32  # counter values after one prefix (8 hex digits)
+_tokens = _Tokens()
+_tokens_lock = threading.Lock()
+
+
 def _reset_after_fork() -> None:
-    global _state
+    global _state, _tokens
     _state = _Monotonic()
+    _tokens = _Tokens()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -137,5 +157,21 @@ def _digits(ms: int, rand: int) -> str:
 
 
 def new_token() -> str:
-    """A new random lease token."""
-    return os.urandom(12).hex()
+    """A new lease token, unique across processes and hosts: 24 hex digits, 16 of
+    random bits drawn once per process (and again every 2**32 tokens), 8 of a
+    counter."""
+    tokens = _tokens
+    n = next(tokens.count)
+    if n >= _TOKEN_LIMIT:
+        _new_prefix(tokens)
+        return new_token()
+    return f"{tokens.prefix}{n:08x}"
+
+
+def _new_prefix(spent: _Tokens) -> None:
+    """The counter after ``spent``'s prefix ran out: draw another (once, whichever
+    thread comes first)."""
+    global _tokens
+    with _tokens_lock:
+        if _tokens is spent:
+            _tokens = _Tokens()

@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -100,12 +101,37 @@ def _otel() -> _Otel:
     return _otel_state
 
 
+_UNKNOWN = object()
+
+# What get_tracer_provider() looks for while no provider is set, looked up in the
+# dictionary behind os.environ (kept current by os.environ's own writes) under its
+# encoded key: a dictionary lookup, where ``in os.environ`` is four Python calls
+# and a KeyError. Elsewhere than CPython's _Environ: os.environ itself.
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
+_ENVIRON: Any = getattr(os.environ, "_data", os.environ)
+_PROVIDER_KEY: Any = (
+    os.environ.encodekey(_PROVIDER_VARIABLE) if _ENVIRON is not os.environ else _PROVIDER_VARIABLE
+)
+
+
 def _tracing() -> tuple[_Otel, Any] | None:
     """This library's tracer (with the helpers), or None while no tracer provider is
     set: ``opentelemetry.trace`` not imported (by the application or a library), or
-    the API's default proxy, which records nothing (then no span, no read)."""
+    the API's default proxy, which records nothing (then no span, no read).
+
+    Asked at every execution and step, so that a provider set at any time (also
+    after this process's first run) is used from the next one on. While none is
+    set, ``get_tracer_provider()`` looks for ``OTEL_PYTHON_TRACER_PROVIDER`` in
+    ``os.environ`` each time (a ``KeyError`` raised and caught: about 5 % of a
+    no-op run's Python in a supervisor child); the API module's global it returns
+    is read here first, and the API is asked only when a provider is set, when the
+    variable names one (the API loads it then), or when the global is gone (an API
+    version that keeps it elsewhere)."""
     api = sys.modules.get(_TRACE)
     if api is None:
+        return None
+    provider = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and _PROVIDER_KEY not in _ENVIRON:
         return None
     provider = api.get_tracer_provider()
     if isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider):

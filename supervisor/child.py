@@ -269,8 +269,7 @@ class _Hooks:
             self.flush_metrics()
         flush_logs()
         self.report_dropped()
-        self.check_descriptors()
-        reopen_std_fds()
+        self.check_descriptors()  # and the standard ones (reopen_std_fds)
         self.restore_cwd()
         if _pthread_sigmask(signal.SIG_BLOCK, ()) != self.sigmask:
             self.restore_sigmask()
@@ -312,14 +311,22 @@ class _Hooks:
         failed in it, run after run. Out of them, the child finishes what it
         holds (its connections are open) and leaves, to be replaced; still out
         of them a second later (the finish needed a connection it cannot open),
-        it leaves at once and the parent puts its run back, charged a crash."""
+        it leaves at once and the parent puts its run back, charged a crash.
+
+        Also opens ``/dev/null`` on a standard descriptor a handler closed
+        (:func:`reopen_std_fds`), here with no system call of its own after a run:
+        ``dup`` returns the lowest free number, so a copy of 0 numbered above 2
+        says 0, 1 and 2 are all open (two calls a run, where a ``poll`` of them
+        made three)."""
         now = time.monotonic()
         if now < self._next_fd_check:
+            reopen_std_fds()
             return
         self._next_fd_check = now + 1.0
         try:
-            os.close(os.dup(0))
+            spare = os.dup(0)
         except OSError as exc:
+            reopen_std_fds()  # 0 is closed (EBADF), or none is free (EMFILE)
             if exc.errno != errno.EMFILE:
                 return
             if self.out_of_fds:
@@ -331,6 +338,10 @@ class _Hooks:
                 "leaks them?); it stops after its current run and is replaced",
                 resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             )
+            return
+        os.close(spare)
+        if spare <= 2:  # 1 or 2 was free
+            reopen_std_fds()
 
     def restore_sigmask(self) -> None:
         """Unblock the signals a handler left blocked in this thread
@@ -415,7 +426,8 @@ def reopen_std_fds() -> None:
     next descriptor opened (a later run's file, a Redis connection made again)
     took the number otherwise, and the child's log lines, and whatever code
     printed, went into it. One ``poll`` call when nothing is closed (a closed
-    descriptor answers POLLNVAL; three ``fstat`` calls cost 2 us a claim)."""
+    descriptor answers POLLNVAL; three ``fstat`` calls cost 2 us a claim); after
+    a run, :meth:`_Hooks.check_descriptors` calls it only when one is closed."""
     closed = [fd for fd, ev in _std_poll().poll(0) if ev & select.POLLNVAL]
     for fd in closed:  # lowest first: each open returns fd itself
         null = os.open(os.devnull, os.O_RDWR)

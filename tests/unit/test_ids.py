@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 
@@ -115,6 +116,43 @@ def test_tokens_are_random_and_distinct() -> None:
     tokens = {new_token() for _ in range(1_000)}
     assert len(tokens) == 1_000
     assert all(re.fullmatch(r"[0-9a-f]{24}", t) for t in tokens)
+
+
+def test_tokens_of_two_processes_and_of_threads_never_collide() -> None:
+    """A token is a per-process random prefix and a counter (no os.urandom a
+    claim): a forked child draws its own prefix (the fork hook), threads never share a count,
+    and a spent counter draws a new prefix instead of wrapping around."""
+    from redflow_mp import ids
+
+    mine = {new_token() for _ in range(100)}
+    parent = ids._tokens
+    ids._reset_after_fork()  # what os.fork runs in the child (register_at_fork)
+    try:
+        child = {new_token() for _ in range(100)}
+    finally:
+        ids._tokens = parent
+    assert len(child) == 100 and not child & mine
+    assert len({t[:16] for t in child}) == 1 and {t[:16] for t in child} != {t[:16] for t in mine}
+
+    out: list[list[str]] = [[] for _ in range(4)]
+
+    def make(chunk: list[str]) -> None:
+        chunk.extend(new_token() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(out[i],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [t for chunk in out for t in chunk]
+    assert len(set(flat)) == len(flat) == 20_000
+
+    spent = ids._tokens
+    spent.count = itertools.count(ids._TOKEN_LIMIT - 1)
+    last, after = new_token(), new_token()
+    assert last == spent.prefix + "ffffffff"
+    assert ids._tokens is not spent and after == ids._tokens.prefix + "00000000"
+    assert ids._tokens.prefix != spent.prefix
 
 
 def test_monotonic_state_is_reset_in_a_forked_child() -> None:

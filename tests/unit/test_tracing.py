@@ -59,3 +59,37 @@ def test_shutdown_without_a_provider_does_nothing() -> None:
     reset_globals()
     tracing.shutdown()  # the API's proxy has neither force_flush nor shutdown
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def test_a_provider_set_after_the_first_look_is_used_from_the_next_one_on() -> None:
+    """The executor asks for the tracer at every execution (``_tracing``), reading
+    the API's global before asking the API (whose ``os.environ`` lookup cost 5 % of
+    a no-op run): a provider set at any time, or taken away, is seen at once."""
+    reset_globals()
+    assert tracing._tracing() is None
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    active = tracing._tracing()
+    assert active is not None and active[0].provider is provider
+    reset_globals()
+    assert tracing._tracing() is None
+    other = TracerProvider()
+    trace.set_tracer_provider(other)
+    active = tracing._tracing()
+    assert active is not None and active[0].provider is other
+
+
+def test_a_provider_named_by_the_environment_is_loaded_as_the_api_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``OTEL_PYTHON_TRACER_PROVIDER`` set, even after a first look found no
+    provider: the API loads the one it names (the SDK's entry point), and runs
+    are traced by it."""
+    reset_globals()
+    assert tracing._tracing() is None
+    monkeypatch.setenv("OTEL_PYTHON_TRACER_PROVIDER", "sdk_tracer_provider")
+    active = tracing._tracing()
+    assert active is not None and isinstance(active[0].provider, TracerProvider)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER")
+    reset_globals()
+    assert tracing._tracing() is None
