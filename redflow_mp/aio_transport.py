@@ -465,22 +465,30 @@ class AsyncTransport:
         if closing is None:
             if self._closed:
                 return
-            if self._loop is not None and asyncio.get_running_loop() is not self._loop:
-                self.enter()  # raises the other-loop error
-            self._closed = True
-            error = closed_error("async client", self.describe())
-            for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
-                if resp is not None:
-                    resp.close(error)
-            self._cmd = self._sub = None
-            closing = self._closing = asyncio.get_running_loop().create_task(self._close_pools())
-            closing.add_done_callback(consume_exception)
+            closing = self.begin_close()
         elif closing.done():  # closed before: nothing to wait for (any loop)
             return
         elif asyncio.get_running_loop() is not self._loop:
             self.enter()  # raises: closed (its closing runs in its own loop)
         await wait_for_future(closing, None)
         closing.result()
+
+    def begin_close(self) -> asyncio.Task[None]:
+        """:meth:`aclose` without the wait: close the connections now, and start
+        the task that closes the pools (the one already started, if any)."""
+        if self._closing is not None:
+            return self._closing
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            self.enter()  # raises the other-loop error
+        self._closed = True
+        error = closed_error("async client", self.describe())
+        for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
+            if resp is not None:
+                resp.close(error)
+        self._cmd = self._sub = None
+        closing = self._closing = asyncio.get_running_loop().create_task(self._close_pools())
+        closing.add_done_callback(consume_exception)
+        return closing
 
     async def _close_pools(self) -> None:
         """:meth:`aclose`'s task: the redis.asyncio pool and the Sentinels' connections."""
