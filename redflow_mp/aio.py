@@ -187,7 +187,9 @@ class AsyncClient:
         return self.shard_set.of_run(check_run_id(run_id))
 
     async def aclose(self) -> None:
-        """Close the connections; the client can no longer be used (safe to repeat)."""
+        """Close the connections; the client can no longer be used (safe to repeat).
+        Cancelled while it waits, the closing goes on (a later call waits for it)."""
+        self.transport.begin_close()  # begun before any wait, as the shards' own
         await self.shard_set.aclose()
         await self.transport.aclose()
         if default_async_starter() is self:

@@ -107,6 +107,9 @@ class AsyncShardSet:
         return self.shards[shard_index_of_run(run_id, self.count)]
 
     async def aclose(self) -> None:
-        own, self._own = self._own, []
-        for t in own:
+        # every closing begun before the first wait: a caller cancelled while it
+        # waits leaves none of them unstarted (each goes on in its own task)
+        for t in self._own:
+            t.begin_close()
+        for t in self._own:
             await t.aclose()

@@ -145,6 +145,7 @@ class AsyncTransport:
         self._cmd: Resp | None = None
         self._sub: Subscriber | None = None
         self._opening: dict[str, asyncio.Task[Resp]] = {}
+        self._closing: asyncio.Task[None] | None = None  # aclose()'s, once started
 
     def sibling(self, route_key: str) -> AsyncTransport:
         """A transport to the same server or cluster routed by ``route_key`` (another
@@ -459,9 +460,29 @@ class AsyncTransport:
         """Close every connection (safe to call more than once); pending calls and
         waiters fail (a query in flight on the redis.asyncio pool too: its cut
         connection does not open again), and any later use raises
-        :class:`RedflowError`."""
-        if self._closed:
+        :class:`RedflowError`.
+
+        The closing of the redis.asyncio pool and the Sentinels' connections runs
+        in a task of its own: a caller cancelled meanwhile (an ``asyncio.wait_for``
+        around it, a shutdown cancelling the closing task) only stops waiting, and
+        a later ``aclose()`` waits for that closing to end."""
+        closing = self._closing
+        if closing is None:
+            if self._closed:
+                return
+            closing = self.begin_close()
+        elif closing.done():  # closed before: nothing to wait for (any loop)
             return
+        elif asyncio.get_running_loop() is not self._loop:
+            self.enter()  # raises: closed (its closing runs in its own loop)
+        await wait_for_future(closing, None)
+        closing.result()
+
+    def begin_close(self) -> asyncio.Task[None]:
+        """:meth:`aclose` without the wait: close the connections now, and start
+        the task that closes the pools (the one already started, if any)."""
+        if self._closing is not None:
+            return self._closing
         if self._loop is not None and asyncio.get_running_loop() is not self._loop:
             self.enter()  # raises the other-loop error
         self._closed = True
@@ -470,6 +491,12 @@ class AsyncTransport:
             if resp is not None:
                 resp.close(error)
         self._cmd = self._sub = None
+        closing = self._closing = asyncio.get_running_loop().create_task(self._close_pools())
+        closing.add_done_callback(consume_exception)
+        return closing
+
+    async def _close_pools(self) -> None:
+        """:meth:`aclose`'s task: the redis.asyncio pool and the Sentinels' connections."""
         # The pool is ours (built in __init__), so it goes too, for good: a query
         # in flight does not reopen a connection that outlives the client.
         pool = self._redis.connection_pool

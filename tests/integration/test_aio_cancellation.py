@@ -206,3 +206,75 @@ def test_an_arun_cancelled_after_its_request_left_is_retried_safely_with_its_key
         assert state is not None and state.input == {"n": 1}
 
     in_loop(body)
+
+
+def test_an_aclose_cancelled_midway_still_closes_every_connection(
+    in_loop: Callable[..., Any], raw: redis.Redis
+) -> None:
+    """``aclose()`` cancelled while it waits for its connections to close (an
+    ``asyncio.wait_for`` around it, a shutdown cancelling the task that closes):
+    the closing goes on, and a second ``aclose()`` returns once it is done. Before,
+    the pool's connections stayed open for the life of the client, and the second
+    call returned at once (the client was marked closed)."""
+
+    async def body(ac: AsyncClient) -> None:
+        others = len(raw.client_list())  # before the client opens any
+        await asyncio.gather(*(ac.get_run("01ARZ3NDEKTSV4RRFFQ69G5FAV") for _ in range(20)))
+        await ac.transport.call("PING")
+        opened = len(raw.client_list()) - others
+        assert opened > 2, opened  # the command connection and the pool's
+        closing = asyncio.ensure_future(ac.aclose())
+        await _steps()
+        assert not closing.done()  # it waits for the pool's connections to close
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await ac.aclose()  # again: it returns when the first one's closing is done
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0  # the server sees the sockets close
+        while (left := len(raw.client_list()) - others) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert left == 0, f"{left} of the client's {opened} connections open after aclose()"
+
+    in_loop(body)
+
+
+def test_an_aclose_cancelled_midway_closes_every_shard_s_connections_too(
+    redis_cluster: Any, registry: Registry
+) -> None:
+    """The same on a cluster with shards on several masters: the shards' own
+    connections close too, those whose closing had not begun when the caller was
+    cancelled included."""
+    nodes = [n.client() for n in redis_cluster.nodes]
+
+    def count() -> int:
+        return sum(len(r.client_list()) for r in nodes)
+
+    async def main() -> tuple[int, int]:
+        others = count()  # the nodes' clients' own connections
+        ac = create_async_client(
+            redis_cluster.url, prefix="aclose-shards", registry=registry, default=False, shards=6
+        )
+        for shard in ac.shard_set.shards:  # each shard's transport and pool connect
+            await ac.get_run(shard.run_id("01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+        opened = count() - others
+        closing = asyncio.ensure_future(ac.aclose())
+        await _steps()
+        assert not closing.done()  # it waits for connections to close
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0  # no second aclose(): the closing goes on
+        while (left := count() - others) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await ac.aclose()
+        return opened, left
+
+    try:
+        opened, left = asyncio.run(main())
+    finally:
+        for r in nodes:
+            r.close()
+    assert opened > 3, opened  # several shards' transports
+    assert left == 0, f"{left} of the client's {opened} connections open after aclose()"
