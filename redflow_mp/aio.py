@@ -617,8 +617,9 @@ def create_async_client(
     shards: int = 1,
     verify_shards: bool = True,
 ) -> AsyncClient:
-    """Create an async client for ``url`` (default ``redis://localhost:6379/0``) and
-    ``prefix``; a plain function: nothing connects until the first call.
+    """Create an async client for ``url`` (without one: ``$REDFLOW_URL``, then
+    ``$REDIS_URL``, else ``redis://localhost:6379/0``, as the CLI) and ``prefix``;
+    a plain function: nothing connects until the first call.
 
     The URL forms are the sync client's (``rediss://`` for TLS, ``user:password@``,
     ``unix://``). Passing ``redis=`` (a ``redis.asyncio.Redis``) reuses its

@@ -108,7 +108,7 @@ class AsyncTransport:
         self._wait = wait_command(self.durability, self.wait_ms)
         self._master: Any = None
         self._recheck_at = 0.0
-        self.url = url if client is None else None
+        self.url = check_url(url) if client is None else None
         self.router: Router | None = None
         self._sentinel: Any = None
         self._service: str | None = None

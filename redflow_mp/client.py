@@ -410,7 +410,8 @@ def create_client(
     shards: int = 1,
     verify_shards: bool = True,
 ) -> Client:
-    """Create a client for ``url`` (default ``redis://localhost:6379/0``) and ``prefix``.
+    """Create a client for ``url`` and ``prefix``; without ``url``: ``$REDFLOW_URL``,
+    then ``$REDIS_URL``, else ``redis://localhost:6379/0`` (as the CLI).
 
     ``rediss://`` URLs use TLS; ``redis://user:password@host`` authenticates
     (ACL users included). Passing ``redis=`` reuses that client's connection

@@ -61,6 +61,13 @@ _TERMINAL = (b"succeeded", b"failed", b"canceled")
 #: TCP keepalive notices only after hours) must not leave it waiting for ever.
 RESULT_RECHECK_S = 15.0
 
+#: The longest a waiting thread's pub/sub read lasts before it looks whether its
+#: client was closed (a close cuts the socket and wakes it at once; this bounds
+#: the rare case redis-py misses: its read binds the socket before polling it,
+#: and a descriptor closed and reused by a new socket between the two is watched
+#: instead, for the whole read).
+CLOSED_CHECK_S = 1.0
+
 #: The longest single wait of a call that waits until a deadline: ``poll()`` takes
 #: int milliseconds (24.8 days at most) and ``Event.wait`` a ``time_t``, so a
 #: ``result(timeout=30 days)`` waits in slices instead of overflowing.
@@ -185,7 +192,7 @@ class ResultWaiter:
                 raise _Overdue
         else:
             pubsub.subscribe(channel)
-        _confirm(pubsub, channel, deadline)
+        _confirm(pubsub, channel, deadline, self._check_open)
         return pubsub
 
     def _terminal_state(self, run_id: str, limit: float | None) -> list[bytes | None] | None:
@@ -329,14 +336,18 @@ class _Helper:
         return True
 
 
-def _confirm(pubsub: Any, channel: bytes, deadline: float | None) -> None:
+def _confirm(
+    pubsub: Any, channel: bytes, deadline: float | None, check_open: Callable[[], None]
+) -> None:
     """Wait for the server's confirmation of the subscription (so no publish is
     missed), at most until ``deadline`` or RESULT_RECHECK_S (then the caller reads
-    the run)."""
+    the run); ``check_open`` raises once the client is closed (CLOSED_CHECK_S)."""
     recheck = time.monotonic() + RESULT_RECHECK_S
     deadline = recheck if deadline is None else min(deadline, recheck)
     while True:
-        msg = pubsub.get_message(timeout=max(0.05, deadline - time.monotonic()))
+        wait = min(CLOSED_CHECK_S, max(0.05, deadline - time.monotonic()))
+        msg = pubsub.get_message(timeout=wait)
+        check_open()
         if msg is None:
             if time.monotonic() >= deadline:
                 return
@@ -359,7 +370,7 @@ def _wait_message(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        msg = pubsub.get_message(timeout=remaining)
+        msg = pubsub.get_message(timeout=min(remaining, CLOSED_CHECK_S))
         check_open()
         if msg is not None and msg["type"] == "message" and msg["channel"] == channel:
             data = msg["data"]

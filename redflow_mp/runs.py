@@ -357,10 +357,17 @@ class Runs:
         return self.transport.redis
 
     def close(self) -> None:
-        """Close this process's connections; any later use raises ``RedflowError``."""
+        """Close this process's connections; any later use raises ``RedflowError``.
+
+        The transports first: their gates refuse to open a connection again
+        (``closing.py``) before any waiter's connection is cut. Cut first, a
+        ``result()`` wait in another thread reconnected: its new socket took a
+        descriptor number just freed, while another waiter's poll was about to
+        watch that number (redis-py reads it before polling), and that wait slept
+        its whole 15 s recheck period instead of raising the closed error."""
+        self.transport.close()
         self.shard_set.close()
         self.waiter.close()
-        self.transport.close()
 
     # ------------------------------------------------------------- payloads
 

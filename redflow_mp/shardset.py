@@ -148,15 +148,17 @@ class ShardSet:
         return self.shards[shard_index_of_run(run_id, self.count)]
 
     def close(self) -> None:
-        """Close the waiters of shards > 0 and the transports they own (shard 0's are
-        the client's, closed by it)."""
+        """Close the transports of shards > 0 and then their waiters (shard 0's are
+        the client's, closed by it): a cut connection of a waiter must find its
+        transport's gate closed (see ``Runs.close``)."""
+        with self.lock:
+            own, self._own = self._own, []
+        for t in own:
+            t.close()
         with self.lock:
             for shard in self.shards[1:]:
                 if shard._waiter is not None:
                     shard._waiter.close()
-            own, self._own = self._own, []
-        for t in own:
-            t.close()
 
     def describe(self) -> list[Any]:
         return [(s.index, s.keys.tag) for s in self.shards]

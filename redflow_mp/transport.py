@@ -150,10 +150,18 @@ Wire = _Wire
 """A thread's request/reply connection (see :meth:`Transport.ahead`)."""
 
 
+def default_url() -> str:
+    """The URL a client given none connects to: ``$REDFLOW_URL``, then ``$REDIS_URL``,
+    else ``redis://localhost:6379/0`` (the order the CLI and the supervisor use)."""
+    return (
+        os.environ.get("REDFLOW_URL") or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    )
+
+
 def check_url(url: object) -> str:
-    """``url`` (default ``redis://localhost:6379/0``) if its scheme is one we connect to."""
+    """``url`` (default :func:`default_url`) if its scheme is one we connect to."""
     if url is None:
-        url = "redis://localhost:6379/0"
+        url = default_url()
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
     if "://" not in url:  # not echoed: it may be the password itself, or hold it
@@ -334,11 +342,11 @@ class Transport:
     ) -> None:
         self.durability, self.wait_ms = check_durability(durability, durability_wait_ms)
         self._wait = wait_command(self.durability, self.wait_ms)
-        self.url = url if client is None else None
+        self.url = check_url(url) if client is None else None
         self.target = (
             None
-            if client is not None
-            else parse_target(check_url(url), cluster=cluster, sentinel_master=sentinel_master)
+            if self.url is None
+            else parse_target(self.url, cluster=cluster, sentinel_master=sentinel_master)
         )
         self._gate = Gate(self.describe)
         self._redis, self.router = _own_client(url, client, self.target, route_key, self._gate)

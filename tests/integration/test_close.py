@@ -8,6 +8,8 @@ pushed or unpaused to end a call: a call that ends must end because of the close
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -174,3 +176,41 @@ def test_close_wakes_result_waits_on_every_shard_and_leaves_no_connection_open(
         assert isinstance(outcome, RedflowError) and "is closed" in str(outcome), outcome
         assert call.ended_at - closed_at < SOCKET_TIMEOUT
     wait_until(lambda: len(raw.client_list()) == others, timeout=10)
+
+
+def test_close_ends_a_result_wait_whose_socket_wake_up_was_missed(
+    redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
+) -> None:
+    """redis-py reads a connection's socket before it polls it, so a close racing
+    that read can shut a socket the poll does not watch: the descriptor number was
+    closed and taken by a new socket in between (a CI run under load: one of three
+    shards' waits ended 15.02 s after close(), the recheck period, not at once). The
+    same miss made by hand: while the wait polls, its descriptor number is given to
+    one end of a socket pair (dup2), so the close shuts that end and the poll,
+    still on the old socket, hears nothing. The wait still ends within
+    CLOSED_CHECK_S of the close, not at its 15 s recheck."""
+
+    @define_workflow("close-missed", queue="nobody", registry=registry)
+    def waited(ctx: Context[Any]) -> None:
+        return None
+
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    handle = waited.run(None, client=c)
+    call = _InFlight(handle.result)
+    channel = c.keys.run_done(handle.id)
+    wait_until(lambda: raw.pubsub_numsub(channel)[0][1] == 1, timeout=10)
+    (pubsub,) = [p for p in c.waiter._opened if hasattr(p, "channels")]
+    sock = pubsub.connection._sock
+    time.sleep(0.3)  # the waiting thread is in its poll
+    decoy, other = socket.socketpair()
+    os.dup2(decoy.fileno(), sock.fileno())  # the poll's socket keeps waiting, unseen
+    try:
+        closed_at = time.monotonic()
+        c.close()
+        outcome = call.join()
+        took = call.ended_at - closed_at
+    finally:
+        decoy.close()
+        other.close()
+    assert isinstance(outcome, RedflowError) and "is closed" in str(outcome), outcome
+    assert took < SOCKET_TIMEOUT, f"the wait ended {took:.2f} s after close()"
