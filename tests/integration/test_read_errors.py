@@ -215,3 +215,27 @@ def test_every_async_read_meeting_busy_raises_redis_busy_error(
         assert isinstance(err, RedisBusyError), (name, err)
         assert isinstance(err, TRANSIENT_ERRORS), (name, err)
         assert isinstance(err, redis.ResponseError), (name, err)
+
+
+def test_the_gauges_during_a_neighbours_long_script_keep_the_loop_going(
+    server: RedisServer, registry: Registry
+) -> None:
+    """The supervisor's metrics read (``gauges``, in the arbiter's loop) meeting
+    BUSY gives the gauges it has (children alive) and raises nothing; the next
+    scrape after the script reads them all again."""
+    from redflow_supervisor.duties.status import gauges
+
+    flow = _flow(registry, "rerr-gauges")
+    client = create_client(server.url, prefix="rerr-gauges", registry=registry, default=False)
+    try:
+        client.sync_registry(registry, app="rerr")
+        flow.run(None, client=client)
+        before = gauges(client, registry, 2, ["default"])
+        assert len(before) > 1, before
+        spinner = _spin_in_background(server)
+        during = gauges(client, registry, 2, ["default"])
+        spinner.join(30)
+        assert during == [("redflow_children_alive", (), 2.0)], during
+        assert gauges(client, registry, 2, ["default"]) == before
+    finally:
+        client.close()
