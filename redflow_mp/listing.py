@@ -30,15 +30,16 @@ Plans are sans-I/O generators, as in :mod:`redflow_mp.queries`.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
-from collections.abc import Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, ParamSpec, TypeVar
 
 from redis.exceptions import ResponseError
 
 from . import codec
 from .codec import RunState, text
-from .errors import RedisBusyError, WrongTypeError
+from .errors import RedflowError, RedisBusyError, WrongTypeError
 from .keys import Keys
 from .options import cannot_be_run_id
 from .transport import is_busy
@@ -49,6 +50,7 @@ __all__ = [
     "QueryPlan",
     "check_after",
     "cursor_of",
+    "mapped_reads",
     "page_of",
     "read_error",
     "run_states",
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: redis-py calls sent together: (method name, positional arguments).
 Batch = list[tuple[str, tuple[Any, ...]]]
@@ -92,6 +95,24 @@ def read_error(exc: ResponseError, batch: Batch) -> Exception | None:
     return WrongTypeError(
         f"{text} (a key of another type under the prefix, written by hand or by another program)"
     )
+
+
+def mapped_reads(fn: Callable[P, T]) -> Callable[P, T]:
+    """For a function of reads sent straight to redis-py (``admin``'s): a refusal
+    is the library's error, as :func:`read_error` makes it (a lone command's key
+    is not named: the function does not say which it sent)."""
+
+    @functools.wraps(fn)
+    def reading(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ResponseError as exc:
+            mapped = None if isinstance(exc, RedflowError) else read_error(exc, [])
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    return reading
 
 
 _SCAN_LIMIT = 10_000

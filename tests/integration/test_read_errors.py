@@ -239,3 +239,34 @@ def test_the_gauges_during_a_neighbours_long_script_keep_the_loop_going(
         assert gauges(client, registry, 2, ["default"]) == before
     finally:
         client.close()
+
+
+def test_the_admin_reads_raise_the_librarys_errors(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """``redflow_mp.admin``'s reads (``redflow queues``, ``redflow workflows``,
+    the dashboard's queues and workflows pages) meeting a key of another type."""
+    from redflow_mp import admin
+
+    _flow(registry, "rerr-admin").run(None)
+    client.sync_registry(registry, app="rerr")
+    k = client.keys
+    for key in (k.queues, k.cron_def, k.runs_status("queued")):
+        raw.delete(key)
+        raw.set(key, "a neighbour's value")
+    reads: dict[str, Callable[[], Any]] = {
+        "queue_stats": lambda: admin.queue_stats(client),
+        "queue_names": lambda: admin.queue_names(client),
+        "iter_queue_stats": lambda: list(admin.iter_queue_stats(client)),
+        "cron_entries": lambda: admin.cron_entries(client),
+        "workflow_stats": lambda: admin.workflow_stats(client),
+    }
+    outcome: dict[str, BaseException | None] = {}
+    for name, read in reads.items():
+        try:
+            read()
+            outcome[name] = None
+        except Exception as exc:
+            outcome[name] = exc
+    wrong = {n: c for n, c in _classes(outcome).items() if c != "WrongTypeError"}
+    assert wrong == {}, outcome
