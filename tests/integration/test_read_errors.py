@@ -270,3 +270,34 @@ def test_the_admin_reads_raise_the_librarys_errors(
             outcome[name] = exc
     wrong = {n: c for n, c in _classes(outcome).items() if c != "WrongTypeError"}
     assert wrong == {}, outcome
+
+
+def test_an_idle_workers_wait_during_a_neighbours_long_script_is_ridden_out(
+    server: RedisServer, registry: Registry
+) -> None:
+    """A worker's idle wait (its BLPOP on the bells) sent while Redis answers
+    BUSY: the wait is a pause, not a raw ``ResponseError`` out of ``Worker.run``
+    (the handler took BUSY for a bell of another type and re-raised it from the
+    key check's TYPE pipeline, which met BUSY too). ``_wait`` is called alone:
+    in a running worker the claim usually meets BUSY first, so the BLPOP's turn
+    is a race."""
+    from redflow_mp import Worker
+
+    flow = _flow(registry, "rerr-worker")
+    client = create_client(server.url, prefix="rerr-worker", registry=registry, default=False)
+    try:
+        worker = Worker(client)
+        spinner = _spin_in_background(server)
+        try:
+            worker._wait()
+            error: BaseException | None = None
+        except Exception as exc:
+            error = exc
+        spinner.join(30)
+        assert error is None, repr(error)
+        handle = flow.run(None, client=client)
+        worker.max_runs = 1
+        worker.run()
+        assert handle.result(timeout=10) == 1
+    finally:
+        client.close()
