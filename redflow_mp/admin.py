@@ -20,6 +20,7 @@ from .client import Client, RunHandle
 from .codec import RunStatus, text
 from .cron import CronDef
 from .keys import retry_key
+from .listing import mapped_reads
 from .options import RunOptions
 from .queries import get_run_any, list_workflows_all, run_view, shard_views, workflow_metas
 from .runs import Runs
@@ -110,6 +111,7 @@ class WorkflowStats(msgspec.Struct, kw_only=True):
 _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
+@mapped_reads
 def queue_stats(
     client: Client, queues: Sequence[str] | None = None, remembered: RunQueues | None = None
 ) -> list[QueueStats]:
@@ -143,6 +145,7 @@ def queue_stats(
 QUEUE_STATS_CHUNK = 1000
 
 
+@mapped_reads
 def queue_names(client: Client) -> list[str]:
     """Every known queue name (all shards), sorted; read with SSCAN, a thousand at
     a time (one SMEMBERS of a million names holds Redis for a quarter of a second)."""
@@ -222,6 +225,7 @@ def _queue_stats(
     return out
 
 
+@mapped_reads
 def cron_entries(client: Client) -> list[CronEntry]:
     """Every cron trigger with its next fire time (epoch ms), from every shard
     (a trigger lives in its workflow's shard)."""
@@ -257,6 +261,7 @@ def _cron_entries(view: Any) -> list[CronEntry]:
     return out
 
 
+@mapped_reads
 def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[WorkflowStats]:
     """Synced workflows with running, queued and parked counts and cron schedules
     (counts added up over the shards); only the workflows ``names`` (in that
@@ -309,6 +314,7 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     return out
 
 
+@mapped_reads
 def running_counts(client: Runs, workflows: Sequence[str]) -> list[int]:
     """How many runs of each workflow are running now (all hosts, all shards)."""
     totals = [0] * len(workflows)

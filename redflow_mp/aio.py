@@ -572,7 +572,8 @@ class AsyncClient:
     async def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""
         shard = self.shard_of_workflow(check_name(name, "workflow name"))
-        return workflow_meta(await shard.redis.hgetall(shard.keys.workflow(name)))
+        raw = await _drive_query(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
+        return workflow_meta(raw)
 
     async def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""

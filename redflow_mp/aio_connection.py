@@ -25,7 +25,7 @@ from .connection import (
     out_of_patience,
     redirect,
 )
-from .listing import Batch, QueryPlan, named_read_error
+from .listing import Batch, QueryPlan, read_error
 
 __all__ = [
     "ClosingPool",
@@ -313,21 +313,21 @@ async def drive_query(client: redis.asyncio.Redis, plan: QueryPlan[_T]) -> _T:
     try:
         batch = next(plan)
         while True:
-            if len(batch) == 1:
-                name, args = batch[0]
-                try:
+            try:
+                if len(batch) == 1:
+                    name, args = batch[0]
                     replies = [await getattr(client, name)(*args)]
-                except rexc.ResponseError as exc:
-                    named = named_read_error(exc, name, args)
-                    if named is None:
-                        raise
-                    raise named from exc
-            else:  # reads only: resent whole after a cluster redirect
-                replies = await awith_redirects(
-                    getattr(client, "router", None),
-                    functools.partial(_pipelined, client, batch),
-                    lambda: None,
-                )
+                else:  # reads only: resent whole after a cluster redirect
+                    replies = await awith_redirects(
+                        getattr(client, "router", None),
+                        functools.partial(_pipelined, client, batch),
+                        lambda: None,
+                    )
+            except rexc.ResponseError as exc:
+                mapped = read_error(exc, batch)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             batch = plan.send(replies)
     except StopIteration as stop:
         return cast(_T, stop.value)

@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .codec import text
+from .errors import TRANSIENT_ERRORS
 
 __all__ = [
     "CHUNK",
@@ -156,6 +157,8 @@ def finish_pending(
         if isinstance(status, bytes) and status == b"canceled":
             try:
                 sent = runs.cancel_children(run_id)
+            except TRANSIENT_ERRORS:
+                raise  # BUSY (a ResponseError too) is not a broken key: the walk stops
             except ResponseError:  # its children key of another type (the key check names it)
                 continue
             walked.append(run_id)

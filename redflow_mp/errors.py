@@ -143,10 +143,14 @@ class RedisOutOfMemoryError(RedflowError):
     """
 
 
-class RedisBusyError(RedflowError):
+class RedisBusyError(RedflowError, redis.ResponseError):
     """Redis refused a command with ``BUSY``: a script or function (another
     program's, on a shared server) has run past ``busy-reply-threshold``; nothing
     was changed. Workers treat this as transient and retry with backoff.
+
+    Raised by writes and reads alike (``get_run``, ``list_runs``...). Also a
+    ``redis.ResponseError`` (the class redis-py gives the raw reply), so code
+    that caught that on a read keeps working.
     """
 
 
@@ -279,7 +283,9 @@ class ShardsMismatchError(RedflowError):
     ``redflow migrate --shards N`` (supervisors stopped) or use the recorded count."""
 
 
-class WrongTypeError(RedflowError):
+class WrongTypeError(RedflowError, redis.ResponseError):
     """A key under the prefix holds another type of value than redflow-mp writes
     there (set by hand or by another program, or a keyspace of an older version);
-    Redis refused the command (``WRONGTYPE``)."""
+    Redis refused the command (``WRONGTYPE``). Raised by writes and reads alike;
+    also a ``redis.ResponseError`` (the class redis-py gives the raw reply), so
+    code that caught that on a read keeps working."""

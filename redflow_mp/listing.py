@@ -30,14 +30,19 @@ Plans are sans-I/O generators, as in :mod:`redflow_mp.queries`.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
-from collections.abc import Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import ResponseError
 
 from . import codec
 from .codec import RunState, text
+from .errors import RedflowError, RedisBusyError, WrongTypeError
 from .keys import Keys
 from .options import cannot_be_run_id
+from .transport import is_busy
 
 __all__ = [
     "Batch",
@@ -45,31 +50,69 @@ __all__ = [
     "QueryPlan",
     "check_after",
     "cursor_of",
-    "named_read_error",
+    "mapped_reads",
     "page_of",
+    "read_error",
     "run_states",
     "select_run_ids",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: redis-py calls sent together: (method name, positional arguments).
 Batch = list[tuple[str, tuple[Any, ...]]]
 QueryPlan = Generator[Batch, list[Any], T]
 
 
-def named_read_error(exc: Exception, name: str, args: tuple[Any, ...]) -> Exception | None:
-    """For a read sent alone that Redis refused with ``WRONGTYPE``: the same error
-    (same class) naming the command and its key, which the server's reply does
-    not (a pipeline's error names them already); None for any other error."""
+def read_error(exc: ResponseError, batch: Batch) -> Exception | None:
+    """The library's error for a read (``batch``: one command, or several
+    pipelined) that Redis refused: ``BUSY`` (another program's script past
+    ``busy-reply-threshold``; nothing was changed) is a :class:`RedisBusyError`,
+    ``WRONGTYPE`` a :class:`WrongTypeError` naming the command and its key (a
+    pipeline's error names them already, the server's reply to a command sent
+    alone does not); None for any other error (raised as it is). Both classes
+    are ``redis.ResponseError`` subclasses, as the raw reply was."""
     text = str(exc)
-    if not text.startswith("WRONGTYPE") or not args or not isinstance(args[0], str | bytes):
+    if is_busy(exc):
+        return RedisBusyError(
+            "Redis is busy running a script past its busy-reply-threshold (another "
+            f"program's?); the read was refused and nothing was changed ({text})"
+        )
+    if "WRONGTYPE" not in text:
         return None
-    key = args[0].decode("utf-8", "replace") if isinstance(args[0], bytes) else args[0]
-    return type(exc)(
-        f"{text} ({name.upper()} {key}: a key of another type under the prefix, "
-        "written by hand or by another program)"
+    if len(batch) == 1 and text.startswith("WRONGTYPE"):
+        name, args = batch[0]
+        if args and isinstance(args[0], str | bytes):
+            key = args[0].decode("utf-8", "replace") if isinstance(args[0], bytes) else args[0]
+            text = f"{text} ({name.upper()} {key}"
+        else:
+            text = f"{text} ({name.upper()}"
+        return WrongTypeError(
+            f"{text}: a key of another type under the prefix, written by hand or by "
+            "another program)"
+        )
+    return WrongTypeError(
+        f"{text} (a key of another type under the prefix, written by hand or by another program)"
     )
+
+
+def mapped_reads(fn: Callable[P, T]) -> Callable[P, T]:
+    """For a function of reads sent straight to redis-py (``admin``'s): a refusal
+    is the library's error, as :func:`read_error` makes it (a lone command's key
+    is not named: the function does not say which it sent)."""
+
+    @functools.wraps(fn)
+    def reading(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ResponseError as exc:
+            mapped = None if isinstance(exc, RedflowError) else read_error(exc, [])
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    return reading
 
 
 _SCAN_LIMIT = 10_000

@@ -49,6 +49,7 @@ __all__ = [
     "list_workflows",
     "list_workflows_all",
     "merge_runs",
+    "one",
     "run_view",
     "shard_views",
     "workflow_metas",
@@ -73,30 +74,39 @@ ITER_PAGE = 1000
 
 
 def drive(client: redis.Redis, plan: QueryPlan[T]) -> T:
-    """Run ``plan`` on a sync redis-py client; return its answer."""
+    """Run ``plan`` on a sync redis-py client; return its answer. A refusal is
+    the library's error (``listing.read_error``: ``BUSY`` a RedisBusyError,
+    ``WRONGTYPE`` a WrongTypeError), as a script call's is."""
     try:
         batch = next(plan)
         while True:
-            if len(batch) == 1:
-                name, args = batch[0]
-                try:
+            try:
+                if len(batch) == 1:
+                    name, args = batch[0]
                     replies = [getattr(client, name)(*args)]
-                except redis.ResponseError as exc:
-                    named = listing.named_read_error(exc, name, args)
-                    if named is None:
-                        raise
-                    raise named from exc
-            else:
-                # Reads only: resending the whole batch after a cluster redirect
-                # (ASK/TRYAGAIN/CLUSTERDOWN during a reshard, MOVED) is safe.
-                replies = with_redirects(
-                    getattr(client, "router", None),
-                    functools.partial(_pipelined, client, batch),
-                    lambda: None,
-                )
+                else:
+                    # Reads only: resending the whole batch after a cluster redirect
+                    # (ASK/TRYAGAIN/CLUSTERDOWN during a reshard, MOVED) is safe.
+                    replies = with_redirects(
+                        getattr(client, "router", None),
+                        functools.partial(_pipelined, client, batch),
+                        lambda: None,
+                    )
+            except redis.ResponseError as exc:
+                mapped = listing.read_error(exc, batch)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             batch = plan.send(replies)
     except StopIteration as stop:
         return cast(T, stop.value)
+
+
+def one(name: str, *args: Any) -> QueryPlan[Any]:
+    """A plan of one command (its reply is the answer): a lone read driven by
+    :func:`drive`, so a refusal is mapped as every read's is."""
+    (reply,) = yield [(name, args)]
+    return reply
 
 
 def _pipelined(client: redis.Redis, batch: Batch) -> list[Any]:
@@ -409,7 +419,9 @@ def get_run_steps_any(client: Any, run_id: str) -> list[StepState] | None:
 
 def count_status(client: Any, status: str) -> int:
     """How many runs are in ``status``, over every shard (one ZCARD each)."""
-    return sum(int(v.redis.zcard(v.keys.runs_status(status))) for v in shard_views(client))
+    return sum(
+        int(drive(v.redis, one("zcard", v.keys.runs_status(status)))) for v in shard_views(client)
+    )
 
 
 def workflow_names_all(client: Any) -> list[str]:
@@ -417,7 +429,7 @@ def workflow_names_all(client: Any) -> list[str]:
     ``workflows`` set (no metadata read: a filter form that refreshes every few
     seconds must not cost one HGETALL per workflow)."""
     view = shard_views(client)[0]
-    return sorted(text(n) for n in view.redis.smembers(view.keys.workflows))
+    return sorted(text(n) for n in drive(view.redis, one("smembers", view.keys.workflows)))
 
 
 def list_workflows_all(client: Any) -> list[WorkflowMeta]:
@@ -426,7 +438,7 @@ def list_workflows_all(client: Any) -> list[WorkflowMeta]:
     views = shard_views(client)
     if len(views) == 1:
         return drive(views[0].redis, list_workflows(views[0].keys))
-    names = sorted(text(n) for n in views[0].redis.smembers(views[0].keys.workflows))
+    names = sorted(text(n) for n in drive(views[0].redis, one("smembers", views[0].keys.workflows)))
     return workflow_metas(client, names)
 
 
@@ -438,13 +450,19 @@ def workflow_metas(client: Any, names: list[str]) -> list[WorkflowMeta]:
     found: dict[str, WorkflowMeta] = {}
     for index, group in groups.items():
         view = views[index]
-        with view.redis.pipeline(transaction=False) as pipe:
-            for name in group:
-                pipe.hgetall(view.keys.workflow(name))
-            for name, raw in zip(group, pipe.execute(), strict=True):
-                if raw:
-                    found[name] = codec.workflow_meta_from_hash(raw)
+        raws = drive(view.redis, _hashes([view.keys.workflow(name) for name in group]))
+        for name, raw in zip(group, raws, strict=True):
+            if raw:
+                found[name] = codec.workflow_meta_from_hash(raw)
     return [found[n] for n in names if n in found]
+
+
+def _hashes(keys: list[str]) -> QueryPlan[list[Any]]:
+    """A plan reading the hashes ``keys`` (one pipeline)."""
+    if not keys:
+        return []
+    replies = yield [("hgetall", (key,)) for key in keys]
+    return replies
 
 
 def _names_by_shard(client: Any, names: list[str]) -> dict[int, list[str]]:
@@ -457,20 +475,20 @@ def _names_by_shard(client: Any, names: list[str]) -> dict[int, list[str]]:
 
 async def alist_workflows_all(
     client: Any,
-    drive_async: Callable[[Any, QueryPlan[list[WorkflowMeta]]], Awaitable[list[WorkflowMeta]]],
+    drive_async: Callable[[Any, QueryPlan[Any]], Awaitable[Any]],
 ) -> list[WorkflowMeta]:
     """:func:`list_workflows_all` for the asyncio client (its plan driver passed in)."""
     views = shard_views(client)
     if len(views) == 1:
-        return await drive_async(views[0].redis, list_workflows(views[0].keys))
-    names = sorted(text(n) for n in await views[0].redis.smembers(views[0].keys.workflows))
+        return cast(
+            list[WorkflowMeta], await drive_async(views[0].redis, list_workflows(views[0].keys))
+        )
+    members = await drive_async(views[0].redis, one("smembers", views[0].keys.workflows))
+    names = sorted(text(n) for n in cast(list[Any], members))
     found: dict[str, WorkflowMeta] = {}
     for index, group in _names_by_shard(client, names).items():
         view = views[index]
-        async with view.redis.pipeline(transaction=False) as pipe:
-            for name in group:
-                pipe.hgetall(view.keys.workflow(name))
-            raws = await pipe.execute()
+        raws = await drive_async(view.redis, _hashes([view.keys.workflow(name) for name in group]))
         for name, raw in zip(group, raws, strict=True):
             if raw:
                 found[name] = codec.workflow_meta_from_hash(raw)

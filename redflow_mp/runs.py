@@ -474,7 +474,9 @@ class Runs:
     def get_workflow_meta(self, name: str) -> WorkflowMeta | None:
         """Synced metadata of one workflow, or None."""
         shard = self.shard_set.of_workflow(check_name(name, "workflow name"))
-        return workflow_meta(shard.redis.hgetall(shard.keys.workflow(name)))
+        return workflow_meta(
+            queries.drive(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
+        )
 
     def server_time_ms(self) -> int:
         """Redis server time in epoch ms (the clock every time that matters uses)."""

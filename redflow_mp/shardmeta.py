@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from .codec import text
 from .errors import ShardsMismatchError
-from .queries import shard_views
+from .listing import read_error
+from .queries import drive, one, shard_views
 
 __all__ = [
     "acheck_recorded",
@@ -39,6 +42,12 @@ FIELD_SHARD = "shard"
 FIELD_PREFIX = "prefix"
 
 
+def _read(redis: Any, name: str, *args: Any) -> Any:
+    """One read, its refusal the library's error (``WrongTypeError`` naming the
+    key, ``RedisBusyError``), as a client read's is (``queries.drive``)."""
+    return drive(redis, one(name, *args))
+
+
 def shard_count(client: Any) -> int:
     """The ``shards`` setting of ``client`` (1 for a client without shards)."""
     return int(getattr(client, "shard_count", 1) or 1)
@@ -46,9 +55,7 @@ def shard_count(client: Any) -> int:
 
 def _has_data(client: Any) -> bool:
     k = client.keys
-    with client.redis.pipeline(transaction=False) as pipe:
-        pipe.exists(k.workflows, k.runs_created, k.queues, k.cron_def)
-        (n,) = pipe.execute()
+    n = _read(client.redis, "exists", k.workflows, k.runs_created, k.queues, k.cron_def)
     return int(n) > 0
 
 
@@ -61,7 +68,7 @@ def recorded_shards(client: Any) -> int | None:
     ``k > 0`` hold runs or workflow metadata of workflows placed there (N), or
     not (1).
     """
-    raw = client.redis.hget(client.keys.meta, FIELD_SHARDS)
+    raw = _read(client.redis, "hget", client.keys.meta, FIELD_SHARDS)
     if raw is not None:
         return _count(client.keys.meta, raw)
     if not _has_data(client):
@@ -74,15 +81,15 @@ def _layout_count(client: Any) -> int:
     if len(views) == 1:
         return 1
     for view in views[1:]:
-        if view.redis.exists(view.keys.runs_created, view.keys.cron_def):
+        if _read(view.redis, "exists", view.keys.runs_created, view.keys.cron_def):
             return len(views)
-    names = [text(n) for n in client.redis.srandmember(client.keys.workflows, 20) or []]
+    names = [text(n) for n in _read(client.redis, "srandmember", client.keys.workflows, 20) or []]
     for name in names:
         shard = client.shard_of_workflow(name)
         index = shard if isinstance(shard, int) else shard.index
         if index != 0:
             view = views[index]
-            return len(views) if view.redis.exists(view.keys.workflow(name)) else 1
+            return len(views) if _read(view.redis, "exists", view.keys.workflow(name)) else 1
     return 1
 
 
@@ -113,7 +120,7 @@ def shards_problem(client: Any, *, record: bool = True) -> str | None:
     count (and each shard's index and prefix) when they are not recorded yet, unless
     ``record`` is False (a read-only look: ``redflow``, the dashboard)."""
     wanted = shard_count(client)
-    pending = client.redis.hget(client.keys.meta, "reshardTo")
+    pending = _read(client.redis, "hget", client.keys.meta, "reshardTo")
     if pending is not None:
         return (
             f"a migration of prefix {client.prefix!r} to {text(pending)} shards is under way "
@@ -139,13 +146,13 @@ def shards_problem(client: Any, *, record: bool = True) -> str | None:
 
 def _tag_problem(prefix: str, index: int, view: Any, record: bool) -> str | None:
     meta = view.keys.meta
-    kind = text(view.redis.type(meta))
+    kind = text(_read(view.redis, "type", meta))
     if kind not in ("none", "hash"):
         return (
             f"the key {meta} is a {kind}, not a hash: another application uses the "
             f"hash tag {view.keys.tag}; choose another prefix"
         )
-    have_prefix, have_index = view.redis.hmget(meta, [FIELD_PREFIX, FIELD_SHARD])
+    have_prefix, have_index = _read(view.redis, "hmget", meta, [FIELD_PREFIX, FIELD_SHARD])
     if have_prefix is None and have_index is None:
         if record:
             view.redis.hset(meta, mapping={FIELD_PREFIX: prefix, FIELD_SHARD: index})
@@ -183,7 +190,8 @@ def check_recorded(client: Any) -> None:
     """The check :func:`~redflow_mp.create_client` makes: one ``HMGET`` of shard
     0's ``meta``; raises :class:`~redflow_mp.errors.ShardsMismatchError` when the
     recorded count is not ``client``'s or a migration is pending. Reads only."""
-    raw_shards, raw_pending = client.redis.hmget(client.keys.meta, [FIELD_SHARDS, "reshardTo"])
+    fields = [FIELD_SHARDS, "reshardTo"]
+    raw_shards, raw_pending = _read(client.redis, "hmget", client.keys.meta, fields)
     problem = recorded_problem(client.prefix, shard_count(client), raw_shards, raw_pending)
     if problem is not None:
         raise ShardsMismatchError(problem)
@@ -191,9 +199,14 @@ def check_recorded(client: Any) -> None:
 
 async def acheck_recorded(client: Any) -> None:
     """:func:`check_recorded` for the asyncio client."""
-    raw_shards, raw_pending = await client.redis.hmget(
-        client.keys.meta, [FIELD_SHARDS, "reshardTo"]
-    )
+    args = (client.keys.meta, [FIELD_SHARDS, "reshardTo"])
+    try:
+        raw_shards, raw_pending = await client.redis.hmget(*args)
+    except ResponseError as exc:
+        mapped = read_error(exc, [("hmget", args)])
+        if mapped is None:
+            raise
+        raise mapped from exc
     problem = recorded_problem(client.prefix, shard_count(client), raw_shards, raw_pending)
     if problem is not None:
         raise ShardsMismatchError(problem)

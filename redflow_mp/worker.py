@@ -40,6 +40,7 @@ from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardpass import ShardPass
 from .shardset import Shard
+from .transport import is_busy
 from .worker_hooks import NoHooks as _NoHooks
 from .worker_hooks import WorkerHooks
 
@@ -569,7 +570,11 @@ class Worker:
         except TRANSIENT_ERRORS as exc:
             log.warning("Redis unreachable while idle (%s)", exc)
             self._nap(0.5)
-        except ResponseError as exc:  # WRONGTYPE: a bell that is not a list
+        except ResponseError as exc:  # WRONGTYPE: a bell that is not a list; or BUSY
+            if is_busy(exc):  # a neighbour's long script: nothing was done, wait
+                log.warning("Redis busy while idle (%s)", exc)
+                self._nap(0.5)
+                return
             if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
                 raise
             log.debug("idle wait refused: %s", exc)

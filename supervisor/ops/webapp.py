@@ -57,7 +57,7 @@ import redis
 from redflow_mp import admin, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
-from redflow_mp.errors import RunNotResumableError
+from redflow_mp.errors import TRANSIENT_ERRORS, RunNotResumableError
 
 from .pages import (
     Page,
@@ -113,6 +113,13 @@ def host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header.split("]")[0] + "]"
     return host_header.rsplit(":", 1)[0]
+
+
+#: Redis trouble, answered 503 (never a 500): redis-py's errors, which include
+#: the library's WrongTypeError and RedisBusyError (ResponseError subclasses),
+#: and the library's other transient ones (RedisReadOnlyError,
+#: RedisOutOfMemoryError, RedisClusterDownError: nothing was changed).
+_REDIS_TROUBLE: tuple[type[Exception], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -301,7 +308,7 @@ class DashboardApp:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             msg = f"Redis at {self.settings.shown_url} is unreachable: {exc}"
             return self._error(req, HTTPStatus.SERVICE_UNAVAILABLE, msg, nav)
-        except redis.RedisError as exc:
+        except _REDIS_TROUBLE as exc:
             return self._error(req, HTTPStatus.SERVICE_UNAVAILABLE, f"Redis error: {exc}", nav)
         except Exception:
             log.exception("redflow dashboard: %s %s failed", req.method, req.base + req.path)

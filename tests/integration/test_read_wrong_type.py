@@ -3,7 +3,8 @@ another type under the prefix (a neighbour's key, a hand edit) raised the
 server's bare ``WRONGTYPE Operation against a key holding the wrong kind of
 value``: for a read sent alone (``list_runs`` walks ``runs:created`` by itself)
 nothing said which key, and ``redflow runs list`` printed the same line. The
-error (still a ``ResponseError``) now names the command and the key."""
+error now names the command and the key; it is a ``WrongTypeError``, still a
+``ResponseError`` (``test_read_errors.py`` holds every read to the class)."""
 
 from __future__ import annotations
 
