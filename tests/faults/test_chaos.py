@@ -1,0 +1,367 @@
+"""Chaos cases the other files lack, at the product's defaults (lease 5 s): the
+supervisor's parent SIGKILLed alone (its children orphaned) while they hold
+leases, then a new one started; ``redis-server`` SIGSTOPped past the lease;
+supervisors TERMed under load and SIGKILLed in the middle of their drain;
+supervisors killed while runs are suspended with every event sent during the
+outage; two supervisors of different ``--procs`` on one Redis. After each: the
+invariants (I1-I11), then the concurrency gate is checked: no ``wf-running``
+slot is left once every run finished, and new runs of a ``max_concurrency=2``
+workflow still start (a leaked slot parks them for good)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+from redflow_mp import create_client
+from tests.faults.harness import (
+    WAIT_MODULES,
+    Faults,
+    busy_children,
+    running_leases,
+    taken_over,
+    wait_for,
+)
+from tests.faults.workload import WORKFLOWS
+from tests.helpers import texts
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+
+def _gate_probe(fx: Faults, url: str, n: int = 12) -> float:
+    """Once every run is terminal, enqueue ``n`` runs of ``fx-limited``
+    (max_concurrency 2) and wait for each: a slot leaked by the chaos parks them
+    for good. Returns the seconds taken."""
+    raw = redis.Redis.from_url(url)
+    try:
+        assert fx.settle(raw, 60), "runs left unfinished before the gate probe"
+    finally:
+        raw.close()
+    client = create_client(url, prefix=fx.prefix, default=False)
+    t = time.monotonic()
+    try:
+        handles = [WORKFLOWS["fx-limited"].run(10_000_000 + i, client=client) for i in range(n)]
+        for h in handles:
+            h.result(timeout=60)
+    finally:
+        client.close()
+    return time.monotonic() - t
+
+
+def _leaked_slots(raw: redis.Redis, prefix: str) -> dict[str, list[str]]:
+    """``wf-running`` members once every run is terminal (supervisors stopped)."""
+    tag = "{" + prefix + "}"
+    out: dict[str, list[str]] = {}
+    for key in texts(raw.keys(f"{tag}:wf-running:*")):
+        members = texts(raw.smembers(key))
+        if members:
+            out[key] = members
+    return out
+
+
+def _orphans(parent: psutil.Process) -> list[psutil.Process]:
+    try:
+        return parent.children()
+    except psutil.Error:
+        return []
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_parent_sigkilled_alone_children_orphaned_then_a_new_supervisor(fx: Faults) -> None:
+    """SIGKILL the arbiter only (the OOM killer picks it) of one of two supervisors
+    (2 and 3 children) while its children hold leases, start a new one at once;
+    three times. The orphans finish their runs and leave; nobody else executes
+    those runs meanwhile (I8: the fault names no pid the orphans' executions ran
+    under, so an overlap is not excused)."""
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2)
+    b = fx.supervisor(server.url, procs=3)
+    a.wait_workers(2)
+    b.wait_workers(3)
+    prod = fx.producer(server.url, 900, rate=120).start()
+    recoveries: list[float] = []
+    orphans_seen = 0
+    for _ in range(3):
+        busy = wait_for(partial(busy_children, a), 20, "a busy child")
+        held = running_leases(raw, fx.prefix, [rid for _, rid in busy])
+        parent = psutil.Process(a.pid)
+        kids = _orphans(parent)
+        # pids=[-1]: not the pid of any supervisor, so I8 does not excuse overlaps
+        t = fx.fault("parent-kill", [-1], parent=a.pid, orphans=[k.pid for k in kids])
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=10)
+        orphans_seen += len(kids)
+        a = fx.supervisor(server.url, procs=2)
+        a.wait_workers(2)
+        wait_for(
+            lambda ks=kids: all(_gone(k) for k in ks),  # type: ignore[misc]
+            90,
+            "the orphans to leave",
+            0.05,
+        )
+        wait_for(
+            lambda h=held: (
+                taken_over(raw, fx.prefix, h) or not running_leases(raw, fx.prefix, list(h))
+            ),  # type: ignore[misc]
+            30,
+            "the orphans' runs to be finished or taken over",
+        )
+        recoveries.append(time.monotonic() - t)
+    prod.wait(120)
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C1. SIGKILL the parent alone (orphans) + new supervisor (x3)",
+        recovery_s=max(recoveries),
+        note=f"kill -> orphans gone; {orphans_seen} orphans; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def test_redis_sigstopped_past_the_lease(fx: Faults) -> None:
+    """SIGSTOP ``redis-server`` 8 s (past the 5 s lease and the 5 s socket timeout)
+    while two supervisors run, SIGCONT; twice. Every lease lapses by the server's
+    clock during the stop: the stall guard must keep the reapers from taking runs
+    from their live workers, and every connection must come back."""
+    server = fx.redis()
+    raw = server.client()
+    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
+    for sup in sups:
+        sup.wait_workers(2)
+    prod = fx.producer(server.url, 700, rate=100).start()
+    prog = fx.sample(server.url)
+    recoveries: list[float] = []
+    assert server.proc is not None
+    for _ in range(2):
+        wait_for(partial(busy_children, sups[0]), 20, "a busy child")
+        fx.fault("redis-stop", seconds=8.5)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        time.sleep(8)  # the fault's length, not synchronisation
+        os.kill(server.proc.pid, signal.SIGCONT)
+        t = time.monotonic()
+        first = wait_for(
+            lambda s=t: prog.first_progress_after(s),  # type: ignore[misc]
+            60,
+            "a run finishing after the SIGCONT",
+        )
+        recoveries.append(first)
+        time.sleep(2)
+    prod.wait(180)
+    probe = _gate_probe(fx, server.url)
+    for sup in sups:
+        assert sup.proc is not None and sup.proc.poll() is None, sup.log()[-3000:]
+    report = fx.finish(
+        raw,
+        "C2. redis-server SIGSTOP 8 s (x2)",
+        recovery_s=max(recoveries),
+        note=f"SIGCONT -> first run finished; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def test_supervisors_termed_under_load_and_killed_mid_drain(fx: Faults) -> None:
+    """TERM a supervisor under load and start its replacement at once; TERM the
+    next and SIGKILL its whole group 1 s into the drain; then TERM one with a
+    graceful drain of a slow run and SIGKILL its children alone mid-drain."""
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2)
+    b = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 900, rate=120).start()
+    # 1. a plain graceful drain, its replacement started at once
+    wait_for(partial(busy_children, a), 20, "a busy child")
+    a.send(signal.SIGTERM)
+    new_a = fx.supervisor(server.url, procs=2)
+    assert a.wait(60) == 0, a.log()[-3000:]
+    a = new_a
+    a.wait_workers(2)
+    # 2. TERM, then the whole group SIGKILLed 1 s into the drain
+    wait_for(partial(busy_children, b), 20, "a busy child")
+    b.send(signal.SIGTERM)
+    time.sleep(1.0)
+    stranded = running_leases(raw, fx.prefix)
+    t = fx.kill_group(b)
+    b = fx.supervisor(server.url, procs=2)
+    b.wait_workers(2)
+    wait_for(partial(taken_over, raw, fx.prefix, stranded), 30, "the stranded runs")
+    recovery = time.monotonic() - t
+    # 3. TERM, then the draining children SIGKILLed (the parent lives)
+    busy = wait_for(partial(busy_children, a), 20, "a busy child")
+    a.send(signal.SIGTERM)
+    time.sleep(0.3)
+    pids = [p.pid for p, _ in busy]
+    fx.fault("kill", pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert a.wait(60) == 0, a.log()[-3000:]
+    a = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    prod.wait(120)
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C3. TERM under load; SIGKILL mid-drain (group, children)",
+        recovery_s=recovery,
+        note=f"kill mid-drain -> stranded runs taken; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def _suspended(raw: redis.Redis, fx: Faults) -> int:
+    return int(raw.zcard(f"{{{fx.prefix}}}:runs:status:suspended"))
+
+
+def test_events_sent_while_no_supervisor_runs(fx: Faults) -> None:
+    """500 runs suspended (200 listeners, 150 parents of a listening child, 150
+    sleepers due while nobody runs); SIGKILL the only supervisor; send every event
+    while it is down, wait past the lease and the sleepers' time; start it again:
+    every run finishes, executed exactly twice (suspend, resume)."""
+    server = fx.redis()
+    raw = server.client()
+    sup = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
+    sup.wait_workers(2)
+    items: list[tuple[str, Any, str | None]] = []
+    items += [("fx-wparent", {"n": 1, "child": "listener"}, None) for _ in range(150)]
+    items += [("fx-listener", {"k": 1}, None) for _ in range(200)]
+    fx.producer(server.url, 0, items=items).start().wait(120)
+    wait_for(lambda: _suspended(raw, fx) == 500, 120, "500 suspended runs", 0.1)
+    t0 = time.time()
+    sleepers = [("fx-sleeper", {"until": t0 + 12 + (i % 3)}, None) for i in range(150)]
+    fx.producer(server.url, 0, items=sleepers).start().wait(60)
+    wait_for(lambda: _suspended(raw, fx) == 650, 60, "650 suspended runs", 0.1)
+    assert time.time() - t0 < 10, "the sleepers suspended too late to wake during the outage"
+    t_kill = fx.kill_group(sup)
+    tag = f"{{{fx.prefix}}}"
+    listeners = [
+        rid
+        for rid in texts(raw.zrange(f"{tag}:runs:status:suspended", 0, -1))
+        if raw.hget(f"{tag}:run:{rid}", "workflow") == b"fx-listener"
+    ]
+    assert len(listeners) == 350
+    snd = fx.sender(server.url)
+    for rid in listeners:
+        snd.put(rid, "go", f"{rid}:0")
+    snd.drain(60)
+    assert snd.sent == 350 and not snd.refused
+    wait_for(lambda: time.time() > t0 + 15.5, 30, "the sleepers' wake-up time")
+    watcher = fx.watch_waits(server.url)
+    with watcher.paused():  # overdue wake-ups: the bound counts from the restart
+        sup = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
+        sup.wait_workers(2)
+    t_up = time.monotonic()
+    settled = fx.settle(raw, 90)
+    recovery = time.monotonic() - t_up
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C4. SIGKILL supervisor, events sent while it is down",
+        recovery_s=recovery,
+        note=f"restart -> all 650 finished; down {t_up - t_kill:.1f} s; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert settled
+    assert watcher.snapshots > 2
+    assert report.events_sent == 350 == report.events_consumed
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def test_many_queues_with_limits_under_kills_of_every_kind(fx: Faults) -> None:
+    """1,200 runs over 40 queues (``queue_override``), half of them of the
+    ``max_concurrency=2`` workflow, on two supervisors of 1 and 4 children:
+    children SIGKILLed, a whole supervisor SIGKILLed, a parent SIGKILLed alone,
+    each replaced at once. The gate must hold (I4) and leak no slot."""
+    server = fx.redis()
+    raw = server.client()
+    queues = [f"q{i}" for i in range(40)]
+    args = ["--queues", ",".join([*queues, "fx"]), "--max-run-crashes", "1000"]
+    a = fx.supervisor(server.url, procs=1, args=args)
+    b = fx.supervisor(server.url, procs=4, args=args)
+    a.wait_workers(1)
+    b.wait_workers(4)
+    rng = random.Random(5)
+    items = [
+        ("fx-limited" if rng.random() < 0.5 else "fx-chain", i, rng.choice(queues))
+        for i in range(1200)
+    ]
+    ids: list[str] = []
+
+    def produce() -> None:
+        client = create_client(server.url, prefix=fx.prefix, default=False)
+        try:
+            started = time.monotonic()
+            for i, (wf, value, queue) in enumerate(items):
+                pause = started + i / 100 - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                rid = client.enqueue_workflow(WORKFLOWS[wf], value, queue_override=queue).id
+                fx.ledger.append("enqueued", run=rid, wf=wf, key=None)
+                ids.append(rid)
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    kills = {"child": 0, "group": 0, "parent": 0}
+    plan = ["child", "group", "child", "parent", "child", "child", "group", "parent"]
+    for kind in plan:
+        sup = rng.choice([a, b])
+        busy = wait_for(partial(busy_children, sup), 30, "a busy child")
+        if kind == "child":
+            proc, run_id = rng.choice(busy)
+            fx.fault("kill", [proc.pid], run=run_id)
+            proc.send_signal(signal.SIGKILL)
+        else:
+            procs = 1 if sup is a else 4
+            if kind == "group":
+                fx.kill_group(sup)
+            else:
+                fx.fault("parent-kill", [-1], parent=sup.pid)
+                os.kill(sup.pid, signal.SIGKILL)
+                sup.wait(timeout=10)
+            new = fx.supervisor(server.url, procs=procs, args=args)
+            new.wait_workers(procs)
+            if sup is a:
+                a = new
+            else:
+                b = new
+        kills[kind] += 1
+        time.sleep(rng.uniform(0.5, 1.5))  # pacing of the fault injection
+    thread.join(120)
+    assert not thread.is_alive() and len(ids) == len(items), f"enqueued {len(ids)}"
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C5. 40 queues, max_concurrency 2, procs 1+4, kills of every kind",
+        recovery_s=None,
+        note=f"kills {kills}; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
