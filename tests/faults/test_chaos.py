@@ -541,3 +541,100 @@ def _gate_probe_after_loss(fx: Faults, url: str, n: int = 12) -> float:
     finally:
         client.close()
     return time.monotonic() - t
+
+
+def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults) -> None:
+    """SIGSTOP the arbiter alone of one of two supervisors for 8 s (past the lease)
+    while its children keep working, SIGKILL one of its busy children during the
+    stop, SIGCONT; twice. The dead child's run is taken by the other supervisor's
+    reaper a lease later; the resumed parent, finding its child dead, must not put
+    back a run another process now holds, nor stop its live children."""
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=3, args=["--max-run-crashes", "1000"])
+    b = fx.supervisor(server.url, procs=2, args=["--max-run-crashes", "1000"])
+    a.wait_workers(3)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 900, rate=100).start()
+    recoveries: list[float] = []
+    for _ in range(2):
+        wait_for(partial(busy_children, a), 20, "a busy child")
+        # pids=[-1]: the children live on, so I8 excuses no overlap of theirs
+        fx.fault("parent-stop", [-1], parent=a.pid, seconds=8)
+        os.kill(a.pid, signal.SIGSTOP)
+        busy = wait_for(partial(busy_children, a), 20, "a busy child of the stopped parent")
+        proc, run_id = busy[0]
+        held = running_leases(raw, fx.prefix, [run_id])
+        t = fx.fault("kill", [proc.pid], run=run_id)
+        proc.send_signal(signal.SIGKILL)
+        wait_for(partial(taken_over, raw, fx.prefix, held), 30, "the dead child's run")
+        recoveries.append(time.monotonic() - t)
+        time.sleep(max(0.0, 8 - (time.monotonic() - t)))
+        os.kill(a.pid, signal.SIGCONT)
+        a.wait_workers(3, timeout=40)
+        time.sleep(1)
+    prod.wait(120)
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C8. parent SIGSTOPped 8 s alone, a busy child SIGKILLed meanwhile (x2)",
+        recovery_s=max(recoveries),
+        note=f"kill -> run taken by the other supervisor (lease 5 s); gate probe {probe:.1f} s",
+    )
+    for sup in fx.sups:
+        assert "Traceback" not in sup.log(), sup.log()[-3000:]
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def test_rolling_restarts_and_resizes_under_kills(fx: Faults) -> None:
+    """HUP (rolling restart of the children), TTIN and TTOU under load while busy
+    children are SIGKILLed in the middle of the roll, then the parent SIGKILLed
+    alone during a roll and a new supervisor started. The supervisor comes back
+    to its size each time; no run lost, none executed twice at once."""
+    server = fx.redis()
+    raw = server.client()
+    args = ["--max-run-crashes", "1000"]
+    a = fx.supervisor(server.url, procs=3, args=args)
+    b = fx.supervisor(server.url, procs=2, args=args)
+    a.wait_workers(3)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 900, rate=110).start()
+    rng = random.Random(3)
+    kills = 0
+    for sig, size in ((signal.SIGHUP, 3), (signal.SIGTTIN, 4), (signal.SIGHUP, 4)):
+        wait_for(partial(busy_children, a), 20, "a busy child")
+        a.send(sig)
+        time.sleep(0.2)
+        busy = busy_children(a)
+        if busy:
+            proc, run_id = rng.choice(busy)
+            fx.fault("kill", [proc.pid], run=run_id)
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        a.wait_workers(size, timeout=60)
+        time.sleep(1.5)
+    a.send(signal.SIGTTOU)
+    a.wait_workers(3, timeout=60)
+    wait_for(partial(busy_children, a), 20, "a busy child")
+    a.send(signal.SIGHUP)
+    time.sleep(0.3)
+    fx.fault("parent-kill", [-1], parent=a.pid)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait(timeout=10)
+    a = fx.supervisor(server.url, procs=3, args=args)
+    a.wait_workers(3)
+    prod.wait(120)
+    probe = _gate_probe(fx, server.url)
+    for sup in fx.sups:
+        assert "Traceback" not in sup.log(), sup.log()[-3000:]
+    report = fx.finish(
+        raw,
+        "C9. HUP/TTIN/TTOU under load, children and a rolling parent SIGKILLed",
+        recovery_s=None,
+        note=f"{kills} child kills mid-roll; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
