@@ -638,3 +638,116 @@ def test_rolling_restarts_and_resizes_under_kills(fx: Faults) -> None:
     report.assert_ok(all_succeeded=True)
     assert not _leaked_slots(raw, fx.prefix)
     raw.close()
+
+
+def test_supervisor_started_while_redis_is_down(fx: Faults) -> None:
+    """A host loses power: ``redis-server`` (AOF) and a supervisor are SIGKILLed at
+    once; the supervisor is started again before Redis is (8 s before: a unit
+    restarted by systemd, Redis still replaying), and a second one 2 s later. Each
+    must wait for Redis and then serve, not exit."""
+    server = fx.redis("--appendonly", "yes", "--appendfsync", "always")
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2)
+    b = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 700, rate=100).start()
+    wait_for(partial(busy_children, a), 20, "a busy child")
+    fx.fault("redis-kill", seconds=9)
+    fx.kill_group(a)
+    server.kill()
+    t_down = time.monotonic()
+    if server.proc is not None and server.proc.stderr is not None:
+        server.proc.stderr.close()
+    server.proc = None
+    a = fx.supervisor(server.url, procs=2)
+    time.sleep(2)
+    c = fx.supervisor(server.url, procs=2)
+    wait_for(lambda: time.monotonic() - t_down >= 8, 20, "the outage")
+    for sup in (a, c):
+        assert sup.proc is not None and sup.proc.poll() is None, (
+            "a supervisor started while Redis was down exited:\n" + sup.log()[-3000:]
+        )
+    server.start()
+    t_up = time.monotonic()
+    raw.close()
+    raw = server.client()
+    a.wait_workers(2, timeout=60)
+    c.wait_workers(2, timeout=60)
+    prog = fx.sample(server.url)
+    first = wait_for(
+        lambda: prog.first_progress_after(t_up), 60, "a run finishing after the restart"
+    )
+    prod.wait(180)
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C10. supervisors started while redis-server is down (8 s), then Redis (AOF)",
+        recovery_s=first,
+        note=f"Redis up -> first run finished; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+
+
+def test_waits_under_a_parent_kill_and_a_redis_sigstop(fx: Faults) -> None:
+    """Sleepers, two-event listeners and parents of two children on two
+    supervisors while events arrive: supervisor A's parent SIGKILLed alone (its
+    orphans finish what they hold: suspend or finish) and a new one started, then
+    ``redis-server`` SIGSTOPped 7 s (past the lease; timers fall due during it).
+    Every run resumes once its condition holds, once (I9-I11)."""
+    from tests.faults.test_waits import _Background
+
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
+    b = fx.supervisor(server.url, procs=3, modules=WAIT_MODULES)
+    a.wait_workers(2)
+    b.wait_workers(3)
+    watcher = fx.watch_waits(server.url)
+    prog = fx.sample(server.url)
+    rng = random.Random(8)
+    items: list[tuple[str, Any, str | None]] = []
+    for i in range(120):
+        items.append(("fx-sleeper", {"s": rng.choice((0.5, 2.0, 4.0))}, None))
+        items.append(("fx-listener", {"k": 2}, f"c11-listener-{i}"))
+    for _ in range(30):
+        items.append(("fx-wparent", {"n": 2}, None))
+    rng.shuffle(items)
+    prod = fx.producer(server.url, 0, items=items, rate=50).start()
+    snd = fx.sender(server.url, rate=40)
+    sending = _Background(prod, items, snd)
+    wait_for(lambda: _suspended(raw, fx) >= 20, 30, "runs suspended")
+    with watcher.paused():
+        wait_for(partial(busy_children, a), 20, "a busy child")
+        kids = _orphans(psutil.Process(a.pid))
+        fx.fault("parent-kill", [-1], parent=a.pid)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=10)
+        a = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
+        a.wait_workers(2)
+        wait_for(lambda: all(_gone(k) for k in kids), 90, "the orphans to leave", 0.05)
+    wait_for(lambda: _suspended(raw, fx) >= 20, 30, "runs suspended")
+    assert server.proc is not None
+    with watcher.paused():
+        fx.fault("redis-stop", seconds=7.5)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        time.sleep(7)  # the fault's length
+        os.kill(server.proc.pid, signal.SIGCONT)
+        t = time.monotonic()
+        first = wait_for(lambda: prog.first_progress_after(t), 60, "progress after SIGCONT")
+    sending.join(180)
+    settled = fx.settle(raw, 120)
+    report = fx.finish(
+        raw,
+        "C11. waits: parent SIGKILLed alone + redis-server SIGSTOP 7 s",
+        recovery_s=first,
+        note=f"SIGCONT -> first run finished; send retries {snd.retries}",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert settled
+    assert report.events_sent == 240 == report.events_consumed
+    assert watcher.snapshots > 5
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
