@@ -751,3 +751,42 @@ def test_waits_under_a_parent_kill_and_a_redis_sigstop(fx: Faults) -> None:
     assert watcher.snapshots > 5
     assert not _leaked_slots(raw, fx.prefix)
     raw.close()
+
+
+def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
+    """``redis-server`` SIGSTOPped 10 s; supervisor A TERMed 1 s into it (a deploy
+    during a Redis stall). A drains as far as it can and exits within its
+    graceful timeout plus its kill grace; B rides the stall out; every run
+    finishes after the SIGCONT."""
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2)
+    b = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 600, rate=100).start()
+    wait_for(partial(busy_children, a), 20, "a busy child")
+    assert server.proc is not None
+    fx.fault("redis-stop", seconds=10.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    time.sleep(1)
+    t_term = time.monotonic()
+    a.send(signal.SIGTERM)
+    time.sleep(9)  # the rest of the fault
+    os.kill(server.proc.pid, signal.SIGCONT)
+    code = a.wait(60)
+    exited = time.monotonic() - t_term
+    assert code == 0, a.log()[-3000:]
+    a = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    prod.wait(120)
+    probe = _gate_probe(fx, server.url)
+    report = fx.finish(
+        raw,
+        "C12. supervisor TERMed during a 10 s redis-server SIGSTOP",
+        recovery_s=exited,
+        note=f"TERM -> exit; gate probe {probe:.1f} s",
+    )
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
