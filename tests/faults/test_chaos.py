@@ -562,9 +562,17 @@ def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults
         # pids=[-1]: the children live on, so I8 excuses no overlap of theirs
         fx.fault("parent-stop", [-1], parent=a.pid, seconds=8)
         os.kill(a.pid, signal.SIGSTOP)
-        busy = wait_for(partial(busy_children, a), 20, "a busy child of the stopped parent")
-        proc, run_id = busy[0]
-        held = running_leases(raw, fx.prefix, [run_id])
+
+        def leased() -> tuple[psutil.Process, str, dict[str, bytes]] | None:
+            """A busy child of the stopped parent whose run holds a live lease (a run
+            that just ended would be 'taken over' at once, measuring nothing)."""
+            for proc, run_id in busy_children(a):
+                held = running_leases(raw, fx.prefix, [run_id])
+                if held:
+                    return proc, run_id, held
+            return None
+
+        proc, run_id, held = wait_for(leased, 20, "a leased run of the stopped parent's")
         t = fx.fault("kill", [proc.pid], run=run_id)
         proc.send_signal(signal.SIGKILL)
         wait_for(partial(taken_over, raw, fx.prefix, held), 30, "the dead child's run")
