@@ -798,3 +798,35 @@ def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
     report.assert_ok(all_succeeded=True)
     assert not _leaked_slots(raw, fx.prefix)
     raw.close()
+
+
+def test_a_whole_supervisor_sigstopped_past_the_stall_bound_keeps_its_children(
+    fx: Faults,
+) -> None:
+    """SIGSTOP the only supervisor's whole group 20 s (past the 15 s stall bound
+    of liveness.py) while it is busy, SIGCONT. Its children were stopped because everything was:
+    none of them stalled on its own. They resume their runs; the parent must not
+    take them for stopped (kill them and charge their runs a crash)."""
+    server = fx.redis()
+    raw = server.client()
+    sup = fx.supervisor(server.url, procs=2)
+    sup.wait_workers(2)
+    prod = fx.producer(server.url, 300, rate=60).start()
+    wait_for(partial(busy_children, sup), 20, "a busy child")
+    pids = fx.group_pids(sup)
+    fx.stop(pids, group=sup.pid)
+    time.sleep(20)  # the fault's length: past the stall bound (3 leases, 15 s)
+    fx.fault("cont", pids)
+    sup.kill_group(signal.SIGCONT)
+    prod.wait(120)
+    stalls = [line for line in sup.log().splitlines() if "made no progress" in line]
+    report = fx.finish(
+        raw,
+        "C13. the only supervisor SIGSTOPped 20 s (past the stall bound)",
+        recovery_s=None,
+        note=f"{len(stalls)} children taken for stopped",
+    )
+    assert not stalls, "\n".join(stalls)
+    assert not report.failures, report.summary()
+    report.assert_ok(all_succeeded=True)
+    raw.close()
