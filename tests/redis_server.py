@@ -115,6 +115,10 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, attempts: int = 5) -> RedisServer:
+        """Start the server and wait until it answers. A port chosen here is chosen
+        again after a failed attempt (a collision); a port already set (a restart
+        on the same data dir, or one asked for) is kept: the clients know it."""
+        fixed = self.port
         last: Exception | None = None
         for _ in range(attempts):
             port = self.port or self.port_picker()
@@ -141,32 +145,36 @@ class RedisServer:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self.port = port
             try:
-                self._wait_ready()
+                # a restart may load a big data dir (an AOF of 100,000 runs took longer
+                # than 10 s on a loaded machine); a server that exited is seen at once
+                self._wait_ready(120.0 if fixed else 10.0)
                 return self
             except Exception as exc:
                 last = exc
                 self.stop()
-                if self.port == port:
+                if not fixed and self.port == port:
                     self.port = 0
         raise RuntimeError(f"redis-server did not start: {last}")
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
+        """Until PING answers; a LOADING reply starts ``timeout`` again (the server is
+        up, reading its data dir: stopping it there only starts the same load again)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"redis-server exited: {err.strip()}")
+            r = redis.Redis.from_url(self.url, socket_timeout=0.5)
             try:
-                r = redis.Redis.from_url(self.url, socket_timeout=0.5)
                 if r.ping():
-                    r.close()
                     return
+            except redis.BusyLoadingError:  # LOADING (redis-py's is a ConnectionError)
+                deadline = time.monotonic() + timeout
+                time.sleep(0.02)
             except (redis.ConnectionError, redis.TimeoutError):
                 time.sleep(0.02)
-            except redis.ResponseError as exc:  # LOADING
-                if "LOADING" not in str(exc):
-                    raise
-                time.sleep(0.02)
+            finally:
+                r.close()
         raise RuntimeError("redis-server did not answer PING in time")
 
     def client(self) -> redis.Redis:
