@@ -39,7 +39,10 @@ from tests.faults.harness import (
 from tests.faults.workload import WORKFLOWS
 from tests.helpers import texts
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+# Opt-in (``-m soak``): 13 cases of 18-45 s each, 3.5-5 min on 2 cores, would take
+# CI past its budget; run them before a release and after a change to recovery:
+#   .venv/bin/python -m pytest tests/faults/test_chaos.py -m soak -p no:cacheprovider
+pytestmark = [pytest.mark.faults, pytest.mark.soak, pytest.mark.timeout(300)]
 
 
 def _gate_probe(fx: Faults, url: str, n: int = 12) -> float:
