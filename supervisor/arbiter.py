@@ -18,6 +18,8 @@ Invariants:
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
 - A Redis outage never stops the arbiter: duties log and retry.
+- A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s
+  timer, not by the loop, whose Redis calls may block while Redis stalls.
 """
 
 from __future__ import annotations

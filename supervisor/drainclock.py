@@ -104,7 +104,7 @@ class DrainClock:
         if self.armed and (self._kill_at is None or self._kill_at <= kill_at):
             return
         self.drain = drain
-        if not self.armed:
+        if self._previous is None:
             self._previous = signal.signal(signal.SIGALRM, self._on_alarm)
         self._pid = os.getpid()
         self._kill_at = kill_at
@@ -113,12 +113,13 @@ class DrainClock:
 
     def disarm(self) -> None:
         """Stop the timer and restore the previous SIGALRM handler."""
-        if not self.armed:
-            return
         self._give_up_at = None
         self._kill_at = None
+        if self._previous is None:
+            return
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous)
+        self._previous = None
 
     @contextlib.contextmanager
     def may_raise(self) -> Iterator[None]:
