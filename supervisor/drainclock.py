@@ -148,8 +148,8 @@ class DrainClock:
         if now < self._give_up_at:
             self._set(self._give_up_at - now)
             return
-        self._give_up_at = None
         self.overrun = True
+        self._set(0.5)  # and again, should an ``except BaseException`` swallow it
         raise DrainOverrun
 
     def kill_all(self) -> int:
