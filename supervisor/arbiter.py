@@ -18,6 +18,8 @@ Invariants:
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
 - A Redis outage never stops the arbiter: duties log and retry.
+- A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s
+  timer, not by the loop, whose Redis calls may block while Redis stalls.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .children import (
     fork_child,
     log_exit,
 )
+from .drainclock import FAST_STOP_S, DrainClock, DrainOverrun
 from .duties import Schedule
 from .duties.backstop import BackstopDuty
 from .duties.cascades import CascadeDuty
@@ -145,7 +148,7 @@ class Arbiter:
         self.client: Client | None = None
         self.schedule = Schedule()
         self.leader: LeaderDuty | None = None
-        self.deadline: float | None = None
+        self.clock = DrainClock(self.children.values)  # graceful_timeout + kill_grace
         self.queues: tuple[str, ...] = ()
         self.title = f"redflow-supervisor[{settings.app}]"
         self.id = supervisor_id()
@@ -228,6 +231,7 @@ class Arbiter:
         self.registry.freeze()
         self.client = connect(self.settings, self.registry, self.queues)
         self.pipe = SignalPipe()
+        self.clock.install(lambda: (self.settings.graceful_timeout, self.settings.kill_grace))
         self.hub = MetricsHub(self._gauges, self.settings.metrics_max_workflows, self.registry)
         self.wakeup = Wakeup(self.pipe, self.hub)
         self.aftermath = Aftermath(
@@ -262,6 +266,8 @@ class Arbiter:
                 now = time.monotonic()
                 self._watch(now)
                 self.schedule.run(now)
+        except DrainOverrun:
+            self.clock.abandon()
         finally:
             self._shutdown()
         log.info("supervisor stopped (exit status %d)", self.exit_code)
@@ -280,8 +286,6 @@ class Arbiter:
                 # waiting out a Redis outage may take minutes to become ready).
                 booting = now - child.started_at < _BOOT_POLL_FAST_FOR
                 wake = min(wake, now + (0.02 if booting else 0.25))
-        if self.deadline is not None:
-            wake = min(wake, self.deadline)
         if self.hub is not None:
             hub_wake = self.hub.next_due()
             if hub_wake is not None:
@@ -302,21 +306,23 @@ class Arbiter:
             self.hub.store.inc(name, 1.0, **labels)
 
     def _shutdown(self) -> None:
+        with self.clock.may_raise():  # Redis calls end by the drain's bound at the latest
+            if self.status is not None and not self.clock.overrun:
+                try:
+                    self.status.remove()
+                except Exception as exc:  # pragma: no cover - best effort on exit
+                    log.debug("could not remove the status record: %s", exc)
+            if self.leader is not None and not self.clock.overrun:
+                try:
+                    self.leader.resign()
+                except Exception as exc:  # pragma: no cover - best effort on exit
+                    log.warning("could not release the cron leader lock: %s", exc)
+        self.clock.disarm()
         if self.hub is not None:
             self.hub.read_pipe()
             self.hub.shutdown()
         if self.wakeup is not None:
             self.wakeup.close()
-        if self.status is not None:
-            try:
-                self.status.remove()
-            except Exception as exc:  # pragma: no cover - best effort on exit
-                log.debug("could not remove the status record: %s", exc)
-        if self.leader is not None:
-            try:
-                self.leader.resign()
-            except Exception as exc:  # pragma: no cover - best effort on exit
-                log.warning("could not release the cron leader lock: %s", exc)
         if self.client is not None:
             self.client.close()
         if self.pipe is not None:
@@ -328,6 +334,11 @@ class Arbiter:
     def _on_signal(self, signum: int) -> None:
         """Dispatch a signal to its ``handle_<name>`` method (SIGCHLD only wakes us)."""
         name = signal_name(signum)
+        if signum == signal.SIGALRM and self.clock.killed is not None:  # drainclock.py's
+            what = "graceful timeout" if self.clock.drain else "fast stop deadline"
+            log.warning("%s reached: stopped %d (SIGKILL)", what, self.clock.killed)
+            self.clock.killed = None
+            return
         if signum in STRAY:
             log.warning("received %s; ignored (not a supervisor signal)", name)
             return
@@ -353,7 +364,7 @@ class Arbiter:
     def handle_quit(self) -> None:
         """Fast stop: children exit now, their runs go back to the queue at once."""
         self.mode = Mode.STOPPING
-        self.deadline = None
+        self.clock.arm(FAST_STOP_S, self.settings.kill_grace, drain=False)
         log.info(
             "fast stop: stopping %s now; their runs go back to the queue",
             count_children(len(self.children)),
@@ -363,7 +374,7 @@ class Arbiter:
         for child in self.children.values():
             if child.stop_sent != "kill":
                 child.stop_sent = "quit"
-                child.kill_at = now + 2.0
+                child.kill_at = now + FAST_STOP_S
                 child.signal(signal.SIGQUIT)
 
     def handle_ttin(self) -> None:
@@ -374,7 +385,7 @@ class Arbiter:
 
     def _drain(self) -> None:
         self.mode = Mode.DRAINING
-        self.deadline = time.monotonic() + self.settings.graceful_timeout
+        self.clock.arm(self.settings.graceful_timeout, self.settings.kill_grace)
         log.info(
             "draining: waiting up to %.1f s for the runs of %s",
             self.settings.graceful_timeout,
@@ -516,7 +527,6 @@ class Arbiter:
 
     def _reconcile(self, now: float) -> None:
         if self.mode is not Mode.RUNNING:
-            self._check_deadline(now)
             return
         rolling = any(slot.pending is not None for slot in self.slots.values())
         for slot_no, slot in sorted(self.slots.items()):
@@ -545,17 +555,6 @@ class Arbiter:
                     slot.pending = child.pid
                     tracker.spawned()
                     rolling = True
-
-    def _check_deadline(self, now: float) -> None:
-        if self.mode is Mode.DRAINING and self.deadline is not None and now >= self.deadline:
-            log.warning(
-                "graceful timeout reached: stopping %s; their runs go back to the queue",
-                count_children(len(self.children)),
-            )
-            self.deadline = None
-            for child in self.children.values():
-                child.stop_sent = "kill"
-                child.signal(signal.SIGKILL)
 
     def _stopped_by_us(self, child: Child, info: ExitInfo) -> bool:
         """Whether ``child`` ended because this supervisor stopped it (its runs go

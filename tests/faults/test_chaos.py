@@ -833,3 +833,71 @@ def test_a_whole_supervisor_sigstopped_past_the_stall_bound_keeps_its_children(
     assert not report.failures, report.summary()
     report.assert_ok(all_succeeded=True)
     raw.close()
+
+
+#: C14: how long redis-server stays stopped (s), past graceful_timeout + kill_grace.
+STALL_S = 100.0
+#: C14: the TERMed supervisor's bound (s): graceful_timeout 30 + kill_grace 5 (the
+#: defaults), plus scheduling on a loaded machine. Before the fix it kept no bound
+#: while Redis was stopped (75 s later its children still lived).
+EXIT_BOUND_S = 40.0
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+def test_supervisor_termed_while_redis_stays_stopped_past_its_graceful_timeout(
+    fx: Faults,
+) -> None:
+    """``redis-server`` SIGSTOPped 100 s; supervisor A TERMed 1 s into it (a deploy
+    during a Redis stall). A must stop its children and exit within its graceful
+    timeout and kill grace, Redis still stopped (``drainclock.py``): before, its
+    loop saw the TERM only once a blocked Redis call gave up, ran every periodic
+    duty while draining (each blocked a socket timeout or more), and looked at the
+    drain's deadline only once Redis answered again. The runs it could not put
+    back keep their leases until they lapse; B and a new A finish every run."""
+    server = fx.redis()
+    raw = server.client()
+    a = fx.supervisor(server.url, procs=2)
+    b = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    b.wait_workers(2)
+    prod = fx.producer(server.url, 400, rate=100).start()
+    wait_for(partial(busy_children, a), 20, "a busy child")
+    kids = _orphans(psutil.Process(a.pid))
+    assert server.proc is not None
+    t = fx.fault("redis-stop", seconds=STALL_S + 0.5)
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    time.sleep(1)
+    t_term = time.monotonic()
+    a.send(signal.SIGTERM)
+    gone: float | None = None
+    code: int | None = None
+    while time.monotonic() - t_term < EXIT_BOUND_S:
+        if gone is None and all(_gone(k) for k in kids):
+            gone = time.monotonic() - t_term
+        assert a.proc is not None
+        code = a.proc.poll()
+        if code is not None:
+            break
+        time.sleep(0.1)
+    exited = time.monotonic() - t_term
+    if gone is None and all(_gone(k) for k in kids):
+        gone = exited
+    wait_for(lambda: time.monotonic() - t >= STALL_S, STALL_S + 10, "the stall")
+    os.kill(server.proc.pid, signal.SIGCONT)
+    assert code is not None and gone is not None, (
+        f"a TERMed supervisor had not exited {exited:.0f} s later, Redis stopped "
+        f"(children gone after {gone} s):\n" + a.log()[-3000:]
+    )
+    assert code == 0, a.log()[-3000:]
+    a = fx.supervisor(server.url, procs=2)
+    a.wait_workers(2)
+    prod.wait(120)
+    report = fx.finish(
+        raw,
+        "C14. supervisor TERMed during a 100 s redis-server SIGSTOP",
+        recovery_s=exited,
+        note=f"TERM -> children gone {gone:.1f} s, exit {exited:.1f} s (Redis still stopped)",
+    )
+    report.assert_ok(all_succeeded=True)
+    raw.close()
