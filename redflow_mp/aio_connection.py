@@ -15,7 +15,7 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.sentinel import Sentinel
 
-from .closing import Gate, closable_async_connection_class
+from .closing import Gate, closable_async_connection_class, cut_error
 from .connection import (
     CLUSTER_PATIENCE,
     Router,
@@ -328,6 +328,13 @@ async def drive_query(client: redis.asyncio.Redis, plan: QueryPlan[_T]) -> _T:
                 if mapped is None:
                     raise
                 raise mapped from exc
+            except (rexc.ConnectionError, rexc.TimeoutError):
+                # Cut by aclose(): redis-py before 5.1 raises the cut itself (no
+                # retry reaches the closed gate); the documented error is ours.
+                gate = getattr(client.connection_pool, "gate", None)
+                if isinstance(gate, Gate) and gate.closed:
+                    raise cut_error(gate.describe()) from None
+                raise
             batch = plan.send(replies)
     except StopIteration as stop:
         return cast(_T, stop.value)

@@ -565,9 +565,12 @@ def is_noscript(exc: ResponseError) -> bool:
 def is_busy(exc: ResponseError) -> bool:
     """``BUSY``: a script or function runs past busy-reply-threshold; the command
     was refused (``BUSYKEY``, a RESTORE onto an existing key, is another error).
-    A pipeline's reply says which of its commands got it ("... caused error: BUSY")."""
+    A pipeline's reply says which of its commands got it ("... caused error: BUSY";
+    redis.asyncio before 5.1 quotes the reply's args: "caused error: ('BUSY")."""
     text = str(exc)
-    return text.startswith("BUSY ") or "caused error: BUSY " in text
+    return (
+        text.startswith("BUSY ") or "caused error: BUSY " in text or "caused error: ('BUSY " in text
+    )
 
 
 def is_oom(exc: ResponseError) -> bool:
