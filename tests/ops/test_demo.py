@@ -34,10 +34,18 @@ def _demo_keys(raw: redis.Redis) -> list[bytes]:
     return list(raw.scan_iter(match=DEMO_KEYS, count=1000))
 
 
+def _libraries(raw: redis.Redis) -> list[str]:
+    """The names of the server's function libraries."""
+    libraries = [dict(zip(lib[::2], lib[1::2], strict=True)) for lib in raw.function_list()]
+    return [lib[b"library_name"].decode() for lib in libraries]
+
+
 def test_demo_keeps_its_keys_only_when_asked_and_removes_nothing_else(
     redis_url: str, raw: redis.Redis
 ) -> None:
     raw.delete(*(_demo_keys(raw) or [b"-"]))
+    # the worker's server is shared: another test may have loaded a library
+    libraries_before = set(_libraries(raw))
     raw.set("someone-elses:key", "mine")
     raw.set("{another-prefix}:workflows", "x")
     try:
@@ -68,8 +76,7 @@ def test_demo_keeps_its_keys_only_when_asked_and_removes_nothing_else(
         assert raw.get("someone-elses:key") == b"mine"
         assert raw.get("{another-prefix}:workflows") == b"x"
         # No server-global state either: no function library (EVALSHA by default).
-        libraries = [dict(zip(lib[::2], lib[1::2], strict=True)) for lib in raw.function_list()]
-        names = [lib[b"library_name"].decode() for lib in libraries]
+        names = [name for name in _libraries(raw) if name not in libraries_before]
         assert not [name for name in names if name.startswith("redflow_")], names
     finally:
         raw.delete("someone-elses:key", "{another-prefix}:workflows", *_demo_keys(raw))
