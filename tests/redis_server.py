@@ -15,19 +15,27 @@ the cluster and Sentinel ones included (``tests/servers.py``), starts it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 
 from redflow_supervisor.embedded import ServerBinary, find_server, probe_server
 
-__all__ = ["FLAVORS", "RedisServer", "describe_binary", "find_redis_server", "flavor_binary"]
+__all__ = [
+    "FLAVORS",
+    "RedisServer",
+    "busy_threshold_server",
+    "describe_binary",
+    "find_redis_server",
+    "flavor_binary",
+]
 
 #: ``--redis-flavor`` values: where the binary comes from, and what it must be.
 FLAVORS: dict[str, tuple[str, str, tuple[int, ...]] | None] = {
@@ -210,3 +218,18 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+@contextlib.contextmanager
+def busy_threshold_server() -> Iterator[RedisServer]:
+    """A private server (stopped on exit) whose ``lua-time-limit``
+    (busy-reply-threshold) is 100 ms: a neighbour's long script gets other
+    clients ``BUSY`` replies 100 ms into its run (the BUSY tests' server)."""
+    srv = RedisServer().start()
+    try:
+        r = srv.client()
+        r.config_set("lua-time-limit", 100)
+        r.close()
+        yield srv
+    finally:
+        srv.cleanup()

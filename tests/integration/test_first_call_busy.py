@@ -18,21 +18,15 @@ from redflow_mp import Context, RedisBusyError, Registry, create_client, define_
 from redflow_mp.aio import create_async_client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from tests.integration.test_results_busy import _spin_in_background
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, busy_threshold_server
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        r = srv.client()
-        r.config_set("lua-time-limit", 100)
-        r.close()
+    with busy_threshold_server() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def _flow(registry: Registry) -> Any:

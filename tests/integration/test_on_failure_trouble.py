@@ -15,21 +15,15 @@ import pytest
 from redflow_mp import Context, FailureContext, Registry, Worker, create_client, define_workflow
 from redflow_mp.executor import on_failure_of_stored_run
 from tests.integration.test_results_busy import _spin_in_background
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, busy_threshold_server
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        r = srv.client()
-        r.config_set("lua-time-limit", 100)
-        r.close()
+    with busy_threshold_server() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def test_on_failure_of_a_stored_run_waits_out_busy_replies(

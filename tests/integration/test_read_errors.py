@@ -29,7 +29,7 @@ from redflow_mp import (
 from redflow_mp.aio import AsyncClient, create_async_client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from tests.integration.test_results_busy import _spin_in_background
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, busy_threshold_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -135,14 +135,8 @@ def test_every_async_read_meeting_a_key_of_another_type_raises_wrong_type_error(
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        r = srv.client()
-        r.config_set("lua-time-limit", 100)
-        r.close()
+    with busy_threshold_server() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def test_every_read_meeting_busy_raises_redis_busy_error(

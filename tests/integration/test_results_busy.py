@@ -18,7 +18,7 @@ import redis
 
 from redflow_mp import Context, Registry, Worker, create_client, define_workflow
 from redflow_mp.aio import create_async_client
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, busy_threshold_server
 from tests.servers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,14 +34,8 @@ SPIN_MS = 2000
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        r = srv.client()
-        r.config_set("lua-time-limit", 100)
-        r.close()
+    with busy_threshold_server() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def _busy(r: redis.Redis) -> bool:

@@ -15,7 +15,7 @@ from redflow_mp import Client, create_client
 from redflow_supervisor.ops.cli import main
 from tests.integration.test_results_busy import _spin_in_background
 from tests.ops.conftest import Runs
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, busy_threshold_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -47,14 +47,8 @@ def test_reads_over_a_key_of_another_type_exit_1_naming_the_key(
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        r = srv.client()
-        r.config_set("lua-time-limit", 100)
-        r.close()
+    with busy_threshold_server() as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def test_a_read_during_a_neighbours_long_script_exits_1_saying_busy(
