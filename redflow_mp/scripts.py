@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Generator
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
+from .claim_scripts import ClaimCalls
 from .claimed import Claimed, Finish
-from .claimed import claimed_from_reply as _claimed
 from .codec import text
 from .errors import (
     NETWORK_ERRORS,
@@ -47,8 +46,8 @@ from .keys import Keys
 from .luafiles import build_library, library_name, load_sources, script_names
 from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
-from .packed import PlainEnqueues
-from .queueset import MANY_QUEUES, QueueLists
+from .packed import PackedClaims, PlainEnqueues
+from .queueset import QueueLists
 from .transport import Transport, is_noscript, refused
 from .upkeep_scripts import UpkeepCalls
 from .wait_scripts import WaitCalls, corrupted
@@ -71,9 +70,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: claim_run's ARGV[10] by woken + 2 * resend (the script's flags).
-_FLAGS = ("", "1", "2", "3")
 
 log = logging.getLogger(__name__)
 
@@ -361,13 +357,14 @@ def cancel_reply(reply: Any) -> str | None:
     return text(reply[1])
 
 
-class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
+class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
     """The scripts bound to one (sync) transport and one key namespace."""
 
     def __init__(self, transport: Transport, keys: Keys, *, functions: bool = False) -> None:
         super().__init__(keys, transport.describe(), functions=functions)
         self._t = transport
         self._lists = QueueLists()  # claims of many queues name a registered list
+        self._packed = PackedClaims()  # claims naming their queues, packed ahead
 
     def ensure_loaded(self) -> None:
         """Configure the scripts for this server now (before a pipeline uses
@@ -490,55 +487,6 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         except NETWORK_ERRORS:
             reply = self.run("enqueue_run", keys, args, retry=True)
         return enqueue_reply(reply)
-
-    def claim(
-        self,
-        queues: tuple[str, ...],
-        lease_ms: int,
-        token: str,
-        finish: Finish | tuple[str, str, str, bytes | str, int] | None = None,
-        only_id: str = "",
-        woken: bool = False,
-        turn: int = 0,
-        scan: bool = False,
-        resend: bool = False,
-    ) -> tuple[str, Claimed | None]:
-        """Apply ``finish`` (a :class:`Finish`, or the same five values) if given, then claim.
-
-        ``token`` empty means finish only. Returns the finish result ('' when
-        nothing was finished, 'lease-lost', or the new status) and the claimed run.
-        Ties go to the queue at position ``turn``, then to the ones after it. Past
-        MANY_QUEUES queues the list is registered in Redis (queueset.py); ``scan``
-        reads every queue's head (the safety net of an idle worker). ``resend``:
-        the last claim with this ``token`` got no reply (a network error after it
-        was sent): the run it took, if it took one, is answered again (and leased
-        again) instead of another; it would otherwise wait a lease for the reaper.
-        """
-        fargs: tuple[Any, ...] = ("", "", "", "", 0) if finish is None else finish
-        sent = time.monotonic()
-        keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
-        args = (self._tag, lease_ms, token, *fargs, only_id, _FLAGS[woken + 2 * resend])
-        if not token:  # a finish only: no queue is read
-            reply = self.run("claim_run", keys, (*args, 0), retry=False)
-        elif only_id or (not turn and len(queues) <= MANY_QUEUES):
-            reply = self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
-        else:
-            qargs = self._lists.args(queues, turn, scan)
-            reply = self.run("claim_run", keys, (*args, *qargs), retry=False)
-            if isinstance(reply[1], bytes | str):  # 'register': the list is gone: send it
-                named = self._lists.register(queues, turn)
-                args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
-                more = self.run("claim_run", keys, args, retry=False)
-                reply = [reply[0], more[1], [*reply[2], *more[2]]]
-        claimed = _claimed(reply[1], token)
-        for dropped in reply[2] if len(reply) > 2 else ():
-            queue, _, run_id = text(dropped).rpartition(" ")
-            why = "has no run record (removed by hand or lost); dropped it"
-            log.warning("run id %s in the ready list of queue %r %s", run_id, queue, why)
-        if claimed is not None:
-            # The lease was granted after `sent`: it holds at least until sent + lease.
-            claimed.lease_until = sent + lease_ms / 1000.0
-        return text(reply[0]), claimed
 
     def confirm_result(self) -> None:
         """A write, then (durability "wait"/"waitaof") its WAIT: confirms every

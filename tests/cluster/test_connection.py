@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import pytest
 import redis
 from redis.crc import key_slot
@@ -65,12 +66,26 @@ def test_every_script_call_declares_keys_of_the_prefix_slot(
     calls: list[tuple[Any, ...]] = []
     real = client.transport.call
 
-    def recording(*args: Any, retry: bool = True) -> Any:
-        if str(args[0]).upper() in ("EVALSHA", "EVAL", "FCALL", "FCALL_RO", "EVALSHA_RO"):
+    def record(args: tuple[Any, ...]) -> None:
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        if name.upper() in ("EVALSHA", "EVAL", "FCALL", "FCALL_RO", "EVALSHA_RO"):
             calls.append(args)
+
+    def recording(*args: Any, retry: bool = True) -> Any:
+        record(args)
         return real(*args, retry=retry)
 
+    real_packed = client.transport.call_packed
+
+    def recording_packed(packed: bytes, *, retry: bool = True) -> Any:
+        # a call packed ahead (the plain enqueue, the worker's claim): its arguments
+        reader = hiredis.Reader()
+        reader.feed(packed)
+        record(tuple(reader.gets()))
+        return real_packed(packed, retry=retry)
+
     monkeypatch.setattr(client.transport, "call", recording)
+    monkeypatch.setattr(client.transport, "call_packed", recording_packed)
     worker = Worker(client, registry=registry, block_timeout=0.05, maintenance=True)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -83,6 +98,8 @@ def test_every_script_call_declares_keys_of_the_prefix_slot(
         worker.stop()
         thread.join(10)
     assert len(calls) > 10
+    sha = client.scripts._shas["claim_run"]
+    assert [a for a in calls if (a[1].decode() if isinstance(a[1], bytes) else a[1]) == sha]
     for args in calls:
         numkeys = int(args[2])
         keys = [a.decode() if isinstance(a, bytes) else str(a) for a in args[3 : 3 + numkeys]]
