@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BUCKETS", "Labels", "Metrics", "labels_of"]
+__all__ = ["BUCKETS", "FINAL", "Labels", "Metrics", "labels_of"]
 
 # Seconds; shared by every histogram so deltas from many children add up.
 BUCKETS: tuple[float, ...] = (
@@ -42,6 +42,14 @@ BUCKETS: tuple[float, ...] = (
 
 Labels = tuple[tuple[str, str], ...]
 
+#: The final statuses a finish is counted under (redflow_runs_finished_total).
+FINAL = ("succeeded", "failed", "canceled")
+
+# started, queue wait, duration, finished by final status
+_RunKeys = tuple[
+    tuple[str, Labels], tuple[str, Labels], tuple[str, Labels], dict[str, tuple[str, Labels]]
+]
+
 
 def labels_of(items: Mapping[str, str]) -> Labels:
     """The canonical (sorted) label tuple of a metric series."""
@@ -59,6 +67,7 @@ class Metrics:
         self._counters: dict[tuple[str, Labels], float] = {}
         self._hists: dict[tuple[str, Labels], list[float]] = {}
         self._wf_keys: dict[tuple[str, str, str], tuple[str, Labels]] = {}
+        self._runs: dict[str, _RunKeys] = {}  # run_started / run_ended, by workflow
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         self._inc((name, labels_of(labels)), value)
@@ -101,6 +110,56 @@ class Metrics:
             hist[slot] += 1
             hist[-2] += seconds
             hist[-1] += 1
+
+    def _run_keys(self, workflow: str) -> _RunKeys:
+        """The series keys of a worker's per-run updates for ``workflow``, made once."""
+        got = (
+            self._wf_key("redflow_runs_started_total", workflow, ""),
+            self._wf_key("redflow_queue_wait_seconds", workflow, ""),
+            self._wf_key("redflow_run_duration_seconds", workflow, ""),
+            {s: self._wf_key("redflow_runs_finished_total", workflow, s) for s in FINAL},
+        )
+        if len(self._runs) >= 10_000:  # bounded, whatever the names
+            self._runs.clear()
+        self._runs[workflow] = got
+        return got
+
+    # run_started and run_ended are a worker's two updates a run, each one lock
+    # and one key lookup (by the workflow's name): about 5,800 CPU instructions
+    # an update, four updates a run before.
+
+    def run_started(self, workflow: str, wait: float | None) -> None:
+        """``inc_wf("redflow_runs_started_total", workflow)`` and, unless ``wait``
+        is None, ``observe_wf("redflow_queue_wait_seconds", wait, workflow)``."""
+        keys = self._runs.get(workflow) or self._run_keys(workflow)
+        with self._lock:
+            counters = self._counters
+            counters[keys[0]] = counters.get(keys[0], 0.0) + 1.0
+            if wait is not None:
+                hist = self._hists.get(keys[1])
+                if hist is None:
+                    hist = self._hists[keys[1]] = [0.0] * (len(BUCKETS) + 3)
+                hist[bisect.bisect_left(BUCKETS, wait)] += 1
+                hist[-2] += wait
+                hist[-1] += 1
+
+    def run_ended(self, workflow: str, seconds: float, status: str = "") -> None:
+        """``observe_wf("redflow_run_duration_seconds", seconds, workflow)`` and,
+        when ``status`` is a final one (:data:`FINAL`), ``inc_wf(
+        "redflow_runs_finished_total", workflow, status)``."""
+        keys = self._runs.get(workflow) or self._run_keys(workflow)
+        finished = keys[3].get(status)
+        slot = bisect.bisect_left(BUCKETS, seconds)
+        with self._lock:
+            hist = self._hists.get(keys[2])
+            if hist is None:
+                hist = self._hists[keys[2]] = [0.0] * (len(BUCKETS) + 3)
+            hist[slot] += 1
+            hist[-2] += seconds
+            hist[-1] += 1
+            if finished is not None:
+                counters = self._counters
+                counters[finished] = counters.get(finished, 0.0) + 1.0
 
     def _inc(self, key: tuple[str, Labels], value: float) -> None:
         with self._lock:

@@ -33,7 +33,7 @@ from .ids import new_token
 from .keycheck import Bench, shared_keys
 from .lease import LeaseKeeper, say_lost
 from .lostclaim import LostClaim
-from .metrics import Metrics
+from .metrics import FINAL, Metrics
 from .options import check_name
 from .queueset import MANY_QUEUES
 from .registry import Registry
@@ -166,6 +166,7 @@ class Worker:
         ]
         self._next_maintenance = 0.0
         self._current: Claimed | None = None
+        self._ran: tuple[str, float] | None = None  # the last execution's label and time
         self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
         self._pass = ShardPass()  # shards > 1: the shards down, a shard unanswered
 
@@ -208,6 +209,7 @@ class Worker:
         except _LeftBehind:
             pass  # its run stays on the host's books (``started``, never ``finished``)
         finally:
+            self._ended()  # a run left behind: its time still counts
             self.keeper.stop()
             self.executor.close()
 
@@ -248,6 +250,7 @@ class Worker:
                 outcome = self._suspend_or_resume(claimed, self._execute(claimed))
                 pending, pending_outcome = self._settle(claimed, outcome)
                 if pending is None:
+                    self._ended()  # its finish written (or none): its time alone
                     self.hooks.finished(claimed)
                     self._on_failure()
                 else:
@@ -340,6 +343,8 @@ class Worker:
         return qs
 
     def _execute(self, claimed: Claimed) -> Outcome:
+        if self._ran is not None:  # an execution before this one (a resumed wait)
+            self._ended()
         wf = self.registry.get(claimed.workflow)
         if wf is None and self._foreign(claimed):
             return Outcome(OutcomeMode.LOST)  # put back: nothing left to write
@@ -352,19 +357,15 @@ class Worker:
         metrics = self.metrics
         label = claimed.workflow if wf is not None else UNREGISTERED_LABEL  # as _label
         if metrics is not None:
-            metrics.inc_wf("redflow_runs_started_total", label)
-            if claimed.available_at:
-                wait = max(0.0, time.time() - claimed.available_at / 1000.0)
-                metrics.observe_wf("redflow_queue_wait_seconds", wait, label)
+            at = claimed.available_at
+            metrics.run_started(label, max(0.0, time.time() - at / 1000.0) if at else None)
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
             return self.executor.execute(claimed)
         finally:
-            if metrics is not None:
-                metrics.observe_wf(
-                    "redflow_run_duration_seconds", time.perf_counter() - began, label
-                )
+            if metrics is not None:  # observed by _ended, with its finish's count if it rides
+                self._ran = (label, time.perf_counter() - began)
             self._current = None
             self.runs_done += 1
 
@@ -517,9 +518,21 @@ class Worker:
     ) -> None:
         if result == "lease-lost":
             say_lost(log, self.client, finish.run_id, "before its result was written")
-            return
-        if outcome is not None and outcome.info is not None:
+            self._ended()
+        elif outcome is None or outcome.info is None:
+            self._ended()
+        elif result in FINAL:
+            self._ended(result)  # the time and the finish's count in one update
+        else:
+            self._ended()
             self._record(outcome.info.workflow, finish.mode, result)
+
+    def _ended(self, status: str = "") -> None:
+        """The "run ended" update of the last execution: its time, and the count of
+        its finish under a final ``status`` (``Metrics.run_ended``: one lock)."""
+        ran, self._ran = self._ran, None
+        if ran is not None and self.metrics is not None:
+            self.metrics.run_ended(ran[0], ran[1], status)
 
     def _record(self, workflow: str, mode: str, status: str | None) -> None:
         """Count a finish whose script reply said ``status`` (None: lease lost)."""
@@ -647,6 +660,7 @@ class Worker:
                 break
             outcome = self._suspend_or_resume(claimed, self._execute(claimed))
             pending, _ = self._settle(claimed, outcome)
+            self._ended()
             if pending is None:
                 self.hooks.finished(claimed)
                 self._on_failure()

@@ -352,3 +352,67 @@ def test_metrics_label_of_an_unregistered_workflow_is_bounded(
         if any(k == "workflow" for k, _ in labels)
     }
     assert names == {"known-metrics", "(unregistered)"}
+
+
+def test_a_workers_metrics_count_every_start_time_and_finish_of_its_loop(
+    client: Client, registry: Registry
+) -> None:
+    """The loop's per-run updates (``run_started``; ``run_ended``, which counts a
+    finish with its time once the claim carrying it returns): every execution
+    counted and timed once, every final status counted once, a retry's time
+    kept though its finish is no final status."""
+    from redflow_mp import NonRetriableError, Worker
+    from redflow_mp.metrics import Metrics
+
+    tries: list[int] = []
+
+    @define_workflow("m-ok", queue="m", registry=registry)
+    def ok(ctx: Context[Any]) -> int:
+        return 1
+
+    @define_workflow(
+        "m-retry",
+        queue="m",
+        registry=registry,
+        retries=Retries(max_attempts=2, initial_delay=0.05, jitter=0),
+    )
+    def again(ctx: Context[Any]) -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("once")
+        return 2
+
+    @define_workflow("m-bad", queue="m", registry=registry)
+    def bad(ctx: Context[Any]) -> int:
+        raise NonRetriableError("no")
+
+    handles = [ok.run(), ok.run(), again.run(), bad.run(), ok.run()]
+    metrics = Metrics()
+    worker = Worker(
+        client, queues=["m"], block_timeout=0.05, metrics=metrics, max_runs=6, maintenance=True
+    )
+    worker.run()  # 6 executions: m-retry's two, and 4 others
+    assert handles[2].result(timeout=5) == 2
+    drained = metrics.drain()
+    c = {(n, tuple(map(tuple, labels))): v for n, labels, v in drained["c"]}
+    h = {(n, tuple(map(tuple, labels))): v for n, labels, v in drained["h"]}
+
+    def wf(name: str) -> tuple[tuple[str, str], ...]:
+        return (("workflow", name),)
+
+    def fin(name: str, status: str) -> tuple[tuple[str, str], ...]:
+        return (("status", status), ("workflow", name))
+
+    assert c == {
+        ("redflow_runs_started_total", wf("m-ok")): 3,
+        ("redflow_runs_started_total", wf("m-retry")): 2,
+        ("redflow_runs_started_total", wf("m-bad")): 1,
+        ("redflow_runs_finished_total", fin("m-ok", "succeeded")): 3,
+        ("redflow_runs_finished_total", fin("m-retry", "succeeded")): 1,
+        ("redflow_runs_finished_total", fin("m-bad", "failed")): 1,
+        ("redflow_run_retries_total", wf("m-retry")): 1,
+    }
+    durations = {k[1]: v[-1] for k, v in h.items() if k[0] == "redflow_run_duration_seconds"}
+    assert durations == {wf("m-ok"): 3, wf("m-retry"): 2, wf("m-bad"): 1}
+    waits = {k[1]: v[-1] for k, v in h.items() if k[0] == "redflow_queue_wait_seconds"}
+    assert waits == {wf("m-ok"): 3, wf("m-retry"): 2, wf("m-bad"): 1}
