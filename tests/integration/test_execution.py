@@ -416,3 +416,31 @@ def test_a_workers_metrics_count_every_start_time_and_finish_of_its_loop(
     assert durations == {wf("m-ok"): 3, wf("m-retry"): 2, wf("m-bad"): 1}
     waits = {k[1]: v[-1] for k, v in h.items() if k[0] == "redflow_queue_wait_seconds"}
     assert waits == {wf("m-ok"): 3, wf("m-retry"): 2, wf("m-bad"): 1}
+
+
+def test_a_sync_handler_returning_a_coroutine_has_it_awaited_and_plain_results_are_kept(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """The executor awaits whatever coroutine a handler returns (a plain ``def``
+    handing over to an ``async def``); results of the common exact types skip
+    that check, and each is stored as it is (a ``dict`` subclass still checked)."""
+
+    async def later(x: int) -> dict[str, int]:
+        await asyncio.sleep(0)
+        return {"x": x}
+
+    class Tagged(dict[str, int]):
+        pass
+
+    @define_workflow("hands-over", registry=registry)
+    def hands_over(ctx: Context[Any]) -> Any:
+        return later(ctx.input)
+
+    @define_workflow("plain-results", registry=registry)
+    def plain(ctx: Context[Any]) -> Any:
+        return [None, True, 3, 2.5, "s", {"a": 1}, [1], (1, 2), Tagged(t=1)][ctx.input]
+
+    workers.start()
+    assert hands_over.run(7).result(timeout=10) == {"x": 7}
+    got = [plain.run(i).result(timeout=10) for i in range(9)]
+    assert got == [None, True, 3, 2.5, "s", {"a": 1}, [1], [1, 2], {"t": 1}]
