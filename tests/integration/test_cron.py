@@ -400,3 +400,42 @@ def test_a_tick_of_many_due_crons_gives_the_loop_back_within_its_budget(
         fired, ticks, more = fired + len(tick.fired), ticks + 1, tick.more
         assert ticks < 200
     assert fired == 120
+
+
+def test_a_fire_time_of_a_fraction_of_a_ms_fires_and_moves_on(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A cron:next score that is not a whole ms (an operator's "fire it now" by
+    ``ZADD ... $(python -c 'print(time.time() * 1000)')``, a neighbour's float
+    clock) fires once and the entry moves on to its next fire time. Before, the
+    leader read the score as whole ms, fire_cron compared it with the exact
+    score, found it "already handled" (-2) and never advanced it: that cron
+    never fired again, silently; and a full batch of such entries (100) kept
+    every entry due after them from firing and the cron duty ticking at once,
+    for good (``more``)."""
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    now = client.server_time_ms()
+    raw.zadd(client.keys.cron_next, {cid: now - 1_000 + 0.25})
+    tick = cron_tick(client, lock.token)
+    assert len(tick.fired) == 1, tick
+    run = client.get_run(tick.fired[0])
+    assert run is not None and run.cron_id == cid
+    nxt = raw.zscore(client.keys.cron_next, cid)
+    assert nxt is not None and nxt > now and nxt == int(nxt)
+    assert cron_tick(client, lock.token).fired == []
+
+    # a full batch of them stops no entry due after them, and ends
+    plain = Cron("0 0 1 1 *", input={"plain": True})
+    define_workflow("plain", cron=[plain], registry=registry)(lambda ctx: None)
+    odd = [Cron("0 0 1 1 *", id=f"odd{i}") for i in range(3)]
+    define_workflow("odd", cron=odd, registry=registry, max_concurrency=10)(lambda ctx: None)
+    client.sync_registry(registry, app="cron-test")
+    due = {cron_id_for("odd", c): now - 10_000 + i - 0.5 for i, c in enumerate(odd)}
+    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
+    first = cron_tick(client, lock.token, limit=2)
+    second = cron_tick(client, lock.token, limit=2)
+    assert len(first.fired) + len(second.fired) == 4, (first, second)
+    third = cron_tick(client, lock.token, limit=2)
+    assert third.fired == [] and not third.more, third
