@@ -4,6 +4,7 @@ from now (no catch-up burst); runs carry cronId; skipped at max_concurrency."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -439,3 +440,47 @@ def test_a_fire_time_of_a_fraction_of_a_ms_fires_and_moves_on(
     assert len(first.fired) + len(second.fired) == 4, (first, second)
     third = cron_tick(client, lock.token, limit=2)
     assert third.fired == [] and not third.more, third
+
+
+def _leads(leader: LeaderDuty) -> bool:
+    """(A call: mypy would take a property asserted once for a constant.)"""
+    return leader.is_leader
+
+
+def test_a_lock_overwritten_with_another_type_under_the_leader_ends_its_lead_and_is_named(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A neighbour overwrites ``lock:cron`` with another type of value while this
+    supervisor leads. Before, the renewal's WRONGTYPE escaped the lock's tick: the
+    supervisor went on taking itself for the leader for good, the key check that
+    names such a lock skipped it (a key this leader "holds"), the leader duty
+    warned "leader duty failed: WRONGTYPE ..." (no key named) and every due cron
+    logged an ERROR "cron ... skipped" at every tick, counted as a skip. Now the
+    lead ends (as when another token took the lock), the key is named, no cron
+    is fired or skipped; once the key is gone the supervisor leads and fires."""
+    cid = _setup(client, registry)
+    leader = LeaderDuty(client, 10_000)
+    duty = CronDuty(client, leader)
+    leader.tick(0.0)
+    assert _leads(leader)
+    key = client.keys.lock_cron
+    raw.delete(key)
+    raw.hset(key, "held", "by a neighbour")
+    _make_due(raw, client, cid, client.server_time_ms() - 1_000)
+    with caplog.at_level(logging.INFO):
+        for now in (1.0, 2.0, 3.0):
+            leader.tick(now)
+            duty.tick(now)
+    assert not _leads(leader)
+    assert duty.fired == 0 and duty.skipped == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and key in errors[0] and "a hash" in errors[0], errors
+    raw.delete(key)
+    leader.tick(4.0)
+    assert _leads(leader)
+    duty.tick(4.0)
+    assert duty.fired == 1
+    leader.resign()
