@@ -190,7 +190,17 @@ def next_fire_ms(expression: str, timezone: str, after_ms: int) -> int:
 
     Across daylight-saving changes, see the module docstring: fixed hours fire
     once per wall-clock time, ``*`` / ``*/n`` hours by real time.
+
+    Raises:
+        ValueError: an expression that is not 5 or 6 fields, or that croniter
+            cannot read or never fires; an unknown timezone. (A definition read
+            from Redis may hold anything: an IndexError out of the hour rule
+            for ``@hourly`` or ``""`` stopped every cron tick of the prefix.)
     """
+    if len(expression.split()) not in (5, 6):
+        raise ValueError(
+            f"Cron expression {expression!r} must have 5 fields (or 6 with a seconds field last)"
+        )
     zone = _zone(timezone)
     once = _hour_is_fixed(expression)
     after = after_ms

@@ -302,6 +302,10 @@ def reindex_unindexed(client: Store, batch: int = BATCH, max_batches: int = 20) 
     return total
 
 
+def _wrong_type(exc: redis.ResponseError) -> bool:
+    return "WRONGTYPE" in str(exc)
+
+
 class LeaderLock:
     """The fenced cron leader lock (``lock:cron``): acquire, renew, release.
 
@@ -353,6 +357,15 @@ class LeaderLock:
             except LockError:  # the key expired or holds another leader's token
                 self.held = False
                 log.warning("cron leadership lost")
+            except redis.ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
+                # Overwritten with another type under us: no token of ours is
+                # there any more, as above. Raised, it left this supervisor the
+                # leader for good (foreign_keys skips a lock it holds: the key was
+                # never named) and every due cron failed at every tick.
+                self.held = False
+                log.warning("cron leadership lost: %s holds another type of value", self._lock.name)
         else:
             self.held = self._lock.acquire(token=self.token)
             if self.held:
@@ -378,6 +391,10 @@ class LeaderLock:
                 return True
             except LockError:
                 pass
+            except redis.ResponseError as exc:  # another type (see tick)
+                if not _wrong_type(exc):
+                    raise
+                return False
         return bool(lock.acquire(token=self.token))
 
     def foreign_keys(self) -> list[tuple[str, str]]:

@@ -133,6 +133,8 @@ class UpkeepCalls:
 
 
 def _finite_ms(score: Any) -> int | None:
-    """A ZSET score as whole ms; None for an infinite one (an int of it raises)."""
+    """A ZSET score as whole ms, rounded down as fire_cron.lua rounds it (a score
+    written by hand may hold a fraction); None for an infinite one (an int of it
+    raises)."""
     value = float(score)
-    return int(value) if math.isfinite(value) else None
+    return math.floor(value) if math.isfinite(value) else None

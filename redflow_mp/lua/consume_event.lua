@@ -23,7 +23,10 @@ if existing and string.find(existing, '"status":"succeeded"', 1, true) then
   return { 2, '', existing }
 end
 local list = k_ev(tag, id, ARGV[5])
-if redis.call('LLEN', list) == 0 then return { 0 } end
+-- of another type: refused naming the key, nothing written (see suspend_run.lua)
+local len = redis.pcall('LLEN', list)
+if failed(len) then refuse(list, len) end
+if len == 0 then return { 0 } end
 local run = k_run(tag, id)
 -- The step's sequence number before the pop: a failure there leaves the event.
 local seq = redis.pcall('HINCRBY', run, 'stepSeq', 1)

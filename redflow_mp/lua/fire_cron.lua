@@ -22,7 +22,10 @@ local tag = ARGV[1]
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return { -1, '' } end
 local next_key = tag .. ':cron:next'
 local score = redis.call('ZSCORE', next_key, ARGV[3])
-if not score or tonumber(score) ~= tonumber(ARGV[4]) then return { -2, '' } end
+-- Whole ms, rounded down as the leader read it (_finite_ms in upkeep_scripts.py):
+-- a score with a fraction (written by hand: `time.time() * 1000`) compared
+-- exactly was "already handled" at every tick and never moved on.
+if not score or math.floor(tonumber(score)) ~= tonumber(ARGV[4]) then return { -2, '' } end
 local now = now_ms()
 redis.call('ZADD', next_key, ARGV[5], ARGV[3])
 local wf = ARGV[7]

@@ -49,7 +49,13 @@ local wake_at = tonumber(ARGV[5])
 if wake_at and wake_at <= now then return { 'resume' } end
 local n = tonumber(ARGV[6]) or 0
 for i = 7 + n, #ARGV do
-  if redis.call('LLEN', k_ev(tag, id, ARGV[i])) > 0 then return { 'resume' } end
+  -- an event list of another type (see `failed` in _lib.lua): refused naming the
+  -- key, nothing written (a bare LLEN's WRONGTYPE named no key, and the worker
+  -- retried the suspend for good without saying which key to remove)
+  local list = k_ev(tag, id, ARGV[i])
+  local len = redis.pcall('LLEN', list)
+  if failed(len) then refuse(list, len) end
+  if len > 0 then return { 'resume' } end
 end
 local pending = {}
 local own = {}  -- pending children of this run's own workflow (see the deadlock rule)

@@ -42,8 +42,11 @@ class LeaderDuty:
 
     def tick(self, now: float) -> float:
         if self.enabled:
+            was = self.lock.held
             self.lock.tick()
-            if now >= self._next_foreign_check:
+            # a lead just lost looks at once: the key may have been overwritten
+            # with a value no leader can hold (LeaderLock.tick)
+            if now >= self._next_foreign_check or (was and not self.lock.held):
                 self._name_foreign_keys(now)
         return now + self.interval
 

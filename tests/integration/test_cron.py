@@ -4,6 +4,7 @@ from now (no catch-up burst); runs carry cronId; skipped at max_concurrency."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -400,3 +401,86 @@ def test_a_tick_of_many_due_crons_gives_the_loop_back_within_its_budget(
         fired, ticks, more = fired + len(tick.fired), ticks + 1, tick.more
         assert ticks < 200
     assert fired == 120
+
+
+def test_a_fire_time_of_a_fraction_of_a_ms_fires_and_moves_on(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A cron:next score that is not a whole ms (an operator's "fire it now" by
+    ``ZADD ... $(python -c 'print(time.time() * 1000)')``, a neighbour's float
+    clock) fires once and the entry moves on to its next fire time. Before, the
+    leader read the score as whole ms, fire_cron compared it with the exact
+    score, found it "already handled" (-2) and never advanced it: that cron
+    never fired again, silently; and a full batch of such entries (100) kept
+    every entry due after them from firing and the cron duty ticking at once,
+    for good (``more``)."""
+    cid = _setup(client, registry)
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    now = client.server_time_ms()
+    raw.zadd(client.keys.cron_next, {cid: now - 1_000 + 0.25})
+    tick = cron_tick(client, lock.token)
+    assert len(tick.fired) == 1, tick
+    run = client.get_run(tick.fired[0])
+    assert run is not None and run.cron_id == cid
+    nxt = raw.zscore(client.keys.cron_next, cid)
+    assert nxt is not None and nxt > now and nxt == int(nxt)
+    assert cron_tick(client, lock.token).fired == []
+
+    # a full batch of them stops no entry due after them, and ends
+    plain = Cron("0 0 1 1 *", input={"plain": True})
+    define_workflow("plain", cron=[plain], registry=registry)(lambda ctx: None)
+    odd = [Cron("0 0 1 1 *", id=f"odd{i}") for i in range(3)]
+    define_workflow("odd", cron=odd, registry=registry, max_concurrency=10)(lambda ctx: None)
+    client.sync_registry(registry, app="cron-test")
+    due = {cron_id_for("odd", c): now - 10_000 + i - 0.5 for i, c in enumerate(odd)}
+    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
+    first = cron_tick(client, lock.token, limit=2)
+    second = cron_tick(client, lock.token, limit=2)
+    assert len(first.fired) + len(second.fired) == 4, (first, second)
+    third = cron_tick(client, lock.token, limit=2)
+    assert third.fired == [] and not third.more, third
+
+
+def _leads(leader: LeaderDuty) -> bool:
+    """(A call: mypy would take a property asserted once for a constant.)"""
+    return leader.is_leader
+
+
+def test_a_lock_overwritten_with_another_type_under_the_leader_ends_its_lead_and_is_named(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A neighbour overwrites ``lock:cron`` with another type of value while this
+    supervisor leads. Before, the renewal's WRONGTYPE escaped the lock's tick: the
+    supervisor went on taking itself for the leader for good, the key check that
+    names such a lock skipped it (a key this leader "holds"), the leader duty
+    warned "leader duty failed: WRONGTYPE ..." (no key named) and every due cron
+    logged an ERROR "cron ... skipped" at every tick, counted as a skip. Now the
+    lead ends (as when another token took the lock), the key is named, no cron
+    is fired or skipped; once the key is gone the supervisor leads and fires."""
+    cid = _setup(client, registry)
+    leader = LeaderDuty(client, 10_000)
+    duty = CronDuty(client, leader)
+    leader.tick(0.0)
+    assert _leads(leader)
+    key = client.keys.lock_cron
+    raw.delete(key)
+    raw.hset(key, "held", "by a neighbour")
+    _make_due(raw, client, cid, client.server_time_ms() - 1_000)
+    with caplog.at_level(logging.INFO):
+        for now in (1.0, 2.0, 3.0):
+            leader.tick(now)
+            duty.tick(now)
+    assert not _leads(leader)
+    assert duty.fired == 0 and duty.skipped == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and key in errors[0] and "a hash" in errors[0], errors
+    raw.delete(key)
+    leader.tick(4.0)
+    assert _leads(leader)
+    duty.tick(4.0)
+    assert duty.fired == 1
+    leader.resign()

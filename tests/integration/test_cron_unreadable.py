@@ -7,6 +7,7 @@ directory put on ``zoneinfo``'s search path (B) or taken off it (A)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import zoneinfo
@@ -128,3 +129,51 @@ def test_a_full_batch_of_unreadable_entries_does_not_hide_the_entries_due_after_
     again = cron_tick(client, lock.token, limit=2)  # ``more``: the last batch was full
     assert again.fired == [] and len(again.unreadable) == 1 and not again.more
     assert raw.zmscore(client.keys.cron_next, list(due)) == list(due.values())
+
+
+@pytest.mark.parametrize("expression", ["@hourly", "", "*/5"])
+def test_a_neighbours_cron_entry_of_fewer_than_five_fields_stops_no_other_cron(
+    raw: redis.Redis,
+    client: Client,
+    registry: Registry,
+    expression: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A definition in cron:def whose expression has fewer than two fields (croniter
+    reads ``@hourly``; a neighbour or a hand edit wrote it, no Cron() does) is an
+    entry this host cannot read: named, left in place, and the entries due after
+    it fire. Before, reading it raised IndexError out of every cron tick (the
+    duty's warning "cron duty failed: list index out of range", no key named), and
+    no cron of the prefix fired while it was due."""
+    plain = Cron("0 0 1 1 *")
+    define_workflow("plain", cron=[plain], registry=registry)(lambda ctx: None)
+    client.sync_registry(registry, app="host-a")
+    now = client.server_time_ms()
+    hostile = "plain:hostile"
+    raw.hset(
+        client.keys.cron_def,
+        hostile,
+        json.dumps(
+            {
+                "id": hostile,
+                "workflow": "plain",
+                "queue": "default",
+                "expression": expression,
+                "timezone": "UTC",
+                "inputJson": "null",
+            }
+        ),
+    )
+    raw.zadd(
+        client.keys.cron_next, {hostile: now - 10_000, cron_id_for("plain", plain): now - 1_000}
+    )
+    leader = LeaderDuty(client, 10_000)
+    leader.tick(0.0)
+    assert leader.is_leader
+    duty = CronDuty(client, leader)
+    with caplog.at_level(logging.ERROR):
+        duty.tick(100.0)
+    assert duty.fired == 1, [r.getMessage() for r in caplog.records]
+    assert raw.zscore(client.keys.cron_next, hostile) == now - 10_000
+    assert any(hostile in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    leader.resign()

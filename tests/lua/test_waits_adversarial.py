@@ -288,3 +288,30 @@ def test_retention_of_runs_with_many_event_names_is_done_in_bounded_calls(
     assert total == 4 and lists() == 0
     assert all(not raw.exists(client.keys.run(r)) for r in [*runs, plain])
     assert all(not raw.exists(client.keys.run_event_names(r)) for r in runs)
+
+
+def test_a_wait_on_an_event_list_of_the_wrong_type_names_the_key_and_changes_nothing(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A neighbour's value under the event list a wait reads (``run:<id>:ev:...``):
+    the suspend and the consume are refused naming that key, and the run stays
+    running under its lease. Before, both failed with Redis' bare WRONGTYPE (no
+    key named: the worker retried the suspend for good, logging only "found a
+    key of the wrong type under prefix ...")."""
+    run_id = enq(workflow="e", queue="q")
+    run = _claim(client, "q")
+    events = client.keys.run_events(run_id, "go")
+    raw.set(events, _JUNK)
+    wait = RunWait(steps=["a"], kinds=["event"], events=["go"])
+    with pytest.raises(WrongTypeError, match=re.escape(events)):
+        client.scripts.suspend(run_id, run.token, wait)
+    record = (b'{"seq":0,"status":"succeeded","outputJson":', b"}")
+    with pytest.raises(WrongTypeError, match=re.escape(events)):
+        client.scripts.consume_event(run_id, run.token, "a", "go", record, 60_000)
+    assert _status(raw, client, run_id) == "running"
+    assert raw.zscore(client.keys.leases, run_id) is not None
+    assert raw.hget(client.keys.run_steps(run_id), "a") is None
+    assert raw.get(events) == _JUNK.encode()
+    # the key removed, the same token suspends the run
+    raw.delete(events)
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
