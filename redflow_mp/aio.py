@@ -47,6 +47,7 @@ from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import forget_args, gen_text, positions_by_shard
+from .clientargs import batch_options, check_client_args, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -95,7 +96,6 @@ from .runs import (
     workflow_meta,
 )
 from .scripts import cancel_reply, resume_plan
-from .shards import check_shards
 from .transport import refused
 from .wait_scripts import send_event_call, send_event_reply
 
@@ -217,14 +217,14 @@ class AsyncClient:
         parent_run_id: str | None = None,
     ) -> AsyncRunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.arun`` calls)."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return AsyncRunHandle(self, await self._enqueue(workflow, input, options))
 
@@ -244,14 +244,14 @@ class AsyncClient:
         """Enqueue a run of the workflow called ``name``; see ``Client.run_by_name``
         (the same rules: this client's registry, else the synced metadata)."""
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return AsyncRunHandle(self, await self._enqueue(name, input, options))
 
@@ -289,13 +289,7 @@ class AsyncClient:
     ) -> list[AsyncRunHandle[O]]:
         """Enqueue a run per input (what ``Workflow.arun_many`` calls); see
         ``Client.run_many_by_name``."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = await self._enqueue_many(workflow, inputs, options, idempotency_keys)
         return [AsyncRunHandle(self, run_id) for run_id in ids]
 
@@ -314,13 +308,7 @@ class AsyncClient:
         """Enqueue one run of the workflow called ``name`` per input; see
         ``Client.run_many_by_name`` (the same checks, chunks and idempotency)."""
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = await self._enqueue_many(name, inputs, options, idempotency_keys)
         return [AsyncRunHandle(self, run_id) for run_id in ids]
 
@@ -636,13 +624,7 @@ def create_async_client(
     ``verify_shards`` as for the sync client, but the check (one ``HMGET``) is made
     before the client's first enqueue or listing, since nothing connects here.
     """
-    check_shards(shards)
-    if not isinstance(verify_shards, bool):
-        raise TypeError("verify_shards must be a bool")
-    if url is not None and redis is not None:
-        raise ValueError("pass either url or redis, not both")
-    if not isinstance(redis_functions, bool):
-        raise TypeError("redis_functions must be a bool")
+    check_client_args(url, redis, redis_functions, shards, verify_shards)
     client = AsyncClient(
         AsyncTransport(
             url,

@@ -26,6 +26,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta, sync, xshard
+from .clientargs import batch_options, check_client_args, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
@@ -33,7 +34,6 @@ from .handle import RunHandle
 from .ids import new_token
 from .keys import Keys
 from .options import (
-    NO_OPTIONS,
     RunOptions,
     cannot_be_run_id,
     check_name,
@@ -52,7 +52,6 @@ from .runs import (
     target_of_name,
 )
 from .scripts import Scripts
-from .shards import check_shards
 from .shardset import Shard
 from .transport import Transport, Wire
 
@@ -99,24 +98,14 @@ class Client(Runs):
         parent_run_id: str | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.run`` calls)."""
-        if (
-            run_at is None
-            and queue_override is None
-            and idempotency_key is None
-            and idempotency_ttl is None
-            and timeout is None
-            and priority is None
-            and not parent_run_id
-        ):  # what RunOptions.of() answers, without its call: the common run
-            return RunHandle(self, self.enqueue(workflow, input, NO_OPTIONS))
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return RunHandle(self, self.enqueue(workflow, input, options))
 
@@ -141,14 +130,14 @@ class Client(Runs):
         up fails it with ``UnknownWorkflowError`` (not retried).
         """
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return RunHandle(self, self.enqueue(name, input, options))
 
@@ -166,13 +155,7 @@ class Client(Runs):
     ) -> list[RunHandle[O]]:
         """Enqueue a run of a known :class:`Workflow` per input (what
         ``Workflow.run_many`` calls); see :meth:`run_many_by_name`."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = self.enqueue_many(workflow, inputs, options, idempotency_keys)
         return [RunHandle(self, run_id) for run_id in ids]
 
@@ -200,13 +183,7 @@ class Client(Runs):
         whose key names an existing run gets that run's handle.
         """
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = self.enqueue_many(name, inputs, options, idempotency_keys)
         return [RunHandle(self, run_id) for run_id in ids]
 
@@ -452,13 +429,7 @@ def create_client(
     server that is not the cluster asked for) skips the check: the client's first
     use reports it as before.
     """
-    check_shards(shards)
-    if not isinstance(verify_shards, bool):
-        raise TypeError("verify_shards must be a bool")
-    if url is not None and redis is not None:
-        raise ValueError("pass either url or redis, not both")
-    if not isinstance(redis_functions, bool):
-        raise TypeError("redis_functions must be a bool")
+    check_client_args(url, redis, redis_functions, shards, verify_shards)
     transport = Transport(
         url,
         redis,
