@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio
 
@@ -47,7 +47,7 @@ from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import forget_args, gen_text, positions_by_shard
-from .clientargs import batch_options, check_client_args, run_options
+from .clientargs import batch_options, check_client_args, known_target, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -91,7 +91,6 @@ from .runs import (
     encode_input,
     enqueue_call,
     event_payload,
-    target_of_definition,
     target_of_name,
     workflow_meta,
 )
@@ -261,15 +260,10 @@ class AsyncClient:
         """``Runs.enqueue`` on this transport (the same functions, in the same order)."""
         self.transport.enter()
         await self._verify_shards()
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            name = check_name(workflow, "workflow name")
-            wf = self.registry.get(name)
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                target = target_of_name(name, await self.get_workflow_meta(name), options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, await self.get_workflow_meta(name), options)
         data = encode_input(target, input, self.max_payload_bytes)
         scripts: AsyncScripts = self.shard_set.of_workflow(target.workflow).scripts
         run_id, _created = await scripts.send_enqueue(*enqueue_call(scripts, target, data, options))
@@ -322,15 +316,10 @@ class AsyncClient:
         """``Client.enqueue_many`` on this transport (the same functions, in order)."""
         self.transport.enter()
         await self._verify_shards()
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            wf = self.registry.get(check_name(workflow, "workflow name"))
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                meta = await self.get_workflow_meta(workflow)
-                target = target_of_name(workflow, meta, options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, await self.get_workflow_meta(name), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         progress = batch.Progress(len(datas))
         shard = self.shard_set.of_workflow(target.workflow)  # one workflow: one shard

@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta, sync, xshard
-from .clientargs import batch_options, check_client_args, run_options
+from .clientargs import batch_options, check_client_args, known_target, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
@@ -48,7 +48,6 @@ from .runs import (
     DEFAULT_PREFIX,
     Runs,
     cancel_accepted,
-    target_of_definition,
     target_of_name,
 )
 from .scripts import Scripts
@@ -195,14 +194,10 @@ class Client(Runs):
         idempotency_keys: Iterable[str | None] | None = None,
     ) -> list[str]:
         """Enqueue a run per input (checked first, then chunk by chunk); the run ids."""
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            wf = self.registry.get(check_name(workflow, "workflow name"))
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, self.get_workflow_meta(name), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         shard = self.shard_of_workflow(target.workflow)  # one workflow: one shard
         calls = batch.chunk_calls(

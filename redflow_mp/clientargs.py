@@ -1,6 +1,7 @@
 """What the sync and async clients share that does no I/O: the checks of
-``create_client`` / ``create_async_client``, and the :class:`RunOptions` of a run
-(or a batch) built from an enqueue method's keyword arguments.
+``create_client`` / ``create_async_client``, the :class:`RunOptions` of a run
+(or a batch) built from an enqueue method's keyword arguments, and the target of
+a workflow this process knows.
 
 ``client.py`` and ``aio.py`` mirror each other where one awaits and the other does
 not; the pure logic they both need lives here once.
@@ -9,11 +10,14 @@ not; the pure logic they both need lives here once.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from .options import NO_OPTIONS, RunOptions
+from .options import NO_OPTIONS, RunOptions, check_name
+from .registry import Registry, Workflow
+from .runs import EnqueueTarget, target_of_definition
 from .shards import check_shards
 
-__all__ = ["batch_options", "check_client_args", "run_options"]
+__all__ = ["batch_options", "check_client_args", "known_target", "run_options"]
 
 
 def check_client_args(
@@ -71,3 +75,16 @@ def batch_options(
 ) -> RunOptions:
     """The checked options every run of a batch shares (its keys are per item)."""
     return run_options(run_at, queue_override, None, idempotency_ttl, timeout, priority, None)
+
+
+def known_target(
+    registry: Registry, workflow: Workflow[Any, Any] | str, options: RunOptions
+) -> EnqueueTarget | None:
+    """Where runs of ``workflow`` go when this process knows it: a definition, or a
+    name ``registry`` holds (checked first). None for a name it does not hold: its
+    synced metadata decides (``target_of_name``), read by the caller on its own
+    transport."""
+    if isinstance(workflow, Workflow):
+        return target_of_definition(workflow, options)
+    wf = registry.get(check_name(workflow, "workflow name"))
+    return None if wf is None else target_of_definition(wf, options)
