@@ -85,6 +85,14 @@ def _two_supervisors(
     return a, b
 
 
+def _probe_and_finish(
+    fx: Faults, raw: redis.Redis, url: str, case: str, recovery_s: float | None, note: str
+) -> Report:
+    """:func:`_gate_probe`, then :func:`_finish_clean` with the probe's time in the note."""
+    probe = _gate_probe(fx, url)
+    return _finish_clean(fx, raw, case, recovery_s, f"{note}; gate probe {probe:.1f} s")
+
+
 def _finish_clean(
     fx: Faults, raw: redis.Redis, case: str, recovery_s: float | None, note: str
 ) -> Report:
@@ -161,13 +169,13 @@ def test_parent_sigkilled_alone_children_orphaned_then_a_new_supervisor(fx: Faul
         )
         recoveries.append(time.monotonic() - t)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C1. SIGKILL the parent alone (orphans) + new supervisor (x3)",
         max(recoveries),
-        f"kill -> orphans gone; {orphans_seen} orphans; gate probe {probe:.1f} s",
+        f"kill -> orphans gone; {orphans_seen} orphans",
     )
 
 
@@ -250,13 +258,13 @@ def test_supervisors_termed_under_load_and_killed_mid_drain(fx: Faults) -> None:
     a = fx.supervisor(server.url, procs=2)
     a.wait_workers(2)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C3. TERM under load; SIGKILL mid-drain (group, children)",
         recovery,
-        f"kill mid-drain -> stranded runs taken; gate probe {probe:.1f} s",
+        "kill mid-drain -> stranded runs taken",
     )
 
 
@@ -304,13 +312,13 @@ def test_events_sent_while_no_supervisor_runs(fx: Faults) -> None:
     t_up = time.monotonic()
     settled = fx.settle(raw, 90)
     recovery = time.monotonic() - t_up
-    probe = _gate_probe(fx, server.url)
-    report = _finish_clean(
+    report = _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C4. SIGKILL supervisor, events sent while it is down",
         recovery,
-        f"restart -> all 650 finished; down {t_up - t_kill:.1f} s; gate probe {probe:.1f} s",
+        f"restart -> all 650 finished; down {t_up - t_kill:.1f} s",
     )
     assert settled
     assert watcher.snapshots > 2
@@ -377,13 +385,13 @@ def test_many_queues_with_limits_under_kills_of_every_kind(fx: Faults) -> None:
         time.sleep(rng.uniform(0.5, 1.5))  # pacing of the fault injection
     thread.join(120)
     assert not thread.is_alive() and len(ids) == len(items), f"enqueued {len(ids)}"
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C5. 40 queues, max_concurrency 2, procs 1+4, kills of every kind",
         None,
-        f"kills {kills}; gate probe {probe:.1f} s",
+        f"kills {kills}",
     )
 
 
@@ -587,13 +595,13 @@ def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults
         a.wait_workers(3, timeout=40)
         time.sleep(1)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C8. parent SIGSTOPped 8 s alone, a busy child SIGKILLed meanwhile (x2)",
         max(recoveries),
-        f"kill -> run taken by the other supervisor (lease 5 s); gate probe {probe:.1f} s",
+        "kill -> run taken by the other supervisor (lease 5 s)",
     )
     for sup in fx.sups:
         assert "Traceback" not in sup.log(), sup.log()[-3000:]
@@ -682,13 +690,13 @@ def test_supervisor_started_while_redis_is_down(fx: Faults) -> None:
         lambda: prog.first_progress_after(t_up), 60, "a run finishing after the restart"
     )
     prod.wait(180)
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C10. supervisors started while redis-server is down (8 s), then Redis (AOF)",
         first,
-        f"Redis up -> first run finished; gate probe {probe:.1f} s",
+        "Redis up -> first run finished",
     )
 
 
@@ -773,13 +781,13 @@ def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
     a = fx.supervisor(server.url, procs=2)
     a.wait_workers(2)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    _finish_clean(
+    _probe_and_finish(
         fx,
         raw,
+        server.url,
         "C12. supervisor TERMed during a 10 s redis-server SIGSTOP",
         exited,
-        f"TERM -> exit; gate probe {probe:.1f} s",
+        "TERM -> exit",
     )
 
 
