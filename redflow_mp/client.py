@@ -34,6 +34,7 @@ from .handle import RunHandle
 from .ids import new_token
 from .keys import Keys
 from .options import (
+    NO_OPTIONS,
     RunOptions,
     cannot_be_run_id,
     check_name,
@@ -97,6 +98,16 @@ class Client(Runs):
         parent_run_id: str | None = None,
     ) -> RunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.run`` calls)."""
+        if (
+            run_at is None
+            and queue_override is None
+            and idempotency_key is None
+            and idempotency_ttl is None
+            and timeout is None
+            and priority is None
+            and not parent_run_id
+        ):  # what run_options() answers, without its call: Workflow.run's common run
+            return RunHandle(self, self.enqueue(workflow, input, NO_OPTIONS))
         options = run_options(
             run_at,
             queue_override,
