@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio
 
@@ -47,6 +47,7 @@ from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import forget_args, gen_text, positions_by_shard
+from .clientargs import batch_options, check_client_args, known_target, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
@@ -90,12 +91,10 @@ from .runs import (
     encode_input,
     enqueue_call,
     event_payload,
-    target_of_definition,
     target_of_name,
     workflow_meta,
 )
 from .scripts import cancel_reply, resume_plan
-from .shards import check_shards
 from .transport import refused
 from .wait_scripts import send_event_call, send_event_reply
 
@@ -217,14 +216,14 @@ class AsyncClient:
         parent_run_id: str | None = None,
     ) -> AsyncRunHandle[O]:
         """Enqueue a run of a known :class:`Workflow` (what ``Workflow.arun`` calls)."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return AsyncRunHandle(self, await self._enqueue(workflow, input, options))
 
@@ -244,14 +243,14 @@ class AsyncClient:
         """Enqueue a run of the workflow called ``name``; see ``Client.run_by_name``
         (the same rules: this client's registry, else the synced metadata)."""
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return AsyncRunHandle(self, await self._enqueue(name, input, options))
 
@@ -261,15 +260,10 @@ class AsyncClient:
         """``Runs.enqueue`` on this transport (the same functions, in the same order)."""
         self.transport.enter()
         await self._verify_shards()
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            name = check_name(workflow, "workflow name")
-            wf = self.registry.get(name)
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                target = target_of_name(name, await self.get_workflow_meta(name), options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, await self.get_workflow_meta(name), options)
         data = encode_input(target, input, self.max_payload_bytes)
         scripts: AsyncScripts = self.shard_set.of_workflow(target.workflow).scripts
         run_id, _created = await scripts.send_enqueue(*enqueue_call(scripts, target, data, options))
@@ -289,13 +283,7 @@ class AsyncClient:
     ) -> list[AsyncRunHandle[O]]:
         """Enqueue a run per input (what ``Workflow.arun_many`` calls); see
         ``Client.run_many_by_name``."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = await self._enqueue_many(workflow, inputs, options, idempotency_keys)
         return [AsyncRunHandle(self, run_id) for run_id in ids]
 
@@ -314,13 +302,7 @@ class AsyncClient:
         """Enqueue one run of the workflow called ``name`` per input; see
         ``Client.run_many_by_name`` (the same checks, chunks and idempotency)."""
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = await self._enqueue_many(name, inputs, options, idempotency_keys)
         return [AsyncRunHandle(self, run_id) for run_id in ids]
 
@@ -334,15 +316,10 @@ class AsyncClient:
         """``Client.enqueue_many`` on this transport (the same functions, in order)."""
         self.transport.enter()
         await self._verify_shards()
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            wf = self.registry.get(check_name(workflow, "workflow name"))
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                meta = await self.get_workflow_meta(workflow)
-                target = target_of_name(workflow, meta, options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, await self.get_workflow_meta(name), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         progress = batch.Progress(len(datas))
         shard = self.shard_set.of_workflow(target.workflow)  # one workflow: one shard
@@ -636,13 +613,7 @@ def create_async_client(
     ``verify_shards`` as for the sync client, but the check (one ``HMGET``) is made
     before the client's first enqueue or listing, since nothing connects here.
     """
-    check_shards(shards)
-    if not isinstance(verify_shards, bool):
-        raise TypeError("verify_shards must be a bool")
-    if url is not None and redis is not None:
-        raise ValueError("pass either url or redis, not both")
-    if not isinstance(redis_functions, bool):
-        raise TypeError("redis_functions must be a bool")
+    check_client_args(url, redis, redis_functions, shards, verify_shards)
     client = AsyncClient(
         AsyncTransport(
             url,

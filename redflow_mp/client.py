@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta, sync, xshard
+from .clientargs import batch_options, check_client_args, known_target, run_options
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
@@ -48,11 +49,9 @@ from .runs import (
     DEFAULT_PREFIX,
     Runs,
     cancel_accepted,
-    target_of_definition,
     target_of_name,
 )
 from .scripts import Scripts
-from .shards import check_shards
 from .shardset import Shard
 from .transport import Transport, Wire
 
@@ -107,16 +106,16 @@ class Client(Runs):
             and timeout is None
             and priority is None
             and not parent_run_id
-        ):  # what RunOptions.of() answers, without its call: the common run
+        ):  # what run_options() answers, without its call: Workflow.run's common run
             return RunHandle(self, self.enqueue(workflow, input, NO_OPTIONS))
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return RunHandle(self, self.enqueue(workflow, input, options))
 
@@ -141,14 +140,14 @@ class Client(Runs):
         up fails it with ``UnknownWorkflowError`` (not retried).
         """
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-            parent_run_id=parent_run_id,
+        options = run_options(
+            run_at,
+            queue_override,
+            idempotency_key,
+            idempotency_ttl,
+            timeout,
+            priority,
+            parent_run_id,
         )
         return RunHandle(self, self.enqueue(name, input, options))
 
@@ -166,13 +165,7 @@ class Client(Runs):
     ) -> list[RunHandle[O]]:
         """Enqueue a run of a known :class:`Workflow` per input (what
         ``Workflow.run_many`` calls); see :meth:`run_many_by_name`."""
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = self.enqueue_many(workflow, inputs, options, idempotency_keys)
         return [RunHandle(self, run_id) for run_id in ids]
 
@@ -200,13 +193,7 @@ class Client(Runs):
         whose key names an existing run gets that run's handle.
         """
         check_name(name, "workflow name")
-        options = RunOptions.of(
-            run_at=run_at,
-            queue_override=queue_override,
-            idempotency_ttl=idempotency_ttl,
-            timeout=timeout,
-            priority=priority,
-        )
+        options = batch_options(run_at, queue_override, idempotency_ttl, timeout, priority)
         ids = self.enqueue_many(name, inputs, options, idempotency_keys)
         return [RunHandle(self, run_id) for run_id in ids]
 
@@ -218,14 +205,10 @@ class Client(Runs):
         idempotency_keys: Iterable[str | None] | None = None,
     ) -> list[str]:
         """Enqueue a run per input (checked first, then chunk by chunk); the run ids."""
-        if isinstance(workflow, Workflow):
-            target = target_of_definition(workflow, options)
-        else:
-            wf = self.registry.get(check_name(workflow, "workflow name"))
-            if wf is not None:
-                target = target_of_definition(wf, options)
-            else:
-                target = target_of_name(workflow, self.get_workflow_meta(workflow), options)
+        target = known_target(self.registry, workflow, options)
+        if target is None:  # a name only: its synced metadata
+            name = cast(str, workflow)
+            target = target_of_name(name, self.get_workflow_meta(name), options)
         datas, keys = batch.encode_batch(target, inputs, idempotency_keys, self.max_payload_bytes)
         shard = self.shard_of_workflow(target.workflow)  # one workflow: one shard
         calls = batch.chunk_calls(
@@ -452,13 +435,7 @@ def create_client(
     server that is not the cluster asked for) skips the check: the client's first
     use reports it as before.
     """
-    check_shards(shards)
-    if not isinstance(verify_shards, bool):
-        raise TypeError("verify_shards must be a bool")
-    if url is not None and redis is not None:
-        raise ValueError("pass either url or redis, not both")
-    if not isinstance(redis_functions, bool):
-        raise TypeError("redis_functions must be a bool")
+    check_client_args(url, redis, redis_functions, shards, verify_shards)
     transport = Transport(
         url,
         redis,

@@ -68,6 +68,13 @@ def _inputs(inputs: object) -> list[Any]:
     return list(inputs)
 
 
+def _run_limit(fn: object, timeout: float | None) -> float | None:
+    """``step.run``'s argument checks (sync and async): the step's time limit."""
+    if not callable(fn):
+        raise TypeError("step.run needs a callable as its second argument")
+    return check_step_timeout(timeout)
+
+
 def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
     if isinstance(workflow, Workflow):
         return workflow.name
@@ -199,6 +206,48 @@ class _StepCore(WaitMixin):
             lambda: ex.runs.enqueue(workflow, input, options), f"starting child {child!r}"
         )
 
+    def _child_check(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        input: Any,
+        timeout: float | None,
+        queue_override: str | None,
+        idempotency_key: str | None,
+        priority: int | None,
+    ) -> Any:
+        """``run_workflow``'s check, for sync and async handlers: (done, output or wait)."""
+        return self._children_check(
+            name,
+            workflow,
+            [input],
+            timeout,
+            single=True,
+            queue_override=queue_override,
+            idempotency_key=idempotency_key,
+            priority=priority,
+        )
+
+    def _fan_out_check(
+        self,
+        name: str,
+        workflow: Workflow[Any, Any] | str,
+        inputs: Sequence[Any],
+        timeout: float | None,
+        queue_override: str | None,
+        priority: int | None,
+    ) -> Any:
+        """``run_workflows``'s check, for sync and async handlers: (done, outputs or wait)."""
+        return self._children_check(
+            name,
+            workflow,
+            _inputs(inputs),
+            timeout,
+            single=False,
+            queue_override=queue_override,
+            priority=priority,
+        )
+
     @tracing.traced_step  # a span per step, with the OpenTelemetry extra
     def _run(self, name: str, body: Callable[[str], Any]) -> Any:
         """One step: cached output on replay, else ``body(step)`` recorded."""
@@ -287,9 +336,7 @@ class Step(_StepCore):
         ``timeout=`` (seconds) is the step's own: ``StepTimeoutError`` when it runs out.
         The value returned is the output's JSON round trip, typed as ``fn`` returns.
         """
-        if not callable(fn):
-            raise TypeError("step.run needs a callable as its second argument")
-        limit = check_step_timeout(timeout)
+        limit = _run_limit(fn, timeout)
         return cast(
             R, self._run(name, lambda step: call_with_timeout(step, fn, args, kwargs, limit))
         )
@@ -308,15 +355,8 @@ class Step(_StepCore):
         """Start a child workflow (once per run) and return its output; the run
         suspends (its process is freed) until the child finishes. ``timeout``
         (seconds) is durable: ``StepTimeoutError`` when the child is not done by then."""
-        done, value = self._children_check(
-            name,
-            workflow,
-            [input],
-            timeout,
-            single=True,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            priority=priority,
+        done, value = self._child_check(
+            name, workflow, input, timeout, queue_override, idempotency_key, priority
         )
         return cast(O, value if done else self._suspend_now(value))
 
@@ -334,15 +374,7 @@ class Step(_StepCore):
         finished, return their outputs in input order. A failed child fails the step
         as soon as it fails, with ``RunFailedError`` naming it (the others run to
         their end)."""
-        done, value = self._children_check(
-            name,
-            workflow,
-            _inputs(inputs),
-            timeout,
-            single=False,
-            queue_override=queue_override,
-            priority=priority,
-        )
+        done, value = self._fan_out_check(name, workflow, inputs, timeout, queue_override, priority)
         return cast(list[O], value if done else self._suspend_now(value))
 
     def sleep(self, name: str, seconds: float) -> None:
@@ -427,9 +459,7 @@ class AsyncStep(_StepCore):
         **kwargs: Any,
     ) -> Any:
         """Run ``fn`` (a coroutine function, or a sync one) once per run; see :meth:`Step.run`."""
-        if not callable(fn):
-            raise TypeError("step.run needs a callable as its second argument")
-        limit = check_step_timeout(timeout)
+        limit = _run_limit(fn, timeout)
         return await self._run_async(name, lambda step: call_async(step, fn, args, kwargs, limit))
 
     async def run_workflow(
@@ -444,15 +474,8 @@ class AsyncStep(_StepCore):
         priority: int | None = None,
     ) -> O:
         """See :meth:`Step.run_workflow`; gathered waits suspend the run once."""
-        done, value = self._children_check(
-            name,
-            workflow,
-            [input],
-            timeout,
-            single=True,
-            queue_override=queue_override,
-            idempotency_key=idempotency_key,
-            priority=priority,
+        done, value = self._child_check(
+            name, workflow, input, timeout, queue_override, idempotency_key, priority
         )
         return cast(O, value if done else await self._suspend_gathered(value))
 
@@ -467,15 +490,7 @@ class AsyncStep(_StepCore):
         priority: int | None = None,
     ) -> list[O]:
         """See :meth:`Step.run_workflows`."""
-        done, value = self._children_check(
-            name,
-            workflow,
-            _inputs(inputs),
-            timeout,
-            single=False,
-            queue_override=queue_override,
-            priority=priority,
-        )
+        done, value = self._fan_out_check(name, workflow, inputs, timeout, queue_override, priority)
         return cast(list[O], value if done else await self._suspend_gathered(value))
 
     async def sleep(self, name: str, seconds: float) -> None:

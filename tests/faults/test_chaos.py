@@ -36,8 +36,10 @@ from tests.faults.harness import (
     taken_over,
     wait_for,
 )
+from tests.faults.invariants import Report
 from tests.faults.workload import WORKFLOWS
 from tests.helpers import texts
+from tests.process.conftest import Supervisor
 
 # Opt-in (``-m soak``): 13 cases of 18-45 s each, 3.5-5 min on 2 cores, would take
 # CI past its budget; run them before a release and after a change to recovery:
@@ -54,15 +56,53 @@ def _gate_probe(fx: Faults, url: str, n: int = 12) -> float:
         assert fx.settle(raw, 60), "runs left unfinished before the gate probe"
     finally:
         raw.close()
+    return _limited_runs(fx, url, n, 10_000_000)
+
+
+def _limited_runs(fx: Faults, url: str, n: int, first: int) -> float:
+    """Enqueue ``n`` runs of ``fx-limited`` (inputs from ``first``) and wait for
+    each; returns the seconds taken."""
     client = create_client(url, prefix=fx.prefix, default=False)
     t = time.monotonic()
     try:
-        handles = [WORKFLOWS["fx-limited"].run(10_000_000 + i, client=client) for i in range(n)]
+        handles = [WORKFLOWS["fx-limited"].run(first + i, client=client) for i in range(n)]
         for h in handles:
             h.result(timeout=60)
     finally:
         client.close()
     return time.monotonic() - t
+
+
+def _two_supervisors(
+    fx: Faults, url: str, procs: tuple[int, int], **options: Any
+) -> tuple[Supervisor, Supervisor]:
+    """Two supervisors of ``procs[0]`` and ``procs[1]`` children (``options``: the
+    rest of :meth:`Faults.supervisor`'s), each with every child started."""
+    a = fx.supervisor(url, procs=procs[0], **options)
+    b = fx.supervisor(url, procs=procs[1], **options)
+    a.wait_workers(procs[0])
+    b.wait_workers(procs[1])
+    return a, b
+
+
+def _probe_and_finish(
+    fx: Faults, raw: redis.Redis, url: str, case: str, recovery_s: float | None, note: str
+) -> Report:
+    """:func:`_gate_probe`, then :func:`_finish_clean` with the probe's time in the note."""
+    probe = _gate_probe(fx, url)
+    return _finish_clean(fx, raw, case, recovery_s, f"{note}; gate probe {probe:.1f} s")
+
+
+def _finish_clean(
+    fx: Faults, raw: redis.Redis, case: str, recovery_s: float | None, note: str
+) -> Report:
+    """A case's end: :meth:`Faults.finish`, every run succeeded and every invariant
+    held, no ``wf-running`` slot leaked; closes ``raw``."""
+    report = fx.finish(raw, case, recovery_s=recovery_s, note=note)
+    report.assert_ok(all_succeeded=True)
+    assert not _leaked_slots(raw, fx.prefix)
+    raw.close()
+    return report
 
 
 def _leaked_slots(raw: redis.Redis, prefix: str) -> dict[str, list[str]]:
@@ -98,10 +138,7 @@ def test_parent_sigkilled_alone_children_orphaned_then_a_new_supervisor(fx: Faul
     under, so an overlap is not excused)."""
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2)
-    b = fx.supervisor(server.url, procs=3)
-    a.wait_workers(2)
-    b.wait_workers(3)
+    a, _b = _two_supervisors(fx, server.url, (2, 3))
     prod = fx.producer(server.url, 900, rate=120).start()
     recoveries: list[float] = []
     orphans_seen = 0
@@ -132,16 +169,14 @@ def test_parent_sigkilled_alone_children_orphaned_then_a_new_supervisor(fx: Faul
         )
         recoveries.append(time.monotonic() - t)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C1. SIGKILL the parent alone (orphans) + new supervisor (x3)",
-        recovery_s=max(recoveries),
-        note=f"kill -> orphans gone; {orphans_seen} orphans; gate probe {probe:.1f} s",
+        max(recoveries),
+        f"kill -> orphans gone; {orphans_seen} orphans",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_redis_sigstopped_past_the_lease(fx: Faults) -> None:
@@ -176,15 +211,13 @@ def test_redis_sigstopped_past_the_lease(fx: Faults) -> None:
     probe = _gate_probe(fx, server.url)
     for sup in sups:
         assert sup.proc is not None and sup.proc.poll() is None, sup.log()[-3000:]
-    report = fx.finish(
+    _finish_clean(
+        fx,
         raw,
         "C2. redis-server SIGSTOP 8 s (x2)",
-        recovery_s=max(recoveries),
-        note=f"SIGCONT -> first run finished; gate probe {probe:.1f} s",
+        max(recoveries),
+        f"SIGCONT -> first run finished; gate probe {probe:.1f} s",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_supervisors_termed_under_load_and_killed_mid_drain(fx: Faults) -> None:
@@ -193,10 +226,7 @@ def test_supervisors_termed_under_load_and_killed_mid_drain(fx: Faults) -> None:
     graceful drain of a slow run and SIGKILL its children alone mid-drain."""
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2)
-    b = fx.supervisor(server.url, procs=2)
-    a.wait_workers(2)
-    b.wait_workers(2)
+    a, b = _two_supervisors(fx, server.url, (2, 2))
     prod = fx.producer(server.url, 900, rate=120).start()
     # 1. a plain graceful drain, its replacement started at once
     wait_for(partial(busy_children, a), 20, "a busy child")
@@ -228,16 +258,14 @@ def test_supervisors_termed_under_load_and_killed_mid_drain(fx: Faults) -> None:
     a = fx.supervisor(server.url, procs=2)
     a.wait_workers(2)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C3. TERM under load; SIGKILL mid-drain (group, children)",
-        recovery_s=recovery,
-        note=f"kill mid-drain -> stranded runs taken; gate probe {probe:.1f} s",
+        recovery,
+        "kill mid-drain -> stranded runs taken",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def _suspended(raw: redis.Redis, fx: Faults) -> int:
@@ -284,19 +312,17 @@ def test_events_sent_while_no_supervisor_runs(fx: Faults) -> None:
     t_up = time.monotonic()
     settled = fx.settle(raw, 90)
     recovery = time.monotonic() - t_up
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    report = _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C4. SIGKILL supervisor, events sent while it is down",
-        recovery_s=recovery,
-        note=f"restart -> all 650 finished; down {t_up - t_kill:.1f} s; gate probe {probe:.1f} s",
+        recovery,
+        f"restart -> all 650 finished; down {t_up - t_kill:.1f} s",
     )
-    report.assert_ok(all_succeeded=True)
     assert settled
     assert watcher.snapshots > 2
     assert report.events_sent == 350 == report.events_consumed
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_many_queues_with_limits_under_kills_of_every_kind(fx: Faults) -> None:
@@ -308,10 +334,7 @@ def test_many_queues_with_limits_under_kills_of_every_kind(fx: Faults) -> None:
     raw = server.client()
     queues = [f"q{i}" for i in range(40)]
     args = ["--queues", ",".join([*queues, "fx"]), "--max-run-crashes", "1000"]
-    a = fx.supervisor(server.url, procs=1, args=args)
-    b = fx.supervisor(server.url, procs=4, args=args)
-    a.wait_workers(1)
-    b.wait_workers(4)
+    a, b = _two_supervisors(fx, server.url, (1, 4), args=args)
     rng = random.Random(5)
     items = [
         ("fx-limited" if rng.random() < 0.5 else "fx-chain", i, rng.choice(queues))
@@ -362,16 +385,14 @@ def test_many_queues_with_limits_under_kills_of_every_kind(fx: Faults) -> None:
         time.sleep(rng.uniform(0.5, 1.5))  # pacing of the fault injection
     thread.join(120)
     assert not thread.is_alive() and len(ids) == len(items), f"enqueued {len(ids)}"
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C5. 40 queues, max_concurrency 2, procs 1+4, kills of every kind",
-        recovery_s=None,
-        note=f"kills {kills}; gate probe {probe:.1f} s",
+        None,
+        f"kills {kills}",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_cron_leader_termed_stopped_and_parent_killed_at_fire_times(fx: Faults) -> None:
@@ -535,15 +556,7 @@ def test_redis_restarted_from_an_older_rdb_snapshot(fx: Faults) -> None:
 
 
 def _gate_probe_after_loss(fx: Faults, url: str, n: int = 12) -> float:
-    client = create_client(url, prefix=fx.prefix, default=False)
-    t = time.monotonic()
-    try:
-        handles = [WORKFLOWS["fx-limited"].run(20_000_000 + i, client=client) for i in range(n)]
-        for h in handles:
-            h.result(timeout=60)
-    finally:
-        client.close()
-    return time.monotonic() - t
+    return _limited_runs(fx, url, n, 20_000_000)
 
 
 def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults) -> None:
@@ -554,10 +567,7 @@ def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults
     back a run another process now holds, nor stop its live children."""
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=3, args=["--max-run-crashes", "1000"])
-    b = fx.supervisor(server.url, procs=2, args=["--max-run-crashes", "1000"])
-    a.wait_workers(3)
-    b.wait_workers(2)
+    a, _b = _two_supervisors(fx, server.url, (3, 2), args=["--max-run-crashes", "1000"])
     prod = fx.producer(server.url, 900, rate=100).start()
     recoveries: list[float] = []
     for _ in range(2):
@@ -585,18 +595,16 @@ def test_parent_sigstopped_alone_while_its_children_work_and_one_dies(fx: Faults
         a.wait_workers(3, timeout=40)
         time.sleep(1)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C8. parent SIGSTOPped 8 s alone, a busy child SIGKILLed meanwhile (x2)",
-        recovery_s=max(recoveries),
-        note=f"kill -> run taken by the other supervisor (lease 5 s); gate probe {probe:.1f} s",
+        max(recoveries),
+        "kill -> run taken by the other supervisor (lease 5 s)",
     )
     for sup in fx.sups:
         assert "Traceback" not in sup.log(), sup.log()[-3000:]
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_rolling_restarts_and_resizes_under_kills(fx: Faults) -> None:
@@ -607,10 +615,7 @@ def test_rolling_restarts_and_resizes_under_kills(fx: Faults) -> None:
     server = fx.redis()
     raw = server.client()
     args = ["--max-run-crashes", "1000"]
-    a = fx.supervisor(server.url, procs=3, args=args)
-    b = fx.supervisor(server.url, procs=2, args=args)
-    a.wait_workers(3)
-    b.wait_workers(2)
+    a, _b = _two_supervisors(fx, server.url, (3, 2), args=args)
     prod = fx.producer(server.url, 900, rate=110).start()
     rng = random.Random(3)
     kills = 0
@@ -640,15 +645,13 @@ def test_rolling_restarts_and_resizes_under_kills(fx: Faults) -> None:
     probe = _gate_probe(fx, server.url)
     for sup in fx.sups:
         assert "Traceback" not in sup.log(), sup.log()[-3000:]
-    report = fx.finish(
+    _finish_clean(
+        fx,
         raw,
         "C9. HUP/TTIN/TTOU under load, children and a rolling parent SIGKILLed",
-        recovery_s=None,
-        note=f"{kills} child kills mid-roll; gate probe {probe:.1f} s",
+        None,
+        f"{kills} child kills mid-roll; gate probe {probe:.1f} s",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_supervisor_started_while_redis_is_down(fx: Faults) -> None:
@@ -658,10 +661,7 @@ def test_supervisor_started_while_redis_is_down(fx: Faults) -> None:
     must wait for Redis and then serve, not exit."""
     server = fx.redis("--appendonly", "yes", "--appendfsync", "always")
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2)
-    b = fx.supervisor(server.url, procs=2)
-    a.wait_workers(2)
-    b.wait_workers(2)
+    a, _b = _two_supervisors(fx, server.url, (2, 2))
     prod = fx.producer(server.url, 700, rate=100).start()
     wait_for(partial(busy_children, a), 20, "a busy child")
     fx.fault("redis-kill", seconds=9)
@@ -690,16 +690,14 @@ def test_supervisor_started_while_redis_is_down(fx: Faults) -> None:
         lambda: prog.first_progress_after(t_up), 60, "a run finishing after the restart"
     )
     prod.wait(180)
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C10. supervisors started while redis-server is down (8 s), then Redis (AOF)",
-        recovery_s=first,
-        note=f"Redis up -> first run finished; gate probe {probe:.1f} s",
+        first,
+        "Redis up -> first run finished",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_waits_under_a_parent_kill_and_a_redis_sigstop(fx: Faults) -> None:
@@ -712,10 +710,7 @@ def test_waits_under_a_parent_kill_and_a_redis_sigstop(fx: Faults) -> None:
 
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2, modules=WAIT_MODULES)
-    b = fx.supervisor(server.url, procs=3, modules=WAIT_MODULES)
-    a.wait_workers(2)
-    b.wait_workers(3)
+    a, _b = _two_supervisors(fx, server.url, (2, 3), modules=WAIT_MODULES)
     watcher = fx.watch_waits(server.url)
     prog = fx.sample(server.url)
     rng = random.Random(8)
@@ -750,18 +745,16 @@ def test_waits_under_a_parent_kill_and_a_redis_sigstop(fx: Faults) -> None:
         first = wait_for(lambda: prog.first_progress_after(t), 60, "progress after SIGCONT")
     sending.join(180)
     settled = fx.settle(raw, 120)
-    report = fx.finish(
+    report = _finish_clean(
+        fx,
         raw,
         "C11. waits: parent SIGKILLed alone + redis-server SIGSTOP 7 s",
-        recovery_s=first,
-        note=f"SIGCONT -> first run finished; send retries {snd.retries}",
+        first,
+        f"SIGCONT -> first run finished; send retries {snd.retries}",
     )
-    report.assert_ok(all_succeeded=True)
     assert settled
     assert report.events_sent == 240 == report.events_consumed
     assert watcher.snapshots > 5
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
@@ -771,10 +764,7 @@ def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
     finishes after the SIGCONT."""
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2)
-    b = fx.supervisor(server.url, procs=2)
-    a.wait_workers(2)
-    b.wait_workers(2)
+    a, _b = _two_supervisors(fx, server.url, (2, 2))
     prod = fx.producer(server.url, 600, rate=100).start()
     wait_for(partial(busy_children, a), 20, "a busy child")
     assert server.proc is not None
@@ -791,16 +781,14 @@ def test_supervisor_termed_while_redis_is_stopped(fx: Faults) -> None:
     a = fx.supervisor(server.url, procs=2)
     a.wait_workers(2)
     prod.wait(120)
-    probe = _gate_probe(fx, server.url)
-    report = fx.finish(
+    _probe_and_finish(
+        fx,
         raw,
+        server.url,
         "C12. supervisor TERMed during a 10 s redis-server SIGSTOP",
-        recovery_s=exited,
-        note=f"TERM -> exit; gate probe {probe:.1f} s",
+        exited,
+        "TERM -> exit",
     )
-    report.assert_ok(all_succeeded=True)
-    assert not _leaked_slots(raw, fx.prefix)
-    raw.close()
 
 
 def test_a_whole_supervisor_sigstopped_past_the_stall_bound_keeps_its_children(
@@ -857,10 +845,7 @@ def test_supervisor_termed_while_redis_stays_stopped_past_its_graceful_timeout(
     back keep their leases until they lapse; B and a new A finish every run."""
     server = fx.redis()
     raw = server.client()
-    a = fx.supervisor(server.url, procs=2)
-    b = fx.supervisor(server.url, procs=2)
-    a.wait_workers(2)
-    b.wait_workers(2)
+    a, _b = _two_supervisors(fx, server.url, (2, 2))
     prod = fx.producer(server.url, 400, rate=100).start()
     wait_for(partial(busy_children, a), 20, "a busy child")
     kids = _orphans(psutil.Process(a.pid))
