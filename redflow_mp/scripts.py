@@ -48,7 +48,7 @@ from .luafiles import build_library, library_name, load_sources, script_names
 from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
 from .packed import PlainEnqueues
-from .queueset import MANY_QUEUES, QueueLists
+from .queueset import MANY_QUEUES, SCAN_CHUNK, QueueLists, build_list, scan_list
 from .transport import Transport, is_noscript, refused
 from .upkeep_scripts import UpkeepCalls
 from .wait_scripts import WaitCalls, corrupted
@@ -523,12 +523,22 @@ class Scripts(ScriptSet, WaitCalls, UpkeepCalls):
         elif only_id or (not turn and len(queues) <= MANY_QUEUES):
             reply = self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
         else:
-            qargs = self._lists.args(queues, turn, scan)
+            lists, long = self._lists, len(queues) > SCAN_CHUNK
+            qset = self.keys.qset(lists.name_of(queues)) if long else ""
+            if long and lists.scan_due(scan):  # in bounded calls, not by the claim
+                if not scan_list(self.run, qset, self._tag):
+                    build_list(self.run, qset, self._tag, queues)
+                scan = False
+            qargs = lists.args(queues, turn, scan)
             reply = self.run("claim_run", keys, (*args, *qargs), retry=False)
             if isinstance(reply[1], bytes | str):  # 'register': the list is gone: send it
-                named = self._lists.register(queues, turn)
+                if long:
+                    build_list(self.run, qset, self._tag, queues)
+                named = lists.args(queues, turn, False) if long else lists.register(queues, turn)
                 args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
                 more = self.run("claim_run", keys, args, retry=False)
+                if isinstance(more[1], bytes | str):  # gone again at once: no claim this time
+                    more = [more[0], [], more[2]]
                 reply = [reply[0], more[1], [*reply[2], *more[2]]]
         claimed = _claimed(reply[1], token)
         for dropped in reply[2] if len(reply) > 2 else ():

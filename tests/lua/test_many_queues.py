@@ -16,7 +16,7 @@ from redflow_mp import Client
 from redflow_mp.codec import text
 from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.queueset import digest
-from tests.helpers import command_counts
+from tests.helpers import command_counts, monitor
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -340,3 +340,45 @@ def test_a_claim_of_one_queue_that_finds_it_empty_unlists_it(
     assert "solo" in _listed(raw, client)  # the hot path writes nothing more
     assert client.scripts.claim(("solo",), 5_000, new_token())[1] is None
     assert "solo" not in _listed(raw, client)
+
+
+def _longest_script(lines: list[str]) -> int:
+    """The most commands one script call ran, from MONITOR lines: a script's
+    commands (``[0 lua]``) come one after the other, nothing between them."""
+    longest = run = 0
+    for line in lines:
+        run = run + 1 if " lua] " in line else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_the_scan_and_registration_of_5000_queues_holding_runs_are_cut_in_bounded_calls(
+    raw: redis.Redis, client: Client, redis_url: str
+) -> None:
+    """A supervisor serving 5,000 queues, each holding runs: its children's first
+    claim registered the list and read every queue's head in one call, and so
+    did the scan every SCAN_EVERY s (and of an idle worker): 10,000 commands,
+    50-320 ms of Redis (benchmarks/scale_supervisor.py) blocking every client.
+    Now both are cut in calls of SCAN_CHUNK queues; the claims still take the
+    lowest head of all and every queue holding runs stays listed."""
+    queues = tuple(f"big{i}" for i in range(5000))
+    raw.hset(client.keys.workflow("wt"), "maxConcurrency", "100000")
+    ids = [_enqueue(client, "wt", q) for q in queues]
+    with raw.pipeline(transaction=False) as pipe:  # distinct scores, the lowest last
+        for i, (q, rid) in enumerate(zip(queues, ids, strict=True)):
+            pipe.zadd(client.keys.q_ready(q), {rid: 10_000 - i})
+        pipe.execute()
+    raw.delete(client.keys.ready_queues)  # the scan must list them again
+    got: list[object] = []
+    with monitor(redis_url) as mon:
+        got.append(_claim(client, queues))  # registers the list: a scan
+        first = mon.snapshot()
+        mon.clear()
+        got.append(_claim(client, queues, scan=True))
+        again = mon.snapshot()
+    assert _longest_script(first) <= 2000, _longest_script(first)
+    assert _longest_script(again) <= 2000, _longest_script(again)
+    assert [_id(g) for g in got] == [ids[-1], ids[-2]]
+    assert raw.zcard(client.keys.qset(digest(queues))) == 5000
+    assert len(_listed(raw, client)) == 4998
+    _index_true(raw, client)
