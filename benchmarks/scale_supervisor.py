@@ -39,6 +39,9 @@ every entry's command name. Scenarios:
 - ``queues``: 5,000 workflows, each on a queue of its own with 2 runs queued,
   the supervisor serving all 5,000 queues: all done exactly once, then idle.
 - ``crons``: 1,000 cron entries firing every 15 s: each fire time one run.
+- ``claims`` (not in the default set; in process, no supervisor): the Redis
+  time of one claim's script calls over ``--queues`` queues holding runs (the
+  first, a scan, a plain one), then with another list's older runs ahead.
 - ``drain``: ``--drain`` queued runs drained to the end: Redis bytes per queued
   and per finished run, the keys a finished run keeps, the parent's RSS along.
 
@@ -539,6 +542,55 @@ def crons(count: int, watch: float) -> None:
             _stop(proc)
 
 
+def claims(count: int) -> None:
+    """In process, no supervisor: the Redis time of one claim's script calls
+    (SLOWLOG at 0) over ``count`` queues holding 2 runs each: the first claim
+    (registers the list, scans), a scan (``scan=True``: every 30 s and after an
+    idle wait), a plain claim; then a second list of ``count`` queues whose runs
+    are older: a claim of the first list (the walk of ready-queues gives up and
+    intersects)."""
+    from redflow_mp import create_client
+    from redflow_mp.ids import new_run_id, new_token
+
+    def enqueue(queues: tuple[str, ...]) -> None:
+        for q in queues:
+            for _ in range(2):
+                client.scripts.enqueue(new_run_id(), "w", q, b"{}", 1, 0, "", 0, "", "", None, None)
+
+    def claim(label: str, queues: tuple[str, ...], **kw: Any) -> None:
+        r.slowlog_reset()
+        client.scripts.claim(queues, 5000, new_token(), **kw)
+        calls = [
+            int(e["duration"])
+            for e in r.slowlog_get(100_000)
+            if text(e["command"]).startswith(("EVALSHA", "FCALL"))
+        ]
+        print(
+            f"claims: {label}: {len(calls)} script calls, longest {max(calls) / 1000:.1f} ms, "
+            f"{sum(calls) / 1000:.1f} ms in all",
+            flush=True,
+        )
+
+    with _server() as server:
+        r = server.client()
+        client = create_client(server.url, default=False)
+        mine = tuple(f"q{i}" for i in range(count))
+        r.hset(client.keys.workflow("w"), "maxConcurrency", "1000000")
+        enqueue(mine)
+        r.config_set("slowlog-log-slower-than", 0)
+        r.config_set("slowlog-max-len", 100_000)
+        claim("first (registers, scans)", mine)
+        claim("scan", mine, scan=True)
+        claim("plain", mine)
+        others = tuple(f"o{i}" for i in range(count))
+        client.scripts.claim(others, 5000, new_token())  # (registered, nothing to claim)
+        r.delete(*(client.keys.q_ready(q) for q in mine))
+        enqueue(others)
+        enqueue(mine)
+        claim(f"plain, {count} other queues' older runs ahead", mine)
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="finished,queued,scheduled,parked,queues,crons")
@@ -572,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         queues(a.queues, 2, a.watch)
     if "crons" in only:
         crons(a.crons, a.watch)
+    if "claims" in only:
+        claims(a.queues)
     return 0
 
 
