@@ -15,7 +15,7 @@ import redis
 from redflow_mp import Client
 from redflow_mp.codec import text
 from redflow_mp.ids import new_run_id, new_token
-from redflow_mp.queueset import digest
+from redflow_mp.queueset import SCAN_CHUNK, digest
 from tests.helpers import command_counts, monitor
 from tests.redis_server import RedisServer
 
@@ -382,3 +382,20 @@ def test_the_scan_and_registration_of_5000_queues_holding_runs_are_cut_in_bounde
     assert raw.zcard(client.keys.qset(digest(queues))) == 5000
     assert len(_listed(raw, client)) == 4998
     _index_true(raw, client)
+
+
+def test_a_list_builder_that_died_half_way_leaves_no_short_list(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A worker that registered the first chunk of its 2,000-queue list and died:
+    its chunk waits under a key of its own (expiring), never as the list, so
+    the next claim of the list builds it whole and claims from its last queue."""
+    queues = tuple(f"half{i}" for i in range(2000))
+    qset = client.keys.qset(digest(queues))
+    building = f"{qset}:b:dead"
+    args = (client.keys.tag, "build", "1", "", 0, *queues[:SCAN_CHUNK])
+    assert client.scripts.run("scan_queues", (qset, building), args, retry=True) == SCAN_CHUNK
+    assert not raw.exists(qset) and 0 < raw.pttl(building) <= 60_000
+    last = enq("wu", queue=queues[-1])
+    assert _id(_claim(client, queues)) == last
+    assert raw.zcard(qset) == 2000 and raw.zscore(qset, queues[-1]) == 1999
