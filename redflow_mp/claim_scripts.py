@@ -25,7 +25,7 @@ from .claimed import claimed_from_reply as _claimed
 from .codec import text
 from .keys import Keys
 from .packed import PackedClaims
-from .queueset import MANY_QUEUES, QueueLists
+from .queueset import MANY_QUEUES, SCAN_CHUNK, QueueLists, build_list, scan_list
 from .transport import Transport
 
 __all__ = ["ClaimCalls"]
@@ -156,11 +156,21 @@ class ClaimCalls:
             return self.run("claim_run", keys, (*args, 0), retry=False)
         if only_id or (not turn and len(queues) <= MANY_QUEUES):
             return self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
-        qargs = self._lists.args(queues, turn, scan)
+        lists, long = self._lists, len(queues) > SCAN_CHUNK
+        qset = self.keys.qset(lists.name_of(queues)) if long else ""
+        if long and lists.scan_due(scan):  # in bounded calls, not by the claim
+            if not scan_list(self.run, qset, self._tag):
+                build_list(self.run, qset, self._tag, queues)
+            scan = False
+        qargs = lists.args(queues, turn, scan)
         reply = self.run("claim_run", keys, (*args, *qargs), retry=False)
         if isinstance(reply[1], bytes | str):  # 'register': the list is gone: send it
-            named = self._lists.register(queues, turn)
+            if long:
+                build_list(self.run, qset, self._tag, queues)
+            named = lists.args(queues, turn, False) if long else lists.register(queues, turn)
             args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
             more = self.run("claim_run", keys, args, retry=False)
+            if isinstance(more[1], bytes | str):  # gone again at once: no claim this time
+                more = [more[0], [], more[2]]
             reply = [reply[0], more[1], [*reply[2], *more[2]]]
         return reply

@@ -53,6 +53,7 @@ SCRIPT_NAMES = (
     "relist_runs",
     "forget_cascades",
     "count_depths",
+    "scan_queues",
 )
 
 

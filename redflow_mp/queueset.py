@@ -23,12 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MANY_QUEUES", "SCAN_EVERY", "QueueLists", "digest"]
+from .ids import new_token
+
+__all__ = ["MANY_QUEUES", "SCAN_CHUNK", "SCAN_EVERY", "QueueLists", "digest"]
 
 #: Past this many queues, claims name a registered list (fewer: the names, in ARGV).
 MANY_QUEUES = 32
+
+#: Past this many queues, a list is scanned and registered in calls of this many
+#: queues each (scan_queues.lua), not by the claim.
+SCAN_CHUNK = 512
 
 #: Longest time (s) between two scans of a registered list by one claimer.
 SCAN_EVERY = 30.0
@@ -58,7 +65,7 @@ class QueueLists:
         self._last: tuple[tuple[str, ...], str] = ((), "")
         self._scanned = float("-inf")
 
-    def _digest(self, queues: tuple[str, ...]) -> str:
+    def name_of(self, queues: tuple[str, ...]) -> str:
         last = self._last
         if last[0] is queues:
             return last[1]
@@ -75,11 +82,54 @@ class QueueLists:
                 i = turn % n
                 queues = queues[i:] + queues[:i]
             return (n, *queues)
+        scan = self.scan_due(scan)
+        return (-1, self.name_of(queues), n, turn % n, "1" if scan else "")
+
+    def scan_due(self, scan: bool) -> bool:
+        """Whether this claim scans: asked (``scan``), or SCAN_EVERY s since the last
+        scan (then this one counts as the last)."""
         now = time.monotonic()
         if scan or now - self._scanned >= SCAN_EVERY:
-            scan, self._scanned = True, now
-        return (-1, self._digest(queues), n, turn % n, "1" if scan else "")
+            self._scanned = now
+            return True
+        return False
 
     def register(self, queues: tuple[str, ...], turn: int) -> tuple[Any, ...]:
         """The same for the call that registers the list (after a ``register`` reply)."""
-        return (len(queues), *queues, self._digest(queues), turn % len(queues))
+        return (len(queues), *queues, self.name_of(queues), turn % len(queues))
+
+
+#: How a claimer calls a script: ``run(name, keys, args, retry=...)`` (Scripts.run).
+Run = Callable[..., Any]
+
+
+def scan_list(run: Run, qset: str, tag: str) -> bool:
+    """The scan of the registered list ``qset`` (its non-empty queues listed in
+    ``ready-queues`` again), SCAN_CHUNK queues a call; False: there is no list
+    (build it: :func:`build_list`)."""
+    first = 0
+    while True:
+        got = int(run("scan_queues", (qset,), (tag, "scan", first, SCAN_CHUNK), retry=True))
+        if got < 0:
+            return False
+        if got < SCAN_CHUNK:
+            return True
+        first += got
+
+
+def build_list(run: Run, qset: str, tag: str, queues: tuple[str, ...]) -> None:
+    """Register ``queues`` as ``qset``, SCAN_CHUNK names a call under a key of this
+    builder's own, renamed onto ``qset`` by the last call (the non-empty queues
+    listed in ``ready-queues`` as it goes). A build whose key vanished half way
+    (it expires a minute after its last chunk) starts again once; after that the
+    next claim finds no list and builds it."""
+    for _ in range(2):
+        building = f"{qset}:b:{new_token()}"
+        for first in range(0, len(queues), SCAN_CHUNK):
+            edges = ("1" if first == 0 else "", "1" if first + SCAN_CHUNK >= len(queues) else "")
+            chunk = queues[first : first + SCAN_CHUNK]
+            args = (tag, "build", *edges, first, *chunk)
+            if int(run("scan_queues", (qset, building), args, retry=True)) < 0:
+                break
+        else:
+            return

@@ -15,8 +15,8 @@ import redis
 from redflow_mp import Client
 from redflow_mp.codec import text
 from redflow_mp.ids import new_run_id, new_token
-from redflow_mp.queueset import digest
-from tests.helpers import command_counts
+from redflow_mp.queueset import SCAN_CHUNK, digest
+from tests.helpers import command_counts, monitor
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -340,3 +340,62 @@ def test_a_claim_of_one_queue_that_finds_it_empty_unlists_it(
     assert "solo" in _listed(raw, client)  # the hot path writes nothing more
     assert client.scripts.claim(("solo",), 5_000, new_token())[1] is None
     assert "solo" not in _listed(raw, client)
+
+
+def _longest_script(lines: list[str]) -> int:
+    """The most commands one script call ran, from MONITOR lines: a script's
+    commands (``[0 lua]``) come one after the other, nothing between them."""
+    longest = run = 0
+    for line in lines:
+        run = run + 1 if " lua] " in line else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_the_scan_and_registration_of_5000_queues_holding_runs_are_cut_in_bounded_calls(
+    raw: redis.Redis, client: Client, redis_url: str
+) -> None:
+    """A supervisor serving 5,000 queues, each holding runs: its children's first
+    claim registered the list and read every queue's head in one call, and so
+    did the scan every SCAN_EVERY s (and of an idle worker): 10,000 commands,
+    50-320 ms of Redis (benchmarks/scale_supervisor.py) blocking every client.
+    Now both are cut in calls of SCAN_CHUNK queues; the claims still take the
+    lowest head of all and every queue holding runs stays listed."""
+    queues = tuple(f"big{i}" for i in range(5000))
+    raw.hset(client.keys.workflow("wt"), "maxConcurrency", "100000")
+    ids = [_enqueue(client, "wt", q) for q in queues]
+    with raw.pipeline(transaction=False) as pipe:  # distinct scores, the lowest last
+        for i, (q, rid) in enumerate(zip(queues, ids, strict=True)):
+            pipe.zadd(client.keys.q_ready(q), {rid: 10_000 - i})
+        pipe.execute()
+    raw.delete(client.keys.ready_queues)  # the scan must list them again
+    got: list[object] = []
+    with monitor(redis_url) as mon:
+        got.append(_claim(client, queues))  # registers the list: a scan
+        first = mon.snapshot()
+        mon.clear()
+        got.append(_claim(client, queues, scan=True))
+        again = mon.snapshot()
+    assert _longest_script(first) <= 2000, _longest_script(first)
+    assert _longest_script(again) <= 2000, _longest_script(again)
+    assert [_id(g) for g in got] == [ids[-1], ids[-2]]
+    assert raw.zcard(client.keys.qset(digest(queues))) == 5000
+    assert len(_listed(raw, client)) == 4998
+    _index_true(raw, client)
+
+
+def test_a_list_builder_that_died_half_way_leaves_no_short_list(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A worker that registered the first chunk of its 2,000-queue list and died:
+    its chunk waits under a key of its own (expiring), never as the list, so
+    the next claim of the list builds it whole and claims from its last queue."""
+    queues = tuple(f"half{i}" for i in range(2000))
+    qset = client.keys.qset(digest(queues))
+    building = f"{qset}:b:dead"
+    args = (client.keys.tag, "build", "1", "", 0, *queues[:SCAN_CHUNK])
+    assert client.scripts.run("scan_queues", (qset, building), args, retry=True) == SCAN_CHUNK
+    assert not raw.exists(qset) and 0 < raw.pttl(building) <= 60_000
+    last = enq("wu", queue=queues[-1])
+    assert _id(_claim(client, queues)) == last
+    assert raw.zcard(qset) == 2000 and raw.zscore(qset, queues[-1]) == 1999
