@@ -588,6 +588,8 @@ def claims(count: int) -> None:
         enqueue(others)
         enqueue(mine)
         claim(f"plain, {count} other queues' older runs ahead", mine)
+        claim(f"plain, {count} other queues' older runs ahead, again", mine)
+        claim(f"plain, {count} other queues' older runs ahead, a third", mine)
         client.close()
 
 
