@@ -98,9 +98,10 @@ def read_error(exc: ResponseError, batch: Batch) -> Exception | None:
 
 
 def mapped_reads(fn: Callable[P, T]) -> Callable[P, T]:
-    """For a function of reads sent straight to redis-py (``admin``'s): a refusal
-    is the library's error, as :func:`read_error` makes it (a lone command's key
-    is not named: the function does not say which it sent)."""
+    """For a function of reads sent straight to redis-py (``admin``'s pipelines):
+    a refusal is the library's error, as :func:`read_error` makes it. A lone
+    command is sent as a plan (``queries.drive(r, queries.one(...))``), whose
+    refusal names the command and its key; a pipeline's error names them itself."""
 
     @functools.wraps(fn)
     def reading(*args: P.args, **kwargs: P.kwargs) -> T:
