@@ -22,7 +22,15 @@ from .cron import CronDef
 from .keys import retry_key
 from .listing import mapped_reads
 from .options import RunOptions
-from .queries import get_run_any, list_workflows_all, run_view, shard_views, workflow_metas
+from .queries import (
+    drive,
+    get_run_any,
+    list_workflows_all,
+    one,
+    run_view,
+    shard_views,
+    workflow_metas,
+)
 from .runs import Runs
 
 __all__ = [
@@ -151,7 +159,12 @@ def queue_names(client: Client) -> list[str]:
     a time (one SMEMBERS of a million names holds Redis for a quarter of a second)."""
     names: set[str] = set()
     for view in shard_views(client):
-        names.update(text(q) for q in view.redis.sscan_iter(view.keys.queues, count=1000))
+        cursor: Any = 0
+        while True:  # each SSCAN a read of its own, so a refusal names the key
+            cursor, page = drive(view.redis, one("sscan", view.keys.queues, cursor, None, 1000))
+            names.update(text(q) for q in page)
+            if not int(cursor):
+                break
     return sorted(names)
 
 
@@ -170,7 +183,7 @@ def _queue_stats(
     view: Any, queues: Sequence[str] | None, remembered: RunQueues
 ) -> list[QueueStats]:
     r, k = view.redis, view.keys
-    known = r.smembers(k.queues) if queues is None else queues
+    known = drive(r, one("smembers", k.queues)) if queues is None else queues
     names = sorted({text(q) for q in known})
     if not names:
         return []
@@ -237,11 +250,11 @@ def cron_entries(client: Client) -> list[CronEntry]:
 
 
 def _cron_entries(view: Any) -> list[CronEntry]:
-    defs = view.redis.hgetall(view.keys.cron_def)
+    defs = drive(view.redis, one("hgetall", view.keys.cron_def))
     if not defs:
         return []
     ids = sorted(text(k) for k in defs)
-    scores = view.redis.zmscore(view.keys.cron_next, ids)
+    scores = drive(view.redis, one("zmscore", view.keys.cron_next, ids))
     out = []
     for cid, score in zip(ids, scores, strict=True):
         try:
@@ -273,7 +286,7 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     # there are few (a million queued runs would be a million HGETs per view).
     views = shard_views(client)
     counted = (
-        sum(int(v.redis.zcard(v.keys.runs_status(RunStatus.QUEUED))) for v in views)
+        sum(int(drive(v.redis, one("zcard", v.keys.runs_status(RunStatus.QUEUED)))) for v in views)
         <= QUEUED_COUNT_LIMIT
     )
     queued_by_wf: dict[str, int] = {}
@@ -281,7 +294,9 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     parked = [0] * len(metas)
     for view in shard_views(client):
         r, k = view.redis, view.keys
-        queued_ids = r.zrange(k.runs_status(RunStatus.QUEUED), 0, -1) if counted else []
+        queued_ids = (
+            drive(r, one("zrange", k.runs_status(RunStatus.QUEUED), 0, -1)) if counted else []
+        )
         if queued_ids:
             with r.pipeline(transaction=False) as pipe:
                 for run_id in queued_ids:

@@ -52,6 +52,7 @@ __all__ = [
     "cursor_of",
     "mapped_reads",
     "page_of",
+    "position",
     "read_error",
     "run_states",
     "select_run_ids",
@@ -98,9 +99,10 @@ def read_error(exc: ResponseError, batch: Batch) -> Exception | None:
 
 
 def mapped_reads(fn: Callable[P, T]) -> Callable[P, T]:
-    """For a function of reads sent straight to redis-py (``admin``'s): a refusal
-    is the library's error, as :func:`read_error` makes it (a lone command's key
-    is not named: the function does not say which it sent)."""
+    """For a function of reads sent straight to redis-py (``admin``'s pipelines):
+    a refusal is the library's error, as :func:`read_error` makes it. A lone
+    command is sent as a plan (``queries.drive(r, queries.one(...))``), whose
+    refusal names the command and its key; a pipeline's error names them itself."""
 
     @functools.wraps(fn)
     def reading(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -169,7 +171,7 @@ def run_states(keys: Keys, ids: list[str]) -> QueryPlan[list[RunState]]:
     return out
 
 
-def _position(index: str, cursor: Cursor) -> QueryPlan[int]:
+def position(index: str, cursor: Cursor) -> QueryPlan[int]:
     """How many members of ``index`` (scored by createdAt) come before ``cursor``
     newest first: its rank + 1, or, when the run is not there, the members of a
     higher score and those of its score with a higher id (ZREVRANGE order)."""
@@ -200,7 +202,7 @@ def select_run_ids(
         # walked and checked against runs:created: 0.1 s of Redis for a page at
         # offset 50,000, 1.3 s at 500,000.)
         index = created if workflow is None else keys.workflow_runs(workflow)
-        start = offset if cursor is None else (yield from _position(index, cursor))
+        start = offset if cursor is None else (yield from position(index, cursor))
         (raw,) = yield [("zrevrange", (index, start, start + limit - 1))]
         return [text(x) for x in raw]
     indexes = [created]
@@ -226,7 +228,7 @@ def select_run_ids(
     # A readable smallest index is read whole once the walk found too little.
     whole = smallest if readable and smallest != walk else None
     required = [k for k in indexes if k != walk]
-    begin = 0 if cursor is None else (yield from _position(walk, cursor))
+    begin = 0 if cursor is None else (yield from position(walk, cursor))
     return (yield from _walk(keys, walk, required, whole, others, limit, offset, begin, cursor))
 
 

@@ -36,6 +36,7 @@ import redis
 
 from .codec import text
 from .errors import RedflowError
+from .refusals import doing
 from .runs import Runs
 
 __all__ = [
@@ -158,26 +159,38 @@ def migrate_keyspace(client: Runs) -> MigrationReport:
     """Convert a v1 keyspace to v2 in place (supervisors stopped); see the module doc."""
     r = client.redis
     k = client.keys
+    where = f"{client.transport.describe()} (prefix {client.prefix!r})"
     report = MigrationReport(prefix=client.prefix)
-    queues = {text(q) for q in r.smembers(k.queues)}
-    queues |= _scan_names(r, k.tag, "q:", ":ready") | _scan_names(r, k.tag, "q:", ":processing")
-    queues |= _scan_names(r, k.tag, "q:", ":scheduled")
-    workflows = {text(w) for w in r.smembers(k.workflows)} | {text(w) for w in r.smembers(k.parked)}
-    workflows |= _scan_names(r, k.tag, "wf-waiting:", "")
-    # One clock for every converted entry, ending before now: parked runs (they
-    # were ahead when parked) first, then each queue's runs in claim order.
-    lists = [k.wf_waiting(wf) for wf in sorted(workflows)]
-    lists += [key for q in sorted(queues) for key in (k.q_ready(q), k.v1_processing(q))]
-    clock = itertools.count(client.server_time_ms() - _list_lengths(client, lists) - 1)
+    # Each step named: a refusal (a key of another type, BUSY) is the library's
+    # error saying which step and keys met it, not redis-py's bare reply (refusals.py).
+    with doing(f"reading the queue and workflow names ({k.queues}, {k.workflows}, ...)", where):
+        queues = {text(q) for q in r.smembers(k.queues)}
+        queues |= _scan_names(r, k.tag, "q:", ":ready")
+        queues |= _scan_names(r, k.tag, "q:", ":processing")
+        queues |= _scan_names(r, k.tag, "q:", ":scheduled")
+        workflows = {text(w) for w in r.smembers(k.workflows)}
+        workflows |= {text(w) for w in r.smembers(k.parked)}
+        workflows |= _scan_names(r, k.tag, "wf-waiting:", "")
+        # One clock for every converted entry, ending before now: parked runs (they
+        # were ahead when parked) first, then each queue's runs in claim order.
+        lists = [k.wf_waiting(wf) for wf in sorted(workflows)]
+        lists += [key for q in sorted(queues) for key in (k.q_ready(q), k.v1_processing(q))]
+        clock = itertools.count(client.server_time_ms() - _list_lengths(client, lists) - 1)
     for wf in sorted(workflows):
-        _migrate_waiting(client, wf, clock, report)
+        with doing(f"converting the parked runs of workflow {wf!r} ({k.wf_waiting(wf)})", where):
+            _migrate_waiting(client, wf, clock, report)
     for q in sorted(queues):
-        _migrate_queue(client, q, clock, report)
-    _keep_idempotency_keys(client, report)
-    for key in r.scan_iter(match=_glob_escape(k.tag + ":run:") + "*:lease", count=1000):
-        if text(r.type(key)) == "string":
-            report.lease_keys += int(r.delete(key))
-    r.hset(k.meta, "keyspace", KEYSPACE_VERSION)
+        keys = f"{k.q_ready(q)}, {k.v1_processing(q)}, {k.q_scheduled(q)}"
+        with doing(f"converting queue {q!r} ({keys})", where):
+            _migrate_queue(client, q, clock, report)
+    with doing("keeping the idempotency keys of the unfinished runs", where):
+        _keep_idempotency_keys(client, report)
+    with doing("deleting the v1 lease keys (run:<id>:lease)", where):
+        for key in r.scan_iter(match=_glob_escape(k.tag + ":run:") + "*:lease", count=1000):
+            if text(r.type(key)) == "string":
+                report.lease_keys += int(r.delete(key))
+    with doing(f"recording keyspace {KEYSPACE_VERSION} ({k.meta})", where):
+        r.hset(k.meta, "keyspace", KEYSPACE_VERSION)
     log.info("%s", report.summary())
     return report
 

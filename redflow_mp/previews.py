@@ -11,19 +11,23 @@ objects to print a few thousand characters. Same query-plan style as
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import msgspec
 
-from .codec import RunState, StepState
+from .codec import RunState, StepState, text
 from .keys import Keys
 from .options import cannot_be_run_id, check_run_id
 from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
 
 __all__ = [
     "OutputPreview",
+    "StepEnds",
     "get_run_preview",
     "get_run_preview_any",
+    "get_run_steps_ends",
+    "get_run_steps_ends_any",
     "get_run_steps_head",
     "get_run_steps_head_any",
 ]
@@ -123,3 +127,106 @@ def get_run_steps_head_any(
     """:func:`get_run_steps_head` in the shard the id names."""
     view = run_view(client, check_run_id(run_id))
     return drive(view.redis, get_run_steps_head(view.keys, run_id, limit, output_limit))
+
+
+#: Step records per HSCAN call of :func:`get_run_steps_ends`, fewer when they are
+#: big: a call brings about :data:`_ENDS_PAGE_BYTES` (by the run's ``stepBytes``).
+_ENDS_PAGE = 1000
+_ENDS_PAGE_BYTES = 1 << 20
+
+
+class _StepOrder(msgspec.Struct, rename="camel"):
+    """What places a step record in execution order (the rest is skipped, not decoded)."""
+
+    seq: int = 0
+    started_at: int = 0
+    status: str = "failed"
+
+
+_order_decoder = msgspec.json.Decoder(_StepOrder)
+
+
+class StepEnds(msgspec.Struct, kw_only=True):
+    """The first and the last steps of a run in execution order, and what the
+    run holds: ``total`` records (HLEN), ``by_status`` their count per status (as
+    scanned). ``first`` and ``last`` never share a step; together they are every
+    step when the run has at most as many as were asked for."""
+
+    first: list[StepState]
+    last: list[StepState]
+    total: int
+    by_status: dict[str, int]
+
+    @property
+    def omitted(self) -> int:
+        """How many steps neither ``first`` nor ``last`` holds."""
+        return max(0, self.total - len(self.first) - len(self.last))
+
+
+_Item = tuple[int, int, bytes, bytes]  # seq, startedAt, name, the record
+
+
+def get_run_steps_ends(
+    keys: Keys, run_id: str, first: int, last: int
+) -> QueryPlan[StepEnds | None]:
+    """The run's ``first`` earliest and ``last`` latest steps (execution order) and
+    its step count per status; None for an unknown id.
+
+    Every record is read, by HSCAN pages of ~1,000 records or ~1 MiB, but only
+    what orders it (its ``seq``) is decoded, and only the kept ones are held
+    between pages: memory is one page plus ``first + last`` records, whatever
+    the run holds (``redflow runs show`` of a run of 100,000 steps decoded them
+    all into ``StepState``s and printed each: 12 s and 182 MB). An unreadable
+    record counts as ``failed`` and comes first, as in ``get_run_steps``."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    for label, value in (("first", first), ("last", last)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{label} must be an int >= 0")
+    steps_key = keys.run_steps(run_id)
+    exists, size, total = yield [
+        ("exists", (keys.run(run_id),)),
+        ("hget", (keys.run(run_id), "stepBytes")),
+        ("hlen", (steps_key,)),
+    ]
+    if not exists:
+        return None
+    count = _ENDS_PAGE
+    if size is not None and text(size).isdigit() and int(size) > 0 and int(total) > 0:
+        count = max(1, min(_ENDS_PAGE, int(total) * _ENDS_PAGE_BYTES // int(size)))
+    head: dict[bytes, _Item] = {}
+    tail: dict[bytes, _Item] = {}
+    by_status: dict[str, int] = {}
+    cursor: Any = 0
+    while True:
+        ((cursor, page),) = yield [("hscan", (steps_key, cursor, None, count))]
+        items: list[_Item] = []
+        for name_b, data in page.items():
+            try:
+                order = _order_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                order = _StepOrder()
+            by_status[order.status] = by_status.get(order.status, 0) + 1
+            items.append((order.seq, order.started_at, bytes(name_b), data))
+        # A name HSCAN returns twice (a rehash in between) replaces its first copy.
+        head.update((item[2], item) for item in items)
+        tail.update((item[2], item) for item in items)
+        head = {item[2]: item for item in heapq.nsmallest(first, head.values())}
+        tail = {item[2]: item for item in heapq.nlargest(last, tail.values())}
+        if not int(cursor):
+            break
+    for name in head:  # the earliest win: a step is shown once
+        tail.pop(name, None)
+    return StepEnds(
+        first=_steps_in_order({n: item[3] for n, item in head.items()}),
+        last=_steps_in_order({n: item[3] for n, item in tail.items()}),
+        total=max(int(total), len(head) + len(tail)),
+        by_status=by_status,
+    )
+
+
+def get_run_steps_ends_any(client: Any, run_id: str, first: int, last: int) -> StepEnds | None:
+    """:func:`get_run_steps_ends` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_steps_ends(view.keys, run_id, first, last))

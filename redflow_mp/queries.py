@@ -355,8 +355,11 @@ def iter_runs_all(
     """:func:`list_runs_all` as an iterator: the same runs in the same order, read
     ``page`` runs per round trip, so a large ``limit`` (``redflow runs list
     --limit 100000``) holds at most ``page`` runs per shard at once instead of
-    every one (the ids of the selection are read first, as by ``list_runs``: a
-    consistent page, 30-odd bytes per run). ``after``: as for
+    every one. Without ``status``, ``page`` ids at a time, each page right after
+    the last id of the one before (a keyset cursor: no run repeated or skipped
+    while runs are enqueued); with one, the ids of the selection are read first,
+    as by ``list_runs`` (a consistent page, ~140 bytes per run held: paging a
+    status walk from a cursor would walk again at every page). ``after``: as for
     :func:`list_runs_all` (pass ``offset`` too). Arguments are checked at the call."""
     status = _check_list_args(workflow, status, limit, offset)
     after = listing.check_after(after)
@@ -398,11 +401,52 @@ def _iter_view(
     page: int,
     cursor: Cursor | None = None,
 ) -> Iterator[RunState]:
+    if status is None:
+        yield from _iter_ranked(view, workflow, limit, offset, page, cursor)
+        return
     ids = drive(
         view.redis, listing.select_run_ids(view.keys, workflow, status, limit, offset, cursor)
     )
     for at in range(0, len(ids), page):
         yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page]))
+
+
+def _iter_ranked(
+    view: Any,
+    workflow: str | None,
+    limit: int,
+    offset: int,
+    page: int,
+    cursor: Cursor | None,
+) -> Iterator[RunState]:
+    """Without a status the runs come from one index scored by createdAt
+    (``runs:created`` or the workflow's), read ``page`` ids at a time: each page
+    starts right after the last id of the one before (a keyset cursor, its score
+    read with it: one ZREVRANK), so runs enqueued or removed meanwhile neither
+    repeat nor skip a run, and at most a page of ids is held. (Every id of the
+    selection was read first: ``redflow runs list --limit 1000000`` held a
+    million ids, ~140 MiB, before printing its first run.)"""
+    index = view.keys.runs_created if workflow is None else view.keys.workflow_runs(workflow)
+    left = limit
+    while left > 0:
+        ids, cursor = drive(view.redis, _ranked_page(index, min(page, left), offset, cursor))
+        if not ids:
+            return
+        left -= len(ids)
+        yield from drive(view.redis, listing.run_states(view.keys, ids))
+
+
+def _ranked_page(
+    index: str, count: int, offset: int, cursor: Cursor | None
+) -> QueryPlan[tuple[list[str], Cursor | None]]:
+    """``count`` ids of ``index`` newest first, from ``offset`` or right after
+    ``cursor``, and the cursor of the last one."""
+    start = offset if cursor is None else (yield from listing.position(index, cursor))
+    (pairs,) = yield [("zrevrange", (index, start, start + count - 1, True))]
+    if not pairs:
+        return [], cursor
+    member, score = pairs[-1]
+    return [text(m) for m, _ in pairs], (float(score), text(member))
 
 
 def get_run_any(client: Any, run_id: str) -> RunState | None:

@@ -59,6 +59,7 @@ from .codec import text
 from .cron import CronDef
 from .errors import RedflowError, ShardsMismatchError
 from .queries import shard_views
+from .refusals import doing
 from .shards import SHARD_SEPARATOR, shard_index_of_workflow
 
 __all__ = ["ReshardReport", "live_supervisors", "reshard"]
@@ -139,38 +140,54 @@ def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
     n, m = old.shard_count, new.shard_count
     report = ReshardReport(prefix=old.prefix, old_shards=n, new_shards=m)
     meta = old.keys.meta
-    pending = _preflight(old, n, m, force)
+    where = f"{old.transport.describe()} (prefix {old.prefix!r}, {n} -> {m} shards)"
+    # Each step named: a refusal (a key of another type, BUSY) is the library's
+    # error saying which step and keys met it, not redis-py's bare reply
+    # (refusals.py). Every step may be run again: the migration is resumable.
+    with doing(f"checking the recorded shard count ({meta}) and live supervisors", where):
+        pending = _preflight(old, n, m, force)
     olds, news = shard_views(old), shard_views(new)
-    _refuse_unfinished(old, olds, news, m)
+    with doing("checking the unfinished runs (runs:status:<s>, run:<id>)", where):
+        _refuse_unfinished(old, olds, news, m)
     if pending is None and n == m:
         return report
-    old.redis.hset(meta, FIELD_TARGET, m)
-    _copy_queue_names(olds, news)
-    for name in sorted(_workflow_names(old, olds)):
+    with doing(f"recording the target shard count ({meta})", where):
+        old.redis.hset(meta, FIELD_TARGET, m)
+    with doing("copying the queue names (queues)", where):
+        _copy_queue_names(olds, news)
+    with doing(f"reading the workflow names ({old.keys.workflows}, parked, cron:def)", where):
+        names = sorted(_workflow_names(old, olds))
+    for name in names:
         src = olds[shard_index_of_workflow(name, n)]
         dst = news[shard_index_of_workflow(name, m)]
         if src.keys.tag != dst.keys.tag:
-            _move_workflow(name, src, dst, news, m, report)
+            with doing(f"moving workflow {name!r} ({src.keys.workflow(name)}, ...)", where):
+                _move_workflow(name, src, dst, news, m, report)
     for view in olds:
-        for status in _FINISHED:
-            _move_finished(view, status, news, m, report)
-        for status in _UNFINISHED:
-            _move_finished(view, status, news, m, report)
-    _rewake_parents(news, report)
+        for status in (*_FINISHED, *_UNFINISHED):
+            _move_finished(view, status, news, m, report, where)
+    with doing("waking the runs suspended on children (timers)", where):
+        _rewake_parents(news, report)
     for k, view in enumerate(news):
-        view.redis.hset(view.keys.meta, mapping={"prefix": new.prefix, "shard": k})
+        with doing(f"recording shard {k} ({view.keys.meta})", where):
+            view.redis.hset(view.keys.meta, mapping={"prefix": new.prefix, "shard": k})
     for view in olds:
         if all(view.keys.tag != v.keys.tag for v in news):  # a tag no longer used
-            bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
-            stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
-            lists = view.redis.scan_iter(match=_glob_escape(view.keys.tag) + ":qset:*", count=1000)
-            view.redis.delete(*stale, view.keys.ready_queues, *bells, *lists)
-    with old.redis.pipeline(transaction=True) as pipe:
+            with doing(f"deleting the keys of tag {view.keys.tag} no longer used", where):
+                _drop_tag(view)
+    with doing(f"recording {m} shards ({meta})", where), old.redis.pipeline(True) as pipe:
         pipe.hset(meta, "shards", m)
         pipe.hdel(meta, FIELD_TARGET)
         pipe.execute()
     log.info("%s", report.summary())
     return report
+
+
+def _drop_tag(view: Any) -> None:
+    bells = [view.keys.q_bell(text(q)) for q in view.redis.smembers(view.keys.queues)]
+    stale = (view.keys.meta, view.keys.queues, view.keys.lock_cron, view.keys.due_queues)
+    lists = view.redis.scan_iter(match=_glob_escape(view.keys.tag) + ":qset:*", count=1000)
+    view.redis.delete(*stale, view.keys.ready_queues, *bells, *lists)
 
 
 def _preflight(old: Any, n: int, m: int, force: bool) -> bytes | None:
@@ -370,10 +387,12 @@ def _run_keys(view: Any, run_id: str) -> list[str]:
     return keys
 
 
-def _move_finished(src: Any, status: str, news: list[Any], m: int, report: ReshardReport) -> None:
+def _move_finished(
+    src: Any, status: str, news: list[Any], m: int, report: ReshardReport, where: str
+) -> None:
     """Move the runs of ``status`` in ``src`` whose id names another tag under M
     (the finished ones, and the unfinished ones with their queue, lease and timer
-    entries)."""
+    entries); a refusal names the run (or the index) it met."""
     index = src.keys.runs_status(status)
     # A chunk at a time (a million finished runs were one ZRANGE 0 -1, ~100 ms of
     # Redis, all held in the CLI), by rank: a run moved leaves the index, so the
@@ -381,7 +400,8 @@ def _move_finished(src: Any, status: str, news: list[Any], m: int, report: Resha
     # supervisor runs, unless --force; a rerun takes what was missed).
     start = 0
     while True:
-        entries = src.redis.zrange(index, start, start + _CHUNK - 1, withscores=True)
+        with doing(f"reading the {status} runs to move ({index})", where):
+            entries = src.redis.zrange(index, start, start + _CHUNK - 1, withscores=True)
         if not entries:
             return
         for raw_id, status_score in entries:
@@ -390,7 +410,8 @@ def _move_finished(src: Any, status: str, news: list[Any], m: int, report: Resha
             if dst.keys.tag == src.keys.tag:
                 start += 1
                 continue
-            _move_run(src, dst, run_id, status, status_score)
+            with doing(f"moving {status} run {run_id} ({src.keys.run(run_id)}, ...)", where):
+                _move_run(src, dst, run_id, status, status_score)
             if status in _FINISHED:
                 report.runs_moved += 1
             else:

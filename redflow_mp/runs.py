@@ -45,6 +45,7 @@ from .options import (
     timeout_to_ms,
 )
 from .packed import PlainEnqueues
+from .refusals import doing
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
@@ -479,8 +480,11 @@ class Runs:
         )
 
     def server_time_ms(self) -> int:
-        """Redis server time in epoch ms (the clock every time that matters uses)."""
-        seconds, micros = self.redis.time()
+        """Redis server time in epoch ms (the clock every time that matters uses).
+        A refusal (``BUSY`` while another program's script runs) is the
+        library's error naming the read (``refusals.doing``)."""
+        with doing("reading the server's time (TIME)", self.transport.describe()):
+            seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
     def send_event(

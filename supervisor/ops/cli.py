@@ -1,7 +1,8 @@
 """``redflow``: inspect and operate a redflow namespace from the command line.
 
     redflow runs list [--workflow W] [--status S] [--limit N] [--offset N [--after ID]]
-    redflow runs show ID | cancel ID [--reason R] | retry ID | resume ID | watch ID [--timeout S]
+    redflow runs show ID [--steps N | --all-steps]
+    redflow runs cancel ID [--reason R] | retry ID | resume ID | watch ID [--timeout S]
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
@@ -56,6 +57,7 @@ from .commands import (
     cmd_workflows,
 )
 from .runs import (
+    DEFAULT_STEPS_SHOWN,
     cmd_runs_cancel,
     cmd_runs_list,
     cmd_runs_resume,
@@ -221,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])
     p.add_argument("id", type=_non_empty)
+    p.add_argument(
+        "--steps",
+        type=_count,
+        default=DEFAULT_STEPS_SHOWN,
+        metavar="N",
+        help=f"show at most N steps: the first and the last ones, in execution order "
+        f"(default {DEFAULT_STEPS_SHOWN}; the steps' count per status is always shown)",
+    )
+    p.add_argument(
+        "--all-steps",
+        action="store_true",
+        help="show every step (a run of 100,000 steps: seconds and ~200 MB)",
+    )
     p.set_defaults(func=cmd_runs_show)
     p = runs_sub.add_parser(
         "cancel", help="cancel a queued, scheduled, suspended or running run", parents=[common]

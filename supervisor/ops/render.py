@@ -20,6 +20,7 @@ import msgspec
 
 from redflow_mp.admin import CronEntry, QueueStats, WorkflowStats
 from redflow_mp.codec import AttemptState, RunState, StepState
+from redflow_mp.previews import StepEnds
 
 from ..status import SupervisorStatus
 
@@ -321,10 +322,30 @@ def step_record(step: StepState) -> dict[str, Any]:
     return out
 
 
+def step_ends(steps: Sequence[StepState] | StepEnds) -> StepEnds:
+    """``steps`` as a :class:`StepEnds` (a list: every step, none left out)."""
+    if isinstance(steps, StepEnds):
+        return steps
+    counts: dict[str, int] = {}
+    for s in steps:
+        counts[s.status.value] = counts.get(s.status.value, 0) + 1
+    return StepEnds(first=list(steps), last=[], total=len(steps), by_status=counts)
+
+
 def run_detail_record(
-    state: RunState, steps: Sequence[StepState], retry_of: str | None = None
+    state: RunState, steps: Sequence[StepState] | StepEnds, retry_of: str | None = None
 ) -> dict[str, Any]:
-    return {"run": run_record(state, retry_of), "steps": [step_record(s) for s in steps]}
+    """``runs show --json``: the run, the steps shown (in execution order), how many
+    the run has (``steps_total``), how many are not shown between the first and
+    the last ones (``steps_omitted``) and the count per status (``steps_by_status``)."""
+    ends = step_ends(steps)
+    return {
+        "run": run_record(state, retry_of),
+        "steps": [step_record(s) for s in (*ends.first, *ends.last)],
+        "steps_total": ends.total,
+        "steps_omitted": ends.omitted,
+        "steps_by_status": dict(sorted(ends.by_status.items())),
+    }
 
 
 def workflow_records(stats: Sequence[WorkflowStats]) -> list[dict[str, Any]]:
@@ -371,9 +392,12 @@ def runs_table(runs: Sequence[RunState], now_ms: int) -> str:
 
 
 def run_detail_text(
-    state: RunState, steps: Sequence[StepState], retry_of: str | None, now_ms: int
+    state: RunState, steps: Sequence[StepState] | StepEnds, retry_of: str | None, now_ms: int
 ) -> str:
-    """``redflow runs show``: the run's fields, its steps, its error with traceback."""
+    """``redflow runs show``: the run's fields, its steps, its error with traceback.
+    Steps left out between the first and the last ones shown are one line saying
+    how many, and how to see more."""
+    ends = step_ends(steps)
     fields: list[tuple[str, str]] = [
         ("id", state.id),
         ("workflow", state.workflow),
@@ -419,11 +443,13 @@ def run_detail_text(
     width = max(len(k) for k, _ in fields)
     lines = [f"{k.ljust(width)}  {clean(v)}" for k, v in fields]
     lines.append("")
-    if steps:
-        lines.append("steps:")
+    if ends.first or ends.last:
+        lines.append(_steps_heading(ends))
+        numbered = [(i + 1, s) for i, s in enumerate(ends.first)]
+        numbered += [(ends.total - len(ends.last) + i + 1, s) for i, s in enumerate(ends.last)]
         rows = [
             (
-                i + 1,
+                n,
                 s.name,
                 step_status(s, state),
                 s.attempt,
@@ -431,11 +457,20 @@ def run_detail_text(
                 fmt_duration(step_duration_ms(s)),
                 f"{s.error.type}: {s.error.message}" if s.error else "",
             )
-            for i, s in enumerate(steps)
+            for n, s in numbered
         ]
-        lines.append(
-            table(("#", "STEP", "STATUS", "ATTEMPT", "STARTED", "DURATION", "ERROR"), rows, "  ")
-        )
+        headers = ("#", "STEP", "STATUS", "ATTEMPT", "STARTED", "DURATION", "ERROR")
+        step_lines = table(headers, rows, "  ").split("\n")
+        if ends.omitted:
+            step_lines.insert(1 + len(ends.first), f"  … and {ends.omitted:,} more steps")
+        lines += step_lines
+        if ends.omitted:
+            lines.append(
+                f"  ({len(ends.first) + len(ends.last):,} of {ends.total:,} steps shown; "
+                "use --steps N or --all-steps to see more)"
+            )
+    elif ends.total:
+        lines.append(_steps_heading(ends) + " (use --steps N or --all-steps to see them)")
     else:
         lines.append("steps: none recorded")
     if state.error is not None:
@@ -451,6 +486,14 @@ def run_detail_text(
     if history:
         lines += ["", *history]
     return "\n".join(lines).rstrip("\n")
+
+
+def _steps_heading(ends: StepEnds) -> str:
+    """``steps:``, or with steps left out, their count and the count per status."""
+    if not ends.omitted and (ends.first or ends.last):
+        return "steps:"
+    counts = ", ".join(f"{n:,} {clean(status)}" for status, n in sorted(ends.by_status.items()))
+    return f"steps: {ends.total:,} in all ({counts})"
 
 
 def _cron_text(entries: Sequence[CronEntry], now_ms: int) -> str:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow, listing, queries
+from redflow_mp.codec import text
 from redflow_supervisor.ops.runs import cmd_runs_list
 from redflow_supervisor.ops.session import Session
 
@@ -111,3 +113,34 @@ def test_a_deep_page_after_a_cursor_does_not_walk_the_runs_before_it(
     walked = int(client.redis.info("commandstats")["cmdstat_zrevrange"]["calls"]) - before
     assert [r["id"] for r in json.loads("\n".join(printed))] == want
     assert walked <= 2, f"{walked} chunks of 100 walked for the page at offset {offset}"
+
+
+def test_a_list_without_status_holds_one_page_of_ids(raw: redis.Redis, client: Client) -> None:
+    """``redflow runs list --limit 1000000`` (no status) read every id of the
+    selection before its first run: a million ids, ~140 MiB. Now a page of ids at
+    a time, each page right after the last id of the one before (a keyset
+    cursor): the same runs in the same order. 100,000 runs written straight into
+    ``runs:created`` and ``run:<id>`` (ties of createdAt included: three per ms)."""
+    runs = 100_000
+    k = client.keys
+    t0 = 1_700_000_000_000
+    with raw.pipeline(transaction=False) as pipe:
+        for i in range(runs):
+            run_id = f"01BULK{i:020d}"
+            pipe.zadd(k.runs_created, {run_id: t0 + i // 3})
+            pipe.hset(k.run(run_id), mapping={"id": run_id, "createdAt": t0 + i // 3})
+            if i % 10_000 == 9_999:
+                pipe.execute()
+        pipe.execute()
+    want = [text(x) for x in raw.zrevrange(k.runs_created, 5, 5 + runs)]
+    tracemalloc.start()
+    try:
+        seen = 0
+        for run in queries.iter_runs_all(client, limit=runs, offset=5):
+            assert run.id == want[seen], seen
+            seen += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == runs - 5
+    assert peak < 5 * 2**20, f"peak of {peak / 2**20:.1f} MiB listing {runs:,} runs"
