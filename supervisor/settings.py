@@ -558,6 +558,8 @@ def _spec_of(field: msgspec.structs.FieldInfo) -> Spec:
         choices, kind = tuple(get_args(base)), str
     elif get_origin(base) is tuple:
         kind = tuple
+    if extra.get("unit") == "s":  # a duration: bounded above too (values.MAX_DURATION)
+        extra.setdefault("max", values.MAX_DURATION)
     return Spec(
         name=field.name,
         kind=kind,
