@@ -1,4 +1,4 @@
-"""Durations nobody means (NaN, infinity, 1e308 s, a string of 400 nines): the
+"""Durations nobody means (NaN, infinity, 1e308 s, a string of 400 nines, 1e20 ms): the
 supervisor refuses them at start with exit status 2, naming the setting, like any
 other bad value. Before, they were taken (NaN and infinity passed the ``at
 least 0`` bound, and nothing bounded a duration above): a TERM then armed the
@@ -26,6 +26,10 @@ CASES = [
     ("toml", "kill_grace = inf", "kill_grace"),
     ("env", "REDFLOW_GRACEFUL_TIMEOUT=" + "9" * 400, "graceful_timeout"),
     ("flag", "--graceful-timeout=9999999999d", "graceful_timeout"),
+    # taken, then: the lock's SET PX failed at every tick (no cron ever fired), the
+    # reaper ticked once (the runs of dead workers were never put back)
+    ("toml", "cron_lock_ttl_ms = 100000000000000000000", "cron_lock_ttl_ms"),
+    ("env", "REDFLOW_REAPER_INTERVAL_MS=100000000000000000000", "reaper_interval_ms"),
 ]
 
 
