@@ -165,6 +165,13 @@ class Arbiter:
         self.leader = LeaderDuty(client, s.cron_lock_ttl_ms)
         store = self.hub.store if self.hub is not None else None
         self.status = StatusDuty(client, self._snapshot)
+        reaper = ReaperDuty(
+            client,
+            s.reaper_interval_ms,
+            metrics=store,
+            queues=lambda: self.queues,
+            lease_ms=s.lease_ms,
+        )
         self.schedule = Schedule(
             [
                 BackstopDuty(
@@ -179,13 +186,7 @@ class Arbiter:
                 self.leader,
                 CronDuty(client, self.leader, metrics=store),
                 PromoterDuty(client, s.promoter_interval_ms, metrics=store),
-                ReaperDuty(
-                    client,
-                    s.reaper_interval_ms,
-                    metrics=store,
-                    queues=lambda: self.queues,
-                    lease_ms=s.lease_ms,
-                ),
+                reaper,
                 RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
                 RelistDuty(client, self.leader),
                 CascadeDuty(client, self.leader),
@@ -193,7 +194,8 @@ class Arbiter:
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),
                 self.status,
-            ]
+            ],
+            on_error=reaper.guard.failed,  # a failed call: this process ran (no stop)
         )
 
     def _snapshot(self) -> SupervisorStatus:
