@@ -157,6 +157,17 @@ class StallGuard:
         self._hold: dict[int, int] = {}
         self._ended: dict[int, float] = {}  # per shard: when the last call ended (monotonic)
 
+    def failed(self) -> None:
+        """A call of this process to Redis failed (any duty's: Redis out of reach).
+        The process ran then, so a gap that follows is Redis's, not a stop's:
+        during an outage the reaper's own calls are seconds apart (each failing
+        command retries for ~0.7 s, in every duty due; past a minute its tick also
+        failed before the reap, at the listing of the served queues), and the
+        outage was logged as "this process did not run"."""
+        now = time.monotonic()
+        for index in self._ended:
+            self._ended[index] = now
+
     def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
         start = time.monotonic()
         idle_ms = (start - self._ended.get(index, start)) * 1000.0  # no call in flight

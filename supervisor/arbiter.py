@@ -24,7 +24,6 @@ Invariants:
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -56,6 +55,7 @@ from .children import (
     fork_child,
     log_exit,
 )
+from .cpulimit import ParentLimit
 from .drainclock import FAST_STOP_S, DrainClock, DrainOverrun
 from .duties import Schedule
 from .duties.backstop import BackstopDuty
@@ -76,7 +76,7 @@ from .metrics import MetricsHub, build_info, process_samples
 from .restart import RestartPolicy, RestartState, SlotTracker
 from .settings import Settings, held_for_restart
 from .signals import STRAY, SignalPipe, signal_name
-from .startup import connect, resolve_queues, resync
+from .startup import connect, end_of_startup, resolve_queues, resync
 from .status import SupervisorStatus
 from .wakeup import Wakeup
 
@@ -88,19 +88,6 @@ log = logging.getLogger("redflow_supervisor")
 _ON_FAILURE_LIMIT = 60.0
 # Seconds after a fork while a booting child's entry is polled every 20 ms (then 250 ms).
 _BOOT_POLL_FAST_FOR = 2.0
-
-
-def _end_of_startup() -> None:
-    """Before the first fork: when start-up ran with the collector paused
-    (``entry.supervisor``), freeze what it made (modules, workflows, settings,
-    connections: all live as long as the process) and resume collecting. A
-    frozen object is never traversed by a collection again, in this process or
-    in the children, which therefore also keep sharing its memory pages (the
-    use ``gc.freeze`` is documented for). Start-up's few unreachable cycles
-    (hundreds of objects, made once) are frozen with it."""
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
 
 
 class Mode(Enum):
@@ -154,6 +141,7 @@ class Arbiter:
         self.id = supervisor_id()
         self.started_ms = int(time.time() * 1000)
         self.sampler = ProcessSampler()
+        self.cpu_limit = ParentLimit()
         self.status: StatusDuty | None = None
         self.restarts: dict[int, int] = {}
         self.hub: MetricsHub | None = None
@@ -177,6 +165,13 @@ class Arbiter:
         self.leader = LeaderDuty(client, s.cron_lock_ttl_ms)
         store = self.hub.store if self.hub is not None else None
         self.status = StatusDuty(client, self._snapshot)
+        reaper = ReaperDuty(
+            client,
+            s.reaper_interval_ms,
+            metrics=store,
+            queues=lambda: self.queues,
+            lease_ms=s.lease_ms,
+        )
         self.schedule = Schedule(
             [
                 BackstopDuty(
@@ -191,13 +186,7 @@ class Arbiter:
                 self.leader,
                 CronDuty(client, self.leader, metrics=store),
                 PromoterDuty(client, s.promoter_interval_ms, metrics=store),
-                ReaperDuty(
-                    client,
-                    s.reaper_interval_ms,
-                    metrics=store,
-                    queues=lambda: self.queues,
-                    lease_ms=s.lease_ms,
-                ),
+                reaper,
                 RetentionDuty(client, s.run_retention, self.leader, queues=lambda: self.queues),
                 RelistDuty(client, self.leader),
                 CascadeDuty(client, self.leader),
@@ -205,7 +194,8 @@ class Arbiter:
                 RegistrationDuty(client, lambda: self.registry, lambda: self.settings.app),
                 RegistryDuty(client, lambda: self.registry, s.app),
                 self.status,
-            ]
+            ],
+            on_error=reaper.guard.failed,  # a failed call: this process ran (no stop)
         )
 
     def _snapshot(self) -> SupervisorStatus:
@@ -251,7 +241,7 @@ class Arbiter:
         )
         for slot in range(1, self.target + 1):
             self.slots[slot] = Slot(SlotTracker(self._policy()))
-        _end_of_startup()
+        end_of_startup()
         try:
             while True:
                 now = time.monotonic()
@@ -338,6 +328,11 @@ class Arbiter:
             what = "graceful timeout" if self.clock.drain else "fast stop deadline"
             log.warning("%s reached: stopped %d (SIGKILL)", what, self.clock.killed)
             self.clock.killed = None
+            return
+        if signum == signal.SIGXCPU and self.cpu_limit.reached():  # cpulimit.py
+            self.exit_code = 1
+            if self.mode is Mode.RUNNING:
+                self._drain()
             return
         if signum in STRAY:
             log.warning("received %s; ignored (not a supervisor signal)", name)

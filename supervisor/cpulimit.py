@@ -21,8 +21,22 @@ Being blocked, not handled, it interrupts no system call of a handler's C code,
 as SIG_IGN did not; a process a handler execs inherits the blocked mask as it
 inherited SIG_IGN (it reaches its own hard limit's SIGKILL, as before).
 
+The parent (:class:`ParentLimit`) has no thread to spare for ``sigwaitinfo``
+(none may run at fork time) and learns of SIGXCPU from its wake-up pipe, which
+carries no ``si_code``. It tells the kernel's by what the kernel does with it:
+it sends SIGXCPU only once the process's CPU time reached the soft limit, and
+raises the soft limit by a second each time (until the hard limit's SIGKILL).
+So a SIGXCPU arriving with a finite soft limit that rose since the last look, or
+with the CPU time used within :data:`_MARGIN` of it, is the limit; any other is
+a stray, logged and ignored as before. At the limit the parent drains as after
+a TERM (the runs finish or go back to the queue, rather than leaving orphaned
+children when the hard limit's SIGKILL comes) and exits with status 1: a
+supervisor stopped by a resource limit did not stop as asked, and systemd's
+``Restart=on-failure`` starts it again with the limit counted afresh. Before, the
+parent logged each SIGXCPU as a stray until the hard limit's SIGKILL.
+
 Fork safety: :func:`install` runs in the child after fork, before its other
-threads start; the parent keeps ignoring SIGXCPU (it logs strays).
+threads start; the parent's SIGXCPU handler is the wake-up pipe's no-op.
 """
 
 from __future__ import annotations
@@ -34,14 +48,47 @@ import signal
 import threading
 import time
 
-__all__ = ["CAUSE", "install"]
+__all__ = ["CAUSE", "ParentLimit", "install"]
 
 log = logging.getLogger("redflow_supervisor.child")
+parent_log = logging.getLogger("redflow_supervisor")
 
 CAUSE = "its CPU time limit, RLIMIT_CPU, was reached"
 """What the parent adds to "killed by SIGXCPU" (children.ExitInfo.describe)."""
 
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent (Linux)
+# Seconds the kernel's tick-sampled CPU time may run ahead of getrusage's.
+_MARGIN = 3.0
+
+
+def _text(limit: int) -> str:
+    return "unlimited" if limit == resource.RLIM_INFINITY else str(limit)
+
+
+class ParentLimit:
+    """Tells a SIGXCPU the kernel sent the parent at RLIMIT_CPU from a sent one."""
+
+    def __init__(self) -> None:
+        self.soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
+
+    def reached(self) -> bool:
+        """After a SIGXCPU: whether it was the limit (logged as an ERROR)."""
+        seen, (soft, hard) = self.soft, resource.getrlimit(resource.RLIMIT_CPU)
+        self.soft = soft
+        if soft == resource.RLIM_INFINITY:
+            return False
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        if not (seen != resource.RLIM_INFINITY and soft > seen) and used + _MARGIN < soft:
+            return False
+        parent_log.error(
+            "CPU time limit reached (RLIMIT_CPU soft %s s, hard %s s; %.1f s "
+            "used): draining as after a TERM, then exiting with status 1",
+            _text(soft),
+            _text(hard),
+            used,
+        )
+        return True
 
 
 def _watch() -> None:
@@ -53,8 +100,8 @@ def _watch() -> None:
     log.error(
         "CPU time limit reached (RLIMIT_CPU soft %s s, hard %s s; %.1f s used): this "
         "child ends by SIGXCPU and its run goes back to the queue as after a crash",
-        "unlimited" if soft == resource.RLIM_INFINITY else soft,
-        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        _text(soft),
+        _text(hard),
         time.process_time(),
     )
     _core, core_hard = resource.getrlimit(resource.RLIMIT_CORE)

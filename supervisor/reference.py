@@ -29,7 +29,8 @@ _HEADER = """\
 # Unknown keys are errors that name the key and where it came from. Names are flat
 # and unique; grouping them under tables ([supervisor] ...) is allowed and ignored,
 # as is a group in the environment (REDFLOW_SUPERVISOR__LEASE_MS).
-# Durations (keys documented "seconds") also accept "500ms", "30s", "5m", "2h", "7d".
+# Durations (keys documented "seconds") also accept "500ms", "30s", "5m", "2h", "7d";
+# each is at most 1000000000 s (about 31 years), and nan or inf are refused.
 """
 
 

@@ -60,6 +60,7 @@ CONFIG_ENV = "REDFLOW_CONFIG"
 #: The most child processes one supervisor forks (each has a 1 KiB entry in the
 #: shared board, and --procs 100000000 failed allocating it with a traceback).
 MAX_PROCS = 4096
+_DAY_MS = 86_400_000  # the bound of a setting in milliseconds (as lease_ms's)
 
 #: The settings a SIGHUP applies (the workflow modules and the queues, read by the
 #: new children, and the limits the parent reads at each use). Every other one is
@@ -558,6 +559,8 @@ def _spec_of(field: msgspec.structs.FieldInfo) -> Spec:
         choices, kind = tuple(get_args(base)), str
     elif get_origin(base) is tuple:
         kind = tuple
+    if extra.get("unit") in ("s", "ms"):  # a duration: bounded above too
+        extra.setdefault("max", values.MAX_DURATION if extra["unit"] == "s" else _DAY_MS)
     return Spec(
         name=field.name,
         kind=kind,

@@ -5,6 +5,7 @@ reading of a config file."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -21,6 +22,9 @@ __all__ = [
     "read_toml",
 ]
 
+# The longest duration a setting takes (~31 years; 0 means "never" where it can):
+# graceful_timeout + kill_grace must fit the drain's timer (setitimer: ~292 years).
+MAX_DURATION = 1_000_000_000.0
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 _DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 
@@ -73,15 +77,18 @@ def _parse_list(value: Any) -> tuple[str, ...]:
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"30s"`` / ``"7d"``."""
+    """Seconds from a number or a string such as ``"30s"`` / ``"7d"``; never NaN
+    nor infinite (a TOML ``nan`` or ``inf``, 400 digits): no bound holds those
+    back, and a drain's timer (``setitimer``) raised on them at TERM."""
     if isinstance(value, bool):
         raise ValueError("expected a duration, got a boolean")
+    out: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2) or ""]
+        out = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        out = float(m.group(1)) * _UNITS[m.group(2) or ""]
+    if out is not None and math.isfinite(out):
+        return out
     raise ValueError(f"expected a duration such as 30, '30s', '500ms' or '7d', got {value!r}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["Duty", "Schedule"]
@@ -30,9 +31,12 @@ class Duty(Protocol):
 class Schedule:
     """Duties with their next due times; :meth:`run` ticks the ones that are due."""
 
-    def __init__(self, duties: list[Duty] | None = None) -> None:
+    def __init__(
+        self, duties: list[Duty] | None = None, on_error: Callable[[], None] | None = None
+    ) -> None:
         self._due: list[tuple[Duty, float]] = [(d, 0.0) for d in duties or ()]
         self._last_error: dict[str, float] = {}
+        self._on_error = on_error  # after each failed tick (the reaper's stall guard)
 
     def add(self, duty: Duty) -> None:
         self._due.append((duty, 0.0))
@@ -50,6 +54,8 @@ class Schedule:
                 self._last_error.pop(duty.name, None)
             except Exception as exc:
                 self._failed(duty.name, exc)
+                if self._on_error is not None:
+                    self._on_error()
             self._due[i] = (duty, next_due)
 
     def _failed(self, name: str, exc: Exception) -> None:

@@ -30,7 +30,9 @@ class LeaderDuty:
 
     @property
     def is_leader(self) -> bool:
-        return self.lock.held
+        """Leading now: not after :meth:`resign`, even when the release failed
+        (Redis out of reach at a drain's start: the lock lapses by its TTL)."""
+        return self.enabled and self.lock.held
 
     def holds(self, shard: int) -> bool:
         """Whether this supervisor may fire the crons of shard ``shard`` now."""

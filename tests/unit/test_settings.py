@@ -247,7 +247,7 @@ def test_every_setting_documents_itself() -> None:
             "",
             "bad value 'a week' for setting run_retention (from the command line, "
             "--run-retention): expected a duration: a number of seconds or 500ms, 30s, 5m, 2h, "
-            "7d, at least 0",
+            "7d, at least 0 and at most 1000000000",
         ),
         (
             {"metrics_port": "70000"},

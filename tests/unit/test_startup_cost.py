@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 from redflow_mp import luafiles, scripts
-from redflow_supervisor.arbiter import _end_of_startup
+from redflow_supervisor.startup import end_of_startup
 
 #: Never imported by ``import redflow_supervisor.cli`` (the supervisor's normal path).
 OFF_THE_PATH = (
@@ -115,7 +115,7 @@ def test_the_end_of_start_up_freezes_and_resumes_collecting() -> None:
     frozen = gc.get_freeze_count()
     gc.disable()
     try:
-        _end_of_startup()
+        end_of_startup()
         assert gc.isenabled()
         assert gc.get_freeze_count() > frozen
     finally:
@@ -125,7 +125,7 @@ def test_the_end_of_start_up_freezes_and_resumes_collecting() -> None:
 
 def test_with_the_collector_on_nothing_is_frozen() -> None:
     frozen = gc.get_freeze_count()
-    _end_of_startup()
+    end_of_startup()
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen
 
