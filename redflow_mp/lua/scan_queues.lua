@@ -18,6 +18,7 @@
 --        position, ARGV[6 ..] the chunk's names
 -- Reply: scan: the number of queues read (fewer than count: the end of the list;
 --        -1: no list, or of another type: register it); build: the chunk's size
+--        (-1: KEYS[2] is gone since the chunk before: build again from the first)
 -- Each queue read that holds runs is listed in ready-queues at its head (as the
 -- claim's scan does: a damaged or deleted index strands no run). Cost: one
 -- EXISTS per 32 queues of the chunk, and a ZRANGE and a ZADD per queue of the
@@ -51,7 +52,14 @@ if ARGV[2] == 'scan' then
   return #names
 end
 
-if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[2])
+elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  -- gone since the chunk before (expired: a builder stalled a minute; evicted;
+  -- deleted): filled on from here, it would become a list without its first
+  -- queues, whose runs no claim of it takes. The builder starts again.
+  return -1
+end
 local pos = tonumber(ARGV[5])
 local args, names = {}, {}
 for i = 6, #ARGV do

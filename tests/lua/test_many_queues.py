@@ -443,3 +443,31 @@ def _place_in(pipe: Any, client: Client, q: str, run_id: str, score: int) -> Non
     at least) in a ready set at ``score``, its bound lowered."""
     pipe.zadd(client.keys.q_ready(q), {run_id: score})
     pipe.zadd(client.keys.ready_queues, {q: score}, lt=True)
+
+
+def test_a_list_whose_building_key_vanished_half_way_is_not_registered_short(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The key a builder fills chunk by chunk vanished between two chunks (it
+    expires a minute after the last one: a builder stalled that long; evicted
+    under a volatile maxmemory policy; deleted by hand). The next chunks filled a
+    new key from their own position on and the last renamed it onto the list: a
+    list without its first queues, so every claim of it skipped their runs. A
+    chunk that finds the key gone replies -1 and the builder starts again."""
+    queues = tuple(f"gone{i}" for i in range(2000))
+    qset = client.keys.qset(digest(queues))
+    building = f"{qset}:b:stalled"
+    tag = client.keys.tag
+    for first in range(0, len(queues), SCAN_CHUNK):
+        if first == SCAN_CHUNK:
+            raw.delete(building)  # vanished after the first chunk
+        last = "1" if first + SCAN_CHUNK >= len(queues) else ""
+        chunk = queues[first : first + SCAN_CHUNK]
+        args = (tag, "build", "1" if first == 0 else "", last, first, *chunk)
+        got = client.scripts.run("scan_queues", (qset, building), args, retry=True)
+        if first >= SCAN_CHUNK:
+            assert got == -1, f"chunk at {first} was taken into a new key ({got})"
+    assert not raw.exists(qset), f"a list of {raw.zcard(qset)} queues of 2000 registered"
+    early = enq("wu", queue=queues[0])  # the next claim builds the list whole
+    assert _id(_claim(client, queues)) == early
+    assert raw.zcard(qset) == 2000
