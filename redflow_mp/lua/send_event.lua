@@ -31,7 +31,8 @@ if key ~= '' then
   if failed(seen) then refuse(sent, seen) end
   if seen == 1 then return { 2 } end
 end
-local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
+-- the run hash of another type: refused naming it, nothing stored
+local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
