@@ -97,6 +97,8 @@ local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' en
 local function k_cascades(tag) return tag .. ':cascades' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
 local function k_evkeys(tag, id) return tag .. ':run:' .. id .. ':event-keys' end
+-- the keys of k_evkeys in the order sent, oldest first (the window, send_event.lua)
+local function k_evkey_order(tag, id) return tag .. ':run:' .. id .. ':event-key-order' end
 local function k_ev(tag, id, name)
   return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
 end
