@@ -182,3 +182,24 @@ def test_a_run_hash_of_the_wrong_type_refuses_an_event_naming_the_key(
     run = _claim(client, "q")
     assert client.scripts.consume_event(run_id, run.token, "a", "go", _RECORD, 60_000)[0] == 1
     _finish(client, run_id, run.token)
+
+
+def test_a_run_hash_of_the_wrong_type_refuses_a_resume_naming_the_key(
+    raw: redis.Redis, client: Client
+) -> None:
+    run_id = Enq(client)(workflow="e", queue="q")
+    run = _claim(client, "q")
+    assert client.scripts.finalize(run_id, run.token, "failed", b'{"message":"x"}') == "failed"
+    run_key = client.keys.run(run_id)
+    saved = raw.dump(run_key)
+    assert saved is not None
+    raw.delete(run_key)
+    raw.set(run_key, _JUNK)
+    with pytest.raises(WrongTypeError, match=re.escape(run_key)):
+        client.scripts.resume(run_id, new_token())
+    assert raw.zscore(client.keys.runs_status("failed"), run_id) is not None
+    assert raw.zscore(client.keys.q_ready("q"), run_id) is None
+    raw.delete(run_key)
+    raw.restore(run_key, 0, saved)
+    assert client.scripts.resume(run_id, new_token()) == 2
+    _finish(client, run_id, _claim(client, "q").token)
