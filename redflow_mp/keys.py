@@ -152,7 +152,10 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
     run:<runId>:events            SET   the event names sent to the run (retention deletes
                                         their lists with the run)
     run:<runId>:event-keys        SET   the idempotency keys of the events sent to the run
-                                        with one (``send_event(..., idempotency_key=)``)
+                                        with one (``send_event(..., idempotency_key=)``):
+                                        those of its last ``max_events_per_run`` keyed events
+    run:<runId>:event-key-order   LIST  the same keys in the order sent, oldest first (the
+                                        oldest past ``max_events_per_run`` are forgotten)
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,
@@ -360,6 +363,9 @@ class Keys:
 
     def run_event_keys(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:event-keys"
+
+    def run_event_key_order(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:event-key-order"
 
     def run_events(self, run_id: str, event: str) -> str:
         return f"{self.tag}:run:{run_id}:ev:{_part(event)}"

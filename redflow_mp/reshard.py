@@ -78,6 +78,7 @@ _RUN_SUFFIXES = (
     ":children",
     ":events",
     ":event-keys",
+    ":event-key-order",
     ":attempts",
     ":kicked",
 )

@@ -97,6 +97,8 @@ local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' en
 local function k_cascades(tag) return tag .. ':cascades' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end
 local function k_evkeys(tag, id) return tag .. ':run:' .. id .. ':event-keys' end
+-- the keys of k_evkeys in the order sent, oldest first (the window, send_event.lua)
+local function k_evkey_order(tag, id) return tag .. ':run:' .. id .. ':event-key-order' end
 local function k_ev(tag, id, name)
   return tag .. ':run:' .. id .. ':ev:' .. string.len(name) .. ':' .. name
 end
@@ -174,6 +176,15 @@ local function refuse(key, e)
     'writes there (written by hand or by another program?): delete or rename it')
 end
 
+-- redis.call(...) on `key`, whose value of another type fails the call naming
+-- `key` (refuse) instead of Redis' bare WRONGTYPE: for reads placed before a
+-- script's first write, so such a refusal changes nothing.
+local function call_on(key, ...)
+  local r = redis.pcall(...)
+  if failed(r) then refuse(key, r) end
+  return r
+end
+
 -- A run of ready score `score` was placed in the ready set of `q`: `ready-queues`
 -- lists `q` at a score <= its head's (LT: only ever lowered, or added). Every
 -- write that places a run in a ready set calls this in the same script, so a
@@ -230,9 +241,14 @@ end
 -- holder that could not renew through a Redis stall or restart goes on once
 -- Redis is back, unless the run was taken over meanwhile (the reaper holds
 -- off after such a gap: reap_runs.lua). `now` is unused (kept for callers).
+-- (suspend_run, consume_event: read before any write; a run hash or `leases` of
+-- another type fails the call naming the key)
 local function lease_held(tag, id, token, now)
-  if token == '' or redis.call('HGET', k_run(tag, id), 'lease') ~= token then return false end
-  return redis.call('ZSCORE', k_leases(tag), id) ~= false
+  if token == '' then return false end
+  local run = k_run(tag, id)
+  if call_on(run, 'HGET', run, 'lease') ~= token then return false end
+  local leases = k_leases(tag)
+  return call_on(leases, 'ZSCORE', leases, id) ~= false
 end
 
 -- The lease check failed: if `token`'s finish was the last one applied to the

@@ -18,7 +18,9 @@ local tag = ARGV[1]
 local id = ARGV[2]
 local now = now_ms()
 if not lease_held(tag, id, ARGV[3], now) then return { -1 } end
-local existing = redis.call('HGET', KEYS[1], ARGV[4])
+-- (the steps hash of another type: refused naming it before any write; the
+-- HSET of the record below, after the LPOP, cannot fail then)
+local existing = call_on(KEYS[1], 'HGET', KEYS[1], ARGV[4])
 if existing and string.find(existing, '"status":"succeeded"', 1, true) then
   return { 2, '', existing }
 end

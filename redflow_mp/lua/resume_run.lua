@@ -33,7 +33,8 @@ local tag = ARGV[1]
 local id = ARGV[2]
 local run = KEYS[1]
 local mode = ARGV[4] or ''
-local f = redis.call('HMGET', run, 'status', 'queue', 'workflow', 'attempt', 'maxAttempts',
+-- (the run hash of another type: refused naming it, nothing written)
+local f = call_on(run, 'HMGET', run, 'status', 'queue', 'workflow', 'attempt', 'maxAttempts',
   'priority', 'idempotencyKey', 'attemptBudget', 'resumeToken', 'stepBytes')
 local status = f[1]
 if not status then return { 0, '' } end

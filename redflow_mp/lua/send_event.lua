@@ -4,7 +4,13 @@
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  event name   ARGV[4]  payload (JSON)
 -- ARGV[5]  max_events_per_run (events waiting unconsumed per run)
 -- ARGV[6]  idempotency key ('' = none): an event sent with a key the run has seen
---          is not stored again (a resend after a lost reply is safe)
+--          is not stored again (a resend after a lost reply is safe). The run
+--          remembers the keys of its last ARGV[5] keyed events stored (the window:
+--          run:<id>:event-keys, and their order in run:<id>:event-key-order); an
+--          older key is forgotten, and an event resent with it is stored again.
+--          The same bound as the events waiting: a run's keys no longer grow for
+--          its whole life. (Keys of a set written before the order list existed,
+--          or by an older version, are not in the list and are kept.)
 -- ARGV[7]  max_event_bytes_per_run (bytes of the run's unconsumed payloads; ''
 --          or absent: no budget)
 -- Reply: { 0 } unknown or finished run: nothing stored
@@ -24,14 +30,19 @@ local name = ARGV[3]
 local run = KEYS[1]
 local key = ARGV[6] or ''
 local sent = k_evkeys(tag, id)
+local order = k_evkey_order(tag, id)
+local remembered = 0
 if key ~= '' then
-  -- Read first, also as the type check: the SADD below, after the event's writes,
-  -- cannot fail then (a set of another type refuses the call before any write).
+  -- Read first, also as the type check: the SADD and RPUSH below, after the
+  -- event's writes, cannot fail then (a set or list of another type refuses the
+  -- call before any write).
   local seen = redis.pcall('SISMEMBER', sent, key)
   if failed(seen) then refuse(sent, seen) end
   if seen == 1 then return { 2 } end
+  remembered = call_on(order, 'LLEN', order)
 end
-local f = redis.call('HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
+-- the run hash of another type: refused naming it, nothing stored
+local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
@@ -51,7 +62,16 @@ if failed(r) then refuse(list, r) end  -- (a name in `names` with no list is har
 -- Written, not incremented: a field that is not a number is not a refusal.
 redis.call('HSET', run, 'eventsPending', int_str(pending + 1), 'eventBytes',
   int_str(bytes + #ARGV[4]))
-if key ~= '' then redis.call('SADD', sent, key) end
+if key ~= '' then
+  redis.call('SADD', sent, key)
+  redis.call('RPUSH', order, key)
+  -- the window: the oldest keys past ARGV[5] are forgotten, at most 1000 a call
+  -- (a sender with a lower limit than the one before shrinks it over a few sends)
+  local over = math.min(remembered + 1 - tonumber(ARGV[5]), 1000)
+  for _ = 1, over do
+    redis.call('SREM', sent, redis.call('LPOP', order))
+  end
+end
 local woken = 0
 if f[1] == 'suspended' and f[3] then
   local ok, wait = pcall(cjson.decode, f[3])

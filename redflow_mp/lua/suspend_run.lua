@@ -57,6 +57,9 @@ for i = 7 + n, #ARGV do
   if failed(len) then refuse(list, len) end
   if len > 0 then return { 'resume' } end
 end
+-- A child's run hash, run:<id>:kicked and workflow:<wf> below are read with
+-- call_on: of another type, the call fails naming the key before any write (a
+-- bare read's WRONGTYPE named no key).
 local pending = {}
 local own = {}  -- pending children of this run's own workflow (see the deadlock rule)
 local wf = redis.call('HGET', run, 'workflow')
@@ -69,13 +72,16 @@ for i = 7, 6 + n do
   if id_shard(ARGV[i]) ~= here then
     -- a run re-sharded (redflow migrate --shards) keeps an id naming another
     -- shard: a child whose record is here is read here (a stub has no status)
-    status = redis.call('HGET', k_run(tag, ARGV[i]), 'status')
+    local child = k_run(tag, ARGV[i])
+    status = call_on(child, 'HGET', child, 'status')
     if not status then
-      status = redis.call('HGET', k_kicked(tag, id), ARGV[i]) or 'remote'
+      local kicked = k_kicked(tag, id)
+      status = call_on(kicked, 'HGET', kicked, ARGV[i]) or 'remote'
       if status == 'remote' then remote[ARGV[i]] = true end
     end
   else
-    local f = redis.call('HMGET', k_run(tag, ARGV[i]), 'status', 'workflow')
+    local child = k_run(tag, ARGV[i])
+    local f = call_on(child, 'HMGET', child, 'status', 'workflow')
     status = f[1]
     if f[1] and not TERMINAL[f[1]] and f[2] == wf then own[#own + 1] = ARGV[i] end
   end
@@ -94,7 +100,8 @@ if #own > 0 then
   local running = k_running(tag, wf)
   local card = redis.pcall('SCARD', running)  -- of another type: no rule
   if type(card) ~= 'number' then card = 0 end
-  local limit = tonumber(redis.call('HGET', k_wf(tag, wf), 'maxConcurrency'))
+  local wf_key = k_wf(tag, wf)
+  local limit = tonumber(call_on(wf_key, 'HGET', wf_key, 'maxConcurrency'))
   if not limit or limit == 0 then limit = tonumber(redis.call('HGET', run, 'maxConcurrency')) end
   if not limit or limit < 1 then limit = 1 end
   if card >= limit then

@@ -74,7 +74,7 @@ local function remove(index, id, f)
   redis.pcall('ZREM', k_timers(tag), id)
   redis.call('UNLINK', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
     k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id),
-    k_evkeys(tag, id))
+    k_evkeys(tag, id), k_evkey_order(tag, id))
 end
 local indexes = { k_status(tag, 'succeeded'), k_status(tag, 'failed'),
   k_status(tag, 'canceled'), unindexed }

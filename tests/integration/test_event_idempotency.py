@@ -139,11 +139,13 @@ def test_retention_removes_the_event_keys_with_the_run(
     workers.start()
     assert handle.result(timeout=20) == [1, 2]
     assert raw.scard(client.keys.run_event_keys(handle.id)) == 2
+    assert raw.lrange(client.keys.run_event_key_order(handle.id), 0, -1) == [b"a", b"b"]
     time.sleep(0.01)  # older than the 1 ms retention below
     while client.scripts.sweep(1, 100) == 100:
         pass
     assert not raw.exists(client.keys.run(handle.id))
     assert not raw.exists(client.keys.run_event_keys(handle.id))
+    assert not raw.exists(client.keys.run_event_key_order(handle.id))
 
 
 def test_a_step_that_signals_another_run_and_runs_again_delivers_once(
