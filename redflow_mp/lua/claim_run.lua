@@ -114,6 +114,28 @@ local function claim_next()
     return got
   end
 
+  -- The pop of the loops over several queues' heads (from_intersection and the
+  -- loop that reads every head): take the head of `q`'s ready set. Returns the
+  -- claim's reply, or nil and `q`'s new head score (nil: empty); with `rebound`
+  -- (a registered list) `q`'s bound in ready-queues becomes that head.
+  local function pop_head(q, rebound)
+    local ready = k_ready(tag, q)
+    local head = redis.call('ZPOPMIN', ready)
+    if head[1] then
+      local got = take(tag, head[1], q, head[2], token, lease_ms, now)
+      if got then return claimed(q, got) end
+    end
+    local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+    if rebound then
+      if nxt[1] then
+        redis.pcall('ZADD', k_ready_queues(tag), 'XX', nxt[2], q)
+      else
+        redis.pcall('ZREM', k_ready_queues(tag), q)
+      end
+    end
+    return nil, nxt[1] and tonumber(nxt[2]) or nil
+  end
+
   if nq == 1 then
     local q = ARGV[12]
     local ready = k_ready(tag, q)
@@ -281,20 +303,9 @@ local function claim_next()
         if heads[i] and (best == nil or before(i, best)) then best = i end
       end
       if best == nil then return nil end
-      local q = names[best]
-      local ready = k_ready(tag, q)
-      local head = redis.call('ZPOPMIN', ready)
-      if head[1] then
-        local claim = take(tag, head[1], q, head[2], token, lease_ms, now)
-        if claim then return claimed(q, claim) end
-      end
-      local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-      heads[best] = nxt[1] and tonumber(nxt[2]) or nil
-      if nxt[1] then
-        redis.pcall('ZADD', index, 'XX', nxt[2], q)
-      else
-        redis.pcall('ZREM', index, q)
-      end
+      local claim, h = pop_head(names[best], true)
+      if claim then return claim end
+      heads[best] = h
     end
     for i = 1, k do
       if heads[i] then ring(tag, names[i]) end  -- skipped 32 and more remain (above)
@@ -385,22 +396,10 @@ local function claim_next()
       if heads[i] and (best == nil or before(i, best)) then best = i end
     end
     if best == nil then break end
-    local q = names[best]
-    local ready = k_ready(tag, q)
-    local head = redis.call('ZPOPMIN', ready)
-    if head[1] then
-      local got = take(tag, head[1], q, head[2], token, lease_ms, now)
-      if got then return claimed(q, got) end
-    end
-    local nxt = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-    heads[best] = nxt[1] and tonumber(nxt[2]) or nil
-    if ARGV[11] == '-1' then  -- a registered list: its bound is its new head
-      if nxt[1] then
-        redis.pcall('ZADD', k_ready_queues(tag), 'XX', nxt[2], q)
-      else
-        redis.pcall('ZREM', k_ready_queues(tag), q)
-      end
-    end
+    -- a registered list: the queue's bound becomes its new head
+    local got, h = pop_head(names[best], ARGV[11] == '-1')
+    if got then return got end
+    heads[best] = h
   end
   for i = 1, nn do
     if heads[i] then ring(tag, names[i]) end  -- skipped 32 and more remain (above)
