@@ -572,10 +572,21 @@ class Arbiter:
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
+            # A signal that reached us before this exit is read first: Ctrl-\\ to
+            # the whole group while we were busy (a reload, or not scheduled) ended
+            # the children at once, and their exits, read before our QUIT, charged
+            # each run a crash.
+            self._take_signals()
             if child is not None:
                 self._on_exit(child, decode_status(status))
             else:
                 self.helpers.reaped(pid)
+
+    def _take_signals(self) -> None:
+        """Dispatch, in order, the signals received since the loop last read them."""
+        if self.pipe is not None:
+            for signum in self.pipe.drain():
+                self._on_signal(signum)
 
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()

@@ -69,7 +69,13 @@ def test_a_run_whose_handler_ended_is_not_timed_out_while_its_finish_rides_out_t
         assert failed.value.error is not None
         assert failed.value.error.type == "ValueError"
         hooks = tmp_path / "hooks"
-        wait_until(hooks.exists, 30, message="on_failure")
+        # The hook creates the file, then writes its line: read the line, not the
+        # file's first moment (it was read empty once, under load).
+        wait_until(
+            lambda: hooks.exists() and hooks.read_text().endswith("\n"),
+            30,
+            message="on_failure",
+        )
         # before: 2 (put back by the reaper, executed again)
         assert bodies.read_text().count("ran") == 1
         assert hooks.read_text() == "ValueError\n"

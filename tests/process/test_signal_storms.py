@@ -197,6 +197,42 @@ def test_a_stop_sent_to_the_whole_group_charges_no_run(
     assert sum(tallies.values()) == (3 if sig is signal.SIGTERM else 5), tallies
 
 
+def test_a_quit_to_the_whole_group_while_the_parent_is_busy_charges_no_run(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """Ctrl-\\ reaches the whole group while the parent is busy outside its loop
+    (here a reload importing a slow module; under load, any moment it is not
+    scheduled): the children leave at once, and the parent, back in its loop,
+    reaped their exits before it read the QUIT that came first. Each run in
+    flight was charged a crash ("worker exited with code 5"), and a run at its
+    last attempt would have failed for an operator's stop."""
+    gate = tmp_path / "gate"
+    sup = supervisor(
+        procs=2,
+        modules=[*FLOWS, "tests.process.flows_slow_reload"],
+        env={"SLOW_RELOAD": str(gate)},
+    )
+    children = sup.wait_workers(2)
+    raw.set(f"{client.keys.tag}:hold", 1)
+    ids = [client.run_by_name("held", None).id for _ in range(2)]
+    wait_until(lambda: all(_started(raw, client, i) for i in ids), 20, message="two starts")
+    gate.touch()
+    sup.send(signal.SIGHUP)
+    wait_until(Path(f"{gate}.entered").exists, 20, message="the reload's slow import")
+    os.killpg(sup.pid, signal.SIGQUIT)
+    wait_until(
+        lambda: all(p.status() == psutil.STATUS_ZOMBIE for p in children),
+        20,
+        message="the children's exits",
+    )
+    gate.unlink()  # the reload ends; the loop reaps the children, then reads the QUIT
+    assert sup.wait(timeout=30) == 0, sup.log()
+    for run_id in ids:
+        state = client.get_run(run_id)
+        assert state is not None, run_id
+        assert (state.status, state.crash_count) == ("queued", 0), (state, sup.log())
+
+
 def test_a_replacement_still_booting_when_a_drain_starts_is_no_start_failure(
     supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path
 ) -> None:
