@@ -77,8 +77,8 @@ def test_a_run_whose_handler_ended_is_not_timed_out_while_its_finish_rides_out_t
             message="on_failure",
         )
         # before: 2 (put back by the reaper, executed again)
-        assert bodies.read_text().count("ran") == 1
-        assert hooks.read_text() == "ValueError\n"
+        assert bodies.read_text().count("ran") == 1, sup.log()
+        assert hooks.read_text() == "ValueError\n", sup.log()
     finally:
         raw.config_set("maxmemory", 0)
         raw.close()
