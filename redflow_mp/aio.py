@@ -79,6 +79,7 @@ from .results import (
     passes,
     result_timeout,
     terminal_state,
+    wait_refusal,
 )
 from .runs import (
     DEFAULT_MAX_EVENT_BYTES_PER_RUN,
@@ -531,7 +532,7 @@ class AsyncClient:
                     raise result_timeout(run_id, timeout)
             except WAIT_TROUBLE as exc:
                 if not passes(exc):
-                    raise
+                    raise wait_refusal(exc, shard.keys.run(run_id))  # noqa: B904 (its cause is set)
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout) from None
                 await asyncio.sleep(0.05)
