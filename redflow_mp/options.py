@@ -97,9 +97,21 @@ def check_timeout(value: object, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds or None")
-    if not math.isfinite(value) or value <= 0:
+    seconds = _as_float(value, what)
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{what} must be a positive number of seconds")
-    return float(value)
+    return seconds
+
+
+def _as_float(value: float, what: str) -> float:
+    """``value`` as a float; an int past a double's range (``10**400``) is a
+    ``ValueError`` naming ``what``, not ``OverflowError`` from ``math.isfinite``."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{what} is too large: an int of {int(value).bit_length()} bits, past a float's range"
+        ) from None
 
 
 #: The longest time a record holds, in milliseconds (2**53: about 285,000 years,
@@ -183,6 +195,8 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
         run_at = run_at.timestamp()
     elif isinstance(run_at, bool) or not isinstance(run_at, int | float):
         raise TypeError("run_at must be an aware datetime or epoch seconds")
+    else:
+        run_at = _as_float(run_at, "run_at")
     if not math.isfinite(run_at) or run_at < 0:
         raise ValueError("run_at must be a finite, non-negative epoch time in seconds")
     if run_at > MAX_RUN_AT:
