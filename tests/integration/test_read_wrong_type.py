@@ -91,3 +91,39 @@ def test_a_result_wait_meeting_a_run_key_of_another_type_names_it(
     error = asyncio.run(main())
     assert isinstance(error, WrongTypeError), repr(error)
     assert key in str(error), str(error)
+
+
+def test_a_cancel_meeting_a_children_key_of_another_type_names_it(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """``cancel_run`` (sync and async) of a run whose ``run:<id>:children`` a
+    neighbour replaced by a string canceled the run, then raised redis-py's bare
+    ``ResponseError`` from the cascade's SSCAN (the async client its bare
+    ``WRONGTYPE`` reply, naming no key). It raises a ``WrongTypeError`` naming
+    the key and saying the run itself was canceled."""
+    flow = _flow(registry)
+
+    def cancel(cancel_call: Any) -> tuple[str, BaseException]:
+        handle = flow.run(None)
+        key = client.keys.run_children(handle.id)
+        raw.set(key, "a neighbour's value")
+        with pytest.raises(redis.ResponseError) as caught:
+            cancel_call(handle.id)
+        state = client.get_run(handle.id)
+        assert state is not None and state.status == "canceled"
+        return key, caught.value
+
+    key, error = cancel(client.cancel_run)
+    assert isinstance(error, WrongTypeError), repr(error)
+    assert key in str(error) and "was canceled" in str(error), str(error)
+
+    async def main(run_id: str) -> bool:
+        ac = create_async_client(redis_url, prefix=prefix, registry=registry)
+        try:
+            return await ac.cancel_run(run_id)
+        finally:
+            await ac.aclose()
+
+    key, error = cancel(lambda run_id: asyncio.run(main(run_id)))
+    assert isinstance(error, WrongTypeError), repr(error)
+    assert key in str(error) and "was canceled" in str(error), str(error)
