@@ -571,7 +571,7 @@ class AsyncClient:
         """Synced metadata of one workflow, or None."""
         shard = self.shard_of_workflow(check_name(name, "workflow name"))
         raw = await _drive_query(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
-        return workflow_meta(raw)
+        return workflow_meta(raw, name)
 
     async def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
