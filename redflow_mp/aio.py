@@ -47,13 +47,20 @@ from .aio_shards import AsyncShard, AsyncShardSet
 from .aio_transport import AsyncTransport, wait_for_future
 from .cascade import CHUNK as CASCADE_CHUNK
 from .cascade import forget_args, gen_text, positions_by_shard
-from .clientargs import batch_options, check_client_args, known_target, run_options
+from .clientargs import (
+    batch_options,
+    cascade_refused,
+    check_client_args,
+    known_target,
+    run_options,
+)
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
 from .handle import AsyncRunHandle
 from .ids import new_token
 from .keys import Keys
+from .listing import read_error
 from .options import (
     RunOptions,
     cannot_be_run_id,
@@ -79,6 +86,7 @@ from .results import (
     passes,
     result_timeout,
     terminal_state,
+    wait_refusal,
 )
 from .runs import (
     DEFAULT_MAX_EVENT_BYTES_PER_RUN,
@@ -350,7 +358,13 @@ class AsyncClient:
         status = await self._cancel_one(run_id, why)
         accepted = cancel_accepted(status)
         if accepted:
-            await self._cancel_children(run_id, why or None)
+            try:
+                await self._cancel_children(run_id, why or None)
+            except redis.exceptions.ResponseError as exc:
+                named = cascade_refused(exc, run_id)
+                if named is None:
+                    raise
+                raise named from exc
             if status == "canceled" and self.shard_count > 1:
                 await self._kick_parent(run_id, status)
         return accepted
@@ -390,11 +404,18 @@ class AsyncClient:
             # read before the children are listed: a cascade recorded after it
             # (resumed, canceled again) is not this walk's (forget_cascades.lua)
             gen = gen_text(await shard.redis.hget(shard.keys.run(parent), "cascadeGen"))
-            async for raw in shard.redis.sscan_iter(shard.keys.run_children(parent), count=500):
-                listed = True
-                if (child := text(raw)) not in seen:
-                    seen.add(child)
-                    fresh.append(child)
+            children = shard.keys.run_children(parent)
+            try:
+                async for raw in shard.redis.sscan_iter(children, count=500):
+                    listed = True
+                    if (child := text(raw)) not in seen:
+                        seen.add(child)
+                        fresh.append(child)
+            except redis.exceptions.ResponseError as exc:  # the bare reply names no key
+                named = read_error(exc, [("sscan", (children,))])
+                if named is None:
+                    raise
+                raise named from exc
             for at in range(0, len(fresh), CASCADE_CHUNK):
                 chunk = fresh[at : at + CASCADE_CHUNK]
                 done = await self._cancel_many(chunk, why)
@@ -531,7 +552,7 @@ class AsyncClient:
                     raise result_timeout(run_id, timeout)
             except WAIT_TROUBLE as exc:
                 if not passes(exc):
-                    raise
+                    raise wait_refusal(exc, shard.keys.run(run_id))  # noqa: B904 (its cause is set)
                 if deadline is not None and loop.time() >= deadline:
                     raise result_timeout(run_id, timeout) from None
                 await asyncio.sleep(0.05)
@@ -550,7 +571,7 @@ class AsyncClient:
         """Synced metadata of one workflow, or None."""
         shard = self.shard_of_workflow(check_name(name, "workflow name"))
         raw = await _drive_query(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
-        return workflow_meta(raw)
+        return workflow_meta(raw, name)
 
     async def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
@@ -613,7 +634,7 @@ def create_async_client(
     ``verify_shards`` as for the sync client, but the check (one ``HMGET``) is made
     before the client's first enqueue or listing, since nothing connects here.
     """
-    check_client_args(url, redis, redis_functions, shards, verify_shards)
+    check_client_args(url, redis, redis_functions, shards, verify_shards, registry)
     client = AsyncClient(
         AsyncTransport(
             url,

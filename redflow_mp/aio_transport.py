@@ -473,7 +473,8 @@ class AsyncTransport:
             closing = self.begin_close()
         elif closing.done():  # closed before: nothing to wait for (any loop)
             return
-        elif asyncio.get_running_loop() is not self._loop:
+        elif asyncio.get_running_loop() is not closing.get_loop():
+            # (not self._loop: a client closed before its first call has none)
             self.enter()  # raises: closed (its closing runs in its own loop)
         await wait_for_future(closing, None)
         closing.result()

@@ -26,7 +26,13 @@ import redis
 from redis.exceptions import ResponseError
 
 from . import batch, queries, shardmeta, sync, xshard
-from .clientargs import batch_options, check_client_args, known_target, run_options
+from .clientargs import (
+    batch_options,
+    cascade_refused,
+    check_client_args,
+    known_target,
+    run_options,
+)
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
@@ -312,7 +318,13 @@ class Client(Runs):
         status = self.scripts_for(run_id).cancel(run_id, why)
         accepted = cancel_accepted(status)
         if accepted:
-            self.cancel_children(run_id, why or None)
+            try:
+                self.cancel_children(run_id, why or None)
+            except ResponseError as exc:
+                named = cascade_refused(exc, run_id)
+                if named is None:
+                    raise
+                raise named from exc
             if status == "canceled" and self.shard_count > 1:
                 xshard.kick_parent_of(self, run_id, status)  # a parent in another shard
         return accepted
@@ -435,7 +447,7 @@ def create_client(
     server that is not the cluster asked for) skips the check: the client's first
     use reports it as before.
     """
-    check_client_args(url, redis, redis_functions, shards, verify_shards)
+    check_client_args(url, redis, redis_functions, shards, verify_shards, registry)
     transport = Transport(
         url,
         redis,

@@ -12,16 +12,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .options import NO_OPTIONS, RunOptions, check_name
+from redis.exceptions import ResponseError
+
+from .errors import RedflowError
+from .listing import read_error
+from .options import NO_OPTIONS, RunOptions, check_name, shown_run_id
 from .registry import Registry, Workflow
 from .runs import EnqueueTarget, target_of_definition
 from .shards import check_shards
 
-__all__ = ["batch_options", "check_client_args", "known_target", "run_options"]
+__all__ = [
+    "batch_options",
+    "cascade_refused",
+    "check_client_args",
+    "known_target",
+    "run_options",
+]
 
 
 def check_client_args(
-    url: str | None, redis: object, redis_functions: object, shards: object, verify_shards: object
+    url: str | None,
+    redis: object,
+    redis_functions: object,
+    shards: object,
+    verify_shards: object,
+    registry: object = None,
 ) -> None:
     """The argument checks ``create_client`` and ``create_async_client`` make
     before they build anything, in this order."""
@@ -32,6 +47,12 @@ def check_client_args(
         raise ValueError("pass either url or redis, not both")
     if not isinstance(redis_functions, bool):
         raise TypeError("redis_functions must be a bool")
+    if registry is not None and not isinstance(registry, Registry):
+        # A str was kept and failed the first run_by_name with AttributeError
+        # ('str' object has no attribute 'get'); a dict read as an empty registry.
+        raise TypeError(
+            f"registry must be a redflow_mp Registry or None, not {type(registry).__name__}"
+        )
 
 
 def run_options(
@@ -88,3 +109,19 @@ def known_target(
         return target_of_definition(workflow, options)
     wf = registry.get(check_name(workflow, "workflow name"))
     return None if wf is None else target_of_definition(wf, options)
+
+
+def cascade_refused(exc: ResponseError, run_id: str) -> Exception | None:
+    """The error ``cancel_run`` raises when Redis refused a read or cancel of the
+    cascade that follows the cancel of ``run_id`` (``WRONGTYPE``: a children set
+    a neighbour replaced; ``BUSY``): the library's class, naming the key (as the
+    library's error or redis-py's pipeline error names it) and saying that the
+    run itself was canceled. None for another refusal (raised as it is). It used
+    to be the bare reply, once the run was canceled."""
+    named = exc if isinstance(exc, RedflowError) else read_error(exc, [])
+    if named is None:
+        return None
+    return type(named)(
+        f"run {shown_run_id(run_id)} was canceled, but the cancel of its run_workflow "
+        f"children stopped: {named}"
+    )

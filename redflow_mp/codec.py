@@ -517,13 +517,14 @@ def _retries(value: Any) -> Retries | None:
         return None
 
 
-def workflow_meta_from_hash(raw: Mapping[Any, Any]) -> WorkflowMeta:
-    """Build a :class:`WorkflowMeta` from ``HGETALL workflow:<name>``."""
+def workflow_meta_from_hash(raw: Mapping[Any, Any], name: str = "") -> WorkflowMeta:
+    """Build a :class:`WorkflowMeta` from ``HGETALL workflow:<name>``; ``name`` (the
+    key's) when the hash has no ``name`` field (as a run is named by its key)."""
     cron = _payload(raw, b"cronJson")
     retries = _payload(raw, b"retriesJson")
     cron_ids = _payload(raw, b"cronIdsJson")
     return WorkflowMeta(
-        name=_text(raw, b"name") or "",
+        name=_text(raw, b"name") or name,
         queue=_text(raw, b"queue") or "default",
         max_concurrency=max(1, _int(raw, b"maxConcurrency") or 1),
         app=_text(raw, b"app") or "",

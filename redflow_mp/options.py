@@ -20,6 +20,7 @@ import msgspec
 __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_MS",
     "MAX_NAME_LENGTH",
     "MAX_PRIORITY",
     "MAX_REASON_LENGTH",
@@ -38,6 +39,7 @@ __all__ = [
     "check_user_key",
     "is_reserved_key",
     "is_text",
+    "seconds_to_ms",
     "shown_run_id",
     "timeout_to_ms",
 ]
@@ -95,15 +97,40 @@ def check_timeout(value: object, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds or None")
-    if not math.isfinite(value) or value <= 0:
+    seconds = _as_float(value, what)
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{what} must be a positive number of seconds")
-    return float(value)
+    return seconds
+
+
+def _as_float(value: float, what: str) -> float:
+    """``value`` as a float; an int past a double's range (``10**400``) is a
+    ``ValueError`` naming ``what``, not ``OverflowError`` from ``math.isfinite``."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{what} is too large: an int of {int(value).bit_length()} bits, past a float's range"
+        ) from None
+
+
+#: The longest time a record holds, in milliseconds (2**53: about 285,000 years,
+#: exact in a double, hence in Lua): a longer ``timeout`` or ``idempotency_ttl``
+#: (any finite number of seconds is accepted) is stored as this, which means the
+#: same (never). 1e308 s is an infinite number of milliseconds: ``round`` raised
+#: ``OverflowError`` in ``run()``, and in ``sync_registry`` for a workflow's.
+MAX_MS = 2**53
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """``seconds`` (finite, >= 0) in whole milliseconds, at most :data:`MAX_MS`."""
+    return MAX_MS if seconds * 1000 >= MAX_MS else round(seconds * 1000)
 
 
 def timeout_to_ms(seconds: float) -> int:
     """A timeout in whole milliseconds, at least 1: ``int(0.0004 * 1000)`` is 0, which
     the run record reads as "no timeout", so a tiny timeout silently became none."""
-    return max(1, round(seconds * 1000))
+    return max(1, seconds_to_ms(seconds))
 
 
 def check_run_id(run_id: object) -> str:
@@ -168,6 +195,8 @@ def _run_at_ms(run_at: datetime | float | None) -> int:
         run_at = run_at.timestamp()
     elif isinstance(run_at, bool) or not isinstance(run_at, int | float):
         raise TypeError("run_at must be an aware datetime or epoch seconds")
+    else:
+        run_at = _as_float(run_at, "run_at")
     if not math.isfinite(run_at) or run_at < 0:
         raise ValueError("run_at must be a finite, non-negative epoch time in seconds")
     if run_at > MAX_RUN_AT:
@@ -244,7 +273,9 @@ def _idempotency(key: str | None, ttl: float | None, system: bool = False) -> tu
     if checked and not system:
         check_user_key(checked, "idempotency_key")
     ttl_s = check_timeout(ttl, "idempotency_ttl")
-    return checked, int((ttl_s if ttl_s is not None else DEFAULT_IDEMPOTENCY_TTL) * 1000)
+    if ttl_s is None:
+        return checked, int(DEFAULT_IDEMPOTENCY_TTL * 1000)
+    return checked, MAX_MS if ttl_s * 1000 >= MAX_MS else int(ttl_s * 1000)
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -249,7 +249,11 @@ def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
     if not names:
         return []
     raws = yield [("hgetall", (keys.workflow(name),)) for name in names]
-    return [codec.workflow_meta_from_hash(raw) for raw in raws if raw]
+    return [
+        codec.workflow_meta_from_hash(raw, name)
+        for name, raw in zip(names, raws, strict=True)
+        if raw
+    ]
 
 
 # ---------------------------------------------------------------- shards
@@ -497,7 +501,7 @@ def workflow_metas(client: Any, names: list[str]) -> list[WorkflowMeta]:
         raws = drive(view.redis, _hashes([view.keys.workflow(name) for name in group]))
         for name, raw in zip(group, raws, strict=True):
             if raw:
-                found[name] = codec.workflow_meta_from_hash(raw)
+                found[name] = codec.workflow_meta_from_hash(raw, name)
     return [found[n] for n in names if n in found]
 
 
@@ -535,7 +539,7 @@ async def alist_workflows_all(
         raws = await drive_async(view.redis, _hashes([view.keys.workflow(name) for name in group]))
         for name, raw in zip(group, raws, strict=True):
             if raw:
-                found[name] = codec.workflow_meta_from_hash(raw)
+                found[name] = codec.workflow_meta_from_hash(raw, name)
     return [found[n] for n in names if n in found]
 
 

@@ -40,6 +40,7 @@ from .errors import (
     run_failed,
 )
 from .keys import Keys
+from .listing import read_error
 from .options import cannot_be_run_id, check_run_id, check_timeout, shown_run_id
 from .transport import Transport, closed_error, is_busy
 
@@ -52,6 +53,7 @@ __all__ = [
     "passes",
     "result_timeout",
     "terminal_state",
+    "wait_refusal",
 ]
 
 _TERMINAL = (b"succeeded", b"failed", b"canceled")
@@ -168,7 +170,7 @@ class ResultWaiter:
                 raise result_timeout(run_id, timeout) from None
             except WAIT_TROUBLE as exc:
                 if not passes(exc):
-                    raise
+                    raise wait_refusal(exc, self._keys.run(run_id))  # noqa: B904 (its cause is set)
                 self.drop()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise result_timeout(run_id, timeout) from None
@@ -388,6 +390,17 @@ def passes(exc: Exception) -> bool:
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     return isinstance(exc, ResponseError) and is_busy(exc)
+
+
+def wait_refusal(exc: Exception, run_key: str) -> Exception:
+    """What a wait raises for ``exc`` that it does not ride out: ``WRONGTYPE`` (the
+    run's record replaced by a key of another type) a :class:`WrongTypeError`
+    naming ``run_key``, as ``get_run`` raises it, not the server's bare reply."""
+    named = read_error(exc, [("hmget", (run_key,))]) if isinstance(exc, ResponseError) else None
+    if named is None:
+        return exc
+    named.__cause__ = exc
+    return named
 
 
 def terminal_state(run_id: str, fields: list[bytes | None]) -> list[bytes | None] | None:

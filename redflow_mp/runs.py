@@ -288,9 +288,9 @@ def run_state(run_id: str, raw: Any) -> RunState | None:
     return state
 
 
-def workflow_meta(raw: Any) -> WorkflowMeta | None:
-    """The metadata from ``HGETALL workflow:<name>``, or None."""
-    return codec.workflow_meta_from_hash(raw) if raw else None
+def workflow_meta(raw: Any, name: str = "") -> WorkflowMeta | None:
+    """The metadata from ``HGETALL workflow:<name>`` (of ``name``), or None."""
+    return codec.workflow_meta_from_hash(raw, name) if raw else None
 
 
 # ---------------------------------------------------------------------------
@@ -476,7 +476,7 @@ class Runs:
         """Synced metadata of one workflow, or None."""
         shard = self.shard_set.of_workflow(check_name(name, "workflow name"))
         return workflow_meta(
-            queries.drive(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
+            queries.drive(shard.redis, queries.one("hgetall", shard.keys.workflow(name))), name
         )
 
     def server_time_ms(self) -> int:

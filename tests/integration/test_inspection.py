@@ -419,3 +419,32 @@ def test_list_runs_positions_past_64_bits_are_a_clear_value_error(client: Client
         with pytest.raises(ValueError, match=r"(offset|limit) must be at most 9007199254740992"):
             client.list_runs(limit=limit, offset=offset)
     assert client.list_runs(limit=2**53, offset=2**53) == []
+
+
+def test_workflow_metadata_without_a_name_field_is_named_by_its_key(
+    client: Client, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """A ``workflow:<name>`` hash without a ``name`` field (written by hand, by
+    another program) came back from ``get_workflow_meta`` and ``list_workflows``
+    (sync and async) as ``WorkflowMeta(name='')``, though a run record without
+    its ``id`` field is named by its key."""
+    import asyncio
+
+    from redflow_mp.aio import create_async_client
+
+    raw.sadd(client.keys.workflows, "by-hand")
+    raw.hset(client.keys.workflow("by-hand"), mapping={"queue": "q", "maxConcurrency": "2"})
+    meta = client.get_workflow_meta("by-hand")
+    assert meta is not None and (meta.name, meta.queue) == ("by-hand", "q"), meta
+    assert [m.name for m in client.list_workflows()] == ["by-hand"]
+
+    async def main() -> list[str]:
+        ac = create_async_client(redis_url, prefix=prefix, default=False)
+        try:
+            one = await ac.get_workflow_meta("by-hand")
+            assert one is not None
+            return [one.name] + [m.name for m in await ac.list_workflows()]
+        finally:
+            await ac.aclose()
+
+    assert asyncio.run(main()) == ["by-hand", "by-hand"]

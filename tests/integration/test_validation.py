@@ -151,3 +151,33 @@ def test_a_timeout_under_a_millisecond_is_kept_not_dropped(
     state = client.get_run(tiny.run().id)
     assert state is not None and state.timeout == 0.001
     assert client.get_run(tiny.run(timeout=0.1).id).timeout == 0.1  # type: ignore[union-attr]
+
+
+def test_a_timeout_or_ttl_too_long_for_milliseconds_does_not_overflow(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """A ``timeout`` (of a run or a workflow) or an ``idempotency_ttl`` is accepted
+    at any finite size, but 1e308 s is an infinite number of milliseconds:
+    ``run()``, ``run_many()`` and ``sync_registry`` (what a supervisor calls at its
+    start) raised ``OverflowError: cannot convert float infinity to integer``. Such
+    times are stored as the longest a record holds (what they mean: never)."""
+
+    @define_workflow("long-timeout", timeout=1e308, registry=registry)
+    def long(ctx: Context[Any]) -> int:
+        return 3
+
+    client.sync_registry(registry, app="long")
+    meta = client.get_workflow_meta("long-timeout")
+    assert meta is not None
+    handles = [
+        long.run(timeout=1e308),
+        long.run(idempotency_key="long", idempotency_ttl=1e308),
+        *long.run_many([None], timeout=1e308, idempotency_ttl=1e308),
+        long.run(),
+    ]
+    for handle in handles:
+        state = client.get_run(handle.id)
+        assert state is not None and state.timeout is not None
+        assert 1e12 < state.timeout < 1e300, state.timeout
+    workers.start()
+    assert [h.result(timeout=20) for h in handles] == [3, 3, 3, 3]

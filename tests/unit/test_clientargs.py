@@ -74,3 +74,18 @@ def test_client_args_checks_in_order(
     with pytest.raises(error, match=text):
         check_client_args(*args)
     check_client_args("u", None, False, 1, True)
+
+
+@pytest.mark.parametrize("registry", ["jobs", {}, object()], ids=["str", "dict", "object"])
+def test_a_registry_that_is_not_one_is_a_type_error_at_creation(registry: object) -> None:
+    # create_client(registry="jobs") was accepted; the first run_by_name raised
+    # AttributeError: 'str' object has no attribute 'get' (a dict was taken as an
+    # empty registry: every name "neither registered nor synced").
+    from redflow_mp import create_client
+    from redflow_mp.aio import create_async_client
+
+    url = "redis://127.0.0.1:1/0"  # never reached: the check comes first
+    with pytest.raises(TypeError, match="registry"):
+        create_client(url, registry=registry, default=False, verify_shards=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="registry"):
+        create_async_client(url, registry=registry, default=False)  # type: ignore[arg-type]

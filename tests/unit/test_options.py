@@ -4,6 +4,7 @@ the Lua scripts would store in exponent notation."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,23 @@ def test_run_options_of_nothing_are_the_defaults() -> None:
     assert RunOptions.of() is RunOptions.of()
     assert RunOptions.of(timeout=2.0).timeout == 2.0 and RunOptions.of(priority=0).priority == 0
     assert RunOptions.of(parent_run_id="P", linked=True).linked
+
+
+@pytest.mark.parametrize(
+    "option", ["run_at", "timeout", "idempotency_ttl"], ids=["run_at", "timeout", "ttl"]
+)
+def test_an_int_too_large_for_a_float_is_a_value_error(option: str) -> None:
+    # An int past a double's range (10**400) raised OverflowError ("int too large
+    # to convert to float") from math.isfinite: run(), run_by_name(), run_many(),
+    # result(timeout=...), define_workflow(timeout=...), sync and async.
+    with pytest.raises(ValueError, match=option):
+        kwargs: dict[str, Any] = {option: 10**400}
+        RunOptions.of(**kwargs, idempotency_key="k")
+
+
+def test_a_wait_or_definition_timeout_too_large_for_a_float_is_a_value_error() -> None:
+    from redflow_mp.options import check_timeout
+
+    with pytest.raises(ValueError, match="timeout"):
+        check_timeout(10**400, "timeout")
+    assert check_timeout(10**20, "timeout") == 1e20
