@@ -26,7 +26,7 @@ from collections.abc import Callable
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.lostkeys import repair_suspended
-from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
+from redflow_mp.maintenance import forget_idle_queues, stores, sweep_backlog
 
 from ..status import list_supervisors
 from .leader import LeaderDuty
@@ -42,8 +42,8 @@ FORGET_PAGE = 200
 SWEEP_BATCH = 100
 #: Calls per tick (per shard): 2,000 runs, as with 4 calls of 500.
 SWEEP_BATCHES = 20
-#: The pause between ticks while a backlog lasts (a tick removed a full
-#: SWEEP_BATCH x SWEEP_BATCHES): up to ~20,000 runs/s per shard, above what one
+#: The pause between ticks while a backlog lasts (the tick's last call left work,
+#: after SWEEP_BATCH x SWEEP_BATCHES runs read): up to ~20,000 runs/s per shard, above what one
 #: supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s) and
 #: what one Redis can finish with every supervisor on it. At 0.5 s it was
 #: 4,000 runs/s: a supervisor finishing more than that fell behind for good.
@@ -87,20 +87,21 @@ class RetentionDuty:
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
-        removed = 0
+        backlog = False
         errors: list[Exception] = []
         if self.retention_ms > 0:
             for store in stores(self.client):  # each shard's own runs:created
                 try:
-                    swept = sweep_retention(
+                    swept, more = sweep_backlog(
                         store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
                     )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)
                     continue
-                removed = max(removed, swept)
+                # work left after a tick's calls (runs removed, or kept children of
+                # unfinished parents read): the next tick comes soon, not in 30 s
+                backlog = backlog or more
                 self.removed += swept
-        backlog = removed >= SWEEP_BATCH * SWEEP_BATCHES
         # A page of queue names per tick, at most every 0.5 s while a backlog
         # makes the ticks come fast (each also reads every supervisor's status).
         if not backlog or now >= self._forget_at:

@@ -1,0 +1,90 @@
+"""Retention behind runs it keeps: finished run_workflow children of a parent that
+is not finished are kept (``sweep_runs.lua``) and scored again, and the runs
+that finished after them are still swept in the same tick.
+
+The keyspace is written directly (a parent suspended on its fan-out, its
+children finished in 1970): what is under test is the sweep script and the
+duty that calls it, with the default retention of 7 days."""
+
+from __future__ import annotations
+
+import redis
+
+from redflow_mp import Client
+from redflow_supervisor.duties.retention import (
+    BACKLOG_PAUSE,
+    SWEEP_BATCH,
+    SWEEP_BATCHES,
+    RetentionDuty,
+)
+
+WEEK_S = 7 * 24 * 3600
+
+
+def _finished(raw: redis.Redis, client: Client, run_id: str, at: int, parent: str = "") -> None:
+    k = client.keys
+    raw.hset(
+        k.run(run_id),
+        mapping={
+            "id": run_id,
+            "workflow": "kid",
+            "queue": "q",
+            "status": "succeeded",
+            "createdAt": at - 5,
+            "finishedAt": at,
+            "updatedAt": at,
+            "parentRunId": parent,
+        },
+    )
+    if parent:
+        raw.sadd(k.run_children(parent), run_id)
+    raw.zadd(k.runs_status("succeeded"), {run_id: at})
+    raw.zadd(k.runs_created, {run_id: at - 5})
+    raw.zadd(k.workflow_runs("kid"), {run_id: at - 5})
+
+
+def _fan_out(raw: redis.Redis, client: Client, kept: int, plain: int) -> list[str]:
+    """A suspended parent whose ``kept`` children finished in 1970, then ``plain``
+    runs of no parent finished a moment later (also long past the retention)."""
+    parent = "parent-1"
+    raw.hset(client.keys.run(parent), mapping={"id": parent, "status": "suspended"})
+    for i in range(kept):
+        _finished(raw, client, f"kid-{i}", 1_000, parent)
+    ids = [f"plain-{i}" for i in range(plain)]
+    for run_id in ids:
+        _finished(raw, client, run_id, 2_000)
+    return ids
+
+
+def test_runs_behind_a_page_of_kept_children_are_swept_in_the_same_tick(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A page of kept children ended the sweep call with 'nothing more to do': the
+    duty waited its interval (30 s) and every later tick stopped at the next page
+    of them, so 100 kept runs held back every finished run behind them (a fan-out
+    of 10,000 children kept a day's finished runs for 50 minutes)."""
+    plain = _fan_out(raw, client, kept=SWEEP_BATCH * 3 + 7, plain=50)
+    duty = RetentionDuty(client, retention_s=WEEK_S)
+    duty.tick(0.0)
+    left = [run_id for run_id in plain if raw.exists(client.keys.run(run_id))]
+    assert not left, f"{len(left)} of {len(plain)} runs past retention left after a tick"
+    assert duty.removed == len(plain)
+    assert raw.scard(client.keys.run_children("parent-1")) == SWEEP_BATCH * 3 + 7
+    assert all(raw.exists(client.keys.run(f"kid-{i}")) for i in range(SWEEP_BATCH * 3 + 7))
+
+
+def test_a_tick_that_reads_only_kept_children_comes_back_soon(
+    raw: redis.Redis, client: Client
+) -> None:
+    """More kept children than a tick reads (20 calls of 100): the duty saw no run
+    removed and waited its interval (30 s) before the next page."""
+    kept = SWEEP_BATCH * SWEEP_BATCHES + 30
+    with raw.pipeline(transaction=False) as pipe:
+        plain = _fan_out(pipe, client, kept=kept, plain=20)
+        pipe.execute()
+    duty = RetentionDuty(client, retention_s=WEEK_S)
+    due = duty.tick(0.0)
+    assert due <= BACKLOG_PAUSE, f"next tick after {due} s with {kept} runs read and more left"
+    duty.tick(due)
+    assert duty.removed == len(plain)
+    assert not any(raw.exists(client.keys.run(run_id)) for run_id in plain)
