@@ -21,6 +21,7 @@ a million old runs, benchmarks/maintenance_scale.py). During a rolling change of
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from redflow_mp.client import Client
@@ -42,13 +43,13 @@ FORGET_PAGE = 200
 SWEEP_BATCH = 100
 #: Calls per tick (per shard): 2,000 runs, as with 4 calls of 500.
 SWEEP_BATCHES = 20
-#: The pause between ticks while a backlog lasts (the tick's last call left work,
-#: after SWEEP_BATCH x SWEEP_BATCHES runs read): up to ~20,000 runs/s per shard, above what one
-#: supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s) and
-#: what one Redis can finish with every supervisor on it. At 0.5 s it was
-#: 4,000 runs/s: a supervisor finishing more than that fell behind for good.
-#: While it catches up the sweeps take a third to a half of Redis's time (a
-#: million old runs: ~50 s).
+#: The pause after a tick while a backlog lasts (the tick's last call left work,
+#: after SWEEP_BATCH x SWEEP_BATCHES runs read), counted from the tick's end so
+#: that the parent's loop and Redis get it however long the tick took: 2,000
+#: runs per tick of ~50-150 ms plus the pause, ~8,000-13,000 runs/s per shard,
+#: above what one supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000
+#: no-op runs/s) with the backlog of a 30 s interval. At 0.5 s it was 4,000
+#: runs/s: a supervisor finishing more than that fell behind for good.
 BACKLOG_PAUSE = 0.1
 #: Seconds between two warnings about one stranded queue.
 STRANDED_EVERY = 600.0
@@ -87,6 +88,7 @@ class RetentionDuty:
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
+        started = time.monotonic()
         backlog = False
         errors: list[Exception] = []
         if self.retention_ms > 0:
@@ -110,7 +112,12 @@ class RetentionDuty:
             self._lost_children()
         if errors:  # reported (the duty's warning); the shards that answered are swept
             raise errors[0]
-        return now + (BACKLOG_PAUSE if backlog else self.interval)
+        if backlog:
+            # The pause follows the tick's calls: counted from its start, a tick
+            # longer than the pause (130 ms on a loaded machine) was due again at
+            # once and the parent's loop sat in the sweep for the whole backlog.
+            return now + (time.monotonic() - started) + BACKLOG_PAUSE
+        return now + self.interval
 
     def _stranded(self, stranded: dict[str, int], now: float) -> None:
         """Name the queues holding runs that no live supervisor serves (a deploy
