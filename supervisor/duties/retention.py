@@ -43,14 +43,19 @@ FORGET_PAGE = 200
 SWEEP_BATCH = 100
 #: Calls per tick (per shard): 2,000 runs, as with 4 calls of 500.
 SWEEP_BATCHES = 20
-#: The pause after a tick while a backlog lasts (the tick's last call left work,
-#: after SWEEP_BATCH x SWEEP_BATCHES runs read), counted from the tick's end so
-#: that the parent's loop and Redis get it however long the tick took: 2,000
-#: runs per tick of ~50-150 ms plus the pause, ~8,000-13,000 runs/s per shard,
-#: above what one supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000
-#: no-op runs/s) with the backlog of a 30 s interval. At 0.5 s it was 4,000
-#: runs/s: a supervisor finishing more than that fell behind for good.
-BACKLOG_PAUSE = 0.1
+#: The pause after a tick while a backlog lasts (the tick's last call left work),
+#: counted from the tick's end so that the parent's loop and Redis get it
+#: however long the tick took (from its start, a tick longer than the pause was
+#: due again at once). A tick of 2,000 runs takes ~50 ms on a quiet machine:
+#: ~20,000 runs/s per shard, above what one supervisor finishes (W1 drain,
+#: docs/benchmarks.md: ~8,000 no-op runs/s) with the backlog of a 30 s
+#: interval. At 0.5 s between ticks it was 4,000 runs/s: a supervisor finishing
+#: more than that fell behind for good.
+BACKLOG_PAUSE = 0.05
+#: Seconds of sweep calls a tick makes at most (each shard gets one call at
+#: least): the parent's loop is never held longer than this and one call. 20
+#: calls took up to 470 ms on a loaded machine (130 ms median).
+TICK_BUDGET = 0.1
 #: Seconds between two warnings about one stranded queue.
 STRANDED_EVERY = 600.0
 
@@ -95,7 +100,11 @@ class RetentionDuty:
             for store in stores(self.client):  # each shard's own runs:created
                 try:
                     swept, more = sweep_backlog(
-                        store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
+                        store,
+                        self.retention_ms,
+                        batch=SWEEP_BATCH,
+                        max_batches=SWEEP_BATCHES,
+                        deadline=started + TICK_BUDGET,
                     )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)
