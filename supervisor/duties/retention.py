@@ -86,6 +86,7 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
+        self._first = -1  # the shard the last tick swept first
         self._suspended_at = [0] * len(stores(client))  # per shard: the next page's rank
         self._forget_at = 0.0
         self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
@@ -97,7 +98,11 @@ class RetentionDuty:
         backlog = False
         errors: list[Exception] = []
         if self.retention_ms > 0:
-            for store in stores(self.client):  # each shard's own runs:created
+            shards = stores(self.client)
+            # Each tick starts at the next shard: past TICK_BUDGET the later ones
+            # get a single call, so a fixed order left them one call a tick.
+            self._first = (self._first + 1) % len(shards)
+            for store in shards[self._first :] + shards[: self._first]:  # each one's runs
                 try:
                     swept, more = sweep_backlog(
                         store,

@@ -9,10 +9,11 @@ duty that calls it, with the default retention of 7 days."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, Registry, create_client
 from redflow_supervisor.duties.retention import (
     BACKLOG_PAUSE,
     SWEEP_BATCH,
@@ -145,3 +146,35 @@ def test_a_backlog_tick_holds_the_parent_for_its_budget_only(
     )
     assert due < 1.0, "the backlog's next tick is not soon"
     assert duty.removed == SWEEP_BATCH * len(calls)
+
+
+def test_backlog_ticks_take_turns_at_which_shard_is_swept_first(
+    redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """With TICK_BUDGET spent on the first shard, the others get one call a tick:
+    in a fixed order every tick spent it on shard 0 and shards 1 and 2 swept 100
+    runs a tick while their backlog lasted."""
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False, shards=3)
+    try:
+        firsts: list[int] = []
+        for shard in c.shards:
+            shard.redis.zadd(
+                shard.keys.runs_status("succeeded"), {f"r{i}": 1_000 for i in range(2_500)}
+            )
+            step = shard.scripts.sweep_step
+
+            def slow(retention_ms: int, batch: int, step: Any = step, i: int = shard.index) -> Any:
+                if not firsts or firsts[-1] < 0:
+                    firsts[-1:] = [i]
+                time.sleep(0.02)
+                return step(retention_ms, batch)
+
+            shard.scripts.sweep_step = slow  # type: ignore[method-assign]
+        duty = RetentionDuty(c, retention_s=WEEK_S)
+        now = 0.0
+        for _ in range(3):
+            firsts.append(-1)
+            now = duty.tick(now)
+        assert sorted(firsts) == [0, 1, 2], f"the shards swept first in 3 ticks: {firsts}"
+    finally:
+        c.close()
