@@ -295,18 +295,19 @@ def sweep_backlog(
     batch: int = BATCH,
     max_batches: int = 20,
     deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[int, bool]:
     """:func:`sweep_retention`, and whether its last call left work (a backlog: call
     again soon). Runs it keeps (children of an unfinished parent) are work too:
     a backlog of them alone removes nothing, yet hides the runs behind it. No
-    call starts past ``deadline`` (``time.monotonic()``) but the first."""
+    call starts past ``deadline`` (by ``clock``) but the first."""
     if retention_ms <= 0:
         return 0, False
     total, more = 0, False
     for _ in range(max_batches):
         removed, more = client.scripts.sweep_step(retention_ms, batch)
         total += removed
-        if not more or (deadline is not None and time.monotonic() >= deadline):
+        if not more or (deadline is not None and clock() >= deadline):
             break
     return total, more
 

@@ -70,8 +70,10 @@ class RetentionDuty:
         leader: LeaderDuty | None = None,
         interval: float | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.clock = clock  # what a tick's own time is read on (TICK_BUDGET, the pause)
         # Sweep only while this supervisor leads (None: always, a lone caller).
         self.leader = leader
         self.retention_ms = int(retention_s * 1000)
@@ -94,7 +96,7 @@ class RetentionDuty:
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
-        started = time.monotonic()
+        started = self.clock()
         backlog = False
         errors: list[Exception] = []
         if self.retention_ms > 0:
@@ -110,6 +112,7 @@ class RetentionDuty:
                         batch=SWEEP_BATCH,
                         max_batches=SWEEP_BATCHES,
                         deadline=started + TICK_BUDGET,
+                        clock=self.clock,
                     )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)
@@ -130,7 +133,7 @@ class RetentionDuty:
             # The pause follows the tick's calls: counted from its start, a tick
             # longer than the pause (130 ms on a loaded machine) was due again at
             # once and the parent's loop sat in the sweep for the whole backlog.
-            return now + (time.monotonic() - started) + BACKLOG_PAUSE
+            return now + (self.clock() - started) + BACKLOG_PAUSE
         return now + self.interval
 
     def _stranded(self, stranded: dict[str, int], now: float) -> None:
