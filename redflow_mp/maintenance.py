@@ -50,6 +50,7 @@ __all__ = [
     "reindex_unindexed",
     "ring_bells",
     "stores",
+    "sweep_backlog",
     "sweep_retention",
     "wake_due",
 ]
@@ -285,15 +286,30 @@ def sweep_retention(
     client: Store, retention_ms: int, batch: int = BATCH, max_batches: int = 20
 ) -> int:
     """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
+    return sweep_backlog(client, retention_ms, batch, max_batches)[0]
+
+
+def sweep_backlog(
+    client: Store,
+    retention_ms: int,
+    batch: int = BATCH,
+    max_batches: int = 20,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[int, bool]:
+    """:func:`sweep_retention`, and whether its last call left work (a backlog: call
+    again soon). Runs it keeps (children of an unfinished parent) are work too:
+    a backlog of them alone removes nothing, yet hides the runs behind it. No
+    call starts past ``deadline`` (by ``clock``) but the first."""
     if retention_ms <= 0:
-        return 0
-    total = 0
+        return 0, False
+    total, more = 0, False
     for _ in range(max_batches):
         removed, more = client.scripts.sweep_step(retention_ms, batch)
         total += removed
-        if not more:
+        if not more or (deadline is not None and clock() >= deadline):
             break
-    return total
+    return total, more
 
 
 def reindex_unindexed(client: Store, batch: int = BATCH, max_batches: int = 20) -> int:

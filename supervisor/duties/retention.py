@@ -21,12 +21,13 @@ a million old runs, benchmarks/maintenance_scale.py). During a rolling change of
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.lostkeys import repair_suspended
-from redflow_mp.maintenance import forget_idle_queues, stores, sweep_retention
+from redflow_mp.maintenance import forget_idle_queues, stores, sweep_backlog
 
 from ..status import list_supervisors
 from .leader import LeaderDuty
@@ -42,14 +43,19 @@ FORGET_PAGE = 200
 SWEEP_BATCH = 100
 #: Calls per tick (per shard): 2,000 runs, as with 4 calls of 500.
 SWEEP_BATCHES = 20
-#: The pause between ticks while a backlog lasts (a tick removed a full
-#: SWEEP_BATCH x SWEEP_BATCHES): up to ~20,000 runs/s per shard, above what one
-#: supervisor finishes (W1 drain, docs/benchmarks.md: ~8,000 no-op runs/s) and
-#: what one Redis can finish with every supervisor on it. At 0.5 s it was
-#: 4,000 runs/s: a supervisor finishing more than that fell behind for good.
-#: While it catches up the sweeps take a third to a half of Redis's time (a
-#: million old runs: ~50 s).
-BACKLOG_PAUSE = 0.1
+#: The pause after a tick while a backlog lasts (the tick's last call left work),
+#: counted from the tick's end so that the parent's loop and Redis get it
+#: however long the tick took (from its start, a tick longer than the pause was
+#: due again at once). A tick of 2,000 runs takes ~50 ms on a quiet machine:
+#: ~20,000 runs/s per shard, above what one supervisor finishes (W1 drain,
+#: docs/benchmarks.md: ~8,000 no-op runs/s) with the backlog of a 30 s
+#: interval. At 0.5 s between ticks it was 4,000 runs/s: a supervisor finishing
+#: more than that fell behind for good.
+BACKLOG_PAUSE = 0.05
+#: Seconds of sweep calls a tick makes at most (each shard gets one call at
+#: least): the parent's loop is never held longer than this and one call. 20
+#: calls took up to 470 ms on a loaded machine (130 ms median).
+TICK_BUDGET = 0.1
 #: Seconds between two warnings about one stranded queue.
 STRANDED_EVERY = 600.0
 
@@ -64,8 +70,10 @@ class RetentionDuty:
         leader: LeaderDuty | None = None,
         interval: float | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.clock = clock  # what a tick's own time is read on (TICK_BUDGET, the pause)
         # Sweep only while this supervisor leads (None: always, a lone caller).
         self.leader = leader
         self.retention_ms = int(retention_s * 1000)
@@ -80,6 +88,7 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
+        self._first = -1  # the shard the last tick swept first
         self._suspended_at = [0] * len(stores(client))  # per shard: the next page's rank
         self._forget_at = 0.0
         self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
@@ -87,20 +96,31 @@ class RetentionDuty:
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
-        removed = 0
+        started = self.clock()
+        backlog = False
         errors: list[Exception] = []
         if self.retention_ms > 0:
-            for store in stores(self.client):  # each shard's own runs:created
+            shards = stores(self.client)
+            # Each tick starts at the next shard: past TICK_BUDGET the later ones
+            # get a single call, so a fixed order left them one call a tick.
+            self._first = (self._first + 1) % len(shards)
+            for store in shards[self._first :] + shards[: self._first]:  # each one's runs
                 try:
-                    swept = sweep_retention(
-                        store, self.retention_ms, batch=SWEEP_BATCH, max_batches=SWEEP_BATCHES
+                    swept, more = sweep_backlog(
+                        store,
+                        self.retention_ms,
+                        batch=SWEEP_BATCH,
+                        max_batches=SWEEP_BATCHES,
+                        deadline=started + TICK_BUDGET,
+                        clock=self.clock,
                     )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)
                     continue
-                removed = max(removed, swept)
+                # work left after a tick's calls (runs removed, or kept children of
+                # unfinished parents read): the next tick comes soon, not in 30 s
+                backlog = backlog or more
                 self.removed += swept
-        backlog = removed >= SWEEP_BATCH * SWEEP_BATCHES
         # A page of queue names per tick, at most every 0.5 s while a backlog
         # makes the ticks come fast (each also reads every supervisor's status).
         if not backlog or now >= self._forget_at:
@@ -109,7 +129,12 @@ class RetentionDuty:
             self._lost_children()
         if errors:  # reported (the duty's warning); the shards that answered are swept
             raise errors[0]
-        return now + (BACKLOG_PAUSE if backlog else self.interval)
+        if backlog:
+            # The pause follows the tick's calls: counted from its start, a tick
+            # longer than the pause (130 ms on a loaded machine) was due again at
+            # once and the parent's loop sat in the sweep for the whole backlog.
+            return now + (self.clock() - started) + BACKLOG_PAUSE
+        return now + self.interval
 
     def _stranded(self, stranded: dict[str, int], now: float) -> None:
         """Name the queues holding runs that no live supervisor serves (a deploy
