@@ -33,6 +33,7 @@ the newest (tests/integration/test_direct_wire.py).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import hiredis
@@ -90,6 +91,8 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
     """Send ``packed`` on ``conn`` and return its reply (``parser``: ``usable(conn)``)."""
     sock = conn._sock
     reader = parser._reader
+    if sock is None or reader is None:  # closed by another thread since usable()
+        raise rexc.ConnectionError(_CLOSED)
     try:
         sock.sendall(packed)
         reply = reader.gets()
@@ -101,9 +104,12 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
                     raise rexc.ConnectionError(_CLOSED)
                 reader.feed(buf, 0, n)
                 reply = reader.gets()
-    except TimeoutError as exc:  # socket.timeout
+    except TimeoutError as exc:  # socket.timeout; ETIMEDOUT from the OS: a dead connection
         conn.disconnect()
-        raise rexc.TimeoutError(f"Timeout reading from {conn.host}:{conn.port}") from exc
+        where = f"{conn.host}:{conn.port}"
+        if exc.errno == errno.ETIMEDOUT:
+            raise rexc.ConnectionError(f"Error while reading from {where} : {exc.args}") from exc
+        raise rexc.TimeoutError(f"Timeout reading from {where}") from exc
     except OSError as exc:
         conn.disconnect()
         raise rexc.ConnectionError(

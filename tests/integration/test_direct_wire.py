@@ -152,3 +152,38 @@ def test_a_worker_drains_through_either_path(
         assert [h.result(timeout=5) for h in handles] == [1] * 30
     finally:
         client.close()
+
+
+def test_a_read_timeout_is_redis_pys_timeout_error_and_closes_the_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for public in (False, True):
+        if public:
+            monkeypatch.setattr(directwire, "_PARSER", None)
+        t = Transport(redis_server.url)
+        try:
+            assert t.call_packed(PING) == b"PONG"
+            assert _direct(t) is not public
+            t._wire().conn._sock.settimeout(0.2)  # (the transport's is 5 s)
+            with pytest.raises(redis.TimeoutError):
+                t.call_packed(cmd("BLPOP", "dw:none", 1), retry=False)
+            assert t.call_packed(PING) == b"PONG"  # not BLPOP's late nil
+        finally:
+            t.close()
+
+
+def test_a_connection_closed_after_the_check_raises_connection_error(
+    redis_server: RedisServer,
+) -> None:
+    t = Transport(redis_server.url)
+    try:
+        assert t.call_packed(PING) == b"PONG"
+        conn = t._wire().conn
+        parser = directwire.usable(conn)
+        assert parser is not None
+        conn.disconnect()  # another thread's close(), say
+        with pytest.raises(redis.ConnectionError):
+            directwire.request(conn, parser, PING)
+        assert t.call_packed(PING) == b"PONG"
+    finally:
+        t.close()
