@@ -77,7 +77,12 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
         flat,
         *rest,
     ) = reply
-    steps = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+    # (a run's first execution has no step: no comprehension, a call of its own)
+    steps = (
+        {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+        if flat
+        else {}
+    )
     available = rest[0] if rest else b""
     unread = rest[1] if len(rest) > 1 else b""
     unread_bytes = rest[2] if len(rest) > 2 else b""

@@ -86,6 +86,13 @@ class Outcome:
     wait: RunWait | None = None  # SUSPEND: what the run waits for
 
 
+# The members the hot path reads, as module globals: in Python 3.11 reading an
+# attribute of an Enum class goes through the hook of EnumType.__getattr__
+# (about 850 CPU instructions a read, against a few dozen for a global).
+_SUCCEEDED = OutcomeMode.SUCCEEDED
+_FAILED = OutcomeMode.FAILED
+
+
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
     """Default executor of handler event loops: closing the loop does not wait.
 
@@ -212,7 +219,7 @@ class Executor:
                 f"(queue {claimed.queue!r})"
             )
             return Outcome(OutcomeMode.FAILED, error=error_info(unknown), info=info, logger=logger)
-        outcome = Outcome(OutcomeMode.FAILED, workflow=wf, info=info, logger=logger)
+        outcome = Outcome(_FAILED, workflow=wf, info=info, logger=logger)
         try:
             raw_input = codec.decode_json(claimed.input_json)
         except codec.NestingDecodeError as exc:
@@ -281,7 +288,7 @@ class Executor:
             self.keeper.release(claimed.id)
         # A succeeded run that reached no wait has nothing to suspend nor to log:
         # two calls less a run (each about 1,000 CPU instructions).
-        if ex.suspending or outcome.mode is not OutcomeMode.SUCCEEDED:
+        if ex.suspending or outcome.mode is not _SUCCEEDED:
             _suspension(ex, outcome)
             _log_failure(logger, claimed, outcome)
         return outcome
@@ -335,7 +342,7 @@ class Executor:
     def _success(self, result: Any, outcome: Outcome) -> None:
         try:
             outcome.payload = self.runs.encode_payload(result, "workflow output")
-            outcome.mode = OutcomeMode.SUCCEEDED
+            outcome.mode = _SUCCEEDED
         except TypeError as exc:
             outcome.mode = OutcomeMode.FAILED
             outcome.error = error_info(OutputSerializationError(str(exc)))
@@ -504,7 +511,7 @@ def _invoke_on_failure(
 
 def finish_args(claimed: Claimed, outcome: Outcome) -> Finish:
     """The finish (``claim_run``/``finalize_run`` arguments) an outcome writes."""
-    if outcome.mode is OutcomeMode.SUCCEEDED:
+    if outcome.mode is _SUCCEEDED:
         return Finish(outcome.mode, claimed.id, claimed.token, outcome.payload)
     payload = encode_error(outcome.error) if outcome.error is not None else b""
     if outcome.mode in (OutcomeMode.RETRY, OutcomeMode.DEFER):
