@@ -125,8 +125,11 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 def clean(text: Any) -> str:
     """``text`` with control, format (bidi) and unassigned characters escaped."""
+    shown: str = str(text)
+    if shown.isascii() and shown.isprintable():  # the common case, in C (a 10 MB output)
+        return shown
     out = []
-    for ch in str(text):
+    for ch in shown:
         if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")

@@ -1,0 +1,74 @@
+"""Run data a neighbour of the same Redis controls reaches the operator's terminal
+only as escapes: the outputs ``redflow run --wait`` and ``runs watch`` print, the
+run id ``runs list`` names as the next page's cursor. JSON keeps C1 controls
+(U+0080-U+009F: U+009B is an 8-bit CSI to xterm) and bidi overrides (U+202E)
+raw, and a table's cells were cleaned, but these lines printed them as they were."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redflow_mp import Client, Context, Registry, define_workflow
+from tests.helpers import WorkerPool
+from tests.ops.conftest import Result
+from tests.ops.flows import make_registry
+
+#: An 8-bit CSI (red), a right-to-left override, a line separator, an OSC 8 link.
+HOSTILE = "\u009b31mred\u202etxt.exe\u2028\u009d8;;http://x\u009c"
+RAW = ("\u009b", "\u202e", "\u2028", "\u009d", "\u009c")
+
+
+@define_workflow("ops-echo", queue="ops", max_concurrency=4)
+def ops_echo(ctx: Context[Any]) -> Any:
+    return ctx.input
+
+
+@pytest.fixture()
+def registry() -> Registry:
+    reg = make_registry()
+    reg.add(ops_echo)
+    return reg
+
+
+def _raw_in(res: Result) -> list[str]:
+    return [ch for ch in RAW if ch in res.out or ch in res.err]
+
+
+def test_runs_watch_prints_a_hostile_output_escaped(
+    synced: Client, workers: WorkerPool, redflow: Any
+) -> None:
+    workers.start(queues=["ops"])
+    handle = synced.run_by_name("ops-echo", {"note": HOSTILE})
+    handle.result(timeout=15)
+    res = redflow("runs", "watch", handle.id, "--timeout", "15")
+    assert res.code == 0, res
+    assert not _raw_in(res), f"raw controls in `runs watch`: {_raw_in(res)!r}\n{res.out}"
+    assert "\\x9b31mred\\u202etxt.exe" in res.out, res.out
+
+
+def test_run_wait_prints_a_hostile_output_escaped(
+    synced: Client, workers: WorkerPool, redflow: Any
+) -> None:
+    workers.start(queues=["ops"])
+    res = redflow("run", "ops-echo", "--input", f'{{"note": "{HOSTILE}"}}', "--wait")
+    assert res.code == 0, res
+    assert not _raw_in(res), f"raw controls in `run --wait`: {_raw_in(res)!r}\n{res.out}"
+    assert "\\x9b31mred\\u202etxt.exe" in res.out, res.out
+
+
+def test_runs_list_names_a_hostile_cursor_escaped(synced: Client, raw: Any, redflow: Any) -> None:
+    """The next page's cursor (the last run id listed) on stderr: a run whose id a
+    neighbour wrote itself (its hash and its entry in the index, newest)."""
+    handle = synced.run_by_name("ops-parked", {"n": 1}, queue_override="nobody")
+    keys = synced.keys
+    evil = "01\u009b2J\u202e" + handle.id[6:]
+    fields = raw.hgetall(keys.run(handle.id))
+    fields[b"id"] = evil.encode()
+    raw.hset(keys.run(evil), mapping=fields)
+    raw.zadd(keys.runs_created, {evil: int(fields[b"createdAt"]) + 1})
+    res = redflow("runs", "list", "--limit", "1")
+    assert res.code == 0, res
+    assert not _raw_in(res), f"raw controls in `runs list`: {_raw_in(res)!r}\n{res.err}"
+    assert "--after 01\\x9b2J\\u202e" in res.err, res
