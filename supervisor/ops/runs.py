@@ -276,7 +276,8 @@ class _Watcher:
 
     def _line(self, event: str, at_ms: int | None, text: str, **data: Any) -> None:
         if self.session.json:
-            self.session.out(msgspec.json.encode({"event": event, "at": at_ms, **data}).decode())
+            line = msgspec.json.encode({"event": event, "at": at_ms, **data}).decode()
+            self.session.out(render.json_text(line))
         else:
             stamp = render.fmt_time(at_ms)[11:] if at_ms else "--:--:--"
             self.session.out(f"{stamp}  {text}")

@@ -6,6 +6,7 @@ raw, and a table's cells were cleaned, but these lines printed them as they were
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -72,3 +73,29 @@ def test_runs_list_names_a_hostile_cursor_escaped(synced: Client, raw: Any, redf
     assert res.code == 0, res
     assert not _raw_in(res), f"raw controls in `runs list`: {_raw_in(res)!r}\n{res.err}"
     assert "--after 01\\x9b2J\\u202e" in res.err, res
+
+
+def test_json_output_escapes_what_a_terminal_would_act_on(
+    synced: Client, workers: WorkerPool, redflow: Any
+) -> None:
+    """``--json`` goes to terminals too: the characters a table cleans are written
+    as ``\\u`` escapes, the same JSON value (a script reads the exact data)."""
+    workers.start(queues=["ops"])
+    handle = synced.run_by_name("ops-echo", {"note": HOSTILE, "astral": "\U000f0000"})
+    handle.result(timeout=15)
+    for args in (
+        ("runs", "list", "--json"),
+        ("runs", "show", handle.id, "--json"),
+        ("runs", "watch", handle.id, "--json"),
+    ):
+        res = redflow(*args)
+        assert res.code == 0, res
+        raw = [*_raw_in(res), *(["\U000f0000"] if "\U000f0000" in res.out else [])]
+        assert not raw, f"raw controls in `{' '.join(args)}`: {raw!r}\n{res.out[:2000]}"
+        text = res.out
+        values = (
+            [json.loads(line) for line in text.splitlines()]
+            if args[1] == "watch"
+            else [json.loads(text)]
+        )
+        assert HOSTILE in json.dumps(values, ensure_ascii=False), values
