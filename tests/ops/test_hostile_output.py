@@ -99,3 +99,18 @@ def test_json_output_escapes_what_a_terminal_would_act_on(
             else [json.loads(text)]
         )
         assert HOSTILE in json.dumps(values, ensure_ascii=False), values
+
+
+def test_an_error_naming_a_hostile_status_is_printed_escaped(
+    synced: Client, raw: Any, redflow: Any
+) -> None:
+    """``runs resume`` of a run whose status a neighbour wrote: the refusal names
+    the status (``RunNotResumableError``); it reached stderr raw (an OSC setting
+    the terminal's title, a BEL, an 8-bit CSI)."""
+    handle = synced.run_by_name("ops-parked", {"n": 1}, queue_override="nobody")
+    raw.hset(synced.keys.run(handle.id), "status", "\x1b]0;PWN\x07\u009b2J")
+    res = redflow("runs", "resume", handle.id)
+    assert res.code == 1, res
+    shown = [ch for ch in ("\x1b", "\x07", "\u009b") if ch in res.err]
+    assert not shown, f"raw controls in the error of `runs resume`: {shown!r}\n{res.err}"
+    assert "is \\x1b]0;PWN\\x07\\x9b2J; only a failed or canceled run" in res.err, res
