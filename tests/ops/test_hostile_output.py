@@ -1,8 +1,9 @@
 """Run data a neighbour of the same Redis controls reaches the operator's terminal
 only as escapes: the outputs ``redflow run --wait`` and ``runs watch`` print, the
-run id ``runs list`` names as the next page's cursor. JSON keeps C1 controls
-(U+0080-U+009F: U+009B is an 8-bit CSI to xterm) and bidi overrides (U+202E)
-raw, and a table's cells were cleaned, but these lines printed them as they were."""
+run id ``runs list`` names as the next page's cursor, ``--json`` output, an error
+quoting a run's status. JSON escapes only the characters below U+0020, so C1
+controls (U+009B is an 8-bit CSI to xterm) and bidi overrides (U+202E) went raw
+while a table's cells were cleaned."""
 
 from __future__ import annotations
 
