@@ -5,7 +5,9 @@ its next deadline, whichever comes first (no thread, SPEC §5).
 The metrics endpoint registers its listener and connections on this selector
 itself (``MetricsHub.listen``); every event that is not the signal pipe or the
 delta pipe is the hub's (``on_event``), and ``tick`` closes its connections past
-their deadline after each wait (``next_due`` says when that is).
+their deadline after each wait (``next_due`` says when that is). The scrapes read
+in one wait share one rendering (``new_batch``): a wait costs at most one,
+however many clients scrape.
 
 Each wait first writes the log lines that waited for stderr's reader
 (``logs.flush_logs``), and while some still wait it lasts at most 0.1 s: a
@@ -53,6 +55,7 @@ class Wakeup:
         signals: list[int] = []
         if flush_logs():
             timeout = min(timeout, 0.1)
+        self.hub.new_batch()
         for key, mask in self.selector.select(max(0.0, timeout)):
             if key.data == "signals":
                 signals.extend(self.pipe.drain())

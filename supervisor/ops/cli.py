@@ -48,6 +48,7 @@ from redflow_mp.errors import RedflowError
 
 from ..embedded import EmbeddedRedis
 from ..logs import mask_secrets
+from . import render
 from .commands import (
     cmd_dashboard,
     cmd_migrate,
@@ -342,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- main
 
 
+class _CleanFormatter(logging.Formatter):
+    """Log lines cleaned for the terminal, as ``print_err``'s (a library warning may
+    name a workflow or queue as Redis holds it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(render.clean(line) for line in super().format(record).split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -349,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage: argparse.ArgumentParser = getattr(ns, "usage_parser", parser)
         usage.print_help(sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="redflow: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CleanFormatter("redflow: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     if ns.func is cmd_dashboard:
         signal.signal(signal.SIGTERM, _interrupt)
     url = DEFAULT_URL

@@ -139,7 +139,7 @@ def cmd_run(session: Session, ns: argparse.Namespace) -> int:
         session.emit(f"run {handle.id} {final.status.value}: {what}", data)
         return EXIT_FAIL
     data.update(status="succeeded", output=output)
-    session.emit(f"succeeded; output: {render.fmt_json(output)}", data)
+    session.emit(f"succeeded; output: {render.clean(render.fmt_json(output))}", data)
     return EXIT_OK
 
 

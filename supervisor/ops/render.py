@@ -11,6 +11,7 @@ ones (``duration_ms``, ``retry_of``).
 from __future__ import annotations
 
 import itertools
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ __all__ = [
     "fmt_relative",
     "fmt_time",
     "json_array_lines",
+    "json_text",
     "queues_table",
     "run_detail_record",
     "run_detail_text",
@@ -116,8 +118,32 @@ def fmt_json(value: Any, limit: int | None = None) -> str:
 
 
 def to_json(value: Any) -> str:
-    """Pretty JSON for ``--json`` output (structs, enums and dicts alike)."""
-    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+    """Pretty JSON for ``--json`` output (structs, enums and dicts alike), safe for
+    a terminal (:func:`json_text`)."""
+    return json_text(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+        return ch
+    code = ord(ch)
+    if code > 0xFFFF:  # a surrogate pair, as JSON writes it
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def json_text(text: str) -> str:
+    """JSON text with the characters :func:`clean` escapes (C1 controls, bidi
+    overrides, line separators, unassigned ones) written as ``\\u`` escapes: the
+    same JSON value. JSON escapes only those below U+0020, and ``--json`` output
+    reaches terminals too. Outside its strings JSON is ASCII, so every character
+    replaced is inside one."""
+    return text if text.isascii() else _NON_ASCII.sub(_json_escape, text)
 
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -125,8 +151,11 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 def clean(text: Any) -> str:
     """``text`` with control, format (bidi) and unassigned characters escaped."""
+    shown: str = str(text)
+    if shown.isascii() and shown.isprintable():  # the common case, in C (a 10 MB output)
+        return shown
     out = []
-    for ch in str(text):
+    for ch in shown:
         if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
@@ -199,7 +228,7 @@ def json_array_lines(values: Iterable[Any]) -> Iterator[str]:
     a time): joined by newlines, the same text."""
     previous: str | None = None
     for value in values:
-        body = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+        body = json_text(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
         if previous is None:
             yield "["
         else:

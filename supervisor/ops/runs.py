@@ -97,7 +97,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
     elif seen == ns.limit and not session.json:
         # The cursor of the next page: --offset deep into a status walks every run
         # before the page, --after starts right after this one (docs/operations.md).
-        print_err(f"next page: --after {last} (with --offset {ns.offset + seen})")
+        print_err(f"next page: --after {render.clean(last)} (with --offset {ns.offset + seen})")
     return EXIT_OK
 
 
@@ -276,7 +276,8 @@ class _Watcher:
 
     def _line(self, event: str, at_ms: int | None, text: str, **data: Any) -> None:
         if self.session.json:
-            self.session.out(msgspec.json.encode({"event": event, "at": at_ms, **data}).decode())
+            line = msgspec.json.encode({"event": event, "at": at_ms, **data}).decode()
+            self.session.out(render.json_text(line))
         else:
             stamp = render.fmt_time(at_ms)[11:] if at_ms else "--:--:--"
             self.session.out(f"{stamp}  {text}")
@@ -403,7 +404,8 @@ class _Watcher:
         took = render.fmt_duration(render.run_duration_ms(state, now_ms))
         data: dict[str, Any] = {"status": state.status.value, "id": state.id}
         if state.status is RunStatus.SUCCEEDED:
-            text = f"succeeded in {took}; output: {render.fmt_json(state.output, 2000)}"
+            output = render.clean(render.fmt_json(state.output, 2000))
+            text = f"succeeded in {took}; output: {output}"
             data["output"] = state.output
         else:
             err = state.error

@@ -78,8 +78,13 @@ class Failure(Exception):
 
 def print_err(message: str) -> None:
     """Print ``redflow: message`` on standard error, with the password of any Redis
-    URL in it masked (also one given for another option than ``--url``)."""
-    print(f"redflow: {mask_secrets(message)}", file=sys.stderr, flush=True)
+    URL in it masked (also one given for another option than ``--url``), each line
+    cleaned for the terminal (:func:`render.clean`): an error may quote what Redis
+    holds, such as the status of a run a neighbour wrote."""
+    lines = mask_secrets(message).split("\n")
+    print(
+        "redflow: " + "\n".join(render.clean(line) for line in lines), file=sys.stderr, flush=True
+    )
 
 
 # ------------------------------------------------------------------- session

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
 from redflow_supervisor.ops import render
@@ -138,3 +141,15 @@ def test_streamed_table_is_the_same_text_up_to_its_first_rows() -> None:
     # past the first rows, a longer cell widens its column from its row on
     later = list(render.table_lines(("A", "B"), iter([("a", "x"), ("abc", "y")]), first=1))
     assert later == ["A  B", "a  x", "abc  y"]
+
+
+def test_json_text_escapes_what_clean_escapes_and_keeps_the_value() -> None:
+    value = {
+        "k\u202e": ["\u009b31m", "\u2028\u2029", "\U000f0000 \U0010fffd", "ü 中 \u00a0", "\x1b"]
+    }
+    encoded = msgspec.json.encode(value).decode()
+    safe = render.json_text(encoded)
+    assert safe.isascii() is False  # ü and 中 stay as they are
+    assert not any(render.clean(ch) != ch for ch in safe if ch != "\\"), safe
+    assert json.loads(safe) == value
+    assert render.json_text('{"a": 1}') == '{"a": 1}'
