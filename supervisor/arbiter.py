@@ -249,13 +249,15 @@ class Arbiter:
                 if self.mode is not Mode.RUNNING and not self.children:
                     break
                 timeout = self._next_wakeup(now) - time.monotonic()
-                assert self.wakeup is not None
-                for signum in self.wakeup.wait(timeout):
+                assert self.wakeup is not None and self.pipe is not None
+                signals = self.wakeup.wait(timeout)
+                for signum in signals:
                     self._on_signal(signum)
                 self._reap()
                 now = time.monotonic()
                 self._watch(now)
-                self.schedule.run(now)
+                if not signals:  # else first what they asked (a child to start: _reconcile)
+                    self.schedule.run(now, self.pipe.waiting)
         except DrainOverrun:
             self.clock.abandon()
         finally:
@@ -572,21 +574,14 @@ class Arbiter:
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
-            # A signal that reached us before this exit is read first: Ctrl-\\ to
-            # the whole group while we were busy (a reload, or not scheduled) ended
-            # the children at once, and their exits, read before our QUIT, charged
-            # each run a crash.
-            self._take_signals()
+            # Signals that came before this exit first: a QUIT to the whole group
+            # while we were busy ended the children, and each run was charged a crash.
+            for signum in self.pipe.drain() if self.pipe is not None else ():
+                self._on_signal(signum)
             if child is not None:
                 self._on_exit(child, decode_status(status))
             else:
                 self.helpers.reaped(pid)
-
-    def _take_signals(self) -> None:
-        """Dispatch, in order, the signals received since the loop last read them."""
-        if self.pipe is not None:
-            for signum in self.pipe.drain():
-                self._on_signal(signum)
 
     def _on_exit(self, child: Child, info: ExitInfo) -> None:
         now = time.monotonic()

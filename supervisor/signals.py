@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 from collections.abc import Iterator
 
@@ -61,6 +62,10 @@ class SignalPipe:
     @property
     def fds(self) -> tuple[int, int]:
         return self.read_fd, self.write_fd
+
+    def waiting(self) -> bool:
+        """Whether a signal arrived that :meth:`drain` has not read yet."""
+        return bool(select.select([self.read_fd], [], [], 0)[0])
 
     def drain(self) -> list[int]:
         """The signals received since the last call, in order (non-blocking)."""

@@ -1,0 +1,54 @@
+"""The arbiter's duty schedule (``supervisor/duties``): a pass stops early for a
+waiting signal and after a duty's network failure, and the next pass starts
+after the duty it stopped at (no duty starves behind a failing one)."""
+
+from __future__ import annotations
+
+import redis
+
+from redflow_supervisor.duties import Schedule
+
+
+class _Duty:
+    def __init__(self, name: str, calls: list[str], error: Exception | None = None) -> None:
+        self.name = name
+        self.calls = calls
+        self.error = error
+
+    def tick(self, now: float) -> float:
+        self.calls.append(self.name)
+        if self.error is not None:
+            raise self.error
+        return now  # due again at once
+
+
+def test_a_network_failure_ends_the_pass_and_the_next_starts_after_it() -> None:
+    calls: list[str] = []
+    down = redis.TimeoutError("Timeout reading from 127.0.0.1:1")
+    schedule = Schedule([_Duty("a", calls, down), _Duty("b", calls), _Duty("c", calls, down)])
+    schedule.run(0.0)
+    assert calls == ["a"]  # b and c stay due: each call would block as long
+    schedule.run(0.0)
+    assert calls == ["a", "b", "c"]
+    schedule.run(2.0)
+    assert calls == ["a", "b", "c", "a"]  # after c: a (due again), not b first
+    schedule.run(2.0)
+    assert calls == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_other_failures_do_not_end_the_pass() -> None:
+    calls: list[str] = []
+    refused = redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    schedule = Schedule([_Duty("a", calls, refused), _Duty("b", calls)])
+    schedule.run(0.0)
+    assert calls == ["a", "b"]
+
+
+def test_a_waiting_signal_ends_the_pass_before_the_next_duty() -> None:
+    calls: list[str] = []
+    waiting = iter([False, True])
+    schedule = Schedule([_Duty("a", calls), _Duty("b", calls), _Duty("c", calls)])
+    schedule.run(0.0, lambda: next(waiting, False))
+    assert calls == ["a"]
+    schedule.run(0.0, lambda: next(waiting, False))
+    assert calls == ["a", "b", "c", "a"]  # from b: where the last pass stopped
