@@ -99,7 +99,7 @@ async def adiscover(router: Router) -> tuple[str, int]:
         if k not in ("health_check_interval", "socket_keepalive")
     }
     last: Exception | None = None
-    for seed in [*([make(h, p)] for h, p in router.known_nodes()), None]:
+    for seed in [*([make(h, p)] for h, p in router.candidates()), None]:
         try:
             rc = AsyncRedisCluster.from_url(router.url, startup_nodes=seed, **opts)
             await rc.initialize()
@@ -287,7 +287,9 @@ def async_client_for(
         options = {k: v for k, v in options.items() if k != "socket_keepalive"}  # TCP only
         plain = ClosingPool.from_url(target.url, retry=retry, **pool, **options)
         return redis.asyncio.Redis(connection_pool=plain), None, None, None
-    router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
+    router = Router(
+        target.url, route_key or "{}", forced=target.cluster, options=options, seeds=target.seeds
+    )
     routed_pool = ClosingPool(
         connection_class=routed_async_connection_class(base, router),
         retry=retry,

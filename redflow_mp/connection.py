@@ -291,6 +291,9 @@ class Target:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
+    #: A cluster URL naming several nodes (``redis://n1:7000,n2:7000/0``): every one
+    #: of them, asked in turn until one answers (``url`` then names the first alone).
+    seeds: tuple[tuple[str, int], ...] = ()
 
 
 def _sentinel_netloc(netloc: str, url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
@@ -326,6 +329,8 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
             )
         if cluster and scheme == "unix":
             raise ValueError("cluster = true needs a redis:// or rediss:// URL, not unix://")
+        if scheme in ("redis", "rediss") and "," in urlsplit(url).netloc:
+            return _cluster_seeds(url)
         return Target("server", url, cluster=cluster)
     if cluster:
         raise ValueError("cluster = true and a redis+sentinel:// URL exclude each other")
@@ -360,6 +365,28 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
         password=password,
         tls=scheme == "rediss+sentinel",
     )
+
+
+def _cluster_seeds(url: str) -> Target:
+    """A ``redis://[user:pass@]n1:port,n2:port[/db]`` URL: a cluster reached through
+    any node that answers (a single node in the URL, down at start-up, left the
+    client unable to start; the comma form failed in redis-py's "Port could not be
+    cast to integer")."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "6379"
+        if not host.strip("[]") or not port.isdigit():
+            raise ValueError(f"bad cluster node address {item!r} in {mask_url(url)}")
+        seeds.append((host.strip("[]"), int(port)))
+    first_host, first_port = seeds[0]
+    shown = f"[{first_host}]" if ":" in first_host else first_host
+    netloc = f"{userinfo}{at}{shown}:{first_port}"
+    first = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return Target("server", first, cluster=True, seeds=tuple(seeds))
 
 
 def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
@@ -460,8 +487,17 @@ class Router:
     connections (thread-safe). ``generation`` grows at every re-pin: a
     connection opened under an older one reconnects before its next command."""
 
-    def __init__(self, url: str, route_key: str, *, forced: bool, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        route_key: str,
+        *,
+        forced: bool,
+        options: dict[str, Any],
+        seeds: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.url = url
+        self.seeds = seeds
         self.route_key = route_key
         self.slot = key_slot(route_key.encode())
         self.forced = forced
@@ -485,8 +521,8 @@ class Router:
         make: Callable[..., ClusterNode] = ClusterNode  # untyped in redis-py
         opts = {k: v for k, v in self.options.items() if k != "health_check_interval"}
         last: Exception | None = None
-        # every node seen before, one at a time, then the URL's node alone
-        for seed in [*([make(h, p)] for h, p in self.known_nodes()), None]:
+        # every node seen before, then the URL's, one at a time
+        for seed in [*([make(h, p)] for h, p in self.candidates()), None]:
             try:
                 rc = RedisCluster.from_url(self.url, startup_nodes=seed, **opts)
                 node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
@@ -516,6 +552,11 @@ class Router:
     def known_nodes(self) -> list[tuple[str, int]]:
         with self._lock:
             return list(self._nodes)
+
+    def candidates(self) -> list[tuple[str, int]]:
+        """The nodes to ask where the slot is: every node seen, then the URL's."""
+        known = self.known_nodes()
+        return known + [seed for seed in self.seeds if seed not in known]
 
     def pinned(self, found: tuple[str, int], nodes: list[tuple[str, int]]) -> tuple[str, int]:
         """Record a discovery: the slot's master and every node seen."""
