@@ -1,0 +1,122 @@
+"""Sentinel faults under load with a real supervisor (2 procs) and DEFAULT settings.
+
+- The master SIGKILLed, the sentinels promote the replica: every acknowledged run
+  (``durability = "wait"``) finishes on the new master, none runs twice at once,
+  and work resumes within a bounded time.
+- The master SIGSTOPped for longer than the lease (a partition of the master
+  alone): the sentinels promote the replica, the old master comes back and is
+  demoted; same checks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+
+from redflow_mp import create_client
+from tests.faults import diagnose
+from tests.faults.harness import Faults, busy_children, faults_harness, wait_for
+from tests.servers import SentinelSet
+
+pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]
+
+
+def _done(port: int, prefix: str) -> int:
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return int(r.zcard(f"{{{prefix}}}:runs:status:succeeded"))
+    except (redis.ConnectionError, redis.TimeoutError):
+        return -1
+    finally:
+        r.close()
+
+
+def _under_fault(
+    sentinel_set: SentinelSet,
+    tmp_path: Path,
+    prefix: str,
+    case: str,
+    fault: Callable[[Faults, SentinelSet], float],
+) -> None:
+    url = sentinel_set.url
+    with faults_harness(tmp_path, prefix) as fx:
+        sup = fx.supervisor(url, procs=2, args=["--durability", "wait"])
+        sup.wait_workers(2)
+        prod = fx.producer(url, 360, rate=60)
+        prod.client.close()
+        prod.client = create_client(url, prefix=prefix, default=False, durability="wait")
+        prod.start()
+        wait_for(partial(busy_children, sup), 30, "a run in flight")
+        old = sentinel_set.master_port()
+        t_fault = fault(fx, sentinel_set)
+        new = int(
+            wait_for(
+                lambda: (p := sentinel_set.master_port()) != old and p,
+                60,
+                "the sentinels to promote",
+            )
+        )
+        # The promoted replica has no replica: under "wait" writes fail until the
+        # old master is back, which the sentinels turn into a replica of the new one.
+        for server in sentinel_set.servers():
+            if server.port == old and (server.proc is None or server.proc.poll() is not None):
+                server.start()
+        base = _done(new, prefix)
+        wait_for(lambda: _done(new, prefix) > base, 60, "a run finished on the new master")
+        recovery = time.monotonic() - t_fault
+        prod.wait(180)
+        raw = redis.Redis(host="127.0.0.1", port=new, socket_timeout=10)
+        fx.assert_no_crash()
+        report = fx.finish(
+            raw,
+            case,
+            recovery_s=recovery,
+            settle_timeout=120,
+            context=partial(
+                diagnose.sentinel_view,
+                sentinel_set.sentinels,
+                sentinel_set.service,
+                [Path(s.dir) / "sentinel.log" for s in sentinel_set.sentinels],
+            ),
+        )
+        print(f"\n[{case}] recovery {recovery:.1f} s; producer retries {prod.retries}")
+        report.assert_ok(all_succeeded=True)
+        raw.close()
+
+
+def _kill_master(fx: Faults, sentinels: SentinelSet) -> float:
+    master = next(s for s in sentinels.servers() if s.port == sentinels.master_port())
+    t = fx.fault("redis-kill-master", seconds=30)
+    master.kill()
+    return t
+
+
+def _stop_master(fx: Faults, sentinels: SentinelSet) -> float:
+    master = next(s for s in sentinels.servers() if s.port == sentinels.master_port())
+    assert master.proc is not None
+    t = fx.fault("redis-stop-master", seconds=12)
+    os.kill(master.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(8)  # past the 5 s lease; the sentinels (down-after 1 s) promote
+    finally:
+        os.kill(master.proc.pid, signal.SIGCONT)
+    return t
+
+
+def test_sentinel_master_sigkilled_under_load_loses_no_run(
+    sentinel_set: SentinelSet, tmp_path: Path, prefix: str
+) -> None:
+    _under_fault(sentinel_set, tmp_path, prefix, "sentinel master SIGKILL", _kill_master)
+
+
+def test_sentinel_master_stopped_past_the_lease_loses_no_run(
+    sentinel_set: SentinelSet, tmp_path: Path, prefix: str
+) -> None:
+    _under_fault(sentinel_set, tmp_path, prefix, "sentinel master SIGSTOP 8 s", _stop_master)
