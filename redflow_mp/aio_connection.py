@@ -212,15 +212,18 @@ def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
     a service nobody monitors is an error at once)."""
     from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-    check_sentinel_service(
-        Sentinel(
-            list(target.sentinels),
-            sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
-        ),
-        target,
-    )
-    return AsyncSentinel(
+    checked = Sentinel(
         list(target.sentinels),
+        sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
+    )
+    check_sentinel_service(checked, target)
+    # in the order the check left them: the sentinel that answered first
+    addresses = [
+        (str(kw["host"]), int(kw["port"]))
+        for kw in (node.connection_pool.connection_kwargs for node in checked.sentinels)
+    ]
+    return AsyncSentinel(
+        addresses,
         sentinel_kwargs={
             "socket_timeout": options.get("socket_timeout"),
             "socket_connect_timeout": options.get("socket_connect_timeout"),

@@ -456,7 +456,7 @@ def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
     not know the service. Unreachable sentinels are not an error here (the
     commands that follow fail, and are retried, like any connection error)."""
     answered = False
-    for node in sentinel.sentinels:
+    for index, node in enumerate(sentinel.sentinels):
         try:
             execute: Callable[..., Any] = node.execute_command  # untyped in redis-py
             addr = execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.service)
@@ -474,6 +474,10 @@ def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
             node.close()
         answered = True
         if addr:
+            # asked first from now on, as redis-py's own lookups do: a sentinel that
+            # never answers cost its socket timeout here and again at the first lookup
+            nodes = sentinel.sentinels
+            nodes[0], nodes[index] = nodes[index], nodes[0]
             return
     if answered:
         raise RedflowError(

@@ -1,13 +1,17 @@
 """A cluster URL naming several nodes (``redis://n1:port,n2:port/0``), the first
 one out of reach at start-up: the sync client, the async client and a supervisor
 start through the next node and find the prefix's master. With one node in the
-URL, that node down at start-up left them unable to start."""
+URL, that node down at start-up left them unable to start.
+
+Also a Sentinel URL whose first sentinel accepts connections and never answers:
+one socket timeout at start-up, not two (the service check, then the first lookup)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from redflow_mp.aio import create_async_client
 from redflow_mp.connection import parse_target
 from tests.conftest import prefix_off_node
 from tests.faults.harness import faults_harness
-from tests.servers import Cluster
+from tests.servers import Cluster, SentinelSet
 
 
 def _refused_port() -> int:
@@ -90,3 +94,41 @@ def test_a_supervisor_starts_through_a_cluster_url_whose_first_node_is_down(
         report = fx.finish(raw, "cluster URL, first node down", recovery_s=None)
         report.assert_ok(all_succeeded=True)
         raw.close()
+
+
+def test_a_stalled_sentinel_first_in_the_url_is_waited_for_once(
+    sentinel_set: SentinelSet, prefix: str
+) -> None:
+    """A sentinel that accepts connections and never answers (a stopped process, a
+    host that drops packets after the handshake) costs one socket timeout (5 s) at
+    start-up: the check of the service name and the first master lookup do not both
+    wait for it."""
+    with socket.socket() as stalled:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(0)  # the kernel completes the handshake; nobody answers
+        hosts = ",".join(
+            [f"127.0.0.1:{stalled.getsockname()[1]}"]
+            + [f"127.0.0.1:{s.port}" for s in sentinel_set.sentinels]
+        )
+        started = time.monotonic()
+        client = create_client(
+            f"redis+sentinel://{hosts}/{sentinel_set.service}", prefix=prefix, default=False
+        )
+        assert client.get_run("01M9200000000000000000000") is None
+        took = time.monotonic() - started
+        client.close()
+
+        async def main() -> float:
+            started = time.monotonic()
+            ac = create_async_client(
+                f"redis+sentinel://{hosts}/{sentinel_set.service}", prefix=prefix, default=False
+            )
+            try:
+                assert await ac.get_run("01M9200000000000000000000") is None
+                return time.monotonic() - started
+            finally:
+                await ac.aclose()
+
+        took_async = asyncio.run(main())
+    assert took < 8.0, f"start-up and first command took {took:.1f} s"
+    assert took_async < 8.0, f"async start-up and first command took {took_async:.1f} s"
