@@ -81,6 +81,7 @@ REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 #: being migrated and that is not (or no longer) on this node: the script stopped
 #: there (writes it made before stay: docs/operations.md, "Redis Cluster").
 _NON_LOCAL = "Script attempted to access a non local key"
+_PIPELINE_ERROR = "of pipeline caused error: "
 
 
 def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
@@ -93,6 +94,10 @@ def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
     if isinstance(exc, REDIRECT_ERRORS):
         return "retry"
     text = str(exc)
+    # A pipeline's error names its command first ("Command # 1 (HGETALL k) of
+    # pipeline caused error: ASK 7726 h:p"; redis.asyncio 5.0 quotes args as a
+    # tuple): on redis-py 5.0 a read during a slot move raised ASK to the caller.
+    text = text.rpartition(_PIPELINE_ERROR)[2].removeprefix("('").removesuffix("',)")
     if text.startswith("MOVED "):
         host, _, port = text.split()[-1].rpartition(":")
         return (host, int(port)) if port.isdigit() else None
