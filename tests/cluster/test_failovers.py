@@ -6,6 +6,8 @@
 - The master SIGSTOPped for longer than the lease (a partition of the master
   alone): the sentinels promote the replica, the old master comes back and is
   demoted; same checks.
+- An ACL user's password in the Sentinel URL across a ``SENTINEL FAILOVER``: no
+  run lost, and no log or file of the case holds the password.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -120,3 +123,50 @@ def test_sentinel_master_stopped_past_the_lease_loses_no_run(
     sentinel_set: SentinelSet, tmp_path: Path, prefix: str
 ) -> None:
     _under_fault(sentinel_set, tmp_path, prefix, "sentinel master SIGSTOP 8 s", _stop_master)
+
+
+def test_an_acl_user_through_a_sentinel_failover_logs_no_secret(
+    sentinel_set: SentinelSet, tmp_path: Path, prefix: str
+) -> None:
+    """An ACL user's password in the Sentinel URL (the sentinels given it as their
+    auth-user/auth-pass): across a SENTINEL FAILOVER under load no run is lost
+    (durability "wait") and no log or file the case wrote holds the password."""
+    secret = "s3cret-Failover-pw"
+    for server in sentinel_set.servers():
+        r = server.client()
+        execute: Callable[..., Any] = r.execute_command  # untyped in redis-py
+        execute("ACL", "SETUSER", "app", "on", f">{secret}", "~*", "&*", "+@all")
+        r.close()
+    for s in sentinel_set.sentinels:
+        s.call("SENTINEL", "SET", sentinel_set.service, "auth-user", "app")
+        s.call("SENTINEL", "SET", sentinel_set.service, "auth-pass", secret)
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinel_set.sentinels)
+    url = f"redis+sentinel://app:{secret}@{hosts}/{sentinel_set.service}"
+    with faults_harness(tmp_path, prefix) as fx:
+        sup = fx.supervisor(url, procs=2, args=["--durability", "wait"])
+        sup.wait_workers(2)
+        prod = fx.producer(url, 180, rate=60)
+        prod.client.close()
+        prod.client = create_client(url, prefix=prefix, default=False, durability="wait")
+        prod.start()
+        wait_for(partial(busy_children, sup), 30, "a run in flight")
+        old = sentinel_set.master_port()
+        t = fx.fault("redis-failover", seconds=30)
+        sentinel_set.sentinels[0].call("SENTINEL", "FAILOVER", sentinel_set.service)
+        new = int(
+            wait_for(lambda: (p := sentinel_set.master_port()) != old and p, 30, "the promotion")
+        )
+        base = _done(new, prefix)
+        wait_for(lambda: _done(new, prefix) > base, 60, "a run finished on the new master")
+        recovery = time.monotonic() - t
+        prod.wait(180)
+        raw = redis.Redis(
+            host="127.0.0.1", port=new, username="app", password=secret, socket_timeout=10
+        )
+        report = fx.finish(raw, "ACL user, SENTINEL FAILOVER", recovery_s=recovery)
+        report.assert_ok(all_succeeded=True)
+        assert secret not in sup.log()
+        for path in tmp_path.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+        raw.close()
