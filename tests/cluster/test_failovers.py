@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from redflow_mp import create_client
+from tests.conftest import prefix_off_node
 from tests.faults import diagnose
 from tests.faults.harness import Faults, busy_children, faults_harness, wait_for
-from tests.servers import SentinelSet
+from tests.servers import Cluster, SentinelSet
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]
 
@@ -169,4 +171,45 @@ def test_an_acl_user_through_a_sentinel_failover_logs_no_secret(
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+        raw.close()
+
+
+def test_cluster_master_stopped_past_the_lease_loses_no_run(
+    redis_cluster_with_replicas: Cluster, tmp_path: Path
+) -> None:
+    """The cluster master serving the prefix SIGSTOPped for 8 s (past the 5 s lease;
+    its replica is promoted meanwhile), then resumed (it rejoins as a replica):
+    durability "wait", default settings, no run lost or executed twice."""
+    cluster = redis_cluster_with_replicas
+    prefix = prefix_off_node(cluster, f"stop-{os.getpid()}", cluster.nodes[0].port)
+    slot = key_slot(f"{{{prefix}}}".encode())
+    with faults_harness(tmp_path, prefix) as fx:
+        sup = fx.supervisor(cluster.url, procs=2, args=["--durability", "wait"])
+        sup.wait_workers(2)
+        prod = fx.producer(cluster.url, 360, rate=60)
+        prod.client.close()
+        prod.client = create_client(cluster.url, prefix=prefix, default=False, durability="wait")
+        prod.start()
+        wait_for(partial(busy_children, sup), 30, "a run in flight")
+        owner = cluster.node_for_slot(slot)
+        assert owner.proc is not None
+        t = fx.fault("redis-stop-master", seconds=12)
+        os.kill(owner.proc.pid, signal.SIGSTOP)
+        try:
+            new_owner = wait_for(
+                lambda: (n := cluster.node_for_slot(slot)).port != owner.port and n,
+                30,
+                "a replica to take over the slot",
+            )
+            time.sleep(max(0.0, t + 8 - time.monotonic()))
+        finally:
+            os.kill(owner.proc.pid, signal.SIGCONT)
+        base = _done(new_owner.port, prefix)
+        wait_for(lambda: _done(new_owner.port, prefix) > base, 60, "a run finished")
+        recovery = time.monotonic() - t
+        prod.wait(180)
+        raw = redis.Redis(host="127.0.0.1", port=new_owner.port, socket_timeout=10)
+        fx.assert_no_crash()
+        report = fx.finish(raw, "cluster master SIGSTOP 8 s", recovery_s=recovery)
+        report.assert_ok(all_succeeded=True)
         raw.close()
