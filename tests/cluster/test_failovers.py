@@ -213,3 +213,34 @@ def test_cluster_master_stopped_past_the_lease_loses_no_run(
         report = fx.finish(raw, "cluster master SIGSTOP 8 s", recovery_s=recovery)
         report.assert_ok(all_succeeded=True)
         raw.close()
+
+
+def test_a_sentinel_stopped_under_load_fences_no_run(
+    sentinel_set: SentinelSet, tmp_path: Path, prefix: str
+) -> None:
+    """The first sentinel of the URL (the one every process asks) SIGSTOPped for
+    10 s under load, the master fine: two supervisors keep their leases (no
+    handler fenced, no run taken from a live worker, none executed twice)."""
+    url = sentinel_set.url
+    with faults_harness(tmp_path, prefix) as fx:
+        sups = [fx.supervisor(url, procs=2) for _ in range(2)]
+        for sup in sups:
+            sup.wait_workers(2)
+        prod = fx.producer(url, 600, rate=60).start()
+        wait_for(lambda: busy_children(sups[0]) and busy_children(sups[1]), 30, "busy children")
+        stopped = sentinel_set.sentinels[0].proc
+        assert stopped is not None
+        fx.fault("sentinel-stop", seconds=10)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        try:
+            time.sleep(10)
+        finally:
+            os.kill(stopped.pid, signal.SIGCONT)
+        prod.wait(180)
+        raw = redis.Redis(host="127.0.0.1", port=sentinel_set.master_port(), socket_timeout=10)
+        fx.assert_no_crash()
+        report = fx.finish(raw, "first sentinel SIGSTOP 10 s", recovery_s=None)
+        report.assert_ok(all_succeeded=True)
+        assert report.fenced_executions == 0, report.summary()
+        assert report.inflight_reexecutions == 0, report.summary()
+        raw.close()
