@@ -70,6 +70,18 @@ def _under_fault(
         )
         # The promoted replica has no replica: under "wait" writes fail until the
         # old master is back, which the sentinels turn into a replica of the new one.
+        # Restarted (empty: no persistence) before every sentinel knew of the
+        # promotion, it was once taken for the master again and the new master
+        # made its replica: every run was gone (Redis's warning about restarting a
+        # master without persistence under Sentinel; the supervisor said so).
+        wait_for(
+            lambda: all(
+                int(s.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", sentinel_set.service)[1]) == new
+                for s in sentinel_set.sentinels
+            ),
+            30,
+            "every sentinel to name the new master",
+        )
         for server in sentinel_set.servers():
             if server.port == old and (server.proc is None or server.proc.poll() is not None):
                 server.start()
