@@ -26,6 +26,7 @@ from .connection import (
     redirect,
 )
 from .listing import Batch, QueryPlan, read_error
+from .sentinels import AsyncSentinel
 
 __all__ = [
     "ClosingPool",
@@ -210,8 +211,6 @@ class RoutedAsyncRedis(redis.asyncio.Redis):
 def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
     """redis.asyncio's Sentinel for ``target`` (checked like the sync one first:
     a service nobody monitors is an error at once)."""
-    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
     checked = Sentinel(
         list(target.sentinels),
         sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},

@@ -54,6 +54,7 @@ from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedS
 from .closing import Gate, closable_connection_class
 from .closing import connected as _connected
 from .errors import RedflowError, RedisClusterDownError
+from .sentinels import SyncSentinel
 
 __all__ = [
     "CLUSTER_PATIENCE",
@@ -399,7 +400,7 @@ def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: G
     do not open once ``gate`` is closed; a service no sentinel knows is refused at
     once (:func:`check_sentinel_service`)."""
     assert target.service is not None
-    sentinel = Sentinel(
+    sentinel = SyncSentinel(
         list(target.sentinels),
         sentinel_kwargs={
             "socket_timeout": options.get("socket_timeout"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from redflow_mp import Registry, Worker, create_client, define_workflow
@@ -132,3 +133,33 @@ def test_a_stalled_sentinel_first_in_the_url_is_waited_for_once(
         took_async = asyncio.run(main())
     assert took < 8.0, f"start-up and first command took {took:.1f} s"
     assert took_async < 8.0, f"async start-up and first command took {took_async:.1f} s"
+
+
+def test_no_sentinel_answering_is_said_in_one_short_line() -> None:
+    """Every sentinel of the URL out of reach: the error names each one by address
+    and says what happened, in a line an operator reads (redis-py's put the repr of
+    each sentinel's client in it, about 1.2 KB each, and the supervisor logged that
+    every 3 s while it waited)."""
+    ports = [_refused_port(), _refused_port()]
+    url = f"redis+sentinel://app:pw-secret@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/svc"
+    client = create_client(url, prefix="p", default=False)
+    with pytest.raises(redis.ConnectionError) as info:
+        client.get_run("01M9200000000000000000000")
+    client.close()
+
+    async def main() -> BaseException:
+        ac = create_async_client(url, prefix="p", default=False)
+        try:
+            with pytest.raises(redis.ConnectionError) as ainfo:
+                await ac.get_run("01M9200000000000000000000")
+            return ainfo.value
+        finally:
+            await ac.aclose()
+
+    for exc in (info.value, asyncio.run(main())):
+        text = str(exc)
+        assert len(text) < 400, text
+        assert "<redis" not in text and "pw-secret" not in text, text
+        for port in ports:
+            assert f"127.0.0.1:{port}" in text, text
+        assert "'svc'" in text and "Error 111" in text, text
