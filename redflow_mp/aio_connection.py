@@ -26,6 +26,7 @@ from .connection import (
     redirect,
 )
 from .listing import Batch, QueryPlan, read_error
+from .sentinels import AsyncSentinel
 
 __all__ = [
     "ClosingPool",
@@ -99,7 +100,7 @@ async def adiscover(router: Router) -> tuple[str, int]:
         if k not in ("health_check_interval", "socket_keepalive")
     }
     last: Exception | None = None
-    for seed in [*([make(h, p)] for h, p in router.known_nodes()), None]:
+    for seed in [*([make(h, p)] for h, p in router.candidates()), None]:
         try:
             rc = AsyncRedisCluster.from_url(router.url, startup_nodes=seed, **opts)
             await rc.initialize()
@@ -210,17 +211,18 @@ class RoutedAsyncRedis(redis.asyncio.Redis):
 def async_sentinel(target: Target, options: dict[str, Any]) -> Any:
     """redis.asyncio's Sentinel for ``target`` (checked like the sync one first:
     a service nobody monitors is an error at once)."""
-    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-    check_sentinel_service(
-        Sentinel(
-            list(target.sentinels),
-            sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
-        ),
-        target,
-    )
-    return AsyncSentinel(
+    checked = Sentinel(
         list(target.sentinels),
+        sentinel_kwargs={"socket_timeout": options.get("socket_timeout")},
+    )
+    check_sentinel_service(checked, target)
+    # in the order the check left them: the sentinel that answered first
+    addresses = [
+        (str(kw["host"]), int(kw["port"]))
+        for kw in (node.connection_pool.connection_kwargs for node in checked.sentinels)
+    ]
+    return AsyncSentinel(
+        addresses,
         sentinel_kwargs={
             "socket_timeout": options.get("socket_timeout"),
             "socket_connect_timeout": options.get("socket_connect_timeout"),
@@ -287,7 +289,9 @@ def async_client_for(
         options = {k: v for k, v in options.items() if k != "socket_keepalive"}  # TCP only
         plain = ClosingPool.from_url(target.url, retry=retry, **pool, **options)
         return redis.asyncio.Redis(connection_pool=plain), None, None, None
-    router = Router(target.url, route_key or "{}", forced=target.cluster, options=options)
+    router = Router(
+        target.url, route_key or "{}", forced=target.cluster, options=options, seeds=target.seeds
+    )
     routed_pool = ClosingPool(
         connection_class=routed_async_connection_class(base, router),
         retry=retry,

@@ -54,6 +54,7 @@ from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedS
 from .closing import Gate, closable_connection_class
 from .closing import connected as _connected
 from .errors import RedflowError, RedisClusterDownError
+from .sentinels import SyncSentinel
 
 __all__ = [
     "CLUSTER_PATIENCE",
@@ -81,6 +82,7 @@ REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 #: being migrated and that is not (or no longer) on this node: the script stopped
 #: there (writes it made before stay: docs/operations.md, "Redis Cluster").
 _NON_LOCAL = "Script attempted to access a non local key"
+_PIPELINE_ERROR = "of pipeline caused error: "
 
 
 def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
@@ -93,6 +95,10 @@ def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
     if isinstance(exc, REDIRECT_ERRORS):
         return "retry"
     text = str(exc)
+    # A pipeline's error names its command first ("Command # 1 (HGETALL k) of
+    # pipeline caused error: ASK 7726 h:p"; redis.asyncio 5.0 quotes args as a
+    # tuple): on redis-py 5.0 a read during a slot move raised ASK to the caller.
+    text = text.rpartition(_PIPELINE_ERROR)[2].removeprefix("('").removesuffix("',)")
     if text.startswith("MOVED "):
         host, _, port = text.split()[-1].rpartition(":")
         return (host, int(port)) if port.isdigit() else None
@@ -291,6 +297,9 @@ class Target:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
+    #: A cluster URL naming several nodes (``redis://n1:7000,n2:7000/0``): every one
+    #: of them, asked in turn until one answers (``url`` then names the first alone).
+    seeds: tuple[tuple[str, int], ...] = ()
 
 
 def _sentinel_netloc(netloc: str, url: str) -> tuple[str | None, str | None, list[tuple[str, int]]]:
@@ -326,6 +335,8 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
             )
         if cluster and scheme == "unix":
             raise ValueError("cluster = true needs a redis:// or rediss:// URL, not unix://")
+        if scheme in ("redis", "rediss") and "," in urlsplit(url).netloc:
+            return _cluster_seeds(url)
         return Target("server", url, cluster=cluster)
     if cluster:
         raise ValueError("cluster = true and a redis+sentinel:// URL exclude each other")
@@ -362,12 +373,34 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
     )
 
 
+def _cluster_seeds(url: str) -> Target:
+    """A ``redis://[user:pass@]n1:port,n2:port[/db]`` URL: a cluster reached through
+    any node that answers (a single node in the URL, down at start-up, left the
+    client unable to start; the comma form failed in redis-py's "Port could not be
+    cast to integer")."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "6379"
+        if not host.strip("[]") or not port.isdigit():
+            raise ValueError(f"bad cluster node address {item!r} in {mask_url(url)}")
+        seeds.append((host.strip("[]"), int(port)))
+    first_host, first_port = seeds[0]
+    shown = f"[{first_host}]" if ":" in first_host else first_host
+    netloc = f"{userinfo}{at}{shown}:{first_port}"
+    first = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return Target("server", first, cluster=True, seeds=tuple(seeds))
+
+
 def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
     """A redis-py client whose connections go to the service's current master and
     do not open once ``gate`` is closed; a service no sentinel knows is refused at
     once (:func:`check_sentinel_service`)."""
     assert target.service is not None
-    sentinel = Sentinel(
+    sentinel = SyncSentinel(
         list(target.sentinels),
         sentinel_kwargs={
             "socket_timeout": options.get("socket_timeout"),
@@ -429,7 +462,7 @@ def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
     not know the service. Unreachable sentinels are not an error here (the
     commands that follow fail, and are retried, like any connection error)."""
     answered = False
-    for node in sentinel.sentinels:
+    for index, node in enumerate(sentinel.sentinels):
         try:
             execute: Callable[..., Any] = node.execute_command  # untyped in redis-py
             addr = execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.service)
@@ -447,6 +480,10 @@ def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
             node.close()
         answered = True
         if addr:
+            # asked first from now on, as redis-py's own lookups do: a sentinel that
+            # never answers cost its socket timeout here and again at the first lookup
+            nodes = sentinel.sentinels
+            nodes[0], nodes[index] = nodes[index], nodes[0]
             return
     if answered:
         raise RedflowError(
@@ -460,8 +497,17 @@ class Router:
     connections (thread-safe). ``generation`` grows at every re-pin: a
     connection opened under an older one reconnects before its next command."""
 
-    def __init__(self, url: str, route_key: str, *, forced: bool, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        route_key: str,
+        *,
+        forced: bool,
+        options: dict[str, Any],
+        seeds: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.url = url
+        self.seeds = seeds
         self.route_key = route_key
         self.slot = key_slot(route_key.encode())
         self.forced = forced
@@ -485,8 +531,8 @@ class Router:
         make: Callable[..., ClusterNode] = ClusterNode  # untyped in redis-py
         opts = {k: v for k, v in self.options.items() if k != "health_check_interval"}
         last: Exception | None = None
-        # every node seen before, one at a time, then the URL's node alone
-        for seed in [*([make(h, p)] for h, p in self.known_nodes()), None]:
+        # every node seen before, then the URL's, one at a time
+        for seed in [*([make(h, p)] for h, p in self.candidates()), None]:
             try:
                 rc = RedisCluster.from_url(self.url, startup_nodes=seed, **opts)
                 node_of: Callable[[str], Any] = rc.get_node_from_key  # untyped in redis-py
@@ -516,6 +562,11 @@ class Router:
     def known_nodes(self) -> list[tuple[str, int]]:
         with self._lock:
             return list(self._nodes)
+
+    def candidates(self) -> list[tuple[str, int]]:
+        """The nodes to ask where the slot is: every node seen, then the URL's."""
+        known = self.known_nodes()
+        return known + [seed for seed in self.seeds if seed not in known]
 
     def pinned(self, found: tuple[str, int], nodes: list[tuple[str, int]]) -> tuple[str, int]:
         """Record a discovery: the slot's master and every node seen."""

@@ -286,7 +286,13 @@ def _own_client(
             connection_class=closable_connection_class(base, gate),
             **client_options(unix=True),
         ), None
-    router = Router(target.url, route_key or "{}", forced=target.cluster, options=client_options())
+    router = Router(
+        target.url,
+        route_key or "{}",
+        forced=target.cluster,
+        options=client_options(),
+        seeds=target.seeds,
+    )
     pool = redis.ConnectionPool(
         connection_class=closable_connection_class(routed_connection_class(base, router), gate),
         retry=retry,
