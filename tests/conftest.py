@@ -274,3 +274,16 @@ def workers(client: Client, make_client: Callable[..., Client]) -> Iterator[Work
         yield pool
     finally:
         pool.stop_all()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak cases (of any directory) run only when selected with ``-m soak``."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        (drop if item.get_closest_marker("soak") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

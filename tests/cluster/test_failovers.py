@@ -139,6 +139,7 @@ def test_sentinel_master_stopped_past_the_lease_loses_no_run(
     _under_fault(sentinel_set, tmp_path, prefix, "sentinel master SIGSTOP 8 s", _stop_master)
 
 
+@pytest.mark.soak  # held when written; opt-in (-m soak) for CI time
 def test_an_acl_user_through_a_sentinel_failover_logs_no_secret(
     sentinel_set: SentinelSet, tmp_path: Path, prefix: str
 ) -> None:
@@ -227,6 +228,7 @@ def test_cluster_master_stopped_past_the_lease_loses_no_run(
         raw.close()
 
 
+@pytest.mark.soak  # held when written; opt-in (-m soak) for CI time
 def test_a_sentinel_stopped_under_load_fences_no_run(
     sentinel_set: SentinelSet, tmp_path: Path, prefix: str
 ) -> None:

@@ -1,7 +1,7 @@
 """Fixtures of the fault suite: one harness per test (its own redis-server(s),
-supervisors, ledger directory), the rows of the closing table handed over by
+supervisors, ledger directory) and the rows of the closing table handed over by
 an xdist worker (``tests/conftest.py`` prints the table at the end of the
-session), and the opt-in ``soak`` selection."""
+session, and deselects the opt-in ``soak`` cases)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,6 @@ from tests.faults.harness import RESULTS, Faults, faults_harness
 def fx(tmp_path: Path, prefix: str) -> Iterator[Faults]:
     with faults_harness(tmp_path, prefix) as harness:
         yield harness
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Soak cases run only when selected with ``-m soak``."""
-    if "soak" in (config.option.markexpr or ""):
-        return
-    keep: list[pytest.Item] = []
-    drop: list[pytest.Item] = []
-    for item in items:
-        (drop if item.get_closest_marker("soak") else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
