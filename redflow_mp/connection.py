@@ -335,7 +335,8 @@ def parse_target(url: str, *, cluster: bool = False, sentinel_master: str | None
             )
         if cluster and scheme == "unix":
             raise ValueError("cluster = true needs a redis:// or rediss:// URL, not unix://")
-        if scheme in ("redis", "rediss") and "," in urlsplit(url).netloc:
+        # a comma in the hosts, not in a password (a legal userinfo character)
+        if scheme in ("redis", "rediss") and "," in urlsplit(url).netloc.rpartition("@")[2]:
             return _cluster_seeds(url)
         return Target("server", url, cluster=cluster)
     if cluster:
