@@ -65,7 +65,11 @@ class SignalPipe:
 
     def waiting(self) -> bool:
         """Whether a signal arrived that :meth:`drain` has not read yet."""
-        return bool(select.select([self.read_fd], [], [], 0)[0])
+        # poll, not select.select: that refuses a descriptor past 1023 (ValueError),
+        # and the pipe is made after the workflow modules' own descriptors
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def drain(self) -> list[int]:
         """The signals received since the last call, in order (non-blocking)."""
