@@ -10,14 +10,14 @@ a timeout or an ignored cancellation (``aftermath.py``), renewing leases (``duti
 are :mod:`redflow_mp.recovery` calls, fenced by the lease tokens read from the shared board.
 
 Invariants:
-- The parent never runs threads (fork safety); every wait is the select on
-  the signal pipe.
-- When a child dies holding runs (read from the shared board), those runs go
-  back to ``ready`` at once; the run the child was executing is charged a crash
-  (``max_run_crashes`` turns a poison pill into a failed run).
+- The parent never runs threads (fork safety); every wait is the select on the signal pipe.
+- When a child dies holding runs (read from the shared board), those runs go back to
+  ``ready`` at once; the run it was executing is charged a crash (``max_run_crashes``
+  turns a poison pill into a failed run) unless the supervisor stopped it.
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
-- A Redis outage never stops the arbiter: duties log and retry.
+- A Redis outage never stops the arbiter: duties log and retry; a pass of the duties stops
+  after a network failure (each call blocks its timeouts) so signals and exits wait one call.
 - A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s
   timer, not by the loop, whose Redis calls may block while Redis stalls.
 """
@@ -242,6 +242,7 @@ class Arbiter:
         for slot in range(1, self.target + 1):
             self.slots[slot] = Slot(SlotTracker(self._policy()))
         end_of_startup()
+        skipped = False
         try:
             while True:
                 now = time.monotonic()
@@ -256,8 +257,9 @@ class Arbiter:
                 self._reap()
                 now = time.monotonic()
                 self._watch(now)
-                if not signals:  # else first what they asked (a child to start: _reconcile)
+                if not signals or skipped:  # first what they asked; never two skips
                     self.schedule.run(now, self.pipe.waiting)
+                skipped = bool(signals) and not skipped
         except DrainOverrun:
             self.clock.abandon()
         finally:

@@ -44,6 +44,7 @@ class Schedule:
     ) -> None:
         self._due: list[tuple[Duty, float]] = [(d, 0.0) for d in duties or ()]
         self._start = 0  # where the next pass begins (after an early stop)
+        self._down = False  # the last duty run failed for the network
         self._last_error: dict[str, float] = {}
         self._on_error = on_error  # after each failed tick (the reaper's stall guard)
 
@@ -57,14 +58,18 @@ class Schedule:
         """Tick the duties due at ``now``, in order from where the last pass stopped;
         stop early when ``interrupted()`` or after a duty's network failure."""
         n = len(self._due)
+        ran = self._down  # after a network failure, a waiting signal comes first
         for k in range(n):
             i = (self._start + k) % n
             duty, due = self._due[i]
             if now < due:
                 continue
-            if interrupted is not None and interrupted():
+            # The first due duty runs whatever waits: a steady stream of signals
+            # (child exits) never stops every duty, the lease backstop included.
+            if ran and interrupted is not None and interrupted():
                 self._start = i
                 return
+            ran = True
             next_due = now + 1.0
             try:
                 next_due = duty.tick(now)
@@ -75,9 +80,10 @@ class Schedule:
                     self._on_error()
                 if isinstance(exc, NETWORK_ERRORS):
                     self._due[i] = (duty, next_due)
-                    self._start = (i + 1) % n
+                    self._start, self._down = (i + 1) % n, True
                     return
             self._due[i] = (duty, next_due)
+            self._down = False
         self._start = 0
 
     def _failed(self, name: str, exc: Exception) -> None:

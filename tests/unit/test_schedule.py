@@ -44,11 +44,30 @@ def test_other_failures_do_not_end_the_pass() -> None:
     assert calls == ["a", "b"]
 
 
-def test_a_waiting_signal_ends_the_pass_before_the_next_duty() -> None:
+def test_a_waiting_signal_ends_the_pass_after_its_first_duty() -> None:
     calls: list[str] = []
-    waiting = iter([False, True])
     schedule = Schedule([_Duty("a", calls), _Duty("b", calls), _Duty("c", calls)])
-    schedule.run(0.0, lambda: next(waiting, False))
+
+    def always() -> bool:  # a steady stream of signals (child exits)
+        return True
+
+    schedule.run(0.0, always)
+    assert calls == ["a"]  # the first due duty runs whatever waits: none starves
+    schedule.run(0.0, always)
+    assert calls == ["a", "b"]
+    schedule.run(0.0, always)
+    assert calls == ["a", "b", "c"]
+    schedule.run(0.0, lambda: False)
+    assert calls == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_after_a_network_failure_a_waiting_signal_comes_before_any_duty() -> None:
+    calls: list[str] = []
+    down = redis.ConnectionError("Error 111 connecting to 127.0.0.1:1")
+    schedule = Schedule([_Duty("a", calls, down), _Duty("b", calls)])
+    schedule.run(0.0)
     assert calls == ["a"]
-    schedule.run(0.0, lambda: next(waiting, False))
-    assert calls == ["a", "b", "c", "a"]  # from b: where the last pass stopped
+    schedule.run(0.0, lambda: True)
+    assert calls == ["a"]  # b would block as long: the signal first
+    schedule.run(0.0, lambda: False)
+    assert calls == ["a", "b"]
