@@ -285,6 +285,7 @@ class DashboardApp:
             has_token=bool(settings.token),
             actions_off_note=f"Actions are disabled: {settings.actions_off_reason}.",
             footer_note="actions need the token" if settings.actions else "actions disabled",
+            sign_out=settings.sign_in,
         )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -322,10 +323,14 @@ class DashboardApp:
         )
 
     def _page(
-        self, req: _Request, page: Page, headers: Iterable[tuple[str, str]] = ()
+        self,
+        req: _Request,
+        page: Page,
+        headers: Iterable[tuple[str, str]] = (),
+        signed_in: bool = True,  # False: no sign-out button (the sign-in page)
     ) -> _Response:
         nonce = secrets.token_urlsafe(12)
-        view = replace(self._view, base=req.base)
+        view = replace(self._view, base=req.base, sign_out=self._view.sign_out and signed_in)
         document = frame(page, view, _quote_path(req.path), nonce)
         return self._send(page.status, document, nonce=nonce, headers=headers)
 
@@ -370,7 +375,8 @@ class DashboardApp:
         retry = [("Retry-After", seconds)]
         if req.path == "/login":
             view = replace(self._view, base=req.base)
-            return self._page(req, login_page(view, HTTPStatus.TOO_MANY_REQUESTS, message), retry)
+            page = login_page(view, HTTPStatus.TOO_MANY_REQUESTS, message)
+            return self._page(req, page, retry, signed_in=False)
         return self._error(req, HTTPStatus.TOO_MANY_REQUESTS, message, nav, retry)
 
     def _attempt(self, req: _Request, candidate: str | bytes | None) -> bool:
@@ -520,7 +526,7 @@ class DashboardApp:
         self, req: _Request, status: int = HTTPStatus.OK, message: str = ""
     ) -> _Response:
         view = replace(self._view, base=req.base)
-        return self._page(req, login_page(view, status, message))
+        return self._page(req, login_page(view, status, message), signed_in=False)
 
     def _login(self, req: _Request, form: dict[str, str]) -> _Response:
         limited = self._limited(req)

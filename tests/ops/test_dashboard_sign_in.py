@@ -12,7 +12,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from redflow_supervisor.ops.dashboard import DashboardConfig
-from tests.ops.conftest import TOKEN, Result
+from redflow_supervisor.ops.session import LoginLimits, SignIns, Throttle, client_key
+from tests.ops.conftest import TOKEN, Result, Runs
 
 Start = Callable[..., str]
 
@@ -110,7 +111,9 @@ def test_logout_revokes_a_copied_cookie(dashboard: Start) -> None:
     attrs = [a.strip() for a in header.split(";")]
     assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attrs), header
     copied = {"Cookie": cookie}
-    assert request(base, "/runs", headers=copied).status == 200
+    r = request(base, "/runs", headers=copied)
+    assert r.status == 200 and "action='/logout'" in r.body, r  # the Sign out button
+    assert "action='/logout'" not in request(base, "/login").body
     r = request(base, "/logout", "POST", {}, headers=copied)
     assert r.status == 303
     r = request(base, "/runs", headers=copied)
@@ -145,3 +148,35 @@ def test_sessions_expire_idle_and_absolute(dashboard: Start) -> None:
     time.sleep(max(0.0, 2.7 - (time.monotonic() - started)))
     r = request(base, "/runs", headers={"Cookie": busy})
     assert r.status == 401, f"a session past its absolute limit still read: {r}"
+
+
+def test_guessed_action_tokens_are_limited(dashboard: Start, runs: Runs) -> None:
+    """On the default loopback bind (no sign-in) an action's token is the door:
+    failed ones count as failed sign-ins do."""
+    base = dashboard(token=TOKEN)
+    for _ in range(5):
+        r = request(
+            base, "/actions/cancel", "POST", {"id": runs.queued, "token": "guess-12345678901"}
+        )
+        assert r.status == 403, r
+    r = request(base, "/actions/cancel", "POST", {"id": runs.queued, "token": TOKEN})
+    assert r.status == 429, f"an action right after 5 wrong tokens was not limited: {r}"
+    assert "retry-after" in r.headers
+    # reads need no token here, and are not limited
+    assert request(base, "/runs").status == 200
+
+
+def test_failure_counts_are_bounded_and_keyed_by_address() -> None:
+    assert client_key({"REMOTE_ADDR": "2001:db8:1:2:3:4:5:6"}) == "2001:db8:1:2::/64"
+    assert client_key({"REMOTE_ADDR": "2001:db8:1:2:ffff::1"}) == "2001:db8:1:2::/64"
+    assert client_key({"REMOTE_ADDR": "::ffff:10.0.0.7"}) == "10.0.0.7"
+    assert client_key({"REMOTE_ADDR": "10.0.0.7"}) == "10.0.0.7"
+    assert client_key({}) == ""
+    throttle = Throttle(LoginLimits(max_clients=100, global_free=10**9))
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}", float(i))
+    assert len(throttle._clients) <= 100
+    sessions = SignIns(idle=10.0, most=100.0)
+    ids = [sessions.start(0.0) for _ in range(1200)]
+    assert len(sessions._live) <= 1000 and sessions.use(ids[-1], 1.0)
+    assert not sessions.use(ids[-1], 12.0)  # idle past 10 s
