@@ -20,7 +20,7 @@ Security rules, in the order a request is checked:
 - Reading: with ``sign_in``, every page but ``/login`` and ``/healthz`` needs the
   token: a sign-in form starts a session, a random id kept in this process, sent
   as an HttpOnly, SameSite=Strict cookie (Path = the mount path, Secure over
-  HTTPS, Max-Age = the absolute limit); scripts may send
+  HTTPS or ``X-Forwarded-Proto: https``, Max-Age = the absolute limit); scripts may send
   ``Authorization: Bearer <token>``. A session ends after ``session_idle``
   seconds unused (2 h), ``session_max`` after sign-in (12 h), at logout (the id
   is forgotten: a copied cookie stops working) and when the process ends.
@@ -539,7 +539,10 @@ class DashboardApp:
             f"{COOKIE}={sid}; Max-Age={int(self.settings.session_max)}; HttpOnly; "
             f"SameSite=Strict; Path={req.cookie_path}"
         )
-        if req.environ.get("wsgi.url_scheme") == "https":
+        # Behind a TLS proxy the scheme is the proxy's word (trusting it is safe
+        # here: a spoofed one only keeps the spoofer's own cookie off plain HTTP).
+        forwarded = req.header("X-Forwarded-Proto").split(",")[0].strip().lower()
+        if req.environ.get("wsgi.url_scheme") == "https" or forwarded == "https":
             cookie += "; Secure"
         return self._redirect(req, "/runs", [("Set-Cookie", cookie)])
 

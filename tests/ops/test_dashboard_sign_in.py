@@ -180,3 +180,14 @@ def test_failure_counts_are_bounded_and_keyed_by_address() -> None:
     ids = [sessions.start(0.0) for _ in range(1200)]
     assert len(sessions._live) <= 1000 and sessions.use(ids[-1], 1.0)
     assert not sessions.use(ids[-1], 12.0)  # idle past 10 s
+
+
+def test_cookie_is_secure_behind_a_tls_proxy(dashboard: Start) -> None:
+    """The stand-alone server speaks plain HTTP: behind a TLS-terminating proxy the
+    cookie is Secure when the proxy says ``X-Forwarded-Proto: https``."""
+    base = dashboard(host="0.0.0.0", token=TOKEN)
+    _, plain = sign_in(base)
+    assert "Secure" not in [a.strip() for a in plain.split(";")]
+    r = request(base, "/login", "POST", {"token": TOKEN}, {"X-Forwarded-Proto": "https"})
+    attrs = [a.strip() for a in r.headers["set-cookie"].split(";")]
+    assert "Secure" in attrs, f"no Secure behind a TLS proxy: {r.headers['set-cookie']}"
