@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import IO, Any, BinaryIO, cast
 from wsgiref.headers import Headers
@@ -43,7 +43,15 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from redflow_mp.client import Client
 
 from . import render
-from .webapp import MAX_BODY, AppSettings, DashboardApp, is_loopback
+from .webapp import (
+    MAX_BODY,
+    SESSION_IDLE,
+    SESSION_MAX,
+    AppSettings,
+    DashboardApp,
+    LoginLimits,
+    is_loopback,
+)
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -51,6 +59,7 @@ __all__ = [
     "DashboardApp",
     "DashboardConfig",
     "DashboardServer",
+    "LoginLimits",
     "is_loopback",
     "make_app",
     "make_server",
@@ -79,13 +88,16 @@ def make_app(
     shown_url: str | None = None,
     refresh: int = 5,
     page_size: int = 25,
+    session_idle: float = SESSION_IDLE,
+    session_max: float = SESSION_MAX,
+    login_limits: LoginLimits | None = None,
 ) -> DashboardApp:
     """The dashboard as a WSGI application over ``client``'s Redis and prefix.
 
     Args:
         client: the client whose namespace it shows (and acts on).
-        token: the token that cancel, retry and resume need in their POST (at least 8
-            characters). Pass ``None`` together with ``read_only=True``.
+        token: the token that cancel, retry and resume need in their POST (at least
+            16 characters). Pass ``None`` together with ``read_only=True``.
         read_only: no actions at all (no forms; action POSTs get 403).
         sign_in: every page asks for the token first (sign-in form and cookie,
             or ``Authorization: Bearer``); off when the host's auth sits in front.
@@ -97,9 +109,13 @@ def make_app(
             password masked).
         refresh: seconds between page refreshes (0: off).
         page_size: runs per page (1 to 500).
+        session_idle: with ``sign_in``, seconds a session lasts unused (2 h).
+        session_max: with ``sign_in``, seconds a session lasts after sign-in (12 h).
+        login_limits: how failed token checks are slowed (:class:`LoginLimits`:
+            5 free per address, 50 in all, then a doubling wait from 1 s).
 
     Raises:
-        ValueError: a token shorter than 8 characters, no token without
+        ValueError: a token shorter than 16 characters, no token without
             ``read_only=True``, ``sign_in`` without a token, a bad size.
     """
     settings = AppSettings(
@@ -111,6 +127,9 @@ def make_app(
         prefix=client.prefix,
         refresh=refresh,
         page_size=page_size,
+        session_idle=session_idle,
+        session_max=session_max,
+        login_limits=login_limits or LoginLimits(),
     )
     return DashboardApp(client, settings)
 
@@ -127,6 +146,9 @@ class DashboardConfig:
     refresh: int = 5
     page_size: int = 25
     read_only: bool = False
+    session_idle: float = SESSION_IDLE
+    session_max: float = SESSION_MAX
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
 
     def __post_init__(self) -> None:
         if not self.loopback and not self.token:
@@ -152,6 +174,9 @@ class DashboardConfig:
             refresh=self.refresh,
             page_size=self.page_size,
             actions_off_reason="started with --read-only" if self.token else TOKEN_HINT,
+            session_idle=self.session_idle,
+            session_max=self.session_max,
+            login_limits=self.login_limits,
         )
 
 

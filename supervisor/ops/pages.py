@@ -86,6 +86,7 @@ class View:
     has_token: bool  # a token is configured (the sign-in form is meaningful)
     actions_off_note: str  # shown on a run page instead of the forms when ``actions`` is off
     footer_note: str  # what the footer says about actions
+    sign_out: bool = False  # the footer has a sign-out button (the app's own sign-in)
 
 
 def e(value: Any) -> str:
@@ -153,12 +154,8 @@ def frame(page: Page, cfg: View, path: str, nonce: str) -> str:
         head.append(f"<script nonce='{nonce}'>{REFRESH_JS % refresh}</script>")
         head.append(f"<noscript><meta http-equiv='refresh' content='{refresh}'></noscript>")
     head.append("</head><body>")
-    links = [
-        ("runs", "/runs", "Runs"),
-        ("workflows", "/workflows", "Workflows"),
-        ("queues", "/queues", "Queues"),
-        ("supervisors", "/supervisors", "Supervisors"),
-    ]
+    links = [("runs", "/runs", "Runs"), ("workflows", "/workflows", "Workflows")]
+    links += [("queues", "/queues", "Queues"), ("supervisors", "/supervisors", "Supervisors")]
     nav = "".join(
         f'<a href="{href(cfg.base, u)}"{" class=on" if page.nav == k else ""}>{t}</a>'
         for k, u, t in links
@@ -181,10 +178,13 @@ def frame(page: Page, cfg: View, path: str, nonce: str) -> str:
         toggle = "auto-refresh off"
     footer = (
         f"</main><footer>rendered {e(time.strftime('%Y-%m-%d %H:%M:%S'))} · {toggle}"
-        f" · {e(cfg.footer_note)}"
+        f" · {e(cfg.footer_note)}{_SIGN_OUT % href(cfg.base, '/logout') if cfg.sign_out else ''}"
         "</footer></body></html>"
     )
     return "".join([*head, header, *page.parts, footer])
+
+
+_SIGN_OUT = " · <form method='post' action='%s' class='out'><button>Sign out</button></form>"
 
 
 def login_page(cfg: View, status: int = HTTPStatus.OK, message: str = "") -> Page:

@@ -6,6 +6,10 @@ on its own registry), the :class:`Session` a command gets, the exit statuses and
 the two exceptions commands raise, the "where did it look" lines a command that
 finds nothing prints, and the error report of :func:`report_error`.
 
+Also owns the dashboard's sign-in state (used by ``webapp.py``): the sessions
+(:class:`SignIns`, in this process's memory) and the failed token checks
+(:class:`Throttle`, per client address and in all, by :class:`LoginLimits`).
+
 Invariant: nothing printed holds a password: URLs are shown masked
 (:func:`redflow_mp.transport.mask_url`) and error text goes through :func:`scrub`.
 """
@@ -13,9 +17,13 @@ Invariant: nothing printed holds a password: URLs are shown masked
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
 import os
+import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +50,16 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
+    "SESSION_IDLE",
+    "SESSION_MAX",
     "TOKEN_ENV",
     "Failure",
+    "LoginLimits",
     "Session",
+    "SignIns",
+    "Throttle",
     "UsageError",
+    "client_key",
     "connect",
     "nothing_found",
     "open_target",
@@ -332,3 +346,125 @@ def report_error(exc: BaseException, url: str) -> int:
     else:
         print_err(text)
     return EXIT_FAIL
+
+
+# ------------------------------------------------------- dashboard sign-in
+
+SESSION_IDLE = 2 * 3600.0  # seconds a session lasts unused
+SESSION_MAX = 12 * 3600.0  # seconds a session lasts after sign-in, however used
+MAX_SESSIONS = 1000  # past it, a sign-in ends the session unused the longest
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """How failed token checks are slowed. The ``*_free`` failures pass; from the
+    last of them on, each failure makes its address (or every client) wait
+    ``first_wait`` seconds, doubling, up to ``*_max_wait``. Counts start again
+    after ``forget_after`` seconds without a failure, and a success clears its
+    address's count."""
+
+    client_free: int = 5
+    global_free: int = 50
+    first_wait: float = 1.0
+    client_max_wait: float = 900.0
+    global_max_wait: float = 60.0
+    forget_after: float = 900.0
+    max_clients: int = 10_000
+
+
+class Throttle:
+    """Failure counts per address and in all: ``[failures, last failure, wait until]``."""
+
+    def __init__(self, limits: LoginLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._clients: dict[str, list[float]] = {}
+        self._all = [0.0, 0.0, 0.0]
+
+    def wait(self, client: str, now: float) -> float:
+        """Seconds ``client`` must wait before its next token check (0: none)."""
+        with self._lock:
+            entry = self._clients.get(client)
+            mine = entry[2] - now if entry else 0.0
+            return max(0.0, mine, self._all[2] - now)
+
+    def failed(self, client: str, now: float) -> None:
+        lim = self.limits
+        with self._lock:
+            if client not in self._clients and len(self._clients) >= lim.max_clients:
+                stale = [k for k, v in self._clients.items() if now - v[1] > lim.forget_after]
+                for key in stale or [min(self._clients, key=lambda k: self._clients[k][1])]:
+                    del self._clients[key]
+            entry = self._clients.setdefault(client, [0.0, 0.0, 0.0])
+            for item, free, cap in (
+                (entry, lim.client_free, lim.client_max_wait),
+                (self._all, lim.global_free, lim.global_max_wait),
+            ):
+                if now - item[1] > lim.forget_after:
+                    item[0] = 0.0
+                item[0] += 1
+                item[1] = now
+                over = int(item[0]) - free
+                if over >= 0:
+                    item[2] = now + min(cap, lim.first_wait * 2 ** min(over, 30))
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._clients.pop(client, None)
+
+
+class SignIns:
+    """Signed-in sessions: SHA-256 of the cookie's id -> ``[started, last used]``."""
+
+    def __init__(self, idle: float, most: float) -> None:
+        self.idle, self.most = idle, most
+        self._lock = threading.Lock()
+        self._live: dict[str, list[float]] = {}
+
+    @staticmethod
+    def _key(sid: str) -> str:
+        return hashlib.sha256(sid.encode("latin-1", "replace")).hexdigest()
+
+    def start(self, now: float) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            for key in [k for k, v in self._live.items() if not self._fresh(v, now)]:
+                del self._live[key]
+            if len(self._live) >= MAX_SESSIONS:
+                del self._live[min(self._live, key=lambda k: self._live[k][1])]
+            self._live[self._key(sid)] = [now, now]
+        return sid
+
+    def _fresh(self, times: list[float], now: float) -> bool:
+        return now - times[0] < self.most and now - times[1] < self.idle
+
+    def use(self, sid: str, now: float) -> bool:
+        """Whether ``sid`` is a live session (and mark it used)."""
+        key = self._key(sid)
+        with self._lock:
+            times = self._live.get(key)
+            if times is None:
+                return False
+            if not self._fresh(times, now):
+                del self._live[key]
+                return False
+            times[1] = now
+            return True
+
+    def end(self, sid: str) -> None:
+        with self._lock:
+            self._live.pop(self._key(sid), None)
+
+
+def client_key(environ: Mapping[str, Any]) -> str:
+    """Whose failures a request counts in: ``REMOTE_ADDR``, an IPv6 address by its /64."""
+    addr = str(environ.get("REMOTE_ADDR", ""))
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -45,6 +45,7 @@ input,select,button{font:inherit;padding:4px 8px;border:1px solid #c5cad3;border
 background:#fff}
 button{background:#2456b3;color:#fff;border-color:#2456b3;cursor:pointer}
 button.danger{background:#c0392b;border-color:#c0392b}
+form.out{display:inline}form.out button{padding:0 6px;font-size:12px}
 .pager{margin:10px 0;display:flex;gap:14px;align-items:center}
 .notice{background:#eaf4ff;border:1px solid #b8d6f6;padding:8px 12px;margin-bottom:12px}
 .error{background:#fbe0dd;border:1px solid #f1b2aa;padding:8px 12px;margin-bottom:12px}

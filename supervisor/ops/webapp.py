@@ -18,9 +18,22 @@ Security rules, in the order a request is checked:
   no check: the host application owns its Host policy (Django's
   ``ALLOWED_HOSTS``, a proxy's server names).
 - Reading: with ``sign_in``, every page but ``/login`` and ``/healthz`` needs the
-  token: a sign-in form sets an HttpOnly, SameSite=Strict cookie derived from the
-  token (Path = the mount path), scripts may send ``Authorization: Bearer <token>``.
+  token: a sign-in form starts a session, a random id kept in this process, sent
+  as an HttpOnly, SameSite=Strict cookie (Path = the mount path, Secure over
+  HTTPS or ``X-Forwarded-Proto: https``, Max-Age = the absolute limit); scripts may send
+  ``Authorization: Bearer <token>``. A session ends after ``session_idle``
+  seconds unused (2 h), ``session_max`` after sign-in (12 h), at logout (the id
+  is forgotten: a copied cookie stops working) and when the process ends.
   Mounted, the default is no sign-in: the host's own auth sits in front.
+- Guessing: every token check that fails (sign-in form, Bearer or
+  ``X-Redflow-Token`` header, an action's token) counts against the client's
+  address (an IPv6 one by its /64) and against all clients (:class:`LoginLimits`):
+  past the free failures each one doubles a wait (1 s up to 15 min per address,
+  up to 1 min in all), during which every token check of that address (or every
+  one) is answered 429 with ``Retry-After``, the right token too. Sessions
+  already signed in are not affected. Tokens are compared as SHA-256 digests with
+  :func:`hmac.compare_digest` (no timing by length or content), and are at least
+  16 characters long.
 - Actions (cancel, retry, resume) change state only by POST, never by GET, and each one
   needs the token itself in the form (field ``token``) or in an
   ``X-Redflow-Token`` header, compared with :func:`hmac.compare_digest`. No cookie
@@ -33,8 +46,10 @@ Security rules, in the order a request is checked:
   refresh timer (by a per-response nonce), no framing, forms only to the same
   origin. Redis URLs are shown masked.
 
-Invariants: no state between requests but the settings (the sign-in cookie is an
-HMAC of the token, so nothing is stored server-side); no thread of its own (an
+Invariants: no state between requests but the settings, the sessions and the
+failure counts, in this process's memory behind a lock (bounded: 1,000 sessions,
+10,000 addresses; a server that forks workers gives each its own, so a sign-in
+holds in the worker that made it); no thread of its own (an
 action runs on the request's thread; the client keeps a connection per thread and
 closes it when the thread ends), so creating the app before a server forks is safe.
 """
@@ -45,9 +60,11 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -72,11 +89,22 @@ from .pages import (
     supervisors_page,
     workflows_page,
 )
+from .session import SESSION_IDLE, SESSION_MAX, LoginLimits, SignIns, Throttle, client_key
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
-__all__ = ["COOKIE", "MAX_BODY", "AppSettings", "DashboardApp", "is_loopback"]
+__all__ = [
+    "COOKIE",
+    "MAX_BODY",
+    "MIN_TOKEN",
+    "SESSION_IDLE",
+    "SESSION_MAX",
+    "AppSettings",
+    "DashboardApp",
+    "LoginLimits",
+    "is_loopback",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +112,7 @@ PageFunction = Callable[[Client, View, dict[str, str]], Page]
 
 COOKIE = "rf_dashboard"
 MAX_BODY = 64 * 1024
+MIN_TOKEN = 16  # characters (``openssl rand -hex 16`` gives 32)
 ACTIONS = ("/actions/cancel", "/actions/retry", "/actions/resume")
 ROUTES: dict[str, tuple[str, PageFunction]] = {
     "/runs": ("runs", runs_page),
@@ -136,19 +165,32 @@ class AppSettings:
     page_size: int = 25
     # Why there are no actions (when there are none), shown on the run page.
     actions_off_reason: str = "this dashboard is mounted read-only"
+    session_idle: float = SESSION_IDLE
+    session_max: float = SESSION_MAX
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
 
     def __post_init__(self) -> None:
         if self.token is not None and not isinstance(self.token, str):
             raise TypeError(f"token must be a str or None, not {type(self.token).__name__}")
-        if self.token is not None and len(self.token) < 8:
-            raise ValueError("the dashboard token must be at least 8 characters long")
+        if self.token is not None and len(self.token) < MIN_TOKEN:
+            raise ValueError(
+                f"the dashboard token (--token, RF_DASHBOARD_TOKEN, make_app's token=) has "
+                f"{len(self.token)} characters: it must be at least {MIN_TOKEN} characters "
+                "long (make one with: openssl rand -hex 16)"
+            )
         if self.sign_in and not self.token:
-            raise ValueError("sign_in=True needs a token: pass token='...' (8+ characters)")
+            raise ValueError(
+                f"sign_in=True needs a token: pass token='...' ({MIN_TOKEN}+ characters)"
+            )
         if not self.read_only and not self.token:
             raise ValueError(
-                "actions (cancel, retry, resume) need a token: pass token='...' (8+ characters), "
-                "or read_only=True for a dashboard without actions"
+                f"actions (cancel, retry, resume) need a token: pass token='...' "
+                f"({MIN_TOKEN}+ characters), or read_only=True for a dashboard without actions"
             )
+        for name in ("session_idle", "session_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
         if isinstance(self.page_size, bool) or not 1 <= self.page_size <= 500:
             raise ValueError(f"page size must be between 1 and 500, not {self.page_size!r}")
         if isinstance(self.refresh, bool) or self.refresh < 0:
@@ -163,13 +205,6 @@ class AppSettings:
     def actions(self) -> bool:
         """Whether cancel, retry and resume exist at all."""
         return bool(self.token) and not self.read_only
-
-    def session_value(self) -> str:
-        """The sign-in cookie's value: derived from the token, so no server-side state."""
-        assert self.token is not None
-        return hmac.new(
-            self.token.encode(), b"redflow-dashboard-session", hashlib.sha256
-        ).hexdigest()
 
 
 class _Request:
@@ -238,6 +273,8 @@ class DashboardApp:
     def __init__(self, client: Client, settings: AppSettings) -> None:
         self.client = client
         self.settings = settings
+        self._sessions = SignIns(settings.session_idle, settings.session_max)
+        self._limiter = Throttle(settings.login_limits)
         self._view = View(
             base="",
             shown_url=settings.shown_url,
@@ -248,6 +285,7 @@ class DashboardApp:
             has_token=bool(settings.token),
             actions_off_note=f"Actions are disabled: {settings.actions_off_reason}.",
             footer_note="actions need the token" if settings.actions else "actions disabled",
+            sign_out=settings.sign_in,
         )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -285,10 +323,14 @@ class DashboardApp:
         )
 
     def _page(
-        self, req: _Request, page: Page, headers: Iterable[tuple[str, str]] = ()
+        self,
+        req: _Request,
+        page: Page,
+        headers: Iterable[tuple[str, str]] = (),
+        signed_in: bool = True,  # False: no sign-out button (the sign-in page)
     ) -> _Response:
         nonce = secrets.token_urlsafe(12)
-        view = replace(self._view, base=req.base)
+        view = replace(self._view, base=req.base, sign_out=self._view.sign_out and signed_in)
         document = frame(page, view, _quote_path(req.path), nonce)
         return self._send(page.status, document, nonce=nonce, headers=headers)
 
@@ -319,7 +361,32 @@ class DashboardApp:
         if not token or not candidate:
             return False
         given = candidate if isinstance(candidate, bytes) else candidate.encode("utf-8")
-        return hmac.compare_digest(given, token.encode("utf-8"))
+        # Digests: equal lengths, so the time taken says nothing of the token's length.
+        digest = hashlib.sha256
+        return hmac.compare_digest(digest(given).digest(), digest(token.encode()).digest())
+
+    def _limited(self, req: _Request, nav: str = "") -> _Response | None:
+        """A 429 (with ``Retry-After``) while this client may not try a token."""
+        wait = self._limiter.wait(client_key(req.environ), time.monotonic())
+        if wait <= 0:
+            return None
+        seconds = str(max(1, math.ceil(wait)))
+        message = f"too many failed sign-ins: try again in {seconds} s"
+        retry = [("Retry-After", seconds)]
+        if req.path == "/login":
+            view = replace(self._view, base=req.base)
+            page = login_page(view, HTTPStatus.TOO_MANY_REQUESTS, message)
+            return self._page(req, page, retry, signed_in=False)
+        return self._error(req, HTTPStatus.TOO_MANY_REQUESTS, message, nav, retry)
+
+    def _attempt(self, req: _Request, candidate: str | bytes | None) -> bool:
+        """Check a token a client sent, counting a failure against it."""
+        ok = self._token_ok(candidate)
+        if ok:
+            self._limiter.succeeded(client_key(req.environ))
+        else:
+            self._limiter.failed(client_key(req.environ), time.monotonic())
+        return ok
 
     def _header_token(self, req: _Request, name: str) -> bytes:
         # Header values are bytes carried as latin-1 (PEP 3333): compare those bytes.
@@ -334,21 +401,25 @@ class DashboardApp:
                 return value.strip().strip('"')
         return None
 
-    def _read_allowed(self, req: _Request) -> bool:
-        cfg = self.settings
-        if not cfg.sign_in:
-            return True
+    def _read_refused(self, req: _Request) -> _Response | None:
+        """None when the request may read; else the sign-in page (401) or a 429."""
+        if not self.settings.sign_in:
+            return None
+        sid = self._cookie(req)
+        if sid and self._sessions.use(sid, time.monotonic()):
+            return None
         auth = req.header("Authorization")
-        if auth.startswith("Bearer ") and self._token_ok(
-            auth[7:].strip().encode("latin-1", "replace")
-        ):
-            return True
-        if self._token_ok(self._header_token(req, "X-Redflow-Token")):
-            return True
-        cookie = self._cookie(req)
-        return cookie is not None and hmac.compare_digest(
-            cookie.encode("latin-1", "replace"), cfg.session_value().encode()
+        bearer = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        candidate = bearer.encode("latin-1", "replace") or self._header_token(
+            req, "X-Redflow-Token"
         )
+        if candidate:
+            limited = self._limited(req)
+            if limited is not None:
+                return limited
+            if self._attempt(req, candidate):
+                return None
+        return self._login_page(req, HTTPStatus.UNAUTHORIZED)
 
     # ---------------------------------------------------------------- routes
 
@@ -375,8 +446,9 @@ class DashboardApp:
             return self._send(HTTPStatus.OK, "ok\n", content_type="text/plain; charset=utf-8")
         if path == "/login":
             return self._login_page(req)
-        if not self._read_allowed(req):
-            return self._login_page(req, HTTPStatus.UNAUTHORIZED)
+        refused = self._read_refused(req)
+        if refused is not None:
+            return refused
         if path == "/":
             return self._redirect(req, "/runs")
         if path in (*ACTIONS, "/logout"):
@@ -414,6 +486,9 @@ class DashboardApp:
         if path == "/login":
             return self._login(req, form)
         if path == "/logout":
+            sid = self._cookie(req)
+            if sid:
+                self._sessions.end(sid)
             clear = f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path={req.cookie_path}"
             return self._redirect(req, "/login", [("Set-Cookie", clear)])
         if path in ACTIONS:
@@ -451,16 +526,23 @@ class DashboardApp:
         self, req: _Request, status: int = HTTPStatus.OK, message: str = ""
     ) -> _Response:
         view = replace(self._view, base=req.base)
-        return self._page(req, login_page(view, status, message))
+        return self._page(req, login_page(view, status, message), signed_in=False)
 
     def _login(self, req: _Request, form: dict[str, str]) -> _Response:
-        if not self._token_ok(form.get("token")):
+        limited = self._limited(req)
+        if limited is not None:
+            return limited
+        if not self._attempt(req, form.get("token")):
             return self._login_page(req, HTTPStatus.FORBIDDEN, "wrong token")
+        sid = self._sessions.start(time.monotonic())
         cookie = (
-            f"{COOKIE}={self.settings.session_value()}; HttpOnly; SameSite=Strict; "
-            f"Path={req.cookie_path}"
+            f"{COOKIE}={sid}; Max-Age={int(self.settings.session_max)}; HttpOnly; "
+            f"SameSite=Strict; Path={req.cookie_path}"
         )
-        if req.environ.get("wsgi.url_scheme") == "https":
+        # Behind a TLS proxy the scheme is the proxy's word (trusting it is safe
+        # here: a spoofed one only keeps the spoofer's own cookie off plain HTTP).
+        forwarded = req.header("X-Forwarded-Proto").split(",")[0].strip().lower()
+        if req.environ.get("wsgi.url_scheme") == "https" or forwarded == "https":
             cookie += "; Secure"
         return self._redirect(req, "/runs", [("Set-Cookie", cookie)])
 
@@ -490,8 +572,11 @@ class DashboardApp:
                 f"actions are disabled: {cfg.actions_off_reason}; nothing was done",
                 "runs",
             )
-        supplied = form.get("token")
-        if not self._token_ok(supplied or self._header_token(req, "X-Redflow-Token")):
+        supplied = form.get("token") or self._header_token(req, "X-Redflow-Token")
+        limited = self._limited(req, "runs") if supplied else None
+        if limited is not None:
+            return limited
+        if not supplied or not self._attempt(req, supplied):
             return self._error(
                 req, HTTPStatus.FORBIDDEN, "wrong or missing token; nothing was done", "runs"
             )

@@ -266,7 +266,7 @@ def test_loopback_bind_checks_the_host_header(dashboard: Start, runs: Runs) -> N
 def test_non_loopback_bind_needs_the_token_for_everything(dashboard: Start, runs: Runs) -> None:
     with pytest.raises(ValueError, match="needs a token"):
         DashboardConfig(host="0.0.0.0")
-    with pytest.raises(ValueError, match="at least 8"):
+    with pytest.raises(ValueError, match="at least 16"):
         DashboardConfig(token="short")
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
@@ -296,7 +296,7 @@ def test_cli_refuses_an_open_bind_without_token(redflow: Callable[..., Result]) 
     res = redflow("dashboard", "--host", "0.0.0.0", "--port", "0")
     assert res.code == 2 and "needs a token" in res.err and "RF_DASHBOARD_TOKEN" in res.err
     res = redflow("dashboard", "--port", "0", "--token", "short")
-    assert res.code == 2 and "at least 8 characters" in res.err
+    assert res.code == 2 and "at least 16 characters" in res.err
 
 
 def test_run_page_of_an_input_nested_too_deeply(

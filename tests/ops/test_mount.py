@@ -242,7 +242,7 @@ def test_read_only_mount_has_no_actions(synced: Client, runs: Runs, raw: redis.R
 def test_make_app_rejects_bad_arguments(client: Client) -> None:
     cases: list[tuple[Callable[[], object], type[Exception], str]] = [
         (lambda: make_app(client), ValueError, "read_only=True"),
-        (lambda: make_app(client, token="short"), ValueError, "at least 8"),
+        (lambda: make_app(client, token="short"), ValueError, "at least 16"),
         (lambda: make_app(client, read_only=True, sign_in=True), ValueError, "needs a token"),
         (lambda: make_app(client, TOKEN, page_size=0), ValueError, "between 1 and 500, not 0"),
         (lambda: make_app(client, TOKEN, refresh=-1), ValueError, ">= 0 seconds, not -1"),
