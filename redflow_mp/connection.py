@@ -118,6 +118,10 @@ DURABILITIES = ("none", "wait", "waitaof")
 DURABLE_COMMANDS = frozenset({"EVALSHA", "EVAL", "FCALL", b"EVALSHA", b"EVAL", b"FCALL"})
 #: Default milliseconds WAIT / WAITAOF wait for the replica.
 DEFAULT_WAIT_MS = 1000
+#: The longest ``durability_wait_ms``: a minute. A write waits that long, then
+#: fails with ``NotReplicatedError`` (a step write rides such errors out for
+#: max(10 s, 3 leases) only; a 10**400 ms wait overflowed the read's timeout).
+MAX_WAIT_MS = 60_000
 #: With Sentinel, each process asks a sentinel which server is the master at most
 #: this often (seconds), on its next hot-path command: after a promotion it moves
 #: to the new master within about this long, even while the old one still accepts
@@ -134,8 +138,12 @@ class NotReplicatedError(RedflowError, rexc.TimeoutError):
 def check_durability(durability: object, wait_ms: object) -> tuple[str, int]:
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
-    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms < 1:
-        raise ValueError(f"durability_wait_ms must be a positive int (ms), not {wait_ms!r}")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 1 <= wait_ms <= MAX_WAIT_MS:
+        shown = repr(wait_ms) if not isinstance(wait_ms, int) or wait_ms < 10**12 else "more"
+        raise ValueError(
+            f"durability_wait_ms must be an int of milliseconds from 1 to {MAX_WAIT_MS}, "
+            f"not {shown}"
+        )
     return str(durability), wait_ms
 
 
