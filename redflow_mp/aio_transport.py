@@ -56,7 +56,6 @@ from .aio_resp import Channel, Resp, Subscriber, consume_exception, wait_for_fut
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
-    SENTINEL_RECHECK,
     NotReplicatedError,
     Router,
     check_durability,
@@ -65,6 +64,7 @@ from .connection import (
     wait_command,
 )
 from .errors import RedflowError
+from .sentinels import SENTINEL_RECHECK
 from .transport import (
     RETRIES,
     SOCKET_TIMEOUT,

@@ -42,7 +42,6 @@ from .closing import Gate, closable_connection_class, closed_error
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
-    SENTINEL_RECHECK,
     NotReplicatedError,
     RoutedRedis,
     Router,
@@ -50,12 +49,10 @@ from .connection import (
     check_durability,
     check_replicated,
     check_url_options,
-    close_sentinels,
     mask_url,
     misplaced_userinfo,
     parse_target,
     routed_connection_class,
-    sentinel_client,
     wait_command,
     with_redirects,
 )
@@ -63,6 +60,7 @@ from .directwire import request, usable
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
 from .options import is_text
+from .sentinels import SENTINEL_RECHECK, close_sentinels, sentinel_client
 
 __all__ = [
     "RETRIES",
