@@ -22,7 +22,7 @@ import pytest
 
 from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
-from redflow_mp.transport import SOCKET_TIMEOUT
+from redflow_mp.transport import SOCKET_TIMEOUT, Transport
 from tests.faults.harness import wait_for
 from tests.redis_server import RedisServer
 
@@ -102,3 +102,22 @@ def test_a_wait_longer_than_the_socket_timeout_ends_in_not_replicated(
     took = asyncio.run(main())
     assert WAIT_MS / 1000 <= took < 2 * WAIT_MS / 1000 + SOCKET_TIMEOUT, took
     assert _runs(stalled_replica, prefix) == 2
+
+
+def test_the_transport_reads_the_long_wait_once_and_stays_in_step(
+    stalled_replica: RedisServer, prefix: str
+) -> None:
+    """The hot call (a worker's claim and finish, the supervisor's duties): a
+    durable script call with ``retry=True`` is answered NotReplicatedError after
+    one wait, not resent (applied once), and the connection serves the next call."""
+    transport = Transport(stalled_replica.url, durability="wait", durability_wait_ms=WAIT_MS)
+    key = f"{{{prefix}}}:counter"
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
+            transport.call("EVAL", "return redis.call('INCR', KEYS[1])", 1, key, retry=True)
+        took = time.monotonic() - started
+        assert WAIT_MS / 1000 <= took < WAIT_MS / 1000 + SOCKET_TIMEOUT, took
+        assert transport.call("GET", key) == b"1"  # once; the wire answers in step
+    finally:
+        transport.close()
