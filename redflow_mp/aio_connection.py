@@ -20,13 +20,12 @@ from .connection import (
     CLUSTER_PATIENCE,
     Router,
     Target,
-    check_sentinel_service,
     check_url_options,
     out_of_patience,
     redirect,
 )
 from .listing import Batch, QueryPlan, read_error
-from .sentinels import AsyncSentinel
+from .sentinels import AsyncSentinel, check_sentinel_service
 
 __all__ = [
     "ClosingPool",
@@ -42,7 +41,7 @@ _T = TypeVar("_T")
 
 
 def _async_master_connection(base: type[Any]) -> type[Any]:
-    """:func:`_master_connection` for redis.asyncio."""
+    """:func:`sentinels._master_connection` for redis.asyncio."""
 
     async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
         if not self.is_connected:
@@ -79,7 +78,7 @@ def async_sentinel_client(
         target.service, retry=retry, connection_class=_async_master_connection(base), **kwargs
     )
     gate = getattr(client.connection_pool, "gate", None)
-    if gate is not None:  # as connection.sentinel_client: no lookup reopens one after aclose
+    if gate is not None:  # as sentinels.sentinel_client: no lookup reopens one after aclose
         for node in sentinel.sentinels:
             node_pool = node.connection_pool
             node_pool.connection_class = closable_async_connection_class(

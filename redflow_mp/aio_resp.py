@@ -95,7 +95,10 @@ class Resp(asyncio.Protocol):
     """One RESP2 connection: requests answered in order, messages handed on.
 
     ``_waiting`` holds one entry per request sent, oldest first: the future its
-    reply resolves (None for a request nobody waits for) and when it was sent.
+    reply resolves (None for a request nobody waits for) and when its
+    :data:`SOCKET_TIMEOUT` starts: when it was sent, later for a WAIT (``extra``
+    seconds: the wait itself) and for a request sent behind one (the server
+    answers it once the WAIT has answered). Never earlier than the entry before.
     With ``on_message`` set (the pub/sub connection) a ``message`` reply goes
     there instead; subscribe and unsubscribe confirmations are replies like any
     other, in order.
@@ -106,6 +109,7 @@ class Resp(asyncio.Protocol):
         self._where = where
         self._reader = hiredis.Reader()
         self._waiting: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
+        self._latest = 0.0  # the newest entry's start (see _waiting)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._paused: asyncio.Future[None] | None = None
@@ -170,22 +174,28 @@ class Resp(asyncio.Protocol):
 
     # --- requests ----------------------------------------------------------
 
-    def request(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Send one command; the future its reply resolves."""
+    def request(self, args: tuple[Any, ...], extra: float = 0.0) -> asyncio.Future[Any]:
+        """Send one command; the future its reply resolves. ``extra``: seconds its
+        reply may take beyond :data:`SOCKET_TIMEOUT` (a WAIT's own timeout)."""
         fut = self._loop.create_future()
-        self.send(args, fut)
+        self.send(args, fut, extra)
         return fut
 
-    def send(self, args: tuple[Any, ...], fut: asyncio.Future[Any] | None) -> None:
+    def send(
+        self, args: tuple[Any, ...], fut: asyncio.Future[Any] | None, extra: float = 0.0
+    ) -> None:
         """Send one command whose reply resolves ``fut`` (None: nobody waits)."""
         if self.lost is not None:
             raise self.lost
         assert self._transport is not None
-        now = self._loop.time()
-        self._waiting.append((fut, now))
+        start = self._loop.time() + extra
+        if start < self._latest:
+            start = self._latest  # behind a WAIT: answered once it has answered
+        self._latest = start
+        self._waiting.append((fut, start))
         self._transport.write(hiredis.pack_command(args))
         if self._timer is None:
-            self._timer = self._loop.call_at(now + SOCKET_TIMEOUT, self._check_replies)
+            self._timer = self._loop.call_at(start + SOCKET_TIMEOUT, self._check_replies)
 
     @property
     def paused(self) -> bool:
@@ -200,8 +210,9 @@ class Resp(asyncio.Protocol):
                 raise self.lost
 
     def _check_replies(self) -> None:
-        """The reply watchdog: a request unanswered for SOCKET_TIMEOUT seconds
-        means a dead or stalled connection; close it and fail every request."""
+        """The reply watchdog: a request unanswered for SOCKET_TIMEOUT seconds (from
+        its start: see ``_waiting``) means a dead or stalled connection; close it
+        and fail every request."""
         self._timer = None
         if not self._waiting or self.lost is not None:
             return

@@ -56,7 +56,7 @@ from .aio_resp import Channel, Resp, Subscriber, consume_exception, wait_for_fut
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
-    SENTINEL_RECHECK,
+    NotReplicatedError,
     Router,
     check_durability,
     check_replicated,
@@ -64,6 +64,7 @@ from .connection import (
     wait_command,
 )
 from .errors import RedflowError
+from .sentinels import SENTINEL_RECHECK
 from .transport import (
     RETRIES,
     SOCKET_TIMEOUT,
@@ -370,7 +371,8 @@ class AsyncTransport:
         if self._wait is None or args[0] not in DURABLE_COMMANDS:
             return await resp.request(args)
         fut = resp.request(args)
-        acked = resp.request(self._wait)
+        # its reply may take the wait's own timeout on top of SOCKET_TIMEOUT
+        acked = resp.request(self._wait, self.wait_ms / 1000)
         acked.add_done_callback(consume_exception)
         reply = await fut
         check_replicated(await acked, self.durability, self.wait_ms, self.describe())
@@ -394,6 +396,8 @@ class AsyncTransport:
                 raise
             # a master demoted by a failover: nothing was run; reconnect to the new one
             resp.close(rexc.ConnectionError("the master was demoted"))
+        except NotReplicatedError:
+            raise  # answered, in step: a resend would only wait for the same replica
         except (rexc.ConnectionError, rexc.TimeoutError):
             if not retry:
                 raise

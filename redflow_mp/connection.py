@@ -28,6 +28,7 @@ reloads the script on that node.
   reconnects to the new one. The user and password authenticate to the data
   servers; sentinels are asked without (Redis's default for sentinels): a
   sentinel that requires a password is refused at once, as is a service none knows.
+  The URL is parsed here; the Sentinel clients are ``sentinels.py``'s.
 
 Fork safety is redis-py's (its pools check the pid) plus the transports' own
 per-pid connections; the routing state is plain data and is valid in a child.
@@ -35,7 +36,6 @@ per-pid connections; the routing state is plain data and is valid in a child.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
@@ -49,12 +49,9 @@ import redis.asyncio
 from redis import exceptions as rexc
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
-from .closing import Gate, closable_connection_class
 from .closing import connected as _connected
 from .errors import RedflowError, RedisClusterDownError
-from .sentinels import SyncSentinel
 
 __all__ = [
     "CLUSTER_PATIENCE",
@@ -118,11 +115,10 @@ DURABILITIES = ("none", "wait", "waitaof")
 DURABLE_COMMANDS = frozenset({"EVALSHA", "EVAL", "FCALL", b"EVALSHA", b"EVAL", b"FCALL"})
 #: Default milliseconds WAIT / WAITAOF wait for the replica.
 DEFAULT_WAIT_MS = 1000
-#: With Sentinel, each process asks a sentinel which server is the master at most
-#: this often (seconds), on its next hot-path command: after a promotion it moves
-#: to the new master within about this long, even while the old one still accepts
-#: writes (sentinels demote it only when they next reconfigure it, ~10 s).
-SENTINEL_RECHECK = 1.0
+#: The longest ``durability_wait_ms``: a minute. A write waits that long, then
+#: fails with ``NotReplicatedError`` (a step write rides such errors out for
+#: max(10 s, 3 leases) only; a 10**400 ms wait overflowed the read's timeout).
+MAX_WAIT_MS = 60_000
 
 
 class NotReplicatedError(RedflowError, rexc.TimeoutError):
@@ -134,8 +130,12 @@ class NotReplicatedError(RedflowError, rexc.TimeoutError):
 def check_durability(durability: object, wait_ms: object) -> tuple[str, int]:
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}")
-    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms < 1:
-        raise ValueError(f"durability_wait_ms must be a positive int (ms), not {wait_ms!r}")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 1 <= wait_ms <= MAX_WAIT_MS:
+        shown = repr(wait_ms) if not isinstance(wait_ms, int) or wait_ms < 10**12 else "more"
+        raise ValueError(
+            f"durability_wait_ms must be an int of milliseconds from 1 to {MAX_WAIT_MS}, "
+            f"not {shown}"
+        )
     return str(durability), wait_ms
 
 
@@ -394,103 +394,6 @@ def _cluster_seeds(url: str) -> Target:
     netloc = f"{userinfo}{at}{shown}:{first_port}"
     first = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return Target("server", first, cluster=True, seeds=tuple(seeds))
-
-
-def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
-    """A redis-py client whose connections go to the service's current master and
-    do not open once ``gate`` is closed; a service no sentinel knows is refused at
-    once (:func:`check_sentinel_service`)."""
-    assert target.service is not None
-    sentinel = SyncSentinel(
-        list(target.sentinels),
-        sentinel_kwargs={
-            "socket_timeout": options.get("socket_timeout"),
-            "socket_connect_timeout": options.get("socket_connect_timeout"),
-        },
-    )
-    # The sentinels' connections are gated too: a master lookup that close() cut
-    # (or that was between sentinels when it ran) went on to the next sentinel and
-    # opened a connection there after close() had returned, left open for as long
-    # as the closed client lived (close_sentinels had closed those before it).
-    for node in sentinel.sentinels:
-        node_pool = node.connection_pool
-        node_pool.connection_class = closable_connection_class(node_pool.connection_class, gate)
-    check_sentinel_service(sentinel, target)
-    kwargs: dict[str, Any] = dict(options)
-    kwargs.update(db=target.db, username=target.username, password=target.password)
-    base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
-    client: redis.Redis = sentinel.master_for(
-        target.service,
-        retry=retry,
-        connection_class=closable_connection_class(_master_connection(base), gate),
-        **kwargs,
-    )
-    return client
-
-
-def close_sentinels(sentinels: Any) -> None:
-    """Close the connections a redis-py :class:`~redis.sentinel.Sentinel` opened to
-    the sentinels (each asked where the master is): a client's close() closed only
-    those to the master, and one per sentinel asked stayed open for as long as the
-    closed client object lived."""
-    for node in getattr(sentinels, "sentinels", ()):
-        with contextlib.suppress(Exception):  # best effort on a broken socket
-            node.connection_pool.disconnect()
-
-
-def _master_connection(base: type[Any]) -> type[Any]:
-    """redis-py's Sentinel connection class, made to find the master before every
-    (re)connection. Its own class asks the sentinels only in ``connect()``; a
-    connection that reconnects by itself (``send_packed_command`` on a closed
-    socket: a retry after a network error, or a connection made with
-    ``make_connection()`` as the hot path does) would otherwise dial its default
-    address, ``localhost:6379``."""
-
-    def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
-        if not _connected(self):
-            self.connect()  # asks the sentinels for the master
-        super(Master, self).send_packed_command(command, check_health)
-
-    name = f"Master{base.__name__}"
-    Master: type[Any] = type(
-        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
-    )
-    return Master
-
-
-def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
-    """Raise :class:`RedflowError` when every sentinel that answers says it does
-    not know the service. Unreachable sentinels are not an error here (the
-    commands that follow fail, and are retried, like any connection error)."""
-    answered = False
-    for index, node in enumerate(sentinel.sentinels):
-        try:
-            execute: Callable[..., Any] = node.execute_command  # untyped in redis-py
-            addr = execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.service)
-        except rexc.AuthenticationError as exc:
-            # A ConnectionError subclass: taken as "unreachable", every command
-            # then failed with a retried MasterNotFoundError that buried the cause.
-            raise RedflowError(
-                f"the Sentinel at {mask_url(target.url)} requires a password ({exc}): "
-                "sentinels are asked without one (the URL's user and password go to "
-                "the master and its replicas); let them answer without AUTH"
-            ) from None
-        except (rexc.ConnectionError, rexc.TimeoutError):
-            continue
-        finally:
-            node.close()
-        answered = True
-        if addr:
-            # asked first from now on, as redis-py's own lookups do: a sentinel that
-            # never answers cost its socket timeout here and again at the first lookup
-            nodes = sentinel.sentinels
-            nodes[0], nodes[index] = nodes[index], nodes[0]
-            return
-    if answered:
-        raise RedflowError(
-            f"no Sentinel at {mask_url(target.url)} monitors a master named "
-            f"{target.service!r} (SENTINEL MASTERS lists the names they know)"
-        )
 
 
 class Router:

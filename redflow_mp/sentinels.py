@@ -12,19 +12,46 @@ connecting to 127.0.0.1:26379. Connection refused.; 127.0.0.1:26380: the master
 is down)``. The error stays redis-py's ``MasterNotFoundError`` (a
 ``ConnectionError``: retried wherever network errors are).
 
+Also the rest of the Sentinel plumbing the transports share (moved from
+``connection.py``): the sync client whose connections find the master before
+every (re)connection (:func:`sentinel_client`), the check that some sentinel
+knows the service (:func:`check_sentinel_service`), the closing of the
+connections to the sentinels (:func:`close_sentinels`), and how often a
+transport asks again where the master is (:data:`SENTINEL_RECHECK`).
+
 Fork safety: as redis-py's (plain data; its pools check the pid).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from redis import exceptions as rexc
 from redis.asyncio.sentinel import Sentinel as AsyncRedisSentinel
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
-__all__ = ["AsyncSentinel", "SyncSentinel", "master_not_found"]
+from .closing import Gate, closable_connection_class
+from .closing import connected as _connected
+from .connection import Target, mask_url
+from .errors import RedflowError
+
+__all__ = [
+    "SENTINEL_RECHECK",
+    "AsyncSentinel",
+    "SyncSentinel",
+    "check_sentinel_service",
+    "close_sentinels",
+    "master_not_found",
+    "sentinel_client",
+]
 
 _ASK_ERRORS = (rexc.ConnectionError, rexc.ResponseError, rexc.TimeoutError)
 
@@ -92,3 +119,107 @@ class AsyncSentinel(AsyncRedisSentinel):
                 return state["ip"], state["port"]
             problems.append(f"{_address(node)}: {_state_problem(state)}")
         raise master_not_found(service_name, problems)
+
+
+#: With Sentinel, each process asks a sentinel which server is the master at most
+#: this often (seconds), on its next hot-path command: after a promotion it moves
+#: to the new master within about this long, even while the old one still accepts
+#: writes (sentinels demote it only when they next reconfigure it, ~10 s).
+SENTINEL_RECHECK = 1.0
+
+
+def sentinel_client(target: Target, options: dict[str, Any], retry: Any, gate: Gate) -> redis.Redis:
+    """A redis-py client whose connections go to the service's current master and
+    do not open once ``gate`` is closed; a service no sentinel knows is refused at
+    once (:func:`check_sentinel_service`)."""
+    assert target.service is not None
+    sentinel = SyncSentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": options.get("socket_timeout"),
+            "socket_connect_timeout": options.get("socket_connect_timeout"),
+        },
+    )
+    # The sentinels' connections are gated too: a master lookup that close() cut
+    # (or that was between sentinels when it ran) went on to the next sentinel and
+    # opened a connection there after close() had returned, left open for as long
+    # as the closed client lived (close_sentinels had closed those before it).
+    for node in sentinel.sentinels:
+        node_pool = node.connection_pool
+        node_pool.connection_class = closable_connection_class(node_pool.connection_class, gate)
+    check_sentinel_service(sentinel, target)
+    kwargs: dict[str, Any] = dict(options)
+    kwargs.update(db=target.db, username=target.username, password=target.password)
+    base = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
+    client: redis.Redis = sentinel.master_for(
+        target.service,
+        retry=retry,
+        connection_class=closable_connection_class(_master_connection(base), gate),
+        **kwargs,
+    )
+    return client
+
+
+def close_sentinels(sentinels: Any) -> None:
+    """Close the connections a redis-py :class:`~redis.sentinel.Sentinel` opened to
+    the sentinels (each asked where the master is): a client's close() closed only
+    those to the master, and one per sentinel asked stayed open for as long as the
+    closed client object lived."""
+    for node in getattr(sentinels, "sentinels", ()):
+        with contextlib.suppress(Exception):  # best effort on a broken socket
+            node.connection_pool.disconnect()
+
+
+def _master_connection(base: type[Any]) -> type[Any]:
+    """redis-py's Sentinel connection class, made to find the master before every
+    (re)connection. Its own class asks the sentinels only in ``connect()``; a
+    connection that reconnects by itself (``send_packed_command`` on a closed
+    socket: a retry after a network error, or a connection made with
+    ``make_connection()`` as the hot path does) would otherwise dial its default
+    address, ``localhost:6379``."""
+
+    def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+        if not _connected(self):
+            self.connect()  # asks the sentinels for the master
+        super(Master, self).send_packed_command(command, check_health)
+
+    name = f"Master{base.__name__}"
+    Master: type[Any] = type(
+        name, (base,), {"send_packed_command": send_packed_command, "__qualname__": name}
+    )
+    return Master
+
+
+def check_sentinel_service(sentinel: Sentinel, target: Target) -> None:
+    """Raise :class:`RedflowError` when every sentinel that answers says it does
+    not know the service. Unreachable sentinels are not an error here (the
+    commands that follow fail, and are retried, like any connection error)."""
+    answered = False
+    for index, node in enumerate(sentinel.sentinels):
+        try:
+            execute: Callable[..., Any] = node.execute_command  # untyped in redis-py
+            addr = execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", target.service)
+        except rexc.AuthenticationError as exc:
+            # A ConnectionError subclass: taken as "unreachable", every command
+            # then failed with a retried MasterNotFoundError that buried the cause.
+            raise RedflowError(
+                f"the Sentinel at {mask_url(target.url)} requires a password ({exc}): "
+                "sentinels are asked without one (the URL's user and password go to "
+                "the master and its replicas); let them answer without AUTH"
+            ) from None
+        except (rexc.ConnectionError, rexc.TimeoutError):
+            continue
+        finally:
+            node.close()
+        answered = True
+        if addr:
+            # asked first from now on, as redis-py's own lookups do: a sentinel that
+            # never answers cost its socket timeout here and again at the first lookup
+            nodes = sentinel.sentinels
+            nodes[0], nodes[index] = nodes[index], nodes[0]
+            return
+    if answered:
+        raise RedflowError(
+            f"no Sentinel at {mask_url(target.url)} monitors a master named "
+            f"{target.service!r} (SENTINEL MASTERS lists the names they know)"
+        )

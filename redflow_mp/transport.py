@@ -42,19 +42,17 @@ from .closing import Gate, closable_connection_class, closed_error
 from .connection import (
     DEFAULT_WAIT_MS,
     DURABLE_COMMANDS,
-    SENTINEL_RECHECK,
+    NotReplicatedError,
     RoutedRedis,
     Router,
     Target,
     check_durability,
     check_replicated,
     check_url_options,
-    close_sentinels,
     mask_url,
     misplaced_userinfo,
     parse_target,
     routed_connection_class,
-    sentinel_client,
     wait_command,
     with_redirects,
 )
@@ -62,6 +60,7 @@ from .directwire import request, usable
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
 from .options import is_text
+from .sentinels import SENTINEL_RECHECK, close_sentinels, sentinel_client
 
 __all__ = [
     "RETRIES",
@@ -118,10 +117,14 @@ class _Wire:
         """The reply of the oldest command sent and not read yet."""
         return self.conn.read_response()
 
-    def request_waited(self, args: tuple[Any, ...], wait: tuple[Any, ...]) -> tuple[Any, Any]:
+    def request_waited(
+        self, args: tuple[Any, ...], wait: tuple[Any, ...], patience: float
+    ) -> tuple[Any, Any]:
         """``args`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip; both
         replies are read even when the first is an error (the connection stays in
-        step)."""
+        step). The reply of ``wait`` may take ``patience`` seconds (its timeout plus
+        :data:`SOCKET_TIMEOUT`): the socket's own timeout would cut a wait longer
+        than itself (redis-py's ``TimeoutError`` instead of the wait's answer)."""
         conn = self.conn
         conn.send_packed_command(
             [hiredis.pack_command(args), hiredis.pack_command(wait)], check_health=False
@@ -132,9 +135,27 @@ class _Wire:
             # the first error is the one that counts (MOVED, NOSCRIPT...); WAIT on a
             # node that is not the master fails too
             with contextlib.suppress(ResponseError):
-                conn.read_response()
+                self.read_waited(patience)
             raise
-        return reply, conn.read_response()
+        return reply, self.read_waited(patience)
+
+    def read_waited(self, patience: float) -> Any:
+        """The next reply, a WAIT's: allowed ``patience`` seconds to start arriving
+        (``can_read``: public in redis-py 5.0 to 8), then read as any reply."""
+        conn = self.conn
+        try:
+            ready = conn.can_read(timeout=patience)
+        except BaseException:  # a signal handler raising: the reply is still due
+            conn.disconnect()
+            raise
+        if not ready:
+            conn.disconnect()  # out of step: the late reply must not answer the next call
+            raise rexc.TimeoutError(f"Timeout reading from {self.where()} ({patience:g} s)")
+        return conn.read_response()
+
+    def where(self) -> str:
+        conn = self.conn
+        return str(getattr(conn, "path", "") or f"{conn.host}:{conn.port}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on a broken socket
@@ -370,6 +391,9 @@ class Transport:
         self._master: Any = None
         self._recheck_at = 0.0
         self._generation = 0
+        #: Seconds the reply of a durable write's WAIT / WAITAOF may take: the wait
+        #: itself plus the socket timeout every other reply has.
+        self.wait_patience = self.wait_ms / 1000 + SOCKET_TIMEOUT
         #: No durability wait: a command is one request and one reply (routed as
         #: :meth:`call` routes it), so :meth:`call_packed` may be used.
         self.plain = self._wait is None
@@ -503,6 +527,10 @@ class Transport:
         if self._wait is not None and args[0] in DURABLE_COMMANDS:
             try:
                 return self._waited(wire, args)
+            except NotReplicatedError:
+                # both replies were read (the connection is in step): a resend would
+                # only wait durability_wait_ms again for the same replica
+                raise
             except _NETWORK_ERRORS:
                 if not retry:
                     raise
@@ -516,7 +544,7 @@ class Transport:
 
     def _waited(self, wire: _Wire, args: tuple[Any, ...]) -> Any:
         assert self._wait is not None
-        reply, acked = wire.request_waited(args, self._wait)
+        reply, acked = wire.request_waited(args, self._wait, self.wait_patience)
         check_replicated(acked, self.durability, self.wait_ms, self.describe())
         return reply
 

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
+from redflow_mp.connection import MAX_WAIT_MS
 from redflow_mp.errors import ConfigError
 from redflow_mp.keys import validate_prefix
 from redflow_mp.options import check_name
@@ -60,6 +61,9 @@ CONFIG_ENV = "REDFLOW_CONFIG"
 #: The most child processes one supervisor forks (each has a 1 KiB entry in the
 #: shared board, and --procs 100000000 failed allocating it with a traceback).
 MAX_PROCS = 4096
+#: The largest max_payload_bytes: 512 MiB, Redis's largest argument
+#: (proto-max-bulk-len's default); a payload is one argument of a script call.
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
 _DAY_MS = 86_400_000  # the bound of a setting in milliseconds (as lease_ms's)
 
 #: The settings a SIGHUP applies (the workflow modules and the queues, read by the
@@ -192,9 +196,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc(
             "redis",
             "How long wait / waitaof wait for the replica before the write counts as "
-            "failed (a network error: retried).",
+            "failed (NotReplicatedError, a network error: retried); at most 60000.",
             unit="ms",
             min=1,
+            max=MAX_WAIT_MS,
         ),
     ] = 1000
     shards: Annotated[
@@ -220,7 +225,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = "redflow"
     max_payload_bytes: Annotated[
         int,
-        _doc("redis", "Largest encoded input or output of a run or step.", unit="bytes", min=1),
+        _doc(
+            "redis",
+            "Largest encoded input or output of a run or step; at most 536870912 (512 MiB, "
+            "Redis's largest argument by default).",
+            unit="bytes",
+            min=1,
+            max=MAX_PAYLOAD_BYTES,
+        ),
     ] = 8 * 1024 * 1024
     max_events_per_run: Annotated[
         int,

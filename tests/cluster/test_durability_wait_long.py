@@ -1,0 +1,123 @@
+"""``durability_wait_ms`` longer than the socket timeout, with no replica confirming.
+
+A master and a replica (real servers), the replica SIGSTOPped: a durable write's
+``WAIT`` then answers 0 after ``durability_wait_ms``. With 6,000 ms (more than
+``transport.SOCKET_TIMEOUT``) the write must fail with ``NotReplicatedError``
+after those 6 s, sync and async: the transport does not resend a write whose
+WAIT answered; the enqueue resends itself once after a network error (its run
+id makes that harmless: one run), so it may take two waits, never a third.
+Before the fix the read of the ``WAIT`` reply timed out at 5 s: redis-py's
+``TimeoutError: Timeout reading from ...``, the async client's likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
+from redflow_mp.aio import create_async_client
+from redflow_mp.transport import SOCKET_TIMEOUT, Transport
+from tests.faults.harness import wait_for
+from tests.redis_server import RedisServer
+
+WAIT_MS = 6000
+
+
+@pytest.fixture()
+def stalled_replica() -> Iterator[RedisServer]:
+    """A master whose one replica is stopped (SIGSTOP) once its link is up."""
+    master = RedisServer().start()
+    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port)]).start()
+    assert replica.proc is not None
+    r = replica.client()
+    try:
+        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
+        r.close()
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        yield master
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+        replica.cleanup()
+        master.cleanup()
+
+
+def _runs(master: RedisServer, prefix: str) -> int:
+    r = master.client()
+    try:
+        return len(r.keys(f"{{{prefix}}}:run:*"))
+    finally:
+        r.close()
+
+
+def test_a_wait_longer_than_the_socket_timeout_ends_in_not_replicated(
+    stalled_replica: RedisServer, prefix: str, registry: Registry
+) -> None:
+    assert WAIT_MS / 1000 > SOCKET_TIMEOUT
+
+    @define_workflow("durable_long", registry=registry)
+    def durable_long(ctx: object) -> int:
+        return 1
+
+    url = stalled_replica.url
+    client = create_client(
+        url,
+        prefix=prefix,
+        registry=registry,
+        default=False,
+        durability="wait",
+        durability_wait_ms=WAIT_MS,
+    )
+    client.sync_registry(registry, app="t")
+    started = time.monotonic()
+    with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
+        client.enqueue_workflow(durable_long, None)
+    took = time.monotonic() - started
+    assert WAIT_MS / 1000 <= took < 2 * WAIT_MS / 1000 + SOCKET_TIMEOUT, took
+    assert _runs(stalled_replica, prefix) == 1  # a resend finds the run by its id
+    client.close()
+
+    async def main() -> float:
+        ac = create_async_client(
+            url,
+            prefix=prefix,
+            registry=registry,
+            default=False,
+            durability="wait",
+            durability_wait_ms=WAIT_MS,
+        )
+        try:
+            began = time.monotonic()
+            with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
+                await ac.run_by_name("durable_long", None)
+            return time.monotonic() - began
+        finally:
+            await ac.aclose()
+
+    took = asyncio.run(main())
+    assert WAIT_MS / 1000 <= took < 2 * WAIT_MS / 1000 + SOCKET_TIMEOUT, took
+    assert _runs(stalled_replica, prefix) == 2
+
+
+def test_the_transport_reads_the_long_wait_once_and_stays_in_step(
+    stalled_replica: RedisServer, prefix: str
+) -> None:
+    """The hot call (a worker's claim and finish, the supervisor's duties): a
+    durable script call with ``retry=True`` is answered NotReplicatedError after
+    one wait, not resent (applied once), and the connection serves the next call."""
+    transport = Transport(stalled_replica.url, durability="wait", durability_wait_ms=WAIT_MS)
+    key = f"{{{prefix}}}:counter"
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
+            transport.call("EVAL", "return redis.call('INCR', KEYS[1])", 1, key, retry=True)
+        took = time.monotonic() - started
+        assert WAIT_MS / 1000 <= took < WAIT_MS / 1000 + SOCKET_TIMEOUT, took
+        assert transport.call("GET", key) == b"1"  # once; the wire answers in step
+    finally:
+        transport.close()

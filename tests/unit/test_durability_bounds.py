@@ -1,0 +1,27 @@
+"""The bounds of ``durability_wait_ms`` (client and supervisor) and of the
+supervisor's ``max_payload_bytes``: an absurd value is refused in a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from redflow_mp.connection import MAX_WAIT_MS, check_durability
+from redflow_mp.errors import ConfigError
+from supervisor.settings import MAX_PAYLOAD_BYTES, load
+
+
+def test_durability_wait_ms_is_bounded() -> None:
+    assert check_durability("wait", MAX_WAIT_MS) == ("wait", 60_000)
+    for bad in (0, MAX_WAIT_MS + 1, 10**400, True, 1.5):
+        with pytest.raises(ValueError, match="from 1 to 60000"):
+            check_durability("wait", bad)
+    assert load({"durability_wait_ms": MAX_WAIT_MS}, environ={}).durability_wait_ms == 60_000
+    with pytest.raises(ConfigError, match="at most 60000"):
+        load({"durability_wait_ms": 10**400}, environ={})
+
+
+def test_max_payload_bytes_is_bounded() -> None:
+    assert MAX_PAYLOAD_BYTES == 512 * 1024 * 1024
+    assert load({"max_payload_bytes": MAX_PAYLOAD_BYTES}, environ={}).max_payload_bytes > 0
+    with pytest.raises(ConfigError, match="at most 536870912"):
+        load({"max_payload_bytes": 10**400}, environ={})
