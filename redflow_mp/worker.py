@@ -92,10 +92,10 @@ class Worker:
         client: the client whose connections and namespace the worker uses.
         queues: queues to serve; default: the queues of the registry's workflows.
         registry: workflows this worker can execute (default: the client's).
-        lease_ms: lease length; renewed every ``lease_ms / 3``.
+        lease_ms: lease length; renewed every ``lease_ms / 3`` (``/ 5``: maintenance).
         block_timeout: longest blocking wait for work, in seconds.
-        maintenance: also promote due runs and reap expired leases while idle
-            (for a worker used without a supervisor).
+        maintenance: also promote due runs and reap expired leases, stall-guarded
+            (``worker_upkeep.py``; for a worker used without a supervisor).
         hooks: callbacks for a hosting process.
         max_runs: stop after this many runs (0 = no limit).
         home_shard: with ``shards > 1``, the shard whose bells the worker blocks on
