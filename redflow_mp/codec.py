@@ -53,12 +53,20 @@ __all__ = [
     "encode_json_unchecked",
     "encode_wait",
     "non_finite_path",
+    "run_status",
     "text",
 ]
 
 
 class RunStatus(enum.StrEnum):
-    """Lifecycle of a run. ``succeeded``, ``failed`` and ``canceled`` are terminal."""
+    """Lifecycle of a run. ``succeeded``, ``failed`` and ``canceled`` are terminal.
+
+    A run read from Redis whose ``status`` field holds a value this version does
+    not know (a newer version's status, a neighbour's write) gets a status outside
+    the members, named ``UNKNOWN``, whose value is the stored text (:func:`run_status`):
+    ``known`` and ``terminal`` are False, and nothing acts on it as on a member
+    (``retry_run``, ``resume_run`` refuse it; ``result()`` raises instead of waiting).
+    """
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -72,8 +80,27 @@ class RunStatus(enum.StrEnum):
     def terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def known(self) -> bool:
+        """Whether this version of redflow-mp knows the status (see the class doc)."""
+        return self in _KNOWN
+
 
 _TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED})
+_KNOWN = frozenset(RunStatus)
+
+
+def run_status(text: str) -> RunStatus:
+    """The status stored as ``text``: a member, or for a value this version does
+    not know a status outside the members that keeps the text as its value (it
+    was read as ``failed``, and ``redflow runs retry`` retried the run)."""
+    try:
+        return RunStatus(text)
+    except ValueError:
+        unknown = str.__new__(RunStatus, text)
+        unknown._name_ = "UNKNOWN"
+        unknown._value_ = text
+        return unknown
 
 
 class StepStatus(enum.StrEnum):
@@ -391,11 +418,7 @@ def _priority(raw: Mapping[Any, Any]) -> int:
 
 def run_state_from_hash(raw: Mapping[Any, Any]) -> RunState:
     """Build a :class:`RunState` from ``HGETALL run:<id>`` (bytes keys and values)."""
-    status_text = _text(raw, b"status") or "queued"
-    try:
-        status = RunStatus(status_text)
-    except ValueError:
-        status = RunStatus.FAILED
+    status = run_status(_text(raw, b"status") or "queued")
     timeout_ms = _int(raw, b"timeoutMs")
     return RunState(
         id=_text(raw, b"id") or "",

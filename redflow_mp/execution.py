@@ -26,6 +26,7 @@ from .flags import LazyEvent
 from .logs import RunLoggerAdapter, current_step
 from .metrics import Metrics
 from .options import is_text
+from .outage import Outage
 from .retry import is_retryable
 from .runs import Runs
 from .scripts import Claimed
@@ -179,9 +180,12 @@ class Execution:
             forked_escape(self.run_id, 1)
         deadline = time.monotonic() + max(10.0, 3 * self.lease_ms / 1000.0)
         delay = 0.05
+        outage = Outage(self.logger, what)
         while True:
             try:
-                return fn()
+                done = fn()
+                outage.recovered()
+                return done
             except LeaseLostError as exc:
                 # A fenced write found the run's record damaged (wait_scripts.corrupted)
                 # and failed the run: nothing more may be written for it.
@@ -194,9 +198,7 @@ class Execution:
                 if time.monotonic() >= deadline:
                     self.gave_up = exc
                     raise
-                self.logger.warning(
-                    "Redis trouble while %s (%s); retrying in %.2f s", what, exc, delay
-                )
+                outage.failed(exc, delay)
                 time.sleep(delay)
                 delay = min(2.0, delay * 2)
 

@@ -43,6 +43,7 @@ from .execution import Execution, error_info, forked_escape
 from .lease import LeaseKeeper
 from .logs import RunLoggerAdapter, current_run, run_logger
 from .metrics import Metrics
+from .outage import Outage
 from .registry import Registry, Workflow
 from .results import WAIT_TROUBLE, passes
 from .retry import retry_delay_ms
@@ -403,13 +404,16 @@ def _stored_run(runs: Runs, run_id: str) -> codec.RunState | None:
     ``on_failure`` reads it once, and an error there lost the hook for good."""
     deadline = time.monotonic() + STORED_RUN_PATIENCE
     delay = 0.05
+    outage = Outage(log, f"reading run {run_id}")
     while True:
         try:
-            return runs.get_run(run_id)
+            state = runs.get_run(run_id)
+            outage.recovered()
+            return state
         except WAIT_TROUBLE as exc:
             if not passes(exc) or time.monotonic() >= deadline:
                 raise
-            log.warning("could not read run %s (%s); retrying in %.2f s", run_id, exc, delay)
+            outage.failed(exc, delay)
             time.sleep(delay)
             delay = min(2.0, delay * 2)
 

@@ -72,6 +72,9 @@ class RunHandle(Generic[O]):
             RunFailedError: the run failed (``.error`` holds type, message, traceback).
             RunCanceledError: the run was canceled.
             ResultTimeoutError: ``timeout`` seconds passed first (the run goes on).
+            RedflowError: the run does not exist, or its status is one this version
+                does not know (``RunStatus.known``: a newer version's, a neighbour's
+                write), whose end it cannot tell.
 
         Redis trouble that passes (a lost connection, a cluster failing over,
         ``BUSY`` while another program's script runs) is waited out until then.
@@ -134,6 +137,8 @@ class AsyncRunHandle(Generic[O]):
             RunFailedError: the run failed (``.error`` holds type, message, traceback).
             RunCanceledError: the run was canceled.
             ResultTimeoutError: ``timeout`` seconds passed first (the run goes on).
+            RedflowError: the run does not exist or has a status this version does
+                not know.
         """
         return cast(O, await self._client.wait_result(self.id, timeout))
 

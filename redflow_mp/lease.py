@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import TRANSIENT_ERRORS
+from .outage import Outage
 
 _CHECK_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ValueError)
 
@@ -46,12 +47,19 @@ class LeaseKeeper:
     """Renews the leases of the runs this process holds, from a daemon thread."""
 
     def __init__(
-        self, renew: Callable[[int, list[tuple[str, str]]], list[tuple[bool, bool]]], lease_ms: int
+        self,
+        renew: Callable[[int, list[tuple[str, str]]], list[tuple[bool, bool]]],
+        lease_ms: int,
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self._renew = renew  # Runs.renew: one renew_lease call per shard
         self._lease_ms = lease_ms
+        # ``tick`` (a standalone worker's reaping, worker_upkeep.py): called after
+        # each beat, every lease/5, under the reaper's stall-guard gap of lease/3.
+        self._tick = tick
+        beat = lease_ms / (5000.0 if tick is not None else 3000.0)
         # At most hourly: a huge lease (1e17 ms) would overflow Event.wait.
-        self._interval = min(max(0.01, lease_ms / 3000.0), 3600.0)
+        self._interval = min(max(0.01, beat), 3600.0)
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -111,11 +119,20 @@ class LeaseKeeper:
                     h.on_cancel()
 
     def _loop(self) -> None:
+        outage = Outage(log, "renewing leases")  # one line per outage, not per beat
         while not self._stop.wait(self._interval):
             try:
                 self.renew_now()
-            except Exception as exc:  # network trouble: fencing protects the run
+                outage.recovered()
+            except TRANSIENT_ERRORS as exc:  # fencing protects the run
+                outage.failed(exc)
+            except Exception as exc:
                 log.warning("lease renewal failed: %s", exc)
+            if self._tick is not None:
+                try:
+                    self._tick()
+                except Exception as exc:  # the idle loop's call says more
+                    log.debug("maintenance from the lease keeper failed: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 _TERMINAL = (b"succeeded", b"failed", b"canceled")
+#: Statuses a wait waits on (b"": read as ``queued``, as ``codec.run_status`` reads it).
+_KNOWN = frozenset({b"", *(status.value.encode() for status in codec.RunStatus)})
 
 #: A waiter with no message for this long reads the run again (one HMGET): a
 #: publish it never got (a pub/sub connection the network dropped silently, which
@@ -405,12 +407,19 @@ def wait_refusal(exc: Exception, run_key: str) -> Exception:
 
 def terminal_state(run_id: str, fields: list[bytes | None]) -> list[bytes | None] | None:
     """``fields`` (the reply to ``HMGET run:<id> *STATE_FIELDS``) when the run has
-    ended, None while it runs; an unknown run is a :class:`RedflowError`."""
+    ended, None while it runs; an unknown run, or a status this version does not
+    know, is a :class:`RedflowError`."""
     status = fields[0]
     if status is None:
         raise RedflowError(f"run {run_id} does not exist (unknown id, or removed by retention)")
     if status in _TERMINAL:
         return list(fields)
+    if status not in _KNOWN:  # it was waited on for ever (codec.run_status)
+        raise RedflowError(
+            f"run {run_id} has status {status.decode('utf-8', 'replace')!r}, which this "
+            "version of redflow-mp does not know (written by a newer version or another "
+            "program): its end cannot be waited for"
+        )
     return None
 
 

@@ -14,6 +14,8 @@ idle worker costs no Redis commands beyond one blocking call per
 
 Network errors never kill the loop: it backs off (up to 5 s), resends the pending
 finish, and a lost claim with its token (``lostclaim.py``: its run starts at once).
+Each retry loop logs its trouble once, every 10 s while it lasts, and when it ends
+(``outage.py``). ``maintenance=True``: see ``worker_upkeep.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import ResponseError
 
-from . import maintenance, xshard
+from . import xshard
 from .client import Client, set_default_client
 from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode, finish_args
@@ -35,6 +37,7 @@ from .lease import LeaseKeeper, say_lost
 from .lostclaim import LostClaim
 from .metrics import FINAL, Metrics
 from .options import check_name
+from .outage import Outage
 from .queueset import MANY_QUEUES
 from .registry import Registry
 from .scripts import Claimed, Finish
@@ -43,6 +46,7 @@ from .shardset import Shard
 from .transport import is_busy
 from .worker_hooks import NoHooks as _NoHooks
 from .worker_hooks import WorkerHooks
+from .worker_upkeep import IDLE_EVERY_S, Upkeep
 
 __all__ = ["Worker", "WorkerHooks"]
 
@@ -72,8 +76,8 @@ _NAP_SLICE = 0.05
 
 
 class _LeftBehind(Exception):
-    """Private: a stopping worker leaves a run whose suspend or finish Redis refuses
-    (a key of the wrong type): it stays running and leased, on the host's books."""
+    """A stopping worker leaves a run Redis refuses to suspend or finish (a key of the
+    wrong type): it stays running and leased, on the host's books."""
 
 
 #: Longest blocking wait when some shards have no worker blocked on their bells
@@ -88,10 +92,10 @@ class Worker:
         client: the client whose connections and namespace the worker uses.
         queues: queues to serve; default: the queues of the registry's workflows.
         registry: workflows this worker can execute (default: the client's).
-        lease_ms: lease length; renewed every ``lease_ms / 3``.
+        lease_ms: lease length; renewed every ``lease_ms / 3`` (``/ 5``: maintenance).
         block_timeout: longest blocking wait for work, in seconds.
-        maintenance: also promote due runs and reap expired leases while idle
-            (for a worker used without a supervisor).
+        maintenance: also promote due runs and reap expired leases, stall-guarded
+            (``worker_upkeep.py``; for a worker used without a supervisor).
         hooks: callbacks for a hosting process.
         max_runs: stop after this many runs (0 = no limit).
         home_shard: with ``shards > 1``, the shard whose bells the worker blocks on
@@ -148,7 +152,9 @@ class Worker:
         self.max_runs = max_runs
         self.metrics = metrics
         self.runs_done = 0
-        self.keeper = LeaseKeeper(client.renew, lease_ms)
+        self._upkeep = Upkeep(client, lease_ms) if maintenance else None
+        tick = self._upkeep.tick if self._upkeep is not None else None
+        self.keeper = LeaseKeeper(client.renew, lease_ms, tick)
         self.executor = Executor(client, self.registry, self.keeper, lease_ms, metrics)
         # A plain flag: stop() runs in signal handlers, and Event.set() takes the lock
         # an interrupted Event.wait() in the same thread may hold (it hung). _nap polls.
@@ -169,17 +175,17 @@ class Worker:
         self._ready_keys = [
             [s.keys.q_ready(q) for q in self.queues] for s in (self.home, *self._others)
         ]
-        self._next_maintenance = 0.0
         self._current: Claimed | None = None
         self._ran: tuple[str, float] | None = None  # the last execution's label and time
         self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
         self._pass = ShardPass()  # shards > 1: the shards down, a shard unanswered
+        self._claims = Outage(log, "claiming runs")  # one line per outage, not per retry
+        self._idling = Outage(log, "waiting for runs")
 
     # ------------------------------------------------------------- control
 
     def stop(self) -> None:
-        """Ask the loop to stop after the current run (thread- and signal-safe:
-        it sets a flag and takes no lock)."""
+        """Ask the loop to stop after the current run (thread- and signal-safe)."""
         self._stop_asked = True
 
     def _nap(self, seconds: float) -> None:
@@ -244,6 +250,7 @@ class Worker:
                 continue
             lost.token = token if self._pass.unanswered and claimed is None else ""
             backoff = 0.05
+            self._claims.recovered()
             if pending is not None:
                 self._after_finish(pending, result, pending_outcome)
             if holding is not None:
@@ -277,15 +284,14 @@ class Worker:
         return True
 
     def _claim_failed(self, exc: Exception, backoff: float) -> float:
-        """A claim (or the finish riding on it) failed: say why, wait ``backoff``,
-        return the next one. Told to stop, a finish refused (a key of the wrong
-        type) is not resent: :class:`_LeftBehind` (transient trouble is ridden
-        out until the host gives up on the worker)."""
+        """A claim (or the finish riding on it) failed: say why, wait ``backoff``, return
+        the next one. Told to stop, a finish refused (a key of the wrong type) is not
+        resent: :class:`_LeftBehind` (transient trouble is ridden out)."""
         if isinstance(exc, WrongTypeError) and self._stop_asked:
             log.error("%s; stopping: the run is left to be put back", exc)
             raise _LeftBehind()
         if not isinstance(exc, WrongTypeError):
-            log.warning("Redis unreachable (%s); retrying in %.2f s", exc, backoff)
+            self._claims.failed(exc, backoff)
         elif not self._bench_ready_sets() and not self._name_shared_key():
             log.error("claim failed: %s; retrying in %.2f s", exc, backoff)
         if self._stop_asked:  # a finish still to deliver: the nap
@@ -332,8 +338,7 @@ class Worker:
         return self._pass.run(ranked, owed, again, send)
 
     def _kick(self, claimed: Claimed, status: str | None) -> None:
-        """shards > 1: a run that ended here wakes its parent in another shard
-        (``xshard.py``; a lost kick is caught by the parent's recheck timer)."""
+        """shards > 1: wake the parent, in another shard, of a run that ended here."""
         if not claimed.parent_run_id or status not in ("succeeded", "failed", "canceled"):
             return
         try:
@@ -398,14 +403,16 @@ class Worker:
 
     def _apply_suspend(self, claimed: Claimed, outcome: Outcome) -> str:
         assert outcome.wait is not None
+        outage = Outage(log, f"suspending run {claimed.id}")
         while True:
             try:
-                return self.client.scripts_for(claimed.id).suspend(
+                status = self.client.scripts_for(claimed.id).suspend(
                     claimed.id, claimed.token, outcome.wait
                 )
-            except TRANSIENT_ERRORS as exc:
-                # Resend-safe: a suspend already applied answers with the run's status.
-                log.warning("Redis unreachable while suspending run %s (%s)", claimed.id, exc)
+                outage.recovered()
+                return status
+            except TRANSIENT_ERRORS as exc:  # resend-safe: an applied one says the status
+                outage.failed(exc)
                 time.sleep(0.2)
             except WrongTypeError as exc:
                 # `timers` of another type: nothing was written; the run stays
@@ -496,13 +503,15 @@ class Worker:
 
     def _apply_now(self, finish: Finish) -> str | None:
         run_id = finish.run_id
+        outage = Outage(log, f"finishing run {run_id}")
         while True:
             try:
                 status = self.client.scripts_for(run_id).finalize(
                     run_id, finish.token, finish.mode, finish.payload, finish.delay_ms
                 )
+                outage.recovered()
             except TRANSIENT_ERRORS as exc:
-                log.warning("Redis unreachable while finishing run %s (%s); retrying", run_id, exc)
+                outage.failed(exc)
                 time.sleep(0.2)
                 continue
             except WrongTypeError as exc:
@@ -564,19 +573,10 @@ class Worker:
             self._wait()
 
     def _wait(self) -> None:
-        if self.maintenance:
-            now = time.monotonic()
-            if now >= self._next_maintenance:
-                self._next_maintenance = now + 0.2
-                try:
-                    maintenance.promote_due(self.client)
-                    maintenance.wake_due(self.client)
-                    maintenance.reap_expired(self.client)
-                except TRANSIENT_ERRORS:
-                    pass
         timeout = self.block_timeout
-        if self.maintenance:
-            timeout = min(timeout, 0.2)
+        if self._upkeep is not None:
+            self._upkeep.idle()
+            timeout = min(timeout, IDLE_EVERY_S)
         try:
             popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
             self._woken = popped is not None
@@ -585,12 +585,13 @@ class Worker:
             if popped is not None and self._bell_shard:
                 key = popped[0]
                 self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
+            self._idling.recovered()
         except TRANSIENT_ERRORS as exc:
-            log.warning("Redis unreachable while idle (%s)", exc)
+            self._idling.failed(exc, 0.5)
             self._nap(0.5)
         except ResponseError as exc:  # WRONGTYPE: a bell that is not a list; or BUSY
             if is_busy(exc):  # a neighbour's long script: nothing was done, wait
-                log.warning("Redis busy while idle (%s)", exc)
+                self._idling.failed(exc, 0.5)
                 self._nap(0.5)
                 return
             if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
@@ -598,11 +599,10 @@ class Worker:
             log.debug("idle wait refused: %s", exc)
 
     def _nothing_ready(self) -> bool:
-        """After a wait that no bell ended, whether every ready set served is empty
-        (one EXISTS per shard): then the claim that follows each wait as a safety
-        net is skipped. Past MANY_QUEUES queues only, where that claim costs Redis
-        O(queues) (1,000 queues: 262 us against 9 us for the EXISTS). Never when
-        told to stop (the loop must see it)."""
+        """After a wait no bell ended, whether every ready set served is empty (one
+        EXISTS per shard): then the safety-net claim after each wait is skipped. Past
+        MANY_QUEUES queues only, where it costs O(queues) (1,000 queues: 262 us
+        against 9 us for the EXISTS). Never when told to stop (the loop must see it)."""
         if not self._timed_out or len(self.queues) <= MANY_QUEUES or self.stopping:
             return False
         self._timed_out = False
@@ -645,8 +645,8 @@ class Worker:
         return found
 
     def _bench_ready_sets(self) -> bool:
-        """After a claim met WRONGTYPE: leave out the queues whose ready set is not
-        a sorted set (named in the log); False when none is at fault."""
+        """After a claim met WRONGTYPE: leave out the queues whose ready set is not a
+        sorted set (named in the log); False when none is at fault."""
         found = False
         for shard in (self.home, *self._others):
             keys = [shard.keys.q_ready(q) for q in self.queues]
