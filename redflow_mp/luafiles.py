@@ -57,6 +57,17 @@ SCRIPT_NAMES = (
 )
 
 
+#: The script flags a script may declare (Redis >= 7), each on a line of its own
+#: as ``-- flags: <flag>``: ``no-writes`` (reads only), ``allow-oom`` (runs under
+#: OOM: only for writes that add no memory, renew_lease.lua's score updates).
+KNOWN_FLAGS = ("no-writes", "allow-oom")
+
+
+def script_flags(body: str) -> list[str]:
+    """The flags ``body`` declares, in :data:`KNOWN_FLAGS` order."""
+    return [f for f in KNOWN_FLAGS if f"\n-- flags: {f}\n" in f"\n{body}"]
+
+
 def library_name(lib: str, bodies: dict[str, str]) -> str:
     """The library's name: ``redflow_`` and a hash of its source (versions coexist)."""
     digest = hashlib.sha1(
@@ -76,7 +87,8 @@ def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]
         # RING_LATER (_lib.lua) is per call: a library's locals outlive a call,
         # and one that failed half-way must not leave another call deferring rings.
         parts.append(f"local function __{name}(KEYS, ARGV)\nRING_LATER = nil\n{body}\nend")
-        flags = ", flags={'no-writes'}" if "-- flags: no-writes" in body else ""
+        declared = script_flags(body)
+        flags = ", flags={" + ", ".join(f"'{f}'" for f in declared) + "}" if declared else ""
         fname = f"{prefix}_{name}"
         parts.append(
             f"redis.register_function{{function_name='{fname}', callback=__{name}{flags}}}"
@@ -115,7 +127,7 @@ def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
         body = inline_helpers(raw, raw_body)
         text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
-            flags = "no-writes" if "-- flags: no-writes" in body else ""
+            flags = ",".join(script_flags(body))
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
         out.append((name, text))
     return tuple(out)

@@ -20,7 +20,9 @@ running different versions can share a server.
 A writing function (and, on >= 7, a writing script with its ``#!lua``
 shebang) is refused *before it runs* when the server is out of memory: no
 transition is ever half-applied. On 6.2 the server refuses the first write of
-a script under OOM, which our scripts make before any other.
+a script under OOM, which our scripts make before any other. One exception on
+>= 7: renew_lease.lua runs under OOM (``allow-oom``; it only moves the scores of
+leases that exist), so an OOM longer than a lease takes no live worker's run.
 """
 
 from __future__ import annotations

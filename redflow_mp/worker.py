@@ -43,7 +43,7 @@ from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardpass import ShardPass
 from .shardset import Shard
-from .transport import is_busy
+from .transport import is_busy, is_oom, is_read_only
 from .worker_hooks import NoHooks as _NoHooks
 from .worker_hooks import WorkerHooks
 from .worker_upkeep import IDLE_EVERY_S, Upkeep
@@ -589,8 +589,8 @@ class Worker:
         except TRANSIENT_ERRORS as exc:
             self._idling.failed(exc, 0.5)
             self._nap(0.5)
-        except ResponseError as exc:  # WRONGTYPE: a bell that is not a list; or BUSY
-            if is_busy(exc):  # a neighbour's long script: nothing was done, wait
+        except ResponseError as exc:  # WRONGTYPE: a bell of another type; BUSY, OOM...
+            if is_busy(exc) or is_read_only(exc) or is_oom(exc):  # BLPOP is a write
                 self._idling.failed(exc, 0.5)
                 self._nap(0.5)
                 return

@@ -11,6 +11,11 @@
 -- run another worker took over. A lease that expired while nobody acted on it
 -- (a Redis stall or restart kept the holder from renewing; the reaper holds
 -- off after such a gap, see reap_runs.lua) is renewed: the holder goes on.
+-- flags: allow-oom
+-- (Redis >= 7: it runs under OOM. It only moves scores of members that exist, no
+-- memory to speak of; refused, every lease lapsed in an OOM longer than a lease
+-- while its workers were alive, and once memory came back the reaper could put
+-- back runs whose handlers had ended, their finish riding the OOM out.)
 local tag = ARGV[1]
 local now = now_ms()
 local expiry = int_str(now + tonumber(ARGV[2]))

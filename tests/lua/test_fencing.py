@@ -343,3 +343,24 @@ def test_the_reaper_never_answers_for_the_lost_holder(
         None,
     )
     assert status_of(raw, client, rid) == "queued"
+
+
+def test_a_renewal_is_not_refused_while_redis_is_out_of_memory(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A lease renewal changes the score of a member that exists (no memory to
+    speak of): refused under OOM like any write, every lease lapsed during an
+    OOM longer than a lease, and once memory came back the reaper could put back
+    (and another worker execute again) a run whose worker was alive and riding
+    the trouble out (its finish refused too). Redis >= 7 runs it flagged
+    ``allow-oom``; on 6.2 a script's first write is refused under OOM (no flag)."""
+    if int(str(raw.info("server")["redis_version"]).split(".")[0]) < 7:
+        pytest.skip("Redis 6.2 has no script flags")
+    rid, tok = _claimed(client, enq)
+    raw.config_set("maxmemory", 1)
+    try:
+        # before: RedisOutOfMemoryError: ... renew lease was refused
+        assert client.scripts.renew(60_000, [(rid, tok)]) == [(True, False)]
+        assert _lease_left(client, rid) > 50_000
+    finally:
+        raw.config_set("maxmemory", 0)
