@@ -39,7 +39,8 @@ from . import early
 from .arbiter import Arbiter, Reloaded
 from .early import StartupStop
 from .logs import configure_logging, mask_secrets
-from .settings import SECTIONS, Settings, Spec, fmt_default, load, specs
+from .reference import fmt_default
+from .settings import SECTIONS, Settings, Spec, load, specs
 from .startup import BadSettings
 
 if TYPE_CHECKING:

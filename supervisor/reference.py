@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from .settings import _UNIT_WORDS, SECTIONS, Spec, specs
+from .values import _num
 
 __all__ = ["reference_toml"]
 
@@ -67,3 +68,20 @@ def reference_toml() -> str:
         lines += _comment(spec)
         lines.append(f"{spec.name} = {_toml_value(spec.default)}")
     return "\n".join(lines) + "\n"
+
+
+def fmt_default(spec: Spec) -> str:
+    """The default as a person reads it: ``7d``, ``30s``, ``5000``, ``"redflow"``."""
+    value = spec.default
+    if spec.duration:
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if value and value % size == 0:
+                return f"{_num(value / size)}{unit}"
+        return f"{_num(value)}s"
+    if spec.kind is tuple:
+        return ",".join(value) or "(none)"
+    if spec.kind is bool:
+        return "true" if value else "false"
+    if spec.kind is str:
+        return repr(value) if value else "(empty)"
+    return str(value)

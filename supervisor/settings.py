@@ -49,7 +49,6 @@ __all__ = [
     "SECTIONS",
     "Settings",
     "Spec",
-    "fmt_default",
     "held_for_restart",
     "load",
     "parse_duration",
@@ -591,23 +590,6 @@ _BY_NAME: dict[str, Spec] = {s.name: s for s in _SPECS}
 def specs() -> tuple[Spec, ...]:
     """Every setting, in the order of :class:`Settings` (grouped by section)."""
     return _SPECS
-
-
-def fmt_default(spec: Spec) -> str:
-    """The default as a person reads it: ``7d``, ``30s``, ``5000``, ``"redflow"``."""
-    value = spec.default
-    if spec.duration:
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if value and value % size == 0:
-                return f"{_num(value / size)}{unit}"
-        return f"{_num(value)}s"
-    if spec.kind is tuple:
-        return ",".join(value) or "(none)"
-    if spec.kind is bool:
-        return "true" if value else "false"
-    if spec.kind is str:
-        return repr(value) if value else "(empty)"
-    return str(value)
 
 
 # ------------------------------------------------------------------ loading
