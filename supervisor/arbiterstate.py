@@ -1,0 +1,133 @@
+"""The arbiter's state: what the supervisor's parent knows, and the helpers every part uses.
+
+:class:`ArbiterState` holds the slots, the live children, the shared board, the mode
+(running, draining, stopping) and the handles the loop opens in ``run`` (signal pipe,
+client, metrics hub). The arbiter is built in layers, each a class of its own module:
+this state, the signal handlers (``handlers.py``), the slots' children (``slots.py``:
+fork, reap, watch) and the loop itself (``arbiter.py``).
+
+Fork safety: parent only; it starts no threads (the parent never runs threads at fork time).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from redflow_mp.admin import RunQueues
+from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.maintenance import ring_bells
+from redflow_mp.registry import Registry
+
+from .aftermath import Aftermath
+from .board import Board
+from .children import Child, Helpers
+from .cpulimit import ParentLimit
+from .drainclock import DrainClock
+from .duties import Schedule
+from .duties.leader import LeaderDuty
+from .duties.status import ProcessSampler, StatusDuty, supervisor_id
+from .liveness import StallWatch
+from .metrics import MetricsHub
+from .restart import RestartPolicy, SlotTracker
+from .settings import Settings
+from .signals import SignalPipe
+from .wakeup import Wakeup
+
+__all__ = ["ON_FAILURE_LIMIT", "ArbiterState", "Mode", "Reloaded", "Slot"]
+
+log = logging.getLogger("redflow_supervisor")
+
+# How long an on_failure hook may run (in a child or a helper) before it is killed.
+ON_FAILURE_LIMIT = 60.0
+
+
+class Mode(Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+
+
+@dataclass(slots=True)
+class Slot:
+    tracker: SlotTracker
+    pid: int | None = None
+    pending: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    settings: Settings
+    registry: Registry
+
+
+class ArbiterState:
+    """The supervisor parent's state, shared by the arbiter's layers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        reload: Callable[[], Reloaded] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._reload = reload
+        self.mode = Mode.RUNNING
+        self.exit_code = 0
+        self.generation = 0
+        self.target = settings.effective_procs
+        self.slots: dict[int, Slot] = {}
+        self.children: dict[int, Child] = {}
+        self.helpers = Helpers(ON_FAILURE_LIMIT)
+        capacity = max(256, self.target * 2 + 16)
+        self.board = Board(capacity)
+        self.free_entries = list(range(capacity - 1, -1, -1))
+        self.pipe: SignalPipe | None = None
+        self.client: Client | None = None
+        self.schedule = Schedule()
+        self.leader: LeaderDuty | None = None
+        self.clock = DrainClock(self.children.values)  # graceful_timeout + kill_grace
+        self.queues: tuple[str, ...] = ()
+        self.title = f"redflow-supervisor[{settings.app}]"
+        self.id = supervisor_id()
+        self.started_ms = int(time.time() * 1000)
+        self.sampler = ProcessSampler()
+        self.cpu_limit = ParentLimit()
+        self.status: StatusDuty | None = None
+        self.restarts: dict[int, int] = {}
+        self.hub: MetricsHub | None = None
+        self._run_queues = RunQueues()  # queues of running runs seen by earlier scrapes
+        self.wakeup: Wakeup | None = None
+        self.aftermath: Aftermath | None = None
+        self.stalls = StallWatch(self.board, settings.lease_ms, self._count)
+
+    def _policy(self) -> RestartPolicy:
+        s = self.settings
+        return RestartPolicy(
+            base=s.restart_backoff,
+            cap=s.restart_backoff_max,
+            max_start_failures=s.max_start_failures,
+        )
+
+    def _count(self, name: str, **labels: str) -> None:
+        if self.hub is not None:
+            self.hub.store.inc(name, 1.0, **labels)
+
+    def _ring_bells(self) -> None:
+        """Wake idle children blocked on their queues so they see TERM at once."""
+        if self.client is None or not self.children:
+            return
+        try:
+            ring_bells(self.client, self.queues, len(self.children))
+        except TRANSIENT_ERRORS as exc:
+            log.debug("could not wake idle children: %s", exc)
+
+    def _retire(self, child: Child) -> None:
+        child.retiring = True
+        if child.ask_to_stop(self.board):
+            self._ring_bells()
