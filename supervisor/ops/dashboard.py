@@ -5,8 +5,8 @@ Pages (server-rendered HTML, refreshed every few seconds): runs with
 workflow/status filters and paging, a run with its step timeline, error and
 traceback, workflows with cron next fire times, queues, supervisors. Cancel,
 retry and resume are buttons on the run page. The WSGI application, its routing and its
-security rules are in ``webapp.py``; the pages in ``pages.py``; the look in
-``styles.py``.
+security rules are in ``webapp.py``; the pages in ``pages.py`` and ``runpage.py``,
+the document around them in ``markup.py``; the look in ``styles.py``.
 
 Mounted (:func:`make_app`): a WSGI callable for Flask or Django (WSGI) and
 FastAPI/Starlette (through ``a2wsgi.WSGIMiddleware``), honouring ``SCRIPT_NAME``.

@@ -3,7 +3,8 @@
 :class:`DashboardApp` is a plain WSGI callable (PEP 3333) over a
 :class:`redflow_mp.Client`; ``dashboard.make_app`` builds one for mounting in a
 host application, and ``redflow dashboard`` serves one on a threaded standard
-library server. The pages themselves come from ``pages.py``.
+library server. The pages themselves come from ``pages.py`` (with ``runpage.py``
+and ``markup.py``).
 
 Mounting: the app reads its mount path from ``SCRIPT_NAME`` and its page from
 ``PATH_INFO`` on every request, so every link, form action, redirect and the
