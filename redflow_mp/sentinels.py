@@ -10,7 +10,9 @@ each sentinel is named by its address with what it answered, for example
 ``no Sentinel named a master for 'svc' that is up (127.0.0.1:26379: Error 111
 connecting to 127.0.0.1:26379. Connection refused.; 127.0.0.1:26380: the master
 is down)``. The error stays redis-py's ``MasterNotFoundError`` (a
-``ConnectionError``: retried wherever network errors are).
+``ConnectionError``: retried wherever network errors are). The sync and async
+managers share the lookup (order, answers, error: :class:`MasterSearch`) and
+differ only in their calls to the sentinels.
 
 Also the rest of the Sentinel plumbing the transports share (moved from
 ``connection.py``): the sync client whose connections find the master before
@@ -46,6 +48,7 @@ from .errors import RedflowError
 __all__ = [
     "SENTINEL_RECHECK",
     "AsyncSentinel",
+    "MasterSearch",
     "SyncSentinel",
     "check_sentinel_service",
     "close_sentinels",
@@ -75,6 +78,39 @@ def master_not_found(service: str, problems: list[str]) -> MasterNotFoundError:
     )
 
 
+class MasterSearch:
+    """One master lookup without I/O, what the sync and async managers share: the
+    order the sentinels are asked in, what each answer means, and the error when
+    none names the master. The managers only ask (``sentinel_masters()``, awaited
+    or not) and hand over each answer or error.
+
+    ``sentinels`` is the manager's own list: the one that names the master is
+    moved to the front, so it is asked first from then on (as redis-py does)."""
+
+    def __init__(self, sentinels: list[Any], service: str, up: Callable[[Any, str], bool]) -> None:
+        self.sentinels = sentinels
+        self.service = service
+        self._up = up
+        self.problems: list[str] = []
+
+    def failed(self, node: Any, exc: Exception) -> None:
+        """``node`` could not be asked (one of ``_ASK_ERRORS``)."""
+        self.problems.append(f"{_address(node)}: {exc}")
+
+    def answered(self, index: int, node: Any, masters: Any) -> tuple[str, int] | None:
+        """``node`` (at ``index``) listed ``masters``: the master's address when it
+        names the service's master up, else None (the problem is kept)."""
+        state = masters.get(self.service)
+        if state and self._up(state, self.service):
+            self.sentinels[0], self.sentinels[index] = node, self.sentinels[0]
+            return state["ip"], state["port"]
+        self.problems.append(f"{_address(node)}: {_state_problem(state)}")
+        return None
+
+    def not_found(self) -> MasterNotFoundError:
+        return master_not_found(self.service, self.problems)
+
+
 class SyncSentinel(Sentinel):
     """redis-py's :class:`~redis.sentinel.Sentinel`, with the short error."""
 
@@ -83,19 +119,17 @@ class SyncSentinel(Sentinel):
         return check(state, service_name)
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        problems: list[str] = []
+        search = MasterSearch(self.sentinels, service_name, self._master_up)
         for index, node in enumerate(self.sentinels):
             try:
                 masters: Any = node.sentinel_masters()
             except _ASK_ERRORS as exc:
-                problems.append(f"{_address(node)}: {exc}")
+                search.failed(node, exc)
                 continue
-            state = masters.get(service_name)
-            if state and self._master_up(state, service_name):
-                self.sentinels[0], self.sentinels[index] = node, self.sentinels[0]
-                return state["ip"], state["port"]
-            problems.append(f"{_address(node)}: {_state_problem(state)}")
-        raise master_not_found(service_name, problems)
+            found = search.answered(index, node, masters)
+            if found is not None:
+                return found
+        raise search.not_found()
 
 
 class AsyncSentinel(AsyncRedisSentinel):
@@ -106,19 +140,17 @@ class AsyncSentinel(AsyncRedisSentinel):
         return check(state, service_name)
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        problems: list[str] = []
+        search = MasterSearch(self.sentinels, service_name, self._master_up)
         for index, node in enumerate(self.sentinels):
             try:
                 masters: Any = await node.sentinel_masters()
             except _ASK_ERRORS as exc:
-                problems.append(f"{_address(node)}: {exc}")
+                search.failed(node, exc)
                 continue
-            state = masters.get(service_name)
-            if state and self._master_up(state, service_name):
-                self.sentinels[0], self.sentinels[index] = node, self.sentinels[0]
-                return state["ip"], state["port"]
-            problems.append(f"{_address(node)}: {_state_problem(state)}")
-        raise master_not_found(service_name, problems)
+            found = search.answered(index, node, masters)
+            if found is not None:
+                return found
+        raise search.not_found()
 
 
 #: With Sentinel, each process asks a sentinel which server is the master at most
