@@ -1,5 +1,6 @@
 """Shared fixtures: one private redis-server per test session (per xdist worker),
-a unique key prefix per test, a fresh registry per test.
+a unique key prefix per test, a fresh registry per test; ``server``, a
+redis-server of a test's own.
 
 ``--redis-flavor=valkey9|redis62|system`` picks the server binary for the whole
 run (``tests/redis_server.py``); the report header names the one in use.
@@ -19,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -137,6 +139,21 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture()
+def server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for a test that changes its settings
+    (``maxmemory``, ACL users, eviction policy), stops it (SIGSTOP) or restarts it:
+    the session's server stays untouched. A module that needs another kind of
+    server (persistence, a busy threshold) defines its own ``server``."""
+    srv = RedisServer().start()
+    try:
+        yield srv
+    finally:
+        if srv.proc is not None:
+            os.kill(srv.proc.pid, signal.SIGCONT)  # a stalled server could not stop
+        srv.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -7,20 +7,10 @@ best-effort now: the transition completes and the worker goes on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from redflow_mp import Context, Registry, Worker, create_client, define_workflow
 from tests.redis_server import RedisServer
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def test_a_refused_run_done_publish_does_not_fail_the_finish(server: RedisServer) -> None:

@@ -16,13 +16,6 @@ from tests.redis_server import RedisServer
 
 
 @pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()  # its own: the test changes the server's policy
-    yield srv
-    srv.cleanup()
-
-
-@pytest.fixture()
 def own_client(server: RedisServer, prefix: str) -> Iterator[Client]:
     c = create_client(server.url, prefix=prefix, default=False)
     yield c

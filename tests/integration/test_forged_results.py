@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,15 +29,6 @@ from tests.redis_server import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 FORGED = b'succeeded\n{"paid": "forged"}'
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        srv.cleanup()
 
 
 def _neighbour(server: RedisServer) -> redis.Redis:

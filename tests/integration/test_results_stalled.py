@@ -27,17 +27,6 @@ MARGIN_S = 0.5
 
 
 @pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        if srv.proc is not None:
-            os.kill(srv.proc.pid, signal.SIGCONT)
-        srv.cleanup()
-
-
-@pytest.fixture()
 def stalled_client(server: RedisServer, registry: Registry) -> Iterator[Client]:
     c = create_client(server.url, prefix="stall", registry=registry, default=False)
     try:

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,17 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 
 LEASE_MS = 5000  # the default
 STALL_S = 7.0  # longer than the lease
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        if srv.proc is not None:
-            os.kill(srv.proc.pid, signal.SIGCONT)
-        srv.cleanup()
 
 
 def test_a_standalone_worker_leaves_a_live_holders_run_after_a_redis_stall(

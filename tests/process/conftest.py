@@ -9,11 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+import redis
+
+from redflow_mp import Client, create_client
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,6 +181,43 @@ def supervisor(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Callable
 
     yield start
     for sup in started:
+        sup.stop()
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """What :func:`under_trouble` started: the supervisor, a raw connection to its
+    server (to end the trouble), a client (to start runs)."""
+
+    sup: Supervisor
+    raw: redis.Redis
+    client: Client
+
+
+@contextlib.contextmanager
+def under_trouble(
+    server: RedisServer, tmp_path: Path, prefix: str, procs: int
+) -> Iterator[Trouble]:
+    """A supervisor on ``server`` serving ``tests.process.flows_trouble`` (whose
+    ``ends-under-oom`` handler makes Redis refuse writes: ``maxmemory`` 1), its
+    ``procs`` children ready, logging to ``tmp_path / "supervisor.log"``. On exit
+    Redis takes writes again and everything is closed and stopped."""
+    sup = Supervisor(
+        server.url,
+        prefix,
+        tmp_path / "supervisor.log",
+        procs=procs,
+        modules=("tests.process.flows_trouble",),
+    ).start()
+    raw = server.client()
+    client = create_client(server.url, prefix=prefix, default=False)
+    try:
+        sup.wait_workers(procs)
+        yield Trouble(sup, raw, client)
+    finally:
+        raw.config_set("maxmemory", 0)
+        raw.close()
+        client.close()
         sup.stop()
 
 

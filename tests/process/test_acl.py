@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ def documented(role: str, prefix: str) -> list[str]:
     found = re.search(rf"^\s*ACL SETUSER {role} on >PASSWORD (.+)$", text, re.M)
     assert found, f"docs/operations.md has no 'ACL SETUSER {role} ...' line"
     return found.group(1).replace("{etl}", "{" + prefix + "}").split()
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def _user(admin: redis.Redis, name: str, rules: list[str]) -> str:

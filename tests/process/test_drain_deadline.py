@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,13 +31,6 @@ MARGIN_S = 3.0
 STALL_S = 20.0
 #: The busy child's run (longer than the drain, so the drain must stop it).
 RUN_S = 8.0
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def _alive(p: psutil.Process) -> bool:

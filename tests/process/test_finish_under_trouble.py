@@ -11,13 +11,12 @@ again). Default settings; the workflow's timeout is 2 s."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from redflow_mp import RunFailedError, create_client
-from tests.process.conftest import Supervisor, wait_until
+from redflow_mp import RunFailedError
+from tests.process.conftest import under_trouble, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
@@ -27,30 +26,11 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 TROUBLE_S = 10.0
 
 
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        srv.cleanup()
-
-
 def test_a_run_whose_handler_ended_is_not_timed_out_while_its_finish_rides_out_trouble(
     server: RedisServer, tmp_path: Path
 ) -> None:
-    prefix = "finish-trouble"
-    sup = Supervisor(
-        server.url,
-        prefix,
-        tmp_path / "supervisor.log",
-        procs=1,
-        modules=("tests.process.flows_trouble",),
-    ).start()
-    raw = server.client()
-    client = create_client(server.url, prefix=prefix, default=False)
-    try:
-        sup.wait_workers(1)
+    with under_trouble(server, tmp_path, "finish-trouble", procs=1) as t:
+        sup, raw, client = t.sup, t.raw, t.client
         handle = client.run_by_name("ends-under-oom", str(tmp_path))
         bodies = tmp_path / "bodies"
         wait_until(bodies.exists, 30, message="the handler ran")
@@ -79,8 +59,3 @@ def test_a_run_whose_handler_ended_is_not_timed_out_while_its_finish_rides_out_t
         # before: 2 (put back by the reaper, executed again)
         assert bodies.read_text().count("ran") == 1, sup.log()
         assert hooks.read_text() == "ValueError\n", sup.log()
-    finally:
-        raw.config_set("maxmemory", 0)
-        raw.close()
-        client.close()
-        sup.stop()

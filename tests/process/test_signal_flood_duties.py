@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,6 @@ FLOOD_S = 8.0
 #: core of the two, and the parent's own CPU went to the signals' delivery: the
 #: status write then lagged by the machine's load, not by the schedule.
 PACE_S = 0.0002
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def _written_at(r: redis.Redis, key: str) -> float:

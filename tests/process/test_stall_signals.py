@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 #: A pass of the loop is at most one duty's blocked call (a socket timeout,
 #: 5 s by default, and its retry), then the loop reads its signals.
 BOUND_S = 15.0
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def test_ttin_and_a_dead_child_are_answered_while_redis_is_stalled(

@@ -9,13 +9,12 @@ Default settings; Redis refuses writes (``maxmemory`` 1, set by the handler) for
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from redflow_mp import RunFailedError, create_client
-from tests.process.conftest import Supervisor, wait_until
+from redflow_mp import RunFailedError
+from tests.process.conftest import under_trouble, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
@@ -24,30 +23,11 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 TROUBLE_S = 12.0
 
 
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        srv.cleanup()
-
-
 def test_a_worker_riding_out_redis_trouble_logs_it_a_few_times_saying_what_it_is(
     server: RedisServer, tmp_path: Path
 ) -> None:
-    prefix = "trouble-log"
-    sup = Supervisor(
-        server.url,
-        prefix,
-        tmp_path / "supervisor.log",
-        procs=2,
-        modules=("tests.process.flows_trouble",),
-    ).start()
-    raw = server.client()
-    client = create_client(server.url, prefix=prefix, default=False)
-    try:
-        sup.wait_workers(2)
+    with under_trouble(server, tmp_path, "trouble-log", procs=2) as t:
+        sup, raw, client = t.sup, t.raw, t.client
         handle = client.run_by_name("ends-under-oom", str(tmp_path))
         wait_until((tmp_path / "bodies").exists, 30, message="the handler ran")
         time.sleep(TROUBLE_S)  # the trouble lasts: what the log says is the test
@@ -69,8 +49,3 @@ def test_a_worker_riding_out_redis_trouble_logs_it_a_few_times_saying_what_it_is
         # the idle child's claims, the lease keeper: a few lines each, saying what
         riding = [ln for ln in lines if "Redis " in ln and "retrying" in ln]
         assert len(riding) <= 12, "\n".join(riding)
-    finally:
-        raw.config_set("maxmemory", 0)
-        raw.close()
-        client.close()
-        sup.stop()

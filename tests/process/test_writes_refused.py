@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ from tests.process.conftest import Supervisor, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    yield srv
-    srv.cleanup()
 
 
 def _status(client: Client, run_id: str) -> str | None:
