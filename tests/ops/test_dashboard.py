@@ -15,36 +15,7 @@ from redflow_mp import Client
 from redflow_supervisor.ops.dashboard import DashboardConfig, is_loopback
 from tests.helpers import status_of, text, wait_until
 from tests.ops.conftest import TOKEN, Result, Runs
-
-Start = Callable[..., str]
-
-
-class Resp:
-    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def __repr__(self) -> str:
-        return f"<Resp {self.status} {self.headers.get('location', '')} {self.body[:300]!r}>"
-
-
-def request(
-    base: str,
-    path: str,
-    method: str = "GET",
-    form: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Resp:
-    u = urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=10)
-    data = urlencode(form).encode() if form is not None else None
-    hdrs = {"Content-Type": "application/x-www-form-urlencoded"} if data is not None else {}
-    hdrs.update(headers or {})
-    try:
-        conn.request(method, path, body=data, headers=hdrs)
-        r = conn.getresponse()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
-    finally:
-        conn.close()
+from tests.ops.web import Resp, Start, request
 
 
 def ids_in(body: str) -> list[str]:

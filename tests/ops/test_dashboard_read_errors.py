@@ -14,7 +14,7 @@ from redflow_mp import Client, create_client
 from redflow_supervisor.ops.dashboard import DashboardConfig, make_server
 from tests.integration.test_results_busy import _spin_in_background
 from tests.ops.conftest import TOKEN, Runs
-from tests.ops.test_dashboard import Start, request
+from tests.ops.web import Start, request
 from tests.redis_server import RedisServer
 
 PAGES = ("/runs", "/workflows")

@@ -4,56 +4,15 @@ logout revokes them (security review, dash-auth6)."""
 
 from __future__ import annotations
 
-import http.client
 import time
 from collections.abc import Callable
-from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from redflow_supervisor.ops.dashboard import DashboardConfig
 from redflow_supervisor.ops.session import LoginLimits, SignIns, Throttle, client_key
 from tests.ops.conftest import TOKEN, Result, Runs
-
-Start = Callable[..., str]
-
-
-class Resp:
-    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def __repr__(self) -> str:
-        return f"<Resp {self.status} {self.headers} {self.body[:300]!r}>"
-
-
-def request(
-    base: str,
-    path: str,
-    method: str = "GET",
-    form: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-    source: str = "127.0.0.1",
-) -> Resp:
-    """One request from the address ``source`` (any of 127.0.0.0/8 on Linux)."""
-    u = urlsplit(base)
-    conn = http.client.HTTPConnection("127.0.0.1", u.port, timeout=10, source_address=(source, 0))
-    data = urlencode(form).encode() if form is not None else None
-    hdrs = {"Content-Type": "application/x-www-form-urlencoded"} if data is not None else {}
-    hdrs.update(headers or {})
-    try:
-        conn.request(method, path, body=data, headers=hdrs)
-        r = conn.getresponse()
-        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
-    finally:
-        conn.close()
-
-
-def sign_in(base: str) -> tuple[str, str]:
-    """The session cookie (``name=value``) and the whole Set-Cookie header."""
-    r = request(base, "/login", "POST", {"token": TOKEN})
-    assert r.status == 303, r
-    header = r.headers["set-cookie"]
-    return header.split(";")[0], header
+from tests.ops.web import Start, request, sign_in
 
 
 def test_failed_sign_ins_are_limited_per_client_address(dashboard: Start) -> None:

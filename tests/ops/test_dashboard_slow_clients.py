@@ -9,12 +9,10 @@ import contextlib
 import http.client
 import socket
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from redflow_supervisor.ops.dashboard import MAX_CONNECTIONS, _RequestHandler
-
-Start = Callable[..., str]
+from tests.ops.web import Start
 
 
 def _healthz(host: str, port: int) -> str | None:
