@@ -23,13 +23,15 @@ tests to a few seconds. Everything is stopped, and its directories removed, by
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from redis.sentinel import Sentinel
 
 from tests.redis_server import RedisServer, find_redis_server
 
-__all__ = ["SLOTS", "Cluster", "SentinelSet", "wait_for"]
+__all__ = ["SLOTS", "Cluster", "SentinelSet", "master_and_replica", "wait_for"]
 
 SLOTS = 16384
 # A replica's first sync starts at once (7.0+ waits 5 s for more replicas by default).
@@ -61,6 +63,39 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
             last = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
+
+
+@contextlib.contextmanager
+def master_and_replica(
+    args: Sequence[str] = (), binary: str | None = None
+) -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A master and its one replica (both started with ``args``; on ``binary`` when
+    given), yielded once the replica's link is up: the durability tests' servers.
+    On exit a replica a test stopped (SIGSTOP) is continued, then both are stopped."""
+    master = RedisServer(list(args))
+    if binary is not None:
+        master.binary = binary
+    master.start()
+    try:
+        replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port), *args])
+        if binary is not None:
+            replica.binary = binary
+        replica.start()
+        try:
+            r = replica.client()
+            try:
+                wait_for(
+                    lambda: r.info("replication")["master_link_status"] == "up", 20, "the link"
+                )
+            finally:
+                r.close()
+            yield master, replica
+        finally:
+            if replica.proc is not None and replica.proc.poll() is None:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+            replica.cleanup()
+    finally:
+        master.cleanup()
 
 
 def _bindable(port: int) -> bool:

@@ -33,8 +33,8 @@ from redflow_mp.options import RunOptions
 from tests.conftest import prefix_off_node
 from tests.faults.harness import faults_harness, wait_for
 from tests.helpers import WorkerPool
-from tests.redis_server import RedisServer, flavor_binary
-from tests.servers import Cluster
+from tests.redis_server import flavor_binary
+from tests.servers import Cluster, master_and_replica
 
 
 def _flow(registry: Registry) -> object:
@@ -46,11 +46,8 @@ def _flow(registry: Registry) -> object:
 
 
 def test_wait_acknowledges_after_the_replica_has_the_write(prefix: str, registry: Registry) -> None:
-    master = RedisServer().start()
-    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port)]).start()
-    try:
+    with master_and_replica() as (master, replica):
         r = replica.client()
-        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
         client = create_client(
             master.url, prefix=prefix, registry=registry, default=False, durability="wait"
         )
@@ -62,9 +59,6 @@ def test_wait_acknowledges_after_the_replica_has_the_write(prefix: str, registry
             assert r.exists(f"{{{prefix}}}:run:{run_id}") == 1
         client.close()
         r.close()
-    finally:
-        replica.cleanup()
-        master.cleanup()
 
 
 def test_wait_without_a_replica_fails_with_not_replicated(
@@ -181,17 +175,9 @@ def test_waitaof_acknowledges_after_master_and_replica_fsynced(
     """``durability = "waitaof"`` (WAITAOF 1 1: Redis >= 7.2, here Valkey 9 from the
     embedded extra) with appendonly on both servers: acknowledged writes are on the
     replica; with appendonly off on the replica, a write fails as not replicated."""
-    binary = flavor_binary("valkey9")
     aof = ["--appendonly", "yes", "--appendfsync", "always"]
-    master = RedisServer(aof)
-    master.binary = binary
-    master.start()
-    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port), *aof])
-    replica.binary = binary
-    replica.start()
-    try:
+    with master_and_replica(aof, flavor_binary("valkey9")) as (master, replica):
         r = replica.client()
-        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
         client = create_client(
             master.url, prefix=prefix, registry=registry, default=False, durability="waitaof"
         )
@@ -213,9 +199,6 @@ def test_waitaof_acknowledges_after_master_and_replica_fsynced(
         short.close()
         client.close()
         r.close()
-    finally:
-        replica.cleanup()
-        master.cleanup()
 
 
 def test_a_replica_stalled_past_the_ride_out_puts_the_run_back_not_fails_it(
@@ -228,50 +211,42 @@ def test_a_replica_stalled_past_the_ride_out_puts_the_run_back_not_fails_it(
     failover, durability wait). Now it is put back without spending an attempt
     and finishes once the replica confirms again; the step recorded on the master
     is not run again."""
-    master = RedisServer().start()
-    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port)]).start()
     pool: WorkerPool | None = None
-    try:
-        r = replica.client()
-        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
-        r.close()
-        assert replica.proc is not None
-        pid = replica.proc.pid
-        stall_s = 24.0  # well past the ride-out of 15 s (a resend takes ~2 s here)
-        bodies: list[int] = []
+    with master_and_replica() as (master, replica):
+        try:
+            assert replica.proc is not None
+            pid = replica.proc.pid
+            stall_s = 24.0  # well past the ride-out of 15 s (a resend takes ~2 s here)
+            bodies: list[int] = []
 
-        @define_workflow("stalled", registry=registry)
-        def stalled(ctx: Context[Any]) -> str:
-            def first() -> str:
-                bodies.append(1)
-                os.kill(pid, signal.SIGSTOP)
-                threading.Timer(stall_s, os.kill, (pid, signal.SIGCONT)).start()
-                return "recorded"
+            @define_workflow("stalled", registry=registry)
+            def stalled(ctx: Context[Any]) -> str:
+                def first() -> str:
+                    bodies.append(1)
+                    os.kill(pid, signal.SIGSTOP)
+                    threading.Timer(stall_s, os.kill, (pid, signal.SIGCONT)).start()
+                    return "recorded"
 
-            return str(ctx.step.run("first", first))
+                return str(ctx.step.run("first", first))
 
-        client = create_client(
-            master.url, prefix=prefix, registry=registry, default=False, durability="wait"
-        )
-        client.sync_registry(registry, app="t")
-        handle = stalled.run(None, client=client)
-        pool = WorkerPool(client)
-        pool.start(client)  # default lease_ms
-        # before: RunFailedError (NotReplicatedError)
-        assert handle.result(timeout=90) == "recorded"
-        state = client.get_run(handle.id)
-        assert state is not None and state.attempt == 1  # no attempt spent
-        assert bodies == [1]  # the step was recorded on the master: not run again
-        pool.stop_all()
-        pool = None
-        client.close()
-    finally:
-        if pool is not None:
+            client = create_client(
+                master.url, prefix=prefix, registry=registry, default=False, durability="wait"
+            )
+            client.sync_registry(registry, app="t")
+            handle = stalled.run(None, client=client)
+            pool = WorkerPool(client)
+            pool.start(client)  # default lease_ms
+            # before: RunFailedError (NotReplicatedError)
+            assert handle.result(timeout=90) == "recorded"
+            state = client.get_run(handle.id)
+            assert state is not None and state.attempt == 1  # no attempt spent
+            assert bodies == [1]  # the step was recorded on the master: not run again
             pool.stop_all()
-        if replica.proc is not None and replica.proc.poll() is None:
-            os.kill(replica.proc.pid, signal.SIGCONT)
-        replica.cleanup()
-        master.cleanup()
+            pool = None
+            client.close()
+        finally:
+            if pool is not None:
+                pool.stop_all()
 
 
 def test_the_cancel_cascade_is_acknowledged_only_once_a_replica_has_it(

@@ -23,8 +23,8 @@ import pytest
 from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
 from redflow_mp.transport import SOCKET_TIMEOUT, Transport
-from tests.faults.harness import wait_for
 from tests.redis_server import RedisServer
+from tests.servers import master_and_replica
 
 WAIT_MS = 6000
 
@@ -32,19 +32,10 @@ WAIT_MS = 6000
 @pytest.fixture()
 def stalled_replica() -> Iterator[RedisServer]:
     """A master whose one replica is stopped (SIGSTOP) once its link is up."""
-    master = RedisServer().start()
-    replica = RedisServer(["--replicaof", "127.0.0.1", str(master.port)]).start()
-    assert replica.proc is not None
-    r = replica.client()
-    try:
-        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 20, "the link")
-        r.close()
+    with master_and_replica() as (master, replica):
+        assert replica.proc is not None
         os.kill(replica.proc.pid, signal.SIGSTOP)
         yield master
-    finally:
-        os.kill(replica.proc.pid, signal.SIGCONT)
-        replica.cleanup()
-        master.cleanup()
 
 
 def _runs(master: RedisServer, prefix: str) -> int:
