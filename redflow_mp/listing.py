@@ -244,7 +244,12 @@ def select_run_ids(
     # A readable smallest index is read whole once the walk found too little.
     whole = smallest if readable and smallest != walk else None
     required = [k for k in indexes if k != walk]
-    if cursor is None and workflow is None and offset >= _COMPLEMENT_FROM:
+    if (
+        cursor is None
+        and workflow is None
+        and offset >= _COMPLEMENT_FROM
+        and sizes[0] - sizes[-1] < min(offset, _READ_LIMIT + 1)  # the other statuses' runs
+    ):
         begin = yield from _complement_start(keys, status, offset)
         if begin is not None:  # the walk starts at the page: no offset walked
             return (yield from _walk(keys, walk, required, None, others, limit, 0, begin))
