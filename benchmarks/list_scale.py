@@ -110,7 +110,8 @@ for label, kw in cases:
 
 
 def _cases(client: Any, n: int, workflows: int) -> list[tuple[str, dict[str, Any]]]:
-    """Pages of 50: each filter at offset 0, half way and at the end, and the
+    """Pages of 50: each filter at offset 0, half way, at 900,000 (90 % of a smaller
+    one) and at the end, and the
     same deep pages by cursor (the id of the run just before, read here)."""
     per_wf = n // workflows
     filters: list[tuple[str, dict[str, Any], int]] = [
@@ -126,7 +127,8 @@ def _cases(client: Any, n: int, workflows: int) -> list[tuple[str, dict[str, Any
     ]
     out: list[tuple[str, dict[str, Any]]] = []
     for name, kw, size in filters:
-        for offset in sorted({0, size // 2, max(0, size - 50)}):
+        deep = 900_000 if size > 900_000 else size * 9 // 10
+        for offset in sorted({0, size // 2, deep, max(0, size - 50)}):
             out.append((f"{name} offset {offset:,}", {**kw, "offset": offset}))
             if offset:
                 (before,) = client.list_runs(limit=1, offset=offset - 1, **kw)

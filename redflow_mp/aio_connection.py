@@ -23,6 +23,7 @@ from .connection import (
     check_url_options,
     out_of_patience,
     redirect,
+    url_fields,
 )
 from .listing import Batch, QueryPlan, read_error
 from .sentinels import AsyncSentinel, check_sentinel_service
@@ -281,7 +282,7 @@ def async_client_for(
         client, sentinel = async_sentinel_client(target, options, retry, pool)
         return client, None, sentinel, target.service
     parse: Callable[[str], Any] = redis.asyncio.connection.parse_url  # untyped in redis-py
-    url_kwargs = dict(parse(target.url))
+    url_kwargs = url_fields(parse, target.url)
     base = url_kwargs.pop("connection_class", redis.asyncio.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.asyncio.UnixDomainSocketConnection:

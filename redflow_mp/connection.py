@@ -182,6 +182,16 @@ def out_of_patience(router: Router, exc: rexc.ResponseError) -> RedisClusterDown
     )
 
 
+def url_fields(parse: Callable[[str], Any], url: str) -> dict[str, Any]:
+    """redis-py's connection fields of ``url`` (``parse``: its ``parse_url``); its
+    error for a bad port ("Port out of range 0-65535", no URL, no setting named)
+    is a ValueError naming the URL, password masked."""
+    try:
+        return dict(parse(url))
+    except ValueError as exc:
+        raise ValueError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+
+
 def check_url_options(base: Any, url_kwargs: dict[str, Any], url: str) -> None:
     """Refuse a query option the connection does not take (a misspelt one, or a TLS
     option on ``redis://``) now, in a clear error, instead of at the first command

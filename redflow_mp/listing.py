@@ -16,8 +16,18 @@ chunk's go as several in one round trip): one of 32,000 on a million-run index
 held Redis for 27-45 ms, in front of every claim (a ZREVRANGE of 32,000 takes
 ~2 ms).
 
-A page placed by ``offset`` with a status filter walks the ``offset`` runs
-before it. A keyset cursor (:data:`Cursor`: the createdAt and id of the last
+A page placed by ``offset`` with a status filter (no workflow) deep in a
+large status (``--status succeeded --offset 900000`` among a million finished
+runs) is found from the other side (``_complement_start``): the runs of
+``runs:created`` NOT of that status are the members of the other status
+indexes, usually few (the failed ones); their createdAt (ZMSCORE) and a few
+single-run reads of ``runs:created`` place the page (its start is the offset
+plus the runs of other statuses newer than it), and the walk starts there:
+O(runs of the other statuses), not O(offset). It applies when the status indexes together hold as
+many runs as ``runs:created`` (each run in one of them, as the scripts keep
+them) and the other statuses hold fewer runs than the offset and at most
+200,000; otherwise (or with a workflow) the walk goes through the ``offset``
+runs before the page. A keyset cursor (:data:`Cursor`: the createdAt and id of the last
 run of the previous page) places it instead: the walk starts right after the
 cursor's position (one ZREVRANK, or a ZCOUNT when the run is gone from the
 walked index), and a page read whole starts after the cursor in its sorted
@@ -40,7 +50,7 @@ from redis.exceptions import ResponseError
 from . import codec
 from .codec import RunState, text
 from .errors import RedflowError, RedisBusyError, WrongTypeError
-from .keys import Keys
+from .keys import STATUSES, Keys
 from .options import cannot_be_run_id
 from .transport import is_busy
 
@@ -136,6 +146,12 @@ _SKEW_MS = 60_000
 #: Members per ZMSCORE: ~2-3 ms of Redis on a million-member index; more go as
 #: several commands in one batch.
 _PIECE = 2000
+#: The shallowest offset for which a large status's page is placed from the other
+#: statuses (``_complement_start``) rather than walked to.
+_COMPLEMENT_FROM = _WALK_BUDGET * _CHUNK_MIN
+#: The most reads placing such a page (each one a ZREVRANGE of one run); past it
+#: (runs of other statuses dense around the page) the walk places it.
+_COMPLEMENT_ROUNDS = 32
 #: A keyset cursor: the ``(createdAt, id)`` of the last run of the previous page.
 Cursor = tuple[float, str]
 
@@ -228,8 +244,53 @@ def select_run_ids(
     # A readable smallest index is read whole once the walk found too little.
     whole = smallest if readable and smallest != walk else None
     required = [k for k in indexes if k != walk]
+    if (
+        cursor is None
+        and workflow is None
+        and offset >= _COMPLEMENT_FROM
+        and sizes[0] - sizes[-1] < min(offset, _READ_LIMIT + 1)  # the other statuses' runs
+    ):
+        begin = yield from _complement_start(keys, status, offset)
+        if begin is not None:  # the walk starts at the page: no offset walked
+            return (yield from _walk(keys, walk, required, None, others, limit, 0, begin))
     begin = 0 if cursor is None else (yield from position(walk, cursor))
     return (yield from _walk(keys, walk, required, whole, others, limit, offset, begin, cursor))
+
+
+def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | None]:
+    """Where the page ``offset`` runs deep into ``status`` starts in ``runs:created``
+    (a rank, newest first), from the createdAt of the runs of every other status; None
+    when that does not apply (see the module doc): the caller walks."""
+    created = keys.runs_created
+    other = [keys.runs_status(s) for s in STATUSES if s != status]
+    sizes = yield [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
+        ("zcard", (key,)) for key in other
+    ]
+    total, mine, *rest = (int(x) for x in sizes)
+    complement = sum(rest)
+    if total != mine + complement or complement >= offset or complement > _READ_LIMIT:
+        return None
+    members: list[Any] = []
+    for key, n in zip(other, rest, strict=True):
+        for start in range(0, n, _SCAN_LIMIT):
+            (got,) = yield [("zrange", (key, start, start + _SCAN_LIMIT - 1))]
+            members.extend(got)
+    # (createdAt, id) of those runs, ascending; then the page's start p is the
+    # least fixed point of p = offset + (those newer than runs:created's p-th run),
+    # reached in a few reads (each adds the runs of other statuses passed since).
+    pairs = yield from _created_of_all(keys, members, [])
+    pairs.sort()
+    begin = offset
+    for _ in range(_COMPLEMENT_ROUNDS):
+        (at,) = yield [("zrevrange", (created, begin, begin, True))]
+        if not at:  # past the end: an empty page
+            return begin
+        here = (float(at[0][1]), text(at[0][0]))
+        newer = len(pairs) - bisect.bisect_right(pairs, here)
+        if offset + newer == begin:
+            return begin
+        begin = offset + newer
+    return None
 
 
 def _page(

@@ -58,9 +58,11 @@ class Outage:
         what: what the loop does, after "while" ("finishing run X").
         repeat: the longest silence while the trouble lasts (s).
         clock: monotonic seconds (tests pass a fake one).
+        name_class: each line names the error's class ("ConnectionError: ...")
+            before its message (the supervisor's duties: an operator greps for it).
     """
 
-    __slots__ = ("_clock", "_first", "_last", "_log", "_repeat", "count", "what")
+    __slots__ = ("_clock", "_first", "_last", "_log", "_name_class", "_repeat", "count", "what")
 
     def __init__(
         self,
@@ -68,8 +70,11 @@ class Outage:
         what: str,
         repeat: float = REPEAT_S,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        name_class: bool = False,
     ) -> None:
         self._log = logger
+        self._name_class = name_class
         self.what = what
         self._repeat = repeat
         self._clock = clock
@@ -82,9 +87,10 @@ class Outage:
         now = self._clock()
         self.count += 1
         then = f"; retrying in {retry_in:.2f} s" if retry_in is not None else "; retrying"
+        said = f"{type(exc).__name__}: {exc}" if self._name_class else exc
         if self.count == 1:
             self._first = self._last = now
-            self._log.warning("Redis %s while %s (%s)%s", trouble(exc), self.what, exc, then)
+            self._log.warning("Redis %s while %s (%s)%s", trouble(exc), self.what, said, then)
         elif now - self._last >= self._repeat:
             self._last = now
             self._log.warning(
@@ -93,7 +99,7 @@ class Outage:
                 self.what,
                 self.count,
                 now - self._first,
-                exc,
+                said,
                 then,
             )
 
@@ -101,9 +107,9 @@ class Outage:
         """An attempt went through: one line if failures came before it."""
         if self.count:
             self._log.warning(
-                "Redis answers again while %s, after %d failures in %.1f s",
+                "Redis answers again while %s: recovered after %.1f s (%d failures)",
                 self.what,
-                self.count,
                 self._clock() - self._first,
+                self.count,
             )
             self.count = 0

@@ -53,6 +53,7 @@ from .connection import (
     misplaced_userinfo,
     parse_target,
     routed_connection_class,
+    url_fields,
     wait_command,
     with_redirects,
 )
@@ -296,7 +297,7 @@ def _own_client(
         options = {**client_options(), "max_connections": SYNC_MAX_CONNECTIONS}
         return sentinel_client(target, options, retry, gate), None
     parse: Callable[[str], dict[str, Any]] = parse_url  # untyped in redis-py
-    url_kwargs = dict(parse(target.url))
+    url_kwargs = url_fields(parse, target.url)
     base = url_kwargs.pop("connection_class", redis.Connection)
     check_url_options(base, url_kwargs, target.url)
     if base is redis.UnixDomainSocketConnection:

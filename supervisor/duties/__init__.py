@@ -4,7 +4,14 @@ seconds) and calls the library (:mod:`redflow_mp.maintenance`,
 
 :class:`Schedule` runs the duties that are due from the arbiter's loop and
 catches their errors (a Redis outage must never stop the arbiter): a failed
-duty is retried a second later, and its failure logged at most every 10 s. A
+duty is retried a second later. Redis trouble (``TRANSIENT_ERRORS``: the network,
+OOM, a read-only server, BUSY, CLUSTERDOWN) is one outage for all duties, logged
+by one :class:`~redflow_mp.outage.Outage`: the first failure once (the error's
+class and the duty), then at most one line a minute (the count, every duty
+affected so far), and one "recovered after N s" line once every failing duty went
+through again (during an outage each pass used to log one line per duty: about
+14 lines every 10 s). Other errors (a key of another type, a bug) are logged per
+duty, at most every 10 s. A
 pass stops early, the duties left still due for the next one, when a signal waits
 (``interrupted``) or after a duty failed for the network (a stalled or unreachable
 Redis: every further call would block as long, a socket timeout or two each, while
@@ -20,13 +27,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from redflow_mp.errors import NETWORK_ERRORS
+from redflow_mp.errors import NETWORK_ERRORS, TRANSIENT_ERRORS
+from redflow_mp.outage import Outage
 
 __all__ = ["Duty", "Schedule"]
 
 log = logging.getLogger("redflow_supervisor")
 
 _LOG_EVERY = 10.0
+#: The longest the schedule stays silent while an outage lasts (s).
+OUTAGE_REPEAT_S = 60.0
 
 
 class Duty(Protocol):
@@ -40,13 +50,20 @@ class Schedule:
     """Duties with their next due times; :meth:`run` ticks the ones that are due."""
 
     def __init__(
-        self, duties: list[Duty] | None = None, on_error: Callable[[], None] | None = None
+        self,
+        duties: list[Duty] | None = None,
+        on_error: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._due: list[tuple[Duty, float]] = [(d, 0.0) for d in duties or ()]
         self._start = 0  # where the next pass begins (after an early stop)
         self._down = False  # the last duty run failed for the network
         self._last_error: dict[str, float] = {}
         self._on_error = on_error  # after each failed tick (the reaper's stall guard)
+        self._clock = clock
+        self._outage = Outage(log, "running duties", OUTAGE_REPEAT_S, clock, name_class=True)
+        self._failing: list[str] = []  # duties failed for Redis trouble, not gone through since
+        self._affected: list[str] = []  # every duty failed during the current outage
 
     def add(self, duty: Duty) -> None:
         self._due.append((duty, 0.0))
@@ -74,6 +91,7 @@ class Schedule:
             try:
                 next_due = duty.tick(now)
                 self._last_error.pop(duty.name, None)
+                self._through(duty.name)
             except Exception as exc:
                 self._failed(duty.name, exc)
                 if self._on_error is not None:
@@ -87,7 +105,29 @@ class Schedule:
         self._start = 0
 
     def _failed(self, name: str, exc: Exception) -> None:
-        now = time.monotonic()
+        if isinstance(exc, TRANSIENT_ERRORS):
+            if name not in self._failing:
+                self._failing.append(name)
+            if name not in self._affected:
+                self._affected.append(name)
+            self._outage.what = _running(self._affected)
+            self._outage.failed(exc)
+            return
+        self._through(name)  # Redis answered (refused): that duty's outage is over
+        now = self._clock()
         if now - self._last_error.get(name, 0.0) > _LOG_EVERY:
             log.warning("%s duty failed: %s", name, exc)
             self._last_error[name] = now
+
+    def _through(self, name: str) -> None:
+        """``name`` went through: the outage is over once no duty fails any more."""
+        if name in self._failing:
+            self._failing.remove(name)
+            if not self._failing:
+                self._outage.what = _running(self._affected)
+                self._outage.recovered()
+                self._affected.clear()
+
+
+def _running(names: list[str]) -> str:
+    return f"running duties {', '.join(names)}" if len(names) > 1 else f"running duty {names[0]}"

@@ -6,6 +6,7 @@
     redflow run WORKFLOW [--input JSON] [--idempotency-key K] [--queue Q] [--priority N] [--wait]
     redflow workflows | queues | supervisors
     redflow dashboard [--port P] [--host 127.0.0.1] [--token T] [--read-only]
+                      [--session-idle 2h] [--session-max 12h] [--login-free 5] ...
     redflow migrate        (keyspace v1 -> v2; --shards N re-shards; stop the supervisors first)
 
 Every command takes ``--url``, ``--prefix``, ``--json`` (machine-readable
@@ -14,7 +15,8 @@ after the command name. The URL defaults to ``$REDFLOW_URL``, then
 ``$REDIS_URL``, then ``redis://localhost:6379/0``; the prefix to
 ``$REDFLOW_PREFIX``, then ``redflow``. Those two are the only ``REDFLOW_*``
 variables read here (the supervisor treats every ``REDFLOW_*`` variable as a
-setting, so the dashboard token lives in ``RF_DASHBOARD_TOKEN``).
+setting, so the dashboard token lives in ``RF_DASHBOARD_TOKEN``, and its sign-in
+settings in ``RF_DASHBOARD_*``: ``signin_settings.py``).
 
 Passwords in URLs are masked (``redis://:***@host``) in everything printed.
 
@@ -48,7 +50,7 @@ from redflow_mp.errors import RedflowError
 
 from ..embedded import EmbeddedRedis
 from ..logs import mask_secrets
-from . import render
+from . import render, signin_settings
 from .commands import (
     cmd_dashboard,
     cmd_migrate,
@@ -336,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no actions even with a token (the token then only guards reading)",
     )
     p.add_argument("--quiet", action="store_true", help="do not log requests")
+    signin_settings.add_arguments(p)
     p.set_defaults(func=cmd_dashboard)
     return parser
 
@@ -367,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded: EmbeddedRedis | None = None
     client: Client | None = None
     try:
+        if ns.func is cmd_dashboard:  # a bad value is refused before connecting
+            ns.sign_in_settings = signin_settings.resolve(ns, os.environ)
         url, prefix, embedded = open_target(ns)
         options = connection_options(ns)
         if ns.func is cmd_migrate:  # --shards is the target count: connect with the recorded one

@@ -245,6 +245,7 @@ def cmd_dashboard(session: Session, ns: argparse.Namespace) -> int:
             refresh=ns.refresh,
             page_size=ns.page_size,
             read_only=ns.read_only,
+            **getattr(ns, "sign_in_settings", {}),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -233,7 +233,7 @@ def _client(
         )
     except ValueError as exc:
         text = scrub(str(exc), url)
-        if text.startswith("prefix "):  # keys.check_prefix: the prefix, not the URL
+        if text.startswith(("prefix ", "bad Redis URL ")):  # says what it is about already
             raise UsageError(text) from None
         raise UsageError(f"bad Redis URL {mask_url(url)}: {text}") from None
 

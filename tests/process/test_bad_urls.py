@@ -57,6 +57,25 @@ def test_a_database_that_is_no_number_is_refused_clearly(path: str) -> None:
     assert PASSWORD not in out, out
 
 
+@pytest.mark.parametrize(("port", "said"), [("99999", "out of range"), ("6x79", "'6x79'")])
+def test_a_bad_port_names_the_url(port: str, said: str) -> None:
+    """A port out of range (or no number) in the URL, from the environment as an
+    operator sets it: the supervisor printed redis-py's bare "Port out of range
+    0-65535", naming neither the URL nor the setting."""
+    url = f"redis://app:{PASSWORD}@127.0.0.1:{port}/0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "redflow_supervisor", "--app", "x", "--procs", "1",
+         "--module", "tests.faults.workload"],
+        cwd=ROOT, env=clean_env({"REDFLOW_URL": url}), capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out  # a bad setting: systemd does not restart it
+    assert "Traceback" not in out, out
+    assert f"bad Redis URL redis://app:***@127.0.0.1:{port}/0" in out and said in out, out
+    assert PASSWORD not in out, out
+
+
 def test_an_unknown_url_scheme_is_a_bad_setting() -> None:
     proc = run_supervisor_once(
         "--app", "x", "--procs", "1", "--module", "tests.faults.workload",

@@ -34,7 +34,9 @@ def test_first_failure_then_one_line_per_repeat_then_recovery(
     assert len(lines) == 1 + 5 + 1, lines  # the first, one per 10 s, the recovery
     assert lines[0].startswith("Redis out of memory while finishing run r1 (OOM)")
     assert lines[1].startswith("Redis still out of memory while finishing run r1: 51 failures")
-    assert lines[-1] == "Redis answers again while finishing run r1, after 300 failures in 60.0 s"
+    assert lines[-1] == (
+        "Redis answers again while finishing run r1: recovered after 60.0 s (300 failures)"
+    )
 
 
 def test_the_trouble_is_named() -> None:

@@ -4,6 +4,9 @@ after the duty it stopped at (no duty starves behind a failing one)."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import redis
 
 from redflow_supervisor.duties import Schedule
@@ -71,3 +74,56 @@ def test_after_a_network_failure_a_waiting_signal_comes_before_any_duty() -> Non
     assert calls == ["a"]  # b would block as long: the signal first
     schedule.run(0.0, lambda: False)
     assert calls == ["a", "b"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_outage_is_logged_once_then_once_a_minute_then_its_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis outage logged one line per duty per pass (about 14 lines every 10 s
+    with the arbiter's duties); now one for its start, at most one a minute, and
+    one for its end, naming the error's class and the duties."""
+    clock = _Clock()
+    calls: list[str] = []
+    down = redis.ConnectionError("Error 111 connecting to 10.0.0.1:6379. Connection refused.")
+    duties = [_Duty(name, calls, down) for name in ("reaper", "promoter", "cron", "status")]
+    schedule = Schedule(list(duties), clock=clock)
+    with caplog.at_level(logging.WARNING, "redflow_supervisor"):
+        for _ in range(150):  # 150 s of an outage, a pass a second
+            schedule.run(clock.now)
+            schedule.run(clock.now)  # the rest of the pass (it stops at a network failure)
+            clock.now += 1.0
+        for d in duties:
+            d.error = None
+        for _ in range(4):
+            schedule.run(clock.now)
+        clock.now += 1.0
+        schedule.run(clock.now)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 + 2 + 1, "\n".join(lines)  # first, at 60 s and 120 s, recovery
+    assert lines[0].startswith("Redis out of reach while running duty reaper (ConnectionError: ")
+    assert "still out of reach while running duties reaper, promoter, cron, status" in lines[1]
+    assert lines[-1].startswith(
+        "Redis answers again while running duties reaper, promoter, cron, status: "
+        "recovered after 150.0 s"
+    ), lines[-1]
+
+
+def test_a_refused_duty_is_still_logged_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    calls: list[str] = []
+    refused = redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    schedule = Schedule([_Duty("reaper", calls, refused)], clock=clock)
+    with caplog.at_level(logging.WARNING, "redflow_supervisor"):
+        for _ in range(25):
+            schedule.run(clock.now)
+            clock.now += 1.0
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"reaper duty failed: {refused}"] * 3, lines  # every 10 s
