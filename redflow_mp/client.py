@@ -34,7 +34,7 @@ from .clientargs import (
     run_options,
 )
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
-from .connection import DEFAULT_WAIT_MS
+from .connection import DEFAULT_WAIT_MS, NotReplicatedError
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
 from .handle import RunHandle
 from .ids import new_token
@@ -251,6 +251,8 @@ class Client(Runs):
             try:
                 try:
                     reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                except NotReplicatedError:
+                    raise  # answered: a resend would only wait for the same replica
                 except NETWORK_ERRORS:  # the ids make a resend harmless
                     reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
             except Exception as exc:
