@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES_PER_RUN",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PREFIX",
+    "MAX_PAYLOAD_BYTES",
     "EnqueueTarget",
     "Runs",
     "cancel_accepted",
@@ -77,6 +78,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+#: The largest ``max_payload_bytes``: 512 MiB, Redis's largest argument
+#: (``proto-max-bulk-len``'s default; a payload is one argument of a script call),
+#: as the supervisor's setting (``supervisor/settings.py``).
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_EVENTS_PER_RUN = 10_000
 #: Bytes the unconsumed event payloads of one run may hold (eight payloads of
 #: the default max_payload_bytes): the count limit alone let one run hold
@@ -173,6 +178,11 @@ def check_max_payload_bytes(value: object) -> int:
         raise TypeError("max_payload_bytes must be an int")
     if value < 1024:
         raise ValueError("max_payload_bytes must be at least 1024")
+    if value > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"max_payload_bytes must be at most {MAX_PAYLOAD_BYTES} (512 MiB, Redis's "
+            "largest argument by default), not " + (str(value) if value < 10**12 else "more")
+        )
     return value
 
 
