@@ -76,6 +76,7 @@ def test_run_many_waits_once_and_writes_once(
             client.run_many_by_name("durable_batch", [1, 2, 3])
         _waited_once(time.monotonic() - started)
         assert getattr(caught.value, "enqueued", None) == [None, None, None]
+        assert "written on the master, which no replica confirmed in time" in str(caught.value)
         assert _runs(stalled_replica, prefix) == 3
     finally:
         client.close()
