@@ -55,7 +55,7 @@ from .clientargs import (
     run_options,
 )
 from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
-from .connection import DEFAULT_WAIT_MS
+from .connection import DEFAULT_WAIT_MS, NotReplicatedError
 from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
 from .handle import AsyncRunHandle
 from .ids import new_token
@@ -338,6 +338,8 @@ class AsyncClient:
             try:
                 try:
                     reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                except NotReplicatedError:
+                    raise  # answered: a resend would only wait for the same replica
                 except NETWORK_ERRORS:  # the ids make a resend harmless
                     reply = await scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
             except Exception as exc:  # the chunks before it stay written: say which
@@ -431,19 +433,22 @@ class AsyncClient:
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             await shard.scripts._load()
-            wait = shard.transport.wait_args
-            try:
-                async with shard.redis.pipeline(transaction=False) as pipe:
-                    for i in positions:
-                        keys, args = shard.scripts.cancel_call(ids[i], why)
-                        pipe.execute_command(*shard.scripts.command("cancel_run", keys, args))
-                        pipe.scard(shard.keys.run_children(ids[i]))
-                    if wait is not None:  # durability: acknowledged once a replica has them
-                        pipe.execute_command(*wait)
-                    replies = await pipe.execute(raise_on_error=False)
-                if wait is not None:
-                    shard.transport.check_waited(replies.pop())
-            except NETWORK_ERRORS:  # NotReplicatedError too: one by one, each waited
+            commands: list[tuple[Any, ...]] = []
+            for i in positions:
+                keys, args = shard.scripts.cancel_call(ids[i], why)
+                commands.append(shard.scripts.command("cancel_run", keys, args))
+                commands.append(("SCARD", shard.keys.run_children(ids[i])))
+            try:  # durability: cascade.send_cancels (NotReplicatedError ends the walk)
+                if shard.transport.wait_args is not None:
+                    replies = await shard.transport.call_waited(commands)
+                else:
+                    async with shard.redis.pipeline(transaction=False) as pipe:
+                        for command in commands:
+                            pipe.execute_command(*command)
+                        replies = await pipe.execute(raise_on_error=False)
+            except NotReplicatedError:
+                raise  # every reply read: one by one would wait again, each
+            except NETWORK_ERRORS:  # one by one (a cancel sent twice is harmless)
                 replies = [RuntimeError("resend")] * (2 * len(positions))
             for j, i in enumerate(positions):
                 reply, n = replies[2 * j], replies[2 * j + 1]

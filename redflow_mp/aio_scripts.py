@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from .aio_transport import AsyncTransport, wait_for_future
 from .aio_transport import consume_exception as _consume
+from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS
 from .keys import Keys
 from .scripts import Plan, ScriptSet, enqueue_reply
@@ -86,6 +87,8 @@ class AsyncScripts(ScriptSet):
         """``Scripts.send_enqueue``: once, and once more after a network error."""
         try:
             reply = await self.run("enqueue_run", keys, args, retry=False)
+        except NotReplicatedError:
+            raise  # answered: a resend would only wait for the same replica again
         except NETWORK_ERRORS:
             reply = await self.run("enqueue_run", keys, args, retry=True)
         return enqueue_reply(reply)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -403,6 +404,37 @@ class AsyncTransport:
                 raise
         resp = await self._command()
         return await self._request(resp, args)
+
+    async def call_waited(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Durable writes in one round trip (a batch of script calls): ``commands``
+        then :attr:`wait_args`, pipelined on the command connection; their replies
+        in order, an error reply as its exception (not raised). Never resent: the
+        WAIT's reply may take ``durability_wait_ms`` plus the socket timeout, and
+        :class:`NotReplicatedError` (every reply read, the writes applied on the
+        master) or a network error is raised to the caller."""
+        assert self._wait is not None
+        self.enter()
+        if self._sentinel is not None:
+            await self._recheck_master()
+        resp = self._cmd
+        if resp is None or resp.lost is not None or self._stale(resp):
+            if resp is not None and resp.lost is None:
+                resp.close(rexc.ConnectionError("re-pinned to the slot's master"))
+            resp = await self._command()
+        futs = [resp.request(c) for c in commands]
+        acked = resp.request(self._wait, self.wait_ms / 1000)
+        for fut in (*futs, acked):
+            fut.add_done_callback(consume_exception)
+        if resp.paused:
+            await resp.drained()
+        replies: list[Any] = []
+        for fut in futs:
+            try:
+                replies.append(await fut)
+            except rexc.ResponseError as exc:  # MOVED, NOSCRIPT...: the caller decides
+                replies.append(exc)
+        self.check_waited(await acked)
+        return replies
 
     def _stale(self, resp: Resp) -> bool:
         """A cluster connection opened before the router last re-pinned."""

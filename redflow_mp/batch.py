@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS, InputValidationError
 from .ids import new_run_id
 from .keys import Keys
@@ -211,8 +212,11 @@ class Progress:
         )
         if self.unknown:
             ranges = ", ".join(f"inputs[{a}:{b}]" for a, b in self.unknown)
+            why = "sent, no reply came"
+            if isinstance(exc, NotReplicatedError):  # durability: a network error too
+                why = "written on the master, which no replica confirmed in time"
             text += (
-                f"; {ranges} may have been enqueued too (sent, no reply came): only "
+                f"; {ranges} may have been enqueued too ({why}): only "
                 "idempotency_keys make enqueueing them again safe"
             )
         try:

@@ -26,6 +26,7 @@ __all__ = [
     "forget",
     "forget_args",
     "gen_text",
+    "send_cancels",
 ]
 
 # A bound on one walk: a runaway tree is cut here (the rest stays as it is).
@@ -178,3 +179,21 @@ def positions_by_shard(ids: list[str], shard_of: Callable[[str], Any]) -> list[l
     for i, run_id in enumerate(ids):
         groups.setdefault(shard_of(run_id).index, []).append(i)
     return list(groups.values())
+
+
+def send_cancels(transport: Any, redis: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """A chunk of the cascade (each ``cancel_run`` call followed by the ``SCARD`` of
+    the run's children) in one round trip; the replies, an error reply as its
+    exception. With ``durability``: ``Transport.call_waited`` (the WAIT's reply may
+    take ``durability_wait_ms`` plus the socket timeout; never resent), whose
+    :class:`NotReplicatedError` ends the walk: the cancels were applied on the
+    master, and the cascade entry of a canceled parent stays for the supervisor's
+    :func:`finish_pending` (the cancels one by one would wait again, each). A
+    redis-py pipeline read that WAIT with the 5 s socket timeout and resent the
+    chunk (its retries), then each cancel alone."""
+    if transport.wait_args is not None:
+        return list(transport.call_waited(commands))
+    with redis.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))

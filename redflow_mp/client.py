@@ -34,7 +34,7 @@ from .clientargs import (
     run_options,
 )
 from .codec import RunState, RunStatus, StepState, WorkflowMeta
-from .connection import DEFAULT_WAIT_MS
+from .connection import DEFAULT_WAIT_MS, NotReplicatedError
 from .errors import NETWORK_ERRORS, RunNotResumableError, ShardsMismatchError
 from .handle import RunHandle
 from .ids import new_token
@@ -251,6 +251,8 @@ class Client(Runs):
             try:
                 try:
                     reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                except NotReplicatedError:
+                    raise  # answered: a resend would only wait for the same replica
                 except NETWORK_ERRORS:  # the ids make a resend harmless
                     reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=True)
             except Exception as exc:
@@ -412,6 +414,9 @@ def create_client(
     (ACL users included). Passing ``redis=`` reuses that client's connection
     settings (the client opens its own connections, with bytes replies). Unless
     ``default=False`` the new client becomes the process's default client.
+    ``max_payload_bytes`` bounds each encoded input, output and event payload:
+    1024 to 536870912 (512 MiB, Redis's largest argument, as the supervisor's
+    setting), else ``ValueError``.
 
     ``redis_functions=True`` runs the scripts as a Redis >= 7 function library
     (somewhat cheaper for Redis) instead of EVALSHA. Only for a server where no
@@ -429,7 +434,10 @@ def create_client(
 
     ``durability="wait"`` acknowledges every run-state write (enqueue, claim,
     step, finish, cancel: each is one script call) only once a replica has it
-    (``WAIT 1 durability_wait_ms`` pipelined after the call); ``"waitaof"`` once
+    (``WAIT 1 durability_wait_ms`` pipelined after the call, or after a batch of
+    them: a ``run_many`` chunk, ``run_workflows``, a cancel cascade's chunk); its
+    reply may take ``durability_wait_ms`` plus the 5 s socket timeout, and a write
+    whose WAIT answered is never resent; ``"waitaof"`` once
     the master and a replica fsynced it (``WAITAOF 1 1``, Redis >= 7.2 with
     appendonly on both). A write not confirmed in time raises
     :class:`~redflow_mp.NotReplicatedError` (a network error: its fate is

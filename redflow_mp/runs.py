@@ -30,8 +30,9 @@ import msgspec
 import redis
 
 from . import codec, queries, tracing, xshard
-from .cascade import cancel_children, forget, gen_text, positions_by_shard
+from .cascade import cancel_children, forget, gen_text, positions_by_shard, send_cancels
 from .codec import RunState, WorkflowMeta
+from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
 from .ids import new_run_id
 from .keys import Keys
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES_PER_RUN",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PREFIX",
+    "MAX_PAYLOAD_BYTES",
     "EnqueueTarget",
     "Runs",
     "cancel_accepted",
@@ -76,6 +78,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "redflow"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+#: The largest ``max_payload_bytes``: 512 MiB, Redis's largest argument
+#: (``proto-max-bulk-len``'s default; a payload is one argument of a script call),
+#: as the supervisor's setting (``supervisor/settings.py``).
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_EVENTS_PER_RUN = 10_000
 #: Bytes the unconsumed event payloads of one run may hold (eight payloads of
 #: the default max_payload_bytes): the count limit alone let one run hold
@@ -172,6 +178,11 @@ def check_max_payload_bytes(value: object) -> int:
         raise TypeError("max_payload_bytes must be an int")
     if value < 1024:
         raise ValueError("max_payload_bytes must be at least 1024")
+    if value > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"max_payload_bytes must be at most {MAX_PAYLOAD_BYTES} (512 MiB, Redis's "
+            "largest argument by default), not " + (str(value) if value < 10**12 else "more")
+        )
     return value
 
 
@@ -445,15 +456,17 @@ class Runs:
             for t, value, o in zip(targets, inputs, options, strict=True)
         ]
         scripts.ensure_loaded()
-        wait = shard.transport.wait_args
-        pipe = shard.redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.execute_command(*scripts.command("enqueue_run", keys, args))  # type: ignore[no-untyped-call]
-        if wait is not None:  # durability: acknowledged once a replica has them
-            pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
-        replies = pipe.execute(raise_on_error=False)
-        if wait is not None:
-            shard.transport.check_waited(replies.pop())  # NotReplicatedError: resend
+        commands = [scripts.command("enqueue_run", keys, args) for keys, args in calls]
+        if shard.transport.wait_args is not None:
+            # durability: acknowledged once a replica has them; the WAIT may take
+            # durability_wait_ms plus the socket timeout, and nothing is resent here
+            # (NotReplicatedError: the caller resends, its idempotency keys find the runs)
+            replies = shard.transport.call_waited(commands)
+        else:
+            pipe = shard.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            replies = pipe.execute(raise_on_error=False)
         ids: list[str] = []
         for (keys, args), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
@@ -543,28 +556,26 @@ class Runs:
 
     def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
         """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by
-        the SCARD of the run's children (and by the WAIT of ``durability``); per id
-        (status after, has children). A script error (NOSCRIPT after a flush), a
-        lost connection or a WAIT not confirmed: that shard's ids one by one
-        through ``Scripts.cancel`` (a cancel sent twice is harmless)."""
+        the SCARD of the run's children (and by the WAIT of ``durability``:
+        ``cascade.send_cancels``); per id (status after, has children). A script
+        error (NOSCRIPT after a flush) or a lost connection: that shard's ids one
+        by one through ``Scripts.cancel`` (a cancel sent twice is harmless). A WAIT
+        not confirmed raises :class:`NotReplicatedError` (the walk stops)."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             scripts = shard.scripts
             scripts.ensure_loaded()
-            wait = shard.transport.wait_args
+            commands: list[tuple[Any, ...]] = []
+            for i in positions:
+                keys, args = scripts.cancel_call(ids[i], why)
+                commands.append(scripts.command("cancel_run", keys, args))
+                commands.append(("SCARD", shard.keys.run_children(ids[i])))
             try:
-                with shard.redis.pipeline(transaction=False) as pipe:
-                    for i in positions:
-                        keys, args = scripts.cancel_call(ids[i], why)
-                        pipe.execute_command(*scripts.command("cancel_run", keys, args))  # type: ignore[no-untyped-call]
-                        pipe.scard(shard.keys.run_children(ids[i]))
-                    if wait is not None:  # durability: acknowledged once a replica has them
-                        pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
-                    replies = pipe.execute(raise_on_error=False)
-                if wait is not None:
-                    shard.transport.check_waited(replies.pop())
-            except NETWORK_ERRORS:  # NotReplicatedError too: one by one, each waited
+                replies = send_cancels(shard.transport, shard.redis, commands)
+            except NotReplicatedError:
+                raise  # every reply read: one by one would wait again, each (see send_cancels)
+            except NETWORK_ERRORS:  # one by one (a cancel sent twice is harmless)
                 replies = [RuntimeError("resend")] * (2 * len(positions))
             for j, i in enumerate(positions):
                 reply, children = replies[2 * j], replies[2 * j + 1]

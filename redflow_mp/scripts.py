@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 from .claim_scripts import ClaimCalls
 from .claimed import Claimed, Finish
 from .codec import text
+from .connection import NotReplicatedError
 from .errors import (
     NETWORK_ERRORS,
     RedflowError,
@@ -486,6 +487,8 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         and once more after a network error (the run id makes a resend harmless)."""
         try:
             reply = self.run("enqueue_run", keys, args, retry=False)
+        except NotReplicatedError:
+            raise  # answered: a resend would only wait for the same replica again
         except NETWORK_ERRORS:
             reply = self.run("enqueue_run", keys, args, retry=True)
         return enqueue_reply(reply)

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
@@ -119,26 +119,32 @@ class _Wire:
         return self.conn.read_response()
 
     def request_waited(
-        self, args: tuple[Any, ...], wait: tuple[Any, ...], patience: float
-    ) -> tuple[Any, Any]:
-        """``args`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip; both
-        replies are read even when the first is an error (the connection stays in
-        step). The reply of ``wait`` may take ``patience`` seconds (its timeout plus
-        :data:`SOCKET_TIMEOUT`): the socket's own timeout would cut a wait longer
-        than itself (redis-py's ``TimeoutError`` instead of the wait's answer)."""
+        self, commands: Sequence[tuple[Any, ...]], wait: tuple[Any, ...], patience: float
+    ) -> tuple[list[Any], Any]:
+        """``commands`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip. Every
+        reply is read (an error reply kept as its ``ResponseError``, not raised: the
+        connection stays in step); the reply of ``wait`` may take ``patience`` seconds
+        (its timeout plus :data:`SOCKET_TIMEOUT`): the socket's own timeout would cut
+        a wait longer than itself (redis-py's ``TimeoutError`` instead of the wait's
+        answer). Returns (the replies of ``commands``, that of ``wait``)."""
         conn = self.conn
-        conn.send_packed_command(
-            [hiredis.pack_command(args), hiredis.pack_command(wait)], check_health=False
-        )
+        packed = [hiredis.pack_command(c) for c in commands]
+        conn.send_packed_command([*packed, hiredis.pack_command(wait)], check_health=False)
+        replies: list[Any] = []
         try:
-            reply = conn.read_response()
-        except ResponseError:
-            # the first error is the one that counts (MOVED, NOSCRIPT...); WAIT on a
-            # node that is not the master fails too
-            with contextlib.suppress(ResponseError):
-                self.read_waited(patience)
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:  # MOVED, NOSCRIPT...: the caller decides
+                    replies.append(exc)
+            try:
+                acked = self.read_waited(patience)
+            except ResponseError as exc:  # WAIT on a node that is not the master
+                acked = exc
+        except BaseException:
+            conn.disconnect()  # replies left unread must never answer a later command
             raise
-        return reply, self.read_waited(patience)
+        return replies, acked
 
     def read_waited(self, patience: float) -> Any:
         """The next reply, a WAIT's: allowed ``patience`` seconds to start arriving
@@ -545,9 +551,25 @@ class Transport:
 
     def _waited(self, wire: _Wire, args: tuple[Any, ...]) -> Any:
         assert self._wait is not None
-        reply, acked = wire.request_waited(args, self._wait, self.wait_patience)
-        check_replicated(acked, self.durability, self.wait_ms, self.describe())
+        (reply,), acked = wire.request_waited((args,), self._wait, self.wait_patience)
+        if isinstance(reply, ResponseError):
+            raise reply  # the first error is the one that counts (MOVED, NOSCRIPT...)
+        self.check_waited(acked)
         return reply
+
+    def call_waited(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Durable writes in one round trip (a batch of script calls): ``commands``
+        then :attr:`wait_args`, pipelined on this thread's connection; their replies
+        in order, an error reply as its exception (not raised). Never resent: the
+        WAIT's reply may take ``durability_wait_ms`` plus the socket timeout, and
+        :class:`NotReplicatedError` (every reply read, the writes applied on the
+        master) or a network error is raised to the caller."""
+        assert self._wait is not None
+        if self._sentinel:
+            self._recheck_master()
+        replies, acked = self._wire().request_waited(commands, self._wait, self.wait_patience)
+        self.check_waited(acked)
+        return replies
 
     def _recheck_master(self) -> None:
         """Sentinel: at most once a second, ask which server is the master; when it

@@ -169,6 +169,15 @@ def test_killing_a_cluster_master_with_the_default_durability_reports_its_losses
     assert 0 <= lost <= acknowledged  # printed; docs/operations.md "Durability" quotes it
 
 
+def _aof_ready(r: Any) -> bool:
+    info = r.info("persistence")
+    return bool(
+        info.get("aof_enabled")
+        and not info.get("aof_rewrite_in_progress")
+        and not info.get("aof_rewrite_scheduled")
+    )
+
+
 def test_waitaof_acknowledges_after_master_and_replica_fsynced(
     prefix: str, registry: Registry
 ) -> None:
@@ -178,8 +187,19 @@ def test_waitaof_acknowledges_after_master_and_replica_fsynced(
     aof = ["--appendonly", "yes", "--appendfsync", "always"]
     with master_and_replica(aof, flavor_binary("valkey9")) as (master, replica):
         r = replica.client()
+        # An enqueue waits once (one WAITAOF of durability_wait_ms; it resent
+        # itself after NotReplicatedError before, a second wait): under load (the
+        # whole of tests/cluster, -n 2) both fsyncs once took more than the default
+        # 1000 ms, so the wait is the test's patience, and the replica's AOF is
+        # ready (no rewrite after the full sync pending) first.
+        wait_for(lambda: _aof_ready(r), 20, "the replica's append-only file")
         client = create_client(
-            master.url, prefix=prefix, registry=registry, default=False, durability="waitaof"
+            master.url,
+            prefix=prefix,
+            registry=registry,
+            default=False,
+            durability="waitaof",
+            durability_wait_ms=10_000,
         )
         wf = _flow(registry)
         client.sync_registry(registry, app="t")

@@ -1,12 +1,16 @@
-"""The bounds of ``durability_wait_ms`` (client and supervisor) and of the
-supervisor's ``max_payload_bytes``: an absurd value is refused in a clear error."""
+"""The bounds of ``durability_wait_ms`` and of ``max_payload_bytes`` (client and
+supervisor): an absurd value is refused in a clear error."""
 
 from __future__ import annotations
 
 import pytest
 
+from redflow_mp import create_client
+from redflow_mp.aio import create_async_client
 from redflow_mp.connection import MAX_WAIT_MS, check_durability
 from redflow_mp.errors import ConfigError
+from redflow_mp.runs import MAX_PAYLOAD_BYTES as CLIENT_MAX_PAYLOAD_BYTES
+from redflow_mp.runs import check_max_payload_bytes
 from supervisor.settings import MAX_PAYLOAD_BYTES, load
 
 
@@ -25,3 +29,15 @@ def test_max_payload_bytes_is_bounded() -> None:
     assert load({"max_payload_bytes": MAX_PAYLOAD_BYTES}, environ={}).max_payload_bytes > 0
     with pytest.raises(ConfigError, match="at most 536870912"):
         load({"max_payload_bytes": 10**400}, environ={})
+
+
+def test_the_clients_max_payload_bytes_is_bounded_as_the_supervisors() -> None:
+    """Before: any size was taken (``10**400`` too), sync and async: DID NOT RAISE."""
+    assert CLIENT_MAX_PAYLOAD_BYTES == MAX_PAYLOAD_BYTES
+    assert check_max_payload_bytes(MAX_PAYLOAD_BYTES) == MAX_PAYLOAD_BYTES
+    url = "redis://127.0.0.1:9/0"  # nothing is sent: the argument is refused first
+    for bad in (MAX_PAYLOAD_BYTES + 1, 10**400):
+        with pytest.raises(ValueError, match=r"max_payload_bytes must be at most 536870912"):
+            create_client(url, max_payload_bytes=bad, default=False)
+        with pytest.raises(ValueError, match=r"max_payload_bytes must be at most 536870912"):
+            create_async_client(url, max_payload_bytes=bad, default=False)
