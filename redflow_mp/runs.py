@@ -82,6 +82,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 #: (``proto-max-bulk-len``'s default; a payload is one argument of a script call),
 #: as the supervisor's setting (``supervisor/settings.py``).
 MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
+#: The smallest max_payload_bytes (the supervisor's setting has the same bound).
+MIN_PAYLOAD_BYTES = 1024
 DEFAULT_MAX_EVENTS_PER_RUN = 10_000
 #: Bytes the unconsumed event payloads of one run may hold (eight payloads of
 #: the default max_payload_bytes): the count limit alone let one run hold
@@ -176,8 +178,8 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
 def check_max_payload_bytes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("max_payload_bytes must be an int")
-    if value < 1024:
-        raise ValueError("max_payload_bytes must be at least 1024")
+    if value < MIN_PAYLOAD_BYTES:
+        raise ValueError(f"max_payload_bytes must be at least {MIN_PAYLOAD_BYTES}")
     if value > MAX_PAYLOAD_BYTES:
         raise ValueError(
             f"max_payload_bytes must be at most {MAX_PAYLOAD_BYTES} (512 MiB, Redis's "

@@ -63,6 +63,8 @@ MAX_PROCS = 4096
 #: The largest max_payload_bytes: 512 MiB, Redis's largest argument
 #: (proto-max-bulk-len's default); a payload is one argument of a script call.
 MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
+#: The smallest: the client's own bound (a run's envelope needs room).
+MIN_PAYLOAD_BYTES = 1024
 _DAY_MS = 86_400_000  # the bound of a setting in milliseconds (as lease_ms's)
 
 #: The settings a SIGHUP applies (the workflow modules and the queues, read by the
@@ -226,10 +228,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         _doc(
             "redis",
-            "Largest encoded input or output of a run or step; at most 536870912 (512 MiB, "
+            "Largest encoded input or output of a run or step; 1024 to 536870912 (512 MiB, "
             "Redis's largest argument by default).",
             unit="bytes",
-            min=1,
+            min=MIN_PAYLOAD_BYTES,
             max=MAX_PAYLOAD_BYTES,
         ),
     ] = 8 * 1024 * 1024

@@ -10,8 +10,9 @@ from redflow_mp.aio import create_async_client
 from redflow_mp.connection import MAX_WAIT_MS, check_durability
 from redflow_mp.errors import ConfigError
 from redflow_mp.runs import MAX_PAYLOAD_BYTES as CLIENT_MAX_PAYLOAD_BYTES
+from redflow_mp.runs import MIN_PAYLOAD_BYTES as CLIENT_MIN_PAYLOAD_BYTES
 from redflow_mp.runs import check_max_payload_bytes
-from supervisor.settings import MAX_PAYLOAD_BYTES, load
+from supervisor.settings import MAX_PAYLOAD_BYTES, MIN_PAYLOAD_BYTES, load
 
 
 def test_durability_wait_ms_is_bounded() -> None:
@@ -41,3 +42,13 @@ def test_the_clients_max_payload_bytes_is_bounded_as_the_supervisors() -> None:
             create_client(url, max_payload_bytes=bad, default=False)
         with pytest.raises(ValueError, match=r"max_payload_bytes must be at most 536870912"):
             create_async_client(url, max_payload_bytes=bad, default=False)
+
+
+def test_the_supervisor_refuses_a_max_payload_bytes_its_children_would_refuse() -> None:
+    """Before: the setting took 1..1023, and the supervisor then failed starting its
+    client (the client's bound is 1024): load() returned 100 (DID NOT RAISE)."""
+    assert MIN_PAYLOAD_BYTES == CLIENT_MIN_PAYLOAD_BYTES
+    assert check_max_payload_bytes(MIN_PAYLOAD_BYTES) == MIN_PAYLOAD_BYTES
+    assert load({"max_payload_bytes": MIN_PAYLOAD_BYTES}, environ={}).max_payload_bytes == 1024
+    with pytest.raises(ConfigError, match="at least 1024"):
+        load({"max_payload_bytes": 100}, environ={})
