@@ -355,3 +355,39 @@ def test_the_sweep_of_parents_of_large_fan_outs_holds_redis_briefly(
     assert sorted(rearmed) == ids
     assert calls >= n  # a wait past 1 MiB / 2: one parent a call
     assert raw.zcard(client.keys.timers) == n
+
+
+def test_an_event_to_a_run_suspended_on_a_large_fan_out_does_not_decode_its_wait(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run suspended on 200,000 children and an event (an async gather): its
+    wait names every child (6 MB), and send_event.lua decoded it at every event
+    sent to the run, about 50 ms of Redis each (a progress event a second to it
+    cost 5 % of Redis). Now send_event reads the awaited names alone
+    (``waitEvents``); an awaited name wakes the run as before, and a run
+    suspended by an older version (no ``waitEvents``) is read from its wait."""
+    run_id = enq(workflow="g", queue="q")
+    run = _claim(client, "q")
+    kids = [f"K{j:07d}~1" for j in range(200_000)]  # in another shard: not read here
+    wait = RunWait(
+        steps=["fan", "ev"], kinds=["children", "event"], children=kids, events=["go/x", "b"]
+    )
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+    raw.config_set("slowlog-log-slower-than", 15_000)  # µs
+    raw.slowlog_reset()
+    for i in range(5):
+        assert client.send_event(run_id, "progress", i)
+    slow = [e for e in raw.slowlog_get(10) if b"EVALSHA" in e["command"][:8]]
+    assert not slow, f"an event held Redis for {slow[0]['duration'] / 1000:.0f} ms"
+    assert _status(raw, client, run_id) == "suspended"
+    assert client.send_event(run_id, "go/x", 1)
+    assert _status(raw, client, run_id) == "queued"
+    assert raw.hget(client.keys.run(run_id), "waitEvents") is None
+    # suspended by an older version: no waitEvents, the wait is read
+    other_id = enq(workflow="h", queue="q2")
+    other = _claim(client, "q2")
+    events = RunWait(steps=["a"], kinds=["event"], events=["go"])
+    assert client.scripts.suspend(other_id, other.token, events) == "suspended"
+    raw.hdel(client.keys.run(other_id), "waitEvents")
+    assert client.send_event(other_id, "go", 1)
+    assert _status(raw, client, other_id) == "queued"
