@@ -121,7 +121,9 @@ Keys redflow-mp adds::
 Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
     run:<runId>                   HASH  + ``wait`` (JSON, while suspended: children, events,
-                                        wakeAt, steps), ``suspendedAt``, ``wokenAt``,
+                                        wakeAt, steps), ``waitEvents`` (while suspended:
+                                        the awaited event names, JSON list or ''),
+                                        ``suspendedAt``, ``wokenAt``,
                                         ``eventsPending`` (events sent, not consumed yet),
                                         ``eventBytes`` (their payloads' bytes)
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no

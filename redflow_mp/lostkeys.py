@@ -30,9 +30,10 @@ status says holds them (``relist_runs.lua``; the supervisor's relist duty).
 Cost per call: one ``ZRANGE`` of at most :data:`PAGE` ids, one pipelined
 ``SRANDMEMBER`` per run read, one pipelined ``EXISTS`` per sampled child, one
 ``recheck_waits`` call (an ``HMGET`` and a ``ZSCORE`` per run, an ``HGET`` per
-child read, at most 5,000). The supervisor's cron leader makes one call per
-shard each retention tick (30 s by default), so a pass over 10,000 suspended
-runs takes 10 minutes.
+child read, at most 5,000; the runs' waits decoded, at most 1 MiB of them: a
+page of parents of large fan-outs is looked at over several calls). The
+supervisor's cron leader makes one call per shard each retention tick (30 s by
+default), so a pass over 10,000 suspended runs takes 10 minutes.
 """
 
 from __future__ import annotations
@@ -77,10 +78,14 @@ def repair_suspended(
     ]
     if not ids:
         return 0, [], []
-    rearmed, woken = store.scripts.recheck_waits(ids)
-    left = [run_id for run_id in ids if run_id not in set(woken)]
+    rearmed, woken, looked = store.scripts.recheck_waits_part(ids)
+    # a page whose waits are large (fan-outs) is looked at in part: the next call
+    # goes on after the runs looked at (at least one, so that the pass moves on)
+    looked = max(1, looked)
+    done = set(woken)
+    left = [run_id for run_id in ids[:looked] if run_id not in done]
     lost = [(run_id, "") for run_id in woken] + wake_parents_of_lost_children(runs, store, left)
-    return (offset + len(ids) if len(ids) == page else 0), lost, rearmed
+    return (offset + looked if looked < len(ids) or len(ids) == page else 0), lost, rearmed
 
 
 def wake_parents_of_lost_children(runs: Runs, store: Any, ids: list[str]) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ SCRIPT_NAMES = (
     "reap_runs",
     "fire_cron",
     "due_crons",
+    "rewind_crons",
     "sweep_runs",
     "reindex_runs",
     "requeue_claimed",

@@ -131,6 +131,21 @@ class UpkeepCalls:
         )
         return int(reply[0]), text(reply[1])
 
+    def rewind_crons(self, leader_token: str, pairs: list[tuple[str, int]]) -> list[str] | None:
+        """Move each cron entry of ``pairs`` (cron id, the first fire time of its
+        schedule after the server time the caller read) earlier to that time when
+        its next fire time lies beyond it (written while the Redis clock ran
+        ahead); returns the ids moved, or None when this is not the leader."""
+        args: list[Any] = [self._tag, leader_token]
+        for cron_id, fire_ms in pairs:
+            args += [cron_id, fire_ms]
+        reply = self.run(
+            "rewind_crons", (self.keys.lock_cron, self.keys.cron_next), tuple(args), retry=True
+        )
+        if not isinstance(reply, list):
+            return None
+        return [text(x) for x in reply]
+
 
 def _finite_ms(score: Any) -> int | None:
     """A ZSET score as whole ms, rounded down as fire_cron.lua rounds it (a score

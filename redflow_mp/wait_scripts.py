@@ -106,12 +106,27 @@ class WaitCalls:
         """Of the suspended ``run_ids``: wake those whose awaited children (in this
         shard) are lost, failed or all finished, and put back into ``timers`` the
         wake-up time of the others that have one and no entry (a key Redis lost);
-        returns (ids re-armed, ids woken)."""
+        returns (ids re-armed, ids woken). All of them, in as many calls as the
+        size of their waits takes (:meth:`recheck_waits_part`)."""
+        rearmed: list[str] = []
+        woken: list[str] = []
+        while run_ids:
+            more, more_woken, looked = self.recheck_waits_part(run_ids)
+            rearmed += more
+            woken += more_woken
+            run_ids = run_ids[max(1, looked) :]
+        return rearmed, woken
+
+    def recheck_waits_part(self, run_ids: list[str]) -> tuple[list[str], list[str], int]:
+        """:meth:`recheck_waits` in one call, which looks at the first of ``run_ids``
+        only, up to 1 MiB of their waits' JSON (a wait names each awaited child):
+        returns (ids re-armed, ids woken, how many of ``run_ids`` it looked at)."""
         if not run_ids:
-            return [], []
+            return [], [], 0
         args = (self.keys.tag, *run_ids)
         reply = self.run("recheck_waits", (self.keys.timers,), args, retry=True)
-        return [text(x) for x in reply[0]], [text(x) for x in reply[1]]
+        looked = int(reply[2]) if len(reply) > 2 else len(run_ids)
+        return [text(x) for x in reply[0]], [text(x) for x in reply[1]], looked
 
     def send_event(
         self,

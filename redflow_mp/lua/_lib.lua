@@ -352,7 +352,7 @@ local function wake(tag, id, now)
   end
   mark_ready(tag, f[2], score)
   redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
-  redis.call('HDEL', run, 'wait')
+  redis.call('HDEL', run, 'wait', 'waitEvents')
   move_status(tag, id, 'suspended', 'queued', now)
   if f[5] then redis.pcall('SREM', k_wf_suspended(tag, f[5]), id) end
   redis.pcall('ZREM', k_timers(tag), id)
@@ -569,7 +569,7 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
   leave_running(tag, id, f[4])
   if old == 'suspended' then
     if f[4] then redis.pcall('SREM', k_wf_suspended(tag, f[4]), id) end
-    redis.call('HDEL', run, 'wait')
+    redis.call('HDEL', run, 'wait', 'waitEvents')
     redis.pcall('ZREM', k_timers(tag), id)
     redis.call('DEL', k_awaits(tag, id))
   end

@@ -42,7 +42,7 @@ if key ~= '' then
   remembered = call_on(order, 'LLEN', order)
 end
 -- the run hash of another type: refused naming it, nothing stored
-local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'wait', 'eventBytes')
+local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'waitEvents', 'eventBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
@@ -72,15 +72,28 @@ if key ~= '' then
     redis.call('SREM', sent, redis.call('LPOP', order))
   end
 end
+-- The names the run waits for: its waitEvents field (suspend_run.lua), not its
+-- wait, which names every awaited child too (a run suspended on a fan-out of
+-- 100,000 children and an event: 3 MB, decoded in 27 ms at every event sent to
+-- it). A run suspended by an older version has no waitEvents: its wait is read.
 local woken = 0
-if f[1] == 'suspended' and f[3] then
-  local ok, wait = pcall(cjson.decode, f[3])
-  if ok and type(wait) == 'table' and type(wait.events) == 'table' then
-    for _, e in ipairs(wait.events) do
-      if e == name then
-        if wake(tag, id, now_ms()) then woken = 1 end
-        break
-      end
+local events = nil
+if f[1] == 'suspended' then
+  if f[3] then
+    if f[3] ~= '' then
+      local ok, names = pcall(cjson.decode, f[3])
+      if ok and type(names) == 'table' then events = names end
+    end
+  else
+    local ok, wait = pcall(cjson.decode, redis.call('HGET', run, 'wait') or '')
+    if ok and type(wait) == 'table' and type(wait.events) == 'table' then events = wait.events end
+  end
+end
+if events then
+  for _, e in ipairs(events) do
+    if e == name then
+      if wake(tag, id, now_ms()) then woken = 1 end
+      break
     end
   end
 end

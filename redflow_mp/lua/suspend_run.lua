@@ -4,7 +4,8 @@
 -- KEYS[1]  run:<id>
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
 -- ARGV[4]  the wait, JSON ({"children":[..],"events":[..],"wakeAt":ms,"steps":[..]}),
---          stored in the run's `wait` field for readers (send_event reads `events`)
+--          stored in the run's `wait` field for readers; the event names also
+--          in `waitEvents` (a JSON list, '' = none), which send_event reads
 -- ARGV[5]  wake-up time ms ('' = none): a sleep's end or a wait's deadline
 -- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
 -- ARGV[7+n ..] awaited event names
@@ -142,8 +143,14 @@ if wake_at then
   local r = redis.pcall('ZADD', k_timers(tag), int_str(wake_at), id)
   if failed(r) then refuse(k_timers(tag), r) end
 end
-redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'suspendedAt', now,
-  'updatedAt', now, 'doneToken', token)
+-- waitEvents: the awaited event names alone, for send_event.lua ('' = none;
+-- the wait names every awaited child as well, and may be megabytes)
+local names = {}
+for i = 7 + n, #ARGV do names[#names + 1] = ARGV[i] end
+local wait_events = ''
+if #names > 0 then wait_events = cjson.encode(names) end
+redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'waitEvents', wait_events,
+  'suspendedAt', now, 'updatedAt', now, 'doneToken', token)
 move_status(tag, id, 'running', 'suspended', now)
 if wf and redis.pcall('SISMEMBER', k_running(tag, wf), id) == 1 then  -- it keeps its slot
   redis.pcall('SADD', k_wf_suspended(tag, wf), id)

@@ -283,3 +283,32 @@ def test_replan_moves_only_runs_scheduled_on_their_reservation(
     assert [m.decode().split(":")[0] for m in logged] == [first]
     raw.hset(k.workflow("wf"), "rateLimit", "")
     assert _claim(client) == second
+
+
+def test_starts_logged_at_a_clock_that_was_ahead_do_not_stop_the_workflow(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The Redis clock ran a day ahead while a "3/h" workflow started 3 runs (and
+    reserved starts for 2 more), then went back (NTP, a failover to a server
+    whose clock is behind): its logs held starts a day ahead of the clock, which
+    filled the window until the real time caught up, and every new run was
+    reserved a day ahead. Now a claim that finds a start logged after now drops
+    the entries logged after now, and the run starts."""
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "3/h"})
+    ahead = client.server_time_ms() + 86_400_000
+    for i in range(3):
+        raw.zadd(k.rate("wf"), {f"X{i}:{ahead}:{ahead}": ahead})
+        raw.zadd(k.rate_started("wf"), {f"X{i}:{ahead}": ahead})
+    for i in range(2):
+        slot = ahead + 3_600_000
+        raw.zadd(k.rate("wf"), {f"R{i}:{ahead}:{slot}": slot})
+    rid = enq()
+    got = _claim(client)
+    reserved = raw.hget(k.run(rid), "rateSlot")
+    assert got == rid, (
+        f"not started: reserved {(int(reserved or 0) - client.server_time_ms()) / 1000:.0f} s ahead"
+    )
+    now = client.server_time_ms()
+    assert list(_started(raw, client).values()) == [pytest.approx(now, abs=5_000)]
+    assert list(_plan(raw, client)) == [rid]

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.codec import RunWait
+from redflow_mp.codec import RunWait, encode_wait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
 from redflow_mp.lostkeys import repair_suspended
@@ -315,3 +315,79 @@ def test_a_wait_on_an_event_list_of_the_wrong_type_names_the_key_and_changes_not
     # the key removed, the same token suspends the run
     raw.delete(events)
     assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+
+
+def test_the_sweep_of_parents_of_large_fan_outs_holds_redis_briefly(
+    raw: redis.Redis, client: Client
+) -> None:
+    """A page of suspended parents of large fan-outs (here 40 of 80,000 children
+    each; 500 of 5,000 took 0.34 s): recheck_waits.lua decoded every parent's
+    wait (which names every child, 1.3 MB each here) in one call, 52 MB of JSON,
+    holding Redis for over a second every retention tick of the pass. Now a
+    call decodes at most 1 MiB of waits past its first run and the page goes on
+    over several calls; none of the parents is passed over."""
+    n, kids = 40, 80_000
+    tag = client.keys.tag
+    ids = [f"P{i:03d}" for i in range(n)]
+    for i, run_id in enumerate(ids):
+        wait = RunWait(
+            steps=["fan"],
+            kinds=["children"],
+            # children named in another shard: not judged here, the deadline is
+            children=[f"K{i:03d}-{j:06d}~1" for j in range(kids)],
+            wake_at=10**13,
+        )
+        raw.hset(f"{tag}:run:{run_id}", mapping={"status": "suspended", "wait": encode_wait(wait)})
+        raw.zadd(client.keys.runs_status("suspended"), {run_id: i})
+    raw.delete(client.keys.timers)  # lost: every parent's deadline is re-armed
+    # µs: a call decodes one wait here (~30 ms); the margin is for a loaded machine
+    raw.config_set("slowlog-log-slower-than", 500_000)
+    raw.slowlog_reset()
+    offset, rearmed, calls = 0, [], 0
+    while True:
+        offset, _, more = repair_suspended(client, client, offset)
+        rearmed += more
+        calls += 1
+        if offset == 0:
+            break
+    slow = [e for e in raw.slowlog_get(10) if b"EVALSHA" in e["command"][:8]]
+    assert not slow, f"a recheck call held Redis for {slow[0]['duration'] / 1000:.0f} ms"
+    assert sorted(rearmed) == ids
+    assert calls >= n  # a wait past 1 MiB / 2: one parent a call
+    assert raw.zcard(client.keys.timers) == n
+
+
+def test_an_event_to_a_run_suspended_on_a_large_fan_out_does_not_decode_its_wait(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A run suspended on 200,000 children and an event (an async gather): its
+    wait names every child (6 MB), and send_event.lua decoded it at every event
+    sent to the run, about 50 ms of Redis each (a progress event a second to it
+    cost 5 % of Redis). Now send_event reads the awaited names alone
+    (``waitEvents``); an awaited name wakes the run as before, and a run
+    suspended by an older version (no ``waitEvents``) is read from its wait."""
+    run_id = enq(workflow="g", queue="q")
+    run = _claim(client, "q")
+    kids = [f"K{j:07d}~1" for j in range(200_000)]  # in another shard: not read here
+    wait = RunWait(
+        steps=["fan", "ev"], kinds=["children", "event"], children=kids, events=["go/x", "b"]
+    )
+    assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
+    raw.config_set("slowlog-log-slower-than", 15_000)  # µs
+    raw.slowlog_reset()
+    for i in range(5):
+        assert client.send_event(run_id, "progress", i)
+    slow = [e for e in raw.slowlog_get(10) if b"EVALSHA" in e["command"][:8]]
+    assert not slow, f"an event held Redis for {slow[0]['duration'] / 1000:.0f} ms"
+    assert _status(raw, client, run_id) == "suspended"
+    assert client.send_event(run_id, "go/x", 1)
+    assert _status(raw, client, run_id) == "queued"
+    assert raw.hget(client.keys.run(run_id), "waitEvents") is None
+    # suspended by an older version: no waitEvents, the wait is read
+    other_id = enq(workflow="h", queue="q2")
+    other = _claim(client, "q2")
+    events = RunWait(steps=["a"], kinds=["event"], events=["go"])
+    assert client.scripts.suspend(other_id, other.token, events) == "suspended"
+    raw.hdel(client.keys.run(other_id), "waitEvents")
+    assert client.send_event(other_id, "go", 1)
+    assert _status(raw, client, other_id) == "queued"

@@ -158,3 +158,29 @@ def test_a_leader_that_cannot_read_a_cron_entry_leaves_it_to_one_that_can(
         message="a fire of the entry by B",
     )
     assert fired[0].cron_id == cid
+
+
+def test_a_cron_fired_at_a_redis_clock_that_was_ahead_fires_again_once_it_is_set_right(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """The Redis clock ran a day ahead while the leader fired an every-second cron
+    (a server booted with a wrong clock, then set right by NTP; a failover to a
+    replica whose clock is behind): its next fire time was a day away, and no
+    supervisor, restarted or not, fired it for a day. Now a new leader moves it
+    back to the schedule's next fire time and it fires within seconds."""
+    cid = cron_id_for("tick", Cron("* * * * * *"))
+    first = supervisor(procs=1, modules=["tests.process.flows_cron"])
+    wait_until(lambda: _fires(raw, client), 20, message="a first fire")
+    first.stop()
+    now = client.server_time_ms()
+    raw.zadd(client.keys.cron_next, {cid: now + 86_400_000 - now % 1000})
+    fired = len(_fires(raw, client))
+    sup = supervisor(procs=1, modules=["tests.process.flows_cron"])
+    wait_until(lambda: "became cron leader" in sup.log(), 20, message="a leader")
+    wait_until(
+        lambda: len(_fires(raw, client)) > fired,
+        15,
+        message=f"a fire after the clock went back:\n{sup.log()}",
+    )
+    assert max(_fires(raw, client)) < client.server_time_ms() + 2_000
+    assert f"cron {cid}: its next fire time was set from a Redis clock that was ahead" in sup.log()

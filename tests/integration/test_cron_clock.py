@@ -1,0 +1,120 @@
+"""Cron entries after the Redis clock went back (NTP setting a clock that ran
+ahead right, a failover to a server whose clock is behind): an entry that fired
+while the clock was ahead holds a next fire time computed from that clock, and
+fired nothing until the real time caught up with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.cron import cron_id_for, next_fire_ms
+from redflow_mp.keys import cron_key
+from supervisor.duties.cron import CronDuty
+from supervisor.duties.leader import LeaderDuty
+
+pytestmark = pytest.mark.timeout(60)
+
+EVERY_MINUTE = Cron("* * * * *", input={"tick": True})
+DAY_MS = 86_400_000
+
+
+def _setup(client: Client, registry: Registry, cron: Cron = EVERY_MINUTE) -> str:
+    @define_workflow("ticker", cron=[cron], registry=registry, max_concurrency=10)
+    def ticker(ctx: Context[Any]) -> Any:
+        return None
+
+    client.sync_registry(registry, app="cron-clock-test")
+    return cron_id_for("ticker", cron)
+
+
+def _ahead(raw: redis.Redis, client: Client, cid: str, expression: str, by_ms: int) -> int:
+    """cron:next as a fire at a clock ``by_ms`` ahead left it; returns that score."""
+    score = next_fire_ms(expression, "UTC", client.server_time_ms() + by_ms)
+    raw.zadd(client.keys.cron_next, {cid: score})
+    return score
+
+
+def _next(raw: redis.Redis, client: Client, cid: str) -> int:
+    score = raw.zscore(client.keys.cron_next, cid)
+    assert score is not None
+    return int(score)
+
+
+def _leading(client: Client) -> tuple[LeaderDuty, CronDuty]:
+    leader = LeaderDuty(client, 10_000)
+    leader.tick(0.0)
+    assert leader.is_leader
+    return leader, CronDuty(client, leader)
+
+
+def test_a_new_leader_moves_back_a_fire_time_set_by_a_clock_that_was_ahead(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A per-minute cron whose last fire ran at a Redis clock a day ahead: its next
+    fire time stayed a day away after the clock was set right, and the leader
+    (and every one after it) fired nothing for a day. Now the first tick of a
+    new leader moves it back to the schedule's next fire time."""
+    cid = _setup(client, registry)
+    skewed = _ahead(raw, client, cid, EVERY_MINUTE.expression, DAY_MS)
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    now = client.server_time_ms()
+    assert _next(raw, client, cid) <= now + 60_000, (
+        f"cron:next is {(_next(raw, client, cid) - now) / 1000:.0f} s ahead; "
+        f"the schedule fires every minute (stored {skewed})"
+    )
+    assert duty.rewound == 1
+
+
+def test_a_leader_moves_fire_times_back_when_the_redis_clock_goes_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The same, on a leader that stays the leader: its ticks compare the Redis
+    clock with its own monotonic one; a Redis clock that ran a day less than it
+    (here: the monotonic time handed to the tick jumps a day) means the clock
+    went back, and the entries are looked at again."""
+    cid = _setup(client, registry)
+    _, duty = _leading(client)
+    duty.tick(100.0)  # the pass of a new leader: nothing to move
+    duty.tick(101.0)
+    _ahead(raw, client, cid, EVERY_MINUTE.expression, DAY_MS)
+    duty.tick(102.0)  # the clocks agree: nothing looked at
+    assert _next(raw, client, cid) > client.server_time_ms() + DAY_MS - 60_000
+    duty.tick(102.0 + DAY_MS / 1000)  # a day on our clock, a second on Redis's
+    assert _next(raw, client, cid) <= client.server_time_ms() + 60_000
+    assert duty.rewound == 1
+
+
+def test_a_fire_time_on_schedule_is_left_where_it_is(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    cid = _setup(client, registry)
+    before = _next(raw, client, cid)
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    assert _next(raw, client, cid) == before
+    assert duty.rewound == 0
+
+
+def test_a_fire_time_already_fired_is_not_fired_again(raw: redis.Redis, client: Client) -> None:
+    """A daily cron that fired its next fire time F while the clock was a day
+    ahead: its entry holds F + 1 day, and the schedule's next fire time from now
+    is F itself. Moved back to F, it would fire F a second time (its run's
+    idempotency key long expired): it stays."""
+    cid = "daily:x"
+    now = client.server_time_ms()
+    fire = next_fire_ms("0 0 * * *", "UTC", now)
+    raw.set(client.keys.lock_cron, "token", px=10_000)
+    raw.hset(client.keys.run("r1"), mapping={"idempotencyKey": cron_key(cid, fire)})
+    raw.hset(client.keys.tag + ":cron:last", cid, "r1")
+    raw.zadd(client.keys.cron_next, {cid: fire + DAY_MS})
+    assert client.scripts.rewind_crons("token", [(cid, fire)]) == []
+    assert _next(raw, client, cid) == fire + DAY_MS
+    assert client.scripts.rewind_crons("other", [(cid, fire)]) is None  # not the leader
+    raw.hdel(client.keys.tag + ":cron:last", cid)
+    assert client.scripts.rewind_crons("token", [(cid, fire)]) == [cid]
+    assert _next(raw, client, cid) == fire
