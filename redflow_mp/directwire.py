@@ -12,9 +12,6 @@ sends and reads on the connection's own socket and hiredis reader (``_sock``,
 ``_parser._reader``, ``_parser._buffer``), the bytes and the reply's parsing
 unchanged, and mirrors what redis-py does around them:
 
-- the request is written by one ``write`` on a plain socket (what ``sendall``
-  does after its ``poll``), the rest, if the send buffer took only part of it,
-  by ``sendall`` (TLS sockets: ``sendall`` only);
 - any failure between sending and reading the whole reply (network error,
   timeout, a signal handler raising) closes the connection, so a late reply is
   never taken as the answer of the next command (the next call reconnects);
@@ -37,8 +34,6 @@ the newest (tests/integration/test_direct_wire.py).
 from __future__ import annotations
 
 import errno
-import os
-import socket
 from typing import Any
 
 import hiredis
@@ -57,12 +52,6 @@ __all__ = ["request", "usable"]
 _PUSH: Any = getattr(hiredis, "PushNotification", None)
 
 _CLOSED = "Connection closed by server."
-
-#: A plain socket (no TLS layer) is written with os.write: a socket with a timeout
-#: polls before each send (``sock_call_ex``), one system call a request for a
-#: socket that is writable but for a full send buffer.
-_SOCKET = socket.socket
-_write = os.write
 
 #: Per connection class: whether :func:`request` may serve it.
 _CLASSES: dict[type[Any], bool] = {}
@@ -105,7 +94,7 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
     if sock is None or reader is None:  # closed by another thread since usable()
         raise rexc.ConnectionError(_CLOSED)
     try:
-        _send(sock, packed)
+        sock.sendall(packed)
         reply = reader.gets()
         if reply is _NO_DATA:
             buf = parser._buffer
@@ -135,21 +124,6 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
             raise reply[0]
         return reply
     return _other(conn, parser, reply)
-
-
-def _send(sock: Any, packed: bytes) -> None:
-    """``sock.sendall(packed)``; a plain socket (not TLS) by one ``write(2)``, not
-    sendall's ``poll(2)`` and send: the rest, if the send buffer took only part
-    of it (or none: EAGAIN), by ``sendall``."""
-    if type(sock) is not _SOCKET:
-        sock.sendall(packed)
-        return
-    try:
-        n = _write(sock.fileno(), packed)
-    except BlockingIOError:  # the send buffer is full
-        n = 0
-    if n < len(packed):
-        sock.sendall(memoryview(packed)[n:])
 
 
 def _other(conn: Any, parser: Any, reply: Any) -> Any:

@@ -8,7 +8,6 @@ reply is never taken as the next answer) and reconnect at the next call."""
 from __future__ import annotations
 
 import signal
-import socket
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -186,67 +185,5 @@ def test_a_connection_closed_after_the_check_raises_connection_error(
         with pytest.raises(redis.ConnectionError):
             directwire.request(conn, parser, PING)
         assert t.call_packed(PING) == b"PONG"
-    finally:
-        t.close()
-
-
-@pytest.mark.parametrize("takes", [0, 7, None])
-def test_a_request_the_send_buffer_takes_in_part_is_sent_whole(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, takes: int | None
-) -> None:
-    """A plain socket is written with one ``write``; what the send buffer did not
-    take (``takes`` bytes of it, 0: none, EAGAIN) goes by ``sendall``. None: a
-    request of 16 MiB, more than a loopback send buffer takes at once."""
-    real = directwire._write
-
-    def write(fd: int, data: bytes) -> int:
-        if takes == 0:
-            raise BlockingIOError(11, "Resource temporarily unavailable")
-        return real(fd, data if takes is None else data[:takes])
-
-    t = Transport(redis_server.url)
-    try:
-        assert t.call_packed(PING) == b"PONG"  # connected
-        conn = t._wire().conn
-        monkeypatch.setattr(directwire, "_write", write)
-        value = b"v" * (16 << 20 if takes is None else 1000)
-        assert directwire.usable(conn) is not None
-        assert t.call_packed(cmd("SET", "dw:part", value)) == b"OK"
-        assert t.call_packed(cmd("STRLEN", "dw:part")) == len(value)
-        assert t.call_packed(PING) == b"PONG"  # the connection stayed in step
-    finally:
-        t.close()
-
-
-def test_a_tls_socket_is_not_written_around_its_tls_layer(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only a plain ``socket.socket`` is written with ``os.write`` (an SSL socket's
-    bytes must go through its ``sendall``): a subclass takes ``sendall``."""
-    written: list[bytes] = []
-    t = Transport(redis_server.url)
-    try:
-        assert t.call_packed(PING) == b"PONG"  # connected
-
-        def write(fd: int, data: bytes) -> int:
-            written.append(data)
-            return 0  # taken by sendall
-
-        monkeypatch.setattr(directwire, "_write", write)
-        conn = t._wire().conn
-        parser = directwire.usable(conn)
-        assert parser is not None
-        sock = conn._sock
-
-        class Wrapped(socket.socket):  # stands for ssl.SSLSocket (a subclass)
-            pass
-
-        assert directwire.request(conn, parser, PING) == b"PONG"
-        assert written == [PING]  # a plain socket: written (0 bytes taken, then sendall)
-        timeout = sock.gettimeout()
-        conn._sock = Wrapped(fileno=sock.detach())
-        conn._sock.settimeout(timeout)  # as it was (blocking or not)
-        assert directwire.request(conn, parser, PING) == b"PONG"
-        assert written == [PING]
     finally:
         t.close()
