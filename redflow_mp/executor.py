@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from . import codec, tracing
+from . import codec, procid, tracing
 from .codec import ErrorInfo, RunInfo, RunWait, encode_error
 from .context import AsyncContext, Context, FailureContext
 from .errors import (
@@ -168,7 +168,7 @@ class Executor:
         # closed (ResourceWarning, leaked fds).
         self._runner: asyncio.Runner | None = None
         self._home: int | None = None
-        self._pid = os.getpid()
+        self._pid = procid.refresh()  # and procid.pid, read by _call
 
     def close(self) -> None:
         runner, self._runner = self._runner, None
@@ -249,7 +249,7 @@ class Executor:
         outcome: Outcome,
         logger: RunLoggerAdapter,
     ) -> Outcome:
-        me = os.getpid()  # the worker's process (read once: a system call)
+        me = procid.pid  # the worker's process (no system call; _handler asks the OS)
         ex = Execution(self.runs, claimed, self.lease_ms, logger, self.metrics, me)
         ctx: Context[Any]
         if wf.is_async:

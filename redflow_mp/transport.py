@@ -38,6 +38,7 @@ from redis.connection import parse_url
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 from redis.retry import Retry
 
+from . import procid
 from .closing import Gate, closable_connection_class, closed_error
 from .connection import (
     DEFAULT_WAIT_MS,
@@ -452,7 +453,7 @@ class Transport:
 
     def _wire(self) -> _Wire:
         local = self._local
-        pid = os.getpid()
+        pid = procid.pid  # no system call (updated in a forked child)
         wire = local.wire
         if wire is None or local.pid != pid or local.generation != self._generation:
             if wire is not None and local.pid == pid:

@@ -266,6 +266,42 @@ def test_finish_in_claim_is_fenced_by_the_lease_token(
     assert client.scripts.claim(("q",), 5_000, "", None)[1] is None
 
 
+def test_finish_and_claim_on_a_queue_left_empty_finishes_and_claims_nothing(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The drain's last call: the finish is applied, nothing is claimed, and the
+    worker (given nothing) goes to its blocking wait."""
+    k = client.keys
+    a = enq()
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 5_000, tok)
+    assert got is not None and got.id == a
+    finished, nxt = client.scripts.claim(("q",), 5_000, new_token(), ("succeeded", a, tok, b"1", 0))
+    assert (finished, nxt) == ("succeeded", None)
+    assert status_of(raw, client, a) == "succeeded"
+    assert raw.zscore(k.leases, a) is None
+    assert raw.zscore(k.ready_queues, "q") is None  # out of ready-queues: empty
+
+
+def test_a_fenced_finish_riding_on_a_claim_changes_nothing_and_the_claim_goes_on(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The lease of run N was lost (taken over): its finish is refused, run N is
+    left to its new holder, and run N+1 is claimed by the same call."""
+    k = client.keys
+    a = enq()
+    b = enq("wf2")  # another workflow: "wf", with no synced metadata, has a limit of 1
+    tok = new_token()
+    client.scripts.claim(("q",), 5_000, tok)
+    raw.hset(k.run(a), "lease", "someone-else")
+    finished, nxt = client.scripts.claim(("q",), 5_000, new_token(), ("succeeded", a, tok, b"1", 0))
+    assert finished == "lease-lost"
+    assert nxt is not None and nxt.id == b
+    assert status_of(raw, client, a) == "running"
+    assert raw.hget(k.run(a), "outputJson") is None
+    assert raw.hget(k.run(a), "lease") == b"someone-else"
+
+
 # ---------------------------------------------------------------- priority
 
 
