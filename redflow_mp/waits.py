@@ -368,6 +368,8 @@ class WaitMixin:
                     started = now
                     waiting = _Waiting(kind="event", wake_at=now + int(limit * 1000))
                     self._record_waiting(step, waiting, started)
+            else:  # the timeout, relative: re-based if the clock went back
+                waiting, started = self._rebased(step, waiting, started, now)
             if waiting.wake_at is not None and now >= waiting.wake_at:
                 raise StepTimeoutError(
                     f"step {step!r} timed out after {limit or 0:g} s waiting for event {ev!r}"
@@ -414,6 +416,8 @@ class WaitMixin:
             states, now = self._read_children(ids)
             if fresh and self._resume_cascaded(ids, states):
                 states, now = self._read_children(ids)
+            if not fresh:  # the timeout, relative: re-based if the clock went back
+                waiting, started = self._rebased(step, waiting, started, now)
             for cid, st in zip(ids, states, strict=True):
                 if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
                     _child_output(cid, st)

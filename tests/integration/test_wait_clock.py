@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, codec, define_workflow
+from redflow_mp import Client, Context, Registry, StepTimeoutError, codec, define_workflow
 from tests.helpers import WorkerPool, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,6 +86,77 @@ def test_a_sleep_suspended_at_a_clock_a_day_ahead_wakes_its_duration_after_the_c
     )
     assert time.monotonic() - begun >= 3.0  # never before it was due
     assert time.monotonic() - rewritten <= 3.0 + 6.0
+
+
+def test_an_event_wait_timeout_set_at_a_clock_a_day_ahead_runs_out_after_its_duration(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """wait_for_event(timeout=3) suspended at a clock a day ahead: its deadline was
+    a day away once the clock was set right. Now it times out at most its
+    duration after the clock went back; an event sent before that is received."""
+
+    @define_workflow("clock-waiter", registry=registry, max_concurrency=2)
+    def waiter(ctx: Context[Any]) -> Any:
+        try:
+            return ctx.step.wait_for_event("ev", "go", timeout=3)
+        except StepTimeoutError:
+            return "timed out"
+
+    workers.start()
+    begun = time.monotonic()
+    quiet = waiter.run()
+    told = waiter.run()
+    for run_id in (quiet.id, told.id):
+        wait_until(lambda: _status(client, run_id) == "suspended", timeout=10)  # noqa: B023
+        _as_if_ahead(raw, client, run_id, "ev", DAY_MS)
+    rewritten = time.monotonic()
+    assert client.send_event(told.id, "go", {"n": 1}) is True
+    deadline = rewritten + 12
+    while time.monotonic() < deadline and _status(client, quiet.id) != "succeeded":
+        time.sleep(0.05)
+    timer = raw.zscore(client.keys.timers, quiet.id)
+    assert _status(client, quiet.id) == "succeeded", (
+        f"still {_status(client, quiet.id)} 12 s after the clock went back: its "
+        f"deadline is {((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
+    )
+    assert quiet.result(timeout=1) == "timed out"
+    assert time.monotonic() - begun >= 3.0
+    assert told.result(timeout=10) == {"n": 1}
+
+
+def test_a_run_workflow_timeout_set_at_a_clock_a_day_ahead_runs_out_after_its_duration(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """run_workflow(timeout=3) suspended at a clock a day ahead: the same."""
+
+    @define_workflow("clock-kid", registry=registry)
+    def kid(ctx: Context[Any]) -> int:
+        ctx.step.wait_for_event("never", "never")
+        return 0
+
+    @define_workflow("clock-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> Any:
+        try:
+            return ctx.step.run_workflow("kid", kid, 1, timeout=3)
+        except StepTimeoutError:
+            return "timed out"
+
+    workers.start()
+    begun = time.monotonic()
+    handle = parent.run()
+    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    _as_if_ahead(raw, client, handle.id, "kid", DAY_MS)
+    rewritten = time.monotonic()
+    deadline = rewritten + 12
+    while time.monotonic() < deadline and _status(client, handle.id) != "succeeded":
+        time.sleep(0.05)
+    timer = raw.zscore(client.keys.timers, handle.id)
+    assert _status(client, handle.id) == "succeeded", (
+        f"still {_status(client, handle.id)} 12 s after the clock went back: its "
+        f"deadline is {((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
+    )
+    assert handle.result(timeout=1) == "timed out"
+    assert time.monotonic() - begun >= 3.0
 
 
 def test_a_sleep_until_suspended_at_a_clock_ahead_keeps_its_time(
