@@ -271,6 +271,24 @@ class WaitMixin:
             ),
         )
 
+    def _rebased(
+        self, step: str, waiting: _Waiting, started: int, now: int
+    ) -> tuple[_Waiting, int]:
+        """A relative wait (``sleep(seconds)``, a wait's ``timeout``) recorded at a
+        start after ``now``: the Redis clock went back since (it ran ahead, and NTP
+        or a failover to a server whose clock is behind set it right), and its
+        deadline came from the clock that was ahead. It is re-based on the clock
+        now: its whole duration from now (what elapsed before the clock went back
+        cannot be measured), so it ends at most its duration from now and never
+        before it was due (wake_timers.lua wakes such runs to get here). Returns
+        (the record, its start); unchanged when the start is not after now."""
+        if waiting.wake_at is None or started <= now:
+            return waiting, started
+        duration = max(0, waiting.wake_at - started)
+        rebased = _Waiting(kind=waiting.kind, wake_at=now + duration, children=waiting.children)
+        self._record_waiting(step, rebased, now)
+        return rebased, now
+
     def _server_ms(self) -> int:
         ex = self._ex
         return ex.durable(ex.runs.server_time_ms, "reading the server clock")
@@ -301,6 +319,8 @@ class WaitMixin:
             started = now
             waiting = _Waiting(kind="sleep", wake_at=wake)
             self._record_waiting(step, waiting, started)
+        elif until_ms is None:  # sleep(seconds): relative
+            waiting, started = self._rebased(step, waiting, started, now)
         if now >= waiting.wake_at:  # type: ignore[operator]
             return True, self._succeed(step, None, started)
         return False, PendingWait(step, "sleep", wake_at=waiting.wake_at)
@@ -348,6 +368,8 @@ class WaitMixin:
                     started = now
                     waiting = _Waiting(kind="event", wake_at=now + int(limit * 1000))
                     self._record_waiting(step, waiting, started)
+            else:  # the timeout, relative: re-based if the clock went back
+                waiting, started = self._rebased(step, waiting, started, now)
             if waiting.wake_at is not None and now >= waiting.wake_at:
                 raise StepTimeoutError(
                     f"step {step!r} timed out after {limit or 0:g} s waiting for event {ev!r}"
@@ -394,6 +416,8 @@ class WaitMixin:
             states, now = self._read_children(ids)
             if fresh and self._resume_cascaded(ids, states):
                 states, now = self._read_children(ids)
+            if not fresh:  # the timeout, relative: re-based if the clock went back
+                waiting, started = self._rebased(step, waiting, started, now)
             for cid, st in zip(ids, states, strict=True):
                 if st[0] in ("failed", "canceled"):  # fails the step now: first in input order
                     _child_output(cid, st)

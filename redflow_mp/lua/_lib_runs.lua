@@ -676,12 +676,13 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not started or started == '' then
     started = ns
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', ns,
-      'updatedAt', ns, 'attemptStartedAt', ns)
+      'updatedAt', ns, 'attemptStartedAt', ns, 'leaseMs', int_str(lease_ms))
   elseif woken then  -- a resume: the attempt started at its first execution
-    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns)
+    redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
+      'leaseMs', int_str(lease_ms))
   else
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
-      'attemptStartedAt', ns)
+      'attemptStartedAt', ns, 'leaseMs', int_str(lease_ms))
   end
   move_status(tag, id, 'queued', 'running', now)
   return claim_reply(id, q, f, started, steps, unread)

@@ -13,6 +13,7 @@
 --          reason alone
 -- ARGV[6]  hold ms: after such a gap, reap nothing for this long (a lease: the
 --          holders that live renew within a third of it, lease_held in _lib.lua)
+--          This reaper's lease: see the clock guard below.
 -- Reply: { released parked count, expired entries read, server time now,
 --          hold (server ms, 0 = none), { freed slot 'wf id', ... }, requeued id, ... }
 --   (entries read == batch means more may have expired, released == batch
@@ -32,6 +33,31 @@ local hold = tonumber(ARGV[4] or '') or 0
 local gap = tonumber(ARGV[5] or '')
 if since and gap and now - since > gap then
   hold = math.max(hold, now + (tonumber(ARGV[6] or '') or 0))
+end
+-- Clock guard: a lease renewed while the Redis clock ran ahead (set back since
+-- by NTP, or a failover to a server whose clock is behind) expires as much
+-- later as the clock was ahead, and a dead holder's run waited that long (a
+-- day ahead: a day) to be put back. A live holder renews from the clock now (at
+-- most its lease ahead), so an entry more than CLOCK_SLACK_MS further ahead than
+-- its run's lease (`leaseMs`, written by the claim) is moved to a lease from
+-- now: a dead holder's run is put back at most a minute and two leases after
+-- the clock went back. The slack leaves alone small differences between
+-- servers and the minute this script gives a run whose requeue failed (below).
+-- Read: the entries more than the slack past this reaper's own lease (ARGV[6]):
+-- none while no clock went back and no supervisor uses a longer lease than it.
+local CLOCK_SLACK_MS = 60000
+local own = tonumber(ARGV[6] or '')
+if own then
+  local far = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf',
+    '(' .. int_str(now + own + CLOCK_SLACK_MS), 'WITHSCORES', 'LIMIT', 0, batch)
+  for i = 1, #far, 2 do
+    local id = far[i]
+    local lease_ms = redis.pcall('HGET', k_run(tag, id), 'leaseMs')
+    lease_ms = type(lease_ms) == 'string' and tonumber(lease_ms) or nil
+    if lease_ms and lease_ms > 0 and tonumber(far[i + 1]) > now + lease_ms + CLOCK_SLACK_MS then
+      redis.call('ZADD', KEYS[1], 'XX', int_str(now + lease_ms), id)
+    end
+  end
 end
 local expired = {}
 if now >= hold then
