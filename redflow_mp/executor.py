@@ -22,7 +22,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -72,12 +71,15 @@ class OutcomeMode(enum.StrEnum):
     SUSPEND = "suspend"  # a durable wait: the worker sends suspend_run
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, gc=False):
     """How an execution ended, with what its finish and ``on_failure`` need.
 
     ``facts``: the run's info and logger, built when first read (``info`` and
-    ``logger``; None for an outcome of no execution, e.g. a run put back)."""
+    ``logger``; None for an outcome of no execution, e.g. a run put back).
+
+    A msgspec Struct: its ``__init__`` is C code (a slots dataclass's is Python,
+    eight assignments a run). ``gc=False``: nothing an Outcome holds can refer
+    back to it (it is never handed to user code), so the collector skips it."""
 
     mode: OutcomeMode
     payload: bytes = b""
