@@ -46,7 +46,7 @@ from .outage import Outage
 from .registry import Registry, Workflow
 from .results import WAIT_TROUBLE, passes
 from .retry import retry_delay_ms
-from .runs import Runs
+from .runs import Runs, encode_payload
 from .scripts import Claimed, Finish
 from .steps import AsyncStep, Step
 from .waits import merge_waits
@@ -353,8 +353,14 @@ class Executor:
             raise exc
 
     def _success(self, result: Any, outcome: Outcome) -> None:
+        if result is None:  # JSON's null, as the encoder writes it: no call
+            outcome.payload = b"null"
+            outcome.mode = _SUCCEEDED
+            return
         try:
-            outcome.payload = self.runs.encode_payload(result, "workflow output")
+            # Runs.encode_payload's body, one Python call less a run.
+            limit = self.runs.max_payload_bytes
+            outcome.payload = encode_payload(result, "workflow output", limit)
             outcome.mode = _SUCCEEDED
         except TypeError as exc:
             outcome.mode = OutcomeMode.FAILED

@@ -120,3 +120,11 @@ def test_records_of_plain_loggers_get_the_claimed_runs_fields() -> None:
         current_run.reset(token)
     fields = tuple(getattr(record, f) for f in ("workflow", "run_id", "attempt", "step"))
     assert fields == ("wf", "run-1", 2, "s1")
+
+
+def test_the_executors_constant_for_a_none_output_is_what_the_encoder_writes() -> None:
+    from redflow_mp.codec import decode_json, encode_json
+    from redflow_mp.runs import encode_payload
+
+    assert encode_json(None) == encode_payload(None, "workflow output", 1024) == b"null"
+    assert decode_json(b"null") is None
