@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .codec import ErrorInfo, RunInfo
 from .errors import LeaseLostError, RunCanceledError
 from .steps import AsyncStep, Step
+
+if TYPE_CHECKING:
+    from .execution import RunFacts
 
 __all__ = ["AsyncContext", "Context", "FailureContext", "RunInfo"]
 
@@ -26,26 +29,59 @@ T = TypeVar("T")
 
 
 class Context(Generic[T]):
-    """What a handler gets: ``input``, ``step``, ``run``, ``cancelled``, ``logger``."""
+    """What a handler gets: ``input``, ``step``, ``run``, ``cancelled``, ``logger``.
 
-    __slots__ = ("_lost", "_reason", "cancelled", "input", "logger", "run", "step")
+    ``run`` and ``logger`` may come from ``facts`` (the executor's
+    :class:`~redflow_mp.execution.RunFacts`) instead: then each is built when the
+    handler first reads it."""
+
+    __slots__ = ("_facts", "_logger", "_lost", "_reason", "_run", "cancelled", "input", "step")
 
     def __init__(
         self,
         input: T,
         step: Step,
-        run: RunInfo,
+        run: RunInfo | None,
         cancelled: threading.Event,
-        logger: logging.LoggerAdapter[logging.Logger],
+        logger: logging.LoggerAdapter[logging.Logger] | None,
         lost: threading.Event | None = None,
+        *,
+        facts: RunFacts | None = None,
     ) -> None:
+        if facts is None and (run is None or logger is None):
+            raise TypeError("Context needs run and logger, or facts")
         self.input = input
         self.step = step
-        self.run = run
+        self._run = run
         self.cancelled = cancelled
-        self.logger = logger
+        self._logger = logger
+        self._facts = facts
         self._lost = lost if lost is not None else threading.Event()
         self._reason: str | None = None
+
+    @property
+    def run(self) -> RunInfo:
+        """Facts about the run being executed."""
+        run = self._run
+        if run is None:
+            run = self._run = self._facts.info  # type: ignore[union-attr]
+        return run
+
+    @run.setter
+    def run(self, run: RunInfo) -> None:
+        self._run = run
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the run's workflow, id, attempt and step."""
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = self._facts.logger  # type: ignore[union-attr]
+        return logger
+
+    @logger.setter
+    def logger(self, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+        self._logger = logger
 
     @property
     def _lease_lost(self) -> bool:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 from . import codec
-from .codec import ErrorInfo, StoredStep
+from .codec import ErrorInfo, RunInfo, RunState, StoredStep
 from .errors import TRANSIENT_ERRORS, LeaseLostError, RunCanceledError
 from .flags import LazyEvent
-from .logs import RunLoggerAdapter, current_step
+from .logs import RunLoggerAdapter, current_step, run_logger
 from .metrics import Metrics
 from .options import is_text
 from .outage import Outage
@@ -31,7 +31,7 @@ from .retry import is_retryable
 from .runs import Runs
 from .scripts import Claimed
 
-__all__ = ["Execution", "error_info"]
+__all__ = ["Execution", "RunFacts", "error_info"]
 
 _TRACEBACK_LIMIT = 16_000
 
@@ -72,8 +72,65 @@ def _storable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-class Execution:
-    """State of one execution of one run, shared by the context and its steps."""
+class RunFacts:
+    """A run's :class:`RunInfo` (``ctx.run``) and its logger adapter
+    (``ctx.logger``), each built from the claimed run on first use and kept: a
+    handler that reads neither (a no-op, most runs' executor path) makes neither.
+    ``pid``: the worker's process, a field of the adapter's records."""
+
+    __slots__ = ("_info", "_logger", "_run", "pid")
+
+    def __init__(
+        self,
+        run: Claimed | RunState,
+        pid: int,
+        logger: RunLoggerAdapter | None = None,
+    ) -> None:
+        self._run = run
+        self.pid = pid
+        self._info: RunInfo | None = None
+        self._logger = logger
+
+    @property
+    def info(self) -> RunInfo:
+        info = self._info
+        if info is None:
+            run = self._run
+            info = self._info = RunInfo(
+                id=run.id,
+                workflow=run.workflow,
+                queue=run.queue,
+                attempt=run.attempt,
+                max_attempts=run.max_attempts,
+                created_at=run.created_at,
+                parent_run_id=run.parent_run_id,
+                cron_id=run.cron_id,
+            )
+        return info
+
+    @property
+    def logger(self) -> RunLoggerAdapter:
+        logger = self._logger
+        if logger is None:
+            run = self._run
+            logger = self._logger = run_logger(
+                "redflow_mp.run",
+                workflow=run.workflow,
+                run_id=run.id,
+                attempt=run.attempt,
+                pid=self.pid,
+            )
+        return logger
+
+    @logger.setter
+    def logger(self, logger: RunLoggerAdapter) -> None:
+        self._logger = logger
+
+
+class Execution(RunFacts):
+    """State of one execution of one run, shared by the context and its steps.
+
+    Also the run's :class:`RunFacts`: ``info`` and ``logger`` are built on first use."""
 
     __slots__ = (
         "attempt",
@@ -84,10 +141,8 @@ class Execution:
         "lease_lost",
         "lease_ms",
         "lease_until",
-        "logger",
         "lost",
         "metrics",
-        "pid",
         "run_id",
         "runs",
         "seen",
@@ -103,16 +158,20 @@ class Execution:
         runs: Runs,
         claimed: Claimed,
         lease_ms: int,
-        logger: RunLoggerAdapter,
+        logger: RunLoggerAdapter | None = None,
         metrics: Metrics | None = None,
         pid: int | None = None,
     ) -> None:
+        # A process the handler forks must not write for the run. ``pid``: this
+        # process's, read by the caller already (os.getpid is a system call).
+        # ``logger``: None makes the run's adapter on first use (RunFacts).
+        self._run = claimed
+        self.pid = os.getpid() if pid is None else pid
+        self._info = None
+        self._logger = logger
         self.runs = runs
         self.workflow = claimed.workflow
         self.metrics = metrics
-        # A process the handler forks must not write for the run. ``pid``: this
-        # process's, read by the caller already (os.getpid is a system call).
-        self.pid = os.getpid() if pid is None else pid
         self.run_id = claimed.id
         self.token = claimed.token
         self.attempt = claimed.attempt
@@ -128,7 +187,6 @@ class Execution:
         # whatever the handler raises is that trouble's doing, not the run's.
         self.gave_up: BaseException | None = None
         self.lease_until = claimed.lease_until
-        self.logger = logger
         # Durable waits whose condition did not hold (waits.PendingWait), and
         # whether the run suspends: then no further step may start.
         self.waits: list[Any] = []

@@ -22,7 +22,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -39,15 +38,15 @@ from .errors import (
     RunCanceledError,
     UnknownWorkflowError,
 )
-from .execution import Execution, error_info, forked_escape
+from .execution import Execution, RunFacts, error_info, forked_escape
 from .lease import LeaseKeeper
-from .logs import RunLoggerAdapter, current_run, run_logger
+from .logs import RunLoggerAdapter, current_run
 from .metrics import Metrics
 from .outage import Outage
 from .registry import Registry, Workflow
 from .results import WAIT_TROUBLE, passes
 from .retry import retry_delay_ms
-from .runs import Runs
+from .runs import Runs, encode_payload
 from .scripts import Claimed, Finish
 from .steps import AsyncStep, Step
 from .waits import merge_waits
@@ -72,9 +71,15 @@ class OutcomeMode(enum.StrEnum):
     SUSPEND = "suspend"  # a durable wait: the worker sends suspend_run
 
 
-@dataclass(slots=True)
-class Outcome:
-    """How an execution ended, with what its finish and ``on_failure`` need."""
+class Outcome(msgspec.Struct, gc=False):
+    """How an execution ended, with what its finish and ``on_failure`` need.
+
+    ``facts``: the run's info and logger, built when first read (``info`` and
+    ``logger``; None for an outcome of no execution, e.g. a run put back).
+
+    A msgspec Struct: its ``__init__`` is C code (a slots dataclass's is Python,
+    eight assignments a run). ``gc=False``: nothing an Outcome holds can refer
+    back to it (it is never handed to user code), so the collector skips it."""
 
     mode: OutcomeMode
     payload: bytes = b""
@@ -82,9 +87,18 @@ class Outcome:
     error: ErrorInfo | None = None
     workflow: Workflow[Any, Any] | None = None
     input: Any = None
-    info: RunInfo | None = None
-    logger: RunLoggerAdapter | None = None
+    facts: RunFacts | None = None
     wait: RunWait | None = None  # SUSPEND: what the run waits for
+
+    @property
+    def info(self) -> RunInfo | None:
+        facts = self.facts
+        return None if facts is None else facts.info
+
+    @property
+    def logger(self) -> RunLoggerAdapter | None:
+        facts = self.facts
+        return None if facts is None else facts.logger
 
 
 # The members the hot path reads, as module globals: in Python 3.11 reading an
@@ -211,16 +225,18 @@ class Executor:
     @tracing.traced_execution  # a span per execution, with the OpenTelemetry extra
     def execute(self, claimed: Claimed) -> Outcome:
         """Execute ``claimed`` and return its outcome (nothing final is written here)."""
-        info = _run_info(claimed)
-        logger = _logger(info, self._pid)
         wf = self.registry.get(claimed.workflow)
         if wf is None:
             unknown = UnknownWorkflowError(
                 f"workflow {claimed.workflow!r} is not registered in this worker "
                 f"(queue {claimed.queue!r})"
             )
-            return Outcome(OutcomeMode.FAILED, error=error_info(unknown), info=info, logger=logger)
-        outcome = Outcome(_FAILED, workflow=wf, info=info, logger=logger)
+            facts = RunFacts(claimed, self._pid)
+            return Outcome(OutcomeMode.FAILED, error=error_info(unknown), facts=facts)
+        # The execution is the run's facts: its info and logger are made on first use.
+        me = procid.pid  # the worker's process (no system call; _handler asks the OS)
+        ex = Execution(self.runs, claimed, self.lease_ms, None, self.metrics, me)
+        outcome = Outcome(_FAILED, workflow=wf, facts=ex)
         try:
             raw_input = codec.decode_json(claimed.input_json)
         except codec.NestingDecodeError as exc:
@@ -239,26 +255,22 @@ class Executor:
                 outcome.error = error_info(err)
                 return outcome
             outcome.input = value
-        return self._call(wf, claimed, info, outcome, logger)
+        return self._call(wf, claimed, ex, outcome)
 
     def _call(
-        self,
-        wf: Workflow[Any, Any],
-        claimed: Claimed,
-        info: RunInfo,
-        outcome: Outcome,
-        logger: RunLoggerAdapter,
+        self, wf: Workflow[Any, Any], claimed: Claimed, ex: Execution, outcome: Outcome
     ) -> Outcome:
-        me = procid.pid  # the worker's process (no system call; _handler asks the OS)
-        ex = Execution(self.runs, claimed, self.lease_ms, logger, self.metrics, me)
+        me = ex.pid
         ctx: Context[Any]
         if wf.is_async:
             # AsyncContext narrows ``step`` to AsyncStep; its constructor is Context's.
-            ctx = AsyncContext(outcome.input, AsyncStep(ex), info, ex.cancelled, logger, ex.lost)  # type: ignore[arg-type]
+            step: Step = AsyncStep(ex)  # type: ignore[assignment]
+            ctx = AsyncContext(outcome.input, step, None, ex.cancelled, None, ex.lost, facts=ex)
         else:
-            ctx = Context(outcome.input, Step(ex), info, ex.cancelled, logger, ex.lost)
+            ctx = Context(outcome.input, Step(ex), None, ex.cancelled, None, ex.lost, facts=ex)
         self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
-        token = current_run.set(info)
+        # For log records: the claimed run has the fields logs.RunContextFilter reads.
+        token = current_run.set(claimed)
         try:
             if claimed.steps_unread:  # too many for the claim's reply: read by pages
                 ex.load_steps(claimed.steps_unread, claimed.steps_unread_bytes)
@@ -291,7 +303,7 @@ class Executor:
         # two calls less a run (each about 1,000 CPU instructions).
         if ex.suspending or outcome.mode is not _SUCCEEDED:
             _suspension(ex, outcome)
-            _log_failure(logger, claimed, outcome)
+            _log_failure(ex, claimed, outcome)
         return outcome
 
     def _handler(self, wf: Workflow[Any, Any], ctx: Any, run_id: str, me: int) -> Any:
@@ -341,8 +353,14 @@ class Executor:
             raise exc
 
     def _success(self, result: Any, outcome: Outcome) -> None:
+        if result is None:  # JSON's null, as the encoder writes it: no call
+            outcome.payload = b"null"
+            outcome.mode = _SUCCEEDED
+            return
         try:
-            outcome.payload = self.runs.encode_payload(result, "workflow output")
+            # Runs.encode_payload's body, one Python call less a run.
+            limit = self.runs.max_payload_bytes
+            outcome.payload = encode_payload(result, "workflow output", limit)
             outcome.mode = _SUCCEEDED
         except TypeError as exc:
             outcome.mode = OutcomeMode.FAILED
@@ -365,11 +383,10 @@ class Executor:
 
     def call_on_failure(self, outcome: Outcome) -> None:
         """Run the workflow's ``on_failure`` once; its errors are logged, never raised."""
-        wf = outcome.workflow
-        if wf is None or wf.on_failure is None or outcome.info is None or outcome.error is None:
+        wf, facts = outcome.workflow, outcome.facts
+        if wf is None or wf.on_failure is None or facts is None or outcome.error is None:
             return
-        logger = outcome.logger or _logger(outcome.info, self._pid)
-        fctx = FailureContext(outcome.input, outcome.info, outcome.error, logger)
+        fctx = FailureContext(outcome.input, facts.info, outcome.error, facts.logger)
         _invoke_on_failure(wf, fctx, self._run_async)
 
 
@@ -387,14 +404,14 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
     wf = registry.get(state.workflow)
     if wf is None or wf.on_failure is None:
         return False
-    info = _run_info(state)
-    logger = _logger(info, os.getpid())
+    facts = RunFacts(state, os.getpid())
     value: Any = state.input
     if wf.schema is not None:
         # On input that does not validate, the hook gets the raw input, as in a worker.
         with contextlib.suppress(msgspec.ValidationError, TypeError):
             value = msgspec.convert(state.input, wf.schema)
-    _invoke_on_failure(wf, FailureContext(value, info, state.error, logger), asyncio.run)
+    fctx = FailureContext(value, facts.info, state.error, facts.logger)
+    _invoke_on_failure(wf, fctx, asyncio.run)
     return True
 
 
@@ -454,9 +471,9 @@ def _canceled(claimed: Claimed, exc: RunCanceledError, outcome: Outcome) -> None
 _NOT_COROUTINES = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
 
 
-def _log_failure(logger: RunLoggerAdapter, claimed: Claimed, outcome: Outcome) -> None:
+def _log_failure(facts: RunFacts, claimed: Claimed, outcome: Outcome) -> None:
     if outcome.mode in (OutcomeMode.FAILED, OutcomeMode.RETRY) and outcome.error is not None:
-        logger.warning(
+        facts.logger.warning(
             "run %s attempt %d %s: %s: %s",
             claimed.id,
             claimed.attempt,
@@ -478,25 +495,6 @@ def _suspension(ex: Execution, outcome: Outcome) -> None:
         outcome.mode = OutcomeMode.LOST if ex.lease_lost else OutcomeMode.FAILED
         if outcome.mode is OutcomeMode.FAILED:
             outcome.error = error_info(RuntimeError("handler suspended without a wait"))
-
-
-def _run_info(run: Claimed | codec.RunState) -> RunInfo:
-    return RunInfo(
-        id=run.id,
-        workflow=run.workflow,
-        queue=run.queue,
-        attempt=run.attempt,
-        max_attempts=run.max_attempts,
-        created_at=run.created_at,
-        parent_run_id=run.parent_run_id,
-        cron_id=run.cron_id,
-    )
-
-
-def _logger(info: RunInfo, pid: int) -> RunLoggerAdapter:
-    return run_logger(
-        "redflow_mp.run", workflow=info.workflow, run_id=info.id, attempt=info.attempt, pid=pid
-    )
 
 
 def _invoke_on_failure(

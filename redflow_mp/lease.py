@@ -22,8 +22,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from .errors import TRANSIENT_ERRORS
 from .outage import Outage
@@ -35,8 +36,10 @@ __all__ = ["LeaseKeeper"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Held:
+class _Held(msgspec.Struct):
+    """A lease held (one a run): a Struct, whose ``__init__`` is C code (a slots
+    dataclass's is Python)."""
+
     token: str
     on_lost: Callable[[], None]
     on_cancel: Callable[[], None]

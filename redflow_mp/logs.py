@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from contextvars import ContextVar
-from typing import Any
-
-from .codec import RunInfo
+from typing import Any, Protocol
 
 __all__ = [
     "RUN_FIELDS",
     "RunContextFilter",
+    "RunFields",
     "RunLoggerAdapter",
     "current_run",
     "current_step",
@@ -31,8 +30,21 @@ RUN_FIELDS = ("workflow", "run_id", "attempt", "step", "pid")
 # worker makes one adapter per run. Loggers live forever, so caching is safe.
 _loggers: dict[str, logging.Logger] = {}
 
+
+class RunFields(Protocol):
+    """What a record is given of the run being executed (a ``RunInfo``, or the
+    executor's claimed run: no ``RunInfo`` is made for a handler that never asks)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
 # The run being executed in this thread/task (None outside a handler).
-current_run: ContextVar[RunInfo | None] = ContextVar("redflow_current_run", default=None)
+current_run: ContextVar[RunFields | None] = ContextVar("redflow_current_run", default=None)
 
 # The step being executed in this thread/task ("" between steps).
 current_step: ContextVar[str] = ContextVar("redflow_current_step", default="")

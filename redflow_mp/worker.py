@@ -455,7 +455,7 @@ class Worker:
     def _settle(self, claimed: Claimed, outcome: Outcome) -> tuple[Finish | None, Outcome | None]:
         """Turn an outcome into a pending finish, or apply it now when it needs follow-up."""
         if outcome.mode is _LOST:
-            if outcome.info is not None:
+            if outcome.facts is not None:  # an execution (not one put back unrun)
                 say_lost(log, self.client, claimed.id, "and its result was discarded")
             return None, None
         # The handler has ended: on the host's books its run is finishing from
@@ -533,13 +533,13 @@ class Worker:
         if result == "lease-lost":
             say_lost(log, self.client, finish.run_id, "before its result was written")
             self._ended()
-        elif outcome is None or outcome.info is None:
+        elif outcome is None or outcome.facts is None:
             self._ended()
         elif result in FINAL:
             self._ended(result)  # the time and the finish's count in one update
         else:
             self._ended()
-            self._record(outcome.info.workflow, finish.mode, result)
+            self._record(outcome.facts.info.workflow, finish.mode, result)
 
     def _ended(self, status: str = "") -> None:
         """The "run ended" update of the last execution: its time, and the count of

@@ -25,6 +25,17 @@ def test_lazy_event_is_an_event_that_sets_waits_and_clears() -> None:
     e.set()
     assert e.wait(0) is True
     assert "set" in repr(e)
+    assert not LazyEvent().is_set()  # a set of one is not seen by another
+
+
+def test_a_new_lazy_event_has_no_flag_of_its_own_until_set_or_cleared() -> None:
+    e = LazyEvent()
+    assert "_flag" not in e.__dict__ and not e.is_set() and not e.wait(0)
+    e.set()
+    assert e.__dict__["_flag"] is True and e.is_set()
+    f = LazyEvent()
+    f.clear()
+    assert f.__dict__["_flag"] is False and not f.is_set()
 
 
 def test_many_threads_waiting_on_one_lazy_event_are_all_woken() -> None:
