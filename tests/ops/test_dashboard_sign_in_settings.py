@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.ops.conftest import ROOT, TOKEN, Result, cli_env
-from tests.ops.test_dashboard_sign_in import request, sign_in
+from tests.ops.web import request, sign_in
 
 Redflow = Callable[..., Result]
 
