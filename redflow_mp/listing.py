@@ -23,7 +23,9 @@ runs) is found from the other side (``_complement_start``): the runs of
 indexes, usually few (the failed ones); their createdAt (ZMSCORE) and a few
 single-run reads of ``runs:created`` place the page (its start is the offset
 plus the runs of other statuses newer than it), and the walk starts there:
-O(runs of the other statuses), not O(offset). It applies when the status indexes together hold as
+O(runs of the other statuses), not O(offset). It applies when the other status
+indexes are sorted sets (or absent: a key of another type, a neighbour's, is
+left to the walk, which does not read it), the status indexes together hold as
 many runs as ``runs:created`` (each run in one of them, as the scripts keep
 them) and the other statuses hold fewer runs than the offset and at most
 200,000; otherwise (or with a workflow) the walk goes through the ``offset``
@@ -263,6 +265,11 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
     when that does not apply (see the module doc): the caller walks."""
     created = keys.runs_created
     other = [keys.runs_status(s) for s in STATUSES if s != status]
+    # A key of another type among them (a neighbour's) does not fail the listing,
+    # which the walk answers from runs:created and the status's index alone.
+    kinds = yield [("type", (key,)) for key in other]
+    if any(text(kind) not in ("zset", "none") for kind in kinds):
+        return None
     sizes = yield [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
         ("zcard", (key,)) for key in other
     ]

@@ -141,6 +141,32 @@ def test_a_deep_page_is_walked_when_the_status_indexes_disagree(
         assert got == want[offset : offset + 50], offset
 
 
+def test_a_deep_page_is_walked_when_another_status_index_is_of_another_type(
+    raw: redis.Redis, loaded: Client, redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """A status index the listing does not filter by is a key of another type (a
+    neighbour's, written by hand): placing the page from the other statuses read
+    it, and ``list_runs(status="queued", offset=9000)``, which walks runs:created
+    and the queued index alone, failed with WRONGTYPE. The page is walked, as
+    before the other statuses placed it; the sync and async listings alike."""
+    keys = loaded.keys
+    raw.set(keys.runs_status("failed"), "a neighbour's string")
+    want = _reference(raw, loaded, None, "queued")
+    for offset in (9000, len(want) - 30):
+        got = [r.id for r in loaded.list_runs(status="queued", limit=50, offset=offset)]
+        assert got == want[offset : offset + 50], offset
+
+    async def listed() -> list[str]:
+        aclient = create_async_client(redis_url, prefix=prefix, registry=registry)
+        try:
+            runs = await aclient.list_runs(status="queued", limit=50, offset=9000)
+        finally:
+            await aclient.aclose()
+        return [r.id for r in runs]
+
+    assert asyncio.run(listed()) == want[9000:9050]
+
+
 @pytest.mark.parametrize(("workflow", "status"), FILTERS)
 def test_paging_by_cursor_while_runs_are_enqueued_repeats_and_skips_nothing(
     raw: redis.Redis, loaded: Client, workflow: str | None, status: str | None
