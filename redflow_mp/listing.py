@@ -267,21 +267,32 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
     other = [keys.runs_status(s) for s in STATUSES if s != status]
     # A key of another type among them (a neighbour's) does not fail the listing,
     # which the walk answers from runs:created and the status's index alone.
-    kinds = yield [("type", (key,)) for key in other]
-    if any(text(kind) not in ("zset", "none") for kind in kinds):
+    kinds = [text(kind) for kind in (yield [("type", (key,)) for key in other])]
+    if any(kind not in ("zset", "none") for kind in kinds):
         return None
-    sizes = yield [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
-        ("zcard", (key,)) for key in other
-    ]
-    total, mine, *rest = (int(x) for x in sizes)
+    # The sizes and the first chunk of each other index in one batch, which Redis
+    # runs without another client's command in between: a run moving from one to
+    # another meanwhile (running, then succeeded) was read in both, or in neither,
+    # and the page placed a run off. (Larger indexes go on in chunks: a run is
+    # counted once, at worst missed.)
+    present = [key for key, kind in zip(other, kinds, strict=True) if kind == "zset"]
+    replies = yield (
+        [("zcard", (created,)), ("zcard", (keys.runs_status(status),))]
+        + [("zcard", (key,)) for key in other]
+        + [("zrange", (key, 0, _SCAN_LIMIT - 1)) for key in present]
+    )
+    total, mine, *rest = (int(x) for x in replies[: 2 + len(other)])
+    firsts = dict(zip(present, replies[2 + len(other) :], strict=True))
     complement = sum(rest)
     if total != mine + complement or complement >= offset or complement > _READ_LIMIT:
         return None
     members: list[Any] = []
     for key, n in zip(other, rest, strict=True):
-        for start in range(0, n, _SCAN_LIMIT):
+        members.extend(firsts.get(key, ()))
+        for start in range(_SCAN_LIMIT, n, _SCAN_LIMIT):
             (got,) = yield [("zrange", (key, start, start + _SCAN_LIMIT - 1))]
             members.extend(got)
+    members = list(dict.fromkeys(members))
     # (createdAt, id) of those runs, ascending; then the page's start p is the
     # least fixed point of p = offset + (those newer than runs:created's p-th run),
     # reached in a few reads (each adds the runs of other statuses passed since).
