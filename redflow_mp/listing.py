@@ -270,26 +270,27 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
     kinds = [text(kind) for kind in (yield [("type", (key,)) for key in other])]
     if any(kind not in ("zset", "none") for kind in kinds):
         return None
-    # The sizes and the first chunk of each other index in one batch, which Redis
-    # runs without another client's command in between: a run moving from one to
-    # another meanwhile (running, then succeeded) was read in both, or in neither,
-    # and the page placed a run off. (Larger indexes go on in chunks: a run is
-    # counted once, at worst missed.)
-    present = [key for key, kind in zip(other, kinds, strict=True) if kind == "zset"]
-    replies = yield (
-        [("zcard", (created,)), ("zcard", (keys.runs_status(status),))]
-        + [("zcard", (key,)) for key in other]
-        + [("zrange", (key, 0, _SCAN_LIMIT - 1)) for key in present]
-    )
-    total, mine, *rest = (int(x) for x in replies[: 2 + len(other)])
-    firsts = dict(zip(present, replies[2 + len(other) :], strict=True))
-    complement = sum(rest)
-    if total != mine + complement or complement >= offset or complement > _READ_LIMIT:
+    sizes = [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
+        ("zcard", (key,)) for key in other
+    ]
+    if not _complement_fits((yield sizes), offset):
         return None
+    # The sizes again and the first chunk of each other index in one batch, which
+    # Redis runs without another client's command in between: read one after the
+    # other, a run moving from one to another meanwhile (running, then
+    # succeeded) was read in both, or in neither, and the page placed a run off.
+    # (Larger indexes go on in chunks: a run is counted once, at worst missed.)
+    present = [key for key, kind in zip(other, kinds, strict=True) if kind == "zset"]
+    replies = yield sizes + [("zrange", (key, 0, _SCAN_LIMIT - 1)) for key in present]
+    if not _complement_fits(replies[: len(sizes)], offset):
+        return None
+    rest = [int(x) for x in replies[2 : len(sizes)]]
+    firsts = dict(zip(present, replies[len(sizes) :], strict=True))
     members: list[Any] = []
     for key, n in zip(other, rest, strict=True):
         members.extend(firsts.get(key, ()))
-        for start in range(_SCAN_LIMIT, n, _SCAN_LIMIT):
+        # (an index absent at the TYPE read and made since is read from its start)
+        for start in range(_SCAN_LIMIT if key in firsts else 0, n, _SCAN_LIMIT):
             (got,) = yield [("zrange", (key, start, start + _SCAN_LIMIT - 1))]
             members.extend(got)
     members = list(dict.fromkeys(members))
@@ -309,6 +310,16 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
             return begin
         begin = offset + newer
     return None
+
+
+def _complement_fits(sizes: list[Any], offset: int) -> bool:
+    """Whether the ZCARDs ``sizes`` (runs:created, the status's index, the other
+    statuses' indexes) let the other statuses place a page ``offset`` deep: every
+    run in one status index, fewer of other statuses than the offset, and at most
+    _READ_LIMIT of them."""
+    total, mine, *rest = (int(x) for x in sizes)
+    complement = sum(rest)
+    return total == mine + complement and complement < offset and complement <= _READ_LIMIT
 
 
 def _page(
