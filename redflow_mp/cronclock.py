@@ -54,7 +54,7 @@ def rewind_page(
     now = int(seconds) * 1000 + int(micros) // 1000
     ids = [text(member) for member, _ in entries]
     raws = store.redis.hmget(keys.cron_def, ids)
-    pairs: list[tuple[str, int]] = []
+    pairs: list[tuple[str, int, str]] = []
     for cron_id, (_, score), raw in zip(ids, entries, raws, strict=True):
         if raw is None or not score > now:
             continue  # no definition (the tick removes it), or due already
@@ -64,7 +64,7 @@ def rewind_page(
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             continue  # unreadable here: the cron tick names it
         if fire < score:
-            pairs.append((cron_id, fire))
+            pairs.append((cron_id, fire, cdef.workflow))
     following = offset + len(entries) if len(entries) == page else 0
     if not pairs:
         return following, []

@@ -122,7 +122,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
     run:<runId>                   HASH  + ``wait`` (JSON, while suspended: children, events,
                                         wakeAt, steps), ``waitEvents`` (while suspended:
-                                        the awaited event names, JSON list or ''),
+                                        "<lease token> <the awaited event names,
+                                        JSON list, or nothing>"),
                                         ``suspendedAt``, ``wokenAt``,
                                         ``eventsPending`` (events sent, not consumed yet),
                                         ``eventBytes`` (their payloads' bytes)

@@ -23,7 +23,9 @@ runs) is found from the other side (``_complement_start``): the runs of
 indexes, usually few (the failed ones); their createdAt (ZMSCORE) and a few
 single-run reads of ``runs:created`` place the page (its start is the offset
 plus the runs of other statuses newer than it), and the walk starts there:
-O(runs of the other statuses), not O(offset). It applies when the status indexes together hold as
+O(runs of the other statuses), not O(offset). It applies when the other status
+indexes are sorted sets (or absent: a key of another type, a neighbour's, is
+left to the walk, which does not read it), the status indexes together hold as
 many runs as ``runs:created`` (each run in one of them, as the scripts keep
 them) and the other statuses hold fewer runs than the offset and at most
 200,000; otherwise (or with a workflow) the walk goes through the ``offset``
@@ -263,18 +265,35 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
     when that does not apply (see the module doc): the caller walks."""
     created = keys.runs_created
     other = [keys.runs_status(s) for s in STATUSES if s != status]
-    sizes = yield [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
+    # A key of another type among them (a neighbour's) does not fail the listing,
+    # which the walk answers from runs:created and the status's index alone.
+    kinds = [text(kind) for kind in (yield [("type", (key,)) for key in other])]
+    if any(kind not in ("zset", "none") for kind in kinds):
+        return None
+    sizes = [("zcard", (created,)), ("zcard", (keys.runs_status(status),))] + [
         ("zcard", (key,)) for key in other
     ]
-    total, mine, *rest = (int(x) for x in sizes)
-    complement = sum(rest)
-    if total != mine + complement or complement >= offset or complement > _READ_LIMIT:
+    if not _complement_fits((yield sizes), offset):
         return None
+    # The sizes again and the first chunk of each other index in one batch, which
+    # Redis runs without another client's command in between: read one after the
+    # other, a run moving from one to another meanwhile (running, then
+    # succeeded) was read in both, or in neither, and the page placed a run off.
+    # (Larger indexes go on in chunks: a run is counted once, at worst missed.)
+    present = [key for key, kind in zip(other, kinds, strict=True) if kind == "zset"]
+    replies = yield sizes + [("zrange", (key, 0, _SCAN_LIMIT - 1)) for key in present]
+    if not _complement_fits(replies[: len(sizes)], offset):
+        return None
+    rest = [int(x) for x in replies[2 : len(sizes)]]
+    firsts = dict(zip(present, replies[len(sizes) :], strict=True))
     members: list[Any] = []
     for key, n in zip(other, rest, strict=True):
-        for start in range(0, n, _SCAN_LIMIT):
+        members.extend(firsts.get(key, ()))
+        # (an index absent at the TYPE read and made since is read from its start)
+        for start in range(_SCAN_LIMIT if key in firsts else 0, n, _SCAN_LIMIT):
             (got,) = yield [("zrange", (key, start, start + _SCAN_LIMIT - 1))]
             members.extend(got)
+    members = list(dict.fromkeys(members))
     # (createdAt, id) of those runs, ascending; then the page's start p is the
     # least fixed point of p = offset + (those newer than runs:created's p-th run),
     # reached in a few reads (each adds the runs of other statuses passed since).
@@ -291,6 +310,16 @@ def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | N
             return begin
         begin = offset + newer
     return None
+
+
+def _complement_fits(sizes: list[Any], offset: int) -> bool:
+    """Whether the ZCARDs ``sizes`` (runs:created, the status's index, the other
+    statuses' indexes) let the other statuses place a page ``offset`` deep: every
+    run in one status index, fewer of other statuses than the offset, and at most
+    _READ_LIMIT of them."""
+    total, mine, *rest = (int(x) for x in sizes)
+    complement = sum(rest)
+    return total == mine + complement and complement < offset and complement <= _READ_LIMIT
 
 
 def _page(

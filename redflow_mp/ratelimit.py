@@ -24,9 +24,10 @@ reservation back (``rate_unreserve``) and takes a new start when released.
 A sync that changes the limit puts the runs waiting on reservations of the old
 one back in their ready sets (``lua/replan_rate.lua``): they reserve again under
 the new one.
-A start logged after the claim's time (Redis's clock went back) makes the claim
-drop the entries logged after its time from both logs, so that the workflow
-does not wait for the real time to catch up with them.
+A start logged more than a second after the claim's time (Redis's clock went
+back) makes the claim drop the entries logged after its time from both logs, so
+that the workflow does not wait for the real time to catch up with them; a
+smaller jump back leaves them (dropped, they let starts past the limit).
 """
 
 from __future__ import annotations

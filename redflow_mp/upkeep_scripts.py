@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from .codec import text
-from .keys import Keys
+from .keys import Keys, cron_key
 
 __all__ = ["UpkeepCalls"]
 
@@ -131,14 +131,21 @@ class UpkeepCalls:
         )
         return int(reply[0]), text(reply[1])
 
-    def rewind_crons(self, leader_token: str, pairs: list[tuple[str, int]]) -> list[str] | None:
+    def rewind_crons(
+        self, leader_token: str, pairs: list[tuple[str, int]] | list[tuple[str, int, str]]
+    ) -> list[str] | None:
         """Move each cron entry of ``pairs`` (cron id, the first fire time of its
-        schedule after the server time the caller read) earlier to that time when
-        its next fire time lies beyond it (written while the Redis clock ran
-        ahead); returns the ids moved, or None when this is not the leader."""
+        schedule after the server time the caller read, and its workflow if known)
+        earlier to that time when its next fire time lies beyond it (written while
+        the Redis clock ran ahead) and that time was not fired already (before the
+        first fire at the clock that was ahead: the entry's runs in the workflow's
+        index; without the workflow, after its latest run's fire time only);
+        returns the ids moved, or None when this is not the leader."""
         args: list[Any] = [self._tag, leader_token]
-        for cron_id, fire_ms in pairs:
-            args += [cron_id, fire_ms]
+        for cron_id, fire_ms, *rest in pairs:
+            workflow = rest[0] if rest else ""
+            prefix = cron_key(cron_id, 0)[:-1] if workflow else ""
+            args += [cron_id, fire_ms, workflow, prefix]
         reply = self.run(
             "rewind_crons", (self.keys.lock_cron, self.keys.cron_next), tuple(args), retry=True
         )

@@ -346,13 +346,17 @@ end
 
 -- Both logs trimmed to the window ending at `now`: true, or false, key, error
 -- when one is of another type (nothing written then).
--- A start logged after `now` means the Redis clock went back (a server that ran
--- ahead set right by NTP, a failover to one whose clock is behind): the entries
--- logged after now in both logs go (O(log n) to look, once per jump to drop).
--- Kept, they filled the window until the real time caught up with them, and
--- every run of the workflow was reserved that far ahead: a clock a day ahead
--- stopped a "2/s" workflow for a day. (A run already reserved while the clock
--- was ahead keeps its reservation, as a scheduled run keeps its time.)
+-- A start logged more than RATE_CLOCK_BACK_MS after `now` means the Redis clock
+-- went back (a server that ran ahead set right by NTP, a failover to one whose
+-- clock is behind): the entries logged after now in both logs go (O(log n) to
+-- look, once per jump to drop). Kept, they filled the window until the real
+-- time caught up with them, and every run of the workflow was reserved that far
+-- ahead: a clock a day ahead stopped a "2/s" workflow for a day. (A run already
+-- reserved while the clock was ahead keeps its reservation, as a scheduled run
+-- keeps its time.) A smaller jump (a failover to a clock some ms behind, an NTP
+-- step) leaves them: dropped, they let starts past the limit (a second start in
+-- the hour of a "1/h" workflow); kept, the next start waits that much longer.
+local RATE_CLOCK_BACK_MS = 1000
 local function rate_trim(tag, wf, now, period)
   for _, key in ipairs({ k_rate(tag, wf), k_rate_started(tag, wf) }) do
     local r = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
@@ -360,7 +364,7 @@ local function rate_trim(tag, wf, now, period)
   end
   local started = k_rate_started(tag, wf)
   local last = redis.call('ZRANGE', started, -1, -1, 'WITHSCORES')
-  if last[2] and tonumber(last[2]) > now then
+  if last[2] and tonumber(last[2]) > now + RATE_CLOCK_BACK_MS then
     local after = '(' .. int_str(now)
     redis.call('ZREMRANGEBYSCORE', started, after, '+inf')
     redis.call('ZREMRANGEBYSCORE', k_rate(tag, wf), after, '+inf')

@@ -6,17 +6,28 @@
 --
 -- KEYS[1]  lock:cron   KEYS[2]  cron:next
 -- ARGV[1]  tag   ARGV[2]  leader token
--- ARGV[3 ..] pairs of (cron id, fire time ms): the first fire time of its
---          schedule after the server time the caller read
+-- ARGV[3 ..] groups of four: cron id, fire time ms (the first fire time of its
+--          schedule after the server time the caller read), its workflow, the
+--          idempotency key of its runs up to the fire time ("cron:<id>:"; '' with
+--          the workflow '': only cron:last is looked at)
 -- Reply: { cron id moved, ... } | -1 not the leader
 -- Invariants: an entry only moves earlier, to a fire time still ahead of the
 -- clock of this call (so one the caller computed from an older time, which
 -- a fire since then moved past, is left alone: its schedule has no fire time
 -- between that older time and the one given, and none was skipped), and past
 -- the fire time of its latest run (cron:last; its idempotency key ends with
--- it): a fire time fired while the clock ran ahead is not fired again. Only the
--- lock holder writes, as fire_cron.lua. Cost: one ZSCORE and at most two HGETs
--- per pair; keys of another type are read as absent (pcall).
+-- it), or before the fire time of the first run the entry fired while the clock
+-- ran ahead (the oldest of its runs in workflow-runs:<wf> created after now): a
+-- fire time fired while the clock ran ahead is not fired again, and the fire
+-- times from now on, none of which fired (the fires at a clock a day ahead were
+-- a day later), are. (With only cron:last looked at, an entry that had fired at
+-- the clock that was ahead, the case this is for, never moved: its latest fire
+-- time lies after every fire time from now on.) Only the lock holder writes, as
+-- fire_cron.lua. Cost: one ZSCORE and at most two HGETs per entry, and for an
+-- entry whose latest run fired after the time it would move to, a ZRANGEBYSCORE
+-- of the runs of its workflow created after now and an HGET for each of at most
+-- AHEAD_READS of them (none found: it stays); keys of another type are read as
+-- absent (pcall).
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
 local now = now_ms()
 local tag = ARGV[1]
@@ -29,13 +40,32 @@ local function last_fire(id)
   if type(key) ~= 'string' then return 0 end
   return tonumber(string.match(key, ':(%d+)$')) or 0
 end
+-- Whether fire time `at` of entry `id` was (or may have been) fired already.
+local AHEAD_READS = 200
+local function fired(id, at, wf, prefix)
+  if at > last_fire(id) then return false end
+  if wf == '' or prefix == '' then return true end
+  -- the first run of this entry created at a clock ahead of now: the fires while
+  -- it was ahead began with its fire time
+  local runs = redis.pcall('ZRANGEBYSCORE', k_wf_runs(tag, wf), '(' .. int_str(now), '+inf',
+    'LIMIT', 0, AHEAD_READS)
+  if failed(runs) then return true end
+  for _, run_id in ipairs(runs) do
+    local key = redis.pcall('HGET', k_run(tag, run_id), 'idempotencyKey')
+    if type(key) == 'string' and string.sub(key, 1, #prefix) == prefix then
+      local first = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
+      if first then return at >= first end
+    end
+  end
+  return true  -- no such run found: kept, as a fire time that may have fired
+end
 local moved = {}
-for i = 3, #ARGV - 1, 2 do
+for i = 3, #ARGV - 3, 4 do
   local id, at = ARGV[i], tonumber(ARGV[i + 1])
   local score = redis.pcall('ZSCORE', KEYS[2], id)
   if failed(score) then return moved end  -- of another type: nothing to move
   score = tonumber(score)
-  if score and at and at > now and score > at and at > last_fire(id) then
+  if score and at and at > now and score > at and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
     redis.call('ZADD', KEYS[2], int_str(at), id)
     moved[#moved + 1] = id
   end

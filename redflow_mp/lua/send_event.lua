@@ -42,7 +42,8 @@ if key ~= '' then
   remembered = call_on(order, 'LLEN', order)
 end
 -- the run hash of another type: refused naming it, nothing stored
-local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'waitEvents', 'eventBytes')
+local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'waitEvents', 'eventBytes',
+  'doneToken')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
@@ -75,14 +76,19 @@ end
 -- The names the run waits for: its waitEvents field (suspend_run.lua), not its
 -- wait, which names every awaited child too (a run suspended on a fan-out of
 -- 100,000 children and an event: 3 MB, decoded in 27 ms at every event sent to
--- it). A run suspended by an older version has no waitEvents: its wait is read.
+-- it). Only when written by the suspension the run is in (the token before the
+-- space is its doneToken): a run suspended by an older version (a rolling
+-- deploy) has none, or one an older wake left from a suspension before; its wait
+-- is read.
 local woken = 0
 local events = nil
 if f[1] == 'suspended' then
-  if f[3] then
-    if f[3] ~= '' then
-      local ok, names = pcall(cjson.decode, f[3])
-      if ok and type(names) == 'table' then events = names end
+  local stamp, names = nil, nil
+  if f[3] then stamp, names = string.match(f[3], '^(%S+) (.*)$') end
+  if stamp and stamp == f[5] then
+    if names ~= '' then
+      local ok, list = pcall(cjson.decode, names)
+      if ok and type(list) == 'table' then events = list end
     end
   else
     local ok, wait = pcall(cjson.decode, redis.call('HGET', run, 'wait') or '')

@@ -5,7 +5,8 @@
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
 -- ARGV[4]  the wait, JSON ({"children":[..],"events":[..],"wakeAt":ms,"steps":[..]}),
 --          stored in the run's `wait` field for readers; the event names also
---          in `waitEvents` (a JSON list, '' = none), which send_event reads
+--          in `waitEvents` ("<lease token> <JSON list>", nothing after the space
+--          for none), which send_event reads
 -- ARGV[5]  wake-up time ms ('' = none): a sleep's end or a wait's deadline
 -- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
 -- ARGV[7+n ..] awaited event names
@@ -143,12 +144,16 @@ if wake_at then
   local r = redis.pcall('ZADD', k_timers(tag), int_str(wake_at), id)
   if failed(r) then refuse(k_timers(tag), r) end
 end
--- waitEvents: the awaited event names alone, for send_event.lua ('' = none;
--- the wait names every awaited child as well, and may be megabytes)
+-- waitEvents: the awaited event names alone, for send_event.lua (the wait names
+-- every awaited child as well, and may be megabytes): "<token> <JSON list>", or
+-- "<token> " for none. The token (this suspension's, as doneToken) tells
+-- send_event the names are this suspension's: an older version's wake leaves
+-- waitEvents and its suspend_run does not write it (a rolling deploy), and the
+-- names of the suspension before woke the run on the wrong events.
 local names = {}
 for i = 7 + n, #ARGV do names[#names + 1] = ARGV[i] end
-local wait_events = ''
-if #names > 0 then wait_events = cjson.encode(names) end
+local wait_events = token .. ' '
+if #names > 0 then wait_events = wait_events .. cjson.encode(names) end
 redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'waitEvents', wait_events,
   'suspendedAt', now, 'updatedAt', now, 'doneToken', token)
 move_status(tag, id, 'running', 'suspended', now)

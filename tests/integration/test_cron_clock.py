@@ -118,3 +118,59 @@ def test_a_fire_time_already_fired_is_not_fired_again(raw: redis.Redis, client: 
     raw.hdel(client.keys.tag + ":cron:last", cid)
     assert client.scripts.rewind_crons("token", [(cid, fire)]) == [cid]
     assert _next(raw, client, cid) == fire
+
+
+def test_a_cron_that_fired_while_the_clock_was_ahead_is_moved_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The case the rewind is for, as a fire leaves it: a per-minute cron that
+    fired at a Redis clock a day ahead holds, besides its next fire time, a latest
+    run (cron:last) created at that clock, whose idempotency key ends with a fire
+    time a day ahead. Every fire time of its schedule from the real time on lies
+    before that one, and none of them was fired (the fires while the clock was
+    ahead were a day later): the entry must move back, not wait a day."""
+    cid = _setup(client, registry)
+    now = client.server_time_ms()
+    fired = next_fire_ms(EVERY_MINUTE.expression, "UTC", now + DAY_MS)  # at the clock ahead
+    raw.hset(
+        client.keys.run("ahead1"),
+        mapping={
+            "idempotencyKey": cron_key(cid, fired),
+            "createdAt": fired + 3,
+            "workflow": "ticker",
+        },
+    )
+    raw.zadd(client.keys.workflow_runs("ticker"), {"ahead1": fired + 3})
+    raw.hset(client.keys.tag + ":cron:last", cid, "ahead1")
+    raw.zadd(client.keys.cron_next, {cid: fired + 60_000})
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    now = client.server_time_ms()
+    assert _next(raw, client, cid) <= now + 60_000, (
+        f"cron:next is {(_next(raw, client, cid) - now) / 1000:.0f} s ahead; its latest run "
+        "fired at the clock that was ahead, no fire time from now on was fired"
+    )
+    assert duty.rewound == 1
+
+
+def test_a_fire_time_fired_while_the_clock_was_ahead_is_still_not_fired_again(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A clock only minutes ahead: the fires at that clock covered the schedule's
+    next fire times from the real time on; the entry stays where it is."""
+    cid = _setup(client, registry)
+    now = client.server_time_ms()
+    first = next_fire_ms(EVERY_MINUTE.expression, "UTC", now)  # fired at a clock 5 min ahead
+    for k in range(6):
+        fire = first + k * 60_000
+        raw.hset(
+            client.keys.run(f"ahead{k}"),
+            mapping={"idempotencyKey": cron_key(cid, fire), "createdAt": fire + 3},
+        )
+        raw.zadd(client.keys.workflow_runs("ticker"), {f"ahead{k}": fire + 3})
+    raw.hset(client.keys.tag + ":cron:last", cid, "ahead5")
+    raw.zadd(client.keys.cron_next, {cid: first + 6 * 60_000})
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    assert _next(raw, client, cid) == first + 6 * 60_000
+    assert duty.rewound == 0

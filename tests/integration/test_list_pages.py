@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Registry, create_client, define_workflow, queries
+from redflow_mp import Client, Registry, create_client, define_workflow, listing, queries
 from redflow_mp.aio import create_async_client
 from redflow_mp.codec import text
+from redflow_mp.ids import new_token
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -139,6 +140,68 @@ def test_a_deep_page_is_walked_when_the_status_indexes_disagree(
     for offset in (9000, len(want) - 30):
         got = [r.id for r in loaded.list_runs(status="queued", limit=50, offset=offset)]
         assert got == want[offset : offset + 50], offset
+
+
+def test_a_deep_page_is_walked_when_another_status_index_is_of_another_type(
+    raw: redis.Redis, loaded: Client, redis_url: str, prefix: str, registry: Registry
+) -> None:
+    """A status index the listing does not filter by is a key of another type (a
+    neighbour's, written by hand): placing the page from the other statuses read
+    it, and ``list_runs(status="queued", offset=9000)``, which walks runs:created
+    and the queued index alone, failed with WRONGTYPE. The page is walked, as
+    before the other statuses placed it; the sync and async listings alike."""
+    keys = loaded.keys
+    raw.set(keys.runs_status("failed"), "a neighbour's string")
+    want = _reference(raw, loaded, None, "queued")
+    for offset in (9000, len(want) - 30):
+        got = [r.id for r in loaded.list_runs(status="queued", limit=50, offset=offset)]
+        assert got == want[offset : offset + 50], offset
+
+    async def listed() -> list[str]:
+        aclient = create_async_client(redis_url, prefix=prefix, registry=registry)
+        try:
+            runs = await aclient.list_runs(status="queued", limit=50, offset=9000)
+        finally:
+            await aclient.aclose()
+        return [r.id for r in runs]
+
+    assert asyncio.run(listed()) == want[9000:9050]
+
+
+def test_a_run_that_finishes_while_the_page_is_placed_is_counted_once(
+    raw: redis.Redis, loaded: Client
+) -> None:
+    """The other statuses' indexes are read one after the other: a run that moves
+    from one to the next meanwhile (running, then succeeded: a worker's finish)
+    was read in both and counted twice among the runs before the page, which
+    then started a run too late (a run of the status skipped: the listing
+    neither as it was nor as it is)."""
+    keys = loaded.keys
+    loaded.run_by_name("a", {}, queue_override="late")
+    _, done = loaded.scripts.claim(("late",), 60_000, new_token())
+    assert done is not None
+    assert loaded.scripts.finalize(done.id, done.token, "succeeded", b'"ok"')  # one succeeded
+    handle = loaded.run_by_name("a", {}, queue_override="late")  # the newest run
+    _, run = loaded.scripts.claim(("late",), 60_000, new_token())
+    assert run is not None and run.id == handle.id
+    want = _reference(raw, loaded, None, "queued")  # the same before and after its finish
+    plan = listing.select_run_ids(keys, None, "queued", 50, 9000)
+    batch = next(plan)
+    finished = False
+    try:
+        while True:
+            replies = [getattr(raw, name)(*args) for name, args in batch]
+            reads_running = any(
+                name == "zrange" and args[0] == keys.runs_status("running") for name, args in batch
+            )
+            if not finished and reads_running:  # the finish lands right after that read
+                assert loaded.scripts.finalize(run.id, run.token, "succeeded", b'"ok"')
+                finished = True
+            batch = plan.send(replies)
+    except StopIteration as stop:
+        got = stop.value
+    assert finished
+    assert got == want[9000:9050]
 
 
 @pytest.mark.parametrize(("workflow", "status"), FILTERS)

@@ -312,3 +312,23 @@ def test_starts_logged_at_a_clock_that_was_ahead_do_not_stop_the_workflow(
     now = client.server_time_ms()
     assert list(_started(raw, client).values()) == [pytest.approx(now, abs=5_000)]
     assert list(_plan(raw, client)) == [rid]
+
+
+def test_a_clock_a_few_ms_behind_does_not_let_a_start_past_the_limit(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A "1/h" workflow started a run; the Redis clock then read 500 ms less (a
+    failover to a replica whose clock is 500 ms behind, an NTP step): its start is
+    logged 500 ms after now. Dropping every entry logged after now (5dc0f09) let
+    the next run start at once, a second start in the hour of a "1/h" limit. A
+    jump back of under a second leaves the logs alone (the next start waits up
+    to that much longer), a larger one drops the entries as before."""
+    k = client.keys
+    raw.hset(k.workflow("wf"), mapping={"name": "wf", "maxConcurrency": 100, "rateLimit": "1/h"})
+    rid = enq()
+    ahead = client.server_time_ms() + 500
+    raw.zadd(k.rate("wf"), {f"X0:{ahead}:{ahead}": ahead})
+    raw.zadd(k.rate_started("wf"), {f"X0:{ahead}": ahead})
+    got = _claim(client)
+    assert got != rid, "a second start within the hour of a 1/h limit"
+    assert int(raw.hget(k.run(rid), "rateSlot") or 0) == ahead + 3_600_000

@@ -391,3 +391,37 @@ def test_an_event_to_a_run_suspended_on_a_large_fan_out_does_not_decode_its_wait
     raw.hdel(client.keys.run(other_id), "waitEvents")
     assert client.send_event(other_id, "go", 1)
     assert _status(raw, client, other_id) == "queued"
+
+
+def test_an_event_wakes_a_run_an_older_version_suspended_again(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A rolling deploy: this version suspends a run waiting for event "a"
+    (waitEvents ["a"]); an older supervisor wakes it (its wake removes `wait`
+    alone) and an older worker claims it and suspends it again, waiting for event
+    "b" (its suspend_run writes `wait`, not waitEvents). The stale waitEvents
+    still named "a": event "b" did not wake the run, which waited for ever (or
+    until its deadline). The names are read only when written by the suspension
+    the run is in (its lease token); else from its wait."""
+    run_id = enq(workflow="g", queue="q")
+    run = _claim(client, "q")
+    assert (
+        client.scripts.suspend(
+            run_id, run.token, RunWait(steps=["a"], kinds=["event"], events=["a"])
+        )
+        == "suspended"
+    )
+    # what the older version's wake, claim and suspend_run leave in the run hash
+    older = new_token()
+    raw.hset(
+        client.keys.run(run_id),
+        mapping={
+            "wait": encode_wait(RunWait(steps=["b"], kinds=["event"], events=["b"])),
+            "doneToken": older,
+            "lease": older,
+        },
+    )
+    assert client.send_event(run_id, "b", 1)
+    assert _status(raw, client, run_id) == "queued", (
+        "event 'b' did not wake the run the older version suspended on it"
+    )
