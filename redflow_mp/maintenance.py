@@ -120,9 +120,10 @@ class StallGuard:
     leases stay theirs until reaped: ``lease_held``). Another supervisor's reaper,
     which reached the server all along, sees no gap: a supervisor that is gone
     or cut off is still taken over one lease after its last renewal. The log
-    line names the cause: Redis out of reach, or (no call tried in the gap: the
-    previous one ended that long before) this process not running (SIGSTOP, a
-    debugger, a frozen cgroup).
+    line names the cause: Redis out of reach, or this process not running
+    (SIGSTOP, a debugger, a frozen cgroup): no call tried in the gap (the
+    previous one ended that long before), or the gap lies in the previous call
+    after Redis ran it (stopped before it read the reply).
     """
 
     def __init__(self, lease_ms: int, interval_ms: int) -> None:
@@ -134,6 +135,8 @@ class StallGuard:
         self._since: dict[int, int] = {}  # per shard: server time of the last call
         self._hold: dict[int, int] = {}
         self._ended: dict[int, float] = {}  # per shard: when the last call ended (monotonic)
+        # per shard: how long the last call that was answered took (ms, monotonic)
+        self._took: dict[int, float] = {}
 
     def failed(self) -> None:
         """A call of this process to Redis failed (any duty's: Redis out of reach).
@@ -145,16 +148,23 @@ class StallGuard:
         now = time.monotonic()
         for index in self._ended:
             self._ended[index] = now
+        self._took.clear()
 
     def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
         start = time.monotonic()
         idle_ms = (start - self._ended.get(index, start)) * 1000.0  # no call in flight
+        # A gap the server sees since the last call, though this process called
+        # again at once, lies in the last call after Redis ran it: the process was
+        # stopped before it read the reply (a SIGSTOP landing mid-call), so that
+        # call's time counts as this process's, not as Redis out of reach.
+        stopped_ms = max(idle_ms, self._took.get(index, 0.0))
         try:
             released, ids, more, now, hold, ghosts = store.scripts.reap_guarded(
                 batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
             )
         finally:
             self._ended[index] = time.monotonic()
+        self._took[index] = (self._ended[index] - start) * 1000.0
         for ghost in ghosts:
             wf, _, run_id = ghost.partition(" ")
             log.warning(
@@ -163,12 +173,12 @@ class StallGuard:
                 run_id,
                 wf,
             )
-        if hold and not self._hold.get(index) and idle_ms > self.gap_ms:
+        if hold and not self._hold.get(index) and stopped_ms > self.gap_ms:
             log.warning(
                 "this process did not run for %d ms (stopped: SIGSTOP, a debugger, a "
                 "frozen cgroup; Redis answered its next call at once): leases are not "
                 "reaped for %d ms, time for the live workers to renew theirs",
-                idle_ms,
+                stopped_ms,
                 self.hold_ms,
             )
         elif hold and not self._hold.get(index):
