@@ -78,6 +78,7 @@ from .registry import (
     get_default_registry,
     set_default_async_starter,
 )
+from .replies import refused
 from .results import (
     RESULT_RECHECK_S,
     STATE_FIELDS,
@@ -103,7 +104,6 @@ from .runs import (
     workflow_meta,
 )
 from .scripts import cancel_reply, resume_plan
-from .transport import refused
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [

@@ -61,23 +61,15 @@ from .connection import (
     Router,
     check_durability,
     check_replicated,
+    mask_url,
     parse_target,
     wait_command,
 )
 from .errors import RedflowError
+from .replies import check_server_version, parse_server_version, version_refused
 from .sentinels import SENTINEL_RECHECK
-from .transport import (
-    RETRIES,
-    SOCKET_TIMEOUT,
-    check_server_version,
-    check_url,
-    client_options,
-    closed_error,
-    mask_url,
-    parse_server_version,
-    retry_backoff,
-    version_refused,
-)
+from .transport import RETRIES, SOCKET_TIMEOUT, client_options, closed_error, retry_backoff
+from .urls import check_url
 
 __all__ = ["MAX_CONNECTIONS", "AsyncTransport", "Channel", "consume_exception", "wait_for_future"]
 

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from .errors import TRANSIENT_ERRORS
 from .keys import STATUSES, Keys
-from .transport import is_busy
+from .replies import is_busy
 
 __all__ = [
     "CHECK_S",

@@ -54,7 +54,7 @@ from .codec import RunState, text
 from .errors import RedflowError, RedisBusyError, WrongTypeError
 from .keys import STATUSES, Keys
 from .options import cannot_be_run_id
-from .transport import is_busy
+from .replies import is_busy
 
 __all__ = [
     "Batch",

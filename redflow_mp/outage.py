@@ -27,7 +27,7 @@ from .errors import (
     RedisOutOfMemoryError,
     RedisReadOnlyError,
 )
-from .transport import is_busy
+from .replies import is_busy
 
 __all__ = ["REPEAT_S", "Outage", "trouble"]
 

@@ -7,7 +7,7 @@ plans); a refusal reached the caller as redis-py's raw ``ResponseError``
 key and no step). :func:`doing` wraps a step: ``BUSY``, ``OOM`` and a server
 that takes no writes become :class:`~.errors.RedisBusyError`,
 :class:`~.errors.RedisOutOfMemoryError`, :class:`~.errors.RedisReadOnlyError`
-(as for a script call: ``transport.refused``), ``WRONGTYPE`` a
+(as for a script call: ``replies.refused``), ``WRONGTYPE`` a
 :class:`~.errors.WrongTypeError`, each naming the step (and its keys, where the
 step names them) and the server. Any other refusal (``NOPERM``: the supervisor's
 start tells the user which ACL rule is missing by its class) and a network error
@@ -24,7 +24,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from .errors import RedflowError, WrongTypeError
-from .transport import refused
+from .replies import refused
 
 __all__ = ["doing", "refusal"]
 

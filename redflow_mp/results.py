@@ -42,7 +42,8 @@ from .errors import (
 from .keys import Keys
 from .listing import read_error
 from .options import cannot_be_run_id, check_run_id, check_timeout, shown_run_id
-from .transport import Transport, closed_error, is_busy
+from .replies import is_busy
+from .transport import Transport, closed_error
 
 __all__ = [
     "RESULT_RECHECK_S",

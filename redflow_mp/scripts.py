@@ -51,7 +51,8 @@ from .luafiles import read_lua as _read_lua
 from .options import MAX_PRIORITY, check_priority
 from .packed import PackedClaims, PlainEnqueues
 from .queueset import QueueLists
-from .transport import Transport, is_noscript, refused
+from .replies import is_noscript, refused
+from .transport import Transport
 from .upkeep_scripts import UpkeepCalls
 from .wait_scripts import WaitCalls, corrupted
 

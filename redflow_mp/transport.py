@@ -13,6 +13,9 @@ off a cluster and Sentinel, through ``directwire.py`` where that is equivalent
 (docs/internals.md, "Keyspace and internals").
 
 Replies are bytes (never decoded by redis-py); callers decode what they need.
+The parts this layer uses live beside it: a thread's connection in
+``wire.py``, the URL checks in ``urls.py``, what a reply means (the server's
+version, refusals) in ``replies.py``; this module re-exports their names.
 
 Fork safety: connections remember the pid that opened them. After a fork the
 child never touches an inherited socket (it would interleave with the parent's
@@ -30,12 +33,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import hiredis  # packs commands in C (redis[hiredis]); redis-py parses with it too
 import redis
 from redis import exceptions as rexc
 from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from . import procid
@@ -51,7 +53,6 @@ from .connection import (
     check_replicated,
     check_url_options,
     mask_url,
-    misplaced_userinfo,
     parse_target,
     routed_connection_class,
     url_fields,
@@ -60,10 +61,25 @@ from .connection import (
 )
 from .directwire import request, usable
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
-from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
-from .options import is_text
+from .replies import (
+    check_server_version,
+    is_busy,
+    is_noscript,
+    is_oom,
+    is_read_only,
+    parse_server_version,
+    refused,
+    version_refused,
+)
 from .sentinels import SENTINEL_RECHECK, close_sentinels, sentinel_client
+from .urls import check_url, default_url
+from .wire import Wire
 
+_Wire = Wire  # the name tests patch (``transport._Wire.request``)
+
+# Re-exported: the reply classifiers (``replies.py``), the URL checks
+# (``urls.py``) and the wire (``wire.py``) were parts of this module, and the
+# library, the supervisor and the tests import them from here.
 __all__ = [
     "RETRIES",
     "SOCKET_TIMEOUT",
@@ -73,166 +89,17 @@ __all__ = [
     "check_url",
     "client_options",
     "closed_error",
+    "default_url",
+    "is_busy",
+    "is_noscript",
+    "is_oom",
+    "is_read_only",
     "mask_url",
     "parse_server_version",
+    "refused",
     "retry_backoff",
+    "version_refused",
 ]
-
-
-class _Wire:
-    """One connection used for request/reply only, on this thread's hot path.
-
-    redis-py opens it (TLS, AUTH/ACL, HELLO, SELECT all stay redis-py's) and
-    reads each reply (``read_response``: error replies raise the classes
-    redis-py maps them to, e.g. LOADING a ``BusyLoadingError``, OOM an
-    ``OutOfMemoryError``); hiredis packs the command, which redis-py's own
-    packer does at several times the cost. redis-py closes the connection on
-    any failure between sending and reading the whole reply (network error,
-    timeout, a signal handler raising), so a late reply is never taken as the
-    answer to the next command: the next call reconnects.
-    """
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Any) -> None:
-        # Any: the pool's connection class (TCP, TLS or unix socket); its
-        # declared type differs between redis-py 5 and 8.
-        self.conn = conn
-
-    def request(self, args: tuple[Any, ...]) -> Any:
-        conn = self.conn
-        # A list: send_packed_command sends each item of an already packed command.
-        conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
-        return conn.read_response()
-
-    def request_packed(self, packed: bytes) -> Any:
-        """:meth:`request` of a command packed already (``packed.py``)."""
-        conn = self.conn
-        conn.send_packed_command([packed], check_health=False)
-        return conn.read_response()
-
-    def send(self, args: tuple[Any, ...]) -> None:
-        """Send ``args`` without reading its reply (see :meth:`Transport.ahead`)."""
-        self.conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
-
-    def read(self) -> Any:
-        """The reply of the oldest command sent and not read yet."""
-        return self.conn.read_response()
-
-    def request_waited(
-        self, commands: Sequence[tuple[Any, ...]], wait: tuple[Any, ...], patience: float
-    ) -> tuple[list[Any], Any]:
-        """``commands`` and ``wait`` (WAIT / WAITAOF) pipelined: one round trip. Every
-        reply is read (an error reply kept as its ``ResponseError``, not raised: the
-        connection stays in step); the reply of ``wait`` may take ``patience`` seconds
-        (its timeout plus :data:`SOCKET_TIMEOUT`): the socket's own timeout would cut
-        a wait longer than itself (redis-py's ``TimeoutError`` instead of the wait's
-        answer). Returns (the replies of ``commands``, that of ``wait``)."""
-        conn = self.conn
-        packed = [hiredis.pack_command(c) for c in commands]
-        conn.send_packed_command([*packed, hiredis.pack_command(wait)], check_health=False)
-        replies: list[Any] = []
-        try:
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except ResponseError as exc:  # MOVED, NOSCRIPT...: the caller decides
-                    replies.append(exc)
-            try:
-                acked = self.read_waited(patience)
-            except ResponseError as exc:  # WAIT on a node that is not the master
-                acked = exc
-        except BaseException:
-            conn.disconnect()  # replies left unread must never answer a later command
-            raise
-        return replies, acked
-
-    def read_waited(self, patience: float) -> Any:
-        """The next reply, a WAIT's: allowed ``patience`` seconds to start arriving
-        (``can_read``: public in redis-py 5.0 to 8), then read as any reply."""
-        conn = self.conn
-        try:
-            ready = conn.can_read(timeout=patience)
-        except BaseException:  # a signal handler raising: the reply is still due
-            conn.disconnect()
-            raise
-        if not ready:
-            conn.disconnect()  # out of step: the late reply must not answer the next call
-            raise rexc.TimeoutError(f"Timeout reading from {self.where()} ({patience:g} s)")
-        return conn.read_response()
-
-    def where(self) -> str:
-        conn = self.conn
-        return str(getattr(conn, "path", "") or f"{conn.host}:{conn.port}")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # best effort on a broken socket
-            self.conn.disconnect()
-
-    def __del__(self) -> None:
-        # The wire goes when its thread's locals go. redis-py connections sit in
-        # reference cycles, so without this their sockets would wait for a GC pass
-        # (and could be finalized first: "unclosed socket"). In a forked child,
-        # disconnect() only closes the inherited descriptor (no shutdown).
-        self.close()
-
-
-Wire = _Wire
-"""A thread's request/reply connection (see :meth:`Transport.ahead`)."""
-
-
-def default_url() -> str:
-    """The URL a client given none connects to: ``$REDFLOW_URL``, then ``$REDIS_URL``,
-    else ``redis://localhost:6379/0`` (the order the CLI and the supervisor use)."""
-    return (
-        os.environ.get("REDFLOW_URL") or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    )
-
-
-def check_url(url: object) -> str:
-    """``url`` (default :func:`default_url`) if its scheme is one we connect to."""
-    if url is None:
-        url = default_url()
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("url must be a non-empty redis:// or rediss:// URL")
-    if "://" not in url:  # not echoed: it may be the password itself, or hold it
-        raise ValueError(
-            f"the Redis URL {mask_url(url)} has no scheme: write redis://[:PASSWORD@]HOST:PORT/DB "
-            "(or rediss://, unix://, redis+sentinel://, rediss+sentinel://)"
-        )
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
-        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
-    if not is_text(url):  # a password of non-UTF-8 bytes: a traceback at AUTH
-        raise ValueError(
-            f"the Redis URL {mask_url(url)} is not valid Unicode text (bytes that were not "
-            "UTF-8); percent-encode such bytes in a password"
-        )
-    if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
-        raise ValueError(_userinfo_problem(url))
-    return url
-
-
-def _userinfo_problem(url: str) -> str:
-    """Why ``url``, whose user info a URL parser cannot see, is refused; the URL is
-    shown with everything before its last ``@`` hidden."""
-    scheme, _, rest = url.partition("://")
-    at = rest.rfind("@")
-    userinfo, shown = rest[:at], f"{scheme}://***@{rest[at + 1 :]}"
-    if any(c in userinfo for c in "/?#"):
-        return (
-            f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "
-            "percent-encode them (%2F, %3F, %23)"
-        )
-    if "[" in userinfo or "]" in userinfo:
-        return (
-            f"the password in the Redis URL {shown} holds '[' or ']': percent-encode "
-            "them (%5B, %5D)"
-        )
-    return (
-        f"the Redis URL {shown} does not parse: its host is not a valid IPv6 address "
-        "in brackets (redis://[::1]:6379/0) or holds a stray '[' or ']'"
-    )
 
 
 #: Seconds a reply may take before its connection is given up (both transports).
@@ -332,34 +199,9 @@ def _own_client(
     return routed, router
 
 
-def parse_server_version(info: Any) -> tuple[int, ...]:
-    """The server version from ``INFO server`` (redis-py's dict, or the raw text)."""
-    if isinstance(info, dict):
-        raw = str(info.get("redis_version", "0.0.0"))
-    else:
-        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
-        raw = "0.0.0"
-        for line in text.splitlines():
-            if line.startswith("redis_version:"):
-                raw = line.partition(":")[2].strip()
-                break
-    parts = []
-    for piece in raw.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def check_server_version(version: tuple[int, ...], where: str) -> tuple[int, ...]:
-    if version < (6, 2):
-        shown = ".".join(str(p) for p in version)
-        raise RedflowError(f"Redis {shown} at {where} is too old: redflow-mp needs >= 6.2")
-    return version
-
-
 class _Local(threading.local):
     pid: int = -1
-    wire: _Wire | None = None
+    wire: Wire | None = None
     generation: int = 0
 
 
@@ -451,7 +293,7 @@ class Transport:
         kw = self._redis.connection_pool.connection_kwargs
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
-    def _wire(self) -> _Wire:
+    def _wire(self) -> Wire:
         local = self._local
         pid = procid.pid  # no system call (updated in a forked child)
         wire = local.wire
@@ -465,7 +307,7 @@ class Transport:
             # Not taken from the pool's in-use set: when the thread ends, its
             # local goes away and the connection is closed by garbage collection,
             # so a thread-per-request caller does not leak one connection each.
-            wire = _Wire(self._redis.connection_pool.make_connection())
+            wire = Wire(self._redis.connection_pool.make_connection())
             local.wire = wire
             local.pid = pid
             local.generation = self._generation
@@ -476,7 +318,7 @@ class Transport:
                 self._held.add(wire.conn)
         return wire
 
-    def ahead(self) -> _Wire | None:
+    def ahead(self) -> Wire | None:
         """This thread's connection for sending commands ahead of their replies
         (``send``, then ``read`` each reply in order), or None where every command
         must go through :meth:`call` (cluster routing, sentinel rechecks, WAIT).
@@ -550,7 +392,7 @@ class Transport:
                 raise
         return wire.request(args)
 
-    def _waited(self, wire: _Wire, args: tuple[Any, ...]) -> Any:
+    def _waited(self, wire: Wire, args: tuple[Any, ...]) -> Any:
         assert self._wait is not None
         (reply,), acked = wire.request_waited((args,), self._wait, self.wait_patience)
         if isinstance(reply, ResponseError):
@@ -624,72 +466,3 @@ class Transport:
         pool.disconnect()
         if self._sentinel:
             close_sentinels(pool.sentinel_manager)
-
-
-def is_noscript(exc: ResponseError) -> bool:
-    return isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")
-
-
-def is_busy(exc: ResponseError) -> bool:
-    """``BUSY``: a script or function runs past busy-reply-threshold; the command
-    was refused (``BUSYKEY``, a RESTORE onto an existing key, is another error).
-    A pipeline's reply says which of its commands got it ("... caused error: BUSY";
-    redis.asyncio before 5.1 quotes the reply's args: "caused error: ('BUSY")."""
-    text = str(exc)
-    return (
-        text.startswith("BUSY ") or "caused error: BUSY " in text or "caused error: ('BUSY " in text
-    )
-
-
-def is_oom(exc: ResponseError) -> bool:
-    # Redis 6.2 reports a script whose first write was refused as a script error
-    # wrapping "-OOM command not allowed ...".
-    return (
-        isinstance(exc, OutOfMemoryError)
-        or "OOM command not allowed" in str(exc)
-        or str(exc).startswith("OOM")
-    )
-
-
-# Replies of a server that accepts no writes now (a script is refused before it
-# starts on Redis >= 7; on 6.2 its first write fails, before anything is applied).
-_WRITES_REFUSED = ("READONLY", "MISCONF", "NOREPLICAS")
-
-
-def is_read_only(exc: ResponseError) -> bool:
-    """``READONLY`` (a replica), ``MISCONF`` (a failed save: writes stopped) or
-    ``NOREPLICAS`` (min-replicas-to-write not met); 6.2 wraps them in a script error."""
-    if isinstance(exc, rexc.ReadOnlyError):
-        return True
-    text = str(exc)
-    return any(text.startswith(code) or f"-{code} " in text for code in _WRITES_REFUSED)
-
-
-def version_refused(exc: ResponseError, where: str) -> Exception:
-    """The error for the ``INFO server`` a client sends before its first script
-    call, refused: ``BUSY`` (another program's script) is the
-    :class:`RedisBusyError` the script call would have met, not a raw reply."""
-    mapped = refused(exc, "the first call (reading the server's version)", where)
-    return exc if mapped is None else mapped
-
-
-def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:
-    """The error for a command Redis refused without applying it and that passes by
-    itself (``BUSY``, ``OOM``, a server that accepts no writes now: all in
-    ``TRANSIENT_ERRORS``), or None for another error."""
-    if is_busy(exc):
-        return RedisBusyError(
-            f"Redis at {where} is busy running a script past its busy-reply-threshold "
-            f"(another program's?); {what} was refused and nothing was changed ({exc})"
-        )
-    if is_oom(exc):
-        return RedisOutOfMemoryError(
-            f"Redis at {where} is out of memory (maxmemory reached); "
-            f"{what} was refused and nothing was changed"
-        )
-    if is_read_only(exc):
-        return RedisReadOnlyError(
-            f"Redis at {where} accepts no writes now (a read-only replica, a failed save "
-            f"or too few replicas); {what} was refused and nothing was changed ({exc})"
-        )
-    return None

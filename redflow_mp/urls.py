@@ -1,0 +1,70 @@
+"""The Redis URL a client connects to: its default and the checks made before use.
+
+Owns :func:`default_url` (``$REDFLOW_URL``, ``$REDIS_URL``, localhost) and
+:func:`check_url`: a URL with no scheme, an unknown scheme, bytes that are not
+UTF-8 or a password a URL parser cannot see is refused with a message that
+never shows the password (``connection.mask_url``). Pure: no sockets.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .connection import mask_url, misplaced_userinfo
+from .options import is_text
+
+__all__ = ["check_url", "default_url"]
+
+
+def default_url() -> str:
+    """The URL a client given none connects to: ``$REDFLOW_URL``, then ``$REDIS_URL``,
+    else ``redis://localhost:6379/0`` (the order the CLI and the supervisor use)."""
+    return (
+        os.environ.get("REDFLOW_URL") or os.environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    )
+
+
+def check_url(url: object) -> str:
+    """``url`` (default :func:`default_url`) if its scheme is one we connect to."""
+    if url is None:
+        url = default_url()
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("url must be a non-empty redis:// or rediss:// URL")
+    if "://" not in url:  # not echoed: it may be the password itself, or hold it
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} has no scheme: write redis://[:PASSWORD@]HOST:PORT/DB "
+            "(or rediss://, unix://, redis+sentinel://, rediss+sentinel://)"
+        )
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}")
+    if not is_text(url):  # a password of non-UTF-8 bytes: a traceback at AUTH
+        raise ValueError(
+            f"the Redis URL {mask_url(url)} is not valid Unicode text (bytes that were not "
+            "UTF-8); percent-encode such bytes in a password"
+        )
+    if misplaced_userinfo(url) is not None:  # redis-py's error would quote the password
+        raise ValueError(_userinfo_problem(url))
+    return url
+
+
+def _userinfo_problem(url: str) -> str:
+    """Why ``url``, whose user info a URL parser cannot see, is refused; the URL is
+    shown with everything before its last ``@`` hidden."""
+    scheme, _, rest = url.partition("://")
+    at = rest.rfind("@")
+    userinfo, shown = rest[:at], f"{scheme}://***@{rest[at + 1 :]}"
+    if any(c in userinfo for c in "/?#"):
+        return (
+            f"the password in the Redis URL {mask_url(url)} holds '/', '?' or '#': "
+            "percent-encode them (%2F, %3F, %23)"
+        )
+    if "[" in userinfo or "]" in userinfo:
+        return (
+            f"the password in the Redis URL {shown} holds '[' or ']': percent-encode "
+            "them (%5B, %5D)"
+        )
+    return (
+        f"the Redis URL {shown} does not parse: its host is not a valid IPv6 address "
+        "in brackets (redis://[::1]:6379/0) or holds a stray '[' or ']'"
+    )
