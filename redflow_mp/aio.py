@@ -28,12 +28,16 @@ default async client, used by ``Workflow.arun()`` without ``client=``.
 
 Adding a run method of the sync client here takes its call builder and reply
 reader from ``scripts.py`` (``ScriptSet.<name>_call`` / ``<name>_reply``) and
-one ``await self.scripts.run(...)``: see :meth:`AsyncClient.cancel_run`.
+one ``await self.scripts.run(...)``: see :meth:`AsyncClient.send_event`.
+
+The client is put together from parts, each the twin of a sync one: canceling
+and its cascade in ``aio_cancel.py`` (``cascade.py``), waiting for a result in
+``aio_results.py`` (``results.py``), the way to the shards in ``aio_shards.py``
+(``shardset.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -41,35 +45,30 @@ from typing import Any, TypeVar, cast
 import redis.asyncio
 
 from . import batch, queries, shardmeta
+from .aio_cancel import AsyncCancels
 from .aio_connection import drive_query as _drive_query
+from .aio_results import AsyncResults
 from .aio_scripts import AsyncScripts
-from .aio_shards import AsyncShard, AsyncShardSet
-from .aio_transport import AsyncTransport, wait_for_future
-from .cascade import CHUNK as CASCADE_CHUNK
-from .cascade import forget_args, gen_text, positions_by_shard
+from .aio_shards import AsyncShardSet
+from .aio_transport import AsyncTransport
 from .clientargs import (
     batch_options,
-    cascade_refused,
     check_client_args,
     known_target,
     run_options,
 )
-from .codec import RunState, RunStatus, StepState, WorkflowMeta, text
+from .codec import RunState, RunStatus, StepState, WorkflowMeta
 from .connection import DEFAULT_WAIT_MS, NotReplicatedError
-from .errors import NETWORK_ERRORS, RedflowError, RunNotResumableError
+from .errors import NETWORK_ERRORS, RunNotResumableError
 from .handle import AsyncRunHandle
 from .ids import new_token
 from .keys import Keys
-from .listing import read_error
 from .options import (
     RunOptions,
     cannot_be_run_id,
     check_idempotency_key,
     check_name,
-    check_reason,
     check_run_id,
-    check_timeout,
-    shown_run_id,
 )
 from .registry import (
     Registry,
@@ -79,22 +78,11 @@ from .registry import (
     set_default_async_starter,
 )
 from .replies import refused
-from .results import (
-    RESULT_RECHECK_S,
-    STATE_FIELDS,
-    WAIT_TROUBLE,
-    outcome,
-    passes,
-    result_timeout,
-    terminal_state,
-    wait_refusal,
-)
 from .runs import (
     DEFAULT_MAX_EVENT_BYTES_PER_RUN,
     DEFAULT_MAX_EVENTS_PER_RUN,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PREFIX,
-    cancel_accepted,
     check_max_events_per_run,
     check_max_payload_bytes,
     encode_input,
@@ -103,7 +91,7 @@ from .runs import (
     target_of_name,
     workflow_meta,
 )
-from .scripts import cancel_reply, resume_plan
+from .scripts import resume_plan
 from .wait_scripts import send_event_call, send_event_reply
 
 __all__ = [
@@ -118,7 +106,7 @@ I = TypeVar("I")  # noqa: E741 - input type of a workflow
 O = TypeVar("O")  # noqa: E741 - output type of a workflow
 
 
-class AsyncClient:
+class AsyncClient(AsyncCancels, AsyncResults):
     """Access to one redflow namespace (``prefix``) on one Redis, from asyncio code."""
 
     def __init__(
@@ -175,23 +163,6 @@ class AsyncClient:
     def redis(self) -> redis.asyncio.Redis:
         """The underlying redis.asyncio client (bytes replies)."""
         return self.transport.redis
-
-    @property
-    def shards(self) -> tuple[AsyncShard, ...]:
-        """The namespace's shards (``shards`` setting); shard 0 is :attr:`keys`."""
-        return self.shard_set.shards
-
-    @property
-    def shard_count(self) -> int:
-        return self.shard_set.count
-
-    def shard_of_workflow(self, name: str) -> AsyncShard:
-        """The shard holding workflow ``name``'s keys and runs."""
-        return self.shard_set.of_workflow(name)
-
-    def shard_of_run(self, run_id: str) -> AsyncShard:
-        """The shard a run id names (``ValueError`` for a malformed id)."""
-        return self.shard_set.of_run(check_run_id(run_id))
 
     async def aclose(self) -> None:
         """Close the connections; the client can no longer be used (safe to repeat).
@@ -351,112 +322,6 @@ class AsyncClient:
         """A handle for an existing run id (no round trip)."""
         return AsyncRunHandle(self, check_run_id(run_id))
 
-    async def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
-        """Cancel a run; see ``Client.cancel_run``."""
-        run_id = check_run_id(run_id)
-        why = check_reason(reason)
-        if cannot_be_run_id(run_id):
-            return False
-        status = await self._cancel_one(run_id, why)
-        accepted = cancel_accepted(status)
-        if accepted:
-            try:
-                await self._cancel_children(run_id, why or None)
-            except redis.exceptions.ResponseError as exc:
-                named = cascade_refused(exc, run_id)
-                if named is None:
-                    raise
-                raise named from exc
-            if status == "canceled" and self.shard_count > 1:
-                await self._kick_parent(run_id, status)
-        return accepted
-
-    async def _cancel_one(self, run_id: str, reason: str) -> str | None:
-        scripts = self.shard_of_run(run_id).scripts
-        keys, args = scripts.cancel_call(run_id, reason)
-        return cancel_reply(await scripts.run("cancel_run", keys, args, retry=True))
-
-    async def _kick_parent(self, run_id: str, status: str) -> None:
-        """shards > 1: the canceled run wakes its parent in another shard (see
-        ``xshard.py``)."""
-        shard = self.shard_of_run(run_id)
-        raw = await shard.redis.hget(shard.keys.run(run_id), "parentRunId")
-        parent = text(raw) if raw else ""
-        try:
-            home = self.shard_of_run(parent) if parent else shard
-        except ValueError:  # a parent id given by hand, naming no shard of ours
-            return
-        if home.index == shard.index:
-            return
-        await home.scripts.run(
-            "kick_parent",
-            (home.keys.run(parent),),
-            (home.keys.tag, parent, run_id, status),
-            retry=True,
-        )
-
-    async def _cancel_children(self, run_id: str, reason: str | None) -> None:
-        """The cancel cascade (see ``cascade.py``) on this client's connections: a
-        chunk of children per round trip, only children with children scanned."""
-        why = f"parent run {run_id} was canceled" + (f": {reason}" if reason else "")
-        stack, seen = [run_id], {run_id}
-        while stack:
-            parent = stack.pop()
-            shard, fresh, listed = self.shard_of_run(parent), [], False
-            # read before the children are listed: a cascade recorded after it
-            # (resumed, canceled again) is not this walk's (forget_cascades.lua)
-            gen = gen_text(await shard.redis.hget(shard.keys.run(parent), "cascadeGen"))
-            children = shard.keys.run_children(parent)
-            try:
-                async for raw in shard.redis.sscan_iter(children, count=500):
-                    listed = True
-                    if (child := text(raw)) not in seen:
-                        seen.add(child)
-                        fresh.append(child)
-            except redis.exceptions.ResponseError as exc:  # the bare reply names no key
-                named = read_error(exc, [("sscan", (children,))])
-                if named is None:
-                    raise
-                raise named from exc
-            for at in range(0, len(fresh), CASCADE_CHUNK):
-                chunk = fresh[at : at + CASCADE_CHUNK]
-                done = await self._cancel_many(chunk, why)
-                stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
-            if listed:  # its cascade is no longer owed (``cascade.finish_pending``)
-                keys = shard.keys
-                args = forget_args(keys.tag, [(parent, gen)])
-                await shard.scripts.run("forget_cascades", (keys.cascades,), args, retry=True)
-
-    async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
-        """``Runs._cancel_many`` on this client's connections."""
-        out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
-        for positions in positions_by_shard(ids, self.shard_of_run):
-            shard = self.shard_of_run(ids[positions[0]])
-            await shard.scripts._load()
-            commands: list[tuple[Any, ...]] = []
-            for i in positions:
-                keys, args = shard.scripts.cancel_call(ids[i], why)
-                commands.append(shard.scripts.command("cancel_run", keys, args))
-                commands.append(("SCARD", shard.keys.run_children(ids[i])))
-            try:  # durability: cascade.send_cancels (NotReplicatedError ends the walk)
-                if shard.transport.wait_args is not None:
-                    replies = await shard.transport.call_waited(commands)
-                else:
-                    async with shard.redis.pipeline(transaction=False) as pipe:
-                        for command in commands:
-                            pipe.execute_command(*command)
-                        replies = await pipe.execute(raise_on_error=False)
-            except NotReplicatedError:
-                raise  # every reply read: one by one would wait again, each
-            except NETWORK_ERRORS:  # one by one (a cancel sent twice is harmless)
-                replies = [RuntimeError("resend")] * (2 * len(positions))
-            for j, i in enumerate(positions):
-                reply, n = replies[2 * j], replies[2 * j + 1]
-                bad = isinstance(reply, Exception)
-                status = await self._cancel_one(ids[i], why) if bad else cancel_reply(reply)
-                out[i] = (status, isinstance(n, Exception) or int(n) > 0)
-        return out
-
     async def send_event(
         self, run_id: str, event: str, payload: Any = None, *, idempotency_key: str | None = None
     ) -> bool:
@@ -491,79 +356,6 @@ class AsyncClient:
             except StopIteration:
                 break
         return AsyncRunHandle(self, run_id)
-
-    async def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
-        """Wait until the run ends; return its output or raise its error (see
-        ``RunHandle.result``). Subscribes to the run's channel, then reads the run:
-        a finish before the subscription is seen by the read, a later one by the
-        message; without a message the run is read again every RESULT_RECHECK_S.
-        A ``timeout`` is kept even while Redis does not answer (the calls in flight
-        are abandoned at the deadline, not after the reply watchdog's 5 s)."""
-        check_run_id(run_id)
-        timeout = check_timeout(timeout, "timeout") if timeout != 0 else 0.0
-        if cannot_be_run_id(run_id):
-            raise RedflowError(
-                f"run {shown_run_id(run_id)} does not exist (unknown id, or removed by retention)"
-            )
-        shard = self.shard_of_run(run_id)  # its pub/sub on the shard's connections
-        t = shard.transport
-        t.enter()
-        if not timeout:  # None: no deadline; 0: one look, however long it takes
-            return await self._wait_result(shard, run_id, timeout, None)
-        deadline = t.loop.time() + timeout
-        try:
-            async with asyncio.timeout_at(deadline) as scope:
-                return await self._wait_result(shard, run_id, timeout, deadline)
-        except TimeoutError:
-            if scope.expired():
-                raise result_timeout(run_id, timeout) from None
-            raise
-
-    async def _confirm_result(self, shard: AsyncShard) -> None:
-        """durability "wait"/"waitaof": a write and its WAIT before an outcome is
-        returned (a finish is published before its worker's WAIT confirmed it)."""
-        if shard.transport.durability != "none":
-            keys = shard.keys
-            await shard.scripts.run(
-                "confirm_result", (keys.result_confirm,), (keys.tag,), retry=True
-            )
-
-    async def _wait_result(
-        self, shard: AsyncShard, run_id: str, timeout: float | None, deadline: float | None
-    ) -> Any:
-        t = shard.transport
-        loop = t.loop
-        if deadline is None and timeout is not None:
-            deadline = loop.time() + timeout
-        name = shard.keys.run_done(run_id).encode()
-        read = ("HMGET", shard.keys.run(run_id), *STATE_FIELDS)
-        while True:
-            channel = None
-            try:
-                # at most RESULT_RECHECK_S, then the run is read again (a lost publish)
-                recheck = loop.time() + RESULT_RECHECK_S
-                until = recheck if deadline is None else min(deadline, recheck)
-                channel = await t.subscribe(name)
-                if await wait_for_future(channel.ready, until):
-                    channel.ready.result()  # raises if the subscription failed
-                state = terminal_state(run_id, await t.call(*read))
-                if state is None and await wait_for_future(channel.message, until):
-                    # a wake-up only: the outcome is the run's record (results.py)
-                    state = terminal_state(run_id, await t.call(*read))
-                if state is not None:
-                    await self._confirm_result(shard)
-                    return outcome(run_id, state)
-                if deadline is not None and loop.time() >= deadline:
-                    raise result_timeout(run_id, timeout)
-            except WAIT_TROUBLE as exc:
-                if not passes(exc):
-                    raise wait_refusal(exc, shard.keys.run(run_id))  # noqa: B904 (its cause is set)
-                if deadline is not None and loop.time() >= deadline:
-                    raise result_timeout(run_id, timeout) from None
-                await asyncio.sleep(0.05)
-            finally:
-                if channel is not None:
-                    t.unsubscribe(channel)
 
     # ---------------------------------------------------------------- reads
 

@@ -18,6 +18,7 @@ import redis.asyncio
 
 from .aio_transport import AsyncTransport
 from .keys import Keys
+from .options import check_run_id
 from .shards import (
     check_shards,
     run_id_for_shard,
@@ -26,7 +27,7 @@ from .shards import (
     shard_tags,
 )
 
-__all__ = ["AsyncShard", "AsyncShardSet"]
+__all__ = ["AsyncShard", "AsyncShardSet", "ShardAccess"]
 
 
 class AsyncShard:
@@ -113,3 +114,27 @@ class AsyncShardSet:
             t.begin_close()
         for t in self._own:
             await t.aclose()
+
+
+class ShardAccess:
+    """An async client's way to its shards (``shard_set``), shared by the parts of
+    :class:`~redflow_mp.aio.AsyncClient` (``aio_cancel.py``, ``aio_results.py``)."""
+
+    shard_set: AsyncShardSet
+
+    @property
+    def shards(self) -> tuple[AsyncShard, ...]:
+        """The namespace's shards (``shards`` setting); shard 0 is :attr:`keys`."""
+        return self.shard_set.shards
+
+    @property
+    def shard_count(self) -> int:
+        return self.shard_set.count
+
+    def shard_of_workflow(self, name: str) -> AsyncShard:
+        """The shard holding workflow ``name``'s keys and runs."""
+        return self.shard_set.of_workflow(name)
+
+    def shard_of_run(self, run_id: str) -> AsyncShard:
+        """The shard a run id names (``ValueError`` for a malformed id)."""
+        return self.shard_set.of_run(check_run_id(run_id))
