@@ -14,14 +14,15 @@ from typing import Any
 
 import msgspec
 
-from .settings import _UNIT_WORDS, SECTIONS, Spec, specs
+from .settings import SECTIONS, Spec, specs
+from .settingspec import _UNIT_WORDS
 from .values import _num
 
 __all__ = ["reference_toml"]
 
 _HEADER = """\
 # redflow-supervisor settings: every key, with its default.
-# Generated from the Settings fields in supervisor/settings.py (their descriptions are
+# Generated from the Settings fields in supervisor/settingfields.py (their descriptions are
 # also the --help text); a test keeps this file equal to reference_toml().
 #
 # Precedence: defaults < this file (--config PATH or $REDFLOW_CONFIG)

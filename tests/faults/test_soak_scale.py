@@ -69,7 +69,7 @@ from tests.redis_server import RedisServer
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(7200)]
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
-# The defaults (supervisor/settings.py), over the harness's short ones.
+# The defaults (supervisor/settingfields.py), over the harness's short ones.
 DEFAULTS = (
     "--lease-ms", "5000", "--reaper-interval-ms", "500", "--kill-grace", "5",
     "--restart-backoff", "1", "--restart-backoff-max", "30", "--max-run-crashes", "3",
