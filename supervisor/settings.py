@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -52,8 +52,10 @@ __all__ = [
     "MIN_PAYLOAD_BYTES",
     "RELOADABLE",
     "SECTIONS",
+    "ClientKeywords",
     "Settings",
     "Spec",
+    "client_keywords",
     "held_for_restart",
     "load",
     "parse_duration",
@@ -101,6 +103,42 @@ def held_for_restart(running: Settings, reloaded: Settings) -> dict[str, Any]:
         for name in running.__struct_fields__
         if name not in RELOADABLE and getattr(running, name) != getattr(reloaded, name)
     }
+
+
+class ClientKeywords(TypedDict):
+    """The settings a client of the supervisor's Redis is made with, named as
+    ``create_client``'s keywords (and ``child.ChildSpec``'s fields)."""
+
+    url: str
+    prefix: str
+    max_payload_bytes: int
+    max_events_per_run: int
+    max_event_bytes_per_run: int
+    redis_functions: bool
+    cluster: bool
+    sentinel_master: str | None
+    durability: str
+    durability_wait_ms: int
+    shards: int
+
+
+def client_keywords(s: Settings) -> ClientKeywords:
+    """``s``'s client settings: one mapping for the parent's client
+    (``startup.py``) and each child's (``slots.py``: the child's spec), so that
+    parent and children always connect alike."""
+    return ClientKeywords(
+        url=s.url,
+        prefix=s.prefix,
+        max_payload_bytes=s.max_payload_bytes,
+        max_events_per_run=s.max_events_per_run,
+        max_event_bytes_per_run=s.max_event_bytes_per_run,
+        redis_functions=s.redis_functions,
+        cluster=s.cluster,
+        sentinel_master=s.sentinel_master or None,
+        durability=s.durability,
+        durability_wait_ms=s.durability_wait_ms,
+        shards=s.shards,
+    )
 
 
 # ------------------------------------------------------------------ loading

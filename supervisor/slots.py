@@ -23,6 +23,7 @@ from .child import ChildSpec, ExitCode
 from .children import Child, ExitInfo, decode_status, end_stuck_hook, fork_child, log_exit
 from .handlers import SignalHandling
 from .restart import RestartState
+from .settings import client_keywords
 
 __all__ = ["ChildKeeping"]
 
@@ -39,20 +40,10 @@ class ChildKeeping(SignalHandling):
             index=index,
             slot=slot_no,
             app=s.app,
-            url=s.url,
-            prefix=s.prefix,
             queues=self.queues,
             lease_ms=s.lease_ms,
             max_runs=s.max_runs_per_child,
-            max_payload_bytes=s.max_payload_bytes,
-            max_events_per_run=s.max_events_per_run,
-            max_event_bytes_per_run=s.max_event_bytes_per_run,
-            redis_functions=s.redis_functions,
-            cluster=s.cluster,
-            sentinel_master=s.sentinel_master or None,
-            durability=s.durability,
-            durability_wait_ms=s.durability_wait_ms,
-            shards=s.shards,
+            **client_keywords(s),
             shards_watched=self.target >= s.shards,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,

@@ -36,7 +36,7 @@ from redflow_mp.shardmeta import shards_problem
 from redflow_mp.sync import registration_digest, renew_registration
 from redflow_mp.transport import mask_url
 
-from .settings import Settings
+from .settings import Settings, client_keywords
 
 __all__ = ["BadSettings", "connect", "end_of_startup", "resolve_queues", "resync"]
 
@@ -221,20 +221,7 @@ def _first_client(s: Settings, registry: Registry) -> Client:
 
 def _client(s: Settings, registry: Registry) -> Client:
     return create_client(
-        s.url,
-        prefix=s.prefix,
-        registry=registry,
-        default=False,
-        max_payload_bytes=s.max_payload_bytes,
-        max_events_per_run=s.max_events_per_run,
-        max_event_bytes_per_run=s.max_event_bytes_per_run,
-        redis_functions=s.redis_functions,
-        cluster=s.cluster,
-        sentinel_master=s.sentinel_master or None,
-        durability=s.durability,
-        durability_wait_ms=s.durability_wait_ms,
-        shards=s.shards,
-        verify_shards=False,
+        **client_keywords(s), registry=registry, default=False, verify_shards=False
     )
 
 
