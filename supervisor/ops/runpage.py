@@ -15,6 +15,7 @@ from http import HTTPStatus
 from redflow_mp import previews
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, StepState
+from redflow_mp.errors import ErrorInfo
 
 from . import render
 from .markup import MAX_PAYLOAD_SHOWN, Page, View, badge, e, error_page, href, pretty
@@ -194,12 +195,7 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
             )
         detail = ""
         if st.error is not None:
-            detail = f"<strong>{e(st.error.type)}</strong>: {e(st.error.message)}"
-            if st.error.traceback:
-                detail += (
-                    f"<details><summary>traceback</summary><pre class='tb'>"
-                    f"{e(st.error.traceback)}</pre></details>"
-                )
+            detail = _error_detail(st.error)
         elif isinstance(st.output, previews.OutputPreview):  # too large: not decoded
             detail = (
                 f"<details><summary class='mono'>{e(st.output[:120])}…</summary>"
@@ -225,6 +221,17 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
     )
 
 
+def _error_detail(error: ErrorInfo) -> str:
+    """A step's or an attempt's error: its type and message, the traceback folded."""
+    detail = f"<strong>{e(error.type)}</strong>: {e(error.message)}"
+    if error.traceback:
+        detail += (
+            f"<details><summary>traceback</summary><pre class='tb'>"
+            f"{e(error.traceback)}</pre></details>"
+        )
+    return detail
+
+
 def _so_far(st: StepState, end: int | None) -> int | None:
     """A step's duration, or for a step in flight its time so far."""
     if st.started_at is None or end is None:
@@ -238,12 +245,7 @@ def _attempts_table(s: RunState, now: int) -> str:
     for a in s.attempts:
         detail = ""
         if a.error is not None:
-            detail = f"<strong>{e(a.error.type)}</strong>: {e(a.error.message)}"
-            if a.error.traceback:
-                detail += (
-                    f"<details><summary>traceback</summary><pre class='tb'>"
-                    f"{e(a.error.traceback)}</pre></details>"
-                )
+            detail = _error_detail(a.error)
         elif a.cause:
             detail = e(a.cause)
         took = (
