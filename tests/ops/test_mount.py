@@ -11,7 +11,6 @@ import html
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
@@ -25,20 +24,10 @@ from redflow_supervisor.ops.dashboard import DashboardConfig, is_loopback, make_
 from tests.helpers import status_of, text
 from tests.ops.conftest import TOKEN, Runs
 from tests.ops.hosts import HOST_HOME, MOUNT, PASSWORD, USER, flask_host
+from tests.ops.web import Resp
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
-
-
-@dataclass
-class Resp:
-    status: int
-    headers: dict[str, str]
-    body: str
-    cookies: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return f"<Resp {self.status} {self.headers.get('location', '')} {self.body[:300]!r}>"
 
 
 def call(

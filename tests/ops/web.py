@@ -1,11 +1,13 @@
-"""The stand-alone dashboard over real HTTP, for the tests: one request, its
-response, and a sign-in (the session cookie). The in-process server comes from
-the ``dashboard`` fixture (``tests/ops/conftest.py``), which returns its base URL."""
+"""The dashboard over HTTP for the tests: one request and its response
+(:class:`Resp`, also what ``test_mount.call`` answers for the mounted WSGI app),
+and a sign-in (the session cookie). The in-process server comes from the
+``dashboard`` fixture (``tests/ops/conftest.py``), which returns its base URL."""
 
 from __future__ import annotations
 
 import http.client
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from tests.ops.conftest import TOKEN
@@ -14,9 +16,15 @@ from tests.ops.conftest import TOKEN
 Start = Callable[..., str]
 
 
+@dataclass
 class Resp:
-    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
-        self.status, self.headers, self.body = status, headers, body
+    """A response: its status, headers (lower-case names), body, and each
+    ``Set-Cookie`` header (filled by ``test_mount.call``, which sees them apart)."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    cookies: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"<Resp {self.status} {self.headers} {self.body[:300]!r}>"
