@@ -259,6 +259,12 @@ def texts(values: Any) -> list[str]:
     return [text(v) for v in values]
 
 
+def run_status(client: Client, run_id: str) -> str | None:
+    """The run's status as the client reads it (None for an unknown run)."""
+    state = client.get_run(run_id)
+    return None if state is None else state.status.value
+
+
 def status_of(raw: redis.Redis, client: Client, run_id: str) -> str | None:
     """The ``status`` field of ``run:<id>`` straight from Redis (None when absent)."""
     value = raw.hget(client.keys.run(run_id), "status")

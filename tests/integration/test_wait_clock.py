@@ -16,16 +16,11 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, StepTimeoutError, codec, define_workflow
-from tests.helpers import WorkerPool, wait_until
+from tests.helpers import WorkerPool, run_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 DAY_MS = 86_400_000
-
-
-def _status(client: Client, run_id: str) -> str | None:
-    state = client.get_run(run_id)
-    return None if state is None else state.status.value
 
 
 def _as_if_ahead(raw: redis.Redis, client: Client, run_id: str, step: str, by_ms: int) -> None:
@@ -55,6 +50,21 @@ def _as_if_ahead(raw: redis.Redis, client: Client, run_id: str, step: str, by_ms
         pipe.execute()
 
 
+def _succeeds_after(
+    raw: redis.Redis, client: Client, run_id: str, rewritten: float, what: str
+) -> None:
+    """The run ends ``succeeded`` within 12 s of ``rewritten`` (when the clock went
+    back); else the failure says when its timer (``what``) would fire."""
+    deadline = rewritten + 12
+    while time.monotonic() < deadline and run_status(client, run_id) != "succeeded":
+        time.sleep(0.05)
+    timer = raw.zscore(client.keys.timers, run_id)
+    assert run_status(client, run_id) == "succeeded", (
+        f"still {run_status(client, run_id)} 12 s after the clock went back: its "
+        f"{what} {((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
+    )
+
+
 def test_a_sleep_suspended_at_a_clock_a_day_ahead_wakes_its_duration_after_the_clock_went_back(
     raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
 ) -> None:
@@ -70,18 +80,18 @@ def test_a_sleep_suspended_at_a_clock_a_day_ahead_wakes_its_duration_after_the_c
     workers.start()
     begun = time.monotonic()
     handle = sleeper.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     _as_if_ahead(raw, client, handle.id, "nap", DAY_MS)
     rewritten = time.monotonic()
     got = None
     deadline = rewritten + 12
     while time.monotonic() < deadline and got is None:
-        if _status(client, handle.id) == "succeeded":
+        if run_status(client, handle.id) == "succeeded":
             got = handle.result(timeout=1)
         time.sleep(0.05)
     timer = raw.zscore(client.keys.timers, handle.id)
     assert got == "woke", (
-        f"still {_status(client, handle.id)} 12 s after the clock went back: wakes "
+        f"still {run_status(client, handle.id)} 12 s after the clock went back: wakes "
         f"{((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
     )
     assert time.monotonic() - begun >= 3.0  # never before it was due
@@ -107,18 +117,11 @@ def test_an_event_wait_timeout_set_at_a_clock_a_day_ahead_runs_out_after_its_dur
     quiet = waiter.run()
     told = waiter.run()
     for run_id in (quiet.id, told.id):
-        wait_until(lambda: _status(client, run_id) == "suspended", timeout=10)  # noqa: B023
+        wait_until(lambda: run_status(client, run_id) == "suspended", timeout=10)  # noqa: B023
         _as_if_ahead(raw, client, run_id, "ev", DAY_MS)
     rewritten = time.monotonic()
     assert client.send_event(told.id, "go", {"n": 1}) is True
-    deadline = rewritten + 12
-    while time.monotonic() < deadline and _status(client, quiet.id) != "succeeded":
-        time.sleep(0.05)
-    timer = raw.zscore(client.keys.timers, quiet.id)
-    assert _status(client, quiet.id) == "succeeded", (
-        f"still {_status(client, quiet.id)} 12 s after the clock went back: its "
-        f"deadline is {((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
-    )
+    _succeeds_after(raw, client, quiet.id, rewritten, "deadline is")
     assert quiet.result(timeout=1) == "timed out"
     assert time.monotonic() - begun >= 3.0
     assert told.result(timeout=10) == {"n": 1}
@@ -144,17 +147,10 @@ def test_a_run_workflow_timeout_set_at_a_clock_a_day_ahead_runs_out_after_its_du
     workers.start()
     begun = time.monotonic()
     handle = parent.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     _as_if_ahead(raw, client, handle.id, "kid", DAY_MS)
     rewritten = time.monotonic()
-    deadline = rewritten + 12
-    while time.monotonic() < deadline and _status(client, handle.id) != "succeeded":
-        time.sleep(0.05)
-    timer = raw.zscore(client.keys.timers, handle.id)
-    assert _status(client, handle.id) == "succeeded", (
-        f"still {_status(client, handle.id)} 12 s after the clock went back: its "
-        f"deadline is {((timer or 0) - client.server_time_ms()) / 1000:.0f} s from now"
-    )
+    _succeeds_after(raw, client, handle.id, rewritten, "deadline is")
     assert handle.result(timeout=1) == "timed out"
     assert time.monotonic() - begun >= 3.0
 
@@ -173,12 +169,12 @@ def test_a_sleep_until_suspended_at_a_clock_ahead_keeps_its_time(
 
     workers.start()
     handle = until.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     # what a suspension at a clock a day ahead wrote: the same wake-up time,
     # started (and suspended) a day later than now
     _as_if_ahead(raw, client, handle.id, "then", 0)
     k = client.keys
     raw.zadd(k.runs_status("suspended"), {handle.id: client.server_time_ms() + DAY_MS})
     wait_until(lambda: raw.hget(k.run(handle.id), "wokenAt") is not None, timeout=10)
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     assert raw.zscore(k.timers, handle.id) == until_ms

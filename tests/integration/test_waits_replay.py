@@ -12,18 +12,13 @@ from typing import Any
 import pytest
 
 from redflow_mp import Client, Context, Registry, define_workflow
-from tests.helpers import WorkerPool, wait_until
+from tests.helpers import WorkerPool, run_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _status(client: Client, run_id: str) -> str | None:
-    state = client.get_run(run_id)
-    return None if state is None else state.status.value
-
-
 def _is(client: Client, run_id: str, status: str) -> Callable[[], bool]:
-    return lambda: _status(client, run_id) == status
+    return lambda: run_status(client, run_id) == status
 
 
 def test_a_sleep_replaced_by_run_workflow_under_the_same_step_name_starts_the_child(
@@ -44,7 +39,7 @@ def test_a_sleep_replaced_by_run_workflow_under_the_same_step_name_starts_the_ch
 
     workers.start()
     handle = parent.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     version[0] = 2  # the new code is deployed while the run sleeps
     # Before: IndexError('list index out of range') from the sleep's record read
     # as a children wait with no children; the run failed.
@@ -70,7 +65,7 @@ def test_a_run_workflow_replaced_by_a_sleep_under_the_same_step_name_sleeps_its_
 
     workers.start()
     handle = parent.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     version[0] = 2
     kid = client.list_runs(workflow="rp-slow")[0].id
     client.cancel_run(kid)  # wakes the parent, now running the new code
@@ -97,16 +92,16 @@ def test_resuming_a_canceled_parent_resumes_the_children_its_cancel_canceled(
 
     workers.start()
     handle = fan.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     kids = sorted(r.id for r in client.list_runs(workflow="rp-kid"))
     for k in kids:
         wait_until(_is(client, k, "suspended"), timeout=10)
     assert client.cancel_run(handle.id, "by mistake") is True
-    wait_until(lambda: {_status(client, k) for k in kids} == {"canceled"}, timeout=10)
+    wait_until(lambda: {run_status(client, k) for k in kids} == {"canceled"}, timeout=10)
     client.resume_run(handle.id)
     # Before: the resumed parent's children step found the children its own
     # cancel had canceled and failed at once with RunCanceledError.
-    wait_until(lambda: {_status(client, k) for k in kids} == {"suspended"}, timeout=10)
+    wait_until(lambda: {run_status(client, k) for k in kids} == {"suspended"}, timeout=10)
     for k in kids:
         assert client.send_event(k, "go") is True
     emitted, outputs = handle.result(timeout=20)

@@ -14,18 +14,13 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow
-from tests.helpers import WorkerPool, wait_until
+from tests.helpers import WorkerPool, run_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _status(client: Client, run_id: str) -> str | None:
-    state = client.get_run(run_id)
-    return None if state is None else state.status.value
-
-
 def _is(client: Client, run_id: str, status: str) -> Callable[[], bool]:
-    return lambda: _status(client, run_id) == status
+    return lambda: run_status(client, run_id) == status
 
 
 def _sweep_all(client: Client) -> None:
@@ -64,7 +59,7 @@ def test_children_finished_long_before_the_last_are_kept_while_their_parent_wait
 
     workers.start()
     handle = parent.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     kids = sorted(
         (s.id for s in client.list_runs(workflow="rt-child")),
         key=lambda rid: client.get_run(rid).input,  # type: ignore[union-attr]
@@ -79,9 +74,9 @@ def test_children_finished_long_before_the_last_are_kept_while_their_parent_wait
     _sweep_all(client)  # a week later: the first two children's retention is over
     # Before: both were removed, and the parent's step then failed with
     # "child run ... no longer exists (removed by retention?)".
-    assert _status(client, kids[0]) == "succeeded"
-    assert _status(client, kids[1]) == "succeeded"
-    assert _status(client, handle.id) == "suspended"
+    assert run_status(client, kids[0]) == "succeeded"
+    assert run_status(client, kids[1]) == "succeeded"
+    assert run_status(client, handle.id) == "suspended"
     assert client.send_event(kids[2], "done") is True
     assert handle.result(timeout=20) == [10, 20, 30]
     # the parent finished: the children go with their next retention pass
@@ -107,11 +102,11 @@ def test_emitted_children_and_children_of_finished_parents_are_not_kept(
 
     workers.start()
     handle = emitter.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     fired = client.list_runs(workflow="rt-leaf")[0].id
-    wait_until(lambda: _status(client, fired) == "succeeded", timeout=10)
+    wait_until(lambda: run_status(client, fired) == "succeeded", timeout=10)
     _finished_a_while_ago(client, fired)
     _sweep_all(client)
     # emit_workflow: the parent does not wait for it, retention takes it
     assert client.get_run(fired) is None
-    assert _status(client, handle.id) == "suspended"
+    assert run_status(client, handle.id) == "suspended"
