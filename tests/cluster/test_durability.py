@@ -28,8 +28,8 @@ import redis
 from redis.crc import key_slot
 
 from redflow_mp import Context, NotReplicatedError, Registry, create_client, define_workflow
-from redflow_mp.aio import create_async_client
 from redflow_mp.options import RunOptions
+from tests.cluster.durable import durable_async_client, durable_client, trivial_flow
 from tests.conftest import prefix_off_node
 from tests.faults.harness import faults_harness, wait_for
 from tests.helpers import WorkerPool
@@ -37,12 +37,8 @@ from tests.redis_server import flavor_binary
 from tests.servers import Cluster, master_and_replica
 
 
-def _flow(registry: Registry) -> object:
-    @define_workflow("durable", registry=registry)
-    def durable(ctx: object) -> int:
-        return 1
-
-    return durable
+def _flow(registry: Registry) -> Any:
+    return trivial_flow(registry, "durable")
 
 
 def test_wait_acknowledges_after_the_replica_has_the_write(prefix: str, registry: Registry) -> None:
@@ -54,7 +50,7 @@ def test_wait_acknowledges_after_the_replica_has_the_write(prefix: str, registry
         wf = _flow(registry)
         client.sync_registry(registry, app="t")
         for _ in range(20):
-            run_id = client.enqueue_workflow(wf, None).id  # type: ignore[arg-type]
+            run_id = client.enqueue_workflow(wf, None).id
             # acknowledged = on the replica already (no waiting here)
             assert r.exists(f"{{{prefix}}}:run:{run_id}") == 1
         client.close()
@@ -64,32 +60,18 @@ def test_wait_acknowledges_after_the_replica_has_the_write(prefix: str, registry
 def test_wait_without_a_replica_fails_with_not_replicated(
     redis_url: str, prefix: str, registry: Registry
 ) -> None:
-    client = create_client(
-        redis_url,
-        prefix=prefix,
-        registry=registry,
-        default=False,
-        durability="wait",
-        durability_wait_ms=50,
-    )
+    client = durable_client(redis_url, prefix, registry, 50)
     wf = _flow(registry)
     client.sync_registry(registry, app="t")
     started = time.monotonic()
     with pytest.raises(NotReplicatedError, match=r"no replica .* within 50 ms"):
-        client.enqueue_workflow(wf, None)  # type: ignore[arg-type]
+        client.enqueue_workflow(wf, None)
     assert time.monotonic() - started >= 0.05
     assert isinstance(NotReplicatedError("x"), redis.TimeoutError)  # a network error
     client.close()
 
     async def main() -> None:
-        ac = create_async_client(
-            redis_url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="wait",
-            durability_wait_ms=50,
-        )
+        ac = durable_async_client(redis_url, prefix, registry, 50)
         with pytest.raises(NotReplicatedError):
             await ac.run_by_name("durable", None)
         await ac.aclose()
@@ -193,29 +175,15 @@ def test_waitaof_acknowledges_after_master_and_replica_fsynced(
         # 1000 ms, so the wait is the test's patience, and the replica's AOF is
         # ready (no rewrite after the full sync pending) first.
         wait_for(lambda: _aof_ready(r), 20, "the replica's append-only file")
-        client = create_client(
-            master.url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="waitaof",
-            durability_wait_ms=10_000,
-        )
+        client = durable_client(master.url, prefix, registry, 10_000, "waitaof")
         wf = _flow(registry)
         client.sync_registry(registry, app="t")
-        run_id = client.enqueue_workflow(wf, None).id  # type: ignore[arg-type]
+        run_id = client.enqueue_workflow(wf, None).id
         assert r.exists(f"{{{prefix}}}:run:{run_id}") == 1
         r.config_set("appendonly", "no")
-        short = create_client(
-            master.url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="waitaof",
-            durability_wait_ms=100,
-        )
+        short = durable_client(master.url, prefix, registry, 100, "waitaof")
         with pytest.raises(NotReplicatedError, match="fsynced by 1 master and 0 replicas"):
-            short.enqueue_workflow(wf, None)  # type: ignore[arg-type]
+            short.enqueue_workflow(wf, None)
         short.close()
         client.close()
         r.close()
@@ -301,14 +269,7 @@ def test_the_cancel_cascade_is_acknowledged_only_once_a_replica_has_it(
         )
     finally:
         pool.stop_all()
-    durable = create_client(
-        redis_url,
-        prefix=prefix,
-        registry=registry,
-        default=False,
-        durability="wait",
-        durability_wait_ms=50,
-    )
+    durable = durable_client(redis_url, prefix, registry, 50)
     try:
         # before: returned 1 (the child canceled on the master, no replica asked)
         with pytest.raises(NotReplicatedError):
@@ -317,14 +278,7 @@ def test_the_cancel_cascade_is_acknowledged_only_once_a_replica_has_it(
         durable.close()
 
     async def main() -> None:
-        ac = create_async_client(
-            redis_url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="wait",
-            durability_wait_ms=50,
-        )
+        ac = durable_async_client(redis_url, prefix, registry, 50)
         try:
             # before: returned (the child canceled on the master, no replica asked)
             with pytest.raises(NotReplicatedError):
@@ -350,21 +304,14 @@ def test_run_workflows_children_are_acknowledged_only_once_a_replica_has_them(
     wf = _flow(registry)
     setup = create_client(redis_url, prefix=prefix, registry=registry, default=False)
     setup.sync_registry(registry, app="t")
-    durable = create_client(
-        redis_url,
-        prefix=prefix,
-        registry=registry,
-        default=False,
-        durability="wait",
-        durability_wait_ms=50,
-    )
+    durable = durable_client(redis_url, prefix, registry, 50)
     try:
         options = [RunOptions.of(idempotency_key=f"child-{i}") for i in range(2)]
         # before: returned the two ids, no replica asked
         with pytest.raises(NotReplicatedError):
-            durable.enqueue_each(wf, [None, None], options)  # type: ignore[arg-type]
+            durable.enqueue_each(wf, [None, None], options)
         # the resend (the step's ride-out) finds the same two runs
-        ids = setup.enqueue_each(wf, [None, None], options)  # type: ignore[arg-type]
+        ids = setup.enqueue_each(wf, [None, None], options)
         assert len(set(ids)) == 2
         assert len(setup.list_runs(workflow="durable")) == 2
     finally:

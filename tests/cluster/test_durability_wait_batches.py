@@ -21,43 +21,19 @@ from typing import Any
 
 import pytest
 
-from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
-from redflow_mp.aio import create_async_client
-from redflow_mp.client import Client
+from redflow_mp import NotReplicatedError, Registry, create_client
 from redflow_mp.options import RunOptions
 from redflow_mp.transport import SOCKET_TIMEOUT
+from tests.cluster.durable import (
+    durable_async_client,
+    durable_client,
+    run_count,
+    trivial_flow,
+)
 from tests.redis_server import RedisServer
 
 WAIT_MS = 5500  # more than SOCKET_TIMEOUT
 ONE_WAIT = (WAIT_MS / 1000, WAIT_MS / 1000 + SOCKET_TIMEOUT)
-
-
-def _runs(master: RedisServer, prefix: str) -> int:
-    r = master.client()
-    try:
-        keys = [k.decode() if isinstance(k, bytes) else k for k in r.keys(f"{{{prefix}}}:run:*")]
-        return len([k for k in keys if k.count(":") == 2])
-    finally:
-        r.close()
-
-
-def _durable(url: str, prefix: str, registry: Registry) -> Client:
-    return create_client(
-        url,
-        prefix=prefix,
-        registry=registry,
-        default=False,
-        durability="wait",
-        durability_wait_ms=WAIT_MS,
-    )
-
-
-def _flow(registry: Registry) -> Any:
-    @define_workflow("durable_batch", queue="unserved", registry=registry)
-    def durable_batch(ctx: object) -> int:
-        return 1
-
-    return durable_batch
 
 
 def _waited_once(took: float) -> None:
@@ -67,8 +43,8 @@ def _waited_once(took: float) -> None:
 def test_run_many_waits_once_and_writes_once(
     stalled_replica: RedisServer, prefix: str, registry: Registry
 ) -> None:
-    _flow(registry)
-    client = _durable(stalled_replica.url, prefix, registry)
+    trivial_flow(registry, "durable_batch", queue="unserved")
+    client = durable_client(stalled_replica.url, prefix, registry, WAIT_MS)
     client.sync_registry(registry, app="t")
     try:
         started = time.monotonic()
@@ -77,19 +53,12 @@ def test_run_many_waits_once_and_writes_once(
         _waited_once(time.monotonic() - started)
         assert getattr(caught.value, "enqueued", None) == [None, None, None]
         assert "written on the master, which no replica confirmed in time" in str(caught.value)
-        assert _runs(stalled_replica, prefix) == 3
+        assert run_count(stalled_replica, prefix) == 3
     finally:
         client.close()
 
     async def main() -> float:
-        ac = create_async_client(
-            stalled_replica.url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="wait",
-            durability_wait_ms=WAIT_MS,
-        )
+        ac = durable_async_client(stalled_replica.url, prefix, registry, WAIT_MS)
         try:
             began = time.monotonic()
             with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
@@ -99,7 +68,7 @@ def test_run_many_waits_once_and_writes_once(
             await ac.aclose()
 
     _waited_once(asyncio.run(main()))
-    assert _runs(stalled_replica, prefix) == 6
+    assert run_count(stalled_replica, prefix) == 6
 
 
 def test_enqueue_each_waits_once_and_is_never_resent(
@@ -107,15 +76,15 @@ def test_enqueue_each_waits_once_and_is_never_resent(
 ) -> None:
     """``step.run_workflows``'s batch, here without idempotency keys: a resend of
     the pipeline writes every run again."""
-    flow = _flow(registry)
-    client = _durable(stalled_replica.url, prefix, registry)
+    flow = trivial_flow(registry, "durable_batch", queue="unserved")
+    client = durable_client(stalled_replica.url, prefix, registry, WAIT_MS)
     client.sync_registry(registry, app="t")
     try:
         started = time.monotonic()
         with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
             client.enqueue_each(flow, [1, 2, 3], [RunOptions.of() for _ in range(3)])
         _waited_once(time.monotonic() - started)
-        assert _runs(stalled_replica, prefix) == 3
+        assert run_count(stalled_replica, prefix) == 3
     finally:
         client.close()
 
@@ -148,9 +117,9 @@ def test_the_cancel_cascade_waits_once_per_chunk(
     """The cascade's chunk of cancels, unconfirmed: NotReplicatedError after one
     wait (the cancels applied on the master), not a resent pipeline, then each
     cancel alone with a wait of its own."""
-    _flow(registry)
+    trivial_flow(registry, "durable_batch", queue="unserved")
     parent, children = _family(stalled_replica, prefix, registry)
-    client = _durable(stalled_replica.url, prefix, registry)
+    client = durable_client(stalled_replica.url, prefix, registry, WAIT_MS)
     try:
         started = time.monotonic()
         with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
@@ -163,14 +132,7 @@ def test_the_cancel_cascade_waits_once_per_chunk(
     parent, children = _family(stalled_replica, prefix, registry)
 
     async def main() -> float:
-        ac = create_async_client(
-            stalled_replica.url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="wait",
-            durability_wait_ms=WAIT_MS,
-        )
+        ac = durable_async_client(stalled_replica.url, prefix, registry, WAIT_MS)
         try:
             began = time.monotonic()
             with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):

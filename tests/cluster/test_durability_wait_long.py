@@ -18,20 +18,12 @@ import time
 
 import pytest
 
-from redflow_mp import NotReplicatedError, Registry, create_client, define_workflow
-from redflow_mp.aio import create_async_client
+from redflow_mp import NotReplicatedError, Registry
 from redflow_mp.transport import SOCKET_TIMEOUT, Transport
+from tests.cluster.durable import durable_async_client, durable_client, run_count, trivial_flow
 from tests.redis_server import RedisServer
 
 WAIT_MS = 6000
-
-
-def _runs(master: RedisServer, prefix: str) -> int:
-    r = master.client()
-    try:
-        return len(r.keys(f"{{{prefix}}}:run:*"))
-    finally:
-        r.close()
 
 
 def test_a_wait_longer_than_the_socket_timeout_ends_in_not_replicated(
@@ -39,37 +31,20 @@ def test_a_wait_longer_than_the_socket_timeout_ends_in_not_replicated(
 ) -> None:
     assert WAIT_MS / 1000 > SOCKET_TIMEOUT
 
-    @define_workflow("durable_long", registry=registry)
-    def durable_long(ctx: object) -> int:
-        return 1
-
+    durable_long = trivial_flow(registry, "durable_long")
     url = stalled_replica.url
-    client = create_client(
-        url,
-        prefix=prefix,
-        registry=registry,
-        default=False,
-        durability="wait",
-        durability_wait_ms=WAIT_MS,
-    )
+    client = durable_client(url, prefix, registry, WAIT_MS)
     client.sync_registry(registry, app="t")
     started = time.monotonic()
     with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
         client.enqueue_workflow(durable_long, None)
     took = time.monotonic() - started
     assert WAIT_MS / 1000 <= took < WAIT_MS / 1000 + SOCKET_TIMEOUT, took  # one wait
-    assert _runs(stalled_replica, prefix) == 1
+    assert run_count(stalled_replica, prefix) == 1
     client.close()
 
     async def main() -> float:
-        ac = create_async_client(
-            url,
-            prefix=prefix,
-            registry=registry,
-            default=False,
-            durability="wait",
-            durability_wait_ms=WAIT_MS,
-        )
+        ac = durable_async_client(url, prefix, registry, WAIT_MS)
         try:
             began = time.monotonic()
             with pytest.raises(NotReplicatedError, match=rf"within {WAIT_MS} ms"):
@@ -80,7 +55,7 @@ def test_a_wait_longer_than_the_socket_timeout_ends_in_not_replicated(
 
     took = asyncio.run(main())
     assert WAIT_MS / 1000 <= took < WAIT_MS / 1000 + SOCKET_TIMEOUT, took  # one wait
-    assert _runs(stalled_replica, prefix) == 2
+    assert run_count(stalled_replica, prefix) == 2
 
 
 def test_the_transport_reads_the_long_wait_once_and_stays_in_step(
