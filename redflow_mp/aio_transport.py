@@ -66,7 +66,7 @@ from .connection import (
     wait_command,
 )
 from .errors import RedflowError
-from .replies import check_server_version, parse_server_version, version_refused
+from .replies import WaitedWrites, check_server_version, parse_server_version, version_refused
 from .sentinels import SENTINEL_RECHECK
 from .transport import RETRIES, SOCKET_TIMEOUT, client_options, closed_error, retry_backoff
 from .urls import check_url
@@ -84,7 +84,7 @@ def _nothing() -> None:
     pass
 
 
-class AsyncTransport:
+class AsyncTransport(WaitedWrites):
     """Owns an async client's connections; bound to one event loop."""
 
     def __init__(
@@ -153,19 +153,6 @@ class AsyncTransport:
             durability=self.durability,
             durability_wait_ms=self.wait_ms,
         )
-
-    @property
-    def wait_args(self) -> tuple[Any, ...] | None:
-        """The WAIT / WAITAOF that must end a pipeline of run-state writes sent on
-        another connection than :meth:`call`'s (None for ``durability = "none"``)."""
-        return self._wait
-
-    def check_waited(self, reply: Any) -> None:
-        """Raise :class:`~redflow_mp.NotReplicatedError` unless ``reply`` (that of
-        :attr:`wait_args` at the end of a pipeline) confirms its writes."""
-        if isinstance(reply, Exception):
-            raise reply
-        check_replicated(reply, self.durability, self.wait_ms, self.describe())
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""

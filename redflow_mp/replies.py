@@ -4,7 +4,8 @@ Owns the reading of the server's version (``INFO server``, and the 6.2 floor)
 and the classification of error replies: ``NOSCRIPT``; ``BUSY``, ``OOM`` and a
 server that accepts no writes now (``READONLY``, ``MISCONF``, ``NOREPLICAS``),
 each mapped by :func:`refused` to the library error saying that nothing was
-changed. Pure functions: no sockets.
+changed; and :class:`WaitedWrites`, what a durability ``WAIT`` / ``WAITAOF``
+reply means for the writes before it (shared by both transports). No sockets.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 from redis import exceptions as rexc
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
+from .connection import check_replicated
 from .errors import RedflowError, RedisBusyError, RedisOutOfMemoryError, RedisReadOnlyError
 
 __all__ = [
+    "WaitedWrites",
     "check_server_version",
     "is_busy",
     "is_noscript",
@@ -120,3 +123,30 @@ def refused(exc: ResponseError, what: str, where: str) -> RedflowError | None:
             f"or too few replicas); {what} was refused and nothing was changed ({exc})"
         )
     return None
+
+
+class WaitedWrites:
+    """The durability wait of a transport (sync or asyncio): the command that ends
+    a pipeline of run-state writes and the check of its reply. The transport sets
+    ``durability``, ``wait_ms`` and ``_wait`` (``connection.wait_command``)."""
+
+    durability: str
+    wait_ms: int
+    _wait: tuple[Any, ...] | None
+
+    def describe(self) -> str:
+        """The server address for messages (each transport's own)."""
+        raise NotImplementedError
+
+    @property
+    def wait_args(self) -> tuple[Any, ...] | None:
+        """The WAIT / WAITAOF that must end a pipeline of run-state writes sent on
+        another connection than :meth:`call`'s (None for ``durability = "none"``)."""
+        return self._wait
+
+    def check_waited(self, reply: Any) -> None:
+        """Raise :class:`~redflow_mp.NotReplicatedError` unless ``reply`` (that of
+        :attr:`wait_args` at the end of a pipeline) confirms its writes."""
+        if isinstance(reply, Exception):
+            raise reply
+        check_replicated(reply, self.durability, self.wait_ms, self.describe())

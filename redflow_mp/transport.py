@@ -50,7 +50,6 @@ from .connection import (
     Router,
     Target,
     check_durability,
-    check_replicated,
     check_url_options,
     mask_url,
     parse_target,
@@ -62,6 +61,7 @@ from .connection import (
 from .directwire import request, usable
 from .errors import NETWORK_ERRORS as _NETWORK_ERRORS
 from .replies import (
+    WaitedWrites,
     check_server_version,
     is_busy,
     is_noscript,
@@ -205,7 +205,7 @@ class _Local(threading.local):
     generation: int = 0
 
 
-class Transport:
+class Transport(WaitedWrites):
     """Owns the Redis client and the per-thread hot-path connections."""
 
     def __init__(
@@ -270,19 +270,6 @@ class Transport:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def wait_args(self) -> tuple[Any, ...] | None:
-        """The WAIT / WAITAOF that must end a pipeline of run-state writes sent on
-        another connection than :meth:`call`'s (None for ``durability = "none"``)."""
-        return self._wait
-
-    def check_waited(self, reply: Any) -> None:
-        """Raise :class:`~redflow_mp.NotReplicatedError` unless ``reply`` (that of
-        :attr:`wait_args` at the end of a pipeline) confirms its writes."""
-        if isinstance(reply, Exception):
-            raise reply
-        check_replicated(reply, self.durability, self.wait_ms, self.describe())
 
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
