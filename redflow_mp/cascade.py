@@ -34,9 +34,10 @@ MAX_CASCADE = 100_000
 #: Children canceled in one round trip (one pipeline of cancel_run scripts).
 CHUNK = 500
 
-#: ``cancel_many(ids, why)``: per id, (its status after the cancel or None when
-#: unknown or finished already, whether it has children of its own).
-CancelMany = Callable[[list[str], str], list[tuple[str | None, bool]]]
+#: ``cancel_many(ids, why, parent)``: per id, (its status after the cancel or None
+#: when unknown, finished already or not ``parent``'s child, whether it has
+#: children of its own).
+CancelMany = Callable[[list[str], str, str], list[tuple[str | None, bool]]]
 
 
 def gen_text(raw: object) -> str:
@@ -71,9 +72,12 @@ def cancel_children(
     """Cancel the unfinished children of ``run_id`` (and theirs); returns how many
     cancels were sent. ``scan(parent)`` reads the parent's ``cascadeGen``
     (:func:`gen_text`), then lists ``run:<parent>:children`` (in the parent's
-    shard), ``cancel_many(ids, why)`` sends the ``cancel_run`` scripts of
+    shard), ``cancel_many(ids, why, parent)`` sends the ``cancel_run`` scripts of
     up to :data:`CHUNK` children at once (each on its child's shard: with
     ``shards > 1`` a child may live in another one) and says which have children.
+    A run in the set that is not the parent's child (its ``parentRunId``: a run
+    another parent started, or a client, found by an ``idempotency_key``) is
+    left running, and so are its children: it is awaited, not owned.
     ``done(parents)`` is called at the end with the parents whose children were
     all sent their cancel, each with the generation read before its children
     were listed (to remove them from ``cascades``, unless a later cancel
@@ -103,7 +107,7 @@ def cancel_children(
             whole = len(batch) == len(fresh[at : at + CHUNK])
             if not batch:
                 break
-            results = cancel_many(batch, why)
+            results = cancel_many(batch, why, parent)
             sent += len(batch)
             for child, (status, has_children) in zip(batch, results, strict=True):
                 if status is not None and has_children:

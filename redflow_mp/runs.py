@@ -556,13 +556,16 @@ class Runs:
 
         return cancel_children(scan, self._cancel_many, run_id, reason, done)
 
-    def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
+    def _cancel_many(
+        self, ids: list[str], why: str, parent: str = ""
+    ) -> list[tuple[str | None, bool]]:
         """``cancel_run`` for each of ``ids``, one pipeline per shard, each followed by
         the SCARD of the run's children (and by the WAIT of ``durability``:
         ``cascade.send_cancels``); per id (status after, has children). A script
         error (NOSCRIPT after a flush) or a lost connection: that shard's ids one
         by one through ``Scripts.cancel`` (a cancel sent twice is harmless). A WAIT
-        not confirmed raises :class:`NotReplicatedError` (the walk stops)."""
+        not confirmed raises :class:`NotReplicatedError` (the walk stops). With
+        ``parent``, a run that is not that parent's child is left as it is (None)."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
@@ -570,7 +573,7 @@ class Runs:
             scripts.ensure_loaded()
             commands: list[tuple[Any, ...]] = []
             for i in positions:
-                keys, args = scripts.cancel_call(ids[i], why)
+                keys, args = scripts.cancel_call(ids[i], why, parent)
                 commands.append(scripts.command("cancel_run", keys, args))
                 commands.append(("SCARD", shard.keys.run_children(ids[i])))
             try:
@@ -582,7 +585,7 @@ class Runs:
             for j, i in enumerate(positions):
                 reply, children = replies[2 * j], replies[2 * j + 1]
                 if isinstance(reply, Exception):
-                    status = scripts.cancel(ids[i], why)
+                    status = scripts.cancel(ids[i], why, parent)
                 else:
                     status = cancel_reply(reply)
                 out[i] = (status, isinstance(children, Exception) or int(children) > 0)

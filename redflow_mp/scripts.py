@@ -310,8 +310,15 @@ class ScriptSet:
             )
         return (self.keys.run(run_id),), args
 
-    def cancel_call(self, run_id: str, reason: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        return (self.keys.run(run_id),), (self._tag, run_id, reason)  # see cancel_reply
+    def cancel_call(
+        self, run_id: str, reason: str, parent: str = ""
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """Keys and arguments of ``cancel_run`` (see :func:`cancel_reply`); ``parent``:
+        the run whose cancel cascade sends it (the run is canceled only if it is
+        that parent's child), '' for a cancel of the run itself."""
+        if parent:
+            return (self.keys.run(run_id),), (self._tag, run_id, reason, parent)
+        return (self.keys.run(run_id),), (self._tag, run_id, reason)
 
     def resume_call(self, run_id: str, token: str) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``resume_run`` (read the reply with :func:`resume_reply`);
@@ -355,7 +362,8 @@ def enqueue_reply(reply: Any) -> tuple[str, bool]:
 
 def cancel_reply(reply: Any) -> str | None:
     """The status after ``cancel_run`` (``canceled``, or ``running`` when asked to
-    stop), or None when the run does not exist or had finished already."""
+    stop), or None when the run does not exist, had finished already, or is not
+    the child of the cascade's parent (nothing changed: see ``cancel_call``)."""
     if reply[0] != 1:
         return None
     return text(reply[1])
@@ -552,8 +560,8 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
             return False, False
         return True, bool(reply[1])
 
-    def cancel(self, run_id: str, reason: str) -> str | None:
-        keys, args = self.cancel_call(run_id, reason)
+    def cancel(self, run_id: str, reason: str, parent: str = "") -> str | None:
+        keys, args = self.cancel_call(run_id, reason, parent)
         return cancel_reply(self.run("cancel_run", keys, args, retry=True))
 
     def promote(self, batch: int, queue_batch: int = 100) -> tuple[int, int | None, bool]:

@@ -98,6 +98,8 @@ def _family(master: RedisServer, prefix: str, registry: Registry) -> tuple[str, 
         parent = plain.run_by_name("durable_batch", 0).id
         children = [h.id for h in plain.run_many_by_name("durable_batch", [1, 2, 3])]
         plain.redis.sadd(plain.keys.run_children(parent), *children)
+        for child in children:  # as run_workflow writes it: the cascade cancels its own
+            plain.redis.hset(plain.keys.run(child), "parentRunId", parent)
         return parent, children
     finally:
         plain.close()

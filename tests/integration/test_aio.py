@@ -616,6 +616,9 @@ def test_the_async_cancel_cascade_sends_its_children_a_chunk_at_a_time(
     grandchild = flows["idle"].run(None, client=client).id
     raw.sadd(client.keys.run_children(parent), *children)
     raw.sadd(client.keys.run_children(children[7]), grandchild)
+    for run_id in children:  # what run_workflow writes: the cascade cancels its own
+        raw.hset(client.keys.run(run_id), "parentRunId", parent)
+    raw.hset(client.keys.run(grandchild), "parentRunId", children[7])
     singles = 0
     real = AsyncClient._cancel_one
 
@@ -653,6 +656,7 @@ def test_the_async_cascade_ending_after_a_resume_and_a_second_cancel_keeps_its_r
     parent = flows["idle"].run(None, client=client).id
     child = flows["idle"].run(None, client=client).id
     raw.sadd(client.keys.run_children(parent), child)
+    raw.hset(client.keys.run(child), "parentRunId", parent)  # as run_workflow writes it
     real = AsyncClient._cancel_many
 
     async def interleaved(

@@ -247,13 +247,16 @@ def test_a_cancel_cascade_sends_its_children_a_chunk_at_a_time(
     grandchild = fan.run().id
     raw.sadd(client.keys.run_children(parent), *children)
     raw.sadd(client.keys.run_children(children[7]), grandchild)
+    for run_id in children:  # what run_workflow writes: the cascade cancels its own
+        raw.hset(client.keys.run(run_id), "parentRunId", parent)
+    raw.hset(client.keys.run(grandchild), "parentRunId", children[7])
     singles = 0
     real_cancel = Scripts.cancel
 
-    def counted(self: Scripts, run_id: str, reason: str) -> str | None:
+    def counted(self: Scripts, run_id: str, reason: str, parent: str = "") -> str | None:
         nonlocal singles
         singles += 1
-        return real_cancel(self, run_id, reason)
+        return real_cancel(self, run_id, reason, parent)
 
     monkeypatch.setattr(Scripts, "cancel", counted)
     counts = command_counts(raw, lambda: client.cancel_run(parent))

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def _family(raw: redis.Redis, client: Client, enq: Callable[..., str]) -> tuple[str, str]:
-    parent, child = enq(), enq(workflow="kid", parent="")
+    parent = enq()
+    child = enq(workflow="kid", parent=parent)
     raw.sadd(client.keys.run_children(parent), child)
     return parent, child
 
@@ -93,8 +94,8 @@ def test_a_first_walk_ending_after_a_resume_and_a_second_cancel_keeps_the_second
     assert client.scripts.cancel(parent, "") == "canceled"  # the first cancel
     real = client._cancel_many
 
-    def interleaved(ids: list[str], why: str) -> list[tuple[str | None, bool]]:
-        out = real(ids, why)  # the first walk cancels the child...
+    def interleaved(ids: list[str], why: str, parent_id: str) -> list[tuple[str | None, bool]]:
+        out = real(ids, why, parent_id)  # the first walk cancels the child...
         assert status_of(raw, client, child) == "canceled"
         client.resume_run(parent)  # ...the parent is resumed (its replay resumes
         client.resume_run(child)  # the child), then canceled again by a second
