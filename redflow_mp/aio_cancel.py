@@ -54,9 +54,11 @@ class AsyncCancels(ShardAccess):
                 await self._kick_parent(run_id, status)
         return accepted
 
-    async def _cancel_one(self, run_id: str, reason: str) -> str | None:
+    async def _cancel_one(self, run_id: str, reason: str, parent: str = "") -> str | None:
+        """Cancel one run; ``parent``: the run whose cascade sends it (canceled only
+        if it is that parent's child, see ``Scripts.cancel_call``)."""
         scripts = self.shard_of_run(run_id).scripts
-        keys, args = scripts.cancel_call(run_id, reason)
+        keys, args = scripts.cancel_call(run_id, reason, parent)
         return cancel_reply(await scripts.run("cancel_run", keys, args, retry=True))
 
     async def _kick_parent(self, run_id: str, status: str) -> None:
@@ -103,22 +105,26 @@ class AsyncCancels(ShardAccess):
                 raise named from exc
             for at in range(0, len(fresh), CASCADE_CHUNK):
                 chunk = fresh[at : at + CASCADE_CHUNK]
-                done = await self._cancel_many(chunk, why)
+                done = await self._cancel_many(chunk, why, parent)
                 stack += [c for c, (st, more) in zip(chunk, done, strict=True) if st and more]
             if listed:  # its cascade is no longer owed (``cascade.finish_pending``)
                 keys = shard.keys
                 args = forget_args(keys.tag, [(parent, gen)])
                 await shard.scripts.run("forget_cascades", (keys.cascades,), args, retry=True)
 
-    async def _cancel_many(self, ids: list[str], why: str) -> list[tuple[str | None, bool]]:
-        """``Runs._cancel_many`` on this client's connections."""
+    async def _cancel_many(
+        self, ids: list[str], why: str, parent: str = ""
+    ) -> list[tuple[str | None, bool]]:
+        """``Runs._cancel_many`` on this client's connections: ``parent``'s children
+        among ``ids`` are canceled, a run another parent (or a client) started and
+        ``parent`` only awaits by key is left as it is."""
         out: list[tuple[str | None, bool]] = [(None, False)] * len(ids)
         for positions in positions_by_shard(ids, self.shard_of_run):
             shard = self.shard_of_run(ids[positions[0]])
             await shard.scripts._load()
             commands: list[tuple[Any, ...]] = []
             for i in positions:
-                keys, args = shard.scripts.cancel_call(ids[i], why)
+                keys, args = shard.scripts.cancel_call(ids[i], why, parent)
                 commands.append(shard.scripts.command("cancel_run", keys, args))
                 commands.append(("SCARD", shard.keys.run_children(ids[i])))
             try:  # durability: cascade.send_cancels (NotReplicatedError ends the walk)
@@ -136,6 +142,6 @@ class AsyncCancels(ShardAccess):
             for j, i in enumerate(positions):
                 reply, n = replies[2 * j], replies[2 * j + 1]
                 bad = isinstance(reply, Exception)
-                status = await self._cancel_one(ids[i], why) if bad else cancel_reply(reply)
+                status = await self._cancel_one(ids[i], why, parent) if bad else cancel_reply(reply)
                 out[i] = (status, isinstance(n, Exception) or int(n) > 0)
         return out
