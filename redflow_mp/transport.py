@@ -352,8 +352,11 @@ class Transport(WaitedWrites):
         return self._wire().request_packed(packed)
 
     def _send_packed(self, packed: bytes, retry: bool) -> Any:
+        wire = self._wire()
+        if not retry:
+            wire.freshen()  # sent once: not into a connection its server closed
         try:
-            return self._wire().request_packed(packed)
+            return wire.request_packed(packed)
         except _NETWORK_ERRORS:
             if not retry:
                 raise
@@ -361,6 +364,8 @@ class Transport(WaitedWrites):
 
     def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
         wire = self._wire()
+        if not retry:
+            wire.freshen()  # sent once: not into a connection its server closed
         if self._wait is not None and args[0] in DURABLE_COMMANDS:
             try:
                 return self._waited(wire, args)

@@ -56,6 +56,23 @@ class _Wire:
         conn.send_packed_command([packed], check_health=False)
         return conn.read_response()
 
+    def freshen(self) -> None:
+        """Before a command that is sent once (not resent after a network error):
+        drop the idle connection when it is readable. A request/reply connection
+        between requests has nothing to read unless its peer closed it (a Redis
+        restart or failover to the same address, a ``CLIENT KILL``, an idle
+        timeout) or it holds stray bytes; sending into it would fail after the
+        send, and the caller could not tell that nothing was stored. The next send
+        reconnects (one ``poll`` system call; redis-py's pool makes the same check
+        when it hands out a connection)."""
+        conn = self.conn
+        try:
+            stale = conn.can_read(timeout=0)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
+
     def send(self, args: tuple[Any, ...]) -> None:
         """Send ``args`` without reading its reply (``Transport.ahead``)."""
         self.conn.send_packed_command([hiredis.pack_command(args)], check_health=False)

@@ -6,28 +6,18 @@ stored; yet the first send raised ``ConnectionError`` ("Connection closed by
 server"), once per thread that had sent before, and the caller could not tell
 it from a send whose reply was lost (which the docs say may have been stored).
 
-The defect lives in ``redflow_mp/transport.py`` (``Transport._wire`` reuses the
-thread's connection without looking whether its peer closed it, and an unkeyed
-``send_event`` is sent with ``retry=False``): a file another helper is changing
-now, so that test is marked ``xfail(strict=True)`` until it is fixed there (see
-/work/wt/reports/redteam9b.md). The async client holds: its event loop sees the
-connection closed before the next send (its test guards that)."""
+A command sent once (``retry=False``) now first drops a connection that is
+readable between requests (``Wire.freshen``): its peer closed it. The async
+client holds by itself: its event loop sees the connection closed before the next
+send (its test guards that)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from redflow_mp import Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
 from tests.redis_server import RedisServer
-
-_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="transport.py reuses a connection its server closed for a command sent "
-    "once (redteam9b report: fix lives in a file under change by another helper)",
-)
 
 
 def _suspended_run(url: str, prefix: str) -> str:
@@ -45,7 +35,6 @@ def _suspended_run(url: str, prefix: str) -> str:
         client.close()
 
 
-@_XFAIL
 def test_the_first_unkeyed_send_after_a_redis_restart_is_delivered(
     server: RedisServer, prefix: str
 ) -> None:
