@@ -15,7 +15,8 @@ idle worker costs no Redis commands beyond one blocking call per
 Network errors never kill the loop: it backs off (up to 5 s), resends the pending
 finish, and a lost claim with its token (``lostclaim.py``: its run starts at once).
 Each retry loop logs its trouble once, every 10 s while it lasts, and when it ends
-(``outage.py``). ``maintenance=True``: see ``worker_upkeep.py``.
+(``outage.py``). ``maintenance=True``: see ``worker_upkeep.py``; the idle waits:
+``worker_waits.py``.
 """
 
 from __future__ import annotations
@@ -24,42 +25,35 @@ import logging
 import time
 from collections.abc import Sequence
 
-from redis.exceptions import ResponseError
-
 from . import xshard
 from .client import Client, set_default_client
 from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode, finish_args
 from .foreign import defer_ms, served_elsewhere
 from .ids import new_token
-from .keycheck import Bench, shared_keys
+from .keycheck import Bench
 from .lease import LeaseKeeper, say_lost
 from .lostclaim import LostClaim
 from .metrics import FINAL, Metrics
 from .options import check_name
 from .outage import Outage
-from .queueset import MANY_QUEUES
 from .registry import Registry
 from .scripts import Claimed, Finish
 from .shardpass import ShardPass
 from .shardset import Shard
-from .transport import is_busy, is_oom, is_read_only
 from .worker_hooks import NoHooks as _NoHooks
 from .worker_hooks import WorkerHooks
-from .worker_upkeep import IDLE_EVERY_S, Upkeep
+from .worker_upkeep import Upkeep
+from .worker_waits import BELL_CAP, WorkerWaits
 
-__all__ = ["Worker", "WorkerHooks"]
+__all__ = ["BELL_CAP", "Worker", "WorkerHooks"]
 
 #: The ``workflow`` label of metrics about runs of workflows this worker does not know.
 UNREGISTERED_LABEL = "(unregistered)"
 
-#: Tokens a bell holds at most when only our scripts ring it (``BELL_CAP`` in _lib.lua).
-BELL_CAP = 64
-
 #: How long a canceled run's worker tries to cancel its children through Redis trouble.
 CASCADE_PATIENCE = 60.0
 _CLAIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, WrongTypeError)
-_TRIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +79,7 @@ class _LeftBehind(Exception):
 UNWATCHED_BLOCK_TIMEOUT = 0.1
 
 
-class Worker:
+class Worker(WorkerWaits):
     """Claims and executes runs of ``queues`` until stopped.
 
     Args:
@@ -564,94 +558,6 @@ class Worker:
         shared label (a run's workflow name is whatever its enqueuer wrote, and
         every distinct label value is a series kept until the process ends)."""
         return workflow if self.registry.get(workflow) is not None else UNREGISTERED_LABEL
-
-    def _idle(self) -> None:
-        """Wait for a bell; past MANY_QUEUES queues, wait again while the waits time
-        out and nothing is ready (``_nothing_ready``) instead of claiming."""
-        self._wait()
-        while self._nothing_ready():
-            self._wait()
-
-    def _wait(self) -> None:
-        timeout = self.block_timeout
-        if self._upkeep is not None:
-            self._upkeep.idle()
-            timeout = min(timeout, IDLE_EVERY_S)
-        try:
-            popped = self.home.redis.blpop(self._bench.keep(self._bells), timeout=timeout)
-            self._woken = popped is not None
-            self._timed_out = self._scan = popped is None
-            self._woken_by = popped[0] if popped is not None else None
-            if popped is not None and self._bell_shard:
-                key = popped[0]
-                self._rung = self._bell_shard.get(key.encode() if isinstance(key, str) else key)
-            self._idling.recovered()
-        except TRANSIENT_ERRORS as exc:
-            self._idling.failed(exc, 0.5)
-            self._nap(0.5)
-        except ResponseError as exc:  # WRONGTYPE: a bell of another type; BUSY, OOM...
-            if is_busy(exc) or is_read_only(exc) or is_oom(exc):  # BLPOP is a write
-                self._idling.failed(exc, 0.5)
-                self._nap(0.5)
-                return
-            if not self._bench.check(self.home.redis, self._bells[:-1], "list", "bell"):
-                raise
-            log.debug("idle wait refused: %s", exc)
-
-    def _nothing_ready(self) -> bool:
-        """After a wait no bell ended, whether every ready set served is empty (one
-        EXISTS per shard): then the safety-net claim after each wait is skipped. Past
-        MANY_QUEUES queues only, where it costs O(queues) (1,000 queues: 262 us
-        against 9 us for the EXISTS). Never when told to stop (the loop must see it)."""
-        if not self._timed_out or len(self.queues) <= MANY_QUEUES or self.stopping:
-            return False
-        self._timed_out = False
-        shards = (self.home, *self._others)
-        try:
-            return not any(
-                s.redis.exists(*keys) for s, keys in zip(shards, self._ready_keys, strict=True)
-            )
-        except TRANSIENT_ERRORS:
-            return False  # the claim finds out (and backs off)
-
-    def _trim_bell(self, key: bytes | str) -> None:
-        """Cut a bell back to ``BELL_CAP``: tokens pushed past it (by hand, another
-        program) wake idle workers for nothing, each one a claim, until drained."""
-        self._woken_by = None
-        if key == self._wake_key or key == self._wake_key.encode():
-            return
-        try:
-            self.home.redis.ltrim(key, 0, BELL_CAP - 1)
-        except _TRIM_TROUBLE as exc:
-            log.debug("could not trim bell %r: %s", key, exc)
-
-    def _claimable(self) -> tuple[str, ...]:
-        """The queues whose ready sets (in every shard) are not left out."""
-        shards = (self.home, *self._others)
-        return tuple(
-            q
-            for q in self.queues
-            if not any(self._bench.benched(s.keys.q_ready(q)) for s in shards)
-        )
-
-    def _name_shared_key(self) -> bool:
-        """After a claim met WRONGTYPE and no ready set is at fault: name the
-        prefix-wide key that is (logged once per recheck period), if one is."""
-        found = False
-        for shard in (self.home, *self._others):
-            for kind, keys in shared_keys(shard.keys, [wf.name for wf in self.registry]).items():
-                wrong = self._bench.check(shard.redis, keys, kind, "shared", "no run is claimed")
-                found = bool(wrong) or found
-        return found
-
-    def _bench_ready_sets(self) -> bool:
-        """After a claim met WRONGTYPE: leave out the queues whose ready set is not a
-        sorted set (named in the log); False when none is at fault."""
-        found = False
-        for shard in (self.home, *self._others):
-            keys = [shard.keys.q_ready(q) for q in self.queues]
-            found = bool(self._bench.check(shard.redis, keys, "zset", "ready set")) or found
-        return found
 
     def run_until_idle(self, timeout: float = 30.0) -> int:
         """Test helper: process runs until none is ready; returns how many ran."""

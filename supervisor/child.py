@@ -2,7 +2,7 @@
 worker loop, exit status.
 
 :func:`run` is the only entry after fork and leaves only through
-``os._exit(code)`` (in a ``finally``, after flushing logs), so no code of the
+``os._exit(code)`` (in a ``finally``, after flushing logs: ``childlife.py``), so no code of the
 parent (atexit handlers, pytest, the arbiter loop) ever runs twice.
 
 Signals in a child:
@@ -23,7 +23,7 @@ Signals in a child:
   the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
-past that run's timeout it exits at once (``_orphan_watch``), as nobody else
+past that run's timeout it exits at once (``childlife.orphan_watch``), as nobody else
 enforces the timeout and its heartbeat would keep the run's lease forever.
 The same thread beats on the board once a second: the parent kills a child
 whose beats and CPU time both stop (stopped, frozen: ``liveness.py``).
@@ -40,29 +40,24 @@ masked); handlers are installed before they are unblocked.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import importlib
 import logging
 import os
-import random
 import resource
 import select
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, NoReturn, cast
 
 from redis.exceptions import NoPermissionError
 
 from redflow_mp import tracing
-from redflow_mp.client import Client, create_client
-from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.client import create_client
 from redflow_mp.metrics import Metrics
 from redflow_mp.registry import Registry
 from redflow_mp.scripts import Claimed
@@ -70,6 +65,7 @@ from redflow_mp.worker import Worker
 
 from . import cpulimit, early
 from .board import AbortReason, Board, SlotState
+from .childlife import ExitCode, after_fork, boot_check, exit_now, orphan_watch
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
 from .output import DroppingWriter, dropped, never_block
@@ -104,17 +100,6 @@ HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
 )
-
-
-class ExitCode(IntEnum):
-    """How a child ended; the parent reads it from ``waitpid``."""
-
-    OK = 0
-    CRASH = 1
-    BOOT_ERROR = 3
-    ABORTED = 4
-    FAST_STOP = 5
-    RECYCLE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,41 +447,6 @@ def _std_poll() -> select.poll:
 _STD = threading.local()
 
 
-def after_fork(close_fds: Sequence[int]) -> None:
-    """First thing in a process the arbiter forked: leave the parent's wake-up fd
-    and descriptors alone (close this copy), and reseed ``random``."""
-    signal.set_wakeup_fd(-1)
-    for fd in close_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    random.seed()
-
-
-def exit_now(code: int) -> NoReturn:
-    """Flush pending spans (``tracing.shutdown``), the logs and stdio, then leave
-    by ``os._exit`` (no code of the parent, atexit handlers included, runs a
-    second time). Past :data:`EXIT_FLUSH_LIMIT` seconds it leaves anyway: a
-    log handler or span exporter a handler added that hangs in its flush kept
-    the process alive for good (a child retired by HUP or TTOU never left, a
-    drain waited for ``graceful_timeout``)."""
-
-    def give_up(signum: int, frame: object) -> None:
-        os._exit(code)
-
-    try:
-        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
-            signal.signal(signal.SIGALRM, give_up)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-            signal.setitimer(signal.ITIMER_REAL, EXIT_FLUSH_LIMIT)
-        tracing.shutdown()
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
-
-
 def run(spec: ChildSpec, board: Board, registry: Registry) -> NoReturn:
     """Run a child to its end; never returns."""
     code: int = ExitCode.CRASH
@@ -565,7 +515,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
     threading.Thread(
-        target=_orphan_watch,
+        target=orphan_watch,
         args=(board, spec.index, hooks.parent_pid),
         name="redflow-orphan-watch",
         daemon=True,
@@ -592,7 +542,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     # claim asks no SCRIPT EXISTS (a script the server lost since is sent again on
     # its NOSCRIPT reply).
     client.scripts.preloaded = True
-    if not _boot_check(client, spec.boot_timeout, hooks.stopping):
+    if not boot_check(client, spec.boot_timeout, hooks.stopping):
         return ExitCode.OK if hooks.stopping() else ExitCode.BOOT_ERROR
     worker = Worker(
         client,
@@ -613,78 +563,3 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     finally:
         hooks.flush_metrics(force=True)
     return ExitCode.OK if hooks.stopping() else ExitCode.RECYCLE
-
-
-def _orphan_watch(board: Board, index: int, parent_pid: int) -> None:
-    """Once a second, beat on the board: the parent replaces a child whose beats
-    stop while it uses no CPU (stopped: ``liveness.py``). And when the parent is
-    gone (SIGKILL, OOM), nobody enforces the current run's ``timeout`` any more,
-    while this child's heartbeat keeps the run's lease alive: a handler hung past
-    its timeout would keep its run from every other supervisor for as long as it
-    hangs. Past the timeout, leave: the lease lapses and another supervisor's
-    reaper takes the run over. (A handler
-    holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
-    while True:
-        time.sleep(_ORPHAN_CHECK_EVERY)
-        board.beat(index)
-        if os.getppid() == parent_pid:
-            continue
-        now = time.monotonic()
-        for held in board.read(index).held:
-            if held.timeout > 0 and now - held.started > held.timeout:
-                log.error(
-                    "supervisor (pid %d) is gone and run %s is past its timeout (%g s): "
-                    "this worker exits; the run is taken over once its lease expires",
-                    parent_pid,
-                    held.run_id,
-                    held.timeout,
-                )
-                os._exit(ExitCode.ABORTED)
-
-
-# How long a leaving process may take to flush its spans and logs (exit_now).
-EXIT_FLUSH_LIMIT = 10.0
-
-# How often an orphaned child (its supervisor is gone) looks at its run's timeout.
-_ORPHAN_CHECK_EVERY = 1.0
-
-# How often a child waiting for Redis at its start says so (after its first line).
-_OUTAGE_REPORT_EVERY = 60.0
-
-
-def _boot_check(client: Client, timeout: float, stopping: Callable[[], bool]) -> bool:
-    """Reach Redis before reporting ready. Redis out of reach (a network or
-    transient error: an outage, a restart loading its data) is waited out for as
-    long as it lasts, with an error line after ``timeout`` and each minute: the
-    parent reached Redis at its start, so this is no start failure, and counting
-    it as one took a supervisor to FATAL (exit 1) in an outage of about a minute
-    while a child was being replaced. Any other error (refused credentials, a
-    server too old) still fails the start after ``timeout``. False when the start
-    failed or TERM asked the child to stop."""
-    deadline = time.monotonic() + timeout
-    said = 0.0
-    delay = 0.05
-    while not stopping():
-        try:
-            # One round trip (INFO server), on the connection the claims use next:
-            # the version chooses the scripts' text, and the answer shows Redis is there.
-            client.transport.server_version()
-            if said:
-                log.info("worker reached Redis at %s", client.transport.describe())
-            return True
-        except TRANSIENT_ERRORS as exc:
-            now = time.monotonic()
-            if now >= deadline and now - said >= _OUTAGE_REPORT_EVERY:
-                log.error(
-                    "worker cannot reach Redis at %s: %s; waiting for it",
-                    client.transport.describe(),
-                    exc,
-                )
-                said = now
-        except Exception as exc:
-            if time.monotonic() >= deadline:
-                log.error("worker cannot reach Redis at %s: %s", client.transport.describe(), exc)
-                return False
-        time.sleep(delay)
-        delay = min(1.0, delay * 2)
-    return False

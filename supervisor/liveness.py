@@ -7,7 +7,7 @@ by default), and an idle one is never replaced: capacity shrinks, unseen. An
 idle child legitimately blocks in BLPOP and a busy one may hold the GIL in C
 code for minutes, so neither its claims nor its lease heartbeat tell. What a
 stopped process cannot fake is used instead: a thread of each child beats on
-the board once a second (``child._orphan_watch``), which needs the process to
+the board once a second (``childlife.orphan_watch``), which needs the process to
 be scheduled, and a child whose beats stopped is asked the kernel for its CPU
 time, which a handler holding the GIL in C code advances and a stopped process
 does not. A child with neither for :data:`STALL_LEASES` leases (at least
