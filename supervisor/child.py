@@ -23,8 +23,9 @@ Signals in a child:
   the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
-past that run's timeout it exits at once (``childlife.orphan_watch``), as nobody else
-enforces the timeout and its heartbeat would keep the run's lease forever.
+past that run's timeout, or ``cancel_grace`` after it saw the run canceled, it
+exits at once (``childlife.orphan_watch``), as nobody else enforces either and
+its heartbeat would keep the run's lease forever.
 The same thread beats on the board once a second: the parent kills a child
 whose beats and CPU time both stop (stopped, frozen: ``liveness.py``).
 
@@ -65,7 +66,7 @@ from redflow_mp.worker import Worker
 
 from . import cpulimit, early
 from .board import AbortReason, Board, SlotState
-from .childlife import ExitCode, after_fork, boot_check, exit_now, orphan_watch
+from .childlife import CancelCheck, ExitCode, after_fork, boot_check, exit_now, orphan_watch
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
 from .output import DroppingWriter, dropped, never_block
@@ -128,6 +129,7 @@ class ChildSpec:
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
+    cancel_grace: float = 5.0  # enforced by the child itself only as an orphan
 
 
 class _Abort(BaseException):
@@ -514,9 +516,10 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
+    cancelled = CancelCheck()  # its client set below
     threading.Thread(
         target=orphan_watch,
-        args=(board, spec.index, hooks.parent_pid),
+        args=(board, spec.index, hooks.parent_pid, cancelled, spec.cancel_grace),
         name="redflow-orphan-watch",
         daemon=True,
     ).start()
@@ -538,6 +541,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         shards=spec.shards,
         verify_shards=False,
     )
+    cancelled.client = client
     # The parent loaded the scripts before forking (startup.connect): the first
     # claim asks no SCRIPT EXISTS (a script the server lost since is sent again on
     # its NOSCRIPT reply).

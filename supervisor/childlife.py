@@ -2,7 +2,8 @@
 how it ended (:class:`ExitCode`), what it does first after fork
 (:func:`after_fork`) and last (:func:`exit_now`), its wait for Redis before it
 reports ready (:func:`boot_check`) and its beat/orphan thread
-(:func:`orphan_watch`)."""
+(:func:`orphan_watch`, which an orphan asks :class:`CancelCheck` whether its
+run was canceled)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,15 @@ from redflow_mp.errors import TRANSIENT_ERRORS
 
 from .board import Board
 
-__all__ = ["EXIT_FLUSH_LIMIT", "ExitCode", "after_fork", "boot_check", "exit_now", "orphan_watch"]
+__all__ = [
+    "EXIT_FLUSH_LIMIT",
+    "CancelCheck",
+    "ExitCode",
+    "after_fork",
+    "boot_check",
+    "exit_now",
+    "orphan_watch",
+]
 
 log = logging.getLogger("redflow_supervisor.child")
 
@@ -74,31 +83,78 @@ def exit_now(code: int) -> NoReturn:
         os._exit(code)
 
 
-def orphan_watch(board: Board, index: int, parent_pid: int) -> None:
+class CancelCheck:
+    """Whether a run's cancellation was requested (its ``cancelRequestedAt``), read
+    from Redis by an orphan only: with the parent alive, its backstop sees a
+    cancel and enforces ``cancel_grace``. ``client`` is set once the child made it
+    (the watch starts before); until then, and after a Redis error, no."""
+
+    __slots__ = ("client",)
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+
+    def __call__(self, run_id: str) -> bool:
+        client = self.client
+        if client is None:
+            return False
+        try:
+            shard = client.shard_of_run(run_id)
+            return bool(shard.redis.hexists(shard.keys.run(run_id), "cancelRequestedAt"))
+        except Exception:  # Redis out of reach, a hand-made id: asked again in a second
+            return False
+
+
+def orphan_watch(
+    board: Board,
+    index: int,
+    parent_pid: int,
+    cancelled: Callable[[str], bool] = lambda run_id: False,
+    cancel_grace: float = 5.0,
+) -> None:
     """Once a second, beat on the board: the parent replaces a child whose beats
     stop while it uses no CPU (stopped: ``liveness.py``). And when the parent is
-    gone (SIGKILL, OOM), nobody enforces the current run's ``timeout`` any more,
-    while this child's heartbeat keeps the run's lease alive: a handler hung past
-    its timeout would keep its run from every other supervisor for as long as it
-    hangs. Past the timeout, leave: the lease lapses and another supervisor's
-    reaper takes the run over. (A handler
-    holding the GIL stops this thread and the heartbeat alike: its lease lapses.)"""
+    gone (SIGKILL, OOM), nobody enforces the current run's ``timeout`` nor
+    ``cancel_grace`` after a cancel any more, while this child's heartbeat keeps
+    the run's lease alive: a handler hung past its timeout, or deaf to its
+    cancellation, would keep its run from every other supervisor for as long as
+    it runs. Past the timeout, or ``cancel_grace`` after this orphan first saw the
+    run's cancel requested (``cancelled``, once a second), leave: the lease lapses
+    and another supervisor's reaper takes the run over (a canceled one ends
+    ``canceled``). (A handler holding the GIL stops this thread and the heartbeat
+    alike: its lease lapses.)"""
+    seen: dict[str, float] = {}  # run id -> when its cancel was first seen
     while True:
         time.sleep(_ORPHAN_CHECK_EVERY)
         board.beat(index)
         if os.getppid() == parent_pid:
             continue
         now = time.monotonic()
-        for held in board.read(index).held:
-            if held.timeout > 0 and now - held.started > held.timeout:
+        held = board.read(index).held
+        for run in held:
+            if run.timeout > 0 and now - run.started > run.timeout:
                 log.error(
                     "supervisor (pid %d) is gone and run %s is past its timeout (%g s): "
                     "this worker exits; the run is taken over once its lease expires",
                     parent_pid,
-                    held.run_id,
-                    held.timeout,
+                    run.run_id,
+                    run.timeout,
                 )
                 os._exit(ExitCode.ABORTED)
+            if run.finishing or not (run.run_id in seen or cancelled(run.run_id)):
+                continue
+            if now - seen.setdefault(run.run_id, now) >= cancel_grace:
+                log.error(
+                    "supervisor (pid %d) is gone and run %s ignored its cancellation for "
+                    "cancel_grace (%g s): this worker exits; the run ends canceled once "
+                    "its lease expires",
+                    parent_pid,
+                    run.run_id,
+                    cancel_grace,
+                )
+                os._exit(ExitCode.ABORTED)
+        for run_id in [r for r in seen if r not in {h.run_id for h in held}]:
+            del seen[run_id]  # let go of (a resumed run starts afresh)
 
 
 # How long a leaving process may take to flush its spans and logs (exit_now).

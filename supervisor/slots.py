@@ -43,6 +43,7 @@ class ChildKeeping(SignalHandling):
             queues=self.queues,
             lease_ms=s.lease_ms,
             max_runs=s.max_runs_per_child,
+            cancel_grace=s.cancel_grace,
             **client_keywords(s),
             shards_watched=self.target >= s.shards,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),

@@ -53,11 +53,6 @@ def test_an_orphan_past_its_runs_timeout_leaves_and_the_run_is_taken_over(
     assert state is not None and state.attempt >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supervisor/child.py's _orphan_watch enforces the run's timeout only, not "
-    "cancel_grace after a cancel: a file another helper is changing now (redteam9b report)",
-)
 def test_an_orphan_whose_run_is_canceled_and_ignores_it_leaves_after_cancel_grace(
     supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
 ) -> None:
