@@ -11,18 +11,18 @@
 --          idempotency key of its runs up to the fire time ("cron:<id>:"; '' with
 --          the workflow '': only cron:last is looked at)
 -- Reply: { cron id moved, ... } | -1 not the leader
--- Invariants: an entry only moves earlier, to a fire time still ahead of the
--- clock of this call (so one the caller computed from an older time, which
--- a fire since then moved past, is left alone: its schedule has no fire time
--- between that older time and the one given, and none was skipped), and past
--- the fire time of its latest run (cron:last; its idempotency key ends with
--- it), or before the fire time of the first run the entry fired while the clock
+-- Invariants: an entry only moves earlier, and past the fire time of its latest
+-- run (cron:last; its idempotency key ends with it), or before the fire time of the first run the entry fired while the clock
 -- ran ahead (the oldest of its runs in workflow-runs:<wf> created after now): a
 -- fire time fired while the clock ran ahead is not fired again, and the fire
 -- times from now on, none of which fired (the fires at a clock a day ahead were
 -- a day later), are. (With only cron:last looked at, an entry that had fired at
 -- the clock that was ahead, the case this is for, never moved: its latest fire
--- time lies after every fire time from now on.) Only the lock holder writes, as
+-- time lies after every fire time from now on.) A fire time that passed between
+-- the caller's read of the clock and this call (an every-second cron, a loaded
+-- leader) is moved too when it did not fire: the tick fires it at once (left
+-- where it was, the entry stayed silent until the next leader change or jump);
+-- one that fired meanwhile is its latest run's and stays. Only the lock holder writes, as
 -- fire_cron.lua. Cost: one ZSCORE and at most two HGETs per entry, and for an
 -- entry whose latest run fired after the time it would move to, a ZRANGEBYSCORE
 -- of the runs of its workflow created after now and an HGET for each of at most
@@ -65,7 +65,7 @@ for i = 3, #ARGV - 3, 4 do
   local score = redis.pcall('ZSCORE', KEYS[2], id)
   if failed(score) then return moved end  -- of another type: nothing to move
   score = tonumber(score)
-  if score and at and at > now and score > at and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
+  if score and at and score > at and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
     redis.call('ZADD', KEYS[2], int_str(at), id)
     moved[#moved + 1] = id
   end

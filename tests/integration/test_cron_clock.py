@@ -174,3 +174,47 @@ def test_a_fire_time_fired_while_the_clock_was_ahead_is_still_not_fired_again(
     duty.tick(100.0)
     assert _next(raw, client, cid) == first + 6 * 60_000
     assert duty.rewound == 0
+
+
+def test_a_fire_time_that_passed_while_the_page_was_read_is_still_moved_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The rewind computes each entry's first fire time after the server time it
+    read, then calls the script; for an every-second cron that time has often
+    passed when the script runs (a loaded leader, a slow page). The script left
+    such an entry where the clock that was ahead put it, and nothing looked again
+    until the next leader change or jump: the cron stayed silent (a flaky
+    ``test_cron_leader`` run showed it). A fire time not fired yet is moved back
+    even when it passed meanwhile: the tick fires it at once."""
+    cid = _setup(client, registry)
+    _ahead(raw, client, cid, EVERY_MINUTE.expression, DAY_MS)
+    leader, duty = _leading(client)
+    now = client.server_time_ms()
+    passed = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 60_000)
+    assert passed <= now
+    moved = client.scripts.rewind_crons(leader.token, [(cid, passed, "ticker")])
+    # before: assert [] == ['<cron id>']
+    assert moved == [cid]
+    assert _next(raw, client, cid) == passed
+    duty.tick(100.0)
+    assert [r.workflow for r in client.list_runs(workflow="ticker")] == ["ticker"]
+
+
+def test_a_fire_time_that_passed_and_fired_meanwhile_is_not_fired_again(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The same race the other way: the entry fired at that time between the read
+    and the script (its next fire time is on schedule again): it stays."""
+    cid = _setup(client, registry)
+    leader, duty = _leading(client)
+    now = client.server_time_ms()
+    passed = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 60_000)
+    raw.zadd(client.keys.cron_next, {cid: passed})
+    duty.tick(100.0)  # fires it: cron:last names the run of `passed`
+    (run,) = client.list_runs(workflow="ticker")
+    after = _next(raw, client, cid)
+    assert after > now
+    assert client.scripts.rewind_crons(leader.token, [(cid, passed, "ticker")]) == []
+    assert _next(raw, client, cid) == after
+    duty.tick(101.0)
+    assert [r.id for r in client.list_runs(workflow="ticker")] == [run.id]
