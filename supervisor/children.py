@@ -200,7 +200,7 @@ def log_exit(child: Child, info: ExitInfo, cause: str) -> None:
     expected = (
         child.stop_sent is not None or child.retiring or info.clean or child.abort is not None
     )
-    if info.code == ExitCode.RECYCLE:
+    if info.code == ExitCode.RECYCLE and not info.mid_run:  # mid-run: the handler's exit
         log.info("worker %d (pid %d) recycled", child.slot, child.pid)
     elif expected:
         log.info("worker %d (pid %d) %s", child.slot, child.pid, cause)
