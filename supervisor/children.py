@@ -147,7 +147,9 @@ class ExitInfo:
     code: int | None
     signal: int | None
     # The child left by itself (status 0 or RECYCLE: a handler's sys.exit(0) or
-    # os._exit) while a handler was running: a crash, not a clean exit.
+    # os._exit) while a handler was running: a crash, not a clean exit. Also for
+    # the status of a boot error (3): a child running a handler booted long ago,
+    # so that status is the handler's own (os._exit(3), a C library's exit(3)).
     mid_run: bool = False
 
     @property
@@ -157,7 +159,8 @@ class ExitInfo:
     def given(self, held: tuple[Held, ...]) -> ExitInfo:
         """This exit, marked ``mid_run`` when the child left by itself while a
         handler was running (what its board entry held when it was reaped)."""
-        if self.code in (ExitCode.OK, ExitCode.RECYCLE) and any(not h.finishing for h in held):
+        own = (ExitCode.OK, ExitCode.RECYCLE, ExitCode.BOOT_ERROR)
+        if self.code in own and any(not h.finishing for h in held):
             return ExitInfo(self.code, self.signal, mid_run=True)
         return self
 
@@ -169,7 +172,7 @@ class ExitInfo:
             if self.signal == signal.SIGXCPU:
                 return f"killed by {name} ({cpulimit.CAUSE})"
             return f"killed by {name}"
-        if self.code == ExitCode.BOOT_ERROR:
+        if self.code == ExitCode.BOOT_ERROR and not self.mid_run:
             return "exited with a boot error"
         during = " while running a handler" if self.mid_run else ""
         return f"exited with code {self.code}{during}"
@@ -182,7 +185,7 @@ class ExitInfo:
             return "oom" if self.signal == signal.SIGKILL and not we_killed else "signal"
         if self.code == ExitCode.ABORTED:
             return "aborted"
-        if self.code == ExitCode.BOOT_ERROR:
+        if self.code == ExitCode.BOOT_ERROR and not self.mid_run:
             return "boot"
         return "crash"
 
@@ -197,7 +200,7 @@ def log_exit(child: Child, info: ExitInfo, cause: str) -> None:
     expected = (
         child.stop_sent is not None or child.retiring or info.clean or child.abort is not None
     )
-    if info.code == ExitCode.RECYCLE:
+    if info.code == ExitCode.RECYCLE and not info.mid_run:  # mid-run: the handler's exit
         log.info("worker %d (pid %d) recycled", child.slot, child.pid)
     elif expected:
         log.info("worker %d (pid %d) %s", child.slot, child.pid, cause)
