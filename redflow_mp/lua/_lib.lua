@@ -586,7 +586,9 @@ end
 -- attempt + 1.
 -- With `deferred` (a worker put back a run of a workflow it does not load, for a
 -- running supervisor that does): no attempt is spent and none is recorded, and
--- the run's error stays.
+-- the run's error stays. A scheduled run records its delay (`delayMs`): a retry
+-- scheduled while the Redis clock ran ahead is re-based on it once the clock
+-- went back (promote_runs.lua), not left to wait as long as the clock was ahead.
 local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
   local run = k_run(tag, id)
   local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt',
@@ -621,6 +623,7 @@ local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
     redis.call('HSET', run, 'status', status, 'attempt', (finite(f[5]) or 1) + 1,
       'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   end
+  if status == 'scheduled' then redis.call('HSET', run, 'delayMs', int_str(delay_ms)) end
   move_status(tag, id, f[1], status, now)
   leave_running(tag, id, f[4])
   return status
