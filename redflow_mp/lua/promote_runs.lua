@@ -27,9 +27,10 @@
 -- rate reservation (`rateSlot`, made when it was scheduled: its delay is the
 -- slot less that time), and its claim checks the reservation against the starts
 -- logged (rate_recheck in _lib_runs.lua: it starts, or reserves again); a run
--- enqueued with `run_at` keeps the user's time. Cost: one range read of
--- runs:status:scheduled per call (empty but after a jump), at most `batch` runs
--- re-based per call (counted in its budget).
+-- enqueued with `run_at` keeps the user's time. The runs queued at such a clock
+-- are placed at now in their band (below). Cost: one range read each of
+-- runs:status:scheduled and runs:status:queued per call (empty but after a
+-- jump), at most `batch` runs re-based per call (counted in its budget).
 local tag = ARGV[1]
 local budget = tonumber(ARGV[2])
 local qbatch = tonumber(ARGV[3])
@@ -65,9 +66,36 @@ if not failed(ahead) then  -- (of another type: named by the key check)
     end
   end
   budget = budget - #ahead / 2
-  if budget <= 0 then
-    budget, more = 1, 1  -- (more of them may be left; the due runs still go on)
+end
+-- The same look at runs:status:queued: a run queued at a clock more than
+-- CLOCK_BACK_MS ahead (its ready or wf-waiting score is its priority band plus
+-- that time) came after every run queued since in its band until the clock
+-- caught up (on a queue that never empties, or a workflow always at its
+-- max_concurrency, that long). It is placed at now in its band, in the ready
+-- set or among the runs parked by max_concurrency, wherever it is.
+local queued = k_status(tag, 'queued')
+if budget > 0 then
+  ahead = redis.pcall('ZRANGEBYSCORE', queued, '(' .. int_str(now + CLOCK_BACK_MS), '+inf',
+    'LIMIT', 0, budget)
+  if not failed(ahead) then  -- (of another type: named by the key check)
+    for _, id in ipairs(ahead) do
+      redis.call('ZADD', queued, 'XX', int_str(now), id)
+      local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'workflow')
+      if not failed(f) and f[1] == 'queued' and f[2] then
+        local score = ready_score(f[3], now)
+        -- mark_ready first: a bound early is harmless, late hides the run
+        mark_ready(tag, f[2], score)
+        local moved = redis.pcall('ZADD', k_ready(tag, f[2]), 'XX', 'LT', 'CH', score, id)
+        if (failed(moved) or moved == 0) and f[4] then
+          redis.pcall('ZADD', k_waiting(tag, f[4]), 'XX', 'LT', score, id)
+        end
+      end
+    end
+    budget = budget - #ahead
   end
+end
+if budget <= 0 then
+  budget, more = 1, 1  -- (more of them may be left; the due runs still go on)
 end
 local parks = {}  -- workflow -> parks_at_once, once per call
 -- (no workflow has parked runs, the usual case: nothing parks, no field more read)

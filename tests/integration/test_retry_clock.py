@@ -8,6 +8,7 @@ tests/integration/test_cron_clock.py fakes it)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -193,3 +194,76 @@ def test_a_defer_at_a_clock_a_day_ahead_is_rebased_on_its_delay(
     )
     assert int(raw.hget(k.run(handle.id), "availableAt") or 0) == due
     assert (raw.zscore(k.due_queues, "default") or 0) <= due
+
+
+def test_a_run_parked_at_a_clock_a_day_ahead_is_released_in_its_turn(
+    raw: redis.Redis, client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """``max_concurrency=1``: a run parked while the clock was a day ahead sat behind
+    every run parked since (its place is its band plus its time), so a workflow
+    always at its limit released it a day late. Now the promoter places it at the
+    clock now: released before the runs parked after that (the runs parked since
+    the clock went back, a promoter's tick of them at most, come first)."""
+    gate = threading.Event()
+    order: list[int] = []
+
+    @define_workflow("clock-one", registry=registry)
+    def one(ctx: Context[Any]) -> int:
+        n = int(ctx.input["n"])
+        order.append(n)
+        if n == 0:
+            gate.wait(20)
+        return n
+
+    k = client.keys
+    waiting = k.wf_waiting("clock-one")
+    workers.start()
+    workers.start()
+    first = one.run({"n": 0})
+    wait_until(lambda: order == [0], timeout=10)
+    parked = one.run({"n": 1})
+    wait_until(lambda: raw.zscore(waiting, parked.id) is not None, timeout=10)
+    place = raw.zscore(waiting, parked.id)
+    at = raw.zscore(k.runs_status("queued"), parked.id)
+    assert place is not None and at is not None
+    with raw.pipeline(transaction=True) as pipe:  # as parked at a clock a day ahead
+        pipe.zadd(waiting, {parked.id: int(place) + DAY_MS}, xx=True)
+        pipe.zadd(k.runs_status("queued"), {parked.id: int(at) + DAY_MS}, xx=True)
+        pipe.execute()
+    client.scripts.promote(100)  # the promoter's tick after the clock went back
+    later = [one.run({"n": n}) for n in (2, 3)]
+    wait_until(lambda: all(raw.zscore(waiting, h.id) is not None for h in later), timeout=10)
+    gate.set()
+    for h in (first, parked, *later):
+        h.result(timeout=20)
+    assert order == [0, 1, 2, 3], f"released in the order {order}"
+
+
+def test_a_run_queued_at_a_clock_a_day_ahead_is_claimed_in_its_turn(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A run queued while the clock was a day ahead sat in its ready set behind
+    every run queued since: on a queue that never empties, a day. Now the
+    promoter places it at the clock now, before the runs queued after."""
+
+    @define_workflow("clock-queued", max_concurrency=3, registry=registry)
+    def queued(ctx: Context[Any]) -> None:
+        return None
+
+    k = client.keys
+    early = queued.run()
+    place = raw.zscore(k.q_ready("default"), early.id)
+    at = raw.zscore(k.runs_status("queued"), early.id)
+    assert place is not None and at is not None
+    raw.zadd(k.q_ready("default"), {early.id: int(place) + DAY_MS}, xx=True)
+    raw.zadd(k.runs_status("queued"), {early.id: int(at) + DAY_MS}, xx=True)
+    client.scripts.promote(100)  # the promoter's tick after the clock went back
+    later = [queued.run() for _ in range(2)]
+    claimed = []
+    for _ in range(3):
+        _, got = client.scripts.claim(("default",), 5000, new_token())
+        assert got is not None
+        claimed.append(got.id)
+    assert claimed == [early.id, *(h.id for h in later)], (
+        f"the run queued at the clock ahead was claimed {claimed.index(early.id) + 1}th of 3"
+    )
