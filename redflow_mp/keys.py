@@ -26,6 +26,8 @@ seed (SPEC §3), with what v2 changed::
                                         a resumed run: ``attemptBudget``, ``resumedAt``,
                                         ``resumeToken`` (resume_run.lua); ``rateSlot``
                                         (a start reserved under a rate limit);
+                                        ``delayMs`` (the delay of the retry or defer
+                                        that scheduled it: promote_runs.lua);
                                         ``cascadeGen`` (cascades recorded for it)
     run:<runId>:steps             HASH  stepName -> encoded step state (a step in flight:
                                         status ``running``, written when it starts)

@@ -31,6 +31,34 @@ def _wrong_type(exc: redis.ResponseError) -> bool:
     return "WRONGTYPE" in str(exc)
 
 
+#: How much further ahead than its holder's TTL (or, for a token of a version that
+#: did not name it, than this supervisor's TTL plus a minute) a lock may expire
+#: before a contender moves its expiry to that TTL from now (:data:`_UNSTICK`).
+CLOCK_SLACK_MS = 2000
+UNNAMED_SLACK_MS = 60000
+
+#: A lock a contender could not take: when it expires further ahead than its
+#: holder's TTL (named by its token, "<token>/<ttl ms>") allows, it was set or
+#: renewed while the Redis clock ran ahead and went back since (Redis expires a
+#: key at an absolute time on its own clock; a replica is sent that time), and
+#: its holder, if gone, kept every supervisor from leading that much longer (a
+#: day ahead: no cron fired for a day). Its expiry becomes the holder's TTL from
+#: now: a live holder renews it as before, a dead one's lapses.
+#: KEYS[1] the lock; ARGV[1] the TTL of a token that names none, ARGV[2] its
+#: slack, ARGV[3] the slack of a named TTL. Reply: 1 when moved, else 0.
+_UNSTICK = """
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' then return 0 end
+local ttl, slack = tonumber(string.match(v, '/(%d+)$')), tonumber(ARGV[3])
+if not ttl then ttl, slack = tonumber(ARGV[1]), tonumber(ARGV[2]) end
+if redis.call('PTTL', KEYS[1]) > ttl + slack then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 1
+end
+return 0
+"""
+
+
 class LeaderLock:
     """The fenced cron leader lock (``lock:cron``): acquire, renew, release.
 
@@ -55,7 +83,9 @@ class LeaderLock:
     def __init__(self, client: Any, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
-        self.token = new_token()
+        # The TTL rides in the token: a contender can tell a lock left too far
+        # ahead by a Redis clock that went back from a holder's longer TTL.
+        self.token = f"{new_token()}/{ttl_ms}"
         self.held = False
         # thread_local=False: the token is this object's, whichever thread ticks.
         self._locks = [
@@ -69,6 +99,7 @@ class LeaderLock:
         ]
         self._lock = self._locks[0]
         self._held = [False] * len(self._locks)
+        self._unstick = [view.redis.register_script(_UNSTICK) for view in stores(client)]
 
     def holds(self, shard: int) -> bool:
         """Whether this leader may fire the crons of shard ``shard`` now."""
@@ -92,7 +123,7 @@ class LeaderLock:
                 self.held = False
                 log.warning("cron leadership lost: %s holds another type of value", self._lock.name)
         else:
-            self.held = self._lock.acquire(token=self.token)
+            self.held = self._acquire(0)
             if self.held:
                 log.info("became cron leader")
         self._held[0] = self.held
@@ -120,7 +151,24 @@ class LeaderLock:
                 if not _wrong_type(exc):
                     raise
                 return False
-        return bool(lock.acquire(token=self.token))
+        return self._acquire(i)
+
+    def _acquire(self, i: int) -> bool:
+        """Take lock ``i``; when another token holds it, bring an expiry left too
+        far ahead by a Redis clock that went back to its holder's TTL (_UNSTICK)."""
+        lock = self._locks[i]
+        if lock.acquire(token=self.token):
+            return True
+        moved = self._unstick[i](
+            keys=[lock.name], args=[self.ttl_ms, UNNAMED_SLACK_MS, CLOCK_SLACK_MS]
+        )
+        if moved:
+            log.warning(
+                "cron leader lock %s expired further ahead than its holder's TTL (the Redis "
+                "clock went back?): it now expires within that TTL",
+                lock.name,
+            )
+        return False
 
     def foreign_keys(self) -> list[tuple[str, str]]:
         """The lock keys this lock lacks that no leader can hold either, with what

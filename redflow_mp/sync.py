@@ -41,6 +41,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STALE_WORKFLOW_GRACE_MS = 30_000
+#: A live registration expiring more than this beyond the grace was renewed while
+#: the Redis clock ran ahead and went back since (Redis expires a key at an
+#: absolute time on its own clock): a reader brings it to the grace from now.
+CLOCK_SLACK_MS = 2_000
 #: How often a running supervisor renews its app's live registration
 #: (:func:`renew_registration`): well inside the grace above.
 REFRESH_INTERVAL_MS = 10_000
@@ -180,7 +184,7 @@ def _live_names(runs: Runs, app: str, names: list[str]) -> set[str]:
             return set()
         with runs.redis.pipeline(transaction=False) as pipe:
             for digest in digests:
-                pipe.exists(runs.keys.app_reg(digest))
+                pipe.pttl(runs.keys.app_reg(digest))
                 pipe.smismember(runs.keys.app_reg(digest), names)
             replies = pipe.execute()
     except redis.ResponseError as exc:
@@ -190,14 +194,26 @@ def _live_names(runs: Runs, app: str, names: list[str]) -> set[str]:
         return set(names)
     served: set[str] = set()
     gone: list[str] = []
+    ahead: list[str] = []
     for i, digest in enumerate(digests):
-        exists, flags = replies[2 * i], replies[2 * i + 1]
-        if not exists:
+        left, flags = int(replies[2 * i]), replies[2 * i + 1]
+        if left == -2:  # no such key
             gone.append(digest)
             continue
+        if left > STALE_WORKFLOW_GRACE_MS + CLOCK_SLACK_MS:
+            ahead.append(digest)
         served.update(name for name, flag in zip(names, flags, strict=True) if flag)
     if gone:
         runs.redis.srem(live_key, *gone)
+    if ahead:
+        # Renewed at a Redis clock that was ahead: a supervisor gone then kept
+        # its workflows registered (and their runs put back by workers that do
+        # not load them) as long as the clock had been ahead. A live one renews
+        # it within the grace, as always.
+        with runs.redis.pipeline(transaction=False) as pipe:
+            for digest in ahead:
+                pipe.pexpire(runs.keys.app_reg(digest), STALE_WORKFLOW_GRACE_MS)
+            pipe.execute()
     return served
 
 

@@ -469,13 +469,17 @@ end
 
 -- The run finished: its idempotency key (if it still names the run) now expires
 -- at createdAt + ttl, but not before a second from now (a caller racing the
--- finish still finds the run). A key of a run enqueued before keyspace v2 (no
--- stored TTL) keeps the expiry it was created with.
+-- finish still finds the run), nor after ttl from now: a run created at a Redis
+-- clock ahead of now (set back since: NTP, a failover to a server whose clock
+-- is behind) kept its key, and a new run with it was refused, as long as the
+-- clock had been ahead on top of its TTL. A key of a run enqueued before
+-- keyspace v2 (no stored TTL) keeps the expiry it was created with.
 local function expire_idempotency(tag, id, wf, key, ttl, created, now)
   if not wf or not key or key == '' or not finite(ttl) then return end
   local idem = k_idem(tag, wf, key)
   if redis.pcall('GET', idem) == id then  -- (of another type: no key of this run)
     local at = (finite(created) or now) + finite(ttl)
+    if at > now + finite(ttl) then at = now + finite(ttl) end
     if at < now + 1000 then at = now + 1000 end
     -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
     if at > MAX_EXPIRE_AT then at = MAX_EXPIRE_AT end
@@ -586,7 +590,9 @@ end
 -- attempt + 1.
 -- With `deferred` (a worker put back a run of a workflow it does not load, for a
 -- running supervisor that does): no attempt is spent and none is recorded, and
--- the run's error stays.
+-- the run's error stays. A scheduled run records its delay (`delayMs`): a retry
+-- scheduled while the Redis clock ran ahead is re-based on it once the clock
+-- went back (promote_runs.lua), not left to wait as long as the clock was ahead.
 local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
   local run = k_run(tag, id)
   local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt',
@@ -621,6 +627,7 @@ local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
     redis.call('HSET', run, 'status', status, 'attempt', (finite(f[5]) or 1) + 1,
       'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
   end
+  if status == 'scheduled' then redis.call('HSET', run, 'delayMs', int_str(delay_ms)) end
   move_status(tag, id, f[1], status, now)
   leave_running(tag, id, f[4])
   return status

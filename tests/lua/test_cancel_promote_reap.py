@@ -156,7 +156,9 @@ def test_promote_batch_bounds_a_call_over_all_its_queues(
         raw.zadd(k.q_scheduled(q), dict.fromkeys(runs, now - 1))
         raw.zadd(k.due_queues, {q: now - 1})
     counts = command_counts(raw, lambda: client.scripts.promote(4))
-    assert counts["hset"] == 4 and counts["zrangebyscore"] <= 2, counts
+    # (two range reads more: runs:status:scheduled and :queued past now, the
+    # clock-back look)
+    assert counts["hset"] == 4 and counts["zrangebyscore"] <= 4, counts
     assert raw.zcard(k.q_ready("a")) == 4 and raw.zcard(k.q_ready("b")) == 0
     assert raw.zscore(k.due_queues, "a") == now - 1  # still due: next call
     promoted, _, more = client.scripts.promote(4)
@@ -555,4 +557,6 @@ def test_promote_and_reap_are_flat_with_20000_known_queues(
     raw.sadd(client.keys.queues, *(f"q{i}" for i in range(20_000)))
     counts = command_counts(raw, lambda: (promote_due(client), reap_expired(client)))
     assert set(counts) <= _FLAT | {"zrangebyscore", "zrange", "srandmember"}, counts
-    assert sum(counts.values()) <= 8, counts
+    # (2 of them: the promoter's look at runs:status:scheduled and :queued past
+    # now, for runs placed at a Redis clock that was ahead and went back)
+    assert sum(counts.values()) <= 10, counts
