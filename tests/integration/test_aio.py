@@ -660,9 +660,9 @@ def test_the_async_cascade_ending_after_a_resume_and_a_second_cancel_keeps_its_r
     real = AsyncClient._cancel_many
 
     async def interleaved(
-        self: AsyncClient, ids: list[str], why: str
+        self: AsyncClient, ids: list[str], why: str, parent_id: str = ""
     ) -> list[tuple[str | None, bool]]:
-        out = await real(self, ids, why)  # the first walk cancels the child...
+        out = await real(self, ids, why, parent_id)  # the first walk cancels the child...
         client.resume_run(parent)  # ...the parent is resumed (its replay resumes
         client.resume_run(child)  # the child), then canceled again by a second
         assert client.scripts.cancel(parent, "") == "canceled"  # canceller that dies
