@@ -25,6 +25,7 @@ from .codec import text
 from .errors import ShardsMismatchError
 from .listing import read_error
 from .queries import drive, one, shard_views
+from .shards import MAX_SHARDS
 
 __all__ = [
     "acheck_recorded",
@@ -97,10 +98,12 @@ def _count(meta: str, raw: Any) -> int:
     """The shard count recorded in ``meta`` (``raw``); a value that is no count
     (written by hand or by another program) is a :class:`ShardsMismatchError`."""
     value = text(raw) if raw is not None else ""
-    if value.isdigit() and int(value) >= 1:
+    # ASCII digits only: str.isdigit() is also true of "²" or "①", which int() refuses
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
         return int(value)
     raise ShardsMismatchError(
-        f"the field {FIELD_SHARDS!r} of {meta} holds {value!r}, not a shard count (>= 1): "
+        f"the field {FIELD_SHARDS!r} of {meta} holds {value!r}, not a shard count (1 to "
+        f"{MAX_SHARDS}): "
         "written by hand or by another program? Set it back to the number of shards of the "
         f"keyspace (1 unless it was re-sharded: HSET {meta} {FIELD_SHARDS} 1)"
     )
