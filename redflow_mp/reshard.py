@@ -55,7 +55,7 @@ from typing import Any, cast
 
 import msgspec
 
-from .codec import text
+from .codec import text, whole_number
 from .cron import CronDef
 from .errors import RedflowError, ShardsMismatchError
 from .queries import shard_views
@@ -129,7 +129,7 @@ def _suffix(run_id: str) -> int:
     if sep < 0:
         return 0
     tail = run_id[sep + 1 :]
-    return int(tail) if tail.isdigit() else 0
+    return whole_number(tail) or 0
 
 
 def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
