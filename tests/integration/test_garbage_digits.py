@@ -46,3 +46,23 @@ def test_whole_number_takes_ascii_digits_only() -> None:
     for bad in (b"\xc2\xb2", "\u00b2", "\u2460", "", b"", None, b"-1", b"1.5", b" 1", "1" * 20, 7):
         assert whole_number(bad) is None, bad
     assert whole_number("1" * 20, 20) == int("1" * 20)
+
+
+@pytest.mark.parametrize("value", ["abc", "\u00b2", "0", "2000"])
+def test_a_garbage_reshard_target_is_named_by_migrate(
+    client: Client, raw: redis.Redis, redis_url: str, prefix: str, value: str
+) -> None:
+    """``meta``'s ``reshardTo`` (the target of an interrupted ``redflow migrate
+    --shards``) overwritten with garbage. Before: ``ValueError: invalid literal for
+    int() with base 10: 'abc'``, a traceback out of ``redflow migrate --shards 2``;
+    the other commands advised ``redflow migrate ... --shards abc``."""
+    client.run_by_name("w", None, queue_override="qd")
+    raw.hset(client.keys.meta, "reshardTo", value)
+    for args in (["migrate", "--shards", "2"], ["runs", "list"]):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--url", redis_url, "--prefix", prefix, *args])
+        assert code == 1, (args, out.getvalue(), err.getvalue())
+        assert "'reshardTo'" in err.getvalue() and repr(value) in err.getvalue(), err.getvalue()
+        assert f"--shards {value}" not in err.getvalue()
+    assert raw.hget(client.keys.meta, "reshardTo") == value.encode()  # nothing moved
