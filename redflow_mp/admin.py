@@ -17,7 +17,7 @@ import msgspec
 
 from . import codec
 from .client import Client, RunHandle
-from .codec import RunStatus, text
+from .codec import RunStatus, text, whole_number
 from .cron import CronDef
 from .keys import retry_key
 from .listing import mapped_reads
@@ -233,8 +233,9 @@ def _queue_stats(
     by_name = {s.name: s for s in out}
     for (i, _), at in zip(heads, avail, strict=True):
         stats = by_name.get(names[i])
-        if stats is not None and at and now and text(at).isdigit() and len(at) < 20:
-            stats.oldest_ready_age_ms = max(0, now - int(at))  # garbage: no age
+        at_ms = whole_number(at)
+        if stats is not None and at_ms is not None and now:
+            stats.oldest_ready_age_ms = max(0, now - at_ms)  # garbage: no age
     return out
 
 

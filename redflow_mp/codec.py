@@ -55,6 +55,7 @@ __all__ = [
     "non_finite_path",
     "run_status",
     "text",
+    "whole_number",
 ]
 
 
@@ -566,3 +567,17 @@ def text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
+
+
+def whole_number(value: Any, max_digits: int = 19) -> int | None:
+    """A redis-py reply item (or a request's text) holding ASCII decimal digits
+    only, at most ``max_digits`` of them, as an ``int``; None for anything else.
+
+    ``str.isdigit()`` alone lets through what ``int()`` refuses ("²", "①": a
+    neighbour's write into our hashes, a hand-typed URL), which was a
+    ``ValueError`` traceback in the readers that trusted it."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    if not isinstance(value, bytes) or not value or len(value) > max_digits:
+        return None
+    return int(value) if value.isdigit() else None  # bytes.isdigit(): ASCII only

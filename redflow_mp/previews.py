@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .codec import RunState, StepState, text
+from .codec import RunState, StepState, whole_number
 from .keys import Keys
 from .options import cannot_be_run_id, check_run_id
 from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
@@ -193,8 +193,9 @@ def get_run_steps_ends(
     if not exists:
         return None
     count = _ENDS_PAGE
-    if size is not None and text(size).isdigit() and int(size) > 0 and int(total) > 0:
-        count = max(1, min(_ENDS_PAGE, int(total) * _ENDS_PAGE_BYTES // int(size)))
+    size_n = whole_number(size)
+    if size_n and int(total) > 0:
+        count = max(1, min(_ENDS_PAGE, int(total) * _ENDS_PAGE_BYTES // size_n))
     head: dict[bytes, _Item] = {}
     tail: dict[bytes, _Item] = {}
     by_status: dict[str, int] = {}

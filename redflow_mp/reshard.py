@@ -55,11 +55,12 @@ from typing import Any, cast
 
 import msgspec
 
-from .codec import text
+from .codec import text, whole_number
 from .cron import CronDef
 from .errors import RedflowError, ShardsMismatchError
 from .queries import shard_views
 from .refusals import doing
+from .shardmeta import recorded_count, target_count
 from .shards import SHARD_SEPARATOR, shard_index_of_workflow
 
 __all__ = ["ReshardReport", "live_supervisors", "reshard"]
@@ -129,7 +130,7 @@ def _suffix(run_id: str) -> int:
     if sep < 0:
         return 0
     tail = run_id[sep + 1 :]
-    return int(tail) if tail.isdigit() else 0
+    return whole_number(tail) or 0
 
 
 def reshard(old: Any, new: Any, *, force: bool = False) -> ReshardReport:
@@ -197,12 +198,12 @@ def _preflight(old: Any, n: int, m: int, force: bool) -> bytes | None:
     meta = old.keys.meta
     recorded = old.redis.hget(meta, "shards")
     pending = old.redis.hget(meta, FIELD_TARGET)
-    if pending is not None and int(text(pending)) != m:
+    if pending is not None and target_count(meta, pending) != m:
         raise ShardsMismatchError(
             f"a migration of prefix {old.prefix!r} to {text(pending)} shards was interrupted: "
             f"finish it first (`redflow migrate --prefix {old.prefix} --shards {text(pending)}`)"
         )
-    if pending is None and recorded is not None and int(text(recorded)) != n:
+    if pending is None and recorded is not None and recorded_count(meta, recorded) != n:
         raise ShardsMismatchError(f"prefix {old.prefix!r} records {text(recorded)} shards, not {n}")
     if not force:
         alive = live_supervisors(old)

@@ -25,6 +25,7 @@ from .codec import text
 from .errors import ShardsMismatchError
 from .listing import read_error
 from .queries import drive, one, shard_views
+from .shards import MAX_SHARDS
 
 __all__ = [
     "acheck_recorded",
@@ -97,13 +98,37 @@ def _count(meta: str, raw: Any) -> int:
     """The shard count recorded in ``meta`` (``raw``); a value that is no count
     (written by hand or by another program) is a :class:`ShardsMismatchError`."""
     value = text(raw) if raw is not None else ""
-    if value.isdigit() and int(value) >= 1:
+    # ASCII digits only: str.isdigit() is also true of "²" or "①", which int() refuses
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
         return int(value)
     raise ShardsMismatchError(
-        f"the field {FIELD_SHARDS!r} of {meta} holds {value!r}, not a shard count (>= 1): "
+        f"the field {FIELD_SHARDS!r} of {meta} holds {value!r}, not a shard count (1 to "
+        f"{MAX_SHARDS}): "
         "written by hand or by another program? Set it back to the number of shards of the "
         f"keyspace (1 unless it was re-sharded: HSET {meta} {FIELD_SHARDS} 1)"
     )
+
+
+def target_count(meta: str, raw: Any) -> int:
+    """The shard count of the migration ``meta``'s ``reshardTo`` records (``raw``);
+    a value that is no count (written by hand or by another program) is a
+    :class:`ShardsMismatchError` naming the field: it was a ``ValueError``
+    traceback in ``redflow migrate``, and the advice ``--shards abc`` elsewhere."""
+    value = text(raw)
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
+        return int(value)
+    raise ShardsMismatchError(
+        f"the field 'reshardTo' of {meta} holds {value!r}, not a shard count (1 to "
+        f"{MAX_SHARDS}): written by hand or by another program? Set it to the shard count "
+        f"of the migration that was interrupted (HSET {meta} reshardTo N), or remove it if "
+        f"none was (HDEL {meta} reshardTo)"
+    )
+
+
+def recorded_count(meta: str, raw: Any) -> int:
+    """The shard count ``meta``'s ``shards`` field holds (``raw``, not None), or a
+    :class:`ShardsMismatchError` naming the field."""
+    return _count(meta, raw)
 
 
 def mismatch_message(prefix: str, recorded: int, wanted: int) -> str:
@@ -122,6 +147,7 @@ def shards_problem(client: Any, *, record: bool = True) -> str | None:
     wanted = shard_count(client)
     pending = _read(client.redis, "hget", client.keys.meta, "reshardTo")
     if pending is not None:
+        target_count(client.keys.meta, pending)  # garbage: named, not advised as a count
         return (
             f"a migration of prefix {client.prefix!r} to {text(pending)} shards is under way "
             f"or was interrupted: finish it (`redflow migrate --prefix {client.prefix} "

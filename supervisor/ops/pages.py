@@ -21,7 +21,7 @@ from http import HTTPStatus
 
 from redflow_mp import admin, queries
 from redflow_mp.client import Client
-from redflow_mp.codec import RunState, RunStatus, text
+from redflow_mp.codec import RunState, RunStatus, text, whole_number
 
 from ..status import list_supervisors
 from . import render
@@ -227,7 +227,7 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     if known > QUEUES_SORTED_LIMIT:
         # Too many to read and sort at every load: one SSCAN page, in Redis's order.
         cursor = q.get("cursor", "0")
-        cursor = cursor if cursor.isdigit() and len(cursor) <= 20 else "0"
+        cursor = cursor if whole_number(cursor, 20) is not None else "0"
         next_cursor, raw = client.redis.sscan(key, int(cursor), count=size)
         names = sorted(text(n) for n in raw)
         pager = [f"<span>{known:,} queues, too many to sort: shown as Redis scans them</span>"]

@@ -59,13 +59,17 @@ def test_a_queue_key_of_the_wrong_type_stalls_no_other_queue_and_crashes_no_chil
     assert sup.log().count(bad) <= 8, sup.log()[-3000:]  # reported, not flooded
 
 
-@pytest.mark.parametrize("value", ["banana", "-3", "0"])
+@pytest.mark.parametrize("value", ["banana", "-3", "0", "\u00b2", "2000"])
 def test_a_shard_count_that_is_no_count_is_refused_clearly(
     redis_url: str, prefix: str, raw: redis.Redis, value: str
 ) -> None:
     """``meta``'s ``shards`` field overwritten with garbage: the supervisor used to
     end in a ValueError traceback (``invalid literal for int()``), or advise
-    ``use shards = -3``. It now names the field and its value, and stops."""
+    ``use shards = -3``. It now names the field and its value, and stops. Before
+    (``"\u00b2"``, a digit to ``str.isdigit`` that ``int`` refuses): ``ValueError:
+    invalid literal for int() with base 10: '\u00b2'``, a traceback; (``2000``, past the
+    1,024 shards a client takes): ``bad Redis URL ...: shards must be from 1 to
+    1024, not 2000`` (``redflow``) or ``use shards = 2000`` (a client)."""
     raw.hset("{" + prefix + "}:meta", "shards", value)
     proc = run_supervisor_once(
         "--app", "x", "--procs", "1", "--module", "tests.process.flows",
