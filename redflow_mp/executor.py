@@ -19,6 +19,7 @@ import contextlib
 import enum
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +107,10 @@ class Outcome(msgspec.Struct, gc=False):
 # (about 850 CPU instructions a read, against a few dozen for a global).
 _SUCCEEDED = OutcomeMode.SUCCEEDED
 _FAILED = OutcomeMode.FAILED
+_LOST = OutcomeMode.LOST
+
+#: The module whose presence means a tracer provider may be set (``tracing._tracing``).
+_TRACE = "opentelemetry.trace"
 
 
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -257,6 +262,60 @@ class Executor:
             outcome.input = value
         return self._call(wf, claimed, ex, outcome)
 
+    def execute_plain(self, claimed: Claimed, wf: Workflow[Any, Any] | None) -> Outcome:
+        """:meth:`execute` of ``claimed`` (``wf``: its workflow here, or None), the
+        steady state's common case in one frame: a sync handler, no tracing
+        (``opentelemetry.trace`` not loaded), its input read, no step records to read
+        by pages. The same objects are made and the same calls made in the same
+        order as ``execute`` -> ``_call`` -> ``_handler`` -> ``_success``; the
+        frames of the tracing wrapper, of those four and a second registry lookup
+        are saved (``benchmarks.child_instr``). Every other case is :meth:`execute`."""
+        if (
+            wf is None
+            or wf.is_async
+            or claimed.steps_unread
+            or _TRACE in sys.modules  # the wrapper decides (a provider may be set)
+        ):
+            return self.execute(claimed)
+        try:
+            value = codec.decode_json(claimed.input_json)
+            if wf.schema is not None:
+                value = msgspec.convert(value, wf.schema)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            return self.execute(claimed)  # its outcome says why (nothing ran yet)
+        me = procid.pid  # as execute
+        ex = Execution(self.runs, claimed, self.lease_ms, None, self.metrics, me)
+        outcome = Outcome(_FAILED, workflow=wf, input=value, facts=ex)
+        ctx = Context(value, Step(ex), None, ex.cancelled, None, ex.lost, facts=ex)
+        self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
+        token = current_run.set(claimed)
+        try:
+            ex.confirm_lease()
+            result = wf.handler(ctx)  # as _handler: the fork guard on both ways out
+            if type(result) not in _NOT_COROUTINES and asyncio.iscoroutine(result):
+                result = self._run_async(result)
+        except BaseException as exc:
+            if os.getpid() != me:
+                forked_escape(claimed.id, 1)
+            self._raised(ex, wf, claimed, exc, outcome)
+        else:
+            if os.getpid() != me:
+                forked_escape(claimed.id, 0)
+            if ex.lease_lost:
+                outcome.mode = _LOST
+            elif result is None:  # as _success
+                outcome.payload = b"null"
+                outcome.mode = _SUCCEEDED
+            else:
+                self._success(result, outcome)
+        finally:
+            current_run.reset(token)
+            self.keeper.release(claimed.id)
+        if ex.suspending or outcome.mode is not _SUCCEEDED:
+            _suspension(ex, outcome)
+            _log_failure(ex, claimed, outcome)
+        return outcome
+
     def _call(
         self, wf: Workflow[Any, Any], claimed: Claimed, ex: Execution, outcome: Outcome
     ) -> Outcome:
@@ -278,19 +337,8 @@ class Executor:
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
             result = self._handler(wf, ctx, claimed.id, me)
-        except RunCanceledError as exc:
-            _canceled(claimed, exc, outcome)
-        except LeaseLostError:
-            outcome.mode = OutcomeMode.LOST
-        except Exception as exc:
-            if ex.lease_lost:
-                outcome.mode = OutcomeMode.LOST
-            elif ex.gave_up is not None:
-                _defer(ex, outcome)
-            else:
-                self._failure(wf, claimed, exc, outcome)
         except BaseException as exc:
-            self._base_exception(ex, wf, claimed, exc, outcome)
+            self._raised(ex, wf, claimed, exc, outcome)
         else:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
@@ -325,6 +373,29 @@ class Executor:
         if os.getpid() != me:
             forked_escape(run_id, 0)
         return result
+
+    def _raised(
+        self,
+        ex: Execution,
+        wf: Workflow[Any, Any],
+        claimed: Claimed,
+        exc: BaseException,
+        outcome: Outcome,
+    ) -> None:
+        """The outcome of a handler (or the checks before it) that raised ``exc``."""
+        if isinstance(exc, RunCanceledError):
+            _canceled(claimed, exc, outcome)
+        elif isinstance(exc, LeaseLostError):
+            outcome.mode = OutcomeMode.LOST
+        elif isinstance(exc, Exception):
+            if ex.lease_lost:
+                outcome.mode = OutcomeMode.LOST
+            elif ex.gave_up is not None:
+                _defer(ex, outcome)
+            else:
+                self._failure(wf, claimed, exc, outcome)
+        else:
+            self._base_exception(ex, wf, claimed, exc, outcome)
 
     def _base_exception(
         self,

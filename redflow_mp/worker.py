@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # EnumType.__getattr__'s hook in Python 3.11 (about 850 CPU instructions a read).
 _LOST, _CANCELED, _DEFER = OutcomeMode.LOST, OutcomeMode.CANCELED, OutcomeMode.DEFER
 _FAILED, _SUSPEND = OutcomeMode.FAILED, OutcomeMode.SUSPEND
+_SUCCEEDED = OutcomeMode.SUCCEEDED
 
 #: Wait before resending a suspend or finish Redis refused (a key of the wrong type).
 REFUSED_RETRY = 5.0
@@ -246,14 +247,16 @@ class Worker(WorkerWaits):
             backoff = 0.05
             self._claims.recovered()
             if pending is not None:
-                self._after_finish(pending, result, pending_outcome)
-            if holding is not None:
-                if self._others:
-                    self._kick(holding, result)
-                self.hooks.finished(holding)
+                self._after_finish(pending, result, pending_outcome, holding)
             pending, pending_outcome, holding = None, None, None
             if claimed is not None:
-                outcome = self._suspend_or_resume(claimed, self._execute(claimed))
+                outcome = self._execute(claimed)
+                if outcome.mode is _SUCCEEDED:  # the steady state: _settle's, in this frame
+                    self.hooks.finishing(claimed)
+                    pending = Finish(_SUCCEEDED, claimed.id, claimed.token, outcome.payload)
+                    pending_outcome, holding = outcome, claimed
+                    continue
+                outcome = self._suspend_or_resume(claimed, outcome)
                 pending, pending_outcome = self._settle(claimed, outcome)
                 if pending is None:
                     self._ended()  # its finish written (or none): its time alone
@@ -366,7 +369,7 @@ class Worker(WorkerWaits):
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
-            return self.executor.execute(claimed)
+            return self.executor.execute_plain(claimed, wf)
         finally:
             if metrics is not None:  # observed by _ended, with its finish's count if it rides
                 self._ran = (label, time.perf_counter() - began)
@@ -523,17 +526,28 @@ class Worker(WorkerWaits):
         finish: Finish,
         result: str,
         outcome: Outcome | None,
+        holding: Claimed | None,
     ) -> None:
-        if result == "lease-lost":
+        """The claim call that carried ``finish`` (of ``outcome``) said ``result``:
+        count it, and take its run (``holding``) off the host's books."""
+        if result in FINAL and outcome is not None and outcome.facts is not None:
+            # the steady state: the time and the finish's count in one update
+            # (_ended's body: one call less a run)
+            ran, self._ran = self._ran, None
+            if ran is not None and self.metrics is not None:
+                self.metrics.run_ended(ran[0], ran[1], result)
+        elif result == "lease-lost":
             say_lost(log, self.client, finish.run_id, "before its result was written")
             self._ended()
         elif outcome is None or outcome.facts is None:
             self._ended()
-        elif result in FINAL:
-            self._ended(result)  # the time and the finish's count in one update
         else:
             self._ended()
             self._record(outcome.facts.info.workflow, finish.mode, result)
+        if holding is not None:
+            if self._others:
+                self._kick(holding, result)
+            self.hooks.finished(holding)
 
     def _ended(self, status: str = "") -> None:
         """The "run ended" update of the last execution: its time, and the count of
