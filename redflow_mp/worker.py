@@ -255,6 +255,7 @@ class Worker(WorkerWaits):
                     self.hooks.finishing(claimed)
                     pending = Finish(_SUCCEEDED, claimed.id, claimed.token, outcome.payload)
                     pending_outcome, holding = outcome, claimed
+                    del outcome  # held by pending_outcome alone (executor._unshared)
                     continue
                 outcome = self._suspend_or_resume(claimed, outcome)
                 pending, pending_outcome = self._settle(claimed, outcome)
