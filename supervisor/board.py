@@ -50,6 +50,8 @@ _MAX_WF = 103
 # Precompiled: the child writes its entry several times per run.
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
+_FINISHING = _F64.pack(-1.0)  # a held run's timeout once its handler returned
+_ITEM_SIZE = _ITEM.size
 
 
 class SlotState(IntEnum):
@@ -253,8 +255,8 @@ class Board:
             _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         depth = mm[base + 9]
         if 0 < depth <= MAX_DEPTH:
-            at = base + _STACK_AT + (depth - 1) * _ITEM.size + _TIMEOUT_AT
-            _F64.pack_into(mm, at, -1.0)
+            at = base + _STACK_AT + (depth - 1) * _ITEM_SIZE + _TIMEOUT_AT
+            mm[at : at + 8] = _FINISHING  # the timeout -1.0 (_F64.pack_into's bytes)
         seq = mm[base]  # _end
         if seq != 255:
             mm[base] = seq + 1
