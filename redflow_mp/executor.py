@@ -310,7 +310,7 @@ class Executor:
         if ex.suspending or outcome.mode is not _SUCCEEDED:
             _suspension(ex, outcome)
             _log_failure(ex, claimed, outcome)
-        elif _unshared(ex, ctx, step):
+        elif _REUSE and _unshared(ex, ctx, step):
             self._spare = (ex, ctx, step)  # the next execute_plain's
         return outcome
 
@@ -587,6 +587,15 @@ _REFS_CTX = 3
 _REFS_STEP = 4
 _REFS_EX = 6
 _REFS_EVENT = 4
+
+#: Whether counts are exact here: CPython with the GIL, before 3.14 (whose stack
+#: references may be borrowed, a count lower than the references held). Elsewhere
+#: every plain run makes new objects.
+_REUSE = (
+    sys.implementation.name == "cpython"
+    and sys.version_info < (3, 14)
+    and getattr(sys, "_is_gil_enabled", lambda: True)()
+)
 
 
 #: Exact types a handler's result of which is never a coroutine (the common ones).

@@ -166,7 +166,7 @@ class Worker(WorkerWaits):
         self._woken_by: bytes | str | None = None  # the bell that woke the last wait
         self._timed_out = False  # the last wait ended with no bell rung
         self._scan = False  # the next claim reads every queue (queueset.py: the safety net)
-        self._turn = 0  # ties go to the queue at this position of the list (_order)
+        self._turn = 0  # ties go to the queue at this position of the list (_claim)
         self._ready_keys = [
             [s.keys.q_ready(q) for q in self.queues] for s in (self.home, *self._others)
         ]
@@ -229,11 +229,21 @@ class Worker(WorkerWaits):
         backoff = 0.05
         lost = LostClaim()
         while True:
-            stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
+            # (the stopping property's and lost.next_token's bodies: two calls less a run)
+            stop = (
+                self._stop_asked
+                or self.hooks.should_stop()
+                or (self.max_runs and self.runs_done >= self.max_runs)
+            )
             if stop and pending is None:
                 lost.give_back((self.home, *self._others), self.lease_ms)
                 break
-            token, resend = ("", False) if stop else lost.next_token()
+            if stop:
+                token, resend = "", False
+            elif lost.token:
+                token, resend = lost.token, True
+            else:
+                token, resend = new_token(), False
             if token:
                 self.hooks.claiming(token)
             try:
@@ -257,20 +267,28 @@ class Worker(WorkerWaits):
                     pending_outcome, holding = outcome, claimed
                     del outcome  # held by pending_outcome alone (executor._unshared)
                     continue
-                outcome = self._suspend_or_resume(claimed, outcome)
-                pending, pending_outcome = self._settle(claimed, outcome)
-                if pending is None:
-                    self._ended()  # its finish written (or none): its time alone
-                    self.hooks.finished(claimed)
-                    self._on_failure()
-                else:
-                    holding = claimed  # marked finishing by _settle
+                pending, pending_outcome, holding = self._settle_other(claimed, outcome)
                 continue
             if token:
                 self.hooks.claiming("")
                 if self._woken_by is not None:  # a bell woke us for nothing
                     self._trim_bell(self._woken_by)
                 self._idle()
+
+    def _settle_other(
+        self, claimed: Claimed, outcome: Outcome
+    ) -> tuple[Finish | None, Outcome | None, Claimed | None]:
+        """An execution that did not simply succeed: suspended or run again, then
+        settled; its finish to send with the next claim, its outcome and its run
+        (held, marked finishing by ``_settle``), or nothing left to send."""
+        outcome = self._suspend_or_resume(claimed, outcome)
+        pending, pending_outcome = self._settle(claimed, outcome)
+        if pending is None:
+            self._ended()  # its finish written (or none): its time alone
+            self.hooks.finished(claimed)
+            self._on_failure()
+            return None, None, None
+        return pending, pending_outcome, claimed
 
     def _foreign(self, claimed: Claimed) -> bool:
         """A run of a workflow this worker does not load but a running supervisor
@@ -304,7 +322,9 @@ class Worker(WorkerWaits):
         claim sent to its run's shard; the pass then tries the shard whose bell woke
         the worker, the home shard and the others, one claim each, until a run is
         found (``shardpass.py``: a lost reply is resent to its shard at once)."""
-        queues = self._order()
+        # _order's body (one call less a run): ties go to the queue at _turn
+        queues = self._claimable() if self._bench else self.queues
+        self._turn = (self._turn + 1) % max(1, len(queues))
         if not queues or not token:  # every queue left out (a ready set of the wrong
             # type), or a finish only
             if pending is None:
@@ -343,12 +363,6 @@ class Worker(WorkerWaits):
             xshard.kick_parent(self.client, claimed.parent_run_id, claimed.id, status)
         except TRANSIENT_ERRORS as exc:
             log.warning("run %s: could not notify its parent (%s)", claimed.id, exc)
-
-    def _order(self) -> tuple[str, ...]:
-        """The queues to claim from; ties go to the one at ``_turn``, next one each claim."""
-        qs = self._claimable() if self._bench else self.queues
-        self._turn = (self._turn + 1) % max(1, len(qs))
-        return qs
 
     def _execute(self, claimed: Claimed) -> Outcome:
         if self._ran is not None:  # an execution before this one (a resumed wait)
