@@ -1,8 +1,10 @@
 """The context a handler receives: validated input, steps, run info, cancellation.
 
-A :class:`Context` lives for one execution of one run. ``ctx.cancelled`` is a
-``threading.Event`` the heartbeat sets when cancellation is requested (or the
-lease is lost); ``ctx.raise_if_cancelled()`` turns it into
+A :class:`Context` lives for one execution of one run (the executor may use
+the object again for a later run only once nothing refers to it:
+``executor._unshared``; a context a handler kept keeps its run's data).
+``ctx.cancelled`` is a ``threading.Event`` the heartbeat sets when cancellation
+is requested (or the lease is lost); ``ctx.raise_if_cancelled()`` turns it into
 :class:`RunCanceledError`. For ``async def`` handlers ``ctx.step`` has the same
 methods, awaitable.
 

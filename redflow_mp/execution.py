@@ -195,6 +195,37 @@ class Execution(RunFacts):
         # outcome is recorded -> the task running it): a suspension waits for them.
         self.inflight: dict[Any, Any] = {}
 
+    def reuse(self, claimed: Claimed, pid: int) -> None:
+        """Ready this execution for ``claimed`` as ``__init__`` leaves a new one
+        (same runs, lease and metrics). Only for an execution nothing but the
+        executor refers to any more (``executor._unshared``): its earlier run's
+        facts, steps, waits and events are no one's to see. A set event or a
+        container in use is replaced, not cleared."""
+        self._run = claimed
+        self.pid = pid
+        self._info = None
+        self._logger = None
+        self.workflow = claimed.workflow
+        self.run_id = claimed.id
+        self.token = claimed.token
+        self.attempt = claimed.attempt
+        self.steps_cache = claimed.steps
+        if self.seen:
+            self.seen = set()
+        if self.cancelled.is_set():
+            self.cancelled = LazyEvent()
+        if self.lost.is_set():
+            self.lost = LazyEvent()
+        self.cancel_reason = None
+        self.lease_lost = False
+        self.gave_up = None
+        self.lease_until = claimed.lease_until
+        if self.waits:
+            self.waits = []
+        self.suspending = False
+        if self.inflight:
+            self.inflight = {}
+
     def mark_lost(self) -> None:
         self.lease_lost = True
         self.lost.set()

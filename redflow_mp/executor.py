@@ -19,10 +19,12 @@ import contextlib
 import enum
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from weakref import getweakrefcount
 
 import msgspec
 
@@ -49,6 +51,7 @@ from .retry import retry_delay_ms
 from .runs import Runs, encode_payload
 from .scripts import Claimed, Finish
 from .steps import AsyncStep, Step
+from .tracing import _tracing
 from .waits import merge_waits
 
 __all__ = ["Executor", "Outcome", "OutcomeMode", "finish_args", "on_failure_of_stored_run"]
@@ -106,6 +109,7 @@ class Outcome(msgspec.Struct, gc=False):
 # (about 850 CPU instructions a read, against a few dozen for a global).
 _SUCCEEDED = OutcomeMode.SUCCEEDED
 _FAILED = OutcomeMode.FAILED
+_LOST = OutcomeMode.LOST
 
 
 class _NoWaitExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -183,6 +187,9 @@ class Executor:
         self._runner: asyncio.Runner | None = None
         self._home: int | None = None
         self._pid = procid.refresh()  # and procid.pid, read by _call
+        # The last plain execution's objects, when nothing else refers to them
+        # (``_unshared``): the next one's, made ready (``Execution.reuse``).
+        self._spare: tuple[Execution, Context[Any], Step] | None = None
 
     def close(self) -> None:
         runner, self._runner = self._runner, None
@@ -257,6 +264,73 @@ class Executor:
             outcome.input = value
         return self._call(wf, claimed, ex, outcome)
 
+    def execute_plain(self, claimed: Claimed, wf: Workflow[Any, Any] | None) -> Outcome:
+        """:meth:`execute` of ``claimed`` (``wf``: its workflow here, or None), the
+        steady state's common case in one frame: a sync handler, no tracer
+        provider set (``tracing._tracing``, the wrapper's own check), its input
+        read, no step records to read by pages. The same calls in the same order
+        as ``execute`` -> ``_call`` -> ``_handler`` -> ``_success``, without the
+        frames of the wrapper, of those four and a second registry lookup; and the
+        execution, context and step of the last run that succeeded are used again
+        when nothing else refers to them (``_unshared``, ``Execution.reuse``).
+        Every other case is :meth:`execute` (``benchmarks.child_instr``)."""
+        if wf is None or wf.is_async or claimed.steps_unread or _tracing() is not None:
+            return self.execute(claimed)  # (a tracer provider set: its span, as ever)
+        try:
+            value = codec.decode_json(claimed.input_json)
+            if wf.schema is not None:
+                value = msgspec.convert(value, wf.schema)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            return self.execute(claimed)  # its outcome says why (nothing ran yet)
+        me = procid.pid  # as execute
+        ex, ctx, step = self._objects(claimed, value, me)
+        outcome = Outcome(_FAILED, workflow=wf, input=value, facts=ex)
+        self.keeper.hold(claimed.id, claimed.token, ex.mark_lost, ex.mark_cancel, ex.renewed)
+        token = current_run.set(claimed)
+        try:
+            ex.confirm_lease()
+            result = wf.handler(ctx)  # as _handler: the fork guard on both ways out
+            if type(result) not in _NOT_COROUTINES and asyncio.iscoroutine(result):
+                result = self._run_async(result)
+        except BaseException as exc:
+            self._raised(ex, wf, claimed, exc, outcome, me)  # the fork guard first
+        else:
+            if os.getpid() != me:
+                forked_escape(claimed.id, 0)
+            if ex.lease_lost:
+                outcome.mode = _LOST
+            elif result is None:  # as _success
+                outcome.payload = b"null"
+                outcome.mode = _SUCCEEDED
+            else:
+                self._success(result, outcome)
+        finally:
+            current_run.reset(token)
+            self.keeper.release(claimed.id)
+        if ex.suspending or outcome.mode is not _SUCCEEDED:
+            _suspension(ex, outcome)
+            _log_failure(ex, claimed, outcome)
+        elif _REUSE and _unshared(ex, ctx, step):
+            self._spare = (ex, ctx, step)  # the next execute_plain's
+        return outcome
+
+    def _objects(
+        self, claimed: Claimed, value: Any, me: int
+    ) -> tuple[Execution, Context[Any], Step]:
+        """The execution, context and step of a plain execution: new ones, or the
+        last run's, which nothing else refers to (``_unshared``), made as new."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            ex = Execution(self.runs, claimed, self.lease_ms, None, self.metrics, me)
+            step = Step(ex)
+            return ex, Context(value, step, None, ex.cancelled, None, ex.lost, facts=ex), step
+        ex, ctx, step = spare
+        ex.reuse(claimed, me)
+        step._ex = ex
+        ctx.input, ctx.step, ctx._run, ctx.cancelled = value, step, None, ex.cancelled
+        ctx._logger, ctx._facts, ctx._lost, ctx._reason = None, ex, ex.lost, None
+        return spare
+
     def _call(
         self, wf: Workflow[Any, Any], claimed: Claimed, ex: Execution, outcome: Outcome
     ) -> Outcome:
@@ -278,19 +352,8 @@ class Executor:
             # lost the run to another worker: then not one line of the handler runs.
             ex.confirm_lease()
             result = self._handler(wf, ctx, claimed.id, me)
-        except RunCanceledError as exc:
-            _canceled(claimed, exc, outcome)
-        except LeaseLostError:
-            outcome.mode = OutcomeMode.LOST
-        except Exception as exc:
-            if ex.lease_lost:
-                outcome.mode = OutcomeMode.LOST
-            elif ex.gave_up is not None:
-                _defer(ex, outcome)
-            else:
-                self._failure(wf, claimed, exc, outcome)
         except BaseException as exc:
-            self._base_exception(ex, wf, claimed, exc, outcome)
+            self._raised(ex, wf, claimed, exc, outcome)
         else:
             if ex.lease_lost:
                 outcome.mode = OutcomeMode.LOST
@@ -325,6 +388,33 @@ class Executor:
         if os.getpid() != me:
             forked_escape(run_id, 0)
         return result
+
+    def _raised(
+        self,
+        ex: Execution,
+        wf: Workflow[Any, Any],
+        claimed: Claimed,
+        exc: BaseException,
+        outcome: Outcome,
+        me: int = 0,
+    ) -> None:
+        """The outcome of a handler (or the checks before it) that raised ``exc``;
+        ``me``: the worker's pid, when the fork guard is still to be checked."""
+        if me and os.getpid() != me:
+            forked_escape(claimed.id, 1)
+        if isinstance(exc, RunCanceledError):
+            _canceled(claimed, exc, outcome)
+        elif isinstance(exc, LeaseLostError):
+            outcome.mode = OutcomeMode.LOST
+        elif isinstance(exc, Exception):
+            if ex.lease_lost:
+                outcome.mode = OutcomeMode.LOST
+            elif ex.gave_up is not None:
+                _defer(ex, outcome)
+            else:
+                self._failure(wf, claimed, exc, outcome)
+        else:
+            self._base_exception(ex, wf, claimed, exc, outcome)
 
     def _base_exception(
         self,
@@ -465,6 +555,47 @@ def _canceled(claimed: Claimed, exc: RunCanceledError, outcome: Outcome) -> None
         # child stays canceled) instead of ending "canceled" unasked.
         outcome.mode = OutcomeMode.FAILED
     outcome.error = error_info(exc, retryable=False)
+
+
+def _unshared(ex: Execution, ctx: Context[Any], step: Step) -> bool:
+    """Whether an execution's objects may serve the next run: no reference to the
+    context, its step, the execution or its two events is left but theirs to each
+    other, the caller's and this call's (a handler that kept any of them, also in
+    a closure, a thread, an exception's frames or a garbage cycle, counts), and no
+    weak reference to an event (the others take none). Then no code can reach
+    them any more, nor see the next run's data through them (``sys.getrefcount``
+    counts every reference; a count other than the expected one, whatever the
+    cause, makes new objects for the next run)."""
+    getrefcount = sys.getrefcount
+    cancelled, lost = ex.cancelled, ex.lost
+    return (
+        getrefcount(ctx) == _REFS_CTX
+        and getrefcount(step) == _REFS_STEP
+        and getrefcount(ex) == _REFS_EX
+        and getrefcount(cancelled) == _REFS_EVENT
+        and getrefcount(lost) == _REFS_EVENT
+        and not getweakrefcount(cancelled)
+        and not getweakrefcount(lost)
+    )
+
+
+#: ``sys.getrefcount`` of each in ``_unshared`` when nothing else refers to it:
+#: ctx: the caller's local, the argument, getrefcount's; step: ctx.step and those;
+#: ex: ctx._facts, step._ex, the outcome's facts and those; an event: the
+#: execution's and the context's slot, the local and getrefcount's.
+_REFS_CTX = 3
+_REFS_STEP = 4
+_REFS_EX = 6
+_REFS_EVENT = 4
+
+#: Whether counts are exact here: CPython with the GIL, before 3.14 (whose stack
+#: references may be borrowed, a count lower than the references held). Elsewhere
+#: every plain run makes new objects.
+_REUSE = (
+    sys.implementation.name == "cpython"
+    and sys.version_info < (3, 14)
+    and getattr(sys, "_is_gil_enabled", lambda: True)()
+)
 
 
 #: Exact types a handler's result of which is never a coroutine (the common ones).

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # EnumType.__getattr__'s hook in Python 3.11 (about 850 CPU instructions a read).
 _LOST, _CANCELED, _DEFER = OutcomeMode.LOST, OutcomeMode.CANCELED, OutcomeMode.DEFER
 _FAILED, _SUSPEND = OutcomeMode.FAILED, OutcomeMode.SUSPEND
+_SUCCEEDED = OutcomeMode.SUCCEEDED
 
 #: Wait before resending a suspend or finish Redis refused (a key of the wrong type).
 REFUSED_RETRY = 5.0
@@ -165,7 +166,7 @@ class Worker(WorkerWaits):
         self._woken_by: bytes | str | None = None  # the bell that woke the last wait
         self._timed_out = False  # the last wait ended with no bell rung
         self._scan = False  # the next claim reads every queue (queueset.py: the safety net)
-        self._turn = 0  # ties go to the queue at this position of the list (_order)
+        self._turn = 0  # ties go to the queue at this position of the list (_claim)
         self._ready_keys = [
             [s.keys.q_ready(q) for q in self.queues] for s in (self.home, *self._others)
         ]
@@ -228,11 +229,21 @@ class Worker(WorkerWaits):
         backoff = 0.05
         lost = LostClaim()
         while True:
-            stop = self.stopping or (self.max_runs and self.runs_done >= self.max_runs)
+            # (the stopping property's and lost.next_token's bodies: two calls less a run)
+            stop = (
+                self._stop_asked
+                or self.hooks.should_stop()
+                or (self.max_runs and self.runs_done >= self.max_runs)
+            )
             if stop and pending is None:
                 lost.give_back((self.home, *self._others), self.lease_ms)
                 break
-            token, resend = ("", False) if stop else lost.next_token()
+            if stop:
+                token, resend = "", False
+            elif lost.token:
+                token, resend = lost.token, True
+            else:
+                token, resend = new_token(), False
             if token:
                 self.hooks.claiming(token)
             try:
@@ -246,27 +257,38 @@ class Worker(WorkerWaits):
             backoff = 0.05
             self._claims.recovered()
             if pending is not None:
-                self._after_finish(pending, result, pending_outcome)
-            if holding is not None:
-                if self._others:
-                    self._kick(holding, result)
-                self.hooks.finished(holding)
+                self._after_finish(pending, result, pending_outcome, holding)
             pending, pending_outcome, holding = None, None, None
             if claimed is not None:
-                outcome = self._suspend_or_resume(claimed, self._execute(claimed))
-                pending, pending_outcome = self._settle(claimed, outcome)
-                if pending is None:
-                    self._ended()  # its finish written (or none): its time alone
-                    self.hooks.finished(claimed)
-                    self._on_failure()
-                else:
-                    holding = claimed  # marked finishing by _settle
+                outcome = self._execute(claimed)
+                if outcome.mode is _SUCCEEDED:  # the steady state: _settle's, in this frame
+                    self.hooks.finishing(claimed)
+                    pending = Finish(_SUCCEEDED, claimed.id, claimed.token, outcome.payload)
+                    pending_outcome, holding = outcome, claimed
+                    del outcome  # held by pending_outcome alone (executor._unshared)
+                    continue
+                pending, pending_outcome, holding = self._settle_other(claimed, outcome)
                 continue
             if token:
                 self.hooks.claiming("")
                 if self._woken_by is not None:  # a bell woke us for nothing
                     self._trim_bell(self._woken_by)
                 self._idle()
+
+    def _settle_other(
+        self, claimed: Claimed, outcome: Outcome
+    ) -> tuple[Finish | None, Outcome | None, Claimed | None]:
+        """An execution that did not simply succeed: suspended or run again, then
+        settled; its finish to send with the next claim, its outcome and its run
+        (held, marked finishing by ``_settle``), or nothing left to send."""
+        outcome = self._suspend_or_resume(claimed, outcome)
+        pending, pending_outcome = self._settle(claimed, outcome)
+        if pending is None:
+            self._ended()  # its finish written (or none): its time alone
+            self.hooks.finished(claimed)
+            self._on_failure()
+            return None, None, None
+        return pending, pending_outcome, claimed
 
     def _foreign(self, claimed: Claimed) -> bool:
         """A run of a workflow this worker does not load but a running supervisor
@@ -300,7 +322,9 @@ class Worker(WorkerWaits):
         claim sent to its run's shard; the pass then tries the shard whose bell woke
         the worker, the home shard and the others, one claim each, until a run is
         found (``shardpass.py``: a lost reply is resent to its shard at once)."""
-        queues = self._order()
+        # _order's body (one call less a run): ties go to the queue at _turn
+        queues = self._claimable() if self._bench else self.queues
+        self._turn = (self._turn + 1) % max(1, len(queues))
         if not queues or not token:  # every queue left out (a ready set of the wrong
             # type), or a finish only
             if pending is None:
@@ -340,12 +364,6 @@ class Worker(WorkerWaits):
         except TRANSIENT_ERRORS as exc:
             log.warning("run %s: could not notify its parent (%s)", claimed.id, exc)
 
-    def _order(self) -> tuple[str, ...]:
-        """The queues to claim from; ties go to the one at ``_turn``, next one each claim."""
-        qs = self._claimable() if self._bench else self.queues
-        self._turn = (self._turn + 1) % max(1, len(qs))
-        return qs
-
     def _execute(self, claimed: Claimed) -> Outcome:
         if self._ran is not None:  # an execution before this one (a resumed wait)
             self._ended()
@@ -366,7 +384,7 @@ class Worker(WorkerWaits):
         self.hooks.started(claimed, timeout)
         began = time.perf_counter()
         try:
-            return self.executor.execute(claimed)
+            return self.executor.execute_plain(claimed, wf)
         finally:
             if metrics is not None:  # observed by _ended, with its finish's count if it rides
                 self._ran = (label, time.perf_counter() - began)
@@ -523,17 +541,28 @@ class Worker(WorkerWaits):
         finish: Finish,
         result: str,
         outcome: Outcome | None,
+        holding: Claimed | None,
     ) -> None:
-        if result == "lease-lost":
+        """The claim call that carried ``finish`` (of ``outcome``) said ``result``:
+        count it, and take its run (``holding``) off the host's books."""
+        if result in FINAL and outcome is not None and outcome.facts is not None:
+            # the steady state: the time and the finish's count in one update
+            # (_ended's body: one call less a run)
+            ran, self._ran = self._ran, None
+            if ran is not None and self.metrics is not None:
+                self.metrics.run_ended(ran[0], ran[1], result)
+        elif result == "lease-lost":
             say_lost(log, self.client, finish.run_id, "before its result was written")
             self._ended()
         elif outcome is None or outcome.facts is None:
             self._ended()
-        elif result in FINAL:
-            self._ended(result)  # the time and the finish's count in one update
         else:
             self._ended()
             self._record(outcome.facts.info.workflow, finish.mode, result)
+        if holding is not None:
+            if self._others:
+                self._kick(holding, result)
+            self.hooks.finished(holding)
 
     def _ended(self, status: str = "") -> None:
         """The "run ended" update of the last execution: its time, and the count of

@@ -50,6 +50,8 @@ _MAX_WF = 103
 # Precompiled: the child writes its entry several times per run.
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
+_FINISHING = _F64.pack(-1.0)  # a held run's timeout once its handler returned
+_ITEM_SIZE = _ITEM.size
 
 
 class SlotState(IntEnum):
@@ -135,7 +137,11 @@ class Board:
     # -------------------------------------------------------------- child side
 
     # push, pop and mark_finishing (three writes a run) write _begin and _end out:
-    # two Python calls fewer each.
+    # two Python calls fewer each. And each adds one to the sequence (and pop to
+    # runs_done) by its low byte alone while it does not carry (255 times in 256):
+    # one byte read and written instead of struct's unpack and pack of the u32,
+    # about 700 CPU instructions fewer each (the entry's bytes are the same; the
+    # parity the parent reads is the low byte's; a one-byte store is never torn).
 
     def _begin(self, index: int) -> int:
         base = index * ENTRY_SIZE
@@ -181,7 +187,11 @@ class Board:
         claim whose token the entry shows, which is cleared in the same write."""
         mm = self._mm
         base = index * ENTRY_SIZE  # _begin, written out (as in pop, mark_finishing)
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
+        seq = mm[base]  # the sequence's low byte: one byte written unless it carries
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         depth = mm[base + 9]
         if depth < MAX_DEPTH:
             rid = run_id.encode()[:_MAX_ID]
@@ -203,31 +213,55 @@ class Board:
         mm[base + 8] = _BUSY
         if claimed:  # after the entry holds the run, as set_claim_token(index, "")
             mm[base + _CLAIM_TOKEN] = 0
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
+        seq = mm[base]  # _end
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
 
     def pop(self, index: int) -> None:
         mm = self._mm
         base = index * ENTRY_SIZE
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _begin
+        seq = mm[base]  # _begin
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         depth = mm[base + 9]
         if depth > 0:
             depth -= 1
             mm[base + 9] = depth
         if depth == 0:
             mm[base + 8] = _IDLE
-            _U32.pack_into(mm, base + 12, _U32.unpack_from(mm, base + 12)[0] + 1)
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
+            done = mm[base + 12]  # runs_done's low byte, as the sequence's
+            if done != 255:
+                mm[base + 12] = done + 1
+            else:
+                _U32.pack_into(mm, base + 12, (_U32.unpack_from(mm, base + 12)[0] + 1) & 0xFFFFFFFF)
+        seq = mm[base]  # _end
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
 
     def mark_finishing(self, index: int) -> None:
         """The innermost run's handler returned; its finish is in flight."""
         mm = self._mm
         base = index * ENTRY_SIZE
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _begin
+        seq = mm[base]  # _begin
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
         depth = mm[base + 9]
         if 0 < depth <= MAX_DEPTH:
-            at = base + _STACK_AT + (depth - 1) * _ITEM.size + _TIMEOUT_AT
-            _F64.pack_into(mm, at, -1.0)
-        _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)  # _end
+            at = base + _STACK_AT + (depth - 1) * _ITEM_SIZE + _TIMEOUT_AT
+            mm[at : at + 8] = _FINISHING  # the timeout -1.0 (_F64.pack_into's bytes)
+        seq = mm[base]  # _end
+        if seq != 255:
+            mm[base] = seq + 1
+        else:
+            _U32.pack_into(mm, base, (_U32.unpack_from(mm, base)[0] + 1) & 0xFFFFFFFF)
 
     def set_claim_token(self, index: int, token: str) -> None:
         """Publish the token of the claim about to be sent: if the child dies before

@@ -67,3 +67,33 @@ def test_stop_request_outranks_recycle_and_clears_with_the_entry() -> None:
     board.free(0)
     assert not board.stop_requested(0) and not board.recycle_requested(0)
     board.close()
+
+
+def test_the_sequence_and_runs_done_carry_past_each_byte() -> None:
+    """The child adds one to the sequence and to runs_done by their low byte while
+    it does not carry: across carries (and the u32's wrap) the words read back are
+    the counts, the sequence even between writes, and the other entries untouched."""
+    import struct
+
+    board = Board(2)
+    try:
+        board.claim_entry(1, os.getpid())
+        mm = board._mm
+        base = 1024  # entry 1
+        struct.pack_into("<I", mm, base, 0xFFFFFF00)  # 32 runs (4 writes each) from a wrap
+        struct.pack_into("<I", mm, base + 12, 0x0000FFF0)
+        seq = 0xFFFFFF00
+        for n in range(1, 1001):
+            board.push(1, f"run-{n}", "tok", "wf", 5.0, claimed=True)
+            board.mark_finishing(1)
+            board.pop(1)
+            seq = (seq + 6) & 0xFFFFFFFF
+            assert struct.unpack_from("<I", mm, base)[0] == seq
+            entry = board.read(1, patience=0.0)
+            assert entry.runs_done == 0xFFF0 + n and entry.held == ()
+            assert entry.state is SlotState.IDLE
+        board.push(1, "last", "tok", "wf", 5.0)
+        assert [h.run_id for h in board.read(1).held] == ["last"]
+        assert bytes(mm[:1024]) == bytes(1024)
+    finally:
+        board.close()
