@@ -5,10 +5,11 @@ A claim naming its queues (up to ``MANY_QUEUES``, or one run by id) on a
 transport with no durability wait is sent packed ahead (``packed.py``): the
 same bytes as ``hiredis.pack_command`` of the whole call, its constant part
 packed once. Every other claim (a registered queue list, a finish only, a WAIT
-to add) is packed whole by hiredis through ``Scripts.run``. Both take the same
-way after a refusal (``recover``: a script the server lost is sent again) and
-neither resends by itself: a claim whose reply was lost is resent by the worker
-with the resend flag (``lostclaim.py``).
+to add) is packed whole by hiredis (``_claim_run``, as ``Scripts.run``). Both
+take the same way after a refusal (``recover``: a script the server lost is sent
+again) and neither resends by itself: a claim whose reply was lost is resent by
+the worker with the resend flag (``lostclaim.py``). So neither checks its
+connection first either (``fresh=False``: no ``Wire.freshen``, a ``poll``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class ClaimCalls:
         if packed is None:
             return None
         try:
-            return self._t.call_packed(packed, retry=False)
+            return self._t.call_packed(packed, retry=False, fresh=False)
         except ResponseError as exc:
             keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
             fargs = ("", "", "", "", 0) if finish is None else finish
@@ -153,9 +154,9 @@ class ClaimCalls:
         keys = (self.keys.q_ready(queues[0]) if queues else self.keys.queues,)
         args = (self._tag, lease_ms, token, *fargs, only_id, _FLAGS[flags])
         if not token:  # a finish only: no queue is read
-            return self.run("claim_run", keys, (*args, 0), retry=False)
+            return self._claim_run(keys, (*args, 0))
         if only_id or (not turn and len(queues) <= MANY_QUEUES):
-            return self.run("claim_run", keys, (*args, len(queues), *queues), retry=False)
+            return self._claim_run(keys, (*args, len(queues), *queues))
         lists, long = self._lists, len(queues) > SCAN_CHUNK
         qset = self.keys.qset(lists.name_of(queues)) if long else ""
         if long and lists.scan_due(scan):  # in bounded calls, not by the claim
@@ -163,14 +164,28 @@ class ClaimCalls:
                 build_list(self.run, qset, self._tag, queues)
             scan = False
         qargs = lists.args(queues, turn, scan)
-        reply = self.run("claim_run", keys, (*args, *qargs), retry=False)
+        reply = self._claim_run(keys, (*args, *qargs))
         if isinstance(reply[1], bytes | str):  # 'register': the list is gone: send it
             if long:
                 build_list(self.run, qset, self._tag, queues)
             named = lists.args(queues, turn, False) if long else lists.register(queues, turn)
             args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
-            more = self.run("claim_run", keys, args, retry=False)
+            more = self._claim_run(keys, args)
             if isinstance(more[1], bytes | str):  # gone again at once: no claim this time
                 more = [more[0], [], more[2]]
             reply = [reply[0], more[1], [*reply[2], *more[2]]]
         return reply
+
+    def _claim_run(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """``Scripts.run`` of ``claim_run`` (sent once), without the readability
+        check of a command sent once (``fresh=False``): a claim whose reply was
+        lost is resent by the worker (``lostclaim.py``), so the check (a ``poll``,
+        about 3.7 us) bought nothing on the hot path."""
+        if self._sources is None:
+            self._load()
+        f = self._functions
+        head = ("EVALSHA", self._shas["claim_run"]) if f is None else ("FCALL", f["claim_run"])
+        try:
+            return self._t.call(*head, len(keys), *keys, *args, retry=False, fresh=False)
+        except ResponseError as exc:
+            return self.drive(self.recover("claim_run", keys, args, exc), retry=False)

@@ -316,27 +316,31 @@ class Transport(WaitedWrites):
             return None
         return self._wire()
 
-    def call(self, *args: Any, retry: bool = True) -> Any:
+    def call(self, *args: Any, retry: bool = True, fresh: bool = True) -> Any:
         """Send one command on this thread's connection and return the raw reply.
 
         Network errors reconnect and, when ``retry`` is true (the caller's command
-        is idempotent), resend once before raising.
+        is idempotent), resend once before raising. A command sent once (``retry``
+        false) first drops a connection its server closed (``Wire.freshen``, a
+        ``poll``), unless ``fresh`` is false: a caller that recovers a lost reply
+        itself (a worker's claim: ``LostClaim`` resends it with its token).
         """
         if self.router is not None and self.router.cluster:
-            return with_redirects(self.router, lambda: self._send(args, retry), lambda: None)
+            send = self._send
+            return with_redirects(self.router, lambda: send(args, retry, fresh), lambda: None)
         if self._sentinel:
             self._recheck_master()
-        return self._send(args, retry)
+        return self._send(args, retry, fresh)
 
-    def call_packed(self, packed: bytes, *, retry: bool = True) -> Any:
+    def call_packed(self, packed: bytes, *, retry: bool = True, fresh: bool = True) -> Any:
         """:meth:`call` of a command packed already (``packed.py``); only where
         :attr:`plain` (no WAIT to add)."""
         if self.router is not None and self.router.cluster:
             send = self._send_packed
-            return with_redirects(self.router, lambda: send(packed, retry), lambda: None)
+            return with_redirects(self.router, lambda: send(packed, retry, fresh), lambda: None)
         if self._sentinel:
             self._recheck_master()
-            return self._send_packed(packed, retry)
+            return self._send_packed(packed, retry, fresh)
         # Off a cluster and Sentinel: sent and read by directwire.py where that is
         # equivalent (9,400 CPU instructions fewer a worker's run), else as _send_packed.
         conn = self._wire().conn
@@ -351,9 +355,9 @@ class Transport(WaitedWrites):
                 raise
         return self._wire().request_packed(packed)
 
-    def _send_packed(self, packed: bytes, retry: bool) -> Any:
+    def _send_packed(self, packed: bytes, retry: bool, fresh: bool = True) -> Any:
         wire = self._wire()
-        if not retry:
+        if not retry and fresh:
             wire.freshen()  # sent once: not into a connection its server closed
         try:
             return wire.request_packed(packed)
@@ -362,9 +366,9 @@ class Transport(WaitedWrites):
                 raise
         return self._wire().request_packed(packed)
 
-    def _send(self, args: tuple[Any, ...], retry: bool) -> Any:
+    def _send(self, args: tuple[Any, ...], retry: bool, fresh: bool = True) -> Any:
         wire = self._wire()
-        if not retry:
+        if not retry and fresh:
             wire.freshen()  # sent once: not into a connection its server closed
         if self._wait is not None and args[0] in DURABLE_COMMANDS:
             try:

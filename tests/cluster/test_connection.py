@@ -71,18 +71,18 @@ def test_every_script_call_declares_keys_of_the_prefix_slot(
         if name.upper() in ("EVALSHA", "EVAL", "FCALL", "FCALL_RO", "EVALSHA_RO"):
             calls.append(args)
 
-    def recording(*args: Any, retry: bool = True) -> Any:
+    def recording(*args: Any, retry: bool = True, fresh: bool = True) -> Any:
         record(args)
-        return real(*args, retry=retry)
+        return real(*args, retry=retry, fresh=fresh)
 
     real_packed = client.transport.call_packed
 
-    def recording_packed(packed: bytes, *, retry: bool = True) -> Any:
+    def recording_packed(packed: bytes, *, retry: bool = True, fresh: bool = True) -> Any:
         # a call packed ahead (the plain enqueue, the worker's claim): its arguments
         reader = hiredis.Reader()
         reader.feed(packed)
         record(tuple(reader.gets()))
-        return real_packed(packed, retry=retry)
+        return real_packed(packed, retry=retry, fresh=fresh)
 
     monkeypatch.setattr(client.transport, "call", recording)
     monkeypatch.setattr(client.transport, "call_packed", recording_packed)

@@ -23,9 +23,9 @@ def packed_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     sent: list[bytes] = []
     real = Transport.call_packed
 
-    def spy(self: Transport, packed: bytes, *, retry: bool = True) -> Any:
+    def spy(self: Transport, packed: bytes, *, retry: bool = True, fresh: bool = True) -> Any:
         sent.append(packed)
-        return real(self, packed, retry=retry)
+        return real(self, packed, retry=retry, fresh=fresh)
 
     monkeypatch.setattr(Transport, "call_packed", spy)
     return sent

@@ -150,12 +150,12 @@ class _Interleaved:
         self._inner = inner
         self._before = before
 
-    def call(self, *args: Any, retry: bool) -> Any:
+    def call(self, *args: Any, retry: bool, fresh: bool = True) -> Any:
         name = " ".join(str(a).upper() for a in args[:2] if isinstance(a, str))
         for key, hook in self._before.items():
             if name.startswith(key):
                 hook()
-        return self._inner.call(*args, retry=retry)
+        return self._inner.call(*args, retry=retry, fresh=fresh)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

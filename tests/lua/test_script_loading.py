@@ -198,12 +198,12 @@ class _FlushingNeighbour:
         self._raw = raw
         self._functions = functions
 
-    def call(self, *args: Any, retry: bool) -> Any:
+    def call(self, *args: Any, retry: bool, fresh: bool = True) -> Any:
         if str(args[0]).upper() in ("EVALSHA", "FCALL"):
             self._raw.script_flush()
             if self._functions:
                 command(self._raw, "FUNCTION", "FLUSH")
-        return self._inner.call(*args, retry=retry)
+        return self._inner.call(*args, retry=retry, fresh=fresh)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
