@@ -561,15 +561,25 @@ def _unshared(ex: Execution, ctx: Context[Any], step: Step) -> bool:
     """Whether an execution's objects may serve the next run: no reference to the
     context, its step, the execution or its two events is left but theirs to each
     other, the caller's and this call's (a handler that kept any of them, also in
-    a closure, a thread, an exception's frames or a garbage cycle, counts), and no
-    weak reference to an event (the others take none). Then no code can reach
+    a closure, a thread, an exception's frames or a garbage cycle, counts), each
+    of those references still in place (not swapped out of the context for a
+    wrapper or another event), and no weak reference to an event (the others
+    take none). Then no code can reach
     them any more, nor see the next run's data through them (``sys.getrefcount``
     counts every reference; a count other than the expected one, whatever the
     cause, makes new objects for the next run)."""
     getrefcount = sys.getrefcount
     cancelled, lost = ex.cancelled, ex.lost
     return (
-        getrefcount(ctx) == _REFS_CTX
+        # The references the counts expect are in place: a handler may have
+        # swapped one out of the context (ctx.step = a wrapper of it, kept), the
+        # count of its keeper's reference then standing in for the context's.
+        ctx.step is step
+        and ctx._facts is ex
+        and step._ex is ex
+        and ctx.cancelled is cancelled
+        and ctx._lost is lost
+        and getrefcount(ctx) == _REFS_CTX
         and getrefcount(step) == _REFS_STEP
         and getrefcount(ex) == _REFS_EX
         and getrefcount(cancelled) == _REFS_EVENT

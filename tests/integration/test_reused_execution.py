@@ -127,3 +127,42 @@ def test_a_run_that_failed_or_kept_something_leaves_new_objects_for_the_next(
     # 5): not after the one that kept its context (2) nor the one that failed (4)
     assert used == ([handles[i].id for i in (1, 2, 4, 6)] if _REUSE else [])
     assert kept[0].input == "keep" and kept[0].run.id == handles[2].id
+
+
+class _Traced:
+    """A wrapper a handler (or a middleware) may put in place of ``ctx.step``."""
+
+    def __init__(self, step: Any) -> None:
+        self.inner = step
+
+
+@pytest.mark.parametrize("slot", ["step", "cancelled"])
+def test_a_step_or_event_swapped_out_of_the_context_and_kept_is_never_reused(
+    client: Client, registry: Registry, monkeypatch: pytest.MonkeyPatch, slot: str
+) -> None:
+    """Swapped, the context's own reference to it is gone and the keeper's takes
+    its place: the counts alone matched, the object served the next run, and the
+    kept step wrote (with the next run's token) into the next run."""
+    used = _reuses(monkeypatch)
+    kept: list[tuple[Any, str]] = []
+
+    @define_workflow("swapper", registry=registry)
+    def swapper(ctx: Context[int]) -> int:
+        if slot == "step":
+            ctx.step = _Traced(ctx.step)  # type: ignore[assignment]
+            kept.append((ctx.step, ctx.run.id))
+        else:
+            mine = ctx.cancelled
+            ctx.cancelled = type(mine)()
+            kept.append((mine, ctx.run.id))
+        return ctx.input
+
+    handles = [swapper.run(i, client=client) for i in range(RUNS)]
+    _drain(client, registry, RUNS)
+    assert [h.result(timeout=10) for h in handles] == list(range(RUNS))
+    # before: assert ['01K...', ...] == [] (reused after each run)
+    assert used == []
+    if slot == "step":
+        assert [w.inner._ex.run_id for w, _ in kept] == [r for _, r in kept]
+    else:
+        assert len({id(e) for e, _ in kept}) == RUNS
