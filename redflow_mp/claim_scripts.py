@@ -54,10 +54,20 @@ class ClaimCalls:
     def _load(self) -> None:
         raise NotImplementedError
 
-    def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
+    def run(
+        self,
+        name: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        *,
+        retry: bool,
+        fresh: bool = True,
+    ) -> Any:
         raise NotImplementedError
 
-    def drive(self, plan: Generator[tuple[Any, ...], Any, T], *, retry: bool) -> T:
+    def drive(
+        self, plan: Generator[tuple[Any, ...], Any, T], *, retry: bool, fresh: bool = True
+    ) -> T:
         raise NotImplementedError
 
     def recover(
@@ -177,15 +187,8 @@ class ClaimCalls:
         return reply
 
     def _claim_run(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        """``Scripts.run`` of ``claim_run`` (sent once), without the readability
-        check of a command sent once (``fresh=False``): a claim whose reply was
-        lost is resent by the worker (``lostclaim.py``), so the check (a ``poll``,
-        about 3.7 us) bought nothing on the hot path."""
-        if self._sources is None:
-            self._load()
-        f = self._functions
-        head = ("EVALSHA", self._shas["claim_run"]) if f is None else ("FCALL", f["claim_run"])
-        try:
-            return self._t.call(*head, len(keys), *keys, *args, retry=False, fresh=False)
-        except ResponseError as exc:
-            return self.drive(self.recover("claim_run", keys, args, exc), retry=False)
+        """``claim_run`` sent once, without the readability check of a command sent
+        once (``fresh=False``): a claim whose reply was lost is resent by the worker
+        (``lostclaim.py``), so the check (a ``poll``, about 3.7 us) bought nothing on
+        the hot path."""
+        return self.run("claim_run", keys, args, retry=False, fresh=False)

@@ -250,7 +250,9 @@ class Client(Runs):
         for n, (sent, call_keys, args) in enumerate((*left, *calls)):
             try:
                 try:
-                    reply = scripts.run("enqueue_runs", call_keys, tuple(args), retry=False)
+                    reply = scripts.run(
+                        "enqueue_runs", call_keys, tuple(args), retry=False, fresh=False
+                    )  # resent below
                 except NotReplicatedError:
                     raise  # answered: a resend would only wait for the same replica
                 except NETWORK_ERRORS:  # the ids make a resend harmless

@@ -387,14 +387,14 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
     def _load(self) -> None:
         self.drive(self.configure(self._t.server_version()), retry=True)
 
-    def drive(self, plan: Plan[T], *, retry: bool) -> T:
+    def drive(self, plan: Plan[T], *, retry: bool, fresh: bool = True) -> T:
         """Run ``plan`` on this thread's connection: each command's reply (or its
         exception) goes back to the plan; returns what the plan returns."""
         try:
             cmd = next(plan)
             while True:
                 try:
-                    reply = self._t.call(*cmd, retry=retry)
+                    reply = self._t.call(*cmd, retry=retry, fresh=fresh)
                 except Exception as exc:
                     error = exc
                 else:
@@ -404,18 +404,27 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         except StopIteration as stop:
             return cast(T, stop.value)
 
-    def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
+    def run(
+        self,
+        name: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        *,
+        retry: bool,
+        fresh: bool = True,
+    ) -> Any:
         """Call script ``name`` (FCALL, or EVALSHA); reload it when the server lost it;
-        map an out-of-memory refusal to :class:`RedisOutOfMemoryError`."""
+        map an out-of-memory refusal to :class:`RedisOutOfMemoryError`. ``fresh``:
+        see ``Transport.call`` (false for a call sent once whose caller resends it
+        itself after a network error)."""
         if self._sources is None:
             self._load()
-        functions = self._functions
+        f = self._functions
+        head = ("EVALSHA", self._shas[name]) if f is None else ("FCALL", f[name])
         try:
-            if functions is not None:
-                return self._t.call("FCALL", functions[name], len(keys), *keys, *args, retry=retry)
-            return self._t.call("EVALSHA", self._shas[name], len(keys), *keys, *args, retry=retry)
+            return self._t.call(*head, len(keys), *keys, *args, retry=retry, fresh=fresh)
         except ResponseError as exc:
-            return self.drive(self.recover(name, keys, args, exc), retry=retry)
+            return self.drive(self.recover(name, keys, args, exc), retry=retry, fresh=fresh)
 
     # --- typed entry points -------------------------------------------------
 
@@ -470,7 +479,7 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         # resend finds the run by this id (the reply is not decoded).
         try:
             try:
-                self._t.call_packed(packed, retry=False)
+                self._t.call_packed(packed, retry=False, fresh=False)  # resent below
             except NETWORK_ERRORS:
                 self._t.call_packed(packed, retry=True)
             return run_id
@@ -495,7 +504,7 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         """Call ``enqueue_run`` with :meth:`enqueue_call`'s keys and arguments: once,
         and once more after a network error (the run id makes a resend harmless)."""
         try:
-            reply = self.run("enqueue_run", keys, args, retry=False)
+            reply = self.run("enqueue_run", keys, args, retry=False, fresh=False)  # resent below
         except NotReplicatedError:
             raise  # answered: a resend would only wait for the same replica again
         except NETWORK_ERRORS:

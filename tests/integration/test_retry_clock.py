@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from redflow_mp import Client, Context, Registry, Retries, define_workflow
+from redflow_mp.codec import text
 from redflow_mp.ids import new_token
 from tests.helpers import WorkerPool, wait_until
 
@@ -33,7 +34,7 @@ def _as_if_ahead(raw: redis.Redis, client: Client, run_id: str, by_ms: int) -> N
     """Rewrite the scheduled run ``run_id``'s times as a retry at a Redis clock
     ``by_ms`` ahead left them."""
     k = client.keys
-    queue = (raw.hget(k.run(run_id), "queue") or b"").decode()
+    queue = text(raw.hget(k.run(run_id), "queue") or b"")
     due = raw.zscore(k.q_scheduled(queue), run_id)
     at = raw.zscore(k.runs_status("scheduled"), run_id)
     updated = int(raw.hget(k.run(run_id), "updatedAt") or 0)
@@ -143,7 +144,10 @@ def test_a_rate_reservation_made_at_a_clock_a_day_ahead_starts_its_delay_after_t
     assert slot >= first_start + 1000
     # as at a clock a day ahead: the first start, in both logs, and the reservation
     plan, started = f"{k.tag}:rate:clock-paced", f"{k.tag}:rate-started:clock-paced"
-    entries = {key: raw.zrange(key, 0, -1, withscores=True) for key in (plan, started)}
+    entries: dict[str, list[tuple[bytes, float]]] = {
+        key: cast(list[tuple[bytes, float]], raw.zrange(key, 0, -1, withscores=True))
+        for key in (plan, started)
+    }
     with raw.pipeline(transaction=True) as pipe:
         for key, members in entries.items():
             pipe.delete(key)
