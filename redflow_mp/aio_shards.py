@@ -20,6 +20,7 @@ from .aio_transport import AsyncTransport
 from .keys import Keys
 from .options import check_run_id
 from .shards import (
+    SHARD_SEPARATOR,
     check_shards,
     run_id_for_shard,
     shard_index_of_run,
@@ -103,7 +104,9 @@ class AsyncShardSet:
         return self.shards[shard_index_of_workflow(name, self.count)]
 
     def of_run(self, run_id: str) -> AsyncShard:
-        if self.count == 1:  # every id, as before shards existed
+        if self.count == 1:  # every well-formed id (ShardSet.of_run)
+            if SHARD_SEPARATOR in run_id:
+                shard_index_of_run(run_id, 1)  # the same ValueError as with several
             return self.shards[0]
         return self.shards[shard_index_of_run(run_id, self.count)]
 

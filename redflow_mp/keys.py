@@ -144,6 +144,9 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
     run:<runId>:children          SET   children started by run_workflow / run_workflows
                                         (not emit_workflow): a cancel of the run cancels the
                                         unfinished ones, recursively
+    run:<runId>:parents           SET   the other parents (not its parentRunId) that found
+                                        the run by its idempotency key and await it:
+                                        retention keeps it while one of them is unfinished
     cascades                      ZSET  runId -> time it ended canceled, for a canceled run
                                         with children whose cascade may be unfinished:
                                         written by the script that cancels it (it counts

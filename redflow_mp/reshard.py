@@ -82,6 +82,7 @@ _RUN_SUFFIXES = (
     ":event-key-order",
     ":attempts",
     ":kicked",
+    ":parents",
 )
 _cron_decoder = msgspec.json.Decoder(CronDef)
 

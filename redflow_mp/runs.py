@@ -50,6 +50,7 @@ from .refusals import doing
 from .registry import Registry, Workflow, get_default_registry
 from .results import ResultWaiter
 from .scripts import Scripts, ScriptSet, cancel_reply, enqueue_reply
+from .shards import SHARD_SEPARATOR
 from .shardset import Shard, ShardSet
 from .transport import Transport
 
@@ -593,7 +594,7 @@ class Runs:
 
     def wait_result(self, run_id: str, timeout: float | None = None) -> Any:
         """Block until the run ends; return its output or raise its error."""
-        if self.shard_set.count == 1:
+        if self.shard_set.count == 1 and SHARD_SEPARATOR not in run_id:
             return self.waiter.wait(run_id, timeout)
         return self.shard_of_run(run_id).waiter.wait(run_id, timeout)
 
@@ -601,12 +602,13 @@ class Runs:
 
     def scripts_for(self, run_id: str) -> Scripts:
         """The scripts of the shard ``run_id`` lives in."""
-        if self.shard_set.count == 1:
+        if self.shard_set.count == 1 and SHARD_SEPARATOR not in run_id:
             return self.scripts
+        # (with one shard, an id with a suffix: of_run refuses a malformed one)
         return self.shard_set.of_run(run_id).scripts
 
     def keys_for(self, run_id: str) -> Keys:
-        if self.shard_set.count == 1:
+        if self.shard_set.count == 1 and SHARD_SEPARATOR not in run_id:
             return self.keys
         return self.shard_set.of_run(run_id).keys
 

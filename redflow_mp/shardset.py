@@ -26,6 +26,7 @@ from .keys import Keys
 from .results import ResultWaiter
 from .scripts import Scripts
 from .shards import (
+    SHARD_SEPARATOR,
     check_shards,
     run_id_for_shard,
     shard_index_of_run,
@@ -141,9 +142,13 @@ class ShardSet:
         return self.shards[shard_index_of_workflow(name, self.count)]
 
     def of_run(self, run_id: str) -> Shard:
-        """The shard of ``run_id`` (``ValueError`` for a malformed suffix when there
-        are several shards; with one, every id is shard 0's)."""
-        if self.count == 1:  # every id, as before shards existed
+        """The shard of ``run_id`` (``ValueError`` naming it for a malformed suffix,
+        ``<ulid>~x``, whatever the count: with one shard, every well-formed id is
+        shard 0's, and a malformed one used to be an unknown run there while
+        several shards raised)."""
+        if self.count == 1:  # every well-formed id, as before shards existed
+            if SHARD_SEPARATOR in run_id:
+                shard_index_of_run(run_id, 1)  # the same ValueError as with several
             return self.shards[0]
         return self.shards[shard_index_of_run(run_id, self.count)]
 

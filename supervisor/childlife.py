@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum
@@ -87,22 +88,50 @@ class CancelCheck:
     """Whether a run's cancellation was requested (its ``cancelRequestedAt``), read
     from Redis by an orphan only: with the parent alive, its backstop sees a
     cancel and enforces ``cancel_grace``. ``client`` is set once the child made it
-    (the watch starts before); until then, and after a Redis error, no."""
+    (the watch starts before); until then, and after a Redis error, no.
 
-    __slots__ = ("client",)
+    The read is made on a thread of its own, never on the caller's: a call starts
+    one (when none is in flight) and answers what the last one that ended found,
+    a second later for a cancel. Made on the watch's thread, the HEXISTS of a
+    stalled Redis (SIGSTOP, a host cut off) blocked it for the socket timeout and
+    the client's retries (~20 s) each second, and the run's ``timeout`` was
+    enforced that much later."""
+
+    __slots__ = ("_asking", "_canceled", "_lock", "client")
 
     def __init__(self) -> None:
         self.client: Client | None = None
+        self._lock = threading.Lock()
+        self._asking = False
+        self._canceled = ""  # the run the last read found canceled
 
     def __call__(self, run_id: str) -> bool:
         client = self.client
         if client is None:
             return False
+        with self._lock:
+            if not self._asking:
+                self._asking = True
+                threading.Thread(
+                    target=self._ask,
+                    args=(client, run_id),
+                    name="redflow-cancel-check",
+                    daemon=True,
+                ).start()
+            return self._canceled == run_id
+
+    def _ask(self, client: Client, run_id: str) -> None:
+        canceled = False
         try:
             shard = client.shard_of_run(run_id)
-            return bool(shard.redis.hexists(shard.keys.run(run_id), "cancelRequestedAt"))
+            canceled = bool(shard.redis.hexists(shard.keys.run(run_id), "cancelRequestedAt"))
         except Exception:  # Redis out of reach, a hand-made id: asked again in a second
-            return False
+            pass
+        finally:
+            with self._lock:
+                if canceled:
+                    self._canceled = run_id
+                self._asking = False
 
 
 def orphan_watch(
@@ -119,7 +148,8 @@ def orphan_watch(
     the run's lease alive: a handler hung past its timeout, or deaf to its
     cancellation, would keep its run from every other supervisor for as long as
     it runs. Past the timeout, or ``cancel_grace`` after this orphan first saw the
-    run's cancel requested (``cancelled``, once a second), leave: the lease lapses
+    run's cancel requested (``cancelled``, once a second: it must not block, see
+    :class:`CancelCheck`), leave: the lease lapses
     and another supervisor's reaper takes the run over (a canceled one ends
     ``canceled``). (A handler holding the GIL stops this thread and the heartbeat
     alike: its lease lapses.)"""

@@ -93,6 +93,9 @@ local function k_timers(tag) return tag .. ':timers' end
 local function k_awaits(tag, id) return tag .. ':run:' .. id .. ':awaits' end
 local function k_waiters(tag, id) return tag .. ':run:' .. id .. ':waiters' end
 local function k_children(tag, id) return tag .. ':run:' .. id .. ':children' end
+-- the other parents that found run <id> by its idempotency key and await it
+-- (run_workflow(..., idempotency_key=)): retention keeps it while one of them waits
+local function k_parents(tag, id) return tag .. ':run:' .. id .. ':parents' end
 -- canceled runs whose children (run:<id>:children) may not all be canceled yet
 local function k_cascades(tag) return tag .. ':cascades' end
 local function k_evnames(tag, id) return tag .. ':run:' .. id .. ':events' end

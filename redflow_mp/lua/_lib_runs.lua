@@ -28,6 +28,16 @@ local function parks_at_once(tag, wf, run_limit)
   return running >= math.max(limit, 1)
 end
 
+-- A parent that found run `id` by its idempotency key and awaits it (linked),
+-- other than the one that started it (its parentRunId): recorded in
+-- run:<id>:parents, which retention reads (sweep_runs.lua: the run is kept while
+-- any parent awaiting it has not finished). Only on this path (a key found).
+local function link_parent(tag, id, parent)
+  if redis.call('HGET', k_run(tag, id), 'parentRunId') ~= parent then
+    redis.pcall('SADD', k_parents(tag, id), parent)
+  end
+end
+
 -- `a`: workflow, queue, max_attempts, run_at (0 = now), idem_ttl, parent,
 -- cron_id, max_concurrency, timeout_ms ('' = none), priority (checked 0..9),
 -- link (the parent awaits the runs: recorded in run:<parent>:children, whose
@@ -100,7 +110,10 @@ local function enqueue_one(p, id, input_json, idem_key)
     end
     -- A key whose run was already removed by retention no longer dedupes.
     if existing and redis.call('EXISTS', k_run(tag, existing)) == 1 then
-      if p.children then redis.pcall('SADD', p.children, existing) end
+      if p.children then
+        redis.pcall('SADD', p.children, existing)
+        link_parent(tag, existing, p.a.parent)
+      end
       return existing, 0
     end
   end
@@ -215,7 +228,10 @@ local function enqueue(a, now)
     if failed(existing) then refuse(idem, existing) end
     -- A key whose run was already removed by retention no longer dedupes.
     if existing and redis.call('EXISTS', tag .. ':run:' .. existing) == 1 then
-      if children then redis.pcall('SADD', children, existing) end
+      if children then
+        redis.pcall('SADD', children, existing)
+        link_parent(tag, existing, parent)
+      end
       return existing, 0, ''
     end
   end

@@ -20,7 +20,10 @@
 -- A child started by run_workflow(s) (in run:<parent>:children) whose parent is
 -- not finished is kept: the parent reads every child's outcome when the last
 -- one finishes (a fan-out waiting a week on one child used to find the others
--- removed and fail). Its status index entry is scored now, so it is looked at
+-- removed and fail). So is one that another unfinished parent found by its
+-- idempotency key and awaits (run:<id>:parents): only the parent that started
+-- it used to count, and a second parent woken after it finished failed with
+-- "child run ... no longer exists". Its status index entry is scored now, so it is looked at
 -- again a retention period later and the range read goes on past it. A kept run
 -- counts in the batch as a removed one does: a page of them ended the call with
 -- more = 0, and the runs that finished after them waited the duty's interval
@@ -40,12 +43,26 @@ local more = false
 -- swept from there at the same age (a resumed one has left it; one that is not
 -- finished is only dropped from it).
 local unindexed = k_unindexed(tag)
--- True when finished run `id` is a run_workflow child of an unfinished parent.
-local function awaited(id, parent)
-  if not parent or parent == '' then return false end
+-- True when `parent` has not finished and awaits run `id` (its children set).
+local function awaits(parent, id)
   local status = redis.pcall('HGET', k_run(tag, parent), 'status')
   if type(status) ~= 'string' or TERMINAL[status] then return false end
   return redis.pcall('SISMEMBER', k_children(tag, parent), id) == 1
+end
+-- True when finished run `id` is a run_workflow child of an unfinished parent:
+-- the one that started it (parentRunId), or one that found it by its
+-- idempotency key (run:<id>:parents; the finished ones are dropped from it as
+-- they are read, so each is read once after it finished).
+local function awaited(id, parent)
+  if parent and parent ~= '' and awaits(parent, id) then return true end
+  local others = k_parents(tag, id)
+  local listed = redis.pcall('SMEMBERS', others)
+  if failed(listed) then return false end
+  for _, other in ipairs(listed) do
+    if awaits(other, id) then return true end
+    redis.call('SREM', others, other)
+  end
+  return false
 end
 -- Delete the event lists of run `id` within the budget; false when some are left.
 local function drop_events(id)
@@ -79,7 +96,7 @@ local function remove(index, id, f)
   redis.pcall('ZREM', k_timers(tag), id)
   redis.call('UNLINK', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
     k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id),
-    k_evkeys(tag, id), k_evkey_order(tag, id))
+    k_evkeys(tag, id), k_evkey_order(tag, id), k_parents(tag, id))
 end
 local indexes = { k_status(tag, 'succeeded'), k_status(tag, 'failed'),
   k_status(tag, 'canceled'), unindexed }

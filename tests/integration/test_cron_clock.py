@@ -218,3 +218,35 @@ def test_a_fire_time_that_passed_and_fired_meanwhile_is_not_fired_again(
     assert _next(raw, client, cid) == after
     duty.tick(101.0)
     assert [r.id for r in client.list_runs(workflow="ticker")] == [run.id]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a fire time skipped at max_concurrency leaves no record, and a clock "
+    "that goes back before it moves the entry back to it (fired once, late); see "
+    "rewind_crons.lua",
+)
+def test_a_fire_time_skipped_at_max_concurrency_is_not_fired_after_the_clock_goes_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A per-minute cron whose fire time F was skipped (its workflow at
+    max_concurrency: 10 runs hold its slots), then the Redis clock goes back a
+    minute (an NTP step, a failover to a server whose clock is behind): the
+    rewind's first fire time after the clock is F again, and F left no run
+    (cron:last names an older one), so the entry moves back to F and F is fired
+    once, late, although the skip policy (SPEC 4) skipped it."""
+    cid = _setup(client, registry)
+    leader, duty = _leading(client)
+    now = client.server_time_ms()
+    passed = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 60_000)
+    raw.sadd(client.keys.wf_running("ticker"), *[f"holder{i}" for i in range(10)])
+    raw.zadd(client.keys.cron_next, {cid: passed})
+    duty.tick(100.0)  # skipped: at max_concurrency
+    assert client.list_runs(workflow="ticker") == []
+    after = _next(raw, client, cid)
+    assert after > now
+    raw.delete(client.keys.wf_running("ticker"))  # the slots free again
+    # the clock went back before `passed`: its first fire time from there is `passed`
+    moved = client.scripts.rewind_crons(leader.token, [(cid, passed, "ticker")])
+    assert moved == []
+    assert _next(raw, client, cid) == after

@@ -68,9 +68,12 @@ def test_one_shard_is_the_plain_client(client: Client) -> None:
     (only,) = client.shards
     assert only.keys.tag == client.keys.tag and only.redis is client.redis
     assert client.shard_of_workflow("anything") is only
-    # one shard: any id is shard 0's, as before shards existed (no suffix check)
+    # one shard: every well-formed id is shard 0's (a suffix naming another shard:
+    # a run migrated from more shards); a malformed suffix is refused as with
+    # several (test_malformed_run_ids.py), no longer read as an unknown run
     assert client.shard_of_run("01J0000000000000000000000A~7") is only
-    assert client.get_run("no~such") is None
+    with pytest.raises(ValueError, match="malformed run id 'no~such'"):
+        client.get_run("no~such")
 
 
 def test_shards_setting_is_checked(redis_url: str, prefix: str) -> None:

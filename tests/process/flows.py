@@ -116,6 +116,14 @@ def overtime(ctx: Context[Any]) -> None:
     time.sleep(60)
 
 
+@define_workflow("overtime-stalled", queue="p", max_concurrency=10, timeout=3.0)
+def overtime_stalled(ctx: Context[Any]) -> None:
+    """Past its timeout (3 s) in an orphan while Redis is stalled (test_orphans)."""
+    r, tag = _r()
+    r.set(f"{tag}:overtime-stalled", os.getpid())
+    time.sleep(60)
+
+
 _hog: list[bytes] = []
 
 

@@ -13,14 +13,16 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, create_client
 from tests.process import flows
 from tests.process.conftest import Supervisor, wait_until
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
 
@@ -81,3 +83,41 @@ def test_an_orphan_whose_run_is_canceled_and_ignores_it_leaves_after_cancel_grac
         message="the run to end canceled",
     )
     wait_until(lambda: _gone(orphan.pid), 5, message=f"the orphan {orphan.pid} to leave")
+
+
+@pytest.mark.timeout(120)
+def test_an_orphan_leaves_on_its_runs_timeout_while_redis_is_stalled(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """The parent SIGKILLed, then redis-server SIGSTOPped while the orphan's run is
+    under its timeout (3 s): the orphan's once-a-second cancel check (an HEXISTS)
+    blocked its watch thread for the socket timeout and the client's retries, and
+    the run's timeout was enforced that much later (a host cut off from Redis
+    while the others take its run over once the lease lapses: the hung handler
+    went on running past its timeout alongside the new attempt)."""
+    prefix = "orphanstall"
+    client = create_client(server.url, prefix=prefix, default=False)
+    sup = Supervisor(server.url, prefix, tmp_path / "a.log", procs=1).start()
+    assert server.proc is not None
+    stopped = False
+    try:
+        (orphan,) = sup.wait_workers(1)
+        flows.overtime_stalled.run(None, client=client)
+        raw = server.client()
+        key = f"{client.keys.tag}:overtime-stalled"
+        wait_until(lambda: raw.get(key) is not None, 20, message="the run to start")
+        started = time.monotonic()
+        raw.close()
+        sup.send(signal.SIGKILL)  # the parent only: its child lives on
+        sup.wait(timeout=10)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        stopped = True
+        # timeout (3 s) + the orphan's check (1 s) + scheduling on a loaded machine
+        # before: AssertionError: timed out after 8 s waiting for the orphan to leave
+        wait_until(lambda: _gone(orphan.pid), 8, message="the orphan to leave")
+        assert time.monotonic() - started < 8
+    finally:
+        if stopped:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        client.close()
+        sup.stop()
