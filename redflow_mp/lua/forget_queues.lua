@@ -20,10 +20,13 @@ for i = 3, 2 + n do served[ARGV[i]] = true end
 local out = {}
 for i = 3 + n, #ARGV do
   local q = ARGV[i]
-  local idle = redis.call('ZCARD', k_ready(tag, q)) == 0
+  -- A ready or scheduled key of another type (see `failed`): what the queue holds
+  -- is unknown, so it is not idle and is kept (the key check names the key). It
+  -- failed the whole call, on the same page at every tick: no queue was forgotten.
+  local idle = redis.pcall('ZCARD', k_ready(tag, q)) == 0
   -- a stale entry of the index of ready queues (claims of one queue leave them)
   if idle then redis.pcall('ZREM', k_ready_queues(tag), q) end
-  if not served[q] and idle and redis.call('ZCARD', k_scheduled(tag, q)) == 0 then
+  if not served[q] and idle and redis.pcall('ZCARD', k_scheduled(tag, q)) == 0 then
     if redis.call('SREM', KEYS[1], q) == 1 then
       redis.call('DEL', k_bell(tag, q))
       redis.pcall('ZREM', k_due_queues(tag), q)  -- an index: see `failed`
