@@ -21,7 +21,7 @@ from .codec import RunStatus, text, whole_number
 from .cron import CronDef
 from .keys import retry_key
 from .listing import mapped_reads
-from .options import RunOptions
+from .options import RunOptions, shown_run_id
 from .queries import (
     drive,
     get_run_any,
@@ -355,7 +355,7 @@ def retry_run(client: Client, run_id: str) -> RunHandle:
     one is unfinished, and for :data:`RETRY_ONCE_S` after)."""
     state = get_run_any(client, run_id)
     if state is None:
-        raise ValueError(f"run {run_id} does not exist")
+        raise ValueError(f"run {shown_run_id(run_id)} does not exist")
     if state.status not in (RunStatus.FAILED, RunStatus.CANCELED):
         raise ValueError(
             f"run {run_id} is {state.status.value}; only failed or canceled runs can be retried"

@@ -194,7 +194,8 @@ class Client(Runs):
         batch. Every input (and idempotency key) is checked before anything is
         written: the first bad one raises, naming its index, and no run of the
         batch is written. The runs are written in chunks of
-        :data:`~redflow_mp.batch.BATCH_CHUNK`, one round trip each, every chunk
+        :data:`~redflow_mp.batch.BATCH_CHUNK` (fewer past
+        :data:`~redflow_mp.batch.BATCH_CHUNK_BYTES`), one round trip each, every chunk
         atomic. ``idempotency_keys``, one per input (None for none): an item
         whose key names an existing run gets that run's handle.
         """

@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 import redis
 
+from .options import shown_run_id
+
 __all__ = [
     "NETWORK_ERRORS",
     "TRANSIENT_ERRORS",
@@ -216,11 +218,12 @@ class RunNotResumableError(RedflowError, ValueError):
     ``failed`` or ``canceled`` (``status`` says what it is); nothing was changed."""
 
     def __init__(self, run_id: str, status: str | None) -> None:
+        shown = shown_run_id(run_id)  # a 1 MB "id" from a request: cut, as everywhere
         if status is None:
-            text = f"run {run_id} does not exist; nothing to resume"
+            text = f"run {shown} does not exist; nothing to resume"
         else:
             text = (
-                f"run {run_id} is {status}; only a failed or canceled run can be resumed "
+                f"run {shown} is {status}; only a failed or canceled run can be resumed "
                 "(nothing was changed)"
             )
         super().__init__(text)

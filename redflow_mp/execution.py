@@ -30,6 +30,7 @@ from .outage import Outage
 from .retry import is_retryable
 from .runs import Runs
 from .scripts import Claimed
+from .urls import mask_secrets
 
 __all__ = ["Execution", "RunFacts", "error_info"]
 
@@ -57,11 +58,13 @@ def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInf
         message = str(exc)[:4000]
     except Exception:
         message = "<exception str() failed>"
+    # A Redis URL's password in them (a handler that could not reach a Redis) is
+    # masked, as in the supervisor's logs: the record is shown to whoever may read runs.
     return ErrorInfo(
         type=type(exc).__name__,
-        message=_storable(message),
+        message=_storable(mask_secrets(message)),
         retryable=is_retryable(exc) if retryable is None else retryable,
-        traceback=_storable(tb),
+        traceback=_storable(mask_secrets(tb)),
     )
 
 

@@ -128,7 +128,9 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         JSON list, or nothing>"),
                                         ``suspendedAt``, ``wokenAt``,
                                         ``eventsPending`` (events sent, not consumed yet),
-                                        ``eventBytes`` (their payloads' bytes)
+                                        ``eventBytes`` (their payloads' bytes),
+                                        ``eventKeyBytes`` (bytes of the keys in
+                                        ``event-key-order``: at most 4 MiB)
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
                                         ``leases`` entry but keeps its wf-running slot)
     timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's
@@ -163,7 +165,8 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         with one (``send_event(..., idempotency_key=)``):
                                         those of its last ``max_events_per_run`` keyed events
     run:<runId>:event-key-order   LIST  the same keys in the order sent, oldest first (the
-                                        oldest past ``max_events_per_run`` are forgotten)
+                                        oldest past ``max_events_per_run``, or past 4 MiB of
+                                        keys, are forgotten)
 
 Shards (``shards > 1``, ``shards.py``): every key above named by a workflow or a run
 lives in the tag of the workflow's shard; the indexes exist once per shard; ``meta``,

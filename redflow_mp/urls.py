@@ -9,11 +9,32 @@ never shows the password (``connection.mask_url``). Pure: no sockets.
 from __future__ import annotations
 
 import os
+import re
 
 from .connection import mask_url, misplaced_userinfo
 from .options import is_text
 
-__all__ = ["check_url", "default_url"]
+__all__ = ["check_url", "default_url", "mask_secrets"]
+
+# Every scheme we connect to (redis, rediss, redis+sentinel, rediss+sentinel, unix),
+# and every query option whose name ends in "password" (ssl_password too), as
+# connection.mask_url masks them. The password runs to the last "@" of the URL (a
+# password may hold "@" or "/").
+_URL_PASSWORD = re.compile(r"((?:rediss?|rediss?\+sentinel|unix)://[^:/@\s]*:)(\S+)(@)")
+# User info without ":" (`redis://secret@host`, the colon forgotten), to its last "@".
+_URL_USER_ONLY = re.compile(r"((?:rediss?|rediss?\+sentinel)://)([^:/\s]+)(@)")
+_QUERY_PASSWORD = re.compile(r"([?&][a-z_]*password=)([^&\s]+)", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of any Redis URL inside it replaced by ``***``:
+    for log lines (the supervisor's) and for the error a run stores
+    (``execution.error_info``), which user code writes and the CLI, the dashboard
+    and ``result()`` show to whoever may read runs."""
+    if "://" not in text and "password=" not in text.lower():
+        return text  # the usual error: no regex run
+    text = _URL_USER_ONLY.sub(r"\1***\3", _URL_PASSWORD.sub(r"\1***\3", text))
+    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
 def default_url() -> str:

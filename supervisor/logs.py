@@ -23,20 +23,11 @@ import re
 import time
 
 from redflow_mp.logs import RUN_FIELDS, RunContextFilter
+from redflow_mp.urls import mask_secrets
 
 from .logsink import NonBlockingStderr
 
 __all__ = ["configure_logging", "escape_controls", "flush_logs", "mask_secrets"]
-
-# Every scheme we connect to (redis, rediss, redis+sentinel, rediss+sentinel, unix),
-# and every query option whose name ends in "password" (ssl_password too), as
-# redflow_mp.connection.mask_url masks them.
-# The password runs to the last "@" of the URL (a password may hold "@" or "/").
-_URL_PASSWORD = re.compile(r"((?:rediss?|rediss?\+sentinel|unix)://[^:/@\s]*:)(\S+)(@)")
-# User info without ":" (`redis://secret@host`, the colon forgotten), to its last "@".
-_URL_USER_ONLY = re.compile(r"((?:rediss?|rediss?\+sentinel)://)([^:/\s]+)(@)")
-_QUERY_PASSWORD = re.compile(r"([?&][a-z_]*password=)([^&\s]+)", re.IGNORECASE)
-
 
 # C0 and C1 controls, DEL, line/paragraph separators and the bidi controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -61,12 +52,6 @@ def _indented(text: str) -> str:
     """A multi-line tail (traceback, stack) under its record: controls escaped in
     each line, each line indented, so none can pass for a record of its own."""
     return "\n".join("  " + escape_controls(line) for line in text.split("\n"))
-
-
-def mask_secrets(text: str) -> str:
-    """Mask passwords in any Redis URL inside ``text``."""
-    text = _URL_USER_ONLY.sub(r"\1***\3", _URL_PASSWORD.sub(r"\1***\3", text))
-    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
 class _TextFormatter(logging.Formatter):

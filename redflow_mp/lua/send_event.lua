@@ -9,8 +9,12 @@
 --          run:<id>:event-keys, and their order in run:<id>:event-key-order); an
 --          older key is forgotten, and an event resent with it is stored again.
 --          The same bound as the events waiting: a run's keys no longer grow for
---          its whole life. (Keys of a set written before the order list existed,
---          or by an older version, are not in the list and are kept.)
+--          its whole life. The window also drops its oldest keys past
+--          EVENT_KEY_BYTES of keys (the run's eventKeyBytes field): 10,000 keys
+--          of 4,096 characters held 103 MB a run, outside max_event_bytes_per_run
+--          and kept after the events were consumed. (Keys of a set written before
+--          the order list existed, or by an older version, are not in the list and
+--          are kept.)
 -- ARGV[7]  max_event_bytes_per_run (bytes of the run's unconsumed payloads; ''
 --          or absent: no budget)
 -- Reply: { 0 } unknown or finished run: nothing stored
@@ -43,7 +47,7 @@ if key ~= '' then
 end
 -- the run hash of another type: refused naming it, nothing stored
 local f = call_on(run, 'HMGET', run, 'status', 'eventsPending', 'waitEvents', 'eventBytes',
-  'doneToken')
+  'doneToken', 'eventKeyBytes')
 if not f[1] or TERMINAL[f[1]] then return { 0 } end
 local pending = finite(f[2]) or 0
 if pending >= tonumber(ARGV[5]) then return { -1, pending } end
@@ -66,12 +70,20 @@ redis.call('HSET', run, 'eventsPending', int_str(pending + 1), 'eventBytes',
 if key ~= '' then
   redis.call('SADD', sent, key)
   redis.call('RPUSH', order, key)
-  -- the window: the oldest keys past ARGV[5] are forgotten, at most 1000 a call
-  -- (a sender with a lower limit than the one before shrinks it over a few sends)
+  -- the window: the oldest keys past ARGV[5] (or past EVENT_KEY_BYTES of keys)
+  -- are forgotten, at most 1000 a call (a sender with a lower limit than the one
+  -- before shrinks it over a few sends)
+  local EVENT_KEY_BYTES = 4194304
+  local kept = (finite(f[6]) or 0) + #key
   local over = math.min(remembered + 1 - tonumber(ARGV[5]), 1000)
-  for _ = 1, over do
-    redis.call('SREM', sent, redis.call('LPOP', order))
+  local popped = 0
+  while popped < 1000 and (popped < over or kept > EVENT_KEY_BYTES) do
+    local old = redis.call('LPOP', order)
+    if not old then break end
+    redis.call('SREM', sent, old)
+    kept, popped = kept - #old, popped + 1
   end
+  redis.call('HSET', run, 'eventKeyBytes', int_str(math.max(kept, 0)))
 end
 -- The names the run waits for: its waitEvents field (suspend_run.lua), not its
 -- wait, which names every awaited child too (a run suspended on a fan-out of
