@@ -21,6 +21,10 @@ Signals in a child:
   ``pkill -ALRM -f redflow`` does not kill a child mid-run; a step ``timeout``
   still installs its own ALRM handler for the step. XCPU sent by the kernel at
   the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
+- Before each claim, what a handler left changed is undone: TERM, QUIT, INT,
+  HUP, TTIN, TTOU and PIPE reset to their default action are handled (or
+  ignored) again, and CHLD ignored or handled gets its default action back (a
+  later run's ``subprocess`` read every exit status as 0).
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout, or ``cancel_grace`` after it saw the run canceled, it
@@ -76,6 +80,7 @@ from .output import DroppingWriter, dropped, never_block
 _getsignal = cast(Any, importlib.import_module("_signal")).getsignal
 _pthread_sigmask = cast(Any, importlib.import_module("_signal")).pthread_sigmask
 _SIG_DFL = int(signal.SIG_DFL)
+_SIGCHLD = int(signal.SIGCHLD)
 
 __all__ = [
     "HANDLED_SIGNALS",
@@ -249,13 +254,14 @@ class _Hooks:
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
         process (closed standard descriptors, another working directory, signals
-        left blocked), and say whether to stop. Log lines that waited for
+        left blocked, reset to their default action, or SIGCHLD taken), and say
+        whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
         next line logged, which an idle child may not log for hours.
 
         Checks that find nothing to do cost no call of the method that would do
-        it (flush_metrics, restore_sigmask, restore_dispositions): this runs once
-        a run."""
+        it (flush_metrics, restore_sigmask, restore_dispositions,
+        restore_sigchld): this runs once a run."""
         if time.monotonic() >= self._next_flush:  # flush_metrics's own clock
             self.flush_metrics()
         flush_logs()
@@ -268,6 +274,8 @@ class _Hooks:
             if _getsignal(sig) == _SIG_DFL:
                 self.restore_dispositions()
                 break
+        if _getsignal(_SIGCHLD) != _SIG_DFL:
+            self.restore_sigchld()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -368,6 +376,19 @@ class _Hooks:
         log.warning(
             "a handler reset %s to the default action in this worker; handled again",
             ", ".join(sorted(sig.name for sig in reset)),
+        )
+
+    def restore_sigchld(self) -> None:
+        """Give SIGCHLD its default action back when a handler ignored it or
+        installed a handler for it (some daemon, server and process-pool code
+        does) and left it so: every process a later run of this child started
+        was then reaped before the run could wait for it, and ``subprocess``
+        reported each exit status as 0 (a failing command under ``check=True``
+        passed for a success)."""
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        log.warning(
+            "a handler left SIGCHLD ignored or handled in this worker (the exit status "
+            "of every process a later run started would read 0); default action again"
         )
 
     def restore_cwd(self) -> None:
@@ -513,7 +534,11 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
     cpulimit.install()  # but the kernel's SIGXCPU at RLIMIT_CPU ends the child
     hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-    hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+    # SIGPIPE too (ignored, as Python starts): a handler that reset it to its
+    # default action (the idiom of tools piped into ``head``) left a later run's
+    # write to a closed pipe or socket killing the child instead of failing
+    # with EPIPE (the run put back, charged a crash, executed again).
+    hooks.dispositions = {sig: signal.getsignal(sig) for sig in (*HANDLED_SIGNALS, signal.SIGPIPE)}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
     cancelled = CancelCheck()  # its client set below

@@ -131,3 +131,40 @@ def test_a_handler_that_exits_its_process_with_status_zero_crashed_it(
     # the run is failed before its third child's exit is logged
     wait_until(lambda: len(exits()) == 3, 10, message="three exits logged")
     assert all(" ERROR " in x and "while running a handler" in x for x in exits()), exits()
+
+
+@pytest.mark.parametrize("changer", ["ignore_sigchld", "reap_on_sigchld"])
+def test_a_handler_that_took_sigchld_does_not_falsify_the_next_runs_exit_statuses(
+    supervisor: Callable[..., Supervisor], client: Client, changer: str
+) -> None:
+    """A handler that ignored SIGCHLD (or reaped on it) left it so for every later
+    run of its child: each process those runs started was reaped before they
+    could wait for it, and ``subprocess`` reported every exit status as 0 (a
+    failing ``ffmpeg`` or ``pg_dump`` under ``check=True`` passed as a success)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    assert flows_misbehave.exit_status.run(7, client=client).result(timeout=20)[0] == 7
+    pid = getattr(flows_misbehave, changer).run(None, client=client).result(timeout=20)
+    status, same = flows_misbehave.exit_status.run(7, client=client).result(timeout=20)
+    assert same == pid  # the same child ran both
+    assert status == 7, sup.log()[-2000:]
+    assert "SIGCHLD" in sup.log()
+
+
+def test_a_handler_that_reset_sigpipe_does_not_let_a_closed_pipe_kill_the_next_runs(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A handler that reset SIGPIPE to its default action (the idiom of tools
+    whose output goes into ``head``) left it so for every later run of its child:
+    a later write into a pipe or socket whose reader was gone (a consumer that
+    quit early, a peer or a Redis server that closed the connection) killed the
+    child instead of failing the write with EPIPE: the run was put back, charged
+    a crash and executed again."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    pid = flows_misbehave.default_sigpipe.run(None, client=client).result(timeout=20)
+    handle = flows_misbehave.write_to_a_closed_pipe.run(None, client=client)
+    assert handle.result(timeout=30) == ["EPIPE", pid], sup.log()[-2000:]
+    state = client.get_run(handle.id)
+    assert state is not None and state.crash_count == 0, state
+    assert "SIGPIPE" in sup.log()
