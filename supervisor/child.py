@@ -23,8 +23,10 @@ Signals in a child:
   the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
 - Before each claim, what a handler left changed is undone: TERM, QUIT, INT,
   HUP, TTIN, TTOU and PIPE reset to their default action are handled (or
-  ignored) again, and CHLD ignored or handled gets its default action back (a
-  later run's ``subprocess`` read every exit status as 0).
+  ignored) again, CHLD ignored or handled gets its default action back (a
+  later run's ``subprocess`` read every exit status as 0), and an ALRM timer
+  left armed (a watchdog) is disarmed and ALRM ignored again (it fired in a
+  later run).
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout, or ``cancel_grace`` after it saw the run canceled, it
@@ -81,6 +83,10 @@ _getsignal = cast(Any, importlib.import_module("_signal")).getsignal
 _pthread_sigmask = cast(Any, importlib.import_module("_signal")).pthread_sigmask
 _SIG_DFL = int(signal.SIG_DFL)
 _SIGCHLD = int(signal.SIGCHLD)
+_SIGALRM = int(signal.SIGALRM)
+_SIG_IGN = int(signal.SIG_IGN)
+_ITIMER_REAL = signal.ITIMER_REAL
+_getitimer = signal.getitimer
 
 __all__ = [
     "HANDLED_SIGNALS",
@@ -254,14 +260,14 @@ class _Hooks:
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
         process (closed standard descriptors, another working directory, signals
-        left blocked, reset to their default action, or SIGCHLD taken), and say
-        whether to stop. Log lines that waited for
+        left blocked, reset to their default action, SIGCHLD taken, a SIGALRM
+        timer left armed), and say whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
         next line logged, which an idle child may not log for hours.
 
         Checks that find nothing to do cost no call of the method that would do
         it (flush_metrics, restore_sigmask, restore_dispositions,
-        restore_sigchld): this runs once a run."""
+        restore_sigchld, restore_alarm): this runs once a run."""
         if time.monotonic() >= self._next_flush:  # flush_metrics's own clock
             self.flush_metrics()
         flush_logs()
@@ -276,6 +282,8 @@ class _Hooks:
                 break
         if _getsignal(_SIGCHLD) != _SIG_DFL:
             self.restore_sigchld()
+        if _getitimer(_ITIMER_REAL)[0] or _getsignal(_SIGALRM) != _SIG_IGN:
+            self.restore_alarm()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -376,6 +384,26 @@ class _Hooks:
         log.warning(
             "a handler reset %s to the default action in this worker; handled again",
             ", ".join(sorted(sig.name for sig in reset)),
+        )
+
+    def restore_alarm(self) -> None:
+        """Disarm the real-time timer a handler left armed (``signal.alarm``, a
+        watchdog of its own its run ended before) and ignore SIGALRM again: the
+        timer fired in the middle of a later run of this child, which failed
+        with the earlier run's watchdog error, or, with SIGALRM's default action,
+        lost its child (put back, charged a crash, executed again); and while
+        a handler of its own stayed installed, every later step ``timeout`` ran
+        its step in a thread it could not stop."""
+        armed = signal.getitimer(signal.ITIMER_REAL)[0]
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        handled = _getsignal(_SIGALRM) != _SIG_IGN
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        log.warning(
+            "a handler left %s in this worker; %s",
+            "SIGALRM's timer armed" if armed else "a SIGALRM handler",
+            "disarmed, SIGALRM ignored again"
+            if armed and handled
+            else ("disarmed" if armed else "SIGALRM ignored again"),
         )
 
     def restore_sigchld(self) -> None:

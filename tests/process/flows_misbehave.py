@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from redflow_mp import Context, define_workflow, get_default_client
@@ -130,3 +131,26 @@ def write_to_a_closed_pipe(ctx: Context[Any]) -> list[Any]:
         return ["EPIPE", os.getpid()]
     finally:
         os.close(write_end)
+
+
+def _watchdog(signum: int, frame: object) -> None:
+    raise TimeoutError("the watchdog of an earlier run fired")
+
+
+@define_workflow("leave-an-alarm", queue="p", max_concurrency=10)
+def leave_an_alarm(ctx: Context[str]) -> int:
+    """Arms a 1.5 s watchdog (``signal.alarm``'s timer) and returns without
+    disarming it, as a handler that ended before its watchdog does: ``input``
+    "raise" installs a SIGALRM handler that raises, "default" the default action
+    (which ends the process)."""
+    handler = _watchdog if ctx.input == "raise" else signal.SIG_DFL
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+    return os.getpid()
+
+
+@define_workflow("doze", queue="p", max_concurrency=10)
+def doze(ctx: Context[float]) -> int:
+    """Sleeps ``input`` seconds, then returns this worker's pid."""
+    time.sleep(float(ctx.input))
+    return os.getpid()

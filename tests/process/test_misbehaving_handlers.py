@@ -168,3 +168,22 @@ def test_a_handler_that_reset_sigpipe_does_not_let_a_closed_pipe_kill_the_next_r
     state = client.get_run(handle.id)
     assert state is not None and state.crash_count == 0, state
     assert "SIGPIPE" in sup.log()
+
+
+@pytest.mark.parametrize("action", ["raise", "default"])
+def test_an_alarm_a_handler_left_armed_does_not_reach_the_next_run(
+    supervisor: Callable[..., Supervisor], client: Client, action: str
+) -> None:
+    """A handler that armed a watchdog (``signal.signal(SIGALRM, ...)`` and
+    ``signal.alarm``) and returned before it fired left it armed: it fired in the
+    middle of the next run of its child, which failed with the earlier run's
+    watchdog error (or, with SIGALRM's default action, lost its child: put back,
+    charged a crash, executed again)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    pid = flows_misbehave.leave_an_alarm.run(action, client=client).result(timeout=20)
+    handle = flows_misbehave.doze.run(3.0, client=client)
+    assert handle.result(timeout=30) == pid, sup.log()[-2000:]
+    state = client.get_run(handle.id)
+    assert state is not None and state.crash_count == 0 and len(state.attempts) == 1, state
+    assert "SIGALRM" in sup.log()
