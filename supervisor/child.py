@@ -26,7 +26,7 @@ Signals in a child:
   ignored) again, CHLD ignored or handled gets its default action back (a
   later run's ``subprocess`` read every exit status as 0), and an ALRM timer
   left armed (a watchdog) is disarmed and ALRM ignored again (it fired in a
-  later run).
+  later run); the working directory and the umask go back to the supervisor's.
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout, or ``cancel_grace`` after it saw the run canceled, it
@@ -182,6 +182,7 @@ class _Hooks:
         self.titled = False  # the title names a run (set back to base_title when idle)
         self.parent_pid = os.getppid()
         self.home: str | None = _cwd()
+        self.umask = _umask()  # the supervisor's, inherited
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
         self._metrics_parent_fd = spec.metrics_fd  # its number in the parent
@@ -261,7 +262,7 @@ class _Hooks:
         """Before each claim: flush metrics, undo what a handler did to the
         process (closed standard descriptors, another working directory, signals
         left blocked, reset to their default action, SIGCHLD taken, a SIGALRM
-        timer left armed), and say whether to stop. Log lines that waited for
+        timer left armed, another umask), and say whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
         next line logged, which an idle child may not log for hours.
 
@@ -274,6 +275,8 @@ class _Hooks:
         self.report_dropped()
         self.check_descriptors()  # and the standard ones (reopen_std_fds)
         self.restore_cwd()
+        if _set_umask(self.umask) != self.umask:  # one call: reads and restores
+            log.warning("a handler changed this worker's umask; back to %03o", self.umask)
         if _pthread_sigmask(signal.SIG_BLOCK, ()) != self.sigmask:
             self.restore_sigmask()
         for sig in self.watched:
@@ -450,6 +453,16 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_set_umask = os.umask
+
+
+def _umask() -> int:
+    """The process's umask (set back at once: os.umask both reads and sets)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _cwd() -> str | None:

@@ -154,3 +154,18 @@ def doze(ctx: Context[float]) -> int:
     """Sleeps ``input`` seconds, then returns this worker's pid."""
     time.sleep(float(ctx.input))
     return os.getpid()
+
+
+@define_workflow("set-umask", queue="p", max_concurrency=10)
+def set_umask(ctx: Context[int]) -> int:
+    """Sets its process's umask to ``input`` and leaves it so; returns its pid."""
+    os.umask(int(ctx.input))
+    return os.getpid()
+
+
+@define_workflow("umask-now", queue="p", max_concurrency=10)
+def umask_now(ctx: Context[Any]) -> list[int]:
+    """This worker's umask (read, not changed) and pid."""
+    with open("/proc/self/status") as fh:
+        line = next(x for x in fh if x.startswith("Umask:"))
+    return [int(line.split()[1], 8), os.getpid()]

@@ -187,3 +187,20 @@ def test_an_alarm_a_handler_left_armed_does_not_reach_the_next_run(
     state = client.get_run(handle.id)
     assert state is not None and state.crash_count == 0 and len(state.attempts) == 1, state
     assert "SIGALRM" in sup.log()
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o000])
+def test_a_handler_that_changed_the_umask_does_not_change_the_next_runs_files(
+    supervisor: Callable[..., Supervisor], client: Client, mask: int
+) -> None:
+    """A handler's ``os.umask`` stayed for every later run of its child: the files
+    those runs created were readable by nobody else (0o077: a downstream
+    reader failed) or writable by everyone (0: a security hole), depending on
+    which runs the child had run before."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    home, pid = flows_misbehave.umask_now.run(None, client=client).result(timeout=20)
+    assert home != mask  # the supervisor's
+    assert flows_misbehave.set_umask.run(mask, client=client).result(timeout=20) == pid
+    assert flows_misbehave.umask_now.run(None, client=client).result(timeout=20) == [home, pid]
+    assert "umask" in sup.log()
