@@ -21,6 +21,12 @@ Signals in a child:
   ``pkill -ALRM -f redflow`` does not kill a child mid-run; a step ``timeout``
   still installs its own ALRM handler for the step. XCPU sent by the kernel at
   the child's RLIMIT_CPU soft limit ends it (``cpulimit.py``).
+- Before each claim, what a handler left changed is undone: TERM, QUIT, INT,
+  HUP, TTIN, TTOU and PIPE reset to their default action are handled (or
+  ignored) again, CHLD ignored or handled gets its default action back (a
+  later run's ``subprocess`` read every exit status as 0), and an ALRM timer
+  left armed (a watchdog) is disarmed and ALRM ignored again (it fired in a
+  later run); the working directory and the umask go back to the supervisor's.
 
 An orphan (the parent was SIGKILLed) finishes its current run and leaves;
 past that run's timeout, or ``cancel_grace`` after it saw the run canceled, it
@@ -76,6 +82,11 @@ from .output import DroppingWriter, dropped, never_block
 _getsignal = cast(Any, importlib.import_module("_signal")).getsignal
 _pthread_sigmask = cast(Any, importlib.import_module("_signal")).pthread_sigmask
 _SIG_DFL = int(signal.SIG_DFL)
+_SIGCHLD = int(signal.SIGCHLD)
+_SIGALRM = int(signal.SIGALRM)
+_SIG_IGN = int(signal.SIG_IGN)
+_ITIMER_REAL = signal.ITIMER_REAL
+_getitimer = signal.getitimer
 
 __all__ = [
     "HANDLED_SIGNALS",
@@ -171,6 +182,7 @@ class _Hooks:
         self.titled = False  # the title names a run (set back to base_title when idle)
         self.parent_pid = os.getppid()
         self.home: str | None = _cwd()
+        self.umask = _umask()  # the supervisor's, inherited
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
         self._metrics_parent_fd = spec.metrics_fd  # its number in the parent
@@ -249,25 +261,32 @@ class _Hooks:
     def should_stop(self) -> bool:
         """Before each claim: flush metrics, undo what a handler did to the
         process (closed standard descriptors, another working directory, signals
-        left blocked), and say whether to stop. Log lines that waited for
+        left blocked, reset to their default action, SIGCHLD taken, a SIGALRM
+        timer left armed, another umask), and say whether to stop. Log lines that waited for
         stderr's reader (``logsink``) are written here too, not only with the
         next line logged, which an idle child may not log for hours.
 
         Checks that find nothing to do cost no call of the method that would do
-        it (flush_metrics, restore_sigmask, restore_dispositions): this runs once
-        a run."""
+        it (flush_metrics, restore_sigmask, restore_dispositions,
+        restore_sigchld, restore_alarm): this runs once a run."""
         if time.monotonic() >= self._next_flush:  # flush_metrics's own clock
             self.flush_metrics()
         flush_logs()
         self.report_dropped()
         self.check_descriptors()  # and the standard ones (reopen_std_fds)
         self.restore_cwd()
+        if _set_umask(self.umask) != self.umask:  # one call: reads and restores
+            log.warning("a handler changed this worker's umask; back to %03o", self.umask)
         if _pthread_sigmask(signal.SIG_BLOCK, ()) != self.sigmask:
             self.restore_sigmask()
         for sig in self.watched:
             if _getsignal(sig) == _SIG_DFL:
                 self.restore_dispositions()
                 break
+        if _getsignal(_SIGCHLD) != _SIG_DFL:
+            self.restore_sigchld()
+        if _getitimer(_ITIMER_REAL)[0] or _getsignal(_SIGALRM) != _SIG_IGN:
+            self.restore_alarm()
         if os.getppid() != self.parent_pid:
             # The supervisor died (SIGKILL, OOM): no one renews leases or enforces
             # timeouts for us any more. Finish the current run and leave.
@@ -370,6 +389,39 @@ class _Hooks:
             ", ".join(sorted(sig.name for sig in reset)),
         )
 
+    def restore_alarm(self) -> None:
+        """Disarm the real-time timer a handler left armed (``signal.alarm``, a
+        watchdog of its own its run ended before) and ignore SIGALRM again: the
+        timer fired in the middle of a later run of this child, which failed
+        with the earlier run's watchdog error, or, with SIGALRM's default action,
+        lost its child (put back, charged a crash, executed again); and while
+        a handler of its own stayed installed, every later step ``timeout`` ran
+        its step in a thread it could not stop."""
+        armed = signal.getitimer(signal.ITIMER_REAL)[0]
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        handled = _getsignal(_SIGALRM) != _SIG_IGN
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        log.warning(
+            "a handler left %s in this worker; %s",
+            "SIGALRM's timer armed" if armed else "a SIGALRM handler",
+            "disarmed, SIGALRM ignored again"
+            if armed and handled
+            else ("disarmed" if armed else "SIGALRM ignored again"),
+        )
+
+    def restore_sigchld(self) -> None:
+        """Give SIGCHLD its default action back when a handler ignored it or
+        installed a handler for it (some daemon, server and process-pool code
+        does) and left it so: every process a later run of this child started
+        was then reaped before the run could wait for it, and ``subprocess``
+        reported each exit status as 0 (a failing command under ``check=True``
+        passed for a success)."""
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        log.warning(
+            "a handler left SIGCHLD ignored or handled in this worker (the exit status "
+            "of every process a later run started would read 0); default action again"
+        )
+
     def restore_cwd(self) -> None:
         """Go back to the supervisor's working directory if a handler left it
         (``os.chdir``): later runs' relative paths must not depend on which runs
@@ -401,6 +453,16 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_set_umask = os.umask
+
+
+def _umask() -> int:
+    """The process's umask (set back at once: os.umask both reads and sets)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _cwd() -> str | None:
@@ -513,7 +575,11 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
     cpulimit.install()  # but the kernel's SIGXCPU at RLIMIT_CPU ends the child
     hooks.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-    hooks.dispositions = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+    # SIGPIPE too (ignored, as Python starts): a handler that reset it to its
+    # default action (the idiom of tools piped into ``head``) left a later run's
+    # write to a closed pipe or socket killing the child instead of failing
+    # with EPIPE (the run put back, charged a crash, executed again).
+    hooks.dispositions = {sig: signal.getsignal(sig) for sig in (*HANDLED_SIGNALS, signal.SIGPIPE)}
     hooks.watched = tuple(s for s, h in hooks.dispositions.items() if h is not signal.SIG_DFL)
     set_title(hooks.base_title)
     cancelled = CancelCheck()  # its client set below

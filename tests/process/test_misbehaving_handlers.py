@@ -131,3 +131,76 @@ def test_a_handler_that_exits_its_process_with_status_zero_crashed_it(
     # the run is failed before its third child's exit is logged
     wait_until(lambda: len(exits()) == 3, 10, message="three exits logged")
     assert all(" ERROR " in x and "while running a handler" in x for x in exits()), exits()
+
+
+@pytest.mark.parametrize("changer", ["ignore_sigchld", "reap_on_sigchld"])
+def test_a_handler_that_took_sigchld_does_not_falsify_the_next_runs_exit_statuses(
+    supervisor: Callable[..., Supervisor], client: Client, changer: str
+) -> None:
+    """A handler that ignored SIGCHLD (or reaped on it) left it so for every later
+    run of its child: each process those runs started was reaped before they
+    could wait for it, and ``subprocess`` reported every exit status as 0 (a
+    failing ``ffmpeg`` or ``pg_dump`` under ``check=True`` passed as a success)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    assert flows_misbehave.exit_status.run(7, client=client).result(timeout=20)[0] == 7
+    pid = getattr(flows_misbehave, changer).run(None, client=client).result(timeout=20)
+    status, same = flows_misbehave.exit_status.run(7, client=client).result(timeout=20)
+    assert same == pid  # the same child ran both
+    assert status == 7, sup.log()[-2000:]
+    assert "SIGCHLD" in sup.log()
+
+
+def test_a_handler_that_reset_sigpipe_does_not_let_a_closed_pipe_kill_the_next_runs(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A handler that reset SIGPIPE to its default action (the idiom of tools
+    whose output goes into ``head``) left it so for every later run of its child:
+    a later write into a pipe or socket whose reader was gone (a consumer that
+    quit early, a peer or a Redis server that closed the connection) killed the
+    child instead of failing the write with EPIPE: the run was put back, charged
+    a crash and executed again."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    pid = flows_misbehave.default_sigpipe.run(None, client=client).result(timeout=20)
+    handle = flows_misbehave.write_to_a_closed_pipe.run(None, client=client)
+    assert handle.result(timeout=30) == ["EPIPE", pid], sup.log()[-2000:]
+    state = client.get_run(handle.id)
+    assert state is not None and state.crash_count == 0, state
+    assert "SIGPIPE" in sup.log()
+
+
+@pytest.mark.parametrize("action", ["raise", "default"])
+def test_an_alarm_a_handler_left_armed_does_not_reach_the_next_run(
+    supervisor: Callable[..., Supervisor], client: Client, action: str
+) -> None:
+    """A handler that armed a watchdog (``signal.signal(SIGALRM, ...)`` and
+    ``signal.alarm``) and returned before it fired left it armed: it fired in the
+    middle of the next run of its child, which failed with the earlier run's
+    watchdog error (or, with SIGALRM's default action, lost its child: put back,
+    charged a crash, executed again)."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    pid = flows_misbehave.leave_an_alarm.run(action, client=client).result(timeout=20)
+    handle = flows_misbehave.doze.run(3.0, client=client)
+    assert handle.result(timeout=30) == pid, sup.log()[-2000:]
+    state = client.get_run(handle.id)
+    assert state is not None and state.crash_count == 0 and len(state.attempts) == 1, state
+    assert "SIGALRM" in sup.log()
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o000])
+def test_a_handler_that_changed_the_umask_does_not_change_the_next_runs_files(
+    supervisor: Callable[..., Supervisor], client: Client, mask: int
+) -> None:
+    """A handler's ``os.umask`` stayed for every later run of its child: the files
+    those runs created were readable by nobody else (0o077: a downstream
+    reader failed) or writable by everyone (0: a security hole), depending on
+    which runs the child had run before."""
+    sup = supervisor(procs=1, modules=MODULES)
+    sup.wait_workers(1)
+    home, pid = flows_misbehave.umask_now.run(None, client=client).result(timeout=20)
+    assert home != mask  # the supervisor's
+    assert flows_misbehave.set_umask.run(mask, client=client).result(timeout=20) == pid
+    assert flows_misbehave.umask_now.run(None, client=client).result(timeout=20) == [home, pid]
+    assert "umask" in sup.log()
