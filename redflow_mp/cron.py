@@ -66,8 +66,14 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
     id: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.expression, str) or not self.expression.strip():
+        if not isinstance(self.expression, str):
+            raise TypeError(f"Cron expression must be a str, not {type(self.expression).__name__}")
+        if not self.expression.strip():
             raise ValueError("Cron expression must be a non-empty string")
+        if not isinstance(self.timezone, str):
+            raise TypeError(f"Cron timezone must be a str, not {type(self.timezone).__name__}")
+        if self.id is not None and not isinstance(self.id, str):
+            raise TypeError(f"Cron id must be a str or None, not {type(self.id).__name__}")
         fields = self.expression.split()
         if len(fields) not in (5, 6):
             raise ValueError(
@@ -76,7 +82,7 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
             )
         if (self.expression, self.timezone) not in _VALID:
             _check_schedule(self.expression, self.timezone)
-        if self.id is not None and (not isinstance(self.id, str) or not self.id.strip()):
+        if self.id is not None and not self.id.strip():
             raise ValueError("Cron id must be a non-empty string when given")
         try:
             msgspec.json.encode(self.input)

@@ -155,7 +155,9 @@ def check_step_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise ValueError("step timeout must be a positive number of seconds")
+        raise TypeError(
+            f"step timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     if not math.isfinite(timeout) or not 0 < timeout <= MAX_STEP_TIMEOUT:
         raise ValueError(
             f"step timeout must be a finite number of seconds > 0 and at most "

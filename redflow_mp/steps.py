@@ -12,7 +12,8 @@ coroutine function: it runs to its end in an event loop of its own.
 
 The wait steps (``run_workflow``, ``run_workflows``, ``sleep``, ``sleep_until``,
 ``wait_for_event``) suspend the run when their condition does not hold, freeing
-its process; see ``waits.py``.
+its process; see ``waits.py`` (sleeps, events) and ``childwaits.py`` (child
+runs).
 
 Cancellation is checked at every step boundary: a run asked to cancel raises
 :class:`RunCanceledError` from the next ``step.*`` call.

@@ -49,7 +49,9 @@ def check_url(url: object) -> str:
     """``url`` (default :func:`default_url`) if its scheme is one we connect to."""
     if url is None:
         url = default_url()
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str (a redis:// URL) or None, not {type(url).__name__}")
+    if not url.strip():
         raise ValueError("url must be a non-empty redis:// or rediss:// URL")
     if "://" not in url:  # not echoed: it may be the password itself, or hold it
         raise ValueError(

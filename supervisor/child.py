@@ -64,7 +64,7 @@ from typing import Any, NoReturn, cast
 from redis.exceptions import NoPermissionError
 
 from redflow_mp import tracing
-from redflow_mp.client import create_client
+from redflow_mp.client import Client, create_client
 from redflow_mp.metrics import Metrics
 from redflow_mp.registry import Registry
 from redflow_mp.scripts import Claimed
@@ -76,6 +76,7 @@ from .childlife import CancelCheck, ExitCode, after_fork, boot_check, exit_now, 
 from .exposition import encode_delta, send_pieces
 from .logs import flush_logs
 from .output import DroppingWriter, dropped, never_block
+from .settings import ClientKeywords
 
 # signal.getsignal without its conversion of every answer to an enum (the C
 # function under it: 0.1 us a signal instead of 0.7), for the checks before each claim.
@@ -141,6 +142,22 @@ class ChildSpec:
     boot_timeout: float = 10.0
     metrics_fd: int = -1
     cancel_grace: float = 5.0  # enforced by the child itself only as an orphan
+
+
+def spec_client_keywords(spec: ChildSpec) -> ClientKeywords:
+    """``spec``'s client settings under ``create_client``'s keywords: every key of
+    :class:`~.settings.ClientKeywords`, so a client setting added there reaches
+    every process the arbiter forks (a child, an ``on_failure`` helper) alike."""
+    return cast(ClientKeywords, {name: getattr(spec, name) for name in _CLIENT_KEYS})
+
+
+_CLIENT_KEYS = tuple(sorted(ClientKeywords.__required_keys__))
+
+
+def spec_client(spec: ChildSpec, registry: Registry) -> Client:
+    """The client of a process the arbiter forked (a child or an ``on_failure``
+    helper), configured exactly like the parent's (``settings.client_keywords``)."""
+    return create_client(**spec_client_keywords(spec), registry=registry, verify_shards=False)
 
 
 class _Abort(BaseException):
@@ -592,21 +609,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     tracing.start_worker()  # the application's tracer provider (setup_in_workers)
 
     registry.freeze()
-    client = create_client(
-        spec.url,
-        prefix=spec.prefix,
-        registry=registry,
-        max_payload_bytes=spec.max_payload_bytes,
-        max_events_per_run=spec.max_events_per_run,
-        max_event_bytes_per_run=spec.max_event_bytes_per_run,
-        redis_functions=spec.redis_functions,
-        cluster=spec.cluster,
-        sentinel_master=spec.sentinel_master,
-        durability=spec.durability,
-        durability_wait_ms=spec.durability_wait_ms,
-        shards=spec.shards,
-        verify_shards=False,
-    )
+    client = spec_client(spec, registry)
     cancelled.client = client
     # The parent loaded the scripts before forking (startup.connect): the first
     # claim asks no SCRIPT EXISTS (a script the server lost since is sent again on

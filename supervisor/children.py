@@ -16,13 +16,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from redflow_mp.client import create_client
 from redflow_mp.executor import on_failure_of_stored_run
 from redflow_mp.registry import Registry
 
 from . import cpulimit, early
 from .board import AbortReason, Board, Held
-from .child import HANDLED_SIGNALS, ChildSpec, ExitCode, after_fork, exit_now, set_title
+from .child import (
+    HANDLED_SIGNALS,
+    ChildSpec,
+    ExitCode,
+    after_fork,
+    exit_now,
+    set_title,
+    spec_client,
+)
 from .child import run as child_run
 from .signals import blocked
 
@@ -268,19 +275,7 @@ def fork_on_failure(spec: ChildSpec, registry: Registry, run_id: str) -> int:
                 early.ignore_strays()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, (*HANDLED_SIGNALS, *early.STRAY))
                 set_title(f"redflow-supervisor[{spec.app}] on_failure {run_id}")
-                client = create_client(
-                    spec.url,
-                    prefix=spec.prefix,
-                    registry=registry,
-                    max_payload_bytes=spec.max_payload_bytes,
-                    redis_functions=spec.redis_functions,
-                    cluster=spec.cluster,
-                    sentinel_master=spec.sentinel_master,
-                    durability=spec.durability,
-                    durability_wait_ms=spec.durability_wait_ms,
-                    shards=spec.shards,
-                    verify_shards=False,
-                )
+                client = spec_client(spec, registry)
                 on_failure_of_stored_run(client, registry, run_id)
                 code = 0
             except BaseException:

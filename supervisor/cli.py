@@ -15,7 +15,6 @@ modules (new code is picked up by the next generation of children).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -285,17 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except StartupStop as stop:  # TERM/INT/QUIT before the loop ran: supervisor/early.py
-        early.settle()
-        # stderr may be a pipe whose reader left (``2>&1 | head -1`` and a Ctrl-C):
-        # the line is lost then, and the exit status stays 0 (it was 1).
-        with contextlib.suppress(OSError):
-            print(
-                f"redflow-supervisor: received {stop.name} during start-up; stopped "
-                "(no child had started, nothing was claimed)",
-                file=sys.stderr,
-                flush=True,
-            )
-        return 0
+        return early.report_stop(stop)
 
 
 def _usage_problem(settings: Settings) -> str | None:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-from .children import Child
+from .children import Child, count_children
 
 __all__ = ["FAST_STOP_S", "DrainClock", "DrainOverrun"]
 
@@ -168,14 +168,16 @@ class DrainClock:
         self.disarm()
         self.kill_all()
         pids = {child.pid for child in self._children()}
+        one = len(pids) == 1
         log.error(
             "%s reached and %s %.1f s later still blocked (Redis not answering): "
-            "exiting; %d children stopped (SIGKILL) are not put back: their runs' "
-            "leases lapse and a reaper takes them",
+            "exiting; %s stopped (SIGKILL) %s not put back: %s and a reaper takes them",
             "graceful timeout" if self.drain else "fast stop deadline",
             "kill_grace",
             self._timing()[1],
-            len(pids),
+            count_children(len(pids)),
+            "is" if one else "are",
+            "its run's lease lapses" if one else "their runs' leases lapse",
         )
         end = time.monotonic() + wait
         while pids and time.monotonic() < end:

@@ -44,7 +44,9 @@ are forked after the arbiter replaced these handlers.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 
 __all__ = [
     "IGNORED",
@@ -52,6 +54,7 @@ __all__ = [
     "StartupStop",
     "ignore_strays",
     "install",
+    "report_stop",
     "settle",
     "take_pending_hup",
     "take_pending_resizes",
@@ -112,6 +115,24 @@ def _stop(signum: int, frame: object) -> None:
     # command's handler (exit status 1, "lost sys.stderr").
     settle()
     raise StartupStop(signum)
+
+
+def report_stop(stop: StartupStop) -> int:
+    """End start-up after ``stop``: later stops are ignored (:func:`settle`), one
+    line on stderr; returns the exit status (0: nothing was claimed). For every
+    place a start-up stop may surface: the supervisor's own imports
+    (``entry.supervisor``) and its command (``cli.main``)."""
+    settle()
+    # stderr may be a pipe whose reader left (``2>&1 | head -1`` and a Ctrl-C):
+    # the line is lost then, and the exit status stays 0 (it was 1).
+    with contextlib.suppress(OSError):
+        print(
+            f"redflow-supervisor: received {stop.name} during start-up; stopped "
+            "(no child had started, nothing was claimed)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0
 
 
 def _note_hup(signum: int, frame: object) -> None:

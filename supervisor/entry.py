@@ -184,8 +184,10 @@ def supervisor() -> int:
     # import time). The arbiter freezes them and turns the collector back on
     # before it forks.
     gc.disable()
-    from .cli import main
-
+    try:
+        from .cli import main
+    except early.StartupStop as stop:  # during these imports (seconds on a busy host)
+        leave(early.report_stop(stop))
     leave(main())
 
 

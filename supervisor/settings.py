@@ -124,8 +124,9 @@ class ClientKeywords(TypedDict):
 
 def client_keywords(s: Settings) -> ClientKeywords:
     """``s``'s client settings: one mapping for the parent's client
-    (``startup.py``) and each child's (``slots.py``: the child's spec), so that
-    parent and children always connect alike."""
+    (``startup.py``) and every process it forks (``slots.py`` puts it in the
+    child's spec, ``child.spec_client`` reads it back for a child and for an
+    ``on_failure`` helper), so that they all connect alike."""
     return ClientKeywords(
         url=s.url,
         prefix=s.prefix,

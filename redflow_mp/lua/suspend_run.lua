@@ -33,7 +33,7 @@
 -- holder's status; past it, it counts them: wf-suspended:<wf> holds the
 -- suspended runs that hold a slot (written here, removed by `wake` and
 -- `finalize`), and every other holder is suspended when it holds as many as the
--- slot set less this run (as _DEADLOCK_SCAN_LIMIT in waits.py: the two must
+-- slot set less this run (as _DEADLOCK_SCAN_LIMIT in childwaits.py: the two must
 -- agree, or a run would be resumed and suspended in turn).
 local DEADLOCK_SCAN_LIMIT = 256
 local tag = ARGV[1]
@@ -91,7 +91,7 @@ for i = 7, 6 + n do
   if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
 if n > 0 and #pending == 0 then return { 'resume' } end
--- The deadlock rule (WaitMixin._check_deadlock in waits.py, same reads): awaited
+-- The deadlock rule (ChildWaits._check_deadlock in childwaits.py, same reads): awaited
 -- children of the run's own workflow hold no slot of it, and every slot is held by
 -- a suspended run (this one aside). The handler's check and this suspension are
 -- not one step: two runs filling the last slots that check at once each see the

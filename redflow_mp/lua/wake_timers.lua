@@ -15,8 +15,9 @@
 -- came from that clock, and a sleep(60) at a clock a day ahead slept a day and a
 -- minute. It is woken with what budget is left: its replay re-bases each
 -- relative wait (sleep(seconds), a wait's timeout) whose start lies after now
--- on the clock now (waits.py: at most its duration from now, never earlier than
--- it was due), and suspends again; absolute ones (sleep_until) keep their time.
+-- on the clock now (WaitBase._rebased in waitbase.py: at most its duration from
+-- now, never earlier than it was due), and suspends again; absolute ones
+-- (sleep_until) keep their time.
 -- Cost: one range read of the due entries plus their wakes, however many runs
 -- sleep (a suspended run's wake-up is one ZSET member); at most `batch` runs
 -- woken or parents notified per call (each parent of a finished run counts).

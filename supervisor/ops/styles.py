@@ -63,11 +63,19 @@ align-items:end}
 footer{padding:10px 20px;color:#7a8393;font-size:12px}
 """
 
+# ``leaving``: set when the page starts to unload (a link clicked, a form sent);
+# a reload then would cancel that navigation (a slow next page lost the click).
+# Cleared 10 s later should the page still be here (a navigation that never
+# happened), so the refresh resumes; a page restored from the back/forward cache
+# starts refreshing again.
 REFRESH_JS = (
-    "(function(){var s=%d*1000;function busy(){var a=document.activeElement;"
+    "(function(){var s=%d*1000,leaving=false;function busy(){var a=document.activeElement;"
     "if(a&&/^(INPUT|SELECT|TEXTAREA)$/.test(a.tagName))return true;"
     "var p=document.querySelectorAll('input[type=password],input[name=reason]');"
     "for(var i=0;i<p.length;i++){if(p[i].value)return true;}return false;}"
-    "function tick(){if(busy()){setTimeout(tick,s);}else{location.reload();}}"
+    "function tick(){if(leaving||busy()){setTimeout(tick,s);}else{location.reload();}}"
+    "addEventListener('beforeunload',function(){leaving=true;"
+    "setTimeout(function(){leaving=false;},10000);});"
+    "addEventListener('pageshow',function(e){if(e.persisted){leaving=false;}});"
     "setTimeout(tick,s);})();"
 )

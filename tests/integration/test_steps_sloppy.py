@@ -63,6 +63,47 @@ def test_a_non_finite_step_timeout_is_refused_before_the_step_is_recorded(
     assert client.get_run_steps(handle.id) == []
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("limit", ["10", True, [1]])
+def test_a_step_timeout_that_is_not_a_number_is_a_type_error(
+    client: Client, registry: Registry, workers: WorkerPool, limit: object, is_async: bool
+) -> None:
+    """As every other option of the API (``run(timeout="5")``,
+    ``result(timeout="1")``, ``run_workflow(..., timeout="1")``): a wrong type is a
+    ``TypeError``, a number out of range a ``ValueError``. A step's was a
+    ``ValueError`` either way."""
+
+    def refused(exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    if is_async:
+
+        @define_workflow("badtype", registry=registry)
+        async def aflow(ctx: AsyncContext[Any]) -> str:
+            try:
+                await ctx.step.run("s", lambda: 1, timeout=limit)  # type: ignore[call-overload]
+            except Exception as exc:
+                return refused(exc)
+            return "accepted"
+
+        handle = aflow.run()
+    else:
+
+        @define_workflow("badtype", registry=registry)
+        def flow(ctx: Context[Any]) -> str:
+            try:
+                ctx.step.run("s", lambda: 1, timeout=limit)  # type: ignore[arg-type]
+            except Exception as exc:
+                return refused(exc)
+            return "accepted"
+
+        handle = flow.run()
+    workers.start()
+    out = handle.result(timeout=10)
+    assert out.startswith("TypeError: step timeout must be a number of seconds or None"), out
+    assert client.get_run_steps(handle.id) == []
+
+
 def test_an_async_step_function_in_a_sync_handler_is_awaited(
     client: Client, registry: Registry, workers: WorkerPool
 ) -> None:

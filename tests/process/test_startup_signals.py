@@ -8,13 +8,15 @@ exit, so ``Restart=on-failure`` would not even have restarted it."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from redflow_mp import Client
-from tests.process.conftest import Supervisor, wait_until
+from tests.process.conftest import ROOT, Supervisor, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -95,3 +97,45 @@ def test_ttin_or_ttou_during_start_up_resizes_once_it_runs(
     wait_until(lambda: f"{sig.name[3:]}: " in sup.log() or "minimum" in sup.log(), 10)
     assert client.run_by_name("slowstart", None).result(timeout=30)
     assert "Traceback" not in sup.log(), sup.log()
+
+
+# Sends the signal while ``entry.supervisor`` imports its own command module
+# (``from .cli import main``: some 450 modules, seconds on a loaded host), before
+# the workflow modules: a finder that sees ``redflow_supervisor.cli`` asked for
+# signals the process, and the handler runs inside that import.
+_TRIP = """
+import os, signal, sys
+
+SIG = int(sys.argv[1])
+
+class Trip:
+    def find_spec(self, name, path=None, target=None):
+        if name == "redflow_supervisor.cli":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), SIG)
+        return None
+
+sys.meta_path.insert(0, Trip())
+sys.argv = ["redflow-supervisor", "--app", "x", "--module", "json",
+            "--url", "redis://127.0.0.1:1/0"]
+from redflow_supervisor.entry import supervisor
+supervisor()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_the_supervisor_imports_itself_is_a_clean_stop(sig: signal.Signals) -> None:
+    """TERM (``systemctl stop`` right after ``start``) during the supervisor's own
+    imports, before its command's handler was entered, escaped as a
+    ``StartupStop`` traceback with exit status 1; it is the same clean stop as
+    during the workflow modules' import (exit 0, one line)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TRIP, str(int(sig))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert f"received {sig.name} during start-up; stopped" in done.stderr, done.stderr

@@ -327,3 +327,21 @@ def test_a_random_field_is_refused(expression: str) -> None:
     another first time. Refused."""
     with pytest.raises(ValueError, match="random"):
         Cron(expression)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"expression": 5},
+        {"expression": None},
+        {"expression": "* * * * *", "timezone": 5},
+        {"expression": "* * * * *", "timezone": None},
+        {"expression": "* * * * *", "id": 7},
+    ],
+)
+def test_a_wrong_type_is_a_type_error(kwargs: dict[str, object]) -> None:
+    """As everywhere in the API (``define_workflow(queue=5)``, ``run(priority="1")``):
+    a wrong type is a ``TypeError``, a bad value of the right type a ``ValueError``.
+    ``Cron(5)`` and ``Cron(..., timezone=5)`` raised ``ValueError``."""
+    with pytest.raises(TypeError, match="Cron"):
+        Cron(**kwargs)  # type: ignore[arg-type]

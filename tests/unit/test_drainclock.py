@@ -88,3 +88,18 @@ def test_disarmed_in_time_nothing_happens(proc: subprocess.Popen[bytes]) -> None
     clock.disarm()
     _block(0.5)
     assert proc.poll() is None and not clock.overrun
+
+
+def test_abandon_counts_one_child_as_one_child(
+    proc: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The give-up line read "1 children stopped" (issue 16 asked for log lines that
+    count correctly; ``children.count_children`` is the one spelling)."""
+    child = _child(proc.pid)
+    clock = DrainClock(lambda: [child])
+    with caplog.at_level("ERROR", logger="redflow_supervisor"):
+        clock.abandon(wait=5.0)  # kills and reaps it (so Popen.wait cannot tell how)
+    assert child.stop_sent == "kill"
+    lines = [r.getMessage() for r in caplog.records if "still blocked" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "; 1 child stopped (SIGKILL) is not put back: its run's lease lapses" in lines[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from redflow_mp import create_client
 from redflow_mp.transport import check_url, mask_url
 
 SECRET = "Pa55w0rd"
@@ -75,3 +76,13 @@ def test_a_password_without_its_colon_is_masked() -> None:
         assert SECRET not in mask_url(url), mask_url(url)
         assert "***@" in mask_url(url)
     assert mask_url("redis://user:pw@h/0") == "redis://user:***@h/0"  # the name stays
+
+
+@pytest.mark.parametrize("url", [5, b"redis://127.0.0.1:6379/0"])
+def test_a_url_that_is_not_a_str_is_a_type_error(url: object) -> None:
+    """``create_client(url=5)`` (or bytes) raised ``ValueError``; a wrong type is a
+    ``TypeError`` everywhere else in the API (``create_client(prefix=5)``)."""
+    with pytest.raises(TypeError, match="url must be a str"):
+        check_url(url)
+    with pytest.raises(TypeError, match="url must be a str"):
+        create_client(url, default=False)  # type: ignore[arg-type]
