@@ -220,12 +220,19 @@ local function enqueue(a, now)
     end
   end
   local run = tag .. ':run:' .. id
-  -- Never over an existing run (see enqueue_one).
-  if redis.call('EXISTS', run) == 1 then return id, 0, '' end
+  local run_at = tonumber(a[9]) or 0
+  local scheduled, parking, waits = run_at > now, false, false
+  -- Never over an existing run (see enqueue_one). A run made queued also asks
+  -- whether its workflow has parked runs (parks_at_once's EXISTS): one EXISTS of
+  -- both keys answers 0 in the usual case, a command fewer; else each is asked.
+  if scheduled then
+    if redis.call('EXISTS', run) == 1 then return id, 0, '' end
+  elseif redis.call('EXISTS', run, k_waiting(tag, wf)) ~= 0 then
+    if redis.call('EXISTS', run) == 1 then return id, 0, '' end
+    waits = true
+  end
   local ns = now == NOW and NOW_S or int_str(now)
   local status, due, queue_key, score = 'queued', ns, nil, nil
-  local run_at = tonumber(a[9]) or 0
-  local scheduled, parking = run_at > now, false
   if scheduled then
     status, due = 'scheduled', int_str(run_at)
     queue_key, score = tag .. ':q:' .. q .. ':scheduled', due
@@ -235,7 +242,7 @@ local function enqueue(a, now)
     queue_key = tag .. ':q:' .. q .. ':ready'
     score = string.format('%d', (9 - priority) * BAND + now)
     -- Parked at once behind the runs already parked, as enqueue_plan does.
-    if parks_at_once(tag, wf, a[7]) then parking, queue_key = true, k_waiting(tag, wf) end
+    if waits and parks_at_once(tag, wf, a[7]) then parking, queue_key = true, k_waiting(tag, wf) end
   end
   local e = redis.pcall('ZADD', queue_key, score, id)
   if failed(e) then refuse(queue_key, e) end
