@@ -251,24 +251,42 @@ local function enqueue(a, now)
     refuse(tag .. ':due-queues', 'WRONGTYPE')
   end
   if children then redis.pcall('SADD', children, id) end
-  -- attempt '1' as a string: Redis formats a Lua number argument with printf
-  -- ('%.17g'), the same '1' at a cost of about 2,500 instructions a call
-  local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
-    'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
-    'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
-  local n = 20
-  if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
-  if a[15] and a[15] ~= '' then f[n + 1], f[n + 2], n = 'cronId', a[15], n + 2 end
-  if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
-  if a[10] and a[10] ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', a[10], n + 2 end
-  if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
-  -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
-  if a[16] and a[16] ~= '' then f[n + 1], f[n + 2], n = 'traceparent', a[16], n + 2 end
-  if a[17] and a[17] ~= '' then f[n + 1], f[n + 2], n = 'tracestate', a[17], n + 2 end
-  if idem then
-    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
+  -- A run with no option but its workflow's maxConcurrency (the common call)
+  -- passes its fields to HSET as they are: no table of 22 fields to build and
+  -- unpack per call (about 2,600 instructions of redis-server, script_instr).
+  local cron, timeout, tp, ts = a[15] or '', a[10] or '', a[16] or '', a[17] or ''
+  if parent == '' and cron == '' and timeout == '' and priority == 0 and tp == ''
+    and ts == '' and not idem then
+    -- attempt '1' as a string: Redis formats a Lua number argument with printf
+    -- ('%.17g'), the same '1' at a cost of about 2,500 instructions a call
+    if a[7] ~= '' then
+      redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+        'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+        'createdAt', ns, 'availableAt', due, 'updatedAt', ns, 'maxConcurrency', a[7])
+    else
+      redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+        'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+        'createdAt', ns, 'availableAt', due, 'updatedAt', ns)
+    end
+  else
+    -- the fields of every run, then the options set, in this order
+    local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+      'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+      'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
+    local n = 20
+    if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
+    if cron ~= '' then f[n + 1], f[n + 2], n = 'cronId', cron, n + 2 end
+    if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
+    if timeout ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', timeout, n + 2 end
+    if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
+    -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
+    if tp ~= '' then f[n + 1], f[n + 2], n = 'traceparent', tp, n + 2 end
+    if ts ~= '' then f[n + 1], f[n + 2], n = 'tracestate', ts, n + 2 end
+    if idem then
+      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
+    end
+    redis.call('HSET', run, unpack(f))
   end
-  redis.call('HSET', run, unpack(f))
   -- No expiry while the run is unfinished (finalize sets it).
   if idem then redis.call('SET', idem, id) end
   -- Indexes that only list runs: a refusal is skipped (see `failed`).

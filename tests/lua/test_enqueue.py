@@ -294,3 +294,27 @@ def test_one_run_is_written_as_a_batch_of_one_writes_it(
     if key is not None:
         assert a["hash"].pop("idempotencyKey") == key and b["hash"].pop("idempotencyKey") == "k2"
     assert a == b
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_a_plain_run_hash_has_the_fields_of_every_run_in_order(
+    raw: redis.Redis, client: Client, limit: int | None
+) -> None:
+    """A run with no option is written by enqueue's own HSET (no field table):
+    the same fields in the same order as a run with options, maxConcurrency last
+    and only when known."""
+    rid = new_run_id()
+    assert client.scripts.enqueue(rid, "wf", "q", b"{}", 2, 0, "", 0, "", "", limit, None) == (
+        rid,
+        True,
+    )
+    h = [(text(f), text(v)) for f, v in raw.hgetall(client.keys.run(rid)).items()]
+    names = [f for f, _ in h]
+    every = ["id", "workflow", "queue", "status", "inputJson", "attempt", "maxAttempts"]
+    every += ["createdAt", "availableAt", "updatedAt"]
+    assert names == every + ([] if limit is None else ["maxConcurrency"])
+    d = dict(h)
+    assert (d["id"], d["workflow"], d["queue"], d["status"]) == (rid, "wf", "q", "queued")
+    assert (d["inputJson"], d["attempt"], d["maxAttempts"]) == ("{}", "1", "2")
+    assert d["createdAt"] == d["availableAt"] == d["updatedAt"]
+    assert d.get("maxConcurrency") == (None if limit is None else "4")
