@@ -200,10 +200,9 @@ def _own_client(
 
 
 class _Local(threading.local):
-    #: (wire, pid, generation) of this thread's connection: one read of the
-    #: thread-local on the hot path, where three (wire, pid, generation) cost about
-    #: 1,000 CPU instructions a call more (benchmarks.enqueue_instr)
-    hot: tuple[Wire, int, int] | None = None
+    pid: int = -1
+    wire: Wire | None = None
+    generation: int = 0
 
 
 class Transport(WaitedWrites):
@@ -282,33 +281,28 @@ class Transport(WaitedWrites):
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     def _wire(self) -> Wire:
-        hot = self._local.hot
-        # procid.pid: no system call (updated in a forked child)
-        if hot is not None and hot[1] == procid.pid and hot[2] == self._generation:
-            return hot[0]
-        return self._new_wire(hot)
-
-    def _new_wire(self, hot: tuple[Wire, int, int] | None) -> Wire:
-        """This thread's connection, opened anew (the first call of a thread or of a
-        forked child, or the sentinel's master changed: ``hot`` the one held)."""
         local = self._local
-        pid = procid.pid
-        if hot is not None and hot[1] == pid:
-            hot[0].close()  # opened before the master changed
-        # Every thread's first call after close() comes here (close() drops
-        # the thread-local wires), so the hot path itself checks nothing.
-        if self._closed:
-            raise closed_error("client", self.describe())
-        # Not taken from the pool's in-use set: when the thread ends, its
-        # local goes away and the connection is closed by garbage collection,
-        # so a thread-per-request caller does not leak one connection each.
-        wire = Wire(self._redis.connection_pool.make_connection())
-        local.hot = (wire, pid, self._generation)
-        with self._held_lock:
-            if pid != self._held_pid:
-                self._held = weakref.WeakSet()
-                self._held_pid = pid
-            self._held.add(wire.conn)
+        pid = procid.pid  # no system call (updated in a forked child)
+        wire = local.wire
+        if wire is None or local.pid != pid or local.generation != self._generation:
+            if wire is not None and local.pid == pid:
+                wire.close()  # opened before the master changed
+            # Every thread's first call after close() comes here (close() drops
+            # the thread-local wires), so the hot path itself checks nothing.
+            if self._closed:
+                raise closed_error("client", self.describe())
+            # Not taken from the pool's in-use set: when the thread ends, its
+            # local goes away and the connection is closed by garbage collection,
+            # so a thread-per-request caller does not leak one connection each.
+            wire = Wire(self._redis.connection_pool.make_connection())
+            local.wire = wire
+            local.pid = pid
+            local.generation = self._generation
+            with self._held_lock:
+                if pid != self._held_pid:
+                    self._held = weakref.WeakSet()
+                    self._held_pid = pid
+                self._held.add(wire.conn)
         return wire
 
     def ahead(self) -> Wire | None:
