@@ -185,22 +185,14 @@ end
 -- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
 -- the run existed already). The same writes as enqueue_plan / enqueue_one /
 -- enqueue_flush make for a batch of one (tests/lua/test_enqueue.py compares
--- them), written out in one function: an EVALSHA runs the definition of every
--- helper a script uses on every call (a closure each, about 0.1 µs; luasrc.py),
--- and this is the hot path of a one-by-one enqueue. So the keys are spelled
--- here as k_run, k_ready, k_scheduled, k_status, k_wf_runs, k_children,
--- k_idem, k_due_queues, k_ready_queues and k_bell spell them
--- (tests/lua/test_keys_match.py checks the keys an enqueue creates), and
--- ready_score, mark_due, mark_ready and ring are inlined (the same commands).
--- The run's set and due-queues are written first: one of another type fails
--- the call before anything else is written (nothing to undo).
--- `a`: the arguments in enqueue_run's ARGV layout (its ARGV itself: no table to
--- build per call), strings; from a[8] on each may be absent (nil = ''):
--- a[1] tag, a[2] id, a[3] workflow, a[4] queue, a[5] inputJson, a[6] maxAttempts,
--- a[7] maxConcurrency ('' = unknown), a[8] priority (clamped to 0..9), a[9] runAt
--- ms (0 = now), a[10] timeoutMs, a[11] idempotency key, a[12] its TTL ms,
--- a[13] parentRunId, a[14] '1' = linked, a[15] cronId, a[16] traceparent,
--- a[17] tracestate.
+-- them), written out in one function, the hot path of a one-by-one enqueue (an
+-- EVALSHA makes a closure of every helper a script uses on every call, about
+-- 0.1 µs each; luasrc.py): the keys spelled as the k_* helpers spell them
+-- (tests/lua/test_keys_match.py), ready_score, mark_due, mark_ready and ring
+-- inlined. The run's set and due-queues are written first: one of another type
+-- fails the call before anything else is written (nothing to undo).
+-- `a`: enqueue_run's ARGV itself (no table to build per call; enqueue_run.lua lists it),
+-- strings; from a[8] on each may be absent (nil = ''), a[8] priority clamped to 0..9.
 local function enqueue(a, now)
   local tag, id, wf, q = a[1], a[2], a[3], a[4]
   local idem_key, parent = a[11] or '', a[13] or ''
@@ -222,14 +214,11 @@ local function enqueue(a, now)
   local run = tag .. ':run:' .. id
   local run_at = tonumber(a[9]) or 0
   local scheduled, parking, waits = run_at > now, false, false
-  -- Never over an existing run (see enqueue_one). A run made queued also asks
-  -- whether its workflow has parked runs (parks_at_once's EXISTS): one EXISTS of
-  -- both keys answers 0 in the usual case, a command fewer; else each is asked.
-  if scheduled then
+  -- Never over an existing run (see enqueue_one); a queued run also asks parks_at_once's
+  -- EXISTS in the same command (0 in the usual case; else each is asked)
+  if scheduled or redis.call('EXISTS', run, k_waiting(tag, wf)) ~= 0 then
     if redis.call('EXISTS', run) == 1 then return id, 0, '' end
-  elseif redis.call('EXISTS', run, k_waiting(tag, wf)) ~= 0 then
-    if redis.call('EXISTS', run) == 1 then return id, 0, '' end
-    waits = true
+    waits = not scheduled
   end
   local ns = now == NOW and NOW_S or int_str(now)
   local status, due, queue_key, score = 'queued', ns, nil, nil
@@ -251,25 +240,15 @@ local function enqueue(a, now)
     refuse(tag .. ':due-queues', 'WRONGTYPE')
   end
   if children then redis.pcall('SADD', children, id) end
-  -- A run with no option but its workflow's maxConcurrency (the common call)
-  -- passes its fields to HSET as they are: no table of 22 fields to build and
-  -- unpack per call (about 2,600 instructions of redis-server, script_instr).
+  -- A plain run (no option but maxConcurrency): its fields straight to HSET, no table
+  -- (-7,000 instructions); attempt '1' a string (Redis printfs a Lua number: -2,500)
   local cron, timeout, tp, ts = a[15] or '', a[10] or '', a[16] or '', a[17] or ''
   if parent == '' and cron == '' and timeout == '' and priority == 0 and tp == ''
-    and ts == '' and not idem then
-    -- attempt '1' as a string: Redis formats a Lua number argument with printf
-    -- ('%.17g'), the same '1' at a cost of about 2,500 instructions a call
-    if a[7] ~= '' then
-      redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
-        'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
-        'createdAt', ns, 'availableAt', due, 'updatedAt', ns, 'maxConcurrency', a[7])
-    else
-      redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
-        'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
-        'createdAt', ns, 'availableAt', due, 'updatedAt', ns)
-    end
+    and ts == '' and not idem and a[7] ~= '' then
+    redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+      'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+      'createdAt', ns, 'availableAt', due, 'updatedAt', ns, 'maxConcurrency', a[7])
   else
-    -- the fields of every run, then the options set, in this order
     local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
       'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
       'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
@@ -279,7 +258,6 @@ local function enqueue(a, now)
     if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
     if timeout ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', timeout, n + 2 end
     if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
-    -- The enqueuer's W3C trace context, when a caller passes one (nil or '' = none).
     if tp ~= '' then f[n + 1], f[n + 2], n = 'traceparent', tp, n + 2 end
     if ts ~= '' then f[n + 1], f[n + 2], n = 'tracestate', ts, n + 2 end
     if idem then
