@@ -315,8 +315,12 @@ def encode_json(value: Any) -> bytes:
     except RecursionError:
         raise NestingError(_TOO_DEEP) from None
     # Fewer opening brackets than the limit cannot nest past it: the common case
-    # costs two byte counts.
-    if data.count(b"[") + data.count(b"{") > MAX_NESTING and _deeper_than(data, MAX_NESTING):
+    # costs two byte counts (none when the data is shorter than the limit).
+    if (
+        len(data) > MAX_NESTING
+        and data.count(b"[") + data.count(b"{") > MAX_NESTING
+        and _deeper_than(data, MAX_NESTING)
+    ):
         raise NestingError(_TOO_DEEP)
     return data
 
@@ -326,7 +330,7 @@ def non_finite_path(value: Any, data: bytes) -> str | None:
     msgspec writes as ``null``: ``""`` for the value itself, else a subscript path
     such as ``['a'][1]``; None when there is none (always, when ``data`` has no
     ``null``: the common case costs one byte search)."""
-    if b"null" not in data:
+    if data.find(b"null") < 0:  # not `in`: bytes' `in` formats a TypeError it catches
         return None
     stack: list[tuple[Any, tuple[Any, ...]]] = [(msgspec.to_builtins(value), ())]
     while stack:

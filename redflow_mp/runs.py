@@ -242,11 +242,17 @@ def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
         data: bytes | None = codec.encode_json_unchecked(input)
     except Exception:
         data = None
+    # ``find``, not ``in``: ``bytes.__contains__`` first tries its argument as an
+    # int and formats the TypeError it catches (about 2,000 CPU instructions an
+    # enqueue). Brackets are counted only in data long enough to hold too many.
     if (
         data is None
         or len(data) > limit
-        or b"null" in data
-        or data.count(b"[") + data.count(b"{") > codec.MAX_NESTING
+        or data.find(b"null") >= 0
+        or (
+            len(data) > codec.MAX_NESTING
+            and data.count(b"[") + data.count(b"{") > codec.MAX_NESTING
+        )
     ):
         try:
             data = encode_payload(input, "input", limit, finite=True)

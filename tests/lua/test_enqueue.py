@@ -100,6 +100,31 @@ def test_same_run_id_twice_is_a_no_op(raw: redis.Redis, client: Client) -> None:
     assert raw.zcard(client.keys.q_ready("q")) == 1
 
 
+def test_a_resend_and_a_new_run_while_the_workflow_has_parked_runs(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """enqueue_run asks EXISTS of the run and of the workflow's waiting set in one
+    command: with parked runs, a resend of an existing id still writes nothing and
+    a new run is parked at once behind them (a workflow at its limit)."""
+    k = client.keys
+    first = enq(max_concurrency=1)
+    parked = enq(max_concurrency=1)
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is not None
+    assert client.scripts.claim(("q",), 5_000, new_token())[1] is None  # parks `parked`
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    before = raw.hgetall(k.run(parked))
+    args = (parked, "wf", "q", b'{"x":1}', 1, 0, "", 1000, "", "", 1, None)
+    assert client.scripts.enqueue(*args) == (parked, False)
+    assert raw.hgetall(k.run(parked)) == before
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode()]
+    assert not raw.exists(k.q_ready("q"))
+    third = enq(max_concurrency=1)
+    assert raw.zrange(k.wf_waiting("wf"), 0, -1) == [parked.encode(), third.encode()]
+    assert not raw.exists(k.q_ready("q"))
+    assert status_of(raw, client, third) == "queued"
+    assert raw.hget(k.run(first), "status") == b"running"
+
+
 def test_idempotency_key_of_a_removed_run_no_longer_dedupes(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
@@ -269,3 +294,27 @@ def test_one_run_is_written_as_a_batch_of_one_writes_it(
     if key is not None:
         assert a["hash"].pop("idempotencyKey") == key and b["hash"].pop("idempotencyKey") == "k2"
     assert a == b
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_a_plain_run_hash_has_the_fields_of_every_run_in_order(
+    raw: redis.Redis, client: Client, limit: int | None
+) -> None:
+    """A run with no option is written by enqueue's own HSET (no field table):
+    the same fields in the same order as a run with options, maxConcurrency last
+    and only when known."""
+    rid = new_run_id()
+    assert client.scripts.enqueue(rid, "wf", "q", b"{}", 2, 0, "", 0, "", "", limit, None) == (
+        rid,
+        True,
+    )
+    h = [(text(f), text(v)) for f, v in raw.hgetall(client.keys.run(rid)).items()]
+    names = [f for f, _ in h]
+    every = ["id", "workflow", "queue", "status", "inputJson", "attempt", "maxAttempts"]
+    every += ["createdAt", "availableAt", "updatedAt"]
+    assert names == every + ([] if limit is None else ["maxConcurrency"])
+    d = dict(h)
+    assert (d["id"], d["workflow"], d["queue"], d["status"]) == (rid, "wf", "q", "queued")
+    assert (d["inputJson"], d["attempt"], d["maxAttempts"]) == ("{}", "1", "2")
+    assert d["createdAt"] == d["availableAt"] == d["updatedAt"]
+    assert d.get("maxConcurrency") == (None if limit is None else "4")

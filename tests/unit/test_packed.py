@@ -45,11 +45,19 @@ def whole(
 def test_the_packed_call_is_what_hiredis_packs(
     head: tuple[str, str], tag: str, wf: str, q: str, attempts: int, limit: Any, data: bytes
 ) -> None:
-    packer = PlainEnqueues()
-    for run_id in ("01JF8Z3K8Q9X0ABCDEF0123456", "01JF8Z3K8Q9X0ABCDEF0123457~2"):
-        key = f"{tag}:run:{run_id}"
-        got = packer.pack(head, tag, wf, q, attempts, limit, run_id, data)
-        assert got == whole(head, tag, wf, q, attempts, limit, key, run_id, data)
+    ids = (
+        "01JF8Z3K8Q9X0ABCDEF0123456",
+        "01JF8Z3K8Q9X0ABCDEF0123457~2",
+        "01JF8Z3K8Q9X0ABCDEF0123458",
+    )
+    # the first id's length is written into the format: ids of another length
+    # (either one first) take the general format
+    for order in (ids, ids[::-1]):
+        packer = PlainEnqueues()
+        for run_id in order:
+            key = f"{tag}:run:{run_id}"
+            got = packer.pack(head, tag, wf, q, attempts, limit, run_id, data)
+            assert got == whole(head, tag, wf, q, attempts, limit, key, run_id, data)
 
 
 def test_the_format_cache_is_bounded() -> None:

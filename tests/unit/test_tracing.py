@@ -93,3 +93,35 @@ def test_a_provider_named_by_the_environment_is_loaded_as_the_api_does(
     monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER")
     reset_globals()
     assert tracing._tracing() is None
+
+
+def test_the_current_context_is_read_as_the_api_reads_it() -> None:
+    """trace_args reads the default runtime's ContextVar itself: the same context
+    as ``context.get_current()``, empty or not, in this thread and in another
+    asyncio task's copy; another runtime is asked through the API."""
+    import threading
+    import types
+
+    from opentelemetry import context
+
+    assert tracing._current_context(context) == context.get_current() == {}
+    token = context.attach(context.set_value("k", 1))
+    try:
+        assert tracing._current_context(context) is context.get_current()
+        assert tracing._current_context(context).get("k") == 1
+        seen: list[object] = []
+        t = threading.Thread(target=lambda: seen.append(tracing._current_context(context)))
+        t.start()
+        t.join()
+        assert seen == [{}]  # a new thread starts from the empty context
+    finally:
+        context.detach(token)
+    assert not tracing._current_context(context)
+
+    class Other:
+        def get_current(self) -> object:
+            return {"other": True}
+
+    fake = types.SimpleNamespace(_RUNTIME_CONTEXT=Other(), get_current=lambda: {"api": True})
+    assert tracing._current_context(fake) == {"api": True}
+    assert tracing._current_context(context) == {}  # the default runtime again
