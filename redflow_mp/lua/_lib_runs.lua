@@ -28,10 +28,8 @@ local function parks_at_once(tag, wf, run_limit)
   return running >= math.max(limit, 1)
 end
 
--- A parent that found run `id` by its idempotency key and awaits it (linked),
--- other than the one that started it (its parentRunId): recorded in
--- run:<id>:parents, which retention reads (sweep_runs.lua: the run is kept while
--- any parent awaiting it has not finished). Only on this path (a key found).
+-- A linked parent that found run `id` by its idempotency key, other than its
+-- parentRunId, goes in run:<id>:parents (sweep_runs.lua keeps the run meanwhile).
 local function link_parent(tag, id, parent)
   if redis.call('HGET', k_run(tag, id), 'parentRunId') ~= parent then
     redis.pcall('SADD', k_parents(tag, id), parent)
@@ -74,11 +72,9 @@ local function enqueue_plan(tag, a, now)
     p.queue_key, p.queue_score = k_scheduled(tag, a.queue), int_str(due)
   else
     p.queue_key, p.queue_score = k_ready(tag, a.queue), ready_score(a.priority, now)
-    -- A workflow at its max_concurrency with runs already parked: the new runs
-    -- are parked at once (behind those, scored as in ready), where a claim would
-    -- put them: a backlog of one workflow in the ready set held up every other
-    -- workflow's runs of the queue while claims parked it 32 a call (1,000,000
-    -- runs: 51 s). One EXISTS when nothing is parked (the usual case).
+    -- Parked at once (parks_at_once), where a claim would put them: a backlog of
+    -- one workflow in the ready set held up the queue's other workflows (1,000,000
+    -- runs: 51 s while claims parked it 32 a call).
     if parks_at_once(tag, a.workflow, a.max_concurrency) then
       p.queue_key, p.parking = k_waiting(tag, a.workflow), true
     end
@@ -195,17 +191,14 @@ local function enqueue_flush(p)
   p.made, p.idems = {}, {}
 end
 
--- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when
--- the run existed already). The same writes as enqueue_plan / enqueue_one /
--- enqueue_flush make for a batch of one (tests/lua/test_enqueue.py compares
--- them), written out in one function, the hot path of a one-by-one enqueue (an
--- EVALSHA makes a closure of every helper a script uses on every call, about
--- 0.1 µs each; luasrc.py): the keys spelled as the k_* helpers spell them
--- (tests/lua/test_keys_match.py), ready_score, mark_due, mark_ready and ring
--- inlined. The run's set and due-queues are written first: one of another type
--- fails the call before anything else is written (nothing to undo).
--- `a`: enqueue_run's ARGV itself (no table to build per call; enqueue_run.lua lists it),
--- strings; from a[8] on each may be absent (nil = ''), a[8] priority clamped to 0..9.
+-- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when it
+-- existed). The writes of enqueue_plan/_one/_flush for a batch of one
+-- (tests/lua/test_enqueue.py), in one function for the hot path (an EVALSHA makes
+-- a closure of each helper used, ~0.1 µs; luasrc.py): keys spelled as k_* do
+-- (tests/lua/test_keys_match.py), ready_score, mark_due, mark_ready, ring inlined.
+-- The run's set and due-queues first: one of another type fails before any write.
+-- `a`: enqueue_run's ARGV (enqueue_run.lua lists it), strings; from a[8] on each
+-- may be absent (nil = ''), a[8] priority clamped to 0..9.
 local function enqueue(a, now)
   local tag, id, wf, q = a[1], a[2], a[3], a[4]
   local idem_key, parent = a[11] or '', a[13] or ''
@@ -340,16 +333,14 @@ end
 --   rate:<wf>  the plan: the actual starts plus the starts reserved for runs
 --     waiting over the limit ("<id>:<logged at>:<start>" -> start). A run over
 --     the limit gets the next free start of the plan instead of polling for one.
--- A claim of a run with no reservation starts it when the plan holds fewer than
--- `count` entries after now - period (past and reserved: so it never starts
--- ahead of runs already waiting, and the started log, a subset of the plan
--- there, has room too), else reserves max(now, the count-th latest entry +
--- period). A reserved run comes back late (the promoter's tick, busy workers):
--- its claim drops its planned entry and checks the started log; with room it
--- starts (logged at now in both), else it reserves again at the earliest time
--- that log allows (rate_recheck). The plan's reserved entries are not counted
--- there: they are not starts, and counting the ones already due made every run
--- of a promoted batch but the last fail (docs/internals.md, "Rate limits").
+-- A claim of a run with no reservation starts it when the plan holds fewer than `count` entries
+-- after now - period (past and reserved: so it never starts ahead of runs already waiting, and the
+-- started log, a subset of the plan there, has room too), else reserves max(now, the count-th
+-- latest entry + period). A reserved run comes back late (the promoter's tick, busy workers): its
+-- claim drops its planned entry and checks the started log; with room it starts (logged at now in
+-- both), else it reserves again at the earliest time that log allows (rate_recheck). The plan's
+-- reserved entries are not counted there: they are not starts, and counting the ones already due
+-- made every run of a promoted batch but the last fail (docs/internals.md, "Rate limits").
 local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
 
 -- `spec`: the workflow's rateLimit if read already (false = none), nil: read
@@ -363,18 +354,16 @@ local function rate_spec(tag, wf, spec)
   return count, RATE_PERIODS[unit]
 end
 
--- Both logs trimmed to the window ending at `now`: true, or false, key, error
--- when one is of another type (nothing written then).
--- A start logged more than RATE_CLOCK_BACK_MS after `now` means the Redis clock
--- went back (a server that ran ahead set right by NTP, a failover to one whose
--- clock is behind): the entries logged after now in both logs go (O(log n) to
--- look, once per jump to drop). Kept, they filled the window until the real
--- time caught up with them, and every run of the workflow was reserved that far
--- ahead: a clock a day ahead stopped a "2/s" workflow for a day. (A run already
--- reserved while the clock was ahead keeps its reservation, as a scheduled run
--- keeps its time.) A smaller jump (a failover to a clock some ms behind, an NTP
--- step) leaves them: dropped, they let starts past the limit (a second start in
--- the hour of a "1/h" workflow); kept, the next start waits that much longer.
+-- Both logs trimmed to the window ending at `now`: true, or false, key, error when one is of
+-- another type (nothing written then). A start logged more than RATE_CLOCK_BACK_MS after `now`
+-- means the Redis clock went back (a server that ran ahead set right by NTP, a failover to one
+-- whose clock is behind): the entries logged after now in both logs go (O(log n) to look, once per
+-- jump to drop). Kept, they filled the window until the real time caught up with them, and every
+-- run of the workflow was reserved that far ahead: a clock a day ahead stopped a "2/s" workflow for
+-- a day. (A run already reserved while the clock was ahead keeps its reservation, as a scheduled
+-- run keeps its time.) A smaller jump (a failover to a clock some ms behind, an NTP step) leaves
+-- them: dropped, they let starts past the limit (a second start in the hour of a "1/h" workflow);
+-- kept, the next start waits that much longer.
 local RATE_CLOCK_BACK_MS = 1000
 local function rate_trim(tag, wf, now, period)
   for _, key in ipairs({ k_rate(tag, wf), k_rate_started(tag, wf) }) do
@@ -436,12 +425,11 @@ local function rate_slot(tag, wf, id, now, spec)
   return slot
 end
 
--- A run back on its reservation (`reserved`, its rateSlot field), at `now` (at or
--- after it): its planned entry goes; it starts now when the started log holds
--- fewer than `count` starts after now - period, else it reserves again at the
--- earliest time that log allows (its (n - count + 1)-th latest start + period:
--- later than now, near its old place, not behind the whole backlog). Replies as
--- rate_slot. O(log n) in the logs' sizes: no walk over the window.
+-- A run back on its reservation (`reserved`, its rateSlot field), at `now` (at or after it): its
+-- planned entry goes; it starts now when the started log holds fewer than `count` starts after now
+-- - period, else it reserves again at the earliest time that log allows (its (n - count + 1)-th
+-- latest start + period: later than now, near its old place, not behind the whole backlog). Replies
+-- as rate_slot. O(log n) in the logs' sizes: no walk over the window.
 local function rate_recheck(tag, wf, id, reserved, now, spec)
   local count, period = rate_spec(tag, wf, spec)
   if not count then return nil end  -- the limit was removed (replan_rate follows)
@@ -476,13 +464,11 @@ local function rate_recheck(tag, wf, id, reserved, now, spec)
   return slot
 end
 
--- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the
--- run was moved to `scheduled` until its reserved start (the promoter brings it
--- back then; it waits without a process and without Redis traffic). A run that
--- comes back with its reservation (`reserved`, its rateSlot field) is checked
--- against the actual starts (rate_recheck). false, key, error: a key it needs
--- (a rate log, the scheduled set, due-queues) is of another type; the run was
--- not moved.
+-- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the run was moved to
+-- `scheduled` until its reserved start (the promoter brings it back then; it waits without a
+-- process and without Redis traffic). A run that comes back with its reservation (`reserved`, its
+-- rateSlot field) is checked against the actual starts (rate_recheck). false, key, error: a key it
+-- needs (a rate log, the scheduled set, due-queues) is of another type; the run was not moved.
 local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   local slot, bad, e
   if reserved and reserved ~= '' then
@@ -506,23 +492,21 @@ local function rate_deferred(tag, id, wf, q, reserved, now, spec)
   return true
 end
 
--- A run that came back on its reservation (`slot`, its rateSlot field) but was
--- parked by the concurrency gate gives the reservation back: its log entry and
--- field go, and its release takes a new start. Kept, it let the run start at its
--- release on a start logged in the past, outside the window: parked runs
--- released one after another (each by the finish of the one before) all started
+-- A run that came back on its reservation (`slot`, its rateSlot field) but was parked by the
+-- concurrency gate gives the reservation back: its log entry and field go, and its release takes a
+-- new start. Kept, it let the run start at its release on a start logged in the past, outside the
+-- window: parked runs released one after another (each by the finish of the one before) all started
 -- at once, over the limit.
 local function rate_unreserve(tag, wf, id, slot)
   redis.call('HDEL', k_run(tag, id), 'rateSlot')
   rate_forget(tag, wf, id, slot)
 end
 
--- A key a claim of run `id` needs is of another type (wf-running:<wf>,
--- workflow:<wf>, wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the
--- run goes back to the ready set of `q` a minute later (never stranded, and the
--- other runs pass first), out of `slot` (its wf-running set, nil: none taken),
--- and the call fails naming `key` (see `failed`). A top-level function, not a
--- closure in `take`: no closure is made per claim.
+-- A key a claim of run `id` needs is of another type (wf-running:<wf>, workflow:<wf>,
+-- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the run goes back to the ready set of
+-- `q` a minute later (never stranded, and the other runs pass first), out of `slot` (its wf-running
+-- set, nil: none taken), and the call fails naming `key` (see `failed`). A top-level function, not
+-- a closure in `take`: no closure is made per claim.
 local function give_back(tag, id, q, score, slot, key, e)
   if slot then redis.call('SREM', slot, id) end
   local later = int_str(tonumber(score) + 60000)
@@ -581,13 +565,12 @@ local function claim_reply(id, q, f, started, steps, unread)
     unread ~= '' and size and int_str(size) or '' }
 end
 
--- A resent claim (its reply was lost: the caller cannot tell whether it ran):
--- the run that the claim with `token` took, if it did, is running under that
--- token still. It is leased again and answered as `take` answered, so that it
--- starts now, not a lease later once the reaper has put it back (which also
--- wrote a put-back into its history). Read: the runs that entered `running` in
--- the last two leases, newest first, at most 1,000 (as requeue_claimed); only a
--- resend pays it. nil: none (no run taken, or put back since): claim anew.
+-- A resent claim (its reply was lost: the caller cannot tell whether it ran): the run that the
+-- claim with `token` took, if it did, is running under that token still. It is leased again and
+-- answered as `take` answered, so that it starts now, not a lease later once the reaper has put it
+-- back (which also wrote a put-back into its history). Read: the runs that entered `running` in the
+-- last two leases, newest first, at most 1,000 (as requeue_claimed); only a resend pays it. nil:
+-- none (no run taken, or put back since): claim anew.
 local function retake(tag, token, lease_ms, now)
   local recent = redis.pcall('ZREVRANGEBYSCORE', k_status(tag, 'running'), '+inf',
     int_str(now - 2 * lease_ms), 'LIMIT', 0, 1000)
