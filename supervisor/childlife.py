@@ -111,13 +111,17 @@ class CancelCheck:
             return False
         with self._lock:
             if not self._asking:
-                self._asking = True
-                threading.Thread(
+                asker = threading.Thread(
                     target=self._ask,
                     args=(client, run_id),
                     name="redflow-cancel-check",
                     daemon=True,
-                ).start()
+                )
+                try:
+                    asker.start()
+                    self._asking = True
+                except RuntimeError:  # no thread to be had now: asked again in a second
+                    pass  # (raised, it ended the orphan watch: no beats, no timeout)
             return self._canceled == run_id
 
     def _ask(self, client: Client, run_id: str) -> None:
