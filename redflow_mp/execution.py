@@ -51,20 +51,21 @@ def error_info(exc: BaseException, *, retryable: bool | None = None) -> ErrorInf
     described as the traceback module does, and text that is not valid Unicode (a
     lone surrogate, e.g. a non-UTF-8 file name in the message) is stored with
     backslash escapes; either used to end the worker, leaving the run ``running``."""
-    tb = "".join(traceback.format_exception(exc))
+    # A Redis URL's password in them (a handler that could not reach a Redis) is
+    # masked, as in the supervisor's logs: the record is shown to whoever may read runs.
+    # Masked before the cut: a URL cut inside its password is no longer recognised.
+    tb = mask_secrets("".join(traceback.format_exception(exc)))
     if len(tb) > _TRACEBACK_LIMIT:
         tb = tb[-_TRACEBACK_LIMIT:]
     try:
-        message = str(exc)[:4000]
+        message = mask_secrets(str(exc))[:4000]
     except Exception:
         message = "<exception str() failed>"
-    # A Redis URL's password in them (a handler that could not reach a Redis) is
-    # masked, as in the supervisor's logs: the record is shown to whoever may read runs.
     return ErrorInfo(
         type=type(exc).__name__,
-        message=_storable(mask_secrets(message)),
+        message=_storable(message),
         retryable=is_retryable(exc) if retryable is None else retryable,
-        traceback=_storable(mask_secrets(tb)),
+        traceback=_storable(tb),
     )
 
 
