@@ -181,6 +181,9 @@ Run ids end in ``~<shard>``. Keys added for children in another shard::
                                         suspend_run.lua, removed with the run
     run:<runId>:children          (also written for a child in another shard, by a
                                         separate SADD in the parent's shard)
+    run:<runId>:parents           (also holds parents in another shard, by a separate
+                                        SADD in the child's shard; retention asks their
+                                        shard before removing the run: maintenance.py)
 """
 
 from __future__ import annotations
@@ -368,6 +371,9 @@ class Keys:
 
     def run_children(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:children"
+
+    def run_parents(self, run_id: str) -> str:
+        return f"{self.tag}:run:{run_id}:parents"
 
     def run_event_names(self, run_id: str) -> str:
         return f"{self.tag}:run:{run_id}:events"

@@ -34,7 +34,9 @@ from .crontick import (
     cron_tick,
     run_id_maker,
 )
+from .errors import TRANSIENT_ERRORS
 from .leaderlock import LeaderLock
+from .shards import shard_index_of_run
 from .store import Store, stores
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "UnreadableCrons",
     "announce_queues",
     "cron_tick",
+    "decided_parents",
     "forget_idle_queues",
     "promote_due",
     "reap_expired",
@@ -271,10 +274,15 @@ def _earliest(values: Iterable[int | None]) -> int | None:
 
 
 def sweep_retention(
-    client: Store, retention_ms: int, batch: int = BATCH, max_batches: int = 20
+    client: Store,
+    retention_ms: int,
+    batch: int = BATCH,
+    max_batches: int = 20,
+    *,
+    shards: Sequence[Store] | None = None,
 ) -> int:
     """Remove finished runs older than ``retention_ms`` (0 keeps everything)."""
-    return sweep_backlog(client, retention_ms, batch, max_batches)[0]
+    return sweep_backlog(client, retention_ms, batch, max_batches, shards=shards)[0]
 
 
 def sweep_backlog(
@@ -284,20 +292,81 @@ def sweep_backlog(
     max_batches: int = 20,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    *,
+    shards: Sequence[Store] | None = None,
+    released: list[tuple[str, str]] | None = None,
 ) -> tuple[int, bool]:
     """:func:`sweep_retention`, and whether its last call left work (a backlog: call
     again soon). Runs it keeps (children of an unfinished parent) are work too:
     a backlog of them alone removes nothing, yet hides the runs behind it. No
-    call starts past ``deadline`` (by ``clock``) but the first."""
+    call starts past ``deadline`` (by ``clock``) but the first.
+
+    With several shards, ``shards`` (every shard of the client, by index) answers
+    for the parents in other shards: a call keeps a finished child of such a
+    parent and names the pair; the parents are asked in their shards (one
+    pipeline a shard) and the pairs found decided (parent finished, gone, or
+    not awaiting the child) are passed to the next call, which removes those
+    children. ``released`` carries the pairs not passed yet from one tick to the
+    next (the caller's list, per shard). Without ``shards`` such children are
+    kept and named again a retention period later."""
     if retention_ms <= 0:
         return 0, False
+    carry = released if released is not None else []
+    scripts = client.scripts
+    several = scripts.shard_count > 1  # one shard: the call as before shards existed
     total, more = 0, False
     for _ in range(max_batches):
-        removed, more = client.scripts.sweep_step(retention_ms, batch)
+        pending: list[tuple[str, str]] = []
+        if several:
+            removed, more, pending = scripts.sweep_call(retention_ms, batch, list(carry))
+        else:
+            removed, more = scripts.sweep_step(retention_ms, batch)
+        carry.clear()
         total += removed
+        if pending and shards:
+            carry.extend(decided_parents(shards, pending))
+        more = more or bool(carry)
         if not more or (deadline is not None and clock() >= deadline):
             break
     return total, more
+
+
+_TERMINAL = (b"succeeded", b"failed", b"canceled")
+
+
+def decided_parents(
+    shards: Sequence[Store], pairs: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The (child, parent) pairs of ``pairs`` whose parent, read in its own shard,
+    no longer awaits the child: finished, gone, or the child not in its children
+    set (as ``sweep_runs.lua`` reads a parent of its own shard). One pipeline per
+    shard; a shard that does not answer decides nothing (its pairs are named
+    again a retention period later)."""
+    by_shard: dict[int, list[tuple[str, str]]] = {}
+    decided: list[tuple[str, str]] = []
+    for child, parent in pairs:
+        try:
+            k = shard_index_of_run(parent, len(shards))
+        except ValueError:  # no run has such an id: no parent awaits
+            decided.append((child, parent))
+            continue
+        by_shard.setdefault(k, []).append((child, parent))
+    for k, group in by_shard.items():
+        store = shards[k]
+        try:
+            with store.redis.pipeline(transaction=False) as pipe:
+                for child, parent in group:
+                    pipe.hget(store.keys.run(parent), "status")
+                    pipe.sismember(store.keys.run_children(parent), child)
+                replies = pipe.execute(raise_on_error=False)
+        except TRANSIENT_ERRORS:
+            continue
+        for i, pair in enumerate(group):
+            status, member = replies[2 * i], replies[2 * i + 1]
+            unfinished = isinstance(status, bytes) and status not in _TERMINAL
+            if not (unfinished and isinstance(member, int) and member == 1):
+                decided.append(pair)
+    return decided
 
 
 def reindex_unindexed(client: Store, batch: int = BATCH, max_batches: int = 20) -> int:

@@ -424,11 +424,13 @@ class Runs:
         cross = xshard.crosses(self, options, shard)
         if cross:  # the children record lives in the parent's shard: written below
             options = msgspec.structs.replace(options, linked=False)
-        run_id, _created = shard.scripts.send_enqueue(
+        run_id, created = shard.scripts.send_enqueue(
             *enqueue_call(shard.scripts, target, data, options)
         )
         if cross:
             xshard.record_children(self, options.parent_run_id or "", [run_id])
+            if not created:  # found by its key: this parent awaits it too
+                xshard.link_sharer(shard, options.parent_run_id or "", [run_id])
         return run_id
 
     def enqueue_each(
@@ -476,15 +478,20 @@ class Runs:
             for command in commands:
                 pipe.execute_command(*command)  # type: ignore[no-untyped-call]
             replies = pipe.execute(raise_on_error=False)
-        ids: list[str] = []
-        for (keys, args), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception):  # e.g. NOSCRIPT after a flush: one by one
-                ids.append(scripts.send_enqueue(keys, args)[0])
-            else:
-                ids.append(enqueue_reply(reply)[0])
+        made: list[tuple[str, bool]] = [
+            scripts.send_enqueue(keys, args)  # e.g. NOSCRIPT after a flush: one by one
+            if isinstance(reply, Exception)
+            else enqueue_reply(reply)
+            for (keys, args), reply in zip(calls, replies, strict=True)
+        ]
+        ids = [run_id for run_id, _ in made]
         linked = [i for i, c, o in zip(ids, cross, options, strict=True) if c and o.parent_run_id]
         if linked:
-            xshard.record_children(self, options[0].parent_run_id or "", linked)
+            parent = options[0].parent_run_id or ""
+            xshard.record_children(self, parent, linked)
+            cross_ids = set(linked)
+            found = [i for i, c in made if not c and i in cross_ids]  # found by key: shared
+            xshard.link_sharer(shard, parent, found)
         return ids
 
     # ---------------------------------------------------------------- reads

@@ -76,6 +76,7 @@ class Shard:
                 if self._scripts is None:
                     scripts = Scripts(self.transport, self.keys, functions=self._owner.functions)
                     scripts.id_suffix = run_id_for_shard("", self.index, self._owner.count)
+                    scripts.shard_count, scripts.shard_index = self._owner.count, self.index
                     self._scripts = scripts
                 s = self._scripts
         return s
@@ -119,6 +120,7 @@ class ShardSet:
         first = self.shards[0]
         first._transport, first._scripts, first._waiter = transport, scripts, waiter
         scripts.id_suffix = run_id_for_shard("", 0, self.count)
+        scripts.shard_count, scripts.shard_index = self.count, 0
         self._own: list[Transport] = []
 
     def resolve(self, shard: Shard) -> Transport:

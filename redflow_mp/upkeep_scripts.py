@@ -6,6 +6,7 @@ re-planning, the leader's crons), mixed into :class:`~redflow_mp.scripts.Scripts
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .codec import text
@@ -19,6 +20,10 @@ class UpkeepCalls:
 
     keys: Keys
     _tag: str
+    #: This shard's place among the client's shards (set by shardset.py): a
+    #: retention call names the children it keeps for a parent in another shard.
+    shard_count = 1
+    shard_index = 0
 
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
         raise NotImplementedError
@@ -30,13 +35,27 @@ class UpkeepCalls:
     def sweep_step(self, retention_ms: int, batch: int) -> tuple[int, bool]:
         """One retention call: (runs removed, more to do now: a full batch, or the
         call's budget of event lists ran out)."""
-        reply = self.run(
-            "sweep_runs",
-            (self.keys.runs_created,),
-            (self.keys.tag, retention_ms, batch),
-            retry=True,
-        )
-        return int(reply[0]), int(reply[1]) == 1
+        removed, more, _ = self.sweep_call(retention_ms, batch)
+        return removed, more
+
+    def sweep_call(
+        self, retention_ms: int, batch: int, released: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, bool, list[tuple[str, str]]]:
+        """:meth:`sweep_step`, and the (child, parent) pairs it could not decide: a
+        finished child kept for a parent in another shard (``shards > 1``), for
+        the caller to ask there. ``released``: such pairs found decided (the
+        parent finished, gone or not awaiting the child), whose children this
+        call removes unless another parent still awaits them
+        (``maintenance.sweep_backlog``)."""
+        args: list[Any] = [self.keys.tag, retention_ms, batch]
+        if self.shard_count > 1:
+            args += [self.shard_count, self.shard_index]
+            for child, parent in released:
+                args += [child, parent]
+        reply = self.run("sweep_runs", (self.keys.runs_created,), tuple(args), retry=True)
+        tail = [text(x) for x in reply[2:]]
+        pairs = [(tail[i], tail[i + 1]) for i in range(0, len(tail) - 1, 2)]
+        return int(reply[0]), int(reply[1]) == 1, pairs
 
     def reindex(self, batch: int, offset: int = 0) -> tuple[int, int, int]:
         """Put up to ``batch`` runs of ``runs:unindexed`` (from the ``offset``-th on)

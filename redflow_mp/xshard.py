@@ -20,6 +20,11 @@ do at once are done in steps:
   it reads its children again (from their shards) and suspends again while
   some still run.
 
+- a parent that found a child of another shard by its idempotency key is
+  listed in ``run:<child>:parents`` by a separate ``SADD`` in the child's
+  shard (:func:`link_sharer`); retention keeps a finished child for a parent in
+  another shard by asking that shard (``maintenance.sweep_backlog``).
+
 With ``shards = 1`` none of this runs.
 """
 
@@ -41,7 +46,14 @@ class Runs(Protocol):
     def shard_of_run(self, run_id: str) -> Shard: ...
 
 
-__all__ = ["RECHECK_MS", "crosses", "kick", "kick_parent_of", "record_children"]
+__all__ = [
+    "RECHECK_MS",
+    "crosses",
+    "kick",
+    "kick_parent_of",
+    "link_sharer",
+    "record_children",
+]
 
 #: How often a run suspended on children in other shards looks at them again
 #: (``XSHARD_RECHECK_MS`` in ``lua/_lib.lua``), in ms.
@@ -63,6 +75,39 @@ def record_children(runs: Runs, parent: str, children: list[str]) -> None:
     """Add ``children`` to the parent's cancel-cascade record (its shard)."""
     shard = runs.shard_of_run(parent)
     shard.redis.sadd(shard.keys.run_children(parent), *children)
+
+
+def link_sharer(shard: Shard, parent: str, found: list[str]) -> None:
+    """Record ``parent`` in ``run:<id>:parents`` (the runs' shard) for each run of
+    ``found``: existing runs it found by their idempotency key and awaits, as
+    ``link_parent`` in ``_lib_runs.lua`` does in one shard (the enqueue of a child
+    of another shard's parent is sent unlinked). Retention keeps a finished
+    child while a parent listed there awaits it (``sweep_runs.lua``); without
+    this, a sharer in another shard was not listed and its child was removed
+    while it waited. A run removed meanwhile by retention leaves no set behind
+    (read after the write: retention's removal takes the set with it)."""
+    if not found:
+        return
+    with shard.redis.pipeline(transaction=False) as pipe:
+        for run_id in found:
+            pipe.hget(shard.keys.run(run_id), "parentRunId")
+        owners = pipe.execute(raise_on_error=False)
+    # not the parent that started it (a replay finds its own children by key)
+    found = [
+        r
+        for r, o in zip(found, owners, strict=True)
+        if not isinstance(o, Exception) and (o is None or text(o) != parent)
+    ]
+    if not found:
+        return
+    with shard.redis.pipeline(transaction=False) as pipe:
+        for run_id in found:
+            pipe.sadd(shard.keys.run_parents(run_id), parent)
+            pipe.exists(shard.keys.run(run_id))
+        replies = pipe.execute(raise_on_error=False)
+    gone = [r for i, r in enumerate(found) if replies[2 * i + 1] == 0]
+    if gone:
+        shard.redis.delete(*(shard.keys.run_parents(r) for r in gone))
 
 
 def kick(runs: Runs, parent: str, child: str, status: str) -> bool:

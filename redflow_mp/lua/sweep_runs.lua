@@ -5,9 +5,15 @@
 --
 -- KEYS[1]  runs:created
 -- ARGV[1]  tag   ARGV[2]  retention ms (> 0)   ARGV[3]  batch size
--- Reply: { runs removed, more (1|0) }: more = 1 when a full batch was read (runs
---        removed, kept or dropped from runs:unindexed) or the event-list budget ran
---        out first (call again)
+-- ARGV[4]  shard count (absent: 1)   ARGV[5]  this shard's index
+-- ARGV[6..] (child id, parent id) pairs released for this call (shards > 1): the
+--        parent, in another shard, was read there as finished, gone, or no longer
+--        awaiting the child (maintenance.py, after a reply named the pair)
+-- Reply: { runs removed, more (1|0), child, parent, ... }: more = 1 when a full
+--        batch was read (runs removed, kept or dropped from runs:unindexed) or the
+--        event-list budget ran out first (call again); then the (child, parent)
+--        pairs this call could not decide: a finished child kept for a parent in
+--        another shard (a script touches one shard), to be asked there
 -- Cost: at most `batch` runs read and EVENT_LIST_BUDGET of their event lists per call,
 -- not the size of a run: a run's keys go by UNLINK, so a big one (a steps hash of
 -- a run with a million steps) is freed off the main thread instead of blocking
@@ -28,6 +34,13 @@
 -- counts in the batch as a removed one does: a page of them ended the call with
 -- more = 0, and the runs that finished after them waited the duty's interval
 -- behind each further page (a fan-out of 10,000 kept children: 50 minutes).
+-- A parent in another shard (shards > 1; its id's ~<k>) read as absent here, and
+-- its finished children were removed while it waited. Such a child is kept and
+-- the pair named in the reply; the caller asks the parent's shard and passes the
+-- pairs it found decided back (ARGV[6..]): the next call removes those children
+-- (read by id, not from the range: a kept one was scored now). So a child is
+-- named at most once a retention period, and the pairs of a reply are bounded by
+-- the runs read (and their parents sets, read whole as before).
 local tag = ARGV[1]
 local now = now_ms()
 local cutoff = now - tonumber(ARGV[2])
@@ -49,20 +62,60 @@ local function awaits(parent, id)
   if type(status) ~= 'string' or TERMINAL[status] then return false end
   return redis.pcall('SISMEMBER', k_children(tag, parent), id) == 1
 end
+local count = tonumber(ARGV[4] or '1') or 1
+local own = tonumber(ARGV[5] or '0') or 0
+-- True when run `id` names a shard other than this one (suffix ~<k>, k % count:
+-- shards.shard_index_of_run); an id without a decimal suffix is read here.
+local function foreign(id)
+  if count <= 1 then return false end
+  local k = string.match(id, '~([^~]*)$')
+  if k == nil then return own ~= 0 end
+  if not string.match(k, '^%d+$') then return false end
+  return (tonumber(k) % count) ~= own
+end
+local released = {}  -- 'child parent' -> true (ARGV[6..])
+local freed, freed_parents = {}, {}  -- released children (in order), their released parents
+for i = 6, #ARGV - 1, 2 do
+  local child, parent = ARGV[i], ARGV[i + 1]
+  released[child .. ' ' .. parent] = true
+  if not freed_parents[child] then
+    freed_parents[child] = {}
+    freed[#freed + 1] = child
+  end
+  table.insert(freed_parents[child], parent)
+end
+local undecided = {}  -- reply tail: child, parent, ...
 -- True when finished run `id` is a run_workflow child of an unfinished parent:
 -- the one that started it (parentRunId), or one that found it by its
 -- idempotency key (run:<id>:parents; the finished ones are dropped from it as
--- they are read, so each is read once after it finished).
+-- they are read, so each is read once after it finished); or of a parent in
+-- another shard not released for this call (named in the reply).
 local function awaited(id, parent)
-  if parent and parent ~= '' and awaits(parent, id) then return true end
+  local pending = {}
+  if parent and parent ~= '' then
+    if foreign(parent) then
+      if not released[id .. ' ' .. parent] then pending[#pending + 1] = parent end
+    elseif awaits(parent, id) then
+      return true
+    end
+  end
   local others = k_parents(tag, id)
   local listed = redis.pcall('SMEMBERS', others)
-  if failed(listed) then return false end
+  if failed(listed) then listed = {} end
   for _, other in ipairs(listed) do
-    if awaits(other, id) then return true end
-    redis.call('SREM', others, other)
+    if foreign(other) and not released[id .. ' ' .. other] then
+      pending[#pending + 1] = other
+    elseif not foreign(other) and awaits(other, id) then
+      return true
+    else
+      redis.call('SREM', others, other)
+    end
   end
-  return false
+  for _, p in ipairs(pending) do
+    undecided[#undecided + 1] = id
+    undecided[#undecided + 1] = p
+  end
+  return #pending > 0
 end
 -- Delete the event lists of run `id` within the budget; false when some are left.
 local function drop_events(id)
@@ -98,9 +151,42 @@ local function remove(index, id, f)
     k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id),
     k_evkeys(tag, id), k_evkey_order(tag, id), k_parents(tag, id))
 end
+-- The released children first, by id: each was kept (scored now) by an earlier
+-- call, so it is past its retention. One not finished any more (resumed) has
+-- left its index; one the event-list budget stops is named again (asked anew).
+for _, id in ipairs(freed) do
+  local f = redis.pcall('HMGET', k_run(tag, id), 'workflow', 'idempotencyKey', 'parentRunId',
+    'status')
+  if failed(f) then f = {} end
+  local index = nil
+  if f[4] and TERMINAL[f[4]] then
+    for _, candidate in ipairs({ k_status(tag, f[4]), unindexed }) do
+      if type(redis.pcall('ZSCORE', candidate, id)) == 'string' then
+        index = candidate
+        break
+      end
+    end
+  end
+  if index then
+    read = read + 1
+    if awaited(id, f[3]) then
+      redis.call('ZADD', index, ms(now), id)  -- kept (see above)
+    elseif more or budget <= 0 or not drop_events(id) then
+      more = true
+      for _, p in ipairs(freed_parents[id]) do
+        undecided[#undecided + 1] = id
+        undecided[#undecided + 1] = p
+      end
+    else
+      remove(index, id, f)
+      removed = removed + 1
+    end
+  end
+end
 local indexes = { k_status(tag, 'succeeded'), k_status(tag, 'failed'),
   k_status(tag, 'canceled'), unindexed }
 for _, index in ipairs(indexes) do
+  if read >= batch or more then break end
   local ids = redis.pcall('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, batch - read)
   if failed(ids) then ids = {} end
   for _, id in ipairs(ids) do
@@ -120,7 +206,8 @@ for _, index in ipairs(indexes) do
       removed = removed + 1
     end
   end
-  if read >= batch or more then break end
 end
 if read >= batch then more = true end
-return { removed, more and 1 or 0 }
+local reply = { removed, more and 1 or 0 }
+for _, x in ipairs(undecided) do reply[#reply + 1] = x end
+return reply

@@ -90,6 +90,9 @@ class RetentionDuty:
         self._cursors = [0] * len(stores(client))
         self._first = -1  # the shard the last tick swept first
         self._suspended_at = [0] * len(stores(client))  # per shard: the next page's rank
+        # per shard: (child, parent in another shard) pairs found decided, for its
+        # next sweep call to remove (maintenance.sweep_backlog)
+        self._released: list[list[tuple[str, str]]] = [[] for _ in stores(client)]
         self._forget_at = 0.0
         self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
 
@@ -104,15 +107,19 @@ class RetentionDuty:
             # Each tick starts at the next shard: past TICK_BUDGET the later ones
             # get a single call, so a fixed order left them one call a tick.
             self._first = (self._first + 1) % len(shards)
-            for store in shards[self._first :] + shards[: self._first]:  # each one's runs
+            order = list(range(self._first, len(shards))) + list(range(self._first))
+            for i in order:  # each one's runs
                 try:
                     swept, more = sweep_backlog(
-                        store,
+                        shards[i],
                         self.retention_ms,
                         batch=SWEEP_BATCH,
                         max_batches=SWEEP_BATCHES,
                         deadline=started + TICK_BUDGET,
                         clock=self.clock,
+                        # a parent in another shard is read there (sweep_runs.lua)
+                        shards=shards,
+                        released=self._released[i],
                     )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)

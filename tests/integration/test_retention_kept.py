@@ -166,15 +166,17 @@ def test_backlog_ticks_take_turns_at_which_shard_is_swept_first(
             shard.redis.zadd(
                 shard.keys.runs_status("succeeded"), {f"r{i}": 1_000 for i in range(2_500)}
             )
-            step = shard.scripts.sweep_step
+            step = shard.scripts.sweep_call  # (several shards: the call naming pairs)
 
-            def slow(retention_ms: int, batch: int, step: Any = step, i: int = shard.index) -> Any:
+            def slow(
+                retention_ms: int, batch: int, *args: Any, step: Any = step, i: int = shard.index
+            ) -> Any:
                 if not firsts or firsts[-1] < 0:
                     firsts[-1:] = [i]
                 time.sleep(0.02)
-                return step(retention_ms, batch)
+                return step(retention_ms, batch, *args)
 
-            shard.scripts.sweep_step = slow  # type: ignore[method-assign]
+            shard.scripts.sweep_call = slow  # type: ignore[method-assign,assignment]
         duty = RetentionDuty(c, retention_s=WEEK_S)
         now = 0.0
         for _ in range(3):
