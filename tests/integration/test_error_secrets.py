@@ -82,9 +82,9 @@ def test_masking_text_of_many_url_heads_without_at_is_fast() -> None:
     traceback's limit: 0.9 s of a worker per failure; 50,000: about 9 s). A
     handler's error message is the handler's (or its input's) to choose."""
     text = "redis://x:" * 5_000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a loaded machine does not stretch it
     assert mask_secrets(text) == text
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     # the same masks as before, where there is an "@"
     assert mask_secrets("a redis://u:p@ss@h:1/0 b redis://:q@h2 c") == (
         "a redis://u:***@h:1/0 b redis://:***@h2 c"
