@@ -223,6 +223,42 @@ def command_counts(raw: Any, action: Callable[[], object]) -> dict[str, int]:
     return out
 
 
+def server_cpu_ms(raw: Any) -> float:
+    """CPU time (user + system, ms) the Redis server (every node, summed) has used so
+    far, from ``INFO cpu``: its main thread when reported (Redis 7), else the
+    process. Unlike the wall time SLOWLOG reports, it does not grow while the server
+    waits for a core on a loaded machine: bound a script's work with it, not with
+    SLOWLOG."""
+    if isinstance(raw, redis.RedisCluster):
+        per_node: Any = raw.info("cpu", target_nodes=redis.RedisCluster.ALL_NODES)
+        tables = list(per_node.values())
+    else:
+        tables = [raw.info("cpu")]
+    total = 0.0
+    for cpu in tables:
+        user = cpu.get("used_cpu_user_main_thread", cpu["used_cpu_user"])
+        system = cpu.get("used_cpu_sys_main_thread", cpu["used_cpu_sys"])
+        total += (float(user) + float(system)) * 1000
+    return total
+
+
+def cpu_ms_of(raw: Any, action: Callable[[], object]) -> float:
+    """Redis CPU time (ms, :func:`server_cpu_ms`) spent while ``action`` runs."""
+    before = server_cpu_ms(raw)
+    action()
+    return server_cpu_ms(raw) - before
+
+
+def decode_cpu_ms(raw: Any, key: str, field: str) -> float:
+    """Calibration: the Redis CPU time (ms) of one script call that reads the hash
+    field and decodes its JSON (cjson), the least of three: what a script that
+    decodes it pays, on this server, on this machine, now."""
+    script = "local v = redis.call('HGET', KEYS[1], ARGV[1]) cjson.decode(v) return #v"
+    sha = raw.script_load(script)
+    raw.evalsha(sha, 1, key, field)  # loaded and warm
+    return min(cpu_ms_of(raw, lambda: raw.evalsha(sha, 1, key, field)) for _ in range(3))
+
+
 def status_index_reads(raw: Any, action: Callable[[], object]) -> list[list[bytes]]:
     """The ``ZRANGE`` reads of a ``runs:status:*`` index that ``action`` made, each
     split into its arguments (SLOWLOG at 0 logs every command while it runs, and
