@@ -82,6 +82,7 @@ from .session import (
     open_target,
     report_error,
     resolve_target,
+    run_id_refusal,
 )
 
 __all__ = ["DEFAULT_URL", "TOKEN_ENV", "Session", "build_parser", "main", "resolve_target"]
@@ -193,6 +194,14 @@ def _non_empty(value: str) -> str:
     return value
 
 
+def _run_id(value: str) -> str:
+    """A run id: a malformed one (``<ulid>~x``) was a ValueError traceback."""
+    refusal = run_id_refusal(_non_empty(value))
+    if refusal is not None:
+        raise argparse.ArgumentTypeError(refusal)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(
@@ -218,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--after",
         metavar="RUN_ID",
+        type=_run_id,
         help="the id of the last run of the previous page (a cursor): the page is the runs "
         "right after it, at any depth for the cost of the first, and runs enqueued "
         "meanwhile are neither repeated nor skipped; --offset then only places the page "
@@ -225,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_runs_list)
     p = runs_sub.add_parser("show", help="a run, its steps and its error", parents=[common])
-    p.add_argument("id", type=_non_empty)
+    p.add_argument("id", type=_run_id)
     p.add_argument(
         "--steps",
         type=_count,
@@ -243,13 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = runs_sub.add_parser(
         "cancel", help="cancel a queued, scheduled, suspended or running run", parents=[common]
     )
-    p.add_argument("id", type=_non_empty)
+    p.add_argument("id", type=_run_id)
     p.add_argument("--reason", help="recorded on the run")
     p.set_defaults(func=cmd_runs_cancel)
     p = runs_sub.add_parser(
         "retry", help="enqueue a failed or canceled run again as a new run", parents=[common]
     )
-    p.add_argument("id", type=_non_empty)
+    p.add_argument("id", type=_run_id)
     p.set_defaults(func=cmd_runs_retry)
     p = runs_sub.add_parser(
         "resume",
@@ -257,12 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         "keeping its succeeded steps",
         parents=[common],
     )
-    p.add_argument("id", type=_non_empty)
+    p.add_argument("id", type=_run_id)
     p.set_defaults(func=cmd_runs_resume)
     p = runs_sub.add_parser(
         "watch", help="follow a run's status and steps until it ends", parents=[common]
     )
-    p.add_argument("id", type=_non_empty)
+    p.add_argument("id", type=_run_id)
     p.add_argument("--timeout", type=_positive, help="give up after S seconds (exit 3)")
     p.add_argument(
         "--interval",
@@ -275,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "send-event", help="send an event to a run (wakes it if it waits for it)", parents=[common]
     )
-    p.add_argument("id", metavar="RUN_ID", type=_non_empty)
+    p.add_argument("id", metavar="RUN_ID", type=_run_id)
     p.add_argument("event", metavar="EVENT", type=_non_empty)
     p.add_argument("--payload", default="null", help="the event's payload as JSON (default null)")
     p.add_argument(

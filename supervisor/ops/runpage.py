@@ -19,6 +19,7 @@ from redflow_mp.errors import ErrorInfo
 
 from . import render
 from .markup import MAX_PAYLOAD_SHOWN, Page, View, badge, e, error_page, href, pretty
+from .session import run_id_refusal
 
 __all__ = ["MAX_STEPS_SHOWN", "MAX_STEP_OUTPUT_SHOWN", "NOTICES", "run_page"]
 
@@ -42,6 +43,9 @@ def run_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
     run_id = q.get("id", "")
     if not run_id:
         return error_page(HTTPStatus.BAD_REQUEST, "no run id given", "runs")
+    refusal = run_id_refusal(run_id)
+    if refusal is not None:
+        return error_page(HTTPStatus.BAD_REQUEST, refusal, "runs")
     found = previews.get_run_preview_any(client, run_id, MAX_PAYLOAD_SHOWN)
     if found is None:
         return error_page(

@@ -37,6 +37,7 @@ from redflow_mp.codec import RunState
 from redflow_mp.connection import tls_hint
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import recorded_shards, shards_problem
+from redflow_mp.shards import shard_index_of_run
 from redflow_mp.transport import check_url, mask_url
 
 from ..embedded import EmbeddedRedis
@@ -68,6 +69,7 @@ __all__ = [
     "report_error",
     "require_run",
     "resolve_target",
+    "run_id_refusal",
     "scrub",
     "where_looked",
 ]
@@ -80,6 +82,18 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
+
+
+def run_id_refusal(run_id: str) -> str | None:
+    """Why no run can have the id ``run_id`` (a shard suffix that is not one:
+    ``<ulid>~x``, ``~01``, ``~`` alone), else None. The library raises
+    ``ValueError`` for such an id; the CLI refuses it as a usage error and the
+    dashboard with a 400, not a traceback (a 500 logged at every request)."""
+    try:
+        shard_index_of_run(run_id, 1)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class UsageError(Exception):

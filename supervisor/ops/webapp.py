@@ -90,7 +90,15 @@ from .pages import (
     supervisors_page,
     workflows_page,
 )
-from .session import SESSION_IDLE, SESSION_MAX, LoginLimits, SignIns, Throttle, client_key
+from .session import (
+    SESSION_IDLE,
+    SESSION_MAX,
+    LoginLimits,
+    SignIns,
+    Throttle,
+    client_key,
+    run_id_refusal,
+)
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -584,6 +592,9 @@ class DashboardApp:
         run_id = form.get("id", "")
         if not run_id:
             return self._error(req, HTTPStatus.BAD_REQUEST, "no run id", "runs")
+        refusal = run_id_refusal(run_id)
+        if refusal is not None:
+            return self._error(req, HTTPStatus.BAD_REQUEST, refusal, "runs")
         client = self.client
         if queries.get_run_any(client, run_id) is None:
             return self._error(req, HTTPStatus.NOT_FOUND, f"run {run_id} not found", "runs")
