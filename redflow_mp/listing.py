@@ -55,6 +55,7 @@ from .errors import RedflowError, RedisBusyError, WrongTypeError
 from .keys import STATUSES, Keys
 from .options import cannot_be_run_id
 from .replies import is_busy
+from .shards import shard_index_of_run
 
 __all__ = [
     "Batch",
@@ -163,6 +164,10 @@ def check_after(after: object) -> str | None:
         return None
     if not isinstance(after, str):
         raise TypeError(f"after must be a run id (str), not {type(after).__name__}")
+    if after:
+        # a malformed id (<ulid>~x) is the ValueError its lookups raise, with any
+        # shard count (with one it was read as a run that is gone: the first page)
+        shard_index_of_run(after, 1)
     return after or None
 
 

@@ -71,3 +71,41 @@ def test_the_asyncio_client_refuses_a_malformed_run_id_alike(
             await client.aclose()
 
     asyncio.run(check())
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_malformed_cursor_is_refused_by_every_listing_with_any_shard_count(
+    redis_url: str, prefix: str, shards: int
+) -> None:
+    """``list_runs(after=<malformed>)`` with one shard answered the first page (the
+    id read as a run that is gone), while ``iter_runs`` and any listing with
+    several shards raised: the same ValueError now, sync and asyncio."""
+    client = create_client(redis_url, prefix=prefix, default=False, shards=shards)
+    try:
+        client.run_by_name("w", {}, queue_override="q")
+        for bad in BAD:
+            listings: dict[str, Callable[[str], Any]] = {
+                "list_runs": lambda after: client.list_runs(after=after),
+                "iter_runs": lambda after: list(client.iter_runs(after=after)),
+            }
+            for name, listing in listings.items():
+                with pytest.raises(ValueError, match="malformed run id"):
+                    listing(bad)  # before: list_runs, one shard: [RunState(...)]
+                assert name
+        for unknown in UNKNOWN:  # a run that is gone: a page as before
+            assert len(client.list_runs(after=unknown)) == 1
+    finally:
+        client.close()
+
+    async def check() -> None:
+        aclient = create_async_client(redis_url, prefix=prefix, shards=shards)
+        try:
+            for bad in BAD:
+                with pytest.raises(ValueError, match="malformed run id"):
+                    await aclient.list_runs(after=bad)
+            for unknown in UNKNOWN:
+                assert len(await aclient.list_runs(after=unknown)) == 1
+        finally:
+            await aclient.aclose()
+
+    asyncio.run(check())
