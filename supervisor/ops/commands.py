@@ -55,21 +55,34 @@ __all__ = [
 ]
 
 
-def _parse_input(ns: argparse.Namespace) -> Any:
+#: How much JSON text ``--input @FILE`` / ``-`` reads, in ``max_payload_bytes``:
+#: the limit applies to the encoded (compact) input, so indented text may be
+#: larger, but not without bound (``@/dev/zero``, a runaway pipe).
+INPUT_TEXT_FACTOR = 4
+
+
+def _parse_input(ns: argparse.Namespace, max_payload_bytes: int) -> Any:
     arg: str = ns.input
     # os.fsencode: the argument's own bytes (a non-UTF-8 one reached Python as lone
     # surrogates, which msgspec raised UnicodeEncodeError for: a traceback)
     raw: bytes = os.fsencode(arg)
     source = "--input"
+    limit = INPUT_TEXT_FACTOR * max_payload_bytes
     if arg == "-":
-        raw, source = sys.stdin.buffer.read(), "standard input"
+        raw, source = sys.stdin.buffer.read(limit + 1), "standard input"
     elif arg.startswith("@"):
         source = f"--input file {arg[1:]}"
         try:
             with open(arg[1:], "rb") as f:
-                raw = f.read()
+                raw = f.read(limit + 1)
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    if len(raw) > limit:  # read no further: the rest could be endless
+        raise UsageError(
+            f"{source} is larger than {limit} bytes ({INPUT_TEXT_FACTOR} x "
+            f"max_payload_bytes, {max_payload_bytes}): a run's input is at most "
+            f"{max_payload_bytes} bytes encoded"
+        )
     try:
         return codec.decode_json(raw)
     except codec.NestingDecodeError as exc:
@@ -80,7 +93,7 @@ def _parse_input(ns: argparse.Namespace) -> Any:
 
 def cmd_run(session: Session, ns: argparse.Namespace) -> int:
     client = session.client
-    payload = _parse_input(ns)
+    payload = _parse_input(ns, client.max_payload_bytes)
     try:  # a name over the length limit, or not valid Unicode: one line, exit 2
         meta = client.get_workflow_meta(ns.workflow)
     except (ValueError, TypeError) as exc:
