@@ -3,7 +3,8 @@
 ``Retries(max_attempts=3)`` on a workflow allows three attempts in all. The delay
 before attempt ``n + 1`` is ``initial_delay * multiplier ** (n - 1)``, capped at
 ``max_delay``, then spread by ``±jitter`` (a fraction) so that a burst of failures
-does not retry in lockstep.
+does not retry in lockstep; :func:`retry_delay_ms` never waits more than 1e9 s
+(about 31 years, :data:`MAX_DELAY_MS`).
 
 Never retried: input validation, unknown workflow, output serialization,
 cancellation, and anything raised as :class:`NonRetriableError`.
@@ -22,7 +23,13 @@ import msgspec
 
 from .errors import NonRetriableError, RunCanceledError
 
-__all__ = ["Retries", "backoff_seconds", "is_retryable", "retry_delay_ms"]
+__all__ = ["MAX_DELAY_MS", "Retries", "backoff_seconds", "is_retryable", "retry_delay_ms"]
+
+#: The longest delay before a retry: 1e9 s (about 31 years), the bound of a step's
+#: timeout. A policy may ask for more (``max_delay=1e15``, a slip of units), but
+#: now + more passed 2**53 ms, which Redis wrote to the run as a float's text
+#: (``9.69e+17``), a due time no reader took.
+MAX_DELAY_MS = 10**12
 
 
 class Retries(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -32,7 +39,8 @@ class Retries(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         max_attempts: total attempts including the first (default 1: no retry).
         initial_delay: seconds before the second attempt.
         multiplier: growth factor per further attempt.
-        max_delay: upper bound of one delay, in seconds.
+        max_delay: upper bound of one delay, in seconds (a retry waits at most 1e9 s,
+            about 31 years, whatever this says: :data:`MAX_DELAY_MS`).
         jitter: fraction of randomness applied to each delay (0 disables it).
     """
 
@@ -89,4 +97,4 @@ def retry_delay_ms(
     ``max_attempts``, or no policy is known: the workflow is not registered)."""
     if policy is None or not retryable or attempt >= max_attempts:
         return None
-    return int(backoff_seconds(policy, attempt, rng) * 1000)
+    return min(MAX_DELAY_MS, int(backoff_seconds(policy, attempt, rng) * 1000))
