@@ -91,7 +91,7 @@ class WaitCalls:
     def run(self, name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
         raise NotImplementedError
 
-    def suspend(self, run_id: str, token: str, wait: RunWait) -> str:
+    def suspend(self, run_id: str, token: str, wait: RunWait, lease_ms: int | None = None) -> str:
         """Suspend the lease holder's run on ``wait`` unless it holds now; returns
         ``resume``, ``suspended``, ``canceled``, ``lease-lost``, or the run's status
         when this token's suspend was already applied. Resend-safe.
@@ -100,7 +100,9 @@ class WaitCalls:
         wake-ups are registered :data:`SUSPEND_PAGE` a call (``await_children``),
         then ``suspend_run`` decides on what the pages left (the children still
         unfinished), in a call that does not read each child. Sent again from the
-        first page when a call fails (each page is resend-safe)."""
+        first page when a call fails (each page is resend-safe). Each page makes
+        the lease run ``lease_ms`` (None: as it is) from then on: the handler's
+        heartbeat ended with it."""
         key = (self.keys.run(run_id),)
         head: list[Any] = [self.keys.tag, run_id, token, encode_wait(wait)]
         head.append("" if wait.wake_at is None else wait.wake_at)
@@ -109,12 +111,12 @@ class WaitCalls:
             args = [*head, len(children), *children, *wait.events]
             return text(self.run("suspend_run", key, tuple(args), retry=True)[0])
         recheck = own = 0
+        lease = "" if lease_ms is None else lease_ms
         for start in range(0, len(children), SUSPEND_PAGE):
             page = children[start : start + SUSPEND_PAGE]
             first = "1" if start == 0 else "0"
-            reply = self.run(
-                "await_children", key, (self.keys.tag, run_id, token, first, *page), retry=True
-            )
+            args = (self.keys.tag, run_id, token, first, lease, *page)
+            reply = self.run("await_children", key, args, retry=True)
             if text(reply[0]) != "ok":  # resume, lease-lost, or the status applied
                 return text(reply[0])
             own = own or int(reply[2])

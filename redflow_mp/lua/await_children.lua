@@ -10,7 +10,11 @@
 -- ARGV[1]  tag   ARGV[2]  run id   ARGV[3]  lease token
 -- ARGV[4]  '1' for the first page (a fresh registration: run:<id>:awaits and the
 --          run's awaitFailed emptied, awaitsToken = the token), else '0'
--- ARGV[5 ..] child run ids
+-- ARGV[5]  lease ms ('' = none): the lease runs at least that long from now
+--          (the handler ended and its heartbeat with it: a registration of
+--          many pages on a loaded Redis outlasted a 5 s lease, the run was put
+--          back, and its next execution registered again, for good)
+-- ARGV[6 ..] child run ids
 -- Reply: { 'ok', pending, own, recheck }  pending: unfinished children of the page
 --          (now in run:<id>:awaits); own: of them, runs of the run's own workflow
 --          (the deadlock rule); recheck: 1 when one of them can only be looked at
@@ -39,6 +43,10 @@ if not lease_held(tag, id, token, now_ms()) then
   return { already_done(tag, id, token) or 'lease-lost' }
 end
 local run = KEYS[1]
+local lease_ms = tonumber(ARGV[5])
+if lease_ms then  -- only ever later (GT): a lease the supervisor extended stays
+  redis.call('ZADD', k_leases(tag), 'XX', 'GT', int_str(now_ms() + lease_ms), id)
+end
 local awaits = k_awaits(tag, id)
 if ARGV[4] == '1' then
   redis.call('DEL', awaits)
@@ -48,7 +56,7 @@ end
 local wf = redis.call('HGET', run, 'workflow')
 local here = id_shard(id)
 local pending, own, recheck = 0, 0, 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local cid = ARGV[i]
   local child = k_run(tag, cid)
   local status, remote = nil, false

@@ -302,3 +302,26 @@ def test_children_in_another_shard_kicked_between_pages(
         assert text(raw.hget(pshard.keys.run(parent), "status") or b"") == "queued"
     finally:
         sc.close()
+
+
+def test_each_page_keeps_the_lease_running(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The handler's heartbeat ended with it: each page makes the lease run the
+    worker's lease length from then on (never shorter), so a registration of
+    many pages on a loaded Redis is not put back by the reaper midway."""
+    parent = enq(workflow="p", queue="p")
+    run = _claim(client, "p")
+    kids = [enq(workflow="c", queue="c") for _ in range(2 * SUSPEND_PAGE + 1)]
+    seen: list[float] = []
+
+    def expire_soon(name: str, k: int) -> None:
+        if name == "await_children":
+            seen.append(float(raw.zscore(client.keys.leases, parent) or 0))
+            raw.zadd(client.keys.leases, {parent: client.server_time_ms() + 50})
+
+    wait = RunWait(steps=["fan"], kinds=["children"], children=kids)
+    with _calls(client, expire_soon):
+        assert client.scripts.suspend(parent, run.token, wait, 5_000) == "suspended"
+    now = client.server_time_ms()
+    assert len(seen) == 3 and all(s > now + 2_000 for s in seen), (seen, now)
