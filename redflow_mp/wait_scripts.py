@@ -115,8 +115,8 @@ class WaitCalls:
         for start in range(0, len(children), SUSPEND_PAGE):
             page = children[start : start + SUSPEND_PAGE]
             first = "1" if start == 0 else "0"
-            args = (self.keys.tag, run_id, token, first, lease, *page)
-            reply = self.run("await_children", key, args, retry=True)
+            page_args = (self.keys.tag, run_id, token, first, lease, *page)
+            reply = self.run("await_children", key, page_args, retry=True)
             if text(reply[0]) != "ok":  # resume, lease-lost, or the status applied
                 return text(reply[0])
             own = own or int(reply[2])
