@@ -130,7 +130,10 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         ``eventsPending`` (events sent, not consumed yet),
                                         ``eventBytes`` (their payloads' bytes),
                                         ``eventKeyBytes`` (bytes of the keys in
-                                        ``event-key-order``: at most 4 MiB)
+                                        ``event-key-order``: at most 4 MiB),
+                                        ``awaitsToken`` (the lease token whose paged
+                                        suspend built ``awaits``), ``awaitFailed``
+                                        (a child that failed while it was built)
     runs:status:suspended         ZSET  runId -> time it suspended (a suspended run has no
                                         ``leases`` entry but keeps its wf-running slot)
     timers                        ZSET  runId -> wake-up time ms (a sleep's end or a wait's
@@ -138,7 +141,9 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         a finished runId -> its finish time while parents
                                         suspended on it are left to notify (a finish
                                         notifies 100; the duty the rest, a batch per call)
-    run:<runId>:awaits            SET   awaited child runIds not finished yet (suspended run)
+    run:<runId>:awaits            SET   awaited child runIds not finished yet (suspended run;
+                                        past SUSPEND_PAGE children, built a page a call
+                                        by await_children.lua before suspend_run)
     run:<runId>:waiters           SET   parent runIds suspended on this run; a finish removes
                                         it from their ``awaits`` and wakes a parent whose set
                                         is then empty (of another type: the run's own parent

@@ -42,6 +42,7 @@ SCRIPT_NAMES = (
     "requeue_claimed",
     "forget_queues",
     "suspend_run",
+    "await_children",
     "wake_timers",
     "send_event",
     "consume_event",

@@ -419,7 +419,7 @@ class Worker(WorkerWaits):
         while True:
             try:
                 status = self.client.scripts_for(claimed.id).suspend(
-                    claimed.id, claimed.token, outcome.wait
+                    claimed.id, claimed.token, outcome.wait, self.lease_ms
                 )
                 outage.recovered()
                 return status

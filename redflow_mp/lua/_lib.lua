@@ -373,14 +373,22 @@ local NOTIFY_SLICE = 100
 
 -- Run `id` finished with `status`: parent `parent` loses it from its awaited
 -- set; it wakes when that set is now empty, or at once when the run did not
--- succeed (its wait step fails). Returns true when it woke.
+-- succeed (its wait step fails). Returns true when it woke. A parent still
+-- running is registering its wait a page at a time (await_children.lua): one
+-- that did not succeed marks it `awaitFailed`, which its final suspend reads.
 local function notify_parent(tag, parent, id, now, status)
   local awaits = k_awaits(tag, parent)
   local gone = redis.pcall('SREM', awaits, id)
   -- (an awaited set of another type: the parent wakes and reads its children)
   if failed(gone) or (gone == 1
     and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0)) then
-    return wake(tag, parent, now)
+    if wake(tag, parent, now) then return true end
+    if gone == 1 and status ~= 'succeeded' then
+      local run = k_run(tag, parent)
+      if redis.pcall('HGET', run, 'status') == 'running' then
+        redis.pcall('HSET', run, 'awaitFailed', id)
+      end
+    end
   end
   return false
 end

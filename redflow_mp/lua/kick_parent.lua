@@ -10,7 +10,7 @@
 --        for other children)
 -- The finish is recorded in run:<parent>:kicked (child -> status) whatever the
 -- parent's state, so a suspend that comes after the kick sees it
--- (suspend_run.lua); the key goes with the run (sweep_runs.lua). Resend-safe.
+-- (suspend_run.lua, await_children.lua); the key goes with the run (sweep_runs.lua). Resend-safe.
 local tag = ARGV[1]
 local parent = ARGV[2]
 local child = ARGV[3]
@@ -19,7 +19,9 @@ if not TERMINAL[status] then return redis.error_reply('ERR kick_parent: bad stat
 local run = KEYS[1]
 if redis.call('EXISTS', run) == 0 then return 0 end
 redis.call('HSET', k_kicked(tag, parent), child, status)
-if redis.call('HGET', run, 'status') ~= 'suspended' then return 0 end
--- (an awaited set of another type: the parent wakes and reads its children)
+-- (an awaited set of another type: the parent wakes and reads its children).
+-- A parent not suspended is not woken (wake in _lib.lua); one registering its
+-- wait a page at a time (await_children.lua) loses the child from its awaited
+-- set here, and is marked when it did not succeed: its final suspend reads both.
 if notify_parent(tag, parent, child, now_ms(), status) then return 1 end
 return 0

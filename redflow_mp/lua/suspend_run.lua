@@ -10,6 +10,12 @@
 -- ARGV[5]  wake-up time ms ('' = none): a sleep's end or a wait's deadline
 -- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
 -- ARGV[7+n ..] awaited event names
+-- Paged (a wait on more than SUSPEND_PAGE children, wait_scripts.py): ARGV[6] =
+-- 'paged', ARGV[7] = '<recheck><own>' (each 0|1, from the pages), ARGV[8 ..] the
+-- event names. The children were registered by await_children.lua, a page a
+-- call, under this token (the run's awaitsToken): run:<id>:awaits holds those
+-- still unfinished, and awaitFailed marks one that failed or was canceled since
+-- its page. The decision reads those, not each child: O(1) in the children.
 -- Reply: { 'resume' }     the condition holds now (time reached, an awaited event
 --                         is pending, every awaited child finished, or one of
 --                         them failed or was canceled), or suspending would
@@ -45,12 +51,16 @@ if not lease_held(tag, id, token, now) then
 end
 local run = KEYS[1]
 if (redis.call('HGET', run, 'cancelRequestedAt') or '') ~= '' then
+  -- (paged: the awaited set its pages built goes too, off the main thread)
+  if ARGV[6] == 'paged' then redis.call('UNLINK', k_awaits(tag, id)) end
   return { finalize(tag, id, 'canceled', 'errorJson', '', now, token) }
 end
 local wake_at = tonumber(ARGV[5])
 if wake_at and wake_at <= now then return { 'resume' } end
-local n = tonumber(ARGV[6]) or 0
-for i = 7 + n, #ARGV do
+local paged = ARGV[6] == 'paged'
+local n, first_event = tonumber(ARGV[6]) or 0, 7 + (tonumber(ARGV[6]) or 0)
+if paged then n, first_event = 0, 8 end
+for i = first_event, #ARGV do
   -- an event list of another type (see `failed` in _lib.lua): refused naming the
   -- key, nothing written (a bare LLEN's WRONGTYPE named no key, and the worker
   -- retried the suspend for good without saying which key to remove)
@@ -91,6 +101,24 @@ for i = 7, 6 + n do
   if status and not TERMINAL[status] then pending[#pending + 1] = ARGV[i] end
 end
 if n > 0 and #pending == 0 then return { 'resume' } end
+local awaits = k_awaits(tag, id)
+local own_paged = false
+if paged then
+  -- registered by this suspension's pages, none failed since, some unfinished
+  -- (resumed, it replays: its step fails or ends, or it suspends again and
+  -- the pages build the set again; the set is no one's meanwhile)
+  local f = redis.call('HMGET', run, 'awaitsToken', 'awaitFailed')
+  local left = redis.pcall('SCARD', awaits)
+  if f[1] ~= token or f[2] or failed(left) or left == 0 then
+    redis.call('UNLINK', awaits)
+    return { 'resume' }
+  end
+  if string.sub(ARGV[7], 1, 1) == '1' then
+    local recheck = now + XSHARD_RECHECK_MS
+    if not wake_at or recheck < wake_at then wake_at = recheck end
+  end
+  own_paged = string.sub(ARGV[7], 2, 2) == '1'
+end
 -- The deadlock rule (ChildWaits._check_deadlock in childwaits.py, same reads): awaited
 -- children of the run's own workflow hold no slot of it, and every slot is held by
 -- a suspended run (this one aside). The handler's check and this suspension are
@@ -98,7 +126,7 @@ if n > 0 and #pending == 0 then return { 'resume' } end
 -- other still running, and both would suspend for good. Decided here with the
 -- suspension, the later of them executes again instead, and its replayed check
 -- then fails the wait step with WaitDeadlockError.
-if #own > 0 then
+if #own > 0 or own_paged then
   local running = k_running(tag, wf)
   local card = redis.pcall('SCARD', running)  -- of another type: no rule
   if type(card) ~= 'number' then card = 0 end
@@ -110,6 +138,13 @@ if #own > 0 then
     local stuck = true
     for _, child in ipairs(own) do
       if redis.call('SISMEMBER', running, child) == 1 then stuck = false break end
+    end
+    if own_paged then
+      -- an awaited child holds a slot: a member of the slot set in the awaited
+      -- set (O(slots held), at most max_concurrency, not O(children))
+      for _, holder in ipairs(redis.call('SMEMBERS', running)) do
+        if redis.call('SISMEMBER', awaits, holder) == 1 then stuck = false break end
+      end
     end
     if stuck and card > DEADLOCK_SCAN_LIMIT then
       -- O(1): the other holders are all suspended when wf-suspended counts them
@@ -128,7 +163,7 @@ if #own > 0 then
     if stuck then return { 'resume' } end
   end
 end
-if n == 0 and not wake_at and #ARGV < 7 then return { 'resume' } end  -- waits for nothing
+if not paged and n == 0 and not wake_at and #ARGV < 7 then return { 'resume' } end  -- waits for nothing
 -- What wakes it is written first (see `failed` in _lib.lua): a child's waiters
 -- set of another type is looked at again by a timer, like a child in another
 -- shard; `timers` of another type fails the call before the run changes (its
@@ -151,7 +186,7 @@ end
 -- waitEvents and its suspend_run does not write it (a rolling deploy), and the
 -- names of the suspension before woke the run on the wrong events.
 local names = {}
-for i = 7 + n, #ARGV do names[#names + 1] = ARGV[i] end
+for i = first_event, #ARGV do names[#names + 1] = ARGV[i] end
 local wait_events = token .. ' '
 if #names > 0 then wait_events = wait_events .. cjson.encode(names) end
 redis.call('HSET', run, 'status', 'suspended', 'wait', ARGV[4], 'waitEvents', wait_events,
@@ -161,9 +196,10 @@ if wf and redis.pcall('SISMEMBER', k_running(tag, wf), id) == 1 then  -- it keep
   redis.pcall('SADD', k_wf_suspended(tag, wf), id)
 end
 redis.call('ZREM', k_leases(tag), id)
-local awaits = k_awaits(tag, id)
-redis.call('DEL', awaits)
-for _, child in ipairs(pending) do
-  redis.call('SADD', awaits, child)
+if not paged then  -- (paged: the pages built it)
+  redis.call('DEL', awaits)
+  for _, child in ipairs(pending) do
+    redis.call('SADD', awaits, child)
+  end
 end
 return { 'suspended' }
