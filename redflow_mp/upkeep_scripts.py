@@ -159,18 +159,28 @@ class UpkeepCalls:
         the Redis clock ran ahead) and that time was not fired already (before the
         first fire at the clock that was ahead: the entry's runs in the workflow's
         index; without the workflow, after its latest run's fire time only);
-        returns the ids moved, or None when this is not the leader."""
-        args: list[Any] = [self._tag, leader_token]
+        returns the ids moved, or None when this is not the leader. One script
+        call judges the entries up to its budget of runs read (rewind_crons.lua:
+        a page in one call read up to 40,000); the rest go in the next call."""
+        groups: list[Any] = []
         for cron_id, fire_ms, *rest in pairs:
             workflow = rest[0] if rest else ""
             prefix = cron_key(cron_id, 0)[:-1] if workflow else ""
-            args += [cron_id, fire_ms, workflow, prefix]
-        reply = self.run(
-            "rewind_crons", (self.keys.lock_cron, self.keys.cron_next), tuple(args), retry=True
-        )
-        if not isinstance(reply, list):
-            return None
-        return [text(x) for x in reply]
+            groups.append((cron_id, fire_ms, workflow, prefix))
+        moved: list[str] = []
+        while groups:
+            args: list[Any] = [self._tag, leader_token]
+            for group in groups:
+                args += group
+            reply = self.run(
+                "rewind_crons", (self.keys.lock_cron, self.keys.cron_next), tuple(args), retry=True
+            )
+            if not isinstance(reply, list):
+                return None
+            judged = max(int(reply[0]), 1)
+            moved += [text(x) for x in reply[1:]]
+            groups = groups[judged:]
+        return moved
 
 
 def _finite_ms(score: Any) -> int | None:

@@ -342,7 +342,10 @@ end
 
 -- suspended -> queued: back to its ready set near the front of its priority
 -- band (its createdAt), still counted in wf-running:<wf>; its timer and awaited
--- set go. Returns true when the run was suspended (and is now queued).
+-- set go. Returns true when the run was suspended (and is now queued). The
+-- awaited set goes by UNLINK (here, at a finish and at a suspend): a fan-out's
+-- woken by a failed child or its deadline, or canceled, still names every
+-- child left (200,000: 44 ms of Redis to free with DEL, now off the main thread).
 local function wake(tag, id, now)
   local run = k_run(tag, id)
   local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt', 'workflow')
@@ -360,7 +363,7 @@ local function wake(tag, id, now)
   move_status(tag, id, 'suspended', 'queued', now)
   if f[5] then redis.pcall('SREM', k_wf_suspended(tag, f[5]), id) end
   redis.pcall('ZREM', k_timers(tag), id)
-  redis.call('DEL', k_awaits(tag, id))
+  redis.call('UNLINK', k_awaits(tag, id))
   ring(tag, f[2])
   return true
 end
@@ -587,7 +590,7 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
     if f[4] then redis.pcall('SREM', k_wf_suspended(tag, f[4]), id) end
     redis.call('HDEL', run, 'wait', 'waitEvents')
     redis.pcall('ZREM', k_timers(tag), id)
-    redis.call('DEL', k_awaits(tag, id))
+    redis.call('UNLINK', k_awaits(tag, id))
   end
   notify_waiters(tag, id, now, status, NOTIFY_SLICE)
   if f[5] and f[5] ~= '' then  -- a key: its TTL and the run's createdAt

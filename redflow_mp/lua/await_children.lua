@@ -49,7 +49,7 @@ if lease_ms then  -- only ever later (GT): a lease the supervisor extended stays
 end
 local awaits = k_awaits(tag, id)
 if ARGV[4] == '1' then
-  redis.call('DEL', awaits)
+  redis.call('UNLINK', awaits)
   redis.call('HDEL', run, 'awaitFailed')
   redis.call('HSET', run, 'awaitsToken', token)
 end

@@ -10,7 +10,9 @@
 --          schedule after the server time the caller read), its workflow, the
 --          idempotency key of its runs up to the fire time ("cron:<id>:"; '' with
 --          the workflow '': only cron:last is looked at)
--- Reply: { cron id moved, ... } | -1 not the leader
+-- Reply: { groups judged, cron id moved, ... } | -1 not the leader: the groups
+--        from the first on that this call judged (at least one); the caller
+--        sends the rest again (upkeep_scripts.rewind_crons)
 -- Invariants: an entry only moves earlier, and past the fire time of its latest
 -- run (cron:last; its idempotency key ends with it), or before the fire time of the first run the entry fired while the clock
 -- ran ahead (the oldest of its runs in workflow-runs:<wf> created after now): a
@@ -27,7 +29,10 @@
 -- entry whose latest run fired after the time it would move to, a ZRANGEBYSCORE
 -- of the runs of its workflow created after now and an HGET for each of at most
 -- AHEAD_READS of them (none found: it stays); keys of another type are read as
--- absent (pcall).
+-- absent (pcall). A call reads at most AHEAD_BUDGET runs that way, then stops
+-- before the next entry that needs them: a page of 200 entries whose workflow
+-- had 200 runs created ahead each (a busy workflow while the clock ran ahead)
+-- read 40,000 runs in one call, 62 ms of Redis.
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
 local now = now_ms()
 local tag = ARGV[1]
@@ -42,15 +47,20 @@ local function last_fire(id)
 end
 -- Whether fire time `at` of entry `id` was (or may have been) fired already.
 local AHEAD_READS = 200
+local AHEAD_BUDGET = 2000
+local reads = 0
+-- nil: not judged (the call's AHEAD_BUDGET is spent; the first entry always is).
 local function fired(id, at, wf, prefix)
   if at > last_fire(id) then return false end
   if wf == '' or prefix == '' then return true end
+  if reads > 0 and reads + AHEAD_READS > AHEAD_BUDGET then return nil end
   -- the first run of this entry created at a clock ahead of now: the fires while
   -- it was ahead began with its fire time
   local runs = redis.pcall('ZRANGEBYSCORE', k_wf_runs(tag, wf), '(' .. int_str(now), '+inf',
     'LIMIT', 0, AHEAD_READS)
   if failed(runs) then return true end
   for _, run_id in ipairs(runs) do
+    reads = reads + 1
     local key = redis.pcall('HGET', k_run(tag, run_id), 'idempotencyKey')
     if type(key) == 'string' and string.sub(key, 1, #prefix) == prefix then
       local first = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
@@ -59,15 +69,23 @@ local function fired(id, at, wf, prefix)
   end
   return true  -- no such run found: kept, as a fire time that may have fired
 end
-local moved = {}
+local moved = { 0 }
 for i = 3, #ARGV - 3, 4 do
   local id, at = ARGV[i], tonumber(ARGV[i + 1])
   local score = redis.pcall('ZSCORE', KEYS[2], id)
-  if failed(score) then return moved end  -- of another type: nothing to move
-  score = tonumber(score)
-  if score and at and score > at and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
-    redis.call('ZADD', KEYS[2], int_str(at), id)
-    moved[#moved + 1] = id
+  if failed(score) then  -- of another type: nothing to move
+    moved[1] = (#ARGV - 2) / 4
+    return moved
   end
+  score = tonumber(score)
+  if score and at and score > at then
+    local done = fired(id, at, ARGV[i + 2], ARGV[i + 3])
+    if done == nil then return moved end  -- the rest: the next call
+    if not done then
+      redis.call('ZADD', KEYS[2], int_str(at), id)
+      moved[#moved + 1] = id
+    end
+  end
+  moved[1] = moved[1] + 1
 end
 return moved

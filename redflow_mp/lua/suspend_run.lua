@@ -197,7 +197,7 @@ if wf and redis.pcall('SISMEMBER', k_running(tag, wf), id) == 1 then  -- it keep
 end
 redis.call('ZREM', k_leases(tag), id)
 if not paged then  -- (paged: the pages built it)
-  redis.call('DEL', awaits)
+  redis.call('UNLINK', awaits)
   for _, child in ipairs(pending) do
     redis.call('SADD', awaits, child)
   end

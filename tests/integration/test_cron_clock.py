@@ -15,6 +15,7 @@ from redflow_mp.cron import cron_id_for, next_fire_ms
 from redflow_mp.keys import cron_key
 from supervisor.duties.cron import CronDuty
 from supervisor.duties.leader import LeaderDuty
+from tests.helpers import cpu_ms_of, server_cpu_ms
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -250,3 +251,82 @@ def test_a_fire_time_skipped_at_max_concurrency_is_not_fired_after_the_clock_goe
     moved = client.scripts.rewind_crons(leader.token, [(cid, passed, "ticker")])
     assert moved == []
     assert _next(raw, client, cid) == after
+
+
+# Runs of a workflow created while the clock ran ahead, none of them a fire of
+# the entries rewound (enqueued by hand, another cron): as the library writes
+# them (a hash with its idempotency key, workflow-runs:<wf> scored by createdAt).
+_AHEAD_RUNS = """
+local tag, wf, n, base = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, n do
+  local id = 'AHEAD' .. i
+  redis.call('HSET', tag .. ':run:' .. id, 'id', id, 'workflow', wf, 'status', 'succeeded',
+    'createdAt', base + i, 'idempotencyKey', 'order-' .. i)
+  redis.call('ZADD', tag .. ':workflow-runs:' .. wf, base + i, id)
+end
+return n
+"""
+
+_READ_AHEAD = """
+local reads = 0
+for _ = 1, tonumber(ARGV[2]) do
+  local runs = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, 200)
+  for _, id in ipairs(runs) do
+    redis.call('HGET', ARGV[3] .. ':run:' .. id, 'idempotencyKey')
+    reads = reads + 1
+  end
+end
+return reads
+"""
+
+
+def test_a_rewind_page_reads_a_bounded_number_of_runs_per_call(
+    raw: redis.Redis, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of 200 entries of one busy workflow (1,000 runs created while the
+    clock was ahead, none a fire of theirs), each fired after the time it would
+    move to: each entry read 200 of those runs, 40,000 reads in one script call
+    (62 ms of Redis). A call now reads at most its budget, the caller sends the
+    entries left in the next one; the outcome is the same (none moves: no fire
+    of theirs found, each kept as a time that may have fired)."""
+    tag = client.keys.tag
+    now = client.server_time_ms()
+    raw.eval(_AHEAD_RUNS, 0, tag, "busy", 1_000, now + 3_600_000)
+    leader = LeaderDuty(client, 10_000)
+    leader.tick(0.0)
+    assert leader.is_leader
+    pairs: list[tuple[str, int, str]] = []
+    far = now + 10 * 3_600_000
+    for i in range(200):
+        cid = f"busy-cron-{i}"
+        raw.zadd(client.keys.cron_next, {cid: far})
+        last = f"LAST{i}"  # its latest run: fired at the clock that was ahead
+        raw.hset(f"{tag}:run:{last}", "idempotencyKey", cron_key(cid, now + 7_200_000))
+        raw.hset(f"{tag}:cron:last", cid, last)
+        pairs.append((cid, now + 60_000, "busy"))
+    # Redis CPU time against the reads of the old single call on this server now.
+    sha = raw.script_load(_READ_AHEAD)
+    index = client.keys.workflow_runs("busy")
+    raw.evalsha(sha, 1, index, now, 1, tag)  # loaded and warm
+    one = min(cpu_ms_of(raw, lambda: raw.evalsha(sha, 1, index, now, 200, tag)) for _ in range(3))
+    cpu: list[float] = []
+    run = client.scripts.run
+
+    def measured(name: str, keys: tuple[str, ...], args: tuple[Any, ...], *, retry: bool) -> Any:
+        if name != "rewind_crons":
+            return run(name, keys, args, retry=retry)
+        before = server_cpu_ms(raw)
+        try:
+            return run(name, keys, args, retry=retry)
+        finally:
+            cpu.append(server_cpu_ms(raw) - before)
+
+    assert client.scripts.rewind_crons(leader.token, [("none", now, "")]) == []  # loaded
+    monkeypatch.setattr(client.scripts, "run", measured)
+    assert client.scripts.rewind_crons(leader.token, pairs) == []
+    assert all(_next(raw, client, cid) == far for cid, _, _ in pairs)
+    # before: one call of about `one` (62 ms here)
+    assert max(cpu) < one / 3, (
+        f"a rewind call used {max(cpu):.1f} ms of Redis CPU; the 40,000 reads: {one:.1f} ms "
+        f"({len(cpu)} calls)"
+    )
