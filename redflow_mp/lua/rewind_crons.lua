@@ -22,8 +22,15 @@
 -- the caller's read of the clock and this call (an every-second cron, a loaded
 -- leader) is moved too when it did not fire: the tick fires it at once (left
 -- where it was, the entry stayed silent until the next leader change or jump);
--- one that fired meanwhile is its latest run's and stays. Only the lock holder writes, as
--- fire_cron.lua. Cost: one ZSCORE and at most two HGETs per entry, and for an
+-- one that fired meanwhile is its latest run's and stays. A fire time skipped
+-- (cron:skipped: the entry's latest skipped fire time, written by fire_cron.lua)
+-- is not moved back to either: the skip policy passed it, and moved back it was
+-- fired once, late; nor is one before it when that skip was not at a clock that
+-- was ahead (a fire time is only skipped once due: one after now was skipped at
+-- a clock ahead, and says nothing of the earlier fire times from now on, whose
+-- skips, if any, left no record: those are moved, as the fires' rule has it, so
+-- an entry is never silent for as long as the clock was ahead). Only the lock holder writes, as
+-- fire_cron.lua. Cost: one ZSCORE and at most three HGETs per entry, and for an
 -- entry whose latest run fired after the time it would move to, a ZRANGEBYSCORE
 -- of the runs of its workflow created after now and an HGET for each of at most
 -- AHEAD_READS of them (none found: it stays); keys of another type are read as
@@ -32,6 +39,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
 local now = now_ms()
 local tag = ARGV[1]
 local last_key = tag .. ':cron:last'
+local skipped_key = tag .. ':cron:skipped'
+-- Whether fire time `at` of entry `id` was skipped, or lies before a skip made
+-- at a clock not ahead of now.
+local function skipped(id, at)
+  local s = redis.pcall('HGET', skipped_key, id)
+  s = type(s) == 'string' and tonumber(s) or nil
+  if not s then return false end
+  return at == s or (at < s and s <= now)
+end
 -- The fire time of the latest run of entry `id` (0: none known).
 local function last_fire(id)
   local prev = redis.pcall('HGET', last_key, id)
@@ -65,7 +81,8 @@ for i = 3, #ARGV - 3, 4 do
   local score = redis.pcall('ZSCORE', KEYS[2], id)
   if failed(score) then return moved end  -- of another type: nothing to move
   score = tonumber(score)
-  if score and at and score > at and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
+  if score and at and score > at and not skipped(id, at)
+    and not fired(id, at, ARGV[i + 2], ARGV[i + 3]) then
     redis.call('ZADD', KEYS[2], int_str(at), id)
     moved[#moved + 1] = id
   end
