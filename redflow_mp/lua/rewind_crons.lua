@@ -12,8 +12,9 @@
 --          the workflow '': only cron:last is looked at)
 -- Reply: { cron id moved, ... } | -1 not the leader
 -- Invariants: an entry only moves earlier, and past the fire time of its latest
--- run (cron:last; its idempotency key ends with it), or before the fire time of the first run the entry fired while the clock
--- ran ahead (the oldest of its runs in workflow-runs:<wf> created after now): a
+-- run (cron:last; its idempotency key ends with it), or before the first fire
+-- time after now of the runs the entry fired while the clock ran ahead (its runs
+-- in workflow-runs:<wf> created after now, the oldest AHEAD_READS of them): a
 -- fire time fired while the clock ran ahead is not fired again, and the fire
 -- times from now on, none of which fired (the fires at a clock a day ahead were
 -- a day later), are. (With only cron:last looked at, an entry that had fired at
@@ -59,21 +60,29 @@ end
 -- Whether fire time `at` of entry `id` was (or may have been) fired already.
 local AHEAD_READS = 200
 local function fired(id, at, wf, prefix)
-  if at > last_fire(id) then return false end
-  if wf == '' or prefix == '' then return true end
-  -- the first run of this entry created at a clock ahead of now: the fires while
-  -- it was ahead began with its fire time
+  local last = last_fire(id)
+  if at > last then return false end
+  if at == last or wf == '' or prefix == '' then return true end
+  -- the runs of this entry created at a clock ahead of now: the fires while it
+  -- was ahead covered the fire times from the first of theirs after now on. The
+  -- oldest of them is often the fire time the entry was due at when the clock
+  -- jumped (at or before now: not one of those), which kept the entry where the
+  -- clock ahead put it, silent for as long as it had been ahead.
   local runs = redis.pcall('ZRANGEBYSCORE', k_wf_runs(tag, wf), '(' .. int_str(now), '+inf',
     'LIMIT', 0, AHEAD_READS)
   if failed(runs) then return true end
+  local seen = false
   for _, run_id in ipairs(runs) do
     local key = redis.pcall('HGET', k_run(tag, run_id), 'idempotencyKey')
     if type(key) == 'string' and string.sub(key, 1, #prefix) == prefix then
-      local first = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
-      if first then return at >= first end
+      local f = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
+      if f then
+        if f == at or (f > now and f <= at) then return true end
+        seen = true
+      end
     end
   end
-  return true  -- no such run found: kept, as a fire time that may have fired
+  return not seen  -- no such run found: kept, as a fire time that may have fired
 end
 local moved = {}
 for i = 3, #ARGV - 3, 4 do

@@ -153,6 +153,35 @@ def test_a_cron_that_fired_while_the_clock_was_ahead_is_moved_back(
     assert duty.rewound == 1
 
 
+def test_the_stale_fire_at_the_jump_does_not_keep_the_entry_ahead(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The fires at a clock that jumped a day ahead begin with the fire time the
+    entry was due at when it jumped (minutes ago, before now), then go on from
+    the clock ahead. The oldest run created at that clock is that stale one's:
+    read as "the fires while it was ahead began here", the fire times from now
+    on counted as fired, and the entry stayed silent for the day."""
+    cid = _setup(client, registry)
+    now = client.server_time_ms()
+    stale = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 300_000)
+    ahead = now + DAY_MS
+    later = next_fire_ms(EVERY_MINUTE.expression, "UTC", ahead)
+    for k, (fire, created) in enumerate([(stale, ahead), (later, later + 3)]):
+        raw.hset(
+            client.keys.run(f"ahead{k}"),
+            mapping={"idempotencyKey": cron_key(cid, fire), "createdAt": created},
+        )
+        raw.zadd(client.keys.workflow_runs("ticker"), {f"ahead{k}": created})
+    raw.hset(client.keys.tag + ":cron:last", cid, "ahead1")
+    raw.zadd(client.keys.cron_next, {cid: later + 60_000})
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    now = client.server_time_ms()
+    # before: assert 1796710980000 <= (1796624465654 + 60000)
+    assert _next(raw, client, cid) <= now + 60_000
+    assert duty.rewound == 1
+
+
 def test_a_fire_time_fired_while_the_clock_was_ahead_is_still_not_fired_again(
     raw: redis.Redis, client: Client, registry: Registry
 ) -> None:
