@@ -12,7 +12,8 @@ unchanged schedule.
 :func:`rewind_page` reads a page of ``cron:next`` and the entries' definitions,
 computes each schedule's first fire time after the server's time, and has
 ``rewind_crons.lua`` move the entries stored later than that back to it (fenced
-by the leader token; never to a fire time already fired). The supervisor's cron
+by the leader token; never to a fire time already fired, nor to the entry's
+latest skipped one: ``cron:skipped``). The supervisor's cron
 duty walks all entries when it becomes the leader and when the server's clock
 ran back against its own monotonic clock. Cost per page: one pipelined ``TIME``,
 ``ZRANGE`` and ``HMGET`` of at most :data:`PAGE` entries, a next fire time per

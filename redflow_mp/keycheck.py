@@ -168,6 +168,11 @@ def expected_types(
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
         (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),
         (
+            keys.cron_skipped,
+            "hash",
+            "a skipped cron fire time may be fired late after the Redis clock went back",
+        ),
+        (
             keys.relist,
             "hash",
             "the relist sweep reads only its first page of runs until it is removed",

@@ -85,6 +85,12 @@ Keys redflow-mp adds::
     cron:last                     HASH  cronId -> runId of its latest fire: a fire time passes
                                         while that run is queued or scheduled (fire_cron.lua);
                                         entries go with their cron entry
+    cron:skipped                  HASH  cronId -> fire time (ms) of its latest skipped fire
+                                        (at max_concurrency, or its previous run not started):
+                                        one field per entry, overwritten by the next skip
+                                        (fire_cron.lua); the rewind after the clock went back
+                                        never moves an entry back to it (rewind_crons.lua);
+                                        entries go with their cron entry
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     app-live:<app>                SET   digests of the live registrations of an app's running
                                         supervisors (pruned by the sync that finds one gone)
@@ -273,6 +279,10 @@ class Keys:
     @property
     def cron_last(self) -> str:
         return self.tag + ":cron:last"
+
+    @property
+    def cron_skipped(self) -> str:
+        return self.tag + ":cron:skipped"
 
     @property
     def lock_cron(self) -> str:

@@ -350,6 +350,10 @@ def _move_workflow(
         src.redis.zrem(s.cron_next, cid)
         src.redis.hdel(s.cron_def, cid)
         src.redis.hdel(s.cron_last, cid)  # its run id names the old shard
+        skipped = src.redis.hget(s.cron_skipped, cid)  # a fire time: the same in any shard
+        if skipped is not None:
+            dst.redis.hset(d.cron_skipped, cid, skipped)
+        src.redis.hdel(s.cron_skipped, cid)
         report.cron_entries += 1
     idem_head = s.idempotency(name, "")[: -len("0:")]  # "{tag}:idempo:<len:wf>:"
     for key_b in list(src.redis.scan_iter(match=_glob_escape(idem_head) + "*", count=1000)):

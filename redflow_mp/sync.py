@@ -334,8 +334,9 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
             read.hmget(keys.cron_def, *all_ids)
         # a cron key of the wrong type fails only its own read (TYPE says which)
         replies = read.execute(raise_on_error=False)
-    broken = _broken_cron_keys(keys, replies[:3])
-    replies = replies[3:]
+    n_cron_keys = len(_cron_keys(keys))
+    broken = _broken_cron_keys(keys, replies[:n_cron_keys])
+    replies = replies[n_cron_keys:]
     for reply in replies[: 2 * len(wfs)]:
         if isinstance(reply, Exception):
             raise reply
@@ -384,7 +385,12 @@ def _replan_rates(shard: Shard, names: list[str]) -> None:
 
 def _cron_keys(keys: Any) -> list[tuple[str, str]]:
     """The cron keys a sync writes, with the type each must have."""
-    return [(keys.cron_def, "hash"), (keys.cron_next, "zset"), (keys.cron_last, "hash")]
+    return [
+        (keys.cron_def, "hash"),
+        (keys.cron_next, "zset"),
+        (keys.cron_last, "hash"),
+        (keys.cron_skipped, "hash"),
+    ]
 
 
 def _broken_cron_keys(keys: Any, kinds: list[Any]) -> set[str]:
@@ -416,6 +422,8 @@ def _remove_cron_entries(pipe: Any, keys: Any, ids: list[str], broken: set[str])
         pipe.zrem(keys.cron_next, *ids)
     if keys.cron_last not in broken:
         pipe.hdel(keys.cron_last, *ids)
+    if keys.cron_skipped not in broken:
+        pipe.hdel(keys.cron_skipped, *ids)
 
 
 def _same_schedule(raw: Any, record: CronDef) -> bool:

@@ -158,7 +158,8 @@ class UpkeepCalls:
         earlier to that time when its next fire time lies beyond it (written while
         the Redis clock ran ahead) and that time was not fired already (before the
         first fire at the clock that was ahead: the entry's runs in the workflow's
-        index; without the workflow, after its latest run's fire time only);
+        index; without the workflow, after its latest run's fire time only) nor
+        skipped (the entry's latest skipped fire time, ``cron:skipped``);
         returns the ids moved, or None when this is not the leader. One script
         call judges the entries up to its budget of runs read (rewind_crons.lua:
         a page in one call read up to 40,000); the rest go in the next call."""

@@ -18,6 +18,9 @@
 -- (the idempotency key), and only the lock holder advances the schedule. An
 -- entry has at most one run waiting to start (cron:last): with every worker busy
 -- elsewhere, a frequent cron's runs would otherwise pile up without bound.
+-- A skipped fire time (replies 2 and 4) is kept in cron:skipped, one field per
+-- entry overwritten by the next skip: the rewind after the Redis clock went back
+-- (rewind_crons.lua) does not move the entry back to it and fire it late.
 local tag = ARGV[1]
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return { -1, '' } end
 local next_key = tag .. ':cron:next'
@@ -29,7 +32,13 @@ if not score or math.floor(tonumber(score)) ~= tonumber(ARGV[4]) then return { -
 local now = now_ms()
 redis.call('ZADD', next_key, ARGV[5], ARGV[3])
 local wf = ARGV[7]
+-- pcall: a cron:skipped of another type (a neighbour's key) must not stop the
+-- schedule; it only loses the record (the key check duty names it).
+local function skipped()
+  redis.pcall('HSET', tag .. ':cron:skipped', ARGV[3], ARGV[4])
+end
 if redis.call('SCARD', k_running(tag, wf)) >= wf_limit(tag, wf, ARGV[13]) then
+  skipped()
   return { 2, '' }
 end
 -- pcall: a cron:last of another type (a neighbour's key) must not stop the
@@ -42,6 +51,7 @@ if type(prev) == 'string' then
   -- to it, a leader change over a stale schedule): enqueue replies 3 below
   if (st == 'queued' or st == 'scheduled')
     and redis.pcall('HGET', k_run(tag, prev), 'idempotencyKey') ~= ARGV[11] then
+    skipped()
     return { 4, prev }
   end
 end

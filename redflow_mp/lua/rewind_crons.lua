@@ -14,8 +14,9 @@
 --        from the first on that this call judged (at least one); the caller
 --        sends the rest again (upkeep_scripts.rewind_crons)
 -- Invariants: an entry only moves earlier, and past the fire time of its latest
--- run (cron:last; its idempotency key ends with it), or before the fire time of the first run the entry fired while the clock
--- ran ahead (the oldest of its runs in workflow-runs:<wf> created after now): a
+-- run (cron:last; its idempotency key ends with it), or before the first fire
+-- time after now of the runs the entry fired while the clock ran ahead (its runs
+-- in workflow-runs:<wf> created after now, the oldest AHEAD_READS of them): a
 -- fire time fired while the clock ran ahead is not fired again, and the fire
 -- times from now on, none of which fired (the fires at a clock a day ahead were
 -- a day later), are. (With only cron:last looked at, an entry that had fired at
@@ -24,8 +25,15 @@
 -- the caller's read of the clock and this call (an every-second cron, a loaded
 -- leader) is moved too when it did not fire: the tick fires it at once (left
 -- where it was, the entry stayed silent until the next leader change or jump);
--- one that fired meanwhile is its latest run's and stays. Only the lock holder writes, as
--- fire_cron.lua. Cost: one ZSCORE and at most two HGETs per entry, and for an
+-- one that fired meanwhile is its latest run's and stays. A fire time skipped
+-- (cron:skipped: the entry's latest skipped fire time, written by fire_cron.lua)
+-- is not moved back to either: the skip policy passed it, and moved back it was
+-- fired once, late; nor is one before it when that skip was not at a clock that
+-- was ahead (a fire time is only skipped once due: one after now was skipped at
+-- a clock ahead, and says nothing of the earlier fire times from now on, whose
+-- skips, if any, left no record: those are moved, as the fires' rule has it, so
+-- an entry is never silent for as long as the clock was ahead). Only the lock holder writes, as
+-- fire_cron.lua. Cost: one ZSCORE and at most three HGETs per entry, and for an
 -- entry whose latest run fired after the time it would move to, a ZRANGEBYSCORE
 -- of the runs of its workflow created after now and an HGET for each of at most
 -- AHEAD_READS of them (none found: it stays); keys of another type are read as
@@ -37,6 +45,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[2] then return -1 end
 local now = now_ms()
 local tag = ARGV[1]
 local last_key = tag .. ':cron:last'
+local skipped_key = tag .. ':cron:skipped'
+-- Whether fire time `at` of entry `id` was skipped, or lies before a skip made
+-- at a clock not ahead of now.
+local function skipped(id, at)
+  local s = redis.pcall('HGET', skipped_key, id)
+  s = type(s) == 'string' and tonumber(s) or nil
+  if not s then return false end
+  return at == s or (at < s and s <= now)
+end
 -- The fire time of the latest run of entry `id` (0: none known).
 local function last_fire(id)
   local prev = redis.pcall('HGET', last_key, id)
@@ -51,23 +68,31 @@ local AHEAD_BUDGET = 2000
 local reads = 0
 -- nil: not judged (the call's AHEAD_BUDGET is spent; the first entry always is).
 local function fired(id, at, wf, prefix)
-  if at > last_fire(id) then return false end
-  if wf == '' or prefix == '' then return true end
+  local last = last_fire(id)
+  if at > last then return false end
+  if at == last or wf == '' or prefix == '' then return true end
   if reads > 0 and reads + AHEAD_READS > AHEAD_BUDGET then return nil end
-  -- the first run of this entry created at a clock ahead of now: the fires while
-  -- it was ahead began with its fire time
+  -- the runs of this entry created at a clock ahead of now: the fires while it
+  -- was ahead covered the fire times from the first of theirs after now on. The
+  -- oldest of them is often the fire time the entry was due at when the clock
+  -- jumped (at or before now: not one of those), which kept the entry where the
+  -- clock ahead put it, silent for as long as it had been ahead.
   local runs = redis.pcall('ZRANGEBYSCORE', k_wf_runs(tag, wf), '(' .. int_str(now), '+inf',
     'LIMIT', 0, AHEAD_READS)
   if failed(runs) then return true end
+  local seen = false
   for _, run_id in ipairs(runs) do
     reads = reads + 1
     local key = redis.pcall('HGET', k_run(tag, run_id), 'idempotencyKey')
     if type(key) == 'string' and string.sub(key, 1, #prefix) == prefix then
-      local first = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
-      if first then return at >= first end
+      local f = tonumber(string.match(string.sub(key, #prefix + 1), '^(%d+)$'))
+      if f then
+        if f == at or (f > now and f <= at) then return true end
+        seen = true
+      end
     end
   end
-  return true  -- no such run found: kept, as a fire time that may have fired
+  return not seen  -- no such run found: kept, as a fire time that may have fired
 end
 local moved = { 0 }
 for i = 3, #ARGV - 3, 4 do
@@ -78,7 +103,7 @@ for i = 3, #ARGV - 3, 4 do
     return moved
   end
   score = tonumber(score)
-  if score and at and score > at then
+  if score and at and score > at and not skipped(id, at) then
     local done = fired(id, at, ARGV[i + 2], ARGV[i + 3])
     if done == nil then return moved end  -- the rest: the next call
     if not done then

@@ -154,6 +154,35 @@ def test_a_cron_that_fired_while_the_clock_was_ahead_is_moved_back(
     assert duty.rewound == 1
 
 
+def test_the_stale_fire_at_the_jump_does_not_keep_the_entry_ahead(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The fires at a clock that jumped a day ahead begin with the fire time the
+    entry was due at when it jumped (minutes ago, before now), then go on from
+    the clock ahead. The oldest run created at that clock is that stale one's:
+    read as "the fires while it was ahead began here", the fire times from now
+    on counted as fired, and the entry stayed silent for the day."""
+    cid = _setup(client, registry)
+    now = client.server_time_ms()
+    stale = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 300_000)
+    ahead = now + DAY_MS
+    later = next_fire_ms(EVERY_MINUTE.expression, "UTC", ahead)
+    for k, (fire, created) in enumerate([(stale, ahead), (later, later + 3)]):
+        raw.hset(
+            client.keys.run(f"ahead{k}"),
+            mapping={"idempotencyKey": cron_key(cid, fire), "createdAt": created},
+        )
+        raw.zadd(client.keys.workflow_runs("ticker"), {f"ahead{k}": created})
+    raw.hset(client.keys.tag + ":cron:last", cid, "ahead1")
+    raw.zadd(client.keys.cron_next, {cid: later + 60_000})
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    now = client.server_time_ms()
+    # before: assert 1796710980000 <= (1796624465654 + 60000)
+    assert _next(raw, client, cid) <= now + 60_000
+    assert duty.rewound == 1
+
+
 def test_a_fire_time_fired_while_the_clock_was_ahead_is_still_not_fired_again(
     raw: redis.Redis, client: Client, registry: Registry
 ) -> None:
@@ -221,12 +250,6 @@ def test_a_fire_time_that_passed_and_fired_meanwhile_is_not_fired_again(
     assert [r.id for r in client.list_runs(workflow="ticker")] == [run.id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a fire time skipped at max_concurrency leaves no record, and a clock "
-    "that goes back before it moves the entry back to it (fired once, late); see "
-    "rewind_crons.lua",
-)
 def test_a_fire_time_skipped_at_max_concurrency_is_not_fired_after_the_clock_goes_back(
     raw: redis.Redis, client: Client, registry: Registry
 ) -> None:
@@ -330,3 +353,96 @@ def test_a_rewind_page_reads_a_bounded_number_of_runs_per_call(
         f"a rewind call used {max(cpu):.1f} ms of Redis CPU; the 40,000 reads: {one:.1f} ms "
         f"({len(cpu)} calls)"
     )
+
+
+def test_a_fire_time_skipped_behind_a_run_not_started_is_not_fired_after_the_clock_goes_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The other skip (SPEC 4 and the README: the entry's previous run is still
+    queued): its fire time is kept too, and the rewind does not move back to it."""
+    cid = _setup(client, registry)
+    leader, duty = _leading(client)
+    now = client.server_time_ms()
+    earlier = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 120_000)
+    passed = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 60_000)
+    raw.zadd(client.keys.cron_next, {cid: earlier})
+    duty.tick(100.0)  # fires `earlier`: its run waits in the queue (no worker)
+    assert len(client.list_runs(workflow="ticker")) == 1
+    raw.zadd(client.keys.cron_next, {cid: passed})
+    duty.tick(101.0)  # skipped: the previous run has not started
+    assert len(client.list_runs(workflow="ticker")) == 1
+    assert raw.hget(client.keys.cron_skipped, cid) == str(passed).encode()
+    after = _next(raw, client, cid)
+    assert client.scripts.rewind_crons(leader.token, [(cid, passed, "ticker")]) == []
+    assert _next(raw, client, cid) == after
+
+
+def test_a_skip_at_a_clock_that_was_ahead_does_not_hold_the_entry_back(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A fire time is skipped only once due: a skipped fire time after now was
+    skipped at a clock that was ahead, and says nothing of the fire times from now
+    on. The entry still moves back to the schedule's next fire time (kept there it
+    fired nothing for as long as the clock had been ahead: a day)."""
+    cid = _setup(client, registry)
+    now = client.server_time_ms()
+    skipped = next_fire_ms(EVERY_MINUTE.expression, "UTC", now + DAY_MS)
+    raw.hset(client.keys.cron_skipped, cid, skipped)
+    raw.zadd(client.keys.cron_next, {cid: skipped + 60_000})
+    _, duty = _leading(client)
+    duty.tick(100.0)
+    assert _next(raw, client, cid) <= client.server_time_ms() + 60_000
+    assert duty.rewound == 1
+
+
+def test_a_fire_time_before_a_skip_at_a_clock_not_ahead_is_not_moved_back_to(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """A fire time that passed between the rewind's read and its script, while a
+    later one was skipped (at the clock of now, not ahead): the entry handled the
+    later one, and stays."""
+    cid = _setup(client, registry)
+    leader, _ = _leading(client)
+    now = client.server_time_ms()
+    older = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 120_000)
+    skipped = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 60_000)
+    raw.hset(client.keys.cron_skipped, cid, skipped)
+    raw.zadd(client.keys.cron_next, {cid: skipped + 60_000})
+    assert client.scripts.rewind_crons(leader.token, [(cid, older, "ticker")]) == []
+    assert _next(raw, client, cid) == skipped + 60_000
+
+
+def test_the_record_of_skipped_fire_times_stays_one_field_per_entry(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """Many skipped fires (a per-minute cron at max_concurrency for hours) keep
+    one field for the entry, holding the latest skipped fire time, and add no key;
+    the field goes with the entry when the registry no longer has it."""
+    cid = _setup(client, registry)
+    _, duty = _leading(client)
+    raw.sadd(client.keys.wf_running("ticker"), *[f"holder{i}" for i in range(10)])
+    now = client.server_time_ms()
+    first = next_fire_ms(EVERY_MINUTE.expression, "UTC", now - 300 * 60_000)
+    keys_before = None
+    for k in range(300):
+        fire = first + k * 60_000
+        raw.zadd(client.keys.cron_next, {cid: fire})
+        duty.tick(100.0 + k)
+        if k == 0:
+            keys_before = raw.dbsize()
+    assert duty.skipped == 300
+    assert client.list_runs(workflow="ticker") == []
+    assert raw.hlen(client.keys.cron_skipped) == 1
+    assert raw.hget(client.keys.cron_skipped, cid) == str(first + 299 * 60_000).encode()
+    assert raw.dbsize() == keys_before
+    memory = raw.memory_usage(client.keys.cron_skipped)
+    assert memory is not None and memory < 512
+    plain = Registry()  # the workflow without its cron: the sync removes the entry
+
+    @define_workflow("ticker", registry=plain, max_concurrency=10)
+    def ticker(ctx: Context[Any]) -> Any:
+        return None
+
+    client.sync_registry(plain, app="cron-clock-test")
+    assert raw.hlen(client.keys.cron_def) == 0
+    assert raw.hlen(client.keys.cron_skipped) == 0

@@ -387,7 +387,7 @@ def test_a_changed_schedule_under_an_explicit_id_takes_its_new_next_fire_time(
     assert raw.zscore(client.keys.cron_next, cid) == 12345
 
 
-@pytest.mark.parametrize("which", ["cron_def", "cron_next", "cron_last"])
+@pytest.mark.parametrize("which", ["cron_def", "cron_next", "cron_last", "cron_skipped"])
 def test_a_cron_key_of_the_wrong_type_is_named_and_the_rest_is_synced(
     raw: redis.Redis,
     client: Client,
@@ -395,7 +395,7 @@ def test_a_cron_key_of_the_wrong_type_is_named_and_the_rest_is_synced(
     caplog: pytest.LogCaptureFixture,
     which: str,
 ) -> None:
-    """``cron:def``, ``cron:next`` or ``cron:last`` of another type (a neighbour's
+    """``cron:def``, ``cron:next``, ``cron:last`` or ``cron:skipped`` of another type (a neighbour's
     key on the same Redis): the sync raised WRONGTYPE, so no supervisor whose
     registry has a cron started (a traceback at start), and a MULTI's other
     writes applied half. Now the key is named in an ERROR line, the cron writes

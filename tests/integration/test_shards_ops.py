@@ -17,7 +17,7 @@ import pytest
 
 from redflow_mp import Client, Registry, create_client
 from redflow_mp.admin import cron_entries, queue_stats, running_counts, workflow_stats
-from redflow_mp.cron import CronDef
+from redflow_mp.cron import CronDef, cron_id_for
 from redflow_mp.errors import ShardsMismatchError
 from redflow_mp.ids import new_run_id
 from redflow_mp.maintenance import LeaderLock, stores
@@ -311,6 +311,9 @@ def test_reshard_1_to_3_and_back_keeps_every_run_and_key(
     check_shards(one)
     finished = [_finished(one.shards[0], name, key=f"k-{name}") for name in names for _ in range(3)]
     stay = put(one.shards[0], names[0])  # an unfinished run whose workflow stays in shard 0
+    cids = {name: cron_id_for(name, Cron("0 0 1 1 *")) for name in names}
+    for name, cid in cids.items():  # each entry's latest skipped fire time moves with it
+        one.shards[0].redis.hset(one.shards[0].keys.cron_skipped, cid, 1000 + len(name))
     before = _snapshot(one)
     report = _reshard(one, three)
     assert sorted(report.workflows_moved) == sorted(names[1:])
@@ -323,6 +326,8 @@ def test_reshard_1_to_3_and_back_keeps_every_run_and_key(
     for k, name in enumerate(names):
         shard = three.shards[k]
         assert shard.redis.exists(shard.keys.workflow(name)) == 1
+        assert shard.redis.hget(shard.keys.cron_skipped, cids[name]) == b"%d" % (1000 + len(name))
+        assert shard.redis.hlen(shard.keys.cron_skipped) == 1
         assert {c.workflow for c in cron_entries(three)} == set(names)
         # the idempotency key dedupes at the workflow's new shard
         again, created = shard.scripts.enqueue(

@@ -30,7 +30,8 @@ RETENTION_S = 1.0
 TERMINAL = {b"succeeded", b"failed", b"canceled"}
 #: Namespace-wide keys (keys.py), each one key whatever the number of runs.
 SINGLETONS = {
-    "workflows", "runs:created", "cron:def", "cron:next", "cron:last", "lock:cron",
+    "workflows", "runs:created", "cron:def", "cron:next", "cron:last", "cron:skipped",
+    "lock:cron",
     "queues", "parked", "supervisors", "leases", "result-confirm", "runs:unindexed",
     "due-queues", "ready-queues", "timers", "relist", "cascades", "meta",
 }  # fmt: skip
