@@ -27,7 +27,7 @@ import redis
 from redis.exceptions import AuthorizationError, NoPermissionError
 
 from redflow_mp.client import Client, create_client
-from redflow_mp.connection import tls_hint
+from redflow_mp.connection import auth_hint, tls_hint
 from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError, RedisReadOnlyError
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
@@ -97,7 +97,8 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
         except (redis.AuthenticationError, AuthorizationError) as exc:
             client.close()
             raise SystemExit(
-                f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
+                f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: "
+                f"{exc}{auth_hint(s.url, exc)}"
             ) from None
         except NoPermissionError as exc:
             client.close()
