@@ -294,6 +294,30 @@ def tls_hint(url: str, exc: BaseException) -> str:
     return ""
 
 
+def auth_hint(url: str, exc: BaseException) -> str:
+    """A hint to append to a refusal of the credentials (``AuthenticationError``)
+    when ``url`` gives no password, else "". The server's own words (``HELLO must
+    be called with the client already authenticated``, ``invalid username-password
+    pair``) read as a wrong password, though none was sent: it was forgotten, or
+    its ``:`` was (``redis://secret@host`` names a user ``secret``)."""
+    if not isinstance(exc, rexc.AuthenticationError) or "://" not in url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if misplaced_userinfo(url) is not None or parts.password is not None:
+        return ""
+    if any(p.partition("=")[0].lower() == "password" for p in parts.query.split("&")):
+        return ""
+    where = "a user name but no password" if parts.username else "no password"
+    return (
+        f" (the URL gives {where}: put it in the URL's user info after a ':', with no "
+        "user name before it for requirepass, and give the URL as REDFLOW_URL, which "
+        "ps does not show)"
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     """What a URL (and the ``cluster`` / ``sentinel_master`` settings) points at."""

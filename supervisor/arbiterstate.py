@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+import redis
+
 from redflow_mp.admin import RunQueues
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
@@ -41,6 +43,9 @@ from .wakeup import Wakeup
 __all__ = ["ON_FAILURE_LIMIT", "ArbiterState", "Mode", "Reloaded", "Slot"]
 
 log = logging.getLogger("redflow_supervisor")
+
+#: What ringing the bells may meet (best effort): transient trouble, and any refusal.
+_BELL_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis.RedisError)
 
 # How long an on_failure hook may run (in a child or a helper) before it is killed.
 ON_FAILURE_LIMIT = 60.0
@@ -124,7 +129,11 @@ class ArbiterState:
             return
         try:
             ring_bells(self.client, self.queues, len(self.children))
-        except TRANSIENT_ERRORS as exc:
+        except _BELL_TROUBLE as exc:
+            # Best effort: an idle child sees the request at the end of its blocking
+            # read. A plain command's refusal (OOM at maxmemory, READONLY, MISCONF,
+            # WRONGTYPE on a bell) is redis-py's raw error, not a transient one, and
+            # ended the parent in a traceback in the middle of a HUP or a drain.
             log.debug("could not wake idle children: %s", exc)
 
     def _retire(self, child: Child) -> None:

@@ -66,10 +66,12 @@ class Child:
     abort: tuple[AbortReason, Held, tuple[Held, ...]] | None = None
     cancel_seen: dict[str, float] = field(default_factory=dict)
     recycle_requested: bool = False
-    # liveness.StallWatch: the last beat count seen, since when, the CPU time then
+    # liveness.StallWatch: the last beat count seen, since when, the CPU time then,
+    # when the parent last looked
     beats: int = 0
     progress_at: float = 0.0
     cpu: float | None = None
+    looked_at: float = 0.0
     stalled: bool = False  # killed for making no progress (its run is charged a crash)
 
     def signal(self, sig: int) -> bool:

@@ -12,7 +12,10 @@ be scheduled, and a child whose beats stopped is asked the kernel for its CPU
 time, which a handler holding the GIL in C code advances and a stopped process
 does not. A child with neither for :data:`STALL_LEASES` leases (at least
 :data:`STALL_FLOOR` seconds: a loaded machine may leave a process unscheduled
-for a few seconds, and the beats come once a second) is killed
+for a few seconds, and the beats come once a second), counted while the parent
+itself runs (a parent stopped with its children, by a SIGSTOP of the group or a
+frozen cgroup, may run again a second before they do: the time it did not run is
+no child's silence, :data:`BLIND_GAP`), is killed
 (SIGKILL ends a stopped process too), its run put back by the recovery of a
 dead child and charged a crash (a handler that stops its own process is a
 poison pill, ``max_run_crashes``), and the slot gets a new child.
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from .board import Board
 from .children import Child
 
-__all__ = ["STALL_FLOOR", "STALL_LEASES", "StallWatch", "cpu_seconds"]
+__all__ = ["BLIND_GAP", "STALL_FLOOR", "STALL_LEASES", "StallWatch", "cpu_seconds"]
 
 log = logging.getLogger("redflow_supervisor")
 
@@ -37,6 +40,11 @@ STALL_LEASES = 3
 STALL_FLOOR = 10.0
 # Beats come each second: the CPU time is asked only past this much silence.
 _QUIET = 2.5
+#: The parent looks each second (each turn of its loop): a longer gap between two
+#: of its looks means it did not run itself (stopped with its children by a SIGSTOP
+#: of the group or a frozen cgroup, unscheduled), and a child's silence then is not
+#: known. Past this gap a child's silence is counted again from the look.
+BLIND_GAP = STALL_FLOOR / 2
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -62,8 +70,10 @@ class StallWatch:
         """Look at ``child`` (each turn of the arbiter's loop, at least once a second)."""
         if child.stop_sent == "kill":
             return
+        blind = now - child.looked_at > BLIND_GAP
+        child.looked_at = now
         beats = self.board.beats(child.index)
-        if beats != child.beats or not child.progress_at:
+        if beats != child.beats or not child.progress_at or blind:
             child.beats, child.progress_at, child.cpu = beats, now, None
             return
         if now - child.progress_at < _QUIET:

@@ -24,14 +24,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.exceptions import AuthorizationError, NoPermissionError
+from redis.exceptions import AuthorizationError, NoPermissionError, ResponseError
 
 from redflow_mp.client import Client, create_client
-from redflow_mp.connection import tls_hint
-from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError, RedisReadOnlyError
+from redflow_mp.connection import auth_hint, tls_hint
+from redflow_mp.errors import (
+    TRANSIENT_ERRORS,
+    RedflowError,
+    RedisBusyError,
+    RedisOutOfMemoryError,
+    RedisReadOnlyError,
+)
 from redflow_mp.migrate import keyspace_problem
 from redflow_mp.queries import shard_views
 from redflow_mp.registry import Registry
+from redflow_mp.replies import refused
 from redflow_mp.shardmeta import shards_problem
 from redflow_mp.sync import registration_digest, renew_registration
 from redflow_mp.transport import mask_url
@@ -43,6 +50,10 @@ __all__ = ["BadSettings", "connect", "end_of_startup", "resolve_queues", "resync
 log = logging.getLogger("redflow_supervisor")
 
 _CONNECT_PATIENCE = 15.0
+#: What the start rides out: transient trouble, and a refusal that :func:`_transient` maps.
+_RIDDEN: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
+#: What a failed sync after a reload is logged for (the parent keeps running).
+_RESYNC_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis.RedisError)
 
 
 class BadSettings(SystemExit):
@@ -97,7 +108,8 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
         except (redis.AuthenticationError, AuthorizationError) as exc:
             client.close()
             raise SystemExit(
-                f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: {exc}"
+                f"redflow-supervisor: Redis at {mask_url(s.url)} refused the credentials: "
+                f"{exc}{auth_hint(s.url, exc)}"
             ) from None
         except NoPermissionError as exc:
             client.close()
@@ -105,13 +117,16 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
                 f"redflow-supervisor: Redis at {mask_url(s.url)} refused a command to this "
                 f'user: {exc} (docs/operations.md, "Redis ACL", lists what a user needs)'
             ) from None
-        except TRANSIENT_ERRORS as exc:
-            refusing = isinstance(exc, RedisReadOnlyError | redis.ReadOnlyError)
+        except _RIDDEN as exc:
+            # A plain command or pipeline refused (OOM, BUSY, MISCONF) reaches here
+            # as redis-py's raw error: mapped as a script call's refusal is.
+            trouble = _transient(exc, s.url)
+            if trouble is None:
+                raise
             if time.monotonic() >= deadline:
                 client.close()
-                raise _given_up(s.url, exc, refusing) from None
-            what = "accepts no writes" if refusing else "unreachable"
-            log.warning("Redis at %s %s (%s); retrying", mask_url(s.url), what, exc)
+                raise _given_up(s.url, trouble) from None
+            log.warning("Redis at %s %s (%s); retrying", mask_url(s.url), _what(trouble), trouble)
             time.sleep(delay)
             delay = min(2.0, delay * 2)
         except RedflowError as exc:  # e.g. a cluster URL whose node is not in cluster mode
@@ -119,9 +134,26 @@ def connect(settings: Settings, registry: Registry, queues: Sequence[str]) -> Cl
             raise SystemExit(f"redflow-supervisor: {exc}") from None
 
 
-def _given_up(url: str, exc: Exception, refusing: bool) -> SystemExit:
-    """The exit message once Redis stayed out of reach (or read-only) too long."""
-    if refusing:
+def _transient(exc: Exception, url: str) -> Exception | None:
+    """``exc`` as the transient trouble the start rides out, or None (raise it)."""
+    if not isinstance(exc, ResponseError) or isinstance(exc, TRANSIENT_ERRORS):
+        return exc
+    return refused(exc, "the start (its keyspace checks and registry sync)", mask_url(url))
+
+
+def _what(exc: Exception) -> str:
+    if isinstance(exc, RedisReadOnlyError | redis.ReadOnlyError):
+        return "accepts no writes"
+    if isinstance(exc, RedisOutOfMemoryError | RedisBusyError):
+        return "refuses writes"
+    return "unreachable"
+
+
+def _given_up(url: str, exc: Exception) -> SystemExit:
+    """The exit message once Redis stayed out of reach (or refused writes) too long."""
+    if isinstance(exc, RedisOutOfMemoryError | RedisBusyError):
+        return SystemExit(f"redflow-supervisor: {exc}")
+    if isinstance(exc, RedisReadOnlyError | redis.ReadOnlyError):
         return SystemExit(
             f"redflow-supervisor: Redis at {mask_url(url)} accepts no writes: {exc} "
             "(give the master's URL, or a redis+sentinel:// URL)"
@@ -245,7 +277,9 @@ def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str,
     try:
         client.sync_registry(registry, app=settings.app)
         register_live(client, registry, settings.app)
-    except TRANSIENT_ERRORS as exc:
+    except _RESYNC_TROUBLE as exc:
+        # A plain command's refusal (OOM at maxmemory, MISCONF...) is redis-py's raw
+        # error: it ended the parent in a traceback in the middle of a HUP.
         log.warning("registry sync after reload failed: %s", exc)
     return queues
 

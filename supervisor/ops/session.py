@@ -34,7 +34,7 @@ import redis
 from redflow_mp import queries
 from redflow_mp.client import Client, create_client
 from redflow_mp.codec import RunState
-from redflow_mp.connection import tls_hint
+from redflow_mp.connection import auth_hint, tls_hint
 from redflow_mp.registry import Registry
 from redflow_mp.shardmeta import recorded_shards, shards_problem
 from redflow_mp.shards import shard_index_of_run
@@ -347,7 +347,7 @@ def report_error(exc: BaseException, url: str) -> int:
         print_err(text)
         return EXIT_USAGE
     if isinstance(exc, redis.AuthenticationError):
-        print_err(f"Redis at {shown} refused the credentials: {text}")
+        print_err(f"Redis at {shown} refused the credentials: {text}{auth_hint(url, exc)}")
     elif isinstance(exc, redis.exceptions.NoPermissionError):
         print_err(
             f"Redis at {shown} refused a command to this user: {text} "

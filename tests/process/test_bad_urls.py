@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.process.conftest import ROOT, clean_env, run_supervisor_once
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
 
@@ -115,3 +116,38 @@ def test_a_tls_url_to_a_server_without_tls_says_so(redis_url: str) -> None:
         assert "Traceback" not in out, out
         assert "TLS" in out and "redis://" in out, out
         assert PASSWORD not in out, out
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "said"),
+    [("", "gives no password"), (f"{PASSWORD}@", "a user name but no password")],
+)
+def test_a_url_without_the_password_a_server_asks_for_says_so(userinfo: str, said: str) -> None:
+    """A server with ``requirepass`` and a URL without the password (forgotten, or
+    ``redis://secret@host`` with the ``:`` before it forgotten, which names a user):
+    the supervisor and ``redflow`` said ``refused the credentials: HELLO must be
+    called with the client already authenticated, ...``, which reads as a wrong
+    password although none was sent."""
+    with RedisServer(password=PASSWORD) as server:
+        url = f"redis://{userinfo}127.0.0.1:{server.port}/0"
+        args = ["--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url]
+        both = [
+            subprocess.Popen(
+                [sys.executable, "-m", module, *argv],
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for module, argv in (
+                ("redflow_supervisor", args),
+                ("redflow_supervisor.ops", ["queues", "--url", url]),
+            )
+        ]
+        for proc in both:
+            out, _ = proc.communicate(timeout=90)
+            assert proc.returncode == 1, out
+            assert "Traceback" not in out, out
+            assert said in out and "user info after a ':'" in out, out
+            assert PASSWORD not in out, out

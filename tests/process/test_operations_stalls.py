@@ -174,3 +174,34 @@ def test_a_stopped_supervisor_says_it_was_stopped_not_that_redis_was_out_of_reac
     assert "out of reach" not in line[0], line[0]
     assert "did not run for" in line[0], line[0]
     assert flows.pid.run(None, client=client).result(timeout=20)
+
+
+def test_children_stopped_with_their_parent_are_kept_when_the_parent_resumes_first(
+    supervisor: Callable[..., Supervisor], client: Client
+) -> None:
+    """A whole supervisor stopped past the stall bound (SIGSTOP of its group, a
+    frozen cgroup), then continued: the kernel resumes its processes in any order,
+    and on a loaded machine a child runs a second after its parent. The parent
+    counted the time it was stopped itself as its children's silence and, their
+    CPU time unchanged between two of its turns (a handler in ``time.sleep``, an
+    idle child), killed both: the busy child's run was charged a crash and
+    executed again, the idle child replaced."""
+    sup = supervisor(procs=2, modules=MODULES)
+    sup.wait_workers(2)
+    handle = flows.sleepy.run(25, client=client)
+    started = f"{client.keys.tag}:sleepy-started"
+    busy = int(wait_until(lambda: client.redis.get(started), 20, message="the run to start"))
+    children = [w.pid for w in sup.workers()]
+    assert busy in children and len(children) == 2
+    os.killpg(sup.pid, signal.SIGSTOP)
+    try:
+        time.sleep(17)  # the fault: past the stall bound (3 leases, 15 s)
+        os.kill(sup.pid, signal.SIGCONT)  # the parent runs again first
+        time.sleep(1)
+    finally:
+        os.killpg(sup.pid, signal.SIGCONT)
+    assert handle.result(timeout=120) == {"slept": 25, "pid": busy}
+    state = client.get_run(handle.id)
+    assert state is not None and state.crash_count == 0 and state.attempt == 1, state
+    assert "made no progress" not in sup.log(), sup.log()[-3000:]
+    assert sorted(w.pid for w in sup.workers()) == sorted(children)

@@ -9,6 +9,7 @@ and the runs finish once writes are accepted again."""
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import redis
 
 from redflow_mp import Client, create_client
 from tests.process import flows
-from tests.process.conftest import Supervisor, wait_until
+from tests.process.conftest import Supervisor, run_supervisor_once, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.process
@@ -92,3 +93,84 @@ def test_a_redis_refusing_writes_for_longer_than_a_lease_crashes_no_child_and_ru
         sup.stop()
         client.close()
         admin.close()
+
+
+def _fill_to_maxmemory(admin: redis.Redis) -> None:
+    """``maxmemory`` just above what the server holds, then filler keys until a
+    write is refused (``OOM``, the default ``noeviction`` policy)."""
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory", used + 200_000)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for i in range(100_000):
+            admin.set(f"filler:{i}", "x" * 1000)
+
+
+@pytest.mark.parametrize("keyspace", ["new", "existing"])
+def test_a_supervisor_started_while_redis_is_out_of_memory_waits_for_memory(
+    server: RedisServer, tmp_path: Path, keyspace: str
+) -> None:
+    """A supervisor started (or restarted by systemd) while Redis is at
+    ``maxmemory`` ended in a Python traceback of redis-py's ``OutOfMemoryError``
+    (the keyspace's shard count, or the registry sync), exit status 1: restarted
+    in a loop of tracebacks. It now rides it out as a Redis still starting
+    (saying so) and starts once memory is freed; past its patience it exits
+    with one line that says Redis is out of memory."""
+    prefix = f"oom-{keyspace}"
+    admin = server.client()
+    if keyspace == "existing":
+        first = Supervisor(server.url, prefix, tmp_path / "first.log", procs=1).start()
+        try:
+            first.wait_workers(1)
+        finally:
+            first.stop()
+    _fill_to_maxmemory(admin)
+    gave_up = run_supervisor_once(
+        "--app", "test", "--procs", "1", "--prefix", prefix, "--url", server.url,
+        "--module", "tests.process.flows",
+    )  # fmt: skip
+    out = gave_up.stdout + gave_up.stderr
+    assert gave_up.returncode == 1, out
+    assert "Traceback" not in out, out
+    assert "is out of memory (maxmemory reached)" in out.splitlines()[-1], out
+    sup = Supervisor(server.url, prefix, tmp_path / "supervisor.log", procs=2).start()
+    client = create_client(server.url, prefix=prefix, default=False)
+    try:
+        wait_until(lambda: "out of memory" in sup.log(), 30, message="the wait said")
+        admin.config_set("maxmemory", 0)
+        sup.wait_workers(2)
+        assert flows.pid.run(None, client=client).result(timeout=30) > 0
+        assert "Traceback" not in sup.log(), sup.log()
+    finally:
+        sup.stop()
+        client.close()
+
+
+def test_hup_and_term_while_redis_is_out_of_memory_keep_the_supervisor_in_charge(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """A rolling restart (HUP) or a drain (TERM) while Redis is at ``maxmemory``:
+    the parent wakes its idle children by ringing their queues' bells, an
+    ``LPUSH`` Redis refuses (``OOM``), and that raw redis-py error ended the
+    parent in a traceback (exit status 1, its children left to notice it gone)."""
+    prefix = "oom-signals"
+    sup = Supervisor(server.url, prefix, tmp_path / "supervisor.log", procs=2).start()
+    try:
+        old = {w.pid for w in sup.wait_workers(2)}
+        _fill_to_maxmemory(server.client())
+        assert sup.proc is not None
+        proc = sup.proc
+        sup.send(signal.SIGHUP)
+        wait_until(
+            lambda: (
+                proc.poll() is not None
+                or (not old & {w.pid for w in sup.workers()} and len(sup.workers()) == 2)
+            ),
+            60,
+            message="the rolling restart to replace both children",
+        )
+        assert proc.poll() is None, sup.log()[-3000:]
+        sup.send(signal.SIGTERM)
+        assert sup.wait(timeout=60) == 0, sup.log()
+        assert "Traceback" not in sup.log(), sup.log()
+    finally:
+        sup.stop()

@@ -6,8 +6,10 @@ the message gave (%2F, %3F, %23) could not help."""
 from __future__ import annotations
 
 import pytest
+import redis
 
 from redflow_mp import create_client
+from redflow_mp.connection import auth_hint
 from redflow_mp.transport import check_url, mask_url
 
 SECRET = "Pa55w0rd"
@@ -86,3 +88,30 @@ def test_a_url_that_is_not_a_str_is_a_type_error(url: object) -> None:
         check_url(url)
     with pytest.raises(TypeError, match="url must be a str"):
         create_client(url, default=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis://127.0.0.1:6379/0", "gives no password"),
+        ("rediss://h:6380", "gives no password"),
+        ("redis+sentinel://h1:26379,h2:26379/svc", "gives no password"),
+        (f"redis://{SECRET}@h:6379/0", "a user name but no password"),
+        (f"redis://:{SECRET}@h:6379/0", None),
+        (f"redis://app:{SECRET}@h:6379/0", None),
+        (f"redis://h:6379/0?password={SECRET}", None),
+        (f"redis://:se/{SECRET}@h:6379/0", None),  # a password the parser cannot see
+        ("unix:///tmp/r.sock", "gives no password"),
+    ],
+)
+def test_a_refusal_names_a_password_missing_from_the_url(url: str, said: str | None) -> None:
+    """``auth_hint``: the server's refusal (``HELLO must be called with the client
+    already authenticated``) reads as a wrong password; the hint says none was
+    given, and only then. Nothing for other errors; never the password."""
+    refused = redis.AuthenticationError("invalid username-password pair")
+    hint = auth_hint(url, refused)
+    if said is None:
+        assert hint == ""
+    else:
+        assert said in hint and SECRET not in hint, hint
+    assert auth_hint("redis://h:6379/0", redis.ConnectionError("refused")) == ""
