@@ -580,3 +580,67 @@ def test_sync_registry_writes_cron_entries_under_their_spec_keys(
     assert msgspec.json.decode(h["cronIdsJson"]) == [cron_id]
     cron = msgspec.json.decode(h["cronJson"])
     assert "0 3 * * *" in str(cron) and "Europe/Berlin" in str(cron)
+
+
+def test_list_runs_defaults_and_cancel_of_a_finished_run(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("many", registry=registry)
+    def many(ctx: Context[Any]) -> None:
+        return None
+
+    handles = many.run_many([None] * 60)
+    assert len(client.list_runs()) == 50  # limit=50 by default
+    assert [r.id for r in client.list_runs(offset=50)] == [h.id for h in handles[:10]][::-1]
+    workers.start()
+    handles[0].result(timeout=30)
+    assert client.cancel_run(handles[0].id) is False
+    assert handles[0].cancel() is False
+    gone = RunHandle(client, "no-such-run")
+    assert gone.state() is None
+
+
+def test_cancel_of_a_running_run_at_the_default_lease(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    seen: list[str] = []
+    started = threading.Event()
+
+    @define_workflow("busy", registry=registry)
+    def busy(ctx: Context[Any]) -> str:
+        started.set()
+        seen.append("set" if ctx.cancelled.wait(30) else "timeout")
+        try:
+            ctx.step.run("after", lambda: None)
+        except RunCanceledError:
+            seen.append("raised")
+            raise
+        return "not canceled"
+
+    workers.start(lease_ms=5000)
+    h = busy.run()
+    assert started.wait(30)
+    assert client.cancel_run(h.id, reason="stop") is True
+    st = h.state()
+    assert st is not None and st.cancel_requested_at is not None
+    with pytest.raises(RunCanceledError):
+        h.result(timeout=30)
+    assert seen == ["set", "raised"]
+    st = h.state()
+    assert st is not None and st.status is RunStatus.CANCELED and st.cancel_reason == "stop"
+
+
+def test_a_delayed_run_is_promoted_then_runs(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("delayed", registry=registry)
+    def delayed(ctx: Context[Any]) -> Any:
+        return ctx.step.run("kw", lambda a, b=0: a + b, 1, b=2)
+
+    h = delayed.run(run_at=time.time() + 0.5)
+    assert h.state().status is RunStatus.SCHEDULED  # type: ignore[union-attr]
+    workers.start()
+    assert h.result(timeout=30) == 3
+    st = h.state()
+    assert st is not None and st.started_at is not None and st.available_at is not None
+    assert st.started_at >= st.available_at

@@ -262,3 +262,19 @@ def test_async_gather_of_durable_waits_suspends_once(
         client.send_event(kid.id, "go", kid.input * 10)
     assert h.result(timeout=30) == [0, 10, 20]
     assert len(entries) == 2, entries
+
+
+def test_max_events_per_run_default_is_ten_thousand_unconsumed(
+    client: Client, registry: Registry
+) -> None:
+    @define_workflow("inbox", registry=registry)
+    def inbox(ctx: Context[Any]) -> Any:
+        return ctx.step.wait_for_event("w", "e")
+
+    h = inbox.run()
+    for i in range(10_000):
+        assert client.send_event(h.id, f"e{i % 3}", i) is True
+    with pytest.raises(redflow_mp.EventLimitError, match="10000"):
+        client.send_event(h.id, "e0", "one too many")
+    with pytest.raises(redflow_mp.RedflowError):
+        h.send_event("other", None)
