@@ -69,6 +69,7 @@ from .options import (
     check_idempotency_key,
     check_name,
     check_run_id,
+    id_by_spec_name,
 )
 from .registry import (
     Registry,
@@ -359,6 +360,7 @@ class AsyncClient(AsyncCancels, AsyncResults):
 
     # ---------------------------------------------------------------- reads
 
+    @id_by_spec_name
     async def get_run(self, run_id: str) -> RunState | None:
         """The run's state with its attempts' history, or None for an unknown id."""
         shard = self.shard_of_run(run_id)
@@ -370,6 +372,7 @@ class AsyncClient(AsyncCancels, AsyncResults):
         raw = await _drive_query(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
         return workflow_meta(raw, name)
 
+    @id_by_spec_name
     async def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
         shard = self.shard_of_run(run_id)

@@ -24,7 +24,7 @@ from .codec import text
 from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS
 from .listing import read_error
-from .options import cannot_be_run_id, check_reason, check_run_id
+from .options import cannot_be_run_id, check_reason, check_run_id, id_by_spec_name
 from .runs import cancel_accepted
 from .scripts import cancel_reply
 
@@ -34,6 +34,7 @@ __all__ = ["AsyncCancels"]
 class AsyncCancels(ShardAccess):
     """``cancel_run`` and its cascade on an async client's connections."""
 
+    @id_by_spec_name
     async def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run; see ``Client.cancel_run``."""
         run_id = check_run_id(run_id)

@@ -46,6 +46,7 @@ from .options import (
     check_name,
     check_reason,
     check_run_id,
+    id_by_spec_name,
 )
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
@@ -268,6 +269,7 @@ class Client(Runs):
         """A handle for an existing run id (no round trip)."""
         return RunHandle(self, check_run_id(run_id))
 
+    @id_by_spec_name
     def get_run_steps(self, run_id: str) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id."""
         shard = self.shard_of_run(run_id)
@@ -305,6 +307,7 @@ class Client(Runs):
         arguments raise at the call."""
         return queries.iter_runs_all(self, workflow, status, limit, offset, after=after)
 
+    @id_by_spec_name
     def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
         """Cancel a run.
 

@@ -43,6 +43,7 @@ from .options import (
     check_idempotency_key,
     check_name,
     check_run_id,
+    id_by_spec_name,
     timeout_to_ms,
 )
 from .packed import PlainEnqueues
@@ -496,6 +497,7 @@ class Runs:
 
     # ---------------------------------------------------------------- reads
 
+    @id_by_spec_name
     def get_run(self, run_id: str) -> RunState | None:
         """The run's state with its attempts' history, or None for an unknown id."""
         shard = self.shard_of_run(run_id)

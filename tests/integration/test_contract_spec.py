@@ -181,7 +181,8 @@ def test_spec_example_end_to_end_with_keyspace_fields(
     assert raw.sismember(f"{tag}:workflows", "resize-image")
     assert raw.zscore(f"{tag}:workflow-runs:resize-image", handle.id) is not None
     assert raw.zscore(f"{tag}:runs:created", handle.id) == int(h["createdAt"])
-    assert raw.zscore(f"{tag}:runs:status:succeeded", handle.id) is not None
+    assert raw.zscore(f"{tag}:runs:status:succeeded", handle.id) == int(h["finishedAt"])
+    assert raw.zscore(f"{tag}:workflow-runs:resize-image", handle.id) == int(h["createdAt"])
     meta = _h(raw, f"{tag}:workflow:resize-image")
     for field in [
         "name",
@@ -644,3 +645,40 @@ def test_a_delayed_run_is_promoted_then_runs(
     st = h.state()
     assert st is not None and st.started_at is not None and st.available_at is not None
     assert st.started_at >= st.available_at
+
+
+def test_run_lookups_take_the_id_by_spec_name(
+    redis_url: str, prefix: str, client: Client, registry: Registry
+) -> None:
+    """SPEC §2 spells ``get_run(id)``, ``get_run_steps(id)``, ``cancel_run(id,
+    reason=None)``; ``run_id=`` (our name) keeps working."""
+    import asyncio
+
+    from redflow_mp.aio import create_async_client
+
+    @define_workflow("by-id", registry=registry)
+    def by_id(ctx: Context[Any]) -> None:
+        return None
+
+    h = by_id.run()
+    kw: dict[str, Any] = {"id": h.id}
+    assert client.get_run(**kw) is not None
+    assert client.get_run(run_id=h.id) is not None
+    assert client.get_run_steps(**kw) == []
+    with pytest.raises(TypeError, match="once"):
+        client.get_run(h.id, **kw)
+
+    async def aio() -> None:
+        ac = create_async_client(redis_url, prefix, registry=registry, default=False)
+        try:
+            assert (await ac.get_run(**kw)) is not None
+            assert (await ac.get_run_steps(**kw)) == []
+            assert await ac.cancel_run(**kw, reason="async") is True
+        finally:
+            await ac.aclose()
+
+    asyncio.run(aio())
+    st = client.get_run(h.id)
+    assert st is not None and st.status is RunStatus.CANCELED and st.cancel_reason == "async"
+    h2 = by_id.run()
+    assert client.cancel_run(id=h2.id, reason="sync") is True
