@@ -682,3 +682,18 @@ def test_run_lookups_take_the_id_by_spec_name(
     assert st is not None and st.status is RunStatus.CANCELED and st.cancel_reason == "async"
     h2 = by_id.run()
     assert client.cancel_run(id=h2.id, reason="sync") is True
+
+
+def test_an_unknown_workflow_fails_with_unknown_workflow_error_not_retried(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    @define_workflow("known", registry=registry)
+    def known(ctx: Context[Any]) -> None:
+        return None
+
+    workers.start()
+    h = client.run_by_name("ghost", {"a": 1})
+    with pytest.raises(redflow_mp.UnknownWorkflowError):
+        h.result(timeout=30)
+    st = h.state()
+    assert st is not None and st.status is RunStatus.FAILED and st.attempt == 1
