@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from redflow_mp import Client, RunState, RunStatus
-from tests.process.conftest import ROOT, clean_env, wait_until
+from tests.process import flows
+from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,3 +131,20 @@ def test_the_spec_command_line_with_config_env_and_flags(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, logged()
     log.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["INT", "QUIT"])
+def test_int_or_quit_is_a_fast_stop_with_the_run_put_back(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis, sig: int
+) -> None:
+    """SPEC §5: INT/QUIT = fast stop, runs put back (a handler that would run for an
+    hour is not waited for; its run is queued again, not failed)."""
+    sup = supervisor(procs=1)
+    sup.wait_workers(1)
+    handle = flows.sleepy.run(3600, client=client)
+    wait_until(lambda: raw.get(f"{client.keys.tag}:sleepy-started"), 30, message="run start")
+    sup.send(sig)
+    sup.wait(timeout=60)  # a hang guard: the handler alone would take an hour
+    state = handle.state()
+    assert state is not None and state.status is RunStatus.QUEUED, state
+    assert state.finished_at is None and state.error is None
