@@ -12,12 +12,8 @@ Pure: no I/O, no state.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
@@ -41,11 +37,11 @@ __all__ = [
     "check_text",
     "check_timeout",
     "check_user_key",
-    "id_by_spec_name",
     "is_reserved_key",
     "is_text",
     "seconds_to_ms",
     "shown_run_id",
+    "spec_run_id",
     "timeout_to_ms",
 ]
 
@@ -138,38 +134,15 @@ def timeout_to_ms(seconds: float) -> int:
     return max(1, seconds_to_ms(seconds))
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def id_by_spec_name(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Let ``method`` (whose first argument is ``run_id``) also take the run id as
-    ``id=``, SPEC §2's spelling (``get_run(id)``, ``get_run_steps(id)``,
-    ``cancel_run(id, reason=None)``); ``run_id=`` and a positional id work as
-    before. An ``async def`` method stays a coroutine function."""
-
-    def spelled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        if "id" in kwargs:
-            if len(args) > 1 or "run_id" in kwargs:
-                raise TypeError(
-                    f"{method.__name__}() takes the run id once: positionally, as run_id= or as id="
-                )
-            kwargs["run_id"] = kwargs.pop("id")
-        return kwargs
-
-    if inspect.iscoroutinefunction(method):
-
-        @functools.wraps(method)
-        async def awrapper(*args: Any, **kwargs: Any) -> Any:
-            return await method(*args, **spelled(args, kwargs))
-
-        return awrapper  # type: ignore[return-value]
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return method(*args, **spelled(args, kwargs))
-
-    return wrapper
+def spec_run_id(run_id: str | None, spec_id: str | None, method: str) -> str:
+    """The run id given to ``method`` positionally, as ``run_id=``, or as ``id=``
+    (SPEC §2's spelling: ``get_run(id)``, ``get_run_steps(id)``, ``cancel_run(id,
+    reason=None)``), checked; giving it twice is a TypeError."""
+    if spec_id is not None:
+        if run_id is not None:
+            raise TypeError(f"{method}() takes the run id once: positionally, as run_id= or as id=")
+        run_id = spec_id
+    return check_run_id(run_id)
 
 
 def check_run_id(run_id: object) -> str:
