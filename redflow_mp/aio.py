@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import redis.asyncio
 
@@ -69,6 +69,7 @@ from .options import (
     check_idempotency_key,
     check_name,
     check_run_id,
+    spec_run_id,
 )
 from .registry import (
     Registry,
@@ -359,8 +360,14 @@ class AsyncClient(AsyncCancels, AsyncResults):
 
     # ---------------------------------------------------------------- reads
 
-    async def get_run(self, run_id: str) -> RunState | None:
-        """The run's state with its attempts' history, or None for an unknown id."""
+    @overload
+    async def get_run(self, run_id: str) -> RunState | None: ...
+    @overload
+    async def get_run(self, *, id: str) -> RunState | None: ...
+    async def get_run(self, run_id: str | None = None, *, id: str | None = None) -> RunState | None:
+        """The run's state with its attempts' history, or None for an unknown id
+        (the id also as ``id=``, SPEC's spelling)."""
+        run_id = spec_run_id(run_id, id, "get_run")
         shard = self.shard_of_run(run_id)
         return await _drive_query(shard.redis, queries.get_run(shard.keys, run_id))
 
@@ -370,8 +377,16 @@ class AsyncClient(AsyncCancels, AsyncResults):
         raw = await _drive_query(shard.redis, queries.one("hgetall", shard.keys.workflow(name)))
         return workflow_meta(raw, name)
 
-    async def get_run_steps(self, run_id: str) -> list[StepState] | None:
-        """The run's recorded steps in execution order, or None for an unknown id."""
+    @overload
+    async def get_run_steps(self, run_id: str) -> list[StepState] | None: ...
+    @overload
+    async def get_run_steps(self, *, id: str) -> list[StepState] | None: ...
+    async def get_run_steps(
+        self, run_id: str | None = None, *, id: str | None = None
+    ) -> list[StepState] | None:
+        """The run's recorded steps in execution order, or None for an unknown id
+        (the id also as ``id=``, SPEC's spelling)."""
+        run_id = spec_run_id(run_id, id, "get_run_steps")
         shard = self.shard_of_run(run_id)
         return await _drive_query(shard.redis, queries.get_run_steps(shard.keys, run_id))
 

@@ -12,7 +12,7 @@ cancel, the cascade's reason, its record) are the sync client's functions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import redis.asyncio
 
@@ -24,7 +24,7 @@ from .codec import text
 from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS
 from .listing import read_error
-from .options import cannot_be_run_id, check_reason, check_run_id
+from .options import cannot_be_run_id, check_reason, spec_run_id
 from .runs import cancel_accepted
 from .scripts import cancel_reply
 
@@ -34,9 +34,15 @@ __all__ = ["AsyncCancels"]
 class AsyncCancels(ShardAccess):
     """``cancel_run`` and its cascade on an async client's connections."""
 
-    async def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+    @overload
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
+    @overload
+    async def cancel_run(self, *, id: str, reason: str | None = None) -> bool: ...
+    async def cancel_run(
+        self, run_id: str | None = None, reason: str | None = None, *, id: str | None = None
+    ) -> bool:
         """Cancel a run; see ``Client.cancel_run``."""
-        run_id = check_run_id(run_id)
+        run_id = spec_run_id(run_id, id, "cancel_run")
         why = check_reason(reason)
         if cannot_be_run_id(run_id):
             return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import redis
 from redis.exceptions import ResponseError
@@ -46,6 +46,7 @@ from .options import (
     check_name,
     check_reason,
     check_run_id,
+    spec_run_id,
 )
 from .registry import Registry, Workflow, default_starter, set_default_starter
 from .runs import (
@@ -268,8 +269,16 @@ class Client(Runs):
         """A handle for an existing run id (no round trip)."""
         return RunHandle(self, check_run_id(run_id))
 
-    def get_run_steps(self, run_id: str) -> list[StepState] | None:
-        """The run's recorded steps in execution order, or None for an unknown id."""
+    @overload
+    def get_run_steps(self, run_id: str) -> list[StepState] | None: ...
+    @overload
+    def get_run_steps(self, *, id: str) -> list[StepState] | None: ...
+    def get_run_steps(
+        self, run_id: str | None = None, *, id: str | None = None
+    ) -> list[StepState] | None:
+        """The run's recorded steps in execution order, or None for an unknown id
+        (the id also as ``id=``, SPEC's spelling)."""
+        run_id = spec_run_id(run_id, id, "get_run_steps")
         shard = self.shard_of_run(run_id)
         return queries.drive(shard.redis, queries.get_run_steps(shard.keys, run_id))
 
@@ -305,7 +314,13 @@ class Client(Runs):
         arguments raise at the call."""
         return queries.iter_runs_all(self, workflow, status, limit, offset, after=after)
 
-    def cancel_run(self, run_id: str, reason: str | None = None) -> bool:
+    @overload
+    def cancel_run(self, run_id: str, reason: str | None = None) -> bool: ...
+    @overload
+    def cancel_run(self, *, id: str, reason: str | None = None) -> bool: ...
+    def cancel_run(
+        self, run_id: str | None = None, reason: str | None = None, *, id: str | None = None
+    ) -> bool:
         """Cancel a run.
 
         A queued, scheduled or suspended run ends ``canceled`` at once; a running run is
@@ -314,9 +329,10 @@ class Client(Runs):
         ignores the request. Returns True if the run is canceled or will be,
         False if it does not exist or had already finished. Its unfinished
         children started by ``run_workflow``/``run_workflows`` are canceled too
-        (recursively), not those started by ``emit_workflow``.
+        (recursively), not those started by ``emit_workflow``. The run id may
+        also be given as ``id=`` (SPEC's spelling).
         """
-        run_id = check_run_id(run_id)
+        run_id = spec_run_id(run_id, id, "cancel_run")
         why = check_reason(reason)
         if cannot_be_run_id(run_id):
             return False

@@ -41,6 +41,7 @@ __all__ = [
     "is_text",
     "seconds_to_ms",
     "shown_run_id",
+    "spec_run_id",
     "timeout_to_ms",
 ]
 
@@ -131,6 +132,17 @@ def timeout_to_ms(seconds: float) -> int:
     """A timeout in whole milliseconds, at least 1: ``int(0.0004 * 1000)`` is 0, which
     the run record reads as "no timeout", so a tiny timeout silently became none."""
     return max(1, seconds_to_ms(seconds))
+
+
+def spec_run_id(run_id: str | None, spec_id: str | None, method: str) -> str:
+    """The run id given to ``method`` positionally, as ``run_id=``, or as ``id=``
+    (SPEC §2's spelling: ``get_run(id)``, ``get_run_steps(id)``, ``cancel_run(id,
+    reason=None)``), checked; giving it twice is a TypeError."""
+    if spec_id is not None:
+        if run_id is not None:
+            raise TypeError(f"{method}() takes the run id once: positionally, as run_id= or as id=")
+        run_id = spec_id
+    return check_run_id(run_id)
 
 
 def check_run_id(run_id: object) -> str:

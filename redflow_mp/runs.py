@@ -24,7 +24,7 @@ child that keeps using an inherited store opens fresh sockets.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import msgspec
 import redis
@@ -43,6 +43,7 @@ from .options import (
     check_idempotency_key,
     check_name,
     check_run_id,
+    spec_run_id,
     timeout_to_ms,
 )
 from .packed import PlainEnqueues
@@ -496,8 +497,14 @@ class Runs:
 
     # ---------------------------------------------------------------- reads
 
-    def get_run(self, run_id: str) -> RunState | None:
-        """The run's state with its attempts' history, or None for an unknown id."""
+    @overload
+    def get_run(self, run_id: str) -> RunState | None: ...
+    @overload
+    def get_run(self, *, id: str) -> RunState | None: ...
+    def get_run(self, run_id: str | None = None, *, id: str | None = None) -> RunState | None:
+        """The run's state with its attempts' history, or None for an unknown id
+        (the id also as ``id=``, SPEC's spelling)."""
+        run_id = spec_run_id(run_id, id, "get_run")
         shard = self.shard_of_run(run_id)
         return queries.drive(shard.redis, queries.get_run(shard.keys, run_id))
 

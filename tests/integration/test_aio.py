@@ -169,7 +169,7 @@ def test_failures_cancellation_and_timeouts(
         with pytest.raises(RedflowError, match="does not exist"):
             await ac.handle("no-such-run").result(timeout=1)
         with pytest.raises(TypeError, match="reason"):
-            await ac.cancel_run(idle.id, 5)  # type: ignore[arg-type]
+            await ac.cancel_run(idle.id, 5)  # type: ignore[call-overload]
 
     in_loop(body)
 

@@ -83,11 +83,11 @@ def test_cancel_unknown_or_finished_run_returns_false(
 
 def test_cancel_bad_arguments(client: Client) -> None:
     with pytest.raises(TypeError):
-        client.cancel_run(123)  # type: ignore[arg-type]
+        client.cancel_run(123)  # type: ignore[call-overload]
     with pytest.raises(ValueError):
         client.cancel_run("")
     with pytest.raises(TypeError):
-        client.cancel_run("R", reason=5)  # type: ignore[arg-type]
+        client.cancel_run("R", reason=5)  # type: ignore[call-overload]
 
 
 def test_a_huge_cancel_reason_is_refused(client: Client, registry: Registry) -> None:
