@@ -54,6 +54,7 @@ SCRIPT_NAMES = (
     "relist_runs",
     "forget_cascades",
     "count_depths",
+    "count_queued",
     "scan_queues",
 )
 

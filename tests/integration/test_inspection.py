@@ -208,6 +208,34 @@ def test_workflow_stats_count_queued_runs_below_the_limit(
     assert by_name["none-queued"].queued == 0
 
 
+def test_workflow_stats_below_the_limit_cost_a_few_commands(
+    client: Client, registry: Registry, redis_url: str
+) -> None:
+    """Below the counting limit the workflows view (dashboard, every 5 s per
+    viewer; `redflow workflows`) sent one HGET per queued run: 10,000 commands a
+    refresh at the limit. Now one count_queued call per 2,000 queued runs: the
+    commands clients send (MONITOR lines not from a script) stay a handful."""
+    from redflow_mp import admin
+    from tests.helpers import monitor
+
+    _define(registry, "lots-queued", "some-queued", "none-queued")
+    client.sync_registry(registry, app="stats")
+    registry.get("lots-queued").run_many([None] * 4_500)  # type: ignore[union-attr]
+    registry.get("some-queued").run_many([None] * 7)  # type: ignore[union-attr]
+    out: list[Any] = []
+    admin.workflow_stats(client)  # scripts loaded
+    with monitor(redis_url) as mon:
+        mon.snapshot()
+        mon.clear()
+        out.extend(admin.workflow_stats(client))
+        lines = mon.snapshot()
+    by_name = {s.meta.name: s for s in out}
+    assert (by_name["lots-queued"].queued, by_name["some-queued"].queued) == (4_500, 7)
+    assert by_name["none-queued"].queued == 0
+    sent = [line for line in lines if " lua]" not in line]
+    assert len(sent) < 50, sent[:60]
+
+
 def test_ids_naming_a_runs_other_keys_are_unknown_runs(
     client: Client, registry: Registry, raw: redis.Redis
 ) -> None:
