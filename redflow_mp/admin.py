@@ -10,11 +10,12 @@ through the normal enqueue script and links it to the old one (``retryOf``).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
-from redis.exceptions import ResponseError
 
 from . import codec
 from .client import Client, RunHandle
@@ -40,6 +41,7 @@ __all__ = [
     "CronEntry",
     "QueueStats",
     "RunQueues",
+    "RunWorkflows",
     "WorkflowStats",
     "cron_entries",
     "iter_queue_stats",
@@ -286,8 +288,9 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
         return []
     # Per-workflow queued counts cost a read of every queued run: only done while
     # there are few (a million queued runs would be a million HGETs per view), and
-    # in Redis, one count_queued call a slice (not one HGET a run per refresh).
+    # and each queued run's workflow is read once per client (RunWorkflows).
     views = shard_views(client)
+    memo = _remembered(client)
     sizes = [int(drive(v.redis, one("zcard", v.keys.runs_status(RunStatus.QUEUED)))) for v in views]
     counted = sum(sizes) <= QUEUED_COUNT_LIMIT
     queued_by_wf: dict[str, int] = {}
@@ -296,7 +299,7 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     for view, size in zip(views, sizes, strict=True):
         r, k = view.redis, view.keys
         if counted and size:
-            for wf, n in _queued_by_workflow(view, size).items():
+            for wf, n in memo.count(view).items():
                 queued_by_wf[wf] = queued_by_wf.get(wf, 0) + n
         with r.pipeline(transaction=False) as pipe:
             for m in metas:
@@ -323,34 +326,58 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     return out
 
 
-#: Queued runs one ``count_queued`` call reads (about a millisecond of Redis).
-QUEUED_COUNT_SLICE = 2_000
+class RunWorkflows:
+    """The workflow of each queued run, remembered between calls of
+    :func:`workflow_stats` by one client (the dashboard's: its workflows page
+    refreshes every 5 s per viewer).
+
+    A run's workflow is fixed when it is enqueued, so a run seen queued once need
+    not be read again while it stays queued: a call reads the queued ids (one
+    ZRANGE a shard) and the workflows of the new ones only, not one HGET per
+    queued run at every refresh (10,000 at the counting limit). Runs no longer
+    queued are forgotten (at most :data:`QUEUED_COUNT_LIMIT` are kept). Plain
+    reads only: the read-only viewer's ACL (``+@read``) allows no script nor SORT.
+    """
+
+    def __init__(self) -> None:
+        self.by_shard: dict[str, dict[str, str]] = {}
+        self.lock = threading.Lock()
+
+    def count(self, view: Any) -> dict[str, int]:
+        """Queued runs per workflow in the shard of ``view``."""
+        r, k = view.redis, view.keys
+        ids = [text(x) for x in drive(r, one("zrange", k.runs_status(RunStatus.QUEUED), 0, -1))]
+        with self.lock:
+            seen = dict(self.by_shard.get(k.tag, {}))
+        unseen = [run_id for run_id in ids if run_id not in seen]
+        if unseen:
+            with r.pipeline(transaction=False) as pipe:
+                for run_id in unseen:
+                    pipe.hget(k.run(run_id), "workflow")
+                got: list[Any] = pipe.execute(raise_on_error=False)
+            for run_id, wf in zip(unseen, got, strict=True):
+                if isinstance(wf, bytes | str):  # not: gone, or a key of another type
+                    seen[run_id] = text(wf)
+        kept = {run_id: seen[run_id] for run_id in ids if run_id in seen}
+        with self.lock:
+            self.by_shard[k.tag] = kept
+        out: dict[str, int] = {}
+        for wf in kept.values():
+            out[wf] = out.get(wf, 0) + 1
+        return out
 
 
-def _queued_by_workflow(view: Any, size: int) -> dict[str, int]:
-    """Queued runs per workflow in one shard holding ``size`` of them: one
-    ``count_queued`` call a :data:`QUEUED_COUNT_SLICE`, all in one round trip."""
-    view.scripts.ensure_loaded()
-    calls = [
-        (view.keys.tag, start, start + QUEUED_COUNT_SLICE - 1)
-        for start in range(0, size, QUEUED_COUNT_SLICE)
-    ]
-    with view.redis.pipeline(transaction=False) as pipe:
-        for args in calls:
-            pipe.execute_command(*view.scripts.command("count_queued", (), args))
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-    out: dict[str, int] = {}
-    for args, reply in zip(calls, replies, strict=True):
-        if isinstance(reply, ResponseError):
-            # The script or function library lost (a restart, SCRIPT/FUNCTION FLUSH):
-            # run() loads it again; any other refusal raises from there.
-            reply = view.scripts.run("count_queued", (), args, retry=True)
-        elif isinstance(reply, Exception):
-            raise reply
-        for i in range(0, len(reply), 2):
-            wf = text(reply[i])
-            out[wf] = out.get(wf, 0) + int(reply[i + 1])
-    return out
+#: The :class:`RunWorkflows` of each client that called :func:`workflow_stats`.
+_REMEMBERED: weakref.WeakKeyDictionary[Any, RunWorkflows] = weakref.WeakKeyDictionary()
+_REMEMBERED_LOCK = threading.Lock()
+
+
+def _remembered(client: Any) -> RunWorkflows:
+    with _REMEMBERED_LOCK:
+        memo = _REMEMBERED.get(client)
+        if memo is None:
+            memo = _REMEMBERED[client] = RunWorkflows()
+        return memo
 
 
 @mapped_reads

@@ -54,7 +54,6 @@ SCRIPT_NAMES = (
     "relist_runs",
     "forget_cascades",
     "count_depths",
-    "count_queued",
     "scan_queues",
 )
 
