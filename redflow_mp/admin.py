@@ -10,6 +10,8 @@ through the normal enqueue script and links it to the old one (``retryOf``).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,6 +41,7 @@ __all__ = [
     "CronEntry",
     "QueueStats",
     "RunQueues",
+    "RunWorkflows",
     "WorkflowStats",
     "cron_entries",
     "iter_queue_stats",
@@ -284,27 +287,20 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     if not metas:
         return []
     # Per-workflow queued counts cost a read of every queued run: only done while
-    # there are few (a million queued runs would be a million HGETs per view).
+    # there are few (a million queued runs would be a million HGETs per view), and
+    # and each queued run's workflow is read once per client (RunWorkflows).
     views = shard_views(client)
-    counted = (
-        sum(int(drive(v.redis, one("zcard", v.keys.runs_status(RunStatus.QUEUED)))) for v in views)
-        <= QUEUED_COUNT_LIMIT
-    )
+    memo = _remembered(client)
+    sizes = [int(drive(v.redis, one("zcard", v.keys.runs_status(RunStatus.QUEUED)))) for v in views]
+    counted = sum(sizes) <= QUEUED_COUNT_LIMIT
     queued_by_wf: dict[str, int] = {}
     running = [0] * len(metas)
     parked = [0] * len(metas)
-    for view in shard_views(client):
+    for view, size in zip(views, sizes, strict=True):
         r, k = view.redis, view.keys
-        queued_ids = (
-            drive(r, one("zrange", k.runs_status(RunStatus.QUEUED), 0, -1)) if counted else []
-        )
-        if queued_ids:
-            with r.pipeline(transaction=False) as pipe:
-                for run_id in queued_ids:
-                    pipe.hget(k.run(text(run_id)), "workflow")
-                for wf in pipe.execute():
-                    if wf is not None:
-                        queued_by_wf[text(wf)] = queued_by_wf.get(text(wf), 0) + 1
+        if counted and size:
+            for wf, n in memo.count(view).items():
+                queued_by_wf[wf] = queued_by_wf.get(wf, 0) + n
         with r.pipeline(transaction=False) as pipe:
             for m in metas:
                 pipe.scard(k.wf_running(m.name))
@@ -328,6 +324,60 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
             )
         )
     return out
+
+
+class RunWorkflows:
+    """The workflow of each queued run, remembered between calls of
+    :func:`workflow_stats` by one client (the dashboard's: its workflows page
+    refreshes every 5 s per viewer).
+
+    A run's workflow is fixed when it is enqueued, so a run seen queued once need
+    not be read again while it stays queued: a call reads the queued ids (one
+    ZRANGE a shard) and the workflows of the new ones only, not one HGET per
+    queued run at every refresh (10,000 at the counting limit). Runs no longer
+    queued are forgotten (at most :data:`QUEUED_COUNT_LIMIT` are kept). Plain
+    reads only: the read-only viewer's ACL (``+@read``) allows no script nor SORT.
+    """
+
+    def __init__(self) -> None:
+        self.by_shard: dict[str, dict[str, str]] = {}
+        self.lock = threading.Lock()
+
+    def count(self, view: Any) -> dict[str, int]:
+        """Queued runs per workflow in the shard of ``view``."""
+        r, k = view.redis, view.keys
+        ids = [text(x) for x in drive(r, one("zrange", k.runs_status(RunStatus.QUEUED), 0, -1))]
+        with self.lock:
+            seen = dict(self.by_shard.get(k.tag, {}))
+        unseen = [run_id for run_id in ids if run_id not in seen]
+        if unseen:
+            with r.pipeline(transaction=False) as pipe:
+                for run_id in unseen:
+                    pipe.hget(k.run(run_id), "workflow")
+                got: list[Any] = pipe.execute(raise_on_error=False)
+            for run_id, wf in zip(unseen, got, strict=True):
+                if isinstance(wf, bytes | str):  # not: gone, or a key of another type
+                    seen[run_id] = text(wf)
+        kept = {run_id: seen[run_id] for run_id in ids if run_id in seen}
+        with self.lock:
+            self.by_shard[k.tag] = kept
+        out: dict[str, int] = {}
+        for wf in kept.values():
+            out[wf] = out.get(wf, 0) + 1
+        return out
+
+
+#: The :class:`RunWorkflows` of each client that called :func:`workflow_stats`.
+_REMEMBERED: weakref.WeakKeyDictionary[Any, RunWorkflows] = weakref.WeakKeyDictionary()
+_REMEMBERED_LOCK = threading.Lock()
+
+
+def _remembered(client: Any) -> RunWorkflows:
+    with _REMEMBERED_LOCK:
+        memo = _REMEMBERED.get(client)
+        if memo is None:
+            memo = _REMEMBERED[client] = RunWorkflows()
+        return memo
 
 
 @mapped_reads

@@ -75,8 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         tuple[str, ...],
         _doc(
             "run",
-            "Queues to serve, comma-separated (a comma inside a name: \\,); empty = every "
-            "queue of the registered workflows.",
+            "Queues to serve, comma-separated (a comma inside a name: \\,; a backslash: "
+            "\\\\; a space a name starts or ends with: \\ ); empty = every queue of the "
+            "registered workflows.",
             metavar="Q1,Q2",
         ),
     ] = ()

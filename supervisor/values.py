@@ -61,16 +61,46 @@ def _parse_bool(value: Any, *, text: bool) -> bool:
     raise ValueError("not a boolean")
 
 
-#: A comma that separates two items of a list written as text: any comma but "\,"
-#: (a comma inside an item: the queue "media,hd" is ``media\,hd``). Other
-#: backslashes are kept as written, so every list without "\," reads as before.
-_LIST_COMMA = re.compile(r"(?<!\\),")
+#: What a backslash escapes in a list written as text: a comma inside an item (the
+#: queue "media,hd" is ``media\,hd``), a backslash (the queue ``a\`` before another
+#: is ``a\\,b``) and whitespace an item starts or ends with (kept, where unescaped
+#: whitespace around an item is dropped: the queue " x" is ``\ x``). Other
+#: backslashes are kept as written.
+_ESCAPED = frozenset(",\\ \t\n\r\f\v")
+
+
+def split_text_list(value: str) -> tuple[str, ...]:
+    """The items of a comma-separated list (``--queues``, ``REDFLOW_QUEUES``): split
+    on unescaped commas, unescaped whitespace around each item dropped, empty
+    items left out (see :data:`_ESCAPED`)."""
+    items: list[list[tuple[str, bool]]] = [[]]
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value) and value[i + 1] in _ESCAPED:
+            items[-1].append((value[i + 1], True))
+            i += 2
+            continue
+        if ch == ",":
+            items.append([])
+        else:
+            items[-1].append((ch, False))
+        i += 1
+    out = []
+    for item in items:
+        start, end = 0, len(item)
+        while start < end and not item[start][1] and item[start][0].isspace():
+            start += 1
+        while end > start and not item[end - 1][1] and item[end - 1][0].isspace():
+            end -= 1
+        if start < end:
+            out.append("".join(ch for ch, _ in item[start:end]))
+    return tuple(out)
 
 
 def _parse_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
-        parts = (part.strip() for part in _LIST_COMMA.split(value))
-        return tuple(part.replace("\\,", ",") for part in parts if part)
+        return split_text_list(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ValueError("not a list of strings")

@@ -208,6 +208,45 @@ def test_workflow_stats_count_queued_runs_below_the_limit(
     assert by_name["none-queued"].queued == 0
 
 
+def test_workflow_stats_below_the_limit_cost_a_few_commands_at_each_refresh(
+    client: Client, registry: Registry, redis_url: str, raw: redis.Redis
+) -> None:
+    """Below the counting limit the workflows view (dashboard, every 5 s per
+    viewer) sent one HGET per queued run at every refresh: 10,000 commands a
+    refresh at the limit. A run's workflow never changes: a client reads it once
+    while the run stays queued, so a refresh sends a handful of commands and the
+    reads of the runs queued since (the counts stay exact: new runs counted, runs
+    no longer queued dropped, a run hash gone or of another type left out)."""
+    from redflow_mp import admin
+    from tests.helpers import monitor
+
+    _define(registry, "lots-queued", "some-queued", "none-queued")
+    client.sync_registry(registry, app="stats")
+    lots = registry.get("lots-queued").run_many([None] * 4_500)  # type: ignore[union-attr]
+    registry.get("some-queued").run_many([None] * 7)  # type: ignore[union-attr]
+    first = {s.meta.name: s.queued for s in admin.workflow_stats(client)}
+    assert first == {"lots-queued": 4_500, "some-queued": 7, "none-queued": 0}
+    client.cancel_run(lots[0].id)
+    client.cancel_run(lots[1].id)
+    registry.get("none-queued").run_many([None] * 3)  # type: ignore[union-attr]
+    out: list[Any] = []
+    with monitor(redis_url) as mon:
+        mon.snapshot()
+        mon.clear()
+        out.extend(admin.workflow_stats(client))
+        lines = mon.snapshot()
+    by_name = {s.meta.name: s.queued for s in out}
+    assert by_name == {"lots-queued": 4_498, "some-queued": 7, "none-queued": 3}
+    sent = [line for line in lines if " lua]" not in line]
+    assert len(sent) < 50, sent[:60]
+    # a run whose hash went, or is of another type (a neighbour's), is not counted
+    fresh = registry.get("some-queued").run_many([None] * 2)  # type: ignore[union-attr]
+    raw.delete(client.keys.run(fresh[0].id))
+    raw.set(client.keys.run(fresh[1].id), "a neighbour's value")
+    by_name = {s.meta.name: s.queued for s in admin.workflow_stats(client)}
+    assert by_name == {"lots-queued": 4_498, "some-queued": 7, "none-queued": 3}
+
+
 def test_ids_naming_a_runs_other_keys_are_unknown_runs(
     client: Client, registry: Registry, raw: redis.Redis
 ) -> None:

@@ -317,3 +317,17 @@ def test_a_queue_name_with_a_comma_can_be_named_in_a_comma_separated_list() -> N
     assert load({"queues": ["x,y"]}, environ={}).queues == ("x,y",)
     ns = cli._parser().parse_args(["--app", "a", "--module", "m", "--queues", r"media\,hd,q"])
     assert load(cli._overrides(ns), environ={}).queues == ("media,hd", "q")
+
+
+def test_every_queue_name_can_be_named_in_a_comma_separated_list() -> None:
+    # A queue named "a\" followed by another could not be written ("a\,b" is the
+    # queue "a,b"), and one with leading or trailing spaces lost them: the
+    # supervisor silently served another queue. "\\" is a backslash, "\ " a kept
+    # space (any whitespace); other backslashes are kept as written.
+    assert load({"queues": r"a\\,b"}, environ={}).queues == ("a\\", "b")
+    assert load({"queues": r"\ x, y\ ,z"}, environ={}).queues == (" x", "y ", "z")
+    env = {"REDFLOW_QUEUES": "a\\\\, \\\tq\\\t "}
+    assert load({}, environ=env).queues == ("a\\", "\tq\t")
+    assert load({"queues": r"a\b, c\\"}, environ={}).queues == (r"a\b", "c\\")
+    with pytest.raises(ConfigError, match="queue must be a non-empty string"):
+        load({"queues": r"a,\ "}, environ={})
