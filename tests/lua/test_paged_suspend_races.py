@@ -6,6 +6,7 @@ rule, and a failed child whose notification of the parent is deferred."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -203,3 +204,80 @@ def test_a_failed_child_s_deferred_notification_wakes_a_parent_that_paged_meanwh
         if _status(raw, client, parent) != "suspended":
             break
     assert _status(raw, client, parent) == "queued"
+
+
+@pytest.mark.parametrize("mode", ["succeeded", "failed"])
+def test_each_page_and_the_final_call_sent_twice_with_a_finish_between(
+    raw: redis.Redis, client: Client, enq: Callable[..., str], mode: str
+) -> None:
+    """Each call of a paged suspend applied, its reply lost and the call sent
+    again (the transport's resend), with a child of page 2 finishing between
+    the two sends of page 2: succeeded, it is not registered again and the run
+    wakes at its last child; failed, the resend resumes the run."""
+    parent = enq(workflow="p", queue="p")
+    run = _claim(client, "p")
+    n = 2 * SUSPEND_PAGE + 1
+    x = SUSPEND_PAGE + 5
+    kids = [enq(workflow="c", queue="c-x" if i == x else "c") for i in range(n)]
+    scripts: Any = client.scripts
+    real = scripts.run
+    sent: list[str] = []
+
+    def twice(name: str, keys: Any, args: Any, *, retry: bool) -> Any:
+        if name not in ("await_children", "suspend_run"):
+            return real(name, keys, args, retry=retry)
+        real(name, keys, args, retry=retry)  # applied, its reply lost
+        sent.append(name)
+        if name == "await_children" and len(sent) == 2:
+            _finish(client, "c-x", kids[x], mode)
+        return real(name, keys, args, retry=retry)
+
+    scripts.run = twice
+    try:
+        got = client.scripts.suspend(parent, run.token, _fan(kids))
+    finally:
+        del scripts.run
+    if mode == "failed":
+        assert got == "resume"
+        assert _status(raw, client, parent) == "running"
+        assert not raw.exists(client.keys.run_awaits(parent))
+        return
+    assert got == "suspended"
+    assert sent == ["await_children"] * 3 + ["suspend_run"]
+    assert raw.scard(client.keys.run_awaits(parent)) == n - 1
+    assert not raw.sismember(client.keys.run_awaits(parent), kids[x])
+    for i in range(n - 1):
+        kid = _claim(client, "c")
+        assert client.scripts.finalize(kid.id, kid.token, "succeeded", b"1")
+        assert _status(raw, client, parent) == ("queued" if i == n - 2 else "suspended")
+
+
+def test_retention_removes_a_parent_whose_paged_registration_was_abandoned(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Page 1 registered, then the lease lost for good (the run put back, claimed
+    again, and failed): retention removes the run with the awaited set page 1
+    built; the children then finish as usual, nothing left of the parent."""
+    parent = enq(workflow="p", queue="p")
+    run = _claim(client, "p")
+    n = 2 * SUSPEND_PAGE + 1
+    kids = [enq(workflow="c", queue="c") for _ in range(n)]
+
+    def lose(name: str, k: int) -> None:
+        if k == 0:
+            raw.zadd(client.keys.leases, {parent: 1})
+            assert client.scripts.reap(10)[1] == [parent]
+
+    with _calls(client, lose):
+        assert client.scripts.suspend(parent, run.token, _fan(kids)) == "lease-lost"
+    assert raw.scard(client.keys.run_awaits(parent)) == SUSPEND_PAGE
+    again = _claim(client, "p")
+    assert client.scripts.finalize(parent, again.token, "failed", _FAILED) == "failed"
+    raw.zadd(client.keys.runs_status("failed"), {parent: 1})  # long ago
+    removed, _ = client.scripts.sweep_step(1, 100)
+    assert removed == 1
+    assert not raw.exists(client.keys.run(parent), client.keys.run_awaits(parent))
+    for _ in range(3):
+        kid = _claim(client, "c")
+        assert client.scripts.finalize(kid.id, kid.token, "failed", _FAILED) == "failed"
+    assert not raw.exists(client.keys.run(parent))
