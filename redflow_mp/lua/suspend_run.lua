@@ -144,13 +144,6 @@ if #own > 0 or own_paged then
     for _, child in ipairs(own) do
       if redis.call('SISMEMBER', running, child) == 1 then stuck = false break end
     end
-    if own_paged then
-      -- an awaited child holds a slot: a member of the slot set in the awaited
-      -- set (O(slots held), at most max_concurrency, not O(children))
-      for _, holder in ipairs(redis.call('SMEMBERS', running)) do
-        if redis.call('SISMEMBER', awaits, holder) == 1 then stuck = false break end
-      end
-    end
     if stuck and card > DEADLOCK_SCAN_LIMIT then
       -- O(1): the other holders are all suspended when wf-suspended counts them
       -- all (of another type: no rule)
@@ -163,6 +156,18 @@ if #own > 0 or own_paged then
           stuck = false
           break
         end
+      end
+    end
+    if stuck and own_paged then
+      -- (paged) an awaited child holds a slot: a member of both the slot set and
+      -- the awaited set, looked for in the smaller, and only when every other
+      -- holder is suspended (above, O(1) past DEADLOCK_SCAN_LIMIT): scanning
+      -- every holder first, 200,000 slots held Redis 213 ms in this call
+      local small, big = running, awaits
+      local left = redis.pcall('SCARD', awaits)
+      if type(left) == 'number' and left < card then small, big = awaits, running end
+      for _, member in ipairs(redis.call('SMEMBERS', small)) do
+        if redis.call('SISMEMBER', big, member) == 1 then stuck = false break end
       end
     end
     if stuck then return resume() end
