@@ -20,7 +20,8 @@
 --          (the deadlock rule); recheck: 1 when one of them can only be looked at
 --          again by a timer (in another shard, or its waiters set of another type)
 --        { 'resume' }  a child of the page failed or was canceled: the wait step
---          fails on replay, nothing to suspend
+--          fails on replay, nothing to suspend (the set the pages built is
+--          dropped)
 --        { 'lease-lost' } | { status }  as suspend_run (a resend after its reply
 --          was lost finds the final suspend applied)
 -- Invariant: no lost wake-up. A child's finish is a script: wholly before this
@@ -73,7 +74,10 @@ for i = 6, #ARGV do
     status = f[1]
     if f[1] and not TERMINAL[f[1]] and f[2] == wf then own = own + 1 end
   end
-  if status == 'failed' or status == 'canceled' then return { 'resume' } end
+  if status == 'failed' or status == 'canceled' then
+    redis.call('UNLINK', awaits)  -- (the registration ends here: no one's)
+    return { 'resume' }
+  end
   if status and not TERMINAL[status] then
     if remote or failed(redis.pcall('SADD', k_waiters(tag, cid), id)) then recheck = 1 end
     local r = redis.pcall('SADD', awaits, cid)
