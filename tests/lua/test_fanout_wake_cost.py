@@ -52,12 +52,19 @@ def _claim(client: Client, queue: str) -> tuple[str, str]:
 
 def _del_cpu_ms(raw: redis.Redis, client: Client) -> float:
     """Calibration: the Redis CPU time of a DEL of such a set on this server now
-    (the least of three)."""
+    (the least of three), freed on the main thread: Valkey 8+ frees a DEL's value
+    lazily by default (lazyfree-lazy-user-del yes), where the calibration read
+    0.0 ms; Redis does not."""
     key = f"{client.keys.tag}:calibration"
+    lazy = raw.config_get("lazyfree-lazy-user-del").get("lazyfree-lazy-user-del", "no")
+    raw.config_set("lazyfree-lazy-user-del", "no")
     costs = []
-    for _ in range(3):
-        _fill(raw, key)
-        costs.append(cpu_ms_of(raw, lambda: raw.delete(key)))
+    try:
+        for _ in range(3):
+            _fill(raw, key)
+            costs.append(cpu_ms_of(raw, lambda: raw.delete(key)))
+    finally:
+        raw.config_set("lazyfree-lazy-user-del", lazy)
     return min(costs)
 
 
