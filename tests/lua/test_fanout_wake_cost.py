@@ -56,7 +56,7 @@ def _del_cpu_ms(raw: redis.Redis, client: Client) -> float:
     lazily by default (lazyfree-lazy-user-del yes), where the calibration read
     0.0 ms; Redis does not."""
     key = f"{client.keys.tag}:calibration"
-    lazy = raw.config_get("lazyfree-lazy-user-del").get("lazyfree-lazy-user-del", "no")
+    lazy = str(raw.config_get("lazyfree-lazy-user-del").get("lazyfree-lazy-user-del", "no"))
     raw.config_set("lazyfree-lazy-user-del", "no")
     costs = []
     try:
