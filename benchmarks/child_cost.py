@@ -1,6 +1,7 @@
 """Child CPU, parent CPU and Redis time per run of a one-process drain, steady state.
 
-``python -m benchmarks.child_cost [--runs 20000] [--reps 3] [--baseline REF | --baseline-root DIR]``
+``python -m benchmarks.child_cost [--runs 20000] [--reps 3] [--baseline REF | --baseline-root DIR]
+[--handler-redis]``
 
 Against a private redis-server (``tests/redis_server.py``, ``--save ""
 --appendonly no``): a client process enqueues ``--runs`` no-op runs of one
@@ -14,7 +15,17 @@ idle wait stay out. Over that window, per run:
 * ``script``: the ``usec`` of the script calls in ``INFO commandstats``
   (``evalsha`` / ``fcall``: the claim call with the finish it carries; Redis 7
   also counts their inner commands on their own lines, which are not added);
-* ``redis``: the server's ``used_cpu_user + used_cpu_sys``.
+* ``redis``: the server's ``used_cpu_user + used_cpu_sys``;
+* ``waits``: the child's voluntary context switches (``psutil``
+  ``num_ctx_switches``): how many times a run it blocked, in practice waiting
+  for a reply that was not there yet (a count, not a time; on a loaded machine
+  a child preempted between its send and its read finds some replies there
+  already, so it reads lower).
+
+``--handler-redis``: each handler also makes one ``INCR`` through a redis-py
+client of its own, made once per process (the harness's handler-redis variant):
+compared with a run without it, what one Redis call of a handler adds to the
+child's CPU, Redis's CPU and the child's waits.
 
 The harness's own polling (one ``ZCARD`` every 20 ms) is not a script call.
 With ``--baseline REF`` (``git archive`` of REF) or ``--baseline-root DIR`` the
@@ -47,6 +58,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.supervised import supervised  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 FLOWS = """
@@ -55,8 +67,19 @@ import os
 from redflow_mp import define_workflow
 
 
+_URL = os.environ.get("CHILD_COST_HANDLER_REDIS")  # the handler-redis variant
+_own = None
+
+
 @define_workflow("cc-noop", queue="cc", max_concurrency=100000)
 def _noop(ctx):
+    global _own
+    if _URL:  # one INCR through a redis-py client of the handler's own
+        if _own is None:
+            import redis
+
+            _own = redis.Redis.from_url(_URL)
+        _own.incr("cc:handler")
     return None
 
 
@@ -106,6 +129,7 @@ class Sample:
     script_calls: int
     redis_cpu: float
     t: float
+    waits: int = 0
 
 
 @dataclass
@@ -119,6 +143,7 @@ class Result:
     script_us: float
     calls: float
     redis_us: float
+    waits: float = 0.0
 
     def line(self) -> str:
         return (
@@ -126,7 +151,7 @@ class Result:
             f"child {self.child_us:6.1f} us (sys {self.child_sys_us:5.1f})  "
             f"parent {self.parent_us:5.2f} us  "
             f"script {self.script_us:5.1f} us ({self.calls:4.2f} calls)  "
-            f"redis cpu {self.redis_us:6.1f} us"
+            f"redis cpu {self.redis_us:6.1f} us  waits {self.waits:4.2f}"
         )
 
 
@@ -160,6 +185,7 @@ def _sample(
         calls,
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         time.monotonic(),
+        child.num_ctx_switches().voluntary if child is not None else 0,
     )
 
 
@@ -171,6 +197,7 @@ def run_case(
     n: int,
     skip: int,
     profile: str | None,
+    handler_redis: bool = False,
 ) -> Result:
     conn = redis.Redis(port=server.port, socket_timeout=30)
     conn.flushall()
@@ -179,6 +206,8 @@ def run_case(
     env["PYTHONPATH"] = f"{code_root}{os.pathsep}{flows_dir}"
     if profile:
         env["CHILD_COST_PROFILE"] = profile
+    if handler_redis:
+        env["CHILD_COST_HANDLER_REDIS"] = server.url
     subprocess.run(
         [sys.executable, "-c", ENQUEUE, server.url, PREFIX, str(n)],
         cwd=code_root,
@@ -188,40 +217,30 @@ def run_case(
     args = [sys.executable, "-m", "redflow_supervisor", "--url", server.url, "--prefix", PREFIX]
     args += ["--app", "cc", "--procs", "1", "--module", "childcost_flows"]
     key = "{" + PREFIX + "}:runs:status:succeeded"
-    with tempfile.TemporaryFile() as log:
-        sup = subprocess.Popen(args, cwd=code_root, env=env, stdout=log, stderr=log)
+    with supervised(args, cwd=code_root, env=env) as sup:
         parent = psutil.Process(sup.pid)
-        try:
-            first = last = None
-            child: psutil.Process | None = None
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                if sup.poll() is not None:
-                    raise RuntimeError(f"the supervisor exited ({sup.returncode})")
-                done = int(conn.zcard(key))
-                if first is None and done >= skip:
-                    kids = parent.children()
-                    if len(kids) != 1:
-                        raise RuntimeError(f"expected one child, found {len(kids)}")
-                    child = kids[0]
-                    first = _sample(conn, int(conn.zcard(key)), child, parent)
-                if done >= n:
-                    last = _sample(conn, done, child, parent)
-                    break
-                time.sleep(0.02)
-            if first is None or last is None:
-                raise RuntimeError("the drain did not finish in 600 s")
-        except RuntimeError:
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-            raise
-        finally:
-            sup.terminate()
-            try:
-                sup.wait(30)
-            except subprocess.TimeoutExpired:
-                sup.kill()
-                sup.wait()
+        first = last = None
+        child: psutil.Process | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if sup.poll() is not None:
+                raise RuntimeError(f"the supervisor exited ({sup.returncode})")
+            done = int(conn.zcard(key))
+            if first is None and done >= skip:
+                kids = parent.children()
+                if len(kids) != 1:
+                    raise RuntimeError(f"expected one child, found {len(kids)}")
+                child = kids[0]
+                first = _sample(conn, int(conn.zcard(key)), child, parent)
+            if done >= n:
+                last = _sample(conn, done, child, parent)
+                break
+            time.sleep(0.02)
+        if first is None or last is None:
+            raise RuntimeError("the drain did not finish in 600 s")
+    made = int(conn.get("cc:handler") or 0)
+    if made != (n if handler_redis else 0):  # the variant took effect, once a run
+        raise RuntimeError(f"the handlers made {made} INCRs of their own for {n} runs")
     runs = last.done - first.done
     return Result(
         label,
@@ -233,6 +252,7 @@ def run_case(
         (last.script_usec - first.script_usec) / runs,
         (last.script_calls - first.script_calls) / runs,
         (last.redis_cpu - first.redis_cpu) * 1e6 / runs,
+        (last.waits - first.waits) / runs,
     )
 
 
@@ -265,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-root", default=None, help="a tree to alternate with")
     ap.add_argument("--profile", default=os.environ.get("CHILD_COST_PROFILE"))
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--handler-redis",
+        action="store_true",
+        help="each handler also makes one INCR through a redis-py client of its own",
+    )
     ns = ap.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
@@ -286,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Result]] = {label: [] for label in roots}
     try:
         if ns.profile:
-            r = run_case("profiled", ROOT, flows_dir, server, ns.runs, skip, ns.profile)
+            r = run_case(
+                "profiled", ROOT, flows_dir, server, ns.runs, skip, ns.profile, ns.handler_redis
+            )
             print(r.line(), flush=True)
             print(f"profile written to {ns.profile}")
             return 0
@@ -295,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             if rep % 2:
                 order.reverse()
             for label, root in order:
-                r = run_case(label, root, flows_dir, server, ns.runs, skip, None)
+                r = run_case(label, root, flows_dir, server, ns.runs, skip, None, ns.handler_redis)
                 results[label].append(r)
                 print(f"rep {rep + 1} {r.line()}", flush=True)
         summary = _report(results, ns.reps)
@@ -313,7 +340,8 @@ def _report(results: dict[str, list[Result]], reps: int) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for label, rs in results.items():
         row: dict[str, Any] = {}
-        for name in ("child_us", "child_sys_us", "parent_us", "script_us", "calls", "redis_us"):
+        names = ("child_us", "child_sys_us", "parent_us", "script_us", "calls", "redis_us", "waits")
+        for name in names:
             vals = [getattr(r, name) for r in rs]
             row[name] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
         rates = [r.runs / r.seconds for r in rs]

@@ -1,6 +1,6 @@
 """Instructions per run of a supervisor child's worker loop, counted by callgrind.
 
-``python -m benchmarks.child_instr [--runs 1000,3000] [--ref REF ...]``
+``python -m benchmarks.child_instr [--runs 1000,3000] [--ref REF ...] [--variant V]``
 
 Timings of a drain on a shared 2-core machine move by ±10 % between runs, more
 than most changes to the worker's per-run Python; the instructions it executes
@@ -16,6 +16,12 @@ run in the steady state (start-up and imports cancel out). System calls are
 counted as one instruction each: what the kernel does for them is not in this
 figure (``benchmarks.child_cost`` measures the child's CPU, kernel included).
 With ``--ref`` (repeatable) the same is counted on the tree of each git ref.
+
+``--variant handler-redis``: each handler also makes one ``INCR`` through a
+redis-py client of its own, made once per process (the harness's handler-redis
+variant; ``benchmarks/tasks/common.py``); the difference to ``noop`` is what
+that call costs inside the worker. ``--variant bare``: that ``INCR`` alone, N
+times in a loop with no worker (per ``INCR``), what redis-py costs by itself.
 """
 
 from __future__ import annotations
@@ -39,13 +45,21 @@ from redflow_mp.worker import Worker
 from redflow_supervisor import child as ch
 from redflow_supervisor.board import Board
 
-url, n = sys.argv[1], int(sys.argv[2])
+url, n, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 redis.Redis.from_url(url).flushall()
 registry = Registry()
+own = redis.Redis.from_url(url)  # the handler's own client (handler-redis, bare)
+if variant == "bare":  # redis-py's INCR alone, in a loop: no worker
+    for _ in range(n):
+        own.incr("ci:handler")
+    raise SystemExit(0)
+incr = own.incr if variant == "handler-redis" else None
 
 
 @define_workflow("ci-noop", queue="ci", max_concurrency=100000, registry=registry)
 def _noop(ctx):
+    if incr is not None:
+        incr("ci:handler")
     return None
 
 
@@ -84,9 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--runs", default="1000,3000", help="the two sizes N1,N2")
     ap.add_argument("--ref", action="append", default=[], help="git ref to count too")
+    ap.add_argument(
+        "--variant",
+        choices=("noop", "handler-redis", "bare"),
+        default="noop",
+        help="noop handlers (default); handlers making one INCR through a redis-py "
+        "client of their own; bare: that INCR alone in a loop, no worker",
+    )
     ns = ap.parse_args(argv)
     n1, n2 = (int(x) for x in ns.runs.split(","))
-    return compare(LOOP, sizes=(n1, n2), refs=ns.ref, extra_args=(), unit="run")
+    unit = "INCR" if ns.variant == "bare" else "run"
+    return compare(LOOP, sizes=(n1, n2), refs=ns.ref, extra_args=(ns.variant,), unit=unit)
 
 
 if __name__ == "__main__":

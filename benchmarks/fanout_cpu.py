@@ -12,30 +12,15 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-import redis
-
-from redflow_mp import Context, Registry, create_client, define_workflow
-from redflow_mp.maintenance import sweep_retention
+from benchmarks.fanout_app import start_fanout, sweep_all
 from redflow_mp.runs import Runs
 from redflow_mp.scripts import Scripts
 from tests.helpers import WorkerPool, server_cpu_ms
-from tests.redis_server import RedisServer
 
 
 def main(n: int) -> None:
-    server = RedisServer().start()
-    raw = redis.Redis.from_url(server.url)
-    registry = Registry()
-
-    @define_workflow("fan-child", registry=registry)
-    def child(ctx: Context[Any]) -> int:
-        return int(ctx.input)
-
-    @define_workflow("fan-parent", registry=registry)
-    def parent(ctx: Context[Any]) -> int:
-        return len(ctx.step.run_workflows("kids", child, list(range(int(ctx.input)))))
-
-    client = create_client(server.url, registry=registry)
+    app = start_fanout()
+    server, raw, client, parent = app.server, app.raw, app.client, app.parent
     cpu: dict[str, list[float]] = defaultdict(list)
     real = Scripts.run
 
@@ -74,9 +59,7 @@ def main(n: int) -> None:
     handle = parent.run(n)
     print("result", handle.result(timeout=3600), flush=True)
     pool.stop_all(60)
-    removed = 0
-    while got := sweep_retention(client, 1):
-        removed += got
+    removed = sweep_all(client)
     Scripts.run = real  # type: ignore[method-assign]
     Scripts.drive = real_drive  # type: ignore[method-assign]
     Runs.enqueue_each = real_each  # type: ignore[method-assign]

@@ -14,31 +14,16 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from typing import Any
 
 import redis
 
-from redflow_mp import Context, Registry, create_client, define_workflow
-from redflow_mp.maintenance import sweep_retention
+from benchmarks.fanout_app import start_fanout, sweep_all
 from tests.helpers import WorkerPool, server_cpu_ms
-from tests.redis_server import RedisServer
 
 
 def main(n: int) -> None:
-    server = RedisServer().start()
-    raw = redis.Redis.from_url(server.url)
-    registry = Registry()
-
-    @define_workflow("fan-child", registry=registry)
-    def child(ctx: Context[Any]) -> int:
-        return int(ctx.input)
-
-    @define_workflow("fan-parent", registry=registry)
-    def parent(ctx: Context[Any]) -> int:
-        got = ctx.step.run_workflows("kids", child, list(range(int(ctx.input))))
-        return len(got)
-
-    client = create_client(server.url, registry=registry)
+    app = start_fanout()
+    server, raw, client, parent = app.server, app.raw, app.client, app.parent
     client.scripts.ensure_loaded()
     names = {sha: name for name, sha in client.scripts._shas.items()}
     raw.config_set("slowlog-max-len", 2_000_000)
@@ -57,12 +42,7 @@ def main(n: int) -> None:
     raw.slowlog_reset()
     time.sleep(0.05)
     c1 = server_cpu_ms(raw)
-    removed = 0
-    while True:
-        got = sweep_retention(client, 1)
-        removed += got
-        if got == 0:
-            break
+    removed = sweep_all(client)
     phases.append(("retention", 0.0, server_cpu_ms(raw) - c1))
     sweep = _entries(raw, names)
     print("removed", removed)

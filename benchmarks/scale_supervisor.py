@@ -608,9 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.monitor:
         MONITOR.append(True)
     if a.scrape:
-        from tests.redis_server import _free_port
+        from tests.redis_server import free_port
 
-        SCRAPE_PORT.append(_free_port())
+        SCRAPE_PORT.append(free_port())
     only = a.only.split(",")
     if "finished" in only:
         finished(a.runs, a.watch)

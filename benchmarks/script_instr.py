@@ -12,7 +12,8 @@ to warm up. Then, for each figure, the counters are zeroed
 over the calls is the server's user-space instructions per call (its event loop
 and the reading and writing of the batch included, shared by 100 calls). The
 calls are those of ``benchmarks.script_cost``: ``enqueue_run`` (a plain run),
-``claim_run`` claiming only, ``claim_run`` finishing only (``succeeded``), as
+``claim_run`` claiming only, ``claim_run`` finishing one run and claiming the
+next (the worker's steady state), ``claim_run`` finishing only (``succeeded``), as
 ``EVALSHA``; ``--fcall`` adds the function library's ``FCALL`` of each.
 
 ``--ref REF`` also measures a git ref's scripts (its export, as
@@ -120,6 +121,9 @@ def _send(r: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
 
 def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -> dict[str, float]:
     r = counted.server.client()
+    # the workflow's metadata as a worker's sync writes it (the claim reads its limit there)
+    r.hset(f"{TAG}:workflow:{WORKFLOW}", mapping={"name": WORKFLOW, "queue": QUEUE,
+           "maxConcurrency": 100000, "app": "bench"})  # fmt: skip
     out: dict[str, float] = {}
     for size, counting in ((WARM, False), (n, True)):
         enq = [(*call("enqueue_run"), *_enqueue(uuid.uuid4().hex)) for _ in range(size)]
@@ -134,6 +138,19 @@ def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -
         if counting:
             out["claim_run (claim)"] = counted.dump() / size
         ids = [reply[1][0].decode() for reply in replies]
+        # the steady state: each call finishes a run claimed above and claims the next
+        steady_tokens = [uuid.uuid4().hex for _ in range(size)]
+        steady = [(*call("claim_run"), *_claim(s, "succeeded", i, t))
+                  for s, i, t in zip(steady_tokens, ids, tokens, strict=True)]  # fmt: skip
+        _send(r, [(*call("enqueue_run"), *_enqueue(uuid.uuid4().hex)) for _ in range(size)])
+        if counting:
+            counted.zero()
+        replies = _send(r, steady)
+        if counting:
+            out["claim_run (finish+claim)"] = counted.dump() / size
+        if any(reply[0] != b"succeeded" or not reply[1] for reply in replies):
+            raise RuntimeError(f"a steady-state call was refused: {replies[:2]!r}")
+        ids, tokens = [reply[1][0].decode() for reply in replies], steady_tokens
         finishes = [(*call("claim_run"), *_claim("", "succeeded", i, t))
                     for i, t in zip(ids, tokens, strict=True)]  # fmt: skip
         if counting:

@@ -50,6 +50,8 @@ from redis.crc import key_slot
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.child_cost import export_ref  # noqa: E402
+from benchmarks.supervised import supervised  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.servers import Cluster  # noqa: E402
 
@@ -171,21 +173,8 @@ def run_case(
         args += ["--shards", str(shards)]
     if cluster:
         args += ["--cluster"]
-    with tempfile.TemporaryFile() as log:
-        sup = subprocess.Popen(args, cwd=code_root, env=env, stdout=log, stderr=log)
-        try:
-            _wait_done(nodes, prefix, shards, runs, sup)
-        except RuntimeError:
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-            raise
-        finally:
-            sup.terminate()
-            try:
-                sup.wait(30)
-            except subprocess.TimeoutExpired:
-                sup.kill()
-                sup.wait()
+    with supervised(args, cwd=code_root, env=env) as sup:
+        _wait_done(nodes, prefix, shards, runs, sup)
     seconds = time.monotonic() - t0
     result = CaseResult(case, runs, seconds)
     for node in nodes:
@@ -224,16 +213,6 @@ def _wait_done(
             return
         time.sleep(0.05)
     raise RuntimeError("the drain did not finish in 180 s")
-
-
-def export_ref(ref: str, into: Path) -> Path:
-    """The tree of git ``ref`` in ``into`` (``git archive``), for the baseline."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True, capture_output=True
-    ).stdout
-    into.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def spread_prefix(cluster: Cluster, base: str, shards: int) -> str:

@@ -33,11 +33,16 @@ from .queries import (
     shard_views,
     workflow_metas,
 )
+from .running_sweep import RunningSweep
 from .runs import Runs
 
 __all__ = [
+    "CRON_PAGE",
+    "EXACT",
+    "LAST_PASS",
     "QUEUED_COUNT_LIMIT",
     "QUEUE_STATS_CHUNK",
+    "SO_FAR",
     "CronEntry",
     "QueueStats",
     "RunQueues",
@@ -47,8 +52,11 @@ __all__ = [
     "iter_queue_stats",
     "queue_names",
     "queue_stats",
+    "read_unseen",
+    "remembered_queues",
     "retry_run",
     "running_counts",
+    "running_per_queue",
     "workflow_stats",
 ]
 
@@ -64,36 +72,100 @@ class QueueStats(msgspec.Struct, kw_only=True):
 
 
 class RunQueues:
-    """The queue of each running run, remembered between calls of
-    :func:`queue_stats` by a long-lived caller (the arbiter's ``/metrics``).
+    """The queue of each running run, and where the paged pass over
+    ``runs:status:running`` is, remembered between calls of :func:`queue_stats`
+    by a long-lived caller (the arbiter's ``/metrics``; the dashboard's client,
+    :func:`remembered_queues`).
 
     A run's queue is fixed when it is enqueued, so a run seen running once need
-    not be read again while it runs: a call reads the running ids (one ZRANGE)
-    and the queues of the new ones only, not one HGET per running run at every
-    scrape. Runs no longer running are forgotten (bounded by the runs in flight).
-    One map per shard (its tag): each shard's pass forgets only its own runs.
+    not be read again while it runs: a call reads a page of the running ids
+    (:class:`~redflow_mp.running_sweep.RunningSweep`) and the queues of the new ones
+    only, not one HGET per running run at every call. Runs no longer running
+    are forgotten (bounded by the runs in flight). One map per shard (its tag):
+    each shard's pass forgets only its own runs.
     """
 
     def __init__(self) -> None:
         self.by_shard: dict[str, dict[str, str]] = {}
+        #: Per shard (its tag): where the paged read of ``runs:status:running``
+        #: is (a ``RunningSweep``).
+        self.sweeps: dict[str, Any] = {}
+        #: Per shard (its tag): what the last call's ``processing`` counts are
+        #: (:data:`EXACT`, :data:`LAST_PASS` or :data:`SO_FAR`).
+        self.shown: dict[str, str] = {}
+        self.lock = threading.Lock()  # the dashboard's viewers share one
 
     def of(self, tag: str) -> dict[str, str]:
         """Run id -> queue of the running runs seen in the shard of ``tag``."""
         return self.by_shard.setdefault(tag, {})
 
-    @staticmethod
-    def per_queue(seen: dict[str, str], running: list[str]) -> dict[str, int]:
-        """Queue -> how many of ``running`` it holds, by ``seen`` (a map of
-        :meth:`of`), which forgets the runs no longer running (it stays bounded)."""
-        live = set(running)
-        for run_id in [x for x in seen if x not in live]:
-            del seen[run_id]
-        counts: dict[str, int] = {}
-        for run_id in running:
-            queue = seen.get(run_id)
-            if queue is not None:
-                counts[queue] = counts.get(queue, 0) + 1
-        return counts
+    def showing(self) -> str:
+        """What the last :func:`queue_stats` call's ``processing`` counts are,
+        all shards together (the least exact shard's)."""
+        states = set(self.shown.values())
+        for state in (SO_FAR, LAST_PASS):
+            if state in states:
+                return state
+        return EXACT
+
+
+#: ``processing`` read from the whole running index by this call.
+EXACT = "exact"
+#: ``processing`` as of the last whole pass over the running index (a pass took
+#: several calls: more runs running than a page).
+LAST_PASS = "last pass"
+#: ``processing`` counted by the first pass so far (not whole yet): a lower bound.
+SO_FAR = "so far"
+
+
+def running_per_queue(view: Any, remembered: RunQueues, whole: bool = False) -> dict[str, int]:
+    """Running runs per queue in the shard of ``view``: one page of
+    ``runs:status:running`` read (:class:`~redflow_mp.running_sweep.RunningSweep`,
+    :data:`~redflow_mp.running_sweep.RUNNING_PAGE` ids and the queues of those not seen
+    before, in two round trips), or, ``whole``, pages until a pass is whole (each
+    read bounded the same; the pass's cost is the runs in flight). Records in
+    ``remembered.shown`` what the counts are."""
+    r, k = view.redis, view.keys
+    with remembered.lock:
+        sweep = remembered.sweeps.setdefault(k.tag, RunningSweep())
+        fresh = sweep.score == "-inf" and sweep.skip == 0
+        while True:
+            with r.pipeline(transaction=False) as pipe:
+                paging = sweep.read(pipe, k.runs_status(RunStatus.RUNNING))
+                replies: list[Any] = [
+                    None if isinstance(x, Exception) else x
+                    for x in pipe.execute(raise_on_error=False)
+                ]
+            page, tail = replies[0], replies[1]
+            top = replies[2] if paging == 3 else None
+            ids = [text(x) for x in page or ()]  # a key of another type: none running
+            seen = remembered.of(k.tag)
+            read_unseen(r, k, ids, seen, "queue")
+            counts = dict(sweep.add(ids, tail, seen, top))
+            ended = sweep.score == "-inf" and sweep.skip == 0
+            if ended and fresh:
+                remembered.shown[k.tag] = EXACT
+                return counts
+            if not whole:
+                remembered.shown[k.tag] = SO_FAR if sweep.done is None else LAST_PASS
+                return counts
+            fresh = fresh or ended  # the next page starts a pass of its own
+
+
+def read_unseen(r: Any, k: Any, ids: list[str], seen: dict[str, str], field: str) -> None:
+    """Add to ``seen`` (run id -> ``field`` of that run) the field of each of
+    ``ids`` it does not hold, read in one round trip (one HGET a run). A run gone,
+    or a key of another type, is left out (its read answers nil or an error)."""
+    unseen = [run_id for run_id in ids if run_id not in seen]
+    if not unseen:
+        return
+    with r.pipeline(transaction=False) as pipe:
+        for run_id in unseen:
+            pipe.hget(k.run(run_id), field)
+        got: list[Any] = pipe.execute(raise_on_error=False)
+    for run_id, value in zip(unseen, got, strict=True):
+        if isinstance(value, bytes | str):
+            seen[run_id] = text(value)
 
 
 #: Above this many queued runs (all workflows), workflow_stats leaves ``queued`` None.
@@ -130,16 +202,31 @@ def queue_stats(
     and the wait of the run it will hand out next (its head: highest priority,
     then oldest).
 
-    ``processing`` counts the runs of the queue in ``runs:status:running``: one
-    read bounded by the runs in flight, not by the queues. With several shards
-    each shard's queues are read and the depths added up; the oldest head wins.
-    The rest costs three commands per queue: pass ``queues`` where the known
-    queues may be many. A caller that asks again and again passes one
-    :class:`RunQueues`: the queues of runs it saw running before are not read again.
+    ``processing`` counts the runs of the queue in ``runs:status:running``, read
+    a page (:data:`~redflow_mp.running_sweep.RUNNING_PAGE` ids) a call where the call
+    before stopped (:func:`running_per_queue`), with ``remembered`` (by default
+    the one of ``client``: :func:`remembered_queues`): with up to a page of runs
+    running it is exact at every call; past that it is the counts of the last
+    whole pass over the index (a lower bound until the first pass is whole), and
+    ``remembered.showing()`` says which. The whole index in one ZRANGE, and one
+    HGET per running run, cost 220 ms of Redis at 200,000 running runs at every
+    call. With several shards each shard's queues are read and the depths added
+    up; the oldest head wins. The rest costs three commands per queue: pass
+    ``queues`` where the known queues may be many.
     """
+    memo = remembered if remembered is not None else remembered_queues(client)
+    views = shard_views(client)
+    return _merged(views, queues, [running_per_queue(view, memo) for view in views])
+
+
+def _merged(
+    views: list[Any], queues: Sequence[str] | None, in_flight: list[dict[str, int]]
+) -> list[QueueStats]:
+    """The depths of ``queues`` (all known: None) added up over the shards
+    ``views``, with the running runs per queue of each (``in_flight``)."""
     merged: dict[str, QueueStats] = {}
-    for view in shard_views(client):
-        for q in _queue_stats(view, queues, remembered or RunQueues()):
+    for view, running in zip(views, in_flight, strict=True):
+        for q in _queue_stats(view, queues, running):
             have = merged.get(q.name)
             if have is None:
                 merged[q.name] = q
@@ -175,15 +262,21 @@ def iter_queue_stats(client: Client, chunk: int = QUEUE_STATS_CHUNK) -> Iterator
     """:func:`queue_stats` of every known queue, in name order, read ``chunk``
     queues at a time: a caller that prints as it goes holds the names and one
     chunk of depths, not every queue's (their number is the callers':
-    a ``queue_override`` per customer makes one each)."""
+    a ``queue_override`` per customer makes one each).
+
+    ``processing`` is exact: the running index is read whole first, a page
+    (:data:`~redflow_mp.running_sweep.RUNNING_PAGE` ids) a round trip, once for
+    every chunk (:func:`running_per_queue`)."""
     names = queue_names(client)
-    remembered = RunQueues()  # a running run's queue is read once, not per chunk
+    memo = RunQueues()
+    views = shard_views(client)
+    in_flight = [running_per_queue(view, memo, whole=True) for view in views]
     for start in range(0, len(names), chunk):
-        yield from queue_stats(client, names[start : start + chunk], remembered)
+        yield from _merged(views, names[start : start + chunk], in_flight)
 
 
 def _queue_stats(
-    view: Any, queues: Sequence[str] | None, remembered: RunQueues
+    view: Any, queues: Sequence[str] | None, in_flight: dict[str, int]
 ) -> list[QueueStats]:
     r, k = view.redis, view.keys
     known = drive(r, one("smembers", k.queues)) if queues is None else queues
@@ -195,34 +288,23 @@ def _queue_stats(
             pipe.zcard(k.q_ready(q))
             pipe.zcard(k.q_scheduled(q))
             pipe.zrange(k.q_ready(q), 0, 0)
-        pipe.zrange(k.runs_status(RunStatus.RUNNING), 0, -1)
         # A key of another type (another program, a typo) answers an error for
         # its own value only: the other queues are still shown (keycheck.py names it).
         raw: list[Any] = [
             None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)
         ]
-    running = [text(x) for x in raw[-1] or ()]
-    seen = remembered.of(k.tag)
     heads = [(i, text(raw[3 * i + 2][0])) for i in range(len(names)) if raw[3 * i + 2]]
-    unseen = [run_id for run_id in running if run_id not in seen]
-    # Second round trip: the server's time, the heads' availableAt and the
-    # queues of the running runs not seen before.
+    # Second round trip: the server's time and the heads' availableAt.
     with r.pipeline(transaction=False) as pipe:
         pipe.time()
         for _, run_id in heads:
             pipe.hget(k.run(run_id), "availableAt")
-        for run_id in unseen:
-            pipe.hget(k.run(run_id), "queue")
         more: list[Any] = [
             None if isinstance(x, Exception) else x for x in pipe.execute(raise_on_error=False)
         ]
     sec, usec = more[0] or (0, 0)
     now = int(sec) * 1000 + int(usec) // 1000
-    avail = more[1 : 1 + len(heads)]
-    for run_id, queue in zip(unseen, more[1 + len(heads) :], strict=True):
-        if queue is not None:
-            seen[run_id] = text(queue)
-    in_flight = RunQueues.per_queue(seen, running)
+    avail = more[1:]
     out = [
         QueueStats(
             name=q,
@@ -242,28 +324,62 @@ def _queue_stats(
     return out
 
 
+#: Cron entries one command reads at most: an HSCAN page of ``cron:def`` (a
+#: COUNT hint), an HMGET of named ids, a ZMSCORE of ``cron:next``. One HGETALL
+#: of 100,000 entries (28 MB) and one ZMSCORE of their ids held Redis for
+#: 141 ms of CPU, and a dashboard page of one workflow paid it at each refresh.
+CRON_PAGE = 1000
+
+
 @mapped_reads
-def cron_entries(client: Client) -> list[CronEntry]:
+def cron_entries(client: Client, ids: Sequence[str] | None = None) -> list[CronEntry]:
     """Every cron trigger with its next fire time (epoch ms), from every shard
-    (a trigger lives in its workflow's shard)."""
-    out: list[CronEntry] = []
+    (a trigger lives in its workflow's shard), or only the triggers ``ids``;
+    read :data:`CRON_PAGE` entries a command."""
+    found: dict[str, CronEntry] = {}
+    wanted = None if ids is None else sorted(set(ids))
     for view in shard_views(client):
-        out.extend(_cron_entries(view))
-    out.sort(key=lambda c: c.id)
-    return out
+        for entry in _cron_entries(view) if wanted is None else _named_entries(view, wanted):
+            found.setdefault(entry.id, entry)
+    return [found[cid] for cid in sorted(found)]
 
 
 def _cron_entries(view: Any) -> list[CronEntry]:
-    defs = drive(view.redis, one("hgetall", view.keys.cron_def))
-    if not defs:
+    defs: dict[str, Any] = {}
+    cursor: Any = 0
+    while True:  # HSCAN pages: never every entry in one reply
+        cursor, page = drive(view.redis, one("hscan", view.keys.cron_def, cursor, None, CRON_PAGE))
+        defs.update((text(k), v) for k, v in page.items())
+        if not int(cursor):
+            break
+    ids = sorted(defs)
+    out: list[CronEntry] = []
+    for at in range(0, len(ids), CRON_PAGE):
+        chunk = ids[at : at + CRON_PAGE]
+        out.extend(_entries(view, chunk, [defs[cid] for cid in chunk]))
+    return out
+
+
+def _named_entries(view: Any, ids: list[str]) -> list[CronEntry]:
+    out: list[CronEntry] = []
+    for at in range(0, len(ids), CRON_PAGE):
+        chunk = ids[at : at + CRON_PAGE]
+        raws = drive(view.redis, one("hmget", view.keys.cron_def, chunk))
+        here = [(cid, raw) for cid, raw in zip(chunk, raws, strict=True) if raw is not None]
+        out.extend(_entries(view, [cid for cid, _ in here], [raw for _, raw in here]))
+    return out
+
+
+def _entries(view: Any, ids: list[str], raws: list[Any]) -> list[CronEntry]:
+    """The entries ``ids`` (at most CRON_PAGE) of their records ``raws``."""
+    if not ids:
         return []
-    ids = sorted(text(k) for k in defs)
     scores = drive(view.redis, one("zmscore", view.keys.cron_next, ids))
     out = []
-    for cid, score in zip(ids, scores, strict=True):
+    for cid, raw, score in zip(ids, raws, scores, strict=True):
         try:
-            d = _cron_decoder.decode(defs[cid.encode()])
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
+            d = _cron_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         out.append(
             CronEntry(
@@ -309,8 +425,15 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
         for i in range(len(metas)):
             running[i] += int(counts[2 * i])
             parked[i] += int(counts[2 * i + 1])
+    # A page of workflows reads its own cron entries (their ids are in the
+    # metadata), not every entry of cron:def; a record without the ids (written
+    # by hand) reads them all.
+    ids = None if names is None else [cid for m in metas for cid in m.cron_ids]
+    if any(m.cron and not m.cron_ids for m in metas):
+        ids = None
     crons: dict[str, list[CronEntry]] = {}
-    for entry in cron_entries(client):  # grouped once, not walked per workflow
+    entries = cron_entries(client) if ids is None else cron_entries(client, ids)
+    for entry in entries:  # grouped once, not walked per workflow
         crons.setdefault(entry.workflow, []).append(entry)
     out = []
     for i, m in enumerate(metas):
@@ -341,6 +464,9 @@ class RunWorkflows:
 
     def __init__(self) -> None:
         self.by_shard: dict[str, dict[str, str]] = {}
+        #: Per shard (its tag): where the paged read of ``runs:status:running``
+        #: by :func:`~redflow_mp.depths.read_depths` is (a ``RunningSweep``).
+        self.sweeps: dict[str, Any] = {}
         self.lock = threading.Lock()
 
     def count(self, view: Any) -> dict[str, int]:
@@ -349,15 +475,7 @@ class RunWorkflows:
         ids = [text(x) for x in drive(r, one("zrange", k.runs_status(RunStatus.QUEUED), 0, -1))]
         with self.lock:
             seen = dict(self.by_shard.get(k.tag, {}))
-        unseen = [run_id for run_id in ids if run_id not in seen]
-        if unseen:
-            with r.pipeline(transaction=False) as pipe:
-                for run_id in unseen:
-                    pipe.hget(k.run(run_id), "workflow")
-                got: list[Any] = pipe.execute(raise_on_error=False)
-            for run_id, wf in zip(unseen, got, strict=True):
-                if isinstance(wf, bytes | str):  # not: gone, or a key of another type
-                    seen[run_id] = text(wf)
+        read_unseen(r, k, ids, seen, "workflow")
         kept = {run_id: seen[run_id] for run_id in ids if run_id in seen}
         with self.lock:
             self.by_shard[k.tag] = kept
@@ -377,6 +495,21 @@ def _remembered(client: Any) -> RunWorkflows:
         memo = _REMEMBERED.get(client)
         if memo is None:
             memo = _REMEMBERED[client] = RunWorkflows()
+        return memo
+
+
+#: The :class:`RunQueues` of each client that called :func:`queue_stats` without one.
+_QUEUES_REMEMBERED: weakref.WeakKeyDictionary[Any, RunQueues] = weakref.WeakKeyDictionary()
+
+
+def remembered_queues(client: Any) -> RunQueues:
+    """The :class:`RunQueues` :func:`queue_stats` keeps for ``client`` (the
+    dashboard's: its pass over the running index goes on at each refresh,
+    whoever loads the page)."""
+    with _REMEMBERED_LOCK:
+        memo = _QUEUES_REMEMBERED.get(client)
+        if memo is None:
+            memo = _QUEUES_REMEMBERED[client] = RunQueues()
         return memo
 
 

@@ -22,9 +22,13 @@ connection per client shared by every task.
 An :class:`AsyncClient` is safe to share between the tasks of one event loop.
 It belongs to the loop that first uses it: another loop gets a clear
 :class:`~redflow_mp.errors.RedflowError`, and so does any use after
-:meth:`AsyncClient.aclose`. ``create_async_client()`` is a plain function (it
-opens nothing); unless ``default=False`` the client becomes the process's
-default async client, used by ``Workflow.arun()`` without ``client=``.
+:meth:`AsyncClient.aclose`. ``aclose()`` itself may be awaited from another
+loop: once the first has ended or while it is not running it closes every
+socket at once; while it runs in another thread (a background loop) it hands
+the closing to that loop and waits for it (``aio_elsewhere.py``).
+``create_async_client()`` is a plain function (it opens nothing); unless
+``default=False`` the client becomes the process's default async client, used
+by ``Workflow.arun()`` without ``client=``.
 
 Adding a run method of the sync client here takes its call builder and reply
 reader from ``scripts.py`` (``ScriptSet.<name>_call`` / ``<name>_reply``) and
@@ -47,6 +51,7 @@ import redis.asyncio
 from . import batch, queries, shardmeta
 from .aio_cancel import AsyncCancels
 from .aio_connection import drive_query as _drive_query
+from .aio_elsewhere import check_not_forked, close_on_owner, owner_elsewhere
 from .aio_results import AsyncResults
 from .aio_scripts import AsyncScripts
 from .aio_shards import AsyncShardSet
@@ -167,12 +172,38 @@ class AsyncClient(AsyncCancels, AsyncResults):
 
     async def aclose(self) -> None:
         """Close the connections; the client can no longer be used (safe to repeat).
-        Cancelled while it waits, the closing goes on (a later call waits for it)."""
+        Cancelled while it waits, the closing goes on (a later call waits for it).
+
+        Awaited in another loop than the client's own: while that one runs (in
+        another thread) the closing is handed to it and waited for
+        (``aio_elsewhere.py``: the calls in flight there fail with the closed
+        client's error); once it has ended or while it is not running, every
+        socket is closed directly (``AsyncTransport.release_now``). In a child
+        forked while that loop was alive it raises and touches nothing
+        (``aio_elsewhere.check_not_forked``)."""
+        transports = self.shard_set.transports()
+        for t in transports:  # in a forked child: raises, touching nothing
+            check_not_forked(t.own_loop, t.own_pid, self.transport.describe())
+        owner = owner_elsewhere(t.own_loop for t in transports)
+        if owner is not None:
+
+            def release() -> None:
+                for t in transports:
+                    t.release_now()
+
+            pid = next(t.own_pid for t in transports if t.own_loop is owner)
+            await close_on_owner(owner, self._aclose_here, release, self.transport.describe(), pid)
+        else:
+            await self._aclose_here()
+        if default_async_starter() is self:
+            set_default_async_starter(None)
+
+    async def _aclose_here(self) -> None:
+        """:meth:`aclose` on the client's own loop (or, for one that is not running,
+        any: each transport then closes its sockets directly)."""
         self.transport.begin_close()  # begun before any wait, as the shards' own
         await self.shard_set.aclose()
         await self.transport.aclose()
-        if default_async_starter() is self:
-            set_default_async_starter(None)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -5,7 +5,9 @@ by ``aio_transport.py``; see ``connection.py`` for what and why."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -35,6 +37,8 @@ __all__ = [
     "async_sentinel_client",
     "awith_redirects",
     "drive_query",
+    "release_pool",
+    "release_transport",
     "routed_async_connection_class",
 ]
 
@@ -264,6 +268,64 @@ class ClosingPool(redis.asyncio.BlockingConnectionPool):
         await super().release(connection)
         if self.closed:
             await connection.disconnect()
+
+
+def release_transport(transport: Any) -> None:
+    """Close an asyncio transport's socket now, also when its event loop has ended.
+
+    ``transport.abort()`` alone needs a live loop (it schedules the closing, and
+    on a closed loop raises ``Event loop is closed`` with the socket still open
+    until garbage collection). So: abort (on a loop that is alive but not
+    running this takes the socket out of its selector, and the loop finishes the
+    closing when it runs again), then close the socket itself. On a closed loop,
+    where that closing can never run, the transport lets go of the socket (no
+    second close at garbage collection, no "unclosed transport" warning). TLS
+    transports are closed through the socket transport under them.
+
+    uvloop's transports hold no Python socket (libuv owns the descriptor, and
+    closes it when the loop runs the closing, or at the loop's close): while the
+    descriptor is still the transport's, ``/dev/null`` is put in its place
+    (``dup2``), which closes the connection now and leaves libuv a descriptor of
+    its own to close later (a plain ``close`` would free the number for another
+    file that libuv's own close would then hit)."""
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) or transport
+    loop = getattr(inner, "_loop", None)
+    with contextlib.suppress(RuntimeError):  # a closed loop: its closing cannot be scheduled
+        transport.abort()
+    if not hasattr(inner, "_sock"):  # uvloop
+        _release_descriptor(inner)
+        return
+    sock = inner._sock
+    if sock is None:
+        return
+    sock.close()  # a socket object: a second close is a no-op, never another fd's
+    if loop is None or loop.is_closed():
+        inner._sock = None
+
+
+def _release_descriptor(transport: Any) -> None:
+    """:func:`release_transport` for a transport without a Python socket (uvloop)."""
+    with contextlib.suppress(Exception):  # a transport already gone: nothing to close
+        fd = transport.get_extra_info("socket").fileno()  # -1 once libuv closed it
+        if fd >= 0:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.dup2(null, fd, inheritable=False)  # the socket's last reference: closed now
+            finally:
+                os.close(null)
+
+
+def release_pool(pool: Any) -> None:
+    """Close every connection of a redis.asyncio pool now, without its event loop
+    (:func:`release_transport`); a :class:`ClosingPool` stays closed for good."""
+    if isinstance(pool, ClosingPool):
+        pool.closed = True
+        pool.gate.closed = True
+    for conn in [*pool._available_connections, *pool._in_use_connections]:
+        writer = getattr(conn, "_writer", None)
+        if writer is not None:
+            release_transport(writer.transport)
+            conn._writer = conn._reader = None
 
 
 def async_client_for(

@@ -18,7 +18,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis import exceptions as rexc
@@ -121,8 +121,8 @@ class Resp(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport (uvloop's is not a subclass of asyncio.Transport)
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
@@ -246,6 +246,25 @@ class Resp(asyncio.Protocol):
     def close(self, exc: Exception) -> None:
         """Close the connection; pending requests fail with ``exc``."""
         self._abort(exc)
+
+    def release(self, exc: Exception, release: Callable[[Any], None]) -> None:
+        """Close the connection from outside its event loop, which is not running
+        (another loop's ``aclose()``): the socket is closed now by ``release``
+        (``aio_connection.release_transport``). On a loop that has ended nothing
+        waits any more, and its futures cannot be resolved (that needs the loop):
+        they are dropped; on one that may run again they fail with ``exc`` then."""
+        if self._loop.is_closed():
+            if self.lost is None:
+                self.lost = exc
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._waiting.clear()
+            self.on_lost = None
+        else:
+            self._abort(exc)
+        if self._transport is not None:
+            release(self._transport)
 
 
 class Channel:

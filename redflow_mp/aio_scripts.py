@@ -51,7 +51,8 @@ class AsyncScripts(ScriptSet):
 
     async def _configure(self) -> None:
         try:
-            await self.drive(self.configure(await self._t.server_version()), retry=True)
+            version = await self._t.server_version()  # connects: a cluster is detected
+            await self.drive(self.configure(version, cluster=self._t.clustered), retry=True)
         finally:
             self._loading = None  # loaded, or the next call tries again
 

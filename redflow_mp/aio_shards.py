@@ -110,6 +110,10 @@ class AsyncShardSet:
             return self.shards[0]
         return self.shards[shard_index_of_run(run_id, self.count)]
 
+    def transports(self) -> list[AsyncTransport]:
+        """Every transport of the client: the base one, then the shards' own."""
+        return [self.base, *self._own]
+
     async def aclose(self) -> None:
         # every closing begun before the first wait: a caller cancelled while it
         # waits leaves none of them unstarted (each goes on in its own task)

@@ -27,17 +27,20 @@ classes redis-py maps them to, with the same messages.
 
 A transport is bound to the event loop that first uses it; used from another
 loop, or after :meth:`AsyncTransport.aclose`, it raises :class:`RedflowError`.
-Nothing here is thread-safe: one loop, one thread.
+Nothing here is thread-safe: one loop, one thread (an ``aclose()`` from another
+thread's loop hands the closing to the transport's own: ``aio_elsewhere.py``).
 
 Fork safety: an event loop does not survive a fork, and neither does a client
 bound to one; a forked process creates its own (the supervisor never uses
-this module).
+this module). ``aclose()`` in a forked child raises and touches nothing while
+the parent's loop was alive at the fork (``aio_elsewhere.check_not_forked``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,7 +55,10 @@ from .aio_connection import (
     adiscover,
     async_client_for,
     awith_redirects,
+    release_pool,
+    release_transport,
 )
+from .aio_elsewhere import check_not_forked, close_on_owner
 from .aio_resp import Channel, Resp, Subscriber, consume_exception, wait_for_future
 from .connection import (
     DEFAULT_WAIT_MS,
@@ -134,6 +140,7 @@ class AsyncTransport(WaitedWrites):
         if isinstance(pool, ClosingPool):
             pool.gate.describe = self.describe
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()  # the process whose loop it is (set again with _loop)
         self._closed = False
         self._version: tuple[int, ...] | None = None
         self._cmd: Resp | None = None
@@ -167,6 +174,13 @@ class AsyncTransport(WaitedWrites):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def clustered(self) -> bool:
+        """True once this transport is known to talk to a Redis Cluster (detected on
+        its first connection, or ``cluster=True``): its scripts start with the slot
+        probe (``luafiles.SLOT_PROBE``)."""
+        return self.router is not None and self.router.cluster is True
+
     def enter(self) -> None:
         """Check the transport may be used here and now: not closed, same loop."""
         if self._closed:
@@ -180,6 +194,18 @@ class AsyncTransport(WaitedWrites):
                     "event loop (each asyncio.run() starts a new loop)"
                 )
             self._loop = loop
+            self._pid = os.getpid()
+
+    @property
+    def own_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this transport belongs to, None before its first use."""
+        return self._loop
+
+    @property
+    def own_pid(self) -> int:
+        """The process whose event loop :attr:`own_loop` is (a forked child has a
+        copy of that loop, which nothing runs there)."""
+        return self._pid
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -302,7 +328,7 @@ class AsyncTransport(WaitedWrites):
         try:
             for fut in replies:
                 await fut
-        except Exception:
+        except BaseException:  # also cancelled (a loop's end cancels the opening task)
             resp.close(rexc.ConnectionError(f"handshake with {self.describe()} failed"))
             raise
 
@@ -480,27 +506,48 @@ class AsyncTransport(WaitedWrites):
         The closing of the redis.asyncio pool and the Sentinels' connections runs
         in a task of its own: a caller cancelled meanwhile (an ``asyncio.wait_for``
         around it, a shutdown cancelling the closing task) only stops waiting, and
-        a later ``aclose()`` waits for that closing to end."""
+        a later ``aclose()`` waits for that closing to end.
+
+        From another loop than the transport's own (a second ``asyncio.run()``
+        after the first has ended), while the own one is not running, every
+        socket is closed at once without it (:meth:`release_now`); while the own
+        loop runs (in another thread) the closing is handed to it and waited for
+        (``aio_elsewhere.close_on_owner``)."""
+        check_not_forked(self._loop, self._pid, self.describe())  # touches nothing
         closing = self._closing
+        owner = closing.get_loop() if closing is not None else self._loop
+        if owner is not None and owner is not asyncio.get_running_loop():
+            if closing is not None and closing.done():
+                return  # closed before: nothing to wait for
+            if owner.is_running():
+                await close_on_owner(
+                    owner, self.aclose, self.release_now, self.describe(), self._pid
+                )
+                return
+            self.release_now()
+            return
         if closing is None:
             if self._closed:
                 return
             closing = self.begin_close()
-        elif closing.done():  # closed before: nothing to wait for (any loop)
+            assert closing is not None
+        elif closing.done():  # closed before: nothing to wait for
             return
-        elif asyncio.get_running_loop() is not closing.get_loop():
-            # (not self._loop: a client closed before its first call has none)
-            self.enter()  # raises: closed (its closing runs in its own loop)
         await wait_for_future(closing, None)
         closing.result()
 
-    def begin_close(self) -> asyncio.Task[None]:
+    def begin_close(self) -> asyncio.Task[None] | None:
         """:meth:`aclose` without the wait: close the connections now, and start
-        the task that closes the pools (the one already started, if any)."""
+        the task that closes the pools (the one already started, if any). From
+        another loop while the own one is not running: :meth:`release_now`, and
+        no task (None)."""
         if self._closing is not None:
             return self._closing
         if self._loop is not None and asyncio.get_running_loop() is not self._loop:
-            self.enter()  # raises the other-loop error
+            if self._loop.is_running():
+                self.enter()  # raises the other-loop error
+            self.release_now()
+            return None
         self._closed = True
         error = closed_error("async client", self.describe())
         for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
@@ -510,6 +557,22 @@ class AsyncTransport(WaitedWrites):
         closing = self._closing = asyncio.get_running_loop().create_task(self._close_pools())
         closing.add_done_callback(consume_exception)
         return closing
+
+    def release_now(self) -> None:
+        """Close every socket of this transport at once, without its event loop
+        (ended, or not running): the command and pub/sub connections, the
+        redis.asyncio pool's connections and the Sentinels' (each socket closed
+        directly: ``aio_connection.release_transport``). Safe to repeat."""
+        self._closed = True
+        error = closed_error("async client", self.describe())
+        for resp in (self._cmd, self._sub.resp if self._sub is not None else None):
+            if resp is not None:
+                resp.release(error, release_transport)
+        self._cmd = self._sub = None
+        release_pool(self._redis.connection_pool)
+        if self._sentinel is not None:  # those that asked where the master is
+            for node in self._sentinel.sentinels:
+                release_pool(node.connection_pool)
 
     async def _close_pools(self) -> None:
         """:meth:`aclose`'s task: the redis.asyncio pool and the Sentinels' connections."""

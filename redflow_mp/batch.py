@@ -33,7 +33,7 @@ from .errors import NETWORK_ERRORS, InputValidationError
 from .ids import new_run_id
 from .keys import Keys
 from .options import MAX_IDEMPOTENCY_KEY_LENGTH, RunOptions, check_text, check_user_key
-from .runs import EnqueueTarget, encode_input
+from .runs import EnqueueTarget, encode_input, item_error
 
 __all__ = [
     "BATCH_CHUNK",
@@ -55,14 +55,6 @@ before the input that would pass it; an input larger than this goes alone): a
 call is atomic, so Redis serves nobody else while it copies them (about 6 ms a
 MB). Cut by count alone, 60 inputs of 8 MB, each within the default
 ``max_payload_bytes``, went in one call that held Redis for 3 s."""
-
-
-def _item_error(index: int, exc: Exception) -> Exception:
-    """``exc`` with the index of the bad item in front of its message (same type)."""
-    try:
-        return type(exc)(f"inputs[{index}]: {exc}")
-    except Exception:  # an exception type whose constructor takes other arguments
-        return InputValidationError(f"inputs[{index}]: {exc}")
 
 
 def _check_key(key: object, index: int) -> str:
@@ -100,7 +92,7 @@ def encode_batch(
         try:
             datas.append(encode_input(target, value, limit))
         except (TypeError, ValueError, InputValidationError) as exc:
-            raise _item_error(index, exc) from None
+            raise item_error(index, exc) from None
     if idempotency_keys is None:
         return datas, None
     if isinstance(idempotency_keys, str | bytes) or not isinstance(idempotency_keys, Iterable):
@@ -160,6 +152,8 @@ def chunk_calls(
         else:
             for run_id, data, key in zip(ids, part, idempotency_keys[start:end], strict=True):
                 args += (run_id, data, key)
+        if target.fallback:  # on default for want of metadata (enqueue_runs.lua)
+            args.append("1")
         yield ids, (keys.run(ids[0]),), args
         start = end
 

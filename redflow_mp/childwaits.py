@@ -29,9 +29,9 @@ from .ids import new_token
 from .keys import step_workflow_key
 from .options import RunOptions, check_name
 from .registry import Workflow
-from .waitbase import PendingWait, WaitBase, Waiting, check_wait_timeout
+from .waitbase import ChildOutputs, PendingWait, WaitBase, Waiting, check_wait_timeout
 
-__all__ = ["ChildWaits"]
+__all__ = ["ChildWaits", "workflow_name"]
 
 # Above this many runs in a workflow's concurrency set, the deadlock check does
 # not read them all: it counts the suspended ones (wf-suspended:<wf>, kept by the
@@ -59,9 +59,14 @@ class ChildWaits(WaitBase):
         priority: int | None = None,
     ) -> Any:
         limit = check_wait_timeout(timeout)
-        child = _workflow_name(workflow)
+        child = workflow_name(workflow)
         step, done, value, waiting, started = self._wait_begin(name, "children")
         if done:
+            if isinstance(value, ChildOutputs):  # recorded by reference: read them
+                ids = value.ids
+                states, _ = self._read_children(ids)
+                outputs = [_child_output(cid, st) for cid, st in zip(ids, states, strict=True)]
+                return True, outputs[0] if single else outputs
             return True, value
 
         def body() -> tuple[bool, Any]:
@@ -89,7 +94,11 @@ class ChildWaits(WaitBase):
             pending = [cid for cid, st in zip(ids, states, strict=True) if not _finished(st)]
             if not pending:
                 outputs = [_child_output(cid, st) for cid, st in zip(ids, states, strict=True)]
-                return True, self._succeed(step, outputs[0] if single else outputs, started)
+                # Past max_payload_bytes together (each child's within it: a fan-out
+                # of 100 outputs of 100 kB), recorded as the children's ids: copied,
+                # the parent failed with PayloadTooLargeError after every child ran.
+                value = outputs[0] if single else outputs
+                return True, self._succeed(step, value, started, children=ids)
             if waiting.wake_at is not None and now >= waiting.wake_at:
                 raise StepTimeoutError(
                     f"step {step!r} timed out after {limit or 0:g} s waiting for "
@@ -323,7 +332,9 @@ def _child_output(child_id: str, state: tuple[Any, ...]) -> Any:
     raise run_failed(child_id, info)
 
 
-def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
+def workflow_name(workflow: Workflow[Any, Any] | str) -> str:
+    """The name of ``workflow`` (a Workflow, or a name, checked): the child a step
+    starts or waits for (``run_workflow``, ``run_workflows``, ``emit_workflow``)."""
     if isinstance(workflow, Workflow):
         return workflow.name
     if isinstance(workflow, str):

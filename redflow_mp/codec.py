@@ -23,7 +23,6 @@ payload. No ``RecursionError`` leaves this module.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +30,11 @@ import msgspec
 
 from .cron import Cron
 from .errors import ErrorInfo
+from .finite import non_finite_path
 from .retry import Retries
 
 __all__ = [
+    "CHILD_OUTPUTS",
     "MAX_NESTING",
     "AttemptState",
     "ErrorInfo",
@@ -131,13 +132,19 @@ class RunWait(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     """What a suspended run waits for (its ``wait`` field): the wait steps that
     suspended it and their kinds (``children``, ``sleep``, ``event``), the awaited
     child run ids (all must finish), the awaited event names (any one wakes it) and
-    the wake-up time (a sleep's end or the earliest wait deadline, epoch ms)."""
+    the wake-up time (a sleep's end or the earliest wait deadline, epoch ms).
+
+    A paged wait (more than ``SUSPEND_PAGE`` children, wait_scripts.py) is stored
+    without its ``children`` (200,000 ids were 6 MB written at the final suspend):
+    ``children_awaited`` says how many it awaited, and ``run:<id>:awaits`` holds
+    those still unfinished."""
 
     steps: list[str] = []
     kinds: list[str] = []
     children: list[str] = []
     events: list[str] = []
     wake_at: int | None = None
+    children_awaited: int = 0
 
 
 _wait_decoder = msgspec.json.Decoder(RunWait)
@@ -227,6 +234,18 @@ class StepState(msgspec.Struct, kw_only=True):
     started_at: int | None = None
     finished_at: int | None = None
     attempt: int = 1
+    # A children wait recorded by reference (its children's outputs add up past
+    # max_payload_bytes): their run ids, whose outputs are the step's; ``output``
+    # is then CHILD_OUTPUTS. None otherwise: a step whose output is the string
+    # "@child-outputs" showed the same as one, with nothing to tell them apart.
+    children: list[str] | None = None
+
+
+#: The ``outputJson`` of a children wait's record whose children's outputs add
+#: up past ``max_payload_bytes`` (its ``children`` name them; a replay reads
+#: their outputs from them). Not JSON: a reader that does not know it fails
+#: loudly instead of taking it for the step's value.
+CHILD_OUTPUTS = "@child-outputs"
 
 
 class StoredStep(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
@@ -244,6 +263,9 @@ class StoredStep(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel
     attempt: int
     output_json: str | None = None
     error_json: str | None = None
+    # A children wait whose outputs add up past max_payload_bytes: its child runs,
+    # whose outputs are the step's (output_json is then CHILD_OUTPUTS, waitbase.py)
+    children: list[str] | None = None
 
 
 class WorkflowMeta(msgspec.Struct, kw_only=True):
@@ -323,26 +345,6 @@ def encode_json(value: Any) -> bytes:
     ):
         raise NestingError(_TOO_DEEP)
     return data
-
-
-def non_finite_path(value: Any, data: bytes) -> str | None:
-    """Where ``value`` (encoded as ``data``) holds a NaN or infinite float, which
-    msgspec writes as ``null``: ``""`` for the value itself, else a subscript path
-    such as ``['a'][1]``; None when there is none (always, when ``data`` has no
-    ``null``: the common case costs one byte search)."""
-    if data.find(b"null") < 0:  # not `in`: bytes' `in` formats a TypeError it catches
-        return None
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(msgspec.to_builtins(value), ())]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return "".join(f"[{p!r}]" for p in path)
-        elif isinstance(item, dict):
-            stack.extend((v, (*path, k)) for k, v in item.items())
-        elif isinstance(item, list | tuple):
-            stack.extend((v, (*path, i)) for i, v in enumerate(item))
-    return None
 
 
 def decode_json(data: bytes | str) -> Any:
@@ -522,6 +524,7 @@ def step_state(name: str, stored: StoredStep) -> StepState:
         started_at=stored.started_at,
         finished_at=stored.finished_at if status is not StepStatus.RUNNING else None,
         attempt=stored.attempt,
+        children=stored.children if stored.output_json == CHILD_OUTPUTS else None,
     )
 
 

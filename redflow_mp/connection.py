@@ -77,8 +77,16 @@ CLUSTER_PATIENCE = 10.0
 REDIRECT_ERRORS = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)
 #: The error a script gets when it touches a key it did not declare whose slot is
 #: being migrated and that is not (or no longer) on this node: the script stopped
-#: there (writes it made before stay: docs/operations.md, "Redis Cluster").
-_NON_LOCAL = "Script attempted to access a non local key"
+#: there, at its first line (luafiles.SLOT_PROBE), before any write. Matched where
+#: Redis puts it, not anywhere in the text (a script's own error naming it is not
+#: retried): Redis 7 "Script attempted to access a non local key in a cluster
+#: node script: ...", Redis 6.2 "Error running script (call to f_...):
+#: @user_script:5: @user_script: 5: Lua script attempted to access ...", Valkey 9
+#: "Attempted to access a non local key in a cluster node script: ...".
+_NON_LOCAL = re.compile(
+    r"(?:error running script \(call to [^)]*\): @user_script:\d+: (?:@user_script: \d+: )?)?"
+    r"(?:lua )?(?:script )?attempted to access a non local key in a cluster node"
+)
 _PIPELINE_ERROR = "of pipeline caused error: "
 
 
@@ -99,7 +107,7 @@ def redirect(exc: rexc.ResponseError) -> tuple[str, int] | str | None:
     if text.startswith("MOVED "):
         host, _, port = text.split()[-1].rpartition(":")
         return (host, int(port)) if port.isdigit() else None
-    if text.startswith(("ASK ", "TRYAGAIN", "CLUSTERDOWN")) or _NON_LOCAL in text:
+    if text.startswith(("ASK ", "TRYAGAIN", "CLUSTERDOWN")) or _NON_LOCAL.match(text.lower()):
         return "retry"
     return None
 

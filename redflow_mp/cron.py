@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .finite import non_finite_path
+
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
@@ -84,10 +86,23 @@ class Cron(msgspec.Struct, frozen=True, kw_only=False):
             _check_schedule(self.expression, self.timezone)
         if self.id is not None and not self.id.strip():
             raise ValueError("Cron id must be a non-empty string when given")
+        # Checked as a run's input is (docs/guide.md, "Payloads"): the cron's runs get
+        # this input, so what msgspec would silently store otherwise is refused here.
         try:
-            msgspec.json.encode(self.input)
-        except (TypeError, msgspec.EncodeError, RecursionError) as exc:
+            data = msgspec.json.encode(self.input)
+        except UnicodeEncodeError:
+            raise ValueError(
+                "Cron input is not JSON-encodable: it holds text that is not valid Unicode "
+                "(a lone surrogate)"
+            ) from None
+        except (TypeError, ValueError, msgspec.EncodeError, OverflowError, RecursionError) as exc:
             raise ValueError(f"Cron input is not JSON-encodable: {exc}") from None
+        path = non_finite_path(self.input, data)
+        if path is not None:
+            raise ValueError(
+                f"Cron input{path} is NaN or infinite: JSON has no such number (msgspec "
+                "would store null); pass None or a string instead"
+            )
 
 
 #: (expression, timezone) pairs that passed :func:`_check_schedule`: every read of
@@ -152,14 +167,22 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def cron_id_for(workflow: str, cron: Cron) -> str:
-    """The stable id of ``cron`` on ``workflow`` (explicit id wins)."""
-    if cron.id:
-        return f"{workflow}:{cron.id}"
-    digest = hashlib.sha1(
-        msgspec.json.encode([workflow, cron.expression, cron.timezone, cron.input]),
-        usedforsecurity=False,
-    ).hexdigest()[:12]
-    return f"{workflow}:{digest}"
+    """The stable id of ``cron`` on ``workflow`` (explicit id wins).
+
+    ``<workflow>:<id>`` when the id holds no ':' (every derived id, and the explicit
+    ids of before): split at its last ':', such an id names one pair. Otherwise
+    ``<len(workflow)>:<workflow>:<id>:``, which no id of the first form ends with
+    (an id is never empty): ``reports`` + ``daily:eu`` and ``reports:daily`` +
+    ``eu`` were both ``reports:daily:eu``, one cron entry for two workflows."""
+    suffix = cron.id
+    if not suffix:
+        suffix = hashlib.sha1(
+            msgspec.json.encode([workflow, cron.expression, cron.timezone, cron.input]),
+            usedforsecurity=False,
+        ).hexdigest()[:12]
+    if ":" not in suffix:
+        return f"{workflow}:{suffix}"
+    return f"{len(workflow)}:{workflow}:{suffix}:"
 
 
 def _hour_is_fixed(expression: str) -> bool:

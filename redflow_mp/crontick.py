@@ -10,6 +10,7 @@ runs a shard's fires enqueue.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -71,8 +72,10 @@ def _fire(
     following: int,
     make_id: Callable[[], str],
     cdef: CronDef,
+    raw: bytes,
 ) -> tuple[int, str]:
-    """``fire_cron`` of one due entry: (its reply code, the run id)."""
+    """``fire_cron`` of one due entry: (its reply code, the run id). Fenced by the
+    definition read (``raw``): one a sync replaced since is not fired."""
     return client.scripts.fire_cron(
         leader_token,
         cron_id,
@@ -88,6 +91,7 @@ def _fire(
         cdef.max_concurrency,
         cdef.timeout_ms or None,
         cdef.priority,
+        hashlib.sha1(raw, usedforsecurity=False).hexdigest(),
     )
 
 
@@ -141,7 +145,9 @@ def cron_tick(
             continue
         try:
             called = True
-            code, run_id = _fire(client, leader_token, cron_id, fire_ms, following, make_id, cdef)
+            code, run_id = _fire(
+                client, leader_token, cron_id, fire_ms, following, make_id, cdef, raw
+            )
         except WrongTypeError as exc:
             # A key its run needs (its queue's ready set, its workflow's gate) of
             # another type: this fire time passes, as at max_concurrency; the
@@ -152,6 +158,10 @@ def cron_tick(
         if code == -1:
             tick.more = False  # not the leader (any more)
             break
+        if code == -3:
+            # replaced by a sync since the read: the next tick fires the new one
+            tick.more = True
+            continue
         _count(tick, code, run_id, cron_id, cdef.workflow)
         if tick.next_due_ms is None or following < tick.next_due_ms:
             tick.next_due_ms = following

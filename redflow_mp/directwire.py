@@ -94,6 +94,11 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
     if sock is None or reader is None:  # closed by another thread since usable()
         raise rexc.ConnectionError(_CLOSED)
     try:
+        # sendall, not os.write on the descriptor (one poll fewer): a handler that
+        # closed every descriptor (os.closerange, as daemonizing code does) gives
+        # this socket's number to the next file it opens, and os.write put the
+        # command into that file; send() on a file fails (ENOTSOCK), so the
+        # connection is dropped and opened again (test_stuck_children).
         sock.sendall(packed)
         reply = reader.gets()
         if reply is _NO_DATA:
@@ -104,26 +109,33 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
                     raise rexc.ConnectionError(_CLOSED)
                 reader.feed(buf, 0, n)
                 reply = reader.gets()
-    except TimeoutError as exc:  # socket.timeout; ETIMEDOUT from the OS: a dead connection
+    except BaseException as exc:
         conn.disconnect()
-        where = f"{conn.host}:{conn.port}"
-        if exc.errno == errno.ETIMEDOUT:
-            raise rexc.ConnectionError(f"Error while reading from {where} : {exc.args}") from exc
-        raise rexc.TimeoutError(f"Timeout reading from {where}") from exc
-    except OSError as exc:
-        conn.disconnect()
-        raise rexc.ConnectionError(
-            f"Error while reading from {conn.host}:{conn.port} : {exc.args}"
-        ) from exc
-    except BaseException:
-        conn.disconnect()
-        raise
+        _raise_mapped(conn, exc)
+        raise  # not a network error (a signal handler's exception): as it is
     if type(reply) is list:  # the common reply: a ConnectionError first is raised
         if reply and isinstance(reply[0], rexc.ConnectionError):
             conn.disconnect()
             raise reply[0]
         return reply
+    if type(reply) is bytes:  # a bulk string (a created run's enqueue): no error, no push
+        return reply
     return _other(conn, parser, reply)
+
+
+def _raise_mapped(conn: Any, exc: BaseException) -> None:
+    """Raise :func:`request`'s failure ``exc`` (the connection closed already) as
+    redis-py does when it is a network error: a timeout as its ``TimeoutError``
+    (``ETIMEDOUT`` from the OS, a dead connection, as its ``ConnectionError``),
+    another ``OSError`` as its ``ConnectionError``; return for anything else. The
+    message names the server as redis-py's does: host:port, or the path of a unix
+    socket, whose connection has no host and port (as ``Wire.where``)."""
+    if not isinstance(exc, OSError):  # TimeoutError (socket.timeout) is one
+        return
+    where = str(getattr(conn, "path", "") or f"{conn.host}:{conn.port}")
+    if isinstance(exc, TimeoutError) and exc.errno != errno.ETIMEDOUT:
+        raise rexc.TimeoutError(f"Timeout reading from {where}") from exc
+    raise rexc.ConnectionError(f"Error while reading from {where} : {exc.args}") from exc
 
 
 def _other(conn: Any, parser: Any, reply: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -35,6 +36,8 @@ from .urls import mask_secrets
 __all__ = ["Execution", "RunFacts", "error_info"]
 
 _TRACEBACK_LIMIT = 16_000
+# A succeeded step record as write_step.lua / consume_event.lua store it
+_SUCCEEDED = re.compile(rb'\{"seq":\d+,"status":"succeeded"')
 
 #: Step records per HSCAN page when a run has too many for its claim's reply,
 #: fewer when they are big: a page holds about STEPS_PAGE_BYTES.
@@ -140,13 +143,16 @@ class Execution(RunFacts):
         "attempt",
         "cancel_reason",
         "cancelled",
+        "fresh",
         "gave_up",
+        "hits",
         "inflight",
         "lease_lost",
         "lease_ms",
         "lease_until",
         "lost",
         "metrics",
+        "prior",
         "run_id",
         "runs",
         "seen",
@@ -182,6 +188,12 @@ class Execution(RunFacts):
         self.lease_ms = lease_ms
         self.steps_cache = claimed.steps
         self.seen: set[str] = set()
+        # Progress (max_run_crashes): the succeeded steps this execution replayed
+        # (hits) and recorded (fresh); those recorded before it began (prior,
+        # counted on first use; -1 until then). See made_progress.
+        self.hits = 0
+        self.fresh = 0
+        self.prior = -1
         # Lazy: made per run, almost never set or waited on (see flags.py).
         self.cancelled: threading.Event = LazyEvent()
         self.lost: threading.Event = LazyEvent()  # the lease is gone (the context reads it)
@@ -214,6 +226,9 @@ class Execution(RunFacts):
         self.token = claimed.token
         self.attempt = claimed.attempt
         self.steps_cache = claimed.steps
+        self.hits = 0
+        self.fresh = 0
+        self.prior = -1
         if self.seen:
             self.seen = set()
         if self.cancelled.is_set():
@@ -354,14 +369,27 @@ class Execution(RunFacts):
                 break
         self.logger.debug("read %d step records of %d expected by pages", len(cache), expected)
 
+    def made_progress(self) -> bool:
+        """Whether a step this execution completes now is progress, which clears
+        the run's crash count (max_run_crashes): only once it has replayed as
+        many succeeded steps as were recorded before it began. A handler that
+        names its steps anew at each execution (a timestamp in the name) and
+        then kills its worker "completed a step" each time, and looped for ever."""
+        if self.prior < 0:
+            done = sum(1 for data in self.steps_cache.values() if _SUCCEEDED.match(data))
+            self.prior = max(0, done - self.fresh)
+        return self.hits >= self.prior
+
     def write_step(self, name: str, record: StoredStep) -> None:
         data = codec.encode_step(record)
         sent = [0.0]
+        succeeded = record.status == "succeeded"
+        progress = succeeded and self.made_progress()
 
         def call() -> tuple[bool, bool]:
             sent[0] = time.monotonic()
             return self.runs.scripts_for(self.run_id).write_step(
-                self.run_id, self.token, name, data, self.lease_ms
+                self.run_id, self.token, name, data, self.lease_ms, progress=progress
             )
 
         held, cancel = self.durable(call, f"recording step {name!r}")
@@ -371,6 +399,8 @@ class Execution(RunFacts):
             self.mark_lost()
             raise LeaseLostError(f"run {self.run_id}: lease lost while recording step {name!r}")
         self.steps_cache[name] = data
+        if succeeded:
+            self.fresh += 1
         if cancel:
             self.mark_cancel()
 

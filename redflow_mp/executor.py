@@ -28,7 +28,7 @@ from weakref import getweakrefcount
 
 import msgspec
 
-from . import codec, procid, tracing
+from . import codec, hookdue, procid, tracing
 from .codec import ErrorInfo, RunInfo, RunWait, encode_error
 from .context import AsyncContext, Context, FailureContext
 from .errors import (
@@ -485,14 +485,21 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
 
     The supervisor fails some runs itself (a run that keeps killing its worker,
     a timeout on the last attempt) and calls this in a short-lived process of
-    its own, so that ``on_failure`` still runs once when a run fails for good.
-    Returns True when a hook ran; its errors are logged, never raised.
+    its own, so that ``on_failure`` still runs once when a run fails for good;
+    so is a hook taken over from a process that died (``hookdue.py``). Returns
+    True when a hook ran; its errors are logged, never raised. The run's
+    ``on-failure-due`` entry is removed once the hook returned (or none is due).
     """
     state = _stored_run(runs, run_id)
-    if state is None or state.status is not codec.RunStatus.FAILED or state.error is None:
-        return False
-    wf = registry.get(state.workflow)
-    if wf is None or wf.on_failure is None:
+    wf = registry.get(state.workflow) if state is not None else None
+    if (
+        state is None
+        or state.status is not codec.RunStatus.FAILED
+        or state.error is None
+        or wf is None
+        or wf.on_failure is None
+    ):
+        hookdue.done(runs, run_id)
         return False
     facts = RunFacts(state, os.getpid())
     value: Any = state.input
@@ -501,7 +508,9 @@ def on_failure_of_stored_run(runs: Runs, registry: Registry, run_id: str) -> boo
         with contextlib.suppress(msgspec.ValidationError, TypeError):
             value = msgspec.convert(state.input, wf.schema)
     fctx = FailureContext(value, facts.info, state.error, facts.logger)
+    token = hookdue.started(runs, run_id)  # its deadline from now (the helper's limit)
     _invoke_on_failure(wf, fctx, asyncio.run)
+    hookdue.done(runs, run_id, token)
     return True
 
 

@@ -164,6 +164,11 @@ def expected_types(
             "zset",
             "a cancel cascade whose canceller died is not finished by the supervisor",
         ),
+        (
+            keys.on_failure_due,
+            "zset",
+            "an on_failure hook whose process died is not called again",
+        ),
         (keys.cron_next, "zset", "no cron entry fires until it is removed"),
         (keys.cron_def, "hash", "no cron entry fires until it is removed"),
         (keys.cron_last, "hash", "cron runs that wait to start no longer hold back new fires"),

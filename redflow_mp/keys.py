@@ -28,9 +28,13 @@ seed (SPEC §3), with what v2 changed::
                                         (a start reserved under a rate limit);
                                         ``delayMs`` (the delay of the retry or defer
                                         that scheduled it: promote_runs.lua);
-                                        ``cascadeGen`` (cascades recorded for it)
+                                        ``cascadeGen`` (cascades recorded for it),
+                                        ``cascadeAt`` (where a cut cascade stopped:
+                                        cascade_at.lua)
     run:<runId>:steps             HASH  stepName -> encoded step state (a step in flight:
-                                        status ``running``, written when it starts)
+                                        status ``running``, written when it starts; a
+                                        children wait past max_payload_bytes names its
+                                        children: outputJson ``@child-outputs``)
     q:<queue>:ready               ZSET  runId -> ready score: (9 - priority) * 2**44 + the ms
                                         the run became ready; the lowest is claimed first
                                         (v1: a LIST)
@@ -84,12 +88,16 @@ Keys redflow-mp adds::
                                         finalAttempt) and written out by a resume
     cron:last                     HASH  cronId -> runId of its latest fire: a fire time passes
                                         while that run is queued or scheduled (fire_cron.lua);
+                                        a sync replacing the entry gives the new one no fire
+                                        time of the old schedule up to that run's (cronswap.py);
                                         entries go with their cron entry
     cron:skipped                  HASH  cronId -> fire time (ms) of its latest skipped fire
                                         (at max_concurrency, or its previous run not started):
                                         one field per entry, overwritten by the next skip
                                         (fire_cron.lua); the rewind after the clock went back
-                                        never moves an entry back to it (rewind_crons.lua);
+                                        never moves an entry back to it (rewind_crons.lua),
+                                        nor does a sync replacing the entry give the new one a
+                                        fire time of the old schedule up to it (cronswap.py);
                                         entries go with their cron entry
     wf-apps:<name>                HASH  app -> last time that app synced the workflow (ownership)
     app-live:<app>                SET   digests of the live registrations of an app's running
@@ -97,6 +105,10 @@ Keys redflow-mp adds::
     app-reg:<digest>              SET   the workflow names one running supervisor of an app
                                         loads (the digest: of the app and the names); expires
                                         30 s after its last renewal (every 10 s, one PEXPIRE)
+    app-wfs:<app>                 SET   the workflows an app registers whose keys are in this
+                                        shard (a superset: added with their wf-apps entry,
+                                        removed with it); the registry duty's withdrawal
+                                        reads it, not every workflow (withdrawal.py)
     wf-running:<name>             SET   runIds of the workflow currently running (concurrency gate);
                                         the reaper frees a slot of a parked workflow whose run
                                         is gone, finished or of another type (reap_runs.lua)
@@ -117,6 +129,10 @@ Keys redflow-mp adds::
                                         period after the last one: the window the limit is
                                         checked on when a reserved run comes back
     meta                          HASH  ``keyspace``: the keyspace version (written by migration)
+    slot-probe                    (never written) read by the first line of every
+                                        script on a Redis Cluster (luafiles.SLOT_PROBE): on
+                                        a slot being moved, a script stops there, before
+                                        any write (off a cluster: not read at all)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
                                   (a wake-up: waiters read the run)
     worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
@@ -125,6 +141,12 @@ Keys redflow-mp adds::
     relist                        HASH  the relist sweep's cursor (``src``: the index it
                                         reads, ``score`` / ``id``: the last entry read;
                                         relist_runs.lua); lost, a pass starts again
+    registry-lost                 STR   written (PX 120 s) per shard by a supervisor whose
+                                        registry duty found registrations gone (Redis came
+                                        back empty): while it lives, a worker puts back
+                                        (``defer``) a ``queueFallback`` run of a workflow it
+                                        does not load instead of failing it, until the run
+                                        is 120 s old (foreign.py ``held_after_loss``)
 
 Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
 
@@ -168,6 +190,10 @@ Durable waits (issue 12; no migration: v2 keyspaces just gain them)::
                                         the one it read first (or by a resume);
                                         the cron leader finishes those older than 10 s
                                         (a canceller that died between the two)
+    on-failure-due                ZSET  runId -> deadline (ms) of its on_failure hook: written
+                                        by the finish that fails a run of a workflow with a
+                                        hook, removed once the hook returned; a supervisor's
+                                        reaper takes over one past its deadline
     run:<runId>:ev:<len:name>     LIST  unconsumed events of one name, oldest first (payload
                                         JSON); length-prefixed like the idempotency keys
     run:<runId>:events            SET   the event names sent to the run (retention deletes
@@ -317,6 +343,16 @@ class Keys:
         return self.tag + ":due-queues"
 
     @property
+    def fallback_runs(self) -> str:
+        """Runs enqueued on ``default`` for want of their workflow's metadata."""
+        return self.tag + ":fallback-runs"
+
+    @property
+    def registry_lost(self) -> str:
+        """Marker (PX): a supervisor found registrations gone from this shard."""
+        return self.tag + ":registry-lost"
+
+    @property
     def ready_queues(self) -> str:
         return self.tag + ":ready-queues"
 
@@ -337,6 +373,11 @@ class Keys:
     def cascades(self) -> str:
         """Canceled runs whose cancel cascade may be unfinished (``cascade.py``)."""
         return self.tag + ":cascades"
+
+    @property
+    def on_failure_due(self) -> str:
+        """Failed runs whose ``on_failure`` hook has not returned yet (``hookdue.py``)."""
+        return self.tag + ":on-failure-due"
 
     @property
     def meta(self) -> str:
@@ -444,6 +485,9 @@ class Keys:
 
     def app_reg(self, digest: str) -> str:
         return f"{self.tag}:app-reg:{digest}"
+
+    def app_wfs(self, app: str) -> str:
+        return f"{self.tag}:app-wfs:{app}"
 
 
 def step_workflow_key(parent_run_id: str, step_name: str, child_name: str) -> str:

@@ -1,5 +1,6 @@
 """The package's Lua files and the texts sent to Redis: each script with the part
-of the helpers (``lua/_lib.lua``, then ``lua/_lib_runs.lua``) it uses
+of the helpers (``lua/_lib.lua``, ``_lib_retry.lua``, ``_lib_rate.lua``, then
+``_lib_runs.lua``) it uses
 (:mod:`redflow_mp.luasrc`), or all of them as one function library. Read and
 built once per process (a supervisor does it before forking: its children find
 them in memory)."""
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 #: The helpers every script may use, in order (luasrc.needed_lib picks from them).
-_LIB_FILES = ("_lib.lua", "_lib_runs.lua")
+_LIB_FILES = ("_lib.lua", "_lib_retry.lua", "_lib_rate.lua", "_lib_runs.lua")
 
 SCRIPT_NAMES = (
     "enqueue_run",
@@ -37,6 +38,7 @@ SCRIPT_NAMES = (
     "fire_cron",
     "due_crons",
     "rewind_crons",
+    "swap_crons",
     "sweep_runs",
     "reindex_runs",
     "requeue_claimed",
@@ -54,8 +56,13 @@ SCRIPT_NAMES = (
     "confirm_result",
     "relist_runs",
     "forget_cascades",
+    "cascade_at",
     "count_depths",
     "scan_queues",
+    "take_hooks",
+    "adopt_runs",
+    "hook_started",
+    "hook_done",
 )
 
 
@@ -64,31 +71,64 @@ SCRIPT_NAMES = (
 #: OOM: only for writes that add no memory, renew_lease.lua's score updates).
 KNOWN_FLAGS = ("no-writes", "allow-oom")
 
+#: The first statement of every script (EVAL text and library function alike)
+#: sent to a Redis Cluster (``probe=True``; off a cluster slots never move, and the
+#: texts are those without it: same SHA1s, same library name): ``TYPE`` of a key
+#: of the prefix's tag that is never written. On a cluster node whose slot is
+#: being moved away (MIGRATING) a key the node lacks is not local, so the script
+#: stops right here, before its first write ("Script attempted to access a non
+#: local key"; the connection layer waits it out like TRYAGAIN until the move is
+#: over) instead of at the first key already moved, keeping the writes made
+#: before it (a run marked succeeded whose idempotency key never got its expiry:
+#: tests/cluster/test_slot_move.py). The target of the move never runs our
+#: scripts meanwhile: the client waits ``ASK`` out, it never sends ``ASKING``.
+#: It costs one lookup of an absent key (about 0.7 µs a call). ``TYPE`` never
+#: fails and copies no value, whatever a neighbour writes there (and is not the
+#: ``EXISTS`` the claim tests count); should something have written the key, the
+#: probe would pass on the source while it is still there, so then it probes a
+#: key named after the server's clock (``TIME``) instead, which nothing wrote.
+#: A ``KEYS[1]`` without a ``{tag}`` probes nothing. Written on one line, before
+#: the script's first line: an error's line number stays that of the text
+#: without it.
+SLOT_PROBE = (
+    "do local t = KEYS[1] and string.match(KEYS[1], '^{[^}]+}') if t then"
+    " local p = t .. ':slot-probe' if redis.call('TYPE', p).ok ~= 'none' then"
+    " local n = redis.call('TIME') redis.call('TYPE', p .. ':' .. n[1] .. n[2])"
+    " end end end "
+)
+
 
 def script_flags(body: str) -> list[str]:
     """The flags ``body`` declares, in :data:`KNOWN_FLAGS` order."""
     return [f for f in KNOWN_FLAGS if f"\n-- flags: {f}\n" in f"\n{body}"]
 
 
-def library_name(lib: str, bodies: dict[str, str]) -> str:
-    """The library's name: ``redflow_`` and a hash of its source (versions coexist)."""
+def library_name(lib: str, bodies: dict[str, str], *, probe: bool = False) -> str:
+    """The library's name: ``redflow_`` and a hash of its source (versions, and the
+    variants with and without :data:`SLOT_PROBE`, coexist)."""
     digest = hashlib.sha1(
-        (lib + "".join(bodies[n] for n in SCRIPT_NAMES)).encode("utf-8"),
+        ((SLOT_PROBE if probe else "") + lib + "".join(bodies[n] for n in SCRIPT_NAMES)).encode(
+            "utf-8"
+        ),
         usedforsecurity=False,
     ).hexdigest()[:12]
     return f"redflow_{digest}"
 
 
-def build_library(lib: str, bodies: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """A function library with every script; returns (source, script -> function name)."""
-    prefix = library_name(lib, bodies)
+def build_library(
+    lib: str, bodies: dict[str, str], *, probe: bool = False
+) -> tuple[str, dict[str, str]]:
+    """A function library with every script (each starting with :data:`SLOT_PROBE`
+    when ``probe``: for a Redis Cluster); returns (source, script -> function name)."""
+    prefix = library_name(lib, bodies, probe=probe)
+    first = SLOT_PROBE if probe else ""
     parts = [f"#!lua name={prefix}", lib]
     names: dict[str, str] = {}
     for name in SCRIPT_NAMES:
         body = bodies[name]
         # RING_LATER (_lib.lua) is per call: a library's locals outlive a call,
         # and one that failed half-way must not leave another call deferring rings.
-        parts.append(f"local function __{name}(KEYS, ARGV)\nRING_LATER = nil\n{body}\nend")
+        parts.append(f"local function __{name}(KEYS, ARGV)\nRING_LATER = nil\n{first}{body}\nend")
         declared = script_flags(body)
         flags = ", flags={" + ", ".join(f"'{f}'" for f in declared) + "}" if declared else ""
         fname = f"{prefix}_{name}"
@@ -104,8 +144,8 @@ def _lua_files() -> tuple[str, tuple[tuple[str, str], ...]]:
     """The package's Lua files, read once per process (a supervisor reads them
     before forking: its children find them in memory)."""
     pkg = resources.files("redflow_mp").joinpath("lua")
-    # The shared helpers, in two files (each under the size of one module): the
-    # second uses the names of the first.
+    # The shared helpers, in four files (each under the size of one module): each
+    # uses the names of those before it.
     lib = "".join(pkg.joinpath(f).read_text(encoding="utf-8") for f in _LIB_FILES)
     bodies = tuple((n, pkg.joinpath(f"{n}.lua").read_text(encoding="utf-8")) for n in SCRIPT_NAMES)
     return lib, bodies
@@ -118,7 +158,7 @@ def read_lua() -> tuple[str, dict[str, str]]:
 
 
 @lru_cache(maxsize=4)
-def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+def _sources(server_version: tuple[int, ...], probe: bool) -> tuple[tuple[str, str], ...]:
     raw, bodies = _lua_files()
     # The calls of one-expression helpers written out (luasrc.inline_helpers):
     # an EVALSHA makes no closure for them. The library keeps them as written
@@ -127,7 +167,7 @@ def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for name, raw_body in bodies:
         body = inline_helpers(raw, raw_body)
-        text = needed_lib(lib, body) + "\n" + body
+        text = needed_lib(lib, body) + "\n" + (SLOT_PROBE if probe else "") + body
         if server_version >= (7, 0):
             flags = ",".join(script_flags(body))
             text = ("#!lua flags=" + flags if flags else "#!lua") + "\n" + text
@@ -135,15 +175,16 @@ def _sources(server_version: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def load_sources(server_version: tuple[int, ...]) -> dict[str, str]:
+def load_sources(server_version: tuple[int, ...], *, probe: bool = False) -> dict[str, str]:
     """Every script's EVAL text for ``server_version``: the _lib.lua it uses, its body
-    (built once per version and process)."""
-    return dict(_sources(tuple(server_version)))
+    (built once per version, variant and process); ``probe``: each body starts with
+    :data:`SLOT_PROBE` (a Redis Cluster)."""
+    return dict(_sources(tuple(server_version), bool(probe)))
 
 
-def script_names(server_version: tuple[int, ...]) -> dict[str, str]:
+def script_names(server_version: tuple[int, ...], *, probe: bool = False) -> dict[str, str]:
     """SHA-1 -> name of every script sent to a server of ``server_version`` (SLOWLOG)."""
     return {
         hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest(): name
-        for name, text in load_sources(server_version).items()
+        for name, text in load_sources(server_version, probe=probe).items()
     }

@@ -169,7 +169,7 @@ class StallGuard:
             self._ended[index] = time.monotonic()
         self._took[index] = (self._ended[index] - start) * 1000.0
         for ghost in ghosts:
-            wf, _, run_id = ghost.partition(" ")
+            wf, _, run_id = ghost.rpartition(" ")  # a workflow name may hold spaces
             log.warning(
                 "run %s held a max_concurrency slot of workflow %s but is gone from Redis "
                 "(evicted under maxmemory, or deleted) or finished; the slot is free again",
@@ -297,7 +297,7 @@ def sweep_backlog(
     released: list[tuple[str, str]] | None = None,
 ) -> tuple[int, bool]:
     """:func:`sweep_retention`, and whether its last call left work (a backlog: call
-    again soon). Runs it keeps (children of an unfinished parent) are work too:
+    again soon). Runs it keeps (children of an unfinished, failed or canceled parent) are work too:
     a backlog of them alone removes nothing, yet hides the runs behind it. No
     call starts past ``deadline`` (by ``clock``) but the first.
 
@@ -331,15 +331,13 @@ def sweep_backlog(
     return total, more
 
 
-_TERMINAL = (b"succeeded", b"failed", b"canceled")
-
-
 def decided_parents(
     shards: Sequence[Store], pairs: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """The (child, parent) pairs of ``pairs`` whose parent, read in its own shard,
-    no longer awaits the child: finished, gone, or the child not in its children
-    set (as ``sweep_runs.lua`` reads a parent of its own shard). One pipeline per
+    no longer awaits the child: succeeded, gone, or the child not in its children
+    set (as ``sweep_runs.lua`` reads a parent of its own shard: a failed or
+    canceled parent may be resumed, and its replay reads its children again). One pipeline per
     shard; a shard that does not answer decides nothing (its pairs are named
     again a retention period later)."""
     by_shard: dict[int, list[tuple[str, str]]] = {}
@@ -363,8 +361,8 @@ def decided_parents(
             continue
         for i, pair in enumerate(group):
             status, member = replies[2 * i], replies[2 * i + 1]
-            unfinished = isinstance(status, bytes) and status not in _TERMINAL
-            if not (unfinished and isinstance(member, int) and member == 1):
+            readable = isinstance(status, bytes) and status != b"succeeded"
+            if not (readable and isinstance(member, int) and member == 1):
                 decided.append(pair)
     return decided
 

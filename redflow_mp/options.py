@@ -347,9 +347,23 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
             idempotency_ttl_ms=ttl_ms,
             timeout=check_timeout(timeout, "timeout"),
             priority=None if priority is None else check_priority(priority),
-            parent_run_id=parent_run_id or None,
+            parent_run_id=_parent(parent_run_id),
             linked=bool(linked and parent_run_id),
         )
+
+
+def _parent(parent_run_id: object) -> str | None:
+    """``parent_run_id`` (None for none) if some run can have it as its id."""
+    if parent_run_id is None or parent_run_id == "":
+        return None
+    if not isinstance(parent_run_id, str):
+        raise TypeError(f"parent_run_id must be a str, not {type(parent_run_id).__name__}")
+    if cannot_be_run_id(parent_run_id):
+        raise ValueError(
+            f"parent_run_id {shown_run_id(parent_run_id)!r} is no run id: run ids are "
+            f"ASCII, hold no ':' and are at most {MAX_RUN_ID_LENGTH} characters"
+        )
+    return parent_run_id
 
 
 #: What :meth:`RunOptions.of` returns for a run with no option (shared: frozen).

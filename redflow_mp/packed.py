@@ -6,7 +6,8 @@ timeout, trace context), the common call and W2 of the benchmarks, sends
 its input. Packing the call (RESP) with ``hiredis.pack_command`` costs about
 3,200 CPU instructions plus 1,200 per item, some 16,000 a call; here the
 constant items are packed once per workflow into a ``bytes`` format and a call
-formats only the three that change (``benchmarks.enqueue_instr``). The bytes
+formats only the three that change, or joins them with the bytes around them
+when the input is shorter than 1,024 bytes (``benchmarks.enqueue_instr``). The bytes
 sent are the same as ``hiredis.pack_command`` of the whole call
 (``tests/unit/test_packed.py``).
 """
@@ -34,7 +35,21 @@ def _items(values: tuple[Any, ...]) -> bytes:
     return packed[packed.index(b"\r\n") + 2 :].replace(b"%", b"%%")
 
 
+def _raw_items(values: tuple[Any, ...]) -> bytes:
+    """RESP bulk strings of ``values`` as hiredis packs them, without the array
+    header (bytes to send as they are)."""
+    packed: bytes = hiredis.pack_command(values)
+    return packed[packed.index(b"\r\n") + 2 :]
+
+
 _BULK = b"$%d\r\n%b\r\n"
+
+#: A claim shape's (format without a finish, format with one, bytes before the
+#: token, bytes after the flags) (``PackedClaims._format``).
+_Shape = tuple[bytes, bytes, bytes, bytes]
+
+#: A plain enqueue's shape (``PlainEnqueues._format``).
+_Plain = tuple[bytes, int, int, bytes, bytes, bytes, bytes, bytes]
 
 
 class PlainEnqueues:
@@ -51,8 +66,9 @@ class PlainEnqueues:
 
     def __init__(self) -> None:
         # shape -> (format, key's length before the id, id length n, the format
-        # with the key's and the id's lengths for ids of n bytes written in)
-        self._formats: dict[tuple[Any, ...], tuple[bytes, int, int, bytes]] = {}
+        # with the key's and the id's lengths for ids of n bytes written in, and
+        # that call's bytes around the id, the id and the input: _Plain)
+        self._formats: dict[tuple[Any, ...], _Plain] = {}
 
     def pack(
         self,
@@ -73,12 +89,15 @@ class PlainEnqueues:
         got = self._formats.get(shape)
         if got is None:
             got = self._format(shape, n)
-        fmt, key_base, n_fixed, fixed = got
-        if n == n_fixed:  # the ids of a process have one length: two %d fewer
-            return fixed % (i, i, len(input_json), input_json)
+        fmt, key_base, n_fixed, fixed, p0, p1, p2, p3 = got
+        if n == n_fixed:  # the ids of a process have one length: no %d
+            size = len(input_json)
+            if size < _NHEADS:  # joined: the input's length header kept
+                return b"".join((p0, i, p1, i, p2, _HEADS[size], input_json, p3))
+            return fixed % (i, i, size, input_json)
         return fmt % (key_base + n, i, n, i, len(input_json), input_json)
 
-    def _format(self, shape: tuple[Any, ...], n: int) -> tuple[bytes, int, int, bytes]:
+    def _format(self, shape: tuple[Any, ...], n: int) -> _Plain:
         """The formats of ``shape``: the general one, and one with the key's and the
         id's lengths written in for ids of ``n`` bytes (formatting the two lengths
         costs about 1,500 CPU instructions a call, callgrind)."""
@@ -98,11 +117,23 @@ class PlainEnqueues:
         fixed = b"".join(
             (before, b"$%d\r\n" % (len(key_head) + n), key, tag_item, b"$%d\r\n%%b\r\n" % n, after)
         )
+        # the same call as bytes around the id (twice) and the input, to join
+        p0 = b"*11\r\n" + _raw_items((*head, 1)) + b"$%d\r\n" % (len(key_head) + n) + key_head
+        p1 = _CRLF + _raw_items((tag,)) + b"$%d\r\n" % n
+        p2 = _CRLF + _raw_items((workflow, queue))
+        limit = "" if max_concurrency is None else max_concurrency
+        p3 = _CRLF + _raw_items((max_attempts, limit))
         if len(self._formats) >= MAX_FORMATS:
             self._formats.clear()
-        self._formats[shape] = got = (fmt, len(key_head), n, fixed)
+        self._formats[shape] = got = (fmt, len(key_head), n, fixed, p0, p1, p2, p3)
         return got
 
+
+#: The RESP header of a bulk string of each length below 1,024 (``$<n>\r\n``):
+#: a claim joins them with its items instead of formatting its lengths (``%d``).
+_NHEADS = 1024
+_HEADS = tuple(b"$%d\r\n" % n for n in range(_NHEADS))
+_CRLF = b"\r\n"
 
 #: ``claim_run``'s ARGV[10] packed, by woken + 2 * resend (``scripts._FLAGS``).
 _FLAG_BULKS = tuple(b"$%d\r\n%b\r\n" % (len(f), f) for f in (b"", b"1", b"2", b"3"))
@@ -121,18 +152,20 @@ class PackedClaims:
     ``hiredis.pack_command`` costs about 25,000 CPU instructions, most of them in
     ``sprintf`` of each item's length; here the constant items are packed once
     per shape (head, lease, queue list, its rotation) and a call formats the
-    eight that change (``benchmarks.child_instr``). The bytes sent are the same
-    as ``hiredis.pack_command`` of the whole call (``tests/unit/test_packed.py``).
+    eight that change (``benchmarks.child_instr``), joined with their lengths'
+    headers (:data:`_HEADS`; an item of 1,024 bytes or more is formatted). The
+    bytes sent are the same as ``hiredis.pack_command`` of the whole call
+    (``tests/unit/test_packed.py``).
     """
 
     __slots__ = ("_formats", "_last")
 
     def __init__(self) -> None:
-        self._formats: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._formats: dict[tuple[Any, ...], _Shape] = {}
         # the shape of the last call, found by identity first (a worker passes
         # the same queue tuple and the same head name each time)
-        self._last: tuple[tuple[str, ...] | None, int, int, str, tuple[bytes, bytes]]
-        self._last = (None, -1, -1, "", (b"", b""))
+        self._last: tuple[tuple[str, ...] | None, int, int, str, _Shape]
+        self._last = (None, -1, -1, "", (b"", b"", b"", b""))
 
     def pack(
         self,
@@ -169,8 +202,15 @@ class PackedClaims:
             self._last = (queues, turn, lease_ms, head[1], got)
         t = token.encode()
         o = only_id.encode()
+        heads = _HEADS
         if finish is None:
-            return fmts[0] % (len(t), t, len(o), o, _FLAG_BULKS[flags])
+            try:
+                return b"".join(
+                    (fmts[2], heads[len(t)], t, _CRLF, _NO_FINISH, heads[len(o)], o, _CRLF,
+                     _FLAG_BULKS[flags], fmts[3])
+                )  # fmt: skip
+            except IndexError:  # an item of 1,024 bytes or more
+                return fmts[0] % (len(t), t, len(o), o, _FLAG_BULKS[flags])
         mode, run_id, held, payload, delay = finish
         if type(payload) is not bytes:
             if type(payload) is not str:
@@ -182,6 +222,14 @@ class PackedClaims:
         r = run_id.encode()
         h = held.encode()
         d = _DELAY_0 if delay == 0 else _items((delay,)).replace(b"%%", b"%")  # a retry's
+        try:
+            return b"".join(
+                (fmts[2], heads[len(t)], t, _CRLF, heads[len(m)], m, _CRLF, heads[len(r)], r,
+                 _CRLF, heads[len(h)], h, _CRLF, heads[len(payload)], payload, _CRLF, d,
+                 heads[len(o)], o, _CRLF, _FLAG_BULKS[flags], fmts[3])
+            )  # fmt: skip
+        except IndexError:  # an item of 1,024 bytes or more (a big output)
+            pass
         return fmts[1] % (
             len(t), t, len(m), m, len(r), r, len(h), h, len(payload), payload, d,
             len(o), o, _FLAG_BULKS[flags],
@@ -190,16 +238,19 @@ class PackedClaims:
     @staticmethod
     def _format(
         head: tuple[str, str], key: str, tag: str, lease_ms: int, queues: tuple[str, ...], turn: int
-    ) -> tuple[bytes, bytes]:
-        """The formats of one shape: (no finish, with a finish)."""
+    ) -> _Shape:
+        """The formats of one shape (no finish, with a finish), and the bytes
+        before the token and after the flags that a call joins its items with."""
         if turn:
             queues = queues[turn:] + queues[:turn]
-        before = b"*%d\r\n%b" % (
-            15 + len(queues),
-            _items((*head, 1, key, tag, lease_ms)),
-        )
-        after = b"$%d\r\n%b\r\n%b" + _items((len(queues), *queues))  # only_id, flags, queues
+        array = b"*%d\r\n" % (15 + len(queues))
+        fixed = (*head, 1, key, tag, lease_ms)
+        before = array + _items(fixed)
+        tail = (len(queues), *queues)
+        after = b"$%d\r\n%b\r\n%b" + _items(tail)  # only_id, flags, queues
         return (
             before + _BULK + _NO_FINISH + after,
             before + _BULK * 5 + b"%b" + after,  # token, finish (delay packed), ...
+            array + _raw_items(fixed),
+            _raw_items(tail),
         )

@@ -19,7 +19,7 @@ import msgspec
 from .codec import RunState, StepState, whole_number
 from .keys import Keys
 from .options import cannot_be_run_id, check_run_id
-from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
+from .queries import QueryPlan, _run_raw, _run_state, _steps_in_order, drive, run_view
 
 __all__ = [
     "OutputPreview",
@@ -44,16 +44,10 @@ def get_run_preview(
     JSON made some 65 MB of Python objects to show 100,000 characters): it is
     ``None`` in the state, and its text, indented and cut at ``limit``
     characters, is in the dict under ``"input"`` / ``"output"``."""
-    check_run_id(run_id)
-    if cannot_be_run_id(run_id):
+    got = yield from _run_raw(keys, run_id)
+    if got is None:
         return None
-    raw, entries = yield [
-        ("hgetall", (keys.run(run_id),)),
-        ("lrange", (keys.run_attempts(run_id), 0, -1)),
-    ]
-    if not raw:
-        return None
-    raw = dict(raw)
+    raw, entries = dict(got[0]), got[1]
     previews: dict[str, str] = {}
     for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
         value = raw.get(field)

@@ -137,6 +137,13 @@ def _check_list_args(workflow: object, status: object, limit: object, offset: ob
 
 def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     """The run with its attempts' history (one round trip), or None for an unknown id."""
+    got = yield from _run_raw(keys, run_id)
+    return None if got is None else _run_state(run_id, *got)
+
+
+def _run_raw(keys: Keys, run_id: str) -> QueryPlan[tuple[dict[Any, Any], list[Any]] | None]:
+    """The run's hash and its attempts' entries (one round trip), or None for an
+    unknown id (raises for an id that is not one: ``check_run_id``)."""
     check_run_id(run_id)
     if cannot_be_run_id(run_id):
         return None
@@ -146,7 +153,7 @@ def get_run(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     ]
     if not raw:
         return None
-    return _run_state(run_id, raw, entries)
+    return raw, entries
 
 
 def _run_state(run_id: str, raw: dict[Any, Any], entries: list[Any]) -> RunState:

@@ -1,7 +1,7 @@
 """Rate limits: ``rate_limit="100/m"`` on ``define_workflow`` (also ``/s``, ``/h``).
 
 Pure: parsing and the text form synced to Redis (the workflow hash's
-``rateLimit`` field). Enforcement is in the claim (``lua/_lib_runs.lua``:
+``rateLimit`` field). Enforcement is in the claim (``lua/_lib_rate.lua``:
 ``rate_deferred``), atomically and for every supervisor: no window of one
 period holds more than ``count`` actual starts of the workflow's runs (their
 ``startedAt``). Two ZSETs trimmed to one period: ``rate-started:<workflow>``,

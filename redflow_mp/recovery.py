@@ -108,6 +108,7 @@ def recover_runs(
     stopping: bool,
     charge_crash: bool,
     max_crashes: int,
+    hooked: Sequence[str] = (),
 ) -> list[Recovered]:
     """Put back the runs a dead process held, innermost first.
 
@@ -117,7 +118,9 @@ def recover_runs(
     that the host stopped it on purpose.
     With ``charge_crash`` the innermost run is charged a crash (``cause`` is
     recorded as its last crash) and fails once it reached ``max_crashes``;
-    every other run is requeued without a charge.
+    every other run is requeued without a charge. ``hooked``: the workflows
+    whose ``on_failure`` the host runs (a run of one failed here is recorded
+    as due with its failure: ``hookdue.py``).
     """
     why = "supervisor stopping" if stopping else f"worker {cause}"
     out: list[Recovered] = []
@@ -127,7 +130,7 @@ def recover_runs(
         try:
             if crash:
                 status = runs.scripts_for(run.run_id).finalize(
-                    run.run_id, run.token, "crash", f"worker {cause}", max_crashes
+                    run.run_id, run.token, "crash", f"worker {cause}", max_crashes, hooked
                 )
             else:
                 status = runs.scripts_for(run.run_id).finalize(
@@ -160,7 +163,12 @@ def recover_runs(
 
 
 def abort_run(
-    runs: Runs, registry: Registry, run: HeldRun, reason: Abort, timeout: float
+    runs: Runs,
+    registry: Registry,
+    run: HeldRun,
+    reason: Abort,
+    timeout: float,
+    hooked: Sequence[str] = (),
 ) -> Recovered:
     """Record the end of a run whose handler the host stopped (its process is gone).
 
@@ -197,7 +205,7 @@ def abort_run(
             )
         else:
             status = runs.scripts_for(run.run_id).finalize(
-                run.run_id, run.token, "failed", error, 0
+                run.run_id, run.token, "failed", error, 0, hooked
             )
             _kick(runs, run.run_id, status)
     except _REDIS_TROUBLE as exc:

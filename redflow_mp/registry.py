@@ -223,7 +223,11 @@ class Workflow(Generic[I, O]):
             priority: 0 to 9, higher claimed first (default: the workflow's).
             client: the client to use; default: the process's default client.
         """
-        return _starter(client).enqueue_workflow(
+        # _starter(client), without its frame for a Client or the default client
+        starter = client if client is not None else _default_starter
+        if starter is None or getattr(starter, "sync_starter", False) is not True:
+            starter = _starter(client)
+        return starter.enqueue_workflow(
             self,
             input,
             run_at=run_at,

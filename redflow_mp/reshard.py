@@ -28,7 +28,8 @@ What moves, and the rule that decides where (docs/operations.md, "Shards"):
   children where they now live (a finish kicked into a shard it left is not
   lost: the replay reads the children).
 * **A workflow's keys** go to its new shard (``crc32(name) % M``):
-  ``workflow:<name>``, ``wf-apps``, ``wf-running``, ``wf-waiting``, ``rate``,
+  ``workflow:<name>``, ``wf-apps`` (and its name in the ``app-wfs`` index of
+  each app that registers it), ``wf-running``, ``wf-waiting``, ``rate``,
   ``rate-started``,
   its cron definitions and next fire times, and its idempotency keys. An
   idempotency key whose run stays in another shard gets, next to it, a stub
@@ -54,6 +55,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from .codec import text, whole_number
 from .cron import CronDef
@@ -62,6 +64,7 @@ from .queries import shard_views
 from .refusals import doing
 from .shardmeta import recorded_count, target_count
 from .shards import SHARD_SEPARATOR, shard_index_of_workflow
+from .withdrawal import index_refused, warn_index
 
 __all__ = ["ReshardReport", "live_supervisors", "reshard"]
 
@@ -320,6 +323,25 @@ def _move_key(src: Any, dst: Any, key_src: str, key_dst: str) -> bool:
     return True
 
 
+def _move_app_index(name: str, src: Any, dst: Any) -> None:
+    """``name`` in the ``app-wfs`` index (the registry duty's) of each app its
+    moved ``wf-apps`` names, from the shard it left to the one it is in now (an
+    index of another type is logged and left as it is)."""
+    try:
+        apps = [text(a) for a in dst.redis.hkeys(dst.keys.wf_apps(name))]
+    except ResponseError:  # of another type: the start-up syncs list them again
+        return
+    for app in apps:  # (each app names it in wf-apps: it belongs in its index)
+        for view, write in ((src, "srem"), (dst, "sadd")):
+            key = view.keys.app_wfs(app)
+            try:
+                getattr(view.redis, write)(key, name)
+            except ResponseError as exc:  # the index is an aid: the reshard goes on
+                if not index_refused(exc):
+                    raise
+                warn_index(key, exc)
+
+
 def _move_workflow(
     name: str, src: Any, dst: Any, news: list[Any], m: int, report: ReshardReport
 ) -> None:
@@ -335,6 +357,7 @@ def _move_workflow(
     ):
         if _move_key(src, dst, getattr(s, fn)(name), getattr(d, fn)(name)):
             report.keys_moved += 1
+    _move_app_index(name, src, dst)
     if src.redis.srem(s.parked, name):
         dst.redis.sadd(d.parked, name)
     for cid, raw in src.redis.hgetall(s.cron_def).items():

@@ -178,6 +178,14 @@ class ResultWaiter:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise result_timeout(run_id, timeout) from None
                 time.sleep(0.05)
+            except Exception as exc:
+                # A close from another thread drops this thread's connections under
+                # a call in flight: redis-py 5's hiredis parser then fails on its
+                # dropped reader (AttributeError) rather than on the shut socket.
+                if self._transport.closed:
+                    self.drop()
+                    raise closed_error("client", self._transport.describe()) from exc
+                raise
             finally:
                 self._unsubscribe(channel)
 
@@ -364,8 +372,9 @@ def _confirm(
 def _wait_message(
     pubsub: Any, channel: bytes, deadline: float | None, check_open: Callable[[], None]
 ) -> bytes | None:
-    """Block until a message on ``channel`` arrives (its data); None at the deadline
-    or after RESULT_RECHECK_S (the caller reads the run again). A close (from another
+    """Block until a message on ``channel`` arrives (its data; ``b""`` when the
+    channel was subscribed again, after a lost connection was reopened); None at the
+    deadline or after RESULT_RECHECK_S (the caller reads the run again). A close (from another
     thread) shuts the pub/sub socket and redis-py's reconnect is refused
     (``closing.py``): ``get_message`` raises the closed client's error; ``check_open``
     raises it too once the client is closed."""
@@ -377,9 +386,17 @@ def _wait_message(
             return None
         msg = pubsub.get_message(timeout=min(remaining, CLOSED_CHECK_S))
         check_open()
-        if msg is not None and msg["type"] == "message" and msg["channel"] == channel:
+        if msg is None or msg["channel"] != channel:
+            continue
+        if msg["type"] == "message":
             data = msg["data"]
             return data if isinstance(data, bytes) else str(data).encode()
+        if msg["type"] == "subscribe":
+            # Subscribed again: redis-py reopened a lost connection by itself (a
+            # Redis restart, a failover), and a finish meanwhile was not heard.
+            # The caller reads the run again: gone with an empty restart, it is
+            # said not to exist now, not after RESULT_RECHECK_S or the timeout.
+            return b""
 
 
 # Pure: how a waiter reads what it got (shared with the asyncio client).

@@ -30,10 +30,18 @@ import msgspec
 import redis
 
 from . import codec, queries, tracing, xshard
-from .cascade import cancel_children, forget, gen_text, positions_by_shard, send_cancels
+from .cascade import (
+    Pager,
+    cancel_children,
+    forget,
+    gen_text,
+    positions_by_shard,
+    send_cancels,
+)
 from .codec import RunState, WorkflowMeta
 from .connection import NotReplicatedError
 from .errors import NETWORK_ERRORS, InputValidationError, PayloadTooLargeError
+from .finite import non_finite_path
 from .ids import new_run_id
 from .keys import Keys
 from .options import (
@@ -70,6 +78,7 @@ __all__ = [
     "encode_payload",
     "enqueue_call",
     "event_payload",
+    "item_error",
     "run_state",
     "target_of_definition",
     "target_of_name",
@@ -123,6 +132,9 @@ class EnqueueTarget(NamedTuple):
     timeout_ms: int | None
     priority: int
     definition: Workflow[Any, Any] | None  # validates the input, when this process has it
+    #: on ``default`` for want of the workflow's metadata (no queue_override): the
+    #: run says so (``queueFallback``) and a registration moves it (adopt_runs.lua)
+    fallback: bool = False
 
 
 def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> EnqueueTarget:
@@ -141,6 +153,7 @@ def target_of_definition(wf: Workflow[Any, Any], options: RunOptions) -> Enqueue
             timeout_to_ms(timeout) if timeout is not None else None,
             wf.priority if options.priority is None else options.priority,
             wf,
+            False,
         ),
     )
 
@@ -174,6 +187,7 @@ def target_of_name(name: str, meta: WorkflowMeta | None, options: RunOptions) ->
         if options.priority is not None
         else (meta.priority if meta is not None else 0),
         None,
+        meta is None and options.queue_override is None,
     )
 
 
@@ -213,7 +227,7 @@ def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -
         # raised as is before: a worker storing such an output died of it.
         raise TypeError(f"{what} is not JSON-encodable: {exc}") from None
     if finite:
-        path = codec.non_finite_path(value, data)
+        path = non_finite_path(value, data)
         if path is not None:
             raise ValueError(
                 f"{what}{path} is NaN or infinite: JSON has no such number (msgspec would "
@@ -224,6 +238,15 @@ def encode_payload(value: Any, what: str, limit: int, *, finite: bool = False) -
             f"{what} is {len(data)} bytes encoded; the limit is {limit} bytes (max_payload_bytes)"
         )
     return data
+
+
+def item_error(index: int, exc: Exception) -> Exception:
+    """``exc`` with the index of the bad item in front of its message (same type):
+    ``inputs[1]: ...`` from ``run_many`` and ``step.run_workflows`` alike."""
+    try:
+        return type(exc)(f"inputs[{index}]: {exc}")
+    except Exception:  # an exception type whose constructor takes other arguments
+        return InputValidationError(f"inputs[{index}]: {exc}")
 
 
 def encode_input(target: EnqueueTarget, input: Any, limit: int) -> bytes:
@@ -291,6 +314,7 @@ def enqueue_call(
         target.priority,
         options.linked,
         tracing.trace_args(),
+        target.fallback,
     )
 
 
@@ -416,6 +440,7 @@ class Runs:
                 options is NO_OPTIONS
                 and target.timeout_ms is None
                 and not target.priority
+                and not target.fallback
                 and self.transport.plain
                 and not tracing.trace_args()
             ):
@@ -463,10 +488,13 @@ class Runs:
             msgspec.structs.replace(o, linked=False) if c else o
             for o, c in zip(options, cross, strict=True)
         ]
-        calls = [
-            enqueue_call(scripts, t, encode_input(t, value, self.max_payload_bytes), o)
-            for t, value, o in zip(targets, inputs, options, strict=True)
-        ]
+        calls = []
+        for index, (t, value, o) in enumerate(zip(targets, inputs, options, strict=True)):
+            try:
+                data = encode_input(t, value, self.max_payload_bytes)
+            except (TypeError, ValueError, InputValidationError) as exc:  # as run_many
+                raise item_error(index, exc) from None
+            calls.append(enqueue_call(scripts, t, data, o))
         scripts.ensure_loaded()
         commands = [scripts.command("enqueue_run", keys, args) for keys, args in calls]
         if shard.transport.wait_args is not None:
@@ -552,30 +580,38 @@ class Runs:
             run_id, name, data, self.max_events_per_run, key, self.max_event_bytes_per_run
         )
 
-    def cancel_children(self, run_id: str, reason: str | None = None) -> int:
-        """Cancel the unfinished run_workflow children of ``run_id``, recursively."""
+    def cancel_children(
+        self, run_id: str, reason: str | None = None, limit: int | None = None
+    ) -> int:
+        """Cancel the unfinished run_workflow children of ``run_id``, recursively
+        (at most ``limit`` cancels: ``cascade.cancel_children``)."""
 
-        def scan(parent: str) -> tuple[str, list[bytes]]:
+        def scan(parent: str) -> tuple[str, str, Pager]:
             shard = self.shard_of_run(parent)
             children = shard.keys.run_children(parent)
-            # The generation first, in the same round trip: a cascade recorded
-            # after this read (resumed, canceled again) is not this walk's.
-            pipe = shard.redis.pipeline(transaction=False)
-            pipe.hget(shard.keys.run(parent), "cascadeGen")
-            pipe.sscan(children, 0, count=500)
-            gen, (cursor, listed) = pipe.execute()
-            listed = list(listed)
-            while cursor:
-                cursor, more = shard.redis.sscan(children, cursor, count=500)
-                listed += more
-            return gen_text(gen), listed
+            # The generation first: a cascade recorded after this read (resumed,
+            # canceled again) is not this walk's.
+            gen, at = shard.redis.hmget(shard.keys.run(parent), "cascadeGen", "cascadeAt")
+
+            def pager(cursor: int) -> tuple[int, list[bytes], int]:
+                pipe = shard.redis.pipeline(transaction=False)
+                pipe.sscan(children, cursor, count=500)
+                pipe.scard(children)
+                (after, listed), card = pipe.execute()
+                return int(after), list(listed), int(card)
+
+            return gen_text(gen), gen_text(at), pager
 
         def done(parents: list[tuple[str, str]]) -> None:  # their cascade is no longer owed
             for positions in positions_by_shard([p for p, _ in parents], self.shard_of_run):
                 shard = self.shard_of_run(parents[positions[0]][0])
                 forget(shard, [parents[i] for i in positions])
 
-        return cancel_children(scan, self._cancel_many, run_id, reason, done)
+        def mark(parent: str, gen: str, last: str) -> None:  # where a cut walk stopped
+            shard = self.shard_of_run(parent)
+            shard.scripts.run("cascade_at", (shard.keys.run(parent),), (gen, last), retry=True)
+
+        return cancel_children(scan, self._cancel_many, run_id, reason, done, mark, limit)
 
     def _cancel_many(
         self, ids: list[str], why: str, parent: str = ""

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import ResponseError
 
+from . import ids
 from .claim_scripts import ClaimCalls
 from .claimed import Claimed, Finish
 from .codec import text
@@ -44,7 +45,7 @@ from .errors import (
     RunNotResumableError,
     WrongTypeError,
 )
-from .ids import new_run_id
+from .hookdue import HOOK_GRACE_MS
 from .keys import Keys
 from .luafiles import build_library, library_name, load_sources, script_names
 from .luafiles import read_lua as _read_lua
@@ -116,10 +117,12 @@ class ScriptSet:
         # FLUSH) is sent as EVAL on its NOSCRIPT reply (recover), as always.
         self.preloaded = False
 
-    def configure(self, version: tuple[int, ...]) -> Plan[None]:
+    def configure(self, version: tuple[int, ...], *, cluster: bool = False) -> Plan[None]:
         """Choose how to call the scripts on a server of ``version`` (loads the
-        function library on Redis >= 7 where functions are usable)."""
-        sources = load_sources(version)
+        function library on Redis >= 7 where functions are usable). ``cluster``: the
+        server is a Redis Cluster node, the scripts start with the slot probe
+        (``luafiles.SLOT_PROBE``); off a cluster they are sent without it."""
+        sources = load_sources(version, probe=cluster)
         self._shas = {
             name: hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
             for name, text in sources.items()
@@ -128,8 +131,8 @@ class ScriptSet:
         self._functions = None
         if version >= (7, 0) and self.use_functions:
             lib, bodies = _read_lua()
-            self._library, names = build_library(lib, bodies)
-            self._library_name = library_name(lib, bodies)
+            self._library, names = build_library(lib, bodies, probe=cluster)
+            self._library_name = library_name(lib, bodies, probe=cluster)
             if (yield from self._load_library()):
                 self._functions = names
         if self._functions is None and not self.preloaded:
@@ -271,13 +274,16 @@ class ScriptSet:
         priority: int = 0,
         linked: bool = False,
         trace: tuple[str, ...] = (),
+        fallback: bool = False,
     ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
         """Keys and arguments of ``enqueue_run`` (read the reply with :func:`enqueue_reply`);
         ``priority`` is checked by the caller (:func:`check_priority`); ``linked``: the
         parent awaits the child (its cancel cascades); ``trace``: the caller's
-        ``traceparent`` and ``tracestate`` (:func:`~redflow_mp.tracing.trace_args`).
-        A run with none of the optional arguments set sends the first seven only
-        (enqueue_run.lua: packing each argument is about 1,200 CPU instructions)."""
+        ``traceparent`` and ``tracestate`` (:func:`~redflow_mp.tracing.trace_args`);
+        ``fallback``: the run goes on ``default`` for want of its workflow's
+        metadata (``queueFallback``, adopt_runs.lua). A run with none of the optional
+        arguments set sends the first seven only (enqueue_run.lua: packing each
+        argument is about 1,200 CPU instructions)."""
         args: tuple[Any, ...] = (
             self._tag,
             run_id,
@@ -296,6 +302,7 @@ class ScriptSet:
             or linked
             or cron_id
             or trace
+            or fallback
         ):
             args += (
                 priority,
@@ -306,8 +313,10 @@ class ScriptSet:
                 parent_run_id,
                 "1" if linked else "",
                 cron_id,
-                *trace,
+                *((*trace, "", "")[:2] if fallback else trace),
             )
+            if fallback:
+                args += ("1",)
         return (self.keys.run(run_id),), args
 
     def cancel_call(
@@ -356,8 +365,11 @@ def resume_reply(run_id: str, reply: Any) -> int:
 
 
 def enqueue_reply(reply: Any) -> tuple[str, bool]:
-    """(run id, created) from ``enqueue_run``'s reply."""
-    return text(reply[0]), reply[1] == 1
+    """(run id, created) from ``enqueue_run``'s reply: the id when the call created
+    the run, ``[id, 0]`` when the run existed (``enqueue_run.lua``)."""
+    if type(reply) is list:
+        return text(reply[0]), reply[1] == 1
+    return text(reply), True
 
 
 def cancel_reply(reply: Any) -> str | None:
@@ -385,7 +397,8 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
             self._load()
 
     def _load(self) -> None:
-        self.drive(self.configure(self._t.server_version()), retry=True)
+        version = self._t.server_version()  # connects: a cluster is detected by then
+        self.drive(self.configure(version, cluster=self._t.clustered), retry=True)
 
     def drive(self, plan: Plan[T], *, retry: bool, fresh: bool = True) -> T:
         """Run ``plan`` on this thread's connection: each command's reply (or its
@@ -470,7 +483,9 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         the call packed ahead, on a plain transport (:attr:`Transport.plain`)."""
         if self._sources is None:
             self._load()
-        run_id = new_run_id() + self.id_suffix
+        # ids._state.next_id() is new_run_id() without its frame (the state is the
+        # module's, replaced in a forked child: read at each call)
+        run_id = ids._state.next_id() + self.id_suffix
         f = self._functions
         head = ("EVALSHA", self._shas["enqueue_run"]) if f is None else ("FCALL", f["enqueue_run"])
         wf, queue, attempts, limit = target[:4]
@@ -498,7 +513,7 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
                 limit,
                 None,
             )
-            return text(self.drive(self.recover("enqueue_run", *call, exc), retry=True)[0])
+            return enqueue_reply(self.drive(self.recover("enqueue_run", *call, exc), retry=True))[0]
 
     def send_enqueue(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> tuple[str, bool]:
         """Call ``enqueue_run`` with :meth:`enqueue_call`'s keys and arguments: once,
@@ -518,18 +533,24 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         self.run("confirm_result", (self.keys.result_confirm,), (self._tag,), retry=True)
 
     def finalize(
-        self, run_id: str, token: str, mode: str, payload: bytes | str, extra: int = 0
+        self,
+        run_id: str,
+        token: str,
+        mode: str,
+        payload: bytes | str,
+        extra: int = 0,
+        hooked: Sequence[str] = (),
     ) -> str | None:
         """Apply a fenced finish; None when the lease is no longer ours.
 
         Resend-safe: when this token's finish was already applied (a resend after
-        a lost reply, also the transport's own), returns the run's status now."""
-        reply = self.run(
-            "finalize_run",
-            (self.keys.run(run_id),),
-            (self._tag, run_id, token, mode, payload, extra),
-            retry=True,
-        )
+        a lost reply, also the transport's own), returns the run's status now.
+        ``hooked``: the workflows whose ``on_failure`` the caller runs; a run of
+        one of them failed here is recorded as due (``hookdue.py``)."""
+        args: tuple[Any, ...] = (self._tag, run_id, token, mode, payload, extra)
+        if hooked:
+            args += (HOOK_GRACE_MS, *hooked)
+        reply = self.run("finalize_run", (self.keys.run(run_id),), args, retry=True)
         if reply[0] != 1:
             return None
         return text(reply[1])
@@ -550,9 +571,18 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         return [(reply[i] == 1, bool(reply[i + 1])) for i in range(0, len(reply), 2)]
 
     def write_step(
-        self, run_id: str, token: str, name: str, record: bytes, lease_ms: int
+        self,
+        run_id: str,
+        token: str,
+        name: str,
+        record: bytes,
+        lease_ms: int,
+        *,
+        progress: bool = False,
     ) -> tuple[bool, bool]:
         """Fenced step write; returns (lease held, cancellation requested).
+        ``progress``: a succeeded record that clears the run's crash count
+        (``Execution.made_progress``).
 
         Raises :class:`LeaseLostError` naming the field when the run's record is
         damaged (its step counter is not an integer): the script failed the run
@@ -560,7 +590,7 @@ class Scripts(ScriptSet, ClaimCalls, WaitCalls, UpkeepCalls):
         reply = self.run(
             "write_step",
             (self.keys.run_steps(run_id),),
-            (self._tag, run_id, token, name, record, lease_ms),
+            (self._tag, run_id, token, name, record, lease_ms, "1" if progress else ""),
             retry=True,
         )
         if reply[0] == -2:

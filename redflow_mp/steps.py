@@ -37,21 +37,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast, overload
 
-import msgspec
-
 from . import codec, tracing
+from .childwaits import workflow_name
 from .codec import StoredStep
 from .errors import (
-    DuplicateStepError,
     LeaseLostError,
     OutputSerializationError,
+    PayloadTooLargeError,
 )
 from .execution import Execution
 from .keys import step_workflow_key
-from .options import RunOptions, check_name
+from .options import RunOptions
 from .registry import Workflow
 from .step_calls import call_async, call_with_timeout, check_step_timeout
-from .waits import Suspend, WaitMixin, check_sleep_seconds, check_wake_time
+from .waitbase import CHILD_OUTPUTS, begin_step, cached_step
+from .waits import WaitMixin, check_sleep_seconds, check_wake_time
 
 __all__ = ["AsyncStep", "Step"]
 
@@ -76,14 +76,6 @@ def _run_limit(fn: object, timeout: float | None) -> float | None:
     return check_step_timeout(timeout)
 
 
-def _workflow_name(workflow: Workflow[Any, Any] | str) -> str:
-    if isinstance(workflow, Workflow):
-        return workflow.name
-    if isinstance(workflow, str):
-        return check_name(workflow, "workflow name")
-    raise TypeError("workflow must be a Workflow or a workflow name")
-
-
 class _StepCore(WaitMixin):
     """Bookkeeping shared by the sync and async step APIs."""
 
@@ -94,26 +86,13 @@ class _StepCore(WaitMixin):
 
     def _begin(self, name: object) -> tuple[str, Any, bool]:
         """Validate, check cancellation and duplicates; return (name, cached, hit)."""
-        step = check_name(name, "step name")
         ex = self._ex
-        if ex.suspending:  # a sibling wait decided to suspend: no more side effects
-            raise Suspend()
-        if step in ex.seen:
-            raise DuplicateStepError(
-                f"step {step!r} was already used in this execution of run {ex.run_id}; "
-                "step names must be unique within a run"
-            )
-        ex.seen.add(step)
-        ex.check_cancelled()
-        raw = ex.steps_cache.get(step)
-        if raw is not None:
-            try:
-                stored = codec.decode_step(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                stored = None
-            if stored is not None and stored.status == "succeeded":
-                value = codec.decode_json(stored.output_json) if stored.output_json else None
-                return step, value, True
+        step = begin_step(ex, name)
+        stored = cached_step(ex.steps_cache.get(step))
+        if stored is not None and stored.status == "succeeded":
+            value = codec.decode_json(stored.output_json) if stored.output_json else None
+            ex.hits += 1
+            return step, value, True
         # Recorded as `running` (with its start time) before it executes: a fenced
         # write (a worker that lost its lease stops here, before the step's side
         # effects), which also reports a cancel request.
@@ -130,14 +109,26 @@ class _StepCore(WaitMixin):
         ex.set_step(step)
         return step, None, False
 
-    def _succeed(self, step: str, value: Any, started: int) -> Any:
+    def _succeed(
+        self, step: str, value: Any, started: int, children: Sequence[str] | None = None
+    ) -> Any:
+        """Record ``value`` as the step's output; return its JSON round trip.
+        ``children``: the child runs whose outputs ``value`` is (a children wait,
+        its values decoded from their records): past ``max_payload_bytes``
+        together, the record names them instead (:data:`CHILD_OUTPUTS`)."""
         ex = self._ex
+        by_reference = False
         try:
             data = ex.runs.encode_payload(value, f"output of step {step!r}")
         except TypeError as exc:
             err = OutputSerializationError(str(exc))
             self._fail(step, err, started)
             raise err from None
+        except PayloadTooLargeError as exc:
+            if children is None:
+                self._fail(step, exc, started)
+                raise
+            by_reference = True
         except Exception as exc:
             self._fail(step, exc, started)
             raise
@@ -150,11 +141,12 @@ class _StepCore(WaitMixin):
                 finished_at=_now_ms(),
                 attempt=ex.attempt,
                 seq=0,
-                output_json=data.decode(),
+                output_json=CHILD_OUTPUTS if by_reference else data.decode(),
+                children=list(children) if by_reference and children is not None else None,
             ),
         )
         ex.set_step(None)
-        return codec.decode_json(data)
+        return value if by_reference else codec.decode_json(data)
 
     def _fail(self, step: str, exc: BaseException, started: int) -> None:
         ex = self._ex
@@ -193,7 +185,7 @@ class _StepCore(WaitMixin):
         priority: int | None = None,
     ) -> str:
         ex = self._ex
-        child = _workflow_name(workflow)
+        child = workflow_name(workflow)
         options = RunOptions.of(
             run_at=run_at,
             queue_override=queue_override,
@@ -401,7 +393,7 @@ class Step(_StepCore):
     def emit_workflow(
         self,
         name: str,
-        workflow: Workflow[Any, Any] | str,
+        workflow_or_name: Workflow[Any, Any] | str,
         input: Any = None,
         *,
         run_at: datetime | float | None = None,
@@ -410,10 +402,13 @@ class Step(_StepCore):
         idempotency_ttl: float | None = None,
         priority: int | None = None,
     ) -> str:
-        """Start a child workflow (once per run) and return its run id."""
+        """Start a child workflow (once per run) and return its run id.
+
+        ``workflow_or_name`` is a :class:`Workflow` or a workflow's name (SPEC §4's
+        parameter name)."""
         return self._emit(
             name,
-            workflow,
+            workflow_or_name,
             input,
             run_at,
             queue_override,
@@ -514,7 +509,7 @@ class AsyncStep(_StepCore):
     async def emit_workflow(
         self,
         name: str,
-        workflow: Workflow[Any, Any] | str,
+        workflow_or_name: Workflow[Any, Any] | str,
         input: Any = None,
         *,
         run_at: datetime | float | None = None,
@@ -525,7 +520,7 @@ class AsyncStep(_StepCore):
     ) -> str:
         return self._emit(
             name,
-            workflow,
+            workflow_or_name,
             input,
             run_at,
             queue_override,

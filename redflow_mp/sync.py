@@ -13,19 +13,37 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 import redis
 
-from . import codec
+from . import codec, cronswap
 from .codec import text
 from .cron import CronDef, cron_id_for, next_fire_ms
+from .cronswap import (
+    broken_cron_keys,
+    cron_keys,
+    own_cron_ids,
+    remove_cron_entries,
+    same_schedule,
+)
 from .options import check_name, timeout_to_ms
 from .registry import Registry, Workflow
 from .runs import Runs
 from .shardset import Shard
+from .withdrawal import (
+    _READ_CHUNK,
+    STALE_WORKFLOW_GRACE_MS,
+    execute_sparing_index,
+    json_list,
+    live_names,
+    registrations,
+    remove_stale_workflows,
+    shard_chunks,
+)
 
 __all__ = [
     "REFRESH_INTERVAL_MS",
@@ -40,15 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STALE_WORKFLOW_GRACE_MS = 30_000
-#: A live registration expiring more than this beyond the grace was renewed while
-#: the Redis clock ran ahead and went back since (Redis expires a key at an
-#: absolute time on its own clock): a reader brings it to the grace from now.
-CLOCK_SLACK_MS = 2_000
 #: How often a running supervisor renews its app's live registration
 #: (:func:`renew_registration`): well inside the grace above.
 REFRESH_INTERVAL_MS = 10_000
-_READ_CHUNK = 1000
 _cron_decoder = msgspec.json.Decoder(CronDef)
 
 
@@ -86,15 +98,33 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
         raise TypeError("registry must be a Registry")
     now = runs.server_time_ms()
     defs = reg.list()
-    _remove_stale_workflows(runs, {wf.name for wf in defs}, app, now)
+    remove_stale_workflows(runs, {wf.name for wf in defs}, app, now, every=True)
     # One read and one transaction per shard and chunk of workflows, not two
     # round trips per workflow (5,000 workflows: 4.2 s at every start).
     by_shard: dict[int, list[Workflow[Any, Any]]] = {}
     for wf in defs:
         by_shard.setdefault(runs.shard_of_workflow(wf.name).index, []).append(wf)
     for group in by_shard.values():
-        for at in range(0, len(group), _READ_CHUNK):
-            _sync_workflows(runs, group[at : at + _READ_CHUNK], app, now)
+        for chunk in _weighed_chunks(group):
+            _sync_workflows(runs, chunk, app, now)
+
+
+def _weighed_chunks(wfs: list[Workflow[Any, Any]]) -> Iterator[list[Workflow[Any, Any]]]:
+    """``wfs`` in chunks of at most _READ_CHUNK workflows and cron entries together
+    (a workflow with more entries alone): a chunk is one read and one transaction.
+    Chunked by workflows only, 10,000 workflows with 10 crons each were
+    transactions of 10,000 entries, 50 ms of Redis CPU each."""
+    chunk: list[Workflow[Any, Any]] = []
+    weight = 0
+    for wf in wfs:
+        w = 1 + len(wf.cron)
+        if chunk and weight + w > _READ_CHUNK:
+            yield chunk
+            chunk, weight = [], 0
+        chunk.append(wf)
+        weight += w
+    if chunk:
+        yield chunk
 
 
 def withdraw_stale(runs: Runs, names: Iterable[str], *, app: str) -> None:
@@ -105,17 +135,24 @@ def withdraw_stale(runs: Runs, names: Iterable[str], *, app: str) -> None:
     minute: a deploy that drops a workflow restarts each host within the grace of
     the previous process's last renewal, so its start-up sync keeps the
     workflow, and nothing looked again (its cron fired until the next deploy).
-    Cost when nothing is stale: one ``SMEMBERS`` of ``workflows``."""
+    Cost: what the app registers (its ``app-wfs`` index, read a page at a
+    time, less ``names``: two reads each), not every workflow of the prefix
+    (other apps' 10,000 workflows cost 20,001 commands a minute; see
+    :mod:`~redflow_mp.withdrawal`)."""
     app = check_name(app.strip(), "app")
-    _remove_stale_workflows(runs, set(names), app, runs.server_time_ms())
+    remove_stale_workflows(runs, set(names), app, runs.server_time_ms(), every=False)
 
 
 def registration_digest(app: str, names: Iterable[str]) -> str:
     """The id of the live registration of ``app`` loading the workflows ``names``:
-    supervisors of one app that load the same modules share one record."""
-    h = hashlib.sha1(app.encode(), usedforsecurity=False)
-    for name in sorted(set(names)):
-        h.update(b"\0" + name.encode())
+    supervisors of one app that load the same modules share one record. Each part
+    is length-prefixed: a name may hold any character (NUL too), and names joined
+    by a separator made ``a``, ``b`` and ``a<NUL>b`` one record, the first host's."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for part in (app, *sorted(set(names))):
+        data = part.encode()
+        h.update(b"%d:" % len(data))
+        h.update(data)
     return h.hexdigest()[:20]
 
 
@@ -171,189 +208,66 @@ def loaded_live(runs: Runs, name: str) -> bool:
             apps, legacy = pipe.execute()
     except redis.ResponseError:  # a key of another type: nobody is known to load it
         return False
-    return any(_live_names(runs, app, [name]) for app in _registrations(name, apps, legacy))
-
-
-def _live_names(runs: Runs, app: str, names: list[str]) -> set[str]:
-    """Which of ``names`` a live registration of ``app`` (a running supervisor's,
-    :func:`renew_registration`) lists. Registrations found expired are pruned."""
-    live_key = runs.keys.app_live(app)
-    try:
-        digests = [text(d) for d in runs.redis.smembers(live_key)]
-        if not names or not digests:
-            return set()
-        with runs.redis.pipeline(transaction=False) as pipe:
-            for digest in digests:
-                pipe.pttl(runs.keys.app_reg(digest))
-                pipe.smismember(runs.keys.app_reg(digest), names)
-            replies = pipe.execute()
-    except redis.ResponseError as exc:
-        # A key of another type (written by hand or by another program): what
-        # the app's running supervisors load is unknown, so nothing is withdrawn.
-        log.warning("live registrations of app %r unreadable (%s); nothing withdrawn", app, exc)
-        return set(names)
-    served: set[str] = set()
-    gone: list[str] = []
-    ahead: list[str] = []
-    for i, digest in enumerate(digests):
-        left, flags = int(replies[2 * i]), replies[2 * i + 1]
-        if left == -2:  # no such key
-            gone.append(digest)
-            continue
-        if left > STALE_WORKFLOW_GRACE_MS + CLOCK_SLACK_MS:
-            ahead.append(digest)
-        served.update(name for name, flag in zip(names, flags, strict=True) if flag)
-    if gone:
-        runs.redis.srem(live_key, *gone)
-    if ahead:
-        # Renewed at a Redis clock that was ahead: a supervisor gone then kept
-        # its workflows registered (and their runs put back by workers that do
-        # not load them) as long as the clock had been ahead. A live one renews
-        # it within the grace, as always.
-        with runs.redis.pipeline(transaction=False) as pipe:
-            for digest in ahead:
-                pipe.pexpire(runs.keys.app_reg(digest), STALE_WORKFLOW_GRACE_MS)
-            pipe.execute()
-    return served
-
-
-def _registrations(name: str, raw: dict[Any, Any], legacy: list[Any]) -> dict[str, int]:
-    """``app -> last sync ms`` of ``name`` (legacy owner when no record exists);
-    an unreadable time counts as "now" (kept, never removed on a guess)."""
-    entries = {text(a): t for a, t in raw.items()}
-    if not entries and legacy[0]:
-        entries = {text(legacy[0]): legacy[1]}
-    out: dict[str, int] = {}
-    for owner, value in entries.items():
-        try:
-            out[owner] = int(value)
-        except (TypeError, ValueError):
-            log.warning(
-                "workflow %r has an unreadable sync time %r for app %r; kept",
-                name,
-                value,
-                owner,
-            )
-            out[owner] = 2**62
-    return out
-
-
-def _remove_stale_workflows(runs: Runs, registered: set[str], app: str, now: int) -> None:
-    candidates = [
-        n
-        for n in (text(m) for m in runs.redis.smembers(runs.keys.workflows))
-        if n not in registered
-    ]
-    if not candidates:
-        return
-    # One pipeline per shard and chunk (a workflow's keys are in its shard), not
-    # per workflow: a supervisor of an app that shares the prefix with apps
-    # registering 5,000 workflows made 5,000 round trips at each start.
-    read: dict[str, tuple[Any, Any]] = {}
-    for shard, chunk in _shard_chunks(runs, candidates):
-        with shard.redis.pipeline(transaction=False) as pipe:
-            for name in chunk:
-                pipe.hgetall(shard.keys.wf_apps(name))
-                pipe.hmget(shard.keys.workflow(name), "app", "updatedAt")
-            replies = pipe.execute()
-        for i, name in enumerate(chunk):
-            read[name] = (replies[2 * i], replies[2 * i + 1])
-    stale = []
-    for name in candidates:
-        regs = _registrations(name, *read[name])
-        mine = regs.get(app)
-        if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
-            continue  # not ours, or ours and recent enough that old hosts may serve it
-        stale.append(name)
-    served = _live_names(runs, app, stale) if stale else set()
-    for name in stale:
-        if name in served:
-            continue  # a running supervisor of the app still loads it
-        try:
-            _withdraw(runs, name, app, now)
-        except redis.WatchError:
-            # Someone synced this workflow meanwhile: leave it to the next sync.
-            log.debug("workflow %r changed during sync; not withdrawn", name)
-
-
-def _withdraw(runs: Runs, name: str, app: str, now: int) -> None:
-    """Remove ``app``'s registration of ``name``; the metadata goes with the last one."""
-    shard = runs.shard_of_workflow(name)
-    keys = shard.keys
-    key, apps_key = keys.workflow(name), keys.wf_apps(name)
-    with shard.redis.pipeline(transaction=True) as pipe:
-        pipe.watch(key, apps_key)  # type: ignore[no-untyped-call]
-        regs = _registrations(name, pipe.hgetall(apps_key), pipe.hmget(key, "app", "updatedAt"))
-        mine = regs.pop(app, None)
-        if mine is None or now - mine < STALE_WORKFLOW_GRACE_MS:
-            pipe.unwatch()
-            return
-        if regs:
-            latest = max(regs, key=lambda a: regs[a])
-            pipe.multi()
-            pipe.hdel(apps_key, app)
-            pipe.hset(key, "app", latest)
-            pipe.execute()
-            log.info(
-                "workflow %r: app %r no longer registers it; kept for %s",
-                name,
-                app,
-                ", ".join(repr(a) for a in sorted(regs)),
-            )
-            return
-        ids = _json_list(pipe.hget(key, "cronIdsJson"))
-        broken = (
-            _broken_cron_keys(keys, [pipe.type(k) for k, _ in _cron_keys(keys)]) if ids else set()
-        )
-        pipe.multi()
-        pipe.delete(key, apps_key)
-        if shard.index == 0:
-            pipe.srem(runs.keys.workflows, name)
-        if ids:
-            _remove_cron_entries(pipe, keys, ids, broken)
-        pipe.execute()
-    if shard.index != 0:  # the `workflows` set is shard 0's
-        runs.redis.srem(runs.keys.workflows, name)
-    log.info("removed stale workflow metadata %r (app %r, the last to register it)", name, app)
+    return any(live_names(runs, app, [name]) for app in registrations(name, apps, legacy))
 
 
 def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: int) -> None:
-    """Write ``wfs`` (workflows of one shard) in one read and one MULTI/EXEC."""
+    """Write ``wfs`` (workflows of one shard): one read, the cron entries a changed
+    cron replaces (``cronswap.py``: atomic against the leader's fires), one
+    MULTI/EXEC; all of it again while an entry replaced changes under the sync."""
+    for _ in range(cronswap.ATTEMPTS - 1):
+        if _sync_chunk(runs, wfs, app, now):
+            return
+        log.debug("cron entries replaced by the sync changed since its read; read again")
+    # A leader firing hundreds of every-second entries of one workflow can refuse
+    # every try: the last one replaces them whatever fired meanwhile, so that a
+    # supervisor's start never fails for it (such an entry may fire a time twice).
+    log.warning(
+        "cron entries replaced by the registry sync changed under it %d times in a row "
+        "(a leader firing them, or another sync): replacing them anyway; a replaced "
+        "cron may fire once more at the time it fired meanwhile",
+        cronswap.ATTEMPTS - 1,
+    )
+    if not _sync_chunk(runs, wfs, app, now, force=True):
+        raise RuntimeError("cron entries changed under a forced registry sync")  # never
+
+
+def _sync_chunk(
+    runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: int, force: bool = False
+) -> bool:
+    """One try of :func:`_sync_workflows`: False (the metadata not written) when a
+    cron entry it replaces changed since its read."""
     # with shards > 1 the workflow's keys (metadata, its cron entries, its queue in
     # `queues`) are in its shard; the `workflows` set (listing) is shard 0's
     shard = runs.shard_of_workflow(wfs[0].name)
     keys = shard.keys
     all_ids = sorted({cron_id_for(wf.name, c) for wf in wfs for c in wf.cron})
-    with shard.redis.pipeline(transaction=False) as read:
-        for k, _ in _cron_keys(keys):
-            read.type(k)
-        for wf in wfs:
-            read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt", "rateLimit")
-            read.exists(keys.wf_apps(wf.name))
-        if all_ids:
-            read.hmget(keys.cron_def, *all_ids)
-        # a cron key of the wrong type fails only its own read (TYPE says which)
-        replies = read.execute(raise_on_error=False)
-    n_cron_keys = len(_cron_keys(keys))
-    broken = _broken_cron_keys(keys, replies[:n_cron_keys])
-    replies = replies[n_cron_keys:]
-    for reply in replies[: 2 * len(wfs)]:
-        if isinstance(reply, Exception):
-            raise reply
+    broken, replies, read_at = _read_chunk(shard, wfs, all_ids)
     stored: dict[str, Any] = {}
     if all_ids and keys.cron_def not in broken:
         if isinstance(replies[2 * len(wfs)], Exception):
             raise replies[2 * len(wfs)]
         stored = dict(zip(all_ids, replies[2 * len(wfs)], strict=True))
+    # The next fire times already scheduled: an unchanged entry keeps its own
+    # (ZADD NX), so none is computed for it (croniter: ~0.9 ms an entry, about
+    # 9 s of a supervisor's start with 10,000 crons).
+    scheduled = _scheduled(all_ids, replies[2 * len(wfs) + 1] if all_ids else None)
+    if keys.cron_def not in broken:  # whose the ids a workflow drops are (own_cron_ids)
+        stored.update(_dropped_defs(shard, wfs, replies, set(all_ids)))
+    written = set(all_ids)
+    plans = [
+        _plan(wf, replies[2 * i][0], stored, scheduled, written, keys.cron_def in broken)
+        for i, wf in enumerate(wfs)
+    ]
+    swapped = cronswap.apply(shard, plans, stored, broken, force)
+    if swapped is None:
+        return False
     if shard.index != 0:
         runs.redis.sadd(runs.keys.workflows, *(wf.name for wf in wfs))
     replan: list[str] = []
     with shard.redis.pipeline(transaction=True) as pipe:
         for i, wf in enumerate(wfs):
-            (old_ids_json, old_app, old_updated, old_rate), has_apps = (
-                replies[2 * i],
-                replies[2 * i + 1],
-            )
+            (_, old_app, old_updated, old_rate), has_apps = replies[2 * i], replies[2 * i + 1]
             if old_rate and text(old_rate) != (wf.rate_limit.text if wf.rate_limit else ""):
                 replan.append(wf.name)
             _write_workflow(
@@ -362,11 +276,115 @@ def _sync_workflows(runs: Runs, wfs: list[Workflow[Any, Any]], app: str, now: in
                 wf,
                 app,
                 now,
-                (old_ids_json, old_app, old_updated, has_apps),
-                (stored, broken),
+                (old_app, old_updated, has_apps),
+                plans[i],
+                (broken, read_at, i in swapped),
             )
-        pipe.execute()
+        execute_sparing_index(pipe, keys.tag)  # (an index of another type: logged)
     _replan_rates(shard, replan)
+    return True
+
+
+def _read_chunk(
+    shard: Shard, wfs: list[Workflow[Any, Any]], all_ids: list[str]
+) -> tuple[set[str], list[Any], int]:
+    """One pipelined read of what a sync of ``wfs`` needs: (the cron keys of
+    another type, the replies after their TYPEs, the server's time after them)."""
+    keys = shard.keys
+    with shard.redis.pipeline(transaction=False) as read:
+        for k, _ in cron_keys(keys):
+            read.type(k)
+        for wf in wfs:
+            read.hmget(keys.workflow(wf.name), "cronIdsJson", "app", "updatedAt", "rateLimit")
+            read.exists(keys.wf_apps(wf.name))
+        if all_ids:
+            read.hmget(keys.cron_def, *all_ids)
+            read.zmscore(keys.cron_next, all_ids)
+        # last: a first fire time is computed from a time after everything read
+        # (an entry another sync removed fired before it)
+        read.time()
+        # a cron key of the wrong type fails only its own read (TYPE says which)
+        replies = read.execute(raise_on_error=False)
+    n_cron_keys = len(cron_keys(keys))
+    broken = broken_cron_keys(keys, replies[:n_cron_keys])
+    replies = replies[n_cron_keys:]
+    for reply in [*replies[: 2 * len(wfs)], replies[-1]]:
+        if isinstance(reply, Exception):
+            raise reply
+    return broken, replies, int(replies[-1][0]) * 1000 + int(replies[-1][1]) // 1000
+
+
+def _plan(
+    wf: Workflow[Any, Any],
+    old_ids_json: Any,
+    stored: dict[str, Any],
+    scheduled: dict[str, int],
+    written: set[str],
+    defs_broken: bool,
+) -> cronswap.Plan:
+    """The cron entries of ``wf`` this sync writes, those its metadata listed
+    (``old_ids_json``) that go, and those it replaces (cronswap.Plan)."""
+    entries: list[tuple[str, bytes, Any, bool, int | None]] = []
+    replaced: list[str] = []
+    for trigger in wf.cron:
+        cid = cron_id_for(wf.name, trigger)
+        if any(e[0] == cid for e in entries):
+            continue
+        record = CronDef(
+            id=cid,
+            workflow=wf.name,
+            queue=wf.queue,
+            expression=trigger.expression,
+            timezone=trigger.timezone,
+            input_json=codec.encode_json(trigger.input).decode(),
+            max_concurrency=wf.max_concurrency,
+            max_attempts=wf.retries.max_attempts,
+            timeout_ms=timeout_to_ms(wf.timeout) if wf.timeout else 0,
+            priority=wf.priority,
+        )
+        same = same_schedule(stored.get(cid), record)
+        kept = None
+        if same and stored.get(cid) is not None and cid in scheduled:
+            kept = scheduled[cid]  # kept by ZADD NX (written back if gone since)
+        elif not same:
+            replaced.append(cid)  # its schedule changed under the same id
+        entries.append((cid, msgspec.json.encode(record), trigger, same, kept))
+    # Not an id another workflow of this sync writes: the ids of before named
+    # `reports` + `daily:eu` and `reports:daily` + `eu` alike (cron_id_for), and the
+    # first sync after the upgrade removed the other one's entry.
+    # Nor one whose stored definition names another workflow: that one's sync wrote
+    # it, another app's or this one's in another chunk (its entry is not ours to drop).
+    gone = sorted(set(json_list(old_ids_json)) - {e[0] for e in entries} - written)
+    if gone and not defs_broken:
+        gone = own_cron_ids(wf.name, gone, [stored.get(cid) for cid in gone])
+    return cronswap.Plan(entries, gone, gone + replaced)
+
+
+def _scheduled(ids: list[str], scores: Any) -> dict[str, int]:
+    """Id -> next fire time of ``ids`` from the ZMSCORE reply ``scores`` (an error:
+    none known)."""
+    if not ids or isinstance(scores, Exception):
+        return {}
+    return {
+        cid: int(score)
+        for cid, score in zip(ids, scores, strict=True)
+        if score is not None and math.isfinite(score)
+    }
+
+
+def _dropped_defs(
+    shard: Shard, wfs: list[Workflow[Any, Any]], replies: list[Any], written: set[str]
+) -> dict[str, Any]:
+    """The stored definitions of the cron ids that ``wfs``' metadata (``replies``)
+    lists and this sync no longer writes (one read, only when there are any: an
+    upgrade's ids, a changed cron)."""
+    dropped: set[str] = set()
+    for i in range(len(wfs)):
+        dropped.update(json_list(replies[2 * i][0]))
+    ids = sorted(dropped - written)
+    if not ids:
+        return {}
+    return dict(zip(ids, shard.redis.hmget(shard.keys.cron_def, ids), strict=True))
 
 
 def _replan_rates(shard: Shard, names: list[str]) -> None:
@@ -383,61 +401,6 @@ def _replan_rates(shard: Shard, names: list[str]) -> None:
             log.info("rate limit of %r changed: %d reserved runs replanned", name, moved)
 
 
-def _cron_keys(keys: Any) -> list[tuple[str, str]]:
-    """The cron keys a sync writes, with the type each must have."""
-    return [
-        (keys.cron_def, "hash"),
-        (keys.cron_next, "zset"),
-        (keys.cron_last, "hash"),
-        (keys.cron_skipped, "hash"),
-    ]
-
-
-def _broken_cron_keys(keys: Any, kinds: list[Any]) -> set[str]:
-    """The cron keys of another type (``kinds``: their TYPE replies, in
-    :func:`_cron_keys` order), each named in an ERROR line: a neighbour's key on
-    the same Redis must not stop a supervisor's start (the sync raised
-    WRONGTYPE); the cron writes that need it are left out, the rest is synced."""
-    broken = set()
-    for (key, want), kind in zip(_cron_keys(keys), kinds, strict=True):
-        found = text(kind)
-        if found in ("none", want):
-            continue
-        broken.add(key)
-        log.error(
-            "cron key %s holds a %s, not a %s (written by hand or by another program?): "
-            "the cron entries it holds are not written; delete or rename it",
-            key,
-            found,
-            want,
-        )
-    return broken
-
-
-def _remove_cron_entries(pipe: Any, keys: Any, ids: list[str], broken: set[str]) -> None:
-    """Queue the removal of the cron entries ``ids`` from the cron keys not ``broken``."""
-    if keys.cron_def not in broken:
-        pipe.hdel(keys.cron_def, *ids)
-    if keys.cron_next not in broken:
-        pipe.zrem(keys.cron_next, *ids)
-    if keys.cron_last not in broken:
-        pipe.hdel(keys.cron_last, *ids)
-    if keys.cron_skipped not in broken:
-        pipe.hdel(keys.cron_skipped, *ids)
-
-
-def _same_schedule(raw: Any, record: CronDef) -> bool:
-    """Whether the stored definition ``raw`` fires on ``record``'s schedule (its
-    expression and timezone); an unreadable one does not."""
-    if raw is None:
-        return True  # a new entry: ZADD NX writes its first fire time
-    try:
-        old = _cron_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return False
-    return (old.expression, old.timezone) == (record.expression, record.timezone)
-
-
 def _write_workflow(
     pipe: Any,
     shard: Any,
@@ -445,44 +408,20 @@ def _write_workflow(
     app: str,
     now: int,
     old: tuple[Any, ...],
-    cron_state: tuple[dict[str, Any], set[str]],
+    plan: cronswap.Plan,
+    cron_state: tuple[set[str], int, bool],
 ) -> None:
     """Queue on ``pipe`` the writes of one workflow's metadata and cron entries;
-    ``old``: what its metadata held (cronIdsJson, app, updatedAt, wf-apps exists);
-    ``cron_state``: the cron definitions stored under its cron ids (None: none),
-    and the cron keys of the wrong type (left out)."""
-    stored, broken = cron_state
-    old_ids_json, old_app, old_updated, has_apps = old
+    ``old``: what its metadata held (app, updatedAt, wf-apps exists); ``plan``:
+    its cron entries; ``cron_state``: the cron keys of the wrong type (left out),
+    the server's time after the read (a new entry's first fire time is the next
+    after it), and whether ``swap_crons`` wrote its entries that replace others
+    and removed those (cronswap.apply)."""
+    broken, read_at, swapped = cron_state
+    old_app, old_updated, has_apps = old
     keys = shard.keys
     key, apps_key = keys.workflow(wf.name), keys.wf_apps(wf.name)
-    old_ids = set(_json_list(old_ids_json))
-    cron_ids: list[str] = []
-    cron_defs: list[tuple[str, bytes, int, bool]] = []
-    for trigger in wf.cron:
-        cid = cron_id_for(wf.name, trigger)
-        if cid in cron_ids:
-            continue
-        cron_ids.append(cid)
-        record = CronDef(
-            id=cid,
-            workflow=wf.name,
-            queue=wf.queue,
-            expression=trigger.expression,
-            timezone=trigger.timezone,
-            input_json=codec.encode_json(trigger.input).decode(),
-            max_concurrency=wf.max_concurrency,
-            max_attempts=wf.retries.max_attempts,
-            timeout_ms=timeout_to_ms(wf.timeout) if wf.timeout else 0,
-            priority=wf.priority,
-        )
-        cron_defs.append(
-            (
-                cid,
-                msgspec.json.encode(record),
-                next_fire_ms(trigger.expression, trigger.timezone, now),
-                _same_schedule(stored.get(cid), record),
-            )
-        )
+    cron_ids = [e[0] for e in plan.entries]
     cron_json = msgspec.json.encode(
         [
             {
@@ -513,14 +452,18 @@ def _write_workflow(
     if not has_apps and old_app and text(old_app) != app:
         # Metadata from before wf-apps: keep its owner's registration.
         pipe.hsetnx(apps_key, text(old_app), old_updated or now)
+        pipe.sadd(keys.app_wfs(text(old_app)), wf.name)
     pipe.hset(apps_key, app, now)
+    pipe.sadd(keys.app_wfs(app), wf.name)  # the index withdraw_stale reads
     if shard.index == 0:
         pipe.sadd(keys.workflows, wf.name)
     pipe.sadd(keys.queues, wf.queue)
-    gone = sorted(old_ids - set(cron_ids))
-    if gone:
-        _remove_cron_entries(pipe, keys, gone, broken)
-    for cid, record_json, first_fire, same in cron_defs:
+
+    if plan.gone and not swapped:
+        remove_cron_entries(pipe, keys, plan.gone, broken)
+    for cid, record_json, trigger, same, kept in plan.entries:
+        if swapped and kept is None:
+            continue  # written by swap_crons
         if keys.cron_def not in broken:
             pipe.hset(keys.cron_def, cid, record_json)
         # An unchanged schedule keeps its next fire time (a restart or HUP must
@@ -528,6 +471,9 @@ def _write_workflow(
         # explicit id takes its new one: kept, a yearly schedule changed to every
         # minute waited up to a year for its first fire.
         if keys.cron_next not in broken:
+            first_fire = kept
+            if first_fire is None:
+                first_fire = next_fire_ms(trigger.expression, trigger.timezone, read_at)
             pipe.zadd(keys.cron_next, {cid: first_fire}, nx=same)
 
 
@@ -543,7 +489,7 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
     never make each other sync again. Two pipelined round trips per shard and
     chunk of 1,000 workflows."""
     gaps: list[str] = []
-    for shard, chunk in _shard_chunks(runs, names):
+    for shard, chunk in shard_chunks(runs, names):
         keys = shard.keys
         with shard.redis.pipeline(transaction=False) as read:
             for name in chunk:
@@ -553,7 +499,7 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
         for name, (has_name, ids_json) in zip(chunk, stored, strict=True):
             if has_name is None:
                 gaps.append(name)
-            elif ids := _json_list(ids_json):
+            elif ids := json_list(ids_json):
                 crons.append((name, ids))
         if not crons:
             continue
@@ -567,25 +513,3 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
             if any(d is None for d in defs) or any(n is None for n in nexts):
                 gaps.append(name)
     return gaps
-
-
-def _shard_chunks(runs: Runs, names: list[str]) -> Iterator[tuple[Shard, list[str]]]:
-    """``names`` (workflows) grouped by the shard holding their keys, in chunks of
-    at most _READ_CHUNK: one pipeline each, never a round trip per workflow."""
-    by_shard: dict[int, list[str]] = {}
-    for name in names:
-        by_shard.setdefault(runs.shard_of_workflow(name).index, []).append(name)
-    for group in by_shard.values():
-        shard = runs.shard_of_workflow(group[0])
-        for at in range(0, len(group), _READ_CHUNK):
-            yield shard, group[at : at + _READ_CHUNK]
-
-
-def _json_list(raw: Any) -> list[str]:
-    if not raw:
-        return []
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []

@@ -191,8 +191,15 @@ def trace_args() -> tuple[str, ...]:
     # instructions an enqueue (benchmarks.enqueue_instr). opentelemetry.trace
     # imports opentelemetry.context.
     context = sys.modules.get(_CONTEXT)
-    if context is not None and not _current_context(context):
-        return ()
+    if context is not None:
+        # _current_context(context), its usual case without its frame
+        runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+        cached = _runtime_var
+        if runtime is not None and runtime is cached[0]:
+            if not cached[1].get():
+                return ()
+        elif not _context_of(context, runtime):
+            return ()
     if not api.get_current_span().get_span_context().is_valid:
         return ()
     carrier: dict[str, str] = {}

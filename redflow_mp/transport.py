@@ -271,6 +271,13 @@ class Transport(WaitedWrites):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def clustered(self) -> bool:
+        """True once this transport is known to talk to a Redis Cluster (detected on
+        its first connection, or ``cluster=True``): its scripts start with the slot
+        probe (``luafiles.SLOT_PROBE``)."""
+        return self.router is not None and self.router.cluster is True
+
     def describe(self) -> str:
         """The server address for messages, with any password masked."""
         if self.router is not None:
@@ -343,7 +350,12 @@ class Transport(WaitedWrites):
             return self._send_packed(packed, retry, fresh)
         # Off a cluster and Sentinel: sent and read by directwire.py where that is
         # equivalent (9,400 CPU instructions fewer a worker's run), else as _send_packed.
-        conn = self._wire().conn
+        # This thread's wire as _wire() finds it, without its frame in the usual case.
+        local = self._local
+        wire = local.wire
+        if wire is None or local.pid != procid.pid or local.generation != self._generation:
+            wire = self._wire()
+        conn = wire.conn
         parser = usable(conn)
         try:
             if parser is not None:

@@ -79,6 +79,16 @@ class UpkeepCalls:
         )
         return [text(x) for x in reply]
 
+    def adopt_runs(self, batch: int, offset: int = 0) -> tuple[int, int, int]:
+        """Move the runs of ``fallback-runs`` (on ``default`` for want of their
+        workflow's metadata) whose workflow is registered now to its queue, at most
+        ``batch`` entries from the ``offset``-th on (adopt_runs.lua). Returns (runs
+        moved, entries kept: their workflow is not registered, entries read)."""
+        reply = self.run(
+            "adopt_runs", (self.keys.fallback_runs,), (self.keys.tag, batch, offset), retry=True
+        )
+        return int(reply[0]), int(reply[1]), int(reply[2])
+
     def replan_rate(self, workflow: str, batch: int = 100) -> tuple[int, bool]:
         """The rate limit of ``workflow`` changed: put the runs waiting on a start
         reserved under the old one back in their ready sets (at most ``batch`` log
@@ -125,7 +135,11 @@ class UpkeepCalls:
         max_concurrency: int,
         timeout_ms: int | None,
         priority: int = 0,
+        definition_sha1: str = "",
     ) -> tuple[int, str]:
+        """Enqueue the run of one due cron fire time (fire_cron.lua: its reply
+        codes); ``definition_sha1``: the SHA1 hex of the ``cron:def`` value read,
+        which must still be stored ('' = not checked)."""
         reply = self.run(
             "fire_cron",
             (self.keys.lock_cron,),
@@ -145,10 +159,33 @@ class UpkeepCalls:
                 max_concurrency,
                 "" if timeout_ms is None else timeout_ms,
                 priority,
+                definition_sha1,
             ),
             retry=True,
         )
         return int(reply[0]), text(reply[1])
+
+    def swap_crons(
+        self,
+        groups: Sequence[tuple[list[tuple[str, str]], list[str], list[tuple[str, bytes, int]]]],
+    ) -> list[int]:
+        """Replace cron entries (a registry sync, ``cronswap.py``): each group (the
+        checks: cron id and its next fire time as read, '' for none; the ids
+        removed; the entries written: id, definition, first fire time) is applied
+        only while every checked entry still has that fire time. Returns the
+        indices of the groups not applied (read again and computed again)."""
+        args: list[Any] = [self._tag]
+        for checks, removals, writes in groups:
+            args += (len(checks), len(removals), len(writes))
+            for pair in checks:
+                args += pair
+            args += removals
+            for triple in writes:
+                args += triple
+        reply = self.run(
+            "swap_crons", (self.keys.cron_next, self.keys.cron_def), tuple(args), retry=True
+        )
+        return [int(x) for x in reply]
 
     def rewind_crons(
         self, leader_token: str, pairs: list[tuple[str, int]] | list[tuple[str, int, str]]

@@ -29,6 +29,7 @@ from .errors import (
     DuplicateStepError,
     ErrorInfo,
     LeaseLostError,
+    RedflowError,
     RunCanceledError,
     RunFailedError,
     StepTimeoutError,
@@ -40,10 +41,14 @@ from .options import MAX_RUN_AT, check_name
 from .step_calls import MAX_STEP_TIMEOUT
 
 __all__ = [
+    "CHILD_OUTPUTS",
+    "ChildOutputs",
     "PendingWait",
     "Suspend",
     "WaitBase",
     "Waiting",
+    "begin_step",
+    "cached_step",
     "check_sleep_seconds",
     "check_wait_timeout",
     "check_wake_time",
@@ -53,6 +58,16 @@ __all__ = [
     "waiting_decoder",
 ]
 
+CHILD_OUTPUTS = codec.CHILD_OUTPUTS  # (defined there for get_run_steps' StepState)
+
+
+@dataclass(slots=True, frozen=True)
+class ChildOutputs:
+    """A replayed children wait recorded by reference (:data:`CHILD_OUTPUTS`)."""
+
+    ids: list[str]
+
+
 # Yields an async wait makes before suspending, so that the sibling waits of an
 # asyncio.gather reach their own wait first (each registers without awaiting I/O).
 _SIBLING_YIELDS = 4
@@ -60,6 +75,35 @@ _SIBLING_YIELDS = 4
 
 class Suspend(BaseException):
     """Internal: the run suspends on the waits collected in its execution."""
+
+
+def begin_step(ex: Execution, name: object) -> str:
+    """The checked name of a step about to begin in ``ex``: raises :class:`Suspend`
+    when a sibling wait decided to suspend (no more side effects), and
+    ``DuplicateStepError`` for a name used before in this execution; reports a
+    cancel request. Shared by every kind of step (run, emit, waits)."""
+    step = check_name(name, "step name")
+    if ex.suspending:
+        raise Suspend()
+    if step in ex.seen:
+        raise DuplicateStepError(
+            f"step {step!r} was already used in this execution of run {ex.run_id}; "
+            "step names must be unique within a run"
+        )
+    ex.seen.add(step)
+    ex.check_cancelled()
+    return step
+
+
+def cached_step(raw: bytes | str | None) -> StoredStep | None:
+    """The step record ``raw`` (from the run's steps cache) decoded, or None when
+    absent or unreadable (the step then runs as if new)."""
+    if raw is None:
+        return None
+    try:
+        return codec.decode_step(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 @dataclass(slots=True)
@@ -190,7 +234,9 @@ class WaitBase:
     _ex: Execution
 
     # provided by the step core
-    def _succeed(self, step: str, value: Any, started: int) -> Any:
+    def _succeed(
+        self, step: str, value: Any, started: int, children: Sequence[str] | None = None
+    ) -> Any:
         raise NotImplementedError
 
     def _fail(self, step: str, exc: BaseException, started: int) -> None:
@@ -202,26 +248,20 @@ class WaitBase:
         """Validate, check cancellation and duplicates; returns (step, done, value,
         the waiting record of this attempt by a wait of ``kind`` or None, when the
         wait began)."""
-        step = check_name(name, "step name")
         ex = self._ex
-        if ex.suspending:
-            raise Suspend()
-        if step in ex.seen:
-            raise DuplicateStepError(
-                f"step {step!r} was already used in this execution of run {ex.run_id}; "
-                "step names must be unique within a run"
-            )
-        ex.seen.add(step)
-        ex.check_cancelled()
-        raw = ex.steps_cache.get(step)
-        stored: StoredStep | None = None
-        if raw is not None:
-            try:
-                stored = codec.decode_step(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                stored = None
+        step = begin_step(ex, name)
+        stored = cached_step(ex.steps_cache.get(step))
         if stored is not None:
             if stored.status == "succeeded":
+                ex.hits += 1  # replayed (Execution.made_progress)
+                if stored.output_json == CHILD_OUTPUTS and stored.children is not None:
+                    if kind != "children":
+                        raise RedflowError(
+                            f"step {step!r} was recorded as a wait for child runs; this "
+                            f"execution reached it as a {kind} wait (step names must name "
+                            "the same step on every replay)"
+                        )
+                    return step, True, ChildOutputs(stored.children), None, 0
                 value = codec.decode_json(stored.output_json) if stored.output_json else None
                 return step, True, value, None, 0
             if stored.attempt == ex.attempt:

@@ -104,9 +104,10 @@ class WaitMixin(ChildWaits):
             )
             data = codec.encode_step(record)
             head = data[:-1] + b',"outputJson":'
+            progress = ex.made_progress()
             code, payload, stored = ex.durable(
                 lambda: ex.runs.scripts_for(ex.run_id).consume_event(
-                    ex.run_id, ex.token, step, ev, (head, b"}"), ex.lease_ms
+                    ex.run_id, ex.token, step, ev, (head, b"}"), ex.lease_ms, progress=progress
                 ),
                 f"consuming event {ev!r}",
             )
@@ -115,6 +116,7 @@ class WaitMixin(ChildWaits):
                 raise LeaseLostError(f"run {ex.run_id}: lease lost while waiting for {ev!r}")
             if code == 1 and payload is not None and stored is not None:
                 ex.steps_cache[step] = stored
+                ex.fresh += 1
                 ex.record_step("succeeded", record.started_at)
                 ex.set_step(None)
                 return True, codec.decode_json(payload)

@@ -25,11 +25,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from . import xshard
+import redis
+
+from . import hookdue, xshard
 from .client import Client, set_default_client
 from .errors import TRANSIENT_ERRORS, WrongTypeError
 from .executor import Executor, Outcome, OutcomeMode, finish_args
-from .foreign import defer_ms, served_elsewhere
+from .foreign import defer_ms, held_after_loss, served_elsewhere
 from .ids import new_token
 from .keycheck import Bench
 from .lease import LeaseKeeper, say_lost
@@ -53,6 +55,8 @@ UNREGISTERED_LABEL = "(unregistered)"
 
 #: How long a canceled run's worker tries to cancel its children through Redis trouble.
 CASCADE_PATIENCE = 60.0
+#: Workflows per shard :meth:`Worker._synced` looks for in Redis (the first there counts).
+OWN_PROBES = 8
 _CLAIM_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, WrongTypeError)
 
 log = logging.getLogger(__name__)
@@ -144,6 +148,7 @@ class Worker(WorkerWaits):
         self.maintenance = maintenance
         self.hooks: WorkerHooks = hooks if hooks is not None else _NoHooks()
         self._failed: Outcome | None = None  # failed for good: on_failure is due
+        self._failed_token = ""  # the lease token of that failure (hookdue.done)
         self.max_runs = max_runs
         self.metrics = metrics
         self.runs_done = 0
@@ -173,6 +178,7 @@ class Worker(WorkerWaits):
         self._current: Claimed | None = None
         self._ran: tuple[str, float] | None = None  # the last execution's label and time
         self._said_foreign: dict[str, float] = {}  # foreign.served_elsewhere's log times
+        self._own: dict[int, str] = {}  # run(): per shard, a workflow of ours Redis had
         self._pass = ShardPass()  # shards > 1: the shards down, a shard unanswered
         self._claims = Outage(log, "claiming runs")  # one line per outage, not per retry
         self._idling = Outage(log, "waiting for runs")
@@ -210,6 +216,7 @@ class Worker(WorkerWaits):
     def run(self) -> None:
         """Serve until :meth:`stop` (or ``max_runs``); finishes the current run first."""
         set_default_client(self.client)
+        self._own = self._synced()
         try:
             self._serve()
         except _LeftBehind:
@@ -218,6 +225,33 @@ class Worker(WorkerWaits):
             self._ended()  # a run left behind: its time still counts
             self.keeper.stop()
             self.executor.close()
+
+    def _synced(self) -> dict[int, str]:
+        """Per shard (its index), a workflow of this worker homed there whose
+        metadata Redis holds now (its supervisor synced it): gone later, that shard
+        lost it (:meth:`_foreign`). At most :data:`OWN_PROBES` reads per shard, one
+        pipeline each, once."""
+        homed: dict[int, list[str]] = {}
+        for wf in self.registry:
+            names = homed.setdefault(self.client.shard_of_workflow(wf.name).index, [])
+            if len(names) < OWN_PROBES:
+                names.append(wf.name)
+        own: dict[int, str] = {}
+        for index, names in homed.items():
+            shard = self.client.shards[index]
+            try:
+                with shard.redis.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.exists(shard.keys.workflow(name))
+                    found = pipe.execute()
+            except TRANSIENT_ERRORS:
+                continue
+            except redis.ResponseError:
+                continue
+            present = [n for n, hit in zip(names, found, strict=True) if hit]
+            if present:
+                own[index] = present[0]
+        return own
 
     def _serve(self) -> None:
         """The loop of :meth:`run`."""
@@ -292,8 +326,12 @@ class Worker(WorkerWaits):
 
     def _foreign(self, claimed: Claimed) -> bool:
         """A run of a workflow this worker does not load but a running supervisor
-        does (other code or app on the queue): put back, not failed (foreign.py)."""
-        if not served_elsewhere(self.client, claimed.workflow, self._said_foreign):
+        does (other code or app on the queue), or one put on ``default`` while Redis
+        had lost the registrations: put back, not failed (foreign.py)."""
+        said = self._said_foreign
+        if not served_elsewhere(self.client, claimed.workflow, said) and not held_after_loss(
+            self.client, claimed, self._own, said
+        ):
             return False  # nobody has it: it fails (UnknownWorkflowError)
         self.hooks.started(claimed, None)
         self._apply_now(Finish("defer", claimed.id, claimed.token, b"", defer_ms()))
@@ -492,12 +530,14 @@ class Worker(WorkerWaits):
             and outcome.workflow is not None
             and outcome.workflow.on_failure is not None
         ):
-            status = self._apply_now(finish)
+            # recorded as due with the failure (hookdue.py): removed once it returned
+            status = self._apply_now(finish, (claimed.workflow,))
             self._record(claimed.workflow, finish.mode, status)
             if self._others:
                 self._kick(claimed, status)
             if status == "failed":
                 self._failed = outcome  # its hook runs once the run is off the books
+                self._failed_token = finish.token
             return None, None
         return finish, outcome
 
@@ -507,19 +547,25 @@ class Worker(WorkerWaits):
         outcome, self._failed = self._failed, None
         if outcome is None:
             return
-        self.hooks.failure_hook(True)
-        try:
-            self.executor.call_on_failure(outcome)
-        finally:
-            self.hooks.failure_hook(False)
+        if outcome.facts is None:
+            return
+        run_id = outcome.facts.info.id
+        # its deadline from its start (the host's limit), kept ahead while it runs
+        with hookdue.Beat(self.client, run_id):
+            self.hooks.failure_hook(True)
+            try:
+                self.executor.call_on_failure(outcome)
+            finally:
+                self.hooks.failure_hook(False)
+        hookdue.done(self.client, run_id, self._failed_token)  # returned or raised
 
-    def _apply_now(self, finish: Finish) -> str | None:
+    def _apply_now(self, finish: Finish, hooked: tuple[str, ...] = ()) -> str | None:
         run_id = finish.run_id
         outage = Outage(log, f"finishing run {run_id}")
         while True:
             try:
                 status = self.client.scripts_for(run_id).finalize(
-                    run_id, finish.token, finish.mode, finish.payload, finish.delay_ms
+                    run_id, finish.token, finish.mode, finish.payload, finish.delay_ms, hooked
                 )
                 outage.recovered()
             except TRANSIENT_ERRORS as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from redflow_mp import recovery
+from redflow_mp import hookdue, recovery
 from redflow_mp.client import Client
 from redflow_mp.recovery import Abort, HeldRun, Recovered
 from redflow_mp.registry import Registry
@@ -53,7 +53,10 @@ class Aftermath:
     ) -> None:
         """Record the run it was aborting, put back the others (charging the one it
         was executing a crash unless the supervisor stopped it), then the claim it
-        had in flight."""
+        had in flight. A run failed here whose workflow has ``on_failure`` is
+        recorded as due with its failure (``redflow_mp.hookdue``), and its
+        helper removes the entry once the hook returned."""
+        hooked = hookdue.hooked(registry)
         if child.abort is not None:
             reason, target, _ = child.abort
             done = recovery.abort_run(
@@ -62,6 +65,7 @@ class Aftermath:
                 HeldRun(target.run_id, target.token),
                 Abort[reason.name],
                 target.timeout,
+                hooked,
             )
             self._on_failure(done, registry)
         for done in recovery.recover_runs(
@@ -71,6 +75,7 @@ class Aftermath:
             stopping=stopping,
             charge_crash=not stopping and child.abort is None,
             max_crashes=max_crashes,
+            hooked=hooked,
         ):
             if done.failed:
                 self._on_failure(done, registry)

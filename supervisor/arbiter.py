@@ -28,6 +28,7 @@ import logging
 import os
 import time
 
+from redflow_mp import hookdue
 from redflow_mp.client import Client
 from redflow_mp.metrics import Labels
 from redflow_mp.transport import mask_url
@@ -83,6 +84,9 @@ class Arbiter(ChildKeeping):
             metrics=store,
             queues=lambda: self.queues,
             lease_ms=s.lease_ms,
+            # none taken over while draining: the helper would outlive the supervisor
+            hooked=lambda: hookdue.hooked(self.registry) if self.mode is Mode.RUNNING else (),
+            take_over=self._take_over_hook,
         )
         self.schedule = Schedule(
             [
@@ -109,6 +113,11 @@ class Arbiter(ChildKeeping):
             ],
             on_error=reaper.guard.failed,  # a failed call: this process ran (no stop)
         )
+
+    def _take_over_hook(self, run_id: str) -> None:
+        """Call the ``on_failure`` hook of ``run_id``, taken over by the reaper,
+        in a helper process (as for a run the supervisor failed itself)."""
+        self.helpers.start(self._child_spec(-1, 0), self.registry, run_id)
 
     def _snapshot(self) -> SupervisorStatus:
         return supervisor_status(

@@ -22,6 +22,7 @@ import redis
 from redflow_mp.admin import RunQueues
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.hookdue import HOOK_LIMIT_S
 from redflow_mp.maintenance import ring_bells
 from redflow_mp.registry import Registry
 
@@ -47,8 +48,10 @@ log = logging.getLogger("redflow_supervisor")
 #: What ringing the bells may meet (best effort): transient trouble, and any refusal.
 _BELL_TROUBLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, redis.RedisError)
 
-# How long an on_failure hook may run (in a child or a helper) before it is killed.
-ON_FAILURE_LIMIT = 60.0
+# How long an on_failure hook may run (in a child or a helper) before it is killed:
+# before its deadline in on-failure-due (hookdue.HOOK_GRACE_MS), so a hook still
+# running is never taken over.
+ON_FAILURE_LIMIT = HOOK_LIMIT_S
 
 
 class Mode(Enum):

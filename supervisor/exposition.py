@@ -69,7 +69,12 @@ HELP: dict[str, tuple[str, str]] = {
     ),
     "redflow_runs_suspended_total": ("counter", "Executions that suspended on a durable wait."),
     "redflow_runs_suspended": ("gauge", "Runs suspended on a durable wait now (all supervisors)."),
-    "redflow_queue_depth": ("gauge", "Runs of a queue, by queue and state."),
+    "redflow_queue_depth": (
+        "gauge",
+        "Runs of a queue, by queue and state. processing past 10000 running runs"
+        " (all queues): the count of the last whole pass over them, 10000 a scrape"
+        " (a lower bound until the first pass ends), not a value of now.",
+    ),
     "redflow_workflow_running": ("gauge", "Runs of a workflow running now (all supervisors)."),
     "redflow_children_alive": ("gauge", "Worker processes of this supervisor."),
     "redflow_queues_known": (

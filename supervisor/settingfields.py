@@ -223,7 +223,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_run_crashes: Annotated[
         int,
         _doc(
-            "runs", "A run that has killed its worker this many times fails (poison pill).", min=1
+            "runs",
+            "A run that has killed its worker this many times since it last completed a "
+            "step fails (poison pill).",
+            min=1,
         ),
     ] = 3
     cancel_grace: Annotated[

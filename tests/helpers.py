@@ -3,6 +3,8 @@ Redis traffic with MONITOR. Nothing here sleeps to synchronise."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import threading
 import time
@@ -14,13 +16,16 @@ from urllib.parse import urlsplit
 
 import redis
 
-from redflow_mp import Client, Worker
+from redflow_mp import Client, Context, Registry, Worker, create_client, define_workflow
+from redflow_mp.claimed import Claimed
+from redflow_mp.ids import new_token
 
 T = TypeVar("T")
 
 __all__ = [
     "Monitor",
     "WorkerPool",
+    "claim_one",
     "command",
     "command_counts",
     "monitor",
@@ -50,6 +55,17 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+@contextmanager
+def client_of(url: str, prefix: str, registry: Registry) -> Iterator[Client]:
+    """A client of ``url`` (a test's own server or proxy; not the default
+    client) with ``registry``, closed afterwards."""
+    client = create_client(url, prefix=prefix, registry=registry, default=False)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 class WorkerPool:
@@ -305,3 +321,58 @@ def status_of(raw: redis.Redis, client: Client, run_id: str) -> str | None:
     """The ``status`` field of ``run:<id>`` straight from Redis (None when absent)."""
     value = raw.hget(client.keys.run(run_id), "status")
     return value.decode() if isinstance(value, bytes) else None
+
+
+def claim_one(client: Client, queue: str, lease_ms: int = 60_000) -> Claimed:
+    """Claim the next run of ``queue`` with the claim script, under a new token
+    (asserts there is one)."""
+    _, claimed = client.scripts.claim((queue,), lease_ms, new_token())
+    assert claimed is not None
+    return claimed
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind``: asyncio's own, or uvloop's (whose transports
+    hold no Python socket: libuv owns the descriptor). uvloop is in the dev extra:
+    the test is skipped only where it cannot be imported."""
+    if kind == "uvloop":
+        import pytest
+
+        uvloop = pytest.importorskip("uvloop")
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
+
+
+def aclose_in_fork(ac: Any) -> str:
+    """Await ``ac.aclose()`` in a forked child (in a loop of its own); what it did
+    there: "no error", or the repr of what it raised (sent back through a pipe)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the outcome of aclose() through the pipe, then go
+        try:
+            try:
+                asyncio.run(ac.aclose())
+                outcome = "no error"
+            except BaseException as exc:
+                outcome = repr(exc)
+            os.write(write_end, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+def _noop(ctx: Context[Any]) -> None:
+    return None
+
+
+def registry_of(*names: str) -> Registry:
+    """A registry of no-op workflows named ``names`` (for syncs and withdrawals)."""
+    reg = Registry()
+    for name in names:
+        define_workflow(name, registry=reg)(_noop)
+    return reg

@@ -35,6 +35,8 @@ __all__ = [
     "describe_binary",
     "find_redis_server",
     "flavor_binary",
+    "free_port",
+    "stop_process",
 ]
 
 #: ``--redis-flavor`` values: where the binary comes from, and what it must be.
@@ -89,10 +91,26 @@ def describe_binary(path: str) -> str:
     return f"{found.product} {'.'.join(map(str, found.version))} ({path})"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now (bound to port 0, then released): a caller
+    that may lose it to another process retries on a collision."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process (None: none started): TERM, 10 s, then KILL; close its
+    stderr pipe (its start-up errors were read from it)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc is not None and proc.stderr is not None:
+        proc.stderr.close()
 
 
 class RedisServer:
@@ -109,7 +127,7 @@ class RedisServer:
     ) -> None:
         self.binary = find_redis_server()
         # How a port is chosen (again after a collision): the cluster needs port+10000 free too.
-        self.port_picker = port_picker or _free_port
+        self.port_picker = port_picker or free_port
         self.extra_args = list(extra_args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="redflow-redis-")
@@ -197,15 +215,7 @@ class RedisServer:
             self.proc.stderr.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        stop_process(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:

@@ -39,7 +39,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, find_redis_server, free_port, stop_process
 
 __all__ = ["SLOTS", "Cluster", "SentinelSet", "master_and_replica", "wait_for"]
 
@@ -278,7 +278,7 @@ class _SentinelProcess:
     def start(self, attempts: int = 5) -> _SentinelProcess:
         last = ""
         for _ in range(attempts):
-            self.port = _free_port()
+            self.port = free_port()
             conf = Path(self.dir) / "sentinel.conf"
             conf.write_text(
                 f"port {self.port}\n"
@@ -323,26 +323,12 @@ class _SentinelProcess:
             r.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        stop_process(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SentinelSet:

@@ -156,3 +156,23 @@ def test_scale_sizes_accept_suffixes_and_reject_bad_values() -> None:
     for bad in ("10k,1k", "many", "1"):
         with pytest.raises(SystemExit):
             parser.parse_args(["run", "--scale-sizes", bad])
+
+
+@pytest.mark.parametrize("variant", [(), ("--handler-redis",)], ids=["noop", "handler-redis"])
+def test_child_cost_runs_and_counts_waits(tmp_path: Path, variant: tuple[str, ...]) -> None:
+    """``benchmarks.child_cost`` (and its handler-redis variant, which checks itself
+    that every handler made its one INCR) completes and reports per-run figures."""
+    out = tmp_path / "cost.json"
+    args = ["--runs", "2000", "--reps", "1", "--json", str(out), *variant]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.child_cost", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = json.loads(out.read_text())["branch"]
+    assert row["child_us"]["median"] > 0
+    assert row["calls"]["median"] > 0.5  # one claim call a run in the steady state
+    assert row["waits"]["median"] > 0  # the child blocked for the claims' replies

@@ -47,6 +47,8 @@
 --   max(createdAt + ttl, now + 1 s).
 
 local BELL_CAP = 64
+-- The most runs `fallback-runs` lists (the newest; enqueue trims it, see _lib_runs.lua).
+local FALLBACK_CAP = 10000
 local TERMINAL = { succeeded = true, failed = true, canceled = true }
 -- One priority band of ready scores: 2^44 ms (557 years). With priorities 0..9,
 -- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
@@ -79,6 +81,8 @@ local function k_ready(tag, q) return tag .. ':q:' .. q .. ':ready' end
 local function k_scheduled(tag, q) return tag .. ':q:' .. q .. ':scheduled' end
 local function k_bell(tag, q) return tag .. ':q:' .. q .. ':bell' end
 local function k_due_queues(tag) return tag .. ':due-queues' end
+-- runs put on `default` for want of their workflow's metadata (adopt_runs.lua)
+local function k_fallback_runs(tag) return tag .. ':fallback-runs' end
 -- Queues whose ready set may hold runs -> a lower bound of its head's score (see
 -- mark_ready), and a worker's
 -- registered queue list (claim_run.lua, queueset.py).
@@ -332,10 +336,14 @@ local function release_parked(tag, wf, n)
 end
 
 -- Common exit from `running`: drop the lease entry and the concurrency slot; a
--- freed slot releases one parked run of the same workflow.
-local function leave_running(tag, id, wf)
-  redis.pcall('ZREM', k_leases(tag), id)  -- of another type: it holds no lease
-  if wf and redis.pcall('SREM', k_running(tag, wf), id) == 1 then
+-- freed slot releases one parked run of the same workflow. `unleased`: the lease
+-- entry went already (lease_check); `unparked`: wf-waiting:<wf> is known not to
+-- exist (finalize's EXISTS).
+local function leave_running(tag, id, wf, unleased, unparked)
+  if not unleased then
+    redis.pcall('ZREM', k_leases(tag), id)  -- of another type: it holds no lease
+  end
+  if wf and redis.pcall('SREM', k_running(tag, wf), id) == 1 and not unparked then
     release_parked(tag, wf, 1)
   end
 end
@@ -525,16 +533,35 @@ end
 
 -- lease_held and already_done over finish_fields `f`: true, or false and the
 -- run's status when `token`'s finish was the last one applied (else nil).
-local function lease_check(tag, id, f, token, now)
+-- `unlease` (a terminal finish: finalize follows): the run's `leases` entry goes
+-- with the check, one ZREM whose reply is the check instead of a ZSCORE and the
+-- ZREM of leave_running (then a third value, true: tell finalize `unleased`).
+-- Only there: a retry or a put-back may fail half-way (a ready or scheduled set
+-- of another type) and would leave a running run out of `leases`, which the
+-- reaper never finds; finalize's first write after the check is the run hash's
+-- HSET (read as a hash just before), so the run leaves `leases` only in a call
+-- that makes it terminal. Only on Redis 7 (redis.REDIS_VERSION; our scripts
+-- carry flags there, so an out-of-memory server refuses them before they
+-- start): Redis 6.2 refuses a script's first write that may grow memory, and
+-- lets every later one through, so a ZREM first let the whole finish through
+-- an out-of-memory server instead of refusing it whole.
+local function lease_check(tag, id, f, token, now, unlease)
   if token == '' then return false, nil end
   -- held as in lease_held: the token named and the run still in `leases`
-  if f[3] == token and redis.call('ZSCORE', k_leases(tag), id) then return true, nil end
+  if f[3] == token then
+    if unlease and redis.REDIS_VERSION then
+      if redis.call('ZREM', k_leases(tag), id) == 1 then return true, nil, true end
+    elseif redis.call('ZSCORE', k_leases(tag), id) then
+      return true, nil
+    end
+  end
   if not f[1] then return false, nil end  -- no run (or not a hash): nothing applied
   return false, (redis.call('HGET', k_run(tag, id), 'doneToken') == token and f[1]) or nil
 end
 
--- `pre`: finish_fields of the run when the caller read them already (else nil).
-local function finalize(tag, id, status, field, payload, now, done_token, pre)
+-- `pre`: finish_fields of the run when the caller read them already (else nil);
+-- `unleased`: the caller's lease_check removed the run's `leases` entry.
+local function finalize(tag, id, status, field, payload, now, done_token, pre, unleased)
   local run = k_run(tag, id)
   local f = pre or finish_fields(run)
   local old = f[1]
@@ -554,26 +581,34 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
       retryable = false })
   end
   local ns = ms(now)
-  local fields = { 'status', status, 'finishedAt', ns, 'updatedAt', ns }
-  if payload ~= '' then
-    fields[#fields + 1] = field
-    fields[#fields + 1] = payload
-  end
-  if done_token and done_token ~= '' then
-    fields[#fields + 1] = 'doneToken'
-    fields[#fields + 1] = done_token
-  end
-  if old == 'running' then
-    -- This execution's history entry is implied by the hash (see ATTEMPTS_CAP):
-    -- its error is the errorJson written here, or none.
-    fields[#fields + 1] = 'finalAttempt'
-    if field == 'errorJson' and payload ~= '' then
-      fields[#fields + 1] = 'e'
-    else
-      fields[#fields + 1] = '1'
+  if old == 'running' and payload ~= '' and done_token and done_token ~= '' then
+    -- a worker's finish (the hot path): the fields below, straight to HSET (no table)
+    local final = '1'
+    if field == 'errorJson' then final = 'e' end
+    redis.call('HSET', run, 'status', status, 'finishedAt', ns, 'updatedAt', ns, field, payload,
+      'doneToken', done_token, 'finalAttempt', final)
+  else
+    local fields = { 'status', status, 'finishedAt', ns, 'updatedAt', ns }
+    if payload ~= '' then
+      fields[#fields + 1] = field
+      fields[#fields + 1] = payload
     end
+    if done_token and done_token ~= '' then
+      fields[#fields + 1] = 'doneToken'
+      fields[#fields + 1] = done_token
+    end
+    if old == 'running' then
+      -- This execution's history entry is implied by the hash (see ATTEMPTS_CAP):
+      -- its error is the errorJson written here, or none.
+      fields[#fields + 1] = 'finalAttempt'
+      if field == 'errorJson' and payload ~= '' then
+        fields[#fields + 1] = 'e'
+      else
+        fields[#fields + 1] = '1'
+      end
+    end
+    redis.call('HSET', run, unpack(fields))
   end
-  redis.call('HSET', run, unpack(fields))
   move_status(tag, id, old, status, now)
   -- The cancel cascade owed, recorded with the cancel (cascade.py ends it; the
   -- supervisor finishes one whose canceller died): a pcall, see `failed`. Its
@@ -584,109 +619,22 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre)
     redis.pcall('HINCRBY', run, 'cascadeGen', 1)
   end
   -- Every unfinished status may hold a slot: running, suspended, and queued
-  -- after a wake (no-ops otherwise).
-  leave_running(tag, id, f[4])
+  -- after a wake (no-ops otherwise). The usual run has no parked run of its
+  -- workflow to release and no parent waiting on it: one EXISTS of both keys
+  -- (0: neither; else each is asked as before; a key of another type exists).
+  local quiet = f[4] and redis.call('EXISTS', k_waiting(tag, f[4]), k_waiters(tag, id)) == 0
+  leave_running(tag, id, f[4], unleased, quiet)
   if old == 'suspended' then
     if f[4] then redis.pcall('SREM', k_wf_suspended(tag, f[4]), id) end
     redis.call('HDEL', run, 'wait', 'waitEvents')
     redis.pcall('ZREM', k_timers(tag), id)
     redis.call('UNLINK', k_awaits(tag, id))
   end
-  notify_waiters(tag, id, now, status, NOTIFY_SLICE)
+  if not quiet then notify_waiters(tag, id, now, status, NOTIFY_SLICE) end
   if f[5] and f[5] ~= '' then  -- a key: its TTL and the run's createdAt
     local t = redis.call('HMGET', run, 'idempotencyTtlMs', 'createdAt')
     expire_idempotency(tag, id, f[4], f[5], t[1], t[2], now)
   end
   publish_done(tag, id, status)
   return status
-end
-
--- running -> queued (delay 0, at the back of its priority band) or scheduled,
--- attempt + 1.
--- With `deferred` (a worker put back a run of a workflow it does not load, for a
--- running supervisor that does): no attempt is spent and none is recorded, and
--- the run's error stays. A scheduled run records its delay (`delayMs`): a retry
--- scheduled while the Redis clock ran ahead is re-based on it once the clock
--- went back (promote_runs.lua), not left to wait as long as the clock was ahead.
-local function retry(tag, id, error_json, delay_ms, now, done_token, deferred)
-  local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow', 'attempt',
-    'priority')
-  if f[2] and f[2] ~= '' then
-    return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
-  end
-  local q = f[3]
-  local due = now + delay_ms
-  local status = 'queued'
-  -- Placed first (see `failed`). A scheduled set or due-queues of another type:
-  -- the retry goes to the ready set at its due time's place (its backoff is not
-  -- waited for; never stranded); a ready set of another type fails the call.
-  if delay_ms > 0 then
-    local sched = k_scheduled(tag, q)
-    if not failed(redis.pcall('ZADD', sched, due, id)) then
-      if mark_due(tag, q, due) then status = 'scheduled' else redis.call('ZREM', sched, id) end
-    end
-  end
-  if status == 'queued' then
-    local score = ready_score(f[6], due)
-    local r = redis.pcall('ZADD', k_ready(tag, q), score, id)
-    if failed(r) then refuse(k_ready(tag, q), r) end
-    mark_ready(tag, q, score)
-    ring(tag, q)
-  end
-  if deferred then
-    redis.call('HSET', run, 'status', status, 'availableAt', due, 'updatedAt', now,
-      'doneToken', done_token or '')
-  else
-    if f[1] == 'running' then record_attempt(tag, id, 'retried', error_json, '', now) end
-    redis.call('HSET', run, 'status', status, 'attempt', (finite(f[5]) or 1) + 1,
-      'availableAt', due, 'errorJson', error_json, 'updatedAt', now, 'doneToken', done_token or '')
-  end
-  if status == 'scheduled' then redis.call('HSET', run, 'delayMs', int_str(delay_ms)) end
-  move_status(tag, id, f[1], status, now)
-  leave_running(tag, id, f[4])
-  return status
-end
-
--- running -> queued near the front of its priority band (its createdAt): its
--- worker is gone or stopping. With count_crash, the run's crash counter grows;
--- at max_crashes it fails.
-local function requeue(tag, id, cause, count_crash, max_crashes, now, done_token)
-  local run = k_run(tag, id)
-  local f = redis.call('HMGET', run, 'status', 'cancelRequestedAt', 'queue', 'workflow',
-    'crashCount', 'priority', 'createdAt')
-  if f[1] ~= 'running' then return f[1] or '' end
-  if f[2] and f[2] ~= '' then
-    return finalize(tag, id, 'canceled', 'errorJson', '', now, done_token)
-  end
-  local crashes = (finite(f[5]) or 0) + 1
-  if count_crash and crashes >= max_crashes then
-    redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
-    local msg = 'run killed its worker process ' .. crashes .. ' times (last: ' .. cause ..
-      '); failing it instead of retrying (max_run_crashes=' .. max_crashes .. ')'
-    return finalize(tag, id, 'failed', 'errorJson',
-      cjson.encode({ type = 'RunCrashedError', message = msg, retryable = false }), now,
-      done_token)
-  end
-  -- Placed first (see `failed`): a ready set of another type fails the call
-  -- with nothing written; the run stays running (the reaper tries again later).
-  local score = ready_score(f[6], f[7])
-  local r = redis.pcall('ZADD', k_ready(tag, f[3]), score, id)
-  if failed(r) then refuse(k_ready(tag, f[3]), r) end
-  mark_ready(tag, f[3], score)
-  if count_crash then
-    redis.call('HSET', run, 'crashCount', crashes, 'lastCrash', cause)
-  elseif cause ~= '' then
-    redis.call('HSET', run, 'lastCrash', cause)
-  end
-  record_attempt(tag, id, 'requeued', '', cause, now)
-  if done_token and done_token ~= '' then
-    redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'doneToken', done_token)
-  else
-    redis.call('HSET', run, 'status', 'queued', 'updatedAt', now)
-  end
-  move_status(tag, id, 'running', 'queued', now)
-  leave_running(tag, id, f[4])
-  ring(tag, f[3])
-  return 'queued'
 end

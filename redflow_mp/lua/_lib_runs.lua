@@ -3,9 +3,9 @@
 -- enqueue, the checks of a claimed run's record, the rate gate and `take`.
 
 -- Create runs (or return the existing one for an idempotency key / id), many of
--- one workflow in one call (enqueue_runs.lua) as cheaply as possible, in three
--- parts; `enqueue` below writes one run (enqueue_run.lua, fire_cron.lua) the
--- same way in one function (the hot path of a one-by-one enqueue):
+-- one workflow in one call (enqueue_runs.lua, and fire_cron.lua's one run) as
+-- cheaply as possible, in three parts (enqueue_run.lua, the hot path of a
+-- one-by-one enqueue, writes one run the same way in its own top-level code):
 --   enqueue_plan   what every run of the call shares: status, keys, scores,
 --                  the fields of the run hash but its id and input
 --   enqueue_one    one run's hash and idempotency key (never over an existing
@@ -191,114 +191,6 @@ local function enqueue_flush(p)
   p.made, p.idems = {}, {}
 end
 
--- One run (enqueue_run, fire_cron): returns id, created (1/0), status ('' when it
--- existed). The writes of enqueue_plan/_one/_flush for a batch of one
--- (tests/lua/test_enqueue.py), in one function for the hot path (an EVALSHA makes
--- a closure of each helper used, ~0.1 µs; luasrc.py): keys spelled as k_* do
--- (tests/lua/test_keys_match.py), ready_score, mark_due, mark_ready, ring inlined.
--- The run's set and due-queues first: one of another type fails before any write.
--- `a`: enqueue_run's ARGV (enqueue_run.lua lists it), strings; from a[8] on each
--- may be absent (nil = ''), a[8] priority clamped to 0..9.
-local function enqueue(a, now)
-  local tag, id, wf, q = a[1], a[2], a[3], a[4]
-  local idem_key, parent = a[11] or '', a[13] or ''
-  local priority = math.floor(tonumber(a[8]) or 0)
-  if priority < 0 or priority > 9 then priority = 0 end
-  local children = nil
-  if a[14] == '1' and parent ~= '' then children = tag .. ':run:' .. parent .. ':children' end
-  local idem = nil
-  if idem_key ~= '' then
-    idem = tag .. ':idempo:' .. #wf .. ':' .. wf .. ':' .. #idem_key .. ':' .. idem_key
-    local existing = redis.pcall('GET', idem)
-    if failed(existing) then refuse(idem, existing) end
-    -- A key whose run was already removed by retention no longer dedupes.
-    if existing and redis.call('EXISTS', tag .. ':run:' .. existing) == 1 then
-      if children then
-        redis.pcall('SADD', children, existing)
-        link_parent(tag, existing, parent)
-      end
-      return existing, 0, ''
-    end
-  end
-  local run = tag .. ':run:' .. id
-  local run_at = tonumber(a[9]) or 0
-  local scheduled, parking, waits = run_at > now, false, false
-  -- Never over an existing run (see enqueue_one); a queued run also asks parks_at_once's
-  -- EXISTS in the same command (0 in the usual case; else each is asked)
-  if scheduled or redis.call('EXISTS', run, k_waiting(tag, wf)) ~= 0 then
-    if redis.call('EXISTS', run) == 1 then return id, 0, '' end
-    waits = not scheduled
-  end
-  local ns = now == NOW and NOW_S or int_str(now)
-  local status, due, queue_key, score = 'queued', ns, nil, nil
-  if scheduled then
-    status, due = 'scheduled', int_str(run_at)
-    queue_key, score = tag .. ':q:' .. q .. ':scheduled', due
-  else
-    -- '%d' (an integer below 2^63, exact): int_str's '%.0f' formats a double with
-    -- printf's multi-precision path, about 2,500 instructions of redis-server a call
-    queue_key = tag .. ':q:' .. q .. ':ready'
-    score = string.format('%d', (9 - priority) * BAND + now)
-    -- Parked at once behind the runs already parked, as enqueue_plan does.
-    if waits and parks_at_once(tag, wf, a[7]) then parking, queue_key = true, k_waiting(tag, wf) end
-  end
-  local e = redis.pcall('ZADD', queue_key, score, id)
-  if failed(e) then refuse(queue_key, e) end
-  if scheduled and failed(redis.pcall('ZADD', tag .. ':due-queues', 'LT', due, q)) then
-    redis.call('ZREM', queue_key, id)
-    refuse(tag .. ':due-queues', 'WRONGTYPE')
-  end
-  if children then redis.pcall('SADD', children, id) end
-  -- A plain run (no option but maxConcurrency): its fields straight to HSET, no table
-  -- (-7,000 instructions); attempt '1' a string (Redis printfs a Lua number: -2,500)
-  local cron, timeout, tp, ts = a[15] or '', a[10] or '', a[16] or '', a[17] or ''
-  if parent == '' and cron == '' and timeout == '' and priority == 0 and tp == ''
-    and ts == '' and not idem and a[7] ~= '' then
-    redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
-      'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
-      'createdAt', ns, 'availableAt', due, 'updatedAt', ns, 'maxConcurrency', a[7])
-  else
-    local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
-      'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
-      'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
-    local n = 20
-    if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
-    if cron ~= '' then f[n + 1], f[n + 2], n = 'cronId', cron, n + 2 end
-    if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
-    if timeout ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', timeout, n + 2 end
-    if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
-    if tp ~= '' then f[n + 1], f[n + 2], n = 'traceparent', tp, n + 2 end
-    if ts ~= '' then f[n + 1], f[n + 2], n = 'tracestate', ts, n + 2 end
-    if idem then
-      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
-    end
-    redis.call('HSET', run, unpack(f))
-  end
-  -- No expiry while the run is unfinished (finalize sets it).
-  if idem then redis.call('SET', idem, id) end
-  -- Indexes that only list runs: a refusal is skipped (see `failed`).
-  redis.pcall('ZADD', tag .. ':runs:created', ns, id)
-  redis.pcall('ZADD', tag .. ':workflow-runs:' .. wf, ns, id)
-  redis.pcall('ZADD', tag .. ':runs:status:' .. status, ns, id)
-  redis.pcall('SADD', tag .. ':queues', q)
-  if parking then
-    redis.pcall('SADD', tag .. ':parked', wf)
-  elseif not scheduled then
-    -- See enqueue_flush: ring only when the set was empty.
-    local was_empty = redis.call('ZCARD', queue_key) == 1
-    if was_empty or priority ~= 0 then
-      redis.pcall('ZADD', tag .. ':ready-queues', 'LT', score, q)  -- mark_ready
-    end
-    if was_empty then  -- ring
-      redis.pcall('ZADD', tag .. ':ready-queues', 'NX', 0, q)
-      local bell = tag .. ':q:' .. q .. ':bell'
-      local len = redis.pcall('LLEN', bell)
-      if type(len) == 'number' and len < BELL_CAP then redis.call('LPUSH', bell, '1') end
-    end
-  end
-  return id, 1, status
-end
-
 -- A ready entry whose run record is unusable fails with a clear error instead
 -- of reaching a worker (whose reply parsing it would break) or being dropped
 -- silently. A record with an unknown or missing status is reset to `queued`
@@ -321,185 +213,6 @@ end
 -- True when a stored integer field is present but not an integer.
 local function bad_int(v)
   return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
-end
-
--- Rate limit of a workflow (its synced `rateLimit`, "<count>/<s|m|h>"; see
--- redflow_mp/ratelimit.py): no window of one period holds more than `count`
--- actual starts of its runs. Two logs, both ZSETs trimmed to one period:
---   rate-started:<wf>  the actual starts (member per start, score = the claim's
---     `now`, the run's startedAt): only ever added at `now`, so "fewer than
---     `count` entries after now - period" is exactly "a start now keeps every
---     window within the limit" (the window's last start made that check).
---   rate:<wf>  the plan: the actual starts plus the starts reserved for runs
---     waiting over the limit ("<id>:<logged at>:<start>" -> start). A run over
---     the limit gets the next free start of the plan instead of polling for one.
--- A claim of a run with no reservation starts it when the plan holds fewer than `count` entries
--- after now - period (past and reserved: so it never starts ahead of runs already waiting, and the
--- started log, a subset of the plan there, has room too), else reserves max(now, the count-th
--- latest entry + period). A reserved run comes back late (the promoter's tick, busy workers): its
--- claim drops its planned entry and checks the started log; with room it starts (logged at now in
--- both), else it reserves again at the earliest time that log allows (rate_recheck). The plan's
--- reserved entries are not counted there: they are not starts, and counting the ones already due
--- made every run of a promoted batch but the last fail (docs/internals.md, "Rate limits").
-local RATE_PERIODS = { s = 1000, m = 60000, h = 3600000 }
-
--- `spec`: the workflow's rateLimit if read already (false = none), nil: read
--- here. Returns count, period (ms), or nil: no limit.
-local function rate_spec(tag, wf, spec)
-  if spec == nil then spec = redis.call('HGET', k_wf(tag, wf), 'rateLimit') end
-  if not spec or spec == '' then return nil end
-  local count, unit = string.match(spec, '^(%d+)/([smh])$')
-  count = tonumber(count)
-  if not count or count < 1 then return nil end
-  return count, RATE_PERIODS[unit]
-end
-
--- Both logs trimmed to the window ending at `now`: true, or false, key, error when one is of
--- another type (nothing written then). A start logged more than RATE_CLOCK_BACK_MS after `now`
--- means the Redis clock went back (a server that ran ahead set right by NTP, a failover to one
--- whose clock is behind): the entries logged after now in both logs go (O(log n) to look, once per
--- jump to drop). Kept, they filled the window until the real time caught up with them, and every
--- run of the workflow was reserved that far ahead: a clock a day ahead stopped a "2/s" workflow for
--- a day. (A run already reserved while the clock was ahead keeps its reservation, as a scheduled
--- run keeps its time.) A smaller jump (a failover to a clock some ms behind, an NTP step) leaves
--- them: dropped, they let starts past the limit (a second start in the hour of a "1/h" workflow);
--- kept, the next start waits that much longer.
-local RATE_CLOCK_BACK_MS = 1000
-local function rate_trim(tag, wf, now, period)
-  for _, key in ipairs({ k_rate(tag, wf), k_rate_started(tag, wf) }) do
-    local r = redis.pcall('ZREMRANGEBYSCORE', key, '-inf', int_str(now - period))
-    if failed(r) then return false, key, r end
-  end
-  local started = k_rate_started(tag, wf)
-  local last = redis.call('ZRANGE', started, -1, -1, 'WITHSCORES')
-  if last[2] and tonumber(last[2]) > now + RATE_CLOCK_BACK_MS then
-    local after = '(' .. int_str(now)
-    redis.call('ZREMRANGEBYSCORE', started, after, '+inf')
-    redis.call('ZREMRANGEBYSCORE', k_rate(tag, wf), after, '+inf')
-  end
-  return true
-end
-
--- Log start `slot` of run `id` in the plan (and in the started log when it is
--- `now`); each key expires a period after its last entry.
-local function rate_log(tag, wf, id, now, slot, period)
-  local key = k_rate(tag, wf)
-  redis.call('ZADD', key, int_str(slot), id .. ':' .. int_str(now) .. ':' .. int_str(slot))
-  local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) or slot
-  redis.call('PEXPIRE', key, int_str(last - now + period + 1))
-  if slot > now then return end
-  local started = k_rate_started(tag, wf)
-  redis.call('ZADD', started, int_str(now), id .. ':' .. int_str(now))
-  redis.call('PEXPIRE', started, int_str(period + 1))
-end
-
--- The planned entry of run `id` at `slot` (its rateSlot field) goes.
-local function rate_forget(tag, wf, id, slot)
-  local at = tonumber(slot)
-  if not at then return end
-  local key = k_rate(tag, wf)
-  local near = redis.pcall('ZRANGEBYSCORE', key, int_str(at), int_str(at))
-  if failed(near) then return end  -- of another type: it holds no entry of this run
-  for _, m in ipairs(near) do  -- "<id>:<logged at>:<start>" (rate_log)
-    if string.match(m, '^(.-):%d+:%d+$') == id then redis.call('ZREM', key, m) end
-  end
-end
-
--- A run with no reservation: nil when it starts now (logged), else the ms it is
--- reserved for; nil, key, error: a log of another type (nothing written).
-local function rate_slot(tag, wf, id, now, spec)
-  local count, period = rate_spec(tag, wf, spec)
-  if not count then return nil end
-  local ok, key, e = rate_trim(tag, wf, now, period)
-  if not ok then return nil, key, e end
-  local plan = k_rate(tag, wf)
-  local logged = redis.call('ZCARD', plan)
-  local slot = now
-  if logged >= count then
-    local nth = redis.call('ZRANGE', plan, logged - count, logged - count, 'WITHSCORES')
-    local at = tonumber(nth[2]) + period
-    if at > slot then slot = at end
-  end
-  rate_log(tag, wf, id, now, slot, period)
-  if slot <= now then return nil end
-  return slot
-end
-
--- A run back on its reservation (`reserved`, its rateSlot field), at `now` (at or after it): its
--- planned entry goes; it starts now when the started log holds fewer than `count` starts after now
--- - period, else it reserves again at the earliest time that log allows (its (n - count + 1)-th
--- latest start + period: later than now, near its old place, not behind the whole backlog). Replies
--- as rate_slot. O(log n) in the logs' sizes: no walk over the window.
-local function rate_recheck(tag, wf, id, reserved, now, spec)
-  local count, period = rate_spec(tag, wf, spec)
-  if not count then return nil end  -- the limit was removed (replan_rate follows)
-  local ok, key, e = rate_trim(tag, wf, now, period)
-  if not ok then return nil, key, e end
-  rate_forget(tag, wf, id, reserved)
-  local started = k_rate_started(tag, wf)
-  local n = redis.call('ZCARD', started)  -- all at or before now: starts only
-  local slot = now
-  if n >= count then
-    local plan = k_rate(tag, wf)
-    local function nth(i)
-      return tonumber(redis.call('ZRANGE', started, i, i, 'WITHSCORES')[2]) + period
-    end
-    -- competitors: runs due already, not started (plan minus started, up to now),
-    -- and runs reserved up to the first start this log allows
-    local due = redis.call('ZCOUNT', plan, '-inf', int_str(now)) - n
-    if due < 0 then due = 0 end  -- a start the plan lost (a hand edit): none due
-    local first = nth(n - count)
-    local ahead = due + redis.call('ZCOUNT', plan, '(' .. int_str(now), int_str(first))
-    if n - count + ahead < n then
-      slot = nth(n - count + ahead)
-    else
-      local logged = redis.call('ZCARD', plan)
-      slot = tonumber(redis.call('ZRANGE', plan, logged - count, logged - count, 'WITHSCORES')[2])
-        + period
-      if slot < first then slot = first end
-    end
-  end
-  rate_log(tag, wf, id, now, slot, period)
-  if slot <= now then return nil end
-  return slot
-end
-
--- The claim's rate gate for queued run `id` of `wf` on queue `q`: true when the run was moved to
--- `scheduled` until its reserved start (the promoter brings it back then; it waits without a
--- process and without Redis traffic). A run that comes back with its reservation (`reserved`, its
--- rateSlot field) is checked against the actual starts (rate_recheck). false, key, error: a key it
--- needs (a rate log, the scheduled set, due-queues) is of another type; the run was not moved.
-local function rate_deferred(tag, id, wf, q, reserved, now, spec)
-  local slot, bad, e
-  if reserved and reserved ~= '' then
-    redis.call('HDEL', k_run(tag, id), 'rateSlot')
-    slot, bad, e = rate_recheck(tag, wf, id, reserved, now, spec)
-  else
-    slot, bad, e = rate_slot(tag, wf, id, now, spec)
-  end
-  if bad then return false, bad, e end
-  if not slot then return false end
-  local sched = k_scheduled(tag, q)
-  e = redis.pcall('ZADD', sched, slot, id)  -- placed first (see `failed`)
-  if failed(e) then return false, sched, e end
-  if not mark_due(tag, q, slot) then
-    redis.call('ZREM', sched, id)
-    return false, k_due_queues(tag), 'WRONGTYPE'
-  end
-  redis.call('HSET', k_run(tag, id), 'status', 'scheduled', 'availableAt', slot,
-    'rateSlot', slot, 'updatedAt', now)
-  move_status(tag, id, 'queued', 'scheduled', now)
-  return true
-end
-
--- A run that came back on its reservation (`slot`, its rateSlot field) but was parked by the
--- concurrency gate gives the reservation back: its log entry and field go, and its release takes a
--- new start. Kept, it let the run start at its release on a start logged in the past, outside the
--- window: parked runs released one after another (each by the finish of the one before) all started
--- at once, over the limit.
-local function rate_unreserve(tag, wf, id, slot)
-  redis.call('HDEL', k_run(tag, id), 'rateSlot')
-  rate_forget(tag, wf, id, slot)
 end
 
 -- A key a claim of run `id` needs is of another type (wf-running:<wf>, workflow:<wf>,
@@ -643,12 +356,17 @@ local function take(tag, id, q, score, token, lease_ms, now)
       if failed(parked) then give_back(tag, id, q, score, slot, k_waiting(tag, wf), parked) end
       redis.call('SREM', running, id)
       redis.pcall('SADD', tag .. ':parked', wf)
-      if f[15] and f[15] ~= '' then rate_unreserve(tag, wf, id, f[15]) end
+      if f[15] and f[15] ~= '' then
+        local _, rate_unreserve = rate_gate()
+        rate_unreserve(tag, wf, id, f[15])
+      end
       return nil
     end
     -- The rate gate, for a workflow with a rate limit or a run with a reservation
-    -- (rate_deferred answers false for neither, after three calls of helpers).
+    -- (rate_deferred answers false for neither, after three calls of helpers; rate_gate
+    -- makes them).
     if (m[2] and m[2] ~= '') or (f[15] and f[15] ~= '') then
+      local rate_deferred = rate_gate()
       local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
       if bad then give_back(tag, id, q, score, slot, bad, e) end
       if deferred then
@@ -668,7 +386,19 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- claim would have. stepBytes is missing for runs recorded before it existed.
   local steps, unread = claim_steps(tag, id, f, now)
   if not steps then return nil end
-  local leased = redis.pcall('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+  -- '%d' (integers below 2^53): int_str's '%.0f' takes printf's multi-precision
+  -- path, about 2,500 redis-server instructions a number (see enqueue). '%d' is a
+  -- C long: a lease past 2^53 (Worker takes any lease_ms >= 100, sys.maxsize for
+  -- "never") goes through int_str, or its expiry wrapped to -2^63 and the reaper
+  -- put the run back at once while its worker still ran it.
+  local expiry = now + lease_ms
+  local lease_s, expiry_s
+  if expiry < 9007199254740992 then
+    lease_s, expiry_s = string.format('%d', lease_ms), string.format('%d', expiry)
+  else
+    lease_s, expiry_s = int_str(lease_ms), int_str(expiry)
+  end
+  local leased = redis.pcall('ZADD', k_leases(tag), expiry_s, id)
   if failed(leased) then
     -- `leases` of another type: put the run back where it was (at its own score:
     -- no claim can pass while it is broken) and fail the call.
@@ -682,13 +412,13 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not started or started == '' then
     started = ns
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'startedAt', ns,
-      'updatedAt', ns, 'attemptStartedAt', ns, 'leaseMs', int_str(lease_ms))
+      'updatedAt', ns, 'attemptStartedAt', ns, 'leaseMs', lease_s)
   elseif woken then  -- a resume: the attempt started at its first execution
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
-      'leaseMs', int_str(lease_ms))
+      'leaseMs', lease_s)
   else
     redis.call('HSET', run, 'status', 'running', 'lease', token, 'updatedAt', ns,
-      'attemptStartedAt', ns, 'leaseMs', int_str(lease_ms))
+      'attemptStartedAt', ns, 'leaseMs', lease_s)
   end
   move_status(tag, id, 'queued', 'running', now)
   return claim_reply(id, q, f, started, steps, unread)

@@ -76,6 +76,7 @@ for i = 6, #ARGV do
   end
   if status == 'failed' or status == 'canceled' then
     redis.call('UNLINK', awaits)  -- (the registration ends here: no one's)
+    redis.call('HDEL', KEYS[1], 'awaitFailed')
     return { 'resume' }
   end
   if status and not TERMINAL[status] then

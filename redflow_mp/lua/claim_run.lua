@@ -68,7 +68,9 @@ if mode ~= '' then
   local held = ARGV[6]
   -- One read of the run for the lease check and the finish (finish_fields).
   local f = finish_fields(k_run(tag, id))
-  local ok, done = lease_check(tag, id, f, held, now)
+  -- A terminal finish takes the lease entry with the check (lease_check: unlease).
+  local terminal = mode ~= 'retry' and mode ~= 'requeue'
+  local ok, done, unleased = lease_check(tag, id, f, held, now, terminal)
   if not ok then
     finished = done or 'lease-lost'
   elseif mode == 'retry' then
@@ -76,9 +78,9 @@ if mode ~= '' then
   elseif mode == 'requeue' then
     finished = requeue(tag, id, ARGV[7], false, 0, now, held)
   elseif mode == 'succeeded' then
-    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held, f)
+    finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held, f, unleased)
   else
-    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now, held, f)
+    finished = finalize(tag, id, mode, 'errorJson', ARGV[7], now, held, f, unleased)
   end
 end
 
@@ -109,6 +111,29 @@ local function claim_next()
     return nil
   end
 
+  if nq == 1 then
+    local q = ARGV[12]
+    local ready = k_ready(tag, q)
+    for _ = 1, 32 do
+      local head = redis.call('ZPOPMIN', ready)
+      if not head[1] then break end
+      local got = take(tag, head[1], q, head[2], token, lease_ms, now)
+      if got then  -- (as `claimed` below: the closures are made past this common case)
+        if woken and redis.call('ZCARD', ready) > 0 then ring(tag, q) end
+        return got
+      end
+    end
+    -- 32 entries skipped (parked, rate-limited, stale) and more remain: ring, so
+    -- that a worker (this one, blocking next) goes on at once. Else the set is
+    -- empty: out of ready-queues (a claim that found nothing: not the hot path).
+    if redis.call('ZCARD', ready) > 0 then
+      ring(tag, q)
+    else
+      redis.pcall('ZREM', k_ready_queues(tag), q)
+    end
+    return nil
+  end
+
   local function claimed(q, got)
     if woken and redis.call('ZCARD', k_ready(tag, q)) > 0 then ring(tag, q) end
     return got
@@ -134,26 +159,6 @@ local function claim_next()
       end
     end
     return nil, nxt[1] and tonumber(nxt[2]) or nil
-  end
-
-  if nq == 1 then
-    local q = ARGV[12]
-    local ready = k_ready(tag, q)
-    for _ = 1, 32 do
-      local head = redis.call('ZPOPMIN', ready)
-      if not head[1] then break end
-      local got = take(tag, head[1], q, head[2], token, lease_ms, now)
-      if got then return claimed(q, got) end
-    end
-    -- 32 entries skipped (parked, rate-limited, stale) and more remain: ring, so
-    -- that a worker (this one, blocking next) goes on at once. Else the set is
-    -- empty: out of ready-queues (a claim that found nothing: not the hot path).
-    if redis.call('ZCARD', ready) > 0 then
-      ring(tag, q)
-    else
-      redis.pcall('ZREM', k_ready_queues(tag), q)
-    end
-    return nil
   end
 
   -- A registered list (not a scan): walk ready-queues from the lowest bound, a page

@@ -8,6 +8,8 @@
 -- ARGV[6]  the step record up to its output: '{"seq":0,...,"outputJson":'
 --          (the payload is spliced in as a JSON string, then ARGV[7], '}')
 -- ARGV[7]  the record's end   ARGV[8]  lease ms
+-- ARGV[9]  '1' when the consumed event is progress (clears crashCount, as in
+--          write_step.lua)
 -- Reply: { 1, payload, record } consumed and recorded | { 0 } none pending
 --        | { -1 } the lease is not ours
 --        | { -2, why } the run's stepSeq is not an integer: the run was failed
@@ -21,7 +23,11 @@ if not lease_held(tag, id, ARGV[3], now) then return { -1 } end
 -- (the steps hash of another type: refused naming it before any write; the
 -- HSET of the record below, after the LPOP, cannot fail then)
 local existing = call_on(KEYS[1], 'HGET', KEYS[1], ARGV[4])
-if existing and string.find(existing, '"status":"succeeded"', 1, true) then
+-- A succeeded record as this script writes it (seq, then status, first): any
+-- record holding the words, a neighbour's garbage with no seq say, made every
+-- execution fail on decoding it, while a step.run treats an unreadable record as
+-- absent; such a record is overwritten here like a `waiting` one.
+if existing and string.find(existing, '^{"seq":%d+,"status":"succeeded"') then
   return { 2, '', existing }
 end
 local list = k_ev(tag, id, ARGV[5])
@@ -40,7 +46,7 @@ end
 local payload = redis.call('LPOP', list)
 -- Written, not incremented: HINCRBY on a field that is not a number would fail
 -- the call after the LPOP, and the event would be lost.
-local counts = redis.call('HMGET', run, 'eventsPending', 'eventBytes')
+local counts = redis.call('HMGET', run, 'eventsPending', 'eventBytes', 'crashCount')
 local left = (finite(counts[1]) or 1) - 1
 if left < 0 then left = 0 end
 -- its bytes leave the budget (send_event.lua); never below 0 (events sent
@@ -48,6 +54,8 @@ if left < 0 then left = 0 end
 local bytes = (finite(counts[2]) or 0) - #payload
 if bytes < 0 then bytes = 0 end
 redis.call('HSET', run, 'eventsPending', int_str(left), 'eventBytes', int_str(bytes))
+-- the wait step ended: progress, as a step's end in write_step.lua (crashCount)
+if counts[3] and ARGV[9] == '1' then redis.call('HDEL', run, 'crashCount') end
 local head = ARGV[6]
 if string.sub(head, 1, 9) == '{"seq":0,' then
   head = '{"seq":' .. seq .. ',' .. string.sub(head, 10)

@@ -22,9 +22,135 @@
 -- ARGV[15] cronId ('' = none)
 -- ARGV[16] traceparent, ARGV[17] tracestate: the enqueuer's W3C trace context
 --          (optional; absent without OpenTelemetry, see redflow_mp/tracing.py)
--- Reply: { run id, created (1 new, 0 existing), status ('' when existing) }
+-- ARGV[18] '1' when the run goes on `default` for want of its workflow's
+--          metadata (run_by_name of a name unknown to the caller and to Redis, no
+--          queue_override): the run gets `queueFallback` and is listed in
+--          `fallback-runs`, whence adopt_runs.lua moves it once the workflow is
+--          registered
+-- Reply: the run id (a string) when this call created the run; { run id, 0 }
+-- when the run existed (its idempotency key, or the id of a run made already).
 -- Invariants: same idempotency key -> same run id, even under concurrent callers
 -- (the script is atomic); an existing run is never overwritten; the key has no
 -- expiry until its run finishes.
-local id, created, status = enqueue(ARGV, now_ms())
-return { id, created, status }
+--
+-- Written out at the top level, not as a helper of _lib_runs.lua: an EVALSHA
+-- makes a closure of each helper it defines and of each local a helper captures
+-- on every call, and the garbage collector then frees them (about 15,000
+-- redis-server instructions of a plain run's 132,000, benchmarks.script_instr);
+-- the same writes as enqueue_plan/_one/_flush for a batch of one (fire_cron.lua
+-- and enqueue_runs.lua use those; tests/lua/test_enqueue.py compares them): keys
+-- spelled as k_* do (tests/lua/test_keys_match.py), ready_score, mark_due,
+-- mark_ready, ring inlined. The run's set and due-queues first: one of another
+-- type fails before any write. From ARGV[8] on each may be absent (nil = '').
+local a = ARGV
+local t = redis.call('TIME')
+-- exact (below 2^53); '%d' formats it as an integer (Lua 5.1 casts to long)
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ns = string.format('%d', now)
+local tag, id, wf, q = a[1], a[2], a[3], a[4]
+local idem_key, parent = a[11] or '', a[13] or ''
+local priority = math.floor(tonumber(a[8]) or 0)
+if priority < 0 or priority > 9 then priority = 0 end
+local children = nil
+if a[14] == '1' and parent ~= '' then children = tag .. ':run:' .. parent .. ':children' end
+local idem = nil
+if idem_key ~= '' then
+  idem = tag .. ':idempo:' .. #wf .. ':' .. wf .. ':' .. #idem_key .. ':' .. idem_key
+  local existing = redis.pcall('GET', idem)
+  if failed(existing) then refuse(idem, existing) end
+  -- A key whose run was already removed by retention no longer dedupes.
+  if existing and redis.call('EXISTS', tag .. ':run:' .. existing) == 1 then
+    if children then
+      redis.pcall('SADD', children, existing)
+      link_parent(tag, existing, parent)
+    end
+    return { existing, 0 }
+  end
+end
+local run = tag .. ':run:' .. id
+local run_at = tonumber(a[9]) or 0
+local scheduled, parking, waits = run_at > now, false, false
+-- Never over an existing run, whatever the call: the original of a resent call
+-- can reach Redis after its resend (a retransmission after a healed network),
+-- when the run may be running or finished already. A queued run also asks
+-- parks_at_once's EXISTS in the same command (0 in the usual case; else each is
+-- asked).
+if scheduled or redis.call('EXISTS', run, k_waiting(tag, wf)) ~= 0 then
+  if redis.call('EXISTS', run) == 1 then return { id, 0 } end
+  waits = not scheduled
+end
+local status, due, queue_key, score = 'queued', ns, nil, nil
+if scheduled then
+  status, due = 'scheduled', int_str(run_at)
+  queue_key, score = tag .. ':q:' .. q .. ':scheduled', due
+else
+  -- '%d' (an integer below 2^63, exact): '%.0f' formats a double with printf's
+  -- multi-precision path, about 2,500 instructions of redis-server a call
+  queue_key = tag .. ':q:' .. q .. ':ready'
+  score = string.format('%d', (9 - priority) * BAND + now)
+  -- Parked at once behind the runs already parked, as enqueue_plan does.
+  if waits and parks_at_once(tag, wf, a[7]) then parking, queue_key = true, k_waiting(tag, wf) end
+end
+local e = redis.pcall('ZADD', queue_key, score, id)
+if failed(e) then refuse(queue_key, e) end
+if scheduled then
+  local d = redis.pcall('ZADD', tag .. ':due-queues', 'LT', due, q)
+  if failed(d) then
+    redis.call('ZREM', queue_key, id)
+    refuse(tag .. ':due-queues', 'WRONGTYPE')
+  end
+end
+if children then redis.pcall('SADD', children, id) end
+-- A plain run (no option but maxConcurrency): its fields straight to HSET, no table
+-- (-7,000 instructions); attempt '1' a string (Redis printfs a Lua number: -2,500)
+local cron, timeout, tp, ts, fb = a[15] or '', a[10] or '', a[16] or '', a[17] or '', a[18] == '1'
+if parent == '' and cron == '' and timeout == '' and priority == 0 and tp == ''
+  and ts == '' and not idem and a[7] ~= '' and not fb then
+  redis.call('HSET', run, 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+    'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+    'createdAt', ns, 'availableAt', due, 'updatedAt', ns, 'maxConcurrency', a[7])
+else
+  local f = { 'id', id, 'workflow', wf, 'queue', q, 'status', status,
+    'inputJson', a[5], 'attempt', '1', 'maxAttempts', a[6],
+    'createdAt', ns, 'availableAt', due, 'updatedAt', ns }
+  local n = 20
+  if parent ~= '' then f[n + 1], f[n + 2], n = 'parentRunId', parent, n + 2 end
+  if cron ~= '' then f[n + 1], f[n + 2], n = 'cronId', cron, n + 2 end
+  if a[7] ~= '' then f[n + 1], f[n + 2], n = 'maxConcurrency', a[7], n + 2 end
+  if timeout ~= '' then f[n + 1], f[n + 2], n = 'timeoutMs', timeout, n + 2 end
+  if priority ~= 0 then f[n + 1], f[n + 2], n = 'priority', priority, n + 2 end
+  if tp ~= '' then f[n + 1], f[n + 2], n = 'traceparent', tp, n + 2 end
+  if ts ~= '' then f[n + 1], f[n + 2], n = 'tracestate', ts, n + 2 end
+  if fb then  -- on default for want of metadata: see adopt_runs.lua, FALLBACK_CAP
+    f[n + 1], f[n + 2], n = 'queueFallback', '1', n + 2
+    redis.pcall('ZADD', tag .. ':fallback-runs', ns, id)
+    redis.pcall('ZREMRANGEBYRANK', tag .. ':fallback-runs', 0, -FALLBACK_CAP - 1)
+  end
+  if idem then
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'idempotencyKey', idem_key, 'idempotencyTtlMs', a[12]
+  end
+  redis.call('HSET', run, unpack(f))
+end
+-- No expiry while the run is unfinished (finalize sets it).
+if idem then redis.call('SET', idem, id) end
+-- Indexes that only list runs: a refusal is skipped (see `failed`).
+redis.pcall('ZADD', tag .. ':runs:created', ns, id)
+redis.pcall('ZADD', tag .. ':workflow-runs:' .. wf, ns, id)
+redis.pcall('ZADD', tag .. ':runs:status:' .. status, ns, id)
+redis.pcall('SADD', tag .. ':queues', q)
+if parking then
+  redis.pcall('SADD', tag .. ':parked', wf)
+elseif not scheduled then
+  -- See enqueue_flush: ring only when the set was empty.
+  local was_empty = redis.call('ZCARD', queue_key) == 1
+  if was_empty or priority ~= 0 then
+    redis.pcall('ZADD', tag .. ':ready-queues', 'LT', score, q)  -- mark_ready
+  end
+  if was_empty then  -- ring
+    redis.pcall('ZADD', tag .. ':ready-queues', 'NX', 0, q)
+    local bell = tag .. ':q:' .. q .. ':bell'
+    local len = redis.pcall('LLEN', bell)
+    if type(len) == 'number' and len < BELL_CAP then redis.call('LPUSH', bell, '1') end
+  end
+end
+return id

@@ -10,10 +10,13 @@
 -- fire time)   ARGV[12] idempotency TTL ms (from the run's creation, applied once it
 -- finished: a short one keeps a frequent cron's keys few)   ARGV[13] maxConcurrency
 -- ARGV[14] timeoutMs   ARGV[15] priority 0..9 (the workflow's; '' = 0)
+-- ARGV[16] SHA1 hex of the cron:def value the leader read ('' = not checked)
 -- Reply: { code, run id }: 1 enqueued, 2 skipped (workflow at max_concurrency),
 --   3 already enqueued for this fire time, 4 skipped (the run of this entry's
 --   previous fire, the run id replied, has not started yet), -1 not the leader,
---   -2 fire time already handled (cron:next moved on)
+--   -2 fire time already handled (cron:next moved on), -3 the definition was
+--   replaced since the leader read it (a registry sync: nothing written; the next
+--   tick reads the new one)
 -- Invariants: a fire time creates at most one run, even across a leader change
 -- (the idempotency key), and only the lock holder advances the schedule. An
 -- entry has at most one run waiting to start (cron:last): with every worker busy
@@ -29,6 +32,13 @@ local score = redis.call('ZSCORE', next_key, ARGV[3])
 -- a score with a fraction (written by hand: `time.time() * 1000`) compared
 -- exactly was "already handled" at every tick and never moved on.
 if not score or math.floor(tonumber(score)) ~= tonumber(ARGV[4]) then return { -2, '' } end
+-- A sync that replaced the entry after the leader's read may leave the same fire
+-- time due (its new schedule has it, swap_crons.lua; or only the input or queue
+-- changed): the old input, queue and schedule are not fired.
+if (ARGV[16] or '') ~= '' then
+  local def = redis.call('HGET', tag .. ':cron:def', ARGV[3])
+  if not def or redis.sha1hex(def) ~= ARGV[16] then return { -3, '' } end
+end
 local now = now_ms()
 redis.call('ZADD', next_key, ARGV[5], ARGV[3])
 local wf = ARGV[7]
@@ -55,9 +65,17 @@ if type(prev) == 'string' then
     return { 4, prev }
   end
 end
--- enqueue_run's ARGV layout (see `enqueue`): run now, no parent, the cron id
-local id, created = enqueue({ tag, ARGV[6], wf, ARGV[8], ARGV[9], ARGV[10], ARGV[13], ARGV[15],
-  '0', ARGV[14], ARGV[11], ARGV[12], '', '', ARGV[3] }, now)
+-- One run, now, no parent, with the cron id: written as enqueue_runs.lua writes
+-- each of its runs (and enqueue_run.lua a run of these options).
+local priority = math.floor(tonumber(ARGV[15]) or 0)
+if priority < 0 or priority > 9 then priority = 0 end
+local p = enqueue_plan(tag, {
+  workflow = wf, queue = ARGV[8], max_attempts = ARGV[10], run_at = 0,
+  idem_ttl = ARGV[12], parent = '', cron_id = ARGV[3], max_concurrency = ARGV[13],
+  timeout_ms = ARGV[14], priority = priority,
+}, now)
+local id, created = enqueue_one(p, ARGV[6], ARGV[9], ARGV[11])
+enqueue_flush(p)
 if created == 1 then
   redis.pcall('HSET', last_key, ARGV[3], id)
   return { 1, id }

@@ -11,7 +11,8 @@
 -- Invariants: `cascadeGen` of a run counts the cascades recorded for it
 -- (finalize in _lib.lua, in the call that writes the entry); an entry whose
 -- run's count moved since the walk's read is never removed here (a resume
--- removes it: resume_run.lua). Bounded by the pairs passed.
+-- removes it: resume_run.lua); the run's `cascadeAt` (cascade_at.lua) goes
+-- with its entry. Bounded by the pairs passed.
 local tag = ARGV[1]
 local removed = 0
 for i = 2, #ARGV, 2 do
@@ -20,6 +21,8 @@ for i = 2, #ARGV, 2 do
   if type(gen) ~= 'string' then gen = '' end  -- absent, or a run key of another type
   if gen == ARGV[i + 1] then
     removed = removed + redis.call('ZREM', KEYS[1], id)
+    -- where a cut walk stopped (cascade_at.lua): its cascade is over
+    if gen ~= '' then redis.pcall('HDEL', k_run(tag, id), 'cascadeAt') end
   end
 end
 return removed

@@ -10,6 +10,9 @@
 --     `timers` when that has no entry for it (the key lost): suspend_run writes
 --     both in one call and wake_timers removes the entry as it wakes the run.
 -- Children in other shards are left to kick_parent.lua (lostkeys.py).
+-- A paged wait (`childrenAwaited`, no `children` listed: wait_scripts.py) is
+-- judged on its run:<id>:awaits set instead: gone, the condition holds; else a
+-- sample of CHILDREN_CAP of its members is read as above.
 --
 -- KEYS[1]  timers (ZSET runId -> wake-up time ms)
 -- ARGV[1]  tag   ARGV[2 ..] run ids (a page of runs:status:suspended)
@@ -71,6 +74,26 @@ for i = 2, #ARGV do
         end
       end
       holds = holds or open == 0
+    elseif tonumber(wait.childrenAwaited) and reads < CHILD_READS then
+      -- a paged wait (its `wait` names no child): run:<id>:awaits holds the
+      -- unfinished ones; gone (lost, or emptied by finishes that did not wake
+      -- it), the condition holds; else a sample of CHILDREN_CAP of its members
+      local awaits = k_awaits(tag, id)
+      local sample = redis.pcall('SRANDMEMBER', awaits, CHILDREN_CAP)
+      if not failed(sample) then
+        if #sample == 0 then holds = true end
+        reads = reads + #sample
+        local here = id_shard(id)
+        for _, child in ipairs(sample) do
+          if id_shard(child) == here then
+            local status = redis.pcall('HGET', k_run(tag, child), 'status')
+            if not failed(status) and (not status or status == 'failed'
+                or status == 'canceled') then
+              holds = true
+            end
+          end
+        end
+      end
     end
     if holds then
       if wake(tag, id, now) then woken[#woken + 1] = id end

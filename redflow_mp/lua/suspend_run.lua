@@ -6,7 +6,8 @@
 -- ARGV[4]  the wait, JSON ({"children":[..],"events":[..],"wakeAt":ms,"steps":[..]}),
 --          stored in the run's `wait` field for readers; the event names also
 --          in `waitEvents` ("<lease token> <JSON list>", nothing after the space
---          for none), which send_event reads
+--          for none), which send_event reads. Paged (below): the wait names no
+--          child; `childrenAwaited` is their number, run:<id>:awaits holds them
 -- ARGV[5]  wake-up time ms ('' = none): a sleep's end or a wait's deadline
 -- ARGV[6]  number n of awaited child run ids; ARGV[7 .. 6+n] the ids
 -- ARGV[7+n ..] awaited event names
@@ -57,7 +58,8 @@ local paged = ARGV[6] == 'paged'
 -- early resume (deadline reached, an event pending, the deadlock rule), 200,000
 -- members stayed until the run's retention.
 local function resume()
-  if paged then redis.call('UNLINK', k_awaits(tag, id)) end
+  -- (and the awaitFailed mark the pages' children left: read now, or stale)
+  if paged then redis.call('UNLINK', k_awaits(tag, id)) redis.call('HDEL', run, 'awaitFailed') end
   return { 'resume' }
 end
 if (redis.call('HGET', run, 'cancelRequestedAt') or '') ~= '' then
@@ -208,6 +210,7 @@ end
 redis.call('ZREM', k_leases(tag), id)
 if not paged then  -- (paged: the pages built it)
   redis.call('UNLINK', awaits)
+  redis.call('HDEL', run, 'awaitFailed')  -- an earlier paged registration's
   for _, child in ipairs(pending) do
     redis.call('SADD', awaits, child)
   end

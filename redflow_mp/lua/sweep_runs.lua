@@ -24,7 +24,8 @@
 -- runs of 10,000 names each took 520 ms of Redis in one call).
 -- Invariant: an idempotency key never outlives the run it names.
 -- A child started by run_workflow(s) (in run:<parent>:children) whose parent is
--- not finished is kept: the parent reads every child's outcome when the last
+-- not finished, or failed or canceled and not yet removed (a resume replays it:
+-- see `awaits`), is kept: the parent reads every child's outcome when the last
 -- one finishes (a fan-out waiting a week on one child used to find the others
 -- removed and fail). So is one that another unfinished parent found by its
 -- idempotency key and awaits (run:<id>:parents): only the parent that started
@@ -65,10 +66,15 @@ local more = false
 -- swept from there at the same age (a resumed one has left it; one that is not
 -- finished is only dropped from it).
 local unindexed = k_unindexed(tag)
--- True when `parent` has not finished and awaits run `id` (its children set).
+-- True when `parent` may still read run `id`: it awaits it (its children set)
+-- and has not succeeded. A failed or canceled parent can be resumed, and its
+-- replay reads the children of its children waits again (one recorded by
+-- reference, past max_payload_bytes, has only their ids); the parent, finished
+-- after them, outlived them, and its resume failed for good: "child run ... no
+-- longer exists". Such children go a retention period after their parent.
 local function awaits(parent, id)
   local status = redis.pcall('HGET', k_run(tag, parent), 'status')
-  if type(status) ~= 'string' or TERMINAL[status] then return false end
+  if type(status) ~= 'string' or status == 'succeeded' then return false end
   return redis.pcall('SISMEMBER', k_children(tag, parent), id) == 1
 end
 local count = tonumber(ARGV[4] or '1') or 1
@@ -173,6 +179,7 @@ local function remove(index, id, f)
   redis.call('ZREM', index, id)
   redis.pcall('ZREM', k_leases(tag), id)
   redis.pcall('ZREM', k_timers(tag), id)
+  redis.pcall('ZREM', tag .. ':on-failure-due', id)  -- its hook, if one is still due
   redis.call('UNLINK', k_run(tag, id), k_steps(tag, id), k_evnames(tag, id), k_awaits(tag, id),
     k_waiters(tag, id), k_children(tag, id), k_attempts(tag, id), k_kicked(tag, id),
     k_evkeys(tag, id), k_evkey_order(tag, id), k_parents(tag, id))

@@ -11,14 +11,19 @@ left the children running or queued, holding their workflow's
 :func:`~redflow_mp.cascade.finish_pending`.
 
 Only the cron leader does it (``leader``): several supervisors walking the same
-tree sent every cancel several times (harmless, but for nothing).
+tree sent every cancel several times (harmless, but for nothing). A pass sends
+at most :data:`~redflow_mp.cascade.PASS_BUDGET` cancels, all shards together; a
+walk cut by it (or by ``MAX_CASCADE``) goes on at the next pass after the last
+child it sent a cancel, from the SSCAN page it was in (the parent's ``cascadeAt``),
+never from the first again, and without listing the whole children set.
 """
 
 from __future__ import annotations
 
 import logging
 
-from redflow_mp.cascade import finish_pending
+from redflow_mp import cascade
+from redflow_mp.cascade import Budget, finish_pending
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import stores
@@ -48,9 +53,12 @@ class CascadeDuty:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
         errors: list[Exception] = []
+        budget = Budget(cascade.PASS_BUDGET)  # all shards together
         for store in stores(self.client):
+            if budget.left <= 0:
+                break  # the next pass goes on (each walk where it stopped)
             try:
-                walked = finish_pending(self.client, store)
+                walked = finish_pending(self.client, store, budget=budget)
             except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still done
                 errors.append(exc)
                 continue

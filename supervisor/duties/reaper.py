@@ -12,6 +12,12 @@ supervisor at rest. At the same times it gives a page of running runs whose
 ``leases`` entry Redis lost (the key evicted or deleted) an entry again
 (:func:`~redflow_mp.lostkeys.rearm_leases`): without one the reaper never saw
 them and they stayed running for good.
+
+With ``take_over``, it also takes over the ``on_failure`` hooks past their
+deadline in ``on-failure-due`` whose workflow this supervisor loads (their
+process died before the hook returned: ``redflow_mp.hookdue``), up to
+``hookdue.TAKE_BATCH`` per shard a tick, and hands each to ``take_over``
+(a short-lived process calls the hook).
 """
 
 from __future__ import annotations
@@ -20,14 +26,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.hookdue import Takeover
 from redflow_mp.lostkeys import rearm_leases
 from redflow_mp.maintenance import StallGuard, announce_queues, reap_expired, stores
 
 from ..exposition import MetricsStore
 
 __all__ = ["ANNOUNCE_EVERY", "ReaperDuty"]
+
+#: How often a refused takeover (a key of another type) is logged, at most.
+_REFUSAL_EVERY = 10.0
 
 log = logging.getLogger("redflow_supervisor")
 
@@ -45,6 +57,8 @@ class ReaperDuty:
         metrics: MetricsStore | None = None,
         queues: Callable[[], tuple[str, ...]] = tuple,
         lease_ms: int = 5000,
+        hooked: Callable[[], tuple[str, ...]] = tuple,
+        take_over: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         # After Redis was out of reach (a stall, restart or cut), hold off a
@@ -58,6 +72,10 @@ class ReaperDuty:
         self.requeued = 0
         # what was listed, and when (monotonic s): (queues, at)
         self._announced: tuple[tuple[str, ...], float] | None = None
+        self.hooked = hooked  # the workflows whose on_failure this supervisor runs
+        self.take_over = take_over
+        self._takeover = Takeover()
+        self._refused_at = float("-inf")  # when a refused takeover was last logged
 
     def _rearm(self, index: int, store: Any) -> None:
         """A page of running runs whose ``leases`` entry Redis lost gets one again."""
@@ -74,6 +92,27 @@ class ReaperDuty:
                 ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
             )
 
+    def _take_hooks(
+        self, index: int, store: Any, names: Callable[[], frozenset[str]], now: float
+    ) -> None:
+        """Take over the hooks past their deadline in one shard (``names``, the
+        workflows whose hooks this supervisor runs, is asked only when one is due).
+        A refusal (a key of another type, reported by the key check duty) is
+        logged once per ``_REFUSAL_EVERY`` s, and the tick goes on."""
+        if self.take_over is None:
+            return
+        try:
+            taken = self._takeover.take(index, store, names)
+        except redis.RedisError as exc:  # WrongTypeError, any other refusal
+            if isinstance(exc, TRANSIENT_ERRORS):
+                raise
+            if now - self._refused_at >= _REFUSAL_EVERY:
+                self._refused_at = now
+                log.error("could not take over on_failure hooks: %s", exc)
+            return
+        for run_id, _workflow in taken:
+            self.take_over(run_id)
+
     def tick(self, now: float) -> float:
         queues = self.queues()
         announce = (
@@ -83,6 +122,7 @@ class ReaperDuty:
         )
         requeued: list[str] = []
         errors: list[Exception] = []
+        names = _Once(self.hooked)  # asked at most once a tick, only when a hook is due
         for index, store in enumerate(stores(self.client)):
             try:
                 if announce:
@@ -90,6 +130,7 @@ class ReaperDuty:
                     announce_queues(store, queues)
                     self._rearm(index, store)
                 requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
+                self._take_hooks(index, store, names, now)
             except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still reaped
                 errors.append(exc)
         if announce and not errors:
@@ -100,3 +141,16 @@ class ReaperDuty:
         if errors:  # reported (the duty's warning); the shards that answered are done
             raise errors[0]
         return now + self.interval
+
+
+class _Once:
+    """``hooked()`` as a set, asked at most once (a tick's shards share it)."""
+
+    def __init__(self, hooked: Callable[[], tuple[str, ...]]) -> None:
+        self._hooked = hooked
+        self._names: frozenset[str] | None = None
+
+    def __call__(self) -> frozenset[str]:
+        if self._names is None:
+            self._names = frozenset(self._hooked())
+        return self._names

@@ -20,7 +20,8 @@ registrations of workflows no running supervisor of the app loads any more
 that drops a workflow restarts every host within 30 s of the previous
 process's last renewal, so no start-up sync finds it stale, and its metadata
 and cron entries stayed (the cron fired runs of a workflow no one had) until
-the next deploy. Cost when nothing is stale: one ``SMEMBERS`` a minute.
+the next deploy. Cost when nothing is stale: one ``SSCAN`` page of the app's
+index (``app-wfs:<app>``) a minute, per shard.
 """
 
 from __future__ import annotations

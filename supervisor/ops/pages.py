@@ -22,6 +22,7 @@ from http import HTTPStatus
 from redflow_mp import admin, queries
 from redflow_mp.client import Client
 from redflow_mp.codec import RunState, RunStatus, text, whole_number
+from redflow_mp.depths import RUNNING_PAGE
 
 from ..status import list_supervisors
 from . import render
@@ -247,7 +248,8 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
         names = all_names[(page_no - 1) * size : page_no * size]
         if len(all_names) > size:
             page.add(page_links(cfg.base, "/queues", page_no, size, len(all_names), "queues"))
-    stats = admin.queue_stats(client, names)
+    memo = admin.remembered_queues(client)  # the pass over the running index goes on
+    stats = admin.queue_stats(client, names, memo)
     if not stats:
         page.add("<p class='muted'>No queues yet.</p>")
     else:
@@ -262,8 +264,28 @@ def queues_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             "<th>processing</th><th>scheduled</th><th>oldest waiting</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
+        page.add(_processing_note(memo.showing()))
     page.query = q
     return page
+
+
+#: What the queues page says of its ``processing`` column when more runs are
+#: running than one refresh reads (admin.running_per_queue).
+_PROCESSING_NOTES = {
+    admin.LAST_PASS: (
+        "processing: as of the last whole pass over the running runs "
+        f"({RUNNING_PAGE:,} read per refresh)"
+    ),
+    admin.SO_FAR: (
+        "processing: counted so far, a lower bound "
+        f"({RUNNING_PAGE:,} running runs read per refresh; exact once a pass is whole)"
+    ),
+}
+
+
+def _processing_note(showing: str) -> str:
+    note = _PROCESSING_NOTES.get(showing)
+    return f"<p class='muted processing-note'>{e(note)}</p>" if note else ""
 
 
 def supervisors_page(client: Client, cfg: View, q: dict[str, str]) -> Page:

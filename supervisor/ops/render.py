@@ -328,6 +328,8 @@ def fmt_wait(state: RunState, now_ms: int) -> str | None:
     if w.children:
         shown = ", ".join(w.children[:5]) + (", ..." if len(w.children) > 5 else "")
         parts.append(f"{len(w.children)} child run(s) to finish: {shown}")
+    elif w.children_awaited:  # a paged wait names none: run:<id>:awaits holds them
+        parts.append(f"{w.children_awaited} child run(s) to finish (ids not listed: paged)")
     if w.events:
         parts.append("event " + " or ".join(repr(e) for e in w.events))
     if w.wake_at:

@@ -200,6 +200,12 @@ def _timeline(s: RunState, steps: Sequence[StepState], now: int) -> str:
         detail = ""
         if st.error is not None:
             detail = _error_detail(st.error)
+        elif st.children is not None:  # recorded by reference: the outputs are theirs
+            shown_ids = ", ".join(st.children[:5]) + (" …" if len(st.children) > 5 else "")
+            detail = (
+                f"<span class='mono'>the outputs of {len(st.children)} child run(s): "
+                f"{e(shown_ids)}</span>"
+            )
         elif isinstance(st.output, previews.OutputPreview):  # too large: not decoded
             detail = (
                 f"<details><summary class='mono'>{e(st.output[:120])}…</summary>"

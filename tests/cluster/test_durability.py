@@ -31,7 +31,8 @@ from redflow_mp import Context, NotReplicatedError, Registry, create_client, def
 from redflow_mp.options import RunOptions
 from tests.cluster.durable import durable_async_client, durable_client, trivial_flow
 from tests.conftest import prefix_off_node
-from tests.faults.harness import faults_harness, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import faults_harness
 from tests.helpers import WorkerPool
 from tests.redis_server import flavor_binary
 from tests.servers import Cluster, master_and_replica

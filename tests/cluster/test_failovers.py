@@ -27,7 +27,9 @@ from redis.crc import key_slot
 from redflow_mp import create_client
 from tests.conftest import prefix_off_node
 from tests.faults import diagnose
-from tests.faults.harness import Faults, busy_children, faults_harness, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults, faults_harness
+from tests.faults.processes import busy_children
 from tests.servers import Cluster, SentinelSet
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]

@@ -11,9 +11,12 @@ import psutil
 import pytest
 import redis
 
-from redflow_mp import create_client
+from redflow_mp import Client, create_client
 from tests.faults import ledger
-from tests.faults.harness import Faults, busy_children, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.outages import ready_pair
+from tests.faults.processes import busy_children
 from tests.helpers import text
 from tests.process.conftest import Supervisor
 
@@ -70,41 +73,56 @@ def _check_fires(fires: list[int]) -> None:
     assert all(t % 1000 == 0 for t in fires), "a cron run fired off its schedule"
 
 
+def _kill_leader_at_the_next_fire(
+    fx: Faults,
+    raw: redis.Redis,
+    clock: Client,
+    sups: list[Supervisor],
+    leader: Supervisor,
+    wait_s: float,
+) -> tuple[int, float]:
+    """SIGKILL the whole ``leader`` group within a few ms of the next fire time
+    (on ``clock``'s server time), wait up to ``wait_s`` for a fire after it by the
+    new leader, and start a supervisor in its place (in ``sups``): (that fire
+    time, seconds from the kill to the new leader's fire)."""
+    tag = "{" + fx.prefix + "}"
+    due = wait_for(
+        lambda: raw.zrange(f"{tag}:cron:next", 0, 0, withscores=True), 10, "the next fire time"
+    )
+    fire_ms = int(due[0][1])
+
+    def fire_time() -> bool:
+        return clock.server_time_ms() >= fire_ms - 2
+
+    def fired_after() -> bool:
+        return any(t > fire_ms for t in _fires(raw, fx.prefix))
+
+    wait_for(fire_time, 5, "the fire time", 0.0005)
+    t_kill = fx.kill_group(leader)
+    sups.remove(leader)
+    wait_for(fired_after, wait_s, "a fire by the new leader")
+    recovery = time.monotonic() - t_kill
+    url = fx.servers[0].url
+    sups.append(fx.supervisor(url, procs=2, modules=MODULES))
+    sups[-1].wait_workers(2)
+    return fire_ms, recovery
+
+
 def test_cron_leader_killed_at_a_fire_time(fx: Faults) -> None:
     server = fx.redis()
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2, modules=MODULES) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, server.url, procs=2, modules=MODULES)
     prod = fx.producer(server.url, 300, rate=50).start()
-    tag = "{" + fx.prefix + "}"
     recoveries = []
     clock = create_client(server.url, prefix=fx.prefix, default=False)
     try:
         for _ in range(2):
             leader = _leader(sups)
             wait_for(lambda: len(_fires(raw, fx.prefix)) >= 2, 20, "cron fires")
-            due = wait_for(
-                lambda: raw.zrange(f"{tag}:cron:next", 0, 0, withscores=True),
-                10,
-                "the next fire time",
+            _, recovery = _kill_leader_at_the_next_fire(
+                fx, raw, clock, sups, leader, CRON_LOCK_TTL_S + 10
             )
-            fire_ms = int(due[0][1])
-
-            # Kill the whole leader group within a few ms of the fire time.
-            def fire_time(f: int = fire_ms) -> bool:
-                return clock.server_time_ms() >= f - 2
-
-            def fired_after(f: int = fire_ms) -> bool:
-                return any(t > f for t in _fires(raw, fx.prefix))
-
-            wait_for(fire_time, 5, "the fire time", 0.0005)
-            t_kill = fx.kill_group(leader)
-            sups.remove(leader)
-            wait_for(fired_after, CRON_LOCK_TTL_S + 10, "a fire by the new leader")
-            recoveries.append(time.monotonic() - t_kill)
-            sups.append(fx.supervisor(server.url, procs=2, modules=MODULES))
-            sups[-1].wait_workers(2)
+            recoveries.append(recovery)
         prod.wait(60)
     finally:
         clock.close()

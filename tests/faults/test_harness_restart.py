@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.faults.harness import Faults, restart_redis
+from tests.faults.harness import Faults
+from tests.faults.processes import restart_redis
 
 pytestmark = pytest.mark.timeout(120)
 

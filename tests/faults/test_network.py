@@ -16,7 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults import ledger
-from tests.faults.harness import Faults, busy_children, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.processes import busy_children
 from tests.faults.proxy import Proxy
 from tests.process.conftest import Supervisor
 

@@ -17,7 +17,10 @@ import time
 import pytest
 import redis
 
-from tests.faults.harness import Faults, busy_children, restart_redis, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.outages import ready_pair, redis_outage
+from tests.faults.processes import busy_children
 from tests.helpers import command
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -33,9 +36,7 @@ def _alive(fx: Faults) -> None:
 def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
     server = fx.redis(*AOF)
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, server.url, procs=2)
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 1000, rate=100).start()
     recoveries = []
@@ -43,27 +44,18 @@ def test_redis_killed_and_restarted_with_aof(fx: Faults) -> None:
     # one in between.
     for down_for in (6.0, 0.5, 2.0):
         wait_for(lambda: busy_children(sups[0]) or busy_children(sups[1]), 20, "busy children")
-        raw.close()
-        fx.fault("redis-kill", seconds=down_for)
-        _, t_up = restart_redis(server, down_for)
-        raw = server.client()
-
-        def progressed(t: float = t_up) -> bool:
-            return prog.first_progress_after(t) is not None
-
-        wait_for(progressed, 60, "progress after restart")
-        recoveries.append(prog.first_progress_after(t_up) or 0.0)
+        raw, recovery = redis_outage(fx, server, prog, raw, down_for)
+        recoveries.append(recovery)
         _alive(fx)
     prod.wait(180)
     _alive(fx)
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "4. redis-server SIGKILL + restart (AOF): down 6 s, 0.5 s, 2 s",
         recovery_s=max(recoveries),
         note="restart -> first run finished",
         settle_timeout=90,
     )
-    report.assert_ok(all_succeeded=True)
     raw.close()
 
 
@@ -73,9 +65,7 @@ def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
     write that could not reach Redis must not turn into a failed run."""
     server = fx.redis(*AOF)
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]  # the default 5 s lease
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, server.url, procs=2)  # the default 5 s lease
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 500, rate=100).start()
     recoveries = []
@@ -85,34 +75,23 @@ def test_redis_outage_shorter_than_the_lease(fx: Faults) -> None:
             20,
             "three busy children",
         )
-        raw.close()
-        fx.fault("redis-kill", seconds=1.5)
-        _, t_up = restart_redis(server, 1.5)
-        raw = server.client()
-
-        def progressed(t: float = t_up) -> bool:
-            return prog.first_progress_after(t) is not None
-
-        wait_for(progressed, 60, "progress")
-        recoveries.append(prog.first_progress_after(t_up) or 0.0)
+        raw, recovery = redis_outage(fx, server, prog, raw, 1.5)
+        recoveries.append(recovery)
     prod.wait(120)
     _alive(fx)
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "4b. redis-server down 1.5 s, inside the 5 s lease x2",
         recovery_s=max(recoveries),
         note="restart -> first run finished",
     )
-    report.assert_ok(all_succeeded=True)
     raw.close()
 
 
 def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
     server = fx.redis()
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, server.url, procs=2)
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 800, rate=100).start()
     recoveries = []
@@ -133,13 +112,12 @@ def test_redis_stalls_client_pause_and_debug_sleep(fx: Faults) -> None:
     recoveries.append(prog.first_progress_after(t_end) or 0.0)
     prod.wait(120)
     _alive(fx)
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "5. CLIENT PAUSE WRITE 2.5 s + DEBUG SLEEP 2.5 s",
         recovery_s=max(recoveries),
         note="stall end -> first run finished",
     )
-    report.assert_ok(all_succeeded=True)
     raw.close()
 
 
@@ -152,9 +130,7 @@ def test_a_redis_stall_longer_than_the_lease_takes_no_run_from_its_live_worker(
     expired (not reaped) leases and go on: no handler is fenced, no step runs twice."""
     server = fx.redis()
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, server.url, procs=2)
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 600, rate=100).start()
     wait_for(lambda: busy_children(sups[0]) and busy_children(sups[1]), 20, "busy children")
@@ -166,13 +142,12 @@ def test_a_redis_stall_longer_than_the_lease_takes_no_run_from_its_live_worker(
     wait_for(lambda: prog.first_progress_after(t_end) is not None, 60, "progress after the sleep")
     prod.wait(120)
     _alive(fx)
-    report = fx.finish(
+    report = fx.finish_ok(
         raw,
         "5b. DEBUG SLEEP 7 s (past the lease)",
         recovery_s=prog.first_progress_after(t_end) or 0.0,
         note="stall end -> first run finished",
     )
-    report.assert_ok(all_succeeded=True)
     assert report.fenced_executions == 0, report.summary()
     assert report.inflight_reexecutions == 0, report.summary()
     raw.close()
@@ -181,9 +156,7 @@ def test_a_redis_stall_longer_than_the_lease_takes_no_run_from_its_live_worker(
 def test_redis_out_of_memory(fx: Faults) -> None:
     server = fx.redis("--maxmemory-policy", "noeviction")
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    ready_pair(fx, server.url, procs=2)
     prog = fx.sample(server.url)
     prod = fx.producer(server.url, 600, rate=100).start()
     wait_for(lambda: len(prod.ids) >= 100, 30, "100 runs enqueued")
@@ -201,11 +174,10 @@ def test_redis_out_of_memory(fx: Faults) -> None:
     _alive(fx)
     oom = [e for e in prod.errors if "out of memory" in e]
     assert oom and "refused and nothing was changed" in oom[0], prod.errors[:3]
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "7. Redis OOM 3 s (noeviction)",
         recovery_s=recovery,
         note="memory raised -> first run finished",
     )
-    report.assert_ok(all_succeeded=True)
     raw.close()

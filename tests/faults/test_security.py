@@ -27,7 +27,10 @@ from redflow_mp import (
     define_workflow,
 )
 from redflow_mp.aio import create_async_client
-from tests.faults.harness import ONE_WORKLOAD_CHILD, Faults, wait_for
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.outages import ready_pair
+from tests.faults.processes import ONE_WORKLOAD_CHILD
 from tests.faults.workload import WORKFLOWS
 from tests.helpers import command
 from tests.process.conftest import ROOT, Supervisor, run_supervisor_once
@@ -148,9 +151,7 @@ def test_acl_user_limited_to_the_prefix(fx: Faults) -> None:
         confined.get("outside:sentinel")
     confined.close()
     command(admin, "ACL", "LOG", "RESET")
-    sups = [fx.supervisor(url, procs=2, args=["--log-level", "debug"]) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    sups = ready_pair(fx, url, procs=2, args=["--log-level", "debug"])
     prod = fx.producer(url, 300, rate=0).start()
     prod.wait(60)
     _no_password_anywhere(sups)

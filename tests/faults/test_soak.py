@@ -19,12 +19,9 @@ import time
 
 import pytest
 
-from tests.faults.harness import (
-    Faults,
-    busy_children,
-    restart_redis,
-    wait_for,
-)
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.processes import busy_children, restart_redis
 from tests.faults.proxy import Proxy
 from tests.faults.takeover import Takeover, live_leases
 

@@ -52,15 +52,9 @@ import redis
 
 from redflow_mp import RedflowError
 from tests.faults import ledger
-from tests.faults.harness import (
-    ALL_WORKFLOWS,
-    WAIT_MODULES,
-    Faults,
-    Producer,
-    busy_children,
-    restart_redis,
-    wait_for,
-)
+from tests.faults.drivers import ALL_WORKFLOWS, Producer, wait_for
+from tests.faults.harness import Faults
+from tests.faults.processes import WAIT_MODULES, busy_children, restart_redis
 from tests.faults.test_cron_skew import _stop_schedule
 from tests.helpers import command, texts
 from tests.process.conftest import Supervisor

@@ -24,14 +24,9 @@ import pytest
 
 from redflow_mp import create_client
 from tests.faults import ledger
-from tests.faults.harness import (
-    SHORT,
-    Faults,
-    busy_children,
-    running_leases,
-    taken_over,
-    wait_for,
-)
+from tests.faults.drivers import wait_for
+from tests.faults.harness import Faults
+from tests.faults.processes import SHORT, busy_children, running_leases, taken_over
 from tests.faults.workload import gil
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]

@@ -16,14 +16,10 @@ import pytest
 import redis
 
 from tests.faults import ledger
-from tests.faults.harness import (
-    WAIT_MODULES,
-    Faults,
-    Producer,
-    Sender,
-    restart_redis,
-    wait_for,
-)
+from tests.faults.drivers import Producer, Sender, wait_for
+from tests.faults.harness import Faults
+from tests.faults.outages import ready_pair, redis_outage
+from tests.faults.processes import WAIT_MODULES
 from tests.helpers import command, text, texts
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
@@ -147,15 +143,14 @@ def _supervisor_sigkill_with_suspended_runs(fx: Faults, n: int) -> None:
     settled = fx.settle(raw, 90 + n / 20)
     recovery = time.monotonic() - t_up
     execs = _executions(fx)
-    report = fx.finish(
+    report = fx.finish_ok(
         raw,
         f"W2. SIGKILL supervisor, {n:,} suspended runs",
         recovery_s=recovery,
         note=f"restart -> all {n:,} finished (sleepers due {first:.0f}-{first + 4:.0f} s "
         f"after enqueue; all suspended {t_suspended:.1f} s after it)",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert watcher.snapshots > 5
     twice = {rid: k for rid, k in execs.items() if k != 2}
     assert not twice, f"runs not executed exactly twice (suspend + one resume): {twice}"
@@ -225,9 +220,7 @@ def test_children_sigkilled_while_suspending_resuming_or_finishing(fx: Faults) -
     after an awaited child's last step (finishing and waking its parent)."""
     server = fx.redis()
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES, args=_KILLS) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    ready_pair(fx, server.url, procs=2, modules=WAIT_MODULES, args=_KILLS)
     watcher = fx.watch_waits(server.url)
     rng = random.Random(12)
     items = _wait_mix(rng, None, 40)
@@ -240,14 +233,13 @@ def test_children_sigkilled_while_suspending_resuming_or_finishing(fx: Faults) -
     settled = fx.settle(raw, 120)
     kills = _kills(fx)
     delays = _next_start_after_kill(fx)
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "W1. SIGKILL children suspending/resuming/finishing",
         recovery_s=delays[len(delays) // 2] if delays else None,
         note=f"kills {dict(kills)}; median kill -> killed run executed again",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert kills["suspend"] >= 20 and kills["resume"] >= 15 and kills["finish"] >= 20, kills
     assert watcher.snapshots > 10
     raw.close()
@@ -278,9 +270,7 @@ def test_redis_killed_with_sleeping_and_event_waiting_runs(fx: Faults) -> None:
     dir while runs sleep and wait for events, and events are being sent."""
     server = fx.redis(*AOF)
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    ready_pair(fx, server.url, procs=2, modules=WAIT_MODULES)
     watcher = fx.watch_waits(server.url)
     prog = fx.sample(server.url)
     rng = random.Random(4)
@@ -302,29 +292,20 @@ def test_redis_killed_with_sleeping_and_event_waiting_runs(fx: Faults) -> None:
         wait_for(lambda r=raw: _suspended(r, fx) >= 25, 30, "runs suspended")  # type: ignore[misc]
         suspended_at_kill.append(_suspended(raw, fx))
         with watcher.paused():
-            raw.close()
-            fx.fault("redis-kill", seconds=down_for)
-            _, t_up = restart_redis(server, down_for)
-            raw = server.client()
-
-            def progressed(t: float = t_up) -> bool:
-                return prog.first_progress_after(t) is not None
-
-            wait_for(progressed, 60, "progress after restart")
-        recoveries.append(prog.first_progress_after(t_up) or 0.0)
+            raw, recovery = redis_outage(fx, server, prog, raw, down_for)
+        recoveries.append(recovery)
         fx.assert_no_crash()
     sending.join(180)
     settled = fx.settle(raw, 120)
     fx.assert_no_crash()
-    report = fx.finish(
+    report = fx.finish_ok(
         raw,
         "W3. redis-server SIGKILL + AOF restart, waits",
         recovery_s=max(recoveries),
         note=f"suspended at the kills {suspended_at_kill}; restart -> first run finished; "
         f"send retries {snd.retries}",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert report.events_sent == 240 and report.events_consumed == 240
     assert watcher.snapshots > 5
     raw.close()
@@ -342,9 +323,7 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     # cores, lose its run to the other supervisor; a resume counted twice is not
     # what this case is about); promoters every 10 ms.
     fast = ("--promoter-interval-ms", "10")
-    sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES, args=fast) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    ready_pair(fx, server.url, procs=2, modules=WAIT_MODULES, args=fast)
     watcher = fx.watch_waits(server.url)
     # The instant must fall after all 500 runs suspended: enqueueing them (each
     # id fsynced to the ledger) and their first executions took 2-3 s on an idle
@@ -389,14 +368,13 @@ def test_two_supervisors_race_to_wake_the_same_runs(fx: Faults) -> None:
     outcomes = Counter(
         text(raw.hget(f"{{{fx.prefix}}}:run:{rid}", "outputJson") or b"") for rid in rprod.ids
     )
-    report = fx.finish(
+    report = fx.finish_ok(
         raw,
         "W4. two supervisors race to wake the same runs",
         recovery_s=recovery,
         note=f"racers {dict(outcomes)}; the instant -> all finished",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert watcher.snapshots > 5
     assert report.events_sent == 200 and report.events_consumed == 200
     assert all(execs[rid] == 2 for rid in prod.ids), "a sleeper was not resumed exactly once"
@@ -449,14 +427,13 @@ def test_send_event_whose_reply_is_lost_is_stored_once(fx: Faults) -> None:
     sup = fx.supervisor(server.url, procs=1, modules=WAIT_MODULES)
     sup.wait_workers(1)
     settled = fx.settle(raw, 30)
-    report = fx.finish(
+    fx.finish_ok(
         raw,
         "W5. send_event reply lost (DEBUG SLEEP 6.5 s)",
         recovery_s=took,
         note=f"send_event {outcome} after {took:.1f} s; stored {stored}",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert stored == ['{"eid":"once"}'], f"the event was stored {len(stored)} times: {stored}"
     raw.close()
 
@@ -469,9 +446,7 @@ def test_redis_stall_past_the_socket_timeout_while_runs_suspend_and_wake(fx: Fau
     their executions are fenced; nothing is lost or done twice."""
     server = fx.redis()
     raw = server.client()
-    sups = [fx.supervisor(server.url, procs=2, modules=WAIT_MODULES) for _ in range(2)]
-    for sup in sups:
-        sup.wait_workers(2)
+    ready_pair(fx, server.url, procs=2, modules=WAIT_MODULES)
     watcher = fx.watch_waits(server.url)
     rng = random.Random(6)
     items: list[tuple[str, Any, str | None]] = []
@@ -503,13 +478,12 @@ def test_redis_stall_past_the_socket_timeout_while_runs_suspend_and_wake(fx: Fau
     settled = fx.settle(raw, 90)
     recovery = time.monotonic() - t_end
     fx.assert_no_crash()
-    report = fx.finish(
+    report = fx.finish_ok(
         raw,
         "W6. Redis stalled 6 s while runs suspend/wake",
         recovery_s=recovery,
         note="stall end -> all 250 finished",
+        settled=settled,
     )
-    report.assert_ok(all_succeeded=True)
-    assert settled
     assert report.events_sent == 200 and report.events_consumed == 200
     raw.close()

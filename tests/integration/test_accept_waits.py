@@ -22,15 +22,9 @@ from redflow_mp import (
 )
 from redflow_mp.errors import RedflowError, ResultTimeoutError, WaitDeadlockError
 from redflow_mp.waits import WaitMixin
-from tests.helpers import WorkerPool, wait_until
+from tests.helpers import WorkerPool, run_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _status(client: Client, run_id: str) -> str:
-    state = client.get_run(run_id)
-    assert state is not None
-    return state.status.value
 
 
 def test_send_event_to_a_canceled_run_is_false_and_stores_nothing(
@@ -42,9 +36,9 @@ def test_send_event_to_a_canceled_run_is_false_and_stores_nothing(
 
     workers.start()
     h = flow.run()
-    wait_until(lambda: _status(client, h.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, h.id) == "suspended", timeout=10)
     assert h.cancel() is True
-    assert _status(client, h.id) == "canceled"
+    assert run_status(client, h.id) == "canceled"
     assert h.send_event("go", 1) is False
     assert not raw.exists(client.keys.run_events(h.id, "go"))
     with pytest.raises(RunCanceledError):
@@ -91,9 +85,9 @@ def test_same_event_name_two_waits_in_gather(
 
     workers.start()
     h = flow.run()
-    wait_until(lambda: _status(client, h.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, h.id) == "suspended", timeout=10)
     assert h.send_event("go", 1) is True
-    wait_until(lambda: _status(client, h.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, h.id) == "suspended", timeout=10)
     assert h.send_event("go", 2) is True
     assert sorted(h.result(timeout=10)) == [1, 2]
 
@@ -153,9 +147,9 @@ def test_cancel_of_a_sleeping_run_and_resume(
 
     workers.start()
     h = flow.run()
-    wait_until(lambda: _status(client, h.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, h.id) == "suspended", timeout=10)
     assert client.cancel_run(h.id) is True
-    assert _status(client, h.id) == "canceled"
+    assert run_status(client, h.id) == "canceled"
     h2 = client.resume_run(h.id)
     assert h2.result(timeout=10) == 2
 
@@ -296,7 +290,7 @@ def test_a_cancel_cascade_cut_by_a_redis_blip_still_cancels_the_children(
     kids = client.list_runs(workflow="aw-orphan-child")
     assert len(kids) == 1
     # before: the child stayed suspended for good, holding its workflow's only slot
-    wait_until(lambda: _status(client, kids[0].id) == "canceled", timeout=10)
+    wait_until(lambda: run_status(client, kids[0].id) == "canceled", timeout=10)
 
 
 def test_the_clients_take_url_and_prefix_as_issue_15_spells_them(

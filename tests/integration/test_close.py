@@ -148,6 +148,42 @@ def test_close_wakes_a_result_wait_and_leaves_no_connection_open(
     wait_until(lambda: len(raw.client_list()) == others, timeout=10)
 
 
+def test_a_result_wait_whose_parser_was_dropped_by_the_close_raises_the_closed_error(
+    redis_url: str,
+    prefix: str,
+    registry: Registry,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py 5.0's hiredis parser, its reader dropped by a close in another thread
+    while ``get_message`` was between the socket and the parser, raises
+    ``AttributeError`` (CI, Redis 6.2 with redis-py 5.0.8: the wait raised it,
+    not the closed client's error). The close lands there deterministically: the
+    pub/sub's read closes the client, then fails as that parser does."""
+
+    @define_workflow("close-parser", queue="nobody", registry=registry)
+    def waited(ctx: Context[Any]) -> None:
+        return None
+
+    c = create_client(redis_url, prefix=prefix, registry=registry, default=False)
+    handle = waited.run(None, client=c)
+    channel = c.keys.run_done(handle.id)
+    real = redis.client.PubSub.get_message
+    cut: list[bool] = []
+
+    def get_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if cut or not raw.pubsub_numsub(channel)[0][1]:
+            return real(self, *args, **kwargs)  # the subscription's confirmation
+        cut.append(True)
+        c.close()
+        raise AttributeError("'NoneType' object has no attribute 'feed'")
+
+    monkeypatch.setattr(redis.client.PubSub, "get_message", get_message)
+    with pytest.raises(RedflowError, match="is closed"):
+        handle.result()
+    assert cut == [True]
+
+
 def test_close_wakes_result_waits_on_every_shard_and_leaves_no_connection_open(
     redis_url: str, prefix: str, registry: Registry, raw: redis.Redis
 ) -> None:

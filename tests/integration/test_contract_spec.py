@@ -464,6 +464,34 @@ def test_async_handler_steps_have_the_same_names(
     assert seen[-1] is True
 
 
+def test_emit_workflow_takes_spec_parameter_names(
+    client: Client, registry: Registry, workers: WorkerPool
+) -> None:
+    """SPEC §4: ``step.emit_workflow(name, workflow_or_name, input, ...)``, by
+    keyword too, sync and async, with a Workflow or a name."""
+
+    @define_workflow("kw-child", registry=registry)
+    def child(ctx: Context[Any]) -> int:
+        return int(ctx.input) + 1
+
+    @define_workflow("kw-parent", registry=registry)
+    def parent(ctx: Context[Any]) -> list[str]:
+        a = ctx.step.emit_workflow("a", workflow_or_name=child, input=1)
+        b = ctx.step.emit_workflow(name="b", workflow_or_name="kw-child", input=2)
+        return [a, b]
+
+    @define_workflow("kw-async-parent", registry=registry)
+    async def aparent(ctx: Any) -> str:
+        run_id: str = await ctx.step.emit_workflow("a", workflow_or_name=child, input=3)
+        return run_id
+
+    workers.start()
+    child_id = aparent.run(None).result(timeout=60)
+    assert client.handle(child_id).result(timeout=60) == 4
+    a, b = parent.run(None).result(timeout=60)
+    assert [client.handle(a).result(timeout=60), client.handle(b).result(timeout=60)] == [2, 3]
+
+
 def test_resume_run_keeps_succeeded_steps_and_counts_an_attempt(
     client: Client, registry: Registry, workers: WorkerPool
 ) -> None:

@@ -8,6 +8,7 @@ reply is never taken as the next answer) and reconnect at the next call."""
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -118,6 +119,10 @@ def test_a_read_interrupted_closes_the_connection_and_its_late_reply_is_never_an
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise _Interrupted()
 
+    # Connected first: the alarm is to interrupt the read. Under load the first
+    # call's connect can outlast it, and redis-py's connect closes its new socket
+    # on an OSError only (the test then failed on that socket's ResourceWarning).
+    assert transport.call_packed(PING) == b"PONG"
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
@@ -184,6 +189,26 @@ def test_a_connection_closed_after_the_check_raises_connection_error(
         conn.disconnect()  # another thread's close(), say
         with pytest.raises(redis.ConnectionError):
             directwire.request(conn, parser, PING)
+        assert t.call_packed(PING) == b"PONG"
+    finally:
+        t.close()
+
+
+def test_a_command_larger_than_the_send_buffer_arrives_whole(redis_server: RedisServer) -> None:
+    """A command far past the socket's send buffer arrives whole on the direct
+    path and the connection stays in step."""
+    t = Transport(redis_server.url)
+    try:
+        assert t.call_packed(PING) == b"PONG"
+        conn = t._wire().conn
+        assert directwire.usable(conn) is not None
+        sock = conn._sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        value = bytes(range(256)) * 20_000  # 5 MB, far past the buffer
+        assert t.call_packed(cmd("SET", "dw:huge", value)) == b"OK"
+        assert conn._sock is sock  # sent on the same connection, not a new one
+        assert t.call_packed(cmd("STRLEN", "dw:huge")) == len(value)
+        assert t.call_packed(cmd("GET", "dw:huge")) == value
         assert t.call_packed(PING) == b"PONG"
     finally:
         t.close()

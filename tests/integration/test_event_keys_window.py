@@ -17,17 +17,12 @@ from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
 from redflow_mp.runs import DEFAULT_MAX_EVENTS_PER_RUN
 from redflow_mp.scripts import Claimed
+from tests.helpers import claim_one
 from tests.lua.conftest import Enq
 
 pytestmark = pytest.mark.timeout(120)
 
 _RECORD = (b'{"seq":0,"status":"succeeded","outputJson":', b"}")
-
-
-def _claim(client: Client, queue: str) -> Claimed:
-    _, claimed = client.scripts.claim((queue,), 60_000, new_token())
-    assert claimed is not None
-    return claimed
 
 
 def _consume(client: Client, run: Claimed, step: str) -> None:
@@ -39,7 +34,7 @@ def test_a_run_remembers_the_last_max_events_per_run_event_keys(
     raw: redis.Redis, client: Client
 ) -> None:
     run_id = Enq(client)(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     k = client.keys
     for i in range(10):
         assert client.scripts.send_event(run_id, "go", b"%d" % i, 3, f"k{i}") is True
@@ -63,7 +58,7 @@ def test_at_the_default_limit_the_event_keys_stay_at_max_events_per_run(
 ) -> None:
     cap = DEFAULT_MAX_EVENTS_PER_RUN
     run_id = Enq(client)(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     k = client.keys
     for i in range(cap):
         assert client.scripts.send_event(run_id, "go", b"1", cap, f"key-{i}") is True
@@ -84,7 +79,7 @@ def test_keys_remembered_before_the_window_are_kept_and_new_ones_windowed(
     """A run's event-keys set written before the window existed (no order list)
     keeps its keys (they still deduplicate); keys sent since are windowed."""
     run_id = Enq(client)(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     k = client.keys
     raw.sadd(k.run_event_keys(run_id), "old-1", "old-2")
     for i in range(5):
@@ -115,7 +110,7 @@ def test_redflow_migrate_shards_moves_the_order_of_the_event_keys(
     make_client: Callable[..., Client], registry: Registry
 ) -> None:
     from redflow_mp.reshard import reshard
-    from tests.integration.test_shards_ops import put, workflow_in
+    from tests.sharding import put, workflow_in
 
     two = make_client(shards=2)
     one = make_client()

@@ -109,8 +109,10 @@ def test_a_pause_after_the_running_record_was_sent_is_caught_before_the_step_run
     errors: list[BaseException] = []
     real = client.scripts.write_step
 
-    def paused_after_send(run_id: str, token: str, name: str, record: bytes, lease_ms: int) -> Any:
-        reply = real(run_id, token, name, record, lease_ms)
+    def paused_after_send(
+        run_id: str, token: str, name: str, record: bytes, lease_ms: int, **kw: Any
+    ) -> Any:
+        reply = real(run_id, token, name, record, lease_ms, **kw)
         if name == "side-effect" and b'"running"' in record:
             raw.hset(client.keys.run(run_id), "lease", THIEF)  # taken over meanwhile
             time.sleep(lease_ms / 1000 * 0.8)  # this worker was stopped that long

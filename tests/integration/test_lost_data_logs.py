@@ -10,30 +10,17 @@ from typing import Any
 
 import pytest
 
-from redflow_mp import Client, Context, Registry, create_client, define_workflow
-from tests.helpers import WorkerPool, wait_until
+from redflow_mp import Client, Context, Registry, define_workflow
+from tests.helpers import WorkerPool, client_of, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture()
-def server() -> Iterator[RedisServer]:
-    s = RedisServer().start()  # no persistence: a restart comes back empty
-    try:
-        yield s
-    finally:
-        s.stop()
-        s.cleanup()
-
-
-@pytest.fixture()
 def own_client(server: RedisServer, prefix: str, registry: Registry) -> Iterator[Client]:
-    c = create_client(server.url, prefix=prefix, registry=registry, default=False)
-    try:
+    with client_of(server.url, prefix, registry) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_a_run_lost_with_redis_data_is_logged_gone_from_redis_not_lease_lost(

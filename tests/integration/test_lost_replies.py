@@ -1,7 +1,8 @@
-"""A worker's call whose reply is lost after the server ran it (a real network
-fault: a proxy forwards the request and resets the connection instead of
-relaying the reply). The worker cannot tell whether its call was applied; its
-resend must be safe and must not leave the run waiting for the reaper."""
+"""A worker's call, or an enqueue, whose reply is lost after the server ran it (a
+real network fault: a proxy forwards the request and resets the connection
+instead of relaying the reply). The caller cannot tell whether its call was
+applied; its resend must be safe, must not leave the run waiting for the reaper
+and must not make a run twice."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from redflow_mp import Client, Context, Registry, RunStatus, create_client, define_workflow
 from redflow_mp.shards import shard_index_of_workflow
 from redflow_mp.worker_hooks import NoHooks
-from tests.helpers import WorkerPool
+from tests.helpers import WorkerPool, client_of
 from tests.lostreply import ReplyDropper
 from tests.redis_server import RedisServer
 
@@ -39,20 +40,14 @@ def via_proxy(
     redis_server: RedisServer, proxy: ReplyDropper, prefix: str, registry: Registry
 ) -> Iterator[Client]:
     url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
-    c = create_client(url, prefix=prefix, registry=registry, default=False)
-    try:
+    with client_of(url, prefix, registry) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture()
 def direct(redis_server: RedisServer, prefix: str, registry: Registry) -> Iterator[Client]:
-    c = create_client(redis_server.url, prefix=prefix, registry=registry, default=False)
-    try:
+    with client_of(redis_server.url, prefix, registry) as c:
         yield c
-    finally:
-        c.close()
 
 
 def test_a_claim_whose_reply_is_lost_starts_its_run_at_once_and_spends_no_attempt(
@@ -235,3 +230,39 @@ def test_a_sharded_claim_whose_reply_is_lost_while_another_shard_gave_a_run_star
         pool.stop_all()
         via.close()
         direct.close()
+
+
+@pytest.mark.parametrize("functions", [False, True], ids=["evalsha", "fcall"])
+def test_an_enqueue_whose_reply_is_lost_makes_one_run_and_names_it(
+    redis_server: RedisServer, proxy: ReplyDropper, direct: Client, functions: bool
+) -> None:
+    """``enqueue_run`` replies a created run's id alone and ``{id, 0}`` for one that
+    existed: the resend after a lost reply finds the run the first send made (a
+    plain run by its id, a keyed one by its key) and the handle names it."""
+    if functions and direct.transport.server_version() < (7, 0):
+        pytest.skip("Redis 6.2 has no functions")
+    registry = Registry()
+
+    @define_workflow("lost-enqueue", queue="lost-q", registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        return None
+
+    url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    client = create_client(
+        url, prefix=direct.prefix, registry=registry, default=False, redis_functions=functions
+    )
+    try:
+        warm = flow.run({"warm": 1}, client=client).id  # loaded and connected
+        made = [flow.run({"k": "x"}, client=client, idempotency_key="k").id]
+        for marker, key in (("lost-plain", None), ("lost-keyed", "k2"), ("lost-dup", "k")):
+            proxy.drop_reply(request=marker.encode())
+            made.append(flow.run({"m": marker}, client=client, idempotency_key=key).id)
+            assert proxy.dropped.is_set(), marker
+        assert made[3] == made[0]  # the duplicate's resend names the original
+        runs = direct.list_runs(workflow="lost-enqueue", limit=100)
+        # warm, k, plain, k2: each once
+        assert sorted(r.id for r in runs) == sorted({warm, *made})
+        assert len(runs) == 4
+        assert {r.status for r in runs} == {RunStatus.QUEUED}
+    finally:
+        client.close()

@@ -7,7 +7,6 @@ WAIT that must follow the call)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,38 +15,10 @@ import redis
 from redflow_mp import Client, NotReplicatedError, Registry, create_client, define_workflow
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Finish
-from redflow_mp.transport import Transport
 from redflow_mp.worker import Worker
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture()
-def packed_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The packed calls sent (the method still sends them)."""
-    sent: list[bytes] = []
-    real = Transport.call_packed
-
-    def spy(self: Transport, packed: bytes, *, retry: bool = True, fresh: bool = True) -> Any:
-        sent.append(packed)
-        return real(self, packed, retry=retry, fresh=fresh)
-
-    monkeypatch.setattr(Transport, "call_packed", spy)
-    return sent
-
-
-@pytest.fixture(params=[False, True], ids=["evalsha", "functions"])
-def any_client(
-    request: pytest.FixtureRequest, redis_url: str, prefix: str, registry: Registry
-) -> Iterator[Client]:
-    c = create_client(
-        redis_url, prefix=prefix, registry=registry, default=False, redis_functions=request.param
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _claims(sent: list[bytes], client: Client) -> list[bytes]:

@@ -4,31 +4,15 @@ lost, refuses a key of the wrong type as the general path does, and runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from redflow_mp import Client, Registry, WrongTypeError, create_client, define_workflow
-from redflow_mp.transport import Transport
+from redflow_mp import Client, Registry, WrongTypeError, define_workflow
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture()
-def packed_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The packed calls sent (the method still sends them)."""
-    sent: list[bytes] = []
-    real = Transport.call_packed
-
-    def spy(self: Transport, packed: bytes, *, retry: bool = True, fresh: bool = True) -> Any:
-        sent.append(packed)
-        return real(self, packed, retry=retry, fresh=fresh)
-
-    monkeypatch.setattr(Transport, "call_packed", spy)
-    return sent
 
 
 def _fields(raw: redis.Redis, client: Client, run_id: str) -> dict[bytes, bytes]:
@@ -77,19 +61,6 @@ def test_runs_with_a_priority_or_timeout_take_the_general_path(
     assert packed_calls == []
     assert _fields(raw, client, p.id)[b"priority"] == b"3"
     assert _fields(raw, client, s.id)[b"timeoutMs"] == b"5000"
-
-
-@pytest.fixture(params=[False, True], ids=["evalsha", "functions"])
-def any_client(
-    request: pytest.FixtureRequest, redis_url: str, prefix: str, registry: Registry
-) -> Iterator[Client]:
-    c = create_client(
-        redis_url, prefix=prefix, registry=registry, default=False, redis_functions=request.param
-    )
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_a_plain_run_survives_the_server_losing_its_scripts(

@@ -154,3 +154,25 @@ def test_a_workflow_a_deploy_dropped_is_withdrawn_within_minutes_with_its_cron(
     assert not raw.exists(client.keys.workflow("dropped"))
     assert raw.zscore(client.keys.cron_next, "every-minute") is None
     assert raw.sismember(client.keys.workflows, "kept")
+
+
+def test_two_hosts_whose_names_join_alike_keep_registrations_of_their_own(
+    raw: redis.Redis, client: Client
+) -> None:
+    """The digest joined the names with NUL, which a workflow name may hold: a host
+    loading ``a`` and ``b`` and one loading ``a\\0b`` (same app) shared one
+    registration record, the first one's. The second host's renewals only kept it
+    alive, so its workflows were listed by no live registration and the other
+    host's sync withdrew them (metadata and cron entries) while it ran them."""
+    assert registration_digest("etl", ["a", "b"]) != registration_digest("etl", ["a\0b"])
+    assert registration_digest("etl\0a", ["b"]) != registration_digest("etl", ["a", "b"])
+    odd, plain = _registry("a\0b"), _registry("a", "b")
+    client.sync_registry(odd, app="etl")
+    RegistrationDuty(client, lambda: odd, lambda: "etl").tick(0.0)  # the first host
+    client.sync_registry(plain, app="etl")
+    RegistrationDuty(client, lambda: plain, lambda: "etl").tick(0.0)  # the second host
+    for name in ("a", "b"):
+        _age(raw, client, name, 10 * STALE_WORKFLOW_GRACE_MS)
+    client.sync_registry(odd, app="etl")  # the first host's next sync (a HUP)
+    assert client.get_workflow_meta("a") is not None, "withdrawn while served"
+    assert client.get_workflow_meta("b") is not None, "withdrawn while served"

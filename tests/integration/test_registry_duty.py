@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.foreign import LOST_MARKER_MS
 from supervisor.duties.registry import FULL_EVERY, RegistryDuty
 from tests.helpers import texts
 
@@ -41,3 +42,23 @@ def test_the_quick_check_sees_a_flush_and_the_full_one_a_single_lost_entry(
     assert duty.resynced == 2
     assert raw.exists(k.workflow("first"), k.workflow("nightly")) == 2
     assert raw.hexists(k.cron_def, cid) and raw.zscore(k.cron_next, cid) is not None
+
+
+def test_a_sync_again_writes_the_registry_lost_marker_first(
+    raw: redis.Redis, client: Client
+) -> None:
+    """Registrations found gone: the ``registry-lost`` marker (PX LOST_MARKER_MS)
+    in the shard that lost them, so a worker of another app serving ``default``
+    puts back the runs enqueued there in the gap (foreign.held_after_loss)."""
+    reg = Registry()
+    define_workflow("first", registry=reg)(_handler)
+    client.sync_registry(reg, app="app")
+    duty = RegistryDuty(client, lambda: reg, "app")
+    k = client.keys
+    duty.tick(0.0)
+    assert duty.resynced == 0 and not raw.exists(k.registry_lost), "nothing lost: none"
+    raw.delete(k.workflow("first"))
+    duty.tick(0.0)
+    assert duty.resynced == 1
+    assert raw.get(k.registry_lost) == b"app"
+    assert 0 < raw.pttl(k.registry_lost) <= LOST_MARKER_MS

@@ -13,7 +13,8 @@ from redflow_mp.errors import ShardsMismatchError
 from redflow_mp.ids import new_run_id
 from redflow_mp.shardmeta import check_shards
 from redflow_mp.shardset import Shard
-from tests.integration.test_shards_ops import _finished, _reshard, workflow_in
+from tests.integration.test_shards_ops import _finished, _reshard
+from tests.sharding import workflow_in
 
 
 def _enqueue_keyed(shard: Shard, workflow: str, key: str) -> tuple[str, bool]:

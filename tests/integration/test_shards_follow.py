@@ -15,35 +15,16 @@ from redflow_mp import Client, Context, Registry, create_client, define_workflow
 from redflow_mp.aio import create_async_client
 from redflow_mp.codec import text
 from redflow_mp.errors import ShardsMismatchError
-from redflow_mp.ids import new_run_id
 from redflow_mp.shardmeta import check_shards, recorded_shards
-from redflow_mp.shardset import Shard
+from tests.sharding import put, sharded_client, workflow_in
 
 N = 3
 
 
 @pytest.fixture()
 def sharded(redis_url: str, prefix: str, registry: Registry) -> Iterator[Client]:
-    c = create_client(redis_url, prefix=prefix, registry=registry, default=False, shards=N)
-    try:
+    with sharded_client(redis_url, prefix, registry, N) as c:
         yield c
-    finally:
-        c.close()
-
-
-def workflow_in(client: Client, index: int, base: str = "wf") -> str:
-    return next(
-        f"{base}{i}" for i in range(1000) if client.shard_of_workflow(f"{base}{i}").index == index
-    )
-
-
-def put(shard: Shard, workflow: str, queue: str = "q", run_at_ms: int = 0) -> str:
-    """Enqueue one run in ``shard`` with its own scripts; its id names the shard."""
-    run_id, created = shard.scripts.enqueue(
-        shard.run_id(new_run_id()), workflow, queue, b"1", 1, run_at_ms, "", 0, "", "", None, None
-    )
-    assert created
-    return run_id
 
 
 class Counter:

@@ -7,6 +7,7 @@ slots of a parked workflow and puts back a running run that lost its lease entry
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow
 from redflow_mp.keys import Keys
+from redflow_mp.maintenance import StallGuard, reap_expired
 from tests.helpers import WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
@@ -99,3 +101,20 @@ def test_a_worker_whose_run_record_became_another_type_goes_on_claiming(
     # with WRONGTYPE at every resend, so this worker never claimed again.
     assert other.run().result(timeout=15) == "other"
     assert workers.alive() == [True]
+
+
+def test_a_freed_slot_is_logged_with_its_whole_workflow_name(
+    raw: redis.Redis, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The script names a freed slot as "<workflow> <run id>", and the log line
+    split it at the first space: a slot of workflow ``send email`` was logged as
+    "run email 01... held a max_concurrency slot of workflow send"."""
+    wf, ghost = "send email", "01M977JRVEBW27D7FAPQ2JGN0M"
+    raw.sadd(client.keys.wf_running(wf), ghost)  # its run is gone (evicted, deleted)
+    raw.zadd(client.keys.wf_waiting(wf), {"01M977JRVEBW27D7FAPQ2JGN0N": 1})
+    raw.sadd(client.keys.parked, wf)
+    with caplog.at_level(logging.WARNING, logger="redflow_mp.maintenance"):
+        reap_expired(client, guard=StallGuard(5000, 500))
+    assert not raw.sismember(client.keys.wf_running(wf), ghost)
+    line = f"run {ghost} held a max_concurrency slot of workflow {wf} but is gone"
+    assert any(line in r.getMessage() for r in caplog.records), caplog.text

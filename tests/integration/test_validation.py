@@ -181,3 +181,21 @@ def test_a_timeout_or_ttl_too_long_for_milliseconds_does_not_overflow(
         assert 1e12 < state.timeout < 1e300, state.timeout
     workers.start()
     assert [h.result(timeout=20) for h in handles] == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [123, b"01M977JRVEBW27D7FAPQ2JGN0M", "x\ud800", "a:steps", "x" * 10_000_000],
+    ids=["int", "bytes", "lone-surrogate", "colon", "10-MB"],
+)
+def test_a_parent_run_id_no_run_can_have_is_refused_naming_it(
+    raw: redis.Redis, client: Client, registry: Registry, parent: Any
+) -> None:
+    """``parent_run_id`` was the one option not checked: an int or bytes was stored
+    as text, an id holding ':' (which names another key of a run) or 10 MB was
+    stored as the run's parent (outside max_payload_bytes), and a lone surrogate
+    raised redis-py's bare UnicodeEncodeError."""
+    _resize(registry)
+    with pytest.raises((TypeError, ValueError), match="parent_run_id"):
+        client.run_by_name("resize", {"url": "u"}, parent_run_id=parent)
+    assert raw.zcard(client.keys.runs_created) == 0

@@ -28,15 +28,9 @@ from redflow_mp.codec import RunStatus, RunWait
 from redflow_mp.errors import PayloadTooLargeError, UnknownWorkflowError, WaitDeadlockError
 from redflow_mp.ids import new_run_id, new_token
 from redflow_mp.wait_scripts import EventLimitError
-from tests.helpers import WorkerPool, wait_until
+from tests.helpers import WorkerPool, run_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _status(client: Client, run_id: str) -> str:
-    state = client.get_run(run_id)
-    assert state is not None
-    return state.status.value
 
 
 def test_parent_suspends_frees_its_worker_and_resumes_by_replay(
@@ -62,7 +56,7 @@ def test_parent_suspends_frees_its_worker_and_resumes_by_replay(
 
     workers.start()  # one worker: the parent must free it for the child
     handle = parent.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     state = client.get_run(handle.id)
     assert state is not None and state.wait is not None
     assert state.wait.kinds == ["children"] and len(state.wait.children) == 1
@@ -123,7 +117,7 @@ def test_sleep_suspends_and_wakes_near_its_time(
     workers.start()
     begun = time.time()
     handle = sleeper.run()
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     state = client.get_run(handle.id)
     assert state is not None and state.wait is not None and state.wait.wake_at is not None
     woke = handle.result(timeout=20)
@@ -173,7 +167,7 @@ def test_events_sent_before_the_wait_are_kept_in_order(
     handle = flow.run()
     assert handle.send_event("go", {"n": 1}) is True
     assert client.send_event(handle.id, "go", [2]) is True
-    wait_until(lambda: _status(client, handle.id) == "suspended", timeout=10)
+    wait_until(lambda: run_status(client, handle.id) == "suspended", timeout=10)
     state = client.get_run(handle.id)
     assert state is not None
     wait_until(
@@ -401,7 +395,7 @@ def test_a_resume_after_100_steps_reads_the_steps_once(
     try:
         handle = hundred.run()
         assert worker.run_until_idle() == 1
-        assert _status(client, handle.id) == "suspended"
+        assert run_status(client, handle.id) == "suspended"
         time.sleep(0.3)
         assert len(wake_due(client)[0]) == 1
         counts = command_counts(raw, worker.run_until_idle)

@@ -9,26 +9,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from redflow_mp import Client, Registry, create_client
+from redflow_mp import Client, Registry
 from redflow_mp.codec import RunWait
 from redflow_mp.ids import new_run_id, new_token
 from supervisor.duties.promoter import PromoterDuty
 from tests.helpers import wait_until
+from tests.sharding import sharded_client, workflow_in
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture()
 def sharded(redis_url: str, prefix: str, registry: Registry) -> Iterator[Client]:
-    c = create_client(redis_url, prefix=prefix, registry=registry, default=False, shards=2)
-    try:
+    with sharded_client(redis_url, prefix, registry, 2) as c:
         yield c
-    finally:
-        c.close()
-
-
-def _workflow_in(client: Client, index: int) -> str:
-    return next(f"wf{i}" for i in range(1000) if client.shard_of_workflow(f"wf{i}").index == index)
 
 
 def test_a_timers_key_of_the_wrong_type_in_one_shard_stops_no_other_shard(
@@ -36,7 +30,7 @@ def test_a_timers_key_of_the_wrong_type_in_one_shard_stops_no_other_shard(
 ) -> None:
     broken, fine = sharded.shards
     broken.redis.set(broken.keys.timers, "not a redflow key")
-    wf = _workflow_in(sharded, 1)
+    wf = workflow_in(sharded, 1)
     now = sharded.server_time_ms()
     delayed, _ = fine.scripts.enqueue(
         fine.run_id(new_run_id()), wf, "q", b"1", 1, now + 100, "", 0, "", "", 10, None

@@ -17,20 +17,13 @@ from redflow_mp import Client
 from redflow_mp.codec import RunWait
 from redflow_mp.errors import WrongTypeError
 from redflow_mp.ids import new_token
-from redflow_mp.scripts import Claimed
-from tests.helpers import text
+from tests.helpers import claim_one, text
 from tests.lua.conftest import Enq
 
 pytestmark = pytest.mark.timeout(60)
 
 _JUNK = "not a redflow key"
 _RECORD = (b'{"seq":0,"status":"succeeded","outputJson":', b"}")
-
-
-def _claim(client: Client, queue: str) -> Claimed:
-    _, claimed = client.scripts.claim((queue,), 60_000, new_token())
-    assert claimed is not None
-    return claimed
 
 
 def _state(raw: redis.Redis, client: Client, run_id: str) -> dict[str, Any]:
@@ -59,7 +52,7 @@ def test_a_childs_run_hash_of_the_wrong_type_names_the_key_and_changes_nothing(
 ) -> None:
     enq = Enq(client)
     parent = enq(workflow="p", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     child = enq(workflow="c", queue="cq", parent=parent)
     child_run = client.keys.run(child)
     saved = raw.dump(child_run)
@@ -76,10 +69,10 @@ def test_a_childs_run_hash_of_the_wrong_type_names_the_key_and_changes_nothing(
     raw.delete(child_run)
     raw.restore(child_run, 0, saved)
     assert client.scripts.suspend(parent, run.token, wait) == "suspended"
-    c = _claim(client, "cq")
+    c = claim_one(client, "cq")
     _finish(client, child, c.token)
     assert text(raw.hget(client.keys.run(parent), "status")) == "queued"
-    _finish(client, parent, _claim(client, "q").token)
+    _finish(client, parent, claim_one(client, "q").token)
 
 
 def test_a_workflow_hash_of_the_wrong_type_names_the_key_and_changes_nothing(
@@ -89,7 +82,7 @@ def test_a_workflow_hash_of_the_wrong_type_names_the_key_and_changes_nothing(
     a child of its own workflow."""
     enq = Enq(client)
     parent = enq(workflow="w", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     child = enq(workflow="w", queue="cq", parent=parent)
     wf = client.keys.workflow("w")
     saved = raw.dump(wf)
@@ -108,8 +101,8 @@ def test_a_workflow_hash_of_the_wrong_type_names_the_key_and_changes_nothing(
     # ... two leave the child a slot
     raw.hset(wf, "maxConcurrency", 2)
     assert client.scripts.suspend(parent, run.token, wait) == "suspended"
-    _finish(client, child, _claim(client, "cq").token)
-    _finish(client, parent, _claim(client, "q").token)
+    _finish(client, child, claim_one(client, "cq").token)
+    _finish(client, parent, claim_one(client, "q").token)
 
 
 @pytest.mark.parametrize("call", ["suspend", "consume_event"])
@@ -118,7 +111,7 @@ def test_a_leases_key_of_the_wrong_type_names_the_key_and_changes_nothing(
 ) -> None:
     enq = Enq(client)
     run_id = enq(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
     leases = client.keys.leases
     saved = raw.dump(leases)
@@ -144,7 +137,7 @@ def test_a_steps_hash_of_the_wrong_type_names_the_key_and_consumes_no_event(
 ) -> None:
     enq = Enq(client)
     run_id = enq(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
     steps = client.keys.run_steps(run_id)
     raw.set(steps, _JUNK)
@@ -179,7 +172,7 @@ def test_a_run_hash_of_the_wrong_type_refuses_an_event_naming_the_key(
     raw.delete(run_key)
     raw.restore(run_key, 0, saved)
     assert client.scripts.send_event(run_id, "go", b'"p"', 10, key) is True
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     assert client.scripts.consume_event(run_id, run.token, "a", "go", _RECORD, 60_000)[0] == 1
     _finish(client, run_id, run.token)
 
@@ -188,7 +181,7 @@ def test_a_run_hash_of_the_wrong_type_refuses_a_resume_naming_the_key(
     raw: redis.Redis, client: Client
 ) -> None:
     run_id = Enq(client)(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     assert client.scripts.finalize(run_id, run.token, "failed", b'{"message":"x"}') == "failed"
     run_key = client.keys.run(run_id)
     saved = raw.dump(run_key)
@@ -202,4 +195,4 @@ def test_a_run_hash_of_the_wrong_type_refuses_a_resume_naming_the_key(
     raw.delete(run_key)
     raw.restore(run_key, 0, saved)
     assert client.scripts.resume(run_id, new_token()) == 2
-    _finish(client, run_id, _claim(client, "q").token)
+    _finish(client, run_id, claim_one(client, "q").token)

@@ -1,8 +1,10 @@
-"""Helpers for the script tests: call scripts through ``client.scripts``."""
+"""Helpers for the script tests: call scripts through ``client.scripts``, as one
+shard of several (``sharded``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,28 @@ class Enq:
 @pytest.fixture()
 def enq(client: Client) -> Callable[..., str]:
     return Enq(client)
+
+
+@pytest.fixture()
+def sharded(client: Client) -> Iterator[Client]:
+    """``client``'s scripts as shard 0 of 2."""
+    s = client.scripts
+    s.shard_count, s.shard_index = 2, 0
+    try:
+        yield client
+    finally:
+        s.shard_count, s.shard_index = 1, 0
+
+
+@pytest.fixture(params=["evalsha", "fcall"])
+def cl(
+    request: pytest.FixtureRequest, client: Client, make_client: Callable[..., Client]
+) -> Client:
+    """``client`` (EVALSHA), then a client of the function library (FCALL; Redis
+    7 and later)."""
+    if request.param == "evalsha":
+        return client
+    raw: Any = request.getfixturevalue("raw")
+    if int(str(raw.info("server")["redis_version"]).split(".")[0]) < 7:
+        pytest.skip("function libraries need Redis >= 7")
+    return make_client(redis_functions=True)

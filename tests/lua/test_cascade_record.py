@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from redflow_mp import Client
-from redflow_mp.cascade import finish_pending
+from redflow_mp.cascade import _print, finish_pending
 from redflow_mp.ids import new_token
 from redflow_mp.maintenance import stores
 from tests.helpers import status_of
@@ -109,3 +109,53 @@ def test_a_first_walk_ending_after_a_resume_and_a_second_cancel_keeps_the_second
     assert finish_pending(client, stores(client)[0], age_ms=0) == [parent]
     assert status_of(raw, client, child) == "canceled"
     assert raw.zcard(client.keys.cascades) == 0
+
+
+def test_cascade_at_marks_only_an_existing_run_of_the_generation_read(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """Where a cut walk stopped (``cascadeAt``): written only on the run hash of the
+    generation the walk read (a later cancel's walk starts afresh), never on a
+    run gone meanwhile (a run key of one field), removed with the entry."""
+    parent, child = _family(raw, client, enq)
+    assert client.scripts.cancel(parent, "") == "canceled"
+    run = client.keys.run(parent)
+    gen = raw.hget(run, "cascadeGen")
+    assert gen == b"1"
+
+    def mark(key: str, gen: str, last: str) -> int:
+        return int(client.scripts.run("cascade_at", (key,), (gen, last), retry=True))
+
+    assert mark(run, "0", child) == 0  # another generation's walk
+    assert raw.hget(run, "cascadeAt") is None
+    assert mark(run, "1", child) == 1
+    assert raw.hget(run, "cascadeAt") == f"1:{child}".encode()
+    gone = client.keys.run("gone-run")
+    assert mark(gone, "", "child") == 0
+    assert raw.exists(gone) == 0
+    raw.set(gone, "x")  # a key of another type: refused, not an error
+    assert mark(gone, "", "child") == 0
+    assert client.cancel_children(parent) == 0  # its one child was sent its cancel
+    assert status_of(raw, client, child) == "queued"  # (by the "walk" marked above)
+    assert raw.zscore(client.keys.cascades, parent) is None
+    assert raw.hget(run, "cascadeAt") is None  # gone with the entry
+
+
+def test_a_walk_cut_by_its_limit_goes_on_after_the_last_child_sent(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    parent = enq()
+    children = sorted(enq(workflow="kid", parent=parent) for _ in range(5))
+    raw.sadd(client.keys.run_children(parent), *children)
+    assert client.scripts.cancel(parent, "") == "canceled"
+    assert client.cancel_children(parent, None, 2) == 2
+    assert [status_of(raw, client, c) for c in children] == ["canceled"] * 2 + ["queued"] * 3
+    # (a small set is one SSCAN page: cursor 0; 5 children when the cascade began;
+    # the fingerprint of the page)
+    at = f"1:!0:5:{_print(children)}:{children[1]}"
+    assert raw.hget(client.keys.run(parent), "cascadeAt") == at.encode()
+    assert raw.zscore(client.keys.cascades, parent) is not None
+    assert client.cancel_children(parent, None, 2) == 2
+    assert client.cancel_children(parent, None, 2) == 1
+    assert all(status_of(raw, client, c) == "canceled" for c in children)
+    assert raw.zscore(client.keys.cascades, parent) is None

@@ -4,6 +4,7 @@ leader lock is redis-py's Lock: tests/integration/test_cron.py.)"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,30 @@ def test_fire_skips_when_the_workflow_is_at_max_concurrency(
     raw.zadd(k.cron_next, {CID: 2_000})
     code, _ = _fire(client, token, 2_000, 3_000, max_concurrency=2)
     assert code == 1
+
+
+def test_fire_is_fenced_by_the_definition_read(raw: redis.Redis, client: Client) -> None:
+    """A definition replaced since the leader read it (a registry sync) is not
+    fired: reply -3, no run, the schedule left as it is; the stored one fires."""
+    k = client.keys
+    token = _leader(raw, client)
+    read, stored = b'{"v":1}', b'{"v":2}'
+    raw.hset(k.cron_def, CID, stored)
+    raw.zadd(k.cron_next, {CID: 1_000})
+
+    def fire(definition: bytes) -> tuple[int, str]:
+        digest = hashlib.sha1(definition, usedforsecurity=False).hexdigest()
+        args = ("wf", "q", definition, 1, cron_key(CID, 1_000), 60_000, 1, None, 0, digest)
+        return client.scripts.fire_cron(token, CID, 1_000, 2_000, new_run_id(), *args)
+
+    assert fire(read) == (-3, "")
+    assert raw.zscore(k.cron_next, CID) == 1_000 and not raw.exists(k.runs_created)
+    raw.hdel(k.cron_def, CID)  # removed meanwhile
+    assert fire(stored) == (-3, "")
+    raw.hset(k.cron_def, CID, stored)
+    code, rid = fire(stored)
+    assert code == 1 and raw.hget(k.run(rid), "inputJson") == stored
+    assert raw.zscore(k.cron_next, CID) == 2_000
 
 
 def test_due_crons_reads_due_entries_by_server_clock(raw: redis.Redis, client: Client) -> None:

@@ -278,7 +278,7 @@ def test_one_run_is_written_as_a_batch_of_one_writes_it(
     raw: redis.Redis, client: Client, options: dict[str, Any]
 ) -> None:
     """enqueue_run writes a run with its own code (the hot path of a one-by-one
-    enqueue, _lib_runs.lua `enqueue`), enqueue_runs with enqueue_plan/one/flush:
+    enqueue, written out in enqueue_run.lua), enqueue_runs with enqueue_plan/one/flush:
     the hash, the indexes, the queue's entries and the bell must be the same."""
     raw.hset(client.keys.workflow("wq"), "maxConcurrency", "5")
     opts = dict(options)

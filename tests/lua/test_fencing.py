@@ -9,7 +9,8 @@ import msgspec
 import pytest
 import redis
 
-from redflow_mp import Client
+from redflow_mp import Client, codec
+from redflow_mp.codec import StoredStep
 from redflow_mp.ids import new_token
 from tests.helpers import status_of
 
@@ -276,6 +277,66 @@ def test_crash_counts_and_fails_at_the_cap(
     assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "failed"
     err = msgspec.json.decode(raw.hget(k.run(rid), "errorJson") or b"{}")
     assert err["type"] == "RunCrashedError" and err["retryable"] is False
+
+
+def _step(status: str) -> bytes:
+    return codec.encode_step(
+        StoredStep(seq=0, status=status, started_at=1, finished_at=2, attempt=1, output_json="1")
+    )
+
+
+def test_a_step_that_succeeds_clears_the_crash_count(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """max_run_crashes counts the crashes since the run last completed a step: a
+    long run killed once per stage (an OOM kill in each of its hours-long steps)
+    failed as RunCrashedError at its third kill, progress in between or not. A
+    step record that is no progress (running; failed, which a replay runs again)
+    keeps the count, so a run that kills its worker before any new step succeeds
+    still fails at the cap."""
+    k = client.keys
+    rid = enq()
+
+    def crash() -> str | None:
+        tok = new_token()
+        _, got = client.scripts.claim(("q",), 2_000, tok)
+        assert got is not None and got.id == rid
+        for status in ("running", "failed"):  # no progress: the count stays
+            assert client.scripts.write_step(rid, tok, "s", _step(status), 2_000)[0]
+        return client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3)
+
+    assert [crash(), crash()] == ["queued", "queued"]
+    assert raw.hget(k.run(rid), "crashCount") == b"2"
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    # a step that succeeds before the execution replayed the steps recorded
+    # before it (Execution.made_progress: its name changes at each execution)
+    assert client.scripts.write_step(rid, tok, "done-0", _step("succeeded"), 2_000)[0]
+    assert raw.hget(k.run(rid), "crashCount") == b"2"
+    assert client.scripts.write_step(rid, tok, "done-1", _step("succeeded"), 2_000, progress=True)[
+        0
+    ]
+    assert raw.hget(k.run(rid), "crashCount") is None
+    assert raw.hget(k.run(rid), "lastCrash") == b"SIGKILL"  # the last crash's cause stays
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "queued"
+    assert raw.hget(k.run(rid), "crashCount") == b"1"
+    # a run in an event wait: the consumed event is the step's success
+    tok = new_token()
+    client.scripts.claim(("q",), 2_000, tok)
+    assert client.send_event(rid, "go", 1)
+    head = _step("succeeded").split(b',"outputJson"')[0] + b',"outputJson":'
+    assert client.send_event(rid, "go", 2)
+    code, _, _ = client.scripts.consume_event(rid, tok, "ev-0", "go", (head, b"}"), 2_000)
+    assert code == 1 and raw.hget(k.run(rid), "crashCount") == b"1"  # no progress
+    code, _, _ = client.scripts.consume_event(
+        rid, tok, "ev", "go", (head, b"}"), 2_000, progress=True
+    )
+    assert code == 1 and raw.hget(k.run(rid), "crashCount") is None
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "queued"
+    # no step succeeds any more: the cap is reached as before
+    assert [crash(), crash()] == ["queued", "failed"]
+    err = msgspec.json.decode(raw.hget(k.run(rid), "errorJson") or b"{}")
+    assert err["type"] == "RunCrashedError" and "3 times" in err["message"]
 
 
 # ------------------------------------------------- resent finish (issue 10 #4)

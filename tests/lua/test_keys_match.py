@@ -32,7 +32,7 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
   k_wf_runs(t, n), k_running(t, n), k_waiting(t, n), k_idem(t, n, n .. '-key'),
   t .. ':runs:created', t .. ':queues', t .. ':parked', t .. ':run-done:' .. n,
   t .. ':cron:next', t .. ':lock:cron', k_attempts(t, n), k_rate(t, n), k_unindexed(t),
-  k_ready_queues(t), k_qset(t, n), k_rate_started(t, n) }
+  k_ready_queues(t), k_qset(t, n), k_rate_started(t, n), k_fallback_runs(t) }
 """
     got = [x.decode() for x in raw.eval(_lib() + body, 0, k.tag, name)]
     assert got == [
@@ -61,6 +61,7 @@ return { k_run(t, n), k_steps(t, n), k_leases(t), k_status(t, 'queued'),
         k.ready_queues,
         k.qset(name),
         k.rate_started(name),
+        k.fallback_runs,
     ]
 
 

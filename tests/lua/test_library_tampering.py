@@ -22,6 +22,7 @@ from redflow_mp import Registry, create_client, define_workflow
 from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
 from redflow_mp.luafiles import build_library
 from redflow_mp.luafiles import read_lua as _read_lua
+from redflow_mp.scripts import enqueue_reply
 from tests.helpers import command
 
 pytestmark = pytest.mark.timeout(30)
@@ -171,7 +172,7 @@ def _enqueue(client: Any, run_id: str) -> Any:
     keys, args = client.scripts.enqueue_call(
         run_id, "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
     )
-    return client.scripts.run("enqueue_run", keys, args, retry=True)
+    return enqueue_reply(client.scripts.run("enqueue_run", keys, args, retry=True))
 
 
 def test_a_library_flushed_while_a_sibling_reloads_it_is_no_tampering(
@@ -196,7 +197,7 @@ def test_a_library_flushed_while_a_sibling_reloads_it_is_no_tampering(
         )
         with caplog.at_level(logging.INFO, logger="redflow_mp.scripts"):
             for i in range(3):
-                assert _enqueue(client, f"01FLUSHED00000000000000000{i}")[1] == 1
+                assert _enqueue(client, f"01FLUSHED00000000000000000{i}")[1] is True
         assert "does not hold redflow-mp's code" not in caplog.text
     finally:
         client.close()
@@ -218,7 +219,7 @@ def test_a_library_replaced_after_start_fails_no_call(
         impostor = f"#!lua name={name}\nredis.register_function('other', function() return 1 end)\n"
         command(tenant, "FUNCTION", "LOAD", "REPLACE", impostor)
         for i in range(3):
-            assert _enqueue(client, f"01REPLACED0000000000000000{i}")[1] == 1
+            assert _enqueue(client, f"01REPLACED0000000000000000{i}")[1] is True
         assert client.scripts._functions is None
     finally:
         client.close()

@@ -14,9 +14,8 @@ import redis
 from redflow_mp import Client, create_client, wait_scripts, xshard
 from redflow_mp.codec import RunWait
 from redflow_mp.ids import new_run_id, new_token
-from redflow_mp.scripts import Claimed
 from redflow_mp.shards import run_id_for_shard
-from tests.helpers import server_cpu_ms, text
+from tests.helpers import claim_one, server_cpu_ms, status_of, text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,19 +25,9 @@ _FAILED = b'{"type":"X","message":"m"}'
 SUSPEND_PAGE: int = getattr(wait_scripts, "SUSPEND_PAGE", 1_000)
 
 
-def _claim(client: Client, queue: str) -> Claimed:
-    _, claimed = client.scripts.claim((queue,), 60_000, new_token())
-    assert claimed is not None
-    return claimed
-
-
-def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
-    return text(raw.hget(client.keys.run(run_id), "status") or b"")
-
-
 def _finish(client: Client, queue: str, run_id: str, mode: str = "succeeded") -> None:
     """Claim the one run of ``queue`` (``run_id``) and finish it."""
-    run = _claim(client, queue)
+    run = claim_one(client, queue)
     assert run.id == run_id
     payload = _FAILED if mode == "failed" else f'"out-{run_id}"'.encode()
     assert client.scripts.finalize(run.id, run.token, mode, payload) == mode
@@ -86,7 +75,7 @@ def test_a_suspend_on_200k_children_holds_redis_a_page_at_a_time(
     Redis CPU with every other client blocked). Now no call of the suspend takes
     more than a tenth of the whole suspend's Redis CPU (a page is 1 % of it)."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     kids = [new_run_id() for _ in range(200_000)]
     pipe = raw.pipeline(transaction=False)
     for i, kid in enumerate(kids):
@@ -106,7 +95,7 @@ def test_a_suspend_on_200k_children_holds_redis_a_page_at_a_time(
     assert len(calls) == len(kids) // SUSPEND_PAGE + 1
     assert raw.scard(client.keys.run_awaits(parent)) == len(kids)
     assert raw.sismember(client.keys.run_waiters(kids[-1]), parent)
-    assert _status(raw, client, parent) == "suspended"
+    assert status_of(raw, client, parent) == "suspended"
 
 
 def test_children_finishing_between_pages_wake_the_run_once_with_every_outcome(
@@ -118,7 +107,7 @@ def test_children_finishing_between_pages_wake_the_run_once_with_every_outcome(
     the final check, one more. The run suspends, then wakes exactly once, at the
     last child's finish, and every child's outcome is there to read."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 3 * SUSPEND_PAGE + 5
     special = {0: "c-a", SUSPEND_PAGE + 1: "c-b", 2 * SUSPEND_PAGE + 3: "c-c", n - 1: "c-d"}
     kids = [enq(workflow="c", queue=special.get(i, "c")) for i in range(n)]
@@ -139,16 +128,16 @@ def test_children_finishing_between_pages_wake_the_run_once_with_every_outcome(
     assert raw.scard(client.keys.run_awaits(parent)) == n - 4
     woken_at: list[int] = []
     for i in range(n - 4):
-        assert _status(raw, client, parent) == "suspended", f"woken after {i} finishes"
-        child = _claim(client, "c")
+        assert status_of(raw, client, parent) == "suspended", f"woken after {i} finishes"
+        child = claim_one(client, "c")
         output = f'"out-{child.id}"'.encode()
         assert client.scripts.finalize(child.id, child.token, "succeeded", output)
-        if _status(raw, client, parent) != "suspended":
+        if status_of(raw, client, parent) != "suspended":
             woken_at.append(i)
     assert woken_at == [n - 5]  # at the last finish, once
-    assert _status(raw, client, parent) == "queued"
+    assert status_of(raw, client, parent) == "queued"
     assert not raw.exists(client.keys.run_awaits(parent))
-    again = _claim(client, "p")
+    again = claim_one(client, "p")
     assert again.id == parent
     pipe = raw.pipeline(transaction=False)
     for kid in kids:
@@ -165,7 +154,7 @@ def test_a_child_failing_between_pages_resumes_the_run(
     still run: the run is not suspended (it executes again and its wait step
     fails), though the failed child is no longer in its awaited set."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 3 * SUSPEND_PAGE + 5
     kids = [enq(workflow="c", queue="c-x" if i == 7 else "c") for i in range(n)]
 
@@ -176,7 +165,7 @@ def test_a_child_failing_between_pages_resumes_the_run(
     wait = RunWait(steps=["fan"], kinds=["children"], children=kids)
     with _calls(client, between):
         assert client.scripts.suspend(parent, run.token, wait) == "resume"
-    assert _status(raw, client, parent) == "running"
+    assert status_of(raw, client, parent) == "running"
     # the same lease suspends again (the replay would fail the step instead):
     # the failed child is read by its page, nothing is suspended
     assert client.scripts.suspend(parent, run.token, wait) == "resume"
@@ -189,7 +178,7 @@ def test_a_paged_suspend_abandoned_between_pages_leaves_nothing_that_wakes_the_r
     page 1's entries behind: they neither wake the run once it suspends on
     something else, nor keep that suspension or a resend of it from working."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
     wait = RunWait(steps=["fan"], kinds=["children"], children=kids)
@@ -207,11 +196,11 @@ def test_a_paged_suspend_abandoned_between_pages_leaves_nothing_that_wakes_the_r
     assert client.scripts.suspend(parent, run.token, alone) == "suspended"
     assert client.scripts.suspend(parent, run.token, alone) == "suspended"  # resent
     for _ in range(SUSPEND_PAGE + 1):  # page 1's children and more, failed too
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "failed", _FAILED)
-        assert _status(raw, client, parent) == "suspended"
+        assert status_of(raw, client, parent) == "suspended"
     _finish(client, "o", other)
-    assert _status(raw, client, parent) == "queued"
+    assert status_of(raw, client, parent) == "queued"
 
 
 def test_a_paged_suspend_sent_again_after_a_lost_reply_says_what_it_applied(
@@ -220,7 +209,7 @@ def test_a_paged_suspend_sent_again_after_a_lost_reply_says_what_it_applied(
     """Sent again from its first page, a paged suspend already applied changes
     nothing and says so; the run wakes at its last child's finish."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
     wait = RunWait(steps=["fan"], kinds=["children"], children=kids)
@@ -230,9 +219,9 @@ def test_a_paged_suspend_sent_again_after_a_lost_reply_says_what_it_applied(
     assert [name for name, _ in calls] == ["await_children"]  # its first page said so
     assert raw.scard(client.keys.run_awaits(parent)) == n
     for i in range(n):
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "succeeded", b"1")
-        assert _status(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
+        assert status_of(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
 
 
 def test_a_cancel_between_pages_ends_the_run_canceled_and_drops_its_awaited_set(
@@ -242,7 +231,7 @@ def test_a_cancel_between_pages_ends_the_run_canceled_and_drops_its_awaited_set(
     it canceled and removes the awaited set the pages built; the children's
     finishes then find nothing to wake or mark."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
     wait = RunWait(steps=["fan"], kinds=["children"], children=kids)
@@ -253,12 +242,12 @@ def test_a_cancel_between_pages_ends_the_run_canceled_and_drops_its_awaited_set(
 
     with _calls(client, cancel):
         assert client.scripts.suspend(parent, run.token, wait) == "canceled"
-    assert _status(raw, client, parent) == "canceled"
+    assert status_of(raw, client, parent) == "canceled"
     assert not raw.exists(client.keys.run_awaits(parent))
     for _ in range(3):
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "failed", _FAILED)
-    assert _status(raw, client, parent) == "canceled"
+    assert status_of(raw, client, parent) == "canceled"
     assert raw.hget(client.keys.run(parent), "awaitFailed") is None
 
 
@@ -311,7 +300,7 @@ def test_each_page_keeps_the_lease_running(
     worker's lease length from then on (never shorter), so a registration of
     many pages on a loaded Redis is not put back by the reaper midway."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     kids = [enq(workflow="c", queue="c") for _ in range(2 * SUSPEND_PAGE + 1)]
     seen: list[float] = []
 

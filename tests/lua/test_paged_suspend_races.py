@@ -14,13 +14,12 @@ import redis
 from redflow_mp import Client
 from redflow_mp.codec import RunWait
 from redflow_mp.ids import new_run_id
+from tests.helpers import claim_one, status_of
 from tests.lua.test_paged_suspend import (
     _FAILED,
     SUSPEND_PAGE,
     _calls,
-    _claim,
     _finish,
-    _status,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,7 +37,7 @@ def test_a_registration_overtaken_by_the_next_claims_leaves_that_claim_s_wait_wh
     later pages and final call arrive: refused, nothing of B's registration
     changes, and the run wakes once, at the last child's finish."""
     parent = enq(workflow="p", queue="p")
-    a = _claim(client, "p")
+    a = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
     wait = _fan(kids)
@@ -50,22 +49,22 @@ def test_a_registration_overtaken_by_the_next_claims_leaves_that_claim_s_wait_wh
         raw.zadd(client.keys.leases, {parent: 1})  # expired
         _, requeued, _ = client.scripts.reap(10)
         assert requeued == [parent]
-        b = _claim(client, "p")
+        b = claim_one(client, "p")
         assert b.id == parent and b.token != a.token
         state["b"] = b.token
         assert client.scripts.suspend(parent, b.token, wait) == "suspended"
 
     with _calls(client, overtake):
         assert client.scripts.suspend(parent, a.token, wait) == "lease-lost"
-    assert _status(raw, client, parent) == "suspended"
+    assert status_of(raw, client, parent) == "suspended"
     assert raw.scard(client.keys.run_awaits(parent)) == n
     assert text_of(raw.hget(client.keys.run(parent), "awaitsToken")) == state["b"]
     # A's final call resent on its own: refused, B's suspension unchanged
     assert client.scripts.suspend(parent, a.token, _fan(kids[:3])) == "lease-lost"
     for i in range(n):
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "succeeded", b"1")
-        assert _status(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
+        assert status_of(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
 
 
 def text_of(v: object) -> str:
@@ -80,7 +79,7 @@ def test_a_second_paged_wait_of_the_same_lease_is_not_woken_by_the_first_one_s_c
     naming the run in their waiters sets, fail, and neither mark nor wake it; it
     wakes at W2's last child. Then a non-paged wait after it works as ever."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     w1 = [enq(workflow="c", queue="c1-x" if i == SUSPEND_PAGE + 3 else "c1") for i in range(n)]
     _finish(client, "c1-x", w1[SUSPEND_PAGE + 3], "failed")
@@ -91,19 +90,19 @@ def test_a_second_paged_wait_of_the_same_lease_is_not_woken_by_the_first_one_s_c
     assert client.scripts.suspend(parent, run.token, _fan(w2)) == "suspended"
     assert raw.hget(client.keys.run(parent), "awaitFailed") is None
     for _ in range(SUSPEND_PAGE):  # W1's page-1 children fail
-        kid = _claim(client, "c1")
+        kid = claim_one(client, "c1")
         assert client.scripts.finalize(kid.id, kid.token, "failed", _FAILED)
-    assert _status(raw, client, parent) == "suspended"
+    assert status_of(raw, client, parent) == "suspended"
     assert raw.scard(client.keys.run_awaits(parent)) == n
     for i in range(n):
-        kid = _claim(client, "c2")
+        kid = claim_one(client, "c2")
         assert client.scripts.finalize(kid.id, kid.token, "succeeded", b"1")
-        assert _status(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
-    again = _claim(client, "p")
+        assert status_of(raw, client, parent) == ("queued" if i == n - 1 else "suspended")
+    again = claim_one(client, "p")
     one = enq(workflow="c", queue="c3")
     assert client.scripts.suspend(again.id, again.token, _fan([one])) == "suspended"
     _finish(client, "c3", one)
-    assert _status(raw, client, parent) == "queued"
+    assert status_of(raw, client, parent) == "queued"
 
 
 @pytest.mark.parametrize("what", ["event", "deadline"])
@@ -115,7 +114,7 @@ def test_a_paged_wait_on_children_events_and_a_deadline(
     that decision (200,000 members left to the run's retention otherwise); the
     same wait suspended whole wakes at the event / keeps the deadline's timer."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
     now = client.server_time_ms()
@@ -134,7 +133,7 @@ def test_a_paged_wait_on_children_events_and_a_deadline(
     )
     with _calls(client, between):
         assert client.scripts.suspend(parent, run.token, wait) == "resume"
-    assert _status(raw, client, parent) == "running"
+    assert status_of(raw, client, parent) == "running"
     assert not raw.exists(client.keys.run_awaits(parent))
     if what == "event":
         raw.delete(client.keys.run_events(parent, "go"))
@@ -148,7 +147,7 @@ def test_a_paged_wait_on_children_events_and_a_deadline(
     assert client.scripts.suspend(parent, run.token, later) == "suspended"
     assert raw.zscore(client.keys.timers, parent) == later.wake_at
     assert client.scripts.send_event(parent, "go", b"2", 100, key="k2")
-    assert _status(raw, client, parent) == "queued"
+    assert status_of(raw, client, parent) == "queued"
     assert not raw.exists(client.keys.run_awaits(parent))
 
 
@@ -161,7 +160,7 @@ def test_the_deadlock_rule_holds_for_a_paged_wait(
     resumed (every other slot held by a suspended run), its awaited set dropped.
     The same fan-out with k in it (a child holding a slot): p2 suspends."""
     ids = [enq(workflow="x", queue="xq", max_concurrency=3) for _ in range(3)]
-    p1, p2, k = (_claim(client, "xq") for _ in range(3))
+    p1, p2, k = (claim_one(client, "xq") for _ in range(3))
     assert {p1.id, p2.id, k.id} == set(ids)
     c1 = enq(workflow="x", queue="xc1", max_concurrency=3)
     assert client.scripts.suspend(p1.id, p1.token, _fan([c1])) == "suspended"
@@ -169,7 +168,7 @@ def test_the_deadlock_rule_holds_for_a_paged_wait(
     assert client.scripts.suspend(k.id, k.token, nap) == "suspended"
     kids = [enq(workflow="x", queue="xc2", max_concurrency=3) for _ in range(SUSPEND_PAGE + 1)]
     assert client.scripts.suspend(p2.id, p2.token, _fan(kids)) == "resume"
-    assert _status(raw, client, p2.id) == "running"
+    assert status_of(raw, client, p2.id) == "running"
     assert not raw.exists(client.keys.run_awaits(p2.id))
     assert client.scripts.suspend(p2.id, p2.token, _fan([*kids, k.id])) == "suspended"
     assert raw.scard(client.keys.run_awaits(p2.id)) == len(kids) + 1
@@ -183,7 +182,7 @@ def test_a_failed_child_s_deferred_notification_wakes_a_parent_that_paged_meanwh
     the final call: the parent suspends (not notified yet) and the duty's
     notification wakes it (its wait step then fails)."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c-x" if i == 0 else "c") for i in range(n)]
     others = [new_run_id() for _ in range(3000)]  # (parents that are no one)
@@ -196,14 +195,14 @@ def test_a_failed_child_s_deferred_notification_wakes_a_parent_that_paged_meanwh
     with _calls(client, fail_first):
         got = client.scripts.suspend(parent, run.token, _fan(kids))
     if got == "resume":  # notified at the finish (among its 100): marked
-        assert _status(raw, client, parent) == "running"
+        assert status_of(raw, client, parent) == "running"
         return
     assert got == "suspended"
     for _ in range(100):
         client.scripts.wake_timers(1000)
-        if _status(raw, client, parent) != "suspended":
+        if status_of(raw, client, parent) != "suspended":
             break
-    assert _status(raw, client, parent) == "queued"
+    assert status_of(raw, client, parent) == "queued"
 
 
 @pytest.mark.parametrize("mode", ["succeeded", "failed"])
@@ -215,7 +214,7 @@ def test_each_page_and_the_final_call_sent_twice_with_a_finish_between(
     the two sends of page 2: succeeded, it is not registered again and the run
     wakes at its last child; failed, the resend resumes the run."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     x = SUSPEND_PAGE + 5
     kids = [enq(workflow="c", queue="c-x" if i == x else "c") for i in range(n)]
@@ -239,7 +238,7 @@ def test_each_page_and_the_final_call_sent_twice_with_a_finish_between(
         del scripts.run
     if mode == "failed":
         assert got == "resume"
-        assert _status(raw, client, parent) == "running"
+        assert status_of(raw, client, parent) == "running"
         assert not raw.exists(client.keys.run_awaits(parent))
         return
     assert got == "suspended"
@@ -247,9 +246,9 @@ def test_each_page_and_the_final_call_sent_twice_with_a_finish_between(
     assert raw.scard(client.keys.run_awaits(parent)) == n - 1
     assert not raw.sismember(client.keys.run_awaits(parent), kids[x])
     for i in range(n - 1):
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "succeeded", b"1")
-        assert _status(raw, client, parent) == ("queued" if i == n - 2 else "suspended")
+        assert status_of(raw, client, parent) == ("queued" if i == n - 2 else "suspended")
 
 
 def test_retention_removes_a_parent_whose_paged_registration_was_abandoned(
@@ -259,7 +258,7 @@ def test_retention_removes_a_parent_whose_paged_registration_was_abandoned(
     again, and failed): retention removes the run with the awaited set page 1
     built; the children then finish as usual, nothing left of the parent."""
     parent = enq(workflow="p", queue="p")
-    run = _claim(client, "p")
+    run = claim_one(client, "p")
     n = 2 * SUSPEND_PAGE + 1
     kids = [enq(workflow="c", queue="c") for _ in range(n)]
 
@@ -271,14 +270,14 @@ def test_retention_removes_a_parent_whose_paged_registration_was_abandoned(
     with _calls(client, lose):
         assert client.scripts.suspend(parent, run.token, _fan(kids)) == "lease-lost"
     assert raw.scard(client.keys.run_awaits(parent)) == SUSPEND_PAGE
-    again = _claim(client, "p")
+    again = claim_one(client, "p")
     assert client.scripts.finalize(parent, again.token, "failed", _FAILED) == "failed"
     raw.zadd(client.keys.runs_status("failed"), {parent: 1})  # long ago
     removed, _ = client.scripts.sweep_step(1, 100)
     assert removed == 1
     assert not raw.exists(client.keys.run(parent), client.keys.run_awaits(parent))
     for _ in range(3):
-        kid = _claim(client, "c")
+        kid = claim_one(client, "c")
         assert client.scripts.finalize(kid.id, kid.token, "failed", _FAILED) == "failed"
     assert not raw.exists(client.keys.run(parent))
 
@@ -299,7 +298,7 @@ def test_the_paged_deadlock_rule_reads_the_smaller_set_and_only_when_needed(
     stuck candidate one of its awaited children at most."""
     slots = 20_000
     p = enq(workflow="x", queue="xq", max_concurrency=slots)
-    run = _claim(client, "xq")
+    run = claim_one(client, "xq")
     raw.hset(client.keys.workflow("x"), "maxConcurrency", slots)
     fakes = [f"f{i}" for i in range(slots - 1)]  # the other holders, suspended
     for i in range(0, len(fakes), 5_000):
@@ -324,8 +323,38 @@ def test_the_paged_deadlock_rule_reads_the_smaller_set_and_only_when_needed(
     p2 = enq(workflow="x", queue="xq2", max_concurrency=slots)
     raw.srem(client.keys.wf_running("x"), fakes[1])  # (a slot for p2)
     raw.srem(client.keys.wf_suspended("x"), fakes[1])
-    run2 = _claim(client, "xq2")
+    run2 = claim_one(client, "xq2")
     calls.clear()
     with _calls(client, count):
         assert client.scripts.suspend(p2, run2.token, _fan(kids)) == "resume"
     assert calls[-1] - calls[-2] <= len(kids) + 50, calls[-1] - calls[-2]
+
+
+def test_a_paged_wait_resumed_by_a_failed_child_leaves_no_await_failed_mark(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """A child of a paged wait fails while its parent still registers pages (it
+    marks the run ``awaitFailed``); the final suspend resumes on that mark. The
+    mark was consumed: it goes. Before, it stayed on the run for good when the
+    next wait was small (not paged, so no first page cleared it): the CI's Valkey
+    9 step failed ``assert b'01M98DPY7TXB6WH74AFKRN4MRP' is None`` in
+    tests/integration/test_paged_suspend_worker.py."""
+    parent = enq(workflow="p", queue="p")
+    run = claim_one(client, "p")
+    n = 2 * SUSPEND_PAGE + 1
+    kids = [enq(workflow="c", queue="cx" if i == 0 else "c") for i in range(n)]
+    failed = [False]
+
+    def fail_first_child(name: str, k: int) -> None:
+        if name == "await_children" and k == 0 and not failed[0]:
+            failed[0] = True  # after page 1 registered it, before page 2
+            _finish(client, "cx", kids[0], "failed")
+            assert raw.hget(client.keys.run(parent), "awaitFailed") == kids[0].encode()
+
+    with _calls(client, fail_first_child):
+        assert client.scripts.suspend(parent, run.token, _fan(kids)) == "resume"
+    assert failed[0]
+    assert raw.hget(client.keys.run(parent), "awaitFailed") is None
+    small = [enq(workflow="c", queue="c2")]
+    assert client.scripts.suspend(parent, run.token, _fan(small)) == "suspended"
+    assert raw.hget(client.keys.run(parent), "awaitFailed") is None

@@ -17,6 +17,7 @@ from redflow_mp.luafiles import SCRIPT_NAMES as _SCRIPT_NAMES
 from redflow_mp.luafiles import load_sources
 from redflow_mp.scripts import enqueue_reply
 from tests.helpers import command
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -85,15 +86,27 @@ def _library_names(raw: redis.Redis) -> list[str]:
     return names
 
 
-def test_scripts_run_through_evalsha_by_default(
-    raw: redis.Redis, client: Client, enq: Callable[..., str]
-) -> None:
-    enq()
-    assert client.scripts._functions is None
-    if client.transport.server_version() >= (7, 0):
-        # No function library is loaded: a library is found by name, which another
-        # user of the server could replace (tests/lua/test_library_tampering.py).
-        assert not [n for n in _library_names(raw) if n.startswith("redflow_")]
+def test_scripts_run_through_evalsha_by_default(server: RedisServer) -> None:
+    # A server of the test's own: on the session's server another test may have
+    # loaded the library with redis_functions=True (the CI's Valkey 9 step failed
+    # 'assert not ['redflow_e40d853da7aa']' when one had run before it on its worker).
+    from redflow_mp import create_client
+
+    client = create_client(server.url, prefix="evalsha", default=False)
+    raw = redis.Redis.from_url(server.url)
+    try:
+        client.scripts.enqueue(
+            "01FN00000000000000000000AB", "wf", "q", b"{}", 1, 0, "", 1000, "", "", None, None
+        )
+        assert client.scripts._functions is None
+        assert raw.exists(client.keys.run("01FN00000000000000000000AB"))
+        if client.transport.server_version() >= (7, 0):
+            # No function library is loaded: a library is found by name, which another
+            # user of the server could replace (tests/lua/test_library_tampering.py).
+            assert not [n for n in _library_names(raw) if n.startswith("redflow_")]
+    finally:
+        client.close()
+        raw.close()
 
 
 def test_redis_7_uses_one_function_library_and_reloads_it(

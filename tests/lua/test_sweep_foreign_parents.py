@@ -7,9 +7,8 @@ unless a parent of this shard still awaits the child."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import redis
 
 from redflow_mp import Client
@@ -17,17 +16,6 @@ from redflow_mp.ids import new_token
 
 FOREIGN = "01J00000000000000000000000~1"  # shard 1 of 2 (this is shard 0)
 OTHER = "01J00000000000000000000001~3"  # shard 3 % 2 = 1: foreign too
-
-
-@pytest.fixture()
-def sharded(client: Client) -> Iterator[Client]:
-    """``client``'s scripts as shard 0 of 2."""
-    s = client.scripts
-    s.shard_count, s.shard_index = 2, 0
-    try:
-        yield client
-    finally:
-        s.shard_count, s.shard_index = 1, 0
 
 
 def _child(raw: redis.Redis, client: Client, enq: Callable[..., str], parent: str) -> str:

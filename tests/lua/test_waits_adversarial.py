@@ -18,27 +18,18 @@ from redflow_mp.ids import new_token
 from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.scripts import Claimed
 from tests.helpers import (
+    claim_one,
     command_counts,
     cpu_ms_of,
     decode_cpu_ms,
     server_cpu_ms,
-    text,
+    status_of,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 _JUNK = "not a redflow key"
-
-
-def _claim(client: Client, queue: str) -> Claimed:
-    _, claimed = client.scripts.claim((queue,), 60_000, new_token())
-    assert claimed is not None
-    return claimed
-
-
-def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
-    return text(raw.hget(client.keys.run(run_id), "status") or b"")
 
 
 def _suspend_on_children(client: Client, run: Claimed, children: list[str]) -> None:
@@ -50,7 +41,7 @@ def test_an_event_names_set_of_the_wrong_type_stores_nothing_and_names_the_key(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     run_id = enq(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     wait = RunWait(steps=["a"], kinds=["event"], events=["go"])
     assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
     names = client.keys.run_event_names(run_id)
@@ -65,7 +56,7 @@ def test_an_event_names_set_of_the_wrong_type_stores_nothing_and_names_the_key(
     # the key removed, the next send is stored once and wakes the run
     raw.delete(names)
     assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
-    assert _status(raw, client, run_id) == "queued"
+    assert status_of(raw, client, run_id) == "queued"
     assert raw.llen(client.keys.run_events(run_id, "go")) == 1
 
 
@@ -88,7 +79,7 @@ def test_an_events_pending_field_that_is_not_a_number_loses_no_event(
     raw.hset(client.keys.run(run_id), "eventsPending", "x")
     # Before: HINCRBY failed after the RPUSH: the event stored, an error raised.
     assert client.scripts.send_event(run_id, "go", b'"p"', 10) is True
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     raw.hset(client.keys.run(run_id), "eventsPending", "y")
     head = b'{"seq":0,"status":"succeeded","startedAt":1,"finishedAt":2,"attempt":1,"outputJson":'
     # Before: HINCRBY failed after the LPOP: the event was popped and lost.
@@ -103,15 +94,15 @@ def test_a_waiters_set_overwritten_after_the_suspend_still_wakes_the_parent(
     raw: redis.Redis, client: Client, enq: Callable[..., str]
 ) -> None:
     parent_id = enq(workflow="p", queue="pq")
-    parent = _claim(client, "pq")
+    parent = claim_one(client, "pq")
     child_id = enq(workflow="c", queue="cq", parent=parent_id)
     _suspend_on_children(client, parent, [child_id])
     raw.delete(client.keys.run_waiters(child_id))
     raw.set(client.keys.run_waiters(child_id), _JUNK)
-    child = _claim(client, "cq")
+    child = claim_one(client, "cq")
     assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
     # Before: 'suspended' with no timer: the parent waited forever.
-    assert _status(raw, client, parent_id) == "queued"
+    assert status_of(raw, client, parent_id) == "queued"
     assert raw.zscore(client.keys.q_ready("pq"), parent_id) is not None
 
 
@@ -121,9 +112,9 @@ def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
     # The child's hash evicted (allkeys-lru) or deleted: it never finishes, so
     # nothing woke its parent (suspended for good).
     kept_parent_id = enq(workflow="p1", queue="pq")
-    kept_parent = _claim(client, "pq")
+    kept_parent = claim_one(client, "pq")
     lost_parent_id = enq(workflow="p2", queue="pq")
-    lost_parent = _claim(client, "pq")
+    lost_parent = claim_one(client, "pq")
     kept = enq(workflow="c", queue="cq", parent=kept_parent_id)
     lost = enq(workflow="c", queue="cq", parent=lost_parent_id)
     live = [enq(workflow="c", queue="cq", parent=lost_parent_id) for _ in range(2)]
@@ -133,8 +124,8 @@ def test_a_parent_awaiting_a_child_redis_lost_is_woken_by_the_sweep(
     # one page of one run: the first suspended (its child is there), then the next
     assert repair_suspended(client, client, 0, page=1) == (1, [], [])
     assert repair_suspended(client, client, 1, page=1) == (2, [(lost_parent_id, "")], [])
-    assert _status(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
-    assert _status(raw, client, kept_parent_id) == "suspended"
+    assert status_of(raw, client, lost_parent_id) == "queued"  # woken: it reads its children
+    assert status_of(raw, client, kept_parent_id) == "suspended"
     assert repair_suspended(client, client, 0) == (0, [], [])  # nothing more
 
 
@@ -144,16 +135,16 @@ def test_the_sweep_wakes_a_parent_whose_awaited_set_redis_lost(
     # run:<id>:awaits evicted: each child's finish found nothing to remove from
     # it, so none woke the parent, though all of them finished.
     parent_id = enq(workflow="p", queue="pq")
-    parent = _claim(client, "pq")
+    parent = claim_one(client, "pq")
     kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(2)]
     _suspend_on_children(client, parent, kids)
     raw.delete(client.keys.run_awaits(parent_id))
     for _ in kids:
-        child = _claim(client, "cq")
+        child = claim_one(client, "cq")
         assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
-    assert _status(raw, client, parent_id) == "suspended"  # before: for good
+    assert status_of(raw, client, parent_id) == "suspended"  # before: for good
     assert client.scripts.recheck_waits([parent_id]) == ([], [parent_id])
-    assert _status(raw, client, parent_id) == "queued"
+    assert status_of(raw, client, parent_id) == "queued"
 
 
 def test_the_sweep_reads_a_bounded_window_of_a_fan_out(
@@ -163,16 +154,16 @@ def test_the_sweep_reads_a_bounded_window_of_a_fan_out(
     # window is read, so "all finished" is never concluded from part of them,
     # and a page of such parents costs at most 5,000 reads.
     parent_id = enq(workflow="p", queue="pq")
-    parent = _claim(client, "pq")
+    parent = claim_one(client, "pq")
     kids = [enq(workflow="c", queue="cq", parent=parent_id) for _ in range(60)]
     _suspend_on_children(client, parent, kids)
     raw.delete(client.keys.run_awaits(parent_id))
     for _ in kids[:-1]:
-        child = _claim(client, "cq")
+        child = claim_one(client, "cq")
         assert client.scripts.finalize(child.id, child.token, "succeeded", b"1") == "succeeded"
     counts = command_counts(raw, lambda: client.scripts.recheck_waits([parent_id]))
     assert counts.get("hget", 0) == 50  # the window, not the 60
-    assert _status(raw, client, parent_id) == "suspended"
+    assert status_of(raw, client, parent_id) == "suspended"
 
 
 def test_the_sweep_puts_back_wake_up_times_redis_lost(
@@ -180,9 +171,9 @@ def test_the_sweep_puts_back_wake_up_times_redis_lost(
 ) -> None:
     # `timers` evicted (allkeys-lru) or deleted: every sleeping run slept for good.
     sleeper_id = enq(workflow="s", queue="sq")
-    sleeper = _claim(client, "sq")
+    sleeper = claim_one(client, "sq")
     listener_id = enq(workflow="e", queue="eq")
-    listener = _claim(client, "eq")
+    listener = claim_one(client, "eq")
     at = client.server_time_ms() - 1  # due already
     sleep = RunWait(steps=["nap"], kinds=["sleep"], wake_at=at + 60_000)
     assert client.scripts.suspend(sleeper_id, sleeper.token, sleep) == "suspended"
@@ -208,10 +199,10 @@ def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(
     parents = [enq(workflow="p", queue="pq", max_concurrency=n) for _ in range(n)]
     pipe_client = client.scripts
     for _ in range(n):
-        run = _claim(client, "pq")
+        run = claim_one(client, "pq")
         wait = RunWait(steps=["s"], kinds=["children"], children=[child_id])
         assert pipe_client.suspend(run.id, run.token, wait) == "suspended"
-    child = _claim(client, "cq")
+    child = claim_one(client, "cq")
     assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
     # Before: the finish woke all 5,000 in one script (~90 ms of Redis; 100,000: ~2 s).
     assert raw.zcard(client.keys.q_ready("pq")) == 100, "parents woken by the finish"
@@ -224,7 +215,7 @@ def test_a_child_awaited_by_many_parents_wakes_them_in_bounded_slices(
         if read < 500:
             break
     assert max(per_call) <= 500 and sum(per_call) == n - 100, per_call
-    assert {_status(raw, client, p) for p in parents} == {"queued"}
+    assert {status_of(raw, client, p) for p in parents} == {"queued"}
     assert raw.zcard(client.keys.q_ready("pq")) == n
     assert raw.zcard(client.keys.timers) == 0
     assert not raw.exists(client.keys.run_waiters(child_id))
@@ -242,16 +233,16 @@ def test_a_parent_awaiting_other_children_is_not_woken_by_the_slices(
     own = [enq(workflow="d", queue="dq", parent=p, max_concurrency=n) for p in parents]
     mine = dict(zip(parents, own, strict=True))
     for i in range(n):
-        run = _claim(client, "pq")
+        run = claim_one(client, "pq")
         _suspend_on_children(client, run, [shared, mine[run.id]] if i % 2 else [shared])
-    child = _claim(client, "cq")
+    child = claim_one(client, "cq")
     assert client.scripts.finalize(child.id, child.token, "succeeded", b'"ok"') == "succeeded"
     for _ in range(10):
         client.scripts.wake_timers(50)
     still = {p for p in parents if raw.sismember(client.keys.run_awaits(p), mine[p])}
     assert len(still) == n // 2
-    assert {_status(raw, client, p) for p in still} == {"suspended"}
-    assert {_status(raw, client, p) for p in parents if p not in still} == {"queued"}
+    assert {status_of(raw, client, p) for p in still} == {"suspended"}
+    assert {status_of(raw, client, p) for p in parents if p not in still} == {"queued"}
     assert raw.zcard(client.keys.timers) == 0
 
 
@@ -306,7 +297,7 @@ def test_a_wait_on_an_event_list_of_the_wrong_type_names_the_key_and_changes_not
     key named: the worker retried the suspend for good, logging only "found a
     key of the wrong type under prefix ...")."""
     run_id = enq(workflow="e", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     events = client.keys.run_events(run_id, "go")
     raw.set(events, _JUNK)
     wait = RunWait(steps=["a"], kinds=["event"], events=["go"])
@@ -315,7 +306,7 @@ def test_a_wait_on_an_event_list_of_the_wrong_type_names_the_key_and_changes_not
     record = (b'{"seq":0,"status":"succeeded","outputJson":', b"}")
     with pytest.raises(WrongTypeError, match=re.escape(events)):
         client.scripts.consume_event(run_id, run.token, "a", "go", record, 60_000)
-    assert _status(raw, client, run_id) == "running"
+    assert status_of(raw, client, run_id) == "running"
     assert raw.zscore(client.keys.leases, run_id) is not None
     assert raw.hget(client.keys.run_steps(run_id), "a") is None
     assert raw.get(events) == _JUNK.encode()
@@ -381,7 +372,7 @@ def test_an_event_to_a_run_suspended_on_a_large_fan_out_does_not_decode_its_wait
     (``waitEvents``); an awaited name wakes the run as before, and a run
     suspended by an older version (no ``waitEvents``) is read from its wait."""
     run_id = enq(workflow="g", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     kids = [f"K{j:07d}~1" for j in range(200_000)]  # in another shard
     wait = RunWait(
         steps=["fan", "ev"], kinds=["children", "event"], children=kids, events=["go/x", "b"]
@@ -406,18 +397,18 @@ def test_an_event_to_a_run_suspended_on_a_large_fan_out_does_not_decode_its_wait
     assert spent < one / 2, (
         f"5 events used {spent:.0f} ms of Redis CPU; the wait decodes in {one:.0f} ms"
     )
-    assert _status(raw, client, run_id) == "suspended"
+    assert status_of(raw, client, run_id) == "suspended"
     assert client.send_event(run_id, "go/x", 1)
-    assert _status(raw, client, run_id) == "queued"
+    assert status_of(raw, client, run_id) == "queued"
     assert raw.hget(client.keys.run(run_id), "waitEvents") is None
     # suspended by an older version: no waitEvents, the wait is read
     other_id = enq(workflow="h", queue="q2")
-    other = _claim(client, "q2")
+    other = claim_one(client, "q2")
     events = RunWait(steps=["a"], kinds=["event"], events=["go"])
     assert client.scripts.suspend(other_id, other.token, events) == "suspended"
     raw.hdel(client.keys.run(other_id), "waitEvents")
     assert client.send_event(other_id, "go", 1)
-    assert _status(raw, client, other_id) == "queued"
+    assert status_of(raw, client, other_id) == "queued"
 
 
 def test_an_event_wakes_a_run_an_older_version_suspended_again(
@@ -431,7 +422,7 @@ def test_an_event_wakes_a_run_an_older_version_suspended_again(
     until its deadline). The names are read only when written by the suspension
     the run is in (its lease token); else from its wait."""
     run_id = enq(workflow="g", queue="q")
-    run = _claim(client, "q")
+    run = claim_one(client, "q")
     assert (
         client.scripts.suspend(
             run_id, run.token, RunWait(steps=["a"], kinds=["event"], events=["a"])
@@ -449,6 +440,6 @@ def test_an_event_wakes_a_run_an_older_version_suspended_again(
         },
     )
     assert client.send_event(run_id, "b", 1)
-    assert _status(raw, client, run_id) == "queued", (
+    assert status_of(raw, client, run_id) == "queued", (
         "event 'b' did not wake the run the older version suspended on it"
     )

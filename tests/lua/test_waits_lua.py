@@ -13,7 +13,7 @@ from redflow_mp.codec import RunWait, StoredStep, decode_step, encode_step
 from redflow_mp.ids import new_token
 from redflow_mp.scripts import Claimed
 from redflow_mp.wait_scripts import EventLimitError
-from tests.helpers import text
+from tests.helpers import status_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,10 +26,6 @@ def _claim(client: Client, queue: str = "q") -> Claimed:
 
 def _finish(client: Client, run: Claimed, output: bytes = b'"ok"') -> str | None:
     return client.scripts.finalize(run.id, run.token, "succeeded", output)
-
-
-def _status(raw: redis.Redis, client: Client, run_id: str) -> str:
-    return text(raw.hget(client.keys.run(run_id), "status") or b"")
 
 
 def _record_parts(attempt: int = 1) -> tuple[bytes, bytes]:
@@ -49,7 +45,7 @@ def test_child_finishing_before_the_suspend_resumes_at_once(
     assert _finish(client, child) == "succeeded"  # between the handler's check and its suspend
     wait = RunWait(steps=["s"], kinds=["children"], children=[child_id])
     assert client.scripts.suspend(parent_id, parent.token, wait) == "resume"
-    assert _status(raw, client, parent_id) == "running"  # lease kept, nothing registered
+    assert status_of(raw, client, parent_id) == "running"  # lease kept, nothing registered
     assert not raw.exists(client.keys.run_awaits(parent_id))
     assert raw.zscore(client.keys.leases, parent_id) is not None
 
@@ -63,7 +59,7 @@ def test_child_finishing_after_the_suspend_wakes_the_parent_exactly_once(
     b = enq(workflow="c", queue="cq", parent=parent_id)
     wait = RunWait(steps=["s"], kinds=["children"], children=[a, b])
     assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
-    assert _status(raw, client, parent_id) == "suspended"
+    assert status_of(raw, client, parent_id) == "suspended"
     assert raw.zscore(client.keys.leases, parent_id) is None
     assert raw.sismember(client.keys.wf_running("p"), parent_id)  # slot kept
     assert raw.smembers(client.keys.run_awaits(parent_id)) == {a.encode(), b.encode()}
@@ -71,10 +67,10 @@ def test_child_finishing_after_the_suspend_wakes_the_parent_exactly_once(
     assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
     first = _claim(client, "cq")
     _finish(client, first)
-    assert _status(raw, client, parent_id) == "suspended"  # one child still running
+    assert status_of(raw, client, parent_id) == "suspended"  # one child still running
     second = _claim(client, "cq")
     assert client.scripts.finalize(second.id, second.token, "failed", b'{"type":"X","message":"m"}')
-    assert _status(raw, client, parent_id) == "queued"
+    assert status_of(raw, client, parent_id) == "queued"
     assert raw.zrange(client.keys.q_ready("pq"), 0, -1) == [parent_id.encode()]
     # the woken run is claimed although the workflow is at its limit (1): its slot
     again = _claim(client, "pq")
@@ -120,9 +116,9 @@ def test_send_event_wakes_only_a_run_waiting_for_that_name(
     assert client.scripts.suspend(run_id, run.token, wait) == "suspended"
     assert raw.zscore(client.keys.timers, run_id) == 2**41
     assert client.scripts.send_event(run_id, "other", b"1", 10) is True
-    assert _status(raw, client, run_id) == "suspended"
+    assert status_of(raw, client, run_id) == "suspended"
     assert client.scripts.send_event(run_id, "go", b"2", 10) is True
-    assert _status(raw, client, run_id) == "queued"
+    assert status_of(raw, client, run_id) == "queued"
     assert raw.zscore(client.keys.timers, run_id) is None
     assert raw.hget(client.keys.run(run_id), "wait") is None
     assert client.scripts.send_event("missing", "go", b"1", 10) is False
@@ -148,7 +144,7 @@ def test_wake_timers_wakes_due_runs_only_and_reports_lateness(
     read, earliest, late = client.scripts.wake_timers(100)
     assert read == 2 and len(late) == 2 and all(x >= 50 for x in late)
     assert earliest == now + 3_600_000
-    assert [_status(raw, client, i) for i in ids] == ["queued", "queued", "suspended"]
+    assert [status_of(raw, client, i) for i in ids] == ["queued", "queued", "suspended"]
 
 
 def test_cancel_of_a_suspended_run_frees_everything(
@@ -166,7 +162,7 @@ def test_cancel_of_a_suspended_run_frees_everything(
     # the child's later finish finds a canceled parent: no wake
     child = _claim(client, "cq")
     _finish(client, child)
-    assert _status(raw, client, parent_id) == "canceled"
+    assert status_of(raw, client, parent_id) == "canceled"
     assert raw.zcard(client.keys.q_ready("pq")) == 0
 
 
@@ -215,7 +211,7 @@ def test_a_failed_child_wakes_the_parent_with_others_pending(
     assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
     first = _claim(client, "cq")
     assert client.scripts.finalize(first.id, first.token, "failed", b'{"type":"X","message":"m"}')
-    assert _status(raw, client, parent_id) == "queued"
+    assert status_of(raw, client, parent_id) == "queued"
     assert raw.zcard(client.keys.q_ready("pq")) == 1
     # the other child's later finish finds the parent awake: nothing more happens
     second = _claim(client, "cq")
@@ -241,7 +237,7 @@ def test_event_and_deadline_racing_wake_the_run_once(
     assert client.scripts.send_event(run_id, "go", b"1", 10) is True
     assert client.scripts.wake_timers(10)[2] == []  # its timer went with the wake
     assert client.scripts.wake_timers(10)[2] == []
-    assert _status(raw, client, run_id) == "queued"
+    assert status_of(raw, client, run_id) == "queued"
     assert raw.zrange(client.keys.q_ready("q"), 0, -1) == [run_id.encode()]
     assert raw.zcard(client.keys.runs_status("queued")) == 1
     assert raw.zcard(client.keys.runs_status("suspended")) == 0
@@ -262,9 +258,9 @@ def test_a_woken_run_is_not_a_new_start_under_a_rate_limit(
     wait = RunWait(steps=["s"], kinds=["children"], children=[child_id])
     assert client.scripts.suspend(parent_id, parent.token, wait) == "suspended"
     _finish(client, _claim(client, "cq"))
-    assert _status(raw, client, parent_id) == "queued"  # woken
+    assert status_of(raw, client, parent_id) == "queued"  # woken
     again = _claim(client, "pq")  # not deferred to the next hour
-    assert again.id == parent_id and _status(raw, client, parent_id) == "running"
+    assert again.id == parent_id and status_of(raw, client, parent_id) == "running"
     assert raw.zcard(k.rate("p")) == 1 and raw.hget(k.run(parent_id), "rateSlot") is None
     assert raw.hget(k.run(parent_id), "attemptStartedAt") == started
 
@@ -286,7 +282,7 @@ def test_the_last_of_two_parents_holding_every_slot_is_not_suspended_on_its_own_
     assert client.scripts.suspend(p1.id, p1.token, first) == "suspended"
     second = RunWait(steps=["me"], kinds=["children"], children=[c2])
     assert client.scripts.suspend(p2.id, p2.token, second) == "resume"
-    assert _status(raw, client, p2.id) == "running"  # lease kept, nothing registered
+    assert status_of(raw, client, p2.id) == "running"  # lease kept, nothing registered
     assert raw.zscore(client.keys.leases, p2.id) is not None
     assert not raw.exists(client.keys.run_waiters(c2))
     # a child of another workflow, or a free slot, is no deadlock: it suspends
@@ -318,7 +314,7 @@ def test_the_deadlock_rule_holds_past_256_slots(
     last = parents[-1]
     wait = RunWait(steps=["me"], kinds=["children"], children=[kids[-1]])
     assert client.scripts.suspend(last.id, last.token, wait) == "resume"
-    assert _status(raw, client, last.id) == "running"
+    assert status_of(raw, client, last.id) == "running"
 
 
 def test_wf_suspended_holds_the_suspended_slot_holders_only(
@@ -340,7 +336,7 @@ def test_wf_suspended_holds_the_suspended_slot_holders_only(
     assert raw.smembers(k.wf_suspended("x")) == {a.id.encode()}
     kid = _claim(client, "yq")
     assert _finish(client, kid) == "succeeded"  # wakes a: queued, still holding its slot
-    assert _status(raw, client, a.id) == "queued"
+    assert status_of(raw, client, a.id) == "queued"
     assert not raw.exists(k.wf_suspended("x"))
 
 

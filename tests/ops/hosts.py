@@ -120,7 +120,10 @@ def serve_asgi(app: Any) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
+    # loop="asyncio": uvicorn 0.29-0.35's "auto" sets uvloop's policy for the whole
+    # process once uvloop is installed (the dev extra has it), which would leak into
+    # the later tests of this xdist worker
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", loop="asyncio")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()

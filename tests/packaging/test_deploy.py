@@ -59,7 +59,7 @@ from tests.packaging.deployfiles import (
     unit_file,
 )
 from tests.process.conftest import clean_env, wait_until
-from tests.redis_server import _free_port
+from tests.redis_server import free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
@@ -225,7 +225,7 @@ def test_image_entrypoint_environment_and_healthcheck(
     )
     assert entry is not None and health is not None
     image_env = instruction_env(instructions, final)
-    port = _free_port()
+    port = free_port()
     env = clean_env(
         {
             **{k: v for k, v in image_env.items() if k.startswith(("REDFLOW_", "PYTHON"))},
@@ -350,7 +350,7 @@ def test_compose_dashboard_service_runs(redis_url: str, prefix: str, tmp_path: P
     it refuses to start without RF_DASHBOARD_TOKEN, and with it answers the health
     check while every page needs the token."""
     dash = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["dashboard"]
-    port = str(_free_port())
+    port = str(free_port())
     argv = [p.replace("8321", port) for p in [*dash["entrypoint"], *dash["command"]]]
     argv[0] = str(BIN / argv[0])
     check = [p.replace("8321", port) for p in dash["healthcheck"]["test"][1:]]
@@ -520,7 +520,7 @@ def test_unit_commands_drive_a_real_supervisor(redis_url: str, prefix: str, tmp_
             "REDFLOW_PREFIX": prefix,
             "REDFLOW_MODULES": str(DEMO_FLOWS),
             "REDFLOW_PROCS": "2",
-            "REDFLOW_METRICS_PORT": str(_free_port()),
+            "REDFLOW_METRICS_PORT": str(free_port()),
         }
     )
     for assignment in svc.get("Environment", []):

@@ -163,7 +163,8 @@ def test_wheel_holds_both_packages_lua_types_and_license(dists: Dists) -> None:
     expected = _package_files(dists.files)
     lua = {n for n in expected if n.endswith(".lua")}
     assert len(lua) >= 10
-    assert {"redflow_mp/lua/_lib.lua", "redflow_mp/lua/_lib_runs.lua"} <= lua
+    lib = ("_lib", "_lib_retry", "_lib_rate", "_lib_runs")
+    assert {f"redflow_mp/lua/{n}.lua" for n in lib} <= lua
     assert {"redflow_mp/py.typed", "redflow_supervisor/py.typed"} <= expected
     assert "redflow_supervisor/ops/dashboard.py" in expected
     missing = expected - names
@@ -286,7 +287,7 @@ print(json.dumps(out))
     for path in out["files"]:
         assert path.startswith(str(site)), f"imported {path}, not the unpacked wheel"
     lua_names = {PurePosixPath(n).stem for n in dists.files if n.startswith("redflow_mp/lua/")}
-    assert set(out["lua"]) == lua_names - {"_lib", "_lib_runs"}
+    assert set(out["lua"]) == lua_names - {"_lib", "_lib_retry", "_lib_rate", "_lib_runs"}
 
 
 def test_sdist_carries_tests_config_examples_and_deployment_files(dists: Dists) -> None:

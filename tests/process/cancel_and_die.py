@@ -14,7 +14,7 @@ from redflow_mp import create_client
 from redflow_mp.runs import Runs
 
 
-def _stall(self: Runs, run_id: str, reason: str | None = None) -> int:
+def _stall(self: Runs, run_id: str, reason: str | None = None, limit: int | None = None) -> int:
     print("parent-canceled", flush=True)
     time.sleep(3600)
     return 0

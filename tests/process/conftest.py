@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, create_client
+from tests import helpers
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,11 +228,6 @@ def wait_until(
     interval: float = 0.01,
     message: str = "condition",
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+    """:func:`tests.helpers.wait_until`, polling every 10 ms: a process test's
+    predicate reads another process (its log, its children, Redis)."""
+    return helpers.wait_until(predicate, timeout, interval, message)

@@ -56,6 +56,37 @@ def suicide(ctx: Context[Any]) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@define_workflow("fickle-pill", queue="p", max_concurrency=10)
+def fickle_pill(ctx: Context[Any]) -> None:
+    """A poison pill whose step name differs at each execution (a timestamp, a
+    uuid in it): each one completes a step nobody recorded before, then kills
+    its worker. That is no progress: a replay never reaches the steps before."""
+    r, tag = _r()
+    n = int(r.incr(f"{tag}:ledger:fickle"))
+    ctx.step.run(f"fetch-{n}-{time.time_ns()}", lambda: n)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@define_workflow("long-haul", queue="p", max_concurrency=10)
+def long_haul(ctx: Context[Any]) -> str:
+    """Four stages, each a step and a sleep. The first execution of each stage's
+    step parks until the test SIGKILLs its process (an OOM kill, say): four
+    crashes in the run's life, each after the stage before it completed."""
+    r, tag = _r()
+    for i in range(4):
+
+        def work(i: int = i) -> int:
+            n = int(r.incr(f"{tag}:ledger:haul-{i}"))
+            if n == 1:
+                r.set(f"{tag}:victim-{i}", os.getpid())
+                time.sleep(120)
+            return n
+
+        ctx.step.run(f"work-{i}", work)
+        ctx.step.sleep(f"rest-{i}", 0.1)
+    return "done"
+
+
 @define_workflow("pid", queue="p", max_concurrency=100)
 def pid(ctx: Context[Any]) -> int:
     return os.getpid()

@@ -94,6 +94,29 @@ def test_a_tls_url_to_a_server_without_tls_says_so(redis_url: str) -> None:
     ``redflow`` said only ``Timeout connecting to server``, which reads as a
     network problem."""
     url = redis_url.replace("redis://", f"rediss://app:{PASSWORD}@", 1)
+    for out in _both_refuse(url):
+        assert "TLS" in out and "redis://" in out, out
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "said"),
+    [("", "gives no password"), (f"{PASSWORD}@", "a user name but no password")],
+)
+def test_a_url_without_the_password_a_server_asks_for_says_so(userinfo: str, said: str) -> None:
+    """A server with ``requirepass`` and a URL without the password (forgotten, or
+    ``redis://secret@host`` with the ``:`` before it forgotten, which names a user):
+    the supervisor and ``redflow`` said ``refused the credentials: HELLO must be
+    called with the client already authenticated, ...``, which reads as a wrong
+    password although none was sent."""
+    with RedisServer(password=PASSWORD) as server:
+        url = f"redis://{userinfo}127.0.0.1:{server.port}/0"
+        for out in _both_refuse(url):
+            assert said in out and "user info after a ':'" in out, out
+
+
+def _both_refuse(url: str) -> list[str]:
+    """The outputs of ``redflow-supervisor`` and ``redflow queues`` given ``url``, run
+    side by side: each must exit 1 with no traceback and without the password."""
     args = ["--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url]
     env = clean_env()
     both = [
@@ -110,44 +133,11 @@ def test_a_tls_url_to_a_server_without_tls_says_so(redis_url: str) -> None:
             ("redflow_supervisor.ops", ["queues", "--url", url]),
         )
     ]
+    outs = []
     for proc in both:
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 1, out
         assert "Traceback" not in out, out
-        assert "TLS" in out and "redis://" in out, out
         assert PASSWORD not in out, out
-
-
-@pytest.mark.parametrize(
-    ("userinfo", "said"),
-    [("", "gives no password"), (f"{PASSWORD}@", "a user name but no password")],
-)
-def test_a_url_without_the_password_a_server_asks_for_says_so(userinfo: str, said: str) -> None:
-    """A server with ``requirepass`` and a URL without the password (forgotten, or
-    ``redis://secret@host`` with the ``:`` before it forgotten, which names a user):
-    the supervisor and ``redflow`` said ``refused the credentials: HELLO must be
-    called with the client already authenticated, ...``, which reads as a wrong
-    password although none was sent."""
-    with RedisServer(password=PASSWORD) as server:
-        url = f"redis://{userinfo}127.0.0.1:{server.port}/0"
-        args = ["--app", "x", "--procs", "1", "--module", "tests.faults.workload", "--url", url]
-        both = [
-            subprocess.Popen(
-                [sys.executable, "-m", module, *argv],
-                cwd=ROOT,
-                env=clean_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for module, argv in (
-                ("redflow_supervisor", args),
-                ("redflow_supervisor.ops", ["queues", "--url", url]),
-            )
-        ]
-        for proc in both:
-            out, _ = proc.communicate(timeout=90)
-            assert proc.returncode == 1, out
-            assert "Traceback" not in out, out
-            assert said in out and "user info after a ':'" in out, out
-            assert PASSWORD not in out, out
+        outs.append(out)
+    return outs

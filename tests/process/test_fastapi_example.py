@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,9 @@ import redis
 
 from examples.web_flows import _checksum
 from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
+from tests.redis_server import free_port
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
@@ -58,7 +52,7 @@ class Web:
 
     def __init__(self, redis_url: str, prefix: str, log: Path) -> None:
         self.log_path = log
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -129,7 +123,8 @@ def test_the_fastapi_example_enqueues_and_awaits_runs(
     )
 
     status, out = http("POST", f"{base}/reports/wait", {"name": "march", "rows": 2000})
-    assert (status, out) == (200, {"name": "march", "rows": 2000, "checksum": _checksum(2000)})
+    expected = {"name": "march", "rows": 2000, "checksum": _checksum(2000)}
+    assert (status, out) == (200, expected), web.log()[-4000:]
 
     created = f"{{{prefix}}}:runs:created"
     before = raw.zcard(created)

@@ -15,12 +15,7 @@ from collections.abc import Callable
 
 from redflow_supervisor.metrics import MAX_CONNS
 from tests.process.conftest import Supervisor, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.redis_server import free_port
 
 
 def _scrape(port: int) -> str | None:
@@ -37,16 +32,16 @@ def test_a_scrape_is_answered_while_idle_clients_hold_every_connection(
     """MAX_CONNS idle connections, held: a new one closes the oldest of those still
     waiting for their request and is answered (before: closed at accept, and the
     three scrapes within the 5 s the idle ones are kept all failed)."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, args=["--metrics-port", str(port)])
     wait_until(lambda: _scrape(port), 20, message="the metrics endpoint")
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNS)]
     try:
         time.sleep(0.5)  # every one of them accepted by the arbiter
-        started = time.monotonic()
+        # answered by closing the oldest idle connection, not after the idle ones'
+        # 5 s timeout: tests/unit/test_metrics_room.py proves that without a clock
+        # (a bound in seconds here failed on a loaded machine)
         pages = [_scrape(port) for _ in range(3)]
-        elapsed = time.monotonic() - started
-        assert elapsed < 4.0, f"the scrapes took {elapsed:.1f} s: the idle ones timed out"
         assert all(p is not None and "redflow_children_alive" in p for p in pages), (
             f"scrapes while {MAX_CONNS} idle connections were held: "
             f"{[None if p is None else 'answered' for p in pages]}"

@@ -18,14 +18,9 @@ from collections.abc import Callable
 
 from redflow_supervisor.metrics import MAX_CONNS
 from tests.process.conftest import Supervisor, wait_until
+from tests.redis_server import free_port
 
 QUEUES = 5_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> str | None:
@@ -34,6 +29,31 @@ def _scrape(port: int) -> str | None:
             return str(resp.read().decode())
     except OSError:
         return None
+
+
+def _calibrate(sup: Supervisor, port: int, to: int) -> tuple[float, float]:
+    """What this machine takes now, with nobody flooding: seconds from a TTIN
+    to the new child (``to`` children), and a scrape's rendering (the median of
+    five). The bounds below scale with both, so a loaded machine (CI at a load
+    of 12) raises them as much as it slows the parent, and the defect (a wait
+    rendering once per client: 32 renderings before a signal) still fails."""
+    started = time.monotonic()
+    sup.send(signal.SIGTTIN)
+    sup.wait_workers(to, timeout=30)
+    fork = time.monotonic() - started
+    renders: list[float] = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert _scrape(port) is not None
+        renders.append(time.monotonic() - t0)
+    return fork, sorted(renders)[2]
+
+
+def _bound(fork: float, render: float) -> float:
+    """A signal waits at most a couple of renderings (the one under way and the
+    shared one) besides the fork itself: 8 renderings of margin, where the
+    defect took 32, plus a floor of 0.75 s for a quiet machine."""
+    return max(0.75, 2 * fork + 8 * render)
 
 
 def _flood(port: int, stop: threading.Event, answered: list[int]) -> None:
@@ -51,11 +71,12 @@ def _flood(port: int, stop: threading.Event, answered: list[int]) -> None:
 def test_the_parent_handles_signals_at_once_while_clients_scrape_without_pause(
     supervisor: Callable[..., Supervisor],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     queues = ",".join(["p", *(f"idle{i}" for i in range(QUEUES - 1))])
     sup = supervisor(procs=1, args=["--metrics-port", str(port), "--queues", queues])
     wait_until(lambda: _scrape(port), 30, message="the metrics endpoint")
     sup.wait_workers(1)
+    fork, render = _calibrate(sup, port, 2)
     stop = threading.Event()
     answered: list[int] = []
     flooders = [
@@ -67,7 +88,7 @@ def test_the_parent_handles_signals_at_once_while_clients_scrape_without_pause(
     took: list[float] = []
     try:
         time.sleep(1.0)  # the flood going on
-        for n in range(2, 6):
+        for n in range(3, 7):
             started = time.monotonic()
             sup.send(signal.SIGTTIN)
             sup.wait_workers(n, timeout=30)
@@ -78,12 +99,13 @@ def test_the_parent_handles_signals_at_once_while_clients_scrape_without_pause(
         for t in flooders:
             t.join(10)
     assert answered, "no scrape was answered during the flood"
-    assert max(took) < 0.75, (
+    assert max(took) < _bound(fork, render), (
         f"seconds from TTIN to the new child while {MAX_CONNS} clients scraped: "
-        f"{[round(x, 2) for x in took]} ({len(answered)} scrapes answered)"
+        f"{[round(x, 2) for x in took]} ({len(answered)} scrapes answered); "
+        f"unflooded: fork {fork:.2f} s, rendering {render:.3f} s"
     )
     with contextlib.suppress(AssertionError):
-        sup.wait_workers(5, timeout=1)
+        sup.wait_workers(6, timeout=1)
     assert "Traceback" not in sup.log(), sup.log()[-3000:]
 
 
@@ -119,10 +141,11 @@ def test_slow_idle_and_endless_clients_stall_neither_the_parent_nor_a_scrape(
     connections and a header that never ends cost the parent neither its signals
     nor a scrape's answer (each connection has 5 s, the oldest waiting one makes
     room, a request stops being read at 8 KiB)."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, args=["--metrics-port", str(port)])
     wait_until(lambda: _scrape(port), 30, message="the metrics endpoint")
     sup.wait_workers(1)
+    fork, render = _calibrate(sup, port, 2)
     stop = threading.Event()
     attackers = [
         *(threading.Thread(target=_trickle, args=(port, stop), daemon=True) for _ in range(40)),
@@ -138,7 +161,7 @@ def test_slow_idle_and_endless_clients_stall_neither_the_parent_nor_a_scrape(
             with contextlib.suppress(OSError):
                 idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         time.sleep(1.0)
-        for n in range(2, 5):
+        for n in range(3, 6):
             started = time.monotonic()
             sup.send(signal.SIGTTIN)
             sup.wait_workers(n, timeout=30)
@@ -150,6 +173,9 @@ def test_slow_idle_and_endless_clients_stall_neither_the_parent_nor_a_scrape(
             t.join(10)
         for s in idle:
             s.close()
-    assert max(took) < 0.75, f"seconds from TTIN to the new child: {[round(x, 2) for x in took]}"
+    assert max(took) < _bound(fork, render), (
+        f"seconds from TTIN to the new child: {[round(x, 2) for x in took]}; "
+        f"unattacked: fork {fork:.2f} s, rendering {render:.3f} s"
+    )
     assert all(scrapes), f"scrapes answered under attack: {scrapes}"
     assert "Traceback" not in sup.log(), sup.log()[-3000:]

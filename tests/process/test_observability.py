@@ -28,17 +28,11 @@ from redflow_mp.transport import mask_url
 from redflow_supervisor.embedded import find_server
 from tests.process import flows
 from tests.process.conftest import ROOT, Supervisor, clean_env, wait_until
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.process
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -65,7 +59,7 @@ def _get(
 def test_metrics_endpoint_counters_and_histograms_move(
     supervisor: Callable[..., Supervisor], client: Client
 ) -> None:
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=2, args=["--metrics-port", str(port)])
     workers = sup.wait_workers(2)
     wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
@@ -126,7 +120,7 @@ def test_metrics_endpoint_answers_head_and_other_methods_as_http_says(
     got ``404 Not Found`` and reported the endpoint gone; ``POST /metrics`` got 404
     too. HEAD is answered like GET without a body, other methods get ``405`` with
     ``Allow``; an unknown path stays 404."""
-    port = _free_port()
+    port = free_port()
     supervisor(procs=1, args=["--metrics-port", str(port)]).wait_workers(1)
     wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
     head = _http(port, "HEAD", "/metrics")
@@ -320,7 +314,7 @@ def test_metrics_port_survives_a_flood_of_idle_connections_at_the_fd_limit(
     """Hundreds of idle connections under a low RLIMIT_NOFILE: the arbiter neither
     exits (EMFILE from accept) nor stops running duties; runs go on, and a scrape is
     answered once the idle connections have timed out (5 s)."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, args=["--metrics-port", str(port)])
     sup.wait_workers(1)
     wait_until(lambda: _scrape(port), 10, message="the metrics endpoint")
@@ -372,7 +366,7 @@ def test_exposition_parses_and_has_process_and_build_metrics(
 ) -> None:
     """Issue 16 #5: the whole page parses with prometheus-client's parser; process_*
     for the master and each child slot; redflow_build_info."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=2, args=["--metrics-port", str(port)])
     workers = sup.wait_workers(2)
     for _ in range(3):
@@ -429,7 +423,7 @@ def test_series_past_max_metric_workflows_are_summed_under_other(
     supervisor of thousands of workflows served a page of hundreds of thousands
     of lines. Past ``metrics_max_workflows`` (here 1) a workflow's series are
     summed under workflow="_other": the totals stay exact."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, args=["--metrics-port", str(port), "--metrics-max-workflows", "1"])
     sup.wait_workers(1)
     flows.chatty.run(None, client=client).result(timeout=20)
@@ -488,7 +482,7 @@ def test_a_scrape_does_not_read_every_running_run(
     (one ZRANGE) and only the queues of runs it has not seen yet."""
     from tests.helpers import command_counts
 
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=2, args=["--metrics-port", str(port)])
     sup.wait_workers(2)
     running = client.keys.runs_status("running")
@@ -520,7 +514,7 @@ def test_a_scrape_survives_garbage_in_the_keys_it_reads(
     type, or ``queues`` of the wrong type, made every scrape drop its connection
     (no metric at all, counters included). Each value is now read on its own:
     the rest is served."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, args=["--metrics-port", str(port)])
     (worker,) = sup.wait_workers(1)
     worker.send_signal(signal.SIGSTOP)  # so that it claims (drops) none of the junk

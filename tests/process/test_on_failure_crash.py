@@ -1,8 +1,7 @@
 """``on_failure`` when its process dies mid-call (SPEC: "runs once when a run
-fails for good"). Today the hook is called at most once: nothing in Redis
-records a hook as due, so a worker SIGKILLed while its hook runs (or between
-writing the failure and calling the hook) loses it for good
-(docs/operations.md, "on_failure ... at most once")."""
+fails for good"). The failing finish records the hook as due
+(``on-failure-due``); a worker SIGKILLed while its hook runs leaves the entry,
+and a supervisor's reaper takes it over past its deadline (``hookdue.py``)."""
 
 from __future__ import annotations
 
@@ -26,13 +25,6 @@ MODULES = ("tests.process.flows", "tests.process.flows_hook_crash")
 REDO_WAIT_S = 75.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: on_failure is at most once; nothing records a hook as due, so a worker "
-    "SIGKILLed mid-hook loses it (docs/operations.md). Design in reports/cron11.md: an "
-    "on-failure-due zset written by the failing finish, removed after the hook returns, "
-    "taken over by the reaper for a dead owner",
-)
 def test_a_hook_whose_worker_is_sigkilled_mid_call_runs_again_exactly_once(
     supervisor: Callable[..., Supervisor], client: Client
 ) -> None:

@@ -19,8 +19,9 @@ from redflow_mp import Client
 from tests.helpers import monitor
 from tests.process import flows, flows_ops
 from tests.process.conftest import ROOT, Supervisor, wait_until
-from tests.process.test_observability import _free_port, _get, _scrape
+from tests.process.test_observability import _get, _scrape
 from tests.process.test_stuck_children import _PipedSupervisor
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.process
 
@@ -73,7 +74,7 @@ def test_a_stopped_child_is_replaced_and_its_run_put_back(
     without a run timeout, waited forever; a stopped idle child was never
     replaced (capacity silently lost). Both are now killed once they made no
     progress for three leases (15 s by default) and replaced; the run goes back."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=2, modules=MODULES, args=["--metrics-port", str(port)])
     sup.wait_workers(2)
     handle = flows.multi_step.run(None, client=client)
@@ -87,7 +88,11 @@ def test_a_stopped_child_is_replaced_and_its_run_put_back(
         assert handle.result(timeout=60) == "done"
         assert time.monotonic() - stopped_at < 40
         state = client.get_run(handle.id)
-        assert state is not None and state.crash_count == 1  # a poison pill ends
+        # charged as a crash (a poison pill ends), then cleared when its step two
+        # succeeded (the count is the crashes since the run last completed a step)
+        assert state is not None and state.crash_count == 0, state
+        assert [a.outcome for a in state.attempts] == ["requeued", "succeeded"], state
+        assert state.last_crash is not None and "SIGKILL" in state.last_crash, state
         wait_until(lambda: _gone(busy) and _gone(idle), 10, message="the stopped children to go")
         sup.wait_workers(2)
         assert flows.pid.run(None, client=client).result(timeout=20) not in (busy, idle)

@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,61 @@ def test_poison_pill_fails_after_max_run_crashes_and_supervisor_keeps_serving(
     assert all(isinstance(h.result(timeout=30), int) for h in others)
     assert sup.proc is not None and sup.proc.poll() is None
     assert isinstance(flows.pid.run(None, client=client).result(timeout=30), int)
+    sup.wait_workers(2)
+
+
+def test_a_poison_pill_with_a_new_step_name_each_time_still_fails_at_the_cap(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """A step that succeeds clears the crash count only when the execution got
+    past every step that had succeeded before it (a replay): a handler that
+    names its step anew at each execution (a timestamp in it), then kills its
+    worker, completed a "new" step each time, so its count went back to 0 at
+    every execution and it looped for ever (SPEC §5), its steps hash growing."""
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    poison = flows.fickle_pill.run(None, client=client)
+    with pytest.raises(RunFailedError) as failed:
+        poison.result(timeout=90)
+    assert failed.value.error is not None
+    assert failed.value.error.type == "RunCrashedError"
+    assert "killed its worker process 3 times" in failed.value.error.message
+    assert raw.get(f"{client.keys.tag}:ledger:fickle") == b"3"
+    assert isinstance(flows.pid.run(None, client=client).result(timeout=30), int)
+    sup.wait_workers(2)
+
+
+def test_a_long_run_killed_once_per_stage_is_no_poison_pill(
+    supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
+) -> None:
+    """A durable run that lives through many executions (a step and a sleep per
+    stage) and whose worker is SIGKILLed once in each of four stages, each time
+    after the stage before it completed: not a run that kills its worker in a
+    loop. The crash count was the run's lifetime total, so its third kill failed
+    it as RunCrashedError (max_run_crashes 3); it now counts the crashes since
+    the run last completed a step."""
+    sup = supervisor(procs=2)
+    sup.wait_workers(2)
+    tag = client.keys.tag
+    handle = flows.long_haul.run(None, client=client)
+
+    def victim(i: int) -> Any:
+        if raw.hget(client.keys.run(handle.id), "status") == b"failed":
+            return b"failed"
+        return raw.get(f"{tag}:victim-{i}")
+
+    for i in range(4):
+        pid = wait_until(partial(victim, i), 30, message=f"stage {i}'s step")
+        state = client.get_run(handle.id)
+        assert pid != b"failed", (i, state.error if state else None)
+        os.kill(int(pid), signal.SIGKILL)
+    assert handle.result(timeout=60) == "done"
+    assert [raw.get(f"{tag}:ledger:haul-{i}") for i in range(4)] == [b"2"] * 4
+    state = client.get_run(handle.id)
+    assert state is not None and state.status is RunStatus.SUCCEEDED and state.attempt == 1
+    assert state.crash_count == 0  # completed a step since its last crash
+    assert state.last_crash is not None and "SIGKILL" in state.last_crash
+    assert [a.outcome for a in state.attempts].count("requeued") == 4
     sup.wait_workers(2)
 
 

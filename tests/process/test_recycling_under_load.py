@@ -7,7 +7,6 @@ in a row the supervisor went FATAL and exited 1 with its queue full."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -25,14 +24,14 @@ def test_recycling_every_run_under_load_never_backs_off(
 ) -> None:
     handles = flows.pid.run_many([None] * 40, client=client)
     sup = supervisor(procs=1, args=["--max-runs-per-child", "1"])
-    started = time.monotonic()
-    pids = [h.result(timeout=30) for h in handles]
-    elapsed = time.monotonic() - started
+    pids = [h.result(timeout=60) for h in handles]
     log = sup.log()
+    # never backed off: every delayed restart is logged ("worker N restarts in
+    # X s", supervisor/slots.py), so the log says it, not a bound in seconds
+    # (which a loaded machine stretches)
     assert "restarts in" not in log and "failed to start" not in log, log
     assert len(set(pids)) == 40  # one run per child, none run twice
     assert sup.proc is not None and sup.proc.poll() is None, log
-    assert elapsed < 30, elapsed
 
 
 def test_runs_that_kill_their_child_at_once_never_take_the_supervisor_to_fatal(

@@ -80,6 +80,9 @@ def _named_issue(
         return "names a run that is gone"
     if head == "q:":
         return None if name.split(":")[1] in queues else "of a queue no longer listed"
+    if head == "app-wfs:":  # an app's registered workflows (the registry duty's index)
+        gone = [text(m) for m in raw.smembers(key) if text(m) not in workflows]
+        return f"lists workflows no longer listed: {gone[:3]}" if gone else None
     return "unknown family"
 
 

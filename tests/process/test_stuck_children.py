@@ -20,7 +20,8 @@ from redflow_mp import Client
 from redflow_mp.errors import RunFailedError
 from tests.process import flows, flows_stuck
 from tests.process.conftest import ROOT, Supervisor, wait_until
-from tests.process.test_observability import _free_port, _get, _scrape
+from tests.process.test_observability import _get, _scrape
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.process
 
@@ -165,7 +166,7 @@ def test_a_handler_that_closed_the_workers_descriptors_gets_no_metrics_in_its_fi
     the next file (or Redis connection) it opened took that number: the child
     wrote its metric deltas into it once a second (into a connection: bytes
     Redis reads as commands), and the parent's counters of that child stopped."""
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=1, modules=MODULES, args=["--metrics-port", str(port)])
     sup.wait_workers(1)
     files = tmp_path / "files"

@@ -117,9 +117,10 @@ def test_child_sigkilled_while_suspending_or_resuming_loses_nothing(
 def test_metrics_show_suspended_runs_and_wakeup_lateness(
     supervisor: Callable[..., Supervisor], client: Client, raw: redis.Redis
 ) -> None:
-    from tests.process.test_observability import _free_port, _get, _scrape
+    from tests.process.test_observability import _get, _scrape
+    from tests.redis_server import free_port
 
-    port = _free_port()
+    port = free_port()
     sup = supervisor(procs=2, modules=MODULES, args=["--metrics-port", str(port)])
     sup.wait_workers(2)
     listeners = [flows_waits.pw_listener.run(None, client=client) for _ in range(3)]

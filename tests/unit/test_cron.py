@@ -345,3 +345,24 @@ def test_a_wrong_type_is_a_type_error(kwargs: dict[str, object]) -> None:
     ``Cron(5)`` and ``Cron(..., timezone=5)`` raised ``ValueError``."""
     with pytest.raises(TypeError, match="Cron"):
         Cron(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (float("nan"), "Cron input is NaN"),
+        ({"a": [1.0, float("inf")]}, "Cron input['a'][1] is NaN"),
+    ],
+)
+def test_a_cron_input_holding_nan_or_infinity_is_refused(value: object, where: str) -> None:
+    # As a run's input (docs/guide.md, "Payloads"): msgspec would store null, so the
+    # cron's runs would get an input other than the one defined, silently.
+    with pytest.raises(ValueError) as refused:
+        Cron("* * * * *", input=value)
+    assert str(refused.value).startswith(where), str(refused.value)
+
+
+def test_a_cron_input_holding_a_lone_surrogate_is_refused_clearly() -> None:
+    with pytest.raises(ValueError) as refused:
+        Cron("* * * * *", input={"file": "caf\udce9.csv"})
+    assert "Cron input is not JSON-encodable" in str(refused.value), str(refused.value)

@@ -47,7 +47,7 @@ def test_every_script_gets_every_definition_it_uses() -> None:
     lib, bodies = _read_lua()
     _, chunks = _chunks(lib)
     defined = {name for name, _ in chunks}
-    assert {"take", "finalize", "enqueue", "now_ms"} <= defined
+    assert {"take", "finalize", "enqueue_plan", "now_ms"} <= defined
     for name in _SCRIPT_NAMES:
         part = needed_lib(lib, bodies[name])
         kept = set(_defs(part))
@@ -55,7 +55,8 @@ def test_every_script_gets_every_definition_it_uses() -> None:
         assert used <= kept, (name, used - kept)
     # The lean scripts really are lean (the point of it).
     assert "local function take" not in needed_lib(lib, bodies["enqueue_run"])
-    assert "local function enqueue(" in needed_lib(lib, bodies["fire_cron"])
+    assert "local function enqueue_plan" not in needed_lib(lib, bodies["enqueue_run"])
+    assert "local function enqueue_plan" in needed_lib(lib, bodies["fire_cron"])
 
 
 HELPERS = """local function k_run(tag, id) return tag .. ':run:' .. id end

@@ -40,6 +40,8 @@ def whole(
         (("EVALSHA", SHA), "{100%}", "a%db%s", "q%%", 10, 1, b'{"x":"%d %s %b"}'),
         (("EVALSHA", SHA), "{pr\u00e9fixe}", "\u00e9t\u00e9-\u65e5", "\u00fc", 2, 7, b"[1,2]"),
         (("EVALSHA", SHA), "{ci}", "wf", "q", 1, None, b"x" * 100_000),
+        (("EVALSHA", SHA), "{ci}", "wf", "q", 1, 5, b"y" * 1023),  # the last header kept
+        (("EVALSHA", SHA), "{ci}", "wf", "q", 1, 5, b"z" * 1024),  # formatted
     ],
 )
 def test_the_packed_call_is_what_hiredis_packs(
@@ -171,3 +173,20 @@ def test_the_claim_format_cache_is_bounded() -> None:
     for i in range(MAX_FORMATS + 10):
         packer.pack(("EVALSHA", SHA), keys, keys.tag, 1000 + i, ("ci",), 0, "t", None, "", 0)
     assert len(packer._formats) <= MAX_FORMATS
+
+
+@pytest.mark.parametrize("size", [1023, 1024, 5000])
+@pytest.mark.parametrize("finish", [None, ("succeeded", "r", "t", b"null", 0)])
+def test_items_past_the_length_headers_kept_are_formatted_the_same(size: int, finish: Any) -> None:
+    """An item of 1,024 bytes or more (no header kept for its length): the call is
+    formatted, the same bytes; the next call of the shape is joined again."""
+    keys, queues, head = Keys("ci"), ("a", "b"), ("EVALSHA", SHA)
+    packer = PackedClaims()
+    long = "x" * size
+    cases = [(long, "", finish), ("tok", long, finish)]
+    if finish is not None:
+        cases.append(("tok", "", (*finish[:3], long.encode(), 0)))
+        cases.append(("tok", "", (finish[0], long, *finish[2:])))
+    for token, only_id, fin in [*cases, ("tok", "", finish)]:
+        got = packer.pack(head, keys, keys.tag, 5000, queues, 1, token, fin, only_id, 3)
+        assert got == whole_claim(head, keys, 5000, queues, 1, token, fin, only_id, 3)

@@ -32,6 +32,36 @@ from redflow_mp.connection import redirect
             "('ASK 7726 127.0.0.1:23108',)",
             "retry",
         ),
+        # a script stopped at a key of a slot being moved: Redis 7, Redis 6.2 ...
+        (
+            "Error running script (call to f_0a1b): @user_script:5: Script attempted to "
+            "access a non local key in a cluster node",
+            "retry",
+        ),
+        (
+            "Error running script (call to f_0a1b): @user_script:565: @user_script: 565: "
+            "Lua script attempted to access a non local key in a cluster node",
+            "retry",
+        ),
+        # ... and Valkey 9
+        (
+            "Attempted to access a non local key in a cluster node script: on @user_script:566.",
+            "retry",
+        ),
+        # Redis 7 as sent (redis-py drops the "ERR "), through EVALSHA and FCALL
+        (
+            "Script attempted to access a non local key in a cluster node script: "
+            "b2c3d4e5f6, on @user_script:1.",
+            "retry",
+        ),
+        # the words inside a script's own error (a user's text, a name) are not
+        # Redis refusing the key: not retried (for 10 s)
+        (
+            "Error running script (call to f_0a1b): @user_script:5: bad queue "
+            "'Script attempted to access a non local key in a cluster node'",
+            None,
+        ),
+        ("step failed: attempted to access a non local key in a cluster node", None),
         ("WRONGTYPE Operation against a key holding the wrong kind of value", None),
         ("Command # 1 (GET k) of pipeline caused error: ERR unknown command", None),
     ],
