@@ -127,6 +127,13 @@ class StallGuard:
     (SIGSTOP, a debugger, a frozen cgroup): no call tried in the gap (the
     previous one ended that long before), or the gap lies in the previous call
     after Redis ran it (stopped before it read the reply).
+
+    A first call has no previous one to measure from: it counts from when the
+    guard was made (just before a supervisor's loop starts). A first call that
+    comes later than the gap after that (the supervisor stopped with its children
+    before its reaper's first tick, Redis out of reach since start-up, a start-up
+    that stood) holds as after a gap; one made at once reaps at once, so a
+    supervisor started after another one died takes its runs over without delay.
     """
 
     def __init__(self, lease_ms: int, interval_ms: int) -> None:
@@ -140,6 +147,9 @@ class StallGuard:
         self._ended: dict[int, float] = {}  # per shard: when the last call ended (monotonic)
         # per shard: how long the last call that was answered took (ms, monotonic)
         self._took: dict[int, float] = {}
+        # When the guard was made (monotonic): a shard's first call measures from it.
+        self._made = time.monotonic()
+        self._ran = self._made  # the last failed call before any shard's first (the log)
 
     def failed(self) -> None:
         """A call of this process to Redis failed (any duty's: Redis out of reach).
@@ -151,19 +161,23 @@ class StallGuard:
         now = time.monotonic()
         for index in self._ended:
             self._ended[index] = now
+        self._ran = now
         self._took.clear()
 
     def reap(self, store: Store, index: int, batch: int) -> tuple[int, list[str], bool]:
         start = time.monotonic()
-        idle_ms = (start - self._ended.get(index, start)) * 1000.0  # no call in flight
+        idle_ms = (start - self._ended.get(index, self._ran)) * 1000.0  # no call in flight
         # A gap the server sees since the last call, though this process called
         # again at once, lies in the last call after Redis ran it: the process was
         # stopped before it read the reply (a SIGSTOP landing mid-call), so that
         # call's time counts as this process's, not as Redis out of reach.
         stopped_ms = max(idle_ms, self._took.get(index, 0.0))
+        since = self._since.get(index)
+        if since is None and (start - self._made) * 1000.0 > self.gap_ms:
+            since = 0  # a first call later than the gap after the guard was made: hold
         try:
             released, ids, more, now, hold, ghosts = store.scripts.reap_guarded(
-                batch, self._since.get(index), self._hold.get(index, 0), self.gap_ms, self.hold_ms
+                batch, since, self._hold.get(index, 0), self.gap_ms, self.hold_ms
             )
         finally:
             self._ended[index] = time.monotonic()
@@ -176,7 +190,16 @@ class StallGuard:
                 run_id,
                 wf,
             )
-        if hold and not self._hold.get(index) and stopped_ms > self.gap_ms:
+        first = index not in self._since
+        if hold and first and not self._hold.get(index) and stopped_ms > self.gap_ms:
+            log.warning(
+                "the first look at the leases came %d ms after this process set it up "
+                "(stopped: SIGSTOP, a debugger, a frozen cgroup; or a start-up that stood): "
+                "leases are not reaped for %d ms, time for the live workers to renew theirs",
+                stopped_ms,
+                self.hold_ms,
+            )
+        elif hold and not self._hold.get(index) and stopped_ms > self.gap_ms:
             log.warning(
                 "this process did not run for %d ms (stopped: SIGSTOP, a debugger, a "
                 "frozen cgroup; Redis answered its next call at once): leases are not "

@@ -205,7 +205,8 @@ def test_children_stopped_with_their_parent_are_kept_when_the_parent_resumes_fir
         time.sleep(1)
     finally:
         os.killpg(sup.pid, signal.SIGCONT)
-    assert handle.result(timeout=120) == {"slept": 25, "pid": busy}
+    out = handle.result(timeout=120)
+    assert out == {"slept": 25, "pid": busy}, sup.log()[-8000:]
     state = client.get_run(handle.id)
     assert state is not None and state.crash_count == 0 and state.attempt == 1, state
     assert "made no progress" not in sup.log(), sup.log()[-3000:]
