@@ -34,7 +34,6 @@ the newest (tests/integration/test_direct_wire.py).
 from __future__ import annotations
 
 import errno
-import socket
 from typing import Any
 
 import hiredis
@@ -56,47 +55,6 @@ _CLOSED = "Connection closed by server."
 
 #: Per connection class: whether :func:`request` may serve it.
 _CLASSES: dict[type[Any], bool] = {}
-
-
-class _Sender(socket.socket):
-    """A second socket object on a connection's descriptor, in non-blocking mode
-    (timeout 0), for :func:`request`'s send: CPython polls a socket that has a
-    timeout before every send (one ``poll`` system call and two clock reads, about
-    0.9 us a request); a socket with timeout 0 sends at once. It is still
-    ``send()``, not ``os.write``: on a descriptor number a handler closed and
-    reused for a file it fails (``ENOTSOCK``) as the connection's own socket does
-    (test_stuck_children). It never closes the descriptor, which stays the
-    connection's: dropped, it lets go of the number (``detach``)."""
-
-    __slots__ = ()
-
-    def __del__(self) -> None:
-        self.detach()
-
-
-#: Per descriptor number: the plain socket it was made for and its sender
-#: (None: that socket has no timeout, its own send does not poll).
-_SENDERS: dict[int, tuple[socket.socket, _Sender | None]] = {}
-
-
-def _sender(sock: Any) -> _Sender | None:
-    """The :class:`_Sender` of ``sock`` (made on first use), or None where it would
-    not be equivalent: a socket that is not a plain ``socket.socket`` (TLS
-    encrypts in its ``sendall``) or has no timeout (blocking: no poll to save,
-    and making a socket with timeout 0 would make the shared descriptor
-    non-blocking)."""
-    fd = sock.fileno()
-    if fd < 0:  # closed: its own sendall fails as it always did
-        return None
-    got = _SENDERS.get(fd)
-    if got is not None and got[0] is sock:
-        return got[1]
-    sender = None
-    if type(sock) is socket.socket and sock.gettimeout():
-        sender = _Sender(sock.family, sock.type, sock.proto, fileno=fd)
-        sender.setblocking(False)  # as the timeout left the descriptor: O_NONBLOCK
-    _SENDERS[fd] = (sock, sender)
-    return sender
 
 
 def _class_ok(cls: type[Any]) -> bool:
@@ -136,21 +94,12 @@ def request(conn: Any, parser: Any, packed: bytes) -> Any:
     if sock is None or reader is None:  # closed by another thread since usable()
         raise rexc.ConnectionError(_CLOSED)
     try:
-        # send(), not os.write on the descriptor: a handler that closed every
-        # descriptor (os.closerange, as daemonizing code does) gives this socket's
-        # number to the next file it opens, and os.write put the command into that
-        # file; send() on a file fails (ENOTSOCK), so the connection is dropped and
-        # opened again (test_stuck_children). First on the non-blocking _Sender (no
-        # poll); what it could not send now goes by the socket's sendall (its timeout).
-        sent = 0
-        sender = _sender(sock)
-        if sender is not None:
-            try:
-                sent = sender.send(packed)
-            except BlockingIOError:
-                sent = 0
-        if sent < len(packed):
-            sock.sendall(packed[sent:] if sent else packed)
+        # sendall, not os.write on the descriptor (one poll fewer): a handler that
+        # closed every descriptor (os.closerange, as daemonizing code does) gives
+        # this socket's number to the next file it opens, and os.write put the
+        # command into that file; send() on a file fails (ENOTSOCK), so the
+        # connection is dropped and opened again (test_stuck_children).
+        sock.sendall(packed)
         reply = reader.gets()
         if reply is _NO_DATA:
             buf = parser._buffer

@@ -7,7 +7,6 @@ reply is never taken as the next answer) and reconnect at the next call."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -213,63 +212,3 @@ def test_a_command_larger_than_the_send_buffer_arrives_whole(redis_server: Redis
         assert t.call_packed(PING) == b"PONG"
     finally:
         t.close()
-
-
-def test_the_send_goes_on_a_sender_that_never_closes_the_connections_descriptor(
-    redis_server: RedisServer,
-) -> None:
-    """The direct path sends on a second, non-blocking socket object of the
-    connection's descriptor (no ``poll`` before the send); dropped (a new
-    connection in its number, or forgotten), it leaves the descriptor open."""
-    t = Transport(redis_server.url)
-    try:
-        assert t.call_packed(PING) == b"PONG"  # connects (the public path)
-        assert t.call_packed(PING) == b"PONG"  # the direct path
-        sock = t._wire().conn._sock
-        fd = sock.fileno()
-        sender = directwire._SENDERS[fd][1]
-        assert directwire._SENDERS[fd][0] is sock and sender is not None
-        assert sender.gettimeout() == 0.0 and sock.gettimeout() == 5.0
-        del sender
-        del directwire._SENDERS[fd]  # the sender dropped: its __del__ detaches
-        os.fstat(fd)  # still open
-        assert not os.get_blocking(fd)  # as the socket's timeout left it
-        for i in range(50):
-            assert t.call_packed(cmd("ECHO", str(i))) == str(i).encode()
-        assert t._wire().conn._sock is sock  # the same connection throughout
-        t._wire().conn.disconnect()
-        assert t.call_packed(PING) == b"PONG"  # a new socket
-        assert t.call_packed(PING) == b"PONG"  # (direct): a new sender
-        new = t._wire().conn._sock
-        assert directwire._SENDERS[new.fileno()][0] is new
-    finally:
-        t.close()
-
-
-def test_no_sender_for_a_socket_without_timeout_or_not_plain() -> None:
-    """A blocking socket (no poll to save; a non-blocking twin would make the
-    shared descriptor non-blocking) and a socket of another class (TLS encrypts
-    in its own sendall) are sent on by their own ``sendall``."""
-
-    class Wrapped(socket.socket):
-        pass
-
-    a, b = socket.socketpair()
-    c = Wrapped(a.family, a.type, a.proto, fileno=os.dup(a.fileno()))
-    try:
-        a.settimeout(None)
-        assert directwire._sender(a) is None
-        assert os.get_blocking(a.fileno())
-        c.settimeout(5.0)
-        assert directwire._sender(c) is None
-        a.settimeout(5.0)
-        directwire._SENDERS.pop(a.fileno())
-        sender = directwire._sender(a)
-        assert sender is not None and sender.fileno() == a.fileno()
-        assert sender.send(b"x") == 1 and b.recv(1) == b"x"
-    finally:
-        for fd in (a.fileno(), c.fileno()):
-            directwire._SENDERS.pop(fd, None)
-        a.close()
-        b.close()
-        c.close()
