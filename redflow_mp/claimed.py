@@ -62,43 +62,35 @@ class Claimed(msgspec.Struct, gc=False):
 def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     if not reply:
         return None
-    (
-        rid,
-        wf,
-        queue,
-        input_json,
-        attempt,
-        max_attempts,
-        created,
-        parent,
-        timeout,
-        cron,
-        started,
-        flat,
-        *rest,
-    ) = reply
+    # The reply's fields by index, not unpacked into names with a ``*rest`` list
+    # (one list and twelve stores less a run): id, workflow, queue, input,
+    # attempt, max_attempts, created, parent, timeout, cron, started, steps, then
+    # available_at, steps_unread and steps_unread_bytes when the script sent them.
+    flat = reply[11]
     # (a run's first execution has no step: no comprehension, a call of its own)
     steps = (
         {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
         if flat
         else {}
     )
-    available = rest[0] if rest else b""
-    unread = rest[1] if len(rest) > 1 else b""
-    unread_bytes = rest[2] if len(rest) > 2 else b""
+    n = len(reply)
+    available = reply[12] if n > 12 else b""
+    unread = reply[13] if n > 13 else b""
+    unread_bytes = reply[14] if n > 14 else b""
+    parent, timeout, cron = reply[7], reply[8], reply[9]
     # Positional, in the field order (the Struct's keywords are matched by name).
     return Claimed(
-        rid.decode("utf-8", "replace"),  # id
-        wf.decode("utf-8", "replace"),  # workflow
-        queue.decode("utf-8", "replace"),  # queue
-        input_json,
-        int(attempt or 1),
-        int(max_attempts or 1),
-        int(created or 0),  # created_at
+        reply[0].decode("utf-8", "replace"),  # id
+        reply[1].decode("utf-8", "replace"),  # workflow
+        reply[2].decode("utf-8", "replace"),  # queue
+        reply[3],  # input_json
+        int(reply[4] or 1),  # attempt
+        int(reply[5] or 1),  # max_attempts
+        int(reply[6] or 0),  # created_at
         parent.decode("utf-8", "replace") if parent else None,  # parent_run_id
         int(timeout) if timeout else None,  # timeout_ms
         cron.decode("utf-8", "replace") if cron else None,  # cron_id
-        int(started or 0),  # started_at
+        int(reply[10] or 0),  # started_at
         steps,
         token,
         0.0,  # lease_until
