@@ -1,0 +1,49 @@
+"""A neighbour's huge value in the keyspace's ``meta`` hash is named, not printed.
+
+``meta`` records the shard count (``shards``), a migration under way
+(``reshardTo``) and each shard's ``prefix`` and ``shard`` index. A value there
+that is none of these (written by hand or by another program) is refused with a
+``ShardsMismatchError`` that names the field; the message used to hold the
+value whole, twice for ``reshardTo``: a 1 MB value made a 1-2 MB error, printed
+by every ``redflow`` command, every ``create_client`` and every supervisor
+start (and logged by whatever caught it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from redflow_mp import Client, ShardsMismatchError, create_client
+from redflow_mp.shardmeta import check_shards
+from supervisor.ops.cli import main as redflow_main
+
+pytestmark = pytest.mark.timeout(60)
+
+JUNK = "x" * 1_000_000
+
+
+@pytest.mark.parametrize("field", ["shards", "reshardTo", "prefix", "shard"])
+def test_a_huge_value_in_meta_is_named_not_printed_whole(
+    field: str,
+    redis_url: str,
+    prefix: str,
+    client: Client,
+    make_client: Callable[..., Client],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    check_shards(client)  # recorded: shards, prefix, shard
+    client.redis.hset(client.keys.meta, field, JUNK)
+    problems: list[str] = []
+    with pytest.raises(ShardsMismatchError) as caught:
+        check_shards(make_client(verify_shards=False))
+    problems.append(str(caught.value))
+    if field in ("shards", "reshardTo"):  # the check create_client makes reads these two
+        with pytest.raises(ShardsMismatchError) as caught:
+            create_client(redis_url, prefix=prefix, default=False)
+        problems.append(str(caught.value))
+    assert redflow_main(["--url", redis_url, "--prefix", prefix, "runs", "list"]) != 0
+    problems.append(capsys.readouterr().err)
+    for problem in problems:
+        assert len(problem) < 2_000, problem[:300]
+        assert "1,000,000 characters" in problem, problem[:300]
