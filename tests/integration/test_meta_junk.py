@@ -1,4 +1,4 @@
-"""A neighbour's huge value in the keyspace's ``meta`` hash is named, not printed.
+"""A neighbour's huge value in our keys is named (cut), not printed or logged whole.
 
 ``meta`` records the shard count (``shards``), a migration under way
 (``reshardTo``) and each shard's ``prefix`` and ``shard`` index. A value there
@@ -10,11 +10,13 @@ start (and logged by whatever caught it)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
 
 from redflow_mp import Client, ShardsMismatchError, create_client
+from redflow_mp.ids import new_token
 from redflow_mp.shardmeta import check_shards
 from supervisor.ops.cli import main as redflow_main
 
@@ -47,3 +49,21 @@ def test_a_huge_value_in_meta_is_named_not_printed_whole(
     for problem in problems:
         assert len(problem) < 2_000, problem[:300]
         assert "1,000,000 characters" in problem, problem[:300]
+
+
+def test_a_huge_junk_member_of_a_ready_set_is_logged_cut(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member of a queue's ready set with no run record is dropped by the claim
+    that meets it, with a warning naming it: a neighbour's 3 MB member made a
+    3 MB log line (one per such member, in the worker's log)."""
+    junk = "x" * 3_000_000
+    client.redis.zadd(client.keys.q_ready("q"), {junk: 0})
+    with caplog.at_level(logging.WARNING, logger="redflow_mp.scripts"):
+        _, claimed = client.scripts.claim(("q",), 5_000, new_token())
+    assert claimed is None
+    assert client.redis.zcard(client.keys.q_ready("q")) == 0  # dropped
+    lines = [r.getMessage() for r in caplog.records if "in the ready list" in r.getMessage()]
+    assert len(lines) == 1
+    assert len(lines[0]) < 2_000, lines[0][:300]
+    assert "3000000 characters" in lines[0], lines[0][:300]
