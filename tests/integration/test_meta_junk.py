@@ -17,6 +17,7 @@ import pytest
 
 from redflow_mp import Client, ShardsMismatchError, create_client
 from redflow_mp.ids import new_token
+from redflow_mp.maintenance import StallGuard, reap_expired
 from redflow_mp.shardmeta import check_shards
 from supervisor.ops.cli import main as redflow_main
 
@@ -64,6 +65,24 @@ def test_a_huge_junk_member_of_a_ready_set_is_logged_cut(
     assert claimed is None
     assert client.redis.zcard(client.keys.q_ready("q")) == 0  # dropped
     lines = [r.getMessage() for r in caplog.records if "in the ready list" in r.getMessage()]
+    assert len(lines) == 1
+    assert len(lines[0]) < 2_000, lines[0][:300]
+    assert "3000000 characters" in lines[0], lines[0][:300]
+
+
+def test_a_huge_junk_member_of_a_slot_set_is_logged_cut(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reaper frees a ``wf-running`` slot whose run is gone, with a warning
+    naming it: a neighbour's 3 MB member made a 3 MB line in the supervisor's log."""
+    wf, junk = "send", "x" * 3_000_000
+    client.redis.sadd(client.keys.wf_running(wf), junk)
+    client.redis.zadd(client.keys.wf_waiting(wf), {"01M977JRVEBW27D7FAPQ2JGN0N": 1})
+    client.redis.sadd(client.keys.parked, wf)
+    with caplog.at_level(logging.WARNING, logger="redflow_mp.maintenance"):
+        reap_expired(client, guard=StallGuard(5000, 500))
+    assert not client.redis.sismember(client.keys.wf_running(wf), junk)
+    lines = [r.getMessage() for r in caplog.records if "max_concurrency slot" in r.getMessage()]
     assert len(lines) == 1
     assert len(lines[0]) < 2_000, lines[0][:300]
     assert "3000000 characters" in lines[0], lines[0][:300]
