@@ -25,6 +25,7 @@ from .claimed import Claimed, Finish
 from .claimed import claimed_from_reply as _claimed
 from .codec import text
 from .keys import Keys
+from .options import shown_run_id
 from .packed import PackedClaims
 from .queueset import MANY_QUEUES, SCAN_CHUNK, QueueLists, build_list, scan_list
 from .transport import Transport
@@ -109,7 +110,10 @@ class ClaimCalls:
         for dropped in reply[2] if len(reply) > 2 else ():
             queue, _, run_id = text(dropped).rpartition(" ")
             why = "has no run record (removed by hand or lost); dropped it"
-            log.warning("run id %s in the ready list of queue %r %s", run_id, queue, why)
+            # cut: a neighbour's 3 MB member made a 3 MB log line
+            log.warning(
+                "run id %s in the ready list of queue %r %s", shown_run_id(run_id), queue, why
+            )
         if claimed is not None:
             # The lease was granted after `sent`: it holds at least until sent + lease.
             claimed.lease_until = sent + lease_ms / 1000.0

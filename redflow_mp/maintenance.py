@@ -36,6 +36,7 @@ from .crontick import (
 )
 from .errors import TRANSIENT_ERRORS
 from .leaderlock import LeaderLock
+from .options import shown_run_id
 from .shards import shard_index_of_run
 from .store import Store, stores
 
@@ -187,7 +188,7 @@ class StallGuard:
             log.warning(
                 "run %s held a max_concurrency slot of workflow %s but is gone from Redis "
                 "(evicted under maxmemory, or deleted) or finished; the slot is free again",
-                run_id,
+                shown_run_id(run_id),  # cut: a neighbour's 3 MB member made a 3 MB line
                 wf,
             )
         first = index not in self._since
