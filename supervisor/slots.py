@@ -139,24 +139,28 @@ class ChildKeeping(SignalHandling):
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))
         stopping = self._stopped_by_us(child, info)
-        self.board.free(child.index)
+        self.board.free(child.index)  # ``entry`` is a copy: the replacement may take it
         self.free_entries.append(child.index)
+        log_exit(child, info, cause)  # before what it means for its slot (restart, FATAL)
         self._leave_slot(child, info, now)
         # Its replacement first, then its runs: putting them back calls Redis, and
         # while Redis stalls each call blocks two socket timeouts (10 s) before it
         # gives up; the slot stayed empty as long (the runs wait for Redis anyway).
-        self._reconcile(now)
-        if self.aftermath is not None:
-            self.aftermath.child_died(
-                child,
-                entry,
-                cause,
-                registry=self.registry,
-                stopping=stopping,
-                max_crashes=self.settings.max_run_crashes,
-                lease_ms=self.settings.lease_ms,
-            )
-        log_exit(child, info, cause)
+        # A fork that fails (EAGAIN, ENOMEM) must not skip the put-back: its run
+        # would stay leased to the dead child, its crash never charged.
+        try:
+            self._reconcile(now)
+        finally:
+            if self.aftermath is not None:
+                self.aftermath.child_died(
+                    child,
+                    entry,
+                    cause,
+                    registry=self.registry,
+                    stopping=stopping,
+                    max_crashes=self.settings.max_run_crashes,
+                    lease_ms=self.settings.lease_ms,
+                )
 
     def _leave_slot(self, child: Child, info: ExitInfo, now: float) -> None:
         """The slot of ``child``, which exited: emptied, its restart planned."""
