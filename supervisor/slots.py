@@ -2,8 +2,9 @@
 
 Each slot (``arbiterstate.Slot``) has one process and, during a rolling restart, the
 pending one replacing it. ``_reconcile`` forks what a slot lacks (after its restart
-backoff), ``_reap`` collects exits (``waitpid(-1, WNOHANG)``) and hands a dead child's
-runs to ``aftermath.py``, ``_watch`` reads the shared board: readiness, run timeouts
+backoff), ``_reap`` collects exits (``waitpid(-1, WNOHANG)``), forks a dead child's
+replacement, then hands its runs to ``aftermath.py`` (whose Redis calls may block
+while Redis stalls), ``_watch`` reads the shared board: readiness, run timeouts
 (``_abort``: TERM, then KILL after ``kill_grace``), kill deadlines, stuck hooks, stalls.
 
 Fork safety: parent only; it starts no threads. ``children.fork_child`` forks with
@@ -137,19 +138,32 @@ class ChildKeeping(SignalHandling):
         we_killed = child.stop_sent == "kill" or (child.abort is not None and info.signal == 9)
         cause = info.describe(we_killed=we_killed)
         self._count("redflow_child_exits_total", cause=info.kind(we_killed=we_killed))
-        if self.aftermath is not None:
-            self.aftermath.child_died(
-                child,
-                entry,
-                cause,
-                registry=self.registry,
-                stopping=self._stopped_by_us(child, info),
-                max_crashes=self.settings.max_run_crashes,
-                lease_ms=self.settings.lease_ms,
-            )
-        self.board.free(child.index)
+        stopping = self._stopped_by_us(child, info)
+        self.board.free(child.index)  # ``entry`` is a copy: the replacement may take it
         self.free_entries.append(child.index)
-        log_exit(child, info, cause)
+        log_exit(child, info, cause)  # before what it means for its slot (restart, FATAL)
+        self._leave_slot(child, info, now)
+        # Its replacement first, then its runs: putting them back calls Redis, and
+        # while Redis stalls each call blocks two socket timeouts (10 s) before it
+        # gives up; the slot stayed empty as long (the runs wait for Redis anyway).
+        # A fork that fails (EAGAIN, ENOMEM) must not skip the put-back: its run
+        # would stay leased to the dead child, its crash never charged.
+        try:
+            self._reconcile(now)
+        finally:
+            if self.aftermath is not None:
+                self.aftermath.child_died(
+                    child,
+                    entry,
+                    cause,
+                    registry=self.registry,
+                    stopping=stopping,
+                    max_crashes=self.settings.max_run_crashes,
+                    lease_ms=self.settings.lease_ms,
+                )
+
+    def _leave_slot(self, child: Child, info: ExitInfo, now: float) -> None:
+        """The slot of ``child``, which exited: emptied, its restart planned."""
         slot = self.slots.get(child.slot)
         if slot is None:
             return

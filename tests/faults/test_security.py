@@ -72,8 +72,9 @@ def test_nothing_is_ever_unpickled(fx: Faults, tmp_path: Path) -> None:
         raw.hset(client.keys.cron_def, "evil", bomb)
         raw.zadd(client.keys.cron_next, {"evil": 0})
         raw.hset(client.keys.workflow("fx-chain"), "retriesJson", bomb)
-        # Scheduled 1 s ahead, so its input is replaced before any worker can claim it.
-        fresh = WORKFLOWS["fx-chain"].run(99, client=client, run_at=time.time() + 1)
+        # Scheduled 5 s ahead, so its input is replaced before any worker can claim it
+        # (1 s was a race a loaded machine could lose: the HSET below came later).
+        fresh = WORKFLOWS["fx-chain"].run(99, client=client, run_at=time.time() + 5)
         raw.hset(client.keys.run(fresh.id), "inputJson", bomb)
         client.get_run(done.id)
         client.get_run_steps(done.id)

@@ -137,8 +137,9 @@ def test_result_with_a_timeout_returns_at_its_deadline_while_redis_does_not_answ
         finally:  # the pause's end, for the next test
             with redis.Redis.from_url(redis_url, socket_timeout=10) as patient:
                 patient.ping()
-        # not when the server answers again (or the reply watchdog's 5 s)
-        assert took < 1.5, f"result(timeout=0.3) returned after {took:.2f} s"
+        # not when the server answers again (3 s) or the reply watchdog's 5 s (with
+        # room for a loaded machine: 1.5 s was a bound it could miss)
+        assert took < 2.5, f"result(timeout=0.3) returned after {took:.2f} s"
 
     in_loop(body)
 

@@ -19,7 +19,9 @@ from tests.process import flows
 from tests.process.conftest import ROOT, Supervisor, clean_env, run_supervisor_once, wait_until
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.process
+# 15 CLI processes (a Python start-up each): a loaded machine took past the default
+# 120 s (each start-up 0.6 s of CPU took 17 s beside a full test suite).
+pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 PASSWORD = "acl-test-9f2b7c41d0"
 DOC = ROOT / "docs" / "operations.md"

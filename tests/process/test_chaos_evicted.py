@@ -74,7 +74,7 @@ def test_a_parent_waiting_for_a_child_redis_lost_is_woken(
     # replayed and failed the parent before that line reached the log (a loaded
     # run found it missing when result() returned).
     line = f"run {parent.id} waited for its children, which is gone from Redis"
-    wait_until(lambda: line in sup.log(), 10, message="the sweep's warning")
+    wait_until(lambda: line in sup.log(), 60, message="the sweep's warning")
 
 
 def test_a_sleeping_run_whose_timer_redis_lost_wakes(

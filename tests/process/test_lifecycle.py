@@ -164,13 +164,15 @@ def test_children_are_recycled_above_max_memory(
 
 
 def test_bad_module_is_a_boot_failure_with_the_error_on_stderr(redis_url: str) -> None:
-    started = time.monotonic()
     proc = run_supervisor_once(
         "--app", "x", "--module", "tests.process.no_such_module", "--url", redis_url
     )
     assert proc.returncode != 0
     assert "No module named 'tests.process.no_such_module'" in proc.stderr
-    assert time.monotonic() - started < 10
+    # at once, in the parent: not after its children failed to start with backoffs
+    # (an event, where "under 10 s" was a bound a loaded machine could miss)
+    assert "failed to start" not in proc.stderr, proc.stderr
+    assert "supervisor starting" not in proc.stderr, proc.stderr
 
 
 def test_missing_app_is_refused(redis_url: str) -> None:
@@ -223,12 +225,11 @@ def test_a_short_run_retention_removes_finished_runs_soon_after(
     sup.wait_workers(1)
     handle = flows.pid.run(None, client=client)
     assert isinstance(handle.result(timeout=20), int)
-    finished = time.monotonic()
     assert raw.exists(client.keys.run(handle.id))
     # The sweep follows the retention (a tenth of it, at least every 0.2 s),
-    # so a 1 s retention does not wait for a 30 s sweep period.
-    wait_until(lambda: not raw.exists(client.keys.run(handle.id)), 10, message="retention")
-    assert time.monotonic() - finished < 3.0
+    # so a 1 s retention does not wait for a 30 s sweep period (the deadline; about
+    # 1.2 s on an idle machine, not bounded tighter: a loaded one stretches it).
+    wait_until(lambda: not raw.exists(client.keys.run(handle.id)), 20, message="retention")
     assert client.get_run(handle.id) is None
     assert raw.zscore(client.keys.runs_status("succeeded"), handle.id) is None
     assert raw.zscore(client.keys.runs_created, handle.id) is None

@@ -9,7 +9,6 @@ only through SIGTERM: it then kept claiming runs until the drain's
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,10 +39,9 @@ def test_term_drains_a_child_whose_handler_ignored_sigterm_at_once(
     sup.wait_workers(1)
     assert isinstance(flows_misbehave.deaf.run(None, client=client).result(timeout=20), int)
     sup.send(signal.SIGTERM)
-    start = time.monotonic()
-    # graceful_timeout is 30 s: a drain of an idle child takes well under 10 s
-    assert sup.wait(timeout=10) == 0, sup.log()
-    assert time.monotonic() - start < 10
+    # graceful_timeout is 30 s: a drain of an idle child ends before it (under a
+    # second on an idle machine; the event, not a wall-clock bound)
+    assert sup.wait(timeout=25) == 0, sup.log()
     assert "graceful timeout reached" not in sup.log()
 
 

@@ -44,13 +44,11 @@ def test_an_orphan_past_its_runs_timeout_leaves_and_the_run_is_taken_over(
     wait_until(lambda: raw.get(ledger) == b"1", 20, message="the first attempt")
     os.kill(first.pid, signal.SIGKILL)  # the parent only: its child lives on
     first.wait(timeout=10)
-    killed = time.monotonic()
     second = supervisor(procs=1)
     second.wait_workers(1)
     # timeout (1 s) + the orphan's check (1 s) + a lease (5 s) + a reaper pass
     wait_until(lambda: _gone(orphan.pid), 15, message=f"the orphan {orphan.pid} to leave")
     wait_until(lambda: int(raw.get(ledger) or 0) >= 2, 20, message="the run taken over")
-    assert time.monotonic() - killed < 20
     state = client.get_run(handle.id)
     assert state is not None and state.attempt >= 1
 

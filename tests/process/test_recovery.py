@@ -36,19 +36,20 @@ def test_sigkill_mid_step_requeues_at_once_and_never_reruns_a_completed_step(
     assert in_flight["two"].status.value == "running"
     assert in_flight["two"].started_at and in_flight["two"].finished_at is None
 
-    killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     wait_until(
         lambda: raw.hget(client.keys.run(handle.id), "crashCount") == b"1",
-        10,
+        25,
         interval=0.002,
         message="the run to be put back",
     )
-    recovery = time.monotonic() - killed_at
-    # At once: the supervisor's SIGCHLD, not the 30 s lease (a few ms on an idle
-    # machine; the bound leaves a loaded one room to schedule the supervisor, and
-    # stays far below the lease that would otherwise put the run back).
-    assert recovery < 5.0, f"run went back to ready after {recovery:.3f} s (lease is 30 s)"
+    # At once: by the supervisor, on its SIGCHLD (the crash it charged names the
+    # signal), not by the reaper once the 30 s lease expired (which charges no crash
+    # and records "lease expired"). No wall-clock bound: a few ms on an idle machine,
+    # seconds on a loaded one.
+    state = client.get_run(handle.id)
+    assert state is not None and state.last_crash is not None, state
+    assert "SIGKILL" in state.last_crash, state.last_crash
 
     assert handle.result(timeout=30) == "done"
     assert raw.get(f"{tag}:ledger:one") == b"1"  # completed before the kill: never again
@@ -149,10 +150,12 @@ def test_handler_holding_the_gil_for_several_leases_runs_exactly_once(
 
     # The backtracking doubles per extra "a": size it on this machine so the match
     # holds the GIL for about six lease periods (3.6 s), whatever the CPU speed.
+    # Measured in CPU time: on a loaded machine a wall-clock probe included the
+    # waits for a core, sized the match too small, and it finished in 1.25 s.
     def probe() -> float:
-        began = time.perf_counter()
+        began = time.thread_time()
         re.match(r"(a+)+$", "a" * 20 + "b")
-        return time.perf_counter() - began
+        return time.thread_time() - began
 
     per_20 = max(min(probe() for _ in range(3)), 1e-4)  # the least disturbed try
     size = 20 + math.ceil(math.log2(3.6 / per_20))
@@ -171,13 +174,11 @@ def test_run_timeout_is_enforced_by_the_parent_then_retried_then_failed(
 ) -> None:
     sup = supervisor(procs=2, args=["--kill-grace", "1"])
     sup.wait_workers(2)
-    started = time.monotonic()
     handle = flows.overtime.run(None, client=client)
     with pytest.raises(RunFailedError) as failed:
         handle.result(timeout=60)
     assert failed.value.error is not None and failed.value.error.type == "RunTimeoutError"
     assert raw.get(f"{client.keys.tag}:ledger:overtime") == b"2"
-    assert time.monotonic() - started < 20
     state = client.get_run(handle.id)
     assert state is not None and state.attempt == 2
     # both timed-out attempts are in the history, with their error
@@ -205,7 +206,7 @@ def _assert_on_failure_ran_once(
 
 def _dying_worker(
     supervisor: Callable[..., Supervisor], client: Client, tmp_path: Path, wf: Any, waiting: str
-) -> tuple[Supervisor, RunHandle, float]:
+) -> tuple[Supervisor, RunHandle]:
     """One worker on `tests.process.flows_claimdeath` (lease 30 s); run `wf` and
     wait until its worker has killed itself in that workflow's window."""
     sup = supervisor(
@@ -217,7 +218,7 @@ def _dying_worker(
     sup.wait_workers(1)
     handle = wf.run(None, client=client)
     wait_until((tmp_path / handle.id).exists, 20, message=waiting)
-    return sup, handle, time.monotonic()
+    return sup, handle
 
 
 def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
@@ -225,12 +226,13 @@ def test_worker_killed_between_claim_reply_and_board_puts_the_run_back_at_once(
 ) -> None:
     from tests.process import flows_claimdeath
 
-    sup, handle, killed_at = _dying_worker(
+    sup, handle = _dying_worker(
         supervisor, client, tmp_path, flows_claimdeath.claim_death, "the worker to claim and die"
     )
     # Nothing on the board named this run: only the published claim token finds it.
-    assert handle.result(timeout=10) == 1  # well inside the 30 s lease
-    assert time.monotonic() - killed_at < 5
+    # Put back by the supervisor (the crash names the SIGKILL), not by the 30 s
+    # lease's expiry (which records "lease expired"): no wall-clock bound.
+    assert handle.result(timeout=25) == 1
     state = client.get_run(handle.id)
     assert state is not None and state.status is RunStatus.SUCCEEDED
     assert state.last_crash is not None and "SIGKILL" in state.last_crash
@@ -244,13 +246,12 @@ def test_worker_killed_before_its_finish_reaches_redis_puts_the_run_back_at_once
 ) -> None:
     from tests.process import flows_claimdeath
 
-    _, handle, killed_at = _dying_worker(
+    _, handle = _dying_worker(
         supervisor, client, tmp_path, flows_claimdeath.finish_death, "the handler to return"
     )
     # The handler returned but its outcome never reached Redis: the run is still
     # on the board (held until the finish is applied), so it goes back at once.
-    assert handle.result(timeout=10) == 2  # at-least-once: the handler ran again
-    assert time.monotonic() - killed_at < 5
+    assert handle.result(timeout=25) == 2  # at-least-once: the handler ran again
     state = client.get_run(handle.id)
     assert state is not None and state.status is RunStatus.SUCCEEDED
     assert state.crash_count == 1 and state.last_crash is not None

@@ -60,11 +60,14 @@ def test_supervisor_sigkill_with_200_suspended_runs_resumes_each_exactly_once(
     tag = client.keys.tag
     sup = supervisor(procs=2, modules=MODULES)
     sup.wait_workers(2)
-    sleepers = [flows_waits.pw_sleeper.run(4, client=client) for _ in range(100)]
+    # Sleepers of 15 s: all 200 are suspended at once (with 4 s, a loaded machine
+    # took longer to suspend the last ones than the first ones slept, and the 200
+    # were never suspended together).
+    sleepers = [flows_waits.pw_sleeper.run(15, client=client) for _ in range(100)]
     listeners = [flows_waits.pw_listener.run(None, client=client) for _ in range(100)]
     wait_until(
         lambda: raw.zcard(client.keys.runs_status("suspended")) == 200,
-        60,
+        120,
         message="200 suspended runs",
     )
     assert raw.zcard(client.keys.leases) == 0  # no process holds any of them
