@@ -198,12 +198,14 @@ def test_unencodable_outputs_and_duplicate_steps(
     fx.finish(raw, "bad input: unencodable, duplicate steps", recovery_s=None).assert_ok()
 
 
+@pytest.mark.timeout(480)
 def test_fan_out_of_5000_children(fx: Faults, env: tuple[str, redis.Redis, Client]) -> None:
     url, raw, client = env
     sup = fx.supervisor(url, modules=MODULES)
     sup.wait_workers(2)
     parent = client.run_by_name("fx-fanout", 5000)
-    assert parent.result(timeout=120) == 5000
+    # CPU-bound (5,000 runs): 120 s was missed once at load 25 on 2 cores
+    assert parent.result(timeout=300) == 5000
     report = fx.finish_ok(
         raw, "bad input: fan-out of 5,000 children", recovery_s=None, settle_timeout=120
     )

@@ -73,6 +73,12 @@ def test_dashboard_in_chromium(
     base = dashboard_process
     page = chromium.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(15_000)
+    # The pages reload themselves every 2 s (--refresh 2): on a loaded machine a reload
+    # came in the middle of the reads after a goto ("Execution context was destroyed,
+    # most likely because of a navigation"). The page's clock is paused: timers (the
+    # reload's) fire only when the test runs it (the refresh check below).
+    page.clock.install()
+    page.clock.pause_at(time.time() * 1000 + 1000)
     dialogs: list[str] = []
 
     def on_dialog(d: Any) -> None:
@@ -149,6 +155,7 @@ def test_dashboard_in_chromium(
         page.goto(f"{base}run?id={second.id}")
         assert page.inner_text("h1 .badge") == "queued"
         client.cancel_run(second.id, "changed behind the page")
+        page.clock.run_for(2_500)  # past the page's 2 s refresh: it reloads itself
         page.wait_for_selector("h1 .badge.s-canceled", timeout=10_000)
 
         # workflows, queues, supervisors

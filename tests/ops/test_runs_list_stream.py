@@ -115,6 +115,10 @@ def test_a_deep_page_after_a_cursor_does_not_walk_the_runs_before_it(
     assert walked <= 2, f"{walked} chunks of 100 walked for the page at offset {offset}"
 
 
+# 100,000 runs written, then listed under tracemalloc (which slows Python down
+# severalfold): CPU-bound, past the default 120 s on a loaded machine (once killed
+# there by the timeout with the load average at 25 on 2 cores).
+@pytest.mark.timeout(360)
 def test_a_list_without_status_holds_one_page_of_ids(raw: redis.Redis, client: Client) -> None:
     """``redflow runs list --limit 1000000`` (no status) read every id of the
     selection before its first run: a million ids, ~140 MiB. Now a page of ids at

@@ -98,7 +98,7 @@ def test_a_child_dead_with_a_run_is_replaced_before_its_run_is_put_back(
     server: RedisServer, tmp_path: Path
 ) -> None:
     """Putting back the run of a dead child waits for Redis (two socket timeouts
-    each while it stalls, then the reaper's lease expiry): its slot stays filled
+    each while it stalls, then the reaper's lease expiry): its slot is filled
     meanwhile, the replacement forked first."""
     prefix = "stallrun"
     client = create_client(server.url, prefix=prefix, default=False)
@@ -122,14 +122,18 @@ def test_a_child_dead_with_a_run_is_replaced_before_its_run_is_put_back(
             interval=0.02,
             message=f"the replacement\n{sup.log()[-3000:]}",
         )
-        gave_up = f"could not put back run {handle.id}"
+        # Its recovery gave up (Redis stalled): the run it held, or, when it died
+        # between the claim's reply and the board's entry (the run already "running"
+        # in Redis), the run its claim token finds.
+        gave_up = (f"could not put back run {handle.id}", "could not look for a run claimed")
         log = sup.log()
-        assert gave_up not in log, f"replaced after its run's recovery gave up\n{log[-3000:]}"
+        assert not any(g in log for g in gave_up), (
+            f"replaced after its run's recovery gave up\n{log[-3000:]}"
+        )
         assert second.is_running()
-        # the recovery was tried while Redis stalled (the case this is about): two
-        # socket timeouts on an idle machine, once more than 60 s under load
+        # the recovery was tried while Redis stalled (the case this is about)
         try:
-            wait_until(lambda: gave_up in sup.log(), 150, message=gave_up)
+            wait_until(lambda: any(g in sup.log() for g in gave_up), 150, message=str(gave_up))
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{sup.log()[-5000:]}") from None
     finally:
