@@ -41,9 +41,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+# redflow_mp before redis-py: redflow_mp's first import brings redis-py in without
+# OpenTelemetry's metrics SDK (redflow_mp/redispy.py), which a plain `import redis`
+# first would load at every start of the command.
+from redflow_mp import __version__
+
+# isort: split
 import redis
 
-from redflow_mp import __version__
 from redflow_mp.client import Client
 from redflow_mp.codec import RunStatus
 from redflow_mp.errors import RedflowError

@@ -60,6 +60,13 @@ def test_the_supervisor_command_imports_no_optional_module() -> None:
     assert _imported_by("import redflow_supervisor.cli") == []
 
 
+def test_the_redflow_command_imports_no_opentelemetry() -> None:
+    # `redflow` (the operators' command) imported redis-py before the library, and
+    # with it OpenTelemetry's metrics SDK at every start (each CLI test paid it too).
+    found = _imported_by("import redflow_supervisor.ops.cli")
+    assert "opentelemetry" not in found, found
+
+
 def test_the_library_imports_no_optional_module() -> None:
     assert _imported_by("import redflow_mp") == []
 
