@@ -13,6 +13,9 @@ reported ready), BACKOFF (waiting before the next start), FATAL (gave up).
   run by ``max_run_crashes``), not the slot's.
 - A planned exit (recycling, drain, rolling restart) restarts at once and
   counts as nothing.
+- A fork that fails (EAGAIN at a process limit, ENOMEM) backs off like a start
+  failure but never goes FATAL: the limit is the host's, and it passes; the
+  supervisor and its other children go on.
 """
 
 from __future__ import annotations
@@ -57,9 +60,20 @@ class SlotTracker:
     start_failures: int = 0
     restart_at: float = 0.0
     crashes: deque[float] = field(default_factory=deque)
+    fork_failures: int = 0
 
     def spawned(self) -> None:
         self.state = RestartState.STARTING
+        self.fork_failures = 0
+
+    def fork_failed(self, now: float) -> float:
+        """The fork of this slot's next child failed; returns the delay before the
+        next try (the slot's running child, during a rolling restart, goes on)."""
+        self.fork_failures += 1
+        delay = self.policy.delay(self.fork_failures)
+        self.state = RestartState.BACKOFF
+        self.restart_at = now + delay
+        return delay
 
     def ready(self) -> None:
         self.state = RestartState.RUNNING

@@ -58,7 +58,15 @@ class ChildKeeping(SignalHandling):
         index = self.free_entries.pop()
         spec = self._child_spec(index, slot_no)
         self.board.claim_entry(index, 0)
-        pid = fork_child(spec, self.board, self.registry)
+        try:
+            pid = fork_child(spec, self.board, self.registry)
+        except OSError as exc:  # EAGAIN at a process limit, ENOMEM: the host's, it passes
+            self.board.free(index)
+            self.free_entries.append(index)
+            slot = self.slots.get(slot_no)
+            delay = slot.tracker.fork_failed(now) if slot is not None else 0.0
+            log.error("could not fork worker %d: %s; trying again in %.1f s", slot_no, exc, delay)
+            return None
         child = Child(
             pid=pid, slot=slot_no, index=index, generation=self.generation, started_at=now
         )

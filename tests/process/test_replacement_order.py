@@ -23,7 +23,9 @@ def test_a_fork_that_fails_after_a_child_died_still_puts_its_run_back(
     the dead child's run was put back: the supervisor ended with the run still
     leased to the dead child, uncharged (a crash the reaper's lease expiry never
     counts: a run that kills its worker by exhausting memory escaped
-    ``max_run_crashes``). Before the change the put-back came first."""
+    ``max_run_crashes``). Before the change the put-back came first. And the
+    failed fork itself ended the supervisor with a traceback (its other children
+    orphaned): it now backs off and forks again once the host lets it."""
     flag = tmp_path / "no-fork"
     sup = supervisor(
         procs=1,
@@ -35,16 +37,26 @@ def test_a_fork_that_fails_after_a_child_died_still_puts_its_run_back(
     handle = flows_forkfail.marked_nap.run(str(started), client=client)
     wait_until(started.exists, 60, message="the run's handler started")
     flag.touch()
+    started.unlink()
     first.kill()
-    sup.wait(timeout=90)  # it cannot go on without forking; how it ends is not the point
+    wait_until(lambda: "could not fork worker 1" in sup.log(), 60, message="a refused fork")
     log = sup.log()
     assert "fork refused" in log, log[-3000:]
-    state = client.get_run(handle.id)
-    assert state is not None
+    assert sup.proc is not None and sup.proc.poll() is None, log[-3000:]
+    state = wait_until(
+        lambda: (s := client.get_run(handle.id)) is not None and s.crash_count == 1 and s,
+        60,
+        message="the run put back and charged",
+    )
     assert state.status is RunStatus.QUEUED, (state.status, log[-3000:])
-    assert state.crash_count == 1, (state.crash_count, log[-3000:])
     assert state.last_crash is not None and "SIGKILL" in state.last_crash
     assert f"worker 1 (pid {first.pid})" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    flag.unlink()  # the host lets it fork again: the slot gets its child, the run a worker
+    (second,) = sup.wait_workers(1, timeout=60)
+    assert second.pid != first.pid
+    wait_until(started.exists, 60, message="the run taken up again by the new child")
+    assert sup.proc.poll() is None, sup.log()[-3000:]
 
 
 def test_the_exit_line_comes_before_what_it_means_for_its_slot(
