@@ -173,11 +173,22 @@ def connection_options(ns: argparse.Namespace, env: dict[str, str] | None = None
     """``cluster`` and ``sentinel_master`` for :func:`connect`: flags, then
     REDFLOW_CLUSTER / REDFLOW_SENTINEL_MASTER."""
     environ = os.environ if env is None else env
-    cluster = bool(getattr(ns, "cluster", False)) or environ.get(
-        "REDFLOW_CLUSTER", ""
-    ).strip().lower() in ("1", "true", "yes", "on")
+    cluster = bool(getattr(ns, "cluster", False)) or _env_flag(environ, "REDFLOW_CLUSTER")
     master = getattr(ns, "sentinel_master", None) or environ.get("REDFLOW_SENTINEL_MASTER")
     return {"cluster": cluster, "sentinel_master": master or None, "shards": _shards(ns, environ)}
+
+
+def _env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A yes/no environment variable, as the supervisor's settings read one: a value
+    that is neither (``maybe``, a typo) is an error, not a silent no."""
+    raw = environ.get(name, "")
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    shown = raw if len(raw) <= 40 else raw[:40] + f"... ({len(raw)} characters)"
+    raise UsageError(f"${name} must be true or false (1/0, yes/no, on/off), not {shown!r}")
 
 
 def _shards(ns: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
