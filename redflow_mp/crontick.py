@@ -177,12 +177,18 @@ def _due_batch(
     now, earliest, due = client.scripts.due_crons(limit)
     passed = 0
     for _ in range(_PASS_OVER_ROUNDS):
-        if len(due) < limit or not _all_unreadable(due, now):
-            return now, earliest, due, len(due) >= limit
+        if not _cut(limit, now, earliest, due) or not _all_unreadable(due, now):
+            return now, earliest, due, _cut(limit, now, earliest, due)
         passed += len(due)
         now, earliest, due = client.scripts.due_crons(limit, passed)
     # still a full unreadable batch: not "more" (the duty would tick again at once)
-    return now, earliest, due, len(due) >= limit and not _all_unreadable(due, now)
+    return now, earliest, due, _cut(limit, now, earliest, due) and not _all_unreadable(due, now)
+
+
+def _cut(limit: int, now: int, earliest: int | None, due: list[Any]) -> bool:
+    """Whether entries are still due after this batch: it is full, or the size
+    bound of its definitions ended it (its earliest is then due now)."""
+    return len(due) >= limit or (earliest is not None and earliest <= now)
 
 
 def _count(tick: CronTick, code: int, run_id: str, cron_id: str, workflow: str) -> None:

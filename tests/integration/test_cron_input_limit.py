@@ -11,7 +11,9 @@ import pytest
 import redis
 
 from redflow_mp import Client, Context, Cron, Registry, define_workflow
+from redflow_mp.cron import cron_id_for
 from redflow_mp.errors import PayloadTooLargeError
+from redflow_mp.maintenance import LeaderLock, cron_tick
 from redflow_mp.runs import DEFAULT_MAX_PAYLOAD_BYTES
 from redflow_supervisor.settings import load
 from redflow_supervisor.startup import resync
@@ -83,3 +85,29 @@ def test_a_reload_whose_cron_input_is_too_large_logs_and_keeps_the_last_sync(
         for r in caplog.records
     ), caplog.text
     assert raw.hget(client.keys.cron_def, "bulky:n") == stored
+
+
+def test_due_crons_with_large_inputs_are_read_a_few_at_a_time_and_all_fire(
+    raw: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """Four crons with an input of 3 MiB each (within ``max_payload_bytes``) due at
+    once: the leader's read of the due entries held every definition (a batch of
+    100 at the 8 MiB limit: 800 MiB in one reply). Now each read holds 4 MiB of
+    definitions at most (at least one), the tick says ``more`` while entries are
+    left due, and all of them fire."""
+    blob = "x" * (3 << 20)
+    yearly = [Cron("0 0 1 1 *", input=blob)]
+    names = [f"big{i}" for i in range(4)]
+    for name in names:
+        define_workflow(name, cron=yearly, registry=registry)(_handler)
+    client.sync_registry(registry, app="etl")
+    lock = LeaderLock(client, 60_000)
+    assert lock.tick()
+    due = client.server_time_ms() - 1_000
+    raw.zadd(client.keys.cron_next, {cron_id_for(n, yearly[0]): due for n in names})
+    ticks = [cron_tick(client, lock.token, budget_s=60.0) for _ in range(4)]
+    assert [len(t.fired) for t in ticks] == [1, 1, 1, 1]
+    assert [t.more for t in ticks] == [True, True, True, False]
+    assert raw.zcount(client.keys.cron_next, "-inf", due) == 0
+    runs = [client.get_run(rid) for t in ticks for rid in t.fired]
+    assert sorted(r.workflow for r in runs if r is not None) == names
