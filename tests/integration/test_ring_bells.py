@@ -1,0 +1,66 @@
+"""``ring_bells``: a drain (or a child's retirement) wakes the supervisor's idle
+children, each blocked on the bells of every queue it serves, without leaving
+tokens behind for the next start's children to wake on for nothing."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client
+from redflow_mp.maintenance import ring_bells
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_ringing_wakes_every_idle_child_and_leaves_few_tokens(
+    raw: redis.Redis, client: Client, redis_url: str
+) -> None:
+    """Each idle child waits on the bells of all its queues at once (one BLPOP), so
+    one token in any of them wakes it. A drain pushed ``count`` tokens into the
+    bell of every queue: with 5,000 queues and 2 children it left 9,998 tokens,
+    and the next start's children woke 660 times in 12 s for nothing (a BLPOP of
+    5,000 keys and a futile claim each), for minutes. Now ``count`` tokens in all,
+    and both waiting children still wake."""
+    queues = [f"q{i}" for i in range(200)]
+    bells = [client.keys.q_bell(q) for q in queues]
+    woken: list[Any] = []
+    conns = [redis.Redis.from_url(redis_url) for _ in range(2)]
+    started = threading.Barrier(3)
+
+    def idle(conn: redis.Redis) -> None:
+        started.wait()
+        woken.append(conn.blpop(bells, timeout=30))
+
+    threads = [threading.Thread(target=idle, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    started.wait()
+    # both BLPOPs blocked before the ring (CLIENT LIST: cmd=blpop)
+    for _ in range(3000):
+        listing = raw.client_list()
+        if sum(1 for c in listing if c.get("cmd") == "blpop") >= 2:
+            break
+        threading.Event().wait(0.01)
+    ring_bells(client, queues, 2)
+    for t in threads:
+        t.join(30)
+    for c in conns:
+        c.close()
+    assert len(woken) == 2 and all(w is not None for w in woken), woken
+    assert sum(int(raw.llen(b)) for b in bells) == 0
+
+
+def test_a_bell_of_another_type_is_passed_over(raw: redis.Redis, client: Client) -> None:
+    """The first queue's bell overwritten with a string (a neighbour's key): the
+    tokens go into the next queue's bell, which the idle children wait on too."""
+    raw.set(client.keys.q_bell("a"), "neighbour")
+    ring_bells(client, ["a", "b", "c"], 3)
+    assert raw.get(client.keys.q_bell("a")) == b"neighbour"
+    assert raw.llen(client.keys.q_bell("b")) == 3 and not raw.exists(client.keys.q_bell("c"))
+    ring_bells(client, [], 3)
+    ring_bells(client, ["b"], 0)
+    assert raw.llen(client.keys.q_bell("b")) == 3
