@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -63,6 +64,7 @@ __all__ = [
     "sweep_backlog",
     "sweep_retention",
     "wake_due",
+    "wake_workers",
 ]
 
 log = logging.getLogger(__name__)
@@ -442,6 +444,23 @@ def ring_bells(client: Store, queues: Sequence[str], count: int) -> None:
         except redis.ResponseError as exc:
             if "WRONGTYPE" not in str(exc):
                 raise
+
+
+def wake_workers(client: Any, token: str, count: int) -> None:
+    """Push ``count`` tokens into the wake key ``token`` names, in every shard (a
+    worker blocks on its home shard's), for a minute: the workers made with that
+    ``wake_token`` (a supervisor's children), and only they, wake at once. The
+    bells of their queues are not rung: an idle worker of another supervisor that
+    serves one of those queues (blocked on its bell longer) took the tokens there,
+    and these workers slept on until their blocking read timed out."""
+    if count <= 0:
+        return
+    for shard in stores(client):
+        key = shard.keys.worker_wake(token)
+        with shard.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, *(["1"] * count))
+            pipe.pexpire(key, 60_000)
+            pipe.execute()
 
 
 #: Queues whose bell :func:`ring_bells` tries before giving up (a bell of another

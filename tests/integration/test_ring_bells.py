@@ -64,3 +64,66 @@ def test_a_bell_of_another_type_is_passed_over(raw: redis.Redis, client: Client)
     ring_bells(client, [], 3)
     ring_bells(client, ["b"], 0)
     assert raw.llen(client.keys.q_bell("b")) == 3
+
+
+def _blocked(raw: redis.Redis, name: str) -> int:
+    """Connections named ``name`` blocked in a command (CLIENT LIST flag ``b``)."""
+    return sum(1 for c in raw.client_list() if c.get("name") == name and "b" in c.get("flags", ""))
+
+
+def test_a_drain_wakes_its_own_children_when_another_supervisor_waits_on_a_queue(
+    raw: redis.Redis, client: Client, redis_url: str
+) -> None:
+    """Supervisor S1 serves queues a and b with 2 idle children; supervisor S2 on the
+    same Redis serves only a, and its 2 idle children blocked first. S1's drain put
+    its 2 tokens in a's bell: Redis hands them to the clients blocked longest on a,
+    S2's children (which find nothing and wait again), and S1's children slept on
+    until their blocking read timed out. The drain's tokens must reach S1's
+    children only (their own wake key), leaving none behind in the queue bells."""
+    from types import SimpleNamespace
+
+    from redflow_mp import Worker
+    from supervisor.arbiterstate import ArbiterState
+
+    s1 = SimpleNamespace(client=client, queues=("a", "b"), children={1: None, 2: None})
+    s1.wake_token = "s1-token"
+    try:  # the keys one of S1's children blocks on (its Worker, as child.py makes it)
+        mine = Worker(client, queues=["a", "b"], wake_token=s1.wake_token)._bells
+    except TypeError:  # no wake_token: the bells of its queues and a private key
+        mine = Worker(client, queues=["a", "b"])._bells
+    theirs = [client.keys.q_bell("a"), client.keys.worker_wake("s2-child")]
+    got: dict[str, list[Any]] = {"s1": [], "s2": []}
+
+    def idle(name: str, keys: list[str]) -> None:
+        conn = redis.Redis.from_url(redis_url)
+        conn.client_setname(name)
+        try:
+            got[name].append(conn.blpop(keys, timeout=0))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=idle, args=("s2", theirs)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(3000):  # S2's children block first (the longest waiting)
+        if _blocked(raw, "s2") == 2:
+            break
+        threading.Event().wait(0.01)
+    mine_threads = [threading.Thread(target=idle, args=("s1", mine)) for _ in range(2)]
+    for t in mine_threads:
+        t.start()
+    for _ in range(3000):
+        if _blocked(raw, "s1") == 2:
+            break
+        threading.Event().wait(0.01)
+    ArbiterState._ring_bells(s1)  # type: ignore[arg-type]
+    still_blocked = _blocked(raw, "s1")
+    # release whoever still waits (CLIENT UNBLOCK: the BLPOP returns None)
+    for c in raw.client_list():
+        if c.get("name") in ("s1", "s2") and "b" in c.get("flags", ""):
+            raw.client_unblock(int(c["id"]))
+    for t in threads + mine_threads:
+        t.join(30)
+    assert still_blocked == 0, got
+    assert [w is not None for w in got["s1"]] == [True, True], got
+    assert sum(int(raw.llen(client.keys.q_bell(q))) for q in ("a", "b")) == 0
