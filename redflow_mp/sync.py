@@ -48,6 +48,7 @@ from .withdrawal import (
 __all__ = [
     "REFRESH_INTERVAL_MS",
     "STALE_WORKFLOW_GRACE_MS",
+    "check_cron_inputs",
     "loaded_live",
     "registration_digest",
     "registry_gaps",
@@ -98,7 +99,7 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
         raise TypeError("registry must be a Registry")
     now = runs.server_time_ms()
     defs = reg.list()
-    _check_cron_inputs(defs, runs.max_payload_bytes)
+    check_cron_inputs(defs, runs.max_payload_bytes)
     remove_stale_workflows(runs, {wf.name for wf in defs}, app, now, every=True)
     # One read and one transaction per shard and chunk of workflows, not two
     # round trips per workflow (5,000 workflows: 4.2 s at every start).
@@ -110,7 +111,7 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
             _sync_workflows(runs, chunk, app, now)
 
 
-def _check_cron_inputs(wfs: list[Workflow[Any, Any]], limit: int) -> None:
+def check_cron_inputs(wfs: list[Workflow[Any, Any]], limit: int) -> None:
     """Refuse, before anything is written, a cron input past ``limit``
     (``max_payload_bytes``): it is the input of every run the cron creates,
     which ``run()`` would refuse (a 20 MiB one was synced, and a once-a-second
