@@ -39,7 +39,8 @@ __all__ = [
 log = logging.getLogger("redflow_mp.maintenance")
 
 _cron_decoder = msgspec.json.Decoder(CronDef)
-#: Full batches of due entries this host cannot read that one tick looks past.
+#: Full batches (of ``limit`` entries) of due entries this host cannot read
+#: that one tick looks past.
 _PASS_OVER_ROUNDS = 10
 _UNREADABLE_MAX = 10_000
 # A cron fire key only has to outlive the race of two leaders over one fire time
@@ -176,7 +177,9 @@ def _due_batch(
     others, which would never be read otherwise."""
     now, earliest, due = client.scripts.due_crons(limit)
     passed = 0
-    for _ in range(_PASS_OVER_ROUNDS):
+    # Counted in entries, not replies: a reply cut by its size (DUE_CRON_BYTES)
+    # may hold one entry, and 10 such replies hid every entry due after them.
+    while passed < _PASS_OVER_ROUNDS * limit:
         if not _cut(limit, now, earliest, due) or not _all_unreadable(due, now):
             return now, earliest, due, _cut(limit, now, earliest, due)
         passed += len(due)
