@@ -127,3 +127,25 @@ def test_a_drain_wakes_its_own_children_when_another_supervisor_waits_on_a_queue
     assert still_blocked == 0, got
     assert [w is not None for w in got["s1"]] == [True, True], got
     assert sum(int(raw.llen(client.keys.q_bell(q))) for q in ("a", "b")) == 0
+
+
+def test_a_supervisors_wake_key_reaches_its_children_on_every_shard(
+    raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """With shards, child i blocks on shard i mod shards (its home): the drain's
+    tokens go into the supervisor's wake key of every shard, expiring."""
+    from redflow_mp import Registry, Worker
+    from redflow_mp.maintenance import wake_workers
+    from tests.sharding import sharded_client
+
+    with sharded_client(redis_url, prefix, Registry(), 3) as sharded:
+        workers = [
+            Worker(sharded, queues=["a", "b"], home_shard=i, wake_token="sup") for i in range(3)
+        ]
+        wake_workers(sharded, "sup", 2)
+        for w in workers:
+            own = w._bells[-1]
+            assert own == w.home.keys.worker_wake("sup")
+            assert raw.llen(own) == 2 and 0 < raw.pttl(own) <= 60_000
+        assert len({w._bells[-1] for w in workers}) == 3
+        assert not any(raw.exists(k) for w in workers for k in w._bells[:-1])
