@@ -39,7 +39,8 @@ __all__ = [
 log = logging.getLogger("redflow_mp.maintenance")
 
 _cron_decoder = msgspec.json.Decoder(CronDef)
-#: Full batches of due entries this host cannot read that one tick looks past.
+#: Full batches (of ``limit`` entries) of due entries this host cannot read
+#: that one tick looks past.
 _PASS_OVER_ROUNDS = 10
 _UNREADABLE_MAX = 10_000
 # A cron fire key only has to outlive the race of two leaders over one fire time
@@ -176,13 +177,21 @@ def _due_batch(
     others, which would never be read otherwise."""
     now, earliest, due = client.scripts.due_crons(limit)
     passed = 0
-    for _ in range(_PASS_OVER_ROUNDS):
-        if len(due) < limit or not _all_unreadable(due, now):
-            return now, earliest, due, len(due) >= limit
+    # Counted in entries, not replies: a reply cut by its size (DUE_CRON_BYTES)
+    # may hold one entry, and 10 such replies hid every entry due after them.
+    while passed < _PASS_OVER_ROUNDS * limit:
+        if not _cut(limit, now, earliest, due) or not _all_unreadable(due, now):
+            return now, earliest, due, _cut(limit, now, earliest, due)
         passed += len(due)
         now, earliest, due = client.scripts.due_crons(limit, passed)
     # still a full unreadable batch: not "more" (the duty would tick again at once)
-    return now, earliest, due, len(due) >= limit and not _all_unreadable(due, now)
+    return now, earliest, due, _cut(limit, now, earliest, due) and not _all_unreadable(due, now)
+
+
+def _cut(limit: int, now: int, earliest: int | None, due: list[Any]) -> bool:
+    """Whether entries are still due after this batch: it is full, or the size
+    bound of its definitions ended it (its earliest is then due now)."""
+    return len(due) >= limit or (earliest is not None and earliest <= now)
 
 
 def _count(tick: CronTick, code: int, run_id: str, cron_id: str, workflow: str) -> None:

@@ -135,7 +135,8 @@ Keys redflow-mp adds::
                                         any write (off a cluster: not read at all)
     run-done:<runId>              pub/sub channel: the terminal status, published at finish
                                   (a wake-up: waiters read the run)
-    worker-wake:<token>           LIST  wakes one in-process worker blocked on its bells (stop())
+    worker-wake:<token>           LIST  wakes a worker blocked on its bells (stop());
+                                  shared by a supervisor's children (drain, retirement; 60 s TTL)
     supervisor:<id>               STR   a supervisor's status record (JSON, TTL)
     supervisors                   ZSET  supervisor id -> last refresh time
     relist                        HASH  the relist sweep's cursor (``src``: the index it

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -63,6 +64,7 @@ __all__ = [
     "sweep_backlog",
     "sweep_retention",
     "wake_due",
+    "wake_workers",
 ]
 
 log = logging.getLogger(__name__)
@@ -424,11 +426,43 @@ def announce_queues(client: Store, queues: Sequence[str]) -> None:
 
 
 def ring_bells(client: Store, queues: Sequence[str], count: int) -> None:
-    """Wake up to ``count`` workers blocked on each of ``queues`` (a drain must not
-    wait for their blocking reads to time out)."""
-    if not queues or count <= 0:
+    """Wake up to ``count`` workers blocked on ``queues`` (a drain must not wait
+    for their blocking reads to time out).
+
+    An idle worker waits on the bells of all its queues in one ``BLPOP``: one
+    token in any of them wakes it. So ``count`` tokens go into one bell, the
+    first queue's whose bell takes them (one of another type is passed over). A
+    token in every queue's bell left 5,000 x ``count`` of them after a drain of
+    a supervisor serving 5,000 queues, each waking a worker of the next start
+    for nothing (a ``BLPOP`` of every bell and a futile claim), for minutes."""
+    if count <= 0:
         return
-    with client.redis.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            pipe.lpush(client.keys.q_bell(queue), *(["1"] * count))
-        pipe.execute()
+    for queue in queues[:_RING_TRIES]:
+        try:
+            client.redis.lpush(client.keys.q_bell(queue), *(["1"] * count))
+            return
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+
+
+def wake_workers(client: Any, token: str, count: int) -> None:
+    """Push ``count`` tokens into the wake key ``token`` names, in every shard (a
+    worker blocks on its home shard's), for a minute: the workers made with that
+    ``wake_token`` (a supervisor's children), and only they, wake at once. The
+    bells of their queues are not rung: an idle worker of another supervisor that
+    serves one of those queues (blocked on its bell longer) took the tokens there,
+    and these workers slept on until their blocking read timed out."""
+    if count <= 0:
+        return
+    for shard in stores(client):
+        key = shard.keys.worker_wake(token)
+        with shard.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, *(["1"] * count))
+            pipe.pexpire(key, 60_000)
+            pipe.execute()
+
+
+#: Queues whose bell :func:`ring_bells` tries before giving up (a bell of another
+#: type is passed over: a neighbour's key, named by the key check duty).
+_RING_TRIES = 8

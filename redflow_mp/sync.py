@@ -32,7 +32,7 @@ from .cronswap import (
 )
 from .options import check_name, timeout_to_ms
 from .registry import Registry, Workflow
-from .runs import Runs
+from .runs import Runs, encode_payload
 from .shardset import Shard
 from .withdrawal import (
     _READ_CHUNK,
@@ -48,6 +48,7 @@ from .withdrawal import (
 __all__ = [
     "REFRESH_INTERVAL_MS",
     "STALE_WORKFLOW_GRACE_MS",
+    "check_cron_inputs",
     "loaded_live",
     "registration_digest",
     "registry_gaps",
@@ -98,6 +99,7 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
         raise TypeError("registry must be a Registry")
     now = runs.server_time_ms()
     defs = reg.list()
+    check_cron_inputs(defs, runs.max_payload_bytes)
     remove_stale_workflows(runs, {wf.name for wf in defs}, app, now, every=True)
     # One read and one transaction per shard and chunk of workflows, not two
     # round trips per workflow (5,000 workflows: 4.2 s at every start).
@@ -107,6 +109,22 @@ def sync_registry(runs: Runs, registry: Registry | None = None, *, app: str) -> 
     for group in by_shard.values():
         for chunk in _weighed_chunks(group):
             _sync_workflows(runs, chunk, app, now)
+
+
+def check_cron_inputs(wfs: list[Workflow[Any, Any]], limit: int) -> None:
+    """Refuse, before anything is written, a cron input past ``limit``
+    (``max_payload_bytes``): it is the input of every run the cron creates,
+    which ``run()`` would refuse (a 20 MiB one was synced, and a once-a-second
+    cron held 339 MB of Redis after 12 s)."""
+    for wf in wfs:
+        for trigger in wf.cron:
+            if trigger.input is None:
+                continue
+            what = (
+                f"input of cron {cron_id_for(wf.name, trigger)!r} "
+                f"(workflow {wf.name!r}, {trigger.expression!r})"
+            )
+            encode_payload(trigger.input, what, limit)
 
 
 def _weighed_chunks(wfs: list[Workflow[Any, Any]]) -> Iterator[list[Workflow[Any, Any]]]:

@@ -12,7 +12,13 @@ from typing import Any
 from .codec import text
 from .keys import Keys, cron_key
 
-__all__ = ["UpkeepCalls"]
+__all__ = ["DUE_CRON_BYTES", "UpkeepCalls"]
+
+#: Bytes of cron definitions one ``due_crons`` reply holds (at least one). A
+#: definition holds its cron's input, up to ``max_payload_bytes`` (8 MiB): a
+#: batch of 100 due entries was one reply of up to 800 MiB, held by Redis and the
+#: leader at once.
+DUE_CRON_BYTES = 4 << 20
 
 
 class UpkeepCalls:
@@ -99,16 +105,18 @@ class UpkeepCalls:
         return int(reply[0]), int(reply[1]) == 1
 
     def due_crons(
-        self, limit: int, offset: int = 0
+        self, limit: int, offset: int = 0, max_bytes: int = DUE_CRON_BYTES
     ) -> tuple[int, int | None, list[tuple[str, int | None, bytes]]]:
         """(server ms, earliest later fire time or None, due (id, fire ms, definition)),
-        the due entries from the ``offset``-th on. A fire time that is no number of
+        the due entries from the ``offset``-th on, their definitions ``max_bytes``
+        at most (at least one): when that cut the batch, earliest is the fire time
+        of the first entry left out (due now). A fire time that is no number of
         ms (``-inf``, written by hand) is None; ``+inf`` as the earliest is None too
         (nothing will be due)."""
         reply = self.run(
             "due_crons",
             (self.keys.cron_next, self.keys.cron_def),
-            (self._tag, limit, offset),
+            (self._tag, limit, offset, max_bytes),
             retry=True,
         )
         now = int(reply[0])

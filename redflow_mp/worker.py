@@ -105,6 +105,8 @@ class Worker(WorkerWaits):
             When False (the default), the other shards are looked at after each
             blocking wait, cut to :data:`UNWATCHED_BLOCK_TIMEOUT`. On one server
             the worker blocks on the bells of every shard at once.
+        wake_token: names the worker's wake key (default: its own, random); a
+            supervisor gives its children one, to wake them all (:func:`wake_workers`).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Worker(WorkerWaits):
         metrics: Metrics | None = None,
         home_shard: int = 0,
         shards_watched: bool = False,
+        wake_token: str | None = None,
     ) -> None:
         self.client = client
         self.registry = registry if registry is not None else client.registry
@@ -160,7 +163,7 @@ class Worker(WorkerWaits):
         # an interrupted Event.wait() in the same thread may hold (it hung). _nap polls.
         self._stop_asked = False
         home_keys = self.home.keys  # one BLPOP: the bells and the wake key in one slot
-        self._wake_key = home_keys.worker_wake(new_token())
+        self._wake_key = home_keys.worker_wake(wake_token or new_token())
         watched = (self.home, *self._others) if self._one_server else (self.home,)
         self._bells = [s.keys.q_bell(q) for s in watched for q in self.queues] + [self._wake_key]
         # which shard a bell belongs to: the next claim pass starts there

@@ -23,7 +23,8 @@ from redflow_mp.admin import RunQueues
 from redflow_mp.client import Client
 from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.hookdue import HOOK_LIMIT_S
-from redflow_mp.maintenance import ring_bells
+from redflow_mp.ids import new_token
+from redflow_mp.maintenance import wake_workers
 from redflow_mp.registry import Registry
 
 from .aftermath import Aftermath
@@ -103,6 +104,8 @@ class ArbiterState:
         self.queues: tuple[str, ...] = ()
         self.title = f"redflow-supervisor[{settings.app}]"
         self.id = supervisor_id()
+        # the wake key of this supervisor's children (worker-wake:<token>, every shard)
+        self.wake_token = new_token()
         self.started_ms = int(time.time() * 1000)
         self.sampler = ProcessSampler()
         self.cpu_limit = ParentLimit()
@@ -131,7 +134,7 @@ class ArbiterState:
         if self.client is None or not self.children:
             return
         try:
-            ring_bells(self.client, self.queues, len(self.children))
+            wake_workers(self.client, self.wake_token, len(self.children))
         except _BELL_TROUBLE as exc:
             # Best effort: an idle child sees the request at the end of its blocking
             # read. A plain command's refusal (OOM at maxmemory, READONLY, MISCONF,

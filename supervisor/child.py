@@ -138,6 +138,8 @@ class ChildSpec:
     shards: int = 1
     # every shard has a child blocked on its bells (procs >= shards): see Worker
     shards_watched: bool = False
+    # the wake key of the supervisor's children: its drain and retirements push there
+    wake_token: str = ""
     close_fds: Sequence[int] = field(default_factory=tuple)
     boot_timeout: float = 10.0
     metrics_fd: int = -1
@@ -627,6 +629,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
         metrics=hooks.metrics,
         home_shard=max(0, spec.index),  # child i blocks on shard i mod shards
         shards_watched=spec.shards_watched,
+        wake_token=spec.wake_token or None,
     )
     holder["worker"] = worker
     board.set_state(spec.index, SlotState.IDLE, os.getpid())

@@ -279,9 +279,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         _doc(
             "maintenance",
-            "Cron leader lock TTL; leadership moves within this time when a leader dies.",
+            "Cron leader lock TTL; leadership moves within this time when a leader dies. "
+            "Renewed every third of it: at least 300 (a shorter lock lapsed between two "
+            "renewals, and the lead moved back and forth).",
             unit="ms",
-            min=1,
+            min=300,
         ),
     ] = 10000
 

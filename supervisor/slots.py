@@ -47,6 +47,7 @@ class ChildKeeping(SignalHandling):
             cancel_grace=s.cancel_grace,
             **client_keywords(s),
             shards_watched=self.target >= s.shards,
+            wake_token=self.wake_token,
             close_fds=(*self.pipe.fds, *self.hub.fds_for_children()),
             metrics_fd=self.hub.write_fd,
         )

@@ -281,6 +281,14 @@ def resync(client: Client, settings: Settings, registry: Registry) -> tuple[str,
         # A plain command's refusal (OOM at maxmemory, MISCONF...) is redis-py's raw
         # error: it ended the parent in a traceback in the middle of a HUP.
         log.warning("registry sync after reload failed: %s", exc)
+    except RedflowError as exc:
+        # A definition the sync refuses (a cron input past max_payload_bytes): at
+        # start the same is fatal; here it ended the parent in a traceback.
+        log.error(
+            "registry sync after reload refused: %s; Redis keeps what the last sync "
+            "wrote (fix the definition and reload)",
+            exc,
+        )
     return queues
 
 

@@ -39,10 +39,10 @@ import redis
 
 from redflow_mp.client import Client
 from redflow_mp.codec import text
-from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.errors import TRANSIENT_ERRORS, RedflowError
 from redflow_mp.foreign import LOST_MARKER_MS
 from redflow_mp.registry import Registry
-from redflow_mp.sync import registry_gaps
+from redflow_mp.sync import check_cron_inputs, registry_gaps
 
 __all__ = ["RegistryDuty"]
 
@@ -87,6 +87,7 @@ class RegistryDuty:
             self._seen = self._servers()
         self._seen_first = False  # _seen was read in this tick (no earlier look to compare)
         self._changed: list[int] = []  # the shards whose server restarted (_what_happened)
+        self._refused: Registry | None = None  # the registry the sync refused, said once
         # when the registry was last written (monotonic): the start-up sync, about now
         self._synced_at = time.monotonic()
 
@@ -115,7 +116,7 @@ class RegistryDuty:
         return now + self.interval
 
     def _resync(self, registry: Registry, gaps: list[str], now: float) -> None:
-        if gaps:
+        if gaps and not self._sync_refuses(registry):
             shown = ", ".join(repr(n) for n in gaps[:5])
             more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
             gone = (
@@ -128,6 +129,24 @@ class RegistryDuty:
             self._synced_at = time.monotonic()
             self.resynced += 1
             self._adopt_from(now)
+
+    def _sync_refuses(self, registry: Registry) -> bool:
+        """Whether the sync refuses ``registry`` (a cron input past
+        max_payload_bytes, after a reload: ``startup.resync`` logged it). Its
+        workflows the refused sync would have added are never-synced, not lost:
+        no "gone from Redis", no ``registry-lost`` marker, no sync failing again
+        every full check (it did, every minute)."""
+        try:
+            check_cron_inputs(registry.list(), self.client.max_payload_bytes)
+        except RedflowError as exc:
+            if self._refused is not registry:
+                self._refused = registry
+                log.error(
+                    "registry check: not syncing the reloaded registry, which the sync refused: %s",
+                    exc,
+                )
+            return True
+        return False
 
     def _servers(self) -> dict[int, tuple[str, int]]:
         """Per shard: its server's ``run_id`` and uptime (s), from ``INFO server``

@@ -606,6 +606,17 @@ def queues_table_lines(stats: Iterable[QueueStats], first: int = 1000) -> Iterat
     return table_lines(_QUEUE_HEADERS, (_queue_row(q) for q in stats), first=first)
 
 
+#: Queue names a supervisor's line shows (5,000 made one line of 29 KB).
+SHOWN_QUEUES = 20
+
+
+def _queue_list(queues: Sequence[str]) -> str:
+    """The first :data:`SHOWN_QUEUES` names, then how many more."""
+    shown = clean(",".join(queues[:SHOWN_QUEUES]))
+    more = len(queues) - SHOWN_QUEUES
+    return f"{shown} and {more:,} more (--json lists them)" if more > 0 else shown
+
+
 def supervisors_text(sups: Sequence[SupervisorStatus], now_ms: int) -> str:
     if not sups:
         return "no live supervisors"
@@ -614,7 +625,7 @@ def supervisors_text(sups: Sequence[SupervisorStatus], now_ms: int) -> str:
         head = (
             f"supervisor {clean(s.id)}  app {clean(s.app)}  {clean(s.mode)}"
             f"{'  cron leader' if s.leader else ''}  procs {s.procs}"
-            f"  queues {clean(','.join(s.queues))}  rss {fmt_bytes(s.rss)}"
+            f"  queues {_queue_list(s.queues)}  rss {fmt_bytes(s.rss)}"
             f"  up {fmt_duration(now_ms - s.started_at)}"
             f"  seen {fmt_relative(s.updated_at, now_ms)}"
             f"{'  v' + clean(s.version) if s.version else ''}"

@@ -177,3 +177,39 @@ def test_a_neighbours_cron_entry_of_fewer_than_five_fields_stops_no_other_cron(
     assert raw.zscore(client.keys.cron_next, hostile) == now - 10_000
     assert any(hostile in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
     leader.resign()
+
+
+def test_unreadable_entries_with_large_inputs_do_not_hide_the_entries_due_after_them(
+    raw: redis.Redis, client: Client, registry: Registry, zone_dir: Path
+) -> None:
+    """12 entries this host cannot read, each with a 2.5 MiB input, due before a
+    plain one. A ``due_crons`` reply holds 4 MiB of definitions, so one entry a
+    reply, and the tick looked past 10 replies (it looked past 10 full batches of
+    100 entries before the size bound): the plain entry was never fired, on any
+    tick. It looks past as many entries as before (10 x ``limit``)."""
+    _host_b(zone_dir)
+    blob = "x" * (5 << 19)  # 2.5 MiB: two of them do not fit one reply
+    newer = [Cron("0 0 1 1 *", timezone=ZONE, id=f"n{i}", input=blob) for i in range(12)]
+    define_workflow("newer", cron=newer, registry=registry)(lambda ctx: None)
+    client.sync_registry(registry, app="host-b")
+    _host_a()
+    host_a = Registry()
+    plain = Cron("0 0 1 1 *")
+    define_workflow("plain", cron=[plain], registry=host_a)(lambda ctx: None)
+    client.sync_registry(host_a, app="host-a")
+
+    now = client.server_time_ms()
+    due = {cron_id_for("newer", c): now - 10_000 + i for i, c in enumerate(newer)}
+    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    fired: list[str] = []
+    for _ in range(20):  # the duty ticks again at once while ``more``
+        tick = cron_tick(client, lock.token)
+        fired += tick.fired
+        if not tick.more:
+            break
+    assert len(fired) == 1, fired
+    run = client.get_run(fired[0])
+    assert run is not None and run.workflow == "plain"
+    assert raw.zmscore(client.keys.cron_next, list(due)) == list(due.values())

@@ -62,3 +62,34 @@ def test_a_sync_again_writes_the_registry_lost_marker_first(
     assert duty.resynced == 1
     assert raw.get(k.registry_lost) == b"app"
     assert 0 < raw.pttl(k.registry_lost) <= LOST_MARKER_MS
+
+
+def test_a_registry_whose_sync_was_refused_is_not_taken_for_a_lost_one(
+    raw: redis.Redis, client: Client, caplog: Any
+) -> None:
+    """A reload (HUP) whose registry the sync refuses (a cron input past
+    max_payload_bytes: startup.resync logs it, Redis keeps the last sync's
+    entries) adds a workflow: the full check found it "gone from Redis", wrote the
+    ``registry-lost`` marker (other apps' workers then put back runs) and failed
+    with PayloadTooLargeError, every minute. Never synced is not lost."""
+    import logging
+
+    from redflow_mp.runs import DEFAULT_MAX_PAYLOAD_BYTES
+
+    old = Registry()
+    define_workflow("first", registry=old)(_handler)
+    client.sync_registry(old, app="app")
+    new = Registry()
+    define_workflow("first", registry=new)(_handler)
+    define_workflow(
+        "added", registry=new, cron=[Cron("0 3 * * *", input="x" * DEFAULT_MAX_PAYLOAD_BYTES)]
+    )(_handler)
+    duty = RegistryDuty(client, lambda: new, "app")
+    caplog.set_level(logging.WARNING)
+    for _ in range(2 * FULL_EVERY):
+        duty.tick(0.0)
+    assert not raw.exists(client.keys.registry_lost)
+    assert not [r for r in caplog.records if "gone from Redis" in r.getMessage()]
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in caplog.records]
+    assert duty.resynced == 0 and not raw.exists(client.keys.workflow("added"))

@@ -144,6 +144,27 @@ def test_due_crons_reads_due_entries_by_server_clock(raw: redis.Redis, client: C
     assert client.scripts.due_crons(1)[2] == [("a", now - 10, b'{"x":1}')]
 
 
+def test_due_crons_holds_a_bounded_size_of_definitions(raw: redis.Redis, client: Client) -> None:
+    """Each definition holds its cron's input (up to ``max_payload_bytes``, 8 MiB):
+    100 due entries were read in one reply of every definition, 800 MiB for inputs
+    at the limit (held by Redis's reply and the leader at once). A reply holds the
+    definitions up to ``DUE_CRON_BYTES``, at least one; ``earliest`` is then the
+    fire time of the first one left out (due now: the leader reads again)."""
+    k = client.keys
+    now = client.server_time_ms()
+    big = b"x" * (3 << 20)  # three of them: 9 MiB
+    raw.hset(k.cron_def, mapping={"a": big, "b": big, "c": big, "d": b"{}"})
+    raw.zadd(k.cron_next, {"a": now - 40, "b": now - 30, "c": now - 20, "d": now - 10})
+    _, earliest, due = client.scripts.due_crons(100)
+    assert sum(len(d) for _, _, d in due) <= max(4 << 20, len(big))  # DUE_CRON_BYTES
+    assert [cid for cid, _, _ in due] == ["a"]
+    assert earliest == now - 30
+    _, earliest, due = client.scripts.due_crons(100, 1)
+    assert [cid for cid, _, _ in due] == ["b"] and earliest == now - 20
+    _, earliest, due = client.scripts.due_crons(100, 2)
+    assert [cid for cid, _, _ in due] == ["c", "d"] and earliest is None
+
+
 # ------------------------------------------------------------------- sweep
 
 

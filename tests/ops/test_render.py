@@ -153,3 +153,30 @@ def test_json_text_escapes_what_clean_escapes_and_keeps_the_value() -> None:
     assert not any(render.clean(ch) != ch for ch in safe if ch != "\\"), safe
     assert json.loads(safe) == value
     assert render.json_text('{"a": 1}') == '{"a": 1}'
+
+
+def test_a_supervisor_of_thousands_of_queues_shows_a_few_names_and_a_count() -> None:
+    """``redflow supervisors`` printed every queue a supervisor serves on its head
+    line: 5,000 queues made one line of 29 KB, the line's other fields (rss, up,
+    seen, version) at its far end. The text names the first 20 and counts the
+    rest (``--json`` lists them all)."""
+    from redflow_supervisor.status import SupervisorStatus
+
+    sup = SupervisorStatus(
+        id="h:1",
+        app="a",
+        host="h",
+        pid=1,
+        started_at=0,
+        updated_at=1_000,
+        mode="running",
+        leader=False,
+        queues=[f"q{i}" for i in range(5000)],
+        procs=2,
+    )
+    head = render.supervisors_text([sup], 2_000).splitlines()[0]
+    shown = ",".join(f"q{i}" for i in range(20))
+    assert f"queues {shown} and 4,980 more (--json lists them)  rss" in head
+    assert len(head) < 400
+    few = msgspec.structs.replace(sup, queues=[f"q{i}" for i in range(20)])
+    assert f"queues {shown}  rss" in render.supervisors_text([few], 2_000)
