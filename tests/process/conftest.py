@@ -31,6 +31,18 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: The launcher that has the kernel SIGKILL a process when the test process dies.
+PDEATH = ROOT / "tests" / "pdeath.py"
+
+
+def orphan_proof(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run through ``tests/pdeath.py``: SIGKILLed when this test process (an
+    xdist worker SIGKILLed or ended by pytest-timeout, no teardown run) dies, its
+    children leaving as orphans. The pid and command line after the launcher's
+    ``execve`` are ``cmd``'s own. Call from the test's main thread."""
+    return [sys.executable, "-I", "-S", str(PDEATH), str(os.getpid()), *cmd]
+
+
 def run_supervisor_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m redflow_supervisor ARGS`` to its end (for start-up refusals),
     with output captured as text."""
@@ -83,7 +95,7 @@ class Supervisor:
     def start(self) -> Supervisor:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.cmd,
+            orphan_proof(self.cmd),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -1,0 +1,77 @@
+"""The test fixtures' own hygiene: a test process that dies without its teardown
+(an xdist worker SIGKILLed, pytest-timeout's ``os._exit``) takes the supervisors it
+started along (``tests/pdeath.py``), instead of leaving them running for good."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.process.conftest import ROOT, clean_env, wait_until
+
+pytestmark = pytest.mark.process
+
+_STARTER = """
+import json, sys, time
+from pathlib import Path
+from tests.process.conftest import Supervisor
+sup = Supervisor(sys.argv[1], sys.argv[2], Path(sys.argv[3]), procs=2).start()
+kids = sup.wait_workers(2)
+print(json.dumps([sup.pid, *(k.pid for k in kids)]), flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_test_process_killed_mid_test_takes_its_supervisor_along(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _STARTER, redis_url, prefix, str(tmp_path / "sup.log")],
+        cwd=ROOT,
+        env=clean_env({"PYTHONPATH": str(ROOT)}),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pids: list[int] = []
+    try:
+        assert starter.stdout is not None
+        line = starter.stdout.readline()
+        assert line, (
+            f"the starter exited ({starter.wait(30)}):\n" + (tmp_path / "sup.log").read_text()
+        )
+        pids = json.loads(line)
+        assert len(pids) == 3 and not any(_gone(p) for p in pids)
+        starter.kill()  # no teardown, no atexit: as an xdist worker SIGKILLed
+        starter.wait(timeout=30)
+        # the supervisor at once (PDEATHSIG), its idle children within a second
+        # or so (orphan_watch); before: timed out after 60 s waiting for ...
+        wait_until(
+            lambda: all(_gone(p) for p in pids),
+            60,
+            0.05,
+            message=f"the supervisor and its children {pids} to leave with their test process",
+        )
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(timeout=30)
+        if starter.stdout is not None:
+            starter.stdout.close()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
