@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, create_client
+from redflow_mp.transport import RETRIES, SOCKET_TIMEOUT
 from tests.process import flows
 from tests.process.conftest import Supervisor, wait_until
 from tests.redis_server import RedisServer
@@ -110,10 +111,17 @@ def test_an_orphan_leaves_on_its_runs_timeout_while_redis_is_stalled(
         sup.wait(timeout=10)
         os.kill(server.proc.pid, signal.SIGSTOP)
         stopped = True
-        # timeout (3 s) + the orphan's check (1 s) + scheduling on a loaded machine
-        # before: AssertionError: timed out after 8 s waiting for the orphan to leave
-        wait_until(lambda: _gone(orphan.pid), 8, message="the orphan to leave")
-        assert time.monotonic() - started < 8
+        # timeout (3 s) + the orphan's check (1 s) + scheduling on a loaded machine.
+        # The bound is the thing under test (the timeout enforced while Redis is
+        # stalled), with headroom: the cancel check on the watch's thread blocked it
+        # for a socket timeout and its retries, SOCKET_TIMEOUT x (1 + RETRIES) = 20 s,
+        # from the first check after the SIGSTOP (after `started`), so the old code
+        # left after >= 19 s and a 15 s bound still tells the two apart.
+        # before (with 8 s): AssertionError: timed out after 8 s waiting for the orphan to leave
+        blocked = SOCKET_TIMEOUT * (1 + RETRIES)
+        bound = blocked - 5
+        wait_until(lambda: _gone(orphan.pid), bound, message="the orphan to leave")
+        assert time.monotonic() - started < bound
     finally:
         if stopped:
             os.kill(server.proc.pid, signal.SIGCONT)
