@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ def orphan_proof(cmd: Sequence[str]) -> list[str]:
     """``cmd`` run through ``tests/pdeath.py``: SIGKILLed when this test process (an
     xdist worker SIGKILLed or ended by pytest-timeout, no teardown run) dies, its
     children leaving as orphans. The pid and command line after the launcher's
-    ``execve`` are ``cmd``'s own. Call from the test's main thread."""
+    ``execve`` are ``cmd``'s own. The kernel sends the signal when the *thread*
+    that forked ends: from another thread than the main one, ``cmd`` as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return list(cmd)
     return [sys.executable, "-I", "-S", str(PDEATH), str(os.getpid()), *cmd]
 
 
