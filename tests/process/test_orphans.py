@@ -127,3 +127,39 @@ def test_an_orphan_leaves_on_its_runs_timeout_while_redis_is_stalled(
             os.kill(server.proc.pid, signal.SIGCONT)
         client.close()
         sup.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_orphan_booting_while_redis_is_down_leaves(server: RedisServer, tmp_path: Path) -> None:
+    """A child forked during a Redis outage waits for Redis before reporting ready
+    (``boot_check``). Its supervisor SIGKILLed meanwhile, it waited on as an
+    orphan for as long as Redis stayed away (for good, were the server gone:
+    the children of a test's supervisor outlived its test process and server),
+    then served one claim's turn before seeing its parent gone. It now leaves
+    as soon as it sees its parent gone, Redis or not."""
+    sup = Supervisor(server.url, "orphanboot", tmp_path / "a.log", procs=1).start()
+    booting: psutil.Process | None = None
+    try:
+        (first,) = sup.wait_workers(1)
+        server.stop()  # Redis gone: a child forked now cannot boot
+        first.kill()
+        wait_until(
+            lambda: [w for w in sup.workers() if w.pid != first.pid],
+            30,
+            0.05,
+            message="the supervisor to fork a child in place of the killed one",
+        )
+        (booting,) = [w for w in sup.workers() if w.pid != first.pid]
+        sup.send(signal.SIGKILL)  # the parent only: the booting child lives on
+        sup.wait(timeout=10)
+        # before: AssertionError: timed out after 30 s waiting for the orphan ... to leave
+        wait_until(
+            lambda: _gone(booting.pid),
+            30,
+            0.05,
+            message=f"the orphan {booting.pid} booting during the outage to leave",
+        )
+    finally:
+        sup.stop()
+        if booting is not None and not _gone(booting.pid):
+            booting.kill()
