@@ -10,9 +10,10 @@ of a server nobody watched, and loaded the machine for every later test. With
 the test process goes; its children, orphans then, finish their run and leave
 (``supervisor/childlife.py``, ``orphan_watch``).
 
-The signal comes when the *thread* that forked dies: start guarded processes from
-a thread that outlives them (the test's main thread). A test process already gone
-before the ``prctl`` (its pid no longer our parent) means exit at once.
+The signal comes when the *thread* that forked dies: :func:`orphan_proof` guards
+commands started from the test's main thread only. A test process already gone
+before the ``prctl`` (its pid no longer our parent) means exit at once. The
+redis-servers of the fixtures (``tests/redis_server.py``) are started the same way.
 """
 
 from __future__ import annotations
@@ -20,8 +21,24 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+from collections.abc import Sequence
 
 PR_SET_PDEATHSIG = 1
+
+
+def orphan_proof(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` run through this launcher: SIGKILLed when this test process (an xdist
+    worker SIGKILLed or ended by pytest-timeout, no teardown run) dies. The pid
+    and command line after the launcher's ``execve`` are ``cmd``'s own. The
+    kernel sends the signal when the *thread* that forked ends: from another
+    thread than the main one (a restart in ``asyncio.to_thread``), and outside
+    a test (benchmarks), ``cmd`` as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return list(cmd)
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        return list(cmd)
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), *cmd]
 
 
 def main(argv: list[str]) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import redis
 
 from redflow_mp import Client, create_client
 from tests import helpers
+from tests.pdeath import orphan_proof
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,21 +30,6 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-#: The launcher that has the kernel SIGKILL a process when the test process dies.
-PDEATH = ROOT / "tests" / "pdeath.py"
-
-
-def orphan_proof(cmd: Sequence[str]) -> list[str]:
-    """``cmd`` run through ``tests/pdeath.py``: SIGKILLed when this test process (an
-    xdist worker SIGKILLed or ended by pytest-timeout, no teardown run) dies, its
-    children leaving as orphans. The pid and command line after the launcher's
-    ``execve`` are ``cmd``'s own. The kernel sends the signal when the *thread*
-    that forked ends: from another thread than the main one, ``cmd`` as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        return list(cmd)
-    return [sys.executable, "-I", "-S", str(PDEATH), str(os.getpid()), *cmd]
 
 
 def run_supervisor_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
