@@ -464,6 +464,15 @@ class _Hooks:
         """True once TERM asked this child to stop (set from the signal handler)."""
         return self.stop_requested
 
+    def booting_stops(self) -> bool:
+        """:meth:`stopping`, or the supervisor gone: an orphan forked during a Redis
+        outage waited in ``boot_check`` for as long as Redis stayed away (for good,
+        were it gone), where the claim loop's :meth:`should_stop` never ran."""
+        if not self.stop_requested and os.getppid() != self.parent_pid:
+            log.error("supervisor (pid %d) is gone; this worker stops", self.parent_pid)
+            self.stop_requested = True
+        return self.stop_requested
+
 
 def _identity(fd: int) -> tuple[int, int] | None:
     """Device and inode of what descriptor ``fd`` is open on (None: closed)."""
@@ -617,7 +626,7 @@ def _main(spec: ChildSpec, board: Board, registry: Registry) -> int:
     # claim asks no SCRIPT EXISTS (a script the server lost since is sent again on
     # its NOSCRIPT reply).
     client.scripts.preloaded = True
-    if not boot_check(client, spec.boot_timeout, hooks.stopping):
+    if not boot_check(client, spec.boot_timeout, hooks.booting_stops):
         return ExitCode.OK if hooks.stopping() else ExitCode.BOOT_ERROR
     worker = Worker(
         client,

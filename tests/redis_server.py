@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 import redis
 
 from redflow_supervisor.embedded import ServerBinary, find_server, probe_server
+from tests.pdeath import orphan_proof
 
 __all__ = [
     "FLAVORS",
@@ -168,7 +169,9 @@ class RedisServer:
             ]
             if self.password:
                 args += ["--requirepass", self.password]
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                orphan_proof(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             self.port = port
             try:
                 # a restart may load a big data dir (an AOF of 100,000 runs took longer

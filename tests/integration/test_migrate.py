@@ -6,6 +6,9 @@ tests/process/test_lifecycle.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import redis
 
@@ -13,9 +16,35 @@ from redflow_mp import Client, RedflowError
 from redflow_mp.ids import new_token
 from redflow_mp.migrate import check_keyspace, migrate_keyspace, ready_score
 from redflow_mp.scripts import Claimed
+from tests.conftest import _clustered
 from tests.helpers import status_index_reads, status_of, text, texts
 
 pytestmark = pytest.mark.timeout(60)
+
+
+# A migration SCANs the whole database (the v1 names it looks for are no set's
+# members): on the session's server, shared with every test an xdist worker ran
+# before (hundreds of thousands of keys), test_migrate_a_hand_built_v1_keyspace
+# hit its 60 s timeout on a loaded machine. Each case here gets a server of its
+# own (``server``), whose SCANs see its keys only; a cluster run keeps the
+# session's cluster.
+@pytest.fixture()
+def redis_url(request: pytest.FixtureRequest) -> str:
+    if _clustered(request):
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("server").url)
+
+
+@pytest.fixture()
+def raw(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if _clustered(request):
+        r: Any = request.getfixturevalue("redis_cluster").client()
+    else:
+        r = request.getfixturevalue("server").client()
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 def _run(raw: redis.Redis, client: Client, rid: str, status: str, **fields: str | int) -> None:

@@ -21,7 +21,8 @@ import pytest
 
 from redflow_mp import Context, Registry, create_client, define_workflow
 from redflow_mp.ids import new_token
-from tests.helpers import WorkerPool
+from redflow_mp.maintenance import StallGuard
+from tests.helpers import WorkerPool, wait_until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -84,10 +85,28 @@ def test_a_standalone_worker_leaves_a_live_holders_run_after_a_redis_stall(
 
 
 def test_a_long_run_is_not_taken_for_a_stall(
-    server: RedisServer, registry: Registry, caplog: pytest.LogCaptureFixture
+    server: RedisServer,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While the worker executes a run, the lease keeper's thread goes on reaping:
-    the guard sees no gap, neither holds reaping nor says the process stopped."""
+    the guard sees no gap, neither holds reaping nor says the process stopped.
+
+    Counted from the guard's first reap: a first reap later than the gap after the
+    guard was made is a start-up that stood, and holds by design (StallGuard), as
+    it did at a load average of 20 ('the first look at the leases came 2147 ms
+    after this process set it up'); the run starts after it."""
+    reaps: list[int] = []
+    reap = StallGuard.reap
+
+    def counted(self: StallGuard, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return reap(self, *args, **kwargs)
+        finally:
+            reaps.append(1)
+
+    monkeypatch.setattr(StallGuard, "reap", counted)
 
     @define_workflow("long-here", queue="stall", registry=registry)
     def long_run(ctx: Context[Any]) -> str:
@@ -99,6 +118,8 @@ def test_a_long_run_is_not_taken_for_a_stall(
     try:
         pool.start(queues=["stall"], lease_ms=LEASE_MS)
         with caplog.at_level("WARNING", "redflow_mp.maintenance"):
+            wait_until(lambda: reaps, 30, message="the guard's first reap")
+            caplog.clear()
             assert client.run_by_name("long-here", None).result(timeout=30) == "done"
             time.sleep(0.5)  # the idle loop's next reaping
         held = [r.getMessage() for r in caplog.records if "not reaped" in r.getMessage()]

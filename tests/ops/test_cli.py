@@ -754,16 +754,28 @@ def test_console_script_is_installed(redis_url: str, prefix: str) -> None:
 # -------------------------------------------------------------------- migrate
 
 
-def test_migrate_converts_a_v1_keyspace(raw: redis.Redis, client: Client, redflow: Redflow) -> None:
-    k = client.keys
-    raw.hset(k.run("R1"), mapping={"id": "R1", "workflow": "wf", "queue": "mq", "status": "queued"})
-    raw.lpush(f"{k.tag}:q:mq:ready", "R1")
-    res = redflow("migrate")
-    assert res.code == 0, res
-    assert "ready lists converted: 1 (1 runs)" in res.out
-    assert raw.type(k.q_ready("mq")) == b"zset"
-    again = redflow("migrate", "--json")
-    assert json.loads(again.out)["ready_runs"] == 0
+def test_migrate_converts_a_v1_keyspace(server: RedisServer, prefix: str) -> None:
+    # A server of its own: a migration SCANs the whole database, and the session's
+    # server holds the keys of every test this xdist worker ran before (see
+    # tests/integration/test_migrate.py).
+    client = create_client(server.url, prefix=prefix, default=False)
+    raw = server.client()
+    target = ["--url", server.url, "--prefix", prefix]
+    try:
+        k = client.keys
+        raw.hset(
+            k.run("R1"), mapping={"id": "R1", "workflow": "wf", "queue": "mq", "status": "queued"}
+        )
+        raw.lpush(f"{k.tag}:q:mq:ready", "R1")
+        res = run_cli(["migrate", *target])
+        assert res.code == 0, res
+        assert "ready lists converted: 1 (1 runs)" in res.out
+        assert raw.type(k.q_ready("mq")) == b"zset"
+        again = run_cli(["migrate", "--json", *target])
+        assert json.loads(again.out)["ready_runs"] == 0
+    finally:
+        raw.close()
+        client.close()
 
 
 def test_bad_values_and_refusals_are_one_line_never_a_traceback(

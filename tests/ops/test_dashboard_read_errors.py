@@ -49,8 +49,16 @@ def test_pages_during_a_neighbours_long_script_answer_503(dashboard: Start, runs
             try:
                 base = f"http://127.0.0.1:{server.server_address[1]}/"
                 assert request(base, "/runs").status == 200
-                spinner = _spin_in_background(srv)
-                answers = {path: request(base, path) for path in PAGES}
+                # The neighbour's script spins until SCRIPT KILL (30 s at most), not
+                # for a set time: the pages are asked while it surely runs (a 2 s
+                # spin ended before the second page's request on a loaded machine:
+                # {'/workflows': 200} != {'/workflows': 503}).
+                spinner = _spin_in_background(srv, 30_000)
+                try:
+                    answers = {path: request(base, path) for path in PAGES}
+                finally:
+                    with srv.client() as killer:
+                        killer.script_kill()
                 spinner.join(30)
                 statuses = {p: a.status for p, a in answers.items()}
                 assert statuses == dict.fromkeys(PAGES, 503), answers

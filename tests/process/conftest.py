@@ -19,6 +19,7 @@ import redis
 
 from redflow_mp import Client, create_client
 from tests import helpers
+from tests.pdeath import orphan_proof
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ class Supervisor:
     def start(self) -> Supervisor:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.cmd,
+            orphan_proof(self.cmd),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

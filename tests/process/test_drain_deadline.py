@@ -25,10 +25,15 @@ pytestmark = pytest.mark.process
 GRACEFUL_S = 3.0
 #: ``kill_grace``'s default.
 KILL_GRACE_S = 5.0
-#: Scheduling on a loaded machine, and the parent's own exit.
-MARGIN_S = 3.0
+#: Scheduling on a loaded machine, and the parent's own exit (its interpreter's
+#: teardown, a SIGKILL's delivery to two children). The bound is the contract under
+#: test, and the margin leaves it headroom on 2 cores shared by several xdist
+#: workers: a parent that does not keep the bound exits only once Redis answers
+#: again (STALL_S after the SIGSTOP, 1 s before the TERM), so the bound stays
+#: well short of that: GRACEFUL_S + KILL_GRACE_S + MARGIN_S = 16 < STALL_S - 1.
+MARGIN_S = 8.0
 #: How long redis-server stays stopped: well past the bound.
-STALL_S = 20.0
+STALL_S = 30.0
 #: The busy child's run (longer than the drain, so the drain must stop it).
 RUN_S = 8.0
 
@@ -40,7 +45,7 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_term_during_a_redis_stall_exits_within_graceful_timeout_and_kill_grace(
     server: RedisServer, tmp_path: Path
 ) -> None:
@@ -69,6 +74,7 @@ def test_term_during_a_redis_stall_exits_within_graceful_timeout_and_kill_grace(
         t_term = time.monotonic()
         sup.send(signal.SIGTERM)
         bound = GRACEFUL_S + KILL_GRACE_S + MARGIN_S
+        assert bound < STALL_S - 1 - 5  # a parent blocked until Redis answers fails it
         code: int | None = None
         while time.monotonic() - t_term < bound:
             assert sup.proc is not None

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from redflow_mp import Client, create_client
+from redflow_mp.transport import RETRIES, SOCKET_TIMEOUT
 from tests.process import flows
 from tests.process.conftest import Supervisor, wait_until
 from tests.redis_server import RedisServer
@@ -110,12 +111,55 @@ def test_an_orphan_leaves_on_its_runs_timeout_while_redis_is_stalled(
         sup.wait(timeout=10)
         os.kill(server.proc.pid, signal.SIGSTOP)
         stopped = True
-        # timeout (3 s) + the orphan's check (1 s) + scheduling on a loaded machine
-        # before: AssertionError: timed out after 8 s waiting for the orphan to leave
-        wait_until(lambda: _gone(orphan.pid), 8, message="the orphan to leave")
-        assert time.monotonic() - started < 8
+        # timeout (3 s) + the orphan's check (1 s) + scheduling on a loaded machine.
+        # The bound is the thing under test (the timeout enforced while Redis is
+        # stalled), with headroom: the cancel check on the watch's thread blocked it
+        # for a socket timeout and its retries, SOCKET_TIMEOUT x (1 + RETRIES) = 20 s,
+        # from the first check after the SIGSTOP (after `started`), so the old code
+        # left after >= 19 s and a 15 s bound still tells the two apart.
+        # before (with 8 s): AssertionError: timed out after 8 s waiting for the orphan to leave
+        blocked = SOCKET_TIMEOUT * (1 + RETRIES)
+        bound = blocked - 5
+        wait_until(lambda: _gone(orphan.pid), bound, message="the orphan to leave")
+        assert time.monotonic() - started < bound
     finally:
         if stopped:
             os.kill(server.proc.pid, signal.SIGCONT)
         client.close()
         sup.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_orphan_booting_while_redis_is_down_leaves(server: RedisServer, tmp_path: Path) -> None:
+    """A child forked during a Redis outage waits for Redis before reporting ready
+    (``boot_check``). Its supervisor SIGKILLed meanwhile, it waited on as an
+    orphan for as long as Redis stayed away (for good, were the server gone:
+    the children of a test's supervisor outlived its test process and server),
+    then served one claim's turn before seeing its parent gone. It now leaves
+    as soon as it sees its parent gone, Redis or not."""
+    sup = Supervisor(server.url, "orphanboot", tmp_path / "a.log", procs=1).start()
+    booting: psutil.Process | None = None
+    try:
+        (first,) = sup.wait_workers(1)
+        server.stop()  # Redis gone: a child forked now cannot boot
+        first.kill()
+        wait_until(
+            lambda: [w for w in sup.workers() if w.pid != first.pid],
+            30,
+            0.05,
+            message="the supervisor to fork a child in place of the killed one",
+        )
+        (booting,) = [w for w in sup.workers() if w.pid != first.pid]
+        sup.send(signal.SIGKILL)  # the parent only: the booting child lives on
+        sup.wait(timeout=10)
+        # before: AssertionError: timed out after 30 s waiting for the orphan ... to leave
+        wait_until(
+            lambda: _gone(booting.pid),
+            30,
+            0.05,
+            message=f"the orphan {booting.pid} booting during the outage to leave",
+        )
+    finally:
+        sup.stop()
+        if booting is not None and not _gone(booting.pid):
+            booting.kill()

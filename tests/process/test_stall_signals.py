@@ -63,11 +63,18 @@ def _answered(
 def test_ttin_and_a_dead_child_are_answered_while_redis_is_stalled(
     server: RedisServer, tmp_path: Path
 ) -> None:
+    client = create_client(server.url, prefix="stallsig", default=False)
     sup = Supervisor(server.url, "stallsig", tmp_path / "sup.log", procs=1).start()
     assert server.proc is not None
     stopped = False
     try:
         (first,) = sup.wait_workers(1)
+        # The child served a run (it is ready, and idle again), before the stall:
+        # wait_workers sees the process, not its boot, and a child still booting
+        # when Redis stopped (a loaded machine) died as a start failure whose
+        # replacement came after the duties' blocked calls (restart backoff):
+        # 'timed out after 60 s waiting for the dead child's replacement'.
+        assert flows.nap.run(0.0, client=client).result(timeout=60) == first.pid
         # the parent is in a duties' blocked call: it opened a connection since the stop
         was = _ports(sup.pid, server.port)
         os.kill(server.proc.pid, signal.SIGSTOP)
@@ -90,6 +97,7 @@ def test_ttin_and_a_dead_child_are_answered_while_redis_is_stalled(
         if stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server.proc.pid, signal.SIGCONT)
+        client.close()
         sup.stop()
 
 
