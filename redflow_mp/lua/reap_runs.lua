@@ -66,6 +66,8 @@ if now >= hold then
 end
 local ghosts = {}
 local out = { 0, #expired, now, hold, ghosts }
+local requeue = retry_helpers().requeue  -- (made on first use: _lib_retry.lua, _lib.lua)
+local release_parked = exit_helpers().release_parked
 for _, id in ipairs(expired) do
   local status = redis.pcall('HGET', k_run(tag, id), 'status')
   if status == 'running' then

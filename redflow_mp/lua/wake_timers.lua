@@ -31,6 +31,8 @@ local due = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LI
 if failed(due) then return { 0, -1 } end
 local out = { #due / 2, -1 }
 local budget = batch
+local helpers = exit_helpers()  -- (_lib.lua: made on first use)
+local wake, notify_waiters = helpers.wake, helpers.notify_waiters
 for i = 1, #due, 2 do
   if budget <= 0 then
     out[1] = batch  -- entries left unread: call again
