@@ -103,6 +103,28 @@ def _reap_and_wake_timers(raw: Any, cl: Client, enq: Enq, n: int) -> None:
     assert status_of(raw, cl, sl) == "queued"
 
 
+def _lost_lease_and_clock_ahead(raw: Any, cl: Client, enq: Enq, n: int) -> None:
+    k, s, q, wf = cl.keys, cl.scripts, f"lq{n}", f"lost{n}"
+    r1 = enq(wf, queue=q, max_concurrency=1)
+    r2 = enq(wf, queue=q, max_concurrency=1)
+    assert s.claim((q,), 60_000, new_token())[1] is not None
+    assert s.claim((q,), 60_000, new_token())[1] is None  # r2 parked
+    raw.zrem(k.leases, r1)  # its leases entry removed behind our back
+    assert r1 in s.reap(100)[1]  # put back by the reaper's slot check
+    assert status_of(raw, cl, r1) == "queued"
+    assert raw.zscore(k.q_ready(q), r2) is not None  # released
+    # a sleep suspended at a clock a day ahead: woken by wake_timers' clock check
+    now = cl.server_time_ms()
+    sl = enq(workflow=f"ah{n}", queue=f"aq{n}")
+    run = s.claim((f"aq{n}",), 60_000, new_token())[1]
+    assert run is not None and run.id == sl
+    wait = RunWait(steps=["z"], kinds=["sleep"], wake_at=now + 3_600_000)
+    assert s.suspend(sl, run.token, wait) == "suspended"
+    raw.zadd(k.runs_status("suspended"), {sl: now + 86_400_000})
+    s.wake_timers(100)
+    assert status_of(raw, cl, sl) == "queued"
+
+
 def _snapshot(raw: Any, prefix: str) -> dict[bytes, tuple[bytes, int]]:
     """Each key of ``prefix``: its value and its expiry (the time, on Redis >= 7)."""
     at = int(str(raw.info("server")["redis_version"]).split(".")[0]) >= 7
@@ -121,6 +143,7 @@ def _snapshot(raw: Any, prefix: str) -> dict[bytes, tuple[bytes, int]]:
         _claim_faults,
         _wake_parent_and_idempotency,
         _reap_and_wake_timers,
+        _lost_lease_and_clock_ahead,
     ],
 )
 @pytest.mark.parametrize("functions", [False, True], ids=["evalsha", "fcall"])
