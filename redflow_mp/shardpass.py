@@ -5,7 +5,7 @@ Invariants: the pass stops at the first run found, so a worker never holds two
 runs. A shard that answered until now and fails with a network error may have
 run the claim and lost its reply (a reset between Redis applying ``claim_run``
 and the worker reading it): it is sent the claim again at once, with the same
-token and the resend flag (``retake`` in ``_lib_runs.lua`` answers the run that
+token and the resend flag (``retake`` in ``claim_run.lua`` answers the run that
 token took, if any), before the pass moves on to another shard. Only if that
 resend fails too is the shard taken as down: skipped for
 :data:`SHARD_DOWN_RETRY` s (a hung host costs a timeout per try), and a run its

@@ -298,138 +298,21 @@ local function ring_later_flush(tag)
   end
 end
 
--- Move up to `n` parked runs of `wf` (highest priority, oldest first) back to
--- their ready sets, near the front of their priority band (their createdAt).
-local function release_parked(tag, wf, n)
-  local waiting = k_waiting(tag, wf)
-  if redis.call('EXISTS', waiting) == 0 then return 0 end  -- the common case: a read
-  local released = 0
-  local guard = 0
-  while released < n and guard < n + 16 do
-    guard = guard + 1
-    local top = redis.pcall('ZPOPMIN', waiting)
-    -- None left (or a waiting set of another type): leave `parked` alone (the
-    -- reaper drops a stale member there).
-    if failed(top) or not top[1] then break end
-    local id = top[1]
-    local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
-    if not failed(f) and f[1] == 'queued' and f[2] then
-      local score = ready_score(f[3], f[4])
-      if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
-        redis.call('ZADD', waiting, top[2], id)  -- its ready set is of another type: it waits
-        break
-      end
-      mark_ready(tag, f[2], score)  -- now (not with the ring): a claim in this call sees it
-      if RING_LATER then
-        RING_LATER[#RING_LATER + 1] = f[2]
-        RING_LATER[#RING_LATER + 1] = id
-      else
-        ring(tag, f[2])
-      end
-      released = released + 1
-    end
-  end
-  if released > 0 and redis.call('ZCARD', waiting) == 0 then
-    redis.pcall('SREM', tag .. ':parked', wf)
-  end
-  return released
-end
-
--- Common exit from `running`: drop the lease entry and the concurrency slot; a
--- freed slot releases one parked run of the same workflow. `unleased`: the lease
--- entry went already (lease_check); `unparked`: wf-waiting:<wf> is known not to
--- exist (finalize's EXISTS).
-local function leave_running(tag, id, wf, unleased, unparked)
-  if not unleased then
-    redis.pcall('ZREM', k_leases(tag), id)  -- of another type: it holds no lease
-  end
-  if wf and redis.pcall('SREM', k_running(tag, wf), id) == 1 and not unparked then
-    release_parked(tag, wf, 1)
-  end
-end
-
--- suspended -> queued: back to its ready set near the front of its priority
--- band (its createdAt), still counted in wf-running:<wf>; its timer and awaited
--- set go. Returns true when the run was suspended (and is now queued). The
--- awaited set goes by UNLINK (here, at a finish and at a suspend): a fan-out's
--- woken by a failed child or its deadline, or canceled, still names every
--- child left (200,000: 44 ms of Redis to free with DEL, now off the main thread).
-local function wake(tag, id, now)
-  local run = k_run(tag, id)
-  local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt', 'workflow')
-  if failed(f) or f[1] ~= 'suspended' or not f[2] then return false end
-  -- Placed first: a ready set of another type leaves it suspended, tried again
-  -- by its timer a minute later.
-  local score = ready_score(f[3], f[4])
-  if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
-    redis.pcall('ZADD', k_timers(tag), int_str(now + 60000), id)
-    return false
-  end
-  mark_ready(tag, f[2], score)
-  redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
-  redis.call('HDEL', run, 'wait', 'waitEvents')
-  move_status(tag, id, 'suspended', 'queued', now)
-  if f[5] then redis.pcall('SREM', k_wf_suspended(tag, f[5]), id) end
-  redis.pcall('ZREM', k_timers(tag), id)
-  redis.call('UNLINK', k_awaits(tag, id))
-  ring(tag, f[2])
-  return true
-end
+-- The helpers of the rarer exits (a freed slot releasing a parked run, a finished child
+-- waking its parents, a retry's or put-back's history entry, a run with an idempotency
+-- key): exit_helpers() makes them on first use and returns them by name (a caller
+-- writes `exit_helpers().wake(...)`). An EVALSHA makes every helper of its text anew on
+-- each call (luasrc.py): made up front, these and the other makers' (retry_helpers,
+-- claim_faults) cost a steady-state claim_run about 2 % of its redis-server
+-- instructions for nothing (docs/benchmarks.md, "Lazy helpers, stop 40"; the rate gate
+-- does the same, _lib_rate.lua). The function library (whose locals outlive a call)
+-- makes them once per load: EXIT_HELPERS keeps them (none holds per-call state).
 
 -- Parents a finish notifies in its own script (notify_waiters): about 2 ms of
 -- work. A run awaited by more (run_workflow with one idempotency key shared by
 -- many parents) leaves the rest to the timer waker, a slice at a time: a finish
 -- that woke 100,000 parents in one script held Redis for about 2 s.
 local NOTIFY_SLICE = 100
-
--- Run `id` finished with `status`: parent `parent` loses it from its awaited
--- set; it wakes when that set is now empty, or at once when the run did not
--- succeed (its wait step fails). Returns true when it woke. A parent still
--- running is registering its wait a page at a time (await_children.lua): one
--- that did not succeed marks it `awaitFailed`, which its final suspend reads.
-local function notify_parent(tag, parent, id, now, status)
-  local awaits = k_awaits(tag, parent)
-  local gone = redis.pcall('SREM', awaits, id)
-  -- (an awaited set of another type: the parent wakes and reads its children)
-  if failed(gone) or (gone == 1
-    and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0)) then
-    if wake(tag, parent, now) then return true end
-    if gone == 1 and status ~= 'succeeded' then
-      local run = k_run(tag, parent)
-      if redis.pcall('HGET', run, 'status') == 'running' then
-        redis.pcall('HSET', run, 'awaitFailed', id)
-      end
-    end
-  end
-  return false
-end
-
--- Run `id` finished with `status`: notify up to `limit` of the parents suspended
--- on it (run:<id>:waiters); when more are left, `id` goes in `timers` (due now)
--- and wake_timers.lua notifies the next slice. Returns (parents notified,
--- parents woken).
-local function notify_waiters(tag, id, now, status, limit)
-  local waiters = k_waiters(tag, id)
-  local n = redis.pcall('SCARD', waiters)
-  if failed(n) then
-    -- Of another type (overwritten after its parents suspended): the parents it
-    -- named are unknown here; the parent that started the run (run_workflow) is
-    -- still looked at (it used to wait forever).
-    local parent = redis.call('HGET', k_run(tag, id), 'parentRunId')
-    if parent and parent ~= '' and notify_parent(tag, parent, id, now, status) then
-      return 1, 1
-    end
-    return 1, 0
-  end
-  if n == 0 then return 0, 0 end
-  local woken = 0
-  local parents = redis.call('SPOP', waiters, limit)
-  for _, parent in ipairs(parents) do
-    if notify_parent(tag, parent, id, now, status) then woken = woken + 1 end
-  end
-  if n > limit then redis.pcall('ZADD', k_timers(tag), ms(now), id) end  -- (see `failed`)
-  return #parents, woken
-end
 
 -- Each execution of a run that ends (finish, retry, put back) has one entry in its
 -- history: {"attempt", "startedAt" (this execution's claim), "finishedAt",
@@ -447,20 +330,175 @@ end
 -- field changes. Numbers are written as exact digits.
 local ATTEMPTS_CAP = 100
 
--- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
-local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
-  local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
-  local started = finite(f[2]) or finite(f[3]) or now
-  local entry = '{"attempt":' .. int_str(finite(f[1]) or 1) .. ',"startedAt":' ..
-    int_str(started) .. ',"finishedAt":' .. ms(now) .. ',"outcome":"' .. outcome .. '"'
-  if error_json and error_json ~= '' then
-    entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
+local EXIT_HELPERS = nil
+local function exit_helpers()
+  if EXIT_HELPERS then return EXIT_HELPERS end
+  -- Move up to `n` parked runs of `wf` (highest priority, oldest first) back to
+  -- their ready sets, near the front of their priority band (their createdAt).
+  local function release_parked(tag, wf, n)
+    local waiting = k_waiting(tag, wf)
+    if redis.call('EXISTS', waiting) == 0 then return 0 end  -- the common case: a read
+    local released = 0
+    local guard = 0
+    while released < n and guard < n + 16 do
+      guard = guard + 1
+      local top = redis.pcall('ZPOPMIN', waiting)
+      -- None left (or a waiting set of another type): leave `parked` alone (the
+      -- reaper drops a stale member there).
+      if failed(top) or not top[1] then break end
+      local id = top[1]
+      local f = redis.pcall('HMGET', k_run(tag, id), 'status', 'queue', 'priority', 'createdAt')
+      if not failed(f) and f[1] == 'queued' and f[2] then
+        local score = ready_score(f[3], f[4])
+        if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
+          redis.call('ZADD', waiting, top[2], id)  -- its ready set is of another type: it waits
+          break
+        end
+        mark_ready(tag, f[2], score)  -- now (not with the ring): a claim in this call sees it
+        if RING_LATER then
+          RING_LATER[#RING_LATER + 1] = f[2]
+          RING_LATER[#RING_LATER + 1] = id
+        else
+          ring(tag, f[2])
+        end
+        released = released + 1
+      end
+    end
+    if released > 0 and redis.call('ZCARD', waiting) == 0 then
+      redis.pcall('SREM', tag .. ':parked', wf)
+    end
+    return released
   end
-  if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
-  local list = k_attempts(tag, id)
-  local len = redis.pcall('RPUSH', list, entry .. '}')  -- a history: see `failed`
-  if type(len) == 'number' and len > ATTEMPTS_CAP then
-    redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
+
+  -- suspended -> queued: back to its ready set near the front of its priority
+  -- band (its createdAt), still counted in wf-running:<wf>; its timer and awaited
+  -- set go. Returns true when the run was suspended (and is now queued). The
+  -- awaited set goes by UNLINK (here, at a finish and at a suspend): a fan-out's
+  -- woken by a failed child or its deadline, or canceled, still names every
+  -- child left (200,000: 44 ms of Redis to free with DEL, now off the main thread).
+  local function wake(tag, id, now)
+    local run = k_run(tag, id)
+    local f = redis.pcall('HMGET', run, 'status', 'queue', 'priority', 'createdAt', 'workflow')
+    if failed(f) or f[1] ~= 'suspended' or not f[2] then return false end
+    -- Placed first: a ready set of another type leaves it suspended, tried again
+    -- by its timer a minute later.
+    local score = ready_score(f[3], f[4])
+    if failed(redis.pcall('ZADD', k_ready(tag, f[2]), score, id)) then
+      redis.pcall('ZADD', k_timers(tag), int_str(now + 60000), id)
+      return false
+    end
+    mark_ready(tag, f[2], score)
+    redis.call('HSET', run, 'status', 'queued', 'updatedAt', now, 'wokenAt', now)
+    redis.call('HDEL', run, 'wait', 'waitEvents')
+    move_status(tag, id, 'suspended', 'queued', now)
+    if f[5] then redis.pcall('SREM', k_wf_suspended(tag, f[5]), id) end
+    redis.pcall('ZREM', k_timers(tag), id)
+    redis.call('UNLINK', k_awaits(tag, id))
+    ring(tag, f[2])
+    return true
+  end
+
+  -- Run `id` finished with `status`: parent `parent` loses it from its awaited
+  -- set; it wakes when that set is now empty, or at once when the run did not
+  -- succeed (its wait step fails). Returns true when it woke. A parent still
+  -- running is registering its wait a page at a time (await_children.lua): one
+  -- that did not succeed marks it `awaitFailed`, which its final suspend reads.
+  local function notify_parent(tag, parent, id, now, status)
+    local awaits = k_awaits(tag, parent)
+    local gone = redis.pcall('SREM', awaits, id)
+    -- (an awaited set of another type: the parent wakes and reads its children)
+    if failed(gone) or (gone == 1
+      and (status ~= 'succeeded' or redis.call('SCARD', awaits) == 0)) then
+      if wake(tag, parent, now) then return true end
+      if gone == 1 and status ~= 'succeeded' then
+        local run = k_run(tag, parent)
+        if redis.pcall('HGET', run, 'status') == 'running' then
+          redis.pcall('HSET', run, 'awaitFailed', id)
+        end
+      end
+    end
+    return false
+  end
+
+  -- Run `id` finished with `status`: notify up to `limit` of the parents suspended
+  -- on it (run:<id>:waiters); when more are left, `id` goes in `timers` (due now)
+  -- and wake_timers.lua notifies the next slice. Returns (parents notified,
+  -- parents woken).
+  local function notify_waiters(tag, id, now, status, limit)
+    local waiters = k_waiters(tag, id)
+    local n = redis.pcall('SCARD', waiters)
+    if failed(n) then
+      -- Of another type (overwritten after its parents suspended): the parents it
+      -- named are unknown here; the parent that started the run (run_workflow) is
+      -- still looked at (it used to wait forever).
+      local parent = redis.call('HGET', k_run(tag, id), 'parentRunId')
+      if parent and parent ~= '' and notify_parent(tag, parent, id, now, status) then
+        return 1, 1
+      end
+      return 1, 0
+    end
+    if n == 0 then return 0, 0 end
+    local woken = 0
+    local parents = redis.call('SPOP', waiters, limit)
+    for _, parent in ipairs(parents) do
+      if notify_parent(tag, parent, id, now, status) then woken = woken + 1 end
+    end
+    if n > limit then redis.pcall('ZADD', k_timers(tag), ms(now), id) end  -- (see `failed`)
+    return #parents, woken
+  end
+
+  -- `pre`: the run's attempt, attemptStartedAt, startedAt if read already (else nil).
+  local function record_attempt(tag, id, outcome, error_json, cause, now, pre)
+    local f = pre or redis.call('HMGET', k_run(tag, id), 'attempt', 'attemptStartedAt', 'startedAt')
+    local started = finite(f[2]) or finite(f[3]) or now
+    local entry = '{"attempt":' .. int_str(finite(f[1]) or 1) .. ',"startedAt":' ..
+      int_str(started) .. ',"finishedAt":' .. ms(now) .. ',"outcome":"' .. outcome .. '"'
+    if error_json and error_json ~= '' then
+      entry = entry .. ',"errorJson":' .. cjson.encode(error_json)
+    end
+    if cause and cause ~= '' then entry = entry .. ',"cause":' .. cjson.encode(cause) end
+    local list = k_attempts(tag, id)
+    local len = redis.pcall('RPUSH', list, entry .. '}')  -- a history: see `failed`
+    if type(len) == 'number' and len > ATTEMPTS_CAP then
+      redis.call('LTRIM', list, -ATTEMPTS_CAP, -1)
+    end
+  end
+
+  -- The run finished: its idempotency key (if it still names the run) now expires
+  -- at createdAt + ttl, but not before a second from now (a caller racing the
+  -- finish still finds the run), nor after ttl from now: a run created at a Redis
+  -- clock ahead of now (set back since: NTP, a failover to a server whose clock
+  -- is behind) kept its key, and a new run with it was refused, as long as the
+  -- clock had been ahead on top of its TTL. A key of a run enqueued before
+  -- keyspace v2 (no stored TTL) keeps the expiry it was created with.
+  local function expire_idempotency(tag, id, wf, key, ttl, created, now)
+    if not wf or not key or key == '' or not finite(ttl) then return end
+    local idem = k_idem(tag, wf, key)
+    if redis.pcall('GET', idem) == id then  -- (of another type: no key of this run)
+      local at = (finite(created) or now) + finite(ttl)
+      if at > now + finite(ttl) then at = now + finite(ttl) end
+      if at < now + 1000 then at = now + 1000 end
+      -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
+      if at > MAX_EXPIRE_AT then at = MAX_EXPIRE_AT end
+      redis.call('PEXPIREAT', idem, int_str(at))
+    end
+  end
+  EXIT_HELPERS = { release_parked = release_parked, wake = wake, notify_parent = notify_parent,
+    notify_waiters = notify_waiters, record_attempt = record_attempt,
+    expire_idempotency = expire_idempotency }
+  return EXIT_HELPERS
+end
+
+-- Common exit from `running`: drop the lease entry and the concurrency slot; a
+-- freed slot releases one parked run of the same workflow. `unleased`: the lease
+-- entry went already (lease_check); `unparked`: wf-waiting:<wf> is known not to
+-- exist (finalize's EXISTS).
+local function leave_running(tag, id, wf, unleased, unparked)
+  if not unleased then
+    redis.pcall('ZREM', k_leases(tag), id)  -- of another type: it holds no lease
+  end
+  if wf and redis.pcall('SREM', k_running(tag, wf), id) == 1 and not unparked then
+    exit_helpers().release_parked(tag, wf, 1)
   end
 end
 
@@ -475,7 +513,8 @@ local function write_final_attempt(tag, id)
   local finished = finite(f[5]) or now_ms()
   local err = ''
   if f[1] == 'e' then err = f[7] or '' end
-  record_attempt(tag, id, f[6] or 'unknown', err, '', finished, { f[2], f[3], f[4] })
+  exit_helpers().record_attempt(tag, id, f[6] or 'unknown', err, '', finished,
+    { f[2], f[3], f[4] })
   redis.call('HDEL', run, 'finalAttempt')
 end
 
@@ -488,26 +527,6 @@ local function publish_done(tag, id, status)
   -- run) loses the notification, not the finish written before it (a waiter
   -- reads the run again every RESULT_RECHECK_S).
   redis.pcall('PUBLISH', tag .. ':run-done:' .. id, message)
-end
-
--- The run finished: its idempotency key (if it still names the run) now expires
--- at createdAt + ttl, but not before a second from now (a caller racing the
--- finish still finds the run), nor after ttl from now: a run created at a Redis
--- clock ahead of now (set back since: NTP, a failover to a server whose clock
--- is behind) kept its key, and a new run with it was refused, as long as the
--- clock had been ahead on top of its TTL. A key of a run enqueued before
--- keyspace v2 (no stored TTL) keeps the expiry it was created with.
-local function expire_idempotency(tag, id, wf, key, ttl, created, now)
-  if not wf or not key or key == '' or not finite(ttl) then return end
-  local idem = k_idem(tag, wf, key)
-  if redis.pcall('GET', idem) == id then  -- (of another type: no key of this run)
-    local at = (finite(created) or now) + finite(ttl)
-    if at > now + finite(ttl) then at = now + finite(ttl) end
-    if at < now + 1000 then at = now + 1000 end
-    -- A huge TTL (1e17 s) would make PEXPIREAT fail half-way through a finish.
-    if at > MAX_EXPIRE_AT then at = MAX_EXPIRE_AT end
-    redis.call('PEXPIREAT', idem, int_str(at))
-  end
 end
 
 -- running|queued|scheduled|suspended -> terminal. `field` is 'outputJson' or 'errorJson'.
@@ -630,10 +649,12 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre, u
     redis.pcall('ZREM', k_timers(tag), id)
     redis.call('UNLINK', k_awaits(tag, id))
   end
-  if not quiet then notify_waiters(tag, id, now, status, NOTIFY_SLICE) end
+  if not quiet then
+    exit_helpers().notify_waiters(tag, id, now, status, NOTIFY_SLICE)
+  end
   if f[5] and f[5] ~= '' then  -- a key: its TTL and the run's createdAt
     local t = redis.call('HMGET', run, 'idempotencyTtlMs', 'createdAt')
-    expire_idempotency(tag, id, f[4], f[5], t[1], t[2], now)
+    exit_helpers().expire_idempotency(tag, id, f[4], f[5], t[1], t[2], now)
   end
   publish_done(tag, id, status)
   return status

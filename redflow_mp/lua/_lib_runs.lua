@@ -191,41 +191,52 @@ local function enqueue_flush(p)
   p.made, p.idems = {}, {}
 end
 
--- A ready entry whose run record is unusable fails with a clear error instead
--- of reaching a worker (whose reply parsing it would break) or being dropped
--- silently. A record with an unknown or missing status is reset to `queued`
--- first so that finalize applies (its index entry is dropped).
+-- The statuses a run record may hold (a claim fails a run with another: fail_corrupt).
 local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
   failed = true, canceled = true, suspended = true }
-
-local function fail_corrupt(tag, id, why, now)
-  local run = k_run(tag, id)
-  local old = redis.call('HGET', run, 'status')
-  if not old or not KNOWN_STATUS[old] then
-    if old then redis.call('ZREM', k_status(tag, old), id) end
-    redis.call('HSET', run, 'status', 'queued')
-  end
-  finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
-    message = 'run record is corrupted: ' .. why, retryable = false }), now, '')
-  return nil
-end
 
 -- True when a stored integer field is present but not an integer.
 local function bad_int(v)
   return v ~= nil and v ~= false and v ~= '' and not string.match(v, '^%d+$')
 end
 
--- A key a claim of run `id` needs is of another type (wf-running:<wf>, workflow:<wf>,
--- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the run goes back to the ready set of
--- `q` a minute later (never stranded, and the other runs pass first), out of `slot` (its wf-running
--- set, nil: none taken), and the call fails naming `key` (see `failed`). A top-level function, not
--- a closure in `take`: no closure is made per claim.
-local function give_back(tag, id, q, score, slot, key, e)
-  if slot then redis.call('SREM', slot, id) end
-  local later = int_str(tonumber(score) + 60000)
-  redis.call('ZADD', k_ready(tag, q), later, id)
-  mark_ready(tag, q, later)
-  refuse(key, e)
+-- fail_corrupt and give_back: a claim's exits for a run it cannot start (a corrupted
+-- record, a key of another type), made by claim_faults() on first use and returned by
+-- name (`claim_faults().give_back(...)`), once per call (the function library: once per
+-- load), as exit_helpers() in _lib.lua: a claim that starts its run needs neither.
+local CLAIM_FAULTS = nil
+local function claim_faults()
+  if CLAIM_FAULTS then return CLAIM_FAULTS end
+  -- A ready entry whose run record is unusable fails with a clear error instead
+  -- of reaching a worker (whose reply parsing it would break) or being dropped
+  -- silently. A record with an unknown or missing status is reset to `queued`
+  -- first so that finalize applies (its index entry is dropped).
+  local function fail_corrupt(tag, id, why, now)
+    local run = k_run(tag, id)
+    local old = redis.call('HGET', run, 'status')
+    if not old or not KNOWN_STATUS[old] then
+      if old then redis.call('ZREM', k_status(tag, old), id) end
+      redis.call('HSET', run, 'status', 'queued')
+    end
+    finalize(tag, id, 'failed', 'errorJson', cjson.encode({ type = 'CorruptRecord',
+      message = 'run record is corrupted: ' .. why, retryable = false }), now, '')
+    return nil
+  end
+
+  -- A key a claim of run `id` needs is of another type (wf-running:<wf>, workflow:<wf>,
+  -- wf-waiting:<wf>, rate:<wf>, a scheduled set, due-queues): the run goes back to the ready set of
+  -- `q` a minute later (never stranded, and the other runs pass first), out of `slot` (its wf-running
+  -- set, nil: none taken), and the call fails naming `key` (see `failed`). Made by claim_faults, not
+  -- a closure in `take`: no closure is made per claim.
+  local function give_back(tag, id, q, score, slot, key, e)
+    if slot then redis.call('SREM', slot, id) end
+    local later = int_str(tonumber(score) + 60000)
+    redis.call('ZADD', k_ready(tag, q), later, id)
+    mark_ready(tag, q, later)
+    refuse(key, e)
+  end
+  CLAIM_FAULTS = { fail_corrupt = fail_corrupt, give_back = give_back }
+  return CLAIM_FAULTS
 end
 
 -- Ids dropped by `take` because their run record is gone, reported to the caller
@@ -262,7 +273,8 @@ local function claim_steps(tag, id, f, now)
     local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
     if few then steps = redis.pcall('HGETALL', k_steps(tag, id)) end
     if failed(n) or failed(steps) then
-      fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash', now)
+      claim_faults().fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash',
+        now)
       return false
     end
     if not few and n > 0 then unread = tostring(n) end
@@ -278,31 +290,6 @@ local function claim_reply(id, q, f, started, steps, unread)
     unread ~= '' and size and int_str(size) or '' }
 end
 
--- A resent claim (its reply was lost: the caller cannot tell whether it ran): the run that the
--- claim with `token` took, if it did, is running under that token still. It is leased again and
--- answered as `take` answered, so that it starts now, not a lease later once the reaper has put it
--- back (which also wrote a put-back into its history). Read: the runs that entered `running` in the
--- last two leases, newest first, at most 1,000 (as requeue_claimed); only a resend pays it. nil:
--- none (no run taken, or put back since): claim anew.
-local function retake(tag, token, lease_ms, now)
-  local recent = redis.pcall('ZREVRANGEBYSCORE', k_status(tag, 'running'), '+inf',
-    int_str(now - 2 * lease_ms), 'LIMIT', 0, 1000)
-  if failed(recent) then return nil end
-  for _, id in ipairs(recent) do
-    local run = k_run(tag, id)
-    if redis.pcall('HGET', run, 'lease') == token and redis.call('ZSCORE', k_leases(tag), id) then
-      local f = redis.call('HMGET', run, unpack(TAKE_FIELDS))
-      if f[1] == 'running' then
-        local steps, unread = claim_steps(tag, id, f, now)
-        if not steps then return nil end
-        redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
-        return claim_reply(id, f[13], f, f[12], steps, unread)
-      end
-    end
-  end
-  return nil
-end
-
 local function take(tag, id, q, score, token, lease_ms, now)
   local run = k_run(tag, id)
   -- pcall: a foreign key of another type under the run's name must not fail the
@@ -314,24 +301,26 @@ local function take(tag, id, q, score, token, lease_ms, now)
     return nil
   end
   if not f[1] or not KNOWN_STATUS[f[1]] then
-    return fail_corrupt(tag, id, 'unknown status ' .. tostring(f[1] or '(none)'), now)
+    return claim_faults().fail_corrupt(tag, id, 'unknown status ' .. tostring(f[1] or '(none)'),
+      now)
   end
   -- A run that is no longer queued (canceled, or a stale duplicate entry):
   -- drop the entry, never execute it.
   if f[1] ~= 'queued' then return nil end
   local wf = f[2]
   if not wf or wf == '' or not f[5] then
-    return fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
+    return claim_faults().fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
   for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
     if i ~= 9 and i ~= 11 and bad_int(f[i]) then
       local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
-      return fail_corrupt(tag, id, 'field ' .. names[i - 5] .. ' is not an integer', now)
+      return claim_faults().fail_corrupt(tag, id,
+        'field ' .. names[i - 5] .. ' is not an integer', now)
     end
   end
   -- availableAt is in the claim's reply too (the worker reads it as an integer)
   if bad_int(f[14]) then
-    return fail_corrupt(tag, id, 'field availableAt is not an integer', now)
+    return claim_faults().fail_corrupt(tag, id, 'field availableAt is not an integer', now)
   end
   if f[3] and f[3] ~= '' then
     finalize(tag, id, 'canceled', 'errorJson', '', now, '')
@@ -342,18 +331,24 @@ local function take(tag, id, q, score, token, lease_ms, now)
   -- passes, and its resume is no new start for the rate limit). Another run
   -- passes when the set, with it, holds at most max_concurrency, else gives it back.
   local added = redis.pcall('SADD', running, id)
-  if failed(added) then give_back(tag, id, q, score, nil, running, added) end
+  if failed(added) then
+    claim_faults().give_back(tag, id, q, score, nil, running, added)
+  end
   local woken = added == 0
   local slot = running  -- what give_back takes back (nil: a woken run keeps its slot)
   if woken then slot = nil end
   if not woken then
     local m = redis.pcall('HMGET', k_wf(tag, wf), 'maxConcurrency', 'rateLimit')
-    if failed(m) then give_back(tag, id, q, score, slot, k_wf(tag, wf), m) end
+    if failed(m) then
+      claim_faults().give_back(tag, id, q, score, slot, k_wf(tag, wf), m)
+    end
     local limit = tonumber(m[1]) or tonumber(f[4]) or 1
     if limit < 1 then limit = 1 end
     if redis.call('SCARD', running) > limit then
       local parked = redis.pcall('ZADD', k_waiting(tag, wf), score, id)
-      if failed(parked) then give_back(tag, id, q, score, slot, k_waiting(tag, wf), parked) end
+      if failed(parked) then
+        claim_faults().give_back(tag, id, q, score, slot, k_waiting(tag, wf), parked)
+      end
       redis.call('SREM', running, id)
       redis.pcall('SADD', tag .. ':parked', wf)
       if f[15] and f[15] ~= '' then
@@ -368,7 +363,9 @@ local function take(tag, id, q, score, token, lease_ms, now)
     if (m[2] and m[2] ~= '') or (f[15] and f[15] ~= '') then
       local rate_deferred = rate_gate()
       local deferred, bad, e = rate_deferred(tag, id, wf, f[13] or q, f[15], now, m[2])
-      if bad then give_back(tag, id, q, score, slot, bad, e) end
+      if bad then
+        claim_faults().give_back(tag, id, q, score, slot, bad, e)
+      end
       if deferred then
         redis.call('SREM', running, id)
         return nil

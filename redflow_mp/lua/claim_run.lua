@@ -16,7 +16,7 @@
 --          after its claim, ring again to wake the next idle worker (enqueue rings
 --          only when a ready set goes from empty to non-empty); 2 when this is the
 --          resend of a claim with the same token whose reply was lost: a run that
---          claim took is answered again (retake in _lib_runs.lua) before any other
+--          claim took is answered again (retake, below) before any other
 -- ARGV[11] number of queues n; ARGV[12 .. 11+n] queue names (ties go to the first);
 --          past 32 queues, optionally ARGV[12+n] a digest to register the list under
 --          (qset:<digest>, read by the calls below) and ARGV[13+n] the turn (below)
@@ -74,9 +74,9 @@ if mode ~= '' then
   if not ok then
     finished = done or 'lease-lost'
   elseif mode == 'retry' then
-    finished = retry(tag, id, ARGV[7], tonumber(ARGV[8]) or 0, now, held)
+    finished = retry_helpers().retry(tag, id, ARGV[7], tonumber(ARGV[8]) or 0, now, held)
   elseif mode == 'requeue' then
-    finished = requeue(tag, id, ARGV[7], false, 0, now, held)
+    finished = retry_helpers().requeue(tag, id, ARGV[7], false, 0, now, held)
   elseif mode == 'succeeded' then
     finished = finalize(tag, id, mode, 'outputJson', ARGV[7], now, held, f, unleased)
   else
@@ -86,6 +86,31 @@ end
 
 if token == '' then return { finished, {}, DROPPED } end
 if ARGV[10] == '2' or ARGV[10] == '3' then
+  -- A resent claim (its reply was lost: the caller cannot tell whether it ran): the run that the
+  -- claim with `token` took, if it did, is running under that token still. It is leased again and
+  -- answered as `take` answered, so that it starts now, not a lease later once the reaper has put it
+  -- back (which also wrote a put-back into its history). Read: the runs that entered `running` in the
+  -- last two leases, newest first, at most 1,000 (as requeue_claimed); only a resend pays it. nil:
+  -- none (no run taken, or put back since): claim anew.
+  local function retake(tag, token, lease_ms, now)
+    local recent = redis.pcall('ZREVRANGEBYSCORE', k_status(tag, 'running'), '+inf',
+      int_str(now - 2 * lease_ms), 'LIMIT', 0, 1000)
+    if failed(recent) then return nil end
+    for _, id in ipairs(recent) do
+      local run = k_run(tag, id)
+      if redis.pcall('HGET', run, 'lease') == token and redis.call('ZSCORE', k_leases(tag), id) then
+        local f = redis.call('HMGET', run, unpack(TAKE_FIELDS))
+        if f[1] == 'running' then
+          local steps, unread = claim_steps(tag, id, f, now)
+          if not steps then return nil end
+          redis.call('ZADD', k_leases(tag), int_str(now + lease_ms), id)
+          return claim_reply(id, f[13], f, f[12], steps, unread)
+        end
+      end
+    end
+    return nil
+  end
+  -- (a closure made only by a resend: no steady-state call pays for it)
   local again = retake(tag, token, lease_ms, now)
   if again then
     ring_later_flush(tag)  -- the rings the finish above deferred

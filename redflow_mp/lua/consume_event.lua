@@ -40,7 +40,7 @@ local run = k_run(tag, id)
 local seq = redis.pcall('HINCRBY', run, 'stepSeq', 1)
 if failed(seq) then  -- (see write_step.lua)
   local why = 'field stepSeq is not an integer'
-  fail_corrupt(tag, id, why, now)
+  claim_faults().fail_corrupt(tag, id, why, now)
   return { -2, why }
 end
 local payload = redis.call('LPOP', list)

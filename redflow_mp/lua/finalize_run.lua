@@ -36,6 +36,10 @@ if not held then
   return { -1, '' }
 end
 local status
+local retry, requeue = nil, nil  -- (_lib_retry.lua: made on first use)
+if mode == 'retry' or mode == 'defer' or mode == 'requeue' or mode == 'crash' then
+  retry, requeue = retry_helpers().retry, retry_helpers().requeue
+end
 if mode == 'retry' then
   status = retry(tag, id, ARGV[5], tonumber(ARGV[6]) or 0, now, token)
 elseif mode == 'defer' then

@@ -23,5 +23,5 @@ redis.call('HSET', k_kicked(tag, parent), child, status)
 -- A parent not suspended is not woken (wake in _lib.lua); one registering its
 -- wait a page at a time (await_children.lua) loses the child from its awaited
 -- set here, and is marked when it did not succeed: its final suspend reads both.
-if notify_parent(tag, parent, child, now_ms(), status) then return 1 end
+if exit_helpers().notify_parent(tag, parent, child, now_ms(), status) then return 1 end
 return 0

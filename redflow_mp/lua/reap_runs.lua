@@ -66,6 +66,8 @@ if now >= hold then
 end
 local ghosts = {}
 local out = { 0, #expired, now, hold, ghosts }
+-- (made on first use: _lib_retry.lua, _lib.lua; an idle call, the usual one, makes none)
+local requeue = #expired > 0 and retry_helpers().requeue or nil
 for _, id in ipairs(expired) do
   local status = redis.pcall('HGET', k_run(tag, id), 'status')
   if status == 'running' then
@@ -103,7 +105,8 @@ local function free_stale_slots(wf, checked)
       ghosts[#ghosts + 1] = wf .. ' ' .. id  -- logged by the caller (maintenance.py)
       freed = freed + 1
     elseif st == 'running' and not redis.call('ZSCORE', KEYS[1], id) then
-      if pcall(requeue, tag, id, 'lease lost (its leases entry was removed)', false, 0, now, '')
+      if pcall(retry_helpers().requeue, tag, id, 'lease lost (its leases entry was removed)',
+        false, 0, now, '')
       then
         out[#out + 1] = id
         freed = freed + 1
@@ -147,7 +150,7 @@ for _, wf in ipairs(parked) do
     end
   end
   if free > 0 then
-    local n = release_parked(tag, wf, math.min(free, batch - released))
+    local n = exit_helpers().release_parked(tag, wf, math.min(free, batch - released))
     released = released + n
     -- (a waiting set of another type: release_parked skipped it, and so does
     -- this; a failing ZCARD here failed every reap call after its requeues)

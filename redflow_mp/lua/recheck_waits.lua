@@ -96,7 +96,7 @@ for i = 2, #ARGV do
       end
     end
     if holds then
-      if wake(tag, id, now) then woken[#woken + 1] = id end
+      if exit_helpers().wake(tag, id, now) then woken[#woken + 1] = id end
     else
       local at = tonumber(wait.wakeAt)
       if at and redis.pcall('ZSCORE', KEYS[1], id) == false then

@@ -15,6 +15,7 @@ local tag = ARGV[1]
 local now = now_ms()
 local since = now - 2 * tonumber(ARGV[4])
 local out = {}
+local requeue = retry_helpers().requeue  -- (_lib_retry.lua: made on first use)
 local recent = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', since, 'LIMIT', 0, 1000)
 for _, id in ipairs(recent) do
   if redis.call('HGET', k_run(tag, id), 'lease') == ARGV[2] then

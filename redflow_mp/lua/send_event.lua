@@ -110,7 +110,7 @@ end
 if events then
   for _, e in ipairs(events) do
     if e == name then
-      if wake(tag, id, now_ms()) then woken = 1 end
+      if exit_helpers().wake(tag, id, now_ms()) then woken = 1 end
       break
     end
   end

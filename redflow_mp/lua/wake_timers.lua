@@ -31,6 +31,11 @@ local due = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LI
 if failed(due) then return { 0, -1 } end
 local out = { #due / 2, -1 }
 local budget = batch
+local wake, notify_waiters = nil, nil  -- (_lib.lua: made on first use; not by an idle call)
+if #due > 0 then
+  local helpers = exit_helpers()
+  wake, notify_waiters = helpers.wake, helpers.notify_waiters
+end
 for i = 1, #due, 2 do
   if budget <= 0 then
     out[1] = batch  -- entries left unread: call again
@@ -63,7 +68,7 @@ if budget > 0 then
       -- looked at once: a run that does not wake (not suspended: a stale entry;
       -- its ready set of another type: its timer tries again) is not found again
       redis.call('ZADD', index, 'XX', int_str(now), id)
-      wake(tag, id, now)
+      exit_helpers().wake(tag, id, now)
     end
     if #ahead >= budget then out[1] = batch end  -- (more of them may be left)
   end

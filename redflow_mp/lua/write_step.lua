@@ -39,7 +39,7 @@ if not seq then
   seq = redis.pcall('HINCRBY', run, 'stepSeq', 1)
   if failed(seq) then
     local why = 'field stepSeq is not an integer'
-    fail_corrupt(tag, id, why, now)
+    claim_faults().fail_corrupt(tag, id, why, now)
     return { -2, why }
   end
 end

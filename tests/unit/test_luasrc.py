@@ -133,3 +133,54 @@ def test_no_local_hides_a_name_that_a_written_out_expression_uses() -> None:
         for group in re.findall(r"\bfor\s+([\w, ]+?)\s+(?:=|in)\b", code):
             names |= {n.strip() for n in group.split(",")}
         assert not names & used, names & used
+
+
+# The helpers made on first use (exit_helpers in _lib.lua, retry_helpers in
+# _lib_retry.lua, claim_faults in _lib_runs.lua): outside its maker, each is
+# reached through the maker (`exit_helpers().wake(...)`) or a local bound from it.
+_LAZY = {
+    "exit_helpers": (
+        "release_parked",
+        "wake",
+        "notify_parent",
+        "notify_waiters",
+        "record_attempt",
+        "expire_idempotency",
+    ),
+    "retry_helpers": ("retry", "requeue"),
+    "claim_faults": ("fail_corrupt", "give_back"),
+}
+
+
+def _bare_calls(code: str, name: str) -> list[str]:
+    return re.findall(rf"(?<![.\w]){name}\s*\(", code)
+
+
+def test_lazy_helpers_are_reached_through_their_makers() -> None:
+    lib, bodies = _read_lua()
+    _, chunks = _chunks(lib)
+    defined = {n for n, _ in chunks}
+    outside = []
+    for maker, names in _LAZY.items():
+        assert maker in defined
+        for name in names:
+            assert name not in defined, name  # not made up front by every script using it
+    for chunk_name, text in chunks:
+        if chunk_name in _LAZY:
+            continue
+        outside.append((chunk_name, _code(text)))
+    outside += [(n, _code(bodies[n])) for n in _SCRIPT_NAMES]
+    for where, code in outside:
+        for maker, names in _LAZY.items():
+            for name in names:
+                if not _bare_calls(code, name):
+                    continue
+                # a local bound from the maker (`local wake, x = h.wake, h.x`)
+                bound = re.search(rf"^\s*local\b[^\n]*\b{name}\b[^\n]*=", code, re.MULTILINE)
+                assert bound and maker + "()" in code, (where, name)
+    # the steady-state claim and the one-by-one enqueue make none of them up front
+    for script in ("claim_run", "enqueue_run"):
+        text = load_sources((7, 0))[script]
+        for names in _LAZY.values():
+            for name in names:
+                assert f"\nlocal function {name}(" not in text, (script, name)
