@@ -31,15 +31,17 @@ def test_a_timers_key_of_the_wrong_type_in_one_shard_stops_no_other_shard(
     broken, fine = sharded.shards
     broken.redis.set(broken.keys.timers, "not a redflow key")
     wf = workflow_in(sharded, 1)
-    now = sharded.server_time_ms()
-    delayed, _ = fine.scripts.enqueue(
-        fine.run_id(new_run_id()), wf, "q", b"1", 1, now + 100, "", 0, "", "", 10, None
-    )
     sleeper, _ = fine.scripts.enqueue(
         fine.run_id(new_run_id()), wf, "q", b"1", 1, 0, "", 0, "", "", 10, None
     )
     _, claimed = fine.scripts.claim(("q",), 60_000, new_token())
     assert claimed is not None and claimed.id == sleeper
+    # The delayed run is enqueued after the claim: enqueued before it, a claim made
+    # more than 100 ms later (a loaded machine) took the delayed run, due by then.
+    now = sharded.server_time_ms()
+    delayed, _ = fine.scripts.enqueue(
+        fine.run_id(new_run_id()), wf, "q", b"1", 1, now + 100, "", 0, "", "", 10, None
+    )
     wait = RunWait(steps=["z"], kinds=["sleep"], wake_at=now + 100)
     assert fine.scripts.suspend(sleeper, claimed.token, wait) == "suspended"
     wait_until(lambda: sharded.server_time_ms() > now + 100, timeout=5)
