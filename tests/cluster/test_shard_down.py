@@ -102,15 +102,16 @@ def test_the_promoter_and_reaper_cover_the_shards_after_one_that_is_down(
     try:
         live = c.shards[2]
         wf = next(f"w{i}" for i in range(1000) if c.shard_of_workflow(f"w{i}").index == 2)
-        now_ms = c.server_time_ms()
-        due, _ = live.scripts.enqueue(
-            live.run_id(new_run_id()), wf, "dq", b"1", 1, now_ms + 300, "", 0, "", "", None, None
-        )
         held, _ = live.scripts.enqueue(
             live.run_id(new_run_id()), wf, "dq", b"1", 1, 0, "", 0, "", "", None, None
         )
         _r, claimed = live.scripts.claim(("dq",), 100, "tok")  # a worker that dies
         assert claimed is not None and claimed.id == held
+        # enqueued after the claim, which would take it were it due by then (a loaded machine)
+        now_ms = c.server_time_ms()
+        due, _ = live.scripts.enqueue(
+            live.run_id(new_run_id()), wf, "dq", b"1", 1, now_ms + 300, "", 0, "", "", None, None
+        )
         down = cluster.node_for_slot(key_slot(f"{c.shards[1].keys.tag}:x".encode()))
         down.kill()
         promoter, reaper = PromoterDuty(c, 200), ReaperDuty(c, 500, queues=lambda: ("dq",))
