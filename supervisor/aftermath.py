@@ -13,9 +13,14 @@ stalls, each recovery call blocked the loop two socket timeouts (about 10 s), an
 one per dead child: signals, kill deadlines and other exits waited, and a call
 that gave up dropped the run to the reaper (its crash never charged). Now:
 
-- before a call, :class:`~supervisor.probe.Probe` PINGs each shard with a short
-  bound (``PROBE_TIMEOUT_S``); no answer: nothing is sent, the queue waits
-  (backing off from ``FIRST_RETRY_S`` to ``MAX_RETRY_S``);
+- while the duties find Redis out of reach (``Schedule.down``: the last one
+  failed for the network, or one failed for Redis trouble has not gone through
+  since) nothing is sent nor probed, and the queue is tried at once when they
+  go through again (with shards > 1, one shard down holds them all: a run whose
+  lease lapses meanwhile is the reaper's, uncharged); else, before a call,
+  :class:`~supervisor.probe.Probe` PINGs each shard with a short bound
+  (``PROBE_TIMEOUT_S``); no answer: nothing is sent, the queue waits (tried
+  again after ``FIRST_RETRY_S`` doubling to ``MAX_RETRY_S``);
 - a call that fails for transient trouble (the network, a timeout, OOM, ...)
   stays queued and is sent again later with the same lease token: the scripts
   are fenced by it and resend-safe (``finalize_run.lua``'s ``doneToken``), so a
@@ -73,6 +78,7 @@ class PutBack:
     lease_ms: int = 0  # claim
     max_crashes: int = 0
     hooked: tuple[str, ...] = ()
+    registry: Registry | None = None  # the workflows when it died (on_failure)
     failed_once: bool = False
 
     def what(self) -> str:
@@ -90,6 +96,7 @@ class Aftermath:
         helpers: Helpers,
         helper_spec: Callable[[], ChildSpec],
         metrics: MetricsStore,
+        known_down: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -97,8 +104,9 @@ class Aftermath:
         self.helper_spec = helper_spec
         self.metrics = metrics
         self.probe = Probe(client)
+        self._known_down = known_down  # the duties' last call failed for the network
+        self._held_by_duties = False  # the queue waits for a duty to go through
         self.pending: deque[PutBack] = deque()
-        self._registry: Registry | None = None
         self._clock = clock
         self._retry_at = 0.0
         self._delay = FIRST_RETRY_S
@@ -122,7 +130,6 @@ class Aftermath:
         whose workflow has ``on_failure`` is recorded as due with its failure
         (``redflow_mp.hookdue``), and its helper removes the entry once the hook
         returned."""
-        self._registry = registry
         hooked = tuple(hookdue.hooked(registry))
         jobs: list[PutBack] = []
         if child.abort is not None:
@@ -159,20 +166,32 @@ class Aftermath:
             jobs.append(
                 PutBack("claim", child.slot, cause, token=entry.claim_token, lease_ms=lease_ms)
             )
+        for job in jobs:
+            job.registry = registry
         self.pending.extend(jobs)
         if jobs:
             self.work()
 
     def next_due(self) -> float:
-        """When the loop should try the queue again (inf: nothing waits)."""
-        return self._retry_at if self.pending else float("inf")
+        """When the loop should try the queue again (inf: nothing waits): at once
+        when the duties found Redis again after they had held the queue."""
+        if not self.pending:
+            return float("inf")
+        return 0.0 if self._came_back() else self._retry_at
+
+    def _came_back(self) -> bool:
+        return self._held_by_duties and not self._known_down()
 
     def work(self, interrupted: Callable[[], bool] | None = None, *, force: bool = False) -> None:
         """Send the queued put-backs, oldest first, while Redis takes them; stop at
         the first transient failure (kept, tried again after a backoff) or when
         ``interrupted()`` (a signal waits), after at least one."""
         now = self._clock()
-        if not self.pending or (now < self._retry_at and not force):
+        if not self.pending or (now < self._retry_at and not force and not self._came_back()):
+            return
+        self._held_by_duties = not force and self._known_down()
+        if self._held_by_duties:
+            self._unanswered(now, "Redis does not answer the duties")
             return
         if not self.probe.answers():
             self._unanswered(now, "Redis does not answer")
@@ -182,7 +201,11 @@ class Aftermath:
             if sent and interrupted is not None and interrupted():
                 return
             job = self.pending[0]
-            error = self._send(job)
+            try:
+                error = self._send(job)
+            except Exception:  # a bug must not end the parent, nor block the queue
+                log.exception("%s: put-back failed; a reaper puts it back", job.what())
+                error = ""
             sent += 1
             if error:
                 if not job.failed_once:
@@ -229,7 +252,7 @@ class Aftermath:
     def _send(self, job: PutBack) -> str:
         """One recovery call; the error text of transient trouble ('' when done:
         sent, refused for good, or the lease no longer ours)."""
-        registry = self._registry
+        registry = job.registry
         assert registry is not None
         if job.kind == "abort":
             assert job.run is not None and job.reason is not None

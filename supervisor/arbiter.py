@@ -148,7 +148,11 @@ class Arbiter(ChildKeeping):
         self.hub = MetricsHub(self._gauges, self.settings.metrics_max_workflows, self.registry)
         self.wakeup = Wakeup(self.pipe, self.hub)
         self.aftermath = Aftermath(
-            self.client, self.helpers, lambda: self._child_spec(-1, 0), self.hub.store
+            self.client,
+            self.helpers,
+            lambda: self._child_spec(-1, 0),
+            self.hub.store,
+            known_down=lambda: self.schedule.down,
         )
         if self.settings.metrics_port:
             self.wakeup.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
