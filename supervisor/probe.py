@@ -3,16 +3,20 @@
 at most instead of the client's socket timeouts and retries (about 10 s a call).
 
 Each probe client copies the connection settings of a shard's pool (address,
-credentials, TLS, the routed connection of a cluster) with a short connect and
-read timeout and no retry. A pool it cannot copy (Sentinel's, whose address the
-connection asks the Sentinels for) is not probed: its put-backs are sent at once,
-as before. Fork safety: no thread; its connection is opened from the parent only.
+credentials, TLS; on a cluster, the master the client's router pinned, probed again
+once it re-pins) with a short connect and read timeout and no retry, through
+redis-py's own connection class: a routed connection's failed connect asks the
+cluster where the slot is, with the client's timeouts (seconds per node). A pool
+it cannot copy (Sentinel's, whose address the connection asks the Sentinels for)
+is not probed: its put-backs are sent at once, as before. Fork safety: no
+thread; its connection is opened from the parent only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -28,6 +32,16 @@ log = logging.getLogger("redflow_supervisor")
 PROBE_TIMEOUT_S = 0.5
 
 
+def _plain_class(cls: type[Any]) -> type[Any]:
+    """redis-py's own connection class under the transport's wrappers (routed,
+    closable): connecting must never ask a cluster where a slot is (``Router.discover``,
+    with the client's 5 s timeouts and retries per node), only open one socket."""
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("redis."):
+            return klass
+    return cls  # pragma: no cover - every pool's class derives from redis-py's
+
+
 class Probe:
     """PINGs every shard of ``client`` with a short bound."""
 
@@ -35,32 +49,47 @@ class Probe:
         self._client = client
         self._timeout = timeout
         self._quick: list[redis.Redis] | None = None
+        self._pins: list[tuple[Any, int]] = []  # (router, its generation) when built
 
     def _clients(self) -> list[redis.Redis]:
+        if self._quick is not None and any(r.generation != g for r, g in self._pins):
+            self.close()  # a cluster's slot moved: probe its new master
         if self._quick is None:
             quick: list[redis.Redis] = []
-            seen: set[int] = set()
+            pins: list[tuple[Any, int]] = []
+            seen: set[object] = set()
             for shard in self._client.shards:
                 pool = shard.redis.connection_pool
-                if id(pool) in seen or type(pool) is not redis.ConnectionPool:
+                if type(pool) is not redis.ConnectionPool:
                     continue
-                seen.add(id(pool))
                 kwargs = {
                     **pool.connection_kwargs,
                     "socket_timeout": self._timeout,
                     "socket_connect_timeout": self._timeout,
                     "retry": Retry(NoBackoff(), 0),
                 }
+                router = getattr(shard.redis, "router", None)
+                if router is not None and router.cluster:
+                    if router.address is None:
+                        continue  # not pinned yet: its put-backs are sent at once
+                    kwargs["host"], kwargs["port"] = router.address
+                    pins.append((router, router.generation))
+                where = (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"))
+                if where in seen:
+                    continue
+                seen.add(where)
                 kwargs.pop("retry_on_timeout", None)
                 kwargs.pop("retry_on_error", None)
                 quick.append(
                     redis.Redis(
                         connection_pool=redis.ConnectionPool(
-                            connection_class=pool.connection_class, max_connections=2, **kwargs
+                            connection_class=_plain_class(pool.connection_class),
+                            max_connections=2,
+                            **kwargs,
                         )
                     )
                 )
-            self._quick = quick
+            self._quick, self._pins = quick, pins
         return self._quick
 
     def answers(self) -> bool:
@@ -80,3 +109,4 @@ class Probe:
             with contextlib.suppress(Exception):
                 quick.close()
                 quick.connection_pool.disconnect()
+        self._quick, self._pins = None, []
