@@ -16,8 +16,7 @@ that gave up dropped the run to the reaper (its crash never charged). Now:
 - while the duties find Redis out of reach (``Schedule.down``: the last one
   failed for the network, or one failed for Redis trouble has not gone through
   since) nothing is sent nor probed, and the queue is tried at once when they
-  go through again (with shards > 1, one shard down holds them all: a run whose
-  lease lapses meanwhile is the reaper's, uncharged); else, before a call,
+  go through again; else, before a call,
   :class:`~supervisor.probe.Probe` PINGs each shard with a short bound
   (``PROBE_TIMEOUT_S``); no answer: nothing is sent, the queue waits (tried
   again after ``FIRST_RETRY_S`` doubling to ``MAX_RETRY_S``);
@@ -32,6 +31,13 @@ that gave up dropped the run to the reaper (its crash never charged). Now:
 
 The probe bounds what a put-back costs the loop while Redis is known unreachable;
 a stall that begins between the probe and the call still blocks that one call.
+
+With ``shards > 1`` none of that holds a put-back: each is sent at once to its
+run's shard, as before the queue, and one that fails is left to the reaper (with
+a log line). Held together, one shard down held the put-backs of every shard:
+a run of a healthy shard waited for the reaper, its crash never charged (a run
+that kills its worker escaped ``max_run_crashes`` for as long as another shard
+was down). A shard that stalls then blocks the loop for that call, as before.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from redflow_mp import hookdue, recovery
 from redflow_mp.client import Client
 from redflow_mp.recovery import Abort, HeldRun, Recovered
 from redflow_mp.registry import Registry
+from redflow_mp.store import stores
 
 from .board import BoardEntry
 from .child import ChildSpec
@@ -104,6 +111,8 @@ class Aftermath:
         self.helper_spec = helper_spec
         self.metrics = metrics
         self.probe = Probe(client)
+        # shards > 1: sent at once, each to its run's shard (the module's docstring)
+        self.spread = len(stores(client)) > 1
         self._known_down = known_down  # the duties' last call failed for the network
         self._held_by_duties = False  # the queue waits for a duty to go through
         self.pending: deque[PutBack] = deque()
@@ -189,11 +198,11 @@ class Aftermath:
         now = self._clock()
         if not self.pending or (now < self._retry_at and not force and not self._came_back()):
             return
-        self._held_by_duties = not force and self._known_down()
+        self._held_by_duties = not force and not self.spread and self._known_down()
         if self._held_by_duties:
             self._unanswered(now, "Redis does not answer the duties")
             return
-        if not self.probe.answers():
+        if not self.spread and not self.probe.answers():
             self._unanswered(now, "Redis does not answer")
             return
         sent = 0
@@ -263,9 +272,9 @@ class Aftermath:
                 job.reason,
                 job.timeout,
                 job.hooked,
-                retrying=True,
+                retrying=not self.spread,
             )
-            if done.transient:
+            if done.transient and not self.spread:
                 return done.error
             self._on_failure(done, registry)
             return ""
@@ -279,9 +288,9 @@ class Aftermath:
                 charge_crash=job.crash,
                 max_crashes=job.max_crashes,
                 hooked=job.hooked,
-                retrying=True,
+                retrying=not self.spread,
             )
-            if done.transient:
+            if done.transient and not self.spread:
                 return done.error
             if done.failed:
                 self._on_failure(done, registry)
@@ -289,10 +298,10 @@ class Aftermath:
                 self._requeued("shutdown" if job.stopping else "crash")
             return ""
         found = recovery.requeue_claim(
-            self.client, job.token, job.cause, job.lease_ms, retrying=True
+            self.client, job.token, job.cause, job.lease_ms, retrying=not self.spread
         )
         for done in found:
-            if done.transient:
+            if done.transient and not self.spread:
                 return done.error
         for done in found:
             if done.status == "queued":
