@@ -94,6 +94,7 @@ class Recovered(msgspec.Struct, frozen=True, kw_only=True):
     status: str | None = None
     workflow: str = ""
     error: str = ""
+    transient: bool = False  # ``error`` is Redis trouble that passes: worth sending again
 
     @property
     def failed(self) -> bool:
@@ -109,6 +110,7 @@ def recover_runs(
     charge_crash: bool,
     max_crashes: int,
     hooked: Sequence[str] = (),
+    retrying: bool = False,
 ) -> list[Recovered]:
     """Put back the runs a dead process held, innermost first.
 
@@ -120,7 +122,8 @@ def recover_runs(
     recorded as its last crash) and fails once it reached ``max_crashes``;
     every other run is requeued without a charge. ``hooked``: the workflows
     whose ``on_failure`` the host runs (a run of one failed here is recorded
-    as due with its failure: ``hookdue.py``).
+    as due with its failure: ``hookdue.py``). ``retrying``: the caller keeps a
+    run that meets transient trouble to send it again (and says so itself).
     """
     why = "supervisor stopping" if stopping else f"worker {cause}"
     out: list[Recovered] = []
@@ -140,12 +143,14 @@ def recover_runs(
                 workflow = _workflow_of(runs, run.run_id)
                 _kick(runs, run.run_id, status)
         except _REDIS_TROUBLE as exc:
-            log.error(
-                "could not put back run %s (%s); the reaper will once its lease expires",
-                run.run_id,
-                exc,
-            )
-            out.append(Recovered(run_id=run.run_id, error=str(exc)))
+            transient = isinstance(exc, TRANSIENT_ERRORS)
+            if not (retrying and transient):
+                log.error(
+                    "could not put back run %s (%s); the reaper will once its lease expires",
+                    run.run_id,
+                    exc,
+                )
+            out.append(Recovered(run_id=run.run_id, error=str(exc), transient=transient))
             continue
         if status == "failed":
             log.error(
@@ -169,6 +174,7 @@ def abort_run(
     reason: Abort,
     timeout: float,
     hooked: Sequence[str] = (),
+    retrying: bool = False,
 ) -> Recovered:
     """Record the end of a run whose handler the host stopped (its process is gone).
 
@@ -209,8 +215,10 @@ def abort_run(
             )
             _kick(runs, run.run_id, status)
     except _REDIS_TROUBLE as exc:
-        log.error("could not record the end of run %s (%s)", run.run_id, exc)
-        return Recovered(run_id=run.run_id, error=str(exc))
+        transient = isinstance(exc, TRANSIENT_ERRORS)
+        if not (retrying and transient):
+            log.error("could not record the end of run %s (%s)", run.run_id, exc)
+        return Recovered(run_id=run.run_id, error=str(exc), transient=transient)
     log.warning(
         "run %s timed out after %g s: %s", run.run_id, timeout, status or "lease already lost"
     )
@@ -219,11 +227,15 @@ def abort_run(
     )
 
 
-def requeue_claim(runs: Runs, token: str, cause: str, lease_ms: int) -> list[Recovered]:
+def requeue_claim(
+    runs: Runs, token: str, cause: str, lease_ms: int, *, retrying: bool = False
+) -> list[Recovered]:
     """Put back a run claimed with ``token`` by a process that died before it
     published which run it got (a run with a pending cancel ends ``canceled``).
     Only runs claimed in the last two ``lease_ms`` are looked at (one read bounded
-    by the runs in flight); an older one is the reaper's once its lease expires."""
+    by the runs in flight); an older one is the reaper's once its lease expires.
+    ``retrying``: transient trouble is returned (one entry with no run id and
+    ``transient``) for the caller to send the call again, not logged."""
     try:
         found = [
             pair
@@ -231,6 +243,8 @@ def requeue_claim(runs: Runs, token: str, cause: str, lease_ms: int) -> list[Rec
             for pair in shard.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
         ]
     except _REDIS_TROUBLE as exc:
+        if retrying and isinstance(exc, TRANSIENT_ERRORS):
+            return [Recovered(run_id="", error=str(exc), transient=True)]
         log.error(
             "could not look for a run claimed by the dead worker (%s); "
             "the reaper will put it back once its lease expires",

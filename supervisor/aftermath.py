@@ -6,23 +6,92 @@ them to the library (:mod:`redflow_mp.recovery`), which decides what each run
 becomes, counts what went back, and starts ``on_failure`` (in a short-lived
 process of its own, never in the arbiter) for a run the supervisor failed: a
 run over ``max_run_crashes``, or a timeout on its last attempt.
+
+Put-backs wait in a queue (:class:`PutBack`, one per call: the aborted run, each
+run left behind, the claim in flight), tried from the arbiter's loop. While Redis
+stalls, each recovery call blocked the loop two socket timeouts (about 10 s), and
+one per dead child: signals, kill deadlines and other exits waited, and a call
+that gave up dropped the run to the reaper (its crash never charged). Now:
+
+- while the duties find Redis out of reach (``Schedule.down``: the last one
+  failed for the network, or one failed for Redis trouble has not gone through
+  since) nothing is sent nor probed, and the queue is tried at once when they
+  go through again; else, before a call,
+  :class:`~supervisor.probe.Probe` PINGs each shard with a short bound
+  (``PROBE_TIMEOUT_S``); no answer: nothing is sent, the queue waits (tried
+  again after ``FIRST_RETRY_S`` doubling to ``MAX_RETRY_S``);
+- a call that fails for transient trouble (the network, a timeout, OOM, ...)
+  stays queued and is sent again later with the same lease token: the scripts
+  are fenced by it and resend-safe (``finalize_run.lua``'s ``doneToken``), so a
+  crash is charged once, never twice; once the reaper took the run (its lease
+  lapsed), the call finds the lease not ours and changes nothing;
+- other errors (a key of another type) are logged and dropped, as before;
+- at the end (:meth:`Aftermath.finish`, in the drain's bound) the queue is tried
+  once more, and what is left is logged: a reaper puts it back once its lease lapses.
+
+The probe bounds what a put-back costs the loop while Redis is known unreachable;
+a stall that begins between the probe and the call still blocks that one call.
+
+With ``shards > 1`` none of that holds a put-back: each is sent at once to its
+run's shard, as before the queue, and one that fails is left to the reaper (with
+a log line). Held together, one shard down held the put-backs of every shard:
+a run of a healthy shard waited for the reaper, its crash never charged (a run
+that kills its worker escaped ``max_run_crashes`` for as long as another shard
+was down). A shard that stalls then blocks the loop for that call, as before.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redflow_mp import hookdue, recovery
 from redflow_mp.client import Client
 from redflow_mp.recovery import Abort, HeldRun, Recovered
 from redflow_mp.registry import Registry
+from redflow_mp.store import stores
 
 from .board import BoardEntry
 from .child import ChildSpec
 from .children import Child, Helpers
 from .exposition import MetricsStore
+from .probe import Probe
 
-__all__ = ["Aftermath"]
+__all__ = ["FIRST_RETRY_S", "MAX_RETRY_S", "Aftermath", "PutBack"]
+
+log = logging.getLogger("redflow_supervisor")
+
+#: The first wait after a put-back that Redis did not take, then doubled up to MAX_RETRY_S.
+FIRST_RETRY_S = 0.25
+MAX_RETRY_S = 2.0
+
+
+@dataclass
+class PutBack:
+    """One recovery call for a dead child, kept until Redis took it."""
+
+    kind: str  # "abort" | "run" | "claim"
+    worker: int  # the dead child's slot
+    cause: str
+    run: HeldRun | None = None  # abort, run
+    reason: Abort | None = None  # abort
+    timeout: float = 0.0  # abort
+    stopping: bool = False  # run
+    crash: bool = False  # run: charged a crash
+    token: str = ""  # claim: its lease token
+    lease_ms: int = 0  # claim
+    max_crashes: int = 0
+    hooked: tuple[str, ...] = ()
+    registry: Registry | None = None  # the workflows when it died (on_failure)
+    failed_once: bool = False
+
+    def what(self) -> str:
+        if self.run is not None:
+            return f"run {self.run.run_id}"
+        return f"the run worker {self.worker} was claiming"
 
 
 class Aftermath:
@@ -34,11 +103,23 @@ class Aftermath:
         helpers: Helpers,
         helper_spec: Callable[[], ChildSpec],
         metrics: MetricsStore,
+        known_down: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.helpers = helpers
         self.helper_spec = helper_spec
         self.metrics = metrics
+        self.probe = Probe(client)
+        # shards > 1: sent at once, each to its run's shard (the module's docstring)
+        self.spread = len(stores(client)) > 1
+        self._known_down = known_down  # the duties' last call failed for the network
+        self._held_by_duties = False  # the queue waits for a duty to go through
+        self.pending: deque[PutBack] = deque()
+        self._clock = clock
+        self._retry_at = 0.0
+        self._delay = FIRST_RETRY_S
+        self._waiting_since: float | None = None  # Redis did not answer the probe
 
     def child_died(
         self,
@@ -51,42 +132,181 @@ class Aftermath:
         max_crashes: int,
         lease_ms: int,
     ) -> None:
-        """Record the run it was aborting, put back the others (charging the one it
-        was executing a crash unless the supervisor stopped it), then the claim it
-        had in flight. A run failed here whose workflow has ``on_failure`` is
-        recorded as due with its failure (``redflow_mp.hookdue``), and its
-        helper removes the entry once the hook returned."""
-        hooked = hookdue.hooked(registry)
+        """Queue the put-backs of ``child`` and try them now (unless Redis was
+        found unreachable a moment ago): record the run it was aborting, put back
+        the others (charging the one it was executing a crash unless the
+        supervisor stopped it), then the claim it had in flight. A run failed here
+        whose workflow has ``on_failure`` is recorded as due with its failure
+        (``redflow_mp.hookdue``), and its helper removes the entry once the hook
+        returned."""
+        hooked = tuple(hookdue.hooked(registry))
+        jobs: list[PutBack] = []
         if child.abort is not None:
             reason, target, _ = child.abort
-            done = recovery.abort_run(
-                self.client,
-                registry,
-                HeldRun(target.run_id, target.token),
-                Abort[reason.name],
-                target.timeout,
-                hooked,
+            jobs.append(
+                PutBack(
+                    "abort",
+                    child.slot,
+                    cause,
+                    run=HeldRun(target.run_id, target.token),
+                    reason=Abort[reason.name],
+                    timeout=target.timeout,
+                    hooked=hooked,
+                )
             )
-            self._on_failure(done, registry)
-        for done in recovery.recover_runs(
-            self.client,
-            [HeldRun(h.run_id, h.token) for h in child.left_behind(entry.held)],
-            cause=cause,
-            stopping=stopping,
-            charge_crash=not stopping and child.abort is None,
-            max_crashes=max_crashes,
-            hooked=hooked,
-        ):
-            if done.failed:
-                self._on_failure(done, registry)
-            elif done.status is not None:
-                self._requeued("shutdown" if stopping else "crash")
+        charge = not stopping and child.abort is None
+        left = child.left_behind(entry.held)
+        for position, h in enumerate(reversed(left)):  # innermost first, as recover_runs
+            jobs.append(
+                PutBack(
+                    "run",
+                    child.slot,
+                    cause,
+                    run=HeldRun(h.run_id, h.token),
+                    stopping=stopping,
+                    crash=charge and position == 0,
+                    max_crashes=max_crashes,
+                    hooked=hooked,
+                )
+            )
         # The child publishes each claim's lease token before sending it: a death
         # between the claim's reply and the board push leaves a run found by it.
         if entry.claim_token:
-            for done in recovery.requeue_claim(self.client, entry.claim_token, cause, lease_ms):
-                if done.status == "queued":
-                    self._requeued("crash")
+            jobs.append(
+                PutBack("claim", child.slot, cause, token=entry.claim_token, lease_ms=lease_ms)
+            )
+        for job in jobs:
+            job.registry = registry
+        self.pending.extend(jobs)
+        if jobs:
+            self.work()
+
+    def next_due(self) -> float:
+        """When the loop should try the queue again (inf: nothing waits): at once
+        when the duties found Redis again after they had held the queue."""
+        if not self.pending:
+            return float("inf")
+        return 0.0 if self._came_back() else self._retry_at
+
+    def _came_back(self) -> bool:
+        return self._held_by_duties and not self._known_down()
+
+    def work(self, interrupted: Callable[[], bool] | None = None, *, force: bool = False) -> None:
+        """Send the queued put-backs, oldest first, while Redis takes them; stop at
+        the first transient failure (kept, tried again after a backoff) or when
+        ``interrupted()`` (a signal waits), after at least one."""
+        now = self._clock()
+        if not self.pending or (now < self._retry_at and not force and not self._came_back()):
+            return
+        self._held_by_duties = not force and not self.spread and self._known_down()
+        if self._held_by_duties:
+            self._unanswered(now, "Redis does not answer the duties")
+            return
+        if not self.spread and not self.probe.answers():
+            self._unanswered(now, "Redis does not answer")
+            return
+        sent = 0
+        while self.pending:
+            if sent and interrupted is not None and interrupted():
+                return
+            job = self.pending[0]
+            try:
+                error = self._send(job)
+            except Exception:  # a bug must not end the parent, nor block the queue
+                log.exception("%s: put-back failed; a reaper puts it back", job.what())
+                error = ""
+            sent += 1
+            if error:
+                if not job.failed_once:
+                    job.failed_once = True
+                    log.warning("%s: not put back yet (%s); trying again", job.what(), error)
+                self._unanswered(self._clock(), error)
+                return
+            self.pending.popleft()
+        if self._waiting_since is not None:
+            log.info(
+                "Redis answers again: the dead workers' runs were put back after %.1f s",
+                self._clock() - self._waiting_since,
+            )
+        self._waiting_since = None
+        self._delay = FIRST_RETRY_S
+        self._retry_at = 0.0
+
+    def finish(self, *, send: bool = True) -> None:
+        """At the supervisor's end: try the queue once more (``send``), then log
+        what is left to the reaper."""
+        if send and self.pending:
+            self.work(force=True)
+        for job in self.pending:
+            log.error(
+                "%s not put back (Redis not answering): a reaper puts it back once "
+                "its lease lapses%s",
+                job.what(),
+                ", its crash not charged" if job.crash else "",
+            )
+        self.pending.clear()
+        self.probe.close()
+
+    def _unanswered(self, now: float, why: str) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = now
+            log.warning(
+                "putting back the runs of dead workers waits for Redis (%d pending): %s",
+                len(self.pending),
+                why,
+            )
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, MAX_RETRY_S)
+
+    def _send(self, job: PutBack) -> str:
+        """One recovery call; the error text of transient trouble ('' when done:
+        sent, refused for good, or the lease no longer ours)."""
+        registry = job.registry
+        assert registry is not None
+        if job.kind == "abort":
+            assert job.run is not None and job.reason is not None
+            done = recovery.abort_run(
+                self.client,
+                registry,
+                job.run,
+                job.reason,
+                job.timeout,
+                job.hooked,
+                retrying=not self.spread,
+            )
+            if done.transient and not self.spread:
+                return done.error
+            self._on_failure(done, registry)
+            return ""
+        if job.kind == "run":
+            assert job.run is not None
+            (done,) = recovery.recover_runs(
+                self.client,
+                [job.run],
+                cause=job.cause,
+                stopping=job.stopping,
+                charge_crash=job.crash,
+                max_crashes=job.max_crashes,
+                hooked=job.hooked,
+                retrying=not self.spread,
+            )
+            if done.transient and not self.spread:
+                return done.error
+            if done.failed:
+                self._on_failure(done, registry)
+            elif done.status is not None:
+                self._requeued("shutdown" if job.stopping else "crash")
+            return ""
+        found = recovery.requeue_claim(
+            self.client, job.token, job.cause, job.lease_ms, retrying=not self.spread
+        )
+        for done in found:
+            if done.transient and not self.spread:
+                return done.error
+        for done in found:
+            if done.status == "queued":
+                self._requeued("crash")
+        return ""
 
     def _requeued(self, reason: str) -> None:
         self.metrics.inc("redflow_runs_requeued_total", 1.0, reason=reason)

@@ -16,6 +16,8 @@ Invariants:
   turns a poison pill into a failed run) unless the supervisor stopped it.
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
+- A dead child's put-backs wait in a queue (``aftermath.py``), sent only once a short-bounded
+  PING finds Redis answering; kept and sent again (same lease tokens) after transient trouble.
 - A Redis outage never stops the arbiter: duties log and retry; a pass of the duties stops
   after a network failure (each call blocks its timeouts) so signals and exits wait one call.
 - A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s
@@ -146,7 +148,11 @@ class Arbiter(ChildKeeping):
         self.hub = MetricsHub(self._gauges, self.settings.metrics_max_workflows, self.registry)
         self.wakeup = Wakeup(self.pipe, self.hub)
         self.aftermath = Aftermath(
-            self.client, self.helpers, lambda: self._child_spec(-1, 0), self.hub.store
+            self.client,
+            self.helpers,
+            lambda: self._child_spec(-1, 0),
+            self.hub.store,
+            known_down=lambda: self.schedule.down,
         )
         if self.settings.metrics_port:
             self.wakeup.serve_metrics(self.settings.metrics_host, self.settings.metrics_port)
@@ -178,6 +184,8 @@ class Arbiter(ChildKeeping):
                 self._reap()
                 now = time.monotonic()
                 self._watch(now)
+                if self.aftermath is not None:  # dead children's runs Redis did not take yet
+                    self.aftermath.work(self.pipe.waiting)
                 if not signals or skipped:  # first what they asked; never two skips
                     self.schedule.run(now, self.pipe.waiting)
                 skipped = bool(signals) and not skipped
@@ -201,6 +209,8 @@ class Arbiter(ChildKeeping):
                 # waiting out a Redis outage may take minutes to become ready).
                 booting = now - child.started_at < _BOOT_POLL_FAST_FOR
                 wake = min(wake, now + (0.02 if booting else 0.25))
+        if self.aftermath is not None:
+            wake = min(wake, self.aftermath.next_due())
         if self.hub is not None:
             hub_wake = self.hub.next_due()
             if hub_wake is not None:
@@ -218,6 +228,8 @@ class Arbiter(ChildKeeping):
 
     def _shutdown(self) -> None:
         with self.clock.may_raise():  # Redis calls end by the drain's bound at the latest
+            if self.aftermath is not None and not self.clock.overrun:
+                self.aftermath.finish()  # the put-backs Redis did not take yet: once more
             if self.status is not None and not self.clock.overrun:
                 try:
                     self.status.remove()
@@ -229,6 +241,8 @@ class Arbiter(ChildKeeping):
                 except Exception as exc:  # pragma: no cover - best effort on exit
                     log.warning("could not release the cron leader lock: %s", exc)
         self.clock.disarm()
+        if self.aftermath is not None:
+            self.aftermath.finish(send=False)  # after an overrun: only say what is left
         if self.hub is not None:
             self.hub.read_pipe()
             self.hub.shutdown()

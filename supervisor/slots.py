@@ -3,8 +3,8 @@
 Each slot (``arbiterstate.Slot``) has one process and, during a rolling restart, the
 pending one replacing it. ``_reconcile`` forks what a slot lacks (after its restart
 backoff), ``_reap`` collects exits (``waitpid(-1, WNOHANG)``), forks a dead child's
-replacement, then hands its runs to ``aftermath.py`` (whose Redis calls may block
-while Redis stalls), ``_watch`` reads the shared board: readiness, run timeouts
+replacement, then hands its runs to ``aftermath.py`` (which queues them until Redis
+answers a short-bounded probe), ``_watch`` reads the shared board: readiness, run timeouts
 (``_abort``: TERM, then KILL after ``kill_grace``), kill deadlines, stuck hooks, stalls.
 
 Fork safety: parent only; it starts no threads. ``children.fork_child`` forks with
@@ -152,9 +152,9 @@ class ChildKeeping(SignalHandling):
         self.free_entries.append(child.index)
         log_exit(child, info, cause)  # before what it means for its slot (restart, FATAL)
         self._leave_slot(child, info, now)
-        # Its replacement first, then its runs: putting them back calls Redis, and
-        # while Redis stalls each call blocks two socket timeouts (10 s) before it
-        # gives up; the slot stayed empty as long (the runs wait for Redis anyway).
+        # Its replacement first, then its runs: putting them back calls Redis (queued
+        # in ``aftermath.py``, sent once a short probe finds Redis answering; while
+        # Redis stalled each call blocked two socket timeouts, 10 s, then gave up).
         # A fork that fails (EAGAIN, ENOMEM) must not skip the put-back: its run
         # would stay leased to the dead child, its crash never charged.
         try:

@@ -65,6 +65,13 @@ class Schedule:
         self._failing: list[str] = []  # duties failed for Redis trouble, not gone through since
         self._affected: list[str] = []  # every duty failed during the current outage
 
+    @property
+    def down(self) -> bool:
+        """Redis known out of reach: the last duty run failed for the network, or a
+        duty failed for Redis trouble has not gone through since (a duty that calls
+        no Redis, run meanwhile, does not end it)."""
+        return self._down or bool(self._failing)
+
     def add(self, duty: Duty) -> None:
         self._due.append((duty, 0.0))
 

@@ -279,6 +279,30 @@ def test_crash_counts_and_fails_at_the_cap(
     assert err["type"] == "RunCrashedError" and err["retryable"] is False
 
 
+def test_a_crash_sent_again_with_its_token_is_charged_once(
+    raw: redis.Redis, client: Client, enq: Callable[..., str]
+) -> None:
+    """The supervisor resends a dead child's put-back after transient trouble
+    (``supervisor/aftermath.py``): the first may have been applied (a lost reply),
+    or the run claimed again since; neither resend charges a second crash."""
+    k = client.keys
+    rid = enq()
+    tok = new_token()
+    _, got = client.scripts.claim(("q",), 2_000, tok)
+    assert got is not None
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "queued"
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "queued"
+    assert raw.hget(k.run(rid), "crashCount") == b"1"
+    again = new_token()
+    _, got = client.scripts.claim(("q",), 2_000, again)
+    assert got is not None
+    before = _snapshot(raw, client, rid)
+    # its status now (the resend of an applied finish), nothing changed
+    assert client.scripts.finalize(rid, tok, "crash", b"SIGKILL", 3) == "running"
+    assert _snapshot(raw, client, rid) == before
+    assert raw.hget(k.run(rid), "crashCount") == b"1"
+
+
 def _step(status: str) -> bytes:
     return codec.encode_step(
         StoredStep(seq=0, status=status, started_at=1, finished_at=2, attempt=1, output_json="1")

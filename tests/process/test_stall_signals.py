@@ -132,10 +132,15 @@ def test_a_child_dead_with_a_run_is_replaced_before_its_run_is_put_back(
         )
         # Its recovery gave up (Redis stalled): the run it held, or, when it died
         # between the claim's reply and the board's entry (the run already "running"
-        # in Redis), the run its claim token finds.
-        gave_up = (f"could not put back run {handle.id}", "could not look for a run claimed")
+        # in Redis), the run its claim token finds. Since the put-backs wait in a
+        # queue (aftermath.py), it says it waits for Redis instead of giving up.
+        gave_up = (
+            f"could not put back run {handle.id}",
+            "could not look for a run claimed",
+            "putting back the runs of dead workers waits for Redis",
+        )
         log = sup.log()
-        assert not any(g in log for g in gave_up), (
+        assert not any(g in log for g in gave_up[:2]), (
             f"replaced after its run's recovery gave up\n{log[-3000:]}"
         )
         assert second.is_running()
