@@ -354,7 +354,9 @@ def _cron_entries(view: Any) -> list[CronEntry]:
         # sorted by id, duplicates of HSCAN dropped by cron_entries
         ids = sorted({text(k): None for k in page})
         raws = {text(k): v for k, v in page.items()}
-        out.extend(_entries(view, ids, [raws[cid] for cid in ids]))
+        for at in range(0, len(ids), CRON_PAGE):  # a page may hold a few more
+            chunk = ids[at : at + CRON_PAGE]
+            out.extend(_entries(view, chunk, [raws[cid] for cid in chunk]))
         del page, raws
         if not int(cursor):
             break

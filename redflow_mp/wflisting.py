@@ -109,9 +109,9 @@ def listing_metas(client: Any, names: Sequence[str]) -> list[WorkflowMeta]:
         for page in byte_pages(sizes):
             raws = drive(
                 view.redis,
-                _batch([("hget", (view.keys.workflow(present[i]), "cronJson")) for i in page]),
+                _batch([("hmget", (view.keys.workflow(present[i]), ["cronJson"])) for i in page]),
             )
-            for i, raw_json in zip(page, raws, strict=True):
+            for i, (raw_json,) in zip(page, raws, strict=True):
                 meta = found[present[i]]
                 if not raw_json:
                     continue
