@@ -27,14 +27,14 @@ from .options import RunOptions, shown_run_id
 from .queries import (
     drive,
     get_run_any,
-    list_workflows_all,
     one,
     run_view,
     shard_views,
-    workflow_metas,
+    workflow_names_all,
 )
 from .running_sweep import RunningSweep
 from .runs import Runs
+from .wflisting import listing_metas, named_defs
 
 __all__ = [
     "CRON_PAGE",
@@ -345,28 +345,31 @@ def cron_entries(client: Client, ids: Sequence[str] | None = None) -> list[CronE
 
 
 def _cron_entries(view: Any) -> list[CronEntry]:
-    defs: dict[str, Any] = {}
+    out: list[CronEntry] = []
     cursor: Any = 0
     while True:  # HSCAN pages: never every entry in one reply
         cursor, page = drive(view.redis, one("hscan", view.keys.cron_def, cursor, None, CRON_PAGE))
-        defs.update((text(k), v) for k, v in page.items())
+        # decoded page by page (every raw record kept, inputs included, until all
+        # were read: 100 entries with 2 MiB inputs held 242 MB); a page's entries
+        # sorted by id, duplicates of HSCAN dropped by cron_entries
+        ids = sorted({text(k): None for k in page})
+        raws = {text(k): v for k, v in page.items()}
+        for at in range(0, len(ids), CRON_PAGE):  # a page may hold a few more
+            chunk = ids[at : at + CRON_PAGE]
+            out.extend(_entries(view, chunk, [raws[cid] for cid in chunk]))
+        del page, raws
         if not int(cursor):
             break
-    ids = sorted(defs)
-    out: list[CronEntry] = []
-    for at in range(0, len(ids), CRON_PAGE):
-        chunk = ids[at : at + CRON_PAGE]
-        out.extend(_entries(view, chunk, [defs[cid] for cid in chunk]))
     return out
 
 
 def _named_entries(view: Any, ids: list[str]) -> list[CronEntry]:
     out: list[CronEntry] = []
     for at in range(0, len(ids), CRON_PAGE):
-        chunk = ids[at : at + CRON_PAGE]
-        raws = drive(view.redis, one("hmget", view.keys.cron_def, chunk))
-        here = [(cid, raw) for cid, raw in zip(chunk, raws, strict=True) if raw is not None]
-        out.extend(_entries(view, [cid for cid, _ in here], [raw for _, raw in here]))
+        # measured first (HSTRLEN), read in pages of LISTING_PAGE_BYTES: 200
+        # entries with a 2 MiB input each were one 400 MB reply
+        for found, raws in named_defs(view, ids[at : at + CRON_PAGE]):
+            out.extend(_entries(view, found, raws))
     return out
 
 
@@ -399,7 +402,10 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
     """Synced workflows with running, queued and parked counts and cron schedules
     (counts added up over the shards); only the workflows ``names`` (in that
     order) when given: a page of them costs what a page holds."""
-    metas = list_workflows_all(client) if names is None else workflow_metas(client, list(names))
+    # schedules only past LISTING_CRON_JSON_BYTES a workflow, read in byte-bounded
+    # pages (every cronJson, inputs included, held 866 MB for 200 x 2 MiB inputs)
+    listed = workflow_names_all(client) if names is None else list(names)
+    metas = listing_metas(client, listed)
     if not metas:
         return []
     # Per-workflow queued counts cost a read of every queued run: only done while
@@ -425,10 +431,10 @@ def workflow_stats(client: Client, names: Sequence[str] | None = None) -> list[W
         for i in range(len(metas)):
             running[i] += int(counts[2 * i])
             parked[i] += int(counts[2 * i + 1])
-    # A page of workflows reads its own cron entries (their ids are in the
+    # The workflows listed read their own cron entries (their ids are in the
     # metadata), not every entry of cron:def; a record without the ids (written
     # by hand) reads them all.
-    ids = None if names is None else [cid for m in metas for cid in m.cron_ids]
+    ids: list[str] | None = [cid for m in metas for cid in m.cron_ids]
     if any(m.cron and not m.cron_ids for m in metas):
         ids = None
     crons: dict[str, list[CronEntry]] = {}

@@ -48,6 +48,7 @@ from .withdrawal import (
 __all__ = [
     "REFRESH_INTERVAL_MS",
     "STALE_WORKFLOW_GRACE_MS",
+    "SYNC_CHUNK_BYTES",
     "check_cron_inputs",
     "loaded_live",
     "registration_digest",
@@ -127,20 +128,34 @@ def check_cron_inputs(wfs: list[Workflow[Any, Any]], limit: int) -> None:
             encode_payload(trigger.input, what, limit)
 
 
+#: Encoded cron inputs one chunk of the sync (one read, one transaction) carries
+#: at most; a workflow whose inputs weigh more is a chunk of its own. Chunked by
+#: count only, one HMGET and one MULTI could carry 1,000 inputs of 8 MiB.
+SYNC_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def _input_bytes(wf: Workflow[Any, Any]) -> int:
+    """The encoded size of ``wf``'s cron inputs (each stored twice: in its
+    ``cron:def`` record and in the metadata's ``cronJson``)."""
+    return sum(len(codec.encode_json(c.input)) for c in wf.cron if c.input is not None)
+
+
 def _weighed_chunks(wfs: list[Workflow[Any, Any]]) -> Iterator[list[Workflow[Any, Any]]]:
     """``wfs`` in chunks of at most _READ_CHUNK workflows and cron entries together
-    (a workflow with more entries alone): a chunk is one read and one transaction.
-    Chunked by workflows only, 10,000 workflows with 10 crons each were
-    transactions of 10,000 entries, 50 ms of Redis CPU each."""
+    and at most :data:`SYNC_CHUNK_BYTES` of cron inputs (a workflow with more
+    alone): a chunk is one read and one transaction. Chunked by workflows only,
+    10,000 workflows with 10 crons each were transactions of 10,000 entries,
+    50 ms of Redis CPU each."""
     chunk: list[Workflow[Any, Any]] = []
-    weight = 0
+    weight = size = 0
     for wf in wfs:
-        w = 1 + len(wf.cron)
-        if chunk and weight + w > _READ_CHUNK:
+        w, b = 1 + len(wf.cron), _input_bytes(wf)
+        if chunk and (weight + w > _READ_CHUNK or size + b > SYNC_CHUNK_BYTES):
             yield chunk
-            chunk, weight = [], 0
+            chunk, weight, size = [], 0, 0
         chunk.append(wf)
         weight += w
+        size += b
     if chunk:
         yield chunk
 

@@ -335,7 +335,7 @@ def test_workflow_stats_walk_the_cron_entries_once(
             walks += 1
             return super().__iter__()
 
-    monkeypatch.setattr(admin, "cron_entries", lambda c: Counted(real(c)))
+    monkeypatch.setattr(admin, "cron_entries", lambda c, ids=None: Counted(real(c, ids)))
     stats = admin.workflow_stats(client)
     assert [len(s.cron) for s in stats] == [1] * 30
     assert {s.cron[0].workflow for s in stats} == {f"cron-{i}" for i in range(30)}
