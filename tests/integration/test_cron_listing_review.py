@@ -105,3 +105,78 @@ def test_a_big_cron_json_keeps_every_schedule_that_validates(client: Any, raw: A
         (c.expression, c.timezone, c.id) for c in whole.cron
     ]
     assert [c.input for c in s.meta.cron] == [None, None]
+
+
+MIB = 1024 * 1024
+
+
+def _big_registry(inputs: dict[str, list[tuple[str, str]]]) -> Registry:
+    registry = Registry()
+    for name, crons in inputs.items():
+        define_workflow(
+            name, cron=[Cron(e, input=i, id=e.split()[0]) for e, i in crons], registry=registry
+        )(_noop)
+    return registry
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_resync_past_the_chunk_bytes_syncs_every_workflow_once(
+    redis_url: str, prefix: str, raw: Any, shards: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 MiB of cron inputs (more than one chunk of 16 MiB): each workflow is
+    written by exactly one chunk, and a resync that changes, drops and keeps
+    crons leaves exactly the crons registered (none lost, none duplicated)."""
+    from redflow_mp import sync
+
+    seen: list[str] = []
+    chunks: list[int] = []
+    real = sync._sync_workflows
+
+    def spy(runs: Any, wfs: list[Any], app: str, now: int) -> None:
+        seen.extend(wf.name for wf in wfs)
+        chunks.append(sum(len(c.input) for wf in wfs for c in wf.cron))
+        real(runs, wfs, app, now)
+
+    monkeypatch.setattr(sync, "_sync_workflows", spy)
+    first = {f"w{i:02d}": [("1 * * * *", "a" * (2 * MIB)), ("2 * * * *", "b")] for i in range(12)}
+    c = create_client(redis_url, prefix=prefix, registry=Registry(), default=False, shards=shards)
+    try:
+
+        def state() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for view in {id(s): s for s in (c.shard_of_workflow(n) for n in first)}.values():
+                for k, v in raw.hgetall(view.keys.cron_def).items():
+                    assert k.decode() not in out
+                    out[k.decode()] = (len(v), raw.zscore(view.keys.cron_next, k) is not None)
+            return out
+
+        c.sync_registry(_big_registry(first), app="big")
+        assert sorted(seen) == sorted(first)
+        assert len(chunks) >= 2 and max(chunks) <= 16 * MIB, chunks
+        before = state()
+        assert sorted(before) == sorted(f"{n}:{e}" for n in first for e in ("1", "2"))
+        assert all(scheduled for _, scheduled in before.values())
+        # the resync (a HUP): half change their big input, a quarter drop it, the rest keep it
+        second = dict(first)
+        for i in range(6):
+            second[f"w{i:02d}"] = [("1 * * * *", "c" * (2 * MIB + 1)), ("2 * * * *", "b")]
+        for i in range(6, 9):
+            second[f"w{i:02d}"] = [("2 * * * *", "b")]
+        seen.clear()
+        c.sync_registry(_big_registry(second), app="big")
+        assert sorted(seen) == sorted(second)
+        after = state()
+        assert sorted(after) == sorted(
+            f"{n}:{e.split()[0]}" for n, cs in second.items() for e, _ in cs
+        )
+        assert all(scheduled for _, scheduled in after.values())
+        for i in range(6):
+            assert after[f"w{i:02d}:1"][0] == before[f"w{i:02d}:1"][0] + 1
+        for i in range(9, 12):
+            assert after[f"w{i:02d}:1"] == before[f"w{i:02d}:1"]
+        stats = {s.meta.name: s for s in admin.workflow_stats(c)}
+        assert sorted(stats) == sorted(second)
+        for n, cs in second.items():
+            assert sorted(e.expression for e in stats[n].cron) == sorted(e for e, _ in cs)
+    finally:
+        c.close()
