@@ -51,7 +51,8 @@ class _Schedule(msgspec.Struct):
     id: str | None = None
 
 
-_schedules = msgspec.json.Decoder(list[_Schedule])
+_items = msgspec.json.Decoder(list[msgspec.Raw])
+_schedule = msgspec.json.Decoder(_Schedule)
 
 
 def byte_pages(sizes: Sequence[int], limit: int = LISTING_PAGE_BYTES) -> Iterator[range]:
@@ -68,15 +69,19 @@ def byte_pages(sizes: Sequence[int], limit: int = LISTING_PAGE_BYTES) -> Iterato
 
 
 def _schedules_only(raw: Any) -> list[Cron]:
+    """The schedules of a ``cronJson``, item by item as ``codec`` reads them (an
+    item that does not validate is left out, not the whole list); each item is a
+    view of ``raw`` (msgspec.Raw), its input skipped unread."""
     try:
-        items = _schedules.decode(raw)
+        items = _items.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return []
     out: list[Cron] = []
-    for s in items:
+    for item in items:
         try:
+            s = _schedule.decode(item)
             out.append(Cron(s.expression, s.timezone, None, s.id))
-        except (ValueError, TypeError):
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
             continue
     return out
 
