@@ -110,19 +110,7 @@ def test_a_full_batch_of_unreadable_entries_does_not_hide_the_entries_due_after_
     that read only them (a full batch) looks past them."""
     _host_b(zone_dir)
     newer = [Cron("0 0 1 1 *", timezone=ZONE, id=f"n{i}") for i in range(3)]
-    define_workflow("newer", cron=newer, registry=registry)(lambda ctx: None)
-    client.sync_registry(registry, app="host-b")
-    _host_a()
-    host_a = Registry()
-    plain = Cron("0 0 1 1 *")
-    define_workflow("plain", cron=[plain], registry=host_a)(lambda ctx: None)
-    client.sync_registry(host_a, app="host-a")
-
-    now = client.server_time_ms()
-    due = {cron_id_for("newer", c): now - 10_000 + i for i, c in enumerate(newer)}
-    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
-    lock = LeaderLock(client, 10_000)
-    assert lock.tick()
+    lock, due = _unreadable_due_before_plain(raw, client, registry, newer)
     tick = cron_tick(client, lock.token, limit=2)
     assert len(tick.fired) == 1, tick
     assert [cid for cid, _ in tick.unreadable] == [cron_id_for("newer", newer[2])]
@@ -190,19 +178,7 @@ def test_unreadable_entries_with_large_inputs_do_not_hide_the_entries_due_after_
     _host_b(zone_dir)
     blob = "x" * (5 << 19)  # 2.5 MiB: two of them do not fit one reply
     newer = [Cron("0 0 1 1 *", timezone=ZONE, id=f"n{i}", input=blob) for i in range(12)]
-    define_workflow("newer", cron=newer, registry=registry)(lambda ctx: None)
-    client.sync_registry(registry, app="host-b")
-    _host_a()
-    host_a = Registry()
-    plain = Cron("0 0 1 1 *")
-    define_workflow("plain", cron=[plain], registry=host_a)(lambda ctx: None)
-    client.sync_registry(host_a, app="host-a")
-
-    now = client.server_time_ms()
-    due = {cron_id_for("newer", c): now - 10_000 + i for i, c in enumerate(newer)}
-    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
-    lock = LeaderLock(client, 10_000)
-    assert lock.tick()
+    lock, due = _unreadable_due_before_plain(raw, client, registry, newer)
     fired: list[str] = []
     for _ in range(20):  # the duty ticks again at once while ``more``
         tick = cron_tick(client, lock.token)
@@ -213,3 +189,24 @@ def test_unreadable_entries_with_large_inputs_do_not_hide_the_entries_due_after_
     run = client.get_run(fired[0])
     assert run is not None and run.workflow == "plain"
     assert raw.zmscore(client.keys.cron_next, list(due)) == list(due.values())
+
+
+def _unreadable_due_before_plain(
+    raw: redis.Redis, client: Client, registry: Registry, newer: list[Cron]
+) -> tuple[LeaderLock, dict[str, int]]:
+    """``newer`` (workflow "newer", synced by host B, whose zone this host lacks)
+    due before one plain entry (workflow "plain", host A's): the leader lock
+    taken, and the due times of ``newer`` by cron id."""
+    define_workflow("newer", cron=newer, registry=registry)(lambda ctx: None)
+    client.sync_registry(registry, app="host-b")
+    _host_a()
+    host_a = Registry()
+    plain = Cron("0 0 1 1 *")
+    define_workflow("plain", cron=[plain], registry=host_a)(lambda ctx: None)
+    client.sync_registry(host_a, app="host-a")
+    now = client.server_time_ms()
+    due = {cron_id_for("newer", c): now - 10_000 + i for i, c in enumerate(newer)}
+    raw.zadd(client.keys.cron_next, {**due, cron_id_for("plain", plain): now - 1_000})
+    lock = LeaderLock(client, 10_000)
+    assert lock.tick()
+    return lock, due
