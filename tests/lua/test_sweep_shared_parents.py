@@ -121,11 +121,13 @@ def test_a_child_with_100k_finished_sharer_parents_is_swept_in_bounded_calls(
     # While the waiter is unfinished the child stays, however many calls read it.
     still = 0
     previous = raw.scard(parents)
+    dropped: list[int] = []
     for _ in range(400):
         removed, more = sweep()
         assert removed == 0
         assert _status(raw, client, child) == b"succeeded", "removed while a parent awaits it"
         left = raw.scard(parents)
+        dropped.append(previous - left)
         still = still + 1 if (left == previous and not more) else 0
         previous = left
         if still >= 3:
@@ -141,8 +143,13 @@ def test_a_child_with_100k_finished_sharer_parents_is_swept_in_bounded_calls(
             break
     assert not raw.exists(client.keys.run(child), parents)
     assert raw.zscore(client.keys.runs_status("succeeded"), child) is None
-    # Before: one call read every parent left (a call at least half of them).
-    assert max(cpu) < one / 6, (
+    # A slice a call: no call dropped more than a tenth of the parents, whatever
+    # the machine's load (the count, not the time, is the bound's first proof).
+    assert max(dropped) <= n // 10, f"one call dropped {max(dropped)} of {n} parents"
+    # Before: one call read every parent left (a call at least half of them). A
+    # slice call costs 1/13 of the reference on Redis 7 and 1/6-1/9 on Valkey 9
+    # (its HGETs dearer against its SREMs), so the bound sits between the two.
+    assert max(cpu) < one / 3, (
         f"a retention call used {max(cpu):.1f} ms of Redis CPU; "
         f"reading all {n} parents' status: {one:.1f} ms ({len(cpu)} calls)"
     )
