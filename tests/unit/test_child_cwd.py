@@ -75,3 +75,50 @@ def test_a_handlers_chdir_is_undone_whatever_the_homes_name(tmp_path: Path, name
     assert len(rows) == 6
     # each undo said so in the log, and only those
     assert proc.stderr.count("this worker's directory changed") == 4, proc.stderr
+
+
+GONE = """
+import json
+import os
+import sys
+from redflow_supervisor import child as ch
+from redflow_supervisor.board import Board
+
+home, how = os.fsencode(sys.argv[1]), sys.argv[2]
+os.chdir(home)
+hooks = ch._Hooks(Board(1), ch.ChildSpec(
+    index=0, slot=0, app="t", url="redis://127.0.0.1:1", prefix="t", queues=("q",), lease_ms=5000,
+))
+hooks._next_flush = float("inf")
+if how == "removed":
+    os.rmdir(home)  # the process's directory with it: getcwd fails (ENOENT)
+else:
+    os.rename(home, home + b"-renamed")  # getcwd names the new path
+out = []
+for _ in range(3):
+    assert hooks.should_stop() is False
+    out.append(hooks.home is None)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("how", ["removed", "renamed"])
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_a_home_removed_or_renamed_is_given_up_once(tmp_path: Path, name: str, how: str) -> None:
+    """The supervisor's directory removed or renamed under a running child (a
+    deploy): the check neither raises nor loops; it warns once, stops trying,
+    and the claims go on."""
+    home = os.path.join(os.fsencode(tmp_path), NAMES[name])
+    os.mkdir(home)
+    proc = subprocess.run(
+        [sys.executable, "-c", GONE, os.fsdecode(home), how],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [True, True, True]
+    assert proc.stderr.count("cannot go back to") == 1, proc.stderr
+    assert "directory changed" not in proc.stderr, proc.stderr
