@@ -231,9 +231,11 @@ class Execution(RunFacts):
         self.prior = -1
         if self.seen:
             self.seen = set()
-        if self.cancelled.is_set():
+        # is_set()'s own read (threading.Event.is_set returns _flag, which every
+        # Event has, a LazyEvent by its class), without its Python call: two a run
+        if self.cancelled._flag:  # type: ignore[attr-defined]
             self.cancelled = LazyEvent()
-        if self.lost.is_set():
+        if self.lost._flag:  # type: ignore[attr-defined]
             self.lost = LazyEvent()
         self.cancel_reason = None
         self.lease_lost = False

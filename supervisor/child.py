@@ -201,6 +201,8 @@ class _Hooks:
         self.titled = False  # the title names a run (set back to base_title when idle)
         self.parent_pid = os.getppid()
         self.home: str | None = _cwd()
+        # the home as os.getcwdb() gives it (restore_cwd compares those)
+        self.home_bytes: bytes | None = None if self.home is None else os.fsencode(self.home)
         self.umask = _umask()  # the supervisor's, inherited
         self.metrics = Metrics()
         self.metrics_fd = spec.metrics_fd
@@ -448,7 +450,8 @@ class _Hooks:
         if self.home is None:
             return
         try:
-            if os.getcwd() == self.home:
+            # bytes, compared with the home's: no decoding of the path a run
+            if os.getcwdb() == self.home_bytes:
                 return
         except OSError:  # the directory we are in was removed
             pass

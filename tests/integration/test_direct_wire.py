@@ -212,3 +212,33 @@ def test_a_command_larger_than_the_send_buffer_arrives_whole(redis_server: Redis
         assert t.call_packed(PING) == b"PONG"
     finally:
         t.close()
+
+
+def test_the_public_path_serves_a_connection_closed_checked_or_without_the_attributes(
+    redis_server: RedisServer,
+) -> None:
+    """:func:`directwire.usable` answers None, never raises, for a connection that
+    is closed (no socket), not connected yet, has a health check interval, or lacks
+    the private attributes it reads (a redis-py that renamed them)."""
+    connection_class: Any = redis.Connection  # untyped in redis-py
+    conn = connection_class(host="127.0.0.1", port=redis_server.port)
+    assert directwire.usable(conn) is None  # not connected yet
+    conn.connect()
+    try:
+        assert directwire.usable(conn) is not None  # the control: open, hiredis
+        conn.disconnect()
+        assert directwire.usable(conn) is None  # closed
+        conn.connect()
+        assert directwire.usable(conn) is not None
+        conn.health_check_interval = 30
+        assert directwire.usable(conn) is None  # redis-py's health check comes first
+        conn.health_check_interval = 0
+        parser = conn._parser
+        del parser._reader  # a parser that names its reader otherwise
+        assert directwire.usable(conn) is None
+        parser._reader = None
+        assert directwire.usable(conn) is None
+    finally:
+        conn.disconnect()
+    bare = connection_class.__new__(connection_class)  # none of the attributes
+    assert directwire.usable(bare) is None

@@ -1,17 +1,24 @@
-"""The transport's per-thread connections: opened lazily, closed when the thread ends."""
+"""The transport's per-thread connections: opened lazily, closed when the thread ends,
+opened again in a forked child and after a Sentinel master change."""
 
 from __future__ import annotations
 
 import gc
+import json
+import os
 import signal
 import threading
 import time
+from typing import Any
 
+import hiredis
 import pytest
 import redis
 from redis.exceptions import NoScriptError, OutOfMemoryError
 
 from redflow_mp import Client
+from redflow_mp.transport import Transport
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,3 +95,82 @@ def test_a_call_interrupted_before_its_reply_does_not_shift_later_replies(
     # The BLPOP's late reply must not be taken as the answer to what follows.
     assert client.transport.call("ECHO", "hello") == b"hello"
     assert client.transport.call("ECHO", "bye") == b"bye"
+
+
+def _client_id(t: Transport) -> int:
+    """This thread's connection's id, asked through the hot path (``call_packed``)."""
+    return int(t.call_packed(CLIENT_ID))
+
+
+_pack: Any = hiredis.pack_command  # its stubs want one type of item per tuple
+CLIENT_ID: bytes = _pack(("CLIENT", "ID"))
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents(
+    redis_server: RedisServer,
+) -> None:
+    """The thread-local wire remembers the pid that opened it: a forked child's first
+    call (``call_packed`` and ``call``) opens a connection of its own, and the
+    parent's connection is neither used nor shut down by the child."""
+    t = Transport(redis_server.url)
+    try:
+        parent_id = _client_id(t)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                ids = [_client_id(t), int(t.call("CLIENT", "ID")), _client_id(t)]
+                os.write(write_end, json.dumps(ids).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read_end, "rb") as f:
+            got = f.read()
+        assert os.waitstatus_to_exitcode(status) == 0, got
+        child_ids = json.loads(got)
+        assert len(set(child_ids)) == 1, child_ids  # one connection, kept
+        assert child_ids[0] != parent_id, "the child used its parent's connection"
+        assert _client_id(t) == parent_id  # the parent's connection: same, in step
+        assert t.call("ECHO", "after") == b"after"
+    finally:
+        t.close()
+
+
+def test_a_master_change_moves_this_threads_wire(redis_server: RedisServer) -> None:
+    """A new generation (what ``_recheck_master`` sets when the sentinels name
+    another master) makes this thread's next call, ``call_packed``'s hot path or
+    ``call``, open a new connection and close the one opened before it."""
+    t = Transport(redis_server.url)
+    try:
+        first = _client_id(t)
+        old = t._wire().conn
+        t._generation += 1
+        second = _client_id(t)
+        assert second != first, "call_packed kept the wire of the old master"
+        assert old._sock is None  # closed, not left open on the old master
+        assert _client_id(t) == second  # and the new one is kept
+        t._generation += 1
+        third = int(t.call("CLIENT", "ID"))
+        assert third not in (first, second), "call kept the wire of the old master"
+        assert _client_id(t) == third
+    finally:
+        t.close()
+
+
+def test_each_thread_has_a_wire_of_its_own(redis_server: RedisServer) -> None:
+    """The wire, its pid and its generation are per thread: another thread's first
+    call opens its own connection, and does not replace this thread's."""
+    t = Transport(redis_server.url)
+    try:
+        mine = _client_id(t)
+        theirs: list[int] = []
+        th = threading.Thread(target=lambda: theirs.extend([_client_id(t), _client_id(t)]))
+        th.start()
+        th.join(20)
+        assert len(theirs) == 2 and theirs[0] == theirs[1] != mine, (mine, theirs)
+        assert _client_id(t) == mine
+    finally:
+        t.close()

@@ -91,3 +91,24 @@ def test_unshared_only_when_nothing_else_refers_to_them() -> None:
     del ref
     assert _unshared(ex, ctx, step)
     assert outcome.facts is ex
+
+
+def test_reuse_replaces_exactly_the_events_that_were_set() -> None:
+    """``reuse`` reads each event's flag as ``is_set()`` does: an event left unset
+    is kept, a set one (cancel only, or lost and cancel) is replaced by an unset one."""
+    ex = Execution(None, _claimed(1), 5000, None, None, 7)  # type: ignore[arg-type]
+    cancelled, lost = ex.cancelled, ex.lost
+    ex.reuse(_claimed(2), 7)
+    assert ex.cancelled is cancelled and ex.lost is lost  # nothing set: kept
+    ex.mark_cancel()
+    ex.reuse(_claimed(3), 7)
+    assert ex.cancelled is not cancelled and not ex.cancelled.is_set()
+    assert ex.lost is lost and cancelled.is_set()
+    cancelled = ex.cancelled
+    ex.cancelled.clear()  # set, then cleared: the instance's flag False again
+    ex.reuse(_claimed(4), 7)
+    assert ex.cancelled is cancelled
+    ex.mark_lost()
+    ex.reuse(_claimed(5), 7)
+    assert ex.lost is not lost and not ex.lost.is_set() and lost.is_set()
+    assert ex.cancelled is not cancelled and not ex.cancelled.is_set()

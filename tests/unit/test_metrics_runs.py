@@ -3,9 +3,11 @@ what its four separate updates recorded."""
 
 from __future__ import annotations
 
+import bisect
+import math
 from typing import Any
 
-from redflow_mp.metrics import Metrics
+from redflow_mp.metrics import BUCKETS, Metrics
 
 
 def _four(m: Metrics, wf: str, wait: float | None, took: float, status: str) -> None:
@@ -58,3 +60,20 @@ def test_the_per_workflow_keys_are_bounded() -> None:
         [["status", "succeeded"], ["workflow", "wf0"]],
         1.0,
     ] in got["c"]
+
+
+def test_run_ended_puts_a_duration_in_bisect_lefts_bucket_at_every_edge() -> None:
+    """``run_ended`` skips ``bisect_left`` under the first bound: every duration
+    lands in the bucket ``bisect_left`` gives (Prometheus ``le``: a duration equal
+    to a bound counts in that bound's bucket), at and next to each bound, zero,
+    negative (a clock step), infinite and NaN."""
+    edges: list[float] = [0.0, -0.0, -1.0, -math.inf, math.inf, math.nan, 1e-9]
+    for bound in BUCKETS:
+        edges += [bound, math.nextafter(bound, 0.0), math.nextafter(bound, math.inf)]
+    for seconds in edges:
+        m = Metrics()
+        m.run_ended("a", seconds, "succeeded")
+        (hist,) = [h for name, _, h in m.drain()["h"] if name == "redflow_run_duration_seconds"]
+        counts = hist[: len(BUCKETS) + 1]
+        assert counts.index(1.0) == bisect.bisect_left(BUCKETS, seconds), seconds
+        assert sum(counts) == 1.0, seconds
