@@ -99,7 +99,9 @@ if ARGV[10] == '2' or ARGV[10] == '3' then
     for _, id in ipairs(recent) do
       local run = k_run(tag, id)
       if redis.pcall('HGET', run, 'lease') == token and redis.call('ZSCORE', k_leases(tag), id) then
-        local f = redis.call('HMGET', run, unpack(TAKE_FIELDS))
+        local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt',
+          'maxConcurrency', 'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId',
+          'timeoutMs', 'cronId', 'startedAt', 'queue', 'availableAt', 'rateSlot')  -- TAKE_FIELDS
         if f[1] == 'running' then
           local steps, unread = claim_steps(tag, id, f, now)
           if not steps then return nil end
