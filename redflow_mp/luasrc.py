@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["inline_helpers", "needed_lib"]
+__all__ = ["inline_constants", "inline_helpers", "needed_lib"]
 
 _DEF = re.compile(
     r"^(?:local\s+(?:function\s+)?|function\s+|(?=[A-Za-z_][A-Za-z0-9_]*\s*=[^=]))"
@@ -284,3 +284,57 @@ def inline_helpers(lib: str, text: str) -> str:
     """``text`` (the library or a script) with the calls of ``lib``'s one-expression
     helpers written as their expressions (see the module's docstring)."""
     return _inline(text, _one_expr_helpers(lib), False)
+
+
+# A top-level constant of the library: ``local NAME = <digits>`` (an upper-case name).
+_CONST = re.compile(r"^local ([A-Z][A-Z0-9_]*) = (\d+)[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
+
+
+@lru_cache(maxsize=4)
+def _constants(lib: str) -> dict[str, str]:
+    """name -> digits of each constant of ``lib`` that ``inline_constants`` writes
+    out: declared once (no other ``local NAME``, no assignment ``NAME = ...``)."""
+    code = _code(lib)
+    found: dict[str, str] = {}
+    for m in _CONST.finditer(lib):
+        name = m.group(1)
+        declared = re.findall(rf"\blocal\s[\w\s,]*\b{name}\b", code)
+        assigned = re.findall(rf"(?<![\w.]){name}\s*=(?!=)", code)
+        if len(declared) == 1 and len(assigned) == 1:
+            found[name] = m.group(2)
+    return found
+
+
+@lru_cache(maxsize=64)
+def inline_constants(lib: str, text: str) -> str:
+    """``text`` with each use of ``lib``'s constants (:func:`_constants`) written as
+    its digits: a closure of an EVALSHA that used one captured it (an upvalue,
+    about 100 redis-server instructions a capture, more for one defined early: a
+    capture walks Lua 5.1's list of open upvalues), and its definition then goes
+    with ``needed_lib`` as unused. A name that ``text`` declares or assigns itself
+    (other than the library's definition) is left alone. Line numbers stay."""
+    consts = dict(_constants(lib))
+    code = _code(text)
+    for name in list(consts):
+        if re.search(rf"(?<![\w.]){name}\s*=(?!=)", code.replace(f"local {name} =", "", 1)):
+            del consts[name]  # assigned in `text`
+        elif len(re.findall(rf"\blocal\s[\w\s,]*\b{name}\b", code)) > (
+            1 if f"\nlocal {name} = " in f"\n{code}" else 0
+        ):
+            del consts[name]  # declared again in `text`
+    if not consts:
+        return text
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, consts)) + r")\b")
+    out: list[str] = []
+    done_to = 0
+    for m in pattern.finditer(text):
+        i = m.start()
+        if not _in_code(text, i):
+            continue
+        line_start = text.rfind("\n", 0, i) + 1
+        if text[line_start:i] == "local " and re.match(r"\s*=(?!=)", text[m.end() :]):
+            continue  # its definition (kept: unused, needed_lib drops it)
+        out += [text[done_to:i], consts[m.group(1)]]
+        done_to = m.end()
+    out.append(text[done_to:])
+    return "".join(out)

@@ -288,13 +288,15 @@ end
 -- ring would wake an idle worker only to find the workflow at its limit again
 -- (with max_concurrency = 1 and several workers, one futile claim and one
 -- parked run per run). After its claim the call rings for each run still ready
--- (ring_later_flush). nil: ring at once (every other script).
+-- (ring_later_flush). nil: ring at once (every other script); 0: defer, none
+-- deferred yet (the table is made by the first: a table per call costs an EVALSHA
+-- about 400 redis-server instructions, allocation and collection).
 local RING_LATER = nil
 
 local function ring_later_flush(tag)
   local later = RING_LATER
   RING_LATER = nil
-  if not later then return end
+  if not later or later == 0 then return end
   for i = 1, #later, 2 do
     if redis.pcall('ZSCORE', k_ready(tag, later[i]), later[i + 1]) then
       ring(tag, later[i])
@@ -360,6 +362,7 @@ local function exit_helpers()
         end
         mark_ready(tag, f[2], score)  -- now (not with the ring): a claim in this call sees it
         if RING_LATER then
+          if RING_LATER == 0 then RING_LATER = {} end
           RING_LATER[#RING_LATER + 1] = f[2]
           RING_LATER[#RING_LATER + 1] = id
         else

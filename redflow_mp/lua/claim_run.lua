@@ -61,7 +61,7 @@ local finished = ''
 -- A claim follows the finish: the bell of a run its freed slot releases waits
 -- until the claim is done (RING_LATER in _lib.lua), rung only if it is still ready.
 RING_LATER = nil
-if token ~= '' then RING_LATER = {} end
+if token ~= '' then RING_LATER = 0 end
 
 if mode ~= '' then
   local id = ARGV[5]
