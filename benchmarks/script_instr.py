@@ -226,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--ref", default=None, help="also measure this git ref's scripts")
     ap.add_argument("--fcall", action="store_true", help="also measure the function library")
-    ap.add_argument("--keep", type=Path, default=None,
-                    help="keep each figure's callgrind dump in this directory (per mode; read "
-                    "the per-function inclusive costs with callgrind_annotate --inclusive=yes)")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each figure's callgrind dump in this directory (per mode; read "
+        "the per-function inclusive costs with callgrind_annotate --inclusive=yes)",
+    )
     opts = ap.parse_args(argv)
     trees: list[tuple[str, Path]] = [("this tree", ROOT)]
     tmp: tempfile.TemporaryDirectory[str] | None = None

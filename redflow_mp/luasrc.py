@@ -319,9 +319,9 @@ def inline_constants(lib: str, text: str) -> str:
         if re.search(rf"(?<![\w.]){name}\s*=(?!=)", code.replace(f"local {name} =", "", 1)):
             del consts[name]  # assigned in `text`
         elif len(re.findall(rf"\blocal\s[\w\s,]*\b{name}\b", code)) > (
-            1 if f"\nlocal {name} = " in f"\n{code}" else 0
+            1 if re.search(rf"^local {name} = {consts[name]}\b", code, re.MULTILINE) else 0
         ):
-            del consts[name]  # declared again in `text`
+            del consts[name]  # declared in `text` other than as the library does
     if not consts:
         return text
     pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, consts)) + r")\b")
