@@ -90,8 +90,9 @@ class Counted:
     def zero(self) -> None:
         self._control("-z")
 
-    def dump(self) -> int:
-        """Instructions since the last zero (a dump file of its own)."""
+    def dump(self, keep: Path | None = None) -> int:
+        """Instructions since the last zero (a dump file of its own, copied to
+        ``keep`` when given: ``callgrind_annotate --inclusive=yes`` reads it)."""
         self._control("-d")
         self.dumps += 1
         for _ in range(100):
@@ -100,6 +101,8 @@ class Counted:
                 m = re.search(rf"^part: {self.dumps}\b", text, re.M)
                 t = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
                 if m and t:
+                    if keep is not None:
+                        keep.write_text(text)
                     path.unlink()
                     return int(t.group(1))
             time.sleep(0.1)
@@ -119,7 +122,12 @@ def _send(r: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
     return replies
 
 
-def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -> dict[str, float]:
+def _figures(
+    counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int, keep: Path | None = None
+) -> dict[str, float]:
+    def kept(name: str) -> Path | None:
+        return keep / f"{name}.callgrind" if keep is not None else None
+
     r = counted.server.client()
     # the workflow's metadata as a worker's sync writes it (the claim reads its limit there)
     r.hset(f"{TAG}:workflow:{WORKFLOW}", mapping={"name": WORKFLOW, "queue": QUEUE,
@@ -133,10 +141,10 @@ def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -
             counted.zero()
         _send(r, enq)
         if counting:
-            out["enqueue_run"] = counted.dump() / size
+            out["enqueue_run"] = counted.dump(kept("enqueue")) / size
         replies = _send(r, claims)
         if counting:
-            out["claim_run (claim)"] = counted.dump() / size
+            out["claim_run (claim)"] = counted.dump(kept("claim")) / size
         ids = [reply[1][0].decode() for reply in replies]
         # the steady state: each call finishes a run claimed above and claims the next
         steady_tokens = [uuid.uuid4().hex for _ in range(size)]
@@ -147,7 +155,7 @@ def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -
             counted.zero()
         replies = _send(r, steady)
         if counting:
-            out["claim_run (finish+claim)"] = counted.dump() / size
+            out["claim_run (finish+claim)"] = counted.dump(kept("steady")) / size
         if any(reply[0] != b"succeeded" or not reply[1] for reply in replies):
             raise RuntimeError(f"a steady-state call was refused: {replies[:2]!r}")
         ids, tokens = [reply[1][0].decode() for reply in replies], steady_tokens
@@ -157,7 +165,7 @@ def _figures(counted: Counted, call: Callable[[str], tuple[Any, ...]], n: int) -
             counted.zero()
         replies = _send(r, finishes)
         if counting:
-            out["claim_run (finish)"] = counted.dump() / size
+            out["claim_run (finish)"] = counted.dump(kept("finish")) / size
         if any(reply[0] != b"succeeded" for reply in replies):
             raise RuntimeError(f"a finish was refused: {replies[:2]!r}")
     r.close()
@@ -181,7 +189,9 @@ def _sources(tree: Path) -> tuple[dict[str, str], str, dict[str, str]]:
     return sources, library, names
 
 
-def measure_tree(tree: Path, n: int, fcall: bool) -> dict[str, dict[str, float]]:
+def measure_tree(
+    tree: Path, n: int, fcall: bool, keep: Path | None = None
+) -> dict[str, dict[str, float]]:
     sources, library, names = _sources(tree)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="redflow-script-instr-") as tmp:
@@ -198,7 +208,11 @@ def measure_tree(tree: Path, n: int, fcall: bool) -> dict[str, dict[str, float]]
                 modes.append(("FCALL", lambda name: ("FCALL", names[name])))
             for mode, call in modes:
                 r.flushdb()
-                for name, instr in _figures(counted, call, n).items():
+                sub = None
+                if keep is not None:
+                    sub = keep / mode.lower()
+                    sub.mkdir(parents=True, exist_ok=True)
+                for name, instr in _figures(counted, call, n, sub).items():
                     results.setdefault(name, {})[mode] = instr
             r.close()
         finally:
@@ -212,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--ref", default=None, help="also measure this git ref's scripts")
     ap.add_argument("--fcall", action="store_true", help="also measure the function library")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each figure's callgrind dump in this directory (per mode; read "
+        "the per-function inclusive costs with callgrind_annotate --inclusive=yes)",
+    )
     opts = ap.parse_args(argv)
     trees: list[tuple[str, Path]] = [("this tree", ROOT)]
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -222,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         trees.append((opts.ref, export_ref(opts.ref, Path(tmp.name))))
     try:
         for label, tree in trees:
-            res = measure_tree(tree, opts.calls, opts.fcall)
+            keep = opts.keep / re.sub(r"[^A-Za-z0-9]", "_", label) if opts.keep else None
+            res = measure_tree(tree, opts.calls, opts.fcall, keep)
             modes = sorted({m for by in res.values() for m in by})
             print(f"{label}: redis-server instructions per call "
                   f"({opts.calls} calls, batches of {BATCH})")  # fmt: skip

@@ -186,8 +186,10 @@ class ClaimCalls:
             args = (*args[:3], "", "", "", "", 0, *args[8:], *named)  # (finish applied)
             more = self._claim_run(keys, args)
             if isinstance(more[1], bytes | str):  # gone again at once: no claim this time
-                more = [more[0], [], more[2]]
-            reply = [reply[0], more[1], [*reply[2], *more[2]]]
+                more = [more[0], [], *more[2:]]
+            # (dropped entries: a third element, left out when there are none)
+            dropped = [*(reply[2] if len(reply) > 2 else ()), *(more[2] if len(more) > 2 else ())]
+            reply = [reply[0], more[1], dropped]
         return reply
 
     def _claim_run(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:

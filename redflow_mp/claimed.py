@@ -66,6 +66,7 @@ def claimed_from_reply(reply: Any, token: str) -> Claimed | None:
     # (one list and twelve stores less a run): id, workflow, queue, input,
     # attempt, max_attempts, created, parent, timeout, cron, started, steps, then
     # available_at, steps_unread and steps_unread_bytes when the script sent them.
+    # The steps are '' (not an empty list) for a run that never started.
     flat = reply[11]
     # (a run's first execution has no step: no comprehension, a call of its own)
     steps = (

@@ -11,7 +11,7 @@ import hashlib
 from functools import lru_cache
 from importlib import resources
 
-from .luasrc import inline_helpers, needed_lib
+from .luasrc import inline_constants, inline_helpers, needed_lib
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -163,10 +163,11 @@ def _sources(server_version: tuple[int, ...], probe: bool) -> tuple[tuple[str, s
     # The calls of one-expression helpers written out (luasrc.inline_helpers):
     # an EVALSHA makes no closure for them. The library keeps them as written
     # (its closures are made once, at FUNCTION LOAD).
-    lib = inline_helpers(raw, raw)
+    # The library's numeric constants written out too (luasrc.inline_constants).
+    lib = inline_constants(raw, inline_helpers(raw, raw))
     out: list[tuple[str, str]] = []
     for name, raw_body in bodies:
-        body = inline_helpers(raw, raw_body)
+        body = inline_constants(raw, inline_helpers(raw, raw_body))
         text = needed_lib(lib, body) + "\n" + (SLOT_PROBE if probe else "") + body
         if server_version >= (7, 0):
             flags = ",".join(script_flags(body))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["inline_helpers", "needed_lib"]
+__all__ = ["inline_constants", "inline_helpers", "needed_lib"]
 
 _DEF = re.compile(
     r"^(?:local\s+(?:function\s+)?|function\s+|(?=[A-Za-z_][A-Za-z0-9_]*\s*=[^=]))"
@@ -284,3 +284,82 @@ def inline_helpers(lib: str, text: str) -> str:
     """``text`` (the library or a script) with the calls of ``lib``'s one-expression
     helpers written as their expressions (see the module's docstring)."""
     return _inline(text, _one_expr_helpers(lib), False)
+
+
+# A top-level constant of the library: ``local NAME = <digits>`` (an upper-case name).
+_CONST = re.compile(r"^local ([A-Z][A-Z0-9_]*) = (\d+)[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
+# Text that a string or a comment spans lines with (a long bracket ``[[``, ``[=[``,
+# ``--[[``; a backslash-newline in a quoted string): the line-wise view of strings
+# and comments (``_in_code``) would see code in it, so no constant is written out.
+_SPANS_LINES = re.compile(r"\[=*\[|\\\n")
+# The next code line continues an expression (``local N = 5`` then ``+ 1``).
+_CONTINUED = re.compile(r"(?:[ \t]*(?:--[^\n]*)?\n)*[ \t]*(?:-(?!-)|[+*/%^.<>=~(\[{,]|and\b|or\b)")
+
+
+def _shadows(code: str, name: str) -> int:
+    """How many times ``code`` declares ``name`` otherwise than at the top level
+    with ``local``: a function's parameter, a ``for`` variable."""
+    params = re.findall(rf"\bfunction\b[\w.:\s]*\([\w\s,.]*\b{name}\b", code)
+    loops = re.findall(rf"\bfor\s[\w\s,]*\b{name}\b", code)
+    return len(params) + len(loops)
+
+
+@lru_cache(maxsize=4)
+def _constants(lib: str) -> dict[str, str]:
+    """name -> digits of each constant of ``lib`` that ``inline_constants`` writes
+    out: declared once (no other ``local NAME``, no parameter or ``for`` variable of
+    that name, no assignment ``NAME = ...``), its value those digits alone (not the
+    start of an expression that goes on on the next line)."""
+    if _SPANS_LINES.search(lib):
+        return {}
+    code = _code(lib)
+    found: dict[str, str] = {}
+    for m in _CONST.finditer(lib):
+        name = m.group(1)
+        if _CONTINUED.match(lib, m.end()):
+            continue
+        declared = re.findall(rf"\blocal\s[\w\s,]*\b{name}\b", code)
+        assigned = re.findall(rf"(?<![\w.]){name}\s*=(?!=)", code)
+        if len(declared) == 1 and len(assigned) == 1 and not _shadows(code, name):
+            found[name] = m.group(2)
+    return found
+
+
+@lru_cache(maxsize=64)
+def inline_constants(lib: str, text: str) -> str:
+    """``text`` with each use of ``lib``'s constants (:func:`_constants`) written as
+    its digits: a closure of an EVALSHA that used one captured it (an upvalue,
+    about 100 redis-server instructions a capture, more for one defined early: a
+    capture walks Lua 5.1's list of open upvalues), and its definition then goes
+    with ``needed_lib`` as unused. A name that ``text`` declares or assigns itself
+    (other than the library's definition) is left alone, and so is all of a
+    ``text`` with a string or comment spanning lines. Line numbers stay."""
+    if _SPANS_LINES.search(text):
+        return text
+    consts = dict(_constants(lib))
+    code = _code(text)
+    for name in list(consts):
+        if re.search(rf"(?<![\w.]){name}\s*=(?!=)", code.replace(f"local {name} =", "", 1)):
+            del consts[name]  # assigned in `text`
+        elif _shadows(code, name) or len(re.findall(rf"\blocal\s[\w\s,]*\b{name}\b", code)) > (
+            1 if re.search(rf"^local {name} = {consts[name]}\b", code, re.MULTILINE) else 0
+        ):
+            del consts[name]  # declared in `text` other than as the library does
+    if not consts:
+        return text
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, consts)) + r")\b")
+    out: list[str] = []
+    done_to = 0
+    for m in pattern.finditer(text):
+        i = m.start()
+        if not _in_code(text, i):
+            continue
+        line_start = text.rfind("\n", 0, i) + 1
+        if text[line_start:i] == "local " and re.match(r"\s*=(?!=)", text[m.end() :]):
+            continue  # its definition (kept: unused, needed_lib drops it)
+        # (a space before a following ``..``: ``64..x`` would be a malformed number)
+        digits = consts[m.group(1)] + (" " if text.startswith(".", m.end()) else "")
+        out += [text[done_to:i], digits]
+        done_to = m.end()
+    out.append(text[done_to:])
+    return "".join(out)

@@ -50,6 +50,10 @@ local BELL_CAP = 64
 -- The most runs `fallback-runs` lists (the newest; enqueue trims it, see _lib_runs.lua).
 local FALLBACK_CAP = 10000
 local TERMINAL = { succeeded = true, failed = true, canceled = true }
+-- TERMINAL[s] for the helpers of the hot path: a table constructor per EVALSHA
+-- (TERMINAL's) costs about 3,000 redis-server instructions, this expression
+-- (written out at each call: luasrc.inline_helpers) nothing.
+local function is_terminal(s) return s == 'succeeded' or s == 'failed' or s == 'canceled' end
 -- One priority band of ready scores: 2^44 ms (557 years). With priorities 0..9,
 -- scores stay below 10 * 2^44 < 2^53, exact in Lua's doubles.
 local BAND = 17592186044416
@@ -232,12 +236,12 @@ end
 local function move_status(tag, id, old, new, now)
   if old and old ~= '' and old ~= new then
     redis.pcall('ZREM', k_status(tag, old), id)  -- an index: see `failed`
-    if TERMINAL[old] then redis.pcall('ZREM', k_unindexed(tag), id) end  -- resumed
+    if is_terminal(old) then redis.pcall('ZREM', k_unindexed(tag), id) end  -- resumed
   end
   local added = redis.pcall('ZADD', k_status(tag, new), ms(now), id)
   -- A terminal index of another type (a neighbour's key): retention would never
   -- find this run, even once the key is gone; runs:unindexed keeps it for it.
-  if TERMINAL[new] and failed(added) then
+  if is_terminal(new) and failed(added) then
     redis.pcall('ZADD', k_unindexed(tag), ms(now), id)
   end
 end
@@ -284,13 +288,15 @@ end
 -- ring would wake an idle worker only to find the workflow at its limit again
 -- (with max_concurrency = 1 and several workers, one futile claim and one
 -- parked run per run). After its claim the call rings for each run still ready
--- (ring_later_flush). nil: ring at once (every other script).
+-- (ring_later_flush). nil: ring at once (every other script); 0: defer, none
+-- deferred yet (the table is made by the first: a table per call costs an EVALSHA
+-- about 400 redis-server instructions, allocation and collection).
 local RING_LATER = nil
 
 local function ring_later_flush(tag)
   local later = RING_LATER
   RING_LATER = nil
-  if not later then return end
+  if not later or later == 0 then return end
   for i = 1, #later, 2 do
     if redis.pcall('ZSCORE', k_ready(tag, later[i]), later[i + 1]) then
       ring(tag, later[i])
@@ -356,6 +362,7 @@ local function exit_helpers()
         end
         mark_ready(tag, f[2], score)  -- now (not with the ring): a claim in this call sees it
         if RING_LATER then
+          if RING_LATER == 0 then RING_LATER = {} end
           RING_LATER[#RING_LATER + 1] = f[2]
           RING_LATER[#RING_LATER + 1] = id
         else
@@ -584,7 +591,7 @@ local function finalize(tag, id, status, field, payload, now, done_token, pre, u
   local run = k_run(tag, id)
   local f = pre or finish_fields(run)
   local old = f[1]
-  if not old or TERMINAL[old] then return old or '' end
+  if not old or is_terminal(old) then return old or '' end
   if f[2] and f[2] ~= '' and status ~= 'canceled' then
     if status == 'succeeded' and payload ~= '' then
       redis.call('HSET', run, 'outputJson', payload)

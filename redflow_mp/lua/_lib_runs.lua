@@ -194,6 +194,10 @@ end
 -- The statuses a run record may hold (a claim fails a run with another: fail_corrupt).
 local KNOWN_STATUS = { scheduled = true, queued = true, running = true, succeeded = true,
   failed = true, canceled = true, suspended = true }
+-- KNOWN_STATUS[s] for take and fail_corrupt (see is_terminal, _lib.lua: no table per call).
+local function known_status(s)
+  return is_terminal(s) or s == 'queued' or s == 'running' or s == 'scheduled' or s == 'suspended'
+end
 
 -- True when a stored integer field is present but not an integer.
 local function bad_int(v)
@@ -214,7 +218,7 @@ local function claim_faults()
   local function fail_corrupt(tag, id, why, now)
     local run = k_run(tag, id)
     local old = redis.call('HGET', run, 'status')
-    if not old or not KNOWN_STATUS[old] then
+    if not old or not known_status(old) then
       if old then redis.call('ZREM', k_status(tag, old), id) end
       redis.call('HSET', run, 'status', 'queued')
     end
@@ -241,7 +245,7 @@ end
 
 -- Ids dropped by `take` because their run record is gone, reported to the caller
 -- so that it can say so in its log.
-local DROPPED = {}
+local DROPPED = nil  -- (a table made by the first: none on the hot path)
 
 -- The most step records, and bytes of them, a claim's reply carries (see take).
 local STEPS_INLINE = 1000
@@ -252,19 +256,25 @@ local STEPS_INLINE_BYTES = 1048576
 -- mark it running. Returns a reply table for a claimed run, or nil when the
 -- id was skipped (stale, canceled, corrupted or parked).
 
--- The fields of a run that a claim reads (take, retake). f[16], stepBytes, is
+-- The fields of a run that a claim reads (take, retake: TAKE_FIELDS there, written
+-- out: no table per call, no unpack). f[16], stepBytes, is
 -- read by claim_steps only for a run that started before (a first claim has no
 -- steps): each field an HMGET asks for walks the run's listpack, a missing one
--- all of it.
-local TAKE_FIELDS = { 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency',
-  'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId',
-  'startedAt', 'queue', 'availableAt', 'rateSlot' }
+-- all of it. (An HGETALL instead, its fields picked by name, cost about 9,000
+-- redis-server instructions more a claim: each value it returns is a Lua string.)
+-- 'status', 'workflow', 'cancelRequestedAt', 'maxConcurrency', 'inputJson', 'attempt',
+-- 'maxAttempts', 'createdAt', 'parentRunId', 'timeoutMs', 'cronId', 'startedAt', 'queue',
+-- 'availableAt', 'rateSlot'
 
 -- The step records a claim's reply carries (see take): steps, unread; or
 -- false when the steps key is not a hash (the run is failed as corrupted).
+-- steps: '' when the run never started (no step: a string, not an empty table,
+-- in the reply: an empty table costs redis-server's reply conversion about 5,000
+-- instructions, benchmarks.script_instr), else the HGETALL of its steps (or
+-- '' past STEPS_INLINE: unread says how many).
 -- Sets f[16], the run's stepBytes, when it started before (claim_reply reads it).
 local function claim_steps(tag, id, f, now)
-  local steps = {}
+  local steps = ''
   local unread = ''
   if f[12] and f[12] ~= '' then
     f[16] = redis.call('HGET', k_run(tag, id), 'stepBytes')
@@ -282,25 +292,35 @@ local function claim_steps(tag, id, f, now)
   return steps, unread
 end
 
--- A claim's reply for run `id` (fields `f`, TAKE_FIELDS), claimed from queue `q`.
+-- A claim's reply for run `id` (fields `f`, TAKE_FIELDS), claimed from queue `q`:
+-- unread and unreadBytes only when some steps are left unread (each element costs
+-- the reply's conversion about 500 redis-server instructions; the worker reads a
+-- missing one as '').
 local function claim_reply(id, q, f, started, steps, unread)
+  if unread == '' then
+    return { id, f[2], f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
+      f[10] or '', f[11] or '', tostring(started), steps, f[14] or '' }
+  end
   local size = finite(f[16])  -- stepBytes
   return { id, f[2], f[13] or q, f[5], f[6] or '1', f[7] or '1', f[8] or '0', f[9] or '',
     f[10] or '', f[11] or '', tostring(started), steps, f[14] or '', unread,
-    unread ~= '' and size and int_str(size) or '' }
+    size and int_str(size) or '' }
 end
 
 local function take(tag, id, q, score, token, lease_ms, now)
   local run = k_run(tag, id)
   -- pcall: a foreign key of another type under the run's name must not fail the
   -- whole claim (WRONGTYPE); it is dropped like a missing hash.
-  local f = redis.pcall('HMGET', run, unpack(TAKE_FIELDS))
+  local f = redis.pcall('HMGET', run, 'status', 'workflow', 'cancelRequestedAt',
+    'maxConcurrency', 'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId',
+    'timeoutMs', 'cronId', 'startedAt', 'queue', 'availableAt', 'rateSlot')  -- TAKE_FIELDS
   if f.err or not (f[1] or f[2] or f[5]) then
     -- Hash gone (a stale entry) or not a hash: drop the entry, never execute it.
+    if not DROPPED then DROPPED = {} end
     DROPPED[#DROPPED + 1] = q .. ' ' .. id
     return nil
   end
-  if not f[1] or not KNOWN_STATUS[f[1]] then
+  if not f[1] or not known_status(f[1]) then
     return claim_faults().fail_corrupt(tag, id, 'unknown status ' .. tostring(f[1] or '(none)'),
       now)
   end
@@ -311,16 +331,24 @@ local function take(tag, id, q, score, token, lease_ms, now)
   if not wf or wf == '' or not f[5] then
     return claim_faults().fail_corrupt(tag, id, 'missing its workflow or inputJson field', now)
   end
-  for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
-    if i ~= 9 and i ~= 11 and bad_int(f[i]) then
-      local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
-      return claim_faults().fail_corrupt(tag, id,
-        'field ' .. names[i - 5] .. ' is not an integer', now)
+  -- The integer fields (attempt, maxAttempts, createdAt, timeoutMs, startedAt, and
+  -- availableAt, in the reply too: the worker reads them as integers), a missing or
+  -- empty one allowed: one find of a non-digit in them all (concatenated: one has a
+  -- non-digit iff they have), and the field named only then (a string.match per
+  -- field cost a claim about 2,000 redis-server instructions).
+  if string.find((f[6] or '') .. (f[7] or '') .. (f[8] or '') .. (f[10] or '') ..
+    (f[12] or '') .. (f[14] or ''), '%D') then
+    for i = 6, 12 do  -- attempt, maxAttempts, createdAt, timeoutMs, startedAt (not 9, 11)
+      if i ~= 9 and i ~= 11 and bad_int(f[i]) then
+        local names = { 'attempt', 'maxAttempts', 'createdAt', '', 'timeoutMs', '', 'startedAt' }
+        return claim_faults().fail_corrupt(tag, id,
+          'field ' .. names[i - 5] .. ' is not an integer', now)
+      end
     end
-  end
-  -- availableAt is in the claim's reply too (the worker reads it as an integer)
-  if bad_int(f[14]) then
-    return claim_faults().fail_corrupt(tag, id, 'field availableAt is not an integer', now)
+    -- availableAt is in the claim's reply too (the worker reads it as an integer)
+    if bad_int(f[14]) then
+      return claim_faults().fail_corrupt(tag, id, 'field availableAt is not an integer', now)
+    end
   end
   if f[3] and f[3] ~= '' then
     finalize(tag, id, 'canceled', 'errorJson', '', now, '')

@@ -30,12 +30,15 @@
 --     (also when this token's finish was already applied: a resend after a lost
 --     reply learns the outcome)
 --   claimed: {} or { id, workflow, queue, inputJson, attempt, maxAttempts, createdAt,
---            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... }, availableAt,
---            unread, unreadBytes }: unread is '' when the step records are all in
---            the reply, else how many there are (more than 1,000, or more than 1 MiB
---            in all: the worker reads them by HSCAN), unreadBytes their size ('' if
---            unknown)
---   dropped: { '<queue> <id>', ... } ready entries whose run record was gone
+--            parentRunId, timeoutMs, cronId, startedAt, { step, json, ... } | '',
+--            availableAt, unread, unreadBytes }: the steps are '' for a run that
+--            never started; unread and unreadBytes are left out when the step
+--            records are all in the reply, else unread is how many there are (more
+--            than 1,000, or more than 1 MiB in all: the worker reads them by HSCAN;
+--            the steps are then ''), unreadBytes their size ('' if unknown)
+--   dropped: { '<queue> <id>', ... } ready entries whose run record was gone; left
+--     out when there is none (the reply is then { finish result, claimed }: each
+--     table of a reply costs redis-server's conversion about 3,500 instructions)
 --   claimed is 'register' when the registered list is gone (expired, or of another
 --     type): the finish was applied; send the claim again with the list
 -- Invariants: a finish is applied only if ARGV[6] still holds the lease (fencing);
@@ -52,7 +55,7 @@
 -- more remain, the queue's bell rings so that a worker goes on at once.
 local tag = ARGV[1]
 local QSET_TTL_MS = 86400000  -- a registered list lives a day after its registration
-DROPPED = {}  -- per call (the helpers may live in a loaded function library)
+DROPPED = nil  -- per call (the helpers may live in a loaded function library)
 local lease_ms = tonumber(ARGV[2])
 local token = ARGV[3]
 local mode = ARGV[4]
@@ -61,7 +64,7 @@ local finished = ''
 -- A claim follows the finish: the bell of a run its freed slot releases waits
 -- until the claim is done (RING_LATER in _lib.lua), rung only if it is still ready.
 RING_LATER = nil
-if token ~= '' then RING_LATER = {} end
+if token ~= '' then RING_LATER = 0 end
 
 if mode ~= '' then
   local id = ARGV[5]
@@ -84,7 +87,7 @@ if mode ~= '' then
   end
 end
 
-if token == '' then return { finished, {}, DROPPED } end
+if token == '' then return { finished, {} } end
 if ARGV[10] == '2' or ARGV[10] == '3' then
   -- A resent claim (its reply was lost: the caller cannot tell whether it ran): the run that the
   -- claim with `token` took, if it did, is running under that token still. It is leased again and
@@ -99,7 +102,9 @@ if ARGV[10] == '2' or ARGV[10] == '3' then
     for _, id in ipairs(recent) do
       local run = k_run(tag, id)
       if redis.pcall('HGET', run, 'lease') == token and redis.call('ZSCORE', k_leases(tag), id) then
-        local f = redis.call('HMGET', run, unpack(TAKE_FIELDS))
+        local f = redis.call('HMGET', run, 'status', 'workflow', 'cancelRequestedAt',
+          'maxConcurrency', 'inputJson', 'attempt', 'maxAttempts', 'createdAt', 'parentRunId',
+          'timeoutMs', 'cronId', 'startedAt', 'queue', 'availableAt', 'rateSlot')  -- TAKE_FIELDS
         if f[1] == 'running' then
           local steps, unread = claim_steps(tag, id, f, now)
           if not steps then return nil end
@@ -114,7 +119,8 @@ if ARGV[10] == '2' or ARGV[10] == '3' then
   local again = retake(tag, token, lease_ms, now)
   if again then
     ring_later_flush(tag)  -- the rings the finish above deferred
-    return { finished, again, DROPPED }
+    if DROPPED then return { finished, again, DROPPED } end
+    return { finished, again }
   end
 end
 
@@ -445,4 +451,5 @@ if not ok then
   if type(got) == 'table' and got.err then raise(got.err) end
   error(got, 0)
 end
-return { finished, got or {}, DROPPED }
+if DROPPED then return { finished, got or {}, DROPPED } end
+return { finished, got or {} }

@@ -25,7 +25,7 @@ from redflow_mp.luafiles import (
     read_lua,
     script_flags,
 )
-from redflow_mp.luasrc import inline_helpers, needed_lib
+from redflow_mp.luasrc import inline_constants, inline_helpers, needed_lib
 from tests.helpers import command_counts
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,10 +36,10 @@ _VERSIONS = [(6, 2, 14), (7, 0, 15)]
 def _without_probe(server_version: tuple[int, ...]) -> dict[str, str]:
     """Each script's EVAL text as built before the probe existed (luafiles on main)."""
     raw, bodies = read_lua()
-    lib = inline_helpers(raw, raw)
+    lib = inline_constants(raw, inline_helpers(raw, raw))
     out = {}
     for name in SCRIPT_NAMES:
-        body = inline_helpers(raw, bodies[name])
+        body = inline_constants(raw, inline_helpers(raw, bodies[name]))
         text = needed_lib(lib, body) + "\n" + body
         if server_version >= (7, 0):
             flags = ",".join(script_flags(body))

@@ -184,3 +184,26 @@ def test_lazy_helpers_are_reached_through_their_makers() -> None:
         for names in _LAZY.values():
             for name in names:
                 assert f"\nlocal function {name}(" not in text, (script, name)
+
+
+def test_inline_constants_writes_out_numbers_in_code_only() -> None:
+    from redflow_mp.luasrc import inline_constants
+
+    lib = (
+        "local CAP = 64\n"
+        "local MOVED = 5\n"
+        "MOVED = 6\n"  # assigned again: no constant
+        "local function f(n) return n < CAP end -- CAP in a comment\n"
+        "local function g() return 'CAP', t.CAP, MOVED end\n"
+    )
+    out = inline_constants(lib, lib)
+    assert "local CAP = 64\n" in out  # the definition stays (needed_lib drops it unused)
+    assert "return n < 64 end -- CAP in a comment" in out
+    assert "return 'CAP', t.CAP, MOVED end" in out
+    assert "MOVED = 6" in out
+    # a script that declares or assigns the name itself keeps it
+    assert inline_constants(lib, "local CAP = 3\nreturn CAP") == "local CAP = 3\nreturn CAP"
+    assert inline_constants(lib, "CAP = 3\nreturn CAP") == "CAP = 3\nreturn CAP"
+    assert inline_constants(lib, "return CAP + 1") == "return 64 + 1"
+    # written out, the constant's definition is not sent with the script
+    assert "local CAP" not in needed_lib(out, inline_constants(lib, "return CAP"))
