@@ -66,6 +66,11 @@ MAX_LIST_POSITION = 2**53
 #: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
 #: CLI's `runs show`, a dashboard page refreshing it).
 _STEPS_PAGE = 1000
+#: ... and fewer when they are big: a call brings about this many bytes of
+#: records (by the run's ``stepBytes``), as the worker's own read does
+#: (``execution.STEPS_PAGE_BYTES``). 48 steps of 8 MiB came in one HSCAN that
+#: held Redis for 734 ms and doubled its memory (a 384 MB reply).
+_STEPS_PAGE_BYTES = 1 << 20
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -173,17 +178,32 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     if cannot_be_run_id(run_id):
         return None
     steps_key = keys.run_steps(run_id)
-    exists, (cursor, raw) = yield [
+    exists, size, total = yield [
         ("exists", (keys.run(run_id),)),
-        ("hscan", (steps_key, 0, None, _STEPS_PAGE)),
+        ("hget", (keys.run(run_id), "stepBytes")),
+        ("hlen", (steps_key,)),
     ]
     if not exists:
         return None
-    raw = dict(raw)
-    while int(cursor):  # a big run: page by page, each a bounded call
-        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, _STEPS_PAGE))]
+    count = _steps_page(total, size)
+    raw: dict[Any, Any] = {}
+    cursor: Any = 0
+    while True:  # page by page, each a bounded call
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, count))]
         raw.update(more)
-    return _steps_in_order(raw)
+        if not int(cursor):
+            return _steps_in_order(raw)
+
+
+def _steps_page(total: Any, size: Any) -> int:
+    """Records per HSCAN call for a run of ``total`` records holding ``size``
+    bytes (its ``stepBytes``; absent, from before it existed, or not a number:
+    :data:`_STEPS_PAGE`)."""
+    size_n = codec.whole_number(size)
+    total_n = total if isinstance(total, int) else 0  # (HLEN's reply)
+    if not size_n or total_n <= 0:
+        return _STEPS_PAGE
+    return max(1, min(_STEPS_PAGE, total_n * _STEPS_PAGE_BYTES // size_n))
 
 
 def _steps_in_order(
