@@ -248,6 +248,8 @@ def list_runs(
     limit: int = 50,
     offset: int = 0,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> QueryPlan[list[RunState]]:
     """Runs, newest first, optionally of one workflow and/or one status.
 
@@ -257,7 +259,9 @@ def list_runs(
     and ``offset`` is not used: a deep page costs what the first does, and
     paging on while runs are enqueued neither repeats nor skips a run. A run no
     longer in ``runs:created`` (removed by retention) cannot place the page:
-    ``offset`` does then, so pass both."""
+    ``offset`` does then, so pass both. ``payloads=False``: the runs without
+    their ``input``, ``output``, ``error`` and ``wait`` (a table of runs:
+    ``listing.ROW_FIELDS``)."""
     status = _check_list_args(workflow, status, limit, offset)
     after = listing.check_after(after)
     if limit == 0:
@@ -266,7 +270,7 @@ def list_runs(
     if after is not None:
         cursor = yield from listing.cursor_of(keys, after)
     ids = yield from listing.select_run_ids(keys, workflow, status, limit, offset, cursor)
-    return (yield from listing.run_states(keys, ids))
+    return (yield from listing.run_states(keys, ids, payloads))
 
 
 def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
@@ -340,6 +344,8 @@ def list_runs_all(
     limit: int = 50,
     offset: int = 0,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> list[RunState]:
     """:func:`list_runs` over every shard of ``client``, merged newest first.
 
@@ -351,17 +357,20 @@ def list_runs_all(
     """
     views = shard_views(client)
     if len(views) == 1:
-        plan = list_runs(views[0].keys, workflow, status, limit, offset, after)
+        plan = list_runs(views[0].keys, workflow, status, limit, offset, after, payloads=payloads)
         return drive(views[0].redis, plan)
     status = _check_list_args(workflow, status, limit, offset)
     cursor = _cursor_all(client, listing.check_after(after))
     if cursor is not None:
         pages = [
-            drive(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor))
+            drive(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor, payloads))
             for v in views
         ]
         return merge_runs(pages, limit, 0)
-    pages = [drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0)) for v in views]
+    pages = [
+        drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0, payloads=payloads))
+        for v in views
+    ]
     return merge_runs(pages, limit, offset)
 
 
@@ -382,6 +391,8 @@ def iter_runs_all(
     offset: int = 0,
     page: int = ITER_PAGE,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     """:func:`list_runs_all` as an iterator: the same runs in the same order, read
     ``page`` runs per round trip, so a large ``limit`` (``redflow runs list
@@ -391,12 +402,14 @@ def iter_runs_all(
     while runs are enqueued); with one, the ids of the selection are read first,
     as by ``list_runs`` (a consistent page, ~140 bytes per run held: paging a
     status walk from a cursor would walk again at every page). ``after``: as for
-    :func:`list_runs_all` (pass ``offset`` too). Arguments are checked at the call."""
+    :func:`list_runs_all` (pass ``offset`` too); ``payloads``: as for :func:`list_runs`
+    (``redflow runs list``'s table reads none: a page of 1,000 runs with 8 MiB
+    inputs was an 8 GB pipeline). Arguments are checked at the call."""
     status = _check_list_args(workflow, status, limit, offset)
     after = listing.check_after(after)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError("page must be an int >= 1")
-    return _iter_all(client, workflow, status, limit, offset, page, after)
+    return _iter_all(client, workflow, status, limit, offset, page, after, payloads)
 
 
 def _iter_all(
@@ -407,18 +420,21 @@ def _iter_all(
     offset: int,
     page: int,
     after: str | None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     if limit == 0:
         return
     cursor = _cursor_all(client, after)
     views = shard_views(client)
     if len(views) == 1:
-        yield from _iter_view(views[0], workflow, status, limit, offset, page, cursor)
+        yield from _iter_view(views[0], workflow, status, limit, offset, page, cursor, payloads)
         return
     if cursor is not None:
         offset = 0
     # each shard's first offset + limit runs, newest first: merged as merge_runs does
-    streams = [_iter_view(v, workflow, status, limit + offset, 0, page, cursor) for v in views]
+    streams = [
+        _iter_view(v, workflow, status, limit + offset, 0, page, cursor, payloads) for v in views
+    ]
     merged = heapq.merge(*streams, key=lambda r: (r.created_at, r.id), reverse=True)
     yield from itertools.islice(merged, offset, offset + limit)
 
@@ -431,15 +447,16 @@ def _iter_view(
     offset: int,
     page: int,
     cursor: Cursor | None = None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     if status is None:
-        yield from _iter_ranked(view, workflow, limit, offset, page, cursor)
+        yield from _iter_ranked(view, workflow, limit, offset, page, cursor, payloads)
         return
     ids = drive(
         view.redis, listing.select_run_ids(view.keys, workflow, status, limit, offset, cursor)
     )
     for at in range(0, len(ids), page):
-        yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page]))
+        yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page], payloads))
 
 
 def _iter_ranked(
@@ -449,6 +466,7 @@ def _iter_ranked(
     offset: int,
     page: int,
     cursor: Cursor | None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     """Without a status the runs come from one index scored by createdAt
     (``runs:created`` or the workflow's), read ``page`` ids at a time: each page
@@ -464,7 +482,7 @@ def _iter_ranked(
         if not ids:
             return
         left -= len(ids)
-        yield from drive(view.redis, listing.run_states(view.keys, ids))
+        yield from drive(view.redis, listing.run_states(view.keys, ids, payloads))
 
 
 def _ranked_page(

@@ -66,6 +66,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
             limit=ns.limit,
             offset=ns.offset,
             after=ns.after or None,
+            payloads=session.json,  # the table shows none (listing.ROW_FIELDS)
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None

@@ -1,0 +1,99 @@
+"""A table of runs (the dashboard's runs page, ``redflow runs list``) does not read
+the runs' payloads, which it never shows.
+
+Inputs and outputs go up to ``max_payload_bytes`` (8 MiB by default) each. The
+runs page read every listed run whole (HGETALL): 25 runs with 8 MiB inputs were
+a 400 MB pipeline at every refresh (5 s by default), which held another client
+365 ms and doubled the server's memory for the reply; ``redflow runs list``
+read its pages of 1,000 runs the same way. ``--json`` prints whole records and
+still reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from redflow_mp import Client, Registry, define_workflow
+from redflow_supervisor.ops.dashboard import make_app
+from tests.ops.conftest import Result
+
+pytestmark = pytest.mark.timeout(120)
+
+RUNS = 6
+#: Each run's input: 2 MiB of JSON text.
+INPUT = "i" * (2 << 20)
+#: What a table of RUNS runs may cost in bytes sent by Redis: a few KiB a run,
+#: with headroom, far below one input.
+TABLE_BYTES = 1 << 20
+
+
+def _sent(raw: redis.Redis, action: Callable[[], Any]) -> tuple[Any, int]:
+    before = int(raw.info("stats")["total_net_output_bytes"])
+    got = action()
+    return got, int(raw.info("stats")["total_net_output_bytes"]) - before
+
+
+def _get(app: Any, path: str, query: str) -> tuple[str, str]:
+    got: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        got["status"] = status
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SCRIPT_NAME": "",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "127.0.0.1",
+    }
+    body = b"".join(app(environ, start_response)).decode()
+    return got["status"], body
+
+
+@pytest.fixture()
+def big_runs(client: Client, registry: Registry) -> list[str]:
+    @define_workflow("big-input", registry=registry, queue="nobody-claims")
+    def big_input(ctx: Any) -> None:  # never executed: the runs stay queued
+        return None
+
+    client.sync_registry(registry, app="table-payloads")
+    return [big_input.run(INPUT, client=client).id for _ in range(RUNS)]
+
+
+def test_the_dashboard_runs_page_reads_no_payload(
+    client: Client, raw: redis.Redis, big_runs: list[str]
+) -> None:
+    app = make_app(client, read_only=True)
+    (status, body), sent = _sent(raw, lambda: _get(app, "/runs", ""))
+    assert status.startswith("200")
+    assert all(run_id in body for run_id in big_runs)
+    assert sent <= TABLE_BYTES, (
+        f"the runs page of {RUNS} runs read {sent:,} bytes from Redis "
+        f"(their inputs: {RUNS * len(INPUT):,})"
+    )
+
+
+def test_redflow_runs_list_reads_no_payload_but_json_does(
+    raw: redis.Redis, big_runs: list[str], redflow: Callable[..., Result]
+) -> None:
+    result, sent = _sent(raw, lambda: redflow("runs", "list"))
+    assert result.code == 0, str(result)
+    assert all(run_id in result.out for run_id in big_runs)
+    assert "queued" in result.out
+    assert sent <= TABLE_BYTES, (
+        f"redflow runs list of {RUNS} runs read {sent:,} bytes from Redis "
+        f"(their inputs: {RUNS * len(INPUT):,})"
+    )
+    # --json prints the whole records: the inputs are read and printed
+    result = redflow("runs", "list", "--limit", "1", "--json")
+    assert result.code == 0, str(result)
+    (record,) = json.loads(result.out)
+    assert record["id"] == big_runs[-1] and record["input"] == INPUT
