@@ -6,7 +6,8 @@ runs page read every listed run whole (HGETALL): 25 runs with 8 MiB inputs were
 a 400 MB pipeline at every refresh (5 s by default), which held another client
 365 ms and doubled the server's memory for the reply; ``redflow runs list``
 read its pages of 1,000 runs the same way. ``--json`` prints whole records and
-still reads them.
+still reads them. ``redflow runs watch`` read the run whole at every look (every
+0.5 s): it reads it whole once, when the run has ended.
 """
 
 from __future__ import annotations
@@ -97,3 +98,18 @@ def test_redflow_runs_list_reads_no_payload_but_json_does(
     assert result.code == 0, str(result)
     (record,) = json.loads(result.out)
     assert record["id"] == big_runs[-1] and record["input"] == INPUT
+
+
+def test_redflow_runs_watch_reads_no_payload_while_the_run_goes_on(
+    raw: redis.Redis, big_runs: list[str], redflow: Callable[..., Result]
+) -> None:
+    run_id = big_runs[0]  # queued for good: nobody claims its queue
+    result, sent = _sent(
+        raw, lambda: redflow("runs", "watch", run_id, "--interval", "0.05", "--timeout", "1")
+    )
+    assert result.code == 3, str(result)  # still queued when the timeout ran out
+    assert "queued" in result.out
+    assert sent < len(INPUT), (
+        f"redflow runs watch of a queued run read {sent:,} bytes from Redis in 1 s "
+        f"(its input: {len(INPUT):,})"
+    )
