@@ -201,16 +201,26 @@ def run_states(keys: Keys, ids: list[str], payloads: bool = True) -> QueryPlan[l
     ``error`` and ``wait`` are None), for a table of runs."""
     if not ids:
         return []
+    raws: list[dict[Any, Any] | None]
     if payloads:
-        raws = yield [("hgetall", (keys.run(run_id),)) for run_id in ids]
+        raws = [raw or None for raw in (yield [("hgetall", (keys.run(run_id),)) for run_id in ids])]
     else:
         rows = yield [("hmget", (keys.run(run_id), *ROW_FIELDS)) for run_id in ids]
         raws = [
             {k: v for k, v in zip(_ROW_KEYS, row, strict=True) if v is not None} for row in rows
         ]
+        # A hash holding none of those fields (a hand edit left it only a payload)
+        # is still a run, listed as the whole read lists it (every field its
+        # default): one more round trip, for those ids only (the usual one is a
+        # run removed since its id was read, gone from both reads).
+        bare = [at for at, raw in enumerate(raws) if not raw]
+        if bare:
+            there = yield [("exists", (keys.run(ids[at]),)) for at in bare]
+            for at, exists in zip(bare, there, strict=True):
+                raws[at] = {} if exists else None
     out = []
     for run_id, raw in zip(ids, raws, strict=True):
-        if raw:
+        if raw is not None:
             state = codec.run_state_from_hash(raw)
             if not state.id:
                 state.id = run_id

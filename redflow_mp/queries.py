@@ -166,7 +166,9 @@ def _run_raw(keys: Keys, run_id: str) -> QueryPlan[tuple[dict[Any, Any], list[An
 def get_run_row(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
     """:func:`get_run` without the payloads (``listing.ROW_FIELDS``: no input,
     output, error or wait) and without the attempt a finish leaves implied by the
-    hash (read the finished run with :func:`get_run`), or None for an unknown id.
+    hash (read the finished run with :func:`get_run`), or None for an unknown id
+    (a hash holding none of those fields is read whole: it is a run, as for
+    :func:`get_run`).
     For a view that looks again and again (``redflow runs watch``, every 0.5 s):
     a run with an 8 MiB input and output was 16 MB read at every look."""
     check_run_id(run_id)
@@ -177,8 +179,8 @@ def get_run_row(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
         ("lrange", (keys.run_attempts(run_id), 0, -1)),
     ]
     raw = {f.encode(): v for f, v in zip(listing.ROW_FIELDS, row, strict=True) if v is not None}
-    if not raw:
-        return None
+    if not raw:  # unknown, or a hash holding none of those fields (a hand edit): read whole
+        return (yield from get_run(keys, run_id))
     state = codec.run_state_from_hash(raw)
     state.id = state.id or run_id
     state.attempts = codec.attempt_states(entries)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from redflow_mp import Client, Registry, define_workflow
+from redflow_mp import Client, Registry, define_workflow, listing, queries
 from redflow_supervisor.ops.dashboard import make_app
 from tests.ops.conftest import Result
 
@@ -113,3 +113,39 @@ def test_redflow_runs_watch_reads_no_payload_while_the_run_goes_on(
         f"redflow runs watch of a queued run read {sent:,} bytes from Redis in 1 s "
         f"(its input: {len(INPUT):,})"
     )
+
+
+def test_a_run_hash_holding_no_table_field_is_listed_and_watched_as_before(
+    client: Client, registry: Registry, raw: redis.Redis, redflow: Callable[..., Result]
+) -> None:
+    """A run hash left with none of ``listing.ROW_FIELDS`` (a hand edit kept only its
+    input) is a run for a whole read (HGETALL): the tables listed it, ``runs
+    watch`` watched it. Read by HMGET of those fields it came back empty, as an
+    unknown run does: the tables dropped it, and ``runs watch`` said "not found"
+    (exit 1, not 3)."""
+
+    @define_workflow("bare-hash", registry=registry, queue="nobody-claims")
+    def bare_hash(ctx: Any) -> None:  # never executed
+        return None
+
+    client.sync_registry(registry, app="table-payloads")
+    kept = bare_hash.run({"kept": 1}, client=client).id
+    bare = bare_hash.run({"bare": 1}, client=client).id
+    raw.hdel(client.keys.run(bare), *listing.ROW_FIELDS)
+    assert raw.exists(client.keys.run(bare)) and raw.hget(client.keys.run(bare), "inputJson")
+    whole = [r.id for r in client.list_runs()]
+    assert bare in whole and kept in whole  # the public API (whole records) lists it
+
+    rows = [r.id for r in queries.list_runs_all(client, payloads=False)]
+    assert rows == whole, f"a table lists {rows}, a whole read {whole}"
+    listed = redflow("runs", "list")
+    assert listed.code == 0, str(listed)
+    assert bare in listed.out, f"redflow runs list left out the run {bare}:\n{listed.out}"
+    status, body = _get(make_app(client, read_only=True), "/runs", "")
+    assert status.startswith("200") and kept in body
+    assert bare in body, f"the dashboard's runs page left out the run {bare}"
+
+    watched = redflow("runs", "watch", bare, "--timeout", "1")
+    assert watched.code == 3, f"redflow runs watch of the run exited {watched.code}: {watched}"
+    assert "still queued" in watched.err, str(watched)
+    assert queries.get_run_row_any(client, "01" + "0" * 24) is None  # unknown: still None
