@@ -242,7 +242,7 @@ def _steps_page(total: Any, size: Any) -> int:
     a number: one record, the next pages cut by the bytes that came)."""
     size_n = codec.whole_number(size)
     total_n = total if isinstance(total, int) else 0  # (HLEN's reply)
-    if total_n <= 0:
+    if total_n <= 1:  # (a page of one record at most: one call, whatever the count)
         return _STEPS_PAGE
     return _page_of(total_n, size_n) if size_n else 1
 
