@@ -286,7 +286,9 @@ class Client(Runs):
         self, run_id: str | None = None, *, id: str | None = None
     ) -> list[StepState] | None:
         """The run's recorded steps in execution order, or None for an unknown id
-        (the id also as ``id=``, SPEC's spelling)."""
+        (the id also as ``id=``, SPEC's spelling). Read by HSCAN pages of about
+        1,000 records or 1 MiB (one record bigger than that comes alone), so no
+        one call holds Redis for the whole run."""
         run_id = spec_run_id(run_id, id, "get_run_steps")
         shard = self.shard_of_run(run_id)
         return queries.drive(shard.redis, queries.get_run_steps(shard.keys, run_id))

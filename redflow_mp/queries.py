@@ -41,6 +41,8 @@ __all__ = [
     "drive",
     "get_run",
     "get_run_any",
+    "get_run_row",
+    "get_run_row_any",
     "get_run_steps",
     "get_run_steps_any",
     "iter_runs_all",
@@ -66,6 +68,11 @@ MAX_LIST_POSITION = 2**53
 #: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
 #: CLI's `runs show`, a dashboard page refreshing it).
 _STEPS_PAGE = 1000
+#: ... and fewer when they are big: a call brings about this many bytes of
+#: records (by the run's ``stepBytes``), as the worker's own read does
+#: (``execution.STEPS_PAGE_BYTES``). 48 steps of 8 MiB came in one HSCAN that
+#: held Redis for 734 ms and doubled its memory (a 384 MB reply).
+_STEPS_PAGE_BYTES = 1 << 20
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -156,6 +163,36 @@ def _run_raw(keys: Keys, run_id: str) -> QueryPlan[tuple[dict[Any, Any], list[An
     return raw, entries
 
 
+def get_run_row(keys: Keys, run_id: str) -> QueryPlan[RunState | None]:
+    """:func:`get_run` without the payloads (``listing.ROW_FIELDS``: no input,
+    output, error or wait) and without the attempt a finish leaves implied by the
+    hash (read the finished run with :func:`get_run`), or None for an unknown id
+    (a hash holding none of those fields is read whole: it is a run, as for
+    :func:`get_run`).
+    For a view that looks again and again (``redflow runs watch``, every 0.5 s):
+    a run with an 8 MiB input and output was 16 MB read at every look."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
+        return None
+    row, entries = yield [
+        ("hmget", (keys.run(run_id), *listing.ROW_FIELDS)),
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    raw = {f.encode(): v for f, v in zip(listing.ROW_FIELDS, row, strict=True) if v is not None}
+    if not raw:  # unknown, or a hash holding none of those fields (a hand edit): read whole
+        return (yield from get_run(keys, run_id))
+    state = codec.run_state_from_hash(raw)
+    state.id = state.id or run_id
+    state.attempts = codec.attempt_states(entries)
+    return state
+
+
+def get_run_row_any(client: Any, run_id: str) -> RunState | None:
+    """:func:`get_run_row` in the shard the id names."""
+    view = run_view(client, check_run_id(run_id))
+    return drive(view.redis, get_run_row(view.keys, run_id))
+
+
 def _run_state(run_id: str, raw: dict[Any, Any], entries: list[Any]) -> RunState:
     state = codec.run_state_from_hash(raw)
     if not state.id:
@@ -173,17 +210,47 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     if cannot_be_run_id(run_id):
         return None
     steps_key = keys.run_steps(run_id)
-    exists, (cursor, raw) = yield [
+    exists, size, total = yield [
         ("exists", (keys.run(run_id),)),
-        ("hscan", (steps_key, 0, None, _STEPS_PAGE)),
+        ("hget", (keys.run(run_id), "stepBytes")),
+        ("hlen", (steps_key,)),
     ]
     if not exists:
         return None
-    raw = dict(raw)
-    while int(cursor):  # a big run: page by page, each a bounded call
-        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, _STEPS_PAGE))]
+    count = _steps_page(total, size)
+    raw: dict[Any, Any] = {}
+    cursor: Any = 0
+    came = came_bytes = 0
+    while True:  # page by page, each a bounded call
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, count))]
         raw.update(more)
-    return _steps_in_order(raw)
+        if not int(cursor):
+            return _steps_in_order(raw)
+        # stepBytes is a hint (absent on runs from before it, or edited by hand:
+        # 10**15 made 1,053 calls of one record for 1,500 small steps): the next
+        # pages follow the records that came, growing at most twofold a call (a
+        # few small records first do not make the next page a thousand big ones).
+        came += len(more)
+        came_bytes += sum(len(k) + len(v) for k, v in more.items())
+        if came:
+            count = min(_page_of(came, came_bytes), 2 * count)
+
+
+def _steps_page(total: Any, size: Any) -> int:
+    """Records in the first HSCAN call for a run of ``total`` records holding
+    ``size`` bytes (its ``stepBytes``; absent, from before it existed, 0 or not
+    a number: one record, the next pages cut by the bytes that came)."""
+    size_n = codec.whole_number(size)
+    total_n = total if isinstance(total, int) else 0  # (HLEN's reply)
+    if total_n <= 1:  # (a page of one record at most: one call, whatever the count)
+        return _STEPS_PAGE
+    return _page_of(total_n, size_n) if size_n else 1
+
+
+def _page_of(records: int, size: int) -> int:
+    """Records per call for about :data:`_STEPS_PAGE_BYTES`, when ``records`` hold
+    ``size`` bytes: 1 to :data:`_STEPS_PAGE`."""
+    return max(1, min(_STEPS_PAGE, records * _STEPS_PAGE_BYTES // max(1, size)))
 
 
 def _steps_in_order(
@@ -228,6 +295,8 @@ def list_runs(
     limit: int = 50,
     offset: int = 0,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> QueryPlan[list[RunState]]:
     """Runs, newest first, optionally of one workflow and/or one status.
 
@@ -237,7 +306,9 @@ def list_runs(
     and ``offset`` is not used: a deep page costs what the first does, and
     paging on while runs are enqueued neither repeats nor skips a run. A run no
     longer in ``runs:created`` (removed by retention) cannot place the page:
-    ``offset`` does then, so pass both."""
+    ``offset`` does then, so pass both. ``payloads=False``: the runs without
+    their ``input``, ``output``, ``error`` and ``wait`` (a table of runs:
+    ``listing.ROW_FIELDS``)."""
     status = _check_list_args(workflow, status, limit, offset)
     after = listing.check_after(after)
     if limit == 0:
@@ -246,7 +317,7 @@ def list_runs(
     if after is not None:
         cursor = yield from listing.cursor_of(keys, after)
     ids = yield from listing.select_run_ids(keys, workflow, status, limit, offset, cursor)
-    return (yield from listing.run_states(keys, ids))
+    return (yield from listing.run_states(keys, ids, payloads))
 
 
 def list_workflows(keys: Keys) -> QueryPlan[list[WorkflowMeta]]:
@@ -320,6 +391,8 @@ def list_runs_all(
     limit: int = 50,
     offset: int = 0,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> list[RunState]:
     """:func:`list_runs` over every shard of ``client``, merged newest first.
 
@@ -331,17 +404,20 @@ def list_runs_all(
     """
     views = shard_views(client)
     if len(views) == 1:
-        plan = list_runs(views[0].keys, workflow, status, limit, offset, after)
+        plan = list_runs(views[0].keys, workflow, status, limit, offset, after, payloads=payloads)
         return drive(views[0].redis, plan)
     status = _check_list_args(workflow, status, limit, offset)
     cursor = _cursor_all(client, listing.check_after(after))
     if cursor is not None:
         pages = [
-            drive(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor))
+            drive(v.redis, listing.page_of(v.keys, workflow, status, limit, 0, cursor, payloads))
             for v in views
         ]
         return merge_runs(pages, limit, 0)
-    pages = [drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0)) for v in views]
+    pages = [
+        drive(v.redis, list_runs(v.keys, workflow, status, limit + offset, 0, payloads=payloads))
+        for v in views
+    ]
     return merge_runs(pages, limit, offset)
 
 
@@ -362,6 +438,8 @@ def iter_runs_all(
     offset: int = 0,
     page: int = ITER_PAGE,
     after: str | None = None,
+    *,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     """:func:`list_runs_all` as an iterator: the same runs in the same order, read
     ``page`` runs per round trip, so a large ``limit`` (``redflow runs list
@@ -371,12 +449,14 @@ def iter_runs_all(
     while runs are enqueued); with one, the ids of the selection are read first,
     as by ``list_runs`` (a consistent page, ~140 bytes per run held: paging a
     status walk from a cursor would walk again at every page). ``after``: as for
-    :func:`list_runs_all` (pass ``offset`` too). Arguments are checked at the call."""
+    :func:`list_runs_all` (pass ``offset`` too); ``payloads``: as for :func:`list_runs`
+    (``redflow runs list``'s table reads none: a page of 1,000 runs with 8 MiB
+    inputs was an 8 GB pipeline). Arguments are checked at the call."""
     status = _check_list_args(workflow, status, limit, offset)
     after = listing.check_after(after)
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise ValueError("page must be an int >= 1")
-    return _iter_all(client, workflow, status, limit, offset, page, after)
+    return _iter_all(client, workflow, status, limit, offset, page, after, payloads)
 
 
 def _iter_all(
@@ -387,18 +467,21 @@ def _iter_all(
     offset: int,
     page: int,
     after: str | None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     if limit == 0:
         return
     cursor = _cursor_all(client, after)
     views = shard_views(client)
     if len(views) == 1:
-        yield from _iter_view(views[0], workflow, status, limit, offset, page, cursor)
+        yield from _iter_view(views[0], workflow, status, limit, offset, page, cursor, payloads)
         return
     if cursor is not None:
         offset = 0
     # each shard's first offset + limit runs, newest first: merged as merge_runs does
-    streams = [_iter_view(v, workflow, status, limit + offset, 0, page, cursor) for v in views]
+    streams = [
+        _iter_view(v, workflow, status, limit + offset, 0, page, cursor, payloads) for v in views
+    ]
     merged = heapq.merge(*streams, key=lambda r: (r.created_at, r.id), reverse=True)
     yield from itertools.islice(merged, offset, offset + limit)
 
@@ -411,15 +494,16 @@ def _iter_view(
     offset: int,
     page: int,
     cursor: Cursor | None = None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     if status is None:
-        yield from _iter_ranked(view, workflow, limit, offset, page, cursor)
+        yield from _iter_ranked(view, workflow, limit, offset, page, cursor, payloads)
         return
     ids = drive(
         view.redis, listing.select_run_ids(view.keys, workflow, status, limit, offset, cursor)
     )
     for at in range(0, len(ids), page):
-        yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page]))
+        yield from drive(view.redis, listing.run_states(view.keys, ids[at : at + page], payloads))
 
 
 def _iter_ranked(
@@ -429,6 +513,7 @@ def _iter_ranked(
     offset: int,
     page: int,
     cursor: Cursor | None,
+    payloads: bool = True,
 ) -> Iterator[RunState]:
     """Without a status the runs come from one index scored by createdAt
     (``runs:created`` or the workflow's), read ``page`` ids at a time: each page
@@ -444,7 +529,7 @@ def _iter_ranked(
         if not ids:
             return
         left -= len(ids)
-        yield from drive(view.redis, listing.run_states(view.keys, ids))
+        yield from drive(view.redis, listing.run_states(view.keys, ids, payloads))
 
 
 def _ranked_page(

@@ -95,6 +95,7 @@ def runs_page(client: Client, cfg: View, q: dict[str, str]) -> Page:
             limit=size + 1,
             offset=(page_no - 1) * size,
             after=(q.get("after") or None) if page_no > 1 else None,
+            payloads=False,  # the table shows none (listing.ROW_FIELDS)
         )
     except ValueError as exc:  # a workflow name past the length limit
         page.status = HTTPStatus.BAD_REQUEST

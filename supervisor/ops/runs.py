@@ -66,6 +66,7 @@ def cmd_runs_list(session: Session, ns: argparse.Namespace) -> int:
             limit=ns.limit,
             offset=ns.offset,
             after=ns.after or None,
+            payloads=session.json,  # the table shows none (listing.ROW_FIELDS)
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -433,7 +434,9 @@ def _steps_mark(client: Client, state: RunState) -> tuple[Any, ...] | None:
 
 
 def cmd_runs_watch(session: Session, ns: argparse.Namespace) -> int:
-    """Each look reads the run; its steps only when its step counters moved, or
+    """Each look reads the run without its payloads (``queries.get_run_row``: a run
+    with an 8 MiB input and output was 16 MB a look), and the run that ended once
+    whole; its steps only when its step counters moved, or
     :data:`STEPS_REREAD_S` after the last read (a run of 20,000 steps cost ~52 ms
     of Redis and 40 MB at every look): every record is scanned (HSCAN) but only
     the latest :data:`WATCH_STEPS` are decoded and held, the new ones older than
@@ -446,7 +449,11 @@ def cmd_runs_watch(session: Session, ns: argparse.Namespace) -> int:
     mark: tuple[Any, ...] | None = None
     reread_at = 0.0
     while True:
-        state = queries.get_run_any(session.client, ns.id)
+        # Each look without the payloads; the run that ended is read whole once
+        # (its output or error, and the attempt its finish implies, are printed).
+        state = queries.get_run_row_any(session.client, ns.id)
+        if state is not None and state.status.terminal:
+            state = queries.get_run_any(session.client, ns.id)
         if state is None:
             if watcher.status is None:
                 raise Failure(

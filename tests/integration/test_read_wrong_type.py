@@ -127,3 +127,30 @@ def test_a_cancel_meeting_a_children_key_of_another_type_names_it(
     key, error = cancel(lambda run_id: asyncio.run(main(run_id)))
     assert isinstance(error, WrongTypeError), repr(error)
     assert key in str(error) and "was canceled" in str(error), str(error)
+
+
+def test_get_run_steps_of_a_run_key_of_another_type_names_it(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    """``get_run_steps`` (sync and async) of a run whose record a neighbour replaced
+    by a string answered ``[]`` (it read the record's existence, then the step
+    hash), while ``get_run`` raised a ``WrongTypeError`` naming the key. It now
+    reads the record's ``stepBytes`` (its page size) and raises the same error."""
+    handle = _flow(registry).run(None)
+    key = client.keys.run(handle.id)
+    raw.delete(key, client.keys.run_steps(handle.id))
+    raw.set(key, "a neighbour's value")
+    with pytest.raises(WrongTypeError) as caught:
+        client.get_run_steps(handle.id)
+    assert key in str(caught.value), str(caught.value)
+
+    async def main() -> str:
+        ac = create_async_client(redis_url, prefix=prefix, registry=registry)
+        try:
+            with pytest.raises(WrongTypeError) as caught:
+                await ac.get_run_steps(handle.id)
+            return str(caught.value)
+        finally:
+            await ac.aclose()
+
+    assert key in asyncio.run(main())
