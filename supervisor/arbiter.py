@@ -17,7 +17,8 @@ Invariants:
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
 - A dead child's put-backs wait in a queue (``aftermath.py``), sent only once a short-bounded
-  PING finds Redis answering; kept and sent again (same lease tokens) after transient trouble.
+  PING finds their shard's server answering (a stalled shard holds only its own);
+  kept and sent again (same lease tokens) after transient trouble.
 - A Redis outage never stops the arbiter: duties log and retry; a pass of the duties stops
   after a network failure (each call blocks its timeouts) so signals and exits wait one call.
 - A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s

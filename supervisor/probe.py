@@ -43,13 +43,16 @@ def _plain_class(cls: type[Any]) -> type[Any]:
 
 
 class Probe:
-    """PINGs every shard of ``client`` with a short bound."""
+    """PINGs the shards of ``client`` with a short bound: every shard
+    (:meth:`answers`), or the servers of some (:meth:`answering`, each server
+    once however many of those shards it holds)."""
 
     def __init__(self, client: Client, timeout: float = PROBE_TIMEOUT_S) -> None:
         self._client = client
         self._timeout = timeout
         self._quick: list[redis.Redis] | None = None
         self._pins: list[tuple[Any, int]] = []  # (router, its generation) when built
+        self._of_shard: dict[int, int] = {}  # shard index -> its server's probe in _quick
 
     def _clients(self) -> list[redis.Redis]:
         if self._quick is not None and any(r.generation != g for r, g in self._pins):
@@ -57,7 +60,8 @@ class Probe:
         if self._quick is None:
             quick: list[redis.Redis] = []
             pins: list[tuple[Any, int]] = []
-            seen: set[object] = set()
+            seen: dict[object, int] = {}
+            of_shard: dict[int, int] = {}
             for shard in self._client.shards:
                 pool = shard.redis.connection_pool
                 if type(pool) is not redis.ConnectionPool:
@@ -76,8 +80,9 @@ class Probe:
                     pins.append((router, router.generation))
                 where = (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"))
                 if where in seen:
+                    of_shard[shard.index] = seen[where]
                     continue
-                seen.add(where)
+                seen[where] = of_shard[shard.index] = len(quick)
                 kwargs.pop("retry_on_timeout", None)
                 kwargs.pop("retry_on_error", None)
                 quick.append(
@@ -89,16 +94,28 @@ class Probe:
                         )
                     )
                 )
-            self._quick, self._pins = quick, pins
+            self._quick, self._pins, self._of_shard = quick, pins, of_shard
         return self._quick
 
     def answers(self) -> bool:
         """Whether every probed server answered a PING within the bound (an error
         reply is an answer: a refused PING, a busy script)."""
+        return all(self._ping(quick) for quick in self._clients())
+
+    def answering(self, shards: set[int]) -> set[int]:
+        """Those of ``shards`` whose server answered a PING within the bound, each
+        server probed once; a shard not probed (Sentinel, a cluster shard not pinned
+        yet) counts as answering (its put-backs are sent at once, as before)."""
+        quick = self._clients()
+        wanted = {self._of_shard[k] for k in shards if k in self._of_shard}
+        up = {i for i in sorted(wanted) if self._ping(quick[i])}
+        return {k for k in shards if k not in self._of_shard or self._of_shard[k] in up}
+
+    @staticmethod
+    def _ping(quick: redis.Redis) -> bool:
         try:
-            for quick in self._clients():
-                with contextlib.suppress(redis.ResponseError):
-                    quick.ping()
+            with contextlib.suppress(redis.ResponseError):
+                quick.ping()
         except (redis.RedisError, OSError) as exc:
             log.debug("Redis probe: %s", exc)
             return False
@@ -109,4 +126,4 @@ class Probe:
             with contextlib.suppress(Exception):
                 quick.close()
                 quick.connection_pool.disconnect()
-        self._quick, self._pins = None, []
+        self._quick, self._pins, self._of_shard = None, [], {}
