@@ -115,7 +115,11 @@ class Arbiter(ChildKeeping):
                 self.status,
             ],
             on_error=reaper.guard.failed,  # a failed call: this process ran (no stop)
+            probe=self._redis_answers,  # while Redis is out of reach: no duty blocks
         )
+
+    def _redis_answers(self) -> bool:
+        return self.aftermath is None or self.aftermath.probe.any_answers()
 
     def _take_over_hook(self, run_id: str) -> None:
         """Call the ``on_failure`` hook of ``run_id``, taken over by the reaper,
@@ -188,6 +192,7 @@ class Arbiter(ChildKeeping):
                 if self.aftermath is not None:  # dead children's runs Redis did not take yet
                     self.aftermath.work(self.pipe.waiting)
                 if not signals or skipped:  # first what they asked; never two skips
+                    self._reconcile(time.monotonic())  # slot restarts due: before a duty call
                     self.schedule.run(now, self.pipe.waiting)
                 skipped = bool(signals) and not skipped
         except DrainOverrun:

@@ -102,6 +102,12 @@ class Probe:
         reply is an answer: a refused PING, a busy script)."""
         return all(self._ping(quick) for quick in self._clients())
 
+    def any_answers(self) -> bool:
+        """Whether some probed server answers (or none is probed): False only when
+        Redis as a whole is out of reach (the duties' gate, ``duties/__init__.py``)."""
+        quick = self._clients()
+        return not quick or any(self._ping(q) for q in quick)
+
     def answering(self, shards: set[int]) -> set[int]:
         """Those of ``shards`` whose server answered a PING within the bound, each
         server probed once; a shard not probed (Sentinel, a cluster shard not pinned
