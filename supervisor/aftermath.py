@@ -40,7 +40,10 @@ it says some shard failed, not which; held on it, one shard down held the
 put-backs of every shard, a run of a healthy shard waiting for the reaper, its
 crash never charged (a run that kills its worker escaped ``max_run_crashes``).
 Before the per-shard probe, ``shards > 1`` sent each put-back at once, and a
-stalled shard blocked the loop about 10 s per dead child.
+stalled shard blocked the loop about 10 s per dead child. Not probed: a run
+failed here whose parent lives in another shard is followed, in the same call,
+by a kick to the parent's shard (``xshard.py``); if that shard stalls, the kick
+blocks that call, then is logged (the parent's recheck timer covers it).
 """
 
 from __future__ import annotations
