@@ -21,7 +21,9 @@ crash never charged). Now:
   once when they go through again;
 - before a shard's calls, :class:`~supervisor.probe.Probe` PINGs its server
   with a short bound (``PROBE_TIMEOUT_S``; each server once a round, whatever
-  number of shards it holds); no answer: nothing is sent to that shard, its
+  number of shards it holds; a round stops once it blocked that bound, the
+  servers not reached are probed first next round, their put-backs still due;
+  the stop's last try reaches them all); no answer: nothing is sent to that shard, its
   put-backs wait (tried again after ``FIRST_RETRY_S`` doubling to
   ``MAX_RETRY_S``), and those of the shards that answer are sent at once;
 - a call that fails for transient trouble (the network, a timeout, OOM, ...)
@@ -245,8 +247,9 @@ class Aftermath:
             due.add(k)
         if not due:
             return
-        up = self.probe.answering(due)
-        for k in due - up:
+        # a shard in neither: its server not reached in the probe's budget, still due
+        up, down = self.probe.answering(due, whole=force)
+        for k in down:
             self._unanswered(self._lane(k), k, now, "Redis does not answer")
         self._send_queue(up, interrupted)
 

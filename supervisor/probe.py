@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import redis
@@ -53,6 +54,8 @@ class Probe:
         self._quick: list[redis.Redis] | None = None
         self._pins: list[tuple[Any, int]] = []  # (router, its generation) when built
         self._of_shard: dict[int, int] = {}  # shard index -> its server's probe in _quick
+        self._probed_at: dict[int, float] = {}  # server (in _quick) -> when last probed
+        self._last_up: int | None = None  # the server that answered last
 
     def _clients(self) -> list[redis.Redis]:
         if self._quick is not None and any(r.generation != g for r, g in self._pins):
@@ -103,19 +106,56 @@ class Probe:
         return all(self._ping(quick) for quick in self._clients())
 
     def any_answers(self) -> bool:
-        """Whether some probed server answers (or none is probed): False only when
-        Redis as a whole is out of reach (the duties' gate, ``duties/__init__.py``)."""
+        """Whether some probed server answers (or none is probed): False when none
+        reached within one budget answered (the duties' gate, ``duties/__init__.py``).
+        The server that answered last is tried first, then the least recently probed."""
         quick = self._clients()
-        return not quick or any(self._ping(q) for q in quick)
+        if not quick:
+            return True
+        order = sorted(range(len(quick)), key=lambda i: (i != self._last_up, self._at(i)))
+        return any(self._within_budget(quick, order, stop_at_first=True).values())
 
-    def answering(self, shards: set[int]) -> set[int]:
-        """Those of ``shards`` whose server answered a PING within the bound, each
-        server probed once; a shard not probed (Sentinel, a cluster shard not pinned
-        yet) counts as answering (its put-backs are sent at once, as before)."""
+    def answering(self, shards: set[int], *, whole: bool = False) -> tuple[set[int], set[int]]:
+        """Those of ``shards`` whose server answered a PING within the bound, and
+        those whose server did not, each server probed once, the least recently
+        probed first, within one budget: a shard whose server was not reached is
+        in neither (probed first next time; ``whole``: no budget, each is reached,
+        the stop's last try). A shard not probed at all (Sentinel,
+        a cluster shard not pinned yet) counts as answering (its put-backs are
+        sent at once, as before)."""
         quick = self._clients()
-        wanted = {self._of_shard[k] for k in shards if k in self._of_shard}
-        up = {i for i in sorted(wanted) if self._ping(quick[i])}
-        return {k for k in shards if k not in self._of_shard or self._of_shard[k] in up}
+        wanted = sorted({self._of_shard[k] for k in shards if k in self._of_shard}, key=self._at)
+        found = self._within_budget(quick, wanted, whole=whole)
+        up = {k for k in shards if k not in self._of_shard or found.get(self._of_shard[k])}
+        down = {k for k in shards if k in self._of_shard and found.get(self._of_shard[k]) is False}
+        return up, down
+
+    def _at(self, server: int) -> float:
+        return self._probed_at.get(server, float("-inf"))
+
+    def _within_budget(
+        self,
+        quick: list[redis.Redis],
+        order: list[int],
+        *,
+        stop_at_first: bool = False,
+        whole: bool = False,
+    ) -> dict[int, bool]:
+        """PING the servers in ``order`` until one call's budget (``timeout``) is
+        spent (at least one; a refused connect costs nothing, a stalled server its
+        bound): however many servers stall, one call blocks about one bound."""
+        found: dict[int, bool] = {}
+        start = time.monotonic()
+        for i in order:
+            if found and not whole and time.monotonic() - start >= self._timeout:
+                break
+            found[i] = self._ping(quick[i])
+            self._probed_at[i] = time.monotonic()
+            if found[i]:
+                self._last_up = i
+                if stop_at_first:
+                    break
+        return found
 
     @staticmethod
     def _ping(quick: redis.Redis) -> bool:
@@ -133,3 +173,4 @@ class Probe:
                 quick.close()
                 quick.connection_pool.disconnect()
         self._quick, self._pins, self._of_shard = None, [], {}
+        self._probed_at, self._last_up = {}, None
