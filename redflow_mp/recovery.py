@@ -228,19 +228,27 @@ def abort_run(
 
 
 def requeue_claim(
-    runs: Runs, token: str, cause: str, lease_ms: int, *, retrying: bool = False
+    runs: Runs,
+    token: str,
+    cause: str,
+    lease_ms: int,
+    *,
+    retrying: bool = False,
+    shard: int | None = None,
 ) -> list[Recovered]:
     """Put back a run claimed with ``token`` by a process that died before it
     published which run it got (a run with a pending cancel ends ``canceled``).
     Only runs claimed in the last two ``lease_ms`` are looked at (one read bounded
     by the runs in flight); an older one is the reaper's once its lease expires.
     ``retrying``: transient trouble is returned (one entry with no run id and
-    ``transient``) for the caller to send the call again, not logged."""
+    ``transient``) for the caller to send the call again, not logged. ``shard``:
+    look in that shard only (None: in every shard)."""
+    where = runs.shards if shard is None else [runs.shards[shard]]
     try:
         found = [
             pair
-            for shard in runs.shards
-            for pair in shard.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
+            for s in where
+            for pair in s.scripts.requeue_claimed(token, f"worker {cause}", lease_ms)
         ]
     except _REDIS_TROUBLE as exc:
         if retrying and isinstance(exc, TRANSIENT_ERRORS):

@@ -8,18 +8,24 @@ process of its own, never in the arbiter) for a run the supervisor failed: a
 run over ``max_run_crashes``, or a timeout on its last attempt.
 
 Put-backs wait in a queue (:class:`PutBack`, one per call: the aborted run, each
-run left behind, the claim in flight), tried from the arbiter's loop. While Redis
-stalls, each recovery call blocked the loop two socket timeouts (about 10 s), and
-one per dead child: signals, kill deadlines and other exits waited, and a call
-that gave up dropped the run to the reaper (its crash never charged). Now:
+run left behind, the claim in flight, one per shard), tried from the arbiter's
+loop, shard by shard: each shard has its own backoff (a :class:`_Lane`) and its
+own probe. While Redis stalls, each recovery call blocked the loop two socket
+timeouts (about 10 s), and one per dead child: signals, kill deadlines and
+other exits waited, and a call that gave up dropped the run to the reaper (its
+crash never charged). Now:
 
-- while the duties find Redis out of reach (``Schedule.down``: the last one
-  failed for the network, or one failed for Redis trouble has not gone through
-  since) nothing is sent nor probed, and the queue is tried at once when they
-  go through again; else, before a call,
-  :class:`~supervisor.probe.Probe` PINGs each shard with a short bound
-  (``PROBE_TIMEOUT_S``); no answer: nothing is sent, the queue waits (tried
-  again after ``FIRST_RETRY_S`` doubling to ``MAX_RETRY_S``);
+- with one shard, while the duties find Redis out of reach (``Schedule.down``:
+  the last one failed for the network, or one failed for Redis trouble has not
+  gone through since) nothing is sent nor probed, and the queue is tried at
+  once when they go through again;
+- before a shard's calls, :class:`~supervisor.probe.Probe` PINGs its server
+  with a short bound (``PROBE_TIMEOUT_S``; each server once a round, whatever
+  number of shards it holds; a round stops once it blocked that bound, the
+  servers not reached are probed first next round, their put-backs still due;
+  the stop's last try reaches them all); no answer: nothing is sent to that shard, its
+  put-backs wait (tried again after ``FIRST_RETRY_S`` doubling to
+  ``MAX_RETRY_S``), and those of the shards that answer are sent at once;
 - a call that fails for transient trouble (the network, a timeout, OOM, ...)
   stays queued and is sent again later with the same lease token: the scripts
   are fenced by it and resend-safe (``finalize_run.lua``'s ``doneToken``), so a
@@ -29,15 +35,17 @@ that gave up dropped the run to the reaper (its crash never charged). Now:
 - at the end (:meth:`Aftermath.finish`, in the drain's bound) the queue is tried
   once more, and what is left is logged: a reaper puts it back once its lease lapses.
 
-The probe bounds what a put-back costs the loop while Redis is known unreachable;
-a stall that begins between the probe and the call still blocks that one call.
-
-With ``shards > 1`` none of that holds a put-back: each is sent at once to its
-run's shard, as before the queue, and one that fails is left to the reaper (with
-a log line). Held together, one shard down held the put-backs of every shard:
-a run of a healthy shard waited for the reaper, its crash never charged (a run
-that kills its worker escaped ``max_run_crashes`` for as long as another shard
-was down). A shard that stalls then blocks the loop for that call, as before.
+The probe bounds what a put-back costs the loop while a shard is known
+unreachable; a stall that begins between the probe and the call still blocks
+that one call. With ``shards > 1`` the duties' ``Schedule.down`` holds nothing:
+it says some shard failed, not which; held on it, one shard down held the
+put-backs of every shard, a run of a healthy shard waiting for the reaper, its
+crash never charged (a run that kills its worker escaped ``max_run_crashes``).
+Before the per-shard probe, ``shards > 1`` sent each put-back at once, and a
+stalled shard blocked the loop about 10 s per dead child. Not probed: a run
+failed here whose parent lives in another shard is followed, in the same call,
+by a kick to the parent's shard (``xshard.py``); if that shard stalls, the kick
+blocks that call, then is logged (the parent's recheck timer covers it).
 """
 
 from __future__ import annotations
@@ -87,11 +95,22 @@ class PutBack:
     hooked: tuple[str, ...] = ()
     registry: Registry | None = None  # the workflows when it died (on_failure)
     failed_once: bool = False
+    shard: int | None = None  # claim: the shard looked in (None: every shard)
 
     def what(self) -> str:
         if self.run is not None:
             return f"run {self.run.run_id}"
         return f"the run worker {self.worker} was claiming"
+
+
+@dataclass
+class _Lane:
+    """One shard's put-backs: when they are tried again, and since when they wait."""
+
+    retry_at: float = 0.0
+    delay: float = FIRST_RETRY_S
+    waiting_since: float | None = None  # its server did not answer the probe
+    held_by_duties: bool = False  # one shard: the queue waits for a duty to go through
 
 
 class Aftermath:
@@ -111,15 +130,12 @@ class Aftermath:
         self.helper_spec = helper_spec
         self.metrics = metrics
         self.probe = Probe(client)
-        # shards > 1: sent at once, each to its run's shard (the module's docstring)
+        # shards > 1: the duties' "down" holds nothing (the module's docstring)
         self.spread = len(stores(client)) > 1
         self._known_down = known_down  # the duties' last call failed for the network
-        self._held_by_duties = False  # the queue waits for a duty to go through
         self.pending: deque[PutBack] = deque()
         self._clock = clock
-        self._retry_at = 0.0
-        self._delay = FIRST_RETRY_S
-        self._waiting_since: float | None = None  # Redis did not answer the probe
+        self._lanes: dict[int, _Lane] = {}
 
     def child_died(
         self,
@@ -172,9 +188,17 @@ class Aftermath:
         # The child publishes each claim's lease token before sending it: a death
         # between the claim's reply and the board push leaves a run found by it.
         if entry.claim_token:
-            jobs.append(
-                PutBack("claim", child.slot, cause, token=entry.claim_token, lease_ms=lease_ms)
-            )
+            for shard in range(len(self.client.shards)):  # its claim may be in any shard
+                jobs.append(
+                    PutBack(
+                        "claim",
+                        child.slot,
+                        cause,
+                        token=entry.claim_token,
+                        lease_ms=lease_ms,
+                        shard=shard,
+                    )
+                )
         for job in jobs:
             job.registry = registry
         self.pending.extend(jobs)
@@ -186,30 +210,61 @@ class Aftermath:
         when the duties found Redis again after they had held the queue."""
         if not self.pending:
             return float("inf")
-        return 0.0 if self._came_back() else self._retry_at
+        waiting = {self._shard_of(job) for job in self.pending}
+        return min(0.0 if self._came_back(k) else self._lane(k).retry_at for k in waiting)
 
-    def _came_back(self) -> bool:
-        return self._held_by_duties and not self._known_down()
+    def _lane(self, shard: int) -> _Lane:
+        lane = self._lanes.get(shard)
+        if lane is None:
+            lane = self._lanes[shard] = _Lane()
+        return lane
+
+    def _shard_of(self, job: PutBack) -> int:
+        if job.run is not None:
+            return self.client.shard_of_run(job.run.run_id).index
+        return job.shard or 0
+
+    def _came_back(self, shard: int) -> bool:
+        return self._lane(shard).held_by_duties and not self._known_down()
 
     def work(self, interrupted: Callable[[], bool] | None = None, *, force: bool = False) -> None:
-        """Send the queued put-backs, oldest first, while Redis takes them; stop at
-        the first transient failure (kept, tried again after a backoff) or when
-        ``interrupted()`` (a signal waits), after at least one."""
+        """Send the queued put-backs, oldest first, of each shard whose server
+        answers the probe; a shard's stop at its first transient failure (kept,
+        tried again after a backoff) holds only that shard's. Stop when
+        ``interrupted()`` (a signal waits), after at least one call."""
+        if not self.pending:
+            return
         now = self._clock()
-        if not self.pending or (now < self._retry_at and not force and not self._came_back()):
+        due = set()
+        for k in {self._shard_of(job) for job in self.pending}:
+            lane = self._lane(k)
+            if now < lane.retry_at and not force and not self._came_back(k):
+                continue
+            lane.held_by_duties = not force and not self.spread and self._known_down()
+            if lane.held_by_duties:
+                self._unanswered(lane, k, now, "Redis does not answer the duties")
+                continue
+            due.add(k)
+        if not due:
             return
-        self._held_by_duties = not force and not self.spread and self._known_down()
-        if self._held_by_duties:
-            self._unanswered(now, "Redis does not answer the duties")
-            return
-        if not self.spread and not self.probe.answers():
-            self._unanswered(now, "Redis does not answer")
-            return
+        # a shard in neither: its server not reached in the probe's budget, still due
+        up, down = self.probe.answering(due, whole=force)
+        for k in down:
+            self._unanswered(self._lane(k), k, now, "Redis does not answer")
+        self._send_queue(up, interrupted)
+
+    def _send_queue(self, up: set[int], interrupted: Callable[[], bool] | None) -> None:
+        """Send the queued put-backs of the shards in ``up``, oldest first."""
+        kept: deque[PutBack] = deque()
         sent = 0
         while self.pending:
             if sent and interrupted is not None and interrupted():
-                return
-            job = self.pending[0]
+                break
+            job = self.pending.popleft()
+            k = self._shard_of(job)
+            if k not in up:
+                kept.append(job)
+                continue
             try:
                 error = self._send(job)
             except Exception:  # a bug must not end the parent, nor block the queue
@@ -220,17 +275,25 @@ class Aftermath:
                 if not job.failed_once:
                     job.failed_once = True
                     log.warning("%s: not put back yet (%s); trying again", job.what(), error)
-                self._unanswered(self._clock(), error)
-                return
-            self.pending.popleft()
-        if self._waiting_since is not None:
+                self._unanswered(self._lane(k), k, self._clock(), error)
+                up.discard(k)  # the rest of that shard waits with it
+                kept.append(job)
+        kept.extend(self.pending)
+        self.pending = kept
+        waiting = {self._shard_of(job) for job in kept}
+        for k in up - waiting:
+            self._answered(self._lane(k), k)
+
+    def _answered(self, lane: _Lane, shard: int) -> None:
+        if lane.waiting_since is not None:
             log.info(
-                "Redis answers again: the dead workers' runs were put back after %.1f s",
-                self._clock() - self._waiting_since,
+                "Redis answers again%s: the dead workers' runs were put back after %.1f s",
+                f" (shard {shard})" if self.spread else "",
+                self._clock() - lane.waiting_since,
             )
-        self._waiting_since = None
-        self._delay = FIRST_RETRY_S
-        self._retry_at = 0.0
+        lane.waiting_since = None
+        lane.delay = FIRST_RETRY_S
+        lane.retry_at = 0.0
 
     def finish(self, *, send: bool = True) -> None:
         """At the supervisor's end: try the queue once more (``send``), then log
@@ -247,16 +310,18 @@ class Aftermath:
         self.pending.clear()
         self.probe.close()
 
-    def _unanswered(self, now: float, why: str) -> None:
-        if self._waiting_since is None:
-            self._waiting_since = now
+    def _unanswered(self, lane: _Lane, shard: int, now: float, why: str) -> None:
+        if lane.waiting_since is None:
+            lane.waiting_since = now
+            waiting = sum(1 for job in self.pending if self._shard_of(job) == shard)
             log.warning(
-                "putting back the runs of dead workers waits for Redis (%d pending): %s",
-                len(self.pending),
+                "putting back the runs of dead workers waits for Redis%s (%d pending): %s",
+                f" (shard {shard})" if self.spread else "",
+                max(waiting, 1),
                 why,
             )
-        self._retry_at = now + self._delay
-        self._delay = min(self._delay * 2, MAX_RETRY_S)
+        lane.retry_at = now + lane.delay
+        lane.delay = min(lane.delay * 2, MAX_RETRY_S)
 
     def _send(self, job: PutBack) -> str:
         """One recovery call; the error text of transient trouble ('' when done:
@@ -272,9 +337,9 @@ class Aftermath:
                 job.reason,
                 job.timeout,
                 job.hooked,
-                retrying=not self.spread,
+                retrying=True,
             )
-            if done.transient and not self.spread:
+            if done.transient:
                 return done.error
             self._on_failure(done, registry)
             return ""
@@ -288,9 +353,9 @@ class Aftermath:
                 charge_crash=job.crash,
                 max_crashes=job.max_crashes,
                 hooked=job.hooked,
-                retrying=not self.spread,
+                retrying=True,
             )
-            if done.transient and not self.spread:
+            if done.transient:
                 return done.error
             if done.failed:
                 self._on_failure(done, registry)
@@ -298,10 +363,10 @@ class Aftermath:
                 self._requeued("shutdown" if job.stopping else "crash")
             return ""
         found = recovery.requeue_claim(
-            self.client, job.token, job.cause, job.lease_ms, retrying=not self.spread
+            self.client, job.token, job.cause, job.lease_ms, retrying=True, shard=job.shard
         )
         for done in found:
-            if done.transient and not self.spread:
+            if done.transient:
                 return done.error
         for done in found:
             if done.status == "queued":

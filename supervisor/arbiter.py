@@ -17,7 +17,8 @@ Invariants:
 - The lease of every run a live child holds is kept, even while that child is
   being aborted, until the child is reaped.
 - A dead child's put-backs wait in a queue (``aftermath.py``), sent only once a short-bounded
-  PING finds Redis answering; kept and sent again (same lease tokens) after transient trouble.
+  PING finds their shard's server answering (a stalled shard holds only its own);
+  kept and sent again (same lease tokens) after transient trouble.
 - A Redis outage never stops the arbiter: duties log and retry; a pass of the duties stops
   after a network failure (each call blocks its timeouts) so signals and exits wait one call.
 - A stop's bound (``graceful_timeout`` + ``kill_grace``) is kept by ``drainclock.py``'s
@@ -114,7 +115,11 @@ class Arbiter(ChildKeeping):
                 self.status,
             ],
             on_error=reaper.guard.failed,  # a failed call: this process ran (no stop)
+            probe=self._redis_answers,  # while Redis is out of reach: no duty blocks
         )
+
+    def _redis_answers(self) -> bool:
+        return self.aftermath is None or self.aftermath.probe.any_answers()
 
     def _take_over_hook(self, run_id: str) -> None:
         """Call the ``on_failure`` hook of ``run_id``, taken over by the reaper,
@@ -187,6 +192,7 @@ class Arbiter(ChildKeeping):
                 if self.aftermath is not None:  # dead children's runs Redis did not take yet
                     self.aftermath.work(self.pipe.waiting)
                 if not signals or skipped:  # first what they asked; never two skips
+                    self._reconcile(time.monotonic())  # slot restarts due: before a duty call
                     self.schedule.run(now, self.pipe.waiting)
                 skipped = bool(signals) and not skipped
         except DrainOverrun:

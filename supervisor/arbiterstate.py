@@ -129,9 +129,21 @@ class ArbiterState:
         if self.hub is not None:
             self.hub.store.inc(name, 1.0, **labels)
 
+    def _out_of_reach(self) -> bool:
+        """Redis known out of reach (``Schedule.down``) and the probe (0.5 s) finds
+        it still so: a best-effort call from a signal's handling (the bells, the
+        cron leader's resignation) is skipped, rather than block the loop its
+        socket timeouts (a TTOU during an outage took 20.8 s, per shard)."""
+        return (
+            self.schedule.down
+            and self.aftermath is not None
+            and not self.aftermath.probe.any_answers()
+        )
+
     def _ring_bells(self) -> None:
-        """Wake idle children blocked on their queues so they see TERM at once."""
-        if self.client is None or not self.children:
+        """Wake idle children blocked on their queues so they see TERM at once
+        (skipped while Redis is out of reach: they see the SIGTERM sent too)."""
+        if self.client is None or not self.children or self._out_of_reach():
             return
         try:
             wake_workers(self.client, self.wake_token, len(self.children))

@@ -107,6 +107,9 @@ class SignalHandling(ArbiterState):
 
     def _resign(self) -> None:
         if self.leader is not None:
+            if self._out_of_reach():  # each call would block its socket timeouts
+                log.warning("cron leader lock not released (Redis out of reach): it expires")
+                return
             try:
                 self.leader.resign()
             except TRANSIENT_ERRORS as exc:

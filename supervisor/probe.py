@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import redis
@@ -43,13 +44,18 @@ def _plain_class(cls: type[Any]) -> type[Any]:
 
 
 class Probe:
-    """PINGs every shard of ``client`` with a short bound."""
+    """PINGs the shards of ``client`` with a short bound: every shard
+    (:meth:`answers`), or the servers of some (:meth:`answering`, each server
+    once however many of those shards it holds)."""
 
     def __init__(self, client: Client, timeout: float = PROBE_TIMEOUT_S) -> None:
         self._client = client
         self._timeout = timeout
         self._quick: list[redis.Redis] | None = None
         self._pins: list[tuple[Any, int]] = []  # (router, its generation) when built
+        self._of_shard: dict[int, int] = {}  # shard index -> its server's probe in _quick
+        self._probed_at: dict[int, float] = {}  # server (in _quick) -> when last probed
+        self._last_up: int | None = None  # the server that answered last
 
     def _clients(self) -> list[redis.Redis]:
         if self._quick is not None and any(r.generation != g for r, g in self._pins):
@@ -57,7 +63,8 @@ class Probe:
         if self._quick is None:
             quick: list[redis.Redis] = []
             pins: list[tuple[Any, int]] = []
-            seen: set[object] = set()
+            seen: dict[object, int] = {}
+            of_shard: dict[int, int] = {}
             for shard in self._client.shards:
                 pool = shard.redis.connection_pool
                 if type(pool) is not redis.ConnectionPool:
@@ -76,8 +83,9 @@ class Probe:
                     pins.append((router, router.generation))
                 where = (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"))
                 if where in seen:
+                    of_shard[shard.index] = seen[where]
                     continue
-                seen.add(where)
+                seen[where] = of_shard[shard.index] = len(quick)
                 kwargs.pop("retry_on_timeout", None)
                 kwargs.pop("retry_on_error", None)
                 quick.append(
@@ -89,16 +97,71 @@ class Probe:
                         )
                     )
                 )
-            self._quick, self._pins = quick, pins
+            self._quick, self._pins, self._of_shard = quick, pins, of_shard
         return self._quick
 
     def answers(self) -> bool:
         """Whether every probed server answered a PING within the bound (an error
         reply is an answer: a refused PING, a busy script)."""
+        return all(self._ping(quick) for quick in self._clients())
+
+    def any_answers(self) -> bool:
+        """Whether some probed server answers (or none is probed): False when none
+        reached within one budget answered (the duties' gate, ``duties/__init__.py``).
+        The server that answered last is tried first, then the least recently probed."""
+        quick = self._clients()
+        if not quick:
+            return True
+        order = sorted(range(len(quick)), key=lambda i: (i != self._last_up, self._at(i)))
+        return any(self._within_budget(quick, order, stop_at_first=True).values())
+
+    def answering(self, shards: set[int], *, whole: bool = False) -> tuple[set[int], set[int]]:
+        """Those of ``shards`` whose server answered a PING within the bound, and
+        those whose server did not, each server probed once, the least recently
+        probed first, within one budget: a shard whose server was not reached is
+        in neither (probed first next time; ``whole``: no budget, each is reached,
+        the stop's last try). A shard not probed at all (Sentinel,
+        a cluster shard not pinned yet) counts as answering (its put-backs are
+        sent at once, as before)."""
+        quick = self._clients()
+        wanted = sorted({self._of_shard[k] for k in shards if k in self._of_shard}, key=self._at)
+        found = self._within_budget(quick, wanted, whole=whole)
+        up = {k for k in shards if k not in self._of_shard or found.get(self._of_shard[k])}
+        down = {k for k in shards if k in self._of_shard and found.get(self._of_shard[k]) is False}
+        return up, down
+
+    def _at(self, server: int) -> float:
+        return self._probed_at.get(server, float("-inf"))
+
+    def _within_budget(
+        self,
+        quick: list[redis.Redis],
+        order: list[int],
+        *,
+        stop_at_first: bool = False,
+        whole: bool = False,
+    ) -> dict[int, bool]:
+        """PING the servers in ``order`` until one call's budget (``timeout``) is
+        spent (at least one; a refused connect costs nothing, a stalled server its
+        bound): however many servers stall, one call blocks about one bound."""
+        found: dict[int, bool] = {}
+        start = time.monotonic()
+        for i in order:
+            if found and not whole and time.monotonic() - start >= self._timeout:
+                break
+            found[i] = self._ping(quick[i])
+            self._probed_at[i] = time.monotonic()
+            if found[i]:
+                self._last_up = i
+                if stop_at_first:
+                    break
+        return found
+
+    @staticmethod
+    def _ping(quick: redis.Redis) -> bool:
         try:
-            for quick in self._clients():
-                with contextlib.suppress(redis.ResponseError):
-                    quick.ping()
+            with contextlib.suppress(redis.ResponseError):
+                quick.ping()
         except (redis.RedisError, OSError) as exc:
             log.debug("Redis probe: %s", exc)
             return False
@@ -109,4 +172,5 @@ class Probe:
             with contextlib.suppress(Exception):
                 quick.close()
                 quick.connection_pool.disconnect()
-        self._quick, self._pins = None, []
+        self._quick, self._pins, self._of_shard = None, [], {}
+        self._probed_at, self._last_up = {}, None

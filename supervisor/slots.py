@@ -3,9 +3,10 @@
 Each slot (``arbiterstate.Slot``) has one process and, during a rolling restart, the
 pending one replacing it. ``_reconcile`` forks what a slot lacks (after its restart
 backoff), ``_reap`` collects exits (``waitpid(-1, WNOHANG)``), forks a dead child's
-replacement, then hands its runs to ``aftermath.py`` (which queues them until Redis
-answers a short-bounded probe), ``_watch`` reads the shared board: readiness, run timeouts
-(``_abort``: TERM, then KILL after ``kill_grace``), kill deadlines, stuck hooks, stalls.
+replacement, then hands its runs to ``aftermath.py`` (which queues them until their
+shard's server answers a short-bounded probe), ``_watch`` reads the shared board:
+readiness, run timeouts (``_abort``: TERM, then KILL after ``kill_grace``), kill
+deadlines, stuck hooks, stalls.
 
 Fork safety: parent only; it starts no threads. ``children.fork_child`` forks with
 the signals blocked.

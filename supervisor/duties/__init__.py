@@ -18,6 +18,16 @@ Redis: every further call would block as long, a socket timeout or two each, whi
 the loop's signals, children's exits and run timeouts wait: with Redis stopped, a
 TTIN took more than a minute). The next pass starts after the duty it stopped at,
 so that one failing duty (a shard down) starves no other.
+
+While Redis is known out of reach (:attr:`Schedule.down`), a pass first asks
+``probe`` (the arbiter's: a PING of each server bounded by 0.5 s,
+``supervisor/probe.py``); when no server answers, no duty is called and the due
+ones wait a second, as after a failure. Each pass used to call one duty, which
+blocked its socket timeouts (about 10 s) while Redis stalled: the loop's slot
+restarts (a child that died before it was ready, due after its backoff) and
+exits waited that long. A partial outage (one shard's master of a cluster) is
+not gated: the duties cover the shards that answer, and a call to the stalled
+one still blocks.
 """
 
 from __future__ import annotations
@@ -54,12 +64,14 @@ class Schedule:
         duties: list[Duty] | None = None,
         on_error: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
         self._due: list[tuple[Duty, float]] = [(d, 0.0) for d in duties or ()]
         self._start = 0  # where the next pass begins (after an early stop)
         self._down = False  # the last duty run failed for the network
         self._last_error: dict[str, float] = {}
         self._on_error = on_error  # after each failed tick (the reaper's stall guard)
+        self._probe = probe  # while down: whether Redis answers now (short-bounded)
         self._clock = clock
         self._outage = Outage(log, "running duties", OUTAGE_REPEAT_S, clock, name_class=True)
         self._failing: list[str] = []  # duties failed for Redis trouble, not gone through since
@@ -82,6 +94,8 @@ class Schedule:
         """Tick the duties due at ``now``, in order from where the last pass stopped;
         stop early when ``interrupted()`` or after a duty's network failure."""
         n = len(self._due)
+        if self.down and self._probe is not None and self._unanswered(now):
+            return
         ran = self._down  # after a network failure, a waiting signal comes first
         for k in range(n):
             i = (self._start + k) % n
@@ -110,6 +124,18 @@ class Schedule:
             self._due[i] = (duty, next_due)
             self._down = False
         self._start = 0
+
+    def _unanswered(self, now: float) -> bool:
+        """Redis known out of reach: whether the probe finds it still so (then the
+        duties due wait a second, none called: each would block its timeouts)."""
+        due = [i for i, (_, at) in enumerate(self._due) if now >= at]
+        if not due or self._probe is None or self._probe():
+            return False
+        for i in due:
+            self._due[i] = (self._due[i][0], now + 1.0)
+        if self._on_error is not None:
+            self._on_error()  # this process ran: a gap that follows is Redis's
+        return True
 
     def _failed(self, name: str, exc: Exception) -> None:
         if isinstance(exc, TRANSIENT_ERRORS):

@@ -85,7 +85,9 @@ def test_a_drain_wakes_its_own_children_when_another_supervisor_waits_on_a_queue
     from redflow_mp import Worker
     from supervisor.arbiterstate import ArbiterState
 
-    s1 = SimpleNamespace(client=client, queues=("a", "b"), children={1: None, 2: None})
+    s1 = SimpleNamespace(
+        client=client, queues=("a", "b"), children={1: None, 2: None}, _out_of_reach=lambda: False
+    )
     s1.wake_token = "s1-token"
     try:  # the keys one of S1's children blocks on (its Worker, as child.py makes it)
         mine = Worker(client, queues=["a", "b"], wake_token=s1.wake_token)._bells

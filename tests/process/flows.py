@@ -107,6 +107,16 @@ def sleepy(ctx: Context[Any]) -> dict[str, Any]:
     return {"slept": ctx.input, "pid": os.getpid()}
 
 
+@define_workflow("counted-sleep", queue="p", max_concurrency=100)
+def counted_sleep(ctx: Context[float]) -> int:
+    """Counts its executions (``ledger:counted-sleep``), sleeps ``input`` seconds
+    without touching Redis, then returns its pid."""
+    r, tag = _r()
+    r.incr(f"{tag}:ledger:counted-sleep")
+    time.sleep(float(ctx.input))
+    return os.getpid()
+
+
 @define_workflow("gil", queue="p", max_concurrency=10)
 def gil(ctx: Context[Any]) -> bool:
     """Holds the GIL in the regex engine for several lease periods."""

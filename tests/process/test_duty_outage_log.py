@@ -65,4 +65,8 @@ def test_a_redis_outage_is_logged_once_then_its_recovery(
     assert re.search(r"Redis \S.* while running dut(y|ies) \w+.* \(ConnectionError: ", duties[0]), (
         duties[0]
     )
-    assert re.search(r"while running duties .*: recovered after \d+\.\d s", duties[1]), duties[1]
+    # one duty when only it met the outage: while Redis is out of reach the others
+    # are not called (a 0.5 s probe first: duties/__init__.py)
+    assert re.search(r"while running dut(y|ies) .*: recovered after \d+\.\d s", duties[1]), duties[
+        1
+    ]

@@ -127,3 +127,35 @@ def test_a_refused_duty_is_still_logged_on_its_own(caplog: pytest.LogCaptureFixt
             clock.now += 1.0
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"reaper duty failed: {refused}"] * 3, lines  # every 10 s
+
+
+def _down(schedule: Schedule) -> bool:
+    return schedule.down
+
+
+def test_while_redis_is_down_no_duty_is_called_until_the_probe_finds_it() -> None:
+    calls: list[str] = []
+    probes: list[bool] = []
+    errors: list[str] = []
+    answers = {"now": False}
+    down = redis.TimeoutError("Timeout reading from 127.0.0.1:1")
+    a = _Duty("a", calls, down)
+
+    def probe() -> bool:
+        probes.append(answers["now"])
+        return answers["now"]
+
+    schedule = Schedule([a, _Duty("b", calls)], on_error=lambda: errors.append("e"), probe=probe)
+    schedule.run(0.0)
+    assert calls == ["a"] and probes == []  # not down yet: no probe
+    schedule.run(0.5)
+    assert calls == ["a"] and probes == [False]  # b would block: not called
+    assert schedule.next_due() == 1.0 and len(errors) == 2  # b due again in 1 s, a at 1
+    assert _down(schedule)
+    answers["now"] = True
+    a.error = None
+    schedule.run(1.5)
+    assert calls == ["a", "b", "a"] and probes == [False, True]
+    assert not _down(schedule)
+    schedule.run(1.5)
+    assert probes == [False, True]  # Redis answers duties again: no probe
