@@ -158,7 +158,10 @@ class CronDuty:
         # tick while one shard stays down: it is not starved) rather than block again.
         waits = self._turn.stopped and not self._rewind_waited
         self._rewind_waited = waits
+        self._rewind_turn.stopped = False
         paging = bool(self._rewind) and not waits and self._rewind_step() and bool(self._rewind)
+        if not errors and self._rewind_turn.stopped:  # stalled: the schedule's gate arms
+            errors = self._rewind_turn.errors[-1:]
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
         if self.metrics is not None:

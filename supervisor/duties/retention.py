@@ -139,7 +139,13 @@ class RetentionDuty:
         if not waits and (not backlog or now >= self._forget_at):
             self._forget(now)
             self._forget_at = now + 0.5
-            self._lost_children()
+            if not self._forget_turn.stopped:
+                self._lost_children()
+            # a network error stopped a page's pass (swallowed per shard before,
+            # the loop going on to the next duty's blocked call): the gate arms
+            stopped = self._forget_turn if self._forget_turn.stopped else self._lost_turn
+            if stopped.stopped and stopped.errors:
+                errors.append(stopped.errors[-1])
         if errors:  # reported (the duty's warning); the shards that answered are swept
             raise errors[0]
         if backlog:

@@ -33,6 +33,7 @@ class ShardTurn:
         #: the last pass stopped at a network error (a later loop of the same tick
         #: may wait for the next tick rather than block again)
         self.stopped = False
+        self.errors: list[Exception] = []  # the last pass's
 
     def run(self, count: int, step: Callable[[int], bool | None]) -> list[Exception]:
         """Call ``step(i)`` for each shard index from the start, round robin; stop
@@ -41,6 +42,7 @@ class ShardTurn:
         pass stopped early)."""
         errors: list[Exception] = []
         self.stopped = False
+        self.errors = errors
         if count <= 0:
             return errors
         if self.rotate:
