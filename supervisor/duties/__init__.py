@@ -27,10 +27,7 @@ blocked its socket timeouts (about 10 s) while Redis stalled: the loop's slot
 restarts (a child that died before it was ready, due after its backoff) and
 exits waited that long. A partial outage (one shard's master of a cluster) is
 not gated: the duties cover the shards that answer, and a call to the stalled
-one still blocks. Within one duty, the pass over the shards stops at the first
-network error the same way and starts after that shard next tick
-(:mod:`supervisor.duties.shards`), so an outage costs one call's timeouts
-before the gate arms, not one per shard.
+one still blocks.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ import logging
 from redflow_mp import cascade
 from redflow_mp.cascade import Budget, finish_pending
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import stores
 
 from .leader import LeaderDuty
-from .shards import ShardTurn
 
 __all__ = ["CascadeDuty"]
 
@@ -48,18 +48,20 @@ class CascadeDuty:
         self.leader = leader  # None: always (a lone caller)
         self.interval = interval
         self.finished = 0
-        self._turn = ShardTurn()
 
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
+        errors: list[Exception] = []
         budget = Budget(cascade.PASS_BUDGET)  # all shards together
-        shards = stores(self.client)
-
-        def step(i: int) -> bool:
+        for store in stores(self.client):
             if budget.left <= 0:
-                return False  # the next pass goes on (each walk where it stopped)
-            walked = finish_pending(self.client, shards[i], budget=budget)
+                break  # the next pass goes on (each walk where it stopped)
+            try:
+                walked = finish_pending(self.client, store, budget=budget)
+            except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still done
+                errors.append(exc)
+                continue
             self.finished += len(walked)
             if walked:
                 log.warning(
@@ -68,10 +70,6 @@ class CascadeDuty:
                     len(walked),
                     ", ".join(walked[:10]) + (" ..." if len(walked) > 10 else ""),
                 )
-            return True
-
-        # one shard down: the next ones still done (a network error: next tick)
-        errors = self._turn.run(len(shards), step)
         if errors:  # reported (the duty's warning); the shards that answered are done
             raise errors[0]
         return now + self.interval

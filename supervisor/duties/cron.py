@@ -27,7 +27,6 @@ from redflow_mp.maintenance import CronTick, UnreadableCrons, cron_tick, run_id_
 
 from ..exposition import MetricsStore
 from .leader import LeaderDuty
-from .shards import ShardTurn
 
 __all__ = ["CronDuty"]
 
@@ -59,9 +58,6 @@ class CronDuty:
         self._led = False
         #: per shard, the offset of the rewind pass in progress (none: no pass)
         self._rewind: dict[int, int] = {}
-        self._turn = ShardTurn()  # the due crons' pass over the shards
-        self._rewind_turn = ShardTurn()  # the rewind's
-        self._rewind_waited = False  # the last tick left the rewind for this one
         #: (server ms, monotonic s) of the last tick that read the server's time
         self._seen: tuple[int, float] | None = None
 
@@ -69,12 +65,15 @@ class CronDuty:
         """Fire the due crons of every shard whose lock copy this leader holds,
         adding up into ``result``; the errors of the shards that failed (one
         shard down: the next ones still fire)."""
-        shards = stores(self.client)
-
-        def step(i: int) -> None:
+        errors: list[Exception] = []
+        for i, store in enumerate(stores(self.client)):
             if not self.leader.holds(i):
-                return  # a new leader waits for the old one's copy to expire
-            part = cron_tick(shards[i], self.leader.token, make_id=run_id_maker(self.client, i))
+                continue  # a new leader waits for the old one's copy to expire
+            try:
+                part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+            except TRANSIENT_ERRORS as exc:
+                errors.append(exc)
+                continue
             result.fired += part.fired
             result.skipped += part.skipped
             result.unreadable += part.unreadable
@@ -84,9 +83,7 @@ class CronDuty:
                 result.next_due_ms is None or part.next_due_ms < result.next_due_ms
             ):
                 result.next_due_ms = part.next_due_ms
-
-        # a network error stops the pass: the next tick starts after that shard
-        return self._turn.run(len(shards), step)
+        return errors
 
     def _clock_went_back(self, server_ms: int, now: float) -> bool:
         """Whether the Redis clock ran back since the last tick by more than
@@ -107,25 +104,22 @@ class CronDuty:
         """One page of the rewind pass of each shard this leader holds; whether
         any was done (False: Redis did not answer, the next tick tries again)."""
         went_on = False
-        shards = stores(self.client)
-
-        def step(i: int) -> None:
-            nonlocal went_on
+        for i, store in enumerate(stores(self.client)):
             if i not in self._rewind:
-                return
+                continue
             if not self.leader.holds(i):
                 del self._rewind[i]
-                return
+                continue
             try:
-                got = rewind_page(shards[i], self.leader.token, self._rewind[i])
+                got = rewind_page(store, self.leader.token, self._rewind[i])
+            except TRANSIENT_ERRORS:
+                continue  # this page again next tick
             except redis.ResponseError as exc:  # cron:next of another type
-                if isinstance(exc, TRANSIENT_ERRORS):
-                    raise  # this page again next tick
                 log.error("cron: the cron entries of shard %d cannot be looked at: %s", i, exc)
                 got = None
             if got is None:
                 del self._rewind[i]
-                return
+                continue
             offset, moved = got
             went_on = True
             for cron_id in moved:
@@ -139,8 +133,6 @@ class CronDuty:
                 self._rewind[i] = offset
             else:
                 del self._rewind[i]
-
-        self._rewind_turn.run(len(shards), step)  # Redis trouble: the page again next tick
         return went_on
 
     def tick(self, now: float) -> float:
@@ -154,14 +146,7 @@ class CronDuty:
         errors = self._tick_shards(result)
         if self._clock_went_back(result.now_ms, now):
             self._start_rewind("the Redis clock went back")
-        # After a network error, the rewind waits for the next tick (every other
-        # tick while one shard stays down: it is not starved) rather than block again.
-        waits = self._turn.stopped and not self._rewind_waited
-        self._rewind_waited = waits
-        self._rewind_turn.stopped = False
-        paging = bool(self._rewind) and not waits and self._rewind_step() and bool(self._rewind)
-        if not errors and self._rewind_turn.stopped:  # stalled: the schedule's gate arms
-            errors = self._rewind_turn.errors[-1:]
+        paging = bool(self._rewind) and self._rewind_step() and bool(self._rewind)
         self.fired += len(result.fired)
         self.skipped += len(result.skipped)
         if self.metrics is not None:

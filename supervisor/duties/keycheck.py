@@ -30,12 +30,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redflow_mp.client import Client
-from redflow_mp.errors import NETWORK_ERRORS, TRANSIENT_ERRORS
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.keycheck import CHECK_S, expected_types, types_of, wrong_of
 from redflow_mp.maintenance import reindex_unindexed, stores
 
 from .eviction import EvictionWatch
-from .shards import ShardTurn
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -64,7 +63,6 @@ class KeyCheckDuty:
         self.per_tick = per_tick
         self.found: list[str] = []  # the keys named by the last check
         self._next: dict[int, int] = {}  # per shard: where the next turn starts
-        self._turn = ShardTurn()
         self.evictions = EvictionWatch()  # keys Redis evicted since the last check
 
     @property
@@ -92,10 +90,7 @@ class KeyCheckDuty:
         found = []
         queues = self.queues()
         workflows = self.workflows
-        shards = stores(self.client)
-
-        def step(index: int) -> None:
-            store = shards[index]
+        for index, store in enumerate(stores(self.client)):
             shared = expected_types(store.keys)
             named = expected_types(store.keys, workflows, queues)[len(shared) :]
             # this tick's turn of the named keys (a reload may change them: the
@@ -107,10 +102,8 @@ class KeyCheckDuty:
             keys = [key for key, _, _ in checked]
             try:
                 kinds = types_of(store.redis, keys)
-            except NETWORK_ERRORS:
-                raise  # the pass stops there (ShardTurn): the next tick starts after it
             except TRANSIENT_ERRORS:
-                return
+                continue
             wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
             self.evictions.look(index, store.redis)
@@ -126,9 +119,5 @@ class KeyCheckDuty:
                 )
             if kinds[keys.index(store.keys.runs_unindexed)] == "zset":
                 self._reindex(store)  # some runs to put back (none: the key is missing)
-
-        errors = self._turn.run(len(shards), step)
         self.found = found
-        if self._turn.stopped:  # Redis stalled: the schedule's gate arms
-            raise errors[-1]
         return now + self.interval

@@ -8,11 +8,11 @@ once). The lateness of each wake-up is observed in
 from __future__ import annotations
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import BATCH, MAX_CALLS, promote_due, stores, wake_due
 from redflow_mp.metrics import Metrics
 
 from ..exposition import MetricsStore
-from .shards import ShardTurn
 
 __all__ = ["PromoterDuty"]
 
@@ -33,23 +33,21 @@ class PromoterDuty:
         self.metrics = metrics
         self.batch = batch
         self.max_calls = max_calls
-        self._turn = ShardTurn()
 
     def tick(self, now: float) -> float:
         late: list[int] = []
         full = False  # a tick used all its calls: more may be due now
-        shards = stores(self.client)  # bounded per shard (maintenance.py)
-
-        def step(i: int) -> None:
-            nonlocal full
-            promoted, _ = promote_due(shards[i], self.batch, self.max_calls)
-            woken, _ = wake_due(shards[i], self.batch, self.max_calls)
+        errors: list[Exception] = []
+        for store in stores(self.client):  # bounded per shard (maintenance.py)
+            try:
+                promoted, _ = promote_due(store, self.batch, self.max_calls)
+                woken, _ = wake_due(store, self.batch, self.max_calls)
+            except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still due
+                errors.append(exc)
+                continue
             late.extend(woken)
             cap = self.batch * self.max_calls
             full = full or promoted >= cap or len(woken) >= cap
-
-        # one shard down: the next ones still due (a network error: next tick)
-        errors = self._turn.run(len(shards), step)
         if late and self.metrics is not None:
             observed = Metrics()
             for ms in late:

@@ -32,7 +32,6 @@ from redflow_mp.lostkeys import RELIST_PAGE, relist_runs
 from redflow_mp.maintenance import stores
 
 from .leader import LeaderDuty
-from .shards import ShardTurn
 
 __all__ = ["BETWEEN_PAGES", "BETWEEN_PASSES", "RelistDuty"]
 
@@ -65,29 +64,26 @@ class RelistDuty:
         self.relisted = 0
         self.passes = 0
         self._due = [0.0] * len(stores(client))  # per shard: when its next page is due
-        self._turn = ShardTurn()
 
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + 1.0  # a new leader starts within a second
-        shards = stores(self.client)
-
-        def step(i: int) -> None:
+        errors: list[Exception] = []
+        for i, store in enumerate(stores(self.client)):
             if now < self._due[i]:
-                return
+                continue
             try:
-                got = relist_runs(shards[i], self.page)
-            except TRANSIENT_ERRORS:  # that shard down: the others go on (ShardTurn)
+                got = relist_runs(store, self.page)
+            except TRANSIENT_ERRORS as exc:  # that shard down: the others go on
                 self._due[i] = now + 1.0
-                raise
+                errors.append(exc)
+                continue
             if got.done:
                 self.passes += 1
             self._due[i] = now + (self.between_passes if got.done else self.between_pages)
             if got.put:
                 self.relisted += len(got.put)
                 self._warn(got.put)
-
-        errors = self._turn.run(len(shards), step)
         if errors:  # reported (the duty's warning); the shards that answered are done
             raise errors[0]
         return min(self._due)

@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 
 from redflow_mp.client import Client
+from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.lostkeys import repair_suspended
 from redflow_mp.maintenance import forget_idle_queues, stores, sweep_backlog
 
 from ..status import list_supervisors
 from .leader import LeaderDuty
-from .shards import ShardTurn
 
 __all__ = ["RetentionDuty"]
 
@@ -88,10 +88,7 @@ class RetentionDuty:
         self.removed = 0
         self.forgotten = 0
         self._cursors = [0] * len(stores(client))
-        self._sweep_turn = ShardTurn(rotate=True)  # where the next sweep starts
-        self._lost_turn = ShardTurn()
-        self._forget_turn = ShardTurn()
-        self._waited = False  # the last tick left the pages after the sweep for this one
+        self._first = -1  # the shard the last tick swept first
         self._suspended_at = [0] * len(stores(client))  # per shard: the next page's rank
         # per shard: (child, parent in another shard) pairs found decided, for its
         # next sweep call to remove (maintenance.sweep_backlog)
@@ -107,45 +104,36 @@ class RetentionDuty:
         errors: list[Exception] = []
         if self.retention_ms > 0:
             shards = stores(self.client)
-
-            def sweep(i: int) -> None:  # each one's runs
-                nonlocal backlog
-                swept, more = sweep_backlog(
-                    shards[i],
-                    self.retention_ms,
-                    batch=SWEEP_BATCH,
-                    max_batches=SWEEP_BATCHES,
-                    deadline=started + TICK_BUDGET,
-                    clock=self.clock,
-                    # a parent in another shard is read there (sweep_runs.lua)
-                    shards=shards,
-                    released=self._released[i],
-                )
+            # Each tick starts at the next shard: past TICK_BUDGET the later ones
+            # get a single call, so a fixed order left them one call a tick.
+            self._first = (self._first + 1) % len(shards)
+            order = list(range(self._first, len(shards))) + list(range(self._first))
+            for i in order:  # each one's runs
+                try:
+                    swept, more = sweep_backlog(
+                        shards[i],
+                        self.retention_ms,
+                        batch=SWEEP_BATCH,
+                        max_batches=SWEEP_BATCHES,
+                        deadline=started + TICK_BUDGET,
+                        clock=self.clock,
+                        # a parent in another shard is read there (sweep_runs.lua)
+                        shards=shards,
+                        released=self._released[i],
+                    )
+                except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
+                    errors.append(exc)
+                    continue
                 # work left after a tick's calls (runs removed, or kept children of
                 # unfinished parents read): the next tick comes soon, not in 30 s
                 backlog = backlog or more
                 self.removed += swept
-
-            # Each tick starts at the next shard (rotate): past TICK_BUDGET the later
-            # ones get a single call, so a fixed order left them one call a tick. One
-            # shard down: the next ones still swept; a network error stops the pass.
-            errors = self._sweep_turn.run(len(shards), sweep)
-        # After a network error the pages below wait for the next tick (every other
-        # tick while one shard stays down: not starved) rather than block again.
-        waits = self._sweep_turn.stopped and not self._waited
-        self._waited = waits
         # A page of queue names per tick, at most every 0.5 s while a backlog
         # makes the ticks come fast (each also reads every supervisor's status).
-        if not waits and (not backlog or now >= self._forget_at):
+        if not backlog or now >= self._forget_at:
             self._forget(now)
             self._forget_at = now + 0.5
-            if not self._forget_turn.stopped:
-                self._lost_children()
-            # a network error stopped a page's pass (swallowed per shard before,
-            # the loop going on to the next duty's blocked call): the gate arms
-            stopped = self._forget_turn if self._forget_turn.stopped else self._lost_turn
-            if stopped.stopped and stopped.errors:
-                errors.append(stopped.errors[-1])
+            self._lost_children()
         if errors:  # reported (the duty's warning); the shards that answered are swept
             raise errors[0]
         if backlog:
@@ -174,12 +162,13 @@ class RetentionDuty:
     def _lost_children(self) -> None:
         """Wake the parents, in a page of each shard's suspended runs, that wait for
         a child whose record Redis lost, and re-arm the timers it lost."""
-        shards = stores(self.client)
-
-        def step(i: int) -> None:
-            self._suspended_at[i], woken, rearmed = repair_suspended(
-                self.client, shards[i], self._suspended_at[i]
-            )
+        for i, store in enumerate(stores(self.client)):
+            try:
+                self._suspended_at[i], woken, rearmed = repair_suspended(
+                    self.client, store, self._suspended_at[i]
+                )
+            except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
+                continue
             for parent, child in woken:
                 log.warning(
                     "run %s waited for %s, which is gone from Redis (evicted under "
@@ -193,27 +182,24 @@ class RetentionDuty:
                     "%d suspended runs had no wake-up time in %s (Redis lost it: evicted "
                     "under maxmemory, or deleted); put it back (%s)",
                     len(rearmed),
-                    shards[i].keys.timers,
+                    store.keys.timers,
                     ", ".join(rearmed[:10]) + (" ..." if len(rearmed) > 10 else ""),
                 )
-
-        self._lost_turn.run(len(shards), step)  # that shard down: its page next tick
 
     def _forget(self, now: float) -> None:
         served = set(self.queues())
         for status in list_supervisors(self.client):
             served.update(status.queues)
         gone: list[str] = []
-        shards = stores(self.client)
-
-        def step(i: int) -> None:
-            self._cursors[i], dropped, stranded = forget_idle_queues(
-                shards[i], sorted(served), self._cursors[i], FORGET_PAGE
-            )
+        for i, store in enumerate(stores(self.client)):
+            try:
+                self._cursors[i], dropped, stranded = forget_idle_queues(
+                    store, sorted(served), self._cursors[i], FORGET_PAGE
+                )
+            except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
+                continue
             gone.extend(dropped)
             self._stranded(stranded, now)
-
-        self._forget_turn.run(len(shards), step)  # that shard down: its page next tick
         self.forgotten += len(gone)
         if gone:
             log.debug("forgot %d idle queue names: %s", len(gone), ", ".join(gone[:10]))
