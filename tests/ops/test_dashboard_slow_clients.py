@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -93,3 +94,76 @@ def test_the_operator_is_served_while_every_connection_is_taken(dashboard: Start
         for s in socks:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _slow_readers(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that each ask for the runs page again and again
+    (pipelined on one keep-alive connection) and read their answers slowly: a
+    small receive buffer, so the server's thread soon blocks sending."""
+    request = b"GET /runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    socks = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, port))
+        s.sendall(request * 2000)
+        socks.append(s)
+    return socks
+
+
+def _read_a_little(socks: list[socket.socket]) -> int:
+    """Read up to 8 KiB from each socket (the server's send moves on, so its
+    per-send timeout never runs out); the number of sockets still open."""
+    for s in list(socks):
+        s.setblocking(False)
+        try:
+            if s.recv(8192) != b"":
+                continue
+        except BlockingIOError:
+            continue
+        except OSError:
+            pass
+        socks.remove(s)  # closed by the server
+        s.close()
+    return len(socks)
+
+
+def _handlers_ended() -> None:
+    """Wait (at most 10 s) for the server's threads of the closed connections: they
+    render the requests they had read (pipelined) until a send fails, which must
+    not outlive the test's Redis client."""
+    for _ in range(100):
+        if not any("process_request" in t.name for t in threading.enumerate()):
+            return
+        time.sleep(0.1)
+
+
+def test_slow_readers_cannot_lock_the_operator_out(dashboard: Start) -> None:
+    """MAX_CONNECTIONS clients that pipeline requests and read the answers a few
+    KiB a second keep every thread busy sending (no thread waits for a request,
+    and each send progresses within its 30 s timeout): before, a new connection
+    was closed at accept for as long as they read, the operator's included. A
+    new connection now closes the oldest busy one when none is waiting."""
+    base = dashboard()
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    assert host is not None and port is not None
+    socks = _slow_readers(host, port, MAX_CONNECTIONS)
+    try:
+        for _ in range(3):  # every thread is now blocked sending
+            time.sleep(1.0)
+            _read_a_little(socks)
+        served = []
+        for _ in range(3):
+            served.append(_healthz(host, port))
+            _read_a_little(socks)
+        assert served == ["ok\n"] * 3, (
+            f"GET /healthz while {MAX_CONNECTIONS} clients read their answers slowly: "
+            f"{served} ({len(socks)} of them still open)"
+        )
+        # the room was made by closing the oldest ones, no more than needed
+        assert _read_a_little(socks) >= MAX_CONNECTIONS - 3
+    finally:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.close()
+        _handlers_ended()
