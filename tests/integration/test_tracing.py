@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -389,3 +390,46 @@ def test_no_opentelemetry_import_unless_the_application_made_one(
     assert report["installed"] is (extra == "installed")
     # Without the extra the hooks are the plain functions: no wrapper, no cost.
     assert report["undecorated"] is (extra == "absent")
+
+
+SECRET = "pw-Never-Exported-41"
+
+
+def _unreachable() -> None:
+    raise ConnectionError(f"Error connecting to redis://admin:{SECRET}@db.internal:6379/0")
+
+
+def test_a_redis_password_in_an_error_is_masked_in_every_span(
+    client: Client, registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """A step whose error names a Redis URL with its password: the run stores it
+    masked (``mask_secrets``), and so must every span exported to the tracing
+    backend. The step span recorded the exception itself (the SDK's
+    ``record_exception`` and status), password included."""
+
+    @define_workflow("leaky-traced", registry=registry)
+    def wf(ctx: Context[Any]) -> str:
+        ctx.step.run("connect", _unreachable)
+        return "never"
+
+    workers.start()
+    handle = wf.run()
+    with pytest.raises(Exception, match=re.escape("redis://admin:***@db.internal")):
+        handle.result(timeout=20)
+    finished = spans.get_finished_spans()
+    assert {s.name for s in finished} >= {"redflow.run leaky-traced", "redflow.step connect"}
+    leaks = [
+        (s.name, where)
+        for s in finished
+        for where, value in [
+            ("status", s.status.description),
+            *((f"attribute {k}", v) for k, v in (s.attributes or {}).items()),
+            *(
+                (f"event {e.name} {k}", v)
+                for e in s.events
+                for k, v in (e.attributes or {}).items()
+            ),
+        ]
+        if SECRET in str(value)
+    ]
+    assert leaks == [], f"the Redis password was exported in {leaks}"
