@@ -72,7 +72,8 @@ __all__ = [
 #: holding them all, trickling bytes, cannot lock the operator out) and is served;
 #: when none is waiting (all are answering a request: clients that pipeline
 #: requests and read the answers slowly keep each send within its timeout), it
-#: closes the oldest of them; when none has started yet, it is closed when accepted.
+#: closes the oldest of those sending (else the oldest answering); when none has
+#: started yet, it is closed when accepted.
 MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
@@ -203,6 +204,14 @@ class _ServerHandler(ServerHandler):
             self.request_handler.close_connection = True
             raise
 
+    def _write(self, data: bytes) -> None:
+        rh = self.request_handler
+        rh.sending = True  # blocked here when the client does not read: a victim first
+        try:
+            super()._write(data)
+        finally:
+            rh.sending = False
+
     def cleanup_headers(self) -> None:
         super().cleanup_headers()
         rh = self.request_handler
@@ -267,6 +276,7 @@ class _RequestHandler(WSGIRequestHandler):
             self._handle_one()
 
     evicted = False  # closed by the server to make room (DashboardServer.process_request)
+    sending = False  # in a send of its answer (a client reading slowly keeps it there)
 
     def _handle_one(self) -> None:
         self.deadline = time.monotonic() + self.timeout
@@ -382,12 +392,17 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
 
     def _victim(self) -> _RequestHandler | None:
         """The connection closed to make room: the one that has waited longest for
-        its next request, else the oldest one answering (a client reading its
-        answers slowly: every send moves on within its timeout, so nothing else
-        ever frees its thread), else None (every thread is still starting)."""
+        its next request, else the oldest one sending its answer (a client reading
+        its answers slowly: every send moves on within its timeout, so nothing else
+        ever frees its thread), else the oldest one answering, else None (every
+        thread is still starting). Sending before rendering: the operator's
+        browser keeps its connections alive (a reload every 5 s), so they are the
+        oldest, and the one rendering its page (a Redis read) was closed first, its
+        thread waited for in vain and the new connection refused as well."""
         if self._waiting:
             return self._waiting.pop(next(iter(self._waiting)))
-        return next((h for h in self._handlers.values() if not h.evicted), None)
+        answering = [h for h in self._handlers.values() if not h.evicted]
+        return next((h for h in answering if h.sending), answering[0] if answering else None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
