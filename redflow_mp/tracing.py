@@ -299,8 +299,12 @@ _NO_RAW_ERRORS: dict[str, Any] = {"record_exception": False, "set_status_on_exce
 
 def _failed(ot: Any, span: Any, exc: BaseException) -> None:
     """Mark ``span`` failed by ``exc`` as the SDK would (an error status and an
-    ``exception`` event), each Redis URL's password in them masked."""
+    ``exception`` event), each Redis URL's password in them masked. As the SDK,
+    only for an ``Exception``: a BaseException is the runtime's control flow
+    (``Suspend`` of a run that suspends, cancellation, a drain), no error."""
     span.set_attribute("redflow.outcome", "failed")
+    if not isinstance(exc, Exception):
+        return
     try:
         message = mask_secrets(str(exc))
         stack = mask_secrets("".join(traceback.format_exception(exc)))

@@ -433,3 +433,37 @@ def test_a_redis_password_in_an_error_is_masked_in_every_span(
         if SECRET in str(value)
     ]
     assert leaks == [], f"the Redis password was exported in {leaks}"
+
+
+def test_a_suspension_is_no_error_in_any_span(
+    client: Client, registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """A run suspending raises ``Suspend`` (a BaseException, the runtime's own
+    control flow) through any step that begins after the wait decided it, here a
+    step in a ``finally``. The OpenTelemetry SDK records only ``Exception`` in a
+    span (not BaseException: GeneratorExit, cancellation): no span of a run that
+    merely suspended may have an ERROR status or an ``exception`` event."""
+
+    @define_workflow("nap-tidy", registry=registry)
+    def wf(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.sleep("nap", 3600)
+        finally:
+            ctx.step.run("tidy", lambda: 1)
+        return "never"
+
+    workers.start()
+    handle = wf.run()
+
+    def suspended() -> bool:
+        state = client.get_run(handle.id)
+        return state is not None and state.status == "suspended"
+
+    wait_until(suspended, 20, message="the run to suspend")
+    wait_until(lambda: len(spans.get_finished_spans()) >= 3, 20, message="three spans")
+    errors = [
+        (s.name, s.status.status_code.name, [e.name for e in s.events])
+        for s in spans.get_finished_spans()
+        if s.status.status_code is StatusCode.ERROR or s.events
+    ]
+    assert errors == [], f"a run that suspended exported errors: {errors}"
