@@ -310,11 +310,14 @@ def _failed(ot: Any, span: Any, exc: BaseException) -> None:
         stack = mask_secrets("".join(traceback.format_exception(exc)))
     except Exception:  # a __str__ that raises: tracing must never fail a run
         message = stack = f"<{type(exc).__name__}: its text could not be read>"
-    span.set_status(ot.error, f"{type(exc).__name__}: {message}")
+    kind = type(exc)
+    module = kind.__module__  # the type as the SDK names it: module and qualified name
+    full = kind.__qualname__ if module in ("builtins", None) else f"{module}.{kind.__qualname__}"
+    span.set_status(ot.error, f"{kind.__name__}: {message}")
     span.add_event(
         "exception",
         {
-            "exception.type": type(exc).__name__,
+            "exception.type": full,
             "exception.message": message,
             "exception.stacktrace": stack,
             "exception.escaped": "True",

@@ -467,3 +467,29 @@ def test_a_suspension_is_no_error_in_any_span(
         if s.status.status_code is StatusCode.ERROR or s.events
     ]
     assert errors == [], f"a run that suspended exported errors: {errors}"
+
+
+def _refused() -> None:
+    raise redis.exceptions.ConnectionError("refused")
+
+
+def test_a_failed_steps_exception_event_names_its_type_in_full(
+    registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """The ``exception`` event's ``exception.type`` is the exception's module and
+    qualified name, as the OpenTelemetry SDK records it (tracing backends group
+    errors by it): a Redis ``ConnectionError`` is not the built-in one."""
+
+    @define_workflow("refused-traced", registry=registry)
+    def wf(ctx: Context[Any]) -> None:
+        ctx.step.run("dial", _refused)
+
+    workers.start()
+    with pytest.raises(Exception, match="refused"):
+        wf.run().result(timeout=20)
+    step = by_name(spans.get_finished_spans())["redflow.step dial"]
+    events = [(e.name, (e.attributes or {}).get("exception.type")) for e in step.events]
+    assert events == [("exception", "redis.exceptions.ConnectionError")], (
+        f"the failed step's events (name, exception.type): {events}"
+    )
+    assert step.status.description == "ConnectionError: refused"
