@@ -289,19 +289,30 @@ def _read_payloads(
     keys: Keys, ids: list[str], raws: list[dict[Any, Any] | None], sizes: list[list[int]]
 ) -> QueryPlan[None]:
     """Put the payload fields of the runs ``raws`` (by their ``sizes``) into them,
-    read by :func:`payload_trips` (one HGET a field)."""
+    read by :func:`payload_trips` (one HGET a field). A run whose payload is gone
+    since its size was read and whose hash is gone too (removed by retention in
+    between) is gone (None), as it is for a read after that; a payload removed
+    alone (a wait that ended) is absent, as it now is."""
     wanted = [
         ((at, field), size)
         for at, raw in enumerate(raws)
         if raw is not None
         for field, size in zip(PAYLOAD_FIELDS, sizes[at], strict=True)
     ]
+    vanished: dict[int, None] = {}
     for trip in payload_trips(wanted):
         values = yield [("hget", (keys.run(ids[at]), field)) for at, field in trip]
         for (at, field), value in zip(trip, values, strict=True):
             raw = raws[at]
-            if value is not None and raw is not None:
+            if value is None:
+                vanished[at] = None
+            elif raw is not None:
                 raw[field.encode()] = value
+    if vanished:
+        there = yield [("exists", (keys.run(ids[at]),)) for at in vanished]
+        for at, exists in zip(vanished, there, strict=True):
+            if not exists:
+                raws[at] = None
 
 
 def position(index: str, cursor: Cursor) -> QueryPlan[int]:
