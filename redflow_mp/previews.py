@@ -18,10 +18,12 @@ import msgspec
 
 from .codec import RunState, StepState, whole_number
 from .keys import Keys
+from .listing import PAYLOAD_FIELDS, ROW_FIELDS, payload_trips
 from .options import cannot_be_run_id, check_run_id
-from .queries import QueryPlan, _run_raw, _run_state, _steps_in_order, drive, run_view
+from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
 
 __all__ = [
+    "PREVIEW_READ_BYTES",
     "OutputPreview",
     "StepEnds",
     "get_run_preview",
@@ -36,6 +38,14 @@ __all__ = [
 _HEAD_SCANS = 3
 
 
+#: The most bytes of an input or output the run page reads to show its head: a
+#: larger one is not read (its size, HSTRLEN, says what it is). The page reads
+#: the run again every few seconds: an 8 MiB input and output were 16 MB read
+#: whole (HGETALL) at every look.
+PREVIEW_READ_BYTES = 1 << 20
+_SHOWN = {"inputJson": "input", "outputJson": "output"}
+
+
 def get_run_preview(
     keys: Keys, run_id: str, limit: int
 ) -> QueryPlan[tuple[RunState, dict[str, str]] | None]:
@@ -43,16 +53,48 @@ def get_run_preview(
     payload. An input or output over ``limit`` bytes is not decoded (8 MB of
     JSON made some 65 MB of Python objects to show 100,000 characters): it is
     ``None`` in the state, and its text, indented and cut at ``limit``
-    characters, is in the dict under ``"input"`` / ``"output"``."""
-    got = yield from _run_raw(keys, run_id)
-    if got is None:
+    characters, is in the dict under ``"input"`` / ``"output"``; one over
+    :data:`PREVIEW_READ_BYTES` is not even read: the dict says its size.
+
+    The hash is read by its fields (``listing.ROW_FIELDS`` and ``finalAttempt``,
+    HMGET), the sizes of its payloads (HSTRLEN), then the payloads it shows in
+    round trips of about ``listing.PAYLOAD_TRIP_BYTES`` (``error`` and ``wait``
+    whole, as :func:`queries.get_run` reads them)."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
         return None
-    raw, entries = dict(got[0]), got[1]
+    key = keys.run(run_id)
+    fields = (*ROW_FIELDS, "finalAttempt")
+    row, *lengths, entries = yield [
+        ("hmget", (key, *fields)),
+        *[("hstrlen", (key, field)) for field in PAYLOAD_FIELDS],
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    raw = {f.encode(): v for f, v in zip(fields, row, strict=True) if v is not None}
+    sizes = [int(n) for n in lengths]
+    if not raw and not any(sizes):  # unknown, or a hash of none of those fields (a hand edit)
+        (exists,) = yield [("exists", (key,))]
+        if not exists:
+            return None
     previews: dict[str, str] = {}
-    for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
-        value = raw.get(field)
+    wanted: list[tuple[str, int]] = []
+    for field, size in zip(PAYLOAD_FIELDS, sizes, strict=True):
+        if field in _SHOWN and size > PREVIEW_READ_BYTES:
+            previews[_SHOWN[field]] = (
+                f"({size:,} bytes of JSON, more than this page reads: "
+                f"`redflow runs show {run_id} --json` prints it)"
+            )
+        else:
+            wanted.append((field, size))
+    for trip in payload_trips(wanted):
+        values = yield [("hget", (key, field)) for field in trip]
+        for field, value in zip(trip, values, strict=True):
+            if value is not None:
+                raw[field.encode()] = value
+    for field, name in _SHOWN.items():
+        value = raw.get(field.encode())
         if value and len(value) > limit:
-            previews[name] = _json_preview(bytes(raw.pop(field)), limit)
+            previews[name] = _json_preview(bytes(raw.pop(field.encode())), limit)
     return _run_state(run_id, raw, entries), previews
 
 
