@@ -1,0 +1,142 @@
+"""The worker's read of a run's step records (``Execution.load_steps``, when the
+claim sends only their count) and ``redflow runs show``'s
+(``previews.get_run_steps_ends``) page their HSCAN by the bytes that come, not
+by the run's ``stepBytes`` alone, which is a hint: absent on runs recorded
+before it existed, or edited by hand.
+
+By ``stepBytes`` alone, a run of 1,500 small steps whose ``stepBytes`` read
+10**15 was read a record a call (1,500 HSCAN calls; a million for a million
+steps), and a run of 48 steps of 8 MiB without it came in one reply of 384 MB
+(the claim's HGETALL, taking a missing ``stepBytes`` for 0; the worker's and
+``runs show``'s HSCAN of 1,000 records).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+import redis
+
+from redflow_mp import Client, Context, Registry, Retries, Worker, define_workflow, previews
+from redflow_mp.maintenance import promote_due
+from redflow_mp.queries import drive
+from tests.helpers import HscanPages, command_counts, hscan_bound, monitor, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+SMALL = 1_500  # past the 1,000 step records a claim's reply carries
+BIG = 48
+#: A big step's output: about 8 MiB of JSON, under max_payload_bytes (8 MiB).
+BIG_OUTPUT = "x" * 8_000_000
+#: HSCAN calls a read of SMALL records may take: pages grow twofold from one
+#: record to 1,000 (1 + 2 + ... + 512, then 1,000s: 11 calls), with headroom.
+MOST_CALLS = 20
+
+
+def _recorded_run(client: Client, registry: Registry, rows: int, output: Any) -> str:
+    """A run that recorded ``rows`` steps returning ``output``, failed its first
+    attempt after them and waits (due) for its retry, which replays them all."""
+
+    @define_workflow(
+        "stepped",
+        retries=Retries(max_attempts=2, initial_delay=0.001, jitter=0),
+        registry=registry,
+    )
+    def flow(ctx: Context[Any]) -> int:
+        for i in range(rows):
+            ctx.step.run(f"s{i:04d}", lambda: output)
+        if ctx.run.attempt == 1:
+            raise ConnectionError("flaky after the loop")
+        return rows
+
+    handle = flow.run(client=client)
+    worker = Worker(client, block_timeout=0.1, maintenance=False)
+    try:
+        assert worker.run_until_idle(timeout=120) == 1  # attempt 1: records, then fails
+    finally:
+        worker.close()
+    state = client.get_run(handle.id)
+    assert state is not None and state.status == "scheduled", state
+    return handle.id
+
+
+def _retry(client: Client, run_id: str) -> None:
+    """Run the retry of ``run_id``: its claim leaves the steps to the worker's pages."""
+    wait_until(lambda: promote_due(client)[0] == 1, message="the retry promoted")
+    worker = Worker(client, block_timeout=0.1, maintenance=False)
+    try:
+        assert worker.run_until_idle(timeout=120) == 1
+    finally:
+        worker.close()
+
+
+def _ends_pages(client: Client, run_id: str) -> list[int]:
+    """Bytes of each HSCAN reply of ``get_run_steps_ends`` (3 first, 3 last)."""
+    reader = HscanPages(client.redis)
+    ends = drive(cast(redis.Redis, reader), previews.get_run_steps_ends(client.keys, run_id, 3, 3))
+    assert ends is not None
+    assert [s.name for s in ends.first] == ["s0000", "s0001", "s0002"]
+    assert ends.omitted == ends.total - 6
+    return reader.pages
+
+
+def test_a_step_bytes_far_too_big_does_not_read_a_record_a_call(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    run_id = _recorded_run(client, registry, SMALL, 7)
+    raw.hset(client.keys.run(run_id), "stepBytes", str(10**15))
+
+    counts = command_counts(raw, lambda: _retry(client, run_id))
+    assert client.handle(run_id).result(timeout=5) == SMALL
+    assert counts.get("hgetall", 0) == 0, counts
+    assert counts.get("hscan", 0) <= MOST_CALLS, (
+        f"the worker read {SMALL} step records in {counts.get('hscan')} HSCAN calls"
+    )
+
+    got = _ends_pages(client, run_id)
+    assert len(got) <= MOST_CALLS, (
+        f"get_run_steps_ends read {SMALL} step records in {len(got)} HSCAN calls"
+    )
+
+
+def test_big_steps_without_step_bytes_come_in_bounded_replies(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str
+) -> None:
+    run_id = _recorded_run(client, registry, BIG, BIG_OUTPUT)
+    raw.hdel(client.keys.run(run_id), "stepBytes")
+    steps_key = client.keys.run_steps(run_id)
+    bound = hscan_bound(raw, steps_key)
+    assert bound < BIG * len(BIG_OUTPUT) // 2  # (one call for all: the defect)
+
+    with monitor(redis_url) as mon:
+        counts = command_counts(raw, lambda: _retry(client, run_id))
+        lines = mon.snapshot()
+    assert client.handle(run_id).result(timeout=5) == BIG
+    assert counts.get("hgetall", 0) == 0, (
+        f"the claim read {BIG} step records of 8 MB in one HGETALL ({counts})"
+    )
+    # The worker's HSCAN calls of the steps, again from here (the hash unchanged
+    # since: each brings what it brought the worker), weighed.
+    scans = [
+        ln.split('"')[1::2] for ln in lines if f'"{steps_key}"' in ln and '"hscan"' in ln.lower()
+    ]
+    assert scans, "the worker did not read the steps by HSCAN"
+    sizes = []
+    for args in scans:
+        _, found = cast(
+            tuple[int, dict[bytes, bytes]], raw.hscan(steps_key, int(args[2]), count=int(args[4]))
+        )
+        sizes.append(sum(len(k) + len(v) for k, v in found.items()))
+    assert sum(sizes) >= BIG * len(BIG_OUTPUT)  # every record came
+    assert max(sizes) <= bound, (
+        f"the worker read {max(sizes):,} bytes of step records in one HSCAN call "
+        f"({len(sizes)} call(s)), over {bound:,}"
+    )
+
+    got = _ends_pages(client, run_id)
+    assert sum(got) >= BIG * len(BIG_OUTPUT)
+    assert max(got) <= bound, (
+        f"get_run_steps_ends read {max(got):,} bytes in one HSCAN call "
+        f"({len(got)} call(s)), over {bound:,}"
+    )
