@@ -9,8 +9,10 @@ calls for 1,500 small steps; a missing one, a page of 1,000 records: 48 steps of
 next page follows the bytes that actually came, growing at most twofold a call.
 
 :class:`BytePages` holds no connection: the query plans (``queries.drive`` /
-the async client's driver run them) and the worker's own read
-(``Execution.load_steps``) each make their calls and tell it what came.
+the async client's driver run them), the worker's own read
+(``Execution.load_steps``) and ``scripts.resume_plan`` (``resume_run``'s pages,
+read in the script, which reports their size) each make their calls and tell
+it what came.
 """
 
 from __future__ import annotations
@@ -47,11 +49,24 @@ class BytePages:
         self._came = 0
         self._bytes = 0
 
+    @classmethod
+    def from_count(cls, count: int) -> BytePages:
+        """Pages whose first COUNT is ``count`` (set elsewhere: ``resume_run``
+        sizes it by ``stepBytes`` in the script)."""
+        pages = cls(2, 0)
+        pages.count = max(1, min(PAGE, count))
+        return pages
+
     def took(self, page: Mapping[bytes, bytes]) -> None:
         """A call brought ``page``: the next one's COUNT follows the bytes that
         came so far, at most twice this one's."""
-        if not page:
+        self.took_sized(len(page), sum(len(k) + len(v) for k, v in page.items()))
+
+    def took_sized(self, records: int, size: int) -> None:
+        """:meth:`took` of a page of ``records`` holding ``size`` bytes (names
+        and values), read where it was (``resume_run``'s pages, in the script)."""
+        if records <= 0:
             return
-        self._came += len(page)
-        self._bytes += sum(len(k) + len(v) for k, v in page.items())
+        self._came += records
+        self._bytes += size
         self.count = min(page_of(self._came, self._bytes), 2 * self.count)

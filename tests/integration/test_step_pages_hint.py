@@ -18,7 +18,16 @@ from typing import Any, cast
 import pytest
 import redis
 
-from redflow_mp import Client, Context, Registry, Retries, Worker, define_workflow, previews
+from redflow_mp import (
+    Client,
+    Context,
+    NonRetriableError,
+    Registry,
+    Retries,
+    Worker,
+    define_workflow,
+    previews,
+)
 from redflow_mp.maintenance import promote_due
 from redflow_mp.queries import drive
 from tests.helpers import HscanPages, command_counts, hscan_bound, monitor, wait_until
@@ -34,9 +43,12 @@ BIG_OUTPUT = "x" * 8_000_000
 MOST_CALLS = 20
 
 
-def _recorded_run(client: Client, registry: Registry, rows: int, output: Any) -> str:
+def _recorded_run(
+    client: Client, registry: Registry, rows: int, output: Any, *, retry: bool = True
+) -> str:
     """A run that recorded ``rows`` steps returning ``output``, failed its first
-    attempt after them and waits (due) for its retry, which replays them all."""
+    attempt after them and waits (due) for its retry, which replays them all
+    (``retry=False``: failed for good, every step record kept by a resume)."""
 
     @define_workflow(
         "stepped",
@@ -47,7 +59,7 @@ def _recorded_run(client: Client, registry: Registry, rows: int, output: Any) ->
         for i in range(rows):
             ctx.step.run(f"s{i:04d}", lambda: output)
         if ctx.run.attempt == 1:
-            raise ConnectionError("flaky after the loop")
+            raise ConnectionError("flaky after the loop") if retry else NonRetriableError("no")
         return rows
 
     handle = flow.run(client=client)
@@ -57,7 +69,7 @@ def _recorded_run(client: Client, registry: Registry, rows: int, output: Any) ->
     finally:
         worker.close()
     state = client.get_run(handle.id)
-    assert state is not None and state.status == "scheduled", state
+    assert state is not None and state.status == ("scheduled" if retry else "failed"), state
     return handle.id
 
 
@@ -69,6 +81,21 @@ def _retry(client: Client, run_id: str) -> None:
         assert worker.run_until_idle(timeout=120) == 1
     finally:
         worker.close()
+
+
+def _replayed(raw: redis.Redis, steps_key: str, lines: list[str]) -> list[int]:
+    """Bytes of each HSCAN call of ``steps_key`` in the MONITOR ``lines``, made
+    again from here (the hash unchanged since: each brings what it brought then)."""
+    scans = [
+        ln.split('"')[1::2] for ln in lines if f'"{steps_key}"' in ln and '"hscan"' in ln.lower()
+    ]
+    sizes = []
+    for args in scans:
+        _, found = cast(
+            tuple[int, dict[bytes, bytes]], raw.hscan(steps_key, int(args[2]), count=int(args[4]))
+        )
+        sizes.append(sum(len(k) + len(v) for k, v in found.items()))
+    return sizes
 
 
 def _ends_pages(client: Client, run_id: str) -> list[int]:
@@ -116,18 +143,8 @@ def test_big_steps_without_step_bytes_come_in_bounded_replies(
     assert counts.get("hgetall", 0) == 0, (
         f"the claim read {BIG} step records of 8 MB in one HGETALL ({counts})"
     )
-    # The worker's HSCAN calls of the steps, again from here (the hash unchanged
-    # since: each brings what it brought the worker), weighed.
-    scans = [
-        ln.split('"')[1::2] for ln in lines if f'"{steps_key}"' in ln and '"hscan"' in ln.lower()
-    ]
-    assert scans, "the worker did not read the steps by HSCAN"
-    sizes = []
-    for args in scans:
-        _, found = cast(
-            tuple[int, dict[bytes, bytes]], raw.hscan(steps_key, int(args[2]), count=int(args[4]))
-        )
-        sizes.append(sum(len(k) + len(v) for k, v in found.items()))
+    sizes = _replayed(raw, steps_key, lines)
+    assert sizes, "the worker did not read the steps by HSCAN"
     assert sum(sizes) >= BIG * len(BIG_OUTPUT)  # every record came
     assert max(sizes) <= bound, (
         f"the worker read {max(sizes):,} bytes of step records in one HSCAN call "
@@ -140,3 +157,40 @@ def test_big_steps_without_step_bytes_come_in_bounded_replies(
         f"get_run_steps_ends read {max(got):,} bytes in one HSCAN call "
         f"({len(got)} call(s)), over {bound:,}"
     )
+
+
+def test_a_resume_with_a_step_bytes_far_too_big_does_not_read_a_record_a_call(
+    client: Client, registry: Registry, raw: redis.Redis
+) -> None:
+    """resume_run reads the records by HSCAN pages inside the script (it drops
+    those not succeeded), their COUNT set by the client from the bytes that came."""
+    run_id = _recorded_run(client, registry, SMALL, 7, retry=False)
+    raw.hset(client.keys.run(run_id), "stepBytes", str(10**15))
+    counts = command_counts(raw, lambda: client.resume_run(run_id))
+    assert counts.get("hgetall", 0) == 0, counts
+    assert counts.get("hscan", 0) <= MOST_CALLS, (
+        f"resume_run read {SMALL} step records in {counts.get('hscan')} HSCAN calls"
+    )
+    assert raw.hlen(client.keys.run_steps(run_id)) == SMALL  # every one kept
+
+
+def test_a_resume_of_big_steps_without_step_bytes_reads_bounded_pages(
+    client: Client, registry: Registry, raw: redis.Redis, redis_url: str
+) -> None:
+    run_id = _recorded_run(client, registry, BIG, BIG_OUTPUT, retry=False)
+    raw.hdel(client.keys.run(run_id), "stepBytes")
+    steps_key = client.keys.run_steps(run_id)
+    bound = hscan_bound(raw, steps_key)
+    with monitor(redis_url) as mon:
+        counts = command_counts(raw, lambda: client.resume_run(run_id))
+        lines = mon.snapshot()
+    assert counts.get("hgetall", 0) == 0, (
+        f"resume_run read {BIG} step records of 8 MB in one HGETALL ({counts})"
+    )
+    sizes = _replayed(raw, steps_key, lines)
+    assert sum(sizes) >= BIG * len(BIG_OUTPUT)  # every record read
+    assert max(sizes) <= bound, (
+        f"resume_run read {max(sizes):,} bytes of step records in one HSCAN call "
+        f"({len(sizes)} call(s)), over {bound:,}"
+    )
+    assert raw.hlen(steps_key) == BIG  # every one kept
