@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .codec import RunState, StepState, whole_number
+from .hashpages import BytePages
 from .keys import Keys
 from .listing import PAYLOAD_FIELDS, ROW_FIELDS, payload_trips
 from .options import cannot_be_run_id, check_run_id
@@ -165,12 +166,6 @@ def get_run_steps_head_any(
     return drive(view.redis, get_run_steps_head(view.keys, run_id, limit, output_limit))
 
 
-#: Step records per HSCAN call of :func:`get_run_steps_ends`, fewer when they are
-#: big: a call brings about :data:`_ENDS_PAGE_BYTES` (by the run's ``stepBytes``).
-_ENDS_PAGE = 1000
-_ENDS_PAGE_BYTES = 1 << 20
-
-
 class _StepOrder(msgspec.Struct, rename="camel"):
     """What places a step record in execution order (the rest is skipped, not decoded)."""
 
@@ -208,7 +203,8 @@ def get_run_steps_ends(
     """The run's ``first`` earliest and ``last`` latest steps (execution order) and
     its step count per status; None for an unknown id.
 
-    Every record is read, by HSCAN pages of ~1,000 records or ~1 MiB, but only
+    Every record is read, by HSCAN pages of ~1,000 records or ~1 MiB (by the
+    bytes that came: :class:`~redflow_mp.hashpages.BytePages`), but only
     what orders it (its ``seq``) is decoded, and only the kept ones are held
     between pages: memory is one page plus ``first + last`` records, whatever
     the run holds (``redflow runs show`` of a run of 100,000 steps decoded them
@@ -228,16 +224,16 @@ def get_run_steps_ends(
     ]
     if not exists:
         return None
-    count = _ENDS_PAGE
-    size_n = whole_number(size)
-    if size_n and int(total) > 0:
-        count = max(1, min(_ENDS_PAGE, int(total) * _ENDS_PAGE_BYTES // size_n))
+    # Pages by the bytes that come (hashpages): stepBytes sets the first only (a
+    # hand-set 10**15 made a call per record; a missing one, one call of all).
+    pages = BytePages(total if isinstance(total, int) else 0, whole_number(size) or 0)
     head: dict[bytes, _Item] = {}
     tail: dict[bytes, _Item] = {}
     by_status: dict[str, int] = {}
     cursor: Any = 0
     while True:
-        ((cursor, page),) = yield [("hscan", (steps_key, cursor, None, count))]
+        ((cursor, page),) = yield [("hscan", (steps_key, cursor, None, pages.count))]
+        pages.took(page)
         items: list[_Item] = []
         for name_b, data in page.items():
             try:
