@@ -27,7 +27,11 @@ blocked its socket timeouts (about 10 s) while Redis stalled: the loop's slot
 restarts (a child that died before it was ready, due after its backoff) and
 exits waited that long. A partial outage (one shard's master of a cluster) is
 not gated: the duties cover the shards that answer, and a call to the stalled
-one still blocks.
+one still blocks. Within a duty's tick a stalled server is called once, its other
+shards skipped (:mod:`supervisor.duties.shards`, the duty's ``stalls``); a
+stall the duty swallowed (a page left for the next tick) stops the pass and
+arms the gate all the same, so an outage costs one call's timeouts before the
+gate arms however many shards the server holds.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Protocol
 
 from redflow_mp.errors import NETWORK_ERRORS, TRANSIENT_ERRORS
 from redflow_mp.outage import Outage
+
+from .shards import ServerStalls
 
 __all__ = ["Duty", "Schedule"]
 
@@ -109,15 +115,22 @@ class Schedule:
                 return
             ran = True
             next_due = now + 1.0
+            error: Exception | None = None
             try:
                 next_due = duty.tick(now)
+            except Exception as exc:
+                error = exc
+            stall = _stall_of(duty)
+            if stall is not None and (error is None or _refusal(error)):
+                error = stall  # a stalled server, swallowed or behind another shard's error
+            if error is None:
                 self._last_error.pop(duty.name, None)
                 self._through(duty.name)
-            except Exception as exc:
-                self._failed(duty.name, exc)
+            else:
+                self._failed(duty.name, error)
                 if self._on_error is not None:
                     self._on_error()
-                if isinstance(exc, NETWORK_ERRORS):
+                if isinstance(error, NETWORK_ERRORS):
                     self._due[i] = (duty, next_due)
                     self._start, self._down = (i + 1) % n, True
                     return
@@ -160,6 +173,17 @@ class Schedule:
                 self._outage.what = _running(self._affected)
                 self._outage.recovered()
                 self._affected.clear()
+
+
+def _stall_of(duty: Duty) -> Exception | None:
+    """The timeout a duty's tick met on a stalled server (``shards.py``), if any."""
+    stalls = getattr(duty, "stalls", None)
+    return stalls.error if isinstance(stalls, ServerStalls) else None
+
+
+def _refusal(exc: Exception) -> bool:
+    """Redis trouble other than the network (READONLY, OOM, BUSY ...)."""
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, NETWORK_ERRORS)
 
 
 def _running(names: list[str]) -> str:

@@ -35,6 +35,7 @@ from redflow_mp.keycheck import CHECK_S, expected_types, types_of, wrong_of
 from redflow_mp.maintenance import reindex_unindexed, stores
 
 from .eviction import EvictionWatch
+from .shards import ServerStalls
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -64,6 +65,7 @@ class KeyCheckDuty:
         self.found: list[str] = []  # the keys named by the last check
         self._next: dict[int, int] = {}  # per shard: where the next turn starts
         self.evictions = EvictionWatch()  # keys Redis evicted since the last check
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     @property
     def workflows(self) -> tuple[str, ...]:
@@ -90,6 +92,7 @@ class KeyCheckDuty:
         found = []
         queues = self.queues()
         workflows = self.workflows
+        self.stalls.clear()
         for index, store in enumerate(stores(self.client)):
             shared = expected_types(store.keys)
             named = expected_types(store.keys, workflows, queues)[len(shared) :]
@@ -101,8 +104,9 @@ class KeyCheckDuty:
             checked = shared + turn
             keys = [key for key, _, _ in checked]
             try:
-                kinds = types_of(store.redis, keys)
-            except TRANSIENT_ERRORS:
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    kinds = types_of(store.redis, keys)
+            except TRANSIENT_ERRORS:  # its turn next tick (a stall: the schedule's gate arms)
                 continue
             wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
