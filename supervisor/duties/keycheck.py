@@ -24,6 +24,7 @@ memory`` and one ``INFO stats`` per shard).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -77,10 +78,7 @@ class KeyCheckDuty:
         """Put the runs that finished while their status index was of another type
         back into it once it is a sorted set again (the listing by status reads the
         index only)."""
-        try:
-            moved = reindex_unindexed(store)
-        except TRANSIENT_ERRORS:
-            return
+        moved = reindex_unindexed(store)  # Redis trouble: the caller's
         if moved:
             log.info(
                 "put %d runs back into their status index (they finished while it held "
@@ -110,7 +108,9 @@ class KeyCheckDuty:
                 continue
             wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
-            self.evictions.look(index, store.redis)
+            # Redis away: the next look tells (its server stalled: not called)
+            with contextlib.suppress(*TRANSIENT_ERRORS), self.stalls.call(store):
+                self.evictions.look(index, store.redis)
             for key, kind, want, cost in wrong:
                 found.append(key)
                 log.error(
@@ -122,6 +122,8 @@ class KeyCheckDuty:
                     cost,
                 )
             if kinds[keys.index(store.keys.runs_unindexed)] == "zset":
-                self._reindex(store)  # some runs to put back (none: the key is missing)
+                # some runs to put back (none: the key is missing); Redis away: next tick
+                with contextlib.suppress(*TRANSIENT_ERRORS), self.stalls.call(store):
+                    self._reindex(store)
         self.found = found
         return now + self.interval

@@ -1,12 +1,13 @@
 """A duty's tick over the shards blocks at most once per stalled server.
 
-Each duty (promoter, reaper, relist, cron, retention, cascades, key check)
-loops over the shards and keeps a shard's Redis trouble (``TRANSIENT_ERRORS``)
-to raise after the loop, so a shard that is down (a cluster master killed:
-the connection refused at once) stops none of the others, which are served in
-the same tick. A STALLED server (SIGSTOP, a hung host: connections time out
-instead of being refused) made the same loop block one socket timeout (two
-with the retry, about 10 s) per shard it holds: with ``--shards 8`` on one
+Each duty (promoter, reaper, relist, cron, retention, cascades, key check, and
+the leader lock's copies) loops over the shards and keeps a shard's Redis
+trouble (``TRANSIENT_ERRORS``) to raise after the loop, so a shard that is
+down (a cluster master killed: the connection refused at once) stops none of
+the others, which are served in the same tick. A STALLED server (SIGSTOP, a
+hung host: connections time out instead of being refused) made the same loop
+block one call's socket timeouts (two with the retry, about 10 s; four for a
+pipeline, 20.7 s) per shard it holds: with ``--shards 8`` on one
 stopped server the first duty of the outage blocked 80 s before
 :class:`~supervisor.duties.Schedule` could arm its probe gate, the parent's
 signals (TERM) waiting meanwhile.
