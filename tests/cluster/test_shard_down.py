@@ -222,6 +222,7 @@ def test_retention_sweeps_the_shards_after_one_that_is_down(
         c.close()
 
 
+@pytest.mark.timeout(300)  # three ticks, each blocking one routed call (up to ~25 s)
 def test_a_stalled_master_blocks_a_duty_tick_once_and_the_other_masters_are_served(
     cluster_factory: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
