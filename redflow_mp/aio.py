@@ -433,7 +433,8 @@ class AsyncClient(AsyncCancels, AsyncResults):
     ) -> list[RunState]:
         """Runs, newest first, optionally of one workflow and/or one status (every
         shard's, merged: ``queries.alist_runs_all``); ``after``: the id of the
-        last run of the previous page, as for the sync ``Client.list_runs``."""
+        last run of the previous page, as for the sync ``Client.list_runs``, and
+        read in bounded round trips as it is (payloads in trips of about 4 MiB)."""
         await self._verify_shards()
         return await queries.alist_runs_all(
             self, _drive_query, workflow, status, limit, offset, after

@@ -308,7 +308,14 @@ class Client(Runs):
         ``limit`` runs right after that run (``offset`` is then not used): a deep
         page costs what the first does, and paging on while runs are enqueued
         neither repeats nor skips one. Pass ``offset`` too: it places the page
-        when that run has been removed meanwhile (retention)."""
+        when that run has been removed meanwhile (retention).
+
+        Every round trip is bounded, whatever the runs hold and whatever
+        ``limit`` is (up to ``queries.MAX_LIST_POSITION``): the rows of at most
+        1,000 runs, then their payloads in round trips of about 4 MiB (one
+        larger payload alone), and at most 10,000 ids of an index
+        (``listing.run_states``). The list itself holds every run asked for:
+        :meth:`iter_runs` holds a page at a time."""
         return queries.list_runs_all(self, workflow, status, limit, offset, after)
 
     def iter_runs(

@@ -24,6 +24,7 @@ from . import codec
 from .codec import ErrorInfo, RunInfo, RunState, StoredStep
 from .errors import TRANSIENT_ERRORS, LeaseLostError, RunCanceledError
 from .flags import LazyEvent
+from .hashpages import BytePages
 from .logs import RunLoggerAdapter, current_step, run_logger
 from .metrics import Metrics
 from .options import is_text
@@ -38,11 +39,6 @@ __all__ = ["Execution", "RunFacts", "error_info"]
 _TRACEBACK_LIMIT = 16_000
 # A succeeded step record as write_step.lua / consume_event.lua store it
 _SUCCEEDED = re.compile(rb'\{"seq":\d+,"status":"succeeded"')
-
-#: Step records per HSCAN page when a run has too many for its claim's reply,
-#: fewer when they are big: a page holds about STEPS_PAGE_BYTES.
-STEPS_PAGE = 1000
-STEPS_PAGE_BYTES = 1 << 20
 
 T = TypeVar("T")
 
@@ -343,20 +339,23 @@ class Execution(RunFacts):
             self.mark_cancel()
 
     def load_steps(self, expected: int, size: int = 0) -> None:
-        """Read the run's step records by HSCAN pages of about ``STEPS_PAGE``
-        records or ``STEPS_PAGE_BYTES`` (``size``: their total, 0 when unknown):
-        the claim sent only their count (``expected``), there being too many or
-        too big for one bounded call. Each page rides out transient Redis trouble
-        like a write; the lease is held (the heartbeat renews it) while they come."""
-        count = STEPS_PAGE
-        if size > 0:
-            count = max(1, min(STEPS_PAGE, expected * STEPS_PAGE_BYTES // size))
+        """Read the run's step records by HSCAN pages of about 1,000 records or
+        1 MiB (:class:`~redflow_mp.hashpages.BytePages`: ``size``, the run's
+        ``stepBytes`` or 0 when unknown, sets the first page; the next follow the
+        bytes that came): the claim sent only their count (``expected``), there
+        being too many or too big for one bounded call. Each page rides out
+        transient Redis trouble like a write; the lease is held (the heartbeat
+        renews it) while they come."""
+        # (A stepBytes of 10**15 made a call per record, a million for a million
+        # steps; 0 or missing, 1,000 records a call: 48 of 8 MiB in one 384 MB reply.)
+        pages = BytePages(expected, size)
         shard = self.runs.shard_of_run(self.run_id)
         key = shard.keys.run_steps(self.run_id)
         cache = self.steps_cache
         cache.clear()
 
         def page_at(cursor: int) -> tuple[int, dict[bytes, bytes]]:
+            count = pages.count
             found = self.durable(
                 lambda: shard.redis.hscan(key, cursor, count=count), "reading the run's steps"
             )
@@ -369,6 +368,7 @@ class Execution(RunFacts):
                 cache[name.decode("utf-8", "replace")] = data
             if not cursor:
                 break
+            pages.took(page)
         self.logger.debug("read %d step records of %d expected by pages", len(cache), expected)
 
     def made_progress(self) -> bool:

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .execution import Execution, RunFacts, error_info, forked_escape
 from .lease import LeaseKeeper
-from .logs import RunLoggerAdapter, current_run
+from .logs import RunLoggerAdapter, current_run, log_error_with_traceback
 from .metrics import Metrics
 from .outage import Outage
 from .registry import Registry, Workflow
@@ -657,8 +657,16 @@ def _invoke_on_failure(
         result = wf.on_failure(fctx)
         if asyncio.iscoroutine(result):
             run_async(result)
-    except (Exception, asyncio.CancelledError):  # CancelledError: it ended the worker
-        fctx.logger.exception("on_failure of workflow %r raised; the run stays failed", wf.name)
+    except (Exception, asyncio.CancelledError) as exc:  # CancelledError: it ended the worker
+        # The traceback with Redis passwords masked (error_info), not exc_info: the
+        # application's own handlers format exc_info as it is, and a hook that could
+        # not reach a Redis names its URL in its error.
+        log_error_with_traceback(
+            fctx.logger,
+            (error_info(exc).traceback or "").rstrip("\n"),
+            "on_failure of workflow %r raised; the run stays failed",
+            wf.name,
+        )
 
 
 def finish_args(claimed: Claimed, outcome: Outcome) -> Finish:

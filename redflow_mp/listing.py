@@ -58,6 +58,10 @@ from .replies import is_busy
 from .shards import shard_index_of_run
 
 __all__ = [
+    "PAYLOAD_FIELDS",
+    "PAYLOAD_TRIP_BYTES",
+    "RANK_TRIP",
+    "ROWS_TRIP",
     "ROW_FIELDS",
     "Batch",
     "Cursor",
@@ -66,6 +70,7 @@ __all__ = [
     "cursor_of",
     "mapped_reads",
     "page_of",
+    "payload_trips",
     "position",
     "read_error",
     "run_states",
@@ -156,6 +161,9 @@ _COMPLEMENT_FROM = _WALK_BUDGET * _CHUNK_MIN
 #: The most reads placing such a page (each one a ZREVRANGE of one run); past it
 #: (runs of other statuses dense around the page) the walk places it.
 _COMPLEMENT_ROUNDS = 32
+#: Ids one ZREVRANGE of a page without a status brings at most (a larger
+#: ``limit`` is read in several, by keyset: :func:`_ranked_ids`).
+RANK_TRIP = 10_000
 #: A keyset cursor: the ``(createdAt, id)`` of the last run of the previous page.
 Cursor = tuple[float, str]
 
@@ -195,29 +203,57 @@ ROW_FIELDS = (
 _ROW_KEYS = tuple(f.encode() for f in ROW_FIELDS)
 
 
+#: The fields of a run hash that hold its payloads: every field ``RunState`` is
+#: made of but :data:`ROW_FIELDS`.
+PAYLOAD_FIELDS = ("inputJson", "outputJson", "errorJson", "wait")
+#: Bytes of payloads one round trip of :func:`run_states` brings, about: a field
+#: larger than that comes alone. A page of 50 runs with 8 MiB inputs was one
+#: pipeline of HGETALLs, 400 MB: another client's PING waited 365 ms behind it,
+#: and Redis held the whole reply in its output buffer for that client.
+PAYLOAD_TRIP_BYTES = 4 << 20
+#: Runs whose rows (:data:`ROW_FIELDS`, and the sizes of their payloads) one
+#: round trip of :func:`run_states` reads: a few hundred KiB of reply at most.
+ROWS_TRIP = 1000
+
+
 def run_states(keys: Keys, ids: list[str], payloads: bool = True) -> QueryPlan[list[RunState]]:
-    """The runs ``ids`` that still exist, in that order (one pipelined read).
-    ``payloads=False``: only :data:`ROW_FIELDS` are read (``input``, ``output``,
-    ``error`` and ``wait`` are None), for a table of runs."""
+    """The runs ``ids`` that still exist, in that order: their rows
+    (:data:`ROW_FIELDS`, HMGET) and the sizes of their payloads (HSTRLEN of
+    :data:`PAYLOAD_FIELDS`), :data:`ROWS_TRIP` runs a round trip, then the
+    payloads in round trips of about :data:`PAYLOAD_TRIP_BYTES` (a larger one
+    alone): the same states as reading each hash whole, without a reply of every
+    payload at once. ``payloads=False``: only :data:`ROW_FIELDS` are read
+    (``input``, ``output``, ``error`` and ``wait`` are None), for a table of runs."""
     if not ids:
         return []
-    raws: list[dict[Any, Any] | None]
+    raws: list[dict[Any, Any] | None] = []
+    sizes: list[list[int]] = []
+    per_run = 1 + (len(PAYLOAD_FIELDS) if payloads else 0)
+    for at in range(0, len(ids), ROWS_TRIP):
+        chunk = ids[at : at + ROWS_TRIP]
+        batch: Batch = []
+        for run_id in chunk:
+            key = keys.run(run_id)
+            batch.append(("hmget", (key, *ROW_FIELDS)))
+            if payloads:
+                batch.extend(("hstrlen", (key, field)) for field in PAYLOAD_FIELDS)
+        replies = yield batch
+        for i in range(len(chunk)):
+            row, *lengths = replies[i * per_run : (i + 1) * per_run]
+            raws.append({k: v for k, v in zip(_ROW_KEYS, row, strict=True) if v is not None})
+            sizes.append([int(n) for n in lengths])
+    # A hash holding none of those fields (a hand edit left it only a payload, or
+    # only fields no run reads) is still a run, listed as the whole read lists it
+    # (every field its default): one more round trip, for those ids only (the
+    # usual one is a run removed since its id was read, gone from both reads).
+    bare = [at for at, raw in enumerate(raws) if not raw and not any(sizes[at])]
+    for part in range(0, len(bare), ROWS_TRIP):
+        some = bare[part : part + ROWS_TRIP]
+        there = yield [("exists", (keys.run(ids[at]),)) for at in some]
+        for at, exists in zip(some, there, strict=True):
+            raws[at] = {} if exists else None
     if payloads:
-        raws = [raw or None for raw in (yield [("hgetall", (keys.run(run_id),)) for run_id in ids])]
-    else:
-        rows = yield [("hmget", (keys.run(run_id), *ROW_FIELDS)) for run_id in ids]
-        raws = [
-            {k: v for k, v in zip(_ROW_KEYS, row, strict=True) if v is not None} for row in rows
-        ]
-        # A hash holding none of those fields (a hand edit left it only a payload)
-        # is still a run, listed as the whole read lists it (every field its
-        # default): one more round trip, for those ids only (the usual one is a
-        # run removed since its id was read, gone from both reads).
-        bare = [at for at, raw in enumerate(raws) if not raw]
-        if bare:
-            there = yield [("exists", (keys.run(ids[at]),)) for at in bare]
-            for at, exists in zip(bare, there, strict=True):
-                raws[at] = {} if exists else None
+        yield from _read_payloads(keys, ids, raws, sizes)
     out = []
     for run_id, raw in zip(ids, raws, strict=True):
         if raw is not None:
@@ -226,6 +262,57 @@ def run_states(keys: Keys, ids: list[str], payloads: bool = True) -> QueryPlan[l
                 state.id = run_id
             out.append(state)
     return out
+
+
+def payload_trips(wanted: list[tuple[T, int]]) -> list[list[T]]:
+    """``wanted`` (an item and its size in bytes, in order) cut into round trips
+    of at most :data:`PAYLOAD_TRIP_BYTES` each; an item larger than that is a
+    trip of its own. Items of size 0 are left out (an empty payload reads as an
+    absent one)."""
+    trips: list[list[T]] = []
+    trip: list[T] = []
+    held = 0
+    for item, size in wanted:
+        if size <= 0:
+            continue
+        if trip and held + size > PAYLOAD_TRIP_BYTES:
+            trips.append(trip)
+            trip, held = [], 0
+        trip.append(item)
+        held += size
+    if trip:
+        trips.append(trip)
+    return trips
+
+
+def _read_payloads(
+    keys: Keys, ids: list[str], raws: list[dict[Any, Any] | None], sizes: list[list[int]]
+) -> QueryPlan[None]:
+    """Put the payload fields of the runs ``raws`` (by their ``sizes``) into them,
+    read by :func:`payload_trips` (one HGET a field). A run whose payload is gone
+    since its size was read and whose hash is gone too (removed by retention in
+    between) is gone (None), as it is for a read after that; a payload removed
+    alone (a wait that ended) is absent, as it now is."""
+    wanted = [
+        ((at, field), size)
+        for at, raw in enumerate(raws)
+        if raw is not None
+        for field, size in zip(PAYLOAD_FIELDS, sizes[at], strict=True)
+    ]
+    vanished: dict[int, None] = {}
+    for trip in payload_trips(wanted):
+        values = yield [("hget", (keys.run(ids[at]), field)) for at, field in trip]
+        for (at, field), value in zip(trip, values, strict=True):
+            raw = raws[at]
+            if value is None:
+                vanished[at] = None
+            elif raw is not None:
+                raw[field.encode()] = value
+    if vanished:
+        there = yield [("exists", (keys.run(ids[at]),)) for at in vanished]
+        for at, exists in zip(vanished, there, strict=True):
+            if not exists:
+                raws[at] = None
 
 
 def position(index: str, cursor: Cursor) -> QueryPlan[int]:
@@ -260,8 +347,10 @@ def select_run_ids(
         # offset 50,000, 1.3 s at 500,000.)
         index = created if workflow is None else keys.workflow_runs(workflow)
         start = offset if cursor is None else (yield from position(index, cursor))
-        (raw,) = yield [("zrevrange", (index, start, start + limit - 1))]
-        return [text(x) for x in raw]
+        if limit <= RANK_TRIP:
+            (raw,) = yield [("zrevrange", (index, start, start + limit - 1))]
+            return [text(x) for x in raw]
+        return (yield from _ranked_ids(index, start, limit))
     indexes = [created]
     if workflow is not None:
         indexes.append(keys.workflow_runs(workflow))
@@ -296,6 +385,23 @@ def select_run_ids(
             return (yield from _walk(keys, walk, required, None, others, limit, 0, begin))
     begin = 0 if cursor is None else (yield from position(walk, cursor))
     return (yield from _walk(keys, walk, required, whole, others, limit, offset, begin, cursor))
+
+
+def _ranked_ids(index: str, start: int, limit: int) -> QueryPlan[list[str]]:
+    """``limit`` ids of ``index`` newest first from rank ``start``, read
+    :data:`RANK_TRIP` a round trip, each read right after the last id of the one
+    before (a keyset cursor: runs added or removed meanwhile neither repeat nor
+    skip one). ``list_runs(limit=10**9)`` read a million-run index in one reply."""
+    out: list[str] = []
+    while len(out) < limit:
+        count = min(RANK_TRIP, limit - len(out))
+        (pairs,) = yield [("zrevrange", (index, start, start + count - 1, True))]
+        out.extend(text(m) for m, _ in pairs)
+        if len(pairs) < count:
+            break
+        member, score = pairs[-1]
+        start = yield from position(index, (float(score), text(member)))
+    return out
 
 
 def _complement_start(keys: Keys, status: str, offset: int) -> QueryPlan[int | None]:

@@ -21,6 +21,7 @@ __all__ = [
     "RunLoggerAdapter",
     "current_run",
     "current_step",
+    "log_error_with_traceback",
     "run_logger",
 ]
 
@@ -79,6 +80,31 @@ def run_logger(
         base,
         {"workflow": workflow, "run_id": run_id, "attempt": attempt, "step": "", "pid": pid},
     )
+
+
+def log_error_with_traceback(
+    logger: logging.Logger | logging.LoggerAdapter[Any], traceback_text: str, msg: str, *args: Any
+) -> None:
+    """``logger.error(msg, *args)`` with ``traceback_text`` as the record's
+    exception text (``exc_text``: what every formatter prints under the message
+    in place of formatting ``exc_info``). For a traceback already made safe to
+    show (Redis passwords masked: ``execution.error_info``): with ``exc_info``, the
+    application's own handlers would format the exception as it is."""
+    base = logger.logger if isinstance(logger, logging.LoggerAdapter) else logger
+    if not base.isEnabledFor(logging.ERROR):
+        return
+    kwargs: MutableMapping[str, Any] = {}
+    if isinstance(logger, logging.LoggerAdapter):
+        msg, kwargs = logger.process(msg, kwargs)
+    try:
+        fn, lno, func, _ = base.findCaller(False, 2)
+    except ValueError:  # no Python caller
+        fn, lno, func = "(unknown file)", 0, "(unknown function)"
+    record = base.makeRecord(
+        base.name, logging.ERROR, fn, lno, msg, args, None, func, kwargs.get("extra")
+    )
+    record.exc_text = traceback_text
+    base.handle(record)
 
 
 class RunContextFilter(logging.Filter):

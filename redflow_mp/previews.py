@@ -17,11 +17,14 @@ from typing import Any
 import msgspec
 
 from .codec import RunState, StepState, whole_number
+from .hashpages import BytePages
 from .keys import Keys
+from .listing import PAYLOAD_FIELDS, ROW_FIELDS, payload_trips
 from .options import cannot_be_run_id, check_run_id
-from .queries import QueryPlan, _run_raw, _run_state, _steps_in_order, drive, run_view
+from .queries import QueryPlan, _run_state, _steps_in_order, drive, run_view
 
 __all__ = [
+    "PREVIEW_READ_BYTES",
     "OutputPreview",
     "StepEnds",
     "get_run_preview",
@@ -36,6 +39,14 @@ __all__ = [
 _HEAD_SCANS = 3
 
 
+#: The most bytes of an input or output the run page reads to show its head: a
+#: larger one is not read (its size, HSTRLEN, says what it is). The page reads
+#: the run again every few seconds: an 8 MiB input and output were 16 MB read
+#: whole (HGETALL) at every look.
+PREVIEW_READ_BYTES = 1 << 20
+_SHOWN = {"inputJson": "input", "outputJson": "output"}
+
+
 def get_run_preview(
     keys: Keys, run_id: str, limit: int
 ) -> QueryPlan[tuple[RunState, dict[str, str]] | None]:
@@ -43,16 +54,48 @@ def get_run_preview(
     payload. An input or output over ``limit`` bytes is not decoded (8 MB of
     JSON made some 65 MB of Python objects to show 100,000 characters): it is
     ``None`` in the state, and its text, indented and cut at ``limit``
-    characters, is in the dict under ``"input"`` / ``"output"``."""
-    got = yield from _run_raw(keys, run_id)
-    if got is None:
+    characters, is in the dict under ``"input"`` / ``"output"``; one over
+    :data:`PREVIEW_READ_BYTES` is not even read: the dict says its size.
+
+    The hash is read by its fields (``listing.ROW_FIELDS`` and ``finalAttempt``,
+    HMGET), the sizes of its payloads (HSTRLEN), then the payloads it shows in
+    round trips of about ``listing.PAYLOAD_TRIP_BYTES`` (``error`` and ``wait``
+    whole, as :func:`queries.get_run` reads them)."""
+    check_run_id(run_id)
+    if cannot_be_run_id(run_id):
         return None
-    raw, entries = dict(got[0]), got[1]
+    key = keys.run(run_id)
+    fields = (*ROW_FIELDS, "finalAttempt")
+    row, *lengths, entries = yield [
+        ("hmget", (key, *fields)),
+        *[("hstrlen", (key, field)) for field in PAYLOAD_FIELDS],
+        ("lrange", (keys.run_attempts(run_id), 0, -1)),
+    ]
+    raw = {f.encode(): v for f, v in zip(fields, row, strict=True) if v is not None}
+    sizes = [int(n) for n in lengths]
+    if not raw and not any(sizes):  # unknown, or a hash of none of those fields (a hand edit)
+        (exists,) = yield [("exists", (key,))]
+        if not exists:
+            return None
     previews: dict[str, str] = {}
-    for name, field in (("input", b"inputJson"), ("output", b"outputJson")):
-        value = raw.get(field)
+    wanted: list[tuple[str, int]] = []
+    for field, size in zip(PAYLOAD_FIELDS, sizes, strict=True):
+        if field in _SHOWN and size > PREVIEW_READ_BYTES:
+            previews[_SHOWN[field]] = (
+                f"({size:,} bytes of JSON, more than this page reads: "
+                f"`redflow runs show {run_id} --json` prints it)"
+            )
+        else:
+            wanted.append((field, size))
+    for trip in payload_trips(wanted):
+        values = yield [("hget", (key, field)) for field in trip]
+        for field, value in zip(trip, values, strict=True):
+            if value is not None:
+                raw[field.encode()] = value
+    for field, name in _SHOWN.items():
+        value = raw.get(field.encode())
         if value and len(value) > limit:
-            previews[name] = _json_preview(bytes(raw.pop(field)), limit)
+            previews[name] = _json_preview(bytes(raw.pop(field.encode())), limit)
     return _run_state(run_id, raw, entries), previews
 
 
@@ -123,12 +166,6 @@ def get_run_steps_head_any(
     return drive(view.redis, get_run_steps_head(view.keys, run_id, limit, output_limit))
 
 
-#: Step records per HSCAN call of :func:`get_run_steps_ends`, fewer when they are
-#: big: a call brings about :data:`_ENDS_PAGE_BYTES` (by the run's ``stepBytes``).
-_ENDS_PAGE = 1000
-_ENDS_PAGE_BYTES = 1 << 20
-
-
 class _StepOrder(msgspec.Struct, rename="camel"):
     """What places a step record in execution order (the rest is skipped, not decoded)."""
 
@@ -166,7 +203,8 @@ def get_run_steps_ends(
     """The run's ``first`` earliest and ``last`` latest steps (execution order) and
     its step count per status; None for an unknown id.
 
-    Every record is read, by HSCAN pages of ~1,000 records or ~1 MiB, but only
+    Every record is read, by HSCAN pages of ~1,000 records or ~1 MiB (by the
+    bytes that came: :class:`~redflow_mp.hashpages.BytePages`), but only
     what orders it (its ``seq``) is decoded, and only the kept ones are held
     between pages: memory is one page plus ``first + last`` records, whatever
     the run holds (``redflow runs show`` of a run of 100,000 steps decoded them
@@ -186,16 +224,16 @@ def get_run_steps_ends(
     ]
     if not exists:
         return None
-    count = _ENDS_PAGE
-    size_n = whole_number(size)
-    if size_n and int(total) > 0:
-        count = max(1, min(_ENDS_PAGE, int(total) * _ENDS_PAGE_BYTES // size_n))
+    # Pages by the bytes that come (hashpages): stepBytes sets the first only (a
+    # hand-set 10**15 made a call per record; a missing one, one call of all).
+    pages = BytePages(total if isinstance(total, int) else 0, whole_number(size) or 0)
     head: dict[bytes, _Item] = {}
     tail: dict[bytes, _Item] = {}
     by_status: dict[str, int] = {}
     cursor: Any = 0
     while True:
-        ((cursor, page),) = yield [("hscan", (steps_key, cursor, None, count))]
+        ((cursor, page),) = yield [("hscan", (steps_key, cursor, None, pages.count))]
+        pages.took(page)
         items: list[_Item] = []
         for name_b, data in page.items():
             try:

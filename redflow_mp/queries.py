@@ -26,6 +26,7 @@ import redis
 from . import codec, listing
 from .codec import ErrorInfo, RunState, RunStatus, StepState, WorkflowMeta, text
 from .connection import with_redirects
+from .hashpages import BytePages
 from .keys import Keys
 from .listing import Batch, Cursor, QueryPlan
 from .options import cannot_be_run_id, check_name, check_run_id
@@ -64,15 +65,6 @@ T = TypeVar("T")
 #: range ``offset + limit - 1`` would not fit in the 64-bit index Redis takes.
 MAX_LIST_POSITION = 2**53
 
-#: Steps read per HSCAN call: a run's steps come in one call up to about this
-#: many. An HGETALL of a run with a million steps held Redis for 0.9 s (the
-#: CLI's `runs show`, a dashboard page refreshing it).
-_STEPS_PAGE = 1000
-#: ... and fewer when they are big: a call brings about this many bytes of
-#: records (by the run's ``stepBytes``), as the worker's own read does
-#: (``execution.STEPS_PAGE_BYTES``). 48 steps of 8 MiB came in one HSCAN that
-#: held Redis for 734 ms and doubled its memory (a 384 MB reply).
-_STEPS_PAGE_BYTES = 1 << 20
 _STATUS_VALUES = frozenset(s.value for s in RunStatus)
 # A run's history shows its newest entries up to this many (ATTEMPTS_CAP in lua/_lib.lua).
 ATTEMPTS_CAP = 100
@@ -217,40 +209,18 @@ def get_run_steps(keys: Keys, run_id: str) -> QueryPlan[list[StepState] | None]:
     ]
     if not exists:
         return None
-    count = _steps_page(total, size)
+    # By the bytes that come (hashpages: stepBytes is a hint that sets the first
+    # page only; 48 steps of 8 MiB came in one HSCAN of 384 MB, a stepBytes of
+    # 10**15 made 1,053 calls of one record for 1,500 small steps).
+    pages = BytePages(total if isinstance(total, int) else 0, codec.whole_number(size) or 0)
     raw: dict[Any, Any] = {}
     cursor: Any = 0
-    came = came_bytes = 0
     while True:  # page by page, each a bounded call
-        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, count))]
+        ((cursor, more),) = yield [("hscan", (steps_key, cursor, None, pages.count))]
         raw.update(more)
         if not int(cursor):
             return _steps_in_order(raw)
-        # stepBytes is a hint (absent on runs from before it, or edited by hand:
-        # 10**15 made 1,053 calls of one record for 1,500 small steps): the next
-        # pages follow the records that came, growing at most twofold a call (a
-        # few small records first do not make the next page a thousand big ones).
-        came += len(more)
-        came_bytes += sum(len(k) + len(v) for k, v in more.items())
-        if came:
-            count = min(_page_of(came, came_bytes), 2 * count)
-
-
-def _steps_page(total: Any, size: Any) -> int:
-    """Records in the first HSCAN call for a run of ``total`` records holding
-    ``size`` bytes (its ``stepBytes``; absent, from before it existed, 0 or not
-    a number: one record, the next pages cut by the bytes that came)."""
-    size_n = codec.whole_number(size)
-    total_n = total if isinstance(total, int) else 0  # (HLEN's reply)
-    if total_n <= 1:  # (a page of one record at most: one call, whatever the count)
-        return _STEPS_PAGE
-    return _page_of(total_n, size_n) if size_n else 1
-
-
-def _page_of(records: int, size: int) -> int:
-    """Records per call for about :data:`_STEPS_PAGE_BYTES`, when ``records`` hold
-    ``size`` bytes: 1 to :data:`_STEPS_PAGE`."""
-    return max(1, min(_STEPS_PAGE, records * _STEPS_PAGE_BYTES // max(1, size)))
+        pages.took(more)
 
 
 def _steps_in_order(

@@ -520,7 +520,10 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
     Judged on what is stored (whichever app synced it last), never on this
     registry's definitions, so two apps that define a workflow differently
     never make each other sync again. Two pipelined round trips per shard and
-    chunk of 1,000 workflows."""
+    chunk of 1,000 workflows. A cron definition is asked whether it exists
+    (HEXISTS), not read: a supervisor checks every minute, and the definitions
+    hold the cron inputs (up to max_payload_bytes each, or whatever a hand edit
+    left: HMGET read 8 MB a minute for one edited entry)."""
     gaps: list[str] = []
     for shard, chunk in shard_chunks(runs, names):
         keys = shard.keys
@@ -538,11 +541,13 @@ def registry_gaps(runs: Runs, names: list[str]) -> list[str]:
             continue
         with shard.redis.pipeline(transaction=False) as read:
             for _, ids in crons:
-                read.hmget(keys.cron_def, *ids)
+                for cid in ids:
+                    read.hexists(keys.cron_def, cid)
                 read.zmscore(keys.cron_next, ids)
-            found = read.execute()
-        for i, (name, _) in enumerate(crons):
-            defs, nexts = found[2 * i], found[2 * i + 1]
-            if any(d is None for d in defs) or any(n is None for n in nexts):
+            found = iter(read.execute())
+        for name, ids in crons:
+            defined = [next(found) for _ in ids]
+            nexts = next(found)
+            if not all(defined) or any(n is None for n in nexts):
                 gaps.append(name)
     return gaps

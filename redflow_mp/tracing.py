@@ -45,8 +45,11 @@ import importlib.util
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from .urls import mask_secrets
 
 __all__ = [
     "INSTALLED",
@@ -263,8 +266,13 @@ def _run_span(ot: Any, tracer: Any, fn: Callable[..., Any], executor: Any, claim
         context=_stored_context(ot, executor, claimed),
         kind=ot.consumer,
         attributes=attributes,
+        **_NO_RAW_ERRORS,
     ) as span:
-        outcome = fn(executor, claimed)
+        try:
+            outcome = fn(executor, claimed)
+        except BaseException as exc:  # not an outcome: the worker's own trouble
+            _failed(ot, span, exc)
+            raise
         mode = str(outcome.mode)
         span.set_attribute("redflow.outcome", mode)
         error = outcome.error
@@ -280,6 +288,41 @@ def _run_span(ot: Any, tracer: Any, fn: Callable[..., Any], executor: Any, claim
 
 
 # ------------------------------------------------------------------ steps
+
+
+#: The spans do not let the SDK record an exception raised through them: its
+#: event and status hold ``str(exc)`` and the traceback as they are, and a
+#: handler's error may name a Redis URL with its password (the run stores it
+#: masked: ``execution.error_info``). :func:`_failed` records it masked instead.
+_NO_RAW_ERRORS: dict[str, Any] = {"record_exception": False, "set_status_on_exception": False}
+
+
+def _failed(ot: Any, span: Any, exc: BaseException) -> None:
+    """Mark ``span`` failed by ``exc`` as the SDK would (an error status and an
+    ``exception`` event), each Redis URL's password in them masked. As the SDK,
+    only for an ``Exception``: a BaseException is the runtime's control flow
+    (``Suspend`` of a run that suspends, cancellation, a drain), no error."""
+    span.set_attribute("redflow.outcome", "failed")
+    if not isinstance(exc, Exception):
+        return
+    try:
+        message = mask_secrets(str(exc))
+        stack = mask_secrets("".join(traceback.format_exception(exc)))
+    except Exception:  # a __str__ that raises: tracing must never fail a run
+        message = stack = f"<{type(exc).__name__}: its text could not be read>"
+    kind = type(exc)
+    module = kind.__module__  # the type as the SDK names it: module and qualified name
+    full = kind.__qualname__ if module in ("builtins", None) else f"{module}.{kind.__qualname__}"
+    span.set_status(ot.error, f"{kind.__name__}: {message}")
+    span.add_event(
+        "exception",
+        {
+            "exception.type": full,
+            "exception.message": message,
+            "exception.stacktrace": stack,
+            "exception.escaped": "True",
+        },
+    )
 
 
 def _step_attributes(core: Any, name: object) -> dict[str, Any]:
@@ -317,12 +360,12 @@ def traced_step(fn: F) -> F:
             return body(step)
 
         with tracer.start_as_current_span(
-            f"redflow.step {name}", attributes=_step_attributes(core, name)
+            f"redflow.step {name}", attributes=_step_attributes(core, name), **_NO_RAW_ERRORS
         ) as span:
             try:
                 value = fn(core, name, traced)
-            except BaseException:
-                span.set_attribute("redflow.outcome", "failed")
+            except BaseException as exc:
+                _failed(active[0], span, exc)
                 raise
             _end_step(span, called)
             return value
@@ -345,12 +388,12 @@ def traced_wait(fn: F) -> F:
         if active is None:
             return fn(core, name, *args, **kwargs)
         with active[1].start_as_current_span(
-            f"redflow.step {name}", attributes=_step_attributes(core, name)
+            f"redflow.step {name}", attributes=_step_attributes(core, name), **_NO_RAW_ERRORS
         ) as span:
             try:
                 done, value = fn(core, name, *args, **kwargs)
-            except BaseException:
-                span.set_attribute("redflow.outcome", "failed")
+            except BaseException as exc:
+                _failed(active[0], span, exc)
                 raise
             span.set_attribute("redflow.step.wait", True)
             span.set_attribute("redflow.outcome", "succeeded" if done else "suspended")
@@ -378,12 +421,12 @@ def traced_step_async(fn: F) -> F:
             return await body(step)
 
         with tracer.start_as_current_span(
-            f"redflow.step {name}", attributes=_step_attributes(core, name)
+            f"redflow.step {name}", attributes=_step_attributes(core, name), **_NO_RAW_ERRORS
         ) as span:
             try:
                 value = await fn(core, name, traced)
-            except BaseException:
-                span.set_attribute("redflow.outcome", "failed")
+            except BaseException as exc:
+                _failed(active[0], span, exc)
                 raise
             _end_step(span, called)
             return value

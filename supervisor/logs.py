@@ -95,6 +95,8 @@ class _JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = mask_secrets(self.formatException(record.exc_info))
+        elif record.exc_text:  # a traceback given as text (logs.log_error_with_traceback)
+            out["exc"] = mask_secrets(record.exc_text)
         return json.dumps(out, default=str)
 
 

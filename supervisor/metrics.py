@@ -19,9 +19,8 @@ be able to stop or stall it):
 
 - At most ``max_conns`` (32) connections are open at once; one more closes
   the oldest of those whose request has not come (idle or slow clients cannot
-  keep a scrape out), or, when every one is being answered, is accepted and
-  closed at once, so connections beyond the bound cost no descriptor for
-  longer than that.
+  keep a scrape out), or, when every one is being answered, the oldest of all
+  (clients that do not read their answers cannot keep one out either).
 - Each connection has ``conn_timeout`` (5 s) from accept to the last byte of
   the response; an idle or slow client is closed when it runs out (checked on
   every loop iteration, the loop's timeout includes the nearest deadline).
@@ -268,7 +267,7 @@ class MetricsHub:
                 self._pause()
                 return
             if len(self.conns) >= self.max_conns and not self._make_room():
-                # Over the bound, every connection answering: refuse at once rather
+                # Over the bound with none to close (max_conns 0): refuse at once rather
                 # than hold a descriptor.
                 with contextlib.suppress(OSError):
                     sock.close()
@@ -284,10 +283,14 @@ class MetricsHub:
 
     def _make_room(self) -> bool:
         """Close the connection accepted first of those whose request has not come
-        (idle or slow); False when every one is being answered. Refusing the new
-        one instead let clients that reconnect as soon as they are closed hold all
-        ``max_conns`` for good and keep every scrape out."""
+        (idle or slow), else, every one being answered, the one accepted first (a
+        client that does not read its answer holds it up to ``conn_timeout``);
+        False when there is none. Refusing the new one instead let clients that
+        reconnect as soon as they are closed hold all ``max_conns`` for good and
+        keep every scrape out."""
         waiting = [(c.deadline, fd) for fd, c in self.conns.items() if not c.out]
+        if not waiting:
+            waiting = [(c.deadline, fd) for fd, c in self.conns.items()]
         if not waiting:
             return False
         self.close(min(waiting)[1])

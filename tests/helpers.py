@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis
@@ -376,3 +376,43 @@ def registry_of(*names: str) -> Registry:
     for name in names:
         define_workflow(name, registry=reg)(_noop)
     return reg
+
+
+#: What one HSCAN reply of a paged read may bring at least: a page of about
+#: 1 MiB plus one record more (COUNT is a hint: a bucket comes whole), with headroom.
+HSCAN_PER_CALL = 4 << 20
+
+
+def hscan_bound(raw: redis.Redis, key: str) -> int:
+    """The most bytes one HSCAN call of a paged read of ``key`` may bring:
+    :data:`HSCAN_PER_CALL`, or more where the server cannot page finer: the most
+    one ``HSCAN ... COUNT 1`` of ``key`` brings. Redis 7 brings a record or two
+    a call; Valkey 8.1+ a bucket of its hash table, up to 7 records (CI saw 6 MiB
+    calls on Valkey 9 of 24 records of 1 MiB, where a read in one call is 25 MB)."""
+    cursor, most = 0, 0
+    while True:
+        cursor, page = cast(tuple[int, dict[bytes, bytes]], raw.hscan(key, cursor, count=1))
+        most = max(most, sum(len(k) + len(v) for k, v in page.items()))
+        if not cursor:
+            return max(HSCAN_PER_CALL, most + (64 << 10))
+
+
+class HscanPages:
+    """A redis-py client that notes the bytes of each HSCAN reply (the page sizes
+    of a query plan driven through it: ``queries.drive(HscanPages(r), plan)``)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.pages: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name != "hscan":
+            return attr
+
+        def hscan(*args: Any) -> Any:
+            cursor, found = attr(*args)
+            self.pages.append(sum(len(k) + len(v) for k, v in found.items()))
+            return cursor, found
+
+        return hscan

@@ -279,8 +279,13 @@ local function claim_steps(tag, id, f, now)
   if f[12] and f[12] ~= '' then
     f[16] = redis.call('HGET', k_run(tag, id), 'stepBytes')
     local size = finite(f[16])
+    if size and size < 1 then size = nil end
     local n = redis.pcall('HLEN', k_steps(tag, id))
-    local few = not failed(n) and n <= STEPS_INLINE and (size or 0) <= STEPS_INLINE_BYTES
+    -- A stepBytes missing (or not a positive number) says nothing of their size:
+    -- more than one record then goes by pages (48 steps of 8 MiB came in one
+    -- HGETALL of 384 MB).
+    local few = not failed(n) and n <= STEPS_INLINE and (size and size <= STEPS_INLINE_BYTES
+      or not size and n <= 1)
     if few then steps = redis.pcall('HGETALL', k_steps(tag, id)) end
     if failed(n) or failed(steps) then
       claim_faults().fail_corrupt(tag, id, 'its steps key ' .. k_steps(tag, id) .. ' is not a hash',

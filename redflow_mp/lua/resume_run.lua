@@ -14,7 +14,8 @@
 --      | { 0, '' } unknown run | { -1, status } not failed or canceled: nothing changed
 --      | { 2, status, count } too many records for one call: nothing changed;
 --        drop them by pages of `count` ('page'), then resume ('paged')
---      | { 3, cursor } a page done ('0': the last one)
+--      | { 3, cursor, records, bytes } a page done ('0': the last one) and what
+--        it held (names and records): the client sizes the next page's COUNT by it
 -- Invariants: one transition, like a retry: the status indexes move together,
 -- the run enters its queue's ready set (priority band, now) and the queue's bell
 -- rings; the concurrency gate and the rate limit apply at its claim as for any
@@ -62,15 +63,22 @@ if mode == 'page' then
   local page = redis.pcall('HSCAN', steps, ARGV[5], 'COUNT', tonumber(ARGV[6]))
   if failed(page) then return { 3, '0' } end  -- (its claim fails it as corrupted)
   drop(page[2])
-  return { 3, page[1] }
+  local bytes = 0  -- what the page brought: the client sizes the next one by it
+  for i = 1, #page[2] do bytes = bytes + #page[2][i] end
+  return { 3, page[1], #page[2] / 2, bytes }
 end
 if mode == '' then
   local n = redis.pcall('HLEN', steps)
-  local size = finite(f[10]) or 0
-  if not failed(n) and (n > STEPS_INLINE or size > STEPS_INLINE_BYTES) then
-    local count = STEPS_INLINE
-    if size > 0 then
-      count = math.max(1, math.min(count, math.floor(n * STEPS_INLINE_BYTES / size)))
+  -- stepBytes is a hint: missing (runs recorded before it), or not a positive
+  -- number, says nothing of their size, and more than one record goes by pages
+  -- (48 steps of 8 MiB were read in this call, longer than a client waits).
+  local size = finite(f[10])
+  if size and size < 1 then size = nil end
+  if not failed(n) and (n > STEPS_INLINE or (size or 0) > STEPS_INLINE_BYTES
+      or not size and n > 1) then
+    local count = 1  -- the client sizes the next pages by what came (hashpages)
+    if size then
+      count = math.max(1, math.min(STEPS_INLINE, math.floor(n * STEPS_INLINE_BYTES / size)))
     end
     return { 2, status, count }
   end

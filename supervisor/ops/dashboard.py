@@ -70,7 +70,10 @@ __all__ = [
 #: thread up to 30 s, and needs no token to open). When all are taken, a new one
 #: closes the connection that has waited longest for its next request (an attacker
 #: holding them all, trickling bytes, cannot lock the operator out) and is served;
-#: when none is waiting (all are running a request), it is closed when accepted.
+#: when none is waiting (all are answering a request: clients that pipeline
+#: requests and read the answers slowly keep each send within its timeout), it
+#: closes the oldest of those sending (else the oldest answering); when none has
+#: started yet, it is closed when accepted.
 MAX_CONNECTIONS = 100
 
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body dropped before closing
@@ -191,6 +194,24 @@ class _ServerHandler(ServerHandler):
     request_handler: _RequestHandler
     headers: Headers  # set by start_response (undeclared in the stubs)
 
+    def finish_response(self) -> None:
+        try:
+            super().finish_response()
+        except OSError:  # the client is gone (or stalled past the send timeout)
+            # wsgiref drops a reset or broken pipe silently, and the connection went
+            # on with the requests already read from it (pipelined: up to a buffer's
+            # worth, each a page rendered for nobody).
+            self.request_handler.close_connection = True
+            raise
+
+    def _write(self, data: bytes) -> None:
+        rh = self.request_handler
+        rh.sending = True  # blocked here when the client does not read: a victim first
+        try:
+            super()._write(data)
+        finally:
+            rh.sending = False
+
     def cleanup_headers(self) -> None:
         super().cleanup_headers()
         rh = self.request_handler
@@ -246,6 +267,7 @@ class _RequestHandler(WSGIRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.rfile = io.BufferedReader(_DeadlineReader(self))
+        self.server.started(self)
 
     def handle(self) -> None:
         self.close_connection = True
@@ -254,6 +276,7 @@ class _RequestHandler(WSGIRequestHandler):
             self._handle_one()
 
     evicted = False  # closed by the server to make room (DashboardServer.process_request)
+    sending = False  # in a send of its answer (a client reading slowly keeps it there)
 
     def _handle_one(self) -> None:
         self.deadline = time.monotonic() + self.timeout
@@ -289,7 +312,7 @@ class _RequestHandler(WSGIRequestHandler):
             multithread=True,
         )
         handler.request_handler = self
-        handler.run(self.server.app)
+        handler.run(self.server.app)  # evicted meanwhile: its send fails (finish_response)
 
     def _body(self) -> BinaryIO:
         if self.headers.get("Transfer-Encoding"):
@@ -338,6 +361,8 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         self._open: set[socket.socket] = set()
         # the handlers waiting for a request on their connection, longest waiting first
         self._waiting: dict[socket.socket, _RequestHandler] = {}
+        # every connection's handler once its thread started, oldest connection first
+        self._handlers: dict[socket.socket, _RequestHandler] = {}
         self._open_lock = threading.Condition()  # notified when a connection ends
         host = config.host.strip("[]")
         if ":" in host:
@@ -359,13 +384,33 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
             if on and not handler.evicted:
                 self._waiting[handler.connection] = handler  # (now the newest)
 
+    def started(self, handler: _RequestHandler) -> None:
+        """``handler``'s thread runs (its connection can be closed to make room)."""
+        with self._open_lock:
+            if handler.connection in self._open:
+                self._handlers[handler.connection] = handler
+
+    def _victim(self) -> _RequestHandler | None:
+        """The connection closed to make room: the one that has waited longest for
+        its next request, else the oldest one sending its answer (a client reading
+        its answers slowly: every send moves on within its timeout, so nothing else
+        ever frees its thread), else the oldest one answering, else None (every
+        thread is still starting). Sending before rendering: the operator's
+        browser keeps its connections alive (a reload every 5 s), so they are the
+        oldest, and the one rendering its page (a Redis read) was closed first, its
+        thread waited for in vain and the new connection refused as well."""
+        if self._waiting:
+            return self._waiting.pop(next(iter(self._waiting)))
+        answering = [h for h in self._handlers.values() if not h.evicted]
+        return next((h for h in answering if h.sending), answering[0] if answering else None)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
-            if len(self._open) >= MAX_CONNECTIONS and self._waiting:
-                # Room made by closing the longest waiting connection: its thread
-                # reads the end of its input and ends at once (waited for here, so
+            victim = self._victim() if len(self._open) >= MAX_CONNECTIONS else None
+            if victim is not None:
+                # Room made by closing that connection: its thread reads the end of
+                # its input (or fails its send) and ends at once (waited for here, so
                 # the threads stay at MAX_CONNECTIONS; at most a second).
-                victim = self._waiting.pop(next(iter(self._waiting)))
                 victim.evicted = True
                 with contextlib.suppress(OSError):
                     victim.connection.shutdown(socket.SHUT_RDWR)
@@ -382,6 +427,7 @@ class DashboardServer(ThreadingMixIn, WSGIServer):
         with self._open_lock:
             self._open.discard(request)
             self._waiting.pop(request, None)
+            self._handlers.pop(request, None)
             self._open_lock.notify_all()
         super().shutdown_request(request)
 

@@ -349,6 +349,25 @@ def test_registry_gaps_finds_lost_metadata_and_cron_entries_only(
     assert registry_gaps(client, names) == []
 
 
+def test_registry_gaps_does_not_read_the_cron_definitions(raw: redis.Redis, client: Client) -> None:
+    """The registry check runs every minute in each supervisor: it asks whether
+    each cron definition exists, and reads none of them (they hold the cron
+    inputs, up to max_payload_bytes each, or what a hand edit left)."""
+    reg = Registry()
+    define_workflow("nightly", cron=[Cron("30 2 * * *"), Cron("0 5 * * *")], registry=reg)(_handler)
+    client.sync_registry(reg, app="app-a")
+    k = client.keys
+    for cid in _cron_ids(raw, client, "nightly"):
+        raw.hset(k.cron_def, cid, "x" * 8_000_000)  # a hand edit (8 MB)
+    raw.config_resetstat()
+    before = int(raw.info("stats")["total_net_output_bytes"])
+    assert registry_gaps(client, ["nightly"]) == []
+    sent = int(raw.info("stats")["total_net_output_bytes"]) - before
+    assert sent < 64 << 10, f"registry_gaps read {sent:,} bytes for 2 cron entries"
+    raw.hdel(k.cron_def, sorted(_cron_ids(raw, client, "nightly"))[1])
+    assert registry_gaps(client, ["nightly"]) == ["nightly"]
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [

@@ -211,6 +211,42 @@ def test_on_failure_errors_never_change_the_outcome(
     assert workers.alive() == [True]
 
 
+def test_an_on_failure_error_is_logged_with_redis_passwords_masked(
+    client: Client,
+    registry: Registry,
+    workers: WorkerPool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hook that could not reach a Redis names its URL in its error: the log
+    line (formatted by the application's own handler, not the supervisor's
+    masking formatter) shows the traceback with the password masked, as the
+    run's stored error does."""
+
+    def alert(fctx: FailureContext[Any]) -> None:
+        raise ConnectionError("alerts down: redis://admin:hook-s3cret@10.0.0.9:6379/0")
+
+    @define_workflow("fail-alert-secret", on_failure=alert, registry=registry)
+    def flow(ctx: Context[Any]) -> None:
+        raise ValueError("original")
+
+    workers.start()
+    with caplog.at_level(logging.ERROR):
+        handle = flow.run()
+        with pytest.raises(RunFailedError):
+            handle.result(timeout=10)
+        wait_until(
+            lambda: any("on_failure" in r.getMessage() for r in caplog.records),
+            10,
+            message="hook log",
+        )
+    plain = logging.Formatter("%(levelname)s %(message)s")
+    lines = [plain.format(r) for r in caplog.records if "on_failure" in r.getMessage()]
+    text = "\n".join(lines)
+    assert "hook-s3cret" not in text, text
+    assert "ConnectionError" in text and "redis://admin:***@10.0.0.9:6379/0" in text, text
+    assert "Traceback" in text, text
+
+
 def test_on_failure_is_not_called_for_success_or_cancel(
     client: Client, registry: Registry, workers: WorkerPool
 ) -> None:

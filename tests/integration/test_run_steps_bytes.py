@@ -19,29 +19,13 @@ import redis
 
 from redflow_mp import Client, Context, Registry, define_workflow, queries
 from redflow_mp.aio import create_async_client
-from tests.helpers import WorkerPool
+from tests.helpers import HscanPages, WorkerPool, hscan_bound
 
 pytestmark = pytest.mark.timeout(120)
 
 STEPS = 24
 #: Each step's output: about 1 MiB of JSON (a string of that many characters).
 OUTPUT = "x" * (1 << 20)
-#: What one HSCAN reply may bring: a page of about 1 MiB plus one record more
-#: (HSCAN's COUNT is a hint: a bucket comes whole), with headroom.
-PER_CALL = 4 << 20
-
-
-def _bound(raw: redis.Redis, key: str) -> int:
-    """PER_CALL, or more where the server cannot page finer: the most bytes one
-    ``HSCAN ... COUNT 1`` of ``key`` brings. Redis 7 brings a record or two a
-    call; Valkey 8.1+ a bucket of its hash table, up to 7 records (CI saw 6 MiB
-    calls on Valkey 9 of 24 records of 1 MiB, where a read in one call is 25 MB)."""
-    cursor, most = 0, 0
-    while True:
-        cursor, page = cast(tuple[int, dict[bytes, bytes]], raw.hscan(key, cursor, count=1))
-        most = max(most, sum(len(k) + len(v) for k, v in page.items()))
-        if not cursor:
-            return max(PER_CALL, most + (64 << 10))
 
 
 def _reads(raw: redis.Redis, action: Any) -> tuple[int, int]:
@@ -73,7 +57,7 @@ def test_big_step_records_are_read_in_pages_of_about_a_mib(
     assert handle.result(timeout=90) == STEPS
     workers.stop_all()
 
-    bound = _bound(raw, client.keys.run_steps(handle.id))
+    bound = hscan_bound(raw, client.keys.run_steps(handle.id))
     assert bound < STEPS << 20  # (one call for all: the defect)
     got: list[Any] = []
     calls, sent = _reads(raw, lambda: got.append(client.get_run_steps(handle.id)))
@@ -106,27 +90,6 @@ def test_big_step_records_are_read_in_pages_of_about_a_mib(
 SMALL_STEPS = 1500
 
 
-class _Pages:
-    """A redis-py client that notes the bytes of each HSCAN reply (the page sizes
-    of a ``get_run_steps`` plan driven through it)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.pages: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.client, name)
-        if name != "hscan":
-            return attr
-
-        def hscan(*args: Any) -> Any:
-            cursor, found = attr(*args)
-            self.pages.append(sum(len(k) + len(v) for k, v in found.items()))
-            return cursor, found
-
-        return hscan
-
-
 def test_a_wrong_or_missing_step_bytes_does_not_set_the_pages(
     client: Client, registry: Registry, workers: WorkerPool, raw: redis.Redis
 ) -> None:
@@ -155,7 +118,7 @@ def test_a_wrong_or_missing_step_bytes_does_not_set_the_pages(
     workers.stop_all()
 
     def pages(run_id: str, names: list[str]) -> list[int]:
-        reader = _Pages(client.redis)
+        reader = HscanPages(client.redis)
         steps = queries.drive(cast(redis.Redis, reader), queries.get_run_steps(client.keys, run_id))
         assert steps is not None
         assert [s.name for s in steps] == names  # each once, in order
@@ -170,7 +133,7 @@ def test_a_wrong_or_missing_step_bytes_does_not_set_the_pages(
     assert len(got) <= 20, f"get_run_steps took {len(got)} HSCAN calls for {SMALL_STEPS} records"
 
     raw.hdel(client.keys.run(big_run.id), "stepBytes")
-    bound = _bound(raw, client.keys.run_steps(big_run.id))
+    bound = hscan_bound(raw, client.keys.run_steps(big_run.id))
     assert bound < STEPS << 20  # (one call for all: the defect)
     got = pages(big_run.id, [f"part-{i:02d}" for i in range(STEPS)])
     assert sum(got) >= STEPS << 20  # every record came

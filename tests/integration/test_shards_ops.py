@@ -90,7 +90,9 @@ def test_one_shard_listing_is_the_plain_query(
     monkeypatch.setattr(client.redis, "pipeline", counting)
     assert [r.id for r in list_runs_all(client)] == [run_id]
     assert stores(client) == [client]
-    assert calls == []  # one zrevrange + one hgetall: no pipeline, no other shard
+    # one zrevrange, one pipeline of the run's row and payload sizes (HMGET,
+    # HSTRLEN), one hget of its input: no other shard
+    assert calls == ["pipeline"]
 
 
 def test_stats_add_up_over_shards(sharded: Client) -> None:

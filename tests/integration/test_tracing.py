@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -389,3 +390,106 @@ def test_no_opentelemetry_import_unless_the_application_made_one(
     assert report["installed"] is (extra == "installed")
     # Without the extra the hooks are the plain functions: no wrapper, no cost.
     assert report["undecorated"] is (extra == "absent")
+
+
+SECRET = "pw-Never-Exported-41"
+
+
+def _unreachable() -> None:
+    raise ConnectionError(f"Error connecting to redis://admin:{SECRET}@db.internal:6379/0")
+
+
+def test_a_redis_password_in_an_error_is_masked_in_every_span(
+    client: Client, registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """A step whose error names a Redis URL with its password: the run stores it
+    masked (``mask_secrets``), and so must every span exported to the tracing
+    backend. The step span recorded the exception itself (the SDK's
+    ``record_exception`` and status), password included."""
+
+    @define_workflow("leaky-traced", registry=registry)
+    def wf(ctx: Context[Any]) -> str:
+        ctx.step.run("connect", _unreachable)
+        return "never"
+
+    workers.start()
+    handle = wf.run()
+    with pytest.raises(Exception, match=re.escape("redis://admin:***@db.internal")):
+        handle.result(timeout=20)
+    finished = spans.get_finished_spans()
+    assert {s.name for s in finished} >= {"redflow.run leaky-traced", "redflow.step connect"}
+    leaks = [
+        (s.name, where)
+        for s in finished
+        for where, value in [
+            ("status", s.status.description),
+            *((f"attribute {k}", v) for k, v in (s.attributes or {}).items()),
+            *(
+                (f"event {e.name} {k}", v)
+                for e in s.events
+                for k, v in (e.attributes or {}).items()
+            ),
+        ]
+        if SECRET in str(value)
+    ]
+    assert leaks == [], f"the Redis password was exported in {leaks}"
+
+
+def test_a_suspension_is_no_error_in_any_span(
+    client: Client, registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """A run suspending raises ``Suspend`` (a BaseException, the runtime's own
+    control flow) through any step that begins after the wait decided it, here a
+    step in a ``finally``. The OpenTelemetry SDK records only ``Exception`` in a
+    span (not BaseException: GeneratorExit, cancellation): no span of a run that
+    merely suspended may have an ERROR status or an ``exception`` event."""
+
+    @define_workflow("nap-tidy", registry=registry)
+    def wf(ctx: Context[Any]) -> str:
+        try:
+            ctx.step.sleep("nap", 3600)
+        finally:
+            ctx.step.run("tidy", lambda: 1)
+        return "never"
+
+    workers.start()
+    handle = wf.run()
+
+    def suspended() -> bool:
+        state = client.get_run(handle.id)
+        return state is not None and state.status == "suspended"
+
+    wait_until(suspended, 20, message="the run to suspend")
+    wait_until(lambda: len(spans.get_finished_spans()) >= 3, 20, message="three spans")
+    errors = [
+        (s.name, s.status.status_code.name, [e.name for e in s.events])
+        for s in spans.get_finished_spans()
+        if s.status.status_code is StatusCode.ERROR or s.events
+    ]
+    assert errors == [], f"a run that suspended exported errors: {errors}"
+
+
+def _refused() -> None:
+    raise redis.exceptions.ConnectionError("refused")
+
+
+def test_a_failed_steps_exception_event_names_its_type_in_full(
+    registry: Registry, workers: WorkerPool, spans: InMemorySpanExporter
+) -> None:
+    """The ``exception`` event's ``exception.type`` is the exception's module and
+    qualified name, as the OpenTelemetry SDK records it (tracing backends group
+    errors by it): a Redis ``ConnectionError`` is not the built-in one."""
+
+    @define_workflow("refused-traced", registry=registry)
+    def wf(ctx: Context[Any]) -> None:
+        ctx.step.run("dial", _refused)
+
+    workers.start()
+    with pytest.raises(Exception, match="refused"):
+        wf.run().result(timeout=20)
+    step = by_name(spans.get_finished_spans())["redflow.step dial"]
+    events = [(e.name, (e.attributes or {}).get("exception.type")) for e in step.events]
+    assert events == [("exception", "redis.exceptions.ConnectionError")], (
+        f"the failed step's events (name, exception.type): {events}"
+    )
+    assert step.status.description == "ConnectionError: refused"

@@ -150,9 +150,20 @@ def runs(synced: Client, ops_workers: WorkerPool) -> Runs:
 
 
 @pytest.fixture()
-def dashboard(client: Client, redis_url: str, prefix: str) -> Iterator[Callable[..., str]]:
+def dashboard_servers() -> list[tuple[DashboardServer, threading.Thread]]:
+    """The servers the ``dashboard`` fixture started (and their threads), in order."""
+    return []
+
+
+@pytest.fixture()
+def dashboard(
+    client: Client,
+    redis_url: str,
+    prefix: str,
+    dashboard_servers: list[tuple[DashboardServer, threading.Thread]],
+) -> Iterator[Callable[..., str]]:
     """Start an in-process dashboard (free port); returns its base URL."""
-    started: list[tuple[DashboardServer, threading.Thread]] = []
+    started = dashboard_servers
 
     def start(**kwargs: Any) -> str:
         kwargs.setdefault("port", 0)

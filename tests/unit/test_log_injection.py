@@ -73,3 +73,20 @@ def test_json_lines_stay_one_line_with_the_text_kept() -> None:
     parsed = json.loads(out)
     assert parsed["msg"] == FORGED + ANSI
     assert parsed["step"] == ANSI
+
+
+def test_a_traceback_given_as_text_is_kept_masked_and_indented() -> None:
+    """``logs.log_error_with_traceback`` (an on_failure hook's error) gives the
+    traceback as ``exc_text``: both formatters print it, masked, as they print
+    ``exc_info``."""
+    tb = "Traceback (most recent call last):\n  boom\nConnectionError: redis://u:pw9@h:1/0" + FORGED
+    text_record = _record("on_failure raised")
+    text_record.exc_text = tb
+    out = _text(text_record)
+    _first, *rest = out.split("\n")
+    assert rest and all(line.startswith(" ") for line in rest), out
+    assert "pw9" not in out and "redis://u:***@h:1/0" in out, out
+    json_record = _record("on_failure raised")
+    json_record.exc_text = tb
+    parsed = json.loads(_JsonFormatter().format(json_record))
+    assert "pw9" not in parsed["exc"] and "ConnectionError: redis://u:***@h:1/0" in parsed["exc"]
