@@ -116,11 +116,14 @@ class Schedule:
             ran = True
             next_due = now + 1.0
             error: Exception | None = None
+            stalls = _stalls_of(duty)
+            if stalls is not None:
+                stalls.clear()  # a tick that returns early met no stall (not the last one's)
             try:
                 next_due = duty.tick(now)
             except Exception as exc:
                 error = exc
-            stall = _stall_of(duty)
+            stall = stalls.error if stalls is not None else None
             if stall is not None and (error is None or _refusal(error)):
                 error = stall  # a stalled server, swallowed or behind another shard's error
             if error is None:
@@ -175,10 +178,10 @@ class Schedule:
                 self._affected.clear()
 
 
-def _stall_of(duty: Duty) -> Exception | None:
-    """The timeout a duty's tick met on a stalled server (``shards.py``), if any."""
+def _stalls_of(duty: Duty) -> ServerStalls | None:
+    """The servers a duty's tick met stalled (``shards.py``), if it keeps them."""
     stalls = getattr(duty, "stalls", None)
-    return stalls.error if isinstance(stalls, ServerStalls) else None
+    return stalls if isinstance(stalls, ServerStalls) else None
 
 
 def _refusal(exc: Exception) -> bool:

@@ -19,8 +19,10 @@ the loop wraps each shard's calls in :meth:`ServerStalls.call`, which raises
 timeout it stands for) instead of calling a shard whose server already timed
 out this tick. A refused connection marks nothing (it costs nothing; the
 shard's neighbours on that server are still tried). Shards on other servers
-(other cluster masters) are served in the same tick. Once the tick is over,
-the schedule sees the stall (:attr:`ServerStalls.error`) even when the duty
+(other cluster masters) are served in the same tick. The schedule clears the
+marks before each tick (one that returns early, the lead lost, met no stall:
+kept, the last tick's stall failed the duty at every pass); once the tick is over,
+it sees the stall (:attr:`ServerStalls.error`) even when the duty
 swallowed it (key check, retention's idle-queue and lost-child pages, cron's
 rewind: they leave the shard's page to the next tick; the registry check, which
 wraps its whole look in one :meth:`ServerStalls.call`) and stops its pass with

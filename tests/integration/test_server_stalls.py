@@ -14,6 +14,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redflow_mp import create_client
+from supervisor.duties import Schedule
+from supervisor.duties.leader import LeaderDuty
+from supervisor.duties.relist import RelistDuty
 from supervisor.duties.shards import ServerStalled, ServerStalls, server_of
 from tests.redis_server import RedisServer
 
@@ -85,3 +88,31 @@ def test_a_refused_connection_marks_nothing(server: RedisServer) -> None:
             tried.append(name)
             shard.redis.ping()
     assert tried == ["a", "b"] and stalls.error is None
+
+
+def test_a_stall_of_an_earlier_tick_is_not_the_schedules_once_the_duty_returns_early(
+    server: RedisServer,
+) -> None:
+    """A leader-only duty's tick that returns early (the lead lost or handed back)
+    calls no Redis: the stall its last tick met is over. Kept, the schedule called
+    the duty failed at every pass for good (Redis down, the outage line every
+    minute, each pass cut short after it)."""
+    client = create_client(server.url, prefix="stalls", default=False, shards=2)
+    leader = LeaderDuty(client, 30_000)
+    relist = RelistDuty(client, leader=leader)
+    schedule = Schedule([relist])
+    assert server.proc is not None
+    try:
+        leader.tick(0.0)
+        assert leader.is_leader
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            schedule.run(0.0)  # shard 0 times out (the client's own timeouts), shard 1 skipped
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert schedule.down
+        leader.resign()  # Redis back: handed back, the duty stops at once
+        schedule.run(10.0)
+        assert not schedule.down, "the last tick's stall kept the schedule down"
+    finally:
+        client.close()
