@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
@@ -105,8 +107,11 @@ class LeaderLock:
         """Whether this leader may fire the crons of shard ``shard`` now."""
         return self.held and self._held[shard]
 
-    def tick(self) -> bool:
-        """Acquire or renew; returns whether this process is the leader now."""
+    def tick(self, guard: Callable[[int], AbstractContextManager[Any]] | None = None) -> bool:
+        """Acquire or renew; returns whether this process is the leader now.
+        ``guard(i)``: wraps the calls of lock copy ``i`` > 0 (the supervisor's
+        ``ServerStalls.call``: a copy whose server stalled this tick is not called,
+        its error kept like a refusal's)."""
         if self.held:
             try:
                 self._lock.reacquire()
@@ -130,7 +135,8 @@ class LeaderLock:
         for i in range(1, len(self._locks)):
             if self.held:
                 try:
-                    self._held[i] = self._tick_copy(i)
+                    with guard(i) if guard is not None else contextlib.nullcontext():
+                        self._held[i] = self._tick_copy(i)
                 except TRANSIENT_ERRORS:  # that shard down: its crons wait, not the others'
                     self._held[i] = False
             elif self._held[i]:  # leadership lost: hand the copy back at once

@@ -108,6 +108,9 @@ class SignalHandling(ArbiterState):
     def _resign(self) -> None:
         if self.leader is not None:
             if self._out_of_reach():  # each call would block its socket timeouts
+                # Stops competing all the same: before, the drain went on leading
+                # (its status said so, its sweeps ran) until the lock lapsed.
+                self.leader.enabled = False
                 log.warning("cron leader lock not released (Redis out of reach): it expires")
                 return
             try:

@@ -27,7 +27,11 @@ blocked its socket timeouts (about 10 s) while Redis stalled: the loop's slot
 restarts (a child that died before it was ready, due after its backoff) and
 exits waited that long. A partial outage (one shard's master of a cluster) is
 not gated: the duties cover the shards that answer, and a call to the stalled
-one still blocks.
+one still blocks. Within a duty's tick a stalled server is called once, its other
+shards skipped (:mod:`supervisor.duties.shards`, the duty's ``stalls``); a
+stall the duty swallowed (a page left for the next tick) stops the pass and
+arms the gate all the same, so an outage costs one call's timeouts before the
+gate arms however many shards the server holds.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Protocol
 
 from redflow_mp.errors import NETWORK_ERRORS, TRANSIENT_ERRORS
 from redflow_mp.outage import Outage
+
+from .shards import ServerStalls
 
 __all__ = ["Duty", "Schedule"]
 
@@ -109,15 +115,25 @@ class Schedule:
                 return
             ran = True
             next_due = now + 1.0
+            error: Exception | None = None
+            stalls = _stalls_of(duty)
+            if stalls is not None:
+                stalls.clear()  # a tick that returns early met no stall (not the last one's)
             try:
                 next_due = duty.tick(now)
+            except Exception as exc:
+                error = exc
+            stall = stalls.error if stalls is not None else None
+            if stall is not None and (error is None or _refusal(error)):
+                error = stall  # a stalled server, swallowed or behind another shard's error
+            if error is None:
                 self._last_error.pop(duty.name, None)
                 self._through(duty.name)
-            except Exception as exc:
-                self._failed(duty.name, exc)
+            else:
+                self._failed(duty.name, error)
                 if self._on_error is not None:
                     self._on_error()
-                if isinstance(exc, NETWORK_ERRORS):
+                if isinstance(error, NETWORK_ERRORS):
                     self._due[i] = (duty, next_due)
                     self._start, self._down = (i + 1) % n, True
                     return
@@ -160,6 +176,17 @@ class Schedule:
                 self._outage.what = _running(self._affected)
                 self._outage.recovered()
                 self._affected.clear()
+
+
+def _stalls_of(duty: Duty) -> ServerStalls | None:
+    """The servers a duty's tick met stalled (``shards.py``), if it keeps them."""
+    stalls = getattr(duty, "stalls", None)
+    return stalls if isinstance(stalls, ServerStalls) else None
+
+
+def _refusal(exc: Exception) -> bool:
+    """Redis trouble other than the network (READONLY, OOM, BUSY ...)."""
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, NETWORK_ERRORS)
 
 
 def _running(names: list[str]) -> str:

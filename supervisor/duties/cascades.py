@@ -29,6 +29,7 @@ from redflow_mp.errors import TRANSIENT_ERRORS
 from redflow_mp.maintenance import stores
 
 from .leader import LeaderDuty
+from .shards import ServerStalls
 
 __all__ = ["CascadeDuty"]
 
@@ -48,17 +49,20 @@ class CascadeDuty:
         self.leader = leader  # None: always (a lone caller)
         self.interval = interval
         self.finished = 0
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + min(self.interval, 1.0)  # a new leader starts within a second
         errors: list[Exception] = []
         budget = Budget(cascade.PASS_BUDGET)  # all shards together
+        self.stalls.clear()
         for store in stores(self.client):
             if budget.left <= 0:
                 break  # the next pass goes on (each walk where it stopped)
             try:
-                walked = finish_pending(self.client, store, budget=budget)
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    walked = finish_pending(self.client, store, budget=budget)
             except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still done
                 errors.append(exc)
                 continue

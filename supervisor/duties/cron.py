@@ -27,6 +27,7 @@ from redflow_mp.maintenance import CronTick, UnreadableCrons, cron_tick, run_id_
 
 from ..exposition import MetricsStore
 from .leader import LeaderDuty
+from .shards import ServerStalls
 
 __all__ = ["CronDuty"]
 
@@ -58,6 +59,7 @@ class CronDuty:
         self._led = False
         #: per shard, the offset of the rewind pass in progress (none: no pass)
         self._rewind: dict[int, int] = {}
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
         #: (server ms, monotonic s) of the last tick that read the server's time
         self._seen: tuple[int, float] | None = None
 
@@ -70,7 +72,8 @@ class CronDuty:
             if not self.leader.holds(i):
                 continue  # a new leader waits for the old one's copy to expire
             try:
-                part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    part = cron_tick(store, self.leader.token, make_id=run_id_maker(self.client, i))
             except TRANSIENT_ERRORS as exc:
                 errors.append(exc)
                 continue
@@ -111,7 +114,8 @@ class CronDuty:
                 del self._rewind[i]
                 continue
             try:
-                got = rewind_page(store, self.leader.token, self._rewind[i])
+                with self.stalls.call(store):  # as in _tick_shards
+                    got = rewind_page(store, self.leader.token, self._rewind[i])
             except TRANSIENT_ERRORS:
                 continue  # this page again next tick
             except redis.ResponseError as exc:  # cron:next of another type
@@ -143,6 +147,7 @@ class CronDuty:
             self._led = True
             self._start_rewind("this supervisor became the cron leader")
         result = CronTick(next_due_ms=None)
+        self.stalls.clear()
         errors = self._tick_shards(result)
         if self._clock_went_back(result.now_ms, now):
             self._start_rewind("the Redis clock went back")

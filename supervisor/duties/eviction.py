@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from redflow_mp.errors import TRANSIENT_ERRORS
+from redflow_mp.errors import NETWORK_ERRORS, TRANSIENT_ERRORS
 
 __all__ = ["EvictionWatch"]
 
@@ -51,8 +51,10 @@ class EvictionWatch:
                 pipe.info("memory")
                 pipe.info("stats")
                 memory, stats = pipe.execute()
+        except NETWORK_ERRORS:
+            raise  # the caller's (the key check: a stalled server is called once a tick)
         except TRANSIENT_ERRORS:
-            return  # (Redis away: the next look tells)
+            return  # (Redis refusing: the next look tells)
         except redis.ResponseError:
             return  # (INFO refused to this user)
         policy = _text(memory.get("maxmemory_policy", "noeviction"))

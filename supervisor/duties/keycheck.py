@@ -24,6 +24,7 @@ memory`` and one ``INFO stats`` per shard).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from redflow_mp.keycheck import CHECK_S, expected_types, types_of, wrong_of
 from redflow_mp.maintenance import reindex_unindexed, stores
 
 from .eviction import EvictionWatch
+from .shards import ServerStalls
 
 __all__ = ["KEYS_PER_TICK", "KeyCheckDuty"]
 
@@ -64,6 +66,7 @@ class KeyCheckDuty:
         self.found: list[str] = []  # the keys named by the last check
         self._next: dict[int, int] = {}  # per shard: where the next turn starts
         self.evictions = EvictionWatch()  # keys Redis evicted since the last check
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     @property
     def workflows(self) -> tuple[str, ...]:
@@ -75,10 +78,7 @@ class KeyCheckDuty:
         """Put the runs that finished while their status index was of another type
         back into it once it is a sorted set again (the listing by status reads the
         index only)."""
-        try:
-            moved = reindex_unindexed(store)
-        except TRANSIENT_ERRORS:
-            return
+        moved = reindex_unindexed(store)  # Redis trouble: the caller's
         if moved:
             log.info(
                 "put %d runs back into their status index (they finished while it held "
@@ -90,6 +90,7 @@ class KeyCheckDuty:
         found = []
         queues = self.queues()
         workflows = self.workflows
+        self.stalls.clear()
         for index, store in enumerate(stores(self.client)):
             shared = expected_types(store.keys)
             named = expected_types(store.keys, workflows, queues)[len(shared) :]
@@ -101,12 +102,15 @@ class KeyCheckDuty:
             checked = shared + turn
             keys = [key for key, _, _ in checked]
             try:
-                kinds = types_of(store.redis, keys)
-            except TRANSIENT_ERRORS:
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    kinds = types_of(store.redis, keys)
+            except TRANSIENT_ERRORS:  # its turn next tick (a stall: the schedule's gate arms)
                 continue
             wrong = wrong_of(checked, kinds)
             self._next[index] = start + len(turn)
-            self.evictions.look(index, store.redis)
+            # Redis away: the next look tells (its server stalled: not called)
+            with contextlib.suppress(*TRANSIENT_ERRORS), self.stalls.call(store):
+                self.evictions.look(index, store.redis)
             for key, kind, want, cost in wrong:
                 found.append(key)
                 log.error(
@@ -118,6 +122,8 @@ class KeyCheckDuty:
                     cost,
                 )
             if kinds[keys.index(store.keys.runs_unindexed)] == "zset":
-                self._reindex(store)  # some runs to put back (none: the key is missing)
+                # some runs to put back (none: the key is missing); Redis away: next tick
+                with contextlib.suppress(*TRANSIENT_ERRORS), self.stalls.call(store):
+                    self._reindex(store)
         self.found = found
         return now + self.interval

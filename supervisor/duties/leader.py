@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 
 from redflow_mp.client import Client
-from redflow_mp.maintenance import LeaderLock
+from redflow_mp.maintenance import LeaderLock, stores
+
+from .shards import ServerStalls
 
 __all__ = ["LeaderDuty"]
 
@@ -27,6 +29,8 @@ class LeaderDuty:
         self.interval = ttl_ms / 3000.0
         self.enabled = True
         self._next_foreign_check = 0.0
+        self._client = client
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     @property
     def is_leader(self) -> bool:
@@ -45,7 +49,10 @@ class LeaderDuty:
     def tick(self, now: float) -> float:
         if self.enabled:
             was = self.lock.held
-            self.lock.tick()
+            self.stalls.clear()
+            shards = stores(self._client)
+            # each copy's server: a stalled one is called once a tick, not once a shard
+            self.lock.tick(guard=lambda i: self.stalls.call(shards[i]))
             # a lead just lost looks at once: the key may have been overwritten
             # with a value no leader can hold (LeaderLock.tick)
             if now >= self._next_foreign_check or (was and not self.lock.held):

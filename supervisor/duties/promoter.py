@@ -13,6 +13,7 @@ from redflow_mp.maintenance import BATCH, MAX_CALLS, promote_due, stores, wake_d
 from redflow_mp.metrics import Metrics
 
 from ..exposition import MetricsStore
+from .shards import ServerStalls
 
 __all__ = ["PromoterDuty"]
 
@@ -33,15 +34,18 @@ class PromoterDuty:
         self.metrics = metrics
         self.batch = batch
         self.max_calls = max_calls
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     def tick(self, now: float) -> float:
         late: list[int] = []
         full = False  # a tick used all its calls: more may be due now
         errors: list[Exception] = []
+        self.stalls.clear()
         for store in stores(self.client):  # bounded per shard (maintenance.py)
             try:
-                promoted, _ = promote_due(store, self.batch, self.max_calls)
-                woken, _ = wake_due(store, self.batch, self.max_calls)
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    promoted, _ = promote_due(store, self.batch, self.max_calls)
+                    woken, _ = wake_due(store, self.batch, self.max_calls)
             except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still due
                 errors.append(exc)
                 continue

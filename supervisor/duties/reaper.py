@@ -35,6 +35,7 @@ from redflow_mp.lostkeys import rearm_leases
 from redflow_mp.maintenance import StallGuard, announce_queues, reap_expired, stores
 
 from ..exposition import MetricsStore
+from .shards import ServerStalls
 
 __all__ = ["ANNOUNCE_EVERY", "ReaperDuty"]
 
@@ -67,6 +68,7 @@ class ReaperDuty:
         self.lease_ms = lease_ms
         self._running_at: dict[int, int] = {}  # per shard: the next page's rank
         self.queues = queues
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
         self.interval = interval_ms / 1000.0
         self.metrics = metrics
         self.requeued = 0
@@ -123,14 +125,16 @@ class ReaperDuty:
         requeued: list[str] = []
         errors: list[Exception] = []
         names = _Once(self.hooked)  # asked at most once a tick, only when a hook is due
+        self.stalls.clear()
         for index, store in enumerate(stores(self.client)):
             try:
-                if announce:
-                    # Every shard lists the queues served: a queue's runs may be in any shard.
-                    announce_queues(store, queues)
-                    self._rearm(index, store)
-                requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
-                self._take_hooks(index, store, names, now)
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    if announce:
+                        # Every shard lists the queues served: a queue's runs may be in any shard.
+                        announce_queues(store, queues)
+                        self._rearm(index, store)
+                    requeued.extend(reap_expired(store, guard=self.guard, index=index)[1])
+                    self._take_hooks(index, store, names, now)
             except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still reaped
                 errors.append(exc)
         if announce and not errors:

@@ -44,6 +44,8 @@ from redflow_mp.foreign import LOST_MARKER_MS
 from redflow_mp.registry import Registry
 from redflow_mp.sync import check_cron_inputs, registry_gaps
 
+from .shards import ServerStalls
+
 __all__ = ["RegistryDuty"]
 
 log = logging.getLogger("redflow_supervisor")
@@ -86,6 +88,7 @@ class RegistryDuty:
         with contextlib.suppress(*TRANSIENT_ERRORS):
             self._seen = self._servers()
         self._seen_first = False  # _seen was read in this tick (no earlier look to compare)
+        self.stalls = ServerStalls()  # a timeout it swallowed (shards.py)
         self._changed: list[int] = []  # the shards whose server restarted (_what_happened)
         self._refused: Registry | None = None  # the registry the sync refused, said once
         # when the registry was last written (monotonic): the start-up sync, about now
@@ -100,18 +103,22 @@ class RegistryDuty:
         if not names:
             return now + self.interval
         self._ticks += 1
+        self.stalls.clear()
         try:
-            self._seen_first = self._seen is None
-            if self._seen is None:  # the servers as they were (to tell a restart)
-                self._seen = self._servers()
-            if self._ticks % FULL_EVERY and not self._one_per_shard_gone(names):
-                self._adopt(now)
-                return now + self.interval
-            gaps = registry_gaps(self.client, names)
+            # a timeout swallowed here still arms the schedule's gate (shards.py)
+            with self.stalls.call(self.client):
+                self._seen_first = self._seen is None
+                if self._seen is None:  # the servers as they were (to tell a restart)
+                    self._seen = self._servers()
+                if self._ticks % FULL_EVERY and not self._one_per_shard_gone(names):
+                    self._adopt(now)
+                    return now + self.interval
+                gaps = registry_gaps(self.client, names)
         except TRANSIENT_ERRORS:
             return now + self.interval  # Redis out of reach: the next tick looks again
         self._resync(registry, gaps, now)
-        with contextlib.suppress(*TRANSIENT_ERRORS):  # the next tick adopts
+        # the next tick adopts
+        with contextlib.suppress(*TRANSIENT_ERRORS), self.stalls.call(self.client):
             self._adopt(now)
         return now + self.interval
 

@@ -32,6 +32,7 @@ from redflow_mp.lostkeys import RELIST_PAGE, relist_runs
 from redflow_mp.maintenance import stores
 
 from .leader import LeaderDuty
+from .shards import ServerStalls
 
 __all__ = ["BETWEEN_PAGES", "BETWEEN_PASSES", "RelistDuty"]
 
@@ -64,16 +65,19 @@ class RelistDuty:
         self.relisted = 0
         self.passes = 0
         self._due = [0.0] * len(stores(client))  # per shard: when its next page is due
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
 
     def tick(self, now: float) -> float:
         if self.leader is not None and not self.leader.is_leader:
             return now + 1.0  # a new leader starts within a second
         errors: list[Exception] = []
+        self.stalls.clear()
         for i, store in enumerate(stores(self.client)):
             if now < self._due[i]:
                 continue
             try:
-                got = relist_runs(store, self.page)
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    got = relist_runs(store, self.page)
             except TRANSIENT_ERRORS as exc:  # that shard down: the others go on
                 self._due[i] = now + 1.0
                 errors.append(exc)

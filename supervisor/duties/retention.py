@@ -31,6 +31,7 @@ from redflow_mp.maintenance import forget_idle_queues, stores, sweep_backlog
 
 from ..status import list_supervisors
 from .leader import LeaderDuty
+from .shards import ServerStalls
 
 __all__ = ["RetentionDuty"]
 
@@ -94,6 +95,7 @@ class RetentionDuty:
         # next sweep call to remove (maintenance.sweep_backlog)
         self._released: list[list[tuple[str, str]]] = [[] for _ in stores(client)]
         self._forget_at = 0.0
+        self.stalls = ServerStalls()  # one stalled server blocks a tick once (shards.py)
         self.warned: dict[str, float] = {}  # stranded queue -> when it may be named again
 
     def tick(self, now: float) -> float:
@@ -102,6 +104,7 @@ class RetentionDuty:
         started = self.clock()
         backlog = False
         errors: list[Exception] = []
+        self.stalls.clear()
         if self.retention_ms > 0:
             shards = stores(self.client)
             # Each tick starts at the next shard: past TICK_BUDGET the later ones
@@ -110,17 +113,18 @@ class RetentionDuty:
             order = list(range(self._first, len(shards))) + list(range(self._first))
             for i in order:  # each one's runs
                 try:
-                    swept, more = sweep_backlog(
-                        shards[i],
-                        self.retention_ms,
-                        batch=SWEEP_BATCH,
-                        max_batches=SWEEP_BATCHES,
-                        deadline=started + TICK_BUDGET,
-                        clock=self.clock,
-                        # a parent in another shard is read there (sweep_runs.lua)
-                        shards=shards,
-                        released=self._released[i],
-                    )
+                    with self.stalls.call(shards[i]):  # its server stalled: not called
+                        swept, more = sweep_backlog(
+                            shards[i],
+                            self.retention_ms,
+                            batch=SWEEP_BATCH,
+                            max_batches=SWEEP_BATCHES,
+                            deadline=started + TICK_BUDGET,
+                            clock=self.clock,
+                            # a parent in another shard is read there (sweep_runs.lua)
+                            shards=shards,
+                            released=self._released[i],
+                        )
                 except TRANSIENT_ERRORS as exc:  # one shard down: the next ones still swept
                     errors.append(exc)
                     continue
@@ -164,9 +168,10 @@ class RetentionDuty:
         a child whose record Redis lost, and re-arm the timers it lost."""
         for i, store in enumerate(stores(self.client)):
             try:
-                self._suspended_at[i], woken, rearmed = repair_suspended(
-                    self.client, store, self._suspended_at[i]
-                )
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    self._suspended_at[i], woken, rearmed = repair_suspended(
+                        self.client, store, self._suspended_at[i]
+                    )
             except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
                 continue
             for parent, child in woken:
@@ -188,14 +193,16 @@ class RetentionDuty:
 
     def _forget(self, now: float) -> None:
         served = set(self.queues())
-        for status in list_supervisors(self.client):
-            served.update(status.queues)
+        with self.stalls.call(self.client):  # its server stalled this tick: raised
+            for status in list_supervisors(self.client):
+                served.update(status.queues)
         gone: list[str] = []
         for i, store in enumerate(stores(self.client)):
             try:
-                self._cursors[i], dropped, stranded = forget_idle_queues(
-                    store, sorted(served), self._cursors[i], FORGET_PAGE
-                )
+                with self.stalls.call(store):  # its server stalled this tick: not called
+                    self._cursors[i], dropped, stranded = forget_idle_queues(
+                        store, sorted(served), self._cursors[i], FORGET_PAGE
+                    )
             except TRANSIENT_ERRORS:  # that shard down: its page waits for the next tick
                 continue
             gone.extend(dropped)

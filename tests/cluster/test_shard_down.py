@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -218,4 +219,134 @@ def test_retention_sweeps_the_shards_after_one_that_is_down(
         assert duty.removed == 1
         assert live.redis.exists(live.keys.run(run_id)) == 0
     finally:
+        c.close()
+
+
+@pytest.mark.timeout(300)  # three ticks, each blocking one routed call (up to ~25 s)
+def test_a_stalled_master_blocks_a_duty_tick_once_and_the_other_masters_are_served(
+    cluster_factory: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master STOPPED (SIGSTOP: calls time out instead of being refused) holding
+    two shards of six: a tick of the promoter or of the cron duty calls it once
+    (its other shard is skipped, ``ServerStalled``; before, each shard's call
+    blocked its timeouts in turn) and still serves the shards of the other
+    masters in the same tick (``supervisor/duties/shards.py``)."""
+    import msgspec
+    import redis
+
+    from redflow_mp.cron import CronDef
+    from supervisor.duties import cron as cron_module
+    from supervisor.duties import promoter as promoter_module
+    from supervisor.duties.cron import CronDuty
+    from supervisor.duties.leader import LeaderDuty
+    from supervisor.duties.promoter import PromoterDuty
+
+    n = 6
+    cluster = cluster_factory(full_coverage=False)
+    # a prefix with two shards or more on a master that does not hold shard 0 (the
+    # leader lock's, whose failure ends the leader's tick)
+    for attempt in range(100):
+        c = create_client(
+            cluster.url, prefix=f"stall{attempt}", registry=Registry(), default=False, shards=n
+        )
+        node_of = {
+            k: cluster.node_for_slot(key_slot(f"{c.shards[k].keys.tag}:x".encode()))
+            for k in range(n)
+        }
+        by_node: dict[int, list[int]] = {}
+        for k, node in node_of.items():
+            by_node.setdefault(node.port, []).append(k)
+        if any(len(ks) >= 2 and 0 not in ks for ks in by_node.values()):
+            break
+        c.close()
+    stopped = None
+    try:
+        stalled = next(ks for ks in by_node.values() if len(ks) >= 2 and 0 not in ks)
+        live = [k for k in range(n) if k not in stalled]
+        wfs = {
+            k: next(f"w{i}" for i in range(2000) if c.shard_of_workflow(f"w{i}").index == k)
+            for k in range(n)
+        }
+        now_ms = c.server_time_ms()
+        due = {}
+        for k in live:
+            shard = c.shards[k]
+            due[k], _ = shard.scripts.enqueue(
+                shard.run_id(new_run_id()),
+                wfs[k],
+                "dq",
+                b"1",
+                1,
+                now_ms + 200,
+                "",
+                0,
+                "",
+                "",
+                None,
+                None,
+            )
+            cid = f"{wfs[k]}:c"
+            record = CronDef(
+                id=cid,
+                workflow=wfs[k],
+                queue="cq",
+                expression="* * * * *",
+                timezone="UTC",
+                input_json="1",
+            )
+            shard.redis.hset(shard.keys.cron_def, cid, msgspec.json.encode(record))
+            shard.redis.zadd(shard.keys.cron_next, {cid: now_ms - 10})
+        wait_for(lambda: c.server_time_ms() > now_ms + 250, 5, "the runs due")
+        runs = {
+            k: int(c.shards[k].redis.zcard(c.shards[k].keys.workflow_runs(wfs[k]))) for k in live
+        }
+        leader = LeaderDuty(c, 60_000)
+        leader.tick(time.monotonic())
+        assert all(leader.holds(k) for k in range(n))
+        calls: list[int] = []
+
+        def counting(real: Callable[..., Any]) -> Callable[..., Any]:
+            def call(store: Any, *args: Any, **kwargs: Any) -> Any:
+                calls.append(store.index)
+                return real(store, *args, **kwargs)
+
+            return call
+
+        for module, name in ((promoter_module, "promote_due"), (cron_module, "cron_tick")):
+            monkeypatch.setattr(module, name, counting(getattr(module, name)))
+        copy = leader.lock._tick_copy
+
+        def tick_copy(i: int) -> bool:
+            calls.append(i)
+            return copy(i)
+
+        monkeypatch.setattr(leader.lock, "_tick_copy", tick_copy)
+        stopped = node_of[stalled[0]]
+        assert stopped.proc is not None
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        promoter, cron = PromoterDuty(c, 200), CronDuty(c, leader)
+        for duty in (promoter, cron):
+            calls.clear()
+            with pytest.raises(redis.TimeoutError):  # the stalled master, reported
+                duty.tick(time.monotonic())
+            # one call blocked on the stopped master, none after it; every live shard served
+            assert sum(k in stalled for k in calls) == 1, (duty.name, calls, stalled)
+            assert sorted(k for k in calls if k in live) == live, (duty.name, calls)
+            assert isinstance(duty.stalls.error, redis.TimeoutError), duty.name
+        # the leader's tick renews the copies it reaches, its stalled ones called once
+        calls.clear()
+        leader.tick(time.monotonic())
+        assert sum(k in stalled for k in calls) == 1, ("leader", calls, stalled)
+        assert isinstance(leader.stalls.error, redis.TimeoutError)
+        assert leader.is_leader and all(leader.holds(k) for k in live)
+        assert not any(leader.holds(k) for k in stalled)
+        for k in live:
+            shard = c.shards[k]
+            status = shard.redis.hget(shard.keys.run(due[k]), "status")
+            assert status == b"queued", (k, status)  # promoted in that one tick
+            fired = int(shard.redis.zcard(shard.keys.workflow_runs(wfs[k]))) - runs[k]
+            assert fired == 1, (k, fired)  # its cron fired in that one tick
+    finally:
+        if stopped is not None and stopped.proc is not None:
+            os.kill(stopped.proc.pid, signal.SIGCONT)
         c.close()
