@@ -126,6 +126,10 @@ class Schedule:
             stall = stalls.error if stalls is not None else None
             if stall is not None and (error is None or _refusal(error)):
                 error = stall  # a stalled server, swallowed or behind another shard's error
+                # due again in a second, as after a raised one, not at the duty's own
+                # cadence: until it goes through, the schedule is down (a minute for
+                # the key check), which holds the dead children's put-backs
+                next_due = now + 1.0
             if error is None:
                 self._last_error.pop(duty.name, None)
                 self._through(duty.name)

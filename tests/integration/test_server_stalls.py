@@ -15,6 +15,7 @@ from redis.retry import Retry
 
 from redflow_mp import create_client
 from supervisor.duties import Schedule
+from supervisor.duties.keycheck import KeyCheckDuty
 from supervisor.duties.leader import LeaderDuty
 from supervisor.duties.relist import RelistDuty
 from supervisor.duties.shards import ServerStalled, ServerStalls, server_of
@@ -114,5 +115,28 @@ def test_a_stall_of_an_earlier_tick_is_not_the_schedules_once_the_duty_returns_e
         leader.resign()  # Redis back: handed back, the duty stops at once
         schedule.run(10.0)
         assert not schedule.down, "the last tick's stall kept the schedule down"
+    finally:
+        client.close()
+
+
+def test_a_duty_that_swallowed_a_stall_is_due_again_in_a_second(server: RedisServer) -> None:
+    """The key check keeps a stall's error to itself and returns its own cadence (a
+    minute). Kept at that cadence, the schedule stayed down for that minute after
+    Redis answered again, holding every dead child's put-back (and for good in a
+    drain that waits for them: tests/process/test_putback_stall.py in CI)."""
+    client = create_client(server.url, prefix="stalls2", default=False)
+    keycheck = KeyCheckDuty(client, ["w"])
+    schedule = Schedule([keycheck])
+    assert server.proc is not None
+    try:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            schedule.run(0.0)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert schedule.down
+        assert schedule.next_due() <= 1.0, schedule.next_due()
+        schedule.run(2.0)
+        assert not schedule.down, "the key check's stall kept the schedule down"
     finally:
         client.close()
